@@ -1,0 +1,1 @@
+//! The log-structured block engine.
