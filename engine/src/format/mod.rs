@@ -1,0 +1,19 @@
+//! Pure encoding and decoding of every on-disk structure, with checksums. Does no
+//! I/O and imports nothing from the crate but `units`. Integers are fixed-width
+//! little-endian; every structure starts with a magic and a format version.
+//! `engine/FORMAT.md` documents the layout byte by byte.
+
+mod batch;
+mod checkpoint;
+mod codec;
+mod root;
+mod superblock;
+
+pub use batch::{BatchBuilder, BatchHeader, Entry, BATCH_HEADER_FIXED_LEN};
+pub use checkpoint::{CheckpointBody, ChunkImage, VolumeImage};
+pub use codec::{DecodeError, Reader, Writer};
+pub use root::CheckpointRoot;
+pub use superblock::Superblock;
+
+/// The on-disk format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
