@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# Builds the QEMU guest images that Keel's system tests boot to drive the Linux
+# kernel NVMe/TCP host driver against Keel's target.
+#
+# Usage: tests/guest/prepare.sh [CACHE_DIR]
+#   CACHE_DIR defaults to $KEEL_GUEST_CACHE, else /var/cache/keel-guest.
+#
+# Output, per kernel generation GEN in {6.1, 6.12}:
+#   CACHE_DIR/GEN/vmlinuz             the Debian kernel image
+#   CACHE_DIR/GEN/initramfs.cpio.gz   busybox + nvme-cli + fio + e2fsprogs + util-linux
+#                                     tools + the modules for nvme-tcp, ext4 and virtio-net
+#   CACHE_DIR/GEN/kernel-release      the `uname -r` of that kernel
+#   CACHE_DIR/GEN/stamp               what the images were built from (rebuild key)
+#
+# Idempotent: it installs only missing host packages and rebuilds a generation
+# only when its inputs (this script, the guest init, package versions) change.
+# Kernels are never installed on the host: their packages are downloaded and
+# unpacked into the cache with dpkg-deb.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE_DIR="${1:-${KEEL_GUEST_CACHE:-/var/cache/keel-guest}}"
+GENERATIONS=(6.1 6.12)
+
+# Host packages: qemu + socat run the guest; the rest provide the guest's
+# userland, copied from the host together with its shared libraries.
+HOST_PACKAGES=(qemu-system-x86 socat nvme-cli fio e2fsprogs busybox-static util-linux
+    coreutils diffutils bash kmod cpio xz-utils zstd gzip)
+# Binaries copied into the guest (with their libraries, resolved by ldd).
+# bash runs the test script: Debian's busybox prefers its own applets over
+# binaries in PATH, so under busybox sh `sha256sum` or `blkdiscard` would not
+# be the real tool even when it is present.
+GUEST_BINARIES=(/usr/bin/bash /usr/sbin/nvme /usr/bin/fio /usr/sbin/mke2fs /usr/sbin/e2fsck
+    /usr/sbin/blkdiscard /usr/sbin/blockdev /usr/sbin/wipefs /usr/bin/sha256sum /usr/bin/dd
+    /usr/bin/cmp /usr/bin/kmod /usr/bin/socat)
+# Modules (names or aliases) whose dependency closure goes into the guest.
+GUEST_MODULES=(nvme-tcp nvme-fabrics nvme-core crc32c crc32c_generic crc32c-intel
+    ext4 virtio_net virtio_pci virtio_blk configfs)
+
+log() { printf 'prepare.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages with apt-get)"
+
+APT_UPDATED=0
+apt_update_once() {
+    if [[ $APT_UPDATED -eq 0 ]]; then
+        log "apt-get update"
+        apt-get update -qq >/dev/null
+        APT_UPDATED=1
+    fi
+}
+
+package_installed() {
+    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]
+}
+
+ensure_host_packages() {
+    local missing=() p
+    for p in "${HOST_PACKAGES[@]}"; do
+        package_installed "$p" || missing+=("$p")
+    done
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        apt_update_once
+        log "installing: ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+    fi
+}
+
+candidate_version() {
+    apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}'
+}
+
+# Bookworm carries linux-image-6.12-amd64 in bookworm-security (the 6.12 LTS
+# kernel was brought into bookworm). If a mirror lacks it, bookworm-backports
+# has it: enable that suite in a file of our own and retry.
+ensure_candidate() {
+    local meta="$1" v
+    v="$(candidate_version "$meta")"
+    if [[ -z "$v" || "$v" == "(none)" ]]; then
+        apt_update_once
+        v="$(candidate_version "$meta")"
+    fi
+    if [[ -z "$v" || "$v" == "(none)" ]]; then
+        local list=/etc/apt/sources.list.d/keel-guest-backports.sources
+        log "$meta has no candidate; enabling bookworm-backports in $list"
+        cat >"$list" <<'EOF'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+        apt-get update -qq >/dev/null
+        APT_UPDATED=1
+        v="$(candidate_version "$meta")"
+        if [[ -z "$v" || "$v" == "(none)" ]]; then
+            v="$(candidate_version "$meta/bookworm-backports")"
+        fi
+    fi
+    [[ -n "$v" && "$v" != "(none)" ]] || die "no installable candidate for $meta"
+}
+
+meta_package_for() {
+    case "$1" in
+        6.1) echo linux-image-amd64 ;;
+        6.12) echo linux-image-6.12-amd64 ;;
+        *) die "unknown kernel generation $1" ;;
+    esac
+}
+
+# The metapackage depends on the versioned image package (ABI in its name).
+image_package_for() {
+    local meta="$1" pkg
+    pkg="$(apt-cache depends --important "$meta" 2>/dev/null |
+        awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+    [[ -n "$pkg" ]] || die "cannot resolve the image package behind $meta"
+    echo "$pkg"
+}
+
+# Copies a file to the same path inside the staging root, replacing any
+# busybox applet link of that name instead of writing through it.
+stage_file() {
+    local src="$1" root="$2" dest="$2$1"
+    mkdir -p "$(dirname "$dest")"
+    rm -f "$dest"
+    cp -L "$src" "$dest"
+}
+
+stage_binary_with_libs() {
+    local bin="$1" root="$2" lib
+    [[ -x "$bin" ]] || die "missing host binary $bin"
+    stage_file "$bin" "$root"
+    while read -r lib; do
+        [[ -e "$root$lib" ]] || stage_file "$lib" "$root"
+    done < <(ldd "$bin" | awk '/=> \// {print $3} /^\t\/[^ ]+ \(/ {print $1}')
+}
+
+# Builds the architecture-independent userland once per run of this script.
+build_userland() {
+    local root="$1"
+    rm -rf "$root"
+    mkdir -p "$root"/usr/{bin,sbin,lib,lib64} "$root"/{dev,proc,sys,run,tmp,mnt,etc/nvme,root}
+    ln -s usr/bin "$root/bin"
+    ln -s usr/sbin "$root/sbin"
+    ln -s usr/lib "$root/lib"
+    ln -s usr/lib64 "$root/lib64"
+
+    cp /bin/busybox "$root/usr/bin/busybox"
+    local applet
+    while read -r applet; do
+        [[ -e "$root/$applet" || -L "$root/$applet" ]] && continue
+        mkdir -p "$(dirname "$root/$applet")"
+        ln -s /usr/bin/busybox "$root/$applet"
+    done < <(/bin/busybox --list-full)
+
+    local bin
+    for bin in "${GUEST_BINARIES[@]}"; do
+        stage_binary_with_libs "$bin" "$root"
+    done
+    local link
+    for link in modprobe insmod rmmod lsmod modinfo depmod; do
+        rm -f "$root/usr/sbin/$link"
+        ln -s /usr/bin/kmod "$root/usr/sbin/$link"
+    done
+    for link in mkfs.ext4 mkfs.ext2 mke2fs; do
+        [[ "$link" == mke2fs ]] && continue
+        rm -f "$root/usr/sbin/$link"
+        ln -s mke2fs "$root/usr/sbin/$link"
+    done
+    rm -f "$root/usr/sbin/fsck.ext4"
+    ln -s e2fsck "$root/usr/sbin/fsck.ext4"
+    # mke2fs reads its defaults from here; without it ext4 features differ.
+    stage_file /etc/mke2fs.conf "$root"
+
+    printf '%s\n' /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu \
+        /usr/lib/x86_64-linux-gnu/ceph >"$root/etc/ld.so.conf"
+    ldconfig -r "$root"
+    printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
+    printf 'root:x:0:\n' >"$root/etc/group"
+
+    install -m 0755 "$HERE/init" "$root/init"
+}
+
+build_generation() {
+    local gen="$1" userland_root="$2"
+    local out="$CACHE_DIR/$gen" meta pkg version
+    meta="$(meta_package_for "$gen")"
+    ensure_candidate "$meta"
+    pkg="$(image_package_for "$meta")"
+    version="$(candidate_version "$pkg")"
+    [[ -n "$version" && "$version" != "(none)" ]] || die "no candidate for $pkg"
+
+    local stamp
+    stamp="$(printf '%s\n' "$pkg=$version" "$USERLAND_KEY" | sha256sum | cut -d' ' -f1)"
+    if [[ -f "$out/stamp" && "$(cat "$out/stamp")" == "$stamp" &&
+        -f "$out/vmlinuz" && -f "$out/initramfs.cpio.gz" ]]; then
+        log "$gen: up to date ($pkg $version)"
+        return
+    fi
+    log "$gen: building from $pkg $version"
+
+    local work="$CACHE_DIR/work/$gen"
+    rm -rf "$work"
+    mkdir -p "$work/deb" "$work/pkgroot" "$work/modroot" "$out"
+    (cd "$work/deb" && apt-get download -qq "$pkg=$version" 2>/dev/null) ||
+        (apt_update_once && cd "$work/deb" && apt-get download -qq "$pkg=$version")
+    dpkg-deb -x "$work"/deb/*.deb "$work/pkgroot"
+
+    local kdir release
+    kdir="$(find "$work/pkgroot/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -n1)"
+    [[ -n "$kdir" ]] || die "$pkg ships no modules directory"
+    release="$(basename "$kdir")"
+    depmod -b "$work/pkgroot" "$release"
+
+    # The dependency closure, as kmod resolves it (aliases, softdeps included).
+    local mod path rel
+    local -A wanted=()
+    for mod in "${GUEST_MODULES[@]}"; do
+        while read -r path; do
+            wanted["$path"]=1
+        done < <(modprobe -d "$work/pkgroot" -S "$release" --show-depends "$mod" 2>/dev/null |
+            awk '$1 == "insmod" {print $2}')
+    done
+    [[ -n "${wanted[*]:-}" ]] || die "$gen: no modules resolved"
+    for path in "${!wanted[@]}"; do
+        rel="${path#"$work/pkgroot"}"
+        mkdir -p "$work/modroot$(dirname "$rel")"
+        case "$path" in
+            *.ko.xz) xz -dc "$path" >"$work/modroot${rel%.xz}" ;;
+            *.ko.zst) zstd -qdc "$path" >"$work/modroot${rel%.zst}" ;;
+            *.ko.gz) gzip -dc "$path" >"$work/modroot${rel%.gz}" ;;
+            *.ko) cp "$path" "$work/modroot$rel" ;;
+            *) die "unexpected module file $path" ;;
+        esac
+    done
+    cp "$kdir"/modules.{order,builtin} "$work/modroot/lib/modules/$release/" 2>/dev/null || true
+    [[ -f "$kdir/modules.builtin.modinfo" ]] &&
+        cp "$kdir/modules.builtin.modinfo" "$work/modroot/lib/modules/$release/"
+    # modules.order lists compressed names; depmod only needs it for ordering.
+    sed -i -e 's/\.ko\.\(xz\|zst\|gz\)$/.ko/' "$work/modroot/lib/modules/$release/modules.order" 2>/dev/null || true
+    depmod -b "$work/modroot" "$release"
+    # The merged-/usr guest resolves /lib through a link; keep modules under usr/.
+    mkdir -p "$work/modroot/usr"
+    mv "$work/modroot/lib" "$work/modroot/usr/lib"
+
+    local modcpio="$work/modules.cpio.gz"
+    (cd "$work/modroot" && find . -mindepth 1 | LC_ALL=C sort |
+        cpio --quiet -o -H newc -R 0:0 | gzip -6 >"$modcpio")
+
+    cp "$work/pkgroot/boot/vmlinuz-$release" "$out/vmlinuz.new"
+    cat "$USERLAND_CPIO" "$modcpio" >"$out/initramfs.cpio.gz.new"
+    mv "$out/vmlinuz.new" "$out/vmlinuz"
+    mv "$out/initramfs.cpio.gz.new" "$out/initramfs.cpio.gz"
+    echo "$release" >"$out/kernel-release"
+    echo "$stamp" >"$out/stamp"
+    rm -rf "$work"
+    log "$gen: done ($release, initramfs $(du -h "$out/initramfs.cpio.gz" | cut -f1))"
+}
+
+main() {
+    ensure_host_packages
+    mkdir -p "$CACHE_DIR/work"
+
+    # Everything the shared userland is built from; a change rebuilds all.
+    USERLAND_KEY="$(
+        {
+            sha256sum "$HERE/prepare.sh" "$HERE/init"
+            dpkg-query -W -f='${Package}=${Version}\n' "${HOST_PACKAGES[@]}"
+        } | sha256sum | cut -d' ' -f1
+    )"
+    USERLAND_CPIO="$CACHE_DIR/work/userland.cpio.gz"
+    local need_userland=0 gen
+    for gen in "${GENERATIONS[@]}"; do
+        [[ -f "$CACHE_DIR/$gen/stamp" ]] || need_userland=1
+    done
+    # Building the userland is cheap relative to a guest boot; a stale stamp
+    # is detected per generation, so build it whenever any generation may need it.
+    if [[ $need_userland -eq 1 || ! -f "$USERLAND_CPIO" ]] ||
+        [[ "$(cat "$CACHE_DIR/work/userland.key" 2>/dev/null)" != "$USERLAND_KEY" ]]; then
+        log "building guest userland"
+        local uroot="$CACHE_DIR/work/userland"
+        build_userland "$uroot"
+        (cd "$uroot" && find . -mindepth 1 | LC_ALL=C sort |
+            cpio --quiet -o -H newc -R 0:0 | gzip -6 >"$USERLAND_CPIO.new")
+        mv "$USERLAND_CPIO.new" "$USERLAND_CPIO"
+        echo "$USERLAND_KEY" >"$CACHE_DIR/work/userland.key"
+        rm -rf "$uroot"
+    fi
+    for gen in "${GENERATIONS[@]}"; do
+        build_generation "$gen" "$USERLAND_CPIO"
+    done
+    log "images ready in $CACHE_DIR"
+}
+
+main "$@"
