@@ -1,0 +1,370 @@
+//! An in-memory [`Control`] for this crate's tests (and, with the `test-support`
+//! feature, for other crates' tests). It keeps volumes, snapshots, ACLs and clone
+//! jobs in maps and offers hooks to hold deletes and clone jobs so tests can
+//! observe the intermediate `Deleting` and running states deterministically.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use uuid::Uuid;
+
+use super::{
+    CloneJobId, CloneJobState, CloneJobStatus, Control, ControlError, EngineVolume, HostAcl, NodeInfo, PoolStats,
+    VolumeSpec, VolumeUsage,
+};
+
+/// The longest a held delete waits for release, so a forgotten hold cannot hang a test.
+const HOLD_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+struct MemVolume {
+    spec: VolumeSpec,
+    acl: HostAcl,
+    nsid: Option<u32>,
+    written_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+struct MemJob {
+    target: Uuid,
+    status: CloneJobStatus,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    volumes: BTreeMap<Uuid, MemVolume>,
+    snapshots: BTreeMap<Uuid, (Uuid, u64)>,
+    jobs: HashMap<CloneJobId, MemJob>,
+    next_nsid: u32,
+    next_job: u64,
+    hold_deletes: bool,
+    hold_clone_jobs: bool,
+    fail_next: Option<ControlError>,
+    clone_unsupported: bool,
+}
+
+/// The in-memory engine and target. Thread-safe; share it as `Arc<MemoryControl>`.
+#[derive(Debug)]
+pub struct MemoryControl {
+    state: Mutex<State>,
+    released: Condvar,
+    capacity_bytes: u64,
+    node: NodeInfo,
+}
+
+impl Default for MemoryControl {
+    fn default() -> Self {
+        Self::new(1 << 40)
+    }
+}
+
+impl MemoryControl {
+    /// A control whose pool holds `capacity_bytes`.
+    pub fn new(capacity_bytes: u64) -> Self {
+        Self {
+            state: Mutex::new(State { next_nsid: 1, next_job: 1, ..State::default() }),
+            released: Condvar::new(),
+            capacity_bytes,
+            node: NodeInfo {
+                uuid: Uuid::from_u128(0x6b65_656c_0000_0000_0000_0000_0000_0001),
+                name: "memory-node".to_owned(),
+                nvme_endpoint: "127.0.0.1:4420".to_owned(),
+                discovery_endpoint: "127.0.0.1:8009".to_owned(),
+            },
+        }
+    }
+
+    /// While held, `delete_volume` blocks (up to 30 s) so tests can see `Deleting`.
+    pub fn hold_deletes(&self, hold: bool) {
+        self.state.lock().hold_deletes = hold;
+        self.released.notify_all();
+    }
+
+    /// While held, clone jobs make no progress so tests can see them running.
+    pub fn hold_clone_jobs(&self, hold: bool) {
+        self.state.lock().hold_clone_jobs = hold;
+    }
+
+    /// Makes thick clones answer `Unsupported`, as an engine without them would.
+    pub fn disable_clone_jobs(&self) {
+        self.state.lock().clone_unsupported = true;
+    }
+
+    /// The next mutating call fails with `error`.
+    pub fn fail_next(&self, error: ControlError) {
+        self.state.lock().fail_next = Some(error);
+    }
+
+    /// Pretends a host wrote `bytes` to the volume (for usage statistics).
+    pub fn record_write(&self, volume: Uuid, bytes: u64) {
+        if let Some(v) = self.state.lock().volumes.get_mut(&volume) {
+            v.written_bytes = v.written_bytes.saturating_add(bytes).min(v.spec.size_bytes);
+        }
+    }
+
+    /// The ACL the target currently enforces for `volume`.
+    pub fn host_acl(&self, volume: Uuid) -> Option<HostAcl> {
+        self.state.lock().volumes.get(&volume).map(|v| v.acl.clone())
+    }
+
+    /// Whether the engine holds `volume`.
+    pub fn has_volume(&self, volume: Uuid) -> bool {
+        self.state.lock().volumes.contains_key(&volume)
+    }
+
+    /// Whether the engine holds `snapshot`.
+    pub fn has_snapshot(&self, snapshot: Uuid) -> bool {
+        self.state.lock().snapshots.contains_key(&snapshot)
+    }
+
+    /// The engine's volume size, if it holds the volume.
+    pub fn volume_size(&self, volume: Uuid) -> Option<u64> {
+        self.state.lock().volumes.get(&volume).map(|v| v.spec.size_bytes)
+    }
+
+    fn injected(state: &mut State) -> Result<(), ControlError> {
+        match state.fail_next.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn provisioned(state: &State) -> u64 {
+        state.volumes.values().map(|v| v.spec.size_bytes).sum()
+    }
+
+    fn insert_volume(&self, state: &mut State, spec: &VolumeSpec, written_bytes: u64) -> Result<(), ControlError> {
+        if state.volumes.contains_key(&spec.uuid) {
+            return Err(ControlError::AlreadyExists(spec.uuid));
+        }
+        if spec.size_bytes > self.capacity_bytes {
+            return Err(ControlError::NoSpace);
+        }
+        state.volumes.insert(
+            spec.uuid,
+            MemVolume { spec: spec.clone(), acl: HostAcl::Hosts(Vec::new()), nsid: None, written_bytes },
+        );
+        Ok(())
+    }
+}
+
+impl Control for MemoryControl {
+    fn create_volume(&self, spec: &VolumeSpec) -> Result<(), ControlError> {
+        let mut state = self.state.lock();
+        Self::injected(&mut state)?;
+        self.insert_volume(&mut state, spec, 0)
+    }
+
+    fn grow_volume(&self, volume: Uuid, size_bytes: u64) -> Result<(), ControlError> {
+        let mut state = self.state.lock();
+        Self::injected(&mut state)?;
+        let v = state.volumes.get_mut(&volume).ok_or(ControlError::NotFound(volume))?;
+        if size_bytes < v.spec.size_bytes {
+            return Err(ControlError::InvalidArgument("a volume can only grow".to_owned()));
+        }
+        v.spec.size_bytes = size_bytes;
+        Ok(())
+    }
+
+    fn delete_volume(&self, volume: Uuid) -> Result<(), ControlError> {
+        let mut state = self.state.lock();
+        let deadline = std::time::Instant::now() + HOLD_TIMEOUT;
+        while state.hold_deletes {
+            if self.released.wait_until(&mut state, deadline).timed_out() {
+                break;
+            }
+        }
+        Self::injected(&mut state)?;
+        state.volumes.remove(&volume).map(|_| ()).ok_or(ControlError::NotFound(volume))
+    }
+
+    fn set_compression(&self, volume: Uuid, enabled: bool) -> Result<(), ControlError> {
+        let mut state = self.state.lock();
+        Self::injected(&mut state)?;
+        let v = state.volumes.get_mut(&volume).ok_or(ControlError::NotFound(volume))?;
+        v.spec.compression = enabled;
+        Ok(())
+    }
+
+    fn list_volumes(&self) -> Result<Vec<EngineVolume>, ControlError> {
+        let state = self.state.lock();
+        Ok(state.volumes.values().map(|v| EngineVolume { uuid: v.spec.uuid, size_bytes: v.spec.size_bytes }).collect())
+    }
+
+    fn volume_usage(&self, volume: Uuid) -> Result<VolumeUsage, ControlError> {
+        let state = self.state.lock();
+        let v = state.volumes.get(&volume).ok_or(ControlError::NotFound(volume))?;
+        let physical = if v.spec.compression { v.written_bytes / 2 } else { v.written_bytes };
+        Ok(VolumeUsage { logical_used_bytes: v.written_bytes, physical_used_bytes: physical })
+    }
+
+    fn pool_stats(&self) -> Result<PoolStats, ControlError> {
+        let state = self.state.lock();
+        let used: u64 = state.volumes.values().map(|v| v.written_bytes).sum();
+        Ok(PoolStats {
+            capacity_bytes: self.capacity_bytes,
+            used_bytes: used,
+            free_bytes: self.capacity_bytes.saturating_sub(used),
+            provisioned_bytes: Self::provisioned(&state),
+        })
+    }
+
+    fn create_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), ControlError> {
+        let mut state = self.state.lock();
+        Self::injected(&mut state)?;
+        let size = state.volumes.get(&volume).ok_or(ControlError::NotFound(volume))?.spec.size_bytes;
+        if state.snapshots.contains_key(&snapshot) {
+            return Err(ControlError::AlreadyExists(snapshot));
+        }
+        state.snapshots.insert(snapshot, (volume, size));
+        Ok(())
+    }
+
+    fn delete_snapshot(&self, snapshot: Uuid) -> Result<(), ControlError> {
+        let mut state = self.state.lock();
+        Self::injected(&mut state)?;
+        state.snapshots.remove(&snapshot).map(|_| ()).ok_or(ControlError::NotFound(snapshot))
+    }
+
+    fn create_clone(&self, snapshot: Uuid, clone: &VolumeSpec) -> Result<(), ControlError> {
+        let mut state = self.state.lock();
+        Self::injected(&mut state)?;
+        let (_, size) = *state.snapshots.get(&snapshot).ok_or(ControlError::NotFound(snapshot))?;
+        if clone.size_bytes < size {
+            return Err(ControlError::InvalidArgument("a clone cannot be smaller than its snapshot".to_owned()));
+        }
+        self.insert_volume(&mut state, clone, 0)
+    }
+
+    fn rollback_volume(&self, volume: Uuid, snapshot: Uuid) -> Result<(), ControlError> {
+        let mut state = self.state.lock();
+        Self::injected(&mut state)?;
+        let (source, _) = *state.snapshots.get(&snapshot).ok_or(ControlError::NotFound(snapshot))?;
+        if source != volume {
+            return Err(ControlError::InvalidArgument("the snapshot belongs to another volume".to_owned()));
+        }
+        if !state.volumes.contains_key(&volume) {
+            return Err(ControlError::NotFound(volume));
+        }
+        Ok(())
+    }
+
+    fn start_clone_job(&self, snapshot: Uuid, target: &VolumeSpec) -> Result<CloneJobId, ControlError> {
+        let mut state = self.state.lock();
+        if state.clone_unsupported {
+            return Err(ControlError::Unsupported("thick clone".to_owned()));
+        }
+        Self::injected(&mut state)?;
+        let (_, size) = *state.snapshots.get(&snapshot).ok_or(ControlError::NotFound(snapshot))?;
+        self.insert_volume(&mut state, target, 0)?;
+        let id = CloneJobId(state.next_job);
+        state.next_job += 1;
+        let status = CloneJobStatus { state: CloneJobState::Running, copied_bytes: 0, total_bytes: size };
+        state.jobs.insert(id, MemJob { target: target.uuid, status });
+        Ok(id)
+    }
+
+    fn clone_job_status(&self, job: CloneJobId) -> Result<CloneJobStatus, ControlError> {
+        let mut state = self.state.lock();
+        let held = state.hold_clone_jobs;
+        let j = state.jobs.get_mut(&job).ok_or_else(|| ControlError::InvalidArgument(format!("no clone job {job}")))?;
+        if !held && j.status.state == CloneJobState::Running {
+            // Each poll copies a quarter of the data, so a job completes in a few polls.
+            let step = (j.status.total_bytes / 4).max(1);
+            j.status.copied_bytes = j.status.copied_bytes.saturating_add(step).min(j.status.total_bytes);
+            if j.status.copied_bytes == j.status.total_bytes {
+                j.status.state = CloneJobState::Completed;
+            }
+        }
+        let status = j.status.clone();
+        let target = j.target;
+        if status.state == CloneJobState::Completed {
+            if let Some(v) = state.volumes.get_mut(&target) {
+                v.written_bytes = status.total_bytes.min(v.spec.size_bytes);
+            }
+        }
+        Ok(status)
+    }
+
+    fn cancel_clone_job(&self, job: CloneJobId) -> Result<(), ControlError> {
+        let mut state = self.state.lock();
+        let j = state.jobs.get_mut(&job).ok_or_else(|| ControlError::InvalidArgument(format!("no clone job {job}")))?;
+        if j.status.state == CloneJobState::Running {
+            j.status.state = CloneJobState::Cancelled;
+        }
+        Ok(())
+    }
+
+    fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError> {
+        let mut state = self.state.lock();
+        Self::injected(&mut state)?;
+        let v = state.volumes.get_mut(&volume).ok_or(ControlError::NotFound(volume))?;
+        v.acl = acl.clone();
+        Ok(())
+    }
+
+    fn expose_volume(&self, volume: Uuid) -> Result<u32, ControlError> {
+        let mut state = self.state.lock();
+        Self::injected(&mut state)?;
+        let next = state.next_nsid;
+        let v = state.volumes.get_mut(&volume).ok_or(ControlError::NotFound(volume))?;
+        if let Some(nsid) = v.nsid {
+            return Ok(nsid);
+        }
+        v.nsid = Some(next);
+        state.next_nsid += 1;
+        Ok(next)
+    }
+
+    fn subsystem_nqn(&self) -> String {
+        "nqn.2016-01.io.keel:subsystem:memory".to_owned()
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        self.node.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(size_bytes: u64) -> VolumeSpec {
+        VolumeSpec { uuid: Uuid::new_v4(), size_bytes, sector_size_bytes: 4096, compression: false }
+    }
+
+    #[test]
+    fn rejects_duplicate_volume_and_reports_missing_delete() {
+        let c = MemoryControl::default();
+        let s = spec(1 << 20);
+        c.create_volume(&s).unwrap();
+        assert_eq!(c.create_volume(&s), Err(ControlError::AlreadyExists(s.uuid)));
+        c.delete_volume(s.uuid).unwrap();
+        assert_eq!(c.delete_volume(s.uuid), Err(ControlError::NotFound(s.uuid)));
+    }
+
+    #[test]
+    fn clone_job_completes_within_four_polls() {
+        let c = MemoryControl::default();
+        let v = spec(1 << 20);
+        c.create_volume(&v).unwrap();
+        let snap = Uuid::new_v4();
+        c.create_snapshot(v.uuid, snap).unwrap();
+        let job = c.start_clone_job(snap, &spec(1 << 20)).unwrap();
+        let mut last = None;
+        for _ in 0..4 {
+            last = Some(c.clone_job_status(job).unwrap());
+        }
+        assert_eq!(last.map(|s| s.state), Some(CloneJobState::Completed));
+    }
+
+    #[test]
+    fn expose_is_idempotent() {
+        let c = MemoryControl::default();
+        let v = spec(1 << 20);
+        c.create_volume(&v).unwrap();
+        let first = c.expose_volume(v.uuid).unwrap();
+        assert_eq!(c.expose_volume(v.uuid).unwrap(), first);
+    }
+}

@@ -1,0 +1,206 @@
+//! The control port: the one trait through which the domain service reaches the
+//! storage engine and the NVMe/TCP target.
+//!
+//! The root package implements [`Control`] over the real engine and target; this
+//! crate never sees engine types. Every method is **blocking**: the HTTP layer
+//! always calls the domain service (and so the port) from
+//! `tokio::task::spawn_blocking`, and background work (deletes, clone jobs) runs on
+//! plain threads, so an implementation may block on I/O freely but must not assume
+//! it runs inside a tokio runtime.
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod memory;
+
+use std::fmt;
+
+use uuid::Uuid;
+
+/// What the engine needs to create a volume (a plain volume, a thin clone or the
+/// destination of a thick clone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSpec {
+    /// The volume's identity; the same UUID is the namespace's NVMe UUID/NGUID.
+    pub uuid: Uuid,
+    /// Logical size in bytes; a multiple of `sector_size_bytes`.
+    pub size_bytes: u64,
+    /// Logical block size exposed to hosts: 512 or 4096.
+    pub sector_size_bytes: u32,
+    /// Whether data written to the volume is compressed.
+    pub compression: bool,
+}
+
+/// A volume the engine holds, as reported for reconciliation at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineVolume {
+    /// The volume's identity.
+    pub uuid: Uuid,
+    /// Logical size in bytes.
+    pub size_bytes: u64,
+}
+
+/// Space accounting of one volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VolumeUsage {
+    /// Bytes of the volume's address space that hold written data.
+    pub logical_used_bytes: u64,
+    /// Bytes of the pool the volume's data occupies after compression.
+    pub physical_used_bytes: u64,
+}
+
+/// Space accounting of the whole pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// Usable bytes of the pool's devices.
+    pub capacity_bytes: u64,
+    /// Bytes occupied by live data.
+    pub used_bytes: u64,
+    /// Bytes still free for new data.
+    pub free_bytes: u64,
+    /// Sum of the logical sizes of every volume (thin provisioning can exceed capacity).
+    pub provisioned_bytes: u64,
+}
+
+/// Which hosts may see a volume's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostAcl {
+    /// Every host that connects to the subsystem.
+    AllowAny,
+    /// Only these host NQNs; an empty list hides the namespace from every host.
+    Hosts(Vec<String>),
+}
+
+/// How this node is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node's stable identity.
+    pub uuid: Uuid,
+    /// A human-readable node name (hostname).
+    pub name: String,
+    /// NVMe/TCP I/O endpoint as `ip:port`.
+    pub nvme_endpoint: String,
+    /// NVMe/TCP discovery endpoint as `ip:port`.
+    pub discovery_endpoint: String,
+}
+
+/// Identity of a thick-clone job inside the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct CloneJobId(pub u64);
+
+impl fmt::Display for CloneJobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where a thick-clone job stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloneJobState {
+    /// Still copying.
+    Running,
+    /// Every byte is copied; the destination volume is complete.
+    Completed,
+    /// Stopped on an error; the destination is incomplete.
+    Failed(String),
+    /// Stopped by [`Control::cancel_clone_job`]; the destination is incomplete.
+    Cancelled,
+}
+
+/// Progress of a thick-clone job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloneJobStatus {
+    /// The job's state.
+    pub state: CloneJobState,
+    /// Bytes copied so far.
+    pub copied_bytes: u64,
+    /// Bytes to copy in all.
+    pub total_bytes: u64,
+}
+
+/// Why a control operation failed. The HTTP layer maps each variant to a status in
+/// one exhaustive match (`http::error`).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The named volume, snapshot or job does not exist in the engine.
+    #[error("not found in the engine: {0}")]
+    NotFound(Uuid),
+    /// An object with this identity already exists in the engine.
+    #[error("already exists in the engine: {0}")]
+    AlreadyExists(Uuid),
+    /// The pool has no room for the operation.
+    #[error("the storage pool has no space left")]
+    NoSpace,
+    /// The engine rejected an argument.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The engine or target does not implement this operation yet.
+    #[error("not supported by this node: {0}")]
+    Unsupported(String),
+    /// The object is busy with another operation; retry later.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// Anything else: an I/O error, a fenced device, a broken invariant.
+    #[error("internal engine error: {0}")]
+    Internal(String),
+}
+
+/// The port through which the domain service reaches storage and the NVMe target.
+///
+/// Implementations must be cheap to share (`Arc<dyn Control>`) and thread-safe.
+/// Every method blocks until the operation is durable in the engine (or has
+/// failed); see the module docs for the threading contract. Creating operations
+/// must be idempotent-friendly: `create_*` on an identity that already exists
+/// answers [`ControlError::AlreadyExists`], and `delete_*` of a missing identity
+/// answers [`ControlError::NotFound`], which reconciliation treats as "done".
+pub trait Control: Send + Sync {
+    /// Creates an empty thin volume.
+    fn create_volume(&self, spec: &VolumeSpec) -> Result<(), ControlError>;
+    /// Grows a volume to `size_bytes` (never shrinks).
+    fn grow_volume(&self, volume: Uuid, size_bytes: u64) -> Result<(), ControlError>;
+    /// Deletes a volume, first removing its namespace from the target.
+    fn delete_volume(&self, volume: Uuid) -> Result<(), ControlError>;
+    /// Turns compression of newly written data on or off.
+    fn set_compression(&self, volume: Uuid, enabled: bool) -> Result<(), ControlError>;
+    /// Lists every volume the engine holds (used to reconcile at startup).
+    fn list_volumes(&self) -> Result<Vec<EngineVolume>, ControlError>;
+    /// Space used by one volume.
+    fn volume_usage(&self, volume: Uuid) -> Result<VolumeUsage, ControlError>;
+    /// Space accounting of the pool.
+    fn pool_stats(&self) -> Result<PoolStats, ControlError>;
+    /// Takes a crash-consistent snapshot of `volume` identified by `snapshot`.
+    fn create_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), ControlError>;
+    /// Deletes a snapshot.
+    fn delete_snapshot(&self, snapshot: Uuid) -> Result<(), ControlError>;
+    /// Creates a writable thin clone of `snapshot` as a new volume.
+    fn create_clone(&self, snapshot: Uuid, clone: &VolumeSpec) -> Result<(), ControlError>;
+    /// Rolls `volume` back to the content of `snapshot` (one of its own snapshots).
+    fn rollback_volume(&self, volume: Uuid, snapshot: Uuid) -> Result<(), ControlError>;
+    /// Starts copying `snapshot` into a new, fully allocated volume `target`.
+    ///
+    /// The default answers [`ControlError::Unsupported`], which the HTTP layer
+    /// reports as 501 with a message.
+    fn start_clone_job(&self, snapshot: Uuid, target: &VolumeSpec) -> Result<CloneJobId, ControlError> {
+        let _ = (snapshot, target);
+        Err(ControlError::Unsupported("thick clone".to_owned()))
+    }
+    /// Progress of a clone job started by [`Control::start_clone_job`].
+    fn clone_job_status(&self, job: CloneJobId) -> Result<CloneJobStatus, ControlError> {
+        let _ = job;
+        Err(ControlError::Unsupported("thick clone".to_owned()))
+    }
+    /// Stops a clone job; the partial destination volume stays for the caller to delete.
+    fn cancel_clone_job(&self, job: CloneJobId) -> Result<(), ControlError> {
+        let _ = job;
+        Err(ControlError::Unsupported("thick clone".to_owned()))
+    }
+    /// Replaces the set of hosts allowed to see the volume's namespace; takes effect
+    /// on live connections (namespace attribute changed event).
+    fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError>;
+    /// Exposes the volume as a namespace of the subsystem and returns its nsid.
+    /// Exposing an already exposed volume returns the same nsid.
+    fn expose_volume(&self, volume: Uuid) -> Result<u32, ControlError>;
+    /// The NQN of the subsystem that holds every volume's namespace.
+    fn subsystem_nqn(&self) -> String;
+    /// How this node is reached.
+    fn node_info(&self) -> NodeInfo;
+}

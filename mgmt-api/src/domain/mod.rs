@@ -1,0 +1,13 @@
+//! The domain service: the documents' resources and rules, independent of HTTP.
+
+pub mod error;
+pub mod model;
+pub mod rules;
+pub mod service;
+pub mod store;
+mod worker;
+pub mod workflows;
+
+pub use error::ServiceError;
+pub use service::{NewSnapshot, NewVolume, OpenError, Service, ServiceConfig, VolumeChanges, VolumeFilter, VolumeView};
+pub use workflows::ThickClone;

@@ -1,0 +1,858 @@
+//! The domain service: projects, volumes, snapshots, clones and host ACLs, with
+//! the documents' rules and state machine, over the [`Control`] port.
+//!
+//! Concurrency: the catalog sits behind one mutex that is never held across a
+//! call into the port. A create first records the resource as `Creating` under
+//! the lock (so a concurrent create of the same name sees it and gets 409), calls
+//! the engine without the lock, then records the outcome. Deletes are recorded as
+//! `Deleting` and finished by the background worker (`worker.rs`), which also
+//! drives workflows. Every catalog change is persisted before it becomes visible.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex};
+use uuid::Uuid;
+
+use super::error::ServiceError;
+use super::model::{Catalog, Label, ProjectRecord, ResourceState, SnapshotRecord, VolumeRecord, CATALOG_VERSION};
+use super::rules;
+use super::store::{JsonStore, StoreError};
+use crate::control::{Control, ControlError, HostAcl, PoolStats, VolumeSpec, VolumeUsage};
+
+/// Most volumes one list call returns (the documents' default and maximum).
+pub const LIST_LIMIT_MAX: usize = 1000;
+
+/// Tunables of the domain service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Most replicas the cluster can place (1 on a single node).
+    pub max_replicas: u32,
+    /// Most workflows running at once; more answer 429.
+    pub max_running_workflows: usize,
+    /// How often the worker polls running clone jobs.
+    pub workflow_poll_interval: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self { max_replicas: 1, max_running_workflows: 8, workflow_poll_interval: Duration::from_millis(100) }
+    }
+}
+
+/// A request to create a volume (validated by the service).
+#[derive(Debug, Clone, Default)]
+pub struct NewVolume {
+    /// Name.
+    pub name: String,
+    /// Project.
+    pub project: String,
+    /// Size in bytes; defaults to the source snapshot's for clones.
+    pub size_bytes: Option<u64>,
+    /// 512 or 4096; defaults to 4096 (or the snapshot's).
+    pub sector_size_bytes: Option<u32>,
+    /// Replica count; defaults to 1.
+    pub replica_count: Option<u32>,
+    /// Compression; defaults to off (or the snapshot's).
+    pub compression: Option<bool>,
+    /// Host ACL values; defaults to `ALLOW_NONE`.
+    pub acl: Option<Vec<String>>,
+    /// IP ACL values; defaults to `ALLOW_ANY`.
+    pub ip_acl: Option<Vec<String>>,
+    /// QoS policy name.
+    pub qos_policy_name: Option<String>,
+    /// Labels.
+    pub labels: Vec<Label>,
+    /// Create a thin clone of this snapshot.
+    pub source_snapshot: Option<Uuid>,
+}
+
+/// Changes to a volume; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeChanges {
+    /// New size in bytes (must not shrink).
+    pub size_bytes: Option<u64>,
+    /// New compression setting.
+    pub compression: Option<bool>,
+    /// New host ACL.
+    pub acl: Option<Vec<String>>,
+    /// New IP ACL.
+    pub ip_acl: Option<Vec<String>>,
+    /// New QoS policy name.
+    pub qos_policy_name: Option<String>,
+    /// New labels (replace all).
+    pub labels: Option<Vec<Label>>,
+}
+
+/// Filters and paging of a volume list.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeFilter {
+    /// Only this project (None: every project).
+    pub project: Option<String>,
+    /// Only this UUID.
+    pub uuid: Option<Uuid>,
+    /// Only this name.
+    pub name: Option<String>,
+    /// Start after this UUID.
+    pub offset: Option<Uuid>,
+    /// At most this many (capped at [`LIST_LIMIT_MAX`]).
+    pub limit: Option<usize>,
+    /// Only clones of this snapshot.
+    pub source_snapshot: Option<Uuid>,
+    /// Include Deleting volumes.
+    pub show_all: bool,
+}
+
+/// A request to create a snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct NewSnapshot {
+    /// Name.
+    pub name: String,
+    /// Project.
+    pub project: String,
+    /// The volume to snapshot.
+    pub source_volume: Uuid,
+    /// Free text.
+    pub description: String,
+    /// Retention period, informational.
+    pub retention_time: Option<String>,
+}
+
+/// A volume with its live usage.
+#[derive(Debug, Clone)]
+pub struct VolumeView {
+    /// The catalog record.
+    pub record: VolumeRecord,
+    /// Usage reported by the engine (zero if it could not be read).
+    pub usage: VolumeUsage,
+}
+
+/// Cluster-wide facts for `/api/v2/cluster`.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    /// Cluster identity.
+    pub uuid: Uuid,
+    /// The subsystem NQN.
+    pub subsystem_nqn: String,
+    /// Most replicas the cluster can place.
+    pub max_replicas: u32,
+    /// Pool accounting.
+    pub pool: PoolStats,
+    /// Number of volumes.
+    pub volume_count: usize,
+    /// Number of snapshots.
+    pub snapshot_count: usize,
+}
+
+/// Why the service could not open.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The catalog could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The catalog was written by an incompatible version.
+    #[error("catalog format version {found} is not supported (expected {CATALOG_VERSION})")]
+    Version {
+        /// The version on disk.
+        found: u32,
+    },
+    /// The engine could not list its volumes for reconciliation.
+    #[error("reconciliation with the engine failed: {0}")]
+    Control(#[from] ControlError),
+    /// The worker thread could not start.
+    #[error("could not start the background worker: {0}")]
+    Worker(#[source] std::io::Error),
+}
+
+pub(super) struct Inner {
+    pub(super) control: Arc<dyn Control>,
+    pub(super) store: JsonStore,
+    pub(super) catalog: Mutex<Catalog>,
+    pub(super) config: ServiceConfig,
+    pub(super) wake: Condvar,
+    pub(super) wake_flag: Mutex<bool>,
+    pub(super) shutdown: AtomicBool,
+}
+
+/// The domain service. Cheap to share behind `Arc`; every method blocks (call
+/// it from `spawn_blocking` in async code).
+pub struct Service {
+    pub(super) inner: Arc<Inner>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("catalog", &self.inner.store.path()).finish_non_exhaustive()
+    }
+}
+
+pub(super) fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The engine ACL for catalog ACL values.
+pub fn host_acl(values: &[String]) -> HostAcl {
+    if values.iter().any(|v| v == rules::ALLOW_ANY) {
+        HostAcl::AllowAny
+    } else {
+        HostAcl::Hosts(values.iter().filter(|v| *v != rules::ALLOW_NONE).cloned().collect())
+    }
+}
+
+fn invalid(msg: String) -> ServiceError {
+    ServiceError::InvalidArgument(msg)
+}
+
+fn check_labels(labels: &[Label]) -> Result<(), ServiceError> {
+    let pairs: Vec<(String, String)> = labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect();
+    rules::check_labels(&pairs).map_err(invalid)
+}
+
+/// Checks that `etag` (if any) matches `revision`; `*` matches anything.
+pub fn check_etag(etag: Option<&str>, revision: u64) -> Result<(), ServiceError> {
+    let Some(tag) = etag else { return Ok(()) };
+    let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
+    if tag == "*" || tag == revision.to_string() {
+        Ok(())
+    } else {
+        Err(ServiceError::EtagMismatch { current: revision.to_string() })
+    }
+}
+
+impl Service {
+    /// Opens (or creates) the catalog in `data_dir`, reconciles it with the
+    /// engine, and starts the background worker.
+    pub fn open(data_dir: &Path, control: Arc<dyn Control>, config: ServiceConfig) -> Result<Self, OpenError> {
+        let store = JsonStore::new(data_dir.join("catalog.json"));
+        let catalog = match store.load::<Catalog>()? {
+            Some(c) if c.version != CATALOG_VERSION => return Err(OpenError::Version { found: c.version }),
+            Some(c) => c,
+            None => {
+                let c = Catalog::new();
+                store.save(&c)?;
+                c
+            }
+        };
+        let inner = Arc::new(Inner {
+            control,
+            store,
+            catalog: Mutex::new(catalog),
+            config,
+            wake: Condvar::new(),
+            wake_flag: Mutex::new(false),
+            shutdown: AtomicBool::new(false),
+        });
+        inner.reconcile()?;
+        let worker_inner = Arc::clone(&inner);
+        let worker = std::thread::Builder::new()
+            .name("mgmt-api-worker".to_owned())
+            .spawn(move || worker_inner.run_worker())
+            .map_err(OpenError::Worker)?;
+        Ok(Self { inner, worker: Mutex::new(Some(worker)) })
+    }
+
+    /// Stops the background worker (waits for its current step). Idempotent.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.store(true, Ordering::Release);
+        self.inner.notify();
+        if let Some(handle) = self.worker.lock().take() {
+            if handle.join().is_err() {
+                tracing::error!("mgmt-api worker thread panicked");
+            }
+        }
+    }
+
+    /// The control port (for cluster and node information).
+    pub fn control(&self) -> &Arc<dyn Control> {
+        &self.inner.control
+    }
+
+    /// The service's configuration.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    /// The cluster identity.
+    pub fn cluster_uuid(&self) -> Uuid {
+        self.inner.catalog.lock().cluster_uuid
+    }
+
+    /// Cluster information and pool statistics.
+    pub fn cluster(&self) -> Result<ClusterView, ServiceError> {
+        let pool = self.inner.control.pool_stats()?;
+        let catalog = self.inner.catalog.lock();
+        Ok(ClusterView {
+            uuid: catalog.cluster_uuid,
+            subsystem_nqn: self.inner.control.subsystem_nqn(),
+            max_replicas: self.inner.config.max_replicas,
+            pool,
+            volume_count: catalog.volumes.len(),
+            snapshot_count: catalog.snapshots.len(),
+        })
+    }
+
+    // ---- projects -------------------------------------------------------
+
+    /// Every project.
+    pub fn projects(&self) -> Vec<ProjectRecord> {
+        self.inner.catalog.lock().projects.values().cloned().collect()
+    }
+
+    /// Whether `name` is a project.
+    pub fn project_exists(&self, name: &str) -> bool {
+        self.inner.catalog.lock().projects.contains_key(name)
+    }
+
+    /// Fails with 404 unless `name` is a project.
+    pub fn require_project(&self, name: &str) -> Result<(), ServiceError> {
+        rules::check_name("projectName", name).map_err(invalid)?;
+        if self.project_exists(name) {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound { what: "project", id: name.to_owned() })
+        }
+    }
+
+    /// Creates a project.
+    pub fn create_project(&self, name: &str, description: &str) -> Result<ProjectRecord, ServiceError> {
+        rules::check_name("name", name).map_err(invalid)?;
+        rules::check_description(description).map_err(invalid)?;
+        self.inner.commit(|c| {
+            if c.projects.contains_key(name) {
+                return Err(ServiceError::AlreadyExists { what: "project", name: name.to_owned() });
+            }
+            let p = ProjectRecord { name: name.to_owned(), description: description.to_owned() };
+            c.projects.insert(name.to_owned(), p.clone());
+            Ok(p)
+        })
+    }
+
+    // ---- volumes --------------------------------------------------------
+
+    /// Creates a volume (or a thin clone when `source_snapshot` is set) and
+    /// exposes it; returns it Available.
+    pub fn create_volume(&self, req: NewVolume) -> Result<VolumeView, ServiceError> {
+        rules::check_name("name", &req.name).map_err(invalid)?;
+        self.require_project(&req.project)?;
+        let replica_count = req.replica_count.unwrap_or(1);
+        rules::check_replica_count(replica_count, self.inner.config.max_replicas).map_err(invalid)?;
+        let acl = req.acl.clone().unwrap_or_else(|| vec![rules::ALLOW_NONE.to_owned()]);
+        rules::check_host_acl(&acl).map_err(invalid)?;
+        let ip_acl = req.ip_acl.clone().unwrap_or_else(|| vec![rules::ALLOW_ANY.to_owned()]);
+        rules::check_ip_acl(&ip_acl).map_err(invalid)?;
+        if let Some(q) = &req.qos_policy_name {
+            rules::check_name("qosPolicyName", q).map_err(invalid)?;
+        }
+        check_labels(&req.labels)?;
+        let uuid = Uuid::new_v4();
+        let record = self.inner.commit(|c| {
+            if c.volume_named(&req.project, &req.name).is_some() {
+                return Err(ServiceError::AlreadyExists { what: "volume", name: req.name.clone() });
+            }
+            let source = match req.source_snapshot {
+                Some(id) => {
+                    let s = c.snapshots.get(&id).ok_or(ServiceError::NotFound { what: "snapshot", id: id.to_string() })?;
+                    if s.project != req.project {
+                        return Err(invalid(format!("snapshot {id} belongs to another project")));
+                    }
+                    match s.state {
+                        ResourceState::Available => Some(s.clone()),
+                        ResourceState::Creating | ResourceState::Updating => {
+                            return Err(ServiceError::TemporaryState { what: "snapshot", id, state: s.state })
+                        }
+                        ResourceState::Deleting | ResourceState::Failed => {
+                            return Err(ServiceError::InvalidState { what: "snapshot", id, state: s.state })
+                        }
+                    }
+                }
+                None => None,
+            };
+            let sector = req.sector_size_bytes.or(source.as_ref().map(|s| s.sector_size_bytes)).unwrap_or(4096);
+            rules::check_sector_size(sector).map_err(invalid)?;
+            let size = match (req.size_bytes, &source) {
+                (Some(size), Some(s)) if size < s.size_bytes => {
+                    return Err(invalid(format!(
+                        "size {size} is smaller than the source snapshot's size {}",
+                        s.size_bytes
+                    )))
+                }
+                (Some(size), _) => size,
+                (None, Some(s)) => s.size_bytes,
+                (None, None) => return Err(invalid("size is mandatory".to_owned())),
+            };
+            if size == 0 || size % u64::from(sector) != 0 {
+                return Err(invalid(format!("size {size} must be a positive multiple of the sector size {sector}")));
+            }
+            let record = VolumeRecord {
+                uuid,
+                name: req.name.clone(),
+                project: req.project.clone(),
+                state: ResourceState::Creating,
+                size_bytes: size,
+                sector_size_bytes: sector,
+                replica_count,
+                compression: req.compression.or(source.as_ref().map(|s| s.compression)).unwrap_or(false),
+                acl: acl.clone(),
+                ip_acl: ip_acl.clone(),
+                qos_policy_name: req.qos_policy_name.clone(),
+                labels: req.labels.clone(),
+                source_snapshot: req.source_snapshot,
+                nsid: None,
+                revision: 1,
+                created_at_s: now_s(),
+                workflow: None,
+                failure: None,
+            };
+            c.volumes.insert(uuid, record.clone());
+            Ok(record)
+        })?;
+        let spec = VolumeSpec {
+            uuid,
+            size_bytes: record.size_bytes,
+            sector_size_bytes: record.sector_size_bytes,
+            compression: record.compression,
+        };
+        let created = match record.source_snapshot {
+            Some(snapshot) => self.inner.control.create_clone(snapshot, &spec),
+            None => self.inner.control.create_volume(&spec),
+        };
+        let exposed = created.and_then(|()| {
+            self.inner.control.set_host_acl(uuid, &host_acl(&record.acl))?;
+            self.inner.control.expose_volume(uuid)
+        });
+        match exposed {
+            Ok(nsid) => {
+                self.inner.commit(|c| {
+                    if let Some(v) = c.volumes.get_mut(&uuid) {
+                        v.state = ResourceState::Available;
+                        v.nsid = Some(nsid);
+                        v.revision += 1;
+                    }
+                    Ok(())
+                })?;
+                self.volume(uuid)
+            }
+            Err(err) => {
+                self.inner.abandon_volume(uuid, &err);
+                Err(err.into())
+            }
+        }
+    }
+
+    /// A volume with its usage.
+    pub fn volume(&self, uuid: Uuid) -> Result<VolumeView, ServiceError> {
+        let record = self
+            .inner
+            .catalog
+            .lock()
+            .volumes
+            .get(&uuid)
+            .cloned()
+            .ok_or(ServiceError::NotFound { what: "volume", id: uuid.to_string() })?;
+        Ok(self.view(record))
+    }
+
+    /// The volume called `name` in `project`.
+    pub fn volume_by_name(&self, project: &str, name: &str) -> Result<VolumeView, ServiceError> {
+        let record = self
+            .inner
+            .catalog
+            .lock()
+            .volume_named(project, name)
+            .cloned()
+            .ok_or(ServiceError::NotFound { what: "volume", id: name.to_owned() })?;
+        Ok(self.view(record))
+    }
+
+    fn view(&self, record: VolumeRecord) -> VolumeView {
+        let usage = match record.state {
+            ResourceState::Available | ResourceState::Updating => {
+                self.inner.control.volume_usage(record.uuid).unwrap_or_default()
+            }
+            ResourceState::Creating | ResourceState::Deleting | ResourceState::Failed => VolumeUsage::default(),
+        };
+        VolumeView { record, usage }
+    }
+
+    /// Volumes matching `filter`, in UUID order, at most `limit` (≤ 1000).
+    pub fn volumes(&self, filter: &VolumeFilter) -> Vec<VolumeView> {
+        let limit = filter.limit.unwrap_or(LIST_LIMIT_MAX).min(LIST_LIMIT_MAX);
+        let records: Vec<VolumeRecord> = {
+            let catalog = self.inner.catalog.lock();
+            let start = match filter.offset {
+                Some(o) => std::ops::Bound::Excluded(o),
+                None => std::ops::Bound::Unbounded,
+            };
+            catalog
+                .volumes
+                .range((start, std::ops::Bound::Unbounded))
+                .map(|(_, v)| v)
+                .filter(|v| filter.project.as_ref().is_none_or(|p| &v.project == p))
+                .filter(|v| filter.uuid.is_none_or(|u| v.uuid == u))
+                .filter(|v| filter.name.as_ref().is_none_or(|n| &v.name == n))
+                .filter(|v| filter.source_snapshot.is_none_or(|s| v.source_snapshot == Some(s)))
+                .filter(|v| filter.show_all || v.state != ResourceState::Deleting)
+                .take(limit)
+                .cloned()
+                .collect()
+        };
+        records.into_iter().map(|r| self.view(r)).collect()
+    }
+
+    /// Applies `changes` to a volume after checking its state and ETag.
+    pub fn update_volume(
+        &self,
+        uuid: Uuid,
+        changes: VolumeChanges,
+        etag: Option<&str>,
+    ) -> Result<VolumeView, ServiceError> {
+        if let Some(acl) = &changes.acl {
+            rules::check_host_acl(acl).map_err(invalid)?;
+        }
+        if let Some(acl) = &changes.ip_acl {
+            rules::check_ip_acl(acl).map_err(invalid)?;
+        }
+        if let Some(q) = &changes.qos_policy_name {
+            rules::check_name("qosPolicyName", q).map_err(invalid)?;
+        }
+        if let Some(labels) = &changes.labels {
+            check_labels(labels)?;
+        }
+        // Phase 1: validate against the current record and mark it Updating if the
+        // engine has work to do.
+        let (before, engine_work) = self.inner.commit(|c| {
+            let v = c.volumes.get_mut(&uuid).ok_or(ServiceError::NotFound { what: "volume", id: uuid.to_string() })?;
+            require_stable("volume", uuid, v.state)?;
+            check_etag(etag, v.revision)?;
+            if let Some(size) = changes.size_bytes {
+                if size < v.size_bytes {
+                    return Err(invalid(format!("size {size} is smaller than the current size {}; volumes only grow", v.size_bytes)));
+                }
+                if size % u64::from(v.sector_size_bytes) != 0 {
+                    return Err(invalid(format!("size {size} is not a multiple of the sector size {}", v.sector_size_bytes)));
+                }
+            }
+            let before = v.clone();
+            let engine_work = changes.size_bytes.is_some_and(|s| s != v.size_bytes)
+                || changes.compression.is_some_and(|c| c != v.compression)
+                || changes.acl.as_ref().is_some_and(|a| *a != v.acl);
+            if engine_work {
+                v.state = ResourceState::Updating;
+                v.revision += 1;
+            }
+            Ok((before, engine_work))
+        })?;
+        // Phase 2: the engine work, without the lock; each step that succeeds is kept.
+        let mut after = before.clone();
+        let mut failure: Option<ControlError> = None;
+        if engine_work {
+            let control = &self.inner.control;
+            if let Some(size) = changes.size_bytes.filter(|s| *s != before.size_bytes) {
+                match control.grow_volume(uuid, size) {
+                    Ok(()) => after.size_bytes = size,
+                    Err(e) => failure = Some(e),
+                }
+            }
+            if let (None, Some(enabled)) = (&failure, changes.compression.filter(|c| *c != before.compression)) {
+                match control.set_compression(uuid, enabled) {
+                    Ok(()) => after.compression = enabled,
+                    Err(e) => failure = Some(e),
+                }
+            }
+            if let (None, Some(acl)) = (&failure, changes.acl.as_ref().filter(|a| **a != before.acl)) {
+                match control.set_host_acl(uuid, &host_acl(acl)) {
+                    Ok(()) => after.acl = acl.clone(),
+                    Err(e) => failure = Some(e),
+                }
+            }
+        }
+        if failure.is_none() {
+            if let Some(acl) = changes.ip_acl {
+                after.ip_acl = acl;
+            }
+            if let Some(q) = changes.qos_policy_name {
+                after.qos_policy_name = Some(q);
+            }
+            if let Some(labels) = changes.labels {
+                after.labels = labels;
+            }
+        }
+        // Phase 3: record the outcome.
+        self.inner.commit(|c| {
+            if let Some(v) = c.volumes.get_mut(&uuid) {
+                let changed = v.size_bytes != after.size_bytes
+                    || v.compression != after.compression
+                    || v.acl != after.acl
+                    || v.ip_acl != after.ip_acl
+                    || v.qos_policy_name != after.qos_policy_name
+                    || v.labels != after.labels
+                    || v.state != ResourceState::Available;
+                if changed {
+                    v.size_bytes = after.size_bytes;
+                    v.compression = after.compression;
+                    v.acl = after.acl.clone();
+                    v.ip_acl = after.ip_acl.clone();
+                    v.qos_policy_name = after.qos_policy_name.clone();
+                    v.labels = after.labels.clone();
+                    v.state = ResourceState::Available;
+                    v.revision += 1;
+                }
+            }
+            Ok(())
+        })?;
+        match failure {
+            Some(e) => Err(e.into()),
+            None => self.volume(uuid),
+        }
+    }
+
+    /// Marks a volume Deleting; the worker deletes it from the engine and then
+    /// from the catalog (GET answers 404 from then on).
+    pub fn delete_volume(&self, uuid: Uuid, etag: Option<&str>) -> Result<(), ServiceError> {
+        self.inner.commit(|c| {
+            let v = c.volumes.get_mut(&uuid).ok_or(ServiceError::NotFound { what: "volume", id: uuid.to_string() })?;
+            match v.state {
+                ResourceState::Deleting => {
+                    return Err(ServiceError::InvalidState { what: "volume", id: uuid, state: v.state })
+                }
+                ResourceState::Creating | ResourceState::Updating => {
+                    return Err(ServiceError::TemporaryState { what: "volume", id: uuid, state: v.state })
+                }
+                ResourceState::Available | ResourceState::Failed => {}
+            }
+            check_etag(etag, v.revision)?;
+            if v.workflow.is_some() {
+                return Err(ServiceError::OperationInProgress(format!(
+                    "volume {uuid} is the destination of a running workflow; cancel it first"
+                )));
+            }
+            v.state = ResourceState::Deleting;
+            v.revision += 1;
+            Ok(())
+        })?;
+        self.inner.notify();
+        Ok(())
+    }
+
+    /// Rolls a volume back to one of its snapshots.
+    pub fn rollback_volume(&self, uuid: Uuid, snapshot: Uuid) -> Result<VolumeView, ServiceError> {
+        self.inner.commit(|c| {
+            let s = c.snapshots.get(&snapshot).ok_or(ServiceError::NotFound { what: "snapshot", id: snapshot.to_string() })?;
+            if s.source_volume != uuid {
+                return Err(invalid(format!("snapshot {snapshot} was not taken of volume {uuid}")));
+            }
+            require_stable("snapshot", snapshot, s.state)?;
+            let v = c.volumes.get_mut(&uuid).ok_or(ServiceError::NotFound { what: "volume", id: uuid.to_string() })?;
+            require_stable("volume", uuid, v.state)?;
+            v.state = ResourceState::Updating;
+            v.revision += 1;
+            Ok(())
+        })?;
+        let result = self.inner.control.rollback_volume(uuid, snapshot);
+        self.inner.commit(|c| {
+            if let Some(v) = c.volumes.get_mut(&uuid) {
+                v.state = ResourceState::Available;
+                v.revision += 1;
+            }
+            Ok(())
+        })?;
+        result?;
+        self.volume(uuid)
+    }
+
+    // ---- snapshots ------------------------------------------------------
+
+    /// Takes a snapshot of a volume; returns it Available.
+    pub fn create_snapshot(&self, req: NewSnapshot) -> Result<SnapshotRecord, ServiceError> {
+        rules::check_name("name", &req.name).map_err(invalid)?;
+        rules::check_description(&req.description).map_err(invalid)?;
+        if let Some(r) = &req.retention_time {
+            if r.len() > 64 || r.chars().any(char::is_control) {
+                return Err(invalid("retentionTime is malformed".to_owned()));
+            }
+        }
+        self.require_project(&req.project)?;
+        let uuid = Uuid::new_v4();
+        let record = self.inner.commit(|c| {
+            if c.snapshot_named(&req.project, &req.name).is_some() {
+                return Err(ServiceError::AlreadyExists { what: "snapshot", name: req.name.clone() });
+            }
+            let v = c
+                .volumes
+                .get(&req.source_volume)
+                .ok_or(ServiceError::NotFound { what: "volume", id: req.source_volume.to_string() })?;
+            if v.project != req.project {
+                return Err(invalid(format!("volume {} belongs to another project", v.uuid)));
+            }
+            require_stable("volume", v.uuid, v.state)?;
+            let record = SnapshotRecord {
+                uuid,
+                name: req.name.clone(),
+                project: req.project.clone(),
+                state: ResourceState::Creating,
+                source_volume: v.uuid,
+                source_volume_name: v.name.clone(),
+                size_bytes: v.size_bytes,
+                sector_size_bytes: v.sector_size_bytes,
+                compression: v.compression,
+                replica_count: v.replica_count,
+                description: req.description.clone(),
+                retention_time: req.retention_time.clone(),
+                revision: 1,
+                created_at_s: now_s(),
+            };
+            c.snapshots.insert(uuid, record.clone());
+            Ok(record)
+        })?;
+        match self.inner.control.create_snapshot(record.source_volume, uuid) {
+            Ok(()) => self.inner.commit(|c| {
+                let s = c.snapshots.get_mut(&uuid).ok_or(ServiceError::NotFound { what: "snapshot", id: uuid.to_string() })?;
+                s.state = ResourceState::Available;
+                s.revision += 1;
+                Ok(s.clone())
+            }),
+            Err(err) => {
+                let _ = self.inner.commit(|c| {
+                    c.snapshots.remove(&uuid);
+                    Ok(())
+                });
+                Err(err.into())
+            }
+        }
+    }
+
+    /// A snapshot.
+    pub fn snapshot(&self, uuid: Uuid) -> Result<SnapshotRecord, ServiceError> {
+        self.inner
+            .catalog
+            .lock()
+            .snapshots
+            .get(&uuid)
+            .cloned()
+            .ok_or(ServiceError::NotFound { what: "snapshot", id: uuid.to_string() })
+    }
+
+    /// The snapshot called `name` in `project`.
+    pub fn snapshot_by_name(&self, project: &str, name: &str) -> Result<SnapshotRecord, ServiceError> {
+        self.inner
+            .catalog
+            .lock()
+            .snapshot_named(project, name)
+            .cloned()
+            .ok_or(ServiceError::NotFound { what: "snapshot", id: name.to_owned() })
+    }
+
+    /// Snapshots of `project` (optionally of one volume), in UUID order.
+    pub fn snapshots(&self, project: Option<&str>, source_volume: Option<Uuid>, show_all: bool) -> Vec<SnapshotRecord> {
+        self.inner
+            .catalog
+            .lock()
+            .snapshots
+            .values()
+            .filter(|s| project.is_none_or(|p| s.project == p))
+            .filter(|s| source_volume.is_none_or(|v| s.source_volume == v))
+            .filter(|s| show_all || s.state != ResourceState::Deleting)
+            .cloned()
+            .collect()
+    }
+
+    /// Marks a snapshot Deleting; the worker finishes the delete.
+    pub fn delete_snapshot(&self, uuid: Uuid, etag: Option<&str>) -> Result<(), ServiceError> {
+        self.inner.commit(|c| {
+            let busy = c.workflows.values().any(|w| w.is_running() && w.source_snapshot == uuid);
+            let s = c.snapshots.get_mut(&uuid).ok_or(ServiceError::NotFound { what: "snapshot", id: uuid.to_string() })?;
+            match s.state {
+                ResourceState::Deleting => {
+                    return Err(ServiceError::InvalidState { what: "snapshot", id: uuid, state: s.state })
+                }
+                ResourceState::Creating | ResourceState::Updating => {
+                    return Err(ServiceError::TemporaryState { what: "snapshot", id: uuid, state: s.state })
+                }
+                ResourceState::Available | ResourceState::Failed => {}
+            }
+            check_etag(etag, s.revision)?;
+            if busy {
+                return Err(ServiceError::OperationInProgress(format!("snapshot {uuid} is the source of a running workflow")));
+            }
+            s.state = ResourceState::Deleting;
+            s.revision += 1;
+            Ok(())
+        })?;
+        self.inner.notify();
+        Ok(())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Fails unless `state` allows a user operation: Deleting/Failed answer 400,
+/// Creating/Updating 503.
+pub(super) fn require_stable(what: &'static str, id: Uuid, state: ResourceState) -> Result<(), ServiceError> {
+    match state {
+        ResourceState::Available => Ok(()),
+        ResourceState::Creating | ResourceState::Updating => Err(ServiceError::TemporaryState { what, id, state }),
+        ResourceState::Deleting | ResourceState::Failed => Err(ServiceError::InvalidState { what, id, state }),
+    }
+}
+
+impl Inner {
+    /// Applies `f` to a copy of the catalog, persists the copy if it changed, and
+    /// only then makes it visible. On error nothing changes.
+    pub(super) fn commit<R>(&self, f: impl FnOnce(&mut Catalog) -> Result<R, ServiceError>) -> Result<R, ServiceError> {
+        let mut guard = self.catalog.lock();
+        let mut next = guard.clone();
+        let result = f(&mut next)?;
+        if next != *guard {
+            self.store.save(&next)?;
+            *guard = next;
+        }
+        Ok(result)
+    }
+
+    /// Wakes the worker.
+    pub(super) fn notify(&self) {
+        *self.wake_flag.lock() = true;
+        self.wake.notify_all();
+    }
+
+    /// Undoes a failed create: removes the engine volume if any, and the record;
+    /// marks the record Failed if the engine volume cannot be removed.
+    pub(super) fn abandon_volume(&self, uuid: Uuid, cause: &ControlError) {
+        tracing::warn!(%uuid, error = %cause, "volume create failed; rolling back");
+        let cleanup = match self.control.delete_volume(uuid) {
+            Ok(()) | Err(ControlError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let _ = self.commit(|c| {
+            match &cleanup {
+                Ok(()) => {
+                    c.volumes.remove(&uuid);
+                }
+                Err(e) => {
+                    if let Some(v) = c.volumes.get_mut(&uuid) {
+                        v.state = ResourceState::Failed;
+                        v.failure = Some(format!("create failed: {cause}; cleanup failed: {e}"));
+                        v.revision += 1;
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,320 @@
+//! Background work and startup reconciliation: finishing deletes, driving clone
+//! jobs, and bringing the catalog in line with the engine after a restart.
+//!
+//! The worker is persistence-driven: it scans the catalog for `Deleting`
+//! resources and running workflows, so work interrupted by a crash resumes from
+//! the durable state without any in-memory queue.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::model::{ResourceState, SnapshotRecord, WorkflowKind, WorkflowState};
+use super::service::{host_acl, now_ms, now_s, Inner};
+use crate::control::{CloneJobState, ControlError};
+
+/// Longest the worker sleeps when there is no running workflow.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+impl Inner {
+    /// Brings the catalog in line with the engine after a (possibly unclean) stop.
+    pub(super) fn reconcile(&self) -> Result<(), ControlError> {
+        let engine_sizes: std::collections::HashMap<Uuid, u64> =
+            self.control.list_volumes()?.into_iter().map(|v| (v.uuid, v.size_bytes)).collect();
+        let engine: HashSet<Uuid> = engine_sizes.keys().copied().collect();
+        let snapshot = self.catalog.lock().clone();
+
+        // Workflows cut short by the restart fail; their destination goes away.
+        for w in snapshot.workflows.values().filter(|w| w.is_running()) {
+            self.finish_workflow(w.id, WorkflowState::Failed, "interrupted by a restart of the daemon");
+        }
+        for v in snapshot.volumes.values() {
+            match v.state {
+                ResourceState::Creating if v.workflow.is_some() => {}
+                ResourceState::Creating if engine.contains(&v.uuid) => {
+                    let outcome = self
+                        .control
+                        .set_host_acl(v.uuid, &host_acl(&v.acl))
+                        .and_then(|()| self.control.expose_volume(v.uuid));
+                    let _ = self.commit(|c| {
+                        if let Some(r) = c.volumes.get_mut(&v.uuid) {
+                            match &outcome {
+                                Ok(nsid) => {
+                                    r.state = ResourceState::Available;
+                                    r.nsid = Some(*nsid);
+                                }
+                                Err(e) => {
+                                    r.state = ResourceState::Failed;
+                                    r.failure = Some(format!("could not expose after restart: {e}"));
+                                }
+                            }
+                            r.revision += 1;
+                        }
+                        Ok(())
+                    });
+                }
+                ResourceState::Creating => {
+                    let _ = self.commit(|c| {
+                        c.volumes.remove(&v.uuid);
+                        Ok(())
+                    });
+                }
+                ResourceState::Updating => {
+                    let _ = self.commit(|c| {
+                        if let Some(r) = c.volumes.get_mut(&v.uuid) {
+                            r.state = ResourceState::Available;
+                            if let Some(size) = engine_sizes.get(&v.uuid) {
+                                r.size_bytes = *size;
+                            }
+                            r.revision += 1;
+                        }
+                        Ok(())
+                    });
+                }
+                ResourceState::Available if !engine.contains(&v.uuid) => {
+                    tracing::error!(uuid = %v.uuid, "catalog volume missing from the engine; marking it Failed");
+                    let _ = self.commit(|c| {
+                        if let Some(r) = c.volumes.get_mut(&v.uuid) {
+                            r.state = ResourceState::Failed;
+                            r.failure = Some("the engine no longer holds this volume".to_owned());
+                            r.revision += 1;
+                        }
+                        Ok(())
+                    });
+                }
+                ResourceState::Available | ResourceState::Deleting | ResourceState::Failed => {}
+            }
+        }
+        for s in snapshot.snapshots.values() {
+            match s.state {
+                ResourceState::Creating => {
+                    let gone = matches!(self.control.delete_snapshot(s.uuid), Ok(()) | Err(ControlError::NotFound(_)));
+                    let _ = self.commit(|c| {
+                        if gone {
+                            c.snapshots.remove(&s.uuid);
+                        } else if let Some(r) = c.snapshots.get_mut(&s.uuid) {
+                            r.state = ResourceState::Failed;
+                        }
+                        Ok(())
+                    });
+                }
+                ResourceState::Updating => {
+                    let _ = self.commit(|c| {
+                        if let Some(r) = c.snapshots.get_mut(&s.uuid) {
+                            r.state = ResourceState::Available;
+                        }
+                        Ok(())
+                    });
+                }
+                ResourceState::Available | ResourceState::Deleting | ResourceState::Failed => {}
+            }
+        }
+        let known: HashSet<Uuid> = self.catalog.lock().volumes.keys().copied().collect();
+        for orphan in engine.difference(&known) {
+            tracing::warn!(uuid = %orphan, "engine volume unknown to the catalog; left untouched");
+        }
+        Ok(())
+    }
+
+    /// The worker thread's body: runs until shutdown.
+    pub(super) fn run_worker(&self) {
+        while !self.shutdown.load(Ordering::Acquire) {
+            self.step();
+            let wait = if self.catalog.lock().workflows.values().any(|w| w.is_running()) {
+                self.config.workflow_poll_interval
+            } else {
+                IDLE_WAIT
+            };
+            let mut flag = self.wake_flag.lock();
+            if !*flag {
+                let _ = self.wake.wait_for(&mut flag, wait);
+            }
+            *flag = false;
+        }
+    }
+
+    /// One pass over pending work.
+    pub(super) fn step(&self) {
+        let (volumes, snapshots, workflows) = {
+            let c = self.catalog.lock();
+            (
+                c.volumes.values().filter(|v| v.state == ResourceState::Deleting).map(|v| v.uuid).collect::<Vec<_>>(),
+                c.snapshots.values().filter(|s| s.state == ResourceState::Deleting).map(|s| s.uuid).collect::<Vec<_>>(),
+                c.workflows.values().filter(|w| w.is_running()).cloned().collect::<Vec<_>>(),
+            )
+        };
+        for uuid in volumes {
+            if self.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            let outcome = self.control.delete_volume(uuid);
+            let _ = self.commit(|c| {
+                match &outcome {
+                    Ok(()) | Err(ControlError::NotFound(_)) => {
+                        c.volumes.remove(&uuid);
+                    }
+                    Err(ControlError::Busy(_)) => {}
+                    Err(e) => {
+                        if let Some(v) = c.volumes.get_mut(&uuid) {
+                            v.state = ResourceState::Failed;
+                            v.failure = Some(format!("delete failed: {e}"));
+                            v.revision += 1;
+                        }
+                    }
+                }
+                Ok(())
+            });
+        }
+        for uuid in snapshots {
+            let outcome = self.control.delete_snapshot(uuid);
+            let _ = self.commit(|c| {
+                match &outcome {
+                    Ok(()) | Err(ControlError::NotFound(_)) => {
+                        c.snapshots.remove(&uuid);
+                    }
+                    Err(ControlError::Busy(_)) => {}
+                    Err(_) => {
+                        if let Some(s) = c.snapshots.get_mut(&uuid) {
+                            s.state = ResourceState::Failed;
+                            s.revision += 1;
+                        }
+                    }
+                }
+                Ok(())
+            });
+        }
+        for w in workflows {
+            let Some(job) = w.job else { continue };
+            if w.cancel_requested {
+                let _ = self.control.cancel_clone_job(job);
+            }
+            match self.control.clone_job_status(job) {
+                Ok(status) => match status.state {
+                    CloneJobState::Running => {
+                        let percent = if status.total_bytes == 0 {
+                            0
+                        } else {
+                            u32::try_from(status.copied_bytes.saturating_mul(100) / status.total_bytes).unwrap_or(100)
+                        };
+                        let _ = self.commit(|c| {
+                            if let Some(r) = c.workflows.get_mut(&w.id) {
+                                r.percent = percent.min(99);
+                                r.stage = "Copying".to_owned();
+                            }
+                            Ok(())
+                        });
+                    }
+                    CloneJobState::Completed => self.complete_workflow(w.id),
+                    CloneJobState::Failed(msg) => self.finish_workflow(w.id, WorkflowState::Failed, &msg),
+                    CloneJobState::Cancelled => self.finish_workflow(w.id, WorkflowState::Canceled, "canceled by request"),
+                },
+                Err(e) => self.finish_workflow(w.id, WorkflowState::Failed, &e.to_string()),
+            }
+        }
+    }
+
+    /// Ends a workflow without success: its destination volume is removed.
+    pub(super) fn finish_workflow(&self, id: Uuid, state: WorkflowState, msg: &str) {
+        let Some(w) = self.catalog.lock().workflows.get(&id).cloned() else { return };
+        let cleanup = match self.control.delete_volume(w.target_volume) {
+            Ok(()) | Err(ControlError::NotFound(_)) => None,
+            Err(e) => Some(e),
+        };
+        let _ = self.commit(|c| {
+            match &cleanup {
+                None => {
+                    c.volumes.remove(&w.target_volume);
+                }
+                Some(e) => {
+                    if let Some(v) = c.volumes.get_mut(&w.target_volume) {
+                        v.state = ResourceState::Failed;
+                        v.workflow = None;
+                        v.failure = Some(format!("thick clone ended ({msg}) and cleanup failed: {e}"));
+                        v.revision += 1;
+                    }
+                }
+            }
+            if let Some(r) = c.workflows.get_mut(&id) {
+                r.state = state;
+                r.msg = msg.to_owned();
+                r.stage = "Done".to_owned();
+                r.ended_at_ms = Some(now_ms());
+            }
+            Ok(())
+        });
+    }
+
+    /// Ends a workflow whose copy completed: exposes the volume and, for snapshot
+    /// clones, takes the destination snapshot.
+    fn complete_workflow(&self, id: Uuid) {
+        let Some(w) = self.catalog.lock().workflows.get(&id).cloned() else { return };
+        let Some(volume) = self.catalog.lock().volumes.get(&w.target_volume).cloned() else {
+            self.finish_workflow(id, WorkflowState::Failed, "the destination volume disappeared");
+            return;
+        };
+        let exposed = self
+            .control
+            .set_host_acl(volume.uuid, &host_acl(&volume.acl))
+            .and_then(|()| self.control.expose_volume(volume.uuid));
+        let nsid = match exposed {
+            Ok(nsid) => nsid,
+            Err(e) => {
+                self.finish_workflow(id, WorkflowState::Failed, &format!("could not expose the clone: {e}"));
+                return;
+            }
+        };
+        let snapshot = match &w.target_snapshot {
+            Some((snap_uuid, name, description)) => match self.control.create_snapshot(volume.uuid, *snap_uuid) {
+                Ok(()) => Some(SnapshotRecord {
+                    uuid: *snap_uuid,
+                    name: name.clone(),
+                    project: volume.project.clone(),
+                    state: ResourceState::Available,
+                    source_volume: volume.uuid,
+                    source_volume_name: volume.name.clone(),
+                    size_bytes: volume.size_bytes,
+                    sector_size_bytes: volume.sector_size_bytes,
+                    compression: volume.compression,
+                    replica_count: volume.replica_count,
+                    description: description.clone(),
+                    retention_time: None,
+                    revision: 1,
+                    created_at_s: now_s(),
+                }),
+                Err(e) => {
+                    self.finish_workflow(id, WorkflowState::Failed, &format!("could not take the snapshot: {e}"));
+                    return;
+                }
+            },
+            None => None,
+        };
+        let _ = self.commit(|c| {
+            if let Some(v) = c.volumes.get_mut(&volume.uuid) {
+                v.state = ResourceState::Available;
+                v.nsid = Some(nsid);
+                v.workflow = None;
+                v.revision += 1;
+            }
+            if let Some(s) = &snapshot {
+                c.snapshots.insert(s.uuid, s.clone());
+            }
+            if let Some(r) = c.workflows.get_mut(&id) {
+                r.state = WorkflowState::Completed;
+                r.percent = 100;
+                r.stage = "Done".to_owned();
+                r.ended_at_ms = Some(now_ms());
+                r.msg = match r.kind {
+                    WorkflowKind::ThickCloneVolume => format!("volume {} created", volume.uuid),
+                    WorkflowKind::ThickCloneSnapshot => format!(
+                        "snapshot {} created from volume {}",
+                        snapshot.as_ref().map(|s| s.uuid.to_string()).unwrap_or_default(),
+                        volume.uuid
+                    ),
+                };
+            }
+            Ok(())
+        });
+    }
+}
