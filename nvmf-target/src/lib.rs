@@ -19,3 +19,4 @@ mod wire;
 
 pub use backend::{BlockSize, Completion, Lba, LbaRange, MemoryNamespace, NamespaceBackend, NamespaceError};
 pub use status::Status;
+pub mod nvme;

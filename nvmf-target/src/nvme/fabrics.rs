@@ -1,0 +1,187 @@
+//! Fabrics commands: Connect, Property Get/Set, Disconnect (NVMe-oF 1.1, section 3.3).
+
+use crate::wire::{nul_terminated_str, put_str, Fields};
+
+/// Fabrics command types (FCTYPE).
+pub mod fctype {
+    /// Property Set.
+    pub const PROPERTY_SET: u8 = 0x00;
+    /// Connect.
+    pub const CONNECT: u8 = 0x01;
+    /// Property Get.
+    pub const PROPERTY_GET: u8 = 0x04;
+    /// Authentication Send.
+    pub const AUTH_SEND: u8 = 0x05;
+    /// Authentication Receive.
+    pub const AUTH_RECEIVE: u8 = 0x06;
+    /// Disconnect.
+    pub const DISCONNECT: u8 = 0x08;
+}
+
+/// Controller property offsets (NVMe Base 2.0, figure 35).
+pub mod property {
+    /// Controller Capabilities (8 bytes).
+    pub const CAP: u32 = 0x00;
+    /// Version.
+    pub const VS: u32 = 0x08;
+    /// Controller Configuration.
+    pub const CC: u32 = 0x14;
+    /// Controller Status.
+    pub const CSTS: u32 = 0x1C;
+    /// NVM Subsystem Reset.
+    pub const NSSR: u32 = 0x20;
+}
+
+/// CC.EN.
+pub const CC_ENABLE: u32 = 1;
+/// CC.SHN mask (bits 15:14).
+pub const CC_SHN_MASK: u32 = 0x3 << 14;
+/// CSTS.RDY.
+pub const CSTS_READY: u32 = 1;
+/// CSTS.CFS (controller fatal status).
+pub const CSTS_FATAL: u32 = 1 << 1;
+/// CSTS.SHST = shutdown complete (bits 3:2 = 10b).
+pub const CSTS_SHUTDOWN_COMPLETE: u32 = 0x2 << 2;
+
+/// Connect CATTR bit: the host disables SQ flow control (no SQHD tracking), which
+/// also allows the C2HData SUCCESS optimisation.
+pub const CATTR_DISABLE_SQ_FLOW: u8 = 1 << 2;
+
+/// Length of the Connect data (host id, cntlid, NQNs).
+pub const CONNECT_DATA_LEN: usize = 1024;
+/// Offset of CNTLID in the Connect data, reported as IPO for a bad controller id.
+pub const CONNECT_DATA_CNTLID_OFFSET: u16 = 16;
+/// Offset of SUBNQN in the Connect data.
+pub const CONNECT_DATA_SUBNQN_OFFSET: u16 = 256;
+/// Offset of HOSTNQN in the Connect data.
+pub const CONNECT_DATA_HOSTNQN_OFFSET: u16 = 512;
+/// Offset of QID in the Connect command.
+pub const CONNECT_CMD_QID_OFFSET: u16 = 42;
+/// Offset of SQSIZE in the Connect command.
+pub const CONNECT_CMD_SQSIZE_OFFSET: u16 = 44;
+
+/// The command-dependent fields of a Connect command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectCommand {
+    /// Record format (0).
+    pub recfmt: u16,
+    /// Queue id: 0 for the admin queue.
+    pub qid: u16,
+    /// Submission queue size, 0-based.
+    pub sqsize: u16,
+    /// Connect attributes.
+    pub cattr: u8,
+    /// Keep-alive timeout in milliseconds (admin queue only).
+    pub kato_ms: u32,
+}
+
+impl ConnectCommand {
+    /// Reads the Connect fields from a command.
+    pub fn from_command(cmd: &super::Command) -> ConnectCommand {
+        let f = Fields(&cmd.0);
+        ConnectCommand {
+            recfmt: f.u16(40).unwrap_or(0),
+            qid: f.u16(42).unwrap_or(0),
+            sqsize: f.u16(44).unwrap_or(0),
+            cattr: f.u8(46).unwrap_or(0),
+            kato_ms: f.u32(48).unwrap_or(0),
+        }
+    }
+
+    /// Writes the Connect fields into a command (host side).
+    pub fn write_to(&self, cmd: &mut super::Command) {
+        cmd.0[4] = fctype::CONNECT;
+        cmd.0[40..42].copy_from_slice(&self.recfmt.to_le_bytes());
+        cmd.0[42..44].copy_from_slice(&self.qid.to_le_bytes());
+        cmd.0[44..46].copy_from_slice(&self.sqsize.to_le_bytes());
+        cmd.0[46] = self.cattr;
+        cmd.0[48..52].copy_from_slice(&self.kato_ms.to_le_bytes());
+    }
+}
+
+/// The 1024-byte Connect data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectData {
+    /// Host identifier.
+    pub host_id: [u8; 16],
+    /// Requested controller id (0xFFFF = any, dynamic model).
+    pub cntlid: u16,
+    /// Subsystem NQN the host wants.
+    pub subsys_nqn: String,
+    /// The host's NQN.
+    pub host_nqn: String,
+}
+
+/// Why Connect data could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectDataError {
+    /// Fewer than 1024 bytes were supplied.
+    #[error("connect data is {0} bytes, expected 1024")]
+    Length(usize),
+    /// A string field is not UTF-8; the offset is reported as IPO.
+    #[error("connect data field at offset {0} is not a valid string")]
+    Field(u16),
+}
+
+impl ConnectData {
+    /// Parses the Connect data.
+    pub fn decode(buf: &[u8]) -> Result<ConnectData, ConnectDataError> {
+        if buf.len() < CONNECT_DATA_LEN {
+            return Err(ConnectDataError::Length(buf.len()));
+        }
+        let f = Fields(buf);
+        let field = |off: u16| -> Result<String, ConnectDataError> {
+            let s = f.slice(usize::from(off), 256).ok_or(ConnectDataError::Field(off))?;
+            nul_terminated_str(s).map(str::to_owned).ok_or(ConnectDataError::Field(off))
+        };
+        Ok(ConnectData {
+            host_id: f.array::<16>(0).ok_or(ConnectDataError::Length(buf.len()))?,
+            cntlid: f.u16(16).ok_or(ConnectDataError::Length(buf.len()))?,
+            subsys_nqn: field(CONNECT_DATA_SUBNQN_OFFSET)?,
+            host_nqn: field(CONNECT_DATA_HOSTNQN_OFFSET)?,
+        })
+    }
+
+    /// Encodes the Connect data.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; CONNECT_DATA_LEN];
+        b[0..16].copy_from_slice(&self.host_id);
+        b[16..18].copy_from_slice(&self.cntlid.to_le_bytes());
+        put_str(&mut b, 256, 256, &self.subsys_nqn, 0);
+        put_str(&mut b, 512, 256, &self.host_nqn, 0);
+        b
+    }
+}
+
+/// DW0 of a Connect Invalid Parameters completion: IATTR (bit 16: 1 = the field
+/// is in the Connect data, 0 = in the command) and IPO (byte offset).
+pub fn invalid_parameter_dw0(in_data: bool, offset: u16) -> u32 {
+    (if in_data { 1 << 16 } else { 0 }) | u32::from(offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_data_round_trips() {
+        let d = ConnectData {
+            host_id: [5; 16],
+            cntlid: 0xFFFF,
+            subsys_nqn: "nqn.2024-01.io.keel:sub".into(),
+            host_nqn: "nqn.2014-08.org.nvmexpress:uuid:1".into(),
+        };
+        let b = d.encode();
+        assert_eq!(b.len(), 1024);
+        assert_eq!(ConnectData::decode(&b), Ok(d));
+        assert_eq!(ConnectData::decode(&b[..1000]), Err(ConnectDataError::Length(1000)));
+    }
+
+    #[test]
+    fn invalid_parameter_encoding_matches_linux() {
+        // Linux decodes `result >> 16` as IATTR and `result & 0xffff` as IPO.
+        assert_eq!(invalid_parameter_dw0(true, CONNECT_DATA_SUBNQN_OFFSET), 0x1_0100);
+        assert_eq!(invalid_parameter_dw0(false, CONNECT_CMD_QID_OFFSET), 42);
+    }
+}

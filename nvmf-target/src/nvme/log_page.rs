@@ -1,0 +1,206 @@
+//! Log page structures: discovery log (NVMe-oF 1.1, figure 38), SMART/health,
+//! firmware slot and changed namespace list (NVMe Base 2.0, section 5.16.1).
+
+use crate::wire::{put_str, put_u16, put_u64, Fields};
+
+/// Size of the discovery log header and of each entry.
+pub const DISCOVERY_RECORD_LEN: usize = 1024;
+
+/// Address family of a discovery log entry (ADRFAM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressFamily {
+    /// IPv4 (1).
+    Ipv4,
+    /// IPv6 (2).
+    Ipv6,
+}
+
+/// Subsystem type of a discovery log entry (SUBTYPE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubsystemType {
+    /// A referral to another discovery service (1).
+    Referral,
+    /// An NVM subsystem (2).
+    Nvm,
+    /// The current discovery subsystem (3).
+    CurrentDiscovery,
+}
+
+/// TREQ bits 1:0 = 10b: secure channel not required.
+pub const TREQ_SECURE_CHANNEL_NOT_REQUIRED: u8 = 0x2;
+/// TREQ bit 2: SQ flow control disable is supported.
+pub const TREQ_DISABLE_SQ_FLOW: u8 = 0x4;
+
+/// One discovery log page entry (transport type TCP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryEntry {
+    /// Address family.
+    pub adrfam: AddressFamily,
+    /// Subsystem type.
+    pub subtype: SubsystemType,
+    /// Transport requirements (TREQ).
+    pub treq: u8,
+    /// Port identifier.
+    pub portid: u16,
+    /// Controller id (0xFFFF: dynamic model).
+    pub cntlid: u16,
+    /// Admin max SQ size (ASQSZ).
+    pub asqsz: u16,
+    /// Transport service identifier: the TCP port as decimal text.
+    pub trsvcid: String,
+    /// Subsystem NQN.
+    pub subnqn: String,
+    /// Transport address: the IP address as text.
+    pub traddr: String,
+}
+
+impl DiscoveryEntry {
+    /// Encodes the 1024-byte entry.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; DISCOVERY_RECORD_LEN];
+        b[0] = 3; // TRTYPE: TCP
+        b[1] = match self.adrfam {
+            AddressFamily::Ipv4 => 1,
+            AddressFamily::Ipv6 => 2,
+        };
+        b[2] = match self.subtype {
+            SubsystemType::Referral => 1,
+            SubsystemType::Nvm => 2,
+            SubsystemType::CurrentDiscovery => 3,
+        };
+        b[3] = self.treq;
+        put_u16(&mut b, 4, self.portid);
+        put_u16(&mut b, 6, self.cntlid);
+        put_u16(&mut b, 8, self.asqsz);
+        put_str(&mut b, 32, 32, &self.trsvcid, b' ');
+        put_str(&mut b, 256, 256, &self.subnqn, 0);
+        put_str(&mut b, 512, 256, &self.traddr, b' ');
+        // TSAS for TCP: SECTYPE 0 (no security), rest reserved.
+        b
+    }
+
+    /// Decodes an entry (host side).
+    pub fn decode(b: &[u8]) -> Option<DiscoveryEntry> {
+        let f = Fields(b);
+        let text = |off: usize, len: usize| -> Option<String> {
+            let raw = f.slice(off, len)?;
+            let end = raw.iter().position(|c| *c == 0).unwrap_or(raw.len());
+            Some(String::from_utf8_lossy(&raw[..end]).trim_end().to_owned())
+        };
+        Some(DiscoveryEntry {
+            adrfam: if f.u8(1)? == 2 { AddressFamily::Ipv6 } else { AddressFamily::Ipv4 },
+            subtype: match f.u8(2)? {
+                1 => SubsystemType::Referral,
+                3 => SubsystemType::CurrentDiscovery,
+                _ => SubsystemType::Nvm,
+            },
+            treq: f.u8(3)?,
+            portid: f.u16(4)?,
+            cntlid: f.u16(6)?,
+            asqsz: f.u16(8)?,
+            trsvcid: text(32, 32)?,
+            subnqn: text(256, 256)?,
+            traddr: text(512, 256)?,
+        })
+    }
+}
+
+/// Encodes a whole discovery log: header (GENCTR, NUMREC, RECFMT 0) and entries.
+pub fn encode_discovery_log(genctr: u64, entries: &[DiscoveryEntry]) -> Vec<u8> {
+    let mut b = vec![0u8; DISCOVERY_RECORD_LEN];
+    put_u64(&mut b, 0, genctr);
+    put_u64(&mut b, 8, entries.len() as u64);
+    for e in entries {
+        b.extend_from_slice(&e.encode());
+    }
+    b
+}
+
+/// Decodes a discovery log header: (GENCTR, NUMREC).
+pub fn decode_discovery_header(b: &[u8]) -> Option<(u64, u64)> {
+    let f = Fields(b);
+    Some((f.u64(0)?, f.u64(8)?))
+}
+
+/// Encodes the 512-byte SMART / Health Information log with data units (in
+/// thousands of 512-byte units, rounded up) and command counts.
+pub fn encode_smart(units_read: u64, units_written: u64, reads: u64, writes: u64) -> Vec<u8> {
+    let mut b = vec![0u8; 512];
+    put_u16(&mut b, 1, 273 + 25); // composite temperature, Kelvin
+    b[3] = 100; // available spare
+    b[4] = 10; // available spare threshold
+    put_u64(&mut b, 32, units_read);
+    put_u64(&mut b, 48, units_written);
+    put_u64(&mut b, 64, reads);
+    put_u64(&mut b, 80, writes);
+    b
+}
+
+/// Encodes the 512-byte Firmware Slot Information log: slot 1 active with `revision`.
+pub fn encode_firmware_slot(revision: &str) -> Vec<u8> {
+    let mut b = vec![0u8; 512];
+    b[0] = 1; // AFI: slot 1 active
+    put_str(&mut b, 8, 8, revision, b' ');
+    b
+}
+
+/// Encodes the 4096-byte Changed Namespace List; more than 1024 changes are
+/// reported as a single 0xFFFFFFFF entry.
+pub fn encode_changed_ns_list(nsids: &[u32]) -> Vec<u8> {
+    let mut b = vec![0u8; 4096];
+    if nsids.len() > 1024 {
+        b[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    } else {
+        for (i, n) in nsids.iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&n.to_le_bytes());
+        }
+    }
+    b
+}
+
+/// Returns `len` bytes of `page` from byte `offset`, zero-filled past its end
+/// (reads beyond a log page return zeroes, as the kernel target does).
+pub fn slice_page(page: &[u8], offset: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    if let Ok(off) = usize::try_from(offset) {
+        if off < page.len() {
+            let n = (page.len() - off).min(len);
+            out[..n].copy_from_slice(&page[off..off + n]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_entry_round_trips_and_pads_with_spaces() {
+        let e = DiscoveryEntry {
+            adrfam: AddressFamily::Ipv4,
+            subtype: SubsystemType::Nvm,
+            treq: TREQ_SECURE_CHANNEL_NOT_REQUIRED | TREQ_DISABLE_SQ_FLOW,
+            portid: 1,
+            cntlid: 0xFFFF,
+            asqsz: 32,
+            trsvcid: "4420".into(),
+            subnqn: "nqn.2024-01.io.keel:a".into(),
+            traddr: "127.0.0.1".into(),
+        };
+        let b = e.encode();
+        assert_eq!((b[0], b[1], b[2]), (3, 1, 2));
+        assert_eq!(&b[32..38], b"4420  ");
+        assert_eq!(&b[512..522], b"127.0.0.1 ");
+        assert_eq!(DiscoveryEntry::decode(&b), Some(e.clone()));
+        let log = encode_discovery_log(5, &[e]);
+        assert_eq!(log.len(), 2048);
+        assert_eq!(decode_discovery_header(&log), Some((5, 1)));
+    }
+
+    #[test]
+    fn slicing_past_the_end_reads_zeroes() {
+        assert_eq!(slice_page(&[1, 2, 3], 2, 3), vec![3, 0, 0]);
+        assert_eq!(slice_page(&[1, 2, 3], u64::MAX, 2), vec![0, 0]);
+    }
+}
