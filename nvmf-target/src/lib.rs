@@ -20,3 +20,6 @@ mod wire;
 pub use backend::{BlockSize, Completion, Lba, LbaRange, MemoryNamespace, NamespaceBackend, NamespaceError};
 pub use status::Status;
 pub mod nvme;
+mod controller;
+pub mod subsystem;
+pub use subsystem::{HostAcl, NamespaceChangeError, Subsystem, SubsystemConfig};

@@ -1,0 +1,361 @@
+//! The NVM subsystem: namespaces with per-host ACLs, and the live controllers.
+//!
+//! One [`Subsystem`] is shared by every reactor and by the control plane. All
+//! methods are thread-safe. Changes to namespaces or ACLs recompute each live
+//! controller's namespace view and raise namespace-attribute-changed events on
+//! the controllers whose visible set changed; host-access changes bump the
+//! discovery generation counter and raise discovery-change events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::backend::NamespaceBackend;
+use crate::controller::{Controller, NamespaceView};
+use crate::nvme::identify::ControllerType;
+
+/// Which hosts (by NQN) may use something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostAcl {
+    /// Every host.
+    AnyHost,
+    /// Only the listed host NQNs.
+    Hosts(BTreeSet<String>),
+}
+
+impl HostAcl {
+    /// An ACL of the given host NQNs.
+    pub fn hosts<I: IntoIterator<Item = S>, S: Into<String>>(hosts: I) -> HostAcl {
+        HostAcl::Hosts(hosts.into_iter().map(Into::into).collect())
+    }
+
+    /// Whether `host_nqn` is allowed.
+    pub fn allows(&self, host_nqn: &str) -> bool {
+        match self {
+            HostAcl::AnyHost => true,
+            HostAcl::Hosts(set) => set.contains(host_nqn),
+        }
+    }
+}
+
+/// Identity of the subsystem, fixed for its lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubsystemConfig {
+    /// The subsystem NQN (stable across restarts; reported as SUBNQN).
+    pub nqn: String,
+    /// Serial number reported by every controller (20 ASCII characters at most).
+    pub serial: String,
+    /// Model number (40 ASCII characters at most).
+    pub model: String,
+    /// Firmware revision (8 ASCII characters at most).
+    pub firmware: String,
+}
+
+impl SubsystemConfig {
+    /// A configuration with Keel's model name and this crate's version.
+    pub fn new(nqn: impl Into<String>, serial: impl Into<String>) -> SubsystemConfig {
+        SubsystemConfig {
+            nqn: nqn.into(),
+            serial: serial.into(),
+            model: "Keel".into(),
+            firmware: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// Highest NSID this subsystem accepts (reported as NN).
+pub const NSID_MAX: u32 = 1024;
+/// Largest controller id handed out (0xFFF0 and up are reserved).
+const CNTLID_MAX: u16 = 0xFFEF;
+
+/// Why a namespace change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NamespaceChangeError {
+    /// NSID 0 or above [`NSID_MAX`].
+    #[error("namespace id {0} is outside 1..={NSID_MAX}")]
+    InvalidNsid(u32),
+    /// A namespace with this NSID already exists.
+    #[error("namespace {0} already exists")]
+    Exists(u32),
+    /// No namespace has this NSID.
+    #[error("namespace {0} does not exist")]
+    NotFound(u32),
+}
+
+/// Why a controller could not be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ControllerCreateError {
+    #[error("no controller id left")]
+    NoControllerId,
+}
+
+struct NamespaceSlot {
+    backend: Arc<dyn NamespaceBackend>,
+    acl: HostAcl,
+}
+
+struct Registry {
+    namespaces: BTreeMap<u32, NamespaceSlot>,
+    controllers: BTreeMap<u16, Arc<Controller>>,
+    next_cntlid: u16,
+    host_acl: HostAcl,
+}
+
+/// I/O counters reported in the SMART log.
+#[derive(Default)]
+pub(crate) struct IoCounters {
+    pub bytes_read: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+/// The NVM subsystem registry. Create with [`Subsystem::new`] and share as `Arc`.
+pub struct Subsystem {
+    config: SubsystemConfig,
+    registry: Mutex<Registry>,
+    epoch: Instant,
+    discovery_generation: AtomicU64,
+    pub(crate) counters: IoCounters,
+}
+
+impl Subsystem {
+    /// Creates an empty subsystem that admits any host.
+    pub fn new(config: SubsystemConfig) -> Arc<Subsystem> {
+        Arc::new(Subsystem {
+            config,
+            registry: Mutex::new(Registry {
+                namespaces: BTreeMap::new(),
+                controllers: BTreeMap::new(),
+                next_cntlid: 1,
+                host_acl: HostAcl::AnyHost,
+            }),
+            epoch: Instant::now(),
+            discovery_generation: AtomicU64::new(1),
+            counters: IoCounters::default(),
+        })
+    }
+
+    /// The subsystem NQN.
+    pub fn nqn(&self) -> &str {
+        &self.config.nqn
+    }
+
+    /// The subsystem identity.
+    pub fn config(&self) -> &SubsystemConfig {
+        &self.config
+    }
+
+    /// Sets which hosts may connect to the subsystem at all (and see it in the
+    /// discovery log). Namespace ACLs further restrict what a connected host sees.
+    pub fn set_host_acl(&self, acl: HostAcl) {
+        let controllers: Vec<Arc<Controller>> = {
+            let mut reg = self.registry.lock();
+            reg.host_acl = acl;
+            reg.controllers.values().cloned().collect()
+        };
+        self.discovery_generation.fetch_add(1, Ordering::AcqRel);
+        for c in controllers.iter().filter(|c| c.kind == ControllerType::Discovery) {
+            c.discovery_changed();
+        }
+    }
+
+    /// Whether `host_nqn` may connect to the subsystem.
+    pub fn host_allowed(&self, host_nqn: &str) -> bool {
+        self.registry.lock().host_acl.allows(host_nqn)
+    }
+
+    /// Adds namespace `nsid` backed by `backend`, visible to the hosts `acl` allows.
+    pub fn add_namespace(
+        &self,
+        nsid: u32,
+        backend: Arc<dyn NamespaceBackend>,
+        acl: HostAcl,
+    ) -> Result<(), NamespaceChangeError> {
+        if nsid == 0 || nsid > NSID_MAX {
+            return Err(NamespaceChangeError::InvalidNsid(nsid));
+        }
+        let mut reg = self.registry.lock();
+        if reg.namespaces.contains_key(&nsid) {
+            return Err(NamespaceChangeError::Exists(nsid));
+        }
+        reg.namespaces.insert(nsid, NamespaceSlot { backend, acl });
+        Self::refresh_views(&reg, &[]);
+        Ok(())
+    }
+
+    /// Removes namespace `nsid`, returning its backend.
+    pub fn remove_namespace(&self, nsid: u32) -> Result<Arc<dyn NamespaceBackend>, NamespaceChangeError> {
+        let mut reg = self.registry.lock();
+        let slot = reg.namespaces.remove(&nsid).ok_or(NamespaceChangeError::NotFound(nsid))?;
+        Self::refresh_views(&reg, &[]);
+        Ok(slot.backend)
+    }
+
+    /// Replaces the ACL of namespace `nsid`.
+    pub fn set_namespace_acl(&self, nsid: u32, acl: HostAcl) -> Result<(), NamespaceChangeError> {
+        let mut reg = self.registry.lock();
+        reg.namespaces.get_mut(&nsid).ok_or(NamespaceChangeError::NotFound(nsid))?.acl = acl;
+        Self::refresh_views(&reg, &[]);
+        Ok(())
+    }
+
+    /// Tells hosts that namespace `nsid` changed size (call after resizing the backend).
+    pub fn namespace_resized(&self, nsid: u32) -> Result<(), NamespaceChangeError> {
+        let reg = self.registry.lock();
+        if !reg.namespaces.contains_key(&nsid) {
+            return Err(NamespaceChangeError::NotFound(nsid));
+        }
+        Self::refresh_views(&reg, &[nsid]);
+        Ok(())
+    }
+
+    /// NSIDs currently defined, with their ACLs.
+    pub fn namespaces(&self) -> Vec<(u32, HostAcl)> {
+        self.registry.lock().namespaces.iter().map(|(n, s)| (*n, s.acl.clone())).collect()
+    }
+
+    /// Number of live controllers (I/O and discovery).
+    pub fn controller_count(&self) -> usize {
+        self.registry.lock().controllers.len()
+    }
+
+    fn view_for(reg: &Registry, host_nqn: &str) -> NamespaceView {
+        reg.namespaces
+            .iter()
+            .filter(|(_, s)| s.acl.allows(host_nqn))
+            .map(|(n, s)| (*n, s.backend.clone()))
+            .collect()
+    }
+
+    /// Recomputes every I/O controller's view; notifies those whose visible set
+    /// changed or that see one of `also_changed`.
+    fn refresh_views(reg: &Registry, also_changed: &[u32]) {
+        for c in reg.controllers.values().filter(|c| c.kind == ControllerType::Io) {
+            let new_view = Self::view_for(reg, &c.host_nqn);
+            let old_view = c.view();
+            let mut changed: Vec<u32> = new_view
+                .keys()
+                .filter(|n| !old_view.contains_key(n) || also_changed.contains(n))
+                .chain(old_view.keys().filter(|n| !new_view.contains_key(n)))
+                .copied()
+                .collect();
+            // A replaced backend under the same NSID is a change too.
+            changed.extend(
+                new_view
+                    .iter()
+                    .filter(|(n, b)| old_view.get(n).is_some_and(|o| !Arc::ptr_eq(o, b)))
+                    .map(|(n, _)| *n),
+            );
+            if !changed.is_empty() {
+                c.publish_view(new_view);
+                c.namespaces_changed(&changed);
+            }
+        }
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn now_ms_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn discovery_generation(&self) -> u64 {
+        self.discovery_generation.load(Ordering::Acquire)
+    }
+
+    /// Creates a controller with a controller id unique among live controllers.
+    pub(crate) fn create_controller(
+        &self,
+        kind: ControllerType,
+        host_nqn: &str,
+        host_id: [u8; 16],
+        kato_ms: u32,
+        now_ms: u64,
+    ) -> Result<Arc<Controller>, ControllerCreateError> {
+        let mut reg = self.registry.lock();
+        let mut candidate = reg.next_cntlid;
+        for _ in 0..CNTLID_MAX {
+            if !reg.controllers.contains_key(&candidate) {
+                break;
+            }
+            candidate = if candidate >= CNTLID_MAX { 1 } else { candidate + 1 };
+        }
+        if reg.controllers.contains_key(&candidate) {
+            return Err(ControllerCreateError::NoControllerId);
+        }
+        reg.next_cntlid = if candidate >= CNTLID_MAX { 1 } else { candidate + 1 };
+        let view = match kind {
+            ControllerType::Io => Self::view_for(&reg, host_nqn),
+            ControllerType::Discovery => NamespaceView::new(),
+        };
+        let c = Arc::new(Controller::new(candidate, kind, host_nqn.to_owned(), host_id, kato_ms, now_ms, view));
+        reg.controllers.insert(candidate, c.clone());
+        Ok(c)
+    }
+
+    pub(crate) fn controller(&self, cntlid: u16) -> Option<Arc<Controller>> {
+        self.registry.lock().controllers.get(&cntlid).cloned()
+    }
+
+    /// Tears a controller down: removes it and marks it dead so its queues close.
+    pub(crate) fn remove_controller(&self, cntlid: u16) {
+        let removed = self.registry.lock().controllers.remove(&cntlid);
+        if let Some(c) = removed {
+            c.kill();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{BlockSize, MemoryNamespace};
+    use crate::controller::AEC_NS_ATTRIBUTE;
+
+    fn subsystem() -> Arc<Subsystem> {
+        Subsystem::new(SubsystemConfig::new("nqn.2024-01.io.keel:test", "SN1"))
+    }
+
+    #[test]
+    fn controller_ids_are_unique_among_live_controllers() {
+        let s = subsystem();
+        let a = s.create_controller(ControllerType::Io, "h", [0; 16], 0, 0).unwrap();
+        let b = s.create_controller(ControllerType::Io, "h", [0; 16], 0, 0).unwrap();
+        assert_ne!(a.cntlid, b.cntlid);
+        s.remove_controller(a.cntlid);
+        assert!(a.is_dead());
+        assert!(s.controller(a.cntlid).is_none());
+    }
+
+    #[test]
+    fn acl_filters_views_and_changes_raise_events() {
+        let s = subsystem();
+        let ns = MemoryNamespace::new(BlockSize::B512, 8, [1; 16]);
+        s.add_namespace(1, ns.clone(), HostAcl::hosts(["hostA"])).unwrap();
+        let a = s.create_controller(ControllerType::Io, "hostA", [0; 16], 0, 0).unwrap();
+        let b = s.create_controller(ControllerType::Io, "hostB", [0; 16], 0, 0).unwrap();
+        a.state.lock().aec = AEC_NS_ATTRIBUTE;
+        b.state.lock().aec = AEC_NS_ATTRIBUTE;
+        assert_eq!(a.view().keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert!(b.view().is_empty());
+        s.add_namespace(2, ns.clone(), HostAcl::AnyHost).unwrap();
+        assert_eq!(a.take_changed_namespaces(), vec![2]);
+        assert_eq!(b.take_changed_namespaces(), vec![2]);
+        s.set_namespace_acl(1, HostAcl::hosts(["hostB"])).unwrap();
+        assert_eq!(a.take_changed_namespaces(), vec![1]);
+        assert_eq!(b.view().keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+        s.namespace_resized(2).unwrap();
+        assert_eq!(a.take_changed_namespaces(), vec![2]);
+        assert_eq!(s.add_namespace(2, ns.clone(), HostAcl::AnyHost), Err(NamespaceChangeError::Exists(2)));
+        assert_eq!(s.add_namespace(0, ns, HostAcl::AnyHost), Err(NamespaceChangeError::InvalidNsid(0)));
+        s.remove_namespace(2).unwrap();
+        assert!(a.view().is_empty());
+    }
+}
