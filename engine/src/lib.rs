@@ -3,8 +3,26 @@
 //! an in-memory index maps each volume block to its newest record, and checkpoints
 //! bound recovery time. Knows nothing of NVMe, HTTP or async runtimes; the public
 //! API is completion-based so callers on reactor threads never block.
+//!
+//! Start reading at [`Engine`]; `engine/FORMAT.md` documents the on-disk format.
 #![deny(unsafe_code)]
 
+mod checkpoint;
+mod core;
+mod engine;
+mod error;
 pub mod format;
+mod index;
 pub mod io;
+mod log;
+mod pool;
+mod recovery;
 pub mod units;
+mod volume;
+
+pub use crate::core::EngineConfig;
+pub use crate::engine::{DeviceSpec, Engine, PoolStats, ReadDone, WriteDone, IO_BYTES_MAX, VOLUME_BYTES_MAX, VOLUME_NAME_MAX};
+pub use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
+pub use crate::index::{Mapping, VolumeMap, CHUNK_BLOCKS};
+pub use crate::units::{SectorSize, VolumeId};
+pub use crate::volume::VolumeInfo;

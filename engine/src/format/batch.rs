@@ -8,8 +8,9 @@ use crate::units::BLOCK_SIZE;
 const MAGIC: &[u8; 8] = b"KEELBTCH";
 const VERSION: u16 = 1;
 /// Bytes of the fixed part of a batch header, before the entries.
-pub const BATCH_HEADER_FIXED_LEN: usize = 56;
-const CRC_AT: usize = 52;
+pub const BATCH_HEADER_FIXED_LEN: usize = 64;
+const CRC_AT: usize = 60;
+const LEN_AT: usize = 56;
 /// Largest header, in blocks, a batch may have.
 pub const HEADER_BLOCKS_MAX: u16 = 16;
 /// Longest volume name stored in a record.
@@ -176,6 +177,10 @@ impl Entry {
 pub struct BatchHeader {
     /// Position in the pool's log; consecutive batches have consecutive numbers.
     pub seq: u64,
+    /// The open epoch of the pool that wrote the batch; a replay accepts only
+    /// batches of the epoch its checkpoint root names, so stale batches left by an
+    /// earlier crash can never be mistaken for new ones with the same `seq`.
+    pub epoch: u64,
     /// The pool the batch belongs to.
     pub pool_uuid: [u8; 16],
     /// Segment the batch was written to (guards against misdirected writes).
@@ -202,6 +207,7 @@ impl BatchHeader {
         w.u16(self.header_blocks);
         w.u32(self.entries.len() as u32);
         w.u64(self.seq);
+        w.u64(self.epoch);
         w.bytes(&self.pool_uuid);
         w.u32(self.segment);
         w.u32(self.data_blocks);
@@ -213,7 +219,7 @@ impl BatchHeader {
         }
         let len = w.len();
         assert!(len <= usize::from(self.header_blocks) * BLOCK_SIZE, "header overflows its blocks");
-        w.patch_u32(48, len as u32);
+        w.patch_u32(LEN_AT, len as u32);
         let crc = crc_with_hole(w.as_slice(), CRC_AT);
         w.patch_u32(CRC_AT, crc);
         let mut out = w.into_vec();
@@ -247,6 +253,7 @@ impl BatchHeader {
         r.take(12)?;
         let entry_count = r.u32()?;
         let seq = r.u64()?;
+        let epoch = r.u64()?;
         let pool_uuid = r.uuid()?;
         let segment = r.u32()?;
         let data_blocks = r.u32()?;
@@ -263,7 +270,7 @@ impl BatchHeader {
             entries.push(Entry::decode(&mut entries_reader, data_blocks)?);
         }
         entries_reader.finish()?;
-        Ok(BatchHeader { seq, pool_uuid, segment, header_blocks, data_blocks, entries })
+        Ok(BatchHeader { seq, epoch, pool_uuid, segment, header_blocks, data_blocks, entries })
     }
 }
 
@@ -332,6 +339,7 @@ mod tests {
             }
             let header = BatchHeader {
                 seq,
+                epoch: 3,
                 pool_uuid: [1; 16],
                 segment: 3,
                 header_blocks: plan.header_blocks(),
@@ -351,6 +359,7 @@ mod tests {
         fn any_flipped_bit_in_the_used_header_is_detected(flip in 0usize..(BATCH_HEADER_FIXED_LEN + 36) * 8) {
             let header = BatchHeader {
                 seq: 5,
+                epoch: 1,
                 pool_uuid: [2; 16],
                 segment: 1,
                 header_blocks: 1,

@@ -12,7 +12,7 @@ mod superblock;
 pub use batch::{BatchBuilder, BatchHeader, Entry, BATCH_HEADER_FIXED_LEN};
 pub use checkpoint::{CheckpointBody, ChunkImage, VolumeImage};
 pub use codec::{DecodeError, Reader, Writer};
-pub use root::CheckpointRoot;
+pub use root::{CheckpointRoot, ROOT_SEGMENTS_MAX};
 pub use superblock::Superblock;
 
 /// The on-disk format version this build writes and reads.

@@ -6,7 +6,7 @@ use super::FORMAT_VERSION;
 use crate::units::BLOCK_SIZE;
 
 const MAGIC: &[u8; 8] = b"KEELROOT";
-const FIXED_LEN: usize = 8 + 4 + 4 + 16 + 8 + 8 + 4 + 4 + 8 + 4 + 4;
+const FIXED_LEN: usize = 8 + 4 + 4 + 16 + 8 + 8 + 8 + 4 + 4 + 8 + 4 + 4;
 /// Most body segments one root can name (it must fit a block).
 pub const ROOT_SEGMENTS_MAX: usize = (BLOCK_SIZE - FIXED_LEN - 4) / 4;
 
@@ -17,6 +17,9 @@ pub struct CheckpointRoot {
     pub pool_uuid: [u8; 16],
     /// Monotonic; the valid slot with the highest generation wins.
     pub generation: u64,
+    /// The epoch whose batches follow this checkpoint: every open of the pool
+    /// starts a new epoch and writes a root naming it before any batch.
+    pub epoch: u64,
     /// Sequence number of the first log batch not reflected in the body.
     pub replay_seq: u64,
     /// Segment where batch `replay_seq` starts (if it was ever written).
@@ -41,6 +44,7 @@ impl CheckpointRoot {
         w.u32(0);
         w.bytes(&self.pool_uuid);
         w.u64(self.generation);
+        w.u64(self.epoch);
         w.u64(self.replay_seq);
         w.u32(self.replay_segment);
         w.u32(self.replay_block);
@@ -70,6 +74,7 @@ impl CheckpointRoot {
         let _flags = r.u32()?;
         let pool_uuid = r.uuid()?;
         let generation = r.u64()?;
+        let epoch = r.u64()?;
         let replay_seq = r.u64()?;
         let replay_segment = r.u32()?;
         let replay_block = r.u32()?;
@@ -89,6 +94,7 @@ impl CheckpointRoot {
         Ok(CheckpointRoot {
             pool_uuid,
             generation,
+            epoch,
             replay_seq,
             replay_segment,
             replay_block,
@@ -108,6 +114,7 @@ mod tests {
         let root = CheckpointRoot {
             pool_uuid: [3; 16],
             generation: 9,
+            epoch: 4,
             replay_seq: 1234,
             replay_segment: 5,
             replay_block: 17,

@@ -1,0 +1,152 @@
+//! Writing checkpoints: a consistent copy of every volume map as of the last
+//! applied batch is written to free segments, then a root naming it is written to
+//! the older of the two root slots. Only after the root is durable are the previous
+//! body's segments and the dead log segments it covers freed.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::core::Core;
+use crate::error::{CheckpointError, IoError};
+use crate::format::{CheckpointBody, CheckpointRoot, VolumeImage};
+use crate::io::{flush_blocking, write_blocking, AlignedBuf};
+use crate::log::segments::SegmentState;
+use crate::pool::ROOT_SLOTS;
+use crate::units::{SegmentId, BLOCK_SIZE};
+use crate::volume::VolumeState;
+
+/// Writes one checkpoint. Blocks on device I/O: never call it from a device
+/// completion callback.
+pub(crate) fn write_checkpoint(core: &Arc<Core>) -> Result<(), CheckpointError> {
+    let _gate = core.checkpoint_gate.lock();
+    let (body, replay_seq, position) = {
+        let mut log = core.log.lock();
+        if core.fenced.load(Ordering::Acquire) {
+            return Err(IoError::Fenced.into());
+        }
+        let catalog = core.catalog.read();
+        let volumes = catalog
+            .all()
+            .into_iter()
+            .filter(|v| v.state() != VolumeState::Creating)
+            .map(|v| (v.id.0, v.name.clone(), v.size(), v.sector.bytes(), v.map.read().clone()))
+            .collect::<Vec<_>>();
+        let next_volume_id = catalog.next_volume_id;
+        drop(catalog);
+        log.checkpoint_running = true;
+        log.blocks_since_checkpoint = 0;
+        ((next_volume_id, volumes), log.applied_seq + 1, log.replay_position())
+    };
+    let result = write_body_and_root(core, body, replay_seq, position);
+    let mut log = core.log.lock();
+    log.checkpoint_running = false;
+    match result {
+        Ok((root, new_segments)) => {
+            let old = std::mem::replace(&mut log.body_segments, new_segments);
+            for segment in old {
+                log.segments.get_mut(segment).state = SegmentState::Free;
+            }
+            log.root_generation = root.generation;
+            log.covered_seq = replay_seq;
+            log.checkpoint_stalled = false;
+            for at in 0..log.segments.info.len() {
+                log.segments.free_if_dead(SegmentId(at as u32), replay_seq);
+            }
+            drop(log);
+            crate::log::kick(core);
+            Ok(())
+        }
+        Err((err, allocated)) => {
+            for segment in allocated {
+                log.segments.get_mut(segment).state = SegmentState::Free;
+            }
+            if matches!(err, CheckpointError::NoSpace(_)) {
+                log.checkpoint_stalled = true;
+            }
+            drop(log);
+            crate::log::kick(core);
+            Err(err)
+        }
+    }
+}
+
+type BodyParts = (u64, Vec<(u64, String, u64, u32, crate::index::VolumeMap)>);
+
+fn write_body_and_root(
+    core: &Arc<Core>,
+    (next_volume_id, volumes): BodyParts,
+    replay_seq: u64,
+    (replay_segment, replay_block): (SegmentId, u32),
+) -> Result<(CheckpointRoot, Vec<SegmentId>), (CheckpointError, Vec<SegmentId>)> {
+    let body = CheckpointBody {
+        next_volume_id,
+        volumes: volumes
+            .into_iter()
+            .map(|(id, name, size_bytes, sector_bytes, map)| VolumeImage {
+                id,
+                name,
+                size_bytes,
+                sector_bytes,
+                chunks: map.images(),
+            })
+            .collect(),
+    };
+    let bytes = body.encode();
+    let segment_bytes = core.pool.segment_bytes() as usize;
+    let needed = bytes.len().div_ceil(segment_bytes);
+    if needed > crate::format::ROOT_SEGMENTS_MAX {
+        return Err((CheckpointError::TooLarge(bytes.len() as u64), Vec::new()));
+    }
+    let mut allocated = Vec::with_capacity(needed);
+    {
+        let mut log = core.log.lock();
+        for _ in 0..needed {
+            match log.segments.allocate(SegmentState::CheckpointBody) {
+                Some(segment) => allocated.push(segment),
+                None => {
+                    drop(log);
+                    return Err((CheckpointError::NoSpace(bytes.len() as u64), allocated));
+                }
+            }
+        }
+    }
+    let fence = |err: crate::io::DeviceError| {
+        core.fenced.store(true, Ordering::Release);
+        tracing::error!(%err, "checkpoint write failed; fencing the engine");
+        CheckpointError::Io(IoError::Device(err))
+    };
+    for (piece, segment) in bytes.chunks(segment_bytes).zip(&allocated) {
+        let mut buf = AlignedBuf::zeroed(piece.len().div_ceil(BLOCK_SIZE) * BLOCK_SIZE);
+        buf.as_mut_slice()[..piece.len()].copy_from_slice(piece);
+        let (device, offset) = core.pool.locate(*segment, 0);
+        if let Err(err) = write_blocking(device, offset, buf) {
+            return Err((fence(err), allocated));
+        }
+    }
+    for device in &core.pool.devices {
+        if let Err(err) = flush_blocking(device.as_ref()) {
+            return Err((fence(err), allocated));
+        }
+    }
+    let generation = core.log.lock().root_generation + 1;
+    let root = CheckpointRoot {
+        pool_uuid: core.pool.uuid,
+        generation,
+        epoch: core.epoch,
+        replay_seq,
+        replay_segment: replay_segment.0,
+        replay_block,
+        body_len: bytes.len() as u64,
+        body_crc: crc32c::crc32c(&bytes),
+        body_segments: allocated.iter().map(|s| s.0).collect(),
+    };
+    let slot = ROOT_SLOTS[(generation % 2) as usize];
+    let device = core.pool.root_device();
+    if let Err(err) = write_blocking(device, slot, AlignedBuf::copy_from(&root.encode())) {
+        return Err((fence(err), allocated));
+    }
+    if let Err(err) = flush_blocking(device) {
+        return Err((fence(err), allocated));
+    }
+    Ok((root, allocated))
+}

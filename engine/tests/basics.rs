@@ -1,0 +1,202 @@
+//! Behaviour of the engine through its public API on simulated and real devices.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use engine::io::{CrashMode, DeviceRef, FaultPlan, FaultyDevice, SimDevice};
+use engine::{Engine, EngineConfig, IoError, SectorSize, VolumeError};
+
+fn config() -> EngineConfig {
+    EngineConfig { blocks_per_segment: 512, ..EngineConfig::default() }
+}
+
+fn sim_pool(size: u64) -> (Arc<SimDevice>, Engine) {
+    let sim = Arc::new(SimDevice::new(size));
+    let devices: Vec<DeviceRef> = vec![sim.clone()];
+    Engine::format(devices.clone(), &config()).expect("format");
+    (sim.clone(), Engine::open(devices, config()).expect("open"))
+}
+
+fn reopen(sim: &Arc<SimDevice>) -> Engine {
+    Engine::open(vec![sim.clone() as DeviceRef], config()).expect("reopen")
+}
+
+fn pattern(seed: u8, len: usize) -> Bytes {
+    Bytes::from((0..len).map(|i| seed.wrapping_add((i / 512) as u8)).collect::<Vec<u8>>())
+}
+
+#[test]
+fn unwritten_blocks_read_as_zeros() {
+    let (_sim, engine) = sim_pool(64 << 20);
+    let vol = engine.create_volume("v", 1 << 20, SectorSize::B4096).expect("create").id;
+    let data = engine.read_wait(vol, 3, 2).expect("read");
+    assert_eq!(data.len(), 8192);
+    assert!(data.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn writes_read_back_and_survive_reopen() {
+    let (sim, engine) = sim_pool(64 << 20);
+    let vol = engine.create_volume("v", 4 << 20, SectorSize::B4096).expect("create").id;
+    engine.write_wait(vol, 10, pattern(1, 3 * 4096)).expect("write");
+    engine.write_wait(vol, 11, pattern(9, 4096)).expect("overwrite");
+    let expect = |engine: &Engine| {
+        let back = engine.read_wait(vol, 10, 3).expect("read");
+        assert_eq!(&back[..4096], &pattern(1, 3 * 4096)[..4096]);
+        assert_eq!(&back[4096..8192], &pattern(9, 4096)[..]);
+        assert_eq!(&back[8192..], &pattern(1, 3 * 4096)[8192..]);
+    };
+    expect(&engine);
+    drop(engine);
+    sim.crash(CrashMode::KeepAll);
+    let engine = reopen(&sim);
+    expect(&engine);
+    engine.shutdown().expect("shutdown");
+    let engine = reopen(&sim);
+    expect(&engine);
+}
+
+#[test]
+fn sub_block_writes_on_512_byte_volumes_merge() {
+    let (sim, engine) = sim_pool(64 << 20);
+    let vol = engine.create_volume("small", 1 << 20, SectorSize::B512).expect("create").id;
+    engine.write_wait(vol, 0, pattern(1, 4096)).expect("write");
+    engine.write_wait(vol, 3, pattern(7, 1024)).expect("write two sectors");
+    let back = engine.read_wait(vol, 0, 8).expect("read");
+    assert_eq!(&back[..1536], &pattern(1, 4096)[..1536]);
+    assert_eq!(&back[1536..2560], &pattern(7, 1024)[..]);
+    assert_eq!(&back[2560..], &pattern(1, 4096)[2560..]);
+    let one = engine.read_wait(vol, 4, 1).expect("read one sector");
+    assert_eq!(&one[..], &pattern(7, 1024)[512..]);
+    drop(engine);
+    let engine = reopen(&sim);
+    assert_eq!(engine.read_wait(vol, 0, 8).expect("read"), back);
+}
+
+#[test]
+fn deallocate_zeroes_and_frees_space() {
+    let (_sim, engine) = sim_pool(64 << 20);
+    let vol = engine.create_volume("v", 4 << 20, SectorSize::B4096).expect("create").id;
+    engine.write_wait(vol, 0, pattern(3, 64 * 4096)).expect("write");
+    assert_eq!(engine.volume(vol).expect("info").mapped_bytes, 64 * 4096);
+    engine.deallocate_wait(vol, 8, 16).expect("trim");
+    assert_eq!(engine.volume(vol).expect("info").mapped_bytes, 48 * 4096);
+    assert!(engine.read_wait(vol, 8, 16).expect("read").iter().all(|&b| b == 0));
+    assert_eq!(engine.read_wait(vol, 24, 1).expect("read"), pattern(3, 64 * 4096).slice(24 * 4096..25 * 4096));
+}
+
+#[test]
+fn out_of_range_and_malformed_requests_fail_cleanly() {
+    let (_sim, engine) = sim_pool(64 << 20);
+    let vol = engine.create_volume("v", 1 << 20, SectorSize::B4096).expect("create").id;
+    assert!(matches!(engine.read_wait(vol, 256, 1), Err(IoError::OutOfRange { .. })));
+    assert!(matches!(engine.write_wait(vol, 255, pattern(0, 8192)), Err(IoError::OutOfRange { .. })));
+    assert!(matches!(engine.write_wait(vol, u64::MAX, pattern(0, 4096)), Err(IoError::OutOfRange { .. })));
+    assert!(matches!(engine.write_wait(vol, 0, pattern(0, 100)), Err(IoError::Invalid(_))));
+    assert!(matches!(engine.read_wait(engine::VolumeId(99), 0, 1), Err(IoError::NoSuchVolume(_))));
+}
+
+#[test]
+fn volume_lifecycle_rules() {
+    let (sim, engine) = sim_pool(64 << 20);
+    let info = engine.create_volume("a", 1 << 20, SectorSize::B4096).expect("create");
+    assert!(matches!(engine.create_volume("a", 1 << 20, SectorSize::B4096), Err(VolumeError::NameTaken(_))));
+    assert!(matches!(engine.create_volume("bad/name", 1 << 20, SectorSize::B4096), Err(VolumeError::InvalidName(_))));
+    assert!(matches!(engine.create_volume("z", 1000, SectorSize::B4096), Err(VolumeError::InvalidSize(_))));
+    assert!(matches!(engine.resize_volume(info.id, 4096), Err(VolumeError::Shrink { .. })));
+    let grown = engine.resize_volume(info.id, 2 << 20).expect("grow");
+    assert_eq!(grown.size_bytes, 2 << 20);
+    engine.write_wait(info.id, 300, pattern(1, 4096)).expect("write in grown part");
+    engine.delete_volume(info.id).expect("delete");
+    assert!(engine.volume(info.id).is_none());
+    assert!(matches!(engine.read_wait(info.id, 0, 1), Err(IoError::NoSuchVolume(_))));
+    let b = engine.create_volume("b", 1 << 20, SectorSize::B512).expect("create b");
+    drop(engine);
+    let engine = reopen(&sim);
+    assert_eq!(engine.volumes(), vec![b]);
+    assert_eq!(engine.pool_stats().used_bytes, 0);
+}
+
+#[test]
+fn a_full_pool_fails_writes_cleanly_and_trim_makes_room() {
+    let (_sim, engine) = sim_pool(32 << 20);
+    let vol = engine.create_volume("big", 1 << 30, SectorSize::B4096).expect("create").id;
+    let chunk = pattern(5, 256 * 4096);
+    let mut written = 0u64;
+    let err = loop {
+        match engine.write_wait(vol, written, chunk.clone()) {
+            Ok(()) => written += 256,
+            Err(err) => break err,
+        }
+        assert!(written < 100_000, "pool never filled");
+    };
+    assert_eq!(err, IoError::NoSpace);
+    for lba in (0..written).step_by(256) {
+        assert_eq!(engine.read_wait(vol, lba, 256).expect("read back"), chunk);
+    }
+    engine.deallocate_wait(vol, 0, written as u32).expect("trim all");
+    engine.checkpoint().expect("checkpoint");
+    engine.write_wait(vol, 0, chunk.clone()).expect("write after trim");
+}
+
+#[test]
+fn checksum_corruption_is_a_media_error() {
+    let (sim, engine) = sim_pool(64 << 20);
+    let vol = engine.create_volume("v", 1 << 20, SectorSize::B4096).expect("create").id;
+    engine.write_wait(vol, 0, pattern(1, 4096)).expect("write");
+    engine.shutdown().expect("shutdown");
+    // Find the block on the device by its content and flip a byte in it.
+    let needle = pattern(1, 4096);
+    let mut found = None;
+    for block in 0..(64u64 << 20) / 4096 {
+        let data = engine::io::read_blocking(sim.as_ref(), block * 4096, 4096).expect("read");
+        if data.as_slice() == &needle[..] {
+            found = Some(block * 4096);
+        }
+    }
+    sim.corrupt_byte(found.expect("data block on device") + 100);
+    let engine = reopen(&sim);
+    assert!(matches!(engine.read_wait(vol, 0, 1), Err(IoError::Media { lba: 0, .. })));
+}
+
+#[test]
+fn a_failed_write_fences_and_reopen_recovers_what_was_acknowledged() {
+    let sim = Arc::new(SimDevice::new(64 << 20));
+    let plan = FaultPlan::healthy();
+    let faulty: DeviceRef = Arc::new(FaultyDevice::new(sim.clone(), plan.clone()));
+    Engine::format(vec![faulty.clone()], &config()).expect("format");
+    let engine = Engine::open(vec![faulty.clone()], config()).expect("open");
+    let vol = engine.create_volume("v", 1 << 20, SectorSize::B4096).expect("create").id;
+    engine.write_wait(vol, 1, pattern(2, 4096)).expect("write");
+    plan.fail_writes.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(engine.write_wait(vol, 2, pattern(3, 4096)), Err(IoError::Device(_))));
+    assert!(engine.is_fenced());
+    assert_eq!(engine.write_wait(vol, 3, pattern(4, 4096)), Err(IoError::Fenced));
+    plan.fail_reads.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(engine.read_wait(vol, 1, 1), Err(IoError::Device(_))));
+    drop(engine);
+    plan.fail_writes.store(false, std::sync::atomic::Ordering::SeqCst);
+    plan.fail_reads.store(false, std::sync::atomic::Ordering::SeqCst);
+    let engine = Engine::open(vec![faulty], config()).expect("reopen");
+    assert_eq!(engine.read_wait(vol, 1, 1).expect("read"), pattern(2, 4096));
+    assert!(engine.read_wait(vol, 2, 2).expect("read").iter().all(|&b| b == 0));
+}
+
+#[test]
+fn a_second_open_of_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = engine::DeviceSpec {
+        path: dir.path().join("pool"),
+        kind: engine::io::BackingKind::File,
+        create_size: Some(64 << 20),
+    };
+    let engine = Engine::open_paths(std::slice::from_ref(&spec), config(), false).expect("open");
+    let second = Engine::open_paths(std::slice::from_ref(&spec), config(), false);
+    assert!(matches!(second, Err(engine::OpenError::Backing(engine::io::OpenBackingError::Locked { .. }))));
+    let vol = engine.create_volume("v", 1 << 20, SectorSize::B4096).expect("create").id;
+    engine.write_wait(vol, 0, pattern(8, 8192)).expect("write");
+    engine.flush_wait().expect("flush");
+    engine.shutdown().expect("shutdown");
+    let engine = Engine::open_paths(&[spec], config(), false).expect("reopen");
+    assert_eq!(engine.read_wait(vol, 0, 2).expect("read"), pattern(8, 8192));
+}
