@@ -6,9 +6,14 @@
 #   CACHE_DIR defaults to $KEEL_GUEST_CACHE, else /var/cache/keel-guest.
 #
 # Output, per kernel generation GEN in {6.1, 6.12}:
-#   CACHE_DIR/GEN/vmlinuz             the Debian kernel image
-#   CACHE_DIR/GEN/initramfs.cpio.gz   busybox + nvme-cli + fio + e2fsprogs + util-linux
-#                                     tools + the modules for nvme-tcp, ext4 and virtio-net
+#   CACHE_DIR/GEN/vmlinuz             the Debian kernel image (bzImage)
+#   CACHE_DIR/GEN/vmlinux             the same kernel decompressed: QEMU boots it through
+#                                     its PVH entry point, skipping firmware and the
+#                                     in-guest decompression (about 7.5 s -> 4 s under TCG)
+#   CACHE_DIR/GEN/initramfs.cpio      busybox + bash + nvme-cli + fio + e2fsprogs +
+#                                     util-linux tools + the modules for nvme-tcp, ext4
+#                                     and virtio-net. Deliberately uncompressed: gunzip of
+#                                     ~100 MB inside a TCG guest costs ~1.5 s per boot.
 #   CACHE_DIR/GEN/kernel-release      the `uname -r` of that kernel
 #   CACHE_DIR/GEN/stamp               what the images were built from (rebuild key)
 #
@@ -183,6 +188,32 @@ build_userland() {
     install -m 0755 "$HERE/init" "$root/init"
 }
 
+# A bzImage carries the kernel ELF compressed after a small decompressor stub.
+# Like the kernel's scripts/extract-vmlinux: try each compression magic at each
+# place it occurs until one decompresses to an ELF image.
+extract_vmlinux() {
+    local bzimage="$1" out="$2" magic tool offset
+    local -a candidates=(
+        '\xfd7zXZ\x00|xz -dcq'
+        '\x28\xb5\x2f\xfd|zstd -dcq'
+        '\x1f\x8b\x08|gzip -dcq'
+    )
+    for entry in "${candidates[@]}"; do
+        magic="${entry%%|*}"
+        tool="${entry#*|}"
+        while read -r offset; do
+            # Trailing bytes after the stream make the tools exit non-zero; the
+            # ELF check below is what decides.
+            tail -c +$((offset + 1)) "$bzimage" | $tool >"$out" 2>/dev/null || true
+            if [[ "$(head -c 4 "$out" | od -An -tx1 | tr -d ' ')" == "7f454c46" ]]; then
+                return 0
+            fi
+        done < <(LC_ALL=C grep -obUaP "$magic" "$bzimage" | cut -d: -f1 | head -n 8)
+    done
+    rm -f "$out"
+    die "cannot extract an ELF vmlinux from $bzimage"
+}
+
 build_generation() {
     local gen="$1" userland_root="$2"
     local out="$CACHE_DIR/$gen" meta pkg version
@@ -195,7 +226,7 @@ build_generation() {
     local stamp
     stamp="$(printf '%s\n' "$pkg=$version" "$USERLAND_KEY" | sha256sum | cut -d' ' -f1)"
     if [[ -f "$out/stamp" && "$(cat "$out/stamp")" == "$stamp" &&
-        -f "$out/vmlinuz" && -f "$out/initramfs.cpio.gz" ]]; then
+        -f "$out/vmlinuz" && -f "$out/vmlinux" && -f "$out/initramfs.cpio" ]]; then
         log "$gen: up to date ($pkg $version)"
         return
     fi
@@ -245,18 +276,21 @@ build_generation() {
     mkdir -p "$work/modroot/usr"
     mv "$work/modroot/lib" "$work/modroot/usr/lib"
 
-    local modcpio="$work/modules.cpio.gz"
+    local modcpio="$work/modules.cpio"
     (cd "$work/modroot" && find . -mindepth 1 | LC_ALL=C sort |
-        cpio --quiet -o -H newc -R 0:0 | gzip -6 >"$modcpio")
+        cpio --quiet -o -H newc -R 0:0 >"$modcpio")
 
     cp "$work/pkgroot/boot/vmlinuz-$release" "$out/vmlinuz.new"
-    cat "$USERLAND_CPIO" "$modcpio" >"$out/initramfs.cpio.gz.new"
+    extract_vmlinux "$out/vmlinuz.new" "$out/vmlinux.new"
+    cat "$USERLAND_CPIO" "$modcpio" >"$out/initramfs.cpio.new"
     mv "$out/vmlinuz.new" "$out/vmlinuz"
-    mv "$out/initramfs.cpio.gz.new" "$out/initramfs.cpio.gz"
+    mv "$out/vmlinux.new" "$out/vmlinux"
+    mv "$out/initramfs.cpio.new" "$out/initramfs.cpio"
+    rm -f "$out/initramfs.cpio.gz"
     echo "$release" >"$out/kernel-release"
     echo "$stamp" >"$out/stamp"
     rm -rf "$work"
-    log "$gen: done ($release, initramfs $(du -h "$out/initramfs.cpio.gz" | cut -f1))"
+    log "$gen: done ($release, initramfs $(du -h "$out/initramfs.cpio" | cut -f1))"
 }
 
 main() {
@@ -270,7 +304,8 @@ main() {
             dpkg-query -W -f='${Package}=${Version}\n' "${HOST_PACKAGES[@]}"
         } | sha256sum | cut -d' ' -f1
     )"
-    USERLAND_CPIO="$CACHE_DIR/work/userland.cpio.gz"
+    USERLAND_CPIO="$CACHE_DIR/work/userland.cpio"
+    rm -f "$CACHE_DIR/work/userland.cpio.gz"
     local need_userland=0 gen
     for gen in "${GENERATIONS[@]}"; do
         [[ -f "$CACHE_DIR/$gen/stamp" ]] || need_userland=1
@@ -283,7 +318,7 @@ main() {
         local uroot="$CACHE_DIR/work/userland"
         build_userland "$uroot"
         (cd "$uroot" && find . -mindepth 1 | LC_ALL=C sort |
-            cpio --quiet -o -H newc -R 0:0 | gzip -6 >"$USERLAND_CPIO.new")
+            cpio --quiet -o -H newc -R 0:0 >"$USERLAND_CPIO.new")
         mv "$USERLAND_CPIO.new" "$USERLAND_CPIO"
         echo "$USERLAND_KEY" >"$CACHE_DIR/work/userland.key"
         rm -rf "$uroot"
