@@ -23,3 +23,4 @@ pub mod nvme;
 mod controller;
 pub mod subsystem;
 pub use subsystem::{HostAcl, NamespaceChangeError, Subsystem, SubsystemConfig};
+pub mod connection;

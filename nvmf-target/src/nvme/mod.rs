@@ -9,7 +9,7 @@ pub mod fabrics;
 pub mod identify;
 pub mod log_page;
 
-pub use command::{Command, Sgl, SglKind};
+pub use command::{Command, Sgl, SglKind, SGL_TYPE_IN_CAPSULE, SGL_TYPE_TRANSPORT};
 pub use completion::Completion;
 
 /// Admin command opcodes used by fabrics controllers.
