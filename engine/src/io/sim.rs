@@ -20,11 +20,10 @@ pub enum CrashMode {
 
 struct State {
     /// What reads return now.
-    live: Vec<u8>,
-    /// What is on the media for sure (as of the last flush).
-    durable: Vec<u8>,
-    /// Writes completed since the last flush, in completion order.
-    unflushed: Vec<(u64, Vec<u8>)>,
+    data: Vec<u8>,
+    /// For each write completed since the last flush, in completion order: its
+    /// offset and the bytes it overwrote, so a crash can roll it back.
+    undo: Vec<(u64, Vec<u8>)>,
 }
 
 /// A memory-backed [`Device`] that completes every operation synchronously.
@@ -36,46 +35,44 @@ pub struct SimDevice {
 impl SimDevice {
     /// A zero-filled device of `size` bytes.
     pub fn new(size: u64) -> SimDevice {
-        let bytes = vec![0u8; size as usize];
-        SimDevice {
-            state: Mutex::new(State { live: bytes.clone(), durable: bytes, unflushed: Vec::new() }),
-            size,
-        }
+        SimDevice { state: Mutex::new(State { data: vec![0u8; size as usize], undo: Vec::new() }), size }
     }
 
-    /// Simulates a crash: the device's content becomes the durable bytes plus what
-    /// `mode` keeps of the unflushed writes.
+    /// Simulates a crash: each block written since the last flush keeps its newest
+    /// content or falls back to what it held before, as `mode` decides.
     pub fn crash(&self, mode: CrashMode) {
         let mut state = self.state.lock();
-        let unflushed = std::mem::take(&mut state.unflushed);
-        let mut image = state.durable.clone();
+        let undo = std::mem::take(&mut state.undo);
         let mut rng = SplitMix(match mode {
             CrashMode::Torn(seed) => seed,
             _ => 0,
         });
-        for (offset, data) in unflushed {
-            for (i, block) in data.chunks(BLOCK_SIZE).enumerate() {
+        // Walking newest to oldest: a block is settled by the newest write that
+        // survives; a dropped write restores the bytes it overwrote.
+        let mut settled = std::collections::HashSet::new();
+        for (offset, previous) in undo.into_iter().rev() {
+            for (i, old) in previous.chunks(BLOCK_SIZE).enumerate() {
+                let at = offset as usize + i * BLOCK_SIZE;
+                if settled.contains(&at) {
+                    continue;
+                }
                 let keep = match mode {
                     CrashMode::KeepAll => true,
                     CrashMode::DropAll => false,
                     CrashMode::Torn(_) => rng.next() & 1 == 0,
                 };
                 if keep {
-                    let at = offset as usize + i * BLOCK_SIZE;
-                    image[at..at + block.len()].copy_from_slice(block);
+                    settled.insert(at);
+                } else {
+                    state.data[at..at + old.len()].copy_from_slice(old);
                 }
             }
         }
-        state.durable = image.clone();
-        state.live = image;
     }
 
-    /// Flips one byte of the stored data (live and durable): models media corruption.
+    /// Flips one byte of the stored data: models media corruption.
     pub fn corrupt_byte(&self, offset: u64) {
-        let mut state = self.state.lock();
-        let at = offset as usize;
-        state.live[at] ^= 0xA5;
-        state.durable[at] ^= 0xA5;
+        self.state.lock().data[offset as usize] ^= 0xA5;
     }
 }
 
@@ -98,18 +95,18 @@ impl Device for SimDevice {
                 IoOp::Read { offset, mut buf } => {
                     let at = offset as usize;
                     let len = buf.len();
-                    buf.as_mut_slice().copy_from_slice(&state.live[at..at + len]);
+                    buf.as_mut_slice().copy_from_slice(&state.data[at..at + len]);
                     IoOutcome { buf: Some(buf), result: Ok(()) }
                 }
                 IoOp::Write { offset, buf } => {
-                    let at = offset as usize;
-                    state.live[at..at + buf.len()].copy_from_slice(buf.as_slice());
-                    state.unflushed.push((offset, buf.as_slice().to_vec()));
+                    let range = offset as usize..offset as usize + buf.len();
+                    let previous = state.data[range.clone()].to_vec();
+                    state.undo.push((offset, previous));
+                    state.data[range].copy_from_slice(buf.as_slice());
                     IoOutcome { buf: Some(buf), result: Ok(()) }
                 }
                 IoOp::Flush => {
-                    state.unflushed.clear();
-                    state.durable = state.live.clone();
+                    state.undo.clear();
                     IoOutcome { buf: None, result: Ok(()) }
                 }
             }
@@ -155,6 +152,24 @@ mod tests {
         dev.crash(CrashMode::DropAll);
         assert_eq!(read_blocking(&dev, 0, 4096).expect("read").as_slice()[0], 1);
         assert_eq!(read_blocking(&dev, 4096, 4096).expect("read").as_slice()[0], 0);
+    }
+
+    #[test]
+    fn a_dropped_rewrite_falls_back_to_the_surviving_earlier_write() {
+        let dev = SimDevice::new(1 << 20);
+        write_blocking(&dev, 0, block(1)).expect("write");
+        write_blocking(&dev, 0, block(2)).expect("rewrite");
+        // Find a seed that keeps the first write and drops the second.
+        let seed = (0..64u64)
+            .find(|&seed| {
+                let mut rng = SplitMix(seed);
+                let newest = rng.next() & 1 == 0;
+                let oldest = rng.next() & 1 == 0;
+                !newest && oldest
+            })
+            .expect("some seed");
+        dev.crash(CrashMode::Torn(seed));
+        assert_eq!(read_blocking(&dev, 0, 4096).expect("read").as_slice()[0], 1);
     }
 
     #[test]
