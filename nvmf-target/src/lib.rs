@@ -24,3 +24,6 @@ mod controller;
 pub mod subsystem;
 pub use subsystem::{HostAcl, NamespaceChangeError, Subsystem, SubsystemConfig};
 pub mod connection;
+pub mod target;
+pub use target::{StartError, Target, TargetConfig, TargetHandle};
+pub mod host;

@@ -348,6 +348,11 @@ impl Connection {
         std::mem::take(&mut self.io_requests)
     }
 
+    /// True when namespace I/O is waiting to be started.
+    pub fn has_io_requests(&self) -> bool {
+        !self.io_requests.is_empty()
+    }
+
     /// True once the connection must be closed (after flushing output).
     pub fn is_closed(&self) -> bool {
         self.closed

@@ -1,0 +1,354 @@
+//! One host-side NVMe/TCP queue over a blocking socket, with several commands in
+//! flight: submit commands, then reap completions in any order. R2T and C2HData
+//! are handled while waiting.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::HostError;
+use crate::nvme::{Command, Completion, SGL_TYPE_IN_CAPSULE, SGL_TYPE_TRANSPORT};
+use crate::pdu::{self, CapsuleCmd, DataPdu, DecodeLimits, Digests, IcReq, Pdu, PduType};
+use crate::status::Status;
+
+/// A completed command: its completion entry and any data it returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The completion queue entry (synthesised when C2HData carried SUCCESS).
+    pub completion: Completion,
+    /// Data received from the controller.
+    pub data: Vec<u8>,
+}
+
+impl Response {
+    /// The decoded status.
+    pub fn status(&self) -> Result<Status, crate::status::UnknownStatus> {
+        self.completion.status()
+    }
+
+    /// Ok if the command succeeded, else [`HostError::Status`].
+    pub fn success(self) -> Result<Response, HostError> {
+        match self.status() {
+            Ok(Status::Success) => Ok(self),
+            _ => Err(HostError::Status { status_field: self.completion.status_field, dw0: self.completion.dw0() }),
+        }
+    }
+}
+
+struct Inflight {
+    write_data: Option<Bytes>,
+    read_buf: Vec<u8>,
+    read_len: usize,
+}
+
+/// A connected NVMe/TCP queue (after ICReq/ICResp; before or after Connect).
+pub struct Queue {
+    stream: TcpStream,
+    digests: Digests,
+    maxh2cdata: u32,
+    inline_data_max: usize,
+    next_cid: u16,
+    inflight: HashMap<u16, Inflight>,
+    done: HashMap<u16, Response>,
+    rx: Vec<u8>,
+    limits: DecodeLimits,
+    /// Queue id, set by Connect.
+    pub qid: u16,
+}
+
+impl Queue {
+    /// Opens a TCP connection and exchanges ICReq/ICResp, checking the answer the
+    /// way the Linux host does.
+    pub fn open(addr: SocketAddr, digests: Digests, timeout: Duration) -> Result<Queue, HostError> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        let mut q = Queue {
+            stream,
+            digests: Digests::default(),
+            maxh2cdata: 0,
+            inline_data_max: 8192,
+            next_cid: 0,
+            inflight: HashMap::new(),
+            done: HashMap::new(),
+            rx: Vec::new(),
+            limits: DecodeLimits { capsule_data_max: 8192, data_pdu_max: 16 * 1024 * 1024 },
+            qid: 0,
+        };
+        let mut out = Vec::new();
+        IcReq { pfv: 0, hpda: 0, digests, maxr2t: 0 }.encode(&mut out);
+        q.stream.write_all(&out)?;
+        let resp = loop {
+            match q.next_pdu()? {
+                OwnedPdu::IcResp(r) => break r,
+                OwnedPdu::Term { fes, fei } => return Err(HostError::Terminated { fes, fei }),
+                _ => return Err(HostError::Protocol("expected ICResp")),
+            }
+        };
+        if resp.digests != digests {
+            return Err(HostError::Protocol("ICResp digests differ from the request"));
+        }
+        if resp.cpda != 0 {
+            return Err(HostError::Protocol("ICResp CPDA is not 0"));
+        }
+        q.digests = digests;
+        q.maxh2cdata = resp.maxh2cdata;
+        Ok(q)
+    }
+
+    /// MAXH2CDATA the controller advertised.
+    pub fn maxh2cdata(&self) -> u32 {
+        self.maxh2cdata
+    }
+
+    /// Sets the largest write sent in-capsule (IOCCSZ × 16 − 64 for I/O queues).
+    pub fn set_inline_data_max(&mut self, bytes: usize) {
+        self.inline_data_max = bytes;
+    }
+
+    /// Commands submitted and not yet reaped.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len() + self.done.len()
+    }
+
+    /// Submits `cmd` (its CID is assigned here) with optional host-to-controller
+    /// `data` (sent in-capsule when small enough, else on R2T) or room for
+    /// `c2h_len` bytes of controller-to-host data. Returns the CID.
+    pub fn submit(&mut self, mut cmd: Command, data: Option<Bytes>, c2h_len: u32) -> Result<u16, HostError> {
+        let cid = self.allocate_cid()?;
+        cmd.set_cid(cid);
+        let mut out = Vec::new();
+        let in_capsule = match &data {
+            Some(d) if d.len() <= self.inline_data_max => {
+                cmd.set_sgl(0, d.len() as u32, SGL_TYPE_IN_CAPSULE);
+                d.clone()
+            }
+            Some(d) => {
+                cmd.set_sgl(0, d.len() as u32, SGL_TYPE_TRANSPORT);
+                Bytes::new()
+            }
+            None => {
+                cmd.set_sgl(0, c2h_len, SGL_TYPE_TRANSPORT);
+                Bytes::new()
+            }
+        };
+        CapsuleCmd { sqe: cmd.0, data: &in_capsule }.encode(self.digests, &mut out);
+        self.stream.write_all(&out)?;
+        let write_data = if in_capsule.is_empty() { data } else { None };
+        self.inflight.insert(cid, Inflight { write_data, read_buf: Vec::new(), read_len: c2h_len as usize });
+        Ok(cid)
+    }
+
+    fn allocate_cid(&mut self) -> Result<u16, HostError> {
+        for _ in 0..=u16::MAX as u32 {
+            let cid = self.next_cid;
+            self.next_cid = self.next_cid.wrapping_add(1);
+            if !self.inflight.contains_key(&cid) && !self.done.contains_key(&cid) {
+                return Ok(cid);
+            }
+        }
+        Err(HostError::Protocol("no free command id"))
+    }
+
+    /// Waits for command `cid` to complete.
+    pub fn wait(&mut self, cid: u16) -> Result<Response, HostError> {
+        loop {
+            if let Some(r) = self.done.remove(&cid) {
+                return Ok(r);
+            }
+            if !self.inflight.contains_key(&cid) {
+                return Err(HostError::Protocol("waiting for a command that was not submitted"));
+            }
+            self.pump()?;
+        }
+    }
+
+    /// Waits for any command to complete; returns its CID and response.
+    pub fn wait_any(&mut self) -> Result<(u16, Response), HostError> {
+        loop {
+            if let Some(&cid) = self.done.keys().next() {
+                if let Some(r) = self.done.remove(&cid) {
+                    return Ok((cid, r));
+                }
+            }
+            if self.inflight.is_empty() {
+                return Err(HostError::Protocol("nothing in flight"));
+            }
+            self.pump()?;
+        }
+    }
+
+    /// Submits and waits.
+    pub fn execute(&mut self, cmd: Command, data: Option<Bytes>, c2h_len: u32) -> Result<Response, HostError> {
+        let cid = self.submit(cmd, data, c2h_len)?;
+        self.wait(cid)
+    }
+
+    /// Sends raw bytes (for tests of malformed input).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), HostError> {
+        self.stream.write_all(bytes)?;
+        Ok(())
+    }
+
+    /// Reads the next PDU without interpreting it (for tests).
+    pub fn next_raw_pdu(&mut self) -> Result<OwnedPdu, HostError> {
+        self.next_pdu()
+    }
+
+    /// Sets the socket read timeout.
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), HostError> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        Ok(())
+    }
+
+    fn pump(&mut self) -> Result<(), HostError> {
+        match self.next_pdu()? {
+            OwnedPdu::CapsuleResp(cqe) => {
+                let c = Completion::decode(&cqe);
+                let inflight = self
+                    .inflight
+                    .remove(&c.cid)
+                    .ok_or(HostError::Protocol("completion for an unknown command id"))?;
+                self.done.insert(c.cid, Response { completion: c, data: inflight.read_buf });
+            }
+            OwnedPdu::C2HData { command_id, offset, last, success, data } => {
+                let f = self
+                    .inflight
+                    .get_mut(&command_id)
+                    .ok_or(HostError::Protocol("C2HData for an unknown command id"))?;
+                if offset as usize != f.read_buf.len() || f.read_buf.len() + data.len() > f.read_len {
+                    return Err(HostError::Protocol("C2HData outside the expected range"));
+                }
+                f.read_buf.extend_from_slice(&data);
+                if success {
+                    if !last {
+                        return Err(HostError::Protocol("C2HData SUCCESS without LAST"));
+                    }
+                    let f = self.inflight.remove(&command_id).ok_or(HostError::Protocol("lost command"))?;
+                    let completion = Completion::new(command_id, Status::Success, 0);
+                    self.done.insert(command_id, Response { completion, data: f.read_buf });
+                }
+            }
+            OwnedPdu::R2T { command_id, ttag, offset, length } => self.answer_r2t(command_id, ttag, offset, length)?,
+            OwnedPdu::Term { fes, fei } => return Err(HostError::Terminated { fes, fei }),
+            OwnedPdu::IcResp(_) | OwnedPdu::Other => {
+                return Err(HostError::Protocol("unexpected PDU type from the controller"))
+            }
+        }
+        Ok(())
+    }
+
+    fn answer_r2t(&mut self, cid: u16, ttag: u16, offset: u32, length: u32) -> Result<(), HostError> {
+        let f = self.inflight.get(&cid).ok_or(HostError::Protocol("R2T for an unknown command id"))?;
+        let data = f.write_data.as_ref().ok_or(HostError::Protocol("R2T for a command without data"))?;
+        let end = offset as usize + length as usize;
+        if length == 0 || end > data.len() || length > self.maxh2cdata {
+            return Err(HostError::Protocol("R2T outside the command's data"));
+        }
+        let mut pos = offset as usize;
+        let mut out = Vec::new();
+        while pos < end {
+            let n = (end - pos).min(self.maxh2cdata as usize);
+            let chunk = &data[pos..pos + n];
+            DataPdu { command_id: cid, ttag, offset: pos as u32, last: pos + n == end, success: false, data: chunk }
+                .encode(PduType::H2CData, self.digests, 0, &mut out);
+            pos += n;
+        }
+        self.stream.write_all(&out)?;
+        Ok(())
+    }
+
+    fn next_pdu(&mut self) -> Result<OwnedPdu, HostError> {
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match pdu::decode(&self.rx, self.digests, &self.limits) {
+                Ok(Some(d)) => {
+                    if !d.data_digest_ok {
+                        return Err(HostError::Protocol("data digest mismatch"));
+                    }
+                    let owned = OwnedPdu::from(&d.pdu);
+                    let len = d.len;
+                    self.rx.drain(..len);
+                    return Ok(owned);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(HostError::Decode(e)),
+            }
+            let n = match self.stream.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Err(HostError::Timeout)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                return Err(HostError::Closed);
+            }
+            self.rx.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+/// A PDU received by the host, copied out of the receive buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedPdu {
+    /// ICResp.
+    IcResp(pdu::IcResp),
+    /// CapsuleResp with its CQE bytes.
+    CapsuleResp([u8; 16]),
+    /// C2HData.
+    C2HData {
+        /// CCCID.
+        command_id: u16,
+        /// DATAO.
+        offset: u32,
+        /// LAST_PDU flag.
+        last: bool,
+        /// SUCCESS flag.
+        success: bool,
+        /// The data.
+        data: Vec<u8>,
+    },
+    /// R2T.
+    R2T {
+        /// CCCID.
+        command_id: u16,
+        /// TTAG.
+        ttag: u16,
+        /// R2TO.
+        offset: u32,
+        /// R2TL.
+        length: u32,
+    },
+    /// C2HTermReq (or H2CTermReq).
+    Term {
+        /// Fatal error status.
+        fes: u16,
+        /// Fatal error information.
+        fei: u32,
+    },
+    /// A PDU type a controller never sends.
+    Other,
+}
+
+impl From<&Pdu<'_>> for OwnedPdu {
+    fn from(p: &Pdu<'_>) -> OwnedPdu {
+        match p {
+            Pdu::IcResp(r) => OwnedPdu::IcResp(*r),
+            Pdu::CapsuleResp(r) => OwnedPdu::CapsuleResp(r.cqe),
+            Pdu::C2HData(d) => OwnedPdu::C2HData {
+                command_id: d.command_id,
+                offset: d.offset,
+                last: d.last,
+                success: d.success,
+                data: d.data.to_vec(),
+            },
+            Pdu::R2T(r) => OwnedPdu::R2T { command_id: r.command_id, ttag: r.ttag, offset: r.offset, length: r.length },
+            Pdu::C2HTermReq(t) | Pdu::H2CTermReq(t) => OwnedPdu::Term { fes: t.fes, fei: t.fei },
+            Pdu::IcReq(_) | Pdu::CapsuleCmd(_) | Pdu::H2CData(_) => OwnedPdu::Other,
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The TCP driver: listeners, an acceptor thread, and reactor threads that own
+//! connections and drive each [`Connection`] state machine over nonblocking
+//! sockets with epoll (through `mio`).
+//!
+//! Threading: one acceptor thread hands each accepted socket to a reactor
+//! (round-robin). A reactor owns its sockets; namespace completions and
+//! asynchronous-event pokes reach it through a channel plus a waker, so no lock
+//! is held across I/O and an idle reactor sleeps in `epoll_wait` apart from a
+//! coarse timer tick for keep-alive checks.
+//!
+//! [`Connection`]: crate::connection::Connection
+
+mod reactor;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::connection::{Limits, PortKind};
+use crate::subsystem::Subsystem;
+
+/// Default NVMe/TCP I/O port.
+pub const DEFAULT_IO_PORT: u16 = 4420;
+/// Default NVMe/TCP discovery port.
+pub const DEFAULT_DISCOVERY_PORT: u16 = 8009;
+
+/// How to run a target.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// Addresses serving the NVM subsystem (and discovery). Port 0 picks a free port.
+    pub listen_addrs: Vec<SocketAddr>,
+    /// Addresses serving only discovery.
+    pub discovery_addrs: Vec<SocketAddr>,
+    /// Address reported in the discovery log instead of the one the host reached
+    /// (for hosts behind NAT or port forwarding).
+    pub advertised_addr: Option<SocketAddr>,
+    /// Reactor threads; 0 means one per available core.
+    pub reactors: usize,
+    /// Protocol limits.
+    pub limits: Limits,
+    /// Connections accepted at once; more are closed on accept.
+    pub connections_max: usize,
+    /// Period of the keep-alive / teardown check.
+    pub tick_interval: Duration,
+}
+
+impl TargetConfig {
+    /// Listens on `ip` with the default I/O (4420) and discovery (8009) ports.
+    pub fn on(ip: std::net::IpAddr) -> TargetConfig {
+        TargetConfig {
+            listen_addrs: vec![SocketAddr::new(ip, DEFAULT_IO_PORT)],
+            discovery_addrs: vec![SocketAddr::new(ip, DEFAULT_DISCOVERY_PORT)],
+            advertised_addr: None,
+            reactors: 0,
+            limits: Limits::default(),
+            connections_max: 1024,
+            tick_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Why a target could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No I/O listener was configured.
+    #[error("no listen address configured")]
+    NoListener,
+    /// The limits cannot be advertised to a Linux host.
+    #[error("invalid limits: {0}")]
+    InvalidLimits(&'static str),
+    /// Creating the poller or a thread failed.
+    #[error("cannot start the target's threads")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// The NVMe/TCP target.
+pub struct Target;
+
+/// A running target; dropping it (or [`TargetHandle::shutdown`]) stops it.
+pub struct TargetHandle {
+    local_addrs: Vec<SocketAddr>,
+    discovery_addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    wakers: Vec<Arc<Waker>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn validate(limits: &Limits) -> Result<(), StartError> {
+    if limits.maxh2cdata < 4096 || limits.maxh2cdata % 4 != 0 {
+        return Err(StartError::InvalidLimits("MAXH2CDATA must be a multiple of 4 and at least 4096"));
+    }
+    if !limits.mdts_bytes.is_power_of_two() || limits.mdts_bytes < 4096 {
+        return Err(StartError::InvalidLimits("the transfer size limit must be a power of two >= 4096"));
+    }
+    if limits.queue_depth_max < 32 {
+        return Err(StartError::InvalidLimits("queue depth must be at least 32"));
+    }
+    if limits.inline_data_max % 16 != 0 {
+        return Err(StartError::InvalidLimits("inline data size must be a multiple of 16"));
+    }
+    if limits.io_queues_max == 0 {
+        return Err(StartError::InvalidLimits("at least one I/O queue is needed"));
+    }
+    Ok(())
+}
+
+const ACCEPT_WAKER: Token = Token(usize::MAX);
+
+impl Target {
+    /// Binds the listeners and starts the acceptor and reactor threads.
+    pub fn start(config: TargetConfig, subsystem: Arc<Subsystem>) -> Result<TargetHandle, StartError> {
+        validate(&config.limits)?;
+        if config.listen_addrs.is_empty() {
+            return Err(StartError::NoListener);
+        }
+        let mut listeners = Vec::new();
+        for (addrs, kind) in [(&config.listen_addrs, PortKind::Io), (&config.discovery_addrs, PortKind::Discovery)] {
+            for addr in addrs {
+                let l = TcpListener::bind(*addr).map_err(|source| StartError::Bind { addr: *addr, source })?;
+                listeners.push((l, kind));
+            }
+        }
+        let bound = |kind: PortKind| -> Vec<SocketAddr> {
+            listeners.iter().filter(|(_, k)| *k == kind).filter_map(|(l, _)| l.local_addr().ok()).collect()
+        };
+        let local_addrs = bound(PortKind::Io);
+        let discovery_addrs = bound(PortKind::Discovery);
+        let reactor_count = if config.reactors == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.reactors
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(reactor::Shared {
+            subsystem,
+            limits: config.limits,
+            io_listeners: Arc::new(local_addrs.clone()),
+            advertised_addr: config.advertised_addr,
+            stop: stop.clone(),
+            tick_interval: config.tick_interval,
+            connections: connections.clone(),
+        });
+        let mut wakers = Vec::new();
+        let mut threads = Vec::new();
+        let mut inboxes = Vec::new();
+        for i in 0..reactor_count {
+            let r = reactor::Reactor::new(shared.clone()).map_err(StartError::Runtime)?;
+            wakers.push(r.waker());
+            inboxes.push(r.inbox());
+            let t = std::thread::Builder::new()
+                .name(format!("nvmf-reactor-{i}"))
+                .spawn(move || r.run())
+                .map_err(StartError::Runtime)?;
+            threads.push(t);
+        }
+        let poll = Poll::new().map_err(StartError::Runtime)?;
+        let accept_waker = Arc::new(Waker::new(poll.registry(), ACCEPT_WAKER).map_err(StartError::Runtime)?);
+        for (i, (l, _)) in listeners.iter_mut().enumerate() {
+            poll.registry().register(l, Token(i), Interest::READABLE).map_err(StartError::Runtime)?;
+        }
+        let acceptor = Acceptor {
+            poll,
+            listeners,
+            inboxes,
+            next: 0,
+            stop: stop.clone(),
+            connections,
+            connections_max: config.connections_max,
+        };
+        let t = std::thread::Builder::new()
+            .name("nvmf-acceptor".into())
+            .spawn(move || acceptor.run())
+            .map_err(StartError::Runtime)?;
+        threads.push(t);
+        wakers.push(accept_waker);
+        Ok(TargetHandle { local_addrs, discovery_addrs, stop, wakers, threads })
+    }
+}
+
+impl TargetHandle {
+    /// Bound I/O listener addresses (with the real port when 0 was configured).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Bound discovery listener addresses.
+    pub fn discovery_addrs(&self) -> &[SocketAddr] {
+        &self.discovery_addrs
+    }
+
+    /// Stops accepting, closes every connection (tearing its controller down) and
+    /// joins the threads.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for w in &self.wakers {
+            if let Err(e) = w.wake() {
+                tracing::error!(error = %e, "cannot wake a target thread for shutdown");
+            }
+        }
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("a target thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for TargetHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+struct Acceptor {
+    poll: Poll,
+    listeners: Vec<(TcpListener, PortKind)>,
+    inboxes: Vec<reactor::Inbox>,
+    next: usize,
+    stop: Arc<AtomicBool>,
+    connections: Arc<AtomicUsize>,
+    connections_max: usize,
+}
+
+impl Acceptor {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(64);
+        while !self.stop.load(Ordering::Acquire) {
+            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(500))) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "acceptor poll failed");
+                    return;
+                }
+            }
+            for ev in events.iter() {
+                let Some((listener, kind)) = self.listeners.get(ev.token().0) else { continue };
+                loop {
+                    match listener.accept() {
+                        Ok((stream, peer)) => {
+                            if self.connections.load(Ordering::Acquire) >= self.connections_max {
+                                tracing::warn!(%peer, "connection limit reached; refusing");
+                                continue;
+                            }
+                            self.connections.fetch_add(1, Ordering::AcqRel);
+                            let inbox = &self.inboxes[self.next % self.inboxes.len()];
+                            self.next = self.next.wrapping_add(1);
+                            inbox.send(reactor::Message::Accepted { stream, kind: *kind });
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
