@@ -538,6 +538,12 @@ impl Connection {
     }
 
     fn on_capsule(&mut self, cmd: Command, in_capsule: &[u8], digest_ok: bool, header: &[u8]) {
+        if self.queue.as_ref().is_some_and(|q| q.controller.is_dead()) {
+            // The controller was torn down (keep-alive expiry, shutdown of the
+            // admin queue): its queues accept nothing more.
+            self.close();
+            return;
+        }
         let cid = cmd.cid();
         if self.slots.contains_key(&cid) {
             // A command id still in flight: the host lost track of its queue.

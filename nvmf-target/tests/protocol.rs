@@ -1,0 +1,483 @@
+//! Protocol tests: the real target over loopback, driven by this crate's host side.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nvmf_target::connection::Limits;
+use nvmf_target::host::{discover, HostController, HostError, HostOptions, OwnedPdu, Queue};
+use nvmf_target::nvme::identify::{nidt, ControllerType, OAES_NS_ATTRIBUTE, SGLS_OFFSET};
+use nvmf_target::nvme::{admin_opcode, feature, io_opcode, log_id, Command, DISCOVERY_NQN};
+use nvmf_target::pdu::{CapsuleCmd, DataPdu, Digests, FatalErrorStatus, PduType};
+use nvmf_target::{
+    BlockSize, HostAcl, Lba, LbaRange, MemoryNamespace, NamespaceBackend, Status, Subsystem, SubsystemConfig, Target,
+    TargetConfig, TargetHandle,
+};
+
+const NQN: &str = "nqn.2024-01.io.keel:protocol-test";
+const HOST_A: &str = "nqn.2014-08.org.nvmexpress:uuid:aaaaaaaa-0000-0000-0000-000000000001";
+const HOST_B: &str = "nqn.2014-08.org.nvmexpress:uuid:bbbbbbbb-0000-0000-0000-000000000002";
+
+struct Fixture {
+    subsystem: Arc<Subsystem>,
+    ns1: Arc<MemoryNamespace>,
+    target: TargetHandle,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Self::with_limits(Limits::default())
+    }
+
+    fn with_limits(limits: Limits) -> Fixture {
+        let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEEL0001"));
+        let ns1 = MemoryNamespace::new(BlockSize::B512, 4096, [0xA1; 16]);
+        subsystem.add_namespace(1, ns1.clone(), HostAcl::AnyHost).unwrap();
+        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let config = TargetConfig {
+            listen_addrs: vec![local],
+            discovery_addrs: vec![local],
+            advertised_addr: None,
+            reactors: 2,
+            limits,
+            connections_max: 64,
+            tick_interval: Duration::from_millis(50),
+        };
+        let target = Target::start(config, subsystem.clone()).unwrap();
+        Fixture { subsystem, ns1, target }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.target.local_addrs()[0]
+    }
+
+    fn options(&self, host: &str) -> HostOptions {
+        let mut o = HostOptions::new(host, NQN);
+        o.timeout = Duration::from_secs(5);
+        o
+    }
+
+    fn connect(&self, host: &str) -> HostController {
+        HostController::connect(self.addr(), self.options(host)).unwrap()
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Bytes {
+    Bytes::from((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>())
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+fn status_of(e: HostError) -> Status {
+    e.status().unwrap_or_else(|| panic!("expected an NVMe status, got {e:?}"))
+}
+
+#[test]
+fn identify_reports_every_field_linux_checks() {
+    let f = Fixture::new();
+    let mut c = f.connect(HOST_A);
+    let id = &c.identity;
+    assert_eq!(id.cntlid, c.cntlid);
+    assert_ne!(id.kas, 0);
+    assert!(id.ioccsz >= 4 && id.iorcsz >= 1);
+    assert_eq!(id.ioccsz, (64 + 8192) / 16);
+    assert_ne!(id.maxcmd, 0);
+    assert_eq!(id.icdoff, 0);
+    assert_eq!(id.sgls & 0x3, 1);
+    assert_ne!(id.sgls & SGLS_OFFSET, 0);
+    assert!(id.msdbd >= 1);
+    assert_eq!(id.subnqn, NQN);
+    assert_eq!(id.cmic & 0x2, 0x2);
+    assert_eq!(id.oncs & 0xC, 0xC);
+    assert!(id.volatile_write_cache);
+    assert_eq!(id.oaes & OAES_NS_ATTRIBUTE, OAES_NS_ATTRIBUTE);
+    assert_eq!(id.controller_type, ControllerType::Io);
+    assert!(id.version >= 0x0001_0300);
+    assert_eq!(c.active_namespaces().unwrap(), vec![1]);
+    let ns = c.identify_namespace(1).unwrap();
+    assert_eq!((ns.size_blocks, ns.block_shift, ns.nguid), (4096, 9, [0xA1; 16]));
+    let descs = c.namespace_descriptors(1).unwrap();
+    assert!(descs.contains(&(nidt::NGUID, vec![0xA1; 16])));
+    assert!(descs.contains(&(nidt::UUID, vec![0xA1; 16])));
+    // Command-set specific structures Linux asks for answer with zeroed data.
+    let cs_ctrl = c.admin.execute(
+        {
+            let mut cmd = Command::new(admin_opcode::IDENTIFY, 0);
+            cmd.set_cdw(10, 0x06);
+            cmd
+        },
+        None,
+        4096,
+    );
+    assert_eq!(cs_ctrl.unwrap().status(), Ok(Status::Success));
+    // Inactive namespaces identify as zeroes; NSID 0 is invalid.
+    assert_eq!(c.identify_namespace(7).unwrap().size_blocks, 0);
+    assert_eq!(status_of(c.identify_namespace(0).unwrap_err()), Status::InvalidNamespace);
+    assert_eq!(status_of(c.identify(0x1F, 0).unwrap_err()), Status::InvalidField);
+}
+
+#[test]
+fn properties_follow_enable_and_shutdown_handshakes() {
+    let f = Fixture::new();
+    let mut c = f.connect(HOST_A);
+    let cap = c.property_get(0x00, true).unwrap();
+    assert_eq!(cap & 0xFFFF, 127);
+    assert_ne!(cap & (1 << 37), 0);
+    assert_eq!(c.property_get(0x08, false).unwrap(), 0x0001_0300);
+    assert_eq!(c.property_get(0x1C, false).unwrap() & 1, 1);
+    c.shutdown().unwrap();
+}
+
+#[test]
+fn io_round_trips_in_capsule_and_via_r2t_with_and_without_digests() {
+    for digests in [
+        Digests { header: false, data: false },
+        Digests { header: true, data: false },
+        Digests { header: false, data: true },
+        Digests { header: true, data: true },
+    ] {
+        let f = Fixture::with_limits(Limits { maxh2cdata: 16 * 1024, ..Limits::default() });
+        let mut options = f.options(HOST_A);
+        options.digests = digests;
+        let mut c = HostController::connect(f.addr(), options).unwrap();
+        assert_eq!(c.set_queue_count(2).unwrap(), 2);
+        let mut q = c.connect_io_queue(1).unwrap();
+        // In-capsule (4 KiB) and R2T-driven (64 KiB, four R2Ts of 16 KiB).
+        let small = pattern(4096, 1);
+        q.write(1, Lba(8), small.clone(), 512).unwrap();
+        assert_eq!(q.read(1, Lba(8), 8, 512).unwrap(), small);
+        let big = pattern(64 * 1024, 2);
+        q.write(1, Lba(100), big.clone(), 512).unwrap();
+        assert_eq!(q.read(1, Lba(100), 128, 512).unwrap(), big);
+        assert_eq!(f.ns1.snapshot_blocks(Lba(100), 128).unwrap(), big.to_vec());
+        q.flush(1).unwrap();
+        assert!(f.ns1.flush_count() >= 1);
+    }
+}
+
+#[test]
+fn many_writes_in_flight_with_several_outstanding_r2ts() {
+    let f = Fixture::with_limits(Limits { maxh2cdata: 8192, inline_data_max: 0, ..Limits::default() });
+    let mut c = f.connect(HOST_A);
+    c.set_queue_count(1).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+    let mut expected = Vec::new();
+    let mut cids = Vec::new();
+    for i in 0..128u32 {
+        let data = pattern(16 * 1024, i as u8);
+        cids.push(q.submit_write(1, Lba(u64::from(i) * 32), data.clone(), 512).unwrap());
+        expected.push(data);
+    }
+    for _ in 0..cids.len() {
+        let (_, r) = q.queue.wait_any().unwrap();
+        assert_eq!(r.status(), Ok(Status::Success));
+    }
+    let mut reads = Vec::new();
+    for i in 0..128u32 {
+        reads.push((q.submit_read(1, Lba(u64::from(i) * 32), 32, 512).unwrap(), i));
+    }
+    for (cid, i) in reads {
+        assert_eq!(q.queue.wait(cid).unwrap().data, expected[i as usize].to_vec());
+    }
+}
+
+#[test]
+fn c2h_success_flag_is_used_only_when_sq_flow_control_is_disabled() {
+    let f = Fixture::new();
+    for disable in [false, true] {
+        let mut options = f.options(HOST_A);
+        options.disable_sq_flow = disable;
+        let mut c = HostController::connect(f.addr(), options).unwrap();
+        c.set_queue_count(1).unwrap();
+        let mut q = c.connect_io_queue(1).unwrap();
+        let mut cmd = Command::new(io_opcode::READ, 9);
+        cmd.set_nsid(1);
+        cmd.set_sgl(0, 512, nvmf_target::nvme::SGL_TYPE_TRANSPORT);
+        let mut bytes = Vec::new();
+        CapsuleCmd { sqe: cmd.0, data: &[] }.encode(Digests::default(), &mut bytes);
+        q.queue.send_raw(&bytes).unwrap();
+        match q.queue.next_raw_pdu().unwrap() {
+            OwnedPdu::C2HData { last, success, data, .. } => {
+                assert!(last);
+                assert_eq!(success, disable);
+                assert_eq!(data.len(), 512);
+            }
+            other => panic!("expected C2HData, got {other:?}"),
+        }
+        if !disable {
+            assert!(matches!(q.queue.next_raw_pdu().unwrap(), OwnedPdu::CapsuleResp(_)));
+        }
+    }
+}
+
+#[test]
+fn io_errors_map_to_nvme_statuses() {
+    let f = Fixture::new();
+    let mut c = f.connect(HOST_A);
+    c.set_queue_count(1).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+    assert_eq!(status_of(q.read(1, Lba(4095), 2, 512).unwrap_err()), Status::LbaOutOfRange);
+    assert_eq!(status_of(q.write(1, Lba(4090), pattern(8192, 0), 512).unwrap_err()), Status::LbaOutOfRange);
+    assert_eq!(status_of(q.write_zeroes(1, Lba(u64::MAX), 1).unwrap_err()), Status::LbaOutOfRange);
+    assert_eq!(status_of(q.read(9, Lba(0), 1, 512).unwrap_err()), Status::InvalidNamespace);
+    let r = q.queue.execute(Command::new(0x7E, 0), None, 0).unwrap();
+    assert_eq!(r.status(), Ok(Status::InvalidOpcode));
+    f.ns1.inject_media_error(Lba(50));
+    assert_eq!(status_of(q.read(1, Lba(48), 4, 512).unwrap_err()), Status::UnrecoveredReadError);
+    f.ns1.set_no_space(true);
+    assert_eq!(status_of(q.write(1, Lba(0), pattern(512, 0), 512).unwrap_err()), Status::CapacityExceeded);
+    f.ns1.set_no_space(false);
+    // Too large for the transfer size limit.
+    let mut cmd = Command::new(io_opcode::READ, 0);
+    cmd.set_nsid(1);
+    cmd.set_cdw(12, 65535);
+    let r = q.queue.execute(cmd, None, 32 * 1024 * 1024).unwrap();
+    assert_eq!(r.status(), Ok(Status::SglLengthInvalid));
+}
+
+#[test]
+fn write_zeroes_and_deallocate_clear_blocks() {
+    let f = Fixture::new();
+    let mut c = f.connect(HOST_A);
+    c.set_queue_count(1).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+    q.write(1, Lba(0), pattern(8192, 5), 512).unwrap();
+    q.write_zeroes(1, Lba(0), 2).unwrap();
+    assert_eq!(q.read(1, Lba(0), 2, 512).unwrap(), vec![0; 1024]);
+    q.deallocate(1, &[LbaRange { start: Lba(4), blocks: 4 }, LbaRange { start: Lba(10), blocks: 2 }]).unwrap();
+    let data = q.read(1, Lba(0), 16, 512).unwrap();
+    assert_eq!(&data[4 * 512..8 * 512], &[0u8; 2048][..]);
+    assert_eq!(&data[2 * 512..4 * 512], &pattern(8192, 5)[2 * 512..4 * 512]);
+    assert_eq!(&data[10 * 512..12 * 512], &[0u8; 1024][..]);
+    assert_eq!(
+        status_of(q.deallocate(1, &[LbaRange { start: Lba(4095), blocks: 2 }]).unwrap_err()),
+        Status::LbaOutOfRange
+    );
+}
+
+#[test]
+fn connect_rejects_bad_hosts_subsystems_and_controller_ids() {
+    let f = Fixture::new();
+    f.subsystem.set_host_acl(HostAcl::hosts([HOST_A]));
+    let err = HostController::connect(f.addr(), f.options(HOST_B)).err().unwrap();
+    assert_eq!(status_of(err), Status::ConnectInvalidHost);
+    let mut o = f.options(HOST_A);
+    o.subsys_nqn = "nqn.2024-01.io.keel:nope".into();
+    match HostController::connect(f.addr(), o).err().unwrap() {
+        HostError::Status { status_field, dw0 } => {
+            assert_eq!(Status::from_field(status_field), Ok(Status::ConnectInvalidParameters));
+            assert_eq!(dw0, 0x1_0100, "IATTR=data, IPO=subnqn");
+        }
+        other => panic!("{other:?}"),
+    }
+    // An I/O queue Connect naming a controller that does not exist.
+    let mut c = f.connect(HOST_A);
+    c.cntlid = c.cntlid.wrapping_add(100);
+    match c.connect_io_queue(1).err().unwrap() {
+        HostError::Status { dw0, .. } => assert_eq!(dw0, 0x1_0010, "IPO=cntlid"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn controller_ids_are_unique_and_freed_on_disconnect() {
+    let f = Fixture::new();
+    let a = f.connect(HOST_A);
+    let b = f.connect(HOST_A);
+    assert_ne!(a.cntlid, b.cntlid);
+    assert_eq!(f.subsystem.controller_count(), 2);
+    drop(a);
+    drop(b);
+    wait_until("controllers to be torn down", || f.subsystem.controller_count() == 0);
+}
+
+#[test]
+fn acl_filters_namespaces_and_changes_raise_an_aen() {
+    let f = Fixture::new();
+    let ns2 = MemoryNamespace::new(BlockSize::B4096, 256, [0xB2; 16]);
+    f.subsystem.add_namespace(2, ns2.clone(), HostAcl::hosts([HOST_A])).unwrap();
+    let mut a = f.connect(HOST_A);
+    let mut b = f.connect(HOST_B);
+    assert_eq!(a.active_namespaces().unwrap(), vec![1, 2]);
+    assert_eq!(b.active_namespaces().unwrap(), vec![1]);
+    b.set_queue_count(1).unwrap();
+    let mut qb = b.connect_io_queue(1).unwrap();
+    assert_eq!(status_of(qb.read(2, Lba(0), 1, 4096).unwrap_err()), Status::InvalidNamespace);
+
+    b.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 8).unwrap();
+    let aer = b.submit_aer().unwrap();
+    f.subsystem.set_namespace_acl(2, HostAcl::AnyHost).unwrap();
+    let event = b.admin.wait(aer).unwrap().success().unwrap();
+    assert_eq!(event.completion.dw0(), 0x0004_0002);
+    let log = b.get_log_page(log_id::CHANGED_NS_LIST, 0, 4096, false).unwrap();
+    assert_eq!(&log[0..8], &[2, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(b.active_namespaces().unwrap(), vec![1, 2]);
+    qb.write(2, Lba(1), pattern(4096, 9), 4096).unwrap();
+    assert_eq!(ns2.snapshot_blocks(Lba(1), 1).unwrap(), pattern(4096, 9).to_vec());
+
+    // A namespace added while connected appears through another event.
+    let aer = b.submit_aer().unwrap();
+    let ns3 = MemoryNamespace::new(BlockSize::B512, 64, [0xC3; 16]);
+    f.subsystem.add_namespace(3, ns3, HostAcl::AnyHost).unwrap();
+    assert_eq!(b.admin.wait(aer).unwrap().completion.dw0(), 0x0004_0002);
+    assert_eq!(b.active_namespaces().unwrap(), vec![1, 2, 3]);
+}
+
+#[test]
+fn keep_alive_expiry_tears_the_controller_down() {
+    let f = Fixture::new();
+    let mut o = f.options(HOST_A);
+    o.kato_ms = 300;
+    let mut c = HostController::connect(f.addr(), o).unwrap();
+    c.keep_alive().unwrap();
+    assert_eq!(c.get_features(feature::KEEP_ALIVE_TIMER).unwrap(), 300);
+    c.set_queue_count(1).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+    wait_until("keep-alive expiry", || f.subsystem.controller_count() == 0);
+    assert!(matches!(q.read(1, Lba(0), 1, 512), Err(HostError::Closed) | Err(HostError::Io(_))));
+}
+
+#[test]
+fn features_and_log_pages_answer() {
+    let f = Fixture::new();
+    let mut c = f.connect(HOST_A);
+    assert_eq!(c.set_queue_count(1000).unwrap(), 64);
+    assert_eq!(c.get_features(feature::VOLATILE_WRITE_CACHE).unwrap(), 1);
+    let smart = c.get_log_page(log_id::SMART, 0, 512, false).unwrap();
+    assert_eq!(smart[3], 100);
+    let fw = c.get_log_page(log_id::FIRMWARE_SLOT, 0, 512, false).unwrap();
+    assert_eq!(fw[0], 1);
+    c.get_log_page(log_id::ERROR, 0, 64, false).unwrap();
+    assert_eq!(status_of(c.get_log_page(0x55, 0, 512, false).unwrap_err()), Status::InvalidLogPage);
+    assert_eq!(status_of(c.get_features(0x42).unwrap_err()), Status::InvalidField);
+    let abort = c.admin.execute(Command::new(admin_opcode::ABORT, 0), None, 0).unwrap();
+    assert_eq!((abort.status(), abort.completion.dw0()), (Ok(Status::Success), 1));
+    // Authentication is not configured.
+    let mut auth = Command::new(admin_opcode::FABRICS, 0);
+    auth.0[4] = 0x05;
+    assert_eq!(c.admin.execute(auth, None, 0).unwrap().status(), Ok(Status::InvalidOpcode));
+    // Write cache disabled: writes are flushed before they complete.
+    c.set_features(feature::VOLATILE_WRITE_CACHE, 0).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+    let before = f.ns1.flush_count();
+    q.write(1, Lba(0), pattern(512, 1), 512).unwrap();
+    assert_eq!(f.ns1.flush_count(), before + 1);
+}
+
+#[test]
+fn discovery_log_lists_the_subsystem_for_allowed_hosts_only() {
+    let f = Fixture::new();
+    let disc = f.target.discovery_addrs()[0];
+    let entries = discover(disc, HOST_A).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].subnqn, NQN);
+    assert_eq!(entries[0].traddr, "127.0.0.1");
+    assert_eq!(entries[0].trsvcid, f.addr().port().to_string());
+    assert_eq!(entries[0].cntlid, 0xFFFF);
+    // Discovery also works on the I/O port.
+    assert_eq!(discover(f.addr(), HOST_A).unwrap(), entries);
+    f.subsystem.set_host_acl(HostAcl::hosts([HOST_A]));
+    assert!(discover(disc, HOST_B).unwrap().is_empty());
+    let mut o = HostOptions::new(HOST_A, DISCOVERY_NQN);
+    o.kato_ms = 0;
+    let c = HostController::connect(disc, o).unwrap();
+    assert_eq!(c.identity.controller_type, ControllerType::Discovery);
+    // The discovery port serves no NVM subsystem.
+    assert!(HostController::connect(disc, f.options(HOST_A)).is_err());
+}
+
+#[test]
+fn malformed_pdu_terminates_only_its_own_connection() {
+    let f = Fixture::new();
+    let mut good = f.connect(HOST_A);
+    good.set_queue_count(2).unwrap();
+    let mut good_q = good.connect_io_queue(1).unwrap();
+    let mut bad = Queue::open(f.addr(), Digests::default(), Duration::from_secs(5)).unwrap();
+    // A PDU with an undefined type.
+    bad.send_raw(&[0x0F, 0, 24, 0, 24, 0, 0, 0]).unwrap();
+    match bad.next_raw_pdu().unwrap() {
+        OwnedPdu::Term { fes, .. } => assert_eq!(fes, FatalErrorStatus::InvalidHeaderField as u16),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(bad.next_raw_pdu(), Err(HostError::Closed) | Err(HostError::Io(_))));
+    // An oversized PLEN.
+    let mut bad2 = Queue::open(f.addr(), Digests::default(), Duration::from_secs(5)).unwrap();
+    let mut pdu = vec![PduType::H2CData as u8, 0, 24, 24];
+    pdu.extend_from_slice(&(1u32 << 30).to_le_bytes());
+    bad2.send_raw(&pdu).unwrap();
+    assert!(matches!(bad2.next_raw_pdu().unwrap(), OwnedPdu::Term { fes: 5, .. }));
+    // H2CData that no R2T asked for, on a connected I/O queue.
+    let mut bad_q = good.connect_io_queue(2).unwrap();
+    let mut h2c = Vec::new();
+    DataPdu { command_id: 3, ttag: 3, offset: 0, last: true, success: false, data: &[0; 512] }
+        .encode(PduType::H2CData, Digests::default(), 0, &mut h2c);
+    bad_q.queue.send_raw(&h2c).unwrap();
+    assert!(matches!(
+        bad_q.queue.next_raw_pdu().unwrap(),
+        OwnedPdu::Term { fes: 2, .. }
+    ));
+    // The well-behaved queue keeps working.
+    let data = pattern(16 * 1024, 3);
+    good_q.write(1, Lba(0), data.clone(), 512).unwrap();
+    assert_eq!(good_q.read(1, Lba(0), 32, 512).unwrap(), data);
+}
+
+#[test]
+fn h2c_data_outside_the_r2t_window_terminates() {
+    let f = Fixture::with_limits(Limits { inline_data_max: 0, ..Limits::default() });
+    let mut c = f.connect(HOST_A);
+    c.set_queue_count(1).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+    let mut cmd = Command::new(io_opcode::WRITE, 5);
+    cmd.set_nsid(1);
+    cmd.set_cdw(12, 1);
+    cmd.set_sgl(0, 1024, nvmf_target::nvme::SGL_TYPE_TRANSPORT);
+    let mut bytes = Vec::new();
+    CapsuleCmd { sqe: cmd.0, data: &[] }.encode(Digests::default(), &mut bytes);
+    q.queue.send_raw(&bytes).unwrap();
+    let OwnedPdu::R2T { command_id, ttag, offset, length } = q.queue.next_raw_pdu().unwrap() else {
+        panic!("expected R2T")
+    };
+    assert_eq!((command_id, offset, length), (5, 0, 1024));
+    let mut h2c = Vec::new();
+    DataPdu { command_id: 5, ttag, offset: 512, last: true, success: false, data: &[0; 512] }
+        .encode(PduType::H2CData, Digests::default(), 0, &mut h2c);
+    q.queue.send_raw(&h2c).unwrap();
+    assert!(matches!(q.queue.next_raw_pdu().unwrap(), OwnedPdu::Term { fes: 4, .. }));
+}
+
+#[test]
+fn data_digest_error_fails_the_command_not_the_connection() {
+    let f = Fixture::new();
+    let mut o = f.options(HOST_A);
+    o.digests = Digests { header: true, data: true };
+    let mut c = HostController::connect(f.addr(), o).unwrap();
+    c.set_queue_count(1).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+    let mut cmd = Command::new(io_opcode::WRITE, 6);
+    cmd.set_nsid(1);
+    cmd.set_sgl(0, 512, nvmf_target::nvme::SGL_TYPE_IN_CAPSULE);
+    let mut bytes = Vec::new();
+    CapsuleCmd { sqe: cmd.0, data: &[7; 512] }.encode(Digests { header: true, data: true }, &mut bytes);
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xFF;
+    q.queue.send_raw(&bytes).unwrap();
+    let OwnedPdu::CapsuleResp(cqe) = q.queue.next_raw_pdu().unwrap() else { panic!("expected CapsuleResp") };
+    let cqe = nvmf_target::nvme::Completion::decode(&cqe);
+    assert_eq!(cqe.status(), Ok(Status::TransientTransportError));
+    assert_eq!(f.ns1.snapshot_blocks(Lba(0), 1).unwrap(), vec![0; 512]);
+    q.write(1, Lba(0), pattern(512, 4), 512).unwrap();
+}
+
+#[test]
+fn namespace_backend_trait_is_object_safe() {
+    let ns: Arc<dyn NamespaceBackend> = MemoryNamespace::new(BlockSize::B4096, 1, [0; 16]);
+    assert_eq!(ns.block_size().bytes(), 4096);
+}
