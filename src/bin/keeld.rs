@@ -1,1 +1,111 @@
-fn main() {}
+//! keeld: the Keel storage daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use keel::config::Config;
+
+/// Serve Keel volumes over NVMe/TCP and manage them over REST.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Flags {
+    /// TOML configuration file; flags override its values.
+    #[arg(long, short = 'c', env = "KEEL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (embedded pool file, catalog, TLS material, credentials).
+    #[arg(long, env = "KEEL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A pool device or file; repeat for a multi-device pool. Default: the
+    /// embedded file pool in the data directory.
+    #[arg(long = "device")]
+    devices: Vec<PathBuf>,
+    /// Size of the embedded pool file on first start, e.g. 16GiB.
+    #[arg(long)]
+    pool_size: Option<String>,
+    /// Format blank block devices given with --device.
+    #[arg(long)]
+    format_blank_devices: bool,
+    /// NVMe/TCP I/O listener; repeat for several.
+    #[arg(long = "nvme-listen")]
+    nvme_listen: Vec<SocketAddr>,
+    /// NVMe/TCP discovery listener.
+    #[arg(long)]
+    discovery_listen: Option<SocketAddr>,
+    /// Address to report in discovery log entries (NAT, port forwarding).
+    #[arg(long)]
+    advertised_address: Option<SocketAddr>,
+    /// REST API listener.
+    #[arg(long)]
+    api_listen: Option<SocketAddr>,
+    /// Serve the REST API over plain HTTP (no TLS).
+    #[arg(long)]
+    insecure_http: bool,
+    /// Accept REST requests without authentication (development only).
+    #[arg(long)]
+    no_auth: bool,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Flags::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("keeld: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(flags: Flags) -> anyhow::Result<()> {
+    let mut config = match &flags.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = flags.data_dir {
+        config.data_dir = dir;
+    }
+    if !flags.devices.is_empty() {
+        config.pool.devices = flags.devices;
+    }
+    if flags.pool_size.is_some() {
+        config.pool.file_size = flags.pool_size;
+    }
+    config.pool.format_blank_devices |= flags.format_blank_devices;
+    if !flags.nvme_listen.is_empty() {
+        config.nvme.listen = flags.nvme_listen;
+    }
+    if flags.discovery_listen.is_some() {
+        config.nvme.discovery_listen = flags.discovery_listen;
+    }
+    if flags.advertised_address.is_some() {
+        config.nvme.advertised_address = flags.advertised_address;
+    }
+    if flags.api_listen.is_some() {
+        config.api.listen = flags.api_listen;
+    }
+    config.api.insecure_http |= flags.insecure_http;
+    config.api.auth_disabled |= flags.no_auth;
+    if let Some(format) = flags.log_format {
+        config.log.format = format;
+    }
+    init_logging(&config)?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "keeld starting");
+    keel::daemon::run(config)
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
+        .context("invalid log filter")?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format.as_str() {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => anyhow::bail!("unknown log format {other:?}: use text or json"),
+    }
+    Ok(())
+}

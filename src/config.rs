@@ -1,0 +1,190 @@
+//! keeld's configuration: a TOML file, overridden by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything keeld needs to start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the embedded pool file, the control-plane catalog, TLS
+    /// material and credentials.
+    pub data_dir: PathBuf,
+    /// The storage pool.
+    pub pool: PoolConfig,
+    /// NVMe/TCP serving.
+    pub nvme: NvmeConfig,
+    /// The management REST API.
+    pub api: ApiConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Where the pool lives.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Raw block devices (e.g. `/dev/nvme1n1`) or files forming the pool. Empty
+    /// means the embedded default: one sparse file `pool.img` in the data directory.
+    pub devices: Vec<PathBuf>,
+    /// Size of the embedded pool file when it is created; `None` picks 16 GiB, or
+    /// half the free space of the data directory's file system if that is smaller.
+    pub file_size: Option<String>,
+    /// Format blank block devices on first start (never formats a device holding a pool).
+    pub format_blank_devices: bool,
+    /// Segment size in 4 KiB blocks for a new pool.
+    pub segment_blocks: u32,
+}
+
+/// NVMe/TCP listeners and identity.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NvmeConfig {
+    /// I/O controller listeners (also serve discovery).
+    pub listen: Vec<SocketAddr>,
+    /// The discovery-only listener (port 8009 by convention).
+    pub discovery_listen: Option<SocketAddr>,
+    /// Address reported in discovery log entries instead of the one the host
+    /// reached (for hosts behind NAT or port forwarding).
+    pub advertised_address: Option<SocketAddr>,
+    /// The subsystem NQN; default derives from the pool uuid-less node name.
+    pub subsystem_nqn: Option<String>,
+    /// Reactor threads; 0 means one per core.
+    pub reactors: usize,
+}
+
+/// The management API listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Listen address; `None` disables the API.
+    pub listen: Option<SocketAddr>,
+    /// Serve plain HTTP instead of HTTPS (explicit opt-in only).
+    pub insecure_http: bool,
+    /// Accept requests without a bearer token (explicit opt-in, development only).
+    pub auth_disabled: bool,
+    /// PEM certificate chain; default: a self-signed one made on first start.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Most workflows (thick clones) running at once before new ones get 429.
+    pub max_running_workflows: usize,
+}
+
+/// Log output.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter such as `info` or `keel=debug,engine=info`.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from("keel-data"),
+            pool: PoolConfig::default(),
+            nvme: NvmeConfig::default(),
+            api: ApiConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> PoolConfig {
+        PoolConfig { devices: Vec::new(), file_size: None, format_blank_devices: false, segment_blocks: 2048 }
+    }
+}
+
+impl Default for NvmeConfig {
+    fn default() -> NvmeConfig {
+        NvmeConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 4420))],
+            discovery_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8009))),
+            advertised_address: None,
+            subsystem_nqn: None,
+            reactors: 0,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 8443))),
+            insecure_http: false,
+            auth_disabled: false,
+            tls_cert: None,
+            tls_key: None,
+            max_running_workflows: 8,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig { format: "text".into(), filter: "info".into() }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid configuration in {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: toml::de::Error,
+    },
+}
+
+impl Config {
+    /// Loads a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses_and_unknown_keys_are_rejected() {
+        let text = r#"
+            data_dir = "/var/lib/keel"
+            [pool]
+            devices = ["/dev/loop3"]
+            format_blank_devices = true
+            [nvme]
+            listen = ["127.0.0.1:4420"]
+            advertised_address = "10.0.0.5:4420"
+            [api]
+            listen = "127.0.0.1:443"
+            [log]
+            format = "json"
+        "#;
+        let config: Config = toml::from_str(text).expect("valid");
+        assert_eq!(config.pool.devices, vec![PathBuf::from("/dev/loop3")]);
+        assert_eq!(config.log.format, "json");
+        assert!(toml::from_str::<Config>("[pool]\ndevise = []").is_err());
+    }
+}
