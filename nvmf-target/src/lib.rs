@@ -27,3 +27,5 @@ pub mod connection;
 pub mod target;
 pub use target::{StartError, Target, TargetConfig, TargetHandle};
 pub mod host;
+#[doc(hidden)]
+pub mod fuzzing;
