@@ -8,7 +8,9 @@
 use nvmf_target::fuzzing::{decode_stream, drive_connection};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     decode_stream(selector, rest);
     drive_connection(selector, rest);
 });

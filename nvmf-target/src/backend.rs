@@ -151,8 +151,8 @@ pub struct MemoryNamespace {
 impl MemoryNamespace {
     /// Creates a zero-filled namespace of `capacity_blocks` blocks.
     pub fn new(block_size: BlockSize, capacity_blocks: u64, uuid: [u8; 16]) -> Arc<Self> {
-        let len = usize::try_from(capacity_blocks * u64::from(block_size.bytes()))
-            .unwrap_or(usize::MAX);
+        let len =
+            usize::try_from(capacity_blocks * u64::from(block_size.bytes())).unwrap_or(usize::MAX);
         Arc::new(Self {
             block_size,
             uuid,
@@ -164,9 +164,13 @@ impl MemoryNamespace {
     }
 
     /// Creates a namespace that reports no volatile write cache.
-    pub fn new_write_through(block_size: BlockSize, capacity_blocks: u64, uuid: [u8; 16]) -> Arc<Self> {
-        let len = usize::try_from(capacity_blocks * u64::from(block_size.bytes()))
-            .unwrap_or(usize::MAX);
+    pub fn new_write_through(
+        block_size: BlockSize,
+        capacity_blocks: u64,
+        uuid: [u8; 16],
+    ) -> Arc<Self> {
+        let len =
+            usize::try_from(capacity_blocks * u64::from(block_size.bytes())).unwrap_or(usize::MAX);
         Arc::new(Self {
             block_size,
             uuid,
@@ -236,7 +240,11 @@ impl MemoryNamespace {
                 return Err(NamespaceError::Fenced);
             }
             let end = lba.0.saturating_add(u64::from(blocks));
-            if let Some(bad) = faults.media_error_lbas.iter().find(|b| **b >= lba.0 && **b < end) {
+            if let Some(bad) = faults
+                .media_error_lbas
+                .iter()
+                .find(|b| **b >= lba.0 && **b < end)
+            {
                 return Err(NamespaceError::Media { lba: Lba(*bad) });
             }
         }
@@ -246,7 +254,7 @@ impl MemoryNamespace {
 
     fn do_write(&self, lba: Lba, data: &[u8]) -> Result<(), NamespaceError> {
         let bs = self.block_size.bytes() as usize;
-        if data.len() % bs != 0 {
+        if data.len() / bs * bs != data.len() {
             return Err(NamespaceError::Invalid);
         }
         let blocks = (data.len() / bs) as u64;
@@ -295,7 +303,8 @@ impl NamespaceBackend for MemoryNamespace {
         if self.faults.read().fenced {
             return done(Err(NamespaceError::Fenced));
         }
-        self.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         done(Ok(()));
     }
 
@@ -336,10 +345,25 @@ mod tests {
         let data = Bytes::from(vec![7u8; 1024]);
         run(|d| ns.write(Lba(2), data.clone(), d)).unwrap();
         assert_eq!(run(|d| ns.read(Lba(2), 2, d)).unwrap(), data);
-        run(|d| ns.deallocate(vec![LbaRange { start: Lba(3), blocks: 1 }], d)).unwrap();
-        assert_eq!(&run(|d| ns.read(Lba(3), 1, d)).unwrap()[..], &[0u8; 512][..]);
+        run(|d| {
+            ns.deallocate(
+                vec![LbaRange {
+                    start: Lba(3),
+                    blocks: 1,
+                }],
+                d,
+            )
+        })
+        .unwrap();
+        assert_eq!(
+            &run(|d| ns.read(Lba(3), 1, d)).unwrap()[..],
+            &[0u8; 512][..]
+        );
         run(|d| ns.write_zeroes(Lba(2), 1, d)).unwrap();
-        assert_eq!(&run(|d| ns.read(Lba(2), 1, d)).unwrap()[..], &[0u8; 512][..]);
+        assert_eq!(
+            &run(|d| ns.read(Lba(2), 1, d)).unwrap()[..],
+            &[0u8; 512][..]
+        );
     }
 
     #[test]
@@ -347,12 +371,21 @@ mod tests {
         let ns = MemoryNamespace::new(BlockSize::B4096, 4, [2; 16]);
         assert_eq!(
             run(|d| ns.read(Lba(3), 2, d)),
-            Err(NamespaceError::OutOfRange { lba: Lba(3), blocks: 2 })
+            Err(NamespaceError::OutOfRange {
+                lba: Lba(3),
+                blocks: 2
+            })
         );
         ns.inject_media_error(Lba(1));
-        assert_eq!(run(|d| ns.read(Lba(0), 2, d)), Err(NamespaceError::Media { lba: Lba(1) }));
+        assert_eq!(
+            run(|d| ns.read(Lba(0), 2, d)),
+            Err(NamespaceError::Media { lba: Lba(1) })
+        );
         ns.set_no_space(true);
-        assert_eq!(run(|d| ns.write(Lba(0), Bytes::from(vec![0; 4096]), d)), Err(NamespaceError::NoSpace));
+        assert_eq!(
+            run(|d| ns.write(Lba(0), Bytes::from(vec![0; 4096]), d)),
+            Err(NamespaceError::NoSpace)
+        );
         ns.fence();
         assert_eq!(run(|d| ns.flush(d)), Err(NamespaceError::Fenced));
     }

@@ -23,7 +23,7 @@ pub(crate) type NamespaceView = BTreeMap<u32, Arc<dyn NamespaceBackend>>;
 pub(crate) type Notifier = Arc<dyn Fn() + Send + Sync>;
 
 /// AEN DW0 for "namespace attribute changed, read log page 04h" (type Notice).
-pub(crate) const AEN_NS_ATTRIBUTE_CHANGED: u32 = 0x02 | (0x00 << 8) | (0x04 << 16);
+pub(crate) const AEN_NS_ATTRIBUTE_CHANGED: u32 = 0x02 | (0x04 << 16); // type Notice, info 00h, log 04h
 /// AEN DW0 for "discovery log page changed, read log page 70h" (type Notice).
 pub(crate) const AEN_DISCOVERY_CHANGED: u32 = 0x02 | (0xF0 << 8) | (0x70 << 16);
 /// Async Event Configuration bit enabling namespace attribute notices.
@@ -211,7 +211,15 @@ mod tests {
 
     #[test]
     fn namespace_notice_is_masked_until_log_read() {
-        let c = Controller::new(1, ControllerType::Io, "h".into(), [0; 16], 0, 0, NamespaceView::new());
+        let c = Controller::new(
+            1,
+            ControllerType::Io,
+            "h".into(),
+            [0; 16],
+            0,
+            0,
+            NamespaceView::new(),
+        );
         c.state.lock().aec = AEC_NS_ATTRIBUTE;
         c.namespaces_changed(&[3]);
         c.namespaces_changed(&[5, 3]);
@@ -223,7 +231,15 @@ mod tests {
 
     #[test]
     fn keep_alive_expires_only_when_set() {
-        let c = Controller::new(1, ControllerType::Io, "h".into(), [0; 16], 1000, 0, NamespaceView::new());
+        let c = Controller::new(
+            1,
+            ControllerType::Io,
+            "h".into(),
+            [0; 16],
+            1000,
+            0,
+            NamespaceView::new(),
+        );
         assert!(!c.keep_alive_expired(1000));
         assert!(c.keep_alive_expired(1001));
         c.touch(1001);

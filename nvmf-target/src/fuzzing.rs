@@ -11,13 +11,19 @@ use crate::subsystem::{HostAcl, Subsystem, SubsystemConfig};
 use crate::{BlockSize, MemoryNamespace};
 
 fn digests(selector: u8) -> Digests {
-    Digests { header: selector & 1 != 0, data: selector & 2 != 0 }
+    Digests {
+        header: selector & 1 != 0,
+        data: selector & 2 != 0,
+    }
 }
 
 /// Decodes `bytes` as a stream of PDUs until an error or incomplete input.
 /// Returns the number of PDUs decoded.
 pub fn decode_stream(selector: u8, bytes: &[u8]) -> usize {
-    let limits = DecodeLimits { capsule_data_max: 8192, data_pdu_max: 64 * 1024 };
+    let limits = DecodeLimits {
+        capsule_data_max: 8192,
+        data_pdu_max: 64 * 1024,
+    };
     let mut rest = bytes;
     let mut count = 0;
     while let Ok(Some(d)) = pdu::decode(rest, digests(selector), &limits) {
@@ -38,7 +44,11 @@ pub fn drive_connection(selector: u8, bytes: &[u8]) {
     }
     let ctx = ConnectionContext {
         subsystem,
-        limits: Limits { maxh2cdata: 8192, write_buffer_max: 64 * 1024, ..Limits::default() },
+        limits: Limits {
+            maxh2cdata: 8192,
+            write_buffer_max: 64 * 1024,
+            ..Limits::default()
+        },
         port_kind: PortKind::Io,
         local_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 4420)),
         io_listeners: Arc::new(vec![std::net::SocketAddr::from(([0, 0, 0, 0], 4420))]),
@@ -47,7 +57,13 @@ pub fn drive_connection(selector: u8, bytes: &[u8]) {
     };
     let mut conn = Connection::new(ctx);
     let mut icreq = Vec::new();
-    IcReq { pfv: 0, hpda: selector >> 4 & 0x3, digests: digests(selector), maxr2t: 0 }.encode(&mut icreq);
+    IcReq {
+        pfv: 0,
+        hpda: selector >> 4 & 0x3,
+        digests: digests(selector),
+        maxr2t: 0,
+    }
+    .encode(&mut icreq);
     let now = Instant::now();
     conn.receive(&icreq, now);
     // Feed in a few differently sized pieces to exercise reassembly.

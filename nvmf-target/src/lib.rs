@@ -17,15 +17,17 @@ pub mod pdu;
 pub mod status;
 mod wire;
 
-pub use backend::{BlockSize, Completion, Lba, LbaRange, MemoryNamespace, NamespaceBackend, NamespaceError};
+pub use backend::{
+    BlockSize, Completion, Lba, LbaRange, MemoryNamespace, NamespaceBackend, NamespaceError,
+};
 pub use status::Status;
-pub mod nvme;
 mod controller;
+pub mod nvme;
 pub mod subsystem;
 pub use subsystem::{HostAcl, NamespaceChangeError, Subsystem, SubsystemConfig};
 pub mod connection;
 pub mod target;
 pub use target::{StartError, Target, TargetConfig, TargetHandle};
-pub mod host;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod host;

@@ -205,9 +205,21 @@ mod tests {
 
     #[test]
     fn namespace_errors_map_to_distinct_statuses() {
-        assert_eq!(Status::from(&NamespaceError::OutOfRange { lba: Lba(1), blocks: 1 }), Status::LbaOutOfRange);
-        assert_eq!(Status::from(&NamespaceError::Media { lba: Lba(1) }), Status::UnrecoveredReadError);
-        assert_eq!(Status::from(&NamespaceError::NoSpace), Status::CapacityExceeded);
+        assert_eq!(
+            Status::from(&NamespaceError::OutOfRange {
+                lba: Lba(1),
+                blocks: 1
+            }),
+            Status::LbaOutOfRange
+        );
+        assert_eq!(
+            Status::from(&NamespaceError::Media { lba: Lba(1) }),
+            Status::UnrecoveredReadError
+        );
+        assert_eq!(
+            Status::from(&NamespaceError::NoSpace),
+            Status::CapacityExceeded
+        );
         assert_eq!(Status::from(&NamespaceError::Fenced), Status::WriteFault);
         assert_eq!(Status::from(&NamespaceError::Device), Status::InternalError);
         assert_eq!(Status::from(&NamespaceError::Invalid), Status::InvalidField);

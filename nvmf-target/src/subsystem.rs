@@ -159,7 +159,10 @@ impl Subsystem {
             reg.controllers.values().cloned().collect()
         };
         self.discovery_generation.fetch_add(1, Ordering::AcqRel);
-        for c in controllers.iter().filter(|c| c.kind == ControllerType::Discovery) {
+        for c in controllers
+            .iter()
+            .filter(|c| c.kind == ControllerType::Discovery)
+        {
             c.discovery_changed();
         }
     }
@@ -189,9 +192,15 @@ impl Subsystem {
     }
 
     /// Removes namespace `nsid`, returning its backend.
-    pub fn remove_namespace(&self, nsid: u32) -> Result<Arc<dyn NamespaceBackend>, NamespaceChangeError> {
+    pub fn remove_namespace(
+        &self,
+        nsid: u32,
+    ) -> Result<Arc<dyn NamespaceBackend>, NamespaceChangeError> {
         let mut reg = self.registry.lock();
-        let slot = reg.namespaces.remove(&nsid).ok_or(NamespaceChangeError::NotFound(nsid))?;
+        let slot = reg
+            .namespaces
+            .remove(&nsid)
+            .ok_or(NamespaceChangeError::NotFound(nsid))?;
         Self::refresh_views(&reg, &[]);
         Ok(slot.backend)
     }
@@ -199,7 +208,10 @@ impl Subsystem {
     /// Replaces the ACL of namespace `nsid`.
     pub fn set_namespace_acl(&self, nsid: u32, acl: HostAcl) -> Result<(), NamespaceChangeError> {
         let mut reg = self.registry.lock();
-        reg.namespaces.get_mut(&nsid).ok_or(NamespaceChangeError::NotFound(nsid))?.acl = acl;
+        reg.namespaces
+            .get_mut(&nsid)
+            .ok_or(NamespaceChangeError::NotFound(nsid))?
+            .acl = acl;
         Self::refresh_views(&reg, &[]);
         Ok(())
     }
@@ -216,7 +228,12 @@ impl Subsystem {
 
     /// NSIDs currently defined, with their ACLs.
     pub fn namespaces(&self) -> Vec<(u32, HostAcl)> {
-        self.registry.lock().namespaces.iter().map(|(n, s)| (*n, s.acl.clone())).collect()
+        self.registry
+            .lock()
+            .namespaces
+            .iter()
+            .map(|(n, s)| (*n, s.acl.clone()))
+            .collect()
     }
 
     /// Number of live controllers (I/O and discovery).
@@ -235,7 +252,11 @@ impl Subsystem {
     /// Recomputes every I/O controller's view; notifies those whose visible set
     /// changed or that see one of `also_changed`.
     fn refresh_views(reg: &Registry, also_changed: &[u32]) {
-        for c in reg.controllers.values().filter(|c| c.kind == ControllerType::Io) {
+        for c in reg
+            .controllers
+            .values()
+            .filter(|c| c.kind == ControllerType::Io)
+        {
             let new_view = Self::view_for(reg, &c.host_nqn);
             let old_view = c.view();
             let mut changed: Vec<u32> = new_view
@@ -285,17 +306,33 @@ impl Subsystem {
             if !reg.controllers.contains_key(&candidate) {
                 break;
             }
-            candidate = if candidate >= CNTLID_MAX { 1 } else { candidate + 1 };
+            candidate = if candidate >= CNTLID_MAX {
+                1
+            } else {
+                candidate + 1
+            };
         }
         if reg.controllers.contains_key(&candidate) {
             return Err(ControllerCreateError::NoControllerId);
         }
-        reg.next_cntlid = if candidate >= CNTLID_MAX { 1 } else { candidate + 1 };
+        reg.next_cntlid = if candidate >= CNTLID_MAX {
+            1
+        } else {
+            candidate + 1
+        };
         let view = match kind {
             ControllerType::Io => Self::view_for(&reg, host_nqn),
             ControllerType::Discovery => NamespaceView::new(),
         };
-        let c = Arc::new(Controller::new(candidate, kind, host_nqn.to_owned(), host_id, kato_ms, now_ms, view));
+        let c = Arc::new(Controller::new(
+            candidate,
+            kind,
+            host_nqn.to_owned(),
+            host_id,
+            kato_ms,
+            now_ms,
+            view,
+        ));
         reg.controllers.insert(candidate, c.clone());
         Ok(c)
     }
@@ -326,8 +363,12 @@ mod tests {
     #[test]
     fn controller_ids_are_unique_among_live_controllers() {
         let s = subsystem();
-        let a = s.create_controller(ControllerType::Io, "h", [0; 16], 0, 0).unwrap();
-        let b = s.create_controller(ControllerType::Io, "h", [0; 16], 0, 0).unwrap();
+        let a = s
+            .create_controller(ControllerType::Io, "h", [0; 16], 0, 0)
+            .unwrap();
+        let b = s
+            .create_controller(ControllerType::Io, "h", [0; 16], 0, 0)
+            .unwrap();
         assert_ne!(a.cntlid, b.cntlid);
         s.remove_controller(a.cntlid);
         assert!(a.is_dead());
@@ -338,9 +379,14 @@ mod tests {
     fn acl_filters_views_and_changes_raise_events() {
         let s = subsystem();
         let ns = MemoryNamespace::new(BlockSize::B512, 8, [1; 16]);
-        s.add_namespace(1, ns.clone(), HostAcl::hosts(["hostA"])).unwrap();
-        let a = s.create_controller(ControllerType::Io, "hostA", [0; 16], 0, 0).unwrap();
-        let b = s.create_controller(ControllerType::Io, "hostB", [0; 16], 0, 0).unwrap();
+        s.add_namespace(1, ns.clone(), HostAcl::hosts(["hostA"]))
+            .unwrap();
+        let a = s
+            .create_controller(ControllerType::Io, "hostA", [0; 16], 0, 0)
+            .unwrap();
+        let b = s
+            .create_controller(ControllerType::Io, "hostB", [0; 16], 0, 0)
+            .unwrap();
         a.state.lock().aec = AEC_NS_ATTRIBUTE;
         b.state.lock().aec = AEC_NS_ATTRIBUTE;
         assert_eq!(a.view().keys().copied().collect::<Vec<_>>(), vec![1]);
@@ -353,8 +399,14 @@ mod tests {
         assert_eq!(b.view().keys().copied().collect::<Vec<_>>(), vec![1, 2]);
         s.namespace_resized(2).unwrap();
         assert_eq!(a.take_changed_namespaces(), vec![2]);
-        assert_eq!(s.add_namespace(2, ns.clone(), HostAcl::AnyHost), Err(NamespaceChangeError::Exists(2)));
-        assert_eq!(s.add_namespace(0, ns, HostAcl::AnyHost), Err(NamespaceChangeError::InvalidNsid(0)));
+        assert_eq!(
+            s.add_namespace(2, ns.clone(), HostAcl::AnyHost),
+            Err(NamespaceChangeError::Exists(2))
+        );
+        assert_eq!(
+            s.add_namespace(0, ns, HostAcl::AnyHost),
+            Err(NamespaceChangeError::InvalidNsid(0))
+        );
         s.remove_namespace(2).unwrap();
         assert!(a.view().is_empty());
     }

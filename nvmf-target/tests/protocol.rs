@@ -11,8 +11,8 @@ use nvmf_target::nvme::identify::{nidt, ControllerType, OAES_NS_ATTRIBUTE, SGLS_
 use nvmf_target::nvme::{admin_opcode, feature, io_opcode, log_id, Command, DISCOVERY_NQN};
 use nvmf_target::pdu::{CapsuleCmd, DataPdu, Digests, FatalErrorStatus, PduType};
 use nvmf_target::{
-    BlockSize, HostAcl, Lba, LbaRange, MemoryNamespace, NamespaceBackend, Status, Subsystem, SubsystemConfig, Target,
-    TargetConfig, TargetHandle,
+    BlockSize, HostAcl, Lba, LbaRange, MemoryNamespace, NamespaceBackend, Status, Subsystem,
+    SubsystemConfig, Target, TargetConfig, TargetHandle,
 };
 
 const NQN: &str = "nqn.2024-01.io.keel:protocol-test";
@@ -33,7 +33,9 @@ impl Fixture {
     fn with_limits(limits: Limits) -> Fixture {
         let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEEL0001"));
         let ns1 = MemoryNamespace::new(BlockSize::B512, 4096, [0xA1; 16]);
-        subsystem.add_namespace(1, ns1.clone(), HostAcl::AnyHost).unwrap();
+        subsystem
+            .add_namespace(1, ns1.clone(), HostAcl::AnyHost)
+            .unwrap();
         let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let config = TargetConfig {
             listen_addrs: vec![local],
@@ -45,7 +47,11 @@ impl Fixture {
             tick_interval: Duration::from_millis(50),
         };
         let target = Target::start(config, subsystem.clone()).unwrap();
-        Fixture { subsystem, ns1, target }
+        Fixture {
+            subsystem,
+            ns1,
+            target,
+        }
     }
 
     fn addr(&self) -> SocketAddr {
@@ -64,7 +70,11 @@ impl Fixture {
 }
 
 fn pattern(len: usize, seed: u8) -> Bytes {
-    Bytes::from((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>())
+    Bytes::from(
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect::<Vec<u8>>(),
+    )
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -76,7 +86,8 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn status_of(e: HostError) -> Status {
-    e.status().unwrap_or_else(|| panic!("expected an NVMe status, got {e:?}"))
+    e.status()
+        .unwrap_or_else(|| panic!("expected an NVMe status, got {e:?}"))
 }
 
 #[test]
@@ -102,7 +113,10 @@ fn identify_reports_every_field_linux_checks() {
     assert!(id.version >= 0x0001_0300);
     assert_eq!(c.active_namespaces().unwrap(), vec![1]);
     let ns = c.identify_namespace(1).unwrap();
-    assert_eq!((ns.size_blocks, ns.block_shift, ns.nguid), (4096, 9, [0xA1; 16]));
+    assert_eq!(
+        (ns.size_blocks, ns.block_shift, ns.nguid),
+        (4096, 9, [0xA1; 16])
+    );
     let descs = c.namespace_descriptors(1).unwrap();
     assert!(descs.contains(&(nidt::NGUID, vec![0xA1; 16])));
     assert!(descs.contains(&(nidt::UUID, vec![0xA1; 16])));
@@ -119,8 +133,14 @@ fn identify_reports_every_field_linux_checks() {
     assert_eq!(cs_ctrl.unwrap().status(), Ok(Status::Success));
     // Inactive namespaces identify as zeroes; NSID 0 is invalid.
     assert_eq!(c.identify_namespace(7).unwrap().size_blocks, 0);
-    assert_eq!(status_of(c.identify_namespace(0).unwrap_err()), Status::InvalidNamespace);
-    assert_eq!(status_of(c.identify(0x1F, 0).unwrap_err()), Status::InvalidField);
+    assert_eq!(
+        status_of(c.identify_namespace(0).unwrap_err()),
+        Status::InvalidNamespace
+    );
+    assert_eq!(
+        status_of(c.identify(0x1F, 0).unwrap_err()),
+        Status::InvalidField
+    );
 }
 
 #[test]
@@ -138,12 +158,27 @@ fn properties_follow_enable_and_shutdown_handshakes() {
 #[test]
 fn io_round_trips_in_capsule_and_via_r2t_with_and_without_digests() {
     for digests in [
-        Digests { header: false, data: false },
-        Digests { header: true, data: false },
-        Digests { header: false, data: true },
-        Digests { header: true, data: true },
+        Digests {
+            header: false,
+            data: false,
+        },
+        Digests {
+            header: true,
+            data: false,
+        },
+        Digests {
+            header: false,
+            data: true,
+        },
+        Digests {
+            header: true,
+            data: true,
+        },
     ] {
-        let f = Fixture::with_limits(Limits { maxh2cdata: 16 * 1024, ..Limits::default() });
+        let f = Fixture::with_limits(Limits {
+            maxh2cdata: 16 * 1024,
+            ..Limits::default()
+        });
         let mut options = f.options(HOST_A);
         options.digests = digests;
         let mut c = HostController::connect(f.addr(), options).unwrap();
@@ -164,7 +199,11 @@ fn io_round_trips_in_capsule_and_via_r2t_with_and_without_digests() {
 
 #[test]
 fn many_writes_in_flight_with_several_outstanding_r2ts() {
-    let f = Fixture::with_limits(Limits { maxh2cdata: 8192, inline_data_max: 0, ..Limits::default() });
+    let f = Fixture::with_limits(Limits {
+        maxh2cdata: 8192,
+        inline_data_max: 0,
+        ..Limits::default()
+    });
     let mut c = f.connect(HOST_A);
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
@@ -172,7 +211,10 @@ fn many_writes_in_flight_with_several_outstanding_r2ts() {
     let mut cids = Vec::new();
     for i in 0..128u32 {
         let data = pattern(16 * 1024, i as u8);
-        cids.push(q.submit_write(1, Lba(u64::from(i) * 32), data.clone(), 512).unwrap());
+        cids.push(
+            q.submit_write(1, Lba(u64::from(i) * 32), data.clone(), 512)
+                .unwrap(),
+        );
         expected.push(data);
     }
     for _ in 0..cids.len() {
@@ -181,10 +223,16 @@ fn many_writes_in_flight_with_several_outstanding_r2ts() {
     }
     let mut reads = Vec::new();
     for i in 0..128u32 {
-        reads.push((q.submit_read(1, Lba(u64::from(i) * 32), 32, 512).unwrap(), i));
+        reads.push((
+            q.submit_read(1, Lba(u64::from(i) * 32), 32, 512).unwrap(),
+            i,
+        ));
     }
     for (cid, i) in reads {
-        assert_eq!(q.queue.wait(cid).unwrap().data, expected[i as usize].to_vec());
+        assert_eq!(
+            q.queue.wait(cid).unwrap().data,
+            expected[i as usize].to_vec()
+        );
     }
 }
 
@@ -201,10 +249,19 @@ fn c2h_success_flag_is_used_only_when_sq_flow_control_is_disabled() {
         cmd.set_nsid(1);
         cmd.set_sgl(0, 512, nvmf_target::nvme::SGL_TYPE_TRANSPORT);
         let mut bytes = Vec::new();
-        CapsuleCmd { sqe: cmd.0, data: &[] }.encode(Digests::default(), &mut bytes);
+        CapsuleCmd {
+            sqe: cmd.0,
+            data: &[],
+        }
+        .encode(Digests::default(), &mut bytes);
         q.queue.send_raw(&bytes).unwrap();
         match q.queue.next_raw_pdu().unwrap() {
-            OwnedPdu::C2HData { last, success, data, .. } => {
+            OwnedPdu::C2HData {
+                last,
+                success,
+                data,
+                ..
+            } => {
                 assert!(last);
                 assert_eq!(success, disable);
                 assert_eq!(data.len(), 512);
@@ -212,7 +269,10 @@ fn c2h_success_flag_is_used_only_when_sq_flow_control_is_disabled() {
             other => panic!("expected C2HData, got {other:?}"),
         }
         if !disable {
-            assert!(matches!(q.queue.next_raw_pdu().unwrap(), OwnedPdu::CapsuleResp(_)));
+            assert!(matches!(
+                q.queue.next_raw_pdu().unwrap(),
+                OwnedPdu::CapsuleResp(_)
+            ));
         }
     }
 }
@@ -223,16 +283,34 @@ fn io_errors_map_to_nvme_statuses() {
     let mut c = f.connect(HOST_A);
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
-    assert_eq!(status_of(q.read(1, Lba(4095), 2, 512).unwrap_err()), Status::LbaOutOfRange);
-    assert_eq!(status_of(q.write(1, Lba(4090), pattern(8192, 0), 512).unwrap_err()), Status::LbaOutOfRange);
-    assert_eq!(status_of(q.write_zeroes(1, Lba(u64::MAX), 1).unwrap_err()), Status::LbaOutOfRange);
-    assert_eq!(status_of(q.read(9, Lba(0), 1, 512).unwrap_err()), Status::InvalidNamespace);
+    assert_eq!(
+        status_of(q.read(1, Lba(4095), 2, 512).unwrap_err()),
+        Status::LbaOutOfRange
+    );
+    assert_eq!(
+        status_of(q.write(1, Lba(4090), pattern(8192, 0), 512).unwrap_err()),
+        Status::LbaOutOfRange
+    );
+    assert_eq!(
+        status_of(q.write_zeroes(1, Lba(u64::MAX), 1).unwrap_err()),
+        Status::LbaOutOfRange
+    );
+    assert_eq!(
+        status_of(q.read(9, Lba(0), 1, 512).unwrap_err()),
+        Status::InvalidNamespace
+    );
     let r = q.queue.execute(Command::new(0x7E, 0), None, 0).unwrap();
     assert_eq!(r.status(), Ok(Status::InvalidOpcode));
     f.ns1.inject_media_error(Lba(50));
-    assert_eq!(status_of(q.read(1, Lba(48), 4, 512).unwrap_err()), Status::UnrecoveredReadError);
+    assert_eq!(
+        status_of(q.read(1, Lba(48), 4, 512).unwrap_err()),
+        Status::UnrecoveredReadError
+    );
     f.ns1.set_no_space(true);
-    assert_eq!(status_of(q.write(1, Lba(0), pattern(512, 0), 512).unwrap_err()), Status::CapacityExceeded);
+    assert_eq!(
+        status_of(q.write(1, Lba(0), pattern(512, 0), 512).unwrap_err()),
+        Status::CapacityExceeded
+    );
     f.ns1.set_no_space(false);
     // Too large for the transfer size limit.
     let mut cmd = Command::new(io_opcode::READ, 0);
@@ -251,13 +329,35 @@ fn write_zeroes_and_deallocate_clear_blocks() {
     q.write(1, Lba(0), pattern(8192, 5), 512).unwrap();
     q.write_zeroes(1, Lba(0), 2).unwrap();
     assert_eq!(q.read(1, Lba(0), 2, 512).unwrap(), vec![0; 1024]);
-    q.deallocate(1, &[LbaRange { start: Lba(4), blocks: 4 }, LbaRange { start: Lba(10), blocks: 2 }]).unwrap();
+    q.deallocate(
+        1,
+        &[
+            LbaRange {
+                start: Lba(4),
+                blocks: 4,
+            },
+            LbaRange {
+                start: Lba(10),
+                blocks: 2,
+            },
+        ],
+    )
+    .unwrap();
     let data = q.read(1, Lba(0), 16, 512).unwrap();
     assert_eq!(&data[4 * 512..8 * 512], &[0u8; 2048][..]);
     assert_eq!(&data[2 * 512..4 * 512], &pattern(8192, 5)[2 * 512..4 * 512]);
     assert_eq!(&data[10 * 512..12 * 512], &[0u8; 1024][..]);
     assert_eq!(
-        status_of(q.deallocate(1, &[LbaRange { start: Lba(4095), blocks: 2 }]).unwrap_err()),
+        status_of(
+            q.deallocate(
+                1,
+                &[LbaRange {
+                    start: Lba(4095),
+                    blocks: 2
+                }]
+            )
+            .unwrap_err()
+        ),
         Status::LbaOutOfRange
     );
 }
@@ -266,13 +366,18 @@ fn write_zeroes_and_deallocate_clear_blocks() {
 fn connect_rejects_bad_hosts_subsystems_and_controller_ids() {
     let f = Fixture::new();
     f.subsystem.set_host_acl(HostAcl::hosts([HOST_A]));
-    let err = HostController::connect(f.addr(), f.options(HOST_B)).err().unwrap();
+    let err = HostController::connect(f.addr(), f.options(HOST_B))
+        .err()
+        .unwrap();
     assert_eq!(status_of(err), Status::ConnectInvalidHost);
     let mut o = f.options(HOST_A);
     o.subsys_nqn = "nqn.2024-01.io.keel:nope".into();
     match HostController::connect(f.addr(), o).err().unwrap() {
         HostError::Status { status_field, dw0 } => {
-            assert_eq!(Status::from_field(status_field), Ok(Status::ConnectInvalidParameters));
+            assert_eq!(
+                Status::from_field(status_field),
+                Ok(Status::ConnectInvalidParameters)
+            );
             assert_eq!(dw0, 0x1_0100, "IATTR=data, IPO=subnqn");
         }
         other => panic!("{other:?}"),
@@ -295,32 +400,44 @@ fn controller_ids_are_unique_and_freed_on_disconnect() {
     assert_eq!(f.subsystem.controller_count(), 2);
     drop(a);
     drop(b);
-    wait_until("controllers to be torn down", || f.subsystem.controller_count() == 0);
+    wait_until("controllers to be torn down", || {
+        f.subsystem.controller_count() == 0
+    });
 }
 
 #[test]
 fn acl_filters_namespaces_and_changes_raise_an_aen() {
     let f = Fixture::new();
     let ns2 = MemoryNamespace::new(BlockSize::B4096, 256, [0xB2; 16]);
-    f.subsystem.add_namespace(2, ns2.clone(), HostAcl::hosts([HOST_A])).unwrap();
+    f.subsystem
+        .add_namespace(2, ns2.clone(), HostAcl::hosts([HOST_A]))
+        .unwrap();
     let mut a = f.connect(HOST_A);
     let mut b = f.connect(HOST_B);
     assert_eq!(a.active_namespaces().unwrap(), vec![1, 2]);
     assert_eq!(b.active_namespaces().unwrap(), vec![1]);
     b.set_queue_count(1).unwrap();
     let mut qb = b.connect_io_queue(1).unwrap();
-    assert_eq!(status_of(qb.read(2, Lba(0), 1, 4096).unwrap_err()), Status::InvalidNamespace);
+    assert_eq!(
+        status_of(qb.read(2, Lba(0), 1, 4096).unwrap_err()),
+        Status::InvalidNamespace
+    );
 
     b.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 8).unwrap();
     let aer = b.submit_aer().unwrap();
     f.subsystem.set_namespace_acl(2, HostAcl::AnyHost).unwrap();
     let event = b.admin.wait(aer).unwrap().success().unwrap();
     assert_eq!(event.completion.dw0(), 0x0004_0002);
-    let log = b.get_log_page(log_id::CHANGED_NS_LIST, 0, 4096, false).unwrap();
+    let log = b
+        .get_log_page(log_id::CHANGED_NS_LIST, 0, 4096, false)
+        .unwrap();
     assert_eq!(&log[0..8], &[2, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(b.active_namespaces().unwrap(), vec![1, 2]);
     qb.write(2, Lba(1), pattern(4096, 9), 4096).unwrap();
-    assert_eq!(ns2.snapshot_blocks(Lba(1), 1).unwrap(), pattern(4096, 9).to_vec());
+    assert_eq!(
+        ns2.snapshot_blocks(Lba(1), 1).unwrap(),
+        pattern(4096, 9).to_vec()
+    );
 
     // A namespace added while connected appears through another event.
     let aer = b.submit_aer().unwrap();
@@ -341,7 +458,10 @@ fn keep_alive_expiry_tears_the_controller_down() {
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
     wait_until("keep-alive expiry", || f.subsystem.controller_count() == 0);
-    assert!(matches!(q.read(1, Lba(0), 1, 512), Err(HostError::Closed) | Err(HostError::Io(_))));
+    assert!(matches!(
+        q.read(1, Lba(0), 1, 512),
+        Err(HostError::Closed) | Err(HostError::Io(_))
+    ));
 }
 
 #[test]
@@ -352,17 +472,34 @@ fn features_and_log_pages_answer() {
     assert_eq!(c.get_features(feature::VOLATILE_WRITE_CACHE).unwrap(), 1);
     let smart = c.get_log_page(log_id::SMART, 0, 512, false).unwrap();
     assert_eq!(smart[3], 100);
-    let fw = c.get_log_page(log_id::FIRMWARE_SLOT, 0, 512, false).unwrap();
+    let fw = c
+        .get_log_page(log_id::FIRMWARE_SLOT, 0, 512, false)
+        .unwrap();
     assert_eq!(fw[0], 1);
     c.get_log_page(log_id::ERROR, 0, 64, false).unwrap();
-    assert_eq!(status_of(c.get_log_page(0x55, 0, 512, false).unwrap_err()), Status::InvalidLogPage);
-    assert_eq!(status_of(c.get_features(0x42).unwrap_err()), Status::InvalidField);
-    let abort = c.admin.execute(Command::new(admin_opcode::ABORT, 0), None, 0).unwrap();
-    assert_eq!((abort.status(), abort.completion.dw0()), (Ok(Status::Success), 1));
+    assert_eq!(
+        status_of(c.get_log_page(0x55, 0, 512, false).unwrap_err()),
+        Status::InvalidLogPage
+    );
+    assert_eq!(
+        status_of(c.get_features(0x42).unwrap_err()),
+        Status::InvalidField
+    );
+    let abort = c
+        .admin
+        .execute(Command::new(admin_opcode::ABORT, 0), None, 0)
+        .unwrap();
+    assert_eq!(
+        (abort.status(), abort.completion.dw0()),
+        (Ok(Status::Success), 1)
+    );
     // Authentication is not configured.
     let mut auth = Command::new(admin_opcode::FABRICS, 0);
     auth.0[4] = 0x05;
-    assert_eq!(c.admin.execute(auth, None, 0).unwrap().status(), Ok(Status::InvalidOpcode));
+    assert_eq!(
+        c.admin.execute(auth, None, 0).unwrap().status(),
+        Ok(Status::InvalidOpcode)
+    );
     // Write cache disabled: writes are flushed before they complete.
     c.set_features(feature::VOLATILE_WRITE_CACHE, 0).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
@@ -406,18 +543,31 @@ fn malformed_pdu_terminates_only_its_own_connection() {
         OwnedPdu::Term { fes, .. } => assert_eq!(fes, FatalErrorStatus::InvalidHeaderField as u16),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(bad.next_raw_pdu(), Err(HostError::Closed) | Err(HostError::Io(_))));
+    assert!(matches!(
+        bad.next_raw_pdu(),
+        Err(HostError::Closed) | Err(HostError::Io(_))
+    ));
     // An oversized PLEN.
     let mut bad2 = Queue::open(f.addr(), Digests::default(), Duration::from_secs(5)).unwrap();
     let mut pdu = vec![PduType::H2CData as u8, 0, 24, 24];
     pdu.extend_from_slice(&(1u32 << 30).to_le_bytes());
     bad2.send_raw(&pdu).unwrap();
-    assert!(matches!(bad2.next_raw_pdu().unwrap(), OwnedPdu::Term { fes: 5, .. }));
+    assert!(matches!(
+        bad2.next_raw_pdu().unwrap(),
+        OwnedPdu::Term { fes: 5, .. }
+    ));
     // H2CData that no R2T asked for, on a connected I/O queue.
     let mut bad_q = good.connect_io_queue(2).unwrap();
     let mut h2c = Vec::new();
-    DataPdu { command_id: 3, ttag: 3, offset: 0, last: true, success: false, data: &[0; 512] }
-        .encode(PduType::H2CData, Digests::default(), 0, &mut h2c);
+    DataPdu {
+        command_id: 3,
+        ttag: 3,
+        offset: 0,
+        last: true,
+        success: false,
+        data: &[0; 512],
+    }
+    .encode(PduType::H2CData, Digests::default(), 0, &mut h2c);
     bad_q.queue.send_raw(&h2c).unwrap();
     assert!(matches!(
         bad_q.queue.next_raw_pdu().unwrap(),
@@ -431,7 +581,10 @@ fn malformed_pdu_terminates_only_its_own_connection() {
 
 #[test]
 fn h2c_data_outside_the_r2t_window_terminates() {
-    let f = Fixture::with_limits(Limits { inline_data_max: 0, ..Limits::default() });
+    let f = Fixture::with_limits(Limits {
+        inline_data_max: 0,
+        ..Limits::default()
+    });
     let mut c = f.connect(HOST_A);
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
@@ -440,24 +593,47 @@ fn h2c_data_outside_the_r2t_window_terminates() {
     cmd.set_cdw(12, 1);
     cmd.set_sgl(0, 1024, nvmf_target::nvme::SGL_TYPE_TRANSPORT);
     let mut bytes = Vec::new();
-    CapsuleCmd { sqe: cmd.0, data: &[] }.encode(Digests::default(), &mut bytes);
+    CapsuleCmd {
+        sqe: cmd.0,
+        data: &[],
+    }
+    .encode(Digests::default(), &mut bytes);
     q.queue.send_raw(&bytes).unwrap();
-    let OwnedPdu::R2T { command_id, ttag, offset, length } = q.queue.next_raw_pdu().unwrap() else {
+    let OwnedPdu::R2T {
+        command_id,
+        ttag,
+        offset,
+        length,
+    } = q.queue.next_raw_pdu().unwrap()
+    else {
         panic!("expected R2T")
     };
     assert_eq!((command_id, offset, length), (5, 0, 1024));
     let mut h2c = Vec::new();
-    DataPdu { command_id: 5, ttag, offset: 512, last: true, success: false, data: &[0; 512] }
-        .encode(PduType::H2CData, Digests::default(), 0, &mut h2c);
+    DataPdu {
+        command_id: 5,
+        ttag,
+        offset: 512,
+        last: true,
+        success: false,
+        data: &[0; 512],
+    }
+    .encode(PduType::H2CData, Digests::default(), 0, &mut h2c);
     q.queue.send_raw(&h2c).unwrap();
-    assert!(matches!(q.queue.next_raw_pdu().unwrap(), OwnedPdu::Term { fes: 4, .. }));
+    assert!(matches!(
+        q.queue.next_raw_pdu().unwrap(),
+        OwnedPdu::Term { fes: 4, .. }
+    ));
 }
 
 #[test]
 fn data_digest_error_fails_the_command_not_the_connection() {
     let f = Fixture::new();
     let mut o = f.options(HOST_A);
-    o.digests = Digests { header: true, data: true };
+    o.digests = Digests {
+        header: true,
+        data: true,
+    };
     let mut c = HostController::connect(f.addr(), o).unwrap();
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
@@ -465,11 +641,23 @@ fn data_digest_error_fails_the_command_not_the_connection() {
     cmd.set_nsid(1);
     cmd.set_sgl(0, 512, nvmf_target::nvme::SGL_TYPE_IN_CAPSULE);
     let mut bytes = Vec::new();
-    CapsuleCmd { sqe: cmd.0, data: &[7; 512] }.encode(Digests { header: true, data: true }, &mut bytes);
+    CapsuleCmd {
+        sqe: cmd.0,
+        data: &[7; 512],
+    }
+    .encode(
+        Digests {
+            header: true,
+            data: true,
+        },
+        &mut bytes,
+    );
     let n = bytes.len();
     bytes[n - 1] ^= 0xFF;
     q.queue.send_raw(&bytes).unwrap();
-    let OwnedPdu::CapsuleResp(cqe) = q.queue.next_raw_pdu().unwrap() else { panic!("expected CapsuleResp") };
+    let OwnedPdu::CapsuleResp(cqe) = q.queue.next_raw_pdu().unwrap() else {
+        panic!("expected CapsuleResp")
+    };
     let cqe = nvmf_target::nvme::Completion::decode(&cqe);
     assert_eq!(cqe.status(), Ok(Status::TransientTransportError));
     assert_eq!(f.ns1.snapshot_blocks(Lba(0), 1).unwrap(), vec![0; 512]);

@@ -4,13 +4,15 @@ use super::{Connection, Outcome, Reply, Stage, AER_MAX};
 use crate::controller::Controller;
 use crate::nvme::fabrics::CSTS_READY;
 use crate::nvme::identify::{
-    encode_cs_independent_namespace, encode_ns_descriptors, encode_ns_list, ControllerIdentity, ControllerType,
-    NamespaceIdentity, CMIC_MULTI_PORT_MULTI_CONTROLLER, DLFEAT_READS_ZEROES, OAES_DISCOVERY_CHANGE,
-    OAES_NS_ATTRIBUTE, ONCS_DSM, ONCS_WRITE_ZEROES, SGLS_OFFSET, SGLS_SUPPORTED,
+    encode_cs_independent_namespace, encode_ns_descriptors, encode_ns_list, ControllerIdentity,
+    ControllerType, NamespaceIdentity, CMIC_MULTI_PORT_MULTI_CONTROLLER, DLFEAT_READS_ZEROES,
+    OAES_DISCOVERY_CHANGE, OAES_NS_ATTRIBUTE, ONCS_DSM, ONCS_WRITE_ZEROES, SGLS_OFFSET,
+    SGLS_SUPPORTED,
 };
 use crate::nvme::log_page::{
-    encode_changed_ns_list, encode_discovery_log, encode_firmware_slot, encode_smart, slice_page, AddressFamily,
-    DiscoveryEntry, SubsystemType, TREQ_DISABLE_SQ_FLOW, TREQ_SECURE_CHANNEL_NOT_REQUIRED,
+    encode_changed_ns_list, encode_discovery_log, encode_firmware_slot, encode_smart, slice_page,
+    AddressFamily, DiscoveryEntry, SubsystemType, TREQ_DISABLE_SQ_FLOW,
+    TREQ_SECURE_CHANNEL_NOT_REQUIRED,
 };
 use crate::nvme::{admin_opcode, cns, feature, log_id, Command, DISCOVERY_NQN, IDENTIFY_LEN};
 use crate::status::Status;
@@ -25,7 +27,9 @@ const KAS_100MS_UNITS: u16 = 1;
 
 impl Connection {
     pub(super) fn admin(&mut self, cid: u16, cmd: &Command, c2h_len: u32) -> Outcome {
-        let Some(q) = self.binding() else { return Outcome::Done(Reply::status(Status::CommandSequenceError)) };
+        let Some(q) = self.binding() else {
+            return Outcome::Done(Reply::status(Status::CommandSequenceError));
+        };
         let controller = q.controller.clone();
         if controller.state.lock().csts & CSTS_READY == 0 {
             return Outcome::Done(Reply::status(Status::CommandSequenceError));
@@ -42,7 +46,11 @@ impl Connection {
             // Commands are never aborted: DW0 bit 0 set reports "not aborted".
             admin_opcode::ABORT => Reply::dw0(Status::Success, 1),
             admin_opcode::ASYNC_EVENT_REQUEST => {
-                let held = self.slots.values().filter(|s| s.stage == Stage::AerHeld).count();
+                let held = self
+                    .slots
+                    .values()
+                    .filter(|s| s.stage == Stage::AerHeld)
+                    .count();
                 if held >= AER_MAX {
                     Reply::status(Status::AerLimitExceeded)
                 } else {
@@ -74,11 +82,19 @@ impl Connection {
             serial: sub.serial.clone(),
             model: sub.model.clone(),
             firmware: sub.firmware.clone(),
-            cmic: if discovery { 0 } else { CMIC_MULTI_PORT_MULTI_CONTROLLER },
+            cmic: if discovery {
+                0
+            } else {
+                CMIC_MULTI_PORT_MULTI_CONTROLLER
+            },
             mdts,
             cntlid: controller.cntlid,
             version: super::fabrics::NVME_VERSION,
-            oaes: if discovery { OAES_DISCOVERY_CHANGE } else { OAES_NS_ATTRIBUTE },
+            oaes: if discovery {
+                OAES_DISCOVERY_CHANGE
+            } else {
+                OAES_NS_ATTRIBUTE
+            },
             controller_type: controller.kind,
             acl: 3,
             aerl: (AER_MAX - 1) as u8,
@@ -88,10 +104,23 @@ impl Connection {
             kas: KAS_100MS_UNITS,
             maxcmd: limits.queue_depth_max,
             nn: if discovery { 0 } else { NSID_MAX },
-            oncs: if discovery { 0 } else { ONCS_DSM | ONCS_WRITE_ZEROES },
+            oncs: if discovery {
+                0
+            } else {
+                ONCS_DSM | ONCS_WRITE_ZEROES
+            },
             volatile_write_cache: !discovery && self.visible_vwc(controller),
-            sgls: SGLS_SUPPORTED | if limits.inline_data_max > 0 { SGLS_OFFSET } else { 0 },
-            subnqn: if discovery { DISCOVERY_NQN.to_owned() } else { self.ctx.subsystem.nqn().to_owned() },
+            sgls: SGLS_SUPPORTED
+                | if limits.inline_data_max > 0 {
+                    SGLS_OFFSET
+                } else {
+                    0
+                },
+            subnqn: if discovery {
+                DISCOVERY_NQN.to_owned()
+            } else {
+                self.ctx.subsystem.nqn().to_owned()
+            },
             ioccsz: (64 + limits.inline_data_max) / 16,
             iorcsz: 1,
             icdoff: 0,
@@ -117,7 +146,11 @@ impl Connection {
                         NamespaceIdentity {
                             size_blocks: ns.capacity_blocks(),
                             block_shift: ns.block_size().shift(),
-                            dlfeat: if ns.deallocated_reads_zeroes() { DLFEAT_READS_ZEROES } else { 0 },
+                            dlfeat: if ns.deallocated_reads_zeroes() {
+                                DLFEAT_READS_ZEROES
+                            } else {
+                                0
+                            },
                             nmic: NMIC_SHARED,
                             nguid: ns.uuid(),
                         }
@@ -195,7 +228,9 @@ impl Connection {
                     c.writes.load(Ordering::Relaxed),
                 )
             }
-            log_id::FIRMWARE_SLOT if !discovery => encode_firmware_slot(&self.ctx.subsystem.config().firmware),
+            log_id::FIRMWARE_SLOT if !discovery => {
+                encode_firmware_slot(&self.ctx.subsystem.config().firmware)
+            }
             log_id::CHANGED_NS_LIST if !discovery => {
                 let list = if retain_event {
                     controller.state.lock().changed_ns.clone()
@@ -231,7 +266,11 @@ impl Connection {
                     None => *listener,
                 };
                 entries.push(DiscoveryEntry {
-                    adrfam: if addr.is_ipv6() { AddressFamily::Ipv6 } else { AddressFamily::Ipv4 },
+                    adrfam: if addr.is_ipv6() {
+                        AddressFamily::Ipv6
+                    } else {
+                        AddressFamily::Ipv4
+                    },
                     subtype: SubsystemType::Nvm,
                     treq: TREQ_SECURE_CHANNEL_NOT_REQUIRED | TREQ_DISABLE_SQ_FLOW,
                     portid: u16::try_from(i + 1).unwrap_or(u16::MAX),
@@ -265,11 +304,14 @@ impl Connection {
                     return Reply::status(Status::InvalidField);
                 }
                 let wce = controller.state.lock().write_cache_enabled;
-                return Reply::dw0(Status::Success, match select {
-                    1 => 1,
-                    3 => 0b100,
-                    _ => u32::from(wce),
-                });
+                return Reply::dw0(
+                    Status::Success,
+                    match select {
+                        1 => 1,
+                        3 => 0b100,
+                        _ => u32::from(wce),
+                    },
+                );
             }
             _ => return Reply::status(Status::InvalidField),
         };

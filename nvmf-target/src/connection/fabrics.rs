@@ -2,9 +2,10 @@
 
 use super::{Connection, PortKind, QueueBinding, Reply};
 use crate::nvme::fabrics::{
-    fctype, invalid_parameter_dw0, property, ConnectCommand, ConnectData, ConnectDataError, CATTR_DISABLE_SQ_FLOW,
-    CC_ENABLE, CC_SHN_MASK, CONNECT_CMD_QID_OFFSET, CONNECT_CMD_SQSIZE_OFFSET, CONNECT_DATA_CNTLID_OFFSET,
-    CONNECT_DATA_HOSTNQN_OFFSET, CONNECT_DATA_SUBNQN_OFFSET, CSTS_FATAL, CSTS_READY, CSTS_SHUTDOWN_COMPLETE,
+    fctype, invalid_parameter_dw0, property, ConnectCommand, ConnectData, ConnectDataError,
+    CATTR_DISABLE_SQ_FLOW, CC_ENABLE, CC_SHN_MASK, CONNECT_CMD_QID_OFFSET,
+    CONNECT_CMD_SQSIZE_OFFSET, CONNECT_DATA_CNTLID_OFFSET, CONNECT_DATA_HOSTNQN_OFFSET,
+    CONNECT_DATA_SUBNQN_OFFSET, CSTS_FATAL, CSTS_READY, CSTS_SHUTDOWN_COMPLETE,
 };
 use crate::nvme::identify::ControllerType;
 use crate::nvme::{Command, DISCOVERY_NQN};
@@ -19,11 +20,17 @@ const CAP_TIMEOUT_UNITS: u64 = 15;
 const CAP_CSS_NVM: u64 = 1 << 37;
 
 fn invalid_data(offset: u16) -> Reply {
-    Reply::dw0(Status::ConnectInvalidParameters, invalid_parameter_dw0(true, offset))
+    Reply::dw0(
+        Status::ConnectInvalidParameters,
+        invalid_parameter_dw0(true, offset),
+    )
 }
 
 fn invalid_cmd(offset: u16) -> Reply {
-    Reply::dw0(Status::ConnectInvalidParameters, invalid_parameter_dw0(false, offset))
+    Reply::dw0(
+        Status::ConnectInvalidParameters,
+        invalid_parameter_dw0(false, offset),
+    )
 }
 
 impl Connection {
@@ -87,7 +94,13 @@ impl Connection {
                     invalid_parameter_dw0(true, CONNECT_DATA_HOSTNQN_OFFSET),
                 );
             }
-            let controller = match subsystem.create_controller(kind, &cd.host_nqn, cd.host_id, cc.kato_ms, now_ms) {
+            let controller = match subsystem.create_controller(
+                kind,
+                &cd.host_nqn,
+                cd.host_id,
+                cc.kato_ms,
+                now_ms,
+            ) {
                 Ok(c) => c,
                 Err(_) => return Reply::status(Status::ConnectControllerBusy),
             };
@@ -110,7 +123,9 @@ impl Connection {
                 return invalid_data(0);
             }
             let mut st = controller.state.lock();
-            let max_qid = st.queues_granted.map_or(limits.io_queues_max, |g| g.saturating_add(1));
+            let max_qid = st
+                .queues_granted
+                .map_or(limits.io_queues_max, |g| g.saturating_add(1));
             if cc.qid > max_qid || st.io_queues.contains(&cc.qid) {
                 return invalid_cmd(CONNECT_CMD_QID_OFFSET);
             }
@@ -135,7 +150,10 @@ impl Connection {
         });
         self.sq_head = 1;
         tracing::debug!(cntlid, qid = cc.qid, sqsize = cc.sqsize, "queue connected");
-        Reply::dw0(Status::Success, if cc.qid == 0 { u32::from(cntlid) } else { 0 })
+        Reply::dw0(
+            Status::Success,
+            if cc.qid == 0 { u32::from(cntlid) } else { 0 },
+        )
     }
 
     fn capabilities(&self) -> u64 {
@@ -144,7 +162,9 @@ impl Connection {
     }
 
     fn property_get(&mut self, cmd: &Command) -> Reply {
-        let Some(q) = self.binding() else { return Reply::status(Status::CommandSequenceError) };
+        let Some(q) = self.binding() else {
+            return Reply::status(Status::CommandSequenceError);
+        };
         if q.qid != 0 {
             return Reply::status(Status::InvalidField);
         }
@@ -168,11 +188,17 @@ impl Connection {
             (property::NSSR, false) => 0,
             _ => return Reply::status(Status::InvalidField),
         };
-        Reply { status: Status::Success, result: value, data: None }
+        Reply {
+            status: Status::Success,
+            result: value,
+            data: None,
+        }
     }
 
     fn property_set(&mut self, cmd: &Command) -> Reply {
-        let Some(q) = self.binding() else { return Reply::status(Status::CommandSequenceError) };
+        let Some(q) = self.binding() else {
+            return Reply::status(Status::CommandSequenceError);
+        };
         if q.qid != 0 {
             return Reply::status(Status::InvalidField);
         }

@@ -23,14 +23,20 @@ struct Extent {
 fn extent(cmd: &Command, ns: &dyn NamespaceBackend) -> Extent {
     let lba = Lba(u64::from(cmd.cdw(10)) | (u64::from(cmd.cdw(11)) << 32));
     let blocks = (cmd.cdw(12) & 0xFFFF) + 1;
-    Extent { lba, blocks, bytes: u64::from(blocks) * u64::from(ns.block_size().bytes()) }
+    Extent {
+        lba,
+        blocks,
+        bytes: u64::from(blocks) * u64::from(ns.block_size().bytes()),
+    }
 }
 
 impl Connection {
     /// Checks a host-to-controller command before its data is fetched by R2T, so a
     /// bad write fails without moving data.
     pub(super) fn precheck_h2c(&mut self, cmd: &Command, length: u32) -> Result<(), Status> {
-        let Some(q) = self.binding() else { return Err(Status::CommandSequenceError) };
+        let Some(q) = self.binding() else {
+            return Err(Status::CommandSequenceError);
+        };
         if q.qid == 0 || cmd.opcode() != io_opcode::WRITE {
             return Ok(());
         }
@@ -39,11 +45,14 @@ impl Connection {
         if e.bytes != u64::from(length) {
             return Err(Status::SglLengthInvalid);
         }
-        check_range(e.lba, u64::from(e.blocks), ns.capacity_blocks()).map_err(|err| Status::from(&err))
+        check_range(e.lba, u64::from(e.blocks), ns.capacity_blocks())
+            .map_err(|err| Status::from(&err))
     }
 
     pub(super) fn io(&mut self, cid: u16, cmd: &Command, data: Bytes, c2h_len: u32) -> Outcome {
-        let Some(q) = self.binding() else { return Outcome::Done(Reply::status(Status::CommandSequenceError)) };
+        let Some(q) = self.binding() else {
+            return Outcome::Done(Reply::status(Status::CommandSequenceError));
+        };
         if q.controller.state.lock().csts & CSTS_READY == 0 {
             return Outcome::Done(Reply::status(Status::CommandSequenceError));
         }
@@ -53,7 +62,11 @@ impl Connection {
         let opcode = cmd.opcode();
         if !matches!(
             opcode,
-            io_opcode::READ | io_opcode::WRITE | io_opcode::FLUSH | io_opcode::WRITE_ZEROES | io_opcode::DATASET_MANAGEMENT
+            io_opcode::READ
+                | io_opcode::WRITE
+                | io_opcode::FLUSH
+                | io_opcode::WRITE_ZEROES
+                | io_opcode::DATASET_MANAGEMENT
         ) {
             return Outcome::Done(Reply::status(Status::InvalidOpcode));
         }
@@ -62,7 +75,11 @@ impl Connection {
         };
         match self.io_op(cid, cmd, &ns, data, c2h_len) {
             Ok(op) => {
-                self.io_requests.push(IoRequest { tag: cid, namespace: ns, op });
+                self.io_requests.push(IoRequest {
+                    tag: cid,
+                    namespace: ns,
+                    op,
+                });
                 Outcome::Pending
             }
             Err(status) => Outcome::Done(Reply::status(status)),
@@ -87,16 +104,21 @@ impl Connection {
                 if e.bytes != u64::from(c2h_len) {
                     return Err(Status::SglLengthInvalid);
                 }
-                check_range(e.lba, u64::from(e.blocks), capacity).map_err(|err| Status::from(&err))?;
+                check_range(e.lba, u64::from(e.blocks), capacity)
+                    .map_err(|err| Status::from(&err))?;
                 self.mark(cid, Some(IoKind::Read(e.bytes)), None);
-                Ok(IoOp::Read { lba: e.lba, blocks: e.blocks })
+                Ok(IoOp::Read {
+                    lba: e.lba,
+                    blocks: e.blocks,
+                })
             }
             io_opcode::WRITE => {
                 let e = extent(cmd, ns.as_ref());
                 if e.bytes != data.len() as u64 {
                     return Err(Status::SglLengthInvalid);
                 }
-                check_range(e.lba, u64::from(e.blocks), capacity).map_err(|err| Status::from(&err))?;
+                check_range(e.lba, u64::from(e.blocks), capacity)
+                    .map_err(|err| Status::from(&err))?;
                 let flush_after = self.write_through_required(ns).then(|| ns.clone());
                 self.mark(cid, Some(IoKind::Write(e.bytes)), flush_after);
                 Ok(IoOp::Write { lba: e.lba, data })
@@ -104,8 +126,12 @@ impl Connection {
             io_opcode::FLUSH => Ok(IoOp::Flush),
             io_opcode::WRITE_ZEROES => {
                 let e = extent(cmd, ns.as_ref());
-                check_range(e.lba, u64::from(e.blocks), capacity).map_err(|err| Status::from(&err))?;
-                Ok(IoOp::WriteZeroes { lba: e.lba, blocks: e.blocks })
+                check_range(e.lba, u64::from(e.blocks), capacity)
+                    .map_err(|err| Status::from(&err))?;
+                Ok(IoOp::WriteZeroes {
+                    lba: e.lba,
+                    blocks: e.blocks,
+                })
             }
             io_opcode::DATASET_MANAGEMENT => {
                 let ranges_n = ((cmd.cdw(10) & 0xFF) + 1) as usize;
@@ -121,7 +147,8 @@ impl Connection {
                     let f = crate::wire::Fields(chunk);
                     let blocks = f.u32(4).unwrap_or(0);
                     let start = Lba(f.u64(8).unwrap_or(0));
-                    check_range(start, u64::from(blocks), capacity).map_err(|err| Status::from(&err))?;
+                    check_range(start, u64::from(blocks), capacity)
+                        .map_err(|err| Status::from(&err))?;
                     ranges.push(LbaRange { start, blocks });
                 }
                 Ok(IoOp::Deallocate(ranges))
@@ -134,10 +161,17 @@ impl Connection {
     /// each write is then flushed before it completes.
     fn write_through_required(&self, ns: &Arc<dyn NamespaceBackend>) -> bool {
         ns.volatile_write_cache()
-            && self.binding().is_some_and(|q| !q.controller.state.lock().write_cache_enabled)
+            && self
+                .binding()
+                .is_some_and(|q| !q.controller.state.lock().write_cache_enabled)
     }
 
-    fn mark(&mut self, cid: u16, kind: Option<IoKind>, flush_after: Option<Arc<dyn NamespaceBackend>>) {
+    fn mark(
+        &mut self,
+        cid: u16,
+        kind: Option<IoKind>,
+        flush_after: Option<Arc<dyn NamespaceBackend>>,
+    ) {
         if let Some(slot) = self.slots.get_mut(&cid) {
             slot.counts_as = kind;
             slot.flush_after_write = flush_after;

@@ -26,7 +26,8 @@ use crate::backend::{Lba, LbaRange, NamespaceBackend, NamespaceError};
 use crate::controller::{Controller, NamespaceView, Notifier};
 use crate::nvme::{admin_opcode, Command, Completion, SglKind};
 use crate::pdu::{
-    self, CapsuleResp, DataPdu, DecodeLimits, Digests, FatalErrorStatus, IcResp, Pdu, PduType, R2t, TermReq,
+    self, CapsuleResp, DataPdu, DecodeLimits, Digests, FatalErrorStatus, IcResp, Pdu, PduType, R2t,
+    TermReq,
 };
 use crate::status::Status;
 use crate::subsystem::Subsystem;
@@ -138,19 +139,28 @@ impl IoRequest {
     pub fn start(self, done: impl FnOnce(u16, Result<IoOutput, NamespaceError>) + Send + 'static) {
         let tag = self.tag;
         match self.op {
-            IoOp::Read { lba, blocks } => {
-                self.namespace.read(lba, blocks, Box::new(move |r| done(tag, r.map(IoOutput::Data))))
-            }
-            IoOp::Write { lba, data } => {
-                self.namespace.write(lba, data, Box::new(move |r| done(tag, r.map(|()| IoOutput::Done))))
-            }
-            IoOp::Flush => self.namespace.flush(Box::new(move |r| done(tag, r.map(|()| IoOutput::Done)))),
-            IoOp::WriteZeroes { lba, blocks } => self
+            IoOp::Read { lba, blocks } => self.namespace.read(
+                lba,
+                blocks,
+                Box::new(move |r| done(tag, r.map(IoOutput::Data))),
+            ),
+            IoOp::Write { lba, data } => self.namespace.write(
+                lba,
+                data,
+                Box::new(move |r| done(tag, r.map(|()| IoOutput::Done))),
+            ),
+            IoOp::Flush => self
                 .namespace
-                .write_zeroes(lba, blocks, Box::new(move |r| done(tag, r.map(|()| IoOutput::Done)))),
-            IoOp::Deallocate(ranges) => {
-                self.namespace.deallocate(ranges, Box::new(move |r| done(tag, r.map(|()| IoOutput::Done))))
-            }
+                .flush(Box::new(move |r| done(tag, r.map(|()| IoOutput::Done)))),
+            IoOp::WriteZeroes { lba, blocks } => self.namespace.write_zeroes(
+                lba,
+                blocks,
+                Box::new(move |r| done(tag, r.map(|()| IoOutput::Done))),
+            ),
+            IoOp::Deallocate(ranges) => self.namespace.deallocate(
+                ranges,
+                Box::new(move |r| done(tag, r.map(|()| IoOutput::Done))),
+            ),
         }
     }
 }
@@ -173,16 +183,28 @@ struct Reply {
 
 impl Reply {
     fn status(status: Status) -> Reply {
-        Reply { status, result: 0, data: None }
+        Reply {
+            status,
+            result: 0,
+            data: None,
+        }
     }
     fn ok() -> Reply {
         Reply::status(Status::Success)
     }
     fn dw0(status: Status, dw0: u32) -> Reply {
-        Reply { status, result: u64::from(dw0), data: None }
+        Reply {
+            status,
+            result: u64::from(dw0),
+            data: None,
+        }
     }
     fn data(data: Vec<u8>) -> Reply {
-        Reply { status: Status::Success, result: 0, data: Some(Bytes::from(data)) }
+        Reply {
+            status: Status::Success,
+            result: 0,
+            data: Some(Bytes::from(data)),
+        }
     }
 }
 
@@ -323,7 +345,9 @@ impl Connection {
     pub fn consumed_output(&mut self, mut n: usize) {
         self.out_bytes = self.out_bytes.saturating_sub(n);
         while n > 0 {
-            let Some(front) = self.out.front_mut() else { break };
+            let Some(front) = self.out.front_mut() else {
+                break;
+            };
             if n >= front.len() {
                 n -= front.len();
                 self.out.pop_front();
@@ -378,7 +402,10 @@ impl Connection {
         }
         if q.qid == 0 {
             if controller.keep_alive_expired(self.now_ms) {
-                tracing::warn!(cntlid = controller.cntlid, "keep-alive timeout expired; tearing controller down");
+                tracing::warn!(
+                    cntlid = controller.cntlid,
+                    "keep-alive timeout expired; tearing controller down"
+                );
                 self.ctx.subsystem.remove_controller(controller.cntlid);
                 self.close();
                 return;
@@ -393,7 +420,12 @@ impl Connection {
     }
 
     /// Reports a backend completion for `tag`.
-    pub fn complete_io(&mut self, tag: u16, result: Result<IoOutput, NamespaceError>, now: Instant) {
+    pub fn complete_io(
+        &mut self,
+        tag: u16,
+        result: Result<IoOutput, NamespaceError>,
+        now: Instant,
+    ) {
         self.now_ms = self.ctx.subsystem.now_ms_at(now);
         if self.closed {
             return;
@@ -406,25 +438,41 @@ impl Connection {
             (&result, slot.flush_after_write.take(), slot.stage)
         {
             slot.stage = Stage::FlushAfterWrite;
-            self.io_requests.push(IoRequest { tag, namespace: ns, op: IoOp::Flush });
+            self.io_requests.push(IoRequest {
+                tag,
+                namespace: ns,
+                op: IoOp::Flush,
+            });
             return;
         }
         if result.is_ok() {
             let counters = &self.ctx.subsystem.counters;
             match slot.counts_as {
                 Some(IoKind::Read(b)) => {
-                    counters.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    counters.bytes_read.fetch_add(b, std::sync::atomic::Ordering::Relaxed);
+                    counters
+                        .reads
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    counters
+                        .bytes_read
+                        .fetch_add(b, std::sync::atomic::Ordering::Relaxed);
                 }
                 Some(IoKind::Write(b)) => {
-                    counters.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    counters.bytes_written.fetch_add(b, std::sync::atomic::Ordering::Relaxed);
+                    counters
+                        .writes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    counters
+                        .bytes_written
+                        .fetch_add(b, std::sync::atomic::Ordering::Relaxed);
                 }
                 None => {}
             }
         }
         let reply = match result {
-            Ok(IoOutput::Data(data)) => Reply { status: Status::Success, result: 0, data: Some(data) },
+            Ok(IoOutput::Data(data)) => Reply {
+                status: Status::Success,
+                result: 0,
+                data: Some(data),
+            },
             Ok(IoOutput::Done) => Reply::ok(),
             Err(e) => Reply::status(Status::from(&e)),
         };
@@ -500,7 +548,12 @@ impl Connection {
     /// Sends C2HTermReq and closes the connection.
     fn terminate(&mut self, fes: FatalErrorStatus, fei: u32, offending: &[u8]) {
         let mut out = Vec::new();
-        TermReq { fes: fes as u16, fei, data: offending }.encode(PduType::C2HTermReq, &mut out);
+        TermReq {
+            fes: fes as u16,
+            fei,
+            data: offending,
+        }
+        .encode(PduType::C2HTermReq, &mut out);
         self.push_bytes(Bytes::from(out));
         self.fatal_error = Some(fes);
         self.close();
@@ -513,12 +566,19 @@ impl Connection {
                 let align = (usize::from(req.hpda) + 1) * 4;
                 self.c2h_align = if align > 4 { align } else { 0 };
                 let mut out = Vec::with_capacity(pdu::IC_PDU_LEN);
-                IcResp { pfv: 0, cpda: 0, digests: req.digests, maxh2cdata: self.ctx.limits.maxh2cdata }
-                    .encode(&mut out);
+                IcResp {
+                    pfv: 0,
+                    cpda: 0,
+                    digests: req.digests,
+                    maxh2cdata: self.ctx.limits.maxh2cdata,
+                }
+                .encode(&mut out);
                 self.push_bytes(Bytes::from(out));
                 self.phase = Phase::Ready;
             }
-            (Phase::Ready, Pdu::CapsuleCmd(cap)) => self.on_capsule(Command(cap.sqe), cap.data, data_digest_ok, header),
+            (Phase::Ready, Pdu::CapsuleCmd(cap)) => {
+                self.on_capsule(Command(cap.sqe), cap.data, data_digest_ok, header)
+            }
             (Phase::Ready, Pdu::H2CData(data)) => self.on_h2c_data(data, data_digest_ok, header),
             (_, Pdu::H2CTermReq(t)) => {
                 tracing::info!(fes = t.fes, fei = t.fei, "host terminated the connection");
@@ -559,7 +619,11 @@ impl Connection {
             q.controller.touch(self.now_ms);
         }
         let sgl = cmd.sgl();
-        let c2h_len = if transfers_to_host(&cmd) && sgl.kind == SglKind::Transport { sgl.length } else { 0 };
+        let c2h_len = if transfers_to_host(&cmd) && sgl.kind == SglKind::Transport {
+            sgl.length
+        } else {
+            0
+        };
         self.slots.insert(
             cid,
             Slot {
@@ -670,7 +734,13 @@ impl Connection {
             h2c.r2t_end = Some(offset + length);
             self.r2t_queue.pop_front();
             let mut out = Vec::with_capacity(32);
-            R2t { command_id: cid, ttag: cid, offset, length }.encode(self.digests, &mut out);
+            R2t {
+                command_id: cid,
+                ttag: cid,
+                offset,
+                length,
+            }
+            .encode(self.digests, &mut out);
             self.scratch.extend_from_slice(&out);
             self.out_bytes += out.len();
         }
@@ -747,8 +817,12 @@ impl Connection {
 
     /// Sends the reply for `cid` and frees its slot.
     fn finish(&mut self, cid: u16, reply: Reply) {
-        let Some(slot) = self.slots.remove(&cid) else { return };
-        self.write_buffer_bytes = self.write_buffer_bytes.saturating_sub(slot.buffer_accounted);
+        let Some(slot) = self.slots.remove(&cid) else {
+            return;
+        };
+        self.write_buffer_bytes = self
+            .write_buffer_bytes
+            .saturating_sub(slot.buffer_accounted);
         let sq_flow_disabled = self.queue.as_ref().is_some_and(|q| q.sq_flow_disabled);
         let mut sent_success = false;
         if let (Status::Success, Some(data)) = (reply.status, reply.data) {
@@ -791,7 +865,8 @@ impl Connection {
                 data: &chunk,
             };
             let mut head = Vec::with_capacity(40);
-            let trailer = pdu.encode_header(PduType::C2HData, self.digests, self.c2h_align, &mut head);
+            let trailer =
+                pdu.encode_header(PduType::C2HData, self.digests, self.c2h_align, &mut head);
             self.scratch.extend_from_slice(&head);
             self.out_bytes += head.len();
             self.push_bytes(chunk);
@@ -809,10 +884,17 @@ impl Connection {
         let Some(q) = &self.queue else { return };
         let controller = q.controller.clone();
         loop {
-            let Some(cid) = self.slots.iter().find(|(_, s)| s.stage == Stage::AerHeld).map(|(c, _)| *c) else {
+            let Some(cid) = self
+                .slots
+                .iter()
+                .find(|(_, s)| s.stage == Stage::AerHeld)
+                .map(|(c, _)| *c)
+            else {
                 return;
             };
-            let Some(event) = controller.state.lock().pending_events.pop_front() else { return };
+            let Some(event) = controller.state.lock().pending_events.pop_front() else {
+                return;
+            };
             self.finish(cid, Reply::dw0(Status::Success, event));
         }
     }

@@ -27,14 +27,25 @@ fn drain(c: &mut Connection) -> Vec<u8> {
 }
 
 fn decode_one(buf: &[u8]) -> (Pdu<'_>, usize) {
-    let limits = DecodeLimits { capsule_data_max: 8192, data_pdu_max: 1 << 20 };
-    let d = pdu::decode(buf, Digests::default(), &limits).unwrap().unwrap();
+    let limits = DecodeLimits {
+        capsule_data_max: 8192,
+        data_pdu_max: 1 << 20,
+    };
+    let d = pdu::decode(buf, Digests::default(), &limits)
+        .unwrap()
+        .unwrap();
     (d.pdu, d.len)
 }
 
 fn icreq(c: &mut Connection) {
     let mut b = Vec::new();
-    IcReq { pfv: 0, hpda: 0, digests: Digests::default(), maxr2t: 0 }.encode(&mut b);
+    IcReq {
+        pfv: 0,
+        hpda: 0,
+        digests: Digests::default(),
+        maxr2t: 0,
+    }
+    .encode(&mut b);
     c.receive(&b, Instant::now());
     let out = drain(c);
     match decode_one(&out).0 {
@@ -56,7 +67,11 @@ fn icresp_answers_icreq_with_linux_acceptable_values() {
 fn capsule_before_icreq_is_a_sequence_error() {
     let mut c = Connection::new(context());
     let mut b = Vec::new();
-    CapsuleCmd { sqe: [0; 64], data: &[] }.encode(Digests::default(), &mut b);
+    CapsuleCmd {
+        sqe: [0; 64],
+        data: &[],
+    }
+    .encode(Digests::default(), &mut b);
     c.receive(&b, Instant::now());
     let out = drain(&mut c);
     match decode_one(&out).0 {
@@ -71,7 +86,14 @@ fn admin_connect_returns_a_controller_id() {
     let mut c = Connection::new(context());
     icreq(&mut c);
     let mut cmd = Command::new(admin_opcode::FABRICS, 1);
-    ConnectCommand { recfmt: 0, qid: 0, sqsize: 31, cattr: 0, kato_ms: 5000 }.write_to(&mut cmd);
+    ConnectCommand {
+        recfmt: 0,
+        qid: 0,
+        sqsize: 31,
+        cattr: 0,
+        kato_ms: 5000,
+    }
+    .write_to(&mut cmd);
     let data = ConnectData {
         host_id: [1; 16],
         cntlid: 0xFFFF,
@@ -82,7 +104,11 @@ fn admin_connect_returns_a_controller_id() {
     cmd.set_sgl(0, data.len() as u32, crate::nvme::SGL_TYPE_IN_CAPSULE);
     assert_eq!(cmd.sgl().kind, SglKind::InCapsule);
     let mut b = Vec::new();
-    CapsuleCmd { sqe: cmd.0, data: &data }.encode(Digests::default(), &mut b);
+    CapsuleCmd {
+        sqe: cmd.0,
+        data: &data,
+    }
+    .encode(Digests::default(), &mut b);
     c.receive(&b, Instant::now());
     let out = drain(&mut c);
     match decode_one(&out).0 {

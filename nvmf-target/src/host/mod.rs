@@ -14,12 +14,16 @@ use bytes::Bytes;
 
 use crate::backend::{Lba, LbaRange};
 use crate::nvme::fabrics::{
-    fctype, property, ConnectCommand, ConnectData, CATTR_DISABLE_SQ_FLOW, CC_ENABLE, CC_SHN_MASK, CSTS_READY,
-    CSTS_SHUTDOWN_COMPLETE,
+    fctype, property, ConnectCommand, ConnectData, CATTR_DISABLE_SQ_FLOW, CC_ENABLE, CC_SHN_MASK,
+    CSTS_READY, CSTS_SHUTDOWN_COMPLETE,
 };
-use crate::nvme::identify::{decode_ns_descriptors, decode_ns_list, ControllerIdentity, NamespaceIdentity};
+use crate::nvme::identify::{
+    decode_ns_descriptors, decode_ns_list, ControllerIdentity, NamespaceIdentity,
+};
 use crate::nvme::log_page::{decode_discovery_header, DiscoveryEntry, DISCOVERY_RECORD_LEN};
-use crate::nvme::{admin_opcode, cns, feature, io_opcode, log_id, Command, DISCOVERY_NQN, IDENTIFY_LEN};
+use crate::nvme::{
+    admin_opcode, cns, feature, io_opcode, log_id, Command, DISCOVERY_NQN, IDENTIFY_LEN,
+};
 use crate::pdu::{DecodeError, Digests};
 
 /// Why a host operation failed.
@@ -125,11 +129,27 @@ fn fabrics_command(fctype_value: u8) -> Command {
 }
 
 /// Runs a Connect on `queue`; returns DW0 (the controller id for the admin queue).
-fn connect_queue(queue: &mut Queue, options: &HostOptions, qid: u16, sqsize: u16, cntlid: u16) -> Result<u32, HostError> {
+fn connect_queue(
+    queue: &mut Queue,
+    options: &HostOptions,
+    qid: u16,
+    sqsize: u16,
+    cntlid: u16,
+) -> Result<u32, HostError> {
     let mut cmd = fabrics_command(fctype::CONNECT);
-    let cattr = if options.disable_sq_flow { CATTR_DISABLE_SQ_FLOW } else { 0 };
-    ConnectCommand { recfmt: 0, qid, sqsize, cattr, kato_ms: if qid == 0 { options.kato_ms } else { 0 } }
-        .write_to(&mut cmd);
+    let cattr = if options.disable_sq_flow {
+        CATTR_DISABLE_SQ_FLOW
+    } else {
+        0
+    };
+    ConnectCommand {
+        recfmt: 0,
+        qid,
+        sqsize,
+        cattr,
+        kato_ms: if qid == 0 { options.kato_ms } else { 0 },
+    }
+    .write_to(&mut cmd);
     let data = ConnectData {
         host_id: options.host_id,
         cntlid,
@@ -153,7 +173,8 @@ impl HostController {
             options,
             admin,
             cntlid,
-            identity: ControllerIdentity::decode(&[0; IDENTIFY_LEN]).ok_or(HostError::Protocol("identity"))?,
+            identity: ControllerIdentity::decode(&[0; IDENTIFY_LEN])
+                .ok_or(HostError::Protocol("identity"))?,
         };
         let cap = c.property_get(property::CAP, true)?;
         let timeout = Duration::from_millis(((cap >> 24) & 0xFF).max(1) * 500);
@@ -167,7 +188,8 @@ impl HostController {
             std::thread::yield_now();
         }
         let id = c.identify(cns::CONTROLLER, 0)?;
-        c.identity = ControllerIdentity::decode(&id).ok_or(HostError::Protocol("short Identify Controller"))?;
+        c.identity = ControllerIdentity::decode(&id)
+            .ok_or(HostError::Protocol("short Identify Controller"))?;
         if c.identity.cntlid != c.cntlid {
             return Err(HostError::Protocol("mismatching cntlid"));
         }
@@ -179,7 +201,12 @@ impl HostController {
         let mut cmd = fabrics_command(fctype::PROPERTY_GET);
         cmd.0[40] = u8::from(eight_bytes);
         cmd.0[44..48].copy_from_slice(&offset.to_le_bytes());
-        Ok(self.admin.execute(cmd, None, 0)?.success()?.completion.result)
+        Ok(self
+            .admin
+            .execute(cmd, None, 0)?
+            .success()?
+            .completion
+            .result)
     }
 
     /// Property Set of a 4-byte property.
@@ -196,7 +223,11 @@ impl HostController {
         let mut cmd = Command::new(admin_opcode::IDENTIFY, 0);
         cmd.set_nsid(nsid);
         cmd.set_cdw(10, u32::from(cns_value));
-        Ok(self.admin.execute(cmd, None, IDENTIFY_LEN as u32)?.success()?.data)
+        Ok(self
+            .admin
+            .execute(cmd, None, IDENTIFY_LEN as u32)?
+            .success()?
+            .data)
     }
 
     /// Identify Namespace.
@@ -212,15 +243,26 @@ impl HostController {
 
     /// Namespace identification descriptors as (NIDT, NID).
     pub fn namespace_descriptors(&mut self, nsid: u32) -> Result<Vec<(u8, Vec<u8>)>, HostError> {
-        Ok(decode_ns_descriptors(&self.identify(cns::NS_DESCRIPTORS, nsid)?))
+        Ok(decode_ns_descriptors(
+            &self.identify(cns::NS_DESCRIPTORS, nsid)?,
+        ))
     }
 
     /// Get Log Page `lid`: `len` bytes (a multiple of 4) from byte `offset`.
-    pub fn get_log_page(&mut self, lid: u8, offset: u64, len: u32, retain_event: bool) -> Result<Vec<u8>, HostError> {
+    pub fn get_log_page(
+        &mut self,
+        lid: u8,
+        offset: u64,
+        len: u32,
+        retain_event: bool,
+    ) -> Result<Vec<u8>, HostError> {
         let mut cmd = Command::new(admin_opcode::GET_LOG_PAGE, 0);
         cmd.set_nsid(0xFFFF_FFFF);
         let numd = len / 4 - 1;
-        cmd.set_cdw(10, u32::from(lid) | (u32::from(retain_event) << 15) | ((numd & 0xFFFF) << 16));
+        cmd.set_cdw(
+            10,
+            u32::from(lid) | (u32::from(retain_event) << 15) | ((numd & 0xFFFF) << 16),
+        );
         cmd.set_cdw(11, numd >> 16);
         cmd.set_cdw(12, offset as u32);
         cmd.set_cdw(13, (offset >> 32) as u32);
@@ -231,7 +273,12 @@ impl HostController {
     pub fn get_features(&mut self, fid: u8) -> Result<u32, HostError> {
         let mut cmd = Command::new(admin_opcode::GET_FEATURES, 0);
         cmd.set_cdw(10, u32::from(fid));
-        Ok(self.admin.execute(cmd, None, 0)?.success()?.completion.dw0())
+        Ok(self
+            .admin
+            .execute(cmd, None, 0)?
+            .success()?
+            .completion
+            .dw0())
     }
 
     /// Set Features `fid` with CDW11 `value`; returns DW0.
@@ -239,7 +286,12 @@ impl HostController {
         let mut cmd = Command::new(admin_opcode::SET_FEATURES, 0);
         cmd.set_cdw(10, u32::from(fid));
         cmd.set_cdw(11, value);
-        Ok(self.admin.execute(cmd, None, 0)?.success()?.completion.dw0())
+        Ok(self
+            .admin
+            .execute(cmd, None, 0)?
+            .success()?
+            .completion
+            .dw0())
     }
 
     /// Negotiates `count` I/O queues; returns the number granted.
@@ -251,22 +303,29 @@ impl HostController {
 
     /// Sends a Keep Alive.
     pub fn keep_alive(&mut self) -> Result<(), HostError> {
-        self.admin.execute(Command::new(admin_opcode::KEEP_ALIVE, 0), None, 0)?.success()?;
+        self.admin
+            .execute(Command::new(admin_opcode::KEEP_ALIVE, 0), None, 0)?
+            .success()?;
         Ok(())
     }
 
     /// Submits an Asynchronous Event Request; reap it with `admin.wait(cid)`.
     pub fn submit_aer(&mut self) -> Result<u16, HostError> {
-        self.admin.submit(Command::new(admin_opcode::ASYNC_EVENT_REQUEST, 0), None, 0)
+        self.admin
+            .submit(Command::new(admin_opcode::ASYNC_EVENT_REQUEST, 0), None, 0)
     }
 
     /// Reads the whole discovery log the way libnvme does (header, entries,
     /// header again; retry if the generation moved).
     pub fn discovery_log(&mut self) -> Result<Vec<DiscoveryEntry>, HostError> {
         for _ in 0..10 {
-            let header = self.get_log_page(log_id::DISCOVERY, 0, DISCOVERY_RECORD_LEN as u32, true)?;
-            let (genctr, numrec) = decode_discovery_header(&header).ok_or(HostError::Protocol("short header"))?;
-            let numrec = u32::try_from(numrec).map_err(|_| HostError::Protocol("absurd NUMREC"))?.min(256);
+            let header =
+                self.get_log_page(log_id::DISCOVERY, 0, DISCOVERY_RECORD_LEN as u32, true)?;
+            let (genctr, numrec) =
+                decode_discovery_header(&header).ok_or(HostError::Protocol("short header"))?;
+            let numrec = u32::try_from(numrec)
+                .map_err(|_| HostError::Protocol("absurd NUMREC"))?
+                .min(256);
             let mut entries = Vec::new();
             if numrec > 0 {
                 let body = self.get_log_page(
@@ -276,10 +335,13 @@ impl HostController {
                     true,
                 )?;
                 for chunk in body.chunks_exact(DISCOVERY_RECORD_LEN) {
-                    entries.push(DiscoveryEntry::decode(chunk).ok_or(HostError::Protocol("short entry"))?);
+                    entries.push(
+                        DiscoveryEntry::decode(chunk).ok_or(HostError::Protocol("short entry"))?,
+                    );
                 }
             }
-            let again = self.get_log_page(log_id::DISCOVERY, 0, DISCOVERY_RECORD_LEN as u32, false)?;
+            let again =
+                self.get_log_page(log_id::DISCOVERY, 0, DISCOVERY_RECORD_LEN as u32, false)?;
             if decode_discovery_header(&again).map(|h| h.0) == Some(genctr) {
                 return Ok(entries);
             }
@@ -329,7 +391,10 @@ pub struct IoQueue {
 }
 
 fn rw_command(opcode: u8, nsid: u32, lba: Lba, blocks: u32) -> Command {
-    assert!(blocks >= 1 && blocks <= 65536, "1..=65536 blocks per command");
+    assert!(
+        (1..=65536).contains(&blocks),
+        "1..=65536 blocks per command"
+    );
     let mut cmd = Command::new(opcode, 0);
     cmd.set_nsid(nsid);
     cmd.set_cdw(10, lba.0 as u32);
@@ -340,24 +405,56 @@ fn rw_command(opcode: u8, nsid: u32, lba: Lba, blocks: u32) -> Command {
 
 impl IoQueue {
     /// Submits a read of `blocks` blocks of `block_size` bytes.
-    pub fn submit_read(&mut self, nsid: u32, lba: Lba, blocks: u32, block_size: u32) -> Result<u16, HostError> {
-        self.queue.submit(rw_command(io_opcode::READ, nsid, lba, blocks), None, blocks * block_size)
+    pub fn submit_read(
+        &mut self,
+        nsid: u32,
+        lba: Lba,
+        blocks: u32,
+        block_size: u32,
+    ) -> Result<u16, HostError> {
+        self.queue.submit(
+            rw_command(io_opcode::READ, nsid, lba, blocks),
+            None,
+            blocks * block_size,
+        )
     }
 
     /// Submits a write of `data` (a whole number of blocks of `block_size`).
-    pub fn submit_write(&mut self, nsid: u32, lba: Lba, data: Bytes, block_size: u32) -> Result<u16, HostError> {
+    pub fn submit_write(
+        &mut self,
+        nsid: u32,
+        lba: Lba,
+        data: Bytes,
+        block_size: u32,
+    ) -> Result<u16, HostError> {
         let blocks = (data.len() as u32) / block_size;
-        self.queue.submit(rw_command(io_opcode::WRITE, nsid, lba, blocks), Some(data), 0)
+        self.queue.submit(
+            rw_command(io_opcode::WRITE, nsid, lba, blocks),
+            Some(data),
+            0,
+        )
     }
 
     /// Reads and returns the data.
-    pub fn read(&mut self, nsid: u32, lba: Lba, blocks: u32, block_size: u32) -> Result<Vec<u8>, HostError> {
+    pub fn read(
+        &mut self,
+        nsid: u32,
+        lba: Lba,
+        blocks: u32,
+        block_size: u32,
+    ) -> Result<Vec<u8>, HostError> {
         let cid = self.submit_read(nsid, lba, blocks, block_size)?;
         Ok(self.queue.wait(cid)?.success()?.data)
     }
 
     /// Writes `data`.
-    pub fn write(&mut self, nsid: u32, lba: Lba, data: Bytes, block_size: u32) -> Result<(), HostError> {
+    pub fn write(
+        &mut self,
+        nsid: u32,
+        lba: Lba,
+        data: Bytes,
+        block_size: u32,
+    ) -> Result<(), HostError> {
         let cid = self.submit_write(nsid, lba, data, block_size)?;
         self.queue.wait(cid)?.success()?;
         Ok(())
@@ -373,7 +470,13 @@ impl IoQueue {
 
     /// Zeroes `blocks` blocks.
     pub fn write_zeroes(&mut self, nsid: u32, lba: Lba, blocks: u32) -> Result<(), HostError> {
-        self.queue.execute(rw_command(io_opcode::WRITE_ZEROES, nsid, lba, blocks), None, 0)?.success()?;
+        self.queue
+            .execute(
+                rw_command(io_opcode::WRITE_ZEROES, nsid, lba, blocks),
+                None,
+                0,
+            )?
+            .success()?;
         Ok(())
     }
 
@@ -390,7 +493,9 @@ impl IoQueue {
             data.extend_from_slice(&r.blocks.to_le_bytes());
             data.extend_from_slice(&r.start.0.to_le_bytes());
         }
-        self.queue.execute(cmd, Some(Bytes::from(data)), 0)?.success()?;
+        self.queue
+            .execute(cmd, Some(Bytes::from(data)), 0)?
+            .success()?;
         Ok(())
     }
 }

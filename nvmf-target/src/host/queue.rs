@@ -33,7 +33,10 @@ impl Response {
     pub fn success(self) -> Result<Response, HostError> {
         match self.status() {
             Ok(Status::Success) => Ok(self),
-            _ => Err(HostError::Status { status_field: self.completion.status_field, dw0: self.completion.dw0() }),
+            _ => Err(HostError::Status {
+                status_field: self.completion.status_field,
+                dw0: self.completion.dw0(),
+            }),
         }
     }
 }
@@ -75,21 +78,30 @@ impl Queue {
             inflight: HashMap::new(),
             done: HashMap::new(),
             rx: Vec::new(),
-            limits: DecodeLimits { capsule_data_max: 8192, data_pdu_max: 16 * 1024 * 1024 },
+            limits: DecodeLimits {
+                capsule_data_max: 8192,
+                data_pdu_max: 16 * 1024 * 1024,
+            },
             qid: 0,
         };
         let mut out = Vec::new();
-        IcReq { pfv: 0, hpda: 0, digests, maxr2t: 0 }.encode(&mut out);
+        IcReq {
+            pfv: 0,
+            hpda: 0,
+            digests,
+            maxr2t: 0,
+        }
+        .encode(&mut out);
         q.stream.write_all(&out)?;
-        let resp = loop {
-            match q.next_pdu()? {
-                OwnedPdu::IcResp(r) => break r,
-                OwnedPdu::Term { fes, fei } => return Err(HostError::Terminated { fes, fei }),
-                _ => return Err(HostError::Protocol("expected ICResp")),
-            }
+        let resp = match q.next_pdu()? {
+            OwnedPdu::IcResp(r) => r,
+            OwnedPdu::Term { fes, fei } => return Err(HostError::Terminated { fes, fei }),
+            _ => return Err(HostError::Protocol("expected ICResp")),
         };
         if resp.digests != digests {
-            return Err(HostError::Protocol("ICResp digests differ from the request"));
+            return Err(HostError::Protocol(
+                "ICResp digests differ from the request",
+            ));
         }
         if resp.cpda != 0 {
             return Err(HostError::Protocol("ICResp CPDA is not 0"));
@@ -117,7 +129,12 @@ impl Queue {
     /// Submits `cmd` (its CID is assigned here) with optional host-to-controller
     /// `data` (sent in-capsule when small enough, else on R2T) or room for
     /// `c2h_len` bytes of controller-to-host data. Returns the CID.
-    pub fn submit(&mut self, mut cmd: Command, data: Option<Bytes>, c2h_len: u32) -> Result<u16, HostError> {
+    pub fn submit(
+        &mut self,
+        mut cmd: Command,
+        data: Option<Bytes>,
+        c2h_len: u32,
+    ) -> Result<u16, HostError> {
         let cid = self.allocate_cid()?;
         cmd.set_cid(cid);
         let mut out = Vec::new();
@@ -135,10 +152,21 @@ impl Queue {
                 Bytes::new()
             }
         };
-        CapsuleCmd { sqe: cmd.0, data: &in_capsule }.encode(self.digests, &mut out);
+        CapsuleCmd {
+            sqe: cmd.0,
+            data: &in_capsule,
+        }
+        .encode(self.digests, &mut out);
         self.stream.write_all(&out)?;
         let write_data = if in_capsule.is_empty() { data } else { None };
-        self.inflight.insert(cid, Inflight { write_data, read_buf: Vec::new(), read_len: c2h_len as usize });
+        self.inflight.insert(
+            cid,
+            Inflight {
+                write_data,
+                read_buf: Vec::new(),
+                read_len: c2h_len as usize,
+            },
+        );
         Ok(cid)
     }
 
@@ -160,7 +188,9 @@ impl Queue {
                 return Ok(r);
             }
             if !self.inflight.contains_key(&cid) {
-                return Err(HostError::Protocol("waiting for a command that was not submitted"));
+                return Err(HostError::Protocol(
+                    "waiting for a command that was not submitted",
+                ));
             }
             self.pump()?;
         }
@@ -182,7 +212,12 @@ impl Queue {
     }
 
     /// Submits and waits.
-    pub fn execute(&mut self, cmd: Command, data: Option<Bytes>, c2h_len: u32) -> Result<Response, HostError> {
+    pub fn execute(
+        &mut self,
+        cmd: Command,
+        data: Option<Bytes>,
+        c2h_len: u32,
+    ) -> Result<Response, HostError> {
         let cid = self.submit(cmd, data, c2h_len)?;
         self.wait(cid)
     }
@@ -212,14 +247,27 @@ impl Queue {
                     .inflight
                     .remove(&c.cid)
                     .ok_or(HostError::Protocol("completion for an unknown command id"))?;
-                self.done.insert(c.cid, Response { completion: c, data: inflight.read_buf });
+                self.done.insert(
+                    c.cid,
+                    Response {
+                        completion: c,
+                        data: inflight.read_buf,
+                    },
+                );
             }
-            OwnedPdu::C2HData { command_id, offset, last, success, data } => {
+            OwnedPdu::C2HData {
+                command_id,
+                offset,
+                last,
+                success,
+                data,
+            } => {
                 let f = self
                     .inflight
                     .get_mut(&command_id)
                     .ok_or(HostError::Protocol("C2HData for an unknown command id"))?;
-                if offset as usize != f.read_buf.len() || f.read_buf.len() + data.len() > f.read_len {
+                if offset as usize != f.read_buf.len() || f.read_buf.len() + data.len() > f.read_len
+                {
                     return Err(HostError::Protocol("C2HData outside the expected range"));
                 }
                 f.read_buf.extend_from_slice(&data);
@@ -227,23 +275,51 @@ impl Queue {
                     if !last {
                         return Err(HostError::Protocol("C2HData SUCCESS without LAST"));
                     }
-                    let f = self.inflight.remove(&command_id).ok_or(HostError::Protocol("lost command"))?;
+                    let f = self
+                        .inflight
+                        .remove(&command_id)
+                        .ok_or(HostError::Protocol("lost command"))?;
                     let completion = Completion::new(command_id, Status::Success, 0);
-                    self.done.insert(command_id, Response { completion, data: f.read_buf });
+                    self.done.insert(
+                        command_id,
+                        Response {
+                            completion,
+                            data: f.read_buf,
+                        },
+                    );
                 }
             }
-            OwnedPdu::R2T { command_id, ttag, offset, length } => self.answer_r2t(command_id, ttag, offset, length)?,
+            OwnedPdu::R2T {
+                command_id,
+                ttag,
+                offset,
+                length,
+            } => self.answer_r2t(command_id, ttag, offset, length)?,
             OwnedPdu::Term { fes, fei } => return Err(HostError::Terminated { fes, fei }),
             OwnedPdu::IcResp(_) | OwnedPdu::Other => {
-                return Err(HostError::Protocol("unexpected PDU type from the controller"))
+                return Err(HostError::Protocol(
+                    "unexpected PDU type from the controller",
+                ))
             }
         }
         Ok(())
     }
 
-    fn answer_r2t(&mut self, cid: u16, ttag: u16, offset: u32, length: u32) -> Result<(), HostError> {
-        let f = self.inflight.get(&cid).ok_or(HostError::Protocol("R2T for an unknown command id"))?;
-        let data = f.write_data.as_ref().ok_or(HostError::Protocol("R2T for a command without data"))?;
+    fn answer_r2t(
+        &mut self,
+        cid: u16,
+        ttag: u16,
+        offset: u32,
+        length: u32,
+    ) -> Result<(), HostError> {
+        let f = self
+            .inflight
+            .get(&cid)
+            .ok_or(HostError::Protocol("R2T for an unknown command id"))?;
+        let data = f
+            .write_data
+            .as_ref()
+            .ok_or(HostError::Protocol("R2T for a command without data"))?;
         let end = offset as usize + length as usize;
         if length == 0 || end > data.len() || length > self.maxh2cdata {
             return Err(HostError::Protocol("R2T outside the command's data"));
@@ -253,8 +329,15 @@ impl Queue {
         while pos < end {
             let n = (end - pos).min(self.maxh2cdata as usize);
             let chunk = &data[pos..pos + n];
-            DataPdu { command_id: cid, ttag, offset: pos as u32, last: pos + n == end, success: false, data: chunk }
-                .encode(PduType::H2CData, self.digests, 0, &mut out);
+            DataPdu {
+                command_id: cid,
+                ttag,
+                offset: pos as u32,
+                last: pos + n == end,
+                success: false,
+                data: chunk,
+            }
+            .encode(PduType::H2CData, self.digests, 0, &mut out);
             pos += n;
         }
         self.stream.write_all(&out)?;
@@ -279,7 +362,12 @@ impl Queue {
             }
             let n = match self.stream.read(&mut buf) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Err(HostError::Timeout)
                 }
                 Err(e) => return Err(e.into()),
@@ -346,8 +434,16 @@ impl From<&Pdu<'_>> for OwnedPdu {
                 success: d.success,
                 data: d.data.to_vec(),
             },
-            Pdu::R2T(r) => OwnedPdu::R2T { command_id: r.command_id, ttag: r.ttag, offset: r.offset, length: r.length },
-            Pdu::C2HTermReq(t) | Pdu::H2CTermReq(t) => OwnedPdu::Term { fes: t.fes, fei: t.fei },
+            Pdu::R2T(r) => OwnedPdu::R2T {
+                command_id: r.command_id,
+                ttag: r.ttag,
+                offset: r.offset,
+                length: r.length,
+            },
+            Pdu::C2HTermReq(t) | Pdu::H2CTermReq(t) => OwnedPdu::Term {
+                fes: t.fes,
+                fei: t.fei,
+            },
             Pdu::IcReq(_) | Pdu::CapsuleCmd(_) | Pdu::H2CData(_) => OwnedPdu::Other,
         }
     }

@@ -135,8 +135,18 @@ mod tests {
         c.set_cdw(10, 1);
         c.set_cdw(12, 0x4000_0007);
         c.set_sgl(0, 4096, SGL_TYPE_TRANSPORT);
-        assert_eq!((c.opcode(), c.cid(), c.nsid(), c.psdt()), (0x02, 0xBEEF, 7, 1));
+        assert_eq!(
+            (c.opcode(), c.cid(), c.nsid(), c.psdt()),
+            (0x02, 0xBEEF, 7, 1)
+        );
         assert_eq!((c.cdw(10), c.cdw(12)), (1, 0x4000_0007));
-        assert_eq!(c.sgl(), Sgl { address: 0, length: 4096, kind: SglKind::Transport });
+        assert_eq!(
+            c.sgl(),
+            Sgl {
+                address: 0,
+                length: 4096,
+                kind: SglKind::Transport
+            }
+        );
     }
 }

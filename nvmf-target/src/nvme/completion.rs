@@ -21,7 +21,13 @@ pub struct Completion {
 impl Completion {
     /// A completion for `cid` with `status` and DW0 `dw0`.
     pub fn new(cid: u16, status: Status, dw0: u32) -> Completion {
-        Completion { result: u64::from(dw0), sq_head: 0, sq_id: 0, cid, status_field: status.field() }
+        Completion {
+            result: u64::from(dw0),
+            sq_head: 0,
+            sq_id: 0,
+            cid,
+            status_field: status.field(),
+        }
     }
 
     /// Encodes to wire bytes.
@@ -64,7 +70,13 @@ mod tests {
 
     #[test]
     fn round_trips_and_places_status_above_phase_bit() {
-        let c = Completion { result: 0x1_0000_0002, sq_head: 3, sq_id: 4, cid: 5, status_field: Status::InvalidField.field() };
+        let c = Completion {
+            result: 0x1_0000_0002,
+            sq_head: 3,
+            sq_id: 4,
+            cid: 5,
+            status_field: Status::InvalidField.field(),
+        };
         let b = c.encode();
         assert_eq!(u16::from_le_bytes([b[14], b[15]]), 0x4002 << 1);
         assert_eq!(Completion::decode(&b), c);

@@ -132,11 +132,17 @@ impl ConnectData {
         }
         let f = Fields(buf);
         let field = |off: u16| -> Result<String, ConnectDataError> {
-            let s = f.slice(usize::from(off), 256).ok_or(ConnectDataError::Field(off))?;
-            nul_terminated_str(s).map(str::to_owned).ok_or(ConnectDataError::Field(off))
+            let s = f
+                .slice(usize::from(off), 256)
+                .ok_or(ConnectDataError::Field(off))?;
+            nul_terminated_str(s)
+                .map(str::to_owned)
+                .ok_or(ConnectDataError::Field(off))
         };
         Ok(ConnectData {
-            host_id: f.array::<16>(0).ok_or(ConnectDataError::Length(buf.len()))?,
+            host_id: f
+                .array::<16>(0)
+                .ok_or(ConnectDataError::Length(buf.len()))?,
             cntlid: f.u16(16).ok_or(ConnectDataError::Length(buf.len()))?,
             subsys_nqn: field(CONNECT_DATA_SUBNQN_OFFSET)?,
             host_nqn: field(CONNECT_DATA_HOSTNQN_OFFSET)?,
@@ -175,13 +181,19 @@ mod tests {
         let b = d.encode();
         assert_eq!(b.len(), 1024);
         assert_eq!(ConnectData::decode(&b), Ok(d));
-        assert_eq!(ConnectData::decode(&b[..1000]), Err(ConnectDataError::Length(1000)));
+        assert_eq!(
+            ConnectData::decode(&b[..1000]),
+            Err(ConnectDataError::Length(1000))
+        );
     }
 
     #[test]
     fn invalid_parameter_encoding_matches_linux() {
         // Linux decodes `result >> 16` as IATTR and `result & 0xffff` as IPO.
-        assert_eq!(invalid_parameter_dw0(true, CONNECT_DATA_SUBNQN_OFFSET), 0x1_0100);
+        assert_eq!(
+            invalid_parameter_dw0(true, CONNECT_DATA_SUBNQN_OFFSET),
+            0x1_0100
+        );
         assert_eq!(invalid_parameter_dw0(false, CONNECT_CMD_QID_OFFSET), 42);
     }
 }

@@ -127,7 +127,11 @@ impl ControllerIdentity {
     pub fn decode(b: &[u8]) -> Option<ControllerIdentity> {
         let f = Fields(b);
         let text = |off: usize, len: usize| -> Option<String> {
-            Some(String::from_utf8_lossy(f.slice(off, len)?).trim_end().to_owned())
+            Some(
+                String::from_utf8_lossy(f.slice(off, len)?)
+                    .trim_end()
+                    .to_owned(),
+            )
         };
         Some(ControllerIdentity {
             serial: text(4, 20)?,
@@ -138,7 +142,11 @@ impl ControllerIdentity {
             cntlid: f.u16(78)?,
             version: f.u32(80)?,
             oaes: f.u32(92)?,
-            controller_type: if f.u8(111)? == 2 { ControllerType::Discovery } else { ControllerType::Io },
+            controller_type: if f.u8(111)? == 2 {
+                ControllerType::Discovery
+            } else {
+                ControllerType::Io
+            },
             acl: f.u8(258)?,
             aerl: f.u8(259)?,
             frmw: f.u8(260)?,
@@ -266,7 +274,12 @@ pub fn decode_ns_descriptors(b: &[u8]) -> Vec<(u8, Vec<u8>)> {
 /// ascending, zero-terminated.
 pub fn encode_ns_list(nsids: impl IntoIterator<Item = u32>, after: u32) -> Vec<u8> {
     let mut b = vec![0u8; IDENTIFY_LEN];
-    for (i, nsid) in nsids.into_iter().filter(|n| *n > after).take(IDENTIFY_LEN / 4).enumerate() {
+    for (i, nsid) in nsids
+        .into_iter()
+        .filter(|n| *n > after)
+        .take(IDENTIFY_LEN / 4)
+        .enumerate()
+    {
         put_u32(&mut b, i * 4, nsid);
     }
     b
@@ -322,7 +335,10 @@ mod tests {
         assert_eq!(b[12], b' ');
         assert_eq!(u16::from_le_bytes([b[78], b[79]]), 7);
         assert_eq!((b[512], b[513]), (0x66, 0x44));
-        assert_eq!(u32::from_le_bytes(b[536..540].try_into().unwrap()), 0x0010_0001);
+        assert_eq!(
+            u32::from_le_bytes(b[536..540].try_into().unwrap()),
+            0x0010_0001
+        );
         assert_eq!(u32::from_le_bytes(b[1792..1796].try_into().unwrap()), 516);
         assert_eq!(b[111], 1);
         assert_eq!(ControllerIdentity::decode(&b), Some(sample()));
@@ -330,14 +346,27 @@ mod tests {
 
     #[test]
     fn namespace_identity_round_trips() {
-        let ns = NamespaceIdentity { size_blocks: 1000, block_shift: 12, dlfeat: DLFEAT_READS_ZEROES, nmic: 1, nguid: [9; 16] };
+        let ns = NamespaceIdentity {
+            size_blocks: 1000,
+            block_shift: 12,
+            dlfeat: DLFEAT_READS_ZEROES,
+            nmic: 1,
+            nguid: [9; 16],
+        };
         assert_eq!(NamespaceIdentity::decode(&ns.encode()), Some(ns));
     }
 
     #[test]
     fn descriptor_and_ns_lists_round_trip() {
         let d = decode_ns_descriptors(&encode_ns_descriptors([1; 16], [2; 16]));
-        assert_eq!(d, vec![(nidt::NGUID, vec![1; 16]), (nidt::UUID, vec![2; 16]), (nidt::CSI, vec![0])]);
+        assert_eq!(
+            d,
+            vec![
+                (nidt::NGUID, vec![1; 16]),
+                (nidt::UUID, vec![2; 16]),
+                (nidt::CSI, vec![0])
+            ]
+        );
         assert_eq!(decode_ns_list(&encode_ns_list([1, 3, 9], 1)), vec![3, 9]);
     }
 }

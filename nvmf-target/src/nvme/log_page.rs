@@ -88,7 +88,11 @@ impl DiscoveryEntry {
             Some(String::from_utf8_lossy(&raw[..end]).trim_end().to_owned())
         };
         Some(DiscoveryEntry {
-            adrfam: if f.u8(1)? == 2 { AddressFamily::Ipv6 } else { AddressFamily::Ipv4 },
+            adrfam: if f.u8(1)? == 2 {
+                AddressFamily::Ipv6
+            } else {
+                AddressFamily::Ipv4
+            },
             subtype: match f.u8(2)? {
                 1 => SubsystemType::Referral,
                 3 => SubsystemType::CurrentDiscovery,

@@ -20,13 +20,24 @@ impl<'a> CapsuleCmd<'a> {
     pub(super) fn decode(header: &[u8], data: &'a [u8]) -> Result<CapsuleCmd<'a>, DecodeError> {
         let sqe = crate::wire::Fields(header)
             .array::<64>(8)
-            .ok_or(DecodeError::PduLength { pdu_type: PduType::CapsuleCmd, plen: header.len() as u32 })?;
+            .ok_or(DecodeError::PduLength {
+                pdu_type: PduType::CapsuleCmd,
+                plen: header.len() as u32,
+            })?;
         Ok(CapsuleCmd { sqe, data })
     }
 
     /// Appends the encoded capsule (in-capsule data directly after the header).
     pub fn encode(&self, digests: Digests, out: &mut Vec<u8>) {
-        encode_pdu(out, PduType::CapsuleCmd, 0, &self.sqe, self.data, digests, 0);
+        encode_pdu(
+            out,
+            PduType::CapsuleCmd,
+            0,
+            &self.sqe,
+            self.data,
+            digests,
+            0,
+        );
     }
 }
 
@@ -41,7 +52,10 @@ impl CapsuleResp {
     pub(super) fn decode(header: &[u8]) -> Result<CapsuleResp, DecodeError> {
         let cqe = crate::wire::Fields(header)
             .array::<16>(8)
-            .ok_or(DecodeError::PduLength { pdu_type: PduType::CapsuleResp, plen: header.len() as u32 })?;
+            .ok_or(DecodeError::PduLength {
+                pdu_type: PduType::CapsuleResp,
+                plen: header.len() as u32,
+            })?;
         Ok(CapsuleResp { cqe })
     }
 

@@ -1,7 +1,8 @@
 //! H2CData and C2HData (TP 8000, figures 30 and 31): one layout, two directions.
 
 use super::{
-    encode_pdu, encode_pdu_header, CommonHeader, DecodeError, Digests, PduType, FLAG_DATA_LAST, FLAG_DATA_SUCCESS,
+    encode_pdu, encode_pdu_header, CommonHeader, DecodeError, Digests, PduType, FLAG_DATA_LAST,
+    FLAG_DATA_SUCCESS,
 };
 use crate::wire::Fields;
 
@@ -26,15 +27,25 @@ pub struct DataPdu<'a> {
 }
 
 impl<'a> DataPdu<'a> {
-    pub(super) fn decode(ch: &CommonHeader, header: &[u8], data: &'a [u8]) -> Result<DataPdu<'a>, DecodeError> {
+    pub(super) fn decode(
+        ch: &CommonHeader,
+        header: &[u8],
+        data: &'a [u8],
+    ) -> Result<DataPdu<'a>, DecodeError> {
         let f = Fields(header);
-        let short = DecodeError::PduLength { pdu_type: ch.pdu_type, plen: ch.plen };
+        let short = DecodeError::PduLength {
+            pdu_type: ch.pdu_type,
+            plen: ch.plen,
+        };
         let command_id = f.u16(8).ok_or(short.clone())?;
         let ttag = f.u16(10).ok_or(short.clone())?;
         let offset = f.u32(12).ok_or(short.clone())?;
         let length = f.u32(16).ok_or(short)?;
         if length as usize != data.len() {
-            return Err(DecodeError::DataLength { field: length, carried: data.len() });
+            return Err(DecodeError::DataLength {
+                field: length,
+                carried: data.len(),
+            });
         }
         let last = ch.flags & FLAG_DATA_LAST != 0;
         let success = ch.flags & FLAG_DATA_SUCCESS != 0;
@@ -42,7 +53,14 @@ impl<'a> DataPdu<'a> {
             // SUCCESS is only defined for C2HData and requires LAST_PDU.
             return Err(DecodeError::Unsupported { offset: 1 });
         }
-        Ok(DataPdu { command_id, ttag, offset, last, success, data })
+        Ok(DataPdu {
+            command_id,
+            ttag,
+            offset,
+            last,
+            success,
+            data,
+        })
     }
 
     fn specific(&self) -> [u8; DATA_HLEN - 8] {
@@ -55,14 +73,29 @@ impl<'a> DataPdu<'a> {
     }
 
     fn flags(&self) -> u8 {
-        (if self.last { FLAG_DATA_LAST } else { 0 }) | (if self.success { FLAG_DATA_SUCCESS } else { 0 })
+        (if self.last { FLAG_DATA_LAST } else { 0 })
+            | (if self.success { FLAG_DATA_SUCCESS } else { 0 })
     }
 
     /// Appends a complete PDU of type `pdu_type` (H2CData or C2HData). `data_align`
     /// is the peer's requested data alignment in bytes (0 or 4 for none).
-    pub fn encode(&self, pdu_type: PduType, digests: Digests, data_align: usize, out: &mut Vec<u8>) {
+    pub fn encode(
+        &self,
+        pdu_type: PduType,
+        digests: Digests,
+        data_align: usize,
+        out: &mut Vec<u8>,
+    ) {
         assert!(matches!(pdu_type, PduType::H2CData | PduType::C2HData));
-        encode_pdu(out, pdu_type, self.flags(), &self.specific(), self.data, digests, data_align);
+        encode_pdu(
+            out,
+            pdu_type,
+            self.flags(),
+            &self.specific(),
+            self.data,
+            digests,
+            data_align,
+        );
     }
 
     /// Appends only the part before the data (header, digest, padding) so the
@@ -76,7 +109,15 @@ impl<'a> DataPdu<'a> {
         out: &mut Vec<u8>,
     ) -> Option<[u8; 4]> {
         assert!(matches!(pdu_type, PduType::H2CData | PduType::C2HData));
-        encode_pdu_header(out, pdu_type, self.flags(), &self.specific(), self.data.len(), digests, data_align);
+        encode_pdu_header(
+            out,
+            pdu_type,
+            self.flags(),
+            &self.specific(),
+            self.data.len(),
+            digests,
+            data_align,
+        );
         super::data_digest_for(pdu_type, self.data, digests)
     }
 }

@@ -1,6 +1,9 @@
 //! The 8-byte common header every NVMe/TCP PDU starts with.
 
-use super::{DecodeError, DecodeLimits, Digests, CAPSULE_CMD_HLEN, DATA_HLEN, DIGEST_LEN, IC_PDU_LEN, TERM_MAX_PLEN};
+use super::{
+    DecodeError, DecodeLimits, Digests, CAPSULE_CMD_HLEN, DATA_HLEN, DIGEST_LEN, IC_PDU_LEN,
+    TERM_MAX_PLEN,
+};
 use crate::wire::Fields;
 
 /// Length of the common header (PDU-Type, FLAGS, HLEN, PDO, PLEN).
@@ -63,14 +66,21 @@ impl PduType {
 
     /// Whether header/data digests apply to this type once negotiated.
     pub fn carries_digests(self) -> bool {
-        !matches!(self, PduType::IcReq | PduType::IcResp | PduType::H2CTermReq | PduType::C2HTermReq)
+        !matches!(
+            self,
+            PduType::IcReq | PduType::IcResp | PduType::H2CTermReq | PduType::C2HTermReq
+        )
     }
 
     /// Whether this type may carry a data section.
     pub fn carries_data(self) -> bool {
         matches!(
             self,
-            PduType::CapsuleCmd | PduType::H2CData | PduType::C2HData | PduType::H2CTermReq | PduType::C2HTermReq
+            PduType::CapsuleCmd
+                | PduType::H2CData
+                | PduType::C2HData
+                | PduType::H2CTermReq
+                | PduType::C2HTermReq
         )
     }
 
@@ -118,6 +128,12 @@ impl CommonHeader {
         if hlen != pdu_type.hlen() {
             return Err(DecodeError::HeaderLength { pdu_type, hlen });
         }
-        Ok(Some(CommonHeader { pdu_type, flags, hlen, pdo, plen }))
+        Ok(Some(CommonHeader {
+            pdu_type,
+            flags,
+            hlen,
+            pdo,
+            plen,
+        }))
     }
 }

@@ -10,7 +10,10 @@ const DIGEST_HEADER_BIT: u8 = 0x01;
 const DIGEST_DATA_BIT: u8 = 0x02;
 
 fn digests_from(byte: u8) -> Digests {
-    Digests { header: byte & DIGEST_HEADER_BIT != 0, data: byte & DIGEST_DATA_BIT != 0 }
+    Digests {
+        header: byte & DIGEST_HEADER_BIT != 0,
+        data: byte & DIGEST_DATA_BIT != 0,
+    }
 }
 
 fn digest_byte(d: Digests) -> u8 {
@@ -33,7 +36,10 @@ pub struct IcReq {
 impl IcReq {
     pub(super) fn decode(header: &[u8]) -> Result<IcReq, DecodeError> {
         let f = Fields(header);
-        let short = DecodeError::PduLength { pdu_type: PduType::IcReq, plen: header.len() as u32 };
+        let short = DecodeError::PduLength {
+            pdu_type: PduType::IcReq,
+            plen: header.len() as u32,
+        };
         let pfv = f.u16(8).ok_or(short.clone())?;
         let hpda = f.u8(10).ok_or(short.clone())?;
         let dgst = f.u8(11).ok_or(short.clone())?;
@@ -44,7 +50,12 @@ impl IcReq {
         if hpda > 31 {
             return Err(DecodeError::Unsupported { offset: 10 });
         }
-        Ok(IcReq { pfv, hpda, digests: digests_from(dgst), maxr2t })
+        Ok(IcReq {
+            pfv,
+            hpda,
+            digests: digests_from(dgst),
+            maxr2t,
+        })
     }
 
     /// Appends the encoded ICReq to `out`.
@@ -54,7 +65,15 @@ impl IcReq {
         specific[2] = self.hpda;
         specific[3] = digest_byte(self.digests);
         specific[4..8].copy_from_slice(&self.maxr2t.to_le_bytes());
-        encode_pdu(out, PduType::IcReq, 0, &specific, &[], Digests::default(), 0);
+        encode_pdu(
+            out,
+            PduType::IcReq,
+            0,
+            &specific,
+            &[],
+            Digests::default(),
+            0,
+        );
     }
 }
 
@@ -74,7 +93,10 @@ pub struct IcResp {
 impl IcResp {
     pub(super) fn decode(header: &[u8]) -> Result<IcResp, DecodeError> {
         let f = Fields(header);
-        let short = DecodeError::PduLength { pdu_type: PduType::IcResp, plen: header.len() as u32 };
+        let short = DecodeError::PduLength {
+            pdu_type: PduType::IcResp,
+            plen: header.len() as u32,
+        };
         let pfv = f.u16(8).ok_or(short.clone())?;
         let cpda = f.u8(10).ok_or(short.clone())?;
         let dgst = f.u8(11).ok_or(short.clone())?;
@@ -85,7 +107,12 @@ impl IcResp {
         if maxh2cdata < 4096 || maxh2cdata % 4 != 0 {
             return Err(DecodeError::Unsupported { offset: 12 });
         }
-        Ok(IcResp { pfv, cpda, digests: digests_from(dgst), maxh2cdata })
+        Ok(IcResp {
+            pfv,
+            cpda,
+            digests: digests_from(dgst),
+            maxh2cdata,
+        })
     }
 
     /// Appends the encoded ICResp to `out`.
@@ -95,6 +122,14 @@ impl IcResp {
         specific[2] = self.cpda;
         specific[3] = digest_byte(self.digests);
         specific[4..8].copy_from_slice(&self.maxh2cdata.to_le_bytes());
-        encode_pdu(out, PduType::IcResp, 0, &specific, &[], Digests::default(), 0);
+        encode_pdu(
+            out,
+            PduType::IcResp,
+            0,
+            &specific,
+            &[],
+            Digests::default(),
+            0,
+        );
     }
 }

@@ -65,7 +65,10 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self { capsule_data_max: 8192, data_pdu_max: 128 * 1024 }
+        Self {
+            capsule_data_max: 8192,
+            data_pdu_max: 128 * 1024,
+        }
     }
 }
 
@@ -222,12 +225,18 @@ pub fn decode<'a>(
     };
     let plen_max = ch.pdu_type.plen_max(digests, limits);
     if ch.plen as usize > plen_max {
-        return Err(DecodeError::TooLong { plen: ch.plen, max: u32::try_from(plen_max).unwrap_or(u32::MAX) });
+        return Err(DecodeError::TooLong {
+            plen: ch.plen,
+            max: u32::try_from(plen_max).unwrap_or(u32::MAX),
+        });
     }
     let hlen = usize::from(ch.hlen);
     let plen = ch.plen as usize;
     if plen < hlen {
-        return Err(DecodeError::PduLength { pdu_type: ch.pdu_type, plen: ch.plen });
+        return Err(DecodeError::PduLength {
+            pdu_type: ch.pdu_type,
+            plen: ch.plen,
+        });
     }
     if buf.len() < plen {
         return Ok(None);
@@ -251,7 +260,11 @@ pub fn decode<'a>(
         PduType::C2HData => Pdu::C2HData(DataPdu::decode(&ch, header, data)?),
         PduType::R2T => Pdu::R2T(R2t::decode(header)?),
     };
-    Ok(Some(Decoded { pdu, len: plen, data_digest_ok }))
+    Ok(Some(Decoded {
+        pdu,
+        len: plen,
+        data_digest_ok,
+    }))
 }
 
 /// Where the data section of a PDU sits, after validating flags, PDO and digests.
@@ -265,13 +278,20 @@ impl Layout {
     fn of(ch: &CommonHeader, pdu: &[u8], digests: Digests) -> Result<Layout, DecodeError> {
         let hlen = usize::from(ch.hlen);
         let plen = pdu.len();
-        let bad_len = || DecodeError::PduLength { pdu_type: ch.pdu_type, plen: ch.plen };
+        let bad_len = || DecodeError::PduLength {
+            pdu_type: ch.pdu_type,
+            plen: ch.plen,
+        };
         if !ch.pdu_type.carries_digests() {
             // ICReq/ICResp/TermReq: never digested; data (TermReq only) follows the header.
             if ch.flags & (FLAG_HDGST | FLAG_DDGST) != 0 {
                 return Err(DecodeError::DigestFlags { flags: ch.flags });
             }
-            return Ok(Layout { data_start: hlen, data_end: plen, data_digest: None });
+            return Ok(Layout {
+                data_start: hlen,
+                data_end: plen,
+                data_digest: None,
+            });
         }
         let has_hdgst = ch.flags & FLAG_HDGST != 0;
         if has_hdgst != digests.header {
@@ -295,14 +315,22 @@ impl Layout {
             if plen != header_end {
                 return Err(bad_len());
             }
-            return Ok(Layout { data_start: plen, data_end: plen, data_digest: None });
+            return Ok(Layout {
+                data_start: plen,
+                data_end: plen,
+                data_digest: None,
+            });
         }
         if plen == header_end && (ch.pdo == 0 || usize::from(ch.pdo) == header_end) {
             // A CapsuleCmd without in-capsule data (or an empty data PDU).
             if has_ddgst {
                 return Err(DecodeError::DigestFlags { flags: ch.flags });
             }
-            return Ok(Layout { data_start: plen, data_end: plen, data_digest: None });
+            return Ok(Layout {
+                data_start: plen,
+                data_end: plen,
+                data_digest: None,
+            });
         }
         if has_ddgst != digests.data {
             return Err(DecodeError::DigestFlags { flags: ch.flags });
@@ -311,12 +339,24 @@ impl Layout {
         if pdo < header_end {
             return Err(DecodeError::DataOffset { pdo: ch.pdo });
         }
-        let data_end = if has_ddgst { plen.checked_sub(DIGEST_LEN).ok_or_else(bad_len)? } else { plen };
+        let data_end = if has_ddgst {
+            plen.checked_sub(DIGEST_LEN).ok_or_else(bad_len)?
+        } else {
+            plen
+        };
         if pdo > data_end {
             return Err(DecodeError::DataOffset { pdo: ch.pdo });
         }
-        let data_digest = if has_ddgst { crate::wire::Fields(pdu).u32(data_end) } else { None };
-        Ok(Layout { data_start: pdo, data_end, data_digest })
+        let data_digest = if has_ddgst {
+            crate::wire::Fields(pdu).u32(data_end)
+        } else {
+            None
+        };
+        Ok(Layout {
+            data_start: pdo,
+            data_end,
+            data_digest,
+        })
     }
 }
 
@@ -333,13 +373,23 @@ pub(crate) fn encode_pdu(
     data_align: usize,
 ) {
     let start = out.len();
-    encode_pdu_header(out, pdu_type, flags, specific, data.len(), digests, data_align);
+    encode_pdu_header(
+        out,
+        pdu_type,
+        flags,
+        specific,
+        data.len(),
+        digests,
+        data_align,
+    );
     out.extend_from_slice(data);
     if let Some(dd) = data_digest_for(pdu_type, data, digests) {
         out.extend_from_slice(&dd);
     }
     debug_assert_eq!(
-        crate::wire::Fields(&out[start..]).u32(4).map(|p| p as usize),
+        crate::wire::Fields(&out[start..])
+            .u32(4)
+            .map(|p| p as usize),
         Some(out.len() - start)
     );
 }
@@ -366,8 +416,16 @@ pub(crate) fn encode_pdu_header(
 ) {
     let hlen = COMMON_HEADER_LEN + specific.len();
     let digested = pdu_type.carries_digests();
-    let hdgst = if digested && digests.header { DIGEST_LEN } else { 0 };
-    let ddgst = if digested && pdu_type.carries_data() && digests.data && data_len > 0 { DIGEST_LEN } else { 0 };
+    let hdgst = if digested && digests.header {
+        DIGEST_LEN
+    } else {
+        0
+    };
+    let ddgst = if digested && pdu_type.carries_data() && digests.data && data_len > 0 {
+        DIGEST_LEN
+    } else {
+        0
+    };
     if hdgst > 0 {
         flags |= FLAG_HDGST;
     }
@@ -384,7 +442,11 @@ pub(crate) fn encode_pdu_header(
     } else {
         header_end
     };
-    let plen = if data_len == 0 { header_end } else { pdo.max(header_end) + data_len + ddgst };
+    let plen = if data_len == 0 {
+        header_end
+    } else {
+        pdo.max(header_end) + data_len + ddgst
+    };
     let start = out.len();
     out.extend_from_slice(&[pdu_type as u8, flags, hlen as u8, pdo as u8]);
     out.extend_from_slice(&(plen as u32).to_le_bytes());

@@ -22,7 +22,10 @@ pub struct R2t {
 impl R2t {
     pub(super) fn decode(header: &[u8]) -> Result<R2t, DecodeError> {
         let f = Fields(header);
-        let short = DecodeError::PduLength { pdu_type: PduType::R2T, plen: header.len() as u32 };
+        let short = DecodeError::PduLength {
+            pdu_type: PduType::R2T,
+            plen: header.len() as u32,
+        };
         let r2t = R2t {
             command_id: f.u16(8).ok_or(short.clone())?,
             ttag: f.u16(10).ok_or(short.clone())?,

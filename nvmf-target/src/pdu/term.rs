@@ -41,14 +41,24 @@ pub struct TermReq<'a> {
 impl<'a> TermReq<'a> {
     pub(super) fn decode(header: &[u8], data: &'a [u8]) -> Result<TermReq<'a>, DecodeError> {
         let f = Fields(header);
-        let short = DecodeError::PduLength { pdu_type: PduType::C2HTermReq, plen: header.len() as u32 };
-        Ok(TermReq { fes: f.u16(8).ok_or(short.clone())?, fei: f.u32(10).ok_or(short)?, data })
+        let short = DecodeError::PduLength {
+            pdu_type: PduType::C2HTermReq,
+            plen: header.len() as u32,
+        };
+        Ok(TermReq {
+            fes: f.u16(8).ok_or(short.clone())?,
+            fei: f.u32(10).ok_or(short)?,
+            data,
+        })
     }
 
     /// Appends the encoded PDU of `pdu_type` (H2CTermReq or C2HTermReq); the
     /// offending header is truncated to 128 bytes. Never digested.
     pub fn encode(&self, pdu_type: PduType, out: &mut Vec<u8>) {
-        assert!(matches!(pdu_type, PduType::H2CTermReq | PduType::C2HTermReq));
+        assert!(matches!(
+            pdu_type,
+            PduType::H2CTermReq | PduType::C2HTermReq
+        ));
         let mut s = [0u8; TERM_HLEN - 8];
         s[0..2].copy_from_slice(&self.fes.to_le_bytes());
         s[2..6].copy_from_slice(&self.fei.to_le_bytes());

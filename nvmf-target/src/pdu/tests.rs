@@ -2,12 +2,19 @@ use super::*;
 use proptest::prelude::*;
 
 fn decode_all(buf: &[u8], digests: Digests) -> Decoded<'_> {
-    let limits = DecodeLimits { capsule_data_max: 16384, data_pdu_max: 65536 };
+    let limits = DecodeLimits {
+        capsule_data_max: 16384,
+        data_pdu_max: 65536,
+    };
     let d = decode(buf, digests, &limits).unwrap().unwrap();
     assert_eq!(d.len, buf.len(), "decoder must consume exactly one PDU");
     // Every strict prefix is incomplete, never an error or a panic.
     for cut in [0, 1, 7, 8, buf.len() / 2, buf.len() - 1] {
-        assert_eq!(decode(&buf[..cut], digests, &limits), Ok(None), "prefix {cut}");
+        assert_eq!(
+            decode(&buf[..cut], digests, &limits),
+            Ok(None),
+            "prefix {cut}"
+        );
     }
     d
 }
@@ -113,18 +120,31 @@ fn hostile_plen_is_rejected_before_buffering() {
 
 #[test]
 fn header_digest_mismatch_is_detected() {
-    let d = Digests { header: true, data: false };
+    let d = Digests {
+        header: true,
+        data: false,
+    };
     let mut buf = Vec::new();
     CapsuleResp { cqe: [3; 16] }.encode(d, &mut buf);
     buf[10] ^= 1;
-    assert_eq!(decode(&buf, d, &DecodeLimits::default()), Err(DecodeError::HeaderDigest));
+    assert_eq!(
+        decode(&buf, d, &DecodeLimits::default()),
+        Err(DecodeError::HeaderDigest)
+    );
 }
 
 #[test]
 fn data_digest_mismatch_is_reported_not_fatal() {
-    let d = Digests { header: false, data: true };
+    let d = Digests {
+        header: false,
+        data: true,
+    };
     let mut buf = Vec::new();
-    CapsuleCmd { sqe: [0; 64], data: &[1, 2, 3, 4] }.encode(d, &mut buf);
+    CapsuleCmd {
+        sqe: [0; 64],
+        data: &[1, 2, 3, 4],
+    }
+    .encode(d, &mut buf);
     let n = buf.len();
     buf[n - 5] ^= 0xff;
     let decoded = decode(&buf, d, &DecodeLimits::default()).unwrap().unwrap();
@@ -134,7 +154,17 @@ fn data_digest_mismatch_is_reported_not_fatal() {
 #[test]
 fn digest_flags_must_match_negotiation() {
     let mut buf = Vec::new();
-    CapsuleCmd { sqe: [0; 64], data: &[] }.encode(Digests { header: true, data: false }, &mut buf);
+    CapsuleCmd {
+        sqe: [0; 64],
+        data: &[],
+    }
+    .encode(
+        Digests {
+            header: true,
+            data: false,
+        },
+        &mut buf,
+    );
     assert!(matches!(
         decode(&buf, Digests::default(), &DecodeLimits::default()),
         Err(DecodeError::DigestFlags { .. })
@@ -144,15 +174,27 @@ fn digest_flags_must_match_negotiation() {
 #[test]
 fn unknown_type_and_bad_hlen_are_rejected() {
     let buf = [0x08, 0, 24, 0, 24, 0, 0, 0];
-    assert_eq!(decode(&buf, Digests::default(), &DecodeLimits::default()), Err(DecodeError::UnknownType { pdu_type: 8 }));
+    assert_eq!(
+        decode(&buf, Digests::default(), &DecodeLimits::default()),
+        Err(DecodeError::UnknownType { pdu_type: 8 })
+    );
     let buf = [PduType::CapsuleCmd as u8, 0, 24, 0, 24, 0, 0, 0];
-    assert!(matches!(decode(&buf, Digests::default(), &DecodeLimits::default()), Err(DecodeError::HeaderLength { .. })));
+    assert!(matches!(
+        decode(&buf, Digests::default(), &DecodeLimits::default()),
+        Err(DecodeError::HeaderLength { .. })
+    ));
 }
 
 #[test]
 fn icreq_with_nonzero_pfv_is_unsupported() {
     let mut buf = Vec::new();
-    IcReq { pfv: 0, hpda: 0, digests: Digests::default(), maxr2t: 0 }.encode(&mut buf);
+    IcReq {
+        pfv: 0,
+        hpda: 0,
+        digests: Digests::default(),
+        maxr2t: 0,
+    }
+    .encode(&mut buf);
     buf[8] = 1;
     let err = decode(&buf, Digests::default(), &DecodeLimits::default()).unwrap_err();
     assert_eq!(err.fes(), FatalErrorStatus::UnsupportedParameter);
@@ -162,10 +204,20 @@ fn icreq_with_nonzero_pfv_is_unsupported() {
 #[test]
 fn linux_style_capsule_with_inline_data_decodes() {
     // Linux sets PDO = HLEN + header digest length when in-capsule data follows.
-    let d = Digests { header: true, data: true };
+    let d = Digests {
+        header: true,
+        data: true,
+    };
     let mut buf = Vec::new();
-    CapsuleCmd { sqe: [9; 64], data: &[7; 1024] }.encode(d, &mut buf);
+    CapsuleCmd {
+        sqe: [9; 64],
+        data: &[7; 1024],
+    }
+    .encode(d, &mut buf);
     assert_eq!(buf[3], 76);
-    assert_eq!(u32::from_le_bytes(buf[4..8].try_into().unwrap()) as usize, 72 + 4 + 1024 + 4);
+    assert_eq!(
+        u32::from_le_bytes(buf[4..8].try_into().unwrap()) as usize,
+        72 + 4 + 1024 + 4
+    );
     assert_eq!(buf[1], FLAG_HDGST | FLAG_DDGST);
 }

@@ -101,20 +101,28 @@ pub struct TargetHandle {
 }
 
 fn validate(limits: &Limits) -> Result<(), StartError> {
-    if limits.maxh2cdata < 4096 || limits.maxh2cdata % 4 != 0 {
-        return Err(StartError::InvalidLimits("MAXH2CDATA must be a multiple of 4 and at least 4096"));
+    if limits.maxh2cdata < 4096 || limits.maxh2cdata & 0x3 != 0 {
+        return Err(StartError::InvalidLimits(
+            "MAXH2CDATA must be a multiple of 4 and at least 4096",
+        ));
     }
     if !limits.mdts_bytes.is_power_of_two() || limits.mdts_bytes < 4096 {
-        return Err(StartError::InvalidLimits("the transfer size limit must be a power of two >= 4096"));
+        return Err(StartError::InvalidLimits(
+            "the transfer size limit must be a power of two >= 4096",
+        ));
     }
     if limits.queue_depth_max < 32 {
         return Err(StartError::InvalidLimits("queue depth must be at least 32"));
     }
-    if limits.inline_data_max % 16 != 0 {
-        return Err(StartError::InvalidLimits("inline data size must be a multiple of 16"));
+    if limits.inline_data_max & 0xF != 0 {
+        return Err(StartError::InvalidLimits(
+            "inline data size must be a multiple of 16",
+        ));
     }
     if limits.io_queues_max == 0 {
-        return Err(StartError::InvalidLimits("at least one I/O queue is needed"));
+        return Err(StartError::InvalidLimits(
+            "at least one I/O queue is needed",
+        ));
     }
     Ok(())
 }
@@ -123,20 +131,33 @@ const ACCEPT_WAKER: Token = Token(usize::MAX);
 
 impl Target {
     /// Binds the listeners and starts the acceptor and reactor threads.
-    pub fn start(config: TargetConfig, subsystem: Arc<Subsystem>) -> Result<TargetHandle, StartError> {
+    pub fn start(
+        config: TargetConfig,
+        subsystem: Arc<Subsystem>,
+    ) -> Result<TargetHandle, StartError> {
         validate(&config.limits)?;
         if config.listen_addrs.is_empty() {
             return Err(StartError::NoListener);
         }
         let mut listeners = Vec::new();
-        for (addrs, kind) in [(&config.listen_addrs, PortKind::Io), (&config.discovery_addrs, PortKind::Discovery)] {
+        for (addrs, kind) in [
+            (&config.listen_addrs, PortKind::Io),
+            (&config.discovery_addrs, PortKind::Discovery),
+        ] {
             for addr in addrs {
-                let l = TcpListener::bind(*addr).map_err(|source| StartError::Bind { addr: *addr, source })?;
+                let l = TcpListener::bind(*addr).map_err(|source| StartError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
                 listeners.push((l, kind));
             }
         }
         let bound = |kind: PortKind| -> Vec<SocketAddr> {
-            listeners.iter().filter(|(_, k)| *k == kind).filter_map(|(l, _)| l.local_addr().ok()).collect()
+            listeners
+                .iter()
+                .filter(|(_, k)| *k == kind)
+                .filter_map(|(l, _)| l.local_addr().ok())
+                .collect()
         };
         let local_addrs = bound(PortKind::Io);
         let discovery_addrs = bound(PortKind::Discovery);
@@ -170,9 +191,12 @@ impl Target {
             threads.push(t);
         }
         let poll = Poll::new().map_err(StartError::Runtime)?;
-        let accept_waker = Arc::new(Waker::new(poll.registry(), ACCEPT_WAKER).map_err(StartError::Runtime)?);
+        let accept_waker =
+            Arc::new(Waker::new(poll.registry(), ACCEPT_WAKER).map_err(StartError::Runtime)?);
         for (i, (l, _)) in listeners.iter_mut().enumerate() {
-            poll.registry().register(l, Token(i), Interest::READABLE).map_err(StartError::Runtime)?;
+            poll.registry()
+                .register(l, Token(i), Interest::READABLE)
+                .map_err(StartError::Runtime)?;
         }
         let acceptor = Acceptor {
             poll,
@@ -189,7 +213,13 @@ impl Target {
             .map_err(StartError::Runtime)?;
         threads.push(t);
         wakers.push(accept_waker);
-        Ok(TargetHandle { local_addrs, discovery_addrs, stop, wakers, threads })
+        Ok(TargetHandle {
+            local_addrs,
+            discovery_addrs,
+            stop,
+            wakers,
+            threads,
+        })
     }
 }
 
@@ -245,14 +275,19 @@ impl Acceptor {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
         while !self.stop.load(Ordering::Acquire) {
-            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(500))) {
+            if let Err(e) = self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(500)))
+            {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "acceptor poll failed");
                     return;
                 }
             }
             for ev in events.iter() {
-                let Some((listener, kind)) = self.listeners.get(ev.token().0) else { continue };
+                let Some((listener, kind)) = self.listeners.get(ev.token().0) else {
+                    continue;
+                };
                 loop {
                     match listener.accept() {
                         Ok((stream, peer)) => {
@@ -263,7 +298,10 @@ impl Acceptor {
                             self.connections.fetch_add(1, Ordering::AcqRel);
                             let inbox = &self.inboxes[self.next % self.inboxes.len()];
                             self.next = self.next.wrapping_add(1);
-                            inbox.send(reactor::Message::Accepted { stream, kind: *kind });
+                            inbox.send(reactor::Message::Accepted {
+                                stream,
+                                kind: *kind,
+                            });
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) => {

@@ -32,7 +32,11 @@ pub(super) enum Message {
     /// A new connection to own.
     Accepted { stream: TcpStream, kind: PortKind },
     /// A namespace operation finished.
-    IoDone { token: usize, tag: u16, result: Result<IoOutput, NamespaceError> },
+    IoDone {
+        token: usize,
+        tag: u16,
+        result: Result<IoOutput, NamespaceError>,
+    },
     /// Something changed for this connection (an asynchronous event or teardown).
     Poke { token: usize },
 }
@@ -83,7 +87,14 @@ impl Reactor {
         // INVARIANT: the inbox is bounded in practice by queue depth times
         // connections (one message per in-flight command) plus accepts.
         let (tx, rx) = crossbeam_channel::unbounded();
-        Ok(Reactor { shared, poll, inbox: Inbox { tx, waker }, rx, sockets: HashMap::new(), next_token: 1 })
+        Ok(Reactor {
+            shared,
+            poll,
+            inbox: Inbox { tx, waker },
+            rx,
+            sockets: HashMap::new(),
+            next_token: 1,
+        })
     }
 
     pub fn waker(&self) -> Arc<Waker> {
@@ -99,7 +110,10 @@ impl Reactor {
         let mut buf = vec![0u8; READ_CHUNK_BYTES];
         let mut last_tick = Instant::now();
         while !self.shared.stop.load(Ordering::Acquire) {
-            let timeout = self.shared.tick_interval.saturating_sub(last_tick.elapsed());
+            let timeout = self
+                .shared
+                .tick_interval
+                .saturating_sub(last_tick.elapsed());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "reactor poll failed");
@@ -168,8 +182,11 @@ impl Reactor {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(token), Interest::READABLE | Interest::WRITABLE)
-        {
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             tracing::warn!(error = %e, "cannot register socket");
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
             return;
@@ -184,11 +201,20 @@ impl Reactor {
             advertised_addr: self.shared.advertised_addr,
             notifier: Arc::new(move || inbox.send(Message::Poke { token })),
         };
-        self.sockets.insert(token, Socket { stream, conn: Connection::new(ctx), read_paused: false });
+        self.sockets.insert(
+            token,
+            Socket {
+                stream,
+                conn: Connection::new(ctx),
+                read_paused: false,
+            },
+        );
     }
 
     fn read(&mut self, token: usize, buf: &mut [u8]) {
-        let Some(s) = self.sockets.get_mut(&token) else { return };
+        let Some(s) = self.sockets.get_mut(&token) else {
+            return;
+        };
         s.read_paused = false;
         loop {
             if !s.conn.wants_input() {
@@ -216,7 +242,9 @@ impl Reactor {
     /// drops the socket once the connection is closed and flushed.
     fn service(&mut self, token: usize, buf: &mut [u8]) {
         for _ in 0..64 {
-            let Some(s) = self.sockets.get_mut(&token) else { return };
+            let Some(s) = self.sockets.get_mut(&token) else {
+                return;
+            };
             for req in s.conn.take_io_requests() {
                 let inbox = self.inbox.clone();
                 req.start(move |tag, result| inbox.send(Message::IoDone { token, tag, result }));
@@ -249,7 +277,11 @@ impl Reactor {
             if out.is_empty() {
                 return false;
             }
-            let slices: Vec<IoSlice<'_>> = out.iter().take(WRITE_SLICES_MAX).map(|b| IoSlice::new(b)).collect();
+            let slices: Vec<IoSlice<'_>> = out
+                .iter()
+                .take(WRITE_SLICES_MAX)
+                .map(|b| IoSlice::new(b))
+                .collect();
             match s.stream.write_vectored(&slices) {
                 Ok(0) => return true,
                 Ok(n) => s.conn.consumed_output(n),
