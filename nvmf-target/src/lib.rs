@@ -10,6 +10,25 @@
 //!
 //! Invariants: no input from the network can panic this crate; every buffer grown
 //! from a peer's length field is bounded by configuration first.
+//!
+//! Starting a target with one namespace visible to one host:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use nvmf_target::{BlockSize, HostAcl, MemoryNamespace, Subsystem, SubsystemConfig, Target, TargetConfig};
+//!
+//! let subsystem = Subsystem::new(SubsystemConfig::new("nqn.2024-01.io.keel:node1", "KEEL0001"));
+//! let volume = MemoryNamespace::new(BlockSize::B4096, 1024, [0x42; 16]);
+//! subsystem
+//!     .add_namespace(1, volume, HostAcl::hosts(["nqn.2014-08.org.nvmexpress:uuid:host-a"]))
+//!     .unwrap();
+//! let mut config = TargetConfig::on("127.0.0.1".parse().unwrap());
+//! config.listen_addrs[0].set_port(0); // 4420 by default
+//! config.discovery_addrs[0].set_port(0); // 8009 by default
+//! let target = Target::start(config, subsystem.clone()).unwrap();
+//! println!("serving on {:?}", target.local_addrs());
+//! target.shutdown();
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod backend;
