@@ -40,7 +40,7 @@ GUEST_BINARIES=(/usr/bin/bash /usr/sbin/nvme /usr/bin/fio /usr/sbin/mke2fs /usr/
     /usr/bin/cmp /usr/bin/kmod /usr/bin/socat)
 # Modules (names or aliases) whose dependency closure goes into the guest.
 GUEST_MODULES=(nvme-tcp nvme-fabrics nvme-core crc32c crc32c_generic crc32c-intel
-    ext4 virtio_net virtio_pci virtio_blk configfs)
+    ext4 virtio_net virtio_pci virtio_blk configfs loop)
 
 log() { printf 'prepare.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -294,13 +294,18 @@ build_generation() {
 }
 
 main() {
+    mkdir -p "$CACHE_DIR"
+    # Test processes may call this concurrently; one builds, the others wait.
+    exec 9>"$CACHE_DIR/.lock"
+    flock 9
     ensure_host_packages
     mkdir -p "$CACHE_DIR/work"
 
     # Everything the shared userland is built from; a change rebuilds all.
     USERLAND_KEY="$(
         {
-            sha256sum "$HERE/prepare.sh" "$HERE/init"
+            # Contents only: the key must not depend on the checkout's path.
+            cat "$HERE/prepare.sh" "$HERE/init" | sha256sum
             dpkg-query -W -f='${Package}=${Version}\n' "${HOST_PACKAGES[@]}"
         } | sha256sum | cut -d' ' -f1
     )"

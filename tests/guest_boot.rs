@@ -1,0 +1,167 @@
+//! Proves the QEMU guest harness works on both kernel generations: the
+//! NVMe/TCP host modules load, every tool the NVMe system tests use runs, and
+//! the guest can hold several TCP connections to a host port at once, as an
+//! NVMe/TCP host does (one admin queue plus one connection per I/O queue).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use support::guest::{self, GuestKernel, GuestRun};
+
+/// Connections the guest opens at once; the listener answers none of them
+/// until all are open, so a forwarder that serialises connections fails.
+const CONCURRENT_CONNECTIONS: usize = 4;
+const ECHO_PORT_IN_GUEST: u16 = 7000;
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Accepts exactly `count` connections, then answers each one's line with
+/// `echo:<line>`. Returns the port, a flag that makes the thread give up at
+/// its next accept, and the thread's handle, which yields how many
+/// connections were served.
+fn spawn_barrier_echo(
+    count: usize,
+) -> (u16, Arc<AtomicBool>, thread::JoinHandle<Result<usize, String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo listener");
+    let port = listener.local_addr().expect("local addr").port();
+    let abandon = Arc::new(AtomicBool::new(false));
+    let abandoned = Arc::clone(&abandon);
+    let handle = thread::spawn(move || {
+        let mut streams = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+            if abandoned.load(Ordering::SeqCst) {
+                return Err(format!("only {} of {count} connections arrived", streams.len()));
+            }
+            streams.push(stream);
+        }
+        let mut served = 0;
+        for stream in streams {
+            stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
+            let mut line = String::new();
+            BufReader::new(&stream).read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+            let mut writer = &stream;
+            writer
+                .write_all(format!("echo:{}\n", line.trim()).as_bytes())
+                .map_err(|e| format!("write: {e}"))?;
+            let _ = stream.shutdown(Shutdown::Both);
+            served += 1;
+        }
+        Ok(served)
+    });
+    (port, abandon, handle)
+}
+
+fn guest_script(connections: usize) -> String {
+    format!(
+        r#"set -u
+fail=0
+check() {{ echo "+ $*"; "$@" || {{ echo "FAILED($?): $*"; fail=1; }}; }}
+check modprobe nvme-tcp
+grep -q '^nvme_tcp ' /proc/modules && echo "module nvme_tcp loaded"
+test -c /dev/nvme-fabrics && echo "/dev/nvme-fabrics present"
+echo "hostnqn: $(cat /etc/nvme/hostnqn)"
+check nvme version
+check nvme list
+for sub in discover connect disconnect list id-ctrl id-ns; do
+    nvme "$sub" --help 2>&1 | head -n 1 | sed 's/\x1b\[[0-9;]*m//g'
+done
+check fio --version
+check fio --name=libaio --filename=/tmp/fio.dat --size=1M --bs=4k --rw=randwrite \
+    --ioengine=libaio --iodepth=4 --verify=crc32c --minimal
+check fio --name=psync --filename=/tmp/fio.dat --size=1M --bs=4k --rw=write \
+    --ioengine=psync --verify=md5 --minimal
+check mkfs.ext4 -V
+check e2fsck -V
+check sha256sum --version
+check blkdiscard -V
+# A loop device stands in for a namespace: discard, mkfs, mount, checksum.
+truncate -s 32M /tmp/disk.img
+dev=$(losetup -f)
+check losetup "$dev" /tmp/disk.img
+check blkdiscard "$dev"
+check mkfs.ext4 -q -F "$dev"
+mkdir -p /mnt/t
+check mount -t ext4 "$dev" /mnt/t
+echo keel > /mnt/t/f
+sha256sum /mnt/t/f
+check umount /mnt/t
+check e2fsck -fn "$dev"
+# Concurrent connections through the forward: all must be open at once.
+for i in $(seq 1 {connections}); do
+    (printf 'conn%d\n' "$i" | socat -t 60 - TCP:$KEEL_HOST_ADDR:{port} > /tmp/echo.$i) &
+done
+wait
+for i in $(seq 1 {connections}); do echo "reply $i: $(cat /tmp/echo.$i)"; done
+exit $fail
+"#,
+        port = ECHO_PORT_IN_GUEST,
+    )
+}
+
+fn boots_and_runs_tooling(kernel: GuestKernel, test: &str) {
+    let images = match guest::prepared() {
+        Ok(images) => images,
+        Err(reason) => return guest::skip_or_fail(test, &reason),
+    };
+    let (echo_port, abandon, echo) = spawn_barrier_echo(CONCURRENT_CONNECTIONS);
+    let outcome = GuestRun::new(kernel, &guest_script(CONCURRENT_CONNECTIONS))
+        .forward(ECHO_PORT_IN_GUEST, echo_port)
+        .hostnqn("nqn.2014-08.io.keel:guest-boot")
+        .timeout(Duration::from_secs(240))
+        .run(&images);
+
+    if !echo.is_finished() {
+        // The guest never opened every connection; unblock accept() so the
+        // thread ends and the assertions below report the console log.
+        abandon.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", echo_port));
+    }
+    let served = echo.join().expect("echo thread");
+    eprintln!("{kernel}: guest run took {:?} (log: {})", outcome.elapsed, outcome.log_path.display());
+    outcome.assert_success();
+
+    let out = outcome.script_output();
+    let expect = |needle: &str| {
+        assert!(out.contains(needle), "{kernel}: missing {needle:?} in guest output:\n{out}");
+    };
+    if let Some(release) = images.kernel_release(kernel) {
+        assert!(release.starts_with(kernel.generation()), "{release} is not {kernel}");
+    }
+    expect("module nvme_tcp loaded");
+    expect("/dev/nvme-fabrics present");
+    expect("hostnqn: nqn.2014-08.io.keel:guest-boot");
+    expect("nvme version 2.");
+    expect("Node ");
+    expect("libnvme version 1.");
+    for sub in ["discover", "connect", "disconnect", "list", "id-ctrl", "id-ns"] {
+        expect(&format!("Usage: nvme {sub} "));
+    }
+    expect("fio-3.");
+    expect(";fio-3.");
+    expect("mke2fs 1.");
+    expect("e2fsck 1.");
+    expect("sha256sum (GNU coreutils)");
+    expect("blkdiscard from util-linux");
+    // sha256 of "keel\n", written on ext4 and read back.
+    expect("7fdd2029fc0e3a4249d59728a5063a2fd9c21cf9170efa3ec968d2b0f5c3b184  /mnt/t/f");
+    assert_eq!(served, Ok(CONCURRENT_CONNECTIONS), "{kernel}: echo listener:\n{out}");
+    for i in 1..=CONCURRENT_CONNECTIONS {
+        expect(&format!("reply {i}: echo:conn{i}"));
+    }
+}
+
+#[test]
+fn linux_6_1_guest_runs_nvme_tcp_tooling_and_concurrent_forwards() {
+    boots_and_runs_tooling(GuestKernel::V6_1, "linux_6_1_guest_runs_nvme_tcp_tooling");
+}
+
+#[test]
+fn linux_6_12_guest_runs_nvme_tcp_tooling_and_concurrent_forwards() {
+    boots_and_runs_tooling(GuestKernel::V6_12, "linux_6_12_guest_runs_nvme_tcp_tooling");
+}
