@@ -7,5 +7,12 @@
 //! no other workspace crate.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod control;
 pub mod domain;
+pub mod http;
+pub mod server;
+pub mod tls;
+
+pub use control::{Control, ControlError};
+pub use server::{ApiConfig, ApiServer, StartError, TlsMode};

@@ -39,6 +39,7 @@ struct State {
     next_nsid: u32,
     next_job: u64,
     hold_deletes: bool,
+    hold_creates: bool,
     hold_clone_jobs: bool,
     fail_next: Option<ControlError>,
     clone_unsupported: bool,
@@ -78,6 +79,13 @@ impl MemoryControl {
     /// While held, `delete_volume` blocks (up to 30 s) so tests can see `Deleting`.
     pub fn hold_deletes(&self, hold: bool) {
         self.state.lock().hold_deletes = hold;
+        self.released.notify_all();
+    }
+
+    /// While held, `create_volume` and `create_clone` block (up to 30 s) so tests
+    /// can see `Creating` and race other requests against it.
+    pub fn hold_creates(&self, hold: bool) {
+        self.state.lock().hold_creates = hold;
         self.released.notify_all();
     }
 
@@ -123,6 +131,15 @@ impl MemoryControl {
         self.state.lock().volumes.get(&volume).map(|v| v.spec.size_bytes)
     }
 
+    fn wait_while(&self, state: &mut parking_lot::MutexGuard<'_, State>, held: impl Fn(&State) -> bool) {
+        let deadline = std::time::Instant::now() + HOLD_TIMEOUT;
+        while held(state) {
+            if self.released.wait_until(state, deadline).timed_out() {
+                break;
+            }
+        }
+    }
+
     fn injected(state: &mut State) -> Result<(), ControlError> {
         match state.fail_next.take() {
             Some(e) => Err(e),
@@ -152,6 +169,7 @@ impl MemoryControl {
 impl Control for MemoryControl {
     fn create_volume(&self, spec: &VolumeSpec) -> Result<(), ControlError> {
         let mut state = self.state.lock();
+        self.wait_while(&mut state, |s| s.hold_creates);
         Self::injected(&mut state)?;
         self.insert_volume(&mut state, spec, 0)
     }
@@ -169,12 +187,7 @@ impl Control for MemoryControl {
 
     fn delete_volume(&self, volume: Uuid) -> Result<(), ControlError> {
         let mut state = self.state.lock();
-        let deadline = std::time::Instant::now() + HOLD_TIMEOUT;
-        while state.hold_deletes {
-            if self.released.wait_until(&mut state, deadline).timed_out() {
-                break;
-            }
-        }
+        self.wait_while(&mut state, |s| s.hold_deletes);
         Self::injected(&mut state)?;
         state.volumes.remove(&volume).map(|_| ()).ok_or(ControlError::NotFound(volume))
     }
@@ -229,6 +242,7 @@ impl Control for MemoryControl {
 
     fn create_clone(&self, snapshot: Uuid, clone: &VolumeSpec) -> Result<(), ControlError> {
         let mut state = self.state.lock();
+        self.wait_while(&mut state, |s| s.hold_creates);
         Self::injected(&mut state)?;
         let (_, size) = *state.snapshots.get(&snapshot).ok_or(ControlError::NotFound(snapshot))?;
         if clone.size_bytes < size {

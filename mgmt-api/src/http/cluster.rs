@@ -1,0 +1,133 @@
+//! Cluster, node and project routes.
+
+use axum::extract::State;
+use axum::Json;
+
+use super::dto::{
+    ClusterDto, ClusterInfoDto, ClusterStatisticsDto, ErrorBody, NodeDto, NodeListDto, ProjectDto, ProjectListDto,
+};
+use super::error::ApiError;
+use super::extract::{Body, Caller};
+use super::{blocking, AppState};
+
+/// Cluster information: identity, subsystem NQN, endpoints, replicas, statistics.
+#[utoipa::path(get, path = "/api/v2/cluster", tag = "cluster",
+    responses((status = 200, body = ClusterDto), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cluster(State(state): State<AppState>, Caller(_caller): Caller) -> Result<Json<ClusterDto>, ApiError> {
+    let api = state.api_endpoint.clone();
+    blocking(&state, move |s| {
+        let c = s.cluster()?;
+        let node = s.control().node_info();
+        let p = c.pool;
+        let (logical_used, physical_used) = s
+            .volumes(&crate::domain::VolumeFilter { show_all: true, ..Default::default() })
+            .iter()
+            .fold((0u64, 0u64), |(l, ph), v| {
+                (l.saturating_add(v.usage.logical_used_bytes), ph.saturating_add(v.usage.physical_used_bytes))
+            });
+        let ratio = if physical_used == 0 { 1.0 } else { logical_used as f64 / physical_used as f64 };
+        let estimate = |bytes: u64| format!("{:.0}", bytes as f64 * ratio);
+        let provisioned_ratio = if p.capacity_bytes == 0 { 0.0 } else { p.provisioned_bytes as f64 / p.capacity_bytes as f64 };
+        Ok(Json(ClusterDto {
+            uuid: c.uuid.to_string(),
+            subsystem_nqn: c.subsystem_nqn,
+            current_max_replicas: c.max_replicas,
+            max_replicas: c.max_replicas,
+            api_endpoints: vec![api],
+            discovery_endpoints: vec![node.discovery_endpoint],
+            num_volumes: c.volume_count as u64,
+            num_snapshots: c.snapshot_count as u64,
+            statistics: ClusterStatisticsDto {
+                installed_physical_storage: p.capacity_bytes.to_string(),
+                managed_physical_storage: p.capacity_bytes.to_string(),
+                effective_physical_storage: p.capacity_bytes.to_string(),
+                logical_used_storage: logical_used.to_string(),
+                physical_used_storage: p.used_bytes.to_string(),
+                free_physical_storage: p.free_bytes.to_string(),
+                estimated_logical_storage: estimate(p.capacity_bytes),
+                estimated_free_logical_storage: estimate(p.free_bytes),
+                provisioned_storage: p.provisioned_bytes.to_string(),
+                provisioned_to_effective_storage_ratio: format!("{provisioned_ratio:.2}"),
+                compression_ratio: ratio,
+            },
+        }))
+    })
+    .await
+}
+
+/// Short cluster information (what CSI and Cinder drivers read).
+#[utoipa::path(get, path = "/api/v2/clusterinfo", tag = "cluster",
+    responses((status = 200, body = ClusterInfoDto), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cluster_info(State(state): State<AppState>, Caller(_caller): Caller) -> Result<Json<ClusterInfoDto>, ApiError> {
+    let api = state.api_endpoint.clone();
+    blocking(&state, move |s| {
+        let node = s.control().node_info();
+        Ok(Json(ClusterInfoDto {
+            uuid: s.cluster_uuid().to_string(),
+            subsystem_nqn: s.control().subsystem_nqn(),
+            api_endpoints: vec![api],
+            discovery_endpoints: vec![node.discovery_endpoint],
+        }))
+    })
+    .await
+}
+
+/// The cluster's nodes and their NVMe/TCP endpoints.
+#[utoipa::path(get, path = "/api/v2/nodes", tag = "cluster",
+    responses((status = 200, body = NodeListDto), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn nodes(State(state): State<AppState>, Caller(_caller): Caller) -> Result<Json<NodeListDto>, ApiError> {
+    blocking(&state, |s| {
+        let n = s.control().node_info();
+        Ok(Json(NodeListDto {
+            nodes: vec![NodeDto {
+                uuid: n.uuid.to_string(),
+                name: n.name,
+                nvme_endpoint: n.nvme_endpoint,
+                discovery_endpoint: n.discovery_endpoint,
+                state: "Active".to_owned(),
+            }],
+        }))
+    })
+    .await
+}
+
+/// Projects visible to the caller.
+#[utoipa::path(get, path = "/api/v2/projects", tag = "cluster",
+    responses((status = 200, body = ProjectListDto), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_projects(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<ProjectListDto>, ApiError> {
+    blocking(&state, move |s| {
+        let projects = s
+            .projects()
+            .into_iter()
+            .filter(|p| caller.can_read(&p.name))
+            .map(|p| ProjectDto { name: p.name, description: p.description })
+            .collect();
+        Ok(Json(ProjectListDto { projects }))
+    })
+    .await
+}
+
+/// Create a project (cluster admin only).
+#[utoipa::path(post, path = "/api/v2/projects", tag = "cluster", request_body = ProjectDto,
+    responses((status = 200, body = ProjectDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_project(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: Body,
+) -> Result<Json<ProjectDto>, ApiError> {
+    if !caller.is_cluster_admin() {
+        return Err(ApiError::PermissionDenied("only a cluster admin may create projects".to_owned()));
+    }
+    let req: ProjectDto = body.json()?;
+    blocking(&state, move |s| {
+        let p = s.create_project(&req.name, &req.description)?;
+        Ok(Json(ProjectDto { name: p.name, description: p.description }))
+    })
+    .await
+}

@@ -1,0 +1,108 @@
+//! Catalog records to response bodies.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::dto::{
+    AclDto, LabelDto, ProgressDto, SnapshotDto, VolumeDto, VolumeStatisticsDto, WorkflowDto,
+};
+use crate::domain::model::{Label, ResourceState, SnapshotRecord, WorkflowKind, WorkflowRecord, WorkflowState};
+use crate::domain::VolumeView;
+
+/// RFC 3339 time of `seconds` since the epoch.
+pub fn time_s(seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string()
+}
+
+/// RFC 3339 time of `millis` since the epoch.
+pub fn time_ms(millis: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(millis)).to_string()
+}
+
+/// Labels from the wire.
+pub fn labels_in(labels: Vec<LabelDto>) -> Vec<Label> {
+    labels.into_iter().map(|l| Label { key: l.key, value: l.value }).collect()
+}
+
+fn labels_out(labels: &[Label]) -> Vec<LabelDto> {
+    labels.iter().map(|l| LabelDto { key: l.key.clone(), value: l.value.clone() }).collect()
+}
+
+/// A volume body.
+pub fn volume(view: &VolumeView, node: &str) -> VolumeDto {
+    let v = &view.record;
+    VolumeDto {
+        uuid: v.uuid.to_string(),
+        name: v.name.clone(),
+        project_name: v.project.clone(),
+        state: v.state.as_str().to_owned(),
+        protection_state: match v.state {
+            ResourceState::Available | ResourceState::Updating => "FullyProtected",
+            ResourceState::Creating | ResourceState::Deleting => "Unknown",
+            ResourceState::Failed => "NotAvailable",
+        }
+        .to_owned(),
+        size: v.size_bytes.to_string(),
+        replica_count: v.replica_count,
+        sector_size: v.sector_size_bytes,
+        compression: v.compression.to_string(),
+        acl: AclDto { values: v.acl.clone() },
+        ip_acl: AclDto { values: v.ip_acl.clone() },
+        nsid: v.nsid.unwrap_or(0),
+        etag: v.revision.to_string(),
+        labels: labels_out(&v.labels),
+        source_snapshot_uuid: v.source_snapshot.map(|s| s.to_string()),
+        qos_policy_name: v.qos_policy_name.clone(),
+        statistics: VolumeStatisticsDto {
+            logical_used_storage: view.usage.logical_used_bytes.to_string(),
+            physical_used_storage: view.usage.physical_used_bytes.to_string(),
+        },
+        node_list: vec![node.to_owned()],
+        creation_time: time_s(v.created_at_s),
+        failure_reason: v.failure.clone(),
+    }
+}
+
+/// A snapshot body.
+pub fn snapshot(s: &SnapshotRecord) -> SnapshotDto {
+    SnapshotDto {
+        uuid: s.uuid.to_string(),
+        name: s.name.clone(),
+        project_name: s.project.clone(),
+        state: s.state.as_str().to_owned(),
+        source_volume_uuid: s.source_volume.to_string(),
+        source_volume_name: s.source_volume_name.clone(),
+        size: s.size_bytes.to_string(),
+        sector_size: s.sector_size_bytes,
+        replica_count: s.replica_count,
+        description: s.description.clone(),
+        retention_time: s.retention_time.clone(),
+        creation_time: time_s(s.created_at_s),
+        etag: s.revision.to_string(),
+    }
+}
+
+/// A workflow body.
+pub fn workflow(w: &WorkflowRecord) -> WorkflowDto {
+    let (kind, volume_req, snapshot_req) = match w.kind {
+        WorkflowKind::ThickCloneVolume => ("thick clone volume", Some(w.request.clone()), None),
+        WorkflowKind::ThickCloneSnapshot => ("thick clone snapshot", None, Some(w.request.clone())),
+    };
+    WorkflowDto {
+        id: w.id.to_string(),
+        created_at: time_ms(w.created_at_ms),
+        started_at: w.started_at_ms.map(time_ms),
+        ended_at: w.ended_at_ms.map(time_ms),
+        kind: kind.to_owned(),
+        state: match w.state {
+            WorkflowState::Running => "Running",
+            WorkflowState::Completed => "Completed",
+            WorkflowState::Failed => "Failed",
+            WorkflowState::Canceled => "Canceled",
+        }
+        .to_owned(),
+        msg: w.msg.clone(),
+        progress: ProgressDto { percent: w.percent, stage: w.stage.clone() },
+        thick_clone_volume_request: volume_req,
+        snapshot_clone_request: snapshot_req,
+    }
+}

@@ -1,0 +1,602 @@
+//! Request and response bodies of the API, with the real API's field names. Public
+//! and serde-(de)serializable both ways so clients such as `keelctl` reuse them.
+//! Requests decode loosely (see `loose`), and reject unknown fields.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::loose;
+
+/// Error body: gRPC code (google.rpc.Code), message, details.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// gRPC status code: 3 invalid argument, 5 not found, 6 already exists, 7 permission
+    /// denied, 8 resource exhausted, 9 failed precondition, 10 aborted, 12 unimplemented,
+    /// 13 internal, 14 unavailable, 16 unauthenticated.
+    pub code: i32,
+    /// Human-readable reason.
+    pub message: String,
+    /// Always empty; kept for grpc-gateway compatibility.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub details: Vec<serde_json::Value>,
+}
+
+/// An access-control list: `{"values": [...]}` with host NQNs (or IP/CIDR for
+/// IP ACLs), or `ALLOW_ANY` / `ALLOW_NONE` alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AclDto {
+    /// The entries.
+    #[serde(default, deserialize_with = "loose::null_vec")]
+    pub values: Vec<String>,
+}
+
+/// A label.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelDto {
+    /// Key.
+    pub key: String,
+    /// Value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// Body of `POST .../volumes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateVolumeRequest {
+    /// Name (letters, digits, `-`, `_`, `.`; 1–256).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Size: a string of bytes, or with a unit ("1 gib"). Mandatory unless cloning.
+    #[serde(default, deserialize_with = "loose::opt_size", serialize_with = "loose::ser_opt_size")]
+    #[schema(value_type = Option<String>, example = "1073741824")]
+    pub size: Option<u64>,
+    /// Replica count 1–3 (at most the cluster's maximum); number or string.
+    #[serde(default, deserialize_with = "loose::opt_u32")]
+    pub replica_count: Option<u32>,
+    /// Project (default `default` for cluster admins).
+    #[serde(default)]
+    pub project_name: Option<String>,
+    /// Host ACL; default `ALLOW_NONE`.
+    #[serde(default)]
+    pub acl: Option<AclDto>,
+    /// IP ACL; default `ALLOW_ANY`. Also accepted as `IPAcl`.
+    #[serde(default, alias = "IPAcl")]
+    pub ip_acl: Option<AclDto>,
+    /// Compression: boolean or "True"/"False".
+    #[serde(default, deserialize_with = "loose::opt_bool")]
+    pub compression: Option<bool>,
+    /// Sector size, 512 or 4096 (default 4096).
+    #[serde(default, deserialize_with = "loose::opt_u32")]
+    pub sector_size: Option<u32>,
+    /// QoS policy name (recorded).
+    #[serde(default)]
+    pub qos_policy_name: Option<String>,
+    /// QoS policy UUID (accepted for compatibility, ignored).
+    #[serde(default, rename = "qosPolicyUUID")]
+    pub qos_policy_uuid: Option<String>,
+    /// Labels, round-tripped exactly.
+    #[serde(default)]
+    pub labels: Option<Vec<LabelDto>>,
+    /// Create a thin clone of this snapshot.
+    #[serde(default, rename = "sourceSnapshotUUID")]
+    pub source_snapshot_uuid: Option<String>,
+}
+
+/// Body of `PUT .../volumes/{UUID}`; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateVolumeRequest {
+    /// Identifies the volume (must match the path if both are given).
+    #[serde(default, rename = "UUID")]
+    pub uuid: Option<String>,
+    /// Identifies the volume by name (informational).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Project of the volume.
+    #[serde(default)]
+    pub project_name: Option<String>,
+    /// New size (grow only).
+    #[serde(default, deserialize_with = "loose::opt_size", serialize_with = "loose::ser_opt_size")]
+    #[schema(value_type = Option<String>)]
+    pub size: Option<u64>,
+    /// New compression setting.
+    #[serde(default, deserialize_with = "loose::opt_bool")]
+    pub compression: Option<bool>,
+    /// New host ACL.
+    #[serde(default)]
+    pub acl: Option<AclDto>,
+    /// New IP ACL (also `IPAcl`).
+    #[serde(default, alias = "IPAcl")]
+    pub ip_acl: Option<AclDto>,
+    /// New QoS policy name.
+    #[serde(default)]
+    pub qos_policy_name: Option<String>,
+    /// Accepted for compatibility, ignored.
+    #[serde(default, rename = "qosPolicyUUID")]
+    pub qos_policy_uuid: Option<String>,
+    /// New labels (replace all).
+    #[serde(default)]
+    pub labels: Option<Vec<LabelDto>>,
+    /// Expected ETag (alternative to `If-Match`).
+    #[serde(default, rename = "ETag")]
+    pub etag: Option<String>,
+}
+
+/// Space used by a volume, in bytes (as strings).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VolumeStatisticsDto {
+    /// Bytes of the address space holding data.
+    pub logical_used_storage: String,
+    /// Bytes of the pool the data occupies.
+    pub physical_used_storage: String,
+}
+
+/// A volume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VolumeDto {
+    /// Identity; equals the namespace's NVMe UUID.
+    #[serde(rename = "UUID")]
+    pub uuid: String,
+    /// Name.
+    pub name: String,
+    /// Project.
+    pub project_name: String,
+    /// Creating, Available, Updating, Deleting or Failed.
+    pub state: String,
+    /// Replica protection state.
+    pub protection_state: String,
+    /// Size in bytes.
+    pub size: String,
+    /// Replica count.
+    pub replica_count: u32,
+    /// Sector size in bytes.
+    pub sector_size: u32,
+    /// "true" or "false".
+    pub compression: String,
+    /// Host ACL.
+    pub acl: AclDto,
+    /// IP ACL.
+    #[serde(rename = "IPAcl")]
+    pub ip_acl: AclDto,
+    /// Namespace id (0 until exposed).
+    pub nsid: u32,
+    /// Current ETag; send it back as `If-Match` or `ETag`.
+    #[serde(rename = "ETag")]
+    pub etag: String,
+    /// Labels.
+    pub labels: Vec<LabelDto>,
+    /// Snapshot this volume was cloned from.
+    #[serde(rename = "sourceSnapshotUUID", skip_serializing_if = "Option::is_none")]
+    pub source_snapshot_uuid: Option<String>,
+    /// QoS policy name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qos_policy_name: Option<String>,
+    /// Usage.
+    pub statistics: VolumeStatisticsDto,
+    /// Nodes holding replicas.
+    pub node_list: Vec<String>,
+    /// Creation time (RFC 3339).
+    pub creation_time: String,
+    /// Why the volume is Failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+/// Body of a volume list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct VolumeListDto {
+    /// The volumes, in UUID order.
+    pub volumes: Vec<VolumeDto>,
+}
+
+/// Body of `POST .../snapshots`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSnapshotRequest {
+    /// Name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The volume to snapshot.
+    #[serde(default, rename = "sourceVolumeUUID")]
+    pub source_volume_uuid: Option<String>,
+    /// Or the volume's name.
+    #[serde(default)]
+    pub source_volume_name: Option<String>,
+    /// Free text (≤ 256).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Retention period (recorded, informational).
+    #[serde(default)]
+    pub retention_time: Option<String>,
+    /// Project (for `/api/v2/snapshots`).
+    #[serde(default)]
+    pub project_name: Option<String>,
+}
+
+/// A snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SnapshotDto {
+    /// Identity.
+    #[serde(rename = "UUID")]
+    pub uuid: String,
+    /// Name.
+    pub name: String,
+    /// Project.
+    pub project_name: String,
+    /// State.
+    pub state: String,
+    /// Source volume.
+    #[serde(rename = "sourceVolumeUUID")]
+    pub source_volume_uuid: String,
+    /// Source volume's name.
+    pub source_volume_name: String,
+    /// Size in bytes.
+    pub size: String,
+    /// Sector size.
+    pub sector_size: u32,
+    /// Replica count.
+    pub replica_count: u32,
+    /// Free text.
+    pub description: String,
+    /// Retention period as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_time: Option<String>,
+    /// Creation time (RFC 3339).
+    pub creation_time: String,
+    /// ETag.
+    #[serde(rename = "ETag")]
+    pub etag: String,
+}
+
+/// Body of a snapshot list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct SnapshotListDto {
+    /// The snapshots.
+    pub snapshots: Vec<SnapshotDto>,
+}
+
+/// Body of `PUT .../volumes/{UUID}/rollback`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// Snapshot to roll back to.
+    #[serde(default, rename = "srcSnapshotUUID")]
+    pub src_snapshot_uuid: Option<String>,
+    /// Volume (must match the path if given).
+    #[serde(default, rename = "UUID")]
+    pub uuid: Option<String>,
+    /// Project.
+    #[serde(default)]
+    pub project_name: Option<String>,
+}
+
+/// Cluster statistics, byte counts as strings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClusterStatisticsDto {
+    /// Raw capacity of the devices.
+    pub installed_physical_storage: String,
+    /// Capacity managed by the engine.
+    pub managed_physical_storage: String,
+    /// Capacity usable for data.
+    pub effective_physical_storage: String,
+    /// Bytes of data stored (before compression).
+    pub logical_used_storage: String,
+    /// Bytes of pool used.
+    pub physical_used_storage: String,
+    /// Bytes of pool free.
+    pub free_physical_storage: String,
+    /// Estimated logical capacity at the current compression ratio.
+    pub estimated_logical_storage: String,
+    /// Estimated free logical capacity at the current compression ratio.
+    pub estimated_free_logical_storage: String,
+    /// Sum of volume sizes.
+    pub provisioned_storage: String,
+    /// Provisioned bytes divided by effective capacity.
+    pub provisioned_to_effective_storage_ratio: String,
+    /// Logical used divided by physical used (1 when empty).
+    pub compression_ratio: f64,
+}
+
+/// Body of `GET /api/v2/cluster`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClusterDto {
+    /// Cluster identity.
+    #[serde(rename = "UUID")]
+    pub uuid: String,
+    /// Subsystem NQN.
+    #[serde(rename = "subsystemNQN")]
+    pub subsystem_nqn: String,
+    /// Replicas the cluster can place now.
+    pub current_max_replicas: u32,
+    /// Replicas the cluster supports.
+    pub max_replicas: u32,
+    /// Management endpoints (`host:port`).
+    pub api_endpoints: Vec<String>,
+    /// NVMe/TCP discovery endpoints (`ip:port`).
+    pub discovery_endpoints: Vec<String>,
+    /// Number of volumes.
+    pub num_volumes: u64,
+    /// Number of snapshots.
+    pub num_snapshots: u64,
+    /// Capacity accounting.
+    pub statistics: ClusterStatisticsDto,
+}
+
+/// Body of `GET /api/v2/clusterinfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClusterInfoDto {
+    /// Cluster identity.
+    #[serde(rename = "UUID")]
+    pub uuid: String,
+    /// Subsystem NQN.
+    #[serde(rename = "subsystemNQN")]
+    pub subsystem_nqn: String,
+    /// Management endpoints.
+    pub api_endpoints: Vec<String>,
+    /// Discovery endpoints.
+    pub discovery_endpoints: Vec<String>,
+}
+
+/// A node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeDto {
+    /// Node identity.
+    #[serde(rename = "UUID")]
+    pub uuid: String,
+    /// Node name.
+    pub name: String,
+    /// NVMe/TCP I/O endpoint `ip:port`.
+    pub nvme_endpoint: String,
+    /// NVMe/TCP discovery endpoint `ip:port`.
+    pub discovery_endpoint: String,
+    /// Node state.
+    pub state: String,
+}
+
+/// Body of `GET /api/v2/nodes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct NodeListDto {
+    /// The nodes.
+    pub nodes: Vec<NodeDto>,
+}
+
+/// A project.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectDto {
+    /// Name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Body of `GET /api/v2/projects`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct ProjectListDto {
+    /// The projects.
+    pub projects: Vec<ProjectDto>,
+}
+
+/// Body of `POST /login`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginResponse {
+    /// Always "Bearer".
+    pub token_type: String,
+    /// Lifetime in seconds.
+    pub expires_in: String,
+    /// The token for `Authorization: Bearer`.
+    pub id_token: String,
+}
+
+/// Body of `POST /api/v2/users`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateUserRequest {
+    /// User name.
+    pub name: String,
+    /// Password (8–1024 bytes).
+    pub password: String,
+    /// ClusterAdmin, ProjectAdmin or ProjectViewer.
+    pub role: String,
+    /// Project of a project role.
+    #[serde(default)]
+    pub project_name: Option<String>,
+}
+
+/// A user (without secrets).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDto {
+    /// User name.
+    pub name: String,
+    /// Role claim, e.g. `system:cluster-admin` or `p1:viewer`.
+    pub role: String,
+}
+
+/// Body of `POST /api/v2/credentials`: another service's public key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateCredentialRequest {
+    /// Key id; tokens must carry it as `kid`.
+    pub id: String,
+    /// Project whose admin role tokens get (`system` = cluster admin).
+    pub project_name: String,
+    /// `rsa256pubkey` or `ec256pubkey`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The PEM public key, or its base64 encoding.
+    pub key: String,
+}
+
+/// A registered credential.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialDto {
+    /// Key id.
+    pub id: String,
+    /// Project.
+    pub project_name: String,
+    /// Key type.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// Body of `GET /api/v2/credentials`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct CredentialListDto {
+    /// The credentials.
+    pub credentials: Vec<CredentialDto>,
+}
+
+/// Source of a thick clone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloneSourceDto {
+    /// Source snapshot UUID.
+    #[serde(default)]
+    pub snap_id: String,
+    /// Project of the snapshot.
+    #[serde(default)]
+    pub project_name: Option<String>,
+    /// Cluster of the snapshot (must be this cluster if given).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+}
+
+/// Destination of a thick clone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloneDestinationDto {
+    /// Destination name.
+    #[serde(default)]
+    pub name: String,
+    /// Destination project (default: the source's).
+    #[serde(default)]
+    pub project_name: Option<String>,
+    /// Destination cluster (must be this cluster if given).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// Size in bytes (≥ the source's).
+    #[serde(default, deserialize_with = "loose::opt_size", serialize_with = "loose::ser_opt_size")]
+    #[schema(value_type = Option<String>)]
+    pub size: Option<u64>,
+    /// Replica count 1–3.
+    #[serde(default, deserialize_with = "loose::opt_u32")]
+    pub replica: Option<u32>,
+    /// Description (snapshot destinations).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// QoS policy name.
+    #[serde(default)]
+    pub qos_policy_name: Option<String>,
+    /// 512 or 4096.
+    #[serde(default, deserialize_with = "loose::opt_u32")]
+    pub sector_size: Option<u32>,
+    /// Compression.
+    #[serde(default, deserialize_with = "loose::opt_bool")]
+    pub compression: Option<bool>,
+    /// Re-read the destination after copying (accepted; the engine checksums every block).
+    #[serde(default, deserialize_with = "loose::opt_bool")]
+    pub verify_clone: Option<bool>,
+}
+
+/// Body of `POST /api/v1/volumes/thickclone` and `/api/v1/snapshots/thickclone`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThickCloneRequest {
+    /// Source snapshot.
+    pub src: CloneSourceDto,
+    /// Destination.
+    pub dst: CloneDestinationDto,
+}
+
+/// Answer of an operation that started a workflow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowIdDto {
+    /// Track it with `GET /api/v1/workflows/{workflowId}`.
+    pub workflow_id: String,
+}
+
+/// Progress of a workflow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct ProgressDto {
+    /// Percent done.
+    pub percent: u32,
+    /// Current stage (Starting, Copying, Canceling, Done).
+    pub stage: String,
+}
+
+/// A workflow.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkflowDto {
+    /// Workflow id.
+    pub id: String,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Started (RFC 3339), once started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Ended (RFC 3339), once ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// `thick clone volume` or `thick clone snapshot`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Running, Completed, Failed or Canceled.
+    pub state: String,
+    /// Detail.
+    pub msg: String,
+    /// Progress.
+    pub progress: ProgressDto,
+    /// The originating volume request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub thick_clone_volume_request: Option<serde_json::Value>,
+    /// The originating snapshot request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub snapshot_clone_request: Option<serde_json::Value>,
+}
+
+/// Body of `GET /api/v1/workflows`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkflowListDto {
+    /// Newest first.
+    pub workflows: Vec<WorkflowDto>,
+    /// Pass as `nextPageToken` for the next page; empty on the last page.
+    pub next_page_token: String,
+}
+
+/// Body of `GET /api/v1/workflows/{workflowId}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct WorkflowEnvelopeDto {
+    /// The workflow.
+    pub workflow: WorkflowDto,
+}
+
+/// An empty JSON object, the answer of deletes and cancels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EmptyDto {}

@@ -1,0 +1,173 @@
+//! Request extractors that turn every malformed input into an [`ApiError`] with a
+//! JSON body: the caller's identity, path and query parameters, and the body.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::{AuthError, Principal};
+
+/// The authenticated caller (401 if the bearer token is missing or invalid).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.auth.disabled() {
+            return Ok(Self(Principal::anonymous_admin()));
+        }
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| AuthError::Unauthenticated("missing Authorization: Bearer <token> header".to_owned()))?;
+        let value = value
+            .to_str()
+            .map_err(|_| AuthError::Unauthenticated("the Authorization header is not ASCII".to_owned()))?;
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Err(AuthError::Unauthenticated("expected Authorization: Bearer <token>".to_owned()).into()),
+        };
+        Ok(Self(state.auth.verify(token)?))
+    }
+}
+
+/// Path parameters by name (400 on undecodable segments).
+#[derive(Debug, Clone)]
+pub struct PathParams(pub HashMap<String, String>);
+
+impl FromRequestParts<AppState> for PathParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Path(m)| Self(m))
+            .map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))
+    }
+}
+
+impl PathParams {
+    /// A path parameter (routes guarantee its presence; absence is a 400).
+    pub fn get(&self, name: &str) -> Result<&str, ApiError> {
+        self.0.get(name).map(String::as_str).ok_or_else(|| ApiError::BadRequest(format!("missing path parameter {name}")))
+    }
+}
+
+/// Query parameters by name; the last occurrence wins.
+#[derive(Debug, Clone, Default)]
+pub struct QueryParams(pub HashMap<String, String>);
+
+impl FromRequestParts<AppState> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v.into_iter().collect()))
+            .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))
+    }
+}
+
+impl QueryParams {
+    /// A parameter's value if present and non-empty.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    /// The first of several spellings present (`name` / `Name`).
+    pub fn any(&self, names: &[&str]) -> Option<&str> {
+        names.iter().find_map(|n| self.text(n))
+    }
+
+    /// A UUID parameter (400 if malformed).
+    pub fn uuid(&self, name: &str) -> Result<Option<Uuid>, ApiError> {
+        self.text(name).map(|s| parse_uuid(name, s)).transpose()
+    }
+
+    /// A boolean parameter (400 if malformed).
+    pub fn flag(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.text(name) {
+            None => Ok(None),
+            Some(s) if s.eq_ignore_ascii_case("true") || s == "1" => Ok(Some(true)),
+            Some(s) if s.eq_ignore_ascii_case("false") || s == "0" => Ok(Some(false)),
+            Some(s) => Err(ApiError::BadRequest(format!("{name}={s:?} is not true or false"))),
+        }
+    }
+
+    /// A non-negative integer parameter (400 if malformed).
+    pub fn count(&self, name: &str) -> Result<Option<usize>, ApiError> {
+        self.text(name)
+            .map(|s| s.parse::<usize>().map_err(|_| ApiError::BadRequest(format!("{name}={s:?} is not a non-negative integer"))))
+            .transpose()
+    }
+}
+
+/// Parses a UUID argument with a clear message.
+pub fn parse_uuid(what: &str, text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| ApiError::BadRequest(format!("{what} {:?} is not a valid UUID", truncate(text))))
+}
+
+/// Shortens user input quoted in messages.
+pub fn truncate(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.chars().count() <= MAX {
+        text.to_owned()
+    } else {
+        format!("{}…", text.chars().take(MAX).collect::<String>())
+    }
+}
+
+/// The raw body, size-limited (413 past the limit).
+#[derive(Debug, Clone)]
+pub struct Body(pub Bytes);
+
+impl FromRequest<AppState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.body_limit_bytes;
+        Bytes::from_request(req, state).await.map(Self).map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::BadRequest(format!("could not read the request body: {e}"))
+            }
+        })
+    }
+}
+
+impl Body {
+    /// Decodes a mandatory JSON body.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.0.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::BadRequest("the request body is empty; a JSON object is expected".to_owned()));
+        }
+        serde_json::from_slice(&self.0).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+
+    /// Decodes an optional JSON body (empty means `T::default()`).
+    pub fn json_or_default<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        if self.0.iter().all(u8::is_ascii_whitespace) {
+            Ok(T::default())
+        } else {
+            self.json()
+        }
+    }
+}
+
+/// The `If-Match` header, if any.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get(header::IF_MATCH)
+        .map(|v| v.to_str().map(str::to_owned).map_err(|_| ApiError::BadRequest("If-Match is not ASCII".to_owned())))
+        .transpose()
+}

@@ -1,0 +1,230 @@
+//! The entry point: [`ApiServer::bind`] opens the domain service and the
+//! authenticator in the data dir, sets up TLS, binds the listener and serves on
+//! the caller's tokio runtime until [`ApiServer::shutdown`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use axum_server::Handle;
+use tokio::task::JoinHandle;
+
+use crate::auth::{AuthConfig, AuthError, Authenticator};
+use crate::control::Control;
+use crate::domain::{OpenError, Service, ServiceConfig};
+use crate::http::{router, AppState};
+use crate::tls::{self, TlsError};
+
+/// Default largest request body (1 MiB); larger bodies get 413.
+pub const BODY_LIMIT_DEFAULT_BYTES: usize = 1 << 20;
+/// How long shutdown waits for in-flight requests.
+const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// How the API is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// HTTPS with a self-signed certificate made on first start in the data dir
+    /// (`tls-cert.pem`, `tls-key.pem`). The default.
+    SelfSigned {
+        /// DNS names and IP addresses the certificate names.
+        subject_alt_names: Vec<String>,
+    },
+    /// HTTPS with a configured certificate chain and private key (PEM files).
+    Files {
+        /// Certificate chain.
+        cert_pem: PathBuf,
+        /// Private key.
+        key_pem: PathBuf,
+    },
+    /// Plain HTTP. Only on explicit configuration: tokens travel in the clear.
+    PlainHttp,
+}
+
+impl Default for TlsMode {
+    fn default() -> Self {
+        Self::SelfSigned { subject_alt_names: vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()] }
+    }
+}
+
+/// Everything the API server needs.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Address to listen on (use port 0 for an ephemeral port).
+    pub listen: SocketAddr,
+    /// Directory for the catalog, users, token secret, admin password and TLS files.
+    pub data_dir: PathBuf,
+    /// TLS mode (self-signed HTTPS by default).
+    pub tls: TlsMode,
+    /// Authentication settings (`auth.disabled` only for tests and development).
+    pub auth: AuthConfig,
+    /// Domain-service tunables (max replicas, max running workflows).
+    pub service: ServiceConfig,
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// `host:port` reported as the API endpoint (default: the bound address).
+    pub advertised_endpoint: Option<String>,
+}
+
+impl ApiConfig {
+    /// Defaults: HTTPS with a self-signed certificate, auth on, 1 MiB bodies.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            tls: TlsMode::default(),
+            auth: AuthConfig::default(),
+            service: ServiceConfig::default(),
+            body_limit_bytes: BODY_LIMIT_DEFAULT_BYTES,
+            advertised_endpoint: None,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data dir could not be created.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The domain service could not open.
+    #[error(transparent)]
+    Service(#[from] OpenError),
+    /// The authenticator could not open.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Binding the listener failed.
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A startup task panicked.
+    #[error("startup task failed: {0}")]
+    Task(String),
+}
+
+/// A running API server.
+pub struct ApiServer {
+    local_addr: SocketAddr,
+    scheme: &'static str,
+    certificate: Option<PathBuf>,
+    handle: Handle,
+    task: JoinHandle<std::io::Result<()>>,
+    service: Arc<Service>,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer").field("local_addr", &self.local_addr).field("scheme", &self.scheme).finish_non_exhaustive()
+    }
+}
+
+impl ApiServer {
+    /// Opens the state in `config.data_dir`, reconciles with `control`, binds and
+    /// starts serving on the current tokio runtime (must be called inside one).
+    /// Returns once the listener is bound; see [`ApiServer::local_addr`].
+    pub async fn bind(config: ApiConfig, control: Arc<dyn Control>) -> Result<Self, StartError> {
+        let setup = config.clone();
+        let (service, auth, tls) = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
+            create_private_dir(&setup.data_dir)?;
+            let service = Service::open(&setup.data_dir, control, setup.service.clone())?;
+            let auth = Authenticator::open(&setup.data_dir, setup.auth.clone())?;
+            let tls = match &setup.tls {
+                TlsMode::PlainHttp => None,
+                TlsMode::SelfSigned { subject_alt_names } => {
+                    let (cert, key) = tls::ensure_self_signed(&setup.data_dir, subject_alt_names)?;
+                    Some((tls::server_config(&cert, &key)?, cert))
+                }
+                TlsMode::Files { cert_pem, key_pem } => Some((tls::server_config(cert_pem, key_pem)?, cert_pem.clone())),
+            };
+            Ok((Arc::new(service), Arc::new(auth), tls))
+        })
+        .await
+        .map_err(|e| StartError::Task(e.to_string()))??;
+        if auth.disabled() {
+            tracing::warn!("API authentication is DISABLED by configuration; every caller is a cluster admin");
+        }
+        let listener = std::net::TcpListener::bind(config.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let state = AppState {
+            service: Arc::clone(&service),
+            auth,
+            api_endpoint: config.advertised_endpoint.clone().unwrap_or_else(|| local_addr.to_string()),
+            body_limit_bytes: config.body_limit_bytes,
+        };
+        let app = router(state).into_make_service();
+        let handle = Handle::new();
+        let (scheme, certificate, task) = match tls {
+            Some((server_config, cert)) => {
+                let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(server_config)).handle(handle.clone());
+                ("https", Some(cert), tokio::spawn(server.serve(app)))
+            }
+            None => {
+                tracing::warn!(%local_addr, "serving the API over plain HTTP by configuration");
+                let server = axum_server::from_tcp(listener).handle(handle.clone());
+                ("http", None, tokio::spawn(server.serve(app)))
+            }
+        };
+        tracing::info!(%local_addr, scheme, "management API listening");
+        Ok(Self { local_addr, scheme, certificate, handle, task, service })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `https://ip:port` (or `http://` in plain mode).
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme, self.local_addr)
+    }
+
+    /// The certificate file clients may pin (None in plain HTTP mode).
+    pub fn certificate_path(&self) -> Option<&std::path::Path> {
+        self.certificate.as_deref()
+    }
+
+    /// The domain service (for in-process callers and tests).
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    /// Stops accepting, lets in-flight requests finish (5 s at most), stops the
+    /// background worker, and returns.
+    pub async fn shutdown(self) {
+        self.handle.graceful_shutdown(Some(GRACEFUL_SHUTDOWN));
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "API server ended with an error"),
+            Err(e) => tracing::error!(error = %e, "API server task failed"),
+        }
+        let service = self.service;
+        let _ = tokio::task::spawn_blocking(move || service.shutdown()).await;
+    }
+}
+
+fn create_private_dir(path: &std::path::Path) -> Result<(), StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| StartError::DataDir { path: path.to_path_buf(), source })
+}
