@@ -109,12 +109,25 @@ pub fn open_backing(
     Ok((file, size))
 }
 
+/// How long to keep trying a held lock: after a SIGKILL the kernel tears down
+/// the dead process's io_uring asynchronously, and the file (with its lock) is
+/// released only when that finishes.
+const LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn lock_exclusive(file: &File, path: &Path) -> Result<(), OpenBackingError> {
-    match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => Err(OpenBackingError::Locked { path: path.to_path_buf() }),
-        Err(std::fs::TryLockError::Error(source)) => {
-            Err(OpenBackingError::Os { op: "lock", path: path.to_path_buf(), source })
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT_MAX => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OpenBackingError::Locked { path: path.to_path_buf() })
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(OpenBackingError::Os { op: "lock", path: path.to_path_buf(), source })
+            }
         }
     }
 }

@@ -1,0 +1,99 @@
+//! A writer for the process-kill crash test (`tests/crash_kill.rs`): writes
+//! self-describing 4 KiB blocks (LBA and generation in the first 16 bytes, the
+//! rest derived from both) with 16 writes in flight, and records each write in a
+//! log file before it is issued (`I lba gen`) and once acknowledged (`A lba gen`).
+//! The log is written with unbuffered `write(2)` calls, so what it says survives
+//! SIGKILL of this process. Runs until killed.
+//!
+//! Usage: crash_writer POOL_FILE LOG_FILE FIRST_GENERATION
+
+use std::io::Write;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use engine::io::BackingKind;
+use engine::{DeviceSpec, Engine, EngineConfig, SectorSize};
+
+/// Blocks in the test volume.
+pub const VOLUME_BLOCKS: u64 = 2048;
+const INFLIGHT: usize = 16;
+
+fn block_content(lba: u64, generation: u64) -> Vec<u8> {
+    let mut data = vec![0u8; 4096];
+    data[..8].copy_from_slice(&lba.to_le_bytes());
+    data[8..16].copy_from_slice(&generation.to_le_bytes());
+    for (i, byte) in data.iter_mut().enumerate().skip(16) {
+        *byte = (generation.wrapping_mul(31).wrapping_add(lba).wrapping_add(i as u64) % 251) as u8;
+    }
+    data
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 4 {
+        eprintln!("usage: crash_writer POOL_FILE LOG_FILE FIRST_GENERATION");
+        std::process::exit(2);
+    }
+    let Ok(mut generation) = args[3].parse::<u64>() else {
+        eprintln!("FIRST_GENERATION must be a number");
+        std::process::exit(2);
+    };
+    let spec = DeviceSpec { path: args[1].clone().into(), kind: BackingKind::File, create_size: Some(256 << 20) };
+    let engine = match Engine::open_paths(&[spec], EngineConfig::default(), false) {
+        Ok(engine) => Arc::new(engine),
+        Err(err) => {
+            eprintln!("open failed: {err}");
+            std::process::exit(3);
+        }
+    };
+    let volume = match engine.volume_by_name("crash") {
+        Some(info) => info.id,
+        None => match engine.create_volume("crash", VOLUME_BLOCKS * 4096, SectorSize::B4096) {
+            Ok(info) => info.id,
+            Err(err) => {
+                eprintln!("create failed: {err}");
+                std::process::exit(3);
+            }
+        },
+    };
+    let mut log = match std::fs::OpenOptions::new().create(true).append(true).open(&args[2]) {
+        Ok(file) => file,
+        Err(err) => {
+            eprintln!("log open failed: {err}");
+            std::process::exit(3);
+        }
+    };
+    let mut rng = generation.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut inflight = 0;
+    println!("ready");
+    let mut stdout = std::io::stdout();
+    loop {
+        while inflight < INFLIGHT {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let lba = rng % VOLUME_BLOCKS;
+            generation += 1;
+            if log.write_all(format!("I {lba} {generation}\n").as_bytes()).is_err() {
+                std::process::exit(4);
+            }
+            let tx = tx.clone();
+            let this_generation = generation;
+            engine.write(volume, lba, Bytes::from(block_content(lba, generation)), Box::new(move |result| {
+                let _ = tx.send((lba, this_generation, result));
+            }));
+            inflight += 1;
+        }
+        let Ok((lba, generation, result)) = rx.recv() else { std::process::exit(5) };
+        inflight -= 1;
+        if let Err(err) = result {
+            eprintln!("write failed: {err}");
+            std::process::exit(6);
+        }
+        if log.write_all(format!("A {lba} {generation}\n").as_bytes()).is_err() {
+            std::process::exit(4);
+        }
+        let _ = writeln!(stdout, "A");
+    }
+}
