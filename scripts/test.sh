@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs Keel's whole test suite on a fresh Debian machine: installs what the
+# system tests need (QEMU and the guest's userland, fio, the guest kernels),
+# builds everything, then runs every test tier — unit, property, crash, fuzz
+# twins, loop device, the Linux kernel NVMe/TCP host in QEMU, and real HTTP.
+# Must run as root (apt-get, losetup, QEMU guests).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '\n=== %s\n' "$*" >&2; }
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo is required (rustup installs it)" >&2
+    exit 1
+fi
+
+log "guest images for the NVMe/TCP system tests (installs QEMU, nvme-cli, fio, kernels)"
+tests/guest/prepare.sh
+
+if ! command -v fio >/dev/null; then
+    apt-get install -y -qq fio >/dev/null
+fi
+
+log "build (all targets, including the crash-test writer example)"
+cargo build --workspace --all-targets --locked
+
+log "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast --failure-output final
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+log "doc tests"
+cargo test --workspace --doc --locked
