@@ -6,13 +6,15 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use support::guest::{self, GuestKernel, GuestRun};
+use support::guest::{self, GuestKernel, GuestNetns, GuestRun};
 
 /// Connections the guest opens at once; the listener answers none of them
 /// until all are open, so a forwarder that serialises connections fails.
@@ -164,4 +166,67 @@ fn linux_6_1_guest_runs_nvme_tcp_tooling_and_concurrent_forwards() {
 #[test]
 fn linux_6_12_guest_runs_nvme_tcp_tooling_and_concurrent_forwards() {
     boots_and_runs_tooling(GuestKernel::V6_12, "linux_6_12_guest_runs_nvme_tcp_tooling");
+}
+
+/// Starts a socat echo server inside `netns` on 10.0.2.100:`port` and waits
+/// (bounded) until it listens.
+fn spawn_netns_echo(netns: &GuestNetns, port: u16) -> Child {
+    let mut child = netns
+        .command("socat")
+        .arg("-d")
+        .arg("-d")
+        .arg(format!("TCP-LISTEN:{port},bind={},fork,reuseaddr", guest::HOST_ADDR_IN_GUEST))
+        .arg("EXEC:cat")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn socat in the namespace");
+    let stderr = child.stderr.take().expect("socat stderr");
+    let (ready_tx, ready_rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        let _ = child.kill();
+        panic!("socat did not start listening in namespace {}", netns.name());
+    }
+    child
+}
+
+#[test]
+fn netns_guest_reaches_listener_inside_the_namespace_over_tap() {
+    let test = "netns_guest_reaches_listener_inside_the_namespace_over_tap";
+    let images = match guest::prepared() {
+        Ok(images) => images,
+        Err(reason) => return guest::skip_or_fail(test, &reason),
+    };
+    let netns = match GuestNetns::create() {
+        Ok(netns) => netns,
+        Err(reason) => return guest::skip_or_fail(test, &reason),
+    };
+    let mut echo = spawn_netns_echo(&netns, ECHO_PORT_IN_GUEST);
+    let script = format!(
+        r#"for i in $(seq 1 {CONCURRENT_CONNECTIONS}); do
+    (printf 'conn%d\n' "$i" | socat -t 30 - TCP:$KEEL_HOST_ADDR:{ECHO_PORT_IN_GUEST} > /tmp/echo.$i) &
+done
+wait
+for i in $(seq 1 {CONCURRENT_CONNECTIONS}); do echo "reply $i: $(cat /tmp/echo.$i)"; done
+"#
+    );
+    let outcome = GuestRun::new(GuestKernel::V6_12, &script)
+        .netns(&netns)
+        .timeout(Duration::from_secs(180))
+        .run(&images);
+    let _ = echo.kill();
+    let _ = echo.wait();
+    outcome.assert_success();
+    for i in 1..=CONCURRENT_CONNECTIONS {
+        let needle = format!("reply {i}: conn{i}");
+        assert!(outcome.script_output().contains(&needle), "missing {needle:?}:\n{}", outcome.console_log);
+    }
 }

@@ -30,7 +30,7 @@ GENERATIONS=(6.1 6.12)
 # Host packages: qemu + socat run the guest; the rest provide the guest's
 # userland, copied from the host together with its shared libraries.
 HOST_PACKAGES=(qemu-system-x86 socat nvme-cli fio e2fsprogs busybox-static util-linux
-    coreutils diffutils bash kmod cpio xz-utils zstd gzip)
+    coreutils diffutils bash kmod cpio xz-utils zstd gzip iproute2)
 # Binaries copied into the guest (with their libraries, resolved by ldd).
 # bash runs the test script: Debian's busybox prefers its own applets over
 # binaries in PATH, so under busybox sh `sha256sum` or `blkdiscard` would not

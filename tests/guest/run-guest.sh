@@ -13,6 +13,10 @@
 #       [--env NAME=VALUE]...            exported to the script
 #       [--mem MB]                       guest memory (default 1024)
 #       [--cache DIR]                    image cache (default as prepare.sh)
+#       [--netns NAME]                   use the tap device of namespace NAME (made by
+#                                        netns.sh) instead of user networking; the
+#                                        guest reaches 10.0.2.100:PORT in NAME
+#                                        directly, so --fwd is not allowed
 #
 # Exit status: the script's exit code; 124 when the timeout killed the guest;
 # 125 when the guest stopped without reporting an exit code (boot failure,
@@ -25,6 +29,9 @@
 # 10.0.2.100:GUEST_PORT gets its own socat process connected to
 # 127.0.0.1:HOST_PORT. (A plain `tcp:` guestfwd target connects only once, and
 # NVMe/TCP opens one connection for the admin queue plus one per I/O queue.)
+#
+# With --netns the guest NIC is the tap device keeltap0 in that namespace
+# (see netns.sh), which holds 10.0.2.100; the host side listens there.
 set -euo pipefail
 
 CACHE_DIR="${KEEL_GUEST_CACHE:-/var/cache/keel-guest}"
@@ -35,6 +42,7 @@ LOG_FILE=""
 QUIET=0
 HOSTNQN=""
 MEM_MB=1024
+NETNS=""
 FWDS=()
 ENVS=()
 
@@ -56,6 +64,7 @@ while [[ $# -gt 0 ]]; do
         --env) ENVS+=("${2:-}"); shift 2 ;;
         --mem) MEM_MB="${2:-}"; shift 2 ;;
         --cache) CACHE_DIR="${2:-}"; shift 2 ;;
+        --netns) NETNS="${2:-}"; shift 2 ;;
         -h | --help) usage ;;
         *) die_usage "unknown argument: $1 (see --help)" ;;
     esac
@@ -72,6 +81,11 @@ for env in "${ENVS[@]}"; do
     [[ "$env" =~ ^[A-Za-z_][A-Za-z0-9_]*=.*$ ]] || die_usage "bad --env '$env' (NAME=VALUE)"
 done
 [[ "$HOSTNQN" != *$'\n'* ]] || die_usage "--hostnqn must be one line"
+if [[ -n "$NETNS" ]]; then
+    [[ ${#FWDS[@]} -eq 0 ]] || die_usage "--fwd cannot be combined with --netns"
+    ip -n "$NETNS" link show keeltap0 >/dev/null 2>&1 ||
+        die_usage "namespace '$NETNS' with tap keeltap0 not found; run tests/guest/netns.sh create $NETNS"
+fi
 
 IMAGES="$CACHE_DIR/$KERNEL"
 if [[ ! -f "$IMAGES/vmlinux" || ! -f "$IMAGES/initramfs.cpio" ]]; then
@@ -119,10 +133,16 @@ cp "$SCRIPT" "$RUN_ROOT/script.sh"
     cpio --quiet -o -H newc -R 0:0 >"$WORK/run.cpio")
 cat "$IMAGES/initramfs.cpio" "$WORK/run.cpio" >"$WORK/initrd"
 
-NETDEV="user,id=net0,restrict=on"
-for fwd in "${FWDS[@]}"; do
-    NETDEV+=",guestfwd=tcp:10.0.2.100:${fwd%%:*}-cmd:socat - TCP:127.0.0.1:${fwd##*:}"
-done
+QEMU_PREFIX=()
+if [[ -n "$NETNS" ]]; then
+    NETDEV="tap,id=net0,ifname=keeltap0,script=no,downscript=no"
+    QEMU_PREFIX=(ip netns exec "$NETNS")
+else
+    NETDEV="user,id=net0,restrict=on"
+    for fwd in "${FWDS[@]}"; do
+        NETDEV+=",guestfwd=tcp:10.0.2.100:${fwd%%:*}-cmd:socat - TCP:127.0.0.1:${fwd##*:}"
+    done
+fi
 
 # quiet: only warnings on the console. panic=-1 with -no-reboot turns a kernel
 # panic into an immediate QEMU exit. mitigations=off and tsc=reliable cut TCG
@@ -137,7 +157,8 @@ if [[ $QUIET -eq 0 ]]; then
     TAIL_PID=$!
 fi
 
-qemu-system-x86_64 \
+# `ip netns exec` execs QEMU in place, so QEMU_PID is QEMU's pid either way.
+"${QEMU_PREFIX[@]}" qemu-system-x86_64 \
     -accel tcg,thread=single -smp 1 -m "$MEM_MB" \
     -display none -monitor none -serial "file:$LOG_FILE" \
     -no-reboot \
@@ -174,14 +195,24 @@ if [[ -n "$TAIL_PID" ]]; then
     TAIL_PID=""
 fi
 
+# In quiet mode the console was not shown; on failure show its end at least.
+show_console_tail() {
+    if [[ $QUIET -eq 1 ]]; then
+        echo "run-guest.sh: last console lines:" >&2
+        tr -d '\r' <"$LOG_FILE" | tail -n 30 >&2
+    fi
+}
+
 if [[ $TIMED_OUT -eq 1 ]]; then
     echo "run-guest.sh: timeout after ${TIMEOUT_SECS}s; guest killed (console log: $LOG_FILE)" >&2
+    show_console_tail
     exit 124
 fi
 CODE="$(tr -d '\r' <"$LOG_FILE" | sed -n 's/.*KEEL-GUEST-EXIT-CODE: \([0-9][0-9]*\)$/\1/p' | tail -n1)"
 if [[ -z "$CODE" ]]; then
     echo "run-guest.sh: guest stopped without an exit code (qemu status $QEMU_RC; console log: $LOG_FILE)" >&2
     sed -n '1,20p' "$WORK/qemu.out" >&2
+    show_console_tail
     exit 125
 fi
 exit "$CODE"
