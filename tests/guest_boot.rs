@@ -6,10 +6,10 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -28,7 +28,11 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// connections were served.
 fn spawn_barrier_echo(
     count: usize,
-) -> (u16, Arc<AtomicBool>, thread::JoinHandle<Result<usize, String>>) {
+) -> (
+    u16,
+    Arc<AtomicBool>,
+    thread::JoinHandle<Result<usize, String>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo listener");
     let port = listener.local_addr().expect("local addr").port();
     let abandon = Arc::new(AtomicBool::new(false));
@@ -38,15 +42,22 @@ fn spawn_barrier_echo(
         for _ in 0..count {
             let (stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
             if abandoned.load(Ordering::SeqCst) {
-                return Err(format!("only {} of {count} connections arrived", streams.len()));
+                return Err(format!(
+                    "only {} of {count} connections arrived",
+                    streams.len()
+                ));
             }
             streams.push(stream);
         }
         let mut served = 0;
         for stream in streams {
-            stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
+            stream
+                .set_read_timeout(Some(IO_TIMEOUT))
+                .map_err(|e| e.to_string())?;
             let mut line = String::new();
-            BufReader::new(&stream).read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+            BufReader::new(&stream)
+                .read_line(&mut line)
+                .map_err(|e| format!("read: {e}"))?;
             let mut writer = &stream;
             writer
                 .write_all(format!("echo:{}\n", line.trim()).as_bytes())
@@ -125,15 +136,25 @@ fn boots_and_runs_tooling(kernel: GuestKernel, test: &str) {
         let _ = TcpStream::connect(("127.0.0.1", echo_port));
     }
     let served = echo.join().expect("echo thread");
-    eprintln!("{kernel}: guest run took {:?} (log: {})", outcome.elapsed, outcome.log_path.display());
+    eprintln!(
+        "{kernel}: guest run took {:?} (log: {})",
+        outcome.elapsed,
+        outcome.log_path.display()
+    );
     outcome.assert_success();
 
     let out = outcome.script_output();
     let expect = |needle: &str| {
-        assert!(out.contains(needle), "{kernel}: missing {needle:?} in guest output:\n{out}");
+        assert!(
+            out.contains(needle),
+            "{kernel}: missing {needle:?} in guest output:\n{out}"
+        );
     };
     if let Some(release) = images.kernel_release(kernel) {
-        assert!(release.starts_with(kernel.generation()), "{release} is not {kernel}");
+        assert!(
+            release.starts_with(kernel.generation()),
+            "{release} is not {kernel}"
+        );
     }
     expect("module nvme_tcp loaded");
     expect("/dev/nvme-fabrics present");
@@ -141,7 +162,14 @@ fn boots_and_runs_tooling(kernel: GuestKernel, test: &str) {
     expect("nvme version 2.");
     expect("Node ");
     expect("libnvme version 1.");
-    for sub in ["discover", "connect", "disconnect", "list", "id-ctrl", "id-ns"] {
+    for sub in [
+        "discover",
+        "connect",
+        "disconnect",
+        "list",
+        "id-ctrl",
+        "id-ns",
+    ] {
         expect(&format!("Usage: nvme {sub} "));
     }
     expect("fio-3.");
@@ -152,7 +180,11 @@ fn boots_and_runs_tooling(kernel: GuestKernel, test: &str) {
     expect("blkdiscard from util-linux");
     // sha256 of "keel\n", written on ext4 and read back.
     expect("7fdd2029fc0e3a4249d59728a5063a2fd9c21cf9170efa3ec968d2b0f5c3b184  /mnt/t/f");
-    assert_eq!(served, Ok(CONCURRENT_CONNECTIONS), "{kernel}: echo listener:\n{out}");
+    assert_eq!(
+        served,
+        Ok(CONCURRENT_CONNECTIONS),
+        "{kernel}: echo listener:\n{out}"
+    );
     for i in 1..=CONCURRENT_CONNECTIONS {
         expect(&format!("reply {i}: echo:conn{i}"));
     }
@@ -175,7 +207,10 @@ fn spawn_netns_echo(netns: &GuestNetns, port: u16) -> Child {
         .command("socat")
         .arg("-d")
         .arg("-d")
-        .arg(format!("TCP-LISTEN:{port},bind={},fork,reuseaddr", guest::HOST_ADDR_IN_GUEST))
+        .arg(format!(
+            "TCP-LISTEN:{port},bind={},fork,reuseaddr",
+            guest::HOST_ADDR_IN_GUEST
+        ))
         .arg("EXEC:cat")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -193,7 +228,10 @@ fn spawn_netns_echo(netns: &GuestNetns, port: u16) -> Child {
     });
     if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
         let _ = child.kill();
-        panic!("socat did not start listening in namespace {}", netns.name());
+        panic!(
+            "socat did not start listening in namespace {}",
+            netns.name()
+        );
     }
     child
 }
@@ -227,6 +265,10 @@ for i in $(seq 1 {CONCURRENT_CONNECTIONS}); do echo "reply $i: $(cat /tmp/echo.$
     outcome.assert_success();
     for i in 1..=CONCURRENT_CONNECTIONS {
         let needle = format!("reply {i}: conn{i}");
-        assert!(outcome.script_output().contains(&needle), "missing {needle:?}:\n{}", outcome.console_log);
+        assert!(
+            outcome.script_output().contains(&needle),
+            "missing {needle:?}:\n{}",
+            outcome.console_log
+        );
     }
 }

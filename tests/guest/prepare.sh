@@ -29,7 +29,9 @@ GENERATIONS=(6.1 6.12)
 
 # Host packages: qemu + socat run the guest; the rest provide the guest's
 # userland, copied from the host together with its shared libraries.
-HOST_PACKAGES=(qemu-system-x86 socat nvme-cli fio e2fsprogs busybox-static util-linux
+# busybox-static is not among them: it conflicts with the `busybox` package a
+# host may have, so its binary is unpacked into the cache instead.
+HOST_PACKAGES=(qemu-system-x86 socat nvme-cli fio e2fsprogs util-linux
     coreutils diffutils bash kmod cpio xz-utils zstd gzip iproute2)
 # Binaries copied into the guest (with their libraries, resolved by ldd).
 # bash runs the test script: Debian's busybox prefers its own applets over
@@ -152,13 +154,15 @@ build_userland() {
     ln -s usr/lib "$root/lib"
     ln -s usr/lib64 "$root/lib64"
 
-    cp /bin/busybox "$root/usr/bin/busybox"
+    local busybox="$CACHE_DIR/work/busybox-static/bin/busybox"
+    [[ -x "$busybox" ]] || die "busybox-static was not unpacked"
+    cp "$busybox" "$root/usr/bin/busybox"
     local applet
     while read -r applet; do
         [[ -e "$root/$applet" || -L "$root/$applet" ]] && continue
         mkdir -p "$(dirname "$root/$applet")"
         ln -s /usr/bin/busybox "$root/$applet"
-    done < <(/bin/busybox --list-full)
+    done < <("$busybox" --list-full)
 
     local bin
     for bin in "${GUEST_BINARIES[@]}"; do
@@ -293,6 +297,28 @@ build_generation() {
     log "$gen: done ($release, initramfs $(du -h "$out/initramfs.cpio" | cut -f1))"
 }
 
+# Unpacks the statically linked busybox into the cache; prints its version.
+unpack_busybox() {
+    local dir="$CACHE_DIR/work/busybox-static" version
+    version="$(candidate_version busybox-static)"
+    if [[ -z "$version" || "$version" == "(none)" ]]; then
+        apt_update_once
+        version="$(candidate_version busybox-static)"
+    fi
+    [[ -n "$version" && "$version" != "(none)" ]] || die "no candidate for busybox-static"
+    if [[ "$(cat "$dir/version" 2>/dev/null)" != "$version" || ! -x "$dir/bin/busybox" ]]; then
+        rm -rf "$dir" "$CACHE_DIR/work/busybox-deb"
+        mkdir -p "$dir" "$CACHE_DIR/work/busybox-deb"
+        (cd "$CACHE_DIR/work/busybox-deb" && apt-get download -qq "busybox-static=$version" 2>/dev/null) ||
+            (apt_update_once && cd "$CACHE_DIR/work/busybox-deb" &&
+                apt-get download -qq "busybox-static=$version" 2>/dev/null)
+        dpkg-deb -x "$CACHE_DIR"/work/busybox-deb/*.deb "$dir"
+        rm -rf "$CACHE_DIR/work/busybox-deb"
+        echo "$version" >"$dir/version"
+    fi
+    echo "$version"
+}
+
 main() {
     mkdir -p "$CACHE_DIR"
     # Test processes may call this concurrently; one builds, the others wait.
@@ -300,6 +326,8 @@ main() {
     flock 9
     ensure_host_packages
     mkdir -p "$CACHE_DIR/work"
+    local busybox_version
+    busybox_version="$(unpack_busybox)"
 
     # Everything the shared userland is built from; a change rebuilds all.
     USERLAND_KEY="$(
@@ -307,6 +335,7 @@ main() {
             # Contents only: the key must not depend on the checkout's path.
             cat "$HERE/prepare.sh" "$HERE/init" | sha256sum
             dpkg-query -W -f='${Package}=${Version}\n' "${HOST_PACKAGES[@]}"
+            echo "busybox-static=$busybox_version"
         } | sha256sum | cut -d' ' -f1
     )"
     USERLAND_CPIO="$CACHE_DIR/work/userland.cpio"

@@ -85,7 +85,10 @@ pub struct GuestImages {
 impl GuestImages {
     /// The `uname -r` of the kernel the guest boots for `kernel`.
     pub fn kernel_release(&self, kernel: GuestKernel) -> Option<String> {
-        let path = self.cache_dir.join(kernel.generation()).join("kernel-release");
+        let path = self
+            .cache_dir
+            .join(kernel.generation())
+            .join("kernel-release");
         fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
     }
 }
@@ -144,7 +147,9 @@ pub fn prepared() -> Result<GuestImages, String> {
 }
 
 fn guest_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("guest")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("guest")
 }
 
 fn cache_dir() -> PathBuf {
@@ -203,7 +208,10 @@ fn locate_and_prepare() -> Result<GuestImages, String> {
             cache.display()
         ));
     }
-    Ok(GuestImages { cache_dir: cache, run_script: dir.join("run-guest.sh") })
+    Ok(GuestImages {
+        cache_dir: cache,
+        run_script: dir.join("run-guest.sh"),
+    })
 }
 
 /// Reports that a guest test cannot run. Prints a loud SKIPPED banner to
@@ -221,7 +229,10 @@ pub fn skip_or_fail(test: &str, reason: &str) {
         eprintln!("## (set {ALLOW_SKIP_ENV}=1 to let this skip pass)");
     }
     eprintln!("################################################################");
-    assert!(allowed, "{test}: guest unavailable and {ALLOW_SKIP_ENV} is not 1: {reason}");
+    assert!(
+        allowed,
+        "{test}: guest unavailable and {ALLOW_SKIP_ENV} is not 1: {reason}"
+    );
 }
 
 /// One guest run: which kernel, the script, forwards and limits.
@@ -324,7 +335,9 @@ impl GuestRun {
             .arg(&images.cache_dir)
             .arg("--quiet");
         for (guest_port, host_port) in &self.forwards {
-            command.arg("--fwd").arg(format!("{guest_port}:{host_port}"));
+            command
+                .arg("--fwd")
+                .arg(format!("{guest_port}:{host_port}"));
         }
         if let Some(netns) = &self.netns {
             command.arg("--netns").arg(netns);
@@ -335,23 +348,35 @@ impl GuestRun {
         for (name, value) in &self.env {
             command.arg("--env").arg(format!("{name}={value}"));
         }
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
 
         let started = Instant::now();
-        let (status, stderr) =
-            supervise(command, Duration::from_secs(timeout_secs) + SUPERVISOR_GRACE)
-                .unwrap_or_else(|e| panic!("run {}: {e}", images.run_script.display()));
+        let (status, stderr) = supervise(
+            command,
+            Duration::from_secs(timeout_secs) + SUPERVISOR_GRACE,
+        )
+        .unwrap_or_else(|e| panic!("run {}: {e}", images.run_script.display()));
         let elapsed = started.elapsed();
 
         let console_log = fs::read(&log_path)
             .map(|bytes| String::from_utf8_lossy(&bytes).replace('\r', ""))
             .unwrap_or_default();
         let exit_code = parse_exit_code(&console_log);
-        let timed_out = status.map(|s| s.code() == Some(124)).unwrap_or(true) && exit_code.is_none();
+        let timed_out =
+            status.map(|s| s.code() == Some(124)).unwrap_or(true) && exit_code.is_none();
         if exit_code.is_none() && !stderr.is_empty() {
             eprintln!("run-guest.sh: {stderr}");
         }
-        GuestOutcome { exit_code, timed_out, console_log, log_path, elapsed }
+        GuestOutcome {
+            exit_code,
+            timed_out,
+            console_log,
+            log_path,
+            elapsed,
+        }
     }
 }
 
@@ -378,7 +403,9 @@ impl GuestNetns {
             .status()
             .map_err(|e| format!("cannot run tests/guest/netns.sh: {e}"))?;
         if !status.success() {
-            return Err(format!("tests/guest/netns.sh create {name} failed ({status})"));
+            return Err(format!(
+                "tests/guest/netns.sh create {name} failed ({status})"
+            ));
         }
         Ok(GuestNetns { name })
     }
@@ -392,7 +419,11 @@ impl GuestNetns {
     /// execs it in place, so the child's pid is the program's pid).
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut command = Command::new("ip");
-        command.arg("netns").arg("exec").arg(&self.name).arg(program);
+        command
+            .arg("netns")
+            .arg("exec")
+            .arg(&self.name)
+            .arg(program);
         command
     }
 }
@@ -443,24 +474,43 @@ fn supervise(mut command: Command, bound: Duration) -> io::Result<(Option<ExitSt
     let expired = done_rx.recv_timeout(bound).is_err();
     if expired {
         // SIGTERM, not SIGKILL: run-guest.sh traps it and kills its QEMU.
-        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
     }
-    let (status, stderr) = waiter.join().map_err(|_| io::Error::other("waiter thread panicked"))?;
+    let (status, stderr) = waiter
+        .join()
+        .map_err(|_| io::Error::other("waiter thread panicked"))?;
     let status = status?;
-    Ok((if expired { None } else { Some(status) }, stderr.trim().to_owned()))
+    Ok((
+        if expired { None } else { Some(status) },
+        stderr.trim().to_owned(),
+    ))
 }
 
 /// The last `KEEL-GUEST-EXIT-CODE: N` line the guest init printed.
 fn parse_exit_code(console_log: &str) -> Option<i32> {
     console_log.lines().rev().find_map(|line| {
         let at = line.find("KEEL-GUEST-EXIT-CODE: ")?;
-        line[at + "KEEL-GUEST-EXIT-CODE: ".len()..].trim().parse().ok()
+        line[at + "KEEL-GUEST-EXIT-CODE: ".len()..]
+            .trim()
+            .parse()
+            .ok()
     })
 }
 
 fn current_test_name() -> String {
     let name = thread::current().name().unwrap_or("guest").to_owned();
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 fn next_log_path(name: &str, kernel: GuestKernel) -> PathBuf {
@@ -491,7 +541,8 @@ mod tests {
 
     #[test]
     fn exit_code_is_the_last_marker_even_after_kernel_noise() {
-        let log = "boot\nKEEL-GUEST-EXIT-CODE: 3\n[ 1.0] x KEEL-GUEST-EXIT-CODE: 42\n[ 2.0] reboot\n";
+        let log =
+            "boot\nKEEL-GUEST-EXIT-CODE: 3\n[ 1.0] x KEEL-GUEST-EXIT-CODE: 42\n[ 2.0] reboot\n";
         assert_eq!(parse_exit_code(log), Some(42));
         assert_eq!(parse_exit_code("boot\n[ 1.0] Kernel panic\n"), None);
     }
