@@ -79,51 +79,72 @@ candidate_version() {
     apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}'
 }
 
-# Bookworm carries linux-image-6.12-amd64 in bookworm-security (the 6.12 LTS
-# kernel was brought into bookworm). If a mirror lacks it, bookworm-backports
-# has it: enable that suite in a file of our own and retry.
-ensure_candidate() {
-    local meta="$1" v
-    v="$(candidate_version "$meta")"
-    if [[ -z "$v" || "$v" == "(none)" ]]; then
-        apt_update_once
-        v="$(candidate_version "$meta")"
-    fi
-    if [[ -z "$v" || "$v" == "(none)" ]]; then
-        local list=/etc/apt/sources.list.d/keel-guest-backports.sources
-        log "$meta has no candidate; enabling bookworm-backports in $list"
-        cat >"$list" <<'EOF'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-        apt-get update -qq >/dev/null
-        APT_UPDATED=1
-        v="$(candidate_version "$meta")"
-        if [[ -z "$v" || "$v" == "(none)" ]]; then
-            v="$(candidate_version "$meta/bookworm-backports")"
+# The highest version of package $1 whose version starts with prefix $2.
+highest_version() {
+    local best="" v
+    while read -r v; do
+        [[ "$v" == "$2"* ]] || continue
+        if [[ -z "$best" ]] || dpkg --compare-versions "$v" gt "$best"; then
+            best="$v"
         fi
-    fi
-    [[ -n "$v" && "$v" != "(none)" ]] || die "no installable candidate for $meta"
+    done < <(apt-cache madison "$1" 2>/dev/null | awk -F'|' '{gsub(/ /, "", $2); print $2}')
+    echo "$best"
 }
 
-meta_package_for() {
-    case "$1" in
-        6.1) echo linux-image-amd64 ;;
-        6.12) echo linux-image-6.12-amd64 ;;
-        *) die "unknown kernel generation $1" ;;
+# Sets META and META_VERSION: the metapackage (and version) that pulls in the
+# newest kernel of generation $1. Bookworm has 6.1 as linux-image-amd64. The
+# 6.12 LTS kernel is linux-image-6.12-amd64 in bookworm-security; on a mirror
+# without it, bookworm-backports has it as its linux-image-amd64.
+find_meta() {
+    local gen="$1"
+    META=""
+    META_VERSION=""
+    case "$gen" in
+        6.1)
+            META=linux-image-amd64
+            META_VERSION="$(highest_version linux-image-amd64 6.1.)"
+            ;;
+        6.12)
+            META=linux-image-6.12-amd64
+            META_VERSION="$(highest_version linux-image-6.12-amd64 6.12.)"
+            if [[ -z "$META_VERSION" ]]; then
+                META=linux-image-amd64
+                META_VERSION="$(highest_version linux-image-amd64 6.12.)"
+            fi
+            ;;
+        *) die "unknown kernel generation $gen" ;;
     esac
 }
 
-# The metapackage depends on the versioned image package (ABI in its name).
-image_package_for() {
-    local meta="$1" pkg
-    pkg="$(apt-cache depends --important "$meta" 2>/dev/null |
-        awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
-    [[ -n "$pkg" ]] || die "cannot resolve the image package behind $meta"
-    echo "$pkg"
+resolve_meta() {
+    local gen="$1"
+    find_meta "$gen"
+    if [[ -z "$META_VERSION" ]]; then
+        apt_update_once
+        find_meta "$gen"
+    fi
+    if [[ -z "$META_VERSION" && "$gen" == 6.12 ]]; then
+        local list=/etc/apt/sources.list.d/keel-guest-backports.sources
+        log "no 6.12 kernel in the configured suites; enabling bookworm-backports in $list"
+        printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' \
+            'Suites: bookworm-backports' 'Components: main' \
+            'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' >"$list"
+        apt-get update -qq >/dev/null
+        APT_UPDATED=1
+        find_meta "$gen"
+    fi
+    [[ -n "$META_VERSION" ]] || die "no Debian package provides a $gen kernel"
+}
+
+# Sets IMAGE_PKG and IMAGE_VERSION from the metapackage's exact dependency
+# (the versioned image package, ABI in its name).
+resolve_image() {
+    local dep
+    dep="$(apt-cache show "$META=$META_VERSION" 2>/dev/null |
+        sed -n 's/^Depends: .*\(linux-image-[0-9][^ ,]*\) (= \([^)]*\)).*/\1 \2/p' | head -n1)"
+    [[ "$dep" == *" "* ]] || die "cannot resolve the image package behind $META=$META_VERSION"
+    IMAGE_PKG="${dep%% *}"
+    IMAGE_VERSION="${dep#* }"
 }
 
 # Copies a file to the same path inside the staging root, replacing any
@@ -220,12 +241,11 @@ extract_vmlinux() {
 
 build_generation() {
     local gen="$1" userland_root="$2"
-    local out="$CACHE_DIR/$gen" meta pkg version
-    meta="$(meta_package_for "$gen")"
-    ensure_candidate "$meta"
-    pkg="$(image_package_for "$meta")"
-    version="$(candidate_version "$pkg")"
-    [[ -n "$version" && "$version" != "(none)" ]] || die "no candidate for $pkg"
+    local out="$CACHE_DIR/$gen" pkg version
+    resolve_meta "$gen"
+    resolve_image
+    pkg="$IMAGE_PKG"
+    version="$IMAGE_VERSION"
 
     local stamp
     stamp="$(printf '%s\n' "$pkg=$version" "$USERLAND_KEY" | sha256sum | cut -d' ' -f1)"
