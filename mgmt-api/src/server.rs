@@ -44,7 +44,13 @@ pub enum TlsMode {
 
 impl Default for TlsMode {
     fn default() -> Self {
-        Self::SelfSigned { subject_alt_names: vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()] }
+        Self::SelfSigned {
+            subject_alt_names: vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "::1".to_owned(),
+            ],
+        }
     }
 }
 
@@ -130,7 +136,10 @@ pub struct ApiServer {
 
 impl std::fmt::Debug for ApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiServer").field("local_addr", &self.local_addr).field("scheme", &self.scheme).finish_non_exhaustive()
+        f.debug_struct("ApiServer")
+            .field("local_addr", &self.local_addr)
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,30 +159,47 @@ impl ApiServer {
                     let (cert, key) = tls::ensure_self_signed(&setup.data_dir, subject_alt_names)?;
                     Some((tls::server_config(&cert, &key)?, cert))
                 }
-                TlsMode::Files { cert_pem, key_pem } => Some((tls::server_config(cert_pem, key_pem)?, cert_pem.clone())),
+                TlsMode::Files { cert_pem, key_pem } => {
+                    Some((tls::server_config(cert_pem, key_pem)?, cert_pem.clone()))
+                }
             };
             Ok((Arc::new(service), Arc::new(auth), tls))
         })
         .await
         .map_err(|e| StartError::Task(e.to_string()))??;
         if auth.disabled() {
-            tracing::warn!("API authentication is DISABLED by configuration; every caller is a cluster admin");
+            tracing::warn!(
+                "API authentication is DISABLED by configuration; every caller is a cluster admin"
+            );
         }
         let listener = std::net::TcpListener::bind(config.listen)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let state = AppState {
             service: Arc::clone(&service),
             auth,
-            api_endpoint: config.advertised_endpoint.clone().unwrap_or_else(|| local_addr.to_string()),
+            api_endpoint: config
+                .advertised_endpoint
+                .clone()
+                .unwrap_or_else(|| local_addr.to_string()),
             body_limit_bytes: config.body_limit_bytes,
         };
         let app = router(state).into_make_service();
         let handle = Handle::new();
         let (scheme, certificate, task) = match tls {
             Some((server_config, cert)) => {
-                let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(server_config)).handle(handle.clone());
+                let server = axum_server::from_tcp_rustls(
+                    listener,
+                    RustlsConfig::from_config(server_config),
+                )
+                .handle(handle.clone());
                 ("https", Some(cert), tokio::spawn(server.serve(app)))
             }
             None => {
@@ -183,7 +209,14 @@ impl ApiServer {
             }
         };
         tracing::info!(%local_addr, scheme, "management API listening");
-        Ok(Self { local_addr, scheme, certificate, handle, task, service })
+        Ok(Self {
+            local_addr,
+            scheme,
+            certificate,
+            handle,
+            task,
+            service,
+        })
     }
 
     /// The bound address.
@@ -226,5 +259,8 @@ fn create_private_dir(path: &std::path::Path) -> Result<(), StartError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|source| StartError::DataDir { path: path.to_path_buf(), source })
+        .map_err(|source| StartError::DataDir {
+            path: path.to_path_buf(),
+            source,
+        })
 }

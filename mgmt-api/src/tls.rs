@@ -47,20 +47,29 @@ pub enum TlsError {
 
 /// Returns the paths of the self-signed certificate and key in `data_dir`,
 /// generating them for `names` (DNS names or IP addresses) if absent.
-pub fn ensure_self_signed(data_dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf), TlsError> {
+pub fn ensure_self_signed(
+    data_dir: &Path,
+    names: &[String],
+) -> Result<(PathBuf, PathBuf), TlsError> {
     let cert_path = data_dir.join(SELF_SIGNED_CERT_FILE);
     let key_path = data_dir.join(SELF_SIGNED_KEY_FILE);
     if cert_path.exists() && key_path.exists() {
         return Ok((cert_path, key_path));
     }
-    let generated = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let generated = rcgen::generate_simple_self_signed(names.to_vec())
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TlsError::Io { path, source }
     };
     // The key first: a crash between the two leaves no certificate, so the pair
     // is regenerated rather than mismatched.
-    write_durably(&key_path, generated.key_pair.serialize_pem().as_bytes(), 0o600).map_err(io(&key_path))?;
+    write_durably(
+        &key_path,
+        generated.key_pair.serialize_pem().as_bytes(),
+        0o600,
+    )
+    .map_err(io(&key_path))?;
     let tmp = cert_path.with_extension("tmp");
     write_durably(&tmp, generated.cert.pem().as_bytes(), 0o644).map_err(io(&cert_path))?;
     std::fs::rename(&tmp, &cert_path).map_err(io(&cert_path))?;
@@ -70,17 +79,36 @@ pub fn ensure_self_signed(data_dir: &Path, names: &[String]) -> Result<(PathBuf,
 }
 
 /// A rustls server configuration from PEM files (ring provider, HTTP/1.1 and h2).
-pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let read = |path: &Path| std::fs::read(path).map_err(|source| TlsError::Io { path: path.to_path_buf(), source });
+pub fn server_config(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
     let cert_pem = read(cert_path)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Pem { path: cert_path.to_path_buf(), what: "certificate", detail: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            path: cert_path.to_path_buf(),
+            what: "certificate",
+            detail: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::Pem { path: cert_path.to_path_buf(), what: "certificate", detail: "no certificate".to_owned() });
+        return Err(TlsError::Pem {
+            path: cert_path.to_path_buf(),
+            what: "certificate",
+            detail: "no certificate".to_owned(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_slice(&read(key_path)?)
-        .map_err(|e| TlsError::Pem { path: key_path.to_path_buf(), what: "private key", detail: e.to_string() })?;
+    let key = PrivateKeyDer::from_pem_slice(&read(key_path)?).map_err(|e| TlsError::Pem {
+        path: key_path.to_path_buf(),
+        what: "private key",
+        detail: e.to_string(),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -10,14 +10,29 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn login_issues_bearer_tokens_and_bad_credentials_get_401() {
     let h = Harness::start().await;
-    let resp = h.client.post(format!("{}/login", h.base)).header("Authorization", basic("admin", &h.admin_password())).send().await.unwrap();
+    let resp = h
+        .client
+        .post(format!("{}/login", h.base))
+        .header("Authorization", basic("admin", &h.admin_password()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["tokenType"], "Bearer");
     assert_eq!(body["expiresIn"], "3600");
-    assert!(body["idToken"].as_str().unwrap().split('.').count() == 3, "a JWT");
+    assert!(
+        body["idToken"].as_str().unwrap().split('.').count() == 3,
+        "a JWT"
+    );
 
-    for header in [Some(basic("admin", "wrong")), Some(basic("nobody", "x")), Some("Basic !!!".to_owned()), Some("Bearer x".to_owned()), None] {
+    for header in [
+        Some(basic("admin", "wrong")),
+        Some(basic("nobody", "x")),
+        Some("Basic !!!".to_owned()),
+        Some("Bearer x".to_owned()),
+        None,
+    ] {
         let mut req = h.client.post(format!("{}/login", h.base));
         if let Some(v) = &header {
             req = req.header("Authorization", v);
@@ -29,21 +44,30 @@ async fn login_issues_bearer_tokens_and_bad_credentials_get_401() {
     let (s, e) = h.call_as(None, Method::GET, "/api/v2/cluster", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_error_body(&e);
-    let (s, _) = h.call_as(Some("not.a.jwt"), Method::GET, "/api/v2/volumes", None).await;
+    let (s, _) = h
+        .call_as(Some("not.a.jwt"), Method::GET, "/api/v2/volumes", None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let forged = {
         let mut t = h.token.clone();
         t.push('x');
         t
     };
-    let (s, _) = h.call_as(Some(&forged), Method::GET, "/api/v2/volumes", None).await;
+    let (s, _) = h
+        .call_as(Some(&forged), Method::GET, "/api/v2/volumes", None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn project_roles_separate_401_from_403() {
     let h = Harness::start().await;
-    let (s, _) = h.post("/api/v2/projects", json!({"name": "p1", "description": "tenant one"})).await;
+    let (s, _) = h
+        .post(
+            "/api/v2/projects",
+            json!({"name": "p1", "description": "tenant one"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = h.post("/api/v2/projects", json!({"name": "p1"})).await;
     assert_eq!(s, StatusCode::CONFLICT);
@@ -57,38 +81,92 @@ async fn project_roles_separate_401_from_403() {
     let padmin = h.login("admin1", "password-123").await;
 
     let (s, v) = h
-        .call_as(Some(&padmin), Method::POST, "/api/v2/projects/p1/volumes", Some(json!({"name": "pv", "size": "1 gib"})))
+        .call_as(
+            Some(&padmin),
+            Method::POST,
+            "/api/v2/projects/p1/volumes",
+            Some(json!({"name": "pv", "size": "1 gib"})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let uuid = v["UUID"].as_str().unwrap().to_owned();
     // The viewer reads but cannot change.
-    let (s, _) = h.call_as(Some(&viewer), Method::GET, &format!("/api/v2/projects/p1/volumes/{uuid}"), None).await;
+    let (s, _) = h
+        .call_as(
+            Some(&viewer),
+            Method::GET,
+            &format!("/api/v2/projects/p1/volumes/{uuid}"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, list) = h.call_as(Some(&viewer), Method::GET, "/api/v2/volumes?projectName=p1", None).await;
+    let (s, list) = h
+        .call_as(
+            Some(&viewer),
+            Method::GET,
+            "/api/v2/volumes?projectName=p1",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list["volumes"].as_array().unwrap().len(), 1);
     let (s, e) = h
-        .call_as(Some(&viewer), Method::POST, "/api/v2/projects/p1/volumes", Some(json!({"name": "no", "size": "1 gib"})))
+        .call_as(
+            Some(&viewer),
+            Method::POST,
+            "/api/v2/projects/p1/volumes",
+            Some(json!({"name": "no", "size": "1 gib"})),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_error_body(&e);
-    let (s, _) = h.call_as(Some(&viewer), Method::DELETE, &format!("/api/v2/volumes/{uuid}"), None).await;
+    let (s, _) = h
+        .call_as(
+            Some(&viewer),
+            Method::DELETE,
+            &format!("/api/v2/volumes/{uuid}"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // A project admin cannot touch another project, nor administer the cluster.
-    let (s, _) = h.call_as(Some(&padmin), Method::GET, "/api/v2/projects/default/volumes", None).await;
+    let (s, _) = h
+        .call_as(
+            Some(&padmin),
+            Method::GET,
+            "/api/v2/projects/default/volumes",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = h.call_as(Some(&padmin), Method::POST, "/api/v2/projects", Some(json!({"name": "p2"}))).await;
+    let (s, _) = h
+        .call_as(
+            Some(&padmin),
+            Method::POST,
+            "/api/v2/projects",
+            Some(json!({"name": "p2"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // projectName is mandatory for non-admins on the flat routes.
-    let (s, _) = h.call_as(Some(&padmin), Method::GET, "/api/v2/volumes", None).await;
+    let (s, _) = h
+        .call_as(Some(&padmin), Method::GET, "/api/v2/volumes", None)
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // The cluster admin sees every project; the project list is filtered by role.
     let (_, all) = h.get("/api/v2/volumes").await;
     assert_eq!(all["volumes"][0]["projectName"], "p1");
-    let (_, projects) = h.call_as(Some(&viewer), Method::GET, "/api/v2/projects", None).await;
-    assert_eq!(projects["projects"], json!([{"name": "p1", "description": "tenant one"}]));
+    let (_, projects) = h
+        .call_as(Some(&viewer), Method::GET, "/api/v2/projects", None)
+        .await;
+    assert_eq!(
+        projects["projects"],
+        json!([{"name": "p1", "description": "tenant one"}])
+    );
     // A volume of p1 asked for under another project is not found there.
-    let (s, _) = h.get(&format!("/api/v2/projects/default/volumes/{uuid}")).await;
+    let (s, _) = h
+        .get(&format!("/api/v2/projects/default/volumes/{uuid}"))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
@@ -103,24 +181,41 @@ async fn registered_service_keys_sign_accepted_tokens() {
     let (s, list) = h.get("/api/v2/credentials").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list["credentials"][0]["id"], "dms-key");
-    let (s, _) = h.post("/api/v2/credentials", json!({"id": "bad", "projectName": "system", "type": "ec256pubkey", "key": "garbage"})).await;
+    let (s, _) = h
+        .post(
+            "/api/v2/credentials",
+            json!({"id": "bad", "projectName": "system", "type": "ec256pubkey", "key": "garbage"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some("dms-key".to_owned());
     let signing = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
-    let token = jsonwebtoken::encode(&header, &json!({"sub": "dms", "exp": exp}), &signing).unwrap();
-    let (s, _) = h.call_as(Some(&token), Method::GET, "/api/v2/cluster", None).await;
+    let token =
+        jsonwebtoken::encode(&header, &json!({"sub": "dms", "exp": exp}), &signing).unwrap();
+    let (s, _) = h
+        .call_as(Some(&token), Method::GET, "/api/v2/cluster", None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     // Unknown key ids are 401; removing the credential revokes its tokens.
     header.kid = Some("other".to_owned());
-    let stranger = jsonwebtoken::encode(&header, &json!({"sub": "dms", "exp": exp}), &signing).unwrap();
-    let (s, _) = h.call_as(Some(&stranger), Method::GET, "/api/v2/cluster", None).await;
+    let stranger =
+        jsonwebtoken::encode(&header, &json!({"sub": "dms", "exp": exp}), &signing).unwrap();
+    let (s, _) = h
+        .call_as(Some(&stranger), Method::GET, "/api/v2/cluster", None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = h.delete("/api/v2/credentials/dms-key").await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = h.call_as(Some(&token), Method::GET, "/api/v2/cluster", None).await;
+    let (s, _) = h
+        .call_as(Some(&token), Method::GET, "/api/v2/cluster", None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
@@ -129,21 +224,47 @@ async fn tls_is_on_by_default_with_a_generated_certificate() {
     let h = Harness::start().await;
     assert!(h.base.starts_with("https://"));
     let cert = h.dir.join("tls-cert.pem");
-    assert!(std::fs::read_to_string(&cert).unwrap().contains("BEGIN CERTIFICATE"));
+    assert!(std::fs::read_to_string(&cert)
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(h.dir.join("tls-key.pem")).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::metadata(h.dir.join("admin-password")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(h.dir.join("tls-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(h.dir.join("admin-password"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     // A client that pins the generated certificate verifies it.
     let pinned = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+        )
         .build()
         .unwrap();
     let port = h.server.as_ref().unwrap().local_addr().port();
-    let resp = pinned.get(format!("https://localhost:{port}/openapi.json")).send().await.unwrap();
+    let resp = pinned
+        .get(format!("https://localhost:{port}/openapi.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     // Plain HTTP to the TLS port fails.
-    let plain = h.client.get(format!("http://127.0.0.1:{port}/openapi.json")).send().await;
+    let plain = h
+        .client
+        .get(format!("http://127.0.0.1:{port}/openapi.json"))
+        .send()
+        .await;
     assert!(plain.map(|r| r.status() != StatusCode::OK).unwrap_or(true));
 }
 
@@ -178,7 +299,10 @@ async fn openapi_document_lists_every_route() {
         ("/api/v2/volumes/", "get"),
         ("/api/v2/volumes/{UUID}", "put"),
         ("/api/v2/volumes/{UUID}", "delete"),
-        ("/api/v2/projects/{projectName}/volumes/{UUID}/rollback", "put"),
+        (
+            "/api/v2/projects/{projectName}/volumes/{UUID}/rollback",
+            "put",
+        ),
         ("/api/v2/projects/{projectName}/snapshots", "post"),
         ("/api/v2/projects/{projectName}/snapshots/", "get"),
         ("/api/v1/volumes/thickclone", "post"),
@@ -188,7 +312,10 @@ async fn openapi_document_lists_every_route() {
         ("/api/v1/workflows/{workflowId}/cancel", "post"),
         ("/api/v2/credentials", "post"),
     ] {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the OpenAPI document");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the OpenAPI document"
+        );
     }
     assert!(doc["components"]["schemas"]["VolumeDto"].is_object());
 }

@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 async fn snapshot_of_new_volume(h: &Harness, name: &str) -> String {
     let v = h.create_volume(name, "1 mib").await;
     let (s, snap) = h
-        .post("/api/v2/projects/default/snapshots", json!({"name": format!("{name}-snap"), "sourceVolumeUUID": v["UUID"]}))
+        .post(
+            "/api/v2/projects/default/snapshots",
+            json!({"name": format!("{name}-snap"), "sourceVolumeUUID": v["UUID"]}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{snap}");
     snap["UUID"].as_str().unwrap().to_owned()
@@ -57,7 +60,12 @@ async fn thick_clone_into_a_volume_completes_with_progress() {
     assert_eq!(v["size"], "2097152");
     assert!(v["nsid"].as_u64().unwrap() > 0);
     // A second clone to the same name is 409; a foreign cluster id is 400.
-    let (s, _) = h.post("/api/v1/volumes/thickclone", json!({"src": {"snapId": snap, "projectName": "default"}, "dst": {"name": "copy"}})).await;
+    let (s, _) = h
+        .post(
+            "/api/v1/volumes/thickclone",
+            json!({"src": {"snapId": snap, "projectName": "default"}, "dst": {"name": "copy"}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
     let (s, e) = h
         .post("/api/v1/volumes/thickclone", json!({"src": {"snapId": snap, "projectName": "default", "clusterId": uuid::Uuid::new_v4()}, "dst": {"name": "x"}}))
@@ -83,7 +91,9 @@ async fn thick_clone_into_a_snapshot_creates_the_snapshot() {
     let id = started["workflowId"].as_str().unwrap().to_owned();
     let done = wait_for_state(&h, &id, "Completed").await;
     assert_eq!(done["type"], "thick clone snapshot");
-    let (s, copy) = h.get("/api/v2/projects/default/snapshots/?Name=snap-copy").await;
+    let (s, copy) = h
+        .get("/api/v2/projects/default/snapshots/?Name=snap-copy")
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(copy["description"], "full copy");
 }
@@ -93,7 +103,12 @@ async fn cancel_stops_a_running_clone_and_removes_its_destination() {
     let h = Harness::start().await;
     let snap = snapshot_of_new_volume(&h, "src").await;
     h.control.hold_clone_jobs(true);
-    let (_, started) = h.post("/api/v1/volumes/thickclone", json!({"src": {"snapId": snap, "projectName": "default"}, "dst": {"name": "doomed"}})).await;
+    let (_, started) = h
+        .post(
+            "/api/v1/volumes/thickclone",
+            json!({"src": {"snapId": snap, "projectName": "default"}, "dst": {"name": "doomed"}}),
+        )
+        .await;
     let id = started["workflowId"].as_str().unwrap().to_owned();
     let running = workflow_state(&h, &id).await;
     assert_eq!(running["state"], "Running");
@@ -101,19 +116,30 @@ async fn cancel_stops_a_running_clone_and_removes_its_destination() {
     assert_eq!(dst["state"], "Creating");
     let dst_uuid = uuid::Uuid::parse_str(dst["UUID"].as_str().unwrap()).unwrap();
     // The snapshot feeding a running clone cannot be deleted; the destination neither.
-    let (s, _) = h.delete(&format!("/api/v2/projects/default/snapshots/{snap}")).await;
+    let (s, _) = h
+        .delete(&format!("/api/v2/projects/default/snapshots/{snap}"))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    let (s, _) = h.post(&format!("/api/v1/workflows/{id}/cancel"), json!({})).await;
+    let (s, _) = h
+        .post(&format!("/api/v1/workflows/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK);
     let canceled = wait_for_state(&h, &id, "Canceled").await;
     assert!(canceled["endedAt"].is_string());
     let (s, _) = h.get("/api/v2/projects/default/volumes/?name=doomed").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(!h.control.has_volume(dst_uuid));
-    let (s, e) = h.post(&format!("/api/v1/workflows/{id}/cancel"), json!({})).await;
+    let (s, e) = h
+        .post(&format!("/api/v1/workflows/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "cancel of an ended workflow");
     assert_error_body(&e);
-    let (s, _) = h.post(&format!("/api/v1/workflows/{}/cancel", uuid::Uuid::new_v4()), json!({})).await;
+    let (s, _) = h
+        .post(
+            &format!("/api/v1/workflows/{}/cancel", uuid::Uuid::new_v4()),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = h.get("/api/v1/workflows/not-a-uuid").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -130,11 +156,20 @@ async fn too_many_running_workflows_get_429_and_lists_page() {
         assert_eq!(s, StatusCode::OK, "{w}");
         ids.push(w["workflowId"].as_str().unwrap().to_owned());
     }
-    let (s, e) = h.post("/api/v1/volumes/thickclone", json!({"src": {"snapId": snap, "projectName": "default"}, "dst": {"name": "c9"}})).await;
+    let (s, e) = h
+        .post(
+            "/api/v1/volumes/thickclone",
+            json!({"src": {"snapId": snap, "projectName": "default"}, "dst": {"name": "c9"}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     assert_error_body(&e);
     let (s, _) = h.get("/api/v2/projects/default/volumes/?name=c9").await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "a throttled request creates nothing");
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "a throttled request creates nothing"
+    );
 
     // Paging: newest first, one per page.
     let (s, page1) = h.get("/api/v1/workflows?pageSize=1").await;
@@ -142,7 +177,11 @@ async fn too_many_running_workflows_get_429_and_lists_page() {
     assert_eq!(page1["workflows"][0]["id"], ids[1].as_str());
     let token = page1["nextPageToken"].as_str().unwrap().to_owned();
     assert!(!token.is_empty());
-    let (_, page2) = h.get(&format!("/api/v1/workflows?pageSize=1&nextPageToken={token}")).await;
+    let (_, page2) = h
+        .get(&format!(
+            "/api/v1/workflows?pageSize=1&nextPageToken={token}"
+        ))
+        .await;
     assert_eq!(page2["workflows"][0]["id"], ids[0].as_str());
     assert_eq!(page2["nextPageToken"], "");
     let (s, _) = h.get("/api/v1/workflows?nextPageToken=zzz").await;
@@ -152,7 +191,12 @@ async fn too_many_running_workflows_get_429_and_lists_page() {
     for id in &ids {
         wait_for_state(&h, id, "Completed").await;
     }
-    let (s, _) = h.post("/api/v1/volumes/thickclone", json!({"src": {"snapId": snap, "projectName": "default"}, "dst": {"name": "c9"}})).await;
+    let (s, _) = h
+        .post(
+            "/api/v1/volumes/thickclone",
+            json!({"src": {"snapId": snap, "projectName": "default"}, "dst": {"name": "c9"}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "room again once workflows complete");
 }
 
@@ -161,7 +205,12 @@ async fn engines_without_thick_clone_answer_501() {
     let h = Harness::start().await;
     let snap = snapshot_of_new_volume(&h, "src").await;
     h.control.disable_clone_jobs();
-    let (s, e) = h.post("/api/v1/volumes/thickclone", json!({"src": {"snapId": snap, "projectName": "default"}, "dst": {"name": "c"}})).await;
+    let (s, e) = h
+        .post(
+            "/api/v1/volumes/thickclone",
+            json!({"src": {"snapId": snap, "projectName": "default"}, "dst": {"name": "c"}}),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
     assert_error_body(&e);
     let (_, list) = h.get("/api/v1/workflows").await;
@@ -174,7 +223,12 @@ async fn engines_without_thick_clone_answer_501() {
 async fn state_survives_a_restart_on_the_same_data_dir() {
     let h = Harness::start().await;
     let v = h.create_volume("durable", "1 gib").await;
-    let (s, _) = h.put(&format!("/api/v2/volumes/{}", v["UUID"].as_str().unwrap()), json!({"labels": [{"key": "k", "value": "v"}]})).await;
+    let (s, _) = h
+        .put(
+            &format!("/api/v2/volumes/{}", v["UUID"].as_str().unwrap()),
+            json!({"labels": [{"key": "k", "value": "v"}]}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     let snap = snapshot_of_new_volume(&h, "other").await;
     let token = h.token.clone();
@@ -183,12 +237,25 @@ async fn state_survives_a_restart_on_the_same_data_dir() {
     let (dir, control, tmp) = h.stop().await;
 
     let h = Harness::open(dir, control, |_| {}).await;
-    assert_eq!(h.admin_password(), password, "the first password is not regenerated");
-    let (s, v2) = h.call_as(Some(&token), reqwest::Method::GET, &format!("/api/v2/volumes/{}", v["UUID"].as_str().unwrap()), None).await;
+    assert_eq!(
+        h.admin_password(),
+        password,
+        "the first password is not regenerated"
+    );
+    let (s, v2) = h
+        .call_as(
+            Some(&token),
+            reqwest::Method::GET,
+            &format!("/api/v2/volumes/{}", v["UUID"].as_str().unwrap()),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "tokens survive a restart");
     assert_eq!(v2["labels"], json!([{"key": "k", "value": "v"}]));
     assert_eq!(v2["nsid"], v["nsid"]);
-    let (s, _) = h.get(&format!("/api/v2/projects/default/snapshots/{snap}")).await;
+    let (s, _) = h
+        .get(&format!("/api/v2/projects/default/snapshots/{snap}"))
+        .await;
     assert_eq!(s, StatusCode::OK);
     let (_, cluster_after) = h.get("/api/v2/cluster").await;
     assert_eq!(cluster_after["UUID"], cluster_before["UUID"]);
@@ -208,7 +275,9 @@ async fn restart_reconciles_operations_cut_short() {
     h.control.hold_clone_jobs(true);
     let (_, wf) = h.post("/api/v1/volumes/thickclone", json!({"src": {"snapId": snap, "projectName": "default"}, "dst": {"name": "cut-short"}})).await;
     let wf_id = wf["workflowId"].as_str().unwrap().to_owned();
-    let (_, cut) = h.get("/api/v2/projects/default/volumes/?name=cut-short").await;
+    let (_, cut) = h
+        .get("/api/v2/projects/default/volumes/?name=cut-short")
+        .await;
     let (dir, control, tmp) = h.stop().await;
 
     let uuid = |v: &Value| uuid::Uuid::parse_str(v["UUID"].as_str().unwrap()).unwrap();
@@ -218,21 +287,38 @@ async fn restart_reconciles_operations_cut_short() {
     }
     let path = dir.join("catalog.json");
     let mut catalog: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    for (v, state) in [(&deleting, "Deleting"), (&creating_done, "Creating"), (&creating_lost, "Creating"), (&updating, "Updating")] {
+    for (v, state) in [
+        (&deleting, "Deleting"),
+        (&creating_done, "Creating"),
+        (&creating_lost, "Creating"),
+        (&updating, "Updating"),
+    ] {
         catalog["volumes"][v["UUID"].as_str().unwrap()]["state"] = json!(state);
     }
     std::fs::write(&path, serde_json::to_vec(&catalog).unwrap()).unwrap();
 
     let h = Harness::open(dir, control, |_| {}).await;
     eventually("the interrupted delete to finish", || async {
-        (h.get(&format!("/api/v2/volumes/{}", uuid(&deleting))).await.0 == StatusCode::NOT_FOUND).then_some(())
+        (h.get(&format!("/api/v2/volumes/{}", uuid(&deleting)))
+            .await
+            .0
+            == StatusCode::NOT_FOUND)
+            .then_some(())
     })
     .await;
     assert!(!h.control.has_volume(uuid(&deleting)));
-    let (_, done) = h.get(&format!("/api/v2/volumes/{}", uuid(&creating_done))).await;
+    let (_, done) = h
+        .get(&format!("/api/v2/volumes/{}", uuid(&creating_done)))
+        .await;
     assert_eq!(done["state"], "Available");
-    let (s, _) = h.get(&format!("/api/v2/volumes/{}", uuid(&creating_lost))).await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "a Creating volume without engine volume is removed");
+    let (s, _) = h
+        .get(&format!("/api/v2/volumes/{}", uuid(&creating_lost)))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "a Creating volume without engine volume is removed"
+    );
     let (_, up) = h.get(&format!("/api/v2/volumes/{}", uuid(&updating))).await;
     assert_eq!(up["state"], "Available");
     let w = workflow_state(&h, &wf_id).await;

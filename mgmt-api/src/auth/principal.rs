@@ -62,7 +62,10 @@ pub struct Principal {
 impl Principal {
     /// The principal used when authentication is disabled by configuration.
     pub fn anonymous_admin() -> Self {
-        Self { subject: "anonymous".to_owned(), role: Role::ClusterAdmin }
+        Self {
+            subject: "anonymous".to_owned(),
+            role: Role::ClusterAdmin,
+        }
     }
 
     /// Whether the caller is a cluster admin.
@@ -102,7 +105,11 @@ mod tests {
 
     #[test]
     fn claims_round_trip() {
-        for role in [Role::ClusterAdmin, Role::ProjectAdmin("p-1".into()), Role::ProjectViewer("a:b".into())] {
+        for role in [
+            Role::ClusterAdmin,
+            Role::ProjectAdmin("p-1".into()),
+            Role::ProjectViewer("a:b".into()),
+        ] {
             assert_eq!(Role::from_claim(&role.claim()), Some(role));
         }
         assert_eq!(Role::from_claim("x:root"), None);
@@ -110,7 +117,10 @@ mod tests {
 
     #[test]
     fn viewers_read_but_do_not_write() {
-        let p = Principal { subject: "v".into(), role: Role::ProjectViewer("a".into()) };
+        let p = Principal {
+            subject: "v".into(),
+            role: Role::ProjectViewer("a".into()),
+        };
         assert!(p.can_read("a"));
         assert!(!p.can_write("a"));
         assert!(!p.can_read("b"));

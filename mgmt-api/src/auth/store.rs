@@ -36,7 +36,10 @@ pub struct PasswordCost {
 impl Default for PasswordCost {
     fn default() -> Self {
         // The argon2 crate's recommended defaults (OWASP: m=19 MiB, t=2).
-        Self { memory_kib: 19 * 1024, iterations: 2 }
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+        }
     }
 }
 
@@ -53,7 +56,11 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { disabled: false, token_ttl: Duration::from_secs(3600), password_cost: PasswordCost::default() }
+        Self {
+            disabled: false,
+            token_ttl: Duration::from_secs(3600),
+            password_cost: PasswordCost::default(),
+        }
     }
 }
 
@@ -133,18 +140,25 @@ pub struct Authenticator {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator").field("disabled", &self.config.disabled).finish_non_exhaustive()
+        f.debug_struct("Authenticator")
+            .field("disabled", &self.config.disabled)
+            .finish_non_exhaustive()
     }
 }
 
 fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn random_password() -> String {
     const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789";
     let mut rng = rand::rngs::OsRng;
-    (0..GENERATED_PASSWORD_LEN).map(|_| char::from(CHARS[rng.gen_range(0..CHARS.len())])).collect()
+    (0..GENERATED_PASSWORD_LEN)
+        .map(|_| char::from(CHARS[rng.gen_range(0..CHARS.len())]))
+        .collect()
 }
 
 impl Authenticator {
@@ -162,10 +176,18 @@ impl Authenticator {
         create_new_durably(&secret_path, &fresh, 0o600).map_err(io(&secret_path))?;
         let secret = std::fs::read(&secret_path).map_err(io(&secret_path))?;
         if secret.len() != SECRET_LEN {
-            return Err(AuthError::Internal(format!("{} has an unexpected length", secret_path.display())));
+            return Err(AuthError::Internal(format!(
+                "{} has an unexpected length",
+                secret_path.display()
+            )));
         }
         let store = JsonStore::new(data_dir.join("users.json"));
-        let auth = Self { config, secret, file: Mutex::new(AuthFile::default()), store };
+        let auth = Self {
+            config,
+            secret,
+            file: Mutex::new(AuthFile::default()),
+            store,
+        };
         match auth.store.load::<AuthFile>()? {
             Some(file) => *auth.file.lock() = file,
             None => {
@@ -173,7 +195,11 @@ impl Authenticator {
                 let password_path = data_dir.join(ADMIN_PASSWORD_FILE);
                 let hash = auth.hash(&password)?;
                 let file = AuthFile {
-                    users: vec![UserRecord { name: ADMIN_USER.to_owned(), password_hash: hash, role: Role::ClusterAdmin }],
+                    users: vec![UserRecord {
+                        name: ADMIN_USER.to_owned(),
+                        password_hash: hash,
+                        role: Role::ClusterAdmin,
+                    }],
                     credentials: Vec::new(),
                 };
                 // Write the password before the users file, so a crash in between
@@ -200,20 +226,37 @@ impl Authenticator {
     }
 
     fn hash(&self, password: &str) -> Result<String, AuthError> {
-        let params = argon2::Params::new(self.config.password_cost.memory_kib, self.config.password_cost.iterations, 1, None)
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let params = argon2::Params::new(
+            self.config.password_cost.memory_kib,
+            self.config.password_cost.iterations,
+            1,
+            None,
+        )
+        .map_err(|e| AuthError::Internal(e.to_string()))?;
         let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-        argon.hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| AuthError::Internal(e.to_string()))
+        argon
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| AuthError::Internal(e.to_string()))
     }
 
     /// Checks a user's password and issues a token.
     pub fn login(&self, user: &str, password: &str) -> Result<String, AuthError> {
-        let record = self.file.lock().users.iter().find(|u| u.name == user).cloned();
+        let record = self
+            .file
+            .lock()
+            .users
+            .iter()
+            .find(|u| u.name == user)
+            .cloned();
         let failed = || AuthError::Unauthenticated("wrong user name or password".to_owned());
         let record = record.ok_or_else(failed)?;
-        let parsed = PasswordHash::new(&record.password_hash).map_err(|e| AuthError::Internal(e.to_string()))?;
-        Argon2::default().verify_password(password.as_bytes(), &parsed).map_err(|_| failed())?;
+        let parsed = PasswordHash::new(&record.password_hash)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .map_err(|_| failed())?;
         self.issue(&record.name, &record.role)
     }
 
@@ -233,7 +276,9 @@ impl Authenticator {
     /// Verifies a bearer token: ours (HS256) or one signed by a registered
     /// credential (its `kid`), whose role is the credential's.
     pub fn verify(&self, bearer: &str) -> Result<Principal, AuthError> {
-        let bad = |e: jsonwebtoken::errors::Error| AuthError::Unauthenticated(format!("invalid token: {e}"));
+        let bad = |e: jsonwebtoken::errors::Error| {
+            AuthError::Unauthenticated(format!("invalid token: {e}"))
+        };
         let header = jsonwebtoken::decode_header(bearer).map_err(bad)?;
         if header.alg == Algorithm::HS256 {
             let claims = token::verify_local(&self.secret, bearer).map_err(bad)?;
@@ -241,10 +286,17 @@ impl Authenticator {
                 .roles
                 .iter()
                 .find_map(|r| Role::from_claim(r))
-                .ok_or_else(|| AuthError::Unauthenticated("the token carries no known role".to_owned()))?;
-            return Ok(Principal { subject: claims.sub, role });
+                .ok_or_else(|| {
+                    AuthError::Unauthenticated("the token carries no known role".to_owned())
+                })?;
+            return Ok(Principal {
+                subject: claims.sub,
+                role,
+            });
         }
-        let kid = header.kid.ok_or_else(|| AuthError::Unauthenticated("a foreign token must name its key (kid)".to_owned()))?;
+        let kid = header.kid.ok_or_else(|| {
+            AuthError::Unauthenticated("a foreign token must name its key (kid)".to_owned())
+        })?;
         let credential = self
             .file
             .lock()
@@ -255,7 +307,9 @@ impl Authenticator {
             .ok_or_else(|| AuthError::Unauthenticated(format!("unknown key id {kid:?}")))?;
         let (key, alg) = decoding_key(&credential.kind, &credential.public_key_pem)?;
         if alg != header.alg {
-            return Err(AuthError::Unauthenticated("token algorithm does not match the registered key".to_owned()));
+            return Err(AuthError::Unauthenticated(
+                "token algorithm does not match the registered key".to_owned(),
+            ));
         }
         let claims = token::verify_foreign(&key, alg, bearer).map_err(bad)?;
         let role = if credential.project == SYSTEM_PROJECT {
@@ -263,14 +317,19 @@ impl Authenticator {
         } else {
             Role::ProjectAdmin(credential.project.clone())
         };
-        Ok(Principal { subject: format!("{}:{}", credential.id, claims.sub), role })
+        Ok(Principal {
+            subject: format!("{}:{}", credential.id, claims.sub),
+            role,
+        })
     }
 
     /// Adds a user.
     pub fn create_user(&self, name: &str, password: &str, role: Role) -> Result<(), AuthError> {
         crate::domain::rules::check_name("name", name).map_err(AuthError::InvalidArgument)?;
         if password.len() < 8 || password.len() > 1024 {
-            return Err(AuthError::InvalidArgument("password must be 8-1024 bytes".to_owned()));
+            return Err(AuthError::InvalidArgument(
+                "password must be 8-1024 bytes".to_owned(),
+            ));
         }
         let hash = self.hash(password)?;
         let mut file = self.file.lock();
@@ -278,7 +337,11 @@ impl Authenticator {
             return Err(AuthError::AlreadyExists(format!("user {name:?}")));
         }
         let mut next = file.clone();
-        next.users.push(UserRecord { name: name.to_owned(), password_hash: hash, role });
+        next.users.push(UserRecord {
+            name: name.to_owned(),
+            password_hash: hash,
+            role,
+        });
         self.store.save(&next)?;
         *file = next;
         Ok(())
@@ -286,16 +349,28 @@ impl Authenticator {
 
     /// Registers another service's public key; tokens it signs with `kid = id`
     /// are accepted with a role in `project` (`system` = cluster admin).
-    pub fn create_credential(&self, id: &str, project: &str, kind: &str, key: &str) -> Result<CredentialInfo, AuthError> {
+    pub fn create_credential(
+        &self,
+        id: &str,
+        project: &str,
+        kind: &str,
+        key: &str,
+    ) -> Result<CredentialInfo, AuthError> {
         crate::domain::rules::check_name("id", id).map_err(AuthError::InvalidArgument)?;
-        crate::domain::rules::check_name("projectName", project).map_err(AuthError::InvalidArgument)?;
+        crate::domain::rules::check_name("projectName", project)
+            .map_err(AuthError::InvalidArgument)?;
         let pem = if key.trim_start().starts_with("-----BEGIN") {
             key.to_owned()
         } else {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(key.trim())
-                .map_err(|_| AuthError::InvalidArgument("key must be a PEM public key or its base64 encoding".to_owned()))?;
-            String::from_utf8(bytes).map_err(|_| AuthError::InvalidArgument("decoded key is not PEM text".to_owned()))?
+                .map_err(|_| {
+                    AuthError::InvalidArgument(
+                        "key must be a PEM public key or its base64 encoding".to_owned(),
+                    )
+                })?;
+            String::from_utf8(bytes)
+                .map_err(|_| AuthError::InvalidArgument("decoded key is not PEM text".to_owned()))?
         };
         decoding_key(kind, &pem)?;
         let mut file = self.file.lock();
@@ -303,11 +378,20 @@ impl Authenticator {
             return Err(AuthError::AlreadyExists(format!("credential {id:?}")));
         }
         let mut next = file.clone();
-        let record = CredentialRecord { id: id.to_owned(), project: project.to_owned(), kind: kind.to_owned(), public_key_pem: pem };
+        let record = CredentialRecord {
+            id: id.to_owned(),
+            project: project.to_owned(),
+            kind: kind.to_owned(),
+            public_key_pem: pem,
+        };
         next.credentials.push(record);
         self.store.save(&next)?;
         *file = next;
-        Ok(CredentialInfo { id: id.to_owned(), project: project.to_owned(), kind: kind.to_owned() })
+        Ok(CredentialInfo {
+            id: id.to_owned(),
+            project: project.to_owned(),
+            kind: kind.to_owned(),
+        })
     }
 
     /// Every registered credential.
@@ -316,7 +400,11 @@ impl Authenticator {
             .lock()
             .credentials
             .iter()
-            .map(|c| CredentialInfo { id: c.id.clone(), project: c.project.clone(), kind: c.kind.clone() })
+            .map(|c| CredentialInfo {
+                id: c.id.clone(),
+                project: c.project.clone(),
+                kind: c.kind.clone(),
+            })
             .collect()
     }
 
@@ -335,11 +423,21 @@ impl Authenticator {
 }
 
 fn decoding_key(kind: &str, pem: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
-    let bad = |e: jsonwebtoken::errors::Error| AuthError::InvalidArgument(format!("invalid {kind} key: {e}"));
+    let bad = |e: jsonwebtoken::errors::Error| {
+        AuthError::InvalidArgument(format!("invalid {kind} key: {e}"))
+    };
     match kind {
-        "rsa256pubkey" => Ok((DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(bad)?, Algorithm::RS256)),
-        "ec256pubkey" => Ok((DecodingKey::from_ec_pem(pem.as_bytes()).map_err(bad)?, Algorithm::ES256)),
-        other => Err(AuthError::InvalidArgument(format!("credential type {other:?} is not rsa256pubkey or ec256pubkey"))),
+        "rsa256pubkey" => Ok((
+            DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(bad)?,
+            Algorithm::RS256,
+        )),
+        "ec256pubkey" => Ok((
+            DecodingKey::from_ec_pem(pem.as_bytes()).map_err(bad)?,
+            Algorithm::ES256,
+        )),
+        other => Err(AuthError::InvalidArgument(format!(
+            "credential type {other:?} is not rsa256pubkey or ec256pubkey"
+        ))),
     }
 }
 
@@ -348,7 +446,13 @@ mod tests {
     use super::*;
 
     fn cheap() -> AuthConfig {
-        AuthConfig { password_cost: PasswordCost { memory_kib: 64, iterations: 1 }, ..AuthConfig::default() }
+        AuthConfig {
+            password_cost: PasswordCost {
+                memory_kib: 64,
+                iterations: 1,
+            },
+            ..AuthConfig::default()
+        }
     }
 
     #[test]
@@ -357,11 +461,17 @@ mod tests {
         let auth = Authenticator::open(dir.path(), cheap()).unwrap();
         let path = dir.path().join(ADMIN_PASSWORD_FILE);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let password = std::fs::read_to_string(&path).unwrap();
         let token = auth.login(ADMIN_USER, password.trim()).unwrap();
         assert_eq!(auth.verify(&token).unwrap().role, Role::ClusterAdmin);
-        assert!(matches!(auth.login(ADMIN_USER, "wrong"), Err(AuthError::Unauthenticated(_))));
+        assert!(matches!(
+            auth.login(ADMIN_USER, "wrong"),
+            Err(AuthError::Unauthenticated(_))
+        ));
         // A second open keeps the users and the secret: old tokens stay valid.
         drop(auth);
         let again = Authenticator::open(dir.path(), cheap()).unwrap();

@@ -26,7 +26,11 @@ pub struct Claims {
 
 /// Signs `claims` with the node's HS256 secret.
 pub fn sign(secret: &[u8], claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
 }
 
 /// Verifies an HS256 token signed by this node.
@@ -38,7 +42,11 @@ pub fn verify_local(secret: &[u8], token: &str) -> Result<Claims, jsonwebtoken::
 }
 
 /// Verifies a token signed by a registered service key.
-pub fn verify_foreign(key: &DecodingKey, algorithm: Algorithm, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+pub fn verify_foreign(
+    key: &DecodingKey,
+    algorithm: Algorithm,
+    token: &str,
+) -> Result<Claims, jsonwebtoken::errors::Error> {
     let mut v = Validation::new(algorithm);
     v.leeway = 5;
     jsonwebtoken::decode::<Claims>(token, key, &v).map(|d| d.claims)

@@ -10,8 +10,8 @@ use parking_lot::{Condvar, Mutex};
 use uuid::Uuid;
 
 use super::{
-    CloneJobId, CloneJobState, CloneJobStatus, Control, ControlError, EngineVolume, HostAcl, NodeInfo, PoolStats,
-    VolumeSpec, VolumeUsage,
+    CloneJobId, CloneJobState, CloneJobStatus, Control, ControlError, EngineVolume, HostAcl,
+    NodeInfo, PoolStats, VolumeSpec, VolumeUsage,
 };
 
 /// The longest a held delete waits for release, so a forgotten hold cannot hang a test.
@@ -64,7 +64,11 @@ impl MemoryControl {
     /// A control whose pool holds `capacity_bytes`.
     pub fn new(capacity_bytes: u64) -> Self {
         Self {
-            state: Mutex::new(State { next_nsid: 1, next_job: 1, ..State::default() }),
+            state: Mutex::new(State {
+                next_nsid: 1,
+                next_job: 1,
+                ..State::default()
+            }),
             released: Condvar::new(),
             capacity_bytes,
             node: NodeInfo {
@@ -113,7 +117,11 @@ impl MemoryControl {
 
     /// The ACL the target currently enforces for `volume`.
     pub fn host_acl(&self, volume: Uuid) -> Option<HostAcl> {
-        self.state.lock().volumes.get(&volume).map(|v| v.acl.clone())
+        self.state
+            .lock()
+            .volumes
+            .get(&volume)
+            .map(|v| v.acl.clone())
     }
 
     /// Whether the engine holds `volume`.
@@ -128,10 +136,18 @@ impl MemoryControl {
 
     /// The engine's volume size, if it holds the volume.
     pub fn volume_size(&self, volume: Uuid) -> Option<u64> {
-        self.state.lock().volumes.get(&volume).map(|v| v.spec.size_bytes)
+        self.state
+            .lock()
+            .volumes
+            .get(&volume)
+            .map(|v| v.spec.size_bytes)
     }
 
-    fn wait_while(&self, state: &mut parking_lot::MutexGuard<'_, State>, held: impl Fn(&State) -> bool) {
+    fn wait_while(
+        &self,
+        state: &mut parking_lot::MutexGuard<'_, State>,
+        held: impl Fn(&State) -> bool,
+    ) {
         let deadline = std::time::Instant::now() + HOLD_TIMEOUT;
         while held(state) {
             if self.released.wait_until(state, deadline).timed_out() {
@@ -151,7 +167,12 @@ impl MemoryControl {
         state.volumes.values().map(|v| v.spec.size_bytes).sum()
     }
 
-    fn insert_volume(&self, state: &mut State, spec: &VolumeSpec, written_bytes: u64) -> Result<(), ControlError> {
+    fn insert_volume(
+        &self,
+        state: &mut State,
+        spec: &VolumeSpec,
+        written_bytes: u64,
+    ) -> Result<(), ControlError> {
         if state.volumes.contains_key(&spec.uuid) {
             return Err(ControlError::AlreadyExists(spec.uuid));
         }
@@ -160,7 +181,12 @@ impl MemoryControl {
         }
         state.volumes.insert(
             spec.uuid,
-            MemVolume { spec: spec.clone(), acl: HostAcl::Hosts(Vec::new()), nsid: None, written_bytes },
+            MemVolume {
+                spec: spec.clone(),
+                acl: HostAcl::Hosts(Vec::new()),
+                nsid: None,
+                written_bytes,
+            },
         );
         Ok(())
     }
@@ -177,9 +203,14 @@ impl Control for MemoryControl {
     fn grow_volume(&self, volume: Uuid, size_bytes: u64) -> Result<(), ControlError> {
         let mut state = self.state.lock();
         Self::injected(&mut state)?;
-        let v = state.volumes.get_mut(&volume).ok_or(ControlError::NotFound(volume))?;
+        let v = state
+            .volumes
+            .get_mut(&volume)
+            .ok_or(ControlError::NotFound(volume))?;
         if size_bytes < v.spec.size_bytes {
-            return Err(ControlError::InvalidArgument("a volume can only grow".to_owned()));
+            return Err(ControlError::InvalidArgument(
+                "a volume can only grow".to_owned(),
+            ));
         }
         v.spec.size_bytes = size_bytes;
         Ok(())
@@ -189,27 +220,51 @@ impl Control for MemoryControl {
         let mut state = self.state.lock();
         self.wait_while(&mut state, |s| s.hold_deletes);
         Self::injected(&mut state)?;
-        state.volumes.remove(&volume).map(|_| ()).ok_or(ControlError::NotFound(volume))
+        state
+            .volumes
+            .remove(&volume)
+            .map(|_| ())
+            .ok_or(ControlError::NotFound(volume))
     }
 
     fn set_compression(&self, volume: Uuid, enabled: bool) -> Result<(), ControlError> {
         let mut state = self.state.lock();
         Self::injected(&mut state)?;
-        let v = state.volumes.get_mut(&volume).ok_or(ControlError::NotFound(volume))?;
+        let v = state
+            .volumes
+            .get_mut(&volume)
+            .ok_or(ControlError::NotFound(volume))?;
         v.spec.compression = enabled;
         Ok(())
     }
 
     fn list_volumes(&self) -> Result<Vec<EngineVolume>, ControlError> {
         let state = self.state.lock();
-        Ok(state.volumes.values().map(|v| EngineVolume { uuid: v.spec.uuid, size_bytes: v.spec.size_bytes }).collect())
+        Ok(state
+            .volumes
+            .values()
+            .map(|v| EngineVolume {
+                uuid: v.spec.uuid,
+                size_bytes: v.spec.size_bytes,
+            })
+            .collect())
     }
 
     fn volume_usage(&self, volume: Uuid) -> Result<VolumeUsage, ControlError> {
         let state = self.state.lock();
-        let v = state.volumes.get(&volume).ok_or(ControlError::NotFound(volume))?;
-        let physical = if v.spec.compression { v.written_bytes / 2 } else { v.written_bytes };
-        Ok(VolumeUsage { logical_used_bytes: v.written_bytes, physical_used_bytes: physical })
+        let v = state
+            .volumes
+            .get(&volume)
+            .ok_or(ControlError::NotFound(volume))?;
+        let physical = if v.spec.compression {
+            v.written_bytes / 2
+        } else {
+            v.written_bytes
+        };
+        Ok(VolumeUsage {
+            logical_used_bytes: v.written_bytes,
+            physical_used_bytes: physical,
+        })
     }
 
     fn pool_stats(&self) -> Result<PoolStats, ControlError> {
@@ -226,7 +281,12 @@ impl Control for MemoryControl {
     fn create_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), ControlError> {
         let mut state = self.state.lock();
         Self::injected(&mut state)?;
-        let size = state.volumes.get(&volume).ok_or(ControlError::NotFound(volume))?.spec.size_bytes;
+        let size = state
+            .volumes
+            .get(&volume)
+            .ok_or(ControlError::NotFound(volume))?
+            .spec
+            .size_bytes;
         if state.snapshots.contains_key(&snapshot) {
             return Err(ControlError::AlreadyExists(snapshot));
         }
@@ -237,16 +297,25 @@ impl Control for MemoryControl {
     fn delete_snapshot(&self, snapshot: Uuid) -> Result<(), ControlError> {
         let mut state = self.state.lock();
         Self::injected(&mut state)?;
-        state.snapshots.remove(&snapshot).map(|_| ()).ok_or(ControlError::NotFound(snapshot))
+        state
+            .snapshots
+            .remove(&snapshot)
+            .map(|_| ())
+            .ok_or(ControlError::NotFound(snapshot))
     }
 
     fn create_clone(&self, snapshot: Uuid, clone: &VolumeSpec) -> Result<(), ControlError> {
         let mut state = self.state.lock();
         self.wait_while(&mut state, |s| s.hold_creates);
         Self::injected(&mut state)?;
-        let (_, size) = *state.snapshots.get(&snapshot).ok_or(ControlError::NotFound(snapshot))?;
+        let (_, size) = *state
+            .snapshots
+            .get(&snapshot)
+            .ok_or(ControlError::NotFound(snapshot))?;
         if clone.size_bytes < size {
-            return Err(ControlError::InvalidArgument("a clone cannot be smaller than its snapshot".to_owned()));
+            return Err(ControlError::InvalidArgument(
+                "a clone cannot be smaller than its snapshot".to_owned(),
+            ));
         }
         self.insert_volume(&mut state, clone, 0)
     }
@@ -254,9 +323,14 @@ impl Control for MemoryControl {
     fn rollback_volume(&self, volume: Uuid, snapshot: Uuid) -> Result<(), ControlError> {
         let mut state = self.state.lock();
         Self::injected(&mut state)?;
-        let (source, _) = *state.snapshots.get(&snapshot).ok_or(ControlError::NotFound(snapshot))?;
+        let (source, _) = *state
+            .snapshots
+            .get(&snapshot)
+            .ok_or(ControlError::NotFound(snapshot))?;
         if source != volume {
-            return Err(ControlError::InvalidArgument("the snapshot belongs to another volume".to_owned()));
+            return Err(ControlError::InvalidArgument(
+                "the snapshot belongs to another volume".to_owned(),
+            ));
         }
         if !state.volumes.contains_key(&volume) {
             return Err(ControlError::NotFound(volume));
@@ -264,29 +338,53 @@ impl Control for MemoryControl {
         Ok(())
     }
 
-    fn start_clone_job(&self, snapshot: Uuid, target: &VolumeSpec) -> Result<CloneJobId, ControlError> {
+    fn start_clone_job(
+        &self,
+        snapshot: Uuid,
+        target: &VolumeSpec,
+    ) -> Result<CloneJobId, ControlError> {
         let mut state = self.state.lock();
         if state.clone_unsupported {
             return Err(ControlError::Unsupported("thick clone".to_owned()));
         }
         Self::injected(&mut state)?;
-        let (_, size) = *state.snapshots.get(&snapshot).ok_or(ControlError::NotFound(snapshot))?;
+        let (_, size) = *state
+            .snapshots
+            .get(&snapshot)
+            .ok_or(ControlError::NotFound(snapshot))?;
         self.insert_volume(&mut state, target, 0)?;
         let id = CloneJobId(state.next_job);
         state.next_job += 1;
-        let status = CloneJobStatus { state: CloneJobState::Running, copied_bytes: 0, total_bytes: size };
-        state.jobs.insert(id, MemJob { target: target.uuid, status });
+        let status = CloneJobStatus {
+            state: CloneJobState::Running,
+            copied_bytes: 0,
+            total_bytes: size,
+        };
+        state.jobs.insert(
+            id,
+            MemJob {
+                target: target.uuid,
+                status,
+            },
+        );
         Ok(id)
     }
 
     fn clone_job_status(&self, job: CloneJobId) -> Result<CloneJobStatus, ControlError> {
         let mut state = self.state.lock();
         let held = state.hold_clone_jobs;
-        let j = state.jobs.get_mut(&job).ok_or_else(|| ControlError::InvalidArgument(format!("no clone job {job}")))?;
+        let j = state
+            .jobs
+            .get_mut(&job)
+            .ok_or_else(|| ControlError::InvalidArgument(format!("no clone job {job}")))?;
         if !held && j.status.state == CloneJobState::Running {
             // Each poll copies a quarter of the data, so a job completes in a few polls.
             let step = (j.status.total_bytes / 4).max(1);
-            j.status.copied_bytes = j.status.copied_bytes.saturating_add(step).min(j.status.total_bytes);
+            j.status.copied_bytes = j
+                .status
+                .copied_bytes
+                .saturating_add(step)
+                .min(j.status.total_bytes);
             if j.status.copied_bytes == j.status.total_bytes {
                 j.status.state = CloneJobState::Completed;
             }
@@ -303,7 +401,10 @@ impl Control for MemoryControl {
 
     fn cancel_clone_job(&self, job: CloneJobId) -> Result<(), ControlError> {
         let mut state = self.state.lock();
-        let j = state.jobs.get_mut(&job).ok_or_else(|| ControlError::InvalidArgument(format!("no clone job {job}")))?;
+        let j = state
+            .jobs
+            .get_mut(&job)
+            .ok_or_else(|| ControlError::InvalidArgument(format!("no clone job {job}")))?;
         if j.status.state == CloneJobState::Running {
             j.status.state = CloneJobState::Cancelled;
         }
@@ -313,7 +414,10 @@ impl Control for MemoryControl {
     fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError> {
         let mut state = self.state.lock();
         Self::injected(&mut state)?;
-        let v = state.volumes.get_mut(&volume).ok_or(ControlError::NotFound(volume))?;
+        let v = state
+            .volumes
+            .get_mut(&volume)
+            .ok_or(ControlError::NotFound(volume))?;
         v.acl = acl.clone();
         Ok(())
     }
@@ -322,7 +426,10 @@ impl Control for MemoryControl {
         let mut state = self.state.lock();
         Self::injected(&mut state)?;
         let next = state.next_nsid;
-        let v = state.volumes.get_mut(&volume).ok_or(ControlError::NotFound(volume))?;
+        let v = state
+            .volumes
+            .get_mut(&volume)
+            .ok_or(ControlError::NotFound(volume))?;
         if let Some(nsid) = v.nsid {
             return Ok(nsid);
         }
@@ -345,7 +452,12 @@ mod tests {
     use super::*;
 
     fn spec(size_bytes: u64) -> VolumeSpec {
-        VolumeSpec { uuid: Uuid::new_v4(), size_bytes, sector_size_bytes: 4096, compression: false }
+        VolumeSpec {
+            uuid: Uuid::new_v4(),
+            size_bytes,
+            sector_size_bytes: 4096,
+            compression: false,
+        }
     }
 
     #[test]
@@ -353,7 +465,10 @@ mod tests {
         let c = MemoryControl::default();
         let s = spec(1 << 20);
         c.create_volume(&s).unwrap();
-        assert_eq!(c.create_volume(&s), Err(ControlError::AlreadyExists(s.uuid)));
+        assert_eq!(
+            c.create_volume(&s),
+            Err(ControlError::AlreadyExists(s.uuid))
+        );
         c.delete_volume(s.uuid).unwrap();
         assert_eq!(c.delete_volume(s.uuid), Err(ControlError::NotFound(s.uuid)));
     }

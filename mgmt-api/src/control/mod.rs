@@ -179,7 +179,11 @@ pub trait Control: Send + Sync {
     ///
     /// The default answers [`ControlError::Unsupported`], which the HTTP layer
     /// reports as 501 with a message.
-    fn start_clone_job(&self, snapshot: Uuid, target: &VolumeSpec) -> Result<CloneJobId, ControlError> {
+    fn start_clone_job(
+        &self,
+        snapshot: Uuid,
+        target: &VolumeSpec,
+    ) -> Result<CloneJobId, ControlError> {
         let _ = (snapshot, target);
         Err(ControlError::Unsupported("thick clone".to_owned()))
     }

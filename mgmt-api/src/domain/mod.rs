@@ -9,5 +9,8 @@ mod worker;
 pub mod workflows;
 
 pub use error::ServiceError;
-pub use service::{NewSnapshot, NewVolume, OpenError, Service, ServiceConfig, VolumeChanges, VolumeFilter, VolumeView};
+pub use service::{
+    NewSnapshot, NewVolume, OpenError, Service, ServiceConfig, VolumeChanges, VolumeFilter,
+    VolumeView,
+};
 pub use workflows::ThickClone;

@@ -227,7 +227,10 @@ impl Catalog {
         let mut projects = BTreeMap::new();
         projects.insert(
             DEFAULT_PROJECT.to_owned(),
-            ProjectRecord { name: DEFAULT_PROJECT.to_owned(), description: "The default project".to_owned() },
+            ProjectRecord {
+                name: DEFAULT_PROJECT.to_owned(),
+                description: "The default project".to_owned(),
+            },
         );
         Self {
             version: CATALOG_VERSION,
@@ -242,12 +245,16 @@ impl Catalog {
 
     /// The live (not Deleting) volume called `name` in `project`.
     pub fn volume_named(&self, project: &str, name: &str) -> Option<&VolumeRecord> {
-        self.volumes.values().find(|v| v.project == project && v.name == name && v.state != ResourceState::Deleting)
+        self.volumes
+            .values()
+            .find(|v| v.project == project && v.name == name && v.state != ResourceState::Deleting)
     }
 
     /// The live (not Deleting) snapshot called `name` in `project`.
     pub fn snapshot_named(&self, project: &str, name: &str) -> Option<&SnapshotRecord> {
-        self.snapshots.values().find(|s| s.project == project && s.name == name && s.state != ResourceState::Deleting)
+        self.snapshots
+            .values()
+            .find(|s| s.project == project && s.name == name && s.state != ResourceState::Deleting)
     }
 }
 

@@ -28,7 +28,10 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     if name.len() > NAME_LEN_MAX {
         return Err(format!("{what} is longer than {NAME_LEN_MAX} characters"));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
         return Err(format!(
             "{what} contains the illegal character {c:?}; only letters, digits, hyphen, underscore and period are allowed"
         ));
@@ -39,7 +42,9 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
 /// Checks a free-text description: at most 256 characters, no control characters.
 pub fn check_description(text: &str) -> Result<(), String> {
     if text.chars().count() > DESCRIPTION_LEN_MAX {
-        return Err(format!("description is longer than {DESCRIPTION_LEN_MAX} characters"));
+        return Err(format!(
+            "description is longer than {DESCRIPTION_LEN_MAX} characters"
+        ));
     }
     if text.chars().any(char::is_control) {
         return Err("description contains control characters".to_owned());
@@ -53,7 +58,9 @@ pub fn check_description(text: &str) -> Result<(), String> {
 /// positive number of bytes that fits in 64 bits.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let unit = unit.trim().to_ascii_lowercase();
     let multiplier: u128 = match unit.as_str() {
@@ -74,20 +81,27 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         Some((w, f)) => (w, f),
         None => (number, ""),
     };
-    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') || whole.len() > 20 || fraction.len() > 18 {
+    if whole.is_empty() && fraction.is_empty()
+        || fraction.contains('.')
+        || whole.len() > 20
+        || fraction.len() > 18
+    {
         return Err(format!("size {text:?} is not a positive number of bytes"));
     }
     let parse = |digits: &str| -> Result<u128, String> {
         if digits.is_empty() {
             Ok(0)
         } else {
-            digits.parse::<u128>().map_err(|_| format!("size {text:?} is not a positive number of bytes"))
+            digits
+                .parse::<u128>()
+                .map_err(|_| format!("size {text:?} is not a positive number of bytes"))
         }
     };
-    let scale = 10u128.pow(u32::try_from(fraction.len()).map_err(|_| "size has too many digits".to_owned())?);
+    let scale = 10u128
+        .pow(u32::try_from(fraction.len()).map_err(|_| "size has too many digits".to_owned())?);
     let numerator = parse(whole)? * scale + parse(fraction)?;
     let bytes = numerator * multiplier;
-    if bytes % scale != 0 {
+    if !is_multiple(bytes, scale) {
         return Err(format!("size {text:?} is not a whole number of bytes"));
     }
     let bytes = bytes / scale;
@@ -97,11 +111,37 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     u64::try_from(bytes).map_err(|_| format!("size {text:?} is too large"))
 }
 
+/// Whether `value` is a whole multiple of `unit` (false for a zero unit).
+/// Written with `checked_rem` because `is_multiple_of` is newer than the MSRV.
+pub fn is_multiple<T: CheckedRem>(value: T, unit: T) -> bool {
+    value.rem_is_zero(unit)
+}
+
+/// Integers [`is_multiple`] accepts.
+pub trait CheckedRem: Copy {
+    /// `self % unit == 0`, false when `unit` is zero.
+    fn rem_is_zero(self, unit: Self) -> bool;
+}
+
+impl CheckedRem for u64 {
+    fn rem_is_zero(self, unit: Self) -> bool {
+        self.checked_rem(unit) == Some(0)
+    }
+}
+
+impl CheckedRem for u128 {
+    fn rem_is_zero(self, unit: Self) -> bool {
+        self.checked_rem(unit) == Some(0)
+    }
+}
+
 /// Checks a sector size: 512 or 4096 bytes.
 pub fn check_sector_size(bytes: u32) -> Result<(), String> {
     match bytes {
         512 | 4096 => Ok(()),
-        other => Err(format!("sectorSize {other} is invalid; it must be 512 or 4096")),
+        other => Err(format!(
+            "sectorSize {other} is invalid; it must be 512 or 4096"
+        )),
     }
 }
 
@@ -109,10 +149,14 @@ pub fn check_sector_size(bytes: u32) -> Result<(), String> {
 /// can place.
 pub fn check_replica_count(count: u32, cluster_max: u32) -> Result<(), String> {
     if !(1..=3).contains(&count) {
-        return Err(format!("replicaCount {count} is outside the valid range 1-3"));
+        return Err(format!(
+            "replicaCount {count} is outside the valid range 1-3"
+        ));
     }
     if count > cluster_max {
-        return Err(format!("replicaCount {count} exceeds the cluster's maximum of {cluster_max} replicas"));
+        return Err(format!(
+            "replicaCount {count} exceeds the cluster's maximum of {cluster_max} replicas"
+        ));
     }
     Ok(())
 }
@@ -139,12 +183,18 @@ pub fn check_ip_acl(values: &[String]) -> Result<(), String> {
             Some((a, p)) => (a, Some(p)),
             None => (v.as_str(), None),
         };
-        let ip: IpAddr = addr.parse().map_err(|_| format!("ipAcl value {v:?} is not an IP address or CIDR block"))?;
+        let ip: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("ipAcl value {v:?} is not an IP address or CIDR block"))?;
         if let Some(p) = prefix {
-            let bits: u8 = p.parse().map_err(|_| format!("ipAcl value {v:?} has an invalid prefix length"))?;
+            let bits: u8 = p
+                .parse()
+                .map_err(|_| format!("ipAcl value {v:?} has an invalid prefix length"))?;
             let max = if ip.is_ipv4() { 32 } else { 128 };
             if bits > max {
-                return Err(format!("ipAcl value {v:?} has a prefix longer than {max} bits"));
+                return Err(format!(
+                    "ipAcl value {v:?} has a prefix longer than {max} bits"
+                ));
             }
         }
     }
@@ -160,7 +210,9 @@ fn check_acl_shape(what: &str, values: &[String]) -> Result<(), String> {
         return Err(format!("{what} has more than {ACL_ENTRIES_MAX} values"));
     }
     if values.len() > 1 && values.iter().any(|v| is_acl_keyword(v)) {
-        return Err(format!("{what}: ALLOW_ANY and ALLOW_NONE must be the only value"));
+        return Err(format!(
+            "{what}: ALLOW_ANY and ALLOW_NONE must be the only value"
+        ));
     }
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = values.iter().find(|v| !seen.insert(v.as_str())) {
@@ -176,7 +228,10 @@ pub fn check_labels(labels: &[(String, String)]) -> Result<(), String> {
     }
     let mut seen = std::collections::HashSet::new();
     for (key, value) in labels {
-        if key.is_empty() || key.chars().count() > LABEL_LEN_MAX || value.chars().count() > LABEL_LEN_MAX {
+        if key.is_empty()
+            || key.chars().count() > LABEL_LEN_MAX
+            || value.chars().count() > LABEL_LEN_MAX
+        {
             return Err(format!("label keys must be 1-{LABEL_LEN_MAX} characters and values at most {LABEL_LEN_MAX}"));
         }
         if key.chars().chain(value.chars()).any(char::is_control) {
@@ -211,7 +266,18 @@ mod tests {
         assert_eq!(parse_size("10GiB"), Ok(10 << 30));
         assert_eq!(parse_size("1.5 KiB"), Ok(1536));
         assert_eq!(parse_size("2 GB"), Ok(2_000_000_000));
-        for bad in ["", "0", "-1", "1.5", "abc", "1 zb", "1..2", "99999999999999999999999", "1e9", "18446744073709551616"] {
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "1.5",
+            "abc",
+            "1 zb",
+            "1..2",
+            "99999999999999999999999",
+            "1e9",
+            "18446744073709551616",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -18,7 +18,9 @@ use parking_lot::{Condvar, Mutex};
 use uuid::Uuid;
 
 use super::error::ServiceError;
-use super::model::{Catalog, Label, ProjectRecord, ResourceState, SnapshotRecord, VolumeRecord, CATALOG_VERSION};
+use super::model::{
+    Catalog, Label, ProjectRecord, ResourceState, SnapshotRecord, VolumeRecord, CATALOG_VERSION,
+};
 use super::rules;
 use super::store::{JsonStore, StoreError};
 use crate::control::{Control, ControlError, HostAcl, PoolStats, VolumeSpec, VolumeUsage};
@@ -39,7 +41,11 @@ pub struct ServiceConfig {
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        Self { max_replicas: 1, max_running_workflows: 8, workflow_poll_interval: Duration::from_millis(100) }
+        Self {
+            max_replicas: 1,
+            max_running_workflows: 8,
+            workflow_poll_interval: Duration::from_millis(100),
+        }
     }
 }
 
@@ -187,12 +193,17 @@ pub struct Service {
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Service").field("catalog", &self.inner.store.path()).finish_non_exhaustive()
+        f.debug_struct("Service")
+            .field("catalog", &self.inner.store.path())
+            .finish_non_exhaustive()
     }
 }
 
 pub(super) fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -207,7 +218,13 @@ pub fn host_acl(values: &[String]) -> HostAcl {
     if values.iter().any(|v| v == rules::ALLOW_ANY) {
         HostAcl::AllowAny
     } else {
-        HostAcl::Hosts(values.iter().filter(|v| *v != rules::ALLOW_NONE).cloned().collect())
+        HostAcl::Hosts(
+            values
+                .iter()
+                .filter(|v| *v != rules::ALLOW_NONE)
+                .cloned()
+                .collect(),
+        )
     }
 }
 
@@ -216,7 +233,10 @@ fn invalid(msg: String) -> ServiceError {
 }
 
 fn check_labels(labels: &[Label]) -> Result<(), ServiceError> {
-    let pairs: Vec<(String, String)> = labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect();
+    let pairs: Vec<(String, String)> = labels
+        .iter()
+        .map(|l| (l.key.clone(), l.value.clone()))
+        .collect();
     rules::check_labels(&pairs).map_err(invalid)
 }
 
@@ -227,17 +247,25 @@ pub fn check_etag(etag: Option<&str>, revision: u64) -> Result<(), ServiceError>
     if tag == "*" || tag == revision.to_string() {
         Ok(())
     } else {
-        Err(ServiceError::EtagMismatch { current: revision.to_string() })
+        Err(ServiceError::EtagMismatch {
+            current: revision.to_string(),
+        })
     }
 }
 
 impl Service {
     /// Opens (or creates) the catalog in `data_dir`, reconciles it with the
     /// engine, and starts the background worker.
-    pub fn open(data_dir: &Path, control: Arc<dyn Control>, config: ServiceConfig) -> Result<Self, OpenError> {
+    pub fn open(
+        data_dir: &Path,
+        control: Arc<dyn Control>,
+        config: ServiceConfig,
+    ) -> Result<Self, OpenError> {
         let store = JsonStore::new(data_dir.join("catalog.json"));
         let catalog = match store.load::<Catalog>()? {
-            Some(c) if c.version != CATALOG_VERSION => return Err(OpenError::Version { found: c.version }),
+            Some(c) if c.version != CATALOG_VERSION => {
+                return Err(OpenError::Version { found: c.version })
+            }
             Some(c) => c,
             None => {
                 let c = Catalog::new();
@@ -260,7 +288,10 @@ impl Service {
             .name("mgmt-api-worker".to_owned())
             .spawn(move || worker_inner.run_worker())
             .map_err(OpenError::Worker)?;
-        Ok(Self { inner, worker: Mutex::new(Some(worker)) })
+        Ok(Self {
+            inner,
+            worker: Mutex::new(Some(worker)),
+        })
     }
 
     /// Stops the background worker (waits for its current step). Idempotent.
@@ -307,7 +338,13 @@ impl Service {
 
     /// Every project.
     pub fn projects(&self) -> Vec<ProjectRecord> {
-        self.inner.catalog.lock().projects.values().cloned().collect()
+        self.inner
+            .catalog
+            .lock()
+            .projects
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Whether `name` is a project.
@@ -321,19 +358,32 @@ impl Service {
         if self.project_exists(name) {
             Ok(())
         } else {
-            Err(ServiceError::NotFound { what: "project", id: name.to_owned() })
+            Err(ServiceError::NotFound {
+                what: "project",
+                id: name.to_owned(),
+            })
         }
     }
 
     /// Creates a project.
-    pub fn create_project(&self, name: &str, description: &str) -> Result<ProjectRecord, ServiceError> {
+    pub fn create_project(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<ProjectRecord, ServiceError> {
         rules::check_name("name", name).map_err(invalid)?;
         rules::check_description(description).map_err(invalid)?;
         self.inner.commit(|c| {
             if c.projects.contains_key(name) {
-                return Err(ServiceError::AlreadyExists { what: "project", name: name.to_owned() });
+                return Err(ServiceError::AlreadyExists {
+                    what: "project",
+                    name: name.to_owned(),
+                });
             }
-            let p = ProjectRecord { name: name.to_owned(), description: description.to_owned() };
+            let p = ProjectRecord {
+                name: name.to_owned(),
+                description: description.to_owned(),
+            };
             c.projects.insert(name.to_owned(), p.clone());
             Ok(p)
         })
@@ -347,10 +397,17 @@ impl Service {
         rules::check_name("name", &req.name).map_err(invalid)?;
         self.require_project(&req.project)?;
         let replica_count = req.replica_count.unwrap_or(1);
-        rules::check_replica_count(replica_count, self.inner.config.max_replicas).map_err(invalid)?;
-        let acl = req.acl.clone().unwrap_or_else(|| vec![rules::ALLOW_NONE.to_owned()]);
+        rules::check_replica_count(replica_count, self.inner.config.max_replicas)
+            .map_err(invalid)?;
+        let acl = req
+            .acl
+            .clone()
+            .unwrap_or_else(|| vec![rules::ALLOW_NONE.to_owned()]);
         rules::check_host_acl(&acl).map_err(invalid)?;
-        let ip_acl = req.ip_acl.clone().unwrap_or_else(|| vec![rules::ALLOW_ANY.to_owned()]);
+        let ip_acl = req
+            .ip_acl
+            .clone()
+            .unwrap_or_else(|| vec![rules::ALLOW_ANY.to_owned()]);
         rules::check_ip_acl(&ip_acl).map_err(invalid)?;
         if let Some(q) = &req.qos_policy_name {
             rules::check_name("qosPolicyName", q).map_err(invalid)?;
@@ -359,27 +416,44 @@ impl Service {
         let uuid = Uuid::new_v4();
         let record = self.inner.commit(|c| {
             if c.volume_named(&req.project, &req.name).is_some() {
-                return Err(ServiceError::AlreadyExists { what: "volume", name: req.name.clone() });
+                return Err(ServiceError::AlreadyExists {
+                    what: "volume",
+                    name: req.name.clone(),
+                });
             }
             let source = match req.source_snapshot {
                 Some(id) => {
-                    let s = c.snapshots.get(&id).ok_or(ServiceError::NotFound { what: "snapshot", id: id.to_string() })?;
+                    let s = c.snapshots.get(&id).ok_or(ServiceError::NotFound {
+                        what: "snapshot",
+                        id: id.to_string(),
+                    })?;
                     if s.project != req.project {
                         return Err(invalid(format!("snapshot {id} belongs to another project")));
                     }
                     match s.state {
                         ResourceState::Available => Some(s.clone()),
                         ResourceState::Creating | ResourceState::Updating => {
-                            return Err(ServiceError::TemporaryState { what: "snapshot", id, state: s.state })
+                            return Err(ServiceError::TemporaryState {
+                                what: "snapshot",
+                                id,
+                                state: s.state,
+                            })
                         }
                         ResourceState::Deleting | ResourceState::Failed => {
-                            return Err(ServiceError::InvalidState { what: "snapshot", id, state: s.state })
+                            return Err(ServiceError::InvalidState {
+                                what: "snapshot",
+                                id,
+                                state: s.state,
+                            })
                         }
                     }
                 }
                 None => None,
             };
-            let sector = req.sector_size_bytes.or(source.as_ref().map(|s| s.sector_size_bytes)).unwrap_or(4096);
+            let sector = req
+                .sector_size_bytes
+                .or(source.as_ref().map(|s| s.sector_size_bytes))
+                .unwrap_or(4096);
             rules::check_sector_size(sector).map_err(invalid)?;
             let size = match (req.size_bytes, &source) {
                 (Some(size), Some(s)) if size < s.size_bytes => {
@@ -392,8 +466,10 @@ impl Service {
                 (None, Some(s)) => s.size_bytes,
                 (None, None) => return Err(invalid("size is mandatory".to_owned())),
             };
-            if size == 0 || size % u64::from(sector) != 0 {
-                return Err(invalid(format!("size {size} must be a positive multiple of the sector size {sector}")));
+            if size == 0 || !rules::is_multiple(size, u64::from(sector)) {
+                return Err(invalid(format!(
+                    "size {size} must be a positive multiple of the sector size {sector}"
+                )));
             }
             let record = VolumeRecord {
                 uuid,
@@ -403,7 +479,10 @@ impl Service {
                 size_bytes: size,
                 sector_size_bytes: sector,
                 replica_count,
-                compression: req.compression.or(source.as_ref().map(|s| s.compression)).unwrap_or(false),
+                compression: req
+                    .compression
+                    .or(source.as_ref().map(|s| s.compression))
+                    .unwrap_or(false),
                 acl: acl.clone(),
                 ip_acl: ip_acl.clone(),
                 qos_policy_name: req.qos_policy_name.clone(),
@@ -429,7 +508,9 @@ impl Service {
             None => self.inner.control.create_volume(&spec),
         };
         let exposed = created.and_then(|()| {
-            self.inner.control.set_host_acl(uuid, &host_acl(&record.acl))?;
+            self.inner
+                .control
+                .set_host_acl(uuid, &host_acl(&record.acl))?;
             self.inner.control.expose_volume(uuid)
         });
         match exposed {
@@ -460,7 +541,10 @@ impl Service {
             .volumes
             .get(&uuid)
             .cloned()
-            .ok_or(ServiceError::NotFound { what: "volume", id: uuid.to_string() })?;
+            .ok_or(ServiceError::NotFound {
+                what: "volume",
+                id: uuid.to_string(),
+            })?;
         Ok(self.view(record))
     }
 
@@ -472,16 +556,23 @@ impl Service {
             .lock()
             .volume_named(project, name)
             .cloned()
-            .ok_or(ServiceError::NotFound { what: "volume", id: name.to_owned() })?;
+            .ok_or(ServiceError::NotFound {
+                what: "volume",
+                id: name.to_owned(),
+            })?;
         Ok(self.view(record))
     }
 
     fn view(&self, record: VolumeRecord) -> VolumeView {
         let usage = match record.state {
-            ResourceState::Available | ResourceState::Updating => {
-                self.inner.control.volume_usage(record.uuid).unwrap_or_default()
+            ResourceState::Available | ResourceState::Updating => self
+                .inner
+                .control
+                .volume_usage(record.uuid)
+                .unwrap_or_default(),
+            ResourceState::Creating | ResourceState::Deleting | ResourceState::Failed => {
+                VolumeUsage::default()
             }
-            ResourceState::Creating | ResourceState::Deleting | ResourceState::Failed => VolumeUsage::default(),
         };
         VolumeView { record, usage }
     }
@@ -502,7 +593,11 @@ impl Service {
                 .filter(|v| filter.project.as_ref().is_none_or(|p| &v.project == p))
                 .filter(|v| filter.uuid.is_none_or(|u| v.uuid == u))
                 .filter(|v| filter.name.as_ref().is_none_or(|n| &v.name == n))
-                .filter(|v| filter.source_snapshot.is_none_or(|s| v.source_snapshot == Some(s)))
+                .filter(|v| {
+                    filter
+                        .source_snapshot
+                        .is_none_or(|s| v.source_snapshot == Some(s))
+                })
                 .filter(|v| filter.show_all || v.state != ResourceState::Deleting)
                 .take(limit)
                 .cloned()
@@ -533,15 +628,24 @@ impl Service {
         // Phase 1: validate against the current record and mark it Updating if the
         // engine has work to do.
         let (before, engine_work) = self.inner.commit(|c| {
-            let v = c.volumes.get_mut(&uuid).ok_or(ServiceError::NotFound { what: "volume", id: uuid.to_string() })?;
+            let v = c.volumes.get_mut(&uuid).ok_or(ServiceError::NotFound {
+                what: "volume",
+                id: uuid.to_string(),
+            })?;
             require_stable("volume", uuid, v.state)?;
             check_etag(etag, v.revision)?;
             if let Some(size) = changes.size_bytes {
                 if size < v.size_bytes {
-                    return Err(invalid(format!("size {size} is smaller than the current size {}; volumes only grow", v.size_bytes)));
+                    return Err(invalid(format!(
+                        "size {size} is smaller than the current size {}; volumes only grow",
+                        v.size_bytes
+                    )));
                 }
-                if size % u64::from(v.sector_size_bytes) != 0 {
-                    return Err(invalid(format!("size {size} is not a multiple of the sector size {}", v.sector_size_bytes)));
+                if !rules::is_multiple(size, u64::from(v.sector_size_bytes)) {
+                    return Err(invalid(format!(
+                        "size {size} is not a multiple of the sector size {}",
+                        v.sector_size_bytes
+                    )));
                 }
             }
             let before = v.clone();
@@ -565,13 +669,18 @@ impl Service {
                     Err(e) => failure = Some(e),
                 }
             }
-            if let (None, Some(enabled)) = (&failure, changes.compression.filter(|c| *c != before.compression)) {
+            if let (None, Some(enabled)) = (
+                &failure,
+                changes.compression.filter(|c| *c != before.compression),
+            ) {
                 match control.set_compression(uuid, enabled) {
                     Ok(()) => after.compression = enabled,
                     Err(e) => failure = Some(e),
                 }
             }
-            if let (None, Some(acl)) = (&failure, changes.acl.as_ref().filter(|a| **a != before.acl)) {
+            if let (None, Some(acl)) =
+                (&failure, changes.acl.as_ref().filter(|a| **a != before.acl))
+            {
                 match control.set_host_acl(uuid, &host_acl(acl)) {
                     Ok(()) => after.acl = acl.clone(),
                     Err(e) => failure = Some(e),
@@ -622,13 +731,24 @@ impl Service {
     /// from the catalog (GET answers 404 from then on).
     pub fn delete_volume(&self, uuid: Uuid, etag: Option<&str>) -> Result<(), ServiceError> {
         self.inner.commit(|c| {
-            let v = c.volumes.get_mut(&uuid).ok_or(ServiceError::NotFound { what: "volume", id: uuid.to_string() })?;
+            let v = c.volumes.get_mut(&uuid).ok_or(ServiceError::NotFound {
+                what: "volume",
+                id: uuid.to_string(),
+            })?;
             match v.state {
                 ResourceState::Deleting => {
-                    return Err(ServiceError::InvalidState { what: "volume", id: uuid, state: v.state })
+                    return Err(ServiceError::InvalidState {
+                        what: "volume",
+                        id: uuid,
+                        state: v.state,
+                    })
                 }
                 ResourceState::Creating | ResourceState::Updating => {
-                    return Err(ServiceError::TemporaryState { what: "volume", id: uuid, state: v.state })
+                    return Err(ServiceError::TemporaryState {
+                        what: "volume",
+                        id: uuid,
+                        state: v.state,
+                    })
                 }
                 ResourceState::Available | ResourceState::Failed => {}
             }
@@ -649,12 +769,20 @@ impl Service {
     /// Rolls a volume back to one of its snapshots.
     pub fn rollback_volume(&self, uuid: Uuid, snapshot: Uuid) -> Result<VolumeView, ServiceError> {
         self.inner.commit(|c| {
-            let s = c.snapshots.get(&snapshot).ok_or(ServiceError::NotFound { what: "snapshot", id: snapshot.to_string() })?;
+            let s = c.snapshots.get(&snapshot).ok_or(ServiceError::NotFound {
+                what: "snapshot",
+                id: snapshot.to_string(),
+            })?;
             if s.source_volume != uuid {
-                return Err(invalid(format!("snapshot {snapshot} was not taken of volume {uuid}")));
+                return Err(invalid(format!(
+                    "snapshot {snapshot} was not taken of volume {uuid}"
+                )));
             }
             require_stable("snapshot", snapshot, s.state)?;
-            let v = c.volumes.get_mut(&uuid).ok_or(ServiceError::NotFound { what: "volume", id: uuid.to_string() })?;
+            let v = c.volumes.get_mut(&uuid).ok_or(ServiceError::NotFound {
+                what: "volume",
+                id: uuid.to_string(),
+            })?;
             require_stable("volume", uuid, v.state)?;
             v.state = ResourceState::Updating;
             v.revision += 1;
@@ -687,14 +815,23 @@ impl Service {
         let uuid = Uuid::new_v4();
         let record = self.inner.commit(|c| {
             if c.snapshot_named(&req.project, &req.name).is_some() {
-                return Err(ServiceError::AlreadyExists { what: "snapshot", name: req.name.clone() });
+                return Err(ServiceError::AlreadyExists {
+                    what: "snapshot",
+                    name: req.name.clone(),
+                });
             }
             let v = c
                 .volumes
                 .get(&req.source_volume)
-                .ok_or(ServiceError::NotFound { what: "volume", id: req.source_volume.to_string() })?;
+                .ok_or(ServiceError::NotFound {
+                    what: "volume",
+                    id: req.source_volume.to_string(),
+                })?;
             if v.project != req.project {
-                return Err(invalid(format!("volume {} belongs to another project", v.uuid)));
+                return Err(invalid(format!(
+                    "volume {} belongs to another project",
+                    v.uuid
+                )));
             }
             require_stable("volume", v.uuid, v.state)?;
             let record = SnapshotRecord {
@@ -716,9 +853,16 @@ impl Service {
             c.snapshots.insert(uuid, record.clone());
             Ok(record)
         })?;
-        match self.inner.control.create_snapshot(record.source_volume, uuid) {
+        match self
+            .inner
+            .control
+            .create_snapshot(record.source_volume, uuid)
+        {
             Ok(()) => self.inner.commit(|c| {
-                let s = c.snapshots.get_mut(&uuid).ok_or(ServiceError::NotFound { what: "snapshot", id: uuid.to_string() })?;
+                let s = c.snapshots.get_mut(&uuid).ok_or(ServiceError::NotFound {
+                    what: "snapshot",
+                    id: uuid.to_string(),
+                })?;
                 s.state = ResourceState::Available;
                 s.revision += 1;
                 Ok(s.clone())
@@ -741,21 +885,36 @@ impl Service {
             .snapshots
             .get(&uuid)
             .cloned()
-            .ok_or(ServiceError::NotFound { what: "snapshot", id: uuid.to_string() })
+            .ok_or(ServiceError::NotFound {
+                what: "snapshot",
+                id: uuid.to_string(),
+            })
     }
 
     /// The snapshot called `name` in `project`.
-    pub fn snapshot_by_name(&self, project: &str, name: &str) -> Result<SnapshotRecord, ServiceError> {
+    pub fn snapshot_by_name(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<SnapshotRecord, ServiceError> {
         self.inner
             .catalog
             .lock()
             .snapshot_named(project, name)
             .cloned()
-            .ok_or(ServiceError::NotFound { what: "snapshot", id: name.to_owned() })
+            .ok_or(ServiceError::NotFound {
+                what: "snapshot",
+                id: name.to_owned(),
+            })
     }
 
     /// Snapshots of `project` (optionally of one volume), in UUID order.
-    pub fn snapshots(&self, project: Option<&str>, source_volume: Option<Uuid>, show_all: bool) -> Vec<SnapshotRecord> {
+    pub fn snapshots(
+        &self,
+        project: Option<&str>,
+        source_volume: Option<Uuid>,
+        show_all: bool,
+    ) -> Vec<SnapshotRecord> {
         self.inner
             .catalog
             .lock()
@@ -771,20 +930,36 @@ impl Service {
     /// Marks a snapshot Deleting; the worker finishes the delete.
     pub fn delete_snapshot(&self, uuid: Uuid, etag: Option<&str>) -> Result<(), ServiceError> {
         self.inner.commit(|c| {
-            let busy = c.workflows.values().any(|w| w.is_running() && w.source_snapshot == uuid);
-            let s = c.snapshots.get_mut(&uuid).ok_or(ServiceError::NotFound { what: "snapshot", id: uuid.to_string() })?;
+            let busy = c
+                .workflows
+                .values()
+                .any(|w| w.is_running() && w.source_snapshot == uuid);
+            let s = c.snapshots.get_mut(&uuid).ok_or(ServiceError::NotFound {
+                what: "snapshot",
+                id: uuid.to_string(),
+            })?;
             match s.state {
                 ResourceState::Deleting => {
-                    return Err(ServiceError::InvalidState { what: "snapshot", id: uuid, state: s.state })
+                    return Err(ServiceError::InvalidState {
+                        what: "snapshot",
+                        id: uuid,
+                        state: s.state,
+                    })
                 }
                 ResourceState::Creating | ResourceState::Updating => {
-                    return Err(ServiceError::TemporaryState { what: "snapshot", id: uuid, state: s.state })
+                    return Err(ServiceError::TemporaryState {
+                        what: "snapshot",
+                        id: uuid,
+                        state: s.state,
+                    })
                 }
                 ResourceState::Available | ResourceState::Failed => {}
             }
             check_etag(etag, s.revision)?;
             if busy {
-                return Err(ServiceError::OperationInProgress(format!("snapshot {uuid} is the source of a running workflow")));
+                return Err(ServiceError::OperationInProgress(format!(
+                    "snapshot {uuid} is the source of a running workflow"
+                )));
             }
             s.state = ResourceState::Deleting;
             s.revision += 1;
@@ -803,18 +978,29 @@ impl Drop for Service {
 
 /// Fails unless `state` allows a user operation: Deleting/Failed answer 400,
 /// Creating/Updating 503.
-pub(super) fn require_stable(what: &'static str, id: Uuid, state: ResourceState) -> Result<(), ServiceError> {
+pub(super) fn require_stable(
+    what: &'static str,
+    id: Uuid,
+    state: ResourceState,
+) -> Result<(), ServiceError> {
     match state {
         ResourceState::Available => Ok(()),
-        ResourceState::Creating | ResourceState::Updating => Err(ServiceError::TemporaryState { what, id, state }),
-        ResourceState::Deleting | ResourceState::Failed => Err(ServiceError::InvalidState { what, id, state }),
+        ResourceState::Creating | ResourceState::Updating => {
+            Err(ServiceError::TemporaryState { what, id, state })
+        }
+        ResourceState::Deleting | ResourceState::Failed => {
+            Err(ServiceError::InvalidState { what, id, state })
+        }
     }
 }
 
 impl Inner {
     /// Applies `f` to a copy of the catalog, persists the copy if it changed, and
     /// only then makes it visible. On error nothing changes.
-    pub(super) fn commit<R>(&self, f: impl FnOnce(&mut Catalog) -> Result<R, ServiceError>) -> Result<R, ServiceError> {
+    pub(super) fn commit<R>(
+        &self,
+        f: impl FnOnce(&mut Catalog) -> Result<R, ServiceError>,
+    ) -> Result<R, ServiceError> {
         let mut guard = self.catalog.lock();
         let mut next = guard.clone();
         let result = f(&mut next)?;

@@ -52,7 +52,10 @@ pub struct JsonStore {
 impl JsonStore {
     /// A store for `path` (its directory must exist).
     pub fn new(path: PathBuf) -> Self {
-        Self { path, fenced: AtomicBool::new(false) }
+        Self {
+            path,
+            fenced: AtomicBool::new(false),
+        }
     }
 
     /// The document's path.
@@ -63,11 +66,19 @@ impl JsonStore {
     /// Loads the document, or `None` if it was never written.
     pub fn load<T: DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
         match fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::Corrupt { path: self.path.clone(), source }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        source,
+                    })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Io { path: self.path.clone(), source }),
+            Err(source) => Err(StoreError::Io {
+                path: self.path.clone(),
+                source,
+            }),
         }
     }
 
@@ -84,7 +95,10 @@ impl JsonStore {
     }
 
     fn write<T: Serialize>(&self, value: &T) -> Result<(), StoreError> {
-        let io_err = |source| StoreError::Io { path: self.path.clone(), source };
+        let io_err = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| io_err(io::Error::other(e)))?;
         let tmp = self.path.with_extension("tmp");
         write_durably(&tmp, &bytes, 0o600).map_err(io_err)?;
@@ -96,14 +110,22 @@ impl JsonStore {
 /// Writes `bytes` to a new file at `path` with `mode` and fsyncs it.
 pub fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file: File = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path)?;
+    let mut file: File = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }
 
 /// Fsyncs the directory holding `path`, making a rename or create durable.
 pub fn sync_parent(path: &Path) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
 }
 
@@ -143,7 +165,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("doc.json");
         fs::write(&path, b"{not json").unwrap();
-        assert!(matches!(JsonStore::new(path).load::<Vec<u32>>(), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            JsonStore::new(path).load::<Vec<u32>>(),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]

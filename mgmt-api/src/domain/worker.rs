@@ -21,14 +21,22 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 impl Inner {
     /// Brings the catalog in line with the engine after a (possibly unclean) stop.
     pub(super) fn reconcile(&self) -> Result<(), ControlError> {
-        let engine_sizes: std::collections::HashMap<Uuid, u64> =
-            self.control.list_volumes()?.into_iter().map(|v| (v.uuid, v.size_bytes)).collect();
+        let engine_sizes: std::collections::HashMap<Uuid, u64> = self
+            .control
+            .list_volumes()?
+            .into_iter()
+            .map(|v| (v.uuid, v.size_bytes))
+            .collect();
         let engine: HashSet<Uuid> = engine_sizes.keys().copied().collect();
         let snapshot = self.catalog.lock().clone();
 
         // Workflows cut short by the restart fail; their destination goes away.
         for w in snapshot.workflows.values().filter(|w| w.is_running()) {
-            self.finish_workflow(w.id, WorkflowState::Failed, "interrupted by a restart of the daemon");
+            self.finish_workflow(
+                w.id,
+                WorkflowState::Failed,
+                "interrupted by a restart of the daemon",
+            );
         }
         for v in snapshot.volumes.values() {
             match v.state {
@@ -47,7 +55,8 @@ impl Inner {
                                 }
                                 Err(e) => {
                                     r.state = ResourceState::Failed;
-                                    r.failure = Some(format!("could not expose after restart: {e}"));
+                                    r.failure =
+                                        Some(format!("could not expose after restart: {e}"));
                                 }
                             }
                             r.revision += 1;
@@ -90,7 +99,10 @@ impl Inner {
         for s in snapshot.snapshots.values() {
             match s.state {
                 ResourceState::Creating => {
-                    let gone = matches!(self.control.delete_snapshot(s.uuid), Ok(()) | Err(ControlError::NotFound(_)));
+                    let gone = matches!(
+                        self.control.delete_snapshot(s.uuid),
+                        Ok(()) | Err(ControlError::NotFound(_))
+                    );
                     let _ = self.commit(|c| {
                         if gone {
                             c.snapshots.remove(&s.uuid);
@@ -122,7 +134,13 @@ impl Inner {
     pub(super) fn run_worker(&self) {
         while !self.shutdown.load(Ordering::Acquire) {
             self.step();
-            let wait = if self.catalog.lock().workflows.values().any(|w| w.is_running()) {
+            let wait = if self
+                .catalog
+                .lock()
+                .workflows
+                .values()
+                .any(|w| w.is_running())
+            {
                 self.config.workflow_poll_interval
             } else {
                 IDLE_WAIT
@@ -140,9 +158,21 @@ impl Inner {
         let (volumes, snapshots, workflows) = {
             let c = self.catalog.lock();
             (
-                c.volumes.values().filter(|v| v.state == ResourceState::Deleting).map(|v| v.uuid).collect::<Vec<_>>(),
-                c.snapshots.values().filter(|s| s.state == ResourceState::Deleting).map(|s| s.uuid).collect::<Vec<_>>(),
-                c.workflows.values().filter(|w| w.is_running()).cloned().collect::<Vec<_>>(),
+                c.volumes
+                    .values()
+                    .filter(|v| v.state == ResourceState::Deleting)
+                    .map(|v| v.uuid)
+                    .collect::<Vec<_>>(),
+                c.snapshots
+                    .values()
+                    .filter(|s| s.state == ResourceState::Deleting)
+                    .map(|s| s.uuid)
+                    .collect::<Vec<_>>(),
+                c.workflows
+                    .values()
+                    .filter(|w| w.is_running())
+                    .cloned()
+                    .collect::<Vec<_>>(),
             )
         };
         for uuid in volumes {
@@ -193,11 +223,11 @@ impl Inner {
             match self.control.clone_job_status(job) {
                 Ok(status) => match status.state {
                     CloneJobState::Running => {
-                        let percent = if status.total_bytes == 0 {
-                            0
-                        } else {
-                            u32::try_from(status.copied_bytes.saturating_mul(100) / status.total_bytes).unwrap_or(100)
-                        };
+                        let percent = status
+                            .copied_bytes
+                            .saturating_mul(100)
+                            .checked_div(status.total_bytes)
+                            .map_or(0, |p| u32::try_from(p).unwrap_or(100));
                         let _ = self.commit(|c| {
                             if let Some(r) = c.workflows.get_mut(&w.id) {
                                 r.percent = percent.min(99);
@@ -207,8 +237,12 @@ impl Inner {
                         });
                     }
                     CloneJobState::Completed => self.complete_workflow(w.id),
-                    CloneJobState::Failed(msg) => self.finish_workflow(w.id, WorkflowState::Failed, &msg),
-                    CloneJobState::Cancelled => self.finish_workflow(w.id, WorkflowState::Canceled, "canceled by request"),
+                    CloneJobState::Failed(msg) => {
+                        self.finish_workflow(w.id, WorkflowState::Failed, &msg)
+                    }
+                    CloneJobState::Cancelled => {
+                        self.finish_workflow(w.id, WorkflowState::Canceled, "canceled by request")
+                    }
                 },
                 Err(e) => self.finish_workflow(w.id, WorkflowState::Failed, &e.to_string()),
             }
@@ -217,7 +251,9 @@ impl Inner {
 
     /// Ends a workflow without success: its destination volume is removed.
     pub(super) fn finish_workflow(&self, id: Uuid, state: WorkflowState, msg: &str) {
-        let Some(w) = self.catalog.lock().workflows.get(&id).cloned() else { return };
+        let Some(w) = self.catalog.lock().workflows.get(&id).cloned() else {
+            return;
+        };
         let cleanup = match self.control.delete_volume(w.target_volume) {
             Ok(()) | Err(ControlError::NotFound(_)) => None,
             Err(e) => Some(e),
@@ -231,7 +267,8 @@ impl Inner {
                     if let Some(v) = c.volumes.get_mut(&w.target_volume) {
                         v.state = ResourceState::Failed;
                         v.workflow = None;
-                        v.failure = Some(format!("thick clone ended ({msg}) and cleanup failed: {e}"));
+                        v.failure =
+                            Some(format!("thick clone ended ({msg}) and cleanup failed: {e}"));
                         v.revision += 1;
                     }
                 }
@@ -249,9 +286,15 @@ impl Inner {
     /// Ends a workflow whose copy completed: exposes the volume and, for snapshot
     /// clones, takes the destination snapshot.
     fn complete_workflow(&self, id: Uuid) {
-        let Some(w) = self.catalog.lock().workflows.get(&id).cloned() else { return };
+        let Some(w) = self.catalog.lock().workflows.get(&id).cloned() else {
+            return;
+        };
         let Some(volume) = self.catalog.lock().volumes.get(&w.target_volume).cloned() else {
-            self.finish_workflow(id, WorkflowState::Failed, "the destination volume disappeared");
+            self.finish_workflow(
+                id,
+                WorkflowState::Failed,
+                "the destination volume disappeared",
+            );
             return;
         };
         let exposed = self
@@ -261,33 +304,43 @@ impl Inner {
         let nsid = match exposed {
             Ok(nsid) => nsid,
             Err(e) => {
-                self.finish_workflow(id, WorkflowState::Failed, &format!("could not expose the clone: {e}"));
+                self.finish_workflow(
+                    id,
+                    WorkflowState::Failed,
+                    &format!("could not expose the clone: {e}"),
+                );
                 return;
             }
         };
         let snapshot = match &w.target_snapshot {
-            Some((snap_uuid, name, description)) => match self.control.create_snapshot(volume.uuid, *snap_uuid) {
-                Ok(()) => Some(SnapshotRecord {
-                    uuid: *snap_uuid,
-                    name: name.clone(),
-                    project: volume.project.clone(),
-                    state: ResourceState::Available,
-                    source_volume: volume.uuid,
-                    source_volume_name: volume.name.clone(),
-                    size_bytes: volume.size_bytes,
-                    sector_size_bytes: volume.sector_size_bytes,
-                    compression: volume.compression,
-                    replica_count: volume.replica_count,
-                    description: description.clone(),
-                    retention_time: None,
-                    revision: 1,
-                    created_at_s: now_s(),
-                }),
-                Err(e) => {
-                    self.finish_workflow(id, WorkflowState::Failed, &format!("could not take the snapshot: {e}"));
-                    return;
+            Some((snap_uuid, name, description)) => {
+                match self.control.create_snapshot(volume.uuid, *snap_uuid) {
+                    Ok(()) => Some(SnapshotRecord {
+                        uuid: *snap_uuid,
+                        name: name.clone(),
+                        project: volume.project.clone(),
+                        state: ResourceState::Available,
+                        source_volume: volume.uuid,
+                        source_volume_name: volume.name.clone(),
+                        size_bytes: volume.size_bytes,
+                        sector_size_bytes: volume.sector_size_bytes,
+                        compression: volume.compression,
+                        replica_count: volume.replica_count,
+                        description: description.clone(),
+                        retention_time: None,
+                        revision: 1,
+                        created_at_s: now_s(),
+                    }),
+                    Err(e) => {
+                        self.finish_workflow(
+                            id,
+                            WorkflowState::Failed,
+                            &format!("could not take the snapshot: {e}"),
+                        );
+                        return;
+                    }
                 }
-            },
+            }
             None => None,
         };
         let _ = self.commit(|c| {
@@ -309,7 +362,10 @@ impl Inner {
                     WorkflowKind::ThickCloneVolume => format!("volume {} created", volume.uuid),
                     WorkflowKind::ThickCloneSnapshot => format!(
                         "snapshot {} created from volume {}",
-                        snapshot.as_ref().map(|s| s.uuid.to_string()).unwrap_or_default(),
+                        snapshot
+                            .as_ref()
+                            .map(|s| s.uuid.to_string())
+                            .unwrap_or_default(),
                         volume.uuid
                     ),
                 };

@@ -52,7 +52,10 @@ impl Service {
     pub fn start_thick_clone(&self, req: ThickClone) -> Result<Uuid, ServiceError> {
         rules::check_name("dst.name", &req.name).map_err(invalid)?;
         self.require_project(&req.source_project)?;
-        let project = req.project.clone().unwrap_or_else(|| req.source_project.clone());
+        let project = req
+            .project
+            .clone()
+            .unwrap_or_else(|| req.source_project.clone());
         self.require_project(&project)?;
         if let Some(q) = &req.qos_policy_name {
             rules::check_name("qosPolicyName", q).map_err(invalid)?;
@@ -71,19 +74,28 @@ impl Service {
                 .snapshots
                 .get(&req.source_snapshot)
                 .filter(|s| s.project == req.source_project)
-                .ok_or(ServiceError::NotFound { what: "snapshot", id: req.source_snapshot.to_string() })?
+                .ok_or(ServiceError::NotFound {
+                    what: "snapshot",
+                    id: req.source_snapshot.to_string(),
+                })?
                 .clone();
             super::service::require_stable("snapshot", src.uuid, src.state)?;
             let volume_name = if req.into_snapshot {
                 if c.snapshot_named(&project, &req.name).is_some() {
-                    return Err(ServiceError::AlreadyExists { what: "snapshot", name: req.name.clone() });
+                    return Err(ServiceError::AlreadyExists {
+                        what: "snapshot",
+                        name: req.name.clone(),
+                    });
                 }
                 format!("thickclone-{id}")
             } else {
                 req.name.clone()
             };
             if c.volume_named(&project, &volume_name).is_some() {
-                return Err(ServiceError::AlreadyExists { what: "volume", name: volume_name });
+                return Err(ServiceError::AlreadyExists {
+                    what: "volume",
+                    name: volume_name,
+                });
             }
             let sector = req.sector_size_bytes.unwrap_or(src.sector_size_bytes);
             rules::check_sector_size(sector).map_err(invalid)?;
@@ -91,10 +103,15 @@ impl Service {
             rules::check_replica_count(replicas, max_replicas).map_err(invalid)?;
             let size = req.size_bytes.unwrap_or(src.size_bytes);
             if size < src.size_bytes {
-                return Err(invalid(format!("size {size} is smaller than the source volume size {}", src.size_bytes)));
+                return Err(invalid(format!(
+                    "size {size} is smaller than the source volume size {}",
+                    src.size_bytes
+                )));
             }
-            if size % u64::from(sector) != 0 {
-                return Err(invalid(format!("size {size} is not a multiple of the sector size {sector}")));
+            if !rules::is_multiple(size, u64::from(sector)) {
+                return Err(invalid(format!(
+                    "size {size} is not a multiple of the sector size {sector}"
+                )));
             }
             let volume = VolumeRecord {
                 uuid: volume_uuid,
@@ -127,7 +144,11 @@ impl Service {
                 id,
                 WorkflowRecord {
                     id,
-                    kind: if req.into_snapshot { WorkflowKind::ThickCloneSnapshot } else { WorkflowKind::ThickCloneVolume },
+                    kind: if req.into_snapshot {
+                        WorkflowKind::ThickCloneSnapshot
+                    } else {
+                        WorkflowKind::ThickCloneVolume
+                    },
                     state: WorkflowState::Running,
                     msg: String::new(),
                     percent: 0,
@@ -138,7 +159,9 @@ impl Service {
                     projects,
                     target_volume: volume_uuid,
                     source_snapshot: src.uuid,
-                    target_snapshot: req.into_snapshot.then(|| (Uuid::new_v4(), req.name.clone(), description.clone())),
+                    target_snapshot: req
+                        .into_snapshot
+                        .then(|| (Uuid::new_v4(), req.name.clone(), description.clone())),
                     job: None,
                     cancel_requested: false,
                     request: req.request.clone(),
@@ -154,7 +177,11 @@ impl Service {
             sector_size_bytes: volume.sector_size_bytes,
             compression: volume.compression,
         };
-        match self.inner.control.start_clone_job(req.source_snapshot, &spec) {
+        match self
+            .inner
+            .control
+            .start_clone_job(req.source_snapshot, &spec)
+        {
             Ok(job) => {
                 self.inner.commit(|c| {
                     if let Some(w) = c.workflows.get_mut(&id) {
@@ -188,7 +215,10 @@ impl Service {
             .workflows
             .get(&id)
             .cloned()
-            .ok_or(ServiceError::NotFound { what: "workflow", id: id.to_string() })
+            .ok_or(ServiceError::NotFound {
+                what: "workflow",
+                id: id.to_string(),
+            })
     }
 
     /// Workflows newest first, filtered by `visible`, one page of at most
@@ -199,7 +229,10 @@ impl Service {
         page_size: Option<usize>,
         page_token: Option<u64>,
     ) -> (Vec<WorkflowRecord>, Option<u64>) {
-        let size = page_size.filter(|s| *s > 0).unwrap_or(WORKFLOW_PAGE_MAX).min(WORKFLOW_PAGE_MAX);
+        let size = page_size
+            .filter(|s| *s > 0)
+            .unwrap_or(WORKFLOW_PAGE_MAX)
+            .min(WORKFLOW_PAGE_MAX);
         let catalog = self.inner.catalog.lock();
         let mut all: Vec<&WorkflowRecord> = catalog
             .workflows
@@ -207,19 +240,29 @@ impl Service {
             .filter(|w| page_token.is_none_or(|t| w.seq < t))
             .filter(|w| visible(w))
             .collect();
-        all.sort_by(|a, b| b.seq.cmp(&a.seq));
+        all.sort_by_key(|w| std::cmp::Reverse(w.seq));
         let more = all.len() > size;
         let page: Vec<WorkflowRecord> = all.into_iter().take(size).cloned().collect();
-        let next = if more { page.last().map(|w| w.seq) } else { None };
+        let next = if more {
+            page.last().map(|w| w.seq)
+        } else {
+            None
+        };
         (page, next)
     }
 
     /// Requests cancellation of a running workflow.
     pub fn cancel_workflow(&self, id: Uuid) -> Result<(), ServiceError> {
         self.inner.commit(|c| {
-            let w = c.workflows.get_mut(&id).ok_or(ServiceError::NotFound { what: "workflow", id: id.to_string() })?;
+            let w = c.workflows.get_mut(&id).ok_or(ServiceError::NotFound {
+                what: "workflow",
+                id: id.to_string(),
+            })?;
             if !w.is_running() {
-                return Err(invalid(format!("workflow {id} has already ended ({:?})", w.state)));
+                return Err(invalid(format!(
+                    "workflow {id} has already ended ({:?})",
+                    w.state
+                )));
             }
             w.cancel_requested = true;
             w.stage = "Canceling".to_owned();
@@ -232,7 +275,12 @@ impl Service {
 
 fn prune_workflows(c: &mut super::model::Catalog) {
     while c.workflows.len() > WORKFLOWS_KEPT_MAX {
-        let oldest = c.workflows.values().filter(|w| !w.is_running()).min_by_key(|w| w.seq).map(|w| w.id);
+        let oldest = c
+            .workflows
+            .values()
+            .filter(|w| !w.is_running())
+            .min_by_key(|w| w.seq)
+            .map(|w| w.id);
         match oldest {
             Some(id) => {
                 c.workflows.remove(&id);

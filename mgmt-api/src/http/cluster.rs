@@ -4,7 +4,8 @@ use axum::extract::State;
 use axum::Json;
 
 use super::dto::{
-    ClusterDto, ClusterInfoDto, ClusterStatisticsDto, ErrorBody, NodeDto, NodeListDto, ProjectDto, ProjectListDto,
+    ClusterDto, ClusterInfoDto, ClusterStatisticsDto, ErrorBody, NodeDto, NodeListDto, ProjectDto,
+    ProjectListDto,
 };
 use super::error::ApiError;
 use super::extract::{Body, Caller};
@@ -14,21 +15,38 @@ use super::{blocking, AppState};
 #[utoipa::path(get, path = "/api/v2/cluster", tag = "cluster",
     responses((status = 200, body = ClusterDto), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn cluster(State(state): State<AppState>, Caller(_caller): Caller) -> Result<Json<ClusterDto>, ApiError> {
+pub async fn cluster(
+    State(state): State<AppState>,
+    Caller(_caller): Caller,
+) -> Result<Json<ClusterDto>, ApiError> {
     let api = state.api_endpoint.clone();
     blocking(&state, move |s| {
         let c = s.cluster()?;
         let node = s.control().node_info();
         let p = c.pool;
         let (logical_used, physical_used) = s
-            .volumes(&crate::domain::VolumeFilter { show_all: true, ..Default::default() })
+            .volumes(&crate::domain::VolumeFilter {
+                show_all: true,
+                ..Default::default()
+            })
             .iter()
             .fold((0u64, 0u64), |(l, ph), v| {
-                (l.saturating_add(v.usage.logical_used_bytes), ph.saturating_add(v.usage.physical_used_bytes))
+                (
+                    l.saturating_add(v.usage.logical_used_bytes),
+                    ph.saturating_add(v.usage.physical_used_bytes),
+                )
             });
-        let ratio = if physical_used == 0 { 1.0 } else { logical_used as f64 / physical_used as f64 };
+        let ratio = if physical_used == 0 {
+            1.0
+        } else {
+            logical_used as f64 / physical_used as f64
+        };
         let estimate = |bytes: u64| format!("{:.0}", bytes as f64 * ratio);
-        let provisioned_ratio = if p.capacity_bytes == 0 { 0.0 } else { p.provisioned_bytes as f64 / p.capacity_bytes as f64 };
+        let provisioned_ratio = if p.capacity_bytes == 0 {
+            0.0
+        } else {
+            p.provisioned_bytes as f64 / p.capacity_bytes as f64
+        };
         Ok(Json(ClusterDto {
             uuid: c.uuid.to_string(),
             subsystem_nqn: c.subsystem_nqn,
@@ -60,7 +78,10 @@ pub async fn cluster(State(state): State<AppState>, Caller(_caller): Caller) -> 
 #[utoipa::path(get, path = "/api/v2/clusterinfo", tag = "cluster",
     responses((status = 200, body = ClusterInfoDto), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn cluster_info(State(state): State<AppState>, Caller(_caller): Caller) -> Result<Json<ClusterInfoDto>, ApiError> {
+pub async fn cluster_info(
+    State(state): State<AppState>,
+    Caller(_caller): Caller,
+) -> Result<Json<ClusterInfoDto>, ApiError> {
     let api = state.api_endpoint.clone();
     blocking(&state, move |s| {
         let node = s.control().node_info();
@@ -78,7 +99,10 @@ pub async fn cluster_info(State(state): State<AppState>, Caller(_caller): Caller
 #[utoipa::path(get, path = "/api/v2/nodes", tag = "cluster",
     responses((status = 200, body = NodeListDto), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn nodes(State(state): State<AppState>, Caller(_caller): Caller) -> Result<Json<NodeListDto>, ApiError> {
+pub async fn nodes(
+    State(state): State<AppState>,
+    Caller(_caller): Caller,
+) -> Result<Json<NodeListDto>, ApiError> {
     blocking(&state, |s| {
         let n = s.control().node_info();
         Ok(Json(NodeListDto {
@@ -98,13 +122,19 @@ pub async fn nodes(State(state): State<AppState>, Caller(_caller): Caller) -> Re
 #[utoipa::path(get, path = "/api/v2/projects", tag = "cluster",
     responses((status = 200, body = ProjectListDto), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list_projects(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<ProjectListDto>, ApiError> {
+pub async fn list_projects(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<ProjectListDto>, ApiError> {
     blocking(&state, move |s| {
         let projects = s
             .projects()
             .into_iter()
             .filter(|p| caller.can_read(&p.name))
-            .map(|p| ProjectDto { name: p.name, description: p.description })
+            .map(|p| ProjectDto {
+                name: p.name,
+                description: p.description,
+            })
             .collect();
         Ok(Json(ProjectListDto { projects }))
     })
@@ -122,12 +152,17 @@ pub async fn create_project(
     body: Body,
 ) -> Result<Json<ProjectDto>, ApiError> {
     if !caller.is_cluster_admin() {
-        return Err(ApiError::PermissionDenied("only a cluster admin may create projects".to_owned()));
+        return Err(ApiError::PermissionDenied(
+            "only a cluster admin may create projects".to_owned(),
+        ));
     }
     let req: ProjectDto = body.json()?;
     blocking(&state, move |s| {
         let p = s.create_project(&req.name, &req.description)?;
-        Ok(Json(ProjectDto { name: p.name, description: p.description }))
+        Ok(Json(ProjectDto {
+            name: p.name,
+            description: p.description,
+        }))
     })
     .await
 }

@@ -5,7 +5,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::dto::{
     AclDto, LabelDto, ProgressDto, SnapshotDto, VolumeDto, VolumeStatisticsDto, WorkflowDto,
 };
-use crate::domain::model::{Label, ResourceState, SnapshotRecord, WorkflowKind, WorkflowRecord, WorkflowState};
+use crate::domain::model::{
+    Label, ResourceState, SnapshotRecord, WorkflowKind, WorkflowRecord, WorkflowState,
+};
 use crate::domain::VolumeView;
 
 /// RFC 3339 time of `seconds` since the epoch.
@@ -20,11 +22,23 @@ pub fn time_ms(millis: u64) -> String {
 
 /// Labels from the wire.
 pub fn labels_in(labels: Vec<LabelDto>) -> Vec<Label> {
-    labels.into_iter().map(|l| Label { key: l.key, value: l.value }).collect()
+    labels
+        .into_iter()
+        .map(|l| Label {
+            key: l.key,
+            value: l.value,
+        })
+        .collect()
 }
 
 fn labels_out(labels: &[Label]) -> Vec<LabelDto> {
-    labels.iter().map(|l| LabelDto { key: l.key.clone(), value: l.value.clone() }).collect()
+    labels
+        .iter()
+        .map(|l| LabelDto {
+            key: l.key.clone(),
+            value: l.value.clone(),
+        })
+        .collect()
 }
 
 /// A volume body.
@@ -45,8 +59,12 @@ pub fn volume(view: &VolumeView, node: &str) -> VolumeDto {
         replica_count: v.replica_count,
         sector_size: v.sector_size_bytes,
         compression: v.compression.to_string(),
-        acl: AclDto { values: v.acl.clone() },
-        ip_acl: AclDto { values: v.ip_acl.clone() },
+        acl: AclDto {
+            values: v.acl.clone(),
+        },
+        ip_acl: AclDto {
+            values: v.ip_acl.clone(),
+        },
         nsid: v.nsid.unwrap_or(0),
         etag: v.revision.to_string(),
         labels: labels_out(&v.labels),
@@ -101,7 +119,10 @@ pub fn workflow(w: &WorkflowRecord) -> WorkflowDto {
         }
         .to_owned(),
         msg: w.msg.clone(),
-        progress: ProgressDto { percent: w.percent, stage: w.stage.clone() },
+        progress: ProgressDto {
+            percent: w.percent,
+            stage: w.stage.clone(),
+        },
         thick_clone_volume_request: volume_req,
         snapshot_clone_request: snapshot_req,
     }

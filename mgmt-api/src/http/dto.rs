@@ -51,7 +51,11 @@ pub struct CreateVolumeRequest {
     #[serde(default)]
     pub name: Option<String>,
     /// Size: a string of bytes, or with a unit ("1 gib"). Mandatory unless cloning.
-    #[serde(default, deserialize_with = "loose::opt_size", serialize_with = "loose::ser_opt_size")]
+    #[serde(
+        default,
+        deserialize_with = "loose::opt_size",
+        serialize_with = "loose::ser_opt_size"
+    )]
     #[schema(value_type = Option<String>, example = "1073741824")]
     pub size: Option<u64>,
     /// Replica count 1–3 (at most the cluster's maximum); number or string.
@@ -100,7 +104,11 @@ pub struct UpdateVolumeRequest {
     #[serde(default)]
     pub project_name: Option<String>,
     /// New size (grow only).
-    #[serde(default, deserialize_with = "loose::opt_size", serialize_with = "loose::ser_opt_size")]
+    #[serde(
+        default,
+        deserialize_with = "loose::opt_size",
+        serialize_with = "loose::ser_opt_size"
+    )]
     #[schema(value_type = Option<String>)]
     pub size: Option<u64>,
     /// New compression setting.
@@ -495,7 +503,11 @@ pub struct CloneDestinationDto {
     #[serde(default)]
     pub cluster_id: Option<String>,
     /// Size in bytes (≥ the source's).
-    #[serde(default, deserialize_with = "loose::opt_size", serialize_with = "loose::ser_opt_size")]
+    #[serde(
+        default,
+        deserialize_with = "loose::opt_size",
+        serialize_with = "loose::ser_opt_size"
+    )]
     #[schema(value_type = Option<String>)]
     pub size: Option<u64>,
     /// Replica count 1–3.

@@ -7,11 +7,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::dto::ErrorBody;
 use crate::auth::AuthError;
 use crate::control::ControlError;
 use crate::domain::store::StoreError;
 use crate::domain::ServiceError;
-use super::dto::ErrorBody;
 
 /// gRPC status codes used in error bodies (google.rpc.Code).
 mod grpc {
@@ -67,10 +67,16 @@ impl ApiError {
                 ServiceError::NotFound { .. } => (StatusCode::NOT_FOUND, NOT_FOUND),
                 ServiceError::AlreadyExists { .. } => (StatusCode::CONFLICT, ALREADY_EXISTS),
                 ServiceError::OperationInProgress(_) => (StatusCode::CONFLICT, ABORTED),
-                ServiceError::EtagMismatch { .. } => (StatusCode::PRECONDITION_FAILED, FAILED_PRECONDITION),
-                ServiceError::TemporaryState { .. } => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE),
+                ServiceError::EtagMismatch { .. } => {
+                    (StatusCode::PRECONDITION_FAILED, FAILED_PRECONDITION)
+                }
+                ServiceError::TemporaryState { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
+                }
                 ServiceError::Unimplemented(_) => (StatusCode::NOT_IMPLEMENTED, UNIMPLEMENTED),
-                ServiceError::TooManyWorkflows { .. } => (StatusCode::TOO_MANY_REQUESTS, RESOURCE_EXHAUSTED),
+                ServiceError::TooManyWorkflows { .. } => {
+                    (StatusCode::TOO_MANY_REQUESTS, RESOURCE_EXHAUSTED)
+                }
                 ServiceError::Control(c) => match c {
                     ControlError::NotFound(_) => (StatusCode::NOT_FOUND, NOT_FOUND),
                     ControlError::AlreadyExists(_) => (StatusCode::CONFLICT, ALREADY_EXISTS),
@@ -110,11 +116,20 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let mut response = (status, Json(ErrorBody { code, message: self.to_string(), details: Vec::new() })).into_response();
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                code,
+                message: self.to_string(),
+                details: Vec::new(),
+            }),
+        )
+            .into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }

@@ -25,16 +25,20 @@ impl FromRequestParts<AppState> for Caller {
         if state.auth.disabled() {
             return Ok(Self(Principal::anonymous_admin()));
         }
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| AuthError::Unauthenticated("missing Authorization: Bearer <token> header".to_owned()))?;
-        let value = value
-            .to_str()
-            .map_err(|_| AuthError::Unauthenticated("the Authorization header is not ASCII".to_owned()))?;
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            AuthError::Unauthenticated("missing Authorization: Bearer <token> header".to_owned())
+        })?;
+        let value = value.to_str().map_err(|_| {
+            AuthError::Unauthenticated("the Authorization header is not ASCII".to_owned())
+        })?;
         let token = match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(AuthError::Unauthenticated("expected Authorization: Bearer <token>".to_owned()).into()),
+            _ => {
+                return Err(AuthError::Unauthenticated(
+                    "expected Authorization: Bearer <token>".to_owned(),
+                )
+                .into())
+            }
         };
         Ok(Self(state.auth.verify(token)?))
     }
@@ -58,7 +62,10 @@ impl FromRequestParts<AppState> for PathParams {
 impl PathParams {
     /// A path parameter (routes guarantee its presence; absence is a 400).
     pub fn get(&self, name: &str) -> Result<&str, ApiError> {
-        self.0.get(name).map(String::as_str).ok_or_else(|| ApiError::BadRequest(format!("missing path parameter {name}")))
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| ApiError::BadRequest(format!("missing path parameter {name}")))
     }
 }
 
@@ -80,7 +87,10 @@ impl FromRequestParts<AppState> for QueryParams {
 impl QueryParams {
     /// A parameter's value if present and non-empty.
     pub fn text(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str).filter(|s| !s.is_empty())
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     /// The first of several spellings present (`name` / `Name`).
@@ -99,21 +109,29 @@ impl QueryParams {
             None => Ok(None),
             Some(s) if s.eq_ignore_ascii_case("true") || s == "1" => Ok(Some(true)),
             Some(s) if s.eq_ignore_ascii_case("false") || s == "0" => Ok(Some(false)),
-            Some(s) => Err(ApiError::BadRequest(format!("{name}={s:?} is not true or false"))),
+            Some(s) => Err(ApiError::BadRequest(format!(
+                "{name}={s:?} is not true or false"
+            ))),
         }
     }
 
     /// A non-negative integer parameter (400 if malformed).
     pub fn count(&self, name: &str) -> Result<Option<usize>, ApiError> {
         self.text(name)
-            .map(|s| s.parse::<usize>().map_err(|_| ApiError::BadRequest(format!("{name}={s:?} is not a non-negative integer"))))
+            .map(|s| {
+                s.parse::<usize>().map_err(|_| {
+                    ApiError::BadRequest(format!("{name}={s:?} is not a non-negative integer"))
+                })
+            })
             .transpose()
     }
 }
 
 /// Parses a UUID argument with a clear message.
 pub fn parse_uuid(what: &str, text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text).map_err(|_| ApiError::BadRequest(format!("{what} {:?} is not a valid UUID", truncate(text))))
+    Uuid::parse_str(text).map_err(|_| {
+        ApiError::BadRequest(format!("{what} {:?} is not a valid UUID", truncate(text)))
+    })
 }
 
 /// Shortens user input quoted in messages.
@@ -135,13 +153,16 @@ impl FromRequest<AppState> for Body {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let limit = state.body_limit_bytes;
-        Bytes::from_request(req, state).await.map(Self).map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(limit)
-            } else {
-                ApiError::BadRequest(format!("could not read the request body: {e}"))
-            }
-        })
+        Bytes::from_request(req, state)
+            .await
+            .map(Self)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(limit)
+                } else {
+                    ApiError::BadRequest(format!("could not read the request body: {e}"))
+                }
+            })
     }
 }
 
@@ -149,9 +170,12 @@ impl Body {
     /// Decodes a mandatory JSON body.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         if self.0.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::BadRequest("the request body is empty; a JSON object is expected".to_owned()));
+            return Err(ApiError::BadRequest(
+                "the request body is empty; a JSON object is expected".to_owned(),
+            ));
         }
-        serde_json::from_slice(&self.0).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+        serde_json::from_slice(&self.0)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
     }
 
     /// Decodes an optional JSON body (empty means `T::default()`).
@@ -168,6 +192,10 @@ impl Body {
 pub fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     headers
         .get(header::IF_MATCH)
-        .map(|v| v.to_str().map(str::to_owned).map_err(|_| ApiError::BadRequest("If-Match is not ASCII".to_owned())))
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::BadRequest("If-Match is not ASCII".to_owned()))
+        })
         .transpose()
 }

@@ -26,10 +26,15 @@ pub fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => rules::parse_size(&s).map(Some).map_err(D::Error::custom),
         Some(Value::Number(n)) => match n.as_u64() {
-            Some(0) | None => Err(D::Error::custom(format!("size {n} is not a positive integer number of bytes"))),
+            Some(0) | None => Err(D::Error::custom(format!(
+                "size {n} is not a positive integer number of bytes"
+            ))),
             Some(v) => Ok(Some(v)),
         },
-        Some(other) => Err(D::Error::custom(format!("size must be a string of bytes, not {}", describe(&other)))),
+        Some(other) => Err(D::Error::custom(format!(
+            "size must be a string of bytes, not {}",
+            describe(&other)
+        ))),
     }
 }
 
@@ -43,11 +48,20 @@ pub fn ser_opt_size<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Er
 
 /// Decodes an optional unsigned 32-bit count: `2` or `"2"`.
 pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    let bad = |what: String| D::Error::custom(format!("expected a non-negative integer, got {what}"));
+    let bad =
+        |what: String| D::Error::custom(format!("expected a non-negative integer, got {what}"));
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().and_then(|v| u32::try_from(v).ok()).map(Some).ok_or_else(|| bad(n.to_string())),
-        Some(Value::String(s)) => s.trim().parse::<u32>().map(Some).map_err(|_| bad(format!("{s:?}"))),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .map(Some)
+            .ok_or_else(|| bad(n.to_string())),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<u32>()
+            .map(Some)
+            .map_err(|_| bad(format!("{s:?}"))),
         Some(other) => Err(bad(describe(&other).to_owned())),
     }
 }
@@ -59,7 +73,9 @@ pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Erro
         Some(Value::Bool(b)) => Ok(Some(b)),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
-        Some(other) => Err(D::Error::custom(format!("expected true/false or \"True\"/\"False\", got {other}"))),
+        Some(other) => Err(D::Error::custom(format!(
+            "expected true/false or \"True\"/\"False\", got {other}"
+        ))),
     }
 }
 
@@ -89,16 +105,29 @@ mod tests {
     #[test]
     fn accepts_the_loose_shapes_clients_send() {
         let p = probe(r#"{"size":"1 gib","count":"3","flag":"True"}"#).unwrap();
-        assert_eq!((p.size, p.count, p.flag), (Some(1 << 30), Some(3), Some(true)));
+        assert_eq!(
+            (p.size, p.count, p.flag),
+            (Some(1 << 30), Some(3), Some(true))
+        );
         let p = probe(r#"{"size":4096,"count":1,"flag":false}"#).unwrap();
-        assert_eq!((p.size, p.count, p.flag), (Some(4096), Some(1), Some(false)));
+        assert_eq!(
+            (p.size, p.count, p.flag),
+            (Some(4096), Some(1), Some(false))
+        );
         let p = probe(r#"{"size":null,"count":null,"flag":null}"#).unwrap();
         assert_eq!((p.size, p.count, p.flag), (None, None, None));
     }
 
     #[test]
     fn rejects_wrong_types_with_a_message() {
-        for bad in [r#"{"size":[1]}"#, r#"{"size":-1}"#, r#"{"count":"x"}"#, r#"{"count":1.5}"#, r#"{"flag":"yes"}"#, r#"{"flag":1}"#] {
+        for bad in [
+            r#"{"size":[1]}"#,
+            r#"{"size":-1}"#,
+            r#"{"count":"x"}"#,
+            r#"{"count":1.5}"#,
+            r#"{"flag":"yes"}"#,
+            r#"{"flag":1}"#,
+        ] {
             let err = probe(bad).unwrap_err().to_string();
             assert!(!err.is_empty(), "{bad}");
         }

@@ -39,7 +39,9 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("api_endpoint", &self.api_endpoint).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("api_endpoint", &self.api_endpoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,37 +67,83 @@ pub fn router(state: AppState) -> Router {
         .route("/login", post(session::login))
         .route("/openapi.json", get(openapi::document))
         .route("/api/v2/users", post(session::create_user))
-        .route("/api/v2/credentials", get(session::list_credentials).post(session::create_credential))
-        .route("/api/v2/credentials/{id}", axum::routing::delete(session::delete_credential))
+        .route(
+            "/api/v2/credentials",
+            get(session::list_credentials).post(session::create_credential),
+        )
+        .route(
+            "/api/v2/credentials/{id}",
+            axum::routing::delete(session::delete_credential),
+        )
         .route("/api/v2/cluster", get(cluster::cluster))
         .route("/api/v2/clusterinfo", get(cluster::cluster_info))
         .route("/api/v2/nodes", get(cluster::nodes))
-        .route("/api/v2/projects", get(cluster::list_projects).post(cluster::create_project))
+        .route(
+            "/api/v2/projects",
+            get(cluster::list_projects).post(cluster::create_project),
+        )
         .route("/api/v2/volumes", get(volumes::list).post(volumes::create))
         .route("/api/v2/volumes/", get(volumes::lookup))
-        .route("/api/v2/volumes/{UUID}", get(volumes::get_one).put(volumes::update).delete(volumes::delete))
+        .route(
+            "/api/v2/volumes/{UUID}",
+            get(volumes::get_one)
+                .put(volumes::update)
+                .delete(volumes::delete),
+        )
         .route("/api/v2/volumes/{UUID}/rollback", put(volumes::rollback))
-        .route("/api/v2/projects/{projectName}/volumes", get(volumes::project_list).post(volumes::project_create))
-        .route("/api/v2/projects/{projectName}/volumes/", get(volumes::project_lookup))
+        .route(
+            "/api/v2/projects/{projectName}/volumes",
+            get(volumes::project_list).post(volumes::project_create),
+        )
+        .route(
+            "/api/v2/projects/{projectName}/volumes/",
+            get(volumes::project_lookup),
+        )
         .route(
             "/api/v2/projects/{projectName}/volumes/{UUID}",
-            get(volumes::project_get).put(volumes::project_update).delete(volumes::project_delete),
+            get(volumes::project_get)
+                .put(volumes::project_update)
+                .delete(volumes::project_delete),
         )
-        .route("/api/v2/projects/{projectName}/volumes/{UUID}/rollback", put(volumes::project_rollback))
-        .route("/api/v2/snapshots", get(snapshots::list).post(snapshots::create))
+        .route(
+            "/api/v2/projects/{projectName}/volumes/{UUID}/rollback",
+            put(volumes::project_rollback),
+        )
+        .route(
+            "/api/v2/snapshots",
+            get(snapshots::list).post(snapshots::create),
+        )
         .route("/api/v2/snapshots/", get(snapshots::lookup))
-        .route("/api/v2/snapshots/{UUID}", get(snapshots::get_one).delete(snapshots::delete))
-        .route("/api/v2/projects/{projectName}/snapshots", get(snapshots::project_list).post(snapshots::project_create))
-        .route("/api/v2/projects/{projectName}/snapshots/", get(snapshots::project_lookup))
+        .route(
+            "/api/v2/snapshots/{UUID}",
+            get(snapshots::get_one).delete(snapshots::delete),
+        )
+        .route(
+            "/api/v2/projects/{projectName}/snapshots",
+            get(snapshots::project_list).post(snapshots::project_create),
+        )
+        .route(
+            "/api/v2/projects/{projectName}/snapshots/",
+            get(snapshots::project_lookup),
+        )
         .route(
             "/api/v2/projects/{projectName}/snapshots/{UUID}",
             get(snapshots::project_get).delete(snapshots::project_delete),
         )
-        .route("/api/v1/volumes/thickclone", post(workflows::thick_clone_volume))
-        .route("/api/v1/snapshots/thickclone", post(workflows::thick_clone_snapshot))
+        .route(
+            "/api/v1/volumes/thickclone",
+            post(workflows::thick_clone_volume),
+        )
+        .route(
+            "/api/v1/snapshots/thickclone",
+            post(workflows::thick_clone_snapshot),
+        )
         .route("/api/v1/workflows", get(workflows::list))
         .route("/api/v1/workflows/{workflowId}", get(workflows::get_one))
-        .route("/api/v1/workflows/{workflowId}/cancel", post(workflows::cancel))
+        .route(
+            "/api/v1/workflows/{workflowId}/cancel",
+            post(workflows::cancel),
+        )
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -8,8 +8,8 @@ use axum::Json;
 use base64::Engine as _;
 
 use super::dto::{
-    CreateCredentialRequest, CreateUserRequest, CredentialDto, CredentialListDto, EmptyDto, ErrorBody, LoginResponse,
-    UserDto,
+    CreateCredentialRequest, CreateUserRequest, CredentialDto, CredentialListDto, EmptyDto,
+    ErrorBody, LoginResponse, UserDto,
 };
 use super::error::ApiError;
 use super::extract::{Body, Caller, PathParams};
@@ -20,7 +20,9 @@ fn require_cluster_admin(caller: &Principal) -> Result<(), ApiError> {
     if caller.is_cluster_admin() {
         Ok(())
     } else {
-        Err(ApiError::PermissionDenied("only a cluster admin may do this".to_owned()))
+        Err(ApiError::PermissionDenied(
+            "only a cluster admin may do this".to_owned(),
+        ))
     }
 }
 
@@ -39,27 +41,42 @@ async fn auth_blocking<T: Send + 'static>(
 #[utoipa::path(post, path = "/login", tag = "auth",
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody)),
     security(("basic" = [])))]
-pub async fn login(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<LoginResponse>, ApiError> {
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<LoginResponse>, ApiError> {
     let unauthenticated = |m: &str| ApiError::Auth(AuthError::Unauthenticated(m.to_owned()));
     let value = headers
         .get(header::AUTHORIZATION)
-        .ok_or_else(|| unauthenticated("missing Authorization: Basic <base64(user:password)> header"))?
+        .ok_or_else(|| {
+            unauthenticated("missing Authorization: Basic <base64(user:password)> header")
+        })?
         .to_str()
         .map_err(|_| unauthenticated("the Authorization header is not ASCII"))?;
     let encoded = match value.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("basic") => rest.trim(),
-        _ => return Err(unauthenticated("expected Authorization: Basic <base64(user:password)>")),
+        _ => {
+            return Err(unauthenticated(
+                "expected Authorization: Basic <base64(user:password)>",
+            ))
+        }
     };
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| unauthenticated("the Basic credentials are not valid base64 UTF-8"))?;
-    let (user, password) = decoded.split_once(':').ok_or_else(|| unauthenticated("the Basic credentials lack a ':'"))?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| unauthenticated("the Basic credentials lack a ':'"))?;
     let (user, password) = (user.to_owned(), password.to_owned());
     let ttl = state.auth.token_ttl().as_secs();
     let token = auth_blocking(&state, move |a| a.login(&user, &password)).await?;
-    Ok(Json(LoginResponse { token_type: "Bearer".to_owned(), expires_in: ttl.to_string(), id_token: token }))
+    Ok(Json(LoginResponse {
+        token_type: "Bearer".to_owned(),
+        expires_in: ttl.to_string(),
+        id_token: token,
+    }))
 }
 
 /// Create a user (cluster admin only).
@@ -67,19 +84,31 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap) -> Result<
     responses((status = 200, body = UserDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn create_user(State(state): State<AppState>, Caller(caller): Caller, body: Body) -> Result<Json<UserDto>, ApiError> {
+pub async fn create_user(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: Body,
+) -> Result<Json<UserDto>, ApiError> {
     require_cluster_admin(&caller)?;
     let req: CreateUserRequest = body.json()?;
     let role = Role::from_name(&req.role, req.project_name.as_deref()).ok_or_else(|| {
-        ApiError::BadRequest("role must be ClusterAdmin, or ProjectAdmin/ProjectViewer with projectName".to_owned())
+        ApiError::BadRequest(
+            "role must be ClusterAdmin, or ProjectAdmin/ProjectViewer with projectName".to_owned(),
+        )
     })?;
     if let Some(p) = role_project(&role) {
         let p = p.to_owned();
-        super::blocking(&state, move |s| s.require_project(&p).map_err(ApiError::from)).await?;
+        super::blocking(&state, move |s| {
+            s.require_project(&p).map_err(ApiError::from)
+        })
+        .await?;
     }
     let claim = role.claim();
     let name = req.name.clone();
-    auth_blocking(&state, move |a| a.create_user(&req.name, &req.password, role)).await?;
+    auth_blocking(&state, move |a| {
+        a.create_user(&req.name, &req.password, role)
+    })
+    .await?;
     Ok(Json(UserDto { name, role: claim }))
 }
 
@@ -94,13 +123,20 @@ fn role_project(role: &Role) -> Option<&str> {
 #[utoipa::path(get, path = "/api/v2/credentials", tag = "auth",
     responses((status = 200, body = CredentialListDto), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list_credentials(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<CredentialListDto>, ApiError> {
+pub async fn list_credentials(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<CredentialListDto>, ApiError> {
     require_cluster_admin(&caller)?;
     let credentials = state
         .auth
         .credentials()
         .into_iter()
-        .map(|c| CredentialDto { id: c.id, project_name: c.project, kind: c.kind })
+        .map(|c| CredentialDto {
+            id: c.id,
+            project_name: c.project,
+            kind: c.kind,
+        })
         .collect();
     Ok(Json(CredentialListDto { credentials }))
 }
@@ -117,8 +153,15 @@ pub async fn create_credential(
 ) -> Result<Json<CredentialDto>, ApiError> {
     require_cluster_admin(&caller)?;
     let req: CreateCredentialRequest = body.json()?;
-    let info = auth_blocking(&state, move |a| a.create_credential(&req.id, &req.project_name, &req.kind, &req.key)).await?;
-    Ok(Json(CredentialDto { id: info.id, project_name: info.project, kind: info.kind }))
+    let info = auth_blocking(&state, move |a| {
+        a.create_credential(&req.id, &req.project_name, &req.kind, &req.key)
+    })
+    .await?;
+    Ok(Json(CredentialDto {
+        id: info.id,
+        project_name: info.project,
+        kind: info.kind,
+    }))
 }
 
 /// Remove a service credential.

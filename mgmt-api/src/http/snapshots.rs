@@ -17,20 +17,37 @@ use crate::auth::Principal;
 use crate::domain::model::SnapshotRecord;
 use crate::domain::{NewSnapshot, Service, ServiceError};
 
-fn locate(s: &Service, caller: &Principal, project: Option<&str>, id: &str, write: bool) -> Result<SnapshotRecord, ApiError> {
+fn locate(
+    s: &Service,
+    caller: &Principal,
+    project: Option<&str>,
+    id: &str,
+    write: bool,
+) -> Result<SnapshotRecord, ApiError> {
     let uuid: Uuid = parse_uuid("snapshot UUID", id)?;
     let snap = s.snapshot(uuid)?;
     if project.is_some_and(|p| p != snap.project) {
-        return Err(ServiceError::NotFound { what: "snapshot", id: id.to_owned() }.into());
+        return Err(ServiceError::NotFound {
+            what: "snapshot",
+            id: id.to_owned(),
+        }
+        .into());
     }
     authorize(caller, &snap.project, write)?;
     Ok(snap)
 }
 
-async fn list_core(state: AppState, caller: Principal, path: Option<String>, q: QueryParams) -> Result<Response, ApiError> {
+async fn list_core(
+    state: AppState,
+    caller: Principal,
+    path: Option<String>,
+    q: QueryParams,
+) -> Result<Response, ApiError> {
     let project = resolve_project(path.as_deref(), q.text("projectName"))?;
     if project.is_none() && !caller.is_cluster_admin() {
-        return Err(ApiError::BadRequest("projectName is mandatory unless you are the cluster admin".to_owned()));
+        return Err(ApiError::BadRequest(
+            "projectName is mandatory unless you are the cluster admin".to_owned(),
+        ));
     }
     let volume = q.uuid("sourceVolumeUUID")?;
     let show_all = q.flag("showAll")?.unwrap_or(false);
@@ -39,17 +56,29 @@ async fn list_core(state: AppState, caller: Principal, path: Option<String>, q: 
             authorize(&caller, p, false)?;
             s.require_project(p)?;
         }
-        let snapshots = s.snapshots(project.as_deref(), volume, show_all).iter().map(convert::snapshot).collect();
+        let snapshots = s
+            .snapshots(project.as_deref(), volume, show_all)
+            .iter()
+            .map(convert::snapshot)
+            .collect();
         Ok(Json(SnapshotListDto { snapshots }).into_response())
     })
     .await
 }
 
-async fn lookup_core(state: AppState, caller: Principal, path: Option<String>, q: QueryParams) -> Result<Response, ApiError> {
+async fn lookup_core(
+    state: AppState,
+    caller: Principal,
+    path: Option<String>,
+    q: QueryParams,
+) -> Result<Response, ApiError> {
     let Some(name) = q.any(&["Name", "name"]).map(str::to_owned) else {
         return list_core(state, caller, path, q).await;
     };
-    let project = required_project(&caller, resolve_project(path.as_deref(), q.text("projectName"))?)?;
+    let project = required_project(
+        &caller,
+        resolve_project(path.as_deref(), q.text("projectName"))?,
+    )?;
     blocking(&state, move |s| {
         authorize(&caller, &project, false)?;
         Ok(Json(convert::snapshot(&s.snapshot_by_name(&project, &name)?)).into_response())
@@ -57,21 +86,42 @@ async fn lookup_core(state: AppState, caller: Principal, path: Option<String>, q
     .await
 }
 
-async fn create_core(state: AppState, caller: Principal, path: Option<String>, body: Body) -> Result<Json<SnapshotDto>, ApiError> {
+async fn create_core(
+    state: AppState,
+    caller: Principal,
+    path: Option<String>,
+    body: Body,
+) -> Result<Json<SnapshotDto>, ApiError> {
     let req: CreateSnapshotRequest = body.json()?;
-    let project = required_project(&caller, resolve_project(path.as_deref(), req.project_name.as_deref())?)?;
+    let project = required_project(
+        &caller,
+        resolve_project(path.as_deref(), req.project_name.as_deref())?,
+    )?;
     authorize(&caller, &project, true)?;
-    let name = req.name.ok_or_else(|| ApiError::BadRequest("name is mandatory".to_owned()))?;
-    let volume_uuid = req.source_volume_uuid.as_deref().filter(|s| !s.is_empty()).map(|s| parse_uuid("sourceVolumeUUID", s)).transpose()?;
+    let name = req
+        .name
+        .ok_or_else(|| ApiError::BadRequest("name is mandatory".to_owned()))?;
+    let volume_uuid = req
+        .source_volume_uuid
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_uuid("sourceVolumeUUID", s))
+        .transpose()?;
     let volume_name = req.source_volume_name.filter(|s| !s.is_empty());
     if volume_uuid.is_none() && volume_name.is_none() {
-        return Err(ApiError::BadRequest("sourceVolumeUUID is mandatory".to_owned()));
+        return Err(ApiError::BadRequest(
+            "sourceVolumeUUID is mandatory".to_owned(),
+        ));
     }
     blocking(&state, move |s| {
         let source_volume = match (volume_uuid, volume_name) {
             (Some(u), _) => u,
             (None, Some(n)) => s.volume_by_name(&project, &n)?.record.uuid,
-            (None, None) => return Err(ApiError::BadRequest("sourceVolumeUUID is mandatory".to_owned())),
+            (None, None) => {
+                return Err(ApiError::BadRequest(
+                    "sourceVolumeUUID is mandatory".to_owned(),
+                ))
+            }
         };
         let snap = s.create_snapshot(NewSnapshot {
             name,
@@ -85,10 +135,25 @@ async fn create_core(state: AppState, caller: Principal, path: Option<String>, b
     .await
 }
 
-async fn get_core(state: AppState, caller: Principal, path_project: Option<String>, path: PathParams, q: QueryParams) -> Result<Json<SnapshotDto>, ApiError> {
+async fn get_core(
+    state: AppState,
+    caller: Principal,
+    path_project: Option<String>,
+    path: PathParams,
+    q: QueryParams,
+) -> Result<Json<SnapshotDto>, ApiError> {
     let project = resolve_project(path_project.as_deref(), q.text("projectName"))?;
     let id = path.get("UUID")?.to_owned();
-    blocking(&state, move |s| Ok(Json(convert::snapshot(&locate(s, &caller, project.as_deref(), &id, false)?)))).await
+    blocking(&state, move |s| {
+        Ok(Json(convert::snapshot(&locate(
+            s,
+            &caller,
+            project.as_deref(),
+            &id,
+            false,
+        )?)))
+    })
+    .await
 }
 
 async fn delete_core(
@@ -118,7 +183,12 @@ async fn delete_core(
     responses((status = 200, body = SnapshotListDto), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn project_list(State(state): State<AppState>, Caller(caller): Caller, path: PathParams, q: QueryParams) -> Result<Response, ApiError> {
+pub async fn project_list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    path: PathParams,
+    q: QueryParams,
+) -> Result<Response, ApiError> {
     let project = path.get("projectName")?.to_owned();
     list_core(state, caller, Some(project), q).await
 }
@@ -128,7 +198,12 @@ pub async fn project_list(State(state): State<AppState>, Caller(caller): Caller,
     params(("projectName" = String, Path, description = "Project"), ("Name" = Option<String>, Query, description = "Snapshot name")),
     responses((status = 200, body = SnapshotDto), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn project_lookup(State(state): State<AppState>, Caller(caller): Caller, path: PathParams, q: QueryParams) -> Result<Response, ApiError> {
+pub async fn project_lookup(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    path: PathParams,
+    q: QueryParams,
+) -> Result<Response, ApiError> {
     let project = path.get("projectName")?.to_owned();
     lookup_core(state, caller, Some(project), q).await
 }
@@ -139,7 +214,12 @@ pub async fn project_lookup(State(state): State<AppState>, Caller(caller): Calle
     responses((status = 200, body = SnapshotDto), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn project_create(State(state): State<AppState>, Caller(caller): Caller, path: PathParams, body: Body) -> Result<Json<SnapshotDto>, ApiError> {
+pub async fn project_create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    path: PathParams,
+    body: Body,
+) -> Result<Json<SnapshotDto>, ApiError> {
     let project = path.get("projectName")?.to_owned();
     create_core(state, caller, Some(project), body).await
 }
@@ -149,7 +229,12 @@ pub async fn project_create(State(state): State<AppState>, Caller(caller): Calle
     params(("projectName" = String, Path, description = "Project"), ("UUID" = String, Path, description = "Snapshot UUID")),
     responses((status = 200, body = SnapshotDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn project_get(State(state): State<AppState>, Caller(caller): Caller, path: PathParams, q: QueryParams) -> Result<Json<SnapshotDto>, ApiError> {
+pub async fn project_get(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    path: PathParams,
+    q: QueryParams,
+) -> Result<Json<SnapshotDto>, ApiError> {
     let project = path.get("projectName")?.to_owned();
     get_core(state, caller, Some(project), path, q).await
 }
@@ -177,7 +262,11 @@ pub async fn project_delete(
         ("sourceVolumeUUID" = Option<String>, Query, description = "Only snapshots of this volume")),
     responses((status = 200, body = SnapshotListDto), (status = 400, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, Caller(caller): Caller, q: QueryParams) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    q: QueryParams,
+) -> Result<Response, ApiError> {
     list_core(state, caller, None, q).await
 }
 
@@ -186,7 +275,11 @@ pub async fn list(State(state): State<AppState>, Caller(caller): Caller, q: Quer
     params(("Name" = Option<String>, Query, description = "Snapshot name"), ("projectName" = Option<String>, Query, description = "Project")),
     responses((status = 200, body = SnapshotDto), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn lookup(State(state): State<AppState>, Caller(caller): Caller, q: QueryParams) -> Result<Response, ApiError> {
+pub async fn lookup(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    q: QueryParams,
+) -> Result<Response, ApiError> {
     lookup_core(state, caller, None, q).await
 }
 
@@ -194,7 +287,11 @@ pub async fn lookup(State(state): State<AppState>, Caller(caller): Caller, q: Qu
 #[utoipa::path(post, path = "/api/v2/snapshots", tag = "snapshots", request_body = CreateSnapshotRequest,
     responses((status = 200, body = SnapshotDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn create(State(state): State<AppState>, Caller(caller): Caller, body: Body) -> Result<Json<SnapshotDto>, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: Body,
+) -> Result<Json<SnapshotDto>, ApiError> {
     create_core(state, caller, None, body).await
 }
 
@@ -203,7 +300,12 @@ pub async fn create(State(state): State<AppState>, Caller(caller): Caller, body:
     params(("UUID" = String, Path, description = "Snapshot UUID")),
     responses((status = 200, body = SnapshotDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_one(State(state): State<AppState>, Caller(caller): Caller, path: PathParams, q: QueryParams) -> Result<Json<SnapshotDto>, ApiError> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    path: PathParams,
+    q: QueryParams,
+) -> Result<Json<SnapshotDto>, ApiError> {
     get_core(state, caller, None, path, q).await
 }
 

@@ -10,18 +10,24 @@ use uuid::Uuid;
 
 use super::convert;
 use super::dto::{
-    CreateVolumeRequest, EmptyDto, ErrorBody, RollbackRequest, UpdateVolumeRequest, VolumeDto, VolumeListDto,
+    CreateVolumeRequest, EmptyDto, ErrorBody, RollbackRequest, UpdateVolumeRequest, VolumeDto,
+    VolumeListDto,
 };
 use super::error::ApiError;
 use super::extract::{if_match, parse_uuid, truncate, Body, Caller, PathParams, QueryParams};
 use super::{blocking, AppState};
 use crate::auth::Principal;
 use crate::domain::model::DEFAULT_PROJECT;
-use crate::domain::{rules, NewVolume, Service, ServiceError, VolumeChanges, VolumeFilter, VolumeView};
+use crate::domain::{
+    rules, NewVolume, Service, ServiceError, VolumeChanges, VolumeFilter, VolumeView,
+};
 
 /// The effective project of a request: the path's, else the query's or body's;
 /// both given and different is a 400.
-pub fn resolve_project(path: Option<&str>, other: Option<&str>) -> Result<Option<String>, ApiError> {
+pub fn resolve_project(
+    path: Option<&str>,
+    other: Option<&str>,
+) -> Result<Option<String>, ApiError> {
     let other = other.filter(|s| !s.is_empty());
     let chosen = match (path, other) {
         (Some(p), Some(o)) if p != o => {
@@ -45,18 +51,27 @@ pub fn required_project(caller: &Principal, project: Option<String>) -> Result<S
     match project {
         Some(p) => Ok(p),
         None if caller.is_cluster_admin() => Ok(DEFAULT_PROJECT.to_owned()),
-        None => Err(ApiError::BadRequest("projectName is mandatory unless you are the cluster admin".to_owned())),
+        None => Err(ApiError::BadRequest(
+            "projectName is mandatory unless you are the cluster admin".to_owned(),
+        )),
     }
 }
 
 /// 403 unless the caller may read (or, with `write`, change) `project`.
 pub fn authorize(caller: &Principal, project: &str, write: bool) -> Result<(), ApiError> {
-    let allowed = if write { caller.can_write(project) } else { caller.can_read(project) };
+    let allowed = if write {
+        caller.can_write(project)
+    } else {
+        caller.can_read(project)
+    };
     if allowed {
         Ok(())
     } else {
         let verb = if write { "change" } else { "read" };
-        Err(ApiError::PermissionDenied(format!("{} may not {verb} resources of project {project:?}", caller.subject)))
+        Err(ApiError::PermissionDenied(format!(
+            "{} may not {verb} resources of project {project:?}",
+            caller.subject
+        )))
     }
 }
 
@@ -81,20 +96,34 @@ fn locate(
             s.volume_by_name(&p, name)?
         }
         (Err(_), None) => {
-            return Err(ApiError::BadRequest(format!("volume UUID {:?} is not a valid UUID", truncate(id))))
+            return Err(ApiError::BadRequest(format!(
+                "volume UUID {:?} is not a valid UUID",
+                truncate(id)
+            )))
         }
     };
     if project.is_some_and(|p| p != view.record.project) {
-        return Err(ServiceError::NotFound { what: "volume", id: id.to_owned() }.into());
+        return Err(ServiceError::NotFound {
+            what: "volume",
+            id: id.to_owned(),
+        }
+        .into());
     }
     authorize(caller, &view.record.project, write)?;
     Ok(view)
 }
 
-async fn list_core(state: AppState, caller: Principal, path: Option<String>, q: QueryParams) -> Result<Response, ApiError> {
+async fn list_core(
+    state: AppState,
+    caller: Principal,
+    path: Option<String>,
+    q: QueryParams,
+) -> Result<Response, ApiError> {
     let project = resolve_project(path.as_deref(), q.text("projectName"))?;
     if project.is_none() && !caller.is_cluster_admin() {
-        return Err(ApiError::BadRequest("projectName is mandatory unless you are the cluster admin".to_owned()));
+        return Err(ApiError::BadRequest(
+            "projectName is mandatory unless you are the cluster admin".to_owned(),
+        ));
     }
     let filter = VolumeFilter {
         project: project.clone(),
@@ -116,11 +145,19 @@ async fn list_core(state: AppState, caller: Principal, path: Option<String>, q: 
     .await
 }
 
-async fn lookup_core(state: AppState, caller: Principal, path: Option<String>, q: QueryParams) -> Result<Response, ApiError> {
+async fn lookup_core(
+    state: AppState,
+    caller: Principal,
+    path: Option<String>,
+    q: QueryParams,
+) -> Result<Response, ApiError> {
     let Some(name) = q.any(&["name", "Name"]).map(str::to_owned) else {
         return list_core(state, caller, path, q).await;
     };
-    let project = required_project(&caller, resolve_project(path.as_deref(), q.text("projectName"))?)?;
+    let project = required_project(
+        &caller,
+        resolve_project(path.as_deref(), q.text("projectName"))?,
+    )?;
     blocking(&state, move |s| {
         authorize(&caller, &project, false)?;
         let view = s.volume_by_name(&project, &name)?;
@@ -129,12 +166,26 @@ async fn lookup_core(state: AppState, caller: Principal, path: Option<String>, q
     .await
 }
 
-async fn create_core(state: AppState, caller: Principal, path: Option<String>, body: Body) -> Result<Json<VolumeDto>, ApiError> {
+async fn create_core(
+    state: AppState,
+    caller: Principal,
+    path: Option<String>,
+    body: Body,
+) -> Result<Json<VolumeDto>, ApiError> {
     let req: CreateVolumeRequest = body.json()?;
-    let project = required_project(&caller, resolve_project(path.as_deref(), req.project_name.as_deref())?)?;
+    let project = required_project(
+        &caller,
+        resolve_project(path.as_deref(), req.project_name.as_deref())?,
+    )?;
     authorize(&caller, &project, true)?;
-    let name = req.name.ok_or_else(|| ApiError::BadRequest("name is mandatory".to_owned()))?;
-    let source_snapshot = match req.source_snapshot_uuid.as_deref().filter(|s| !s.is_empty()) {
+    let name = req
+        .name
+        .ok_or_else(|| ApiError::BadRequest("name is mandatory".to_owned()))?;
+    let source_snapshot = match req
+        .source_snapshot_uuid
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
         Some(s) => Some(parse_uuid("sourceSnapshotUUID", s)?),
         None => None,
     };
@@ -189,15 +240,22 @@ async fn update_core(
     let req: UpdateVolumeRequest = body.json()?;
     let project = resolve_project(path_project.as_deref(), req.project_name.as_deref())?;
     let id = path.get("UUID")?.to_owned();
-    if let (Some(body_uuid), Ok(path_uuid)) = (req.uuid.as_deref().filter(|s| !s.is_empty()), Uuid::parse_str(&id)) {
+    if let (Some(body_uuid), Ok(path_uuid)) = (
+        req.uuid.as_deref().filter(|s| !s.is_empty()),
+        Uuid::parse_str(&id),
+    ) {
         if parse_uuid("UUID", body_uuid)? != path_uuid {
-            return Err(ApiError::BadRequest("the body's UUID differs from the path's".to_owned()));
+            return Err(ApiError::BadRequest(
+                "the body's UUID differs from the path's".to_owned(),
+            ));
         }
     }
     let header_tag = if_match(&headers)?;
     let etag = match (header_tag, req.etag.clone().filter(|e| !e.is_empty())) {
         (Some(h), Some(b)) if h.trim_matches('"') != b.trim_matches('"') => {
-            return Err(ApiError::BadRequest("If-Match and the body's ETag disagree".to_owned()))
+            return Err(ApiError::BadRequest(
+                "If-Match and the body's ETag disagree".to_owned(),
+            ))
         }
         (Some(h), _) => Some(h),
         (None, b) => b,
@@ -251,7 +309,9 @@ async fn rollback_core(
     let id = path.get("UUID")?.to_owned();
     let snapshot = parse_uuid(
         "srcSnapshotUUID",
-        req.src_snapshot_uuid.as_deref().ok_or_else(|| ApiError::BadRequest("srcSnapshotUUID is mandatory".to_owned()))?,
+        req.src_snapshot_uuid
+            .as_deref()
+            .ok_or_else(|| ApiError::BadRequest("srcSnapshotUUID is mandatory".to_owned()))?,
     )?;
     blocking(&state, move |s| {
         let view = locate(s, &caller, project.as_deref(), &id, None, true)?;
@@ -276,7 +336,11 @@ async fn rollback_core(
     responses((status = 200, body = VolumeListDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, Caller(caller): Caller, q: QueryParams) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    q: QueryParams,
+) -> Result<Response, ApiError> {
     list_core(state, caller, None, q).await
 }
 
@@ -285,7 +349,11 @@ pub async fn list(State(state): State<AppState>, Caller(caller): Caller, q: Quer
     params(("name" = Option<String>, Query, description = "Volume name"), ("projectName" = Option<String>, Query, description = "Project")),
     responses((status = 200, body = VolumeDto), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn lookup(State(state): State<AppState>, Caller(caller): Caller, q: QueryParams) -> Result<Response, ApiError> {
+pub async fn lookup(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    q: QueryParams,
+) -> Result<Response, ApiError> {
     lookup_core(state, caller, None, q).await
 }
 
@@ -295,7 +363,11 @@ pub async fn lookup(State(state): State<AppState>, Caller(caller): Caller, q: Qu
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 507, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn create(State(state): State<AppState>, Caller(caller): Caller, body: Body) -> Result<Json<VolumeDto>, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: Body,
+) -> Result<Json<VolumeDto>, ApiError> {
     create_core(state, caller, None, body).await
 }
 

@@ -5,7 +5,9 @@ use axum::extract::State;
 use axum::Json;
 
 use super::convert;
-use super::dto::{EmptyDto, ErrorBody, ThickCloneRequest, WorkflowEnvelopeDto, WorkflowIdDto, WorkflowListDto};
+use super::dto::{
+    EmptyDto, ErrorBody, ThickCloneRequest, WorkflowEnvelopeDto, WorkflowIdDto, WorkflowListDto,
+};
 use super::error::ApiError;
 use super::extract::{parse_uuid, Body, Caller, PathParams, QueryParams};
 use super::volumes::{authorize, required_project};
@@ -29,11 +31,19 @@ fn check_cluster(s: &Service, what: &str, id: Option<&str>) -> Result<(), ApiErr
     }
 }
 
-async fn start(state: AppState, caller: Principal, body: Body, into_snapshot: bool) -> Result<Json<WorkflowIdDto>, ApiError> {
+async fn start(
+    state: AppState,
+    caller: Principal,
+    body: Body,
+    into_snapshot: bool,
+) -> Result<Json<WorkflowIdDto>, ApiError> {
     let req: ThickCloneRequest = body.json()?;
     let echo = serde_json::to_value(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
     let source_snapshot = parse_uuid("src.snapId", &req.src.snap_id)?;
-    let source_project = required_project(&caller, req.src.project_name.clone().filter(|p| !p.is_empty()))?;
+    let source_project = required_project(
+        &caller,
+        req.src.project_name.clone().filter(|p| !p.is_empty()),
+    )?;
     let project = req.dst.project_name.clone().filter(|p| !p.is_empty());
     authorize(&caller, &source_project, false)?;
     authorize(&caller, project.as_deref().unwrap_or(&source_project), true)?;
@@ -41,7 +51,9 @@ async fn start(state: AppState, caller: Principal, body: Body, into_snapshot: bo
         return Err(ApiError::BadRequest("dst.name is mandatory".to_owned()));
     }
     if !into_snapshot && req.dst.description.is_some() {
-        return Err(ApiError::BadRequest("dst.description applies only to snapshot thick clones".to_owned()));
+        return Err(ApiError::BadRequest(
+            "dst.description applies only to snapshot thick clones".to_owned(),
+        ));
     }
     let clone = ThickClone {
         source_snapshot,
@@ -61,7 +73,9 @@ async fn start(state: AppState, caller: Principal, body: Body, into_snapshot: bo
         check_cluster(s, "src.clusterId", req.src.cluster_id.as_deref())?;
         check_cluster(s, "dst.clusterId", req.dst.cluster_id.as_deref())?;
         let id = s.start_thick_clone(clone)?;
-        Ok(Json(WorkflowIdDto { workflow_id: id.to_string() }))
+        Ok(Json(WorkflowIdDto {
+            workflow_id: id.to_string(),
+        }))
     })
     .await
 }
@@ -73,7 +87,11 @@ async fn start(state: AppState, caller: Principal, body: Body, into_snapshot: bo
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 501, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn thick_clone_volume(State(state): State<AppState>, Caller(caller): Caller, body: Body) -> Result<Json<WorkflowIdDto>, ApiError> {
+pub async fn thick_clone_volume(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: Body,
+) -> Result<Json<WorkflowIdDto>, ApiError> {
     start(state, caller, body, false).await
 }
 
@@ -84,7 +102,11 @@ pub async fn thick_clone_volume(State(state): State<AppState>, Caller(caller): C
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 501, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn thick_clone_snapshot(State(state): State<AppState>, Caller(caller): Caller, body: Body) -> Result<Json<WorkflowIdDto>, ApiError> {
+pub async fn thick_clone_snapshot(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: Body,
+) -> Result<Json<WorkflowIdDto>, ApiError> {
     start(state, caller, body, true).await
 }
 
@@ -94,11 +116,21 @@ pub async fn thick_clone_snapshot(State(state): State<AppState>, Caller(caller):
         ("nextPageToken" = Option<String>, Query, description = "Token from the previous page")),
     responses((status = 200, body = WorkflowListDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, Caller(caller): Caller, q: QueryParams) -> Result<Json<WorkflowListDto>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    q: QueryParams,
+) -> Result<Json<WorkflowListDto>, ApiError> {
     let page_size = q.count("pageSize")?;
     let token = q
         .text("nextPageToken")
-        .map(|t| t.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("nextPageToken {t:?} is not a token this server issued"))))
+        .map(|t| {
+            t.parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "nextPageToken {t:?} is not a token this server issued"
+                ))
+            })
+        })
         .transpose()?;
     blocking(&state, move |s| {
         let (page, next) = s.workflows(|w| visible(&caller, w), page_size, token);
@@ -116,14 +148,23 @@ pub async fn list(State(state): State<AppState>, Caller(caller): Caller, q: Quer
     responses((status = 200, body = WorkflowEnvelopeDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_one(State(state): State<AppState>, Caller(caller): Caller, path: PathParams) -> Result<Json<WorkflowEnvelopeDto>, ApiError> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    path: PathParams,
+) -> Result<Json<WorkflowEnvelopeDto>, ApiError> {
     let id = parse_uuid("workflowId", path.get("workflowId")?)?;
     blocking(&state, move |s| {
         let w = s.workflow(id)?;
         if !visible(&caller, &w) {
-            return Err(ApiError::PermissionDenied(format!("{} may not read workflow {id}", caller.subject)));
+            return Err(ApiError::PermissionDenied(format!(
+                "{} may not read workflow {id}",
+                caller.subject
+            )));
         }
-        Ok(Json(WorkflowEnvelopeDto { workflow: convert::workflow(&w) }))
+        Ok(Json(WorkflowEnvelopeDto {
+            workflow: convert::workflow(&w),
+        }))
     })
     .await
 }
@@ -134,7 +175,11 @@ pub async fn get_one(State(state): State<AppState>, Caller(caller): Caller, path
     responses((status = 200, body = EmptyDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn cancel(State(state): State<AppState>, Caller(caller): Caller, path: PathParams) -> Result<Json<EmptyDto>, ApiError> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    path: PathParams,
+) -> Result<Json<EmptyDto>, ApiError> {
     let id = parse_uuid("workflowId", path.get("workflowId")?)?;
     blocking(&state, move |s| {
         let w = s.workflow(id)?;

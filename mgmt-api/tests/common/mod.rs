@@ -29,7 +29,13 @@ pub struct Harness {
 }
 
 pub fn cheap_auth() -> AuthConfig {
-    AuthConfig { password_cost: PasswordCost { memory_kib: 64, iterations: 1 }, ..AuthConfig::default() }
+    AuthConfig {
+        password_cost: PasswordCost {
+            memory_kib: 64,
+            iterations: 1,
+        },
+        ..AuthConfig::default()
+    }
 }
 
 pub fn config(dir: &Path) -> ApiConfig {
@@ -48,7 +54,10 @@ pub fn client() -> reqwest::Client {
 }
 
 pub fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }
 
 impl Harness {
@@ -66,19 +75,34 @@ impl Harness {
     }
 
     /// Starts a server on `dir` with `control` (used to restart on the same state).
-    pub async fn open(dir: PathBuf, control: Arc<MemoryControl>, tweak: impl FnOnce(&mut ApiConfig)) -> Self {
+    pub async fn open(
+        dir: PathBuf,
+        control: Arc<MemoryControl>,
+        tweak: impl FnOnce(&mut ApiConfig),
+    ) -> Self {
         let mut config = config(&dir);
         tweak(&mut config);
         let server = ApiServer::bind(config, control.clone()).await.unwrap();
         let base = server.base_url();
         let client = client();
-        let mut h = Self { server: Some(server), control, dir, _tmp: None, client, base, token: String::new() };
+        let mut h = Self {
+            server: Some(server),
+            control,
+            dir,
+            _tmp: None,
+            client,
+            base,
+            token: String::new(),
+        };
         h.token = h.login_admin().await;
         h
     }
 
     pub fn admin_password(&self) -> String {
-        std::fs::read_to_string(self.dir.join("admin-password")).unwrap().trim().to_owned()
+        std::fs::read_to_string(self.dir.join("admin-password"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     pub async fn login_admin(&self) -> String {
@@ -106,8 +130,16 @@ impl Harness {
         (self.dir.clone(), self.control.clone(), self._tmp.take())
     }
 
-    pub async fn call_as(&self, token: Option<&str>, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -117,32 +149,53 @@ impl Harness {
         let resp = req.send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
-    pub async fn raw(&self, method: Method, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, format!("{}{}", self.base, path)).bearer_auth(&self.token).body(body);
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+            .body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call_as(Some(&self.token.clone()), Method::GET, path, None).await
+        self.call_as(Some(&self.token.clone()), Method::GET, path, None)
+            .await
     }
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call_as(Some(&self.token.clone()), Method::POST, path, Some(body)).await
+        self.call_as(Some(&self.token.clone()), Method::POST, path, Some(body))
+            .await
     }
     pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call_as(Some(&self.token.clone()), Method::PUT, path, Some(body)).await
+        self.call_as(Some(&self.token.clone()), Method::PUT, path, Some(body))
+            .await
     }
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.call_as(Some(&self.token.clone()), Method::DELETE, path, None).await
+        self.call_as(Some(&self.token.clone()), Method::DELETE, path, None)
+            .await
     }
 
     /// Creates a volume in the default project and returns its body.
@@ -174,5 +227,8 @@ where
 /// The error body's shape: a numeric code and a non-empty message.
 pub fn assert_error_body(body: &Value) {
     assert!(body["code"].is_i64(), "error body lacks a code: {body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "error body lacks a message: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error body lacks a message: {body}"
+    );
 }
