@@ -251,7 +251,12 @@ impl Authenticator {
             .find(|u| u.name == user)
             .cloned();
         let failed = || AuthError::Unauthenticated("wrong user name or password".to_owned());
-        let record = record.ok_or_else(failed)?;
+        let Some(record) = record else {
+            // Spend the same work on unknown users so timing does not reveal which
+            // user names exist.
+            let _ = self.hash(password);
+            return Err(failed());
+        };
         let parsed = PasswordHash::new(&record.password_hash)
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         Argon2::default()

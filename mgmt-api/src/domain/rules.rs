@@ -308,3 +308,35 @@ mod tests {
         assert!(check_labels(&[(String::new(), "1".into())]).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn parse_size_never_panics(text in "\\PC{0,40}") {
+            let _ = parse_size(&text);
+        }
+
+        #[test]
+        fn plain_byte_counts_round_trip(bytes in 1u64..) {
+            prop_assert_eq!(parse_size(&bytes.to_string()), Ok(bytes));
+        }
+
+        #[test]
+        fn gib_counts_scale_exactly(n in 1u64..(1 << 33)) {
+            prop_assert_eq!(parse_size(&format!("{n} gib")), Ok(n << 30));
+        }
+
+        #[test]
+        fn accepted_names_use_only_the_allowed_characters(name in "\\PC{0,300}") {
+            if check_name("name", &name).is_ok() {
+                prop_assert!(!name.is_empty() && name.len() <= NAME_LEN_MAX);
+                prop_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+            }
+        }
+    }
+}
