@@ -272,3 +272,94 @@ for i in $(seq 1 {CONCURRENT_CONNECTIONS}); do echo "reply $i: $(cat /tmp/echo.$
         );
     }
 }
+
+/// The guest serves a namespace with the kernel's own target (nvmet) and its
+/// host driver reaches it through the same guestfwd/socat path a Keel test
+/// uses, with digests and two I/O queues (three TCP connections): the
+/// harness is proven on real NVMe/TCP independently of Keel.
+fn reference_target_round_trip(kernel: GuestKernel, test: &str) {
+    let images = match guest::prepared() {
+        Ok(images) => images,
+        Err(reason) => return guest::skip_or_fail(test, &reason),
+    };
+    const NQN: &str = "nqn.2024-01.io.keel:reference";
+    const TARGET_PORT_IN_GUEST: u16 = 4420;
+    const FORWARDED_PORT_IN_GUEST: u16 = 4430;
+    let relay_port = guest::free_local_port();
+    let script = format!(
+        r#"set -eu
+{setup}
+nvme discover -t tcp -a $KEEL_HOST_ADDR -s {fwd}
+nvme connect -t tcp -a $KEEL_HOST_ADDR -s {fwd} -n {NQN} --nr-write-queues=1 --hdr-digest --data-digest
+for i in $(seq 100); do [ -b /dev/nvme0n1 ] && break; sleep 0.1; done
+echo "queues: $(cat /sys/class/nvme/nvme0/queue_count)"
+echo "address: $(cat /sys/class/nvme/nvme0/address)"
+nvme list
+nvme id-ctrl /dev/nvme0 | grep -E '^(mn|subnqn) '
+nvme id-ns /dev/nvme0n1 | grep -E '^nsze '
+t0=${{EPOCHREALTIME/./}}
+fio --name=verify --filename=/dev/nvme0n1 --size=8M --bs=64k --rw=write \
+    --ioengine=libaio --iodepth=4 --direct=1 --verify=crc32c --minimal | cut -d';' -f1-3
+t1=${{EPOCHREALTIME/./}}
+echo "fio 8 MiB write+verify: $(( (t1 - t0) / 1000 )) ms"
+blkdiscard /dev/nvme0n1
+mkfs.ext4 -q /dev/nvme0n1
+mkdir -p /mnt/nvme
+mount /dev/nvme0n1 /mnt/nvme
+echo keel > /mnt/nvme/f
+umount /mnt/nvme
+mount /dev/nvme0n1 /mnt/nvme
+sha256sum /mnt/nvme/f
+umount /mnt/nvme
+nvme disconnect -n {NQN}
+"#,
+        setup = guest::reference_target_script(NQN, TARGET_PORT_IN_GUEST, 64),
+        fwd = FORWARDED_PORT_IN_GUEST,
+    );
+    let outcome = GuestRun::new(kernel, &script)
+        .host_forward(relay_port, TARGET_PORT_IN_GUEST)
+        .forward(FORWARDED_PORT_IN_GUEST, relay_port)
+        .timeout(Duration::from_secs(300))
+        .run(&images);
+    eprintln!(
+        "{kernel}: guest run took {:?} (log: {})",
+        outcome.elapsed,
+        outcome.log_path.display()
+    );
+    outcome.assert_success();
+    let out = outcome.script_output();
+    let expect = |needle: &str| {
+        assert!(
+            out.contains(needle),
+            "{kernel}: missing {needle:?} in guest output:\n{out}"
+        );
+    };
+    expect(&format!("subnqn:  {NQN}"));
+    // Admin queue + one default + one write queue, each its own connection.
+    expect("queues: 3");
+    expect(&format!(
+        "address: traddr=10.0.2.100,trsvcid={FORWARDED_PORT_IN_GUEST}"
+    ));
+    expect("/dev/nvme0n1");
+    expect(&format!("subnqn    : {NQN}"));
+    expect("nsze    : 0x4000");
+    expect("3;fio-3.33;verify");
+    expect("7fdd2029fc0e3a4249d59728a5063a2fd9c21cf9170efa3ec968d2b0f5c3b184  /mnt/nvme/f");
+    expect(&format!("NQN:{NQN} disconnected 1 controller(s)"));
+}
+
+#[test]
+fn linux_6_1_host_reaches_reference_kernel_target_through_forward() {
+    reference_target_round_trip(
+        GuestKernel::V6_1,
+        "linux_6_1_host_reaches_reference_kernel_target_through_forward",
+    );
+}
+
+#[test]
+fn linux_6_12_host_reaches_reference_kernel_target_through_forward() {
+    reference_target_round_trip(
+        GuestKernel::V6_12,
+        "linux_6_12_host_reaches_reference_kernel_target_through_forward",
+    );
+}

@@ -42,7 +42,7 @@ GUEST_BINARIES=(/usr/bin/bash /usr/sbin/nvme /usr/bin/fio /usr/sbin/mke2fs /usr/
     /usr/bin/cmp /usr/bin/kmod /usr/bin/socat)
 # Modules (names or aliases) whose dependency closure goes into the guest.
 GUEST_MODULES=(nvme-tcp nvme-fabrics nvme-core crc32c crc32c_generic crc32c-intel
-    ext4 virtio_net virtio_pci virtio_blk configfs loop)
+    ext4 virtio_net virtio_pci virtio_blk configfs loop nvmet nvmet-tcp)
 
 log() { printf 'prepare.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

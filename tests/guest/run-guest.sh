@@ -6,6 +6,9 @@
 #   tests/guest/run-guest.sh --kernel 6.1|6.12 --script FILE
 #       [--fwd GUEST_PORT:HOST_PORT]...  guest 10.0.2.100:GUEST_PORT reaches
 #                                        127.0.0.1:HOST_PORT on the host
+#       [--hostfwd HOST_PORT:GUEST_PORT]... 127.0.0.1:HOST_PORT on the host reaches
+#                                        the guest's GUEST_PORT (for a server run in
+#                                        the guest, e.g. a reference kernel target)
 #       [--timeout SECS]                 hard limit for the whole run (default 300)
 #       [--log FILE]                     console log (default: a temporary file)
 #       [--quiet]                        do not copy the console to stdout
@@ -44,6 +47,7 @@ HOSTNQN=""
 MEM_MB=1024
 NETNS=""
 FWDS=()
+HOSTFWDS=()
 ENVS=()
 
 usage() {
@@ -57,6 +61,7 @@ while [[ $# -gt 0 ]]; do
         --kernel) KERNEL="${2:-}"; shift 2 ;;
         --script) SCRIPT="${2:-}"; shift 2 ;;
         --fwd) FWDS+=("${2:-}"); shift 2 ;;
+        --hostfwd) HOSTFWDS+=("${2:-}"); shift 2 ;;
         --timeout) TIMEOUT_SECS="${2:-}"; shift 2 ;;
         --log) LOG_FILE="${2:-}"; shift 2 ;;
         --quiet) QUIET=1; shift ;;
@@ -77,12 +82,16 @@ done
 for fwd in "${FWDS[@]}"; do
     [[ "$fwd" =~ ^[1-9][0-9]{0,4}:[1-9][0-9]{0,4}$ ]] || die_usage "bad --fwd '$fwd' (GUEST_PORT:HOST_PORT)"
 done
+for fwd in "${HOSTFWDS[@]}"; do
+    [[ "$fwd" =~ ^[1-9][0-9]{0,4}:[1-9][0-9]{0,4}$ ]] || die_usage "bad --hostfwd '$fwd' (HOST_PORT:GUEST_PORT)"
+done
 for env in "${ENVS[@]}"; do
     [[ "$env" =~ ^[A-Za-z_][A-Za-z0-9_]*=.*$ ]] || die_usage "bad --env '$env' (NAME=VALUE)"
 done
 [[ "$HOSTNQN" != *$'\n'* ]] || die_usage "--hostnqn must be one line"
 if [[ -n "$NETNS" ]]; then
-    [[ ${#FWDS[@]} -eq 0 ]] || die_usage "--fwd cannot be combined with --netns"
+    [[ ${#FWDS[@]} -eq 0 && ${#HOSTFWDS[@]} -eq 0 ]] ||
+        die_usage "--fwd and --hostfwd cannot be combined with --netns"
     ip -n "$NETNS" link show keeltap0 >/dev/null 2>&1 ||
         die_usage "namespace '$NETNS' with tap keeltap0 not found; run tests/guest/netns.sh create $NETNS"
 fi
@@ -124,7 +133,10 @@ RUN_ROOT="$WORK/run"
 mkdir -p "$RUN_ROOT/etc/nvme"
 cp "$SCRIPT" "$RUN_ROOT/script.sh"
 {
-    for env in "${ENVS[@]}"; do
+    for fwd in "${HOSTFWDS[@]}"; do
+    [[ "$fwd" =~ ^[1-9][0-9]{0,4}:[1-9][0-9]{0,4}$ ]] || die_usage "bad --hostfwd '$fwd' (HOST_PORT:GUEST_PORT)"
+done
+for env in "${ENVS[@]}"; do
         printf 'export %s=%q\n' "${env%%=*}" "${env#*=}"
     done
 } >"$RUN_ROOT/keel-env"
@@ -141,6 +153,9 @@ else
     NETDEV="user,id=net0,restrict=on"
     for fwd in "${FWDS[@]}"; do
         NETDEV+=",guestfwd=tcp:10.0.2.100:${fwd%%:*}-cmd:socat - TCP:127.0.0.1:${fwd##*:}"
+    done
+    for fwd in "${HOSTFWDS[@]}"; do
+        NETDEV+=",hostfwd=tcp:127.0.0.1:${fwd%%:*}-10.0.2.15:${fwd##*:}"
     done
 fi
 

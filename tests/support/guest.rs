@@ -241,6 +241,7 @@ pub struct GuestRun {
     kernel: GuestKernel,
     script: String,
     forwards: Vec<(u16, u16)>,
+    host_forwards: Vec<(u16, u16)>,
     timeout: Duration,
     hostnqn: Option<String>,
     env: Vec<(String, String)>,
@@ -257,6 +258,7 @@ impl GuestRun {
             kernel,
             script: script.to_owned(),
             forwards: Vec::new(),
+            host_forwards: Vec::new(),
             timeout: Duration::from_secs(300),
             hostnqn: None,
             env: Vec::new(),
@@ -275,6 +277,14 @@ impl GuestRun {
     /// Bounds the whole run (boot, script, power-off); the guest is killed then.
     pub fn timeout(mut self, timeout: Duration) -> GuestRun {
         self.timeout = timeout;
+        self
+    }
+
+    /// Lets the host reach a server in the guest: `127.0.0.1:host_port` on the
+    /// host connects to the guest's `guest_port` (QEMU hostfwd). Used to run
+    /// the kernel's reference target (see [`reference_target_script`]).
+    pub fn host_forward(mut self, host_port: u16, guest_port: u16) -> GuestRun {
+        self.host_forwards.push((host_port, guest_port));
         self
     }
 
@@ -339,6 +349,11 @@ impl GuestRun {
                 .arg("--fwd")
                 .arg(format!("{guest_port}:{host_port}"));
         }
+        for (host_port, guest_port) in &self.host_forwards {
+            command
+                .arg("--hostfwd")
+                .arg(format!("{host_port}:{guest_port}"));
+        }
         if let Some(netns) = &self.netns {
             command.arg("--netns").arg(netns);
         }
@@ -378,6 +393,41 @@ impl GuestRun {
             elapsed,
         }
     }
+}
+
+/// A shell snippet that makes the guest serve `nqn` with the Linux kernel's
+/// own NVMe/TCP target (nvmet) on 10.0.2.15:`port`, backed by a sparse file
+/// of `size_mib` MiB. It is the reference to compare Keel against: a script
+/// that passes with it and fails with Keel points at Keel. Combine with
+/// [`GuestRun::host_forward`] and [`GuestRun::forward`] so the guest's host
+/// driver reaches it through the same forwarder a Keel test uses.
+pub fn reference_target_script(nqn: &str, port: u16, size_mib: u32) -> String {
+    format!(
+        r#"modprobe nvmet-tcp
+cfs=/sys/kernel/config/nvmet
+truncate -s {size_mib}M /tmp/reference-ns.img
+mkdir "$cfs/subsystems/{nqn}"
+echo 1 > "$cfs/subsystems/{nqn}/attr_allow_any_host"
+mkdir "$cfs/subsystems/{nqn}/namespaces/1"
+echo /tmp/reference-ns.img > "$cfs/subsystems/{nqn}/namespaces/1/device_path"
+# The file lives on tmpfs, which has no O_DIRECT before Linux 6.6.
+echo 1 > "$cfs/subsystems/{nqn}/namespaces/1/buffered_io"
+echo 1 > "$cfs/subsystems/{nqn}/namespaces/1/enable"
+mkdir "$cfs/ports/1"
+echo tcp > "$cfs/ports/1/addr_trtype"
+echo ipv4 > "$cfs/ports/1/addr_adrfam"
+echo 10.0.2.15 > "$cfs/ports/1/addr_traddr"
+echo {port} > "$cfs/ports/1/addr_trsvcid"
+ln -s "$cfs/subsystems/{nqn}" "$cfs/ports/1/subsystems/{nqn}"
+"#
+    )
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a host forward
+/// (QEMU binds it itself, so it cannot be handed an open socket).
+pub fn free_local_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
 }
 
 /// A network namespace holding the tap device a guest attaches to with
