@@ -165,7 +165,10 @@ fi
 # The kernel is the uncompressed vmlinux, which QEMU starts at its PVH entry
 # point (no firmware, no in-guest decompression). QEMU's default CPU model is
 # used on purpose: `-cpu max` measured ~15% slower to boot under TCG.
-CMDLINE="console=ttyS0 quiet panic=-1 mitigations=off tsc=reliable"
+# nvme_core.multipath=Y pins what both Debian kernels default to, so
+# /dev/nvmeXnY is the multipath head that queues I/O across a target restart
+# (bounded by the connect's --ctrl-loss-tmo), the behaviour kill -9 tests need.
+CMDLINE="console=ttyS0 quiet panic=-1 mitigations=off tsc=reliable nvme_core.multipath=Y"
 
 if [[ $QUIET -eq 0 ]]; then
     tail -n +1 -f "$LOG_FILE" &
