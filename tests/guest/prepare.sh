@@ -240,7 +240,7 @@ extract_vmlinux() {
 }
 
 build_generation() {
-    local gen="$1" userland_root="$2"
+    local gen="$1"
     local out="$CACHE_DIR/$gen" pkg version
     resolve_meta "$gen"
     resolve_image
@@ -378,7 +378,7 @@ main() {
         rm -rf "$uroot"
     fi
     for gen in "${GENERATIONS[@]}"; do
-        build_generation "$gen" "$USERLAND_CPIO"
+        build_generation "$gen"
     done
     log "images ready in $CACHE_DIR"
 }

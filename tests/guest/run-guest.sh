@@ -107,6 +107,7 @@ command -v socat >/dev/null || { echo "run-guest.sh: socat not installed" >&2; e
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/keel-guest.XXXXXX")"
 QEMU_PID=""
 TAIL_PID=""
+# shellcheck disable=SC2317  # invoked through the EXIT trap
 cleanup() {
     if [[ -n "$QEMU_PID" ]] && kill -0 "$QEMU_PID" 2>/dev/null; then
         kill -KILL "$QEMU_PID" 2>/dev/null || true
