@@ -376,9 +376,17 @@ async fn every_documented_operation_is_routed() {
             .replace("{id}", "none");
         for method in ops.as_object().unwrap().keys() {
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let (s, body) = h.call_as(Some(&h.token), m, &concrete, Some(json!({}))).await;
+            let (s, body) = h
+                .call_as(Some(&h.token), m, &concrete, Some(json!({})))
+                .await;
             assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
-            assert!(!body["message"].as_str().unwrap_or("").starts_with("no such endpoint"), "{method} {path} is not routed");
+            assert!(
+                !body["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("no such endpoint"),
+                "{method} {path} is not routed"
+            );
             assert!(!s.is_server_error(), "{method} {path} answered {s}: {body}");
             checked += 1;
         }

@@ -3,6 +3,7 @@
 
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{cluster, dto, session, snapshots, volumes, workflows};
@@ -20,7 +21,50 @@ impl Modify for SecuritySchemes {
             "basic",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
         );
+        // Answers every operation can give, documented once here so no operation
+        // forgets them: malformed input, authentication, role, body size, bugs.
+        let common = [
+            (
+                "400",
+                "Invalid argument: malformed JSON, wrong types, or a value breaking the rules",
+            ),
+            ("401", "Authentication required or failed"),
+            ("403", "Permission denied for the caller's role"),
+            ("404", "Not found"),
+            ("413", "Request body too large"),
+            ("500", "Internal error"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (code, description) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error_response(description));
+                }
+            }
+        }
     }
+}
+
+fn error_response(description: &str) -> RefOr<Response> {
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ErrorBody")))
+        .build();
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", content)
+            .build(),
+    )
 }
 
 /// The API description.
