@@ -120,6 +120,11 @@ async fn cancel_stops_a_running_clone_and_removes_its_destination() {
         .delete(&format!("/api/v2/projects/default/snapshots/{snap}"))
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
+    let (s, e) = h.delete(&format!("/api/v2/volumes/{dst_uuid}")).await;
+    assert!(
+        s == StatusCode::CONFLICT || s == StatusCode::SERVICE_UNAVAILABLE,
+        "deleting a running clone's destination: {s} {e}"
+    );
     let (s, _) = h
         .post(&format!("/api/v1/workflows/{id}/cancel"), json!({}))
         .await;

@@ -136,6 +136,17 @@ async fn volume_create_get_update_delete_with_loose_types() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error_body(&e);
 
+    // A stale If-Match on delete is 412 and the volume stays.
+    let (s, _) = h
+        .raw(
+            Method::DELETE,
+            &format!("/api/v2/volumes/{uuid}"),
+            Vec::new(),
+            &[("If-Match", &etag)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+
     // Delete is long: Deleting (a second delete is 400), then 404.
     h.control.hold_deletes(true);
     let (s, body) = h

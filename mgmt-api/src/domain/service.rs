@@ -1042,3 +1042,103 @@ impl Inner {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::memory::MemoryControl;
+
+    fn open(dir: &Path, control: &Arc<MemoryControl>) -> Service {
+        Service::open(dir, control.clone(), ServiceConfig::default()).unwrap()
+    }
+
+    fn new_volume(name: &str) -> NewVolume {
+        NewVolume {
+            name: name.to_owned(),
+            project: "default".to_owned(),
+            size_bytes: Some(1 << 20),
+            ..NewVolume::default()
+        }
+    }
+
+    #[test]
+    fn a_failed_persist_changes_nothing_and_fences_the_catalog() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        let control = Arc::new(MemoryControl::default());
+        let service = open(&dir, &control);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            service.create_project("p1", ""),
+            Err(ServiceError::Store(StoreError::Io { .. }))
+        ));
+        assert_eq!(
+            service.projects().len(),
+            1,
+            "the failed change stayed invisible"
+        );
+        std::fs::create_dir(&dir).unwrap();
+        assert!(matches!(
+            service.create_project("p1", ""),
+            Err(ServiceError::Store(StoreError::Fenced(_)))
+        ));
+        assert!(matches!(
+            service.create_volume(new_volume("v")),
+            Err(ServiceError::Store(StoreError::Fenced(_)))
+        ));
+        assert!(
+            control.list_volumes().unwrap().is_empty(),
+            "no engine volume without a catalog record"
+        );
+    }
+
+    #[test]
+    fn a_volume_the_engine_lost_is_failed_after_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let control = Arc::new(MemoryControl::default());
+        let uuid = {
+            let service = open(tmp.path(), &control);
+            service.create_volume(new_volume("v")).unwrap().record.uuid
+        };
+        control.delete_volume(uuid).unwrap();
+        let service = open(tmp.path(), &control);
+        let v = service.volume(uuid).unwrap().record;
+        assert_eq!(v.state, ResourceState::Failed);
+        assert!(v.failure.is_some());
+        // A Failed volume may still be deleted.
+        service.delete_volume(uuid, None).unwrap();
+    }
+
+    #[test]
+    fn a_failed_engine_update_leaves_the_volume_available_and_unchanged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let control = Arc::new(MemoryControl::default());
+        let service = open(tmp.path(), &control);
+        let before = service.create_volume(new_volume("v")).unwrap().record;
+        control.fail_next(ControlError::Internal("device gone".to_owned()));
+        let changes = VolumeChanges {
+            size_bytes: Some(2 << 20),
+            ..VolumeChanges::default()
+        };
+        assert!(matches!(
+            service.update_volume(before.uuid, changes, None),
+            Err(ServiceError::Control(_))
+        ));
+        let after = service.volume(before.uuid).unwrap().record;
+        assert_eq!(after.state, ResourceState::Available);
+        assert_eq!(after.size_bytes, before.size_bytes);
+    }
+
+    #[test]
+    fn etags_match_exactly_quoted_or_wildcard() {
+        assert!(check_etag(None, 3).is_ok());
+        assert!(check_etag(Some("3"), 3).is_ok());
+        assert!(check_etag(Some("\"3\""), 3).is_ok());
+        assert!(check_etag(Some("*"), 3).is_ok());
+        assert!(matches!(
+            check_etag(Some("2"), 3),
+            Err(ServiceError::EtagMismatch { .. })
+        ));
+    }
+}
