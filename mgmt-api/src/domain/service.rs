@@ -519,7 +519,7 @@ impl Service {
                     if let Some(v) = c.volumes.get_mut(&uuid) {
                         v.state = ResourceState::Available;
                         v.nsid = Some(nsid);
-                        v.revision += 1;
+                        v.revision = v.revision.wrapping_add(1);
                     }
                     Ok(())
                 })?;
@@ -654,7 +654,7 @@ impl Service {
                 || changes.acl.as_ref().is_some_and(|a| *a != v.acl);
             if engine_work {
                 v.state = ResourceState::Updating;
-                v.revision += 1;
+                v.revision = v.revision.wrapping_add(1);
             }
             Ok((before, engine_work))
         })?;
@@ -716,7 +716,7 @@ impl Service {
                     v.qos_policy_name = after.qos_policy_name.clone();
                     v.labels = after.labels.clone();
                     v.state = ResourceState::Available;
-                    v.revision += 1;
+                    v.revision = v.revision.wrapping_add(1);
                 }
             }
             Ok(())
@@ -759,7 +759,7 @@ impl Service {
                 )));
             }
             v.state = ResourceState::Deleting;
-            v.revision += 1;
+            v.revision = v.revision.wrapping_add(1);
             Ok(())
         })?;
         self.inner.notify();
@@ -785,14 +785,14 @@ impl Service {
             })?;
             require_stable("volume", uuid, v.state)?;
             v.state = ResourceState::Updating;
-            v.revision += 1;
+            v.revision = v.revision.wrapping_add(1);
             Ok(())
         })?;
         let result = self.inner.control.rollback_volume(uuid, snapshot);
         self.inner.commit(|c| {
             if let Some(v) = c.volumes.get_mut(&uuid) {
                 v.state = ResourceState::Available;
-                v.revision += 1;
+                v.revision = v.revision.wrapping_add(1);
             }
             Ok(())
         })?;
@@ -864,7 +864,7 @@ impl Service {
                     id: uuid.to_string(),
                 })?;
                 s.state = ResourceState::Available;
-                s.revision += 1;
+                s.revision = s.revision.wrapping_add(1);
                 Ok(s.clone())
             }),
             Err(err) => {
@@ -962,7 +962,7 @@ impl Service {
                 )));
             }
             s.state = ResourceState::Deleting;
-            s.revision += 1;
+            s.revision = s.revision.wrapping_add(1);
             Ok(())
         })?;
         self.inner.notify();
@@ -1034,7 +1034,7 @@ impl Inner {
                     if let Some(v) = c.volumes.get_mut(&uuid) {
                         v.state = ResourceState::Failed;
                         v.failure = Some(format!("create failed: {cause}; cleanup failed: {e}"));
-                        v.revision += 1;
+                        v.revision = v.revision.wrapping_add(1);
                     }
                 }
             }

@@ -59,7 +59,7 @@ impl Inner {
                                         Some(format!("could not expose after restart: {e}"));
                                 }
                             }
-                            r.revision += 1;
+                            r.revision = r.revision.wrapping_add(1);
                         }
                         Ok(())
                     });
@@ -77,7 +77,7 @@ impl Inner {
                             if let Some(size) = engine_sizes.get(&v.uuid) {
                                 r.size_bytes = *size;
                             }
-                            r.revision += 1;
+                            r.revision = r.revision.wrapping_add(1);
                         }
                         Ok(())
                     });
@@ -88,7 +88,7 @@ impl Inner {
                         if let Some(r) = c.volumes.get_mut(&v.uuid) {
                             r.state = ResourceState::Failed;
                             r.failure = Some("the engine no longer holds this volume".to_owned());
-                            r.revision += 1;
+                            r.revision = r.revision.wrapping_add(1);
                         }
                         Ok(())
                     });
@@ -190,7 +190,7 @@ impl Inner {
                         if let Some(v) = c.volumes.get_mut(&uuid) {
                             v.state = ResourceState::Failed;
                             v.failure = Some(format!("delete failed: {e}"));
-                            v.revision += 1;
+                            v.revision = v.revision.wrapping_add(1);
                         }
                     }
                 }
@@ -208,7 +208,7 @@ impl Inner {
                     Err(_) => {
                         if let Some(s) = c.snapshots.get_mut(&uuid) {
                             s.state = ResourceState::Failed;
-                            s.revision += 1;
+                            s.revision = s.revision.wrapping_add(1);
                         }
                     }
                 }
@@ -269,7 +269,7 @@ impl Inner {
                         v.workflow = None;
                         v.failure =
                             Some(format!("thick clone ended ({msg}) and cleanup failed: {e}"));
-                        v.revision += 1;
+                        v.revision = v.revision.wrapping_add(1);
                     }
                 }
             }
@@ -348,7 +348,7 @@ impl Inner {
                 v.state = ResourceState::Available;
                 v.nsid = Some(nsid);
                 v.workflow = None;
-                v.revision += 1;
+                v.revision = v.revision.wrapping_add(1);
             }
             if let Some(s) = &snapshot {
                 c.snapshots.insert(s.uuid, s.clone());

@@ -135,7 +135,7 @@ impl Service {
             };
             c.volumes.insert(volume_uuid, volume.clone());
             let seq = c.next_seq;
-            c.next_seq += 1;
+            c.next_seq = c.next_seq.wrapping_add(1);
             let mut projects = vec![req.source_project.clone()];
             if project != req.source_project {
                 projects.push(project.clone());

@@ -10,14 +10,30 @@ use crate::domain::model::{
 };
 use crate::domain::VolumeView;
 
+/// Latest instant RFC 3339 can spell (9999-12-31T23:59:59Z); later catalog times
+/// (a damaged catalog) are clamped so formatting never panics.
+const RFC3339_MAX_S: u64 = 253_402_300_799;
+
 /// RFC 3339 time of `seconds` since the epoch.
 pub fn time_s(seconds: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string()
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds.min(RFC3339_MAX_S)))
+        .to_string()
 }
 
 /// RFC 3339 time of `millis` since the epoch.
 pub fn time_ms(millis: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(millis)).to_string()
+    let clamped = millis.min(RFC3339_MAX_S.saturating_mul(1000));
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(clamped)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_from_a_damaged_catalog_do_not_panic() {
+        assert_eq!(super::time_s(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::time_s(u64::MAX), "9999-12-31T23:59:59Z");
+        assert!(super::time_ms(u64::MAX).starts_with("9999-12-31T23:59:59"));
+    }
 }
 
 /// Labels from the wire.
