@@ -26,16 +26,6 @@ pub fn time_ms(millis: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(clamped)).to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn times_from_a_damaged_catalog_do_not_panic() {
-        assert_eq!(super::time_s(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::time_s(u64::MAX), "9999-12-31T23:59:59Z");
-        assert!(super::time_ms(u64::MAX).starts_with("9999-12-31T23:59:59"));
-    }
-}
-
 /// Labels from the wire.
 pub fn labels_in(labels: Vec<LabelDto>) -> Vec<Label> {
     labels
@@ -141,5 +131,15 @@ pub fn workflow(w: &WorkflowRecord) -> WorkflowDto {
         },
         thick_clone_volume_request: volume_req,
         snapshot_clone_request: snapshot_req,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_from_a_damaged_catalog_do_not_panic() {
+        assert_eq!(super::time_s(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::time_s(u64::MAX), "9999-12-31T23:59:59Z");
+        assert!(super::time_ms(u64::MAX).starts_with("9999-12-31T23:59:59"));
     }
 }
