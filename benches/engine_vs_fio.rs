@@ -1,0 +1,212 @@
+//! End-to-end engine benchmark beside its physical baseline. On one file (in
+//! `KEEL_BENCH_DIR`, default `target/`), fio with ioengine=io_uring and direct=1
+//! runs each workload first; then the engine is formatted on the same file and runs
+//! the same workloads through its completion API. Prints a table of IOPS,
+//! bandwidth, mean and p99 latency and CPU time per I/O, and the engine/fio ratios.
+//!
+//! `cargo bench --bench engine_vs_fio` (KEEL_BENCH_SECONDS sets each run's length).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use engine::io::BackingKind;
+use engine::{DeviceSpec, Engine, EngineConfig, SectorSize, VolumeId};
+
+const FILE_BYTES: u64 = 6 << 30;
+const REGION_BYTES: u64 = 1 << 30;
+
+#[derive(Clone, Copy, Debug)]
+enum Pattern {
+    SeqWrite,
+    SeqRead,
+    RandRead,
+    RandWrite,
+}
+
+#[derive(Clone, Copy)]
+struct Workload {
+    name: &'static str,
+    pattern: Pattern,
+    block_bytes: u64,
+    depth: usize,
+}
+
+const WORKLOADS: [Workload; 6] = [
+    Workload { name: "seq write 128k qd32", pattern: Pattern::SeqWrite, block_bytes: 128 << 10, depth: 32 },
+    Workload { name: "seq read 128k qd32", pattern: Pattern::SeqRead, block_bytes: 128 << 10, depth: 32 },
+    Workload { name: "rand read 4k qd1", pattern: Pattern::RandRead, block_bytes: 4096, depth: 1 },
+    Workload { name: "rand read 4k qd32", pattern: Pattern::RandRead, block_bytes: 4096, depth: 32 },
+    Workload { name: "rand write 4k qd1", pattern: Pattern::RandWrite, block_bytes: 4096, depth: 1 },
+    Workload { name: "rand write 4k qd32", pattern: Pattern::RandWrite, block_bytes: 4096, depth: 32 },
+];
+
+#[derive(Clone, Copy, Default)]
+struct Result {
+    iops: f64,
+    mib_s: f64,
+    mean_us: f64,
+    p99_us: f64,
+    cpu_us_per_io: f64,
+}
+
+fn seconds() -> u64 {
+    std::env::var("KEEL_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5)
+}
+
+fn fio(file: &Path, w: Workload) -> Option<Result> {
+    let rw = match w.pattern {
+        Pattern::SeqWrite => "write",
+        Pattern::SeqRead => "read",
+        Pattern::RandRead => "randread",
+        Pattern::RandWrite => "randwrite",
+    };
+    let output = Command::new("fio")
+        .args(["--name=baseline", "--ioengine=io_uring", "--direct=1", "--output-format=json", "--time_based"])
+        .arg(format!("--filename={}", file.display()))
+        .arg(format!("--rw={rw}"))
+        .arg(format!("--bs={}", w.block_bytes))
+        .arg(format!("--iodepth={}", w.depth))
+        .arg(format!("--size={REGION_BYTES}"))
+        .arg(format!("--runtime={}", seconds()))
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        eprintln!("fio failed: {}", String::from_utf8_lossy(&output.stderr));
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    let job = &json["jobs"][0];
+    let side = if matches!(w.pattern, Pattern::SeqWrite | Pattern::RandWrite) { &job["write"] } else { &job["read"] };
+    let ios = side["total_ios"].as_f64()?;
+    let runtime_s = side["runtime"].as_f64()? / 1000.0;
+    let cpu_us = (job["usr_cpu"].as_f64()? + job["sys_cpu"].as_f64()?) / 100.0 * runtime_s * 1e6;
+    Some(Result {
+        iops: side["iops"].as_f64()?,
+        mib_s: side["bw_bytes"].as_f64()? / f64::from(1 << 20),
+        mean_us: side["clat_ns"]["mean"].as_f64()? / 1000.0,
+        p99_us: side["clat_ns"]["percentile"]["99.000000"].as_f64().unwrap_or(0.0) / 1000.0,
+        cpu_us_per_io: cpu_us / ios.max(1.0),
+    })
+}
+
+/// CPU time (user + system) this process has used, from /proc (no unsafe needed).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_comm = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn run_engine(engine: &Arc<Engine>, volume: VolumeId, w: Workload) -> Result {
+    let blocks_per_io = w.block_bytes / 4096;
+    let slots = REGION_BYTES / w.block_bytes;
+    let data = Bytes::from(vec![0x3Cu8; w.block_bytes as usize]);
+    let (tx, rx) = crossbeam_channel::unbounded::<(Instant, std::result::Result<(), engine::IoError>)>();
+    let deadline = Instant::now() + Duration::from_secs(seconds());
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next_seq = 0u64;
+    let mut latencies_us: Vec<u32> = Vec::with_capacity(1 << 20);
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    let mut inflight = 0;
+    let mut submit = |inflight: &mut usize| {
+        let slot = match w.pattern {
+            Pattern::SeqRead | Pattern::SeqWrite => {
+                next_seq += 1;
+                (next_seq - 1) % slots
+            }
+            _ => {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % slots
+            }
+        };
+        let lba = slot * blocks_per_io;
+        let tx = tx.clone();
+        let at = Instant::now();
+        match w.pattern {
+            Pattern::SeqWrite | Pattern::RandWrite => engine.write(volume, lba, data.clone(), Box::new(move |r| {
+                let _ = tx.send((at, r));
+            })),
+            Pattern::SeqRead | Pattern::RandRead => engine.read(volume, lba, blocks_per_io as u32, Box::new(move |r| {
+                let _ = tx.send((at, r.map(|_| ())));
+            })),
+        }
+        *inflight += 1;
+    };
+    while inflight < w.depth {
+        submit(&mut inflight);
+    }
+    while inflight > 0 {
+        let Ok((at, result)) = rx.recv() else { break };
+        inflight -= 1;
+        if let Err(err) = result {
+            panic!("{}: engine I/O failed: {err}", w.name);
+        }
+        latencies_us.push(at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        if Instant::now() < deadline {
+            submit(&mut inflight);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = (cpu_time() - cpu_before).as_secs_f64();
+    let ios = latencies_us.len() as f64;
+    latencies_us.sort_unstable();
+    let p99 = latencies_us.get((latencies_us.len() * 99) / 100).copied().unwrap_or(0);
+    Result {
+        iops: ios / elapsed,
+        mib_s: ios * w.block_bytes as f64 / elapsed / f64::from(1 << 20),
+        mean_us: latencies_us.iter().map(|&l| f64::from(l)).sum::<f64>() / ios.max(1.0),
+        p99_us: f64::from(p99),
+        cpu_us_per_io: cpu * 1e6 / ios.max(1.0),
+    }
+}
+
+fn bench_dir() -> PathBuf {
+    std::env::var_os("KEEL_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"))
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // Nothing to list or smoke-test: this bench needs a real disk and fio.
+    }
+    let path = bench_dir().join("keel-bench-pool.img");
+    let _ = std::fs::remove_file(&path);
+    {
+        let file = std::fs::File::create(&path).expect("bench file");
+        file.set_len(FILE_BYTES).expect("size bench file");
+    }
+    let has_fio = Command::new("fio").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !has_fio {
+        eprintln!("fio is not installed: baseline columns will be empty (apt-get install fio)");
+    }
+    let baseline: Vec<Option<Result>> =
+        WORKLOADS.iter().map(|w| if has_fio { fio(&path, *w) } else { None }).collect();
+    std::fs::remove_file(&path).expect("reset bench file");
+    let spec = DeviceSpec { path: path.clone(), kind: BackingKind::File, create_size: Some(FILE_BYTES) };
+    let engine = Arc::new(Engine::open_paths(&[spec], EngineConfig::default(), false).expect("engine on bench file"));
+    let volume = engine.create_volume("bench", REGION_BYTES, SectorSize::B4096).expect("volume").id;
+    let ours: Vec<Result> = WORKLOADS.iter().map(|w| run_engine(&engine, volume, *w)).collect();
+    println!("\nengine vs fio (io_uring, direct=1) on {} — {} s per run", path.display(), seconds());
+    println!(
+        "| workload | fio IOPS | engine IOPS | ratio | fio MiB/s | engine MiB/s | fio mean µs | engine mean µs | fio p99 µs | engine p99 µs | fio CPU µs/IO | engine CPU µs/IO |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for ((w, base), ours) in WORKLOADS.iter().zip(&baseline).zip(&ours) {
+        let b = base.unwrap_or_default();
+        let ratio = if b.iops > 0.0 { format!("{:.2}x", ours.iops / b.iops) } else { "n/a".into() };
+        println!(
+            "| {} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} |",
+            w.name, b.iops, ours.iops, ratio, b.mib_s, ours.mib_s, b.mean_us, ours.mean_us, b.p99_us, ours.p99_us,
+            b.cpu_us_per_io, ours.cpu_us_per_io
+        );
+    }
+    drop(engine);
+    let _ = std::fs::remove_file(&path);
+}
