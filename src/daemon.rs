@@ -8,6 +8,11 @@ use anyhow::Context;
 use engine::io::BackingKind;
 use engine::{DeviceSpec, Engine, EngineConfig};
 
+use mgmt_api::control::NodeInfo;
+use nvmf_target::{Subsystem, SubsystemConfig, Target, TargetConfig, TargetHandle};
+use uuid::Uuid;
+
+use crate::adapters::EngineControl;
 use crate::config::Config;
 
 /// Default size of the embedded pool file.
@@ -76,20 +81,109 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let engine = Arc::new(open_pool(&config)?);
+    let node = node_identity(&config)?;
+    let nqn = config.nvme.subsystem_nqn.clone().unwrap_or_else(|| format!("nqn.2024-11.io.keel:node:{}", node.uuid));
+    let serial: String = node.uuid.simple().to_string().chars().take(20).collect();
+    let subsystem = Subsystem::new(SubsystemConfig::new(nqn.clone(), serial));
+    let target = start_target(&config, subsystem.clone())?;
+    let node = NodeInfo {
+        nvme_endpoint: target.local_addrs().first().map(ToString::to_string).unwrap_or_default(),
+        discovery_endpoint: target.discovery_addrs().first().map(ToString::to_string).unwrap_or_default(),
+        ..node
+    };
+    tracing::info!(nqn = %nqn, io = %node.nvme_endpoint, discovery = %node.discovery_endpoint, "NVMe/TCP target listening");
+    let control: Arc<dyn mgmt_api::Control> =
+        Arc::new(EngineControl::new(engine.clone(), subsystem.clone(), node));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("keel-control")
         .build()
         .context("cannot start the control-plane runtime")?;
-    runtime.block_on(wait_for_shutdown_signal())?;
-    tracing::info!("shutting down");
+    runtime.block_on(async {
+        let api = match config.api.listen {
+            Some(listen) => Some(start_api(&config, listen, control.clone()).await?),
+            None => None,
+        };
+        wait_for_shutdown_signal().await?;
+        tracing::info!("shutting down");
+        if let Some(api) = api {
+            api.shutdown().await;
+        }
+        anyhow::Ok(())
+    })?;
     drop(runtime);
-    let engine = Arc::try_unwrap(engine).map_err(|_| anyhow::anyhow!("engine still referenced at shutdown"))?;
-    engine.shutdown().context("final checkpoint failed")?;
+    drop(control);
+    target.shutdown();
+    drop(subsystem);
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => engine.shutdown().context("final checkpoint failed")?,
+        Err(engine) => {
+            tracing::warn!("engine still referenced at shutdown; writing a checkpoint without closing");
+            engine.checkpoint().context("final checkpoint failed")?;
+        }
+    }
     tracing::info!("pool closed cleanly");
     Ok(())
+}
+
+fn start_target(config: &Config, subsystem: Arc<Subsystem>) -> anyhow::Result<TargetHandle> {
+    subsystem.set_host_acl(nvmf_target::HostAcl::AnyHost);
+    let mut target_config = TargetConfig::on(std::net::Ipv4Addr::LOCALHOST.into());
+    target_config.listen_addrs = config.nvme.listen.clone();
+    target_config.discovery_addrs = config.nvme.discovery_listen.into_iter().collect();
+    target_config.advertised_addr = config.nvme.advertised_address;
+    target_config.reactors = config.nvme.reactors;
+    Target::start(target_config, subsystem).context("cannot start the NVMe/TCP target")
+}
+
+async fn start_api(
+    config: &Config,
+    listen: std::net::SocketAddr,
+    control: Arc<dyn mgmt_api::Control>,
+) -> anyhow::Result<mgmt_api::ApiServer> {
+    let mut api_config = mgmt_api::ApiConfig::new(listen, config.data_dir.join("api"));
+    api_config.tls = if config.api.insecure_http {
+        mgmt_api::TlsMode::PlainHttp
+    } else {
+        match (&config.api.tls_cert, &config.api.tls_key) {
+            (Some(cert), Some(key)) => mgmt_api::TlsMode::Files { cert_pem: cert.clone(), key_pem: key.clone() },
+            (None, None) => mgmt_api::TlsMode::default(),
+            _ => anyhow::bail!("api.tls_cert and api.tls_key must be given together"),
+        }
+    };
+    api_config.auth.disabled = config.api.auth_disabled;
+    api_config.service.max_running_workflows = config.api.max_running_workflows;
+    let server = mgmt_api::ApiServer::bind(api_config, control).await.context("cannot start the REST API")?;
+    tracing::info!(
+        url = %server.base_url(),
+        certificate = ?server.certificate_path(),
+        admin_password_file = %config.data_dir.join("api").join("admin-password").display(),
+        "REST API listening"
+    );
+    Ok(server)
+}
+
+/// The node's stable identity, kept in `node-id` in the data directory.
+fn node_identity(config: &Config) -> anyhow::Result<NodeInfo> {
+    let path = config.data_dir.join("node-id");
+    let uuid = match std::fs::read_to_string(&path) {
+        Ok(text) => Uuid::parse_str(text.trim()).with_context(|| format!("{} is not a UUID", path.display()))?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let uuid = Uuid::new_v4();
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{uuid}\n")).context("cannot write node-id")?;
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).context("cannot sync node-id")?;
+            std::fs::rename(&tmp, &path).context("cannot install node-id")?;
+            uuid
+        }
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let name = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "keel".into());
+    Ok(NodeInfo { uuid, name, nvme_endpoint: String::new(), discovery_endpoint: String::new() })
 }
 
 async fn wait_for_shutdown_signal() -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 //! sees every crate; `engine`, `nvmf-target` and `mgmt-api` never see each other.
 #![forbid(unsafe_code)]
 
+pub mod adapters;
 pub mod config;
 pub mod daemon;
 pub mod units;

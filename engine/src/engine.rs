@@ -197,6 +197,11 @@ impl Engine {
         self.live_volume(id).ok().map(|v| v.info())
     }
 
+    /// A volume's size in bytes, cheaply (no map lock): for per-I/O capacity checks.
+    pub fn volume_size(&self, id: VolumeId) -> Option<u64> {
+        self.live_volume(id).ok().map(|v| v.size())
+    }
+
     /// One volume by name.
     pub fn volume_by_name(&self, name: &str) -> Option<VolumeInfo> {
         let volume = self.core.catalog.read().by_name(name)?;

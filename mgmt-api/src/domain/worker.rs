@@ -96,6 +96,22 @@ impl Inner {
                 ResourceState::Available | ResourceState::Deleting | ResourceState::Failed => {}
             }
         }
+        // The target's namespaces and ACLs live only in memory: after a restart
+        // every volume that serves I/O is exposed again with its catalog ACL.
+        let serving: Vec<_> = self
+            .catalog
+            .lock()
+            .volumes
+            .values()
+            .filter(|v| matches!(v.state, ResourceState::Available) && engine.contains(&v.uuid))
+            .map(|v| (v.uuid, host_acl(&v.acl)))
+            .collect();
+        for (uuid, acl) in serving {
+            let outcome = self.control.set_host_acl(uuid, &acl).and_then(|()| self.control.expose_volume(uuid));
+            if let Err(err) = outcome {
+                tracing::error!(%uuid, %err, "could not expose a volume after restart");
+            }
+        }
         for s in snapshot.snapshots.values() {
             match s.state {
                 ResourceState::Creating => {

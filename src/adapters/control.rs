@@ -1,0 +1,185 @@
+//! The management API's control port over the engine and the NVMe subsystem.
+//!
+//! A REST volume's UUID is its engine volume's name, and the engine volume id is
+//! its namespace id, so both are stable across restarts. Host ACLs live in the
+//! management catalog; the API's start-up reconciliation re-applies them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use engine::{Engine, IoError, SectorSize, VolumeError, VolumeId, VolumeInfo};
+use mgmt_api::control::{
+    EngineVolume, HostAcl, NodeInfo, PoolStats, VolumeSpec, VolumeUsage,
+};
+use mgmt_api::{Control, ControlError};
+use nvmf_target::Subsystem;
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::VolumeNamespace;
+
+/// Implements [`Control`] over an [`Engine`] and the node's [`Subsystem`].
+pub struct EngineControl {
+    engine: Arc<Engine>,
+    subsystem: Arc<Subsystem>,
+    node: NodeInfo,
+    /// ACLs set before a volume is exposed (the API sets the ACL, then exposes).
+    acls: Mutex<HashMap<Uuid, nvmf_target::HostAcl>>,
+}
+
+impl EngineControl {
+    /// Wires the port to `engine` and `subsystem`; `node` describes this node.
+    pub fn new(engine: Arc<Engine>, subsystem: Arc<Subsystem>, node: NodeInfo) -> EngineControl {
+        EngineControl { engine, subsystem, node, acls: Mutex::new(HashMap::new()) }
+    }
+
+    fn find(&self, volume: Uuid) -> Result<VolumeInfo, ControlError> {
+        self.engine.volume_by_name(&volume.to_string()).ok_or(ControlError::NotFound(volume))
+    }
+
+    fn is_exposed(&self, nsid: u32) -> bool {
+        self.subsystem.namespaces().iter().any(|(n, _)| *n == nsid)
+    }
+}
+
+/// Namespace ids are engine volume ids; engine ids start at 1 and are never reused.
+fn nsid_of(id: VolumeId) -> Result<u32, ControlError> {
+    u32::try_from(id.0).map_err(|_| ControlError::Internal(format!("{id} exceeds the namespace id range")))
+}
+
+/// The one place engine control errors become control-port errors.
+fn control_error(volume: Uuid, err: VolumeError) -> ControlError {
+    match err {
+        VolumeError::NameTaken(_) => ControlError::AlreadyExists(volume),
+        VolumeError::NotFound(_) => ControlError::NotFound(volume),
+        VolumeError::InvalidName(_) | VolumeError::InvalidSize(_) | VolumeError::Shrink { .. } => {
+            ControlError::InvalidArgument(err.to_string())
+        }
+        VolumeError::Io(IoError::NoSpace) => ControlError::NoSpace,
+        // VolumeError is #[non_exhaustive]: anything else is an engine failure.
+        other => ControlError::Internal(other.to_string()),
+    }
+}
+
+fn unsupported(what: &str) -> ControlError {
+    ControlError::Unsupported(format!("{what} is not available until the engine has snapshots (issue 4)"))
+}
+
+impl Control for EngineControl {
+    fn create_volume(&self, spec: &VolumeSpec) -> Result<(), ControlError> {
+        if spec.compression {
+            return Err(ControlError::Unsupported("compression is not implemented by this engine yet".into()));
+        }
+        let sector = SectorSize::from_bytes(spec.sector_size_bytes)
+            .ok_or_else(|| ControlError::InvalidArgument(format!("sector size {}", spec.sector_size_bytes)))?;
+        self.engine
+            .create_volume(&spec.uuid.to_string(), spec.size_bytes, sector)
+            .map(|_| ())
+            .map_err(|e| control_error(spec.uuid, e))
+    }
+
+    fn grow_volume(&self, volume: Uuid, size_bytes: u64) -> Result<(), ControlError> {
+        let info = self.find(volume)?;
+        self.engine.resize_volume(info.id, size_bytes).map_err(|e| control_error(volume, e))?;
+        let nsid = nsid_of(info.id)?;
+        if self.is_exposed(nsid) {
+            self.subsystem.namespace_resized(nsid).map_err(|e| ControlError::Internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn delete_volume(&self, volume: Uuid) -> Result<(), ControlError> {
+        let info = self.find(volume)?;
+        let nsid = nsid_of(info.id)?;
+        if self.is_exposed(nsid) {
+            let _ = self.subsystem.remove_namespace(nsid);
+        }
+        self.acls.lock().remove(&volume);
+        self.engine.delete_volume(info.id).map_err(|e| control_error(volume, e))
+    }
+
+    fn set_compression(&self, volume: Uuid, enabled: bool) -> Result<(), ControlError> {
+        self.find(volume)?;
+        if enabled {
+            return Err(ControlError::Unsupported("compression is not implemented by this engine yet".into()));
+        }
+        Ok(())
+    }
+
+    fn list_volumes(&self) -> Result<Vec<EngineVolume>, ControlError> {
+        Ok(self
+            .engine
+            .volumes()
+            .into_iter()
+            .filter_map(|v| Uuid::parse_str(&v.name).ok().map(|uuid| EngineVolume { uuid, size_bytes: v.size_bytes }))
+            .collect())
+    }
+
+    fn volume_usage(&self, volume: Uuid) -> Result<VolumeUsage, ControlError> {
+        let info = self.find(volume)?;
+        Ok(VolumeUsage { logical_used_bytes: info.mapped_bytes, physical_used_bytes: info.mapped_bytes })
+    }
+
+    fn pool_stats(&self) -> Result<PoolStats, ControlError> {
+        let stats = self.engine.pool_stats();
+        Ok(PoolStats {
+            capacity_bytes: stats.capacity_bytes,
+            used_bytes: stats.used_bytes,
+            free_bytes: stats.free_bytes,
+            provisioned_bytes: stats.provisioned_bytes,
+        })
+    }
+
+    fn create_snapshot(&self, _volume: Uuid, _snapshot: Uuid) -> Result<(), ControlError> {
+        Err(unsupported("snapshot creation"))
+    }
+
+    fn delete_snapshot(&self, snapshot: Uuid) -> Result<(), ControlError> {
+        // No snapshot can exist in this engine, so there is nothing to delete.
+        Err(ControlError::NotFound(snapshot))
+    }
+
+    fn create_clone(&self, _snapshot: Uuid, _clone: &VolumeSpec) -> Result<(), ControlError> {
+        Err(unsupported("cloning"))
+    }
+
+    fn rollback_volume(&self, _volume: Uuid, _snapshot: Uuid) -> Result<(), ControlError> {
+        Err(unsupported("rollback"))
+    }
+
+    fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError> {
+        let info = self.find(volume)?;
+        let acl = match acl {
+            HostAcl::AllowAny => nvmf_target::HostAcl::AnyHost,
+            HostAcl::Hosts(hosts) => nvmf_target::HostAcl::hosts(hosts.iter().cloned()),
+        };
+        let nsid = nsid_of(info.id)?;
+        if self.is_exposed(nsid) {
+            self.subsystem.set_namespace_acl(nsid, acl.clone()).map_err(|e| ControlError::Internal(e.to_string()))?;
+        }
+        self.acls.lock().insert(volume, acl);
+        Ok(())
+    }
+
+    fn expose_volume(&self, volume: Uuid) -> Result<u32, ControlError> {
+        let info = self.find(volume)?;
+        let nsid = nsid_of(info.id)?;
+        if self.is_exposed(nsid) {
+            return Ok(nsid);
+        }
+        let acl = self.acls.lock().get(&volume).cloned().unwrap_or_else(|| nvmf_target::HostAcl::Hosts(Default::default()));
+        let namespace = VolumeNamespace::new(self.engine.clone(), info.id, info.sector_size, *volume.as_bytes());
+        self.subsystem
+            .add_namespace(nsid, Arc::new(namespace), acl)
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        Ok(nsid)
+    }
+
+    fn subsystem_nqn(&self) -> String {
+        self.subsystem.nqn().to_owned()
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        self.node.clone()
+    }
+}
