@@ -12,7 +12,7 @@ use crate::nvme::identify::{
 use crate::nvme::log_page::{
     encode_changed_ns_list, encode_discovery_log, encode_firmware_slot, encode_smart, slice_page,
     AddressFamily, DiscoveryEntry, SubsystemType, TREQ_DISABLE_SQ_FLOW,
-    TREQ_SECURE_CHANNEL_NOT_REQUIRED,
+    TREQ_SECURE_CHANNEL_NOT_SPECIFIED,
 };
 use crate::nvme::{admin_opcode, cns, feature, log_id, Command, DISCOVERY_NQN, IDENTIFY_LEN};
 use crate::status::Status;
@@ -272,7 +272,7 @@ impl Connection {
                         AddressFamily::Ipv4
                     },
                     subtype: SubsystemType::Nvm,
-                    treq: TREQ_SECURE_CHANNEL_NOT_REQUIRED | TREQ_DISABLE_SQ_FLOW,
+                    treq: TREQ_SECURE_CHANNEL_NOT_SPECIFIED | TREQ_DISABLE_SQ_FLOW,
                     portid: u16::try_from(i + 1).unwrap_or(u16::MAX),
                     cntlid: 0xFFFF,
                     asqsz: 32,

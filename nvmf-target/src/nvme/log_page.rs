@@ -26,8 +26,10 @@ pub enum SubsystemType {
     CurrentDiscovery,
 }
 
-/// TREQ bits 1:0 = 10b: secure channel not required.
-pub const TREQ_SECURE_CHANNEL_NOT_REQUIRED: u8 = 0x2;
+/// TREQ bits 1:0 = 00b: secure channel requirements not specified. The value for
+/// a port without TLS: libnvme reads "not required" (10b) as "TLS is offered" and
+/// then insists on a PSK, so a plain TCP port must not claim it.
+pub const TREQ_SECURE_CHANNEL_NOT_SPECIFIED: u8 = 0x0;
 /// TREQ bit 2: SQ flow control disable is supported.
 pub const TREQ_DISABLE_SQ_FLOW: u8 = 0x4;
 
@@ -184,7 +186,7 @@ mod tests {
         let e = DiscoveryEntry {
             adrfam: AddressFamily::Ipv4,
             subtype: SubsystemType::Nvm,
-            treq: TREQ_SECURE_CHANNEL_NOT_REQUIRED | TREQ_DISABLE_SQ_FLOW,
+            treq: TREQ_SECURE_CHANNEL_NOT_SPECIFIED | TREQ_DISABLE_SQ_FLOW,
             portid: 1,
             cntlid: 0xFFFF,
             asqsz: 32,
