@@ -200,3 +200,28 @@ fn a_second_open_of_the_same_file_is_refused() {
     let engine = Engine::open_paths(&[spec], config(), false).expect("reopen");
     assert_eq!(engine.read_wait(vol, 0, 2).expect("read"), pattern(8, 8192));
 }
+
+#[test]
+fn a_pool_spans_several_devices_and_reopens_in_any_order() {
+    let a = Arc::new(SimDevice::new(24 << 20));
+    let b = Arc::new(SimDevice::new(40 << 20));
+    let devices: Vec<DeviceRef> = vec![a.clone(), b.clone()];
+    Engine::format(devices.clone(), &config()).expect("format");
+    let engine = Engine::open(devices, config()).expect("open");
+    let capacity = engine.pool_stats().capacity_bytes;
+    assert!(capacity > 56 << 20, "both devices contribute: {capacity}");
+    let vol = engine.create_volume("wide", 48 << 20, SectorSize::B4096).expect("create").id;
+    // Enough data that segments on both devices are used.
+    for chunk in 0..160u64 {
+        engine.write_wait(vol, chunk * 64, pattern(chunk as u8, 64 * 4096)).expect("write");
+    }
+    engine.shutdown().expect("shutdown");
+    let reversed: Vec<DeviceRef> = vec![b.clone(), a.clone()];
+    let engine = Engine::open(reversed, config()).expect("reopen with devices swapped");
+    for chunk in 0..160u64 {
+        assert_eq!(engine.read_wait(vol, chunk * 64, 64).expect("read"), pattern(chunk as u8, 64 * 4096));
+    }
+    drop(engine);
+    let only_one: Vec<DeviceRef> = vec![a];
+    assert!(matches!(Engine::open(only_one, config()), Err(engine::OpenError::Mismatch(_))));
+}
