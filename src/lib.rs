@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod adapters;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod units;

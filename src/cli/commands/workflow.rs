@@ -1,0 +1,243 @@
+//! `workflow list|get|cancel` and `thickclone volume|snapshot` (the DMS v1
+//! routes: a thick clone runs as a workflow and answers with its id).
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use mgmt_api::dto::{
+    CloneDestinationDto, CloneSourceDto, ThickCloneRequest, WorkflowDto, WorkflowEnvelopeDto, WorkflowIdDto,
+    WorkflowListDto,
+};
+use reqwest::Method;
+use uuid::Uuid;
+
+use super::{or_dash, parse_size, parse_uuid, CommandError, Context, POLL_INTERVAL};
+use crate::cli::client::{Call, Reply};
+use crate::cli::table::{details, Table};
+use crate::cli::Format;
+
+/// The state of a workflow still at work.
+const RUNNING: &str = "Running";
+/// The state of a workflow that succeeded.
+const COMPLETED: &str = "Completed";
+
+/// `keelctl workflow ...`
+#[derive(Subcommand, Debug)]
+pub enum WorkflowCommand {
+    /// List workflows, newest first.
+    List {
+        /// Workflows per page (server default and maximum: 100).
+        #[arg(long)]
+        page_size: Option<u32>,
+        /// The next-page token a previous `list -o json` printed.
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+    /// Show one workflow's state and progress.
+    Get {
+        /// Workflow id.
+        #[arg(value_parser = parse_uuid)]
+        id: Uuid,
+    },
+    /// Cancel a running workflow (its partial result is removed).
+    Cancel {
+        /// Workflow id.
+        #[arg(value_parser = parse_uuid)]
+        id: Uuid,
+    },
+}
+
+/// `keelctl thickclone ...`
+#[derive(Subcommand, Debug)]
+pub enum ThickCloneCommand {
+    /// Copy a snapshot into a new, independent volume.
+    Volume(ThickCloneArgs),
+    /// Copy a snapshot into a new, independent snapshot.
+    Snapshot(ThickCloneArgs),
+}
+
+/// Options of both thick clones.
+#[derive(Args, Debug)]
+pub struct ThickCloneArgs {
+    /// Name of the new volume or snapshot.
+    pub name: String,
+    /// The snapshot to copy (name or UUID, in --project).
+    #[arg(long)]
+    pub snapshot: String,
+    /// Project of the copy (default: the snapshot's).
+    #[arg(long)]
+    pub dest_project: Option<String>,
+    /// Size of the copy (at least the snapshot's), e.g. 20GiB.
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<u64>,
+    /// Replica count of the copy.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3))]
+    pub replicas: Option<u32>,
+    /// Logical block size of the copy: 512 or 4096.
+    #[arg(long, value_parser = clap::value_parser!(u32))]
+    pub sector_size: Option<u32>,
+    /// Compress the copy.
+    #[arg(long)]
+    pub compression: bool,
+    /// Description (snapshot copies only).
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Wait until the workflow ends; fails unless it completes.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds --wait waits at most.
+    #[arg(long, default_value_t = 600, requires = "wait")]
+    pub wait_timeout: u64,
+}
+
+/// Runs a `workflow` command.
+pub fn run(ctx: &mut Context<'_>, command: &WorkflowCommand) -> Result<(), CommandError> {
+    match command {
+        WorkflowCommand::List { page_size, page_token } => {
+            let size = page_size.map(|s| s.to_string());
+            let mut call = Call::new(Method::GET, &["api", "v1", "workflows"]);
+            if let Some(s) = &size {
+                call = call.query("pageSize", s);
+            }
+            if let Some(t) = page_token {
+                call = call.query("nextPageToken", t);
+            }
+            let reply = ctx.client.send(call)?;
+            ctx.show(&reply, |r| Ok(render_list(&r.decode()?)))
+        }
+        WorkflowCommand::Get { id } => {
+            let reply = get(ctx, *id)?;
+            ctx.show(&reply, |r| Ok(render(&r.decode::<WorkflowEnvelopeDto>()?.workflow)))
+        }
+        WorkflowCommand::Cancel { id } => {
+            let id = id.to_string();
+            let reply = ctx.client.send(Call::new(Method::POST, &["api", "v1", "workflows", &id, "cancel"]))?;
+            ctx.show(&reply, |_| Ok(format!("workflow {id} is being canceled")))
+        }
+    }
+}
+
+/// Runs a `thickclone` command.
+pub fn run_thick_clone(ctx: &mut Context<'_>, command: &ThickCloneCommand) -> Result<(), CommandError> {
+    let (kind, args) = match command {
+        ThickCloneCommand::Volume(a) => ("volumes", a),
+        ThickCloneCommand::Snapshot(a) => ("snapshots", a),
+    };
+    if kind == "volumes" && args.description.is_some() {
+        return Err(CommandError::Usage("--description applies only to `thickclone snapshot`".to_owned()));
+    }
+    let (_, snapshot) = ctx.snapshot(&args.snapshot)?;
+    let body = ThickCloneRequest {
+        src: CloneSourceDto { snap_id: snapshot.uuid, project_name: Some(ctx.project.to_owned()), cluster_id: None },
+        dst: CloneDestinationDto {
+            name: args.name.clone(),
+            project_name: args.dest_project.clone(),
+            size: args.size,
+            replica: args.replicas,
+            sector_size: args.sector_size,
+            compression: args.compression.then_some(true),
+            description: args.description.clone(),
+            ..CloneDestinationDto::default()
+        },
+    };
+    let reply = ctx.client.send(Call::new(Method::POST, &["api", "v1", kind, "thickclone"]).json(&body))?;
+    let started: WorkflowIdDto = reply.decode()?;
+    if !args.wait {
+        let text = format!(
+            "thick clone {} started: workflow {} (follow it with `keelctl workflow get {}`)",
+            args.name, started.workflow_id, started.workflow_id
+        );
+        return ctx.show(&reply, |_| Ok(text));
+    }
+    if ctx.format == Format::Table {
+        ctx.print(&format!("workflow {} started; waiting for it to end", started.workflow_id))?;
+    }
+    let id = Uuid::parse_str(&started.workflow_id).map_err(|_| CommandError::NotJson { what: reply.what.clone() })?;
+    let (last, workflow) = wait_for_end(ctx, id, Duration::from_secs(args.wait_timeout))?;
+    ctx.show(&last, |_| Ok(render(&workflow)))?;
+    if workflow.state == COMPLETED {
+        Ok(())
+    } else {
+        Err(CommandError::WorkflowFailed { id: workflow.id, state: workflow.state, message: workflow.msg })
+    }
+}
+
+fn get(ctx: &Context<'_>, id: Uuid) -> Result<Reply, CommandError> {
+    let id = id.to_string();
+    Ok(ctx.client.send(Call::new(Method::GET, &["api", "v1", "workflows", &id]))?)
+}
+
+/// Polls a workflow until it leaves Running, at most `limit`.
+fn wait_for_end(ctx: &Context<'_>, id: Uuid, limit: Duration) -> Result<(Reply, WorkflowDto), CommandError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let reply = get(ctx, id)?;
+        let workflow = reply.decode::<WorkflowEnvelopeDto>()?.workflow;
+        if workflow.state != RUNNING {
+            return Ok((reply, workflow));
+        }
+        if Instant::now() >= deadline {
+            return Err(CommandError::WaitTimedOut { what: format!("workflow {id}"), seconds: limit.as_secs() });
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// A workflow as a `key: value` block.
+pub fn render(w: &WorkflowDto) -> String {
+    details(&[
+        ("ID", w.id.clone()),
+        ("Type", w.kind.clone()),
+        ("State", w.state.clone()),
+        ("Progress", progress(w)),
+        ("Message", or_dash(&w.msg)),
+        ("Created", w.created_at.clone()),
+        ("Started", or_dash(w.started_at.as_deref().unwrap_or(""))),
+        ("Ended", or_dash(w.ended_at.as_deref().unwrap_or(""))),
+    ])
+}
+
+/// Workflows as a table, with the next-page token after it when there is one.
+pub fn render_list(list: &WorkflowListDto) -> String {
+    let mut t = Table::new(&["ID", "TYPE", "STATE", "PROGRESS", "CREATED"]);
+    for w in &list.workflows {
+        t.row(vec![w.id.clone(), w.kind.clone(), w.state.clone(), progress(w), w.created_at.clone()]);
+    }
+    let mut text = t.render();
+    if !list.next_page_token.is_empty() {
+        text.push_str(&format!("more: --page-token {}\n", list.next_page_token));
+    }
+    text
+}
+
+fn progress(w: &WorkflowDto) -> String {
+    if w.progress.stage.is_empty() {
+        format!("{}%", w.progress.percent)
+    } else {
+        format!("{}% ({})", w.progress.percent, w.progress.stage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mgmt_api::dto::ProgressDto;
+
+    #[test]
+    fn workflow_list_shows_progress_and_the_next_page() {
+        let w = WorkflowDto {
+            id: "w1".into(),
+            kind: "thick clone volume".into(),
+            state: "Running".into(),
+            progress: ProgressDto { percent: 40, stage: "Copying".into() },
+            created_at: "t0".into(),
+            ..WorkflowDto::default()
+        };
+        let text = render_list(&WorkflowListDto { workflows: vec![w.clone()], next_page_token: "7".into() });
+        assert_eq!(
+            text,
+            "ID  TYPE                STATE    PROGRESS       CREATED\nw1  thick clone volume  Running  40% (Copying)  t0\nmore: --page-token 7\n"
+        );
+        assert!(render(&w).contains("Ended:     -\n"), "{}", render(&w));
+    }
+}

@@ -1,0 +1,258 @@
+//! keelctl, the command-line client of keeld's management REST API: the
+//! command tree ([`Cli`]), how a run finds keeld and its credentials
+//! ([`connection`]), and the exit codes. It talks to keeld over HTTPS only and
+//! reuses `mgmt_api::dto` for every body, so the two cannot drift apart.
+//!
+//! Exit codes: 0 success, 1 the API or the connection failed, 2 usage error.
+
+pub mod client;
+pub mod commands;
+pub mod table;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use reqwest::Url;
+
+use client::{Client, ClientError, Connection, Credentials, TlsTrust};
+use commands::{CommandError, Context};
+
+/// Exit code when keeld answered with an error or could not be reached.
+pub const EXIT_API_ERROR: u8 = 1;
+/// Exit code for a malformed command line (the same as clap's).
+pub const EXIT_USAGE: u8 = 2;
+
+/// Manage Keel volumes, snapshots, clones and workflows through keeld's REST API.
+#[derive(Parser, Debug)]
+#[command(name = "keelctl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where keeld is, how to trust and authenticate to it, and how to print.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// keeld's REST API.
+    #[arg(long, env = "KEEL_ENDPOINT", default_value = "https://127.0.0.1:8443", global = true)]
+    pub endpoint: Url,
+    /// keeld's data directory: keelctl trusts its api/tls-cert.pem and, when no
+    /// credentials are given, logs in as admin with its api/admin-password.
+    #[arg(long, env = "KEEL_DATA_DIR", default_value = "./keel-data", global = true)]
+    pub data_dir: PathBuf,
+    /// User to log in as (with --password).
+    #[arg(long, env = "KEEL_USER", requires = "password", global = true)]
+    pub user: Option<String>,
+    /// Password of --user (default user: admin).
+    #[arg(long, env = "KEEL_PASSWORD", hide_env_values = true, global = true)]
+    pub password: Option<String>,
+    /// A bearer token from `keelctl login`, used instead of logging in.
+    #[arg(long, env = "KEEL_TOKEN", hide_env_values = true, global = true, conflicts_with = "password")]
+    pub token: Option<String>,
+    /// PEM certificate to trust for keeld (default: DATA_DIR/api/tls-cert.pem when it exists).
+    #[arg(long, global = true)]
+    pub cacert: Option<PathBuf>,
+    /// Accept any server certificate (the connection stays encrypted but keeld is not verified).
+    #[arg(long, global = true, conflicts_with = "cacert")]
+    pub insecure: bool,
+    /// Project of the volumes and snapshots.
+    #[arg(long, env = "KEEL_PROJECT", default_value = "default", global = true)]
+    pub project: String,
+    /// Output format: aligned tables for people, or the server's JSON for scripts.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table, global = true)]
+    pub output: Format,
+    /// Seconds to wait for each request.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub timeout: u64,
+}
+
+/// How results are printed.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns and `key: value` blocks.
+    Table,
+    /// The server's JSON answer, pretty-printed, keys in the server's order.
+    Json,
+}
+
+/// The command tree.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The cluster's identity, endpoints and capacity.
+    #[command(subcommand)]
+    Cluster(commands::cluster::ClusterCommand),
+    /// The storage nodes.
+    #[command(subcommand)]
+    Nodes(commands::cluster::NodesCommand),
+    /// Create, list, inspect, change, roll back and delete volumes.
+    #[command(subcommand, visible_alias = "volumes")]
+    Volume(commands::volume::VolumeCommand),
+    /// Create, list, inspect and delete snapshots.
+    #[command(subcommand, visible_alias = "snapshots")]
+    Snapshot(commands::snapshot::SnapshotCommand),
+    /// Thin clones: new volumes that share a snapshot's data.
+    #[command(subcommand)]
+    Clone(commands::clone::CloneCommand),
+    /// Thick clones: full copies of a snapshot, made by a workflow.
+    #[command(subcommand)]
+    Thickclone(commands::workflow::ThickCloneCommand),
+    /// Long-running operations (thick clones).
+    #[command(subcommand, visible_alias = "workflows")]
+    Workflow(commands::workflow::WorkflowCommand),
+    /// Log in and print a bearer token for KEEL_TOKEN / --token.
+    Login,
+}
+
+/// Runs keelctl on the process's arguments and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with code 0, usage errors to stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE));
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match run(&cli, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CommandError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("keelctl: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs one parsed command, printing its result to `out`.
+pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CommandError> {
+    let client = Client::new(connection(&cli.global)?)?;
+    let mut ctx = Context { client: &client, project: &cli.global.project, format: cli.global.output, out };
+    match &cli.command {
+        Command::Cluster(c) => commands::cluster::run_cluster(&mut ctx, c),
+        Command::Nodes(c) => commands::cluster::run_nodes(&mut ctx, c),
+        Command::Volume(c) => commands::volume::run(&mut ctx, c),
+        Command::Snapshot(c) => commands::snapshot::run(&mut ctx, c),
+        Command::Clone(c) => commands::clone::run(&mut ctx, c),
+        Command::Thickclone(c) => commands::workflow::run_thick_clone(&mut ctx, c),
+        Command::Workflow(c) => commands::workflow::run(&mut ctx, c),
+        Command::Login => commands::cluster::run_login(&mut ctx),
+    }
+}
+
+/// The connection the global options describe: the endpoint, the certificate
+/// to trust (explicit, else the data dir's, else web roots) and the credentials
+/// (token, else user and password, else the data dir's admin password, else none).
+pub fn connection(global: &GlobalArgs) -> Result<Connection, ClientError> {
+    let api_dir = global.data_dir.join("api");
+    let tls = if global.insecure {
+        TlsTrust::AnyCertificate
+    } else if let Some(path) = &global.cacert {
+        TlsTrust::Pinned(path.clone())
+    } else {
+        let default = api_dir.join("tls-cert.pem");
+        if default.is_file() {
+            TlsTrust::Pinned(default)
+        } else {
+            TlsTrust::WebRoots
+        }
+    };
+    let credentials = match (&global.token, &global.password) {
+        (Some(token), _) => Credentials::Token(token.trim().to_owned()),
+        (None, Some(password)) => Credentials::Password {
+            user: global.user.clone().unwrap_or_else(|| "admin".to_owned()),
+            password: password.clone(),
+        },
+        (None, None) => admin_password(&api_dir.join("admin-password"))?,
+    };
+    Ok(Connection { endpoint: global.endpoint.clone(), tls, credentials, timeout: Duration::from_secs(global.timeout) })
+}
+
+fn admin_password(path: &Path) -> Result<Credentials, ClientError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Credentials::AdminPasswordFile { path: path.to_path_buf(), password: text.trim().to_owned() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Credentials::Anonymous { searched: path.to_path_buf() })
+        }
+        Err(source) => Err(ClientError::AdminPasswordUnreadable { path: path.to_path_buf(), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("keelctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_command() {
+        let cli = parse(&["volume", "list", "-o", "json", "--project", "p1"]).expect("parses");
+        assert_eq!(cli.global.output, Format::Json);
+        assert_eq!(cli.global.project, "p1");
+        let cli = parse(&["-o", "json", "cluster", "info"]).expect("parses");
+        assert_eq!(cli.global.output, Format::Json);
+    }
+
+    #[test]
+    fn usage_errors_exit_with_two() {
+        let err = parse(&["volume", "create", "v1", "--size", "ten"]).expect_err("bad size");
+        assert_eq!(err.exit_code(), i32::from(EXIT_USAGE));
+        assert!(err.to_string().contains("\"ten\" is not a size"), "{err}");
+        let err = parse(&["--insecure", "--cacert", "x.pem", "login"]).expect_err("conflict");
+        assert_eq!(err.exit_code(), i32::from(EXIT_USAGE));
+    }
+
+    #[test]
+    fn credentials_come_from_the_token_then_the_password_then_the_data_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf-8");
+        let cli = parse(&["--data-dir", data, "login"]).expect("parses");
+        let c = connection(&cli.global).expect("connection");
+        assert!(matches!(c.credentials, Credentials::Anonymous { .. }));
+        assert_eq!(c.tls, TlsTrust::WebRoots);
+
+        std::fs::create_dir(dir.path().join("api")).expect("mkdir");
+        std::fs::write(dir.path().join("api/admin-password"), "s3cret\n").expect("write");
+        std::fs::write(dir.path().join("api/tls-cert.pem"), "pem").expect("write");
+        let c = connection(&parse(&["--data-dir", data, "login"]).expect("parses").global).expect("connection");
+        assert_eq!(
+            c.credentials,
+            Credentials::AdminPasswordFile { path: dir.path().join("api/admin-password"), password: "s3cret".into() }
+        );
+        assert_eq!(c.tls, TlsTrust::Pinned(dir.path().join("api/tls-cert.pem")));
+
+        let args = ["--data-dir", data, "--user", "bob", "--password", "pw", "login"];
+        let c = connection(&parse(&args).expect("parses").global).expect("connection");
+        assert_eq!(c.credentials, Credentials::Password { user: "bob".into(), password: "pw".into() });
+
+        let args = ["--data-dir", data, "--token", "t0k", "--insecure", "login"];
+        let c = connection(&parse(&args).expect("parses").global).expect("connection");
+        assert_eq!(c.credentials, Credentials::Token("t0k".into()));
+        assert_eq!(c.tls, TlsTrust::AnyCertificate);
+    }
+
+    #[test]
+    fn a_user_without_a_password_is_a_usage_error() {
+        let err = parse(&["--user", "bob", "login"]).expect_err("needs password");
+        assert_eq!(err.exit_code(), i32::from(EXIT_USAGE));
+    }
+}
