@@ -77,4 +77,8 @@ impl Device for FaultyDevice {
         };
         done(IoOutcome { buf, result: Err(DeviceError::Os(libc::EIO)) })
     }
+
+    fn preallocate(&self, offset: u64, len: u64) {
+        self.inner.preallocate(offset, len);
+    }
 }

@@ -89,6 +89,13 @@ pub trait Device: Send + Sync {
     fn size_bytes(&self) -> u64;
     /// Submits one operation; `done` runs exactly once, possibly before `submit` returns.
     fn submit(&self, op: IoOp, done: IoDone);
+    /// Hints that `[offset, offset + len)` will be written soon, so a backend whose
+    /// storage is allocated lazily (a sparse file) can allocate it ahead of the
+    /// writes instead of inside them. Never changes what reads return and never
+    /// fails: an unallocated range is still written correctly, only more slowly.
+    fn preallocate(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
 }
 
 /// Shared handle to a device.

@@ -24,6 +24,9 @@ const WAKE_TOKEN: u64 = u64::MAX;
 
 struct Shared {
     file: File,
+    /// Regular files may be sparse and are preallocated on request; block devices
+    /// have nothing to allocate.
+    is_regular_file: bool,
     wake_fd: OwnedFd,
     /// True while the ring thread may be blocked in the kernel; submitters then
     /// write the eventfd to wake it.
@@ -40,10 +43,18 @@ impl Shared {
     }
 }
 
+/// What submitters hand the ring thread.
+enum Request {
+    /// A caller's operation, completed through its callback.
+    Io(IoOp, IoDone),
+    /// An allocation hint: its outcome only matters for performance.
+    Preallocate { offset: u64, len: u64 },
+}
+
 /// A file or block device driven through io_uring by a dedicated thread.
 pub struct UringDevice {
     shared: Arc<Shared>,
-    queue: Sender<(IoOp, IoDone)>,
+    queue: Sender<Request>,
     thread: Mutex<Option<JoinHandle<()>>>,
     size: u64,
 }
@@ -60,8 +71,10 @@ impl UringDevice {
         }
         // SAFETY: raw is a freshly created descriptor that nothing else owns.
         let wake_fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let is_regular_file = file.metadata()?.file_type().is_file();
         let shared = Arc::new(Shared {
             file,
+            is_regular_file,
             wake_fd,
             sleeping: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -87,7 +100,24 @@ impl Device for UringDevice {
         if self.shared.closing.load(Ordering::Acquire) {
             return done(IoOutcome { buf: take_buf(op), result: Err(DeviceError::Closed) });
         }
-        let mut item = (op, done);
+        if let Err(Request::Io(op, done)) = self.send(Request::Io(op, done)) {
+            done(IoOutcome { buf: take_buf(op), result: Err(DeviceError::Closed) });
+        }
+    }
+
+    fn preallocate(&self, offset: u64, len: u64) {
+        let in_bounds = offset.checked_add(len).is_some_and(|end| end <= self.size);
+        if self.shared.is_regular_file && len > 0 && in_bounds && !self.shared.closing.load(Ordering::Acquire) {
+            let _ = self.send(Request::Preallocate { offset, len });
+        }
+    }
+}
+
+impl UringDevice {
+    /// Queues a request for the ring thread, waking it if it sleeps; gives the
+    /// request back if the thread has gone.
+    fn send(&self, request: Request) -> Result<(), Request> {
+        let mut item = request;
         loop {
             match self.queue.try_send(item) {
                 Ok(()) => break,
@@ -98,14 +128,13 @@ impl Device for UringDevice {
                     self.shared.wake();
                     std::thread::yield_now();
                 }
-                Err(TrySendError::Disconnected((op, done))) => {
-                    return done(IoOutcome { buf: take_buf(op), result: Err(DeviceError::Closed) });
-                }
+                Err(TrySendError::Disconnected(back)) => return Err(back),
             }
         }
         if self.shared.sleeping.swap(false, Ordering::SeqCst) {
             self.shared.wake();
         }
+        Ok(())
     }
 }
 
@@ -131,13 +160,14 @@ fn take_buf(op: IoOp) -> Option<AlignedBuf> {
 struct InFlight {
     buf: Option<AlignedBuf>,
     wanted: usize,
-    done: IoDone,
+    /// None for a preallocation, whose failure only costs speed.
+    done: Option<IoDone>,
 }
 
 struct RingLoop {
     ring: IoUring,
     shared: Arc<Shared>,
-    queue: Receiver<(IoOp, IoDone)>,
+    queue: Receiver<Request>,
     slots: Vec<Option<InFlight>>,
     free_slots: Vec<usize>,
     wake_buf: Box<u64>,
@@ -145,7 +175,7 @@ struct RingLoop {
 }
 
 impl RingLoop {
-    fn new(ring: IoUring, shared: Arc<Shared>, queue: Receiver<(IoOp, IoDone)>) -> RingLoop {
+    fn new(ring: IoUring, shared: Arc<Shared>, queue: Receiver<Request>) -> RingLoop {
         let capacity = (RING_ENTRIES - 1) as usize;
         RingLoop {
             ring,
@@ -169,7 +199,7 @@ impl RingLoop {
             }
             while !self.free_slots.is_empty() {
                 match self.queue.try_recv() {
-                    Ok((op, done)) => self.push(op, done),
+                    Ok(request) => self.push(request),
                     Err(_) => break,
                 }
             }
@@ -212,23 +242,27 @@ impl RingLoop {
         }
     }
 
-    fn push(&mut self, op: IoOp, done: IoDone) {
+    fn push(&mut self, request: Request) {
         let Some(slot) = self.free_slots.pop() else {
             unreachable!("push is only called with a free slot")
         };
         let fd = types::Fd(self.fd());
-        let (sqe, buf, wanted) = match op {
-            IoOp::Read { offset, mut buf } => {
+        let (sqe, buf, wanted, done) = match request {
+            Request::Io(IoOp::Read { offset, mut buf }, done) => {
                 let len = buf.len();
                 let sqe = opcode::Read::new(fd, buf.as_mut_ptr(), len as u32).offset(offset).build();
-                (sqe, Some(buf), len)
+                (sqe, Some(buf), len, Some(done))
             }
-            IoOp::Write { offset, mut buf } => {
+            Request::Io(IoOp::Write { offset, mut buf }, done) => {
                 let len = buf.len();
                 let sqe = opcode::Write::new(fd, buf.as_mut_ptr(), len as u32).offset(offset).build();
-                (sqe, Some(buf), len)
+                (sqe, Some(buf), len, Some(done))
             }
-            IoOp::Flush => (opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(), None, 0),
+            Request::Io(IoOp::Flush, done) => {
+                (opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(), None, 0, Some(done))
+            }
+            // Mode 0 allocates without changing the file size or any content.
+            Request::Preallocate { offset, len } => (opcode::Fallocate::new(fd, len).offset(offset).build(), None, 0, None),
         };
         let sqe = sqe.user_data(slot as u64);
         self.slots[slot] = Some(InFlight { buf, wanted, done });
@@ -267,6 +301,12 @@ impl RingLoop {
             return;
         };
         self.free_slots.push(slot);
+        let Some(done) = inflight.done else {
+            if result < 0 {
+                tracing::debug!(errno = -result, "preallocation failed; writes will allocate instead");
+            }
+            return;
+        };
         let outcome = if result < 0 {
             Err(DeviceError::Os(-result))
         } else if (result as usize) < inflight.wanted {
@@ -274,7 +314,7 @@ impl RingLoop {
         } else {
             Ok(())
         };
-        (inflight.done)(IoOutcome { buf: inflight.buf, result: outcome });
+        done(IoOutcome { buf: inflight.buf, result: outcome });
     }
 
     fn fail_all(&mut self, errno: i32) {
@@ -287,8 +327,10 @@ impl RingLoop {
     }
 
     fn drain_closed(&mut self) {
-        while let Ok((op, done)) = self.queue.try_recv() {
-            done(IoOutcome { buf: take_buf(op), result: Err(DeviceError::Closed) });
+        while let Ok(request) = self.queue.try_recv() {
+            if let Request::Io(op, done) = request {
+                done(IoOutcome { buf: take_buf(op), result: Err(DeviceError::Closed) });
+            }
         }
     }
 }
@@ -321,6 +363,27 @@ mod tests {
         let (_dir, dev) = temp_device(1 << 20);
         let err = read_blocking(&dev, 1 << 20, 4096).expect_err("must fail");
         assert!(matches!(err, DeviceError::OutOfBounds { .. }));
+    }
+
+    #[test]
+    fn preallocation_allocates_a_sparse_range_without_changing_it() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dev");
+        let (file, size) =
+            crate::io::open_backing(&path, Some(8 << 20), crate::io::BackingKind::File).expect("open");
+        let dev = UringDevice::new(file, size, "test").expect("ring");
+        let allocated = || std::fs::metadata(&path).expect("stat").blocks() * 512;
+        assert!(allocated() < 1 << 20, "a new file starts sparse");
+        dev.preallocate(1 << 20, 4 << 20);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while allocated() < 4 << 20 {
+            assert!(std::time::Instant::now() < deadline, "preallocation never happened");
+            std::thread::yield_now();
+        }
+        let back = read_blocking(&dev, 1 << 20, 4 << 20).expect("read");
+        assert!(back.as_slice().iter().all(|&b| b == 0));
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 8 << 20);
     }
 
     #[test]

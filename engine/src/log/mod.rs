@@ -86,6 +86,8 @@ pub(crate) struct LogState {
     pub segments: SegmentTable,
     /// The segment being appended to and its next free block.
     pub open: Option<(SegmentId, u32)>,
+    /// The segment predicted to be opened next, already asked to be preallocated.
+    prepared: Option<SegmentId>,
     pending: VecDeque<Pending>,
     pub next_seq: u64,
     pub applied_seq: u64,
@@ -105,6 +107,7 @@ impl LogState {
         LogState {
             segments,
             open: None,
+            prepared: None,
             pending: VecDeque::new(),
             next_seq,
             applied_seq: next_seq - 1,
@@ -128,30 +131,45 @@ impl LogState {
     }
 }
 
+/// Work decided under the log lock and started after releasing it.
+#[derive(Default)]
+struct Formed {
+    ready: Vec<ReadyBatch>,
+    failed: Vec<(RecordDone, IoError)>,
+    /// Segments about to receive batches: asked to be preallocated, so the first
+    /// writes into a sparse file do not allocate blocks inline (which makes the
+    /// kernel hand each of them to a worker thread).
+    preallocate: Vec<SegmentId>,
+}
+
 /// Queues a record and writes whatever batches can be formed.
 pub(crate) fn append(core: &Arc<Core>, pending: Pending) {
-    let (ready, failed) = {
+    let formed = {
         let mut log = core.log.lock();
         log.pending.push_back(pending);
         form_batches(core, &mut log)
     };
-    finish(core, ready, failed);
+    finish(core, formed);
 }
 
 /// Re-runs batch forming, e.g. after a checkpoint freed space.
 pub(crate) fn kick(core: &Arc<Core>) {
-    let (ready, failed) = {
+    let formed = {
         let mut log = core.log.lock();
         form_batches(core, &mut log)
     };
-    finish(core, ready, failed);
+    finish(core, formed);
 }
 
-fn finish(core: &Arc<Core>, ready: Vec<ReadyBatch>, failed: Vec<(RecordDone, IoError)>) {
-    for (done, err) in failed {
+fn finish(core: &Arc<Core>, formed: Formed) {
+    for segment in formed.preallocate {
+        let (device, offset) = core.pool.locate(segment, 0);
+        device.preallocate(offset, core.pool.segment_bytes());
+    }
+    for (done, err) in formed.failed {
         done(Err(err));
     }
-    for batch in ready {
+    for batch in formed.ready {
         submit(core, batch);
     }
 }
@@ -162,9 +180,9 @@ fn checkpoint_reserve(core: &Core, log: &LogState) -> usize {
     body_bytes.div_ceil(core.pool.segment_bytes()) as usize + 1
 }
 
-fn form_batches(core: &Arc<Core>, log: &mut LogState) -> (Vec<ReadyBatch>, Vec<(RecordDone, IoError)>) {
-    let mut ready = Vec::new();
-    let mut failed = Vec::new();
+fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
+    let mut formed = Formed::default();
+    let Formed { ready, failed, preallocate } = &mut formed;
     let blocks_per_segment = core.pool.blocks_per_segment;
     loop {
         if core.fenced.load(Ordering::Acquire) {
@@ -198,6 +216,12 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> (Vec<ReadyBatch>, Vec<(
                     unreachable!("allocatable() promised a free segment")
                 };
                 log.open = Some((segment, 0));
+                // Preallocate one segment ahead so writes rarely wait for it.
+                if log.prepared != Some(segment) {
+                    preallocate.push(segment);
+                }
+                log.prepared = log.segments.next_allocatable();
+                preallocate.extend(log.prepared);
             } else if log.checkpoint_running
                 || (!log.checkpoint_stalled && log.segments.reclaimable(log.covered_seq) > 0)
             {
@@ -205,7 +229,7 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> (Vec<ReadyBatch>, Vec<(
                 core.request_checkpoint();
                 break;
             } else {
-                fail_for_space(log, &mut failed);
+                fail_for_space(log, failed);
                 continue;
             }
         }
@@ -244,7 +268,7 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> (Vec<ReadyBatch>, Vec<(
         log.inflight.insert(seq, InflightBatch { header, segment, block, dones, result: None });
         ready.push(ReadyBatch { seq, segment, block, header_bytes, payloads, total_blocks: total });
     }
-    (ready, failed)
+    formed
 }
 
 /// No space can be had: fail queued writes (they need data blocks) and, if only
@@ -284,7 +308,7 @@ fn submit(core: &Arc<Core>, batch: ReadyBatch) {
 
 fn batch_done(core: &Arc<Core>, seq: u64, result: Result<(), IoError>) {
     let mut completed: Vec<(RecordDone, Result<(), IoError>)> = Vec::new();
-    let (ready, failed) = {
+    let formed = {
         let mut log = core.log.lock();
         if let Some(batch) = log.inflight.get_mut(&seq) {
             batch.result = Some(result);
@@ -318,5 +342,5 @@ fn batch_done(core: &Arc<Core>, seq: u64, result: Result<(), IoError>) {
     for (done, outcome) in completed {
         done(outcome);
     }
-    finish(core, ready, failed);
+    finish(core, formed);
 }

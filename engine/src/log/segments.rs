@@ -104,6 +104,15 @@ impl SegmentTable {
         None
     }
 
+    /// The segment [`SegmentTable::allocate`] would take next, if any.
+    pub fn next_allocatable(&self) -> Option<SegmentId> {
+        let count = self.info.len();
+        (0..count)
+            .map(|step| (self.cursor + step) % count)
+            .find(|&at| self.info[at].state == SegmentState::Free && !self.pins.is_pinned(at))
+            .map(|at| SegmentId(at as u32))
+    }
+
     /// Frees `segment` if it is sealed, holds no live data and no batch newer than
     /// the durable checkpoint (replay must still find such batches).
     pub fn free_if_dead(&mut self, segment: SegmentId, covered_seq: u64) {
@@ -121,5 +130,27 @@ impl SegmentTable {
     /// Total live blocks across segments.
     pub fn live_blocks(&self) -> u64 {
         self.info.iter().map(|i| u64::from(i.live_blocks)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn next_allocatable_predicts_allocate_and_skips_pinned_and_used_segments() {
+        let pins = Arc::new(SegmentPins::new(4));
+        let mut table = SegmentTable::new(4, pins.clone());
+        assert_eq!(table.next_allocatable(), Some(SegmentId(0)));
+        assert_eq!(table.allocate(SegmentState::Open), Some(SegmentId(0)));
+        pins.pin(SegmentId(1));
+        assert_eq!(table.next_allocatable(), Some(SegmentId(2)));
+        assert_eq!(table.allocate(SegmentState::Open), Some(SegmentId(2)));
+        table.get_mut(SegmentId(3)).state = SegmentState::CheckpointBody;
+        assert_eq!(table.next_allocatable(), None, "1 is pinned, the rest are in use");
+        pins.unpin(SegmentId(1));
+        assert_eq!(table.next_allocatable(), Some(SegmentId(1)));
+        assert_eq!(table.allocate(SegmentState::Open), Some(SegmentId(1)));
     }
 }
