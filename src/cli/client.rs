@@ -139,6 +139,12 @@ pub enum ClientError {
         /// The limit.
         seconds: u64,
     },
+    /// An `http://` endpoint reached a server that speaks TLS.
+    #[error("keeld at {endpoint} did not answer in plain HTTP: it serves HTTPS unless started with --insecure-http, so use an https:// --endpoint")]
+    PlainHttpToTls {
+        /// Base URL.
+        endpoint: String,
+    },
     /// Any other transport failure (DNS, reset connection, ...).
     #[error("cannot reach keeld at {endpoint}: {detail}")]
     Transport {
@@ -429,6 +435,9 @@ fn classify(connection: &Connection, error: &reqwest::Error) -> ClientError {
     }
     let detail = causes.last().cloned().unwrap_or_default();
     let all = causes.join(": ").to_ascii_lowercase();
+    if connection.endpoint.scheme() == "http" && all.contains("invalid http version") {
+        return ClientError::PlainHttpToTls { endpoint };
+    }
     let tls_markers = ["certificate", "tls", "handshake", "corrupt message", "alert"];
     if tls_markers.iter().any(|m| all.contains(m)) {
         let trusted = match &connection.tls {
