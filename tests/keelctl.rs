@@ -47,7 +47,11 @@ impl Keeld {
             .stderr(log)
             .spawn()
             .expect("spawn keeld");
-        let mut keeld = Keeld { child, dir, endpoint: format!("https://127.0.0.1:{api}") };
+        let mut keeld = Keeld {
+            child,
+            dir,
+            endpoint: format!("https://127.0.0.1:{api}"),
+        };
         keeld.wait_until_ready();
         keeld
     }
@@ -65,7 +69,10 @@ impl Keeld {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("keeld exited with {status} before answering:\n{}", self.log());
+                panic!(
+                    "keeld exited with {status} before answering:\n{}",
+                    self.log()
+                );
             }
             let out = self.keelctl(&["cluster", "info"]);
             if out.status.success() {
@@ -105,7 +112,8 @@ impl Keeld {
     /// Runs keelctl with `-o json`, asserts success, and parses stdout.
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let text = self.ok(&[args, &["-o", "json"]].concat());
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("keelctl {args:?} -o json printed non-JSON ({e}):\n{text}"))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("keelctl {args:?} -o json printed non-JSON ({e}):\n{text}"))
     }
 
     /// SIGTERM, then a bounded wait for a clean exit.
@@ -114,10 +122,17 @@ impl Keeld {
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                assert!(status.success(), "keeld exited with {status} after SIGTERM:\n{}", tail(&self.log()));
+                assert!(
+                    status.success(),
+                    "keeld exited with {status} after SIGTERM:\n{}",
+                    tail(&self.log())
+                );
                 return;
             }
-            assert!(Instant::now() < deadline, "keeld ignored SIGTERM for {STOP_TIMEOUT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "keeld ignored SIGTERM for {STOP_TIMEOUT:?}"
+            );
             std::thread::sleep(POLL_INTERVAL);
         }
     }
@@ -144,10 +159,21 @@ fn terminate(child: &Child) {
 
 fn run_keelctl(args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keelctl"));
-    for var in ["KEEL_ENDPOINT", "KEEL_DATA_DIR", "KEEL_USER", "KEEL_PASSWORD", "KEEL_TOKEN", "KEEL_PROJECT"] {
+    for var in [
+        "KEEL_ENDPOINT",
+        "KEEL_DATA_DIR",
+        "KEEL_USER",
+        "KEEL_PASSWORD",
+        "KEEL_TOKEN",
+        "KEEL_PROJECT",
+    ] {
         command.env_remove(var);
     }
-    command.args(args).stdin(Stdio::null()).output().expect("run keelctl")
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run keelctl")
 }
 
 fn path_str(path: &Path) -> &str {
@@ -170,7 +196,12 @@ fn tail(log: &str) -> String {
 /// Asserts keelctl failed with `code` and its stderr contains every `needle`.
 fn assert_fails(out: &Output, code: i32, needles: &[&str]) {
     let err = stderr(out);
-    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {err}\nstdout: {}", stdout(out));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit code; stderr: {err}\nstdout: {}",
+        stdout(out)
+    );
     for needle in needles {
         assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
     }
@@ -184,68 +215,139 @@ fn keelctl_manages_volumes_on_a_real_keeld() {
     let keeld = Keeld::start();
 
     let info = keeld.ok(&["cluster", "info"]);
-    assert!(info.contains("Subsystem NQN:") && info.contains("nqn."), "{info}");
+    assert!(
+        info.contains("Subsystem NQN:") && info.contains("nqn."),
+        "{info}"
+    );
     let cluster = keeld.json(&["cluster", "info"]);
-    assert!(cluster["subsystemNQN"].as_str().is_some_and(|n| n.starts_with("nqn.")), "{cluster}");
+    assert!(
+        cluster["subsystemNQN"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("nqn.")),
+        "{cluster}"
+    );
     assert!(keeld.ok(&["nodes", "list"]).starts_with("NAME "));
 
     // Create, with an ACL and a label; the table shows it.
-    let created = keeld.ok(&["volume", "create", "vol-a", "--size", "64MiB", "--acl", HOST_A, "--label", "tier=gold"]);
-    assert!(created.contains("Name:") && created.contains("vol-a"), "{created}");
+    let created = keeld.ok(&[
+        "volume",
+        "create",
+        "vol-a",
+        "--size",
+        "64MiB",
+        "--acl",
+        HOST_A,
+        "--label",
+        "tier=gold",
+    ]);
+    assert!(
+        created.contains("Name:") && created.contains("vol-a"),
+        "{created}"
+    );
     assert!(created.contains("64 MiB (67108864 bytes)"), "{created}");
     let list = keeld.ok(&["volume", "list"]);
     let header = list.lines().next().expect("header");
-    assert!(header.starts_with("NAME") && header.contains("UUID") && header.contains("SIZE"), "{list}");
-    let row = list.lines().find(|l| l.starts_with("vol-a ")).unwrap_or_else(|| panic!("no vol-a row:\n{list}"));
+    assert!(
+        header.starts_with("NAME") && header.contains("UUID") && header.contains("SIZE"),
+        "{list}"
+    );
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("vol-a "))
+        .unwrap_or_else(|| panic!("no vol-a row:\n{list}"));
     assert!(row.contains("Available") && row.contains("64 MiB"), "{row}");
     // Columns are aligned: the UUID column starts at the same offset in every line.
     let column = header.find("UUID").expect("UUID column");
-    assert_eq!(row[column..].split_whitespace().next().map(str::len), Some(36), "{list}");
+    assert_eq!(
+        row[column..].split_whitespace().next().map(str::len),
+        Some(36),
+        "{list}"
+    );
 
     // -o json is the server's JSON: parseable, with the API's field names.
     let volume = keeld.json(&["volume", "get", "vol-a"]);
     let uuid = volume["UUID"].as_str().expect("UUID").to_owned();
     assert_eq!(volume["size"], "67108864");
     assert_eq!(volume["acl"]["values"], serde_json::json!([HOST_A]));
-    assert_eq!(volume["labels"], serde_json::json!([{"key": "tier", "value": "gold"}]));
+    assert_eq!(
+        volume["labels"],
+        serde_json::json!([{"key": "tier", "value": "gold"}])
+    );
     let listed = keeld.json(&["volume", "list"]);
-    assert_eq!(listed["volumes"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        listed["volumes"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
     // By UUID as well as by name.
     assert!(keeld.ok(&["volume", "get", &uuid]).contains("vol-a"));
 
     // Grow, keeping labels and adding one.
-    keeld.ok(&["volume", "update", "vol-a", "--size", "128MiB", "--label", "env=test"]);
+    keeld.ok(&[
+        "volume", "update", "vol-a", "--size", "128MiB", "--label", "env=test",
+    ]);
     let grown = keeld.json(&["volume", "get", &uuid]);
     assert_eq!(grown["size"], "134217728");
-    assert_eq!(grown["labels"], serde_json::json!([{"key": "tier", "value": "gold"}, {"key": "env", "value": "test"}]));
+    assert_eq!(
+        grown["labels"],
+        serde_json::json!([{"key": "tier", "value": "gold"}, {"key": "env", "value": "test"}])
+    );
     let shrink = keeld.keelctl(&["volume", "update", "vol-a", "--size", "64MiB"]);
-    assert_fails(&shrink, 1, &["keelctl: error: 400 Bad Request:", "only grow"]);
+    assert_fails(
+        &shrink,
+        1,
+        &["keelctl: error: 400 Bad Request:", "only grow"],
+    );
 
     // ACL add and remove.
     keeld.ok(&["volume", "acl", "add", "vol-a", HOST_B]);
-    assert_eq!(keeld.json(&["volume", "get", "vol-a"])["acl"]["values"], serde_json::json!([HOST_A, HOST_B]));
+    assert_eq!(
+        keeld.json(&["volume", "get", "vol-a"])["acl"]["values"],
+        serde_json::json!([HOST_A, HOST_B])
+    );
     keeld.ok(&["volume", "acl", "remove", "vol-a", HOST_A]);
-    assert_eq!(keeld.json(&["volume", "get", "vol-a"])["acl"]["values"], serde_json::json!([HOST_B]));
+    assert_eq!(
+        keeld.json(&["volume", "get", "vol-a"])["acl"]["values"],
+        serde_json::json!([HOST_B])
+    );
     let absent = keeld.keelctl(&["volume", "acl", "remove", "vol-a", HOST_A]);
     assert_fails(&absent, 1, &["is not in the ACL"]);
 
     // Errors: a duplicate name is the server's 409; a bad size is a usage error.
     let dup = keeld.keelctl(&["volume", "create", "vol-a", "--size", "64MiB"]);
-    assert_fails(&dup, 1, &["keelctl: error: 409 Conflict:", "already exists"]);
+    assert_fails(
+        &dup,
+        1,
+        &["keelctl: error: 409 Conflict:", "already exists"],
+    );
     let bad_size = keeld.keelctl(&["volume", "create", "vol-b", "--size", "ten-gigs"]);
     assert_fails(&bad_size, 2, &["--size", "\"ten-gigs\" is not a size"]);
     let missing = keeld.keelctl(&["volume", "get", "no-such-volume"]);
-    assert_fails(&missing, 1, &["keelctl: error: 404 Not Found:", "no-such-volume"]);
+    assert_fails(
+        &missing,
+        1,
+        &["keelctl: error: 404 Not Found:", "no-such-volume"],
+    );
 
     // Snapshots come with a later engine issue: keelctl shows the 501 plainly.
     let snap = keeld.keelctl(&["snapshot", "create", "snap-1", "--volume", "vol-a"]);
-    assert_fails(&snap, 1, &["keelctl: error: 501 Not Implemented:", "snapshot"]);
-    assert_eq!(keeld.json(&["snapshot", "list"])["snapshots"], serde_json::json!([]));
+    assert_fails(
+        &snap,
+        1,
+        &["keelctl: error: 501 Not Implemented:", "snapshot"],
+    );
+    assert_eq!(
+        keeld.json(&["snapshot", "list"])["snapshots"],
+        serde_json::json!([])
+    );
 
     // Delete and wait until it is gone.
     let deleted = keeld.ok(&["volume", "delete", "vol-a", "--wait"]);
     assert!(deleted.contains("deleted"), "{deleted}");
-    assert_eq!(keeld.json(&["volume", "list"])["volumes"], serde_json::json!([]));
+    assert_eq!(
+        keeld.json(&["volume", "list"])["volumes"],
+        serde_json::json!([])
+    );
     let gone = keeld.keelctl(&["volume", "get", &uuid]);
     assert_fails(&gone, 1, &["404 Not Found"]);
 
@@ -260,39 +362,94 @@ fn keelctl_explains_connection_tls_and_auth_failures() {
 
     // Nothing listening.
     let port = free_port();
-    let refused = run_keelctl(&["--endpoint", &format!("https://127.0.0.1:{port}"), "cluster", "info"]);
+    let refused = run_keelctl(&[
+        "--endpoint",
+        &format!("https://127.0.0.1:{port}"),
+        "cluster",
+        "info",
+    ]);
     assert_fails(&refused, 1, &["connection refused", "Is keeld running"]);
 
     // A data dir without keeld's certificate: the self-signed certificate is not trusted.
-    let untrusted = run_keelctl(&["--endpoint", &keeld.endpoint, "--data-dir", path_str(empty.path()), "cluster", "info"]);
+    let untrusted = run_keelctl(&[
+        "--endpoint",
+        &keeld.endpoint,
+        "--data-dir",
+        path_str(empty.path()),
+        "cluster",
+        "info",
+    ]);
     assert_fails(&untrusted, 1, &["TLS with", "certificate", "--cacert"]);
 
     // Trusted, but no credentials at all.
     let cert = data.join("api/tls-cert.pem");
     let anonymous = run_keelctl(&[
-        "--endpoint", &keeld.endpoint, "--data-dir", path_str(empty.path()), "--cacert", path_str(&cert), "cluster", "info",
+        "--endpoint",
+        &keeld.endpoint,
+        "--data-dir",
+        path_str(empty.path()),
+        "--cacert",
+        path_str(&cert),
+        "cluster",
+        "info",
     ]);
-    assert_fails(&anonymous, 1, &["401 Unauthorized", "--user/--password", "admin-password"]);
+    assert_fails(
+        &anonymous,
+        1,
+        &["401 Unauthorized", "--user/--password", "admin-password"],
+    );
 
     // A wrong password.
     let wrong = keeld.keelctl(&["--password", "not-the-password", "cluster", "info"]);
-    assert_fails(&wrong, 1, &["401 Unauthorized", "check the password of user \"admin\""]);
+    assert_fails(
+        &wrong,
+        1,
+        &["401 Unauthorized", "check the password of user \"admin\""],
+    );
 
     // login prints a token that works on its own, with --insecure instead of the certificate.
     let token = keeld.ok(&["login"]).trim().to_owned();
-    assert!(!token.is_empty() && !token.contains(char::is_whitespace), "{token:?}");
+    assert!(
+        !token.is_empty() && !token.contains(char::is_whitespace),
+        "{token:?}"
+    );
     let with_token = run_keelctl(&[
-        "--endpoint", &keeld.endpoint, "--data-dir", path_str(empty.path()), "--insecure", "--token", &token, "-o", "json", "nodes", "list",
+        "--endpoint",
+        &keeld.endpoint,
+        "--data-dir",
+        path_str(empty.path()),
+        "--insecure",
+        "--token",
+        &token,
+        "-o",
+        "json",
+        "nodes",
+        "list",
     ]);
     assert!(with_token.status.success(), "{}", stderr(&with_token));
     let nodes: serde_json::Value = serde_json::from_slice(&with_token.stdout).expect("JSON");
     assert_eq!(nodes["nodes"].as_array().map(Vec::len), Some(1), "{nodes}");
-    let bad_token = run_keelctl(&["--endpoint", &keeld.endpoint, "--insecure", "--token", "not.a.token", "nodes", "list"]);
+    let bad_token = run_keelctl(&[
+        "--endpoint",
+        &keeld.endpoint,
+        "--insecure",
+        "--token",
+        "not.a.token",
+        "nodes",
+        "list",
+    ]);
     assert_fails(&bad_token, 1, &["401 Unauthorized", "keelctl login"]);
 
     // Plain HTTP to the HTTPS port.
     let http = keeld.endpoint.replace("https://", "http://");
-    let plain = run_keelctl(&["--endpoint", &http, "--data-dir", path_str(&data), "cluster", "info"]);
+    let plain = run_keelctl(&[
+        "--endpoint",
+        &http,
+        "--data-dir",
+        path_str(&data),
+        "cluster",
+        "info",
+    ]);
     assert_fails(&plain, 1, &["use an https:// --endpoint"]);
 
     keeld.stop();

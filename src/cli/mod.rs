@@ -27,7 +27,7 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// Manage Keel volumes, snapshots, clones and workflows through keeld's REST API.
 #[derive(Parser, Debug)]
-#[command(name = "keelctl", version, about, propagate_version = true)]
+#[command(name = "keelctl", version, propagate_version = true)]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -39,13 +39,24 @@ pub struct Cli {
 
 /// Where keeld is, how to trust and authenticate to it, and how to print.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// keeld's REST API.
-    #[arg(long, env = "KEEL_ENDPOINT", default_value = "https://127.0.0.1:8443", global = true)]
+    #[arg(
+        long,
+        env = "KEEL_ENDPOINT",
+        default_value = "https://127.0.0.1:8443",
+        global = true
+    )]
     pub endpoint: Url,
     /// keeld's data directory: keelctl trusts its api/tls-cert.pem and, when no
     /// credentials are given, logs in as admin with its api/admin-password.
-    #[arg(long, env = "KEEL_DATA_DIR", default_value = "./keel-data", global = true)]
+    #[arg(
+        long,
+        env = "KEEL_DATA_DIR",
+        default_value = "./keel-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// User to log in as (with --password).
     #[arg(long, env = "KEEL_USER", requires = "password", global = true)]
@@ -54,7 +65,13 @@ pub struct GlobalArgs {
     #[arg(long, env = "KEEL_PASSWORD", hide_env_values = true, global = true)]
     pub password: Option<String>,
     /// A bearer token from `keelctl login`, used instead of logging in.
-    #[arg(long, env = "KEEL_TOKEN", hide_env_values = true, global = true, conflicts_with = "password")]
+    #[arg(
+        long,
+        env = "KEEL_TOKEN",
+        hide_env_values = true,
+        global = true,
+        conflicts_with = "password"
+    )]
     pub token: Option<String>,
     /// PEM certificate to trust for keeld (default: DATA_DIR/api/tls-cert.pem when it exists).
     #[arg(long, global = true)]
@@ -138,7 +155,12 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command, printing its result to `out`.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CommandError> {
     let client = Client::new(connection(&cli.global)?)?;
-    let mut ctx = Context { client: &client, project: &cli.global.project, format: cli.global.output, out };
+    let mut ctx = Context {
+        client: &client,
+        project: &cli.global.project,
+        format: cli.global.output,
+        out,
+    };
     match &cli.command {
         Command::Cluster(c) => commands::cluster::run_cluster(&mut ctx, c),
         Command::Nodes(c) => commands::cluster::run_nodes(&mut ctx, c),
@@ -176,16 +198,27 @@ pub fn connection(global: &GlobalArgs) -> Result<Connection, ClientError> {
         },
         (None, None) => admin_password(&api_dir.join("admin-password"))?,
     };
-    Ok(Connection { endpoint: global.endpoint.clone(), tls, credentials, timeout: Duration::from_secs(global.timeout) })
+    Ok(Connection {
+        endpoint: global.endpoint.clone(),
+        tls,
+        credentials,
+        timeout: Duration::from_secs(global.timeout),
+    })
 }
 
 fn admin_password(path: &Path) -> Result<Credentials, ClientError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Credentials::AdminPasswordFile { path: path.to_path_buf(), password: text.trim().to_owned() }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Ok(Credentials::Anonymous { searched: path.to_path_buf() })
-        }
-        Err(source) => Err(ClientError::AdminPasswordUnreadable { path: path.to_path_buf(), source }),
+        Ok(text) => Ok(Credentials::AdminPasswordFile {
+            path: path.to_path_buf(),
+            password: text.trim().to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Credentials::Anonymous {
+            searched: path.to_path_buf(),
+        }),
+        Err(source) => Err(ClientError::AdminPasswordUnreadable {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -233,16 +266,38 @@ mod tests {
         std::fs::create_dir(dir.path().join("api")).expect("mkdir");
         std::fs::write(dir.path().join("api/admin-password"), "s3cret\n").expect("write");
         std::fs::write(dir.path().join("api/tls-cert.pem"), "pem").expect("write");
-        let c = connection(&parse(&["--data-dir", data, "login"]).expect("parses").global).expect("connection");
+        let c = connection(
+            &parse(&["--data-dir", data, "login"])
+                .expect("parses")
+                .global,
+        )
+        .expect("connection");
         assert_eq!(
             c.credentials,
-            Credentials::AdminPasswordFile { path: dir.path().join("api/admin-password"), password: "s3cret".into() }
+            Credentials::AdminPasswordFile {
+                path: dir.path().join("api/admin-password"),
+                password: "s3cret".into()
+            }
         );
         assert_eq!(c.tls, TlsTrust::Pinned(dir.path().join("api/tls-cert.pem")));
 
-        let args = ["--data-dir", data, "--user", "bob", "--password", "pw", "login"];
+        let args = [
+            "--data-dir",
+            data,
+            "--user",
+            "bob",
+            "--password",
+            "pw",
+            "login",
+        ];
         let c = connection(&parse(&args).expect("parses").global).expect("connection");
-        assert_eq!(c.credentials, Credentials::Password { user: "bob".into(), password: "pw".into() });
+        assert_eq!(
+            c.credentials,
+            Credentials::Password {
+                user: "bob".into(),
+                password: "pw".into()
+            }
+        );
 
         let args = ["--data-dir", data, "--token", "t0k", "--insecure", "login"];
         let c = connection(&parse(&args).expect("parses").global).expect("connection");

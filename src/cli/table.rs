@@ -21,7 +21,11 @@ impl Table {
 
     /// Appends a row; it must have one cell per header.
     pub fn row(&mut self, cells: Vec<String>) {
-        assert_eq!(cells.len(), self.headers.len(), "a row needs one cell per column");
+        assert_eq!(
+            cells.len(),
+            self.headers.len(),
+            "a row needs one cell per column"
+        );
         self.rows.push(cells);
     }
 
@@ -96,7 +100,9 @@ pub fn bytes(count: u64) -> String {
 /// Formats a byte count the server sent as a decimal string; anything else is
 /// shown unchanged so nothing is hidden.
 pub fn byte_string(text: &str) -> String {
-    text.parse::<u64>().map(bytes).unwrap_or_else(|_| text.to_owned())
+    text.parse::<u64>()
+        .map(bytes)
+        .unwrap_or_else(|_| text.to_owned())
 }
 
 /// Pretty-prints a JSON document, keeping its key order and number spelling
@@ -191,7 +197,11 @@ mod tests {
 
     #[test]
     fn details_align_values() {
-        let text = details(&[("UUID", "u".into()), ("Name", "n".into()), ("ETag", "3".into())]);
+        let text = details(&[
+            ("UUID", "u".into()),
+            ("Name", "n".into()),
+            ("ETag", "3".into()),
+        ]);
         assert_eq!(text, "UUID:  u\nName:  n\nETag:  3\n");
     }
 
@@ -216,7 +226,10 @@ mod tests {
             "{\n  \"z\": 1,\n  \"a\": {\n    \"s\": \"x, {y}: \\\"q\\\"\",\n    \"e\": [],\n    \"o\": {}\n  },\n  \"l\": [\n    1,\n    2\n  ]\n}"
         );
         let reparsed: serde_json::Value = serde_json::from_str(&pretty).expect("still JSON");
-        assert_eq!(reparsed, serde_json::from_str::<serde_json::Value>(raw).expect("raw"));
+        assert_eq!(
+            reparsed,
+            serde_json::from_str::<serde_json::Value>(raw).expect("raw")
+        );
     }
 
     #[test]

@@ -34,7 +34,13 @@ pub fn run(ctx: &mut Context<'_>, command: &CloneCommand) -> Result<(), CommandE
     match command {
         CloneCommand::Create(args) => {
             let (_, snapshot) = ctx.snapshot(&args.snapshot)?;
-            create(ctx, &args.name, args.size, &args.options, Some(snapshot.uuid))
+            create(
+                ctx,
+                &args.name,
+                args.size,
+                &args.options,
+                Some(snapshot.uuid),
+            )
         }
     }
 }

@@ -27,7 +27,9 @@ pub enum NodesCommand {
 pub fn run_cluster(ctx: &mut Context<'_>, command: &ClusterCommand) -> Result<(), CommandError> {
     match command {
         ClusterCommand::Info => {
-            let reply = ctx.client.send(Call::new(Method::GET, &["api", "v2", "cluster"]))?;
+            let reply = ctx
+                .client
+                .send(Call::new(Method::GET, &["api", "v2", "cluster"]))?;
             ctx.show(&reply, |r| Ok(render_cluster(&r.decode()?)))
         }
     }
@@ -37,12 +39,26 @@ pub fn run_cluster(ctx: &mut Context<'_>, command: &ClusterCommand) -> Result<()
 pub fn run_nodes(ctx: &mut Context<'_>, command: &NodesCommand) -> Result<(), CommandError> {
     match command {
         NodesCommand::List => {
-            let reply = ctx.client.send(Call::new(Method::GET, &["api", "v2", "nodes"]))?;
+            let reply = ctx
+                .client
+                .send(Call::new(Method::GET, &["api", "v2", "nodes"]))?;
             ctx.show(&reply, |r| {
                 let list: NodeListDto = r.decode()?;
-                let mut t = Table::new(&["NAME", "UUID", "STATE", "NVME ENDPOINT", "DISCOVERY ENDPOINT"]);
+                let mut t = Table::new(&[
+                    "NAME",
+                    "UUID",
+                    "STATE",
+                    "NVME ENDPOINT",
+                    "DISCOVERY ENDPOINT",
+                ]);
                 for n in list.nodes {
-                    t.row(vec![n.name, n.uuid, n.state, n.nvme_endpoint, n.discovery_endpoint]);
+                    t.row(vec![
+                        n.name,
+                        n.uuid,
+                        n.state,
+                        n.nvme_endpoint,
+                        n.discovery_endpoint,
+                    ]);
                 }
                 Ok(t.render())
             })
@@ -70,17 +86,32 @@ fn render_cluster(c: &ClusterDto) -> String {
         ("Subsystem NQN", c.subsystem_nqn.clone()),
         ("API endpoints", c.api_endpoints.join(", ")),
         ("Discovery endpoints", c.discovery_endpoints.join(", ")),
-        ("Max replicas", format!("{} (now {})", c.max_replicas, c.current_max_replicas)),
+        (
+            "Max replicas",
+            format!("{} (now {})", c.max_replicas, c.current_max_replicas),
+        ),
         ("Volumes", c.num_volumes.to_string()),
         ("Snapshots", c.num_snapshots.to_string()),
-        ("Effective capacity", byte_string(&s.effective_physical_storage)),
+        (
+            "Effective capacity",
+            byte_string(&s.effective_physical_storage),
+        ),
         ("Physical used", byte_string(&s.physical_used_storage)),
         ("Physical free", byte_string(&s.free_physical_storage)),
         ("Logical used", byte_string(&s.logical_used_storage)),
-        ("Est. logical capacity", byte_string(&s.estimated_logical_storage)),
-        ("Est. logical free", byte_string(&s.estimated_free_logical_storage)),
+        (
+            "Est. logical capacity",
+            byte_string(&s.estimated_logical_storage),
+        ),
+        (
+            "Est. logical free",
+            byte_string(&s.estimated_free_logical_storage),
+        ),
         ("Provisioned", byte_string(&s.provisioned_storage)),
-        ("Provisioned/effective", s.provisioned_to_effective_storage_ratio.clone()),
+        (
+            "Provisioned/effective",
+            s.provisioned_to_effective_storage_ratio.clone(),
+        ),
         ("Compression ratio", format!("{:.2}", s.compression_ratio)),
     ])
 }
@@ -91,12 +122,22 @@ mod tests {
 
     #[test]
     fn cluster_details_show_identity_and_capacity_in_units() {
-        let mut c = ClusterDto { uuid: "c-1".into(), subsystem_nqn: "nqn.2024-01.io.keel:c".into(), ..ClusterDto::default() };
+        let mut c = ClusterDto {
+            uuid: "c-1".into(),
+            subsystem_nqn: "nqn.2024-01.io.keel:c".into(),
+            ..ClusterDto::default()
+        };
         c.api_endpoints = vec!["127.0.0.1:8443".into()];
         c.statistics.effective_physical_storage = (1u64 << 30).to_string();
         let text = render_cluster(&c);
-        assert!(text.contains("Subsystem NQN:          nqn.2024-01.io.keel:c\n"), "{text}");
+        assert!(
+            text.contains("Subsystem NQN:          nqn.2024-01.io.keel:c\n"),
+            "{text}"
+        );
         assert!(text.contains("Effective capacity:     1 GiB\n"), "{text}");
-        assert!(text.contains("API endpoints:          127.0.0.1:8443\n"), "{text}");
+        assert!(
+            text.contains("API endpoints:          127.0.0.1:8443\n"),
+            "{text}"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The commands: one module per resource, sharing the run [`Context`], the
 //! name-or-UUID lookups and the argument parsers here.
 
-pub mod cluster;
 pub mod clone;
+pub mod cluster;
 pub mod snapshot;
 pub mod volume;
 pub mod workflow;
@@ -46,7 +46,9 @@ impl Context<'_> {
 
     /// Prints text, adding a final newline if it lacks one.
     pub fn print(&mut self, text: &str) -> Result<(), CommandError> {
-        self.out.write_all(text.as_bytes()).map_err(CommandError::Stdout)?;
+        self.out
+            .write_all(text.as_bytes())
+            .map_err(CommandError::Stdout)?;
         if !text.ends_with('\n') {
             self.out.write_all(b"\n").map_err(CommandError::Stdout)?;
         }
@@ -63,9 +65,11 @@ impl Context<'_> {
     /// Finds a volume of the project by UUID or by name.
     pub fn volume(&self, id: &str) -> Result<(Reply, VolumeDto), CommandError> {
         let reply = if Uuid::parse_str(id).is_ok() {
-            self.client.send(Call::new(Method::GET, &self.project_path(&["volumes", id])))
+            self.client
+                .send(Call::new(Method::GET, &self.project_path(&["volumes", id])))
         } else {
-            let call = Call::new(Method::GET, &self.project_path(&["volumes", ""])).query("name", id);
+            let call =
+                Call::new(Method::GET, &self.project_path(&["volumes", ""])).query("name", id);
             self.client.send(call)
         }?;
         let volume = reply.decode()?;
@@ -75,9 +79,13 @@ impl Context<'_> {
     /// Finds a snapshot of the project by UUID or by name.
     pub fn snapshot(&self, id: &str) -> Result<(Reply, SnapshotDto), CommandError> {
         let reply = if Uuid::parse_str(id).is_ok() {
-            self.client.send(Call::new(Method::GET, &self.project_path(&["snapshots", id])))
+            self.client.send(Call::new(
+                Method::GET,
+                &self.project_path(&["snapshots", id]),
+            ))
         } else {
-            let call = Call::new(Method::GET, &self.project_path(&["snapshots", ""])).query("Name", id);
+            let call =
+                Call::new(Method::GET, &self.project_path(&["snapshots", ""])).query("Name", id);
             self.client.send(call)
         }?;
         let snapshot = reply.decode()?;
@@ -85,14 +93,22 @@ impl Context<'_> {
     }
 
     /// Polls `GET path` until it answers 404 (a delete finished), at most `limit`.
-    pub fn wait_until_gone(&self, what: &str, path: &[&str], limit: Duration) -> Result<(), CommandError> {
+    pub fn wait_until_gone(
+        &self,
+        what: &str,
+        path: &[&str],
+        limit: Duration,
+    ) -> Result<(), CommandError> {
         let deadline = Instant::now() + limit;
         loop {
             match self.client.send(Call::new(Method::GET, path)) {
                 Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => return Ok(()),
                 Err(e) => return Err(e.into()),
                 Ok(_) if Instant::now() >= deadline => {
-                    return Err(CommandError::WaitTimedOut { what: what.to_owned(), seconds: limit.as_secs() })
+                    return Err(CommandError::WaitTimedOut {
+                        what: what.to_owned(),
+                        seconds: limit.as_secs(),
+                    })
                 }
                 Ok(_) => std::thread::sleep(POLL_INTERVAL),
             }
@@ -117,7 +133,9 @@ pub enum CommandError {
     #[error("{0}")]
     Usage(String),
     /// `--wait` ran out of time; the operation may still finish.
-    #[error("gave up waiting for {what} after {seconds} s; it may still finish (check again later)")]
+    #[error(
+        "gave up waiting for {what} after {seconds} s; it may still finish (check again later)"
+    )]
     WaitTimedOut {
         /// What was awaited.
         what: String,
@@ -162,7 +180,9 @@ impl CommandError {
 
 /// The reply's JSON, pretty-printed in the server's key order.
 pub fn pretty(reply: &Reply) -> Result<String, CommandError> {
-    table::pretty_json(&reply.body).ok_or_else(|| CommandError::NotJson { what: reply.what.clone() })
+    table::pretty_json(&reply.body).ok_or_else(|| CommandError::NotJson {
+        what: reply.what.clone(),
+    })
 }
 
 /// Parses a size argument such as `10GiB`, `512 MiB` or `4096`.
@@ -173,7 +193,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Parses a `key=value` label.
 pub fn parse_label(text: &str) -> Result<LabelDto, String> {
     match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok(LabelDto { key: key.to_owned(), value: value.to_owned() }),
+        Some((key, value)) if !key.is_empty() => Ok(LabelDto {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        }),
         _ => Err(format!("{text:?} is not a label: use key=value")),
     }
 }
@@ -185,7 +208,11 @@ pub fn parse_uuid(text: &str) -> Result<Uuid, String> {
 
 /// Labels as `k=v, k2=v2` for tables.
 pub fn labels_text(labels: &[LabelDto]) -> String {
-    labels.iter().map(|l| format!("{}={}", l.key, l.value)).collect::<Vec<_>>().join(", ")
+    labels
+        .iter()
+        .map(|l| format!("{}={}", l.key, l.value))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A value for a table cell: `-` when empty.
@@ -203,8 +230,20 @@ mod tests {
 
     #[test]
     fn labels_parse_as_key_equals_value() {
-        assert_eq!(parse_label("tier=gold"), Ok(LabelDto { key: "tier".into(), value: "gold".into() }));
-        assert_eq!(parse_label("empty="), Ok(LabelDto { key: "empty".into(), value: String::new() }));
+        assert_eq!(
+            parse_label("tier=gold"),
+            Ok(LabelDto {
+                key: "tier".into(),
+                value: "gold".into()
+            })
+        );
+        assert_eq!(
+            parse_label("empty="),
+            Ok(LabelDto {
+                key: "empty".into(),
+                value: String::new()
+            })
+        );
         assert_eq!(parse_label("a=b=c").map(|l| l.value), Ok("b=c".to_owned()));
         assert!(parse_label("novalue").is_err());
         assert!(parse_label("=v").is_err());
@@ -214,12 +253,21 @@ mod tests {
     fn sizes_parse_with_units_and_explain_failures() {
         assert_eq!(parse_size("10GiB"), Ok(10 << 30));
         let err = parse_size("10 parsecs").expect_err("bad unit");
-        assert!(err.contains("unknown size unit") && err.contains("examples"), "{err}");
+        assert!(
+            err.contains("unknown size unit") && err.contains("examples"),
+            "{err}"
+        );
     }
 
     #[test]
     fn empty_cells_show_a_dash() {
         assert_eq!(or_dash(""), "-");
-        assert_eq!(labels_text(&[LabelDto { key: "a".into(), value: "1".into() }]), "a=1");
+        assert_eq!(
+            labels_text(&[LabelDto {
+                key: "a".into(),
+                value: "1".into()
+            }]),
+            "a=1"
+        );
     }
 }

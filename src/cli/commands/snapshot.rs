@@ -58,7 +58,12 @@ pub enum SnapshotCommand {
 /// Runs a `snapshot` command.
 pub fn run(ctx: &mut Context<'_>, command: &SnapshotCommand) -> Result<(), CommandError> {
     match command {
-        SnapshotCommand::Create { name, volume, description, retention } => {
+        SnapshotCommand::Create {
+            name,
+            volume,
+            description,
+            retention,
+        } => {
             // A UUID goes as sourceVolumeUUID; a name is resolved by the server in
             // the same request, so there is no window between lookup and create.
             let (uuid, by_name) = match Uuid::parse_str(volume) {
@@ -73,7 +78,9 @@ pub fn run(ctx: &mut Context<'_>, command: &SnapshotCommand) -> Result<(), Comma
                 retention_time: retention.clone(),
                 ..CreateSnapshotRequest::default()
             };
-            let reply = ctx.client.send(Call::new(Method::POST, &ctx.project_path(&["snapshots"])).json(&body))?;
+            let reply = ctx
+                .client
+                .send(Call::new(Method::POST, &ctx.project_path(&["snapshots"])).json(&body))?;
             ctx.show(&reply, |r| Ok(render(&r.decode()?)))
         }
         SnapshotCommand::List { volume, all } => {
@@ -96,7 +103,11 @@ pub fn run(ctx: &mut Context<'_>, command: &SnapshotCommand) -> Result<(), Comma
             let (reply, _) = ctx.snapshot(snapshot)?;
             ctx.show(&reply, |r| Ok(render(&r.decode()?)))
         }
-        SnapshotCommand::Delete { snapshot, wait, wait_timeout } => {
+        SnapshotCommand::Delete {
+            snapshot,
+            wait,
+            wait_timeout,
+        } => {
             let (_, s) = ctx.snapshot(snapshot)?;
             let path = ctx.project_path(&["snapshots", &s.uuid]);
             let reply = ctx.client.send(Call::new(Method::DELETE, &path))?;
@@ -107,7 +118,10 @@ pub fn run(ctx: &mut Context<'_>, command: &SnapshotCommand) -> Result<(), Comma
             let text = if *wait {
                 format!("snapshot {} ({}) deleted", s.name, s.uuid)
             } else {
-                format!("snapshot {} ({}) is being deleted (--wait waits until it is gone)", s.name, s.uuid)
+                format!(
+                    "snapshot {} ({}) is being deleted (--wait waits until it is gone)",
+                    s.name, s.uuid
+                )
             };
             ctx.show(&reply, |_| Ok(text))
         }
@@ -121,8 +135,14 @@ pub fn render(s: &SnapshotDto) -> String {
         ("Name", s.name.clone()),
         ("Project", s.project_name.clone()),
         ("State", s.state.clone()),
-        ("Source volume", format!("{} ({})", s.source_volume_name, s.source_volume_uuid)),
-        ("Size", format!("{} ({} bytes)", byte_string(&s.size), s.size)),
+        (
+            "Source volume",
+            format!("{} ({})", s.source_volume_name, s.source_volume_uuid),
+        ),
+        (
+            "Size",
+            format!("{} ({} bytes)", byte_string(&s.size), s.size),
+        ),
         ("Sector size", s.sector_size.to_string()),
         ("Replicas", s.replica_count.to_string()),
         ("Description", or_dash(&s.description)),
@@ -166,8 +186,13 @@ mod tests {
             size: "4096".into(),
             ..SnapshotDto::default()
         };
-        let text = render_list(&SnapshotListDto { snapshots: vec![s.clone()] });
-        assert_eq!(text, "NAME  UUID  STATE      VOLUME  SIZE   CREATED\nsnap  s1    Available  vol     4 KiB\n");
+        let text = render_list(&SnapshotListDto {
+            snapshots: vec![s.clone()],
+        });
+        assert_eq!(
+            text,
+            "NAME  UUID  STATE      VOLUME  SIZE   CREATED\nsnap  s1    Available  vol     4 KiB\n"
+        );
         assert!(render(&s).contains("Source volume:  vol (v1)\n"));
         assert!(render(&s).contains("Description:    -\n"));
     }

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use mgmt_api::dto::{
-    AclDto, CreateVolumeRequest, LabelDto, RollbackRequest, UpdateVolumeRequest, VolumeDto, VolumeListDto,
+    AclDto, CreateVolumeRequest, LabelDto, RollbackRequest, UpdateVolumeRequest, VolumeDto,
+    VolumeListDto,
 };
 use reqwest::Method;
 use uuid::Uuid;
@@ -177,15 +178,26 @@ pub fn run(ctx: &mut Context<'_>, command: &VolumeCommand) -> Result<(), Command
             ctx.show(&reply, |r| Ok(render(&r.decode()?)))
         }
         VolumeCommand::Update(args) => update(ctx, args),
-        VolumeCommand::Delete { volume, wait, wait_timeout } => {
-            delete(ctx, volume, wait.then(|| Duration::from_secs(*wait_timeout)))
-        }
+        VolumeCommand::Delete {
+            volume,
+            wait,
+            wait_timeout,
+        } => delete(
+            ctx,
+            volume,
+            wait.then(|| Duration::from_secs(*wait_timeout)),
+        ),
         VolumeCommand::Acl(AclCommand::Add { volume, nqn }) => change_acl(ctx, volume, nqn, true),
-        VolumeCommand::Acl(AclCommand::Remove { volume, nqn }) => change_acl(ctx, volume, nqn, false),
+        VolumeCommand::Acl(AclCommand::Remove { volume, nqn }) => {
+            change_acl(ctx, volume, nqn, false)
+        }
         VolumeCommand::Rollback { volume, snapshot } => {
             let (_, v) = ctx.volume(volume)?;
             let (_, s) = ctx.snapshot(snapshot)?;
-            let body = RollbackRequest { src_snapshot_uuid: Some(s.uuid), ..RollbackRequest::default() };
+            let body = RollbackRequest {
+                src_snapshot_uuid: Some(s.uuid),
+                ..RollbackRequest::default()
+            };
             let path = ctx.project_path(&["volumes", &v.uuid, "rollback"]);
             let reply = ctx.client.send(Call::new(Method::PUT, &path).json(&body))?;
             ctx.show(&reply, |r| Ok(render(&r.decode()?)))
@@ -202,15 +214,22 @@ pub fn create(
     source_snapshot: Option<String>,
 ) -> Result<(), CommandError> {
     let sector_size = match options.sector_size.as_deref() {
-        Some(text) => Some(text.parse::<u32>().map_err(|_| CommandError::Usage(format!("{text:?} is not a sector size")))?),
+        Some(text) => Some(
+            text.parse::<u32>()
+                .map_err(|_| CommandError::Usage(format!("{text:?} is not a sector size")))?,
+        ),
         None => None,
     };
     let acl = if options.allow_any {
-        Some(AclDto { values: vec![ALLOW_ANY.to_owned()] })
+        Some(AclDto {
+            values: vec![ALLOW_ANY.to_owned()],
+        })
     } else if options.acl.is_empty() {
         None
     } else {
-        Some(AclDto { values: options.acl.clone() })
+        Some(AclDto {
+            values: options.acl.clone(),
+        })
     };
     let body = CreateVolumeRequest {
         name: Some(name.to_owned()),
@@ -223,7 +242,9 @@ pub fn create(
         source_snapshot_uuid: source_snapshot,
         ..CreateVolumeRequest::default()
     };
-    let reply = ctx.client.send(Call::new(Method::POST, &ctx.project_path(&["volumes"])).json(&body))?;
+    let reply = ctx
+        .client
+        .send(Call::new(Method::POST, &ctx.project_path(&["volumes"])).json(&body))?;
     ctx.show(&reply, |r| Ok(render(&r.decode()?)))
 }
 
@@ -258,13 +279,16 @@ fn update(ctx: &mut Context<'_>, args: &UpdateArgs) -> Result<(), CommandError> 
     let body = UpdateVolumeRequest {
         size: args.size,
         compression: args.compression.map(|s| s == Switch::On),
-        labels: labels_changed.then(|| merge_labels(&current.labels, &args.labels, &args.remove_labels)),
+        labels: labels_changed
+            .then(|| merge_labels(&current.labels, &args.labels, &args.remove_labels)),
         ..UpdateVolumeRequest::default()
     };
     let path = ctx.project_path(&["volumes", &current.uuid]);
     // If-Match: labels are merged into what was just read, so a concurrent
     // change must make this update fail (412) rather than be overwritten.
-    let call = Call::new(Method::PUT, &path).json(&body).if_match(Some(&current.etag));
+    let call = Call::new(Method::PUT, &path)
+        .json(&body)
+        .if_match(Some(&current.etag));
     let reply = ctx.client.send(call)?;
     ctx.show(&reply, |r| Ok(render(&r.decode()?)))
 }
@@ -278,18 +302,30 @@ fn delete(ctx: &mut Context<'_>, id: &str, wait: Option<Duration>) -> Result<(),
     }
     let text = match wait {
         Some(_) => format!("volume {} ({}) deleted", v.name, v.uuid),
-        None => format!("volume {} ({}) is being deleted (--wait waits until it is gone)", v.name, v.uuid),
+        None => format!(
+            "volume {} ({}) is being deleted (--wait waits until it is gone)",
+            v.name, v.uuid
+        ),
     };
     ctx.show(&reply, |_| Ok(text))
 }
 
 fn change_acl(ctx: &mut Context<'_>, id: &str, entry: &str, add: bool) -> Result<(), CommandError> {
     let (_, v) = ctx.volume(id)?;
-    let values = if add { acl_with(&v.acl.values, entry) } else { acl_without(&v.acl.values, entry) }
-        .map_err(|reason| CommandError::Acl(format!("volume {}: {reason}", v.name)))?;
-    let body = UpdateVolumeRequest { acl: Some(AclDto { values }), ..UpdateVolumeRequest::default() };
+    let values = if add {
+        acl_with(&v.acl.values, entry)
+    } else {
+        acl_without(&v.acl.values, entry)
+    }
+    .map_err(|reason| CommandError::Acl(format!("volume {}: {reason}", v.name)))?;
+    let body = UpdateVolumeRequest {
+        acl: Some(AclDto { values }),
+        ..UpdateVolumeRequest::default()
+    };
     let path = ctx.project_path(&["volumes", &v.uuid]);
-    let call = Call::new(Method::PUT, &path).json(&body).if_match(Some(&v.etag));
+    let call = Call::new(Method::PUT, &path)
+        .json(&body)
+        .if_match(Some(&v.etag));
     let reply = ctx.client.send(call)?;
     ctx.show(&reply, |r| Ok(render(&r.decode()?)))
 }
@@ -298,7 +334,9 @@ fn change_acl(ctx: &mut Context<'_>, id: &str, entry: &str, add: bool) -> Result
 /// replaces ALLOW_NONE; adding to ALLOW_ANY would narrow access, so it is refused.
 pub fn acl_with(values: &[String], entry: &str) -> Result<Vec<String>, String> {
     if entry == ALLOW_NONE {
-        return Err(format!("{ALLOW_NONE} is not added: remove the allowed hosts instead"));
+        return Err(format!(
+            "{ALLOW_NONE} is not added: remove the allowed hosts instead"
+        ));
     }
     if values.iter().any(|v| v == entry) {
         return Err(format!("{entry} is already in the ACL"));
@@ -311,7 +349,11 @@ pub fn acl_with(values: &[String], entry: &str) -> Result<Vec<String>, String> {
             "the ACL is {ALLOW_ANY}, which already admits {entry}; remove {ALLOW_ANY} first to admit only listed hosts"
         ));
     }
-    let mut out: Vec<String> = values.iter().filter(|v| *v != ALLOW_NONE).cloned().collect();
+    let mut out: Vec<String> = values
+        .iter()
+        .filter(|v| *v != ALLOW_NONE)
+        .cloned()
+        .collect();
     out.push(entry.to_owned());
     Ok(out)
 }
@@ -332,7 +374,11 @@ pub fn acl_without(values: &[String], entry: &str) -> Result<Vec<String>, String
 /// `current` labels with `set` applied (same key replaced in place, new keys
 /// appended) and the `remove` keys dropped.
 pub fn merge_labels(current: &[LabelDto], set: &[LabelDto], remove: &[String]) -> Vec<LabelDto> {
-    let mut out: Vec<LabelDto> = current.iter().filter(|l| !remove.contains(&l.key)).cloned().collect();
+    let mut out: Vec<LabelDto> = current
+        .iter()
+        .filter(|l| !remove.contains(&l.key))
+        .cloned()
+        .collect();
     for label in set {
         match out.iter_mut().find(|l| l.key == label.key) {
             Some(existing) => existing.value = label.value.clone(),
@@ -349,7 +395,10 @@ pub fn render(v: &VolumeDto) -> String {
         ("Name", v.name.clone()),
         ("Project", v.project_name.clone()),
         ("State", v.state.clone()),
-        ("Size", format!("{} ({} bytes)", byte_string(&v.size), v.size)),
+        (
+            "Size",
+            format!("{} ({} bytes)", byte_string(&v.size), v.size),
+        ),
         ("Replicas", v.replica_count.to_string()),
         ("Sector size", v.sector_size.to_string()),
         ("Compression", v.compression.clone()),
@@ -364,8 +413,14 @@ pub fn render(v: &VolumeDto) -> String {
     if let Some(q) = &v.qos_policy_name {
         fields.push(("QoS policy", q.clone()));
     }
-    fields.push(("Logical used", byte_string(&v.statistics.logical_used_storage)));
-    fields.push(("Physical used", byte_string(&v.statistics.physical_used_storage)));
+    fields.push((
+        "Logical used",
+        byte_string(&v.statistics.logical_used_storage),
+    ));
+    fields.push((
+        "Physical used",
+        byte_string(&v.statistics.physical_used_storage),
+    ));
     fields.push(("Created", v.creation_time.clone()));
     fields.push(("ETag", v.etag.clone()));
     if let Some(f) = &v.failure_reason {
@@ -402,29 +457,51 @@ mod tests {
     #[test]
     fn adding_a_host_replaces_allow_none_and_appends_otherwise() {
         assert_eq!(acl_with(&s(&["ALLOW_NONE"]), "nqn.a"), Ok(s(&["nqn.a"])));
-        assert_eq!(acl_with(&s(&["nqn.a"]), "nqn.b"), Ok(s(&["nqn.a", "nqn.b"])));
+        assert_eq!(
+            acl_with(&s(&["nqn.a"]), "nqn.b"),
+            Ok(s(&["nqn.a", "nqn.b"]))
+        );
         assert_eq!(acl_with(&s(&["nqn.a"]), "ALLOW_ANY"), Ok(s(&["ALLOW_ANY"])));
     }
 
     #[test]
     fn acl_additions_that_change_nothing_or_narrow_access_are_refused() {
-        assert!(acl_with(&s(&["nqn.a"]), "nqn.a").expect_err("dup").contains("already"));
-        assert!(acl_with(&s(&["ALLOW_ANY"]), "nqn.a").expect_err("narrows").contains("remove ALLOW_ANY first"));
+        assert!(acl_with(&s(&["nqn.a"]), "nqn.a")
+            .expect_err("dup")
+            .contains("already"));
+        assert!(acl_with(&s(&["ALLOW_ANY"]), "nqn.a")
+            .expect_err("narrows")
+            .contains("remove ALLOW_ANY first"));
         assert!(acl_with(&s(&["nqn.a"]), "ALLOW_NONE").is_err());
     }
 
     #[test]
     fn removing_the_last_host_leaves_allow_none() {
-        assert_eq!(acl_without(&s(&["nqn.a", "nqn.b"]), "nqn.a"), Ok(s(&["nqn.b"])));
+        assert_eq!(
+            acl_without(&s(&["nqn.a", "nqn.b"]), "nqn.a"),
+            Ok(s(&["nqn.b"]))
+        );
         assert_eq!(acl_without(&s(&["nqn.a"]), "nqn.a"), Ok(s(&["ALLOW_NONE"])));
-        assert_eq!(acl_without(&s(&["ALLOW_ANY"]), "ALLOW_ANY"), Ok(s(&["ALLOW_NONE"])));
-        assert!(acl_without(&s(&["nqn.a"]), "nqn.z").expect_err("absent").contains("not in the ACL (nqn.a)"));
+        assert_eq!(
+            acl_without(&s(&["ALLOW_ANY"]), "ALLOW_ANY"),
+            Ok(s(&["ALLOW_NONE"]))
+        );
+        assert!(acl_without(&s(&["nqn.a"]), "nqn.z")
+            .expect_err("absent")
+            .contains("not in the ACL (nqn.a)"));
     }
 
     #[test]
     fn labels_merge_in_place_append_and_remove() {
-        let l = |k: &str, v: &str| LabelDto { key: k.into(), value: v.into() };
-        let merged = merge_labels(&[l("a", "1"), l("b", "2")], &[l("b", "3"), l("c", "4")], &["a".into()]);
+        let l = |k: &str, v: &str| LabelDto {
+            key: k.into(),
+            value: v.into(),
+        };
+        let merged = merge_labels(
+            &[l("a", "1"), l("b", "2")],
+            &[l("b", "3"), l("c", "4")],
+            &["a".into()],
+        );
         assert_eq!(merged, vec![l("b", "3"), l("c", "4")]);
     }
 
@@ -437,16 +514,23 @@ mod tests {
             size: (10u64 << 30).to_string(),
             replica_count: 1,
             nsid: 3,
-            acl: AclDto { values: s(&["nqn.a", "nqn.b"]) },
+            acl: AclDto {
+                values: s(&["nqn.a", "nqn.b"]),
+            },
             ..VolumeDto::default()
         };
-        let text = render_list(&VolumeListDto { volumes: vec![v.clone()] });
+        let text = render_list(&VolumeListDto {
+            volumes: vec![v.clone()],
+        });
         assert_eq!(
             text,
             "NAME  UUID  STATE      SIZE    REPLICAS  NSID  ACL\nvol1  u1    Available  10 GiB  1         3     nqn.a,nqn.b\n"
         );
         let block = render(&v);
-        assert!(block.contains("Size:           10 GiB (10737418240 bytes)\n"), "{block}");
+        assert!(
+            block.contains("Size:           10 GiB (10737418240 bytes)\n"),
+            "{block}"
+        );
         assert!(block.contains("Labels:         -\n"), "{block}");
     }
 }

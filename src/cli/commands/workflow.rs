@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use mgmt_api::dto::{
-    CloneDestinationDto, CloneSourceDto, ThickCloneRequest, WorkflowDto, WorkflowEnvelopeDto, WorkflowIdDto,
-    WorkflowListDto,
+    CloneDestinationDto, CloneSourceDto, ThickCloneRequest, WorkflowDto, WorkflowEnvelopeDto,
+    WorkflowIdDto, WorkflowListDto,
 };
 use reqwest::Method;
 use uuid::Uuid;
@@ -93,7 +93,10 @@ pub struct ThickCloneArgs {
 /// Runs a `workflow` command.
 pub fn run(ctx: &mut Context<'_>, command: &WorkflowCommand) -> Result<(), CommandError> {
     match command {
-        WorkflowCommand::List { page_size, page_token } => {
+        WorkflowCommand::List {
+            page_size,
+            page_token,
+        } => {
             let size = page_size.map(|s| s.to_string());
             let mut call = Call::new(Method::GET, &["api", "v1", "workflows"]);
             if let Some(s) = &size {
@@ -107,28 +110,42 @@ pub fn run(ctx: &mut Context<'_>, command: &WorkflowCommand) -> Result<(), Comma
         }
         WorkflowCommand::Get { id } => {
             let reply = get(ctx, *id)?;
-            ctx.show(&reply, |r| Ok(render(&r.decode::<WorkflowEnvelopeDto>()?.workflow)))
+            ctx.show(&reply, |r| {
+                Ok(render(&r.decode::<WorkflowEnvelopeDto>()?.workflow))
+            })
         }
         WorkflowCommand::Cancel { id } => {
             let id = id.to_string();
-            let reply = ctx.client.send(Call::new(Method::POST, &["api", "v1", "workflows", &id, "cancel"]))?;
+            let reply = ctx.client.send(Call::new(
+                Method::POST,
+                &["api", "v1", "workflows", &id, "cancel"],
+            ))?;
             ctx.show(&reply, |_| Ok(format!("workflow {id} is being canceled")))
         }
     }
 }
 
 /// Runs a `thickclone` command.
-pub fn run_thick_clone(ctx: &mut Context<'_>, command: &ThickCloneCommand) -> Result<(), CommandError> {
+pub fn run_thick_clone(
+    ctx: &mut Context<'_>,
+    command: &ThickCloneCommand,
+) -> Result<(), CommandError> {
     let (kind, args) = match command {
         ThickCloneCommand::Volume(a) => ("volumes", a),
         ThickCloneCommand::Snapshot(a) => ("snapshots", a),
     };
     if kind == "volumes" && args.description.is_some() {
-        return Err(CommandError::Usage("--description applies only to `thickclone snapshot`".to_owned()));
+        return Err(CommandError::Usage(
+            "--description applies only to `thickclone snapshot`".to_owned(),
+        ));
     }
     let (_, snapshot) = ctx.snapshot(&args.snapshot)?;
     let body = ThickCloneRequest {
-        src: CloneSourceDto { snap_id: snapshot.uuid, project_name: Some(ctx.project.to_owned()), cluster_id: None },
+        src: CloneSourceDto {
+            snap_id: snapshot.uuid,
+            project_name: Some(ctx.project.to_owned()),
+            cluster_id: None,
+        },
         dst: CloneDestinationDto {
             name: args.name.clone(),
             project_name: args.dest_project.clone(),
@@ -140,7 +157,9 @@ pub fn run_thick_clone(ctx: &mut Context<'_>, command: &ThickCloneCommand) -> Re
             ..CloneDestinationDto::default()
         },
     };
-    let reply = ctx.client.send(Call::new(Method::POST, &["api", "v1", kind, "thickclone"]).json(&body))?;
+    let reply = ctx
+        .client
+        .send(Call::new(Method::POST, &["api", "v1", kind, "thickclone"]).json(&body))?;
     let started: WorkflowIdDto = reply.decode()?;
     if !args.wait {
         let text = format!(
@@ -150,25 +169,40 @@ pub fn run_thick_clone(ctx: &mut Context<'_>, command: &ThickCloneCommand) -> Re
         return ctx.show(&reply, |_| Ok(text));
     }
     if ctx.format == Format::Table {
-        ctx.print(&format!("workflow {} started; waiting for it to end", started.workflow_id))?;
+        ctx.print(&format!(
+            "workflow {} started; waiting for it to end",
+            started.workflow_id
+        ))?;
     }
-    let id = Uuid::parse_str(&started.workflow_id).map_err(|_| CommandError::NotJson { what: reply.what.clone() })?;
+    let id = Uuid::parse_str(&started.workflow_id).map_err(|_| CommandError::NotJson {
+        what: reply.what.clone(),
+    })?;
     let (last, workflow) = wait_for_end(ctx, id, Duration::from_secs(args.wait_timeout))?;
     ctx.show(&last, |_| Ok(render(&workflow)))?;
     if workflow.state == COMPLETED {
         Ok(())
     } else {
-        Err(CommandError::WorkflowFailed { id: workflow.id, state: workflow.state, message: workflow.msg })
+        Err(CommandError::WorkflowFailed {
+            id: workflow.id,
+            state: workflow.state,
+            message: workflow.msg,
+        })
     }
 }
 
 fn get(ctx: &Context<'_>, id: Uuid) -> Result<Reply, CommandError> {
     let id = id.to_string();
-    Ok(ctx.client.send(Call::new(Method::GET, &["api", "v1", "workflows", &id]))?)
+    Ok(ctx
+        .client
+        .send(Call::new(Method::GET, &["api", "v1", "workflows", &id]))?)
 }
 
 /// Polls a workflow until it leaves Running, at most `limit`.
-fn wait_for_end(ctx: &Context<'_>, id: Uuid, limit: Duration) -> Result<(Reply, WorkflowDto), CommandError> {
+fn wait_for_end(
+    ctx: &Context<'_>,
+    id: Uuid,
+    limit: Duration,
+) -> Result<(Reply, WorkflowDto), CommandError> {
     let deadline = Instant::now() + limit;
     loop {
         let reply = get(ctx, id)?;
@@ -177,7 +211,10 @@ fn wait_for_end(ctx: &Context<'_>, id: Uuid, limit: Duration) -> Result<(Reply, 
             return Ok((reply, workflow));
         }
         if Instant::now() >= deadline {
-            return Err(CommandError::WaitTimedOut { what: format!("workflow {id}"), seconds: limit.as_secs() });
+            return Err(CommandError::WaitTimedOut {
+                what: format!("workflow {id}"),
+                seconds: limit.as_secs(),
+            });
         }
         std::thread::sleep(POLL_INTERVAL);
     }
@@ -201,7 +238,13 @@ pub fn render(w: &WorkflowDto) -> String {
 pub fn render_list(list: &WorkflowListDto) -> String {
     let mut t = Table::new(&["ID", "TYPE", "STATE", "PROGRESS", "CREATED"]);
     for w in &list.workflows {
-        t.row(vec![w.id.clone(), w.kind.clone(), w.state.clone(), progress(w), w.created_at.clone()]);
+        t.row(vec![
+            w.id.clone(),
+            w.kind.clone(),
+            w.state.clone(),
+            progress(w),
+            w.created_at.clone(),
+        ]);
     }
     let mut text = t.render();
     if !list.next_page_token.is_empty() {
@@ -229,11 +272,17 @@ mod tests {
             id: "w1".into(),
             kind: "thick clone volume".into(),
             state: "Running".into(),
-            progress: ProgressDto { percent: 40, stage: "Copying".into() },
+            progress: ProgressDto {
+                percent: 40,
+                stage: "Copying".into(),
+            },
             created_at: "t0".into(),
             ..WorkflowDto::default()
         };
-        let text = render_list(&WorkflowListDto { workflows: vec![w.clone()], next_page_token: "7".into() });
+        let text = render_list(&WorkflowListDto {
+            workflows: vec![w.clone()],
+            next_page_token: "7".into(),
+        });
         assert_eq!(
             text,
             "ID  TYPE                STATE    PROGRESS       CREATED\nw1  thick clone volume  Running  40% (Copying)  t0\nmore: --page-token 7\n"
