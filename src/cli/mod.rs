@@ -44,6 +44,7 @@ pub struct GlobalArgs {
     /// keeld's REST API.
     #[arg(
         long,
+        value_parser = parse_endpoint,
         env = "KEEL_ENDPOINT",
         default_value = "https://127.0.0.1:8443",
         global = true
@@ -206,6 +207,21 @@ pub fn connection(global: &GlobalArgs) -> Result<Connection, ClientError> {
     })
 }
 
+/// Parses `--endpoint`: an `https://` (or, for a keeld started with
+/// `--insecure-http`, `http://`) URL with a host.
+pub fn parse_endpoint(text: &str) -> Result<Url, String> {
+    let hint = "use https://HOST:PORT, e.g. https://127.0.0.1:8443";
+    if !text.contains("://") {
+        return Err(format!("{text:?} has no scheme: {hint}"));
+    }
+    let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL ({e}): {hint}"))?;
+    match url.scheme() {
+        "https" | "http" if url.host().is_some() => Ok(url),
+        "https" | "http" => Err(format!("{text:?} names no host: {hint}")),
+        other => Err(format!("scheme {other:?} is not http or https: {hint}")),
+    }
+}
+
 fn admin_password(path: &Path) -> Result<Credentials, ClientError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Credentials::AdminPasswordFile {
@@ -303,6 +319,19 @@ mod tests {
         let c = connection(&parse(&args).expect("parses").global).expect("connection");
         assert_eq!(c.credentials, Credentials::Token("t0k".into()));
         assert_eq!(c.tls, TlsTrust::AnyCertificate);
+    }
+
+    #[test]
+    fn endpoints_need_an_http_scheme_and_a_host() {
+        assert!(parse_endpoint("https://127.0.0.1:8443").is_ok());
+        assert!(parse_endpoint("http://[::1]:8080/prefix/").is_ok());
+        assert!(parse_endpoint("localhost:8443")
+            .expect_err("no scheme")
+            .contains("has no scheme"));
+        assert!(parse_endpoint("ftp://h")
+            .expect_err("ftp")
+            .contains("not http"));
+        assert!(parse_endpoint("https://").is_err());
     }
 
     #[test]
