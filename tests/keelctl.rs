@@ -341,6 +341,31 @@ fn keelctl_manages_volumes_on_a_real_keeld() {
         serde_json::json!([])
     );
 
+    // Listing follows the server's pages (here one volume per page) to the end.
+    for name in ["vol-p1", "vol-p2"] {
+        keeld.ok(&["volume", "create", name, "--size", "4MiB"]);
+    }
+    let paged = keeld.json(&["volume", "list", "--page-size", "1"]);
+    let mut names: Vec<&str> = paged["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["vol-a", "vol-p1", "vol-p2"], "{paged}");
+    let table = keeld.ok(&["volume", "list", "--page-size", "2"]);
+    assert_eq!(table.lines().count(), 4, "header and three rows:\n{table}");
+    let limited = keeld.json(&["volume", "list", "--limit", "1"]);
+    assert_eq!(
+        limited["volumes"].as_array().map(Vec::len),
+        Some(1),
+        "{limited}"
+    );
+    for name in ["vol-p1", "vol-p2"] {
+        keeld.ok(&["volume", "delete", name, "--wait"]);
+    }
+
     // Delete and wait until it is gone.
     let deleted = keeld.ok(&["volume", "delete", "vol-a", "--wait"]);
     assert!(deleted.contains("deleted"), "{deleted}");

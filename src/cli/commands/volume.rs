@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{labels_text, or_dash, parse_label, parse_size, CommandError, Context};
 use crate::cli::client::Call;
 use crate::cli::table::{byte_string, details, Table};
+use crate::cli::Format;
 
 /// The host ACL value that lets every host connect.
 pub const ALLOW_ANY: &str = "ALLOW_ANY";
@@ -111,6 +112,9 @@ pub struct ListArgs {
     /// Include volumes being deleted.
     #[arg(long)]
     pub all: bool,
+    /// Volumes per request while following pages (tests use small pages).
+    #[arg(long, hide = true, default_value_t = LIST_PAGE_MAX, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub page_size: u32,
 }
 
 /// `on` or `off`.
@@ -248,29 +252,61 @@ pub fn create(
     ctx.show(&reply, |r| Ok(render(&r.decode()?)))
 }
 
+/// Most volumes one list request returns (the server's maximum and default).
+const LIST_PAGE_MAX: u32 = 1000;
+/// Most pages `volume list` follows: a million volumes.
+const LIST_PAGES_MAX: usize = 1000;
+
+/// Lists volumes. Without `--limit` or `--after` it follows the pages until the
+/// last, so nothing is cut off silently; one page prints as received, several
+/// print as one list in the same shape.
 fn list(ctx: &mut Context<'_>, args: &ListArgs) -> Result<(), CommandError> {
     let snapshot = match &args.snapshot {
         Some(s) => Some(ctx.snapshot(s)?.1.uuid),
         None => None,
     };
-    let limit = args.limit.map(|l| l.to_string());
-    let after = args.after.map(|a| a.to_string());
-    let path = ctx.project_path(&["volumes"]);
-    let mut call = Call::new(Method::GET, &path);
-    if let Some(l) = &limit {
-        call = call.query("limit", l);
+    let follow = args.limit.is_none() && args.after.is_none();
+    let page = args.limit.unwrap_or(args.page_size);
+    let limit = (page != LIST_PAGE_MAX).then(|| page.to_string());
+    let mut after = args.after.map(|a| a.to_string());
+    let mut replies = Vec::new();
+    let mut volumes = Vec::new();
+    for _ in 0..LIST_PAGES_MAX {
+        let path = ctx.project_path(&["volumes"]);
+        let mut call = Call::new(Method::GET, &path);
+        if let Some(l) = &limit {
+            call = call.query("limit", l);
+        }
+        if let Some(a) = &after {
+            call = call.query("offsetUUID", a);
+        }
+        if let Some(s) = &snapshot {
+            call = call.query("snapshotUUID", s);
+        }
+        if args.all {
+            call = call.query("showAll", "true");
+        }
+        let reply = ctx.client.send(call)?;
+        let got: VolumeListDto = reply.decode()?;
+        let full = u32::try_from(got.volumes.len()).unwrap_or(u32::MAX) >= page;
+        after = got.volumes.last().map(|v| v.uuid.clone());
+        volumes.extend(got.volumes);
+        replies.push(reply);
+        if !follow || !full || after.is_none() {
+            break;
+        }
     }
-    if let Some(a) = &after {
-        call = call.query("offsetUUID", a);
+    let all = VolumeListDto { volumes };
+    match replies.as_slice() {
+        [one] => ctx.show(one, |_| Ok(render_list(&all))),
+        _ if ctx.format == Format::Json => {
+            // The same DTO the server serializes, so the shape and key order match a single page.
+            let text =
+                serde_json::to_string_pretty(&all).map_err(|e| CommandError::Stdout(e.into()))?;
+            ctx.print(&text)
+        }
+        _ => ctx.print(&render_list(&all)),
     }
-    if let Some(s) = &snapshot {
-        call = call.query("snapshotUUID", s);
-    }
-    if args.all {
-        call = call.query("showAll", "true");
-    }
-    let reply = ctx.client.send(call)?;
-    ctx.show(&reply, |r| Ok(render_list(&r.decode()?)))
 }
 
 fn update(ctx: &mut Context<'_>, args: &UpdateArgs) -> Result<(), CommandError> {

@@ -26,10 +26,10 @@ const COMPLETED: &str = "Completed";
 pub enum WorkflowCommand {
     /// List workflows, newest first.
     List {
-        /// Workflows per page (server default and maximum: 100).
+        /// Workflows per request (server default and maximum: 100).
         #[arg(long)]
         page_size: Option<u32>,
-        /// The next-page token a previous `list -o json` printed.
+        /// Print only the page at this token (from a previous list's nextPageToken).
         #[arg(long)]
         page_token: Option<String>,
     },
@@ -96,18 +96,7 @@ pub fn run(ctx: &mut Context<'_>, command: &WorkflowCommand) -> Result<(), Comma
         WorkflowCommand::List {
             page_size,
             page_token,
-        } => {
-            let size = page_size.map(|s| s.to_string());
-            let mut call = Call::new(Method::GET, &["api", "v1", "workflows"]);
-            if let Some(s) = &size {
-                call = call.query("pageSize", s);
-            }
-            if let Some(t) = page_token {
-                call = call.query("nextPageToken", t);
-            }
-            let reply = ctx.client.send(call)?;
-            ctx.show(&reply, |r| Ok(render_list(&r.decode()?)))
-        }
+        } => list(ctx, *page_size, page_token.as_deref()),
         WorkflowCommand::Get { id } => {
             let reply = get(ctx, *id)?;
             ctx.show(&reply, |r| {
@@ -187,6 +176,52 @@ pub fn run_thick_clone(
             state: workflow.state,
             message: workflow.msg,
         })
+    }
+}
+
+/// Most pages `workflow list` follows.
+const LIST_PAGES_MAX: usize = 1000;
+
+/// Lists workflows. Without `--page-token` it follows `nextPageToken` to the
+/// last page (`--page-size` sets the size of each request); one page prints as
+/// received, several as one list in the same shape. With `--page-token` it
+/// prints that one page and, in tables, the token of the next.
+fn list(
+    ctx: &mut Context<'_>,
+    page_size: Option<u32>,
+    page_token: Option<&str>,
+) -> Result<(), CommandError> {
+    let follow = page_token.is_none();
+    let size = page_size.map(|s| s.to_string());
+    let mut token = page_token.map(str::to_owned);
+    let mut replies = Vec::new();
+    let mut all = WorkflowListDto::default();
+    for _ in 0..LIST_PAGES_MAX {
+        let mut call = Call::new(Method::GET, &["api", "v1", "workflows"]);
+        if let Some(s) = &size {
+            call = call.query("pageSize", s);
+        }
+        if let Some(t) = &token {
+            call = call.query("nextPageToken", t);
+        }
+        let reply = ctx.client.send(call)?;
+        let page: WorkflowListDto = reply.decode()?;
+        all.workflows.extend(page.workflows);
+        all.next_page_token = page.next_page_token;
+        replies.push(reply);
+        if !follow || all.next_page_token.is_empty() {
+            break;
+        }
+        token = Some(all.next_page_token.clone());
+    }
+    match replies.as_slice() {
+        [one] => ctx.show(one, |_| Ok(render_list(&all))),
+        _ if ctx.format == Format::Json => {
+            let text =
+                serde_json::to_string_pretty(&all).map_err(|e| CommandError::Stdout(e.into()))?;
+            ctx.print(&text)
+        }
+        _ => ctx.print(&render_list(&all)),
     }
 }
 
