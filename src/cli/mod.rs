@@ -4,6 +4,16 @@
 //! reuses `mgmt_api::dto` for every body, so the two cannot drift apart.
 //!
 //! Exit codes: 0 success, 1 the API or the connection failed, 2 usage error.
+//!
+//! ```text
+//! # On keeld's host: trust its certificate and log in as admin from its data dir.
+//! keelctl --data-dir /var/lib/keel volume create db1 --size 10GiB \
+//!     --acl nqn.2014-08.org.nvmexpress:uuid:... --label app=db
+//! keelctl --data-dir /var/lib/keel volume list
+//! # Elsewhere: a token and the certificate, in the environment.
+//! export KEEL_ENDPOINT=https://keel1:8443 KEEL_TOKEN=$(keelctl login) # or --user/--password
+//! keelctl --cacert keel1.pem -o json volume get db1
+//! ```
 
 pub mod client;
 pub mod commands;
