@@ -172,6 +172,8 @@ struct RingLoop {
     free_slots: Vec<usize>,
     wake_buf: Box<u64>,
     wake_armed: bool,
+    /// Reused list of (user_data, result) of the completions being handled.
+    reaped: Vec<(u64, i32)>,
 }
 
 impl RingLoop {
@@ -185,6 +187,7 @@ impl RingLoop {
             free_slots: (0..capacity).rev().collect(),
             wake_buf: Box::new(0),
             wake_armed: false,
+            reaped: Vec::with_capacity(RING_ENTRIES as usize),
         }
     }
 
@@ -194,7 +197,8 @@ impl RingLoop {
 
     fn run(mut self) {
         loop {
-            if !self.wake_armed {
+            let closing = self.shared.closing.load(Ordering::Acquire);
+            if !self.wake_armed && !closing {
                 self.arm_wake();
             }
             while !self.free_slots.is_empty() {
@@ -204,7 +208,7 @@ impl RingLoop {
                 }
             }
             let inflight = self.slots.len() - self.free_slots.len();
-            if self.shared.closing.load(Ordering::Acquire) && inflight == 0 && self.queue.is_empty() {
+            if closing && inflight == 0 && self.queue.is_empty() {
                 break;
             }
             self.shared.sleeping.store(true, Ordering::SeqCst);
@@ -283,16 +287,18 @@ impl RingLoop {
         }
     }
 
+    /// Runs the callbacks of every posted completion.
     fn reap(&mut self) {
-        let completions: Vec<(u64, i32)> =
-            self.ring.completion().map(|cqe| (cqe.user_data(), cqe.result())).collect();
-        for (token, result) in completions {
+        let mut completions = std::mem::take(&mut self.reaped);
+        completions.extend(self.ring.completion().map(|cqe| (cqe.user_data(), cqe.result())));
+        for (token, result) in completions.drain(..) {
             if token == WAKE_TOKEN {
                 self.wake_armed = false;
                 continue;
             }
             self.complete(token as usize, result);
         }
+        self.reaped = completions;
     }
 
     fn complete(&mut self, slot: usize, result: i32) {
