@@ -128,7 +128,7 @@ pub fn submit_blocking(device: &dyn Device, op: IoOp) -> IoOutcome {
 
 /// Reads `len` bytes at `offset`, blocking.
 pub fn read_blocking(device: &dyn Device, offset: u64, len: usize) -> Result<AlignedBuf, DeviceError> {
-    let outcome = submit_blocking(device, IoOp::Read { offset, buf: AlignedBuf::zeroed(len) });
+    let outcome = submit_blocking(device, IoOp::Read { offset, buf: AlignedBuf::for_overwrite(len) });
     outcome.result?;
     outcome.buf.ok_or(DeviceError::Closed)
 }

@@ -289,7 +289,9 @@ fn fail_for_space(log: &mut LogState, failed: &mut Vec<(RecordDone, IoError)>) {
 }
 
 fn submit(core: &Arc<Core>, batch: ReadyBatch) {
-    let mut buf = AlignedBuf::zeroed(batch.total_blocks as usize * BLOCK_SIZE);
+    // The header (zero-padded to whole blocks) and the payloads (whole blocks)
+    // cover the buffer exactly, so it needs no clearing first.
+    let mut buf = AlignedBuf::for_overwrite(batch.total_blocks as usize * BLOCK_SIZE);
     let bytes = buf.as_mut_slice();
     bytes[..batch.header_bytes.len()].copy_from_slice(&batch.header_bytes);
     let mut at = batch.header_bytes.len();
@@ -297,6 +299,7 @@ fn submit(core: &Arc<Core>, batch: ReadyBatch) {
         bytes[at..at + payload.len()].copy_from_slice(payload);
         at += payload.len();
     }
+    assert_eq!(at, bytes.len(), "a batch's header and payloads fill its blocks exactly");
     let (device, offset) = core.pool.locate(batch.segment, batch.block);
     let core2 = core.clone();
     let seq = batch.seq;
