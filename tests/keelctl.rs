@@ -341,6 +341,32 @@ fn keelctl_manages_volumes_on_a_real_keeld() {
         serde_json::json!([])
     );
 
+    // Clones, rollback and thick clones name a snapshot; an unknown one is a clear 404.
+    let nobody = "00000000-0000-4000-8000-000000000000";
+    for args in [
+        &["clone", "create", "clone-1", "--snapshot", nobody][..],
+        &["volume", "rollback", "vol-a", "--snapshot", nobody],
+        &["thickclone", "volume", "thick-1", "--snapshot", nobody],
+        &[
+            "volume",
+            "create",
+            "clone-2",
+            "--from-snapshot",
+            "no-such-snapshot",
+        ],
+    ] {
+        assert_fails(
+            &keeld.keelctl(args),
+            1,
+            &["keelctl: error: 404 Not Found:", "snapshot"],
+        );
+    }
+    assert!(keeld.ok(&["workflow", "list"]).starts_with("ID "));
+    assert_eq!(
+        keeld.json(&["workflow", "list"])["workflows"],
+        serde_json::json!([])
+    );
+
     // Listing follows the server's pages (here one volume per page) to the end.
     for name in ["vol-p1", "vol-p2"] {
         keeld.ok(&["volume", "create", name, "--size", "4MiB"]);
