@@ -26,6 +26,9 @@ struct Keeld {
     child: Child,
     dir: tempfile::TempDir,
     endpoint: String,
+    /// A token from `keelctl login`, so each command skips the (deliberately
+    /// slow) password check; empty until keeld answers.
+    token: String,
 }
 
 impl Keeld {
@@ -51,8 +54,12 @@ impl Keeld {
             child,
             dir,
             endpoint: format!("https://127.0.0.1:{api}"),
+            token: String::new(),
         };
         keeld.wait_until_ready();
+        let login = keeld.keelctl_as_admin(&["login"]);
+        assert!(login.status.success(), "login: {}", stderr(&login));
+        keeld.token = stdout(&login).trim().to_owned();
         keeld
     }
 
@@ -74,7 +81,7 @@ impl Keeld {
                     self.log()
                 );
             }
-            let out = self.keelctl(&["cluster", "info"]);
+            let out = self.keelctl_as_admin(&["cluster", "info"]);
             if out.status.success() {
                 return;
             }
@@ -91,6 +98,20 @@ impl Keeld {
     /// Runs keelctl against this keeld (endpoint and data dir given, nothing
     /// inherited from the environment).
     fn keelctl(&self, args: &[&str]) -> Output {
+        let data = self.data_dir();
+        let common = [
+            "--endpoint",
+            &self.endpoint,
+            "--data-dir",
+            path_str(&data),
+            "--token",
+            &self.token,
+        ];
+        run_keelctl(&[&common[..], args].concat())
+    }
+
+    /// Runs keelctl logging in as admin with the data dir's admin-password.
+    fn keelctl_as_admin(&self, args: &[&str]) -> Output {
         let data = self.data_dir();
         let common = ["--endpoint", &self.endpoint, "--data-dir", path_str(&data)];
         run_keelctl(&[&common[..], args].concat())
@@ -392,6 +413,39 @@ fn keelctl_manages_volumes_on_a_real_keeld() {
         keeld.ok(&["volume", "delete", name, "--wait"]);
     }
 
+    // Projects: volumes of another project stay out of the default one.
+    keeld.ok(&["project", "create", "team-1", "--description", "first team"]);
+    let projects = keeld.ok(&["project", "list"]);
+    assert!(
+        projects
+            .lines()
+            .any(|l| l.starts_with("team-1 ") && l.ends_with("first team")),
+        "{projects}"
+    );
+    assert_fails(
+        &keeld.keelctl(&["project", "create", "team-1"]),
+        1,
+        &["409 Conflict"],
+    );
+    keeld.ok(&[
+        "--project",
+        "team-1",
+        "volume",
+        "create",
+        "vol-a",
+        "--size",
+        "4MiB",
+    ]);
+    let team = keeld.json(&["--project", "team-1", "volume", "list"]);
+    assert_eq!(team["volumes"][0]["projectName"], "team-1", "{team}");
+    assert_eq!(
+        keeld.json(&["volume", "list"])["volumes"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    keeld.ok(&["--project", "team-1", "volume", "delete", "vol-a", "--wait"]);
+
     // Delete and wait until it is gone.
     let deleted = keeld.ok(&["volume", "delete", "vol-a", "--wait"]);
     assert!(deleted.contains("deleted"), "{deleted}");
@@ -451,7 +505,7 @@ fn keelctl_explains_connection_tls_and_auth_failures() {
     );
 
     // A wrong password.
-    let wrong = keeld.keelctl(&["--password", "not-the-password", "cluster", "info"]);
+    let wrong = keeld.keelctl_as_admin(&["--password", "not-the-password", "cluster", "info"]);
     assert_fails(
         &wrong,
         1,
@@ -459,7 +513,9 @@ fn keelctl_explains_connection_tls_and_auth_failures() {
     );
 
     // login prints a token that works on its own, with --insecure instead of the certificate.
-    let token = keeld.ok(&["login"]).trim().to_owned();
+    let login = keeld.keelctl_as_admin(&["login"]);
+    assert!(login.status.success(), "{}", stderr(&login));
+    let token = stdout(&login).trim().to_owned();
     assert!(
         !token.is_empty() && !token.contains(char::is_whitespace),
         "{token:?}"

@@ -119,6 +119,9 @@ pub enum Command {
     /// The storage nodes.
     #[command(subcommand)]
     Nodes(commands::cluster::NodesCommand),
+    /// List and create projects (the namespaces of volumes and snapshots).
+    #[command(subcommand, visible_alias = "projects")]
+    Project(commands::project::ProjectCommand),
     /// Create, list, inspect, change, roll back and delete volumes.
     #[command(subcommand, visible_alias = "volumes")]
     Volume(commands::volume::VolumeCommand),
@@ -175,6 +178,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CommandError> {
     match &cli.command {
         Command::Cluster(c) => commands::cluster::run_cluster(&mut ctx, c),
         Command::Nodes(c) => commands::cluster::run_nodes(&mut ctx, c),
+        Command::Project(c) => commands::project::run(&mut ctx, c),
         Command::Volume(c) => commands::volume::run(&mut ctx, c),
         Command::Snapshot(c) => commands::snapshot::run(&mut ctx, c),
         Command::Clone(c) => commands::clone::run(&mut ctx, c),

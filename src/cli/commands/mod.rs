@@ -3,6 +3,7 @@
 
 pub mod clone;
 pub mod cluster;
+pub mod project;
 pub mod snapshot;
 pub mod volume;
 pub mod workflow;
