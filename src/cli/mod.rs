@@ -97,8 +97,8 @@ pub struct GlobalArgs {
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table, global = true)]
     pub output: Format,
     /// Seconds to wait for each request.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
-    pub timeout: u64,
+    #[arg(long = "timeout", value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub timeout_secs: u64,
 }
 
 /// How results are printed.
@@ -217,7 +217,7 @@ pub fn connection(global: &GlobalArgs) -> Result<Connection, ClientError> {
         endpoint: global.endpoint.clone(),
         tls,
         credentials,
-        timeout: Duration::from_secs(global.timeout),
+        timeout: Duration::from_secs(global.timeout_secs),
     })
 }
 

@@ -50,8 +50,13 @@ pub enum SnapshotCommand {
         #[arg(long)]
         wait: bool,
         /// Seconds --wait waits at most.
-        #[arg(long, default_value_t = 120, requires = "wait")]
-        wait_timeout: u64,
+        #[arg(
+            long = "wait-timeout",
+            value_name = "SECONDS",
+            default_value_t = 120,
+            requires = "wait"
+        )]
+        wait_timeout_secs: u64,
     },
 }
 
@@ -106,13 +111,13 @@ pub fn run(ctx: &mut Context<'_>, command: &SnapshotCommand) -> Result<(), Comma
         SnapshotCommand::Delete {
             snapshot,
             wait,
-            wait_timeout,
+            wait_timeout_secs,
         } => {
             let (_, s) = ctx.snapshot(snapshot)?;
             let path = ctx.project_path(&["snapshots", &s.uuid]);
             let reply = ctx.client.send(Call::new(Method::DELETE, &path))?;
             if *wait {
-                let limit = Duration::from_secs(*wait_timeout);
+                let limit = Duration::from_secs(*wait_timeout_secs);
                 ctx.wait_until_gone(&format!("snapshot {} to be deleted", s.name), &path, limit)?;
             }
             let text = if *wait {

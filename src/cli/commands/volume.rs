@@ -42,8 +42,13 @@ pub enum VolumeCommand {
         #[arg(long)]
         wait: bool,
         /// Seconds --wait waits at most.
-        #[arg(long, default_value_t = 120, requires = "wait")]
-        wait_timeout: u64,
+        #[arg(
+            long = "wait-timeout",
+            value_name = "SECONDS",
+            default_value_t = 120,
+            requires = "wait"
+        )]
+        wait_timeout_secs: u64,
     },
     /// Allow or deny hosts (by NVMe host NQN).
     #[command(subcommand)]
@@ -185,11 +190,11 @@ pub fn run(ctx: &mut Context<'_>, command: &VolumeCommand) -> Result<(), Command
         VolumeCommand::Delete {
             volume,
             wait,
-            wait_timeout,
+            wait_timeout_secs,
         } => delete(
             ctx,
             volume,
-            wait.then(|| Duration::from_secs(*wait_timeout)),
+            wait.then(|| Duration::from_secs(*wait_timeout_secs)),
         ),
         VolumeCommand::Acl(AclCommand::Add { volume, nqn }) => change_acl(ctx, volume, nqn, true),
         VolumeCommand::Acl(AclCommand::Remove { volume, nqn }) => {

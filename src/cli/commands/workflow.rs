@@ -86,8 +86,13 @@ pub struct ThickCloneArgs {
     #[arg(long)]
     pub wait: bool,
     /// Seconds --wait waits at most.
-    #[arg(long, default_value_t = 600, requires = "wait")]
-    pub wait_timeout: u64,
+    #[arg(
+        long = "wait-timeout",
+        value_name = "SECONDS",
+        default_value_t = 600,
+        requires = "wait"
+    )]
+    pub wait_timeout_secs: u64,
 }
 
 /// Runs a `workflow` command.
@@ -166,7 +171,7 @@ pub fn run_thick_clone(
     let id = Uuid::parse_str(&started.workflow_id).map_err(|_| CommandError::NotJson {
         what: reply.what.clone(),
     })?;
-    let (last, workflow) = wait_for_end(ctx, id, Duration::from_secs(args.wait_timeout))?;
+    let (last, workflow) = wait_for_end(ctx, id, Duration::from_secs(args.wait_timeout_secs))?;
     ctx.show(&last, |_| Ok(render(&workflow)))?;
     if workflow.state == COMPLETED {
         Ok(())
