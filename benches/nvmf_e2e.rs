@@ -11,7 +11,8 @@
 //! measured.
 //!
 //! `cargo bench --bench nvmf_e2e` (KEEL_BENCH_SECONDS sets each run's length,
-//! default 3; KEEL_BENCH_DIR the directory of the pool file, default `target/`).
+//! default 3; KEEL_BENCH_DIR the directory of the pool file, default `target/`;
+//! KEEL_BENCH_REACTORS the target's reactor threads, default one per core).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -75,6 +76,12 @@ struct Figures {
 
 fn seconds() -> u64 {
     std::env::var("KEEL_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).filter(|s| *s > 0).unwrap_or(3)
+}
+
+/// Target reactor threads (KEEL_BENCH_REACTORS; 0, the default, is one per core
+/// as in keeld).
+fn reactors() -> usize {
+    std::env::var("KEEL_BENCH_REACTORS").ok().and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 fn bench_dir() -> PathBuf {
@@ -260,6 +267,7 @@ fn main() {
     let mut config = TargetConfig::on(Ipv4Addr::LOCALHOST.into());
     config.listen_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))];
     config.discovery_addrs = Vec::new();
+    config.reactors = reactors();
     let target = Target::start(config, subsystem.clone()).expect("target on loopback");
     let mut options = HostOptions::new(HOST_NQN, NQN);
     options.kato_ms = 0;
@@ -279,8 +287,12 @@ fn main() {
     }
     let load_after = load_average();
 
+    let reactors = match reactors() {
+        0 => format!("{} (one per core)", std::thread::available_parallelism().map_or(1, |n| n.get())),
+        n => n.to_string(),
+    };
     println!(
-        "\nNVMe/TCP over loopback (our host side, 1 queue) vs engine-local, {} s per run, 1 GiB volume on {} (load average before {load_before}, after {load_after})\n",
+        "\nNVMe/TCP over loopback (our host side, 1 queue; {reactors} target reactors) vs engine-local, {} s per run, 1 GiB volume on {} (load average before {load_before}, after {load_after})\n",
         run.as_secs(),
         path.display()
     );

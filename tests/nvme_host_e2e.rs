@@ -235,3 +235,27 @@ fn kill9_after_acknowledged_and_flushed_writes_keeps_the_data_over_nvme() {
     let mut b = k.connect(HOST_B);
     assert!(b.active_namespaces().expect("active").is_empty());
 }
+
+#[test]
+fn a_512_byte_sector_volume_is_served_with_512_byte_blocks() {
+    let mut k = Keeld::start_default();
+    k.login();
+    let body = json!({"name": "small-sectors", "size": "64 mib", "sectorSize": 512, "acl": {"values": [HOST_A]}});
+    let a = k.post("/api/v2/volumes", &body);
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["sectorSize"], 512);
+    let v = k.wait_volume_state(&uuid_of(&a.body), "Available");
+    let nsid = nsid_of(&v);
+    let mut c = k.connect(HOST_A);
+    let ns = c.identify_namespace(nsid).expect("identify");
+    assert_eq!((ns.block_shift, ns.size_blocks), (9, (64 << 20) / 512));
+    let mut io = io_queue(&mut c);
+    // Odd, unaligned-to-4-KiB extents of 512-byte blocks round-trip.
+    for (lba, blocks, seed) in [(1u64, 1u32, 1u64), (7, 3, 2), (4093, 9, 3), (131_071, 1, 4)] {
+        let data = pattern(blocks as usize * 512, seed);
+        io.write(nsid, Lba(lba), data.clone(), 512).expect("write");
+        assert_eq!(io.read(nsid, Lba(lba), blocks, 512).expect("read"), data.to_vec(), "LBA {lba}");
+    }
+    let past_end = io.read(nsid, Lba(131_072), 1, 512).unwrap_err();
+    assert_eq!(status_of(past_end), Status::LbaOutOfRange);
+}
