@@ -3,7 +3,9 @@
 //! target over loopback with our host side (`nvmf_target::host`, one queue, one
 //! submitting thread), in the same run on the same volume. Prints a markdown
 //! table with IOPS, MiB/s, mean and p99 latency, the target/engine-local IOPS
-//! ratio and the mean latency the target adds.
+//! ratio and the mean latency the target adds. A third column set runs the same
+//! NVMe/TCP path against a RAM namespace, separating the transport's cost from
+//! the engine's.
 //!
 //! The target is started in-process (engine on a file, `keel::adapters::
 //! VolumeNamespace`, `Subsystem`, `Target::start` on 127.0.0.1) — the same
@@ -24,7 +26,7 @@ use engine::io::BackingKind;
 use engine::{DeviceSpec, Engine, EngineConfig, SectorSize, VolumeId};
 use keel::adapters::VolumeNamespace;
 use nvmf_target::host::{HostController, HostOptions, IoQueue};
-use nvmf_target::{HostAcl, Lba, Subsystem, SubsystemConfig, Target, TargetConfig};
+use nvmf_target::{BlockSize, HostAcl, Lba, MemoryNamespace, Subsystem, SubsystemConfig, Target, TargetConfig};
 
 /// Sparse pool file: room for every run's log writes (the engine has no cleaner
 /// yet, so partially overwritten segments stay allocated).
@@ -34,7 +36,11 @@ const REGION_BYTES: u64 = 1 << 30;
 const BLOCK: u32 = 4096;
 const NQN: &str = "nqn.2024-11.io.keel:bench";
 const HOST_NQN: &str = "nqn.2014-08.org.nvmexpress:uuid:bench000-0000-4000-8000-000000000001";
+/// The engine volume's namespace.
 const NSID: u32 = 1;
+/// A RAM namespace of the same size: the target and host side with (almost) no
+/// storage cost, i.e. the transport's ceiling on this machine.
+const RAM_NSID: u32 = 2;
 /// Latency samples kept per run before the vector grows.
 const SAMPLES_RESERVED: usize = 1 << 20;
 
@@ -182,7 +188,7 @@ fn run_local(engine: &Arc<Engine>, volume: VolumeId, w: Workload, run: Duration)
 }
 
 /// Through the target: our host side on one I/O queue, `depth` in flight.
-fn run_target(io: &mut IoQueue, w: Workload, run: Duration) -> Figures {
+fn run_target(io: &mut IoQueue, nsid: u32, w: Workload, run: Duration) -> Figures {
     let data = Bytes::from(vec![0xA5u8; w.block_bytes as usize]);
     let blocks = (w.block_bytes / u64::from(BLOCK)) as u32;
     let mut submitted_at: Vec<Option<Instant>> = vec![None; usize::from(u16::MAX) + 1];
@@ -194,9 +200,9 @@ fn run_target(io: &mut IoQueue, w: Workload, run: Duration) -> Figures {
         let lba = Lba(offsets.next_lba());
         let at = Instant::now();
         let cid = if is_write(w.pattern) {
-            io.submit_write(NSID, lba, data.clone(), BLOCK)
+            io.submit_write(nsid, lba, data.clone(), BLOCK)
         } else {
-            io.submit_read(NSID, lba, blocks, BLOCK)
+            io.submit_read(nsid, lba, blocks, BLOCK)
         }
         .unwrap_or_else(|e| panic!("{} over NVMe/TCP: submit failed: {e}", w.name));
         submitted_at[usize::from(cid)] = Some(at);
@@ -264,6 +270,8 @@ fn main() {
     let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEELBENCH0001"));
     let namespace = VolumeNamespace::new(engine.clone(), info.id, SectorSize::B4096, [0x42; 16]);
     subsystem.add_namespace(NSID, Arc::new(namespace), HostAcl::AnyHost).expect("namespace");
+    let ram = MemoryNamespace::new(BlockSize::B4096, REGION_BYTES / u64::from(BLOCK), [0x43; 16]);
+    subsystem.add_namespace(RAM_NSID, ram, HostAcl::AnyHost).expect("RAM namespace");
     let mut config = TargetConfig::on(Ipv4Addr::LOCALHOST.into());
     config.listen_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))];
     config.discovery_addrs = Vec::new();
@@ -282,8 +290,9 @@ fn main() {
     for w in WORKLOADS {
         eprintln!("{} ...", w.name);
         let local = run_local(&engine, info.id, w, run);
-        let remote = run_target(&mut io, w, run);
-        rows.push((w, local, remote));
+        let remote = run_target(&mut io, NSID, w, run);
+        let ram = run_target(&mut io, RAM_NSID, w, run);
+        rows.push((w, local, remote, ram));
     }
     let load_after = load_average();
 
@@ -296,11 +305,11 @@ fn main() {
         run.as_secs(),
         path.display()
     );
-    println!("| workload | local IOPS | NVMe/TCP IOPS | ratio | local MiB/s | NVMe/TCP MiB/s | local mean µs | NVMe/TCP mean µs | added mean µs | local p99 µs | NVMe/TCP p99 µs |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (w, l, r) in &rows {
+    println!("| workload | local IOPS | NVMe/TCP IOPS | ratio | local MiB/s | NVMe/TCP MiB/s | local mean µs | NVMe/TCP mean µs | added mean µs | local p99 µs | NVMe/TCP p99 µs | RAM-ns IOPS | RAM-ns mean µs |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (w, l, r, m) in &rows {
         println!(
-            "| {} | {:.0} | {:.0} | {:.2}x | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} | {:.0} | {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.2}x | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} | {:.0} | {:.0} | {:.0} | {:.1} |",
             w.name,
             l.iops,
             r.iops,
@@ -311,11 +320,14 @@ fn main() {
             r.mean_us,
             r.mean_us - l.mean_us,
             l.p99_us,
-            r.p99_us
+            r.p99_us,
+            m.iops,
+            m.mean_us
         );
     }
     println!("\nGoals (issue 3): target overhead < 15% of engine-local IOPS at QD32; < 20 µs added mean latency at QD1.");
-    for (w, l, r) in &rows {
+    println!("RAM-ns: the same NVMe/TCP path to a RAM namespace (no engine): the transport's ceiling here.");
+    for (w, l, r, _) in &rows {
         if w.depth == 32 && w.block_bytes == 4096 {
             println!("- {}: overhead {:.1}% of engine-local IOPS", w.name, (1.0 - r.iops / l.iops.max(1e-9)) * 100.0);
         }
