@@ -514,6 +514,11 @@ fn kill9_after_writes_and_during_or_after_deletes_loses_nothing_acknowledged() {
     let unflushed = write_blocks(&k, HOST_A, nsid(&kept), 1000, 32, 90, false);
     write_blocks(&k, HOST_A, nsid(&doomed), 0, 64, 300, false);
 
+    // A grow acknowledged before the kill stays grown, in the catalog and on the target.
+    let grow = k.put(&format!("/api/v2/volumes/{}", uuid(&kept)), &json!({"size": "512 mib"}));
+    assert_eq!(grow.status, StatusCode::OK, "{}", grow.body);
+    let past_old_end = write_blocks(&k, HOST_A, nsid(&kept), (256 << 20) / u64::from(BLOCK), 4, 700, false);
+
     // "gone" finishes deleting before the kill; "doomed" is killed mid-delete.
     assert_eq!(k.delete(&format!("/api/v2/volumes/{}", uuid(&gone))).status, StatusCode::OK);
     k.wait_volume_gone(&uuid(&gone));
@@ -530,10 +535,13 @@ fn kill9_after_writes_and_during_or_after_deletes_loses_nothing_acknowledged() {
     assert_eq!(now["nsid"], kept["nsid"]);
     assert_blocks(&k, HOST_A, nsid(&kept), 0, &flushed);
     assert_blocks(&k, HOST_A, nsid(&kept), 1000, &unflushed);
+    assert_blocks(&k, HOST_A, nsid(&kept), (256 << 20) / u64::from(BLOCK), &past_old_end);
+    assert_eq!(now["size"], (512u64 << 20).to_string());
     let mut host = k.connect(HOST_A);
+    assert_eq!(host.identify_namespace(nsid(&kept)).expect("identify").size_blocks, (512 << 20) / u64::from(BLOCK));
     assert_eq!(host.active_namespaces().expect("active"), vec![nsid(&kept)], "deleted namespaces stay deleted");
     let cluster = k.get("/api/v2/cluster").body;
-    assert_eq!(cluster["statistics"]["provisionedStorage"], (256u64 << 20).to_string(), "{cluster}");
+    assert_eq!(cluster["statistics"]["provisionedStorage"], (512u64 << 20).to_string(), "{cluster}");
 
     // A second kill right after a restart (nothing new written) changes nothing.
     k.kill9();
