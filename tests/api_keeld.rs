@@ -680,3 +680,33 @@ fn the_certificate_in_the_data_dir_verifies_and_plain_http_needs_its_flag() {
     let seen: HashSet<&str> = [k.api_url.as_str(), dev.api_url.as_str()].into_iter().collect();
     assert_eq!(seen.len(), 2);
 }
+
+#[test]
+fn nsids_are_never_reused_even_across_kill9_and_sigterm() {
+    let mut k = started();
+    let first = k.create_volume("first", 64 << 20, &[]);
+    let first_nsid = first["nsid"].as_u64().expect("nsid");
+    let first_uuid = first["UUID"].as_str().expect("UUID").to_owned();
+    assert_eq!(k.delete(&format!("/api/v2/volumes/{first_uuid}")).status, StatusCode::OK);
+    k.wait_volume_gone(&first_uuid);
+    // A volume created and acknowledged right before a kill -9 is kept whole.
+    let second = k.create_volume("second", 64 << 20, &[]);
+    let second_nsid = second["nsid"].as_u64().expect("nsid");
+    assert_ne!(second_nsid, first_nsid);
+    k.kill9();
+    k.restart();
+    let again = k.wait_volume_state(second["UUID"].as_str().expect("UUID"), "Available");
+    assert_eq!(again["nsid"], second["nsid"]);
+    let third = k.create_volume("third", 64 << 20, &[]);
+    let third_nsid = third["nsid"].as_u64().expect("nsid");
+    assert!(![first_nsid, second_nsid].contains(&third_nsid), "nsid {third_nsid} reused after kill -9");
+    assert_eq!(k.delete(&format!("/api/v2/volumes/{}", third["UUID"].as_str().expect("UUID"))).status, StatusCode::OK);
+    k.wait_volume_gone(third["UUID"].as_str().expect("UUID"));
+    k.restart();
+    let fourth = k.create_volume("fourth", 64 << 20, &[]);
+    let fourth_nsid = fourth["nsid"].as_u64().expect("nsid");
+    assert!(
+        ![first_nsid, second_nsid, third_nsid].contains(&fourth_nsid),
+        "nsid {fourth_nsid} reused after a SIGTERM restart"
+    );
+}
