@@ -17,8 +17,15 @@ fi
 log "guest images for the NVMe/TCP system tests (installs QEMU, nvme-cli, fio, kernels)"
 tests/guest/prepare.sh
 
-if ! command -v fio >/dev/null; then
-    apt-get install -y -qq fio >/dev/null
+# fio is the benchmarks' baseline; curl drives the REST API in the system tests;
+# losetup (util-linux) backs the loop-device test.
+missing=()
+command -v fio >/dev/null || missing+=(fio)
+command -v curl >/dev/null || missing+=(curl)
+command -v losetup >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 log "build (all targets, including the crash-test writer example)"
