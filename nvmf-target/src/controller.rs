@@ -68,6 +68,9 @@ pub(crate) struct Controller {
     kato_ms: AtomicU32,
     last_activity_ms: AtomicU64,
     dead: AtomicBool,
+    /// Discovery controllers: whether the host saw the subsystem record when the
+    /// registry last changed (written only under the subsystem registry lock).
+    discovery_visible: AtomicBool,
     view_generation: AtomicU64,
     view: Mutex<Arc<NamespaceView>>,
     pub state: Mutex<ControllerState>,
@@ -91,6 +94,7 @@ impl Controller {
             kato_ms: AtomicU32::new(kato_ms),
             last_activity_ms: AtomicU64::new(now_ms),
             dead: AtomicBool::new(false),
+            discovery_visible: AtomicBool::new(false),
             view_generation: AtomicU64::new(1),
             view: Mutex::new(Arc::new(view)),
             state: Mutex::new(ControllerState {
@@ -140,6 +144,12 @@ impl Controller {
         if let Some(n) = notifier {
             n();
         }
+    }
+
+    /// Records whether the host now sees the subsystem in the discovery log;
+    /// returns what it saw before.
+    pub fn swap_discovery_visible(&self, visible: bool) -> bool {
+        self.discovery_visible.swap(visible, Ordering::AcqRel)
     }
 
     pub fn view_generation(&self) -> u64 {

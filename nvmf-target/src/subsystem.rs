@@ -3,8 +3,17 @@
 //! One [`Subsystem`] is shared by every reactor and by the control plane. All
 //! methods are thread-safe. Changes to namespaces or ACLs recompute each live
 //! controller's namespace view and raise namespace-attribute-changed events on
-//! the controllers whose visible set changed; host-access changes bump the
-//! discovery generation counter and raise discovery-change events.
+//! the controllers whose visible set changed.
+//!
+//! Discovery rule: the discovery log shows this node's subsystem to a host only
+//! when the subsystem ACL admits the host **and** at least one namespace's ACL
+//! admits it. A subsystem without namespaces is therefore listed to nobody, and a
+//! host NQN that no volume's ACL allows sees zero records. Connect stays governed
+//! by the subsystem ACL alone, so a connected host whose namespace ACL is granted
+//! later sees the namespace arrive through a namespace-attribute event. Every
+//! namespace or ACL change bumps the discovery generation counter (GENCTR); a
+//! discovery-log-change event goes only to the live discovery controllers whose
+//! host gained or lost the record.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,26 +159,55 @@ impl Subsystem {
         &self.config
     }
 
-    /// Sets which hosts may connect to the subsystem at all (and see it in the
-    /// discovery log). Namespace ACLs further restrict what a connected host sees.
+    /// Sets which hosts may connect to the subsystem at all. Namespace ACLs
+    /// further restrict what a connected host sees and whether the subsystem is
+    /// listed to it in the discovery log (see the module documentation).
     pub fn set_host_acl(&self, acl: HostAcl) {
-        let controllers: Vec<Arc<Controller>> = {
-            let mut reg = self.registry.lock();
-            reg.host_acl = acl;
-            reg.controllers.values().cloned().collect()
-        };
-        self.discovery_generation.fetch_add(1, Ordering::AcqRel);
-        for c in controllers
-            .iter()
-            .filter(|c| c.kind == ControllerType::Discovery)
-        {
-            c.discovery_changed();
-        }
+        let mut reg = self.registry.lock();
+        reg.host_acl = acl;
+        self.refresh_discovery(&reg);
     }
 
     /// Whether `host_nqn` may connect to the subsystem.
     pub fn host_allowed(&self, host_nqn: &str) -> bool {
         self.registry.lock().host_acl.allows(host_nqn)
+    }
+
+    /// Whether the discovery log lists this subsystem to `host_nqn`: the
+    /// subsystem ACL and at least one namespace ACL admit the host.
+    pub fn discoverable_by(&self, host_nqn: &str) -> bool {
+        Self::discoverable(&self.registry.lock(), host_nqn)
+    }
+
+    fn discoverable(reg: &Registry, host_nqn: &str) -> bool {
+        reg.host_acl.allows(host_nqn) && reg.namespaces.values().any(|s| s.acl.allows(host_nqn))
+    }
+
+    /// The discovery generation counter and whether `host_nqn` sees the
+    /// subsystem, read together so a log page is consistent with its GENCTR.
+    pub(crate) fn discovery_view(&self, host_nqn: &str) -> (u64, bool) {
+        let reg = self.registry.lock();
+        (
+            self.discovery_generation.load(Ordering::Acquire),
+            Self::discoverable(&reg, host_nqn),
+        )
+    }
+
+    /// Bumps GENCTR and raises a discovery-log-change event on each live
+    /// discovery controller whose host gained or lost the subsystem record.
+    /// Called with the registry locked, after any namespace or ACL change.
+    fn refresh_discovery(&self, reg: &Registry) {
+        self.discovery_generation.fetch_add(1, Ordering::AcqRel);
+        for c in reg
+            .controllers
+            .values()
+            .filter(|c| c.kind == ControllerType::Discovery)
+        {
+            let visible = Self::discoverable(reg, &c.host_nqn);
+            if c.swap_discovery_visible(visible) != visible {
+                c.discovery_changed();
+            }
+        }
     }
 
     /// Adds namespace `nsid` backed by `backend`, visible to the hosts `acl` allows.
@@ -188,6 +226,7 @@ impl Subsystem {
         }
         reg.namespaces.insert(nsid, NamespaceSlot { backend, acl });
         Self::refresh_views(&reg, &[]);
+        self.refresh_discovery(&reg);
         Ok(())
     }
 
@@ -202,6 +241,7 @@ impl Subsystem {
             .remove(&nsid)
             .ok_or(NamespaceChangeError::NotFound(nsid))?;
         Self::refresh_views(&reg, &[]);
+        self.refresh_discovery(&reg);
         Ok(slot.backend)
     }
 
@@ -213,6 +253,7 @@ impl Subsystem {
             .ok_or(NamespaceChangeError::NotFound(nsid))?
             .acl = acl;
         Self::refresh_views(&reg, &[]);
+        self.refresh_discovery(&reg);
         Ok(())
     }
 
@@ -287,10 +328,6 @@ impl Subsystem {
         u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub(crate) fn discovery_generation(&self) -> u64 {
-        self.discovery_generation.load(Ordering::Acquire)
-    }
-
     /// Creates a controller with a controller id unique among live controllers.
     pub(crate) fn create_controller(
         &self,
@@ -333,6 +370,9 @@ impl Subsystem {
             now_ms,
             view,
         ));
+        if kind == ControllerType::Discovery {
+            c.swap_discovery_visible(Self::discoverable(&reg, host_nqn));
+        }
         reg.controllers.insert(candidate, c.clone());
         Ok(c)
     }
@@ -354,7 +394,7 @@ impl Subsystem {
 mod tests {
     use super::*;
     use crate::backend::{BlockSize, MemoryNamespace};
-    use crate::controller::AEC_NS_ATTRIBUTE;
+    use crate::controller::{AEC_DISCOVERY, AEC_NS_ATTRIBUTE, AEN_DISCOVERY_CHANGED};
 
     fn subsystem() -> Arc<Subsystem> {
         Subsystem::new(SubsystemConfig::new("nqn.2024-01.io.keel:test", "SN1"))
@@ -409,5 +449,84 @@ mod tests {
         );
         s.remove_namespace(2).unwrap();
         assert!(a.view().is_empty());
+    }
+
+    fn discovery_events(c: &Controller) -> Vec<u32> {
+        c.state.lock().pending_events.drain(..).collect()
+    }
+
+    /// Reading log 70h re-arms the discovery notice.
+    fn read_discovery_log(c: &Controller) {
+        c.state.lock().discovery_notice_masked = false;
+    }
+
+    #[test]
+    fn discovery_lists_the_subsystem_only_to_hosts_a_namespace_acl_admits() {
+        let s = subsystem();
+        // No namespace yet: nobody sees the subsystem, whatever its own ACL says.
+        assert!(!s.discoverable_by("hostA"));
+        let ns = MemoryNamespace::new(BlockSize::B512, 8, [1; 16]);
+        s.add_namespace(1, ns.clone(), HostAcl::hosts(["hostA"]))
+            .unwrap();
+        assert!(s.discoverable_by("hostA"));
+        assert!(!s.discoverable_by("hostB"));
+        // The subsystem ACL must admit the host too.
+        s.set_host_acl(HostAcl::hosts(["hostB"]));
+        assert!(!s.discoverable_by("hostA"));
+        s.set_host_acl(HostAcl::AnyHost);
+        assert!(s.discoverable_by("hostA"));
+        s.remove_namespace(1).unwrap();
+        assert!(!s.discoverable_by("hostA"));
+    }
+
+    #[test]
+    fn discovery_change_events_go_only_to_hosts_whose_records_changed() {
+        let s = subsystem();
+        let ns = MemoryNamespace::new(BlockSize::B512, 8, [1; 16]);
+        s.add_namespace(1, ns.clone(), HostAcl::hosts(["hostA"]))
+            .unwrap();
+        let a = s
+            .create_controller(ControllerType::Discovery, "hostA", [0; 16], 0, 0)
+            .unwrap();
+        let b = s
+            .create_controller(ControllerType::Discovery, "hostB", [0; 16], 0, 0)
+            .unwrap();
+        a.state.lock().aec = AEC_DISCOVERY;
+        b.state.lock().aec = AEC_DISCOVERY;
+        let (generation, visible) = s.discovery_view("hostB");
+        assert!(!visible);
+
+        // B gains a namespace: only B's record set changes.
+        s.add_namespace(2, ns.clone(), HostAcl::hosts(["hostB"]))
+            .unwrap();
+        assert_eq!(discovery_events(&a), Vec::<u32>::new());
+        assert_eq!(discovery_events(&b), vec![AEN_DISCOVERY_CHANGED]);
+        let (later, visible) = s.discovery_view("hostB");
+        assert!(visible);
+        assert!(later > generation);
+
+        // A second namespace for A changes nothing A or B sees.
+        s.add_namespace(3, ns.clone(), HostAcl::hosts(["hostA"]))
+            .unwrap();
+        assert_eq!(discovery_events(&a), Vec::<u32>::new());
+        assert_eq!(discovery_events(&b), Vec::<u32>::new());
+
+        // The subsystem ACL shutting B out removes B's record.
+        read_discovery_log(&b);
+        s.set_host_acl(HostAcl::hosts(["hostA"]));
+        assert_eq!(discovery_events(&a), Vec::<u32>::new());
+        assert_eq!(discovery_events(&b), vec![AEN_DISCOVERY_CHANGED]);
+
+        // Until the log is read the notice stays masked.
+        s.set_host_acl(HostAcl::AnyHost);
+        assert_eq!(discovery_events(&b), Vec::<u32>::new());
+        read_discovery_log(&b);
+        s.remove_namespace(2).unwrap();
+        assert_eq!(discovery_events(&b), vec![AEN_DISCOVERY_CHANGED]);
+        // A loses its last namespaces one by one: only the last removal counts.
+        s.remove_namespace(1).unwrap();
+        assert_eq!(discovery_events(&a), Vec::<u32>::new());
+        s.remove_namespace(3).unwrap();
+        assert_eq!(discovery_events(&a), vec![AEN_DISCOVERY_CHANGED]);
     }
 }

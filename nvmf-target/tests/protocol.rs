@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use nvmf_target::connection::Limits;
 use nvmf_target::host::{discover, HostController, HostError, HostOptions, OwnedPdu, Queue};
-use nvmf_target::nvme::identify::{nidt, ControllerType, OAES_NS_ATTRIBUTE, SGLS_OFFSET};
+use nvmf_target::nvme::identify::{
+    nidt, ControllerType, OAES_DISCOVERY_CHANGE, OAES_NS_ATTRIBUTE, SGLS_OFFSET,
+};
 use nvmf_target::nvme::{admin_opcode, feature, io_opcode, log_id, Command, DISCOVERY_NQN};
 use nvmf_target::pdu::{CapsuleCmd, DataPdu, Digests, FatalErrorStatus, PduType};
 use nvmf_target::{
@@ -528,6 +530,69 @@ fn discovery_log_lists_the_subsystem_for_allowed_hosts_only() {
     assert_eq!(c.identity.controller_type, ControllerType::Discovery);
     // The discovery port serves no NVM subsystem.
     assert!(HostController::connect(disc, f.options(HOST_A)).is_err());
+}
+
+/// A persistent discovery connection (non-zero KATO, discovery notices enabled).
+fn discovery_controller(addr: SocketAddr, host: &str) -> HostController {
+    let mut o = HostOptions::new(host, DISCOVERY_NQN);
+    o.kato_ms = 5000;
+    o.timeout = Duration::from_secs(5);
+    let mut c = HostController::connect(addr, o).unwrap();
+    assert_ne!(c.identity.oaes & OAES_DISCOVERY_CHANGE, 0);
+    c.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 31).unwrap();
+    c
+}
+
+/// DW0 of a discovery-log-change notice: type Notice, info F0h, log page 70h.
+const AEN_DISCOVERY_LOG_CHANGED: u32 = 0x0070_F002;
+
+#[test]
+fn discovery_shows_the_subsystem_only_to_hosts_a_namespace_acl_admits_and_changes_live() {
+    let f = Fixture::new();
+    f.subsystem
+        .set_namespace_acl(1, HostAcl::hosts([HOST_A]))
+        .unwrap();
+    let disc = f.target.discovery_addrs()[0];
+    // A host in a namespace ACL sees the record; a host in none sees no record,
+    // although the subsystem itself admits any host.
+    let entries = discover(disc, HOST_A).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].subnqn, NQN);
+    assert!(discover(disc, HOST_B).unwrap().is_empty());
+    assert!(discover(f.addr(), HOST_B).unwrap().is_empty());
+    // Connect itself stays allowed: B gets a controller with no namespace.
+    let mut b_io = f.connect(HOST_B);
+    assert!(b_io.active_namespaces().unwrap().is_empty());
+
+    // Live: B's persistent discovery controller is told when the record appears.
+    let mut b = discovery_controller(disc, HOST_B);
+    assert!(b.discovery_log().unwrap().is_empty());
+    b_io.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 8).unwrap();
+    let ns_event = b_io.submit_aer().unwrap();
+    let disc_event = b.submit_aer().unwrap();
+    f.subsystem
+        .set_namespace_acl(1, HostAcl::hosts([HOST_A, HOST_B]))
+        .unwrap();
+    let event = b.admin.wait(disc_event).unwrap().success().unwrap();
+    assert_eq!(event.completion.dw0(), AEN_DISCOVERY_LOG_CHANGED);
+    let entries = b.discovery_log().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].subnqn, NQN);
+    assert_eq!(entries[0].trsvcid, f.addr().port().to_string());
+    // The already-connected I/O controller sees the namespace arrive.
+    let event = b_io.admin.wait(ns_event).unwrap().success().unwrap();
+    assert_eq!(event.completion.dw0(), 0x0004_0002);
+    assert_eq!(b_io.active_namespaces().unwrap(), vec![1]);
+
+    // And the record goes away again when the ACL drops B.
+    let disc_event = b.submit_aer().unwrap();
+    f.subsystem
+        .set_namespace_acl(1, HostAcl::hosts([HOST_A]))
+        .unwrap();
+    let event = b.admin.wait(disc_event).unwrap().success().unwrap();
+    assert_eq!(event.completion.dw0(), AEN_DISCOVERY_LOG_CHANGED);
+    assert!(b.discovery_log().unwrap().is_empty());
+    assert_eq!(discover(disc, HOST_A).unwrap().len(), 1);
 }
 
 #[test]

@@ -254,9 +254,9 @@ impl Connection {
     /// reached (or the advertised one) for wildcard listeners.
     fn discovery_log(&self, host_nqn: &str) -> Vec<u8> {
         let subsystem = &self.ctx.subsystem;
-        let generation = subsystem.discovery_generation();
+        let (generation, visible) = subsystem.discovery_view(host_nqn);
         let mut entries = Vec::new();
-        if subsystem.host_allowed(host_nqn) {
+        if visible {
             for (i, listener) in self.ctx.io_listeners.iter().enumerate() {
                 let addr = match self.ctx.advertised_addr {
                     Some(adv) => adv,
