@@ -652,9 +652,12 @@ impl Service {
             let engine_work = changes.size_bytes.is_some_and(|s| s != v.size_bytes)
                 || changes.compression.is_some_and(|c| c != v.compression)
                 || changes.acl.as_ref().is_some_and(|a| *a != v.acl);
+            // INVARIANT: the revision (the ETag) moves only in phase 3 and only if
+            // a field changed, so a refused or failed update leaves it as it was
+            // and a successful one raises it exactly once. `Updating` alone already
+            // fences concurrent writers: they get 503 before their ETag is checked.
             if engine_work {
                 v.state = ResourceState::Updating;
-                v.revision = v.revision.wrapping_add(1);
             }
             Ok((before, engine_work))
         })?;
@@ -698,7 +701,8 @@ impl Service {
                 after.labels = labels;
             }
         }
-        // Phase 3: record the outcome.
+        // Phase 3: record the outcome; the revision moves once, and only if a
+        // field changed (a partly failed update keeps the steps that succeeded).
         self.inner.commit(|c| {
             if let Some(v) = c.volumes.get_mut(&uuid) {
                 let changed = v.size_bytes != after.size_bytes
@@ -706,8 +710,7 @@ impl Service {
                     || v.acl != after.acl
                     || v.ip_acl != after.ip_acl
                     || v.qos_policy_name != after.qos_policy_name
-                    || v.labels != after.labels
-                    || v.state != ResourceState::Available;
+                    || v.labels != after.labels;
                 if changed {
                     v.size_bytes = after.size_bytes;
                     v.compression = after.compression;
@@ -715,9 +718,9 @@ impl Service {
                     v.ip_acl = after.ip_acl.clone();
                     v.qos_policy_name = after.qos_policy_name.clone();
                     v.labels = after.labels.clone();
-                    v.state = ResourceState::Available;
                     v.revision = v.revision.wrapping_add(1);
                 }
+                v.state = ResourceState::Available;
             }
             Ok(())
         })?;
@@ -784,15 +787,18 @@ impl Service {
                 id: uuid.to_string(),
             })?;
             require_stable("volume", uuid, v.state)?;
+            // As in `update_volume`: the revision moves once, after the engine
+            // rolled back, and not at all if it refused.
             v.state = ResourceState::Updating;
-            v.revision = v.revision.wrapping_add(1);
             Ok(())
         })?;
         let result = self.inner.control.rollback_volume(uuid, snapshot);
         self.inner.commit(|c| {
             if let Some(v) = c.volumes.get_mut(&uuid) {
                 v.state = ResourceState::Available;
-                v.revision = v.revision.wrapping_add(1);
+                if result.is_ok() {
+                    v.revision = v.revision.wrapping_add(1);
+                }
             }
             Ok(())
         })?;
@@ -1128,6 +1134,135 @@ mod tests {
         let after = service.volume(before.uuid).unwrap().record;
         assert_eq!(after.state, ResourceState::Available);
         assert_eq!(after.size_bytes, before.size_bytes);
+    }
+
+    fn revision(service: &Service, uuid: Uuid) -> u64 {
+        service.volume(uuid).unwrap().record.revision
+    }
+
+    #[test]
+    fn refused_or_empty_updates_keep_the_etag_and_successful_ones_raise_it_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let control = Arc::new(MemoryControl::default());
+        let service = open(tmp.path(), &control);
+        let uuid = service.create_volume(new_volume("v")).unwrap().record.uuid;
+        let r0 = revision(&service, uuid);
+        let refused = [
+            VolumeChanges {
+                size_bytes: Some(1 << 19),
+                ..VolumeChanges::default()
+            },
+            VolumeChanges {
+                size_bytes: Some((2 << 20) + 1),
+                ..VolumeChanges::default()
+            },
+            VolumeChanges {
+                acl: Some(vec!["not-an-nqn".to_owned()]),
+                ..VolumeChanges::default()
+            },
+            VolumeChanges {
+                qos_policy_name: Some("a/b".to_owned()),
+                ..VolumeChanges::default()
+            },
+        ];
+        for changes in refused {
+            let err = service.update_volume(uuid, changes.clone(), None);
+            assert!(
+                matches!(err, Err(ServiceError::InvalidArgument(_))),
+                "{changes:?}: {err:?}"
+            );
+            assert_eq!(revision(&service, uuid), r0, "{changes:?} moved the ETag");
+        }
+        let grow = VolumeChanges {
+            size_bytes: Some(2 << 20),
+            ..VolumeChanges::default()
+        };
+        let stale = (r0 + 7).to_string();
+        assert!(matches!(
+            service.update_volume(uuid, grow.clone(), Some(&stale)),
+            Err(ServiceError::EtagMismatch { .. })
+        ));
+        assert_eq!(revision(&service, uuid), r0);
+        // Asking for what is already there changes nothing, ETag included.
+        let same = VolumeChanges {
+            size_bytes: Some(1 << 20),
+            compression: Some(false),
+            labels: Some(Vec::new()),
+            ..VolumeChanges::default()
+        };
+        service.update_volume(uuid, same, None).unwrap();
+        assert_eq!(revision(&service, uuid), r0);
+        // A grow (engine work) and a labels change (catalog only) raise it once each.
+        let grown = service
+            .update_volume(uuid, grow, Some(&r0.to_string()))
+            .unwrap();
+        assert_eq!(grown.record.revision, r0 + 1);
+        assert_eq!(grown.record.state, ResourceState::Available);
+        let labels = VolumeChanges {
+            labels: Some(vec![Label {
+                key: "k".to_owned(),
+                value: "v".to_owned(),
+            }]),
+            ..VolumeChanges::default()
+        };
+        let labelled = service.update_volume(uuid, labels, None).unwrap();
+        assert_eq!(labelled.record.revision, r0 + 2);
+        // Several fields at once still raise it once.
+        let many = VolumeChanges {
+            size_bytes: Some(4 << 20),
+            compression: Some(true),
+            acl: Some(vec![rules::ALLOW_ANY.to_owned()]),
+            ip_acl: Some(vec!["10.0.0.0/8".to_owned()]),
+            ..VolumeChanges::default()
+        };
+        assert_eq!(
+            service
+                .update_volume(uuid, many, None)
+                .unwrap()
+                .record
+                .revision,
+            r0 + 3
+        );
+        // An engine failure on the first step changes nothing, ETag included.
+        control.fail_next(ControlError::Internal("device gone".to_owned()));
+        let failed = VolumeChanges {
+            size_bytes: Some(8 << 20),
+            ..VolumeChanges::default()
+        };
+        assert!(matches!(
+            service.update_volume(uuid, failed, None),
+            Err(ServiceError::Control(_))
+        ));
+        let after = service.volume(uuid).unwrap().record;
+        assert_eq!(after.revision, r0 + 3);
+        assert_eq!(after.state, ResourceState::Available);
+        assert_eq!(after.size_bytes, 4 << 20);
+    }
+
+    #[test]
+    fn a_rollback_raises_the_etag_once_and_a_failed_one_not_at_all() {
+        let tmp = tempfile::tempdir().unwrap();
+        let control = Arc::new(MemoryControl::default());
+        let service = open(tmp.path(), &control);
+        let uuid = service.create_volume(new_volume("v")).unwrap().record.uuid;
+        let snapshot = service
+            .create_snapshot(NewSnapshot {
+                name: "s".to_owned(),
+                project: "default".to_owned(),
+                source_volume: uuid,
+                ..NewSnapshot::default()
+            })
+            .unwrap()
+            .uuid;
+        let r0 = revision(&service, uuid);
+        control.fail_next(ControlError::Busy("cleaner".to_owned()));
+        assert!(service.rollback_volume(uuid, snapshot).is_err());
+        assert_eq!(revision(&service, uuid), r0);
+        let rolled = service.rollback_volume(uuid, snapshot).unwrap().record;
+        assert_eq!(
+            (rolled.revision, rolled.state),
+            (r0 + 1, ResourceState::Available)
+        );
     }
 
     #[test]
