@@ -13,7 +13,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::backend::NamespaceBackend;
+use crate::error_log::ErrorLog;
 use crate::nvme::identify::ControllerType;
+use crate::nvme::log_page::ErrorInformationEntry;
 
 /// The namespaces a controller's host may see, by NSID.
 pub(crate) type NamespaceView = BTreeMap<u32, Arc<dyn NamespaceBackend>>;
@@ -74,6 +76,8 @@ pub(crate) struct Controller {
     view_generation: AtomicU64,
     view: Mutex<Arc<NamespaceView>>,
     pub state: Mutex<ControllerState>,
+    /// Error Information log (its own lock: errors are recorded from every queue).
+    errors: Mutex<ErrorLog>,
 }
 
 impl Controller {
@@ -110,7 +114,23 @@ impl Controller {
                 io_queues: Vec::new(),
                 notifier: None,
             }),
+            errors: Mutex::new(ErrorLog::new()),
         }
+    }
+
+    /// Records a failed command in the Error Information log; returns its error count.
+    pub fn record_error(&self, entry: ErrorInformationEntry) -> u64 {
+        self.errors.lock().record(entry)
+    }
+
+    /// The Error Information log page, newest entry first.
+    pub fn error_log_page(&self) -> Vec<u8> {
+        self.errors.lock().encode()
+    }
+
+    /// Errors recorded over the controller's life.
+    pub fn error_count(&self) -> u64 {
+        self.errors.lock().count()
     }
 
     /// Records host activity (any command counts, as with CTRATT.TBKAS).

@@ -41,6 +41,7 @@ pub use backend::{
 };
 pub use status::Status;
 mod controller;
+mod error_log;
 pub mod nvme;
 pub mod subsystem;
 pub use subsystem::{HostAcl, NamespaceChangeError, Subsystem, SubsystemConfig};

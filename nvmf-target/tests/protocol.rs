@@ -323,6 +323,87 @@ fn io_errors_map_to_nvme_statuses() {
 }
 
 #[test]
+fn error_log_records_failed_commands_newest_first() {
+    let f = Fixture::new();
+    let mut c = f.connect(HOST_A);
+    assert_eq!(c.identity.elpe, 63);
+    assert!(c.error_log().unwrap().is_empty());
+    c.set_queue_count(1).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+
+    // 1: an out-of-range read on the I/O queue.
+    let cid_range = q.submit_read(1, Lba(4095), 2, 512).unwrap();
+    let r = q.queue.wait(cid_range).unwrap();
+    assert_eq!(r.status(), Ok(Status::LbaOutOfRange));
+    assert!(r.completion.more(), "the More bit points at the error log");
+    // 2: a media error inside a longer read reports the failing block.
+    f.ns1.inject_media_error(Lba(50));
+    let cid_media = q.submit_read(1, Lba(48), 4, 512).unwrap();
+    let r = q.queue.wait(cid_media).unwrap();
+    assert_eq!(r.status(), Ok(Status::UnrecoveredReadError));
+    // 3: an unknown admin opcode.
+    let r = c.admin.execute(Command::new(0x55, 0), None, 0).unwrap();
+    assert_eq!(r.status(), Ok(Status::InvalidOpcode));
+    let cid_admin = r.completion.cid;
+    // Successful commands are not errors and carry no More bit.
+    let ok = q.submit_read(1, Lba(0), 1, 512).unwrap();
+    assert!(!q.queue.wait(ok).unwrap().completion.more());
+
+    let log = c.error_log().unwrap();
+    assert_eq!(log.len(), 3);
+    let counts: Vec<u64> = log.iter().map(|e| e.error_count).collect();
+    assert_eq!(counts, vec![3, 2, 1]);
+    let admin = &log[0];
+    assert_eq!((admin.sqid, admin.cid), (0, cid_admin));
+    assert_eq!(
+        Status::from_field(admin.status_field),
+        Ok(Status::InvalidOpcode)
+    );
+    assert_eq!(admin.parameter_error_location, 0);
+    let media = &log[1];
+    assert_eq!((media.sqid, media.cid, media.nsid), (1, cid_media, 1));
+    assert_eq!(
+        Status::from_field(media.status_field),
+        Ok(Status::UnrecoveredReadError)
+    );
+    assert_eq!(media.lba, 50);
+    assert_eq!(media.parameter_error_location, 0xFFFF);
+    let range = &log[2];
+    assert_eq!((range.sqid, range.cid, range.nsid), (1, cid_range, 1));
+    assert_eq!(
+        Status::from_field(range.status_field),
+        Ok(Status::LbaOutOfRange)
+    );
+    assert_eq!(range.lba, 4095);
+    assert_eq!(range.parameter_error_location, 40);
+    assert!(log.iter().all(|e| e.trtype == 3));
+
+    // The SMART log counts every entry ever recorded (the Get Log Page of the
+    // error log itself succeeded and added none).
+    let smart = c.get_log_page(log_id::SMART, 0, 512, false).unwrap();
+    assert_eq!(&smart[176..184], &3u64.to_le_bytes());
+
+    // The ring is bounded: after many more errors it holds the newest 64.
+    for _ in 0..70 {
+        let cid = q.submit_read(9, Lba(0), 1, 512).unwrap();
+        assert_eq!(
+            q.queue.wait(cid).unwrap().status(),
+            Ok(Status::InvalidNamespace)
+        );
+    }
+    let log = c.error_log().unwrap();
+    assert_eq!(log.len(), 64);
+    assert_eq!(log[0].error_count, 73);
+    assert_eq!(log[63].error_count, 10);
+    assert!(log
+        .iter()
+        .all(|e| e.nsid == 9 && e.parameter_error_location == 4));
+    // Another controller has a log of its own.
+    let mut other = f.connect(HOST_B);
+    assert!(other.error_log().unwrap().is_empty());
+}
+
+#[test]
 fn write_zeroes_and_deallocate_clear_blocks() {
     let f = Fixture::new();
     let mut c = f.connect(HOST_A);
@@ -539,7 +620,8 @@ fn discovery_controller(addr: SocketAddr, host: &str) -> HostController {
     o.timeout = Duration::from_secs(5);
     let mut c = HostController::connect(addr, o).unwrap();
     assert_ne!(c.identity.oaes & OAES_DISCOVERY_CHANGE, 0);
-    c.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 31).unwrap();
+    c.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 31)
+        .unwrap();
     c
 }
 
@@ -567,7 +649,8 @@ fn discovery_shows_the_subsystem_only_to_hosts_a_namespace_acl_admits_and_change
     // Live: B's persistent discovery controller is told when the record appears.
     let mut b = discovery_controller(disc, HOST_B);
     assert!(b.discovery_log().unwrap().is_empty());
-    b_io.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 8).unwrap();
+    b_io.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 8)
+        .unwrap();
     let ns_event = b_io.submit_aer().unwrap();
     let disc_event = b.submit_aer().unwrap();
     f.subsystem

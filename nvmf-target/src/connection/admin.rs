@@ -2,6 +2,7 @@
 
 use super::{Connection, Outcome, Reply, Stage, AER_MAX};
 use crate::controller::Controller;
+use crate::error_log::ERROR_LOG_ENTRIES;
 use crate::nvme::fabrics::CSTS_READY;
 use crate::nvme::identify::{
     encode_cs_independent_namespace, encode_ns_descriptors, encode_ns_list, ControllerIdentity,
@@ -100,7 +101,7 @@ impl Connection {
             aerl: (AER_MAX - 1) as u8,
             frmw: 0x3,
             lpa: 0x4,
-            elpe: 0,
+            elpe: (ERROR_LOG_ENTRIES - 1) as u8,
             kas: KAS_100MS_UNITS,
             maxcmd: limits.queue_depth_max,
             nn: if discovery { 0 } else { NSID_MAX },
@@ -217,7 +218,7 @@ impl Connection {
         let len = len as usize;
         let discovery = controller.kind == ControllerType::Discovery;
         let page = match lid {
-            log_id::ERROR => vec![0u8; 64],
+            log_id::ERROR => controller.error_log_page(),
             log_id::SMART if !discovery => {
                 let c = &self.ctx.subsystem.counters;
                 let units = |bytes: u64| bytes.div_ceil(512 * 1000);
@@ -226,6 +227,7 @@ impl Connection {
                     units(c.bytes_written.load(Ordering::Relaxed)),
                     c.reads.load(Ordering::Relaxed),
                     c.writes.load(Ordering::Relaxed),
+                    controller.error_count(),
                 )
             }
             log_id::FIRMWARE_SLOT if !discovery => {

@@ -189,9 +189,8 @@ impl Connection {
             _ => return Reply::status(Status::InvalidField),
         };
         Reply {
-            status: Status::Success,
             result: value,
-            data: None,
+            ..Reply::ok()
         }
     }
 

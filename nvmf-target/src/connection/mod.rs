@@ -24,7 +24,9 @@ use bytes::Bytes;
 
 use crate::backend::{Lba, LbaRange, NamespaceBackend, NamespaceError};
 use crate::controller::{Controller, NamespaceView, Notifier};
-use crate::nvme::{admin_opcode, Command, Completion, SglKind};
+use crate::error_log::parameter_error_location;
+use crate::nvme::log_page::{ErrorInformationEntry, ERROR_TRTYPE_TCP};
+use crate::nvme::{admin_opcode, io_opcode, Command, Completion, SglKind, STATUS_FIELD_MORE};
 use crate::pdu::{
     self, CapsuleResp, DataPdu, DecodeLimits, Digests, FatalErrorStatus, IcResp, Pdu, PduType, R2t,
     TermReq,
@@ -179,6 +181,8 @@ struct Reply {
     status: Status,
     result: u64,
     data: Option<Bytes>,
+    /// The LBA an error concerns, when the backend named one (Error Information log).
+    error_lba: Option<Lba>,
 }
 
 impl Reply {
@@ -187,6 +191,20 @@ impl Reply {
             status,
             result: 0,
             data: None,
+            error_lba: None,
+        }
+    }
+    fn failed(err: &NamespaceError) -> Reply {
+        let error_lba = match err {
+            NamespaceError::OutOfRange { lba, .. } | NamespaceError::Media { lba } => Some(*lba),
+            NamespaceError::NoSpace
+            | NamespaceError::Fenced
+            | NamespaceError::Device
+            | NamespaceError::Invalid => None,
+        };
+        Reply {
+            error_lba,
+            ..Reply::status(Status::from(err))
         }
     }
     fn ok() -> Reply {
@@ -194,16 +212,14 @@ impl Reply {
     }
     fn dw0(status: Status, dw0: u32) -> Reply {
         Reply {
-            status,
             result: u64::from(dw0),
-            data: None,
+            ..Reply::status(status)
         }
     }
     fn data(data: Vec<u8>) -> Reply {
         Reply {
-            status: Status::Success,
-            result: 0,
             data: Some(Bytes::from(data)),
+            ..Reply::ok()
         }
     }
 }
@@ -469,12 +485,11 @@ impl Connection {
         }
         let reply = match result {
             Ok(IoOutput::Data(data)) => Reply {
-                status: Status::Success,
-                result: 0,
                 data: Some(data),
+                ..Reply::ok()
             },
             Ok(IoOutput::Done) => Reply::ok(),
-            Err(e) => Reply::status(Status::from(&e)),
+            Err(e) => Reply::failed(&e),
         };
         self.finish(tag, reply);
     }
@@ -825,15 +840,17 @@ impl Connection {
             .saturating_sub(slot.buffer_accounted);
         let sq_flow_disabled = self.queue.as_ref().is_some_and(|q| q.sq_flow_disabled);
         let mut sent_success = false;
-        if let (Status::Success, Some(data)) = (reply.status, reply.data) {
-            let len = data.len().min(slot.c2h_len as usize);
-            let data = data.slice(..len);
+        if let (Status::Success, Some(data)) = (reply.status, &reply.data) {
+            let data = data.slice(..data.len().min(slot.c2h_len as usize));
             if !data.is_empty() {
                 sent_success = self.send_c2h_data(cid, data, sq_flow_disabled);
             }
         }
         if !sent_success {
             let mut cqe = Completion::new(cid, reply.status, 0);
+            if !reply.status.is_success() && self.record_error(&slot.cmd, &reply) {
+                cqe.status_field |= STATUS_FIELD_MORE;
+            }
             cqe.result = reply.result;
             cqe.sq_head = self.sq_head;
             cqe.sq_id = self.queue.as_ref().map_or(0, |q| q.qid);
@@ -897,6 +914,34 @@ impl Connection {
             };
             self.finish(cid, Reply::dw0(Status::Success, event));
         }
+    }
+
+    /// Records a failed command in its controller's Error Information log;
+    /// false when the queue has no controller (a failed Connect).
+    fn record_error(&self, cmd: &Command, reply: &Reply) -> bool {
+        let Some(q) = &self.queue else {
+            return false;
+        };
+        let fabrics = cmd.opcode() == admin_opcode::FABRICS;
+        let lba = reply.error_lba.map(|l| l.0).or_else(|| {
+            let addresses_blocks = q.qid != 0
+                && matches!(
+                    cmd.opcode(),
+                    io_opcode::READ | io_opcode::WRITE | io_opcode::WRITE_ZEROES
+                );
+            addresses_blocks.then(|| u64::from(cmd.cdw(10)) | (u64::from(cmd.cdw(11)) << 32))
+        });
+        q.controller.record_error(ErrorInformationEntry {
+            error_count: 0,
+            sqid: q.qid,
+            cid: cmd.cid(),
+            status_field: reply.status.field(),
+            parameter_error_location: parameter_error_location(reply.status),
+            lba: lba.unwrap_or(0),
+            nsid: if fabrics { 0 } else { cmd.nsid() },
+            trtype: ERROR_TRTYPE_TCP,
+        });
+        true
     }
 
     fn binding(&self) -> Option<&QueueBinding> {

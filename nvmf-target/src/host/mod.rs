@@ -20,7 +20,10 @@ use crate::nvme::fabrics::{
 use crate::nvme::identify::{
     decode_ns_descriptors, decode_ns_list, ControllerIdentity, NamespaceIdentity,
 };
-use crate::nvme::log_page::{decode_discovery_header, DiscoveryEntry, DISCOVERY_RECORD_LEN};
+use crate::nvme::log_page::{
+    decode_discovery_header, DiscoveryEntry, ErrorInformationEntry, DISCOVERY_RECORD_LEN,
+    ERROR_ENTRY_LEN,
+};
 use crate::nvme::{
     admin_opcode, cns, feature, io_opcode, log_id, Command, DISCOVERY_NQN, IDENTIFY_LEN,
 };
@@ -267,6 +270,18 @@ impl HostController {
         cmd.set_cdw(12, offset as u32);
         cmd.set_cdw(13, (offset >> 32) as u32);
         Ok(self.admin.execute(cmd, None, len)?.success()?.data)
+    }
+
+    /// The Error Information log (all ELPE + 1 entries read), without unused
+    /// entries: newest first as the controller orders them.
+    pub fn error_log(&mut self) -> Result<Vec<ErrorInformationEntry>, HostError> {
+        let entries = u32::from(self.identity.elpe) + 1;
+        let page = self.get_log_page(log_id::ERROR, 0, entries * ERROR_ENTRY_LEN as u32, false)?;
+        Ok(page
+            .chunks_exact(ERROR_ENTRY_LEN)
+            .filter_map(ErrorInformationEntry::decode)
+            .filter(|e| e.error_count != 0)
+            .collect())
     }
 
     /// Get Features `fid`; returns DW0.

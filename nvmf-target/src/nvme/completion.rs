@@ -3,6 +3,10 @@
 use crate::status::Status;
 use crate::wire::Fields;
 
+/// The More bit (M) of the status field: the Error Information log holds an
+/// entry for this command (NVMe Base 2.0, figure 100).
+pub const STATUS_FIELD_MORE: u16 = 1 << 13;
+
 /// A completion queue entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Completion {
@@ -56,6 +60,12 @@ impl Completion {
     /// DW0 of the result.
     pub fn dw0(&self) -> u32 {
         self.result as u32
+    }
+
+    /// True when the More bit says the Error Information log has an entry for
+    /// this command.
+    pub fn more(&self) -> bool {
+        self.status_field & STATUS_FIELD_MORE != 0
     }
 
     /// The decoded status (errors for codes this crate does not name).

@@ -1,7 +1,8 @@
-//! Log page structures: discovery log (NVMe-oF 1.1, figure 38), SMART/health,
-//! firmware slot and changed namespace list (NVMe Base 2.0, section 5.16.1).
+//! Log page structures: discovery log (NVMe-oF 1.1, figure 38), error
+//! information, SMART/health, firmware slot and changed namespace list (NVMe
+//! Base 2.0, section 5.16.1).
 
-use crate::wire::{put_str, put_u16, put_u64, Fields};
+use crate::wire::{put_str, put_u16, put_u32, put_u64, Fields};
 
 /// Size of the discovery log header and of each entry.
 pub const DISCOVERY_RECORD_LEN: usize = 1024;
@@ -128,9 +129,79 @@ pub fn decode_discovery_header(b: &[u8]) -> Option<(u64, u64)> {
     Some((f.u64(0)?, f.u64(8)?))
 }
 
+/// Size of one Error Information log entry.
+pub const ERROR_ENTRY_LEN: usize = 64;
+/// Parameter Error Location value meaning "not specific to a command field".
+pub const ERROR_LOCATION_NONE: u16 = 0xFFFF;
+/// Transport Type of an error entry for NVMe/TCP (the TRTYPE value).
+pub const ERROR_TRTYPE_TCP: u8 = 3;
+
+/// One Error Information log entry (log page 01h; NVMe Base 2.0, figure 205).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorInformationEntry {
+    /// Error Count: unique, incrementing from 1 per controller; 0 marks an unused entry.
+    pub error_count: u64,
+    /// Submission Queue ID of the failed command.
+    pub sqid: u16,
+    /// Command ID of the failed command.
+    pub cid: u16,
+    /// The 15-bit status field of the completion (without the phase tag), as in
+    /// [`crate::nvme::Completion::status_field`].
+    pub status_field: u16,
+    /// Parameter Error Location: bits 7:0 the SQE byte, bits 10:8 the bit, or
+    /// [`ERROR_LOCATION_NONE`].
+    pub parameter_error_location: u16,
+    /// First LBA that experienced the error, if applicable (else 0).
+    pub lba: u64,
+    /// Namespace the error is associated with, if applicable (else 0).
+    pub nsid: u32,
+    /// Transport Type (TRTYPE) of the queue the command arrived on.
+    pub trtype: u8,
+}
+
+impl ErrorInformationEntry {
+    /// Encodes the 64-byte entry. The status field is stored above a zero phase
+    /// bit, as in a completion queue entry.
+    pub fn encode(&self) -> [u8; ERROR_ENTRY_LEN] {
+        let mut b = [0u8; ERROR_ENTRY_LEN];
+        put_u64(&mut b, 0, self.error_count);
+        put_u16(&mut b, 8, self.sqid);
+        put_u16(&mut b, 10, self.cid);
+        put_u16(&mut b, 12, self.status_field << 1);
+        put_u16(&mut b, 14, self.parameter_error_location);
+        put_u64(&mut b, 16, self.lba);
+        put_u32(&mut b, 24, self.nsid);
+        b[29] = self.trtype;
+        b
+    }
+
+    /// Decodes an entry (host side); `None` if `b` is shorter than an entry.
+    pub fn decode(b: &[u8]) -> Option<ErrorInformationEntry> {
+        let f = Fields(b);
+        f.slice(0, ERROR_ENTRY_LEN)?;
+        Some(ErrorInformationEntry {
+            error_count: f.u64(0)?,
+            sqid: f.u16(8)?,
+            cid: f.u16(10)?,
+            status_field: f.u16(12)? >> 1,
+            parameter_error_location: f.u16(14)?,
+            lba: f.u64(16)?,
+            nsid: f.u32(24)?,
+            trtype: f.u8(29)?,
+        })
+    }
+}
+
 /// Encodes the 512-byte SMART / Health Information log with data units (in
-/// thousands of 512-byte units, rounded up) and command counts.
-pub fn encode_smart(units_read: u64, units_written: u64, reads: u64, writes: u64) -> Vec<u8> {
+/// thousands of 512-byte units, rounded up), command counts and the number of
+/// Error Information log entries recorded over the controller's life.
+pub fn encode_smart(
+    units_read: u64,
+    units_written: u64,
+    reads: u64,
+    writes: u64,
+    error_entries: u64,
+) -> Vec<u8> {
     let mut b = vec![0u8; 512];
     put_u16(&mut b, 1, 273 + 25); // composite temperature, Kelvin
     b[3] = 100; // available spare
@@ -139,6 +210,8 @@ pub fn encode_smart(units_read: u64, units_written: u64, reads: u64, writes: u64
     put_u64(&mut b, 48, units_written);
     put_u64(&mut b, 64, reads);
     put_u64(&mut b, 80, writes);
+    // Number of Error Information Log Entries: a 128-bit counter at 176.
+    put_u64(&mut b, 176, error_entries);
     b
 }
 
@@ -202,6 +275,30 @@ mod tests {
         let log = encode_discovery_log(5, &[e]);
         assert_eq!(log.len(), 2048);
         assert_eq!(decode_discovery_header(&log), Some((5, 1)));
+    }
+
+    #[test]
+    fn error_entry_places_fields_as_the_spec_lays_them_out() {
+        let e = ErrorInformationEntry {
+            error_count: 7,
+            sqid: 2,
+            cid: 0x1234,
+            status_field: 0x4080,
+            parameter_error_location: 40,
+            lba: 0x0102_0304_0506,
+            nsid: 9,
+            trtype: ERROR_TRTYPE_TCP,
+        };
+        let b = e.encode();
+        assert_eq!(&b[0..8], &7u64.to_le_bytes());
+        assert_eq!(&b[8..12], &[2, 0, 0x34, 0x12]);
+        assert_eq!(u16::from_le_bytes([b[12], b[13]]), 0x4080 << 1);
+        assert_eq!(&b[14..16], &[40, 0]);
+        assert_eq!(&b[16..24], &0x0102_0304_0506u64.to_le_bytes());
+        assert_eq!(&b[24..28], &9u32.to_le_bytes());
+        assert_eq!(b[29], 3);
+        assert_eq!(ErrorInformationEntry::decode(&b), Some(e));
+        assert_eq!(ErrorInformationEntry::decode(&b[..63]), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod identify;
 pub mod log_page;
 
 pub use command::{Command, Sgl, SglKind, SGL_TYPE_IN_CAPSULE, SGL_TYPE_TRANSPORT};
-pub use completion::Completion;
+pub use completion::{Completion, STATUS_FIELD_MORE};
 
 /// Admin command opcodes used by fabrics controllers.
 pub mod admin_opcode {
