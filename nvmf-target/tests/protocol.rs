@@ -47,6 +47,7 @@ impl Fixture {
             limits,
             connections_max: 64,
             tick_interval: Duration::from_millis(50),
+            busy_poll: Duration::ZERO,
         };
         let target = Target::start(config, subsystem.clone()).unwrap();
         Fixture {

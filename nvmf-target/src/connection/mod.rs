@@ -748,16 +748,15 @@ impl Connection {
             let length = (h2c.len - offset).min(maxh2cdata);
             h2c.r2t_end = Some(offset + length);
             self.r2t_queue.pop_front();
-            let mut out = Vec::with_capacity(32);
+            let before = self.scratch.len();
             R2t {
                 command_id: cid,
                 ttag: cid,
                 offset,
                 length,
             }
-            .encode(self.digests, &mut out);
-            self.scratch.extend_from_slice(&out);
-            self.out_bytes += out.len();
+            .encode(self.digests, &mut self.scratch);
+            self.out_bytes += self.scratch.len() - before;
         }
     }
 
@@ -854,10 +853,9 @@ impl Connection {
             cqe.result = reply.result;
             cqe.sq_head = self.sq_head;
             cqe.sq_id = self.queue.as_ref().map_or(0, |q| q.qid);
-            let mut out = Vec::with_capacity(32);
-            CapsuleResp { cqe: cqe.encode() }.encode(self.digests, &mut out);
-            self.scratch.extend_from_slice(&out);
-            self.out_bytes += out.len();
+            let before = self.scratch.len();
+            CapsuleResp { cqe: cqe.encode() }.encode(self.digests, &mut self.scratch);
+            self.out_bytes += self.scratch.len() - before;
         }
         if self.r2t_queue.front().is_some() {
             self.pump_r2t();
@@ -881,11 +879,14 @@ impl Connection {
                 success: last && use_success,
                 data: &chunk,
             };
-            let mut head = Vec::with_capacity(40);
-            let trailer =
-                pdu.encode_header(PduType::C2HData, self.digests, self.c2h_align, &mut head);
-            self.scratch.extend_from_slice(&head);
-            self.out_bytes += head.len();
+            let before = self.scratch.len();
+            let trailer = pdu.encode_header(
+                PduType::C2HData,
+                self.digests,
+                self.c2h_align,
+                &mut self.scratch,
+            );
+            self.out_bytes += self.scratch.len() - before;
             self.push_bytes(chunk);
             if let Some(t) = trailer {
                 self.scratch.extend_from_slice(&t);

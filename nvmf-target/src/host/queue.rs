@@ -41,6 +41,9 @@ impl Response {
     }
 }
 
+/// Bytes the receive buffer offers each read (it grows for larger PDUs).
+const RX_CHUNK_BYTES: usize = 64 * 1024;
+
 struct Inflight {
     write_data: Option<Bytes>,
     read_buf: Vec<u8>,
@@ -56,7 +59,12 @@ pub struct Queue {
     next_cid: u16,
     inflight: HashMap<u16, Inflight>,
     done: HashMap<u16, Response>,
+    /// Receive buffer: bytes `rx_start..rx_end` are received and not yet decoded.
     rx: Vec<u8>,
+    rx_start: usize,
+    rx_end: usize,
+    /// Reused encode buffer for outgoing PDUs.
+    tx: Vec<u8>,
     limits: DecodeLimits,
     /// Queue id, set by Connect.
     pub qid: u16,
@@ -77,7 +85,10 @@ impl Queue {
             next_cid: 0,
             inflight: HashMap::new(),
             done: HashMap::new(),
-            rx: Vec::new(),
+            rx: vec![0; RX_CHUNK_BYTES],
+            rx_start: 0,
+            rx_end: 0,
+            tx: Vec::new(),
             limits: DecodeLimits {
                 capsule_data_max: 8192,
                 data_pdu_max: 16 * 1024 * 1024,
@@ -137,7 +148,6 @@ impl Queue {
     ) -> Result<u16, HostError> {
         let cid = self.allocate_cid()?;
         cmd.set_cid(cid);
-        let mut out = Vec::new();
         let in_capsule = match &data {
             Some(d) if d.len() <= self.inline_data_max => {
                 cmd.set_sgl(0, d.len() as u32, SGL_TYPE_IN_CAPSULE);
@@ -152,18 +162,19 @@ impl Queue {
                 Bytes::new()
             }
         };
+        self.tx.clear();
         CapsuleCmd {
             sqe: cmd.0,
             data: &in_capsule,
         }
-        .encode(self.digests, &mut out);
-        self.stream.write_all(&out)?;
+        .encode(self.digests, &mut self.tx);
+        self.stream.write_all(&self.tx)?;
         let write_data = if in_capsule.is_empty() { data } else { None };
         self.inflight.insert(
             cid,
             Inflight {
                 write_data,
-                read_buf: Vec::new(),
+                read_buf: Vec::with_capacity(c2h_len as usize),
                 read_len: c2h_len as usize,
             },
         );
@@ -239,69 +250,124 @@ impl Queue {
         Ok(())
     }
 
+    /// Receives until one PDU is handled: a completion, read data or an R2T.
+    /// Data PDUs are copied straight from the receive buffer into the command's
+    /// read buffer.
     fn pump(&mut self) -> Result<(), HostError> {
-        match self.next_pdu()? {
-            OwnedPdu::CapsuleResp(cqe) => {
-                let c = Completion::decode(&cqe);
-                let inflight = self
-                    .inflight
-                    .remove(&c.cid)
-                    .ok_or(HostError::Protocol("completion for an unknown command id"))?;
-                self.done.insert(
-                    c.cid,
-                    Response {
-                        completion: c,
-                        data: inflight.read_buf,
-                    },
-                );
+        loop {
+            let window = &self.rx[self.rx_start..self.rx_end];
+            let Some(d) =
+                pdu::decode(window, self.digests, &self.limits).map_err(HostError::Decode)?
+            else {
+                self.fill()?;
+                continue;
+            };
+            if !d.data_digest_ok {
+                return Err(HostError::Protocol("data digest mismatch"));
             }
-            OwnedPdu::C2HData {
-                command_id,
-                offset,
-                last,
-                success,
-                data,
-            } => {
-                let f = self
-                    .inflight
-                    .get_mut(&command_id)
-                    .ok_or(HostError::Protocol("C2HData for an unknown command id"))?;
-                if offset as usize != f.read_buf.len() || f.read_buf.len() + data.len() > f.read_len
-                {
-                    return Err(HostError::Protocol("C2HData outside the expected range"));
-                }
-                f.read_buf.extend_from_slice(&data);
-                if success {
-                    if !last {
-                        return Err(HostError::Protocol("C2HData SUCCESS without LAST"));
-                    }
-                    let f = self
+            let len = d.len;
+            let r2t = match d.pdu {
+                Pdu::CapsuleResp(resp) => {
+                    let c = Completion::decode(&resp.cqe);
+                    let inflight = self
                         .inflight
-                        .remove(&command_id)
-                        .ok_or(HostError::Protocol("lost command"))?;
-                    let completion = Completion::new(command_id, Status::Success, 0);
+                        .remove(&c.cid)
+                        .ok_or(HostError::Protocol("completion for an unknown command id"))?;
                     self.done.insert(
-                        command_id,
+                        c.cid,
                         Response {
-                            completion,
-                            data: f.read_buf,
+                            completion: c,
+                            data: inflight.read_buf,
                         },
                     );
+                    None
                 }
+                Pdu::C2HData(data) => {
+                    let f = self
+                        .inflight
+                        .get_mut(&data.command_id)
+                        .ok_or(HostError::Protocol("C2HData for an unknown command id"))?;
+                    if data.offset as usize != f.read_buf.len()
+                        || f.read_buf.len() + data.data.len() > f.read_len
+                    {
+                        return Err(HostError::Protocol("C2HData outside the expected range"));
+                    }
+                    f.read_buf.extend_from_slice(data.data);
+                    if data.success {
+                        if !data.last {
+                            return Err(HostError::Protocol("C2HData SUCCESS without LAST"));
+                        }
+                        let f = self
+                            .inflight
+                            .remove(&data.command_id)
+                            .ok_or(HostError::Protocol("lost command"))?;
+                        let completion = Completion::new(data.command_id, Status::Success, 0);
+                        self.done.insert(
+                            data.command_id,
+                            Response {
+                                completion,
+                                data: f.read_buf,
+                            },
+                        );
+                    }
+                    None
+                }
+                Pdu::R2T(r) => Some(r),
+                Pdu::C2HTermReq(t) | Pdu::H2CTermReq(t) => {
+                    return Err(HostError::Terminated {
+                        fes: t.fes,
+                        fei: t.fei,
+                    })
+                }
+                Pdu::IcReq(_) | Pdu::IcResp(_) | Pdu::CapsuleCmd(_) | Pdu::H2CData(_) => {
+                    return Err(HostError::Protocol(
+                        "unexpected PDU type from the controller",
+                    ))
+                }
+            };
+            self.rx_start += len;
+            if let Some(r) = r2t {
+                self.answer_r2t(r.command_id, r.ttag, r.offset, r.length)?;
             }
-            OwnedPdu::R2T {
-                command_id,
-                ttag,
-                offset,
-                length,
-            } => self.answer_r2t(command_id, ttag, offset, length)?,
-            OwnedPdu::Term { fes, fei } => return Err(HostError::Terminated { fes, fei }),
-            OwnedPdu::IcResp(_) | OwnedPdu::Other => {
-                return Err(HostError::Protocol(
-                    "unexpected PDU type from the controller",
-                ))
-            }
+            return Ok(());
         }
+    }
+
+    /// Reads more bytes into the receive buffer, first moving undecoded bytes to
+    /// its front and growing it when a PDU does not fit.
+    fn fill(&mut self) -> Result<(), HostError> {
+        if self.rx_start == self.rx_end {
+            self.rx_start = 0;
+            self.rx_end = 0;
+        } else if self.rx.len() - self.rx_end < RX_CHUNK_BYTES / 4 {
+            self.rx.copy_within(self.rx_start..self.rx_end, 0);
+            self.rx_end -= self.rx_start;
+            self.rx_start = 0;
+        }
+        if self.rx.len() - self.rx_end < RX_CHUNK_BYTES / 4 {
+            let grown = (self.rx.len() * 2).min(self.limits.plen_max() + RX_CHUNK_BYTES);
+            if grown <= self.rx.len() {
+                return Err(HostError::Protocol("PDU larger than the receive limit"));
+            }
+            self.rx.resize(grown, 0);
+        }
+        let n = match self.stream.read(&mut self.rx[self.rx_end..]) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(HostError::Timeout)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            return Err(HostError::Closed);
+        }
+        self.rx_end += n;
         Ok(())
     }
 
@@ -325,7 +391,7 @@ impl Queue {
             return Err(HostError::Protocol("R2T outside the command's data"));
         }
         let mut pos = offset as usize;
-        let mut out = Vec::new();
+        self.tx.clear();
         while pos < end {
             let n = (end - pos).min(self.maxh2cdata as usize);
             let chunk = &data[pos..pos + n];
@@ -337,45 +403,28 @@ impl Queue {
                 success: false,
                 data: chunk,
             }
-            .encode(PduType::H2CData, self.digests, 0, &mut out);
+            .encode(PduType::H2CData, self.digests, 0, &mut self.tx);
             pos += n;
         }
-        self.stream.write_all(&out)?;
+        self.stream.write_all(&self.tx)?;
         Ok(())
     }
 
     fn next_pdu(&mut self) -> Result<OwnedPdu, HostError> {
-        let mut buf = [0u8; 64 * 1024];
         loop {
-            match pdu::decode(&self.rx, self.digests, &self.limits) {
+            let window = &self.rx[self.rx_start..self.rx_end];
+            match pdu::decode(window, self.digests, &self.limits) {
                 Ok(Some(d)) => {
                     if !d.data_digest_ok {
                         return Err(HostError::Protocol("data digest mismatch"));
                     }
                     let owned = OwnedPdu::from(&d.pdu);
-                    let len = d.len;
-                    self.rx.drain(..len);
+                    self.rx_start += d.len;
                     return Ok(owned);
                 }
-                Ok(None) => {}
+                Ok(None) => self.fill()?,
                 Err(e) => return Err(HostError::Decode(e)),
             }
-            let n = match self.stream.read(&mut buf) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(HostError::Timeout)
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if n == 0 {
-                return Err(HostError::Closed);
-            }
-            self.rx.extend_from_slice(&buf[..n]);
         }
     }
 }

@@ -3,10 +3,11 @@
 //! sockets with epoll (through `mio`).
 //!
 //! Threading: one acceptor thread hands each accepted socket to a reactor
-//! (round-robin). A reactor owns its sockets; namespace completions and
-//! asynchronous-event pokes reach it through a channel plus a waker, so no lock
-//! is held across I/O and an idle reactor sleeps in `epoll_wait` apart from a
-//! coarse timer tick for keep-alive checks.
+//! (round-robin). A reactor owns its sockets; namespace completions from other
+//! threads and asynchronous-event pokes reach it through a channel plus a waker
+//! (rung only when the reactor sleeps), completions a backend runs inline come
+//! back without either, so no lock is held across I/O and an idle reactor
+//! sleeps in `epoll_wait` apart from a coarse timer tick for keep-alive checks.
 //!
 //! [`Connection`]: crate::connection::Connection
 
@@ -47,6 +48,10 @@ pub struct TargetConfig {
     pub connections_max: usize,
     /// Period of the keep-alive / teardown check.
     pub tick_interval: Duration,
+    /// How long a reactor with namespace I/O outstanding spins for completions
+    /// before sleeping in `epoll_wait`. Zero (the default) never spins: an idle
+    /// or lightly loaded target then uses no CPU while it waits.
+    pub busy_poll: Duration,
 }
 
 impl TargetConfig {
@@ -60,6 +65,7 @@ impl TargetConfig {
             limits: Limits::default(),
             connections_max: 1024,
             tick_interval: Duration::from_millis(200),
+            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -176,6 +182,7 @@ impl Target {
             stop: stop.clone(),
             tick_interval: config.tick_interval,
             connections: connections.clone(),
+            busy_poll: config.busy_poll,
         });
         let mut wakers = Vec::new();
         let mut threads = Vec::new();

@@ -1,10 +1,17 @@
 //! One reactor thread: owns connections, reads and writes their sockets, starts
 //! their namespace I/O, and feeds completions back.
+//!
+//! Hot-path rules: a backend that completes inline (on this thread, inside
+//! `start`) hands its result straight back without touching the inbox; other
+//! threads' completions are drained in batches and each connection is then
+//! serviced once, so one `writev` carries every response ready; and senders only
+//! pay for an eventfd wake-up when the reactor is (about to be) asleep.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{IoSlice, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +32,7 @@ pub(super) struct Shared {
     pub stop: Arc<AtomicBool>,
     pub tick_interval: Duration,
     pub connections: Arc<AtomicUsize>,
+    pub busy_poll: Duration,
 }
 
 /// Work delivered to a reactor from other threads.
@@ -41,24 +49,82 @@ pub(super) enum Message {
     Poke { token: usize },
 }
 
-/// Sending side of a reactor's inbox: a channel plus the waker that interrupts its poll.
+/// Sending side of a reactor's inbox: a channel plus the waker that interrupts
+/// its poll. Cheap to clone (one reference count).
 #[derive(Clone)]
-pub(super) struct Inbox {
+pub(super) struct Inbox(Arc<InboxShared>);
+
+struct InboxShared {
     tx: Sender<Message>,
     waker: Arc<Waker>,
+    /// True while the reactor may block in `epoll_wait` (set before it checks
+    /// the channel a last time, cleared when it wakes).
+    sleeping: AtomicBool,
 }
 
 impl Inbox {
     pub fn send(&self, msg: Message) {
         // A closed channel means the reactor has stopped; the message (and any
         // buffer it carries) is simply dropped.
-        if self.tx.send(msg).is_ok() {
-            if let Err(e) = self.waker.wake() {
-                tracing::error!(error = %e, "cannot wake reactor");
+        if self.0.tx.send(msg).is_ok() {
+            // Pairs with the fence in `Reactor::sleep`: either the reactor sees
+            // this message before blocking, or this load sees it asleep.
+            fence(Ordering::SeqCst);
+            if self.0.sleeping.load(Ordering::Relaxed) {
+                if let Err(e) = self.0.waker.wake() {
+                    tracing::error!(error = %e, "cannot wake reactor");
+                }
             }
         }
     }
 }
+
+/// A completion produced inline while this thread's reactor was starting I/O.
+struct InlineCompletion {
+    token: usize,
+    tag: u16,
+    result: Result<IoOutput, NamespaceError>,
+}
+
+/// Completions that backends ran inline on a reactor thread.
+struct InlineCompletions {
+    /// The reactor currently starting I/O on this thread (0: none).
+    reactor: usize,
+    done: Vec<InlineCompletion>,
+}
+
+thread_local! {
+    static INLINE: RefCell<InlineCompletions> = const {
+        RefCell::new(InlineCompletions { reactor: 0, done: Vec::new() })
+    };
+}
+
+/// Hands an inline completion to reactor `reactor` if this thread is running
+/// its `start` calls; otherwise gives the result back for the inbox.
+fn complete_inline(
+    reactor: usize,
+    token: usize,
+    tag: u16,
+    result: Result<IoOutput, NamespaceError>,
+) -> Option<Result<IoOutput, NamespaceError>> {
+    let mut result = Some(result);
+    // try_with: during thread teardown the slot is gone; use the inbox.
+    let _ = INLINE.try_with(|cell| {
+        let mut inline = cell.borrow_mut();
+        if inline.reactor == reactor {
+            if let Some(result) = result.take() {
+                inline.done.push(InlineCompletion { token, tag, result });
+            }
+        }
+    });
+    result
+}
+
+/// Source of unique reactor ids (0 means "no reactor").
+static NEXT_REACTOR_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// Inbox messages handled before connections are serviced (bounds the batch).
+const INBOX_BATCH_MAX: usize = 1024;
 
 const WAKER: Token = Token(0);
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -69,15 +135,24 @@ struct Socket {
     conn: Connection,
     /// Input stopped before WouldBlock because of output backpressure.
     read_paused: bool,
+    /// Queued for servicing after the current inbox batch.
+    dirty: bool,
 }
 
 pub(super) struct Reactor {
+    id: usize,
     shared: Arc<Shared>,
     poll: Poll,
     inbox: Inbox,
     rx: Receiver<Message>,
     sockets: HashMap<usize, Socket>,
     next_token: usize,
+    /// Connections with completions to flush, gathered while draining the inbox.
+    dirty: Vec<usize>,
+    /// Inline completions taken from the thread-local queue (reused buffer).
+    inline_done: Vec<InlineCompletion>,
+    /// Namespace operations started and not yet completed through the inbox.
+    outstanding: usize,
 }
 
 impl Reactor {
@@ -88,17 +163,25 @@ impl Reactor {
         // connections (one message per in-flight command) plus accepts.
         let (tx, rx) = crossbeam_channel::unbounded();
         Ok(Reactor {
+            id: NEXT_REACTOR_ID.fetch_add(1, Ordering::Relaxed),
             shared,
             poll,
-            inbox: Inbox { tx, waker },
+            inbox: Inbox(Arc::new(InboxShared {
+                tx,
+                waker,
+                sleeping: AtomicBool::new(false),
+            })),
             rx,
             sockets: HashMap::new(),
             next_token: 1,
+            dirty: Vec::new(),
+            inline_done: Vec::new(),
+            outstanding: 0,
         })
     }
 
     pub fn waker(&self) -> Arc<Waker> {
-        self.inbox.waker.clone()
+        self.inbox.0.waker.clone()
     }
 
     pub fn inbox(&self) -> Inbox {
@@ -114,7 +197,10 @@ impl Reactor {
                 .shared
                 .tick_interval
                 .saturating_sub(last_tick.elapsed());
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            let timeout = self.prepare_to_sleep(timeout);
+            let polled = self.poll.poll(&mut events, Some(timeout));
+            self.inbox.0.sleeping.store(false, Ordering::Relaxed);
+            if let Err(e) = polled {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "reactor poll failed");
                     break;
@@ -148,24 +234,68 @@ impl Reactor {
         }
     }
 
+    /// Returns the poll timeout: zero if messages are already waiting, else
+    /// `timeout` with the sleeping flag raised so senders wake the poll. With
+    /// backend I/O outstanding and busy polling configured, first spins up to
+    /// `busy_poll` for a completion, sparing the wake-up of a sleeping thread.
+    fn prepare_to_sleep(&self, timeout: Duration) -> Duration {
+        let busy_poll = self.shared.busy_poll;
+        if self.outstanding > 0 && !busy_poll.is_zero() {
+            let until = Instant::now() + busy_poll;
+            while self.rx.is_empty() && Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+        self.inbox.0.sleeping.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `Inbox::send`.
+        fence(Ordering::SeqCst);
+        if self.rx.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Handles queued messages (a bounded batch), then services each connection
+    /// that received completions once, so its responses leave in one write.
     fn drain_inbox(&mut self, buf: &mut [u8]) {
-        while let Ok(msg) = self.rx.try_recv() {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let now = Instant::now();
+        for _ in 0..INBOX_BATCH_MAX {
+            let Ok(msg) = self.rx.try_recv() else {
+                break;
+            };
             match msg {
                 Message::Accepted { stream, kind } => self.adopt(stream, kind),
                 Message::IoDone { token, tag, result } => {
+                    self.outstanding = self.outstanding.saturating_sub(1);
                     if let Some(s) = self.sockets.get_mut(&token) {
-                        s.conn.complete_io(tag, result, Instant::now());
-                        self.service(token, buf);
+                        s.conn.complete_io(tag, result, now);
+                        if !s.dirty {
+                            s.dirty = true;
+                            dirty.push(token);
+                        }
                     }
                 }
                 Message::Poke { token } => {
                     if let Some(s) = self.sockets.get_mut(&token) {
-                        s.conn.tick(Instant::now());
-                        self.service(token, buf);
+                        s.conn.tick(now);
+                        if !s.dirty {
+                            s.dirty = true;
+                            dirty.push(token);
+                        }
                     }
                 }
             }
         }
+        for &token in &dirty {
+            if let Some(s) = self.sockets.get_mut(&token) {
+                s.dirty = false;
+            }
+            self.service(token, buf);
+        }
+        dirty.clear();
+        self.dirty = dirty;
     }
 
     fn adopt(&mut self, mut stream: TcpStream, kind: PortKind) {
@@ -207,6 +337,7 @@ impl Reactor {
                 stream,
                 conn: Connection::new(ctx),
                 read_paused: false,
+                dirty: false,
             },
         );
     }
@@ -226,7 +357,15 @@ impl Reactor {
                     s.conn.peer_closed();
                     return;
                 }
-                Ok(n) => s.conn.receive(&buf[..n], Instant::now()),
+                Ok(n) => {
+                    s.conn.receive(&buf[..n], Instant::now());
+                    if n < buf.len() {
+                        // The socket had no more bytes: with edge-triggered
+                        // epoll, any later arrival raises a new event, so the
+                        // read that would only return WouldBlock is skipped.
+                        return;
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -245,9 +384,40 @@ impl Reactor {
             let Some(s) = self.sockets.get_mut(&token) else {
                 return;
             };
-            for req in s.conn.take_io_requests() {
-                let inbox = self.inbox.clone();
-                req.start(move |tag, result| inbox.send(Message::IoDone { token, tag, result }));
+            if s.conn.has_io_requests() {
+                let requests = s.conn.take_io_requests();
+                self.outstanding += requests.len();
+                let id = self.id;
+                INLINE.with(|cell| cell.borrow_mut().reactor = id);
+                for req in requests {
+                    let inbox = self.inbox.clone();
+                    req.start(move |tag, result| {
+                        if let Some(result) = complete_inline(id, token, tag, result) {
+                            inbox.send(Message::IoDone { token, tag, result });
+                        }
+                    });
+                }
+                INLINE.with(|cell| {
+                    let mut inline = cell.borrow_mut();
+                    inline.reactor = 0;
+                    std::mem::swap(&mut inline.done, &mut self.inline_done);
+                });
+                let now = Instant::now();
+                for done in self.inline_done.drain(..) {
+                    self.outstanding = self.outstanding.saturating_sub(1);
+                    if done.token == token {
+                        s.conn.complete_io(done.tag, done.result, now);
+                    } else {
+                        // A backend finished another connection's earlier request
+                        // inside this start call: deliver it the ordinary way.
+                        self.outstanding += 1;
+                        self.inbox.send(Message::IoDone {
+                            token: done.token,
+                            tag: done.tag,
+                            result: done.result,
+                        });
+                    }
+                }
             }
             let write_failed = Self::write(s);
             if write_failed {
@@ -277,12 +447,13 @@ impl Reactor {
             if out.is_empty() {
                 return false;
             }
-            let slices: Vec<IoSlice<'_>> = out
-                .iter()
-                .take(WRITE_SLICES_MAX)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            match s.stream.write_vectored(&slices) {
+            let mut slices = [IoSlice::new(&[]); WRITE_SLICES_MAX];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(out.iter()) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            match s.stream.write_vectored(&slices[..count]) {
                 Ok(0) => return true,
                 Ok(n) => s.conn.consumed_output(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
