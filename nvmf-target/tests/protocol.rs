@@ -33,6 +33,10 @@ impl Fixture {
     }
 
     fn with_limits(limits: Limits) -> Fixture {
+        Self::build(limits, Duration::from_millis(50))
+    }
+
+    fn build(limits: Limits, tick_interval: Duration) -> Fixture {
         let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEEL0001"));
         let ns1 = MemoryNamespace::new(BlockSize::B512, 4096, [0xA1; 16]);
         subsystem
@@ -46,7 +50,7 @@ impl Fixture {
             reactors: 2,
             limits,
             connections_max: 64,
-            tick_interval: Duration::from_millis(50),
+            tick_interval,
             busy_poll: Duration::ZERO,
         };
         let target = Target::start(config, subsystem.clone()).unwrap();
@@ -811,6 +815,108 @@ fn data_digest_error_fails_the_command_not_the_connection() {
     assert_eq!(cqe.status(), Ok(Status::TransientTransportError));
     assert_eq!(f.ns1.snapshot_blocks(Lba(0), 1).unwrap(), vec![0; 512]);
     q.write(1, Lba(0), pattern(512, 4), 512).unwrap();
+}
+
+/// A namespace that completes operations on odd LBAs on a worker thread and
+/// the rest inline, so a queue mixes both completion paths of the reactor.
+struct ThreadedNamespace {
+    inner: Arc<MemoryNamespace>,
+    worker: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl ThreadedNamespace {
+    fn new(inner: Arc<MemoryNamespace>) -> Arc<ThreadedNamespace> {
+        let (worker, jobs) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        // Ends when the namespace (the only sender) is dropped.
+        std::thread::spawn(move || {
+            for job in jobs {
+                job();
+            }
+        });
+        Arc::new(ThreadedNamespace { inner, worker })
+    }
+
+    fn run(&self, lba: Lba, op: impl FnOnce(Arc<MemoryNamespace>) + Send + 'static) {
+        let inner = self.inner.clone();
+        if lba.0 % 2 == 0 {
+            op(inner);
+        } else if let Err(refused) = self.worker.send(Box::new(move || op(inner))) {
+            (refused.0)();
+        }
+    }
+}
+
+impl NamespaceBackend for ThreadedNamespace {
+    fn block_size(&self) -> BlockSize {
+        self.inner.block_size()
+    }
+    fn capacity_blocks(&self) -> u64 {
+        self.inner.capacity_blocks()
+    }
+    fn uuid(&self) -> [u8; 16] {
+        self.inner.uuid()
+    }
+    fn volatile_write_cache(&self) -> bool {
+        self.inner.volatile_write_cache()
+    }
+    fn read(&self, lba: Lba, blocks: u32, done: nvmf_target::Completion<Bytes>) {
+        self.run(lba, move |ns| ns.read(lba, blocks, done));
+    }
+    fn write(&self, lba: Lba, data: Bytes, done: nvmf_target::Completion<()>) {
+        self.run(lba, move |ns| ns.write(lba, data, done));
+    }
+    fn flush(&self, done: nvmf_target::Completion<()>) {
+        self.run(Lba(1), move |ns| ns.flush(done));
+    }
+    fn write_zeroes(&self, lba: Lba, blocks: u32, done: nvmf_target::Completion<()>) {
+        self.run(lba, move |ns| ns.write_zeroes(lba, blocks, done));
+    }
+    fn deallocate(&self, ranges: Vec<LbaRange>, done: nvmf_target::Completion<()>) {
+        let lba = ranges.first().map_or(Lba(0), |r| r.start);
+        self.run(lba, move |ns| ns.deallocate(ranges, done));
+    }
+}
+
+#[test]
+fn completions_from_other_threads_and_inline_ones_interleave_without_lost_wake_ups() {
+    // A periodic tick far beyond the host's 5 s timeout: a completion whose
+    // wake-up got lost would stall its command until the host gives up.
+    let f = Fixture::build(Limits::default(), Duration::from_secs(60));
+    let inner = MemoryNamespace::new(BlockSize::B4096, 256, [0xD4; 16]);
+    f.subsystem
+        .add_namespace(5, ThreadedNamespace::new(inner.clone()), HostAcl::AnyHost)
+        .unwrap();
+    let mut c = f.connect(HOST_A);
+    c.set_queue_count(1).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+    // Queue depth 1: the reactor sleeps between commands, so every worker-thread
+    // completion must wake it.
+    for i in 0..200u64 {
+        let lba = Lba(i % 64);
+        let data = pattern(4096, i as u8);
+        q.write(5, lba, data.clone(), 4096).unwrap();
+        assert_eq!(q.read(5, lba, 1, 4096).unwrap(), data);
+    }
+    // Queue depth 32, both paths at once, completions out of order.
+    for round in 0..8u8 {
+        let mut cids = Vec::new();
+        for b in 0..32u64 {
+            let data = pattern(4096, round.wrapping_add(b as u8));
+            cids.push(q.submit_write(5, Lba(64 + b), data, 4096).unwrap());
+        }
+        for _ in &cids {
+            q.queue.wait_any().unwrap().1.success().unwrap();
+        }
+        let reads: Vec<(u16, u64)> = (0..32u64)
+            .map(|b| (q.submit_read(5, Lba(64 + b), 1, 4096).unwrap(), b))
+            .collect();
+        for (cid, b) in reads {
+            let got = q.queue.wait(cid).unwrap().success().unwrap().data;
+            assert_eq!(got, pattern(4096, round.wrapping_add(b as u8)).to_vec());
+        }
+    }
+    q.flush(5).unwrap();
+    assert!(inner.flush_count() >= 1);
 }
 
 #[test]
