@@ -838,7 +838,7 @@ impl ThreadedNamespace {
 
     fn run(&self, lba: Lba, op: impl FnOnce(Arc<MemoryNamespace>) + Send + 'static) {
         let inner = self.inner.clone();
-        if lba.0 % 2 == 0 {
+        if lba.0.is_multiple_of(2) {
             op(inner);
         } else if let Err(refused) = self.worker.send(Box::new(move || op(inner))) {
             (refused.0)();
