@@ -7,6 +7,8 @@ use std::net::IpAddr;
 pub const NAME_LEN_MAX: usize = 256;
 /// Longest description the documents allow.
 pub const DESCRIPTION_LEN_MAX: usize = 256;
+/// Longest retention period a snapshot request may carry.
+pub const RETENTION_LEN_MAX: usize = 64;
 /// Most labels one volume may carry.
 pub const LABELS_MAX: usize = 64;
 /// Longest label key or value.

@@ -813,8 +813,11 @@ impl Service {
         rules::check_name("name", &req.name).map_err(invalid)?;
         rules::check_description(&req.description).map_err(invalid)?;
         if let Some(r) = &req.retention_time {
-            if r.len() > 64 || r.chars().any(char::is_control) {
-                return Err(invalid("retentionTime is malformed".to_owned()));
+            if r.chars().count() > rules::RETENTION_LEN_MAX || r.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "retentionTime must be at most {} characters without control characters",
+                    rules::RETENTION_LEN_MAX
+                )));
             }
         }
         self.require_project(&req.project)?;

@@ -107,7 +107,10 @@ impl Inner {
             .map(|v| (v.uuid, host_acl(&v.acl)))
             .collect();
         for (uuid, acl) in serving {
-            let outcome = self.control.set_host_acl(uuid, &acl).and_then(|()| self.control.expose_volume(uuid));
+            let outcome = self
+                .control
+                .set_host_acl(uuid, &acl)
+                .and_then(|()| self.control.expose_volume(uuid));
             if let Err(err) = outcome {
                 tracing::error!(%uuid, %err, "could not expose a volume after restart");
             }

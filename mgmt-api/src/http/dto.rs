@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::loose;
+use super::{loose, schema};
 
 /// Error body: gRPC code (google.rpc.Code), message, details.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -29,6 +29,7 @@ pub struct ErrorBody {
 pub struct AclDto {
     /// The entries.
     #[serde(default, deserialize_with = "loose::null_vec")]
+    #[schema(schema_with = schema::acl_values)]
     pub values: Vec<String>,
 }
 
@@ -37,9 +38,11 @@ pub struct AclDto {
 #[serde(deny_unknown_fields)]
 pub struct LabelDto {
     /// Key.
+    #[schema(schema_with = schema::label_key)]
     pub key: String,
     /// Value.
     #[serde(default)]
+    #[schema(schema_with = schema::label_value)]
     pub value: String,
 }
 
@@ -49,6 +52,7 @@ pub struct LabelDto {
 pub struct CreateVolumeRequest {
     /// Name (letters, digits, `-`, `_`, `.`; 1–256).
     #[serde(default)]
+    #[schema(schema_with = schema::name, required = true)]
     pub name: Option<String>,
     /// Size: a string of bytes, or with a unit ("1 gib"). Mandatory unless cloning.
     #[serde(
@@ -56,13 +60,15 @@ pub struct CreateVolumeRequest {
         deserialize_with = "loose::opt_size",
         serialize_with = "loose::ser_opt_size"
     )]
-    #[schema(value_type = Option<String>, example = "1073741824")]
+    #[schema(schema_with = schema::optional_size)]
     pub size: Option<u64>,
     /// Replica count 1–3 (at most the cluster's maximum); number or string.
     #[serde(default, deserialize_with = "loose::opt_u32")]
+    #[schema(schema_with = schema::optional_replica_count)]
     pub replica_count: Option<u32>,
     /// Project (default `default` for cluster admins).
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub project_name: Option<String>,
     /// Host ACL; default `ALLOW_NONE`.
     #[serde(default)]
@@ -72,12 +78,15 @@ pub struct CreateVolumeRequest {
     pub ip_acl: Option<AclDto>,
     /// Compression: boolean or "True"/"False".
     #[serde(default, deserialize_with = "loose::opt_bool")]
+    #[schema(schema_with = schema::optional_bool)]
     pub compression: Option<bool>,
     /// Sector size, 512 or 4096 (default 4096).
     #[serde(default, deserialize_with = "loose::opt_u32")]
+    #[schema(schema_with = schema::optional_sector_size)]
     pub sector_size: Option<u32>,
     /// QoS policy name (recorded).
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub qos_policy_name: Option<String>,
     /// QoS policy UUID (accepted for compatibility, ignored).
     #[serde(default, rename = "qosPolicyUUID")]
@@ -87,6 +96,7 @@ pub struct CreateVolumeRequest {
     pub labels: Option<Vec<LabelDto>>,
     /// Create a thin clone of this snapshot.
     #[serde(default, rename = "sourceSnapshotUUID")]
+    #[schema(schema_with = schema::optional_uuid)]
     pub source_snapshot_uuid: Option<String>,
 }
 
@@ -96,12 +106,15 @@ pub struct CreateVolumeRequest {
 pub struct UpdateVolumeRequest {
     /// Identifies the volume (must match the path if both are given).
     #[serde(default, rename = "UUID")]
+    #[schema(schema_with = schema::optional_uuid)]
     pub uuid: Option<String>,
-    /// Identifies the volume by name (informational).
+    /// Identifies the volume by name (when the path is not a UUID).
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub name: Option<String>,
     /// Project of the volume.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub project_name: Option<String>,
     /// New size (grow only).
     #[serde(
@@ -109,10 +122,11 @@ pub struct UpdateVolumeRequest {
         deserialize_with = "loose::opt_size",
         serialize_with = "loose::ser_opt_size"
     )]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::optional_size)]
     pub size: Option<u64>,
     /// New compression setting.
     #[serde(default, deserialize_with = "loose::opt_bool")]
+    #[schema(schema_with = schema::optional_bool)]
     pub compression: Option<bool>,
     /// New host ACL.
     #[serde(default)]
@@ -122,6 +136,7 @@ pub struct UpdateVolumeRequest {
     pub ip_acl: Option<AclDto>,
     /// New QoS policy name.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub qos_policy_name: Option<String>,
     /// Accepted for compatibility, ignored.
     #[serde(default, rename = "qosPolicyUUID")]
@@ -210,21 +225,27 @@ pub struct VolumeListDto {
 pub struct CreateSnapshotRequest {
     /// Name.
     #[serde(default)]
+    #[schema(schema_with = schema::name, required = true)]
     pub name: Option<String>,
-    /// The volume to snapshot.
+    /// The volume to snapshot (this or `sourceVolumeName` is mandatory).
     #[serde(default, rename = "sourceVolumeUUID")]
+    #[schema(schema_with = schema::optional_uuid)]
     pub source_volume_uuid: Option<String>,
     /// Or the volume's name.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub source_volume_name: Option<String>,
     /// Free text (≤ 256).
     #[serde(default)]
+    #[schema(schema_with = schema::optional_description)]
     pub description: Option<String>,
-    /// Retention period (recorded, informational).
+    /// Retention period (recorded, informational; at most 64 characters).
     #[serde(default)]
+    #[schema(schema_with = schema::optional_retention)]
     pub retention_time: Option<String>,
     /// Project (for `/api/v2/snapshots`).
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub project_name: Option<String>,
 }
 
@@ -278,12 +299,15 @@ pub struct SnapshotListDto {
 pub struct RollbackRequest {
     /// Snapshot to roll back to.
     #[serde(default, rename = "srcSnapshotUUID")]
+    #[schema(schema_with = schema::uuid, required = true)]
     pub src_snapshot_uuid: Option<String>,
     /// Volume (must match the path if given).
     #[serde(default, rename = "UUID")]
+    #[schema(schema_with = schema::optional_uuid)]
     pub uuid: Option<String>,
     /// Project.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub project_name: Option<String>,
 }
 
@@ -387,9 +411,11 @@ pub struct NodeListDto {
 #[serde(deny_unknown_fields)]
 pub struct ProjectDto {
     /// Name.
+    #[schema(schema_with = schema::name)]
     pub name: String,
     /// Free text.
     #[serde(default)]
+    #[schema(schema_with = schema::description)]
     pub description: String,
 }
 
@@ -418,13 +444,17 @@ pub struct LoginResponse {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateUserRequest {
     /// User name.
+    #[schema(schema_with = schema::name)]
     pub name: String,
-    /// Password (8–1024 bytes).
+    /// Password (8–1024 bytes; the schema's 256 characters always fit).
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
-    /// ClusterAdmin, ProjectAdmin or ProjectViewer.
+    /// ClusterAdmin, ProjectAdmin or ProjectViewer (the project roles need `projectName`).
+    #[schema(schema_with = schema::role)]
     pub role: String,
     /// Project of a project role.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub project_name: Option<String>,
 }
 
@@ -443,11 +473,14 @@ pub struct UserDto {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateCredentialRequest {
     /// Key id; tokens must carry it as `kid`.
+    #[schema(schema_with = schema::name)]
     pub id: String,
     /// Project whose admin role tokens get (`system` = cluster admin).
+    #[schema(schema_with = schema::name)]
     pub project_name: String,
     /// `rsa256pubkey` or `ec256pubkey`.
     #[serde(rename = "type")]
+    #[schema(schema_with = schema::key_type)]
     pub kind: String,
     /// The PEM public key, or its base64 encoding.
     pub key: String,
@@ -480,12 +513,15 @@ pub struct CredentialListDto {
 pub struct CloneSourceDto {
     /// Source snapshot UUID.
     #[serde(default)]
+    #[schema(schema_with = schema::uuid, required = true)]
     pub snap_id: String,
     /// Project of the snapshot.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub project_name: Option<String>,
     /// Cluster of the snapshot (must be this cluster if given).
     #[serde(default)]
+    #[schema(schema_with = schema::optional_uuid)]
     pub cluster_id: Option<String>,
 }
 
@@ -495,12 +531,15 @@ pub struct CloneSourceDto {
 pub struct CloneDestinationDto {
     /// Destination name.
     #[serde(default)]
+    #[schema(schema_with = schema::name, required = true)]
     pub name: String,
     /// Destination project (default: the source's).
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub project_name: Option<String>,
     /// Destination cluster (must be this cluster if given).
     #[serde(default)]
+    #[schema(schema_with = schema::optional_uuid)]
     pub cluster_id: Option<String>,
     /// Size in bytes (≥ the source's).
     #[serde(
@@ -508,25 +547,31 @@ pub struct CloneDestinationDto {
         deserialize_with = "loose::opt_size",
         serialize_with = "loose::ser_opt_size"
     )]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::optional_size)]
     pub size: Option<u64>,
     /// Replica count 1–3.
     #[serde(default, deserialize_with = "loose::opt_u32")]
+    #[schema(schema_with = schema::optional_replica_count)]
     pub replica: Option<u32>,
-    /// Description (snapshot destinations).
+    /// Description (snapshot destinations only).
     #[serde(default)]
+    #[schema(schema_with = schema::optional_description)]
     pub description: Option<String>,
     /// QoS policy name.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
     pub qos_policy_name: Option<String>,
     /// 512 or 4096.
     #[serde(default, deserialize_with = "loose::opt_u32")]
+    #[schema(schema_with = schema::optional_sector_size)]
     pub sector_size: Option<u32>,
     /// Compression.
     #[serde(default, deserialize_with = "loose::opt_bool")]
+    #[schema(schema_with = schema::optional_bool)]
     pub compression: Option<bool>,
     /// Re-read the destination after copying (accepted; the engine checksums every block).
     #[serde(default, deserialize_with = "loose::opt_bool")]
+    #[schema(schema_with = schema::optional_bool)]
     pub verify_clone: Option<bool>,
 }
 

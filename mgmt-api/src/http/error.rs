@@ -50,6 +50,14 @@ pub enum ApiError {
     /// No route matches.
     #[error("no such endpoint: {0}")]
     NoRoute(String),
+    /// The route exists but not with this method.
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The request's method.
+        method: String,
+        /// The request's path (truncated).
+        path: String,
+    },
     /// A background task died (a bug).
     #[error("internal error: {0}")]
     Internal(String),
@@ -105,6 +113,7 @@ impl ApiError {
             Self::PermissionDenied(_) => (StatusCode::FORBIDDEN, PERMISSION_DENIED),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, INVALID_ARGUMENT),
             Self::NoRoute(_) => (StatusCode::NOT_FOUND, NOT_FOUND),
+            Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, UNIMPLEMENTED),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
         }
     }

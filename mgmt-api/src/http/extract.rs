@@ -98,6 +98,18 @@ impl QueryParams {
         names.iter().find_map(|n| self.text(n))
     }
 
+    /// A resource name given under the first present of `names` (`name` /
+    /// `Name`); 400 unless it follows the name rule, since no resource can
+    /// carry a name that breaks it.
+    pub fn name(&self, names: &[&str]) -> Result<Option<String>, ApiError> {
+        let Some(name) = self.any(names) else {
+            return Ok(None);
+        };
+        crate::domain::rules::check_name(names.first().copied().unwrap_or("name"), name)
+            .map_err(ApiError::BadRequest)?;
+        Ok(Some(name.to_owned()))
+    }
+
     /// A UUID parameter (400 if malformed).
     pub fn uuid(&self, name: &str) -> Result<Option<Uuid>, ApiError> {
         self.text(name).map(|s| parse_uuid(name, s)).transpose()
@@ -167,15 +179,20 @@ impl FromRequest<AppState> for Body {
 }
 
 impl Body {
-    /// Decodes a mandatory JSON body.
+    /// Decodes a mandatory JSON body, which must be an object: serde would
+    /// also fill a struct from an array of its fields in order, a shape no
+    /// client of this API sends on purpose.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        if self.0.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::BadRequest(
+        match self.0.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => Err(ApiError::BadRequest(
                 "the request body is empty; a JSON object is expected".to_owned(),
-            ));
+            )),
+            Some(b'{') => serde_json::from_slice(&self.0)
+                .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}"))),
+            Some(_) => Err(ApiError::BadRequest(
+                "the request body must be a JSON object".to_owned(),
+            )),
         }
-        serde_json::from_slice(&self.0)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
     }
 
     /// Decodes an optional JSON body (empty means `T::default()`).

@@ -9,6 +9,8 @@ pub mod error;
 pub mod extract;
 pub mod loose;
 pub mod openapi;
+pub mod read_first;
+pub mod schema;
 pub mod session;
 pub mod snapshots;
 pub mod volumes;
@@ -58,6 +60,13 @@ pub async fn blocking<T: Send + 'static>(
 
 async fn no_route(uri: axum::http::Uri) -> ApiError {
     ApiError::NoRoute(extract::truncate(uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: extract::truncate(uri.path()),
+    }
 }
 
 /// The full router.
@@ -145,6 +154,12 @@ pub fn router(state: AppState) -> Router {
             post(workflows::cancel),
         )
         .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Outermost last: the limit wraps the reader that enforces it.
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            read_first::read_body_first,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -91,6 +91,9 @@ pub async fn create_user(
 ) -> Result<Json<UserDto>, ApiError> {
     require_cluster_admin(&caller)?;
     let req: CreateUserRequest = body.json()?;
+    if let Some(p) = req.project_name.as_deref() {
+        crate::domain::rules::check_name("projectName", p).map_err(ApiError::BadRequest)?;
+    }
     let role = Role::from_name(&req.role, req.project_name.as_deref()).ok_or_else(|| {
         ApiError::BadRequest(
             "role must be ClusterAdmin, or ProjectAdmin/ProjectViewer with projectName".to_owned(),

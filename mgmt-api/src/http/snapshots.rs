@@ -15,7 +15,7 @@ use super::volumes::{authorize, required_project, resolve_project};
 use super::{blocking, AppState};
 use crate::auth::Principal;
 use crate::domain::model::SnapshotRecord;
-use crate::domain::{NewSnapshot, Service, ServiceError};
+use crate::domain::{rules, NewSnapshot, Service, ServiceError};
 
 fn locate(
     s: &Service,
@@ -72,7 +72,7 @@ async fn lookup_core(
     path: Option<String>,
     q: QueryParams,
 ) -> Result<Response, ApiError> {
-    let Some(name) = q.any(&["Name", "name"]).map(str::to_owned) else {
+    let Some(name) = q.name(&["Name", "name"])? else {
         return list_core(state, caller, path, q).await;
     };
     let project = required_project(
@@ -108,6 +108,9 @@ async fn create_core(
         .map(|s| parse_uuid("sourceVolumeUUID", s))
         .transpose()?;
     let volume_name = req.source_volume_name.filter(|s| !s.is_empty());
+    if let Some(n) = &volume_name {
+        rules::check_name("sourceVolumeName", n).map_err(ApiError::BadRequest)?;
+    }
     if volume_uuid.is_none() && volume_name.is_none() {
         return Err(ApiError::BadRequest(
             "sourceVolumeUUID is mandatory".to_owned(),

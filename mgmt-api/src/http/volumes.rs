@@ -92,6 +92,7 @@ fn locate(
     let view = match (Uuid::parse_str(id), name) {
         (Ok(uuid), _) => s.volume(uuid)?,
         (Err(_), Some(name)) => {
+            rules::check_name("name", name).map_err(ApiError::BadRequest)?;
             let p = required_project(caller, project.map(str::to_owned))?;
             s.volume_by_name(&p, name)?
         }
@@ -128,7 +129,7 @@ async fn list_core(
     let filter = VolumeFilter {
         project: project.clone(),
         uuid: q.uuid("UUID")?,
-        name: q.text("name").map(str::to_owned),
+        name: q.name(&["name"])?,
         offset: q.uuid("offsetUUID")?,
         limit: q.count("limit")?.filter(|l| *l > 0),
         source_snapshot: q.uuid("snapshotUUID")?,
@@ -151,7 +152,7 @@ async fn lookup_core(
     path: Option<String>,
     q: QueryParams,
 ) -> Result<Response, ApiError> {
-    let Some(name) = q.any(&["name", "Name"]).map(str::to_owned) else {
+    let Some(name) = q.name(&["name", "Name"])? else {
         return list_core(state, caller, path, q).await;
     };
     let project = required_project(
@@ -221,7 +222,7 @@ async fn get_core(
 ) -> Result<Json<VolumeDto>, ApiError> {
     let project = resolve_project(path_project.as_deref(), q.text("projectName"))?;
     let id = path.get("UUID")?.to_owned();
-    let name = q.text("name").map(str::to_owned);
+    let name = q.name(&["name"])?;
     blocking(&state, move |s| {
         let view = locate(s, &caller, project.as_deref(), &id, name.as_deref(), false)?;
         Ok(Json(dto(s, &view)))
@@ -287,7 +288,7 @@ async fn delete_core(
 ) -> Result<Json<EmptyDto>, ApiError> {
     let project = resolve_project(path_project.as_deref(), q.text("projectName"))?;
     let id = path.get("UUID")?.to_owned();
-    let name = q.text("name").map(str::to_owned);
+    let name = q.name(&["name"])?;
     let etag = if_match(&headers)?;
     blocking(&state, move |s| {
         let view = locate(s, &caller, project.as_deref(), &id, name.as_deref(), true)?;
