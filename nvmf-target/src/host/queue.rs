@@ -43,6 +43,8 @@ impl Response {
 
 /// Bytes the receive buffer offers each read (it grows for larger PDUs).
 const RX_CHUNK_BYTES: usize = 64 * 1024;
+/// Queued outgoing bytes that force a write even in the middle of a burst.
+const TX_DEFER_MAX_BYTES: usize = 256 * 1024;
 
 struct Inflight {
     write_data: Option<Bytes>,
@@ -140,6 +142,12 @@ impl Queue {
     /// Submits `cmd` (its CID is assigned here) with optional host-to-controller
     /// `data` (sent in-capsule when small enough, else on R2T) or room for
     /// `c2h_len` bytes of controller-to-host data. Returns the CID.
+    ///
+    /// The command is written at once, except while the caller is reaping a
+    /// burst (completions already received and not yet returned): it then
+    /// waits in a send buffer that goes out, in one write, before this queue
+    /// next blocks on the network ([`Queue::wait`], [`Queue::wait_any`]) or
+    /// when [`Queue::send_queued`] is called.
     pub fn submit(
         &mut self,
         mut cmd: Command,
@@ -162,13 +170,15 @@ impl Queue {
                 Bytes::new()
             }
         };
-        self.tx.clear();
         CapsuleCmd {
             sqe: cmd.0,
             data: &in_capsule,
         }
         .encode(self.digests, &mut self.tx);
-        self.stream.write_all(&self.tx)?;
+        let reaping = !self.done.is_empty() || self.rx_start < self.rx_end;
+        if !reaping || self.tx.len() >= TX_DEFER_MAX_BYTES {
+            self.send_queued()?;
+        }
         let write_data = if in_capsule.is_empty() { data } else { None };
         self.inflight.insert(
             cid,
@@ -233,8 +243,19 @@ impl Queue {
         self.wait(cid)
     }
 
-    /// Sends raw bytes (for tests of malformed input).
+    /// Writes every PDU waiting in the send buffer.
+    pub fn send_queued(&mut self) -> Result<(), HostError> {
+        if !self.tx.is_empty() {
+            let written = self.stream.write_all(&self.tx);
+            self.tx.clear();
+            written?;
+        }
+        Ok(())
+    }
+
+    /// Sends raw bytes (for tests of malformed input), after any queued PDUs.
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), HostError> {
+        self.send_queued()?;
         self.stream.write_all(bytes)?;
         Ok(())
     }
@@ -336,6 +357,8 @@ impl Queue {
     /// Reads more bytes into the receive buffer, first moving undecoded bytes to
     /// its front and growing it when a PDU does not fit.
     fn fill(&mut self) -> Result<(), HostError> {
+        // The controller can only answer what it has received.
+        self.send_queued()?;
         if self.rx_start == self.rx_end {
             self.rx_start = 0;
             self.rx_end = 0;
@@ -391,7 +414,6 @@ impl Queue {
             return Err(HostError::Protocol("R2T outside the command's data"));
         }
         let mut pos = offset as usize;
-        self.tx.clear();
         while pos < end {
             let n = (end - pos).min(self.maxh2cdata as usize);
             let chunk = &data[pos..pos + n];
@@ -406,7 +428,10 @@ impl Queue {
             .encode(PduType::H2CData, self.digests, 0, &mut self.tx);
             pos += n;
         }
-        self.stream.write_all(&self.tx)?;
+        // Sent with the next write, at the latest before the queue blocks.
+        if self.tx.len() >= TX_DEFER_MAX_BYTES {
+            self.send_queued()?;
+        }
         Ok(())
     }
 
