@@ -212,7 +212,10 @@ impl Reactor {
                 }
                 let token = ev.token().0;
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    self.read(token, &mut buf);
+                    // A hang-up already signalled by this event raises no later
+                    // edge: read on to the end of the stream to see it.
+                    let to_end = ev.is_read_closed() || ev.is_error();
+                    self.read(token, &mut buf, to_end);
                 }
                 self.service(token, &mut buf);
             }
@@ -342,7 +345,9 @@ impl Reactor {
         );
     }
 
-    fn read(&mut self, token: usize, buf: &mut [u8]) {
+    /// Reads and processes input until the socket is drained (a short read, or
+    /// WouldBlock when `to_end`), the connection pauses input, or the stream ends.
+    fn read(&mut self, token: usize, buf: &mut [u8], to_end: bool) {
         let Some(s) = self.sockets.get_mut(&token) else {
             return;
         };
@@ -359,10 +364,11 @@ impl Reactor {
                 }
                 Ok(n) => {
                     s.conn.receive(&buf[..n], Instant::now());
-                    if n < buf.len() {
+                    if n < buf.len() && !to_end {
                         // The socket had no more bytes: with edge-triggered
-                        // epoll, any later arrival raises a new event, so the
-                        // read that would only return WouldBlock is skipped.
+                        // epoll, any later arrival (data or hang-up) raises a
+                        // new event, so the read that would only return
+                        // WouldBlock is skipped.
                         return;
                     }
                 }
@@ -430,7 +436,7 @@ impl Reactor {
                 return;
             }
             if s.read_paused && s.conn.wants_input() {
-                self.read(token, buf);
+                self.read(token, buf, true);
                 continue;
             }
             if s.conn.has_io_requests() {
