@@ -108,6 +108,32 @@ async fn request_schemas_state_names_loose_types_and_required_fields() {
 }
 
 #[tokio::test]
+async fn creates_link_to_what_they_created_under_unique_operation_ids() {
+    let h = Harness::start().await;
+    let doc = document(&h).await;
+    let ops = operations(&doc);
+    let mut ids: Vec<&str> = ops
+        .iter()
+        .map(|(_, _, op)| op["operationId"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let count = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "duplicate operationIds");
+    let links = &doc["paths"]["/api/v2/volumes"]["post"]["responses"]["200"]["links"];
+    // OpenAPI spells it operationId (utoipa alone would write operation_id).
+    assert_eq!(links["volumes_get_one"]["operationId"], "volumes_get_one");
+    assert_eq!(
+        links["volumes_delete"]["parameters"]["UUID"],
+        "$response.body#/UUID"
+    );
+    for link in links.as_object().unwrap().values() {
+        let target = link["operationId"].as_str().unwrap();
+        assert!(ids.contains(&target), "link to unknown {target}");
+    }
+}
+
+#[tokio::test]
 async fn every_operation_documents_its_error_answers_with_the_error_body() {
     let h = Harness::start().await;
     let doc = document(&h).await;

@@ -72,9 +72,11 @@ pub struct CreateVolumeRequest {
     pub project_name: Option<String>,
     /// Host ACL; default `ALLOW_NONE`.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_host_acl)]
     pub acl: Option<AclDto>,
     /// IP ACL; default `ALLOW_ANY`. Also accepted as `IPAcl`.
     #[serde(default, alias = "IPAcl")]
+    #[schema(schema_with = schema::optional_ip_acl)]
     pub ip_acl: Option<AclDto>,
     /// Compression: boolean or "True"/"False".
     #[serde(default, deserialize_with = "loose::opt_bool")]
@@ -130,9 +132,11 @@ pub struct UpdateVolumeRequest {
     pub compression: Option<bool>,
     /// New host ACL.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_host_acl)]
     pub acl: Option<AclDto>,
     /// New IP ACL (also `IPAcl`).
     #[serde(default, alias = "IPAcl")]
+    #[schema(schema_with = schema::optional_ip_acl)]
     pub ip_acl: Option<AclDto>,
     /// New QoS policy name.
     #[serde(default)]

@@ -3,6 +3,7 @@
 
 use axum::extract::State;
 use axum::Json;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -73,6 +74,8 @@ struct Contracts;
 
 impl Modify for Contracts {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        unique_operation_ids(openapi);
+        add_links(openapi);
         for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
                 (&mut item.get, Method::Get),
@@ -107,6 +110,171 @@ impl Modify for Contracts {
                         parameter.schema = Some(schema);
                     }
                 }
+            }
+        }
+    }
+}
+
+fn operations_mut(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Operation ids must be unique in a document; handlers in different modules
+/// share function names (`list`, `get_one`), so each id gets its tag as a prefix
+/// (`volumes_get_one`, `snapshots_get_one`).
+fn unique_operation_ids(openapi: &mut utoipa::openapi::OpenApi) {
+    for item in openapi.paths.paths.values_mut() {
+        for operation in operations_mut(item) {
+            let tag = operation
+                .tags
+                .as_ref()
+                .and_then(|t| t.first())
+                .cloned()
+                .unwrap_or_default();
+            if let Some(id) = operation.operation_id.as_mut() {
+                if !tag.is_empty() && !id.starts_with(&format!("{tag}_")) {
+                    *id = format!("{tag}_{id}");
+                }
+            }
+        }
+    }
+}
+
+/// Where a created resource's identity goes next: (creating operation, operation
+/// it links to, parameters taken from the creating answer). Links let clients
+/// and stateful testers (schemathesis) follow a create to the resource.
+/// A link's parameters: (target parameter, runtime expression).
+type LinkParameters = &'static [(&'static str, &'static str)];
+
+const LINKS: &[(&str, &str, LinkParameters)] = &[
+    ("volumes_create", "volumes_get_one", UUID_OF_BODY),
+    ("volumes_create", "volumes_update", UUID_OF_BODY),
+    ("volumes_create", "volumes_delete", UUID_OF_BODY),
+    ("volumes_create", "volumes_rollback", UUID_OF_BODY),
+    (
+        "volumes_project_create",
+        "volumes_project_get",
+        PROJECT_AND_UUID_OF_BODY,
+    ),
+    (
+        "volumes_project_create",
+        "volumes_project_update",
+        PROJECT_AND_UUID_OF_BODY,
+    ),
+    (
+        "volumes_project_create",
+        "volumes_project_delete",
+        PROJECT_AND_UUID_OF_BODY,
+    ),
+    (
+        "volumes_project_create",
+        "volumes_project_rollback",
+        PROJECT_AND_UUID_OF_BODY,
+    ),
+    ("snapshots_create", "snapshots_get_one", UUID_OF_BODY),
+    ("snapshots_create", "snapshots_delete", UUID_OF_BODY),
+    (
+        "snapshots_project_create",
+        "snapshots_project_get",
+        PROJECT_AND_UUID_OF_BODY,
+    ),
+    (
+        "snapshots_project_create",
+        "snapshots_project_delete",
+        PROJECT_AND_UUID_OF_BODY,
+    ),
+    (
+        "workflows_thick_clone_volume",
+        "workflows_get_one",
+        WORKFLOW_OF_BODY,
+    ),
+    (
+        "workflows_thick_clone_volume",
+        "workflows_cancel",
+        WORKFLOW_OF_BODY,
+    ),
+    (
+        "workflows_thick_clone_snapshot",
+        "workflows_get_one",
+        WORKFLOW_OF_BODY,
+    ),
+    (
+        "workflows_thick_clone_snapshot",
+        "workflows_cancel",
+        WORKFLOW_OF_BODY,
+    ),
+    (
+        "cluster_create_project",
+        "volumes_project_list",
+        PROJECT_NAME_OF_BODY,
+    ),
+    (
+        "cluster_create_project",
+        "volumes_project_create",
+        PROJECT_NAME_OF_BODY,
+    ),
+    (
+        "cluster_create_project",
+        "snapshots_project_list",
+        PROJECT_NAME_OF_BODY,
+    ),
+    (
+        "auth_create_credential",
+        "auth_delete_credential",
+        ID_OF_BODY,
+    ),
+];
+const UUID_OF_BODY: LinkParameters = &[("UUID", "$response.body#/UUID")];
+const PROJECT_AND_UUID_OF_BODY: LinkParameters = &[
+    ("projectName", "$response.body#/projectName"),
+    ("UUID", "$response.body#/UUID"),
+];
+const WORKFLOW_OF_BODY: LinkParameters = &[("workflowId", "$response.body#/workflowId")];
+const PROJECT_NAME_OF_BODY: LinkParameters = &[("projectName", "$response.body#/name")];
+const ID_OF_BODY: LinkParameters = &[("id", "$response.body#/id")];
+
+fn add_links(openapi: &mut utoipa::openapi::OpenApi) {
+    let known: std::collections::BTreeSet<String> = openapi
+        .paths
+        .paths
+        .values_mut()
+        .flat_map(|item| {
+            operations_mut(item)
+                .filter_map(|o| o.operation_id.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for item in openapi.paths.paths.values_mut() {
+        for operation in operations_mut(item) {
+            let Some(id) = operation.operation_id.clone() else {
+                continue;
+            };
+            let Some(RefOr::T(ok)) = operation.responses.responses.get_mut("200") else {
+                continue;
+            };
+            for (_, target, parameters) in LINKS.iter().filter(|(source, _, _)| *source == id) {
+                assert!(
+                    known.contains(*target),
+                    "link to unknown operation {target}"
+                );
+                let link = parameters
+                    .iter()
+                    .fold(
+                        LinkBuilder::new().operation_id(*target),
+                        |l, (name, value)| l.parameter(*name, *value),
+                    )
+                    .build();
+                ok.links.insert((*target).to_owned(), RefOr::T(link));
             }
         }
     }
@@ -198,12 +366,16 @@ fn error_response(description: &str) -> RefOr<Response> {
 )]
 pub struct ApiDoc;
 
-/// Serves the document (no authentication needed). Built per request from the
-/// code, with this server's own limits filled in: a replica count past what the
-/// cluster places is refused, so the schema says so.
-pub async fn document(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+/// Serves the document (no authentication needed).
+pub async fn document(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(served_document(state.service.config().max_replicas))
+}
+
+/// The document as served: built from the code, with this server's own limits
+/// filled in (a replica count past what the cluster places is refused, so the
+/// schema says so), as JSON.
+pub fn served_document(max_replicas: u32) -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
-    let max_replicas = state.service.config().max_replicas;
     if let Some(components) = doc.components.as_mut() {
         for (component, field) in [
             ("CreateVolumeRequest", "replicaCount"),
@@ -216,5 +388,68 @@ pub async fn document(State(state): State<AppState>) -> Json<utoipa::openapi::Op
             }
         }
     }
-    Json(doc)
+    // INVARIANT: the document is plain data with string keys; serializing it
+    // cannot fail.
+    let mut json = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
+    fix_link_field_names(&mut json);
+    json
+}
+
+/// utoipa 5 serializes Link Objects with snake_case keys (`operation_id`);
+/// OpenAPI spells them `operationId`, `operationRef`, `requestBody`, and tools
+/// reject the rest. Renames them in every response's `links`.
+fn fix_link_field_names(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let links = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses").and_then(|r| r.as_object_mut()))
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|response| response.get_mut("links").and_then(|l| l.as_object_mut()))
+        .flat_map(|links| links.values_mut())
+        .filter_map(|link| link.as_object_mut());
+    for link in links {
+        for (snake, camel) in [
+            ("operation_id", "operationId"),
+            ("operation_ref", "operationRef"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(value) = link.remove(snake) {
+                link.insert(camel.to_owned(), value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_ids_are_unique_and_every_link_joins_two_operations() {
+        let mut doc = ApiDoc::openapi();
+        let ids: Vec<String> = doc
+            .paths
+            .paths
+            .values_mut()
+            .flat_map(|item| {
+                operations_mut(item)
+                    .filter_map(|o| o.operation_id.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(
+            unique.len(),
+            ids.len(),
+            "duplicate operation ids in {ids:?}"
+        );
+        for (source, target, _) in LINKS {
+            assert!(ids.iter().any(|i| i == source), "no operation {source}");
+            assert!(ids.iter().any(|i| i == target), "no operation {target}");
+        }
+    }
 }

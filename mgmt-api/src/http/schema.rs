@@ -10,8 +10,8 @@
 //! schema states the part that holds on its own and the description says the rest.
 
 use utoipa::openapi::schema::{
-    AnyOfBuilder, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat,
-    Type,
+    AdditionalProperties, AnyOfBuilder, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder,
+    Schema, SchemaFormat, Type,
 };
 use utoipa::openapi::RefOr;
 
@@ -33,8 +33,9 @@ pub const BOOL_PATTERN: &str = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$";
 /// Strings without control characters (what `char::is_control` rejects).
 const NO_CONTROL_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$";
 
-/// Smallest size unit every volume accepts (the smallest sector size).
-const SECTOR_SIZE_MIN_BYTES: u64 = 512;
+/// The size unit every volume accepts, whatever its sector size (the default,
+/// and largest, sector size; 512-byte volumes also take multiples of 512).
+const SIZE_UNIT_BYTES: u64 = 4096;
 
 fn null() -> Schema {
     ObjectBuilder::new().schema_type(Type::Null).build().into()
@@ -123,9 +124,9 @@ pub fn optional_size() -> RefOr<Schema> {
         .build();
     let number = ObjectBuilder::new()
         .schema_type(Type::Integer)
-        .minimum(Some(SECTOR_SIZE_MIN_BYTES))
-        .maximum(Some(u64::MAX - (u64::MAX % SECTOR_SIZE_MIN_BYTES)))
-        .multiple_of(Some(SECTOR_SIZE_MIN_BYTES))
+        .minimum(Some(SIZE_UNIT_BYTES))
+        .maximum(Some(u64::MAX - (u64::MAX % SIZE_UNIT_BYTES)))
+        .multiple_of(Some(SIZE_UNIT_BYTES))
         .build();
     OneOfBuilder::new()
         .item(text)
@@ -133,8 +134,8 @@ pub fn optional_size() -> RefOr<Schema> {
         .item(null())
         .description(Some(
             "Size in bytes: a string of bytes (\"1073741824\"), a number with a binary or decimal unit \
-             (\"1 gib\", \"500 MB\"), or a JSON number; a positive multiple of the sector size. \
-             null means absent",
+             (\"1 gib\", \"500 MB\"), or a JSON number; a positive multiple of the sector size \
+             (4096 always fits; 512-byte-sector volumes also take multiples of 512). null means absent",
         ))
         .into()
 }
@@ -256,6 +257,78 @@ pub fn acl_values() -> RefOr<Schema> {
              IP addresses or CIDR blocks for ipAcl; null means none",
         ))
         .into()
+}
+
+/// An optional host ACL as requests send it: `{"values": [...]}` with
+/// `ALLOW_ANY` or `ALLOW_NONE` alone, or distinct host NQNs.
+pub fn optional_host_acl() -> RefOr<Schema> {
+    let nqn = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(format!(
+            "^nqn\\.[!-~]{{1,{}}}$",
+            rules::NQN_LEN_MAX - 4
+        )))
+        .build();
+    acl_object(
+        nqn.into(),
+        "Host ACL: {\"values\": [\"ALLOW_ANY\"]}, [\"ALLOW_NONE\"], or distinct host NQNs; null means the default",
+    )
+}
+
+/// An optional IP ACL as requests send it: `{"values": [...]}` with
+/// `ALLOW_ANY` or `ALLOW_NONE` alone, or distinct IP addresses / CIDR blocks.
+pub fn optional_ip_acl() -> RefOr<Schema> {
+    let octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+    let cidr = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(format!(
+            "^{octet}(\\.{octet}){{3}}/(3[0-2]|[12]?[0-9])$"
+        )))
+        .build();
+    let address = AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Ipv4)))
+                .build(),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Ipv6)))
+                .build(),
+        )
+        .item(cidr)
+        .build();
+    acl_object(
+        address.into(),
+        "IP ACL: {\"values\": [\"ALLOW_ANY\"]}, [\"ALLOW_NONE\"], or distinct IP addresses and IPv4 CIDR blocks; null means the default",
+    )
+}
+
+fn acl_object(entry: Schema, description: &str) -> RefOr<Schema> {
+    let keyword = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some([rules::ALLOW_ANY, rules::ALLOW_NONE]))
+        .build();
+    let alone = ArrayBuilder::new()
+        .items(keyword)
+        .min_items(Some(1))
+        .max_items(Some(1));
+    let entries = ArrayBuilder::new()
+        .items(RefOr::T(entry))
+        .max_items(Some(rules::ACL_ENTRIES_MAX))
+        .unique_items(true);
+    let values = AnyOfBuilder::new()
+        .item(alone.build())
+        .item(entries.build())
+        .item(null());
+    let object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("values", values)
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .build();
+    nullable(object.into(), description)
 }
 
 /// A label key: 1–256 characters, no control characters.
