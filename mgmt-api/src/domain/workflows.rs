@@ -62,6 +62,15 @@ impl Service {
         }
         let description = req.description.clone().unwrap_or_default();
         rules::check_description(&description).map_err(invalid)?;
+        // Values given explicitly are checked before any lookup, so a malformed
+        // request is a 400 whatever exists; defaults taken from the source are
+        // checked below, once the source is known.
+        if let Some(sector) = req.sector_size_bytes {
+            rules::check_sector_size(sector).map_err(invalid)?;
+        }
+        if let Some(replicas) = req.replica_count {
+            rules::check_replica_count(replicas, self.config().max_replicas).map_err(invalid)?;
+        }
         let id = Uuid::new_v4();
         let volume_uuid = Uuid::new_v4();
         let max = self.config().max_running_workflows;

@@ -181,14 +181,28 @@ impl FromRequest<AppState> for Body {
 impl Body {
     /// Decodes a mandatory JSON body, which must be an object: serde would
     /// also fill a struct from an array of its fields in order, a shape no
-    /// client of this API sends on purpose.
+    /// client of this API sends on purpose. Errors name the offending field's
+    /// path (`dst.size: ...`).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         match self.0.iter().find(|b| !b.is_ascii_whitespace()) {
             None => Err(ApiError::BadRequest(
                 "the request body is empty; a JSON object is expected".to_owned(),
             )),
-            Some(b'{') => serde_json::from_slice(&self.0)
-                .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}"))),
+            Some(b'{') => {
+                let mut de = serde_json::Deserializer::from_slice(&self.0);
+                let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                    let path = e.path().to_string();
+                    let cause = e.into_inner();
+                    ApiError::BadRequest(if path == "." {
+                        format!("invalid JSON body: {cause}")
+                    } else {
+                        format!("invalid JSON body: {path}: {cause}")
+                    })
+                })?;
+                de.end()
+                    .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+                Ok(value)
+            }
             Some(_) => Err(ApiError::BadRequest(
                 "the request body must be a JSON object".to_owned(),
             )),
@@ -215,4 +229,37 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
                 .map_err(|_| ApiError::BadRequest("If-Match is not ASCII".to_owned()))
         })
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::dto::ThickCloneRequest;
+
+    fn message(body: &str) -> String {
+        match Body(Bytes::from(body.to_owned())).json::<ThickCloneRequest>() {
+            Err(ApiError::BadRequest(m)) => m,
+            other => panic!("{body}: expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_field_and_only_objects_are_bodies() {
+        let ok = r#"{"src": {"snapId": "x"}, "dst": {"name": "d"}}"#;
+        assert!(Body(Bytes::from(ok)).json::<ThickCloneRequest>().is_ok());
+        assert!(
+            message(r#"{"src": {"snapId": "x"}, "dst": {"name": "d", "size": [1]}}"#)
+                .contains("dst.size: ")
+        );
+        let unknown = message(r#"{"src": {"snapId": "x", "bogus": 1}, "dst": {"name": "d"}}"#);
+        assert!(
+            unknown.contains("src.bogus: unknown field `bogus`"),
+            "{unknown}"
+        );
+        assert!(message(&format!("{ok} {{}}")).contains("trailing"));
+        for not_an_object in ["[]", r#"[{"snapId": "x"}, {"name": "d"}]"#, "null", "7"] {
+            assert!(message(not_an_object).contains("must be a JSON object"));
+        }
+        assert!(message("  ").contains("empty"));
+    }
 }
