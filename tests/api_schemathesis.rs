@@ -9,6 +9,8 @@
 //! operation, the whole run under `RUN_TIMEOUT`.
 //!
 //! Run: `cargo test --test api_schemathesis -- --nocapture` (prints the report).
+//! The generator seed is fixed so runs repeat; `KEEL_API_SEED=<n>` explores
+//! another part of the input space (and replays a failure it printed).
 
 mod common;
 
@@ -48,6 +50,8 @@ fn generated_requests_get_no_server_error_and_answers_match_the_document() {
     std::fs::write(&token_file, &token).expect("token file");
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/schemathesis.sh");
+    let seed = std::env::var("KEEL_API_SEED").unwrap_or_else(|_| "1".to_owned());
+    println!("schemathesis seed {seed} (replay with KEEL_API_SEED={seed})");
     let started = Instant::now();
     let out = Command::new("bash")
         .arg(script)
@@ -59,6 +63,7 @@ fn generated_requests_get_no_server_error_and_answers_match_the_document() {
         .args(["--max-examples", &MAX_EXAMPLES.to_string()])
         .args(["--stateful-examples", &STATEFUL_EXAMPLES.to_string()])
         .args(["--timeout", &RUN_TIMEOUT.as_secs().to_string()])
+        .args(["--seed", &seed])
         .arg("--report-dir")
         .arg(work.path().join("report"))
         .output()
@@ -74,7 +79,7 @@ fn generated_requests_get_no_server_error_and_answers_match_the_document() {
         Some(124) | Some(137) => panic!("schemathesis did not finish within {RUN_TIMEOUT:?}\n{}", k.log_tail()),
         Some(2) => panic!("schemathesis could not run (install python3 and python3-venv):\n{stderr}"),
         other => panic!(
-            "schemathesis found failures (exit {other:?}); the report above names each with a curl line to replay\n{}",
+            "schemathesis found failures (exit {other:?}, seed {seed}); the report above names each with a curl line to replay\n{}",
             k.log_tail()
         ),
     }

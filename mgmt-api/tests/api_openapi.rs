@@ -71,6 +71,23 @@ async fn request_schemas_state_names_loose_types_and_required_fields() {
         );
     }
     assert_eq!(alternatives(&p["sourceSnapshotUUID"])[0]["format"], "uuid");
+    // A size is needed unless cloning; a snapshot needs its source by UUID or name.
+    let one_of = |component: &str| -> Vec<String> {
+        schemas[component]["anyOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["required"][0].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        one_of("CreateVolumeRequest"),
+        ["size", "sourceSnapshotUUID"]
+    );
+    assert_eq!(
+        one_of("CreateSnapshotRequest"),
+        ["sourceVolumeUUID", "sourceVolumeName"]
+    );
     // Other strict bodies name their mandatory fields.
     assert_eq!(
         schemas["CreateSnapshotRequest"]["required"],

@@ -392,7 +392,44 @@ pub fn served_document(max_replicas: u32) -> serde_json::Value {
     // cannot fail.
     let mut json = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
     fix_link_field_names(&mut json);
+    require_one_of(
+        &mut json,
+        "CreateVolumeRequest",
+        &[("size", None), ("sourceSnapshotUUID", Some("uuid"))],
+    );
+    require_one_of(
+        &mut json,
+        "CreateSnapshotRequest",
+        &[
+            ("sourceVolumeUUID", Some("uuid")),
+            ("sourceVolumeName", None),
+        ],
+    );
     json
+}
+
+/// States "at least one of these fields, not null (and for a UUID, a UUID)"
+/// on a request schema: the server needs a size unless cloning, and a source
+/// volume by UUID or by name. Written on the JSON because utoipa's derive has no
+/// attribute for it.
+fn require_one_of(doc: &mut serde_json::Value, component: &str, fields: &[(&str, Option<&str>)]) {
+    let Some(schema) = doc
+        .pointer_mut(&format!("/components/schemas/{component}"))
+        .and_then(|s| s.as_object_mut())
+    else {
+        return;
+    };
+    let alternatives: Vec<serde_json::Value> = fields
+        .iter()
+        .map(|(field, format)| {
+            let present = match format {
+                Some(f) => serde_json::json!({"type": "string", "format": f}),
+                None => serde_json::json!({"not": {"type": "null"}}),
+            };
+            serde_json::json!({"required": [field], "properties": {*field: present}})
+        })
+        .collect();
+    schema.insert("anyOf".to_owned(), serde_json::Value::Array(alternatives));
 }
 
 /// utoipa 5 serializes Link Objects with snake_case keys (`operation_id`);
