@@ -153,6 +153,9 @@ pub(super) struct Reactor {
     inline_done: Vec<InlineCompletion>,
     /// Namespace operations started and not yet completed through the inbox.
     outstanding: usize,
+    /// The time this loop iteration woke up: one clock read per iteration
+    /// (clock reads are syscalls on some virtual machines).
+    now: Instant,
 }
 
 impl Reactor {
@@ -177,6 +180,7 @@ impl Reactor {
             dirty: Vec::new(),
             inline_done: Vec::new(),
             outstanding: 0,
+            now: Instant::now(),
         })
     }
 
@@ -196,10 +200,11 @@ impl Reactor {
             let timeout = self
                 .shared
                 .tick_interval
-                .saturating_sub(last_tick.elapsed());
+                .saturating_sub(self.now.saturating_duration_since(last_tick));
             let timeout = self.prepare_to_sleep(timeout);
             let polled = self.poll.poll(&mut events, Some(timeout));
             self.inbox.0.sleeping.store(false, Ordering::Relaxed);
+            self.now = Instant::now();
             if let Err(e) = polled {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "reactor poll failed");
@@ -220,8 +225,8 @@ impl Reactor {
                 self.service(token, &mut buf);
             }
             self.drain_inbox(&mut buf);
-            if last_tick.elapsed() >= self.shared.tick_interval {
-                last_tick = Instant::now();
+            if self.now.saturating_duration_since(last_tick) >= self.shared.tick_interval {
+                last_tick = self.now;
                 let tokens: Vec<usize> = self.sockets.keys().copied().collect();
                 for token in tokens {
                     if let Some(s) = self.sockets.get_mut(&token) {
@@ -263,7 +268,7 @@ impl Reactor {
     /// that received completions once, so its responses leave in one write.
     fn drain_inbox(&mut self, buf: &mut [u8]) {
         let mut dirty = std::mem::take(&mut self.dirty);
-        let now = Instant::now();
+        let now = self.now;
         for _ in 0..INBOX_BATCH_MAX {
             let Ok(msg) = self.rx.try_recv() else {
                 break;
@@ -363,7 +368,7 @@ impl Reactor {
                     return;
                 }
                 Ok(n) => {
-                    s.conn.receive(&buf[..n], Instant::now());
+                    s.conn.receive(&buf[..n], self.now);
                     if n < buf.len() && !to_end {
                         // The socket had no more bytes: with edge-triggered
                         // epoll, any later arrival (data or hang-up) raises a
@@ -408,7 +413,7 @@ impl Reactor {
                     inline.reactor = 0;
                     std::mem::swap(&mut inline.done, &mut self.inline_done);
                 });
-                let now = Instant::now();
+                let now = self.now;
                 for done in self.inline_done.drain(..) {
                     self.outstanding = self.outstanding.saturating_sub(1);
                     if done.token == token {
