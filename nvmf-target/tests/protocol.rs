@@ -920,6 +920,46 @@ fn completions_from_other_threads_and_inline_ones_interleave_without_lost_wake_u
 }
 
 #[test]
+fn submissions_made_while_reaping_a_burst_are_sent_before_the_host_blocks() {
+    let f = Fixture::new();
+    let mut c = f.connect(HOST_A);
+    c.set_queue_count(1).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+    // Keep 16 commands in flight, submitting one per completion reaped: the
+    // steady state where the host side coalesces its writes. Writes of 16 KiB
+    // go by R2T, so H2CData answers are coalesced with the capsules too.
+    let mut expected = std::collections::HashMap::new();
+    let mut writes = std::collections::HashMap::new();
+    let mut next = 0u64;
+    let mut submit = |q: &mut nvmf_target::host::IoQueue, next: &mut u64| {
+        let slot = *next % 64;
+        let data = pattern(16 * 1024, *next as u8);
+        let cid = q
+            .submit_write(1, Lba(slot * 32), data.clone(), 512)
+            .unwrap();
+        *next += 1;
+        (cid, slot, data)
+    };
+    for _ in 0..16 {
+        let (cid, slot, data) = submit(&mut q, &mut next);
+        writes.insert(cid, (slot, data));
+    }
+    while !writes.is_empty() {
+        let (cid, response) = q.queue.wait_any().unwrap();
+        response.success().unwrap();
+        let (slot, data) = writes.remove(&cid).unwrap();
+        expected.insert(slot, data);
+        if next < 400 {
+            let (cid, slot, data) = submit(&mut q, &mut next);
+            writes.insert(cid, (slot, data));
+        }
+    }
+    for (slot, data) in &expected {
+        assert_eq!(q.read(1, Lba(slot * 32), 32, 512).unwrap(), data.to_vec());
+    }
+}
+
+#[test]
 fn namespace_backend_trait_is_object_safe() {
     let ns: Arc<dyn NamespaceBackend> = MemoryNamespace::new(BlockSize::B4096, 1, [0; 16]);
     assert_eq!(ns.block_size().bytes(), 4096);
