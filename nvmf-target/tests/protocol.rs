@@ -931,7 +931,7 @@ fn submissions_made_while_reaping_a_burst_are_sent_before_the_host_blocks() {
     let mut expected = std::collections::HashMap::new();
     let mut writes = std::collections::HashMap::new();
     let mut next = 0u64;
-    let mut submit = |q: &mut nvmf_target::host::IoQueue, next: &mut u64| {
+    let submit = |q: &mut nvmf_target::host::IoQueue, next: &mut u64| {
         let slot = *next % 64;
         let data = pattern(16 * 1024, *next as u8);
         let cid = q
