@@ -71,6 +71,46 @@ async fn request_schemas_state_names_loose_types_and_required_fields() {
         );
     }
     assert_eq!(alternatives(&p["sourceSnapshotUUID"])[0]["format"], "uuid");
+    // Thick clones stay in this cluster: the only clusterId is its own.
+    let (_, cluster) = h.get("/api/v2/cluster").await;
+    for component in ["CloneSourceDto", "CloneDestinationDto"] {
+        let cluster_id = &schemas[component]["properties"]["clusterId"];
+        assert_eq!(
+            alternatives(cluster_id)[0]["enum"],
+            serde_json::json!([cluster["UUID"]]),
+            "{component}"
+        );
+    }
+    // Volume thick clones have no dst.description; snapshot ones do.
+    let body_of = |path: &str| {
+        doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let volume_clone = &schemas[body_of("/api/v1/volumes/thickclone")];
+    let dst = volume_clone["properties"]["dst"]["$ref"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    assert!(schemas[dst]["properties"]["description"].is_null(), "{dst}");
+    assert!(schemas[dst]["properties"]["name"].is_object(), "{dst}");
+    let snapshot_clone = &schemas[body_of("/api/v1/snapshots/thickclone")];
+    let dst = snapshot_clone["properties"]["dst"]["$ref"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    assert!(
+        schemas[dst]["properties"]["description"].is_object(),
+        "{dst}"
+    );
     // A size is needed unless cloning; a snapshot needs its source by UUID or name.
     let one_of = |component: &str| -> Vec<String> {
         schemas[component]["anyOf"]

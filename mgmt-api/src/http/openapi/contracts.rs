@@ -1,18 +1,19 @@
-//! The OpenAPI 3 document, generated from the handlers' annotations and the DTO
-//! types so it cannot drift from the code; served at `/openapi.json`.
+//! Contracts every operation of the document keeps, applied once here so no
+//! handler can forget one: security schemes, every error answer with the
+//! `ErrorBody` schema, the rule of each parameter by name, unique operation ids,
+//! and links from creates to what they created.
 
-use axum::extract::State;
-use axum::Json;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
-use utoipa::{Modify, OpenApi};
+use utoipa::Modify;
 
-use super::{cluster, dto, schema, session, snapshots, volumes, workflows, AppState};
+use crate::http::schema;
 
-struct SecuritySchemes;
+/// Bearer tokens for the API, HTTP Basic for `/login`.
+pub(super) struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -70,7 +71,7 @@ const WORKFLOW_ERRORS: [(&str, &str); 1] =
 /// the schema of the rule the server applies to it. Policy by parameter name,
 /// so no operation can forget one: every `projectName` is a name, every `UUID`
 /// a UUID, whatever handler declares it.
-struct Contracts;
+pub(super) struct Contracts;
 
 impl Modify for Contracts {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -346,128 +347,14 @@ fn error_response(description: &str) -> RefOr<Response> {
     )
 }
 
-/// The API description.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "Keel management API", description = "Lightbits-style cluster API v2 with DMS v1 login and workflows"),
-    modifiers(&SecuritySchemes, &Contracts),
-    paths(
-        session::login, session::create_user, session::list_credentials, session::create_credential, session::delete_credential,
-        cluster::cluster, cluster::cluster_info, cluster::nodes, cluster::list_projects, cluster::create_project,
-        volumes::list, volumes::lookup, volumes::create, volumes::get_one, volumes::update, volumes::delete, volumes::rollback,
-        volumes::project_list, volumes::project_lookup, volumes::project_create, volumes::project_get, volumes::project_update,
-        volumes::project_delete, volumes::project_rollback,
-        snapshots::list, snapshots::lookup, snapshots::create, snapshots::get_one, snapshots::delete,
-        snapshots::project_list, snapshots::project_lookup, snapshots::project_create, snapshots::project_get,
-        snapshots::project_delete,
-        workflows::thick_clone_volume, workflows::thick_clone_snapshot, workflows::list, workflows::get_one, workflows::cancel,
-    ),
-    components(schemas(dto::ErrorBody, dto::AclDto, dto::LabelDto))
-)]
-pub struct ApiDoc;
-
-/// Serves the document (no authentication needed).
-pub async fn document(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(served_document(state.service.config().max_replicas))
-}
-
-/// The document as served: built from the code, with this server's own limits
-/// filled in (a replica count past what the cluster places is refused, so the
-/// schema says so), as JSON.
-pub fn served_document(max_replicas: u32) -> serde_json::Value {
-    let mut doc = ApiDoc::openapi();
-    if let Some(components) = doc.components.as_mut() {
-        for (component, field) in [
-            ("CreateVolumeRequest", "replicaCount"),
-            ("CloneDestinationDto", "replica"),
-        ] {
-            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(component) {
-                if let Some(property) = object.properties.get_mut(field) {
-                    *property = schema::optional_replica_count_up_to(max_replicas);
-                }
-            }
-        }
-    }
-    // INVARIANT: the document is plain data with string keys; serializing it
-    // cannot fail.
-    let mut json = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
-    fix_link_field_names(&mut json);
-    require_one_of(
-        &mut json,
-        "CreateVolumeRequest",
-        &[("size", None), ("sourceSnapshotUUID", Some("uuid"))],
-    );
-    require_one_of(
-        &mut json,
-        "CreateSnapshotRequest",
-        &[
-            ("sourceVolumeUUID", Some("uuid")),
-            ("sourceVolumeName", None),
-        ],
-    );
-    json
-}
-
-/// States "at least one of these fields, not null (and for a UUID, a UUID)"
-/// on a request schema: the server needs a size unless cloning, and a source
-/// volume by UUID or by name. Written on the JSON because utoipa's derive has no
-/// attribute for it.
-fn require_one_of(doc: &mut serde_json::Value, component: &str, fields: &[(&str, Option<&str>)]) {
-    let Some(schema) = doc
-        .pointer_mut(&format!("/components/schemas/{component}"))
-        .and_then(|s| s.as_object_mut())
-    else {
-        return;
-    };
-    let alternatives: Vec<serde_json::Value> = fields
-        .iter()
-        .map(|(field, format)| {
-            let present = match format {
-                Some(f) => serde_json::json!({"type": "string", "format": f}),
-                None => serde_json::json!({"not": {"type": "null"}}),
-            };
-            serde_json::json!({"required": [field], "properties": {*field: present}})
-        })
-        .collect();
-    schema.insert("anyOf".to_owned(), serde_json::Value::Array(alternatives));
-}
-
-/// utoipa 5 serializes Link Objects with snake_case keys (`operation_id`);
-/// OpenAPI spells them `operationId`, `operationRef`, `requestBody`, and tools
-/// reject the rest. Renames them in every response's `links`.
-fn fix_link_field_names(doc: &mut serde_json::Value) {
-    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
-        return;
-    };
-    let links = paths
-        .values_mut()
-        .filter_map(|item| item.as_object_mut())
-        .flat_map(|item| item.values_mut())
-        .filter_map(|op| op.get_mut("responses").and_then(|r| r.as_object_mut()))
-        .flat_map(|responses| responses.values_mut())
-        .filter_map(|response| response.get_mut("links").and_then(|l| l.as_object_mut()))
-        .flat_map(|links| links.values_mut())
-        .filter_map(|link| link.as_object_mut());
-    for link in links {
-        for (snake, camel) in [
-            ("operation_id", "operationId"),
-            ("operation_ref", "operationRef"),
-            ("request_body", "requestBody"),
-        ] {
-            if let Some(value) = link.remove(snake) {
-                link.insert(camel.to_owned(), value);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use utoipa::OpenApi;
 
     #[test]
     fn operation_ids_are_unique_and_every_link_joins_two_operations() {
-        let mut doc = ApiDoc::openapi();
+        let mut doc = super::super::ApiDoc::openapi();
         let ids: Vec<String> = doc
             .paths
             .paths
