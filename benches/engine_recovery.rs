@@ -22,7 +22,13 @@ fn index_memory() {
     let blocks = 1u64 << 20;
     let mut sequential = VolumeMap::new();
     for lba in 0..blocks {
-        sequential.insert(lba, Mapping { location: PhysBlock(lba), crc: 0 });
+        sequential.insert(
+            lba,
+            Mapping {
+                location: PhysBlock(lba),
+                crc: 0,
+            },
+        );
     }
     let mut random = VolumeMap::new();
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -31,7 +37,13 @@ fn index_memory() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        random.insert(x % blocks, Mapping { location: PhysBlock(i), crc: 0 });
+        random.insert(
+            x % blocks,
+            Mapping {
+                location: PhysBlock(i),
+                crc: 0,
+            },
+        );
     }
     for (name, map) in [("sequential fill", &sequential), ("random fill", &random)] {
         println!(
@@ -43,13 +55,28 @@ fn index_memory() {
 }
 
 fn recovery() {
-    let gib: u64 = std::env::var("KEEL_RECOVERY_GIB").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    let dir = std::env::var_os("KEEL_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
+    let gib: u64 = std::env::var("KEEL_RECOVERY_GIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let dir = std::env::var_os("KEEL_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
     let path = dir.join("keel-recovery-pool.img");
     let _ = std::fs::remove_file(&path);
-    let spec = DeviceSpec { path: path.clone(), kind: BackingKind::File, create_size: Some((gib + 2) << 30) };
-    let engine = Arc::new(Engine::open_paths(std::slice::from_ref(&spec), EngineConfig::default(), false).expect("open"));
-    let volume = engine.create_volume("recovery", gib << 30, SectorSize::B4096).expect("volume").id;
+    let spec = DeviceSpec {
+        path: path.clone(),
+        kind: BackingKind::File,
+        create_size: Some((gib + 2) << 30),
+    };
+    let engine = Arc::new(
+        Engine::open_paths(std::slice::from_ref(&spec), EngineConfig::default(), false)
+            .expect("open"),
+    );
+    let volume = engine
+        .create_volume("recovery", gib << 30, SectorSize::B4096)
+        .expect("volume")
+        .id;
     let chunk = Bytes::from(vec![0x6Bu8; 128 << 10]);
     let writes = (gib << 30) / (128 << 10);
     let started = Instant::now();
@@ -59,9 +86,14 @@ fn recovery() {
     while next < writes || inflight > 0 {
         while inflight < 32 && next < writes {
             let tx = tx.clone();
-            engine.write(volume, next * 32, chunk.clone(), Box::new(move |r| {
-                let _ = tx.send(r);
-            }));
+            engine.write(
+                volume,
+                next * 32,
+                chunk.clone(),
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            );
             next += 1;
             inflight += 1;
         }
@@ -73,11 +105,13 @@ fn recovery() {
     let engine = Arc::try_unwrap(engine).unwrap_or_else(|_| panic!("engine still shared"));
     drop(engine); // no final checkpoint: like kill -9
     let started = Instant::now();
-    let engine = Engine::open_paths(std::slice::from_ref(&spec), EngineConfig::default(), false).expect("reopen");
+    let engine = Engine::open_paths(std::slice::from_ref(&spec), EngineConfig::default(), false)
+        .expect("reopen");
     let crash_open = started.elapsed();
     engine.shutdown().expect("shutdown");
     let started = Instant::now();
-    let engine = Engine::open_paths(std::slice::from_ref(&spec), EngineConfig::default(), false).expect("reopen");
+    let engine = Engine::open_paths(std::slice::from_ref(&spec), EngineConfig::default(), false)
+        .expect("reopen");
     let clean_open = started.elapsed();
     drop(engine);
     println!("| recovery, {gib} GiB written ({:.0} MiB/s) | open after crash {:?} | open after clean shutdown {:?} |",

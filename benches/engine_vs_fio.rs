@@ -35,12 +35,42 @@ struct Workload {
 }
 
 const WORKLOADS: [Workload; 6] = [
-    Workload { name: "seq write 128k qd32", pattern: Pattern::SeqWrite, block_bytes: 128 << 10, depth: 32 },
-    Workload { name: "seq read 128k qd32", pattern: Pattern::SeqRead, block_bytes: 128 << 10, depth: 32 },
-    Workload { name: "rand read 4k qd1", pattern: Pattern::RandRead, block_bytes: 4096, depth: 1 },
-    Workload { name: "rand read 4k qd32", pattern: Pattern::RandRead, block_bytes: 4096, depth: 32 },
-    Workload { name: "rand write 4k qd1", pattern: Pattern::RandWrite, block_bytes: 4096, depth: 1 },
-    Workload { name: "rand write 4k qd32", pattern: Pattern::RandWrite, block_bytes: 4096, depth: 32 },
+    Workload {
+        name: "seq write 128k qd32",
+        pattern: Pattern::SeqWrite,
+        block_bytes: 128 << 10,
+        depth: 32,
+    },
+    Workload {
+        name: "seq read 128k qd32",
+        pattern: Pattern::SeqRead,
+        block_bytes: 128 << 10,
+        depth: 32,
+    },
+    Workload {
+        name: "rand read 4k qd1",
+        pattern: Pattern::RandRead,
+        block_bytes: 4096,
+        depth: 1,
+    },
+    Workload {
+        name: "rand read 4k qd32",
+        pattern: Pattern::RandRead,
+        block_bytes: 4096,
+        depth: 32,
+    },
+    Workload {
+        name: "rand write 4k qd1",
+        pattern: Pattern::RandWrite,
+        block_bytes: 4096,
+        depth: 1,
+    },
+    Workload {
+        name: "rand write 4k qd32",
+        pattern: Pattern::RandWrite,
+        block_bytes: 4096,
+        depth: 32,
+    },
 ];
 
 #[derive(Clone, Copy, Default)]
@@ -53,7 +83,10 @@ struct Result {
 }
 
 fn seconds() -> u64 {
-    std::env::var("KEEL_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5)
+    std::env::var("KEEL_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
 }
 
 fn fio(file: &Path, w: Workload) -> Option<Result> {
@@ -64,7 +97,13 @@ fn fio(file: &Path, w: Workload) -> Option<Result> {
         Pattern::RandWrite => "randwrite",
     };
     let output = Command::new("fio")
-        .args(["--name=baseline", "--ioengine=io_uring", "--direct=1", "--output-format=json", "--time_based"])
+        .args([
+            "--name=baseline",
+            "--ioengine=io_uring",
+            "--direct=1",
+            "--output-format=json",
+            "--time_based",
+        ])
         .arg(format!("--filename={}", file.display()))
         .arg(format!("--rw={rw}"))
         .arg(format!("--bs={}", w.block_bytes))
@@ -79,7 +118,11 @@ fn fio(file: &Path, w: Workload) -> Option<Result> {
     }
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
     let job = &json["jobs"][0];
-    let side = if matches!(w.pattern, Pattern::SeqWrite | Pattern::RandWrite) { &job["write"] } else { &job["read"] };
+    let side = if matches!(w.pattern, Pattern::SeqWrite | Pattern::RandWrite) {
+        &job["write"]
+    } else {
+        &job["read"]
+    };
     let ios = side["total_ios"].as_f64()?;
     let runtime_s = side["runtime"].as_f64()? / 1000.0;
     let cpu_us = (job["usr_cpu"].as_f64()? + job["sys_cpu"].as_f64()?) / 100.0 * runtime_s * 1e6;
@@ -87,7 +130,10 @@ fn fio(file: &Path, w: Workload) -> Option<Result> {
         iops: side["iops"].as_f64()?,
         mib_s: side["bw_bytes"].as_f64()? / f64::from(1 << 20),
         mean_us: side["clat_ns"]["mean"].as_f64()? / 1000.0,
-        p99_us: side["clat_ns"]["percentile"]["99.000000"].as_f64().unwrap_or(0.0) / 1000.0,
+        p99_us: side["clat_ns"]["percentile"]["99.000000"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1000.0,
         cpu_us_per_io: cpu_us / ios.max(1.0),
     })
 }
@@ -98,7 +144,10 @@ fn cpu_time() -> Duration {
     let after_comm = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        + fields
+            .get(12)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
     Duration::from_millis(ticks * 10)
 }
 
@@ -106,7 +155,8 @@ fn run_engine(engine: &Arc<Engine>, volume: VolumeId, w: Workload) -> Result {
     let blocks_per_io = w.block_bytes / 4096;
     let slots = REGION_BYTES / w.block_bytes;
     let data = Bytes::from(vec![0x3Cu8; w.block_bytes as usize]);
-    let (tx, rx) = crossbeam_channel::unbounded::<(Instant, std::result::Result<(), engine::IoError>)>();
+    let (tx, rx) =
+        crossbeam_channel::unbounded::<(Instant, std::result::Result<(), engine::IoError>)>();
     let deadline = Instant::now() + Duration::from_secs(seconds());
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let mut next_seq = 0u64;
@@ -131,12 +181,22 @@ fn run_engine(engine: &Arc<Engine>, volume: VolumeId, w: Workload) -> Result {
         let tx = tx.clone();
         let at = Instant::now();
         match w.pattern {
-            Pattern::SeqWrite | Pattern::RandWrite => engine.write(volume, lba, data.clone(), Box::new(move |r| {
-                let _ = tx.send((at, r));
-            })),
-            Pattern::SeqRead | Pattern::RandRead => engine.read(volume, lba, blocks_per_io as u32, Box::new(move |r| {
-                let _ = tx.send((at, r.map(|_| ())));
-            })),
+            Pattern::SeqWrite | Pattern::RandWrite => engine.write(
+                volume,
+                lba,
+                data.clone(),
+                Box::new(move |r| {
+                    let _ = tx.send((at, r));
+                }),
+            ),
+            Pattern::SeqRead | Pattern::RandRead => engine.read(
+                volume,
+                lba,
+                blocks_per_io as u32,
+                Box::new(move |r| {
+                    let _ = tx.send((at, r.map(|_| ())));
+                }),
+            ),
         }
         *inflight += 1;
     };
@@ -158,7 +218,10 @@ fn run_engine(engine: &Arc<Engine>, volume: VolumeId, w: Workload) -> Result {
     let cpu = (cpu_time() - cpu_before).as_secs_f64();
     let ios = latencies_us.len() as f64;
     latencies_us.sort_unstable();
-    let p99 = latencies_us.get((latencies_us.len() * 99) / 100).copied().unwrap_or(0);
+    let p99 = latencies_us
+        .get((latencies_us.len() * 99) / 100)
+        .copied()
+        .unwrap_or(0);
     Result {
         iops: ios / elapsed,
         mib_s: ios * w.block_bytes as f64 / elapsed / f64::from(1 << 20),
@@ -169,7 +232,9 @@ fn run_engine(engine: &Arc<Engine>, volume: VolumeId, w: Workload) -> Result {
 }
 
 fn bench_dir() -> PathBuf {
-    std::env::var_os("KEEL_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"))
+    std::env::var_os("KEEL_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 fn main() {
@@ -182,25 +247,50 @@ fn main() {
         let file = std::fs::File::create(&path).expect("bench file");
         file.set_len(FILE_BYTES).expect("size bench file");
     }
-    let has_fio = Command::new("fio").arg("--version").output().is_ok_and(|o| o.status.success());
+    let has_fio = Command::new("fio")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !has_fio {
         eprintln!("fio is not installed: baseline columns will be empty (apt-get install fio)");
     }
-    let baseline: Vec<Option<Result>> =
-        WORKLOADS.iter().map(|w| if has_fio { fio(&path, *w) } else { None }).collect();
+    let baseline: Vec<Option<Result>> = WORKLOADS
+        .iter()
+        .map(|w| if has_fio { fio(&path, *w) } else { None })
+        .collect();
     std::fs::remove_file(&path).expect("reset bench file");
-    let spec = DeviceSpec { path: path.clone(), kind: BackingKind::File, create_size: Some(FILE_BYTES) };
-    let engine = Arc::new(Engine::open_paths(&[spec], EngineConfig::default(), false).expect("engine on bench file"));
-    let volume = engine.create_volume("bench", REGION_BYTES, SectorSize::B4096).expect("volume").id;
-    let ours: Vec<Result> = WORKLOADS.iter().map(|w| run_engine(&engine, volume, *w)).collect();
-    println!("\nengine vs fio (io_uring, direct=1) on {} — {} s per run", path.display(), seconds());
+    let spec = DeviceSpec {
+        path: path.clone(),
+        kind: BackingKind::File,
+        create_size: Some(FILE_BYTES),
+    };
+    let engine = Arc::new(
+        Engine::open_paths(&[spec], EngineConfig::default(), false).expect("engine on bench file"),
+    );
+    let volume = engine
+        .create_volume("bench", REGION_BYTES, SectorSize::B4096)
+        .expect("volume")
+        .id;
+    let ours: Vec<Result> = WORKLOADS
+        .iter()
+        .map(|w| run_engine(&engine, volume, *w))
+        .collect();
+    println!(
+        "\nengine vs fio (io_uring, direct=1) on {} — {} s per run",
+        path.display(),
+        seconds()
+    );
     println!(
         "| workload | fio IOPS | engine IOPS | ratio | fio MiB/s | engine MiB/s | fio mean µs | engine mean µs | fio p99 µs | engine p99 µs | fio CPU µs/IO | engine CPU µs/IO |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for ((w, base), ours) in WORKLOADS.iter().zip(&baseline).zip(&ours) {
         let b = base.unwrap_or_default();
-        let ratio = if b.iops > 0.0 { format!("{:.2}x", ours.iops / b.iops) } else { "n/a".into() };
+        let ratio = if b.iops > 0.0 {
+            format!("{:.2}x", ours.iops / b.iops)
+        } else {
+            "n/a".into()
+        };
         println!(
             "| {} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} |",
             w.name, b.iops, ours.iops, ratio, b.mib_s, ours.mib_s, b.mean_us, ours.mean_us, b.p99_us, ours.p99_us,

@@ -16,13 +16,20 @@ fn checksums(c: &mut Criterion) {
     let block = vec![0x5Au8; 4096];
     let mut group = c.benchmark_group("crc32c");
     group.throughput(Throughput::Bytes(4096));
-    group.bench_function("4KiB", |b| b.iter(|| crc32c::crc32c(std::hint::black_box(&block))));
+    group.bench_function("4KiB", |b| {
+        b.iter(|| crc32c::crc32c(std::hint::black_box(&block)))
+    });
     group.finish();
 }
 
 fn batch_header(c: &mut Criterion) {
     let entries: Vec<Entry> = (0..32u64)
-        .map(|i| Entry::Write { volume: 1, lba: i * 977, data_offset: i as u32, crcs: vec![i as u32] })
+        .map(|i| Entry::Write {
+            volume: 1,
+            lba: i * 977,
+            data_offset: i as u32,
+            crcs: vec![i as u32],
+        })
         .collect();
     let mut plan = BatchBuilder::new();
     for e in &entries {
@@ -37,16 +44,26 @@ fn batch_header(c: &mut Criterion) {
         data_blocks: 32,
         entries,
     };
-    c.bench_function("batch_header/encode_32_writes", |b| b.iter(|| header.encode()));
+    c.bench_function("batch_header/encode_32_writes", |b| {
+        b.iter(|| header.encode())
+    });
     let bytes = header.encode();
-    c.bench_function("batch_header/decode_32_writes", |b| b.iter(|| BatchHeader::decode(&bytes)));
+    c.bench_function("batch_header/decode_32_writes", |b| {
+        b.iter(|| BatchHeader::decode(&bytes))
+    });
 }
 
 fn block_map(c: &mut Criterion) {
     let mut map = VolumeMap::new();
     let blocks = 1u64 << 18;
     for lba in 0..blocks {
-        map.insert(lba, Mapping { location: PhysBlock(lba * 3), crc: lba as u32 });
+        map.insert(
+            lba,
+            Mapping {
+                location: PhysBlock(lba * 3),
+                crc: lba as u32,
+            },
+        );
     }
     let mut x = 1u64;
     let mut next = move || {
@@ -55,12 +72,20 @@ fn block_map(c: &mut Criterion) {
         x ^= x << 17;
         x % blocks
     };
-    c.bench_function("volume_map/lookup_random", |b| b.iter(|| map.lookup(next())));
+    c.bench_function("volume_map/lookup_random", |b| {
+        b.iter(|| map.lookup(next()))
+    });
     let mut y = 3u64;
     c.bench_function("volume_map/overwrite_random", |b| {
         b.iter(|| {
             y = y.wrapping_mul(6364136223846793005).wrapping_add(1);
-            map.insert(y % blocks, Mapping { location: PhysBlock(y), crc: 0 })
+            map.insert(
+                y % blocks,
+                Mapping {
+                    location: PhysBlock(y),
+                    crc: 0,
+                },
+            )
         })
     });
 }
@@ -71,7 +96,10 @@ fn engine_on_memory(c: &mut Criterion) {
     let config = EngineConfig::default();
     Engine::format(devices.clone(), &config).expect("format");
     let engine = Engine::open(devices, config).expect("open");
-    let volume = engine.create_volume("bench", 256 << 20, SectorSize::B4096).expect("create").id;
+    let volume = engine
+        .create_volume("bench", 256 << 20, SectorSize::B4096)
+        .expect("create")
+        .id;
     let data = Bytes::from(vec![0xA5u8; 4096]);
     let mut lba = 0u64;
     c.bench_function("engine_sim/write_4k", |b| {
@@ -92,5 +120,11 @@ fn engine_on_memory(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, checksums, batch_header, block_map, engine_on_memory);
+criterion_group!(
+    benches,
+    checksums,
+    batch_header,
+    block_map,
+    engine_on_memory
+);
 criterion_main!(benches);

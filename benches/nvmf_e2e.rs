@@ -26,7 +26,9 @@ use engine::io::BackingKind;
 use engine::{DeviceSpec, Engine, EngineConfig, SectorSize, VolumeId};
 use keel::adapters::VolumeNamespace;
 use nvmf_target::host::{HostController, HostOptions, IoQueue};
-use nvmf_target::{BlockSize, HostAcl, Lba, MemoryNamespace, Subsystem, SubsystemConfig, Target, TargetConfig};
+use nvmf_target::{
+    BlockSize, HostAcl, Lba, MemoryNamespace, Subsystem, SubsystemConfig, Target, TargetConfig,
+};
 
 /// Sparse pool file: room for every run's log writes (the engine has no cleaner
 /// yet, so partially overwritten segments stay allocated).
@@ -61,14 +63,54 @@ struct Workload {
 }
 
 const WORKLOADS: [Workload; 8] = [
-    Workload { name: "rand read 4k qd1", pattern: Pattern::RandRead, block_bytes: 4096, depth: 1 },
-    Workload { name: "rand read 4k qd32", pattern: Pattern::RandRead, block_bytes: 4096, depth: 32 },
-    Workload { name: "rand read 4k qd128", pattern: Pattern::RandRead, block_bytes: 4096, depth: 128 },
-    Workload { name: "rand write 4k qd1", pattern: Pattern::RandWrite, block_bytes: 4096, depth: 1 },
-    Workload { name: "rand write 4k qd32", pattern: Pattern::RandWrite, block_bytes: 4096, depth: 32 },
-    Workload { name: "rand write 4k qd128", pattern: Pattern::RandWrite, block_bytes: 4096, depth: 128 },
-    Workload { name: "seq read 128k qd32", pattern: Pattern::SeqRead, block_bytes: 128 << 10, depth: 32 },
-    Workload { name: "seq write 128k qd32", pattern: Pattern::SeqWrite, block_bytes: 128 << 10, depth: 32 },
+    Workload {
+        name: "rand read 4k qd1",
+        pattern: Pattern::RandRead,
+        block_bytes: 4096,
+        depth: 1,
+    },
+    Workload {
+        name: "rand read 4k qd32",
+        pattern: Pattern::RandRead,
+        block_bytes: 4096,
+        depth: 32,
+    },
+    Workload {
+        name: "rand read 4k qd128",
+        pattern: Pattern::RandRead,
+        block_bytes: 4096,
+        depth: 128,
+    },
+    Workload {
+        name: "rand write 4k qd1",
+        pattern: Pattern::RandWrite,
+        block_bytes: 4096,
+        depth: 1,
+    },
+    Workload {
+        name: "rand write 4k qd32",
+        pattern: Pattern::RandWrite,
+        block_bytes: 4096,
+        depth: 32,
+    },
+    Workload {
+        name: "rand write 4k qd128",
+        pattern: Pattern::RandWrite,
+        block_bytes: 4096,
+        depth: 128,
+    },
+    Workload {
+        name: "seq read 128k qd32",
+        pattern: Pattern::SeqRead,
+        block_bytes: 128 << 10,
+        depth: 32,
+    },
+    Workload {
+        name: "seq write 128k qd32",
+        pattern: Pattern::SeqWrite,
+        block_bytes: 128 << 10,
+        depth: 32,
+    },
 ];
 
 /// One run's figures.
@@ -81,17 +123,26 @@ struct Figures {
 }
 
 fn seconds() -> u64 {
-    std::env::var("KEEL_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).filter(|s| *s > 0).unwrap_or(3)
+    std::env::var("KEEL_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(3)
 }
 
 /// Target reactor threads (KEEL_BENCH_REACTORS; 0, the default, is one per core
 /// as in keeld).
 fn reactors() -> usize {
-    std::env::var("KEEL_BENCH_REACTORS").ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+    std::env::var("KEEL_BENCH_REACTORS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 fn bench_dir() -> PathBuf {
-    std::env::var_os("KEEL_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"))
+    std::env::var_os("KEEL_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 /// The offsets (in blocks) a workload visits: sequential, or xorshift-random.
@@ -139,7 +190,10 @@ fn summarise(w: Workload, mut latencies_ns: Vec<u64>, elapsed: Duration) -> Figu
     let ios = latencies_ns.len() as f64;
     let secs = elapsed.as_secs_f64().max(1e-9);
     latencies_ns.sort_unstable();
-    let p99 = latencies_ns.get(latencies_ns.len() * 99 / 100).copied().unwrap_or(0);
+    let p99 = latencies_ns
+        .get(latencies_ns.len() * 99 / 100)
+        .copied()
+        .unwrap_or(0);
     Figures {
         iops: ios / secs,
         mib_s: ios * w.block_bytes as f64 / secs / f64::from(1 << 20),
@@ -162,9 +216,19 @@ fn run_local(engine: &Arc<Engine>, volume: VolumeId, w: Workload, run: Duration)
         let tx = tx.clone();
         let at = Instant::now();
         if is_write(w.pattern) {
-            engine.write(volume, lba, data.clone(), Box::new(move |r| drop(tx.send((at, r)))));
+            engine.write(
+                volume,
+                lba,
+                data.clone(),
+                Box::new(move |r| drop(tx.send((at, r)))),
+            );
         } else {
-            engine.read(volume, lba, blocks, Box::new(move |r| drop(tx.send((at, r.map(|_| ()))))));
+            engine.read(
+                volume,
+                lba,
+                blocks,
+                Box::new(move |r| drop(tx.send((at, r.map(|_| ()))))),
+            );
         }
     };
     let mut inflight = 0usize;
@@ -196,26 +260,32 @@ fn run_target(io: &mut IoQueue, nsid: u32, w: Workload, run: Duration) -> Figure
     let mut latencies_ns = Vec::with_capacity(SAMPLES_RESERVED);
     let started = Instant::now();
     let deadline = started + run;
-    let submit = |io: &mut IoQueue, offsets: &mut Offsets, submitted_at: &mut Vec<Option<Instant>>| {
-        let lba = Lba(offsets.next_lba());
-        let at = Instant::now();
-        let cid = if is_write(w.pattern) {
-            io.submit_write(nsid, lba, data.clone(), BLOCK)
-        } else {
-            io.submit_read(nsid, lba, blocks, BLOCK)
-        }
-        .unwrap_or_else(|e| panic!("{} over NVMe/TCP: submit failed: {e}", w.name));
-        submitted_at[usize::from(cid)] = Some(at);
-    };
+    let submit =
+        |io: &mut IoQueue, offsets: &mut Offsets, submitted_at: &mut Vec<Option<Instant>>| {
+            let lba = Lba(offsets.next_lba());
+            let at = Instant::now();
+            let cid = if is_write(w.pattern) {
+                io.submit_write(nsid, lba, data.clone(), BLOCK)
+            } else {
+                io.submit_read(nsid, lba, blocks, BLOCK)
+            }
+            .unwrap_or_else(|e| panic!("{} over NVMe/TCP: submit failed: {e}", w.name));
+            submitted_at[usize::from(cid)] = Some(at);
+        };
     let mut inflight = 0usize;
     while inflight < w.depth {
         submit(io, &mut offsets, &mut submitted_at);
         inflight += 1;
     }
     while inflight > 0 {
-        let (cid, response) = io.queue.wait_any().unwrap_or_else(|e| panic!("{} over NVMe/TCP: {e}", w.name));
+        let (cid, response) = io
+            .queue
+            .wait_any()
+            .unwrap_or_else(|e| panic!("{} over NVMe/TCP: {e}", w.name));
         inflight -= 1;
-        let at = submitted_at[usize::from(cid)].take().expect("completion of a submitted command");
+        let at = submitted_at[usize::from(cid)]
+            .take()
+            .expect("completion of a submitted command");
         latencies_ns.push(at.elapsed().as_nanos() as u64);
         if let Err(e) = response.success() {
             panic!("{} over NVMe/TCP: command failed: {e}", w.name);
@@ -231,7 +301,12 @@ fn run_target(io: &mut IoQueue, nsid: u32, w: Workload, run: Duration) -> Figure
 /// Writes the whole region once so reads find mapped data (unmapped reads
 /// would return zeroes without touching the device).
 fn prefill(engine: &Arc<Engine>, volume: VolumeId) {
-    let w = Workload { name: "prefill", pattern: Pattern::SeqWrite, block_bytes: 128 << 10, depth: 32 };
+    let w = Workload {
+        name: "prefill",
+        pattern: Pattern::SeqWrite,
+        block_bytes: 128 << 10,
+        depth: 32,
+    };
     let ios = REGION_BYTES / w.block_bytes;
     let data = Bytes::from(vec![0xC3u8; w.block_bytes as usize]);
     let (tx, rx) = crossbeam_channel::unbounded::<Result<(), engine::IoError>>();
@@ -240,7 +315,12 @@ fn prefill(engine: &Arc<Engine>, volume: VolumeId) {
     while next < ios || inflight > 0 {
         while next < ios && inflight < w.depth {
             let tx = tx.clone();
-            engine.write(volume, next * 32, data.clone(), Box::new(move |r| drop(tx.send(r))));
+            engine.write(
+                volume,
+                next * 32,
+                data.clone(),
+                Box::new(move |r| drop(tx.send(r))),
+            );
             next += 1;
             inflight += 1;
         }
@@ -251,7 +331,9 @@ fn prefill(engine: &Arc<Engine>, volume: VolumeId) {
 }
 
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn main() {
@@ -261,17 +343,34 @@ fn main() {
     let run = Duration::from_secs(seconds());
     let path = bench_dir().join("keel-nvmf-bench-pool.img");
     let _ = std::fs::remove_file(&path);
-    let spec = DeviceSpec { path: path.clone(), kind: BackingKind::File, create_size: Some(POOL_BYTES) };
-    let engine = Arc::new(Engine::open_paths(&[spec], EngineConfig::default(), false).expect("engine on the bench file"));
-    let info = engine.create_volume("bench", REGION_BYTES, SectorSize::B4096).expect("volume");
+    let spec = DeviceSpec {
+        path: path.clone(),
+        kind: BackingKind::File,
+        create_size: Some(POOL_BYTES),
+    };
+    let engine = Arc::new(
+        Engine::open_paths(&[spec], EngineConfig::default(), false)
+            .expect("engine on the bench file"),
+    );
+    let info = engine
+        .create_volume("bench", REGION_BYTES, SectorSize::B4096)
+        .expect("volume");
     eprintln!("prefilling {} MiB ...", REGION_BYTES >> 20);
     prefill(&engine, info.id);
 
     let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEELBENCH0001"));
     let namespace = VolumeNamespace::new(engine.clone(), info.id, SectorSize::B4096, [0x42; 16]);
-    subsystem.add_namespace(NSID, Arc::new(namespace), HostAcl::AnyHost).expect("namespace");
-    let ram = MemoryNamespace::new(BlockSize::B4096, REGION_BYTES / u64::from(BLOCK), [0x43; 16]);
-    subsystem.add_namespace(RAM_NSID, ram, HostAcl::AnyHost).expect("RAM namespace");
+    subsystem
+        .add_namespace(NSID, Arc::new(namespace), HostAcl::AnyHost)
+        .expect("namespace");
+    let ram = MemoryNamespace::new(
+        BlockSize::B4096,
+        REGION_BYTES / u64::from(BLOCK),
+        [0x43; 16],
+    );
+    subsystem
+        .add_namespace(RAM_NSID, ram, HostAcl::AnyHost)
+        .expect("RAM namespace");
     let mut config = TargetConfig::on(Ipv4Addr::LOCALHOST.into());
     config.listen_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))];
     config.discovery_addrs = Vec::new();
@@ -297,7 +396,10 @@ fn main() {
     let load_after = load_average();
 
     let reactors = match reactors() {
-        0 => format!("{} (one per core)", std::thread::available_parallelism().map_or(1, |n| n.get())),
+        0 => format!(
+            "{} (one per core)",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ),
         n => n.to_string(),
     };
     println!(
@@ -329,10 +431,18 @@ fn main() {
     println!("RAM-ns: the same NVMe/TCP path to a RAM namespace (no engine): the transport's ceiling here.");
     for (w, l, r, _) in &rows {
         if w.depth == 32 && w.block_bytes == 4096 {
-            println!("- {}: overhead {:.1}% of engine-local IOPS", w.name, (1.0 - r.iops / l.iops.max(1e-9)) * 100.0);
+            println!(
+                "- {}: overhead {:.1}% of engine-local IOPS",
+                w.name,
+                (1.0 - r.iops / l.iops.max(1e-9)) * 100.0
+            );
         }
         if w.depth == 1 {
-            println!("- {}: {:+.1} µs added mean latency", w.name, r.mean_us - l.mean_us);
+            println!(
+                "- {}: {:+.1} µs added mean latency",
+                w.name,
+                r.mean_us - l.mean_us
+            );
         }
     }
 

@@ -23,7 +23,11 @@ fn block_content(lba: u64, generation: u64) -> Vec<u8> {
     data[..8].copy_from_slice(&lba.to_le_bytes());
     data[8..16].copy_from_slice(&generation.to_le_bytes());
     for (i, byte) in data.iter_mut().enumerate().skip(16) {
-        *byte = (generation.wrapping_mul(31).wrapping_add(lba).wrapping_add(i as u64) % 251) as u8;
+        *byte = (generation
+            .wrapping_mul(31)
+            .wrapping_add(lba)
+            .wrapping_add(i as u64)
+            % 251) as u8;
     }
     data
 }
@@ -38,7 +42,11 @@ fn main() {
         eprintln!("FIRST_GENERATION must be a number");
         std::process::exit(2);
     };
-    let spec = DeviceSpec { path: args[1].clone().into(), kind: BackingKind::File, create_size: Some(256 << 20) };
+    let spec = DeviceSpec {
+        path: args[1].clone().into(),
+        kind: BackingKind::File,
+        create_size: Some(256 << 20),
+    };
     let engine = match Engine::open_paths(&[spec], EngineConfig::default(), false) {
         Ok(engine) => Arc::new(engine),
         Err(err) => {
@@ -56,7 +64,11 @@ fn main() {
             }
         },
     };
-    let mut log = match std::fs::OpenOptions::new().create(true).append(true).open(&args[2]) {
+    let mut log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args[2])
+    {
         Ok(file) => file,
         Err(err) => {
             eprintln!("log open failed: {err}");
@@ -75,23 +87,36 @@ fn main() {
             rng ^= rng << 17;
             let lba = rng % VOLUME_BLOCKS;
             generation += 1;
-            if log.write_all(format!("I {lba} {generation}\n").as_bytes()).is_err() {
+            if log
+                .write_all(format!("I {lba} {generation}\n").as_bytes())
+                .is_err()
+            {
                 std::process::exit(4);
             }
             let tx = tx.clone();
             let this_generation = generation;
-            engine.write(volume, lba, Bytes::from(block_content(lba, generation)), Box::new(move |result| {
-                let _ = tx.send((lba, this_generation, result));
-            }));
+            engine.write(
+                volume,
+                lba,
+                Bytes::from(block_content(lba, generation)),
+                Box::new(move |result| {
+                    let _ = tx.send((lba, this_generation, result));
+                }),
+            );
             inflight += 1;
         }
-        let Ok((lba, generation, result)) = rx.recv() else { std::process::exit(5) };
+        let Ok((lba, generation, result)) = rx.recv() else {
+            std::process::exit(5)
+        };
         inflight -= 1;
         if let Err(err) = result {
             eprintln!("write failed: {err}");
             std::process::exit(6);
         }
-        if log.write_all(format!("A {lba} {generation}\n").as_bytes()).is_err() {
+        if log
+            .write_all(format!("A {lba} {generation}\n").as_bytes())
+            .is_err()
+        {
             std::process::exit(4);
         }
         let _ = writeln!(stdout, "A");

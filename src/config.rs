@@ -97,7 +97,12 @@ impl Default for Config {
 
 impl Default for PoolConfig {
     fn default() -> PoolConfig {
-        PoolConfig { devices: Vec::new(), file_size: None, format_blank_devices: false, segment_blocks: 2048 }
+        PoolConfig {
+            devices: Vec::new(),
+            file_size: None,
+            format_blank_devices: false,
+            segment_blocks: 2048,
+        }
     }
 }
 
@@ -128,7 +133,10 @@ impl Default for ApiConfig {
 
 impl Default for LogConfig {
     fn default() -> LogConfig {
-        LogConfig { format: "text".into(), filter: "info".into() }
+        LogConfig {
+            format: "text".into(),
+            filter: "info".into(),
+        }
     }
 }
 
@@ -158,8 +166,14 @@ pub enum ConfigError {
 impl Config {
     /// Loads a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })
     }
 }
 

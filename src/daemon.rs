@@ -22,7 +22,10 @@ const EMBEDDED_POOL_BYTES_MIN: u64 = 256 << 20;
 
 /// Opens (creating on first start) the pool the configuration names.
 pub fn open_pool(config: &Config) -> anyhow::Result<Engine> {
-    let engine_config = EngineConfig { blocks_per_segment: config.pool.segment_blocks, ..EngineConfig::default() };
+    let engine_config = EngineConfig {
+        blocks_per_segment: config.pool.segment_blocks,
+        ..EngineConfig::default()
+    };
     let specs = pool_devices(config)?;
     for spec in &specs {
         tracing::info!(path = %spec.path.display(), kind = ?spec.kind, "opening pool device");
@@ -40,7 +43,11 @@ pub fn open_pool(config: &Config) -> anyhow::Result<Engine> {
 }
 
 fn describe(specs: &[DeviceSpec]) -> String {
-    specs.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>().join(", ")
+    specs
+        .iter()
+        .map(|s| s.path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn pool_devices(config: &Config) -> anyhow::Result<Vec<DeviceSpec>> {
@@ -50,10 +57,19 @@ fn pool_devices(config: &Config) -> anyhow::Result<Vec<DeviceSpec>> {
             .devices
             .iter()
             .map(|path| {
-                let meta = std::fs::metadata(path).with_context(|| format!("pool device {}", path.display()))?;
+                let meta = std::fs::metadata(path)
+                    .with_context(|| format!("pool device {}", path.display()))?;
                 use std::os::unix::fs::FileTypeExt;
-                let kind = if meta.file_type().is_block_device() { BackingKind::BlockDevice } else { BackingKind::File };
-                Ok(DeviceSpec { path: path.clone(), kind, create_size: None })
+                let kind = if meta.file_type().is_block_device() {
+                    BackingKind::BlockDevice
+                } else {
+                    BackingKind::File
+                };
+                Ok(DeviceSpec {
+                    path: path.clone(),
+                    kind,
+                    create_size: None,
+                })
             })
             .collect();
     }
@@ -64,7 +80,11 @@ fn pool_devices(config: &Config) -> anyhow::Result<Vec<DeviceSpec>> {
         Some(text) => crate::units::parse_size(text).map_err(anyhow::Error::msg)?,
         None => embedded_pool_size(&config.data_dir),
     };
-    Ok(vec![DeviceSpec { path, kind: BackingKind::File, create_size: Some(size) }])
+    Ok(vec![DeviceSpec {
+        path,
+        kind: BackingKind::File,
+        create_size: Some(size),
+    }])
 }
 
 /// 16 GiB, or half the free space of the file system if that is less (the file is
@@ -75,8 +95,18 @@ fn embedded_pool_size(dir: &Path) -> u64 {
 }
 
 fn free_bytes(dir: &Path) -> Option<u64> {
-    let output = std::process::Command::new("df").arg("-B1").arg("--output=avail").arg(dir).output().ok()?;
-    String::from_utf8_lossy(&output.stdout).lines().nth(1)?.trim().parse().ok()
+    let output = std::process::Command::new("df")
+        .arg("-B1")
+        .arg("--output=avail")
+        .arg(dir)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -85,13 +115,25 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let engine = Arc::new(open_pool(&config)?);
     let node = node_identity(&config)?;
-    let nqn = config.nvme.subsystem_nqn.clone().unwrap_or_else(|| format!("nqn.2024-11.io.keel:node:{}", node.uuid));
+    let nqn = config
+        .nvme
+        .subsystem_nqn
+        .clone()
+        .unwrap_or_else(|| format!("nqn.2024-11.io.keel:node:{}", node.uuid));
     let serial: String = node.uuid.simple().to_string().chars().take(20).collect();
     let subsystem = Subsystem::new(SubsystemConfig::new(nqn.clone(), serial));
     let target = start_target(&config, subsystem.clone())?;
     let node = NodeInfo {
-        nvme_endpoint: target.local_addrs().first().map(ToString::to_string).unwrap_or_default(),
-        discovery_endpoint: target.discovery_addrs().first().map(ToString::to_string).unwrap_or_default(),
+        nvme_endpoint: target
+            .local_addrs()
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        discovery_endpoint: target
+            .discovery_addrs()
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         ..node
     };
     tracing::info!(nqn = %nqn, io = %node.nvme_endpoint, discovery = %node.discovery_endpoint, "NVMe/TCP target listening");
@@ -122,7 +164,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     match Arc::try_unwrap(engine) {
         Ok(engine) => engine.shutdown().context("final checkpoint failed")?,
         Err(engine) => {
-            tracing::warn!("engine still referenced at shutdown; writing a checkpoint without closing");
+            tracing::warn!(
+                "engine still referenced at shutdown; writing a checkpoint without closing"
+            );
             engine.checkpoint().context("final checkpoint failed")?;
         }
     }
@@ -150,14 +194,19 @@ async fn start_api(
         mgmt_api::TlsMode::PlainHttp
     } else {
         match (&config.api.tls_cert, &config.api.tls_key) {
-            (Some(cert), Some(key)) => mgmt_api::TlsMode::Files { cert_pem: cert.clone(), key_pem: key.clone() },
+            (Some(cert), Some(key)) => mgmt_api::TlsMode::Files {
+                cert_pem: cert.clone(),
+                key_pem: key.clone(),
+            },
             (None, None) => mgmt_api::TlsMode::default(),
             _ => anyhow::bail!("api.tls_cert and api.tls_key must be given together"),
         }
     };
     api_config.auth.disabled = config.api.auth_disabled;
     api_config.service.max_running_workflows = config.api.max_running_workflows;
-    let server = mgmt_api::ApiServer::bind(api_config, control).await.context("cannot start the REST API")?;
+    let server = mgmt_api::ApiServer::bind(api_config, control)
+        .await
+        .context("cannot start the REST API")?;
     tracing::info!(
         url = %server.base_url(),
         certificate = ?server.certificate_path(),
@@ -171,19 +220,29 @@ async fn start_api(
 fn node_identity(config: &Config) -> anyhow::Result<NodeInfo> {
     let path = config.data_dir.join("node-id");
     let uuid = match std::fs::read_to_string(&path) {
-        Ok(text) => Uuid::parse_str(text.trim()).with_context(|| format!("{} is not a UUID", path.display()))?,
+        Ok(text) => Uuid::parse_str(text.trim())
+            .with_context(|| format!("{} is not a UUID", path.display()))?,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let uuid = Uuid::new_v4();
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, format!("{uuid}\n")).context("cannot write node-id")?;
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).context("cannot sync node-id")?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .context("cannot sync node-id")?;
             std::fs::rename(&tmp, &path).context("cannot install node-id")?;
             uuid
         }
         Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
     };
-    let name = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "keel".into());
-    Ok(NodeInfo { uuid, name, nvme_endpoint: String::new(), discovery_endpoint: String::new() })
+    let name = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "keel".into());
+    Ok(NodeInfo {
+        uuid,
+        name,
+        nvme_endpoint: String::new(),
+        discovery_endpoint: String::new(),
+    })
 }
 
 async fn wait_for_shutdown_signal() -> anyhow::Result<()> {

@@ -3,9 +3,13 @@
 /// Parses `"16GiB"`, `"512 MiB"`, `"1g"`, `"4096"` (bytes) into a byte count.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let value: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size"))?;
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size"))?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" | "kb" => 1 << 10,
@@ -14,7 +18,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "t" | "tib" | "tb" => 1 << 40,
         other => return Err(format!("unknown size unit {other:?} in {text:?}")),
     };
-    value.checked_mul(multiplier).ok_or_else(|| format!("{text:?} is too large"))
+    value
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 #[cfg(test)]

@@ -28,8 +28,14 @@ fn started() -> Keeld {
 
 /// Error bodies are `{"code": <gRPC code>, "message": "...", "details": []}`.
 fn assert_error_body(what: &str, body: &Value) {
-    assert!(body["code"].as_i64().is_some_and(|c| c > 0), "{what}: no code in {body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: no message in {body}");
+    assert!(
+        body["code"].as_i64().is_some_and(|c| c > 0),
+        "{what}: no code in {body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: no message in {body}"
+    );
 }
 
 fn volume_names(k: &Keeld, query: &str) -> Vec<String> {
@@ -44,7 +50,8 @@ fn volume_names(k: &Keeld, query: &str) -> Vec<String> {
 }
 
 fn status_of(err: HostError) -> Status {
-    err.status().unwrap_or_else(|| panic!("expected an NVMe status, got {err:?}"))
+    err.status()
+        .unwrap_or_else(|| panic!("expected an NVMe status, got {err:?}"))
 }
 
 #[test]
@@ -58,17 +65,37 @@ fn cluster_clusterinfo_and_nodes_describe_the_running_node() {
     assert_eq!(c["maxReplicas"], 1);
     let api_port = k.api_url.rsplit(':').next().expect("port");
     assert!(
-        c["apiEndpoints"].as_array().expect("apiEndpoints").iter().any(|e| e.as_str().is_some_and(|e| e.ends_with(api_port))),
+        c["apiEndpoints"]
+            .as_array()
+            .expect("apiEndpoints")
+            .iter()
+            .any(|e| e.as_str().is_some_and(|e| e.ends_with(api_port))),
         "apiEndpoints {} lack port {api_port}",
         c["apiEndpoints"]
     );
-    assert_eq!(c["discoveryEndpoints"], json!([k.discovery_addr.to_string()]));
+    assert_eq!(
+        c["discoveryEndpoints"],
+        json!([k.discovery_addr.to_string()])
+    );
     let stats = &c["statistics"];
-    for field in ["estimatedLogicalStorage", "estimatedFreeLogicalStorage", "provisionedToEffectiveStorageRatio"] {
-        assert!(stats[field].is_string(), "statistics.{field} missing: {stats}");
+    for field in [
+        "estimatedLogicalStorage",
+        "estimatedFreeLogicalStorage",
+        "provisionedToEffectiveStorageRatio",
+    ] {
+        assert!(
+            stats[field].is_string(),
+            "statistics.{field} missing: {stats}"
+        );
     }
-    let logical: u64 = stats["estimatedLogicalStorage"].as_str().and_then(|s| s.parse().ok()).expect("bytes");
-    assert!(logical > 900 << 20 && logical <= GIB, "a 1 GiB pool estimates {logical} bytes");
+    let logical: u64 = stats["estimatedLogicalStorage"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("bytes");
+    assert!(
+        logical > 900 << 20 && logical <= GIB,
+        "a 1 GiB pool estimates {logical} bytes"
+    );
 
     let info = k.get("/api/v2/clusterinfo");
     assert_eq!(info.status, StatusCode::OK);
@@ -86,8 +113,14 @@ fn cluster_clusterinfo_and_nodes_describe_the_running_node() {
     // The provisioned ratio follows a create.
     k.create_volume("ratio", 2 * GIB, &[]);
     let after = k.get("/api/v2/cluster").body;
-    assert_eq!(after["statistics"]["provisionedStorage"], (2 * GIB).to_string());
-    assert_ne!(after["statistics"]["provisionedToEffectiveStorageRatio"], "0.00");
+    assert_eq!(
+        after["statistics"]["provisionedStorage"],
+        (2 * GIB).to_string()
+    );
+    assert_ne!(
+        after["statistics"]["provisionedToEffectiveStorageRatio"],
+        "0.00"
+    );
 }
 
 #[test]
@@ -96,12 +129,29 @@ fn requests_without_a_valid_token_get_401_and_change_nothing() {
     for (method, path, body) in [
         (Method::GET, "/api/v2/cluster", None),
         (Method::GET, "/api/v2/volumes", None),
-        (Method::POST, "/api/v2/volumes", Some(json!({"name": "sneaky", "size": "1 gib"}))),
-        (Method::POST, "/api/v2/projects/default/snapshots", Some(json!({"name": "s"}))),
+        (
+            Method::POST,
+            "/api/v2/volumes",
+            Some(json!({"name": "sneaky", "size": "1 gib"})),
+        ),
+        (
+            Method::POST,
+            "/api/v2/projects/default/snapshots",
+            Some(json!({"name": "s"})),
+        ),
     ] {
-        for token in [None, Some("not.a.jwt"), Some("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.")] {
+        for token in [
+            None,
+            Some("not.a.jwt"),
+            Some("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9."),
+        ] {
             let a = k.call_as(token, method.clone(), path, body.as_ref());
-            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{method} {path} with {token:?}: {}", a.body);
+            assert_eq!(
+                a.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {token:?}: {}",
+                a.body
+            );
             assert_error_body(path, &a.body);
         }
     }
@@ -138,7 +188,10 @@ fn volume_lifecycle_over_both_route_styles_reaches_the_target() {
     let second = k.wait_volume_state(&v2, "Available");
     let nsid1 = first["nsid"].as_u64().expect("nsid") as u32;
     let nsid2 = second["nsid"].as_u64().expect("nsid") as u32;
-    assert!(nsid1 >= 1 && nsid2 >= 1 && nsid1 != nsid2, "nsids {nsid1} {nsid2}");
+    assert!(
+        nsid1 >= 1 && nsid2 >= 1 && nsid1 != nsid2,
+        "nsids {nsid1} {nsid2}"
+    );
 
     // Get by UUID (both styles), by name (trailing slash, both styles), list.
     for path in [
@@ -154,24 +207,39 @@ fn volume_lifecycle_over_both_route_styles_reaches_the_target() {
         assert_eq!(got.body["UUID"], v1.as_str(), "{path}");
         assert_eq!(got.body["nsid"], nsid1, "{path}");
     }
-    assert_eq!(k.get("/api/v2/volumes/?name=no-such-volume").status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        k.get("/api/v2/volumes/?name=no-such-volume").status,
+        StatusCode::NOT_FOUND
+    );
     let missing = k.get(&format!("/api/v2/volumes/{}", uuid::Uuid::new_v4()));
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_error_body("missing volume", &missing.body);
     let mut names = volume_names(&k, "");
     names.sort();
     assert_eq!(names, ["vol-scoped", "vol-seed"]);
-    assert_eq!(k.get("/api/v2/projects/default/volumes").body["volumes"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        k.get("/api/v2/projects/default/volumes").body["volumes"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
 
     // The namespace is on the target with NGUID == REST UUID, for host A only.
     let mut host_a = k.connect(HOST_A);
     let active = host_a.active_namespaces().expect("active namespaces");
-    assert!(active.contains(&nsid1) && active.contains(&nsid2), "A sees {active:?}");
+    assert!(
+        active.contains(&nsid1) && active.contains(&nsid2),
+        "A sees {active:?}"
+    );
     let ns = host_a.identify_namespace(nsid1).expect("identify");
     assert_eq!(ns.nguid, uuid_bytes(&v1));
     assert_eq!(ns.size_blocks, GIB / u64::from(BLOCK));
     let mut host_b = k.connect(HOST_B);
-    assert_eq!(host_b.active_namespaces().expect("active"), vec![nsid2], "B is not in vol-seed's ACL");
+    assert_eq!(
+        host_b.active_namespaces().expect("active"),
+        vec![nsid2],
+        "B is not in vol-seed's ACL"
+    );
 
     // Grow with If-Match: the namespace grows as the host sees it.
     let etag = first["ETag"].as_str().expect("ETag").to_owned();
@@ -186,14 +254,20 @@ fn volume_lifecycle_over_both_route_styles_reaches_the_target() {
     assert_eq!(grown["size"], (2 * GIB).to_string());
     assert_ne!(grown["ETag"], etag.as_str());
     let ok = wait_until(WAIT, || {
-        host_a.identify_namespace(nsid1).is_ok_and(|ns| ns.size_blocks == 2 * GIB / u64::from(BLOCK))
+        host_a
+            .identify_namespace(nsid1)
+            .is_ok_and(|ns| ns.size_blocks == 2 * GIB / u64::from(BLOCK))
     });
     assert!(ok, "the host never saw the namespace grow to 2 GiB");
     host_a.set_queue_count(1).expect("queues");
     let mut io = host_a.connect_io_queue(1).expect("io queue");
     let last_lba = 2 * GIB / u64::from(BLOCK) - 1;
-    io.write(nsid1, Lba(last_lba), pattern(4096, 7), BLOCK).expect("write in the grown range");
-    assert_eq!(io.read(nsid1, Lba(last_lba), 1, BLOCK).expect("read"), pattern(4096, 7).to_vec());
+    io.write(nsid1, Lba(last_lba), pattern(4096, 7), BLOCK)
+        .expect("write in the grown range");
+    assert_eq!(
+        io.read(nsid1, Lba(last_lba), 1, BLOCK).expect("read"),
+        pattern(4096, 7).to_vec()
+    );
 
     // Stale ETag, by header and by body field: 412, nothing changes.
     let stale = k.call_raw(
@@ -202,27 +276,63 @@ fn volume_lifecycle_over_both_route_styles_reaches_the_target() {
         br#"{"size": "4 gib"}"#.to_vec(),
         &[("If-Match", &etag), ("Content-Type", "application/json")],
     );
-    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED, "{}", stale.body);
+    assert_eq!(
+        stale.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        stale.body
+    );
     assert_error_body("stale If-Match", &stale.body);
-    let stale = k.put(&format!("/api/v2/volumes/{v1}"), &json!({"ETag": etag, "size": "4 gib"}));
-    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED, "{}", stale.body);
-    let stale_delete = k.call_raw(Method::DELETE, &format!("/api/v2/volumes/{v1}"), Vec::new(), &[("If-Match", &etag)]);
+    let stale = k.put(
+        &format!("/api/v2/volumes/{v1}"),
+        &json!({"ETag": etag, "size": "4 gib"}),
+    );
+    assert_eq!(
+        stale.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        stale.body
+    );
+    let stale_delete = k.call_raw(
+        Method::DELETE,
+        &format!("/api/v2/volumes/{v1}"),
+        Vec::new(),
+        &[("If-Match", &etag)],
+    );
     assert_eq!(stale_delete.status, StatusCode::PRECONDITION_FAILED);
-    assert_eq!(k.get(&format!("/api/v2/volumes/{v1}")).body["size"], (2 * GIB).to_string());
+    assert_eq!(
+        k.get(&format!("/api/v2/volumes/{v1}")).body["size"],
+        (2 * GIB).to_string()
+    );
     // Shrinking is refused.
     let shrink = k.put(&format!("/api/v2/volumes/{v1}"), &json!({"size": "1 gib"}));
     assert_eq!(shrink.status, StatusCode::BAD_REQUEST, "{}", shrink.body);
     assert_error_body("shrink", &shrink.body);
 
     // ACL update (project-scoped route): B gains the namespace, A loses it.
-    let acl = k.put(&format!("/api/v2/projects/default/volumes/{v1}"), &json!({"acl": {"values": [HOST_B]}}));
+    let acl = k.put(
+        &format!("/api/v2/projects/default/volumes/{v1}"),
+        &json!({"acl": {"values": [HOST_B]}}),
+    );
     assert_eq!(acl.status, StatusCode::OK, "{}", acl.body);
-    assert_eq!(k.wait_volume_state(&v1, "Available")["acl"], json!({"values": [HOST_B]}));
-    let ok = wait_until(WAIT, || host_b.active_namespaces().is_ok_and(|l| l.contains(&nsid1)));
+    assert_eq!(
+        k.wait_volume_state(&v1, "Available")["acl"],
+        json!({"values": [HOST_B]})
+    );
+    let ok = wait_until(WAIT, || {
+        host_b.active_namespaces().is_ok_and(|l| l.contains(&nsid1))
+    });
     assert!(ok, "B never gained vol-seed");
-    let ok = wait_until(WAIT, || host_a.active_namespaces().is_ok_and(|l| !l.contains(&nsid1)));
+    let ok = wait_until(WAIT, || {
+        host_a
+            .active_namespaces()
+            .is_ok_and(|l| !l.contains(&nsid1))
+    });
     assert!(ok, "A never lost vol-seed");
-    assert_eq!(status_of(io.read(nsid1, Lba(0), 1, BLOCK).unwrap_err()), Status::InvalidNamespace);
+    assert_eq!(
+        status_of(io.read(nsid1, Lba(0), 1, BLOCK).unwrap_err()),
+        Status::InvalidNamespace
+    );
 
     // Delete: Deleting until done, then 404; the namespace leaves the target.
     let del = k.delete(&format!("/api/v2/volumes/{v1}?projectName=default"));
@@ -238,7 +348,11 @@ fn volume_lifecycle_over_both_route_styles_reaches_the_target() {
     k.wait_volume_gone(&v1);
     let again = k.delete(&format!("/api/v2/volumes/{v1}"));
     assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.body);
-    let ok = wait_until(WAIT, || host_b.active_namespaces().is_ok_and(|l| !l.contains(&nsid1)));
+    let ok = wait_until(WAIT, || {
+        host_b
+            .active_namespaces()
+            .is_ok_and(|l| !l.contains(&nsid1))
+    });
     assert!(ok, "the deleted volume's namespace stayed on the target");
     assert_eq!(volume_names(&k, "?showAll=true"), ["vol-scoped"]);
     // The project-scoped delete works too.
@@ -266,8 +380,12 @@ fn list_pages_with_offset_uuid_and_limit() {
         };
         let a = k.get(&path);
         assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
-        let page: Vec<String> =
-            a.body["volumes"].as_array().expect("volumes").iter().map(|v| v["UUID"].as_str().expect("UUID").to_owned()).collect();
+        let page: Vec<String> = a.body["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .map(|v| v["UUID"].as_str().expect("UUID").to_owned())
+            .collect();
         assert!(page.len() <= 3, "{path} returned {} volumes", page.len());
         if page.is_empty() {
             break;
@@ -275,7 +393,10 @@ fn list_pages_with_offset_uuid_and_limit() {
         offset = page.last().cloned();
         seen.extend(page);
     }
-    assert_eq!(seen, created, "pages cover every volume once, in UUID order");
+    assert_eq!(
+        seen, created,
+        "pages cover every volume once, in UUID order"
+    );
     // Filters: by UUID and by name.
     let by_uuid = k.get(&format!("/api/v2/volumes?UUID={}", created[3])).body;
     assert_eq!(by_uuid["volumes"].as_array().map(Vec::len), Some(1));
@@ -291,7 +412,10 @@ fn list_pages_with_offset_uuid_and_limit() {
 fn duplicates_conflict_and_concurrent_creates_of_one_name_have_one_winner() {
     let k = started();
     k.create_volume("taken", 64 << 20, &[]);
-    let dup = k.post("/api/v2/volumes", &json!({"name": "taken", "size": "1 gib"}));
+    let dup = k.post(
+        "/api/v2/volumes",
+        &json!({"name": "taken", "size": "1 gib"}),
+    );
     assert_eq!(dup.status, StatusCode::CONFLICT, "{}", dup.body);
     assert_error_body("duplicate", &dup.body);
 
@@ -307,16 +431,31 @@ fn duplicates_conflict_and_concurrent_creates_of_one_name_have_one_winner() {
                 scope.spawn(move || {
                     let body = json!({"name": "race", "size": format!("{} mib", 64 + i)});
                     barrier.wait();
-                    let resp = client.post(url).bearer_auth(token).json(&body).send().expect("create");
+                    let resp = client
+                        .post(url)
+                        .bearer_auth(token)
+                        .json(&body)
+                        .send()
+                        .expect("create");
                     let status = resp.status();
                     (status, resp.json::<Value>().unwrap_or(Value::Null))
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("racer")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("racer"))
+            .collect()
     });
-    let winners: Vec<&Value> = results.iter().filter(|(s, _)| *s == StatusCode::OK).map(|(_, b)| b).collect();
-    let losers = results.iter().filter(|(s, _)| *s == StatusCode::CONFLICT).count();
+    let winners: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::OK)
+        .map(|(_, b)| b)
+        .collect();
+    let losers = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CONFLICT)
+        .count();
     assert_eq!(winners.len(), 1, "exactly one create wins: {results:?}");
     assert_eq!(losers, RACERS - 1, "every other create is 409: {results:?}");
     let winner_uuid = winners[0]["UUID"].as_str().expect("UUID").to_owned();
@@ -334,7 +473,10 @@ fn duplicates_conflict_and_concurrent_creates_of_one_name_have_one_winner() {
     let nsid = race["nsid"].as_u64().expect("nsid") as u32;
     // Neither volume allows host A; identify still answers (inactive = zeroes).
     assert!(host.active_namespaces().expect("active").is_empty());
-    assert_eq!(host.identify_namespace(nsid).expect("identify").size_blocks, 0);
+    assert_eq!(
+        host.identify_namespace(nsid).expect("identify").size_blocks,
+        0
+    );
 }
 
 #[test]
@@ -348,10 +490,22 @@ fn bad_json_and_hostile_names_get_400_and_change_nothing() {
         (br#"{"name": 5, "size": "1 gib"}"#, "name type"),
         (br#"{"name": "v", "size": [1]}"#, "size type"),
         (br#"{"name": "v", "size": "0"}"#, "zero size"),
-        (br#"{"name": "v", "size": "1 gib", "bogus": 1}"#, "unknown field"),
-        (br#"{"name": "v", "size": "1 gib", "sectorSize": 1024}"#, "sector size"),
-        (br#"{"name": "v", "size": "1 gib", "replicaCount": 2}"#, "more replicas than one node places"),
-        (br#"{"name": "v", "size": "1 gib", "acl": {"values": ["not-an-nqn"]}}"#, "acl value"),
+        (
+            br#"{"name": "v", "size": "1 gib", "bogus": 1}"#,
+            "unknown field",
+        ),
+        (
+            br#"{"name": "v", "size": "1 gib", "sectorSize": 1024}"#,
+            "sector size",
+        ),
+        (
+            br#"{"name": "v", "size": "1 gib", "replicaCount": 2}"#,
+            "more replicas than one node places",
+        ),
+        (
+            br#"{"name": "v", "size": "1 gib", "acl": {"values": ["not-an-nqn"]}}"#,
+            "acl value",
+        ),
     ];
     for (body, what) in bodies {
         let a = k.call_raw(Method::POST, "/api/v2/volumes", body.to_vec(), &json_ct);
@@ -359,25 +513,63 @@ fn bad_json_and_hostile_names_get_400_and_change_nothing() {
         assert_error_body(what, &a.body);
     }
     let long = "a".repeat(10 * 1024);
-    for name in ["../etc/passwd", "a/b", "a\\b", "völume", "💾", "a b", "", long.as_str(), "x\u{0}y"] {
+    for name in [
+        "../etc/passwd",
+        "a/b",
+        "a\\b",
+        "völume",
+        "💾",
+        "a b",
+        "",
+        long.as_str(),
+        "x\u{0}y",
+    ] {
         let a = k.post("/api/v2/volumes", &json!({"name": name, "size": "1 gib"}));
         let shown: String = name.chars().take(16).collect();
-        assert_eq!(a.status, StatusCode::BAD_REQUEST, "name {shown:?}: {}", a.body);
+        assert_eq!(
+            a.status,
+            StatusCode::BAD_REQUEST,
+            "name {shown:?}: {}",
+            a.body
+        );
         assert_error_body(&shown, &a.body);
     }
-    for path in ["/api/v2/projects/..%2F..%2Fetc/volumes", "/api/v2/volumes?projectName=a%2Fb", "/api/v2/volumes/not-a-uuid"] {
+    for path in [
+        "/api/v2/projects/..%2F..%2Fetc/volumes",
+        "/api/v2/volumes?projectName=a%2Fb",
+        "/api/v2/volumes/not-a-uuid",
+    ] {
         let a = k.get(path);
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{path}: {}", a.body);
     }
     // An update with a bad body changes nothing.
     let v = k.create_volume("kept", 64 << 20, &[HOST_A]);
     let uuid = v["UUID"].as_str().expect("UUID");
-    for body in [&b"{"[..], br#"{"size": "huge"}"#, br#"{"acl": {"values": ["ALLOW_ANY", "nqn.x"]}}"#, br#"{"nope": 1}"#] {
-        let a = k.call_raw(Method::PUT, &format!("/api/v2/volumes/{uuid}"), body.to_vec(), &json_ct);
-        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}: {}", String::from_utf8_lossy(body), a.body);
+    for body in [
+        &b"{"[..],
+        br#"{"size": "huge"}"#,
+        br#"{"acl": {"values": ["ALLOW_ANY", "nqn.x"]}}"#,
+        br#"{"nope": 1}"#,
+    ] {
+        let a = k.call_raw(
+            Method::PUT,
+            &format!("/api/v2/volumes/{uuid}"),
+            body.to_vec(),
+            &json_ct,
+        );
+        assert_eq!(
+            a.status,
+            StatusCode::BAD_REQUEST,
+            "{}: {}",
+            String::from_utf8_lossy(body),
+            a.body
+        );
     }
     let after = k.get(&format!("/api/v2/volumes/{uuid}")).body;
-    assert_eq!((&after["size"], &after["acl"], &after["ETag"]), (&v["size"], &v["acl"], &v["ETag"]));
+    assert_eq!(
+        (&after["size"], &after["acl"], &after["ETag"]),
+        (&v["size"], &v["acl"], &v["ETag"])
+    );
     assert_eq!(volume_names(&k, "?showAll=true"), ["kept"]);
 }
 
@@ -386,10 +578,14 @@ fn snapshots_clones_rollback_and_compression_answer_501_cleanly() {
     let k = started();
     let v = k.create_volume("src", 64 << 20, &[HOST_A]);
     let uuid = v["UUID"].as_str().expect("UUID");
-    let snapshot = json!({"name": "snap-1", "sourceVolumeUUID": uuid, "description": "before upgrade"});
+    let snapshot =
+        json!({"name": "snap-1", "sourceVolumeUUID": uuid, "description": "before upgrade"});
     for (path, body) in [
         ("/api/v2/projects/default/snapshots", snapshot.clone()),
-        ("/api/v2/snapshots", json!({"name": "snap-1", "sourceVolumeUUID": uuid, "projectName": "default"})),
+        (
+            "/api/v2/snapshots",
+            json!({"name": "snap-1", "sourceVolumeUUID": uuid, "projectName": "default"}),
+        ),
     ] {
         let a = k.post(path, &body);
         assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED, "{path}: {}", a.body);
@@ -398,15 +594,32 @@ fn snapshots_clones_rollback_and_compression_answer_501_cleanly() {
     }
     let listed = k.get("/api/v2/projects/default/snapshots");
     assert_eq!(listed.status, StatusCode::OK);
-    assert_eq!(listed.body["snapshots"], json!([]), "a refused snapshot leaves nothing");
-    assert_eq!(k.get("/api/v2/snapshots/?Name=snap-1&projectName=default").status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        listed.body["snapshots"],
+        json!([]),
+        "a refused snapshot leaves nothing"
+    );
+    assert_eq!(
+        k.get("/api/v2/snapshots/?Name=snap-1&projectName=default")
+            .status,
+        StatusCode::NOT_FOUND
+    );
 
     // Compression: refused on create (nothing created) and on update (nothing changed).
-    let a = k.post("/api/v2/volumes", &json!({"name": "squeezed", "size": "1 gib", "compression": "True"}));
+    let a = k.post(
+        "/api/v2/volumes",
+        &json!({"name": "squeezed", "size": "1 gib", "compression": "True"}),
+    );
     assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED, "{}", a.body);
     assert_error_body("compression create", &a.body);
-    assert_eq!(k.get("/api/v2/volumes/?name=squeezed").status, StatusCode::NOT_FOUND);
-    let a = k.put(&format!("/api/v2/volumes/{uuid}"), &json!({"compression": true}));
+    assert_eq!(
+        k.get("/api/v2/volumes/?name=squeezed").status,
+        StatusCode::NOT_FOUND
+    );
+    let a = k.put(
+        &format!("/api/v2/volumes/{uuid}"),
+        &json!({"compression": true}),
+    );
     assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED, "{}", a.body);
     let after = k.wait_volume_state(uuid, "Available");
     assert_eq!(after["compression"], "false");
@@ -414,11 +627,20 @@ fn snapshots_clones_rollback_and_compression_answer_501_cleanly() {
 
     // With no snapshot possible, clone and rollback sources are unknown: 404.
     let ghost = uuid::Uuid::new_v4().to_string();
-    let clone = k.post("/api/v2/volumes", &json!({"name": "clone", "sourceSnapshotUUID": ghost}));
+    let clone = k.post(
+        "/api/v2/volumes",
+        &json!({"name": "clone", "sourceSnapshotUUID": ghost}),
+    );
     assert_eq!(clone.status, StatusCode::NOT_FOUND, "{}", clone.body);
-    let rollback = k.put(&format!("/api/v2/projects/default/volumes/{uuid}/rollback"), &json!({"srcSnapshotUUID": ghost}));
+    let rollback = k.put(
+        &format!("/api/v2/projects/default/volumes/{uuid}/rollback"),
+        &json!({"srcSnapshotUUID": ghost}),
+    );
     assert_eq!(rollback.status, StatusCode::NOT_FOUND, "{}", rollback.body);
-    let thick = k.post("/api/v1/volumes/thickclone", &json!({"src": {"snapId": ghost}, "dst": {"name": "thick"}}));
+    let thick = k.post(
+        "/api/v1/volumes/thickclone",
+        &json!({"src": {"snapId": ghost}, "dst": {"name": "thick"}}),
+    );
     assert_eq!(thick.status, StatusCode::NOT_FOUND, "{}", thick.body);
     assert_eq!(volume_names(&k, "?showAll=true"), ["src"]);
 
@@ -427,18 +649,31 @@ fn snapshots_clones_rollback_and_compression_answer_501_cleanly() {
     let mut host = k.connect(HOST_A);
     host.set_queue_count(1).expect("queues");
     let mut io = host.connect_io_queue(1).expect("io queue");
-    io.write(nsid, Lba(3), pattern(4096, 3), BLOCK).expect("write");
-    assert_eq!(io.read(nsid, Lba(3), 1, BLOCK).expect("read"), pattern(4096, 3).to_vec());
+    io.write(nsid, Lba(3), pattern(4096, 3), BLOCK)
+        .expect("write");
+    assert_eq!(
+        io.read(nsid, Lba(3), 1, BLOCK).expect("read"),
+        pattern(4096, 3).to_vec()
+    );
 }
 
 /// Writes `blocks` distinct 4 KiB blocks from `first_lba` and returns them.
-fn write_blocks(k: &Keeld, host: &str, nsid: u32, first_lba: u64, blocks: u64, seed: u64, flush: bool) -> Vec<Bytes> {
+fn write_blocks(
+    k: &Keeld,
+    host: &str,
+    nsid: u32,
+    first_lba: u64,
+    blocks: u64,
+    seed: u64,
+    flush: bool,
+) -> Vec<Bytes> {
     let mut c = k.connect(host);
     c.set_queue_count(1).expect("queues");
     let mut io = c.connect_io_queue(1).expect("io queue");
     let data: Vec<Bytes> = (0..blocks).map(|i| pattern(4096, seed + i)).collect();
     for (i, block) in data.iter().enumerate() {
-        io.write(nsid, Lba(first_lba + i as u64), block.clone(), BLOCK).expect("write");
+        io.write(nsid, Lba(first_lba + i as u64), block.clone(), BLOCK)
+            .expect("write");
     }
     if flush {
         io.flush(nsid).expect("flush");
@@ -448,13 +683,19 @@ fn write_blocks(k: &Keeld, host: &str, nsid: u32, first_lba: u64, blocks: u64, s
 
 fn assert_blocks(k: &Keeld, host: &str, nsid: u32, first_lba: u64, expected: &[Bytes]) {
     let mut c = k.connect(host);
-    assert!(c.active_namespaces().expect("active").contains(&nsid), "{host} lost nsid {nsid}");
+    assert!(
+        c.active_namespaces().expect("active").contains(&nsid),
+        "{host} lost nsid {nsid}"
+    );
     c.set_queue_count(1).expect("queues");
     let mut io = c.connect_io_queue(1).expect("io queue");
     for (i, block) in expected.iter().enumerate() {
         let lba = first_lba + i as u64;
         let got = io.read(nsid, Lba(lba), 1, BLOCK).expect("read");
-        assert!(got == block.to_vec(), "nsid {nsid} LBA {lba} lost its acknowledged data");
+        assert!(
+            got == block.to_vec(),
+            "nsid {nsid} LBA {lba} lost its acknowledged data"
+        );
     }
 }
 
@@ -463,9 +704,15 @@ fn sigterm_restart_keeps_volumes_their_data_nsids_and_tokens() {
     let mut k = started();
     let a = k.create_volume("keep-a", GIB, &[HOST_A]);
     let b = k.create_volume("keep-b", 128 << 20, &["ALLOW_ANY"]);
-    let upd = k.put(&format!("/api/v2/volumes/{}", b["UUID"].as_str().expect("UUID")), &json!({"labels": [{"key": "k", "value": "v"}]}));
+    let upd = k.put(
+        &format!("/api/v2/volumes/{}", b["UUID"].as_str().expect("UUID")),
+        &json!({"labels": [{"key": "k", "value": "v"}]}),
+    );
     assert_eq!(upd.status, StatusCode::OK, "{}", upd.body);
-    let before: Vec<Value> = ["keep-a", "keep-b"].iter().map(|n| k.get(&format!("/api/v2/volumes/?name={n}")).body).collect();
+    let before: Vec<Value> = ["keep-a", "keep-b"]
+        .iter()
+        .map(|n| k.get(&format!("/api/v2/volumes/?name={n}")).body)
+        .collect();
     let nsid_a = a["nsid"].as_u64().expect("nsid") as u32;
     let nsid_b = b["nsid"].as_u64().expect("nsid") as u32;
     let data_a = write_blocks(&k, HOST_A, nsid_a, 100, 16, 1, true);
@@ -474,8 +721,16 @@ fn sigterm_restart_keeps_volumes_their_data_nsids_and_tokens() {
     let nqn = k.subsystem_nqn.clone();
 
     let status = k.terminate();
-    assert!(status.success(), "keeld exited with {status} on SIGTERM\n{}", k.log_tail());
-    assert!(k.logged("pool closed cleanly"), "no clean close logged\n{}", k.log_tail());
+    assert!(
+        status.success(),
+        "keeld exited with {status} on SIGTERM\n{}",
+        k.log_tail()
+    );
+    assert!(
+        k.logged("pool closed cleanly"),
+        "no clean close logged\n{}",
+        k.log_tail()
+    );
     k.restart();
 
     // The old token still works (token keys persist); identity is stable.
@@ -483,15 +738,32 @@ fn sigterm_restart_keeps_volumes_their_data_nsids_and_tokens() {
     assert_eq!(k.subsystem_nqn, nqn);
     for old in &before {
         let now = k.wait_volume_state(old["UUID"].as_str().expect("UUID"), "Available");
-        for field in ["UUID", "name", "nsid", "size", "acl", "labels", "ETag", "creationTime"] {
-            assert_eq!(now[field], old[field], "{field} of {} changed across a restart", old["name"]);
+        for field in [
+            "UUID",
+            "name",
+            "nsid",
+            "size",
+            "acl",
+            "labels",
+            "ETag",
+            "creationTime",
+        ] {
+            assert_eq!(
+                now[field], old[field],
+                "{field} of {} changed across a restart",
+                old["name"]
+            );
         }
     }
     // Data and ACLs are back on the target.
     assert_blocks(&k, HOST_A, nsid_a, 100, &data_a);
     assert_blocks(&k, HOST_B, nsid_b, 0, &data_b);
     let mut b_host = k.connect(HOST_B);
-    assert_eq!(b_host.active_namespaces().expect("active"), vec![nsid_b], "B must still not see keep-a");
+    assert_eq!(
+        b_host.active_namespaces().expect("active"),
+        vec![nsid_b],
+        "B must still not see keep-a"
+    );
     let ns = b_host.identify_namespace(nsid_b).expect("identify");
     assert_eq!(ns.nguid, uuid_bytes(b["UUID"].as_str().expect("UUID")));
     // New volumes get fresh nsids, never a used one.
@@ -515,33 +787,75 @@ fn kill9_after_writes_and_during_or_after_deletes_loses_nothing_acknowledged() {
     write_blocks(&k, HOST_A, nsid(&doomed), 0, 64, 300, false);
 
     // A grow acknowledged before the kill stays grown, in the catalog and on the target.
-    let grow = k.put(&format!("/api/v2/volumes/{}", uuid(&kept)), &json!({"size": "512 mib"}));
+    let grow = k.put(
+        &format!("/api/v2/volumes/{}", uuid(&kept)),
+        &json!({"size": "512 mib"}),
+    );
     assert_eq!(grow.status, StatusCode::OK, "{}", grow.body);
-    let past_old_end = write_blocks(&k, HOST_A, nsid(&kept), (256 << 20) / u64::from(BLOCK), 4, 700, false);
+    let past_old_end = write_blocks(
+        &k,
+        HOST_A,
+        nsid(&kept),
+        (256 << 20) / u64::from(BLOCK),
+        4,
+        700,
+        false,
+    );
 
     // "gone" finishes deleting before the kill; "doomed" is killed mid-delete.
-    assert_eq!(k.delete(&format!("/api/v2/volumes/{}", uuid(&gone))).status, StatusCode::OK);
+    assert_eq!(
+        k.delete(&format!("/api/v2/volumes/{}", uuid(&gone))).status,
+        StatusCode::OK
+    );
     k.wait_volume_gone(&uuid(&gone));
     let del = k.delete(&format!("/api/v2/volumes/{}", uuid(&doomed)));
     assert_eq!(del.status, StatusCode::OK, "{}", del.body);
     k.kill9();
     k.restart();
 
-    let ok = wait_until(WAIT, || k.get(&format!("/api/v2/volumes/{}", uuid(&doomed))).status == StatusCode::NOT_FOUND);
-    assert!(ok, "a delete acknowledged before kill -9 must finish after restart: {}", k.get(&format!("/api/v2/volumes/{}", uuid(&doomed))).body);
-    assert_eq!(k.get(&format!("/api/v2/volumes/{}", uuid(&gone))).status, StatusCode::NOT_FOUND);
+    let ok = wait_until(WAIT, || {
+        k.get(&format!("/api/v2/volumes/{}", uuid(&doomed))).status == StatusCode::NOT_FOUND
+    });
+    assert!(
+        ok,
+        "a delete acknowledged before kill -9 must finish after restart: {}",
+        k.get(&format!("/api/v2/volumes/{}", uuid(&doomed))).body
+    );
+    assert_eq!(
+        k.get(&format!("/api/v2/volumes/{}", uuid(&gone))).status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(volume_names(&k, "?showAll=true"), ["kept"]);
     let now = k.wait_volume_state(&uuid(&kept), "Available");
     assert_eq!(now["nsid"], kept["nsid"]);
     assert_blocks(&k, HOST_A, nsid(&kept), 0, &flushed);
     assert_blocks(&k, HOST_A, nsid(&kept), 1000, &unflushed);
-    assert_blocks(&k, HOST_A, nsid(&kept), (256 << 20) / u64::from(BLOCK), &past_old_end);
+    assert_blocks(
+        &k,
+        HOST_A,
+        nsid(&kept),
+        (256 << 20) / u64::from(BLOCK),
+        &past_old_end,
+    );
     assert_eq!(now["size"], (512u64 << 20).to_string());
     let mut host = k.connect(HOST_A);
-    assert_eq!(host.identify_namespace(nsid(&kept)).expect("identify").size_blocks, (512 << 20) / u64::from(BLOCK));
-    assert_eq!(host.active_namespaces().expect("active"), vec![nsid(&kept)], "deleted namespaces stay deleted");
+    assert_eq!(
+        host.identify_namespace(nsid(&kept))
+            .expect("identify")
+            .size_blocks,
+        (512 << 20) / u64::from(BLOCK)
+    );
+    assert_eq!(
+        host.active_namespaces().expect("active"),
+        vec![nsid(&kept)],
+        "deleted namespaces stay deleted"
+    );
     let cluster = k.get("/api/v2/cluster").body;
-    assert_eq!(cluster["statistics"]["provisionedStorage"], (512u64 << 20).to_string(), "{cluster}");
+    assert_eq!(
+        cluster["statistics"]["provisionedStorage"],
+        (512u64 << 20).to_string(),
+        "{cluster}"
+    );
 
     // A second kill right after a restart (nothing new written) changes nothing.
     k.kill9();
@@ -560,7 +874,13 @@ fn kill9_while_a_delete_request_is_in_flight_never_resurrects_half_a_volume() {
     let url = format!("{}/api/v2/volumes/{uuid}", k.api_url);
     let (client, token) = (k.client().clone(), k.token().expect("token").to_owned());
     // The DELETE races the kill: whichever wins, the outcome must be whole.
-    let sender = std::thread::spawn(move || client.delete(url).bearer_auth(token).send().map(|r| r.status()));
+    let sender = std::thread::spawn(move || {
+        client
+            .delete(url)
+            .bearer_auth(token)
+            .send()
+            .map(|r| r.status())
+    });
     k.kill9();
     let answered = sender.join().expect("delete thread");
     k.restart();
@@ -568,9 +888,18 @@ fn kill9_while_a_delete_request_is_in_flight_never_resurrects_half_a_volume() {
     match state.status {
         StatusCode::NOT_FOUND => {}
         StatusCode::OK => {
-            assert_ne!(answered.as_ref().ok(), Some(&StatusCode::OK), "an acknowledged delete was undone: {}", state.body);
+            assert_ne!(
+                answered.as_ref().ok(),
+                Some(&StatusCode::OK),
+                "an acknowledged delete was undone: {}",
+                state.body
+            );
             let s = state.body["state"].as_str().unwrap_or_default().to_owned();
-            assert!(s == "Available" || s == "Deleting", "state after the race: {}", state.body);
+            assert!(
+                s == "Available" || s == "Deleting",
+                "state after the race: {}",
+                state.body
+            );
             if s == "Deleting" {
                 k.wait_volume_gone(&uuid);
             } else {
@@ -591,10 +920,19 @@ fn curl(k: &Keeld, args: &[&str]) -> (u16, Value) {
         .args(args)
         .output()
         .expect("curl must be installed to run this test");
-    assert!(out.status.success(), "curl {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), k.log_tail());
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        k.log_tail()
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').expect("status line");
-    let body = if body.is_empty() { Value::Null } else { serde_json::from_str(body).unwrap_or(Value::String(body.into())) };
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or(Value::String(body.into()))
+    };
     (code.trim().parse().expect("HTTP status"), body)
 }
 
@@ -606,7 +944,10 @@ fn the_documented_request_shapes_work_with_curl() {
     let (status, login) = curl(&k, &["-X", "POST", "-u", &user, &format!("{base}/login")]);
     assert_eq!(status, 200, "{login}");
     assert_eq!(login["tokenType"], "Bearer");
-    let auth = format!("Authorization: Bearer {}", login["idToken"].as_str().expect("idToken"));
+    let auth = format!(
+        "Authorization: Bearer {}",
+        login["idToken"].as_str().expect("idToken")
+    );
     let json_ct = "Content-Type: application/json";
 
     let (status, cluster) = curl(&k, &["-H", &auth, &format!("{base}/api/v2/cluster")]);
@@ -620,28 +961,107 @@ fn the_documented_request_shapes_work_with_curl() {
         "sectorSize": 4096, "labels": [{"key": "app", "value": "db"}],
     })
     .to_string();
-    let (status, vol) = curl(&k, &["-X", "POST", "-H", &auth, "-H", json_ct, "-d", &create, &format!("{base}/api/v2/volumes")]);
+    let (status, vol) = curl(
+        &k,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &auth,
+            "-H",
+            json_ct,
+            "-d",
+            &create,
+            &format!("{base}/api/v2/volumes"),
+        ],
+    );
     assert_eq!(status, 200, "{vol}");
     let uuid = vol["UUID"].as_str().expect("UUID").to_owned();
-    let (status, _) = curl(&k, &["-X", "POST", "-H", &auth, "-H", json_ct, "-d", &create, &format!("{base}/api/v2/volumes")]);
-    assert_eq!(status, 409, "documented: a volume with the provided name already exists");
+    let (status, _) = curl(
+        &k,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &auth,
+            "-H",
+            json_ct,
+            "-d",
+            &create,
+            &format!("{base}/api/v2/volumes"),
+        ],
+    );
+    assert_eq!(
+        status, 409,
+        "documented: a volume with the provided name already exists"
+    );
 
-    let (status, list) =
-        curl(&k, &["-H", &auth, &format!("{base}/api/v2/volumes?projectName=default&limit=10&showAll=false")]);
+    let (status, list) = curl(
+        &k,
+        &[
+            "-H",
+            &auth,
+            &format!("{base}/api/v2/volumes?projectName=default&limit=10&showAll=false"),
+        ],
+    );
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["volumes"][0]["UUID"], uuid.as_str());
-    let (status, got) = curl(&k, &["-H", &auth, &format!("{base}/api/v2/volumes/{uuid}?projectName=default")]);
+    let (status, got) = curl(
+        &k,
+        &[
+            "-H",
+            &auth,
+            &format!("{base}/api/v2/volumes/{uuid}?projectName=default"),
+        ],
+    );
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["nsid"], vol["nsid"]);
-    let (status, by_name) = curl(&k, &["-H", &auth, &format!("{base}/api/v2/volumes/?name=curl-vol&projectName=default")]);
+    let (status, by_name) = curl(
+        &k,
+        &[
+            "-H",
+            &auth,
+            &format!("{base}/api/v2/volumes/?name=curl-vol&projectName=default"),
+        ],
+    );
     assert_eq!((status, &by_name["UUID"]), (200, &json!(uuid)));
 
     // Update size and ACL with the ETag as If-Match.
     let etag = format!("If-Match: {}", got["ETag"].as_str().expect("ETag"));
     let update = json!({"size": "3221225472", "acl": {"values": [HOST_A, HOST_B]}}).to_string();
-    let (status, updated) = curl(&k, &["-X", "PUT", "-H", &auth, "-H", json_ct, "-H", &etag, "-d", &update, &format!("{base}/api/v2/volumes/{uuid}")]);
+    let (status, updated) = curl(
+        &k,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            &auth,
+            "-H",
+            json_ct,
+            "-H",
+            &etag,
+            "-d",
+            &update,
+            &format!("{base}/api/v2/volumes/{uuid}"),
+        ],
+    );
     assert_eq!(status, 200, "{updated}");
-    let (status, _) = curl(&k, &["-X", "PUT", "-H", &auth, "-H", json_ct, "-H", &etag, "-d", &update, &format!("{base}/api/v2/volumes/{uuid}")]);
+    let (status, _) = curl(
+        &k,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            &auth,
+            "-H",
+            json_ct,
+            "-H",
+            &etag,
+            "-d",
+            &update,
+            &format!("{base}/api/v2/volumes/{uuid}"),
+        ],
+    );
     assert_eq!(status, 412, "documented: Etag mismatch");
     let (_, got) = curl(&k, &["-H", &auth, &format!("{base}/api/v2/volumes/{uuid}")]);
     assert_eq!(got["size"], "3221225472");
@@ -649,17 +1069,57 @@ fn the_documented_request_shapes_work_with_curl() {
     // Documented errors: 401 without a token, 400 on bad input, 404 when absent.
     let (status, body) = curl(&k, &[&format!("{base}/api/v2/volumes")]);
     assert_eq!(status, 401, "{body}");
-    let (status, body) = curl(&k, &["-X", "POST", "-H", &auth, "-H", json_ct, "-d", r#"{"name":"bad/name","size":"1073741824"}"#, &format!("{base}/api/v2/volumes")]);
+    let (status, body) = curl(
+        &k,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &auth,
+            "-H",
+            json_ct,
+            "-d",
+            r#"{"name":"bad/name","size":"1073741824"}"#,
+            &format!("{base}/api/v2/volumes"),
+        ],
+    );
     assert_eq!(status, 400, "{body}");
-    let (status, _) = curl(&k, &["-H", &auth, &format!("{base}/api/v2/volumes/{}", uuid::Uuid::new_v4())]);
+    let (status, _) = curl(
+        &k,
+        &[
+            "-H",
+            &auth,
+            &format!("{base}/api/v2/volumes/{}", uuid::Uuid::new_v4()),
+        ],
+    );
     assert_eq!(status, 404);
 
     // Delete is long: 200 with an empty object, then the GET turns 404.
-    let (status, body) = curl(&k, &["-X", "DELETE", "-H", &auth, &format!("{base}/api/v2/volumes/{uuid}?projectName=default")]);
+    let (status, body) = curl(
+        &k,
+        &[
+            "-X",
+            "DELETE",
+            "-H",
+            &auth,
+            &format!("{base}/api/v2/volumes/{uuid}?projectName=default"),
+        ],
+    );
     assert_eq!((status, body), (200, json!({})));
-    let ok = wait_until(WAIT, || curl(&k, &["-H", &auth, &format!("{base}/api/v2/volumes/{uuid}")]).0 == 404);
+    let ok = wait_until(WAIT, || {
+        curl(&k, &["-H", &auth, &format!("{base}/api/v2/volumes/{uuid}")]).0 == 404
+    });
     assert!(ok, "deleted volume never answered 404");
-    let (status, _) = curl(&k, &["-X", "DELETE", "-H", &auth, &format!("{base}/api/v2/volumes/{uuid}")]);
+    let (status, _) = curl(
+        &k,
+        &[
+            "-X",
+            "DELETE",
+            "-H",
+            &auth,
+            &format!("{base}/api/v2/volumes/{uuid}"),
+        ],
+    );
     assert_eq!(status, 404);
 }
 
@@ -669,15 +1129,34 @@ fn the_certificate_in_the_data_dir_verifies_and_plain_http_needs_its_flag() {
     // successful call proves keeld serves exactly that certificate for 127.0.0.1.
     let k = started();
     assert_eq!(k.get("/api/v2/cluster").status, StatusCode::OK);
-    assert!(k.api_url.starts_with("https://"), "TLS is on by default: {}", k.api_url);
-    let plain = reqwest::blocking::get(k.api_url.replacen("https://", "http://", 1) + "/api/v2/cluster");
-    assert!(plain.map(|r| r.status() != StatusCode::OK).unwrap_or(true), "plain HTTP must not be served by default");
+    assert!(
+        k.api_url.starts_with("https://"),
+        "TLS is on by default: {}",
+        k.api_url
+    );
+    let plain =
+        reqwest::blocking::get(k.api_url.replacen("https://", "http://", 1) + "/api/v2/cluster");
+    assert!(
+        plain.map(|r| r.status() != StatusCode::OK).unwrap_or(true),
+        "plain HTTP must not be served by default"
+    );
 
-    let dev = Keeld::start(KeeldOptions { insecure_http: true, no_auth: true, ..KeeldOptions::default() });
+    let dev = Keeld::start(KeeldOptions {
+        insecure_http: true,
+        no_auth: true,
+        ..KeeldOptions::default()
+    });
     assert!(dev.api_url.starts_with("http://"), "{}", dev.api_url);
     let a = dev.call_as(None, Method::GET, "/api/v2/volumes", None);
-    assert_eq!(a.status, StatusCode::OK, "--no-auth serves without a token: {}", a.body);
-    let seen: HashSet<&str> = [k.api_url.as_str(), dev.api_url.as_str()].into_iter().collect();
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "--no-auth serves without a token: {}",
+        a.body
+    );
+    let seen: HashSet<&str> = [k.api_url.as_str(), dev.api_url.as_str()]
+        .into_iter()
+        .collect();
     assert_eq!(seen.len(), 2);
 }
 
@@ -687,7 +1166,10 @@ fn nsids_are_never_reused_even_across_kill9_and_sigterm() {
     let first = k.create_volume("first", 64 << 20, &[]);
     let first_nsid = first["nsid"].as_u64().expect("nsid");
     let first_uuid = first["UUID"].as_str().expect("UUID").to_owned();
-    assert_eq!(k.delete(&format!("/api/v2/volumes/{first_uuid}")).status, StatusCode::OK);
+    assert_eq!(
+        k.delete(&format!("/api/v2/volumes/{first_uuid}")).status,
+        StatusCode::OK
+    );
     k.wait_volume_gone(&first_uuid);
     // A volume created and acknowledged right before a kill -9 is kept whole.
     let second = k.create_volume("second", 64 << 20, &[]);
@@ -699,8 +1181,18 @@ fn nsids_are_never_reused_even_across_kill9_and_sigterm() {
     assert_eq!(again["nsid"], second["nsid"]);
     let third = k.create_volume("third", 64 << 20, &[]);
     let third_nsid = third["nsid"].as_u64().expect("nsid");
-    assert!(![first_nsid, second_nsid].contains(&third_nsid), "nsid {third_nsid} reused after kill -9");
-    assert_eq!(k.delete(&format!("/api/v2/volumes/{}", third["UUID"].as_str().expect("UUID"))).status, StatusCode::OK);
+    assert!(
+        ![first_nsid, second_nsid].contains(&third_nsid),
+        "nsid {third_nsid} reused after kill -9"
+    );
+    assert_eq!(
+        k.delete(&format!(
+            "/api/v2/volumes/{}",
+            third["UUID"].as_str().expect("UUID")
+        ))
+        .status,
+        StatusCode::OK
+    );
     k.wait_volume_gone(third["UUID"].as_str().expect("UUID"));
     k.restart();
     let fourth = k.create_volume("fourth", 64 << 20, &[]);

@@ -16,9 +16,16 @@ const KILLS: usize = 20;
 
 fn writer_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let debug_dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+    let debug_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
     let path = debug_dir.join("examples").join("crash_writer");
-    assert!(path.exists(), "{} is missing: build it with `cargo build --examples`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --examples`",
+        path.display()
+    );
     path
 }
 
@@ -27,7 +34,11 @@ fn block_content(lba: u64, generation: u64) -> Vec<u8> {
     data[..8].copy_from_slice(&lba.to_le_bytes());
     data[8..16].copy_from_slice(&generation.to_le_bytes());
     for (i, byte) in data.iter_mut().enumerate().skip(16) {
-        *byte = (generation.wrapping_mul(31).wrapping_add(lba).wrapping_add(i as u64) % 251) as u8;
+        *byte = (generation
+            .wrapping_mul(31)
+            .wrapping_add(lba)
+            .wrapping_add(i as u64)
+            % 251) as u8;
     }
     data
 }
@@ -44,10 +55,13 @@ fn read_journal(path: &Path) -> Journal {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     for line in text.lines() {
         let mut parts = line.split(' ');
-        let (Some(kind), Some(lba), Some(generation)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(kind), Some(lba), Some(generation)) = (parts.next(), parts.next(), parts.next())
+        else {
             continue; // a line torn by the kill
         };
-        let (Ok(lba), Ok(generation)) = (lba.parse::<u64>(), generation.parse::<u64>()) else { continue };
+        let (Ok(lba), Ok(generation)) = (lba.parse::<u64>(), generation.parse::<u64>()) else {
+            continue;
+        };
         journal.last_generation = journal.last_generation.max(generation);
         match kind {
             "I" => journal.issued.entry(lba).or_default().push(generation),
@@ -62,25 +76,46 @@ fn read_journal(path: &Path) -> Journal {
 }
 
 fn verify(pool: &Path, journal: &Journal) -> u64 {
-    let spec = DeviceSpec { path: pool.into(), kind: BackingKind::File, create_size: None };
-    let engine = Engine::open_paths(&[spec], EngineConfig::default(), false).expect("reopen after kill");
+    let spec = DeviceSpec {
+        path: pool.into(),
+        kind: BackingKind::File,
+        create_size: None,
+    };
+    let engine =
+        Engine::open_paths(&[spec], EngineConfig::default(), false).expect("reopen after kill");
     let volume = engine.volume_by_name("crash").expect("volume survives").id;
     let mut checked = 0;
     for lba in 0..VOLUME_BLOCKS {
         let data = engine.read_wait(volume, lba, 1).expect("read");
         let acked = journal.acked.get(&lba).copied();
         if data.iter().all(|&b| b == 0) {
-            assert!(acked.is_none(), "block {lba} reads zeros but generation {acked:?} was acknowledged");
+            assert!(
+                acked.is_none(),
+                "block {lba} reads zeros but generation {acked:?} was acknowledged"
+            );
             continue;
         }
         let stored_lba = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
         let generation = u64::from_le_bytes(data[8..16].try_into().expect("8 bytes"));
-        assert_eq!(stored_lba, lba, "block {lba} holds data written for block {stored_lba}");
-        assert_eq!(&data[..], &block_content(lba, generation)[..], "block {lba} generation {generation} is garbage");
+        assert_eq!(
+            stored_lba, lba,
+            "block {lba} holds data written for block {stored_lba}"
+        );
+        assert_eq!(
+            &data[..],
+            &block_content(lba, generation)[..],
+            "block {lba} generation {generation} is garbage"
+        );
         let issued = journal.issued.get(&lba).map(Vec::as_slice).unwrap_or(&[]);
-        assert!(issued.contains(&generation), "block {lba} holds generation {generation} that was never written");
+        assert!(
+            issued.contains(&generation),
+            "block {lba} holds generation {generation} that was never written"
+        );
         if let Some(acked) = acked {
-            assert!(generation >= acked, "block {lba} went back from acknowledged generation {acked} to {generation}");
+            assert!(
+                generation >= acked,
+                "block {lba} went back from acknowledged generation {acked} to {generation}"
+            );
         }
         checked += 1;
     }
@@ -118,7 +153,10 @@ fn acknowledged_writes_survive_repeated_sigkill() {
             match lines.next() {
                 Some(Ok(line)) if line == "A" => acks += 1,
                 Some(Ok(_)) => {}
-                _ => panic!("writer ended before the kill in round {round}: {:?}", child.wait()),
+                _ => panic!(
+                    "writer ended before the kill in round {round}: {:?}",
+                    child.wait()
+                ),
             }
         }
         child.kill().expect("SIGKILL the writer");

@@ -24,7 +24,8 @@ const VOLUME_BYTES: u64 = 256 << 20;
 const AEN_NS_CHANGED: u32 = 0x0004_0002;
 
 fn status_of(err: HostError) -> Status {
-    err.status().unwrap_or_else(|| panic!("expected an NVMe status, got {err:?}"))
+    err.status()
+        .unwrap_or_else(|| panic!("expected an NVMe status, got {err:?}"))
 }
 
 fn nsid_of(v: &Value) -> u32 {
@@ -42,21 +43,39 @@ fn io_queue(c: &mut HostController) -> IoQueue {
 
 /// Enables namespace-attribute notices and arms one Asynchronous Event Request.
 fn arm_aer(c: &mut HostController) -> u16 {
-    c.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 8).expect("async event config");
+    c.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 8)
+        .expect("async event config");
     c.submit_aer().expect("AER")
 }
 
 /// Waits for the armed AER (bounded by the host's command timeout), checks it is
 /// a namespace notice, and returns the changed namespace list.
 fn reap_ns_changed(c: &mut HostController, cid: u16) -> Vec<u32> {
-    let event = c.admin.wait(cid).expect("AER completion").success().expect("AER status");
-    assert_eq!(event.completion.dw0(), AEN_NS_CHANGED, "not a namespace-attribute notice");
-    let log = c.get_log_page(log_id::CHANGED_NS_LIST, 0, 4096, false).expect("changed namespace list");
-    log.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).take_while(|n| *n != 0).collect()
+    let event = c
+        .admin
+        .wait(cid)
+        .expect("AER completion")
+        .success()
+        .expect("AER status");
+    assert_eq!(
+        event.completion.dw0(),
+        AEN_NS_CHANGED,
+        "not a namespace-attribute notice"
+    );
+    let log = c
+        .get_log_page(log_id::CHANGED_NS_LIST, 0, 4096, false)
+        .expect("changed namespace list");
+    log.chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .take_while(|n| *n != 0)
+        .collect()
 }
 
 fn set_acl(k: &Keeld, uuid: &str, hosts: &[&str]) {
-    let a = k.put(&format!("/api/v2/volumes/{uuid}"), &json!({"acl": {"values": hosts}}));
+    let a = k.put(
+        &format!("/api/v2/volumes/{uuid}"),
+        &json!({"acl": {"values": hosts}}),
+    );
     assert_eq!(a.status, StatusCode::OK, "ACL update: {}", a.body);
     let v = k.wait_volume_state(uuid, "Available");
     assert_eq!(v["acl"]["values"], json!(hosts));
@@ -78,40 +97,83 @@ fn a_rest_volume_serves_its_acl_host_and_follows_acl_changes_live() {
     assert_eq!(ns.size_blocks, VOLUME_BYTES / u64::from(BLOCK));
     assert_eq!(1u32 << ns.block_shift, BLOCK);
     let descriptors = a.namespace_descriptors(nsid).expect("descriptors");
-    assert!(descriptors.contains(&(nidt::UUID, uuid_bytes(&uuid).to_vec())), "{descriptors:?}");
-    assert!(descriptors.contains(&(nidt::NGUID, uuid_bytes(&uuid).to_vec())), "{descriptors:?}");
+    assert!(
+        descriptors.contains(&(nidt::UUID, uuid_bytes(&uuid).to_vec())),
+        "{descriptors:?}"
+    );
+    assert!(
+        descriptors.contains(&(nidt::NGUID, uuid_bytes(&uuid).to_vec())),
+        "{descriptors:?}"
+    );
 
     // Data: in-capsule 4 KiB, R2T-driven 128 KiB, many in flight, flush, zeroes.
     let mut io = io_queue(&mut a);
-    io.write(nsid, Lba(0), pattern(4096, 1), BLOCK).expect("4 KiB write");
+    io.write(nsid, Lba(0), pattern(4096, 1), BLOCK)
+        .expect("4 KiB write");
     let big = pattern(128 << 10, 2);
-    io.write(nsid, Lba(64), big.clone(), BLOCK).expect("128 KiB write");
+    io.write(nsid, Lba(64), big.clone(), BLOCK)
+        .expect("128 KiB write");
     let mut expected: Vec<(u64, Bytes)> = vec![(0, pattern(4096, 1))];
-    expected.extend((0..32u64).map(|i| (64 + i, big.slice(i as usize * 4096..(i as usize + 1) * 4096))));
-    let batch: Vec<(u64, Bytes)> = (0..64u64).map(|i| (1000 + 7 * i, pattern(4096, 100 + i))).collect();
+    expected.extend((0..32u64).map(|i| {
+        (
+            64 + i,
+            big.slice(i as usize * 4096..(i as usize + 1) * 4096),
+        )
+    }));
+    let batch: Vec<(u64, Bytes)> = (0..64u64)
+        .map(|i| (1000 + 7 * i, pattern(4096, 100 + i)))
+        .collect();
     for (lba, data) in &batch {
-        io.submit_write(nsid, Lba(*lba), data.clone(), BLOCK).expect("submit write");
+        io.submit_write(nsid, Lba(*lba), data.clone(), BLOCK)
+            .expect("submit write");
     }
     for _ in 0..batch.len() {
-        io.queue.wait_any().expect("completion").1.success().expect("write status");
+        io.queue
+            .wait_any()
+            .expect("completion")
+            .1
+            .success()
+            .expect("write status");
     }
     expected.extend(batch);
     io.flush(nsid).expect("flush");
     for (lba, data) in &expected {
-        assert_eq!(io.read(nsid, Lba(*lba), 1, BLOCK).expect("read"), data.to_vec(), "LBA {lba}");
+        assert_eq!(
+            io.read(nsid, Lba(*lba), 1, BLOCK).expect("read"),
+            data.to_vec(),
+            "LBA {lba}"
+        );
     }
-    assert_eq!(io.read(nsid, Lba(64), 32, BLOCK).expect("128 KiB read"), big.to_vec());
+    assert_eq!(
+        io.read(nsid, Lba(64), 32, BLOCK).expect("128 KiB read"),
+        big.to_vec()
+    );
     io.write_zeroes(nsid, Lba(64), 4).expect("write zeroes");
-    assert_eq!(io.read(nsid, Lba(64), 4, BLOCK).expect("read"), vec![0u8; 4 * 4096]);
-    io.deallocate(nsid, &[LbaRange { start: Lba(68), blocks: 4 }]).expect("deallocate");
-    let out_of_range = io.read(nsid, Lba(VOLUME_BYTES / u64::from(BLOCK)), 1, BLOCK).unwrap_err();
+    assert_eq!(
+        io.read(nsid, Lba(64), 4, BLOCK).expect("read"),
+        vec![0u8; 4 * 4096]
+    );
+    io.deallocate(
+        nsid,
+        &[LbaRange {
+            start: Lba(68),
+            blocks: 4,
+        }],
+    )
+    .expect("deallocate");
+    let out_of_range = io
+        .read(nsid, Lba(VOLUME_BYTES / u64::from(BLOCK)), 1, BLOCK)
+        .unwrap_err();
     assert_eq!(status_of(out_of_range), Status::LbaOutOfRange);
 
     // Host B is not in the ACL: no namespace, and I/O to it is refused.
     let mut b = k.connect(HOST_B);
     assert!(b.active_namespaces().expect("active").is_empty());
     let mut b_io = io_queue(&mut b);
-    assert_eq!(status_of(b_io.read(nsid, Lba(0), 1, BLOCK).unwrap_err()), Status::InvalidNamespace);
+    assert_eq!(
+        status_of(b_io.read(nsid, Lba(0), 1, BLOCK).unwrap_err()),
+        Status::InvalidNamespace
+    );
 
     // Remove A (and admit B): A gets an event and loses the namespace; B gains it.
     let a_event = arm_aer(&mut a);
@@ -119,10 +181,19 @@ fn a_rest_volume_serves_its_acl_host_and_follows_acl_changes_live() {
     set_acl(&k, &uuid, &[HOST_B]);
     assert_eq!(reap_ns_changed(&mut a, a_event), vec![nsid]);
     assert_eq!(reap_ns_changed(&mut b, b_event), vec![nsid]);
-    assert!(a.active_namespaces().expect("active").is_empty(), "A still lists the namespace");
-    assert_eq!(status_of(io.read(nsid, Lba(0), 1, BLOCK).unwrap_err()), Status::InvalidNamespace);
+    assert!(
+        a.active_namespaces().expect("active").is_empty(),
+        "A still lists the namespace"
+    );
+    assert_eq!(
+        status_of(io.read(nsid, Lba(0), 1, BLOCK).unwrap_err()),
+        Status::InvalidNamespace
+    );
     assert_eq!(b.active_namespaces().expect("active"), vec![nsid]);
-    assert_eq!(b_io.read(nsid, Lba(0), 1, BLOCK).expect("B reads"), pattern(4096, 1).to_vec());
+    assert_eq!(
+        b_io.read(nsid, Lba(0), 1, BLOCK).expect("B reads"),
+        pattern(4096, 1).to_vec()
+    );
 
     // Add A back: visible again with its data.
     let a_event = arm_aer(&mut a);
@@ -130,20 +201,39 @@ fn a_rest_volume_serves_its_acl_host_and_follows_acl_changes_live() {
     assert_eq!(reap_ns_changed(&mut a, a_event), vec![nsid]);
     assert_eq!(a.active_namespaces().expect("active"), vec![nsid]);
     for (lba, data) in expected.iter().filter(|(lba, _)| !(64..72).contains(lba)) {
-        assert_eq!(io.read(nsid, Lba(*lba), 1, BLOCK).expect("read"), data.to_vec(), "LBA {lba}");
+        assert_eq!(
+            io.read(nsid, Lba(*lba), 1, BLOCK).expect("read"),
+            data.to_vec(),
+            "LBA {lba}"
+        );
     }
 
     // Growing the volume over REST raises a namespace notice with the new size.
     let a_event = arm_aer(&mut a);
-    let grow = k.put(&format!("/api/v2/volumes/{uuid}"), &json!({"size": (2 * VOLUME_BYTES).to_string()}));
+    let grow = k.put(
+        &format!("/api/v2/volumes/{uuid}"),
+        &json!({"size": (2 * VOLUME_BYTES).to_string()}),
+    );
     assert_eq!(grow.status, StatusCode::OK, "{}", grow.body);
     assert_eq!(reap_ns_changed(&mut a, a_event), vec![nsid]);
-    assert_eq!(a.identify_namespace(nsid).expect("identify").size_blocks, 2 * VOLUME_BYTES / u64::from(BLOCK));
-    io.write(nsid, Lba(2 * VOLUME_BYTES / u64::from(BLOCK) - 1), pattern(4096, 9), BLOCK).expect("write past the old end");
+    assert_eq!(
+        a.identify_namespace(nsid).expect("identify").size_blocks,
+        2 * VOLUME_BYTES / u64::from(BLOCK)
+    );
+    io.write(
+        nsid,
+        Lba(2 * VOLUME_BYTES / u64::from(BLOCK) - 1),
+        pattern(4096, 9),
+        BLOCK,
+    )
+    .expect("write past the old end");
 
     // Deleting the volume removes the namespace from every host, with an event.
     let a_event = arm_aer(&mut a);
-    assert_eq!(k.delete(&format!("/api/v2/volumes/{uuid}")).status, StatusCode::OK);
+    assert_eq!(
+        k.delete(&format!("/api/v2/volumes/{uuid}")).status,
+        StatusCode::OK
+    );
     assert_eq!(reap_ns_changed(&mut a, a_event), vec![nsid]);
     k.wait_volume_gone(&uuid);
     assert!(a.active_namespaces().expect("active").is_empty());
@@ -151,7 +241,9 @@ fn a_rest_volume_serves_its_acl_host_and_follows_acl_changes_live() {
 }
 
 fn entry_addr(traddr: &str, trsvcid: &str) -> SocketAddr {
-    format!("{traddr}:{trsvcid}").parse().expect("discovery entry address")
+    format!("{traddr}:{trsvcid}")
+        .parse()
+        .expect("discovery entry address")
 }
 
 #[test]
@@ -162,21 +254,32 @@ fn discovery_leads_an_acl_host_to_its_namespace_on_both_ports() {
     // Through the discovery listener, and through the I/O listener (both serve
     // the discovery NQN), the log names this node's subsystem at the I/O port.
     for port in [k.discovery_addr, k.nvme_addr] {
-        let entries = discover(port, HOST_A).unwrap_or_else(|e| panic!("discover on {port}: {e}\n{}", k.log_tail()));
-        let ours: Vec<_> = entries.iter().filter(|e| e.subnqn == k.subsystem_nqn).collect();
+        let entries = discover(port, HOST_A)
+            .unwrap_or_else(|e| panic!("discover on {port}: {e}\n{}", k.log_tail()));
+        let ours: Vec<_> = entries
+            .iter()
+            .filter(|e| e.subnqn == k.subsystem_nqn)
+            .collect();
         assert_eq!(ours.len(), 1, "discovery on {port}: {entries:?}");
         let addr = entry_addr(&ours[0].traddr, &ours[0].trsvcid);
         assert_eq!(addr, k.nvme_addr, "the entry points at the I/O listener");
         // Connect where discovery pointed, like `nvme connect-all`.
-        let mut c = HostController::connect(addr, k.host_options(HOST_A)).expect("connect from discovery");
+        let mut c =
+            HostController::connect(addr, k.host_options(HOST_A)).expect("connect from discovery");
         assert_eq!(c.active_namespaces().expect("active"), vec![nsid_of(&v)]);
-        assert_eq!(c.identify_namespace(nsid_of(&v)).expect("identify").nguid, uuid_bytes(&uuid_of(&v)));
+        assert_eq!(
+            c.identify_namespace(nsid_of(&v)).expect("identify").nguid,
+            uuid_bytes(&uuid_of(&v))
+        );
     }
     // A host outside every ACL may find the node's subsystem (keeld admits any
     // host to the subsystem) but sees no namespace in it.
     for entry in discover(k.discovery_addr, HOST_B).expect("discover as B") {
-        let mut c = HostController::connect(entry_addr(&entry.traddr, &entry.trsvcid), k.host_options(HOST_B))
-            .expect("connect as B");
+        let mut c = HostController::connect(
+            entry_addr(&entry.traddr, &entry.trsvcid),
+            k.host_options(HOST_B),
+        )
+        .expect("connect as B");
         assert!(c.active_namespaces().expect("active").is_empty());
     }
 }
@@ -193,13 +296,21 @@ fn kill9_after_acknowledged_and_flushed_writes_keeps_the_data_over_nvme() {
         let mut io = io_queue(&mut c);
         // 128 random-looking 4 KiB blocks at queue depth 32, then 1 MiB in 128 KiB
         // writes, then a flush.
-        let lbas: Vec<u64> = (0..128u64).map(|i| (i * 2654435761) % (VOLUME_BYTES / 4096 - 512)).collect();
+        let lbas: Vec<u64> = (0..128u64)
+            .map(|i| (i * 2654435761) % (VOLUME_BYTES / 4096 - 512))
+            .collect();
         for chunk in lbas.chunks(32) {
             for &lba in chunk {
-                io.submit_write(nsid, Lba(lba), pattern(4096, lba), BLOCK).expect("submit");
+                io.submit_write(nsid, Lba(lba), pattern(4096, lba), BLOCK)
+                    .expect("submit");
             }
             for _ in chunk {
-                io.queue.wait_any().expect("completion").1.success().expect("write");
+                io.queue
+                    .wait_any()
+                    .expect("completion")
+                    .1
+                    .success()
+                    .expect("write");
             }
         }
         let mut latest = std::collections::BTreeMap::new();
@@ -209,9 +320,13 @@ fn kill9_after_acknowledged_and_flushed_writes_keeps_the_data_over_nvme() {
         let tail = VOLUME_BYTES / 4096 - 256;
         for i in 0..8u64 {
             let data = pattern(128 << 10, 7000 + i);
-            io.write(nsid, Lba(tail + i * 32), data.clone(), BLOCK).expect("128 KiB write");
+            io.write(nsid, Lba(tail + i * 32), data.clone(), BLOCK)
+                .expect("128 KiB write");
             for b in 0..32u64 {
-                latest.insert(tail + i * 32 + b, data.slice(b as usize * 4096..(b as usize + 1) * 4096));
+                latest.insert(
+                    tail + i * 32 + b,
+                    data.slice(b as usize * 4096..(b as usize + 1) * 4096),
+                );
             }
         }
         io.flush(nsid).expect("flush");
@@ -223,13 +338,27 @@ fn kill9_after_acknowledged_and_flushed_writes_keeps_the_data_over_nvme() {
     let after = k.wait_volume_state(&uuid, "Available");
     assert_eq!(nsid_of(&after), nsid, "the nsid survives the crash");
     let mut c = k.connect(HOST_A);
-    let ok = wait_until(WAIT, || c.active_namespaces().is_ok_and(|l| l == vec![nsid]));
-    assert!(ok, "A does not see its namespace after the restart\n{}", k.log_tail());
-    assert_eq!(c.identify_namespace(nsid).expect("identify").nguid, uuid_bytes(&uuid));
+    let ok = wait_until(WAIT, || {
+        c.active_namespaces().is_ok_and(|l| l == vec![nsid])
+    });
+    assert!(
+        ok,
+        "A does not see its namespace after the restart\n{}",
+        k.log_tail()
+    );
+    assert_eq!(
+        c.identify_namespace(nsid).expect("identify").nguid,
+        uuid_bytes(&uuid)
+    );
     let mut io = io_queue(&mut c);
     for (lba, data) in &expected {
-        let got = io.read(nsid, Lba(*lba), 1, BLOCK).expect("read after restart");
-        assert!(got == data.to_vec(), "LBA {lba} lost flushed data across kill -9");
+        let got = io
+            .read(nsid, Lba(*lba), 1, BLOCK)
+            .expect("read after restart");
+        assert!(
+            got == data.to_vec(),
+            "LBA {lba} lost flushed data across kill -9"
+        );
     }
     // Host B is still outside the ACL after the restart.
     let mut b = k.connect(HOST_B);
@@ -254,7 +383,11 @@ fn a_512_byte_sector_volume_is_served_with_512_byte_blocks() {
     for (lba, blocks, seed) in [(1u64, 1u32, 1u64), (7, 3, 2), (4093, 9, 3), (131_071, 1, 4)] {
         let data = pattern(blocks as usize * 512, seed);
         io.write(nsid, Lba(lba), data.clone(), 512).expect("write");
-        assert_eq!(io.read(nsid, Lba(lba), blocks, 512).expect("read"), data.to_vec(), "LBA {lba}");
+        assert_eq!(
+            io.read(nsid, Lba(lba), blocks, 512).expect("read"),
+            data.to_vec(),
+            "LBA {lba}"
+        );
     }
     let past_end = io.read(nsid, Lba(131_072), 1, 512).unwrap_err();
     assert_eq!(status_of(past_end), Status::LbaOutOfRange);
@@ -271,7 +404,8 @@ fn deleting_a_volume_under_queued_io_completes_every_command_and_keeps_keeld_ser
     let mut io = io_queue(&mut c);
     // 64 writes of 128 KiB in flight while the volume is deleted over REST.
     for i in 0..64u64 {
-        io.submit_write(doomed_nsid, Lba(i * 32), pattern(128 << 10, i), BLOCK).expect("submit");
+        io.submit_write(doomed_nsid, Lba(i * 32), pattern(128 << 10, i), BLOCK)
+            .expect("submit");
     }
     let del = k.delete(&format!("/api/v2/volumes/{}", uuid_of(&doomed)));
     assert_eq!(del.status, StatusCode::OK, "{}", del.body);
@@ -284,10 +418,19 @@ fn deleting_a_volume_under_queued_io_completes_every_command_and_keeps_keeld_ser
     }
     k.wait_volume_gone(&uuid_of(&doomed));
     // Later I/O to the deleted namespace is refused; the other volume serves on.
-    assert_eq!(status_of(io.read(doomed_nsid, Lba(0), 1, BLOCK).unwrap_err()), Status::InvalidNamespace);
-    io.write(other_nsid, Lba(5), pattern(4096, 5), BLOCK).expect("write to the other volume");
-    assert_eq!(io.read(other_nsid, Lba(5), 1, BLOCK).expect("read"), pattern(4096, 5).to_vec());
+    assert_eq!(
+        status_of(io.read(doomed_nsid, Lba(0), 1, BLOCK).unwrap_err()),
+        Status::InvalidNamespace
+    );
+    io.write(other_nsid, Lba(5), pattern(4096, 5), BLOCK)
+        .expect("write to the other volume");
+    assert_eq!(
+        io.read(other_nsid, Lba(5), 1, BLOCK).expect("read"),
+        pattern(4096, 5).to_vec()
+    );
     assert_eq!(c.active_namespaces().expect("active"), vec![other_nsid]);
     k.assert_alive("serving after the delete");
-    eprintln!("{failed} of 64 in-flight writes failed after the delete (either outcome is allowed)");
+    eprintln!(
+        "{failed} of 64 in-flight writes failed after the delete (either outcome is allowed)"
+    );
 }

@@ -35,7 +35,11 @@ impl Keeld {
     fn start() -> Keeld {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
-        let (api, nvme, discovery) = (guest::free_local_port(), guest::free_local_port(), guest::free_local_port());
+        let (api, nvme, discovery) = (
+            guest::free_local_port(),
+            guest::free_local_port(),
+            guest::free_local_port(),
+        );
         let child = Command::new(env!("CARGO_BIN_EXE_keeld"))
             .arg("--data-dir")
             .arg(&data_dir)
@@ -44,30 +48,50 @@ impl Keeld {
             .arg(format!("--nvme-listen=127.0.0.1:{nvme}"))
             .arg(format!("--discovery-listen=127.0.0.1:{discovery}"))
             // Discovery entries must name the address the guest reaches.
-            .arg(format!("--advertised-address={}:{NVME_PORT_IN_GUEST}", guest::HOST_ADDR_IN_GUEST))
+            .arg(format!(
+                "--advertised-address={}:{NVME_PORT_IN_GUEST}",
+                guest::HOST_ADDR_IN_GUEST
+            ))
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("keeld.log")).expect("log file")))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("keeld.log")).expect("log file"),
+            ))
             .spawn()
             .expect("start keeld");
-        let keeld = Keeld { child, _dir: dir, data_dir, api, nvme, discovery };
+        let keeld = Keeld {
+            child,
+            _dir: dir,
+            data_dir,
+            api,
+            nvme,
+            discovery,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while keeld.curl(&["/api/v2/clusterinfo"]).is_err() {
-            assert!(Instant::now() < deadline, "keeld did not answer within 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "keeld did not answer within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         keeld
     }
 
     fn token(&self) -> Result<String, String> {
-        let password = std::fs::read_to_string(self.data_dir.join("api/admin-password")).map_err(|e| e.to_string())?;
+        let password = std::fs::read_to_string(self.data_dir.join("api/admin-password"))
+            .map_err(|e| e.to_string())?;
         let out = Command::new("curl")
             .args(["-sk", "--fail-with-body", "-X", "POST", "-u"])
             .arg(format!("admin:{}", password.trim()))
             .arg(format!("https://127.0.0.1:{}/login", self.api))
             .output()
             .map_err(|e| e.to_string())?;
-        let body: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-        body["idToken"].as_str().map(str::to_owned).ok_or_else(|| format!("no token in {body}"))
+        let body: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        body["idToken"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no token in {body}"))
     }
 
     /// `curl` against the API with a fresh bearer token; extra args after the path.
@@ -75,7 +99,13 @@ impl Keeld {
         let token = self.token()?;
         let (path, rest) = args.split_first().ok_or("no path")?;
         let out = Command::new("curl")
-            .args(["-sk", "--fail-with-body", "-H", "content-type: application/json", "-H"])
+            .args([
+                "-sk",
+                "--fail-with-body",
+                "-H",
+                "content-type: application/json",
+                "-H",
+            ])
             .arg(format!("Authorization: Bearer {token}"))
             .args(rest)
             .arg(format!("https://127.0.0.1:{}{path}", self.api))
@@ -84,18 +114,31 @@ impl Keeld {
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stdout).into_owned());
         }
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     fn create_volume(&self, name: &str, size: &str, acl: &str) -> serde_json::Value {
-        let body = format!(r#"{{"name":"{name}","size":"{size}","replicaCount":1,"acl":{{"values":["{acl}"]}}}}"#);
-        self.curl(&["/api/v2/projects/default/volumes", "-X", "POST", "-d", &body]).expect("create volume")
+        let body = format!(
+            r#"{{"name":"{name}","size":"{size}","replicaCount":1,"acl":{{"values":["{acl}"]}}}}"#
+        );
+        self.curl(&[
+            "/api/v2/projects/default/volumes",
+            "-X",
+            "POST",
+            "-d",
+            &body,
+        ])
+        .expect("create volume")
     }
 }
 
 impl Drop for Keeld {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -190,7 +233,10 @@ fn run(kernel: GuestKernel) {
     };
     let keeld = Keeld::start();
     let info = keeld.curl(&["/api/v2/clusterinfo"]).expect("clusterinfo");
-    let subnqn = info["subsystemNQN"].as_str().expect("subsystemNQN").to_owned();
+    let subnqn = info["subsystemNQN"]
+        .as_str()
+        .expect("subsystemNQN")
+        .to_owned();
     let volume = keeld.create_volume("linux-host", "268435456", GUEST_NQN);
     let uuid = volume["UUID"].as_str().expect("UUID").to_owned();
 
@@ -199,7 +245,9 @@ fn run(kernel: GuestKernel) {
     let outcome = std::thread::scope(|scope| {
         let keeld_ref = &keeld;
         scope.spawn(move || {
-            let Ok((stream, _)) = listener.accept() else { return };
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
             let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
             let mut line = String::new();
             if reader.read_line(&mut line).is_ok() && line.trim() == "create-second-volume" {

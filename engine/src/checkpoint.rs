@@ -29,13 +29,25 @@ pub(crate) fn write_checkpoint(core: &Arc<Core>) -> Result<(), CheckpointError> 
             .all()
             .into_iter()
             .filter(|v| v.state() != VolumeState::Creating)
-            .map(|v| (v.id.0, v.name.clone(), v.size(), v.sector.bytes(), v.map.read().clone()))
+            .map(|v| {
+                (
+                    v.id.0,
+                    v.name.clone(),
+                    v.size(),
+                    v.sector.bytes(),
+                    v.map.read().clone(),
+                )
+            })
             .collect::<Vec<_>>();
         let next_volume_id = catalog.next_volume_id;
         drop(catalog);
         log.checkpoint_running = true;
         log.blocks_since_checkpoint = 0;
-        ((next_volume_id, volumes), log.applied_seq + 1, log.replay_position())
+        (
+            (next_volume_id, volumes),
+            log.applied_seq + 1,
+            log.replay_position(),
+        )
     };
     let result = write_body_and_root(core, body, replay_seq, position);
     let mut log = core.log.lock();

@@ -71,7 +71,10 @@ pub struct Engine {
 impl Engine {
     /// Formats `devices` as a new, empty pool.
     pub fn format(devices: Vec<DeviceRef>, config: &EngineConfig) -> Result<(), OpenError> {
-        assert!(config.blocks_per_segment >= 512, "segments must hold at least 2 MiB");
+        assert!(
+            config.blocks_per_segment >= 512,
+            "segments must hold at least 2 MiB"
+        );
         crate::recovery::format(devices, config, *uuid::Uuid::new_v4().as_bytes())
     }
 
@@ -86,13 +89,21 @@ impl Engine {
             .name("keel-checkpoint".into())
             .spawn(move || run_checkpointer(thread_core, requests_rx, stop_rx))
             .map_err(OpenError::Thread)?;
-        Ok(Engine { core, checkpointer: Mutex::new(Some(checkpointer)), stop: stop_tx })
+        Ok(Engine {
+            core,
+            checkpointer: Mutex::new(Some(checkpointer)),
+            stop: stop_tx,
+        })
     }
 
     /// Opens the files or block devices named by `specs` with io_uring, formatting
     /// them first when every one of them is new (a file just created, or a device
     /// without a superblock only if `format_blank` is set).
-    pub fn open_paths(specs: &[DeviceSpec], config: EngineConfig, format_blank: bool) -> Result<Engine, OpenError> {
+    pub fn open_paths(
+        specs: &[DeviceSpec],
+        config: EngineConfig,
+        format_blank: bool,
+    ) -> Result<Engine, OpenError> {
         let mut devices: Vec<DeviceRef> = Vec::new();
         let mut created = 0;
         for (index, spec) in specs.iter().enumerate() {
@@ -101,7 +112,8 @@ impl Engine {
             if !existed {
                 created += 1;
             }
-            let device = UringDevice::new(file, size, &index.to_string()).map_err(OpenError::Thread)?;
+            let device =
+                UringDevice::new(file, size, &index.to_string()).map_err(OpenError::Thread)?;
             devices.push(Arc::new(device));
         }
         if created == specs.len() || format_blank && !crate::recovery::any_formatted(&devices) {
@@ -134,7 +146,12 @@ impl Engine {
     // ----- volumes -----
 
     /// Creates an empty thin volume; returns once its creation is durable.
-    pub fn create_volume(&self, name: &str, size_bytes: u64, sector: SectorSize) -> Result<VolumeInfo, VolumeError> {
+    pub fn create_volume(
+        &self,
+        name: &str,
+        size_bytes: u64,
+        sector: SectorSize,
+    ) -> Result<VolumeInfo, VolumeError> {
         validate_name(name)?;
         if size_bytes == 0 || size_bytes % BLOCK_SIZE_U64 != 0 || size_bytes > VOLUME_BYTES_MAX {
             return Err(VolumeError::InvalidSize(size_bytes));
@@ -145,7 +162,13 @@ impl Engine {
                 return Err(VolumeError::NameTaken(name.to_owned()));
             }
             let id = VolumeId(catalog.next_volume_id);
-            let volume = Arc::new(Volume::new(id, name.to_owned(), size_bytes, sector, VolumeState::Creating));
+            let volume = Arc::new(Volume::new(
+                id,
+                name.to_owned(),
+                size_bytes,
+                sector,
+                VolumeState::Creating,
+            ));
             catalog.insert(volume.clone());
             volume
         };
@@ -164,7 +187,9 @@ impl Engine {
 
     /// Deletes a volume and frees its space; returns once the deletion is durable.
     pub fn delete_volume(&self, id: VolumeId) -> Result<(), VolumeError> {
-        let volume = self.live_volume(id).map_err(|_| VolumeError::NotFound(id.to_string()))?;
+        let volume = self
+            .live_volume(id)
+            .map_err(|_| VolumeError::NotFound(id.to_string()))?;
         volume.set_state(VolumeState::Deleting);
         let result = self.append_meta_durably(Entry::DeleteVolume { volume: id.0 });
         if result.is_err() {
@@ -175,21 +200,32 @@ impl Engine {
 
     /// Grows a volume; shrinking is refused. Returns once the change is durable.
     pub fn resize_volume(&self, id: VolumeId, size_bytes: u64) -> Result<VolumeInfo, VolumeError> {
-        let volume = self.live_volume(id).map_err(|_| VolumeError::NotFound(id.to_string()))?;
+        let volume = self
+            .live_volume(id)
+            .map_err(|_| VolumeError::NotFound(id.to_string()))?;
         if size_bytes == 0 || size_bytes % BLOCK_SIZE_U64 != 0 || size_bytes > VOLUME_BYTES_MAX {
             return Err(VolumeError::InvalidSize(size_bytes));
         }
         if size_bytes < volume.size() {
-            return Err(VolumeError::Shrink { from: volume.size(), to: size_bytes });
+            return Err(VolumeError::Shrink {
+                from: volume.size(),
+                to: size_bytes,
+            });
         }
-        self.append_meta_durably(Entry::ResizeVolume { volume: id.0, size_bytes })?;
+        self.append_meta_durably(Entry::ResizeVolume {
+            volume: id.0,
+            size_bytes,
+        })?;
         Ok(volume.info())
     }
 
     /// Every live volume, ordered by id.
     pub fn volumes(&self) -> Vec<VolumeInfo> {
         let all = self.core.catalog.read().all();
-        all.into_iter().filter(|v| v.state() == VolumeState::Live).map(|v| v.info()).collect()
+        all.into_iter()
+            .filter(|v| v.state() == VolumeState::Live)
+            .map(|v| v.info())
+            .collect()
     }
 
     /// One volume by id.
@@ -254,9 +290,15 @@ impl Engine {
         let first = offset / BLOCK_SIZE_U64;
         let blocks = (offset + len).div_ceil(BLOCK_SIZE_U64) - first;
         let skip = (offset - first * BLOCK_SIZE_U64) as usize;
-        read_blocks(&self.core, volume, first, blocks, Box::new(move |result| {
-            done(result.map(|buf| Bytes::from_owner(buf).slice(skip..skip + len as usize)))
-        }));
+        read_blocks(
+            &self.core,
+            volume,
+            first,
+            blocks,
+            Box::new(move |result| {
+                done(result.map(|buf| Bytes::from_owner(buf).slice(skip..skip + len as usize)))
+            }),
+        );
     }
 
     /// Makes `sectors` sectors at `lba` read as zeros and frees their space.
@@ -285,17 +327,31 @@ impl Engine {
         }
     }
 
-    fn checked_range(&self, id: VolumeId, lba: u64, len: u64, writing: bool) -> Result<Arc<Volume>, IoError> {
+    fn checked_range(
+        &self,
+        id: VolumeId,
+        lba: u64,
+        len: u64,
+        writing: bool,
+    ) -> Result<Arc<Volume>, IoError> {
         let volume = self.live_volume(id)?;
         let sector = u64::from(volume.sector.bytes());
         if len == 0 || len % sector != 0 {
-            return Err(IoError::Invalid("length must be a positive multiple of the sector size"));
+            return Err(IoError::Invalid(
+                "length must be a positive multiple of the sector size",
+            ));
         }
         if len > IO_BYTES_MAX {
-            return Err(IoError::Invalid("transfer larger than the maximum I/O size"));
+            return Err(IoError::Invalid(
+                "transfer larger than the maximum I/O size",
+            ));
         }
         let size = volume.size();
-        let offset = lba.checked_mul(sector).ok_or(IoError::OutOfRange { offset: u64::MAX, len, size })?;
+        let offset = lba.checked_mul(sector).ok_or(IoError::OutOfRange {
+            offset: u64::MAX,
+            len,
+            size,
+        })?;
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(IoError::OutOfRange { offset, len, size });
         }
@@ -305,14 +361,24 @@ impl Engine {
         Ok(volume)
     }
 
-    fn sector_range(&self, id: VolumeId, lba: u64, sectors: u32, writing: bool) -> Result<(Arc<Volume>, u64, u64), IoError> {
+    fn sector_range(
+        &self,
+        id: VolumeId,
+        lba: u64,
+        sectors: u32,
+        writing: bool,
+    ) -> Result<(Arc<Volume>, u64, u64), IoError> {
         let volume = self.live_volume(id)?;
         let sector = u64::from(volume.sector.bytes());
         let len = u64::from(sectors) * sector;
         let volume = if writing && len > IO_BYTES_MAX {
             // Trims may exceed the I/O size limit; only bounds matter.
             let size = volume.size();
-            let offset = lba.checked_mul(sector).ok_or(IoError::OutOfRange { offset: u64::MAX, len, size })?;
+            let offset = lba.checked_mul(sector).ok_or(IoError::OutOfRange {
+                offset: u64::MAX,
+                len,
+                size,
+            })?;
             if len == 0 || offset.checked_add(len).is_none_or(|end| end > size) {
                 return Err(IoError::OutOfRange { offset, len, size });
             }
@@ -329,16 +395,22 @@ impl Engine {
     fn append_meta_durably(&self, entry: Entry) -> Result<(), IoError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let tx2 = tx.clone();
-        append(&self.core, Pending {
-            record: Record::Meta(entry),
-            done: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        });
+        append(
+            &self.core,
+            Pending {
+                record: Record::Meta(entry),
+                done: Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            },
+        );
         rx.recv().unwrap_or(Err(IoError::Fenced))?;
-        flush_devices(&self.core, Box::new(move |r| {
-            let _ = tx2.send(r);
-        }));
+        flush_devices(
+            &self.core,
+            Box::new(move |r| {
+                let _ = tx2.send(r);
+            }),
+        );
         rx.recv().unwrap_or(Err(IoError::Fenced))
     }
 }
@@ -371,7 +443,9 @@ fn run_checkpointer(core: Arc<Core>, requests: Receiver<()>, stop: Receiver<()>)
 fn validate_name(name: &str) -> Result<(), VolumeError> {
     let ok = !name.is_empty()
         && name.len() <= VOLUME_NAME_MAX
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if ok {
         Ok(())
     } else {
@@ -388,7 +462,13 @@ enum RangeData {
 /// Writes a byte range that may start or end inside a 4 KiB block. Whole aligned
 /// blocks go straight to the log; partial ones are read, merged and rewritten
 /// while the volume's range lock keeps concurrent writers to those blocks out.
-fn write_range(core: &Arc<Core>, volume: Arc<Volume>, offset: u64, data: RangeData, done: WriteDone) {
+fn write_range(
+    core: &Arc<Core>,
+    volume: Arc<Volume>,
+    offset: u64,
+    data: RangeData,
+    done: WriteDone,
+) {
     let len = match &data {
         RangeData::Bytes(b) => b.len() as u64,
         RangeData::Zeroes(n) => *n,
@@ -402,40 +482,75 @@ fn write_range(core: &Arc<Core>, volume: Arc<Volume>, offset: u64, data: RangeDa
     }
     let core2 = core.clone();
     let locked = volume.clone();
-    volume.range_locks.acquire(first, end, Box::new(move || {
-        let unlock_volume = locked.clone();
-        let done: WriteDone = Box::new(move |result| {
-            unlock_volume.range_locks.release(first, end);
-            done(result);
-        });
-        if aligned {
-            return store_blocks(&core2, &locked, first, end - first, data, done);
-        }
-        let core3 = core2.clone();
-        let merge_volume = locked.clone();
-        read_blocks(&core2, locked, first, end - first, Box::new(move |result| {
-            let mut merged = match result {
-                Ok(buf) => buf.as_slice().to_vec(),
-                Err(err) => return done(Err(err)),
-            };
-            let at = (offset - first * BLOCK_SIZE_U64) as usize;
-            match &data {
-                RangeData::Bytes(bytes) => merged[at..at + bytes.len()].copy_from_slice(bytes),
-                RangeData::Zeroes(n) => merged[at..at + *n as usize].fill(0),
+    volume.range_locks.acquire(
+        first,
+        end,
+        Box::new(move || {
+            let unlock_volume = locked.clone();
+            let done: WriteDone = Box::new(move |result| {
+                unlock_volume.range_locks.release(first, end);
+                done(result);
+            });
+            if aligned {
+                return store_blocks(&core2, &locked, first, end - first, data, done);
             }
-            store_blocks(&core3, &merge_volume, first, end - first, RangeData::Bytes(Bytes::from(merged)), done);
-        }));
-    }));
+            let core3 = core2.clone();
+            let merge_volume = locked.clone();
+            read_blocks(
+                &core2,
+                locked,
+                first,
+                end - first,
+                Box::new(move |result| {
+                    let mut merged = match result {
+                        Ok(buf) => buf.as_slice().to_vec(),
+                        Err(err) => return done(Err(err)),
+                    };
+                    let at = (offset - first * BLOCK_SIZE_U64) as usize;
+                    match &data {
+                        RangeData::Bytes(bytes) => {
+                            merged[at..at + bytes.len()].copy_from_slice(bytes)
+                        }
+                        RangeData::Zeroes(n) => merged[at..at + *n as usize].fill(0),
+                    }
+                    store_blocks(
+                        &core3,
+                        &merge_volume,
+                        first,
+                        end - first,
+                        RangeData::Bytes(Bytes::from(merged)),
+                        done,
+                    );
+                }),
+            );
+        }),
+    );
 }
 
 /// Logs whole blocks: data as a write record (all-zero blocks as trims would be a
 /// later optimisation), zeroes as a trim record.
-fn store_blocks(core: &Arc<Core>, volume: &Volume, first: u64, blocks: u64, data: RangeData, done: WriteDone) {
+fn store_blocks(
+    core: &Arc<Core>,
+    volume: &Volume,
+    first: u64,
+    blocks: u64,
+    data: RangeData,
+    done: WriteDone,
+) {
     let record = match data {
-        RangeData::Zeroes(_) => Record::Meta(Entry::Trim { volume: volume.id.0, lba: first, blocks }),
+        RangeData::Zeroes(_) => Record::Meta(Entry::Trim {
+            volume: volume.id.0,
+            lba: first,
+            blocks,
+        }),
         RangeData::Bytes(bytes) => {
             let crcs = bytes.chunks(BLOCK_SIZE).map(crc32c::crc32c).collect();
-            Record::Write { volume: volume.id, lba: first, data: bytes, crcs }
+            Record::Write {
+                volume: volume.id,
+                lba: first,
+                data: bytes,
+                crcs,
+            }
         }
     };
     append(core, Pending { record, done });
@@ -450,12 +565,20 @@ struct ReadRun {
 }
 
 /// Reads whole blocks `[first, first + blocks)` of a volume, verifying checksums.
-fn read_blocks(core: &Arc<Core>, volume: Arc<Volume>, first: u64, blocks: u64, done: Box<dyn FnOnce(Result<AlignedBuf, IoError>) + Send>) {
+fn read_blocks(
+    core: &Arc<Core>,
+    volume: Arc<Volume>,
+    first: u64,
+    blocks: u64,
+    done: Box<dyn FnOnce(Result<AlignedBuf, IoError>) + Send>,
+) {
     let mut runs: Vec<ReadRun> = Vec::new();
     {
         let map = volume.map.read();
         for i in 0..blocks {
-            let Some(mapping) = map.lookup(first + i) else { continue };
+            let Some(mapping) = map.lookup(first + i) else {
+                continue;
+            };
             let extend = runs.last().is_some_and(|run| {
                 run.dest + run.crcs.len() == i as usize
                     && run.phys.0 + run.crcs.len() as u64 == mapping.location.0
@@ -466,7 +589,11 @@ fn read_blocks(core: &Arc<Core>, volume: Arc<Volume>, first: u64, blocks: u64, d
                     run.crcs.push(mapping.crc);
                 }
             } else {
-                runs.push(ReadRun { dest: i as usize, phys: mapping.location, crcs: vec![mapping.crc] });
+                runs.push(ReadRun {
+                    dest: i as usize,
+                    phys: mapping.location,
+                    crcs: vec![mapping.crc],
+                });
             }
         }
         // INVARIANT: pins are taken while the map lock is held, so no segment a
@@ -482,24 +609,39 @@ fn read_blocks(core: &Arc<Core>, volume: Arc<Volume>, first: u64, blocks: u64, d
     if runs.len() == 1 && runs[0].dest == 0 && runs[0].crcs.len() == blocks as usize {
         // One contiguous run covers the whole range: the device reads straight
         // into the result.
-        let Some(run) = runs.pop() else { unreachable!("one run was just counted") };
+        let Some(run) = runs.pop() else {
+            unreachable!("one run was just counted")
+        };
         let (segment, block) = core.pool.split(run.phys);
         let (device, offset) = core.pool.locate(segment, block);
         let core2 = core.clone();
         let volume_id = volume.id;
-        device.submit(IoOp::Read { offset, buf: AlignedBuf::for_overwrite(len) }, Box::new(move |outcome| {
-            core2.pins.unpin(segment);
-            let result = match (outcome.result, outcome.buf) {
-                (Ok(()), Some(data)) => verify_run(&data, &run, first, volume_id).map(|()| data),
-                (Err(err), _) => Err(IoError::Device(err)),
-                (Ok(()), None) => Err(IoError::Device(DeviceError::Closed)),
-            };
-            done(result);
-        }));
+        device.submit(
+            IoOp::Read {
+                offset,
+                buf: AlignedBuf::for_overwrite(len),
+            },
+            Box::new(move |outcome| {
+                core2.pins.unpin(segment);
+                let result = match (outcome.result, outcome.buf) {
+                    (Ok(()), Some(data)) => {
+                        verify_run(&data, &run, first, volume_id).map(|()| data)
+                    }
+                    (Err(err), _) => Err(IoError::Device(err)),
+                    (Ok(()), None) => Err(IoError::Device(DeviceError::Closed)),
+                };
+                done(result);
+            }),
+        );
         return;
     }
     let result = AlignedBuf::zeroed(len);
-    let join = Arc::new(Mutex::new(ReadJoin { buf: Some(result), remaining: runs.len(), error: None, done: Some(done) }));
+    let join = Arc::new(Mutex::new(ReadJoin {
+        buf: Some(result),
+        remaining: runs.len(),
+        error: None,
+        done: Some(done),
+    }));
     for run in runs {
         let (segment, block) = core.pool.split(run.phys);
         let (device, offset) = core.pool.locate(segment, block);
@@ -507,47 +649,63 @@ fn read_blocks(core: &Arc<Core>, volume: Arc<Volume>, first: u64, blocks: u64, d
         let core2 = core.clone();
         let volume_id = volume.id;
         let buf = AlignedBuf::for_overwrite(run.crcs.len() * BLOCK_SIZE);
-        device.submit(IoOp::Read { offset, buf }, Box::new(move |outcome| {
-            core2.pins.unpin(segment);
-            let mut state = join.lock();
-            match (outcome.result, outcome.buf) {
-                (Ok(()), Some(data)) => {
-                    if let Err(err) = verify_run(&data, &run, first, volume_id) {
-                        state.error.get_or_insert(err);
+        device.submit(
+            IoOp::Read { offset, buf },
+            Box::new(move |outcome| {
+                core2.pins.unpin(segment);
+                let mut state = join.lock();
+                match (outcome.result, outcome.buf) {
+                    (Ok(()), Some(data)) => {
+                        if let Err(err) = verify_run(&data, &run, first, volume_id) {
+                            state.error.get_or_insert(err);
+                        }
+                        if let Some(out) = state.buf.as_mut() {
+                            let at = run.dest * BLOCK_SIZE;
+                            out.as_mut_slice()[at..at + data.len()]
+                                .copy_from_slice(data.as_slice());
+                        }
                     }
-                    if let Some(out) = state.buf.as_mut() {
-                        let at = run.dest * BLOCK_SIZE;
-                        out.as_mut_slice()[at..at + data.len()].copy_from_slice(data.as_slice());
+                    (Err(err), _) => {
+                        state.error.get_or_insert(IoError::Device(err));
+                    }
+                    (Ok(()), None) => {
+                        state
+                            .error
+                            .get_or_insert(IoError::Device(DeviceError::Closed));
                     }
                 }
-                (Err(err), _) => {
-                    state.error.get_or_insert(IoError::Device(err));
+                state.remaining -= 1;
+                if state.remaining == 0 {
+                    let done = state.done.take();
+                    let outcome = match state.error.take() {
+                        Some(err) => Err(err),
+                        None => state.buf.take().ok_or(IoError::Device(DeviceError::Closed)),
+                    };
+                    drop(state);
+                    if let Some(done) = done {
+                        done(outcome);
+                    }
                 }
-                (Ok(()), None) => {
-                    state.error.get_or_insert(IoError::Device(DeviceError::Closed));
-                }
-            }
-            state.remaining -= 1;
-            if state.remaining == 0 {
-                let done = state.done.take();
-                let outcome = match state.error.take() {
-                    Some(err) => Err(err),
-                    None => state.buf.take().ok_or(IoError::Device(DeviceError::Closed)),
-                };
-                drop(state);
-                if let Some(done) = done {
-                    done(outcome);
-                }
-            }
-        }));
+            }),
+        );
     }
 }
 
 /// Checks every block a run read against its mapped checksum; volume block
 /// `first` is the start of the read the run belongs to.
-fn verify_run(data: &AlignedBuf, run: &ReadRun, first: u64, volume: VolumeId) -> Result<(), IoError> {
+fn verify_run(
+    data: &AlignedBuf,
+    run: &ReadRun,
+    first: u64,
+    volume: VolumeId,
+) -> Result<(), IoError> {
     let mut error = None;
-    for (i, (block, &crc)) in data.as_slice().chunks(BLOCK_SIZE).zip(&run.crcs).enumerate() {
+    for (i, (block, &crc)) in data
+        .as_slice()
+        .chunks(BLOCK_SIZE)
+        .zip(&run.crcs)
+        .enumerate()
+    {
         if crc32c::crc32c(block) != crc {
             let lba = first + (run.dest + i) as u64;
             tracing::error!(%volume, lba, "checksum mismatch on read");
@@ -573,23 +731,26 @@ fn flush_devices(core: &Arc<Core>, done: WriteDone) {
     for device in devices {
         let join = join.clone();
         let core2 = core.clone();
-        device.submit(IoOp::Flush, Box::new(move |outcome| {
-            let mut state = join.lock();
-            if let Err(err) = outcome.result {
-                // A failed flush may have dropped data: never retry, fence.
-                core2.fenced.store(true, Ordering::Release);
-                tracing::error!(%err, "flush failed; fencing the engine");
-                state.1.get_or_insert(IoError::Device(err));
-            }
-            state.0 -= 1;
-            if state.0 == 0 {
-                let result = state.1.take().map_or(Ok(()), Err);
-                if let Some(done) = state.2.take() {
-                    drop(state);
-                    done(result);
+        device.submit(
+            IoOp::Flush,
+            Box::new(move |outcome| {
+                let mut state = join.lock();
+                if let Err(err) = outcome.result {
+                    // A failed flush may have dropped data: never retry, fence.
+                    core2.fenced.store(true, Ordering::Release);
+                    tracing::error!(%err, "flush failed; fencing the engine");
+                    state.1.get_or_insert(IoError::Device(err));
                 }
-            }
-        }));
+                state.0 -= 1;
+                if state.0 == 0 {
+                    let result = state.1.take().map_or(Ok(()), Err);
+                    if let Some(done) = state.2.take() {
+                        drop(state);
+                        done(result);
+                    }
+                }
+            }),
+        );
     }
 }
 
@@ -617,10 +778,13 @@ impl Engine {
     }
 }
 
-fn wait<T: Send + 'static>(start: impl FnOnce(Box<dyn FnOnce(Result<T, IoError>) + Send>)) -> Result<T, IoError> {
+fn wait<T: Send + 'static>(
+    start: impl FnOnce(Box<dyn FnOnce(Result<T, IoError>) + Send>),
+) -> Result<T, IoError> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     start(Box::new(move |result| {
         let _ = tx.send(result);
     }));
-    rx.recv().unwrap_or(Err(IoError::Device(DeviceError::Closed)))
+    rx.recv()
+        .unwrap_or(Err(IoError::Device(DeviceError::Closed)))
 }

@@ -21,7 +21,10 @@ pub mod units;
 mod volume;
 
 pub use crate::core::EngineConfig;
-pub use crate::engine::{DeviceSpec, Engine, PoolStats, ReadDone, WriteDone, IO_BYTES_MAX, VOLUME_BYTES_MAX, VOLUME_NAME_MAX};
+pub use crate::engine::{
+    DeviceSpec, Engine, PoolStats, ReadDone, WriteDone, IO_BYTES_MAX, VOLUME_BYTES_MAX,
+    VOLUME_NAME_MAX,
+};
 pub use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
 pub use crate::index::{Mapping, VolumeMap, CHUNK_BLOCKS};
 pub use crate::units::{SectorSize, VolumeId};

@@ -23,17 +23,26 @@ pub(crate) struct Pool {
 
 impl Pool {
     /// Writes superblocks to `devices`, making them one new pool.
-    pub fn format(devices: Vec<DeviceRef>, blocks_per_segment: u32, uuid: [u8; 16]) -> Result<Pool, OpenError> {
+    pub fn format(
+        devices: Vec<DeviceRef>,
+        blocks_per_segment: u32,
+        uuid: [u8; 16],
+    ) -> Result<Pool, OpenError> {
         let segment_bytes = u64::from(blocks_per_segment) * BLOCK_SIZE_U64;
-        let created_unix_s =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let created_unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let mut first_segment = 0u32;
         let mut superblocks = Vec::new();
         for (index, device) in devices.iter().enumerate() {
             let size = device.size_bytes();
             let segment_count = (size.saturating_sub(DATA_OFFSET) / segment_bytes) as u32;
             if segment_count == 0 {
-                return Err(OpenError::TooSmall { path: format!("device {index}").into(), size });
+                return Err(OpenError::TooSmall {
+                    path: format!("device {index}").into(),
+                    size,
+                });
             }
             superblocks.push(Superblock {
                 pool_uuid: uuid,
@@ -48,7 +57,11 @@ impl Pool {
             first_segment += segment_count;
         }
         for (device, superblock) in devices.iter().zip(&superblocks) {
-            write_blocking(device.as_ref(), 0, AlignedBuf::copy_from(&superblock.encode()))?;
+            write_blocking(
+                device.as_ref(),
+                0,
+                AlignedBuf::copy_from(&superblock.encode()),
+            )?;
         }
         Ok(Pool::from_superblocks(devices, &superblocks))
     }
@@ -69,15 +82,25 @@ impl Pool {
         let uuid = first.pool_uuid;
         let count = first.device_count as usize;
         if found.len() != count {
-            return Err(OpenError::Mismatch(format!("pool has {count} devices, {} given", found.len())));
+            return Err(OpenError::Mismatch(format!(
+                "pool has {count} devices, {} given",
+                found.len()
+            )));
         }
         let mut next_segment = 0;
         for (index, (sb, _)) in found.iter().enumerate() {
-            if sb.pool_uuid != uuid || sb.device_index as usize != index || sb.first_segment != next_segment {
-                return Err(OpenError::Mismatch(format!("device {index} belongs to another pool or position")));
+            if sb.pool_uuid != uuid
+                || sb.device_index as usize != index
+                || sb.first_segment != next_segment
+            {
+                return Err(OpenError::Mismatch(format!(
+                    "device {index} belongs to another pool or position"
+                )));
             }
             if sb.blocks_per_segment != first.blocks_per_segment {
-                return Err(OpenError::Mismatch("segment sizes differ between devices".into()));
+                return Err(OpenError::Mismatch(
+                    "segment sizes differ between devices".into(),
+                ));
             }
             next_segment += sb.segment_count;
         }
@@ -94,7 +117,12 @@ impl Pool {
                 segments.push((index, sb.data_offset + i * segment_bytes));
             }
         }
-        Pool { uuid: superblocks[0].pool_uuid, blocks_per_segment, devices, segments }
+        Pool {
+            uuid: superblocks[0].pool_uuid,
+            blocks_per_segment,
+            devices,
+            segments,
+        }
     }
 
     /// Number of segments across all devices.
@@ -110,7 +138,10 @@ impl Pool {
     /// The device and byte offset of `block` within `segment`.
     pub fn locate(&self, segment: SegmentId, block: u32) -> (&dyn Device, u64) {
         let (device, offset) = self.segments[segment.0 as usize];
-        (self.devices[device].as_ref(), offset + u64::from(block) * BLOCK_SIZE_U64)
+        (
+            self.devices[device].as_ref(),
+            offset + u64::from(block) * BLOCK_SIZE_U64,
+        )
     }
 
     /// The pool-global address of `block` within `segment`.

@@ -21,9 +21,17 @@ use crate::units::{SectorSize, SegmentId, VolumeId, BLOCK_SIZE};
 use crate::volume::{Volume, VolumeState};
 
 /// Makes `devices` a new, empty pool.
-pub(crate) fn format(devices: Vec<DeviceRef>, config: &EngineConfig, uuid: [u8; 16]) -> Result<(), OpenError> {
+pub(crate) fn format(
+    devices: Vec<DeviceRef>,
+    config: &EngineConfig,
+    uuid: [u8; 16],
+) -> Result<(), OpenError> {
     let pool = Pool::format(devices, config.blocks_per_segment, uuid)?;
-    let body = CheckpointBody { next_volume_id: 1, volumes: Vec::new() }.encode();
+    let body = CheckpointBody {
+        next_volume_id: 1,
+        volumes: Vec::new(),
+    }
+    .encode();
     let body_segment = SegmentId(0);
     let (device, offset) = pool.locate(body_segment, 0);
     let mut buf = AlignedBuf::zeroed(body.len().div_ceil(BLOCK_SIZE) * BLOCK_SIZE);
@@ -41,8 +49,16 @@ pub(crate) fn format(devices: Vec<DeviceRef>, config: &EngineConfig, uuid: [u8; 
         body_segments: vec![body_segment.0],
     };
     // The other slot may hold a root of an earlier pool on this device: zero it.
-    write_blocking(pool.root_device(), ROOT_SLOTS[0], AlignedBuf::zeroed(BLOCK_SIZE))?;
-    write_blocking(pool.root_device(), ROOT_SLOTS[1], AlignedBuf::copy_from(&root.encode()))?;
+    write_blocking(
+        pool.root_device(),
+        ROOT_SLOTS[0],
+        AlignedBuf::zeroed(BLOCK_SIZE),
+    )?;
+    write_blocking(
+        pool.root_device(),
+        ROOT_SLOTS[1],
+        AlignedBuf::copy_from(&root.encode()),
+    )?;
     for device in &pool.devices {
         flush_blocking(device.as_ref())?;
     }
@@ -63,7 +79,13 @@ pub(crate) fn open(
     let mut segments = SegmentTable::new(pool.segment_count(), pins.clone());
     for &segment in &root.body_segments {
         if segment >= pool.segment_count() {
-            return Err(corrupt("checkpoint root", DecodeError::Invalid { field: "body_segment", value: segment.into() }));
+            return Err(corrupt(
+                "checkpoint root",
+                DecodeError::Invalid {
+                    field: "body_segment",
+                    value: segment.into(),
+                },
+            ));
         }
         segments.get_mut(SegmentId(segment)).state = SegmentState::CheckpointBody;
     }
@@ -123,7 +145,12 @@ fn newest_root(pool: &Pool) -> Result<CheckpointRoot, OpenError> {
                     best = Some(root);
                 }
             }
-            Ok(_) => last_error = DecodeError::Invalid { field: "root_pool_uuid", value: 0 },
+            Ok(_) => {
+                last_error = DecodeError::Invalid {
+                    field: "root_pool_uuid",
+                    value: 0,
+                }
+            }
             Err(err) => last_error = err,
         }
     }
@@ -133,12 +160,24 @@ fn newest_root(pool: &Pool) -> Result<CheckpointRoot, OpenError> {
 fn read_body(pool: &Pool, root: &CheckpointRoot) -> Result<CheckpointBody, OpenError> {
     let segment_bytes = pool.segment_bytes();
     if root.body_len > segment_bytes * root.body_segments.len() as u64 {
-        return Err(corrupt("checkpoint root", DecodeError::Invalid { field: "body_len", value: root.body_len }));
+        return Err(corrupt(
+            "checkpoint root",
+            DecodeError::Invalid {
+                field: "body_len",
+                value: root.body_len,
+            },
+        ));
     }
     let mut bytes = Vec::with_capacity(root.body_len as usize);
     for &segment in &root.body_segments {
         if segment >= pool.segment_count() {
-            return Err(corrupt("checkpoint root", DecodeError::Invalid { field: "body_segment", value: segment.into() }));
+            return Err(corrupt(
+                "checkpoint root",
+                DecodeError::Invalid {
+                    field: "body_segment",
+                    value: segment.into(),
+                },
+            ));
         }
         let want = (root.body_len - bytes.len() as u64).min(segment_bytes) as usize;
         let (device, offset) = pool.locate(SegmentId(segment), 0);
@@ -147,19 +186,42 @@ fn read_body(pool: &Pool, root: &CheckpointRoot) -> Result<CheckpointBody, OpenE
     }
     let computed = crc32c::crc32c(&bytes);
     if computed != root.body_crc {
-        return Err(corrupt("checkpoint body", DecodeError::Checksum { stored: root.body_crc, computed }));
+        return Err(corrupt(
+            "checkpoint body",
+            DecodeError::Checksum {
+                stored: root.body_crc,
+                computed,
+            },
+        ));
     }
     CheckpointBody::decode(&bytes).map_err(|e| corrupt("checkpoint body", e))
 }
 
-fn rebuild_catalog(pool: &Pool, body: &CheckpointBody, segments: &mut SegmentTable) -> Result<Catalog, OpenError> {
+fn rebuild_catalog(
+    pool: &Pool,
+    body: &CheckpointBody,
+    segments: &mut SegmentTable,
+) -> Result<Catalog, OpenError> {
     let mut catalog = Catalog::default();
     for image in &body.volumes {
         let sector = SectorSize::from_bytes(image.sector_bytes).ok_or_else(|| {
-            corrupt("checkpoint body", DecodeError::Invalid { field: "sector_bytes", value: image.sector_bytes.into() })
+            corrupt(
+                "checkpoint body",
+                DecodeError::Invalid {
+                    field: "sector_bytes",
+                    value: image.sector_bytes.into(),
+                },
+            )
         })?;
-        let map = VolumeMap::from_images(&image.chunks)
-            .map_err(|o| corrupt("checkpoint body", DecodeError::Invalid { field: "chunk_offset", value: o.into() }))?;
+        let map = VolumeMap::from_images(&image.chunks).map_err(|o| {
+            corrupt(
+                "checkpoint body",
+                DecodeError::Invalid {
+                    field: "chunk_offset",
+                    value: o.into(),
+                },
+            )
+        })?;
         let mut bad = None;
         map.for_each_location(|phys| {
             if !pool.contains(phys) {
@@ -172,9 +234,21 @@ fn rebuild_catalog(pool: &Pool, body: &CheckpointBody, segments: &mut SegmentTab
             info.state = SegmentState::Sealed;
         });
         if let Some(value) = bad {
-            return Err(corrupt("checkpoint body", DecodeError::Invalid { field: "location", value }));
+            return Err(corrupt(
+                "checkpoint body",
+                DecodeError::Invalid {
+                    field: "location",
+                    value,
+                },
+            ));
         }
-        let volume = Volume::new(VolumeId(image.id), image.name.clone(), image.size_bytes, sector, VolumeState::Live);
+        let volume = Volume::new(
+            VolumeId(image.id),
+            image.name.clone(),
+            image.size_bytes,
+            sector,
+            VolumeState::Live,
+        );
         *volume.map.write() = map;
         catalog.insert(Arc::new(volume));
     }
@@ -184,14 +258,22 @@ fn rebuild_catalog(pool: &Pool, body: &CheckpointBody, segments: &mut SegmentTab
 
 /// Reads and fully verifies the batch at `block` of `segment`; `None` if there is
 /// no valid batch of `epoch` with sequence number `seq` there.
-fn read_batch(pool: &Pool, segment: SegmentId, block: u32, epoch: u64, seq: u64) -> Result<Option<BatchHeader>, OpenError> {
+fn read_batch(
+    pool: &Pool,
+    segment: SegmentId,
+    block: u32,
+    epoch: u64,
+    seq: u64,
+) -> Result<Option<BatchHeader>, OpenError> {
     let per_segment = pool.blocks_per_segment;
     if segment.0 >= pool.segment_count() || block >= per_segment {
         return Ok(None);
     }
     let (device, offset) = pool.locate(segment, block);
     let first = read_blocking(device, offset, BLOCK_SIZE)?;
-    let Ok(header_blocks) = BatchHeader::peek_header_blocks(first.as_slice()) else { return Ok(None) };
+    let Ok(header_blocks) = BatchHeader::peek_header_blocks(first.as_slice()) else {
+        return Ok(None);
+    };
     if block + u32::from(header_blocks) > per_segment {
         return Ok(None);
     }
@@ -200,8 +282,14 @@ fn read_batch(pool: &Pool, segment: SegmentId, block: u32, epoch: u64, seq: u64)
     } else {
         read_blocking(device, offset, usize::from(header_blocks) * BLOCK_SIZE)?
     };
-    let Ok(header) = BatchHeader::decode(header_bytes.as_slice()) else { return Ok(None) };
-    if header.seq != seq || header.epoch != epoch || header.pool_uuid != pool.uuid || header.segment != segment.0 {
+    let Ok(header) = BatchHeader::decode(header_bytes.as_slice()) else {
+        return Ok(None);
+    };
+    if header.seq != seq
+        || header.epoch != epoch
+        || header.pool_uuid != pool.uuid
+        || header.segment != segment.0
+    {
         return Ok(None);
     }
     if block + header.total_blocks() > per_segment {
@@ -209,9 +297,17 @@ fn read_batch(pool: &Pool, segment: SegmentId, block: u32, epoch: u64, seq: u64)
     }
     if header.data_blocks > 0 {
         let data_offset = offset + u64::from(header_blocks) * BLOCK_SIZE as u64;
-        let data = read_blocking(device, data_offset, header.data_blocks as usize * BLOCK_SIZE)?;
+        let data = read_blocking(
+            device,
+            data_offset,
+            header.data_blocks as usize * BLOCK_SIZE,
+        )?;
         if !data_matches(&header, data.as_slice()) {
-            tracing::warn!(seq, segment = segment.0, "torn log batch: data checksum mismatch; replay stops here");
+            tracing::warn!(
+                seq,
+                segment = segment.0,
+                "torn log batch: data checksum mismatch; replay stops here"
+            );
             return Ok(None);
         }
     }
@@ -220,9 +316,12 @@ fn read_batch(pool: &Pool, segment: SegmentId, block: u32, epoch: u64, seq: u64)
 
 fn data_matches(header: &BatchHeader, data: &[u8]) -> bool {
     header.entries.iter().all(|entry| match entry {
-        Entry::Write { data_offset, crcs, .. } => crcs.iter().enumerate().all(|(i, &crc)| {
+        Entry::Write {
+            data_offset, crcs, ..
+        } => crcs.iter().enumerate().all(|(i, &crc)| {
             let at = (*data_offset as usize + i) * BLOCK_SIZE;
-            data.get(at..at + BLOCK_SIZE).is_some_and(|block| crc32c::crc32c(block) == crc)
+            data.get(at..at + BLOCK_SIZE)
+                .is_some_and(|block| crc32c::crc32c(block) == crc)
         }),
         _ => true,
     })
@@ -232,7 +331,11 @@ type ChainLink = (BatchHeader, SegmentId, u32);
 
 /// Follows the log from the root's replay position: each next batch is either
 /// right after the previous one or at the start of another segment.
-fn find_replay_chain(pool: &Pool, root: &CheckpointRoot, segments: &SegmentTable) -> Result<Vec<ChainLink>, OpenError> {
+fn find_replay_chain(
+    pool: &Pool,
+    root: &CheckpointRoot,
+    segments: &SegmentTable,
+) -> Result<Vec<ChainLink>, OpenError> {
     let mut segment_starts: HashMap<u64, SegmentId> = HashMap::new();
     for at in 0..pool.segment_count() {
         let segment = SegmentId(at);
@@ -241,7 +344,9 @@ fn find_replay_chain(pool: &Pool, root: &CheckpointRoot, segments: &SegmentTable
         }
         let (device, offset) = pool.locate(segment, 0);
         let first = read_blocking(device, offset, BLOCK_SIZE)?;
-        let Ok(header_blocks) = BatchHeader::peek_header_blocks(first.as_slice()) else { continue };
+        let Ok(header_blocks) = BatchHeader::peek_header_blocks(first.as_slice()) else {
+            continue;
+        };
         let bytes = if header_blocks == 1 {
             first
         } else {
@@ -257,13 +362,16 @@ fn find_replay_chain(pool: &Pool, root: &CheckpointRoot, segments: &SegmentTable
     let mut seq = root.replay_seq;
     let mut position = (SegmentId(root.replay_segment), root.replay_block);
     loop {
-        let mut found = read_batch(pool, position.0, position.1, root.epoch, seq)?.map(|h| (h, position));
+        let mut found =
+            read_batch(pool, position.0, position.1, root.epoch, seq)?.map(|h| (h, position));
         if found.is_none() {
             if let Some(&segment) = segment_starts.get(&seq) {
                 found = read_batch(pool, segment, 0, root.epoch, seq)?.map(|h| (h, (segment, 0)));
             }
         }
-        let Some((header, (segment, block))) = found else { break };
+        let Some((header, (segment, block))) = found else {
+            break;
+        };
         position = (segment, block + header.total_blocks());
         chain.push((header, segment, block));
         seq += 1;

@@ -32,7 +32,13 @@ pub(crate) struct Volume {
 }
 
 impl Volume {
-    pub fn new(id: VolumeId, name: String, size_bytes: u64, sector: SectorSize, state: VolumeState) -> Volume {
+    pub fn new(
+        id: VolumeId,
+        name: String,
+        size_bytes: u64,
+        sector: SectorSize,
+        state: VolumeState,
+    ) -> Volume {
         Volume {
             id,
             name,
@@ -113,7 +119,11 @@ impl RangeLocks {
             busy.waiters.push((start, end, then));
             return;
         }
-        held.push(HeldRange { start, end, waiters: Vec::new() });
+        held.push(HeldRange {
+            start,
+            end,
+            waiters: Vec::new(),
+        });
         drop(held);
         then();
     }

@@ -7,7 +7,10 @@ use engine::io::{CrashMode, DeviceRef, FaultPlan, FaultyDevice, SimDevice};
 use engine::{Engine, EngineConfig, IoError, SectorSize, VolumeError};
 
 fn config() -> EngineConfig {
-    EngineConfig { blocks_per_segment: 512, ..EngineConfig::default() }
+    EngineConfig {
+        blocks_per_segment: 512,
+        ..EngineConfig::default()
+    }
 }
 
 fn sim_pool(size: u64) -> (Arc<SimDevice>, Engine) {
@@ -22,13 +25,20 @@ fn reopen(sim: &Arc<SimDevice>) -> Engine {
 }
 
 fn pattern(seed: u8, len: usize) -> Bytes {
-    Bytes::from((0..len).map(|i| seed.wrapping_add((i / 512) as u8)).collect::<Vec<u8>>())
+    Bytes::from(
+        (0..len)
+            .map(|i| seed.wrapping_add((i / 512) as u8))
+            .collect::<Vec<u8>>(),
+    )
 }
 
 #[test]
 fn unwritten_blocks_read_as_zeros() {
     let (_sim, engine) = sim_pool(64 << 20);
-    let vol = engine.create_volume("v", 1 << 20, SectorSize::B4096).expect("create").id;
+    let vol = engine
+        .create_volume("v", 1 << 20, SectorSize::B4096)
+        .expect("create")
+        .id;
     let data = engine.read_wait(vol, 3, 2).expect("read");
     assert_eq!(data.len(), 8192);
     assert!(data.iter().all(|&b| b == 0));
@@ -37,9 +47,16 @@ fn unwritten_blocks_read_as_zeros() {
 #[test]
 fn writes_read_back_and_survive_reopen() {
     let (sim, engine) = sim_pool(64 << 20);
-    let vol = engine.create_volume("v", 4 << 20, SectorSize::B4096).expect("create").id;
-    engine.write_wait(vol, 10, pattern(1, 3 * 4096)).expect("write");
-    engine.write_wait(vol, 11, pattern(9, 4096)).expect("overwrite");
+    let vol = engine
+        .create_volume("v", 4 << 20, SectorSize::B4096)
+        .expect("create")
+        .id;
+    engine
+        .write_wait(vol, 10, pattern(1, 3 * 4096))
+        .expect("write");
+    engine
+        .write_wait(vol, 11, pattern(9, 4096))
+        .expect("overwrite");
     let expect = |engine: &Engine| {
         let back = engine.read_wait(vol, 10, 3).expect("read");
         assert_eq!(&back[..4096], &pattern(1, 3 * 4096)[..4096]);
@@ -59,9 +76,14 @@ fn writes_read_back_and_survive_reopen() {
 #[test]
 fn sub_block_writes_on_512_byte_volumes_merge() {
     let (sim, engine) = sim_pool(64 << 20);
-    let vol = engine.create_volume("small", 1 << 20, SectorSize::B512).expect("create").id;
+    let vol = engine
+        .create_volume("small", 1 << 20, SectorSize::B512)
+        .expect("create")
+        .id;
     engine.write_wait(vol, 0, pattern(1, 4096)).expect("write");
-    engine.write_wait(vol, 3, pattern(7, 1024)).expect("write two sectors");
+    engine
+        .write_wait(vol, 3, pattern(7, 1024))
+        .expect("write two sectors");
     let back = engine.read_wait(vol, 0, 8).expect("read");
     assert_eq!(&back[..1536], &pattern(1, 4096)[..1536]);
     assert_eq!(&back[1536..2560], &pattern(7, 1024)[..]);
@@ -76,41 +98,92 @@ fn sub_block_writes_on_512_byte_volumes_merge() {
 #[test]
 fn deallocate_zeroes_and_frees_space() {
     let (_sim, engine) = sim_pool(64 << 20);
-    let vol = engine.create_volume("v", 4 << 20, SectorSize::B4096).expect("create").id;
-    engine.write_wait(vol, 0, pattern(3, 64 * 4096)).expect("write");
+    let vol = engine
+        .create_volume("v", 4 << 20, SectorSize::B4096)
+        .expect("create")
+        .id;
+    engine
+        .write_wait(vol, 0, pattern(3, 64 * 4096))
+        .expect("write");
     assert_eq!(engine.volume(vol).expect("info").mapped_bytes, 64 * 4096);
     engine.deallocate_wait(vol, 8, 16).expect("trim");
     assert_eq!(engine.volume(vol).expect("info").mapped_bytes, 48 * 4096);
-    assert!(engine.read_wait(vol, 8, 16).expect("read").iter().all(|&b| b == 0));
-    assert_eq!(engine.read_wait(vol, 24, 1).expect("read"), pattern(3, 64 * 4096).slice(24 * 4096..25 * 4096));
+    assert!(engine
+        .read_wait(vol, 8, 16)
+        .expect("read")
+        .iter()
+        .all(|&b| b == 0));
+    assert_eq!(
+        engine.read_wait(vol, 24, 1).expect("read"),
+        pattern(3, 64 * 4096).slice(24 * 4096..25 * 4096)
+    );
 }
 
 #[test]
 fn out_of_range_and_malformed_requests_fail_cleanly() {
     let (_sim, engine) = sim_pool(64 << 20);
-    let vol = engine.create_volume("v", 1 << 20, SectorSize::B4096).expect("create").id;
-    assert!(matches!(engine.read_wait(vol, 256, 1), Err(IoError::OutOfRange { .. })));
-    assert!(matches!(engine.write_wait(vol, 255, pattern(0, 8192)), Err(IoError::OutOfRange { .. })));
-    assert!(matches!(engine.write_wait(vol, u64::MAX, pattern(0, 4096)), Err(IoError::OutOfRange { .. })));
-    assert!(matches!(engine.write_wait(vol, 0, pattern(0, 100)), Err(IoError::Invalid(_))));
-    assert!(matches!(engine.read_wait(engine::VolumeId(99), 0, 1), Err(IoError::NoSuchVolume(_))));
+    let vol = engine
+        .create_volume("v", 1 << 20, SectorSize::B4096)
+        .expect("create")
+        .id;
+    assert!(matches!(
+        engine.read_wait(vol, 256, 1),
+        Err(IoError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        engine.write_wait(vol, 255, pattern(0, 8192)),
+        Err(IoError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        engine.write_wait(vol, u64::MAX, pattern(0, 4096)),
+        Err(IoError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        engine.write_wait(vol, 0, pattern(0, 100)),
+        Err(IoError::Invalid(_))
+    ));
+    assert!(matches!(
+        engine.read_wait(engine::VolumeId(99), 0, 1),
+        Err(IoError::NoSuchVolume(_))
+    ));
 }
 
 #[test]
 fn volume_lifecycle_rules() {
     let (sim, engine) = sim_pool(64 << 20);
-    let info = engine.create_volume("a", 1 << 20, SectorSize::B4096).expect("create");
-    assert!(matches!(engine.create_volume("a", 1 << 20, SectorSize::B4096), Err(VolumeError::NameTaken(_))));
-    assert!(matches!(engine.create_volume("bad/name", 1 << 20, SectorSize::B4096), Err(VolumeError::InvalidName(_))));
-    assert!(matches!(engine.create_volume("z", 1000, SectorSize::B4096), Err(VolumeError::InvalidSize(_))));
-    assert!(matches!(engine.resize_volume(info.id, 4096), Err(VolumeError::Shrink { .. })));
+    let info = engine
+        .create_volume("a", 1 << 20, SectorSize::B4096)
+        .expect("create");
+    assert!(matches!(
+        engine.create_volume("a", 1 << 20, SectorSize::B4096),
+        Err(VolumeError::NameTaken(_))
+    ));
+    assert!(matches!(
+        engine.create_volume("bad/name", 1 << 20, SectorSize::B4096),
+        Err(VolumeError::InvalidName(_))
+    ));
+    assert!(matches!(
+        engine.create_volume("z", 1000, SectorSize::B4096),
+        Err(VolumeError::InvalidSize(_))
+    ));
+    assert!(matches!(
+        engine.resize_volume(info.id, 4096),
+        Err(VolumeError::Shrink { .. })
+    ));
     let grown = engine.resize_volume(info.id, 2 << 20).expect("grow");
     assert_eq!(grown.size_bytes, 2 << 20);
-    engine.write_wait(info.id, 300, pattern(1, 4096)).expect("write in grown part");
+    engine
+        .write_wait(info.id, 300, pattern(1, 4096))
+        .expect("write in grown part");
     engine.delete_volume(info.id).expect("delete");
     assert!(engine.volume(info.id).is_none());
-    assert!(matches!(engine.read_wait(info.id, 0, 1), Err(IoError::NoSuchVolume(_))));
-    let b = engine.create_volume("b", 1 << 20, SectorSize::B512).expect("create b");
+    assert!(matches!(
+        engine.read_wait(info.id, 0, 1),
+        Err(IoError::NoSuchVolume(_))
+    ));
+    let b = engine
+        .create_volume("b", 1 << 20, SectorSize::B512)
+        .expect("create b");
     drop(engine);
     let engine = reopen(&sim);
     assert_eq!(engine.volumes(), vec![b]);
@@ -120,7 +193,10 @@ fn volume_lifecycle_rules() {
 #[test]
 fn a_full_pool_fails_writes_cleanly_and_trim_makes_room() {
     let (_sim, engine) = sim_pool(32 << 20);
-    let vol = engine.create_volume("big", 1 << 30, SectorSize::B4096).expect("create").id;
+    let vol = engine
+        .create_volume("big", 1 << 30, SectorSize::B4096)
+        .expect("create")
+        .id;
     let chunk = pattern(5, 256 * 4096);
     let mut written = 0u64;
     let err = loop {
@@ -134,15 +210,22 @@ fn a_full_pool_fails_writes_cleanly_and_trim_makes_room() {
     for lba in (0..written).step_by(256) {
         assert_eq!(engine.read_wait(vol, lba, 256).expect("read back"), chunk);
     }
-    engine.deallocate_wait(vol, 0, written as u32).expect("trim all");
+    engine
+        .deallocate_wait(vol, 0, written as u32)
+        .expect("trim all");
     engine.checkpoint().expect("checkpoint");
-    engine.write_wait(vol, 0, chunk.clone()).expect("write after trim");
+    engine
+        .write_wait(vol, 0, chunk.clone())
+        .expect("write after trim");
 }
 
 #[test]
 fn checksum_corruption_is_a_media_error() {
     let (sim, engine) = sim_pool(64 << 20);
-    let vol = engine.create_volume("v", 1 << 20, SectorSize::B4096).expect("create").id;
+    let vol = engine
+        .create_volume("v", 1 << 20, SectorSize::B4096)
+        .expect("create")
+        .id;
     engine.write_wait(vol, 0, pattern(1, 4096)).expect("write");
     engine.shutdown().expect("shutdown");
     // Find the block on the device by its content and flip a byte in it.
@@ -156,7 +239,10 @@ fn checksum_corruption_is_a_media_error() {
     }
     sim.corrupt_byte(found.expect("data block on device") + 100);
     let engine = reopen(&sim);
-    assert!(matches!(engine.read_wait(vol, 0, 1), Err(IoError::Media { lba: 0, .. })));
+    assert!(matches!(
+        engine.read_wait(vol, 0, 1),
+        Err(IoError::Media { lba: 0, .. })
+    ));
 }
 
 #[test]
@@ -166,20 +252,40 @@ fn a_failed_write_fences_and_reopen_recovers_what_was_acknowledged() {
     let faulty: DeviceRef = Arc::new(FaultyDevice::new(sim.clone(), plan.clone()));
     Engine::format(vec![faulty.clone()], &config()).expect("format");
     let engine = Engine::open(vec![faulty.clone()], config()).expect("open");
-    let vol = engine.create_volume("v", 1 << 20, SectorSize::B4096).expect("create").id;
+    let vol = engine
+        .create_volume("v", 1 << 20, SectorSize::B4096)
+        .expect("create")
+        .id;
     engine.write_wait(vol, 1, pattern(2, 4096)).expect("write");
-    plan.fail_writes.store(true, std::sync::atomic::Ordering::SeqCst);
-    assert!(matches!(engine.write_wait(vol, 2, pattern(3, 4096)), Err(IoError::Device(_))));
+    plan.fail_writes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        engine.write_wait(vol, 2, pattern(3, 4096)),
+        Err(IoError::Device(_))
+    ));
     assert!(engine.is_fenced());
-    assert_eq!(engine.write_wait(vol, 3, pattern(4, 4096)), Err(IoError::Fenced));
-    plan.fail_reads.store(true, std::sync::atomic::Ordering::SeqCst);
-    assert!(matches!(engine.read_wait(vol, 1, 1), Err(IoError::Device(_))));
+    assert_eq!(
+        engine.write_wait(vol, 3, pattern(4, 4096)),
+        Err(IoError::Fenced)
+    );
+    plan.fail_reads
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        engine.read_wait(vol, 1, 1),
+        Err(IoError::Device(_))
+    ));
     drop(engine);
-    plan.fail_writes.store(false, std::sync::atomic::Ordering::SeqCst);
-    plan.fail_reads.store(false, std::sync::atomic::Ordering::SeqCst);
+    plan.fail_writes
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    plan.fail_reads
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     let engine = Engine::open(vec![faulty], config()).expect("reopen");
     assert_eq!(engine.read_wait(vol, 1, 1).expect("read"), pattern(2, 4096));
-    assert!(engine.read_wait(vol, 2, 2).expect("read").iter().all(|&b| b == 0));
+    assert!(engine
+        .read_wait(vol, 2, 2)
+        .expect("read")
+        .iter()
+        .all(|&b| b == 0));
 }
 
 #[test]
@@ -192,8 +298,16 @@ fn a_second_open_of_the_same_file_is_refused() {
     };
     let engine = Engine::open_paths(std::slice::from_ref(&spec), config(), false).expect("open");
     let second = Engine::open_paths(std::slice::from_ref(&spec), config(), false);
-    assert!(matches!(second, Err(engine::OpenError::Backing(engine::io::OpenBackingError::Locked { .. }))));
-    let vol = engine.create_volume("v", 1 << 20, SectorSize::B4096).expect("create").id;
+    assert!(matches!(
+        second,
+        Err(engine::OpenError::Backing(
+            engine::io::OpenBackingError::Locked { .. }
+        ))
+    ));
+    let vol = engine
+        .create_volume("v", 1 << 20, SectorSize::B4096)
+        .expect("create")
+        .id;
     engine.write_wait(vol, 0, pattern(8, 8192)).expect("write");
     engine.flush_wait().expect("flush");
     engine.shutdown().expect("shutdown");
@@ -210,18 +324,29 @@ fn a_pool_spans_several_devices_and_reopens_in_any_order() {
     let engine = Engine::open(devices, config()).expect("open");
     let capacity = engine.pool_stats().capacity_bytes;
     assert!(capacity > 56 << 20, "both devices contribute: {capacity}");
-    let vol = engine.create_volume("wide", 48 << 20, SectorSize::B4096).expect("create").id;
+    let vol = engine
+        .create_volume("wide", 48 << 20, SectorSize::B4096)
+        .expect("create")
+        .id;
     // Enough data that segments on both devices are used.
     for chunk in 0..160u64 {
-        engine.write_wait(vol, chunk * 64, pattern(chunk as u8, 64 * 4096)).expect("write");
+        engine
+            .write_wait(vol, chunk * 64, pattern(chunk as u8, 64 * 4096))
+            .expect("write");
     }
     engine.shutdown().expect("shutdown");
     let reversed: Vec<DeviceRef> = vec![b.clone(), a.clone()];
     let engine = Engine::open(reversed, config()).expect("reopen with devices swapped");
     for chunk in 0..160u64 {
-        assert_eq!(engine.read_wait(vol, chunk * 64, 64).expect("read"), pattern(chunk as u8, 64 * 4096));
+        assert_eq!(
+            engine.read_wait(vol, chunk * 64, 64).expect("read"),
+            pattern(chunk as u8, 64 * 4096)
+        );
     }
     drop(engine);
     let only_one: Vec<DeviceRef> = vec![a];
-    assert!(matches!(Engine::open(only_one, config()), Err(engine::OpenError::Mismatch(_))));
+    assert!(matches!(
+        Engine::open(only_one, config()),
+        Err(engine::OpenError::Mismatch(_))
+    ));
 }

@@ -18,13 +18,34 @@ const SECTORS_MAX: u64 = 96;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Create { sector_4k: bool, sectors: u64 },
-    Write { volume: usize, lba: u64, sectors: u64, tag: u8 },
-    Read { volume: usize, lba: u64, sectors: u64 },
-    Trim { volume: usize, lba: u64, sectors: u64 },
+    Create {
+        sector_4k: bool,
+        sectors: u64,
+    },
+    Write {
+        volume: usize,
+        lba: u64,
+        sectors: u64,
+        tag: u8,
+    },
+    Read {
+        volume: usize,
+        lba: u64,
+        sectors: u64,
+    },
+    Trim {
+        volume: usize,
+        lba: u64,
+        sectors: u64,
+    },
     Flush,
-    Grow { volume: usize, extra: u64 },
-    Delete { volume: usize },
+    Grow {
+        volume: usize,
+        extra: u64,
+    },
+    Delete {
+        volume: usize,
+    },
     Checkpoint,
     Crash(CrashKind),
 }
@@ -66,7 +87,11 @@ impl VolumeModel {
     fn expected(&self, lba: u64, sectors: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity((sectors * self.sector_bytes) as usize);
         for s in lba..lba + sectors {
-            out.extend(sector_bytes(self.content.get(&s).copied().unwrap_or(0), s, self.sector_bytes));
+            out.extend(sector_bytes(
+                self.content.get(&s).copied().unwrap_or(0),
+                s,
+                self.sector_bytes,
+            ));
         }
         out
     }
@@ -76,11 +101,17 @@ fn sector_bytes(tag: u8, sector: u64, len: u64) -> Vec<u8> {
     if tag == 0 {
         return vec![0; len as usize];
     }
-    (0..len).map(|i| tag ^ (sector as u8).wrapping_mul(31) ^ (i as u8)).collect()
+    (0..len)
+        .map(|i| tag ^ (sector as u8).wrapping_mul(31) ^ (i as u8))
+        .collect()
 }
 
 fn config() -> EngineConfig {
-    EngineConfig { blocks_per_segment: 512, checkpoint_interval_blocks: 700, ..EngineConfig::default() }
+    EngineConfig {
+        blocks_per_segment: 512,
+        checkpoint_interval_blocks: 700,
+        ..EngineConfig::default()
+    }
 }
 
 struct Harness {
@@ -98,7 +129,13 @@ impl Harness {
         let devices: Vec<DeviceRef> = vec![sim.clone()];
         Engine::format(devices.clone(), &config()).expect("format");
         let engine = Engine::open(devices, config()).expect("open");
-        Harness { sim, engine: Some(engine), volumes: Vec::new(), history: vec![Vec::new()], volumes_created: 0 }
+        Harness {
+            sim,
+            engine: Some(engine),
+            volumes: Vec::new(),
+            history: vec![Vec::new()],
+            volumes_created: 0,
+        }
     }
 
     fn engine(&self) -> &Engine {
@@ -120,22 +157,46 @@ impl Harness {
                 let sectors = sectors.div_ceil(4096 / sector_bytes) * (4096 / sector_bytes);
                 self.volumes_created += 1;
                 let name = format!("vol{}", self.volumes_created);
-                let sector = if sector_4k { SectorSize::B4096 } else { SectorSize::B512 };
-                match self.engine().create_volume(&name, sectors * sector_bytes, sector) {
+                let sector = if sector_4k {
+                    SectorSize::B4096
+                } else {
+                    SectorSize::B512
+                };
+                match self
+                    .engine()
+                    .create_volume(&name, sectors * sector_bytes, sector)
+                {
                     Ok(info) => {
-                        self.volumes.push(VolumeModel { id: info.id, sector_bytes, sectors, content: BTreeMap::new() });
+                        self.volumes.push(VolumeModel {
+                            id: info.id,
+                            sector_bytes,
+                            sectors,
+                            content: BTreeMap::new(),
+                        });
                         self.durable_point();
                     }
                     Err(err) => prop_assert!(false, "create failed: {err}"),
                 }
             }
-            Op::Write { volume, lba, sectors, tag } => {
-                let Some(model) = self.volumes.get(volume).cloned() else { return Ok(()) };
+            Op::Write {
+                volume,
+                lba,
+                sectors,
+                tag,
+            } => {
+                let Some(model) = self.volumes.get(volume).cloned() else {
+                    return Ok(());
+                };
                 let tag = tag.max(1);
-                let data: Vec<u8> = (lba..lba + sectors).flat_map(|s| sector_bytes(tag, s, model.sector_bytes)).collect();
+                let data: Vec<u8> = (lba..lba + sectors)
+                    .flat_map(|s| sector_bytes(tag, s, model.sector_bytes))
+                    .collect();
                 let result = self.engine().write_wait(model.id, lba, Bytes::from(data));
                 if lba + sectors > model.sectors {
-                    prop_assert!(matches!(result, Err(IoError::OutOfRange { .. })), "{result:?}");
+                    prop_assert!(
+                        matches!(result, Err(IoError::OutOfRange { .. })),
+                        "{result:?}"
+                    );
                 } else {
                     prop_assert!(result.is_ok(), "write failed: {result:?}");
                     for s in lba..lba + sectors {
@@ -144,21 +205,43 @@ impl Harness {
                     self.changed();
                 }
             }
-            Op::Read { volume, lba, sectors } => {
-                let Some(model) = self.volumes.get(volume) else { return Ok(()) };
+            Op::Read {
+                volume,
+                lba,
+                sectors,
+            } => {
+                let Some(model) = self.volumes.get(volume) else {
+                    return Ok(());
+                };
                 let result = self.engine().read_wait(model.id, lba, sectors as u32);
                 if lba + sectors > model.sectors {
-                    prop_assert!(matches!(result, Err(IoError::OutOfRange { .. })), "{result:?}");
+                    prop_assert!(
+                        matches!(result, Err(IoError::OutOfRange { .. })),
+                        "{result:?}"
+                    );
                 } else {
-                    let data = result.map_err(|e| TestCaseError::fail(format!("read failed: {e}")))?;
-                    prop_assert!(data[..] == model.expected(lba, sectors)[..], "read mismatch at {lba}+{sectors}");
+                    let data =
+                        result.map_err(|e| TestCaseError::fail(format!("read failed: {e}")))?;
+                    prop_assert!(
+                        data[..] == model.expected(lba, sectors)[..],
+                        "read mismatch at {lba}+{sectors}"
+                    );
                 }
             }
-            Op::Trim { volume, lba, sectors } => {
-                let Some(model) = self.volumes.get(volume).cloned() else { return Ok(()) };
+            Op::Trim {
+                volume,
+                lba,
+                sectors,
+            } => {
+                let Some(model) = self.volumes.get(volume).cloned() else {
+                    return Ok(());
+                };
                 let result = self.engine().deallocate_wait(model.id, lba, sectors as u32);
                 if lba + sectors > model.sectors {
-                    prop_assert!(matches!(result, Err(IoError::OutOfRange { .. })), "{result:?}");
+                    prop_assert!(
+                        matches!(result, Err(IoError::OutOfRange { .. })),
+                        "{result:?}"
+                    );
                 } else {
                     prop_assert!(result.is_ok(), "trim failed: {result:?}");
                     for s in lba..lba + sectors {
@@ -168,11 +251,15 @@ impl Harness {
                 }
             }
             Op::Flush => {
-                self.engine().flush_wait().map_err(|e| TestCaseError::fail(format!("flush: {e}")))?;
+                self.engine()
+                    .flush_wait()
+                    .map_err(|e| TestCaseError::fail(format!("flush: {e}")))?;
                 self.durable_point();
             }
             Op::Grow { volume, extra } => {
-                let Some(model) = self.volumes.get(volume).cloned() else { return Ok(()) };
+                let Some(model) = self.volumes.get(volume).cloned() else {
+                    return Ok(());
+                };
                 let per_block = 4096 / model.sector_bytes;
                 let sectors = model.sectors + extra * per_block;
                 self.engine()
@@ -186,11 +273,15 @@ impl Harness {
                     return Ok(());
                 }
                 let model = self.volumes.remove(volume);
-                self.engine().delete_volume(model.id).map_err(|e| TestCaseError::fail(format!("delete: {e}")))?;
+                self.engine()
+                    .delete_volume(model.id)
+                    .map_err(|e| TestCaseError::fail(format!("delete: {e}")))?;
                 self.durable_point();
             }
             Op::Checkpoint => {
-                self.engine().checkpoint().map_err(|e| TestCaseError::fail(format!("checkpoint: {e}")))?;
+                self.engine()
+                    .checkpoint()
+                    .map_err(|e| TestCaseError::fail(format!("checkpoint: {e}")))?;
                 // A checkpoint flushes: everything acknowledged so far is durable.
                 self.durable_point();
             }
@@ -238,7 +329,9 @@ fn engine_matches(engine: &Engine, volumes: &[VolumeModel]) -> bool {
         return false;
     }
     volumes.iter().all(|model| {
-        let Some(info) = live.iter().find(|v| v.id == model.id) else { return false };
+        let Some(info) = live.iter().find(|v| v.id == model.id) else {
+            return false;
+        };
         info.size_bytes == model.sectors * model.sector_bytes
             && engine
                 .read_wait(model.id, 0, model.sectors as u32)

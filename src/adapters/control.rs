@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use engine::{Engine, IoError, SectorSize, VolumeError, VolumeId, VolumeInfo};
-use mgmt_api::control::{
-    EngineVolume, HostAcl, NodeInfo, PoolStats, VolumeSpec, VolumeUsage,
-};
+use mgmt_api::control::{EngineVolume, HostAcl, NodeInfo, PoolStats, VolumeSpec, VolumeUsage};
 use mgmt_api::{Control, ControlError};
 use nvmf_target::Subsystem;
 use parking_lot::Mutex;
@@ -30,11 +28,18 @@ pub struct EngineControl {
 impl EngineControl {
     /// Wires the port to `engine` and `subsystem`; `node` describes this node.
     pub fn new(engine: Arc<Engine>, subsystem: Arc<Subsystem>, node: NodeInfo) -> EngineControl {
-        EngineControl { engine, subsystem, node, acls: Mutex::new(HashMap::new()) }
+        EngineControl {
+            engine,
+            subsystem,
+            node,
+            acls: Mutex::new(HashMap::new()),
+        }
     }
 
     fn find(&self, volume: Uuid) -> Result<VolumeInfo, ControlError> {
-        self.engine.volume_by_name(&volume.to_string()).ok_or(ControlError::NotFound(volume))
+        self.engine
+            .volume_by_name(&volume.to_string())
+            .ok_or(ControlError::NotFound(volume))
     }
 
     fn is_exposed(&self, nsid: u32) -> bool {
@@ -44,7 +49,8 @@ impl EngineControl {
 
 /// Namespace ids are engine volume ids; engine ids start at 1 and are never reused.
 fn nsid_of(id: VolumeId) -> Result<u32, ControlError> {
-    u32::try_from(id.0).map_err(|_| ControlError::Internal(format!("{id} exceeds the namespace id range")))
+    u32::try_from(id.0)
+        .map_err(|_| ControlError::Internal(format!("{id} exceeds the namespace id range")))
 }
 
 /// The one place engine control errors become control-port errors.
@@ -62,16 +68,21 @@ fn control_error(volume: Uuid, err: VolumeError) -> ControlError {
 }
 
 fn unsupported(what: &str) -> ControlError {
-    ControlError::Unsupported(format!("{what} is not available until the engine has snapshots (issue 4)"))
+    ControlError::Unsupported(format!(
+        "{what} is not available until the engine has snapshots (issue 4)"
+    ))
 }
 
 impl Control for EngineControl {
     fn create_volume(&self, spec: &VolumeSpec) -> Result<(), ControlError> {
         if spec.compression {
-            return Err(ControlError::Unsupported("compression is not implemented by this engine yet".into()));
+            return Err(ControlError::Unsupported(
+                "compression is not implemented by this engine yet".into(),
+            ));
         }
-        let sector = SectorSize::from_bytes(spec.sector_size_bytes)
-            .ok_or_else(|| ControlError::InvalidArgument(format!("sector size {}", spec.sector_size_bytes)))?;
+        let sector = SectorSize::from_bytes(spec.sector_size_bytes).ok_or_else(|| {
+            ControlError::InvalidArgument(format!("sector size {}", spec.sector_size_bytes))
+        })?;
         self.engine
             .create_volume(&spec.uuid.to_string(), spec.size_bytes, sector)
             .map(|_| ())
@@ -80,10 +91,14 @@ impl Control for EngineControl {
 
     fn grow_volume(&self, volume: Uuid, size_bytes: u64) -> Result<(), ControlError> {
         let info = self.find(volume)?;
-        self.engine.resize_volume(info.id, size_bytes).map_err(|e| control_error(volume, e))?;
+        self.engine
+            .resize_volume(info.id, size_bytes)
+            .map_err(|e| control_error(volume, e))?;
         let nsid = nsid_of(info.id)?;
         if self.is_exposed(nsid) {
-            self.subsystem.namespace_resized(nsid).map_err(|e| ControlError::Internal(e.to_string()))?;
+            self.subsystem
+                .namespace_resized(nsid)
+                .map_err(|e| ControlError::Internal(e.to_string()))?;
         }
         Ok(())
     }
@@ -95,13 +110,17 @@ impl Control for EngineControl {
             let _ = self.subsystem.remove_namespace(nsid);
         }
         self.acls.lock().remove(&volume);
-        self.engine.delete_volume(info.id).map_err(|e| control_error(volume, e))
+        self.engine
+            .delete_volume(info.id)
+            .map_err(|e| control_error(volume, e))
     }
 
     fn set_compression(&self, volume: Uuid, enabled: bool) -> Result<(), ControlError> {
         self.find(volume)?;
         if enabled {
-            return Err(ControlError::Unsupported("compression is not implemented by this engine yet".into()));
+            return Err(ControlError::Unsupported(
+                "compression is not implemented by this engine yet".into(),
+            ));
         }
         Ok(())
     }
@@ -111,13 +130,21 @@ impl Control for EngineControl {
             .engine
             .volumes()
             .into_iter()
-            .filter_map(|v| Uuid::parse_str(&v.name).ok().map(|uuid| EngineVolume { uuid, size_bytes: v.size_bytes }))
+            .filter_map(|v| {
+                Uuid::parse_str(&v.name).ok().map(|uuid| EngineVolume {
+                    uuid,
+                    size_bytes: v.size_bytes,
+                })
+            })
             .collect())
     }
 
     fn volume_usage(&self, volume: Uuid) -> Result<VolumeUsage, ControlError> {
         let info = self.find(volume)?;
-        Ok(VolumeUsage { logical_used_bytes: info.mapped_bytes, physical_used_bytes: info.mapped_bytes })
+        Ok(VolumeUsage {
+            logical_used_bytes: info.mapped_bytes,
+            physical_used_bytes: info.mapped_bytes,
+        })
     }
 
     fn pool_stats(&self) -> Result<PoolStats, ControlError> {
@@ -155,7 +182,9 @@ impl Control for EngineControl {
         };
         let nsid = nsid_of(info.id)?;
         if self.is_exposed(nsid) {
-            self.subsystem.set_namespace_acl(nsid, acl.clone()).map_err(|e| ControlError::Internal(e.to_string()))?;
+            self.subsystem
+                .set_namespace_acl(nsid, acl.clone())
+                .map_err(|e| ControlError::Internal(e.to_string()))?;
         }
         self.acls.lock().insert(volume, acl);
         Ok(())
@@ -167,8 +196,18 @@ impl Control for EngineControl {
         if self.is_exposed(nsid) {
             return Ok(nsid);
         }
-        let acl = self.acls.lock().get(&volume).cloned().unwrap_or_else(|| nvmf_target::HostAcl::Hosts(Default::default()));
-        let namespace = VolumeNamespace::new(self.engine.clone(), info.id, info.sector_size, *volume.as_bytes());
+        let acl = self
+            .acls
+            .lock()
+            .get(&volume)
+            .cloned()
+            .unwrap_or_else(|| nvmf_target::HostAcl::Hosts(Default::default()));
+        let namespace = VolumeNamespace::new(
+            self.engine.clone(),
+            info.id,
+            info.sector_size,
+            *volume.as_bytes(),
+        );
         self.subsystem
             .add_namespace(nsid, Arc::new(namespace), acl)
             .map_err(|e| ControlError::Internal(e.to_string()))?;

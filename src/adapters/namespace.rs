@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use engine::{Engine, IoError, SectorSize, VolumeId};
-use nvmf_target::backend::{BlockSize, Completion, Lba, LbaRange, NamespaceBackend, NamespaceError};
+use nvmf_target::backend::{
+    BlockSize, Completion, Lba, LbaRange, NamespaceBackend, NamespaceError,
+};
 
 /// Serves one engine volume through the target's namespace port.
 pub struct VolumeNamespace {
@@ -16,19 +18,32 @@ pub struct VolumeNamespace {
 
 impl VolumeNamespace {
     /// Wraps `volume`; `uuid` becomes the namespace's NGUID and UUID.
-    pub fn new(engine: Arc<Engine>, volume: VolumeId, sector: SectorSize, uuid: [u8; 16]) -> VolumeNamespace {
+    pub fn new(
+        engine: Arc<Engine>,
+        volume: VolumeId,
+        sector: SectorSize,
+        uuid: [u8; 16],
+    ) -> VolumeNamespace {
         let block_size = match sector {
             SectorSize::B512 => BlockSize::B512,
             SectorSize::B4096 => BlockSize::B4096,
         };
-        VolumeNamespace { engine, volume, uuid, block_size }
+        VolumeNamespace {
+            engine,
+            volume,
+            uuid,
+            block_size,
+        }
     }
 }
 
 /// The one place engine data-path errors become namespace errors.
 fn namespace_error(err: IoError, lba: u64, blocks: u64) -> NamespaceError {
     match err {
-        IoError::OutOfRange { .. } => NamespaceError::OutOfRange { lba: Lba(lba), blocks },
+        IoError::OutOfRange { .. } => NamespaceError::OutOfRange {
+            lba: Lba(lba),
+            blocks,
+        },
         IoError::Media { .. } => NamespaceError::Media { lba: Lba(lba) },
         IoError::NoSpace => NamespaceError::NoSpace,
         IoError::Fenced => NamespaceError::Fenced,
@@ -58,26 +73,37 @@ impl NamespaceBackend for VolumeNamespace {
     }
 
     fn read(&self, lba: Lba, blocks: u32, done: Completion<Bytes>) {
-        self.engine.read(self.volume, lba.0, blocks, Box::new(move |r| {
-            done(r.map_err(|e| namespace_error(e, lba.0, u64::from(blocks))))
-        }));
+        self.engine.read(
+            self.volume,
+            lba.0,
+            blocks,
+            Box::new(move |r| done(r.map_err(|e| namespace_error(e, lba.0, u64::from(blocks))))),
+        );
     }
 
     fn write(&self, lba: Lba, data: Bytes, done: Completion<()>) {
         let blocks = data.len() as u64 / u64::from(self.block_size.bytes());
-        self.engine.write(self.volume, lba.0, data, Box::new(move |r| {
-            done(r.map_err(|e| namespace_error(e, lba.0, blocks)))
-        }));
+        self.engine.write(
+            self.volume,
+            lba.0,
+            data,
+            Box::new(move |r| done(r.map_err(|e| namespace_error(e, lba.0, blocks)))),
+        );
     }
 
     fn flush(&self, done: Completion<()>) {
-        self.engine.flush(Box::new(move |r| done(r.map_err(|e| namespace_error(e, 0, 0)))));
+        self.engine.flush(Box::new(move |r| {
+            done(r.map_err(|e| namespace_error(e, 0, 0)))
+        }));
     }
 
     fn write_zeroes(&self, lba: Lba, blocks: u32, done: Completion<()>) {
-        self.engine.write_zeroes(self.volume, lba.0, blocks, Box::new(move |r| {
-            done(r.map_err(|e| namespace_error(e, lba.0, u64::from(blocks))))
-        }));
+        self.engine.write_zeroes(
+            self.volume,
+            lba.0,
+            blocks,
+            Box::new(move |r| done(r.map_err(|e| namespace_error(e, lba.0, u64::from(blocks))))),
+        );
     }
 
     fn deallocate(&self, ranges: Vec<LbaRange>, done: Completion<()>) {
@@ -86,23 +112,36 @@ impl NamespaceBackend for VolumeNamespace {
             return done(Ok(()));
         }
         // Each range is trimmed separately; the first error wins.
-        let join = Arc::new(parking_lot::Mutex::new((ranges.len(), None::<NamespaceError>, Some(done))));
+        let join = Arc::new(parking_lot::Mutex::new((
+            ranges.len(),
+            None::<NamespaceError>,
+            Some(done),
+        )));
         for range in ranges {
             let join = join.clone();
-            self.engine.deallocate(self.volume, range.start.0, range.blocks, Box::new(move |r| {
-                let mut state = join.lock();
-                if let Err(e) = r {
-                    state.1.get_or_insert(namespace_error(e, range.start.0, u64::from(range.blocks)));
-                }
-                state.0 -= 1;
-                if state.0 == 0 {
-                    let result = state.1.take().map_or(Ok(()), Err);
-                    if let Some(done) = state.2.take() {
-                        drop(state);
-                        done(result);
+            self.engine.deallocate(
+                self.volume,
+                range.start.0,
+                range.blocks,
+                Box::new(move |r| {
+                    let mut state = join.lock();
+                    if let Err(e) = r {
+                        state.1.get_or_insert(namespace_error(
+                            e,
+                            range.start.0,
+                            u64::from(range.blocks),
+                        ));
                     }
-                }
-            }));
+                    state.0 -= 1;
+                    if state.0 == 0 {
+                        let result = state.1.take().map_or(Ok(()), Err);
+                        if let Some(done) = state.2.take() {
+                            drop(state);
+                            done(result);
+                        }
+                    }
+                }),
+            );
         }
     }
 }

@@ -46,7 +46,11 @@ pub struct KeeldOptions {
 
 impl Default for KeeldOptions {
     fn default() -> KeeldOptions {
-        KeeldOptions { pool_size: "1GiB".into(), insecure_http: false, no_auth: false }
+        KeeldOptions {
+            pool_size: "1GiB".into(),
+            insecure_http: false,
+            no_auth: false,
+        }
     }
 }
 
@@ -61,7 +65,10 @@ struct Listeners {
 
 impl Listeners {
     fn complete(&self) -> bool {
-        self.api_url.is_some() && self.nvme.is_some() && self.discovery.is_some() && self.nqn.is_some()
+        self.api_url.is_some()
+            && self.nvme.is_some()
+            && self.discovery.is_some()
+            && self.nqn.is_some()
     }
 }
 
@@ -105,7 +112,10 @@ impl Keeld {
     /// Starts keeld on a fresh temporary data directory and waits until its REST
     /// API answers.
     pub fn start(opts: KeeldOptions) -> Keeld {
-        let tmp = tempfile::Builder::new().prefix("keeld-test-").tempdir().expect("temp dir");
+        let tmp = tempfile::Builder::new()
+            .prefix("keeld-test-")
+            .tempdir()
+            .expect("temp dir");
         let data_dir = tmp.path().join("data");
         let log = Arc::new(Mutex::new(VecDeque::new()));
         let (child, listeners) = spawn(&opts, &data_dir, &log);
@@ -139,11 +149,19 @@ impl Keeld {
     fn wait_for_api(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            match self.client.get(format!("{}/api/v2/cluster", self.api_url)).send() {
+            match self
+                .client
+                .get(format!("{}/api/v2/cluster", self.api_url))
+                .send()
+            {
                 Ok(_) => return,
                 Err(err) => {
                     self.assert_alive("waiting for the REST API");
-                    assert!(Instant::now() < deadline, "REST API not answering: {err}\n{}", self.log_tail());
+                    assert!(
+                        Instant::now() < deadline,
+                        "REST API not answering: {err}\n{}",
+                        self.log_tail()
+                    );
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
@@ -173,13 +191,20 @@ impl Keeld {
 
     /// The last lines keeld logged, for failure messages.
     pub fn log_tail(&self) -> String {
-        let log = self.log.lock().map(|l| l.iter().cloned().collect::<Vec<_>>().join("\n")).unwrap_or_default();
+        let log = self
+            .log
+            .lock()
+            .map(|l| l.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default();
         format!("--- keeld log (last lines) ---\n{log}")
     }
 
     /// Whether keeld logged a line containing `needle` (among the kept lines).
     pub fn logged(&self, needle: &str) -> bool {
-        self.log.lock().map(|l| l.iter().any(|line| line.contains(needle))).unwrap_or(false)
+        self.log
+            .lock()
+            .map(|l| l.iter().any(|line| line.contains(needle)))
+            .unwrap_or(false)
     }
 
     /// The admin password keeld wrote on first start.
@@ -204,7 +229,12 @@ impl Keeld {
             .basic_auth("admin", Some(password))
             .send()
             .expect("login request");
-        assert_eq!(resp.status(), StatusCode::OK, "login failed\n{}", self.log_tail());
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "login failed\n{}",
+            self.log_tail()
+        );
         let body: Value = resp.json().expect("login body");
         let token = body["idToken"].as_str().expect("idToken").to_owned();
         self.token = Some(token.clone());
@@ -228,27 +258,50 @@ impl Keeld {
     }
 
     /// Sends a request as `token` (None: no Authorization header).
-    pub fn call_as(&self, token: Option<&str>, method: Method, path: &str, body: Option<&Value>) -> Answer {
-        let mut req = self.client.request(method, format!("{}{}", self.api_url, path));
+    pub fn call_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Answer {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.api_url, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
         if let Some(b) = body {
             req = req.json(b);
         }
-        answer(req.send().unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.log_tail())))
+        answer(
+            req.send()
+                .unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.log_tail())),
+        )
     }
 
     /// Sends raw bytes with extra headers and the stored token.
-    pub fn call_raw(&self, method: Method, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
-        let mut req = self.client.request(method, format!("{}{}", self.api_url, path)).body(body);
+    pub fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.api_url, path))
+            .body(body);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        answer(req.send().unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.log_tail())))
+        answer(
+            req.send()
+                .unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.log_tail())),
+        )
     }
 
     /// GET with the stored token.
@@ -338,8 +391,14 @@ impl Keeld {
     /// Sends SIGTERM and waits (bounded) for keeld to exit; returns its status.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("keeld is not running");
-        let sent = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        assert!(sent.is_ok_and(|s| s.success()), "could not send SIGTERM to keeld");
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        assert!(
+            sent.is_ok_and(|s| s.success()),
+            "could not send SIGTERM to keeld"
+        );
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -348,7 +407,10 @@ impl Keeld {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("keeld did not stop within {STOP_TIMEOUT:?} of SIGTERM\n{}", self.log_tail());
+                panic!(
+                    "keeld did not stop within {STOP_TIMEOUT:?} of SIGTERM\n{}",
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -360,7 +422,11 @@ impl Keeld {
     pub fn restart(&mut self) {
         if self.child.is_some() {
             let status = self.terminate();
-            assert!(status.success(), "keeld exited with {status} on SIGTERM\n{}", self.log_tail());
+            assert!(
+                status.success(),
+                "keeld exited with {status} on SIGTERM\n{}",
+                self.log_tail()
+            );
         }
         if let Ok(mut log) = self.log.lock() {
             log.push_back("--- restart ---".into());
@@ -433,7 +499,11 @@ fn answer(resp: reqwest::blocking::Response) -> Answer {
     } else {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
-    Answer { status, body, headers }
+    Answer {
+        status,
+        body,
+        headers,
+    }
 }
 
 /// An HTTPS client that trusts exactly keeld's self-signed certificate (or a
@@ -441,15 +511,22 @@ fn answer(resp: reqwest::blocking::Response) -> Answer {
 fn build_client(data_dir: &Path, insecure_http: bool) -> Client {
     let mut builder = Client::builder().timeout(Duration::from_secs(30));
     if !insecure_http {
-        let pem = std::fs::read(data_dir.join("api").join("tls-cert.pem")).expect("keeld's certificate");
+        let pem =
+            std::fs::read(data_dir.join("api").join("tls-cert.pem")).expect("keeld's certificate");
         let cert = reqwest::Certificate::from_pem(&pem).expect("certificate PEM");
-        builder = builder.add_root_certificate(cert).tls_built_in_root_certs(false);
+        builder = builder
+            .add_root_certificate(cert)
+            .tls_built_in_root_certs(false);
     }
     builder.build().expect("HTTP client")
 }
 
 /// Spawns keeld and waits until it has reported all its listeners.
-fn spawn(opts: &KeeldOptions, data_dir: &Path, log: &Arc<Mutex<VecDeque<String>>>) -> (Child, Listeners) {
+fn spawn(
+    opts: &KeeldOptions,
+    data_dir: &Path,
+    log: &Arc<Mutex<VecDeque<String>>>,
+) -> (Child, Listeners) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keeld"));
     cmd.arg("--data-dir")
         .arg(data_dir)
@@ -487,15 +564,25 @@ fn spawn(opts: &KeeldOptions, data_dir: &Path, log: &Arc<Mutex<VecDeque<String>>
             // keeld is dead, so its stderr is at EOF: the reader ends after
             // keeping everything keeld printed.
             let _ = reader.join();
-            let tail = log.lock().map(|l| l.iter().cloned().collect::<Vec<_>>().join("\n")).unwrap_or_default();
-            panic!("keeld on {} did not start (exit: {exited:?})\n{tail}", data_dir.display());
+            let tail = log
+                .lock()
+                .map(|l| l.iter().cloned().collect::<Vec<_>>().join("\n"))
+                .unwrap_or_default();
+            panic!(
+                "keeld on {} did not start (exit: {exited:?})\n{tail}",
+                data_dir.display()
+            );
         }
     }
 }
 
 /// Reads keeld's JSON log: keeps the tail, and reports the listeners once all
 /// are known.
-fn read_log(stderr: std::process::ChildStderr, log: Arc<Mutex<VecDeque<String>>>, tx: mpsc::Sender<Listeners>) {
+fn read_log(
+    stderr: std::process::ChildStderr,
+    log: Arc<Mutex<VecDeque<String>>>,
+    tx: mpsc::Sender<Listeners>,
+) {
     let mut listeners = Listeners::default();
     let mut reported = false;
     for line in BufReader::new(stderr).lines() {
@@ -509,7 +596,9 @@ fn read_log(stderr: std::process::ChildStderr, log: Arc<Mutex<VecDeque<String>>>
                         listeners.discovery = f["discovery"].as_str().and_then(|s| s.parse().ok());
                         listeners.nqn = f["nqn"].as_str().map(str::to_owned);
                     }
-                    Some("REST API listening") => listeners.api_url = f["url"].as_str().map(str::to_owned),
+                    Some("REST API listening") => {
+                        listeners.api_url = f["url"].as_str().map(str::to_owned)
+                    }
                     _ => {}
                 }
                 if listeners.complete() {

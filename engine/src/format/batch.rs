@@ -97,7 +97,12 @@ impl Entry {
         w.u8(0);
         w.u16(len as u16);
         match self {
-            Entry::Write { volume, lba, data_offset, crcs } => {
+            Entry::Write {
+                volume,
+                lba,
+                data_offset,
+                crcs,
+            } => {
                 w.u64(*volume);
                 w.u64(*lba);
                 w.u32(crcs.len() as u32);
@@ -106,12 +111,21 @@ impl Entry {
                     w.u32(*crc);
                 }
             }
-            Entry::Trim { volume, lba, blocks } => {
+            Entry::Trim {
+                volume,
+                lba,
+                blocks,
+            } => {
                 w.u64(*volume);
                 w.u64(*lba);
                 w.u64(*blocks);
             }
-            Entry::CreateVolume { volume, size_bytes, sector_bytes, name } => {
+            Entry::CreateVolume {
+                volume,
+                size_bytes,
+                sector_bytes,
+                name,
+            } => {
                 assert!(name.len() <= NAME_LEN_MAX);
                 w.u64(*volume);
                 w.u64(*size_bytes);
@@ -131,7 +145,10 @@ impl Entry {
         let kind = r.u8()?;
         let _flags = r.u8()?;
         let len = r.u16()? as usize;
-        let body = r.take(len.checked_sub(4).ok_or(DecodeError::Invalid { field: "entry_len", value: len as u64 })?)?;
+        let body = r.take(len.checked_sub(4).ok_or(DecodeError::Invalid {
+            field: "entry_len",
+            value: len as u64,
+        })?)?;
         let mut b = Reader::new(body);
         let entry = match kind {
             KIND_WRITE => {
@@ -141,31 +158,62 @@ impl Entry {
                 let data_offset = b.u32()?;
                 let end = u64::from(data_offset) + u64::from(blocks);
                 if blocks == 0 || end > u64::from(data_blocks) {
-                    return Err(DecodeError::Invalid { field: "write_extent", value: end });
+                    return Err(DecodeError::Invalid {
+                        field: "write_extent",
+                        value: end,
+                    });
                 }
                 if b.remaining() != 4 * blocks as usize {
-                    return Err(DecodeError::Invalid { field: "write_crcs", value: blocks.into() });
+                    return Err(DecodeError::Invalid {
+                        field: "write_crcs",
+                        value: blocks.into(),
+                    });
                 }
                 let mut crcs = Vec::with_capacity(blocks as usize);
                 for _ in 0..blocks {
                     crcs.push(b.u32()?);
                 }
-                Entry::Write { volume, lba, data_offset, crcs }
+                Entry::Write {
+                    volume,
+                    lba,
+                    data_offset,
+                    crcs,
+                }
             }
-            KIND_TRIM => Entry::Trim { volume: b.u64()?, lba: b.u64()?, blocks: b.u64()? },
+            KIND_TRIM => Entry::Trim {
+                volume: b.u64()?,
+                lba: b.u64()?,
+                blocks: b.u64()?,
+            },
             KIND_CREATE => {
                 let volume = b.u64()?;
                 let size_bytes = b.u64()?;
                 let sector_bytes = b.u32()?;
                 let name_len = b.u16()? as usize;
                 let name = std::str::from_utf8(b.take(name_len)?)
-                    .map_err(|_| DecodeError::Invalid { field: "volume_name", value: name_len as u64 })?
+                    .map_err(|_| DecodeError::Invalid {
+                        field: "volume_name",
+                        value: name_len as u64,
+                    })?
                     .to_owned();
-                Entry::CreateVolume { volume, size_bytes, sector_bytes, name }
+                Entry::CreateVolume {
+                    volume,
+                    size_bytes,
+                    sector_bytes,
+                    name,
+                }
             }
             KIND_DELETE => Entry::DeleteVolume { volume: b.u64()? },
-            KIND_RESIZE => Entry::ResizeVolume { volume: b.u64()?, size_bytes: b.u64()? },
-            other => return Err(DecodeError::Invalid { field: "entry_kind", value: other.into() }),
+            KIND_RESIZE => Entry::ResizeVolume {
+                volume: b.u64()?,
+                size_bytes: b.u64()?,
+            },
+            other => {
+                return Err(DecodeError::Invalid {
+                    field: "entry_kind",
+                    value: other.into(),
+                })
+            }
         };
         b.finish()?;
         Ok(entry)
@@ -218,7 +266,10 @@ impl BatchHeader {
             entry.encode(&mut w);
         }
         let len = w.len();
-        assert!(len <= usize::from(self.header_blocks) * BLOCK_SIZE, "header overflows its blocks");
+        assert!(
+            len <= usize::from(self.header_blocks) * BLOCK_SIZE,
+            "header overflows its blocks"
+        );
         w.patch_u32(LEN_AT, len as u32);
         let crc = crc_with_hole(w.as_slice(), CRC_AT);
         w.patch_u32(CRC_AT, crc);
@@ -238,7 +289,10 @@ impl BatchHeader {
         }
         let blocks = r.u16()?;
         if blocks == 0 || blocks > HEADER_BLOCKS_MAX {
-            return Err(DecodeError::Invalid { field: "header_blocks", value: blocks.into() });
+            return Err(DecodeError::Invalid {
+                field: "header_blocks",
+                value: blocks.into(),
+            });
         }
         Ok(blocks)
     }
@@ -247,7 +301,10 @@ impl BatchHeader {
     pub fn decode(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
         let header_blocks = Self::peek_header_blocks(bytes)?;
         if bytes.len() < usize::from(header_blocks) * BLOCK_SIZE {
-            return Err(DecodeError::Truncated { offset: 0, needed: usize::from(header_blocks) * BLOCK_SIZE });
+            return Err(DecodeError::Truncated {
+                offset: 0,
+                needed: usize::from(header_blocks) * BLOCK_SIZE,
+            });
         }
         let mut r = Reader::new(bytes);
         r.take(12)?;
@@ -259,7 +316,10 @@ impl BatchHeader {
         let data_blocks = r.u32()?;
         let len = r.u32()? as usize;
         if len < BATCH_HEADER_FIXED_LEN || len > usize::from(header_blocks) * BLOCK_SIZE {
-            return Err(DecodeError::Invalid { field: "header_len", value: len as u64 });
+            return Err(DecodeError::Invalid {
+                field: "header_len",
+                value: len as u64,
+            });
         }
         let _crc = r.u32()?;
         verify_crc(&bytes[..len], CRC_AT)?;
@@ -270,7 +330,15 @@ impl BatchHeader {
             entries.push(Entry::decode(&mut entries_reader, data_blocks)?);
         }
         entries_reader.finish()?;
-        Ok(BatchHeader { seq, epoch, pool_uuid, segment, header_blocks, data_blocks, entries })
+        Ok(BatchHeader {
+            seq,
+            epoch,
+            pool_uuid,
+            segment,
+            header_blocks,
+            data_blocks,
+            entries,
+        })
     }
 }
 
@@ -285,7 +353,11 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     /// An empty plan.
     pub fn new() -> BatchBuilder {
-        BatchBuilder { header_bytes: BATCH_HEADER_FIXED_LEN, data_blocks: 0, entries: 0 }
+        BatchBuilder {
+            header_bytes: BATCH_HEADER_FIXED_LEN,
+            data_blocks: 0,
+            entries: 0,
+        }
     }
     /// Whether `entry` with `data_blocks` more data blocks still fits the limits.
     pub fn fits(&self, entry_len: usize, data_blocks: u32, data_blocks_max: u32) -> bool {
@@ -320,13 +392,36 @@ mod tests {
 
     fn entry_strategy() -> impl Strategy<Value = Entry> {
         prop_oneof![
-            (any::<u64>(), any::<u64>(), 0u32..4, proptest::collection::vec(any::<u32>(), 1..8))
-                .prop_map(|(volume, lba, data_offset, crcs)| Entry::Write { volume, lba, data_offset, crcs }),
-            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(volume, lba, blocks)| Entry::Trim { volume, lba, blocks }),
-            (any::<u64>(), any::<u64>(), "[a-z0-9-]{0,40}")
-                .prop_map(|(volume, size_bytes, name)| Entry::CreateVolume { volume, size_bytes, sector_bytes: 512, name }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                0u32..4,
+                proptest::collection::vec(any::<u32>(), 1..8)
+            )
+                .prop_map(|(volume, lba, data_offset, crcs)| Entry::Write {
+                    volume,
+                    lba,
+                    data_offset,
+                    crcs
+                }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(volume, lba, blocks)| {
+                Entry::Trim {
+                    volume,
+                    lba,
+                    blocks,
+                }
+            }),
+            (any::<u64>(), any::<u64>(), "[a-z0-9-]{0,40}").prop_map(
+                |(volume, size_bytes, name)| Entry::CreateVolume {
+                    volume,
+                    size_bytes,
+                    sector_bytes: 512,
+                    name
+                }
+            ),
             any::<u64>().prop_map(|volume| Entry::DeleteVolume { volume }),
-            (any::<u64>(), any::<u64>()).prop_map(|(volume, size_bytes)| Entry::ResizeVolume { volume, size_bytes }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(volume, size_bytes)| Entry::ResizeVolume { volume, size_bytes }),
         ]
     }
 

@@ -68,7 +68,10 @@ impl CheckpointBody {
             volumes.push(decode_volume(&mut r)?);
         }
         r.finish()?;
-        Ok(CheckpointBody { next_volume_id, volumes })
+        Ok(CheckpointBody {
+            next_volume_id,
+            volumes,
+        })
     }
 }
 
@@ -96,7 +99,10 @@ fn decode_volume(r: &mut Reader<'_>) -> Result<VolumeImage, DecodeError> {
     let sector_bytes = r.u32()?;
     let name_len = r.u16()? as usize;
     let name = std::str::from_utf8(r.take(name_len)?)
-        .map_err(|_| DecodeError::Invalid { field: "volume_name", value: id })?
+        .map_err(|_| DecodeError::Invalid {
+            field: "volume_name",
+            value: id,
+        })?
         .to_owned();
     let chunk_count = r.u32()? as usize;
     let mut chunks = Vec::with_capacity(chunk_count.min(r.remaining() / 8));
@@ -109,7 +115,13 @@ fn decode_volume(r: &mut Reader<'_>) -> Result<VolumeImage, DecodeError> {
         }
         chunks.push(ChunkImage { index, blocks });
     }
-    Ok(VolumeImage { id, name, size_bytes, sector_bytes, chunks })
+    Ok(VolumeImage {
+        id,
+        name,
+        size_bytes,
+        sector_bytes,
+        chunks,
+    })
 }
 
 #[cfg(test)]

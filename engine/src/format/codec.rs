@@ -49,7 +49,9 @@ pub struct Writer {
 impl Writer {
     /// An empty writer with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Writer {
-        Writer { bytes: Vec::with_capacity(capacity) }
+        Writer {
+            bytes: Vec::with_capacity(capacity),
+        }
     }
     /// Appends one byte.
     pub fn u8(&mut self, v: u8) {
@@ -119,7 +121,10 @@ impl<'a> Reader<'a> {
     /// Takes the next `n` bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
-            return Err(DecodeError::Truncated { offset: self.pos, needed: n });
+            return Err(DecodeError::Truncated {
+                offset: self.pos,
+                needed: n,
+            });
         }
         let out = &self.data[self.pos..self.pos + n];
         self.pos += n;
@@ -171,7 +176,10 @@ impl<'a> Reader<'a> {
 /// field taken as zero.
 pub(crate) fn verify_crc(bytes: &[u8], crc_at: usize) -> Result<(), DecodeError> {
     if bytes.len() < crc_at + 4 {
-        return Err(DecodeError::Truncated { offset: crc_at, needed: 4 });
+        return Err(DecodeError::Truncated {
+            offset: crc_at,
+            needed: 4,
+        });
     }
     let mut stored_bytes = [0u8; 4];
     stored_bytes.copy_from_slice(&bytes[crc_at..crc_at + 4]);

@@ -82,7 +82,10 @@ impl CheckpointRoot {
         let body_crc = r.u32()?;
         let count = r.u32()? as usize;
         if count > ROOT_SEGMENTS_MAX {
-            return Err(DecodeError::Invalid { field: "body_segments", value: count as u64 });
+            return Err(DecodeError::Invalid {
+                field: "body_segments",
+                value: count as u64,
+            });
         }
         let mut body_segments = Vec::with_capacity(count);
         for _ in 0..count {
@@ -127,7 +130,10 @@ mod tests {
         for byte in 0..FIXED_LEN + 12 {
             let mut bad = block.clone();
             bad[byte] ^= 1;
-            assert!(CheckpointRoot::decode(&bad).is_err(), "flip at {byte} went unnoticed");
+            assert!(
+                CheckpointRoot::decode(&bad).is_err(),
+                "flip at {byte} went unnoticed"
+            );
         }
     }
 }

@@ -57,7 +57,10 @@ impl Superblock {
 
     /// Decodes from the start of `bytes`, checking magic, version and checksum.
     pub fn decode(bytes: &[u8]) -> Result<Superblock, DecodeError> {
-        let head = bytes.get(..ENCODED_LEN).ok_or(DecodeError::Truncated { offset: 0, needed: ENCODED_LEN })?;
+        let head = bytes.get(..ENCODED_LEN).ok_or(DecodeError::Truncated {
+            offset: 0,
+            needed: ENCODED_LEN,
+        })?;
         let mut r = Reader::new(head);
         r.magic(MAGIC)?;
         let version = r.u32()?;
@@ -78,10 +81,16 @@ impl Superblock {
         let _crc = r.u32()?;
         r.finish()?;
         if blocks_per_segment == 0 {
-            return Err(DecodeError::Invalid { field: "blocks_per_segment", value: 0 });
+            return Err(DecodeError::Invalid {
+                field: "blocks_per_segment",
+                value: 0,
+            });
         }
         if device_index >= device_count {
-            return Err(DecodeError::Invalid { field: "device_index", value: device_index.into() });
+            return Err(DecodeError::Invalid {
+                field: "device_index",
+                value: device_index.into(),
+            });
         }
         Ok(Superblock {
             pool_uuid,
@@ -126,7 +135,10 @@ mod tests {
         for byte in 0..ENCODED_LEN {
             let mut bad = block.clone();
             bad[byte] ^= 0x10;
-            assert!(Superblock::decode(&bad).is_err(), "flip at {byte} went unnoticed");
+            assert!(
+                Superblock::decode(&bad).is_err(),
+                "flip at {byte} went unnoticed"
+            );
         }
     }
 }

@@ -32,7 +32,11 @@ struct Chunk {
 
 impl Chunk {
     fn empty() -> Chunk {
-        Chunk { locations: [0; CHUNK_BLOCKS], crcs: [0; CHUNK_BLOCKS], mapped: 0 }
+        Chunk {
+            locations: [0; CHUNK_BLOCKS],
+            crcs: [0; CHUNK_BLOCKS],
+            mapped: 0,
+        }
     }
 }
 
@@ -44,7 +48,10 @@ pub struct VolumeMap {
 }
 
 fn split(lba: u64) -> (u32, usize) {
-    ((lba / CHUNK_BLOCKS as u64) as u32, (lba % CHUNK_BLOCKS as u64) as usize)
+    (
+        (lba / CHUNK_BLOCKS as u64) as u32,
+        (lba % CHUNK_BLOCKS as u64) as usize,
+    )
 }
 
 impl VolumeMap {
@@ -60,9 +67,11 @@ impl VolumeMap {
 
     /// Bytes of heap this map holds (chunks plus hash table entries).
     pub fn memory_bytes(&self) -> u64 {
-        let per_chunk = std::mem::size_of::<Chunk>() + 16 + std::mem::size_of::<(u32, Arc<Chunk>)>() + 1;
+        let per_chunk =
+            std::mem::size_of::<Chunk>() + 16 + std::mem::size_of::<(u32, Arc<Chunk>)>() + 1;
         (self.chunks.capacity() * (std::mem::size_of::<(u32, Arc<Chunk>)>() + 1)
-            + self.chunks.len() * (per_chunk - std::mem::size_of::<(u32, Arc<Chunk>)>() - 1)) as u64
+            + self.chunks.len() * (per_chunk - std::mem::size_of::<(u32, Arc<Chunk>)>() - 1))
+            as u64
     }
 
     /// The mapping of one block, if any.
@@ -71,14 +80,21 @@ impl VolumeMap {
         let chunk = self.chunks.get(&chunk)?;
         match chunk.locations[offset] {
             0 => None,
-            encoded => Some(Mapping { location: PhysBlock(encoded - 1), crc: chunk.crcs[offset] }),
+            encoded => Some(Mapping {
+                location: PhysBlock(encoded - 1),
+                crc: chunk.crcs[offset],
+            }),
         }
     }
 
     /// Maps `lba` to `mapping`, returning the location it replaces.
     pub fn insert(&mut self, lba: u64, mapping: Mapping) -> Option<PhysBlock> {
         let (index, offset) = split(lba);
-        let chunk = Arc::make_mut(self.chunks.entry(index).or_insert_with(|| Arc::new(Chunk::empty())));
+        let chunk = Arc::make_mut(
+            self.chunks
+                .entry(index)
+                .or_insert_with(|| Arc::new(Chunk::empty())),
+        );
         let old = chunk.locations[offset];
         chunk.locations[offset] = mapping.location.0 + 1;
         chunk.crcs[offset] = mapping.crc;
@@ -98,15 +114,24 @@ impl VolumeMap {
         let first_chunk = lba / CHUNK_BLOCKS as u64;
         let last_chunk = end.div_ceil(CHUNK_BLOCKS as u64);
         let candidates: Vec<u32> = if last_chunk - first_chunk > self.chunks.len() as u64 {
-            self.chunks.keys().copied().filter(|&c| u64::from(c) >= first_chunk && u64::from(c) < last_chunk).collect()
+            self.chunks
+                .keys()
+                .copied()
+                .filter(|&c| u64::from(c) >= first_chunk && u64::from(c) < last_chunk)
+                .collect()
         } else {
-            (first_chunk..last_chunk).map(|c| c as u32).filter(|c| self.chunks.contains_key(c)).collect()
+            (first_chunk..last_chunk)
+                .map(|c| c as u32)
+                .filter(|c| self.chunks.contains_key(c))
+                .collect()
         };
         for index in candidates {
             let chunk_start = u64::from(index) * CHUNK_BLOCKS as u64;
             let from = lba.max(chunk_start) - chunk_start;
             let to = end.min(chunk_start + CHUNK_BLOCKS as u64) - chunk_start;
-            let Some(entry) = self.chunks.get_mut(&index) else { continue };
+            let Some(entry) = self.chunks.get_mut(&index) else {
+                continue;
+            };
             let chunk = Arc::make_mut(entry);
             for offset in from as usize..to as usize {
                 let old = std::mem::take(&mut chunk.locations[offset]);
@@ -158,7 +183,13 @@ impl VolumeMap {
                     return Err(offset);
                 }
                 let lba = u64::from(image.index) * CHUNK_BLOCKS as u64 + u64::from(offset);
-                map.insert(lba, Mapping { location: PhysBlock(location), crc });
+                map.insert(
+                    lba,
+                    Mapping {
+                        location: PhysBlock(location),
+                        crc,
+                    },
+                );
             }
         }
         Ok(map)
@@ -220,9 +251,21 @@ mod tests {
     #[test]
     fn a_copy_is_unaffected_by_later_writes() {
         let mut map = VolumeMap::new();
-        map.insert(5, Mapping { location: PhysBlock(50), crc: 1 });
+        map.insert(
+            5,
+            Mapping {
+                location: PhysBlock(50),
+                crc: 1,
+            },
+        );
         let copy = map.clone();
-        map.insert(5, Mapping { location: PhysBlock(60), crc: 2 });
+        map.insert(
+            5,
+            Mapping {
+                location: PhysBlock(60),
+                crc: 2,
+            },
+        );
         assert_eq!(copy.lookup(5).map(|m| m.location), Some(PhysBlock(50)));
         assert_eq!(map.lookup(5).map(|m| m.location), Some(PhysBlock(60)));
     }
@@ -231,7 +274,13 @@ mod tests {
     fn dense_maps_cost_about_twelve_bytes_per_block() {
         let mut map = VolumeMap::new();
         for lba in 0..(CHUNK_BLOCKS as u64 * 64) {
-            map.insert(lba, Mapping { location: PhysBlock(lba), crc: 0 });
+            map.insert(
+                lba,
+                Mapping {
+                    location: PhysBlock(lba),
+                    crc: 0,
+                },
+            );
         }
         let per_block = map.memory_bytes() as f64 / map.mapped_blocks() as f64;
         assert!(per_block < 13.0, "{per_block} bytes per block");

@@ -74,7 +74,10 @@ impl AlignedBuf {
             return AlignedBuf::allocate(len, blocks * BLOCK_SIZE);
         };
         let capacity = BLOCK_SIZE << class;
-        let idle = IDLE[class].lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let idle = IDLE[class]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         match idle {
             // INVARIANT: the cache holds only allocations of its class's capacity.
             Some(Idle(ptr)) => AlignedBuf { ptr, len, capacity },
@@ -119,7 +122,11 @@ impl AlignedBuf {
     /// Changes the usable length; it must stay within the allocated capacity.
     /// Bytes a longer length exposes read as zeros.
     pub fn set_len(&mut self, len: usize) {
-        assert!(len <= self.capacity, "len {len} beyond capacity {}", self.capacity);
+        assert!(
+            len <= self.capacity,
+            "len {len} beyond capacity {}",
+            self.capacity
+        );
         let old = self.len;
         self.len = len;
         if len > old {
@@ -149,7 +156,8 @@ impl AlignedBuf {
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         let blocks = self.capacity / BLOCK_SIZE;
-        if let Some(class) = class_of(blocks).filter(|&class| BLOCK_SIZE << class == self.capacity) {
+        if let Some(class) = class_of(blocks).filter(|&class| BLOCK_SIZE << class == self.capacity)
+        {
             let mut idle = IDLE[class].lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() < class_idle_max(class) {
                 idle.push(Idle(self.ptr));

@@ -75,7 +75,10 @@ impl Device for FaultyDevice {
             IoOp::Read { buf, .. } | IoOp::Write { buf, .. } => Some(buf),
             IoOp::Flush => None,
         };
-        done(IoOutcome { buf, result: Err(DeviceError::Os(libc::EIO)) })
+        done(IoOutcome {
+            buf,
+            result: Err(DeviceError::Os(libc::EIO)),
+        })
     }
 
     fn preallocate(&self, offset: u64, len: u64) {

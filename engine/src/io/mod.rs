@@ -123,18 +123,35 @@ pub fn submit_blocking(device: &dyn Device, op: IoOp) -> IoOutcome {
             let _ = tx.send(outcome);
         }),
     );
-    rx.recv().unwrap_or(IoOutcome { buf: None, result: Err(DeviceError::Closed) })
+    rx.recv().unwrap_or(IoOutcome {
+        buf: None,
+        result: Err(DeviceError::Closed),
+    })
 }
 
 /// Reads `len` bytes at `offset`, blocking.
-pub fn read_blocking(device: &dyn Device, offset: u64, len: usize) -> Result<AlignedBuf, DeviceError> {
-    let outcome = submit_blocking(device, IoOp::Read { offset, buf: AlignedBuf::for_overwrite(len) });
+pub fn read_blocking(
+    device: &dyn Device,
+    offset: u64,
+    len: usize,
+) -> Result<AlignedBuf, DeviceError> {
+    let outcome = submit_blocking(
+        device,
+        IoOp::Read {
+            offset,
+            buf: AlignedBuf::for_overwrite(len),
+        },
+    );
     outcome.result?;
     outcome.buf.ok_or(DeviceError::Closed)
 }
 
 /// Writes `buf` at `offset`, blocking.
-pub fn write_blocking(device: &dyn Device, offset: u64, buf: AlignedBuf) -> Result<(), DeviceError> {
+pub fn write_blocking(
+    device: &dyn Device,
+    offset: u64,
+    buf: AlignedBuf,
+) -> Result<(), DeviceError> {
     submit_blocking(device, IoOp::Write { offset, buf }).result
 }
 

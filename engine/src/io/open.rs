@@ -73,10 +73,15 @@ pub fn open_backing(
     };
     let exists = path.exists();
     if !exists && kind == BackingKind::BlockDevice {
-        return Err(OpenBackingError::WrongKind { path: path.to_path_buf(), expected: kind });
+        return Err(OpenBackingError::WrongKind {
+            path: path.to_path_buf(),
+            expected: kind,
+        });
     }
     if !exists && create_size.is_none() {
-        return Err(OpenBackingError::NoSize { path: path.to_path_buf() });
+        return Err(OpenBackingError::NoSize {
+            path: path.to_path_buf(),
+        });
     }
     let file = OpenOptions::new()
         .read(true)
@@ -90,12 +95,18 @@ pub fn open_backing(
     let meta = file.metadata().map_err(os("stat"))?;
     let size = if meta.file_type().is_block_device() {
         if kind != BackingKind::BlockDevice {
-            return Err(OpenBackingError::WrongKind { path: path.to_path_buf(), expected: kind });
+            return Err(OpenBackingError::WrongKind {
+                path: path.to_path_buf(),
+                expected: kind,
+            });
         }
         block_device_size(&file).map_err(os("size"))?
     } else if meta.file_type().is_file() {
         if kind != BackingKind::File {
-            return Err(OpenBackingError::WrongKind { path: path.to_path_buf(), expected: kind });
+            return Err(OpenBackingError::WrongKind {
+                path: path.to_path_buf(),
+                expected: kind,
+            });
         }
         if meta.len() == 0 {
             if let Some(size) = create_size {
@@ -104,7 +115,10 @@ pub fn open_backing(
         }
         file.metadata().map_err(os("stat"))?.len()
     } else {
-        return Err(OpenBackingError::WrongKind { path: path.to_path_buf(), expected: kind });
+        return Err(OpenBackingError::WrongKind {
+            path: path.to_path_buf(),
+            expected: kind,
+        });
     };
     Ok((file, size))
 }
@@ -123,10 +137,16 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<(), OpenBackingError> {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(OpenBackingError::Locked { path: path.to_path_buf() })
+                return Err(OpenBackingError::Locked {
+                    path: path.to_path_buf(),
+                })
             }
             Err(std::fs::TryLockError::Error(source)) => {
-                return Err(OpenBackingError::Os { op: "lock", path: path.to_path_buf(), source })
+                return Err(OpenBackingError::Os {
+                    op: "lock",
+                    path: path.to_path_buf(),
+                    source,
+                })
             }
         }
     }

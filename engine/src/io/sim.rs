@@ -35,7 +35,13 @@ pub struct SimDevice {
 impl SimDevice {
     /// A zero-filled device of `size` bytes.
     pub fn new(size: u64) -> SimDevice {
-        SimDevice { state: Mutex::new(State { data: vec![0u8; size as usize], undo: Vec::new() }), size }
+        SimDevice {
+            state: Mutex::new(State {
+                data: vec![0u8; size as usize],
+                undo: Vec::new(),
+            }),
+            size,
+        }
     }
 
     /// Simulates a crash: each block written since the last flush keeps its newest
@@ -87,7 +93,10 @@ impl Device for SimDevice {
                 IoOp::Read { buf, .. } | IoOp::Write { buf, .. } => Some(buf),
                 IoOp::Flush => None,
             };
-            return done(IoOutcome { buf, result: Err(err) });
+            return done(IoOutcome {
+                buf,
+                result: Err(err),
+            });
         }
         let outcome = {
             let mut state = self.state.lock();
@@ -95,19 +104,29 @@ impl Device for SimDevice {
                 IoOp::Read { offset, mut buf } => {
                     let at = offset as usize;
                     let len = buf.len();
-                    buf.as_mut_slice().copy_from_slice(&state.data[at..at + len]);
-                    IoOutcome { buf: Some(buf), result: Ok(()) }
+                    buf.as_mut_slice()
+                        .copy_from_slice(&state.data[at..at + len]);
+                    IoOutcome {
+                        buf: Some(buf),
+                        result: Ok(()),
+                    }
                 }
                 IoOp::Write { offset, buf } => {
                     let range = offset as usize..offset as usize + buf.len();
                     let previous = state.data[range.clone()].to_vec();
                     state.undo.push((offset, previous));
                     state.data[range].copy_from_slice(buf.as_slice());
-                    IoOutcome { buf: Some(buf), result: Ok(()) }
+                    IoOutcome {
+                        buf: Some(buf),
+                        result: Ok(()),
+                    }
                 }
                 IoOp::Flush => {
                     state.undo.clear();
-                    IoOutcome { buf: None, result: Ok(()) }
+                    IoOutcome {
+                        buf: None,
+                        result: Ok(()),
+                    }
                 }
             }
         };
@@ -151,7 +170,10 @@ mod tests {
         write_blocking(&dev, 4096, block(2)).expect("write");
         dev.crash(CrashMode::DropAll);
         assert_eq!(read_blocking(&dev, 0, 4096).expect("read").as_slice()[0], 1);
-        assert_eq!(read_blocking(&dev, 4096, 4096).expect("read").as_slice()[0], 0);
+        assert_eq!(
+            read_blocking(&dev, 4096, 4096).expect("read").as_slice()[0],
+            0
+        );
     }
 
     #[test]
@@ -177,6 +199,9 @@ mod tests {
         let dev = SimDevice::new(1 << 20);
         write_blocking(&dev, 8192, block(9)).expect("write");
         dev.crash(CrashMode::KeepAll);
-        assert_eq!(read_blocking(&dev, 8192, 4096).expect("read").as_slice()[0], 9);
+        assert_eq!(
+            read_blocking(&dev, 8192, 4096).expect("read").as_slice()[0],
+            9
+        );
     }
 }

@@ -84,7 +84,12 @@ impl UringDevice {
         let thread = std::thread::Builder::new()
             .name(format!("keel-io-{name}"))
             .spawn(move || RingLoop::new(ring, thread_shared, rx).run())?;
-        Ok(UringDevice { shared, queue: tx, thread: Mutex::new(Some(thread)), size })
+        Ok(UringDevice {
+            shared,
+            queue: tx,
+            thread: Mutex::new(Some(thread)),
+            size,
+        })
     }
 }
 
@@ -95,19 +100,32 @@ impl Device for UringDevice {
 
     fn submit(&self, op: IoOp, done: IoDone) {
         if let Err(err) = check_bounds(&op, self.size) {
-            return done(IoOutcome { buf: take_buf(op), result: Err(err) });
+            return done(IoOutcome {
+                buf: take_buf(op),
+                result: Err(err),
+            });
         }
         if self.shared.closing.load(Ordering::Acquire) {
-            return done(IoOutcome { buf: take_buf(op), result: Err(DeviceError::Closed) });
+            return done(IoOutcome {
+                buf: take_buf(op),
+                result: Err(DeviceError::Closed),
+            });
         }
         if let Err(Request::Io(op, done)) = self.send(Request::Io(op, done)) {
-            done(IoOutcome { buf: take_buf(op), result: Err(DeviceError::Closed) });
+            done(IoOutcome {
+                buf: take_buf(op),
+                result: Err(DeviceError::Closed),
+            });
         }
     }
 
     fn preallocate(&self, offset: u64, len: u64) {
         let in_bounds = offset.checked_add(len).is_some_and(|end| end <= self.size);
-        if self.shared.is_regular_file && len > 0 && in_bounds && !self.shared.closing.load(Ordering::Acquire) {
+        if self.shared.is_regular_file
+            && len > 0
+            && in_bounds
+            && !self.shared.closing.load(Ordering::Acquire)
+        {
             let _ = self.send(Request::Preallocate { offset, len });
         }
     }
@@ -254,19 +272,33 @@ impl RingLoop {
         let (sqe, buf, wanted, done) = match request {
             Request::Io(IoOp::Read { offset, mut buf }, done) => {
                 let len = buf.len();
-                let sqe = opcode::Read::new(fd, buf.as_mut_ptr(), len as u32).offset(offset).build();
+                let sqe = opcode::Read::new(fd, buf.as_mut_ptr(), len as u32)
+                    .offset(offset)
+                    .build();
                 (sqe, Some(buf), len, Some(done))
             }
             Request::Io(IoOp::Write { offset, mut buf }, done) => {
                 let len = buf.len();
-                let sqe = opcode::Write::new(fd, buf.as_mut_ptr(), len as u32).offset(offset).build();
+                let sqe = opcode::Write::new(fd, buf.as_mut_ptr(), len as u32)
+                    .offset(offset)
+                    .build();
                 (sqe, Some(buf), len, Some(done))
             }
-            Request::Io(IoOp::Flush, done) => {
-                (opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(), None, 0, Some(done))
-            }
+            Request::Io(IoOp::Flush, done) => (
+                opcode::Fsync::new(fd)
+                    .flags(types::FsyncFlags::DATASYNC)
+                    .build(),
+                None,
+                0,
+                Some(done),
+            ),
             // Mode 0 allocates without changing the file size or any content.
-            Request::Preallocate { offset, len } => (opcode::Fallocate::new(fd, len).offset(offset).build(), None, 0, None),
+            Request::Preallocate { offset, len } => (
+                opcode::Fallocate::new(fd, len).offset(offset).build(),
+                None,
+                0,
+                None,
+            ),
         };
         let sqe = sqe.user_data(slot as u64);
         self.slots[slot] = Some(InFlight { buf, wanted, done });
@@ -278,7 +310,9 @@ impl RingLoop {
             }
             // Submission queue full: hand what is queued to the kernel first.
             if let Err(err) = self.ring.submit() {
-                if err.raw_os_error() != Some(libc::EBUSY) && err.raw_os_error() != Some(libc::EINTR) {
+                if err.raw_os_error() != Some(libc::EBUSY)
+                    && err.raw_os_error() != Some(libc::EINTR)
+                {
                     self.complete(slot, -libc::EIO);
                     return;
                 }
@@ -290,7 +324,11 @@ impl RingLoop {
     /// Runs the callbacks of every posted completion.
     fn reap(&mut self) {
         let mut completions = std::mem::take(&mut self.reaped);
-        completions.extend(self.ring.completion().map(|cqe| (cqe.user_data(), cqe.result())));
+        completions.extend(
+            self.ring
+                .completion()
+                .map(|cqe| (cqe.user_data(), cqe.result())),
+        );
         for (token, result) in completions.drain(..) {
             if token == WAKE_TOKEN {
                 self.wake_armed = false;
@@ -309,18 +347,27 @@ impl RingLoop {
         self.free_slots.push(slot);
         let Some(done) = inflight.done else {
             if result < 0 {
-                tracing::debug!(errno = -result, "preallocation failed; writes will allocate instead");
+                tracing::debug!(
+                    errno = -result,
+                    "preallocation failed; writes will allocate instead"
+                );
             }
             return;
         };
         let outcome = if result < 0 {
             Err(DeviceError::Os(-result))
         } else if (result as usize) < inflight.wanted {
-            Err(DeviceError::Short { done: result as usize, wanted: inflight.wanted })
+            Err(DeviceError::Short {
+                done: result as usize,
+                wanted: inflight.wanted,
+            })
         } else {
             Ok(())
         };
-        done(IoOutcome { buf: inflight.buf, result: outcome });
+        done(IoOutcome {
+            buf: inflight.buf,
+            result: outcome,
+        });
     }
 
     fn fail_all(&mut self, errno: i32) {
@@ -335,7 +382,10 @@ impl RingLoop {
     fn drain_closed(&mut self) {
         while let Ok(request) = self.queue.try_recv() {
             if let Request::Io(op, done) = request {
-                done(IoOutcome { buf: take_buf(op), result: Err(DeviceError::Closed) });
+                done(IoOutcome {
+                    buf: take_buf(op),
+                    result: Err(DeviceError::Closed),
+                });
             }
         }
     }
@@ -377,14 +427,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("dev");
         let (file, size) =
-            crate::io::open_backing(&path, Some(8 << 20), crate::io::BackingKind::File).expect("open");
+            crate::io::open_backing(&path, Some(8 << 20), crate::io::BackingKind::File)
+                .expect("open");
         let dev = UringDevice::new(file, size, "test").expect("ring");
         let allocated = || std::fs::metadata(&path).expect("stat").blocks() * 512;
         assert!(allocated() < 1 << 20, "a new file starts sparse");
         dev.preallocate(1 << 20, 4 << 20);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while allocated() < 4 << 20 {
-            assert!(std::time::Instant::now() < deadline, "preallocation never happened");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "preallocation never happened"
+            );
             std::thread::yield_now();
         }
         let back = read_blocking(&dev, 1 << 20, 4 << 20).expect("read");
@@ -402,14 +456,19 @@ mod tests {
             let mut buf = AlignedBuf::zeroed(4096);
             buf.as_mut_slice()[..8].copy_from_slice(&i.to_le_bytes());
             dev.submit(
-                IoOp::Write { offset: (i % 2048) * 4096, buf },
+                IoOp::Write {
+                    offset: (i % 2048) * 4096,
+                    buf,
+                },
                 Box::new(move |o| {
                     let _ = tx.send(o.result);
                 }),
             );
         }
         for _ in 0..1000 {
-            rx.recv_timeout(std::time::Duration::from_secs(30)).expect("completion").expect("ok");
+            rx.recv_timeout(std::time::Duration::from_secs(30))
+                .expect("completion")
+                .expect("ok");
         }
     }
 }

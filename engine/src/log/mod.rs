@@ -36,7 +36,12 @@ pub(crate) type RecordDone = Box<dyn FnOnce(Result<(), IoError>) + Send>;
 /// A change waiting to be written.
 pub(crate) enum Record {
     /// Whole 4 KiB blocks of data with their checksums.
-    Write { volume: VolumeId, lba: u64, data: Bytes, crcs: Vec<u32> },
+    Write {
+        volume: VolumeId,
+        lba: u64,
+        data: Bytes,
+        crcs: Vec<u32>,
+    },
     /// A record with no data (trim, volume create/delete/resize).
     Meta(Entry),
 }
@@ -103,7 +108,12 @@ pub(crate) struct LogState {
 }
 
 impl LogState {
-    pub fn new(segments: SegmentTable, next_seq: u64, root_generation: u64, body_segments: Vec<SegmentId>) -> LogState {
+    pub fn new(
+        segments: SegmentTable,
+        next_seq: u64,
+        root_generation: u64,
+        body_segments: Vec<SegmentId>,
+    ) -> LogState {
         LogState {
             segments,
             open: None,
@@ -176,13 +186,19 @@ fn finish(core: &Arc<Core>, formed: Formed) {
 
 /// Segments a checkpoint of the current state needs, plus one spare.
 fn checkpoint_reserve(core: &Core, log: &LogState) -> usize {
-    let body_bytes = log.segments.live_blocks() * 14 + 64 * 1024 + core.catalog.read().volume_count() as u64 * 2048;
+    let body_bytes = log.segments.live_blocks() * 14
+        + 64 * 1024
+        + core.catalog.read().volume_count() as u64 * 2048;
     body_bytes.div_ceil(core.pool.segment_bytes()) as usize + 1
 }
 
 fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
     let mut formed = Formed::default();
-    let Formed { ready, failed, preallocate } = &mut formed;
+    let Formed {
+        ready,
+        failed,
+        preallocate,
+    } = &mut formed;
     let blocks_per_segment = core.pool.blocks_per_segment;
     loop {
         if core.fenced.load(Ordering::Acquire) {
@@ -205,7 +221,11 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
         let fits_open = matches!(log.open, Some((_, next)) if next + total <= blocks_per_segment);
         if !fits_open {
             let reserve = checkpoint_reserve(core, log);
-            let floor = if plan.data_blocks() > 0 { reserve + 1 } else { reserve.saturating_sub(1) };
+            let floor = if plan.data_blocks() > 0 {
+                reserve + 1
+            } else {
+                reserve.saturating_sub(1)
+            };
             if log.segments.allocatable() > floor {
                 if let Some((old, _)) = log.open.take() {
                     log.segments.get_mut(old).state = SegmentState::Sealed;
@@ -233,7 +253,9 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
                 continue;
             }
         }
-        let Some((segment, block)) = log.open else { unreachable!("an open segment was just ensured") };
+        let Some((segment, block)) = log.open else {
+            unreachable!("an open segment was just ensured")
+        };
         let take = plan.entry_count();
         let seq = log.next_seq;
         log.next_seq += 1;
@@ -243,9 +265,19 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
         let mut data_offset = 0u32;
         for pending in log.pending.drain(..take) {
             match pending.record {
-                Record::Write { volume, lba, data, crcs } => {
+                Record::Write {
+                    volume,
+                    lba,
+                    data,
+                    crcs,
+                } => {
                     let blocks = crcs.len() as u32;
-                    entries.push(Entry::Write { volume: volume.0, lba, data_offset, crcs });
+                    entries.push(Entry::Write {
+                        volume: volume.0,
+                        lba,
+                        data_offset,
+                        crcs,
+                    });
                     data_offset += blocks;
                     payloads.push(data);
                 }
@@ -265,8 +297,24 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
         let header_bytes = header.encode();
         log.open = Some((segment, block + total));
         log.segments.get_mut(segment).max_seq = seq;
-        log.inflight.insert(seq, InflightBatch { header, segment, block, dones, result: None });
-        ready.push(ReadyBatch { seq, segment, block, header_bytes, payloads, total_blocks: total });
+        log.inflight.insert(
+            seq,
+            InflightBatch {
+                header,
+                segment,
+                block,
+                dones,
+                result: None,
+            },
+        );
+        ready.push(ReadyBatch {
+            seq,
+            segment,
+            block,
+            header_bytes,
+            payloads,
+            total_blocks: total,
+        });
     }
     formed
 }
@@ -299,7 +347,11 @@ fn submit(core: &Arc<Core>, batch: ReadyBatch) {
         bytes[at..at + payload.len()].copy_from_slice(payload);
         at += payload.len();
     }
-    assert_eq!(at, bytes.len(), "a batch's header and payloads fill its blocks exactly");
+    assert_eq!(
+        at,
+        bytes.len(),
+        "a batch's header and payloads fill its blocks exactly"
+    );
     let (device, offset) = core.pool.locate(batch.segment, batch.block);
     let core2 = core.clone();
     let seq = batch.seq;

@@ -59,7 +59,14 @@ pub(crate) struct SegmentTable {
 impl SegmentTable {
     pub fn new(count: u32, pins: std::sync::Arc<SegmentPins>) -> SegmentTable {
         SegmentTable {
-            info: vec![SegmentInfo { state: SegmentState::Free, live_blocks: 0, max_seq: 0 }; count as usize],
+            info: vec![
+                SegmentInfo {
+                    state: SegmentState::Free,
+                    live_blocks: 0,
+                    max_seq: 0
+                };
+                count as usize
+            ],
             pins,
             cursor: 0,
         }
@@ -86,7 +93,9 @@ impl SegmentTable {
     pub fn reclaimable(&self, covered_seq: u64) -> usize {
         self.info
             .iter()
-            .filter(|i| i.state == SegmentState::Sealed && i.live_blocks == 0 && i.max_seq >= covered_seq)
+            .filter(|i| {
+                i.state == SegmentState::Sealed && i.live_blocks == 0 && i.max_seq >= covered_seq
+            })
             .count()
     }
 
@@ -97,7 +106,11 @@ impl SegmentTable {
             let at = (self.cursor + step) % count;
             if self.info[at].state == SegmentState::Free && !self.pins.is_pinned(at) {
                 self.cursor = (at + 1) % count;
-                self.info[at] = SegmentInfo { state, live_blocks: 0, max_seq: 0 };
+                self.info[at] = SegmentInfo {
+                    state,
+                    live_blocks: 0,
+                    max_seq: 0,
+                };
                 return Some(SegmentId(at as u32));
             }
         }
@@ -117,7 +130,8 @@ impl SegmentTable {
     /// the durable checkpoint (replay must still find such batches).
     pub fn free_if_dead(&mut self, segment: SegmentId, covered_seq: u64) {
         let info = self.get_mut(segment);
-        if info.state == SegmentState::Sealed && info.live_blocks == 0 && info.max_seq < covered_seq {
+        if info.state == SegmentState::Sealed && info.live_blocks == 0 && info.max_seq < covered_seq
+        {
             info.state = SegmentState::Free;
         }
     }
@@ -148,7 +162,11 @@ mod tests {
         assert_eq!(table.next_allocatable(), Some(SegmentId(2)));
         assert_eq!(table.allocate(SegmentState::Open), Some(SegmentId(2)));
         table.get_mut(SegmentId(3)).state = SegmentState::CheckpointBody;
-        assert_eq!(table.next_allocatable(), None, "1 is pinned, the rest are in use");
+        assert_eq!(
+            table.next_allocatable(),
+            None,
+            "1 is pinned, the rest are in use"
+        );
         pins.unpin(SegmentId(1));
         assert_eq!(table.next_allocatable(), Some(SegmentId(1)));
         assert_eq!(table.allocate(SegmentState::Open), Some(SegmentId(1)));
