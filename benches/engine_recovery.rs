@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use engine::io::BackingKind;
 use engine::units::PhysBlock;
-use engine::{DeviceSpec, Engine, EngineConfig, Mapping, SectorSize, VolumeMap};
+use engine::{DeviceSpec, Engine, EngineConfig, Mapping, SectorSize, Untracked, VolumeMap};
 
 fn index_memory() {
     let blocks = 1u64 << 20;
@@ -28,6 +28,7 @@ fn index_memory() {
                 location: PhysBlock(lba),
                 crc: 0,
             },
+            &mut Untracked,
         );
     }
     let mut random = VolumeMap::new();
@@ -43,6 +44,7 @@ fn index_memory() {
                 location: PhysBlock(i),
                 crc: 0,
             },
+            &mut Untracked,
         );
     }
     for (name, map) in [("sequential fill", &sequential), ("random fill", &random)] {

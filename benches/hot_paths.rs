@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use engine::format::{BatchBuilder, BatchHeader, Entry};
 use engine::io::{DeviceRef, SimDevice};
 use engine::units::PhysBlock;
-use engine::{Engine, EngineConfig, Mapping, SectorSize, VolumeMap};
+use engine::{Engine, EngineConfig, Mapping, SectorSize, Untracked, VolumeMap};
 
 fn checksums(c: &mut Criterion) {
     let block = vec![0x5Au8; 4096];
@@ -63,6 +63,7 @@ fn block_map(c: &mut Criterion) {
                 location: PhysBlock(lba * 3),
                 crc: lba as u32,
             },
+            &mut Untracked,
         );
     }
     let mut x = 1u64;
@@ -85,6 +86,7 @@ fn block_map(c: &mut Criterion) {
                     location: PhysBlock(y),
                     crc: 0,
                 },
+                &mut Untracked,
             )
         })
     });

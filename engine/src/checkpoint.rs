@@ -9,11 +9,14 @@ use std::sync::Arc;
 use crate::core::Core;
 use crate::error::{CheckpointError, IoError};
 use crate::format::{CheckpointBody, CheckpointRoot, VolumeImage};
+use crate::index::{Chunk, VolumeMap};
 use crate::io::{flush_blocking, write_blocking, AlignedBuf};
 use crate::log::segments::SegmentState;
 use crate::pool::ROOT_SLOTS;
 use crate::units::{SegmentId, BLOCK_SIZE};
+use crate::volume::VolumeShape;
 use crate::volume::VolumeState;
+use std::collections::HashMap;
 
 /// Writes one checkpoint. Blocks on device I/O: never call it from a device
 /// completion callback.
@@ -29,15 +32,7 @@ pub(crate) fn write_checkpoint(core: &Arc<Core>) -> Result<(), CheckpointError> 
             .all()
             .into_iter()
             .filter(|v| v.state() != VolumeState::Creating)
-            .map(|v| {
-                (
-                    v.id.0,
-                    v.name.clone(),
-                    v.size(),
-                    v.sector.bytes(),
-                    v.map.read().clone(),
-                )
-            })
+            .map(|v| (v.shape(), v.map.read().clone()))
             .collect::<Vec<_>>();
         let next_volume_id = catalog.next_volume_id;
         drop(catalog);
@@ -61,9 +56,9 @@ pub(crate) fn write_checkpoint(core: &Arc<Core>) -> Result<(), CheckpointError> 
             log.root_generation = root.generation;
             log.covered_seq = replay_seq;
             log.checkpoint_stalled = false;
-            for at in 0..log.segments.info.len() {
-                log.segments.free_if_dead(SegmentId(at as u32), replay_seq);
-            }
+            // The body was flushed after the capture: every batch applied by then is durable.
+            log.segments.durable_seq = log.segments.durable_seq.max(replay_seq - 1);
+            log.segments.free_dead(replay_seq);
             drop(log);
             crate::log::kick(core);
             Ok(())
@@ -82,7 +77,7 @@ pub(crate) fn write_checkpoint(core: &Arc<Core>) -> Result<(), CheckpointError> 
     }
 }
 
-type BodyParts = (u64, Vec<(u64, String, u64, u32, crate::index::VolumeMap)>);
+type BodyParts = (u64, Vec<(VolumeShape, VolumeMap)>);
 
 fn write_body_and_root(
     core: &Arc<Core>,
@@ -90,20 +85,8 @@ fn write_body_and_root(
     replay_seq: u64,
     (replay_segment, replay_block): (SegmentId, u32),
 ) -> Result<(CheckpointRoot, Vec<SegmentId>), (CheckpointError, Vec<SegmentId>)> {
-    let body = CheckpointBody {
-        next_volume_id,
-        volumes: volumes
-            .into_iter()
-            .map(|(id, name, size_bytes, sector_bytes, map)| VolumeImage {
-                id,
-                name,
-                size_bytes,
-                sector_bytes,
-                chunks: map.images(),
-            })
-            .collect(),
-    };
-    let bytes = body.encode();
+    let bytes = encode_body(next_volume_id, &volumes);
+    drop(volumes);
     let segment_bytes = core.pool.segment_bytes() as usize;
     let needed = bytes.len().div_ceil(segment_bytes);
     if needed > crate::format::ROOT_SEGMENTS_MAX {
@@ -161,4 +144,48 @@ fn write_body_and_root(
         return Err((fence(err), allocated));
     }
     Ok((root, allocated))
+}
+
+/// Encodes the captured maps, storing each shared chunk instance once.
+fn encode_body(next_volume_id: u64, volumes: &[(VolumeShape, VolumeMap)]) -> Vec<u8> {
+    let mut numbers: HashMap<*const Chunk, u32> = HashMap::new();
+    let mut instances = Vec::new();
+    let images = volumes
+        .iter()
+        .map(|(shape, map)| {
+            let chunks = map
+                .instances()
+                .into_iter()
+                .map(|(index, chunk)| {
+                    let number = *numbers.entry(Arc::as_ptr(&chunk)).or_insert_with(|| {
+                        instances.push(
+                            chunk
+                                .mapped()
+                                .map(|(o, m)| (o, m.location.0, m.crc))
+                                .collect(),
+                        );
+                        (instances.len() - 1) as u32
+                    });
+                    (index, number)
+                })
+                .collect();
+            VolumeImage {
+                id: shape.id.0,
+                name: shape.name.clone(),
+                size_bytes: shape.size_bytes,
+                sector_bytes: shape.sector.bytes(),
+                kind: shape.kind,
+                flags: shape.flags,
+                lineage: shape.lineage,
+                parent: shape.parent.map_or(0, |p| p.0),
+                chunks,
+            }
+        })
+        .collect();
+    CheckpointBody {
+        next_volume_id,
+        instances,
+        volumes: images,
+    }
+    .encode()
 }

@@ -13,14 +13,20 @@ use parking_lot::Mutex;
 use crate::checkpoint::write_checkpoint;
 use crate::core::{Core, EngineConfig};
 use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
-use crate::format::Entry;
+use crate::format::{Entry, VolumeKind, VOLUME_FLAG_COMPRESS};
+use crate::index::VolumeMap;
 use crate::io::{open_backing, AlignedBuf, BackingKind, DeviceError, DeviceRef, IoOp, UringDevice};
-use crate::log::{append, Pending, Record, BATCH_DATA_BLOCKS_MAX};
+use crate::log::{append, Origin, Pending, Record, BATCH_DATA_BLOCKS_MAX};
 use crate::units::{SectorSize, VolumeId, BLOCK_SIZE, BLOCK_SIZE_U64};
-use crate::volume::{Volume, VolumeInfo, VolumeState};
+use crate::volume::{Volume, VolumeInfo, VolumeShape, VolumeState};
 
 /// Largest single read or write, in bytes.
 pub const IO_BYTES_MAX: u64 = BATCH_DATA_BLOCKS_MAX as u64 * BLOCK_SIZE_U64;
+/// Writes of up to this many 4 KiB blocks are one log record: all or nothing
+/// across power loss. Larger writes are split into records of this size (so
+/// batches can fill the room left in a segment); after power loss a prefix of
+/// such a write's pieces may survive without the rest.
+pub const ATOMIC_WRITE_BLOCKS: usize = 32;
 /// Largest volume size in bytes (2^52: 4 PiB).
 pub const VOLUME_BYTES_MAX: u64 = 1 << 52;
 /// Longest volume name.
@@ -44,14 +50,46 @@ pub struct PoolStats {
     pub capacity_bytes: u64,
     /// Bytes of segments holding nothing.
     pub free_bytes: u64,
-    /// Bytes of live volume data.
+    /// Bytes of distinct live data blocks (shared blocks count once).
     pub used_bytes: u64,
-    /// Sum of the volumes' provisioned sizes.
+    /// Sum of the volumes' provisioned sizes (snapshots excluded).
     pub provisioned_bytes: u64,
+    /// Bytes of data the volumes and snapshots map, shared blocks counted once
+    /// per map: what the pool would need without sharing.
+    pub logical_bytes: u64,
     /// Bytes of checkpoint bodies.
     pub checkpoint_bytes: u64,
-    /// Number of volumes.
+    /// Number of volumes (clones included).
     pub volume_count: usize,
+    /// Number of snapshots.
+    pub snapshot_count: usize,
+    /// Bytes hosts wrote since the pool was opened.
+    pub host_written_bytes: u64,
+    /// Bytes garbage collection rewrote since the pool was opened.
+    pub gc_relocated_bytes: u64,
+    /// Segments garbage collection cleaned since the pool was opened.
+    pub gc_cleaned_segments: u64,
+}
+
+impl PoolStats {
+    /// Device writes per host write since open (1.0 without garbage collection).
+    pub fn write_amplification(&self) -> f64 {
+        if self.host_written_bytes == 0 {
+            return 1.0;
+        }
+        (self.host_written_bytes + self.gc_relocated_bytes) as f64 / self.host_written_bytes as f64
+    }
+}
+
+/// How much of the pool one volume or snapshot occupies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolumeSpace {
+    /// Bytes of the volume's address space that hold data.
+    pub mapped_bytes: u64,
+    /// Bytes only this map references: freed if it is deleted.
+    pub exclusive_bytes: u64,
+    /// Bytes also referenced by snapshots or clones of the same lineage.
+    pub shared_bytes: u64,
 }
 
 /// Completion of a write, trim or flush.
@@ -64,8 +102,10 @@ pub type ReadDone = Box<dyn FnOnce(Result<Bytes, IoError>) + Send>;
 /// completion later, on an engine thread.
 pub struct Engine {
     core: Arc<Core>,
-    checkpointer: Mutex<Option<JoinHandle<()>>>,
-    stop: Sender<()>,
+    /// The checkpointer and the garbage collector.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Dropping it tells the engine's threads to stop.
+    stop: Mutex<Option<Sender<()>>>,
 }
 
 impl Engine {
@@ -81,19 +121,28 @@ impl Engine {
     /// Opens a formatted pool, replays its log and writes an opening checkpoint.
     pub fn open(devices: Vec<DeviceRef>, config: EngineConfig) -> Result<Engine, OpenError> {
         let (requests_tx, requests_rx) = crossbeam_channel::bounded(1);
-        let core = crate::recovery::open(devices, config, requests_tx)?;
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let core = crate::recovery::open(devices, config, requests_tx, wake_tx)?;
         write_checkpoint(&core)?;
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-        let thread_core = core.clone();
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let engine = Engine {
+            core: core.clone(),
+            threads: Mutex::new(Vec::new()),
+            stop: Mutex::new(Some(stop_tx)),
+        };
+        let stop = stop_rx.clone();
         let checkpointer = std::thread::Builder::new()
             .name("keel-checkpoint".into())
-            .spawn(move || run_checkpointer(thread_core, requests_rx, stop_rx))
+            .spawn(move || run_checkpointer(core, requests_rx, stop))
             .map_err(OpenError::Thread)?;
-        Ok(Engine {
-            core,
-            checkpointer: Mutex::new(Some(checkpointer)),
-            stop: stop_tx,
-        })
+        engine.threads.lock().push(checkpointer);
+        let core = engine.core.clone();
+        let collector = std::thread::Builder::new()
+            .name("keel-gc".into())
+            .spawn(move || crate::gc::run_collector(core, wake_rx, stop_rx))
+            .map_err(OpenError::Thread)?;
+        engine.threads.lock().push(collector);
+        Ok(engine)
     }
 
     /// Opens the files or block devices named by `specs` with io_uring, formatting
@@ -131,11 +180,23 @@ impl Engine {
     /// without calling this is like a crash: nothing acknowledged is lost, but the
     /// next open replays the log.
     pub fn shutdown(self) -> Result<(), CheckpointError> {
-        let _ = self.stop.send(());
-        if let Some(thread) = self.checkpointer.lock().take() {
+        self.stop_threads();
+        write_checkpoint(&self.core)
+    }
+
+    fn stop_threads(&self) {
+        drop(self.stop.lock().take());
+        for thread in self.threads.lock().drain(..) {
             let _ = thread.join();
         }
-        write_checkpoint(&self.core)
+    }
+
+    /// Runs one garbage collection round now, whatever the free space: cleans the
+    /// segments the policy ranks best. Returns whether any segment was worth
+    /// cleaning. The engine collects on its own when space runs low; this is for
+    /// tools and tests.
+    pub fn collect_garbage(&self) -> Result<bool, IoError> {
+        crate::gc::collect_round(&self.core)
     }
 
     /// True after a device failure: writes fail until the pool is reopened.
@@ -143,7 +204,7 @@ impl Engine {
         self.core.fenced.load(Ordering::Acquire)
     }
 
-    // ----- volumes -----
+    // ----- volumes, snapshots and clones -----
 
     /// Creates an empty thin volume; returns once its creation is durable.
     pub fn create_volume(
@@ -152,44 +213,137 @@ impl Engine {
         size_bytes: u64,
         sector: SectorSize,
     ) -> Result<VolumeInfo, VolumeError> {
-        validate_name(name)?;
-        if size_bytes == 0 || size_bytes % BLOCK_SIZE_U64 != 0 || size_bytes > VOLUME_BYTES_MAX {
-            return Err(VolumeError::InvalidSize(size_bytes));
-        }
-        let volume = {
-            let mut catalog = self.core.catalog.write();
-            if catalog.by_name(name).is_some() {
-                return Err(VolumeError::NameTaken(name.to_owned()));
-            }
-            let id = VolumeId(catalog.next_volume_id);
-            let volume = Arc::new(Volume::new(
-                id,
-                name.to_owned(),
-                size_bytes,
-                sector,
-                VolumeState::Creating,
-            ));
-            catalog.insert(volume.clone());
-            volume
-        };
-        let entry = Entry::CreateVolume {
-            volume: volume.id.0,
-            size_bytes,
-            sector_bytes: sector.bytes(),
-            name: name.to_owned(),
-        };
-        if let Err(err) = self.append_meta_durably(entry) {
-            self.core.catalog.write().remove(volume.id);
-            return Err(err.into());
-        }
-        Ok(volume.info())
+        self.create_volume_with(name, size_bytes, sector, 0)
     }
 
-    /// Deletes a volume and frees its space; returns once the deletion is durable.
+    pub(crate) fn create_volume_with(
+        &self,
+        name: &str,
+        size_bytes: u64,
+        sector: SectorSize,
+        flags: u32,
+    ) -> Result<VolumeInfo, VolumeError> {
+        validate_size(size_bytes)?;
+        let entry = |id: VolumeId| Entry::CreateVolume {
+            volume: id.0,
+            size_bytes,
+            sector_bytes: sector.bytes(),
+            flags,
+            name: name.to_owned(),
+        };
+        self.create_entry(name, entry, |id| VolumeShape {
+            id,
+            name: name.to_owned(),
+            size_bytes,
+            sector,
+            kind: VolumeKind::Volume,
+            flags,
+            lineage: id.0,
+            parent: None,
+        })
+    }
+
+    /// Takes a read-only, crash-consistent snapshot of `source` while I/O goes on:
+    /// it holds every write acknowledged before this call and none issued after it
+    /// returns. Costs no data copy; returns once the snapshot is durable.
+    pub fn create_snapshot(&self, source: VolumeId, name: &str) -> Result<VolumeInfo, VolumeError> {
+        let source = self.existing(source)?;
+        if source.is_snapshot() {
+            return Err(VolumeError::IsSnapshot(source.id));
+        }
+        let entry = |id: VolumeId| Entry::CreateSnapshot {
+            volume: id.0,
+            source: source.id.0,
+            name: name.to_owned(),
+        };
+        self.create_entry(name, entry, |id| VolumeShape {
+            id,
+            name: name.to_owned(),
+            size_bytes: source.size(),
+            sector: source.sector,
+            kind: VolumeKind::Snapshot,
+            flags: 0,
+            lineage: source.lineage,
+            parent: Some(source.id),
+        })
+    }
+
+    /// Creates a writable thin clone of `snapshot`, sharing every block with it.
+    /// `size_bytes` (default: the snapshot's) may exceed the snapshot's size;
+    /// `sector` defaults to the snapshot's.
+    pub fn create_clone(
+        &self,
+        snapshot: VolumeId,
+        name: &str,
+        size_bytes: Option<u64>,
+        sector: Option<SectorSize>,
+    ) -> Result<VolumeInfo, VolumeError> {
+        let source = self.existing(snapshot)?;
+        if !source.is_snapshot() {
+            return Err(VolumeError::NotSnapshot(source.id));
+        }
+        let size_bytes = size_bytes.unwrap_or_else(|| source.size());
+        validate_size(size_bytes)?;
+        if size_bytes < source.size() {
+            return Err(VolumeError::Shrink {
+                from: source.size(),
+                to: size_bytes,
+            });
+        }
+        let sector = sector.unwrap_or(source.sector);
+        let entry = |id: VolumeId| Entry::CreateClone {
+            volume: id.0,
+            source: source.id.0,
+            size_bytes,
+            sector_bytes: sector.bytes(),
+            flags: 0,
+            name: name.to_owned(),
+        };
+        self.create_entry(name, entry, |id| VolumeShape {
+            id,
+            name: name.to_owned(),
+            size_bytes,
+            sector,
+            kind: VolumeKind::Volume,
+            flags: 0,
+            lineage: source.lineage,
+            parent: Some(source.id),
+        })
+    }
+
+    /// Makes `volume`'s content that of `snapshot`, a snapshot of the same lineage
+    /// (of this volume, or of the volume it was cloned from). Writes racing with
+    /// the revert land either before it (and are discarded) or after it. The size
+    /// stays; blocks beyond the snapshot's size read as zeros.
+    pub fn revert_volume(
+        &self,
+        volume: VolumeId,
+        snapshot: VolumeId,
+    ) -> Result<VolumeInfo, VolumeError> {
+        let target = self.existing(volume)?;
+        let source = self.existing(snapshot)?;
+        if target.is_snapshot() {
+            return Err(VolumeError::IsSnapshot(target.id));
+        }
+        if !source.is_snapshot() {
+            return Err(VolumeError::NotSnapshot(source.id));
+        }
+        if source.lineage != target.lineage {
+            return Err(VolumeError::NotRelated { volume, snapshot });
+        }
+        self.append_meta_durably(Entry::Revert {
+            volume: volume.0,
+            snapshot: snapshot.0,
+        })?;
+        Ok(target.info())
+    }
+
+    /// Deletes a volume or snapshot and frees the space nothing else shares;
+    /// returns once the deletion is durable. Snapshots and clones are independent
+    /// maps, so they may be deleted in any order: deleting a snapshot keeps its
+    /// clones whole, and deleting a volume keeps its snapshots.
     pub fn delete_volume(&self, id: VolumeId) -> Result<(), VolumeError> {
-        let volume = self
-            .live_volume(id)
-            .map_err(|_| VolumeError::NotFound(id.to_string()))?;
+        let volume = self.existing(id)?;
         volume.set_state(VolumeState::Deleting);
         let result = self.append_meta_durably(Entry::DeleteVolume { volume: id.0 });
         if result.is_err() {
@@ -200,12 +354,11 @@ impl Engine {
 
     /// Grows a volume; shrinking is refused. Returns once the change is durable.
     pub fn resize_volume(&self, id: VolumeId, size_bytes: u64) -> Result<VolumeInfo, VolumeError> {
-        let volume = self
-            .live_volume(id)
-            .map_err(|_| VolumeError::NotFound(id.to_string()))?;
-        if size_bytes == 0 || size_bytes % BLOCK_SIZE_U64 != 0 || size_bytes > VOLUME_BYTES_MAX {
-            return Err(VolumeError::InvalidSize(size_bytes));
+        let volume = self.existing(id)?;
+        if volume.is_snapshot() {
+            return Err(VolumeError::IsSnapshot(id));
         }
+        validate_size(size_bytes)?;
         if size_bytes < volume.size() {
             return Err(VolumeError::Shrink {
                 from: volume.size(),
@@ -219,16 +372,50 @@ impl Engine {
         Ok(volume.info())
     }
 
-    /// Every live volume, ordered by id.
+    /// Turns compression of data written from now on on or off.
+    pub fn set_compression(&self, id: VolumeId, enabled: bool) -> Result<VolumeInfo, VolumeError> {
+        let volume = self.existing(id)?;
+        if volume.is_snapshot() {
+            return Err(VolumeError::IsSnapshot(id));
+        }
+        let flags = if enabled {
+            volume.flags() | VOLUME_FLAG_COMPRESS
+        } else {
+            volume.flags() & !VOLUME_FLAG_COMPRESS
+        };
+        self.set_flags(&volume, flags)?;
+        Ok(volume.info())
+    }
+
+    pub(crate) fn set_flags(&self, volume: &Volume, flags: u32) -> Result<(), VolumeError> {
+        if flags != volume.flags() {
+            self.append_meta_durably(Entry::SetFlags {
+                volume: volume.id.0,
+                flags,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every live volume (not snapshots), ordered by id.
     pub fn volumes(&self) -> Vec<VolumeInfo> {
+        self.listed(VolumeKind::Volume)
+    }
+
+    /// Every snapshot, ordered by id.
+    pub fn snapshots(&self) -> Vec<VolumeInfo> {
+        self.listed(VolumeKind::Snapshot)
+    }
+
+    fn listed(&self, kind: VolumeKind) -> Vec<VolumeInfo> {
         let all = self.core.catalog.read().all();
         all.into_iter()
-            .filter(|v| v.state() == VolumeState::Live)
+            .filter(|v| v.state() == VolumeState::Live && v.kind == kind)
             .map(|v| v.info())
             .collect()
     }
 
-    /// One volume by id.
+    /// One volume or snapshot by id.
     pub fn volume(&self, id: VolumeId) -> Option<VolumeInfo> {
         self.live_volume(id).ok().map(|v| v.info())
     }
@@ -238,10 +425,25 @@ impl Engine {
         self.live_volume(id).ok().map(|v| v.size())
     }
 
-    /// One volume by name.
+    /// One volume or snapshot by name.
     pub fn volume_by_name(&self, name: &str) -> Option<VolumeInfo> {
         let volume = self.core.catalog.read().by_name(name)?;
         (volume.state() == VolumeState::Live).then(|| volume.info())
+    }
+
+    /// How much of the pool a volume or snapshot occupies: blocks it alone holds
+    /// and blocks it shares with snapshots and clones of its lineage. Walks the
+    /// map: O(mapped blocks).
+    pub fn volume_space(&self, id: VolumeId) -> Option<VolumeSpace> {
+        let volume = self.live_volume(id).ok()?;
+        let map = volume.map.read().clone();
+        let log = self.core.log.lock();
+        let (exclusive, shared) = map.exclusive_and_shared(|at| log.segments.block_refs(at));
+        Some(VolumeSpace {
+            mapped_bytes: map.mapped_blocks() * BLOCK_SIZE_U64,
+            exclusive_bytes: exclusive * BLOCK_SIZE_U64,
+            shared_bytes: shared * BLOCK_SIZE_U64,
+        })
     }
 
     /// Space figures for the pool.
@@ -256,15 +458,65 @@ impl Engine {
                 log.segments.live_blocks(),
             )
         };
-        let volumes = self.volumes();
+        let all = self.core.catalog.read().all();
+        let live_maps: Vec<_> = all
+            .iter()
+            .filter(|v| v.state() == VolumeState::Live)
+            .collect();
+        let volumes: Vec<_> = live_maps.iter().filter(|v| !v.is_snapshot()).collect();
+        let counters = &self.core.counters;
         PoolStats {
             capacity_bytes: u64::from(self.core.pool.segment_count()) * segment_bytes,
             free_bytes: free * segment_bytes,
             used_bytes: live * BLOCK_SIZE_U64,
-            provisioned_bytes: volumes.iter().map(|v| v.size_bytes).sum(),
+            provisioned_bytes: volumes.iter().map(|v| v.size()).sum(),
+            logical_bytes: live_maps
+                .iter()
+                .map(|v| v.map.read().mapped_blocks())
+                .sum::<u64>()
+                * BLOCK_SIZE_U64,
             checkpoint_bytes: body * segment_bytes,
             volume_count: volumes.len(),
+            snapshot_count: live_maps.len() - volumes.len(),
+            host_written_bytes: counters.foreground_blocks.load(Ordering::Relaxed) * BLOCK_SIZE_U64,
+            gc_relocated_bytes: counters.relocated_blocks.load(Ordering::Relaxed) * BLOCK_SIZE_U64,
+            gc_cleaned_segments: counters.cleaned_segments.load(Ordering::Relaxed),
         }
+    }
+
+    /// Logs a create record for a new volume or snapshot named `name`, with a
+    /// placeholder in the catalog so the name is taken at once.
+    fn create_entry(
+        &self,
+        name: &str,
+        entry: impl FnOnce(VolumeId) -> Entry,
+        shape: impl FnOnce(VolumeId) -> VolumeShape,
+    ) -> Result<VolumeInfo, VolumeError> {
+        validate_name(name)?;
+        let volume = {
+            let mut catalog = self.core.catalog.write();
+            if catalog.by_name(name).is_some() {
+                return Err(VolumeError::NameTaken(name.to_owned()));
+            }
+            let id = VolumeId(catalog.next_volume_id);
+            let volume = Arc::new(Volume::new(
+                shape(id),
+                VolumeMap::new(),
+                VolumeState::Creating,
+            ));
+            catalog.insert(volume.clone());
+            volume
+        };
+        if let Err(err) = self.append_meta_durably(entry(volume.id)) {
+            self.core.catalog.write().remove(volume.id);
+            return Err(err.into());
+        }
+        Ok(volume.info())
+    }
+
+    fn existing(&self, id: VolumeId) -> Result<Arc<Volume>, VolumeError> {
+        self.live_volume(id)
+            .map_err(|_| VolumeError::NotFound(id.to_string()))
     }
 
     // ----- data path -----
@@ -320,6 +572,14 @@ impl Engine {
         flush_devices(&self.core, done)
     }
 
+    fn writable_volume(&self, id: VolumeId) -> Result<Arc<Volume>, IoError> {
+        let volume = self.live_volume(id)?;
+        if volume.is_snapshot() {
+            return Err(IoError::ReadOnly(id));
+        }
+        Ok(volume)
+    }
+
     fn live_volume(&self, id: VolumeId) -> Result<Arc<Volume>, IoError> {
         match self.core.catalog.read().get(id) {
             Some(v) if v.state() == VolumeState::Live => Ok(v),
@@ -334,7 +594,11 @@ impl Engine {
         len: u64,
         writing: bool,
     ) -> Result<Arc<Volume>, IoError> {
-        let volume = self.live_volume(id)?;
+        let volume = if writing {
+            self.writable_volume(id)?
+        } else {
+            self.live_volume(id)?
+        };
         let sector = u64::from(volume.sector.bytes());
         if len == 0 || len % sector != 0 {
             return Err(IoError::Invalid(
@@ -368,7 +632,11 @@ impl Engine {
         sectors: u32,
         writing: bool,
     ) -> Result<(Arc<Volume>, u64, u64), IoError> {
-        let volume = self.live_volume(id)?;
+        let volume = if writing {
+            self.writable_volume(id)?
+        } else {
+            self.live_volume(id)?
+        };
         let sector = u64::from(volume.sector.bytes());
         let len = u64::from(sectors) * sector;
         let volume = if writing && len > IO_BYTES_MAX {
@@ -417,10 +685,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        let _ = self.stop.try_send(());
-        if let Some(thread) = self.checkpointer.lock().take() {
-            let _ = thread.join();
-        }
+        self.stop_threads();
     }
 }
 
@@ -438,6 +703,13 @@ fn run_checkpointer(core: Arc<Core>, requests: Receiver<()>, stop: Receiver<()>)
             recv(stop) -> _ => return,
         }
     }
+}
+
+fn validate_size(size_bytes: u64) -> Result<(), VolumeError> {
+    if size_bytes == 0 || size_bytes % BLOCK_SIZE_U64 != 0 || size_bytes > VOLUME_BYTES_MAX {
+        return Err(VolumeError::InvalidSize(size_bytes));
+    }
+    Ok(())
 }
 
 fn validate_name(name: &str) -> Result<(), VolumeError> {
@@ -537,23 +809,76 @@ fn store_blocks(
     data: RangeData,
     done: WriteDone,
 ) {
-    let record = match data {
-        RangeData::Zeroes(_) => Record::Meta(Entry::Trim {
-            volume: volume.id.0,
-            lba: first,
-            blocks,
-        }),
-        RangeData::Bytes(bytes) => {
-            let crcs = bytes.chunks(BLOCK_SIZE).map(crc32c::crc32c).collect();
-            Record::Write {
-                volume: volume.id,
+    let bytes = match data {
+        RangeData::Zeroes(_) => {
+            let record = Record::Meta(Entry::Trim {
+                volume: volume.id.0,
                 lba: first,
-                data: bytes,
-                crcs,
-            }
+                blocks,
+            });
+            return append(core, Pending { record, done });
         }
+        RangeData::Bytes(bytes) => bytes,
     };
-    append(core, Pending { record, done });
+    let piece_bytes = ATOMIC_WRITE_BLOCKS * BLOCK_SIZE;
+    let pieces = bytes.len().div_ceil(piece_bytes);
+    let join = Join::new(pieces, done);
+    for piece in 0..pieces {
+        let at = piece * piece_bytes;
+        let data = bytes.slice(at..bytes.len().min(at + piece_bytes));
+        let crcs = data.chunks(BLOCK_SIZE).map(crc32c::crc32c).collect();
+        let lba = first + (piece * ATOMIC_WRITE_BLOCKS) as u64;
+        let entry = Entry::Write {
+            volume: volume.id.0,
+            lba,
+            data_offset: 0,
+            crcs,
+        };
+        let record = Record::Data {
+            entry,
+            data,
+            origin: Origin::Foreground,
+        };
+        append(
+            core,
+            Pending {
+                record,
+                done: join.part(),
+            },
+        );
+    }
+}
+
+/// Runs one completion after `parts` partial completions, with the first error.
+struct Join {
+    state: Arc<Mutex<(usize, Option<IoError>, Option<WriteDone>)>>,
+}
+
+impl Join {
+    fn new(parts: usize, done: WriteDone) -> Join {
+        Join {
+            state: Arc::new(Mutex::new((parts, None, Some(done)))),
+        }
+    }
+
+    fn part(&self) -> WriteDone {
+        let state = self.state.clone();
+        Box::new(move |result| {
+            let mut guard = state.lock();
+            if let Err(err) = result {
+                guard.1.get_or_insert(err);
+            }
+            guard.0 -= 1;
+            if guard.0 == 0 {
+                let outcome = guard.1.take().map_or(Ok(()), Err);
+                let done = guard.2.take();
+                drop(guard);
+                if let Some(done) = done {
+                    done(outcome);
+                }
+            }
+        })
+    }
 }
 
 /// A contiguous piece of a read: `blocks` blocks at `phys` land at block `dest` of
@@ -722,35 +1047,51 @@ struct ReadJoin {
     done: Option<Box<dyn FnOnce(Result<AlignedBuf, IoError>) + Send>>,
 }
 
-fn flush_devices(core: &Arc<Core>, done: WriteDone) {
+pub(crate) fn flush_devices(core: &Arc<Core>, done: WriteDone) {
     if core.fenced.load(Ordering::Acquire) {
         return done(Err(IoError::Fenced));
     }
+    // Every batch applied now has completed its write, so the flush covers it.
+    let covers_seq = core.log.lock().applied_seq;
     let devices = core.pool.devices.clone();
-    let join = Arc::new(Mutex::new((devices.len(), None::<IoError>, Some(done))));
+    let flushed_core = core.clone();
+    let join = Join::new(
+        devices.len(),
+        Box::new(move |result| {
+            if result.is_ok() {
+                flushed_up_to(&flushed_core, covers_seq);
+            }
+            done(result);
+        }),
+    );
     for device in devices {
-        let join = join.clone();
         let core2 = core.clone();
+        let part = join.part();
         device.submit(
             IoOp::Flush,
             Box::new(move |outcome| {
-                let mut state = join.lock();
-                if let Err(err) = outcome.result {
+                if let Err(err) = &outcome.result {
                     // A failed flush may have dropped data: never retry, fence.
                     core2.fenced.store(true, Ordering::Release);
                     tracing::error!(%err, "flush failed; fencing the engine");
-                    state.1.get_or_insert(IoError::Device(err));
                 }
-                state.0 -= 1;
-                if state.0 == 0 {
-                    let result = state.1.take().map_or(Ok(()), Err);
-                    if let Some(done) = state.2.take() {
-                        drop(state);
-                        done(result);
-                    }
-                }
+                part(outcome.result.map_err(IoError::Device));
             }),
         );
+    }
+}
+
+/// Records that batches up to `seq` are on stable media, which may let dead
+/// segments be reused.
+fn flushed_up_to(core: &Arc<Core>, seq: u64) {
+    let freed = {
+        let mut log = core.log.lock();
+        log.segments.durable_seq = log.segments.durable_seq.max(seq);
+        let covered = log.covered_seq;
+        log.segments.free_dead(covered)
+    };
+    if freed > 0 {
+        crate::log::kick(core);
     }
 }
 

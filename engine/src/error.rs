@@ -43,6 +43,9 @@ pub enum IoError {
     /// An earlier write or flush failed; the engine accepts no more changes until reopened.
     #[error("engine is fenced after an earlier device failure; reopen to recover")]
     Fenced,
+    /// The target is a snapshot: snapshots are read-only.
+    #[error("{0} is a snapshot and cannot be written")]
+    ReadOnly(VolumeId),
 }
 
 /// Why a volume control operation (create, delete, resize) failed.
@@ -68,6 +71,20 @@ pub enum VolumeError {
         from: u64,
         /// Requested size.
         to: u64,
+    },
+    /// The operation needs a volume, not a snapshot.
+    #[error("{0} is a snapshot")]
+    IsSnapshot(VolumeId),
+    /// The operation needs a snapshot, not a volume.
+    #[error("{0} is not a snapshot")]
+    NotSnapshot(VolumeId),
+    /// A volume can only be reverted to a snapshot of its own lineage.
+    #[error("{snapshot} is not a snapshot of {volume} or of the volume it was cloned from")]
+    NotRelated {
+        /// The volume to revert.
+        volume: VolumeId,
+        /// The unrelated snapshot.
+        snapshot: VolumeId,
     },
     /// The operation's log record could not be written or flushed.
     #[error(transparent)]

@@ -12,6 +12,7 @@ mod core;
 mod engine;
 mod error;
 pub mod format;
+mod gc;
 mod index;
 pub mod io;
 mod log;
@@ -20,12 +21,13 @@ mod recovery;
 pub mod units;
 mod volume;
 
-pub use crate::core::EngineConfig;
+pub use crate::core::{EngineConfig, GcPolicy};
 pub use crate::engine::{
-    DeviceSpec, Engine, PoolStats, ReadDone, WriteDone, IO_BYTES_MAX, VOLUME_BYTES_MAX,
-    VOLUME_NAME_MAX,
+    DeviceSpec, Engine, PoolStats, ReadDone, VolumeSpace, WriteDone, ATOMIC_WRITE_BLOCKS,
+    IO_BYTES_MAX, VOLUME_BYTES_MAX, VOLUME_NAME_MAX,
 };
 pub use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
-pub use crate::index::{Mapping, VolumeMap, CHUNK_BLOCKS};
+pub use crate::format::VolumeKind;
+pub use crate::index::{Mapping, RefCounts, Untracked, VolumeMap, CHUNK_BLOCKS};
 pub use crate::units::{SectorSize, VolumeId};
 pub use crate::volume::VolumeInfo;

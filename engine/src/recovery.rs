@@ -12,13 +12,13 @@ use parking_lot::{Mutex, RwLock};
 use crate::core::{Catalog, Core, EngineConfig};
 use crate::error::OpenError;
 use crate::format::{BatchHeader, CheckpointBody, CheckpointRoot, DecodeError, Entry};
-use crate::index::VolumeMap;
+use crate::index::{set_owners, Chunk, RefCounts, VolumeMap};
 use crate::io::{flush_blocking, read_blocking, write_blocking, AlignedBuf, DeviceRef};
 use crate::log::segments::{SegmentPins, SegmentState, SegmentTable};
 use crate::log::{apply_batch, LogState};
 use crate::pool::{Pool, ROOT_SLOTS};
 use crate::units::{SectorSize, SegmentId, VolumeId, BLOCK_SIZE};
-use crate::volume::{Volume, VolumeState};
+use crate::volume::{Volume, VolumeShape, VolumeState};
 
 /// Makes `devices` a new, empty pool.
 pub(crate) fn format(
@@ -29,6 +29,7 @@ pub(crate) fn format(
     let pool = Pool::format(devices, config.blocks_per_segment, uuid)?;
     let body = CheckpointBody {
         next_volume_id: 1,
+        instances: Vec::new(),
         volumes: Vec::new(),
     }
     .encode();
@@ -71,12 +72,14 @@ pub(crate) fn open(
     devices: Vec<DeviceRef>,
     config: EngineConfig,
     checkpoint_requests: crossbeam_channel::Sender<()>,
+    collector_wake: crossbeam_channel::Sender<()>,
 ) -> Result<Arc<Core>, OpenError> {
     let pool = Pool::load(devices)?;
     let root = newest_root(&pool)?;
     let body = read_body(&pool, &root)?;
     let pins = Arc::new(SegmentPins::new(pool.segment_count()));
-    let mut segments = SegmentTable::new(pool.segment_count(), pins.clone());
+    let mut segments =
+        SegmentTable::new(pool.segment_count(), pool.blocks_per_segment, pins.clone());
     for &segment in &root.body_segments {
         if segment >= pool.segment_count() {
             return Err(corrupt(
@@ -109,6 +112,10 @@ pub(crate) fn open(
         epoch: root.epoch + 1,
         checkpoint_gate: Mutex::new(()),
         checkpoint_requests,
+        collector_wake,
+        collector_gate: Mutex::new(()),
+        collector_stalled: AtomicBool::new(false),
+        counters: Default::default(),
     });
     {
         let mut log = core.log.lock();
@@ -202,55 +209,55 @@ fn rebuild_catalog(
     body: &CheckpointBody,
     segments: &mut SegmentTable,
 ) -> Result<Catalog, OpenError> {
+    let invalid = |field: &'static str, value: u64| {
+        corrupt("checkpoint body", DecodeError::Invalid { field, value })
+    };
+    let mut instances = Vec::with_capacity(body.instances.len());
+    for (number, entries) in body.instances.iter().enumerate() {
+        let chunk =
+            Chunk::from_entries(entries).ok_or_else(|| invalid("chunk_instance", number as u64))?;
+        instances.push(Arc::new(chunk));
+    }
+    let mut owners = vec![0u32; instances.len()];
     let mut catalog = Catalog::default();
     for image in &body.volumes {
-        let sector = SectorSize::from_bytes(image.sector_bytes).ok_or_else(|| {
-            corrupt(
-                "checkpoint body",
-                DecodeError::Invalid {
-                    field: "sector_bytes",
-                    value: image.sector_bytes.into(),
-                },
-            )
-        })?;
-        let map = VolumeMap::from_images(&image.chunks).map_err(|o| {
-            corrupt(
-                "checkpoint body",
-                DecodeError::Invalid {
-                    field: "chunk_offset",
-                    value: o.into(),
-                },
-            )
-        })?;
-        let mut bad = None;
-        map.for_each_location(|phys| {
-            if !pool.contains(phys) {
-                bad = Some(phys.0);
-                return;
-            }
-            let (segment, _) = pool.split(phys);
-            let info = segments.get_mut(segment);
-            info.live_blocks += 1;
-            info.state = SegmentState::Sealed;
-        });
-        if let Some(value) = bad {
-            return Err(corrupt(
-                "checkpoint body",
-                DecodeError::Invalid {
-                    field: "location",
-                    value,
-                },
-            ));
+        let sector = SectorSize::from_bytes(image.sector_bytes)
+            .ok_or_else(|| invalid("sector_bytes", image.sector_bytes.into()))?;
+        let mut map = VolumeMap::new();
+        for &(index, number) in &image.chunks {
+            let chunk = instances
+                .get(number as usize)
+                .ok_or_else(|| invalid("chunk_instance", number.into()))?;
+            owners[number as usize] += 1;
+            map.attach(index, chunk.clone());
         }
-        let volume = Volume::new(
-            VolumeId(image.id),
-            image.name.clone(),
-            image.size_bytes,
+        let shape = VolumeShape {
+            id: VolumeId(image.id),
+            name: image.name.clone(),
+            size_bytes: image.size_bytes,
             sector,
-            VolumeState::Live,
-        );
-        *volume.map.write() = map;
-        catalog.insert(Arc::new(volume));
+            kind: image.kind,
+            flags: image.flags,
+            lineage: image.lineage,
+            parent: (image.parent != 0).then_some(VolumeId(image.parent)),
+        };
+        catalog.insert(Arc::new(Volume::new(shape, map, VolumeState::Live)));
+    }
+    let mut refs = segments.refs_for(0);
+    for (chunk, &count) in instances.iter().zip(&owners) {
+        set_owners(chunk, count);
+        if count == 0 {
+            continue;
+        }
+        for (_, mapping) in chunk.mapped() {
+            if !pool.contains(mapping.location) {
+                return Err(invalid("location", mapping.location.0));
+            }
+            refs.acquire(mapping.location);
+        }
+    }
+    for info in segments.info.iter_mut().filter(|i| i.live_blocks > 0) {
+        info.state = SegmentState::Sealed;
     }
     catalog.next_volume_id = catalog.next_volume_id.max(body.next_volume_id);
     Ok(catalog)

@@ -1,10 +1,11 @@
 //! Thin volumes: identity, size and block map, plus the range locks that serialise
 //! read-modify-write of partial blocks on 512-byte-sector volumes.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::format::{VolumeKind, VOLUME_FLAG_COMPRESS, VOLUME_FLAG_INCOMPLETE};
 use crate::index::VolumeMap;
 use crate::units::{SectorSize, VolumeId};
 
@@ -20,11 +21,30 @@ pub(crate) enum VolumeState {
     Deleting = 2,
 }
 
-/// A volume's in-memory state.
+/// Identity and shape of a volume or snapshot, as its create record gives them.
+#[derive(Clone, Debug)]
+pub(crate) struct VolumeShape {
+    pub id: VolumeId,
+    pub name: String,
+    pub size_bytes: u64,
+    pub sector: SectorSize,
+    pub kind: VolumeKind,
+    pub flags: u32,
+    /// The volume whose blocks this map may share; see `index` for the invariant.
+    pub lineage: u64,
+    /// Snapshot: the volume it was taken of. Clone: the snapshot it came from.
+    pub parent: Option<VolumeId>,
+}
+
+/// A volume's (or snapshot's) in-memory state.
 pub(crate) struct Volume {
     pub id: VolumeId,
     pub name: String,
     pub sector: SectorSize,
+    pub kind: VolumeKind,
+    pub lineage: u64,
+    pub parent: Option<VolumeId>,
+    pub flags: AtomicU32,
     pub size_bytes: AtomicU64,
     pub map: RwLock<VolumeMap>,
     state: AtomicU8,
@@ -32,22 +52,42 @@ pub(crate) struct Volume {
 }
 
 impl Volume {
-    pub fn new(
-        id: VolumeId,
-        name: String,
-        size_bytes: u64,
-        sector: SectorSize,
-        state: VolumeState,
-    ) -> Volume {
+    pub fn new(shape: VolumeShape, map: VolumeMap, state: VolumeState) -> Volume {
         Volume {
-            id,
-            name,
-            sector,
-            size_bytes: AtomicU64::new(size_bytes),
-            map: RwLock::new(VolumeMap::new()),
+            id: shape.id,
+            name: shape.name,
+            sector: shape.sector,
+            kind: shape.kind,
+            lineage: shape.lineage,
+            parent: shape.parent,
+            flags: AtomicU32::new(shape.flags),
+            size_bytes: AtomicU64::new(shape.size_bytes),
+            map: RwLock::new(map),
             state: AtomicU8::new(state as u8),
             range_locks: RangeLocks::default(),
         }
+    }
+
+    /// The shape to record in a checkpoint.
+    pub fn shape(&self) -> VolumeShape {
+        VolumeShape {
+            id: self.id,
+            name: self.name.clone(),
+            size_bytes: self.size(),
+            sector: self.sector,
+            kind: self.kind,
+            flags: self.flags(),
+            lineage: self.lineage,
+            parent: self.parent,
+        }
+    }
+
+    pub fn flags(&self) -> u32 {
+        self.flags.load(Ordering::Acquire)
+    }
+
+    pub fn is_snapshot(&self) -> bool {
+        self.kind == VolumeKind::Snapshot
     }
 
     pub fn state(&self) -> VolumeState {
@@ -68,12 +108,17 @@ impl Volume {
 
     pub fn info(&self) -> VolumeInfo {
         let mapped_blocks = self.map.read().mapped_blocks();
+        let flags = self.flags();
         VolumeInfo {
             id: self.id,
             name: self.name.clone(),
             size_bytes: self.size(),
             sector_size: self.sector,
             mapped_bytes: mapped_blocks * crate::units::BLOCK_SIZE_U64,
+            kind: self.kind,
+            parent: self.parent,
+            compression: flags & VOLUME_FLAG_COMPRESS != 0,
+            complete: flags & VOLUME_FLAG_INCOMPLETE == 0,
         }
     }
 }
@@ -92,6 +137,15 @@ pub struct VolumeInfo {
     /// Bytes of volume space that hold data (written and not trimmed); equal to the
     /// physical space the volume uses while nothing is shared or compressed.
     pub mapped_bytes: u64,
+    /// Writable volume or read-only snapshot.
+    pub kind: VolumeKind,
+    /// A snapshot's source volume, or a thin clone's source snapshot.
+    pub parent: Option<VolumeId>,
+    /// Whether newly written data is compressed.
+    pub compression: bool,
+    /// False while a thick clone is still filling the volume (and forever if the
+    /// clone failed or was cancelled before finishing).
+    pub complete: bool,
 }
 
 type Waiter = Box<dyn FnOnce() + Send>;

@@ -1,17 +1,22 @@
-//! Model-based property test: random sequences of volume and data operations,
-//! interleaved with simulated crashes (process death and power loss with torn,
-//! dropped and reordered unflushed writes), checked against an in-memory model.
+//! Model-based property test: random sequences of volume, snapshot, clone, revert,
+//! data and garbage-collection operations, interleaved with simulated crashes
+//! (process death and power loss with torn, dropped and reordered unflushed
+//! writes), checked against an in-memory model. Every read of every volume,
+//! snapshot and clone must match the model.
 //!
 //! After a crash the engine must hold exactly the model's state after some prefix
-//! of the operations issued since the last durable point (a flush, a volume
-//! create/delete/resize, or a reopen) — and after process death, all of them.
+//! of the operations issued since the last durable point (a flush, a volume or
+//! snapshot create/delete/resize/revert, or a reopen) — and after process death,
+//! all of them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use engine::io::{CrashMode, DeviceRef, SimDevice};
-use engine::{Engine, EngineConfig, IoError, SectorSize, VolumeId};
+use engine::{
+    Engine, EngineConfig, IoError, SectorSize, VolumeError, VolumeId, ATOMIC_WRITE_BLOCKS,
+};
 use proptest::prelude::*;
 
 const SECTORS_MAX: u64 = 96;
@@ -48,6 +53,35 @@ enum Op {
     },
     Checkpoint,
     Crash(CrashKind),
+    Snapshot {
+        volume: usize,
+    },
+    Clone {
+        snapshot: usize,
+        extra: u64,
+    },
+    Revert {
+        volume: usize,
+        snapshot: usize,
+    },
+    DeleteSnapshot {
+        snapshot: usize,
+    },
+    ReadSnapshot {
+        snapshot: usize,
+        lba: u64,
+        sectors: u64,
+    },
+    WriteSnapshot {
+        snapshot: usize,
+    },
+    /// Rewrites a whole volume `rounds` times: makes garbage for the collector.
+    Churn {
+        volume: usize,
+        rounds: u8,
+        tag: u8,
+    },
+    CollectGarbage,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +105,14 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Crash(CrashKind::ProcessKill)),
         1 => Just(Op::Crash(CrashKind::PowerLossDropAll)),
         2 => any::<u64>().prop_map(|seed| Op::Crash(CrashKind::PowerLossTorn(seed))),
+        2 => (0usize..4).prop_map(|volume| Op::Snapshot { volume }),
+        1 => (0usize..6, 0u64..8).prop_map(|(snapshot, extra)| Op::Clone { snapshot, extra }),
+        1 => (0usize..4, 0usize..6).prop_map(|(volume, snapshot)| Op::Revert { volume, snapshot }),
+        1 => (0usize..6).prop_map(|snapshot| Op::DeleteSnapshot { snapshot }),
+        2 => (0usize..6, 0u64..SECTORS_MAX, 1u64..24).prop_map(|(snapshot, lba, sectors)| Op::ReadSnapshot { snapshot, lba, sectors }),
+        1 => (0usize..6).prop_map(|snapshot| Op::WriteSnapshot { snapshot }),
+        2 => (0usize..4, 1u8..12, any::<u8>()).prop_map(|(volume, rounds, tag)| Op::Churn { volume, rounds, tag }),
+        2 => Just(Op::CollectGarbage),
     ]
 }
 
@@ -78,9 +120,18 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Clone, Debug, PartialEq)]
 struct VolumeModel {
     id: VolumeId,
+    /// The id of the volume that started this map's lineage: reverts need a match.
+    lineage: VolumeId,
     sector_bytes: u64,
     sectors: u64,
     content: BTreeMap<u64, u8>,
+}
+
+/// Everything the engine should hold.
+#[derive(Clone, Debug, PartialEq, Default)]
+struct PoolModel {
+    volumes: Vec<VolumeModel>,
+    snapshots: Vec<VolumeModel>,
 }
 
 impl VolumeModel {
@@ -114,27 +165,30 @@ fn config() -> EngineConfig {
     }
 }
 
+/// Sixteen 2 MiB segments: small enough that churn makes the collector work.
+const POOL_BYTES: u64 = 33 << 20;
+
 struct Harness {
     sim: Arc<SimDevice>,
     engine: Option<Engine>,
-    volumes: Vec<VolumeModel>,
+    model: PoolModel,
     /// Model states since the last durable point; index 0 is durable.
-    history: Vec<Vec<VolumeModel>>,
-    volumes_created: usize,
+    history: Vec<PoolModel>,
+    names_used: usize,
 }
 
 impl Harness {
     fn new() -> Harness {
-        let sim = Arc::new(SimDevice::new(24 << 20));
+        let sim = Arc::new(SimDevice::new(POOL_BYTES));
         let devices: Vec<DeviceRef> = vec![sim.clone()];
         Engine::format(devices.clone(), &config()).expect("format");
         let engine = Engine::open(devices, config()).expect("open");
         Harness {
             sim,
             engine: Some(engine),
-            volumes: Vec::new(),
-            history: vec![Vec::new()],
-            volumes_created: 0,
+            model: PoolModel::default(),
+            history: vec![PoolModel::default()],
+            names_used: 0,
         }
     }
 
@@ -143,11 +197,16 @@ impl Harness {
     }
 
     fn durable_point(&mut self) {
-        self.history = vec![self.volumes.clone()];
+        self.history = vec![self.model.clone()];
     }
 
     fn changed(&mut self) {
-        self.history.push(self.volumes.clone());
+        self.history.push(self.model.clone());
+    }
+
+    fn next_name(&mut self, prefix: &str) -> String {
+        self.names_used += 1;
+        format!("{prefix}{}", self.names_used)
     }
 
     fn run(&mut self, op: Op) -> Result<(), TestCaseError> {
@@ -155,8 +214,7 @@ impl Harness {
             Op::Create { sector_4k, sectors } => {
                 let sector_bytes = if sector_4k { 4096 } else { 512 };
                 let sectors = sectors.div_ceil(4096 / sector_bytes) * (4096 / sector_bytes);
-                self.volumes_created += 1;
-                let name = format!("vol{}", self.volumes_created);
+                let name = self.next_name("vol");
                 let sector = if sector_4k {
                     SectorSize::B4096
                 } else {
@@ -167,12 +225,14 @@ impl Harness {
                     .create_volume(&name, sectors * sector_bytes, sector)
                 {
                     Ok(info) => {
-                        self.volumes.push(VolumeModel {
+                        let model = VolumeModel {
                             id: info.id,
+                            lineage: info.id,
                             sector_bytes,
                             sectors,
                             content: BTreeMap::new(),
-                        });
+                        };
+                        self.model.volumes.push(model);
                         self.durable_point();
                     }
                     Err(err) => prop_assert!(false, "create failed: {err}"),
@@ -184,7 +244,7 @@ impl Harness {
                 sectors,
                 tag,
             } => {
-                let Some(model) = self.volumes.get(volume).cloned() else {
+                let Some(model) = self.model.volumes.get(volume).cloned() else {
                     return Ok(());
                 };
                 let tag = tag.max(1);
@@ -200,7 +260,7 @@ impl Harness {
                 } else {
                     prop_assert!(result.is_ok(), "write failed: {result:?}");
                     for s in lba..lba + sectors {
-                        self.volumes[volume].content.insert(s, tag);
+                        self.model.volumes[volume].content.insert(s, tag);
                     }
                     self.changed();
                 }
@@ -210,7 +270,7 @@ impl Harness {
                 lba,
                 sectors,
             } => {
-                let Some(model) = self.volumes.get(volume) else {
+                let Some(model) = self.model.volumes.get(volume) else {
                     return Ok(());
                 };
                 let result = self.engine().read_wait(model.id, lba, sectors as u32);
@@ -233,7 +293,7 @@ impl Harness {
                 lba,
                 sectors,
             } => {
-                let Some(model) = self.volumes.get(volume).cloned() else {
+                let Some(model) = self.model.volumes.get(volume).cloned() else {
                     return Ok(());
                 };
                 let result = self.engine().deallocate_wait(model.id, lba, sectors as u32);
@@ -245,7 +305,7 @@ impl Harness {
                 } else {
                     prop_assert!(result.is_ok(), "trim failed: {result:?}");
                     for s in lba..lba + sectors {
-                        self.volumes[volume].content.remove(&s);
+                        self.model.volumes[volume].content.remove(&s);
                     }
                     self.changed();
                 }
@@ -257,7 +317,7 @@ impl Harness {
                 self.durable_point();
             }
             Op::Grow { volume, extra } => {
-                let Some(model) = self.volumes.get(volume).cloned() else {
+                let Some(model) = self.model.volumes.get(volume).cloned() else {
                     return Ok(());
                 };
                 let per_block = 4096 / model.sector_bytes;
@@ -265,14 +325,14 @@ impl Harness {
                 self.engine()
                     .resize_volume(model.id, sectors * model.sector_bytes)
                     .map_err(|e| TestCaseError::fail(format!("grow: {e}")))?;
-                self.volumes[volume].sectors = sectors;
+                self.model.volumes[volume].sectors = sectors;
                 self.durable_point();
             }
             Op::Delete { volume } => {
-                if volume >= self.volumes.len() {
+                if volume >= self.model.volumes.len() {
                     return Ok(());
                 }
-                let model = self.volumes.remove(volume);
+                let model = self.model.volumes.remove(volume);
                 self.engine()
                     .delete_volume(model.id)
                     .map_err(|e| TestCaseError::fail(format!("delete: {e}")))?;
@@ -286,6 +346,135 @@ impl Harness {
                 self.durable_point();
             }
             Op::Crash(kind) => self.crash(kind)?,
+            Op::Snapshot { volume } => {
+                let Some(source) = self.model.volumes.get(volume).cloned() else {
+                    return Ok(());
+                };
+                let name = self.next_name("snap");
+                let info = self
+                    .engine()
+                    .create_snapshot(source.id, &name)
+                    .map_err(|e| TestCaseError::fail(format!("snapshot: {e}")))?;
+                self.model.snapshots.push(VolumeModel {
+                    id: info.id,
+                    ..source
+                });
+                self.durable_point();
+            }
+            Op::Clone { snapshot, extra } => {
+                let Some(source) = self.model.snapshots.get(snapshot).cloned() else {
+                    return Ok(());
+                };
+                let name = self.next_name("clone");
+                let sectors = source.sectors + extra * (4096 / source.sector_bytes);
+                let info = self
+                    .engine()
+                    .create_clone(source.id, &name, Some(sectors * source.sector_bytes), None)
+                    .map_err(|e| TestCaseError::fail(format!("clone: {e}")))?;
+                self.model.volumes.push(VolumeModel {
+                    id: info.id,
+                    sectors,
+                    ..source
+                });
+                self.durable_point();
+            }
+            Op::Revert { volume, snapshot } => {
+                let (Some(target), Some(source)) = (
+                    self.model.volumes.get(volume).cloned(),
+                    self.model.snapshots.get(snapshot).cloned(),
+                ) else {
+                    return Ok(());
+                };
+                let result = self.engine().revert_volume(target.id, source.id);
+                if target.lineage != source.lineage {
+                    prop_assert!(
+                        matches!(result, Err(VolumeError::NotRelated { .. })),
+                        "{result:?}"
+                    );
+                    return Ok(());
+                }
+                result.map_err(|e| TestCaseError::fail(format!("revert: {e}")))?;
+                // Sector sizes match within a lineage; the size stays.
+                self.model.volumes[volume].content = source.content.clone();
+                self.durable_point();
+            }
+            Op::DeleteSnapshot { snapshot } => {
+                if snapshot >= self.model.snapshots.len() {
+                    return Ok(());
+                }
+                let model = self.model.snapshots.remove(snapshot);
+                self.engine()
+                    .delete_volume(model.id)
+                    .map_err(|e| TestCaseError::fail(format!("delete snapshot: {e}")))?;
+                self.durable_point();
+            }
+            Op::ReadSnapshot {
+                snapshot,
+                lba,
+                sectors,
+            } => {
+                let Some(model) = self.model.snapshots.get(snapshot) else {
+                    return Ok(());
+                };
+                let result = self.engine().read_wait(model.id, lba, sectors as u32);
+                if lba + sectors > model.sectors {
+                    prop_assert!(
+                        matches!(result, Err(IoError::OutOfRange { .. })),
+                        "{result:?}"
+                    );
+                } else {
+                    let data = result
+                        .map_err(|e| TestCaseError::fail(format!("snapshot read failed: {e}")))?;
+                    prop_assert!(
+                        data[..] == model.expected(lba, sectors)[..],
+                        "snapshot read mismatch at {lba}+{sectors}"
+                    );
+                }
+            }
+            Op::WriteSnapshot { snapshot } => {
+                let Some(model) = self.model.snapshots.get(snapshot) else {
+                    return Ok(());
+                };
+                let data = Bytes::from(vec![7u8; model.sector_bytes as usize]);
+                let result = self.engine().write_wait(model.id, 0, data);
+                prop_assert!(matches!(result, Err(IoError::ReadOnly(_))), "{result:?}");
+            }
+            Op::Churn {
+                volume,
+                rounds,
+                tag,
+            } => {
+                let Some(model) = self.model.volumes.get(volume).cloned() else {
+                    return Ok(());
+                };
+                for round in 0..rounds {
+                    let tag = tag.wrapping_add(round).max(1);
+                    let data: Vec<u8> = (0..model.sectors)
+                        .flat_map(|s| sector_bytes(tag, s, model.sector_bytes))
+                        .collect();
+                    match self.engine().write_wait(model.id, 0, Bytes::from(data)) {
+                        Ok(()) => {
+                            // A write larger than the atomic unit survives power
+                            // loss as a prefix of its pieces.
+                            let piece = ATOMIC_WRITE_BLOCKS as u64 * (4096 / model.sector_bytes);
+                            for start in (0..model.sectors).step_by(piece as usize) {
+                                for s in start..(start + piece).min(model.sectors) {
+                                    self.model.volumes[volume].content.insert(s, tag);
+                                }
+                                self.changed();
+                            }
+                        }
+                        // Snapshots can pin enough data to fill this small pool.
+                        Err(IoError::NoSpace) => break,
+                        Err(err) => prop_assert!(false, "churn write failed: {err}"),
+                    }
+                }
+            }
+            Op::CollectGarbage => {
+                self.engine()
+                    .collect_garbage()
+                    .map_err(|e| TestCaseError::fail(format!("gc: {e}")))?;
+            }
         }
         Ok(())
     }
@@ -299,7 +488,7 @@ impl Harness {
         });
         let engine = Engine::open(vec![self.sim.clone() as DeviceRef], config())
             .map_err(|e| TestCaseError::fail(format!("reopen after {kind:?}: {e}")))?;
-        let candidates: Vec<&Vec<VolumeModel>> = match kind {
+        let candidates: Vec<&PoolModel> = match kind {
             CrashKind::ProcessKill => vec![self.history.last().expect("history is never empty")],
             _ => self.history.iter().collect(),
         };
@@ -311,20 +500,65 @@ impl Harness {
             }
         }
         let Some(state) = matched else {
+            let durable = describe_mismatch(&engine, &self.history[0]);
+            let newest = describe_mismatch(
+                &engine,
+                self.history.last().expect("history is never empty"),
+            );
             return Err(TestCaseError::fail(format!(
-                "after {kind:?} the engine matches none of the {} states since the last durable point",
+                "after {kind:?} the engine matches none of the {} states since the last durable point; \
+                 against the durable one: {durable}; against the newest: {newest}",
                 self.history.len()
             )));
         };
         self.engine = Some(engine);
-        self.volumes = state;
+        self.model = state;
         self.durable_point();
         Ok(())
     }
 }
 
-fn engine_matches(engine: &Engine, volumes: &[VolumeModel]) -> bool {
-    let live = engine.volumes();
+/// Says how the engine differs from `pool`, for failure messages.
+fn describe_mismatch(engine: &Engine, pool: &PoolModel) -> String {
+    let mut out = Vec::new();
+    for (what, live, models) in [
+        ("volumes", engine.volumes(), &pool.volumes),
+        ("snapshots", engine.snapshots(), &pool.snapshots),
+    ] {
+        let ids: Vec<_> = live.iter().map(|v| (v.id.0, v.size_bytes)).collect();
+        let want: Vec<_> = models
+            .iter()
+            .map(|m| (m.id.0, m.sectors * m.sector_bytes))
+            .collect();
+        if ids != want {
+            out.push(format!("{what} {ids:?} != {want:?}"));
+            continue;
+        }
+        for model in models {
+            match engine.read_wait(model.id, 0, model.sectors as u32) {
+                Err(err) => out.push(format!("{} read error {err}", model.id)),
+                Ok(data) => {
+                    let expected = model.expected(0, model.sectors);
+                    if let Some(at) = (0..data.len()).find(|&i| data[i] != expected[i]) {
+                        out.push(format!(
+                            "{} differs at byte {at} (sector {})",
+                            model.id,
+                            at as u64 / model.sector_bytes
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out.join(", ")
+}
+
+fn engine_matches(engine: &Engine, pool: &PoolModel) -> bool {
+    maps_match(engine, &engine.volumes(), &pool.volumes)
+        && maps_match(engine, &engine.snapshots(), &pool.snapshots)
+}
+
+fn maps_match(engine: &Engine, live: &[engine::VolumeInfo], volumes: &[VolumeModel]) -> bool {
     if live.len() != volumes.len() {
         return false;
     }

@@ -6,7 +6,7 @@ use super::codec::{crc_with_hole, verify_crc, DecodeError, Reader, Writer};
 use crate::units::BLOCK_SIZE;
 
 const MAGIC: &[u8; 8] = b"KEELBTCH";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 /// Bytes of the fixed part of a batch header, before the entries.
 pub const BATCH_HEADER_FIXED_LEN: usize = 64;
 const CRC_AT: usize = 60;
@@ -21,6 +21,16 @@ const KIND_TRIM: u8 = 2;
 const KIND_CREATE: u8 = 3;
 const KIND_DELETE: u8 = 4;
 const KIND_RESIZE: u8 = 5;
+const KIND_SNAPSHOT: u8 = 6;
+const KIND_CLONE: u8 = 7;
+const KIND_REVERT: u8 = 8;
+const KIND_RELOCATE: u8 = 9;
+const KIND_SET_FLAGS: u8 = 10;
+
+/// Volume flag: data written to the volume is compressed.
+pub const VOLUME_FLAG_COMPRESS: u32 = 1;
+/// Volume flag: a thick clone is still filling the volume; it is not complete.
+pub const VOLUME_FLAG_INCOMPLETE: u32 = 2;
 
 /// One record of a batch. Every state change of the pool is one of these.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +56,7 @@ pub enum Entry {
         /// Block count.
         blocks: u64,
     },
-    /// A volume came into existence.
+    /// A volume came into existence, empty.
     CreateVolume {
         /// Its id.
         volume: u64,
@@ -54,8 +64,63 @@ pub enum Entry {
         size_bytes: u64,
         /// Logical block size in bytes (512 or 4096).
         sector_bytes: u32,
+        /// `VOLUME_FLAG_*` bits.
+        flags: u32,
         /// Its unique name.
         name: String,
+    },
+    /// A read-only, point-in-time copy of `source` as it is after every earlier
+    /// record: it shares all of the source's blocks.
+    CreateSnapshot {
+        /// The snapshot's id.
+        volume: u64,
+        /// The volume snapshotted.
+        source: u64,
+        /// Its unique name.
+        name: String,
+    },
+    /// A writable thin clone of snapshot `source`, sharing all of its blocks.
+    CreateClone {
+        /// The clone's id.
+        volume: u64,
+        /// The snapshot cloned.
+        source: u64,
+        /// Size in bytes (at least the snapshot's).
+        size_bytes: u64,
+        /// Logical block size in bytes (512 or 4096).
+        sector_bytes: u32,
+        /// `VOLUME_FLAG_*` bits.
+        flags: u32,
+        /// Its unique name.
+        name: String,
+    },
+    /// `volume`'s content becomes that of its snapshot `snapshot`.
+    Revert {
+        /// The volume reverted.
+        volume: u64,
+        /// The snapshot whose content it takes.
+        snapshot: u64,
+    },
+    /// Garbage collection moved one block: every map of `lineage` that still maps
+    /// `lba` to `old` maps it to block `data_offset` of this batch instead.
+    Relocate {
+        /// Lineage (the id of the volume that started it) of the maps to update.
+        lineage: u64,
+        /// Volume block.
+        lba: u64,
+        /// Location the data moved from.
+        old: u64,
+        /// Block offset of the data within the batch's data area.
+        data_offset: u32,
+        /// crc32c of the block, unchanged by the move.
+        crc: u32,
+    },
+    /// A volume's flags changed.
+    SetFlags {
+        /// Its id.
+        volume: u64,
+        /// New `VOLUME_FLAG_*` bits.
+        flags: u32,
     },
     /// A volume and all its data are gone.
     DeleteVolume {
@@ -77,9 +142,30 @@ impl Entry {
         4 + match self {
             Entry::Write { crcs, .. } => 8 + 8 + 4 + 4 + 4 * crcs.len(),
             Entry::Trim { .. } => 24,
-            Entry::CreateVolume { name, .. } => 8 + 8 + 4 + 2 + name.len(),
+            Entry::CreateVolume { name, .. } => 8 + 8 + 4 + 4 + 2 + name.len(),
             Entry::DeleteVolume { .. } => 8,
             Entry::ResizeVolume { .. } => 16,
+            Entry::CreateSnapshot { name, .. } => 8 + 8 + 2 + name.len(),
+            Entry::CreateClone { name, .. } => 8 + 8 + 8 + 4 + 4 + 2 + name.len(),
+            Entry::Revert { .. } => 16,
+            Entry::Relocate { .. } => 8 + 8 + 8 + 4 + 4,
+            Entry::SetFlags { .. } => 12,
+        }
+    }
+
+    /// Data blocks the entry owns in its batch's data area.
+    pub fn data_blocks(&self) -> u32 {
+        match self {
+            Entry::Write { crcs, .. } => crcs.len() as u32,
+            Entry::Relocate { .. } => 1,
+            _ => 0,
+        }
+    }
+
+    /// Places the entry's data at `offset` blocks into the batch's data area.
+    pub fn set_data_offset(&mut self, offset: u32) {
+        if let Entry::Write { data_offset, .. } | Entry::Relocate { data_offset, .. } = self {
+            *data_offset = offset;
         }
     }
 
@@ -92,6 +178,11 @@ impl Entry {
             Entry::CreateVolume { .. } => KIND_CREATE,
             Entry::DeleteVolume { .. } => KIND_DELETE,
             Entry::ResizeVolume { .. } => KIND_RESIZE,
+            Entry::CreateSnapshot { .. } => KIND_SNAPSHOT,
+            Entry::CreateClone { .. } => KIND_CLONE,
+            Entry::Revert { .. } => KIND_REVERT,
+            Entry::Relocate { .. } => KIND_RELOCATE,
+            Entry::SetFlags { .. } => KIND_SET_FLAGS,
         };
         w.u8(kind);
         w.u8(0);
@@ -124,19 +215,64 @@ impl Entry {
                 volume,
                 size_bytes,
                 sector_bytes,
+                flags,
                 name,
             } => {
-                assert!(name.len() <= NAME_LEN_MAX);
                 w.u64(*volume);
                 w.u64(*size_bytes);
                 w.u32(*sector_bytes);
-                w.u16(name.len() as u16);
-                w.bytes(name.as_bytes());
+                w.u32(*flags);
+                encode_name(w, name);
             }
             Entry::DeleteVolume { volume } => w.u64(*volume),
             Entry::ResizeVolume { volume, size_bytes } => {
                 w.u64(*volume);
                 w.u64(*size_bytes);
+            }
+            Entry::CreateSnapshot {
+                volume,
+                source,
+                name,
+            } => {
+                w.u64(*volume);
+                w.u64(*source);
+                encode_name(w, name);
+            }
+            Entry::CreateClone {
+                volume,
+                source,
+                size_bytes,
+                sector_bytes,
+                flags,
+                name,
+            } => {
+                w.u64(*volume);
+                w.u64(*source);
+                w.u64(*size_bytes);
+                w.u32(*sector_bytes);
+                w.u32(*flags);
+                encode_name(w, name);
+            }
+            Entry::Revert { volume, snapshot } => {
+                w.u64(*volume);
+                w.u64(*snapshot);
+            }
+            Entry::Relocate {
+                lineage,
+                lba,
+                old,
+                data_offset,
+                crc,
+            } => {
+                w.u64(*lineage);
+                w.u64(*lba);
+                w.u64(*old);
+                w.u32(*data_offset);
+                w.u32(*crc);
+            }
+            Entry::SetFlags { volume, flags } => {
+                w.u64(*volume);
+                w.u32(*flags);
             }
         }
     }
@@ -185,28 +321,56 @@ impl Entry {
                 lba: b.u64()?,
                 blocks: b.u64()?,
             },
-            KIND_CREATE => {
-                let volume = b.u64()?;
-                let size_bytes = b.u64()?;
-                let sector_bytes = b.u32()?;
-                let name_len = b.u16()? as usize;
-                let name = std::str::from_utf8(b.take(name_len)?)
-                    .map_err(|_| DecodeError::Invalid {
-                        field: "volume_name",
-                        value: name_len as u64,
-                    })?
-                    .to_owned();
-                Entry::CreateVolume {
-                    volume,
-                    size_bytes,
-                    sector_bytes,
-                    name,
-                }
-            }
+            KIND_CREATE => Entry::CreateVolume {
+                volume: b.u64()?,
+                size_bytes: b.u64()?,
+                sector_bytes: b.u32()?,
+                flags: b.u32()?,
+                name: decode_name(&mut b)?,
+            },
             KIND_DELETE => Entry::DeleteVolume { volume: b.u64()? },
             KIND_RESIZE => Entry::ResizeVolume {
                 volume: b.u64()?,
                 size_bytes: b.u64()?,
+            },
+            KIND_SNAPSHOT => Entry::CreateSnapshot {
+                volume: b.u64()?,
+                source: b.u64()?,
+                name: decode_name(&mut b)?,
+            },
+            KIND_CLONE => Entry::CreateClone {
+                volume: b.u64()?,
+                source: b.u64()?,
+                size_bytes: b.u64()?,
+                sector_bytes: b.u32()?,
+                flags: b.u32()?,
+                name: decode_name(&mut b)?,
+            },
+            KIND_REVERT => Entry::Revert {
+                volume: b.u64()?,
+                snapshot: b.u64()?,
+            },
+            KIND_RELOCATE => {
+                let entry = Entry::Relocate {
+                    lineage: b.u64()?,
+                    lba: b.u64()?,
+                    old: b.u64()?,
+                    data_offset: b.u32()?,
+                    crc: b.u32()?,
+                };
+                if let Entry::Relocate { data_offset, .. } = entry {
+                    if data_offset >= data_blocks {
+                        return Err(DecodeError::Invalid {
+                            field: "relocate_offset",
+                            value: data_offset.into(),
+                        });
+                    }
+                }
+                entry
+            }
+            KIND_SET_FLAGS => Entry::SetFlags {
+                volume: b.u64()?,
+                flags: b.u32()?,
             },
             other => {
                 return Err(DecodeError::Invalid {
@@ -218,6 +382,24 @@ impl Entry {
         b.finish()?;
         Ok(entry)
     }
+}
+
+fn encode_name(w: &mut Writer, name: &str) {
+    assert!(
+        name.len() <= NAME_LEN_MAX,
+        "names are validated before they reach the log"
+    );
+    w.u16(name.len() as u16);
+    w.bytes(name.as_bytes());
+}
+
+fn decode_name(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+    let len = r.u16()? as usize;
+    let name = std::str::from_utf8(r.take(len)?).map_err(|_| DecodeError::Invalid {
+        field: "volume_name",
+        value: len as u64,
+    })?;
+    Ok(name.to_owned())
 }
 
 /// A decoded batch header.
@@ -371,6 +553,10 @@ impl BatchBuilder {
         self.data_blocks += data_blocks;
         self.entries += 1;
     }
+    /// Header bytes the planned entries need.
+    pub fn header_bytes(&self) -> usize {
+        self.header_bytes
+    }
     /// Header blocks the planned entries need.
     pub fn header_blocks(&self) -> u16 {
         self.header_bytes.div_ceil(BLOCK_SIZE) as u16
@@ -411,17 +597,60 @@ mod tests {
                     blocks,
                 }
             }),
-            (any::<u64>(), any::<u64>(), "[a-z0-9-]{0,40}").prop_map(
-                |(volume, size_bytes, name)| Entry::CreateVolume {
+            (any::<u64>(), any::<u64>(), any::<u32>(), "[a-z0-9-]{0,40}").prop_map(
+                |(volume, size_bytes, flags, name)| Entry::CreateVolume {
                     volume,
                     size_bytes,
                     sector_bytes: 512,
+                    flags,
                     name
                 }
             ),
             any::<u64>().prop_map(|volume| Entry::DeleteVolume { volume }),
             (any::<u64>(), any::<u64>())
                 .prop_map(|(volume, size_bytes)| Entry::ResizeVolume { volume, size_bytes }),
+            (any::<u64>(), any::<u64>(), "[a-z0-9-]{0,40}").prop_map(|(volume, source, name)| {
+                Entry::CreateSnapshot {
+                    volume,
+                    source,
+                    name,
+                }
+            }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u32>(),
+                "[a-z0-9-]{0,40}"
+            )
+                .prop_map(|(volume, source, size_bytes, flags, name)| {
+                    Entry::CreateClone {
+                        volume,
+                        source,
+                        size_bytes,
+                        sector_bytes: 4096,
+                        flags,
+                        name,
+                    }
+                }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(volume, snapshot)| Entry::Revert { volume, snapshot }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                0u32..12,
+                any::<u32>()
+            )
+                .prop_map(|(lineage, lba, old, data_offset, crc)| Entry::Relocate {
+                    lineage,
+                    lba,
+                    old,
+                    data_offset,
+                    crc
+                }),
+            (any::<u64>(), any::<u32>())
+                .prop_map(|(volume, flags)| Entry::SetFlags { volume, flags }),
         ]
     }
 

@@ -9,11 +9,14 @@ mod codec;
 mod root;
 mod superblock;
 
-pub use batch::{BatchBuilder, BatchHeader, Entry, BATCH_HEADER_FIXED_LEN};
-pub use checkpoint::{CheckpointBody, ChunkImage, VolumeImage};
+pub use batch::{
+    BatchBuilder, BatchHeader, Entry, BATCH_HEADER_FIXED_LEN, VOLUME_FLAG_COMPRESS,
+    VOLUME_FLAG_INCOMPLETE,
+};
+pub use checkpoint::{CheckpointBody, ChunkEntries, VolumeImage, VolumeKind};
 pub use codec::{DecodeError, Reader, Writer};
 pub use root::{CheckpointRoot, ROOT_SEGMENTS_MAX};
 pub use superblock::Superblock;
 
 /// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;

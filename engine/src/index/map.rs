@@ -1,12 +1,28 @@
 //! `VolumeMap`: a hash of fixed-size chunks, each a dense array of locations and
 //! checksums. Lookups and updates are O(1); a fully mapped chunk costs 12 bytes per
-//! 4 KiB block. Chunks are reference-counted so a checkpoint can take a consistent
-//! copy of the whole map in O(chunks) and later writers copy a chunk on first touch.
+//! 4 KiB block.
+//!
+//! Chunks are shared two ways. A checkpoint takes a plain copy of a map (Arc
+//! clones, O(chunks)) so it can encode a consistent image while writers go on;
+//! a writer then copies a chunk on first touch. Snapshots and clones *own* shared
+//! chunks: [`VolumeMap::share`] gives a second map the same chunk instances and
+//! raises each instance's `owners`. An owned instance is never changed in place;
+//! the first writer copies it and takes its own references to every block in it.
+//!
+//! Physical blocks are reference-counted per chunk instance: an instance holding a
+//! location is one reference, however many maps own the instance. Every edit
+//! reports the references it takes and drops to a [`RefCounts`], so the segment
+//! table knows exactly which blocks are live.
+//!
+//! INVARIANT: maps are edited only under the engine's log lock, so `owners` never
+//! changes between a check and the copy that depends on it.
+//! INVARIANT: chunk instances are shared only between maps of one lineage (a
+//! volume, its snapshots and their thin clones), and always at the same chunk index.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use crate::format::ChunkImage;
 use crate::units::PhysBlock;
 
 /// Volume blocks per chunk (2 MiB of volume space).
@@ -21,13 +37,43 @@ pub struct Mapping {
     pub crc: u32,
 }
 
+/// Receives the block references a map edit takes and drops.
+pub trait RefCounts {
+    /// A chunk instance now holds `at`.
+    fn acquire(&mut self, at: PhysBlock);
+    /// A chunk instance no longer holds `at`.
+    fn release(&mut self, at: PhysBlock);
+}
+
+/// Ignores reference changes: for maps whose blocks nobody accounts (benchmarks,
+/// tools, tests of the map alone).
+pub struct Untracked;
+
+impl RefCounts for Untracked {
+    fn acquire(&mut self, _: PhysBlock) {}
+    fn release(&mut self, _: PhysBlock) {}
+}
+
 // INVARIANT: `locations[i] == 0` means unmapped; otherwise it is the physical block
-// plus one. `mapped` counts the non-zero entries.
-#[derive(Clone)]
-struct Chunk {
+// plus one. `mapped` counts the non-zero entries. `owners` counts the maps holding
+// this instance as their own (checkpoint copies do not count).
+pub(crate) struct Chunk {
     locations: [u64; CHUNK_BLOCKS],
     crcs: [u32; CHUNK_BLOCKS],
     mapped: u16,
+    owners: AtomicU32,
+}
+
+impl Clone for Chunk {
+    /// A copy has exactly one owner: the map that makes it.
+    fn clone(&self) -> Chunk {
+        Chunk {
+            locations: self.locations,
+            crcs: self.crcs,
+            mapped: self.mapped,
+            owners: AtomicU32::new(1),
+        }
+    }
 }
 
 impl Chunk {
@@ -36,11 +82,55 @@ impl Chunk {
             locations: [0; CHUNK_BLOCKS],
             crcs: [0; CHUNK_BLOCKS],
             mapped: 0,
+            owners: AtomicU32::new(1),
         }
+    }
+
+    fn owners(&self) -> u32 {
+        self.owners.load(Ordering::Acquire)
+    }
+
+    /// Every mapped block as `(offset, mapping)`.
+    pub(crate) fn mapped(&self) -> impl Iterator<Item = (u16, Mapping)> + '_ {
+        self.locations
+            .iter()
+            .zip(&self.crcs)
+            .enumerate()
+            .filter(|(_, (&l, _))| l != 0)
+            .map(|(offset, (&l, &crc))| {
+                (
+                    offset as u16,
+                    Mapping {
+                        location: PhysBlock(l - 1),
+                        crc,
+                    },
+                )
+            })
+    }
+
+    /// A chunk of one owner from checkpoint entries; `None` if an offset is out of range.
+    pub(crate) fn from_entries(entries: &[(u16, u64, u32)]) -> Option<Chunk> {
+        let mut chunk = Chunk::empty();
+        for &(offset, location, crc) in entries {
+            let slot = chunk.locations.get_mut(usize::from(offset))?;
+            if *slot == 0 {
+                chunk.mapped += 1;
+            }
+            *slot = location.checked_add(1)?;
+            chunk.crcs[usize::from(offset)] = crc;
+        }
+        Some(chunk)
     }
 }
 
-/// The block map of one volume.
+/// Remembers, during one relocation, which shared chunk instances were already
+/// replaced, so every map owning an instance gets the same replacement.
+#[derive(Default)]
+pub struct RelocationMemo {
+    replaced: Vec<(Arc<Chunk>, Arc<Chunk>)>,
+}
+
+/// The block map of one volume, snapshot or clone.
 #[derive(Clone, Default)]
 pub struct VolumeMap {
     chunks: HashMap<u32, Arc<Chunk>>,
@@ -65,13 +155,12 @@ impl VolumeMap {
         self.mapped_blocks
     }
 
-    /// Bytes of heap this map holds (chunks plus hash table entries).
+    /// Bytes of heap this map holds (chunks plus hash table entries), counting
+    /// shared chunks in full.
     pub fn memory_bytes(&self) -> u64 {
-        let per_chunk =
-            std::mem::size_of::<Chunk>() + 16 + std::mem::size_of::<(u32, Arc<Chunk>)>() + 1;
-        (self.chunks.capacity() * (std::mem::size_of::<(u32, Arc<Chunk>)>() + 1)
-            + self.chunks.len() * (per_chunk - std::mem::size_of::<(u32, Arc<Chunk>)>() - 1))
-            as u64
+        let slot = std::mem::size_of::<(u32, Arc<Chunk>)>() + 1;
+        let per_chunk = std::mem::size_of::<Chunk>() + 16;
+        (self.chunks.capacity() * slot + self.chunks.len() * per_chunk) as u64
     }
 
     /// The mapping of one block, if any.
@@ -87,33 +176,53 @@ impl VolumeMap {
         }
     }
 
+    /// The chunk at `index`, ready to be changed: a chunk other maps own is copied
+    /// first, and the copy takes its own reference to every block in it.
+    fn writable_chunk(&mut self, index: u32, refs: &mut impl RefCounts) -> &mut Chunk {
+        let entry = self
+            .chunks
+            .entry(index)
+            .or_insert_with(|| Arc::new(Chunk::empty()));
+        if entry.owners() > 1 {
+            let copy = Chunk::clone(entry);
+            entry.owners.fetch_sub(1, Ordering::AcqRel);
+            for (_, mapping) in copy.mapped() {
+                refs.acquire(mapping.location);
+            }
+            *entry = Arc::new(copy);
+        }
+        Arc::make_mut(entry)
+    }
+
     /// Maps `lba` to `mapping`, returning the location it replaces.
-    pub fn insert(&mut self, lba: u64, mapping: Mapping) -> Option<PhysBlock> {
+    pub fn insert(
+        &mut self,
+        lba: u64,
+        mapping: Mapping,
+        refs: &mut impl RefCounts,
+    ) -> Option<PhysBlock> {
         let (index, offset) = split(lba);
-        let chunk = Arc::make_mut(
-            self.chunks
-                .entry(index)
-                .or_insert_with(|| Arc::new(Chunk::empty())),
-        );
+        let chunk = self.writable_chunk(index, refs);
         let old = chunk.locations[offset];
         chunk.locations[offset] = mapping.location.0 + 1;
         chunk.crcs[offset] = mapping.crc;
+        refs.acquire(mapping.location);
         if old == 0 {
             chunk.mapped += 1;
             self.mapped_blocks += 1;
             None
         } else {
+            refs.release(PhysBlock(old - 1));
             Some(PhysBlock(old - 1))
         }
     }
 
-    /// Unmaps `blocks` blocks from `lba`, calling `released` with every location
-    /// that was mapped.
-    pub fn remove_range(&mut self, lba: u64, blocks: u64, mut released: impl FnMut(PhysBlock)) {
+    /// Unmaps `blocks` blocks from `lba`.
+    pub fn remove_range(&mut self, lba: u64, blocks: u64, refs: &mut impl RefCounts) {
         let end = lba.saturating_add(blocks);
         let first_chunk = lba / CHUNK_BLOCKS as u64;
         let last_chunk = end.div_ceil(CHUNK_BLOCKS as u64);
-        let candidates: Vec<u32> = if last_chunk - first_chunk > self.chunks.len() as u64 {
+        let mut candidates: Vec<u32> = if last_chunk - first_chunk > self.chunks.len() as u64 {
             self.chunks
                 .keys()
                 .copied()
@@ -125,74 +234,156 @@ impl VolumeMap {
                 .filter(|c| self.chunks.contains_key(c))
                 .collect()
         };
+        candidates.sort_unstable();
         for index in candidates {
             let chunk_start = u64::from(index) * CHUNK_BLOCKS as u64;
-            let from = lba.max(chunk_start) - chunk_start;
-            let to = end.min(chunk_start + CHUNK_BLOCKS as u64) - chunk_start;
-            let Some(entry) = self.chunks.get_mut(&index) else {
+            let from = (lba.max(chunk_start) - chunk_start) as usize;
+            let to = (end.min(chunk_start + CHUNK_BLOCKS as u64) - chunk_start) as usize;
+            if from == 0 && to == CHUNK_BLOCKS {
+                if let Some(chunk) = self.chunks.remove(&index) {
+                    self.mapped_blocks -= u64::from(chunk.mapped);
+                    disown(&chunk, refs);
+                }
                 continue;
-            };
-            let chunk = Arc::make_mut(entry);
-            for offset in from as usize..to as usize {
+            }
+            let chunk = self.writable_chunk(index, refs);
+            let mut removed = 0u64;
+            for offset in from..to {
                 let old = std::mem::take(&mut chunk.locations[offset]);
                 if old != 0 {
                     chunk.crcs[offset] = 0;
                     chunk.mapped -= 1;
-                    self.mapped_blocks -= 1;
-                    released(PhysBlock(old - 1));
+                    removed += 1;
+                    refs.release(PhysBlock(old - 1));
                 }
             }
-            if chunk.mapped == 0 {
+            let empty = chunk.mapped == 0;
+            self.mapped_blocks -= removed;
+            if empty {
                 self.chunks.remove(&index);
             }
         }
     }
 
-    /// Calls `visit` with every mapped location.
-    pub fn for_each_location(&self, mut visit: impl FnMut(PhysBlock)) {
+    /// A new map owning the same chunk instances: a snapshot or thin clone.
+    /// Takes no block references (the instances already hold them).
+    pub fn share(&self) -> VolumeMap {
         for chunk in self.chunks.values() {
-            for &encoded in chunk.locations.iter().filter(|&&e| e != 0) {
-                visit(PhysBlock(encoded - 1));
-            }
+            chunk.owners.fetch_add(1, Ordering::AcqRel);
         }
+        self.clone()
     }
 
-    /// The map as checkpoint chunk images, in chunk order.
-    pub fn images(&self) -> Vec<ChunkImage> {
-        let mut indexes: Vec<u32> = self.chunks.keys().copied().collect();
-        indexes.sort_unstable();
-        indexes
-            .into_iter()
-            .map(|index| {
-                let chunk = &self.chunks[&index];
-                let blocks = (0..CHUNK_BLOCKS)
-                    .filter(|&o| chunk.locations[o] != 0)
-                    .map(|o| (o as u16, chunk.locations[o] - 1, chunk.crcs[o]))
-                    .collect();
-                ChunkImage { index, blocks }
-            })
-            .collect()
+    /// Empties the map, dropping the references of every instance it alone owned.
+    pub fn release_all(&mut self, refs: &mut impl RefCounts) {
+        for (_, chunk) in self.chunks.drain() {
+            disown(&chunk, refs);
+        }
+        self.mapped_blocks = 0;
     }
 
-    /// Rebuilds a map from checkpoint images; rejects offsets outside a chunk.
-    pub fn from_images(images: &[ChunkImage]) -> Result<VolumeMap, u16> {
-        let mut map = VolumeMap::new();
-        for image in images {
-            for &(offset, location, crc) in &image.blocks {
-                if offset as usize >= CHUNK_BLOCKS {
-                    return Err(offset);
+    /// If `lba` still maps to `old`, points it at `new` instead (same content,
+    /// moved by garbage collection). Every map of the lineage must be offered the
+    /// same relocation with the same `memo`. Returns whether this map changed.
+    pub fn relocate(
+        &mut self,
+        lba: u64,
+        old: PhysBlock,
+        new: Mapping,
+        memo: &mut RelocationMemo,
+        refs: &mut impl RefCounts,
+    ) -> bool {
+        let (index, offset) = split(lba);
+        let Some(entry) = self.chunks.get_mut(&index) else {
+            return false;
+        };
+        if entry.locations[offset] != old.0 + 1 {
+            return false;
+        }
+        if let Some((_, replacement)) = memo
+            .replaced
+            .iter()
+            .find(|(original, _)| Arc::ptr_eq(original, entry))
+        {
+            *entry = replacement.clone();
+            return true;
+        }
+        let mut copy = Chunk::clone(entry);
+        copy.owners = AtomicU32::new(entry.owners());
+        copy.locations[offset] = new.location.0 + 1;
+        copy.crcs[offset] = new.crc;
+        refs.release(old);
+        refs.acquire(new.location);
+        let replacement = Arc::new(copy);
+        memo.replaced.push((entry.clone(), replacement.clone()));
+        *entry = replacement;
+        true
+    }
+
+    /// Calls `visit(lba, mapping)` for every mapped block whose location `wanted`
+    /// accepts.
+    pub fn scan(&self, wanted: impl Fn(PhysBlock) -> bool, mut visit: impl FnMut(u64, Mapping)) {
+        for (&index, chunk) in &self.chunks {
+            let base = u64::from(index) * CHUNK_BLOCKS as u64;
+            for (offset, mapping) in chunk.mapped() {
+                if wanted(mapping.location) {
+                    visit(base + u64::from(offset), mapping);
                 }
-                let lba = u64::from(image.index) * CHUNK_BLOCKS as u64 + u64::from(offset);
-                map.insert(
-                    lba,
-                    Mapping {
-                        location: PhysBlock(location),
-                        crc,
-                    },
-                );
             }
         }
-        Ok(map)
+    }
+
+    /// Chunks the map holds (what a checkpoint spends 8 bytes each on).
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// `(exclusive, shared)` block counts: a block is exclusive when this map alone
+    /// owns the instance holding it and no other instance holds it (`refs_of`
+    /// gives a block's reference count).
+    pub fn exclusive_and_shared(&self, refs_of: impl Fn(PhysBlock) -> u16) -> (u64, u64) {
+        let (mut exclusive, mut shared) = (0, 0);
+        for chunk in self.chunks.values() {
+            let owned_alone = chunk.owners() == 1;
+            for (_, mapping) in chunk.mapped() {
+                if owned_alone && refs_of(mapping.location) == 1 {
+                    exclusive += 1;
+                } else {
+                    shared += 1;
+                }
+            }
+        }
+        (exclusive, shared)
+    }
+
+    /// Every `(chunk index, instance)`, in chunk order: what a checkpoint encodes.
+    pub(crate) fn instances(&self) -> Vec<(u32, Arc<Chunk>)> {
+        let mut all: Vec<_> = self.chunks.iter().map(|(&i, c)| (i, c.clone())).collect();
+        all.sort_unstable_by_key(|(i, _)| *i);
+        all
+    }
+
+    /// Adds an instance while rebuilding from a checkpoint; the caller counts
+    /// owners and references.
+    pub(crate) fn attach(&mut self, index: u32, chunk: Arc<Chunk>) {
+        self.mapped_blocks += u64::from(chunk.mapped);
+        if let Some(previous) = self.chunks.insert(index, chunk) {
+            self.mapped_blocks -= u64::from(previous.mapped);
+        }
+    }
+}
+
+/// Sets how many maps own `chunk` (rebuilding from a checkpoint).
+pub(crate) fn set_owners(chunk: &Chunk, owners: u32) {
+    chunk.owners.store(owners, Ordering::Release);
+}
+
+/// Drops one owner of `chunk`; the last owner drops the instance's references.
+fn disown(chunk: &Chunk, refs: &mut impl RefCounts) {
+    if chunk.owners.fetch_sub(1, Ordering::AcqRel) == 1 {
+        for (_, mapping) in chunk.mapped() {
+            refs.release(mapping.location);
+        }
     }
 }
 
@@ -202,54 +393,128 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    #[derive(Debug, Clone)]
-    enum Op {
-        Insert(u64, u64),
-        Remove(u64, u64),
-    }
+    /// Per-block reference counts, checked against the maps' contents.
+    #[derive(Default)]
+    struct Counted(HashMap<u64, i64>);
 
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            (0u64..3000, 0u64..1_000_000).prop_map(|(l, p)| Op::Insert(l, p)),
-            (0u64..3000, 0u64..1200).prop_map(|(l, n)| Op::Remove(l, n)),
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn behaves_like_a_btreemap(ops in proptest::collection::vec(op(), 1..200)) {
-            let mut map = VolumeMap::new();
-            let mut model: BTreeMap<u64, u64> = BTreeMap::new();
-            for op in ops {
-                match op {
-                    Op::Insert(lba, phys) => {
-                        let old = map.insert(lba, Mapping { location: PhysBlock(phys), crc: phys as u32 });
-                        prop_assert_eq!(old.map(|p| p.0), model.insert(lba, phys));
-                    }
-                    Op::Remove(lba, blocks) => {
-                        let mut released = Vec::new();
-                        map.remove_range(lba, blocks, |p| released.push(p.0));
-                        let mut expected: Vec<u64> = model.range(lba..lba + blocks).map(|(_, &p)| p).collect();
-                        model.retain(|&k, _| k < lba || k >= lba + blocks);
-                        released.sort_unstable();
-                        expected.sort_unstable();
-                        prop_assert_eq!(released, expected);
-                    }
-                }
-                prop_assert_eq!(map.mapped_blocks(), model.len() as u64);
-            }
-            for lba in 0..3000u64 {
-                prop_assert_eq!(map.lookup(lba).map(|m| m.location.0), model.get(&lba).copied());
-            }
-            let rebuilt = VolumeMap::from_images(&map.images()).expect("valid images");
-            for lba in 0..3000u64 {
-                prop_assert_eq!(rebuilt.lookup(lba), map.lookup(lba));
+    impl RefCounts for Counted {
+        fn acquire(&mut self, at: PhysBlock) {
+            *self.0.entry(at.0).or_default() += 1;
+        }
+        fn release(&mut self, at: PhysBlock) {
+            let count = self.0.entry(at.0).or_default();
+            *count -= 1;
+            assert!(
+                *count >= 0,
+                "block {} released more often than acquired",
+                at.0
+            );
+            if *count == 0 {
+                self.0.remove(&at.0);
             }
         }
     }
 
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(usize, u64, u64),
+        Remove(usize, u64, u64),
+        Share(usize),
+        Drop(usize),
+        Relocate(u64, u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0usize..4, 0u64..1600, 0u64..1_000_000).prop_map(|(m, l, p)| Op::Insert(m, l, p)),
+            2 => (0usize..4, 0u64..1600, 0u64..1200).prop_map(|(m, l, n)| Op::Remove(m, l, n)),
+            1 => (0usize..4).prop_map(Op::Share),
+            1 => (0usize..4).prop_map(Op::Drop),
+            2 => (0u64..1600, 1_000_000u64..2_000_000).prop_map(|(l, p)| Op::Relocate(l, p)),
+        ]
+    }
+
+    proptest! {
+        /// Several maps sharing instances behave like independent BTreeMaps, and the
+        /// reference counts always equal the number of distinct instances holding
+        /// each block.
+        #[test]
+        fn shared_maps_behave_like_independent_btreemaps(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut refs = Counted::default();
+            let mut maps: Vec<VolumeMap> = vec![VolumeMap::new()];
+            let mut models: Vec<BTreeMap<u64, u64>> = vec![BTreeMap::new()];
+            for op in ops {
+                match op {
+                    Op::Insert(m, lba, phys) => {
+                        let m = m % maps.len();
+                        let old = maps[m].insert(lba, Mapping { location: PhysBlock(phys), crc: phys as u32 }, &mut refs);
+                        prop_assert_eq!(old.map(|p| p.0), models[m].insert(lba, phys));
+                    }
+                    Op::Remove(m, lba, blocks) => {
+                        let m = m % maps.len();
+                        maps[m].remove_range(lba, blocks, &mut refs);
+                        models[m].retain(|&k, _| k < lba || k >= lba + blocks);
+                    }
+                    Op::Share(m) => {
+                        let m = m % maps.len();
+                        maps.push(maps[m].share());
+                        models.push(models[m].clone());
+                    }
+                    Op::Drop(m) => {
+                        if maps.len() > 1 {
+                            let m = m % maps.len();
+                            let mut gone = maps.remove(m);
+                            gone.release_all(&mut refs);
+                            models.remove(m);
+                        }
+                    }
+                    Op::Relocate(lba, new) => {
+                        // Relocate whatever map 0 holds at lba, across every map.
+                        if let Some(old) = maps[0].lookup(lba) {
+                            let mut memo = RelocationMemo::default();
+                            for (map, model) in maps.iter_mut().zip(models.iter_mut()) {
+                                let moved = map.relocate(lba, old.location, Mapping { location: PhysBlock(new), crc: old.crc }, &mut memo, &mut refs);
+                                prop_assert_eq!(moved, model.get(&lba) == Some(&old.location.0));
+                                if moved {
+                                    model.insert(lba, new);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (map, model) in maps.iter().zip(&models) {
+                    prop_assert_eq!(map.mapped_blocks(), model.len() as u64);
+                }
+            }
+            for (map, model) in maps.iter().zip(&models) {
+                for lba in 0..1600u64 {
+                    prop_assert_eq!(map.lookup(lba).map(|m| m.location.0), model.get(&lba).copied());
+                }
+            }
+            // Expected counts: each distinct instance counts once per block it holds.
+            let mut expected: HashMap<u64, i64> = HashMap::new();
+            let mut seen: Vec<*const Chunk> = Vec::new();
+            for map in &maps {
+                for (_, chunk) in map.instances() {
+                    if seen.contains(&Arc::as_ptr(&chunk)) {
+                        continue;
+                    }
+                    seen.push(Arc::as_ptr(&chunk));
+                    for (_, mapping) in chunk.mapped() {
+                        *expected.entry(mapping.location.0).or_default() += 1;
+                    }
+                }
+            }
+            prop_assert_eq!(&refs.0, &expected);
+            for mut map in maps {
+                map.release_all(&mut refs);
+            }
+            prop_assert!(refs.0.is_empty(), "references leaked: {:?}", refs.0.len());
+        }
+    }
+
     #[test]
-    fn a_copy_is_unaffected_by_later_writes() {
+    fn a_checkpoint_copy_is_unaffected_by_later_writes() {
         let mut map = VolumeMap::new();
         map.insert(
             5,
@@ -257,6 +522,7 @@ mod tests {
                 location: PhysBlock(50),
                 crc: 1,
             },
+            &mut Untracked,
         );
         let copy = map.clone();
         map.insert(
@@ -265,9 +531,41 @@ mod tests {
                 location: PhysBlock(60),
                 crc: 2,
             },
+            &mut Untracked,
         );
         assert_eq!(copy.lookup(5).map(|m| m.location), Some(PhysBlock(50)));
         assert_eq!(map.lookup(5).map(|m| m.location), Some(PhysBlock(60)));
+    }
+
+    #[test]
+    fn a_shared_map_keeps_its_content_and_the_writer_takes_references_to_the_copy() {
+        let mut refs = Counted::default();
+        let mut volume = VolumeMap::new();
+        for lba in 0..4 {
+            volume.insert(
+                lba,
+                Mapping {
+                    location: PhysBlock(100 + lba),
+                    crc: 0,
+                },
+                &mut refs,
+            );
+        }
+        let snapshot = volume.share();
+        volume.insert(
+            1,
+            Mapping {
+                location: PhysBlock(200),
+                crc: 0,
+            },
+            &mut refs,
+        );
+        assert_eq!(snapshot.lookup(1).map(|m| m.location), Some(PhysBlock(101)));
+        assert_eq!(volume.lookup(1).map(|m| m.location), Some(PhysBlock(200)));
+        // Blocks 100, 102, 103 are now held by two instances, 101 by the snapshot's only.
+        assert_eq!(refs.0[&100], 2);
+        assert_eq!(refs.0[&101], 1);
+        assert_eq!(refs.0[&200], 1);
     }
 
     #[test]
@@ -280,6 +578,7 @@ mod tests {
                     location: PhysBlock(lba),
                     crc: 0,
                 },
+                &mut Untracked,
             );
         }
         let per_block = map.memory_bytes() as f64 / map.mapped_blocks() as f64;

@@ -3,4 +3,5 @@
 
 mod map;
 
-pub use map::{Mapping, VolumeMap, CHUNK_BLOCKS};
+pub(crate) use map::{set_owners, Chunk};
+pub use map::{Mapping, RefCounts, RelocationMemo, Untracked, VolumeMap, CHUNK_BLOCKS};

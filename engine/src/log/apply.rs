@@ -1,16 +1,16 @@
 //! Applying a batch to the in-memory state: the index, the volume catalog and the
-//! segments' live counts. The live write path and recovery replay share this code,
-//! so a replayed log always rebuilds exactly the state that was acknowledged.
+//! blocks' reference counts. The live write path and recovery replay share this
+//! code, so a replayed log always rebuilds exactly the state that was acknowledged.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::segments::SegmentTable;
 use super::LogState;
-use crate::core::Core;
-use crate::format::{BatchHeader, Entry};
-use crate::index::Mapping;
+use crate::core::{Catalog, Core};
+use crate::format::{BatchHeader, Entry, VolumeKind};
+use crate::index::{Mapping, RelocationMemo, VolumeMap};
 use crate::units::{PhysBlock, SectorSize, SegmentId, VolumeId};
-use crate::volume::{Volume, VolumeState};
+use crate::volume::{Volume, VolumeShape, VolumeState};
 
 /// Applies every record of `header`, a batch stored at `block` of `segment`.
 pub(crate) fn apply_batch(
@@ -21,8 +21,8 @@ pub(crate) fn apply_batch(
     block: u32,
 ) {
     let data_start = block + u32::from(header.header_blocks);
-    let covered = log.covered_seq;
-    let segments = &mut log.segments;
+    let mut refs = log.segments.refs_for(header.seq);
+    let find = |id: u64| core.catalog.read().get(VolumeId(id));
     for entry in &header.entries {
         match entry {
             Entry::Write {
@@ -31,16 +31,16 @@ pub(crate) fn apply_batch(
                 data_offset,
                 crcs,
             } => {
-                let Some(volume) = core.catalog.read().get(VolumeId(*volume)) else {
+                core.counters
+                    .foreground_blocks
+                    .fetch_add(crcs.len() as u64, Ordering::Relaxed);
+                let Some(volume) = find(*volume) else {
                     continue;
                 };
                 let mut map = volume.map.write();
                 for (i, &crc) in crcs.iter().enumerate() {
                     let location = core.pool.phys(segment, data_start + data_offset + i as u32);
-                    segments.get_mut(segment).live_blocks += 1;
-                    if let Some(old) = map.insert(lba + i as u64, Mapping { location, crc }) {
-                        release(core, segments, old, covered);
-                    }
+                    map.insert(lba + i as u64, Mapping { location, crc }, &mut refs);
                 }
             }
             Entry::Trim {
@@ -48,67 +48,138 @@ pub(crate) fn apply_batch(
                 lba,
                 blocks,
             } => {
-                let Some(volume) = core.catalog.read().get(VolumeId(*volume)) else {
+                let Some(volume) = find(*volume) else {
                     continue;
                 };
-                volume
-                    .map
-                    .write()
-                    .remove_range(*lba, *blocks, |old| release(core, segments, old, covered));
+                volume.map.write().remove_range(*lba, *blocks, &mut refs);
             }
             Entry::CreateVolume {
                 volume,
                 size_bytes,
                 sector_bytes,
+                flags,
                 name,
             } => {
-                let mut catalog = core.catalog.write();
-                match catalog.get(VolumeId(*volume)) {
-                    Some(existing) => existing.set_state(VolumeState::Live),
-                    None => {
-                        let sector =
-                            SectorSize::from_bytes(*sector_bytes).unwrap_or(SectorSize::B4096);
-                        let created = Volume::new(
-                            VolumeId(*volume),
-                            name.clone(),
-                            *size_bytes,
-                            sector,
-                            VolumeState::Live,
-                        );
-                        catalog.insert(Arc::new(created));
-                    }
+                let shape = VolumeShape {
+                    id: VolumeId(*volume),
+                    name: name.clone(),
+                    size_bytes: *size_bytes,
+                    sector: SectorSize::from_bytes(*sector_bytes).unwrap_or(SectorSize::B4096),
+                    kind: VolumeKind::Volume,
+                    flags: *flags,
+                    lineage: *volume,
+                    parent: None,
+                };
+                materialize(&mut core.catalog.write(), shape, VolumeMap::new());
+            }
+            Entry::CreateSnapshot {
+                volume,
+                source,
+                name,
+            } => {
+                let Some(source) = find(*source) else {
+                    continue;
+                };
+                let shape = VolumeShape {
+                    id: VolumeId(*volume),
+                    name: name.clone(),
+                    size_bytes: source.size(),
+                    sector: source.sector,
+                    kind: VolumeKind::Snapshot,
+                    flags: 0,
+                    lineage: source.lineage,
+                    parent: Some(source.id),
+                };
+                let map = source.map.read().share();
+                materialize(&mut core.catalog.write(), shape, map);
+            }
+            Entry::CreateClone {
+                volume,
+                source,
+                size_bytes,
+                sector_bytes,
+                flags,
+                name,
+            } => {
+                let Some(source) = find(*source) else {
+                    continue;
+                };
+                let shape = VolumeShape {
+                    id: VolumeId(*volume),
+                    name: name.clone(),
+                    size_bytes: *size_bytes,
+                    sector: SectorSize::from_bytes(*sector_bytes).unwrap_or(SectorSize::B4096),
+                    kind: VolumeKind::Volume,
+                    flags: *flags,
+                    lineage: source.lineage,
+                    parent: Some(source.id),
+                };
+                let map = source.map.read().share();
+                materialize(&mut core.catalog.write(), shape, map);
+            }
+            Entry::Revert { volume, snapshot } => {
+                let (Some(volume), Some(snapshot)) = (find(*volume), find(*snapshot)) else {
+                    continue;
+                };
+                let shared = snapshot.map.read().share();
+                let mut old = std::mem::replace(&mut *volume.map.write(), shared);
+                old.release_all(&mut refs);
+            }
+            Entry::Relocate {
+                lineage,
+                lba,
+                old,
+                data_offset,
+                crc,
+            } => {
+                core.counters
+                    .relocated_blocks
+                    .fetch_add(1, Ordering::Relaxed);
+                let new = Mapping {
+                    location: core.pool.phys(segment, data_start + data_offset),
+                    crc: *crc,
+                };
+                let members = core.catalog.read().lineage(*lineage);
+                let mut memo = RelocationMemo::default();
+                for member in members {
+                    member
+                        .map
+                        .write()
+                        .relocate(*lba, PhysBlock(*old), new, &mut memo, &mut refs);
                 }
             }
             Entry::DeleteVolume { volume } => {
                 let removed = core.catalog.write().remove(VolumeId(*volume));
                 if let Some(volume) = removed {
-                    volume
-                        .map
-                        .write()
-                        .remove_range(0, u64::MAX, |old| release(core, segments, old, covered));
+                    volume.map.write().release_all(&mut refs);
                 }
             }
             Entry::ResizeVolume { volume, size_bytes } => {
-                if let Some(volume) = core.catalog.read().get(VolumeId(*volume)) {
-                    volume
-                        .size_bytes
-                        .store(*size_bytes, std::sync::atomic::Ordering::Release);
+                if let Some(volume) = find(*volume) {
+                    volume.size_bytes.store(*size_bytes, Ordering::Release);
+                }
+            }
+            Entry::SetFlags { volume, flags } => {
+                if let Some(volume) = find(*volume) {
+                    volume.flags.store(*flags, Ordering::Release);
                 }
             }
         }
     }
+    if refs.freed_any() {
+        core.collector_stalled.store(false, Ordering::Release);
+    }
     log.blocks_since_checkpoint += u64::from(header.total_blocks());
 }
 
-fn release(core: &Core, segments: &mut SegmentTable, old: PhysBlock, covered_seq: u64) {
-    let (segment, _) = core.pool.split(old);
-    let info = segments.get_mut(segment);
-    debug_assert!(
-        info.live_blocks > 0,
-        "releasing a block of a segment with no live blocks"
-    );
-    info.live_blocks = info.live_blocks.saturating_sub(1);
-    if info.live_blocks == 0 {
-        segments.free_if_dead(segment, covered_seq);
+/// Makes a created volume or snapshot live with `map`: the engine put a
+/// placeholder in the catalog when it logged the record; replay finds none.
+fn materialize(catalog: &mut Catalog, shape: VolumeShape, map: VolumeMap) {
+    match catalog.get(shape.id) {
+        Some(existing) => {
+            *existing.map.write() = map;
+            existing.set_state(VolumeState::Live);
+        }
+        None => catalog.insert(Arc::new(Volume::new(shape, map, VolumeState::Live))),
     }
 }

@@ -24,7 +24,7 @@ use crate::core::Core;
 use crate::error::IoError;
 use crate::format::{BatchBuilder, BatchHeader, Entry};
 use crate::io::{AlignedBuf, IoOp};
-use crate::units::{SegmentId, VolumeId, BLOCK_SIZE};
+use crate::units::{SegmentId, BLOCK_SIZE};
 use segments::{SegmentState, SegmentTable};
 
 /// Largest data area of one batch, in blocks (1 MiB); also the largest write.
@@ -35,32 +35,53 @@ pub(crate) type RecordDone = Box<dyn FnOnce(Result<(), IoError>) + Send>;
 
 /// A change waiting to be written.
 pub(crate) enum Record {
-    /// Whole 4 KiB blocks of data with their checksums.
-    Write {
-        volume: VolumeId,
-        lba: u64,
+    /// An entry that owns data blocks (a write, or a block moved by garbage
+    /// collection) with those blocks; the entry's data offset is set when the
+    /// record is placed in a batch.
+    Data {
+        entry: Entry,
         data: Bytes,
-        crcs: Vec<u32>,
+        origin: Origin,
     },
-    /// A record with no data (trim, volume create/delete/resize).
+    /// A record with no data (trim, volume create/delete/resize, snapshot, ...).
     Meta(Entry),
+}
+
+/// Who asked for a data record: foreground writes may not use the segments kept
+/// back for garbage collection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Foreground,
+    Collector,
 }
 
 impl Record {
     fn data_blocks(&self) -> u32 {
         match self {
-            Record::Write { crcs, .. } => crcs.len() as u32,
+            Record::Data { entry, .. } => entry.data_blocks(),
             Record::Meta(_) => 0,
         }
     }
 
     fn entry_len(&self) -> usize {
         match self {
-            Record::Write { crcs, .. } => 4 + 24 + 4 * crcs.len(),
-            Record::Meta(entry) => entry.encoded_len(),
+            Record::Data { entry, .. } | Record::Meta(entry) => entry.encoded_len(),
         }
     }
+
+    fn is_foreground_data(&self) -> bool {
+        matches!(
+            self,
+            Record::Data {
+                origin: Origin::Foreground,
+                ..
+            }
+        )
+    }
 }
+
+/// Segments that only garbage collection may allocate, so it can always make room.
+pub(crate) const COLLECTOR_RESERVE_SEGMENTS: usize = 2;
 
 pub(crate) struct Pending {
     pub record: Record,
@@ -94,6 +115,9 @@ pub(crate) struct LogState {
     /// The segment predicted to be opened next, already asked to be preallocated.
     prepared: Option<SegmentId>,
     pending: VecDeque<Pending>,
+    /// Records of the garbage collector: formed before `pending`, so the
+    /// collector can make room while foreground writes wait for it.
+    collector_pending: VecDeque<Pending>,
     pub next_seq: u64,
     pub applied_seq: u64,
     inflight: BTreeMap<u64, InflightBatch>,
@@ -105,6 +129,8 @@ pub(crate) struct LogState {
     pub checkpoint_running: bool,
     /// The last checkpoint found no room for its body: waiting for one is futile.
     pub checkpoint_stalled: bool,
+    /// Foreground records wait for garbage collection to free a segment.
+    waiting_for_collector: bool,
 }
 
 impl LogState {
@@ -119,6 +145,7 @@ impl LogState {
             open: None,
             prepared: None,
             pending: VecDeque::new(),
+            collector_pending: VecDeque::new(),
             next_seq,
             applied_seq: next_seq - 1,
             inflight: BTreeMap::new(),
@@ -128,7 +155,13 @@ impl LogState {
             blocks_since_checkpoint: 0,
             checkpoint_running: false,
             checkpoint_stalled: false,
+            waiting_for_collector: false,
         }
+    }
+
+    /// Whether foreground records wait for the collector to make room.
+    pub fn has_waiting_records(&self) -> bool {
+        self.waiting_for_collector && !self.pending.is_empty()
     }
 
     /// Where batch `applied_seq + 1` starts (or will start): what a checkpoint taken
@@ -162,6 +195,16 @@ pub(crate) fn append(core: &Arc<Core>, pending: Pending) {
     finish(core, formed);
 }
 
+/// Queues a garbage collector record ahead of foreground records.
+pub(crate) fn append_collected(core: &Arc<Core>, pending: Pending) {
+    let formed = {
+        let mut log = core.log.lock();
+        log.collector_pending.push_back(pending);
+        form_batches(core, &mut log)
+    };
+    finish(core, formed);
+}
+
 /// Re-runs batch forming, e.g. after a checkpoint freed space.
 pub(crate) fn kick(core: &Arc<Core>) {
     let formed = {
@@ -184,11 +227,14 @@ fn finish(core: &Arc<Core>, formed: Formed) {
     }
 }
 
-/// Segments a checkpoint of the current state needs, plus one spare.
-fn checkpoint_reserve(core: &Core, log: &LogState) -> usize {
-    let body_bytes = log.segments.live_blocks() * 14
-        + 64 * 1024
-        + core.catalog.read().volume_count() as u64 * 2048;
+/// Segments a checkpoint of the current state needs, plus one spare. Counts every
+/// live block twice (copied chunks repeat shared blocks) and 8 bytes per chunk
+/// reference.
+pub(crate) fn checkpoint_reserve(core: &Core, log: &LogState) -> usize {
+    let maps = core.catalog.read().all();
+    let chunk_refs: u64 = maps.iter().map(|v| v.map.read().chunk_count() as u64).sum();
+    let body_bytes =
+        log.segments.live_blocks() * 28 + chunk_refs * 8 + 64 * 1024 + maps.len() as u64 * 2048;
     body_bytes.div_ceil(core.pool.segment_bytes()) as usize + 1
 }
 
@@ -202,35 +248,49 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
     let blocks_per_segment = core.pool.blocks_per_segment;
     loop {
         if core.fenced.load(Ordering::Acquire) {
+            failed.extend(
+                log.collector_pending
+                    .drain(..)
+                    .map(|p| (p.done, IoError::Fenced)),
+            );
             failed.extend(log.pending.drain(..).map(|p| (p.done, IoError::Fenced)));
             break;
         }
-        if log.pending.is_empty() || log.inflight.len() >= core.config.inflight_batches_max {
+        let from_collector = !log.collector_pending.is_empty();
+        if (!from_collector && log.pending.is_empty())
+            || log.inflight.len() >= core.config.inflight_batches_max
+        {
             break;
         }
-        let mut plan = BatchBuilder::new();
+        let queue = if from_collector {
+            &log.collector_pending
+        } else {
+            &log.pending
+        };
         let data_max = BATCH_DATA_BLOCKS_MAX.min(blocks_per_segment - 16);
-        for pending in &log.pending {
-            let (len, blocks) = (pending.record.entry_len(), pending.record.data_blocks());
-            if !plan.fits(len, blocks, data_max) {
-                break;
-            }
-            plan.add(len, blocks);
+        // Fill the open segment first; seal it only when not even the next record fits.
+        let room = log.open.map(|(_, next)| blocks_per_segment - next);
+        let (mut plan, mut foreground_data) = plan_batch(queue, data_max, room);
+        if plan.entry_count() == 0 {
+            (plan, foreground_data) = plan_batch(queue, data_max, None);
         }
         let total = u32::from(plan.header_blocks()) + plan.data_blocks();
         let fits_open = matches!(log.open, Some((_, next)) if next + total <= blocks_per_segment);
         if !fits_open {
             let reserve = checkpoint_reserve(core, log);
-            let floor = if plan.data_blocks() > 0 {
+            let floor = if foreground_data {
+                reserve + 1 + COLLECTOR_RESERVE_SEGMENTS
+            } else if plan.data_blocks() > 0 {
                 reserve + 1
             } else {
                 reserve.saturating_sub(1)
             };
             if log.segments.allocatable() > floor {
                 if let Some((old, _)) = log.open.take() {
-                    log.segments.get_mut(old).state = SegmentState::Sealed;
-                    let covered = log.covered_seq;
-                    log.segments.free_if_dead(old, covered);
+                    // Live counts change only when batches apply, so a segment
+                    // found dead now died by batch `applied_seq` at the latest.
+                    let applied = log.applied_seq;
+                    log.segments.seal(old, applied);
                 }
                 let Some(segment) = log.segments.allocate(SegmentState::Open) else {
                     unreachable!("allocatable() promised a free segment")
@@ -243,11 +303,23 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
                 log.prepared = log.segments.next_allocatable();
                 preallocate.extend(log.prepared);
             } else if log.checkpoint_running
-                || (!log.checkpoint_stalled && log.segments.reclaimable(log.covered_seq) > 0)
+                || (!log.checkpoint_stalled && log.segments.reclaimable() > 0)
             {
                 // A checkpoint will free dead segments; records wait for it.
                 core.request_checkpoint();
                 break;
+            } else if foreground_data && core.collector_can_help() {
+                // Garbage collection can turn partly dead segments into free ones.
+                log.waiting_for_collector = true;
+                core.wake_collector();
+                break;
+            } else if from_collector {
+                failed.extend(
+                    log.collector_pending
+                        .drain(..)
+                        .map(|p| (p.done, IoError::NoSpace)),
+                );
+                continue;
             } else {
                 fail_for_space(log, failed);
                 continue;
@@ -256,6 +328,9 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
         let Some((segment, block)) = log.open else {
             unreachable!("an open segment was just ensured")
         };
+        if !from_collector {
+            log.waiting_for_collector = false;
+        }
         let take = plan.entry_count();
         let seq = log.next_seq;
         log.next_seq += 1;
@@ -263,22 +338,19 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
         let mut payloads = Vec::new();
         let mut dones = Vec::with_capacity(take);
         let mut data_offset = 0u32;
-        for pending in log.pending.drain(..take) {
+        let taken: Vec<Pending> = if from_collector {
+            log.collector_pending.drain(..take).collect()
+        } else {
+            log.pending.drain(..take).collect()
+        };
+        for pending in taken {
             match pending.record {
-                Record::Write {
-                    volume,
-                    lba,
-                    data,
-                    crcs,
+                Record::Data {
+                    mut entry, data, ..
                 } => {
-                    let blocks = crcs.len() as u32;
-                    entries.push(Entry::Write {
-                        volume: volume.0,
-                        lba,
-                        data_offset,
-                        crcs,
-                    });
-                    data_offset += blocks;
+                    entry.set_data_offset(data_offset);
+                    data_offset += entry.data_blocks();
+                    entries.push(entry);
                     payloads.push(data);
                 }
                 Record::Meta(entry) => entries.push(entry),
@@ -319,6 +391,28 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
     formed
 }
 
+/// Plans the next batch from the front of `queue`: as many records as the batch
+/// limits and, if given, `room` blocks (header included) allow. Also says whether
+/// the batch carries foreground data.
+fn plan_batch(queue: &VecDeque<Pending>, data_max: u32, room: Option<u32>) -> (BatchBuilder, bool) {
+    let mut plan = BatchBuilder::new();
+    let mut foreground_data = false;
+    for pending in queue {
+        let (len, blocks) = (pending.record.entry_len(), pending.record.data_blocks());
+        if !plan.fits(len, blocks, data_max) {
+            break;
+        }
+        let total_after =
+            (plan.header_bytes() + len).div_ceil(BLOCK_SIZE) as u32 + plan.data_blocks() + blocks;
+        if room.is_some_and(|room| total_after > room) {
+            break;
+        }
+        plan.add(len, blocks);
+        foreground_data |= pending.record.is_foreground_data();
+    }
+    (plan, foreground_data)
+}
+
 /// No space can be had: fail queued writes (they need data blocks) and, if only
 /// metadata records remain and even they cannot be placed, those too.
 fn fail_for_space(log: &mut LogState, failed: &mut Vec<(RecordDone, IoError)>) {
@@ -326,7 +420,7 @@ fn fail_for_space(log: &mut LogState, failed: &mut Vec<(RecordDone, IoError)>) {
     let mut kept = VecDeque::new();
     for pending in log.pending.drain(..) {
         match pending.record {
-            Record::Write { .. } => failed.push((pending.done, IoError::NoSpace)),
+            Record::Data { .. } => failed.push((pending.done, IoError::NoSpace)),
             Record::Meta(_) => kept.push_back(pending),
         }
     }

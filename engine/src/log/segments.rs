@@ -1,9 +1,18 @@
-//! The segment table: each segment's role, live block count and newest batch, and
-//! the rules for when a segment may be reused.
+//! The segment table: each segment's role, live block count and newest batch, the
+//! reference count of every physical block, and the rules for when a segment may
+//! be reused.
+//!
+//! INVARIANT: a segment whose last live block was released is reused only after
+//! (a) a device flush completed that was issued after the release was applied, so
+//! the records that released its blocks survive power loss and no durable state
+//! can point into it again, and (b) a durable checkpoint covers every batch the
+//! segment holds, so replay never needs to read it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::units::SegmentId;
+use crate::index::RefCounts;
+use crate::units::{PhysBlock, SegmentId};
 
 /// What a segment currently holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +30,7 @@ pub(crate) enum SegmentState {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SegmentInfo {
     pub state: SegmentState,
-    /// Blocks of this segment that some volume map references.
+    /// Blocks of this segment that at least one chunk instance references.
     pub live_blocks: u32,
     /// Highest batch sequence number written to it (0 if none).
     pub max_seq: u64,
@@ -54,10 +63,23 @@ pub(crate) struct SegmentTable {
     pub info: Vec<SegmentInfo>,
     pins: std::sync::Arc<SegmentPins>,
     cursor: usize,
+    blocks_per_segment: u32,
+    /// References to each physical block: one per chunk instance holding it.
+    refs: Vec<u16>,
+    /// Segments whose live count reached zero, with the batch that released the
+    /// last block; they become free once flushed and checkpointed (see the
+    /// module invariant).
+    dying: HashMap<SegmentId, u64>,
+    /// Every batch up to this one is known to be on stable media.
+    pub durable_seq: u64,
 }
 
 impl SegmentTable {
-    pub fn new(count: u32, pins: std::sync::Arc<SegmentPins>) -> SegmentTable {
+    pub fn new(
+        count: u32,
+        blocks_per_segment: u32,
+        pins: std::sync::Arc<SegmentPins>,
+    ) -> SegmentTable {
         SegmentTable {
             info: vec![
                 SegmentInfo {
@@ -69,6 +91,10 @@ impl SegmentTable {
             ],
             pins,
             cursor: 0,
+            blocks_per_segment,
+            refs: vec![0; count as usize * blocks_per_segment as usize],
+            dying: HashMap::new(),
+            durable_seq: 0,
         }
     }
 
@@ -80,6 +106,33 @@ impl SegmentTable {
         &mut self.info[segment.0 as usize]
     }
 
+    fn segment_of(&self, at: PhysBlock) -> SegmentId {
+        SegmentId((at.0 / u64::from(self.blocks_per_segment)) as u32)
+    }
+
+    /// The reference changes of map edits made while applying batch `seq`.
+    pub fn refs_for(&mut self, seq: u64) -> BlockRefs<'_> {
+        BlockRefs {
+            table: self,
+            seq,
+            freed_any: false,
+        }
+    }
+
+    /// References held to one physical block.
+    pub fn block_refs(&self, at: PhysBlock) -> u16 {
+        self.refs.get(at.0 as usize).copied().unwrap_or(0)
+    }
+
+    /// Marks the open segment full; a segment already without live blocks starts dying.
+    pub fn seal(&mut self, segment: SegmentId, seq: u64) {
+        let info = self.get_mut(segment);
+        info.state = SegmentState::Sealed;
+        if info.live_blocks == 0 {
+            self.dying.insert(segment, seq);
+        }
+    }
+
     /// Segments that can be allocated right now.
     pub fn allocatable(&self) -> usize {
         self.info
@@ -89,16 +142,35 @@ impl SegmentTable {
             .count()
     }
 
-    /// Sealed segments with no live data that the next checkpoint will free.
-    pub fn reclaimable(&self, covered_seq: u64) -> usize {
-        self.info
-            .iter()
-            .filter(|i| {
-                i.state == SegmentState::Sealed && i.live_blocks == 0 && i.max_seq >= covered_seq
-            })
+    /// Dead segments that a flush plus a checkpoint will free.
+    pub fn reclaimable(&self) -> usize {
+        self.dying
+            .keys()
+            .filter(|s| self.get(**s).state == SegmentState::Sealed)
             .count()
     }
 
+    /// Frees every dying segment whose release is durable (`durable_seq`) and whose
+    /// batches a durable checkpoint covers (`covered_seq`). Returns how many.
+    pub fn free_dead(&mut self, covered_seq: u64) -> usize {
+        let durable = self.durable_seq;
+        let mut freed = 0;
+        let info = &mut self.info;
+        self.dying.retain(|segment, died| {
+            let info = &mut info[segment.0 as usize];
+            if info.live_blocks != 0 || info.state == SegmentState::Free {
+                return false;
+            }
+            if info.state == SegmentState::Sealed && info.max_seq < covered_seq && *died <= durable
+            {
+                info.state = SegmentState::Free;
+                freed += 1;
+                return false;
+            }
+            true
+        });
+        freed
+    }
     /// Takes a free, unpinned segment, scanning round-robin to spread wear.
     pub fn allocate(&mut self, state: SegmentState) -> Option<SegmentId> {
         let count = self.info.len();
@@ -126,24 +198,69 @@ impl SegmentTable {
             .map(|at| SegmentId(at as u32))
     }
 
-    /// Frees `segment` if it is sealed, holds no live data and no batch newer than
-    /// the durable checkpoint (replay must still find such batches).
-    pub fn free_if_dead(&mut self, segment: SegmentId, covered_seq: u64) {
-        let info = self.get_mut(segment);
-        if info.state == SegmentState::Sealed && info.live_blocks == 0 && info.max_seq < covered_seq
-        {
-            info.state = SegmentState::Free;
-        }
-    }
-
     /// Count of segments in each state, for statistics.
     pub fn count(&self, state: SegmentState) -> usize {
         self.info.iter().filter(|i| i.state == state).count()
     }
 
-    /// Total live blocks across segments.
+    /// Total live blocks across segments: physical blocks some map references.
     pub fn live_blocks(&self) -> u64 {
         self.info.iter().map(|i| u64::from(i.live_blocks)).sum()
+    }
+}
+
+/// Applies reference changes to the table; see [`SegmentTable::refs_for`].
+pub(crate) struct BlockRefs<'a> {
+    table: &'a mut SegmentTable,
+    seq: u64,
+    freed_any: bool,
+}
+
+impl BlockRefs<'_> {
+    /// Whether some block lost its last reference (garbage appeared).
+    pub fn freed_any(&self) -> bool {
+        self.freed_any
+    }
+}
+
+impl RefCounts for BlockRefs<'_> {
+    fn acquire(&mut self, at: PhysBlock) {
+        let segment = self.table.segment_of(at);
+        let Some(count) = self.table.refs.get_mut(at.0 as usize) else {
+            return;
+        };
+        // Saturated counts stay put: the block leaks rather than being freed early.
+        if *count == u16::MAX {
+            return;
+        }
+        *count += 1;
+        if *count == 1 {
+            self.table.info[segment.0 as usize].live_blocks += 1;
+        }
+    }
+
+    fn release(&mut self, at: PhysBlock) {
+        let segment = self.table.segment_of(at);
+        let Some(count) = self.table.refs.get_mut(at.0 as usize) else {
+            return;
+        };
+        debug_assert!(
+            *count > 0,
+            "releasing block {} that has no references",
+            at.0
+        );
+        if *count == 0 || *count == u16::MAX {
+            return;
+        }
+        *count -= 1;
+        if *count == 0 {
+            self.freed_any = true;
+            let info = &mut self.table.info[segment.0 as usize];
+            info.live_blocks -= 1;
+            if info.live_blocks == 0 {
+                self.table.dying.insert(segment, self.seq);
+            }
+        }
     }
 }
 
@@ -155,7 +272,7 @@ mod tests {
     #[test]
     fn next_allocatable_predicts_allocate_and_skips_pinned_and_used_segments() {
         let pins = Arc::new(SegmentPins::new(4));
-        let mut table = SegmentTable::new(4, pins.clone());
+        let mut table = SegmentTable::new(4, 512, pins.clone());
         assert_eq!(table.next_allocatable(), Some(SegmentId(0)));
         assert_eq!(table.allocate(SegmentState::Open), Some(SegmentId(0)));
         pins.pin(SegmentId(1));

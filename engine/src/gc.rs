@@ -1,0 +1,314 @@
+//! Garbage collection: when free segments run low, pick sealed segments whose
+//! data is partly dead, copy their live blocks to the head of the log as
+//! `Relocate` records, and let the emptied segments be freed (after the flush and
+//! checkpoint the segment table's invariant asks for).
+//!
+//! Finding the live blocks of a victim walks every map (each shared chunk instance
+//! once) for locations inside it. That costs O(mapped blocks) per round, which is
+//! why a round cleans several victims at once.
+//!
+//! INVARIANT: victims stay pinned from selection until their relocations are
+//! applied, so a victim cannot be freed, reused and rewritten in between; a
+//! relocation therefore never mistakes new data at an old address for the block
+//! it copied.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+
+use crate::core::{Core, GcPolicy};
+use crate::error::IoError;
+use crate::format::Entry;
+use crate::index::{Chunk, VolumeMap};
+use crate::io::read_blocking;
+use crate::log::segments::SegmentState;
+use crate::log::{
+    append_collected, checkpoint_reserve, Origin, Pending, Record, COLLECTOR_RESERVE_SEGMENTS,
+};
+use crate::units::{PhysBlock, SegmentId, BLOCK_SIZE};
+use crate::volume::VolumeState;
+
+/// How often an idle collector checks the free space on its own.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Most victims cleaned in one round (one walk of the maps).
+const VICTIMS_PER_ROUND: usize = 4;
+/// Rounds in a row that free nothing before the collector declares itself stuck.
+const FRUITLESS_ROUNDS_MAX: u32 = 3;
+
+/// The collector thread: sleeps until woken or polled, then cleans while free
+/// space is below the watermark.
+pub(crate) fn run_collector(core: Arc<Core>, wake: Receiver<()>, stop: Receiver<()>) {
+    loop {
+        crossbeam_channel::select! {
+            recv(wake) -> _ => {}
+            recv(stop) -> _ => return,
+            default(IDLE_POLL) => {}
+        }
+        if core.fenced.load(Ordering::Acquire) || !space_is_low(&core) {
+            continue;
+        }
+        let mut fruitless_rounds = 0;
+        loop {
+            if stop.try_recv() != Err(crossbeam_channel::TryRecvError::Empty) {
+                return;
+            }
+            let free_before = core.log.lock().segments.allocatable();
+            let outcome = collect_round(&core);
+            if core.log.lock().segments.allocatable() > free_before {
+                fruitless_rounds = 0;
+            } else {
+                fruitless_rounds += 1;
+            }
+            match outcome {
+                Ok(true)
+                    if fruitless_rounds < FRUITLESS_ROUNDS_MAX && space_is_below_target(&core) =>
+                {
+                    continue
+                }
+                Ok(true) if fruitless_rounds < FRUITLESS_ROUNDS_MAX => break,
+                Ok(_) => {
+                    // Nothing worth cleaning: let waiting writers fail cleanly.
+                    core.collector_stalled.store(true, Ordering::Release);
+                    crate::log::kick(&core);
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "garbage collection round failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Free segments at or below which collection starts.
+fn low_watermark(core: &Core, reserve: usize) -> usize {
+    let share =
+        core.pool.segment_count() as usize * core.config.gc_free_low_permille as usize / 1000;
+    share.max(reserve + COLLECTOR_RESERVE_SEGMENTS + 2)
+}
+
+fn space_is_low(core: &Core) -> bool {
+    let log = core.log.lock();
+    let reserve = checkpoint_reserve(core, &log);
+    log.has_waiting_records() || log.segments.allocatable() <= low_watermark(core, reserve)
+}
+
+fn space_is_below_target(core: &Core) -> bool {
+    let log = core.log.lock();
+    let reserve = checkpoint_reserve(core, &log);
+    log.has_waiting_records() || log.segments.allocatable() < 2 * low_watermark(core, reserve)
+}
+
+/// Unpins the victims when a round ends, however it ends.
+struct Pinned<'a> {
+    core: &'a Core,
+    segments: Vec<SegmentId>,
+}
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        for segment in &self.segments {
+            self.core.pins.unpin(*segment);
+        }
+    }
+}
+
+/// One live block of a victim: where it is and which maps to update.
+struct LiveBlock {
+    lineage: u64,
+    lba: u64,
+    location: PhysBlock,
+    crc: u32,
+}
+
+/// Cleans up to [`VICTIMS_PER_ROUND`] segments. Returns false when no segment is
+/// worth cleaning. Rounds never overlap.
+pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
+    let _gate = core.collector_gate.lock();
+    let victims = Pinned {
+        core,
+        segments: choose_victims(core),
+    };
+    if victims.segments.is_empty() {
+        return Ok(false);
+    }
+    let live = find_live_blocks(core, &victims.segments);
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let mut submitted = 0usize;
+    for &victim in &victims.segments {
+        let mut blocks: Vec<&LiveBlock> = live
+            .iter()
+            .filter(|b| core.pool.split(b.location).0 == victim)
+            .collect();
+        if blocks.is_empty() {
+            continue;
+        }
+        blocks.sort_unstable_by_key(|b| b.location);
+        let last = core.pool.split(blocks[blocks.len() - 1].location).1 as usize;
+        let (device, offset) = core.pool.locate(victim, 0);
+        let data = Bytes::from_owner(read_blocking(device, offset, (last + 1) * BLOCK_SIZE)?);
+        for block in blocks {
+            let at = core.pool.split(block.location).1 as usize * BLOCK_SIZE;
+            let content = data.slice(at..at + BLOCK_SIZE);
+            if crc32c::crc32c(&content) != block.crc {
+                // Moved as it is: the stored crc keeps reporting the damage on read.
+                tracing::error!(
+                    location = block.location.0,
+                    "garbage collection found a block failing its checksum"
+                );
+            }
+            let entry = Entry::Relocate {
+                lineage: block.lineage,
+                lba: block.lba,
+                old: block.location.0,
+                data_offset: 0,
+                crc: block.crc,
+            };
+            let tx = done_tx.clone();
+            append_collected(
+                core,
+                Pending {
+                    record: Record::Data {
+                        entry,
+                        data: content,
+                        origin: Origin::Collector,
+                    },
+                    done: Box::new(move |result| {
+                        let _ = tx.send(result);
+                    }),
+                },
+            );
+            submitted += 1;
+        }
+    }
+    drop(done_tx);
+    let mut first_error = None;
+    for _ in 0..submitted {
+        match done_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                first_error.get_or_insert(err);
+            }
+            Err(_) => {
+                first_error.get_or_insert(IoError::Fenced);
+                break;
+            }
+        }
+    }
+    if let Some(err) = first_error {
+        return Err(err);
+    }
+    core.counters
+        .cleaned_segments
+        .fetch_add(victims.segments.len() as u64, Ordering::Relaxed);
+    let needs_checkpoint = {
+        let log = core.log.lock();
+        victims
+            .segments
+            .iter()
+            .any(|s| log.segments.get(*s).max_seq >= log.covered_seq)
+    };
+    drop(victims);
+    // The flush makes the relocations durable, which frees the victims (if a
+    // checkpoint already covers their batches); otherwise a checkpoint does both.
+    if needs_checkpoint {
+        crate::checkpoint::write_checkpoint(core).map_err(|e| match e {
+            crate::error::CheckpointError::Io(io) => io,
+            _ => IoError::NoSpace,
+        })?;
+    } else {
+        flush_wait(core)?;
+    }
+    Ok(true)
+}
+
+fn flush_wait(core: &Arc<Core>) -> Result<(), IoError> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    crate::engine::flush_devices(
+        core,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx.recv().unwrap_or(Err(IoError::Fenced))
+}
+
+/// Picks and pins the sealed segments most worth cleaning under the configured
+/// policy. A segment qualifies only if cleaning it frees at least an eighth of it.
+fn choose_victims(core: &Core) -> Vec<SegmentId> {
+    let log = core.log.lock();
+    let per_segment = core.pool.blocks_per_segment;
+    // Cleaning a segment with live share u writes 1/(1-u) blocks per block freed:
+    // segments more than 7/8 live are not worth it.
+    let worth = per_segment / 8 * 7;
+    let now = log.next_seq;
+    let mut candidates: Vec<(f64, SegmentId)> = log
+        .segments
+        .info
+        .iter()
+        .enumerate()
+        .filter(|(_, info)| {
+            info.state == SegmentState::Sealed && info.live_blocks > 0 && info.live_blocks <= worth
+        })
+        .map(|(at, info)| {
+            let used = f64::from(info.live_blocks) / f64::from(per_segment);
+            let score = match core.config.gc_policy {
+                GcPolicy::Greedy => 1.0 - used,
+                GcPolicy::CostBenefit => {
+                    (1.0 - used) * (now.saturating_sub(info.max_seq) + 1) as f64 / (1.0 + used)
+                }
+            };
+            (score, SegmentId(at as u32))
+        })
+        .collect();
+    candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    // When space is tight, clean one segment at a time so its live blocks surely fit.
+    let reserve = checkpoint_reserve(core, &log);
+    let room = log.segments.allocatable().saturating_sub(reserve + 1);
+    let count = room.clamp(1, VICTIMS_PER_ROUND);
+    let victims: Vec<SegmentId> = candidates.into_iter().take(count).map(|(_, s)| s).collect();
+    for victim in &victims {
+        core.pins.pin(*victim);
+    }
+    victims
+}
+
+/// Every block some map references inside `victims`, once per location.
+fn find_live_blocks(core: &Core, victims: &[SegmentId]) -> Vec<LiveBlock> {
+    let per_segment = u64::from(core.pool.blocks_per_segment);
+    let wanted: HashSet<u32> = victims.iter().map(|s| s.0).collect();
+    let maps = core.catalog.read().all();
+    // Copies, so writers are not held up while the walk runs; they also keep every
+    // instance alive, so instance addresses stay unique until the walk ends.
+    let copies: Vec<(u64, VolumeMap)> = maps
+        .iter()
+        .filter(|v| v.state() != VolumeState::Creating)
+        .map(|v| (v.lineage, v.map.read().clone()))
+        .collect();
+    let mut seen: HashSet<*const Chunk> = HashSet::new();
+    let mut found: HashMap<u64, LiveBlock> = HashMap::new();
+    for (lineage, map) in &copies {
+        for (index, chunk) in map.instances() {
+            if !seen.insert(Arc::as_ptr(&chunk)) {
+                continue;
+            }
+            let base = u64::from(index) * crate::index::CHUNK_BLOCKS as u64;
+            for (offset, mapping) in chunk.mapped() {
+                if wanted.contains(&((mapping.location.0 / per_segment) as u32)) {
+                    found.entry(mapping.location.0).or_insert(LiveBlock {
+                        lineage: *lineage,
+                        lba: base + u64::from(offset),
+                        location: mapping.location,
+                        crc: mapping.crc,
+                    });
+                }
+            }
+        }
+    }
+    found.into_values().collect()
+}
