@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use engine::{Engine, IoError, SectorSize, VolumeError, VolumeId, VolumeInfo};
+use engine::{Engine, IoError, SectorSize, VolumeError, VolumeId, VolumeInfo, VolumeKind};
 use mgmt_api::control::{EngineVolume, HostAcl, NodeInfo, PoolStats, VolumeSpec, VolumeUsage};
 use mgmt_api::{Control, ControlError};
 use nvmf_target::Subsystem;
@@ -36,10 +36,20 @@ impl EngineControl {
         }
     }
 
+    /// The engine volume (not snapshot) named by `volume`.
     fn find(&self, volume: Uuid) -> Result<VolumeInfo, ControlError> {
+        self.find_kind(volume, VolumeKind::Volume)
+    }
+
+    fn find_snapshot(&self, snapshot: Uuid) -> Result<VolumeInfo, ControlError> {
+        self.find_kind(snapshot, VolumeKind::Snapshot)
+    }
+
+    fn find_kind(&self, uuid: Uuid, kind: VolumeKind) -> Result<VolumeInfo, ControlError> {
         self.engine
-            .volume_by_name(&volume.to_string())
-            .ok_or(ControlError::NotFound(volume))
+            .volume_by_name(&uuid.to_string())
+            .filter(|info| info.kind == kind)
+            .ok_or(ControlError::NotFound(uuid))
     }
 
     fn is_exposed(&self, nsid: u32) -> bool {
@@ -58,19 +68,21 @@ fn control_error(volume: Uuid, err: VolumeError) -> ControlError {
     match err {
         VolumeError::NameTaken(_) => ControlError::AlreadyExists(volume),
         VolumeError::NotFound(_) => ControlError::NotFound(volume),
-        VolumeError::InvalidName(_) | VolumeError::InvalidSize(_) | VolumeError::Shrink { .. } => {
-            ControlError::InvalidArgument(err.to_string())
-        }
+        VolumeError::InvalidName(_)
+        | VolumeError::InvalidSize(_)
+        | VolumeError::Shrink { .. }
+        | VolumeError::IsSnapshot(_)
+        | VolumeError::NotSnapshot(_)
+        | VolumeError::NotRelated { .. } => ControlError::InvalidArgument(err.to_string()),
         VolumeError::Io(IoError::NoSpace) => ControlError::NoSpace,
         // VolumeError is #[non_exhaustive]: anything else is an engine failure.
         other => ControlError::Internal(other.to_string()),
     }
 }
 
-fn unsupported(what: &str) -> ControlError {
-    ControlError::Unsupported(format!(
-        "{what} is not available until the engine has snapshots (issue 4)"
-    ))
+fn sector_size(bytes: u32) -> Result<SectorSize, ControlError> {
+    SectorSize::from_bytes(bytes)
+        .ok_or_else(|| ControlError::InvalidArgument(format!("sector size {bytes}")))
 }
 
 impl Control for EngineControl {
@@ -80,9 +92,7 @@ impl Control for EngineControl {
                 "compression is not implemented by this engine yet".into(),
             ));
         }
-        let sector = SectorSize::from_bytes(spec.sector_size_bytes).ok_or_else(|| {
-            ControlError::InvalidArgument(format!("sector size {}", spec.sector_size_bytes))
-        })?;
+        let sector = sector_size(spec.sector_size_bytes)?;
         self.engine
             .create_volume(&spec.uuid.to_string(), spec.size_bytes, sector)
             .map(|_| ())
@@ -141,9 +151,14 @@ impl Control for EngineControl {
 
     fn volume_usage(&self, volume: Uuid) -> Result<VolumeUsage, ControlError> {
         let info = self.find(volume)?;
+        let space = self
+            .engine
+            .volume_space(info.id)
+            .ok_or(ControlError::NotFound(volume))?;
+        // Physical use is what the volume alone holds: what deleting it would free.
         Ok(VolumeUsage {
-            logical_used_bytes: info.mapped_bytes,
-            physical_used_bytes: info.mapped_bytes,
+            logical_used_bytes: space.mapped_bytes,
+            physical_used_bytes: space.exclusive_bytes,
         })
     }
 
@@ -157,21 +172,46 @@ impl Control for EngineControl {
         })
     }
 
-    fn create_snapshot(&self, _volume: Uuid, _snapshot: Uuid) -> Result<(), ControlError> {
-        Err(unsupported("snapshot creation"))
+    fn create_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), ControlError> {
+        let source = self.find(volume)?;
+        self.engine
+            .create_snapshot(source.id, &snapshot.to_string())
+            .map(|_| ())
+            .map_err(|e| control_error(snapshot, e))
     }
 
     fn delete_snapshot(&self, snapshot: Uuid) -> Result<(), ControlError> {
-        // No snapshot can exist in this engine, so there is nothing to delete.
-        Err(ControlError::NotFound(snapshot))
+        let info = self.find_snapshot(snapshot)?;
+        self.engine
+            .delete_volume(info.id)
+            .map_err(|e| control_error(snapshot, e))
     }
 
-    fn create_clone(&self, _snapshot: Uuid, _clone: &VolumeSpec) -> Result<(), ControlError> {
-        Err(unsupported("cloning"))
+    fn create_clone(&self, snapshot: Uuid, clone: &VolumeSpec) -> Result<(), ControlError> {
+        let source = self.find_snapshot(snapshot)?;
+        let sector = sector_size(clone.sector_size_bytes)?;
+        let name = clone.uuid.to_string();
+        let info = self
+            .engine
+            .create_clone(source.id, &name, Some(clone.size_bytes), Some(sector))
+            .map_err(|e| control_error(clone.uuid, e))?;
+        if clone.compression {
+            if let Err(err) = self.engine.set_compression(info.id, true) {
+                // Leave nothing half-made behind: the caller sees one failure.
+                let _ = self.engine.delete_volume(info.id);
+                return Err(control_error(clone.uuid, err));
+            }
+        }
+        Ok(())
     }
 
-    fn rollback_volume(&self, _volume: Uuid, _snapshot: Uuid) -> Result<(), ControlError> {
-        Err(unsupported("rollback"))
+    fn rollback_volume(&self, volume: Uuid, snapshot: Uuid) -> Result<(), ControlError> {
+        let target = self.find(volume)?;
+        let source = self.find_snapshot(snapshot)?;
+        self.engine
+            .revert_volume(target.id, source.id)
+            .map(|_| ())
+            .map_err(|e| control_error(volume, e))
     }
 
     fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError> {
