@@ -1,6 +1,7 @@
 //! The engine's public face: opening pools, managing volumes and the
 //! completion-based data path.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,10 +14,11 @@ use parking_lot::Mutex;
 use crate::checkpoint::write_checkpoint;
 use crate::core::{Core, EngineConfig};
 use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
-use crate::format::{Entry, VolumeKind, VOLUME_FLAG_COMPRESS};
+use crate::format::{Entry, VolumeKind, VOLUME_FLAG_COMPRESS, VOLUME_FLAG_INCOMPLETE};
 use crate::index::VolumeMap;
 use crate::io::{open_backing, AlignedBuf, BackingKind, DeviceError, DeviceRef, IoOp, UringDevice};
 use crate::log::{append, Origin, Pending, Record, BATCH_DATA_BLOCKS_MAX};
+use crate::thick_clone::CloneJob;
 use crate::units::{SectorSize, VolumeId, BLOCK_SIZE, BLOCK_SIZE_U64};
 use crate::volume::{Volume, VolumeInfo, VolumeShape, VolumeState};
 
@@ -27,6 +29,8 @@ pub const IO_BYTES_MAX: u64 = BATCH_DATA_BLOCKS_MAX as u64 * BLOCK_SIZE_U64;
 /// batches can fill the room left in a segment); after power loss a prefix of
 /// such a write's pieces may survive without the rest.
 pub const ATOMIC_WRITE_BLOCKS: usize = 32;
+/// How long shutdown waits for a cancelled clone job to stop.
+const JOB_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Largest volume size in bytes (2^52: 4 PiB).
 pub const VOLUME_BYTES_MAX: u64 = 1 << 52;
 /// Longest volume name.
@@ -106,6 +110,8 @@ pub struct Engine {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Dropping it tells the engine's threads to stop.
     stop: Mutex<Option<Sender<()>>>,
+    /// Thick clone jobs started since open, by destination volume.
+    jobs: Mutex<HashMap<VolumeId, CloneJob>>,
 }
 
 impl Engine {
@@ -129,6 +135,7 @@ impl Engine {
             core: core.clone(),
             threads: Mutex::new(Vec::new()),
             stop: Mutex::new(Some(stop_tx)),
+            jobs: Mutex::new(HashMap::new()),
         };
         let stop = stop_rx.clone();
         let checkpointer = std::thread::Builder::new()
@@ -185,10 +192,48 @@ impl Engine {
     }
 
     fn stop_threads(&self) {
+        let jobs: Vec<CloneJob> = self.jobs.lock().values().cloned().collect();
+        for job in &jobs {
+            job.cancel();
+        }
+        for job in &jobs {
+            job.wait(JOB_STOP_WAIT);
+        }
         drop(self.stop.lock().take());
         for thread in self.threads.lock().drain(..) {
             let _ = thread.join();
         }
+    }
+
+    /// The thick clone job filling `destination`, if one was started since open.
+    pub fn clone_job(&self, destination: VolumeId) -> Option<CloneJob> {
+        self.jobs.lock().get(&destination).cloned()
+    }
+
+    pub(crate) fn remember_job(&self, job: CloneJob) {
+        self.jobs.lock().insert(job.progress().destination, job);
+    }
+
+    /// An engine value sharing this one's state but owning none of its threads:
+    /// what background jobs use to call the public data path.
+    pub(crate) fn view(&self) -> Engine {
+        Engine {
+            core: self.core.clone(),
+            threads: Mutex::new(Vec::new()),
+            stop: Mutex::new(None),
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A copy of a volume's or snapshot's map (chunks shared, O(chunks)).
+    pub(crate) fn map_copy(&self, id: VolumeId) -> Option<VolumeMap> {
+        self.live_volume(id).ok().map(|v| v.map.read().clone())
+    }
+
+    /// Clears a thick clone destination's incomplete flag, durably.
+    pub(crate) fn mark_complete(&self, id: VolumeId) -> Result<(), VolumeError> {
+        let volume = self.existing(id)?;
+        self.set_flags(&volume, volume.flags() & !VOLUME_FLAG_INCOMPLETE)
     }
 
     /// Runs one garbage collection round now, whatever the free space: cleans the

@@ -18,6 +18,7 @@ pub mod io;
 mod log;
 mod pool;
 mod recovery;
+mod thick_clone;
 pub mod units;
 mod volume;
 
@@ -29,5 +30,6 @@ pub use crate::engine::{
 pub use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
 pub use crate::format::VolumeKind;
 pub use crate::index::{Mapping, RefCounts, Untracked, VolumeMap, CHUNK_BLOCKS};
+pub use crate::thick_clone::{CloneJob, CloneProgress, CloneStage, CloneState, ThickCloneOptions};
 pub use crate::units::{SectorSize, VolumeId};
 pub use crate::volume::VolumeInfo;

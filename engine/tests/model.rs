@@ -15,7 +15,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use engine::io::{CrashMode, DeviceRef, SimDevice};
 use engine::{
-    Engine, EngineConfig, IoError, SectorSize, VolumeError, VolumeId, ATOMIC_WRITE_BLOCKS,
+    CloneState, Engine, EngineConfig, IoError, SectorSize, ThickCloneOptions, VolumeError,
+    VolumeId, ATOMIC_WRITE_BLOCKS,
 };
 use proptest::prelude::*;
 
@@ -82,6 +83,11 @@ enum Op {
         tag: u8,
     },
     CollectGarbage,
+    ThickClone {
+        snapshot: usize,
+        extra: u64,
+        verify: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -113,6 +119,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..6).prop_map(|snapshot| Op::WriteSnapshot { snapshot }),
         2 => (0usize..4, 1u8..12, any::<u8>()).prop_map(|(volume, rounds, tag)| Op::Churn { volume, rounds, tag }),
         2 => Just(Op::CollectGarbage),
+        1 => (0usize..6, 0u64..8, any::<bool>()).prop_map(|(snapshot, extra, verify)| Op::ThickClone { snapshot, extra, verify }),
     ]
 }
 
@@ -467,6 +474,50 @@ impl Harness {
                         // Snapshots can pin enough data to fill this small pool.
                         Err(IoError::NoSpace) => break,
                         Err(err) => prop_assert!(false, "churn write failed: {err}"),
+                    }
+                }
+            }
+            Op::ThickClone {
+                snapshot,
+                extra,
+                verify,
+            } => {
+                let Some(source) = self.model.snapshots.get(snapshot).cloned() else {
+                    return Ok(());
+                };
+                let name = self.next_name("thick");
+                let sectors = source.sectors + extra * (4096 / source.sector_bytes);
+                let options = ThickCloneOptions {
+                    size_bytes: Some(sectors * source.sector_bytes),
+                    verify,
+                    ..ThickCloneOptions::default()
+                };
+                let job = match self.engine().start_thick_clone(source.id, &name, options) {
+                    Ok(job) => job,
+                    Err(VolumeError::Io(IoError::NoSpace)) => return Ok(()),
+                    Err(err) => return Err(TestCaseError::fail(format!("thick clone: {err}"))),
+                };
+                let done = job.wait(std::time::Duration::from_secs(60));
+                match done.state {
+                    CloneState::Completed => {
+                        let id = done.destination;
+                        self.model.volumes.push(VolumeModel {
+                            id,
+                            lineage: id,
+                            sectors,
+                            ..source
+                        });
+                        self.durable_point();
+                    }
+                    // The small pool may fill up: the clone fails and is deleted.
+                    CloneState::Failed(why) if why.contains("out of space") => {
+                        self.engine()
+                            .delete_volume(done.destination)
+                            .map_err(|e| TestCaseError::fail(format!("{e}")))?;
+                        self.durable_point();
+                    }
+                    other => {
+                        return Err(TestCaseError::fail(format!("thick clone ended {other:?}")))
                     }
                 }
             }
