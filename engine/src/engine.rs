@@ -645,7 +645,7 @@ impl Engine {
             self.live_volume(id)?
         };
         let sector = u64::from(volume.sector.bytes());
-        if len == 0 || len % sector != 0 {
+        if len == 0 || !len.is_multiple_of(sector) {
             return Err(IoError::Invalid(
                 "length must be a positive multiple of the sector size",
             ));
@@ -751,7 +751,10 @@ fn run_checkpointer(core: Arc<Core>, requests: Receiver<()>, stop: Receiver<()>)
 }
 
 fn validate_size(size_bytes: u64) -> Result<(), VolumeError> {
-    if size_bytes == 0 || size_bytes % BLOCK_SIZE_U64 != 0 || size_bytes > VOLUME_BYTES_MAX {
+    if size_bytes == 0
+        || !size_bytes.is_multiple_of(BLOCK_SIZE_U64)
+        || size_bytes > VOLUME_BYTES_MAX
+    {
         return Err(VolumeError::InvalidSize(size_bytes));
     }
     Ok(())
@@ -792,7 +795,7 @@ fn write_range(
     };
     let first = offset / BLOCK_SIZE_U64;
     let end = (offset + len).div_ceil(BLOCK_SIZE_U64);
-    let aligned = offset % BLOCK_SIZE_U64 == 0 && len % BLOCK_SIZE_U64 == 0;
+    let aligned = offset.is_multiple_of(BLOCK_SIZE_U64) && len.is_multiple_of(BLOCK_SIZE_U64);
     if volume.sector == SectorSize::B4096 {
         assert!(aligned, "4096-byte-sector volumes only see whole blocks");
         return store_blocks(core, &volume, first, end - first, data, done);
@@ -896,8 +899,11 @@ fn store_blocks(
 
 /// Runs one completion after `parts` partial completions, with the first error.
 struct Join {
-    state: Arc<Mutex<(usize, Option<IoError>, Option<WriteDone>)>>,
+    state: Arc<Mutex<JoinState>>,
 }
+
+/// Parts still running, the first error, and the completion to run.
+type JoinState = (usize, Option<IoError>, Option<WriteDone>);
 
 impl Join {
     fn new(parts: usize, done: WriteDone) -> Join {
@@ -935,13 +941,7 @@ struct ReadRun {
 }
 
 /// Reads whole blocks `[first, first + blocks)` of a volume, verifying checksums.
-fn read_blocks(
-    core: &Arc<Core>,
-    volume: Arc<Volume>,
-    first: u64,
-    blocks: u64,
-    done: Box<dyn FnOnce(Result<AlignedBuf, IoError>) + Send>,
-) {
+fn read_blocks(core: &Arc<Core>, volume: Arc<Volume>, first: u64, blocks: u64, done: BlocksDone) {
     let mut runs: Vec<ReadRun> = Vec::new();
     {
         let map = volume.map.read();
@@ -1085,11 +1085,14 @@ fn verify_run(
     error.map_or(Ok(()), Err)
 }
 
+/// Completion of a whole-block read.
+type BlocksDone = Box<dyn FnOnce(Result<AlignedBuf, IoError>) + Send>;
+
 struct ReadJoin {
     buf: Option<AlignedBuf>,
     remaining: usize,
     error: Option<IoError>,
-    done: Option<Box<dyn FnOnce(Result<AlignedBuf, IoError>) + Send>>,
+    done: Option<BlocksDone>,
 }
 
 pub(crate) fn flush_devices(core: &Arc<Core>, done: WriteDone) {
