@@ -36,6 +36,9 @@ pub struct PoolConfig {
     pub format_blank_devices: bool,
     /// Segment size in 4 KiB blocks for a new pool.
     pub segment_blocks: u32,
+    /// Pace of each thick clone job in MiB/s (0: as fast as one copy stream
+    /// goes), so foreground I/O keeps its share of the devices.
+    pub thick_clone_mib_per_s: u64,
 }
 
 /// NVMe/TCP listeners and identity.
@@ -102,6 +105,7 @@ impl Default for PoolConfig {
             file_size: None,
             format_blank_devices: false,
             segment_blocks: 2048,
+            thick_clone_mib_per_s: 0,
         }
     }
 }

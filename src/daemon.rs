@@ -137,8 +137,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         ..node
     };
     tracing::info!(nqn = %nqn, io = %node.nvme_endpoint, discovery = %node.discovery_endpoint, "NVMe/TCP target listening");
-    let control: Arc<dyn mgmt_api::Control> =
-        Arc::new(EngineControl::new(engine.clone(), subsystem.clone(), node));
+    let control: Arc<dyn mgmt_api::Control> = Arc::new(
+        EngineControl::new(engine.clone(), subsystem.clone(), node)
+            .with_clone_rate(Some(config.pool.thick_clone_mib_per_s << 20)),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -748,6 +748,114 @@ fn compression_answers_501_cleanly_and_changes_nothing() {
     assert_eq!(volume_names(&k, "?showAll=true"), ["src"]);
 }
 
+/// Polls a workflow until it leaves Running; returns its last view.
+fn wait_workflow(k: &Keeld, id: &str) -> Value {
+    let mut last = Value::Null;
+    let ended = wait_until(WAIT * 4, || {
+        last = k.get(&format!("/api/v1/workflows/{id}")).body["workflow"].clone();
+        last["state"] != "Running"
+    });
+    assert!(ended, "workflow {id} still running: {last}");
+    last
+}
+
+/// A volume with `blocks` written blocks and a snapshot of it.
+fn volume_with_snapshot(k: &Keeld, blocks: u64) -> (String, u32, String, Vec<Bytes>) {
+    let v = k.create_volume("src", 64 << 20, &[HOST_A]);
+    let uuid = v["UUID"].as_str().expect("UUID").to_owned();
+    let nsid = v["nsid"].as_u64().expect("nsid") as u32;
+    let data = write_blocks(k, HOST_A, nsid, 0, blocks, 40, true);
+    let snap = k.post(
+        "/api/v2/projects/default/snapshots",
+        &json!({"name": "golden", "sourceVolumeUUID": uuid}),
+    );
+    assert_eq!(snap.status, StatusCode::OK, "{}", snap.body);
+    let snap_uuid = snap.body["UUID"].as_str().expect("UUID").to_owned();
+    (uuid, nsid, snap_uuid, data)
+}
+
+#[test]
+fn a_thick_clone_workflow_completes_verified_and_the_copy_serves_the_data() {
+    let k = started();
+    let (_uuid, nsid, snap, data) = volume_with_snapshot(&k, 64);
+    let started = k.post(
+        "/api/v1/volumes/thickclone",
+        &json!({"src": {"snapId": snap}, "dst": {"name": "thick", "verifyClone": true}}),
+    );
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    let id = started.body["workflowId"]
+        .as_str()
+        .expect("workflowId")
+        .to_owned();
+    let done = wait_workflow(&k, &id);
+    assert_eq!(done["state"], "Completed", "{done}");
+    assert_eq!(done["progress"]["percent"], 100, "{done}");
+    let thick = k.get("/api/v2/volumes/?name=thick&projectName=default");
+    assert_eq!(thick.status, StatusCode::OK, "{}", thick.body);
+    let thick_uuid = thick.body["UUID"].as_str().expect("UUID").to_owned();
+    k.wait_volume_state(&thick_uuid, "Available");
+    let acl = k.put(
+        &format!("/api/v2/volumes/{thick_uuid}"),
+        &json!({"acl": {"values": [HOST_A]}}),
+    );
+    assert_eq!(acl.status, StatusCode::OK, "{}", acl.body);
+    let view = k.wait_volume_state(&thick_uuid, "Available");
+    let thick_nsid = view["nsid"].as_u64().expect("nsid") as u32;
+    assert_ne!(thick_nsid, nsid);
+    assert_blocks(&k, HOST_A, thick_nsid, 0, &data);
+    // Independent of its source: the source's snapshot can go, the copy stays.
+    let deleted = k.delete(&format!("/api/v2/projects/default/snapshots/{snap}"));
+    assert!(deleted.status.is_success(), "{}", deleted.body);
+    assert_blocks(&k, HOST_A, thick_nsid, 0, &data);
+}
+
+#[test]
+fn kill9_during_a_thick_clone_fails_the_workflow_and_leaves_no_half_built_volume() {
+    let mut k = Keeld::start(KeeldOptions {
+        thick_clone_mib_per_s: Some(1),
+        ..KeeldOptions::default()
+    });
+    k.login();
+    // 8 MiB at 1 MiB/s: the copy is surely running when keeld dies.
+    let (uuid, nsid, snap, data) = volume_with_snapshot(&k, 2048);
+    let started = k.post(
+        "/api/v1/volumes/thickclone",
+        &json!({"src": {"snapId": snap}, "dst": {"name": "thick"}}),
+    );
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    let id = started.body["workflowId"]
+        .as_str()
+        .expect("workflowId")
+        .to_owned();
+    let mut last = Value::Null;
+    assert!(
+        wait_until(WAIT, || {
+            last = k.get(&format!("/api/v1/workflows/{id}")).body["workflow"].clone();
+            last["progress"]["percent"].as_u64().is_some_and(|p| p > 0)
+        }),
+        "the copy never made progress: {last}"
+    );
+    k.kill9();
+    k.restart();
+    let after = wait_workflow(&k, &id);
+    assert_eq!(after["state"], "Failed", "{after}");
+    assert_eq!(
+        k.get("/api/v2/volumes/?name=thick&projectName=default")
+            .status,
+        StatusCode::NOT_FOUND,
+        "the half-built destination is removed"
+    );
+    assert_eq!(volume_names(&k, "?showAll=true"), ["src"]);
+    k.wait_volume_state(&uuid, "Available");
+    assert_blocks(&k, HOST_A, nsid, 0, &data);
+    // The snapshot still works as a source.
+    let again = k.post(
+        "/api/v2/volumes",
+        &json!({"name": "thin", "sourceSnapshotUUID": snap, "acl": {"values": [HOST_A]}}),
+    );
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+}
+
 fn write_blocks(
     k: &Keeld,
     host: &str,

@@ -7,8 +7,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use engine::{Engine, IoError, SectorSize, VolumeError, VolumeId, VolumeInfo, VolumeKind};
-use mgmt_api::control::{EngineVolume, HostAcl, NodeInfo, PoolStats, VolumeSpec, VolumeUsage};
+use engine::{
+    CloneJob, CloneState, Engine, IoError, SectorSize, ThickCloneOptions, VolumeError, VolumeId,
+    VolumeInfo, VolumeKind,
+};
+use mgmt_api::control::{
+    CloneJobId, CloneJobState, CloneJobStatus, EngineVolume, HostAcl, NodeInfo, PoolStats,
+    VolumeSpec, VolumeUsage,
+};
 use mgmt_api::{Control, ControlError};
 use nvmf_target::Subsystem;
 use parking_lot::Mutex;
@@ -23,6 +29,8 @@ pub struct EngineControl {
     node: NodeInfo,
     /// ACLs set before a volume is exposed (the API sets the ACL, then exposes).
     acls: Mutex<HashMap<Uuid, nvmf_target::HostAcl>>,
+    /// Pace of thick clone jobs (None: unpaced).
+    clone_rate_bytes_per_s: Option<u64>,
 }
 
 impl EngineControl {
@@ -33,6 +41,7 @@ impl EngineControl {
             subsystem,
             node,
             acls: Mutex::new(HashMap::new()),
+            clone_rate_bytes_per_s: None,
         }
     }
 
@@ -50,6 +59,18 @@ impl EngineControl {
             .volume_by_name(&uuid.to_string())
             .filter(|info| info.kind == kind)
             .ok_or(ControlError::NotFound(uuid))
+    }
+
+    /// Paces every thick clone job to `bytes_per_s` (None or 0: unpaced).
+    pub fn with_clone_rate(mut self, bytes_per_s: Option<u64>) -> EngineControl {
+        self.clone_rate_bytes_per_s = bytes_per_s.filter(|r| *r > 0);
+        self
+    }
+
+    fn job(&self, job: CloneJobId) -> Result<CloneJob, ControlError> {
+        self.engine.clone_job(VolumeId(job.0)).ok_or_else(|| {
+            ControlError::Internal(format!("no clone job {job} in this run of the engine"))
+        })
     }
 
     fn is_exposed(&self, nsid: u32) -> bool {
@@ -212,6 +233,53 @@ impl Control for EngineControl {
             .revert_volume(target.id, source.id)
             .map(|_| ())
             .map_err(|e| control_error(volume, e))
+    }
+
+    fn start_clone_job(
+        &self,
+        snapshot: Uuid,
+        target: &VolumeSpec,
+        verify: bool,
+    ) -> Result<CloneJobId, ControlError> {
+        if target.compression {
+            return Err(ControlError::Unsupported(
+                "compression is not implemented by this engine yet".into(),
+            ));
+        }
+        let source = self.find_snapshot(snapshot)?;
+        let options = ThickCloneOptions {
+            size_bytes: Some(target.size_bytes),
+            sector: Some(sector_size(target.sector_size_bytes)?),
+            compression: target.compression,
+            verify,
+            max_bytes_per_s: self.clone_rate_bytes_per_s,
+        };
+        let job = self
+            .engine
+            .start_thick_clone(source.id, &target.uuid.to_string(), options)
+            .map_err(|e| control_error(target.uuid, e))?;
+        // The destination's engine id names the job: unique and never reused.
+        Ok(CloneJobId(job.progress().destination.0))
+    }
+
+    fn clone_job_status(&self, job: CloneJobId) -> Result<CloneJobStatus, ControlError> {
+        let progress = self.job(job)?.progress();
+        let state = match progress.state {
+            CloneState::Running => CloneJobState::Running,
+            CloneState::Completed => CloneJobState::Completed,
+            CloneState::Failed(why) => CloneJobState::Failed(why),
+            CloneState::Cancelled => CloneJobState::Cancelled,
+        };
+        Ok(CloneJobStatus {
+            state,
+            copied_bytes: progress.done_bytes,
+            total_bytes: progress.total_bytes,
+        })
+    }
+
+    fn cancel_clone_job(&self, job: CloneJobId) -> Result<(), ControlError> {
+        self.job(job)?.cancel();
+        Ok(())
     }
 
     fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError> {

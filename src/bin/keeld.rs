@@ -27,6 +27,9 @@ struct Flags {
     /// Format blank block devices given with --device.
     #[arg(long)]
     format_blank_devices: bool,
+    /// Pace each thick clone job to this many MiB/s (0: unpaced).
+    #[arg(long)]
+    thick_clone_mib_per_s: Option<u64>,
     /// NVMe/TCP I/O listener; repeat for several.
     #[arg(long = "nvme-listen")]
     nvme_listen: Vec<SocketAddr>,
@@ -75,6 +78,9 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         config.pool.file_size = flags.pool_size;
     }
     config.pool.format_blank_devices |= flags.format_blank_devices;
+    if let Some(rate) = flags.thick_clone_mib_per_s {
+        config.pool.thick_clone_mib_per_s = rate;
+    }
     if !flags.nvme_listen.is_empty() {
         config.nvme.listen = flags.nvme_listen;
     }

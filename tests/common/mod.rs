@@ -42,6 +42,8 @@ pub struct KeeldOptions {
     pub insecure_http: bool,
     /// Accept REST requests without a token.
     pub no_auth: bool,
+    /// Pace thick clone jobs (MiB/s), so a test can catch one mid-copy.
+    pub thick_clone_mib_per_s: Option<u64>,
 }
 
 impl Default for KeeldOptions {
@@ -50,6 +52,7 @@ impl Default for KeeldOptions {
             pool_size: "1GiB".into(),
             insecure_http: false,
             no_auth: false,
+            thick_clone_mib_per_s: None,
         }
     }
 }
@@ -545,6 +548,9 @@ fn spawn(
     }
     if opts.no_auth {
         cmd.arg("--no-auth");
+    }
+    if let Some(rate) = opts.thick_clone_mib_per_s {
+        cmd.args(["--thick-clone-mib-per-s", &rate.to_string()]);
     }
     let mut child = cmd.spawn().expect("spawn keeld");
     let stderr = child.stderr.take().expect("keeld stderr");

@@ -342,6 +342,7 @@ impl Control for MemoryControl {
         &self,
         snapshot: Uuid,
         target: &VolumeSpec,
+        _verify: bool,
     ) -> Result<CloneJobId, ControlError> {
         let mut state = self.state.lock();
         if state.clone_unsupported {
@@ -480,7 +481,7 @@ mod tests {
         c.create_volume(&v).unwrap();
         let snap = Uuid::new_v4();
         c.create_snapshot(v.uuid, snap).unwrap();
-        let job = c.start_clone_job(snap, &spec(1 << 20)).unwrap();
+        let job = c.start_clone_job(snap, &spec(1 << 20), false).unwrap();
         let mut last = None;
         for _ in 0..4 {
             last = Some(c.clone_job_status(job).unwrap());

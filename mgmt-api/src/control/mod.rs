@@ -175,7 +175,9 @@ pub trait Control: Send + Sync {
     fn create_clone(&self, snapshot: Uuid, clone: &VolumeSpec) -> Result<(), ControlError>;
     /// Rolls `volume` back to the content of `snapshot` (one of its own snapshots).
     fn rollback_volume(&self, volume: Uuid, snapshot: Uuid) -> Result<(), ControlError>;
-    /// Starts copying `snapshot` into a new, fully allocated volume `target`.
+    /// Starts copying `snapshot` into a new, fully allocated volume `target`;
+    /// with `verify`, both sides are read back and compared before the job
+    /// completes.
     ///
     /// The default answers [`ControlError::Unsupported`], which the HTTP layer
     /// reports as 501 with a message.
@@ -183,8 +185,9 @@ pub trait Control: Send + Sync {
         &self,
         snapshot: Uuid,
         target: &VolumeSpec,
+        verify: bool,
     ) -> Result<CloneJobId, ControlError> {
-        let _ = (snapshot, target);
+        let _ = (snapshot, target, verify);
         Err(ControlError::Unsupported("thick clone".to_owned()))
     }
     /// Progress of a clone job started by [`Control::start_clone_job`].

@@ -39,6 +39,8 @@ pub struct ThickClone {
     pub description: Option<String>,
     /// Whether the destination is a snapshot (else a volume).
     pub into_snapshot: bool,
+    /// Read both sides back and compare them before completing ("verifyClone").
+    pub verify: bool,
     /// The request as received, echoed in the workflow.
     pub request: serde_json::Value,
 }
@@ -189,7 +191,7 @@ impl Service {
         match self
             .inner
             .control
-            .start_clone_job(req.source_snapshot, &spec)
+            .start_clone_job(req.source_snapshot, &spec, req.verify)
         {
             Ok(job) => {
                 self.inner.commit(|c| {

@@ -573,7 +573,8 @@ pub struct CloneDestinationDto {
     #[serde(default, deserialize_with = "loose::opt_bool")]
     #[schema(schema_with = schema::optional_bool)]
     pub compression: Option<bool>,
-    /// Re-read the destination after copying (accepted; the engine checksums every block).
+    /// Read source and destination back after copying and compare them before
+    /// the workflow completes.
     #[serde(default, deserialize_with = "loose::opt_bool")]
     #[schema(schema_with = schema::optional_bool)]
     pub verify_clone: Option<bool>,

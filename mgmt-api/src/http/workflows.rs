@@ -67,6 +67,7 @@ async fn start(
         qos_policy_name: req.dst.qos_policy_name.clone(),
         description: req.dst.description.clone(),
         into_snapshot,
+        verify: req.dst.verify_clone.unwrap_or(false),
         request: echo,
     };
     blocking(&state, move |s| {
