@@ -1,0 +1,561 @@
+//! Garbage collection under sustained 4 KiB random overwrite.
+//!
+//! For every case (pool fill x workload x policy) a file-backed pool is formatted
+//! on a sparse file in `KEEL_BENCH_DIR` (default `target/`) and driven through the
+//! completion API from one thread at QD32, as in `engine_vs_fio`:
+//!
+//! 1. fresh baseline: random 4 KiB writes (same address pattern as the measured
+//!    phase) into the empty volume for `KEEL_BENCH_SECONDS`, bounded so it never
+//!    writes more than a quarter of the pool (no garbage collection can run);
+//! 2. the pool is formatted again, the volume filled sequentially with 128 KiB
+//!    writes until live data is the asked share of `pool_stats().capacity_bytes`;
+//! 3. random 4 KiB overwrites until garbage collection has cleaned twice the
+//!    pool's segment count, or `KEEL_GC_SECONDS` have passed.
+//!
+//! Reported per case: IOPS of the fresh phase, IOPS over the overwrite phase and
+//! over its steady part (from the moment the collector has cleaned as many
+//! segments as the pool holds, or from its first cleaning if the run ends
+//! before that), the steady/fresh ratio, write amplification from the
+//! `pool_stats()` counters over those windows, segments cleaned, latency and any
+//! write errors (out of space) or stalls.
+//!
+//! `cargo bench --bench engine_gc`. Environment: `KEEL_BENCH_SECONDS` (fresh
+//! phase, default 5), `KEEL_GC_SECONDS` (overwrite phase cap, default 90),
+//! `KEEL_GC_POOL_MIB` (pool file, default 2048), `KEEL_GC_FILLS` (per-mille
+//! fills, default `800,900`), `KEEL_GC_WORKLOADS` (`uniform,hotcold`),
+//! `KEEL_GC_POLICIES` (`greedy,cost-benefit`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use engine::io::BackingKind;
+use engine::{
+    DeviceSpec, Engine, EngineConfig, GcPolicy, IoError, PoolStats, SectorSize, VolumeId,
+};
+
+const BLOCK_BYTES: u64 = 4096;
+const FILL_IO_BYTES: u64 = 128 << 10;
+const DEPTH: usize = 32;
+/// A phase with no completion for this long is reported as stalled and abandoned.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// A phase stops after this many failed writes.
+const ERRORS_MAX: u64 = 10_000;
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_owned())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn bench_dir() -> PathBuf {
+    std::env::var_os("KEEL_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// Which blocks the random phases write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    /// Every block equally likely.
+    Uniform,
+    /// 90% of writes to the first 10% of the volume, 10% to the rest.
+    HotCold,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Uniform => "uniform",
+            Workload::HotCold => "hot/cold 90/10",
+        }
+    }
+}
+
+/// xorshift64: cheap and reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Block addresses for a workload over a volume of `blocks` blocks.
+fn addresses(workload: Workload, blocks: u64, seed: u64) -> impl FnMut() -> u64 {
+    let mut rng = Rng(seed);
+    let hot = (blocks / 10).max(1);
+    move || {
+        let r = rng.next();
+        match workload {
+            Workload::Uniform => r % blocks,
+            Workload::HotCold if r % 10 < 9 => (r >> 8) % hot,
+            Workload::HotCold => hot + (r >> 8) % (blocks - hot).max(1),
+        }
+    }
+}
+
+/// A look at the pool taken during a phase.
+struct Sample {
+    at: f64,
+    ios: u64,
+    stats: PoolStats,
+}
+
+/// What one driven phase did.
+struct Phase {
+    ios: u64,
+    errors: u64,
+    first_error: Option<IoError>,
+    elapsed: f64,
+    latencies_us: Vec<u32>,
+    stalled: bool,
+    samples: Vec<Sample>,
+}
+
+impl Phase {
+    fn iops(&self) -> f64 {
+        self.ios as f64 / self.elapsed.max(1e-9)
+    }
+}
+
+/// Bounds of one phase.
+struct Limits {
+    duration: Duration,
+    max_ios: u64,
+}
+
+/// Writes `io_bytes` at the block addresses `next_block` yields, `DEPTH` at a
+/// time from this thread, until a limit is hit or `stop` (asked every sample
+/// with fresh pool figures) says so.
+fn drive(
+    engine: &Arc<Engine>,
+    volume: VolumeId,
+    io_bytes: u64,
+    mut next_block: impl FnMut() -> u64,
+    limits: Limits,
+    mut stop: impl FnMut(&PoolStats) -> bool,
+) -> Phase {
+    let data = Bytes::from(vec![0xA5u8; io_bytes as usize]);
+    let (tx, rx) = crossbeam_channel::unbounded::<(Instant, Result<(), IoError>)>();
+    let started = Instant::now();
+    let deadline = started + limits.duration;
+    let mut phase = Phase {
+        ios: 0,
+        errors: 0,
+        first_error: None,
+        elapsed: 0.0,
+        latencies_us: Vec::with_capacity(1 << 20),
+        stalled: false,
+        samples: vec![Sample {
+            at: 0.0,
+            ios: 0,
+            stats: engine.pool_stats(),
+        }],
+    };
+    let mut submitted = 0u64;
+    let mut submit = |submitted: &mut u64| {
+        let lba = next_block();
+        let tx = tx.clone();
+        let at = Instant::now();
+        engine.write(
+            volume,
+            lba,
+            data.clone(),
+            Box::new(move |r| {
+                let _ = tx.send((at, r));
+            }),
+        );
+        *submitted += 1;
+    };
+    let mut inflight = 0usize;
+    while inflight < DEPTH && submitted < limits.max_ios {
+        submit(&mut submitted);
+        inflight += 1;
+    }
+    let mut stopping = false;
+    let mut next_sample = started + SAMPLE_EVERY;
+    while inflight > 0 {
+        let Ok((at, result)) = rx.recv_timeout(STALL_LIMIT) else {
+            phase.stalled = true;
+            break;
+        };
+        inflight -= 1;
+        match result {
+            Ok(()) => {
+                phase.ios += 1;
+                phase
+                    .latencies_us
+                    .push(at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+            }
+            Err(err) => {
+                phase.errors += 1;
+                phase.first_error.get_or_insert(err);
+            }
+        }
+        if !stopping {
+            let now = Instant::now();
+            if now >= next_sample {
+                let stats = engine.pool_stats();
+                stopping |= stop(&stats);
+                phase.samples.push(Sample {
+                    at: (now - started).as_secs_f64(),
+                    ios: phase.ios,
+                    stats,
+                });
+                next_sample = now + SAMPLE_EVERY;
+            }
+            stopping |=
+                now >= deadline || submitted >= limits.max_ios || phase.errors >= ERRORS_MAX;
+        }
+        if !stopping {
+            submit(&mut submitted);
+            inflight += 1;
+        }
+    }
+    phase.elapsed = started.elapsed().as_secs_f64();
+    phase.samples.push(Sample {
+        at: phase.elapsed,
+        ios: phase.ios,
+        stats: engine.pool_stats(),
+    });
+    phase
+}
+
+fn percentile(sorted: &[u32], p: usize) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// Write amplification between two samples, from the pool's counters.
+fn amplification(from: &PoolStats, to: &PoolStats) -> f64 {
+    let host = to
+        .host_written_bytes
+        .saturating_sub(from.host_written_bytes);
+    let moved = to
+        .gc_relocated_bytes
+        .saturating_sub(from.gc_relocated_bytes);
+    if host == 0 {
+        return f64::NAN;
+    }
+    (host + moved) as f64 / host as f64
+}
+
+fn open_fresh(path: &PathBuf, pool_bytes: u64, config: &EngineConfig) -> Arc<Engine> {
+    let _ = std::fs::remove_file(path);
+    let spec = DeviceSpec {
+        path: path.clone(),
+        kind: BackingKind::File,
+        create_size: Some(pool_bytes),
+    };
+    Arc::new(Engine::open_paths(&[spec], config.clone(), false).expect("engine on bench file"))
+}
+
+fn policy_name(policy: GcPolicy) -> &'static str {
+    match policy {
+        GcPolicy::Greedy => "greedy",
+        GcPolicy::CostBenefit => "cost-benefit",
+    }
+}
+
+/// One table row.
+struct Row {
+    fill_permille: u64,
+    workload: Workload,
+    policy: GcPolicy,
+    fresh_iops: f64,
+    phase_iops: f64,
+    steady_iops: f64,
+    steady_from_s: f64,
+    seconds: f64,
+    wa_phase: f64,
+    wa_steady: f64,
+    cleaned: u64,
+    segments: u64,
+    p99_us: u32,
+    max_us: u32,
+    errors: u64,
+    notes: String,
+}
+
+fn run_case(
+    path: &PathBuf,
+    pool_bytes: u64,
+    fill_permille: u64,
+    workload: Workload,
+    policy: GcPolicy,
+) -> Row {
+    let config = EngineConfig {
+        gc_policy: policy,
+        ..EngineConfig::default()
+    };
+    let segment_bytes = u64::from(config.blocks_per_segment) * BLOCK_BYTES;
+    let mut notes = Vec::new();
+
+    // Fresh baseline on a just-formatted pool.
+    let engine = open_fresh(path, pool_bytes, &config);
+    let capacity = engine.pool_stats().capacity_bytes;
+    let segments = capacity / segment_bytes;
+    let volume_bytes = capacity * fill_permille / 1000 / FILL_IO_BYTES * FILL_IO_BYTES;
+    let blocks = volume_bytes / BLOCK_BYTES;
+    let volume = engine
+        .create_volume("gc", volume_bytes, SectorSize::B4096)
+        .expect("volume")
+        .id;
+    let fresh = drive(
+        &engine,
+        volume,
+        BLOCK_BYTES,
+        addresses(workload, blocks, 0x9E37_79B9_7F4A_7C15),
+        Limits {
+            duration: Duration::from_secs(env_u64("KEEL_BENCH_SECONDS", 5)),
+            max_ios: capacity / 4 / BLOCK_BYTES,
+        },
+        |_| false,
+    );
+    let fresh_cleaned = fresh
+        .samples
+        .last()
+        .map_or(0, |s| s.stats.gc_cleaned_segments);
+    if fresh_cleaned > 0 {
+        notes.push(format!("GC ran in fresh phase ({fresh_cleaned} segments)"));
+    }
+    if fresh.errors > 0 || fresh.stalled {
+        notes.push(format!(
+            "fresh phase: {} errors ({:?}), stalled {}",
+            fresh.errors, fresh.first_error, fresh.stalled
+        ));
+    }
+    drop(engine);
+
+    // The same pool formatted again and filled sequentially.
+    let engine = open_fresh(path, pool_bytes, &config);
+    let volume = engine
+        .create_volume("gc", volume_bytes, SectorSize::B4096)
+        .expect("volume")
+        .id;
+    let fill_ios = volume_bytes / FILL_IO_BYTES;
+    let mut next = 0u64;
+    let fill = drive(
+        &engine,
+        volume,
+        FILL_IO_BYTES,
+        move || {
+            next += 1;
+            (next - 1) * (FILL_IO_BYTES / BLOCK_BYTES)
+        },
+        Limits {
+            duration: Duration::from_secs(600),
+            max_ios: fill_ios,
+        },
+        |_| false,
+    );
+    let filled = engine.pool_stats();
+    eprintln!(
+        "  fill {}‰: {:.1} s ({:.0} MiB/s), used {} MiB of {} MiB, free {} MiB, checkpoints {} MiB, cleaned {}",
+        fill_permille,
+        fill.elapsed,
+        (fill.ios * FILL_IO_BYTES) as f64 / fill.elapsed / f64::from(1 << 20),
+        filled.used_bytes >> 20,
+        capacity >> 20,
+        filled.free_bytes >> 20,
+        filled.checkpoint_bytes >> 20,
+        filled.gc_cleaned_segments
+    );
+    if fill.errors > 0 || fill.stalled || fill.ios < fill_ios {
+        notes.push(format!(
+            "fill: {} of {} writes done, {} errors ({:?}), stalled {}",
+            fill.ios, fill_ios, fill.errors, fill.first_error, fill.stalled
+        ));
+    }
+
+    // Sustained random overwrite.
+    let target = filled.gc_cleaned_segments + 2 * segments;
+    let overwrite = drive(
+        &engine,
+        volume,
+        BLOCK_BYTES,
+        addresses(workload, blocks, 0x2545_F491_4F6C_DD1D),
+        Limits {
+            duration: Duration::from_secs(env_u64("KEEL_GC_SECONDS", 90)),
+            max_ios: u64::MAX,
+        },
+        |stats| stats.gc_cleaned_segments >= target,
+    );
+    if overwrite.errors > 0 || overwrite.stalled {
+        notes.push(format!(
+            "overwrite: {} errors ({:?}), stalled {}",
+            overwrite.errors, overwrite.first_error, overwrite.stalled
+        ));
+    }
+    let first = &overwrite.samples[0];
+    let last = &overwrite.samples[overwrite.samples.len() - 1];
+    let cleaned = last.stats.gc_cleaned_segments - first.stats.gc_cleaned_segments;
+    // Steady part: once a pool's worth of segments has been cleaned, else from
+    // the first cleaning.
+    let steady_start = overwrite
+        .samples
+        .iter()
+        .find(|s| s.stats.gc_cleaned_segments >= first.stats.gc_cleaned_segments + segments)
+        .filter(|s| last.at - s.at >= 1.0)
+        .or_else(|| {
+            notes.push("steady window from first cleaning".into());
+            overwrite
+                .samples
+                .iter()
+                .find(|s| s.stats.gc_cleaned_segments > first.stats.gc_cleaned_segments)
+        })
+        .unwrap_or(first);
+    let steady_iops = (last.ios - steady_start.ios) as f64 / (last.at - steady_start.at).max(1e-9);
+    if cleaned < 2 * segments {
+        notes.push(format!("stopped by the time limit at {cleaned} cleaned"));
+    }
+    let mut latencies = overwrite.latencies_us.clone();
+    latencies.sort_unstable();
+    let longest_gap = overwrite
+        .samples
+        .windows(2)
+        .filter(|w| w[1].ios == w[0].ios)
+        .map(|w| w[1].at - w[0].at)
+        .fold(0.0f64, f64::max);
+    if longest_gap > 0.0 {
+        notes.push(format!(
+            "a {:.2} s sample window completed no write",
+            longest_gap
+        ));
+    }
+    let free_min = overwrite
+        .samples
+        .iter()
+        .map(|s| s.stats.free_bytes)
+        .min()
+        .unwrap_or(0);
+    eprintln!(
+        "  overwrite: {:.1} s, {} writes, cleaned {}, free min {} MiB, used {} MiB, WA since open {:.2}",
+        overwrite.elapsed,
+        overwrite.ios,
+        cleaned,
+        free_min >> 20,
+        last.stats.used_bytes >> 20,
+        last.stats.write_amplification()
+    );
+    drop(engine);
+    let _ = std::fs::remove_file(path);
+    Row {
+        fill_permille,
+        workload,
+        policy,
+        fresh_iops: fresh.iops(),
+        phase_iops: overwrite.iops(),
+        steady_iops,
+        steady_from_s: steady_start.at,
+        seconds: overwrite.elapsed,
+        wa_phase: amplification(&first.stats, &last.stats),
+        wa_steady: amplification(&steady_start.stats, &last.stats),
+        cleaned,
+        segments,
+        p99_us: percentile(&latencies, 99),
+        max_us: latencies.last().copied().unwrap_or(0),
+        errors: overwrite.errors,
+        notes: notes.join("; "),
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // Nothing to list or smoke-test: this bench needs a real disk.
+    }
+    let pool_bytes = env_u64("KEEL_GC_POOL_MIB", 2048) << 20;
+    let path = bench_dir().join("keel-bench-gc.img");
+    let fills: Vec<u64> = env_list("KEEL_GC_FILLS", "800,900")
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .filter(|f| (1..1000).contains(f))
+        .collect();
+    let workloads: Vec<Workload> = env_list("KEEL_GC_WORKLOADS", "uniform,hotcold")
+        .iter()
+        .filter_map(|s| match s.as_str() {
+            "uniform" => Some(Workload::Uniform),
+            "hotcold" => Some(Workload::HotCold),
+            _ => None,
+        })
+        .collect();
+    let policies: Vec<GcPolicy> = env_list("KEEL_GC_POLICIES", "greedy,cost-benefit")
+        .iter()
+        .filter_map(|s| match s.as_str() {
+            "greedy" => Some(GcPolicy::Greedy),
+            "cost-benefit" => Some(GcPolicy::CostBenefit),
+            _ => None,
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for &fill in &fills {
+        for &workload in &workloads {
+            for &policy in &policies {
+                eprintln!(
+                    "case: fill {fill}‰, {}, {}",
+                    workload.name(),
+                    policy_name(policy)
+                );
+                let row = run_case(&path, pool_bytes, fill, workload, policy);
+                print_header_once(rows.is_empty(), pool_bytes);
+                print_row(&row);
+                rows.push(row);
+            }
+        }
+    }
+}
+
+fn print_header_once(first: bool, pool_bytes: u64) {
+    if !first {
+        return;
+    }
+    println!(
+        "\nGC under 4 KiB random overwrite at QD{DEPTH}, {} MiB pool file",
+        pool_bytes >> 20
+    );
+    println!(
+        "| fill | workload | policy | fresh IOPS | overwrite IOPS (whole phase) | steady IOPS | steady/fresh | WA (phase) | WA (steady) | segments cleaned | run s (steady from) | p99 µs | max µs | errors | notes |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+}
+
+fn print_row(r: &Row) {
+    println!(
+        "| {}% | {} | {} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {} ({:.1}x pool) | {:.1} ({:.1}) | {} | {} | {} | {} |",
+        r.fill_permille / 10,
+        r.workload.name(),
+        policy_name(r.policy),
+        r.fresh_iops,
+        r.phase_iops,
+        r.steady_iops,
+        r.steady_iops / r.fresh_iops.max(1e-9),
+        r.wa_phase,
+        r.wa_steady,
+        r.cleaned,
+        r.cleaned as f64 / r.segments as f64,
+        r.seconds,
+        r.steady_from_s,
+        r.p99_us,
+        r.max_us,
+        r.errors,
+        r.notes
+    );
+}

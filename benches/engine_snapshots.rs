@@ -1,0 +1,393 @@
+//! Snapshot costs on a file-backed pool (sparse file in `KEEL_BENCH_DIR`, default
+//! `target/`), driven through the completion API from one thread at QD32 as in
+//! `engine_vs_fio`:
+//!
+//! 1. a volume with `KEEL_SNAP_VOLUME_MIB` (default 1024) written sequentially;
+//!    snapshot creation timed over `KEEL_SNAP_CREATIONS` (default 50) snapshots
+//!    taken back to back, which are then deleted (timed too);
+//! 2. 4 KiB random write IOPS for `KEEL_BENCH_SECONDS` (default 5) with 0
+//!    snapshots, then after taking snapshots up to 16 and then 256, writing
+//!    `KEEL_SNAP_STEP_WRITES` (default 256) random 4 KiB blocks between two
+//!    snapshots so each snapshot differs from the next;
+//! 3. deletion of all 256 snapshots in a shuffled order: time, and the space
+//!    reclaimed (live bytes at once; free segments after garbage collection
+//!    rounds and a checkpoint).
+//!
+//! `cargo bench --bench engine_snapshots`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use engine::io::BackingKind;
+use engine::{DeviceSpec, Engine, EngineConfig, IoError, SectorSize, VolumeId};
+
+const BLOCK_BYTES: u64 = 4096;
+const FILL_IO_BYTES: u64 = 128 << 10;
+const DEPTH: usize = 32;
+const POOL_BYTES: u64 = 8 << 30;
+/// A phase with no completion for this long is reported as stalled and abandoned.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// Snapshot counts at which write IOPS are measured.
+const MEASURE_AT: [usize; 3] = [0, 16, 256];
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn bench_dir() -> PathBuf {
+    std::env::var_os("KEEL_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// xorshift64: cheap and reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// What one driven phase did.
+struct Phase {
+    ios: u64,
+    errors: u64,
+    first_error: Option<IoError>,
+    elapsed: f64,
+    latencies_us: Vec<u32>,
+    stalled: bool,
+}
+
+impl Phase {
+    fn iops(&self) -> f64 {
+        self.ios as f64 / self.elapsed.max(1e-9)
+    }
+
+    fn check(&self, what: &str) {
+        if self.errors > 0 || self.stalled {
+            eprintln!(
+                "{what}: {} writes failed (first: {:?}), stalled: {}",
+                self.errors, self.first_error, self.stalled
+            );
+        }
+    }
+}
+
+/// Writes `io_bytes` at the block addresses `next_block` yields, `DEPTH` at a
+/// time from this thread, for at most `duration` and `max_ios` writes.
+fn drive(
+    engine: &Arc<Engine>,
+    volume: VolumeId,
+    io_bytes: u64,
+    mut next_block: impl FnMut() -> u64,
+    duration: Duration,
+    max_ios: u64,
+) -> Phase {
+    let data = Bytes::from(vec![0x5Au8; io_bytes as usize]);
+    let (tx, rx) = crossbeam_channel::unbounded::<(Instant, Result<(), IoError>)>();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut phase = Phase {
+        ios: 0,
+        errors: 0,
+        first_error: None,
+        elapsed: 0.0,
+        latencies_us: Vec::with_capacity(1 << 16),
+        stalled: false,
+    };
+    let mut submitted = 0u64;
+    let mut submit = |submitted: &mut u64| {
+        let lba = next_block();
+        let tx = tx.clone();
+        let at = Instant::now();
+        engine.write(
+            volume,
+            lba,
+            data.clone(),
+            Box::new(move |r| {
+                let _ = tx.send((at, r));
+            }),
+        );
+        *submitted += 1;
+    };
+    let mut inflight = 0usize;
+    while inflight < DEPTH && submitted < max_ios {
+        submit(&mut submitted);
+        inflight += 1;
+    }
+    while inflight > 0 {
+        let Ok((at, result)) = rx.recv_timeout(STALL_LIMIT) else {
+            phase.stalled = true;
+            break;
+        };
+        inflight -= 1;
+        match result {
+            Ok(()) => {
+                phase.ios += 1;
+                phase
+                    .latencies_us
+                    .push(at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+            }
+            Err(err) => {
+                phase.errors += 1;
+                phase.first_error.get_or_insert(err);
+            }
+        }
+        if Instant::now() < deadline && submitted < max_ios && phase.errors == 0 {
+            submit(&mut submitted);
+            inflight += 1;
+        }
+    }
+    phase.elapsed = started.elapsed().as_secs_f64();
+    phase
+}
+
+/// Mean, p50 and max of durations, in milliseconds.
+fn summary(times: &[Duration]) -> (f64, f64, f64) {
+    if times.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let mut ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+    (mean, ms[ms.len() / 2], ms[ms.len() - 1])
+}
+
+fn percentile(sorted: &[u32], p: usize) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // Nothing to list or smoke-test: this bench needs a real disk.
+    }
+    let seconds = Duration::from_secs(env_u64("KEEL_BENCH_SECONDS", 5));
+    let volume_bytes = env_u64("KEEL_SNAP_VOLUME_MIB", 1024) << 20;
+    let creations = env_u64("KEEL_SNAP_CREATIONS", 50) as usize;
+    let step_writes = env_u64("KEEL_SNAP_STEP_WRITES", 256);
+    let blocks = volume_bytes / BLOCK_BYTES;
+
+    let path = bench_dir().join("keel-bench-snapshots.img");
+    let _ = std::fs::remove_file(&path);
+    let spec = DeviceSpec {
+        path: path.clone(),
+        kind: BackingKind::File,
+        create_size: Some(POOL_BYTES),
+    };
+    let engine = Arc::new(
+        Engine::open_paths(&[spec], EngineConfig::default(), false).expect("engine on bench file"),
+    );
+    let volume = engine
+        .create_volume("base", volume_bytes, SectorSize::B4096)
+        .expect("volume")
+        .id;
+    let mut next = 0u64;
+    let fill = drive(
+        &engine,
+        volume,
+        FILL_IO_BYTES,
+        move || {
+            next += 1;
+            (next - 1) * (FILL_IO_BYTES / BLOCK_BYTES)
+        },
+        Duration::from_secs(600),
+        volume_bytes / FILL_IO_BYTES,
+    );
+    fill.check("fill");
+    eprintln!("filled {} MiB in {:.1} s", volume_bytes >> 20, fill.elapsed);
+
+    // 1. Creation time of snapshots of the written volume, back to back.
+    let mut times = Vec::with_capacity(creations);
+    let mut ids = Vec::with_capacity(creations);
+    for i in 0..creations {
+        let at = Instant::now();
+        let snap = engine
+            .create_snapshot(volume, &format!("burst-{i}"))
+            .expect("snapshot");
+        times.push(at.elapsed());
+        ids.push(snap.id);
+    }
+    let burst_create = summary(&times);
+    let used_before = engine.pool_stats().used_bytes;
+    let mut delete_times = Vec::with_capacity(creations);
+    for id in ids {
+        let at = Instant::now();
+        engine.delete_volume(id).expect("delete snapshot");
+        delete_times.push(at.elapsed());
+    }
+    let burst_delete = summary(&delete_times);
+    let burst_reclaimed = used_before.saturating_sub(engine.pool_stats().used_bytes);
+
+    // 2. Write IOPS with 0, 16 and 256 snapshots that differ from each other.
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut write_rows = Vec::new();
+    let mut step_create = Vec::new();
+    let mut snapshots = Vec::new();
+    for &count in &MEASURE_AT {
+        while snapshots.len() < count {
+            let at = Instant::now();
+            let snap = engine
+                .create_snapshot(volume, &format!("snap-{}", snapshots.len()))
+                .expect("snapshot");
+            step_create.push((snapshots.len(), at.elapsed()));
+            snapshots.push(snap.id);
+            let step = drive(
+                &engine,
+                volume,
+                BLOCK_BYTES,
+                || rng.next() % blocks,
+                Duration::from_secs(60),
+                step_writes,
+            );
+            step.check("writes between snapshots");
+        }
+        let phase = drive(
+            &engine,
+            volume,
+            BLOCK_BYTES,
+            || rng.next() % blocks,
+            seconds,
+            u64::MAX,
+        );
+        phase.check("measured writes");
+        let mut latencies = phase.latencies_us.clone();
+        latencies.sort_unstable();
+        let stats = engine.pool_stats();
+        write_rows.push((
+            count,
+            phase.iops(),
+            latencies.iter().map(|&l| f64::from(l)).sum::<f64>() / latencies.len().max(1) as f64,
+            percentile(&latencies, 99),
+            latencies.last().copied().unwrap_or(0),
+            stats.used_bytes,
+            stats.gc_cleaned_segments,
+        ));
+    }
+    let first16: Vec<Duration> = step_create
+        .iter()
+        .filter(|(n, _)| *n < 16)
+        .map(|(_, d)| *d)
+        .collect();
+    let later: Vec<Duration> = step_create
+        .iter()
+        .filter(|(n, _)| *n >= 16)
+        .map(|(_, d)| *d)
+        .collect();
+
+    // 3. Delete all 256 in a shuffled order.
+    let before = engine.pool_stats();
+    let mut order = snapshots.clone();
+    for i in (1..order.len()).rev() {
+        let j = (rng.next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    let mut delete_times = Vec::with_capacity(order.len());
+    let started = Instant::now();
+    for id in order {
+        let at = Instant::now();
+        engine.delete_volume(id).expect("delete snapshot");
+        delete_times.push(at.elapsed());
+    }
+    let delete_total = started.elapsed();
+    let after_delete = engine.pool_stats();
+    let gc_started = Instant::now();
+    let mut rounds = 0;
+    while rounds < 1000 && gc_started.elapsed() < Duration::from_secs(120) {
+        match engine.collect_garbage() {
+            Ok(true) => rounds += 1,
+            Ok(false) => break,
+            Err(err) => {
+                eprintln!("collect_garbage failed: {err}");
+                break;
+            }
+        }
+    }
+    if let Err(err) = engine.checkpoint() {
+        eprintln!("checkpoint failed: {err}");
+    }
+    let gc_time = gc_started.elapsed();
+    let after_gc = engine.pool_stats();
+
+    println!(
+        "\nsnapshots: {} MiB volume written sequentially, 4 KiB random writes at QD{DEPTH}, {} s per measured phase, {} random 4 KiB writes between snapshots",
+        volume_bytes >> 20,
+        seconds.as_secs(),
+        step_writes
+    );
+    println!("| operation | count | mean ms | p50 ms | max ms |");
+    println!("|---|---|---|---|---|");
+    let (mean, p50, max) = burst_create;
+    println!(
+        "| create snapshot of the written volume, back to back | {creations} | {mean:.2} | {p50:.2} | {max:.2} |"
+    );
+    let (mean, p50, max) = burst_delete;
+    println!(
+        "| delete those snapshots (nothing exclusive: {:.1} MiB reclaimed) | {creations} | {mean:.2} | {p50:.2} | {max:.2} |",
+        mib(burst_reclaimed)
+    );
+    let (mean, p50, max) = summary(&first16);
+    println!(
+        "| create snapshot 1-16 (writes in between) | {} | {mean:.2} | {p50:.2} | {max:.2} |",
+        first16.len()
+    );
+    let (mean, p50, max) = summary(&later);
+    println!(
+        "| create snapshot 17-256 (writes in between) | {} | {mean:.2} | {p50:.2} | {max:.2} |",
+        later.len()
+    );
+    let (mean, p50, max) = summary(&delete_times);
+    println!(
+        "| delete all {} snapshots, shuffled order (total {:.2} s) | {} | {mean:.2} | {p50:.2} | {max:.2} |",
+        delete_times.len(),
+        delete_total.as_secs_f64(),
+        delete_times.len()
+    );
+    println!();
+    println!("| snapshots | write IOPS | vs 0 snapshots | mean µs | p99 µs | max µs | pool used MiB after | GC segments cleaned so far |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let base = write_rows.first().map_or(1.0, |r| r.1);
+    for (count, iops, mean, p99, max, used, cleaned) in &write_rows {
+        println!(
+            "| {count} | {iops:.0} | {:.2}x | {mean:.0} | {p99} | {max} | {:.0} | {cleaned} |",
+            iops / base,
+            mib(*used)
+        );
+    }
+    println!();
+    println!("| space | MiB |");
+    println!("|---|---|");
+    println!(
+        "| used (live data) with 256 snapshots | {:.0} |",
+        mib(before.used_bytes)
+    );
+    println!(
+        "| used right after deleting them | {:.0} (reclaimed {:.0}) |",
+        mib(after_delete.used_bytes),
+        mib(before.used_bytes.saturating_sub(after_delete.used_bytes))
+    );
+    println!(
+        "| free segments before delete / after delete / after {rounds} GC rounds + checkpoint ({:.1} s) | {:.0} / {:.0} / {:.0} |",
+        gc_time.as_secs_f64(),
+        mib(before.free_bytes),
+        mib(after_delete.free_bytes),
+        mib(after_gc.free_bytes)
+    );
+    drop(engine);
+    let _ = std::fs::remove_file(&path);
+}
