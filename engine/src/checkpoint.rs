@@ -161,7 +161,7 @@ fn encode_body(next_volume_id: u64, volumes: &[(VolumeShape, VolumeMap)]) -> Vec
                         instances.push(
                             chunk
                                 .mapped()
-                                .map(|(o, m)| (o, m.location.0, m.crc))
+                                .map(|(o, m)| (o, m.encode(), m.crc))
                                 .collect(),
                         );
                         (instances.len() - 1) as u32

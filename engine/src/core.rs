@@ -149,6 +149,10 @@ pub(crate) struct Counters {
     pub relocated_blocks: AtomicU64,
     /// Segments garbage collection cleaned.
     pub cleaned_segments: AtomicU64,
+    /// Blocks written to compressed volumes, before compression.
+    pub packed_logical_blocks: AtomicU64,
+    /// Blocks those writes took on disk.
+    pub packed_stored_blocks: AtomicU64,
 }
 
 impl Core {

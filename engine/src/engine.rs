@@ -15,7 +15,7 @@ use crate::checkpoint::write_checkpoint;
 use crate::core::{Core, EngineConfig};
 use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
 use crate::format::{Entry, VolumeKind, VOLUME_FLAG_COMPRESS, VOLUME_FLAG_INCOMPLETE};
-use crate::index::VolumeMap;
+use crate::index::{Packing, VolumeMap};
 use crate::io::{open_backing, AlignedBuf, BackingKind, DeviceError, DeviceRef, IoOp, UringDevice};
 use crate::log::{append, Origin, Pending, Record, BATCH_DATA_BLOCKS_MAX};
 use crate::thick_clone::CloneJob;
@@ -73,9 +73,31 @@ pub struct PoolStats {
     pub gc_relocated_bytes: u64,
     /// Segments garbage collection cleaned since the pool was opened.
     pub gc_cleaned_segments: u64,
+    /// Bytes written to compressed volumes since open, before compression.
+    pub compressed_logical_bytes: u64,
+    /// Bytes those writes took on disk.
+    pub compressed_stored_bytes: u64,
 }
 
 impl PoolStats {
+    /// Achieved compression ratio of data written to compressed volumes since
+    /// open (1.0 if none).
+    pub fn compression_ratio(&self) -> f64 {
+        if self.compressed_stored_bytes == 0 {
+            return 1.0;
+        }
+        self.compressed_logical_bytes as f64 / self.compressed_stored_bytes as f64
+    }
+
+    /// Provisioned bytes per byte of capacity in use: how far thin provisioning,
+    /// sharing and compression stretch the pool (0 when nothing is used).
+    pub fn provisioned_to_used_ratio(&self) -> f64 {
+        if self.used_bytes == 0 {
+            return 0.0;
+        }
+        self.provisioned_bytes as f64 / self.used_bytes as f64
+    }
+
     /// Device writes per host write since open (1.0 without garbage collection).
     pub fn write_amplification(&self) -> f64 {
         if self.host_written_bytes == 0 {
@@ -83,6 +105,13 @@ impl PoolStats {
         }
         (self.host_written_bytes + self.gc_relocated_bytes) as f64 / self.host_written_bytes as f64
     }
+}
+
+/// Choices made when a volume is created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VolumeOptions {
+    /// Compress the volume's data (lz4; incompressible data is stored raw).
+    pub compression: bool,
 }
 
 /// How much of the pool one volume or snapshot occupies.
@@ -94,6 +123,18 @@ pub struct VolumeSpace {
     pub exclusive_bytes: u64,
     /// Bytes also referenced by snapshots or clones of the same lineage.
     pub shared_bytes: u64,
+    /// Bytes the mapped data occupies on disk after compression.
+    pub stored_bytes: u64,
+}
+
+impl VolumeSpace {
+    /// Mapped bytes per stored byte (1.0 for uncompressed data).
+    pub fn compression_ratio(&self) -> f64 {
+        if self.stored_bytes == 0 {
+            return 1.0;
+        }
+        self.mapped_bytes as f64 / self.stored_bytes as f64
+    }
 }
 
 /// Completion of a write, trim or flush.
@@ -259,6 +300,22 @@ impl Engine {
         sector: SectorSize,
     ) -> Result<VolumeInfo, VolumeError> {
         self.create_volume_with(name, size_bytes, sector, 0)
+    }
+
+    /// Creates an empty thin volume with `options`; returns once it is durable.
+    pub fn create_volume_with_options(
+        &self,
+        name: &str,
+        size_bytes: u64,
+        sector: SectorSize,
+        options: VolumeOptions,
+    ) -> Result<VolumeInfo, VolumeError> {
+        let flags = if options.compression {
+            VOLUME_FLAG_COMPRESS
+        } else {
+            0
+        };
+        self.create_volume_with(name, size_bytes, sector, flags)
     }
 
     pub(crate) fn create_volume_with(
@@ -486,6 +543,7 @@ impl Engine {
         let (exclusive, shared) = map.exclusive_and_shared(|at| log.segments.block_refs(at));
         Some(VolumeSpace {
             mapped_bytes: map.mapped_blocks() * BLOCK_SIZE_U64,
+            stored_bytes: map.stored_blocks() * BLOCK_SIZE_U64,
             exclusive_bytes: exclusive * BLOCK_SIZE_U64,
             shared_bytes: shared * BLOCK_SIZE_U64,
         })
@@ -526,6 +584,10 @@ impl Engine {
             host_written_bytes: counters.foreground_blocks.load(Ordering::Relaxed) * BLOCK_SIZE_U64,
             gc_relocated_bytes: counters.relocated_blocks.load(Ordering::Relaxed) * BLOCK_SIZE_U64,
             gc_cleaned_segments: counters.cleaned_segments.load(Ordering::Relaxed),
+            compressed_logical_bytes: counters.packed_logical_blocks.load(Ordering::Relaxed)
+                * BLOCK_SIZE_U64,
+            compressed_stored_bytes: counters.packed_stored_blocks.load(Ordering::Relaxed)
+                * BLOCK_SIZE_U64,
         }
     }
 
@@ -868,19 +930,25 @@ fn store_blocks(
         }
         RangeData::Bytes(bytes) => bytes,
     };
+    let compressed = volume.flags() & VOLUME_FLAG_COMPRESS != 0;
     let piece_bytes = ATOMIC_WRITE_BLOCKS * BLOCK_SIZE;
     let pieces = bytes.len().div_ceil(piece_bytes);
     let join = Join::new(pieces, done);
     for piece in 0..pieces {
         let at = piece * piece_bytes;
         let data = bytes.slice(at..bytes.len().min(at + piece_bytes));
-        let crcs = data.chunks(BLOCK_SIZE).map(crc32c::crc32c).collect();
         let lba = first + (piece * ATOMIC_WRITE_BLOCKS) as u64;
-        let entry = Entry::Write {
-            volume: volume.id.0,
-            lba,
-            data_offset: 0,
-            crcs,
+        let (entry, data) = if compressed {
+            crate::compress::pack(volume.id.0, lba, &data)
+        } else {
+            let crcs = data.chunks(BLOCK_SIZE).map(crc32c::crc32c).collect();
+            let entry = Entry::Write {
+                volume: volume.id.0,
+                lba,
+                data_offset: 0,
+                crcs,
+            };
+            (entry, data)
         };
         let record = Record::Data {
             entry,
@@ -943,12 +1011,25 @@ struct ReadRun {
 /// Reads whole blocks `[first, first + blocks)` of a volume, verifying checksums.
 fn read_blocks(core: &Arc<Core>, volume: Arc<Volume>, first: u64, blocks: u64, done: BlocksDone) {
     let mut runs: Vec<ReadRun> = Vec::new();
+    let mut units: Vec<UnitRead> = Vec::new();
     {
         let map = volume.map.read();
         for i in 0..blocks {
             let Some(mapping) = map.lookup(first + i) else {
                 continue;
             };
+            if mapping.packing != Packing::RAW {
+                let want = (i as usize, mapping.packing.index, mapping.crc);
+                match units.iter_mut().rev().find(|u| u.phys == mapping.location) {
+                    Some(unit) => unit.wants.push(want),
+                    None => units.push(UnitRead {
+                        phys: mapping.location,
+                        stored_blocks: mapping.stored_blocks() as usize,
+                        wants: vec![want],
+                    }),
+                }
+                continue;
+            }
             let extend = runs.last().is_some_and(|run| {
                 run.dest + run.crcs.len() == i as usize
                     && run.phys.0 + run.crcs.len() as u64 == mapping.location.0
@@ -968,15 +1049,23 @@ fn read_blocks(core: &Arc<Core>, volume: Arc<Volume>, first: u64, blocks: u64, d
         }
         // INVARIANT: pins are taken while the map lock is held, so no segment a
         // run points into can be freed and reused before the read completes.
-        for run in &runs {
-            core.pins.pin(core.pool.split(run.phys).0);
+        for phys in runs
+            .iter()
+            .map(|r| r.phys)
+            .chain(units.iter().map(|u| u.phys))
+        {
+            core.pins.pin(core.pool.split(phys).0);
         }
     }
     let len = blocks as usize * BLOCK_SIZE;
-    if runs.is_empty() {
+    if runs.is_empty() && units.is_empty() {
         return done(Ok(AlignedBuf::zeroed(len)));
     }
-    if runs.len() == 1 && runs[0].dest == 0 && runs[0].crcs.len() == blocks as usize {
+    if units.is_empty()
+        && runs.len() == 1
+        && runs[0].dest == 0
+        && runs[0].crcs.len() == blocks as usize
+    {
         // One contiguous run covers the whole range: the device reads straight
         // into the result.
         let Some(run) = runs.pop() else {
@@ -1008,10 +1097,13 @@ fn read_blocks(core: &Arc<Core>, volume: Arc<Volume>, first: u64, blocks: u64, d
     let result = AlignedBuf::zeroed(len);
     let join = Arc::new(Mutex::new(ReadJoin {
         buf: Some(result),
-        remaining: runs.len(),
+        remaining: runs.len() + units.len(),
         error: None,
         done: Some(done),
     }));
+    for unit in units {
+        read_unit(core, unit, first, volume.id, join.clone());
+    }
     for run in runs {
         let (segment, block) = core.pool.split(run.phys);
         let (device, offset) = core.pool.locate(segment, block);
@@ -1044,20 +1136,88 @@ fn read_blocks(core: &Arc<Core>, volume: Arc<Volume>, first: u64, blocks: u64, d
                             .get_or_insert(IoError::Device(DeviceError::Closed));
                     }
                 }
-                state.remaining -= 1;
-                if state.remaining == 0 {
-                    let done = state.done.take();
-                    let outcome = match state.error.take() {
-                        Some(err) => Err(err),
-                        None => state.buf.take().ok_or(IoError::Device(DeviceError::Closed)),
-                    };
-                    drop(state);
-                    if let Some(done) = done {
-                        done(outcome);
-                    }
-                }
+                part_done(state);
             }),
         );
+    }
+}
+
+/// One compressed unit a read needs: stored at `phys` in `stored_blocks` blocks;
+/// `wants` holds `(block of the result, index in the unit, crc)`.
+struct UnitRead {
+    phys: crate::units::PhysBlock,
+    stored_blocks: usize,
+    wants: Vec<(usize, u8, u32)>,
+}
+
+/// Reads and decompresses one unit into the joined result, checking each wanted
+/// block against its crc; a unit that does not decompress is a media error.
+fn read_unit(
+    core: &Arc<Core>,
+    unit: UnitRead,
+    first: u64,
+    volume: VolumeId,
+    join: Arc<Mutex<ReadJoin>>,
+) {
+    let (segment, block) = core.pool.split(unit.phys);
+    let (device, offset) = core.pool.locate(segment, block);
+    let core2 = core.clone();
+    let buf = AlignedBuf::for_overwrite(unit.stored_blocks * BLOCK_SIZE);
+    device.submit(
+        IoOp::Read { offset, buf },
+        Box::new(move |outcome| {
+            core2.pins.unpin(segment);
+            let mut state = join.lock();
+            let media = |dest: usize| IoError::Media { volume, lba: first + dest as u64 };
+            match (outcome.result, outcome.buf) {
+                (Ok(()), Some(data)) => match crate::compress::unpack(data.as_slice()) {
+                    Ok(content) => {
+                        for &(dest, index, crc) in &unit.wants {
+                            let at = usize::from(index) * BLOCK_SIZE;
+                            let Some(block) = content.get(at..at + BLOCK_SIZE) else {
+                                state.error.get_or_insert(media(dest));
+                                continue;
+                            };
+                            if crc32c::crc32c(block) != crc {
+                                tracing::error!(%volume, lba = first + dest as u64, "checksum mismatch on read");
+                                state.error.get_or_insert(media(dest));
+                            }
+                            if let Some(out) = state.buf.as_mut() {
+                                out.as_mut_slice()[dest * BLOCK_SIZE..(dest + 1) * BLOCK_SIZE].copy_from_slice(block);
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        tracing::error!(%volume, "a compressed unit does not decompress");
+                        let dest = unit.wants.first().map_or(0, |w| w.0);
+                        state.error.get_or_insert(media(dest));
+                    }
+                },
+                (Err(err), _) => {
+                    state.error.get_or_insert(IoError::Device(err));
+                }
+                (Ok(()), None) => {
+                    state.error.get_or_insert(IoError::Device(DeviceError::Closed));
+                }
+            }
+            part_done(state);
+        }),
+    );
+}
+
+/// Counts one finished part of a joined read; the last part completes it.
+fn part_done(mut state: parking_lot::MutexGuard<'_, ReadJoin>) {
+    state.remaining -= 1;
+    if state.remaining == 0 {
+        let done = state.done.take();
+        let outcome = match state.error.take() {
+            Some(err) => Err(err),
+            None => state.buf.take().ok_or(IoError::Device(DeviceError::Closed)),
+        };
+        drop(state);
+        if let Some(done) = done {
+            done(outcome);
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use crossbeam_channel::Receiver;
 use crate::core::{Core, GcPolicy};
 use crate::error::IoError;
 use crate::format::Entry;
-use crate::index::{Chunk, VolumeMap};
+use crate::index::{Chunk, Packing, VolumeMap};
 use crate::io::read_blocking;
 use crate::log::segments::SegmentState;
 use crate::log::{
@@ -119,11 +119,44 @@ impl Drop for Pinned<'_> {
 }
 
 /// One live block of a victim: where it is and which maps to update.
+/// A raw block or a compressed unit some map references: where it is, which
+/// lineage's maps to update, and the `(lba, index, crc)` of every volume block
+/// found in it.
 struct LiveBlock {
     lineage: u64,
-    lba: u64,
     location: PhysBlock,
-    crc: u32,
+    packing: Packing,
+    members: Vec<(u64, u8, u32)>,
+}
+
+impl LiveBlock {
+    fn stored_blocks(&self) -> usize {
+        usize::from(self.packing.unit_blocks.max(1))
+    }
+
+    fn record(&self, content: Bytes) -> Record {
+        let entry = match self.members.as_slice() {
+            [(lba, _, crc), ..] if self.packing == Packing::RAW => Entry::Relocate {
+                lineage: self.lineage,
+                lba: *lba,
+                old: self.location.0,
+                data_offset: 0,
+                crc: *crc,
+            },
+            _ => Entry::RelocateUnit {
+                lineage: self.lineage,
+                old: self.location.0,
+                data_offset: 0,
+                stored_crcs: content.chunks(BLOCK_SIZE).map(crc32c::crc32c).collect(),
+                members: self.members.clone(),
+            },
+        };
+        Record::Data {
+            entry,
+            data: content,
+            origin: Origin::Collector,
+        }
+    }
 }
 
 /// Cleans up to [`VICTIMS_PER_ROUND`] segments. Returns false when no segment is
@@ -149,35 +182,28 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
             continue;
         }
         blocks.sort_unstable_by_key(|b| b.location);
-        let last = core.pool.split(blocks[blocks.len() - 1].location).1 as usize;
+        let end = blocks
+            .iter()
+            .map(|b| core.pool.split(b.location).1 as usize + b.stored_blocks())
+            .max()
+            .unwrap_or(0);
         let (device, offset) = core.pool.locate(victim, 0);
-        let data = Bytes::from_owner(read_blocking(device, offset, (last + 1) * BLOCK_SIZE)?);
+        let data = Bytes::from_owner(read_blocking(device, offset, end * BLOCK_SIZE)?);
         for block in blocks {
             let at = core.pool.split(block.location).1 as usize * BLOCK_SIZE;
-            let content = data.slice(at..at + BLOCK_SIZE);
-            if crc32c::crc32c(&content) != block.crc {
+            let content = data.slice(at..at + block.stored_blocks() * BLOCK_SIZE);
+            if block.packing == Packing::RAW && crc32c::crc32c(&content) != block.members[0].2 {
                 // Moved as it is: the stored crc keeps reporting the damage on read.
                 tracing::error!(
                     location = block.location.0,
                     "garbage collection found a block failing its checksum"
                 );
             }
-            let entry = Entry::Relocate {
-                lineage: block.lineage,
-                lba: block.lba,
-                old: block.location.0,
-                data_offset: 0,
-                crc: block.crc,
-            };
             let tx = done_tx.clone();
             append_collected(
                 core,
                 Pending {
-                    record: Record::Data {
-                        entry,
-                        data: content,
-                        origin: Origin::Collector,
-                    },
+                    record: block.record(content),
                     done: Box::new(move |result| {
                         let _ = tx.send(result);
                     }),
@@ -300,12 +326,19 @@ fn find_live_blocks(core: &Core, victims: &[SegmentId]) -> Vec<LiveBlock> {
             let base = u64::from(index) * crate::index::CHUNK_BLOCKS as u64;
             for (offset, mapping) in chunk.mapped() {
                 if wanted.contains(&((mapping.location.0 / per_segment) as u32)) {
-                    found.entry(mapping.location.0).or_insert(LiveBlock {
+                    let member = (base + u64::from(offset), mapping.packing.index, mapping.crc);
+                    let live = found.entry(mapping.location.0).or_insert(LiveBlock {
                         lineage: *lineage,
-                        lba: base + u64::from(offset),
                         location: mapping.location,
-                        crc: mapping.crc,
+                        packing: Packing {
+                            unit_blocks: mapping.packing.unit_blocks,
+                            index: 0,
+                        },
+                        members: Vec::new(),
                     });
+                    if !live.members.contains(&member) {
+                        live.members.push(member);
+                    }
                 }
             }
         }

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 mod checkpoint;
+mod compress;
 mod core;
 mod engine;
 mod error;
@@ -24,12 +25,12 @@ mod volume;
 
 pub use crate::core::{EngineConfig, GcPolicy};
 pub use crate::engine::{
-    DeviceSpec, Engine, PoolStats, ReadDone, VolumeSpace, WriteDone, ATOMIC_WRITE_BLOCKS,
-    IO_BYTES_MAX, VOLUME_BYTES_MAX, VOLUME_NAME_MAX,
+    DeviceSpec, Engine, PoolStats, ReadDone, VolumeOptions, VolumeSpace, WriteDone,
+    ATOMIC_WRITE_BLOCKS, IO_BYTES_MAX, VOLUME_BYTES_MAX, VOLUME_NAME_MAX,
 };
 pub use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
 pub use crate::format::VolumeKind;
-pub use crate::index::{Mapping, RefCounts, Untracked, VolumeMap, CHUNK_BLOCKS};
+pub use crate::index::{Mapping, Packing, RefCounts, Untracked, VolumeMap, CHUNK_BLOCKS};
 pub use crate::thick_clone::{CloneJob, CloneProgress, CloneStage, CloneState, ThickCloneOptions};
 pub use crate::units::{SectorSize, VolumeId};
 pub use crate::volume::VolumeInfo;

@@ -127,6 +127,8 @@ pub(crate) fn open(
             log.applied_seq = header.seq;
         }
         log.next_seq = next_seq;
+        let applied = log.applied_seq;
+        log.segments.queue_dead_sealed(applied);
     }
     tracing::info!(
         replayed_batches = batches.len(),
@@ -250,10 +252,12 @@ fn rebuild_catalog(
             continue;
         }
         for (_, mapping) in chunk.mapped() {
-            if !pool.contains(mapping.location) {
-                return Err(invalid("location", mapping.location.0));
+            for block in mapping.blocks() {
+                if !pool.contains(block) {
+                    return Err(invalid("location", block.0));
+                }
+                refs.acquire(block);
             }
-            refs.acquire(mapping.location);
         }
     }
     for info in segments.info.iter_mut().filter(|i| i.live_blocks > 0) {
@@ -321,15 +325,32 @@ fn read_batch(
     Ok(Some(header))
 }
 
+/// Whether every data block the batch's entries own matches its stored crc.
 fn data_matches(header: &BatchHeader, data: &[u8]) -> bool {
+    let blocks_match = |data_offset: u32, crcs: &[u32]| {
+        crcs.iter().enumerate().all(|(i, &crc)| {
+            let at = (data_offset as usize + i) * BLOCK_SIZE;
+            data.get(at..at + BLOCK_SIZE)
+                .is_some_and(|block| crc32c::crc32c(block) == crc)
+        })
+    };
     header.entries.iter().all(|entry| match entry {
         Entry::Write {
             data_offset, crcs, ..
-        } => crcs.iter().enumerate().all(|(i, &crc)| {
-            let at = (*data_offset as usize + i) * BLOCK_SIZE;
-            data.get(at..at + BLOCK_SIZE)
-                .is_some_and(|block| crc32c::crc32c(block) == crc)
-        }),
+        } => blocks_match(*data_offset, crcs),
+        Entry::Relocate {
+            data_offset, crc, ..
+        } => blocks_match(*data_offset, &[*crc]),
+        Entry::WritePacked {
+            data_offset,
+            stored_crcs,
+            ..
+        }
+        | Entry::RelocateUnit {
+            data_offset,
+            stored_crcs,
+            ..
+        } => blocks_match(*data_offset, stored_crcs),
         _ => true,
     })
 }
@@ -386,10 +407,13 @@ fn find_replay_chain(
     Ok(chain)
 }
 
-/// True if any of `devices` carries a Keel superblock.
+/// True if any of `devices` may carry a Keel pool: its first block starts with
+/// the superblock magic (of any version, even damaged) or cannot be read. Only
+/// devices for which this is false are ever formatted as blank.
 pub(crate) fn any_formatted(devices: &[DeviceRef]) -> bool {
     devices.iter().any(|device| {
-        read_blocking(device.as_ref(), 0, BLOCK_SIZE)
-            .is_ok_and(|block| crate::format::Superblock::decode(block.as_slice()).is_ok())
+        read_blocking(device.as_ref(), 0, BLOCK_SIZE).map_or(true, |block| {
+            crate::format::Superblock::has_magic(block.as_slice())
+        })
     })
 }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use engine::io::{CrashMode, DeviceRef, SimDevice};
 use engine::{
     CloneState, Engine, EngineConfig, IoError, SectorSize, ThickCloneOptions, VolumeError,
-    VolumeId, ATOMIC_WRITE_BLOCKS,
+    VolumeId, VolumeOptions, ATOMIC_WRITE_BLOCKS,
 };
 use proptest::prelude::*;
 
@@ -27,6 +27,7 @@ enum Op {
     Create {
         sector_4k: bool,
         sectors: u64,
+        compress: bool,
     },
     Write {
         volume: usize,
@@ -99,7 +100,7 @@ enum CrashKind {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        2 => (any::<bool>(), 8u64..SECTORS_MAX).prop_map(|(sector_4k, sectors)| Op::Create { sector_4k, sectors }),
+        2 => (any::<bool>(), 8u64..SECTORS_MAX, any::<bool>()).prop_map(|(sector_4k, sectors, compress)| Op::Create { sector_4k, sectors, compress }),
         10 => (0usize..4, 0u64..SECTORS_MAX, 1u64..20, any::<u8>())
             .prop_map(|(volume, lba, sectors, tag)| Op::Write { volume, lba, sectors, tag }),
         4 => (0usize..4, 0u64..SECTORS_MAX, 1u64..24).prop_map(|(volume, lba, sectors)| Op::Read { volume, lba, sectors }),
@@ -218,7 +219,11 @@ impl Harness {
 
     fn run(&mut self, op: Op) -> Result<(), TestCaseError> {
         match op {
-            Op::Create { sector_4k, sectors } => {
+            Op::Create {
+                sector_4k,
+                sectors,
+                compress,
+            } => {
                 let sector_bytes = if sector_4k { 4096 } else { 512 };
                 let sectors = sectors.div_ceil(4096 / sector_bytes) * (4096 / sector_bytes);
                 let name = self.next_name("vol");
@@ -227,10 +232,14 @@ impl Harness {
                 } else {
                     SectorSize::B512
                 };
-                match self
-                    .engine()
-                    .create_volume(&name, sectors * sector_bytes, sector)
-                {
+                match self.engine().create_volume_with_options(
+                    &name,
+                    sectors * sector_bytes,
+                    sector,
+                    VolumeOptions {
+                        compression: compress,
+                    },
+                ) {
                     Ok(info) => {
                         let model = VolumeModel {
                             id: info.id,

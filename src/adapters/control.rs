@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use engine::{
     CloneJob, CloneState, Engine, IoError, SectorSize, ThickCloneOptions, VolumeError, VolumeId,
-    VolumeInfo, VolumeKind,
+    VolumeInfo, VolumeKind, VolumeOptions,
 };
 use mgmt_api::control::{
     CloneJobId, CloneJobState, CloneJobStatus, EngineVolume, HostAcl, NodeInfo, PoolStats,
@@ -108,14 +108,12 @@ fn sector_size(bytes: u32) -> Result<SectorSize, ControlError> {
 
 impl Control for EngineControl {
     fn create_volume(&self, spec: &VolumeSpec) -> Result<(), ControlError> {
-        if spec.compression {
-            return Err(ControlError::Unsupported(
-                "compression is not implemented by this engine yet".into(),
-            ));
-        }
         let sector = sector_size(spec.sector_size_bytes)?;
+        let options = VolumeOptions {
+            compression: spec.compression,
+        };
         self.engine
-            .create_volume(&spec.uuid.to_string(), spec.size_bytes, sector)
+            .create_volume_with_options(&spec.uuid.to_string(), spec.size_bytes, sector, options)
             .map(|_| ())
             .map_err(|e| control_error(spec.uuid, e))
     }
@@ -147,13 +145,11 @@ impl Control for EngineControl {
     }
 
     fn set_compression(&self, volume: Uuid, enabled: bool) -> Result<(), ControlError> {
-        self.find(volume)?;
-        if enabled {
-            return Err(ControlError::Unsupported(
-                "compression is not implemented by this engine yet".into(),
-            ));
-        }
-        Ok(())
+        let info = self.find(volume)?;
+        self.engine
+            .set_compression(info.id, enabled)
+            .map(|_| ())
+            .map_err(|e| control_error(volume, e))
     }
 
     fn list_volumes(&self) -> Result<Vec<EngineVolume>, ControlError> {
@@ -176,10 +172,14 @@ impl Control for EngineControl {
             .engine
             .volume_space(info.id)
             .ok_or(ControlError::NotFound(volume))?;
-        // Physical use is what the volume alone holds: what deleting it would free.
+        // Physical use is what the volume alone holds on disk, after compression:
+        // its stored bytes in the share of its blocks nothing else references.
+        let physical = (u128::from(space.stored_bytes) * u128::from(space.exclusive_bytes))
+            .checked_div(u128::from(space.mapped_bytes))
+            .unwrap_or(0) as u64;
         Ok(VolumeUsage {
             logical_used_bytes: space.mapped_bytes,
-            physical_used_bytes: space.exclusive_bytes,
+            physical_used_bytes: physical,
         })
     }
 
@@ -241,11 +241,6 @@ impl Control for EngineControl {
         target: &VolumeSpec,
         verify: bool,
     ) -> Result<CloneJobId, ControlError> {
-        if target.compression {
-            return Err(ControlError::Unsupported(
-                "compression is not implemented by this engine yet".into(),
-            ));
-        }
         let source = self.find_snapshot(snapshot)?;
         let options = ThickCloneOptions {
             size_bytes: Some(target.size_bytes),

@@ -26,6 +26,8 @@ const KIND_CLONE: u8 = 7;
 const KIND_REVERT: u8 = 8;
 const KIND_RELOCATE: u8 = 9;
 const KIND_SET_FLAGS: u8 = 10;
+const KIND_WRITE_PACKED: u8 = 11;
+const KIND_RELOCATE_UNIT: u8 = 12;
 
 /// Volume flag: data written to the volume is compressed.
 pub const VOLUME_FLAG_COMPRESS: u32 = 1;
@@ -115,6 +117,39 @@ pub enum Entry {
         /// crc32c of the block, unchanged by the move.
         crc: u32,
     },
+    /// Data for `crcs.len()` blocks starting at `lba`, stored as consecutive
+    /// units: each unit holds `logical` blocks in `stored` data blocks, compressed
+    /// when `stored < logical` (a unit header, then lz4 bytes) and raw otherwise.
+    WritePacked {
+        /// Volume written.
+        volume: u64,
+        /// First 4 KiB block written.
+        lba: u64,
+        /// Block offset of the first unit within the batch's data area.
+        data_offset: u32,
+        /// `(logical, stored)` block counts of each unit, in order.
+        units: Vec<(u8, u8)>,
+        /// crc32c of each logical block's uncompressed content.
+        crcs: Vec<u32>,
+        /// crc32c of each stored data block (what replay verifies).
+        stored_crcs: Vec<u32>,
+    },
+    /// Garbage collection moved one compressed unit: every map of `lineage` that
+    /// still maps a member's `lba` into the unit at `old` maps it to the copy at
+    /// `data_offset` instead.
+    RelocateUnit {
+        /// Lineage of the maps to update.
+        lineage: u64,
+        /// First block of the unit before the move.
+        old: u64,
+        /// Block offset of the copy within the batch's data area.
+        data_offset: u32,
+        /// crc32c of each stored block of the unit.
+        stored_crcs: Vec<u32>,
+        /// `(lba, index within the unit, crc32c of the block's content)` of every
+        /// volume block found in the unit.
+        members: Vec<(u64, u8, u32)>,
+    },
     /// A volume's flags changed.
     SetFlags {
         /// Its id.
@@ -150,6 +185,17 @@ impl Entry {
             Entry::Revert { .. } => 16,
             Entry::Relocate { .. } => 8 + 8 + 8 + 4 + 4,
             Entry::SetFlags { .. } => 12,
+            Entry::WritePacked {
+                units,
+                crcs,
+                stored_crcs,
+                ..
+            } => 8 + 8 + 4 + 2 + 2 * units.len() + 2 + 4 * crcs.len() + 2 + 4 * stored_crcs.len(),
+            Entry::RelocateUnit {
+                stored_crcs,
+                members,
+                ..
+            } => 8 + 8 + 4 + 2 + 4 * stored_crcs.len() + 2 + 13 * members.len(),
         }
     }
 
@@ -158,13 +204,20 @@ impl Entry {
         match self {
             Entry::Write { crcs, .. } => crcs.len() as u32,
             Entry::Relocate { .. } => 1,
+            Entry::WritePacked { stored_crcs, .. } | Entry::RelocateUnit { stored_crcs, .. } => {
+                stored_crcs.len() as u32
+            }
             _ => 0,
         }
     }
 
     /// Places the entry's data at `offset` blocks into the batch's data area.
     pub fn set_data_offset(&mut self, offset: u32) {
-        if let Entry::Write { data_offset, .. } | Entry::Relocate { data_offset, .. } = self {
+        if let Entry::Write { data_offset, .. }
+        | Entry::Relocate { data_offset, .. }
+        | Entry::WritePacked { data_offset, .. }
+        | Entry::RelocateUnit { data_offset, .. } = self
+        {
             *data_offset = offset;
         }
     }
@@ -183,6 +236,8 @@ impl Entry {
             Entry::Revert { .. } => KIND_REVERT,
             Entry::Relocate { .. } => KIND_RELOCATE,
             Entry::SetFlags { .. } => KIND_SET_FLAGS,
+            Entry::WritePacked { .. } => KIND_WRITE_PACKED,
+            Entry::RelocateUnit { .. } => KIND_RELOCATE_UNIT,
         };
         w.u8(kind);
         w.u8(0);
@@ -273,6 +328,46 @@ impl Entry {
             Entry::SetFlags { volume, flags } => {
                 w.u64(*volume);
                 w.u32(*flags);
+            }
+            Entry::WritePacked {
+                volume,
+                lba,
+                data_offset,
+                units,
+                crcs,
+                stored_crcs,
+            } => {
+                w.u64(*volume);
+                w.u64(*lba);
+                w.u32(*data_offset);
+                w.u16(units.len() as u16);
+                for (logical, stored) in units {
+                    w.u8(*logical);
+                    w.u8(*stored);
+                }
+                w.u16(crcs.len() as u16);
+                crcs.iter().for_each(|c| w.u32(*c));
+                w.u16(stored_crcs.len() as u16);
+                stored_crcs.iter().for_each(|c| w.u32(*c));
+            }
+            Entry::RelocateUnit {
+                lineage,
+                old,
+                data_offset,
+                stored_crcs,
+                members,
+            } => {
+                w.u64(*lineage);
+                w.u64(*old);
+                w.u32(*data_offset);
+                w.u16(stored_crcs.len() as u16);
+                stored_crcs.iter().for_each(|c| w.u32(*c));
+                w.u16(members.len() as u16);
+                for (lba, index, crc) in members {
+                    w.u64(*lba);
+                    w.u8(*index);
+                    w.u32(*crc);
+                }
             }
         }
     }
@@ -372,6 +467,8 @@ impl Entry {
                 volume: b.u64()?,
                 flags: b.u32()?,
             },
+            KIND_WRITE_PACKED => decode_write_packed(&mut b, data_blocks)?,
+            KIND_RELOCATE_UNIT => decode_relocate_unit(&mut b, data_blocks)?,
             other => {
                 return Err(DecodeError::Invalid {
                     field: "entry_kind",
@@ -382,6 +479,91 @@ impl Entry {
         b.finish()?;
         Ok(entry)
     }
+}
+
+fn decode_crcs(r: &mut Reader<'_>) -> Result<Vec<u32>, DecodeError> {
+    let count = r.u16()? as usize;
+    let mut crcs = Vec::with_capacity(count.min(r.remaining() / 4));
+    for _ in 0..count {
+        crcs.push(r.u32()?);
+    }
+    Ok(crcs)
+}
+
+/// Rejects a data extent outside the batch's data area.
+fn check_extent(data_offset: u32, blocks: usize, data_blocks: u32) -> Result<(), DecodeError> {
+    let end = u64::from(data_offset) + blocks as u64;
+    if blocks == 0 || end > u64::from(data_blocks) {
+        return Err(DecodeError::Invalid {
+            field: "data_extent",
+            value: end,
+        });
+    }
+    Ok(())
+}
+
+fn decode_write_packed(b: &mut Reader<'_>, data_blocks: u32) -> Result<Entry, DecodeError> {
+    let volume = b.u64()?;
+    let lba = b.u64()?;
+    let data_offset = b.u32()?;
+    let unit_count = b.u16()? as usize;
+    let mut units = Vec::with_capacity(unit_count.min(b.remaining() / 2));
+    for _ in 0..unit_count {
+        let (logical, stored) = (b.u8()?, b.u8()?);
+        if logical == 0 || stored == 0 || stored > logical || logical > 15 {
+            let value = u64::from(logical) << 8 | u64::from(stored);
+            return Err(DecodeError::Invalid {
+                field: "packed_unit",
+                value,
+            });
+        }
+        units.push((logical, stored));
+    }
+    let crcs = decode_crcs(b)?;
+    let stored_crcs = decode_crcs(b)?;
+    let logical: usize = units.iter().map(|u| usize::from(u.0)).sum();
+    let stored: usize = units.iter().map(|u| usize::from(u.1)).sum();
+    if logical != crcs.len() || stored != stored_crcs.len() {
+        return Err(DecodeError::Invalid {
+            field: "packed_counts",
+            value: logical as u64,
+        });
+    }
+    check_extent(data_offset, stored, data_blocks)?;
+    Ok(Entry::WritePacked {
+        volume,
+        lba,
+        data_offset,
+        units,
+        crcs,
+        stored_crcs,
+    })
+}
+
+fn decode_relocate_unit(b: &mut Reader<'_>, data_blocks: u32) -> Result<Entry, DecodeError> {
+    let lineage = b.u64()?;
+    let old = b.u64()?;
+    let data_offset = b.u32()?;
+    let stored_crcs = decode_crcs(b)?;
+    if stored_crcs.len() > 15 {
+        return Err(DecodeError::Invalid {
+            field: "unit_blocks",
+            value: stored_crcs.len() as u64,
+        });
+    }
+    check_extent(data_offset, stored_crcs.len(), data_blocks)?;
+    let count = b.u16()? as usize;
+    let mut members = Vec::with_capacity(count.min(b.remaining() / 13));
+    for _ in 0..count {
+        members.push((b.u64()?, b.u8()?, b.u32()?));
+    }
+    Ok(Entry::RelocateUnit {
+        lineage,
+        old,
+        data_offset,
+        stored_crcs,
+        members,
+    })
 }
 
 fn encode_name(w: &mut Writer, name: &str) {
@@ -651,6 +833,38 @@ mod tests {
                 }),
             (any::<u64>(), any::<u32>())
                 .prop_map(|(volume, flags)| Entry::SetFlags { volume, flags }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec((1u8..9, any::<u8>()), 1..4)
+            )
+                .prop_map(|(volume, lba, units)| {
+                    let units: Vec<(u8, u8)> =
+                        units.into_iter().map(|(l, s)| (l, s % l + 1)).collect();
+                    let logical: usize = units.iter().map(|u| usize::from(u.0)).sum();
+                    let stored: usize = units.iter().map(|u| usize::from(u.1)).sum();
+                    Entry::WritePacked {
+                        volume,
+                        lba,
+                        data_offset: 0,
+                        units,
+                        crcs: vec![7; logical],
+                        stored_crcs: vec![9; stored],
+                    }
+                }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                1usize..5,
+                proptest::collection::vec((any::<u64>(), 0u8..8, any::<u32>()), 0..8)
+            )
+                .prop_map(|(lineage, old, stored, members)| Entry::RelocateUnit {
+                    lineage,
+                    old,
+                    data_offset: 1,
+                    stored_crcs: vec![3; stored],
+                    members
+                }),
         ]
     }
 
@@ -667,7 +881,7 @@ mod tests {
                 pool_uuid: [1; 16],
                 segment: 3,
                 header_blocks: plan.header_blocks(),
-                data_blocks: 12,
+                data_blocks: 32,
                 entries,
             };
             let bytes = header.encode();

@@ -55,6 +55,12 @@ impl Superblock {
         block
     }
 
+    /// Whether `bytes` start with the superblock magic, whatever their version or
+    /// checksum: such a device must never be taken for blank.
+    pub fn has_magic(bytes: &[u8]) -> bool {
+        bytes.starts_with(MAGIC)
+    }
+
     /// Decodes from the start of `bytes`, checking magic, version and checksum.
     pub fn decode(bytes: &[u8]) -> Result<Superblock, DecodeError> {
         let head = bytes.get(..ENCODED_LEN).ok_or(DecodeError::Truncated {

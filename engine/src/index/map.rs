@@ -31,10 +31,87 @@ pub const CHUNK_BLOCKS: usize = 512;
 /// Where a volume block lives and the crc32c of its content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mapping {
-    /// Physical block holding the data.
+    /// Physical block holding the data (the first block of its unit if packed).
     pub location: PhysBlock,
-    /// crc32c of the 4 KiB block.
+    /// crc32c of the 4 KiB block (uncompressed content).
     pub crc: u32,
+    /// Raw, or one block of a compressed unit.
+    pub packing: Packing,
+}
+
+/// How a volume block is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Packing {
+    /// Blocks the compressed unit occupies on disk (0: the block is stored raw).
+    pub unit_blocks: u8,
+    /// Which block of the unit's uncompressed content this is.
+    pub index: u8,
+}
+
+impl Packing {
+    /// Stored as it is, in one block.
+    pub const RAW: Packing = Packing {
+        unit_blocks: 0,
+        index: 0,
+    };
+}
+
+/// Locations are below 2^56; the packing lives in the top byte of the word.
+const LOCATION_BITS: u32 = 56;
+
+impl Mapping {
+    /// A block stored raw at `location`.
+    pub fn raw(location: PhysBlock, crc: u32) -> Mapping {
+        Mapping {
+            location,
+            crc,
+            packing: Packing::RAW,
+        }
+    }
+
+    /// Physical blocks the mapping references: one, or its whole unit.
+    pub fn stored_blocks(&self) -> u64 {
+        u64::from(self.packing.unit_blocks.max(1))
+    }
+
+    /// The location word of checkpoints and relocation records: the location in
+    /// the low 56 bits, the unit's block count in bits 56-59, the index in 60-63.
+    pub fn encode(&self) -> u64 {
+        debug_assert!(self.location.0 < 1 << LOCATION_BITS);
+        self.location.0
+            | u64::from(self.packing.unit_blocks & 0xF) << LOCATION_BITS
+            | u64::from(self.packing.index & 0xF) << (LOCATION_BITS + 4)
+    }
+
+    /// The inverse of [`Mapping::encode`].
+    pub fn decode(word: u64, crc: u32) -> Mapping {
+        Mapping {
+            location: PhysBlock(word & ((1 << LOCATION_BITS) - 1)),
+            crc,
+            packing: Packing {
+                unit_blocks: ((word >> LOCATION_BITS) & 0xF) as u8,
+                index: (word >> (LOCATION_BITS + 4)) as u8,
+            },
+        }
+    }
+
+    /// Every physical block the mapping references.
+    pub fn blocks(&self) -> impl Iterator<Item = PhysBlock> {
+        let start = self.location.0;
+        (0..self.stored_blocks()).map(move |i| PhysBlock(start + i))
+    }
+}
+
+fn take_refs(refs: &mut impl RefCounts, mapping: &Mapping) {
+    for block in mapping.blocks() {
+        refs.acquire(block);
+    }
+}
+
+fn drop_refs(refs: &mut impl RefCounts, mapping: &Mapping) {
+    for block in mapping.blocks() {
+        refs.release(block);
+    }
 }
 
 /// Receives the block references a map edit takes and drops.
@@ -54,8 +131,8 @@ impl RefCounts for Untracked {
     fn release(&mut self, _: PhysBlock) {}
 }
 
-// INVARIANT: `locations[i] == 0` means unmapped; otherwise it is the physical block
-// plus one. `mapped` counts the non-zero entries. `owners` counts the maps holding
+// INVARIANT: `locations[i] == 0` means unmapped; otherwise it is the encoded
+// mapping word (`Mapping::encode`) plus one. `mapped` counts the non-zero entries. `owners` counts the maps holding
 // this instance as their own (checkpoint copies do not count).
 pub(crate) struct Chunk {
     locations: [u64; CHUNK_BLOCKS],
@@ -97,15 +174,7 @@ impl Chunk {
             .zip(&self.crcs)
             .enumerate()
             .filter(|(_, (&l, _))| l != 0)
-            .map(|(offset, (&l, &crc))| {
-                (
-                    offset as u16,
-                    Mapping {
-                        location: PhysBlock(l - 1),
-                        crc,
-                    },
-                )
-            })
+            .map(|(offset, (&l, &crc))| (offset as u16, Mapping::decode(l - 1, crc)))
     }
 
     /// A chunk of one owner from checkpoint entries; `None` if an offset is out of range.
@@ -169,10 +238,7 @@ impl VolumeMap {
         let chunk = self.chunks.get(&chunk)?;
         match chunk.locations[offset] {
             0 => None,
-            encoded => Some(Mapping {
-                location: PhysBlock(encoded - 1),
-                crc: chunk.crcs[offset],
-            }),
+            encoded => Some(Mapping::decode(encoded - 1, chunk.crcs[offset])),
         }
     }
 
@@ -187,7 +253,7 @@ impl VolumeMap {
             let copy = Chunk::clone(entry);
             entry.owners.fetch_sub(1, Ordering::AcqRel);
             for (_, mapping) in copy.mapped() {
-                refs.acquire(mapping.location);
+                take_refs(refs, &mapping);
             }
             *entry = Arc::new(copy);
         }
@@ -204,16 +270,18 @@ impl VolumeMap {
         let (index, offset) = split(lba);
         let chunk = self.writable_chunk(index, refs);
         let old = chunk.locations[offset];
-        chunk.locations[offset] = mapping.location.0 + 1;
+        let old_crc = chunk.crcs[offset];
+        chunk.locations[offset] = mapping.encode() + 1;
         chunk.crcs[offset] = mapping.crc;
-        refs.acquire(mapping.location);
+        take_refs(refs, &mapping);
         if old == 0 {
             chunk.mapped += 1;
             self.mapped_blocks += 1;
             None
         } else {
-            refs.release(PhysBlock(old - 1));
-            Some(PhysBlock(old - 1))
+            let old = Mapping::decode(old - 1, old_crc);
+            drop_refs(refs, &old);
+            Some(old.location)
         }
     }
 
@@ -251,10 +319,10 @@ impl VolumeMap {
             for offset in from..to {
                 let old = std::mem::take(&mut chunk.locations[offset]);
                 if old != 0 {
-                    chunk.crcs[offset] = 0;
+                    let crc = std::mem::take(&mut chunk.crcs[offset]);
                     chunk.mapped -= 1;
                     removed += 1;
-                    refs.release(PhysBlock(old - 1));
+                    drop_refs(refs, &Mapping::decode(old - 1, crc));
                 }
             }
             let empty = chunk.mapped == 0;
@@ -288,7 +356,7 @@ impl VolumeMap {
     pub fn relocate(
         &mut self,
         lba: u64,
-        old: PhysBlock,
+        old: Mapping,
         new: Mapping,
         memo: &mut RelocationMemo,
         refs: &mut impl RefCounts,
@@ -297,7 +365,7 @@ impl VolumeMap {
         let Some(entry) = self.chunks.get_mut(&index) else {
             return false;
         };
-        if entry.locations[offset] != old.0 + 1 {
+        if entry.locations[offset] != old.encode() + 1 {
             return false;
         }
         if let Some((_, replacement)) = memo
@@ -310,10 +378,10 @@ impl VolumeMap {
         }
         let mut copy = Chunk::clone(entry);
         copy.owners = AtomicU32::new(entry.owners());
-        copy.locations[offset] = new.location.0 + 1;
+        copy.locations[offset] = new.encode() + 1;
         copy.crcs[offset] = new.crc;
-        refs.release(old);
-        refs.acquire(new.location);
+        drop_refs(refs, &old);
+        take_refs(refs, &new);
         let replacement = Arc::new(copy);
         memo.replaced.push((entry.clone(), replacement.clone()));
         *entry = replacement;
@@ -339,14 +407,18 @@ impl VolumeMap {
     }
 
     /// `(exclusive, shared)` block counts: a block is exclusive when this map alone
-    /// owns the instance holding it and no other instance holds it (`refs_of`
-    /// gives a block's reference count).
+    /// owns the instance holding it and every reference to its stored block(s)
+    /// comes from that instance (`refs_of` gives a block's reference count).
     pub fn exclusive_and_shared(&self, refs_of: impl Fn(PhysBlock) -> u16) -> (u64, u64) {
         let (mut exclusive, mut shared) = (0, 0);
         for chunk in self.chunks.values() {
             let owned_alone = chunk.owners() == 1;
+            let mut holders: HashMap<u64, u16> = HashMap::new();
             for (_, mapping) in chunk.mapped() {
-                if owned_alone && refs_of(mapping.location) == 1 {
+                *holders.entry(mapping.location.0).or_default() += 1;
+            }
+            for (_, mapping) in chunk.mapped() {
+                if owned_alone && refs_of(mapping.location) == holders[&mapping.location.0] {
                     exclusive += 1;
                 } else {
                     shared += 1;
@@ -354,6 +426,23 @@ impl VolumeMap {
             }
         }
         (exclusive, shared)
+    }
+
+    /// Physical blocks the map's data occupies: one per raw block plus each
+    /// compressed unit once (what the compression ratio divides by).
+    pub fn stored_blocks(&self) -> u64 {
+        let mut units: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let mut raw = 0;
+        for chunk in self.chunks.values() {
+            for (_, mapping) in chunk.mapped() {
+                if mapping.packing == Packing::RAW {
+                    raw += 1;
+                } else if units.insert(mapping.location.0) {
+                    raw += mapping.stored_blocks();
+                }
+            }
+        }
+        raw
     }
 
     /// Every `(chunk index, instance)`, in chunk order: what a checkpoint encodes.
@@ -382,7 +471,7 @@ pub(crate) fn set_owners(chunk: &Chunk, owners: u32) {
 fn disown(chunk: &Chunk, refs: &mut impl RefCounts) {
     if chunk.owners.fetch_sub(1, Ordering::AcqRel) == 1 {
         for (_, mapping) in chunk.mapped() {
-            refs.release(mapping.location);
+            drop_refs(refs, &mapping);
         }
     }
 }
@@ -447,7 +536,7 @@ mod tests {
                 match op {
                     Op::Insert(m, lba, phys) => {
                         let m = m % maps.len();
-                        let old = maps[m].insert(lba, Mapping { location: PhysBlock(phys), crc: phys as u32 }, &mut refs);
+                        let old = maps[m].insert(lba, Mapping::raw(PhysBlock(phys), phys as u32), &mut refs);
                         prop_assert_eq!(old.map(|p| p.0), models[m].insert(lba, phys));
                     }
                     Op::Remove(m, lba, blocks) => {
@@ -473,7 +562,7 @@ mod tests {
                         if let Some(old) = maps[0].lookup(lba) {
                             let mut memo = RelocationMemo::default();
                             for (map, model) in maps.iter_mut().zip(models.iter_mut()) {
-                                let moved = map.relocate(lba, old.location, Mapping { location: PhysBlock(new), crc: old.crc }, &mut memo, &mut refs);
+                                let moved = map.relocate(lba, old, Mapping::raw(PhysBlock(new), old.crc), &mut memo, &mut refs);
                                 prop_assert_eq!(moved, model.get(&lba) == Some(&old.location.0));
                                 if moved {
                                     model.insert(lba, new);
@@ -516,23 +605,9 @@ mod tests {
     #[test]
     fn a_checkpoint_copy_is_unaffected_by_later_writes() {
         let mut map = VolumeMap::new();
-        map.insert(
-            5,
-            Mapping {
-                location: PhysBlock(50),
-                crc: 1,
-            },
-            &mut Untracked,
-        );
+        map.insert(5, Mapping::raw(PhysBlock(50), 1), &mut Untracked);
         let copy = map.clone();
-        map.insert(
-            5,
-            Mapping {
-                location: PhysBlock(60),
-                crc: 2,
-            },
-            &mut Untracked,
-        );
+        map.insert(5, Mapping::raw(PhysBlock(60), 2), &mut Untracked);
         assert_eq!(copy.lookup(5).map(|m| m.location), Some(PhysBlock(50)));
         assert_eq!(map.lookup(5).map(|m| m.location), Some(PhysBlock(60)));
     }
@@ -542,24 +617,10 @@ mod tests {
         let mut refs = Counted::default();
         let mut volume = VolumeMap::new();
         for lba in 0..4 {
-            volume.insert(
-                lba,
-                Mapping {
-                    location: PhysBlock(100 + lba),
-                    crc: 0,
-                },
-                &mut refs,
-            );
+            volume.insert(lba, Mapping::raw(PhysBlock(100 + lba), 0), &mut refs);
         }
         let snapshot = volume.share();
-        volume.insert(
-            1,
-            Mapping {
-                location: PhysBlock(200),
-                crc: 0,
-            },
-            &mut refs,
-        );
+        volume.insert(1, Mapping::raw(PhysBlock(200), 0), &mut refs);
         assert_eq!(snapshot.lookup(1).map(|m| m.location), Some(PhysBlock(101)));
         assert_eq!(volume.lookup(1).map(|m| m.location), Some(PhysBlock(200)));
         // Blocks 100, 102, 103 are now held by two instances, 101 by the snapshot's only.
@@ -572,14 +633,7 @@ mod tests {
     fn dense_maps_cost_about_twelve_bytes_per_block() {
         let mut map = VolumeMap::new();
         for lba in 0..(CHUNK_BLOCKS as u64 * 64) {
-            map.insert(
-                lba,
-                Mapping {
-                    location: PhysBlock(lba),
-                    crc: 0,
-                },
-                &mut Untracked,
-            );
+            map.insert(lba, Mapping::raw(PhysBlock(lba), 0), &mut Untracked);
         }
         let per_block = map.memory_bytes() as f64 / map.mapped_blocks() as f64;
         assert!(per_block < 13.0, "{per_block} bytes per block");

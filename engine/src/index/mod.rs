@@ -4,4 +4,4 @@
 mod map;
 
 pub(crate) use map::{set_owners, Chunk};
-pub use map::{Mapping, RefCounts, RelocationMemo, Untracked, VolumeMap, CHUNK_BLOCKS};
+pub use map::{Mapping, Packing, RefCounts, RelocationMemo, Untracked, VolumeMap, CHUNK_BLOCKS};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::LogState;
 use crate::core::{Catalog, Core};
 use crate::format::{BatchHeader, Entry, VolumeKind};
-use crate::index::{Mapping, RelocationMemo, VolumeMap};
+use crate::index::{Mapping, Packing, RelocationMemo, VolumeMap};
 use crate::units::{PhysBlock, SectorSize, SegmentId, VolumeId};
 use crate::volume::{Volume, VolumeShape, VolumeState};
 
@@ -40,7 +40,7 @@ pub(crate) fn apply_batch(
                 let mut map = volume.map.write();
                 for (i, &crc) in crcs.iter().enumerate() {
                     let location = core.pool.phys(segment, data_start + data_offset + i as u32);
-                    map.insert(lba + i as u64, Mapping { location, crc }, &mut refs);
+                    map.insert(lba + i as u64, Mapping::raw(location, crc), &mut refs);
                 }
             }
             Entry::Trim {
@@ -135,17 +135,97 @@ pub(crate) fn apply_batch(
                 core.counters
                     .relocated_blocks
                     .fetch_add(1, Ordering::Relaxed);
-                let new = Mapping {
-                    location: core.pool.phys(segment, data_start + data_offset),
-                    crc: *crc,
-                };
+                let new = Mapping::raw(core.pool.phys(segment, data_start + data_offset), *crc);
+                let old = Mapping::decode(*old, *crc);
                 let members = core.catalog.read().lineage(*lineage);
                 let mut memo = RelocationMemo::default();
                 for member in members {
                     member
                         .map
                         .write()
-                        .relocate(*lba, PhysBlock(*old), new, &mut memo, &mut refs);
+                        .relocate(*lba, old, new, &mut memo, &mut refs);
+                }
+            }
+            Entry::WritePacked {
+                volume,
+                lba,
+                data_offset,
+                units,
+                crcs,
+                ..
+            } => {
+                let counters = &core.counters;
+                counters
+                    .foreground_blocks
+                    .fetch_add(crcs.len() as u64, Ordering::Relaxed);
+                for &(logical, stored) in units {
+                    counters
+                        .packed_logical_blocks
+                        .fetch_add(u64::from(logical), Ordering::Relaxed);
+                    counters
+                        .packed_stored_blocks
+                        .fetch_add(u64::from(stored), Ordering::Relaxed);
+                }
+                let Some(volume) = find(*volume) else {
+                    continue;
+                };
+                let mut map = volume.map.write();
+                let mut at = data_start + data_offset;
+                let mut lbas = *lba..;
+                let mut block_crcs = crcs.iter();
+                for &(logical, stored) in units {
+                    let unit = core.pool.phys(segment, at);
+                    for index in 0..logical {
+                        let (Some(target), Some(&crc)) = (lbas.next(), block_crcs.next()) else {
+                            break;
+                        };
+                        let mapping = if stored < logical {
+                            Mapping {
+                                location: unit,
+                                crc,
+                                packing: Packing {
+                                    unit_blocks: stored,
+                                    index,
+                                },
+                            }
+                        } else {
+                            Mapping::raw(core.pool.phys(segment, at + u32::from(index)), crc)
+                        };
+                        map.insert(target, mapping, &mut refs);
+                    }
+                    at += u32::from(stored);
+                }
+            }
+            Entry::RelocateUnit {
+                lineage,
+                old,
+                data_offset,
+                stored_crcs,
+                members,
+            } => {
+                core.counters
+                    .relocated_blocks
+                    .fetch_add(stored_crcs.len() as u64, Ordering::Relaxed);
+                let unit_blocks = stored_crcs.len() as u8;
+                let new_location = core.pool.phys(segment, data_start + data_offset);
+                let maps = core.catalog.read().lineage(*lineage);
+                for &(target, index, crc) in members {
+                    let old = Mapping {
+                        location: PhysBlock(*old),
+                        crc,
+                        packing: Packing { unit_blocks, index },
+                    };
+                    let new = Mapping {
+                        location: new_location,
+                        ..old
+                    };
+                    let mut memo = RelocationMemo::default();
+                    for member in &maps {
+                        member
+                            .map
+                            .write()
+                            .relocate(target, old, new, &mut memo, &mut refs);
+                    }
                 }
             }
             Entry::DeleteVolume { volume } => {

@@ -133,6 +133,16 @@ impl SegmentTable {
         }
     }
 
+    /// Queues every sealed segment without live blocks to be freed, as of batch
+    /// `seq`: after replay, segments that only held records no map points into.
+    pub fn queue_dead_sealed(&mut self, seq: u64) {
+        for (at, info) in self.info.iter().enumerate() {
+            if info.state == SegmentState::Sealed && info.live_blocks == 0 {
+                self.dying.insert(SegmentId(at as u32), seq);
+            }
+        }
+    }
+
     /// Segments that can be allocated right now.
     pub fn allocatable(&self) -> usize {
         self.info
