@@ -18,14 +18,26 @@ log "guest images for the NVMe/TCP system tests (installs QEMU, nvme-cli, fio, k
 tests/guest/prepare.sh
 
 # fio is the benchmarks' baseline; curl drives the REST API in the system tests;
-# losetup (util-linux) backs the loop-device test.
+# losetup (util-linux) backs the loop-device test; python3 with venv lets
+# tests/api/schemathesis.sh install schemathesis when it is not on PATH.
 missing=()
 command -v fio >/dev/null || missing+=(fio)
 command -v curl >/dev/null || missing+=(curl)
 command -v losetup >/dev/null || missing+=(util-linux)
+command -v python3 >/dev/null || missing+=(python3)
+if ! command -v schemathesis >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    missing+=(python3-venv)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+log "formatting (rustfmt)"
+if cargo fmt --version >/dev/null 2>&1; then
+    cargo fmt --all --check
+else
+    echo "rustfmt is not installed: skipping the formatting check" >&2
 fi
 
 log "build (all targets, including the crash-test writer example)"

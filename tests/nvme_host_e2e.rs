@@ -272,16 +272,17 @@ fn discovery_leads_an_acl_host_to_its_namespace_on_both_ports() {
             uuid_bytes(&uuid_of(&v))
         );
     }
-    // A host outside every ACL may find the node's subsystem (keeld admits any
-    // host to the subsystem) but sees no namespace in it.
-    for entry in discover(k.discovery_addr, HOST_B).expect("discover as B") {
-        let mut c = HostController::connect(
-            entry_addr(&entry.traddr, &entry.trsvcid),
-            k.host_options(HOST_B),
-        )
-        .expect("connect as B");
-        assert!(c.active_namespaces().expect("active").is_empty());
+    // A host outside every ACL is not shown the subsystem at all, on either
+    // port; connecting directly still works but shows it no namespace.
+    for port in [k.discovery_addr, k.nvme_addr] {
+        let entries = discover(port, HOST_B).expect("discover as B");
+        assert!(
+            entries.iter().all(|e| e.subnqn != k.subsystem_nqn),
+            "{port}: {entries:?}"
+        );
     }
+    let mut c = HostController::connect(k.nvme_addr, k.host_options(HOST_B)).expect("connect as B");
+    assert!(c.active_namespaces().expect("active").is_empty());
 }
 
 #[test]
