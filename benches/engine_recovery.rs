@@ -22,14 +22,7 @@ fn index_memory() {
     let blocks = 1u64 << 20;
     let mut sequential = VolumeMap::new();
     for lba in 0..blocks {
-        sequential.insert(
-            lba,
-            Mapping {
-                location: PhysBlock(lba),
-                crc: 0,
-            },
-            &mut Untracked,
-        );
+        sequential.insert(lba, Mapping::raw(PhysBlock(lba), 0), &mut Untracked);
     }
     let mut random = VolumeMap::new();
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -38,14 +31,7 @@ fn index_memory() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        random.insert(
-            x % blocks,
-            Mapping {
-                location: PhysBlock(i),
-                crc: 0,
-            },
-            &mut Untracked,
-        );
+        random.insert(x % blocks, Mapping::raw(PhysBlock(i), 0), &mut Untracked);
     }
     for (name, map) in [("sequential fill", &sequential), ("random fill", &random)] {
         println!(

@@ -59,10 +59,7 @@ fn block_map(c: &mut Criterion) {
     for lba in 0..blocks {
         map.insert(
             lba,
-            Mapping {
-                location: PhysBlock(lba * 3),
-                crc: lba as u32,
-            },
+            Mapping::raw(PhysBlock(lba * 3), lba as u32),
             &mut Untracked,
         );
     }
@@ -80,14 +77,7 @@ fn block_map(c: &mut Criterion) {
     c.bench_function("volume_map/overwrite_random", |b| {
         b.iter(|| {
             y = y.wrapping_mul(6364136223846793005).wrapping_add(1);
-            map.insert(
-                y % blocks,
-                Mapping {
-                    location: PhysBlock(y),
-                    crc: 0,
-                },
-                &mut Untracked,
-            )
+            map.insert(y % blocks, Mapping::raw(PhysBlock(y), 0), &mut Untracked)
         })
     });
 }
