@@ -6,7 +6,7 @@
 //!
 //! 1. fresh baseline: random 4 KiB writes (same address pattern as the measured
 //!    phase) into the empty volume for `KEEL_BENCH_SECONDS`, bounded so it never
-//!    writes more than a quarter of the pool (no garbage collection can run);
+//!    writes more than 60% of the pool (no garbage collection can run);
 //! 2. the pool is formatted again, the volume filled sequentially with 128 KiB
 //!    writes until live data is the asked share of `pool_stats().capacity_bytes`;
 //! 3. random 4 KiB overwrites until garbage collection has cleaned twice the
@@ -22,7 +22,7 @@
 //! `cargo bench --bench engine_gc`. Environment: `KEEL_BENCH_SECONDS` (fresh
 //! phase, default 5), `KEEL_GC_SECONDS` (overwrite phase cap, default 90),
 //! `KEEL_GC_POOL_MIB` (pool file, default 2048), `KEEL_GC_FILLS` (per-mille
-//! fills, default `800,900`), `KEEL_GC_WORKLOADS` (`uniform,hotcold`),
+//! fills, default `800,850,900`), `KEEL_GC_WORKLOADS` (`uniform,hotcold`),
 //! `KEEL_GC_POLICIES` (`greedy,cost-benefit`).
 
 use std::path::PathBuf;
@@ -326,7 +326,7 @@ fn run_case(
         addresses(workload, blocks, 0x9E37_79B9_7F4A_7C15),
         Limits {
             duration: Duration::from_secs(env_u64("KEEL_BENCH_SECONDS", 5)),
-            max_ios: capacity / 4 / BLOCK_BYTES,
+            max_ios: capacity * 6 / 10 / BLOCK_BYTES,
         },
         |_| false,
     );
@@ -424,7 +424,9 @@ fn run_case(
         })
         .unwrap_or(first);
     let steady_iops = (last.ios - steady_start.ios) as f64 / (last.at - steady_start.at).max(1e-9);
-    if cleaned < 2 * segments {
+    if overwrite.errors >= ERRORS_MAX {
+        notes.push(format!("stopped by write errors at {cleaned} cleaned"));
+    } else if cleaned < 2 * segments {
         notes.push(format!("stopped by the time limit at {cleaned} cleaned"));
     }
     let mut latencies = overwrite.latencies_us.clone();
@@ -484,7 +486,7 @@ fn main() {
     }
     let pool_bytes = env_u64("KEEL_GC_POOL_MIB", 2048) << 20;
     let path = bench_dir().join("keel-bench-gc.img");
-    let fills: Vec<u64> = env_list("KEEL_GC_FILLS", "800,900")
+    let fills: Vec<u64> = env_list("KEEL_GC_FILLS", "800,850,900")
         .iter()
         .filter_map(|s| s.parse().ok())
         .filter(|f| (1..1000).contains(f))
