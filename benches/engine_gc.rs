@@ -16,7 +16,9 @@
 //! over its steady part (from the moment the collector has cleaned as many
 //! segments as the pool holds, or from its first cleaning if the run ends
 //! before that), the steady/fresh ratio, write amplification from the
-//! `pool_stats()` counters over those windows, segments cleaned, latency and any
+//! `pool_stats()` counters over those windows (relocated + host bytes per host
+//! byte), the bytes the process sent to storage per host byte (`/proc/self/io`:
+//! adds batch headers and checkpoints), segments cleaned, latency and any
 //! write errors (out of space) or stalls.
 //!
 //! `cargo bench --bench engine_gc`. Environment: `KEEL_BENCH_SECONDS` (fresh
@@ -115,6 +117,19 @@ struct Sample {
     at: f64,
     ios: u64,
     stats: PoolStats,
+    /// Bytes this process has sent to storage (`/proc/self/io` write_bytes):
+    /// data, batch headers, relocations and checkpoints alike.
+    device_written: u64,
+}
+
+/// `write_bytes` of `/proc/self/io` (0 if unreadable).
+fn device_written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// What one driven phase did.
@@ -166,6 +181,7 @@ fn drive(
             at: 0.0,
             ios: 0,
             stats: engine.pool_stats(),
+            device_written: device_written(),
         }],
     };
     let mut submitted = 0u64;
@@ -217,6 +233,7 @@ fn drive(
                     at: (now - started).as_secs_f64(),
                     ios: phase.ios,
                     stats,
+                    device_written: device_written(),
                 });
                 next_sample = now + SAMPLE_EVERY;
             }
@@ -233,6 +250,7 @@ fn drive(
         at: phase.elapsed,
         ios: phase.ios,
         stats: engine.pool_stats(),
+        device_written: device_written(),
     });
     phase
 }
@@ -242,6 +260,18 @@ fn percentile(sorted: &[u32], p: usize) -> u32 {
         return 0;
     }
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// Bytes sent to storage per host byte between two samples.
+fn device_amplification(from: &Sample, to: &Sample) -> f64 {
+    let host = to
+        .stats
+        .host_written_bytes
+        .saturating_sub(from.stats.host_written_bytes);
+    if host == 0 {
+        return f64::NAN;
+    }
+    to.device_written.saturating_sub(from.device_written) as f64 / host as f64
 }
 
 /// Write amplification between two samples, from the pool's counters.
@@ -287,6 +317,7 @@ struct Row {
     seconds: f64,
     wa_phase: f64,
     wa_steady: f64,
+    device_wa_steady: f64,
     cleaned: u64,
     segments: u64,
     p99_us: u32,
@@ -471,6 +502,7 @@ fn run_case(
         seconds: overwrite.elapsed,
         wa_phase: amplification(&first.stats, &last.stats),
         wa_steady: amplification(&steady_start.stats, &last.stats),
+        device_wa_steady: device_amplification(steady_start, last),
         cleaned,
         segments,
         p99_us: percentile(&latencies, 99),
@@ -534,14 +566,14 @@ fn print_header_once(first: bool, pool_bytes: u64) {
         pool_bytes >> 20
     );
     println!(
-        "| fill | workload | policy | fresh IOPS | overwrite IOPS (whole phase) | steady IOPS | steady/fresh | WA (phase) | WA (steady) | segments cleaned | run s (steady from) | p99 µs | max µs | errors | notes |"
+        "| fill | workload | policy | fresh IOPS | overwrite IOPS (whole phase) | steady IOPS | steady/fresh | WA (phase) | WA (steady) | device bytes per host byte (steady) | segments cleaned | run s (steady from) | p99 µs | max µs | errors | notes |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 }
 
 fn print_row(r: &Row) {
     println!(
-        "| {}% | {} | {} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {} ({:.1}x pool) | {:.1} ({:.1}) | {} | {} | {} | {} |",
+        "| {}% | {} | {} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2} | {} ({:.1}x pool) | {:.1} ({:.1}) | {} | {} | {} | {} |",
         r.fill_permille / 10,
         r.workload.name(),
         policy_name(r.policy),
@@ -551,6 +583,7 @@ fn print_row(r: &Row) {
         r.steady_iops / r.fresh_iops.max(1e-9),
         r.wa_phase,
         r.wa_steady,
+        r.device_wa_steady,
         r.cleaned,
         r.cleaned as f64 / r.segments as f64,
         r.seconds,
