@@ -5,15 +5,19 @@
 //! 1. a volume with `KEEL_SNAP_VOLUME_MIB` (default 1024) written sequentially;
 //!    snapshot creation timed over `KEEL_SNAP_CREATIONS` (default 50) snapshots
 //!    taken back to back, which are then deleted (timed too);
-//! 2. 4 KiB random write IOPS for `KEEL_BENCH_SECONDS` (default 5) with 0
-//!    snapshots, then after taking snapshots up to 16 and then 256, writing
-//!    `KEEL_SNAP_STEP_WRITES` (default 256) random 4 KiB blocks between two
-//!    snapshots so each snapshot differs from the next;
+//! 2. 4 KiB random write IOPS with 0 snapshots, then after taking snapshots up
+//!    to 16 and then 256, writing `KEEL_SNAP_STEP_WRITES` (default 256) random
+//!    4 KiB blocks between two snapshots so each snapshot differs from the next.
+//!    Each measurement alternates rounds on the snapshotted volume and on a
+//!    control volume of the same size in the same pool that never has
+//!    snapshots, `KEEL_BENCH_SECONDS` (default 4) per volume in all, so the
+//!    ratio between the two is taken under the same machine load;
 //! 3. deletion of all 256 snapshots in a shuffled order: time, and the space
 //!    reclaimed (live bytes at once; free segments after garbage collection
 //!    rounds and a checkpoint).
 //!
-//! `cargo bench --bench engine_snapshots`.
+//! `cargo bench --bench engine_snapshots`. The pool file is `KEEL_SNAP_POOL_GIB`
+//! (default 12) GiB, sparse; the run writes about 9 GiB of it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +30,8 @@ use engine::{DeviceSpec, Engine, EngineConfig, IoError, SectorSize, VolumeId};
 const BLOCK_BYTES: u64 = 4096;
 const FILL_IO_BYTES: u64 = 128 << 10;
 const DEPTH: usize = 32;
-const POOL_BYTES: u64 = 8 << 30;
+/// Alternating rounds per measured snapshot count (snapshotted, then control).
+const ROUNDS: u32 = 8;
 /// A phase with no completion for this long is reported as stalled and abandoned.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// Snapshot counts at which write IOPS are measured.
@@ -68,10 +73,6 @@ struct Phase {
 }
 
 impl Phase {
-    fn iops(&self) -> f64 {
-        self.ios as f64 / self.elapsed.max(1e-9)
-    }
-
     fn check(&self, what: &str) {
         if self.errors > 0 || self.stalled {
             eprintln!(
@@ -151,6 +152,19 @@ fn drive(
     phase
 }
 
+/// Write figures of the snapshotted volume at one snapshot count.
+struct WriteRow {
+    count: usize,
+    iops: f64,
+    control_iops: f64,
+    mean_us: f64,
+    p99_us: u32,
+    max_us: u32,
+    used_bytes: u64,
+    checkpoint_bytes: u64,
+    cleaned: u64,
+}
+
 /// Mean, p50 and max of durations, in milliseconds.
 fn summary(times: &[Duration]) -> (f64, f64, f64) {
     if times.is_empty() {
@@ -177,7 +191,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // Nothing to list or smoke-test: this bench needs a real disk.
     }
-    let seconds = Duration::from_secs(env_u64("KEEL_BENCH_SECONDS", 5));
+    let seconds = Duration::from_secs(env_u64("KEEL_BENCH_SECONDS", 4));
     let volume_bytes = env_u64("KEEL_SNAP_VOLUME_MIB", 1024) << 20;
     let creations = env_u64("KEEL_SNAP_CREATIONS", 50) as usize;
     let step_writes = env_u64("KEEL_SNAP_STEP_WRITES", 256);
@@ -188,7 +202,7 @@ fn main() {
     let spec = DeviceSpec {
         path: path.clone(),
         kind: BackingKind::File,
-        create_size: Some(POOL_BYTES),
+        create_size: Some(env_u64("KEEL_SNAP_POOL_GIB", 12) << 30),
     };
     let engine = Arc::new(
         Engine::open_paths(&[spec], EngineConfig::default(), false).expect("engine on bench file"),
@@ -197,20 +211,26 @@ fn main() {
         .create_volume("base", volume_bytes, SectorSize::B4096)
         .expect("volume")
         .id;
-    let mut next = 0u64;
-    let fill = drive(
-        &engine,
-        volume,
-        FILL_IO_BYTES,
-        move || {
-            next += 1;
-            (next - 1) * (FILL_IO_BYTES / BLOCK_BYTES)
-        },
-        Duration::from_secs(600),
-        volume_bytes / FILL_IO_BYTES,
-    );
-    fill.check("fill");
-    eprintln!("filled {} MiB in {:.1} s", volume_bytes >> 20, fill.elapsed);
+    let control = engine
+        .create_volume("control", volume_bytes, SectorSize::B4096)
+        .expect("control volume")
+        .id;
+    for target in [volume, control] {
+        let mut next = 0u64;
+        let fill = drive(
+            &engine,
+            target,
+            FILL_IO_BYTES,
+            move || {
+                next += 1;
+                (next - 1) * (FILL_IO_BYTES / BLOCK_BYTES)
+            },
+            Duration::from_secs(600),
+            volume_bytes / FILL_IO_BYTES,
+        );
+        fill.check("fill");
+        eprintln!("filled {} MiB in {:.1} s", volume_bytes >> 20, fill.elapsed);
+    }
 
     // 1. Creation time of snapshots of the written volume, back to back.
     let mut times = Vec::with_capacity(creations);
@@ -257,27 +277,40 @@ fn main() {
             );
             step.check("writes between snapshots");
         }
-        let phase = drive(
-            &engine,
-            volume,
-            BLOCK_BYTES,
-            || rng.next() % blocks,
-            seconds,
-            u64::MAX,
-        );
-        phase.check("measured writes");
-        let mut latencies = phase.latencies_us.clone();
-        latencies.sort_unstable();
+        // Alternate rounds on the snapshotted volume and the control volume.
+        let mut sides = [(0u64, 0.0f64, Vec::new()), (0u64, 0.0f64, Vec::new())];
+        for _ in 0..ROUNDS {
+            for (side, target) in sides.iter_mut().zip([volume, control]) {
+                let phase = drive(
+                    &engine,
+                    target,
+                    BLOCK_BYTES,
+                    || rng.next() % blocks,
+                    seconds / ROUNDS,
+                    u64::MAX,
+                );
+                phase.check("measured writes");
+                side.0 += phase.ios;
+                side.1 += phase.elapsed;
+                side.2.extend_from_slice(&phase.latencies_us);
+            }
+        }
         let stats = engine.pool_stats();
-        write_rows.push((
+        let [snapped, plain] = &mut sides;
+        snapped.2.sort_unstable();
+        let latencies = &snapped.2;
+        write_rows.push(WriteRow {
             count,
-            phase.iops(),
-            latencies.iter().map(|&l| f64::from(l)).sum::<f64>() / latencies.len().max(1) as f64,
-            percentile(&latencies, 99),
-            latencies.last().copied().unwrap_or(0),
-            stats.used_bytes,
-            stats.gc_cleaned_segments,
-        ));
+            iops: snapped.0 as f64 / snapped.1.max(1e-9),
+            control_iops: plain.0 as f64 / plain.1.max(1e-9),
+            mean_us: latencies.iter().map(|&l| f64::from(l)).sum::<f64>()
+                / latencies.len().max(1) as f64,
+            p99_us: percentile(latencies, 99),
+            max_us: latencies.last().copied().unwrap_or(0),
+            used_bytes: stats.used_bytes,
+            checkpoint_bytes: stats.checkpoint_bytes,
+            cleaned: stats.gc_cleaned_segments,
+        });
     }
     let first16: Vec<Duration> = step_create
         .iter()
@@ -325,7 +358,7 @@ fn main() {
     let after_gc = engine.pool_stats();
 
     println!(
-        "\nsnapshots: {} MiB volume written sequentially, 4 KiB random writes at QD{DEPTH}, {} s per measured phase, {} random 4 KiB writes between snapshots",
+        "\nsnapshots: {} MiB volume written sequentially, 4 KiB random writes at QD{DEPTH}, {} s per volume per measurement in {ROUNDS} alternating rounds, {} random 4 KiB writes between snapshots",
         volume_bytes >> 20,
         seconds.as_secs(),
         step_writes
@@ -359,14 +392,24 @@ fn main() {
         delete_times.len()
     );
     println!();
-    println!("| snapshots | write IOPS | vs 0 snapshots | mean µs | p99 µs | max µs | pool used MiB after | GC segments cleaned so far |");
-    println!("|---|---|---|---|---|---|---|---|");
-    let base = write_rows.first().map_or(1.0, |r| r.1);
-    for (count, iops, mean, p99, max, used, cleaned) in &write_rows {
+    println!("| snapshots | write IOPS | control volume IOPS (same rounds) | ratio | ratio vs 0 snapshots | mean µs | p99 µs | max µs | pool used MiB after | checkpoint MiB after | GC segments cleaned so far |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let ratio = |r: &WriteRow| r.iops / r.control_iops.max(1e-9);
+    let base = write_rows.first().map_or(1.0, ratio);
+    for r in &write_rows {
         println!(
-            "| {count} | {iops:.0} | {:.2}x | {mean:.0} | {p99} | {max} | {:.0} | {cleaned} |",
-            iops / base,
-            mib(*used)
+            "| {} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.0} | {} | {} | {:.0} | {:.0} | {} |",
+            r.count,
+            r.iops,
+            r.control_iops,
+            ratio(r),
+            ratio(r) / base,
+            r.mean_us,
+            r.p99_us,
+            r.max_us,
+            mib(r.used_bytes),
+            mib(r.checkpoint_bytes),
+            r.cleaned
         );
     }
     println!();
