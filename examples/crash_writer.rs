@@ -6,6 +6,12 @@
 //! SIGKILL of this process. Runs until killed.
 //!
 //! Usage: crash_writer POOL_FILE LOG_FILE FIRST_GENERATION
+//!
+//! `KEEL_CRASH_POOL_MIB` sizes a new pool file (default 256). With
+//! `KEEL_CRASH_SNAPSHOT_EVERY=n` the writer also takes a snapshot of the volume
+//! every n acknowledged writes and deletes the one before the previous, so
+//! garbage collection must move blocks that snapshots share; it prints
+//! `G <segments cleaned>` whenever the collector has cleaned more.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -17,6 +23,13 @@ use engine::{DeviceSpec, Engine, EngineConfig, SectorSize};
 /// Blocks in the test volume.
 pub const VOLUME_BLOCKS: u64 = 2048;
 const INFLIGHT: usize = 16;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn block_content(lba: u64, generation: u64) -> Vec<u8> {
     let mut data = vec![0u8; 4096];
@@ -45,7 +58,7 @@ fn main() {
     let spec = DeviceSpec {
         path: args[1].clone().into(),
         kind: BackingKind::File,
-        create_size: Some(256 << 20),
+        create_size: Some(env_u64("KEEL_CRASH_POOL_MIB", 256) << 20),
     };
     let engine = match Engine::open_paths(&[spec], EngineConfig::default(), false) {
         Ok(engine) => Arc::new(engine),
@@ -75,6 +88,11 @@ fn main() {
             std::process::exit(3);
         }
     };
+    let snapshot_every = env_u64("KEEL_CRASH_SNAPSHOT_EVERY", 0);
+    let mut acked = 0u64;
+    let mut cleaned = 0u64;
+    let mut snapshots: Vec<engine::VolumeId> =
+        engine.snapshots().into_iter().map(|s| s.id).collect();
     let mut rng = generation.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut inflight = 0;
@@ -120,5 +138,26 @@ fn main() {
             std::process::exit(4);
         }
         let _ = writeln!(stdout, "A");
+        acked += 1;
+        if snapshot_every > 0 && acked.is_multiple_of(snapshot_every) {
+            match engine.create_snapshot(volume, &format!("snap-{generation}")) {
+                Ok(info) => snapshots.push(info.id),
+                Err(err) => {
+                    eprintln!("snapshot failed: {err}");
+                    std::process::exit(7);
+                }
+            }
+            while snapshots.len() > 2 {
+                if let Err(err) = engine.delete_volume(snapshots.remove(0)) {
+                    eprintln!("snapshot delete failed: {err}");
+                    std::process::exit(7);
+                }
+            }
+            let now = engine.pool_stats().gc_cleaned_segments;
+            if now > cleaned {
+                cleaned = now;
+                let _ = writeln!(stdout, "G {cleaned}");
+            }
+        }
     }
 }

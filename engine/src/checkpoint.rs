@@ -92,6 +92,23 @@ fn write_body_and_root(
     if needed > crate::format::ROOT_SEGMENTS_MAX {
         return Err((CheckpointError::TooLarge(bytes.len() as u64), Vec::new()));
     }
+    let fence = |err: crate::io::DeviceError| {
+        core.fenced.store(true, Ordering::Release);
+        tracing::error!(%err, "checkpoint write failed; fencing the engine");
+        CheckpointError::Io(IoError::Device(err))
+    };
+    if core.log.lock().segments.allocatable() < needed {
+        // Dead segments may only wait for a flush: make every applied batch
+        // durable, free what that allows, and try with the room it made.
+        let applied = core.log.lock().applied_seq;
+        for device in &core.pool.devices {
+            flush_blocking(device.as_ref()).map_err(|e| (fence(e), Vec::new()))?;
+        }
+        let mut log = core.log.lock();
+        log.segments.durable_seq = log.segments.durable_seq.max(applied);
+        let covered = log.covered_seq;
+        log.segments.free_dead(covered);
+    }
     let mut allocated = Vec::with_capacity(needed);
     {
         let mut log = core.log.lock();
@@ -105,11 +122,6 @@ fn write_body_and_root(
             }
         }
     }
-    let fence = |err: crate::io::DeviceError| {
-        core.fenced.store(true, Ordering::Release);
-        tracing::error!(%err, "checkpoint write failed; fencing the engine");
-        CheckpointError::Io(IoError::Device(err))
-    };
     for (piece, segment) in bytes.chunks(segment_bytes).zip(&allocated) {
         let mut buf = AlignedBuf::zeroed(piece.len().div_ceil(BLOCK_SIZE) * BLOCK_SIZE);
         buf.as_mut_slice()[..piece.len()].copy_from_slice(piece);

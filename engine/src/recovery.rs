@@ -267,33 +267,71 @@ fn rebuild_catalog(
     Ok(catalog)
 }
 
+/// Serves replay's reads from whole segments: the log is read one segment at a
+/// time with one large read, instead of two or three small reads per batch.
+struct SegmentReader<'a> {
+    pool: &'a Pool,
+    cached: Option<(SegmentId, AlignedBuf)>,
+}
+
+impl<'a> SegmentReader<'a> {
+    fn new(pool: &'a Pool) -> SegmentReader<'a> {
+        SegmentReader { pool, cached: None }
+    }
+
+    /// Blocks `[block, block + count)` of `segment`, or `None` past its end.
+    fn blocks(
+        &mut self,
+        segment: SegmentId,
+        block: u32,
+        count: u32,
+    ) -> Result<Option<&[u8]>, OpenError> {
+        if block
+            .checked_add(count)
+            .is_none_or(|end| end > self.pool.blocks_per_segment)
+        {
+            return Ok(None);
+        }
+        if self
+            .cached
+            .as_ref()
+            .is_none_or(|(cached, _)| *cached != segment)
+        {
+            let (device, offset) = self.pool.locate(segment, 0);
+            let buf = read_blocking(device, offset, self.pool.segment_bytes() as usize)?;
+            self.cached = Some((segment, buf));
+        }
+        let Some((_, buf)) = &self.cached else {
+            unreachable!("the segment was just read")
+        };
+        let at = block as usize * BLOCK_SIZE;
+        Ok(buf.as_slice().get(at..at + count as usize * BLOCK_SIZE))
+    }
+}
+
 /// Reads and fully verifies the batch at `block` of `segment`; `None` if there is
 /// no valid batch of `epoch` with sequence number `seq` there.
 fn read_batch(
-    pool: &Pool,
+    reader: &mut SegmentReader<'_>,
     segment: SegmentId,
     block: u32,
     epoch: u64,
     seq: u64,
 ) -> Result<Option<BatchHeader>, OpenError> {
-    let per_segment = pool.blocks_per_segment;
-    if segment.0 >= pool.segment_count() || block >= per_segment {
+    let pool = reader.pool;
+    if segment.0 >= pool.segment_count() {
         return Ok(None);
     }
-    let (device, offset) = pool.locate(segment, block);
-    let first = read_blocking(device, offset, BLOCK_SIZE)?;
-    let Ok(header_blocks) = BatchHeader::peek_header_blocks(first.as_slice()) else {
+    let Some(first) = reader.blocks(segment, block, 1)? else {
         return Ok(None);
     };
-    if block + u32::from(header_blocks) > per_segment {
+    let Ok(header_blocks) = BatchHeader::peek_header_blocks(first) else {
         return Ok(None);
-    }
-    let header_bytes = if header_blocks == 1 {
-        first
-    } else {
-        read_blocking(device, offset, usize::from(header_blocks) * BLOCK_SIZE)?
     };
-    let Ok(header) = BatchHeader::decode(header_bytes.as_slice()) else {
+    let Some(header_bytes) = reader.blocks(segment, block, u32::from(header_blocks))? else {
+        return Ok(None);
+    };
+    let Ok(header) = BatchHeader::decode(header_bytes) else {
         return Ok(None);
     };
     if header.seq != seq
@@ -303,24 +341,17 @@ fn read_batch(
     {
         return Ok(None);
     }
-    if block + header.total_blocks() > per_segment {
+    let data_start = block + u32::from(header_blocks);
+    let Some(data) = reader.blocks(segment, data_start, header.data_blocks)? else {
         return Ok(None);
-    }
-    if header.data_blocks > 0 {
-        let data_offset = offset + u64::from(header_blocks) * BLOCK_SIZE as u64;
-        let data = read_blocking(
-            device,
-            data_offset,
-            header.data_blocks as usize * BLOCK_SIZE,
-        )?;
-        if !data_matches(&header, data.as_slice()) {
-            tracing::warn!(
-                seq,
-                segment = segment.0,
-                "torn log batch: data checksum mismatch; replay stops here"
-            );
-            return Ok(None);
-        }
+    };
+    if !data_matches(&header, data) {
+        tracing::warn!(
+            seq,
+            segment = segment.0,
+            "torn log batch: data checksum mismatch; replay stops here"
+        );
+        return Ok(None);
     }
     Ok(Some(header))
 }
@@ -387,14 +418,16 @@ fn find_replay_chain(
         }
     }
     let mut chain = Vec::new();
+    let mut reader = SegmentReader::new(pool);
     let mut seq = root.replay_seq;
     let mut position = (SegmentId(root.replay_segment), root.replay_block);
     loop {
-        let mut found =
-            read_batch(pool, position.0, position.1, root.epoch, seq)?.map(|h| (h, position));
+        let mut found = read_batch(&mut reader, position.0, position.1, root.epoch, seq)?
+            .map(|h| (h, position));
         if found.is_none() {
             if let Some(&segment) = segment_starts.get(&seq) {
-                found = read_batch(pool, segment, 0, root.epoch, seq)?.map(|h| (h, (segment, 0)));
+                found = read_batch(&mut reader, segment, 0, root.epoch, seq)?
+                    .map(|h| (h, (segment, 0)));
             }
         }
         let Some((header, (segment, block))) = found else {

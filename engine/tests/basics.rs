@@ -350,3 +350,48 @@ fn a_pool_spans_several_devices_and_reopens_in_any_order() {
         Err(engine::OpenError::Mismatch(_))
     ));
 }
+
+/// Segments freed by flushes since the last checkpoint are still referenced by
+/// that checkpoint; on reopen they only become free again once replay's releases
+/// are durable. The opening checkpoint must make that room instead of failing.
+#[test]
+fn a_pool_cycled_many_times_since_its_last_checkpoint_reopens() {
+    let config = EngineConfig {
+        blocks_per_segment: 512,
+        checkpoint_interval_blocks: u64::MAX,
+        ..EngineConfig::default()
+    };
+    let sim = Arc::new(SimDevice::new(40 << 20));
+    let devices: Vec<DeviceRef> = vec![sim.clone()];
+    Engine::format(devices.clone(), &config).expect("format");
+    for round in 0..3u8 {
+        let engine = Engine::open(devices.clone(), config.clone()).expect("reopen");
+        let vol = match engine.volume_by_name("v") {
+            Some(info) => info.id,
+            None => {
+                engine
+                    .create_volume("v", 8 << 20, SectorSize::B4096)
+                    .expect("create")
+                    .id
+            }
+        };
+        for pass in 0..12u8 {
+            let seed = round.wrapping_mul(16).wrapping_add(pass);
+            for piece in 0..8u64 {
+                engine
+                    .write_wait(vol, piece * 256, pattern(seed, 1 << 20))
+                    .expect("overwrite");
+            }
+            engine.flush_wait().expect("flush");
+        }
+        drop(engine);
+        sim.crash(CrashMode::KeepAll);
+    }
+    let engine = Engine::open(devices, config).expect("final reopen");
+    let vol = engine.volume_by_name("v").expect("volume").id;
+    let last = 2u8.wrapping_mul(16).wrapping_add(11);
+    assert_eq!(
+        engine.read_wait(vol, 0, 256).expect("read"),
+        pattern(last, 1 << 20)
+    );
+}
