@@ -36,7 +36,8 @@ use crate::volume::VolumeState;
 const IDLE_POLL: Duration = Duration::from_millis(200);
 /// Most victims cleaned in one round (one walk of the maps).
 const VICTIMS_PER_ROUND: usize = 4;
-/// Rounds in a row that free nothing before the collector declares itself stuck.
+/// Rounds in a row that free nothing before the collector pauses until its next
+/// wake or poll (it never declares itself stalled while it still finds victims).
 const FRUITLESS_ROUNDS_MAX: u32 = 3;
 
 /// The collector thread: sleeps until woken or polled, then cleans while free
@@ -69,8 +70,11 @@ pub(crate) fn run_collector(core: Arc<Core>, wake: Receiver<()>, stop: Receiver<
                 {
                     continue
                 }
-                Ok(true) if fruitless_rounds < FRUITLESS_ROUNDS_MAX => break,
-                Ok(_) => {
+                // Rounds that cleaned but freed nothing yet (victims wait for a
+                // flush or checkpoint, relocations took segments) are progress,
+                // not a stall: pause until the next wake or poll.
+                Ok(true) => break,
+                Ok(false) => {
                     // Nothing worth cleaning: let waiting writers fail cleanly.
                     core.collector_stalled.store(true, Ordering::Release);
                     crate::log::kick(&core);
@@ -265,13 +269,22 @@ fn flush_wait(core: &Arc<Core>) -> Result<(), IoError> {
 }
 
 /// Picks and pins the sealed segments most worth cleaning under the configured
-/// policy. A segment qualifies only if cleaning it frees at least an eighth of it.
+/// policy. A segment qualifies only if cleaning it frees at least an eighth of it
+/// (more than a sixteenth when writers wait for room).
 fn choose_victims(core: &Core) -> Vec<SegmentId> {
     let log = core.log.lock();
     let per_segment = core.pool.blocks_per_segment;
+    let reserve = checkpoint_reserve(core, &log);
     // Cleaning a segment with live share u writes 1/(1-u) blocks per block freed:
-    // segments more than 7/8 live are not worth it.
-    let worth = per_segment / 8 * 7;
+    // segments more than 7/8 live are not worth it, unless writers are waiting
+    // for room, when anything that frees more than a sixteenth of a segment is.
+    let critical = log.has_waiting_records()
+        || log.segments.allocatable() <= reserve + COLLECTOR_RESERVE_SEGMENTS + 1;
+    let worth = if critical {
+        per_segment - per_segment / 16
+    } else {
+        per_segment / 8 * 7 + 1
+    };
     let now = log.next_seq;
     let mut candidates: Vec<(f64, SegmentId)> = log
         .segments
@@ -279,7 +292,7 @@ fn choose_victims(core: &Core) -> Vec<SegmentId> {
         .iter()
         .enumerate()
         .filter(|(_, info)| {
-            info.state == SegmentState::Sealed && info.live_blocks > 0 && info.live_blocks <= worth
+            info.state == SegmentState::Sealed && info.live_blocks > 0 && info.live_blocks < worth
         })
         .map(|(at, info)| {
             let used = f64::from(info.live_blocks) / f64::from(per_segment);
@@ -294,7 +307,6 @@ fn choose_victims(core: &Core) -> Vec<SegmentId> {
         .collect();
     candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
     // When space is tight, clean one segment at a time so its live blocks surely fit.
-    let reserve = checkpoint_reserve(core, &log);
     let room = log.segments.allocatable().saturating_sub(reserve + 1);
     let count = room.clamp(1, VICTIMS_PER_ROUND);
     let victims: Vec<SegmentId> = candidates.into_iter().take(count).map(|(_, s)| s).collect();
