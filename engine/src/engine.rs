@@ -20,7 +20,7 @@ use crate::io::{open_backing, AlignedBuf, BackingKind, DeviceError, DeviceRef, I
 use crate::log::{append, Origin, Pending, Record, BATCH_DATA_BLOCKS_MAX};
 use crate::thick_clone::CloneJob;
 use crate::units::{SectorSize, VolumeId, BLOCK_SIZE, BLOCK_SIZE_U64};
-use crate::volume::{Volume, VolumeInfo, VolumeShape, VolumeState};
+use crate::volume::{Volume, VolumeInfo, VolumeState};
 
 /// Largest single read or write, in bytes.
 pub const IO_BYTES_MAX: u64 = BATCH_DATA_BLOCKS_MAX as u64 * BLOCK_SIZE_U64;
@@ -333,16 +333,7 @@ impl Engine {
             flags,
             name: name.to_owned(),
         };
-        self.create_entry(name, entry, |id| VolumeShape {
-            id,
-            name: name.to_owned(),
-            size_bytes,
-            sector,
-            kind: VolumeKind::Volume,
-            flags,
-            lineage: id.0,
-            parent: None,
-        })
+        self.create_entry(name, entry, None)
     }
 
     /// Takes a read-only, crash-consistent snapshot of `source` while I/O goes on:
@@ -358,16 +349,7 @@ impl Engine {
             source: source.id.0,
             name: name.to_owned(),
         };
-        self.create_entry(name, entry, |id| VolumeShape {
-            id,
-            name: name.to_owned(),
-            size_bytes: source.size(),
-            sector: source.sector,
-            kind: VolumeKind::Snapshot,
-            flags: 0,
-            lineage: source.lineage,
-            parent: Some(source.id),
-        })
+        self.create_entry(name, entry, Some(&source))
     }
 
     /// Creates a writable thin clone of `snapshot`, sharing every block with it.
@@ -401,16 +383,7 @@ impl Engine {
             flags: 0,
             name: name.to_owned(),
         };
-        self.create_entry(name, entry, |id| VolumeShape {
-            id,
-            name: name.to_owned(),
-            size_bytes,
-            sector,
-            kind: VolumeKind::Volume,
-            flags: 0,
-            lineage: source.lineage,
-            parent: Some(source.id),
-        })
+        self.create_entry(name, entry, Some(&source))
     }
 
     /// Makes `volume`'s content that of `snapshot`, a snapshot of the same lineage
@@ -597,24 +570,23 @@ impl Engine {
         &self,
         name: &str,
         entry: impl FnOnce(VolumeId) -> Entry,
-        shape: impl FnOnce(VolumeId) -> VolumeShape,
+        source: Option<&Volume>,
     ) -> Result<VolumeInfo, VolumeError> {
         validate_name(name)?;
-        let volume = {
+        let (volume, record) = {
             let mut catalog = self.core.catalog.write();
             if catalog.by_name(name).is_some() {
                 return Err(VolumeError::NameTaken(name.to_owned()));
             }
-            let id = VolumeId(catalog.next_volume_id);
-            let volume = Arc::new(Volume::new(
-                shape(id),
-                VolumeMap::new(),
-                VolumeState::Creating,
-            ));
+            let record = entry(VolumeId(catalog.next_volume_id));
+            let Some(shape) = crate::log::created_shape(&record, source) else {
+                return Err(IoError::Invalid("not a record that creates a volume").into());
+            };
+            let volume = Arc::new(Volume::new(shape, VolumeMap::new(), VolumeState::Creating));
             catalog.insert(volume.clone());
-            volume
+            (volume, record)
         };
-        if let Err(err) = self.append_meta_durably(entry(volume.id)) {
+        if let Err(err) = self.append_meta_durably(record) {
             self.core.catalog.write().remove(volume.id);
             return Err(err.into());
         }

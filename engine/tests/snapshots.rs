@@ -318,7 +318,15 @@ fn a_crash_during_a_thick_clone_leaves_it_incomplete_never_claimed_complete() {
                 },
             )
             .expect("start");
-        std::thread::sleep(Duration::from_millis(50));
+        // Crash once the copy is under way (the pace keeps it running for seconds).
+        let deadline = std::time::Instant::now() + WAIT;
+        while job.progress().done_bytes == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the copy never started"
+            );
+            std::thread::yield_now();
+        }
         let destination = job.progress().destination;
         drop(engine);
         sim.crash(mode);

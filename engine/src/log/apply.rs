@@ -53,66 +53,17 @@ pub(crate) fn apply_batch(
                 };
                 volume.map.write().remove_range(*lba, *blocks, &mut refs);
             }
-            Entry::CreateVolume {
-                volume,
-                size_bytes,
-                sector_bytes,
-                flags,
-                name,
-            } => {
-                let shape = VolumeShape {
-                    id: VolumeId(*volume),
-                    name: name.clone(),
-                    size_bytes: *size_bytes,
-                    sector: SectorSize::from_bytes(*sector_bytes).unwrap_or(SectorSize::B4096),
-                    kind: VolumeKind::Volume,
-                    flags: *flags,
-                    lineage: *volume,
-                    parent: None,
-                };
-                materialize(&mut core.catalog.write(), shape, VolumeMap::new());
+            Entry::CreateVolume { .. } => {
+                if let Some(shape) = created_shape(entry, None) {
+                    materialize(&mut core.catalog.write(), shape, VolumeMap::new());
+                }
             }
-            Entry::CreateSnapshot {
-                volume,
-                source,
-                name,
-            } => {
+            Entry::CreateSnapshot { source, .. } | Entry::CreateClone { source, .. } => {
                 let Some(source) = find(*source) else {
                     continue;
                 };
-                let shape = VolumeShape {
-                    id: VolumeId(*volume),
-                    name: name.clone(),
-                    size_bytes: source.size(),
-                    sector: source.sector,
-                    kind: VolumeKind::Snapshot,
-                    flags: 0,
-                    lineage: source.lineage,
-                    parent: Some(source.id),
-                };
-                let map = source.map.read().share();
-                materialize(&mut core.catalog.write(), shape, map);
-            }
-            Entry::CreateClone {
-                volume,
-                source,
-                size_bytes,
-                sector_bytes,
-                flags,
-                name,
-            } => {
-                let Some(source) = find(*source) else {
+                let Some(shape) = created_shape(entry, Some(&source)) else {
                     continue;
-                };
-                let shape = VolumeShape {
-                    id: VolumeId(*volume),
-                    name: name.clone(),
-                    size_bytes: *size_bytes,
-                    sector: SectorSize::from_bytes(*sector_bytes).unwrap_or(SectorSize::B4096),
-                    kind: VolumeKind::Volume,
-                    flags: *flags,
-                    lineage: source.lineage,
-                    parent: Some(source.id),
                 };
                 let map = source.map.read().share();
                 materialize(&mut core.catalog.write(), shape, map);
@@ -250,6 +201,66 @@ pub(crate) fn apply_batch(
         core.collector_stalled.store(false, Ordering::Release);
     }
     log.blocks_since_checkpoint += u64::from(header.total_blocks());
+}
+
+/// The identity and shape of the volume, snapshot or clone a create record makes;
+/// `source` is the record's source map (snapshots and clones). `None` for other
+/// records, or a snapshot or clone without its source. The engine's placeholder
+/// and replay both derive the shape here, so they cannot disagree.
+pub(crate) fn created_shape(entry: &Entry, source: Option<&Volume>) -> Option<VolumeShape> {
+    let sector = |bytes: u32| SectorSize::from_bytes(bytes).unwrap_or(SectorSize::B4096);
+    match (entry, source) {
+        (
+            Entry::CreateVolume {
+                volume,
+                size_bytes,
+                sector_bytes,
+                flags,
+                name,
+            },
+            _,
+        ) => Some(VolumeShape {
+            id: VolumeId(*volume),
+            name: name.clone(),
+            size_bytes: *size_bytes,
+            sector: sector(*sector_bytes),
+            kind: VolumeKind::Volume,
+            flags: *flags,
+            lineage: *volume,
+            parent: None,
+        }),
+        (Entry::CreateSnapshot { volume, name, .. }, Some(source)) => Some(VolumeShape {
+            id: VolumeId(*volume),
+            name: name.clone(),
+            size_bytes: source.size(),
+            sector: source.sector,
+            kind: VolumeKind::Snapshot,
+            flags: 0,
+            lineage: source.lineage,
+            parent: Some(source.id),
+        }),
+        (
+            Entry::CreateClone {
+                volume,
+                size_bytes,
+                sector_bytes,
+                flags,
+                name,
+                ..
+            },
+            Some(source),
+        ) => Some(VolumeShape {
+            id: VolumeId(*volume),
+            name: name.clone(),
+            size_bytes: *size_bytes,
+            sector: sector(*sector_bytes),
+            kind: VolumeKind::Volume,
+            flags: *flags,
+            lineage: source.lineage,
+            parent: Some(source.id),
+        }),
+        _ => None,
+    }
 }
 
 /// Makes a created volume or snapshot live with `map`: the engine put a

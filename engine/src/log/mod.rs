@@ -12,7 +12,7 @@
 mod apply;
 pub(crate) mod segments;
 
-pub(crate) use apply::apply_batch;
+pub(crate) use apply::{apply_batch, created_shape};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
