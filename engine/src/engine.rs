@@ -905,8 +905,7 @@ fn store_blocks(
     let compressed = volume.flags() & VOLUME_FLAG_COMPRESS != 0;
     let piece_bytes = ATOMIC_WRITE_BLOCKS * BLOCK_SIZE;
     let pieces = bytes.len().div_ceil(piece_bytes);
-    let join = Join::new(pieces, done);
-    for piece in 0..pieces {
+    for (piece, done) in Join::split(done, pieces).into_iter().enumerate() {
         let at = piece * piece_bytes;
         let data = bytes.slice(at..bytes.len().min(at + piece_bytes));
         let lba = first + (piece * ATOMIC_WRITE_BLOCKS) as u64;
@@ -927,13 +926,7 @@ fn store_blocks(
             data,
             origin: Origin::Foreground,
         };
-        append(
-            core,
-            Pending {
-                record,
-                done: join.part(),
-            },
-        );
+        append(core, Pending { record, done });
     }
 }
 
@@ -946,6 +939,16 @@ struct Join {
 type JoinState = (usize, Option<IoError>, Option<WriteDone>);
 
 impl Join {
+    /// `parts` completions that together run `done` once; a single part is
+    /// `done` itself, so the common one-record write pays for no join.
+    fn split(done: WriteDone, parts: usize) -> Vec<WriteDone> {
+        if parts == 1 {
+            return vec![done];
+        }
+        let join = Join::new(parts, done);
+        (0..parts).map(|_| join.part()).collect()
+    }
+
     fn new(parts: usize, done: WriteDone) -> Join {
         Join {
             state: Arc::new(Mutex::new((parts, None, Some(done)))),

@@ -289,20 +289,7 @@ impl Harness {
                 let Some(model) = self.model.volumes.get(volume) else {
                     return Ok(());
                 };
-                let result = self.engine().read_wait(model.id, lba, sectors as u32);
-                if lba + sectors > model.sectors {
-                    prop_assert!(
-                        matches!(result, Err(IoError::OutOfRange { .. })),
-                        "{result:?}"
-                    );
-                } else {
-                    let data =
-                        result.map_err(|e| TestCaseError::fail(format!("read failed: {e}")))?;
-                    prop_assert!(
-                        data[..] == model.expected(lba, sectors)[..],
-                        "read mismatch at {lba}+{sectors}"
-                    );
-                }
+                check_read(self.engine(), model, lba, sectors)?;
             }
             Op::Trim {
                 volume,
@@ -432,20 +419,7 @@ impl Harness {
                 let Some(model) = self.model.snapshots.get(snapshot) else {
                     return Ok(());
                 };
-                let result = self.engine().read_wait(model.id, lba, sectors as u32);
-                if lba + sectors > model.sectors {
-                    prop_assert!(
-                        matches!(result, Err(IoError::OutOfRange { .. })),
-                        "{result:?}"
-                    );
-                } else {
-                    let data = result
-                        .map_err(|e| TestCaseError::fail(format!("snapshot read failed: {e}")))?;
-                    prop_assert!(
-                        data[..] == model.expected(lba, sectors)[..],
-                        "snapshot read mismatch at {lba}+{sectors}"
-                    );
-                }
+                check_read(self.engine(), model, lba, sectors)?;
             }
             Op::WriteSnapshot { snapshot } => {
                 let Some(model) = self.model.snapshots.get(snapshot) else {
@@ -576,6 +550,32 @@ impl Harness {
         self.durable_point();
         Ok(())
     }
+}
+
+/// Reads `sectors` at `lba` of a volume or snapshot: out of range must fail as
+/// such, anything else must match the model.
+fn check_read(
+    engine: &Engine,
+    model: &VolumeModel,
+    lba: u64,
+    sectors: u64,
+) -> Result<(), TestCaseError> {
+    let result = engine.read_wait(model.id, lba, sectors as u32);
+    if lba + sectors > model.sectors {
+        prop_assert!(
+            matches!(result, Err(IoError::OutOfRange { .. })),
+            "{result:?}"
+        );
+    } else {
+        let data =
+            result.map_err(|e| TestCaseError::fail(format!("{} read failed: {e}", model.id)))?;
+        prop_assert!(
+            data[..] == model.expected(lba, sectors)[..],
+            "{} read mismatch at {lba}+{sectors}",
+            model.id
+        );
+    }
+    Ok(())
 }
 
 /// Says how the engine differs from `pool`, for failure messages.
