@@ -786,11 +786,16 @@ fn compressed_volumes_serve_data_and_report_their_savings() {
     assert_eq!(volume_names(&k, "?showAll=true"), ["src", "squeezed"]);
 }
 
+/// The current view of a workflow (`GET /api/v1/workflows/{id}`).
+fn workflow(k: &Keeld, id: &str) -> Value {
+    k.get(&format!("/api/v1/workflows/{id}")).body["workflow"].clone()
+}
+
 /// Polls a workflow until it leaves Running; returns its last view.
 fn wait_workflow(k: &Keeld, id: &str) -> Value {
     let mut last = Value::Null;
     let ended = wait_until(WAIT * 4, || {
-        last = k.get(&format!("/api/v1/workflows/{id}")).body["workflow"].clone();
+        last = workflow(k, id);
         last["state"] != "Running"
     });
     assert!(ended, "workflow {id} still running: {last}");
@@ -868,7 +873,7 @@ fn kill9_during_a_thick_clone_fails_the_workflow_and_leaves_no_half_built_volume
     let mut last = Value::Null;
     assert!(
         wait_until(WAIT, || {
-            last = k.get(&format!("/api/v1/workflows/{id}")).body["workflow"].clone();
+            last = workflow(&k, &id);
             last["progress"]["percent"].as_u64().is_some_and(|p| p > 0)
         }),
         "the copy never made progress: {last}"
