@@ -1302,7 +1302,9 @@ impl Engine {
     }
 }
 
-fn wait<T: Send + 'static>(
+/// Runs a completion-based operation and waits for its completion (for engine
+/// threads that may block: the collector, tools, tests).
+pub(crate) fn wait<T: Send + 'static>(
     start: impl FnOnce(Box<dyn FnOnce(Result<T, IoError>) + Send>),
 ) -> Result<T, IoError> {
     let (tx, rx) = crossbeam_channel::bounded(1);

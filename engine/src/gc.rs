@@ -96,16 +96,22 @@ fn low_watermark(core: &Core, reserve: usize) -> usize {
     share.max(reserve + COLLECTOR_RESERVE_SEGMENTS + 2)
 }
 
-fn space_is_low(core: &Core) -> bool {
+/// Whether writers wait for room or free segments are fewer than `limit` of the
+/// low watermark.
+fn free_below(core: &Core, limit: impl Fn(usize) -> usize) -> bool {
     let log = core.log.lock();
     let reserve = checkpoint_reserve(core, &log);
-    log.has_waiting_records() || log.segments.allocatable() <= low_watermark(core, reserve)
+    log.has_waiting_records() || log.segments.allocatable() < limit(low_watermark(core, reserve))
 }
 
+/// Collection starts at the low watermark...
+fn space_is_low(core: &Core) -> bool {
+    free_below(core, |low| low + 1)
+}
+
+/// ...and goes on until twice that is free.
 fn space_is_below_target(core: &Core) -> bool {
-    let log = core.log.lock();
-    let reserve = checkpoint_reserve(core, &log);
-    log.has_waiting_records() || log.segments.allocatable() < 2 * low_watermark(core, reserve)
+    free_below(core, |low| 2 * low)
 }
 
 /// Unpins the victims when a round ends, however it ends.
@@ -258,14 +264,7 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
 }
 
 fn flush_wait(core: &Arc<Core>) -> Result<(), IoError> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    crate::engine::flush_devices(
-        core,
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-    );
-    rx.recv().unwrap_or(Err(IoError::Fenced))
+    crate::engine::wait(|done| crate::engine::flush_devices(core, done))
 }
 
 /// Picks and pins the sealed segments most worth cleaning under the configured
