@@ -213,15 +213,18 @@ pub fn optional_bool() -> RefOr<Schema> {
         .into()
 }
 
+/// A string of at most `max_len` characters without control characters.
+fn plain_text(max_len: usize) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(max_len))
+        .pattern(Some(NO_CONTROL_PATTERN))
+}
+
 /// An optional free text of at most 256 characters without control characters.
 pub fn optional_description() -> RefOr<Schema> {
-    let text = ObjectBuilder::new()
-        .schema_type(Type::String)
-        .max_length(Some(rules::DESCRIPTION_LEN_MAX))
-        .pattern(Some(NO_CONTROL_PATTERN))
-        .build();
     nullable(
-        text.into(),
+        plain_text(rules::DESCRIPTION_LEN_MAX).build().into(),
         "Free text, at most 256 characters, no control characters; null means absent",
     )
 }
@@ -358,10 +361,7 @@ pub fn label_value() -> RefOr<Schema> {
 /// A mandatory free text (may be empty): at most 256 characters, no control
 /// characters.
 pub fn description() -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .max_length(Some(rules::DESCRIPTION_LEN_MAX))
-        .pattern(Some(NO_CONTROL_PATTERN))
+    plain_text(rules::DESCRIPTION_LEN_MAX)
         .description(Some(
             "Free text, at most 256 characters, no control characters",
         ))
@@ -371,13 +371,8 @@ pub fn description() -> RefOr<Schema> {
 /// An optional retention period (informational): at most 64 characters, no
 /// control characters.
 pub fn optional_retention() -> RefOr<Schema> {
-    let text = ObjectBuilder::new()
-        .schema_type(Type::String)
-        .max_length(Some(rules::RETENTION_LEN_MAX))
-        .pattern(Some(NO_CONTROL_PATTERN))
-        .build();
     nullable(
-        text.into(),
+        plain_text(rules::RETENTION_LEN_MAX).build().into(),
         "Retention period as given (e.g. \"86400s\"), at most 64 characters; null means absent",
     )
 }
