@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::LogState;
 use crate::core::{Catalog, Core};
 use crate::format::{BatchHeader, Entry, VolumeKind};
-use crate::index::{Mapping, Packing, RelocationMemo, VolumeMap};
+use crate::index::{Mapping, Packing, RefCounts, RelocationMemo, VolumeMap};
 use crate::units::{PhysBlock, SectorSize, SegmentId, VolumeId};
 use crate::volume::{Volume, VolumeShape, VolumeState};
 
@@ -88,14 +88,8 @@ pub(crate) fn apply_batch(
                     .fetch_add(1, Ordering::Relaxed);
                 let new = Mapping::raw(core.pool.phys(segment, data_start + data_offset), *crc);
                 let old = Mapping::decode(*old, *crc);
-                let members = core.catalog.read().lineage(*lineage);
-                let mut memo = RelocationMemo::default();
-                for member in members {
-                    member
-                        .map
-                        .write()
-                        .relocate(*lba, old, new, &mut memo, &mut refs);
-                }
+                let maps = core.catalog.read().lineage(*lineage);
+                relocate_in(&maps, *lba, old, new, &mut refs);
             }
             Entry::WritePacked {
                 volume,
@@ -170,13 +164,7 @@ pub(crate) fn apply_batch(
                         location: new_location,
                         ..old
                     };
-                    let mut memo = RelocationMemo::default();
-                    for member in &maps {
-                        member
-                            .map
-                            .write()
-                            .relocate(target, old, new, &mut memo, &mut refs);
-                    }
+                    relocate_in(&maps, target, old, new, &mut refs);
                 }
             }
             Entry::DeleteVolume { volume } => {
@@ -201,6 +189,21 @@ pub(crate) fn apply_batch(
         core.collector_stalled.store(false, Ordering::Release);
     }
     log.blocks_since_checkpoint += u64::from(header.total_blocks());
+}
+
+/// Offers one moved block to every map of its lineage, sharing one memo so maps
+/// that own the same chunk instance get the same replacement.
+fn relocate_in(
+    maps: &[Arc<Volume>],
+    lba: u64,
+    old: Mapping,
+    new: Mapping,
+    refs: &mut impl RefCounts,
+) {
+    let mut memo = RelocationMemo::default();
+    for member in maps {
+        member.map.write().relocate(lba, old, new, &mut memo, refs);
+    }
 }
 
 /// The identity and shape of the volume, snapshot or clone a create record makes;
