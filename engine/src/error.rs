@@ -124,6 +124,9 @@ pub enum OpenError {
         /// Its size.
         size: u64,
     },
+    /// The devices hold more blocks than a pool can address (4 PiB).
+    #[error("devices hold more than a pool's 2^40 blocks (4 PiB)")]
+    TooLarge,
     /// Creating the I/O thread failed.
     #[error("cannot start the I/O thread: {0}")]
     Thread(#[source] std::io::Error),

@@ -3,6 +3,7 @@
 
 use crate::error::OpenError;
 use crate::format::Superblock;
+use crate::index::MAX_POOL_BLOCKS;
 use crate::io::{read_blocking, write_blocking, AlignedBuf, Device, DeviceRef};
 use crate::units::{PhysBlock, SegmentId, BLOCK_SIZE, BLOCK_SIZE_U64};
 
@@ -54,8 +55,11 @@ impl Pool {
                 first_segment,
                 created_unix_s,
             });
-            first_segment += segment_count;
+            first_segment = first_segment
+                .checked_add(segment_count)
+                .ok_or(OpenError::TooLarge)?;
         }
+        check_capacity(first_segment, blocks_per_segment)?;
         for (device, superblock) in devices.iter().zip(&superblocks) {
             write_blocking(
                 device.as_ref(),
@@ -102,8 +106,11 @@ impl Pool {
                     "segment sizes differ between devices".into(),
                 ));
             }
-            next_segment += sb.segment_count;
+            next_segment = next_segment
+                .checked_add(sb.segment_count)
+                .ok_or(OpenError::TooLarge)?;
         }
+        check_capacity(next_segment, first.blocks_per_segment)?;
         let (superblocks, devices): (Vec<Superblock>, Vec<DeviceRef>) = found.into_iter().unzip();
         Ok(Pool::from_superblocks(devices, &superblocks))
     }
@@ -164,4 +171,13 @@ impl Pool {
     pub fn root_device(&self) -> &dyn Device {
         self.devices[0].as_ref()
     }
+}
+
+/// A pool addresses at most [`MAX_POOL_BLOCKS`] blocks: the index keeps
+/// locations in 40 bits.
+fn check_capacity(segments: u32, blocks_per_segment: u32) -> Result<(), OpenError> {
+    if u64::from(segments) * u64::from(blocks_per_segment) > MAX_POOL_BLOCKS {
+        return Err(OpenError::TooLarge);
+    }
+    Ok(())
 }
