@@ -9,7 +9,10 @@
 //! and the [`host`] side used by tests, benchmarks and replication.
 //!
 //! Invariants: no input from the network can panic this crate; every buffer grown
-//! from a peer's length field is bounded by configuration first.
+//! from a peer's length field is bounded by configuration first. The only
+//! `unsafe` code is the io_uring wrapper in `target::uring` (the crate denies
+//! `unsafe_code` and that one module allows it): its operations own their
+//! buffers until the kernel reports them done.
 //!
 //! Starting a target with one namespace visible to one host:
 //!
@@ -29,7 +32,7 @@
 //! println!("serving on {:?}", target.local_addrs());
 //! target.shutdown();
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod pdu;
@@ -47,7 +50,7 @@ pub mod subsystem;
 pub use subsystem::{HostAcl, NamespaceChangeError, Subsystem, SubsystemConfig};
 pub mod connection;
 pub mod target;
-pub use target::{StartError, Target, TargetConfig, TargetHandle};
+pub use target::{ReactorKind, ReactorStats, StartError, Target, TargetConfig, TargetHandle};
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;

@@ -1,4 +1,6 @@
 //! Protocol tests: the real target over loopback, driven by this crate's host side.
+//! Every test that starts a target runs once per reactor backend (`epoll::*` and
+//! `uring::*`, generated at the bottom of this file).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +15,8 @@ use nvmf_target::nvme::identify::{
 use nvmf_target::nvme::{admin_opcode, feature, io_opcode, log_id, Command, DISCOVERY_NQN};
 use nvmf_target::pdu::{CapsuleCmd, DataPdu, Digests, FatalErrorStatus, PduType};
 use nvmf_target::{
-    BlockSize, HostAcl, Lba, LbaRange, MemoryNamespace, NamespaceBackend, Status, Subsystem,
-    SubsystemConfig, Target, TargetConfig, TargetHandle,
+    BlockSize, HostAcl, Lba, LbaRange, MemoryNamespace, NamespaceBackend, ReactorKind, Status,
+    Subsystem, SubsystemConfig, Target, TargetConfig, TargetHandle,
 };
 
 const NQN: &str = "nqn.2024-01.io.keel:protocol-test";
@@ -28,15 +30,15 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
-        Self::with_limits(Limits::default())
+    fn new(kind: ReactorKind) -> Fixture {
+        Self::with_limits(kind, Limits::default())
     }
 
-    fn with_limits(limits: Limits) -> Fixture {
-        Self::build(limits, Duration::from_millis(50))
+    fn with_limits(kind: ReactorKind, limits: Limits) -> Fixture {
+        Self::build(kind, limits, Duration::from_millis(50))
     }
 
-    fn build(limits: Limits, tick_interval: Duration) -> Fixture {
+    fn build(kind: ReactorKind, limits: Limits, tick_interval: Duration) -> Fixture {
         let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEEL0001"));
         let ns1 = MemoryNamespace::new(BlockSize::B512, 4096, [0xA1; 16]);
         subsystem
@@ -52,8 +54,10 @@ impl Fixture {
             connections_max: 64,
             tick_interval,
             busy_poll: Duration::ZERO,
+            reactor_kind: kind,
         };
         let target = Target::start(config, subsystem.clone()).unwrap();
+        assert_eq!(target.reactor_kind(), kind);
         Fixture {
             subsystem,
             ns1,
@@ -97,9 +101,8 @@ fn status_of(e: HostError) -> Status {
         .unwrap_or_else(|| panic!("expected an NVMe status, got {e:?}"))
 }
 
-#[test]
-fn identify_reports_every_field_linux_checks() {
-    let f = Fixture::new();
+fn identify_reports_every_field_linux_checks(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     let mut c = f.connect(HOST_A);
     let id = &c.identity;
     assert_eq!(id.cntlid, c.cntlid);
@@ -150,9 +153,8 @@ fn identify_reports_every_field_linux_checks() {
     );
 }
 
-#[test]
-fn properties_follow_enable_and_shutdown_handshakes() {
-    let f = Fixture::new();
+fn properties_follow_enable_and_shutdown_handshakes(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     let mut c = f.connect(HOST_A);
     let cap = c.property_get(0x00, true).unwrap();
     assert_eq!(cap & 0xFFFF, 127);
@@ -162,8 +164,7 @@ fn properties_follow_enable_and_shutdown_handshakes() {
     c.shutdown().unwrap();
 }
 
-#[test]
-fn io_round_trips_in_capsule_and_via_r2t_with_and_without_digests() {
+fn io_round_trips_in_capsule_and_via_r2t_with_and_without_digests(kind: ReactorKind) {
     for digests in [
         Digests {
             header: false,
@@ -182,10 +183,13 @@ fn io_round_trips_in_capsule_and_via_r2t_with_and_without_digests() {
             data: true,
         },
     ] {
-        let f = Fixture::with_limits(Limits {
-            maxh2cdata: 16 * 1024,
-            ..Limits::default()
-        });
+        let f = Fixture::with_limits(
+            kind,
+            Limits {
+                maxh2cdata: 16 * 1024,
+                ..Limits::default()
+            },
+        );
         let mut options = f.options(HOST_A);
         options.digests = digests;
         let mut c = HostController::connect(f.addr(), options).unwrap();
@@ -204,13 +208,15 @@ fn io_round_trips_in_capsule_and_via_r2t_with_and_without_digests() {
     }
 }
 
-#[test]
-fn many_writes_in_flight_with_several_outstanding_r2ts() {
-    let f = Fixture::with_limits(Limits {
-        maxh2cdata: 8192,
-        inline_data_max: 0,
-        ..Limits::default()
-    });
+fn many_writes_in_flight_with_several_outstanding_r2ts(kind: ReactorKind) {
+    let f = Fixture::with_limits(
+        kind,
+        Limits {
+            maxh2cdata: 8192,
+            inline_data_max: 0,
+            ..Limits::default()
+        },
+    );
     let mut c = f.connect(HOST_A);
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
@@ -243,9 +249,8 @@ fn many_writes_in_flight_with_several_outstanding_r2ts() {
     }
 }
 
-#[test]
-fn c2h_success_flag_is_used_only_when_sq_flow_control_is_disabled() {
-    let f = Fixture::new();
+fn c2h_success_flag_is_used_only_when_sq_flow_control_is_disabled(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     for disable in [false, true] {
         let mut options = f.options(HOST_A);
         options.disable_sq_flow = disable;
@@ -284,9 +289,8 @@ fn c2h_success_flag_is_used_only_when_sq_flow_control_is_disabled() {
     }
 }
 
-#[test]
-fn io_errors_map_to_nvme_statuses() {
-    let f = Fixture::new();
+fn io_errors_map_to_nvme_statuses(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     let mut c = f.connect(HOST_A);
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
@@ -327,9 +331,8 @@ fn io_errors_map_to_nvme_statuses() {
     assert_eq!(r.status(), Ok(Status::SglLengthInvalid));
 }
 
-#[test]
-fn error_log_records_failed_commands_newest_first() {
-    let f = Fixture::new();
+fn error_log_records_failed_commands_newest_first(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     let mut c = f.connect(HOST_A);
     assert_eq!(c.identity.elpe, 63);
     assert!(c.error_log().unwrap().is_empty());
@@ -408,9 +411,8 @@ fn error_log_records_failed_commands_newest_first() {
     assert!(other.error_log().unwrap().is_empty());
 }
 
-#[test]
-fn write_zeroes_and_deallocate_clear_blocks() {
-    let f = Fixture::new();
+fn write_zeroes_and_deallocate_clear_blocks(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     let mut c = f.connect(HOST_A);
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
@@ -450,9 +452,8 @@ fn write_zeroes_and_deallocate_clear_blocks() {
     );
 }
 
-#[test]
-fn connect_rejects_bad_hosts_subsystems_and_controller_ids() {
-    let f = Fixture::new();
+fn connect_rejects_bad_hosts_subsystems_and_controller_ids(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     f.subsystem.set_host_acl(HostAcl::hosts([HOST_A]));
     let err = HostController::connect(f.addr(), f.options(HOST_B))
         .err()
@@ -479,9 +480,8 @@ fn connect_rejects_bad_hosts_subsystems_and_controller_ids() {
     }
 }
 
-#[test]
-fn controller_ids_are_unique_and_freed_on_disconnect() {
-    let f = Fixture::new();
+fn controller_ids_are_unique_and_freed_on_disconnect(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     let a = f.connect(HOST_A);
     let b = f.connect(HOST_A);
     assert_ne!(a.cntlid, b.cntlid);
@@ -493,9 +493,8 @@ fn controller_ids_are_unique_and_freed_on_disconnect() {
     });
 }
 
-#[test]
-fn acl_filters_namespaces_and_changes_raise_an_aen() {
-    let f = Fixture::new();
+fn acl_filters_namespaces_and_changes_raise_an_aen(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     let ns2 = MemoryNamespace::new(BlockSize::B4096, 256, [0xB2; 16]);
     f.subsystem
         .add_namespace(2, ns2.clone(), HostAcl::hosts([HOST_A]))
@@ -535,9 +534,8 @@ fn acl_filters_namespaces_and_changes_raise_an_aen() {
     assert_eq!(b.active_namespaces().unwrap(), vec![1, 2, 3]);
 }
 
-#[test]
-fn keep_alive_expiry_tears_the_controller_down() {
-    let f = Fixture::new();
+fn keep_alive_expiry_tears_the_controller_down(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     let mut o = f.options(HOST_A);
     o.kato_ms = 300;
     let mut c = HostController::connect(f.addr(), o).unwrap();
@@ -552,9 +550,8 @@ fn keep_alive_expiry_tears_the_controller_down() {
     ));
 }
 
-#[test]
-fn features_and_log_pages_answer() {
-    let f = Fixture::new();
+fn features_and_log_pages_answer(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     let mut c = f.connect(HOST_A);
     assert_eq!(c.set_queue_count(1000).unwrap(), 64);
     assert_eq!(c.get_features(feature::VOLATILE_WRITE_CACHE).unwrap(), 1);
@@ -596,9 +593,8 @@ fn features_and_log_pages_answer() {
     assert_eq!(f.ns1.flush_count(), before + 1);
 }
 
-#[test]
-fn discovery_log_lists_the_subsystem_for_allowed_hosts_only() {
-    let f = Fixture::new();
+fn discovery_log_lists_the_subsystem_for_allowed_hosts_only(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     let disc = f.target.discovery_addrs()[0];
     let entries = discover(disc, HOST_A).unwrap();
     assert_eq!(entries.len(), 1);
@@ -633,9 +629,10 @@ fn discovery_controller(addr: SocketAddr, host: &str) -> HostController {
 /// DW0 of a discovery-log-change notice: type Notice, info F0h, log page 70h.
 const AEN_DISCOVERY_LOG_CHANGED: u32 = 0x0070_F002;
 
-#[test]
-fn discovery_shows_the_subsystem_only_to_hosts_a_namespace_acl_admits_and_changes_live() {
-    let f = Fixture::new();
+fn discovery_shows_the_subsystem_only_to_hosts_a_namespace_acl_admits_and_changes_live(
+    kind: ReactorKind,
+) {
+    let f = Fixture::new(kind);
     f.subsystem
         .set_namespace_acl(1, HostAcl::hosts([HOST_A]))
         .unwrap();
@@ -683,9 +680,8 @@ fn discovery_shows_the_subsystem_only_to_hosts_a_namespace_acl_admits_and_change
     assert_eq!(discover(disc, HOST_A).unwrap().len(), 1);
 }
 
-#[test]
-fn malformed_pdu_terminates_only_its_own_connection() {
-    let f = Fixture::new();
+fn malformed_pdu_terminates_only_its_own_connection(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     let mut good = f.connect(HOST_A);
     good.set_queue_count(2).unwrap();
     let mut good_q = good.connect_io_queue(1).unwrap();
@@ -732,12 +728,14 @@ fn malformed_pdu_terminates_only_its_own_connection() {
     assert_eq!(good_q.read(1, Lba(0), 32, 512).unwrap(), data);
 }
 
-#[test]
-fn h2c_data_outside_the_r2t_window_terminates() {
-    let f = Fixture::with_limits(Limits {
-        inline_data_max: 0,
-        ..Limits::default()
-    });
+fn h2c_data_outside_the_r2t_window_terminates(kind: ReactorKind) {
+    let f = Fixture::with_limits(
+        kind,
+        Limits {
+            inline_data_max: 0,
+            ..Limits::default()
+        },
+    );
     let mut c = f.connect(HOST_A);
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
@@ -779,9 +777,8 @@ fn h2c_data_outside_the_r2t_window_terminates() {
     ));
 }
 
-#[test]
-fn data_digest_error_fails_the_command_not_the_connection() {
-    let f = Fixture::new();
+fn data_digest_error_fails_the_command_not_the_connection(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     let mut o = f.options(HOST_A);
     o.digests = Digests {
         header: true,
@@ -877,11 +874,12 @@ impl NamespaceBackend for ThreadedNamespace {
     }
 }
 
-#[test]
-fn completions_from_other_threads_and_inline_ones_interleave_without_lost_wake_ups() {
+fn completions_from_other_threads_and_inline_ones_interleave_without_lost_wake_ups(
+    kind: ReactorKind,
+) {
     // A periodic tick far beyond the host's 5 s timeout: a completion whose
     // wake-up got lost would stall its command until the host gives up.
-    let f = Fixture::build(Limits::default(), Duration::from_secs(60));
+    let f = Fixture::build(kind, Limits::default(), Duration::from_secs(60));
     let inner = MemoryNamespace::new(BlockSize::B4096, 256, [0xD4; 16]);
     f.subsystem
         .add_namespace(5, ThreadedNamespace::new(inner.clone()), HostAcl::AnyHost)
@@ -919,9 +917,8 @@ fn completions_from_other_threads_and_inline_ones_interleave_without_lost_wake_u
     assert!(inner.flush_count() >= 1);
 }
 
-#[test]
-fn submissions_made_while_reaping_a_burst_are_sent_before_the_host_blocks() {
-    let f = Fixture::new();
+fn submissions_made_while_reaping_a_burst_are_sent_before_the_host_blocks(kind: ReactorKind) {
+    let f = Fixture::new(kind);
     let mut c = f.connect(HOST_A);
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
@@ -964,3 +961,40 @@ fn namespace_backend_trait_is_object_safe() {
     let ns: Arc<dyn NamespaceBackend> = MemoryNamespace::new(BlockSize::B4096, 1, [0; 16]);
     assert_eq!(ns.block_size().bytes(), 4096);
 }
+
+/// Runs each named test (a `fn(ReactorKind)`) once per reactor backend.
+macro_rules! for_each_reactor_kind {
+    ($($name:ident),* $(,)?) => {
+        mod epoll {
+            use nvmf_target::ReactorKind;
+            $(#[test] fn $name() { super::$name(ReactorKind::Epoll) })*
+        }
+        mod uring {
+            use nvmf_target::ReactorKind;
+            $(#[test] fn $name() { super::$name(ReactorKind::Uring) })*
+        }
+    };
+}
+
+for_each_reactor_kind!(
+    identify_reports_every_field_linux_checks,
+    properties_follow_enable_and_shutdown_handshakes,
+    io_round_trips_in_capsule_and_via_r2t_with_and_without_digests,
+    many_writes_in_flight_with_several_outstanding_r2ts,
+    c2h_success_flag_is_used_only_when_sq_flow_control_is_disabled,
+    io_errors_map_to_nvme_statuses,
+    error_log_records_failed_commands_newest_first,
+    write_zeroes_and_deallocate_clear_blocks,
+    connect_rejects_bad_hosts_subsystems_and_controller_ids,
+    controller_ids_are_unique_and_freed_on_disconnect,
+    acl_filters_namespaces_and_changes_raise_an_aen,
+    keep_alive_expiry_tears_the_controller_down,
+    features_and_log_pages_answer,
+    discovery_log_lists_the_subsystem_for_allowed_hosts_only,
+    discovery_shows_the_subsystem_only_to_hosts_a_namespace_acl_admits_and_changes_live,
+    malformed_pdu_terminates_only_its_own_connection,
+    h2c_data_outside_the_r2t_window_terminates,
+    data_digest_error_fails_the_command_not_the_connection,
+    completions_from_other_threads_and_inline_ones_interleave_without_lost_wake_ups,
+    submissions_made_while_reaping_a_burst_are_sent_before_the_host_blocks,
+);

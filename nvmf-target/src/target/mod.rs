@@ -1,17 +1,22 @@
 //! The TCP driver: listeners, an acceptor thread, and reactor threads that own
-//! connections and drive each [`Connection`] state machine over nonblocking
-//! sockets with epoll (through `mio`).
+//! connections and drive each [`Connection`] state machine over their sockets,
+//! with io_uring or, where io_uring cannot be set up, epoll ([`ReactorKind`]).
 //!
 //! Threading: one acceptor thread hands each accepted socket to a reactor
 //! (round-robin). A reactor owns its sockets; namespace completions from other
-//! threads and asynchronous-event pokes reach it through a channel plus a waker
-//! (rung only when the reactor sleeps), completions a backend runs inline come
-//! back without either, so no lock is held across I/O and an idle reactor
-//! sleeps in `epoll_wait` apart from a coarse timer tick for keep-alive checks.
+//! threads and asynchronous-event pokes reach it through a channel plus a
+//! doorbell (rung only when the reactor sleeps), completions a backend runs
+//! inline come back without either, so no lock is held across I/O and an idle
+//! reactor sleeps in the kernel apart from a coarse timer tick for keep-alive
+//! checks. The servicing logic (`reactor::Core`) is shared; the two backends
+//! (`uring_reactor`, `epoll`) differ only in how bytes move.
 //!
 //! [`Connection`]: crate::connection::Connection
 
+mod epoll;
 mod reactor;
+mod uring;
+mod uring_reactor;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,6 +26,8 @@ use std::time::Duration;
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
+
+use reactor::{Counters, Inbox};
 
 use crate::connection::{Limits, PortKind};
 use crate::subsystem::Subsystem;
@@ -52,6 +59,22 @@ pub struct TargetConfig {
     /// before sleeping in `epoll_wait`. Zero (the default) never spins: an idle
     /// or lightly loaded target then uses no CPU while it waits.
     pub busy_poll: Duration,
+    /// How reactors drive their sockets.
+    pub reactor_kind: ReactorKind,
+}
+
+/// How reactors drive their sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReactorKind {
+    /// io_uring where the kernel allows it, else epoll (with a warning).
+    #[default]
+    Auto,
+    /// io_uring: one ring per reactor submits receives and sends and waits for
+    /// their completions in one system call. Starting fails if it is unavailable
+    /// (`kernel.io_uring_disabled`, seccomp filters, old kernels).
+    Uring,
+    /// epoll readiness with nonblocking reads and writes.
+    Epoll,
 }
 
 impl TargetConfig {
@@ -66,8 +89,24 @@ impl TargetConfig {
             connections_max: 1024,
             tick_interval: Duration::from_millis(200),
             busy_poll: Duration::ZERO,
+            reactor_kind: ReactorKind::Auto,
         }
     }
+}
+
+/// Counters of a running target's reactors ([`TargetHandle::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReactorStats {
+    /// Connections open (accepted and not yet closed).
+    pub connections: usize,
+    /// Socket operations (receives, sends, cancellations) handed to io_uring
+    /// and not yet completed; zero once every closed connection's buffers are
+    /// freed. Always zero with [`ReactorKind::Epoll`].
+    pub ring_ops_in_flight: usize,
+    /// Sends the kernel took only part of (io_uring reactors; the rest goes
+    /// in a later send).
+    pub short_sends: usize,
 }
 
 /// Why a target could not start.
@@ -92,6 +131,9 @@ pub enum StartError {
     /// Creating the poller or a thread failed.
     #[error("cannot start the target's threads")]
     Runtime(#[source] std::io::Error),
+    /// [`ReactorKind::Uring`] was asked for and io_uring cannot be set up.
+    #[error("io_uring is unavailable")]
+    UringUnavailable(#[source] std::io::Error),
 }
 
 /// The NVMe/TCP target.
@@ -102,8 +144,12 @@ pub struct TargetHandle {
     local_addrs: Vec<SocketAddr>,
     discovery_addrs: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
-    wakers: Vec<Arc<Waker>>,
+    reactor_kind: ReactorKind,
+    reactors: Vec<Inbox>,
+    acceptor_waker: Option<Arc<Waker>>,
     threads: Vec<JoinHandle<()>>,
+    connections: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
 }
 
 fn validate(limits: &Limits) -> Result<(), StartError> {
@@ -174,6 +220,7 @@ impl Target {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicUsize::new(0));
+        let counters = Arc::new(Counters::default());
         let shared = Arc::new(reactor::Shared {
             subsystem,
             limits: config.limits,
@@ -183,19 +230,45 @@ impl Target {
             tick_interval: config.tick_interval,
             connections: connections.clone(),
             busy_poll: config.busy_poll,
+            counters: counters.clone(),
         });
-        let mut wakers = Vec::new();
-        let mut threads = Vec::new();
-        let mut inboxes = Vec::new();
+        // Dropping the handle on an early return stops the threads started so far.
+        let mut handle = TargetHandle {
+            local_addrs,
+            discovery_addrs,
+            stop: stop.clone(),
+            reactor_kind: config.reactor_kind,
+            reactors: Vec::new(),
+            acceptor_waker: None,
+            threads: Vec::new(),
+            connections: connections.clone(),
+            counters,
+        };
         for i in 0..reactor_count {
-            let r = reactor::Reactor::new(shared.clone()).map_err(StartError::Runtime)?;
-            wakers.push(r.waker());
-            inboxes.push(r.inbox());
-            let t = std::thread::Builder::new()
-                .name(format!("nvmf-reactor-{i}"))
-                .spawn(move || r.run())
-                .map_err(StartError::Runtime)?;
-            threads.push(t);
+            let kind = match handle.reactor_kind {
+                ReactorKind::Auto => ReactorKind::Uring,
+                kind => kind,
+            };
+            let (kind, (inbox, thread)) = match spawn_reactor(kind, i, shared.clone()) {
+                Ok(started) => (kind, started),
+                Err(e) if handle.reactor_kind == ReactorKind::Auto => {
+                    tracing::warn!(
+                        error = %e,
+                        "io_uring is unavailable; reactors fall back to epoll"
+                    );
+                    let started = spawn_reactor(ReactorKind::Epoll, i, shared.clone())
+                        .map_err(StartError::Runtime)?;
+                    (ReactorKind::Epoll, started)
+                }
+                Err(e) if kind == ReactorKind::Uring => {
+                    return Err(StartError::UringUnavailable(e))
+                }
+                Err(e) => return Err(StartError::Runtime(e)),
+            };
+            // The first reactor settles `Auto`: every reactor has the same kind.
+            handle.reactor_kind = kind;
+            handle.reactors.push(inbox);
+            handle.threads.push(thread);
         }
         let poll = Poll::new().map_err(StartError::Runtime)?;
         let accept_waker =
@@ -208,9 +281,9 @@ impl Target {
         let acceptor = Acceptor {
             poll,
             listeners,
-            inboxes,
+            inboxes: handle.reactors.clone(),
             next: 0,
-            stop: stop.clone(),
+            stop,
             connections,
             connections_max: config.connections_max,
         };
@@ -218,15 +291,61 @@ impl Target {
             .name("nvmf-acceptor".into())
             .spawn(move || acceptor.run())
             .map_err(StartError::Runtime)?;
-        threads.push(t);
-        wakers.push(accept_waker);
-        Ok(TargetHandle {
-            local_addrs,
-            discovery_addrs,
-            stop,
-            wakers,
-            threads,
-        })
+        handle.threads.push(t);
+        handle.acceptor_waker = Some(accept_waker);
+        Ok(handle)
+    }
+}
+
+/// Starts reactor thread `index` of `kind` (Uring or Epoll). The reactor is
+/// built on its own thread (an io_uring belongs to the thread that set it up),
+/// which reports back whether that worked.
+fn spawn_reactor(
+    kind: ReactorKind,
+    index: usize,
+    shared: Arc<reactor::Shared>,
+) -> std::io::Result<(Inbox, JoinHandle<()>)> {
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<std::io::Result<Inbox>>(1);
+    let thread = std::thread::Builder::new()
+        .name(format!("nvmf-reactor-{index}"))
+        .spawn(move || {
+            if kind == ReactorKind::Epoll {
+                match epoll::build(shared) {
+                    Ok(core) => {
+                        if ready_tx.send(Ok(core.inbox())).is_ok() {
+                            epoll::run(core);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            } else {
+                match uring_reactor::build(shared) {
+                    Ok(core) => {
+                        if ready_tx.send(Ok(core.inbox())).is_ok() {
+                            uring_reactor::run(core);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            }
+        })?;
+    let ready = ready_rx.recv().unwrap_or_else(|_| {
+        Err(std::io::Error::other(
+            "reactor thread exited before starting",
+        ))
+    });
+    match ready {
+        Ok(inbox) => Ok((inbox, thread)),
+        Err(e) => {
+            if thread.join().is_err() {
+                tracing::error!("a reactor thread panicked while starting");
+            }
+            Err(e)
+        }
     }
 }
 
@@ -241,6 +360,21 @@ impl TargetHandle {
         &self.discovery_addrs
     }
 
+    /// The reactor backend in use ([`ReactorKind::Uring`] or
+    /// [`ReactorKind::Epoll`], never `Auto`), for logs and diagnostics.
+    pub fn reactor_kind(&self) -> ReactorKind {
+        self.reactor_kind
+    }
+
+    /// The reactors' counters now.
+    pub fn stats(&self) -> ReactorStats {
+        ReactorStats {
+            connections: self.connections.load(Ordering::Acquire),
+            ring_ops_in_flight: self.counters.ring_ops_in_flight.load(Ordering::Acquire),
+            short_sends: self.counters.short_sends.load(Ordering::Relaxed),
+        }
+    }
+
     /// Stops accepting, closes every connection (tearing its controller down) and
     /// joins the threads.
     pub fn shutdown(mut self) {
@@ -249,9 +383,12 @@ impl TargetHandle {
 
     fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Release);
-        for w in &self.wakers {
+        for inbox in &self.reactors {
+            inbox.wake();
+        }
+        if let Some(w) = &self.acceptor_waker {
             if let Err(e) = w.wake() {
-                tracing::error!(error = %e, "cannot wake a target thread for shutdown");
+                tracing::error!(error = %e, "cannot wake the acceptor for shutdown");
             }
         }
         for t in self.threads.drain(..) {
@@ -271,7 +408,7 @@ impl Drop for TargetHandle {
 struct Acceptor {
     poll: Poll,
     listeners: Vec<(TcpListener, PortKind)>,
-    inboxes: Vec<reactor::Inbox>,
+    inboxes: Vec<Inbox>,
     next: usize,
     stop: Arc<AtomicBool>,
     connections: Arc<AtomicUsize>,
@@ -306,7 +443,7 @@ impl Acceptor {
                             let inbox = &self.inboxes[self.next % self.inboxes.len()];
                             self.next = self.next.wrapping_add(1);
                             inbox.send(reactor::Message::Accepted {
-                                stream,
+                                stream: stream.into(),
                                 kind: *kind,
                             });
                         }

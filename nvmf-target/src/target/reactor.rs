@@ -1,24 +1,26 @@
-//! One reactor thread: owns connections, reads and writes their sockets, starts
-//! their namespace I/O, and feeds completions back.
+//! The part of a reactor both backends share: it owns the connections, starts
+//! their namespace I/O, feeds completions back and decides when a connection is
+//! serviced or closed. How bytes reach and leave the sockets is the backend's
+//! job ([`Transport`]): `epoll` reads and writes when the socket is ready,
+//! `uring` hands receive and send buffers to the kernel and is told when they
+//! are done.
 //!
 //! Hot-path rules: a backend that completes inline (on this thread, inside
 //! `start`) hands its result straight back without touching the inbox; other
 //! threads' completions are drained in batches and each connection is then
-//! serviced once, so one `writev` carries every response ready; and senders only
-//! pay for an eventfd wake-up when the reactor is (about to be) asleep.
+//! serviced once, so one send carries every response ready; and senders only
+//! pay for a wake-up when the reactor is (about to be) asleep.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{IoSlice, Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::uring::EventFd;
 use crate::backend::NamespaceError;
 use crate::connection::{Connection, ConnectionContext, IoOutput, Limits, PortKind};
 use crate::subsystem::Subsystem;
@@ -31,8 +33,21 @@ pub(super) struct Shared {
     pub advertised_addr: Option<SocketAddr>,
     pub stop: Arc<AtomicBool>,
     pub tick_interval: Duration,
+    /// Connections open (accepted and not yet closed by their reactor).
     pub connections: Arc<AtomicUsize>,
     pub busy_poll: Duration,
+    pub counters: Arc<Counters>,
+}
+
+/// What the reactors count for diagnostics and for the tests that prove a
+/// closed connection leaves nothing behind.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    /// Socket operations (receives, sends, cancellations) handed to io_uring
+    /// whose completion has not been reaped yet; the wake-up read is not counted.
+    pub ring_ops_in_flight: AtomicUsize,
+    /// Sends the kernel took only part of (the rest is sent in a later round).
+    pub short_sends: AtomicUsize,
 }
 
 /// Work delivered to a reactor from other threads.
@@ -49,32 +64,69 @@ pub(super) enum Message {
     Poke { token: usize },
 }
 
-/// Sending side of a reactor's inbox: a channel plus the waker that interrupts
-/// its poll. Cheap to clone (one reference count).
+/// How other threads interrupt a sleeping reactor.
+pub(super) enum Doorbell {
+    /// An `epoll` reactor: the mio waker registered with its poll.
+    Epoll(mio::Waker),
+    /// An io_uring reactor: an eventfd its ring always has a read armed on.
+    Uring(Arc<EventFd>),
+}
+
+impl Doorbell {
+    fn ring(&self) -> std::io::Result<()> {
+        match self {
+            Doorbell::Epoll(waker) => waker.wake(),
+            Doorbell::Uring(eventfd) => eventfd.signal(),
+        }
+    }
+}
+
+/// Sending side of a reactor's inbox: a channel plus the doorbell that
+/// interrupts its wait. Cheap to clone (one reference count).
 #[derive(Clone)]
 pub(super) struct Inbox(Arc<InboxShared>);
 
 struct InboxShared {
     tx: Sender<Message>,
-    waker: Arc<Waker>,
-    /// True while the reactor may block in `epoll_wait` (set before it checks
-    /// the channel a last time, cleared when it wakes).
+    doorbell: Doorbell,
+    /// True while the reactor may block in the kernel (set before it checks the
+    /// channel a last time, cleared when it wakes).
     sleeping: AtomicBool,
 }
 
 impl Inbox {
+    /// A new inbox and the receiving end its reactor drains.
+    pub fn new(doorbell: Doorbell) -> (Inbox, Receiver<Message>) {
+        // INVARIANT: the inbox is bounded in practice by queue depth times
+        // connections (one message per in-flight command) plus accepts.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let inbox = Inbox(Arc::new(InboxShared {
+            tx,
+            doorbell,
+            sleeping: AtomicBool::new(false),
+        }));
+        (inbox, rx)
+    }
+
+    /// Queues `msg`, ringing the doorbell only if the reactor may be asleep.
     pub fn send(&self, msg: Message) {
         // A closed channel means the reactor has stopped; the message (and any
         // buffer it carries) is simply dropped.
         if self.0.tx.send(msg).is_ok() {
-            // Pairs with the fence in `Reactor::sleep`: either the reactor sees
-            // this message before blocking, or this load sees it asleep.
+            // Pairs with the fence in `Core::prepare_to_sleep`: either the
+            // reactor sees this message before blocking, or this load sees it
+            // asleep.
             fence(Ordering::SeqCst);
             if self.0.sleeping.load(Ordering::Relaxed) {
-                if let Err(e) = self.0.waker.wake() {
-                    tracing::error!(error = %e, "cannot wake reactor");
-                }
+                self.wake();
             }
+        }
+    }
+
+    /// Rings the doorbell unconditionally (shutdown).
+    pub fn wake(&self) {
+        if let Err(e) = self.0.doorbell.ring() {
+            tracing::error!(error = %e, "cannot wake reactor");
         }
     }
 }
@@ -126,28 +178,68 @@ static NEXT_REACTOR_ID: AtomicUsize = AtomicUsize::new(1);
 /// Inbox messages handled before connections are serviced (bounds the batch).
 const INBOX_BATCH_MAX: usize = 1024;
 
-const WAKER: Token = Token(0);
-const READ_CHUNK_BYTES: usize = 64 * 1024;
-const WRITE_SLICES_MAX: usize = 64;
+/// Service passes over one connection before yielding to the others.
+const SERVICE_PASSES_MAX: usize = 64;
 
-struct Socket {
-    stream: TcpStream,
-    conn: Connection,
-    /// Input stopped before WouldBlock because of output backpressure.
-    read_paused: bool,
-    /// Queued for servicing after the current inbox batch.
+/// Most output chunks handed to the socket in one send.
+pub(super) const SEND_SLICES_MAX: usize = 64;
+
+/// What a backend did when asked to move a connection's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Nothing more to do until the socket or the kernel reports back.
+    Idle,
+    /// Input was consumed: the connection may have new work.
+    Progressed,
+    /// The socket failed: close the connection.
+    Failed,
+}
+
+/// How one backend moves bytes between sockets and connections.
+pub(super) trait Transport {
+    /// Per-connection socket state.
+    type Socket;
+
+    /// Takes an accepted socket under this backend's control.
+    fn register(&mut self, token: usize, stream: TcpStream) -> std::io::Result<Self::Socket>;
+
+    /// Hands output the connection has ready to the socket (at most one send
+    /// per connection per round for backends that complete asynchronously).
+    fn send(&mut self, token: usize, socket: &mut Self::Socket, conn: &mut Connection) -> Step;
+
+    /// Resumes input if the connection wants it and none is under way.
+    fn receive(
+        &mut self,
+        token: usize,
+        socket: &mut Self::Socket,
+        conn: &mut Connection,
+        now: Instant,
+    ) -> Step;
+
+    /// Lets go of a closed connection's socket. Buffers the kernel may still
+    /// use stay with the backend until their operations complete.
+    fn release(&mut self, token: usize, socket: Self::Socket);
+}
+
+/// One connection owned by a reactor.
+pub(super) struct Slot<S> {
+    pub conn: Connection,
+    pub socket: S,
+    /// Queued for servicing after the current batch.
     dirty: bool,
 }
 
-pub(super) struct Reactor {
+/// A reactor's connections and the logic servicing them, over backend `T`.
+pub(super) struct Core<T: Transport> {
     id: usize,
-    shared: Arc<Shared>,
-    poll: Poll,
+    pub shared: Arc<Shared>,
     inbox: Inbox,
     rx: Receiver<Message>,
-    sockets: HashMap<usize, Socket>,
+    pub slots: HashMap<usize, Slot<T::Socket>>,
+    pub transport: T,
     next_token: usize,
-    /// Connections with completions to flush, gathered while draining the inbox.
+    /// Connections with news to act on, gathered while draining the inbox or
+    /// reaping the kernel's completions.
     dirty: Vec<usize>,
     /// Inline completions taken from the thread-local queue (reused buffer).
     inline_done: Vec<InlineCompletion>,
@@ -155,98 +247,50 @@ pub(super) struct Reactor {
     outstanding: usize,
     /// The time this loop iteration woke up: one clock read per iteration
     /// (clock reads are syscalls on some virtual machines).
-    now: Instant,
+    pub now: Instant,
+    last_tick: Instant,
 }
 
-impl Reactor {
-    pub fn new(shared: Arc<Shared>) -> std::io::Result<Reactor> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        // INVARIANT: the inbox is bounded in practice by queue depth times
-        // connections (one message per in-flight command) plus accepts.
-        let (tx, rx) = crossbeam_channel::unbounded();
-        Ok(Reactor {
+impl<T: Transport> Core<T> {
+    /// A reactor core with no connections.
+    pub fn new(shared: Arc<Shared>, transport: T, inbox: Inbox, rx: Receiver<Message>) -> Self {
+        let now = Instant::now();
+        Core {
             id: NEXT_REACTOR_ID.fetch_add(1, Ordering::Relaxed),
             shared,
-            poll,
-            inbox: Inbox(Arc::new(InboxShared {
-                tx,
-                waker,
-                sleeping: AtomicBool::new(false),
-            })),
+            inbox,
             rx,
-            sockets: HashMap::new(),
+            slots: HashMap::new(),
+            transport,
             next_token: 1,
             dirty: Vec::new(),
             inline_done: Vec::new(),
             outstanding: 0,
-            now: Instant::now(),
-        })
+            now,
+            last_tick: now,
+        }
     }
 
-    pub fn waker(&self) -> Arc<Waker> {
-        self.inbox.0.waker.clone()
-    }
-
+    /// A sending side of this reactor's inbox.
     pub fn inbox(&self) -> Inbox {
         self.inbox.clone()
     }
 
-    pub fn run(mut self) {
-        let mut events = Events::with_capacity(256);
-        let mut buf = vec![0u8; READ_CHUNK_BYTES];
-        let mut last_tick = Instant::now();
-        while !self.shared.stop.load(Ordering::Acquire) {
-            let timeout = self
-                .shared
-                .tick_interval
-                .saturating_sub(self.now.saturating_duration_since(last_tick));
-            let timeout = self.prepare_to_sleep(timeout);
-            let polled = self.poll.poll(&mut events, Some(timeout));
-            self.inbox.0.sleeping.store(false, Ordering::Relaxed);
-            self.now = Instant::now();
-            if let Err(e) = polled {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "reactor poll failed");
-                    break;
-                }
-            }
-            for ev in events.iter() {
-                if ev.token() == WAKER {
-                    continue;
-                }
-                let token = ev.token().0;
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    // A hang-up already signalled by this event raises no later
-                    // edge: read on to the end of the stream to see it.
-                    let to_end = ev.is_read_closed() || ev.is_error();
-                    self.read(token, &mut buf, to_end);
-                }
-                self.service(token, &mut buf);
-            }
-            self.drain_inbox(&mut buf);
-            if self.now.saturating_duration_since(last_tick) >= self.shared.tick_interval {
-                last_tick = self.now;
-                let tokens: Vec<usize> = self.sockets.keys().copied().collect();
-                for token in tokens {
-                    if let Some(s) = self.sockets.get_mut(&token) {
-                        s.conn.tick(last_tick);
-                    }
-                    self.service(token, &mut buf);
-                }
-            }
-        }
-        let tokens: Vec<usize> = self.sockets.keys().copied().collect();
-        for token in tokens {
-            self.drop_socket(token);
-        }
+    /// True once the target is shutting down.
+    pub fn stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
     }
 
-    /// Returns the poll timeout: zero if messages are already waiting, else
-    /// `timeout` with the sleeping flag raised so senders wake the poll. With
-    /// backend I/O outstanding and busy polling configured, first spins up to
-    /// `busy_poll` for a completion, sparing the wake-up of a sleeping thread.
-    fn prepare_to_sleep(&self, timeout: Duration) -> Duration {
+    /// Returns how long the reactor may sleep: zero if messages are already
+    /// waiting, else the time to the next tick with the sleeping flag raised so
+    /// senders ring the doorbell. With backend I/O outstanding and busy polling
+    /// configured, first spins up to `busy_poll` for a completion, sparing the
+    /// wake-up of a sleeping thread.
+    pub fn prepare_to_sleep(&self) -> Duration {
+        let timeout = self
+            .shared
+            .tick_interval
+            .saturating_sub(self.now.saturating_duration_since(self.last_tick));
         let busy_poll = self.shared.busy_poll;
         if self.outstanding > 0 && !busy_poll.is_zero() {
             let until = Instant::now() + busy_poll;
@@ -264,10 +308,26 @@ impl Reactor {
         }
     }
 
+    /// Called when the wait in the kernel returns: lowers the sleeping flag
+    /// and reads the clock for this iteration.
+    pub fn woke(&mut self) {
+        self.inbox.0.sleeping.store(false, Ordering::Relaxed);
+        self.now = Instant::now();
+    }
+
+    /// Queues `token` to be serviced once at the end of this round.
+    pub fn mark_dirty(&mut self, token: usize) {
+        if let Some(s) = self.slots.get_mut(&token) {
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(token);
+            }
+        }
+    }
+
     /// Handles queued messages (a bounded batch), then services each connection
-    /// that received completions once, so its responses leave in one write.
-    fn drain_inbox(&mut self, buf: &mut [u8]) {
-        let mut dirty = std::mem::take(&mut self.dirty);
+    /// marked dirty once, so its responses leave in one send.
+    pub fn drain_inbox(&mut self) {
         let now = self.now;
         for _ in 0..INBOX_BATCH_MAX {
             let Ok(msg) = self.rx.try_recv() else {
@@ -277,36 +337,48 @@ impl Reactor {
                 Message::Accepted { stream, kind } => self.adopt(stream, kind),
                 Message::IoDone { token, tag, result } => {
                     self.outstanding = self.outstanding.saturating_sub(1);
-                    if let Some(s) = self.sockets.get_mut(&token) {
+                    if let Some(s) = self.slots.get_mut(&token) {
                         s.conn.complete_io(tag, result, now);
-                        if !s.dirty {
-                            s.dirty = true;
-                            dirty.push(token);
-                        }
+                        self.mark_dirty(token);
                     }
                 }
                 Message::Poke { token } => {
-                    if let Some(s) = self.sockets.get_mut(&token) {
+                    if let Some(s) = self.slots.get_mut(&token) {
                         s.conn.tick(now);
-                        if !s.dirty {
-                            s.dirty = true;
-                            dirty.push(token);
-                        }
+                        self.mark_dirty(token);
                     }
                 }
             }
         }
+        let mut dirty = std::mem::take(&mut self.dirty);
         for &token in &dirty {
-            if let Some(s) = self.sockets.get_mut(&token) {
+            if let Some(s) = self.slots.get_mut(&token) {
                 s.dirty = false;
             }
-            self.service(token, buf);
+            self.service(token);
         }
         dirty.clear();
+        // Servicing marks nothing dirty, so the list is empty and can be reused.
+        debug_assert!(self.dirty.is_empty());
         self.dirty = dirty;
     }
 
-    fn adopt(&mut self, mut stream: TcpStream, kind: PortKind) {
+    /// Runs the periodic keep-alive / teardown check when it is due.
+    pub fn tick_if_due(&mut self) {
+        if self.now.saturating_duration_since(self.last_tick) < self.shared.tick_interval {
+            return;
+        }
+        self.last_tick = self.now;
+        let tokens: Vec<usize> = self.slots.keys().copied().collect();
+        for token in tokens {
+            if let Some(s) = self.slots.get_mut(&token) {
+                s.conn.tick(self.now);
+            }
+            self.service(token);
+        }
+    }
+
+    fn adopt(&mut self, stream: TcpStream, kind: PortKind) {
         let token = self.next_token;
         self.next_token += 1;
         let local_addr = match stream.local_addr() {
@@ -320,15 +392,14 @@ impl Reactor {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(token),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            tracing::warn!(error = %e, "cannot register socket");
-            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-            return;
-        }
+        let socket = match self.transport.register(token, stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register socket");
+                self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+        };
         let inbox = self.inbox.clone();
         let ctx = ConnectionContext {
             subsystem: self.shared.subsystem.clone(),
@@ -339,110 +410,49 @@ impl Reactor {
             advertised_addr: self.shared.advertised_addr,
             notifier: Arc::new(move || inbox.send(Message::Poke { token })),
         };
-        self.sockets.insert(
+        self.slots.insert(
             token,
-            Socket {
-                stream,
+            Slot {
                 conn: Connection::new(ctx),
-                read_paused: false,
+                socket,
                 dirty: false,
             },
         );
+        // Arms the first receive on backends that need one.
+        self.service(token);
     }
 
-    /// Reads and processes input until the socket is drained (a short read, or
-    /// WouldBlock when `to_end`), the connection pauses input, or the stream ends.
-    fn read(&mut self, token: usize, buf: &mut [u8], to_end: bool) {
-        let Some(s) = self.sockets.get_mut(&token) else {
-            return;
-        };
-        s.read_paused = false;
-        loop {
-            if !s.conn.wants_input() {
-                s.read_paused = !s.conn.is_closed();
-                return;
-            }
-            match s.stream.read(buf) {
-                Ok(0) => {
-                    s.conn.peer_closed();
-                    return;
-                }
-                Ok(n) => {
-                    s.conn.receive(&buf[..n], self.now);
-                    if n < buf.len() && !to_end {
-                        // The socket had no more bytes: with edge-triggered
-                        // epoll, any later arrival (data or hang-up) raises a
-                        // new event, so the read that would only return
-                        // WouldBlock is skipped.
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::debug!(error = %e, "socket read failed");
-                    s.conn.peer_closed();
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Starts pending I/O, writes pending output, resumes paused input, and
-    /// drops the socket once the connection is closed and flushed.
-    fn service(&mut self, token: usize, buf: &mut [u8]) {
-        for _ in 0..64 {
-            let Some(s) = self.sockets.get_mut(&token) else {
+    /// Starts pending I/O, sends pending output, resumes paused input, and
+    /// closes the connection once it is closed and flushed.
+    pub fn service(&mut self, token: usize) {
+        for _ in 0..SERVICE_PASSES_MAX {
+            let Some(s) = self.slots.get_mut(&token) else {
                 return;
             };
             if s.conn.has_io_requests() {
-                let requests = s.conn.take_io_requests();
-                self.outstanding += requests.len();
-                let id = self.id;
-                INLINE.with(|cell| cell.borrow_mut().reactor = id);
-                for req in requests {
-                    let inbox = self.inbox.clone();
-                    req.start(move |tag, result| {
-                        if let Some(result) = complete_inline(id, token, tag, result) {
-                            inbox.send(Message::IoDone { token, tag, result });
-                        }
-                    });
-                }
-                INLINE.with(|cell| {
-                    let mut inline = cell.borrow_mut();
-                    inline.reactor = 0;
-                    std::mem::swap(&mut inline.done, &mut self.inline_done);
-                });
-                let now = self.now;
-                for done in self.inline_done.drain(..) {
-                    self.outstanding = self.outstanding.saturating_sub(1);
-                    if done.token == token {
-                        s.conn.complete_io(done.tag, done.result, now);
-                    } else {
-                        // A backend finished another connection's earlier request
-                        // inside this start call: deliver it the ordinary way.
-                        self.outstanding += 1;
-                        self.inbox.send(Message::IoDone {
-                            token: done.token,
-                            tag: done.tag,
-                            result: done.result,
-                        });
-                    }
-                }
+                self.start_io(token);
             }
-            let write_failed = Self::write(s);
-            if write_failed {
-                s.conn.peer_closed();
-                self.drop_socket(token);
+            let Some(s) = self.slots.get_mut(&token) else {
+                return;
+            };
+            if self.transport.send(token, &mut s.socket, &mut s.conn) == Step::Failed {
+                self.close(token);
                 return;
             }
             if s.conn.is_closed() && !s.conn.has_output() {
-                self.drop_socket(token);
+                self.close(token);
                 return;
             }
-            if s.read_paused && s.conn.wants_input() {
-                self.read(token, buf, true);
-                continue;
+            match self
+                .transport
+                .receive(token, &mut s.socket, &mut s.conn, self.now)
+            {
+                Step::Failed => {
+                    self.close(token);
+                    return;
+                }
+                Step::Progressed => continue,
+                Step::Idle => {}
             }
             if s.conn.has_io_requests() {
                 continue;
@@ -451,39 +461,62 @@ impl Reactor {
         }
     }
 
-    /// Writes as much output as the socket takes; true if the socket failed.
-    fn write(s: &mut Socket) -> bool {
-        loop {
-            let out = s.conn.take_output();
-            if out.is_empty() {
-                return false;
-            }
-            let mut slices = [IoSlice::new(&[]); WRITE_SLICES_MAX];
-            let mut count = 0;
-            for (slot, chunk) in slices.iter_mut().zip(out.iter()) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
-            match s.stream.write_vectored(&slices[..count]) {
-                Ok(0) => return true,
-                Ok(n) => s.conn.consumed_output(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::debug!(error = %e, "socket write failed");
-                    return true;
+    /// Starts the namespace I/O `token`'s connection asked for, taking back the
+    /// completions a backend ran inline without going through the inbox.
+    fn start_io(&mut self, token: usize) {
+        let Some(s) = self.slots.get_mut(&token) else {
+            return;
+        };
+        let requests = s.conn.take_io_requests();
+        self.outstanding += requests.len();
+        let id = self.id;
+        INLINE.with(|cell| cell.borrow_mut().reactor = id);
+        for req in requests {
+            let inbox = self.inbox.clone();
+            req.start(move |tag, result| {
+                if let Some(result) = complete_inline(id, token, tag, result) {
+                    inbox.send(Message::IoDone { token, tag, result });
                 }
+            });
+        }
+        INLINE.with(|cell| {
+            let mut inline = cell.borrow_mut();
+            inline.reactor = 0;
+            std::mem::swap(&mut inline.done, &mut self.inline_done);
+        });
+        let now = self.now;
+        for done in self.inline_done.drain(..) {
+            self.outstanding = self.outstanding.saturating_sub(1);
+            if done.token == token {
+                s.conn.complete_io(done.tag, done.result, now);
+            } else {
+                // A backend finished another connection's earlier request
+                // inside this start call: deliver it the ordinary way.
+                self.outstanding += 1;
+                self.inbox.send(Message::IoDone {
+                    token: done.token,
+                    tag: done.tag,
+                    result: done.result,
+                });
             }
         }
     }
 
-    fn drop_socket(&mut self, token: usize) {
-        if let Some(mut s) = self.sockets.remove(&token) {
+    /// Closes `token`'s connection: tears its queue down and hands its socket
+    /// back to the backend.
+    pub fn close(&mut self, token: usize) {
+        if let Some(mut s) = self.slots.remove(&token) {
             s.conn.peer_closed();
-            if let Err(e) = self.poll.registry().deregister(&mut s.stream) {
-                tracing::debug!(error = %e, "deregister failed");
-            }
+            self.transport.release(token, s.socket);
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Closes every connection (shutdown).
+    pub fn close_all(&mut self) {
+        let tokens: Vec<usize> = self.slots.keys().copied().collect();
+        for token in tokens {
+            self.close(token);
         }
     }
 }

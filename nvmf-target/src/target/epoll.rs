@@ -1,0 +1,188 @@
+//! The epoll reactor backend (through `mio`), the fallback where io_uring
+//! cannot be set up: edge-triggered readiness, reads into one buffer the
+//! reactor reuses for every connection, and vectored writes until the socket
+//! would block.
+
+use std::io::{IoSlice, Read, Write};
+use std::net::TcpStream as StdTcpStream;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::reactor::{Core, Doorbell, Inbox, Shared, Step, Transport, SEND_SLICES_MAX};
+use crate::connection::Connection;
+
+const WAKER: Token = Token(0);
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The epoll side of one reactor.
+pub(super) struct EpollTransport {
+    poll: Poll,
+    /// Read buffer shared by every connection of the reactor.
+    buf: Vec<u8>,
+}
+
+/// A connection's nonblocking socket.
+pub(super) struct EpollSocket {
+    stream: TcpStream,
+    /// Input stopped before WouldBlock because of output backpressure.
+    read_paused: bool,
+}
+
+impl Transport for EpollTransport {
+    type Socket = EpollSocket;
+
+    fn register(&mut self, token: usize, stream: StdTcpStream) -> std::io::Result<EpollSocket> {
+        stream.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(stream);
+        self.poll.registry().register(
+            &mut stream,
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        Ok(EpollSocket {
+            stream,
+            read_paused: false,
+        })
+    }
+
+    fn send(&mut self, _token: usize, socket: &mut EpollSocket, conn: &mut Connection) -> Step {
+        loop {
+            let out = conn.take_output();
+            if out.is_empty() {
+                return Step::Idle;
+            }
+            let mut slices = [IoSlice::new(&[]); SEND_SLICES_MAX];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(out.iter()) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            match socket.stream.write_vectored(&slices[..count]) {
+                Ok(0) => return Step::Failed,
+                Ok(n) => conn.consumed_output(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Step::Idle,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "socket write failed");
+                    return Step::Failed;
+                }
+            }
+        }
+    }
+
+    fn receive(
+        &mut self,
+        _token: usize,
+        socket: &mut EpollSocket,
+        conn: &mut Connection,
+        now: Instant,
+    ) -> Step {
+        if socket.read_paused && conn.wants_input() {
+            read(socket, conn, &mut self.buf, now, true);
+            Step::Progressed
+        } else {
+            Step::Idle
+        }
+    }
+
+    fn release(&mut self, _token: usize, mut socket: EpollSocket) {
+        if let Err(e) = self.poll.registry().deregister(&mut socket.stream) {
+            tracing::debug!(error = %e, "deregister failed");
+        }
+    }
+}
+
+/// Reads and processes input until the socket is drained (a short read, or
+/// WouldBlock when `to_end`), the connection pauses input, or the stream ends.
+fn read(
+    socket: &mut EpollSocket,
+    conn: &mut Connection,
+    buf: &mut [u8],
+    now: Instant,
+    to_end: bool,
+) {
+    socket.read_paused = false;
+    loop {
+        if !conn.wants_input() {
+            socket.read_paused = !conn.is_closed();
+            return;
+        }
+        match socket.stream.read(buf) {
+            Ok(0) => {
+                conn.peer_closed();
+                return;
+            }
+            Ok(n) => {
+                conn.receive(&buf[..n], now);
+                if n < buf.len() && !to_end {
+                    // The socket had no more bytes: with edge-triggered epoll,
+                    // any later arrival (data or hang-up) raises a new event, so
+                    // the read that would only return WouldBlock is skipped.
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "socket read failed");
+                conn.peer_closed();
+                return;
+            }
+        }
+    }
+}
+
+/// Builds an epoll reactor.
+pub(super) fn build(shared: Arc<Shared>) -> std::io::Result<Core<EpollTransport>> {
+    let poll = Poll::new()?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let (inbox, rx) = Inbox::new(Doorbell::Epoll(waker));
+    let transport = EpollTransport {
+        poll,
+        buf: vec![0u8; READ_CHUNK_BYTES],
+    };
+    Ok(Core::new(shared, transport, inbox, rx))
+}
+
+/// The reactor loop.
+pub(super) fn run(mut core: Core<EpollTransport>) {
+    let mut events = Events::with_capacity(256);
+    while !core.stopping() {
+        let timeout = core.prepare_to_sleep();
+        let polled = core.transport.poll.poll(&mut events, Some(timeout));
+        core.woke();
+        if let Err(e) = polled {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "reactor poll failed");
+                break;
+            }
+        }
+        for ev in events.iter() {
+            if ev.token() == WAKER {
+                continue;
+            }
+            let token = ev.token().0;
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                if let Some(s) = core.slots.get_mut(&token) {
+                    // A hang-up already signalled by this event raises no later
+                    // edge: read on to the end of the stream to see it.
+                    let to_end = ev.is_read_closed() || ev.is_error();
+                    read(
+                        &mut s.socket,
+                        &mut s.conn,
+                        &mut core.transport.buf,
+                        core.now,
+                        to_end,
+                    );
+                }
+            }
+            core.service(token);
+        }
+        core.drain_inbox();
+        core.tick_if_due();
+    }
+    core.close_all();
+}

@@ -1,0 +1,421 @@
+//! The crate's only `unsafe` code: a small io_uring wrapper with a safe API.
+//!
+//! Every operation takes ownership of the memory the kernel will use (a receive
+//! buffer, a batch of send buffers with its `iovec`s and `msghdr`, the eventfd
+//! counter) and keeps it in the ring's table of operations in flight until the
+//! operation's completion is reaped, when it is handed back in
+//! [`Completion::held`]. Callers therefore cannot free or reuse a buffer the
+//! kernel may still read or write. A ring dropped with operations in flight
+//! cancels them and waits for their completions (bounded); what still has not
+//! completed then is leaked rather than freed.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use io_uring::{opcode, types, IoUring, Probe};
+
+/// Submission queue entries; the completion queue is [`CQ_ENTRIES`].
+const SQ_ENTRIES: u32 = 256;
+/// Completion queue entries: room for a receive and a send per connection of a
+/// busy reactor (the kernel buffers overflow beyond this, it never drops).
+const CQ_ENTRIES: u32 = 4096;
+/// How long a dropped ring waits for cancelled operations to complete.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An eventfd: other threads [`signal`](EventFd::signal) it, the ring reads it.
+#[derive(Debug)]
+pub(super) struct EventFd(File);
+
+impl EventFd {
+    /// A nonblocking, close-on-exec eventfd with a zero counter.
+    pub fn new() -> std::io::Result<EventFd> {
+        // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: raw is a freshly created descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(EventFd(File::from(fd)))
+    }
+
+    /// Adds one to the counter, completing a pending read.
+    pub fn signal(&self) -> std::io::Result<()> {
+        match (&self.0).write(&1u64.to_ne_bytes()) {
+            Ok(_) => Ok(()),
+            // The counter is saturated: a read is already due to complete.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Buffers sent by one `sendmsg`, with the `iovec`s and header describing them.
+pub(super) struct SendBatch {
+    bufs: Vec<Bytes>,
+    iovecs: Vec<libc::iovec>,
+    header: Box<libc::msghdr>,
+}
+
+impl SendBatch {
+    /// An empty batch.
+    pub fn new() -> SendBatch {
+        // SAFETY: msghdr is plain data (pointers, lengths, flags) for which all
+        // zero bytes is a valid value: no name, no iovecs, no control data.
+        let header: libc::msghdr = unsafe { std::mem::zeroed() };
+        SendBatch {
+            bufs: Vec::new(),
+            iovecs: Vec::new(),
+            header: Box::new(header),
+        }
+    }
+
+    /// Appends a buffer to send after the ones already in the batch.
+    pub fn push(&mut self, buf: Bytes) {
+        if !buf.is_empty() {
+            self.bufs.push(buf);
+        }
+    }
+
+    /// True when there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    /// Bytes in the batch.
+    pub fn len_bytes(&self) -> usize {
+        self.bufs.iter().map(Bytes::len).sum()
+    }
+
+    /// Empties the batch, keeping its allocations for reuse.
+    pub fn clear(&mut self) {
+        self.bufs.clear();
+        self.iovecs.clear();
+    }
+
+    /// Points the header at one `iovec` per buffer.
+    fn prepare(&mut self) -> *const libc::msghdr {
+        self.iovecs.clear();
+        self.iovecs.extend(self.bufs.iter().map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        }));
+        self.header.msg_iov = self.iovecs.as_mut_ptr();
+        self.header.msg_iovlen = self.iovecs.len() as _;
+        &*self.header
+    }
+}
+
+/// Memory an operation in flight owns, handed back with its completion.
+pub(super) enum Held {
+    /// Nothing (a cancellation).
+    Nothing,
+    /// The receive buffer; the completion's result says how many bytes arrived.
+    Received(Vec<u8>),
+    /// The batch sent; the completion's result says how many bytes left.
+    Sent(SendBatch),
+    /// The eventfd read (its counter is of no interest).
+    Woken,
+}
+
+/// What a wake-up read owns while in flight.
+struct WakeRead {
+    _eventfd: Arc<EventFd>,
+    /// The kernel writes the counter here; nobody reads it.
+    _counter: Box<[u8; 8]>,
+}
+
+enum Owned {
+    Nothing,
+    Received(Vec<u8>),
+    Sent(SendBatch),
+    Woken { _read: WakeRead },
+}
+
+impl Owned {
+    fn handed_back(self) -> Held {
+        match self {
+            Owned::Nothing => Held::Nothing,
+            Owned::Received(buf) => Held::Received(buf),
+            Owned::Sent(batch) => Held::Sent(batch),
+            Owned::Woken { .. } => Held::Woken,
+        }
+    }
+}
+
+struct InFlight {
+    tag: u64,
+    owned: Owned,
+}
+
+/// One reaped operation.
+pub(super) struct Completion {
+    /// The caller's tag given at submission.
+    pub tag: u64,
+    /// The CQE result: bytes moved, or a negated errno.
+    pub result: i32,
+    /// The memory the operation owned.
+    pub held: Held,
+}
+
+/// Identifies an operation in flight (for cancellation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct OpId(u64);
+
+/// An io_uring owned by one thread, with the memory of every operation in flight.
+pub(super) struct Ring {
+    ring: IoUring,
+    /// Operations in flight, indexed by the SQE's user_data.
+    ops: Vec<Option<InFlight>>,
+    free: Vec<usize>,
+    /// Completions reaped while making room in the submission queue.
+    reaped: Vec<Completion>,
+}
+
+impl Ring {
+    /// Sets up a ring, failing if the kernel lacks what the reactor needs
+    /// (receive, sendmsg, read, cancel, and waits with a timeout).
+    pub fn new() -> std::io::Result<Ring> {
+        let ring = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .build(SQ_ENTRIES)
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_cqsize(CQ_ENTRIES)
+                    .build(SQ_ENTRIES)
+            })?;
+        if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "io_uring lacks timed waits or no-drop completions",
+            ));
+        }
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        for code in [
+            opcode::Recv::CODE,
+            opcode::SendMsg::CODE,
+            opcode::Read::CODE,
+            opcode::AsyncCancel::CODE,
+        ] {
+            if !probe.is_supported(code) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    format!("io_uring lacks opcode {code}"),
+                ));
+            }
+        }
+        Ok(Ring {
+            ring,
+            ops: Vec::new(),
+            free: Vec::new(),
+            reaped: Vec::new(),
+        })
+    }
+
+    /// Operations submitted whose completion has not been reaped.
+    pub fn in_flight(&self) -> usize {
+        self.ops.len() - self.free.len()
+    }
+
+    /// Receives into `buf` (up to its length) from `fd`.
+    pub fn recv(&mut self, tag: u64, fd: impl AsFd, mut buf: Vec<u8>) -> std::io::Result<OpId> {
+        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let sqe =
+            opcode::Recv::new(types::Fd(fd.as_fd().as_raw_fd()), buf.as_mut_ptr(), len).build();
+        // SAFETY: the SQE points into buf's heap allocation, which `push` moves
+        // (without reallocating or touching its contents) into the table of
+        // operations in flight; it stays there, unread and unfreed, until this
+        // operation's completion is reaped.
+        unsafe { self.push(sqe, tag, Owned::Received(buf)) }
+    }
+
+    /// Sends `batch` on `fd` with one `sendmsg` (no SIGPIPE if the peer is gone).
+    pub fn send(&mut self, tag: u64, fd: impl AsFd, mut batch: SendBatch) -> std::io::Result<OpId> {
+        let header = batch.prepare();
+        let sqe = opcode::SendMsg::new(types::Fd(fd.as_fd().as_raw_fd()), header)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build();
+        // SAFETY: the header is boxed and its iovecs and the buffers they point
+        // to are heap allocations (the `Bytes` handles keep theirs alive); `push`
+        // moves the batch, not those allocations, into the table of operations in
+        // flight, where nothing modifies or frees them until this operation's
+        // completion is reaped.
+        unsafe { self.push(sqe, tag, Owned::Sent(batch)) }
+    }
+
+    /// Reads `eventfd`'s counter, completing once another thread signals it.
+    pub fn read_eventfd(&mut self, tag: u64, eventfd: &Arc<EventFd>) -> std::io::Result<OpId> {
+        let mut counter = Box::new([0u8; 8]);
+        let sqe =
+            opcode::Read::new(types::Fd(eventfd.0.as_raw_fd()), counter.as_mut_ptr(), 8).build();
+        let owned = Owned::Woken {
+            _read: WakeRead {
+                _eventfd: eventfd.clone(),
+                _counter: counter,
+            },
+        };
+        // SAFETY: the SQE points into the boxed counter, which moves with the
+        // box into the table of operations in flight and stays there until this
+        // operation's completion is reaped.
+        unsafe { self.push(sqe, tag, owned) }
+    }
+
+    /// Asks the kernel to cancel `target` (which completes, possibly with
+    /// `-ECANCELED`, either way); the cancellation itself completes with `tag`.
+    pub fn cancel(&mut self, tag: u64, target: OpId) -> std::io::Result<OpId> {
+        let sqe = opcode::AsyncCancel::new(target.0).build();
+        // SAFETY: a cancellation references no memory of ours.
+        unsafe { self.push(sqe, tag, Owned::Nothing) }
+    }
+
+    /// Queues `sqe`, whose memory `owned` holds, under a fresh user_data.
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in `sqe` must point into heap memory owned by `owned` (or
+    /// into nothing), so that it stays valid while `owned` sits in `self.ops`.
+    unsafe fn push(
+        &mut self,
+        sqe: io_uring::squeue::Entry,
+        tag: u64,
+        owned: Owned,
+    ) -> std::io::Result<OpId> {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.ops.push(None);
+                self.ops.len() - 1
+            }
+        };
+        let id = index as u64;
+        let sqe = sqe.user_data(id);
+        self.ops[index] = Some(InFlight { tag, owned });
+        for _ in 0..64 {
+            // SAFETY: per this function's contract the SQE's memory is owned by
+            // the entry just stored in ops[index], which is removed only when
+            // the completion carrying user_data `id` is reaped (or leaked by
+            // `Drop`), so it outlives the operation.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return Ok(OpId(id));
+            }
+            // The submission queue is full: hand it to the kernel first.
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e) if is_transient(&e) => self.collect(),
+                Err(e) => {
+                    // The SQE never reached the kernel: its memory is ours again.
+                    self.ops[index] = None;
+                    self.free.push(index);
+                    return Err(e);
+                }
+            }
+        }
+        self.ops[index] = None;
+        self.free.push(index);
+        Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "io_uring submission queue stays full",
+        ))
+    }
+
+    /// Submits what is queued and, if `wait`, sleeps until a completion arrives
+    /// or `timeout` passes.
+    pub fn submit_and_wait(&mut self, wait: bool, timeout: Duration) -> std::io::Result<()> {
+        let result = if wait {
+            let ts = types::Timespec::from(timeout);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            self.ring.submitter().submit_with_args(1, &args)
+        } else {
+            self.ring.submit()
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_transient(&e) || e.raw_os_error() == Some(libc::ETIME) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves every posted completion, with the memory it owned, to `out`.
+    pub fn reap(&mut self, out: &mut Vec<Completion>) {
+        self.collect();
+        out.append(&mut self.reaped);
+    }
+
+    fn collect(&mut self) {
+        let mut cq = self.ring.completion();
+        cq.sync();
+        for cqe in &mut cq {
+            let index = cqe.user_data() as usize;
+            let Some(op) = self.ops.get_mut(index).and_then(Option::take) else {
+                tracing::error!(user_data = cqe.user_data(), "completion for no operation");
+                continue;
+            };
+            self.free.push(index);
+            self.reaped.push(Completion {
+                tag: op.tag,
+                result: cqe.result(),
+                held: op.owned.handed_back(),
+            });
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.in_flight() == 0 {
+            return;
+        }
+        let targets: Vec<u64> = self
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| op.is_some())
+            .map(|(i, _)| i as u64)
+            .collect();
+        for id in targets {
+            if let Err(e) = self.cancel(u64::MAX, OpId(id)) {
+                tracing::debug!(error = %e, "cannot cancel an operation of a closing ring");
+            }
+        }
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let mut done = Vec::new();
+        while self.in_flight() > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if let Err(e) = self.submit_and_wait(true, deadline - now) {
+                tracing::error!(error = %e, "io_uring wait failed while closing");
+                break;
+            }
+            self.reap(&mut done);
+            done.clear();
+        }
+        let left = self.in_flight();
+        if left > 0 {
+            tracing::error!(
+                operations = left,
+                "io_uring operations did not complete; leaking their buffers"
+            );
+            for op in self.ops.drain(..).flatten() {
+                // The kernel may still use this memory: never free it.
+                std::mem::forget(op);
+            }
+        }
+    }
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+    )
+}

@@ -1,0 +1,302 @@
+//! The io_uring reactor backend: each connection has one receive and at most
+//! one send in flight on the reactor's ring, the inbox doorbell is an eventfd
+//! read on the same ring, and the tick is the timeout of the wait, so one
+//! `io_uring_enter` per loop iteration submits every receive and send queued
+//! and sleeps until the next event.
+//!
+//! Buffers: a connection's receive buffer and send batch belong to the ring
+//! while an operation uses them (see `uring`), and come back with the
+//! completion. Sends go straight from the connection's output chunks (no copy
+//! into a staging buffer); a short send is followed by one for the rest.
+//! Closing a connection shuts its socket down and cancels what it has in
+//! flight; the completions then free the buffers.
+
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use super::reactor::{
+    Core, Counters, Doorbell, Inbox, Message, Shared, Step, Transport, SEND_SLICES_MAX,
+};
+use super::uring::{Completion, EventFd, Held, OpId, Ring, SendBatch};
+use crate::connection::Connection;
+
+/// Receive buffer per connection.
+const RECV_CHUNK_BYTES: usize = 64 * 1024;
+/// How long a stopping reactor waits for its cancelled operations.
+const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Tag kinds (the low two bits of an operation's tag; the rest is the token).
+const KIND_RECV: u64 = 0;
+const KIND_SEND: u64 = 1;
+const KIND_CANCEL: u64 = 2;
+/// Tag of the eventfd read (token 0 is never a connection's).
+const WAKE_TAG: u64 = 3;
+
+fn tag(token: usize, kind: u64) -> u64 {
+    ((token as u64) << 2) | kind
+}
+
+/// The io_uring side of one reactor.
+pub(super) struct UringTransport {
+    ring: Ring,
+    eventfd: Arc<EventFd>,
+    wake_armed: bool,
+    counters: Arc<Counters>,
+}
+
+/// A connection's socket and the buffers it lends the ring.
+pub(super) struct UringSocket {
+    stream: TcpStream,
+    /// The receive buffer; `None` while a receive has it.
+    recv_buf: Option<Vec<u8>>,
+    recv_op: Option<OpId>,
+    /// The send batch; `None` while a send has it.
+    batch: Option<SendBatch>,
+    send_op: Option<OpId>,
+}
+
+impl UringTransport {
+    fn count_submitted(&self) {
+        self.counters
+            .ring_ops_in_flight
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_reaped(&self) {
+        self.counters
+            .ring_ops_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn arm_wake(&mut self) -> std::io::Result<()> {
+        if !self.wake_armed {
+            self.ring.read_eventfd(WAKE_TAG, &self.eventfd)?;
+            self.wake_armed = true;
+        }
+        Ok(())
+    }
+}
+
+impl Transport for UringTransport {
+    type Socket = UringSocket;
+
+    fn register(&mut self, _token: usize, stream: TcpStream) -> std::io::Result<UringSocket> {
+        // A blocking socket lets the ring wait for readiness itself instead of
+        // completing an operation with EAGAIN.
+        stream.set_nonblocking(false)?;
+        Ok(UringSocket {
+            stream,
+            recv_buf: Some(vec![0; RECV_CHUNK_BYTES]),
+            recv_op: None,
+            batch: Some(SendBatch::new()),
+            send_op: None,
+        })
+    }
+
+    fn send(&mut self, token: usize, socket: &mut UringSocket, conn: &mut Connection) -> Step {
+        if socket.send_op.is_some() {
+            return Step::Idle;
+        }
+        let Some(mut batch) = socket.batch.take() else {
+            return Step::Idle;
+        };
+        batch.clear();
+        // The chunks stay queued in the connection until the completion says
+        // how many bytes left (`consumed_output`); the batch holds references.
+        for chunk in conn.take_output().iter().take(SEND_SLICES_MAX) {
+            batch.push(chunk.clone());
+        }
+        if batch.is_empty() {
+            socket.batch = Some(batch);
+            return Step::Idle;
+        }
+        match self.ring.send(tag(token, KIND_SEND), &socket.stream, batch) {
+            Ok(op) => {
+                socket.send_op = Some(op);
+                self.count_submitted();
+                Step::Idle
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot queue a send");
+                Step::Failed
+            }
+        }
+    }
+
+    fn receive(
+        &mut self,
+        token: usize,
+        socket: &mut UringSocket,
+        conn: &mut Connection,
+        _now: Instant,
+    ) -> Step {
+        if socket.recv_op.is_some() || !conn.wants_input() {
+            return Step::Idle;
+        }
+        let Some(buf) = socket.recv_buf.take() else {
+            return Step::Idle;
+        };
+        match self.ring.recv(tag(token, KIND_RECV), &socket.stream, buf) {
+            Ok(op) => {
+                socket.recv_op = Some(op);
+                self.count_submitted();
+                Step::Idle
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot queue a receive");
+                Step::Failed
+            }
+        }
+    }
+
+    fn release(&mut self, token: usize, socket: UringSocket) {
+        let in_flight = [socket.recv_op, socket.send_op];
+        if in_flight.iter().any(Option::is_some) {
+            // Completes a pending receive (end of stream) and send (EPIPE) even
+            // where cancellation cannot reach an operation already running.
+            if let Err(e) = socket.stream.shutdown(Shutdown::Both) {
+                tracing::debug!(error = %e, "shutdown of a closing socket failed");
+            }
+        }
+        for op in in_flight.into_iter().flatten() {
+            match self.ring.cancel(tag(token, KIND_CANCEL), op) {
+                Ok(_) => self.count_submitted(),
+                Err(e) => tracing::debug!(error = %e, "cannot queue a cancellation"),
+            }
+        }
+        // The socket's buffers in flight stay with the ring until their
+        // completions; closing the descriptor now is safe (the kernel holds
+        // its own reference to the socket while operations use it).
+        drop(socket);
+    }
+}
+
+/// Builds an io_uring reactor on the calling thread (a ring is used by the
+/// thread that created it).
+pub(super) fn build(shared: Arc<Shared>) -> std::io::Result<Core<UringTransport>> {
+    let ring = Ring::new()?;
+    let eventfd = Arc::new(EventFd::new()?);
+    let (inbox, rx): (Inbox, Receiver<Message>) = Inbox::new(Doorbell::Uring(eventfd.clone()));
+    let transport = UringTransport {
+        ring,
+        eventfd,
+        wake_armed: false,
+        counters: shared.counters.clone(),
+    };
+    Ok(Core::new(shared, transport, inbox, rx))
+}
+
+/// The reactor loop.
+pub(super) fn run(mut core: Core<UringTransport>) {
+    let mut completions = Vec::with_capacity(256);
+    while !core.stopping() {
+        if let Err(e) = core.transport.arm_wake() {
+            tracing::error!(error = %e, "cannot arm the reactor's wake-up read");
+            break;
+        }
+        let timeout = core.prepare_to_sleep();
+        let waited = core
+            .transport
+            .ring
+            .submit_and_wait(!timeout.is_zero(), timeout);
+        core.woke();
+        if let Err(e) = waited {
+            tracing::error!(error = %e, "io_uring wait failed");
+            break;
+        }
+        core.transport.ring.reap(&mut completions);
+        for c in completions.drain(..) {
+            complete(&mut core, c);
+        }
+        core.drain_inbox();
+        core.tick_if_due();
+    }
+    core.close_all();
+    // Waits for the cancelled operations so their buffers are freed here; the
+    // ring's own drop cancels the wake-up read.
+    let deadline = Instant::now() + CLOSE_DRAIN_TIMEOUT;
+    while core.transport.ring.in_flight() > usize::from(core.transport.wake_armed) {
+        let now = Instant::now();
+        if now >= deadline {
+            tracing::error!("socket operations still in flight after closing every connection");
+            break;
+        }
+        if let Err(e) = core.transport.ring.submit_and_wait(true, deadline - now) {
+            tracing::error!(error = %e, "io_uring wait failed while closing");
+            break;
+        }
+        core.transport.ring.reap(&mut completions);
+        for c in completions.drain(..) {
+            complete(&mut core, c);
+        }
+    }
+}
+
+/// Acts on one reaped operation.
+fn complete(core: &mut Core<UringTransport>, c: Completion) {
+    if c.tag == WAKE_TAG {
+        core.transport.wake_armed = false;
+        return;
+    }
+    core.transport.count_reaped();
+    let token = (c.tag >> 2) as usize;
+    match (c.tag & 3, c.held) {
+        (KIND_RECV, Held::Received(buf)) => {
+            let Some(s) = core.slots.get_mut(&token) else {
+                return; // Closed meanwhile: the buffer is freed here.
+            };
+            s.socket.recv_op = None;
+            match c.result {
+                n if n > 0 => {
+                    let n = (n as usize).min(buf.len());
+                    s.conn.receive(&buf[..n], core.now);
+                }
+                0 => s.conn.peer_closed(),
+                e if is_retryable(-e) => {}
+                e => {
+                    tracing::debug!(errno = -e, "socket receive failed");
+                    s.conn.peer_closed();
+                }
+            }
+            s.socket.recv_buf = Some(buf);
+            core.mark_dirty(token);
+        }
+        (KIND_SEND, Held::Sent(mut batch)) => {
+            let Some(s) = core.slots.get_mut(&token) else {
+                return;
+            };
+            s.socket.send_op = None;
+            let wanted = batch.len_bytes();
+            batch.clear();
+            s.socket.batch = Some(batch);
+            match c.result {
+                n if n > 0 => {
+                    let n = n as usize;
+                    if n < wanted {
+                        core.shared
+                            .counters
+                            .short_sends
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    s.conn.consumed_output(n);
+                    core.mark_dirty(token);
+                }
+                e if e < 0 && is_retryable(-e) => core.mark_dirty(token),
+                e => {
+                    tracing::debug!(errno = -e, "socket send failed");
+                    core.close(token);
+                }
+            }
+        }
+        (KIND_CANCEL, _) => {}
+        (kind, _) => tracing::error!(kind, "completion of an unexpected kind"),
+    }
+}
+
+fn is_retryable(errno: i32) -> bool {
+    errno == libc::EINTR || errno == libc::EAGAIN
+}
