@@ -5,13 +5,14 @@
 
 use std::io::{IoSlice, Read, Write};
 use std::net::TcpStream as StdTcpStream;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::reactor::{Core, Doorbell, Inbox, Shared, Step, Transport, SEND_SLICES_MAX};
+use super::reactor::{Core, Counters, Doorbell, Inbox, Shared, Step, Transport, SEND_SLICES_MAX};
 use crate::connection::Connection;
 
 const WAKER: Token = Token(0);
@@ -22,6 +23,7 @@ pub(super) struct EpollTransport {
     poll: Poll,
     /// Read buffer shared by every connection of the reactor.
     buf: Vec<u8>,
+    counters: Arc<Counters>,
 }
 
 /// A connection's nonblocking socket.
@@ -55,14 +57,20 @@ impl Transport for EpollTransport {
                 return Step::Idle;
             }
             let mut slices = [IoSlice::new(&[]); SEND_SLICES_MAX];
-            let mut count = 0;
+            let (mut count, mut wanted) = (0, 0);
             for (slot, chunk) in slices.iter_mut().zip(out.iter()) {
                 *slot = IoSlice::new(chunk);
                 count += 1;
+                wanted += chunk.len();
             }
             match socket.stream.write_vectored(&slices[..count]) {
                 Ok(0) => return Step::Failed,
-                Ok(n) => conn.consumed_output(n),
+                Ok(n) => {
+                    if n < wanted {
+                        self.counters.short_sends.fetch_add(1, Ordering::Relaxed);
+                    }
+                    conn.consumed_output(n);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Step::Idle,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -143,6 +151,7 @@ pub(super) fn build(shared: Arc<Shared>) -> std::io::Result<Core<EpollTransport>
     let transport = EpollTransport {
         poll,
         buf: vec![0u8; READ_CHUNK_BYTES],
+        counters: shared.counters.clone(),
     };
     Ok(Core::new(shared, transport, inbox, rx))
 }

@@ -15,6 +15,8 @@
 
 mod epoll;
 mod reactor;
+#[cfg(test)]
+mod tests;
 mod uring;
 mod uring_reactor;
 
@@ -104,8 +106,7 @@ pub struct ReactorStats {
     /// and not yet completed; zero once every closed connection's buffers are
     /// freed. Always zero with [`ReactorKind::Epoll`].
     pub ring_ops_in_flight: usize,
-    /// Sends the kernel took only part of (io_uring reactors; the rest goes
-    /// in a later send).
+    /// Sends the kernel took only part of (the rest goes in a later send).
     pub short_sends: usize,
 }
 
