@@ -5,7 +5,8 @@
 //!
 //! `cargo run --release -p nvmf-target --example loopback_bench`
 //! (LOOPBACK_BENCH_SECONDS per workload, default 2; LOOPBACK_BENCH_REACTORS,
-//! default 2).
+//! default 2; LOOPBACK_BENCH_REACTOR_KIND, `uring`, `epoll` or `auto`, the
+//! default).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use nvmf_target::host::{HostController, HostOptions, IoQueue};
 use nvmf_target::{
-    BlockSize, HostAcl, Lba, MemoryNamespace, Subsystem, SubsystemConfig, Target, TargetConfig,
+    BlockSize, HostAcl, Lba, MemoryNamespace, ReactorKind, Subsystem, SubsystemConfig, Target,
+    TargetConfig,
 };
 
 const NQN: &str = "nqn.2024-01.io.keel:loopback-bench";
@@ -89,7 +91,16 @@ fn main() {
     config.listen_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))];
     config.discovery_addrs = Vec::new();
     config.reactors = env_or("LOOPBACK_BENCH_REACTORS", 2) as usize;
+    config.reactor_kind = match std::env::var("LOOPBACK_BENCH_REACTOR_KIND").as_deref() {
+        Ok("uring") => ReactorKind::Uring,
+        Ok("epoll") => ReactorKind::Epoll,
+        Ok("auto") | Err(_) => ReactorKind::Auto,
+        Ok(other) => {
+            panic!("LOOPBACK_BENCH_REACTOR_KIND must be uring, epoll or auto, not {other}")
+        }
+    };
     let target = Target::start(config, subsystem).expect("target");
+    println!("reactor kind: {:?}", target.reactor_kind());
     let mut options = HostOptions::new(HOST, NQN);
     options.kato_ms = 0;
     let mut host = HostController::connect(target.local_addrs()[0], options).expect("connect");

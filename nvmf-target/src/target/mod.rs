@@ -108,6 +108,9 @@ pub struct ReactorStats {
     pub ring_ops_in_flight: usize,
     /// Sends the kernel took only part of (the rest goes in a later send).
     pub short_sends: usize,
+    /// Times the reactors woke up from waiting in the kernel (counted at each
+    /// tick): an idle target wakes only for its ticks.
+    pub wakeups: usize,
 }
 
 /// Why a target could not start.
@@ -373,6 +376,7 @@ impl TargetHandle {
             connections: self.connections.load(Ordering::Acquire),
             ring_ops_in_flight: self.counters.ring_ops_in_flight.load(Ordering::Acquire),
             short_sends: self.counters.short_sends.load(Ordering::Relaxed),
+            wakeups: self.counters.wakeups.load(Ordering::Relaxed),
         }
     }
 

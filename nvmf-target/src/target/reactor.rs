@@ -48,6 +48,9 @@ pub(super) struct Counters {
     pub ring_ops_in_flight: AtomicUsize,
     /// Sends the kernel took only part of (the rest is sent in a later round).
     pub short_sends: AtomicUsize,
+    /// Times the reactors came back from waiting in the kernel, published at
+    /// each tick (so reactors do not share a cache line on every wake-up).
+    pub wakeups: AtomicUsize,
 }
 
 /// Work delivered to a reactor from other threads.
@@ -249,6 +252,8 @@ pub(super) struct Core<T: Transport> {
     /// (clock reads are syscalls on some virtual machines).
     pub now: Instant,
     last_tick: Instant,
+    /// Wake-ups since the last tick published them.
+    wakeups: usize,
 }
 
 impl<T: Transport> Core<T> {
@@ -268,6 +273,7 @@ impl<T: Transport> Core<T> {
             outstanding: 0,
             now,
             last_tick: now,
+            wakeups: 0,
         }
     }
 
@@ -313,6 +319,7 @@ impl<T: Transport> Core<T> {
     pub fn woke(&mut self) {
         self.inbox.0.sleeping.store(false, Ordering::Relaxed);
         self.now = Instant::now();
+        self.wakeups += 1;
     }
 
     /// Queues `token` to be serviced once at the end of this round.
@@ -369,6 +376,10 @@ impl<T: Transport> Core<T> {
             return;
         }
         self.last_tick = self.now;
+        self.shared
+            .counters
+            .wakeups
+            .fetch_add(std::mem::take(&mut self.wakeups), Ordering::Relaxed);
         let tokens: Vec<usize> = self.slots.keys().copied().collect();
         for token in tokens {
             if let Some(s) = self.slots.get_mut(&token) {
