@@ -1,7 +1,10 @@
 //! End-to-end engine benchmark beside its physical baseline. On one file (in
 //! `KEEL_BENCH_DIR`, default `target/`), fio with ioengine=io_uring and direct=1
 //! runs each workload first; then the engine is formatted on the same file and runs
-//! the same workloads through its completion API. Prints a table of IOPS,
+//! the same workloads through its completion API, twice: from a plain thread (every
+//! device operation goes through the device's ring thread) and from a thread with
+//! a `LocalRing` (reads go to the kernel from the submitting thread and complete
+//! when it polls, as an event loop would drive them). Prints a table of IOPS,
 //! bandwidth, mean and p99 latency and CPU time per I/O, and the engine/fio ratios.
 //!
 //! `cargo bench --bench engine_vs_fio` (KEEL_BENCH_SECONDS sets each run's length).
@@ -12,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use engine::io::BackingKind;
+use engine::io::{BackingKind, LocalRing};
 use engine::{DeviceSpec, Engine, EngineConfig, SectorSize, VolumeId};
 
 const FILE_BYTES: u64 = 6 << 30;
@@ -151,7 +154,10 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn run_engine(engine: &Arc<Engine>, volume: VolumeId, w: Workload) -> Result {
+/// Runs `w` through the engine; with `local_ring`, the submitting thread attaches
+/// a [`LocalRing`] and polls it for completions.
+fn run_engine(engine: &Arc<Engine>, volume: VolumeId, w: Workload, local_ring: bool) -> Result {
+    let ring = local_ring.then(|| LocalRing::attach().expect("local ring"));
     let blocks_per_io = w.block_bytes / 4096;
     let slots = REGION_BYTES / w.block_bytes;
     let data = Bytes::from(vec![0x3Cu8; w.block_bytes as usize]);
@@ -203,8 +209,19 @@ fn run_engine(engine: &Arc<Engine>, volume: VolumeId, w: Workload) -> Result {
     while inflight < w.depth {
         submit(&mut inflight);
     }
+    let next = || loop {
+        if let Ok(completion) = rx.try_recv() {
+            return Some(completion);
+        }
+        match &ring {
+            Some(ring) if ring.in_flight() > 0 => {
+                ring.wait();
+            }
+            _ => return rx.recv().ok(),
+        }
+    };
     while inflight > 0 {
-        let Ok((at, result)) = rx.recv() else { break };
+        let Some((at, result)) = next() else { break };
         inflight -= 1;
         if let Err(err) = result {
             panic!("{}: engine I/O failed: {err}", w.name);
@@ -271,9 +288,14 @@ fn main() {
         .create_volume("bench", REGION_BYTES, SectorSize::B4096)
         .expect("volume")
         .id;
-    let ours: Vec<Result> = WORKLOADS
+    let ours: Vec<(Result, Result)> = WORKLOADS
         .iter()
-        .map(|w| run_engine(&engine, volume, *w))
+        .map(|w| {
+            (
+                run_engine(&engine, volume, *w, false),
+                run_engine(&engine, volume, *w, true),
+            )
+        })
         .collect();
     println!(
         "\nengine vs fio (io_uring, direct=1) on {} — {} s per run",
@@ -281,20 +303,23 @@ fn main() {
         seconds()
     );
     println!(
-        "| workload | fio IOPS | engine IOPS | ratio | fio MiB/s | engine MiB/s | fio mean µs | engine mean µs | fio p99 µs | engine p99 µs | fio CPU µs/IO | engine CPU µs/IO |"
+        "| workload | fio IOPS | engine IOPS | ratio | local-ring IOPS | local ratio | fio MiB/s | engine MiB/s | fio mean µs | engine mean µs | local mean µs | fio p99 µs | engine p99 µs | local p99 µs | fio CPU µs/IO | engine CPU µs/IO | local CPU µs/IO |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for ((w, base), ours) in WORKLOADS.iter().zip(&baseline).zip(&ours) {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for ((w, base), (ours, local)) in WORKLOADS.iter().zip(&baseline).zip(&ours) {
         let b = base.unwrap_or_default();
-        let ratio = if b.iops > 0.0 {
-            format!("{:.2}x", ours.iops / b.iops)
-        } else {
-            "n/a".into()
+        let ratio = |r: &Result| {
+            if b.iops > 0.0 {
+                format!("{:.2}x", r.iops / b.iops)
+            } else {
+                "n/a".into()
+            }
         };
         println!(
-            "| {} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} |",
-            w.name, b.iops, ours.iops, ratio, b.mib_s, ours.mib_s, b.mean_us, ours.mean_us, b.p99_us, ours.p99_us,
-            b.cpu_us_per_io, ours.cpu_us_per_io
+            "| {} | {:.0} | {:.0} | {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            w.name, b.iops, ours.iops, ratio(ours), local.iops, ratio(local), b.mib_s, ours.mib_s,
+            b.mean_us, ours.mean_us, local.mean_us, b.p99_us, ours.p99_us, local.p99_us,
+            b.cpu_us_per_io, ours.cpu_us_per_io, local.cpu_us_per_io
         );
     }
     drop(engine);

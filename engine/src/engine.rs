@@ -1050,7 +1050,7 @@ fn read_blocks(core: &Arc<Core>, volume: Arc<Volume>, first: u64, blocks: u64, d
         let (device, offset) = core.pool.locate(segment, block);
         let core2 = core.clone();
         let volume_id = volume.id;
-        device.submit(
+        device.submit_here(
             IoOp::Read {
                 offset,
                 buf: AlignedBuf::for_overwrite(len),
@@ -1086,7 +1086,7 @@ fn read_blocks(core: &Arc<Core>, volume: Arc<Volume>, first: u64, blocks: u64, d
         let core2 = core.clone();
         let volume_id = volume.id;
         let buf = AlignedBuf::for_overwrite(run.crcs.len() * BLOCK_SIZE);
-        device.submit(
+        device.submit_here(
             IoOp::Read { offset, buf },
             Box::new(move |outcome| {
                 core2.pins.unpin(segment);
@@ -1138,7 +1138,7 @@ fn read_unit(
     let (device, offset) = core.pool.locate(segment, block);
     let core2 = core.clone();
     let buf = AlignedBuf::for_overwrite(unit.stored_blocks * BLOCK_SIZE);
-    device.submit(
+    device.submit_here(
         IoOp::Read { offset, buf },
         Box::new(move |outcome| {
             core2.pins.unpin(segment);
@@ -1311,6 +1311,5 @@ pub(crate) fn wait<T: Send + 'static>(
     start(Box::new(move |result| {
         let _ = tx.send(result);
     }));
-    rx.recv()
-        .unwrap_or(Err(IoError::Device(DeviceError::Closed)))
+    crate::io::recv_driving_local(&rx).unwrap_or(Err(IoError::Device(DeviceError::Closed)))
 }

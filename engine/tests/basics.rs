@@ -395,3 +395,51 @@ fn a_pool_cycled_many_times_since_its_last_checkpoint_reopens() {
         pattern(last, 1 << 20)
     );
 }
+
+#[test]
+fn reads_from_a_thread_with_a_local_ring_complete_on_it_and_blocking_calls_still_return() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = engine::DeviceSpec {
+        path: dir.path().join("pool"),
+        kind: engine::io::BackingKind::File,
+        create_size: Some(64 << 20),
+    };
+    let engine = Engine::open_paths(&[spec], config(), false).expect("open");
+    let vol = engine
+        .create_volume("v", 4 << 20, SectorSize::B4096)
+        .expect("create")
+        .id;
+    for lba in 0..16u64 {
+        engine
+            .write_wait(vol, lba, pattern(lba as u8, 4096))
+            .expect("write");
+    }
+    let ring = engine::io::LocalRing::attach().expect("local ring");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for lba in 0..16u64 {
+        let tx = tx.clone();
+        engine.read(
+            vol,
+            lba,
+            1,
+            Box::new(move |r| {
+                let _ = tx.send((lba, r));
+            }),
+        );
+    }
+    assert!(
+        ring.in_flight() > 0,
+        "the reads went to this thread's ring, not the device's"
+    );
+    let mut seen = 0;
+    while seen < 16 {
+        ring.wait();
+        while let Ok((lba, result)) = rx.try_recv() {
+            assert_eq!(result.expect("read"), pattern(lba as u8, 4096));
+            seen += 1;
+        }
+    }
+    // A blocking read on a thread whose ring nobody else polls drives it itself.
+    assert_eq!(engine.read_wait(vol, 3, 1).expect("read"), pattern(3, 4096));
+    drop(ring);
+}

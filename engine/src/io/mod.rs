@@ -16,7 +16,8 @@ pub use aligned_buf::AlignedBuf;
 pub use fault::{FaultPlan, FaultyDevice};
 pub use open::{open_backing, BackingKind, OpenBackingError};
 pub use sim::{CrashMode, SimDevice};
-pub use uring::UringDevice;
+pub(crate) use uring::recv_driving_local;
+pub use uring::{LocalRing, LocalRingError, UringDevice};
 
 use std::sync::Arc;
 
@@ -80,7 +81,8 @@ pub struct IoOutcome {
     pub result: Result<(), DeviceError>,
 }
 
-/// Completion callback; runs on the device's completion thread and must not block.
+/// Completion callback; runs on the device's completion thread (or the thread
+/// polling the [`LocalRing`] it was submitted on) and must not block.
 pub type IoDone = Box<dyn FnOnce(IoOutcome) + Send>;
 
 /// A block device with completion-based I/O.
@@ -89,6 +91,13 @@ pub trait Device: Send + Sync {
     fn size_bytes(&self) -> u64;
     /// Submits one operation; `done` runs exactly once, possibly before `submit` returns.
     fn submit(&self, op: IoOp, done: IoDone);
+    /// Submits like [`Device::submit`], but on the calling thread's [`LocalRing`]
+    /// when it has one: `done` then runs when that thread polls its ring. For
+    /// the data path, whose callers are event loops; never for a caller that
+    /// blocks on the result without polling (those use `submit`).
+    fn submit_here(&self, op: IoOp, done: IoDone) {
+        self.submit(op, done);
+    }
     /// Hints that `[offset, offset + len)` will be written soon, so a backend whose
     /// storage is allocated lazily (a sparse file) can allocate it ahead of the
     /// writes instead of inside them. Never changes what reads return and never

@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,7 +12,14 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use io_uring::{opcode, types, IoUring};
 use parking_lot::Mutex;
 
+mod local;
+mod slots;
+
+pub(crate) use local::recv_driving_local;
+pub use local::{LocalRing, LocalRingError};
+
 use super::{check_bounds, AlignedBuf, Device, DeviceError, IoDone, IoOp, IoOutcome};
+use slots::{Request, Slots};
 
 /// Ring size; the thread keeps at most `RING_ENTRIES - 1` operations in flight
 /// (one slot belongs to the wake-up read).
@@ -41,14 +48,6 @@ impl Shared {
         // 8-byte buffer for the duration of the call.
         let _ = unsafe { libc::write(self.wake_fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
-}
-
-/// What submitters hand the ring thread.
-enum Request {
-    /// A caller's operation, completed through its callback.
-    Io(IoOp, IoDone),
-    /// An allocation hint: its outcome only matters for performance.
-    Preallocate { offset: u64, len: u64 },
 }
 
 /// A file or block device driven through io_uring by a dedicated thread.
@@ -99,23 +98,19 @@ impl Device for UringDevice {
     }
 
     fn submit(&self, op: IoOp, done: IoDone) {
-        if let Err(err) = check_bounds(&op, self.size) {
-            return done(IoOutcome {
-                buf: take_buf(op),
-                result: Err(err),
-            });
+        if let Some((op, done)) = self.admit(op, done) {
+            self.send_io(op, done);
         }
-        if self.shared.closing.load(Ordering::Acquire) {
-            return done(IoOutcome {
-                buf: take_buf(op),
-                result: Err(DeviceError::Closed),
-            });
-        }
-        if let Err(Request::Io(op, done)) = self.send(Request::Io(op, done)) {
-            done(IoOutcome {
-                buf: take_buf(op),
-                result: Err(DeviceError::Closed),
-            });
+    }
+
+    fn submit_here(&self, op: IoOp, done: IoDone) {
+        let Some((op, done)) = self.admit(op, done) else {
+            return;
+        };
+        if let Err(Request::Io(op, done)) =
+            local::submit_on_current(&self.shared, Request::Io(op, done))
+        {
+            self.send_io(op, done);
         }
     }
 
@@ -132,6 +127,37 @@ impl Device for UringDevice {
 }
 
 impl UringDevice {
+    /// Completes `done` at once if `op` cannot run (out of bounds, device
+    /// closing); otherwise hands both back.
+    fn admit(&self, op: IoOp, done: IoDone) -> Option<(IoOp, IoDone)> {
+        let refused = check_bounds(&op, self.size).err().or_else(|| {
+            self.shared
+                .closing
+                .load(Ordering::Acquire)
+                .then_some(DeviceError::Closed)
+        });
+        match refused {
+            Some(err) => {
+                done(IoOutcome {
+                    buf: take_buf(op),
+                    result: Err(err),
+                });
+                None
+            }
+            None => Some((op, done)),
+        }
+    }
+
+    /// Hands an admitted operation to the ring thread.
+    fn send_io(&self, op: IoOp, done: IoDone) {
+        if let Err(Request::Io(op, done)) = self.send(Request::Io(op, done)) {
+            done(IoOutcome {
+                buf: take_buf(op),
+                result: Err(DeviceError::Closed),
+            });
+        }
+    }
+
     /// Queues a request for the ring thread, waking it if it sleeps; gives the
     /// request back if the thread has gone.
     fn send(&self, request: Request) -> Result<(), Request> {
@@ -173,21 +199,11 @@ fn take_buf(op: IoOp) -> Option<AlignedBuf> {
     }
 }
 
-/// An operation the kernel currently owns. Its buffer stays here, untouched,
-/// until the completion arrives.
-struct InFlight {
-    buf: Option<AlignedBuf>,
-    wanted: usize,
-    /// None for a preallocation, whose failure only costs speed.
-    done: Option<IoDone>,
-}
-
 struct RingLoop {
     ring: IoUring,
     shared: Arc<Shared>,
     queue: Receiver<Request>,
-    slots: Vec<Option<InFlight>>,
-    free_slots: Vec<usize>,
+    slots: Slots,
     wake_buf: Box<u64>,
     wake_armed: bool,
     /// Reused list of (user_data, result) of the completions being handled.
@@ -196,21 +212,15 @@ struct RingLoop {
 
 impl RingLoop {
     fn new(ring: IoUring, shared: Arc<Shared>, queue: Receiver<Request>) -> RingLoop {
-        let capacity = (RING_ENTRIES - 1) as usize;
         RingLoop {
             ring,
             shared,
             queue,
-            slots: (0..capacity).map(|_| None).collect(),
-            free_slots: (0..capacity).rev().collect(),
+            slots: Slots::new((RING_ENTRIES - 1) as usize),
             wake_buf: Box::new(0),
             wake_armed: false,
             reaped: Vec::with_capacity(RING_ENTRIES as usize),
         }
-    }
-
-    fn fd(&self) -> RawFd {
-        self.shared.file.as_raw_fd()
     }
 
     fn run(mut self) {
@@ -219,18 +229,18 @@ impl RingLoop {
             if !self.wake_armed && !closing {
                 self.arm_wake();
             }
-            while !self.free_slots.is_empty() {
+            while self.slots.has_free() {
                 match self.queue.try_recv() {
                     Ok(request) => self.push(request),
                     Err(_) => break,
                 }
             }
-            let inflight = self.slots.len() - self.free_slots.len();
+            let inflight = self.slots.in_flight();
             if closing && inflight == 0 && self.queue.is_empty() {
                 break;
             }
             self.shared.sleeping.store(true, Ordering::SeqCst);
-            let must_wait = self.queue.is_empty() || self.free_slots.is_empty();
+            let must_wait = self.queue.is_empty() || !self.slots.has_free();
             let wait_for = usize::from(must_wait);
             if !must_wait {
                 self.shared.sleeping.store(false, Ordering::SeqCst);
@@ -265,45 +275,12 @@ impl RingLoop {
     }
 
     fn push(&mut self, request: Request) {
-        let Some(slot) = self.free_slots.pop() else {
-            unreachable!("push is only called with a free slot")
+        let sqe = match self.slots.take(&self.shared, request, false) {
+            Ok(sqe) => sqe,
+            Err(_) => unreachable!("push is only called with a free slot"),
         };
-        let fd = types::Fd(self.fd());
-        let (sqe, buf, wanted, done) = match request {
-            Request::Io(IoOp::Read { offset, mut buf }, done) => {
-                let len = buf.len();
-                let sqe = opcode::Read::new(fd, buf.as_mut_ptr(), len as u32)
-                    .offset(offset)
-                    .build();
-                (sqe, Some(buf), len, Some(done))
-            }
-            Request::Io(IoOp::Write { offset, mut buf }, done) => {
-                let len = buf.len();
-                let sqe = opcode::Write::new(fd, buf.as_mut_ptr(), len as u32)
-                    .offset(offset)
-                    .build();
-                (sqe, Some(buf), len, Some(done))
-            }
-            Request::Io(IoOp::Flush, done) => (
-                opcode::Fsync::new(fd)
-                    .flags(types::FsyncFlags::DATASYNC)
-                    .build(),
-                None,
-                0,
-                Some(done),
-            ),
-            // Mode 0 allocates without changing the file size or any content.
-            Request::Preallocate { offset, len } => (
-                opcode::Fallocate::new(fd, len).offset(offset).build(),
-                None,
-                0,
-                None,
-            ),
-        };
-        let sqe = sqe.user_data(slot as u64);
-        self.slots[slot] = Some(InFlight { buf, wanted, done });
         loop {
-            // SAFETY: the buffer referenced by the SQE is stored in slots[slot] and
+            // SAFETY: the buffer referenced by the SQE is stored in its slot and
             // is neither moved out nor freed until its completion is reaped.
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 return;
@@ -313,7 +290,7 @@ impl RingLoop {
                 if err.raw_os_error() != Some(libc::EBUSY)
                     && err.raw_os_error() != Some(libc::EINTR)
                 {
-                    self.complete(slot, -libc::EIO);
+                    self.complete(sqe.get_user_data(), -libc::EIO);
                     return;
                 }
                 self.reap();
@@ -334,47 +311,21 @@ impl RingLoop {
                 self.wake_armed = false;
                 continue;
             }
-            self.complete(token as usize, result);
+            self.complete(token, result);
         }
         self.reaped = completions;
     }
 
-    fn complete(&mut self, slot: usize, result: i32) {
-        let Some(inflight) = self.slots.get_mut(slot).and_then(Option::take) else {
-            tracing::error!(slot, "completion for an unknown slot");
-            return;
-        };
-        self.free_slots.push(slot);
-        let Some(done) = inflight.done else {
-            if result < 0 {
-                tracing::debug!(
-                    errno = -result,
-                    "preallocation failed; writes will allocate instead"
-                );
-            }
-            return;
-        };
-        let outcome = if result < 0 {
-            Err(DeviceError::Os(-result))
-        } else if (result as usize) < inflight.wanted {
-            Err(DeviceError::Short {
-                done: result as usize,
-                wanted: inflight.wanted,
-            })
-        } else {
-            Ok(())
-        };
-        done(IoOutcome {
-            buf: inflight.buf,
-            result: outcome,
-        });
+    fn complete(&mut self, slot: u64, result: i32) {
+        if let Some(finished) = self.slots.finish(slot, result) {
+            finished.run();
+        }
     }
 
     fn fail_all(&mut self, errno: i32) {
-        for slot in 0..self.slots.len() {
-            if self.slots[slot].is_some() {
-                self.complete(slot, -errno);
-            }
+        let busy: Vec<u64> = self.slots.busy().collect();
+        for slot in busy {
+            self.complete(slot, -errno);
         }
         self.drain_closed();
     }
