@@ -23,6 +23,30 @@ const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:loopback-bench-host";
 const BLOCK: u32 = 4096;
 const CAPACITY_BLOCKS: u64 = 64 * 1024;
 
+/// CPU time (user + system) the target's reactor threads have used, in
+/// microseconds, from /proc (Linux); `None` where it cannot be read.
+fn reactor_cpu_us() -> Option<u64> {
+    // Linux reports these fields in USER_HZ, 100 per second on the
+    // architectures Keel runs on.
+    const TICK_US: u64 = 10_000;
+    let mut ticks = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        if !comm.starts_with("nvmf-reactor") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // After the parenthesised name: utime and stime are the 12th and 13th fields.
+        let rest = stat.get(stat.rfind(')')? + 2..)?;
+        let fields: Vec<&str> = rest.split(' ').collect();
+        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
+    Some(ticks * TICK_US)
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -30,8 +54,9 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Runs `depth` commands in flight for `run`; returns (IOPS, mean latency µs).
-fn run(io: &mut IoQueue, write: bool, blocks: u32, depth: usize, run: Duration) -> (f64, f64) {
+/// Runs `depth` commands in flight for `run`; returns (IOPS, mean latency µs,
+/// I/Os completed).
+fn run(io: &mut IoQueue, write: bool, blocks: u32, depth: usize, run: Duration) -> (f64, f64, u64) {
     let data = Bytes::from(vec![0x5A; (blocks * BLOCK) as usize]);
     let mut submitted = vec![None; usize::from(u16::MAX) + 1];
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
@@ -77,6 +102,7 @@ fn run(io: &mut IoQueue, write: bool, blocks: u32, depth: usize, run: Duration) 
     (
         ios as f64 / secs,
         total_ns as f64 / ios.max(1) as f64 / 1000.0,
+        ios,
     )
 }
 
@@ -106,8 +132,8 @@ fn main() {
     let mut host = HostController::connect(target.local_addrs()[0], options).expect("connect");
     host.set_queue_count(1).expect("queue count");
     let mut io = host.connect_io_queue(1).expect("I/O queue");
-    println!("| workload | IOPS | mean µs |");
-    println!("|---|---|---|");
+    println!("| workload | IOPS | mean µs | reactor CPU µs/IO |");
+    println!("|---|---|---|---|");
     for (name, write, blocks, depth) in [
         ("rand read 4k qd1", false, 1, 1),
         ("rand write 4k qd1", true, 1, 1),
@@ -116,8 +142,15 @@ fn main() {
         ("seq read 128k qd32", false, 32, 32),
         ("seq write 128k qd32", true, 32, 32),
     ] {
-        let (iops, mean_us) = run(&mut io, write, blocks, depth, seconds);
-        println!("| {name} | {iops:.0} | {mean_us:.1} |");
+        let cpu_before = reactor_cpu_us();
+        let (iops, mean_us, ios) = run(&mut io, write, blocks, depth, seconds);
+        let cpu_per_io = match (cpu_before, reactor_cpu_us()) {
+            (Some(before), Some(after)) => {
+                format!("{:.2}", (after - before) as f64 / ios.max(1) as f64)
+            }
+            _ => "n/a".to_string(),
+        };
+        println!("| {name} | {iops:.0} | {mean_us:.1} | {cpu_per_io} |");
     }
     drop(io);
     let _ = host.shutdown();

@@ -24,6 +24,8 @@ const SQ_ENTRIES: u32 = 256;
 /// Completion queue entries: room for a receive and a send per connection of a
 /// busy reactor (the kernel buffers overflow beyond this, it never drops).
 const CQ_ENTRIES: u32 = 4096;
+/// IORING_RECVSEND_POLL_FIRST (in the SQE's ioprio field of a receive).
+const RECVSEND_POLL_FIRST: u16 = 1;
 /// How long a dropped ring waits for cancelled operations to complete.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -170,6 +172,8 @@ pub(super) struct OpId(u64);
 /// An io_uring owned by one thread, with the memory of every operation in flight.
 pub(super) struct Ring {
     ring: IoUring,
+    /// The kernel takes IORING_RECVSEND_POLL_FIRST on receives.
+    poll_first: bool,
     /// Operations in flight, indexed by the SQE's user_data.
     ops: Vec<Option<InFlight>>,
     free: Vec<usize>,
@@ -181,16 +185,22 @@ impl Ring {
     /// Sets up a ring, failing if the kernel lacks what the reactor needs
     /// (receive, sendmsg, read, cancel, and waits with a timeout).
     pub fn new() -> std::io::Result<Ring> {
-        let ring = IoUring::builder()
+        // Kernels that know single issuers (6.0) also know polling before
+        // receiving (5.19); older ones get a plain ring and plain receives.
+        let (ring, poll_first) = match IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_coop_taskrun()
             .setup_single_issuer()
             .build(SQ_ENTRIES)
-            .or_else(|_| {
+        {
+            Ok(ring) => (ring, true),
+            Err(_) => (
                 IoUring::builder()
                     .setup_cqsize(CQ_ENTRIES)
-                    .build(SQ_ENTRIES)
-            })?;
+                    .build(SQ_ENTRIES)?,
+                false,
+            ),
+        };
         if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
@@ -214,6 +224,7 @@ impl Ring {
         }
         Ok(Ring {
             ring,
+            poll_first,
             ops: Vec::new(),
             free: Vec::new(),
             reaped: Vec::new(),
@@ -225,11 +236,25 @@ impl Ring {
         self.ops.len() - self.free.len()
     }
 
-    /// Receives into `buf` (up to its length) from `fd`.
-    pub fn recv(&mut self, tag: u64, fd: impl AsFd, mut buf: Vec<u8>) -> std::io::Result<OpId> {
+    /// Receives into `buf` (up to its length) from `fd`. `drained` says the
+    /// socket was just read empty, so the kernel should wait for data before
+    /// trying (where it can).
+    pub fn recv(
+        &mut self,
+        tag: u64,
+        fd: impl AsFd,
+        mut buf: Vec<u8>,
+        drained: bool,
+    ) -> std::io::Result<OpId> {
         let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-        let sqe =
-            opcode::Recv::new(types::Fd(fd.as_fd().as_raw_fd()), buf.as_mut_ptr(), len).build();
+        let poll_first = if drained && self.poll_first {
+            RECVSEND_POLL_FIRST
+        } else {
+            0
+        };
+        let sqe = opcode::Recv::new(types::Fd(fd.as_fd().as_raw_fd()), buf.as_mut_ptr(), len)
+            .ioprio(poll_first)
+            .build();
         // SAFETY: the SQE points into buf's heap allocation, which `push` moves
         // (without reallocating or touching its contents) into the table of
         // operations in flight; it stays there, unread and unfreed, until this

@@ -24,8 +24,11 @@ use super::reactor::{
 use super::uring::{Completion, EventFd, Held, OpId, Ring, SendBatch};
 use crate::connection::Connection;
 
-/// Receive buffer per connection.
+/// Receive buffer of a new connection.
 const RECV_CHUNK_BYTES: usize = 64 * 1024;
+/// Largest receive buffer: a connection whose receives fill its buffer (bulk
+/// writes) gets a bigger one, up to this.
+const RECV_CHUNK_MAX_BYTES: usize = 256 * 1024;
 /// How long a stopping reactor waits for its cancelled operations.
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -54,6 +57,8 @@ pub(super) struct UringSocket {
     /// The receive buffer; `None` while a receive has it.
     recv_buf: Option<Vec<u8>>,
     recv_op: Option<OpId>,
+    /// The last receive left the socket empty (it did not fill the buffer).
+    drained: bool,
     /// The send batch; `None` while a send has it.
     batch: Option<SendBatch>,
     send_op: Option<OpId>,
@@ -92,6 +97,7 @@ impl Transport for UringTransport {
             stream,
             recv_buf: Some(vec![0; RECV_CHUNK_BYTES]),
             recv_op: None,
+            drained: false,
             batch: Some(SendBatch::new()),
             send_op: None,
         })
@@ -140,7 +146,10 @@ impl Transport for UringTransport {
         let Some(buf) = socket.recv_buf.take() else {
             return Step::Idle;
         };
-        match self.ring.recv(tag(token, KIND_RECV), &socket.stream, buf) {
+        match self
+            .ring
+            .recv(tag(token, KIND_RECV), &socket.stream, buf, socket.drained)
+        {
             Ok(op) => {
                 socket.recv_op = Some(op);
                 self.count_submitted();
@@ -250,10 +259,18 @@ fn complete(core: &mut Core<UringTransport>, c: Completion) {
                 return; // Closed meanwhile: the buffer is freed here.
             };
             s.socket.recv_op = None;
+            let mut buf = buf;
+            s.socket.drained = true;
             match c.result {
                 n if n > 0 => {
                     let n = (n as usize).min(buf.len());
                     s.conn.receive(&buf[..n], core.now);
+                    if n == buf.len() {
+                        s.socket.drained = false;
+                        if buf.len() < RECV_CHUNK_MAX_BYTES {
+                            buf = vec![0; (buf.len() * 2).min(RECV_CHUNK_MAX_BYTES)];
+                        }
+                    }
                 }
                 0 => s.conn.peer_closed(),
                 e if is_retryable(-e) => {}
