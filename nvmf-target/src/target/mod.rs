@@ -58,7 +58,7 @@ pub struct TargetConfig {
     /// Period of the keep-alive / teardown check.
     pub tick_interval: Duration,
     /// How long a reactor with namespace I/O outstanding spins for completions
-    /// before sleeping in `epoll_wait`. Zero (the default) never spins: an idle
+    /// before sleeping in the kernel. Zero (the default) never spins: an idle
     /// or lightly loaded target then uses no CPU while it waits.
     pub busy_poll: Duration,
     /// How reactors drive their sockets.
@@ -248,31 +248,16 @@ impl Target {
             connections: connections.clone(),
             counters,
         };
-        for i in 0..reactor_count {
-            let kind = match handle.reactor_kind {
-                ReactorKind::Auto => ReactorKind::Uring,
-                kind => kind,
-            };
-            let (kind, (inbox, thread)) = match spawn_reactor(kind, i, shared.clone()) {
-                Ok(started) => (kind, started),
-                Err(e) if handle.reactor_kind == ReactorKind::Auto => {
-                    tracing::warn!(
-                        error = %e,
-                        "io_uring is unavailable; reactors fall back to epoll"
-                    );
-                    let started = spawn_reactor(ReactorKind::Epoll, i, shared.clone())
-                        .map_err(StartError::Runtime)?;
-                    (ReactorKind::Epoll, started)
-                }
-                Err(e) if kind == ReactorKind::Uring => {
-                    return Err(StartError::UringUnavailable(e))
-                }
-                Err(e) => return Err(StartError::Runtime(e)),
-            };
-            // The first reactor settles `Auto`: every reactor has the same kind.
-            handle.reactor_kind = kind;
+        let (kind, reactors) = start_reactors(reactor_count, config.reactor_kind, |kind, i| {
+            spawn_reactor(kind, i, shared.clone())
+        });
+        handle.reactor_kind = kind;
+        for (inbox, thread) in reactors.started {
             handle.reactors.push(inbox);
             handle.threads.push(thread);
+        }
+        if let Some(e) = reactors.error {
+            return Err(e);
         }
         let poll = Poll::new().map_err(StartError::Runtime)?;
         let accept_waker =
@@ -299,6 +284,56 @@ impl Target {
         handle.acceptor_waker = Some(accept_waker);
         Ok(handle)
     }
+}
+
+/// Reactor threads started by [`start_reactors`], and why it stopped early.
+struct StartedReactors {
+    started: Vec<(Inbox, JoinHandle<()>)>,
+    error: Option<StartError>,
+}
+
+/// Starts `count` reactors of the `requested` kind with `spawn`, resolving
+/// [`ReactorKind::Auto`]: io_uring unless the first reactor cannot set it up,
+/// then epoll for all of them (with a warning). Returns the kind in use.
+fn start_reactors(
+    count: usize,
+    requested: ReactorKind,
+    mut spawn: impl FnMut(ReactorKind, usize) -> std::io::Result<(Inbox, JoinHandle<()>)>,
+) -> (ReactorKind, StartedReactors) {
+    let mut kind = match requested {
+        ReactorKind::Auto => ReactorKind::Uring,
+        kind => kind,
+    };
+    let mut reactors = StartedReactors {
+        started: Vec::new(),
+        error: None,
+    };
+    for i in 0..count {
+        match spawn(kind, i) {
+            Ok(started) => reactors.started.push(started),
+            // Only the first reactor decides: every reactor has the same kind.
+            Err(e) if requested == ReactorKind::Auto && i == 0 => {
+                tracing::warn!(error = %e, "io_uring is unavailable; reactors fall back to epoll");
+                kind = ReactorKind::Epoll;
+                match spawn(kind, i) {
+                    Ok(started) => reactors.started.push(started),
+                    Err(e) => {
+                        reactors.error = Some(StartError::Runtime(e));
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                reactors.error = Some(if kind == ReactorKind::Uring {
+                    StartError::UringUnavailable(e)
+                } else {
+                    StartError::Runtime(e)
+                });
+                break;
+            }
+        }
+    }
+    (kind, reactors)
 }
 
 /// Starts reactor thread `index` of `kind` (Uring or Epoll). The reactor is

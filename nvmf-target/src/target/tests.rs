@@ -1,6 +1,7 @@
 //! Reactor tests over loopback, each run once per backend: connections closed
 //! with socket operations in flight free everything, many connections share
-//! one reactor, and short sends lose no byte.
+//! one reactor, short sends lose no byte, idle reactors sleep; and how
+//! `ReactorKind::Auto` settles on a backend.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -9,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{ReactorKind, Target, TargetConfig, TargetHandle};
+use super::reactor::{Doorbell, Inbox};
+use super::uring::EventFd;
+use super::{start_reactors, ReactorKind, StartError, Target, TargetConfig, TargetHandle};
 use crate::host::{HostController, HostOptions, IoQueue, OwnedPdu};
 use crate::nvme::{io_opcode, Command, SGL_TYPE_TRANSPORT};
 use crate::pdu::{CapsuleCmd, DataPdu, Digests, PduType};
@@ -261,6 +264,78 @@ fn idle_reactors_sleep(kind: ReactorKind) {
     std::thread::sleep(Duration::from_millis(500));
     let woke = f.target.stats().wakeups - before;
     assert!(woke <= 60, "idle reactors woke {woke} times in 500 ms");
+}
+
+/// Resolves `requested` for `count` reactors where io_uring can be set up for
+/// the first `uring_works` of them; returns the kind in use, the reactors
+/// started, the error, and the kinds tried in order.
+fn resolve(
+    requested: ReactorKind,
+    count: usize,
+    uring_works: usize,
+) -> (ReactorKind, usize, Option<StartError>, Vec<ReactorKind>) {
+    let mut tried = Vec::new();
+    let mut urings = 0;
+    let (kind, started) = start_reactors(count, requested, |kind, _| {
+        tried.push(kind);
+        if kind == ReactorKind::Uring {
+            urings += 1;
+            if urings > uring_works {
+                return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+            }
+        }
+        let (inbox, _rx) = Inbox::new(Doorbell::Uring(Arc::new(EventFd::new()?)));
+        Ok((inbox, std::thread::spawn(|| {})))
+    });
+    let count = started.started.len();
+    for (_, thread) in started.started {
+        thread.join().unwrap();
+    }
+    (kind, count, started.error, tried)
+}
+
+#[test]
+fn auto_uses_io_uring_where_the_kernel_allows_it() {
+    let (kind, started, error, tried) = resolve(ReactorKind::Auto, 2, usize::MAX);
+    assert_eq!((kind, started), (ReactorKind::Uring, 2));
+    assert!(error.is_none());
+    assert_eq!(tried, [ReactorKind::Uring, ReactorKind::Uring]);
+}
+
+#[test]
+fn auto_falls_back_to_epoll_when_io_uring_cannot_be_set_up() {
+    let (kind, started, error, tried) = resolve(ReactorKind::Auto, 3, 0);
+    assert_eq!((kind, started), (ReactorKind::Epoll, 3));
+    assert!(error.is_none());
+    assert_eq!(
+        tried,
+        [
+            ReactorKind::Uring,
+            ReactorKind::Epoll,
+            ReactorKind::Epoll,
+            ReactorKind::Epoll
+        ]
+    );
+}
+
+#[test]
+fn explicit_uring_fails_to_start_without_io_uring() {
+    let (_, started, error, _) = resolve(ReactorKind::Uring, 2, 0);
+    assert_eq!(started, 0);
+    assert!(matches!(error, Some(StartError::UringUnavailable(_))));
+    // Reactors never mix kinds: a later reactor failing is an error too.
+    let (_, started, error, tried) = resolve(ReactorKind::Auto, 2, 1);
+    assert_eq!(started, 1);
+    assert!(matches!(error, Some(StartError::UringUnavailable(_))));
+    assert_eq!(tried, [ReactorKind::Uring, ReactorKind::Uring]);
+}
+
+#[test]
+fn explicit_epoll_never_tries_io_uring() {
+    let (kind, started, error, tried) = resolve(ReactorKind::Epoll, 2, usize::MAX);
+    assert_eq!((kind, started), (ReactorKind::Epoll, 2));
+    assert!(error.is_none());
+    assert_eq!(tried, [ReactorKind::Epoll, ReactorKind::Epoll]);
 }
 
 /// Runs each named test (a `fn(ReactorKind)`) once per reactor backend.

@@ -254,12 +254,11 @@ fn complete(core: &mut Core<UringTransport>, c: Completion) {
     core.transport.count_reaped();
     let token = (c.tag >> 2) as usize;
     match (c.tag & 3, c.held) {
-        (KIND_RECV, Held::Received(buf)) => {
+        (KIND_RECV, Held::Received(mut buf)) => {
             let Some(s) = core.slots.get_mut(&token) else {
                 return; // Closed meanwhile: the buffer is freed here.
             };
             s.socket.recv_op = None;
-            let mut buf = buf;
             s.socket.drained = true;
             match c.result {
                 n if n > 0 => {
