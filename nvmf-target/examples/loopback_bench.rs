@@ -6,7 +6,8 @@
 //! `cargo run --release -p nvmf-target --example loopback_bench`
 //! (LOOPBACK_BENCH_SECONDS per workload, default 2; LOOPBACK_BENCH_REACTORS,
 //! default 2; LOOPBACK_BENCH_REACTOR_KIND, `uring`, `epoll` or `auto`, the
-//! default).
+//! default; LOOPBACK_BENCH_ONLY runs only the workloads whose name contains it,
+//! e.g. `qd1`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -132,6 +133,7 @@ fn main() {
     let mut host = HostController::connect(target.local_addrs()[0], options).expect("connect");
     host.set_queue_count(1).expect("queue count");
     let mut io = host.connect_io_queue(1).expect("I/O queue");
+    let only = std::env::var("LOOPBACK_BENCH_ONLY").ok();
     println!("| workload | IOPS | mean µs | reactor CPU µs/IO |");
     println!("|---|---|---|---|");
     for (name, write, blocks, depth) in [
@@ -142,6 +144,9 @@ fn main() {
         ("seq read 128k qd32", false, 32, 32),
         ("seq write 128k qd32", true, 32, 32),
     ] {
+        if !only.as_deref().is_none_or(|only| name.contains(only)) {
+            continue;
+        }
         let cpu_before = reactor_cpu_us();
         let (iops, mean_us, ios) = run(&mut io, write, blocks, depth, seconds);
         let cpu_per_io = match (cpu_before, reactor_cpu_us()) {
