@@ -740,25 +740,16 @@ impl Engine {
     }
 
     fn append_meta_durably(&self, entry: Entry) -> Result<(), IoError> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let tx2 = tx.clone();
-        append(
-            &self.core,
-            Pending {
-                record: Record::Meta(entry),
-                done: Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            },
-        );
-        rx.recv().unwrap_or(Err(IoError::Fenced))?;
-        flush_devices(
-            &self.core,
-            Box::new(move |r| {
-                let _ = tx2.send(r);
-            }),
-        );
-        rx.recv().unwrap_or(Err(IoError::Fenced))
+        wait(|done| {
+            append(
+                &self.core,
+                Pending {
+                    record: Record::Meta(entry),
+                    done,
+                },
+            )
+        })?;
+        wait(|done| flush_devices(&self.core, done))
     }
 }
 

@@ -397,7 +397,7 @@ fn a_pool_cycled_many_times_since_its_last_checkpoint_reopens() {
 }
 
 #[test]
-fn reads_from_a_thread_with_a_local_ring_complete_on_it_and_blocking_calls_still_return() {
+fn io_from_a_thread_with_a_local_ring_completes_on_it_and_blocking_calls_still_return() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = engine::DeviceSpec {
         path: dir.path().join("pool"),
@@ -439,7 +439,41 @@ fn reads_from_a_thread_with_a_local_ring_complete_on_it_and_blocking_calls_still
             seen += 1;
         }
     }
-    // A blocking read on a thread whose ring nobody else polls drives it itself.
-    assert_eq!(engine.read_wait(vol, 3, 1).expect("read"), pattern(3, 4096));
+    // Writes: their batches go to this thread's ring and are acknowledged when
+    // it polls.
+    for lba in 0..16u64 {
+        let tx = tx.clone();
+        engine.write(
+            vol,
+            lba,
+            pattern(100 + lba as u8, 4096),
+            Box::new(move |r| {
+                let _ = tx.send((lba, r.map(|()| Bytes::new())));
+            }),
+        );
+    }
+    assert!(
+        ring.in_flight() > 0,
+        "the batches went to this thread's ring"
+    );
+    let mut acknowledged = 0;
+    while acknowledged < 16 {
+        ring.wait();
+        while let Ok((_, result)) = rx.try_recv() {
+            result.expect("write");
+            acknowledged += 1;
+        }
+    }
+    // Blocking calls on a thread whose ring nobody else polls drive it themselves.
+    assert_eq!(
+        engine.read_wait(vol, 3, 1).expect("read"),
+        pattern(103, 4096)
+    );
+    engine.write_wait(vol, 20, pattern(7, 4096)).expect("write");
+    engine
+        .create_volume("w", 1 << 20, SectorSize::B4096)
+        .expect("a durable metadata record from this thread");
+    engine.flush_wait().expect("flush");
     drop(ring);
+    engine.shutdown().expect("shutdown");
 }

@@ -449,7 +449,9 @@ fn submit(core: &Arc<Core>, batch: ReadyBatch) {
     let (device, offset) = core.pool.locate(batch.segment, batch.block);
     let core2 = core.clone();
     let seq = batch.seq;
-    device.submit(
+    // On the forming thread's local ring if it has one: the batch then completes
+    // (and is applied) when that thread polls, with no hand-off.
+    device.submit_here(
         IoOp::Write { offset, buf },
         Box::new(move |outcome| batch_done(&core2, seq, outcome.result.map_err(IoError::from))),
     );
