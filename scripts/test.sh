@@ -51,3 +51,18 @@ else
 fi
 log "doc tests"
 cargo test --workspace --doc --locked
+
+# cargo-fuzz needs a nightly toolchain; the stable suite above already runs the
+# decoders' proptest twins, so a machine without nightly skips this tier loudly.
+log "fuzzing (cargo fuzz, ${KEEL_FUZZ_SECONDS:-60} s per target)"
+if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/dev/null 2>&1; then
+    (
+        cd fuzz
+        for target in $(cargo +nightly fuzz list); do
+            cargo +nightly fuzz run "$target" -- \
+                -max_total_time="${KEEL_FUZZ_SECONDS:-60}" -rss_limit_mb=2048 -max_len=65536
+        done
+    )
+else
+    echo "SKIPPED: no nightly toolchain with cargo-fuzz on this machine; the proptest twins of the fuzz targets ran above" >&2
+fi
