@@ -88,6 +88,25 @@ pub enum NamespaceError {
 /// Completion callback for a namespace operation. May run on any thread, exactly once.
 pub type Completion<T> = Box<dyn FnOnce(Result<T, NamespaceError>) + Send + 'static>;
 
+/// Work a backend runs on a reactor's own thread: typically a storage engine's
+/// per-thread I/O ring, so I/O a reactor starts reaches the device from that
+/// thread and its completions come back to it without waking another thread.
+/// Each reactor makes one with [`ReactorPollerFactory`] when it starts, watches
+/// [`ReactorPoller::event_fd`] beside its sockets, and calls
+/// [`ReactorPoller::poll`] when it is readable. Completions delivered inside
+/// `poll` are taken back by the reactor without going through its inbox.
+pub trait ReactorPoller {
+    /// A descriptor that is readable whenever `poll` has work (an eventfd).
+    fn event_fd(&self) -> std::os::fd::RawFd;
+    /// Runs whatever is ready, including namespace completions; never blocks.
+    fn poll(&mut self);
+}
+
+/// Makes the [`ReactorPoller`] of the calling reactor thread, or `None` if the
+/// backend has nothing to run there (the reactor then relies on other threads'
+/// completions alone).
+pub type ReactorPollerFactory = Arc<dyn Fn() -> Option<Box<dyn ReactorPoller>> + Send + Sync>;
+
 /// A block device served as an NVMe namespace.
 ///
 /// Implementations must be cheap to call from a reactor thread: start the I/O and

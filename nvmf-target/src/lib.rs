@@ -41,6 +41,7 @@ mod wire;
 
 pub use backend::{
     BlockSize, Completion, Lba, LbaRange, MemoryNamespace, NamespaceBackend, NamespaceError,
+    ReactorPoller, ReactorPollerFactory,
 };
 pub use status::Status;
 mod controller;

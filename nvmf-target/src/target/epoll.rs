@@ -16,6 +16,8 @@ use super::reactor::{Core, Counters, Doorbell, Inbox, Shared, Step, Transport, S
 use crate::connection::Connection;
 
 const WAKER: Token = Token(0);
+/// The backend poller's eventfd (connection tokens count up from 1).
+const POLLER: Token = Token(usize::MAX);
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// The epoll side of one reactor.
@@ -153,7 +155,15 @@ pub(super) fn build(shared: Arc<Shared>) -> std::io::Result<Core<EpollTransport>
         buf: vec![0u8; READ_CHUNK_BYTES],
         counters: shared.counters.clone(),
     };
-    Ok(Core::new(shared, transport, inbox, rx))
+    let core = Core::new(shared, transport, inbox, rx);
+    if let Some(fd) = core.poller_fd() {
+        core.transport.poll.registry().register(
+            &mut mio::unix::SourceFd(&fd),
+            POLLER,
+            Interest::READABLE,
+        )?;
+    }
+    Ok(core)
 }
 
 /// The reactor loop.
@@ -171,6 +181,10 @@ pub(super) fn run(mut core: Core<EpollTransport>) {
         }
         for ev in events.iter() {
             if ev.token() == WAKER {
+                continue;
+            }
+            if ev.token() == POLLER {
+                core.poll_backend();
                 continue;
             }
             let token = ev.token().0;
@@ -194,4 +208,5 @@ pub(super) fn run(mut core: Core<EpollTransport>) {
         core.tick_if_due();
     }
     core.close_all();
+    core.drop_poller();
 }

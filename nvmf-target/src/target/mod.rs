@@ -31,6 +31,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use reactor::{Counters, Inbox};
 
+use crate::backend::ReactorPollerFactory;
 use crate::connection::{Limits, PortKind};
 use crate::subsystem::Subsystem;
 
@@ -40,7 +41,7 @@ pub const DEFAULT_IO_PORT: u16 = 4420;
 pub const DEFAULT_DISCOVERY_PORT: u16 = 8009;
 
 /// How to run a target.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TargetConfig {
     /// Addresses serving the NVM subsystem (and discovery). Port 0 picks a free port.
     pub listen_addrs: Vec<SocketAddr>,
@@ -63,6 +64,26 @@ pub struct TargetConfig {
     pub busy_poll: Duration,
     /// How reactors drive their sockets.
     pub reactor_kind: ReactorKind,
+    /// Makes each reactor's [`ReactorPoller`](crate::backend::ReactorPoller) (a backend's per-thread work,
+    /// such as an engine's I/O ring); `None` if the backends need none.
+    pub reactor_poller: Option<ReactorPollerFactory>,
+}
+
+impl std::fmt::Debug for TargetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetConfig")
+            .field("listen_addrs", &self.listen_addrs)
+            .field("discovery_addrs", &self.discovery_addrs)
+            .field("advertised_addr", &self.advertised_addr)
+            .field("reactors", &self.reactors)
+            .field("limits", &self.limits)
+            .field("connections_max", &self.connections_max)
+            .field("tick_interval", &self.tick_interval)
+            .field("busy_poll", &self.busy_poll)
+            .field("reactor_kind", &self.reactor_kind)
+            .field("reactor_poller", &self.reactor_poller.is_some())
+            .finish()
+    }
 }
 
 /// How reactors drive their sockets.
@@ -92,6 +113,7 @@ impl TargetConfig {
             tick_interval: Duration::from_millis(200),
             busy_poll: Duration::ZERO,
             reactor_kind: ReactorKind::Auto,
+            reactor_poller: None,
         }
     }
 }
@@ -235,6 +257,7 @@ impl Target {
             connections: connections.clone(),
             busy_poll: config.busy_poll,
             counters: counters.clone(),
+            reactor_poller: config.reactor_poller.clone(),
         });
         // Dropping the handle on an early return stops the threads started so far.
         let mut handle = TargetHandle {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::uring::EventFd;
-use crate::backend::NamespaceError;
+use crate::backend::{NamespaceError, ReactorPoller, ReactorPollerFactory};
 use crate::connection::{Connection, ConnectionContext, IoOutput, Limits, PortKind};
 use crate::subsystem::Subsystem;
 
@@ -37,6 +37,8 @@ pub(super) struct Shared {
     pub connections: Arc<AtomicUsize>,
     pub busy_poll: Duration,
     pub counters: Arc<Counters>,
+    /// Makes each reactor's backend poller (see [`ReactorPoller`]).
+    pub reactor_poller: Option<ReactorPollerFactory>,
 }
 
 /// What the reactors count for diagnostics and for the tests that prove a
@@ -254,13 +256,17 @@ pub(super) struct Core<T: Transport> {
     last_tick: Instant,
     /// Wake-ups since the last tick published them.
     wakeups: usize,
+    /// The backends' work on this thread (made here: it belongs to the thread).
+    poller: Option<Box<dyn ReactorPoller>>,
 }
 
 impl<T: Transport> Core<T> {
     /// A reactor core with no connections.
     pub fn new(shared: Arc<Shared>, transport: T, inbox: Inbox, rx: Receiver<Message>) -> Self {
         let now = Instant::now();
+        let poller = shared.reactor_poller.as_ref().and_then(|make| make());
         Core {
+            poller,
             id: NEXT_REACTOR_ID.fetch_add(1, Ordering::Relaxed),
             shared,
             inbox,
@@ -511,6 +517,44 @@ impl<T: Transport> Core<T> {
                 });
             }
         }
+    }
+
+    /// The descriptor of this reactor's backend poller, if it has one.
+    pub fn poller_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.poller.as_ref().map(|p| p.event_fd())
+    }
+
+    /// Runs the backend poller and takes back the completions it delivered
+    /// (they never touch the inbox); the connections they belong to are
+    /// serviced with the next `drain_inbox`.
+    pub fn poll_backend(&mut self) {
+        let Some(poller) = self.poller.as_mut() else {
+            return;
+        };
+        let id = self.id;
+        INLINE.with(|cell| cell.borrow_mut().reactor = id);
+        poller.poll();
+        INLINE.with(|cell| {
+            let mut inline = cell.borrow_mut();
+            inline.reactor = 0;
+            std::mem::swap(&mut inline.done, &mut self.inline_done);
+        });
+        let mut done = std::mem::take(&mut self.inline_done);
+        for completion in done.drain(..) {
+            self.outstanding = self.outstanding.saturating_sub(1);
+            if let Some(s) = self.slots.get_mut(&completion.token) {
+                s.conn
+                    .complete_io(completion.tag, completion.result, self.now);
+                self.mark_dirty(completion.token);
+            }
+        }
+        self.inline_done = done;
+    }
+
+    /// Drops the backend poller, which first finishes the I/O it has in flight
+    /// (shutdown, after every connection is closed).
+    pub fn drop_poller(&mut self) {
+        self.poller = None;
     }
 
     /// Closes `token`'s connection: tears its queue down and hands its socket

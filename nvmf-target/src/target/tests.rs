@@ -266,6 +266,152 @@ fn idle_reactors_sleep(kind: ReactorKind) {
     assert!(woke <= 60, "idle reactors woke {woke} times in 500 ms");
 }
 
+/// Completions queued for one reactor thread's poller, and the eventfd that
+/// tells the reactor to poll.
+struct PollerInbox {
+    queue: parking_lot::Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    eventfd: EventFd,
+}
+
+thread_local! {
+    static THIS_REACTOR: std::cell::RefCell<Option<Arc<PollerInbox>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A reactor's poller for [`PolledNamespace`]: runs the completions queued for
+/// this reactor thread, counting them.
+struct TestPoller {
+    inbox: Arc<PollerInbox>,
+    ran: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl crate::ReactorPoller for TestPoller {
+    fn event_fd(&self) -> std::os::fd::RawFd {
+        self.inbox.eventfd.raw_fd()
+    }
+
+    fn poll(&mut self) {
+        self.inbox.eventfd.reset();
+        let due = std::mem::take(&mut *self.inbox.queue.lock());
+        self.ran.fetch_add(due.len(), Ordering::Relaxed);
+        for done in due {
+            done();
+        }
+    }
+}
+
+/// A memory namespace whose completions come back only through the poller of
+/// the reactor thread that started them, handed over by another thread (so the
+/// reactor may be asleep when they arrive), like an engine's per-thread ring.
+struct PolledNamespace {
+    inner: Arc<MemoryNamespace>,
+    deliver: crossbeam_channel::Sender<(Arc<PollerInbox>, Box<dyn FnOnce() + Send>)>,
+}
+
+impl PolledNamespace {
+    fn defer<T: Send + 'static>(&self, done: crate::Completion<T>) -> crate::Completion<T> {
+        let inbox = THIS_REACTOR
+            .with(|r| r.borrow().clone())
+            .expect("I/O starts on a reactor thread with a poller");
+        let deliver = self.deliver.clone();
+        Box::new(move |result| {
+            let _ = deliver.send((inbox, Box::new(move || done(result))));
+        })
+    }
+}
+
+impl crate::NamespaceBackend for PolledNamespace {
+    fn block_size(&self) -> BlockSize {
+        self.inner.block_size()
+    }
+    fn capacity_blocks(&self) -> u64 {
+        self.inner.capacity_blocks()
+    }
+    fn uuid(&self) -> [u8; 16] {
+        self.inner.uuid()
+    }
+    fn volatile_write_cache(&self) -> bool {
+        self.inner.volatile_write_cache()
+    }
+    fn read(&self, lba: Lba, blocks: u32, done: crate::Completion<Bytes>) {
+        self.inner.read(lba, blocks, self.defer(done));
+    }
+    fn write(&self, lba: Lba, data: Bytes, done: crate::Completion<()>) {
+        self.inner.write(lba, data, self.defer(done));
+    }
+    fn flush(&self, done: crate::Completion<()>) {
+        self.inner.flush(self.defer(done));
+    }
+    fn write_zeroes(&self, lba: Lba, blocks: u32, done: crate::Completion<()>) {
+        self.inner.write_zeroes(lba, blocks, self.defer(done));
+    }
+    fn deallocate(&self, ranges: Vec<crate::LbaRange>, done: crate::Completion<()>) {
+        self.inner.deallocate(ranges, self.defer(done));
+    }
+}
+
+fn completions_delivered_through_the_reactor_poller_reach_their_hosts(kind: ReactorKind) {
+    let (deliver, delivered) =
+        crossbeam_channel::unbounded::<(Arc<PollerInbox>, Box<dyn FnOnce() + Send>)>();
+    let courier = std::thread::spawn(move || {
+        for (inbox, done) in delivered {
+            inbox.queue.lock().push(done);
+            inbox.eventfd.signal().unwrap();
+        }
+    });
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEELREACTOR1"));
+    let ns = Arc::new(PolledNamespace {
+        inner: MemoryNamespace::new(BlockSize::B4096, 4096, [0x5E; 16]),
+        deliver,
+    });
+    subsystem.add_namespace(1, ns, HostAcl::AnyHost).unwrap();
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut config = TargetConfig::on(local.ip());
+    config.listen_addrs = vec![local];
+    config.discovery_addrs = Vec::new();
+    config.reactors = 2;
+    config.reactor_kind = kind;
+    let (ran2, made2) = (ran.clone(), made.clone());
+    config.reactor_poller = Some(Arc::new(move || {
+        let inbox = Arc::new(PollerInbox {
+            queue: parking_lot::Mutex::new(Vec::new()),
+            eventfd: EventFd::new().unwrap(),
+        });
+        THIS_REACTOR.with(|r| *r.borrow_mut() = Some(inbox.clone()));
+        made2.fetch_add(1, Ordering::Relaxed);
+        Some(Box::new(TestPoller {
+            inbox,
+            ran: ran2.clone(),
+        }) as Box<dyn crate::ReactorPoller>)
+    }));
+    let target = Target::start(config, subsystem.clone()).unwrap();
+    assert_eq!(made.load(Ordering::Relaxed), 2, "one poller per reactor");
+    let f = Fixture { subsystem, target };
+    let (_c, mut q) = f.connect();
+    for lba in 0..32u64 {
+        q.write(1, Lba(lba), pattern(BLOCK as usize, lba), BLOCK)
+            .unwrap();
+    }
+    let cids: Vec<(u16, u64)> = (0..32u64)
+        .map(|lba| (q.submit_read(1, Lba(lba), 1, BLOCK).unwrap(), lba))
+        .collect();
+    for (cid, lba) in cids {
+        let got = q.queue.wait(cid).unwrap().success().unwrap().data;
+        assert_eq!(got, pattern(BLOCK as usize, lba).to_vec());
+    }
+    assert_eq!(
+        ran.load(Ordering::Relaxed),
+        64,
+        "every completion went through a poller"
+    );
+    drop(q);
+    drop(_c);
+    drop(f);
+    courier.join().unwrap();
+}
+
 /// Resolves `requested` for `count` reactors where io_uring can be set up for
 /// the first `uring_works` of them; returns the kind in use, the reactors
 /// started, the error, and the kinds tried in order.
@@ -359,4 +505,5 @@ for_each_reactor_kind!(
     host_vanishing_mid_write_leaks_nothing,
     shutdown_with_sends_in_flight_frees_everything,
     idle_reactors_sleep,
+    completions_delivered_through_the_reactor_poller_reach_their_hosts,
 );

@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,19 @@ impl EventFd {
         // SAFETY: raw is a freshly created descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         Ok(EventFd(File::from(fd)))
+    }
+
+    /// The descriptor (for owners that watch it themselves).
+    #[cfg(test)]
+    pub fn raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    /// Zeroes the counter (for owners that read it themselves).
+    #[cfg(test)]
+    pub fn reset(&self) {
+        let mut counter = [0u8; 8];
+        let _ = std::io::Read::read(&mut &self.0, &mut counter);
     }
 
     /// Adds one to the counter, completing a pending read.
@@ -214,6 +227,7 @@ impl Ring {
             opcode::SendMsg::CODE,
             opcode::Read::CODE,
             opcode::AsyncCancel::CODE,
+            opcode::PollAdd::CODE,
         ] {
             if !probe.is_supported(code) {
                 return Err(std::io::Error::new(
@@ -291,6 +305,15 @@ impl Ring {
         // box into the table of operations in flight and stays there until this
         // operation's completion is reaped.
         unsafe { self.push(sqe, tag, owned) }
+    }
+
+    /// Completes once `fd` is readable (a one-shot poll); used for a backend
+    /// poller's eventfd, which its owner reads itself.
+    pub fn poll_readable(&mut self, tag: u64, fd: RawFd) -> std::io::Result<OpId> {
+        let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build();
+        // SAFETY: a poll references no memory of ours (the kernel holds its own
+        // reference to the file while the poll is armed).
+        unsafe { self.push(sqe, tag, Owned::Nothing) }
     }
 
     /// Asks the kernel to cancel `target` (which completes, possibly with

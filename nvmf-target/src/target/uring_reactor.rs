@@ -38,6 +38,10 @@ const KIND_SEND: u64 = 1;
 const KIND_CANCEL: u64 = 2;
 /// Tag of the eventfd read (token 0 is never a connection's).
 const WAKE_TAG: u64 = 3;
+/// Tags of the backend poller's readiness poll and of its cancellation (kind 3
+/// is never a connection's).
+const POLLER_TAG: u64 = (1 << 2) | 3;
+const POLLER_CANCEL_TAG: u64 = (2 << 2) | 3;
 
 fn tag(token: usize, kind: u64) -> u64 {
     ((token as u64) << 2) | kind
@@ -48,6 +52,8 @@ pub(super) struct UringTransport {
     ring: Ring,
     eventfd: Arc<EventFd>,
     wake_armed: bool,
+    /// The readiness poll on the backend poller's descriptor, while armed.
+    poller_armed: Option<OpId>,
     counters: Arc<Counters>,
 }
 
@@ -75,6 +81,13 @@ impl UringTransport {
         self.counters
             .ring_ops_in_flight
             .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn arm_poller(&mut self, fd: Option<std::os::fd::RawFd>) -> std::io::Result<()> {
+        if let (Some(fd), None) = (fd, self.poller_armed) {
+            self.poller_armed = Some(self.ring.poll_readable(POLLER_TAG, fd)?);
+        }
+        Ok(())
     }
 
     fn arm_wake(&mut self) -> std::io::Result<()> {
@@ -194,6 +207,7 @@ pub(super) fn build(shared: Arc<Shared>) -> std::io::Result<Core<UringTransport>
         ring,
         eventfd,
         wake_armed: false,
+        poller_armed: None,
         counters: shared.counters.clone(),
     };
     Ok(Core::new(shared, transport, inbox, rx))
@@ -205,6 +219,11 @@ pub(super) fn run(mut core: Core<UringTransport>) {
     while !core.stopping() {
         if let Err(e) = core.transport.arm_wake() {
             tracing::error!(error = %e, "cannot arm the reactor's wake-up read");
+            break;
+        }
+        let poller_fd = core.poller_fd();
+        if let Err(e) = core.transport.arm_poller(poller_fd) {
+            tracing::error!(error = %e, "cannot arm the backend poller's readiness poll");
             break;
         }
         let timeout = core.prepare_to_sleep();
@@ -225,6 +244,11 @@ pub(super) fn run(mut core: Core<UringTransport>) {
         core.tick_if_due();
     }
     core.close_all();
+    if let Some(poll) = core.transport.poller_armed {
+        if let Err(e) = core.transport.ring.cancel(POLLER_CANCEL_TAG, poll) {
+            tracing::debug!(error = %e, "cannot cancel the backend poller's poll");
+        }
+    }
     // Waits for the cancelled operations so their buffers are freed here; the
     // ring's own drop cancels the wake-up read.
     let deadline = Instant::now() + CLOSE_DRAIN_TIMEOUT;
@@ -243,12 +267,23 @@ pub(super) fn run(mut core: Core<UringTransport>) {
             complete(&mut core, c);
         }
     }
+    // Last: the poller finishes its backend I/O, whose completions find their
+    // connections gone.
+    core.drop_poller();
 }
 
 /// Acts on one reaped operation.
 fn complete(core: &mut Core<UringTransport>, c: Completion) {
     if c.tag == WAKE_TAG {
         core.transport.wake_armed = false;
+        return;
+    }
+    if c.tag == POLLER_TAG {
+        core.transport.poller_armed = None;
+        core.poll_backend();
+        return;
+    }
+    if c.tag == POLLER_CANCEL_TAG {
         return;
     }
     core.transport.count_reaped();
