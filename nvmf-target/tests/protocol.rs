@@ -55,6 +55,7 @@ impl Fixture {
             tick_interval,
             busy_poll: Duration::ZERO,
             reactor_kind: kind,
+            reactor_poller: None,
         };
         let target = Target::start(config, subsystem.clone()).unwrap();
         assert_eq!(target.reactor_kind(), kind);
