@@ -56,6 +56,25 @@ pub struct NvmeConfig {
     pub subsystem_nqn: Option<String>,
     /// Reactor threads; 0 means one per core.
     pub reactors: usize,
+    /// How reactors drive their sockets: `auto` (io_uring, else epoll),
+    /// `io_uring` or `epoll`.
+    pub reactor_kind: ReactorBackend,
+    /// Reactors submit volume I/O on an io_uring of their own and complete it
+    /// on their thread (no hand-off to the device ring threads).
+    pub reactor_device_rings: bool,
+}
+
+/// How NVMe/TCP reactors drive their sockets.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ReactorBackend {
+    /// io_uring where the kernel allows it, else epoll (with a warning).
+    #[default]
+    Auto,
+    /// io_uring only; starting fails where it is unavailable.
+    IoUring,
+    /// epoll readiness.
+    Epoll,
 }
 
 /// The management API listener.
@@ -118,6 +137,8 @@ impl Default for NvmeConfig {
             advertised_address: None,
             subsystem_nqn: None,
             reactors: 0,
+            reactor_kind: ReactorBackend::Auto,
+            reactor_device_rings: true,
         }
     }
 }

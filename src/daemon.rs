@@ -183,7 +183,18 @@ fn start_target(config: &Config, subsystem: Arc<Subsystem>) -> anyhow::Result<Ta
     target_config.discovery_addrs = config.nvme.discovery_listen.into_iter().collect();
     target_config.advertised_addr = config.nvme.advertised_address;
     target_config.reactors = config.nvme.reactors;
-    Target::start(target_config, subsystem).context("cannot start the NVMe/TCP target")
+    target_config.reactor_kind = match config.nvme.reactor_kind {
+        crate::config::ReactorBackend::Auto => nvmf_target::ReactorKind::Auto,
+        crate::config::ReactorBackend::IoUring => nvmf_target::ReactorKind::Uring,
+        crate::config::ReactorBackend::Epoll => nvmf_target::ReactorKind::Epoll,
+    };
+    if config.nvme.reactor_device_rings {
+        target_config.reactor_poller = Some(crate::adapters::engine_ring_pollers());
+    }
+    let target =
+        Target::start(target_config, subsystem).context("cannot start the NVMe/TCP target")?;
+    tracing::info!(reactor_kind = ?target.reactor_kind(), device_rings = config.nvme.reactor_device_rings, "NVMe/TCP reactors started");
+    Ok(target)
 }
 
 async fn start_api(

@@ -1,8 +1,11 @@
 //! Adapters: newtypes over engine types that implement the ports the other crates
-//! define (`nvmf_target::NamespaceBackend`, `mgmt_api::Control`).
+//! define (`nvmf_target::NamespaceBackend`, `nvmf_target::ReactorPoller`,
+//! `mgmt_api::Control`).
 
 pub mod control;
 pub mod namespace;
+pub mod reactor_ring;
 
 pub use control::EngineControl;
 pub use namespace::VolumeNamespace;
+pub use reactor_ring::engine_ring_pollers;

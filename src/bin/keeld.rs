@@ -39,6 +39,13 @@ struct Flags {
     /// Address to report in discovery log entries (NAT, port forwarding).
     #[arg(long)]
     advertised_address: Option<SocketAddr>,
+    /// How NVMe/TCP reactors drive their sockets.
+    #[arg(long, value_enum)]
+    reactor_kind: Option<keel::config::ReactorBackend>,
+    /// Send volume I/O through the engine's device ring threads instead of an
+    /// io_uring on each reactor thread.
+    #[arg(long)]
+    no_reactor_device_rings: bool,
     /// REST API listener.
     #[arg(long)]
     api_listen: Option<SocketAddr>,
@@ -89,6 +96,12 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     }
     if flags.advertised_address.is_some() {
         config.nvme.advertised_address = flags.advertised_address;
+    }
+    if let Some(kind) = flags.reactor_kind {
+        config.nvme.reactor_kind = kind;
+    }
+    if flags.no_reactor_device_rings {
+        config.nvme.reactor_device_rings = false;
     }
     if flags.api_listen.is_some() {
         config.api.listen = flags.api_listen;
