@@ -1,5 +1,6 @@
 //! NVMe/TCP end-to-end benchmark: the same workloads run engine-local (the
-//! engine's completion API, one submitting thread) and through the NVMe/TCP
+//! engine's completion API, one submitting thread with its own engine ring) and
+//! through the NVMe/TCP
 //! target over loopback with our host side (`nvmf_target::host`, one queue, one
 //! submitting thread), in the same run on the same volume. Prints a markdown
 //! table with IOPS, MiB/s, mean and p99 latency, the target/engine-local IOPS
@@ -8,8 +9,8 @@
 //! the engine's.
 //!
 //! The target is started in-process (engine on a file, `keel::adapters::
-//! VolumeNamespace`, `Subsystem`, `Target::start` on 127.0.0.1) — the same
-//! composition keeld makes, without the REST API, so only the NVMe/TCP path is
+//! VolumeNamespace`, `Subsystem`, `Target::start` on 127.0.0.1, an engine ring
+//! per reactor) — the same composition keeld makes, without the REST API, so only the NVMe/TCP path is
 //! measured.
 //!
 //! `cargo bench --bench nvmf_e2e` (KEEL_BENCH_SECONDS sets each run's length,
@@ -202,8 +203,10 @@ fn summarise(w: Workload, mut latencies_ns: Vec<u64>, elapsed: Duration) -> Figu
     }
 }
 
-/// Engine-local: the engine's completion API from one thread, `depth` in flight.
+/// Engine-local: the engine's completion API from one thread with its own
+/// engine ring (as each reactor has), `depth` in flight.
 fn run_local(engine: &Arc<Engine>, volume: VolumeId, w: Workload, run: Duration) -> Figures {
+    let ring = engine::io::LocalRing::attach().expect("engine ring for the local run");
     let data = Bytes::from(vec![0x5Au8; w.block_bytes as usize]);
     let blocks = (w.block_bytes / u64::from(BLOCK)) as u32;
     let (tx, rx) = crossbeam_channel::unbounded::<(Instant, Result<(), engine::IoError>)>();
@@ -236,8 +239,18 @@ fn run_local(engine: &Arc<Engine>, volume: VolumeId, w: Workload, run: Duration)
         submit(&mut offsets);
         inflight += 1;
     }
+    let next = || loop {
+        if let Ok(completion) = rx.try_recv() {
+            return completion;
+        }
+        if ring.in_flight() > 0 {
+            ring.wait();
+        } else {
+            return rx.recv().expect("engine completion channel");
+        }
+    };
     while inflight > 0 {
-        let (at, result) = rx.recv().expect("engine completion channel");
+        let (at, result) = next();
         inflight -= 1;
         if let Err(err) = result {
             panic!("{} engine-local: I/O failed: {err}", w.name);
@@ -375,6 +388,8 @@ fn main() {
     config.listen_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))];
     config.discovery_addrs = Vec::new();
     config.reactors = reactors();
+    // As keeld runs it: each reactor submits volume I/O on its own engine ring.
+    config.reactor_poller = Some(keel::adapters::engine_ring_pollers());
     let target = Target::start(config, subsystem.clone()).expect("target on loopback");
     let mut options = HostOptions::new(HOST_NQN, NQN);
     options.kato_ms = 0;
