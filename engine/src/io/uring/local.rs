@@ -260,17 +260,10 @@ pub(super) fn submit_on_current(shared: &Arc<Shared>, request: Request) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::temp_device;
     use super::*;
-    use crate::io::{AlignedBuf, Device, IoOp, UringDevice};
+    use crate::io::{AlignedBuf, Device, IoOp};
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    fn temp_device(size: u64) -> (tempfile::TempDir, UringDevice) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("dev");
-        let (file, size) =
-            crate::io::open_backing(&path, Some(size), crate::io::BackingKind::File).expect("open");
-        (dir, UringDevice::new(file, size, "test").expect("ring"))
-    }
 
     #[test]
     fn io_started_on_a_thread_with_a_local_ring_completes_when_it_polls() {

@@ -347,7 +347,8 @@ mod tests {
     use super::*;
     use crate::io::{flush_blocking, read_blocking, write_blocking};
 
-    fn temp_device(size: u64) -> (tempfile::TempDir, UringDevice) {
+    /// A file-backed device of `size` bytes in a fresh temporary directory.
+    pub(super) fn temp_device(size: u64) -> (tempfile::TempDir, UringDevice) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("dev");
         let (file, size) =
