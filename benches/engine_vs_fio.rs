@@ -7,7 +7,9 @@
 //! when it polls, as an event loop would drive them). Prints a table of IOPS,
 //! bandwidth, mean and p99 latency and CPU time per I/O, and the engine/fio ratios.
 //!
-//! `cargo bench --bench engine_vs_fio` (KEEL_BENCH_SECONDS sets each run's length).
+//! `cargo bench --bench engine_vs_fio` (KEEL_BENCH_SECONDS sets each run's length;
+//! KEEL_BENCH_ONLY=<text> runs only the workloads whose name contains it, e.g. to
+//! profile one).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -271,7 +273,12 @@ fn main() {
     if !has_fio {
         eprintln!("fio is not installed: baseline columns will be empty (apt-get install fio)");
     }
-    let baseline: Vec<Option<Result>> = WORKLOADS
+    let only = std::env::var("KEEL_BENCH_ONLY").unwrap_or_default();
+    let workloads: Vec<Workload> = WORKLOADS
+        .into_iter()
+        .filter(|w| w.name.contains(only.as_str()))
+        .collect();
+    let baseline: Vec<Option<Result>> = workloads
         .iter()
         .map(|w| if has_fio { fio(&path, *w) } else { None })
         .collect();
@@ -288,7 +295,7 @@ fn main() {
         .create_volume("bench", REGION_BYTES, SectorSize::B4096)
         .expect("volume")
         .id;
-    let ours: Vec<(Result, Result)> = WORKLOADS
+    let ours: Vec<(Result, Result)> = workloads
         .iter()
         .map(|w| {
             (
@@ -306,7 +313,7 @@ fn main() {
         "| workload | fio IOPS | engine IOPS | ratio | local-ring IOPS | local ratio | fio MiB/s | engine MiB/s | fio mean µs | engine mean µs | local mean µs | fio p99 µs | engine p99 µs | local p99 µs | fio CPU µs/IO | engine CPU µs/IO | local CPU µs/IO |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for ((w, base), (ours, local)) in WORKLOADS.iter().zip(&baseline).zip(&ours) {
+    for ((w, base), (ours, local)) in workloads.iter().zip(&baseline).zip(&ours) {
         let b = base.unwrap_or_default();
         let ratio = |r: &Result| {
             if b.iops > 0.0 {
