@@ -250,6 +250,33 @@ fn run_engine(engine: &Arc<Engine>, volume: VolumeId, w: Workload, local_ring: b
     }
 }
 
+/// Writes the whole region once (1 MiB writes, 8 in flight), as fio lays out
+/// its file, so reads always reach the device whichever workloads run.
+fn fill(engine: &Arc<Engine>, volume: VolumeId) {
+    const CHUNK: u64 = 1 << 20;
+    let data = Bytes::from(vec![0x5Au8; CHUNK as usize]);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut next = 0u64;
+    let mut inflight = 0;
+    while next < REGION_BYTES || inflight > 0 {
+        while inflight < 8 && next < REGION_BYTES {
+            let tx = tx.clone();
+            engine.write(
+                volume,
+                next / 4096,
+                data.clone(),
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            );
+            next += CHUNK;
+            inflight += 1;
+        }
+        rx.recv().expect("fill completion").expect("fill write");
+        inflight -= 1;
+    }
+}
+
 fn bench_dir() -> PathBuf {
     std::env::var_os("KEEL_BENCH_DIR")
         .map(PathBuf::from)
@@ -295,6 +322,7 @@ fn main() {
         .create_volume("bench", REGION_BYTES, SectorSize::B4096)
         .expect("volume")
         .id;
+    fill(&engine, volume);
     let ours: Vec<(Result, Result)> = workloads
         .iter()
         .map(|w| {
