@@ -78,6 +78,8 @@ impl Listeners {
 /// A running keeld child process and a REST client for it.
 pub struct Keeld {
     child: Option<Child>,
+    /// The thread reading keeld's log; it ends at EOF once keeld has exited.
+    log_reader: Option<std::thread::JoinHandle<()>>,
     opts: KeeldOptions,
     data_dir: PathBuf,
     _tmp: tempfile::TempDir,
@@ -121,9 +123,10 @@ impl Keeld {
             .expect("temp dir");
         let data_dir = tmp.path().join("data");
         let log = Arc::new(Mutex::new(VecDeque::new()));
-        let (child, listeners) = spawn(&opts, &data_dir, &log);
+        let (child, listeners, log_reader) = spawn(&opts, &data_dir, &log);
         let mut keeld = Keeld {
             child: Some(child),
+            log_reader: Some(log_reader),
             opts,
             data_dir,
             _tmp: tmp,
@@ -388,6 +391,7 @@ impl Keeld {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.finish_log();
         }
     }
 
@@ -405,6 +409,7 @@ impl Keeld {
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
+                self.finish_log();
                 return status;
             }
             if Instant::now() > deadline {
@@ -422,6 +427,13 @@ impl Keeld {
     /// Starts keeld again on the same data directory (after `kill9` or
     /// `terminate`; a running keeld is terminated first). Keeps the token: token
     /// keys persist in the data directory.
+    /// Waits until the log reader has kept every line the exited keeld wrote.
+    fn finish_log(&mut self) {
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
+        }
+    }
+
     pub fn restart(&mut self) {
         if self.child.is_some() {
             let status = self.terminate();
@@ -434,8 +446,9 @@ impl Keeld {
         if let Ok(mut log) = self.log.lock() {
             log.push_back("--- restart ---".into());
         }
-        let (child, listeners) = spawn(&self.opts, &self.data_dir, &self.log);
+        let (child, listeners, log_reader) = spawn(&self.opts, &self.data_dir, &self.log);
         self.child = Some(child);
+        self.log_reader = Some(log_reader);
         self.adopt(listeners);
     }
 }
@@ -529,7 +542,7 @@ fn spawn(
     opts: &KeeldOptions,
     data_dir: &Path,
     log: &Arc<Mutex<VecDeque<String>>>,
-) -> (Child, Listeners) {
+) -> (Child, Listeners, std::thread::JoinHandle<()>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keeld"));
     cmd.arg("--data-dir")
         .arg(data_dir)
@@ -560,7 +573,7 @@ fn spawn(
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(listeners) => return (child, listeners),
+            Ok(listeners) => return (child, listeners, reader),
             Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
         }
         let exited = child.try_wait().ok().flatten();
