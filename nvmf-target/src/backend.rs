@@ -100,6 +100,10 @@ pub trait ReactorPoller {
     fn event_fd(&self) -> std::os::fd::RawFd;
     /// Runs whatever is ready, including namespace completions; never blocks.
     fn poll(&mut self);
+    /// Hands the work started on this thread since the last call to whatever
+    /// carries it out (one system call for a whole round of I/O). The reactor
+    /// calls it before every wait; work started and not submitted never runs.
+    fn submit(&mut self);
 }
 
 /// Makes the [`ReactorPoller`] of the calling reactor thread, or `None` if the

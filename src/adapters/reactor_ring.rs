@@ -20,6 +20,10 @@ impl ReactorPoller for EngineRingPoller {
     fn poll(&mut self) {
         self.0.poll();
     }
+
+    fn submit(&mut self) {
+        self.0.submit();
+    }
 }
 
 /// Gives every reactor thread an engine ring; a thread that cannot get one

@@ -170,6 +170,7 @@ pub(super) fn build(shared: Arc<Shared>) -> std::io::Result<Core<EpollTransport>
 pub(super) fn run(mut core: Core<EpollTransport>) {
     let mut events = Events::with_capacity(256);
     while !core.stopping() {
+        core.submit_backend();
         let timeout = core.prepare_to_sleep();
         let polled = core.transport.poll.poll(&mut events, Some(timeout));
         core.woke();

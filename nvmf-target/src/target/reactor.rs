@@ -551,6 +551,13 @@ impl<T: Transport> Core<T> {
         self.inline_done = done;
     }
 
+    /// Submits the backend work this round started (before the reactor waits).
+    pub fn submit_backend(&mut self) {
+        if let Some(poller) = self.poller.as_mut() {
+            poller.submit();
+        }
+    }
+
     /// Drops the backend poller, which first finishes the I/O it has in flight
     /// (shutdown, after every connection is closed).
     pub fn drop_poller(&mut self) {

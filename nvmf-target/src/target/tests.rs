@@ -271,6 +271,8 @@ fn idle_reactors_sleep(kind: ReactorKind) {
 struct PollerInbox {
     queue: parking_lot::Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     eventfd: EventFd,
+    /// Operations started on the reactor thread, run only when it submits.
+    unstarted: parking_lot::Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
 
 thread_local! {
@@ -298,25 +300,45 @@ impl crate::ReactorPoller for TestPoller {
             done();
         }
     }
+
+    fn submit(&mut self) {
+        let started = std::mem::take(&mut *self.inbox.unstarted.lock());
+        for start in started {
+            start();
+        }
+    }
 }
 
-/// A memory namespace whose completions come back only through the poller of
-/// the reactor thread that started them, handed over by another thread (so the
-/// reactor may be asleep when they arrive), like an engine's per-thread ring.
+/// A memory namespace that starts I/O only when the reactor thread that asked
+/// for it submits, and whose completions come back only through that thread's
+/// poller, handed over by another thread (so the reactor may be asleep when they
+/// arrive) — like an engine's per-thread ring.
 struct PolledNamespace {
     inner: Arc<MemoryNamespace>,
     deliver: crossbeam_channel::Sender<(Arc<PollerInbox>, Box<dyn FnOnce() + Send>)>,
 }
 
 impl PolledNamespace {
-    fn defer<T: Send + 'static>(&self, done: crate::Completion<T>) -> crate::Completion<T> {
+    /// Queues `op` (the inner namespace's call) until the reactor submits, and
+    /// routes its completion back through the courier and the poller.
+    fn defer<T: Send + 'static>(
+        &self,
+        done: crate::Completion<T>,
+        op: impl FnOnce(Arc<MemoryNamespace>, crate::Completion<T>) + Send + 'static,
+    ) {
         let inbox = THIS_REACTOR
             .with(|r| r.borrow().clone())
             .expect("I/O starts on a reactor thread with a poller");
         let deliver = self.deliver.clone();
-        Box::new(move |result| {
-            let _ = deliver.send((inbox, Box::new(move || done(result))));
-        })
+        let routed_inbox = inbox.clone();
+        let routed: crate::Completion<T> = Box::new(move |result| {
+            let _ = deliver.send((routed_inbox, Box::new(move || done(result))));
+        });
+        let inner = self.inner.clone();
+        inbox
+            .unstarted
+            .lock()
+            .push(Box::new(move || op(inner, routed)));
     }
 }
 
@@ -334,19 +356,19 @@ impl crate::NamespaceBackend for PolledNamespace {
         self.inner.volatile_write_cache()
     }
     fn read(&self, lba: Lba, blocks: u32, done: crate::Completion<Bytes>) {
-        self.inner.read(lba, blocks, self.defer(done));
+        self.defer(done, move |ns, done| ns.read(lba, blocks, done));
     }
     fn write(&self, lba: Lba, data: Bytes, done: crate::Completion<()>) {
-        self.inner.write(lba, data, self.defer(done));
+        self.defer(done, move |ns, done| ns.write(lba, data, done));
     }
     fn flush(&self, done: crate::Completion<()>) {
-        self.inner.flush(self.defer(done));
+        self.defer(done, move |ns, done| ns.flush(done));
     }
     fn write_zeroes(&self, lba: Lba, blocks: u32, done: crate::Completion<()>) {
-        self.inner.write_zeroes(lba, blocks, self.defer(done));
+        self.defer(done, move |ns, done| ns.write_zeroes(lba, blocks, done));
     }
     fn deallocate(&self, ranges: Vec<crate::LbaRange>, done: crate::Completion<()>) {
-        self.inner.deallocate(ranges, self.defer(done));
+        self.defer(done, move |ns, done| ns.deallocate(ranges, done));
     }
 }
 
@@ -378,6 +400,7 @@ fn completions_delivered_through_the_reactor_poller_reach_their_hosts(kind: Reac
         let inbox = Arc::new(PollerInbox {
             queue: parking_lot::Mutex::new(Vec::new()),
             eventfd: EventFd::new().unwrap(),
+            unstarted: parking_lot::Mutex::new(Vec::new()),
         });
         THIS_REACTOR.with(|r| *r.borrow_mut() = Some(inbox.clone()));
         made2.fetch_add(1, Ordering::Relaxed);

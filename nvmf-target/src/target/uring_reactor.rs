@@ -226,6 +226,7 @@ pub(super) fn run(mut core: Core<UringTransport>) {
             tracing::error!(error = %e, "cannot arm the backend poller's readiness poll");
             break;
         }
+        core.submit_backend();
         let timeout = core.prepare_to_sleep();
         let waited = core
             .transport

@@ -8,9 +8,14 @@
 //! [`LocalRing::event_fd`] beside its sockets and calls [`LocalRing::poll`] when
 //! it is readable; a thread without one keeps using the ring threads.
 //!
+//! Submissions are batched: operations started on the thread are queued and
+//! handed to the kernel together when the owner calls [`LocalRing::submit`],
+//! [`LocalRing::poll`] or [`LocalRing::wait`] — an event loop starts everything
+//! one round asks for, then submits once before it sleeps.
+//!
 //! INVARIANT: callbacks run only from `poll`, `wait` and drop, on the owning
 //! thread, never while the ring's state is borrowed — so a callback may start
-//! more I/O on the same ring.
+//! more I/O on the same ring (`poll` submits it before returning).
 
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -100,14 +105,20 @@ impl LocalRing {
         self.inner.state.borrow().slots.in_flight()
     }
 
-    /// Runs the callbacks of every completion posted so far, without blocking;
-    /// returns how many ran.
+    /// Hands every queued operation to the kernel (one system call), without
+    /// waiting; what an event loop calls before it sleeps.
+    pub fn submit(&self) {
+        self.inner.submit();
+    }
+
+    /// Runs the callbacks of every completion posted so far, then submits what
+    /// they started, without blocking; returns how many callbacks ran.
     pub fn poll(&self) -> usize {
         self.inner.poll()
     }
 
-    /// Blocks until at least one operation completes (at once if none is in
-    /// flight), then polls; returns how many callbacks ran.
+    /// Submits what is queued, blocks until at least one operation completes
+    /// (at once if none is in flight), then polls; returns how many callbacks ran.
     pub fn wait(&self) -> usize {
         self.inner.wait()
     }
@@ -156,7 +167,21 @@ impl Inner {
         for done in finished {
             done.run();
         }
+        self.submit();
         count
+    }
+
+    fn submit(&self) {
+        let mut state = self.state.borrow_mut();
+        if state.ring.submission().is_empty() {
+            return;
+        }
+        if let Err(err) = state.ring.submit() {
+            if !is_transient(&err) {
+                // The entries stay queued: the next submit or wait retries.
+                tracing::warn!(%err, "local ring submission failed");
+            }
+        }
     }
 
     fn wait(&self) -> usize {
@@ -176,10 +201,6 @@ impl Inner {
     fn reap(&self) -> Vec<Finished> {
         let mut state = self.state.borrow_mut();
         let State { ring, slots } = &mut *state;
-        if !ring.submission().is_empty() {
-            // Entries a refused submission left queued.
-            let _ = ring.submit();
-        }
         let posted: Vec<(u64, i32)> = ring
             .completion()
             .map(|cqe| (cqe.user_data(), cqe.result()))
@@ -227,29 +248,20 @@ pub(super) fn submit_on_current(shared: &Arc<Shared>, request: Request) -> Resul
         };
         let State { ring, slots } = &mut *state;
         let sqe = slots.take(shared, request, true)?;
-        // SAFETY: the buffer the SQE points at is kept in its slot (with the
-        // device's file) until the completion is reaped; the slot table is no
-        // larger than the submission queue, so the push only fails if earlier
-        // entries were never submitted, and those are submitted right below.
-        let pushed = unsafe { ring.submission().push(&sqe) }.is_ok();
-        let submitted = if pushed {
-            ring.submit()
-                .or_else(|err| if is_transient(&err) { Ok(0) } else { Err(err) })
+        // SAFETY (both pushes): the buffer the SQE points at is kept in its slot
+        // (with the device's file) until the completion is reaped. The slot table
+        // is no larger than the submission queue, so a push fails only while
+        // earlier entries wait for a submit, which makes room.
+        if unsafe { ring.submission().push(&sqe) }.is_ok() {
+            None
         } else {
-            Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
-        };
-        match submitted {
-            Ok(_) => None,
-            Err(err) if pushed => {
-                // The entry is queued but the kernel refused to take it now; it
-                // is taken with the next submission, or on the next wait.
-                tracing::debug!(%err, "local ring submission deferred");
+            let submitted = ring.submit();
+            if unsafe { ring.submission().push(&sqe) }.is_ok() {
                 None
+            } else {
+                let errno = submitted.err().and_then(|e| e.raw_os_error());
+                slots.finish(sqe.get_user_data(), -errno.unwrap_or(libc::EAGAIN))
             }
-            Err(err) => slots.finish(
-                sqe.get_user_data(),
-                -err.raw_os_error().unwrap_or(libc::EIO),
-            ),
         }
     };
     if let Some(done) = failed {
@@ -306,6 +318,9 @@ mod tests {
             },
             Box::new(|_| {}),
         );
+        // Started operations wait for the owner's submit (an event loop's, before
+        // it sleeps).
+        ring.submit();
         let mut pfd = libc::pollfd {
             fd: ring.event_fd().as_raw_fd(),
             events: libc::POLLIN,
