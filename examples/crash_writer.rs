@@ -11,7 +11,10 @@
 //! `KEEL_CRASH_SNAPSHOT_EVERY=n` the writer also takes a snapshot of the volume
 //! every n acknowledged writes and deletes the one before the previous, so
 //! garbage collection must move blocks that snapshots share; it prints
-//! `G <segments cleaned>` whenever the collector has cleaned more.
+//! `G <segments cleaned>` whenever the collector has cleaned more. With
+//! `KEEL_CRASH_LOCAL_RING=1` the writing thread attaches its own engine ring
+//! (`LocalRing`), so its batches are written and acknowledged the way a
+//! reactor's are.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -94,7 +97,24 @@ fn main() {
     let mut snapshots: Vec<engine::VolumeId> =
         engine.snapshots().into_iter().map(|s| s.id).collect();
     let mut rng = generation.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let ring = (env_u64("KEEL_CRASH_LOCAL_RING", 0) == 1).then(|| {
+        engine::io::LocalRing::attach().unwrap_or_else(|err| {
+            eprintln!("local ring: {err}");
+            std::process::exit(8)
+        })
+    });
     let (tx, rx) = crossbeam_channel::unbounded();
+    let next = || loop {
+        if let Ok(completion) = rx.try_recv() {
+            return Some(completion);
+        }
+        match &ring {
+            Some(ring) if ring.in_flight() > 0 => {
+                ring.wait();
+            }
+            _ => return rx.recv().ok(),
+        }
+    };
     let mut inflight = 0;
     println!("ready");
     let mut stdout = std::io::stdout();
@@ -123,7 +143,7 @@ fn main() {
             );
             inflight += 1;
         }
-        let Ok((lba, generation, result)) = rx.recv() else {
+        let Some((lba, generation, result)) = next() else {
             std::process::exit(5)
         };
         inflight -= 1;

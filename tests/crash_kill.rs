@@ -186,6 +186,14 @@ fn acknowledged_writes_survive_repeated_sigkill() {
 /// A 96 MiB pool (eleven 8 MiB segments) holding an 8 MiB volume and up to two snapshots of it, under
 /// random overwrites: the collector runs all the time, moving blocks that
 /// snapshots share, while the writer is killed.
+/// The same, with the writer's batches written and acknowledged on its own
+/// engine ring (the reactors' path), not through the device's ring thread.
+#[test]
+fn acknowledged_writes_from_a_thread_with_its_own_ring_survive_repeated_sigkill() {
+    let (acked, _) = kill_rounds(KILLS / 2, 50..2050, &[("KEEL_CRASH_LOCAL_RING", "1")]);
+    assert!(acked >= KILLS / 2 * 50);
+}
+
 #[test]
 fn acknowledged_writes_survive_sigkill_while_garbage_collection_runs() {
     let env = [
