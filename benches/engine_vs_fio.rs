@@ -159,7 +159,8 @@ fn cpu_time() -> Duration {
 /// Runs `w` through the engine; with `local_ring`, the submitting thread attaches
 /// a [`LocalRing`] and polls it for completions.
 fn run_engine(engine: &Arc<Engine>, volume: VolumeId, w: Workload, local_ring: bool) -> Result {
-    let ring = local_ring.then(|| LocalRing::attach().expect("local ring"));
+    // Kept attached for the run: completions are polled by the receive below.
+    let _ring = local_ring.then(|| LocalRing::attach().expect("local ring"));
     let blocks_per_io = w.block_bytes / 4096;
     let slots = REGION_BYTES / w.block_bytes;
     let data = Bytes::from(vec![0x3Cu8; w.block_bytes as usize]);
@@ -211,19 +212,10 @@ fn run_engine(engine: &Arc<Engine>, volume: VolumeId, w: Workload, local_ring: b
     while inflight < w.depth {
         submit(&mut inflight);
     }
-    let next = || loop {
-        if let Ok(completion) = rx.try_recv() {
-            return Some(completion);
-        }
-        match &ring {
-            Some(ring) if ring.in_flight() > 0 => {
-                ring.wait();
-            }
-            _ => return rx.recv().ok(),
-        }
-    };
     while inflight > 0 {
-        let Some((at, result)) = next() else { break };
+        let Ok((at, result)) = engine::io::recv_driving_local(&rx) else {
+            break;
+        };
         inflight -= 1;
         if let Err(err) = result {
             panic!("{}: engine I/O failed: {err}", w.name);

@@ -206,7 +206,8 @@ fn summarise(w: Workload, mut latencies_ns: Vec<u64>, elapsed: Duration) -> Figu
 /// Engine-local: the engine's completion API from one thread with its own
 /// engine ring (as each reactor has), `depth` in flight.
 fn run_local(engine: &Arc<Engine>, volume: VolumeId, w: Workload, run: Duration) -> Figures {
-    let ring = engine::io::LocalRing::attach().expect("engine ring for the local run");
+    // Kept attached for the run: completions are polled by the receive below.
+    let _ring = engine::io::LocalRing::attach().expect("engine ring for the local run");
     let data = Bytes::from(vec![0x5Au8; w.block_bytes as usize]);
     let blocks = (w.block_bytes / u64::from(BLOCK)) as u32;
     let (tx, rx) = crossbeam_channel::unbounded::<(Instant, Result<(), engine::IoError>)>();
@@ -239,18 +240,8 @@ fn run_local(engine: &Arc<Engine>, volume: VolumeId, w: Workload, run: Duration)
         submit(&mut offsets);
         inflight += 1;
     }
-    let next = || loop {
-        if let Ok(completion) = rx.try_recv() {
-            return completion;
-        }
-        if ring.in_flight() > 0 {
-            ring.wait();
-        } else {
-            return rx.recv().expect("engine completion channel");
-        }
-    };
     while inflight > 0 {
-        let (at, result) = next();
+        let (at, result) = engine::io::recv_driving_local(&rx).expect("engine completion channel");
         inflight -= 1;
         if let Err(err) = result {
             panic!("{} engine-local: I/O failed: {err}", w.name);

@@ -97,24 +97,14 @@ fn main() {
     let mut snapshots: Vec<engine::VolumeId> =
         engine.snapshots().into_iter().map(|s| s.id).collect();
     let mut rng = generation.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let ring = (env_u64("KEEL_CRASH_LOCAL_RING", 0) == 1).then(|| {
+    // Kept attached while writing: completions are polled by the receive below.
+    let _ring = (env_u64("KEEL_CRASH_LOCAL_RING", 0) == 1).then(|| {
         engine::io::LocalRing::attach().unwrap_or_else(|err| {
             eprintln!("local ring: {err}");
             std::process::exit(8)
         })
     });
     let (tx, rx) = crossbeam_channel::unbounded();
-    let next = || loop {
-        if let Ok(completion) = rx.try_recv() {
-            return Some(completion);
-        }
-        match &ring {
-            Some(ring) if ring.in_flight() > 0 => {
-                ring.wait();
-            }
-            _ => return rx.recv().ok(),
-        }
-    };
     let mut inflight = 0;
     println!("ready");
     let mut stdout = std::io::stdout();
@@ -143,7 +133,7 @@ fn main() {
             );
             inflight += 1;
         }
-        let Some((lba, generation, result)) = next() else {
+        let Ok((lba, generation, result)) = engine::io::recv_driving_local(&rx) else {
             std::process::exit(5)
         };
         inflight -= 1;

@@ -16,8 +16,7 @@ pub use aligned_buf::AlignedBuf;
 pub use fault::{FaultPlan, FaultyDevice};
 pub use open::{open_backing, BackingKind, OpenBackingError};
 pub use sim::{CrashMode, SimDevice};
-pub(crate) use uring::recv_driving_local;
-pub use uring::{LocalRing, LocalRingError, UringDevice};
+pub use uring::{recv_driving_local, LocalRing, LocalRingError, UringDevice};
 
 use std::sync::Arc;
 

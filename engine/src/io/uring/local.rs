@@ -218,8 +218,9 @@ fn is_transient(err: &std::io::Error) -> bool {
 
 /// Receives from `rx`, keeping the calling thread's local ring (if any) turning
 /// meanwhile: a thread that blocks on a result of its own local I/O would
-/// otherwise wait forever.
-pub(crate) fn recv_driving_local<T>(
+/// otherwise wait forever. For threads that wait for their engine completions
+/// on a channel (tools, benchmarks); a thread without a ring just receives.
+pub fn recv_driving_local<T>(
     rx: &crossbeam_channel::Receiver<T>,
 ) -> Result<T, crossbeam_channel::RecvError> {
     let Some(inner) = CURRENT.with(|c| c.borrow().clone()) else {

@@ -15,8 +15,7 @@ use parking_lot::Mutex;
 mod local;
 mod slots;
 
-pub(crate) use local::recv_driving_local;
-pub use local::{LocalRing, LocalRingError};
+pub use local::{recv_driving_local, LocalRing, LocalRingError};
 
 use super::{check_bounds, AlignedBuf, Device, DeviceError, IoDone, IoOp, IoOutcome};
 use slots::{Request, Slots};
