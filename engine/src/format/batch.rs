@@ -16,6 +16,23 @@ pub const HEADER_BLOCKS_MAX: u16 = 16;
 /// Longest volume name stored in a record.
 pub const NAME_LEN_MAX: usize = 1024;
 
+/// Gives `bytes` a valid magic, version and (where its length field fits the
+/// input) checksum, so a fuzzer's input reaches the entries behind them.
+pub(crate) fn seal_for_fuzzing(bytes: &mut [u8]) {
+    if bytes.len() < BATCH_HEADER_FIXED_LEN {
+        return;
+    }
+    bytes[..8].copy_from_slice(MAGIC);
+    bytes[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&bytes[LEN_AT..LEN_AT + 4]);
+    let len = u32::from_le_bytes(len) as usize;
+    if (BATCH_HEADER_FIXED_LEN..=bytes.len()).contains(&len) {
+        let crc = crc_with_hole(&bytes[..len], CRC_AT);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
 const KIND_WRITE: u8 = 1;
 const KIND_TRIM: u8 = 2;
 const KIND_CREATE: u8 = 3;

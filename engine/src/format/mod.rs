@@ -6,6 +6,7 @@
 mod batch;
 mod checkpoint;
 mod codec;
+pub mod fuzzing;
 mod root;
 mod superblock;
 

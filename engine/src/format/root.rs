@@ -10,6 +10,23 @@ const FIXED_LEN: usize = 8 + 4 + 4 + 16 + 8 + 8 + 8 + 4 + 4 + 8 + 4 + 4;
 /// Most body segments one root can name (it must fit a block).
 pub const ROOT_SEGMENTS_MAX: usize = (BLOCK_SIZE - FIXED_LEN - 4) / 4;
 
+/// Gives `bytes` a valid magic, version and (where its segment count leaves
+/// room for one) checksum, so a fuzzer's input reaches the fields behind them.
+pub(crate) fn seal_for_fuzzing(bytes: &mut [u8]) {
+    if bytes.len() < FIXED_LEN + 4 {
+        return;
+    }
+    bytes[..8].copy_from_slice(MAGIC);
+    bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let mut count = [0u8; 4];
+    count.copy_from_slice(&bytes[FIXED_LEN - 4..FIXED_LEN]);
+    let crc_at = FIXED_LEN + 4 * (u32::from_le_bytes(count) as usize).min(ROOT_SEGMENTS_MAX);
+    if crc_at + 4 <= bytes.len() {
+        let crc = crc_with_hole(&bytes[..crc_at + 4], crc_at);
+        bytes[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
 /// Names the newest checkpoint. Valid roots are ordered by `generation`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckpointRoot {
