@@ -151,6 +151,8 @@ impl Inner {
         self.state.borrow().slots.in_flight()
     }
 
+    /// Resets the eventfd (for an owner that watches it), then runs what
+    /// completed.
     fn poll(&self) -> usize {
         let mut drained = [0u8; 8];
         // SAFETY: event_fd is an open, non-blocking eventfd owned by self, and
@@ -162,6 +164,11 @@ impl Inner {
                 drained.len(),
             )
         };
+        self.run_completed()
+    }
+
+    /// Runs the callbacks of posted completions, then submits what they started.
+    fn run_completed(&self) -> usize {
         let finished = self.reap();
         let count = finished.len();
         for done in finished {
@@ -194,7 +201,9 @@ impl Inner {
                 tracing::error!(%err, "waiting on a local ring failed");
             }
         }
-        self.poll()
+        // A thread that waits here does not watch the eventfd, so it is left
+        // counting (its next `poll`, if any, resets it): one system call less.
+        self.run_completed()
     }
 
     /// Takes every posted completion out of the ring (callbacks not yet run).
