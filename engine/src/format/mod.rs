@@ -20,4 +20,4 @@ pub use root::{CheckpointRoot, ROOT_SEGMENTS_MAX};
 pub use superblock::Superblock;
 
 /// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;

@@ -19,8 +19,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::map::{Mapping, Packing};
 use crate::units::PhysBlock;
 
-/// Volume blocks per chunk (2 MiB of volume space).
-pub const CHUNK_BLOCKS: usize = 512;
+/// Volume blocks per chunk (512 KiB of volume space). Also the granularity of
+/// copy-on-write after a snapshot: the first write to a shared chunk copies its
+/// mapping (at most this many entries, never data), so smaller chunks make
+/// diverging snapshots cheaper, at a per-chunk overhead of about 100 bytes.
+pub const CHUNK_BLOCKS: usize = 128;
 
 /// Physical blocks a map can address: locations are kept in 40 bits in memory,
 /// so a pool holds at most 2^40 blocks (4 PiB).
@@ -154,7 +157,7 @@ enum Slots {
     Dense(Box<Dense>),
 }
 
-/// One 512-block piece of a map. `owners` counts the maps holding this instance
+/// One 128-block piece of a map. `owners` counts the maps holding this instance
 /// as their own (checkpoint copies do not count).
 pub(crate) struct Chunk {
     slots: Slots,

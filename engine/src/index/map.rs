@@ -561,13 +561,15 @@ mod tests {
     }
 
     #[test]
-    fn dense_maps_cost_about_ten_bytes_per_block() {
+    fn dense_maps_cost_under_eleven_bytes_per_block() {
         let mut map = VolumeMap::new();
         for lba in 0..(CHUNK_BLOCKS as u64 * 64) {
             map.insert(lba, Mapping::raw(PhysBlock(lba), 0), &mut Untracked);
         }
         let per_block = map.memory_bytes() as f64 / map.mapped_blocks() as f64;
-        assert!(per_block < 10.5, "{per_block} bytes per block");
+        // 10 bytes per slot plus each chunk's share of its Arc, hash entry and
+        // slot allocation.
+        assert!(per_block < 11.0, "{per_block} bytes per block");
     }
 
     #[test]
