@@ -96,7 +96,9 @@ pub type Completion<T> = Box<dyn FnOnce(Result<T, NamespaceError>) + Send + 'sta
 /// [`ReactorPoller::poll`] when it is readable. Completions delivered inside
 /// `poll` are taken back by the reactor without going through its inbox.
 pub trait ReactorPoller {
-    /// A descriptor that is readable whenever `poll` has work (an eventfd).
+    /// An eventfd signalled whenever `poll` has work. The reactor consumes its
+    /// counter itself (an io_uring read) or watches its edges (epoll), so
+    /// `poll` need not read it.
     fn event_fd(&self) -> std::os::fd::RawFd;
     /// Runs whatever is ready, including namespace completions; never blocks.
     fn poll(&mut self);

@@ -52,13 +52,6 @@ impl EventFd {
         self.0.as_raw_fd()
     }
 
-    /// Zeroes the counter (for owners that read it themselves).
-    #[cfg(test)]
-    pub fn reset(&self) {
-        let mut counter = [0u8; 8];
-        let _ = std::io::Read::read(&mut &self.0, &mut counter);
-    }
-
     /// Adds one to the counter, completing a pending read.
     pub fn signal(&self) -> std::io::Result<()> {
         match (&self.0).write(&1u64.to_ne_bytes()) {
@@ -149,7 +142,13 @@ enum Owned {
     Nothing,
     Received(Vec<u8>),
     Sent(SendBatch),
-    Woken { _read: WakeRead },
+    Woken {
+        _read: WakeRead,
+    },
+    /// The kernel writes a foreign eventfd's counter here; nobody reads it.
+    Counter {
+        _counter: Box<[u8; 8]>,
+    },
 }
 
 impl Owned {
@@ -158,7 +157,7 @@ impl Owned {
             Owned::Nothing => Held::Nothing,
             Owned::Received(buf) => Held::Received(buf),
             Owned::Sent(batch) => Held::Sent(batch),
-            Owned::Woken { .. } => Held::Woken,
+            Owned::Woken { .. } | Owned::Counter { .. } => Held::Woken,
         }
     }
 }
@@ -227,7 +226,6 @@ impl Ring {
             opcode::SendMsg::CODE,
             opcode::Read::CODE,
             opcode::AsyncCancel::CODE,
-            opcode::PollAdd::CODE,
         ] {
             if !probe.is_supported(code) {
                 return Err(std::io::Error::new(
@@ -307,13 +305,18 @@ impl Ring {
         unsafe { self.push(sqe, tag, owned) }
     }
 
-    /// Completes once `fd` is readable (a one-shot poll); used for a backend
-    /// poller's eventfd, which its owner reads itself.
-    pub fn poll_readable(&mut self, tag: u64, fd: RawFd) -> std::io::Result<OpId> {
-        let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build();
-        // SAFETY: a poll references no memory of ours (the kernel holds its own
-        // reference to the file while the poll is armed).
-        unsafe { self.push(sqe, tag, Owned::Nothing) }
+    /// Reads the counter of an eventfd someone else owns (a backend poller's),
+    /// completing once it is signalled and resetting it. The owner keeps the
+    /// descriptor open until the read completes or is cancelled (the kernel
+    /// holds its own reference to the file meanwhile, so an early close is not
+    /// unsafe, only wasteful).
+    pub fn read_counter(&mut self, tag: u64, fd: RawFd) -> std::io::Result<OpId> {
+        let mut counter = Box::new([0u8; 8]);
+        let sqe = opcode::Read::new(types::Fd(fd), counter.as_mut_ptr(), 8).build();
+        // SAFETY: the SQE points into the boxed counter, which moves with the
+        // box into the table of operations in flight and stays there until this
+        // operation's completion is reaped.
+        unsafe { self.push(sqe, tag, Owned::Counter { _counter: counter }) }
     }
 
     /// Asks the kernel to cancel `target` (which completes, possibly with

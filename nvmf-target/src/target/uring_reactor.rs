@@ -85,7 +85,7 @@ impl UringTransport {
 
     fn arm_poller(&mut self, fd: Option<std::os::fd::RawFd>) -> std::io::Result<()> {
         if let (Some(fd), None) = (fd, self.poller_armed) {
-            self.poller_armed = Some(self.ring.poll_readable(POLLER_TAG, fd)?);
+            self.poller_armed = Some(self.ring.read_counter(POLLER_TAG, fd)?);
         }
         Ok(())
     }

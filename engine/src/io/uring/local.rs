@@ -93,8 +93,10 @@ impl LocalRing {
         Ok(LocalRing { inner })
     }
 
-    /// Readable (an eventfd) whenever completions wait to be polled: what an
-    /// event loop watches beside its sockets.
+    /// An eventfd signalled for every completion posted: what an event loop
+    /// watches beside its sockets. Nothing here reads it: the loop consumes
+    /// its counter itself (an io_uring read of it) or watches its edges
+    /// (edge-triggered epoll).
     pub fn event_fd(&self) -> BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self.inner.event_fd.as_fd()
@@ -151,24 +153,8 @@ impl Inner {
         self.state.borrow().slots.in_flight()
     }
 
-    /// Resets the eventfd (for an owner that watches it), then runs what
-    /// completed.
-    fn poll(&self) -> usize {
-        let mut drained = [0u8; 8];
-        // SAFETY: event_fd is an open, non-blocking eventfd owned by self, and
-        // `drained` is a valid 8-byte buffer for the call.
-        let _ = unsafe {
-            libc::read(
-                self.event_fd.as_raw_fd(),
-                drained.as_mut_ptr().cast(),
-                drained.len(),
-            )
-        };
-        self.run_completed()
-    }
-
     /// Runs the callbacks of posted completions, then submits what they started.
-    fn run_completed(&self) -> usize {
+    fn poll(&self) -> usize {
         let finished = self.reap();
         let count = finished.len();
         for done in finished {
@@ -201,9 +187,7 @@ impl Inner {
                 tracing::error!(%err, "waiting on a local ring failed");
             }
         }
-        // A thread that waits here does not watch the eventfd, so it is left
-        // counting (its next `poll`, if any, resets it): one system call less.
-        self.run_completed()
+        self.poll()
     }
 
     /// Takes every posted completion out of the ring (callbacks not yet run).
