@@ -38,7 +38,7 @@ const KIND_SEND: u64 = 1;
 const KIND_CANCEL: u64 = 2;
 /// Tag of the eventfd read (token 0 is never a connection's).
 const WAKE_TAG: u64 = 3;
-/// Tags of the backend poller's readiness poll and of its cancellation (kind 3
+/// Tags of the backend poller's eventfd read and of its cancellation (kind 3
 /// is never a connection's).
 const POLLER_TAG: u64 = (1 << 2) | 3;
 const POLLER_CANCEL_TAG: u64 = (2 << 2) | 3;
@@ -52,7 +52,7 @@ pub(super) struct UringTransport {
     ring: Ring,
     eventfd: Arc<EventFd>,
     wake_armed: bool,
-    /// The readiness poll on the backend poller's descriptor, while armed.
+    /// The read of the backend poller's eventfd, while armed.
     poller_armed: Option<OpId>,
     counters: Arc<Counters>,
 }
@@ -223,7 +223,7 @@ pub(super) fn run(mut core: Core<UringTransport>) {
         }
         let poller_fd = core.poller_fd();
         if let Err(e) = core.transport.arm_poller(poller_fd) {
-            tracing::error!(error = %e, "cannot arm the backend poller's readiness poll");
+            tracing::error!(error = %e, "cannot arm the backend poller's eventfd read");
             break;
         }
         core.submit_backend();
@@ -247,7 +247,7 @@ pub(super) fn run(mut core: Core<UringTransport>) {
     core.close_all();
     if let Some(poll) = core.transport.poller_armed {
         if let Err(e) = core.transport.ring.cancel(POLLER_CANCEL_TAG, poll) {
-            tracing::debug!(error = %e, "cannot cancel the backend poller's poll");
+            tracing::debug!(error = %e, "cannot cancel the backend poller's eventfd read");
         }
     }
     // Waits for the cancelled operations so their buffers are freed here; the
