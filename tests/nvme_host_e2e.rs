@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use common::{pattern, uuid_bytes, wait_until, Keeld, WAIT};
+use common::{pattern, uuid_bytes, wait_until, Keeld, KeeldOptions, WAIT};
 use nvmf_target::host::{discover, HostController, HostError, IoQueue};
 use nvmf_target::nvme::identify::nidt;
 use nvmf_target::nvme::{feature, log_id};
@@ -364,6 +364,68 @@ fn kill9_after_acknowledged_and_flushed_writes_keeps_the_data_over_nvme() {
     // Host B is still outside the ACL after the restart.
     let mut b = k.connect(HOST_B);
     assert!(b.active_namespaces().expect("active").is_empty());
+}
+
+/// keeld's other data path: epoll reactors handing volume I/O to the device
+/// ring threads (no engine ring per reactor) serves and keeps data the same way.
+#[test]
+fn epoll_reactors_without_device_rings_serve_and_keep_data_across_kill9() {
+    let mut k = Keeld::start(KeeldOptions {
+        extra_args: vec![
+            "--reactor-kind".into(),
+            "epoll".into(),
+            "--no-reactor-device-rings".into(),
+        ],
+        ..KeeldOptions::default()
+    });
+    assert!(
+        k.logged(r#""reactor_kind":"Epoll","device_rings":false"#),
+        "keeld did not start epoll reactors without device rings\n{}",
+        k.log_tail()
+    );
+    k.login();
+    let v = k.create_volume("epoll-path", VOLUME_BYTES, &[HOST_A]);
+    let (uuid, nsid) = (uuid_of(&v), nsid_of(&v));
+    let lbas: Vec<u64> = (0..64u64)
+        .map(|i| (i * 2654435761) % (VOLUME_BYTES / 4096))
+        .collect();
+    {
+        let mut c = k.connect(HOST_A);
+        let mut io = io_queue(&mut c);
+        for &lba in &lbas {
+            io.submit_write(nsid, Lba(lba), pattern(4096, lba + 5), BLOCK)
+                .expect("submit");
+        }
+        for _ in &lbas {
+            io.queue
+                .wait_any()
+                .expect("completion")
+                .1
+                .success()
+                .expect("write");
+        }
+        io.flush(nsid).expect("flush");
+    }
+    k.kill9();
+    k.restart();
+    k.wait_volume_state(&uuid, "Available");
+    let mut c = k.connect(HOST_A);
+    assert!(
+        wait_until(WAIT, || c
+            .active_namespaces()
+            .is_ok_and(|l| l == vec![nsid])),
+        "the namespace did not come back\n{}",
+        k.log_tail()
+    );
+    let mut io = io_queue(&mut c);
+    let mut latest = std::collections::BTreeMap::new();
+    for &lba in &lbas {
+        latest.insert(lba, pattern(4096, lba + 5));
+    }
+    for (lba, data) in latest {
+        let got = io.read(nsid, Lba(lba), 1, BLOCK).expect("read");
+        assert!(got == data.to_vec(), "LBA {lba} lost across kill -9");
+    }
 }
 
 #[test]

@@ -44,6 +44,8 @@ pub struct KeeldOptions {
     pub no_auth: bool,
     /// Pace thick clone jobs (MiB/s), so a test can catch one mid-copy.
     pub thick_clone_mib_per_s: Option<u64>,
+    /// Further command-line flags (e.g. the reactor kind).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for KeeldOptions {
@@ -53,6 +55,7 @@ impl Default for KeeldOptions {
             insecure_http: false,
             no_auth: false,
             thick_clone_mib_per_s: None,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -565,6 +568,7 @@ fn spawn(
     if let Some(rate) = opts.thick_clone_mib_per_s {
         cmd.args(["--thick-clone-mib-per-s", &rate.to_string()]);
     }
+    cmd.args(&opts.extra_args);
     let mut child = cmd.spawn().expect("spawn keeld");
     let stderr = child.stderr.take().expect("keeld stderr");
     let (tx, rx) = mpsc::channel::<Listeners>();
