@@ -71,7 +71,12 @@ impl Packed {
     fn trusted(mapping: &Mapping) -> Packed {
         let packed = Packed::new(mapping);
         debug_assert!(packed.is_some(), "mapping out of range: {mapping:?}");
-        packed.unwrap_or(Packed(0))
+        packed.unwrap_or_else(|| {
+            // Unreachable by the checks above; reads of the block then fail
+            // their crc check (a media error) rather than return other data.
+            tracing::error!(?mapping, "mapping beyond the index's range");
+            Packed(0)
+        })
     }
 
     fn mapping(self, crc: u32) -> Mapping {
