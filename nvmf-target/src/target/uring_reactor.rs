@@ -281,6 +281,14 @@ fn complete(core: &mut Core<UringTransport>, c: Completion) {
     }
     if c.tag == POLLER_TAG {
         core.transport.poller_armed = None;
+        if c.result < 0 && c.result != -libc::ECANCELED {
+            // The read is re-armed next round; polling anyway keeps completions
+            // flowing whatever the eventfd did.
+            tracing::warn!(
+                errno = -c.result,
+                "reading the backend poller's eventfd failed"
+            );
+        }
         core.poll_backend();
         return;
     }
