@@ -7,23 +7,20 @@
 //! `KEEL_BENCH_CLONE_GIB` (source size, default 4), `KEEL_BENCH_COMPRESS_MIB`
 //! (data per compression run, default 512).
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::load::{keep_in_flight, EngineLoad, Op, Order, Receive, Slots, BLOCK_BYTES};
+use common::{bench_dir, env_u64, Xorshift};
 use engine::io::BackingKind;
 use engine::{
     CloneState, DeviceSpec, Engine, EngineConfig, SectorSize, ThickCloneOptions, VolumeId,
     VolumeOptions,
 };
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Runs writes (or reads) of `io_bytes` at queue depth `depth` over `[0, region)`
 /// of `volume` until `stop` is set or `limit` elapses, or (sequential) until the
@@ -40,58 +37,34 @@ fn drive(
     stop: &AtomicBool,
     limit: Duration,
 ) -> (u64, f64) {
-    let slots = region_bytes / io_bytes;
-    let (tx, rx) = crossbeam_channel::unbounded::<Result<(), engine::IoError>>();
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = 0u64;
-    let started = Instant::now();
-    let (mut inflight, mut done) = (0usize, 0u64);
-    let mut submit = |inflight: &mut usize| -> bool {
-        let slot = if random {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % slots
-        } else {
-            if next == slots {
-                return false;
-            }
-            next += 1;
-            next - 1
-        };
-        let lba = slot * io_bytes / 4096;
-        let tx = tx.clone();
-        match write {
-            Some(content) => engine.write(
-                volume,
-                lba,
-                content(slot),
-                Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            ),
-            None => engine.read(
-                volume,
-                lba,
-                (io_bytes / 4096) as u32,
-                Box::new(move |r| {
-                    let _ = tx.send(r.map(|_| ()));
-                }),
-            ),
-        }
-        *inflight += 1;
-        true
+    let order = if random {
+        Order::Random
+    } else {
+        Order::Sequential
     };
-    while inflight < depth && submit(&mut inflight) {}
-    while inflight > 0 {
-        let Ok(result) = rx.recv() else { break };
-        inflight -= 1;
-        result.expect("benchmark I/O failed");
+    let mut slots = Slots::new(region_bytes / io_bytes, order);
+    let blocks = io_bytes / BLOCK_BYTES;
+    let mut load = EngineLoad::new(engine, volume, Receive::DrivingLocal, || {
+        let slot = slots.next_once()?;
+        let lba = slot * blocks;
+        Some(match write {
+            Some(content) => Op::Write {
+                lba,
+                data: content(slot),
+            },
+            None => Op::Read {
+                lba,
+                blocks: blocks as u32,
+            },
+        })
+    });
+    let started = Instant::now();
+    let mut done = 0u64;
+    keep_in_flight(&mut load, depth, |_, completion| {
+        completion.result.expect("benchmark I/O failed");
         done += 1;
-        if !stop.load(Ordering::Relaxed) && started.elapsed() < limit {
-            submit(&mut inflight);
-        }
-    }
+        !stop.load(Ordering::Relaxed) && started.elapsed() < limit
+    });
     (done, started.elapsed().as_secs_f64())
 }
 
@@ -101,17 +74,8 @@ fn text(slot: u64, len: usize) -> Bytes {
 }
 
 fn noise(slot: u64, len: usize) -> Bytes {
-    let mut x = slot.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    Bytes::from(
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect::<Vec<u8>>(),
-    )
+    let mut x = Xorshift(slot.wrapping_mul(Xorshift::SEED) | 1);
+    Bytes::from((0..len).map(|_| x.next() as u8).collect::<Vec<u8>>())
 }
 
 fn open_pool(path: &PathBuf, bytes: u64) -> Engine {
@@ -305,9 +269,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // Nothing to list or smoke-test: this bench needs a real disk.
     }
-    let dir = std::env::var_os("KEEL_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"));
+    let dir = bench_dir();
     println!("| compression case | write 128k qd32 | read 128k qd32 | ratio | stored |");
     println!("|---|---|---|---|---|");
     compression(&dir);

@@ -27,15 +27,17 @@
 //! fills, default `800,850,900`), `KEEL_GC_WORKLOADS` (`uniform,hotcold`),
 //! `KEEL_GC_POLICIES` (`greedy,cost-benefit`).
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use common::figures::Precision;
+use common::load::{keep_in_flight, writes, EngineLoad, Receive, Tally};
+use common::{bench_dir, env_u64, Xorshift};
 use engine::io::BackingKind;
-use engine::{
-    DeviceSpec, Engine, EngineConfig, GcPolicy, IoError, PoolStats, SectorSize, VolumeId,
-};
+use engine::{DeviceSpec, Engine, EngineConfig, GcPolicy, PoolStats, SectorSize, VolumeId};
 
 const BLOCK_BYTES: u64 = 4096;
 const FILL_IO_BYTES: u64 = 128 << 10;
@@ -46,13 +48,6 @@ const STALL_LIMIT: Duration = Duration::from_secs(30);
 const ERRORS_MAX: u64 = 10_000;
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 fn env_list(name: &str, default: &str) -> Vec<String> {
     std::env::var(name)
         .unwrap_or_else(|_| default.to_owned())
@@ -60,12 +55,6 @@ fn env_list(name: &str, default: &str) -> Vec<String> {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .collect()
-}
-
-fn bench_dir() -> PathBuf {
-    std::env::var_os("KEEL_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 /// Which blocks the random phases write.
@@ -86,21 +75,9 @@ impl Workload {
     }
 }
 
-/// xorshift64: cheap and reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// Block addresses for a workload over a volume of `blocks` blocks.
 fn addresses(workload: Workload, blocks: u64, seed: u64) -> impl FnMut() -> u64 {
-    let mut rng = Rng(seed);
+    let mut rng = Xorshift(seed);
     let hot = (blocks / 10).max(1);
     move || {
         let r = rng.next();
@@ -134,18 +111,15 @@ fn device_written() -> u64 {
 
 /// What one driven phase did.
 struct Phase {
-    ios: u64,
-    errors: u64,
-    first_error: Option<IoError>,
+    tally: Tally,
     elapsed: f64,
-    latencies_us: Vec<u32>,
     stalled: bool,
     samples: Vec<Sample>,
 }
 
 impl Phase {
     fn iops(&self) -> f64 {
-        self.ios as f64 / self.elapsed.max(1e-9)
+        self.tally.ios as f64 / self.elapsed.max(1e-9)
     }
 }
 
@@ -162,20 +136,15 @@ fn drive(
     engine: &Arc<Engine>,
     volume: VolumeId,
     io_bytes: u64,
-    mut next_block: impl FnMut() -> u64,
+    next_block: impl FnMut() -> u64,
     limits: Limits,
     mut stop: impl FnMut(&PoolStats) -> bool,
 ) -> Phase {
-    let data = Bytes::from(vec![0xA5u8; io_bytes as usize]);
-    let (tx, rx) = crossbeam_channel::unbounded::<(Instant, Result<(), IoError>)>();
     let started = Instant::now();
     let deadline = started + limits.duration;
     let mut phase = Phase {
-        ios: 0,
-        errors: 0,
-        first_error: None,
+        tally: Tally::with_capacity(1 << 20),
         elapsed: 0.0,
-        latencies_us: Vec::with_capacity(1 << 20),
         stalled: false,
         samples: vec![Sample {
             at: 0.0,
@@ -184,46 +153,13 @@ fn drive(
             device_written: device_written(),
         }],
     };
-    let mut submitted = 0u64;
-    let mut submit = |submitted: &mut u64| {
-        let lba = next_block();
-        let tx = tx.clone();
-        let at = Instant::now();
-        engine.write(
-            volume,
-            lba,
-            data.clone(),
-            Box::new(move |r| {
-                let _ = tx.send((at, r));
-            }),
-        );
-        *submitted += 1;
-    };
-    let mut inflight = 0usize;
-    while inflight < DEPTH && submitted < limits.max_ios {
-        submit(&mut submitted);
-        inflight += 1;
-    }
+    let ops = writes(io_bytes, 0xA5, next_block);
+    let mut load = EngineLoad::new(engine, volume, Receive::StallAfter(STALL_LIMIT), ops)
+        .max_ops(limits.max_ios);
     let mut stopping = false;
     let mut next_sample = started + SAMPLE_EVERY;
-    while inflight > 0 {
-        let Ok((at, result)) = rx.recv_timeout(STALL_LIMIT) else {
-            phase.stalled = true;
-            break;
-        };
-        inflight -= 1;
-        match result {
-            Ok(()) => {
-                phase.ios += 1;
-                phase
-                    .latencies_us
-                    .push(at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-            }
-            Err(err) => {
-                phase.errors += 1;
-                phase.first_error.get_or_insert(err);
-            }
-        }
+    let finished = keep_in_flight(&mut load, DEPTH, |load, done| {
+        phase.tally.record(done);
         if !stopping {
             let now = Instant::now();
             if now >= next_sample {
@@ -231,35 +167,27 @@ fn drive(
                 stopping |= stop(&stats);
                 phase.samples.push(Sample {
                     at: (now - started).as_secs_f64(),
-                    ios: phase.ios,
+                    ios: phase.tally.ios,
                     stats,
                     device_written: device_written(),
                 });
                 next_sample = now + SAMPLE_EVERY;
             }
-            stopping |=
-                now >= deadline || submitted >= limits.max_ios || phase.errors >= ERRORS_MAX;
+            stopping |= now >= deadline
+                || load.submitted() >= limits.max_ios
+                || phase.tally.errors >= ERRORS_MAX;
         }
-        if !stopping {
-            submit(&mut submitted);
-            inflight += 1;
-        }
-    }
+        !stopping
+    });
+    phase.stalled = !finished;
     phase.elapsed = started.elapsed().as_secs_f64();
     phase.samples.push(Sample {
         at: phase.elapsed,
-        ios: phase.ios,
+        ios: phase.tally.ios,
         stats: engine.pool_stats(),
         device_written: device_written(),
     });
     phase
-}
-
-fn percentile(sorted: &[u32], p: usize) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
 /// Bytes sent to storage per host byte between two samples.
@@ -320,8 +248,8 @@ struct Row {
     device_wa_steady: f64,
     cleaned: u64,
     segments: u64,
-    p99_us: u32,
-    max_us: u32,
+    p99_us: f64,
+    max_us: f64,
     errors: u64,
     notes: String,
 }
@@ -368,10 +296,10 @@ fn run_case(
     if fresh_cleaned > 0 {
         notes.push(format!("GC ran in fresh phase ({fresh_cleaned} segments)"));
     }
-    if fresh.errors > 0 || fresh.stalled {
+    if fresh.tally.errors > 0 || fresh.stalled {
         notes.push(format!(
             "fresh phase: {} errors ({:?}), stalled {}",
-            fresh.errors, fresh.first_error, fresh.stalled
+            fresh.tally.errors, fresh.tally.first_error, fresh.stalled
         ));
     }
     drop(engine);
@@ -403,23 +331,23 @@ fn run_case(
         "  fill {}‰: {:.1} s ({:.0} MiB/s), used {} MiB of {} MiB, free {} MiB, checkpoints {} MiB, cleaned {}",
         fill_permille,
         fill.elapsed,
-        (fill.ios * FILL_IO_BYTES) as f64 / fill.elapsed / f64::from(1 << 20),
+        (fill.tally.ios * FILL_IO_BYTES) as f64 / fill.elapsed / f64::from(1 << 20),
         filled.used_bytes >> 20,
         capacity >> 20,
         filled.free_bytes >> 20,
         filled.checkpoint_bytes >> 20,
         filled.gc_cleaned_segments
     );
-    if fill.errors > 0 || fill.stalled || fill.ios < fill_ios {
+    if fill.tally.errors > 0 || fill.stalled || fill.tally.ios < fill_ios {
         notes.push(format!(
             "fill: {} of {} writes done, {} errors ({:?}), stalled {}",
-            fill.ios, fill_ios, fill.errors, fill.first_error, fill.stalled
+            fill.tally.ios, fill_ios, fill.tally.errors, fill.tally.first_error, fill.stalled
         ));
     }
 
     // Sustained random overwrite.
     let target = filled.gc_cleaned_segments + 2 * segments;
-    let overwrite = drive(
+    let mut overwrite = drive(
         &engine,
         volume,
         BLOCK_BYTES,
@@ -430,10 +358,10 @@ fn run_case(
         },
         |stats| stats.gc_cleaned_segments >= target,
     );
-    if overwrite.errors > 0 || overwrite.stalled {
+    if overwrite.tally.errors > 0 || overwrite.stalled {
         notes.push(format!(
             "overwrite: {} errors ({:?}), stalled {}",
-            overwrite.errors, overwrite.first_error, overwrite.stalled
+            overwrite.tally.errors, overwrite.tally.first_error, overwrite.stalled
         ));
     }
     let first = &overwrite.samples[0];
@@ -455,13 +383,12 @@ fn run_case(
         })
         .unwrap_or(first);
     let steady_iops = (last.ios - steady_start.ios) as f64 / (last.at - steady_start.at).max(1e-9);
-    if overwrite.errors >= ERRORS_MAX {
+    if overwrite.tally.errors >= ERRORS_MAX {
         notes.push(format!("stopped by write errors at {cleaned} cleaned"));
     } else if cleaned < 2 * segments {
         notes.push(format!("stopped by the time limit at {cleaned} cleaned"));
     }
-    let mut latencies = overwrite.latencies_us.clone();
-    latencies.sort_unstable();
+    let latencies = std::mem::take(&mut overwrite.tally.latencies).summary(Precision::WholeMicros);
     let longest_gap = overwrite
         .samples
         .windows(2)
@@ -483,7 +410,7 @@ fn run_case(
     eprintln!(
         "  overwrite: {:.1} s, {} writes, cleaned {}, free min {} MiB, used {} MiB, WA since open {:.2}",
         overwrite.elapsed,
-        overwrite.ios,
+        overwrite.tally.ios,
         cleaned,
         free_min >> 20,
         last.stats.used_bytes >> 20,
@@ -505,9 +432,9 @@ fn run_case(
         device_wa_steady: device_amplification(steady_start, last),
         cleaned,
         segments,
-        p99_us: percentile(&latencies, 99),
-        max_us: latencies.last().copied().unwrap_or(0),
-        errors: overwrite.errors,
+        p99_us: latencies.p99_us,
+        max_us: latencies.max_us,
+        errors: overwrite.tally.errors,
         notes: notes.join("; "),
     }
 }
@@ -573,7 +500,7 @@ fn print_header_once(first: bool, pool_bytes: u64) {
 
 fn print_row(r: &Row) {
     println!(
-        "| {}% | {} | {} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2} | {} ({:.1}x pool) | {:.1} ({:.1}) | {} | {} | {} | {} |",
+        "| {}% | {} | {} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2} | {} ({:.1}x pool) | {:.1} ({:.1}) | {:.0} | {:.0} | {} | {} |",
         r.fill_permille / 10,
         r.workload.name(),
         policy_name(r.policy),

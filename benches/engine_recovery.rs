@@ -9,11 +9,13 @@
 //!
 //! `cargo bench --bench engine_recovery` (KEEL_RECOVERY_GIB sets the amount, default 4).
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use common::load::fill;
+use common::{bench_dir, env_u64, Xorshift};
 use engine::io::BackingKind;
 use engine::units::PhysBlock;
 use engine::{DeviceSpec, Engine, EngineConfig, Mapping, SectorSize, Untracked, VolumeMap};
@@ -25,13 +27,14 @@ fn index_memory() {
         sequential.insert(lba, Mapping::raw(PhysBlock(lba), 0), &mut Untracked);
     }
     let mut random = VolumeMap::new();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut x = Xorshift(Xorshift::SEED);
     // A random fill of a 4 GiB volume (1 Mi blocks) by 1 Mi random writes.
     for i in 0..blocks {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        random.insert(x % blocks, Mapping::raw(PhysBlock(i), 0), &mut Untracked);
+        random.insert(
+            x.next() % blocks,
+            Mapping::raw(PhysBlock(i), 0),
+            &mut Untracked,
+        );
     }
     for (name, map) in [("sequential fill", &sequential), ("random fill", &random)] {
         println!(
@@ -43,14 +46,8 @@ fn index_memory() {
 }
 
 fn recovery() {
-    let gib: u64 = std::env::var("KEEL_RECOVERY_GIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
-    let dir = std::env::var_os("KEEL_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"));
-    let path = dir.join("keel-recovery-pool.img");
+    let gib = env_u64("KEEL_RECOVERY_GIB", 4);
+    let path = bench_dir().join("keel-recovery-pool.img");
     let _ = std::fs::remove_file(&path);
     let spec = DeviceSpec {
         path: path.clone(),
@@ -65,31 +62,9 @@ fn recovery() {
         .create_volume("recovery", gib << 30, SectorSize::B4096)
         .expect("volume")
         .id;
-    let chunk = Bytes::from(vec![0x6Bu8; 128 << 10]);
-    let writes = (gib << 30) / (128 << 10);
     let started = Instant::now();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut inflight = 0;
-    let mut next = 0u64;
-    while next < writes || inflight > 0 {
-        while inflight < 32 && next < writes {
-            let tx = tx.clone();
-            engine.write(
-                volume,
-                next * 32,
-                chunk.clone(),
-                Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            );
-            next += 1;
-            inflight += 1;
-        }
-        rx.recv().expect("completion").expect("write");
-        inflight -= 1;
-    }
+    fill(&engine, volume, gib << 30, 128 << 10, 32, 0x6B);
     let write_s = started.elapsed().as_secs_f64();
-    drop(rx);
     let engine = Arc::try_unwrap(engine).unwrap_or_else(|_| panic!("engine still shared"));
     drop(engine); // no final checkpoint: like kill -9
     let started = Instant::now();

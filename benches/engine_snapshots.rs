@@ -19,13 +19,16 @@
 //! `cargo bench --bench engine_snapshots`. The pool file is `KEEL_SNAP_POOL_GIB`
 //! (default 12) GiB, sparse; the run writes about 9 GiB of it.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use common::figures::{Latencies, Precision};
+use common::load::{keep_in_flight, writes, EngineLoad, Receive, Tally};
+use common::{bench_dir, env_u64, Xorshift};
 use engine::io::BackingKind;
-use engine::{DeviceSpec, Engine, EngineConfig, IoError, SectorSize, VolumeId};
+use engine::{DeviceSpec, Engine, EngineConfig, SectorSize, VolumeId};
 
 const BLOCK_BYTES: u64 = 4096;
 const FILL_IO_BYTES: u64 = 128 << 10;
@@ -37,47 +40,19 @@ const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// Snapshot counts at which write IOPS are measured.
 const MEASURE_AT: [usize; 3] = [0, 16, 256];
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-fn bench_dir() -> PathBuf {
-    std::env::var_os("KEEL_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
-
-/// xorshift64: cheap and reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// What one driven phase did.
 struct Phase {
-    ios: u64,
-    errors: u64,
-    first_error: Option<IoError>,
+    tally: Tally,
     elapsed: f64,
-    latencies_us: Vec<u32>,
     stalled: bool,
 }
 
 impl Phase {
     fn check(&self, what: &str) {
-        if self.errors > 0 || self.stalled {
+        if self.tally.errors > 0 || self.stalled {
             eprintln!(
                 "{what}: {} writes failed (first: {:?}), stalled: {}",
-                self.errors, self.first_error, self.stalled
+                self.tally.errors, self.tally.first_error, self.stalled
             );
         }
     }
@@ -89,65 +64,25 @@ fn drive(
     engine: &Arc<Engine>,
     volume: VolumeId,
     io_bytes: u64,
-    mut next_block: impl FnMut() -> u64,
+    next_block: impl FnMut() -> u64,
     duration: Duration,
     max_ios: u64,
 ) -> Phase {
-    let data = Bytes::from(vec![0x5Au8; io_bytes as usize]);
-    let (tx, rx) = crossbeam_channel::unbounded::<(Instant, Result<(), IoError>)>();
     let started = Instant::now();
     let deadline = started + duration;
     let mut phase = Phase {
-        ios: 0,
-        errors: 0,
-        first_error: None,
+        tally: Tally::with_capacity(1 << 16),
         elapsed: 0.0,
-        latencies_us: Vec::with_capacity(1 << 16),
         stalled: false,
     };
-    let mut submitted = 0u64;
-    let mut submit = |submitted: &mut u64| {
-        let lba = next_block();
-        let tx = tx.clone();
-        let at = Instant::now();
-        engine.write(
-            volume,
-            lba,
-            data.clone(),
-            Box::new(move |r| {
-                let _ = tx.send((at, r));
-            }),
-        );
-        *submitted += 1;
-    };
-    let mut inflight = 0usize;
-    while inflight < DEPTH && submitted < max_ios {
-        submit(&mut submitted);
-        inflight += 1;
-    }
-    while inflight > 0 {
-        let Ok((at, result)) = rx.recv_timeout(STALL_LIMIT) else {
-            phase.stalled = true;
-            break;
-        };
-        inflight -= 1;
-        match result {
-            Ok(()) => {
-                phase.ios += 1;
-                phase
-                    .latencies_us
-                    .push(at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-            }
-            Err(err) => {
-                phase.errors += 1;
-                phase.first_error.get_or_insert(err);
-            }
-        }
-        if Instant::now() < deadline && submitted < max_ios && phase.errors == 0 {
-            submit(&mut submitted);
-            inflight += 1;
-        }
-    }
+    let ops = writes(io_bytes, 0x5A, next_block);
+    let mut load =
+        EngineLoad::new(engine, volume, Receive::StallAfter(STALL_LIMIT), ops).max_ops(max_ios);
+    let finished = keep_in_flight(&mut load, DEPTH, |load, done| {
+        phase.tally.record(done);
+        Instant::now() < deadline && load.submitted() < max_ios && phase.tally.errors == 0
+    });
+    phase.stalled = !finished;
     phase.elapsed = started.elapsed().as_secs_f64();
     phase
 }
@@ -158,8 +93,8 @@ struct WriteRow {
     iops: f64,
     control_iops: f64,
     mean_us: f64,
-    p99_us: u32,
-    max_us: u32,
+    p99_us: f64,
+    max_us: f64,
     used_bytes: u64,
     checkpoint_bytes: u64,
     cleaned: u64,
@@ -174,13 +109,6 @@ fn summary(times: &[Duration]) -> (f64, f64, f64) {
     ms.sort_by(f64::total_cmp);
     let mean = ms.iter().sum::<f64>() / ms.len() as f64;
     (mean, ms[ms.len() / 2], ms[ms.len() - 1])
-}
-
-fn percentile(sorted: &[u32], p: usize) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -255,7 +183,7 @@ fn main() {
     let burst_reclaimed = used_before.saturating_sub(engine.pool_stats().used_bytes);
 
     // 2. Write IOPS with 0, 16 and 256 snapshots that differ from each other.
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Xorshift(Xorshift::SEED);
     let mut write_rows = Vec::new();
     let mut step_create = Vec::new();
     let mut snapshots = Vec::new();
@@ -278,10 +206,13 @@ fn main() {
             step.check("writes between snapshots");
         }
         // Alternate rounds on the snapshotted volume and the control volume.
-        let mut sides = [(0u64, 0.0f64, Vec::new()), (0u64, 0.0f64, Vec::new())];
+        let mut sides = [
+            (0u64, 0.0f64, Latencies::default()),
+            (0u64, 0.0f64, Latencies::default()),
+        ];
         for _ in 0..ROUNDS {
             for (side, target) in sides.iter_mut().zip([volume, control]) {
-                let phase = drive(
+                let mut phase = drive(
                     &engine,
                     target,
                     BLOCK_BYTES,
@@ -290,23 +221,21 @@ fn main() {
                     u64::MAX,
                 );
                 phase.check("measured writes");
-                side.0 += phase.ios;
+                side.0 += phase.tally.ios;
                 side.1 += phase.elapsed;
-                side.2.extend_from_slice(&phase.latencies_us);
+                side.2.append(&mut phase.tally.latencies);
             }
         }
         let stats = engine.pool_stats();
-        let [snapped, plain] = &mut sides;
-        snapped.2.sort_unstable();
-        let latencies = &snapped.2;
+        let [snapped, plain] = sides;
+        let latencies = snapped.2.summary(Precision::WholeMicros);
         write_rows.push(WriteRow {
             count,
             iops: snapped.0 as f64 / snapped.1.max(1e-9),
             control_iops: plain.0 as f64 / plain.1.max(1e-9),
-            mean_us: latencies.iter().map(|&l| f64::from(l)).sum::<f64>()
-                / latencies.len().max(1) as f64,
-            p99_us: percentile(latencies, 99),
-            max_us: latencies.last().copied().unwrap_or(0),
+            mean_us: latencies.mean_us,
+            p99_us: latencies.p99_us,
+            max_us: latencies.max_us,
             used_bytes: stats.used_bytes,
             checkpoint_bytes: stats.checkpoint_bytes,
             cleaned: stats.gc_cleaned_segments,
@@ -398,7 +327,7 @@ fn main() {
     let base = write_rows.first().map_or(1.0, ratio);
     for r in &write_rows {
         println!(
-            "| {} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.0} | {} | {} | {:.0} | {:.0} | {} |",
+            "| {} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
             r.count,
             r.iops,
             r.control_iops,

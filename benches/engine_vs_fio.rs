@@ -11,33 +11,21 @@
 //! KEEL_BENCH_ONLY=<text> runs only the workloads whose name contains it, e.g. to
 //! profile one).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use common::figures::{cpu_time, Figures, Latencies, Precision};
+use common::load::{fill, keep_in_flight, EngineLoad, Pattern, Receive, Workload};
+use common::{bench_dir, env_u64};
 use engine::io::{BackingKind, LocalRing};
 use engine::{DeviceSpec, Engine, EngineConfig, SectorSize, VolumeId};
 
 const FILE_BYTES: u64 = 6 << 30;
 const REGION_BYTES: u64 = 1 << 30;
-
-#[derive(Clone, Copy, Debug)]
-enum Pattern {
-    SeqWrite,
-    SeqRead,
-    RandRead,
-    RandWrite,
-}
-
-#[derive(Clone, Copy)]
-struct Workload {
-    name: &'static str,
-    pattern: Pattern,
-    block_bytes: u64,
-    depth: usize,
-}
 
 const WORKLOADS: [Workload; 6] = [
     Workload {
@@ -88,10 +76,7 @@ struct Result {
 }
 
 fn seconds() -> u64 {
-    std::env::var("KEEL_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5)
+    env_u64("KEEL_BENCH_SECONDS", 5)
 }
 
 /// Writes fio's region once, sequentially, before its workloads: the bench file
@@ -145,7 +130,7 @@ fn fio(file: &Path, w: Workload) -> Option<Result> {
     }
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
     let job = &json["jobs"][0];
-    let side = if matches!(w.pattern, Pattern::SeqWrite | Pattern::RandWrite) {
+    let side = if w.pattern.is_write() {
         &job["write"]
     } else {
         &job["read"]
@@ -165,136 +150,39 @@ fn fio(file: &Path, w: Workload) -> Option<Result> {
     })
 }
 
-/// CPU time (user + system) this process has used, from /proc (no unsafe needed).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_comm = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
 /// Runs `w` through the engine; with `local_ring`, the submitting thread attaches
 /// a [`LocalRing`] and polls it for completions.
 fn run_engine(engine: &Arc<Engine>, volume: VolumeId, w: Workload, local_ring: bool) -> Result {
     // Kept attached for the run: completions are polled by the receive below.
     let _ring = local_ring.then(|| LocalRing::attach().expect("local ring"));
-    let blocks_per_io = w.block_bytes / 4096;
-    let slots = REGION_BYTES / w.block_bytes;
-    let data = Bytes::from(vec![0x3Cu8; w.block_bytes as usize]);
-    let (tx, rx) =
-        crossbeam_channel::unbounded::<(Instant, std::result::Result<(), engine::IoError>)>();
+    let mut load = EngineLoad::new(
+        engine,
+        volume,
+        Receive::DrivingLocal,
+        w.engine_ops(REGION_BYTES, 0x3C),
+    );
     let deadline = Instant::now() + Duration::from_secs(seconds());
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next_seq = 0u64;
-    let mut latencies_us: Vec<u32> = Vec::with_capacity(1 << 20);
+    let mut latencies = Latencies::with_capacity(1 << 20);
     let cpu_before = cpu_time();
     let started = Instant::now();
-    let mut inflight = 0;
-    let mut submit = |inflight: &mut usize| {
-        let slot = match w.pattern {
-            Pattern::SeqRead | Pattern::SeqWrite => {
-                next_seq += 1;
-                (next_seq - 1) % slots
-            }
-            _ => {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng % slots
-            }
-        };
-        let lba = slot * blocks_per_io;
-        let tx = tx.clone();
-        let at = Instant::now();
-        match w.pattern {
-            Pattern::SeqWrite | Pattern::RandWrite => engine.write(
-                volume,
-                lba,
-                data.clone(),
-                Box::new(move |r| {
-                    let _ = tx.send((at, r));
-                }),
-            ),
-            Pattern::SeqRead | Pattern::RandRead => engine.read(
-                volume,
-                lba,
-                blocks_per_io as u32,
-                Box::new(move |r| {
-                    let _ = tx.send((at, r.map(|_| ())));
-                }),
-            ),
-        }
-        *inflight += 1;
-    };
-    while inflight < w.depth {
-        submit(&mut inflight);
-    }
-    while inflight > 0 {
-        let Ok((at, result)) = engine::io::recv_driving_local(&rx) else {
-            break;
-        };
-        inflight -= 1;
-        if let Err(err) = result {
+    keep_in_flight(&mut load, w.depth, |_, done| {
+        if let Err(err) = done.result {
             panic!("{}: engine I/O failed: {err}", w.name);
         }
-        latencies_us.push(at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-        if Instant::now() < deadline {
-            submit(&mut inflight);
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+        latencies.record(done.latency());
+        Instant::now() < deadline
+    });
+    let elapsed = started.elapsed();
     let cpu = (cpu_time() - cpu_before).as_secs_f64();
-    let ios = latencies_us.len() as f64;
-    latencies_us.sort_unstable();
-    let p99 = latencies_us
-        .get((latencies_us.len() * 99) / 100)
-        .copied()
-        .unwrap_or(0);
+    let ios = latencies.len() as f64;
+    let figures = Figures::of(latencies, Precision::WholeMicros, w.block_bytes, elapsed);
     Result {
-        iops: ios / elapsed,
-        mib_s: ios * w.block_bytes as f64 / elapsed / f64::from(1 << 20),
-        mean_us: latencies_us.iter().map(|&l| f64::from(l)).sum::<f64>() / ios.max(1.0),
-        p99_us: f64::from(p99),
+        iops: figures.iops,
+        mib_s: figures.mib_s,
+        mean_us: figures.mean_us,
+        p99_us: figures.p99_us,
         cpu_us_per_io: cpu * 1e6 / ios.max(1.0),
     }
-}
-
-/// Writes the whole region once (1 MiB writes, 8 in flight), as fio lays out
-/// its file, so reads always reach the device whichever workloads run.
-fn fill(engine: &Arc<Engine>, volume: VolumeId) {
-    const CHUNK: u64 = 1 << 20;
-    let data = Bytes::from(vec![0x5Au8; CHUNK as usize]);
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut next = 0u64;
-    let mut inflight = 0;
-    while next < REGION_BYTES || inflight > 0 {
-        while inflight < 8 && next < REGION_BYTES {
-            let tx = tx.clone();
-            engine.write(
-                volume,
-                next / 4096,
-                data.clone(),
-                Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            );
-            next += CHUNK;
-            inflight += 1;
-        }
-        rx.recv().expect("fill completion").expect("fill write");
-        inflight -= 1;
-    }
-}
-
-fn bench_dir() -> PathBuf {
-    std::env::var_os("KEEL_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 fn main() {
@@ -339,7 +227,9 @@ fn main() {
         .create_volume("bench", REGION_BYTES, SectorSize::B4096)
         .expect("volume")
         .id;
-    fill(&engine, volume);
+    // The whole region once (1 MiB writes, 8 in flight), as fio lays out its
+    // file, so reads always reach the device whichever workloads run.
+    fill(&engine, volume, REGION_BYTES, 1 << 20, 8, 0x5A);
     let ours: Vec<(Result, Result)> = workloads
         .iter()
         .map(|w| {

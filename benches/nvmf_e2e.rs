@@ -17,12 +17,16 @@
 //! default 3; KEEL_BENCH_DIR the directory of the pool file, default `target/`;
 //! KEEL_BENCH_REACTORS the target's reactor threads, default one per core).
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::figures::{Figures, Latencies, Precision};
+use common::load::{fill, keep_in_flight, EngineLoad, InFlight, Pattern, Receive, Slots, Workload};
+use common::{bench_dir, env_u64};
 use engine::io::BackingKind;
 use engine::{DeviceSpec, Engine, EngineConfig, SectorSize, VolumeId};
 use keel::adapters::VolumeNamespace;
@@ -46,22 +50,6 @@ const NSID: u32 = 1;
 const RAM_NSID: u32 = 2;
 /// Latency samples kept per run before the vector grows.
 const SAMPLES_RESERVED: usize = 1 << 20;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Pattern {
-    SeqWrite,
-    SeqRead,
-    RandRead,
-    RandWrite,
-}
-
-#[derive(Clone, Copy)]
-struct Workload {
-    name: &'static str,
-    pattern: Pattern,
-    block_bytes: u64,
-    depth: usize,
-}
 
 const WORKLOADS: [Workload; 8] = [
     Workload {
@@ -114,21 +102,11 @@ const WORKLOADS: [Workload; 8] = [
     },
 ];
 
-/// One run's figures.
-#[derive(Clone, Copy, Default)]
-struct Figures {
-    iops: f64,
-    mib_s: f64,
-    mean_us: f64,
-    p99_us: f64,
-}
-
 fn seconds() -> u64 {
-    std::env::var("KEEL_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|s| *s > 0)
-        .unwrap_or(3)
+    match env_u64("KEEL_BENCH_SECONDS", 3) {
+        0 => 3,
+        s => s,
+    }
 }
 
 /// Target reactor threads (KEEL_BENCH_REACTORS; 0, the default, is one per core
@@ -140,198 +118,106 @@ fn reactors() -> usize {
         .unwrap_or(0)
 }
 
-fn bench_dir() -> PathBuf {
-    std::env::var_os("KEEL_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
-
-/// The offsets (in blocks) a workload visits: sequential, or xorshift-random.
-struct Offsets {
-    pattern: Pattern,
-    slots: u64,
-    blocks_per_io: u64,
-    next: u64,
-    rng: u64,
-}
-
-impl Offsets {
-    fn new(w: Workload) -> Offsets {
-        Offsets {
-            pattern: w.pattern,
-            slots: REGION_BYTES / w.block_bytes,
-            blocks_per_io: w.block_bytes / u64::from(BLOCK),
-            next: 0,
-            rng: 0x9E37_79B9_7F4A_7C15,
-        }
-    }
-
-    fn next_lba(&mut self) -> u64 {
-        let slot = match self.pattern {
-            Pattern::SeqRead | Pattern::SeqWrite => {
-                self.next += 1;
-                (self.next - 1) % self.slots
-            }
-            Pattern::RandRead | Pattern::RandWrite => {
-                self.rng ^= self.rng << 13;
-                self.rng ^= self.rng >> 7;
-                self.rng ^= self.rng << 17;
-                self.rng % self.slots
-            }
-        };
-        slot * self.blocks_per_io
-    }
-}
-
-fn is_write(p: Pattern) -> bool {
-    matches!(p, Pattern::SeqWrite | Pattern::RandWrite)
-}
-
-fn summarise(w: Workload, mut latencies_ns: Vec<u64>, elapsed: Duration) -> Figures {
-    let ios = latencies_ns.len() as f64;
-    let secs = elapsed.as_secs_f64().max(1e-9);
-    latencies_ns.sort_unstable();
-    let p99 = latencies_ns
-        .get(latencies_ns.len() * 99 / 100)
-        .copied()
-        .unwrap_or(0);
-    Figures {
-        iops: ios / secs,
-        mib_s: ios * w.block_bytes as f64 / secs / f64::from(1 << 20),
-        mean_us: latencies_ns.iter().map(|&l| l as f64).sum::<f64>() / ios.max(1.0) / 1000.0,
-        p99_us: p99 as f64 / 1000.0,
-    }
-}
-
 /// Engine-local: the engine's completion API from one thread with its own
 /// engine ring (as each reactor has), `depth` in flight.
 fn run_local(engine: &Arc<Engine>, volume: VolumeId, w: Workload, run: Duration) -> Figures {
     // Kept attached for the run: completions are polled by the receive below.
     let _ring = engine::io::LocalRing::attach().expect("engine ring for the local run");
-    let data = Bytes::from(vec![0x5Au8; w.block_bytes as usize]);
-    let blocks = (w.block_bytes / u64::from(BLOCK)) as u32;
-    let (tx, rx) = crossbeam_channel::unbounded::<(Instant, Result<(), engine::IoError>)>();
-    let mut offsets = Offsets::new(w);
-    let mut latencies_ns = Vec::with_capacity(SAMPLES_RESERVED);
+    let mut load = EngineLoad::new(
+        engine,
+        volume,
+        Receive::DrivingLocal,
+        w.engine_ops(REGION_BYTES, 0x5A),
+    );
+    let mut latencies = Latencies::with_capacity(SAMPLES_RESERVED);
     let started = Instant::now();
     let deadline = started + run;
-    let submit = |offsets: &mut Offsets| {
-        let lba = offsets.next_lba();
-        let tx = tx.clone();
-        let at = Instant::now();
-        if is_write(w.pattern) {
-            engine.write(
-                volume,
-                lba,
-                data.clone(),
-                Box::new(move |r| drop(tx.send((at, r)))),
-            );
-        } else {
-            engine.read(
-                volume,
-                lba,
-                blocks,
-                Box::new(move |r| drop(tx.send((at, r.map(|_| ()))))),
-            );
-        }
-    };
-    let mut inflight = 0usize;
-    while inflight < w.depth {
-        submit(&mut offsets);
-        inflight += 1;
-    }
-    while inflight > 0 {
-        let (at, result) = engine::io::recv_driving_local(&rx).expect("engine completion channel");
-        inflight -= 1;
-        if let Err(err) = result {
+    let finished = keep_in_flight(&mut load, w.depth, |_, done| {
+        if let Err(err) = done.result {
             panic!("{} engine-local: I/O failed: {err}", w.name);
         }
-        latencies_ns.push(at.elapsed().as_nanos() as u64);
-        if Instant::now() < deadline {
-            submit(&mut offsets);
-            inflight += 1;
+        latencies.record(done.latency());
+        Instant::now() < deadline
+    });
+    assert!(finished, "engine completion channel closed");
+    Figures::of(
+        latencies,
+        Precision::Nanos,
+        w.block_bytes,
+        started.elapsed(),
+    )
+}
+
+/// A workload's commands on one NVMe/TCP I/O queue, each completion checked.
+struct TargetLoad<'a> {
+    io: &'a mut IoQueue,
+    nsid: u32,
+    w: Workload,
+    slots: Slots,
+    data: Bytes,
+    /// Submission time by command id.
+    submitted_at: Vec<Option<Instant>>,
+}
+
+impl InFlight for TargetLoad<'_> {
+    /// When the completed command was submitted.
+    type Completion = Instant;
+
+    fn submit(&mut self) -> bool {
+        let w = self.w;
+        let lba = Lba(self.slots.next_wrapping() * u64::from(w.blocks()));
+        let at = Instant::now();
+        let cid = if w.pattern.is_write() {
+            self.io
+                .submit_write(self.nsid, lba, self.data.clone(), BLOCK)
+        } else {
+            self.io.submit_read(self.nsid, lba, w.blocks(), BLOCK)
         }
+        .unwrap_or_else(|e| panic!("{} over NVMe/TCP: submit failed: {e}", w.name));
+        self.submitted_at[usize::from(cid)] = Some(at);
+        true
     }
-    summarise(w, latencies_ns, started.elapsed())
+
+    fn wait(&mut self) -> Option<Instant> {
+        let name = self.w.name;
+        let (cid, response) = self
+            .io
+            .queue
+            .wait_any()
+            .unwrap_or_else(|e| panic!("{name} over NVMe/TCP: {e}"));
+        let at = self.submitted_at[usize::from(cid)]
+            .take()
+            .expect("completion of a submitted command");
+        if let Err(e) = response.success() {
+            panic!("{name} over NVMe/TCP: command failed: {e}");
+        }
+        Some(at)
+    }
 }
 
 /// Through the target: our host side on one I/O queue, `depth` in flight.
 fn run_target(io: &mut IoQueue, nsid: u32, w: Workload, run: Duration) -> Figures {
-    let data = Bytes::from(vec![0xA5u8; w.block_bytes as usize]);
-    let blocks = (w.block_bytes / u64::from(BLOCK)) as u32;
-    let mut submitted_at: Vec<Option<Instant>> = vec![None; usize::from(u16::MAX) + 1];
-    let mut offsets = Offsets::new(w);
-    let mut latencies_ns = Vec::with_capacity(SAMPLES_RESERVED);
+    let mut load = TargetLoad {
+        io,
+        nsid,
+        w,
+        slots: w.slots(REGION_BYTES),
+        data: Bytes::from(vec![0xA5u8; w.block_bytes as usize]),
+        submitted_at: vec![None; usize::from(u16::MAX) + 1],
+    };
+    let mut latencies = Latencies::with_capacity(SAMPLES_RESERVED);
     let started = Instant::now();
     let deadline = started + run;
-    let submit =
-        |io: &mut IoQueue, offsets: &mut Offsets, submitted_at: &mut Vec<Option<Instant>>| {
-            let lba = Lba(offsets.next_lba());
-            let at = Instant::now();
-            let cid = if is_write(w.pattern) {
-                io.submit_write(nsid, lba, data.clone(), BLOCK)
-            } else {
-                io.submit_read(nsid, lba, blocks, BLOCK)
-            }
-            .unwrap_or_else(|e| panic!("{} over NVMe/TCP: submit failed: {e}", w.name));
-            submitted_at[usize::from(cid)] = Some(at);
-        };
-    let mut inflight = 0usize;
-    while inflight < w.depth {
-        submit(io, &mut offsets, &mut submitted_at);
-        inflight += 1;
-    }
-    while inflight > 0 {
-        let (cid, response) = io
-            .queue
-            .wait_any()
-            .unwrap_or_else(|e| panic!("{} over NVMe/TCP: {e}", w.name));
-        inflight -= 1;
-        let at = submitted_at[usize::from(cid)]
-            .take()
-            .expect("completion of a submitted command");
-        latencies_ns.push(at.elapsed().as_nanos() as u64);
-        if let Err(e) = response.success() {
-            panic!("{} over NVMe/TCP: command failed: {e}", w.name);
-        }
-        if Instant::now() < deadline {
-            submit(io, &mut offsets, &mut submitted_at);
-            inflight += 1;
-        }
-    }
-    summarise(w, latencies_ns, started.elapsed())
-}
-
-/// Writes the whole region once so reads find mapped data (unmapped reads
-/// would return zeroes without touching the device).
-fn prefill(engine: &Arc<Engine>, volume: VolumeId) {
-    let w = Workload {
-        name: "prefill",
-        pattern: Pattern::SeqWrite,
-        block_bytes: 128 << 10,
-        depth: 32,
-    };
-    let ios = REGION_BYTES / w.block_bytes;
-    let data = Bytes::from(vec![0xC3u8; w.block_bytes as usize]);
-    let (tx, rx) = crossbeam_channel::unbounded::<Result<(), engine::IoError>>();
-    let mut next = 0u64;
-    let mut inflight = 0usize;
-    while next < ios || inflight > 0 {
-        while next < ios && inflight < w.depth {
-            let tx = tx.clone();
-            engine.write(
-                volume,
-                next * 32,
-                data.clone(),
-                Box::new(move |r| drop(tx.send(r))),
-            );
-            next += 1;
-            inflight += 1;
-        }
-        rx.recv().expect("completion").expect("prefill write");
-        inflight -= 1;
-    }
-    engine.flush_wait().expect("prefill flush");
+    keep_in_flight(&mut load, w.depth, |_, at| {
+        latencies.record(at.elapsed());
+        Instant::now() < deadline
+    });
+    Figures::of(
+        latencies,
+        Precision::Nanos,
+        w.block_bytes,
+        started.elapsed(),
+    )
 }
 
 fn load_average() -> String {
@@ -360,7 +246,10 @@ fn main() {
         .create_volume("bench", REGION_BYTES, SectorSize::B4096)
         .expect("volume");
     eprintln!("prefilling {} MiB ...", REGION_BYTES >> 20);
-    prefill(&engine, info.id);
+    // The whole region once so reads find mapped data (unmapped reads would
+    // return zeroes without touching the device).
+    fill(&engine, info.id, REGION_BYTES, 128 << 10, 32, 0xC3);
+    engine.flush_wait().expect("prefill flush");
 
     let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEELBENCH0001"));
     let namespace = VolumeNamespace::new(engine.clone(), info.id, SectorSize::B4096, [0x42; 16]);
