@@ -266,13 +266,16 @@ fn idle_reactors_sleep(kind: ReactorKind) {
     assert!(woke <= 60, "idle reactors woke {woke} times in 500 ms");
 }
 
+/// A deferred piece of work (an I/O start or a completion).
+type Deferred = Box<dyn FnOnce() + Send>;
+
 /// Completions queued for one reactor thread's poller, and the eventfd that
 /// tells the reactor to poll.
 struct PollerInbox {
-    queue: parking_lot::Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    queue: parking_lot::Mutex<Vec<Deferred>>,
     eventfd: EventFd,
     /// Operations started on the reactor thread, run only when it submits.
-    unstarted: parking_lot::Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    unstarted: parking_lot::Mutex<Vec<Deferred>>,
 }
 
 thread_local! {
@@ -315,7 +318,7 @@ impl crate::ReactorPoller for TestPoller {
 /// arrive) — like an engine's per-thread ring.
 struct PolledNamespace {
     inner: Arc<MemoryNamespace>,
-    deliver: crossbeam_channel::Sender<(Arc<PollerInbox>, Box<dyn FnOnce() + Send>)>,
+    deliver: crossbeam_channel::Sender<(Arc<PollerInbox>, Deferred)>,
 }
 
 impl PolledNamespace {
@@ -373,8 +376,7 @@ impl crate::NamespaceBackend for PolledNamespace {
 }
 
 fn completions_delivered_through_the_reactor_poller_reach_their_hosts(kind: ReactorKind) {
-    let (deliver, delivered) =
-        crossbeam_channel::unbounded::<(Arc<PollerInbox>, Box<dyn FnOnce() + Send>)>();
+    let (deliver, delivered) = crossbeam_channel::unbounded::<(Arc<PollerInbox>, Deferred)>();
     let courier = std::thread::spawn(move || {
         for (inbox, done) in delivered {
             inbox.queue.lock().push(done);

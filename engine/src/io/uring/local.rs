@@ -242,14 +242,15 @@ pub(super) fn submit_on_current(shared: &Arc<Shared>, request: Request) -> Resul
         };
         let State { ring, slots } = &mut *state;
         let sqe = slots.take(shared, request, true)?;
-        // SAFETY (both pushes): the buffer the SQE points at is kept in its slot
-        // (with the device's file) until the completion is reaped. The slot table
-        // is no larger than the submission queue, so a push fails only while
-        // earlier entries wait for a submit, which makes room.
+        // The slot table is no larger than the submission queue, so a push
+        // fails only while earlier entries wait for a submit, which makes room.
+        // SAFETY: the buffer the SQE points at is kept in its slot (with the
+        // device's file) until the completion is reaped.
         if unsafe { ring.submission().push(&sqe) }.is_ok() {
             None
         } else {
             let submitted = ring.submit();
+            // SAFETY: as above; the same SQE and slot, not yet in the queue.
             if unsafe { ring.submission().push(&sqe) }.is_ok() {
                 None
             } else {
