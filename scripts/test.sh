@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Keel's whole test suite on a fresh Debian machine: installs what the
 # system tests need (QEMU and the guest's userland, fio, the guest kernels),
-# builds everything, then runs every test tier — unit, property, crash, fuzz
+# checks formatting and lints, builds everything, then runs every test tier —
+# unit, property, crash, fuzz
 # twins, loop device, the Linux kernel NVMe/TCP host in QEMU, and real HTTP.
 # Must run as root (apt-get, losetup, QEMU guests).
 set -euo pipefail
@@ -38,6 +39,13 @@ if cargo fmt --version >/dev/null 2>&1; then
     cargo fmt --all --check
 else
     echo "rustfmt is not installed: skipping the formatting check" >&2
+fi
+
+log "lints (clippy, warnings are errors)"
+if cargo clippy --version >/dev/null 2>&1; then
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+    echo "clippy is not installed: skipping the lint check" >&2
 fi
 
 log "build (all targets, including the crash-test writer example)"
