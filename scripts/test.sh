@@ -2,8 +2,8 @@
 # Runs Keel's whole test suite on a fresh Debian machine: installs what the
 # system tests need (QEMU and the guest's userland, fio, the guest kernels),
 # checks formatting and lints, builds everything, then runs every test tier —
-# unit, property, crash, fuzz
-# twins, loop device, the Linux kernel NVMe/TCP host in QEMU, and real HTTP.
+# unit, property, crash, fuzz twins, loop device, the Linux kernel NVMe/TCP host
+# in QEMU, real HTTP — and, where nightly is present, cargo-fuzz.
 # Must run as root (apt-get, losetup, QEMU guests).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
