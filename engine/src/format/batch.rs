@@ -771,9 +771,28 @@ impl BatchBuilder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A valid one-block header with one two-block write (also used by the
+    /// fuzzing tests).
+    pub(in crate::format) fn sample() -> BatchHeader {
+        BatchHeader {
+            seq: 5,
+            epoch: 1,
+            pool_uuid: [2; 16],
+            segment: 1,
+            header_blocks: 1,
+            data_blocks: 2,
+            entries: vec![Entry::Write {
+                volume: 1,
+                lba: 9,
+                data_offset: 0,
+                crcs: vec![7, 8],
+            }],
+        }
+    }
 
     fn entry_strategy() -> impl Strategy<Value = Entry> {
         prop_oneof![
@@ -912,15 +931,7 @@ mod tests {
 
         #[test]
         fn any_flipped_bit_in_the_used_header_is_detected(flip in 0usize..(BATCH_HEADER_FIXED_LEN + 36) * 8) {
-            let header = BatchHeader {
-                seq: 5,
-                epoch: 1,
-                pool_uuid: [2; 16],
-                segment: 1,
-                header_blocks: 1,
-                data_blocks: 2,
-                entries: vec![Entry::Write { volume: 1, lba: 9, data_offset: 0, crcs: vec![7, 8] }],
-            };
+            let header = sample();
             let mut bytes = header.encode();
             bytes[flip / 8] ^= 1 << (flip % 8);
             prop_assert!(BatchHeader::decode(&bytes) != Ok(header));

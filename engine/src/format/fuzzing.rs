@@ -54,49 +54,17 @@ mod tests {
 
     #[test]
     fn sealed_encodings_of_real_structures_still_decode() {
-        let sb = Superblock {
-            pool_uuid: [1; 16],
-            device_index: 0,
-            device_count: 1,
-            blocks_per_segment: 2048,
-            data_offset: 1 << 20,
-            segment_count: 10,
-            first_segment: 0,
-            created_unix_s: 7,
-        };
+        let sb = superblock::tests::sample();
         let mut bytes = sb.encode();
         superblock::seal_for_fuzzing(&mut bytes);
         assert_eq!(Superblock::decode(&bytes), Ok(sb));
 
-        let root = CheckpointRoot {
-            pool_uuid: [3; 16],
-            generation: 9,
-            epoch: 4,
-            replay_seq: 1234,
-            replay_segment: 5,
-            replay_block: 17,
-            body_len: 99_999,
-            body_crc: 0xDEAD_BEEF,
-            body_segments: vec![4, 8, 15],
-        };
+        let root = root::tests::sample();
         let mut bytes = root.encode();
         root::seal_for_fuzzing(&mut bytes);
         assert_eq!(CheckpointRoot::decode(&bytes), Ok(root));
 
-        let header = BatchHeader {
-            seq: 5,
-            epoch: 1,
-            pool_uuid: [2; 16],
-            segment: 1,
-            header_blocks: 1,
-            data_blocks: 2,
-            entries: vec![super::super::Entry::Write {
-                volume: 1,
-                lba: 9,
-                data_offset: 0,
-                crcs: vec![7, 8],
-            }],
-        };
+        let header = batch::tests::sample();
         let mut bytes = header.encode();
         batch::seal_for_fuzzing(&mut bytes);
         assert_eq!(BatchHeader::decode(&bytes), Ok(header));

@@ -126,12 +126,12 @@ impl CheckpointRoot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips_and_detects_damage() {
-        let root = CheckpointRoot {
+    /// A valid root naming three body segments (also used by the fuzzing tests).
+    pub(in crate::format) fn sample() -> CheckpointRoot {
+        CheckpointRoot {
             pool_uuid: [3; 16],
             generation: 9,
             epoch: 4,
@@ -141,7 +141,12 @@ mod tests {
             body_len: 99_999,
             body_crc: 0xDEAD_BEEF,
             body_segments: vec![4, 8, 15],
-        };
+        }
+    }
+
+    #[test]
+    fn round_trips_and_detects_damage() {
+        let root = sample();
         let block = root.encode();
         assert_eq!(CheckpointRoot::decode(&block), Ok(root));
         for byte in 0..FIXED_LEN + 12 {

@@ -124,10 +124,11 @@ impl Superblock {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn sample() -> Superblock {
+    /// A valid superblock (also used by the fuzzing tests).
+    pub(in crate::format) fn sample() -> Superblock {
         Superblock {
             pool_uuid: [7; 16],
             device_index: 1,
