@@ -211,7 +211,23 @@ fn relocate_in(
 /// records, or a snapshot or clone without its source. The engine's placeholder
 /// and replay both derive the shape here, so they cannot disagree.
 pub(crate) fn created_shape(entry: &Entry, source: Option<&Volume>) -> Option<VolumeShape> {
-    let sector = |bytes: u32| SectorSize::from_bytes(bytes).unwrap_or(SectorSize::B4096);
+    // A writable volume: a new one starts its own lineage, a clone joins its
+    // snapshot's.
+    let writable = |volume: u64,
+                    name: &String,
+                    size_bytes: u64,
+                    sector_bytes: u32,
+                    flags: u32,
+                    source: Option<&Volume>| VolumeShape {
+        id: VolumeId(volume),
+        name: name.clone(),
+        size_bytes,
+        sector: SectorSize::from_bytes(sector_bytes).unwrap_or(SectorSize::B4096),
+        kind: VolumeKind::Volume,
+        flags,
+        lineage: source.map_or(volume, |s| s.lineage),
+        parent: source.map(|s| s.id),
+    };
     match (entry, source) {
         (
             Entry::CreateVolume {
@@ -222,16 +238,14 @@ pub(crate) fn created_shape(entry: &Entry, source: Option<&Volume>) -> Option<Vo
                 name,
             },
             _,
-        ) => Some(VolumeShape {
-            id: VolumeId(*volume),
-            name: name.clone(),
-            size_bytes: *size_bytes,
-            sector: sector(*sector_bytes),
-            kind: VolumeKind::Volume,
-            flags: *flags,
-            lineage: *volume,
-            parent: None,
-        }),
+        ) => Some(writable(
+            *volume,
+            name,
+            *size_bytes,
+            *sector_bytes,
+            *flags,
+            None,
+        )),
         (Entry::CreateSnapshot { volume, name, .. }, Some(source)) => Some(VolumeShape {
             id: VolumeId(*volume),
             name: name.clone(),
@@ -252,16 +266,14 @@ pub(crate) fn created_shape(entry: &Entry, source: Option<&Volume>) -> Option<Vo
                 ..
             },
             Some(source),
-        ) => Some(VolumeShape {
-            id: VolumeId(*volume),
-            name: name.clone(),
-            size_bytes: *size_bytes,
-            sector: sector(*sector_bytes),
-            kind: VolumeKind::Volume,
-            flags: *flags,
-            lineage: source.lineage,
-            parent: Some(source.id),
-        }),
+        ) => Some(writable(
+            *volume,
+            name,
+            *size_bytes,
+            *sector_bytes,
+            *flags,
+            Some(source),
+        )),
         _ => None,
     }
 }
