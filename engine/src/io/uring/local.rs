@@ -194,13 +194,8 @@ impl Inner {
     fn reap(&self) -> Vec<Finished> {
         let mut state = self.state.borrow_mut();
         let State { ring, slots } = &mut *state;
-        let posted: Vec<(u64, i32)> = ring
-            .completion()
-            .map(|cqe| (cqe.user_data(), cqe.result()))
-            .collect();
-        posted
-            .into_iter()
-            .filter_map(|(slot, result)| slots.finish(slot, result))
+        ring.completion()
+            .filter_map(|cqe| slots.finish(cqe.user_data(), cqe.result()))
             .collect()
     }
 }
