@@ -177,6 +177,18 @@ fn complete_inline(
     result
 }
 
+/// Runs `f` with this thread's inline completions addressed to reactor `id`,
+/// then moves the completions `f` produced into `done` (which must be empty).
+fn collecting_inline(id: usize, done: &mut Vec<InlineCompletion>, f: impl FnOnce()) {
+    INLINE.with(|cell| cell.borrow_mut().reactor = id);
+    f();
+    INLINE.with(|cell| {
+        let mut inline = cell.borrow_mut();
+        inline.reactor = 0;
+        std::mem::swap(&mut inline.done, done);
+    });
+}
+
 /// Source of unique reactor ids (0 means "no reactor").
 static NEXT_REACTOR_ID: AtomicUsize = AtomicUsize::new(1);
 
@@ -487,19 +499,16 @@ impl<T: Transport> Core<T> {
         let requests = s.conn.take_io_requests();
         self.outstanding += requests.len();
         let id = self.id;
-        INLINE.with(|cell| cell.borrow_mut().reactor = id);
-        for req in requests {
-            let inbox = self.inbox.clone();
-            req.start(move |tag, result| {
-                if let Some(result) = complete_inline(id, token, tag, result) {
-                    inbox.send(Message::IoDone { token, tag, result });
-                }
-            });
-        }
-        INLINE.with(|cell| {
-            let mut inline = cell.borrow_mut();
-            inline.reactor = 0;
-            std::mem::swap(&mut inline.done, &mut self.inline_done);
+        let inbox = &self.inbox;
+        collecting_inline(id, &mut self.inline_done, || {
+            for req in requests {
+                let inbox = inbox.clone();
+                req.start(move |tag, result| {
+                    if let Some(result) = complete_inline(id, token, tag, result) {
+                        inbox.send(Message::IoDone { token, tag, result });
+                    }
+                });
+            }
         });
         let now = self.now;
         for done in self.inline_done.drain(..) {
@@ -531,14 +540,7 @@ impl<T: Transport> Core<T> {
         let Some(poller) = self.poller.as_mut() else {
             return;
         };
-        let id = self.id;
-        INLINE.with(|cell| cell.borrow_mut().reactor = id);
-        poller.poll();
-        INLINE.with(|cell| {
-            let mut inline = cell.borrow_mut();
-            inline.reactor = 0;
-            std::mem::swap(&mut inline.done, &mut self.inline_done);
-        });
+        collecting_inline(self.id, &mut self.inline_done, || poller.poll());
         let mut done = std::mem::take(&mut self.inline_done);
         for completion in done.drain(..) {
             self.outstanding = self.outstanding.saturating_sub(1);
