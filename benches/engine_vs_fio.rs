@@ -83,22 +83,26 @@ fn seconds() -> u64 {
 /// is created sparse, and reads of never-written blocks would not reach the
 /// device (the engine's volume is filled the same way, by `fill`).
 fn fio_fill(file: &Path) {
-    let status = Command::new("fio")
-        .args([
-            "--name=fill",
-            "--ioengine=io_uring",
-            "--direct=1",
-            "--rw=write",
-            "--bs=1M",
-            "--iodepth=8",
-            "--output-format=terse",
-        ])
-        .arg(format!("--filename={}", file.display()))
-        .arg(format!("--size={REGION_BYTES}"))
+    let status = fio_job(file, "fill", "write", 1 << 20, 8)
+        .arg("--output-format=terse")
         .output();
     if !status.is_ok_and(|o| o.status.success()) {
         eprintln!("fio could not fill its region: its read figures may not reach the device");
     }
+}
+
+/// fio with io_uring and O_DIRECT over the bench region of `file`.
+fn fio_job(file: &Path, name: &str, rw: &str, block_bytes: u64, depth: usize) -> Command {
+    let mut command = Command::new("fio");
+    command
+        .args(["--ioengine=io_uring", "--direct=1"])
+        .arg(format!("--name={name}"))
+        .arg(format!("--filename={}", file.display()))
+        .arg(format!("--size={REGION_BYTES}"))
+        .arg(format!("--rw={rw}"))
+        .arg(format!("--bs={block_bytes}"))
+        .arg(format!("--iodepth={depth}"));
+    command
 }
 
 fn fio(file: &Path, w: Workload) -> Option<Result> {
@@ -108,19 +112,8 @@ fn fio(file: &Path, w: Workload) -> Option<Result> {
         Pattern::RandRead => "randread",
         Pattern::RandWrite => "randwrite",
     };
-    let output = Command::new("fio")
-        .args([
-            "--name=baseline",
-            "--ioengine=io_uring",
-            "--direct=1",
-            "--output-format=json",
-            "--time_based",
-        ])
-        .arg(format!("--filename={}", file.display()))
-        .arg(format!("--rw={rw}"))
-        .arg(format!("--bs={}", w.block_bytes))
-        .arg(format!("--iodepth={}", w.depth))
-        .arg(format!("--size={REGION_BYTES}"))
+    let output = fio_job(file, "baseline", rw, w.block_bytes, w.depth)
+        .args(["--output-format=json", "--time_based"])
         .arg(format!("--runtime={}", seconds()))
         .output()
         .ok()?;
