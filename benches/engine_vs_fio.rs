@@ -1,6 +1,8 @@
 //! End-to-end engine benchmark beside its physical baseline. On one file (in
-//! `KEEL_BENCH_DIR`, default `target/`), fio with ioengine=io_uring and direct=1
-//! runs each workload first; then the engine is formatted on the same file and runs
+//! `KEEL_BENCH_DIR`, default `target/`), written through once first so that
+//! neither side writes into blocks the file system has yet to allocate (as on a
+//! pool whose log has wrapped, or a raw device), fio with ioengine=io_uring and
+//! direct=1 runs each workload; then the engine is formatted on the same file and runs
 //! the same workloads through its completion API, twice: from a plain thread (every
 //! device operation goes through the device's ring thread) and from a thread with
 //! a `LocalRing` (reads go to the kernel from the submitting thread and complete
@@ -9,7 +11,8 @@
 //!
 //! `cargo bench --bench engine_vs_fio` (KEEL_BENCH_SECONDS sets each run's length;
 //! KEEL_BENCH_ONLY=<text> runs only the workloads whose name contains it, e.g. to
-//! profile one).
+//! profile one; KEEL_BENCH_FRESH_POOL=1 gives the engine a new sparse file instead,
+//! to measure a pool's first pass).
 
 mod common;
 
@@ -79,26 +82,36 @@ fn seconds() -> u64 {
     env_u64("KEEL_BENCH_SECONDS", 5)
 }
 
-/// Writes fio's region once, sequentially, before its workloads: the bench file
-/// is created sparse, and reads of never-written blocks would not reach the
-/// device (the engine's volume is filled the same way, by `fill`).
-fn fio_fill(file: &Path) {
-    let status = fio_job(file, "fill", "write", 1 << 20, 8)
+/// Writes the first `bytes` of `file` once, sequentially. The bench file is
+/// created sparse: reads of never-written blocks would not reach the device, and
+/// a direct write into one also changes the file's block map, which costs a
+/// small write about as much again as the write itself.
+fn precondition(file: &Path, bytes: u64) {
+    let status = fio_job(file, "precondition", "write", 1 << 20, 8, bytes)
         .arg("--output-format=terse")
         .output();
     if !status.is_ok_and(|o| o.status.success()) {
-        eprintln!("fio could not fill its region: its read figures may not reach the device");
+        eprintln!(
+            "fio could not write the bench file through: its figures may not reach the device"
+        );
     }
 }
 
-/// fio with io_uring and O_DIRECT over the bench region of `file`.
-fn fio_job(file: &Path, name: &str, rw: &str, block_bytes: u64, depth: usize) -> Command {
+/// fio with io_uring and O_DIRECT over the first `bytes` of `file`.
+fn fio_job(
+    file: &Path,
+    name: &str,
+    rw: &str,
+    block_bytes: u64,
+    depth: usize,
+    bytes: u64,
+) -> Command {
     let mut command = Command::new("fio");
     command
         .args(["--ioengine=io_uring", "--direct=1"])
         .arg(format!("--name={name}"))
         .arg(format!("--filename={}", file.display()))
-        .arg(format!("--size={REGION_BYTES}"))
+        .arg(format!("--size={bytes}"))
         .arg(format!("--rw={rw}"))
         .arg(format!("--bs={block_bytes}"))
         .arg(format!("--iodepth={depth}"));
@@ -112,7 +125,7 @@ fn fio(file: &Path, w: Workload) -> Option<Result> {
         Pattern::RandRead => "randread",
         Pattern::RandWrite => "randwrite",
     };
-    let output = fio_job(file, "baseline", rw, w.block_bytes, w.depth)
+    let output = fio_job(file, "baseline", rw, w.block_bytes, w.depth, REGION_BYTES)
         .args(["--output-format=json", "--time_based"])
         .arg(format!("--runtime={}", seconds()))
         .output()
@@ -200,21 +213,25 @@ fn main() {
         .into_iter()
         .filter(|w| w.name.contains(only.as_str()))
         .collect();
+    let fresh_pool = std::env::var_os("KEEL_BENCH_FRESH_POOL").is_some();
     if has_fio {
-        fio_fill(&path);
+        // fio's workloads use only the region; the engine's log may reach any block.
+        precondition(&path, if fresh_pool { REGION_BYTES } else { FILE_BYTES });
     }
     let baseline: Vec<Option<Result>> = workloads
         .iter()
         .map(|w| if has_fio { fio(&path, *w) } else { None })
         .collect();
-    std::fs::remove_file(&path).expect("reset bench file");
+    if fresh_pool {
+        std::fs::remove_file(&path).expect("reset bench file");
+    }
     let spec = DeviceSpec {
         path: path.clone(),
         kind: BackingKind::File,
         create_size: Some(FILE_BYTES),
     };
     let engine = Arc::new(
-        Engine::open_paths(&[spec], EngineConfig::default(), false).expect("engine on bench file"),
+        Engine::open_paths(&[spec], EngineConfig::default(), true).expect("engine on bench file"),
     );
     let volume = engine
         .create_volume("bench", REGION_BYTES, SectorSize::B4096)
@@ -233,8 +250,13 @@ fn main() {
         })
         .collect();
     println!(
-        "\nengine vs fio (io_uring, direct=1) on {} — {} s per run",
+        "\nengine vs fio (io_uring, direct=1) on {} ({}) — {} s per run",
         path.display(),
+        if fresh_pool {
+            "engine on a new sparse file"
+        } else {
+            "written through once"
+        },
         seconds()
     );
     println!(
