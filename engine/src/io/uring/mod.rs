@@ -61,7 +61,6 @@ impl UringDevice {
     /// Takes ownership of an opened file (normally opened with O_DIRECT) of `size`
     /// bytes and starts its ring thread.
     pub fn new(file: File, size: u64, name: &str) -> std::io::Result<UringDevice> {
-        let ring = IoUring::new(RING_ENTRIES)?;
         // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
         let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if raw < 0 {
@@ -79,9 +78,25 @@ impl UringDevice {
         });
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_DEPTH_MAX);
         let thread_shared = shared.clone();
+        let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name(format!("keel-io-{name}"))
-            .spawn(move || RingLoop::new(ring, thread_shared, rx).run())?;
+            .spawn(move || {
+                // Made here: a ring that defers completions belongs to the
+                // thread that creates it.
+                match deferring_ring(RING_ENTRIES) {
+                    Ok(ring) => {
+                        let _ = started_tx.send(Ok(()));
+                        RingLoop::new(ring, thread_shared, rx).run();
+                    }
+                    Err(err) => {
+                        let _ = started_tx.send(Err(err));
+                    }
+                }
+            })?;
+        started_rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the ring thread exited before starting"))??;
         Ok(UringDevice {
             shared,
             queue: tx,
@@ -189,6 +204,20 @@ impl Drop for UringDevice {
             let _ = thread.join();
         }
     }
+}
+
+/// A ring of `entries` whose completions the kernel defers until its owner
+/// enters it (`IORING_SETUP_DEFER_TASKRUN`, Linux 6.1), instead of interrupting
+/// the owner for each; `IORING_SQ_TASKRUN` then says when entering is due,
+/// which `submit` honours. A plain ring on kernels without it. Only the thread
+/// that calls this may submit to the ring.
+fn deferring_ring(entries: u32) -> std::io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag()
+        .build(entries)
+        .or_else(|_| IoUring::new(entries))
 }
 
 fn take_buf(op: IoOp) -> Option<AlignedBuf> {
