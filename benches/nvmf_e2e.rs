@@ -6,7 +6,8 @@
 //! table with IOPS, MiB/s, mean and p99 latency, the target/engine-local IOPS
 //! ratio and the mean latency the target adds. A third column set runs the same
 //! NVMe/TCP path against a RAM namespace, separating the transport's cost from
-//! the engine's.
+//! the engine's, and a plain TCP ping-pong of the same sizes over loopback (no
+//! NVMe at all) gives the floor any target's added QD1 latency sits on here.
 //!
 //! The target is started in-process (engine on a file, `keel::adapters::
 //! VolumeNamespace`, `Subsystem`, `Target::start` on 127.0.0.1, an engine ring
@@ -15,7 +16,8 @@
 //!
 //! `cargo bench --bench nvmf_e2e` (KEEL_BENCH_SECONDS sets each run's length,
 //! default 3; KEEL_BENCH_DIR the directory of the pool file, default `target/`;
-//! KEEL_BENCH_REACTORS the target's reactor threads, default one per core).
+//! KEEL_BENCH_REACTORS the target's reactor threads, default one per core;
+//! KEEL_BENCH_ONLY=<text> runs only the workloads whose name contains it).
 
 mod common;
 
@@ -220,6 +222,47 @@ fn run_target(io: &mut IoQueue, nsid: u32, w: Workload, run: Duration) -> Figure
     )
 }
 
+/// A 4 KiB read's bytes on the wire: a 72-byte command capsule out, and back a
+/// C2HData PDU (24-byte header and the data) and a 24-byte response capsule.
+const PING_BYTES: usize = 72;
+const PONG_BYTES: usize = 24 + 4096 + 24;
+
+/// Mean round trip of a blocking TCP ping-pong over loopback with a 4 KiB
+/// read's sizes, one exchange in flight: what two threads and the kernel's
+/// TCP stack cost per I/O before any protocol or storage work.
+fn tcp_ping_pong(run: Duration) -> Figures {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen");
+    let addr = listener.local_addr().expect("address");
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().expect("accept");
+        socket.set_nodelay(true).expect("nodelay");
+        let mut ping = [0u8; PING_BYTES];
+        let pong = vec![0x5Au8; PONG_BYTES];
+        while socket.read_exact(&mut ping).is_ok() {
+            if socket.write_all(&pong).is_err() {
+                break;
+            }
+        }
+    });
+    let mut socket = std::net::TcpStream::connect(addr).expect("connect");
+    socket.set_nodelay(true).expect("nodelay");
+    let ping = [0xA5u8; PING_BYTES];
+    let mut pong = vec![0u8; PONG_BYTES];
+    let mut latencies = Latencies::with_capacity(SAMPLES_RESERVED);
+    let started = Instant::now();
+    while started.elapsed() < run {
+        let sent = Instant::now();
+        socket.write_all(&ping).expect("ping");
+        socket.read_exact(&mut pong).expect("pong");
+        latencies.record(sent.elapsed());
+    }
+    let elapsed = started.elapsed();
+    drop(socket);
+    server.join().expect("ping-pong server");
+    Figures::of(latencies, Precision::Nanos, 4096, elapsed)
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -281,13 +324,19 @@ fn main() {
 
     let load_before = load_average();
     let mut rows = Vec::new();
-    for w in WORKLOADS {
+    let only = std::env::var("KEEL_BENCH_ONLY").unwrap_or_default();
+    for w in WORKLOADS
+        .into_iter()
+        .filter(|w| w.name.contains(only.as_str()))
+    {
         eprintln!("{} ...", w.name);
         let local = run_local(&engine, info.id, w, run);
         let remote = run_target(&mut io, NSID, w, run);
         let ram = run_target(&mut io, RAM_NSID, w, run);
         rows.push((w, local, remote, ram));
     }
+    eprintln!("TCP ping-pong ...");
+    let floor = tcp_ping_pong(run);
     let load_after = load_average();
 
     let reactors = match reactors() {
@@ -324,6 +373,10 @@ fn main() {
     }
     println!("\nGoals (issue 3): target overhead < 15% of engine-local IOPS at QD32; < 20 µs added mean latency at QD1.");
     println!("RAM-ns: the same NVMe/TCP path to a RAM namespace (no engine): the transport's ceiling here.");
+    println!(
+        "Loopback floor: a plain TCP ping-pong with a 4 KiB read's sizes ({PING_BYTES} B out, {PONG_BYTES} B back, one in flight, blocking sockets): {:.1} µs mean, {:.1} µs p99, {:.0} round trips/s.",
+        floor.mean_us, floor.p99_us, floor.iops
+    );
     for (w, l, r, _) in &rows {
         if w.depth == 32 && w.block_bytes == 4096 {
             println!(
