@@ -963,21 +963,10 @@ fn namespace_backend_trait_is_object_safe() {
     assert_eq!(ns.block_size().bytes(), 4096);
 }
 
-/// Runs each named test (a `fn(ReactorKind)`) once per reactor backend.
-macro_rules! for_each_reactor_kind {
-    ($($name:ident),* $(,)?) => {
-        mod epoll {
-            use nvmf_target::ReactorKind;
-            $(#[test] fn $name() { super::$name(ReactorKind::Epoll) })*
-        }
-        mod uring {
-            use nvmf_target::ReactorKind;
-            $(#[test] fn $name() { super::$name(ReactorKind::Uring) })*
-        }
-    };
-}
+include!("../src/target/for_each_reactor_kind.rs");
 
 for_each_reactor_kind!(
+    nvmf_target::ReactorKind;
     identify_reports_every_field_linux_checks,
     properties_follow_enable_and_shutdown_handshakes,
     io_round_trips_in_capsule_and_via_r2t_with_and_without_digests,

@@ -509,21 +509,10 @@ fn explicit_epoll_never_tries_io_uring() {
     assert_eq!(tried, [ReactorKind::Epoll, ReactorKind::Epoll]);
 }
 
-/// Runs each named test (a `fn(ReactorKind)`) once per reactor backend.
-macro_rules! for_each_reactor_kind {
-    ($($name:ident),* $(,)?) => {
-        mod epoll {
-            use super::super::ReactorKind;
-            $(#[test] fn $name() { super::$name(ReactorKind::Epoll) })*
-        }
-        mod uring {
-            use super::super::ReactorKind;
-            $(#[test] fn $name() { super::$name(ReactorKind::Uring) })*
-        }
-    };
-}
+include!("for_each_reactor_kind.rs");
 
 for_each_reactor_kind!(
+    crate::ReactorKind;
     closing_with_receives_and_sends_in_flight_frees_everything,
     short_sends_deliver_every_byte_in_order,
     many_connections_on_one_reactor_keep_their_data_apart,
