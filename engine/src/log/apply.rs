@@ -211,24 +211,9 @@ fn relocate_in(
 /// records, or a snapshot or clone without its source. The engine's placeholder
 /// and replay both derive the shape here, so they cannot disagree.
 pub(crate) fn created_shape(entry: &Entry, source: Option<&Volume>) -> Option<VolumeShape> {
-    // A writable volume: a new one starts its own lineage, a clone joins its
-    // snapshot's.
-    let writable = |volume: u64,
-                    name: &String,
-                    size_bytes: u64,
-                    sector_bytes: u32,
-                    flags: u32,
-                    source: Option<&Volume>| VolumeShape {
-        id: VolumeId(volume),
-        name: name.clone(),
-        size_bytes,
-        sector: SectorSize::from_bytes(sector_bytes).unwrap_or(SectorSize::B4096),
-        kind: VolumeKind::Volume,
-        flags,
-        lineage: source.map_or(volume, |s| s.lineage),
-        parent: source.map(|s| s.id),
-    };
-    match (entry, source) {
+    // A writable volume: a new one starts its own lineage (and ignores any
+    // source), a clone joins its snapshot's.
+    let (volume, name, size_bytes, sector_bytes, flags, source) = match (entry, source) {
         (
             Entry::CreateVolume {
                 volume,
@@ -238,24 +223,7 @@ pub(crate) fn created_shape(entry: &Entry, source: Option<&Volume>) -> Option<Vo
                 name,
             },
             _,
-        ) => Some(writable(
-            *volume,
-            name,
-            *size_bytes,
-            *sector_bytes,
-            *flags,
-            None,
-        )),
-        (Entry::CreateSnapshot { volume, name, .. }, Some(source)) => Some(VolumeShape {
-            id: VolumeId(*volume),
-            name: name.clone(),
-            size_bytes: source.size(),
-            sector: source.sector,
-            kind: VolumeKind::Snapshot,
-            flags: 0,
-            lineage: source.lineage,
-            parent: Some(source.id),
-        }),
+        ) => (volume, name, size_bytes, sector_bytes, flags, None),
         (
             Entry::CreateClone {
                 volume,
@@ -266,16 +234,31 @@ pub(crate) fn created_shape(entry: &Entry, source: Option<&Volume>) -> Option<Vo
                 ..
             },
             Some(source),
-        ) => Some(writable(
-            *volume,
-            name,
-            *size_bytes,
-            *sector_bytes,
-            *flags,
-            Some(source),
-        )),
-        _ => None,
-    }
+        ) => (volume, name, size_bytes, sector_bytes, flags, Some(source)),
+        (Entry::CreateSnapshot { volume, name, .. }, Some(source)) => {
+            return Some(VolumeShape {
+                id: VolumeId(*volume),
+                name: name.clone(),
+                size_bytes: source.size(),
+                sector: source.sector,
+                kind: VolumeKind::Snapshot,
+                flags: 0,
+                lineage: source.lineage,
+                parent: Some(source.id),
+            })
+        }
+        _ => return None,
+    };
+    Some(VolumeShape {
+        id: VolumeId(*volume),
+        name: name.clone(),
+        size_bytes: *size_bytes,
+        sector: SectorSize::from_bytes(*sector_bytes).unwrap_or(SectorSize::B4096),
+        kind: VolumeKind::Volume,
+        flags: *flags,
+        lineage: source.map_or(*volume, |s| s.lineage),
+        parent: source.map(|s| s.id),
+    })
 }
 
 /// Makes a created volume or snapshot live with `map`: the engine put a
