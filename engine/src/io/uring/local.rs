@@ -175,27 +175,25 @@ impl Inner {
     /// Has the kernel post the completions it deferred, if it has any (and
     /// hands it what is queued on the way).
     fn run_deferred(&self) {
-        let mut state = self.state.borrow_mut();
-        if !state.ring.submission().taskrun() {
-            return;
-        }
-        // With the flag up, a submit enters with GETEVENTS, which runs them.
-        if let Err(err) = state.ring.submit() {
-            if !is_transient(&err) {
-                tracing::warn!(%err, "local ring could not run its deferred completions");
-            }
-        }
+        self.enter_if(|ring| ring.submission().taskrun());
     }
 
     fn submit(&self) {
+        self.enter_if(|ring| !ring.submission().is_empty());
+    }
+
+    /// Enters the kernel without waiting if `due` says there is a reason to.
+    /// The entry submits what is queued and, while `IORING_SQ_TASKRUN` is up,
+    /// asks for events, which runs the deferred completions.
+    fn enter_if(&self, due: impl FnOnce(&mut IoUring) -> bool) {
         let mut state = self.state.borrow_mut();
-        if state.ring.submission().is_empty() {
+        if !due(&mut state.ring) {
             return;
         }
         if let Err(err) = state.ring.submit() {
             if !is_transient(&err) {
-                // The entries stay queued: the next submit or wait retries.
-                tracing::warn!(%err, "local ring submission failed");
+                // Queued entries stay queued: the next submit or wait retries.
+                tracing::warn!(%err, "local ring could not enter the kernel");
             }
         }
     }
