@@ -173,28 +173,22 @@ impl<N: FnMut() -> Option<Op>> InFlight for EngineLoad<'_, N> {
         };
         let tx = self.tx.clone();
         let submitted_at = Instant::now();
+        let complete = move |result: Result<(), IoError>| {
+            let _ = tx.send(Completion {
+                submitted_at,
+                result,
+            });
+        };
         match op {
-            Op::Write { lba, data } => self.engine.write(
-                self.volume,
-                lba,
-                data,
-                Box::new(move |result| {
-                    let _ = tx.send(Completion {
-                        submitted_at,
-                        result,
-                    });
-                }),
-            ),
+            Op::Write { lba, data } => {
+                self.engine
+                    .write(self.volume, lba, data, Box::new(complete))
+            }
             Op::Read { lba, blocks } => self.engine.read(
                 self.volume,
                 lba,
                 blocks,
-                Box::new(move |result| {
-                    let _ = tx.send(Completion {
-                        submitted_at,
-                        result: result.map(|_| ()),
-                    });
-                }),
+                Box::new(move |result| complete(result.map(|_| ()))),
             ),
         }
         self.submitted += 1;
