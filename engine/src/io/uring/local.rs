@@ -221,7 +221,7 @@ impl Inner {
     }
 }
 
-fn is_transient(err: &std::io::Error) -> bool {
+pub(super) fn is_transient(err: &std::io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY))
 }
 
@@ -263,6 +263,7 @@ pub(super) fn submit_on_current(shared: &Arc<Shared>, request: Request) -> Resul
         // SAFETY: the buffer the SQE points at is kept in its slot (with the
         // device's file) until the completion is reaped.
         if unsafe { ring.submission().push(&sqe) }.is_ok() {
+            super::submit_full_batch(ring);
             None
         } else {
             let submitted = ring.submit();
@@ -316,6 +317,37 @@ mod tests {
         }
         assert_eq!(done.load(Ordering::SeqCst), 3);
         assert_eq!(ring.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_burst_of_operations_enters_the_kernel_every_full_batch() {
+        use super::super::SUBMIT_BATCH_MAX;
+        let (_dir, dev) = temp_device(1 << 20);
+        let ring = LocalRing::attach().expect("attach");
+        let started = 2 * SUBMIT_BATCH_MAX - 1;
+        let done = Arc::new(AtomicUsize::new(0));
+        for i in 0..started {
+            let done = done.clone();
+            dev.submit_here(
+                IoOp::Read {
+                    offset: 4096 * i as u64,
+                    buf: AlignedBuf::for_overwrite(4096),
+                },
+                Box::new(move |outcome| {
+                    assert!(outcome.result.is_ok());
+                    done.fetch_add(1, Ordering::SeqCst);
+                }),
+            );
+        }
+        let queued = ring.inner.state.borrow_mut().ring.submission().len();
+        assert_eq!(
+            queued,
+            SUBMIT_BATCH_MAX - 1,
+            "every full batch went to the kernel as it filled; only the rest waits for a submit"
+        );
+        while done.load(Ordering::SeqCst) < started {
+            ring.wait();
+        }
     }
 
     #[test]
