@@ -62,7 +62,11 @@ cargo test --workspace --doc --locked
 
 # cargo-fuzz needs a nightly toolchain; the stable suite above already runs the
 # decoders' proptest twins, so a machine without nightly skips this tier loudly.
+# Where nightly is present, cargo-fuzz itself is installed from crates.io.
 log "fuzzing (cargo fuzz, ${KEEL_FUZZ_SECONDS:-60} s per target)"
+if cargo +nightly --version >/dev/null 2>&1 && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked || echo "cannot install cargo-fuzz" >&2
+fi
 if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/dev/null 2>&1; then
     (
         cd fuzz
