@@ -32,7 +32,7 @@ use std::sync::Arc;
 use io_uring::IoUring;
 
 use super::slots::{Finished, Request, Slots};
-use super::{deferring_ring, Shared};
+use super::{deferring_ring, is_transient, Shared};
 
 /// Operations one local ring keeps in flight; beyond that, work goes to the
 /// device's ring thread.
@@ -219,10 +219,6 @@ impl Inner {
             .filter_map(|cqe| slots.finish(cqe.user_data(), cqe.result()))
             .collect()
     }
-}
-
-pub(super) fn is_transient(err: &std::io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY))
 }
 
 /// Receives from `rx`, keeping the calling thread's local ring (if any) turning

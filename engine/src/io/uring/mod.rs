@@ -45,10 +45,16 @@ fn submit_full_batch(ring: &mut IoUring) {
         return;
     }
     if let Err(err) = ring.submit() {
-        if !local::is_transient(&err) {
+        if !is_transient(&err) {
             tracing::warn!(%err, "io_uring submit of a full batch failed; entries stay queued");
         }
     }
+}
+
+/// An entry into the kernel that failed for now and may simply be retried:
+/// interrupted by a signal, or refused while completions wait to be reaped.
+fn is_transient(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY))
 }
 
 struct Shared {
@@ -298,8 +304,7 @@ impl RingLoop {
             }
             match self.ring.submit_and_wait(wait_for) {
                 Ok(_) => {}
-                Err(err) if err.raw_os_error() == Some(libc::EINTR) => {}
-                Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(err) if is_transient(&err) => {}
                 Err(err) => {
                     tracing::error!(%err, "io_uring submit failed; failing queued operations");
                     self.fail_all(err.raw_os_error().unwrap_or(libc::EIO));
@@ -339,9 +344,7 @@ impl RingLoop {
             }
             // Submission queue full: hand what is queued to the kernel first.
             if let Err(err) = self.ring.submit() {
-                if err.raw_os_error() != Some(libc::EBUSY)
-                    && err.raw_os_error() != Some(libc::EINTR)
-                {
+                if !is_transient(&err) {
                     self.complete(sqe.get_user_data(), -libc::EIO);
                     return;
                 }
