@@ -285,6 +285,18 @@ mod tests {
     use crate::io::{AlignedBuf, Device, IoOp};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// Waits up to 10 s for `fd` to turn readable; true if it did.
+    fn wait_readable(fd: std::os::fd::RawFd) -> bool {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: pfd is a valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+        ready == 1
+    }
+
     #[test]
     fn io_started_on_a_thread_with_a_local_ring_completes_when_it_polls() {
         let (_dir, dev) = temp_device(1 << 20);
@@ -360,14 +372,10 @@ mod tests {
         // Started operations wait for the owner's submit (an event loop's, before
         // it sleeps).
         ring.submit();
-        let mut pfd = libc::pollfd {
-            fd: ring.event_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: pfd is a valid pollfd for the duration of the call.
-        let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
-        assert_eq!(ready, 1, "the eventfd never became readable");
+        assert!(
+            wait_readable(ring.event_fd().as_raw_fd()),
+            "the eventfd never became readable"
+        );
         assert_eq!(ring.poll(), 1);
     }
 
@@ -391,14 +399,10 @@ mod tests {
             ring.submit();
             let mut ran = 0;
             while ran == 0 {
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: pfd is a valid pollfd for the duration of the call.
-                let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
-                assert_eq!(ready, 1, "round {round}: the eventfd never became readable");
+                assert!(
+                    wait_readable(fd),
+                    "round {round}: the eventfd never became readable"
+                );
                 let mut counter = 0u64;
                 // SAFETY: fd is the ring's open eventfd and counter a valid
                 // 8-byte buffer for the duration of the call.
