@@ -16,7 +16,10 @@ pub use aligned_buf::AlignedBuf;
 pub use fault::{FaultPlan, FaultyDevice};
 pub use open::{open_backing, BackingKind, OpenBackingError};
 pub use sim::{CrashMode, SimDevice};
-pub use uring::{recv_driving_local, LocalRing, LocalRingError, UringDevice};
+pub use uring::{
+    recv_driving_local, LocalRing, LocalRingError, RingShare, RingShareFull, UringDevice,
+    SHARED_USER_DATA,
+};
 
 use std::sync::Arc;
 

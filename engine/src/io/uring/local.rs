@@ -20,9 +20,14 @@
 //! eventfd is still signalled when the first of a batch is queued, and the
 //! ring's `IORING_SQ_TASKRUN` flag tells `poll` that entering is worth a call.
 //!
-//! INVARIANT: callbacks run only from `poll`, `wait` and drop, on the owning
-//! thread, never while the ring's state is borrowed — so a callback may start
-//! more I/O on the same ring (`poll` submits it before returning).
+//! The owner may also lend the ring to another component on its thread
+//! ([`LocalRing::share`]): its operations then share the submission queue and
+//! one wait with the engine's, and their completions are set aside for it.
+//!
+//! INVARIANT: callbacks run only from `poll`, `wait`, `run_completed` and drop,
+//! on the owning thread, never while the ring's state is borrowed — so a
+//! callback may start more I/O on the same ring (`poll` submits it before
+//! returning).
 
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -31,26 +36,36 @@ use std::sync::Arc;
 
 use io_uring::IoUring;
 
+use super::share::{RingShare, SHARED_USER_DATA};
 use super::slots::{Finished, Request, Slots};
 use super::{deferring_ring, is_transient, Shared};
 
 /// Operations one local ring keeps in flight; beyond that, work goes to the
 /// device's ring thread.
 const LOCAL_RING_ENTRIES: u32 = 256;
+/// Completion queue slots: room for the engine's operations and for those of a
+/// component the ring is lent to (a reactor's receive and send per connection).
+/// Completions beyond it are buffered by the kernel, never dropped.
+const LOCAL_RING_CQ_ENTRIES: u32 = 4096;
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Inner>>> = const { RefCell::new(None) };
 }
 
-struct Inner {
-    state: RefCell<State>,
+pub(super) struct Inner {
+    pub(super) state: RefCell<State>,
     /// Signalled by the kernel for every completion posted to the ring.
     event_fd: OwnedFd,
 }
 
-struct State {
-    ring: IoUring,
+pub(super) struct State {
+    pub(super) ring: IoUring,
     slots: Slots,
+    /// Completions taken from the ring whose callbacks have not run yet.
+    ready: Vec<Finished>,
+    /// Completions of a borrower's operations (see [`RingShare`]), kept until
+    /// it reaps them.
+    pub(super) shared_done: Vec<(u64, i32)>,
 }
 
 /// Why a local ring could not be attached.
@@ -78,7 +93,8 @@ impl LocalRing {
         if CURRENT.with(|c| c.borrow().is_some()) {
             return Err(LocalRingError::AlreadyAttached);
         }
-        let ring = deferring_ring(LOCAL_RING_ENTRIES).map_err(LocalRingError::Setup)?;
+        let ring = deferring_ring(LOCAL_RING_ENTRIES, LOCAL_RING_CQ_ENTRIES)
+            .map_err(LocalRingError::Setup)?;
         // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
         let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if raw < 0 {
@@ -93,6 +109,8 @@ impl LocalRing {
             state: RefCell::new(State {
                 ring,
                 slots: Slots::new(LOCAL_RING_ENTRIES as usize),
+                ready: Vec::new(),
+                shared_done: Vec::new(),
             }),
             event_fd,
         });
@@ -131,10 +149,24 @@ impl LocalRing {
     pub fn wait(&self) -> usize {
         self.inner.wait()
     }
+
+    /// Runs the callbacks of every completion posted so far without entering
+    /// the kernel: for an owner that has lent the ring and whose own waits
+    /// enter it (and submit what the callbacks start). Returns how many ran.
+    pub fn run_completed(&self) -> usize {
+        self.inner.collect();
+        self.inner.run_ready()
+    }
+
+    /// Lends the ring to another component on this thread (see [`RingShare`]).
+    pub fn share(&self) -> RingShare {
+        RingShare::new(self.inner.clone())
+    }
 }
 
 impl Drop for LocalRing {
     fn drop(&mut self) {
+        self.inner.run_ready();
         while self.in_flight() > 0 {
             let waited = self.inner.state.borrow_mut().ring.submit_and_wait(1);
             if let Err(err) = waited {
@@ -147,9 +179,8 @@ impl Drop for LocalRing {
                     return;
                 }
             }
-            for done in self.inner.reap() {
-                done.run();
-            }
+            self.inner.collect();
+            self.inner.run_ready();
         }
         CURRENT.with(|c| *c.borrow_mut() = None);
     }
@@ -163,13 +194,28 @@ impl Inner {
     /// Runs the callbacks of posted completions, then submits what they started.
     fn poll(&self) -> usize {
         self.run_deferred();
-        let finished = self.reap();
-        let count = finished.len();
-        for done in finished {
-            done.run();
-        }
+        self.collect();
+        let count = self.run_ready();
         self.submit();
         count
+    }
+
+    /// Runs the callbacks of the completions collected so far, outside the
+    /// state's borrow; returns how many ran.
+    fn run_ready(&self) -> usize {
+        let ready = std::mem::take(&mut self.state.borrow_mut().ready);
+        let count = ready.len();
+        for done in ready {
+            done.run();
+        }
+        count
+    }
+
+    /// True if completions were collected that nobody has taken yet: callbacks
+    /// to run or a borrower's completions. A wait must not sleep on them.
+    pub(super) fn has_collected(&self) -> bool {
+        let state = self.state.borrow();
+        !state.ready.is_empty() || !state.shared_done.is_empty()
     }
 
     /// Has the kernel post the completions it deferred, if it has any (and
@@ -199,7 +245,7 @@ impl Inner {
     }
 
     fn wait(&self) -> usize {
-        if self.in_flight() == 0 {
+        if self.in_flight() == 0 || !self.state.borrow().ready.is_empty() {
             return self.poll();
         }
         let waited = self.state.borrow_mut().ring.submit_and_wait(1);
@@ -211,13 +257,24 @@ impl Inner {
         self.poll()
     }
 
-    /// Takes every posted completion out of the ring (callbacks not yet run).
-    fn reap(&self) -> Vec<Finished> {
+    /// Takes every posted completion out of the ring: the engine's become
+    /// callbacks ready to run, a borrower's are set aside for it.
+    pub(super) fn collect(&self) {
         let mut state = self.state.borrow_mut();
-        let State { ring, slots } = &mut *state;
-        ring.completion()
-            .filter_map(|cqe| slots.finish(cqe.user_data(), cqe.result()))
-            .collect()
+        let State {
+            ring,
+            slots,
+            ready,
+            shared_done,
+        } = &mut *state;
+        for cqe in ring.completion() {
+            let user_data = cqe.user_data();
+            if user_data & SHARED_USER_DATA != 0 {
+                shared_done.push((user_data, cqe.result()));
+            } else if let Some(done) = slots.finish(user_data, cqe.result()) {
+                ready.push(done);
+            }
+        }
     }
 }
 
@@ -252,7 +309,7 @@ pub(super) fn submit_on_current(shared: &Arc<Shared>, request: Request) -> Resul
         let Ok(mut state) = inner.state.try_borrow_mut() else {
             return Err(request);
         };
-        let State { ring, slots } = &mut *state;
+        let State { ring, slots, .. } = &mut *state;
         let sqe = slots.take(shared, request, true)?;
         // The slot table is no larger than the submission queue, so a push
         // fails only while earlier entries wait for a submit, which makes room.

@@ -13,9 +13,11 @@ use io_uring::{opcode, types, IoUring};
 use parking_lot::Mutex;
 
 mod local;
+mod share;
 mod slots;
 
 pub use local::{recv_driving_local, LocalRing, LocalRingError};
+pub use share::{RingShare, RingShareFull, SHARED_USER_DATA};
 
 use super::{check_bounds, AlignedBuf, Device, DeviceError, IoDone, IoOp, IoOutcome};
 use slots::{Request, Slots};
@@ -113,7 +115,7 @@ impl UringDevice {
             .spawn(move || {
                 // Made here: a ring that defers completions belongs to the
                 // thread that creates it.
-                match deferring_ring(RING_ENTRIES) {
+                match deferring_ring(RING_ENTRIES, 2 * RING_ENTRIES) {
                     Ok(ring) => {
                         let _ = started_tx.send(Ok(()));
                         RingLoop::new(ring, thread_shared, rx).run();
@@ -235,18 +237,20 @@ impl Drop for UringDevice {
     }
 }
 
-/// A ring of `entries` whose completions the kernel defers until its owner
-/// enters it (`IORING_SETUP_DEFER_TASKRUN`, Linux 6.1), instead of interrupting
-/// the owner for each; `IORING_SQ_TASKRUN` then says when entering is due,
-/// which `submit` honours. A plain ring on kernels without it. Only the thread
-/// that calls this may submit to the ring.
-fn deferring_ring(entries: u32) -> std::io::Result<IoUring> {
+/// A ring of `entries` submission and `cq_entries` completion slots whose
+/// completions the kernel defers until its owner enters it
+/// (`IORING_SETUP_DEFER_TASKRUN`, Linux 6.1), instead of interrupting the owner
+/// for each; `IORING_SQ_TASKRUN` then says when entering is due, which `submit`
+/// honours. A plain ring on kernels without it. Only the thread that calls this
+/// may submit to the ring.
+fn deferring_ring(entries: u32, cq_entries: u32) -> std::io::Result<IoUring> {
     IoUring::builder()
+        .setup_cqsize(cq_entries)
         .setup_single_issuer()
         .setup_defer_taskrun()
         .setup_taskrun_flag()
         .build(entries)
-        .or_else(|_| IoUring::new(entries))
+        .or_else(|_| IoUring::builder().setup_cqsize(cq_entries).build(entries))
 }
 
 fn take_buf(op: IoOp) -> Option<AlignedBuf> {

@@ -1,0 +1,233 @@
+//! A local ring lent to another component on the same thread (an NVMe/TCP
+//! reactor): its own operations (socket receives and sends) go on the engine's
+//! ring, so one `io_uring_enter` submits both kinds and one wait sleeps until
+//! either completes — one ring per reactor, as DESIGN.md's thread model has it.
+//!
+//! The borrower marks its operations with [`SHARED_USER_DATA`] in the SQE's
+//! user_data; the engine sets their completions aside (whoever reaps the ring,
+//! the borrower's wait or an engine wait on the same thread) until the borrower
+//! takes them with [`RingShare::reap`].
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use io_uring::{squeue, types, Probe};
+
+use super::is_transient;
+use super::local::Inner;
+
+/// The user_data bit that marks a borrower's operation. The engine's own
+/// operations never carry it (their user_data is a slot number).
+pub const SHARED_USER_DATA: u64 = 1 << 63;
+
+/// The submission queue is full: submit, reap, then push again.
+#[derive(Debug, thiserror::Error)]
+#[error("the shared ring's submission queue is full")]
+pub struct RingShareFull;
+
+/// A handle on the calling thread's [`LocalRing`](super::LocalRing) through
+/// which another component queues operations of its own and waits for them.
+/// Not `Send`; it keeps the ring open after the `LocalRing` is dropped (then
+/// the engine no longer uses it), so the borrower can finish its operations.
+pub struct RingShare {
+    inner: Rc<Inner>,
+}
+
+impl RingShare {
+    pub(super) fn new(inner: Rc<Inner>) -> RingShare {
+        RingShare { inner }
+    }
+
+    /// Queues `sqe` without entering the kernel.
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in `sqe` must stay valid, and the memory it names unused
+    /// by the caller, until the completion carrying its user_data is reaped
+    /// through [`RingShare::reap`]; its user_data must have
+    /// [`SHARED_USER_DATA`] set (else the engine would take its completion for
+    /// one of its own).
+    pub unsafe fn push(&self, sqe: &squeue::Entry) -> Result<(), RingShareFull> {
+        debug_assert!(sqe.get_user_data() & SHARED_USER_DATA != 0);
+        let mut state = self.inner.state.borrow_mut();
+        // SAFETY: the caller keeps the SQE's memory valid until its completion
+        // is reaped, per this function's contract.
+        let pushed = unsafe { state.ring.submission().push(sqe) };
+        pushed.map_err(|_| RingShareFull)
+    }
+
+    /// Hands every queued operation (the borrower's and the engine's) to the
+    /// kernel, and runs deferred completions if some wait; never sleeps.
+    pub fn submit(&self) -> std::io::Result<()> {
+        match self.inner.state.borrow_mut().ring.submit() {
+            Ok(_) => Ok(()),
+            Err(err) if is_transient(&err) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Submits what is queued and sleeps until a completion of either side is
+    /// posted or `timeout` passes. Does not sleep while completions already
+    /// collected wait to be taken: engine callbacks (the owner's `poll` or
+    /// `run_completed` runs them) or the borrower's (its `reap`).
+    pub fn submit_and_wait(&self, timeout: Duration) -> std::io::Result<()> {
+        if self.inner.has_collected() {
+            return self.submit();
+        }
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self
+            .inner
+            .state
+            .borrow_mut()
+            .ring
+            .submitter()
+            .submit_with_args(1, &args)
+        {
+            Ok(_) => Ok(()),
+            Err(err) if is_transient(&err) || err.raw_os_error() == Some(libc::ETIME) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Moves the borrower's posted completions, as (user_data, result), to
+    /// `out`. The engine's completions found on the way are kept for its
+    /// callbacks, which run in the owner's next `poll` or `run_completed`.
+    pub fn reap(&self, out: &mut Vec<(u64, i32)>) {
+        self.inner.collect();
+        out.append(&mut self.inner.state.borrow_mut().shared_done);
+    }
+
+    /// True if the kernel runs `opcode` on this ring.
+    pub fn supports(&self, opcode: u8) -> bool {
+        let mut probe = Probe::new();
+        let state = self.inner.state.borrow();
+        state.ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(opcode)
+    }
+
+    /// True if waits can carry a timeout and completions are never dropped
+    /// (what an event loop needs of its ring).
+    pub fn has_timed_waits(&self) -> bool {
+        let state = self.inner.state.borrow();
+        let params = state.ring.params();
+        params.is_feature_ext_arg() && params.is_feature_nodrop()
+    }
+
+    /// True if the ring was set up for a single issuer (Linux 6.0 and later,
+    /// which also know IORING_RECVSEND_POLL_FIRST).
+    pub fn is_single_issuer(&self) -> bool {
+        self.inner
+            .state
+            .borrow()
+            .ring
+            .params()
+            .is_setup_single_issuer()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::temp_device;
+    use super::super::LocalRing;
+    use super::*;
+    use crate::io::{AlignedBuf, Device, IoOp};
+    use io_uring::opcode;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    const NOP: u64 = SHARED_USER_DATA | 7;
+
+    fn push_nop(share: &RingShare) {
+        let sqe = opcode::Nop::new().build().user_data(NOP);
+        // SAFETY: a no-op names no memory.
+        unsafe { share.push(&sqe) }.expect("room in the queue");
+    }
+
+    fn start_read(dev: &impl Device, done: &Arc<AtomicUsize>) {
+        let done = done.clone();
+        dev.submit_here(
+            IoOp::Read {
+                offset: 0,
+                buf: AlignedBuf::for_overwrite(4096),
+            },
+            Box::new(move |outcome| {
+                assert!(outcome.result.is_ok());
+                done.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+    }
+
+    #[test]
+    fn one_wait_serves_the_borrower_and_the_engine() {
+        let (_dir, dev) = temp_device(1 << 20);
+        crate::io::write_blocking(&dev, 0, AlignedBuf::copy_from(&[3u8; 4096])).expect("write");
+        let ring = LocalRing::attach().expect("attach");
+        let share = ring.share();
+        let done = Arc::new(AtomicUsize::new(0));
+        start_read(&dev, &done);
+        push_nop(&share);
+        let mut reaped = Vec::new();
+        for _ in 0..1000 {
+            if done.load(Ordering::SeqCst) == 1 && !reaped.is_empty() {
+                break;
+            }
+            share
+                .submit_and_wait(Duration::from_secs(10))
+                .expect("wait");
+            share.reap(&mut reaped);
+            ring.run_completed();
+        }
+        assert_eq!(
+            reaped,
+            vec![(NOP, 0)],
+            "the borrower got its completion back"
+        );
+        assert_eq!(done.load(Ordering::SeqCst), 1, "the engine's callback ran");
+        assert_eq!(ring.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_engine_wait_sets_the_borrowers_completions_aside() {
+        let (_dir, dev) = temp_device(1 << 20);
+        let ring = LocalRing::attach().expect("attach");
+        let share = ring.share();
+        push_nop(&share);
+        let done = Arc::new(AtomicUsize::new(0));
+        start_read(&dev, &done);
+        while done.load(Ordering::SeqCst) == 0 {
+            ring.wait();
+        }
+        // The no-op completed during the engine's waits; a borrower's wait
+        // must not sleep on a completion already set aside for it.
+        let started = std::time::Instant::now();
+        share
+            .submit_and_wait(Duration::from_secs(60))
+            .expect("wait");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the wait slept on a collected completion"
+        );
+        let mut reaped = Vec::new();
+        share.reap(&mut reaped);
+        assert_eq!(reaped, vec![(NOP, 0)]);
+    }
+
+    #[test]
+    fn the_share_outlives_the_local_ring_and_reports_what_the_ring_can_do() {
+        let ring = LocalRing::attach().expect("attach");
+        let share = ring.share();
+        drop(ring);
+        assert!(share.supports(opcode::Nop::CODE));
+        push_nop(&share);
+        let mut reaped = Vec::new();
+        while reaped.is_empty() {
+            share
+                .submit_and_wait(Duration::from_secs(10))
+                .expect("wait");
+            share.reap(&mut reaped);
+        }
+        assert_eq!(reaped, vec![(NOP, 0)]);
+        let again = LocalRing::attach().expect("the thread may attach a new ring");
+        drop(again);
+    }
+}
