@@ -106,6 +106,53 @@ pub trait ReactorPoller {
     /// carries it out (one system call for a whole round of I/O). The reactor
     /// calls it before every wait; work started and not submitted never runs.
     fn submit(&mut self);
+    /// The io_uring this poller drives, lent to an io_uring reactor for its
+    /// own socket operations, so one `io_uring_enter` per loop iteration
+    /// submits both kinds and one wait sleeps until either completes. Asked
+    /// once, when the reactor starts; `None` (the default) keeps two rings
+    /// joined by `event_fd`. A reactor that uses the lent ring no longer
+    /// watches `event_fd` or calls `submit` (its waits submit everything), and
+    /// calls `poll` after every wait.
+    fn lend_ring(&mut self) -> Option<Box<dyn LentRing>> {
+        None
+    }
+}
+
+/// The user_data bit that marks a reactor's operations on a [`LentRing`]; the
+/// lender's own operations never carry it.
+pub const LENT_RING_MARK: u64 = 1 << 63;
+
+/// An io_uring a backend owns and lends the reactor on the same thread (see
+/// [`ReactorPoller::lend_ring`]). The reactor marks every operation it queues
+/// with [`LENT_RING_MARK`] in the SQE's user_data; the lender keeps the
+/// completions so marked for [`LentRing::reap`], whoever reaps the ring.
+// An `unsafe fn` in a trait declares the contract its callers must keep; the
+// unsafe code that relies on it is in `target::uring`.
+#[allow(unsafe_code)]
+pub trait LentRing {
+    /// Queues `sqe` without entering the kernel; false if the submission queue
+    /// is full (submit, reap, and try again).
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in `sqe` must stay valid, and the memory it names unused
+    /// by the caller, until its completion has been handed back by `reap`; its
+    /// user_data carries [`LENT_RING_MARK`].
+    unsafe fn push(&mut self, sqe: &io_uring::squeue::Entry) -> bool;
+    /// Hands what is queued to the kernel without sleeping.
+    fn submit(&mut self) -> std::io::Result<()>;
+    /// Submits what is queued and sleeps until a completion (the reactor's or
+    /// the backend's) is posted or `timeout` passes; does not sleep while
+    /// completions already collected wait to be taken.
+    fn submit_and_wait(&mut self, timeout: std::time::Duration) -> std::io::Result<()>;
+    /// Moves the reactor's completions, as (user_data, result), to `out`.
+    fn reap(&mut self, out: &mut Vec<(u64, i32)>);
+    /// True if the kernel runs `opcode` on this ring.
+    fn supports(&self, opcode: u8) -> bool;
+    /// True if waits can carry a timeout and completions are never dropped.
+    fn has_timed_waits(&self) -> bool;
+    /// True if the ring was set up for a single issuer (Linux 6.0 and later).
+    fn is_single_issuer(&self) -> bool;
 }
 
 /// Makes the [`ReactorPoller`] of the calling reactor thread, or `None` if the

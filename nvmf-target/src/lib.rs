@@ -40,8 +40,8 @@ pub mod status;
 mod wire;
 
 pub use backend::{
-    BlockSize, Completion, Lba, LbaRange, MemoryNamespace, NamespaceBackend, NamespaceError,
-    ReactorPoller, ReactorPollerFactory,
+    BlockSize, Completion, Lba, LbaRange, LentRing, MemoryNamespace, NamespaceBackend,
+    NamespaceError, ReactorPoller, ReactorPollerFactory, LENT_RING_MARK,
 };
 pub use status::Status;
 mod controller;

@@ -1,13 +1,22 @@
 //! The engine's per-thread I/O ring as a reactor's backend poller: volume I/O a
 //! reactor starts is submitted to the kernel from the reactor thread and
 //! completes there, with no wake-up of the engine's ring thread or of the
-//! reactor (DESIGN.md's thread model: one ring per reactor for sockets and
-//! device I/O alike).
+//! reactor. The ring is also lent to the reactor for its socket operations
+//! (DESIGN.md's thread model: one ring per reactor for sockets and device I/O
+//! alike), so one `io_uring_enter` submits both and one wait covers both.
+// The engine's `RingShare::push` and the target's `LentRing::push` state the
+// same contract (the SQE's memory outlives its completion; the reactor's mark
+// in the user_data); forwarding one to the other is the only unsafe code here.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
-use engine::io::LocalRing;
-use nvmf_target::{ReactorPoller, ReactorPollerFactory};
+use engine::io::{LocalRing, RingShare, SHARED_USER_DATA};
+use nvmf_target::{LentRing, ReactorPoller, ReactorPollerFactory, LENT_RING_MARK};
+
+// The reactor's mark is the bit the engine sets aside for borrowers.
+const _: () = assert!(LENT_RING_MARK == SHARED_USER_DATA);
 
 /// One reactor thread's engine ring.
 struct EngineRingPoller(LocalRing);
@@ -24,6 +33,46 @@ impl ReactorPoller for EngineRingPoller {
     fn submit(&mut self) {
         self.0.submit();
     }
+
+    fn lend_ring(&mut self) -> Option<Box<dyn LentRing>> {
+        Some(Box::new(EngineRingShare(self.0.share())))
+    }
+}
+
+/// The engine ring as the reactor sees it when lent.
+struct EngineRingShare(RingShare);
+
+impl LentRing for EngineRingShare {
+    unsafe fn push(&mut self, sqe: &io_uring::squeue::Entry) -> bool {
+        // SAFETY: `LentRing::push`'s caller keeps the SQE's memory valid until
+        // its completion is reaped and marks its user_data with LENT_RING_MARK,
+        // which is SHARED_USER_DATA: `RingShare::push`'s contract.
+        unsafe { self.0.push(sqe) }.is_ok()
+    }
+
+    fn submit(&mut self) -> std::io::Result<()> {
+        self.0.submit()
+    }
+
+    fn submit_and_wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.0.submit_and_wait(timeout)
+    }
+
+    fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
+        self.0.reap(out);
+    }
+
+    fn supports(&self, opcode: u8) -> bool {
+        self.0.supports(opcode)
+    }
+
+    fn has_timed_waits(&self) -> bool {
+        self.0.has_timed_waits()
+    }
+
+    fn is_single_issuer(&self) -> bool {
+        self.0.is_single_issuer()
+    }
 }
 
 /// Gives every reactor thread an engine ring; a thread that cannot get one
@@ -36,4 +85,127 @@ pub fn engine_ring_pollers() -> ReactorPollerFactory {
             None
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use engine::io::BackingKind;
+    use engine::{DeviceSpec, Engine, EngineConfig, SectorSize};
+    use nvmf_target::host::{HostController, HostOptions};
+    use nvmf_target::subsystem::{HostAcl, Subsystem, SubsystemConfig};
+    use nvmf_target::{Lba, Target, TargetConfig};
+
+    use super::engine_ring_pollers;
+    use crate::adapters::VolumeNamespace;
+
+    const NQN: &str = "nqn.2026-11.io.keel:shared-ring";
+    const BLOCK: u32 = 4096;
+    const BLOCKS: u64 = 2048;
+
+    /// A block's contents: its number and the pass that wrote it.
+    fn pattern(lba: u64, pass: u8) -> Bytes {
+        let mut block = vec![pass; BLOCK as usize];
+        block[..8].copy_from_slice(&lba.to_le_bytes());
+        Bytes::from(block)
+    }
+
+    /// Every reactor shares its engine ring, and hosts on both reactors write
+    /// and read back engine volumes through it with 64 commands in flight.
+    #[test]
+    fn reactors_run_sockets_and_volume_io_on_one_ring() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = DeviceSpec {
+            path: dir.path().join("pool"),
+            kind: BackingKind::File,
+            create_size: Some(256 << 20),
+        };
+        let engine =
+            Arc::new(Engine::open_paths(&[spec], EngineConfig::default(), false).expect("engine"));
+        let volume = engine
+            .create_volume("shared", BLOCKS * u64::from(BLOCK), SectorSize::B4096)
+            .expect("volume");
+        let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEELSHARED01"));
+        let namespace = VolumeNamespace::new(engine.clone(), volume.id, SectorSize::B4096, [9; 16]);
+        subsystem
+            .add_namespace(1, Arc::new(namespace), HostAcl::AnyHost)
+            .expect("namespace");
+        let mut config = TargetConfig::on(Ipv4Addr::LOCALHOST.into());
+        config.listen_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))];
+        config.discovery_addrs = Vec::new();
+        config.reactors = 2;
+        config.reactor_poller = Some(engine_ring_pollers());
+        let target = Target::start(config, subsystem).expect("target");
+        assert_eq!(
+            target.stats().shared_rings,
+            2,
+            "each reactor uses its engine ring"
+        );
+
+        let addr = target.local_addrs()[0];
+        let workers: Vec<_> = (0..2u64)
+            .map(|host| {
+                std::thread::spawn(move || {
+                    let nqn = format!("nqn.2026-11.io.keel:host-{host}");
+                    let mut options = HostOptions::new(nqn, NQN);
+                    options.timeout = Duration::from_secs(30);
+                    options.queue_size = 128;
+                    let mut ctrl = HostController::connect(addr, options).expect("connect");
+                    ctrl.set_queue_count(1).expect("queue count");
+                    let mut io = ctrl.connect_io_queue(1).expect("I/O queue");
+                    // Each host owns half of the volume.
+                    let lbas: Vec<u64> = (host * BLOCKS / 2..(host + 1) * BLOCKS / 2).collect();
+                    for pass in 1..=2u8 {
+                        let mut writes = HashMap::new();
+                        for &lba in &lbas {
+                            if io.queue.in_flight() >= 64 {
+                                let (cid, r) = io.queue.wait_any().expect("write completion");
+                                r.success().expect("write succeeded");
+                                writes.remove(&cid);
+                            }
+                            let cid = io
+                                .submit_write(1, Lba(lba), pattern(lba, pass), BLOCK)
+                                .expect("submit write");
+                            writes.insert(cid, lba);
+                        }
+                        while !writes.is_empty() {
+                            let (cid, r) = io.queue.wait_any().expect("write completion");
+                            r.success().expect("write succeeded");
+                            writes.remove(&cid);
+                        }
+                        let mut reads = HashMap::new();
+                        let check = |cid: u16, data: Vec<u8>, reads: &mut HashMap<u16, u64>| {
+                            let lba = reads.remove(&cid).expect("a read of ours");
+                            assert!(data == pattern(lba, pass), "block {lba} pass {pass}");
+                        };
+                        for &lba in &lbas {
+                            if io.queue.in_flight() >= 64 {
+                                let (cid, r) = io.queue.wait_any().expect("read completion");
+                                check(cid, r.success().expect("read").data, &mut reads);
+                            }
+                            let cid = io.submit_read(1, Lba(lba), 1, BLOCK).expect("read");
+                            reads.insert(cid, lba);
+                        }
+                        while !reads.is_empty() {
+                            let (cid, r) = io.queue.wait_any().expect("read completion");
+                            check(cid, r.success().expect("read").data, &mut reads);
+                        }
+                    }
+                    io.flush(1).expect("flush");
+                    ctrl.shutdown().expect("disconnect");
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("host thread");
+        }
+        target.shutdown();
+        let back = engine.read_wait(volume.id, 7, 1).expect("read");
+        assert!(back == pattern(7, 2), "the engine holds the last pass");
+    }
 }

@@ -12,7 +12,9 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::reactor::{Core, Counters, Doorbell, Inbox, Shared, Step, Transport, SEND_SLICES_MAX};
+use super::reactor::{
+    make_poller, Core, Counters, Doorbell, Inbox, Shared, Step, Transport, SEND_SLICES_MAX,
+};
 use crate::connection::Connection;
 
 const WAKER: Token = Token(0);
@@ -155,7 +157,8 @@ pub(super) fn build(shared: Arc<Shared>) -> std::io::Result<Core<EpollTransport>
         buf: vec![0u8; READ_CHUNK_BYTES],
         counters: shared.counters.clone(),
     };
-    let core = Core::new(shared, transport, inbox, rx);
+    let poller = make_poller(&shared);
+    let core = Core::new(shared, transport, inbox, rx, poller);
     if let Some(fd) = core.poller_fd() {
         core.transport.poll.registry().register(
             &mut mio::unix::SourceFd(&fd),

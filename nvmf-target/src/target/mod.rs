@@ -133,6 +133,9 @@ pub struct ReactorStats {
     /// Times the reactors woke up from waiting in the kernel (counted at each
     /// tick): an idle target wakes only for its ticks.
     pub wakeups: usize,
+    /// io_uring reactors whose socket operations share the ring their backend
+    /// poller lends (one ring and one wait per reactor).
+    pub shared_rings: usize,
 }
 
 /// Why a target could not start.
@@ -435,6 +438,7 @@ impl TargetHandle {
             ring_ops_in_flight: self.counters.ring_ops_in_flight.load(Ordering::Acquire),
             short_sends: self.counters.short_sends.load(Ordering::Relaxed),
             wakeups: self.counters.wakeups.load(Ordering::Relaxed),
+            shared_rings: self.counters.shared_rings.load(Ordering::Relaxed),
         }
     }
 

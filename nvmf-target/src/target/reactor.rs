@@ -53,6 +53,8 @@ pub(super) struct Counters {
     /// Times the reactors came back from waiting in the kernel, published at
     /// each tick (so reactors do not share a cache line on every wake-up).
     pub wakeups: AtomicUsize,
+    /// io_uring reactors running on their backend poller's ring.
+    pub shared_rings: AtomicUsize,
 }
 
 /// Work delivered to a reactor from other threads.
@@ -272,11 +274,23 @@ pub(super) struct Core<T: Transport> {
     poller: Option<Box<dyn ReactorPoller>>,
 }
 
+/// Makes the calling reactor thread's backend poller, if the target has a
+/// factory and the backend has work for the thread (it belongs to the thread).
+pub fn make_poller(shared: &Shared) -> Option<Box<dyn ReactorPoller>> {
+    shared.reactor_poller.as_ref().and_then(|make| make())
+}
+
 impl<T: Transport> Core<T> {
-    /// A reactor core with no connections.
-    pub fn new(shared: Arc<Shared>, transport: T, inbox: Inbox, rx: Receiver<Message>) -> Self {
+    /// A reactor core with no connections; `poller` is the thread's backend
+    /// poller (see [`make_poller`]).
+    pub fn new(
+        shared: Arc<Shared>,
+        transport: T,
+        inbox: Inbox,
+        rx: Receiver<Message>,
+        poller: Option<Box<dyn ReactorPoller>>,
+    ) -> Self {
         let now = Instant::now();
-        let poller = shared.reactor_poller.as_ref().and_then(|make| make());
         Core {
             poller,
             id: NEXT_REACTOR_ID.fetch_add(1, Ordering::Relaxed),

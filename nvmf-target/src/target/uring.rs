@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use io_uring::{opcode, types, IoUring, Probe};
+use io_uring::{opcode, squeue, types, IoUring, Probe};
+
+use crate::backend::{LentRing, LENT_RING_MARK};
 
 /// Submission queue entries; the completion queue is [`CQ_ENTRIES`].
 const SQ_ENTRIES: u32 = 256;
@@ -181,9 +183,71 @@ pub(super) struct Completion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct OpId(u64);
 
-/// An io_uring owned by one thread, with the memory of every operation in flight.
+/// The operations a reactor needs of the kernel.
+const OPCODES: [u8; 4] = [
+    opcode::Recv::CODE,
+    opcode::SendMsg::CODE,
+    opcode::Read::CODE,
+    opcode::AsyncCancel::CODE,
+];
+
+/// Where a [`Ring`]'s operations go: a ring of its own, or one a backend lends.
+enum Backing {
+    Own(Box<IoUring>),
+    Lent(Box<dyn LentRing>),
+}
+
+impl Backing {
+    /// Queues `sqe`; false if the submission queue is full.
+    ///
+    /// # Safety
+    ///
+    /// As [`LentRing::push`]: the SQE's memory stays valid until its
+    /// completion is reaped.
+    unsafe fn push(&mut self, sqe: &squeue::Entry) -> bool {
+        match self {
+            // SAFETY: per this function's contract.
+            Backing::Own(ring) => unsafe { ring.submission().push(sqe) }.is_ok(),
+            // SAFETY: per this function's contract, which is the lent ring's;
+            // every user_data `Ring` makes carries LENT_RING_MARK.
+            Backing::Lent(ring) => unsafe { ring.push(sqe) },
+        }
+    }
+
+    fn submit(&mut self) -> std::io::Result<()> {
+        match self {
+            Backing::Own(ring) => ring.submit().map(drop),
+            Backing::Lent(ring) => ring.submit(),
+        }
+    }
+
+    fn submit_and_wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        match self {
+            Backing::Own(ring) => {
+                let ts = types::Timespec::from(timeout);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                ring.submitter().submit_with_args(1, &args).map(drop)
+            }
+            Backing::Lent(ring) => ring.submit_and_wait(timeout),
+        }
+    }
+
+    /// Moves the posted completions, as (user_data, result), to `out`.
+    fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
+        match self {
+            Backing::Own(ring) => {
+                let mut cq = ring.completion();
+                cq.sync();
+                out.extend(cq.map(|cqe| (cqe.user_data(), cqe.result())));
+            }
+            Backing::Lent(ring) => ring.reap(out),
+        }
+    }
+}
+
+/// An io_uring used by one thread, with the memory of every operation in flight.
 pub(super) struct Ring {
-    ring: IoUring,
+    backing: Backing,
     /// The kernel takes IORING_RECVSEND_POLL_FIRST on receives.
     poll_first: bool,
     /// Operations in flight, indexed by the SQE's user_data.
@@ -191,6 +255,8 @@ pub(super) struct Ring {
     free: Vec<usize>,
     /// Completions reaped while making room in the submission queue.
     reaped: Vec<Completion>,
+    /// Reused list of the (user_data, result) pairs being collected.
+    posted: Vec<(u64, i32)>,
 }
 
 impl Ring {
@@ -221,26 +287,42 @@ impl Ring {
         }
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
-        for code in [
-            opcode::Recv::CODE,
-            opcode::SendMsg::CODE,
-            opcode::Read::CODE,
-            opcode::AsyncCancel::CODE,
-        ] {
-            if !probe.is_supported(code) {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    format!("io_uring lacks opcode {code}"),
-                ));
-            }
+        if let Some(code) = OPCODES.into_iter().find(|&c| !probe.is_supported(c)) {
+            return Err(lacks_opcode(code));
         }
-        Ok(Ring {
-            ring,
+        Ok(Ring::with_backing(Backing::Own(Box::new(ring)), poll_first))
+    }
+
+    /// Uses a ring a backend lends (see [`LentRing`]), failing if the kernel
+    /// lacks what the reactor needs.
+    pub fn lent(ring: Box<dyn LentRing>) -> std::io::Result<Ring> {
+        if !ring.has_timed_waits() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "the lent io_uring lacks timed waits or no-drop completions",
+            ));
+        }
+        if let Some(code) = OPCODES.into_iter().find(|&c| !ring.supports(c)) {
+            return Err(lacks_opcode(code));
+        }
+        let poll_first = ring.is_single_issuer();
+        Ok(Ring::with_backing(Backing::Lent(ring), poll_first))
+    }
+
+    fn with_backing(backing: Backing, poll_first: bool) -> Ring {
+        Ring {
+            backing,
             poll_first,
             ops: Vec::new(),
             free: Vec::new(),
             reaped: Vec::new(),
-        })
+            posted: Vec::new(),
+        }
+    }
+
+    /// True if the ring is a backend's, shared with its I/O.
+    pub fn is_lent(&self) -> bool {
+        matches!(self.backing, Backing::Lent(_))
     }
 
     /// Operations submitted whose completion has not been reaped.
@@ -346,7 +428,7 @@ impl Ring {
                 self.ops.len() - 1
             }
         };
-        let id = index as u64;
+        let id = index as u64 | LENT_RING_MARK;
         let sqe = sqe.user_data(id);
         self.ops[index] = Some(InFlight { tag, owned });
         for _ in 0..64 {
@@ -354,11 +436,11 @@ impl Ring {
             // the entry just stored in ops[index], which is removed only when
             // the completion carrying user_data `id` is reaped (or leaked by
             // `Drop`), so it outlives the operation.
-            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+            if unsafe { self.backing.push(&sqe) } {
                 return Ok(OpId(id));
             }
             // The submission queue is full: hand it to the kernel first.
-            match self.ring.submit() {
+            match self.backing.submit() {
                 Ok(_) => {}
                 Err(e) if is_transient(&e) => self.collect(),
                 Err(e) => {
@@ -381,11 +463,9 @@ impl Ring {
     /// or `timeout` passes.
     pub fn submit_and_wait(&mut self, wait: bool, timeout: Duration) -> std::io::Result<()> {
         let result = if wait {
-            let ts = types::Timespec::from(timeout);
-            let args = types::SubmitArgs::new().timespec(&ts);
-            self.ring.submitter().submit_with_args(1, &args)
+            self.backing.submit_and_wait(timeout)
         } else {
-            self.ring.submit()
+            self.backing.submit()
         };
         match result {
             Ok(_) => Ok(()),
@@ -401,18 +481,17 @@ impl Ring {
     }
 
     fn collect(&mut self) {
-        let mut cq = self.ring.completion();
-        cq.sync();
-        for cqe in &mut cq {
-            let index = cqe.user_data() as usize;
+        self.backing.reap(&mut self.posted);
+        for (user_data, result) in self.posted.drain(..) {
+            let index = (user_data & !LENT_RING_MARK) as usize;
             let Some(op) = self.ops.get_mut(index).and_then(Option::take) else {
-                tracing::error!(user_data = cqe.user_data(), "completion for no operation");
+                tracing::error!(user_data, "completion for no operation");
                 continue;
             };
             self.free.push(index);
             self.reaped.push(Completion {
                 tag: op.tag,
-                result: cqe.result(),
+                result,
                 held: op.owned.handed_back(),
             });
         }
@@ -429,7 +508,7 @@ impl Drop for Ring {
             .iter()
             .enumerate()
             .filter(|(_, op)| op.is_some())
-            .map(|(i, _)| i as u64)
+            .map(|(i, _)| i as u64 | LENT_RING_MARK)
             .collect();
         for id in targets {
             if let Err(e) = self.cancel(u64::MAX, OpId(id)) {
@@ -462,6 +541,13 @@ impl Drop for Ring {
             }
         }
     }
+}
+
+fn lacks_opcode(code: u8) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!("io_uring lacks opcode {code}"),
+    )
 }
 
 fn is_transient(e: &std::io::Error) -> bool {

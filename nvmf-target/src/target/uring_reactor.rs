@@ -4,6 +4,12 @@
 //! `io_uring_enter` per loop iteration submits every receive and send queued
 //! and sleeps until the next event.
 //!
+//! The ring is the backend poller's where it lends one (a storage engine's
+//! per-thread ring, see `ReactorPoller::lend_ring`): the backend's I/O then
+//! goes to the kernel with the same entry and completes into the same wait,
+//! and the poller runs after every wait. Otherwise the reactor has a ring of
+//! its own and reads the poller's eventfd on it.
+//!
 //! Buffers: a connection's receive buffer and send batch belong to the ring
 //! while an operation uses them (see `uring`), and come back with the
 //! completion. Sends go straight from the connection's output chunks (no copy
@@ -19,7 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::reactor::{
-    Core, Counters, Doorbell, Inbox, Message, Shared, Step, Transport, SEND_SLICES_MAX,
+    make_poller, Core, Counters, Doorbell, Inbox, Message, Shared, Step, Transport, SEND_SLICES_MAX,
 };
 use super::uring::{Completion, EventFd, Held, OpId, Ring, SendBatch};
 use crate::connection::Connection;
@@ -200,7 +206,19 @@ impl Transport for UringTransport {
 /// Builds an io_uring reactor on the calling thread (a ring is used by the
 /// thread that created it).
 pub(super) fn build(shared: Arc<Shared>) -> std::io::Result<Core<UringTransport>> {
-    let ring = Ring::new()?;
+    let mut poller = make_poller(&shared);
+    let lent = poller.as_mut().and_then(|p| p.lend_ring());
+    let ring = match lent.map(Ring::lent) {
+        Some(Ok(ring)) => {
+            shared.counters.shared_rings.fetch_add(1, Ordering::Relaxed);
+            ring
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot share the backend's ring; the reactor makes its own");
+            Ring::new()?
+        }
+        None => Ring::new()?,
+    };
     let eventfd = Arc::new(EventFd::new()?);
     let (inbox, rx): (Inbox, Receiver<Message>) = Inbox::new(Doorbell::Uring(eventfd.clone()));
     let transport = UringTransport {
@@ -210,7 +228,7 @@ pub(super) fn build(shared: Arc<Shared>) -> std::io::Result<Core<UringTransport>
         poller_armed: None,
         counters: shared.counters.clone(),
     };
-    Ok(Core::new(shared, transport, inbox, rx))
+    Ok(Core::new(shared, transport, inbox, rx, poller))
 }
 
 /// The reactor loop.
@@ -221,12 +239,15 @@ pub(super) fn run(mut core: Core<UringTransport>) {
             tracing::error!(error = %e, "cannot arm the reactor's wake-up read");
             break;
         }
-        let poller_fd = core.poller_fd();
-        if let Err(e) = core.transport.arm_poller(poller_fd) {
-            tracing::error!(error = %e, "cannot arm the backend poller's eventfd read");
-            break;
+        let lent = core.transport.ring.is_lent();
+        if !lent {
+            let poller_fd = core.poller_fd();
+            if let Err(e) = core.transport.arm_poller(poller_fd) {
+                tracing::error!(error = %e, "cannot arm the backend poller's eventfd read");
+                break;
+            }
+            core.submit_backend();
         }
-        core.submit_backend();
         let timeout = core.prepare_to_sleep();
         let waited = core
             .transport
@@ -236,6 +257,9 @@ pub(super) fn run(mut core: Core<UringTransport>) {
         if let Err(e) = waited {
             tracing::error!(error = %e, "io_uring wait failed");
             break;
+        }
+        if lent {
+            core.poll_backend();
         }
         core.transport.ring.reap(&mut completions);
         for c in completions.drain(..) {
@@ -262,6 +286,9 @@ pub(super) fn run(mut core: Core<UringTransport>) {
         if let Err(e) = core.transport.ring.submit_and_wait(true, deadline - now) {
             tracing::error!(error = %e, "io_uring wait failed while closing");
             break;
+        }
+        if core.transport.ring.is_lent() {
+            core.poll_backend();
         }
         core.transport.ring.reap(&mut completions);
         for c in completions.drain(..) {
