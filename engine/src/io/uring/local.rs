@@ -337,7 +337,7 @@ pub(super) fn submit_on_current(shared: &Arc<Shared>, request: Request) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::temp_device;
+    use super::super::tests::{start_counted_read, temp_device};
     use super::*;
     use crate::io::{AlignedBuf, Device, IoOp};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -392,17 +392,7 @@ mod tests {
         let started = 2 * SUBMIT_BATCH_MAX - 1;
         let done = Arc::new(AtomicUsize::new(0));
         for i in 0..started {
-            let done = done.clone();
-            dev.submit_here(
-                IoOp::Read {
-                    offset: 4096 * i as u64,
-                    buf: AlignedBuf::for_overwrite(4096),
-                },
-                Box::new(move |outcome| {
-                    assert!(outcome.result.is_ok());
-                    done.fetch_add(1, Ordering::SeqCst);
-                }),
-            );
+            start_counted_read(&dev, 4096 * i as u64, &done);
         }
         let queued = ring.inner.state.borrow_mut().ring.submission().len();
         assert_eq!(

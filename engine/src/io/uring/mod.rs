@@ -415,6 +415,26 @@ mod tests {
         (dir, UringDevice::new(file, size, "test").expect("ring"))
     }
 
+    /// Starts a 4 KiB read at `offset` on the calling thread's ring (a local
+    /// one if attached) that checks it succeeded and counts it in `done`.
+    pub(super) fn start_counted_read(
+        dev: &UringDevice,
+        offset: u64,
+        done: &Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let done = done.clone();
+        dev.submit_here(
+            IoOp::Read {
+                offset,
+                buf: AlignedBuf::for_overwrite(4096),
+            },
+            Box::new(move |outcome| {
+                assert!(outcome.result.is_ok());
+                done.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+    }
+
     #[test]
     fn writes_read_back_and_flush_succeeds() {
         let (_dir, dev) = temp_device(1 << 20);

@@ -127,10 +127,10 @@ impl RingShare {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::temp_device;
+    use super::super::tests::{start_counted_read, temp_device};
     use super::super::LocalRing;
     use super::*;
-    use crate::io::{AlignedBuf, Device, IoOp};
+    use crate::io::AlignedBuf;
     use io_uring::opcode;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -143,20 +143,6 @@ mod tests {
         unsafe { share.push(&sqe) }.expect("room in the queue");
     }
 
-    fn start_read(dev: &impl Device, done: &Arc<AtomicUsize>) {
-        let done = done.clone();
-        dev.submit_here(
-            IoOp::Read {
-                offset: 0,
-                buf: AlignedBuf::for_overwrite(4096),
-            },
-            Box::new(move |outcome| {
-                assert!(outcome.result.is_ok());
-                done.fetch_add(1, Ordering::SeqCst);
-            }),
-        );
-    }
-
     #[test]
     fn one_wait_serves_the_borrower_and_the_engine() {
         let (_dir, dev) = temp_device(1 << 20);
@@ -164,7 +150,7 @@ mod tests {
         let ring = LocalRing::attach().expect("attach");
         let share = ring.share();
         let done = Arc::new(AtomicUsize::new(0));
-        start_read(&dev, &done);
+        start_counted_read(&dev, 0, &done);
         push_nop(&share);
         let mut reaped = Vec::new();
         for _ in 0..1000 {
@@ -193,7 +179,7 @@ mod tests {
         let share = ring.share();
         push_nop(&share);
         let done = Arc::new(AtomicUsize::new(0));
-        start_read(&dev, &done);
+        start_counted_read(&dev, 0, &done);
         while done.load(Ordering::SeqCst) == 0 {
             ring.wait();
         }
