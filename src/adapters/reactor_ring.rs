@@ -99,7 +99,7 @@ mod tests {
     use engine::{DeviceSpec, Engine, EngineConfig, SectorSize};
     use nvmf_target::host::{HostController, HostOptions};
     use nvmf_target::subsystem::{HostAcl, Subsystem, SubsystemConfig};
-    use nvmf_target::{Lba, Target, TargetConfig};
+    use nvmf_target::{Lba, Target, TargetConfig, TargetHandle};
 
     use super::engine_ring_pollers;
     use crate::adapters::VolumeNamespace;
@@ -115,10 +115,15 @@ mod tests {
         Bytes::from(block)
     }
 
-    /// Every reactor shares its engine ring, and hosts on both reactors write
-    /// and read back engine volumes through it with 64 commands in flight.
-    #[test]
-    fn reactors_run_sockets_and_volume_io_on_one_ring() {
+    /// An engine volume served by a target of two reactors on engine rings.
+    struct Served {
+        _dir: tempfile::TempDir,
+        engine: Arc<Engine>,
+        volume: engine::VolumeId,
+        target: TargetHandle,
+    }
+
+    fn serve() -> Served {
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = DeviceSpec {
             path: dir.path().join("pool"),
@@ -129,9 +134,10 @@ mod tests {
             Arc::new(Engine::open_paths(&[spec], EngineConfig::default(), false).expect("engine"));
         let volume = engine
             .create_volume("shared", BLOCKS * u64::from(BLOCK), SectorSize::B4096)
-            .expect("volume");
+            .expect("volume")
+            .id;
         let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEELSHARED01"));
-        let namespace = VolumeNamespace::new(engine.clone(), volume.id, SectorSize::B4096, [9; 16]);
+        let namespace = VolumeNamespace::new(engine.clone(), volume, SectorSize::B4096, [9; 16]);
         subsystem
             .add_namespace(1, Arc::new(namespace), HostAcl::AnyHost)
             .expect("namespace");
@@ -146,7 +152,24 @@ mod tests {
             2,
             "each reactor uses its engine ring"
         );
+        Served {
+            _dir: dir,
+            engine,
+            volume,
+            target,
+        }
+    }
 
+    /// Every reactor shares its engine ring, and hosts on both reactors write
+    /// and read back engine volumes through it with 64 commands in flight.
+    #[test]
+    fn reactors_run_sockets_and_volume_io_on_one_ring() {
+        let Served {
+            _dir,
+            engine,
+            volume,
+            target,
+        } = serve();
         let addr = target.local_addrs()[0];
         let workers: Vec<_> = (0..2u64)
             .map(|host| {
@@ -205,7 +228,29 @@ mod tests {
             worker.join().expect("host thread");
         }
         target.shutdown();
-        let back = engine.read_wait(volume.id, 7, 1).expect("read");
+        let back = engine.read_wait(volume, 7, 1).expect("read");
         assert!(back == pattern(7, 2), "the engine holds the last pass");
+    }
+
+    /// A reactor waiting on its engine ring sleeps until its tick when nothing
+    /// happens (a wait that found collected completions would not sleep).
+    #[test]
+    fn idle_reactors_on_engine_rings_sleep() {
+        let served = serve();
+        let mut options = HostOptions::new("nqn.2026-11.io.keel:idle", NQN);
+        options.kato_ms = 0;
+        let mut ctrl =
+            HostController::connect(served.target.local_addrs()[0], options).expect("connect");
+        ctrl.set_queue_count(1).expect("queue count");
+        let mut io = ctrl.connect_io_queue(1).expect("I/O queue");
+        io.write(1, Lba(3), pattern(3, 1), BLOCK).expect("write");
+        let before = served.target.stats().wakeups;
+        // A fixed window: two reactors with 200 ms ticks wake a handful of
+        // times in it; spinning ones would wake thousands of times.
+        std::thread::sleep(Duration::from_millis(500));
+        let woke = served.target.stats().wakeups - before;
+        assert!(woke <= 60, "idle reactors woke {woke} times in 500 ms");
+        assert!(io.read(1, Lba(3), 1, BLOCK).expect("read") == pattern(3, 1));
+        served.target.shutdown();
     }
 }
