@@ -253,4 +253,39 @@ mod tests {
         assert!(io.read(1, Lba(3), 1, BLOCK).expect("read") == pattern(3, 1));
         served.target.shutdown();
     }
+
+    /// Stopping the target while a host has writes in flight finishes the
+    /// engine I/O the reactors started on their rings: the target stops, and
+    /// every block then holds either its old or its new contents.
+    #[test]
+    fn a_target_stopped_with_volume_io_in_flight_finishes_it() {
+        let served = serve();
+        let mut options = HostOptions::new("nqn.2026-11.io.keel:stopping", NQN);
+        options.kato_ms = 0;
+        options.queue_size = 128;
+        let mut ctrl =
+            HostController::connect(served.target.local_addrs()[0], options).expect("connect");
+        ctrl.set_queue_count(1).expect("queue count");
+        let mut io = ctrl.connect_io_queue(1).expect("I/O queue");
+        for lba in 0..64 {
+            io.write(1, Lba(lba), pattern(lba, 1), BLOCK)
+                .expect("first pass");
+        }
+        for lba in 0..64 {
+            io.submit_write(1, Lba(lba), pattern(lba, 2), BLOCK)
+                .expect("second pass");
+        }
+        served.target.shutdown();
+        assert_eq!(served.engine.flush_wait(), Ok(()));
+        for lba in 0..64 {
+            let back = served
+                .engine
+                .read_wait(served.volume, lba, 1)
+                .expect("read");
+            assert!(
+                back == pattern(lba, 1) || back == pattern(lba, 2),
+                "block {lba} holds neither pass"
+            );
+        }
+    }
 }
