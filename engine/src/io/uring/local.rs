@@ -292,6 +292,10 @@ pub fn recv_driving_local<T>(
         if let Ok(value) = rx.try_recv() {
             return Ok(value);
         }
+        // Callbacks collected by a borrower's reap hold no slot any more.
+        if inner.run_ready() > 0 {
+            continue;
+        }
         if inner.in_flight() == 0 {
             return rx.recv();
         }
