@@ -99,7 +99,7 @@ mod tests {
     use engine::{DeviceSpec, Engine, EngineConfig, SectorSize};
     use nvmf_target::host::{HostController, HostOptions};
     use nvmf_target::subsystem::{HostAcl, Subsystem, SubsystemConfig};
-    use nvmf_target::{Lba, Target, TargetConfig, TargetHandle};
+    use nvmf_target::{Lba, ReactorKind, Target, TargetConfig, TargetHandle};
 
     use super::engine_ring_pollers;
     use crate::adapters::VolumeNamespace;
@@ -115,7 +115,9 @@ mod tests {
         Bytes::from(block)
     }
 
-    /// An engine volume served by a target of two reactors on engine rings.
+    /// An engine volume served by a target of two reactors of `kind` with
+    /// engine rings (shared by io_uring reactors, joined by eventfd to epoll
+    /// ones).
     struct Served {
         _dir: tempfile::TempDir,
         engine: Arc<Engine>,
@@ -123,7 +125,7 @@ mod tests {
         target: TargetHandle,
     }
 
-    fn serve() -> Served {
+    fn serve(kind: ReactorKind) -> Served {
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = DeviceSpec {
             path: dir.path().join("pool"),
@@ -145,12 +147,14 @@ mod tests {
         config.listen_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))];
         config.discovery_addrs = Vec::new();
         config.reactors = 2;
+        config.reactor_kind = kind;
         config.reactor_poller = Some(engine_ring_pollers());
         let target = Target::start(config, subsystem).expect("target");
+        let sharing = if kind == ReactorKind::Uring { 2 } else { 0 };
         assert_eq!(
             target.stats().shared_rings,
-            2,
-            "each reactor uses its engine ring"
+            sharing,
+            "io_uring reactors, and only they, wait on their engine rings"
         );
         Served {
             _dir: dir,
@@ -160,16 +164,30 @@ mod tests {
         }
     }
 
-    /// Every reactor shares its engine ring, and hosts on both reactors write
-    /// and read back engine volumes through it with 64 commands in flight.
+    /// Every io_uring reactor shares its engine ring, and hosts on both
+    /// reactors write and read back an engine volume through them with 64
+    /// commands in flight.
     #[test]
     fn reactors_run_sockets_and_volume_io_on_one_ring() {
+        hosts_write_and_read_back(ReactorKind::Uring);
+    }
+
+    /// The epoll reactor keeps socket readiness apart and polls the engine
+    /// ring when its eventfd fires.
+    #[test]
+    fn epoll_reactors_poll_their_engine_rings_by_eventfd() {
+        hosts_write_and_read_back(ReactorKind::Epoll);
+    }
+
+    /// Two hosts, one per reactor, each write their half of the volume twice
+    /// and read every block back after each pass.
+    fn hosts_write_and_read_back(kind: ReactorKind) {
         let Served {
             _dir,
             engine,
             volume,
             target,
-        } = serve();
+        } = serve(kind);
         let addr = target.local_addrs()[0];
         let workers: Vec<_> = (0..2u64)
             .map(|host| {
@@ -236,7 +254,7 @@ mod tests {
     /// happens (a wait that found collected completions would not sleep).
     #[test]
     fn idle_reactors_on_engine_rings_sleep() {
-        let served = serve();
+        let served = serve(ReactorKind::Uring);
         let mut options = HostOptions::new("nqn.2026-11.io.keel:idle", NQN);
         options.kato_ms = 0;
         let mut ctrl =
@@ -259,7 +277,7 @@ mod tests {
     /// every block then holds either its old or its new contents.
     #[test]
     fn a_target_stopped_with_volume_io_in_flight_finishes_it() {
-        let served = serve();
+        let served = serve(ReactorKind::Uring);
         let mut options = HostOptions::new("nqn.2026-11.io.keel:stopping", NQN);
         options.kato_ms = 0;
         options.queue_size = 128;
