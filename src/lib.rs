@@ -1,9 +1,7 @@
 //! The composition root of Keel: configuration, the daemon's wiring, and the
 //! adapters that implement each crate's port over engine types. Only this package
 //! sees every crate; `engine`, `nvmf-target` and `mgmt-api` never see each other.
-// The one exception is `adapters::reactor_ring`, which hands a reactor's
-// io_uring entries to the engine's ring under the contract both ports state.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod adapters;
 pub mod cli;

@@ -126,19 +126,13 @@ pub const LENT_RING_MARK: u64 = 1 << 63;
 /// [`ReactorPoller::lend_ring`]). The reactor marks every operation it queues
 /// with [`LENT_RING_MARK`] in the SQE's user_data; the lender keeps the
 /// completions so marked for [`LentRing::reap`], whoever reaps the ring.
-// An `unsafe fn` in a trait declares the contract its callers must keep; the
-// unsafe code that relies on it is in `target::uring`.
-#[allow(unsafe_code)]
 pub trait LentRing {
-    /// Queues `sqe` without entering the kernel; false if the submission queue
-    /// is full (submit, reap, and try again).
-    ///
-    /// # Safety
-    ///
-    /// Every pointer in `sqe` must stay valid, and the memory it names unused
-    /// by the caller, until its completion has been handed back by `reap`; its
-    /// user_data carries [`LENT_RING_MARK`].
-    unsafe fn push(&mut self, sqe: &io_uring::squeue::Entry) -> bool;
+    /// Runs `queue` with the ring's submission queue, for the reactor to push
+    /// its entries (without entering the kernel). The reactor's pushes (the
+    /// `unsafe` of [`io_uring::SubmissionQueue::push`]) keep each entry's
+    /// memory valid until `reap` hands its completion back, and mark its
+    /// user_data with [`LENT_RING_MARK`].
+    fn with_submission(&mut self, queue: &mut dyn FnMut(&mut io_uring::SubmissionQueue<'_>));
     /// Hands what is queued to the kernel without sleeping.
     fn submit(&mut self) -> std::io::Result<()>;
     /// Submits what is queued and sleeps until a completion (the reactor's or

@@ -4,10 +4,6 @@
 //! reactor. The ring is also lent to the reactor for its socket operations
 //! (DESIGN.md's thread model: one ring per reactor for sockets and device I/O
 //! alike), so one `io_uring_enter` submits both and one wait covers both.
-// The engine's `RingShare::push` and the target's `LentRing::push` state the
-// same contract (the SQE's memory outlives its completion; the reactor's mark
-// in the user_data); forwarding one to the other is the only unsafe code here.
-#![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
@@ -43,11 +39,8 @@ impl ReactorPoller for EngineRingPoller {
 struct EngineRingShare(RingShare);
 
 impl LentRing for EngineRingShare {
-    unsafe fn push(&mut self, sqe: &io_uring::squeue::Entry) -> bool {
-        // SAFETY: `LentRing::push`'s caller keeps the SQE's memory valid until
-        // its completion is reaped and marks its user_data with LENT_RING_MARK,
-        // which is SHARED_USER_DATA: `RingShare::push`'s contract.
-        unsafe { self.0.push(sqe) }.is_ok()
+    fn with_submission(&mut self, queue: &mut dyn FnMut(&mut io_uring::SubmissionQueue<'_>)) {
+        self.0.with_submission(|sq| queue(sq));
     }
 
     fn submit(&mut self) -> std::io::Result<()> {

@@ -208,9 +208,15 @@ impl Backing {
         match self {
             // SAFETY: per this function's contract.
             Backing::Own(ring) => unsafe { ring.submission().push(sqe) }.is_ok(),
-            // SAFETY: per this function's contract, which is the lent ring's;
-            // every user_data `Ring` makes carries LENT_RING_MARK.
-            Backing::Lent(ring) => unsafe { ring.push(sqe) },
+            Backing::Lent(ring) => {
+                let mut pushed = false;
+                // SAFETY: per this function's contract, which is the lent
+                // ring's; every user_data `Ring` makes carries LENT_RING_MARK,
+                // so the lender hands the completion back rather than taking
+                // it for its own.
+                ring.with_submission(&mut |sq| pushed = unsafe { sq.push(sqe) }.is_ok());
+                pushed
+            }
         }
     }
 

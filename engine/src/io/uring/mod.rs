@@ -17,7 +17,7 @@ mod share;
 mod slots;
 
 pub use local::{recv_driving_local, LocalRing, LocalRingError};
-pub use share::{RingShare, RingShareFull, SHARED_USER_DATA};
+pub use share::{RingShare, SHARED_USER_DATA};
 
 use super::{check_bounds, AlignedBuf, Device, DeviceError, IoDone, IoOp, IoOutcome};
 use slots::{Request, Slots};

@@ -11,7 +11,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use io_uring::{squeue, types, Probe};
+use io_uring::{types, Probe, SubmissionQueue};
 
 use super::is_transient;
 use super::local::Inner;
@@ -19,11 +19,6 @@ use super::local::Inner;
 /// The user_data bit that marks a borrower's operation. The engine's own
 /// operations never carry it (their user_data is a slot number).
 pub const SHARED_USER_DATA: u64 = 1 << 63;
-
-/// The submission queue is full: submit, reap, then push again.
-#[derive(Debug, thiserror::Error)]
-#[error("the shared ring's submission queue is full")]
-pub struct RingShareFull;
 
 /// A handle on the calling thread's [`LocalRing`](super::LocalRing) through
 /// which another component queues operations of its own and waits for them.
@@ -38,22 +33,20 @@ impl RingShare {
         RingShare { inner }
     }
 
-    /// Queues `sqe` without entering the kernel.
-    ///
-    /// # Safety
-    ///
-    /// Every pointer in `sqe` must stay valid, and the memory it names unused
-    /// by the caller, until the completion carrying its user_data is reaped
-    /// through [`RingShare::reap`]; its user_data must have
-    /// [`SHARED_USER_DATA`] set (else the engine would take its completion for
-    /// one of its own).
-    pub unsafe fn push(&self, sqe: &squeue::Entry) -> Result<(), RingShareFull> {
-        debug_assert!(sqe.get_user_data() & SHARED_USER_DATA != 0);
+    /// Runs `queue` with the ring's submission queue, for the borrower to push
+    /// its entries (without entering the kernel). Pushing is `unsafe`, and the
+    /// pusher owes, beside the memory contract of
+    /// [`SubmissionQueue::push`] (valid until the completion is reaped through
+    /// [`RingShare::reap`]), one more: every entry's user_data carries
+    /// [`SHARED_USER_DATA`], or the engine would take its completion for one
+    /// of its own operations and free that operation's buffer early.
+    pub fn with_submission<R>(&self, queue: impl FnOnce(&mut SubmissionQueue<'_>) -> R) -> R {
         let mut state = self.inner.state.borrow_mut();
-        // SAFETY: the caller keeps the SQE's memory valid until its completion
-        // is reaped, per this function's contract.
-        let pushed = unsafe { state.ring.submission().push(sqe) };
-        pushed.map_err(|_| RingShareFull)
+        let mut submission = state.ring.submission();
+        let result = queue(&mut submission);
+        // The queue's tail is published to the kernel when it is dropped.
+        drop(submission);
+        result
     }
 
     /// Hands every queued operation (the borrower's and the engine's) to the
@@ -139,8 +132,8 @@ mod tests {
 
     fn push_nop(share: &RingShare) {
         let sqe = opcode::Nop::new().build().user_data(NOP);
-        // SAFETY: a no-op names no memory.
-        unsafe { share.push(&sqe) }.expect("room in the queue");
+        // SAFETY: a no-op names no memory, and NOP carries SHARED_USER_DATA.
+        share.with_submission(|sq| unsafe { sq.push(&sqe) }.expect("room in the queue"));
     }
 
     #[test]
