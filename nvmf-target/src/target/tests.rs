@@ -310,6 +310,38 @@ impl crate::ReactorPoller for TestPoller {
             start();
         }
     }
+
+    fn lend_ring(&mut self) -> Option<Box<dyn crate::LentRing>> {
+        Some(Box::new(UnfitRing))
+    }
+}
+
+/// A lent ring the reactor must refuse (no timed waits), so it keeps a ring of
+/// its own and joins the poller by its eventfd; the reactor never uses it.
+struct UnfitRing;
+
+impl crate::LentRing for UnfitRing {
+    fn with_submission(&mut self, _: &mut dyn FnMut(&mut io_uring::SubmissionQueue<'_>)) {
+        unreachable!("a refused ring is never used")
+    }
+    fn submit(&mut self) -> std::io::Result<()> {
+        unreachable!("a refused ring is never used")
+    }
+    fn submit_and_wait(&mut self, _: Duration) -> std::io::Result<()> {
+        unreachable!("a refused ring is never used")
+    }
+    fn reap(&mut self, _: &mut Vec<(u64, i32)>) {
+        unreachable!("a refused ring is never used")
+    }
+    fn supports(&self, _: u8) -> bool {
+        true
+    }
+    fn has_timed_waits(&self) -> bool {
+        false
+    }
+    fn is_single_issuer(&self) -> bool {
+        false
+    }
 }
 
 /// A memory namespace that starts I/O only when the reactor thread that asked
@@ -413,6 +445,11 @@ fn completions_delivered_through_the_reactor_poller_reach_their_hosts(kind: Reac
     }));
     let target = Target::start(config, subsystem.clone()).unwrap();
     assert_eq!(made.load(Ordering::Relaxed), 2, "one poller per reactor");
+    assert_eq!(
+        target.stats().shared_rings,
+        0,
+        "an unfit lent ring is refused"
+    );
     let f = Fixture { subsystem, target };
     let (_c, mut q) = f.connect();
     for lba in 0..32u64 {
