@@ -60,7 +60,8 @@ pub struct NvmeConfig {
     /// `io_uring` or `epoll`.
     pub reactor_kind: ReactorBackend,
     /// Reactors submit volume I/O on an io_uring of their own and complete it
-    /// on their thread (no hand-off to the device ring threads).
+    /// on their thread (no hand-off to the device ring threads); io_uring
+    /// reactors also put their socket operations on that ring, one per reactor.
     pub reactor_device_rings: bool,
 }
 
