@@ -193,7 +193,12 @@ fn start_target(config: &Config, subsystem: Arc<Subsystem>) -> anyhow::Result<Ta
     }
     let target =
         Target::start(target_config, subsystem).context("cannot start the NVMe/TCP target")?;
-    tracing::info!(reactor_kind = ?target.reactor_kind(), device_rings = config.nvme.reactor_device_rings, "NVMe/TCP reactors started");
+    tracing::info!(
+        reactor_kind = ?target.reactor_kind(),
+        device_rings = config.nvme.reactor_device_rings,
+        shared_rings = target.stats().shared_rings,
+        "NVMe/TCP reactors started"
+    );
     Ok(target)
 }
 
