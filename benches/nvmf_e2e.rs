@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::figures::{Figures, Latencies, Precision};
+use common::figures::{Figures, Latencies, Precision, ThreadUsage};
 use common::load::{fill, keep_in_flight, EngineLoad, InFlight, Pattern, Receive, Slots, Workload};
 use common::{bench_dir, env_u64};
 use engine::io::BackingKind;
@@ -222,6 +222,37 @@ fn run_target(io: &mut IoQueue, nsid: u32, w: Workload, run: Duration) -> Figure
     )
 }
 
+/// What a target run cost per operation: CPU µs and context switches of the
+/// target's reactor threads, and of the host's submitting thread (this one).
+#[derive(Clone, Copy, Default)]
+struct Costs {
+    reactor_cpu_us: f64,
+    reactor_switches: f64,
+    host_cpu_us: f64,
+    host_switches: f64,
+}
+
+/// Runs `w` through the target on `nsid` and measures what it cost the threads.
+fn run_target_costed(io: &mut IoQueue, nsid: u32, w: Workload, run: Duration) -> (Figures, Costs) {
+    let (reactors_before, host_before) = (
+        ThreadUsage::of_threads("nvmf-reactor"),
+        ThreadUsage::of_this_thread(),
+    );
+    let started = Instant::now();
+    let figures = run_target(io, nsid, w, run);
+    let ops = figures.iops * started.elapsed().as_secs_f64();
+    let (reactor_cpu_us, reactor_switches) =
+        ThreadUsage::of_threads("nvmf-reactor").per_op_since(reactors_before, ops);
+    let (host_cpu_us, host_switches) = ThreadUsage::of_this_thread().per_op_since(host_before, ops);
+    let costs = Costs {
+        reactor_cpu_us,
+        reactor_switches,
+        host_cpu_us,
+        host_switches,
+    };
+    (figures, costs)
+}
+
 /// A 4 KiB read's bytes on the wire: a 72-byte command capsule out, and back a
 /// C2HData PDU (24-byte header and the data) and a 24-byte response capsule.
 const PING_BYTES: usize = 72;
@@ -324,6 +355,7 @@ fn main() {
 
     let load_before = load_average();
     let mut rows = Vec::new();
+    let mut costs = Vec::new();
     let only = std::env::var("KEEL_BENCH_ONLY").unwrap_or_default();
     for w in WORKLOADS
         .into_iter()
@@ -331,9 +363,10 @@ fn main() {
     {
         eprintln!("{} ...", w.name);
         let local = run_local(&engine, info.id, w, run);
-        let remote = run_target(&mut io, NSID, w, run);
-        let ram = run_target(&mut io, RAM_NSID, w, run);
+        let (remote, remote_costs) = run_target_costed(&mut io, NSID, w, run);
+        let (ram, ram_costs) = run_target_costed(&mut io, RAM_NSID, w, run);
         rows.push((w, local, remote, ram));
+        costs.push((w, remote_costs, ram_costs));
     }
     eprintln!("TCP ping-pong ...");
     let floor = tcp_ping_pong(run);
@@ -369,6 +402,21 @@ fn main() {
             r.p99_us,
             m.iops,
             m.mean_us
+        );
+    }
+    println!("\nPer I/O through the target (from /proc/self/task: CPU time in 10 ms ticks, voluntary and involuntary context switches):\n");
+    println!("| workload | reactors CPU µs | reactors switches | host thread CPU µs | host thread switches | RAM-ns reactors CPU µs | RAM-ns reactors switches |");
+    println!("|---|---|---|---|---|---|---|");
+    for (w, c, m) in &costs {
+        println!(
+            "| {} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} |",
+            w.name,
+            c.reactor_cpu_us,
+            c.reactor_switches,
+            c.host_cpu_us,
+            c.host_switches,
+            m.reactor_cpu_us,
+            m.reactor_switches
         );
     }
     println!("\nGoals (issue 3): target overhead < 15% of engine-local IOPS at QD32; < 20 µs added mean latency at QD1.");

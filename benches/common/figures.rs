@@ -1,6 +1,7 @@
 //! What a run is summarised into: per-operation latencies and their mean, p99
 //! and maximum, IOPS and MiB/s, and the process's CPU time.
 
+use std::path::Path;
 use std::time::Duration;
 
 /// How latencies are reduced to microseconds.
@@ -116,7 +117,13 @@ impl Figures {
 /// CPU time (user + system) this process has used, from `/proc/self/stat` (no
 /// unsafe needed); zero where it cannot be read.
 pub fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_cpu_time(Path::new("/proc/self/stat"))
+}
+
+/// User plus system time in a `/proc/.../stat` file (fields 14 and 15, in
+/// ticks of 10 ms); zero where it cannot be read.
+fn stat_cpu_time(path: &Path) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let after_comm = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
@@ -125,4 +132,62 @@ pub fn cpu_time() -> Duration {
             .and_then(|f| f.parse::<u64>().ok())
             .unwrap_or(0);
     Duration::from_millis(ticks * 10)
+}
+
+/// CPU time and context switches (voluntary and not) of some of this
+/// process's threads, from `/proc/self/task/*/`: what a phase cost the threads
+/// that serve it, per operation once divided by its count.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadUsage {
+    pub cpu: Duration,
+    pub switches: u64,
+}
+
+impl ThreadUsage {
+    /// Summed over this process's threads whose name starts with `prefix`.
+    pub fn of_threads(prefix: &str) -> ThreadUsage {
+        let mut total = ThreadUsage::default();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return total;
+        };
+        for task in tasks.flatten() {
+            let dir = task.path();
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if name.starts_with(prefix) {
+                let usage = task_usage(&dir);
+                total.cpu += usage.cpu;
+                total.switches += usage.switches;
+            }
+        }
+        total
+    }
+
+    /// The calling thread's.
+    pub fn of_this_thread() -> ThreadUsage {
+        task_usage(Path::new("/proc/thread-self"))
+    }
+
+    /// What was used since `before`, per operation of `ops`: (CPU µs,
+    /// context switches).
+    pub fn per_op_since(self, before: ThreadUsage, ops: f64) -> (f64, f64) {
+        let ops = ops.max(1.0);
+        let cpu = self.cpu.saturating_sub(before.cpu).as_secs_f64() * 1e6;
+        let switches = self.switches.saturating_sub(before.switches) as f64;
+        (cpu / ops, switches / ops)
+    }
+}
+
+fn task_usage(dir: &Path) -> ThreadUsage {
+    let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+    let switches = status
+        .lines()
+        .filter(|l| {
+            l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches")
+        })
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    ThreadUsage {
+        cpu: stat_cpu_time(&dir.join("stat")),
+        switches,
+    }
 }
