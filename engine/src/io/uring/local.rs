@@ -24,10 +24,9 @@
 //! ([`LocalRing::share`]): its operations then share the submission queue and
 //! one wait with the engine's, and their completions are set aside for it.
 //!
-//! INVARIANT: callbacks run only from `poll`, `wait`, `run_completed` and drop,
-//! on the owning thread, never while the ring's state is borrowed — so a
-//! callback may start more I/O on the same ring (`poll` submits it before
-//! returning).
+//! INVARIANT: callbacks run only from `poll`, `wait` and drop, on the owning
+//! thread, never while the ring's state is borrowed — so a callback may start
+//! more I/O on the same ring (`poll` submits it before returning).
 
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -148,14 +147,6 @@ impl LocalRing {
     /// (at once if none is in flight), then polls; returns how many callbacks ran.
     pub fn wait(&self) -> usize {
         self.inner.wait()
-    }
-
-    /// Runs the callbacks of every completion posted so far without entering
-    /// the kernel: for an owner that has lent the ring and whose own waits
-    /// enter it (and submit what the callbacks start). Returns how many ran.
-    pub fn run_completed(&self) -> usize {
-        self.inner.collect();
-        self.inner.run_ready()
     }
 
     /// Lends the ring to another component on this thread (see [`RingShare`]).

@@ -61,8 +61,8 @@ impl RingShare {
 
     /// Submits what is queued and sleeps until a completion of either side is
     /// posted or `timeout` passes. Does not sleep while completions already
-    /// collected wait to be taken: engine callbacks (the owner's `poll` or
-    /// `run_completed` runs them) or the borrower's (its `reap`).
+    /// collected wait to be taken: engine callbacks (the owner's `poll` runs
+    /// them) or the borrower's (its `reap`).
     pub fn submit_and_wait(&self, timeout: Duration) -> std::io::Result<()> {
         if self.inner.has_collected() {
             return self.submit();
@@ -85,7 +85,7 @@ impl RingShare {
 
     /// Moves the borrower's posted completions, as (user_data, result), to
     /// `out`. The engine's completions found on the way are kept for its
-    /// callbacks, which run in the owner's next `poll` or `run_completed`.
+    /// callbacks, which run in the owner's next `poll`.
     pub fn reap(&self, out: &mut Vec<(u64, i32)>) {
         self.inner.collect();
         out.append(&mut self.inner.state.borrow_mut().shared_done);
@@ -154,7 +154,7 @@ mod tests {
                 .submit_and_wait(Duration::from_secs(10))
                 .expect("wait");
             share.reap(&mut reaped);
-            ring.run_completed();
+            ring.poll();
         }
         assert_eq!(
             reaped,
