@@ -183,6 +183,20 @@ pub(super) struct Completion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct OpId(u64);
 
+impl OpId {
+    /// The operation in slot `index` of the table of operations in flight.
+    /// Its user_data carries the lent-ring mark whichever ring it goes on, so
+    /// a lender hands its completion back rather than taking it for its own.
+    fn of_slot(index: usize) -> OpId {
+        OpId(index as u64 | LENT_RING_MARK)
+    }
+
+    /// The slot of the operation whose completion carries `user_data`.
+    fn slot(user_data: u64) -> usize {
+        (user_data & !LENT_RING_MARK) as usize
+    }
+}
+
 /// The operations a reactor needs of the kernel.
 const OPCODES: [u8; 4] = [
     opcode::Recv::CODE,
@@ -202,8 +216,9 @@ impl Backing {
     ///
     /// # Safety
     ///
-    /// As [`LentRing::push`]: the SQE's memory stays valid until its
-    /// completion is reaped.
+    /// As [`io_uring::SubmissionQueue::push`]: the SQE's memory stays valid
+    /// until its completion is reaped. On a lent ring, also as
+    /// [`LentRing::with_submission`]: the user_data carries the lent-ring mark.
     unsafe fn push(&mut self, sqe: &squeue::Entry) -> bool {
         match self {
             // SAFETY: per this function's contract.
@@ -211,9 +226,9 @@ impl Backing {
             Backing::Lent(ring) => {
                 let mut pushed = false;
                 // SAFETY: per this function's contract, which is the lent
-                // ring's; every user_data `Ring` makes carries LENT_RING_MARK,
-                // so the lender hands the completion back rather than taking
-                // it for its own.
+                // ring's; every user_data `Ring` makes (`OpId::of_slot`)
+                // carries LENT_RING_MARK, so the lender hands the completion
+                // back rather than taking it for its own.
                 ring.with_submission(&mut |sq| pushed = unsafe { sq.push(sqe) }.is_ok());
                 pushed
             }
@@ -434,8 +449,8 @@ impl Ring {
                 self.ops.len() - 1
             }
         };
-        let id = index as u64 | LENT_RING_MARK;
-        let sqe = sqe.user_data(id);
+        let id = OpId::of_slot(index);
+        let sqe = sqe.user_data(id.0);
         self.ops[index] = Some(InFlight { tag, owned });
         for _ in 0..64 {
             // SAFETY: per this function's contract the SQE's memory is owned by
@@ -443,7 +458,7 @@ impl Ring {
             // the completion carrying user_data `id` is reaped (or leaked by
             // `Drop`), so it outlives the operation.
             if unsafe { self.backing.push(&sqe) } {
-                return Ok(OpId(id));
+                return Ok(id);
             }
             // The submission queue is full: hand it to the kernel first.
             match self.backing.submit() {
@@ -489,7 +504,7 @@ impl Ring {
     fn collect(&mut self) {
         self.backing.reap(&mut self.posted);
         for (user_data, result) in self.posted.drain(..) {
-            let index = (user_data & !LENT_RING_MARK) as usize;
+            let index = OpId::slot(user_data);
             let Some(op) = self.ops.get_mut(index).and_then(Option::take) else {
                 tracing::error!(user_data, "completion for no operation");
                 continue;
@@ -509,15 +524,15 @@ impl Drop for Ring {
         if self.in_flight() == 0 {
             return;
         }
-        let targets: Vec<u64> = self
+        let targets: Vec<OpId> = self
             .ops
             .iter()
             .enumerate()
             .filter(|(_, op)| op.is_some())
-            .map(|(i, _)| i as u64 | LENT_RING_MARK)
+            .map(|(i, _)| OpId::of_slot(i))
             .collect();
         for id in targets {
-            if let Err(e) = self.cancel(u64::MAX, OpId(id)) {
+            if let Err(e) = self.cancel(u64::MAX, id) {
                 tracing::debug!(error = %e, "cannot cancel an operation of a closing ring");
             }
         }
