@@ -90,7 +90,7 @@ mod tests {
     use bytes::Bytes;
     use engine::io::BackingKind;
     use engine::{DeviceSpec, Engine, EngineConfig, SectorSize};
-    use nvmf_target::host::{HostController, HostOptions};
+    use nvmf_target::host::{HostController, HostOptions, IoQueue, Response};
     use nvmf_target::subsystem::{HostAcl, Subsystem, SubsystemConfig};
     use nvmf_target::{Lba, ReactorKind, Target, TargetConfig, TargetHandle};
 
@@ -157,6 +157,43 @@ mod tests {
         }
     }
 
+    /// Connects a host named `nqn` (no keep-alive) with one I/O queue of
+    /// `queue_size` entries.
+    fn connect(addr: SocketAddr, nqn: &str, queue_size: u16) -> (HostController, IoQueue) {
+        let mut options = HostOptions::new(nqn, NQN);
+        options.kato_ms = 0;
+        options.timeout = Duration::from_secs(30);
+        options.queue_size = queue_size;
+        let mut ctrl = HostController::connect(addr, options).expect("connect");
+        ctrl.set_queue_count(1).expect("queue count");
+        let io = ctrl.connect_io_queue(1).expect("I/O queue");
+        (ctrl, io)
+    }
+
+    /// Starts one command per block of `lbas` with `submit`, keeping at most
+    /// 64 in flight, and hands each completion with its block to `done`.
+    fn per_block_in_flight(
+        io: &mut IoQueue,
+        lbas: &[u64],
+        submit: impl Fn(&mut IoQueue, u64) -> u16,
+        mut done: impl FnMut(u64, Response),
+    ) {
+        let mut in_flight = HashMap::new();
+        let mut complete_one = |io: &mut IoQueue, in_flight: &mut HashMap<u16, u64>| {
+            let (cid, response) = io.queue.wait_any().expect("completion");
+            done(in_flight.remove(&cid).expect("a command of ours"), response);
+        };
+        for &lba in lbas {
+            if in_flight.len() >= 64 {
+                complete_one(io, &mut in_flight);
+            }
+            in_flight.insert(submit(io, lba), lba);
+        }
+        while !in_flight.is_empty() {
+            complete_one(io, &mut in_flight);
+        }
+    }
+
     /// Every io_uring reactor shares its engine ring, and hosts on both
     /// reactors write and read back an engine volume through them with 64
     /// commands in flight.
@@ -186,49 +223,30 @@ mod tests {
             .map(|host| {
                 std::thread::spawn(move || {
                     let nqn = format!("nqn.2026-11.io.keel:host-{host}");
-                    let mut options = HostOptions::new(nqn, NQN);
-                    options.timeout = Duration::from_secs(30);
-                    options.queue_size = 128;
-                    let mut ctrl = HostController::connect(addr, options).expect("connect");
-                    ctrl.set_queue_count(1).expect("queue count");
-                    let mut io = ctrl.connect_io_queue(1).expect("I/O queue");
+                    let (ctrl, mut io) = connect(addr, &nqn, 128);
                     // Each host owns half of the volume.
                     let lbas: Vec<u64> = (host * BLOCKS / 2..(host + 1) * BLOCKS / 2).collect();
                     for pass in 1..=2u8 {
-                        let mut writes = HashMap::new();
-                        for &lba in &lbas {
-                            if io.queue.in_flight() >= 64 {
-                                let (cid, r) = io.queue.wait_any().expect("write completion");
+                        per_block_in_flight(
+                            &mut io,
+                            &lbas,
+                            |io, lba| {
+                                io.submit_write(1, Lba(lba), pattern(lba, pass), BLOCK)
+                                    .expect("submit write")
+                            },
+                            |_, r| {
                                 r.success().expect("write succeeded");
-                                writes.remove(&cid);
-                            }
-                            let cid = io
-                                .submit_write(1, Lba(lba), pattern(lba, pass), BLOCK)
-                                .expect("submit write");
-                            writes.insert(cid, lba);
-                        }
-                        while !writes.is_empty() {
-                            let (cid, r) = io.queue.wait_any().expect("write completion");
-                            r.success().expect("write succeeded");
-                            writes.remove(&cid);
-                        }
-                        let mut reads = HashMap::new();
-                        let check = |cid: u16, data: Vec<u8>, reads: &mut HashMap<u16, u64>| {
-                            let lba = reads.remove(&cid).expect("a read of ours");
-                            assert!(data == pattern(lba, pass), "block {lba} pass {pass}");
-                        };
-                        for &lba in &lbas {
-                            if io.queue.in_flight() >= 64 {
-                                let (cid, r) = io.queue.wait_any().expect("read completion");
-                                check(cid, r.success().expect("read").data, &mut reads);
-                            }
-                            let cid = io.submit_read(1, Lba(lba), 1, BLOCK).expect("read");
-                            reads.insert(cid, lba);
-                        }
-                        while !reads.is_empty() {
-                            let (cid, r) = io.queue.wait_any().expect("read completion");
-                            check(cid, r.success().expect("read").data, &mut reads);
-                        }
+                            },
+                        );
+                        per_block_in_flight(
+                            &mut io,
+                            &lbas,
+                            |io, lba| io.submit_read(1, Lba(lba), 1, BLOCK).expect("read"),
+                            |lba, r| {
+                                let data = r.success().expect("read").data;
+                                assert!(data == pattern(lba, pass), "block {lba} pass {pass}");
+                            },
+                        );
                     }
                     io.flush(1).expect("flush");
                     ctrl.shutdown().expect("disconnect");
@@ -248,12 +266,11 @@ mod tests {
     #[test]
     fn idle_reactors_on_engine_rings_sleep() {
         let served = serve(ReactorKind::Uring);
-        let mut options = HostOptions::new("nqn.2026-11.io.keel:idle", NQN);
-        options.kato_ms = 0;
-        let mut ctrl =
-            HostController::connect(served.target.local_addrs()[0], options).expect("connect");
-        ctrl.set_queue_count(1).expect("queue count");
-        let mut io = ctrl.connect_io_queue(1).expect("I/O queue");
+        let (_ctrl, mut io) = connect(
+            served.target.local_addrs()[0],
+            "nqn.2026-11.io.keel:idle",
+            128,
+        );
         io.write(1, Lba(3), pattern(3, 1), BLOCK).expect("write");
         let before = served.target.stats().wakeups;
         // A fixed window: two reactors with 200 ms ticks wake a handful of
@@ -271,13 +288,11 @@ mod tests {
     #[test]
     fn a_target_stopped_with_volume_io_in_flight_finishes_it() {
         let served = serve(ReactorKind::Uring);
-        let mut options = HostOptions::new("nqn.2026-11.io.keel:stopping", NQN);
-        options.kato_ms = 0;
-        options.queue_size = 128;
-        let mut ctrl =
-            HostController::connect(served.target.local_addrs()[0], options).expect("connect");
-        ctrl.set_queue_count(1).expect("queue count");
-        let mut io = ctrl.connect_io_queue(1).expect("I/O queue");
+        let (_ctrl, mut io) = connect(
+            served.target.local_addrs()[0],
+            "nqn.2026-11.io.keel:stopping",
+            128,
+        );
         for lba in 0..64 {
             io.write(1, Lba(lba), pattern(lba, 1), BLOCK)
                 .expect("first pass");
@@ -324,12 +339,7 @@ mod tests {
                     };
                     for round in 0..ROUNDS {
                         let nqn = format!("nqn.2026-11.io.keel:vanishing-{host}");
-                        let mut options = HostOptions::new(nqn, NQN);
-                        options.kato_ms = 0;
-                        options.queue_size = 64;
-                        let mut ctrl = HostController::connect(addr, options).expect("connect");
-                        ctrl.set_queue_count(1).expect("queue count");
-                        let mut io = ctrl.connect_io_queue(1).expect("I/O queue");
+                        let (ctrl, mut io) = connect(addr, &nqn, 64);
                         let pass = u8::try_from(round + 1).expect("few rounds");
                         for _ in 0..48 {
                             let lba = host * SPAN + next(SPAN);
@@ -366,11 +376,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let mut options = HostOptions::new("nqn.2026-11.io.keel:checker", NQN);
-        options.kato_ms = 0;
-        let mut ctrl = HostController::connect(addr, options).expect("connect");
-        ctrl.set_queue_count(1).expect("queue count");
-        let mut io = ctrl.connect_io_queue(1).expect("I/O queue");
+        let (_ctrl, mut io) = connect(addr, "nqn.2026-11.io.keel:checker", 128);
         for lba in 0..HOSTS * SPAN {
             let block = io.read(1, Lba(lba), 1, BLOCK).expect("read");
             let whole = block.iter().all(|&b| b == 0)
