@@ -141,12 +141,11 @@ pub trait LentRing {
     fn submit_and_wait(&mut self, timeout: std::time::Duration) -> std::io::Result<()>;
     /// Moves the reactor's completions, as (user_data, result), to `out`.
     fn reap(&mut self, out: &mut Vec<(u64, i32)>);
-    /// True if the kernel runs `opcode` on this ring.
-    fn supports(&self, opcode: u8) -> bool;
-    /// True if waits can carry a timeout and completions are never dropped.
-    fn has_timed_waits(&self) -> bool;
-    /// True if the ring was set up for a single issuer (Linux 6.0 and later).
-    fn is_single_issuer(&self) -> bool;
+    /// How the ring was set up and what its kernel offers (the reactor
+    /// refuses a ring without timed waits or no-drop completions).
+    fn params(&self) -> io_uring::Parameters;
+    /// The operations the ring's kernel runs.
+    fn probe(&self) -> std::io::Result<io_uring::Probe>;
 }
 
 /// Makes the [`ReactorPoller`] of the calling reactor thread, or `None` if the

@@ -55,16 +55,12 @@ impl LentRing for EngineRingShare {
         self.0.reap(out);
     }
 
-    fn supports(&self, opcode: u8) -> bool {
-        self.0.supports(opcode)
+    fn params(&self) -> io_uring::Parameters {
+        self.0.params()
     }
 
-    fn has_timed_waits(&self) -> bool {
-        self.0.has_timed_waits()
-    }
-
-    fn is_single_issuer(&self) -> bool {
-        self.0.is_single_issuer()
+    fn probe(&self) -> std::io::Result<io_uring::Probe> {
+        self.0.probe()
     }
 }
 

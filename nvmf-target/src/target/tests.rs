@@ -316,8 +316,9 @@ impl crate::ReactorPoller for TestPoller {
     }
 }
 
-/// A lent ring the reactor must refuse (no timed waits), so it keeps a ring of
-/// its own and joins the poller by its eventfd; the reactor never uses it.
+/// A lent ring the reactor must refuse (its kernel cannot be probed), so it
+/// keeps a ring of its own and joins the poller by its eventfd; the reactor
+/// never uses it.
 struct UnfitRing;
 
 impl crate::LentRing for UnfitRing {
@@ -333,14 +334,14 @@ impl crate::LentRing for UnfitRing {
     fn reap(&mut self, _: &mut Vec<(u64, i32)>) {
         unreachable!("a refused ring is never used")
     }
-    fn supports(&self, _: u8) -> bool {
-        true
+    fn params(&self) -> io_uring::Parameters {
+        unreachable!("the reactor probes first, and the probe fails")
     }
-    fn has_timed_waits(&self) -> bool {
-        false
-    }
-    fn is_single_issuer(&self) -> bool {
-        false
+    fn probe(&self) -> std::io::Result<io_uring::Probe> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "no probe",
+        ))
     }
 }
 

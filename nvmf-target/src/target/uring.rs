@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use io_uring::{opcode, squeue, types, IoUring, Probe};
+use io_uring::{opcode, squeue, types, IoUring, Parameters, Probe};
 
 use crate::backend::{LentRing, LENT_RING_MARK};
 
@@ -300,33 +300,21 @@ impl Ring {
                 false,
             ),
         };
-        if !ring.params().is_feature_ext_arg() || !ring.params().is_feature_nodrop() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "io_uring lacks timed waits or no-drop completions",
-            ));
-        }
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
-        if let Some(code) = OPCODES.into_iter().find(|&c| !probe.is_supported(c)) {
-            return Err(lacks_opcode(code));
-        }
+        check_fit(ring.params(), &probe)?;
         Ok(Ring::with_backing(Backing::Own(Box::new(ring)), poll_first))
     }
 
     /// Uses a ring a backend lends (see [`LentRing`]), failing if the kernel
     /// lacks what the reactor needs.
     pub fn lent(ring: Box<dyn LentRing>) -> std::io::Result<Ring> {
-        if !ring.has_timed_waits() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "the lent io_uring lacks timed waits or no-drop completions",
-            ));
-        }
-        if let Some(code) = OPCODES.into_iter().find(|&c| !ring.supports(c)) {
-            return Err(lacks_opcode(code));
-        }
-        let poll_first = ring.is_single_issuer();
+        let probe = ring.probe()?;
+        let params = ring.params();
+        check_fit(&params, &probe)?;
+        // Kernels that know single issuers (6.0) also know polling before
+        // receiving (5.19).
+        let poll_first = params.is_setup_single_issuer();
         Ok(Ring::with_backing(Backing::Lent(ring), poll_first))
     }
 
@@ -564,11 +552,20 @@ impl Drop for Ring {
     }
 }
 
-fn lacks_opcode(code: u8) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        format!("io_uring lacks opcode {code}"),
-    )
+/// Fails unless a ring with `params`, whose kernel `probe` describes, can
+/// carry a reactor: timed waits, no dropped completions, and every opcode the
+/// reactor uses.
+fn check_fit(params: &Parameters, probe: &Probe) -> std::io::Result<()> {
+    let unsupported = |what: String| std::io::Error::new(std::io::ErrorKind::Unsupported, what);
+    if !params.is_feature_ext_arg() || !params.is_feature_nodrop() {
+        return Err(unsupported(
+            "io_uring lacks timed waits or no-drop completions".into(),
+        ));
+    }
+    match OPCODES.into_iter().find(|&c| !probe.is_supported(c)) {
+        Some(code) => Err(unsupported(format!("io_uring lacks opcode {code}"))),
+        None => Ok(()),
+    }
 }
 
 fn is_transient(e: &std::io::Error) -> bool {

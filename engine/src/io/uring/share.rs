@@ -11,7 +11,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use io_uring::{types, Probe, SubmissionQueue};
+use io_uring::{types, Parameters, Probe, SubmissionQueue};
 
 use super::is_transient;
 use super::local::Inner;
@@ -91,30 +91,22 @@ impl RingShare {
         out.append(&mut self.inner.state.borrow_mut().shared_done);
     }
 
-    /// True if the kernel runs `opcode` on this ring.
-    pub fn supports(&self, opcode: u8) -> bool {
+    /// How the ring was set up and what its kernel offers, for the borrower
+    /// to check what it needs of a ring.
+    pub fn params(&self) -> Parameters {
+        self.inner.state.borrow().ring.params().clone()
+    }
+
+    /// The operations the ring's kernel runs.
+    pub fn probe(&self) -> std::io::Result<Probe> {
         let mut probe = Probe::new();
-        let state = self.inner.state.borrow();
-        state.ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(opcode)
-    }
-
-    /// True if waits can carry a timeout and completions are never dropped
-    /// (what an event loop needs of its ring).
-    pub fn has_timed_waits(&self) -> bool {
-        let state = self.inner.state.borrow();
-        let params = state.ring.params();
-        params.is_feature_ext_arg() && params.is_feature_nodrop()
-    }
-
-    /// True if the ring was set up for a single issuer (Linux 6.0 and later,
-    /// which also know IORING_RECVSEND_POLL_FIRST).
-    pub fn is_single_issuer(&self) -> bool {
         self.inner
             .state
             .borrow()
             .ring
-            .params()
-            .is_setup_single_issuer()
+            .submitter()
+            .register_probe(&mut probe)?;
+        Ok(probe)
     }
 }
 
@@ -196,7 +188,11 @@ mod tests {
         let ring = LocalRing::attach().expect("attach");
         let share = ring.share();
         drop(ring);
-        assert!(share.supports(opcode::Nop::CODE));
+        assert!(share
+            .probe()
+            .expect("probe")
+            .is_supported(opcode::Nop::CODE));
+        assert!(share.params().is_feature_nodrop());
         push_nop(&share);
         let mut reaped = Vec::new();
         while reaped.is_empty() {
