@@ -197,31 +197,6 @@ impl InFlight for TargetLoad<'_> {
     }
 }
 
-/// Through the target: our host side on one I/O queue, `depth` in flight.
-fn run_target(io: &mut IoQueue, nsid: u32, w: Workload, run: Duration) -> Figures {
-    let mut load = TargetLoad {
-        io,
-        nsid,
-        w,
-        slots: w.slots(REGION_BYTES),
-        data: Bytes::from(vec![0xA5u8; w.block_bytes as usize]),
-        submitted_at: vec![None; usize::from(u16::MAX) + 1],
-    };
-    let mut latencies = Latencies::with_capacity(SAMPLES_RESERVED);
-    let started = Instant::now();
-    let deadline = started + run;
-    keep_in_flight(&mut load, w.depth, |_, at| {
-        latencies.record(at.elapsed());
-        Instant::now() < deadline
-    });
-    Figures::of(
-        latencies,
-        Precision::Nanos,
-        w.block_bytes,
-        started.elapsed(),
-    )
-}
-
 /// What a target run cost per operation: CPU µs and context switches of the
 /// target's reactor threads, and of the host's submitting thread (this one).
 #[derive(Clone, Copy, Default)]
@@ -232,15 +207,30 @@ struct Costs {
     host_switches: f64,
 }
 
-/// Runs `w` through the target on `nsid` and measures what it cost the threads.
-fn run_target_costed(io: &mut IoQueue, nsid: u32, w: Workload, run: Duration) -> (Figures, Costs) {
+/// Through the target: our host side on one I/O queue, `depth` in flight; the
+/// figures, and what the run cost the threads.
+fn run_target(io: &mut IoQueue, nsid: u32, w: Workload, run: Duration) -> (Figures, Costs) {
+    let mut load = TargetLoad {
+        io,
+        nsid,
+        w,
+        slots: w.slots(REGION_BYTES),
+        data: Bytes::from(vec![0xA5u8; w.block_bytes as usize]),
+        submitted_at: vec![None; usize::from(u16::MAX) + 1],
+    };
+    let mut latencies = Latencies::with_capacity(SAMPLES_RESERVED);
     let (reactors_before, host_before) = (
         ThreadUsage::of_threads("nvmf-reactor"),
         ThreadUsage::of_this_thread(),
     );
     let started = Instant::now();
-    let figures = run_target(io, nsid, w, run);
-    let ops = figures.iops * started.elapsed().as_secs_f64();
+    let deadline = started + run;
+    keep_in_flight(&mut load, w.depth, |_, at| {
+        latencies.record(at.elapsed());
+        Instant::now() < deadline
+    });
+    let elapsed = started.elapsed();
+    let ops = latencies.len() as f64;
     let (reactor_cpu_us, reactor_switches) =
         ThreadUsage::of_threads("nvmf-reactor").per_op_since(reactors_before, ops);
     let (host_cpu_us, host_switches) = ThreadUsage::of_this_thread().per_op_since(host_before, ops);
@@ -250,6 +240,7 @@ fn run_target_costed(io: &mut IoQueue, nsid: u32, w: Workload, run: Duration) ->
         host_cpu_us,
         host_switches,
     };
+    let figures = Figures::of(latencies, Precision::Nanos, w.block_bytes, elapsed);
     (figures, costs)
 }
 
@@ -363,8 +354,8 @@ fn main() {
     {
         eprintln!("{} ...", w.name);
         let local = run_local(&engine, info.id, w, run);
-        let (remote, remote_costs) = run_target_costed(&mut io, NSID, w, run);
-        let (ram, ram_costs) = run_target_costed(&mut io, RAM_NSID, w, run);
+        let (remote, remote_costs) = run_target(&mut io, NSID, w, run);
+        let (ram, ram_costs) = run_target(&mut io, RAM_NSID, w, run);
         rows.push((w, local, remote, ram));
         costs.push((w, remote_costs, ram_costs));
     }
