@@ -17,7 +17,8 @@ pub use fault::{FaultPlan, FaultyDevice};
 pub use open::{open_backing, BackingKind, OpenBackingError};
 pub use sim::{CrashMode, SimDevice};
 pub use uring::{
-    recv_driving_local, LocalRing, LocalRingError, RingShare, UringDevice, SHARED_USER_DATA,
+    recv_driving_local, recv_polling_local, LocalRing, LocalRingError, RingShare, UringDevice,
+    SHARED_USER_DATA,
 };
 
 use std::sync::Arc;

@@ -16,7 +16,7 @@ mod local;
 mod share;
 mod slots;
 
-pub use local::{recv_driving_local, LocalRing, LocalRingError};
+pub use local::{recv_driving_local, recv_polling_local, LocalRing, LocalRingError};
 pub use share::{RingShare, SHARED_USER_DATA};
 
 use super::{check_bounds, AlignedBuf, Device, DeviceError, IoDone, IoOp, IoOutcome};

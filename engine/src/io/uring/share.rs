@@ -50,9 +50,16 @@ impl RingShare {
     }
 
     /// Hands every queued operation (the borrower's and the engine's) to the
-    /// kernel, and runs deferred completions if some wait; never sleeps.
+    /// kernel, and runs deferred completions if some wait; never sleeps, and
+    /// makes no system call when there is neither.
     pub fn submit(&self) -> std::io::Result<()> {
-        match self.inner.state.borrow_mut().ring.submit() {
+        let mut state = self.inner.state.borrow_mut();
+        let queue = state.ring.submission();
+        if queue.is_empty() && !queue.taskrun() {
+            return Ok(());
+        }
+        drop(queue);
+        match state.ring.submit() {
             Ok(_) => Ok(()),
             Err(err) if is_transient(&err) => Ok(()),
             Err(err) => Err(err),
@@ -81,6 +88,18 @@ impl RingShare {
             Err(err) if is_transient(&err) || err.raw_os_error() == Some(libc::ETIME) => Ok(()),
             Err(err) => Err(err),
         }
+    }
+
+    /// True if a wait would return at once: completions are collected or
+    /// posted, or the kernel holds deferred work that the next enter turns
+    /// into completions (the ring's task-run flag). Reads only shared memory,
+    /// so a borrower polling under load can spin on it without system calls.
+    pub fn has_pending(&self) -> bool {
+        if self.inner.has_collected() {
+            return true;
+        }
+        let mut state = self.inner.state.borrow_mut();
+        state.ring.submission().taskrun() || !state.ring.completion().is_empty()
     }
 
     /// Moves the borrower's posted completions, as (user_data, result), to
@@ -204,6 +223,33 @@ mod tests {
         assert_eq!(reaped, vec![(NOP, 0)]);
         let again = LocalRing::attach().expect("the thread may attach a new ring");
         drop(again);
+    }
+
+    #[test]
+    fn pending_work_shows_without_entering_the_kernel() {
+        let (_dir, dev) = temp_device(1 << 20);
+        let ring = LocalRing::attach().expect("attach");
+        let share = ring.share();
+        assert!(!share.has_pending(), "an idle ring has nothing pending");
+        let done = Arc::new(AtomicUsize::new(0));
+        start_counted_read(&dev, 0, &done);
+        share.submit().expect("submit");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !share.has_pending() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the read's completion never showed"
+            );
+            std::hint::spin_loop();
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 0, "no callback ran yet");
+        while done.load(Ordering::SeqCst) == 0 {
+            share
+                .submit_and_wait(Duration::from_secs(10))
+                .expect("wait");
+            ring.poll();
+        }
+        assert!(!share.has_pending(), "the callback took the completion");
     }
 
     #[test]
