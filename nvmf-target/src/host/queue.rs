@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -68,6 +68,10 @@ pub struct Queue {
     /// Reused encode buffer for outgoing PDUs.
     tx: Vec<u8>,
     limits: DecodeLimits,
+    /// How long a receive polls the socket before blocking (zero: never).
+    busy_poll: Duration,
+    /// The socket is in nonblocking mode (left so between polling receives).
+    nonblocking: bool,
     /// Queue id, set by Connect.
     pub qid: u16,
 }
@@ -95,6 +99,8 @@ impl Queue {
                 capsule_data_max: 8192,
                 data_pdu_max: 16 * 1024 * 1024,
             },
+            busy_poll: Duration::ZERO,
+            nonblocking: false,
             qid: 0,
         };
         let mut out = Vec::new();
@@ -246,7 +252,7 @@ impl Queue {
     /// Writes every PDU waiting in the send buffer.
     pub fn send_queued(&mut self) -> Result<(), HostError> {
         if !self.tx.is_empty() {
-            let written = self.stream.write_all(&self.tx);
+            let written = write_fully(&mut self.stream, &mut self.nonblocking, &self.tx);
             self.tx.clear();
             written?;
         }
@@ -256,13 +262,21 @@ impl Queue {
     /// Sends raw bytes (for tests of malformed input), after any queued PDUs.
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), HostError> {
         self.send_queued()?;
-        self.stream.write_all(bytes)?;
+        write_fully(&mut self.stream, &mut self.nonblocking, bytes)?;
         Ok(())
     }
 
     /// Reads the next PDU without interpreting it (for tests).
     pub fn next_raw_pdu(&mut self) -> Result<OwnedPdu, HostError> {
         self.next_pdu()
+    }
+
+    /// Makes each wait for the controller poll the socket for up to `window`
+    /// before sleeping in the kernel, as polling initiators (SPDK, Linux poll
+    /// queues) do: it spares a wake-up per response at the cost of a busy CPU
+    /// while commands are outstanding. Zero (the default) never polls.
+    pub fn set_busy_poll(&mut self, window: Duration) {
+        self.busy_poll = window;
     }
 
     /// Sets the socket read timeout.
@@ -374,7 +388,7 @@ impl Queue {
             }
             self.rx.resize(grown, 0);
         }
-        let n = match self.stream.read(&mut self.rx[self.rx_end..]) {
+        let n = match self.read_some() {
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -392,6 +406,33 @@ impl Queue {
         }
         self.rx_end += n;
         Ok(())
+    }
+
+    /// Reads what the socket holds into the receive buffer's free end:
+    /// polling first if configured, then blocking up to the read timeout.
+    fn read_some(&mut self) -> std::io::Result<usize> {
+        if !self.busy_poll.is_zero() {
+            if !self.nonblocking {
+                self.stream.set_nonblocking(true)?;
+                self.nonblocking = true;
+            }
+            let until = Instant::now() + self.busy_poll;
+            loop {
+                match self.stream.read(&mut self.rx[self.rx_end..]) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    done => return done,
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        if self.nonblocking {
+            self.stream.set_nonblocking(false)?;
+            self.nonblocking = false;
+        }
+        self.stream.read(&mut self.rx[self.rx_end..])
     }
 
     fn answer_r2t(
@@ -520,5 +561,62 @@ impl From<&Pdu<'_>> for OwnedPdu {
             },
             Pdu::IcReq(_) | Pdu::CapsuleCmd(_) | Pdu::H2CData(_) => OwnedPdu::Other,
         }
+    }
+}
+/// Writes all of `bytes`. A socket left nonblocking by a polling receive
+/// (`nonblocking`) is written as is and put back in blocking mode only if the
+/// kernel's send buffer is full, so a polling host pays no mode switch per
+/// command.
+fn write_fully(
+    stream: &mut TcpStream,
+    nonblocking: &mut bool,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match stream.write(&bytes[sent..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && *nonblocking => {
+                stream.set_nonblocking(false)?;
+                *nonblocking = false;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_nonblocking_write_into_a_full_socket_finishes_blocking() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+        let addr = listener.local_addr().expect("address");
+        let bytes: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+        let expected = bytes.clone();
+        let reader = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().expect("accept");
+            // The writer fills every socket buffer before anything is read.
+            std::thread::sleep(Duration::from_millis(200));
+            let mut got = Vec::new();
+            socket.read_to_end(&mut got).expect("read");
+            got
+        });
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nonblocking(true).expect("nonblocking");
+        let mut nonblocking = true;
+        write_fully(&mut stream, &mut nonblocking, &bytes).expect("write");
+        assert!(
+            !nonblocking,
+            "32 MiB fit the socket buffers without blocking"
+        );
+        drop(stream);
+        let got = reader.join().expect("reader");
+        assert!(got == expected, "bytes lost or reordered");
     }
 }
