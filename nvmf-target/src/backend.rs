@@ -141,6 +141,10 @@ pub trait LentRing {
     fn submit_and_wait(&mut self, timeout: std::time::Duration) -> std::io::Result<()>;
     /// Moves the reactor's completions, as (user_data, result), to `out`.
     fn reap(&mut self, out: &mut Vec<(u64, i32)>);
+    /// True if a wait would return at once (completions posted or collected,
+    /// or deferred work pending), read without a system call: a reactor
+    /// polling under load spins on it.
+    fn has_pending(&mut self) -> bool;
     /// How the ring was set up and what its kernel offers (the reactor
     /// refuses a ring without timed waits or no-drop completions).
     fn params(&self) -> io_uring::Parameters;

@@ -55,6 +55,10 @@ impl LentRing for EngineRingShare {
         self.0.reap(out);
     }
 
+    fn has_pending(&mut self) -> bool {
+        self.0.has_pending()
+    }
+
     fn params(&self) -> io_uring::Parameters {
         self.0.params()
     }
@@ -115,6 +119,11 @@ mod tests {
     }
 
     fn serve(kind: ReactorKind) -> Served {
+        serve_polling(kind, Duration::ZERO)
+    }
+
+    /// As [`serve`], with reactors that poll for `busy_poll` after serving.
+    fn serve_polling(kind: ReactorKind, busy_poll: Duration) -> Served {
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = DeviceSpec {
             path: dir.path().join("pool"),
@@ -138,6 +147,7 @@ mod tests {
         config.reactors = 2;
         config.reactor_kind = kind;
         config.reactor_poller = Some(engine_ring_pollers());
+        config.busy_poll = busy_poll;
         let target = Target::start(config, subsystem).expect("target");
         let sharing = if kind == ReactorKind::Uring { 2 } else { 0 };
         assert_eq!(
@@ -195,31 +205,48 @@ mod tests {
     /// commands in flight.
     #[test]
     fn reactors_run_sockets_and_volume_io_on_one_ring() {
-        hosts_write_and_read_back(ReactorKind::Uring);
+        hosts_write_and_read_back(ReactorKind::Uring, Duration::ZERO);
     }
 
     /// The epoll reactor keeps socket readiness apart and polls the engine
     /// ring when its eventfd fires.
     #[test]
     fn epoll_reactors_poll_their_engine_rings_by_eventfd() {
-        hosts_write_and_read_back(ReactorKind::Epoll);
+        hosts_write_and_read_back(ReactorKind::Epoll, Duration::ZERO);
+    }
+
+    /// Reactors that busy-poll their engine rings (the spin checks the ring's
+    /// shared memory for engine and socket completions) and polling hosts
+    /// move the same data.
+    #[test]
+    fn polling_reactors_serve_volume_io_from_their_engine_rings() {
+        hosts_write_and_read_back(ReactorKind::Uring, Duration::from_millis(2));
+    }
+
+    /// The same with epoll reactors, whose poll checks socket readiness and
+    /// the engine ring's eventfd without sleeping.
+    #[test]
+    fn polling_epoll_reactors_serve_volume_io() {
+        hosts_write_and_read_back(ReactorKind::Epoll, Duration::from_millis(2));
     }
 
     /// Two hosts, one per reactor, each write their half of the volume twice
-    /// and read every block back after each pass.
-    fn hosts_write_and_read_back(kind: ReactorKind) {
+    /// and read every block back after each pass; reactors and hosts poll for
+    /// `busy_poll` (zero: they never poll).
+    fn hosts_write_and_read_back(kind: ReactorKind, busy_poll: Duration) {
         let Served {
             _dir,
             engine,
             volume,
             target,
-        } = serve(kind);
+        } = serve_polling(kind, busy_poll);
         let addr = target.local_addrs()[0];
         let workers: Vec<_> = (0..2u64)
             .map(|host| {
                 std::thread::spawn(move || {
                     let nqn = format!("nqn.2026-11.io.keel:host-{host}");
                     let (ctrl, mut io) = connect(addr, &nqn, 128);
+                    io.queue.set_busy_poll(busy_poll);
                     // Each host owns half of the volume.
                     let lbas: Vec<u64> = (host * BLOCKS / 2..(host + 1) * BLOCKS / 2).collect();
                     for pass in 1..=2u8 {
@@ -251,6 +278,17 @@ mod tests {
             .collect();
         for worker in workers {
             worker.join().expect("host thread");
+        }
+        if !busy_poll.is_zero() {
+            // Published at the reactors' next tick.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while target.stats().polled == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no polling reactor ever found work without sleeping"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         target.shutdown();
         let back = engine.read_wait(volume, 7, 1).expect("read");

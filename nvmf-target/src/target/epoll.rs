@@ -7,7 +7,7 @@ use std::io::{IoSlice, Read, Write};
 use std::net::TcpStream as StdTcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -174,8 +174,17 @@ pub(super) fn run(mut core: Core<EpollTransport>) {
     let mut events = Events::with_capacity(256);
     while !core.stopping() {
         core.submit_backend();
-        let timeout = core.prepare_to_sleep();
-        let polled = core.transport.poll.poll(&mut events, Some(timeout));
+        // Polling under load looks for readiness without sleeping; events it
+        // finds are handled below instead of waiting again.
+        events.clear();
+        let timeout = core.prepare_to_sleep(|t| {
+            t.poll.poll(&mut events, Some(Duration::ZERO)).is_ok() && !events.is_empty()
+        });
+        let polled = if events.is_empty() {
+            core.transport.poll.poll(&mut events, Some(timeout))
+        } else {
+            Ok(())
+        };
         core.woke();
         if let Err(e) = polled {
             if e.kind() != std::io::ErrorKind::Interrupted {
@@ -207,6 +216,7 @@ pub(super) fn run(mut core: Core<EpollTransport>) {
                 }
             }
             core.service(token);
+            core.served();
         }
         core.drain_inbox();
         core.tick_if_due();

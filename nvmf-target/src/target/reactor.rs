@@ -55,6 +55,10 @@ pub(super) struct Counters {
     pub wakeups: AtomicUsize,
     /// io_uring reactors running on their backend poller's ring.
     pub shared_rings: AtomicUsize,
+    /// Reactors inside their busy-polling window.
+    pub polling: AtomicUsize,
+    /// Times polling found work without sleeping, published at each tick.
+    pub polled: AtomicUsize,
 }
 
 /// Work delivered to a reactor from other threads.
@@ -270,6 +274,11 @@ pub(super) struct Core<T: Transport> {
     last_tick: Instant,
     /// Wake-ups since the last tick published them.
     wakeups: usize,
+    /// Until when the reactor polls instead of sleeping: set whenever a
+    /// connection is serviced (see `prepare_to_sleep`), if busy polling is on.
+    busy_until: Option<Instant>,
+    /// Times polling found work since the last tick published them.
+    polled: usize,
     /// The backends' work on this thread (made here: it belongs to the thread).
     poller: Option<Box<dyn ReactorPoller>>,
 }
@@ -306,6 +315,8 @@ impl<T: Transport> Core<T> {
             now,
             last_tick: now,
             wakeups: 0,
+            busy_until: None,
+            polled: 0,
         }
     }
 
@@ -319,23 +330,65 @@ impl<T: Transport> Core<T> {
         self.shared.stop.load(Ordering::Acquire)
     }
 
-    /// Returns how long the reactor may sleep: zero if messages are already
-    /// waiting, else the time to the next tick with the sleeping flag raised so
-    /// senders ring the doorbell. With backend I/O outstanding and busy polling
-    /// configured, first spins up to `busy_poll` for a completion, sparing the
-    /// wake-up of a sleeping thread.
-    pub fn prepare_to_sleep(&self) -> Duration {
+    /// Notes that a connection had work this round: with busy polling on,
+    /// the reactor polls for the next `busy_poll` instead of sleeping.
+    pub fn served(&mut self) {
+        if self.shared.busy_poll.is_zero() {
+            return;
+        }
+        let started = self
+            .busy_until
+            .replace(self.now + self.shared.busy_poll)
+            .is_none();
+        if started {
+            self.shared.counters.polling.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends the polling window (the reactor sleeps when it next waits).
+    fn stop_polling(&mut self) {
+        if self.busy_until.take().is_some() {
+            self.shared.counters.polling.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// True while the reactor polls instead of sleeping (see
+    /// `prepare_to_sleep`): it serviced a connection within `busy_poll`.
+    pub fn polling(&self) -> bool {
+        self.busy_until.is_some()
+    }
+
+    /// Returns how long the reactor may sleep: zero if work is already
+    /// waiting, else the time to the next tick with the sleeping flag raised
+    /// so senders ring the doorbell.
+    ///
+    /// Under load (a connection was serviced within the last `busy_poll`)
+    /// the reactor first polls instead: it spins on its inbox and on
+    /// `pending`, the transport's check for completions that needs no system
+    /// call, until either shows work (zero: no sleep) or the window closes.
+    /// That spares the wake-up of a sleeping thread, which on virtual
+    /// machines costs more than the I/O itself; an idle reactor never spins.
+    pub fn prepare_to_sleep(&mut self, mut pending: impl FnMut(&mut T) -> bool) -> Duration {
+        if let Some(until) = self.busy_until {
+            let mut spins = 0u32;
+            loop {
+                if !self.rx.is_empty() || pending(&mut self.transport) {
+                    self.polled += 1;
+                    return Duration::ZERO;
+                }
+                spins = spins.wrapping_add(1);
+                // A clock read per 64 spins keeps the loop off the clock source.
+                if spins.is_multiple_of(64) && Instant::now() >= until {
+                    self.stop_polling();
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
         let timeout = self
             .shared
             .tick_interval
             .saturating_sub(self.now.saturating_duration_since(self.last_tick));
-        let busy_poll = self.shared.busy_poll;
-        if self.outstanding > 0 && !busy_poll.is_zero() {
-            let until = Instant::now() + busy_poll;
-            while self.rx.is_empty() && Instant::now() < until {
-                std::hint::spin_loop();
-            }
-        }
         self.inbox.0.sleeping.store(true, Ordering::Relaxed);
         // Pairs with the fence in `Inbox::send`.
         fence(Ordering::SeqCst);
@@ -390,6 +443,9 @@ impl<T: Transport> Core<T> {
             }
         }
         let mut dirty = std::mem::take(&mut self.dirty);
+        if !dirty.is_empty() {
+            self.served();
+        }
         for &token in &dirty {
             if let Some(s) = self.slots.get_mut(&token) {
                 s.dirty = false;
@@ -412,6 +468,10 @@ impl<T: Transport> Core<T> {
             .counters
             .wakeups
             .fetch_add(std::mem::take(&mut self.wakeups), Ordering::Relaxed);
+        self.shared
+            .counters
+            .polled
+            .fetch_add(std::mem::take(&mut self.polled), Ordering::Relaxed);
         let tokens: Vec<usize> = self.slots.keys().copied().collect();
         for token in tokens {
             if let Some(s) = self.slots.get_mut(&token) {
@@ -592,6 +652,7 @@ impl<T: Transport> Core<T> {
 
     /// Closes every connection (shutdown).
     pub fn close_all(&mut self) {
+        self.stop_polling();
         let tokens: Vec<usize> = self.slots.keys().copied().collect();
         for token in tokens {
             self.close(token);

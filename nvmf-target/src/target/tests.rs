@@ -31,6 +31,11 @@ struct Fixture {
 
 impl Fixture {
     fn start(kind: ReactorKind, reactors: usize) -> Fixture {
+        Fixture::start_polling(kind, reactors, Duration::ZERO)
+    }
+
+    /// A target whose reactors poll for `busy_poll` after serving a connection.
+    fn start_polling(kind: ReactorKind, reactors: usize, busy_poll: Duration) -> Fixture {
         let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEELREACTOR1"));
         let ns = MemoryNamespace::new(BlockSize::B4096, 4096, [0x5E; 16]);
         subsystem.add_namespace(1, ns, HostAcl::AnyHost).unwrap();
@@ -42,6 +47,7 @@ impl Fixture {
         config.connections_max = 256;
         config.tick_interval = Duration::from_millis(50);
         config.reactor_kind = kind;
+        config.busy_poll = busy_poll;
         let target = Target::start(config, subsystem.clone()).unwrap();
         assert_eq!(target.reactor_kind(), kind);
         Fixture { subsystem, target }
@@ -266,6 +272,56 @@ fn idle_reactors_sleep(kind: ReactorKind) {
     assert!(woke <= 60, "idle reactors woke {woke} times in 500 ms");
 }
 
+fn polling_reactors_serve_and_go_back_to_sleep(kind: ReactorKind) {
+    let window = Duration::from_millis(20);
+    let f = Fixture::start_polling(kind, 2, window);
+    let (_c, mut q) = f.connect();
+    q.queue.set_busy_poll(window);
+    // Round trips one at a time: each next command arrives while the reactor
+    // still polls after the last response.
+    for lba in 0..200u64 {
+        let data = pattern(BLOCK as usize, lba);
+        q.write(1, Lba(lba), data.clone(), BLOCK).unwrap();
+        assert_eq!(q.read(1, Lba(lba), 1, BLOCK).unwrap(), data.to_vec());
+    }
+    // Large writes and reads many at a time: R2T exchanges, and more bytes
+    // than the sockets buffer, through a host that polls too.
+    let large = (LARGE_BLOCKS * BLOCK) as usize;
+    let writes: Vec<u16> = (0..32u64)
+        .map(|i| {
+            let lba = Lba(i * u64::from(LARGE_BLOCKS));
+            q.submit_write(1, lba, pattern(large, 1000 + i), BLOCK)
+                .unwrap()
+        })
+        .collect();
+    for cid in writes {
+        q.queue.wait(cid).unwrap().success().unwrap();
+    }
+    let reads: Vec<(u16, u64)> = (0..32u64)
+        .map(|i| {
+            let lba = i * u64::from(LARGE_BLOCKS);
+            (q.submit_read(1, Lba(lba), LARGE_BLOCKS, BLOCK).unwrap(), i)
+        })
+        .collect();
+    for (cid, i) in reads {
+        let got = q.queue.wait(cid).unwrap().success().unwrap().data;
+        assert!(got == pattern(large, 1000 + i).to_vec(), "large read {i}");
+    }
+    wait_until("a polling reactor to find work without sleeping", || {
+        f.target.stats().polled > 0
+    });
+    wait_until("the reactors to stop polling", || {
+        f.target.stats().polling == 0
+    });
+    // Then they sleep as reactors that never polled do: a fixed window, as
+    // in `idle_reactors_sleep`.
+    let before = f.target.stats().wakeups;
+    std::thread::sleep(Duration::from_millis(500));
+    let woke = f.target.stats().wakeups - before;
+    assert!(woke <= 60, "idle reactors woke {woke} times in 500 ms");
+    assert_eq!(f.target.stats().polling, 0, "an idle reactor polls again");
+}
+
 /// A deferred piece of work (an I/O start or a completion).
 type Deferred = Box<dyn FnOnce() + Send>;
 
@@ -332,6 +388,9 @@ impl crate::LentRing for UnfitRing {
         unreachable!("a refused ring is never used")
     }
     fn reap(&mut self, _: &mut Vec<(u64, i32)>) {
+        unreachable!("a refused ring is never used")
+    }
+    fn has_pending(&mut self) -> bool {
         unreachable!("a refused ring is never used")
     }
     fn params(&self) -> io_uring::Parameters {
@@ -557,5 +616,6 @@ for_each_reactor_kind!(
     host_vanishing_mid_write_leaks_nothing,
     shutdown_with_sends_in_flight_frees_everything,
     idle_reactors_sleep,
+    polling_reactors_serve_and_go_back_to_sleep,
     completions_delivered_through_the_reactor_poller_reach_their_hosts,
 );

@@ -235,9 +235,18 @@ impl Backing {
         }
     }
 
+    /// Submits what is queued and runs deferred completions, entering the
+    /// kernel only if there is either.
     fn submit(&mut self) -> std::io::Result<()> {
         match self {
-            Backing::Own(ring) => ring.submit().map(drop),
+            Backing::Own(ring) => {
+                let queue = ring.submission();
+                if queue.is_empty() && !queue.taskrun() {
+                    return Ok(());
+                }
+                drop(queue);
+                ring.submit().map(drop)
+            }
             Backing::Lent(ring) => ring.submit(),
         }
     }
@@ -250,6 +259,14 @@ impl Backing {
                 ring.submitter().submit_with_args(1, &args).map(drop)
             }
             Backing::Lent(ring) => ring.submit_and_wait(timeout),
+        }
+    }
+
+    /// True if a wait would return at once; see [`LentRing::has_pending`].
+    fn has_pending(&mut self) -> bool {
+        match self {
+            Backing::Own(ring) => ring.submission().taskrun() || !ring.completion().is_empty(),
+            Backing::Lent(ring) => ring.has_pending(),
         }
     }
 
@@ -289,6 +306,7 @@ impl Ring {
         let (ring, poll_first) = match IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_coop_taskrun()
+            .setup_taskrun_flag()
             .setup_single_issuer()
             .build(SQ_ENTRIES)
         {
@@ -481,6 +499,12 @@ impl Ring {
             Err(e) if is_transient(&e) || e.raw_os_error() == Some(libc::ETIME) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// True if the next wait would return at once: completions already
+    /// reaped or posted, or deferred work the next enter runs. No system call.
+    pub fn has_pending(&mut self) -> bool {
+        !self.reaped.is_empty() || self.backing.has_pending()
     }
 
     /// Moves every posted completion, with the memory it owned, to `out`.

@@ -248,7 +248,15 @@ pub(super) fn run(mut core: Core<UringTransport>) {
             }
             core.submit_backend();
         }
-        let timeout = core.prepare_to_sleep();
+        if core.polling() {
+            // What the round queued (responses, receives, backend I/O) goes
+            // to the kernel before the reactor spins waiting for its results.
+            if let Err(e) = core.transport.ring.submit_and_wait(false, Duration::ZERO) {
+                tracing::error!(error = %e, "io_uring submit failed");
+                break;
+            }
+        }
+        let timeout = core.prepare_to_sleep(|t| t.ring.has_pending());
         let waited = core
             .transport
             .ring
