@@ -17,7 +17,9 @@
 //! `cargo bench --bench nvmf_e2e` (KEEL_BENCH_SECONDS sets each run's length,
 //! default 3; KEEL_BENCH_DIR the directory of the pool file, default `target/`;
 //! KEEL_BENCH_REACTORS the target's reactor threads, default one per core;
-//! KEEL_BENCH_ONLY=<text> runs only the workloads whose name contains it).
+//! KEEL_BENCH_ONLY=<text> runs only the workloads whose name contains it;
+//! KEEL_BENCH_POLL_US how long the reactors, the host and the engine-local
+//! thread poll before sleeping, default keeld's reactor window, 0 never).
 
 mod common;
 
@@ -120,17 +122,28 @@ fn reactors() -> usize {
         .unwrap_or(0)
 }
 
+/// How long every waiting side polls before it sleeps: the target's reactors,
+/// our host, and the engine-local thread alike (KEEL_BENCH_POLL_US; default
+/// keeld's reactor window; 0 makes every side sleep whenever it waits).
+fn polling_window() -> Duration {
+    Duration::from_micros(env_u64(
+        "KEEL_BENCH_POLL_US",
+        keel::config::DEFAULT_BUSY_POLL_US,
+    ))
+}
+
 /// Engine-local: the engine's completion API from one thread with its own
 /// engine ring (as each reactor has), `depth` in flight.
-fn run_local(engine: &Arc<Engine>, volume: VolumeId, w: Workload, run: Duration) -> Figures {
+fn run_local(
+    engine: &Arc<Engine>,
+    volume: VolumeId,
+    w: Workload,
+    run: Duration,
+    receive: Receive,
+) -> Figures {
     // Kept attached for the run: completions are polled by the receive below.
     let _ring = engine::io::LocalRing::attach().expect("engine ring for the local run");
-    let mut load = EngineLoad::new(
-        engine,
-        volume,
-        Receive::DrivingLocal,
-        w.engine_ops(REGION_BYTES, 0x5A),
-    );
+    let mut load = EngineLoad::new(engine, volume, receive, w.engine_ops(REGION_BYTES, 0x5A));
     let mut latencies = Latencies::with_capacity(SAMPLES_RESERVED);
     let started = Instant::now();
     let deadline = started + run;
@@ -335,6 +348,8 @@ fn main() {
     config.reactors = reactors();
     // As keeld runs it: each reactor submits volume I/O on its own engine ring.
     config.reactor_poller = Some(keel::adapters::engine_ring_pollers());
+    let poll = polling_window();
+    config.busy_poll = poll;
     let target = Target::start(config, subsystem.clone()).expect("target on loopback");
     let mut options = HostOptions::new(HOST_NQN, NQN);
     options.kato_ms = 0;
@@ -343,6 +358,7 @@ fn main() {
     let mut host = HostController::connect(target.local_addrs()[0], options).expect("host connect");
     host.set_queue_count(1).expect("queue count");
     let mut io = host.connect_io_queue(1).expect("I/O queue");
+    io.queue.set_busy_poll(poll);
 
     let load_before = load_average();
     let mut rows = Vec::new();
@@ -353,7 +369,12 @@ fn main() {
         .filter(|w| w.name.contains(only.as_str()))
     {
         eprintln!("{} ...", w.name);
-        let local = run_local(&engine, info.id, w, run);
+        let receive = if poll.is_zero() {
+            Receive::DrivingLocal
+        } else {
+            Receive::PollingLocal(poll)
+        };
+        let local = run_local(&engine, info.id, w, run, receive);
         let (remote, remote_costs) = run_target(&mut io, NSID, w, run);
         let (ram, ram_costs) = run_target(&mut io, RAM_NSID, w, run);
         rows.push((w, local, remote, ram));
@@ -371,9 +392,10 @@ fn main() {
         n => n.to_string(),
     };
     println!(
-        "\nNVMe/TCP over loopback (our host side, 1 queue; {reactors} target reactors) vs engine-local, {} s per run, 1 GiB volume on {} (load average before {load_before}, after {load_after})\n",
+        "\nNVMe/TCP over loopback (our host side, 1 queue; {reactors} target reactors) vs engine-local, {} s per run, 1 GiB volume on {}, every side polling {} µs before it sleeps (load average before {load_before}, after {load_after})\n",
         run.as_secs(),
-        path.display()
+        path.display(),
+        poll.as_micros()
     );
     println!("| workload | local IOPS | NVMe/TCP IOPS | ratio | local MiB/s | NVMe/TCP MiB/s | local mean µs | NVMe/TCP mean µs | added mean µs | local p99 µs | NVMe/TCP p99 µs | RAM-ns IOPS | RAM-ns mean µs |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");

@@ -188,6 +188,7 @@ fn start_target(config: &Config, subsystem: Arc<Subsystem>) -> anyhow::Result<Ta
         crate::config::ReactorBackend::IoUring => nvmf_target::ReactorKind::Uring,
         crate::config::ReactorBackend::Epoll => nvmf_target::ReactorKind::Epoll,
     };
+    target_config.busy_poll = std::time::Duration::from_micros(config.nvme.busy_poll_us);
     if config.nvme.reactor_device_rings {
         target_config.reactor_poller = Some(crate::adapters::engine_ring_pollers());
     }
@@ -197,6 +198,7 @@ fn start_target(config: &Config, subsystem: Arc<Subsystem>) -> anyhow::Result<Ta
         reactor_kind = ?target.reactor_kind(),
         device_rings = config.nvme.reactor_device_rings,
         shared_rings = target.stats().shared_rings,
+        busy_poll_us = config.nvme.busy_poll_us,
         "NVMe/TCP reactors started"
     );
     Ok(target)

@@ -367,7 +367,8 @@ fn kill9_after_acknowledged_and_flushed_writes_keeps_the_data_over_nvme() {
 }
 
 /// keeld's other data path: epoll reactors handing volume I/O to the device
-/// ring threads (no engine ring per reactor) serves and keeps data the same way.
+/// ring threads (no engine ring per reactor), sleeping whenever they wait (no
+/// busy polling), serves and keeps data the same way.
 #[test]
 fn epoll_reactors_without_device_rings_serve_and_keep_data_across_kill9() {
     let mut k = Keeld::start(KeeldOptions {
@@ -375,11 +376,14 @@ fn epoll_reactors_without_device_rings_serve_and_keep_data_across_kill9() {
             "--reactor-kind".into(),
             "epoll".into(),
             "--no-reactor-device-rings".into(),
+            "--busy-poll-us".into(),
+            "0".into(),
         ],
         ..KeeldOptions::default()
     });
     assert!(
-        k.logged(r#""reactor_kind":"Epoll","device_rings":false"#),
+        k.logged(r#""reactor_kind":"Epoll","device_rings":false"#)
+            && k.logged(r#""busy_poll_us":0"#),
         "keeld did not start epoll reactors without device rings\n{}",
         k.log_tail()
     );

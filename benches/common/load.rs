@@ -117,6 +117,9 @@ pub enum Receive {
     /// `engine::io::recv_driving_local`: polls the thread's `LocalRing` while
     /// waiting if one is attached, else a plain blocking receive.
     DrivingLocal,
+    /// `engine::io::recv_polling_local`: as `DrivingLocal`, polling for up to
+    /// this long before sleeping.
+    PollingLocal(Duration),
     /// A receive that gives up (a stall) after this long without a completion.
     StallAfter(Duration),
 }
@@ -198,6 +201,7 @@ impl<N: FnMut() -> Option<Op>> InFlight for EngineLoad<'_, N> {
     fn wait(&mut self) -> Option<Completion> {
         match self.receive {
             Receive::DrivingLocal => engine::io::recv_driving_local(&self.rx).ok(),
+            Receive::PollingLocal(window) => engine::io::recv_polling_local(&self.rx, window).ok(),
             Receive::StallAfter(limit) => self.rx.recv_timeout(limit).ok(),
         }
     }

@@ -46,6 +46,10 @@ struct Flags {
     /// io_uring on each reactor thread.
     #[arg(long)]
     no_reactor_device_rings: bool,
+    /// How long (µs) NVMe/TCP reactors poll for work after serving a
+    /// connection before they sleep (0: never poll).
+    #[arg(long)]
+    busy_poll_us: Option<u64>,
     /// REST API listener.
     #[arg(long)]
     api_listen: Option<SocketAddr>,
@@ -102,6 +106,9 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     }
     if flags.no_reactor_device_rings {
         config.nvme.reactor_device_rings = false;
+    }
+    if let Some(window) = flags.busy_poll_us {
+        config.nvme.busy_poll_us = window;
     }
     if flags.api_listen.is_some() {
         config.api.listen = flags.api_listen;
