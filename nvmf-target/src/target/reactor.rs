@@ -266,8 +266,6 @@ pub(super) struct Core<T: Transport> {
     dirty: Vec<usize>,
     /// Inline completions taken from the thread-local queue (reused buffer).
     inline_done: Vec<InlineCompletion>,
-    /// Namespace operations started and not yet completed through the inbox.
-    outstanding: usize,
     /// The time this loop iteration woke up: one clock read per iteration
     /// (clock reads are syscalls on some virtual machines).
     pub now: Instant,
@@ -311,7 +309,6 @@ impl<T: Transport> Core<T> {
             next_token: 1,
             dirty: Vec::new(),
             inline_done: Vec::new(),
-            outstanding: 0,
             now,
             last_tick: now,
             wakeups: 0,
@@ -428,7 +425,6 @@ impl<T: Transport> Core<T> {
             match msg {
                 Message::Accepted { stream, kind } => self.adopt(stream, kind),
                 Message::IoDone { token, tag, result } => {
-                    self.outstanding = self.outstanding.saturating_sub(1);
                     if let Some(s) = self.slots.get_mut(&token) {
                         s.conn.complete_io(tag, result, now);
                         self.mark_dirty(token);
@@ -571,7 +567,6 @@ impl<T: Transport> Core<T> {
             return;
         };
         let requests = s.conn.take_io_requests();
-        self.outstanding += requests.len();
         let id = self.id;
         let inbox = &self.inbox;
         collecting_inline(id, &mut self.inline_done, || {
@@ -586,13 +581,11 @@ impl<T: Transport> Core<T> {
         });
         let now = self.now;
         for done in self.inline_done.drain(..) {
-            self.outstanding = self.outstanding.saturating_sub(1);
             if done.token == token {
                 s.conn.complete_io(done.tag, done.result, now);
             } else {
                 // A backend finished another connection's earlier request
                 // inside this start call: deliver it the ordinary way.
-                self.outstanding += 1;
                 self.inbox.send(Message::IoDone {
                     token: done.token,
                     tag: done.tag,
@@ -617,7 +610,6 @@ impl<T: Transport> Core<T> {
         collecting_inline(self.id, &mut self.inline_done, || poller.poll());
         let mut done = std::mem::take(&mut self.inline_done);
         for completion in done.drain(..) {
-            self.outstanding = self.outstanding.saturating_sub(1);
             if let Some(s) = self.slots.get_mut(&completion.token) {
                 s.conn
                     .complete_io(completion.tag, completion.result, self.now);
