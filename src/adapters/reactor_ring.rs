@@ -92,7 +92,7 @@ mod tests {
     use engine::{DeviceSpec, Engine, EngineConfig, SectorSize};
     use nvmf_target::host::{HostController, HostOptions, IoQueue, Response};
     use nvmf_target::subsystem::{HostAcl, Subsystem, SubsystemConfig};
-    use nvmf_target::{Lba, ReactorKind, Target, TargetConfig, TargetHandle};
+    use nvmf_target::{Lba, ReactorKind, ReactorStats, Target, TargetConfig, TargetHandle};
 
     use super::engine_ring_pollers;
     use crate::adapters::VolumeNamespace;
@@ -163,6 +163,13 @@ mod tests {
         }
     }
 
+    impl Served {
+        /// Connects a host named `nqn` with a 128-entry I/O queue.
+        fn host(&self, nqn: &str) -> (HostController, IoQueue) {
+            connect(self.target.local_addrs()[0], nqn, 128)
+        }
+    }
+
     /// Connects a host named `nqn` (no keep-alive) with one I/O queue of
     /// `queue_size` entries.
     fn connect(addr: SocketAddr, nqn: &str, queue_size: u16) -> (HostController, IoQueue) {
@@ -174,6 +181,23 @@ mod tests {
         ctrl.set_queue_count(1).expect("queue count");
         let io = ctrl.connect_io_queue(1).expect("I/O queue");
         (ctrl, io)
+    }
+
+    /// Waits up to 20 s until the target's counters satisfy `done`, reading
+    /// them every 20 ms (they have no notifier).
+    fn wait_for_stats(target: &TargetHandle, what: &str, done: impl Fn(&ReactorStats) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let stats = target.stats();
+            if done(&stats) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {stats:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Starts one command per block of `lbas` with `submit`, keeping at most
@@ -281,14 +305,11 @@ mod tests {
         }
         if !busy_poll.is_zero() {
             // Published at the reactors' next tick.
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while target.stats().polled == 0 {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "no polling reactor ever found work without sleeping"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_for_stats(
+                &target,
+                "a polling reactor to find work without sleeping",
+                |s| s.polled > 0,
+            );
         }
         target.shutdown();
         let back = engine.read_wait(volume, 7, 1).expect("read");
@@ -300,11 +321,7 @@ mod tests {
     #[test]
     fn idle_reactors_on_engine_rings_sleep() {
         let served = serve(ReactorKind::Uring);
-        let (_ctrl, mut io) = connect(
-            served.target.local_addrs()[0],
-            "nqn.2026-11.io.keel:idle",
-            128,
-        );
+        let (_ctrl, mut io) = served.host("nqn.2026-11.io.keel:idle");
         io.write(1, Lba(3), pattern(3, 1), BLOCK).expect("write");
         let before = served.target.stats().wakeups;
         // A fixed window: two reactors with 200 ms ticks wake a handful of
@@ -322,11 +339,7 @@ mod tests {
     #[test]
     fn a_target_stopped_with_volume_io_in_flight_finishes_it() {
         let served = serve(ReactorKind::Uring);
-        let (_ctrl, mut io) = connect(
-            served.target.local_addrs()[0],
-            "nqn.2026-11.io.keel:stopping",
-            128,
-        );
+        let (_ctrl, mut io) = served.host("nqn.2026-11.io.keel:stopping");
         for lba in 0..64 {
             io.write(1, Lba(lba), pattern(lba, 1), BLOCK)
                 .expect("first pass");
@@ -398,18 +411,11 @@ mod tests {
         for worker in workers {
             worker.join().expect("host thread");
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let stats = served.target.stats();
-            if stats.connections == 0 && stats.ring_ops_in_flight == 0 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still held after the hosts vanished: {stats:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_stats(
+            &served.target,
+            "the vanished hosts' connections to be freed",
+            |s| s.connections == 0 && s.ring_ops_in_flight == 0,
+        );
         let (_ctrl, mut io) = connect(addr, "nqn.2026-11.io.keel:checker", 128);
         for lba in 0..HOSTS * SPAN {
             let block = io.read(1, Lba(lba), 1, BLOCK).expect("read");
