@@ -224,15 +224,25 @@ impl Inner {
     /// The entry submits what is queued and, while `IORING_SQ_TASKRUN` is up,
     /// asks for events, which runs the deferred completions.
     fn enter_if(&self, due: impl FnOnce(&mut IoUring) -> bool) {
+        if let Err(err) = self.try_enter_if(due) {
+            // Queued entries stay queued: the next submit or wait retries.
+            tracing::warn!(%err, "local ring could not enter the kernel");
+        }
+    }
+
+    /// As `enter_if`, handing back the error of a failed entry (transient
+    /// ones, which a later entry retries, count as success).
+    pub(super) fn try_enter_if(
+        &self,
+        due: impl FnOnce(&mut IoUring) -> bool,
+    ) -> std::io::Result<()> {
         let mut state = self.state.borrow_mut();
         if !due(&mut state.ring) {
-            return;
+            return Ok(());
         }
-        if let Err(err) = state.ring.submit() {
-            if !is_transient(&err) {
-                // Queued entries stay queued: the next submit or wait retries.
-                tracing::warn!(%err, "local ring could not enter the kernel");
-            }
+        match state.ring.submit() {
+            Err(err) if !is_transient(&err) => Err(err),
+            _ => Ok(()),
         }
     }
 

@@ -53,17 +53,10 @@ impl RingShare {
     /// kernel, and runs deferred completions if some wait; never sleeps, and
     /// makes no system call when there is neither.
     pub fn submit(&self) -> std::io::Result<()> {
-        let mut state = self.inner.state.borrow_mut();
-        let queue = state.ring.submission();
-        if queue.is_empty() && !queue.taskrun() {
-            return Ok(());
-        }
-        drop(queue);
-        match state.ring.submit() {
-            Ok(_) => Ok(()),
-            Err(err) if is_transient(&err) => Ok(()),
-            Err(err) => Err(err),
-        }
+        self.inner.try_enter_if(|ring| {
+            let queue = ring.submission();
+            !queue.is_empty() || queue.taskrun()
+        })
     }
 
     /// Submits what is queued and sleeps until a completion of either side is
