@@ -335,19 +335,61 @@ impl Connection {
         }
     }
 
-    /// Consumes bytes received from the host.
+    /// Consumes bytes received from the host. Whole PDUs are handled straight
+    /// from `bytes`; only a PDU split across receives, or input that arrives
+    /// while the output is backed up, is copied into the connection.
     pub fn receive(&mut self, bytes: &[u8], now: Instant) {
         self.now_ms = self.ctx.subsystem.now_ms_at(now);
         if self.closed {
             return;
         }
-        self.rx.extend_from_slice(bytes);
-        self.process_input();
+        let mut input = bytes;
+        if !self.rx.is_empty() {
+            if self.input_paused() {
+                self.rx.extend_from_slice(input);
+                return;
+            }
+            // Unpaused, the buffer holds the start of one PDU (and if it held
+            // more, only its first would take bytes here).
+            let taken = self.complete_split_pdu(input);
+            input = &input[taken..];
+            self.process_input();
+            if !self.rx.is_empty() {
+                self.rx.extend_from_slice(input);
+                return;
+            }
+        }
+        let consumed = self.process_bytes(input);
+        if !self.closed {
+            self.rx.extend_from_slice(&input[consumed..]);
+        }
+    }
+
+    /// True while the output is above its high-water mark: input then waits
+    /// until the host reads its responses.
+    fn input_paused(&self) -> bool {
+        self.out_bytes >= OUTPUT_HIGH_WATER_BYTES
+    }
+
+    /// Moves the bytes that complete the PDU begun in `rx` from the front of
+    /// `input` (its common header first, then up to its checked length) and
+    /// returns how many it took. A malformed header takes no more: decoding
+    /// `rx` then terminates the connection.
+    fn complete_split_pdu(&mut self, input: &[u8]) -> usize {
+        let header_missing = pdu::COMMON_HEADER_LEN.saturating_sub(self.rx.len());
+        let mut taken = header_missing.min(input.len());
+        self.rx.extend_from_slice(&input[..taken]);
+        if let Ok(Some(plen)) = pdu::pdu_len(&self.rx, self.digests, &self.decode_limits()) {
+            let body = plen.saturating_sub(self.rx.len()).min(input.len() - taken);
+            self.rx.extend_from_slice(&input[taken..taken + body]);
+            taken += body;
+        }
+        taken
     }
 
     /// True when the driver should read more input (output is not backed up).
     pub fn wants_input(&self) -> bool {
-        !self.closed && self.out_bytes < OUTPUT_HIGH_WATER_BYTES
+        !self.closed && !self.input_paused()
     }
 
     /// Bytes to send, in order. The driver pops what it wrote; partially written
@@ -373,7 +415,7 @@ impl Connection {
             }
         }
         // Input may have been paused by the high-water mark.
-        if !self.closed && !self.rx.is_empty() && self.out_bytes < OUTPUT_HIGH_WATER_BYTES {
+        if !self.closed && !self.rx.is_empty() && !self.input_paused() {
             self.process_input();
         }
     }
@@ -529,12 +571,26 @@ impl Connection {
         }
     }
 
+    /// Handles the whole PDUs buffered in `rx`, keeping the rest.
     fn process_input(&mut self) {
         let rx = std::mem::take(&mut self.rx);
+        let consumed = self.process_bytes(&rx);
+        if !self.closed {
+            let mut rx = rx;
+            rx.drain(..consumed);
+            // Keep any bytes that arrived while processing was paused or split.
+            rx.extend_from_slice(&self.rx);
+            self.rx = rx;
+        }
+    }
+
+    /// Handles the whole PDUs at the front of `input` until it runs out, the
+    /// output backs up or the connection closes; returns the bytes consumed.
+    fn process_bytes(&mut self, input: &[u8]) -> usize {
         let limits = self.decode_limits();
         let mut consumed = 0usize;
-        while !self.closed && self.out_bytes < OUTPUT_HIGH_WATER_BYTES {
-            let rest = &rx[consumed..];
+        while !self.closed && !self.input_paused() {
+            let rest = &input[consumed..];
             match pdu::decode(rest, self.digests, &limits) {
                 Ok(None) => break,
                 Ok(Some(decoded)) => {
@@ -551,13 +607,7 @@ impl Connection {
                 }
             }
         }
-        if !self.closed {
-            let mut rx = rx;
-            rx.drain(..consumed);
-            // Keep any bytes that arrived while processing was paused or split.
-            rx.extend_from_slice(&self.rx);
-            self.rx = rx;
-        }
+        consumed
     }
 
     /// Sends C2HTermReq and closes the connection.

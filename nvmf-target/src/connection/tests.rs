@@ -124,3 +124,167 @@ fn admin_connect_returns_a_controller_id() {
     c.peer_closed();
     assert_eq!(c.ctx.subsystem.controller_count(), 0);
 }
+
+/// The bytes of ICReq, an admin Connect, Property Set CC.EN and then
+/// `identifies` Identify Controller commands, as a host sends them.
+fn admin_session(identifies: u16) -> Vec<u8> {
+    let mut b = Vec::new();
+    IcReq {
+        pfv: 0,
+        hpda: 0,
+        digests: Digests::default(),
+        maxr2t: 0,
+    }
+    .encode(&mut b);
+    let mut connect = Command::new(admin_opcode::FABRICS, 1);
+    ConnectCommand {
+        recfmt: 0,
+        qid: 0,
+        sqsize: 31,
+        cattr: 0,
+        kato_ms: 5000,
+    }
+    .write_to(&mut connect);
+    let data = ConnectData {
+        host_id: [1; 16],
+        cntlid: 0xFFFF,
+        subsys_nqn: "nqn.2024-01.io.keel:unit".into(),
+        host_nqn: "nqn.host".into(),
+    }
+    .encode();
+    connect.set_sgl(0, data.len() as u32, crate::nvme::SGL_TYPE_IN_CAPSULE);
+    CapsuleCmd {
+        sqe: connect.0,
+        data: &data,
+    }
+    .encode(Digests::default(), &mut b);
+    let mut enable = Command::new(admin_opcode::FABRICS, 2);
+    enable.0[4] = crate::nvme::fabrics::fctype::PROPERTY_SET;
+    enable.set_cdw(11, crate::nvme::fabrics::property::CC);
+    // An I/O controller's CC carries the queue entry sizes (IOSQES 6, IOCQES 4).
+    enable.set_cdw(12, crate::nvme::fabrics::CC_ENABLE | (6 << 16) | (4 << 20));
+    enable.set_sgl(0, 0, crate::nvme::SGL_TYPE_TRANSPORT);
+    CapsuleCmd {
+        sqe: enable.0,
+        data: &[],
+    }
+    .encode(Digests::default(), &mut b);
+    for cid in 0..identifies {
+        let mut identify = Command::new(admin_opcode::IDENTIFY, 100 + cid);
+        identify.set_cdw(10, u32::from(crate::nvme::cns::CONTROLLER));
+        identify.set_sgl(
+            0,
+            crate::nvme::IDENTIFY_LEN as u32,
+            crate::nvme::SGL_TYPE_TRANSPORT,
+        );
+        CapsuleCmd {
+            sqe: identify.0,
+            data: &[],
+        }
+        .encode(Digests::default(), &mut b);
+    }
+    b
+}
+
+/// Feeds `stream` to a new connection in the pieces `cuts` (ascending offsets)
+/// make, and returns everything it answered.
+fn answers_to_pieces(stream: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut c = Connection::new(context());
+    let mut start = 0;
+    for &end in cuts.iter().chain([stream.len()].iter()) {
+        c.receive(&stream[start..end], Instant::now());
+        start = end;
+    }
+    assert!(!c.is_closed());
+    drain(&mut c)
+}
+
+#[test]
+fn a_stream_cut_anywhere_gets_the_answers_it_gets_whole() {
+    let stream = admin_session(3);
+    let whole = answers_to_pieces(&stream, &[]);
+    // ICResp, Connect's and Property Set's responses, three Identify data PDUs
+    // with their responses.
+    assert!(whole.len() > 3 * crate::nvme::IDENTIFY_LEN);
+    for cut in 1..stream.len() {
+        assert_eq!(answers_to_pieces(&stream, &[cut]), whole, "cut at {cut}");
+    }
+    let every_byte: Vec<usize> = (1..stream.len()).collect();
+    assert_eq!(answers_to_pieces(&stream, &every_byte), whole);
+}
+
+proptest::proptest! {
+    #[test]
+    fn a_stream_in_any_pieces_gets_the_answers_it_gets_whole(
+        mut cuts in proptest::collection::vec(1usize..1400, 0..12),
+    ) {
+        let stream = admin_session(8);
+        cuts.retain(|&c| c < stream.len());
+        cuts.sort_unstable();
+        cuts.dedup();
+        let whole = answers_to_pieces(&stream, &[]);
+        proptest::prop_assert_eq!(answers_to_pieces(&stream, &cuts), whole);
+    }
+}
+
+#[test]
+fn a_hostile_length_split_after_the_header_terminates_without_buffering() {
+    let mut c = Connection::new(context());
+    icreq(&mut c);
+    let mut b = Vec::new();
+    CapsuleCmd {
+        sqe: [0; 64],
+        data: &[],
+    }
+    .encode(Digests::default(), &mut b);
+    b[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    c.receive(&b[..5], Instant::now());
+    assert!(!c.is_closed());
+    c.receive(&b[5..], Instant::now());
+    let out = drain(&mut c);
+    match decode_one(&out).0 {
+        Pdu::C2HTermReq(t) => {
+            assert_eq!(t.fes, FatalErrorStatus::DataLimitExceeded as u16);
+            assert_eq!(t.fei, 4);
+        }
+        other => panic!("expected C2HTermReq, got {other:?}"),
+    }
+    assert!(c.is_closed());
+    assert!(c.rx.is_empty());
+}
+
+#[test]
+fn input_waits_while_output_is_backed_up_and_resumes_as_it_drains() {
+    // Enough Identify data to pass the output's high-water mark, with more
+    // commands behind it, arriving in pieces that split PDUs.
+    let commands = (OUTPUT_HIGH_WATER_BYTES / crate::nvme::IDENTIFY_LEN) as u16 + 40;
+    let stream = admin_session(commands);
+    let mut c = Connection::new(context());
+    for piece in stream.chunks(1000) {
+        c.receive(piece, Instant::now());
+    }
+    assert!(!c.wants_input());
+    assert!(!c.rx.is_empty());
+    let mut identified = 0usize;
+    while c.has_output() {
+        let chunks: Vec<Bytes> = c.take_output().iter().cloned().collect();
+        let sent: usize = chunks.iter().map(Bytes::len).sum();
+        let mut all = Vec::with_capacity(sent);
+        for chunk in &chunks {
+            all.extend_from_slice(chunk);
+        }
+        let mut at = 0;
+        while at < all.len() {
+            let (pdu, len) = decode_one(&all[at..]);
+            if let Pdu::C2HData(d) = pdu {
+                assert_eq!(d.data.len(), crate::nvme::IDENTIFY_LEN);
+                identified += 1;
+            }
+            at += len;
+        }
+        c.consumed_output(sent);
+    }
+    assert_eq!(identified, usize::from(commands));
+    assert!(c.wants_input());
+    assert!(c.rx.is_empty());
+}

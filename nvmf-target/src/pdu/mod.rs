@@ -220,24 +220,11 @@ pub fn decode<'a>(
     digests: Digests,
     limits: &DecodeLimits,
 ) -> Result<Option<Decoded<'a>>, DecodeError> {
-    let Some(ch) = CommonHeader::decode(buf)? else {
+    let Some(ch) = checked_header(buf, digests, limits)? else {
         return Ok(None);
     };
-    let plen_max = ch.pdu_type.plen_max(digests, limits);
-    if ch.plen as usize > plen_max {
-        return Err(DecodeError::TooLong {
-            plen: ch.plen,
-            max: u32::try_from(plen_max).unwrap_or(u32::MAX),
-        });
-    }
     let hlen = usize::from(ch.hlen);
     let plen = ch.plen as usize;
-    if plen < hlen {
-        return Err(DecodeError::PduLength {
-            pdu_type: ch.pdu_type,
-            plen: ch.plen,
-        });
-    }
     if buf.len() < plen {
         return Ok(None);
     }
@@ -265,6 +252,44 @@ pub fn decode<'a>(
         len: plen,
         data_digest_ok,
     }))
+}
+
+/// The total length of the PDU that starts `buf`, once its common header is
+/// there (`Ok(None)` before), checked against `limits` as [`decode`] checks it:
+/// a receiver holding part of a PDU knows how many more bytes complete it
+/// without trusting a hostile PLEN.
+pub fn pdu_len(
+    buf: &[u8],
+    digests: Digests,
+    limits: &DecodeLimits,
+) -> Result<Option<usize>, DecodeError> {
+    Ok(checked_header(buf, digests, limits)?.map(|ch| ch.plen as usize))
+}
+
+/// The common header at the front of `buf` with its PLEN within the type's
+/// bound and not shorter than its header.
+fn checked_header(
+    buf: &[u8],
+    digests: Digests,
+    limits: &DecodeLimits,
+) -> Result<Option<CommonHeader>, DecodeError> {
+    let Some(ch) = CommonHeader::decode(buf)? else {
+        return Ok(None);
+    };
+    let plen_max = ch.pdu_type.plen_max(digests, limits);
+    if ch.plen as usize > plen_max {
+        return Err(DecodeError::TooLong {
+            plen: ch.plen,
+            max: u32::try_from(plen_max).unwrap_or(u32::MAX),
+        });
+    }
+    if (ch.plen as usize) < usize::from(ch.hlen) {
+        return Err(DecodeError::PduLength {
+            pdu_type: ch.pdu_type,
+            plen: ch.plen,
+        });
+    }
+    Ok(Some(ch))
 }
 
 /// Where the data section of a PDU sits, after validating flags, PDO and digests.
