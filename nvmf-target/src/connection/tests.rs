@@ -37,15 +37,48 @@ fn decode_one(buf: &[u8]) -> (Pdu<'_>, usize) {
     (d.pdu, d.len)
 }
 
-fn icreq(c: &mut Connection) {
-    let mut b = Vec::new();
+/// Appends an ICReq without digests.
+fn encode_icreq(b: &mut Vec<u8>) {
     IcReq {
         pfv: 0,
         hpda: 0,
         digests: Digests::default(),
         maxr2t: 0,
     }
-    .encode(&mut b);
+    .encode(b);
+}
+
+/// Appends an admin-queue Connect (CID 1) for a new controller of host
+/// "nqn.host" to the unit subsystem.
+fn encode_admin_connect(b: &mut Vec<u8>) {
+    let mut cmd = Command::new(admin_opcode::FABRICS, 1);
+    ConnectCommand {
+        recfmt: 0,
+        qid: 0,
+        sqsize: 31,
+        cattr: 0,
+        kato_ms: 5000,
+    }
+    .write_to(&mut cmd);
+    let data = ConnectData {
+        host_id: [1; 16],
+        cntlid: 0xFFFF,
+        subsys_nqn: "nqn.2024-01.io.keel:unit".into(),
+        host_nqn: "nqn.host".into(),
+    }
+    .encode();
+    cmd.set_sgl(0, data.len() as u32, crate::nvme::SGL_TYPE_IN_CAPSULE);
+    assert_eq!(cmd.sgl().kind, SglKind::InCapsule);
+    CapsuleCmd {
+        sqe: cmd.0,
+        data: &data,
+    }
+    .encode(Digests::default(), b);
+}
+
+fn icreq(c: &mut Connection) {
+    let mut b = Vec::new();
+    encode_icreq(&mut b);
     c.receive(&b, Instant::now());
     let out = drain(c);
     match decode_one(&out).0 {
@@ -85,30 +118,8 @@ fn capsule_before_icreq_is_a_sequence_error() {
 fn admin_connect_returns_a_controller_id() {
     let mut c = Connection::new(context());
     icreq(&mut c);
-    let mut cmd = Command::new(admin_opcode::FABRICS, 1);
-    ConnectCommand {
-        recfmt: 0,
-        qid: 0,
-        sqsize: 31,
-        cattr: 0,
-        kato_ms: 5000,
-    }
-    .write_to(&mut cmd);
-    let data = ConnectData {
-        host_id: [1; 16],
-        cntlid: 0xFFFF,
-        subsys_nqn: "nqn.2024-01.io.keel:unit".into(),
-        host_nqn: "nqn.host".into(),
-    }
-    .encode();
-    cmd.set_sgl(0, data.len() as u32, crate::nvme::SGL_TYPE_IN_CAPSULE);
-    assert_eq!(cmd.sgl().kind, SglKind::InCapsule);
     let mut b = Vec::new();
-    CapsuleCmd {
-        sqe: cmd.0,
-        data: &data,
-    }
-    .encode(Digests::default(), &mut b);
+    encode_admin_connect(&mut b);
     c.receive(&b, Instant::now());
     let out = drain(&mut c);
     match decode_one(&out).0 {
@@ -129,35 +140,8 @@ fn admin_connect_returns_a_controller_id() {
 /// `identifies` Identify Controller commands, as a host sends them.
 fn admin_session(identifies: u16) -> Vec<u8> {
     let mut b = Vec::new();
-    IcReq {
-        pfv: 0,
-        hpda: 0,
-        digests: Digests::default(),
-        maxr2t: 0,
-    }
-    .encode(&mut b);
-    let mut connect = Command::new(admin_opcode::FABRICS, 1);
-    ConnectCommand {
-        recfmt: 0,
-        qid: 0,
-        sqsize: 31,
-        cattr: 0,
-        kato_ms: 5000,
-    }
-    .write_to(&mut connect);
-    let data = ConnectData {
-        host_id: [1; 16],
-        cntlid: 0xFFFF,
-        subsys_nqn: "nqn.2024-01.io.keel:unit".into(),
-        host_nqn: "nqn.host".into(),
-    }
-    .encode();
-    connect.set_sgl(0, data.len() as u32, crate::nvme::SGL_TYPE_IN_CAPSULE);
-    CapsuleCmd {
-        sqe: connect.0,
-        data: &data,
-    }
-    .encode(Digests::default(), &mut b);
+    encode_icreq(&mut b);
+    encode_admin_connect(&mut b);
     let mut enable = Command::new(admin_opcode::FABRICS, 2);
     enable.0[4] = crate::nvme::fabrics::fctype::PROPERTY_SET;
     enable.set_cdw(11, crate::nvme::fabrics::property::CC);
