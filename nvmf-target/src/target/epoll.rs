@@ -192,6 +192,7 @@ pub(super) fn run(mut core: Core<EpollTransport>) {
                 break;
             }
         }
+        let mut serviced = false;
         for ev in events.iter() {
             if ev.token() == WAKER {
                 continue;
@@ -216,6 +217,9 @@ pub(super) fn run(mut core: Core<EpollTransport>) {
                 }
             }
             core.service(token);
+            serviced = true;
+        }
+        if serviced {
             core.served();
         }
         core.drain_inbox();
