@@ -563,6 +563,7 @@ impl From<&Pdu<'_>> for OwnedPdu {
         }
     }
 }
+
 /// Writes all of `bytes`. A socket left nonblocking by a polling receive
 /// (`nonblocking`) is written as is and put back in blocking mode only if the
 /// kernel's send buffer is full, so a polling host pays no mode switch per
@@ -592,6 +593,34 @@ fn write_fully(
 mod tests {
     use super::*;
     use std::net::TcpListener;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    /// The `/proc` stat file of the calling thread (`/proc/thread-self`
+    /// resolves to `<pid>/task/<tid>`).
+    fn this_thread_stat() -> std::path::PathBuf {
+        let task = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+        std::path::Path::new("/proc").join(task).join("stat")
+    }
+
+    /// Waits until `ready` holds and the thread whose stat file is `stat` is
+    /// asleep in the kernel (state S): blocked, not spinning or preempted.
+    /// False if that did not happen within 10 s.
+    fn wait_until_asleep(stat: &std::path::Path, ready: &std::sync::atomic::AtomicBool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let state = std::fs::read_to_string(stat).expect("thread stat");
+            // The state follows the command name, which ends at the last ')'.
+            let asleep = state
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('S'));
+            if ready.load(std::sync::atomic::Ordering::SeqCst) && asleep {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        false
+    }
 
     #[test]
     fn a_nonblocking_write_into_a_full_socket_finishes_blocking() {
@@ -599,17 +628,24 @@ mod tests {
         let addr = listener.local_addr().expect("address");
         let bytes: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
         let expected = bytes.clone();
-        let reader = std::thread::spawn(move || {
-            let (mut socket, _) = listener.accept().expect("accept");
-            // The writer fills every socket buffer before anything is read.
-            std::thread::sleep(Duration::from_millis(200));
-            let mut got = Vec::new();
-            socket.read_to_end(&mut got).expect("read");
-            got
-        });
+        let writer = this_thread_stat();
+        let writing = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let writing = writing.clone();
+            std::thread::spawn(move || {
+                let (mut socket, _) = listener.accept().expect("accept");
+                // Nothing is read until the writer has filled every socket
+                // buffer and sleeps in a blocking write.
+                wait_until_asleep(&writer, &writing);
+                let mut got = Vec::new();
+                socket.read_to_end(&mut got).expect("read");
+                got
+            })
+        };
         let mut stream = TcpStream::connect(addr).expect("connect");
         stream.set_nonblocking(true).expect("nonblocking");
         let mut nonblocking = true;
+        writing.store(true, std::sync::atomic::Ordering::SeqCst);
         write_fully(&mut stream, &mut nonblocking, &bytes).expect("write");
         assert!(
             !nonblocking,

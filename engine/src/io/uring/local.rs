@@ -375,7 +375,33 @@ mod tests {
     use super::super::tests::{start_counted_read, temp_device};
     use super::*;
     use crate::io::{AlignedBuf, Device, IoOp};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// The `/proc` stat file of the calling thread (`/proc/thread-self`
+    /// resolves to `<pid>/task/<tid>`).
+    fn this_thread_stat() -> std::path::PathBuf {
+        let task = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+        std::path::Path::new("/proc").join(task).join("stat")
+    }
+
+    /// Waits until `ready` holds and the thread whose stat file is `stat` is
+    /// asleep in the kernel (state S): blocked, not spinning or preempted.
+    /// False if that did not happen within 10 s.
+    fn wait_until_asleep(stat: &std::path::Path, ready: &std::sync::atomic::AtomicBool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let state = std::fs::read_to_string(stat).expect("thread stat");
+            // The state follows the command name, which ends at the last ')'.
+            let asleep = state
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('S'));
+            if ready.load(std::sync::atomic::Ordering::SeqCst) && asleep {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        false
+    }
 
     /// Waits up to 10 s for `fd` to turn readable; true if it did.
     fn wait_readable(fd: std::os::fd::RawFd) -> bool {
@@ -446,17 +472,27 @@ mod tests {
         got.sort_unstable();
         assert_eq!(got, (0..8).map(|i| (i, true)).collect::<Vec<_>>());
         assert_eq!(ring.in_flight(), 0);
-        // Nothing local in flight: after its window the receive blocks until
-        // another thread sends.
-        let sender = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            tx.send((99, true)).expect("send");
-        });
+        // Nothing local in flight: after its window the receive blocks, and
+        // only then does another thread send.
+        let receiver = this_thread_stat();
+        let receiving = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let receiving = receiving.clone();
+            std::thread::spawn(move || {
+                let blocked = wait_until_asleep(&receiver, &receiving);
+                tx.send((99, true)).expect("send");
+                blocked
+            })
+        };
+        receiving.store(true, Ordering::SeqCst);
         assert_eq!(
             recv_polling_local(&rx, Duration::from_millis(1)),
             Ok((99, true))
         );
-        sender.join().expect("sender");
+        assert!(
+            sender.join().expect("sender"),
+            "the receive never blocked after its window"
+        );
     }
 
     #[test]
