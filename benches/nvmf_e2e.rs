@@ -473,23 +473,19 @@ fn main() {
     println!("| workload | local IOPS | NVMe/TCP IOPS | ratio | local MiB/s | NVMe/TCP MiB/s | local mean µs | NVMe/TCP mean µs | added mean µs | local p99 µs | NVMe/TCP p99 µs | RAM-ns IOPS | RAM-ns mean µs |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (w, rounds) in &rows {
-        let Round {
-            local: l,
-            remote: r,
-            ram: m,
-            ..
-        } = rounds.median();
+        let median = rounds.median();
+        let (l, r, m) = (&median.local, &median.remote, &median.ram);
         println!(
             "| {} | {:.0} | {:.0} | {:.2}x | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} | {:.0} | {:.0} | {:.0} | {:.1} |",
             w.name,
             l.iops,
             r.iops,
-            r.iops / l.iops.max(1e-9),
+            median.ratio(),
             l.mib_s,
             r.mib_s,
             l.mean_us,
             r.mean_us,
-            r.mean_us - l.mean_us,
+            median.added_us(),
             l.p99_us,
             r.p99_us,
             m.iops,
@@ -534,23 +530,19 @@ fn main() {
         floor.mean_us, floor.p99_us, floor.iops
     );
     for (w, rounds) in &rows {
-        let Round {
-            local: l,
-            remote: r,
-            ..
-        } = rounds.median();
+        let median = rounds.median();
         if w.depth == 32 && w.block_bytes == 4096 {
             println!(
                 "- {}: overhead {:.1}% of engine-local IOPS",
                 w.name,
-                (1.0 - r.iops / l.iops.max(1e-9)) * 100.0
+                (1.0 - median.ratio()) * 100.0
             );
         }
         if w.depth == 1 {
             println!(
                 "- {}: {:+.1} µs added mean latency",
                 w.name,
-                r.mean_us - l.mean_us
+                median.added_us()
             );
         }
     }
