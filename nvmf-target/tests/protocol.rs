@@ -2,9 +2,11 @@
 //! Every test that starts a target runs once per reactor backend (`epoll::*` and
 //! `uring::*`, generated at the bottom of this file).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use nvmf_target::connection::Limits;
@@ -16,91 +18,9 @@ use nvmf_target::nvme::{admin_opcode, feature, io_opcode, log_id, Command, DISCO
 use nvmf_target::pdu::{CapsuleCmd, DataPdu, Digests, FatalErrorStatus, PduType};
 use nvmf_target::{
     BlockSize, HostAcl, Lba, LbaRange, MemoryNamespace, NamespaceBackend, ReactorKind, Status,
-    Subsystem, SubsystemConfig, Target, TargetConfig, TargetHandle,
 };
 
-const NQN: &str = "nqn.2024-01.io.keel:protocol-test";
-const HOST_A: &str = "nqn.2014-08.org.nvmexpress:uuid:aaaaaaaa-0000-0000-0000-000000000001";
-const HOST_B: &str = "nqn.2014-08.org.nvmexpress:uuid:bbbbbbbb-0000-0000-0000-000000000002";
-
-struct Fixture {
-    subsystem: Arc<Subsystem>,
-    ns1: Arc<MemoryNamespace>,
-    target: TargetHandle,
-}
-
-impl Fixture {
-    fn new(kind: ReactorKind) -> Fixture {
-        Self::with_limits(kind, Limits::default())
-    }
-
-    fn with_limits(kind: ReactorKind, limits: Limits) -> Fixture {
-        Self::build(kind, limits, Duration::from_millis(50))
-    }
-
-    fn build(kind: ReactorKind, limits: Limits, tick_interval: Duration) -> Fixture {
-        let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEEL0001"));
-        let ns1 = MemoryNamespace::new(BlockSize::B512, 4096, [0xA1; 16]);
-        subsystem
-            .add_namespace(1, ns1.clone(), HostAcl::AnyHost)
-            .unwrap();
-        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let config = TargetConfig {
-            listen_addrs: vec![local],
-            discovery_addrs: vec![local],
-            advertised_addr: None,
-            reactors: 2,
-            limits,
-            connections_max: 64,
-            tick_interval,
-            busy_poll: Duration::ZERO,
-            reactor_kind: kind,
-            reactor_poller: None,
-        };
-        let target = Target::start(config, subsystem.clone()).unwrap();
-        assert_eq!(target.reactor_kind(), kind);
-        Fixture {
-            subsystem,
-            ns1,
-            target,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.target.local_addrs()[0]
-    }
-
-    fn options(&self, host: &str) -> HostOptions {
-        let mut o = HostOptions::new(host, NQN);
-        o.timeout = Duration::from_secs(5);
-        o
-    }
-
-    fn connect(&self, host: &str) -> HostController {
-        HostController::connect(self.addr(), self.options(host)).unwrap()
-    }
-}
-
-fn pattern(len: usize, seed: u8) -> Bytes {
-    Bytes::from(
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect::<Vec<u8>>(),
-    )
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
-}
-
-fn status_of(e: HostError) -> Status {
-    e.status()
-        .unwrap_or_else(|| panic!("expected an NVMe status, got {e:?}"))
-}
+use common::{pattern, status_of, wait_until, Fixture, HOST_A, HOST_B, NQN};
 
 fn identify_reports_every_field_linux_checks(kind: ReactorKind) {
     let f = Fixture::new(kind);
@@ -686,7 +606,7 @@ fn malformed_pdu_terminates_only_its_own_connection(kind: ReactorKind) {
     let mut good = f.connect(HOST_A);
     good.set_queue_count(2).unwrap();
     let mut good_q = good.connect_io_queue(1).unwrap();
-    let mut bad = Queue::open(f.addr(), Digests::default(), Duration::from_secs(5)).unwrap();
+    let mut bad = Queue::open(f.addr(), Digests::default(), 0, Duration::from_secs(5)).unwrap();
     // A PDU with an undefined type.
     bad.send_raw(&[0x0F, 0, 24, 0, 24, 0, 0, 0]).unwrap();
     match bad.next_raw_pdu().unwrap() {
@@ -698,7 +618,7 @@ fn malformed_pdu_terminates_only_its_own_connection(kind: ReactorKind) {
         Err(HostError::Closed) | Err(HostError::Io(_))
     ));
     // An oversized PLEN.
-    let mut bad2 = Queue::open(f.addr(), Digests::default(), Duration::from_secs(5)).unwrap();
+    let mut bad2 = Queue::open(f.addr(), Digests::default(), 0, Duration::from_secs(5)).unwrap();
     let mut pdu = vec![PduType::H2CData as u8, 0, 24, 24];
     pdu.extend_from_slice(&(1u32 << 30).to_le_bytes());
     bad2.send_raw(&pdu).unwrap();

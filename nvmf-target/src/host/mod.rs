@@ -93,6 +93,8 @@ pub struct HostOptions {
     pub queue_size: u16,
     /// Ask to disable SQ flow control (allows the C2HData SUCCESS optimisation).
     pub disable_sq_flow: bool,
+    /// Host PDU data alignment asked for in ICReq (0: none; see [`Queue::open`]).
+    pub hpda: u8,
     /// Socket and command timeout.
     pub timeout: Duration,
 }
@@ -108,6 +110,7 @@ impl HostOptions {
             kato_ms: 5000,
             queue_size: 128,
             disable_sq_flow: false,
+            hpda: 0,
             timeout: Duration::from_secs(10),
         }
     }
@@ -116,7 +119,9 @@ impl HostOptions {
 /// A connected controller: its admin queue and what Identify reported.
 pub struct HostController {
     addr: SocketAddr,
-    options: HostOptions,
+    /// How this controller was connected; I/O queues connected later use the
+    /// options as they are then.
+    pub options: HostOptions,
     /// The admin queue.
     pub admin: Queue,
     /// Controller id returned by Connect.
@@ -168,7 +173,7 @@ fn connect_queue(
 impl HostController {
     /// Connects the admin queue, enables the controller and identifies it.
     pub fn connect(addr: SocketAddr, options: HostOptions) -> Result<HostController, HostError> {
-        let mut admin = Queue::open(addr, options.digests, options.timeout)?;
+        let mut admin = Queue::open(addr, options.digests, options.hpda, options.timeout)?;
         let dw0 = connect_queue(&mut admin, &options, 0, 31, 0xFFFF)?;
         let cntlid = (dw0 & 0xFFFF) as u16;
         let mut c = HostController {
@@ -366,7 +371,8 @@ impl HostController {
 
     /// Opens I/O queue `qid` on a new connection.
     pub fn connect_io_queue(&mut self, qid: u16) -> Result<IoQueue, HostError> {
-        let mut queue = Queue::open(self.addr, self.options.digests, self.options.timeout)?;
+        let o = &self.options;
+        let mut queue = Queue::open(self.addr, o.digests, o.hpda, o.timeout)?;
         let sqsize = self.options.queue_size.saturating_sub(1).max(1);
         connect_queue(&mut queue, &self.options, qid, sqsize, self.cntlid)?;
         let inline = (self.identity.ioccsz as usize * 16).saturating_sub(64);
@@ -491,6 +497,15 @@ impl IoQueue {
                 None,
                 0,
             )?
+            .success()?;
+        Ok(())
+    }
+
+    /// Deletes this I/O queue with a Fabrics Disconnect; the controller and its
+    /// other queues stay. Waits for the controller's answer.
+    pub fn disconnect(mut self) -> Result<(), HostError> {
+        self.queue
+            .execute(fabrics_command(fctype::DISCONNECT), None, 0)?
             .success()?;
         Ok(())
     }

@@ -78,8 +78,14 @@ pub struct Queue {
 
 impl Queue {
     /// Opens a TCP connection and exchanges ICReq/ICResp, checking the answer the
-    /// way the Linux host does.
-    pub fn open(addr: SocketAddr, digests: Digests, timeout: Duration) -> Result<Queue, HostError> {
+    /// way the Linux host does. `hpda` asks the controller to start C2H data at
+    /// a multiple of `(hpda + 1) * 4` bytes into each PDU (0: no alignment).
+    pub fn open(
+        addr: SocketAddr,
+        digests: Digests,
+        hpda: u8,
+        timeout: Duration,
+    ) -> Result<Queue, HostError> {
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
@@ -106,7 +112,7 @@ impl Queue {
         let mut out = Vec::new();
         IcReq {
             pfv: 0,
-            hpda: 0,
+            hpda,
             digests,
             maxr2t: 0,
         }
@@ -269,6 +275,12 @@ impl Queue {
     /// Reads the next PDU without interpreting it (for tests).
     pub fn next_raw_pdu(&mut self) -> Result<OwnedPdu, HostError> {
         self.next_pdu()
+    }
+
+    /// Reads the next PDU and returns its bytes as they came (header, padding,
+    /// data and digests), for tests of the wire layout.
+    pub fn next_pdu_bytes(&mut self) -> Result<Vec<u8>, HostError> {
+        self.next_decoded(|_, bytes| bytes.to_vec())
     }
 
     /// Makes each wait for the controller poll the socket for up to `window`
@@ -477,6 +489,12 @@ impl Queue {
     }
 
     fn next_pdu(&mut self) -> Result<OwnedPdu, HostError> {
+        self.next_decoded(|pdu, _| OwnedPdu::from(pdu))
+    }
+
+    /// Receives until a whole PDU is buffered and hands it, decoded and as
+    /// bytes, to `take`.
+    fn next_decoded<T>(&mut self, take: impl FnOnce(&Pdu<'_>, &[u8]) -> T) -> Result<T, HostError> {
         loop {
             let window = &self.rx[self.rx_start..self.rx_end];
             match pdu::decode(window, self.digests, &self.limits) {
@@ -484,9 +502,9 @@ impl Queue {
                     if !d.data_digest_ok {
                         return Err(HostError::Protocol("data digest mismatch"));
                     }
-                    let owned = OwnedPdu::from(&d.pdu);
+                    let taken = take(&d.pdu, &window[..d.len]);
                     self.rx_start += d.len;
-                    return Ok(owned);
+                    return Ok(taken);
                 }
                 Ok(None) => self.fill()?,
                 Err(e) => return Err(HostError::Decode(e)),

@@ -1,0 +1,138 @@
+//! What the protocol test binaries share: a target serving one RAM namespace
+//! on loopback, host NQNs, data patterns and waits.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nvmf_target::connection::Limits;
+use nvmf_target::host::{HostController, HostError, HostOptions};
+use nvmf_target::nvme::{Command, SGL_TYPE_TRANSPORT};
+use nvmf_target::pdu::{CapsuleCmd, Digests};
+use nvmf_target::{
+    BlockSize, HostAcl, Lba, MemoryNamespace, ReactorKind, Status, Subsystem, SubsystemConfig,
+    Target, TargetConfig, TargetHandle,
+};
+
+/// The test subsystem's NQN.
+pub const NQN: &str = "nqn.2024-01.io.keel:protocol-test";
+/// A host the tests allow or refuse as each needs.
+pub const HOST_A: &str = "nqn.2014-08.org.nvmexpress:uuid:aaaaaaaa-0000-0000-0000-000000000001";
+/// A second host, for ACL and isolation checks.
+pub const HOST_B: &str = "nqn.2014-08.org.nvmexpress:uuid:bbbbbbbb-0000-0000-0000-000000000002";
+
+/// A running target (two reactors) with namespace 1 (512 B blocks, 4096 of
+/// them, any host) in its subsystem.
+pub struct Fixture {
+    /// The subsystem the target serves.
+    pub subsystem: Arc<Subsystem>,
+    /// Namespace 1.
+    pub ns1: Arc<MemoryNamespace>,
+    /// The running target.
+    pub target: TargetHandle,
+}
+
+impl Fixture {
+    /// The fixture with default limits.
+    pub fn new(kind: ReactorKind) -> Fixture {
+        Self::with_limits(kind, Limits::default())
+    }
+
+    /// The fixture with `limits` and a 50 ms reactor tick.
+    pub fn with_limits(kind: ReactorKind, limits: Limits) -> Fixture {
+        Self::build(kind, limits, Duration::from_millis(50))
+    }
+
+    /// The fixture with `limits` and reactors ticking every `tick_interval`.
+    pub fn build(kind: ReactorKind, limits: Limits, tick_interval: Duration) -> Fixture {
+        let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEEL0001"));
+        let ns1 = MemoryNamespace::new(BlockSize::B512, 4096, [0xA1; 16]);
+        subsystem
+            .add_namespace(1, ns1.clone(), HostAcl::AnyHost)
+            .unwrap();
+        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let config = TargetConfig {
+            listen_addrs: vec![local],
+            discovery_addrs: vec![local],
+            advertised_addr: None,
+            reactors: 2,
+            limits,
+            connections_max: 64,
+            tick_interval,
+            busy_poll: Duration::ZERO,
+            reactor_kind: kind,
+            reactor_poller: None,
+        };
+        let target = Target::start(config, subsystem.clone()).unwrap();
+        assert_eq!(target.reactor_kind(), kind);
+        Fixture {
+            subsystem,
+            ns1,
+            target,
+        }
+    }
+
+    /// The I/O (and discovery) listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.target.local_addrs()[0]
+    }
+
+    /// Connect options for `host` to the test subsystem, with a 5 s timeout.
+    pub fn options(&self, host: &str) -> HostOptions {
+        let mut o = HostOptions::new(host, NQN);
+        o.timeout = Duration::from_secs(5);
+        o
+    }
+
+    /// Connects an admin queue as `host` and enables the controller.
+    pub fn connect(&self, host: &str) -> HostController {
+        HostController::connect(self.addr(), self.options(host)).unwrap()
+    }
+}
+
+/// `len` bytes of a pattern that differs with `seed` and along the buffer.
+pub fn pattern(len: usize, seed: u8) -> Bytes {
+    Bytes::from(
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect::<Vec<u8>>(),
+    )
+}
+
+/// Waits up to 5 s for `f` to hold, failing the test with `what` otherwise.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// The NVMe status a failed command returned (fails the test for any other error).
+pub fn status_of(e: HostError) -> Status {
+    e.status()
+        .unwrap_or_else(|| panic!("expected an NVMe status, got {e:?}"))
+}
+
+/// A Read or Write of `blocks` 512-byte blocks (namespace 1's size) at `lba`
+/// with command id `cid`, its data moved by the transport (C2HData, or R2T
+/// and H2CData): for tests that send raw PDUs.
+pub fn rw_command(opcode: u8, cid: u16, nsid: u32, lba: Lba, blocks: u32) -> Command {
+    let mut cmd = Command::new(opcode, cid);
+    cmd.set_nsid(nsid);
+    cmd.set_cdw(10, lba.0 as u32);
+    cmd.set_cdw(11, (lba.0 >> 32) as u32);
+    cmd.set_cdw(12, blocks - 1);
+    cmd.set_sgl(0, blocks * 512, SGL_TYPE_TRANSPORT);
+    cmd
+}
+
+/// The bytes of a CapsuleCmd PDU carrying `cmd` and in-capsule `data`.
+pub fn encode_capsule(cmd: Command, data: &[u8], digests: Digests) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    CapsuleCmd { sqe: cmd.0, data }.encode(digests, &mut bytes);
+    bytes
+}
