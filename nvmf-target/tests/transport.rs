@@ -1,0 +1,285 @@
+//! NVMe/TCP transport rules, tested against the real target over loopback with
+//! this crate's host side: C2H data alignment, R2T and H2CData exchanges,
+//! data digests, host termination and invalid command fields. Every test runs
+//! once per reactor backend (`epoll::*`, `uring::*`).
+
+mod common;
+
+use std::time::Duration;
+
+use nvmf_target::connection::Limits;
+use nvmf_target::host::{HostController, HostError, IoQueue, OwnedPdu};
+use nvmf_target::nvme::{io_opcode, Command};
+use nvmf_target::pdu::{self, DataPdu, DecodeLimits, Digests, Pdu, PduType, TermReq};
+use nvmf_target::{Lba, ReactorKind, Status};
+
+use common::{encode_capsule, pattern, rw_command, wait_until, Fixture, HOST_A};
+
+/// Byte offsets in every PDU's common header.
+const HLEN_AT: usize = 2;
+const PDO_AT: usize = 3;
+
+fn both_digests() -> Digests {
+    Digests {
+        header: true,
+        data: true,
+    }
+}
+
+/// A fixture whose writes never travel in-capsule: every write is an R2T.
+fn r2t_only_fixture(kind: ReactorKind) -> Fixture {
+    Fixture::with_limits(
+        kind,
+        Limits {
+            inline_data_max: 0,
+            ..Limits::default()
+        },
+    )
+}
+
+fn encode_h2c(cid: u16, ttag: u16, offset: u32, last: bool, data: &[u8], d: Digests) -> Vec<u8> {
+    let mut out = Vec::new();
+    DataPdu {
+        command_id: cid,
+        ttag,
+        offset,
+        last,
+        success: false,
+        data,
+    }
+    .encode(PduType::H2CData, d, 0, &mut out);
+    out
+}
+
+fn expect_r2t(pdu: OwnedPdu) -> (u16, u16, u32, u32) {
+    match pdu {
+        OwnedPdu::R2T {
+            command_id,
+            ttag,
+            offset,
+            length,
+        } => (command_id, ttag, offset, length),
+        other => panic!("expected an R2T, got {other:?}"),
+    }
+}
+
+fn expect_status(pdu: OwnedPdu) -> (u16, Status) {
+    match pdu {
+        OwnedPdu::CapsuleResp(cqe) => {
+            let c = nvmf_target::nvme::Completion::decode(&cqe);
+            (c.cid, c.status().unwrap())
+        }
+        other => panic!("expected a CapsuleResp, got {other:?}"),
+    }
+}
+
+fn c2h_data_starts_at_the_alignment_the_host_asked_for(kind: ReactorKind) {
+    let f = Fixture::new(kind);
+    for (hpda, digests) in [
+        (7u8, Digests::default()),
+        (7, both_digests()),
+        (31, both_digests()),
+    ] {
+        let align = (usize::from(hpda) + 1) * 4;
+        let mut o = f.options(HOST_A);
+        o.hpda = hpda;
+        o.digests = digests;
+        // The admin queue's Identify data arrives aligned too: connecting
+        // decodes it.
+        let mut c = HostController::connect(f.addr(), o).unwrap();
+        c.set_queue_count(1).unwrap();
+        let mut q = c.connect_io_queue(1).unwrap();
+        let data = pattern(4096, hpda);
+        q.write(1, Lba(8), data.clone(), 512).unwrap();
+        assert_eq!(q.read(1, Lba(8), 8, 512).unwrap(), data.to_vec());
+        let read = rw_command(io_opcode::READ, 900, 1, Lba(8), 8);
+        q.queue
+            .send_raw(&encode_capsule(read, &[], digests))
+            .unwrap();
+        let c2h = q.queue.next_pdu_bytes().unwrap();
+        assert_eq!(c2h[0], PduType::C2HData as u8);
+        let header_end = usize::from(c2h[HLEN_AT]) + if digests.header { 4 } else { 0 };
+        let pdo = usize::from(c2h[PDO_AT]);
+        assert_eq!(pdo % align, 0, "PDO {pdo} for a {align}-byte alignment");
+        assert!(pdo >= header_end && pdo < header_end + align);
+        assert!(c2h[header_end..pdo].iter().all(|&b| b == 0), "zero padding");
+        assert_eq!(&c2h[pdo..pdo + 4096], &data[..]);
+        let limits = DecodeLimits {
+            capsule_data_max: 8192,
+            data_pdu_max: 1 << 20,
+        };
+        let decoded = pdu::decode(&c2h, digests, &limits).unwrap().unwrap();
+        assert!(decoded.data_digest_ok);
+        assert!(matches!(decoded.pdu, Pdu::C2HData(d) if d.data == &data[..]));
+        let (cid, status) = expect_status(q.queue.next_raw_pdu().unwrap());
+        assert_eq!((cid, status), (900, Status::Success));
+    }
+}
+
+fn several_r2ts_stay_outstanding_and_are_answered_in_any_order(kind: ReactorKind) {
+    let f = r2t_only_fixture(kind);
+    let mut c = f.connect(HOST_A);
+    c.set_queue_count(1).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+    for cid in 0..3u16 {
+        let write = rw_command(io_opcode::WRITE, cid, 1, Lba(u64::from(cid) * 2), 2);
+        q.queue
+            .send_raw(&encode_capsule(write, &[], Digests::default()))
+            .unwrap();
+    }
+    let r2ts: Vec<_> = (0..3)
+        .map(|_| expect_r2t(q.queue.next_raw_pdu().unwrap()))
+        .collect();
+    for (i, &(cid, _, offset, length)) in r2ts.iter().enumerate() {
+        assert_eq!((cid, offset, length), (i as u16, 0, 1024));
+    }
+    for &(cid, ttag, _, _) in r2ts.iter().rev() {
+        let data = pattern(1024, cid as u8);
+        q.queue
+            .send_raw(&encode_h2c(cid, ttag, 0, true, &data, Digests::default()))
+            .unwrap();
+        assert_eq!(
+            expect_status(q.queue.next_raw_pdu().unwrap()),
+            (cid, Status::Success)
+        );
+    }
+    for cid in 0..3u16 {
+        let got = f.ns1.snapshot_blocks(Lba(u64::from(cid) * 2), 2).unwrap();
+        assert_eq!(got, pattern(1024, cid as u8).to_vec());
+    }
+}
+
+fn an_r2t_may_be_answered_in_several_h2c_data_pdus(kind: ReactorKind) {
+    let f = r2t_only_fixture(kind);
+    let mut c = f.connect(HOST_A);
+    c.set_queue_count(1).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+    let write = rw_command(io_opcode::WRITE, 3, 1, Lba(16), 8);
+    q.queue
+        .send_raw(&encode_capsule(write, &[], Digests::default()))
+        .unwrap();
+    let (_, ttag, _, length) = expect_r2t(q.queue.next_raw_pdu().unwrap());
+    assert_eq!(length, 4096);
+    let data = pattern(4096, 77);
+    for (offset, piece) in (0u32..).step_by(1024).zip(data.chunks(1024)) {
+        let last = offset + 1024 == length;
+        q.queue
+            .send_raw(&encode_h2c(
+                3,
+                ttag,
+                offset,
+                last,
+                piece,
+                Digests::default(),
+            ))
+            .unwrap();
+    }
+    assert_eq!(
+        expect_status(q.queue.next_raw_pdu().unwrap()),
+        (3, Status::Success)
+    );
+    assert_eq!(f.ns1.snapshot_blocks(Lba(16), 8).unwrap(), data.to_vec());
+}
+
+fn an_h2c_data_digest_error_fails_the_write_not_the_connection(kind: ReactorKind) {
+    let f = r2t_only_fixture(kind);
+    let mut o = f.options(HOST_A);
+    o.digests = both_digests();
+    let mut c = HostController::connect(f.addr(), o).unwrap();
+    c.set_queue_count(1).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+    let write = rw_command(io_opcode::WRITE, 4, 1, Lba(40), 2);
+    q.queue
+        .send_raw(&encode_capsule(write, &[], both_digests()))
+        .unwrap();
+    let (_, ttag, _, _) = expect_r2t(q.queue.next_raw_pdu().unwrap());
+    let mut h2c = encode_h2c(4, ttag, 0, true, &pattern(1024, 5), both_digests());
+    let n = h2c.len();
+    h2c[n - 1] ^= 0xFF;
+    q.queue.send_raw(&h2c).unwrap();
+    assert_eq!(
+        expect_status(q.queue.next_raw_pdu().unwrap()),
+        (4, Status::TransientTransportError)
+    );
+    assert_eq!(f.ns1.snapshot_blocks(Lba(40), 2).unwrap(), vec![0; 1024]);
+    // The connection carries on.
+    q.write(1, Lba(40), pattern(1024, 6), 512).unwrap();
+    assert_eq!(
+        f.ns1.snapshot_blocks(Lba(40), 2).unwrap(),
+        pattern(1024, 6).to_vec()
+    );
+}
+
+fn a_host_termination_request_closes_only_its_connection(kind: ReactorKind) {
+    let f = Fixture::new(kind);
+    let mut c = f.connect(HOST_A);
+    c.set_queue_count(2).unwrap();
+    let mut ending = c.connect_io_queue(1).unwrap();
+    let mut staying = c.connect_io_queue(2).unwrap();
+    let connections = f.target.stats().connections;
+    let mut term = Vec::new();
+    TermReq {
+        fes: 0x02,
+        fei: 0,
+        data: &[],
+    }
+    .encode(PduType::H2CTermReq, &mut term);
+    ending.queue.send_raw(&term).unwrap();
+    ending.queue.set_timeout(Duration::from_secs(5)).unwrap();
+    assert!(matches!(
+        ending.queue.next_raw_pdu(),
+        Err(HostError::Closed) | Err(HostError::Io(_))
+    ));
+    wait_until("the terminated connection to close", || {
+        f.target.stats().connections == connections - 1
+    });
+    staying.write(1, Lba(0), pattern(512, 8), 512).unwrap();
+    c.keep_alive().unwrap();
+}
+
+/// The status a command sent as is (no SGL rewriting) completes with.
+fn status_of_raw(q: &mut IoQueue, cmd: Command) -> Status {
+    q.queue
+        .send_raw(&encode_capsule(cmd, &[], Digests::default()))
+        .unwrap();
+    expect_status(q.queue.next_raw_pdu().unwrap()).1
+}
+
+fn io_commands_with_invalid_fields_fail_with_invalid_field(kind: ReactorKind) {
+    let f = Fixture::new(kind);
+    let mut c = f.connect(HOST_A);
+    c.set_queue_count(1).unwrap();
+    let mut q = c.connect_io_queue(1).unwrap();
+    // A fused command (FUSE = first of a compare-and-write pair).
+    let mut fused = rw_command(io_opcode::READ, 1, 1, Lba(0), 1);
+    fused.0[1] |= 0x1;
+    assert_eq!(status_of_raw(&mut q, fused), Status::InvalidField);
+    // PRPs (PSDT 0) are not a fabrics data pointer.
+    let mut prp = rw_command(io_opcode::READ, 2, 1, Lba(0), 1);
+    prp.0[1] &= 0x3F;
+    assert_eq!(status_of_raw(&mut q, prp), Status::InvalidField);
+    // A read of 2 MiB (over MDTS, 1 MiB) behind a short data pointer.
+    let mut long = rw_command(io_opcode::READ, 3, 1, Lba(0), 1);
+    long.set_cdw(12, 4095);
+    assert_eq!(status_of_raw(&mut q, long), Status::InvalidField);
+    // Each failure was answered and changed nothing; the queue carries on.
+    let fresh = q
+        .queue
+        .execute(rw_command(io_opcode::READ, 0, 1, Lba(0), 1), None, 512)
+        .unwrap()
+        .success()
+        .unwrap();
+    assert_eq!(fresh.data, vec![0; 512]);
+}
+
+include!("../src/target/for_each_reactor_kind.rs");
+
+for_each_reactor_kind!(
+    nvmf_target::ReactorKind;
+    c2h_data_starts_at_the_alignment_the_host_asked_for,
+    several_r2ts_stay_outstanding_and_are_answered_in_any_order,
+    an_r2t_may_be_answered_in_several_h2c_data_pdus,
+    an_h2c_data_digest_error_fails_the_write_not_the_connection,
+    a_host_termination_request_closes_only_its_connection,
+    io_commands_with_invalid_fields_fail_with_invalid_field,
+);
