@@ -4,9 +4,11 @@ use crate::nvme::SglKind;
 use crate::pdu::{CapsuleCmd, DecodeLimits, IcReq};
 use crate::subsystem::SubsystemConfig;
 
+const UNIT_NQN: &str = "nqn.2024-01.io.keel:unit";
+
 fn context() -> ConnectionContext {
     ConnectionContext {
-        subsystem: Subsystem::new(SubsystemConfig::new("nqn.2024-01.io.keel:unit", "SN")),
+        subsystem: Subsystem::new(SubsystemConfig::new(UNIT_NQN, "SN")),
         limits: Limits::default(),
         port_kind: PortKind::Io,
         local_addr: "127.0.0.1:4420".parse().unwrap(),
@@ -49,8 +51,8 @@ fn encode_icreq(b: &mut Vec<u8>) {
 }
 
 /// Appends an admin-queue Connect (CID 1) for a new controller of host
-/// "nqn.host" to the unit subsystem.
-fn encode_admin_connect(b: &mut Vec<u8>) {
+/// "nqn.host" to the subsystem `subsys_nqn`.
+fn encode_admin_connect(b: &mut Vec<u8>, subsys_nqn: &str) {
     let mut cmd = Command::new(admin_opcode::FABRICS, 1);
     ConnectCommand {
         recfmt: 0,
@@ -63,7 +65,7 @@ fn encode_admin_connect(b: &mut Vec<u8>) {
     let data = ConnectData {
         host_id: [1; 16],
         cntlid: 0xFFFF,
-        subsys_nqn: "nqn.2024-01.io.keel:unit".into(),
+        subsys_nqn: subsys_nqn.into(),
         host_nqn: "nqn.host".into(),
     }
     .encode();
@@ -119,7 +121,7 @@ fn admin_connect_returns_a_controller_id() {
     let mut c = Connection::new(context());
     icreq(&mut c);
     let mut b = Vec::new();
-    encode_admin_connect(&mut b);
+    encode_admin_connect(&mut b, UNIT_NQN);
     c.receive(&b, Instant::now());
     let out = drain(&mut c);
     match decode_one(&out).0 {
@@ -136,23 +138,28 @@ fn admin_connect_returns_a_controller_id() {
     assert_eq!(c.ctx.subsystem.controller_count(), 0);
 }
 
-/// The bytes of ICReq, an admin Connect, Property Set CC.EN and then
-/// `identifies` Identify Controller commands, as a host sends them.
-fn admin_session(identifies: u16) -> Vec<u8> {
-    let mut b = Vec::new();
-    encode_icreq(&mut b);
-    encode_admin_connect(&mut b);
+/// Appends Property Set CC.EN (CID 2) with the queue entry sizes an I/O
+/// controller requires (IOSQES 6, IOCQES 4).
+fn encode_enable(b: &mut Vec<u8>) {
     let mut enable = Command::new(admin_opcode::FABRICS, 2);
     enable.0[4] = crate::nvme::fabrics::fctype::PROPERTY_SET;
     enable.set_cdw(11, crate::nvme::fabrics::property::CC);
-    // An I/O controller's CC carries the queue entry sizes (IOSQES 6, IOCQES 4).
     enable.set_cdw(12, crate::nvme::fabrics::CC_ENABLE | (6 << 16) | (4 << 20));
     enable.set_sgl(0, 0, crate::nvme::SGL_TYPE_TRANSPORT);
     CapsuleCmd {
         sqe: enable.0,
         data: &[],
     }
-    .encode(Digests::default(), &mut b);
+    .encode(Digests::default(), b);
+}
+
+/// The bytes of ICReq, an admin Connect, Property Set CC.EN and then
+/// `identifies` Identify Controller commands, as a host sends them.
+fn admin_session(identifies: u16) -> Vec<u8> {
+    let mut b = Vec::new();
+    encode_icreq(&mut b);
+    encode_admin_connect(&mut b, UNIT_NQN);
+    encode_enable(&mut b);
     for cid in 0..identifies {
         let mut identify = Command::new(admin_opcode::IDENTIFY, 100 + cid);
         identify.set_cdw(10, u32::from(crate::nvme::cns::CONTROLLER));
@@ -271,4 +278,54 @@ fn input_waits_while_output_is_backed_up_and_resumes_as_it_drains() {
     assert_eq!(identified, usize::from(commands));
     assert!(c.wants_input());
     assert!(c.rx.is_empty());
+}
+
+#[test]
+fn discovery_through_a_wildcard_listener_names_the_address_the_host_reached() {
+    // The I/O listener is 0.0.0.0:4420; this host reached 127.0.0.9.
+    let mut ctx = context();
+    ctx.local_addr = "127.0.0.9:4420".parse().unwrap();
+    let ns = crate::MemoryNamespace::new(crate::BlockSize::B512, 8, [7; 16]);
+    ctx.subsystem
+        .add_namespace(1, ns, crate::HostAcl::AnyHost)
+        .unwrap();
+    let mut c = Connection::new(ctx);
+    let mut b = Vec::new();
+    encode_icreq(&mut b);
+    encode_admin_connect(&mut b, crate::nvme::DISCOVERY_NQN);
+    encode_enable(&mut b);
+    let len = 2 * crate::nvme::log_page::DISCOVERY_RECORD_LEN as u32;
+    let mut get_log = Command::new(admin_opcode::GET_LOG_PAGE, 3);
+    get_log.set_cdw(
+        10,
+        u32::from(crate::nvme::log_id::DISCOVERY) | ((len / 4 - 1) << 16),
+    );
+    get_log.set_sgl(0, len, crate::nvme::SGL_TYPE_TRANSPORT);
+    CapsuleCmd {
+        sqe: get_log.0,
+        data: &[],
+    }
+    .encode(Digests::default(), &mut b);
+    c.receive(&b, Instant::now());
+    let out = drain(&mut c);
+    let mut at = 0;
+    let mut log = None;
+    while at < out.len() {
+        let (pdu, n) = decode_one(&out[at..]);
+        if let Pdu::C2HData(d) = pdu {
+            log = Some(d.data.to_vec());
+        }
+        at += n;
+    }
+    let log = log.expect("the discovery log");
+    let record = crate::nvme::log_page::DISCOVERY_RECORD_LEN;
+    assert_eq!(
+        crate::nvme::log_page::decode_discovery_header(&log).map(|h| h.1),
+        Some(1)
+    );
+    let entry = crate::nvme::log_page::DiscoveryEntry::decode(&log[record..]).unwrap();
+    assert_eq!(
+        (entry.traddr.as_str(), entry.trsvcid.as_str()),
+        ("127.0.0.9", "4420")
+    );
 }
