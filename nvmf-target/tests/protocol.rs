@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use nvmf_target::connection::Limits;
 use nvmf_target::host::{discover, HostController, HostError, HostOptions, OwnedPdu, Queue};
+use nvmf_target::nvme::fabrics::{property, CC_ENABLE, CSTS_FATAL, CSTS_READY};
 use nvmf_target::nvme::identify::{
     nidt, ControllerType, OAES_DISCOVERY_CHANGE, OAES_NS_ATTRIBUTE, SGLS_OFFSET,
 };
@@ -83,6 +84,44 @@ fn properties_follow_enable_and_shutdown_handshakes(kind: ReactorKind) {
     assert_eq!(c.property_get(0x08, false).unwrap(), 0x0001_0300);
     assert_eq!(c.property_get(0x1C, false).unwrap() & 1, 1);
     c.shutdown().unwrap();
+}
+
+fn an_enable_with_unsupported_queue_entry_sizes_reports_controller_fatal_status(kind: ReactorKind) {
+    let f = Fixture::new(kind);
+    let mut c = f.connect(HOST_A);
+    c.property_set(property::CC, 0).unwrap();
+    assert_eq!(
+        c.property_get(property::CSTS, false).unwrap() as u32 & CSTS_READY,
+        0
+    );
+    // IOSQES 5 (32-byte submission entries): an NVMe/TCP I/O controller's
+    // entries are 64 bytes.
+    c.property_set(property::CC, CC_ENABLE | (5 << 16) | (4 << 20))
+        .unwrap();
+    let csts = c.property_get(property::CSTS, false).unwrap() as u32;
+    assert_eq!((csts & CSTS_FATAL, csts & CSTS_READY), (CSTS_FATAL, 0));
+}
+
+fn more_event_requests_than_aerl_allows_are_refused(kind: ReactorKind) {
+    let f = Fixture::new(kind);
+    let mut c = f.connect(HOST_A);
+    c.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 8).unwrap();
+    let allowed = usize::from(c.identity.aerl) + 1;
+    let held: Vec<u16> = (0..allowed).map(|_| c.submit_aer().unwrap()).collect();
+    let over = c.submit_aer().unwrap();
+    let refused = c.admin.wait(over).unwrap();
+    assert_eq!(refused.status(), Ok(Status::AerLimitExceeded));
+    // The held requests still answer an event.
+    f.subsystem
+        .add_namespace(
+            2,
+            MemoryNamespace::new(BlockSize::B512, 8, [0xF6; 16]),
+            HostAcl::AnyHost,
+        )
+        .unwrap();
+    let (cid, event) = c.admin.wait_any().unwrap();
+    assert!(held.contains(&cid));
+    assert_eq!(event.success().unwrap().completion.dw0(), 0x0004_0002);
 }
 
 fn io_round_trips_in_capsule_and_via_r2t_with_and_without_digests(kind: ReactorKind) {
@@ -889,6 +928,8 @@ for_each_reactor_kind!(
     nvmf_target::ReactorKind;
     identify_reports_every_field_linux_checks,
     properties_follow_enable_and_shutdown_handshakes,
+    an_enable_with_unsupported_queue_entry_sizes_reports_controller_fatal_status,
+    more_event_requests_than_aerl_allows_are_refused,
     io_round_trips_in_capsule_and_via_r2t_with_and_without_digests,
     many_writes_in_flight_with_several_outstanding_r2ts,
     c2h_success_flag_is_used_only_when_sq_flow_control_is_disabled,
