@@ -1,7 +1,8 @@
 //! The Linux kernel NVMe/TCP host against a real keeld, in QEMU guests running
 //! Debian's 6.1 and 6.12 kernels. A volume is created over REST with the guest's
 //! host NQN in its ACL; inside the guest: discovery and connect-all, `nvme list`,
-//! `id-ctrl`, `id-ns`, fio random write with verify, mkfs.ext4 + mount + files +
+//! `id-ctrl` and `id-ns` (model, controller id and namespace size checked
+//! against what the kernel saw), fio random write with verify, mkfs.ext4 + mount + files +
 //! sha256sum, disconnect and reconnect with header and data digests (files still
 //! right), blkdiscard, a volume created while connected appearing through the
 //! asynchronous event, and a host NQN outside the ACL seeing no namespace.
@@ -172,10 +173,20 @@ DEV=$(wait_ns 1)
 CTRL=/dev/$(basename $(ls -d /sys/class/nvme/nvme*/ | head -1))
 for c in /sys/class/nvme/nvme*; do grep -q "$SUBNQN" $c/subsysnqn && CTRL=/dev/$(basename $c); done
 echo "namespace $DEV controller $CTRL"
-nvme list
+nvme list | tee /tmp/list
+grep "$DEV " /tmp/list | grep -q Keel
 nvme id-ctrl $CTRL | tee /tmp/idctrl
 grep -q "subnqn *: $SUBNQN" /tmp/idctrl
-nvme id-ns $DEV | head -20
+grep -q "^mn *: Keel" /tmp/idctrl
+# The controller Identify names is the one Connect returned.
+[ $(( $(awk '/^cntlid/ {print $3}' /tmp/idctrl) )) -eq $(cat /sys/class/nvme/$(basename $CTRL)/cntlid) ]
+# NSZE blocks of the LBA format in use make the volume's 256 MiB, as the
+# kernel sized the disk.
+nvme id-ns $DEV | tee /tmp/idns
+NSZE=$(awk '/^nsze/ {print $3}' /tmp/idns)
+LBADS=$(grep "(in use)" /tmp/idns | sed 's/.*lbads:\([0-9]*\).*/\1/')
+[ $(( NSZE << LBADS )) -eq 268435456 ]
+[ $(( $(cat /sys/block/$(basename $DEV)/size) * 512 )) -eq 268435456 ]
 nvme ns-descs $DEV | tee /tmp/descs
 grep -qi "uuid *: *$VOLUUID" /tmp/descs
 
