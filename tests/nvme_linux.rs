@@ -3,8 +3,9 @@
 //! host NQN in its ACL; inside the guest: discovery and connect-all, `nvme list`,
 //! `id-ctrl` and `id-ns` (model, controller id and namespace size checked
 //! against what the kernel saw), fio random write with verify, mkfs.ext4 + mount + files +
-//! sha256sum, disconnect and reconnect with header and data digests (files still
-//! right), blkdiscard, a volume created while connected appearing through the
+//! sha256sum, disconnect and reconnect with header and data digests and with a
+//! write and a polled queue beside the default one (files still right; fio
+//! verify through io_uring polling), blkdiscard, a volume created while connected appearing through the
 //! asynchronous event, and a host NQN outside the ACL seeing no namespace.
 
 mod support;
@@ -205,12 +206,21 @@ umount /mnt/k
 nvme disconnect -n "$SUBNQN"
 wait_no_ns
 
-echo "== reconnect with header and data digests"
-nvme connect -t tcp -a $A -s 4420 -n "$SUBNQN" --hdr-digest --data-digest
+echo "== reconnect with header and data digests, and write and poll queues"
+# Besides the default queue (one per CPU, one here), a write queue and a
+# polled queue: a controller with three I/O queues, spread over the reactors.
+nvme connect -t tcp -a $A -s 4420 -n "$SUBNQN" --hdr-digest --data-digest \
+    --nr-write-queues=1 --nr-poll-queues=1
 DEV=$(wait_ns 1)
+for c in /sys/class/nvme/nvme*; do grep -q "$SUBNQN" $c/subsysnqn && CTRL=$c; done
+echo "queues: $(cat $CTRL/queue_count)"
+[ "$(cat $CTRL/queue_count)" -eq 4 ]
 mount $DEV /mnt/k
 (cd /mnt/k && sha256sum -c /tmp/sums)
 umount /mnt/k
+fio --name=polled --filename=$DEV --rw=randwrite --bs=4k --size=4M --ioengine=io_uring --hipri \
+    --direct=1 --iodepth=8 --verify=crc32c --do_verify=1 --verify_fatal=1 --output-format=terse >/tmp/fio.out
+echo "polled fio ok"
 
 echo "== a volume created while connected appears"
 exec 3<>/dev/tcp/$A/7000
