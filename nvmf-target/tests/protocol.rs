@@ -52,17 +52,36 @@ fn identify_reports_every_field_linux_checks(kind: ReactorKind) {
     let descs = c.namespace_descriptors(1).unwrap();
     assert!(descs.contains(&(nidt::NGUID, vec![0xA1; 16])));
     assert!(descs.contains(&(nidt::UUID, vec![0xA1; 16])));
-    // Command-set specific structures Linux asks for answer with zeroed data.
-    let cs_ctrl = c.admin.execute(
-        {
-            let mut cmd = Command::new(admin_opcode::IDENTIFY, 0);
-            cmd.set_cdw(10, 0x06);
-            cmd
-        },
-        None,
-        4096,
+    // Command-set specific structures Linux asks for: the NVM command set's
+    // (CSI 0) answer with zeroed data; another command set has no controller
+    // or namespace structure here.
+    let mut identify_cs = |cns: u8, nsid: u32, csi: u8| {
+        let mut cmd = Command::new(admin_opcode::IDENTIFY, 0);
+        cmd.set_nsid(nsid);
+        cmd.set_cdw(10, u32::from(cns));
+        cmd.set_cdw(11, u32::from(csi) << 24);
+        let r = c.admin.execute(cmd, None, 4096).unwrap();
+        (r.status().unwrap(), r.data)
+    };
+    assert_eq!(identify_cs(0x06, 0, 0), (Status::Success, vec![0; 4096]));
+    assert_eq!(identify_cs(0x05, 1, 0), (Status::Success, vec![0; 4096]));
+    assert_eq!(identify_cs(0x05, 1, 2).0, Status::InvalidField);
+    assert_eq!(identify_cs(0x05, 9, 0).0, Status::InvalidNamespace);
+    let (status, active) = identify_cs(0x07, 0, 0);
+    assert_eq!(
+        (status, &active[..8]),
+        (Status::Success, &[1, 0, 0, 0, 0, 0, 0, 0][..])
     );
-    assert_eq!(cs_ctrl.unwrap().status(), Ok(Status::Success));
+    // No namespace uses another command set.
+    assert_eq!(identify_cs(0x07, 0, 2), (Status::Success, vec![0; 4096]));
+    // The command-set independent namespace structure: NMIC says shared
+    // (several controllers may attach), NSTAT says ready.
+    let (status, independent) = identify_cs(0x08, 1, 0);
+    assert_eq!(
+        (status, independent[1], independent[14]),
+        (Status::Success, 1, 1)
+    );
+    assert_eq!(identify_cs(0x08, 9, 0).0, Status::InvalidNamespace);
     // Inactive namespaces identify as zeroes; NSID 0 is invalid.
     assert_eq!(c.identify_namespace(7).unwrap().size_blocks, 0);
     assert_eq!(
