@@ -92,6 +92,7 @@ pub(crate) fn parameter_error_location(status: Status) -> u16 {
         | Status::ConnectControllerBusy
         | Status::ConnectInvalidParameters
         | Status::ConnectInvalidHost
+        | Status::DisconnectInvalidQueueType
         | Status::WriteFault
         | Status::UnrecoveredReadError
         | Status::TransientTransportError => ERROR_LOCATION_NONE,

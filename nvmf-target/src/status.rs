@@ -55,6 +55,9 @@ pub enum Status {
     ConnectInvalidParameters,
     /// Connect Invalid Host (SCT 1, SC 84h).
     ConnectInvalidHost,
+    /// Invalid Queue Type (SCT 1, SC 85h): a Disconnect sent on the admin
+    /// queue, which only I/O queues may be disconnected from.
+    DisconnectInvalidQueueType,
     /// Write Fault (SCT 2, SC 80h).
     WriteFault,
     /// Unrecovered Read Error (SCT 2, SC 81h).
@@ -89,6 +92,7 @@ impl Status {
             Status::ConnectControllerBusy => (1, 0x81),
             Status::ConnectInvalidParameters => (1, 0x82),
             Status::ConnectInvalidHost => (1, 0x84),
+            Status::DisconnectInvalidQueueType => (1, 0x85),
             Status::WriteFault => (2, 0x80),
             Status::UnrecoveredReadError => (2, 0x81),
             Status::TransientTransportError => (3, 0x22),
@@ -142,7 +146,7 @@ pub struct UnknownStatus {
     pub sc: u8,
 }
 
-const ALL: [Status; 25] = [
+const ALL: [Status; 26] = [
     Status::Success,
     Status::InvalidOpcode,
     Status::InvalidField,
@@ -165,6 +169,7 @@ const ALL: [Status; 25] = [
     Status::ConnectControllerBusy,
     Status::ConnectInvalidParameters,
     Status::ConnectInvalidHost,
+    Status::DisconnectInvalidQueueType,
     Status::WriteFault,
     Status::UnrecoveredReadError,
     Status::TransientTransportError,

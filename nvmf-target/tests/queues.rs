@@ -12,8 +12,8 @@ use std::thread::ThreadId;
 use bytes::Bytes;
 use nvmf_target::connection::Limits;
 use nvmf_target::host::{HostError, OwnedPdu};
-use nvmf_target::nvme::fabrics::{CONNECT_CMD_SQSIZE_OFFSET, CONNECT_DATA_HOSTNQN_OFFSET};
-use nvmf_target::nvme::io_opcode;
+use nvmf_target::nvme::fabrics::{fctype, CONNECT_CMD_SQSIZE_OFFSET, CONNECT_DATA_HOSTNQN_OFFSET};
+use nvmf_target::nvme::{admin_opcode, io_opcode, Command};
 use nvmf_target::pdu::{Digests, FatalErrorStatus};
 use nvmf_target::{
     BlockSize, Completion, HostAcl, Lba, LbaRange, MemoryNamespace, NamespaceBackend, ReactorKind,
@@ -35,7 +35,7 @@ fn connect_error(err: HostError) -> (Status, u32) {
     }
 }
 
-fn disconnect_deletes_an_io_queue_and_keeps_the_controller(kind: ReactorKind) {
+fn disconnect_deletes_an_io_queue_and_is_refused_on_the_admin_queue(kind: ReactorKind) {
     let f = Fixture::new(kind);
     let mut c = f.connect(HOST_A);
     c.set_queue_count(2).unwrap();
@@ -61,6 +61,14 @@ fn disconnect_deletes_an_io_queue_and_keeps_the_controller(kind: ReactorKind) {
         q2.read(1, Lba(1), 1, 512).unwrap(),
         pattern(512, 2).to_vec()
     );
+    // The admin queue is not disconnected by command: Invalid Queue Type,
+    // and the controller stays.
+    let mut disconnect_admin = Command::new(admin_opcode::FABRICS, 0);
+    disconnect_admin.0[4] = fctype::DISCONNECT;
+    let refused = c.admin.execute(disconnect_admin, None, 0).unwrap();
+    assert_eq!(refused.status(), Ok(Status::DisconnectInvalidQueueType));
+    c.keep_alive().unwrap();
+    assert_eq!(f.subsystem.controller_count(), 1);
 }
 
 fn connect_refuses_more_entries_than_mqes_and_sqsize_bounds_commands_in_flight(kind: ReactorKind) {
@@ -349,7 +357,7 @@ include!("../src/target/for_each_reactor_kind.rs");
 
 for_each_reactor_kind!(
     nvmf_target::ReactorKind;
-    disconnect_deletes_an_io_queue_and_keeps_the_controller,
+    disconnect_deletes_an_io_queue_and_is_refused_on_the_admin_queue,
     connect_refuses_more_entries_than_mqes_and_sqsize_bounds_commands_in_flight,
     io_queue_connect_must_come_from_the_admin_queues_host,
     a_command_id_still_in_flight_terminates_the_connection,

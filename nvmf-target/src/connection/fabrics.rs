@@ -39,16 +39,17 @@ impl Connection {
             fctype::CONNECT => self.connect(cmd, data),
             fctype::PROPERTY_GET => self.property_get(cmd),
             fctype::PROPERTY_SET => self.property_set(cmd),
-            fctype::DISCONNECT => {
-                if self.queue.is_none() {
-                    return Reply::status(Status::CommandSequenceError);
+            fctype::DISCONNECT => match &self.queue {
+                None => Reply::status(Status::CommandSequenceError),
+                // Only an I/O queue is disconnected this way; a host ends the
+                // whole association by closing the admin queue's connection.
+                Some(q) if q.qid == 0 => Reply::status(Status::DisconnectInvalidQueueType),
+                Some(_) => {
+                    // The reply goes out first; the queue is released right after.
+                    self.pending_disconnect = true;
+                    Reply::ok()
                 }
-                // The reply goes out first; the queue (and, for the admin queue,
-                // the controller) is released right after.
-                let reply = Reply::ok();
-                self.pending_disconnect = true;
-                reply
-            }
+            },
             // Authentication is not configured on this target: no AUTHREQ is ever
             // set in a Connect response, so these commands are not supported.
             fctype::AUTH_SEND | fctype::AUTH_RECEIVE => Reply::status(Status::InvalidOpcode),
