@@ -2,6 +2,7 @@
 //! Every test that starts a target runs once per reactor backend (`epoll::*` and
 //! `uring::*`, generated at the bottom of this file).
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -16,12 +17,15 @@ use nvmf_target::nvme::identify::{
     nidt, ControllerType, OAES_DISCOVERY_CHANGE, OAES_NS_ATTRIBUTE, SGLS_OFFSET,
 };
 use nvmf_target::nvme::{admin_opcode, feature, io_opcode, log_id, Command, DISCOVERY_NQN};
-use nvmf_target::pdu::{CapsuleCmd, DataPdu, Digests, FatalErrorStatus, PduType};
+use nvmf_target::pdu::{CapsuleCmd, Digests, FatalErrorStatus, PduType};
 use nvmf_target::{
     BlockSize, HostAcl, Lba, LbaRange, MemoryNamespace, NamespaceBackend, ReactorKind, Status,
 };
 
-use common::{pattern, status_of, wait_until, Fixture, HOST_A, HOST_B, NQN};
+use common::{
+    encode_h2c, pattern, rw_command, send_command, status_of, wait_until, Fixture, HOST_A, HOST_B,
+    NQN,
+};
 
 fn identify_reports_every_field_linux_checks(kind: ReactorKind) {
     let f = Fixture::new(kind);
@@ -686,16 +690,7 @@ fn malformed_pdu_terminates_only_its_own_connection(kind: ReactorKind) {
     ));
     // H2CData that no R2T asked for, on a connected I/O queue.
     let mut bad_q = good.connect_io_queue(2).unwrap();
-    let mut h2c = Vec::new();
-    DataPdu {
-        command_id: 3,
-        ttag: 3,
-        offset: 0,
-        last: true,
-        success: false,
-        data: &[0; 512],
-    }
-    .encode(PduType::H2CData, Digests::default(), 0, &mut h2c);
+    let h2c = encode_h2c(3, 3, 0, true, &[0; 512], Digests::default());
     bad_q.queue.send_raw(&h2c).unwrap();
     assert!(matches!(
         bad_q.queue.next_raw_pdu().unwrap(),
@@ -708,27 +703,12 @@ fn malformed_pdu_terminates_only_its_own_connection(kind: ReactorKind) {
 }
 
 fn h2c_data_outside_the_r2t_window_terminates(kind: ReactorKind) {
-    let f = Fixture::with_limits(
-        kind,
-        Limits {
-            inline_data_max: 0,
-            ..Limits::default()
-        },
-    );
+    let f = Fixture::r2t_only(kind);
     let mut c = f.connect(HOST_A);
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
-    let mut cmd = Command::new(io_opcode::WRITE, 5);
-    cmd.set_nsid(1);
-    cmd.set_cdw(12, 1);
-    cmd.set_sgl(0, 1024, nvmf_target::nvme::SGL_TYPE_TRANSPORT);
-    let mut bytes = Vec::new();
-    CapsuleCmd {
-        sqe: cmd.0,
-        data: &[],
-    }
-    .encode(Digests::default(), &mut bytes);
-    q.queue.send_raw(&bytes).unwrap();
+    let write = rw_command(io_opcode::WRITE, 5, 1, Lba(0), 2);
+    send_command(&mut q.queue, write, Digests::default());
     let OwnedPdu::R2T {
         command_id,
         ttag,
@@ -739,16 +719,7 @@ fn h2c_data_outside_the_r2t_window_terminates(kind: ReactorKind) {
         panic!("expected R2T")
     };
     assert_eq!((command_id, offset, length), (5, 0, 1024));
-    let mut h2c = Vec::new();
-    DataPdu {
-        command_id: 5,
-        ttag,
-        offset: 512,
-        last: true,
-        success: false,
-        data: &[0; 512],
-    }
-    .encode(PduType::H2CData, Digests::default(), 0, &mut h2c);
+    let h2c = encode_h2c(5, ttag, 512, true, &[0; 512], Digests::default());
     q.queue.send_raw(&h2c).unwrap();
     assert!(matches!(
         q.queue.next_raw_pdu().unwrap(),
@@ -823,18 +794,7 @@ impl ThreadedNamespace {
 }
 
 impl NamespaceBackend for ThreadedNamespace {
-    fn block_size(&self) -> BlockSize {
-        self.inner.block_size()
-    }
-    fn capacity_blocks(&self) -> u64 {
-        self.inner.capacity_blocks()
-    }
-    fn uuid(&self) -> [u8; 16] {
-        self.inner.uuid()
-    }
-    fn volatile_write_cache(&self) -> bool {
-        self.inner.volatile_write_cache()
-    }
+    describe_as_inner!();
     fn read(&self, lba: Lba, blocks: u32, done: nvmf_target::Completion<Bytes>) {
         self.run(lba, move |ns| ns.read(lba, blocks, done));
     }

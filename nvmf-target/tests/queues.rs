@@ -3,6 +3,7 @@
 //! out-of-order completion and I/O queues spread over the reactors. Every test
 //! runs once per reactor backend (`epoll::*`, `uring::*`).
 
+#[macro_use]
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -10,18 +11,16 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 
 use bytes::Bytes;
-use nvmf_target::connection::Limits;
 use nvmf_target::host::{HostError, OwnedPdu};
 use nvmf_target::nvme::fabrics::{fctype, CONNECT_CMD_SQSIZE_OFFSET, CONNECT_DATA_HOSTNQN_OFFSET};
 use nvmf_target::nvme::{admin_opcode, io_opcode, Command};
 use nvmf_target::pdu::{Digests, FatalErrorStatus};
 use nvmf_target::{
-    BlockSize, Completion, HostAcl, Lba, LbaRange, MemoryNamespace, NamespaceBackend, ReactorKind,
-    Status,
+    BlockSize, Completion, HostAcl, Lba, MemoryNamespace, NamespaceBackend, ReactorKind, Status,
 };
 use parking_lot::Mutex;
 
-use common::{encode_capsule, pattern, rw_command, wait_until, Fixture, HOST_A, HOST_B};
+use common::{pattern, rw_command, send_command, wait_until, Fixture, HOST_A, HOST_B};
 
 /// DW0 of a Connect refused for a field of its data (IATTR 1) at `offset`.
 fn invalid_data_dw0(offset: u16) -> u32 {
@@ -74,13 +73,7 @@ fn disconnect_deletes_an_io_queue_and_is_refused_on_the_admin_queue(kind: Reacto
 fn connect_refuses_more_entries_than_mqes_and_sqsize_bounds_commands_in_flight(kind: ReactorKind) {
     // Writes without in-capsule data wait for their data (R2T), so the
     // commands stay in flight for as long as the test withholds it.
-    let f = Fixture::with_limits(
-        kind,
-        Limits {
-            inline_data_max: 0,
-            ..Limits::default()
-        },
-    );
+    let f = Fixture::r2t_only(kind);
     let mut c = f.connect(HOST_A);
     c.set_queue_count(2).unwrap();
     // CAP.MQES is 127 (128 entries): a 129-entry queue is refused.
@@ -98,9 +91,7 @@ fn connect_refuses_more_entries_than_mqes_and_sqsize_bounds_commands_in_flight(k
     // SQSIZE 3 (four entries): four writes are admitted, each gets its R2T...
     for cid in 0..4u16 {
         let write = rw_command(io_opcode::WRITE, cid, 1, Lba(u64::from(cid)), 1);
-        q.queue
-            .send_raw(&encode_capsule(write, &[], Digests::default()))
-            .unwrap();
+        send_command(&mut q.queue, write, Digests::default());
     }
     for cid in 0..4u16 {
         match q.queue.next_raw_pdu().unwrap() {
@@ -110,9 +101,7 @@ fn connect_refuses_more_entries_than_mqes_and_sqsize_bounds_commands_in_flight(k
     }
     // ...and a fifth overruns the queue.
     let fifth = rw_command(io_opcode::READ, 4, 1, Lba(0), 1);
-    q.queue
-        .send_raw(&encode_capsule(fifth, &[], Digests::default()))
-        .unwrap();
+    send_command(&mut q.queue, fifth, Digests::default());
     assert_eq!(
         q.queue.next_raw_pdu().unwrap(),
         OwnedPdu::Term {
@@ -148,28 +137,18 @@ fn io_queue_connect_must_come_from_the_admin_queues_host(kind: ReactorKind) {
 }
 
 fn a_command_id_still_in_flight_terminates_the_connection(kind: ReactorKind) {
-    let f = Fixture::with_limits(
-        kind,
-        Limits {
-            inline_data_max: 0,
-            ..Limits::default()
-        },
-    );
+    let f = Fixture::r2t_only(kind);
     let mut c = f.connect(HOST_A);
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
     let write = rw_command(io_opcode::WRITE, 7, 1, Lba(0), 1);
-    q.queue
-        .send_raw(&encode_capsule(write, &[], Digests::default()))
-        .unwrap();
+    send_command(&mut q.queue, write, Digests::default());
     assert!(matches!(
         q.queue.next_raw_pdu().unwrap(),
         OwnedPdu::R2T { command_id: 7, .. }
     ));
     let reused = rw_command(io_opcode::READ, 7, 1, Lba(0), 1);
-    q.queue
-        .send_raw(&encode_capsule(reused, &[], Digests::default()))
-        .unwrap();
+    send_command(&mut q.queue, reused, Digests::default());
     assert_eq!(
         q.queue.next_raw_pdu().unwrap(),
         OwnedPdu::Term {
@@ -205,35 +184,9 @@ struct ThreadNotingNamespace {
     starters: Mutex<HashMap<u64, HashSet<ThreadId>>>,
 }
 
-/// The `NamespaceBackend` methods a wrapper passes to its inner namespace.
-macro_rules! delegate_namespace {
-    () => {
-        fn block_size(&self) -> BlockSize {
-            self.inner.block_size()
-        }
-        fn capacity_blocks(&self) -> u64 {
-            self.inner.capacity_blocks()
-        }
-        fn uuid(&self) -> [u8; 16] {
-            self.inner.uuid()
-        }
-        fn volatile_write_cache(&self) -> bool {
-            self.inner.volatile_write_cache()
-        }
-        fn flush(&self, done: Completion<()>) {
-            self.inner.flush(done)
-        }
-        fn write_zeroes(&self, lba: Lba, blocks: u32, done: Completion<()>) {
-            self.inner.write_zeroes(lba, blocks, done)
-        }
-        fn deallocate(&self, ranges: Vec<LbaRange>, done: Completion<()>) {
-            self.inner.deallocate(ranges, done)
-        }
-    };
-}
-
 impl NamespaceBackend for ParkingNamespace {
-    delegate_namespace!();
+    describe_as_inner!();
+    maintain_through_inner!();
     fn read(&self, lba: Lba, blocks: u32, done: Completion<Bytes>) {
         if lba.0 == 0 {
             let inner = self.inner.clone();
@@ -250,7 +203,8 @@ impl NamespaceBackend for ParkingNamespace {
 }
 
 impl NamespaceBackend for ThreadNotingNamespace {
-    delegate_namespace!();
+    describe_as_inner!();
+    maintain_through_inner!();
     fn read(&self, lba: Lba, blocks: u32, done: Completion<Bytes>) {
         self.inner.read(lba, blocks, done)
     }

@@ -7,13 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use nvmf_target::connection::Limits;
 use nvmf_target::host::{HostController, HostError, IoQueue, OwnedPdu};
 use nvmf_target::nvme::{io_opcode, Command};
-use nvmf_target::pdu::{self, DataPdu, DecodeLimits, Digests, Pdu, PduType, TermReq};
+use nvmf_target::pdu::{self, DecodeLimits, Digests, Pdu, PduType, TermReq};
 use nvmf_target::{Lba, ReactorKind, Status};
 
-use common::{encode_capsule, pattern, rw_command, wait_until, Fixture, HOST_A};
+use common::{encode_h2c, pattern, rw_command, send_command, wait_until, Fixture, HOST_A};
 
 /// Byte offsets in every PDU's common header.
 const HLEN_AT: usize = 2;
@@ -24,31 +23,6 @@ fn both_digests() -> Digests {
         header: true,
         data: true,
     }
-}
-
-/// A fixture whose writes never travel in-capsule: every write is an R2T.
-fn r2t_only_fixture(kind: ReactorKind) -> Fixture {
-    Fixture::with_limits(
-        kind,
-        Limits {
-            inline_data_max: 0,
-            ..Limits::default()
-        },
-    )
-}
-
-fn encode_h2c(cid: u16, ttag: u16, offset: u32, last: bool, data: &[u8], d: Digests) -> Vec<u8> {
-    let mut out = Vec::new();
-    DataPdu {
-        command_id: cid,
-        ttag,
-        offset,
-        last,
-        success: false,
-        data,
-    }
-    .encode(PduType::H2CData, d, 0, &mut out);
-    out
 }
 
 fn expect_r2t(pdu: OwnedPdu) -> (u16, u16, u32, u32) {
@@ -93,9 +67,7 @@ fn c2h_data_starts_at_the_alignment_the_host_asked_for(kind: ReactorKind) {
         q.write(1, Lba(8), data.clone(), 512).unwrap();
         assert_eq!(q.read(1, Lba(8), 8, 512).unwrap(), data.to_vec());
         let read = rw_command(io_opcode::READ, 900, 1, Lba(8), 8);
-        q.queue
-            .send_raw(&encode_capsule(read, &[], digests))
-            .unwrap();
+        send_command(&mut q.queue, read, digests);
         let c2h = q.queue.next_pdu_bytes().unwrap();
         assert_eq!(c2h[0], PduType::C2HData as u8);
         let header_end = usize::from(c2h[HLEN_AT]) + if digests.header { 4 } else { 0 };
@@ -117,15 +89,13 @@ fn c2h_data_starts_at_the_alignment_the_host_asked_for(kind: ReactorKind) {
 }
 
 fn several_r2ts_stay_outstanding_and_are_answered_in_any_order(kind: ReactorKind) {
-    let f = r2t_only_fixture(kind);
+    let f = Fixture::r2t_only(kind);
     let mut c = f.connect(HOST_A);
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
     for cid in 0..3u16 {
         let write = rw_command(io_opcode::WRITE, cid, 1, Lba(u64::from(cid) * 2), 2);
-        q.queue
-            .send_raw(&encode_capsule(write, &[], Digests::default()))
-            .unwrap();
+        send_command(&mut q.queue, write, Digests::default());
     }
     let r2ts: Vec<_> = (0..3)
         .map(|_| expect_r2t(q.queue.next_raw_pdu().unwrap()))
@@ -150,14 +120,12 @@ fn several_r2ts_stay_outstanding_and_are_answered_in_any_order(kind: ReactorKind
 }
 
 fn an_r2t_may_be_answered_in_several_h2c_data_pdus(kind: ReactorKind) {
-    let f = r2t_only_fixture(kind);
+    let f = Fixture::r2t_only(kind);
     let mut c = f.connect(HOST_A);
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
     let write = rw_command(io_opcode::WRITE, 3, 1, Lba(16), 8);
-    q.queue
-        .send_raw(&encode_capsule(write, &[], Digests::default()))
-        .unwrap();
+    send_command(&mut q.queue, write, Digests::default());
     let (_, ttag, _, length) = expect_r2t(q.queue.next_raw_pdu().unwrap());
     assert_eq!(length, 4096);
     let data = pattern(4096, 77);
@@ -182,16 +150,14 @@ fn an_r2t_may_be_answered_in_several_h2c_data_pdus(kind: ReactorKind) {
 }
 
 fn an_h2c_data_digest_error_fails_the_write_not_the_connection(kind: ReactorKind) {
-    let f = r2t_only_fixture(kind);
+    let f = Fixture::r2t_only(kind);
     let mut o = f.options(HOST_A);
     o.digests = both_digests();
     let mut c = HostController::connect(f.addr(), o).unwrap();
     c.set_queue_count(1).unwrap();
     let mut q = c.connect_io_queue(1).unwrap();
     let write = rw_command(io_opcode::WRITE, 4, 1, Lba(40), 2);
-    q.queue
-        .send_raw(&encode_capsule(write, &[], both_digests()))
-        .unwrap();
+    send_command(&mut q.queue, write, both_digests());
     let (_, ttag, _, _) = expect_r2t(q.queue.next_raw_pdu().unwrap());
     let mut h2c = encode_h2c(4, ttag, 0, true, &pattern(1024, 5), both_digests());
     let n = h2c.len();
@@ -239,9 +205,7 @@ fn a_host_termination_request_closes_only_its_connection(kind: ReactorKind) {
 
 /// The status a command sent as is (no SGL rewriting) completes with.
 fn status_of_raw(q: &mut IoQueue, cmd: Command) -> Status {
-    q.queue
-        .send_raw(&encode_capsule(cmd, &[], Digests::default()))
-        .unwrap();
+    send_command(&mut q.queue, cmd, Digests::default());
     expect_status(q.queue.next_raw_pdu().unwrap()).1
 }
 

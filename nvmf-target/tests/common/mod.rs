@@ -1,7 +1,51 @@
 //! What the protocol test binaries share: a target serving one RAM namespace
 //! on loopback, host NQNs, data patterns and waits.
 // Each test binary uses its own part of this module.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
+
+/// The `NamespaceBackend` methods that describe a namespace, answered by the
+/// wrapper's `inner` namespace (for test wrappers that change how I/O runs).
+macro_rules! describe_as_inner {
+    () => {
+        fn block_size(&self) -> nvmf_target::BlockSize {
+            self.inner.block_size()
+        }
+        fn capacity_blocks(&self) -> u64 {
+            self.inner.capacity_blocks()
+        }
+        fn uuid(&self) -> [u8; 16] {
+            self.inner.uuid()
+        }
+        fn volatile_write_cache(&self) -> bool {
+            self.inner.volatile_write_cache()
+        }
+    };
+}
+
+/// Flush, Write Zeroes and Deallocate passed straight to the wrapper's
+/// `inner` namespace.
+macro_rules! maintain_through_inner {
+    () => {
+        fn flush(&self, done: nvmf_target::Completion<()>) {
+            self.inner.flush(done)
+        }
+        fn write_zeroes(
+            &self,
+            lba: nvmf_target::Lba,
+            blocks: u32,
+            done: nvmf_target::Completion<()>,
+        ) {
+            self.inner.write_zeroes(lba, blocks, done)
+        }
+        fn deallocate(
+            &self,
+            ranges: Vec<nvmf_target::LbaRange>,
+            done: nvmf_target::Completion<()>,
+        ) {
+            self.inner.deallocate(ranges, done)
+        }
+    };
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,9 +53,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nvmf_target::connection::Limits;
-use nvmf_target::host::{HostController, HostError, HostOptions};
+use nvmf_target::host::{HostController, HostError, HostOptions, Queue};
 use nvmf_target::nvme::{Command, SGL_TYPE_TRANSPORT};
-use nvmf_target::pdu::{CapsuleCmd, Digests};
+use nvmf_target::pdu::{CapsuleCmd, DataPdu, Digests, PduType};
 use nvmf_target::{
     BlockSize, HostAcl, Lba, MemoryNamespace, ReactorKind, Status, Subsystem, SubsystemConfig,
     Target, TargetConfig, TargetHandle,
@@ -39,6 +83,18 @@ impl Fixture {
     /// The fixture with default limits.
     pub fn new(kind: ReactorKind) -> Fixture {
         Self::with_limits(kind, Limits::default())
+    }
+
+    /// The fixture with no in-capsule data for I/O: every write waits for an
+    /// R2T, so it stays in flight while a test withholds its data.
+    pub fn r2t_only(kind: ReactorKind) -> Fixture {
+        Self::with_limits(
+            kind,
+            Limits {
+                inline_data_max: 0,
+                ..Limits::default()
+            },
+        )
     }
 
     /// The fixture with `limits` and a 50 ms reactor tick.
@@ -130,9 +186,36 @@ pub fn rw_command(opcode: u8, cid: u16, nsid: u32, lba: Lba, blocks: u32) -> Com
     cmd
 }
 
-/// The bytes of a CapsuleCmd PDU carrying `cmd` and in-capsule `data`.
-pub fn encode_capsule(cmd: Command, data: &[u8], digests: Digests) -> Vec<u8> {
+/// Sends `cmd` as a CapsuleCmd without in-capsule data, bypassing the
+/// queue's own command tracking: for tests that read the answers raw.
+pub fn send_command(queue: &mut Queue, cmd: Command, digests: Digests) {
     let mut bytes = Vec::new();
-    CapsuleCmd { sqe: cmd.0, data }.encode(digests, &mut bytes);
-    bytes
+    CapsuleCmd {
+        sqe: cmd.0,
+        data: &[],
+    }
+    .encode(digests, &mut bytes);
+    queue.send_raw(&bytes).unwrap();
+}
+
+/// The bytes of an H2CData PDU for command `cid`, answering the R2T `ttag`.
+pub fn encode_h2c(
+    cid: u16,
+    ttag: u16,
+    offset: u32,
+    last: bool,
+    data: &[u8],
+    d: Digests,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    DataPdu {
+        command_id: cid,
+        ttag,
+        offset,
+        last,
+        success: false,
+        data,
+    }
+    .encode(PduType::H2CData, d, 0, &mut out);
+    out
 }
