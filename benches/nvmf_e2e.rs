@@ -1,8 +1,8 @@
 //! NVMe/TCP end-to-end benchmark: the same workloads run engine-local (the
-//! engine's completion API, one submitting thread with its own engine ring) and
-//! through the NVMe/TCP
-//! target over loopback with our host side (`nvmf_target::host`, one queue, one
-//! submitting thread), in the same run on the same volume. Prints a markdown
+//! engine's completion API, a submitting thread with its own engine ring) and
+//! through the NVMe/TCP target over loopback with our host side
+//! (`nvmf_target::host`, an I/O queue and its submitting thread), one lane
+//! each by default, in the same run on the same volume. Prints a markdown
 //! table with IOPS, MiB/s, mean and p99 latency, the target/engine-local IOPS
 //! ratio and the mean latency the target adds. A third column set runs the same
 //! NVMe/TCP path against a RAM namespace, separating the transport's cost from
@@ -23,7 +23,10 @@
 //! KEEL_BENCH_ROUNDS how many times each workload runs engine-local and
 //! through the target in turn, default 1: the table shows the round with the
 //! median ratio and lists every round's, since one pair of runs on a shared VM
-//! can land anywhere in a wide spread).
+//! can land anywhere in a wide spread; KEEL_BENCH_QUEUES how many lanes share
+//! each workload's queue depth, default 1: through the target each lane is an
+//! I/O queue of its own with its own host thread, as a Linux host opens one
+//! queue per CPU; engine-local each lane is a thread with its own engine ring).
 
 mod common;
 
@@ -126,6 +129,51 @@ fn reactors() -> usize {
         .unwrap_or(0)
 }
 
+/// Lanes sharing each workload's depth (KEEL_BENCH_QUEUES; default and
+/// minimum 1).
+fn queues() -> usize {
+    usize::try_from(env_u64("KEEL_BENCH_QUEUES", 1))
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// How many lanes run workload `w` with `queues` configured (never more than
+/// its depth), and the depth each keeps.
+fn lanes_of(w: Workload, queues: usize) -> (usize, usize) {
+    let lanes = queues.min(w.depth).max(1);
+    (lanes, w.depth / lanes)
+}
+
+/// Runs `lane` on `lanes` scoped threads at once and merges what they
+/// measured: every latency, the longest elapsed time, the summed costs.
+fn in_lanes<T: Send>(
+    items: &mut [T],
+    lane: impl Fn(usize, &mut T) -> (Latencies, Duration, Costs) + Sync,
+) -> (Latencies, Duration, Costs) {
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let lane = &lane;
+        let handles: Vec<_> = items
+            .iter_mut()
+            .enumerate()
+            .map(|(i, item)| scope.spawn(move || lane(i, item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench lane"))
+            .collect()
+    });
+    let mut all = Latencies::with_capacity(SAMPLES_RESERVED);
+    let mut longest = Duration::ZERO;
+    let mut costs = Costs::default();
+    for (mut latencies, elapsed, c) in results {
+        all.append(&mut latencies);
+        longest = longest.max(elapsed);
+        costs.host_cpu_us += c.host_cpu_us;
+        costs.host_switches += c.host_switches;
+    }
+    (all, longest, costs)
+}
+
 /// Rounds of each workload (KEEL_BENCH_ROUNDS; default and minimum 1).
 fn rounds() -> usize {
     usize::try_from(env_u64("KEEL_BENCH_ROUNDS", 1))
@@ -178,35 +226,36 @@ fn polling_window() -> Duration {
     ))
 }
 
-/// Engine-local: the engine's completion API from one thread with its own
-/// engine ring (as each reactor has), `depth` in flight.
+/// Engine-local: the engine's completion API from `lanes` threads, each with
+/// its own engine ring (as each reactor has), `depth` in flight per lane.
 fn run_local(
     engine: &Arc<Engine>,
     volume: VolumeId,
     w: Workload,
     run: Duration,
     receive: Receive,
+    (lanes, depth): (usize, usize),
 ) -> Figures {
-    // Kept attached for the run: completions are polled by the receive below.
-    let _ring = engine::io::LocalRing::attach().expect("engine ring for the local run");
-    let mut load = EngineLoad::new(engine, volume, receive, w.engine_ops(REGION_BYTES, 0x5A));
-    let mut latencies = Latencies::with_capacity(SAMPLES_RESERVED);
-    let started = Instant::now();
-    let deadline = started + run;
-    let finished = keep_in_flight(&mut load, w.depth, |_, done| {
-        if let Err(err) = done.result {
-            panic!("{} engine-local: I/O failed: {err}", w.name);
-        }
-        latencies.record(done.latency());
-        Instant::now() < deadline
+    let mut lane_ids: Vec<usize> = (0..lanes).collect();
+    let (latencies, elapsed, _) = in_lanes(&mut lane_ids, |lane, _| {
+        // Kept attached for the run: completions are polled by the receive below.
+        let _ring = engine::io::LocalRing::attach().expect("engine ring for the local run");
+        let slots = w.slots(REGION_BYTES).lane(lane as u64, lanes as u64);
+        let mut load = EngineLoad::new(engine, volume, receive, w.engine_ops_over(slots, 0x5A));
+        let mut latencies = Latencies::with_capacity(SAMPLES_RESERVED);
+        let started = Instant::now();
+        let deadline = started + run;
+        let finished = keep_in_flight(&mut load, depth, |_, done| {
+            if let Err(err) = done.result {
+                panic!("{} engine-local: I/O failed: {err}", w.name);
+            }
+            latencies.record(done.latency());
+            Instant::now() < deadline
+        });
+        assert!(finished, "engine completion channel closed");
+        (latencies, started.elapsed(), Costs::default())
     });
-    assert!(finished, "engine completion channel closed");
-    Figures::of(
-        latencies,
-        Precision::Nanos,
-        w.block_bytes,
-        started.elapsed(),
-    )
+    Figures::of(latencies, Precision::Nanos, w.block_bytes, elapsed)
 }
 
 /// A workload's commands on one NVMe/TCP I/O queue, each completion checked.
@@ -266,38 +315,54 @@ struct Costs {
     host_switches: f64,
 }
 
-/// Through the target: our host side on one I/O queue, `depth` in flight; the
-/// figures, and what the run cost the threads.
-fn run_target(io: &mut IoQueue, nsid: u32, w: Workload, run: Duration) -> (Figures, Costs) {
-    let mut load = TargetLoad {
-        io,
-        nsid,
-        w,
-        slots: w.slots(REGION_BYTES),
-        data: Bytes::from(vec![0xA5u8; w.block_bytes as usize]),
-        submitted_at: vec![None; usize::from(u16::MAX) + 1],
-    };
-    let mut latencies = Latencies::with_capacity(SAMPLES_RESERVED);
-    let (reactors_before, host_before) = (
-        ThreadUsage::of_threads("nvmf-reactor"),
-        ThreadUsage::of_this_thread(),
-    );
-    let started = Instant::now();
-    let deadline = started + run;
-    keep_in_flight(&mut load, w.depth, |_, at| {
-        latencies.record(at.elapsed());
-        Instant::now() < deadline
+/// Through the target: our host side on `lanes` I/O queues, each driven by a
+/// thread of its own with `depth` in flight; the figures, and what the run
+/// cost the reactors and the host threads.
+fn run_target(
+    ios: &mut [IoQueue],
+    nsid: u32,
+    w: Workload,
+    run: Duration,
+    (lanes, depth): (usize, usize),
+) -> (Figures, Costs) {
+    let reactors_before = ThreadUsage::of_threads("nvmf-reactor");
+    let (latencies, elapsed, host) = in_lanes(&mut ios[..lanes], |lane, io| {
+        let mut load = TargetLoad {
+            io,
+            nsid,
+            w,
+            slots: w.slots(REGION_BYTES).lane(lane as u64, lanes as u64),
+            data: Bytes::from(vec![0xA5u8; w.block_bytes as usize]),
+            submitted_at: vec![None; usize::from(u16::MAX) + 1],
+        };
+        let mut latencies = Latencies::with_capacity(SAMPLES_RESERVED);
+        let host_before = ThreadUsage::of_this_thread();
+        let started = Instant::now();
+        let deadline = started + run;
+        keep_in_flight(&mut load, depth, |_, at| {
+            latencies.record(at.elapsed());
+            Instant::now() < deadline
+        });
+        let elapsed = started.elapsed();
+        let ops = latencies.len() as f64;
+        let (host_cpu_us, host_switches) =
+            ThreadUsage::of_this_thread().per_op_since(host_before, ops);
+        // Per operation of this lane; weighted into the whole run's below.
+        let costs = Costs {
+            host_cpu_us: host_cpu_us * ops,
+            host_switches: host_switches * ops,
+            ..Costs::default()
+        };
+        (latencies, elapsed, costs)
     });
-    let elapsed = started.elapsed();
     let ops = latencies.len() as f64;
     let (reactor_cpu_us, reactor_switches) =
         ThreadUsage::of_threads("nvmf-reactor").per_op_since(reactors_before, ops);
-    let (host_cpu_us, host_switches) = ThreadUsage::of_this_thread().per_op_since(host_before, ops);
     let costs = Costs {
         reactor_cpu_us,
         reactor_switches,
-        host_cpu_us,
-        host_switches,
+        host_cpu_us: host.host_cpu_us / ops.max(1.0),
+        host_switches: host.host_switches / ops.max(1.0),
     };
     let figures = Figures::of(latencies, Precision::Nanos, w.block_bytes, elapsed);
     (figures, costs)
@@ -419,9 +484,21 @@ fn main() {
     options.queue_size = 128;
     options.timeout = Duration::from_secs(30);
     let mut host = HostController::connect(target.local_addrs()[0], options).expect("host connect");
-    host.set_queue_count(1).expect("queue count");
-    let mut io = host.connect_io_queue(1).expect("I/O queue");
-    io.queue.set_busy_poll(poll);
+    let queues = queues();
+    let granted = host
+        .set_queue_count(u16::try_from(queues).expect("KEEL_BENCH_QUEUES fits a queue id"))
+        .expect("queue count");
+    assert!(
+        usize::from(granted) >= queues,
+        "target granted {granted} queues"
+    );
+    let mut ios: Vec<IoQueue> = (1..=queues as u16)
+        .map(|qid| {
+            let mut io = host.connect_io_queue(qid).expect("I/O queue");
+            io.queue.set_busy_poll(poll);
+            io
+        })
+        .collect();
 
     let load_before = load_average();
     let rounds = rounds();
@@ -439,9 +516,10 @@ fn main() {
         let mut done = Vec::with_capacity(rounds);
         for round in 1..=rounds {
             eprintln!("{} (round {round} of {rounds}) ...", w.name);
-            let local = run_local(&engine, info.id, w, run, receive);
-            let (remote, remote_costs) = run_target(&mut io, NSID, w, run);
-            let (ram, ram_costs) = run_target(&mut io, RAM_NSID, w, run);
+            let lanes = lanes_of(w, queues);
+            let local = run_local(&engine, info.id, w, run, receive, lanes);
+            let (remote, remote_costs) = run_target(&mut ios, NSID, w, run, lanes);
+            let (ram, ram_costs) = run_target(&mut ios, RAM_NSID, w, run, lanes);
             done.push(Round {
                 local,
                 remote,
@@ -465,7 +543,7 @@ fn main() {
         n => n.to_string(),
     };
     println!(
-        "\nNVMe/TCP over loopback (our host side, 1 queue; {reactors} target reactors) vs engine-local, {} s per run, {rounds} round(s) per workload (the median round shown), 1 GiB volume on {}, every side polling {} µs before it sleeps (load average before {load_before}, after {load_after})\n",
+        "\nNVMe/TCP over loopback (our host side, {queues} queue(s) sharing each depth, a host thread each; {reactors} target reactors) vs engine-local ({queues} thread(s) sharing each depth), {} s per run, {rounds} round(s) per workload (the median round shown), 1 GiB volume on {}, every side polling {} µs before it sleeps (load average before {load_before}, after {load_after})\n",
         run.as_secs(),
         path.display(),
         poll.as_micros()
@@ -547,7 +625,7 @@ fn main() {
         }
     }
 
-    drop(io);
+    drop(ios);
     let _ = host.shutdown();
     target.shutdown();
     drop(subsystem);

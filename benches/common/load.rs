@@ -275,6 +275,17 @@ impl Slots {
         }
     }
 
+    /// Lane `lane` of `lanes` sequences run at once over the same slots: a
+    /// sequential one starts `lane / lanes` of the way in, a random one from
+    /// its own seed, so lanes do not visit the same slots in step.
+    pub fn lane(mut self, lane: u64, lanes: u64) -> Slots {
+        self.next = self.count * lane / lanes.max(1);
+        // Lane 0 keeps the single-lane sequence; the state must not be 0.
+        let seed = Xorshift::SEED ^ lane.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        self.rng = Xorshift(if seed == 0 { Xorshift::SEED } else { seed });
+        self
+    }
+
     /// The next slot; a sequential sequence starts again at 0 after the last.
     pub fn next_wrapping(&mut self) -> u64 {
         match self.order {
@@ -342,7 +353,11 @@ impl Workload {
     /// Its engine operations over `[0, region_bytes)`, writes carrying `byte`,
     /// without end (sequential patterns wrap around).
     pub fn engine_ops(self, region_bytes: u64, byte: u8) -> impl FnMut() -> Option<Op> {
-        let mut slots = self.slots(region_bytes);
+        self.engine_ops_over(self.slots(region_bytes), byte)
+    }
+
+    /// Its engine operations at `slots`, writes carrying `byte`, without end.
+    pub fn engine_ops_over(self, mut slots: Slots, byte: u8) -> impl FnMut() -> Option<Op> {
         let data = Bytes::from(vec![byte; self.block_bytes as usize]);
         let blocks = self.blocks();
         move || {
