@@ -365,6 +365,8 @@ impl<T: Transport> Core<T> {
     /// call, until either shows work (zero: no sleep) or the window closes.
     /// That spares the wake-up of a sleeping thread, which on virtual
     /// machines costs more than the I/O itself; an idle reactor never spins.
+    /// Every 64 spins it yields its CPU to any other runnable thread there:
+    /// a spinning thread must not hold a CPU the thread it waits for needs.
     pub fn prepare_to_sleep(&mut self, mut pending: impl FnMut(&mut T) -> bool) -> Duration {
         if let Some(until) = self.busy_until {
             let mut spins = 0u32;
@@ -375,9 +377,12 @@ impl<T: Transport> Core<T> {
                 }
                 spins = spins.wrapping_add(1);
                 // A clock read per 64 spins keeps the loop off the clock source.
-                if spins.is_multiple_of(64) && Instant::now() >= until {
-                    self.stop_polling();
-                    break;
+                if spins.is_multiple_of(64) {
+                    if Instant::now() >= until {
+                        self.stop_polling();
+                        break;
+                    }
+                    std::thread::yield_now();
                 }
                 std::hint::spin_loop();
             }

@@ -309,7 +309,8 @@ pub fn recv_driving_local<T>(
 /// the channel and the local ring's shared memory in a loop (entering the
 /// kernel only when it flags deferred completions) instead of sleeping, as a
 /// polling event loop does under load. Spares the wake-up of a sleeping
-/// thread per completion at the cost of a busy CPU while it waits.
+/// thread per completion at the cost of a busy CPU while it waits. It yields
+/// the CPU every 64 spins, so a thread it waits for is not kept off it.
 pub fn recv_polling_local<T>(
     rx: &crossbeam_channel::Receiver<T>,
     window: Duration,
@@ -325,8 +326,11 @@ pub fn recv_polling_local<T>(
                 continue;
             }
             spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(64) && Instant::now() >= until {
-                break;
+            if spins.is_multiple_of(64) {
+                if Instant::now() >= until {
+                    break;
+                }
+                std::thread::yield_now();
             }
             std::hint::spin_loop();
         }
