@@ -144,12 +144,13 @@ fn lanes_of(w: Workload, queues: usize) -> (usize, usize) {
     (lanes, w.depth / lanes)
 }
 
-/// Runs `lane` on `lanes` scoped threads at once and merges what they
-/// measured: every latency, the longest elapsed time, the summed costs.
+/// Runs `lane` on a scoped thread per item, all at once, and merges what the
+/// lanes measured: every latency, the longest elapsed time, and the summed
+/// usage of the lanes' own threads.
 fn in_lanes<T: Send>(
     items: &mut [T],
-    lane: impl Fn(usize, &mut T) -> (Latencies, Duration, Costs) + Sync,
-) -> (Latencies, Duration, Costs) {
+    lane: impl Fn(usize, &mut T) -> (Latencies, Duration, ThreadUsage) + Sync,
+) -> (Latencies, Duration, ThreadUsage) {
     let results: Vec<_> = std::thread::scope(|scope| {
         let lane = &lane;
         let handles: Vec<_> = items
@@ -164,14 +165,14 @@ fn in_lanes<T: Send>(
     });
     let mut all = Latencies::with_capacity(SAMPLES_RESERVED);
     let mut longest = Duration::ZERO;
-    let mut costs = Costs::default();
-    for (mut latencies, elapsed, c) in results {
+    let mut used = ThreadUsage::default();
+    for (mut latencies, elapsed, usage) in results {
         all.append(&mut latencies);
         longest = longest.max(elapsed);
-        costs.host_cpu_us += c.host_cpu_us;
-        costs.host_switches += c.host_switches;
+        used.cpu += usage.cpu;
+        used.switches += usage.switches;
     }
-    (all, longest, costs)
+    (all, longest, used)
 }
 
 /// Rounds of each workload (KEEL_BENCH_ROUNDS; default and minimum 1).
@@ -236,8 +237,7 @@ fn run_local(
     receive: Receive,
     (lanes, depth): (usize, usize),
 ) -> Figures {
-    let mut lane_ids: Vec<usize> = (0..lanes).collect();
-    let (latencies, elapsed, _) = in_lanes(&mut lane_ids, |lane, _| {
+    let (latencies, elapsed, _) = in_lanes(&mut vec![(); lanes], |lane, _| {
         // Kept attached for the run: completions are polled by the receive below.
         let _ring = engine::io::LocalRing::attach().expect("engine ring for the local run");
         let slots = w.slots(REGION_BYTES).lane(lane as u64, lanes as u64);
@@ -253,7 +253,7 @@ fn run_local(
             Instant::now() < deadline
         });
         assert!(finished, "engine completion channel closed");
-        (latencies, started.elapsed(), Costs::default())
+        (latencies, started.elapsed(), ThreadUsage::default())
     });
     Figures::of(latencies, Precision::Nanos, w.block_bytes, elapsed)
 }
@@ -344,25 +344,21 @@ fn run_target(
             Instant::now() < deadline
         });
         let elapsed = started.elapsed();
-        let ops = latencies.len() as f64;
-        let (host_cpu_us, host_switches) =
-            ThreadUsage::of_this_thread().per_op_since(host_before, ops);
-        // Per operation of this lane; weighted into the whole run's below.
-        let costs = Costs {
-            host_cpu_us: host_cpu_us * ops,
-            host_switches: host_switches * ops,
-            ..Costs::default()
-        };
-        (latencies, elapsed, costs)
+        (
+            latencies,
+            elapsed,
+            ThreadUsage::of_this_thread().since(host_before),
+        )
     });
     let ops = latencies.len() as f64;
     let (reactor_cpu_us, reactor_switches) =
         ThreadUsage::of_threads("nvmf-reactor").per_op_since(reactors_before, ops);
+    let (host_cpu_us, host_switches) = host.per_op_since(ThreadUsage::default(), ops);
     let costs = Costs {
         reactor_cpu_us,
         reactor_switches,
-        host_cpu_us: host.host_cpu_us / ops.max(1.0),
-        host_switches: host.host_switches / ops.max(1.0),
+        host_cpu_us,
+        host_switches,
     };
     let figures = Figures::of(latencies, Precision::Nanos, w.block_bytes, elapsed);
     (figures, costs)

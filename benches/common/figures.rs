@@ -167,6 +167,14 @@ impl ThreadUsage {
         task_usage(Path::new("/proc/thread-self"))
     }
 
+    /// What was used since `before`.
+    pub fn since(self, before: ThreadUsage) -> ThreadUsage {
+        ThreadUsage {
+            cpu: self.cpu.saturating_sub(before.cpu),
+            switches: self.switches.saturating_sub(before.switches),
+        }
+    }
+
     /// What was used since `before`, per operation of `ops`: (CPU µs,
     /// context switches).
     pub fn per_op_since(self, before: ThreadUsage, ops: f64) -> (f64, f64) {
