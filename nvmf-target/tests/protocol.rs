@@ -200,9 +200,7 @@ fn many_writes_in_flight_with_several_outstanding_r2ts(kind: ReactorKind) {
             ..Limits::default()
         },
     );
-    let mut c = f.connect(HOST_A);
-    c.set_queue_count(1).unwrap();
-    let mut q = c.connect_io_queue(1).unwrap();
+    let (_c, mut q) = f.connect_with_io_queue(HOST_A);
     let mut expected = Vec::new();
     let mut cids = Vec::new();
     for i in 0..128u32 {
@@ -274,9 +272,7 @@ fn c2h_success_flag_is_used_only_when_sq_flow_control_is_disabled(kind: ReactorK
 
 fn io_errors_map_to_nvme_statuses(kind: ReactorKind) {
     let f = Fixture::new(kind);
-    let mut c = f.connect(HOST_A);
-    c.set_queue_count(1).unwrap();
-    let mut q = c.connect_io_queue(1).unwrap();
+    let (_c, mut q) = f.connect_with_io_queue(HOST_A);
     assert_eq!(
         status_of(q.read(1, Lba(4095), 2, 512).unwrap_err()),
         Status::LbaOutOfRange
@@ -396,9 +392,7 @@ fn error_log_records_failed_commands_newest_first(kind: ReactorKind) {
 
 fn write_zeroes_and_deallocate_clear_blocks(kind: ReactorKind) {
     let f = Fixture::new(kind);
-    let mut c = f.connect(HOST_A);
-    c.set_queue_count(1).unwrap();
-    let mut q = c.connect_io_queue(1).unwrap();
+    let (_c, mut q) = f.connect_with_io_queue(HOST_A);
     q.write(1, Lba(0), pattern(8192, 5), 512).unwrap();
     q.write_zeroes(1, Lba(0), 2).unwrap();
     assert_eq!(q.read(1, Lba(0), 2, 512).unwrap(), vec![0; 1024]);
@@ -704,9 +698,7 @@ fn malformed_pdu_terminates_only_its_own_connection(kind: ReactorKind) {
 
 fn h2c_data_outside_the_r2t_window_terminates(kind: ReactorKind) {
     let f = Fixture::r2t_only(kind);
-    let mut c = f.connect(HOST_A);
-    c.set_queue_count(1).unwrap();
-    let mut q = c.connect_io_queue(1).unwrap();
+    let (_c, mut q) = f.connect_with_io_queue(HOST_A);
     let write = rw_command(io_opcode::WRITE, 5, 1, Lba(0), 2);
     send_command(&mut q.queue, write, Digests::default());
     let OwnedPdu::R2T {
@@ -823,9 +815,7 @@ fn completions_from_other_threads_and_inline_ones_interleave_without_lost_wake_u
     f.subsystem
         .add_namespace(5, ThreadedNamespace::new(inner.clone()), HostAcl::AnyHost)
         .unwrap();
-    let mut c = f.connect(HOST_A);
-    c.set_queue_count(1).unwrap();
-    let mut q = c.connect_io_queue(1).unwrap();
+    let (_c, mut q) = f.connect_with_io_queue(HOST_A);
     // Queue depth 1: the reactor sleeps between commands, so every worker-thread
     // completion must wake it.
     for i in 0..200u64 {
@@ -858,9 +848,7 @@ fn completions_from_other_threads_and_inline_ones_interleave_without_lost_wake_u
 
 fn submissions_made_while_reaping_a_burst_are_sent_before_the_host_blocks(kind: ReactorKind) {
     let f = Fixture::new(kind);
-    let mut c = f.connect(HOST_A);
-    c.set_queue_count(1).unwrap();
-    let mut q = c.connect_io_queue(1).unwrap();
+    let (_c, mut q) = f.connect_with_io_queue(HOST_A);
     // Keep 16 commands in flight, submitting one per completion reaped: the
     // steady state where the host side coalesces its writes. Writes of 16 KiB
     // go by R2T, so H2CData answers are coalesced with the capsules too.

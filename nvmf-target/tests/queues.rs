@@ -138,9 +138,7 @@ fn io_queue_connect_must_come_from_the_admin_queues_host(kind: ReactorKind) {
 
 fn a_command_id_still_in_flight_terminates_the_connection(kind: ReactorKind) {
     let f = Fixture::r2t_only(kind);
-    let mut c = f.connect(HOST_A);
-    c.set_queue_count(1).unwrap();
-    let mut q = c.connect_io_queue(1).unwrap();
+    let (_c, mut q) = f.connect_with_io_queue(HOST_A);
     let write = rw_command(io_opcode::WRITE, 7, 1, Lba(0), 1);
     send_command(&mut q.queue, write, Digests::default());
     assert!(matches!(
@@ -227,9 +225,7 @@ fn a_held_command_completes_after_the_commands_behind_it(kind: ReactorKind) {
     f.subsystem
         .add_namespace(2, ns.clone(), HostAcl::AnyHost)
         .unwrap();
-    let mut c = f.connect(HOST_A);
-    c.set_queue_count(1).unwrap();
-    let mut q = c.connect_io_queue(1).unwrap();
+    let (_c, mut q) = f.connect_with_io_queue(HOST_A);
     q.write(2, Lba(0), pattern(4096, 10), 4096).unwrap();
     q.write(2, Lba(1), pattern(4096, 11), 4096).unwrap();
     let first = q.submit_read(2, Lba(0), 1, 4096).unwrap();

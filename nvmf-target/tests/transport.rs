@@ -90,9 +90,7 @@ fn c2h_data_starts_at_the_alignment_the_host_asked_for(kind: ReactorKind) {
 
 fn several_r2ts_stay_outstanding_and_are_answered_in_any_order(kind: ReactorKind) {
     let f = Fixture::r2t_only(kind);
-    let mut c = f.connect(HOST_A);
-    c.set_queue_count(1).unwrap();
-    let mut q = c.connect_io_queue(1).unwrap();
+    let (_c, mut q) = f.connect_with_io_queue(HOST_A);
     for cid in 0..3u16 {
         let write = rw_command(io_opcode::WRITE, cid, 1, Lba(u64::from(cid) * 2), 2);
         send_command(&mut q.queue, write, Digests::default());
@@ -121,9 +119,7 @@ fn several_r2ts_stay_outstanding_and_are_answered_in_any_order(kind: ReactorKind
 
 fn an_r2t_may_be_answered_in_several_h2c_data_pdus(kind: ReactorKind) {
     let f = Fixture::r2t_only(kind);
-    let mut c = f.connect(HOST_A);
-    c.set_queue_count(1).unwrap();
-    let mut q = c.connect_io_queue(1).unwrap();
+    let (_c, mut q) = f.connect_with_io_queue(HOST_A);
     let write = rw_command(io_opcode::WRITE, 3, 1, Lba(16), 8);
     send_command(&mut q.queue, write, Digests::default());
     let (_, ttag, _, length) = expect_r2t(q.queue.next_raw_pdu().unwrap());
@@ -211,9 +207,7 @@ fn status_of_raw(q: &mut IoQueue, cmd: Command) -> Status {
 
 fn io_commands_with_invalid_fields_fail_with_invalid_field(kind: ReactorKind) {
     let f = Fixture::new(kind);
-    let mut c = f.connect(HOST_A);
-    c.set_queue_count(1).unwrap();
-    let mut q = c.connect_io_queue(1).unwrap();
+    let (_c, mut q) = f.connect_with_io_queue(HOST_A);
     // A fused command (FUSE = first of a compare-and-write pair).
     let mut fused = rw_command(io_opcode::READ, 1, 1, Lba(0), 1);
     fused.0[1] |= 0x1;

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nvmf_target::connection::Limits;
-use nvmf_target::host::{HostController, HostError, HostOptions, Queue};
+use nvmf_target::host::{HostController, HostError, HostOptions, IoQueue, Queue};
 use nvmf_target::nvme::{Command, SGL_TYPE_TRANSPORT};
 use nvmf_target::pdu::{CapsuleCmd, DataPdu, Digests, PduType};
 use nvmf_target::{
@@ -141,6 +141,15 @@ impl Fixture {
         let mut o = HostOptions::new(host, NQN);
         o.timeout = Duration::from_secs(5);
         o
+    }
+
+    /// Connects as `host` and opens I/O queue 1 (the controller must be kept
+    /// for the queue to live).
+    pub fn connect_with_io_queue(&self, host: &str) -> (HostController, IoQueue) {
+        let mut c = self.connect(host);
+        c.set_queue_count(1).unwrap();
+        let q = c.connect_io_queue(1).unwrap();
+        (c, q)
     }
 
     /// Connects an admin queue as `host` and enables the controller.
