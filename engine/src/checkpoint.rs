@@ -12,7 +12,7 @@ use crate::format::{CheckpointBody, CheckpointRoot, VolumeImage};
 use crate::index::{Chunk, VolumeMap};
 use crate::io::{flush_blocking, write_blocking, AlignedBuf};
 use crate::log::segments::SegmentState;
-use crate::pool::ROOT_SLOTS;
+use crate::pool::{ROOT_MIRRORS, ROOT_SLOTS};
 use crate::units::{SegmentId, BLOCK_SIZE};
 use crate::volume::VolumeShape;
 use crate::volume::VolumeState;
@@ -147,10 +147,15 @@ fn write_body_and_root(
         body_crc: crc32c::crc32c(&bytes),
         body_segments: allocated.iter().map(|s| s.0).collect(),
     };
-    let slot = ROOT_SLOTS[(generation % 2) as usize];
+    // Both copies are written before the one flush that completes the
+    // checkpoint: if either still holds an older generation after a crash, the
+    // flush never completed and nothing was freed on the strength of this root.
+    let parity = (generation % 2) as usize;
     let device = core.pool.root_device();
-    if let Err(err) = write_blocking(device, slot, AlignedBuf::copy_from(&root.encode())) {
-        return Err((fence(err), allocated));
+    for offset in [ROOT_SLOTS[parity], ROOT_MIRRORS[parity]] {
+        if let Err(err) = write_blocking(device, offset, AlignedBuf::copy_from(&root.encode())) {
+            return Err((fence(err), allocated));
+        }
     }
     if let Err(err) = flush_blocking(device) {
         return Err((fence(err), allocated));

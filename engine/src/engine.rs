@@ -18,6 +18,7 @@ use crate::format::{Entry, VolumeKind, VOLUME_FLAG_COMPRESS, VOLUME_FLAG_INCOMPL
 use crate::index::{Packing, VolumeMap};
 use crate::io::{open_backing, AlignedBuf, BackingKind, DeviceError, DeviceRef, IoOp, UringDevice};
 use crate::log::{append, Origin, Pending, Record, BATCH_DATA_BLOCKS_MAX};
+use crate::recovery::RecoveryReport;
 use crate::thick_clone::CloneJob;
 use crate::units::{SectorSize, VolumeId, BLOCK_SIZE, BLOCK_SIZE_U64};
 use crate::volume::{Volume, VolumeInfo, VolumeState};
@@ -153,6 +154,8 @@ pub struct Engine {
     stop: Mutex<Option<Sender<()>>>,
     /// Thick clone jobs started since open, by destination volume.
     jobs: Mutex<HashMap<VolumeId, CloneJob>>,
+    /// What recovery found damaged at open.
+    recovery: RecoveryReport,
 }
 
 impl Engine {
@@ -169,7 +172,7 @@ impl Engine {
     pub fn open(devices: Vec<DeviceRef>, config: EngineConfig) -> Result<Engine, OpenError> {
         let (requests_tx, requests_rx) = crossbeam_channel::bounded(1);
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-        let core = crate::recovery::open(devices, config, requests_tx, wake_tx)?;
+        let (core, recovery) = crate::recovery::open(devices, config, requests_tx, wake_tx)?;
         write_checkpoint(&core)?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let engine = Engine {
@@ -177,6 +180,7 @@ impl Engine {
             threads: Mutex::new(Vec::new()),
             stop: Mutex::new(Some(stop_tx)),
             jobs: Mutex::new(HashMap::new()),
+            recovery,
         };
         let stop = stop_rx.clone();
         let checkpointer = std::thread::Builder::new()
@@ -217,6 +221,12 @@ impl Engine {
             Engine::format(devices.clone(), &config)?;
         }
         Engine::open(devices, config)
+    }
+
+    /// What recovery found damaged when this pool was opened: damaged blocks
+    /// read as media errors until rewritten.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
     }
 
     /// Writes a checkpoint now (normally the engine does so on its own).
@@ -263,6 +273,7 @@ impl Engine {
             threads: Mutex::new(Vec::new()),
             stop: Mutex::new(None),
             jobs: Mutex::new(HashMap::new()),
+            recovery: self.recovery.clone(),
         }
     }
 

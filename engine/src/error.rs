@@ -113,6 +113,35 @@ pub enum OpenError {
         #[source]
         source: DecodeError,
     },
+    /// Both copies of the checkpoint root slot that would hold the next
+    /// generation are damaged: a newer checkpoint may have existed, and opening
+    /// from the older one could silently lose what was written after it.
+    #[error(
+        "both copies of the checkpoint root after generation {generation} are damaged; \
+         opening from generation {generation} could lose acknowledged writes, so the pool is not opened"
+    )]
+    RootDamaged {
+        /// The newest generation found intact.
+        generation: u64,
+    },
+    /// A log batch that later batches show had completed (and so may have been
+    /// acknowledged) cannot be read back: its header is damaged, so which writes
+    /// it held is unknown. Opening without it would serve stale data as current.
+    #[error(
+        "log batch {seq} (expected at segment {segment} block {block}) is damaged and may hold \
+         acknowledged writes ({why}); which blocks it wrote cannot be recovered, so the pool \
+         is not opened"
+    )]
+    LogDamaged {
+        /// Sequence number of the lost batch.
+        seq: u64,
+        /// Segment where it was expected.
+        segment: u32,
+        /// Block within that segment.
+        block: u32,
+        /// Why the damage cannot be the torn tail of a crash.
+        why: &'static str,
+    },
     /// The devices given do not form one pool.
     #[error("devices do not form one pool: {0}")]
     Mismatch(String),

@@ -31,6 +31,7 @@ pub use crate::engine::{
 pub use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
 pub use crate::format::VolumeKind;
 pub use crate::index::{Mapping, Packing, RefCounts, Untracked, VolumeMap, CHUNK_BLOCKS};
+pub use crate::recovery::{DamagedExtent, RecoveryReport};
 pub use crate::thick_clone::{CloneJob, CloneProgress, CloneStage, CloneState, ThickCloneOptions};
 pub use crate::units::{SectorSize, VolumeId};
 pub use crate::volume::VolumeInfo;

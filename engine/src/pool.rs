@@ -1,5 +1,6 @@
 //! The pool's geometry: which device and byte offset each segment lives at, and
-//! the reserved blocks (superblock, checkpoint root slots) at the start of devices.
+//! the reserved blocks (superblock and its copy, checkpoint root slots and their
+//! mirrors) at the start of devices.
 
 use crate::error::OpenError;
 use crate::format::Superblock;
@@ -12,6 +13,11 @@ use crate::units::{PhysBlock, SegmentId, BLOCK_SIZE, BLOCK_SIZE_U64};
 pub(crate) const DATA_OFFSET: u64 = 1 << 20;
 /// Byte offsets of the two checkpoint root slots on device 0.
 pub(crate) const ROOT_SLOTS: [u64; 2] = [BLOCK_SIZE_U64, 2 * BLOCK_SIZE_U64];
+/// Byte offsets of the mirrors of the two root slots on device 0: generation *g*
+/// is written to `ROOT_SLOTS[g % 2]` and `ROOT_MIRRORS[g % 2]` before one flush.
+pub(crate) const ROOT_MIRRORS: [u64; 2] = [3 * BLOCK_SIZE_U64, 4 * BLOCK_SIZE_U64];
+/// Byte offset of each device's copy of its superblock.
+pub(crate) const SUPERBLOCK_COPY: u64 = 5 * BLOCK_SIZE_U64;
 
 /// Devices of one pool and where its segments are.
 pub(crate) struct Pool {
@@ -61,11 +67,13 @@ impl Pool {
         }
         check_capacity(first_segment, blocks_per_segment)?;
         for (device, superblock) in devices.iter().zip(&superblocks) {
-            write_blocking(
-                device.as_ref(),
-                0,
-                AlignedBuf::copy_from(&superblock.encode()),
-            )?;
+            for offset in [0, SUPERBLOCK_COPY] {
+                write_blocking(
+                    device.as_ref(),
+                    offset,
+                    AlignedBuf::copy_from(&superblock.encode()),
+                )?;
+            }
         }
         Ok(Pool::from_superblocks(devices, &superblocks))
     }
@@ -74,9 +82,7 @@ impl Pool {
     pub fn load(devices: Vec<DeviceRef>) -> Result<Pool, OpenError> {
         let mut found = Vec::new();
         for (position, device) in devices.into_iter().enumerate() {
-            let block = read_blocking(device.as_ref(), 0, BLOCK_SIZE)?;
-            let superblock = Superblock::decode(block.as_slice())
-                .map_err(|_| OpenError::NotFormatted(format!("device {position}")))?;
+            let superblock = load_superblock(device.as_ref(), position)?;
             found.push((superblock, device));
         }
         found.sort_by_key(|(sb, _)| sb.device_index);
@@ -180,4 +186,44 @@ fn check_capacity(segments: u32, blocks_per_segment: u32) -> Result<(), OpenErro
         return Err(OpenError::TooLarge);
     }
     Ok(())
+}
+
+/// Reads a device's superblock from block 0 or, if that is damaged, from its
+/// copy, and rewrites whichever of the two is damaged or missing (pools written
+/// before the copy existed get one here). The rewrite is flushed by the opening
+/// checkpoint, which flushes every device.
+fn load_superblock(device: &dyn Device, position: usize) -> Result<Superblock, OpenError> {
+    let primary = read_blocking(device, 0, BLOCK_SIZE)?;
+    let copy = read_blocking(device, SUPERBLOCK_COPY, BLOCK_SIZE)?;
+    let (superblock, repair) = match (
+        Superblock::decode(primary.as_slice()),
+        Superblock::decode(copy.as_slice()),
+    ) {
+        (Ok(sb), Ok(copy_sb)) if copy_sb == sb => return Ok(sb),
+        (Ok(sb), _) => (sb, SUPERBLOCK_COPY),
+        (Err(err), Ok(sb)) => {
+            tracing::error!(
+                device = position,
+                %err,
+                "superblock damaged; using its copy and rewriting it"
+            );
+            (sb, 0)
+        }
+        (Err(err), Err(_)) => {
+            return Err(
+                if Superblock::has_magic(primary.as_slice())
+                    || Superblock::has_magic(copy.as_slice())
+                {
+                    OpenError::Corrupt {
+                        what: "superblock and its copy",
+                        source: err,
+                    }
+                } else {
+                    OpenError::NotFormatted(format!("device {position}"))
+                },
+            )
+        }
+    };
+    write_blocking(device, repair, AlignedBuf::copy_from(&superblock.encode()))?;
+    Ok(superblock)
 }

@@ -6,9 +6,14 @@ use super::codec::{crc_with_hole, verify_crc, DecodeError, Reader, Writer};
 use crate::units::BLOCK_SIZE;
 
 const MAGIC: &[u8; 8] = b"KEELBTCH";
-const VERSION: u16 = 2;
+/// The batch version this build writes.
+const VERSION: u16 = 3;
+/// The previous batch version, still read: it lacks `completed_seq`.
+const VERSION_2: u16 = 2;
 /// Bytes of the fixed part of a batch header, before the entries.
-pub const BATCH_HEADER_FIXED_LEN: usize = 64;
+pub const BATCH_HEADER_FIXED_LEN: usize = 80;
+/// Bytes of the fixed part of a version 2 header.
+const VERSION_2_FIXED_LEN: usize = 64;
 const CRC_AT: usize = 60;
 const LEN_AT: usize = 56;
 /// Largest header, in blocks, a batch may have.
@@ -618,6 +623,15 @@ pub struct BatchHeader {
     pub header_blocks: u16,
     /// Data blocks following the header.
     pub data_blocks: u32,
+    /// Every batch of this epoch numbered up to this one had completed its
+    /// device write (and may have been acknowledged) when this batch was formed:
+    /// what lets replay tell a damaged batch in the middle of the log from the
+    /// torn tail a crash leaves. 0 in batches of version 2, which lack it.
+    pub completed_seq: u64,
+    /// Every batch of this epoch numbered up to this one was covered by a
+    /// completed device flush when this batch was formed: power loss cannot
+    /// have taken it, only damage. 0 in batches of version 2.
+    pub durable_seq: u64,
     /// The records.
     pub entries: Vec<Entry>,
 }
@@ -642,6 +656,8 @@ impl BatchHeader {
         w.u32(self.data_blocks);
         w.u32(0); // header length, patched below
         w.u32(0); // crc, patched below
+        w.u64(self.completed_seq);
+        w.u64(self.durable_seq);
         debug_assert_eq!(w.len(), BATCH_HEADER_FIXED_LEN);
         for entry in &self.entries {
             entry.encode(&mut w);
@@ -665,7 +681,7 @@ impl BatchHeader {
         let mut r = Reader::new(first_block);
         r.magic(MAGIC)?;
         let version = r.u16()?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_2 {
             return Err(DecodeError::UnsupportedVersion(version.into()));
         }
         let blocks = r.u16()?;
@@ -678,6 +694,28 @@ impl BatchHeader {
         Ok(blocks)
     }
 
+    /// Reads the identity fields of a header from its first block without
+    /// verifying its checksum: replay uses it to tell a damaged header of the
+    /// batch it expects from bytes that were never that batch.
+    pub fn peek_identity(first_block: &[u8]) -> Result<UnverifiedIdentity, DecodeError> {
+        Self::peek_header_blocks(first_block)?;
+        let mut r = Reader::new(first_block);
+        r.take(16)?;
+        let seq = r.u64()?;
+        let epoch = r.u64()?;
+        let pool_uuid = r.uuid()?;
+        let segment = r.u32()?;
+        r.take(4)?;
+        let used_len = r.u32()? as usize;
+        Ok(UnverifiedIdentity {
+            seq,
+            epoch,
+            pool_uuid,
+            segment,
+            used_len,
+        })
+    }
+
     /// Decodes a whole header (all its blocks), verifying its checksum.
     pub fn decode(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
         let header_blocks = Self::peek_header_blocks(bytes)?;
@@ -688,7 +726,13 @@ impl BatchHeader {
             });
         }
         let mut r = Reader::new(bytes);
-        r.take(12)?;
+        r.take(8)?;
+        let fixed_len = if r.u16()? == VERSION_2 {
+            VERSION_2_FIXED_LEN
+        } else {
+            BATCH_HEADER_FIXED_LEN
+        };
+        r.take(2)?;
         let entry_count = r.u32()?;
         let seq = r.u64()?;
         let epoch = r.u64()?;
@@ -696,7 +740,7 @@ impl BatchHeader {
         let segment = r.u32()?;
         let data_blocks = r.u32()?;
         let len = r.u32()? as usize;
-        if len < BATCH_HEADER_FIXED_LEN || len > usize::from(header_blocks) * BLOCK_SIZE {
+        if len < fixed_len || len > usize::from(header_blocks) * BLOCK_SIZE {
             return Err(DecodeError::Invalid {
                 field: "header_len",
                 value: len as u64,
@@ -704,7 +748,12 @@ impl BatchHeader {
         }
         let _crc = r.u32()?;
         verify_crc(&bytes[..len], CRC_AT)?;
-        let mut entries_reader = Reader::new(&bytes[BATCH_HEADER_FIXED_LEN..len]);
+        let (completed_seq, durable_seq) = if fixed_len == BATCH_HEADER_FIXED_LEN {
+            (r.u64()?, r.u64()?)
+        } else {
+            (0, 0)
+        };
+        let mut entries_reader = Reader::new(&bytes[fixed_len..len]);
         // Each entry takes at least 4 bytes, which bounds the allocation.
         let mut entries = Vec::with_capacity((entry_count as usize).min(len / 4));
         for _ in 0..entry_count {
@@ -718,9 +767,26 @@ impl BatchHeader {
             segment,
             header_blocks,
             data_blocks,
+            completed_seq,
+            durable_seq,
             entries,
         })
     }
+}
+
+/// A header's identity as stored, not yet checked against its checksum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnverifiedIdentity {
+    /// Sequence number.
+    pub seq: u64,
+    /// Epoch.
+    pub epoch: u64,
+    /// Pool uuid.
+    pub pool_uuid: [u8; 16],
+    /// Segment the batch claims to be in.
+    pub segment: u32,
+    /// Used header length in bytes.
+    pub used_len: usize,
 }
 
 /// Plans a batch: how many header blocks its entries need.
@@ -785,6 +851,8 @@ pub(super) mod tests {
             segment: 1,
             header_blocks: 1,
             data_blocks: 2,
+            completed_seq: 4,
+            durable_seq: 3,
             entries: vec![Entry::Write {
                 volume: 1,
                 lba: 9,
@@ -904,6 +972,45 @@ pub(super) mod tests {
         ]
     }
 
+    /// The version 2 encoding of `header`: no `completed_seq`, 8 bytes shorter.
+    fn encode_version_2(header: &BatchHeader) -> Vec<u8> {
+        let v3 = header.encode();
+        let len = u32::from_le_bytes(v3[LEN_AT..LEN_AT + 4].try_into().unwrap()) as usize;
+        let mut v2 = v3[..VERSION_2_FIXED_LEN].to_vec();
+        v2.extend_from_slice(&v3[BATCH_HEADER_FIXED_LEN..len]);
+        v2[8..10].copy_from_slice(&VERSION_2.to_le_bytes());
+        let v2_len = v2.len() as u32;
+        v2[LEN_AT..LEN_AT + 4].copy_from_slice(&v2_len.to_le_bytes());
+        let crc = crc_with_hole(&v2, CRC_AT);
+        v2[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        v2.resize(usize::from(header.header_blocks) * BLOCK_SIZE, 0);
+        v2
+    }
+
+    #[test]
+    fn version_2_headers_still_decode_without_completed_seq() {
+        let header = sample();
+        let decoded = BatchHeader::decode(&encode_version_2(&header)).unwrap();
+        assert_eq!(
+            decoded,
+            BatchHeader {
+                completed_seq: 0,
+                durable_seq: 0,
+                ..header
+            }
+        );
+    }
+
+    #[test]
+    fn completed_and_durable_seq_sit_after_the_checksum_and_are_covered_by_it() {
+        let header = sample();
+        let mut bytes = header.encode();
+        assert_eq!(&bytes[64..72], &4u64.to_le_bytes());
+        assert_eq!(&bytes[72..80], &3u64.to_le_bytes());
+        bytes[72] ^= 1;
+        assert!(BatchHeader::decode(&bytes).is_err());
+    }
+
     proptest! {
         #[test]
         fn headers_round_trip(entries in proptest::collection::vec(entry_strategy(), 0..60), seq in any::<u64>()) {
@@ -918,6 +1025,8 @@ pub(super) mod tests {
                 segment: 3,
                 header_blocks: plan.header_blocks(),
                 data_blocks: 32,
+                completed_seq: seq / 2,
+                durable_seq: seq / 4,
                 entries,
             };
             let bytes = header.encode();

@@ -72,12 +72,13 @@ mod tests {
 
     #[test]
     fn sealing_makes_damaged_checksums_valid_again() {
-        // An all-zero block with one header block, no entries and a 64-byte
-        // length: only magic, version and checksum are wrong, and sealing
-        // fixes exactly those.
+        // An all-zero block with one header block, no entries and a length of
+        // just the fixed part: only magic, version and checksum are wrong, and
+        // sealing fixes exactly those.
         let mut bytes = vec![0u8; 4096];
         bytes[10..12].copy_from_slice(&1u16.to_le_bytes());
-        bytes[56..60].copy_from_slice(&64u32.to_le_bytes());
+        let fixed = crate::format::BATCH_HEADER_FIXED_LEN as u32;
+        bytes[56..60].copy_from_slice(&fixed.to_le_bytes());
         assert!(BatchHeader::decode(&bytes).is_err());
         batch::seal_for_fuzzing(&mut bytes);
         assert!(BatchHeader::decode(&bytes).is_ok());

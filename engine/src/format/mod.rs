@@ -11,8 +11,8 @@ mod root;
 mod superblock;
 
 pub use batch::{
-    BatchBuilder, BatchHeader, Entry, BATCH_HEADER_FIXED_LEN, VOLUME_FLAG_COMPRESS,
-    VOLUME_FLAG_INCOMPLETE,
+    BatchBuilder, BatchHeader, Entry, UnverifiedIdentity, BATCH_HEADER_FIXED_LEN,
+    VOLUME_FLAG_COMPRESS, VOLUME_FLAG_INCOMPLETE,
 };
 pub use checkpoint::{CheckpointBody, ChunkEntries, VolumeImage, VolumeKind};
 pub use codec::{DecodeError, Reader, Writer};

@@ -364,6 +364,8 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
             segment: segment.0,
             header_blocks: plan.header_blocks(),
             data_blocks: plan.data_blocks(),
+            completed_seq: log.applied_seq,
+            durable_seq: log.segments.durable_seq,
             entries,
         };
         let header_bytes = header.encode();

@@ -1,9 +1,14 @@
 //! Formatting and opening a pool. Open = superblocks -> newest valid checkpoint
 //! root -> checkpoint body -> replay of the log batches that follow it (same epoch,
-//! consecutive sequence numbers, header and data checksums valid) -> a new
-//! checkpoint that starts a new epoch.
+//! consecutive sequence numbers, intact headers; damaged data stays damaged) -> a
+//! new checkpoint that starts a new epoch.
 
-use std::collections::HashMap;
+mod chain;
+mod damage;
+mod roots;
+
+pub use damage::{DamagedExtent, RecoveryReport};
+
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -11,12 +16,12 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::core::{Catalog, Core, EngineConfig};
 use crate::error::OpenError;
-use crate::format::{BatchHeader, CheckpointBody, CheckpointRoot, DecodeError, Entry};
+use crate::format::{CheckpointBody, CheckpointRoot, DecodeError};
 use crate::index::{set_owners, Chunk, RefCounts, VolumeMap};
 use crate::io::{flush_blocking, read_blocking, write_blocking, AlignedBuf, DeviceRef};
 use crate::log::segments::{SegmentPins, SegmentState, SegmentTable};
 use crate::log::{apply_batch, LogState};
-use crate::pool::{Pool, ROOT_SLOTS};
+use crate::pool::{Pool, ROOT_MIRRORS, ROOT_SLOTS, SUPERBLOCK_COPY};
 use crate::units::{SectorSize, SegmentId, VolumeId, BLOCK_SIZE};
 use crate::volume::{Volume, VolumeShape, VolumeState};
 
@@ -50,16 +55,16 @@ pub(crate) fn format(
         body_segments: vec![body_segment.0],
     };
     // The other slot may hold a root of an earlier pool on this device: zero it.
-    write_blocking(
-        pool.root_device(),
-        ROOT_SLOTS[0],
-        AlignedBuf::zeroed(BLOCK_SIZE),
-    )?;
-    write_blocking(
-        pool.root_device(),
-        ROOT_SLOTS[1],
-        AlignedBuf::copy_from(&root.encode()),
-    )?;
+    for offset in [ROOT_SLOTS[0], ROOT_MIRRORS[0]] {
+        write_blocking(pool.root_device(), offset, AlignedBuf::zeroed(BLOCK_SIZE))?;
+    }
+    for offset in [ROOT_SLOTS[1], ROOT_MIRRORS[1]] {
+        write_blocking(
+            pool.root_device(),
+            offset,
+            AlignedBuf::copy_from(&root.encode()),
+        )?;
+    }
     for device in &pool.devices {
         flush_blocking(device.as_ref())?;
     }
@@ -73,9 +78,10 @@ pub(crate) fn open(
     config: EngineConfig,
     checkpoint_requests: crossbeam_channel::Sender<()>,
     collector_wake: crossbeam_channel::Sender<()>,
-) -> Result<Arc<Core>, OpenError> {
+) -> Result<(Arc<Core>, RecoveryReport), OpenError> {
     let pool = Pool::load(devices)?;
-    let root = newest_root(&pool)?;
+    let chosen = roots::choose_root(&pool)?;
+    let root = chosen.root;
     let body = read_body(&pool, &root)?;
     let pins = Arc::new(SegmentPins::new(pool.segment_count()));
     let mut segments =
@@ -93,7 +99,7 @@ pub(crate) fn open(
         segments.get_mut(SegmentId(segment)).state = SegmentState::CheckpointBody;
     }
     let catalog = rebuild_catalog(&pool, &body, &mut segments)?;
-    let batches = find_replay_chain(&pool, &root, &segments)?;
+    let batches = chain::find_replay_chain(&pool, &root, &segments)?;
     let next_seq = root.replay_seq + batches.len() as u64;
     let mut log = LogState::new(
         segments,
@@ -117,13 +123,25 @@ pub(crate) fn open(
         collector_stalled: AtomicBool::new(false),
         counters: Default::default(),
     });
+    let mut report = RecoveryReport {
+        damaged_root_copies: chosen.damaged_copies,
+        ..RecoveryReport::default()
+    };
     {
         let mut log = core.log.lock();
-        for (header, segment, block) in &batches {
-            let info = log.segments.get_mut(*segment);
+        for link in batches {
+            let header = damage::contain(
+                &core,
+                link.header,
+                link.segment,
+                link.block,
+                &link.damaged_entries,
+                &mut report,
+            )?;
+            let info = log.segments.get_mut(link.segment);
             info.state = SegmentState::Sealed;
             info.max_seq = header.seq;
-            apply_batch(&core, &mut log, header, *segment, *block);
+            apply_batch(&core, &mut log, &header, link.segment, link.block);
             log.applied_seq = header.seq;
         }
         log.next_seq = next_seq;
@@ -131,39 +149,16 @@ pub(crate) fn open(
         log.segments.queue_dead_sealed(applied);
     }
     tracing::info!(
-        replayed_batches = batches.len(),
+        replayed_batches = next_seq - root.replay_seq,
         volumes = core.catalog.read().volume_count(),
         epoch = core.epoch,
         "pool recovered"
     );
-    Ok(core)
+    Ok((core, report))
 }
 
 fn corrupt(what: &'static str, source: DecodeError) -> OpenError {
     OpenError::Corrupt { what, source }
-}
-
-fn newest_root(pool: &Pool) -> Result<CheckpointRoot, OpenError> {
-    let mut best: Option<CheckpointRoot> = None;
-    let mut last_error = DecodeError::BadMagic;
-    for slot in ROOT_SLOTS {
-        let block = read_blocking(pool.root_device(), slot, BLOCK_SIZE)?;
-        match CheckpointRoot::decode(block.as_slice()) {
-            Ok(root) if root.pool_uuid == pool.uuid => {
-                if best.as_ref().is_none_or(|b| root.generation > b.generation) {
-                    best = Some(root);
-                }
-            }
-            Ok(_) => {
-                last_error = DecodeError::Invalid {
-                    field: "root_pool_uuid",
-                    value: 0,
-                }
-            }
-            Err(err) => last_error = err,
-        }
-    }
-    best.ok_or_else(|| corrupt("checkpoint root (both slots)", last_error))
 }
 
 fn read_body(pool: &Pool, root: &CheckpointRoot) -> Result<CheckpointBody, OpenError> {
@@ -267,186 +262,15 @@ fn rebuild_catalog(
     Ok(catalog)
 }
 
-/// Serves replay's reads from whole segments: the log is read one segment at a
-/// time with one large read, instead of two or three small reads per batch.
-struct SegmentReader<'a> {
-    pool: &'a Pool,
-    cached: Option<(SegmentId, AlignedBuf)>,
-}
-
-impl<'a> SegmentReader<'a> {
-    fn new(pool: &'a Pool) -> SegmentReader<'a> {
-        SegmentReader { pool, cached: None }
-    }
-
-    /// Blocks `[block, block + count)` of `segment`, or `None` past its end.
-    fn blocks(
-        &mut self,
-        segment: SegmentId,
-        block: u32,
-        count: u32,
-    ) -> Result<Option<&[u8]>, OpenError> {
-        if block
-            .checked_add(count)
-            .is_none_or(|end| end > self.pool.blocks_per_segment)
-        {
-            return Ok(None);
-        }
-        if self
-            .cached
-            .as_ref()
-            .is_none_or(|(cached, _)| *cached != segment)
-        {
-            let (device, offset) = self.pool.locate(segment, 0);
-            let buf = read_blocking(device, offset, self.pool.segment_bytes() as usize)?;
-            self.cached = Some((segment, buf));
-        }
-        let Some((_, buf)) = &self.cached else {
-            unreachable!("the segment was just read")
-        };
-        let at = block as usize * BLOCK_SIZE;
-        Ok(buf.as_slice().get(at..at + count as usize * BLOCK_SIZE))
-    }
-}
-
-/// Reads and fully verifies the batch at `block` of `segment`; `None` if there is
-/// no valid batch of `epoch` with sequence number `seq` there.
-fn read_batch(
-    reader: &mut SegmentReader<'_>,
-    segment: SegmentId,
-    block: u32,
-    epoch: u64,
-    seq: u64,
-) -> Result<Option<BatchHeader>, OpenError> {
-    let pool = reader.pool;
-    if segment.0 >= pool.segment_count() {
-        return Ok(None);
-    }
-    let Some(first) = reader.blocks(segment, block, 1)? else {
-        return Ok(None);
-    };
-    let Ok(header_blocks) = BatchHeader::peek_header_blocks(first) else {
-        return Ok(None);
-    };
-    let Some(header_bytes) = reader.blocks(segment, block, u32::from(header_blocks))? else {
-        return Ok(None);
-    };
-    let Ok(header) = BatchHeader::decode(header_bytes) else {
-        return Ok(None);
-    };
-    if header.seq != seq
-        || header.epoch != epoch
-        || header.pool_uuid != pool.uuid
-        || header.segment != segment.0
-    {
-        return Ok(None);
-    }
-    let data_start = block + u32::from(header_blocks);
-    let Some(data) = reader.blocks(segment, data_start, header.data_blocks)? else {
-        return Ok(None);
-    };
-    if !data_matches(&header, data) {
-        tracing::warn!(
-            seq,
-            segment = segment.0,
-            "torn log batch: data checksum mismatch; replay stops here"
-        );
-        return Ok(None);
-    }
-    Ok(Some(header))
-}
-
-/// Whether every data block the batch's entries own matches its stored crc.
-fn data_matches(header: &BatchHeader, data: &[u8]) -> bool {
-    let blocks_match = |data_offset: u32, crcs: &[u32]| {
-        crcs.iter().enumerate().all(|(i, &crc)| {
-            let at = (data_offset as usize + i) * BLOCK_SIZE;
-            data.get(at..at + BLOCK_SIZE)
-                .is_some_and(|block| crc32c::crc32c(block) == crc)
-        })
-    };
-    header.entries.iter().all(|entry| match entry {
-        Entry::Write {
-            data_offset, crcs, ..
-        } => blocks_match(*data_offset, crcs),
-        Entry::Relocate {
-            data_offset, crc, ..
-        } => blocks_match(*data_offset, &[*crc]),
-        Entry::WritePacked {
-            data_offset,
-            stored_crcs,
-            ..
-        }
-        | Entry::RelocateUnit {
-            data_offset,
-            stored_crcs,
-            ..
-        } => blocks_match(*data_offset, stored_crcs),
-        _ => true,
-    })
-}
-
-type ChainLink = (BatchHeader, SegmentId, u32);
-
-/// Follows the log from the root's replay position: each next batch is either
-/// right after the previous one or at the start of another segment.
-fn find_replay_chain(
-    pool: &Pool,
-    root: &CheckpointRoot,
-    segments: &SegmentTable,
-) -> Result<Vec<ChainLink>, OpenError> {
-    let mut segment_starts: HashMap<u64, SegmentId> = HashMap::new();
-    for at in 0..pool.segment_count() {
-        let segment = SegmentId(at);
-        if segments.get(segment).state == SegmentState::CheckpointBody {
-            continue;
-        }
-        let (device, offset) = pool.locate(segment, 0);
-        let first = read_blocking(device, offset, BLOCK_SIZE)?;
-        let Ok(header_blocks) = BatchHeader::peek_header_blocks(first.as_slice()) else {
-            continue;
-        };
-        let bytes = if header_blocks == 1 {
-            first
-        } else {
-            read_blocking(device, offset, usize::from(header_blocks) * BLOCK_SIZE)?
-        };
-        if let Ok(header) = BatchHeader::decode(bytes.as_slice()) {
-            if header.epoch == root.epoch && header.pool_uuid == pool.uuid && header.segment == at {
-                segment_starts.insert(header.seq, segment);
-            }
-        }
-    }
-    let mut chain = Vec::new();
-    let mut reader = SegmentReader::new(pool);
-    let mut seq = root.replay_seq;
-    let mut position = (SegmentId(root.replay_segment), root.replay_block);
-    loop {
-        let mut found = read_batch(&mut reader, position.0, position.1, root.epoch, seq)?
-            .map(|h| (h, position));
-        if found.is_none() {
-            if let Some(&segment) = segment_starts.get(&seq) {
-                found = read_batch(&mut reader, segment, 0, root.epoch, seq)?
-                    .map(|h| (h, (segment, 0)));
-            }
-        }
-        let Some((header, (segment, block))) = found else {
-            break;
-        };
-        position = (segment, block + header.total_blocks());
-        chain.push((header, segment, block));
-        seq += 1;
-    }
-    Ok(chain)
-}
-
 /// True if any of `devices` may carry a Keel pool: its first block starts with
 /// the superblock magic (of any version, even damaged) or cannot be read. Only
 /// devices for which this is false are ever formatted as blank.
 pub(crate) fn any_formatted(devices: &[DeviceRef]) -> bool {
     devices.iter().any(|device| {
-        read_blocking(device.as_ref(), 0, BLOCK_SIZE).map_or(true, |block| {
-            crate::format::Superblock::has_magic(block.as_slice())
+        [0, SUPERBLOCK_COPY].into_iter().any(|offset| {
+            read_blocking(device.as_ref(), offset, BLOCK_SIZE).map_or(true, |block| {
+                crate::format::Superblock::has_magic(block.as_slice())
+            })
         })
     })
 }

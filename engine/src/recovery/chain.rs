@@ -1,0 +1,388 @@
+//! Finding the log batches replay applies: the batches of the root's epoch with
+//! consecutive sequence numbers from the root's position, and the rule that
+//! tells the torn tail a crash leaves from damage in the middle of the log
+//! (FORMAT.md, "Recovery").
+//!
+//! Rule: a batch whose header is intact is always replayed; entries whose data
+//! fails its checksum stay mapped with the checksum of what was written, so
+//! reads of exactly those blocks fail as media errors. Where no intact header of
+//! the expected batch is found, the log ends there unless a later batch of the
+//! epoch says (`durable_seq`) that a flush had covered the missing one, or its
+//! damaged header lies within one sector (which a tear cannot split): then
+//! power loss cannot explain the loss, acknowledged writes may be lost, and the
+//! pool is not opened.
+
+use std::collections::HashMap;
+
+use crate::error::OpenError;
+use crate::format::{BatchHeader, CheckpointRoot, Entry};
+use crate::io::{read_blocking, AlignedBuf};
+use crate::log::segments::{SegmentState, SegmentTable};
+use crate::pool::Pool;
+use crate::units::{SegmentId, BLOCK_SIZE};
+
+/// The atomic unit of a device write (FORMAT.md, media assumptions): a header
+/// whose checksummed bytes fit in one sector cannot be torn.
+const SECTOR_BYTES: usize = 512;
+
+/// One batch replay applies.
+pub(crate) struct ChainLink {
+    /// Its header.
+    pub header: BatchHeader,
+    /// Where it starts.
+    pub segment: SegmentId,
+    /// Block within `segment`.
+    pub block: u32,
+    /// The data-carrying entries with at least one block that fails its
+    /// checksum.
+    pub damaged_entries: Vec<DamagedEntry>,
+}
+
+/// An entry whose stored data is damaged.
+pub(crate) struct DamagedEntry {
+    /// Index into the batch header's entries.
+    pub index: usize,
+    /// Indices of its stored blocks that fail their crc.
+    pub blocks: Vec<usize>,
+}
+
+/// Serves replay's reads from whole segments: the log is read one segment at a
+/// time with one large read, instead of two or three small reads per batch.
+struct SegmentReader<'a> {
+    pool: &'a Pool,
+    cached: Option<(SegmentId, AlignedBuf)>,
+}
+
+impl<'a> SegmentReader<'a> {
+    fn new(pool: &'a Pool) -> SegmentReader<'a> {
+        SegmentReader { pool, cached: None }
+    }
+
+    /// Blocks `[block, block + count)` of `segment`, or `None` past its end.
+    fn blocks(
+        &mut self,
+        segment: SegmentId,
+        block: u32,
+        count: u32,
+    ) -> Result<Option<&[u8]>, OpenError> {
+        if segment.0 >= self.pool.segment_count()
+            || block
+                .checked_add(count)
+                .is_none_or(|end| end > self.pool.blocks_per_segment)
+        {
+            return Ok(None);
+        }
+        if self
+            .cached
+            .as_ref()
+            .is_none_or(|(cached, _)| *cached != segment)
+        {
+            let (device, offset) = self.pool.locate(segment, 0);
+            let buf = read_blocking(device, offset, self.pool.segment_bytes() as usize)?;
+            self.cached = Some((segment, buf));
+        }
+        let Some((_, buf)) = &self.cached else {
+            unreachable!("the segment was just read")
+        };
+        let at = block as usize * BLOCK_SIZE;
+        Ok(buf.as_slice().get(at..at + count as usize * BLOCK_SIZE))
+    }
+}
+
+/// What lies where a batch was looked for.
+enum Probe {
+    /// An intact header of the expected batch, with its damaged entries.
+    Found(BatchHeader, Vec<DamagedEntry>),
+    /// The expected batch's identity (magic, seq, epoch, pool, segment) with a
+    /// header that fails its checksum; `atomic` if its checksummed bytes fit
+    /// within one sector, so the damage cannot be a tear.
+    DamagedHeader { atomic: bool },
+    /// Nothing that is the expected batch.
+    Absent,
+}
+
+/// The batch identity replay expects next.
+#[derive(Clone, Copy)]
+struct Expected<'a> {
+    pool: &'a Pool,
+    epoch: u64,
+    seq: u64,
+}
+
+/// Reads the batch at `block` of `segment` and checks it against `expected`.
+fn probe(
+    reader: &mut SegmentReader<'_>,
+    segment: SegmentId,
+    block: u32,
+    expected: Expected<'_>,
+) -> Result<Probe, OpenError> {
+    let Some(first) = reader.blocks(segment, block, 1)? else {
+        return Ok(Probe::Absent);
+    };
+    let Ok(identity) = BatchHeader::peek_identity(first) else {
+        return Ok(Probe::Absent);
+    };
+    if identity.seq != expected.seq
+        || identity.epoch != expected.epoch
+        || identity.pool_uuid != expected.pool.uuid
+        || identity.segment != segment.0
+    {
+        return Ok(Probe::Absent);
+    }
+    let damaged = Probe::DamagedHeader {
+        atomic: identity.used_len <= SECTOR_BYTES,
+    };
+    let Ok(header_blocks) = BatchHeader::peek_header_blocks(first) else {
+        return Ok(damaged);
+    };
+    let Some(header_bytes) = reader.blocks(segment, block, u32::from(header_blocks))? else {
+        return Ok(damaged);
+    };
+    let Ok(header) = BatchHeader::decode(header_bytes) else {
+        return Ok(damaged);
+    };
+    let data_start = block + u32::from(header_blocks);
+    let Some(data) = reader.blocks(segment, data_start, header.data_blocks)? else {
+        return Ok(damaged);
+    };
+    let damaged_entries = damaged_entries(&header, data);
+    Ok(Probe::Found(header, damaged_entries))
+}
+
+/// The entries owning a data block that fails its stored crc.
+fn damaged_entries(header: &BatchHeader, data: &[u8]) -> Vec<DamagedEntry> {
+    header
+        .entries
+        .iter()
+        .enumerate()
+        .filter_map(|(index, entry)| {
+            let (data_offset, crcs) = stored_blocks(entry)?;
+            let blocks: Vec<usize> = crcs
+                .iter()
+                .enumerate()
+                .filter(|&(i, &crc)| {
+                    let at = (data_offset as usize + i) * BLOCK_SIZE;
+                    data.get(at..at + BLOCK_SIZE)
+                        .is_none_or(|block| crc32c::crc32c(block) != crc)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            (!blocks.is_empty()).then_some(DamagedEntry { index, blocks })
+        })
+        .collect()
+}
+
+/// The data offset and the crc of every stored block an entry owns.
+pub(crate) fn stored_blocks(entry: &Entry) -> Option<(u32, &[u32])> {
+    match entry {
+        Entry::Write {
+            data_offset, crcs, ..
+        } => Some((*data_offset, crcs)),
+        Entry::Relocate {
+            data_offset, crc, ..
+        } => Some((*data_offset, std::slice::from_ref(crc))),
+        Entry::WritePacked {
+            data_offset,
+            stored_crcs,
+            ..
+        }
+        | Entry::RelocateUnit {
+            data_offset,
+            stored_crcs,
+            ..
+        } => Some((*data_offset, stored_crcs)),
+        _ => None,
+    }
+}
+
+/// What later batches say about earlier ones: the highest `completed_seq` and
+/// `durable_seq` among the intact headers seen.
+#[derive(Clone, Copy, Default)]
+struct Evidence {
+    completed_seq: u64,
+    durable_seq: u64,
+}
+
+impl Evidence {
+    fn add(&mut self, header: &BatchHeader) {
+        self.completed_seq = self.completed_seq.max(header.completed_seq);
+        self.durable_seq = self.durable_seq.max(header.durable_seq);
+    }
+
+    fn merge(&mut self, other: Evidence) {
+        self.completed_seq = self.completed_seq.max(other.completed_seq);
+        self.durable_seq = self.durable_seq.max(other.durable_seq);
+    }
+}
+
+/// Intact headers of the root's epoch at block 0 of segments, by sequence
+/// number: where the log continues when a segment fills.
+struct SegmentStarts {
+    by_seq: HashMap<u64, SegmentId>,
+    evidence: Evidence,
+}
+
+fn segment_starts(
+    pool: &Pool,
+    root: &CheckpointRoot,
+    segments: &SegmentTable,
+) -> Result<SegmentStarts, OpenError> {
+    let mut starts = SegmentStarts {
+        by_seq: HashMap::new(),
+        evidence: Evidence::default(),
+    };
+    for at in 0..pool.segment_count() {
+        let segment = SegmentId(at);
+        if segments.get(segment).state == SegmentState::CheckpointBody {
+            continue;
+        }
+        let (device, offset) = pool.locate(segment, 0);
+        let first = read_blocking(device, offset, BLOCK_SIZE)?;
+        let Ok(header_blocks) = BatchHeader::peek_header_blocks(first.as_slice()) else {
+            continue;
+        };
+        let bytes = if header_blocks == 1 {
+            first
+        } else {
+            read_blocking(device, offset, usize::from(header_blocks) * BLOCK_SIZE)?
+        };
+        if let Ok(header) = BatchHeader::decode(bytes.as_slice()) {
+            if header.epoch == root.epoch && header.pool_uuid == pool.uuid && header.segment == at {
+                starts.evidence.add(&header);
+                starts.by_seq.insert(header.seq, segment);
+            }
+        }
+    }
+    Ok(starts)
+}
+
+/// What the intact headers of `epoch` in `segment` from `from_block` on say:
+/// evidence read only where the chain breaks.
+fn evidence_in(
+    reader: &mut SegmentReader<'_>,
+    segment: SegmentId,
+    from_block: u32,
+    epoch: u64,
+) -> Result<Evidence, OpenError> {
+    let mut evidence = Evidence::default();
+    let mut block = from_block;
+    while block < reader.pool.blocks_per_segment {
+        let Some(first) = reader.blocks(segment, block, 1)? else {
+            break;
+        };
+        let Ok(header_blocks) = BatchHeader::peek_header_blocks(first) else {
+            block += 1;
+            continue;
+        };
+        let uuid = reader.pool.uuid;
+        match reader.blocks(segment, block, u32::from(header_blocks))? {
+            Some(bytes) => match BatchHeader::decode(bytes) {
+                Ok(header)
+                    if header.epoch == epoch
+                        && header.pool_uuid == uuid
+                        && header.segment == segment.0 =>
+                {
+                    evidence.add(&header);
+                    block += header.total_blocks();
+                }
+                _ => block += 1,
+            },
+            None => break,
+        }
+    }
+    Ok(evidence)
+}
+
+/// Follows the log from the root's replay position: each next batch is either
+/// right after the previous one or at the start of another segment.
+pub(super) fn find_replay_chain(
+    pool: &Pool,
+    root: &CheckpointRoot,
+    segments: &SegmentTable,
+) -> Result<Vec<ChainLink>, OpenError> {
+    let starts = segment_starts(pool, root, segments)?;
+    let mut chain: Vec<ChainLink> = Vec::new();
+    let mut reader = SegmentReader::new(pool);
+    let mut expected = Expected {
+        pool,
+        epoch: root.epoch,
+        seq: root.replay_seq,
+    };
+    let mut position = (SegmentId(root.replay_segment), root.replay_block);
+    let mut evidence = starts.evidence;
+    loop {
+        let mut found = probe(&mut reader, position.0, position.1, expected)?;
+        let header_damaged = matches!(found, Probe::DamagedHeader { .. });
+        let not_torn = matches!(found, Probe::DamagedHeader { atomic: true });
+        if !matches!(found, Probe::Found(..)) {
+            if let Some(&segment) = starts.by_seq.get(&expected.seq) {
+                if let Probe::Found(header, damaged) = probe(&mut reader, segment, 0, expected)? {
+                    found = Probe::Found(header, damaged);
+                    position = (segment, 0);
+                }
+            }
+        }
+        match found {
+            Probe::Found(header, damaged_entries) => {
+                evidence.add(&header);
+                let next = (position.0, position.1 + header.total_blocks());
+                chain.push(ChainLink {
+                    header,
+                    segment: position.0,
+                    block: position.1,
+                    damaged_entries,
+                });
+                position = next;
+                expected.seq += 1;
+            }
+            Probe::DamagedHeader { .. } | Probe::Absent => {
+                evidence.merge(evidence_in(
+                    &mut reader,
+                    position.0,
+                    position.1,
+                    root.epoch,
+                )?);
+                let mut later: Vec<(u64, SegmentId)> = starts
+                    .by_seq
+                    .iter()
+                    .filter(|(&seq, _)| seq > expected.seq)
+                    .map(|(&seq, &segment)| (seq, segment))
+                    .collect();
+                later.sort_unstable();
+                for (_, segment) in later {
+                    evidence.merge(evidence_in(&mut reader, segment, 0, root.epoch)?);
+                }
+                if expected.seq <= evidence.durable_seq || not_torn {
+                    return Err(OpenError::LogDamaged {
+                        seq: expected.seq,
+                        segment: position.0 .0,
+                        block: position.1,
+                        why: if not_torn {
+                            "its header lies within one sector, which a crash cannot tear"
+                        } else {
+                            "a later batch shows a flush had made it durable"
+                        },
+                    });
+                }
+                if expected.seq <= evidence.completed_seq {
+                    tracing::error!(
+                        seq = expected.seq,
+                        completed_through = evidence.completed_seq,
+                        "the log ends at a batch that later batches show had completed but \
+                         not yet been flushed: power loss explains that; damage to its header \
+                         would mean writes acknowledged from here on were lost"
+                    );
+                } else if header_damaged {
+                    tracing::warn!(
+                        seq = expected.seq,
+                        segment = position.0 .0,
+                        block = position.1,
+                        "the log ends at a torn batch header"
+                    );
+                }
+                break;
+            }
+        }
+    }
+    Ok(chain)
+}
