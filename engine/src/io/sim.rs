@@ -78,7 +78,25 @@ impl SimDevice {
 
     /// Flips one byte of the stored data: models media corruption.
     pub fn corrupt_byte(&self, offset: u64) {
-        self.state.lock().data[offset as usize] ^= 0xA5;
+        self.corrupt(offset, 0xA5);
+    }
+
+    /// XORs the byte at `offset` with `mask` (one bit for a bit flip, any
+    /// non-zero value for a byte overwrite): models media corruption.
+    pub fn corrupt(&self, offset: u64, mask: u8) {
+        self.state.lock().data[offset as usize] ^= mask;
+    }
+
+    /// A new device holding what this one holds now, with nothing unflushed:
+    /// lets a test damage many copies of one pool image.
+    pub fn duplicate(&self) -> SimDevice {
+        SimDevice {
+            state: Mutex::new(State {
+                data: self.state.lock().data.clone(),
+                undo: Vec::new(),
+            }),
+            size: self.size,
+        }
     }
 }
 
