@@ -89,6 +89,13 @@ enum Op {
         tag: u8,
     },
     CollectGarbage,
+    /// A crash after the first `after_writes` device writes of a checkpoint
+    /// (`in_checkpoint`) or of a garbage collection round.
+    CrashInside {
+        in_checkpoint: bool,
+        after_writes: u8,
+        kind: CrashKind,
+    },
     ThickClone {
         snapshot: usize,
         extra: u64,
@@ -101,6 +108,14 @@ enum CrashKind {
     ProcessKill,
     PowerLossDropAll,
     PowerLossTorn(u64),
+}
+
+fn crash_kind() -> impl Strategy<Value = CrashKind> {
+    prop_oneof![
+        Just(CrashKind::ProcessKill),
+        Just(CrashKind::PowerLossDropAll),
+        any::<u64>().prop_map(CrashKind::PowerLossTorn),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -125,6 +140,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..6).prop_map(|snapshot| Op::WriteSnapshot { snapshot }),
         2 => (0usize..4, 1u8..12, any::<u8>()).prop_map(|(volume, rounds, tag)| Op::Churn { volume, rounds, tag }),
         2 => Just(Op::CollectGarbage),
+        2 => (any::<bool>(), 0u8..12, crash_kind()).prop_map(|(in_checkpoint, after_writes, kind)| Op::CrashInside { in_checkpoint, after_writes, kind }),
         1 => (0usize..6, 0u64..8, any::<bool>()).prop_map(|(snapshot, extra, verify)| Op::ThickClone { snapshot, extra, verify }),
     ]
 }
@@ -513,6 +529,21 @@ impl Harness {
                 self.engine()
                     .collect_garbage()
                     .map_err(|e| TestCaseError::fail(format!("gc: {e}")))?;
+            }
+            Op::CrashInside {
+                in_checkpoint,
+                after_writes,
+                kind,
+            } => {
+                // Neither changes what any map holds, so every state the
+                // crash may leave is one the model already has.
+                self.sim.crash_after_writes(u64::from(after_writes));
+                if in_checkpoint {
+                    let _ = self.engine().checkpoint();
+                } else {
+                    let _ = self.engine().collect_garbage();
+                }
+                self.crash(kind)?;
             }
         }
         Ok(())

@@ -1,10 +1,10 @@
 //! An in-memory device that models a volatile write cache, so tests can simulate
-//! power loss: writes not yet flushed may be lost or torn at block granularity.
+//! power loss: writes not yet flushed may be lost, reordered or torn at any
+//! 512-byte sector; and a crash point, after which writes never reach the media.
 
 use parking_lot::Mutex;
 
 use super::{check_bounds, Device, IoDone, IoOp, IoOutcome};
-use crate::units::BLOCK_SIZE;
 
 /// What survives a simulated crash among writes completed since the last flush.
 #[derive(Clone, Copy, Debug)]
@@ -13,8 +13,9 @@ pub enum CrashMode {
     KeepAll,
     /// Power loss with nothing reaching the media.
     DropAll,
-    /// Power loss where each unflushed block independently survives or not,
-    /// decided by a generator seeded with the value: models torn and reordered writes.
+    /// Power loss where each unflushed 512-byte sector independently survives
+    /// or not, decided by a generator seeded with the value: models torn and
+    /// reordered writes.
     Torn(u64),
 }
 
@@ -24,7 +25,14 @@ struct State {
     /// For each write completed since the last flush, in completion order: its
     /// offset and the bytes it overwrote, so a crash can roll it back.
     undo: Vec<(u64, Vec<u8>)>,
+    /// Writes still allowed to reach the media before the crash point; `None`
+    /// when no crash point is set. Past it, writes and flushes complete
+    /// successfully but change nothing, as if the machine had already died.
+    writes_before_crash: Option<u64>,
 }
+
+/// The unit a power loss tears writes at.
+const SECTOR: usize = 512;
 
 /// A memory-backed [`Device`] that completes every operation synchronously.
 pub struct SimDevice {
@@ -39,15 +47,25 @@ impl SimDevice {
             state: Mutex::new(State {
                 data: vec![0u8; size as usize],
                 undo: Vec::new(),
+                writes_before_crash: None,
             }),
             size,
         }
+    }
+
+    /// Sets a crash point: after `writes` more writes, nothing reaches the
+    /// media any more. A test sets it, runs an operation (a checkpoint, a
+    /// garbage collection round) and then calls [`SimDevice::crash`]: the
+    /// crash happens inside the operation, after its first `writes` writes.
+    pub fn crash_after_writes(&self, writes: u64) {
+        self.state.lock().writes_before_crash = Some(writes);
     }
 
     /// Simulates a crash: each block written since the last flush keeps its newest
     /// content or falls back to what it held before, as `mode` decides.
     pub fn crash(&self, mode: CrashMode) {
         let mut state = self.state.lock();
+        state.writes_before_crash = None;
         let undo = std::mem::take(&mut state.undo);
         let mut rng = SplitMix(match mode {
             CrashMode::Torn(seed) => seed,
@@ -57,8 +75,8 @@ impl SimDevice {
         // survives; a dropped write restores the bytes it overwrote.
         let mut settled = std::collections::HashSet::new();
         for (offset, previous) in undo.into_iter().rev() {
-            for (i, old) in previous.chunks(BLOCK_SIZE).enumerate() {
-                let at = offset as usize + i * BLOCK_SIZE;
+            for (i, old) in previous.chunks(SECTOR).enumerate() {
+                let at = offset as usize + i * SECTOR;
                 if settled.contains(&at) {
                     continue;
                 }
@@ -94,6 +112,7 @@ impl SimDevice {
             state: Mutex::new(State {
                 data: self.state.lock().data.clone(),
                 undo: Vec::new(),
+                writes_before_crash: None,
             }),
             size: self.size,
         }
@@ -129,7 +148,18 @@ impl Device for SimDevice {
                         result: Ok(()),
                     }
                 }
+                IoOp::Write { buf, .. } if state.writes_before_crash == Some(0) => IoOutcome {
+                    buf: Some(buf),
+                    result: Ok(()),
+                },
+                IoOp::Flush if state.writes_before_crash == Some(0) => IoOutcome {
+                    buf: None,
+                    result: Ok(()),
+                },
                 IoOp::Write { offset, buf } => {
+                    if let Some(left) = state.writes_before_crash.as_mut() {
+                        *left -= 1;
+                    }
                     let range = offset as usize..offset as usize + buf.len();
                     let previous = state.data[range.clone()].to_vec();
                     state.undo.push((offset, previous));
@@ -174,6 +204,7 @@ impl SplitMix {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::BLOCK_SIZE;
     use crate::io::{flush_blocking, read_blocking, write_blocking, AlignedBuf};
 
     fn block(byte: u8) -> AlignedBuf {
@@ -195,21 +226,23 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_rewrite_falls_back_to_the_surviving_earlier_write() {
-        let dev = SimDevice::new(1 << 20);
-        write_blocking(&dev, 0, block(1)).expect("write");
-        write_blocking(&dev, 0, block(2)).expect("rewrite");
-        // Find a seed that keeps the first write and drops the second.
-        let seed = (0..64u64)
-            .find(|&seed| {
-                let mut rng = SplitMix(seed);
-                let newest = rng.next() & 1 == 0;
-                let oldest = rng.next() & 1 == 0;
-                !newest && oldest
-            })
-            .expect("some seed");
-        dev.crash(CrashMode::Torn(seed));
-        assert_eq!(read_blocking(&dev, 0, 4096).expect("read").as_slice()[0], 1);
+    fn a_dropped_rewrite_falls_back_to_the_surviving_earlier_write_sector_by_sector() {
+        let mut fell_back = false;
+        let mut torn_within_a_block = false;
+        for seed in 0..64u64 {
+            let dev = SimDevice::new(1 << 20);
+            write_blocking(&dev, 0, block(1)).expect("write");
+            write_blocking(&dev, 0, block(2)).expect("rewrite");
+            dev.crash(CrashMode::Torn(seed));
+            let data = read_blocking(&dev, 0, 4096).expect("read");
+            let sectors: Vec<u8> = data.as_slice().chunks(SECTOR).map(|s| s[0]).collect();
+            for (sector, &first) in data.as_slice().chunks(SECTOR).zip(&sectors) {
+                assert!(sector.iter().all(|&b| b == first), "a sector is never split");
+            }
+            fell_back |= sectors.contains(&1);
+            torn_within_a_block |= sectors.iter().any(|&s| s != sectors[0]);
+        }
+        assert!(fell_back && torn_within_a_block);
     }
 
     #[test]
