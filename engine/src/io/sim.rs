@@ -204,8 +204,8 @@ impl SplitMix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::units::BLOCK_SIZE;
     use crate::io::{flush_blocking, read_blocking, write_blocking, AlignedBuf};
+    use crate::units::BLOCK_SIZE;
 
     fn block(byte: u8) -> AlignedBuf {
         AlignedBuf::copy_from(&[byte; BLOCK_SIZE])
@@ -237,7 +237,10 @@ mod tests {
             let data = read_blocking(&dev, 0, 4096).expect("read");
             let sectors: Vec<u8> = data.as_slice().chunks(SECTOR).map(|s| s[0]).collect();
             for (sector, &first) in data.as_slice().chunks(SECTOR).zip(&sectors) {
-                assert!(sector.iter().all(|&b| b == first), "a sector is never split");
+                assert!(
+                    sector.iter().all(|&b| b == first),
+                    "a sector is never split"
+                );
             }
             fell_back |= sectors.contains(&1);
             torn_within_a_block |= sectors.iter().any(|&s| s != sectors[0]);

@@ -581,9 +581,11 @@ mod tests {
             .ring
             .params()
             .is_setup_single_issuer();
-        assert_eq!(
-            deferred, defers,
-            "completions were deferred exactly when the ring defers them"
+        // Only one direction is a property: whether the kernel had queued the
+        // task work when the flag was read is a race a loaded machine loses.
+        assert!(
+            !deferred || defers,
+            "completions were deferred by a ring that does not defer them"
         );
     }
 
