@@ -515,6 +515,8 @@ fn bad_json_and_hostile_names_get_400_and_change_nothing() {
     let long = "a".repeat(10 * 1024);
     for name in [
         "../etc/passwd",
+        ".",
+        "..",
         "a/b",
         "a\\b",
         "völume",
