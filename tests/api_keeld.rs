@@ -1459,3 +1459,50 @@ fn freed_nsids_are_reused_and_each_volume_keeps_its_nsid_across_kill9_and_sigter
     k.wait_volume_gone(keep_uuid);
     assert_eq!(k.create_volume("next", 64 << 20, &[HOST_A])["nsid"], 1);
 }
+
+/// Sets `size_bytes` of volume `uuid` in keeld's catalog (keeld must be stopped).
+fn edit_catalog_size(k: &Keeld, uuid: &str, size_bytes: u64) {
+    let path = k.data_dir().join("api").join("catalog.json");
+    let mut catalog: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read catalog")).expect("catalog");
+    catalog["volumes"][uuid]["size_bytes"] = json!(size_bytes);
+    std::fs::write(&path, serde_json::to_vec_pretty(&catalog).expect("json"))
+        .expect("write catalog");
+}
+
+#[test]
+fn a_catalog_size_that_disagrees_with_the_engine_takes_the_engine_size_at_start() {
+    let mut k = started();
+    let v = k.create_volume("sized", 256 << 20, &[HOST_A]);
+    let uuid = v["UUID"].as_str().expect("UUID").to_owned();
+    let nsid = u32::try_from(v["nsid"].as_u64().expect("nsid")).expect("u32");
+    let data = write_blocks(&k, HOST_A, nsid, 0, 1, 7, true);
+    // Larger (the reported case) and smaller: the engine holds the data, and
+    // no crash leaves an Available record ahead of the engine.
+    for edited in [GIB, 128 << 20] {
+        k.terminate();
+        edit_catalog_size(&k, &uuid, edited);
+        k.restart();
+        let again = k.wait_volume_state(&uuid, "Available");
+        assert_eq!(again["size"], (256u64 << 20).to_string(), "{again}");
+        assert_ne!(again["ETag"], v["ETag"], "the correction is a change");
+        let mut host = k.connect(HOST_A);
+        assert_eq!(
+            host.identify_namespace(nsid).expect("identify").size_blocks,
+            (256 << 20) / u64::from(BLOCK)
+        );
+        assert_blocks(&k, HOST_A, nsid, 0, &data);
+        assert!(
+            k.logged("disagrees with the engine")
+                && k.logged(&format!("\"catalog_bytes\":{edited}")),
+            "no WARN for a {edited}-byte catalog size\n{}",
+            k.log_tail()
+        );
+    }
+    // The corrected catalog stays corrected.
+    k.restart();
+    assert_eq!(
+        k.get(&format!("/api/v2/volumes/{uuid}")).body["size"],
+        (256u64 << 20).to_string()
+    );
+}

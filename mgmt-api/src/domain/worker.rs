@@ -71,8 +71,37 @@ impl Inner {
                         if let Some(r) = c.volumes.get_mut(&v.uuid) {
                             r.state = ResourceState::Available;
                             if let Some(size) = engine_sizes.get(&v.uuid) {
+                                if *size != r.size_bytes {
+                                    tracing::warn!(uuid = %v.uuid, catalog_bytes = r.size_bytes, engine_bytes = *size,
+                                        "a resize was cut short; the catalog takes the engine's size");
+                                }
                                 r.size_bytes = *size;
                             }
+                            r.revision = r.revision.wrapping_add(1);
+                        }
+                        Ok(())
+                    });
+                }
+                // INVARIANT: a grow writes the engine before the catalog (the
+                // record is Updating in between, handled above), so an Available
+                // record never legitimately disagrees with the engine: a larger
+                // catalog size is never a grow to finish. The engine holds the
+                // data, so its size wins.
+                ResourceState::Available
+                    if engine_sizes
+                        .get(&v.uuid)
+                        .is_some_and(|size| *size != v.size_bytes) =>
+                {
+                    let engine_bytes = engine_sizes.get(&v.uuid).copied().unwrap_or(v.size_bytes);
+                    tracing::warn!(
+                        uuid = %v.uuid,
+                        catalog_bytes = v.size_bytes,
+                        engine_bytes,
+                        "the catalog's volume size disagrees with the engine's; correcting the catalog"
+                    );
+                    let _ = self.commit(|c| {
+                        if let Some(r) = c.volumes.get_mut(&v.uuid) {
+                            r.size_bytes = engine_bytes;
                             r.revision = r.revision.wrapping_add(1);
                         }
                         Ok(())
