@@ -73,7 +73,7 @@ fn pool_devices(config: &Config) -> anyhow::Result<Vec<DeviceSpec>> {
             })
             .collect();
     }
-    std::fs::create_dir_all(&config.data_dir)
+    crate::data_dir::prepare(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let path = config.data_dir.join("pool.img");
     let size = match &config.pool.file_size {
@@ -111,8 +111,12 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    crate::data_dir::prepare(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create or secure data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let engine = Arc::new(open_pool(&config)?);
     let node = node_identity(&config)?;
     let nqn = config
@@ -245,10 +249,7 @@ fn node_identity(config: &Config) -> anyhow::Result<NodeInfo> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let uuid = Uuid::new_v4();
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, format!("{uuid}\n")).context("cannot write node-id")?;
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .context("cannot sync node-id")?;
+            write_private(&tmp, format!("{uuid}\n").as_bytes()).context("cannot write node-id")?;
             std::fs::rename(&tmp, &path).context("cannot install node-id")?;
             uuid
         }
@@ -263,6 +264,21 @@ fn node_identity(config: &Config) -> anyhow::Result<NodeInfo> {
         nvme_endpoint: String::new(),
         discovery_endpoint: String::new(),
     })
+}
+
+/// Writes `bytes` to a new file at `path`, readable by keeld's user only, and
+/// syncs it.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(crate::data_dir::FILE_MODE)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 async fn wait_for_shutdown_signal() -> anyhow::Result<()> {

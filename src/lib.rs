@@ -7,4 +7,5 @@ pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod data_dir;
 pub mod units;

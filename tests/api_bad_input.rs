@@ -62,11 +62,13 @@ fn long_name() -> String {
     "a".repeat(10 * 1024)
 }
 
-/// Names the documents forbid: path separators and traversal, unicode, spaces,
-/// control characters, empty, 10 KB.
+/// Names the documents forbid: path separators and traversal, the directory
+/// names `.` and `..`, unicode, spaces, control characters, empty, 10 KB.
 fn hostile_names() -> Vec<String> {
     [
         "../etc/passwd",
+        ".",
+        "..",
         "a/b",
         "a\\b",
         "völume",

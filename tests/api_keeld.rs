@@ -515,6 +515,8 @@ fn bad_json_and_hostile_names_get_400_and_change_nothing() {
     let long = "a".repeat(10 * 1024);
     for name in [
         "../etc/passwd",
+        ".",
+        "..",
         "a/b",
         "a\\b",
         "völume",
@@ -1404,45 +1406,103 @@ fn the_certificate_in_the_data_dir_verifies_and_plain_http_needs_its_flag() {
     assert_eq!(seen.len(), 2);
 }
 
+/// Create and delete cycles of volumes `name-0..cycles` (ACL none), each
+/// answering `nsid`; returns once the last delete finished.
+fn churn(k: &Keeld, name: &str, cycles: usize, nsid: u64) {
+    for i in 0..cycles {
+        let v = k.create_volume(&format!("{name}-{i}"), 64 << 20, &[]);
+        assert_eq!(
+            v["nsid"], nsid,
+            "cycle {i} did not reuse the freed nsid: {v}"
+        );
+        let uuid = v["UUID"].as_str().expect("UUID");
+        assert_eq!(
+            k.delete(&format!("/api/v2/volumes/{uuid}")).status,
+            StatusCode::OK
+        );
+        k.wait_volume_gone(uuid);
+    }
+}
+
 #[test]
-fn nsids_are_never_reused_even_across_kill9_and_sigterm() {
+fn freed_nsids_are_reused_and_each_volume_keeps_its_nsid_across_kill9_and_sigterm() {
     let mut k = started();
-    let first = k.create_volume("first", 64 << 20, &[]);
-    let first_nsid = first["nsid"].as_u64().expect("nsid");
-    let first_uuid = first["UUID"].as_str().expect("UUID").to_owned();
-    assert_eq!(
-        k.delete(&format!("/api/v2/volumes/{first_uuid}")).status,
-        StatusCode::OK
-    );
-    k.wait_volume_gone(&first_uuid);
-    // A volume created and acknowledged right before a kill -9 is kept whole.
-    let second = k.create_volume("second", 64 << 20, &[]);
-    let second_nsid = second["nsid"].as_u64().expect("nsid");
-    assert_ne!(second_nsid, first_nsid);
+    let keep = k.create_volume("keep", 64 << 20, &[HOST_A]);
+    assert_eq!(keep["nsid"], 1);
+    let keep_data = write_blocks(&k, HOST_A, 1, 0, 2, 100, true);
+    // Each cycle spends an engine id; the nsid goes back to the free ones.
+    churn(&k, "cycle", 40, 2);
+    let fresh = k.create_volume("fresh", 64 << 20, &[HOST_A]);
+    assert_eq!(fresh["nsid"], 2, "{fresh}");
+    let fresh_data = write_blocks(&k, HOST_A, 2, 0, 2, 200, true);
+    assert_blocks(&k, HOST_A, 1, 0, &keep_data);
+
+    // Each volume is exposed under its own nsid again, with its own data.
     k.kill9();
     k.restart();
-    let again = k.wait_volume_state(second["UUID"].as_str().expect("UUID"), "Available");
-    assert_eq!(again["nsid"], second["nsid"]);
-    let third = k.create_volume("third", 64 << 20, &[]);
-    let third_nsid = third["nsid"].as_u64().expect("nsid");
-    assert!(
-        ![first_nsid, second_nsid].contains(&third_nsid),
-        "nsid {third_nsid} reused after kill -9"
-    );
+    for v in [&keep, &fresh] {
+        let again = k.wait_volume_state(v["UUID"].as_str().expect("UUID"), "Available");
+        assert_eq!(again["nsid"], v["nsid"], "{again}");
+    }
+    assert_blocks(&k, HOST_A, 1, 0, &keep_data);
+    assert_blocks(&k, HOST_A, 2, 0, &fresh_data);
+    churn(&k, "after-kill", 3, 3);
+    k.restart();
+    assert_blocks(&k, HOST_A, 1, 0, &keep_data);
+    assert_blocks(&k, HOST_A, 2, 0, &fresh_data);
+    // A deleted volume's nsid goes to the next volume.
+    let keep_uuid = keep["UUID"].as_str().expect("UUID");
     assert_eq!(
-        k.delete(&format!(
-            "/api/v2/volumes/{}",
-            third["UUID"].as_str().expect("UUID")
-        ))
-        .status,
+        k.delete(&format!("/api/v2/volumes/{keep_uuid}")).status,
         StatusCode::OK
     );
-    k.wait_volume_gone(third["UUID"].as_str().expect("UUID"));
+    k.wait_volume_gone(keep_uuid);
+    assert_eq!(k.create_volume("next", 64 << 20, &[HOST_A])["nsid"], 1);
+}
+
+/// Sets `size_bytes` of volume `uuid` in keeld's catalog (keeld must be stopped).
+fn edit_catalog_size(k: &Keeld, uuid: &str, size_bytes: u64) {
+    let path = k.data_dir().join("api").join("catalog.json");
+    let mut catalog: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read catalog")).expect("catalog");
+    catalog["volumes"][uuid]["size_bytes"] = json!(size_bytes);
+    std::fs::write(&path, serde_json::to_vec_pretty(&catalog).expect("json"))
+        .expect("write catalog");
+}
+
+#[test]
+fn a_catalog_size_that_disagrees_with_the_engine_takes_the_engine_size_at_start() {
+    let mut k = started();
+    let v = k.create_volume("sized", 256 << 20, &[HOST_A]);
+    let uuid = v["UUID"].as_str().expect("UUID").to_owned();
+    let nsid = u32::try_from(v["nsid"].as_u64().expect("nsid")).expect("u32");
+    let data = write_blocks(&k, HOST_A, nsid, 0, 1, 7, true);
+    // Larger (the reported case) and smaller: the engine holds the data, and
+    // no crash leaves an Available record ahead of the engine.
+    for edited in [GIB, 128 << 20] {
+        k.terminate();
+        edit_catalog_size(&k, &uuid, edited);
+        k.restart();
+        let again = k.wait_volume_state(&uuid, "Available");
+        assert_eq!(again["size"], (256u64 << 20).to_string(), "{again}");
+        assert_ne!(again["ETag"], v["ETag"], "the correction is a change");
+        let mut host = k.connect(HOST_A);
+        assert_eq!(
+            host.identify_namespace(nsid).expect("identify").size_blocks,
+            (256 << 20) / u64::from(BLOCK)
+        );
+        assert_blocks(&k, HOST_A, nsid, 0, &data);
+        assert!(
+            k.logged("disagrees with the engine")
+                && k.logged(&format!("\"catalog_bytes\":{edited}")),
+            "no WARN for a {edited}-byte catalog size\n{}",
+            k.log_tail()
+        );
+    }
+    // The corrected catalog stays corrected.
     k.restart();
-    let fourth = k.create_volume("fourth", 64 << 20, &[]);
-    let fourth_nsid = fourth["nsid"].as_u64().expect("nsid");
-    assert!(
-        ![first_nsid, second_nsid, third_nsid].contains(&fourth_nsid),
-        "nsid {fourth_nsid} reused after a SIGTERM restart"
+    assert_eq!(
+        k.get(&format!("/api/v2/volumes/{uuid}")).body["size"],
+        (256u64 << 20).to_string()
     );
 }

@@ -796,8 +796,12 @@ fn validate_size(size_bytes: u64) -> Result<(), VolumeError> {
     Ok(())
 }
 
+/// Names are 1..=`VOLUME_NAME_MAX` of `[A-Za-z0-9._-]`, never `.` or `..`:
+/// a name may become a path component, where those two mean directories.
 fn validate_name(name: &str) -> Result<(), VolumeError> {
     let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
         && name.len() <= VOLUME_NAME_MAX
         && name
             .bytes()

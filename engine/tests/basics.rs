@@ -158,10 +158,15 @@ fn volume_lifecycle_rules() {
         engine.create_volume("a", 1 << 20, SectorSize::B4096),
         Err(VolumeError::NameTaken(_))
     ));
-    assert!(matches!(
-        engine.create_volume("bad/name", 1 << 20, SectorSize::B4096),
-        Err(VolumeError::InvalidName(_))
-    ));
+    for bad in ["bad/name", ".", ".."] {
+        assert!(
+            matches!(
+                engine.create_volume(bad, 1 << 20, SectorSize::B4096),
+                Err(VolumeError::InvalidName(_))
+            ),
+            "{bad:?} accepted"
+        );
+    }
     assert!(matches!(
         engine.create_volume("z", 1000, SectorSize::B4096),
         Err(VolumeError::InvalidSize(_))

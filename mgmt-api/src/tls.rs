@@ -71,7 +71,8 @@ pub fn ensure_self_signed(
     )
     .map_err(io(&key_path))?;
     let tmp = cert_path.with_extension("tmp");
-    write_durably(&tmp, generated.cert.pem().as_bytes(), 0o644).map_err(io(&cert_path))?;
+    // Public, but it lives in the private data dir, whose files are all 0600.
+    write_durably(&tmp, generated.cert.pem().as_bytes(), 0o600).map_err(io(&cert_path))?;
     std::fs::rename(&tmp, &cert_path).map_err(io(&cert_path))?;
     sync_parent(&cert_path).map_err(io(&cert_path))?;
     tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate");

@@ -519,6 +519,8 @@ async fn bad_input_gets_4xx_with_a_message_and_changes_nothing() {
     }
     for name in [
         "../etc/passwd",
+        ".",
+        "..",
         "a/b",
         "a\\b",
         "völume",

@@ -1,8 +1,10 @@
 //! The management API's control port over the engine and the NVMe subsystem.
 //!
-//! A REST volume's UUID is its engine volume's name, and the engine volume id is
-//! its namespace id, so both are stable across restarts. Host ACLs live in the
-//! management catalog; the API's start-up reconciliation re-applies them.
+//! A REST volume's UUID is its engine volume's name. Its namespace id is chosen
+//! by the management catalog, which persists it, and not derived from the
+//! engine id: engine ids are never reused, while the target has only
+//! `NSID_MAX` namespace ids. Host ACLs and nsids live in the management
+//! catalog; the API's start-up reconciliation re-applies them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +31,9 @@ pub struct EngineControl {
     node: NodeInfo,
     /// ACLs set before a volume is exposed (the API sets the ACL, then exposes).
     acls: Mutex<HashMap<Uuid, nvmf_target::HostAcl>>,
+    /// The nsid each exposed volume has in the subsystem (both live in memory
+    /// only; reconciliation exposes every volume again after a restart).
+    exposed: Mutex<HashMap<Uuid, u32>>,
     /// Pace of thick clone jobs (None: unpaced).
     clone_rate_bytes_per_s: Option<u64>,
 }
@@ -41,6 +46,7 @@ impl EngineControl {
             subsystem,
             node,
             acls: Mutex::new(HashMap::new()),
+            exposed: Mutex::new(HashMap::new()),
             clone_rate_bytes_per_s: None,
         }
     }
@@ -73,15 +79,10 @@ impl EngineControl {
         })
     }
 
-    fn is_exposed(&self, nsid: u32) -> bool {
-        self.subsystem.namespaces().iter().any(|(n, _)| *n == nsid)
+    /// The nsid `volume` is exposed under, if it is.
+    fn exposed_nsid(&self, volume: Uuid) -> Option<u32> {
+        self.exposed.lock().get(&volume).copied()
     }
-}
-
-/// Namespace ids are engine volume ids; engine ids start at 1 and are never reused.
-fn nsid_of(id: VolumeId) -> Result<u32, ControlError> {
-    u32::try_from(id.0)
-        .map_err(|_| ControlError::Internal(format!("{id} exceeds the namespace id range")))
 }
 
 /// The one place engine control errors become control-port errors.
@@ -123,8 +124,7 @@ impl Control for EngineControl {
         self.engine
             .resize_volume(info.id, size_bytes)
             .map_err(|e| control_error(volume, e))?;
-        let nsid = nsid_of(info.id)?;
-        if self.is_exposed(nsid) {
+        if let Some(nsid) = self.exposed_nsid(volume) {
             self.subsystem
                 .namespace_resized(nsid)
                 .map_err(|e| ControlError::Internal(e.to_string()))?;
@@ -134,8 +134,7 @@ impl Control for EngineControl {
 
     fn delete_volume(&self, volume: Uuid) -> Result<(), ControlError> {
         let info = self.find(volume)?;
-        let nsid = nsid_of(info.id)?;
-        if self.is_exposed(nsid) {
+        if let Some(nsid) = self.exposed.lock().remove(&volume) {
             let _ = self.subsystem.remove_namespace(nsid);
         }
         self.acls.lock().remove(&volume);
@@ -161,6 +160,7 @@ impl Control for EngineControl {
                 Uuid::parse_str(&v.name).ok().map(|uuid| EngineVolume {
                     uuid,
                     size_bytes: v.size_bytes,
+                    engine_id: v.id.0,
                 })
             })
             .collect())
@@ -278,13 +278,13 @@ impl Control for EngineControl {
     }
 
     fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError> {
-        let info = self.find(volume)?;
+        // Only a volume the engine holds may carry an ACL.
+        self.find(volume)?;
         let acl = match acl {
             HostAcl::AllowAny => nvmf_target::HostAcl::AnyHost,
             HostAcl::Hosts(hosts) => nvmf_target::HostAcl::hosts(hosts.iter().cloned()),
         };
-        let nsid = nsid_of(info.id)?;
-        if self.is_exposed(nsid) {
+        if let Some(nsid) = self.exposed_nsid(volume) {
             self.subsystem
                 .set_namespace_acl(nsid, acl.clone())
                 .map_err(|e| ControlError::Internal(e.to_string()))?;
@@ -293,11 +293,18 @@ impl Control for EngineControl {
         Ok(())
     }
 
-    fn expose_volume(&self, volume: Uuid) -> Result<u32, ControlError> {
+    fn expose_volume(&self, volume: Uuid, nsid: u32) -> Result<(), ControlError> {
         let info = self.find(volume)?;
-        let nsid = nsid_of(info.id)?;
-        if self.is_exposed(nsid) {
-            return Ok(nsid);
+        // Held across the add so two exposes cannot both claim one volume.
+        let mut exposed = self.exposed.lock();
+        match exposed.get(&volume) {
+            Some(current) if *current == nsid => return Ok(()),
+            Some(current) => {
+                return Err(ControlError::Internal(format!(
+                    "volume {volume} is already namespace {current}, not {nsid}"
+                )))
+            }
+            None => {}
         }
         let acl = self
             .acls
@@ -314,7 +321,12 @@ impl Control for EngineControl {
         self.subsystem
             .add_namespace(nsid, Arc::new(namespace), acl)
             .map_err(|e| ControlError::Internal(e.to_string()))?;
-        Ok(nsid)
+        exposed.insert(volume, nsid);
+        Ok(())
+    }
+
+    fn nsid_max(&self) -> u32 {
+        nvmf_target::subsystem::NSID_MAX
     }
 
     fn subsystem_nqn(&self) -> String {

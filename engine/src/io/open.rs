@@ -87,6 +87,8 @@ pub fn open_backing(
         .read(true)
         .write(true)
         .create(kind == BackingKind::File)
+        // A pool file holds every volume's data: its owner's alone.
+        .mode(0o600)
         .truncate(false)
         .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
         .open(path)

@@ -14,12 +14,15 @@ use super::{
     NodeInfo, PoolStats, VolumeSpec, VolumeUsage,
 };
 
+/// The largest namespace id by default, as the NVMe/TCP target's.
+const NSID_MAX_DEFAULT: u32 = 1024;
 /// The longest a held delete waits for release, so a forgotten hold cannot hang a test.
 const HOLD_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 struct MemVolume {
     spec: VolumeSpec,
+    engine_id: u64,
     acl: HostAcl,
     nsid: Option<u32>,
     written_bytes: u64,
@@ -36,7 +39,8 @@ struct State {
     volumes: BTreeMap<Uuid, MemVolume>,
     snapshots: BTreeMap<Uuid, (Uuid, u64)>,
     jobs: HashMap<CloneJobId, MemJob>,
-    next_nsid: u32,
+    /// Engine ids, like the engine's: never reused.
+    next_engine_id: u64,
     next_job: u64,
     hold_deletes: bool,
     hold_creates: bool,
@@ -51,6 +55,7 @@ pub struct MemoryControl {
     state: Mutex<State>,
     released: Condvar,
     capacity_bytes: u64,
+    nsid_max: u32,
     node: NodeInfo,
 }
 
@@ -65,18 +70,38 @@ impl MemoryControl {
     pub fn new(capacity_bytes: u64) -> Self {
         Self {
             state: Mutex::new(State {
-                next_nsid: 1,
+                next_engine_id: 1,
                 next_job: 1,
                 ..State::default()
             }),
             released: Condvar::new(),
             capacity_bytes,
+            nsid_max: NSID_MAX_DEFAULT,
             node: NodeInfo {
                 uuid: Uuid::from_u128(0x6b65_656c_0000_0000_0000_0000_0000_0001),
                 name: "memory-node".to_owned(),
                 nvme_endpoint: "127.0.0.1:4420".to_owned(),
                 discovery_endpoint: "127.0.0.1:8009".to_owned(),
             },
+        }
+    }
+
+    /// A control whose target accepts namespace ids up to `nsid_max` only.
+    pub fn with_nsid_max(mut self, nsid_max: u32) -> Self {
+        self.nsid_max = nsid_max;
+        self
+    }
+
+    /// The nsid the target exposes `volume` under, if it is exposed.
+    pub fn exposed_nsid(&self, volume: Uuid) -> Option<u32> {
+        self.state.lock().volumes.get(&volume).and_then(|v| v.nsid)
+    }
+
+    /// Forgets every namespace, as the target of a restarted daemon has none
+    /// until reconciliation exposes the volumes again.
+    pub fn restart_target(&self) {
+        for v in self.state.lock().volumes.values_mut() {
+            v.nsid = None;
         }
     }
 
@@ -179,10 +204,13 @@ impl MemoryControl {
         if spec.size_bytes > self.capacity_bytes {
             return Err(ControlError::NoSpace);
         }
+        let engine_id = state.next_engine_id;
+        state.next_engine_id += 1;
         state.volumes.insert(
             spec.uuid,
             MemVolume {
                 spec: spec.clone(),
+                engine_id,
                 acl: HostAcl::Hosts(Vec::new()),
                 nsid: None,
                 written_bytes,
@@ -246,6 +274,7 @@ impl Control for MemoryControl {
             .map(|v| EngineVolume {
                 uuid: v.spec.uuid,
                 size_bytes: v.spec.size_bytes,
+                engine_id: v.engine_id,
             })
             .collect())
     }
@@ -423,20 +452,42 @@ impl Control for MemoryControl {
         Ok(())
     }
 
-    fn expose_volume(&self, volume: Uuid) -> Result<u32, ControlError> {
+    fn expose_volume(&self, volume: Uuid, nsid: u32) -> Result<(), ControlError> {
         let mut state = self.state.lock();
         Self::injected(&mut state)?;
-        let next = state.next_nsid;
+        if nsid == 0 || nsid > self.nsid_max {
+            return Err(ControlError::InvalidArgument(format!(
+                "namespace id {nsid} is outside 1..={}",
+                self.nsid_max
+            )));
+        }
+        if let Some(other) = state
+            .volumes
+            .values()
+            .find(|v| v.nsid == Some(nsid) && v.spec.uuid != volume)
+        {
+            return Err(ControlError::Internal(format!(
+                "namespace id {nsid} is already volume {}",
+                other.spec.uuid
+            )));
+        }
         let v = state
             .volumes
             .get_mut(&volume)
             .ok_or(ControlError::NotFound(volume))?;
-        if let Some(nsid) = v.nsid {
-            return Ok(nsid);
+        match v.nsid {
+            Some(current) if current != nsid => Err(ControlError::Internal(format!(
+                "volume {volume} is already exposed as namespace {current}"
+            ))),
+            _ => {
+                v.nsid = Some(nsid);
+                Ok(())
+            }
         }
-        v.nsid = Some(next);
-        state.next_nsid += 1;
-        Ok(next)
+    }
+
+    fn nsid_max(&self) -> u32 {
+        self.nsid_max
     }
 
     fn subsystem_nqn(&self) -> String {
@@ -490,11 +541,18 @@ mod tests {
     }
 
     #[test]
-    fn expose_is_idempotent() {
-        let c = MemoryControl::default();
+    fn expose_is_idempotent_and_one_nsid_names_one_volume() {
+        let c = MemoryControl::default().with_nsid_max(4);
         let v = spec(1 << 20);
+        let w = spec(1 << 20);
         c.create_volume(&v).unwrap();
-        let first = c.expose_volume(v.uuid).unwrap();
-        assert_eq!(c.expose_volume(v.uuid).unwrap(), first);
+        c.create_volume(&w).unwrap();
+        c.expose_volume(v.uuid, 3).unwrap();
+        c.expose_volume(v.uuid, 3).unwrap();
+        assert_eq!(c.exposed_nsid(v.uuid), Some(3));
+        assert!(c.expose_volume(w.uuid, 3).is_err());
+        assert!(c.expose_volume(w.uuid, 5).is_err());
+        assert!(c.expose_volume(w.uuid, 0).is_err());
+        c.expose_volume(w.uuid, 4).unwrap();
     }
 }

@@ -36,6 +36,10 @@ pub struct EngineVolume {
     pub uuid: Uuid,
     /// Logical size in bytes.
     pub size_bytes: u64,
+    /// The engine's own id of the volume (never reused). Builds before the
+    /// catalog allocated namespace ids exposed each volume with this as its
+    /// nsid, so reconciliation keeps it for a record that names none.
+    pub engine_id: u64,
 }
 
 /// Space accounting of one volume.
@@ -203,9 +207,13 @@ pub trait Control: Send + Sync {
     /// Replaces the set of hosts allowed to see the volume's namespace; takes effect
     /// on live connections (namespace attribute changed event).
     fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError>;
-    /// Exposes the volume as a namespace of the subsystem and returns its nsid.
-    /// Exposing an already exposed volume returns the same nsid.
-    fn expose_volume(&self, volume: Uuid) -> Result<u32, ControlError>;
+    /// Exposes the volume as namespace `nsid` of the subsystem. The caller
+    /// chooses the nsid (in `1..=nsid_max()`, distinct per volume, stable across
+    /// restarts); exposing a volume again under the same nsid does nothing.
+    fn expose_volume(&self, volume: Uuid, nsid: u32) -> Result<(), ControlError>;
+    /// The largest namespace id the target accepts; namespace ids are
+    /// `1..=nsid_max()`, so at most this many volumes can be exposed at once.
+    fn nsid_max(&self) -> u32;
     /// The NQN of the subsystem that holds every volume's namespace.
     fn subsystem_nqn(&self) -> String;
     /// How this node is reached.

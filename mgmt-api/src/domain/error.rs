@@ -67,6 +67,13 @@ pub enum ServiceError {
         /// The configured maximum.
         max: usize,
     },
+    /// Every namespace id is held by a volume, so no volume can be created
+    /// until one is deleted.
+    #[error("resource exhausted: all {max} namespace ids are in use; delete a volume first")]
+    NamespaceIdsExhausted {
+        /// The target's largest namespace id.
+        max: u32,
+    },
     /// The engine or target refused or failed.
     #[error(transparent)]
     Control(#[from] ControlError),

@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod model;
+pub mod nsids;
 pub mod rules;
 pub mod service;
 pub mod store;

@@ -89,7 +89,8 @@ pub struct VolumeRecord {
     pub labels: Vec<Label>,
     /// Snapshot this volume was cloned from.
     pub source_snapshot: Option<Uuid>,
-    /// Namespace id once exposed.
+    /// Namespace id, taken when the record is made and kept until it is removed
+    /// (see `domain::nsids`); the volume is exposed under it once Available.
     pub nsid: Option<u32>,
     /// Revision; the ETag is its decimal form and changes on every change.
     pub revision: u64,

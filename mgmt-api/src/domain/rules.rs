@@ -22,10 +22,15 @@ pub const ALLOW_ANY: &str = "ALLOW_ANY";
 /// The ACL value that hides a volume from every host.
 pub const ALLOW_NONE: &str = "ALLOW_NONE";
 
-/// Checks a resource name: 1–256 letters, digits, hyphens, underscores or periods.
+/// Checks a resource name: 1–256 letters, digits, hyphens, underscores or periods,
+/// and neither `.` nor `..`, which name directories wherever a name becomes a
+/// path component (a file, a URL path segment, a key in another system).
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err(format!("{what} must not be empty"));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{what} must not be {name:?}"));
     }
     if name.len() > NAME_LEN_MAX {
         return Err(format!("{what} is longer than {NAME_LEN_MAX} characters"));
@@ -256,8 +261,11 @@ mod tests {
         assert!(check_name("name", &"a".repeat(256)).is_ok());
         assert!(check_name("name", &"a".repeat(257)).is_err());
         assert!(check_name("name", "").is_err());
-        for bad in ["a/b", "a b", "völ", "a\\b", "a\0", "💾"] {
+        for bad in ["a/b", "a b", "völ", "a\\b", "a\0", "💾", ".", ".."] {
             assert!(check_name("name", bad).is_err(), "{bad:?} accepted");
+        }
+        for dotted in [".a", "a.", "...", "..a", ".-", "a..b"] {
+            assert!(check_name("name", dotted).is_ok(), "{dotted:?} refused");
         }
     }
 
@@ -338,6 +346,7 @@ mod properties {
             if check_name("name", &name).is_ok() {
                 prop_assert!(!name.is_empty() && name.len() <= NAME_LEN_MAX);
                 prop_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+                prop_assert!(name != "." && name != "..");
             }
         }
     }

@@ -176,6 +176,8 @@ pub enum OpenError {
 
 pub(super) struct Inner {
     pub(super) control: Arc<dyn Control>,
+    /// The target's largest namespace id (`Control::nsid_max`), read once.
+    pub(super) nsid_max: u32,
     pub(super) store: JsonStore,
     pub(super) catalog: Mutex<Catalog>,
     pub(super) config: ServiceConfig,
@@ -274,6 +276,7 @@ impl Service {
             }
         };
         let inner = Arc::new(Inner {
+            nsid_max: control.nsid_max(),
             control,
             store,
             catalog: Mutex::new(catalog),
@@ -471,6 +474,7 @@ impl Service {
                     "size {size} must be a positive multiple of the sector size {sector}"
                 )));
             }
+            let nsid = self.inner.reserve_nsid(c)?;
             let record = VolumeRecord {
                 uuid,
                 name: req.name.clone(),
@@ -488,7 +492,7 @@ impl Service {
                 qos_policy_name: req.qos_policy_name.clone(),
                 labels: req.labels.clone(),
                 source_snapshot: req.source_snapshot,
-                nsid: None,
+                nsid: Some(nsid),
                 revision: 1,
                 created_at_s: now_s(),
                 workflow: None,
@@ -511,14 +515,16 @@ impl Service {
             self.inner
                 .control
                 .set_host_acl(uuid, &host_acl(&record.acl))?;
-            self.inner.control.expose_volume(uuid)
+            let nsid = record.nsid.ok_or_else(|| {
+                ControlError::Internal("the new record holds no namespace id".to_owned())
+            })?;
+            self.inner.control.expose_volume(uuid, nsid)
         });
         match exposed {
-            Ok(nsid) => {
+            Ok(()) => {
                 self.inner.commit(|c| {
                     if let Some(v) = c.volumes.get_mut(&uuid) {
                         v.state = ResourceState::Available;
-                        v.nsid = Some(nsid);
                         v.revision = v.revision.wrapping_add(1);
                     }
                     Ok(())
@@ -1018,6 +1024,12 @@ impl Inner {
             *guard = next;
         }
         Ok(result)
+    }
+
+    /// The nsid a new volume record in `catalog` takes (see `nsids`).
+    pub(super) fn reserve_nsid(&self, catalog: &Catalog) -> Result<u32, ServiceError> {
+        super::nsids::lowest_free(catalog, self.nsid_max)
+            .ok_or(ServiceError::NamespaceIdsExhausted { max: self.nsid_max })
     }
 
     /// Wakes the worker.

@@ -5,15 +5,16 @@
 //! resources and running workflows, so work interrupted by a crash resumes from
 //! the durable state without any in-memory queue.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use uuid::Uuid;
 
 use super::model::{ResourceState, SnapshotRecord, WorkflowKind, WorkflowState};
+use super::nsids;
 use super::service::{host_acl, now_ms, now_s, Inner};
-use crate::control::{CloneJobState, ControlError};
+use crate::control::{CloneJobState, ControlError, HostAcl};
 
 /// Longest the worker sleeps when there is no running workflow.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -21,13 +22,12 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 impl Inner {
     /// Brings the catalog in line with the engine after a (possibly unclean) stop.
     pub(super) fn reconcile(&self) -> Result<(), ControlError> {
-        let engine_sizes: std::collections::HashMap<Uuid, u64> = self
-            .control
-            .list_volumes()?
-            .into_iter()
-            .map(|v| (v.uuid, v.size_bytes))
-            .collect();
+        let listed = self.control.list_volumes()?;
+        let engine_sizes: HashMap<Uuid, u64> =
+            listed.iter().map(|v| (v.uuid, v.size_bytes)).collect();
+        let engine_ids: HashMap<Uuid, u64> = listed.iter().map(|v| (v.uuid, v.engine_id)).collect();
         let engine: HashSet<Uuid> = engine_sizes.keys().copied().collect();
+        self.repair_nsids(&engine_ids);
         let snapshot = self.catalog.lock().clone();
 
         // Workflows cut short by the restart fail; their destination goes away.
@@ -42,16 +42,12 @@ impl Inner {
             match v.state {
                 ResourceState::Creating if v.workflow.is_some() => {}
                 ResourceState::Creating if engine.contains(&v.uuid) => {
-                    let outcome = self
-                        .control
-                        .set_host_acl(v.uuid, &host_acl(&v.acl))
-                        .and_then(|()| self.control.expose_volume(v.uuid));
+                    let outcome = self.expose(v.uuid, v.nsid, &host_acl(&v.acl));
                     let _ = self.commit(|c| {
                         if let Some(r) = c.volumes.get_mut(&v.uuid) {
                             match &outcome {
-                                Ok(nsid) => {
+                                Ok(()) => {
                                     r.state = ResourceState::Available;
-                                    r.nsid = Some(*nsid);
                                 }
                                 Err(e) => {
                                     r.state = ResourceState::Failed;
@@ -75,8 +71,37 @@ impl Inner {
                         if let Some(r) = c.volumes.get_mut(&v.uuid) {
                             r.state = ResourceState::Available;
                             if let Some(size) = engine_sizes.get(&v.uuid) {
+                                if *size != r.size_bytes {
+                                    tracing::warn!(uuid = %v.uuid, catalog_bytes = r.size_bytes, engine_bytes = *size,
+                                        "a resize was cut short; the catalog takes the engine's size");
+                                }
                                 r.size_bytes = *size;
                             }
+                            r.revision = r.revision.wrapping_add(1);
+                        }
+                        Ok(())
+                    });
+                }
+                // INVARIANT: a grow writes the engine before the catalog (the
+                // record is Updating in between, handled above), so an Available
+                // record never legitimately disagrees with the engine: a larger
+                // catalog size is never a grow to finish. The engine holds the
+                // data, so its size wins.
+                ResourceState::Available
+                    if engine_sizes
+                        .get(&v.uuid)
+                        .is_some_and(|size| *size != v.size_bytes) =>
+                {
+                    let engine_bytes = engine_sizes.get(&v.uuid).copied().unwrap_or(v.size_bytes);
+                    tracing::warn!(
+                        uuid = %v.uuid,
+                        catalog_bytes = v.size_bytes,
+                        engine_bytes,
+                        "the catalog's volume size disagrees with the engine's; correcting the catalog"
+                    );
+                    let _ = self.commit(|c| {
+                        if let Some(r) = c.volumes.get_mut(&v.uuid) {
+                            r.size_bytes = engine_bytes;
                             r.revision = r.revision.wrapping_add(1);
                         }
                         Ok(())
@@ -104,14 +129,10 @@ impl Inner {
             .volumes
             .values()
             .filter(|v| matches!(v.state, ResourceState::Available) && engine.contains(&v.uuid))
-            .map(|v| (v.uuid, host_acl(&v.acl)))
+            .map(|v| (v.uuid, v.nsid, host_acl(&v.acl)))
             .collect();
-        for (uuid, acl) in serving {
-            let outcome = self
-                .control
-                .set_host_acl(uuid, &acl)
-                .and_then(|()| self.control.expose_volume(uuid));
-            if let Err(err) = outcome {
+        for (uuid, nsid, acl) in serving {
+            if let Err(err) = self.expose(uuid, nsid, &acl) {
                 tracing::error!(%uuid, %err, "could not expose a volume after restart");
             }
         }
@@ -147,6 +168,54 @@ impl Inner {
             tracing::warn!(uuid = %orphan, "engine volume unknown to the catalog; left untouched");
         }
         Ok(())
+    }
+
+    /// Sets `volume`'s host ACL and exposes it under the nsid its record holds.
+    pub(super) fn expose(
+        &self,
+        volume: Uuid,
+        nsid: Option<u32>,
+        acl: &HostAcl,
+    ) -> Result<(), ControlError> {
+        let nsid = nsid.ok_or_else(|| {
+            ControlError::Internal(format!(
+                "no namespace id is free (all {} are in use)",
+                self.nsid_max
+            ))
+        })?;
+        self.control.set_host_acl(volume, acl)?;
+        self.control.expose_volume(volume, nsid)
+    }
+
+    /// Gives every volume record a distinct nsid in range (`nsids::repair`),
+    /// logging each change: catalogs written before the catalog allocated
+    /// nsids have none on records that were never exposed.
+    fn repair_nsids(&self, engine_ids: &HashMap<Uuid, u64>) {
+        let changes = self.commit(|c| Ok(nsids::repair(c, self.nsid_max, engine_ids)));
+        match changes {
+            Ok(changes) => {
+                for change in changes {
+                    let uuid = change.uuid;
+                    match (change.before, change.after) {
+                        (None, Some(nsid)) => {
+                            tracing::info!(%uuid, nsid, "volume given a namespace id")
+                        }
+                        (Some(before), Some(nsid)) => tracing::warn!(
+                            %uuid,
+                            before,
+                            nsid,
+                            "volume's namespace id was out of range or held twice; moved"
+                        ),
+                        (before, None) => tracing::error!(
+                            %uuid,
+                            ?before,
+                            "no namespace id is free for this volume; it stays unexposed"
+                        ),
+                    }
+                }
+            }
+            Err(err) => tracing::error!(%err, "could not persist repaired namespace ids"),
+        }
     }
 
     /// The worker thread's body: runs until shutdown.
@@ -316,21 +385,14 @@ impl Inner {
             );
             return;
         };
-        let exposed = self
-            .control
-            .set_host_acl(volume.uuid, &host_acl(&volume.acl))
-            .and_then(|()| self.control.expose_volume(volume.uuid));
-        let nsid = match exposed {
-            Ok(nsid) => nsid,
-            Err(e) => {
-                self.finish_workflow(
-                    id,
-                    WorkflowState::Failed,
-                    &format!("could not expose the clone: {e}"),
-                );
-                return;
-            }
-        };
+        if let Err(e) = self.expose(volume.uuid, volume.nsid, &host_acl(&volume.acl)) {
+            self.finish_workflow(
+                id,
+                WorkflowState::Failed,
+                &format!("could not expose the clone: {e}"),
+            );
+            return;
+        }
         let snapshot = match &w.target_snapshot {
             Some((snap_uuid, name, description)) => {
                 match self.control.create_snapshot(volume.uuid, *snap_uuid) {
@@ -365,7 +427,6 @@ impl Inner {
         let _ = self.commit(|c| {
             if let Some(v) = c.volumes.get_mut(&volume.uuid) {
                 v.state = ResourceState::Available;
-                v.nsid = Some(nsid);
                 v.workflow = None;
                 v.revision = v.revision.wrapping_add(1);
             }

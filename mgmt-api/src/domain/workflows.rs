@@ -124,6 +124,7 @@ impl Service {
                     "size {size} is not a multiple of the sector size {sector}"
                 )));
             }
+            let nsid = self.inner.reserve_nsid(c)?;
             let volume = VolumeRecord {
                 uuid: volume_uuid,
                 name: volume_name,
@@ -138,7 +139,7 @@ impl Service {
                 qos_policy_name: req.qos_policy_name.clone(),
                 labels: Vec::new(),
                 source_snapshot: None,
-                nsid: None,
+                nsid: Some(nsid),
                 revision: 1,
                 created_at_s: now_s(),
                 workflow: Some(id),

@@ -71,7 +71,11 @@ pub fn volume(view: &VolumeView, node: &str) -> VolumeDto {
         ip_acl: AclDto {
             values: v.ip_acl.clone(),
         },
-        nsid: v.nsid.unwrap_or(0),
+        // A Creating volume holds its nsid but is not exposed yet.
+        nsid: match v.state {
+            ResourceState::Creating => 0,
+            _ => v.nsid.unwrap_or(0),
+        },
         etag: v.revision.to_string(),
         labels: labels_out(&v.labels),
         source_snapshot_uuid: v.source_snapshot.map(|s| s.to_string()),

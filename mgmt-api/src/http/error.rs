@@ -82,7 +82,8 @@ impl ApiError {
                     (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
                 }
                 ServiceError::Unimplemented(_) => (StatusCode::NOT_IMPLEMENTED, UNIMPLEMENTED),
-                ServiceError::TooManyWorkflows { .. } => {
+                ServiceError::TooManyWorkflows { .. }
+                | ServiceError::NamespaceIdsExhausted { .. } => {
                     (StatusCode::TOO_MANY_REQUESTS, RESOURCE_EXHAUSTED)
                 }
                 ServiceError::Control(c) => match c {

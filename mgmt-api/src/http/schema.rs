@@ -17,8 +17,11 @@ use utoipa::openapi::RefOr;
 
 use crate::domain::rules;
 
-/// What `rules::check_name` accepts: 1–256 ASCII letters, digits, `.`, `_`, `-`.
-pub const NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,256}$";
+/// What `rules::check_name` accepts: 1–256 ASCII letters, digits, `.`, `_`, `-`,
+/// but not `.` or `..`. Written without lookahead, which not every JSON Schema
+/// regex engine has: a name starts with a non-period, or with one period and a
+/// non-period, or with two periods and at least one more character.
+pub const NAME_PATTERN: &str = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,255}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}|\\.\\.[A-Za-z0-9._-]{1,254})$";
 
 /// Sizes as strings that `rules::parse_size` accepts: whole bytes (optionally
 /// with `b`), or a whole number of binary or decimal units up to TiB/TB, small
@@ -402,10 +405,30 @@ mod tests {
 
     #[test]
     fn the_name_pattern_bound_is_the_rule_bound() {
+        let max = rules::NAME_LEN_MAX;
         assert_eq!(
             NAME_PATTERN,
-            format!("^[A-Za-z0-9._-]{{1,{}}}$", rules::NAME_LEN_MAX)
+            format!(
+                "^([A-Za-z0-9_-][A-Za-z0-9._-]{{0,{}}}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{}}}|\\.\\.[A-Za-z0-9._-]{{1,{}}})$",
+                max - 1,
+                max - 2,
+                max - 2
+            )
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_name_pattern_accepts_exactly_the_names_the_rule_accepts(
+            name in "[A-Za-z0-9._/ -]{0,4}|[.]{1,3}|[a.]{250,260}",
+        ) {
+            let pattern = regex::Regex::new(NAME_PATTERN).unwrap();
+            proptest::prop_assert_eq!(
+                pattern.is_match(&name),
+                rules::check_name("name", &name).is_ok(),
+                "{:?}", name
+            );
+        }
     }
 
     #[test]

@@ -63,9 +63,13 @@ const CONDITIONAL_ERRORS: [(&str, &str); 1] = [(
     "ETag mismatch: the resource changed since it was read (If-Match or ETag)",
 )];
 
-/// Further answers of operations that start a workflow.
-const WORKFLOW_ERRORS: [(&str, &str); 1] =
-    [("429", "Too many running workflows (maxRunningWorkflows)")];
+/// Further answers of operations that create something or log in: a bounded
+/// resource is used up.
+const LIMIT_ERRORS: [(&str, &str); 1] = [(
+    "429",
+    "A limit is reached: every namespace id is in use, maxRunningWorkflows workflows run, \
+     or this client failed to log in too often; retry later",
+)];
 
 /// Documents every error answer on every operation, and gives each parameter
 /// the schema of the rule the server applies to it. Policy by parameter name,
@@ -77,7 +81,7 @@ impl Modify for Contracts {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         unique_operation_ids(openapi);
         add_links(openapi);
-        for (path, item) in openapi.paths.paths.iter_mut() {
+        for item in openapi.paths.paths.values_mut() {
             let operations = [
                 (&mut item.get, Method::Get),
                 (&mut item.put, Method::Put),
@@ -94,9 +98,9 @@ impl Modify for Contracts {
                     .chain(WRITE_ERRORS.iter().filter(|_| writes))
                     .chain(CONDITIONAL_ERRORS.iter().filter(|_| conditional))
                     .chain(
-                        WORKFLOW_ERRORS
+                        LIMIT_ERRORS
                             .iter()
-                            .filter(|_| path.ends_with("/thickclone")),
+                            .filter(|_| matches!(method, Method::Post)),
                     );
                 for (code, description) in errors {
                     operation
