@@ -42,6 +42,8 @@ fn batch_header(c: &mut Criterion) {
         segment: 3,
         header_blocks: plan.header_blocks(),
         data_blocks: 32,
+        completed_seq: 6,
+        durable_seq: 5,
         entries,
     };
     c.bench_function("batch_header/encode_32_writes", |b| {
