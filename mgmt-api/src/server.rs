@@ -132,6 +132,7 @@ pub struct ApiServer {
     handle: Handle,
     task: JoinHandle<std::io::Result<()>>,
     service: Arc<Service>,
+    auth: Arc<Authenticator>,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -184,14 +185,15 @@ impl ApiServer {
         })?;
         let state = AppState {
             service: Arc::clone(&service),
-            auth,
+            auth: Arc::clone(&auth),
             api_endpoint: config
                 .advertised_endpoint
                 .clone()
                 .unwrap_or_else(|| local_addr.to_string()),
             body_limit_bytes: config.body_limit_bytes,
         };
-        let app = router(state).into_make_service();
+        // The client's address rides along with each request for login throttling.
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         let handle = Handle::new();
         let (scheme, certificate, task) = match tls {
             Some((server_config, cert)) => {
@@ -216,6 +218,7 @@ impl ApiServer {
             handle,
             task,
             service,
+            auth,
         })
     }
 
@@ -237,6 +240,11 @@ impl ApiServer {
     /// The domain service (for in-process callers and tests).
     pub fn service(&self) -> &Arc<Service> {
         &self.service
+    }
+
+    /// The authenticator (for in-process callers and tests: `hash_stats`).
+    pub fn auth(&self) -> &Arc<Authenticator> {
+        &self.auth
     }
 
     /// Stops accepting, lets in-flight requests finish (5 s at most), stops the

@@ -5,9 +5,11 @@
 //! 401 means the caller could not be authenticated; 403 means the caller's role
 //! does not allow the operation on that project.
 
+pub mod gate;
 mod principal;
 mod store;
 mod token;
 
+pub use gate::HashStats;
 pub use principal::{Principal, Role};
 pub use store::{AuthConfig, AuthError, Authenticator, CredentialInfo, PasswordCost};

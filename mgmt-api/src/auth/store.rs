@@ -1,8 +1,10 @@
 //! The authenticator: persisted users and service credentials, the token secret,
 //! login and bearer-token verification.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -12,6 +14,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::gate::{FailureTable, HashGate, HashMeter, HashStats, Refusal};
 use super::principal::{Principal, Role, SYSTEM_PROJECT};
 use super::token::{self, Claims, ISSUER};
 use crate::domain::store::{create_new_durably, JsonStore, StoreError};
@@ -52,14 +55,28 @@ pub struct AuthConfig {
     pub token_ttl: Duration,
     /// Cost of new password hashes.
     pub password_cost: PasswordCost,
+    /// Most password hashes running at once (each holds its memory cost).
+    pub password_hashes_max: usize,
+    /// Most logins waiting for a hash slot; more answer 503 at once.
+    pub login_queue_max: usize,
 }
+
+/// Most password hashes at once by default: one per core, at most this many,
+/// so a burst of logins holds at most 4 × 19 MiB.
+const PASSWORD_HASHES_MAX_DEFAULT: usize = 4;
+/// Logins that may wait for a hash slot by default (a waiting login holds no
+/// hash memory, only its request).
+const LOGIN_QUEUE_MAX_DEFAULT: usize = 64;
 
 impl Default for AuthConfig {
     fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             disabled: false,
             token_ttl: Duration::from_secs(3600),
             password_cost: PasswordCost::default(),
+            password_hashes_max: cores.clamp(1, PASSWORD_HASHES_MAX_DEFAULT),
+            login_queue_max: LOGIN_QUEUE_MAX_DEFAULT,
         }
     }
 }
@@ -95,6 +112,31 @@ pub enum AuthError {
     /// Hashing or signing failed.
     #[error("internal auth error: {0}")]
     Internal(String),
+    /// This client failed to log in too often in a row; it may retry later.
+    #[error(
+        "resource exhausted: too many failed logins from this client; retry in {retry_after_s} s"
+    )]
+    LockedOut {
+        /// Seconds until the lockout ends.
+        retry_after_s: u64,
+    },
+    /// Too many logins are waiting for a password check; retry later.
+    #[error("too many logins are in progress; retry shortly")]
+    Overloaded,
+}
+
+impl From<Refusal> for AuthError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::LockedOut { retry_after } => AuthError::LockedOut {
+                // Rounded up, so a client that waits as told is let in.
+                retry_after_s: retry_after
+                    .as_secs()
+                    .saturating_add(u64::from(retry_after.subsec_nanos() > 0)),
+            },
+            Refusal::Overloaded => AuthError::Overloaded,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,6 +178,9 @@ pub struct Authenticator {
     secret: Vec<u8>,
     file: Mutex<AuthFile>,
     store: JsonStore,
+    gate: HashGate,
+    failures: FailureTable,
+    meter: HashMeter,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -183,6 +228,9 @@ impl Authenticator {
         }
         let store = JsonStore::new(data_dir.join("users.json"));
         let auth = Self {
+            gate: HashGate::new(config.password_hashes_max, config.login_queue_max),
+            failures: FailureTable::default(),
+            meter: HashMeter::default(),
             config,
             secret,
             file: Mutex::new(AuthFile::default()),
@@ -235,13 +283,70 @@ impl Authenticator {
         .map_err(|e| AuthError::Internal(e.to_string()))?;
         let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        let _running = self.meter.enter();
         argon
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| AuthError::Internal(e.to_string()))
     }
 
-    /// Checks a user's password and issues a token.
+    /// Password hashes running now, at most at once, and in all.
+    pub fn hash_stats(&self) -> HashStats {
+        self.meter.stats()
+    }
+
+    /// Runs `work` (which may hash a password) on the blocking pool once a hash
+    /// slot is free; refuses at once if too many already wait for one.
+    pub async fn with_hash_slot<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Authenticator) -> Result<T, AuthError> + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let permit = self.gate.acquire().await?;
+        let auth = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            // The slot is held until the hash is done, even if the request
+            // that asked for it has gone away.
+            let _permit = permit;
+            work(&auth)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("password task failed: {e}")))?
+    }
+
+    /// Logs in from `client` (its address, if known) within the bounds of
+    /// `auth::gate`: a locked-out client is refused without a hash, others wait
+    /// for a hash slot; the outcome feeds the client's failure count.
+    pub async fn login_from(
+        self: &Arc<Self>,
+        client: Option<IpAddr>,
+        user: String,
+        password: String,
+    ) -> Result<String, AuthError> {
+        if let Some(ip) = client {
+            self.failures.check(ip, Instant::now())?;
+        }
+        let result = self
+            .with_hash_slot(move |auth| {
+                // Checked again: a burst from one client queues before its
+                // failures lock it out.
+                if let Some(ip) = client {
+                    auth.failures.check(ip, Instant::now())?;
+                }
+                auth.login(&user, &password)
+            })
+            .await;
+        if let Some(ip) = client {
+            match &result {
+                Ok(_) => self.failures.succeeded(ip),
+                Err(AuthError::Unauthenticated(_)) => self.failures.failed(ip, Instant::now()),
+                Err(_) => {}
+            }
+        }
+        result
+    }
+
+    /// Checks a user's password and issues a token. Unbounded: network callers
+    /// go through [`Authenticator::login_from`].
     pub fn login(&self, user: &str, password: &str) -> Result<String, AuthError> {
         let record = self
             .file
@@ -259,9 +364,11 @@ impl Authenticator {
         };
         let parsed = PasswordHash::new(&record.password_hash)
             .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let running = self.meter.enter();
         Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .map_err(|_| failed())?;
+        drop(running);
         self.issue(&record.name, &record.role)
     }
 

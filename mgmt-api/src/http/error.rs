@@ -106,6 +106,8 @@ impl ApiError {
                 AuthError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT),
                 AuthError::AlreadyExists(_) => (StatusCode::CONFLICT, ALREADY_EXISTS),
                 AuthError::NotFound(_) => (StatusCode::NOT_FOUND, NOT_FOUND),
+                AuthError::LockedOut { .. } => (StatusCode::TOO_MANY_REQUESTS, RESOURCE_EXHAUSTED),
+                AuthError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE),
                 AuthError::Store(_) | AuthError::Io { .. } | AuthError::Internal(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL)
                 }
@@ -120,9 +122,21 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Seconds a client should wait before it retries, where the server knows.
+    fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            Self::Auth(AuthError::LockedOut { retry_after_s }) => Some(*retry_after_s),
+            Self::Auth(AuthError::Overloaded) => Some(1),
+            _ => None,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status();
+        let retry_after_s = self.retry_after_s();
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
@@ -135,6 +149,12 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(seconds) = retry_after_s {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -12,7 +12,7 @@ use super::dto::{
     ErrorBody, LoginResponse, UserDto,
 };
 use super::error::ApiError;
-use super::extract::{Body, Caller, PathParams};
+use super::extract::{Body, Caller, ClientAddr, PathParams};
 use super::AppState;
 use crate::auth::{AuthError, Principal, Role};
 
@@ -26,6 +26,19 @@ fn require_cluster_admin(caller: &Principal) -> Result<(), ApiError> {
     }
 }
 
+/// Runs auth work that may hash a password in a bounded hash slot
+/// (`auth::gate`).
+async fn auth_hashing<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&crate::auth::Authenticator) -> Result<T, AuthError> + Send + 'static,
+) -> Result<T, ApiError> {
+    state
+        .auth
+        .with_hash_slot(work)
+        .await
+        .map_err(ApiError::from)
+}
+
 async fn auth_blocking<T: Send + 'static>(
     state: &AppState,
     work: impl FnOnce(&crate::auth::Authenticator) -> Result<T, AuthError> + Send + 'static,
@@ -37,12 +50,16 @@ async fn auth_blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-/// Log in with HTTP Basic credentials; returns a bearer token.
+/// Log in with HTTP Basic credentials; returns a bearer token. A client that
+/// failed too often in a row gets 429 until its lockout ends (Retry-After), and
+/// when too many logins wait for a password check the excess gets 503.
 #[utoipa::path(post, path = "/login", tag = "auth",
-    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("basic" = [])))]
 pub async fn login(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
 ) -> Result<Json<LoginResponse>, ApiError> {
     let unauthenticated = |m: &str| ApiError::Auth(AuthError::Unauthenticated(m.to_owned()));
@@ -71,7 +88,7 @@ pub async fn login(
         .ok_or_else(|| unauthenticated("the Basic credentials lack a ':'"))?;
     let (user, password) = (user.to_owned(), password.to_owned());
     let ttl = state.auth.token_ttl().as_secs();
-    let token = auth_blocking(&state, move |a| a.login(&user, &password)).await?;
+    let token = state.auth.login_from(client, user, password).await?;
     Ok(Json(LoginResponse {
         token_type: "Bearer".to_owned(),
         expires_in: ttl.to_string(),
@@ -108,7 +125,7 @@ pub async fn create_user(
     }
     let claim = role.claim();
     let name = req.name.clone();
-    auth_blocking(&state, move |a| {
+    auth_hashing(&state, move |a| {
         a.create_user(&req.name, &req.password, role)
     })
     .await?;
