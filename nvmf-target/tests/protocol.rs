@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use nvmf_target::connection::Limits;
 use nvmf_target::host::{discover, HostController, HostError, HostOptions, OwnedPdu, Queue};
-use nvmf_target::nvme::fabrics::{property, CC_ENABLE, CSTS_FATAL, CSTS_READY};
+use nvmf_target::nvme::fabrics::{fctype, property, CC_ENABLE, CSTS_FATAL, CSTS_READY};
 use nvmf_target::nvme::identify::{
     nidt, ControllerType, OAES_DISCOVERY_CHANGE, OAES_NS_ATTRIBUTE, SGLS_OFFSET,
 };
@@ -145,6 +145,42 @@ fn more_event_requests_than_aerl_allows_are_refused(kind: ReactorKind) {
     let (cid, event) = c.admin.wait_any().unwrap();
     assert!(held.contains(&cid));
     assert_eq!(event.success().unwrap().completion.dw0(), 0x0004_0002);
+}
+
+/// SPDK's initiator, at teardown, gives up its outstanding Asynchronous Event
+/// Requests on its own side and reuses one of their command ids for a
+/// Property Get: the target retires that AER and answers the new command
+/// instead of terminating the connection.
+fn a_command_reusing_a_held_aers_id_retires_the_aer_and_runs(kind: ReactorKind) {
+    let f = Fixture::new(kind);
+    let mut c = f.connect(HOST_A);
+    c.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 8).unwrap();
+    let retired = c.submit_aer().unwrap();
+    let kept = c.submit_aer().unwrap();
+    let mut get = Command::new(admin_opcode::FABRICS, retired);
+    get.0[4] = fctype::PROPERTY_GET;
+    get.0[44..48].copy_from_slice(&property::CSTS.to_le_bytes());
+    send_command(&mut c.admin, get, Digests::default());
+    let OwnedPdu::CapsuleResp(cqe) = c.admin.next_raw_pdu().unwrap() else {
+        panic!("expected the Property Get's answer");
+    };
+    let cqe = nvmf_target::nvme::Completion::decode(&cqe);
+    assert_eq!((cqe.cid, cqe.status()), (retired, Ok(Status::Success)));
+    assert_eq!(cqe.dw0() & CSTS_READY, CSTS_READY);
+    // An event now completes the AER still held, never the retired one.
+    f.subsystem
+        .add_namespace(
+            2,
+            MemoryNamespace::new(BlockSize::B512, 8, [0xF7; 16]),
+            HostAcl::AnyHost,
+        )
+        .unwrap();
+    let OwnedPdu::CapsuleResp(cqe) = c.admin.next_raw_pdu().unwrap() else {
+        panic!("expected the held AER's completion");
+    };
+    let cqe = nvmf_target::nvme::Completion::decode(&cqe);
+    assert_eq!((cqe.cid, cqe.dw0()), (kept, 0x0004_0002));
+    c.keep_alive().unwrap();
 }
 
 fn io_round_trips_in_capsule_and_via_r2t_with_and_without_digests(kind: ReactorKind) {
@@ -897,6 +933,7 @@ for_each_reactor_kind!(
     properties_follow_enable_and_shutdown_handshakes,
     an_enable_with_unsupported_queue_entry_sizes_reports_controller_fatal_status,
     more_event_requests_than_aerl_allows_are_refused,
+    a_command_reusing_a_held_aers_id_retires_the_aer_and_runs,
     io_round_trips_in_capsule_and_via_r2t_with_and_without_digests,
     many_writes_in_flight_with_several_outstanding_r2ts,
     c2h_success_flag_is_used_only_when_sq_flow_control_is_disabled,

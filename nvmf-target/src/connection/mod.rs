@@ -707,10 +707,18 @@ impl Connection {
             return;
         }
         let cid = cmd.cid();
-        if self.slots.contains_key(&cid) {
-            // A command id still in flight: the host lost track of its queue.
-            self.terminate(FatalErrorStatus::InvalidHeaderField, 10, header);
-            return;
+        if let Some(slot) = self.slots.get(&cid) {
+            if slot.stage != Stage::AerHeld {
+                // A command id still in flight: the host lost track of its queue.
+                self.terminate(FatalErrorStatus::InvalidHeaderField, 10, header);
+                return;
+            }
+            // A host may give up its Asynchronous Event Requests on its own
+            // side (SPDK's initiator does at teardown) and reuse their command
+            // ids at once: that AER will never be completed, and the new
+            // command runs.
+            tracing::debug!(cid, "command id of a held AER reused; retiring the AER");
+            self.slots.remove(&cid);
         }
         if self.slots.len() >= self.depth_limit() {
             self.terminate(FatalErrorStatus::PduSequenceError, 0, header);
