@@ -288,6 +288,8 @@ enum Phase {
 const OUTPUT_HIGH_WATER_BYTES: usize = 4 * 1024 * 1024;
 /// Outstanding Asynchronous Event Requests accepted (AERL + 1).
 pub(crate) const AER_MAX: usize = 4;
+/// PSDT 01b: SGLs, with MPTR the address of a contiguous metadata buffer.
+const PSDT_SGL: u8 = 0b01;
 /// Commands accepted before Connect sets the queue size.
 const PRE_CONNECT_DEPTH: usize = 32;
 
@@ -778,7 +780,11 @@ impl Connection {
 
     /// Validates the data pointer; `None` when acceptable.
     fn check_sgl(&self, cmd: &Command, in_capsule_len: usize) -> Option<Status> {
-        if cmd.psdt() == 0 {
+        // NVMe over Fabrics commands use SGLs with PSDT 01b (NVMe Base 2.0,
+        // figure 88; the TCP transport has no metadata SGL segments). PRPs
+        // (00b) and the segment form (10b) are refused, and 11b is reserved,
+        // as Linux nvmet refuses anything but 01b with Invalid Field.
+        if cmd.psdt() != PSDT_SGL {
             return Some(Status::InvalidField);
         }
         let sgl = cmd.sgl();
