@@ -493,6 +493,43 @@ fn connect_rejects_bad_hosts_subsystems_and_controller_ids(kind: ReactorKind) {
     }
 }
 
+/// Connect data whose HOSTNQN or SUBNQN is empty, fills its 256 bytes with
+/// no NUL, or lacks the `nqn.` prefix is refused with Connect Invalid
+/// Parameters, IATTR (bit 16) set and IPO the field's offset in the data,
+/// even where any host is allowed.
+fn connect_refuses_malformed_nqns(kind: ReactorKind) {
+    let f = Fixture::new(kind);
+    let unterminated = format!("nqn.{}", "a".repeat(252));
+    assert_eq!(unterminated.len(), 256);
+    for (host, subsystem, dw0) in [
+        ("", NQN, 0x1_0200),
+        (unterminated.as_str(), NQN, 0x1_0200),
+        ("host-a", NQN, 0x1_0200),
+        (HOST_A, "", 0x1_0100),
+        (HOST_A, "io.keel:protocol-test", 0x1_0100),
+    ] {
+        let mut o = f.options(host);
+        o.subsys_nqn = subsystem.into();
+        match HostController::connect(f.addr(), o).err() {
+            Some(HostError::Status {
+                status_field,
+                dw0: got,
+            }) => {
+                assert_eq!(
+                    Status::from_field(status_field),
+                    Ok(Status::ConnectInvalidParameters),
+                    "host {host:?}, subsystem {subsystem:?}"
+                );
+                assert_eq!(got, dw0, "host {host:?}, subsystem {subsystem:?}");
+            }
+            other => panic!("host {host:?}, subsystem {subsystem:?}: {other:?}"),
+        }
+    }
+    assert_eq!(f.subsystem.controller_count(), 0);
+    // The UUID form is an NQN like any other.
+    f.connect(HOST_A);
+}
+
 fn controller_ids_are_unique_and_freed_on_disconnect(kind: ReactorKind) {
     let f = Fixture::new(kind);
     let a = f.connect(HOST_A);
@@ -941,6 +978,7 @@ for_each_reactor_kind!(
     error_log_records_failed_commands_newest_first,
     write_zeroes_and_deallocate_clear_blocks,
     connect_rejects_bad_hosts_subsystems_and_controller_ids,
+    connect_refuses_malformed_nqns,
     controller_ids_are_unique_and_freed_on_disconnect,
     acl_filters_namespaces_and_changes_raise_an_aen,
     keep_alive_expiry_tears_the_controller_down,
