@@ -67,6 +67,15 @@ pub struct NvmeConfig {
     /// connection, instead of sleeping: under load this spares a thread
     /// wake-up per I/O; an idle target never polls. 0 never polls.
     pub busy_poll_us: u64,
+    /// NVMe/TCP connections open at once (I/O and discovery ports together).
+    /// When full, a new connection takes the place of the oldest one that has
+    /// not finished its handshake, so idle peers cannot lock hosts out.
+    pub connections_max: usize,
+    /// NVMe/TCP connections open at once from one peer address.
+    pub connections_per_peer_max: usize,
+    /// How long (ms) a new connection may take to send ICReq and complete a
+    /// Fabrics Connect before it is closed.
+    pub handshake_timeout_ms: u64,
 }
 
 /// The reactors' default polling window: longer than a device read or
@@ -150,6 +159,12 @@ impl Default for NvmeConfig {
             reactor_kind: ReactorBackend::Auto,
             reactor_device_rings: true,
             busy_poll_us: DEFAULT_BUSY_POLL_US,
+            connections_max: 1024,
+            connections_per_peer_max: nvmf_target::target::DEFAULT_CONNECTIONS_PER_PEER_MAX,
+            handshake_timeout_ms: u64::try_from(
+                nvmf_target::target::DEFAULT_HANDSHAKE_TIMEOUT.as_millis(),
+            )
+            .unwrap_or(u64::MAX),
         }
     }
 }
@@ -228,6 +243,8 @@ mod tests {
             listen = ["127.0.0.1:4420"]
             advertised_address = "10.0.0.5:4420"
             busy_poll_us = 0
+            connections_per_peer_max = 16
+            handshake_timeout_ms = 2000
             [api]
             listen = "127.0.0.1:443"
             [log]
@@ -237,6 +254,9 @@ mod tests {
         assert_eq!(config.pool.devices, vec![PathBuf::from("/dev/loop3")]);
         assert_eq!(config.log.format, "json");
         assert_eq!(config.nvme.busy_poll_us, 0);
+        assert_eq!(config.nvme.connections_per_peer_max, 16);
+        assert_eq!(config.nvme.handshake_timeout_ms, 2000);
+        assert_eq!(config.nvme.connections_max, 1024);
         assert_eq!(Config::default().nvme.busy_poll_us, DEFAULT_BUSY_POLL_US);
         assert!(toml::from_str::<Config>("[pool]\ndevise = []").is_err());
     }

@@ -193,6 +193,10 @@ fn start_target(config: &Config, subsystem: Arc<Subsystem>) -> anyhow::Result<Ta
         crate::config::ReactorBackend::Epoll => nvmf_target::ReactorKind::Epoll,
     };
     target_config.busy_poll = std::time::Duration::from_micros(config.nvme.busy_poll_us);
+    target_config.connections_max = config.nvme.connections_max;
+    target_config.connections_per_peer_max = config.nvme.connections_per_peer_max;
+    target_config.handshake_timeout =
+        std::time::Duration::from_millis(config.nvme.handshake_timeout_ms);
     if config.nvme.reactor_device_rings {
         target_config.reactor_poller = Some(crate::adapters::engine_ring_pollers());
     }

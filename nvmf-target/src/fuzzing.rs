@@ -54,6 +54,7 @@ pub fn drive_connection(selector: u8, bytes: &[u8]) {
         io_listeners: Arc::new(vec![std::net::SocketAddr::from(([0, 0, 0, 0], 4420))]),
         advertised_addr: None,
         notifier: Arc::new(|| {}),
+        handshake_timeout: crate::target::DEFAULT_HANDSHAKE_TIMEOUT,
     };
     let mut conn = Connection::new(ctx);
     let mut icreq = Vec::new();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use nvmf_target::connection::Limits;
 use nvmf_target::host::{discover, HostController, HostError, HostOptions, OwnedPdu, Queue};
-use nvmf_target::nvme::fabrics::{property, CC_ENABLE, CSTS_FATAL, CSTS_READY};
+use nvmf_target::nvme::fabrics::{fctype, property, CC_ENABLE, CSTS_FATAL, CSTS_READY};
 use nvmf_target::nvme::identify::{
     nidt, ControllerType, OAES_DISCOVERY_CHANGE, OAES_NS_ATTRIBUTE, SGLS_OFFSET,
 };
@@ -145,6 +145,42 @@ fn more_event_requests_than_aerl_allows_are_refused(kind: ReactorKind) {
     let (cid, event) = c.admin.wait_any().unwrap();
     assert!(held.contains(&cid));
     assert_eq!(event.success().unwrap().completion.dw0(), 0x0004_0002);
+}
+
+/// SPDK's initiator, at teardown, gives up its outstanding Asynchronous Event
+/// Requests on its own side and reuses one of their command ids for a
+/// Property Get: the target retires that AER and answers the new command
+/// instead of terminating the connection.
+fn a_command_reusing_a_held_aers_id_retires_the_aer_and_runs(kind: ReactorKind) {
+    let f = Fixture::new(kind);
+    let mut c = f.connect(HOST_A);
+    c.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 8).unwrap();
+    let retired = c.submit_aer().unwrap();
+    let kept = c.submit_aer().unwrap();
+    let mut get = Command::new(admin_opcode::FABRICS, retired);
+    get.0[4] = fctype::PROPERTY_GET;
+    get.0[44..48].copy_from_slice(&property::CSTS.to_le_bytes());
+    send_command(&mut c.admin, get, Digests::default());
+    let OwnedPdu::CapsuleResp(cqe) = c.admin.next_raw_pdu().unwrap() else {
+        panic!("expected the Property Get's answer");
+    };
+    let cqe = nvmf_target::nvme::Completion::decode(&cqe);
+    assert_eq!((cqe.cid, cqe.status()), (retired, Ok(Status::Success)));
+    assert_eq!(cqe.dw0() & CSTS_READY, CSTS_READY);
+    // An event now completes the AER still held, never the retired one.
+    f.subsystem
+        .add_namespace(
+            2,
+            MemoryNamespace::new(BlockSize::B512, 8, [0xF7; 16]),
+            HostAcl::AnyHost,
+        )
+        .unwrap();
+    let OwnedPdu::CapsuleResp(cqe) = c.admin.next_raw_pdu().unwrap() else {
+        panic!("expected the held AER's completion");
+    };
+    let cqe = nvmf_target::nvme::Completion::decode(&cqe);
+    assert_eq!((cqe.cid, cqe.dw0()), (kept, 0x0004_0002));
+    c.keep_alive().unwrap();
 }
 
 fn io_round_trips_in_capsule_and_via_r2t_with_and_without_digests(kind: ReactorKind) {
@@ -455,6 +491,43 @@ fn connect_rejects_bad_hosts_subsystems_and_controller_ids(kind: ReactorKind) {
         HostError::Status { dw0, .. } => assert_eq!(dw0, 0x1_0010, "IPO=cntlid"),
         other => panic!("{other:?}"),
     }
+}
+
+/// Connect data whose HOSTNQN or SUBNQN is empty, fills its 256 bytes with
+/// no NUL, or lacks the `nqn.` prefix is refused with Connect Invalid
+/// Parameters, IATTR (bit 16) set and IPO the field's offset in the data,
+/// even where any host is allowed.
+fn connect_refuses_malformed_nqns(kind: ReactorKind) {
+    let f = Fixture::new(kind);
+    let unterminated = format!("nqn.{}", "a".repeat(252));
+    assert_eq!(unterminated.len(), 256);
+    for (host, subsystem, dw0) in [
+        ("", NQN, 0x1_0200),
+        (unterminated.as_str(), NQN, 0x1_0200),
+        ("host-a", NQN, 0x1_0200),
+        (HOST_A, "", 0x1_0100),
+        (HOST_A, "io.keel:protocol-test", 0x1_0100),
+    ] {
+        let mut o = f.options(host);
+        o.subsys_nqn = subsystem.into();
+        match HostController::connect(f.addr(), o).err() {
+            Some(HostError::Status {
+                status_field,
+                dw0: got,
+            }) => {
+                assert_eq!(
+                    Status::from_field(status_field),
+                    Ok(Status::ConnectInvalidParameters),
+                    "host {host:?}, subsystem {subsystem:?}"
+                );
+                assert_eq!(got, dw0, "host {host:?}, subsystem {subsystem:?}");
+            }
+            other => panic!("host {host:?}, subsystem {subsystem:?}: {other:?}"),
+        }
+    }
+    assert_eq!(f.subsystem.controller_count(), 0);
+    // The UUID form is an NQN like any other.
+    f.connect(HOST_A);
 }
 
 fn controller_ids_are_unique_and_freed_on_disconnect(kind: ReactorKind) {
@@ -897,6 +970,7 @@ for_each_reactor_kind!(
     properties_follow_enable_and_shutdown_handshakes,
     an_enable_with_unsupported_queue_entry_sizes_reports_controller_fatal_status,
     more_event_requests_than_aerl_allows_are_refused,
+    a_command_reusing_a_held_aers_id_retires_the_aer_and_runs,
     io_round_trips_in_capsule_and_via_r2t_with_and_without_digests,
     many_writes_in_flight_with_several_outstanding_r2ts,
     c2h_success_flag_is_used_only_when_sq_flow_control_is_disabled,
@@ -904,6 +978,7 @@ for_each_reactor_kind!(
     error_log_records_failed_commands_newest_first,
     write_zeroes_and_deallocate_clear_blocks,
     connect_rejects_bad_hosts_subsystems_and_controller_ids,
+    connect_refuses_malformed_nqns,
     controller_ids_are_unique_and_freed_on_disconnect,
     acl_filters_namespaces_and_changes_raise_an_aen,
     keep_alive_expiry_tears_the_controller_down,

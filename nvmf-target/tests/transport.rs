@@ -216,6 +216,19 @@ fn io_commands_with_invalid_fields_fail_with_invalid_field(kind: ReactorKind) {
     let mut prp = rw_command(io_opcode::READ, 2, 1, Lba(0), 1);
     prp.0[1] &= 0x3F;
     assert_eq!(status_of_raw(&mut q, prp), Status::InvalidField);
+    // PSDT 10b (an SGL segment for metadata, which the TCP transport does
+    // not have) and 11b (reserved), on a read and on a write.
+    for (cid, psdt) in [(4u16, 0b10u8), (5, 0b11)] {
+        for opcode in [io_opcode::READ, io_opcode::WRITE] {
+            let mut cmd = rw_command(opcode, cid, 1, Lba(0), 1);
+            cmd.0[1] = (cmd.0[1] & 0x3F) | (psdt << 6);
+            assert_eq!(
+                status_of_raw(&mut q, cmd),
+                Status::InvalidField,
+                "PSDT {psdt:#b}, opcode {opcode:#x}"
+            );
+        }
+    }
     // A read of 2 MiB (over MDTS, 1 MiB) behind a short data pointer.
     let mut long = rw_command(io_opcode::READ, 3, 1, Lba(0), 1);
     long.set_cdw(12, 4095);

@@ -50,6 +50,17 @@ struct Flags {
     /// connection before they sleep (0: never poll).
     #[arg(long)]
     busy_poll_us: Option<u64>,
+    /// NVMe/TCP connections open at once; when full, the oldest connection
+    /// still in its handshake gives way to a new one.
+    #[arg(long)]
+    connections_max: Option<usize>,
+    /// NVMe/TCP connections open at once from one peer address.
+    #[arg(long)]
+    connections_per_peer_max: Option<usize>,
+    /// How long (ms) a new NVMe/TCP connection may take to send ICReq and
+    /// complete a Fabrics Connect.
+    #[arg(long)]
+    handshake_timeout_ms: Option<u64>,
     /// REST API listener.
     #[arg(long)]
     api_listen: Option<SocketAddr>,
@@ -109,6 +120,15 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     }
     if let Some(window) = flags.busy_poll_us {
         config.nvme.busy_poll_us = window;
+    }
+    if let Some(max) = flags.connections_max {
+        config.nvme.connections_max = max;
+    }
+    if let Some(max) = flags.connections_per_peer_max {
+        config.nvme.connections_per_peer_max = max;
+    }
+    if let Some(timeout) = flags.handshake_timeout_ms {
+        config.nvme.handshake_timeout_ms = timeout;
     }
     if flags.api_listen.is_some() {
         config.api.listen = flags.api_listen;

@@ -18,7 +18,7 @@ mod io;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -94,6 +94,10 @@ pub struct ConnectionContext {
     pub advertised_addr: Option<SocketAddr>,
     /// Wakes the reactor owning this connection (used for asynchronous events).
     pub notifier: Notifier,
+    /// How long after it is made the connection may still be in its
+    /// handshake (no ICReq yet, or no successful Connect) before
+    /// [`Connection::tick`] closes it.
+    pub handshake_timeout: Duration,
 }
 
 /// Namespace I/O the driver must start and later report with [`Connection::complete_io`].
@@ -284,6 +288,8 @@ enum Phase {
 const OUTPUT_HIGH_WATER_BYTES: usize = 4 * 1024 * 1024;
 /// Outstanding Asynchronous Event Requests accepted (AERL + 1).
 pub(crate) const AER_MAX: usize = 4;
+/// PSDT 01b: SGLs, with MPTR the address of a contiguous metadata buffer.
+const PSDT_SGL: u8 = 0b01;
 /// Commands accepted before Connect sets the queue size.
 const PRE_CONNECT_DEPTH: usize = 32;
 
@@ -304,6 +310,10 @@ pub struct Connection {
     queue: Option<QueueBinding>,
     sq_head: u16,
     now_ms: u64,
+    /// When the connection was made (the handshake timeout runs from here).
+    started_ms: u64,
+    /// Closed by the handshake timeout.
+    handshake_timed_out: bool,
     closed: bool,
     pending_disconnect: bool,
     fatal_error: Option<FatalErrorStatus>,
@@ -329,6 +339,8 @@ impl Connection {
             queue: None,
             sq_head: 0,
             now_ms,
+            started_ms: now_ms,
+            handshake_timed_out: false,
             closed: false,
             pending_disconnect: false,
             fatal_error: None,
@@ -445,14 +457,41 @@ impl Connection {
         self.fatal_error
     }
 
-    /// Periodic and wake-up processing: keep-alive expiry, controller teardown,
-    /// and delivery of asynchronous events to held AERs.
+    /// True once the handshake is done: ICReq was answered and a Fabrics
+    /// Connect bound this connection to a queue. A host gets here within a few
+    /// round trips; until then the connection holds a place in the target's
+    /// table on trust (see [`ConnectionContext::handshake_timeout`]).
+    pub fn handshake_done(&self) -> bool {
+        self.phase == Phase::Ready && self.queue.is_some()
+    }
+
+    /// True if [`Connection::tick`] closed the connection because its
+    /// handshake took longer than the timeout.
+    pub fn handshake_timed_out(&self) -> bool {
+        self.handshake_timed_out
+    }
+
+    /// Periodic and wake-up processing: the handshake timeout, keep-alive
+    /// expiry, controller teardown, and delivery of asynchronous events to
+    /// held AERs.
     pub fn tick(&mut self, now: Instant) {
         self.now_ms = self.ctx.subsystem.now_ms_at(now);
         if self.closed {
             return;
         }
-        let Some(q) = &self.queue else { return };
+        let Some(q) = &self.queue else {
+            let timeout_ms =
+                u64::try_from(self.ctx.handshake_timeout.as_millis()).unwrap_or(u64::MAX);
+            if self.now_ms.saturating_sub(self.started_ms) >= timeout_ms {
+                tracing::debug!(
+                    icreq_done = self.phase == Phase::Ready,
+                    "handshake timeout expired; closing the connection"
+                );
+                self.handshake_timed_out = true;
+                self.close();
+            }
+            return;
+        };
         let controller = q.controller.clone();
         if controller.is_dead() {
             self.close();
@@ -670,10 +709,18 @@ impl Connection {
             return;
         }
         let cid = cmd.cid();
-        if self.slots.contains_key(&cid) {
-            // A command id still in flight: the host lost track of its queue.
-            self.terminate(FatalErrorStatus::InvalidHeaderField, 10, header);
-            return;
+        if let Some(slot) = self.slots.get(&cid) {
+            if slot.stage != Stage::AerHeld {
+                // A command id still in flight: the host lost track of its queue.
+                self.terminate(FatalErrorStatus::InvalidHeaderField, 10, header);
+                return;
+            }
+            // A host may give up its Asynchronous Event Requests on its own
+            // side (SPDK's initiator does at teardown) and reuse their command
+            // ids at once: that AER will never be completed, and the new
+            // command runs.
+            tracing::debug!(cid, "command id of a held AER reused; retiring the AER");
+            self.slots.remove(&cid);
         }
         if self.slots.len() >= self.depth_limit() {
             self.terminate(FatalErrorStatus::PduSequenceError, 0, header);
@@ -733,7 +780,11 @@ impl Connection {
 
     /// Validates the data pointer; `None` when acceptable.
     fn check_sgl(&self, cmd: &Command, in_capsule_len: usize) -> Option<Status> {
-        if cmd.psdt() == 0 {
+        // NVMe over Fabrics commands use SGLs with PSDT 01b (NVMe Base 2.0,
+        // figure 88; the TCP transport has no metadata SGL segments). PRPs
+        // (00b) and the segment form (10b) are refused, and 11b is reserved,
+        // as Linux nvmet refuses anything but 01b with Invalid Field.
+        if cmd.psdt() != PSDT_SGL {
             return Some(Status::InvalidField);
         }
         let sgl = cmd.sgl();

@@ -3,6 +3,7 @@ use crate::nvme::fabrics::{ConnectCommand, ConnectData};
 use crate::nvme::SglKind;
 use crate::pdu::{CapsuleCmd, DecodeLimits, IcReq};
 use crate::subsystem::SubsystemConfig;
+use std::time::Duration;
 
 const UNIT_NQN: &str = "nqn.2024-01.io.keel:unit";
 
@@ -15,6 +16,7 @@ fn context() -> ConnectionContext {
         io_listeners: Arc::new(vec!["0.0.0.0:4420".parse().unwrap()]),
         advertised_addr: None,
         notifier: Arc::new(|| {}),
+        handshake_timeout: crate::target::DEFAULT_HANDSHAKE_TIMEOUT,
     }
 }
 
@@ -136,6 +138,54 @@ fn admin_connect_returns_a_controller_id() {
     assert_eq!(c.ctx.subsystem.controller_count(), 1);
     c.peer_closed();
     assert_eq!(c.ctx.subsystem.controller_count(), 0);
+}
+
+/// A connection whose handshake may take `timeout`.
+fn with_handshake_timeout(timeout: Duration) -> Connection {
+    Connection::new(ConnectionContext {
+        handshake_timeout: timeout,
+        ..context()
+    })
+}
+
+#[test]
+fn a_connection_silent_past_the_handshake_timeout_is_closed_quietly() {
+    let timeout = Duration::from_secs(1);
+    let t0 = Instant::now();
+    let mut c = with_handshake_timeout(timeout);
+    c.tick(t0 + timeout / 2);
+    assert!(!c.is_closed());
+    c.tick(t0 + timeout * 2);
+    assert!(c.is_closed() && c.handshake_timed_out());
+    // No ICReq was exchanged, so nothing is sent: the socket just closes.
+    assert!(!c.has_output());
+}
+
+#[test]
+fn icreq_without_a_connect_still_times_out() {
+    let timeout = Duration::from_secs(1);
+    let t0 = Instant::now();
+    let mut c = with_handshake_timeout(timeout);
+    icreq(&mut c);
+    assert!(!c.handshake_done());
+    c.tick(t0 + timeout * 2);
+    assert!(c.is_closed() && c.handshake_timed_out());
+}
+
+#[test]
+fn a_connected_queue_is_past_its_handshake_and_never_times_out_for_it() {
+    let timeout = Duration::from_secs(1);
+    let t0 = Instant::now();
+    let mut c = with_handshake_timeout(timeout);
+    icreq(&mut c);
+    let mut b = Vec::new();
+    encode_admin_connect(&mut b, UNIT_NQN);
+    c.receive(&b, t0);
+    drain(&mut c);
+    assert!(c.handshake_done());
+    // Within the 5 s keep-alive timeout of the connect, past the handshake's.
+    c.tick(t0 + timeout * 3);
+    assert!(!c.is_closed() && !c.handshake_timed_out());
 }
 
 /// Appends Property Set CC.EN (CID 2) with the queue entry sizes an I/O

@@ -49,6 +49,8 @@ pub const CATTR_DISABLE_SQ_FLOW: u8 = 1 << 2;
 
 /// Length of the Connect data (host id, cntlid, NQNs).
 pub const CONNECT_DATA_LEN: usize = 1024;
+/// Length of the SUBNQN and HOSTNQN fields of the Connect data.
+pub const NQN_FIELD_LEN: usize = 256;
 /// Offset of CNTLID in the Connect data, reported as IPO for a bad controller id.
 pub const CONNECT_DATA_CNTLID_OFFSET: u16 = 16;
 /// Offset of SUBNQN in the Connect data.
@@ -119,33 +121,50 @@ pub enum ConnectDataError {
     /// Fewer than 1024 bytes were supplied.
     #[error("connect data is {0} bytes, expected 1024")]
     Length(usize),
-    /// A string field is not UTF-8; the offset is reported as IPO.
-    #[error("connect data field at offset {0} is not a valid string")]
+    /// An NQN field is not a valid NQN (see [`ConnectData::decode`]); the
+    /// offset is reported as IPO.
+    #[error("connect data field at offset {0} is not a valid NQN")]
     Field(u16),
 }
 
+/// Every NQN starts so (NVMe Base 2.0, section 4.5), including the UUID form
+/// `nqn.2014-08.org.nvmexpress:uuid:...` and the discovery subsystem's.
+const NQN_PREFIX: &str = "nqn.";
+
+/// Reads the NQN in the 256-byte field at `offset`: it must be UTF-8, end
+/// with a NUL inside the field, and be a non-empty name with the `nqn.`
+/// prefix.
+fn nqn_field(f: &Fields<'_>, offset: u16) -> Result<String, ConnectDataError> {
+    let field = f
+        .slice(usize::from(offset), NQN_FIELD_LEN)
+        .ok_or(ConnectDataError::Field(offset))?;
+    if !field.contains(&0) {
+        return Err(ConnectDataError::Field(offset));
+    }
+    match nul_terminated_str(field) {
+        Some(nqn) if nqn.starts_with(NQN_PREFIX) && nqn.len() > NQN_PREFIX.len() => {
+            Ok(nqn.to_owned())
+        }
+        _ => Err(ConnectDataError::Field(offset)),
+    }
+}
+
 impl ConnectData {
-    /// Parses the Connect data.
+    /// Parses the Connect data. SUBNQN and HOSTNQN must each be a
+    /// NUL-terminated, non-empty NQN with the `nqn.` prefix; the error names
+    /// the first field that is not (SUBNQN before HOSTNQN).
     pub fn decode(buf: &[u8]) -> Result<ConnectData, ConnectDataError> {
         if buf.len() < CONNECT_DATA_LEN {
             return Err(ConnectDataError::Length(buf.len()));
         }
         let f = Fields(buf);
-        let field = |off: u16| -> Result<String, ConnectDataError> {
-            let s = f
-                .slice(usize::from(off), 256)
-                .ok_or(ConnectDataError::Field(off))?;
-            nul_terminated_str(s)
-                .map(str::to_owned)
-                .ok_or(ConnectDataError::Field(off))
-        };
         Ok(ConnectData {
             host_id: f
                 .array::<16>(0)
                 .ok_or(ConnectDataError::Length(buf.len()))?,
             cntlid: f.u16(16).ok_or(ConnectDataError::Length(buf.len()))?,
-            subsys_nqn: field(CONNECT_DATA_SUBNQN_OFFSET)?,
-            host_nqn: field(CONNECT_DATA_HOSTNQN_OFFSET)?,
+            subsys_nqn: nqn_field(&f, CONNECT_DATA_SUBNQN_OFFSET)?,
+            host_nqn: nqn_field(&f, CONNECT_DATA_HOSTNQN_OFFSET)?,
         })
     }
 
@@ -184,6 +203,49 @@ mod tests {
         assert_eq!(
             ConnectData::decode(&b[..1000]),
             Err(ConnectDataError::Length(1000))
+        );
+    }
+
+    #[test]
+    fn nqns_must_be_terminated_non_empty_and_prefixed() {
+        let valid = ConnectData {
+            host_id: [5; 16],
+            cntlid: 0xFFFF,
+            subsys_nqn: "nqn.2024-01.io.keel:sub".into(),
+            host_nqn: "nqn.2014-08.org.nvmexpress:uuid:9b1a2c3d-0000-0000-0000-000000000001".into(),
+        };
+        assert!(ConnectData::decode(&valid.encode()).is_ok());
+        for (offset, bad) in [
+            (CONNECT_DATA_HOSTNQN_OFFSET, ""),
+            (CONNECT_DATA_HOSTNQN_OFFSET, "nqn."),
+            (CONNECT_DATA_HOSTNQN_OFFSET, "host-without-prefix"),
+            (
+                CONNECT_DATA_HOSTNQN_OFFSET,
+                "NQN.2014-08.org.nvmexpress:uuid:1",
+            ),
+            (CONNECT_DATA_SUBNQN_OFFSET, ""),
+            (CONNECT_DATA_SUBNQN_OFFSET, "iqn.2024-01.io.keel:sub"),
+        ] {
+            let mut d = valid.clone();
+            if offset == CONNECT_DATA_HOSTNQN_OFFSET {
+                d.host_nqn = bad.into();
+            } else {
+                d.subsys_nqn = bad.into();
+            }
+            assert_eq!(
+                ConnectData::decode(&d.encode()),
+                Err(ConnectDataError::Field(offset)),
+                "{bad:?} at {offset}"
+            );
+        }
+        // 256 bytes with no NUL: not terminated, even with the prefix.
+        let mut b = valid.encode();
+        let host = usize::from(CONNECT_DATA_HOSTNQN_OFFSET);
+        b[host..host + NQN_FIELD_LEN].fill(b'a');
+        b[host..host + 4].copy_from_slice(b"nqn.");
+        assert_eq!(
+            ConnectData::decode(&b),
+            Err(ConnectDataError::Field(CONNECT_DATA_HOSTNQN_OFFSET))
         );
     }
 

@@ -13,8 +13,10 @@
 //!
 //! [`Connection`]: crate::connection::Connection
 
+mod admission;
 mod epoll;
 mod reactor;
+mod refusals;
 #[cfg(test)]
 mod tests;
 mod uring;
@@ -24,12 +26,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use admission::{Admission, Decision};
 use reactor::{Counters, Inbox};
+use refusals::{Refusal, RefusalLog};
 
 use crate::backend::ReactorPollerFactory;
 use crate::connection::{Limits, PortKind};
@@ -39,6 +43,14 @@ use crate::subsystem::Subsystem;
 pub const DEFAULT_IO_PORT: u16 = 4420;
 /// Default NVMe/TCP discovery port.
 pub const DEFAULT_DISCOVERY_PORT: u16 = 8009;
+
+/// Default [`TargetConfig::connections_per_peer_max`]: room for a host with
+/// one admin and 64 I/O queues on each of two controllers, and an eighth of
+/// the default table.
+pub const DEFAULT_CONNECTIONS_PER_PEER_MAX: usize = 128;
+/// Default [`TargetConfig::handshake_timeout`], as production targets allow
+/// for a connection's first exchange.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to run a target.
 #[derive(Clone)]
@@ -54,8 +66,20 @@ pub struct TargetConfig {
     pub reactors: usize,
     /// Protocol limits.
     pub limits: Limits,
-    /// Connections accepted at once; more are closed on accept.
+    /// Connections open at once (I/O and discovery ports together). When
+    /// the table is full, a new connection takes the place of the oldest one
+    /// still in its handshake (see `handshake_timeout`), so peers that never
+    /// speak cannot lock a real host out; it is closed on accept only when
+    /// every open connection has finished its handshake.
     pub connections_max: usize,
+    /// Connections open at once from one peer address, so one peer cannot
+    /// take the whole table.
+    pub connections_per_peer_max: usize,
+    /// How long a new connection may take to finish its handshake (ICReq,
+    /// then a successful Fabrics Connect) before it is closed. A host does
+    /// both within a few round trips; a peer that does neither would hold its
+    /// place in the table for ever.
+    pub handshake_timeout: Duration,
     /// Period of the keep-alive / teardown check.
     pub tick_interval: Duration,
     /// How long a reactor keeps polling for work (spinning on its ring and
@@ -80,6 +104,8 @@ impl std::fmt::Debug for TargetConfig {
             .field("reactors", &self.reactors)
             .field("limits", &self.limits)
             .field("connections_max", &self.connections_max)
+            .field("connections_per_peer_max", &self.connections_per_peer_max)
+            .field("handshake_timeout", &self.handshake_timeout)
             .field("tick_interval", &self.tick_interval)
             .field("busy_poll", &self.busy_poll)
             .field("reactor_kind", &self.reactor_kind)
@@ -112,6 +138,8 @@ impl TargetConfig {
             reactors: 0,
             limits: Limits::default(),
             connections_max: 1024,
+            connections_per_peer_max: DEFAULT_CONNECTIONS_PER_PEER_MAX,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             tick_interval: Duration::from_millis(200),
             busy_poll: Duration::ZERO,
             reactor_kind: ReactorKind::Auto,
@@ -120,7 +148,7 @@ impl TargetConfig {
     }
 }
 
-/// Counters of a running target's reactors ([`TargetHandle::stats`]).
+/// Counters of a running target's reactors and acceptor ([`TargetHandle::stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReactorStats {
@@ -144,6 +172,18 @@ pub struct ReactorStats {
     /// Times a polling reactor found work without sleeping (counted at each
     /// tick): each one a thread wake-up spared.
     pub polled: usize,
+    /// Reactor ticks so far (all reactors): a clock for tests and
+    /// diagnostics that measure per tick rather than per wall-clock second.
+    pub ticks: usize,
+    /// Connections closed on accept: their peer was at
+    /// [`TargetConfig::connections_per_peer_max`], or the table was full of
+    /// connections past their handshake.
+    pub connections_refused: usize,
+    /// Connections closed in their handshake to make room for a new one.
+    pub connections_evicted: usize,
+    /// Connections closed for not finishing their handshake within
+    /// [`TargetConfig::handshake_timeout`].
+    pub handshake_timeouts: usize,
 }
 
 /// Why a target could not start.
@@ -189,7 +229,8 @@ pub struct TargetHandle {
     counters: Arc<Counters>,
 }
 
-fn validate(limits: &Limits) -> Result<(), StartError> {
+fn validate(config: &TargetConfig) -> Result<(), StartError> {
+    let limits = &config.limits;
     if limits.maxh2cdata < 4096 || limits.maxh2cdata & 0x3 != 0 {
         return Err(StartError::InvalidLimits(
             "MAXH2CDATA must be a multiple of 4 and at least 4096",
@@ -208,6 +249,11 @@ fn validate(limits: &Limits) -> Result<(), StartError> {
             "inline data size must be a multiple of 16",
         ));
     }
+    if config.connections_max == 0 || config.connections_per_peer_max == 0 {
+        return Err(StartError::InvalidLimits(
+            "at least one connection (per peer and in all) is needed",
+        ));
+    }
     if limits.io_queues_max == 0 {
         return Err(StartError::InvalidLimits(
             "at least one I/O queue is needed",
@@ -224,7 +270,7 @@ impl Target {
         config: TargetConfig,
         subsystem: Arc<Subsystem>,
     ) -> Result<TargetHandle, StartError> {
-        validate(&config.limits)?;
+        validate(&config)?;
         if config.listen_addrs.is_empty() {
             return Err(StartError::NoListener);
         }
@@ -269,6 +315,11 @@ impl Target {
             busy_poll: config.busy_poll,
             counters: counters.clone(),
             reactor_poller: config.reactor_poller.clone(),
+            admission: Arc::new(Admission::new(
+                config.connections_max,
+                config.connections_per_peer_max,
+            )),
+            handshake_timeout: config.handshake_timeout,
         });
         // Dropping the handle on an early return stops the threads started so far.
         let mut handle = TargetHandle {
@@ -308,7 +359,9 @@ impl Target {
             next: 0,
             stop,
             connections,
-            connections_max: config.connections_max,
+            admission: shared.admission.clone(),
+            counters: shared.counters.clone(),
+            refusals: RefusalLog::default(),
         };
         let t = std::thread::Builder::new()
             .name("nvmf-acceptor".into())
@@ -449,6 +502,10 @@ impl TargetHandle {
             shared_rings: self.counters.shared_rings.load(Ordering::Relaxed),
             polling: self.counters.polling.load(Ordering::Relaxed),
             polled: self.counters.polled.load(Ordering::Relaxed),
+            ticks: self.counters.ticks.load(Ordering::Relaxed),
+            connections_refused: self.counters.connections_refused.load(Ordering::Relaxed),
+            connections_evicted: self.counters.connections_evicted.load(Ordering::Relaxed),
+            handshake_timeouts: self.counters.handshake_timeouts.load(Ordering::Relaxed),
         }
     }
 
@@ -482,6 +539,8 @@ impl Drop for TargetHandle {
     }
 }
 
+/// The acceptor thread: takes each new connection off its listener, lets
+/// the admission table decide on it and hands it to a reactor, round-robin.
 struct Acceptor {
     poll: Poll,
     listeners: Vec<(TcpListener, PortKind)>,
@@ -489,7 +548,9 @@ struct Acceptor {
     next: usize,
     stop: Arc<AtomicBool>,
     connections: Arc<AtomicUsize>,
-    connections_max: usize,
+    admission: Arc<Admission>,
+    counters: Arc<Counters>,
+    refusals: RefusalLog,
 }
 
 impl Acceptor {
@@ -506,32 +567,73 @@ impl Acceptor {
                 }
             }
             for ev in events.iter() {
-                let Some((listener, kind)) = self.listeners.get(ev.token().0) else {
-                    continue;
-                };
-                loop {
+                let index = ev.token().0;
+                while let Some((listener, kind)) = self.listeners.get(index) {
+                    let kind = *kind;
                     match listener.accept() {
-                        Ok((stream, peer)) => {
-                            if self.connections.load(Ordering::Acquire) >= self.connections_max {
-                                tracing::warn!(%peer, "connection limit reached; refusing");
-                                continue;
-                            }
-                            self.connections.fetch_add(1, Ordering::AcqRel);
-                            let inbox = &self.inboxes[self.next % self.inboxes.len()];
-                            self.next = self.next.wrapping_add(1);
-                            inbox.send(reactor::Message::Accepted {
-                                stream: stream.into(),
-                                kind: *kind,
-                            });
-                        }
+                        Ok((stream, peer)) => self.place(stream, peer.ip(), kind),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
+                            tracing::debug!(error = %e, "accept failed");
+                            self.refused(Refusal::AcceptFailed, None);
                             break;
                         }
                     }
                 }
             }
+            // The tail of a burst of refusals is reported once it is due.
+            if let Some(summary) = self.refusals.due(Instant::now()) {
+                refusals::log(&summary);
+            }
+        }
+    }
+
+    /// Hands a connection just accepted from `peer` to a reactor, or closes
+    /// it (dropping `stream`) if the admission table refuses it.
+    fn place(&mut self, stream: mio::net::TcpStream, peer: std::net::IpAddr, kind: PortKind) {
+        let reactor = self.next % self.inboxes.len();
+        let id = match self.admission.admit(peer, reactor) {
+            Decision::Admit { id } => id,
+            Decision::AdmitEvicting {
+                id,
+                evicted,
+                evicted_reactor,
+            } => {
+                if let Some(inbox) = self.inboxes.get(evicted_reactor) {
+                    inbox.send(reactor::Message::Evict { token: evicted });
+                }
+                self.counters
+                    .connections_evicted
+                    .fetch_add(1, Ordering::Relaxed);
+                self.refused(Refusal::Evicted, Some(peer));
+                id
+            }
+            Decision::RefusePeerFull => {
+                self.counters
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                return self.refused(Refusal::PeerFull, Some(peer));
+            }
+            Decision::RefuseTableFull => {
+                self.counters
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                return self.refused(Refusal::TableFull, Some(peer));
+            }
+        };
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        self.next = self.next.wrapping_add(1);
+        self.inboxes[reactor].send(reactor::Message::Accepted {
+            stream: stream.into(),
+            kind,
+            token: id,
+        });
+    }
+
+    /// Counts a refusal and logs a summary when one is due.
+    fn refused(&mut self, refusal: Refusal, peer: Option<std::net::IpAddr>) {
+        if let Some(summary) = self.refusals.record(refusal, peer, Instant::now()) {
+            refusals::log(&summary);
         }
     }
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::admission::{Admission, ConnId};
 use super::uring::EventFd;
 use crate::backend::{NamespaceError, ReactorPoller, ReactorPollerFactory};
 use crate::connection::{Connection, ConnectionContext, IoOutput, Limits, PortKind};
@@ -39,6 +40,11 @@ pub(super) struct Shared {
     pub counters: Arc<Counters>,
     /// Makes each reactor's backend poller (see [`ReactorPoller`]).
     pub reactor_poller: Option<ReactorPollerFactory>,
+    /// The open connections the acceptor admitted; a reactor reports each
+    /// finished handshake and each close.
+    pub admission: Arc<Admission>,
+    /// How long a connection may take to finish its handshake.
+    pub handshake_timeout: Duration,
 }
 
 /// What the reactors count for diagnostics and for the tests that prove a
@@ -59,12 +65,26 @@ pub(super) struct Counters {
     pub polling: AtomicUsize,
     /// Times polling found work without sleeping, published at each tick.
     pub polled: AtomicUsize,
+    /// Ticks run by all reactors.
+    pub ticks: AtomicUsize,
+    /// Connections the acceptor closed on accept.
+    pub connections_refused: AtomicUsize,
+    /// Connections closed in their handshake to make room for new ones.
+    pub connections_evicted: AtomicUsize,
+    /// Connections closed for not finishing their handshake in time.
+    pub handshake_timeouts: AtomicUsize,
 }
 
 /// Work delivered to a reactor from other threads.
 pub(super) enum Message {
-    /// A new connection to own.
-    Accepted { stream: TcpStream, kind: PortKind },
+    /// A new connection to own, under the token (its admission id) given.
+    Accepted {
+        stream: TcpStream,
+        kind: PortKind,
+        token: ConnId,
+    },
+    /// Close this connection: the acceptor evicted it to make room.
+    Evict { token: ConnId },
     /// A namespace operation finished.
     IoDone {
         token: usize,
@@ -250,6 +270,8 @@ pub(super) struct Slot<S> {
     pub socket: S,
     /// Queued for servicing after the current batch.
     dirty: bool,
+    /// The admission table knows the handshake is done.
+    handshake_reported: bool,
 }
 
 /// A reactor's connections and the logic servicing them, over backend `T`.
@@ -260,7 +282,6 @@ pub(super) struct Core<T: Transport> {
     rx: Receiver<Message>,
     pub slots: HashMap<usize, Slot<T::Socket>>,
     pub transport: T,
-    next_token: usize,
     /// Connections with news to act on, gathered while draining the inbox or
     /// reaping the kernel's completions.
     dirty: Vec<usize>,
@@ -306,7 +327,6 @@ impl<T: Transport> Core<T> {
             rx,
             slots: HashMap::new(),
             transport,
-            next_token: 1,
             dirty: Vec::new(),
             inline_done: Vec::new(),
             now,
@@ -428,7 +448,15 @@ impl<T: Transport> Core<T> {
                 break;
             };
             match msg {
-                Message::Accepted { stream, kind } => self.adopt(stream, kind),
+                Message::Accepted {
+                    stream,
+                    kind,
+                    token,
+                } => self.adopt(token, stream, kind),
+                Message::Evict { token } => {
+                    tracing::debug!(token, "closing a connection in its handshake to make room");
+                    self.close(token);
+                }
                 Message::IoDone { token, tag, result } => {
                     if let Some(s) = self.slots.get_mut(&token) {
                         s.conn.complete_io(tag, result, now);
@@ -465,6 +493,7 @@ impl<T: Transport> Core<T> {
             return;
         }
         self.last_tick = self.now;
+        self.shared.counters.ticks.fetch_add(1, Ordering::Relaxed);
         self.shared
             .counters
             .wakeups
@@ -482,14 +511,18 @@ impl<T: Transport> Core<T> {
         }
     }
 
-    fn adopt(&mut self, stream: TcpStream, kind: PortKind) {
-        let token = self.next_token;
-        self.next_token += 1;
+    /// Gives up a connection accepted for `token` that never got a slot.
+    fn abandon(&mut self, token: ConnId) {
+        self.shared.admission.release(token);
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn adopt(&mut self, token: ConnId, stream: TcpStream, kind: PortKind) {
         let local_addr = match stream.local_addr() {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "accepted socket has no local address");
-                self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+                self.abandon(token);
                 return;
             }
         };
@@ -500,7 +533,7 @@ impl<T: Transport> Core<T> {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot register socket");
-                self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+                self.abandon(token);
                 return;
             }
         };
@@ -513,6 +546,7 @@ impl<T: Transport> Core<T> {
             io_listeners: self.shared.io_listeners.clone(),
             advertised_addr: self.shared.advertised_addr,
             notifier: Arc::new(move || inbox.send(Message::Poke { token })),
+            handshake_timeout: self.shared.handshake_timeout,
         };
         self.slots.insert(
             token,
@@ -520,6 +554,7 @@ impl<T: Transport> Core<T> {
                 conn: Connection::new(ctx),
                 socket,
                 dirty: false,
+                handshake_reported: false,
             },
         );
         // Arms the first receive on backends that need one.
@@ -533,6 +568,10 @@ impl<T: Transport> Core<T> {
             let Some(s) = self.slots.get_mut(&token) else {
                 return;
             };
+            if !s.handshake_reported && s.conn.handshake_done() {
+                s.handshake_reported = true;
+                self.shared.admission.handshake_done(token);
+            }
             if s.conn.has_io_requests() {
                 self.start_io(token);
             }
@@ -641,8 +680,15 @@ impl<T: Transport> Core<T> {
     /// back to the backend.
     pub fn close(&mut self, token: usize) {
         if let Some(mut s) = self.slots.remove(&token) {
+            if s.conn.handshake_timed_out() {
+                self.shared
+                    .counters
+                    .handshake_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             s.conn.peer_closed();
             self.transport.release(token, s.socket);
+            self.shared.admission.release(token);
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
         }
     }

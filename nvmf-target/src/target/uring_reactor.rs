@@ -61,6 +61,9 @@ pub(super) struct UringTransport {
     /// The read of the backend poller's eventfd, while armed.
     poller_armed: Option<OpId>,
     counters: Arc<Counters>,
+    /// Sockets of closed connections that could not be submitted for before
+    /// closing (see `release`): kept open until the reactor stops.
+    unsubmitted_sockets: Vec<TcpStream>,
 }
 
 /// A connection's socket and the buffers it lends the ring.
@@ -183,7 +186,8 @@ impl Transport for UringTransport {
 
     fn release(&mut self, token: usize, socket: UringSocket) {
         let in_flight = [socket.recv_op, socket.send_op];
-        if in_flight.iter().any(Option::is_some) {
+        let has_ops = in_flight.iter().any(Option::is_some);
+        if has_ops {
             // Completes a pending receive (end of stream) and send (EPIPE) even
             // where cancellation cannot reach an operation already running.
             if let Err(e) = socket.stream.shutdown(Shutdown::Both) {
@@ -194,6 +198,20 @@ impl Transport for UringTransport {
             match self.ring.cancel(tag(token, KIND_CANCEL), op) {
                 Ok(_) => self.count_submitted(),
                 Err(e) => tracing::debug!(error = %e, "cannot queue a cancellation"),
+            }
+        }
+        // INVARIANT: the descriptor is closed only after the kernel has taken
+        // every operation that names it. An operation still in the submission
+        // queue names the socket by number; once closed, that number can be
+        // given to a connection accepted meanwhile on another thread (this
+        // target's acceptor, or another target's), and a receive submitted
+        // later would take that connection's bytes. Submitting first makes
+        // each queued operation hold its own reference to this socket.
+        if has_ops {
+            if let Err(e) = self.ring.submit_and_wait(false, Duration::ZERO) {
+                tracing::warn!(error = %e, "cannot submit before closing a socket; keeping it open until the reactor stops");
+                self.unsubmitted_sockets.push(socket.stream);
+                return;
             }
         }
         // The socket's buffers in flight stay with the ring until their
@@ -227,6 +245,7 @@ pub(super) fn build(shared: Arc<Shared>) -> std::io::Result<Core<UringTransport>
         wake_armed: false,
         poller_armed: None,
         counters: shared.counters.clone(),
+        unsubmitted_sockets: Vec::new(),
     };
     Ok(Core::new(shared, transport, inbox, rx, poller))
 }

@@ -104,24 +104,36 @@ impl Fixture {
 
     /// The fixture with `limits` and reactors ticking every `tick_interval`.
     pub fn build(kind: ReactorKind, limits: Limits, tick_interval: Duration) -> Fixture {
+        Self::configured(kind, |config| {
+            config.limits = limits;
+            config.tick_interval = tick_interval;
+        })
+    }
+
+    /// The fixture with the target configuration `adjust` makes of the
+    /// default one (default limits, a 50 ms tick, 64 connections).
+    pub fn configured(kind: ReactorKind, adjust: impl FnOnce(&mut TargetConfig)) -> Fixture {
         let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEEL0001"));
         let ns1 = MemoryNamespace::new(BlockSize::B512, 4096, [0xA1; 16]);
         subsystem
             .add_namespace(1, ns1.clone(), HostAcl::AnyHost)
             .unwrap();
         let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let config = TargetConfig {
+        let mut config = TargetConfig {
             listen_addrs: vec![local],
             discovery_addrs: vec![local],
             advertised_addr: None,
             reactors: 2,
-            limits,
+            limits: Limits::default(),
             connections_max: 64,
-            tick_interval,
+            connections_per_peer_max: 64,
+            handshake_timeout: Duration::from_secs(10),
+            tick_interval: Duration::from_millis(50),
             busy_poll: Duration::ZERO,
             reactor_kind: kind,
             reactor_poller: None,
         };
+        adjust(&mut config);
         let target = Target::start(config, subsystem.clone()).unwrap();
         assert_eq!(target.reactor_kind(), kind);
         Fixture {
