@@ -881,7 +881,7 @@ impl NamespaceBackend for ThreadedNamespace {
 fn completions_from_other_threads_and_inline_ones_interleave_without_lost_wake_ups(
     kind: ReactorKind,
 ) {
-    // A periodic tick far beyond the host's 5 s timeout: a completion whose
+    // A periodic tick beyond the host's 30 s timeout: a completion whose
     // wake-up got lost would stall its command until the host gives up.
     let f = Fixture::build(kind, Limits::default(), Duration::from_secs(60));
     let inner = MemoryNamespace::new(BlockSize::B4096, 256, [0xD4; 16]);

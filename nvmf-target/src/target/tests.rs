@@ -75,8 +75,9 @@ impl Fixture {
     }
 }
 
+/// Waits for `f` to hold; the 30 s bound only turns a hang into a failure.
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::yield_now();
@@ -258,18 +259,48 @@ fn shutdown_with_sends_in_flight_frees_everything(kind: ReactorKind) {
     assert_eq!(f.subsystem.controller_count(), 0);
 }
 
+/// Reactor ticks over which idle wake-ups are counted (about half a second
+/// per reactor at the fixtures' 50 ms tick).
+const IDLE_WINDOW_TICKS: usize = 20;
+
+/// Most wake-ups per tick an idle reactor may show. A sleeping reactor wakes
+/// about once per tick (its wait's timeout is the tick); one that spins
+/// instead of sleeping wakes thousands of times per 50 ms tick, even with a
+/// small share of a busy CPU. The bound sits fifty times above the first and
+/// far below the second.
+const IDLE_WAKEUPS_PER_TICK_MAX: usize = 50;
+
+/// Asserts the reactors sleep while idle, counting their wake-ups per tick
+/// rather than per wall-clock second: a loaded machine that delays the
+/// reactors (or this thread) changes how long the window lasts, not how many
+/// times a sleeping reactor wakes per tick. Ticks first pass for each reactor
+/// so wake-ups from earlier work, published at the next tick, fall outside
+/// the window.
+fn assert_idle_reactors_sleep(f: &Fixture, reactors: usize) {
+    let settled = f.target.stats().ticks + 2 * reactors;
+    wait_until("the reactors to publish earlier wake-ups", || {
+        f.target.stats().ticks >= settled
+    });
+    let before = f.target.stats();
+    let end = before.ticks + reactors * IDLE_WINDOW_TICKS;
+    wait_until("the reactors to tick through the window", || {
+        f.target.stats().ticks >= end
+    });
+    let after = f.target.stats();
+    let ticks = after.ticks - before.ticks;
+    let woke = after.wakeups - before.wakeups;
+    assert!(
+        woke <= ticks * IDLE_WAKEUPS_PER_TICK_MAX,
+        "idle reactors woke {woke} times in {ticks} ticks"
+    );
+}
+
 fn idle_reactors_sleep(kind: ReactorKind) {
     let f = Fixture::start(kind, 2);
     // One connected host: the reactors have sockets and ticks to watch, and
     // nothing to do.
     let (_c, _q) = f.connect();
-    let before = f.target.stats().wakeups;
-    // A fixed measuring window, not a wait for a condition: two sleeping
-    // reactors wake about 20 times in it (a 50 ms tick each, published at the
-    // tick); spinning ones would wake thousands of times.
-    std::thread::sleep(Duration::from_millis(500));
-    let woke = f.target.stats().wakeups - before;
-    assert!(woke <= 60, "idle reactors woke {woke} times in 500 ms");
+    assert_idle_reactors_sleep(&f, 2);
 }
 
 fn polling_reactors_serve_and_go_back_to_sleep(kind: ReactorKind) {
@@ -313,12 +344,8 @@ fn polling_reactors_serve_and_go_back_to_sleep(kind: ReactorKind) {
     wait_until("the reactors to stop polling", || {
         f.target.stats().polling == 0
     });
-    // Then they sleep as reactors that never polled do: a fixed window, as
-    // in `idle_reactors_sleep`.
-    let before = f.target.stats().wakeups;
-    std::thread::sleep(Duration::from_millis(500));
-    let woke = f.target.stats().wakeups - before;
-    assert!(woke <= 60, "idle reactors woke {woke} times in 500 ms");
+    // Then they sleep as reactors that never polled do.
+    assert_idle_reactors_sleep(&f, 2);
     assert_eq!(f.target.stats().polling, 0, "an idle reactor polls again");
 }
 

@@ -148,10 +148,11 @@ impl Fixture {
         self.target.local_addrs()[0]
     }
 
-    /// Connect options for `host` to the test subsystem, with a 5 s timeout.
+    /// Connect options for `host` to the test subsystem, with a 30 s
+    /// timeout (a bound on hangs, generous for a loaded machine).
     pub fn options(&self, host: &str) -> HostOptions {
         let mut o = HostOptions::new(host, NQN);
-        o.timeout = Duration::from_secs(5);
+        o.timeout = Duration::from_secs(30);
         o
     }
 
@@ -179,9 +180,10 @@ pub fn pattern(len: usize, seed: u8) -> Bytes {
     )
 }
 
-/// Waits up to 5 s for `f` to hold, failing the test with `what` otherwise.
+/// Waits up to 30 s for `f` to hold, failing the test with `what` otherwise:
+/// the bound only turns a hang into a failure, so it is generous.
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::yield_now();
