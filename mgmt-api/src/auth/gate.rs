@@ -1,9 +1,10 @@
 //! Bounds on password checking. One argon2 hash costs 19 MiB and tens of
 //! milliseconds and anyone who can reach `/login` can ask for one, so:
 //!
-//! - at most `password_hashes_max` hashes run at once ([`HashGate`]); further
-//!   logins wait in a queue of at most `login_queue_max`, and beyond that are
-//!   refused at once (503) without costing anything;
+//! - hashes run on `password_hashes_max` threads of their own ([`HashPool`]),
+//!   so at most that many run at once and only those threads ever hold hash
+//!   memory; further logins wait in a queue of at most `login_queue_max`, and
+//!   beyond that are refused at once (503) without costing anything;
 //! - a client (source address) that failed [`FAILURES_FREE`] logins in a row is
 //!   refused (429) without a hash until a lockout ends, which doubles with each
 //!   further failure up to [`LOCKOUT_MAX`] ([`FailureTable`]). A client's state is
@@ -16,11 +17,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Failed logins in a row a client may make before it is locked out.
 pub const FAILURES_FREE: u32 = 5;
@@ -96,50 +97,69 @@ pub enum Refusal {
     Overloaded,
 }
 
-/// The semaphore of hash slots and its bounded queue.
-#[derive(Debug)]
-pub struct HashGate {
-    permits: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    queue_max: usize,
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads that hash passwords, and their bounded queue. Hashes run on
+/// these threads only, never on the runtime's blocking pool: the allocator
+/// keeps a freed 19 MiB hash block in the arena of the thread that freed it,
+/// so hashes spread over a pool of dozens of threads kept hundreds of MiB
+/// resident even when only two ran at once.
+pub struct HashPool {
+    jobs: SyncSender<Job>,
 }
 
-/// Leaves the queue count when a waiting login is done waiting or dropped.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+impl std::fmt::Debug for HashPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashPool").finish_non_exhaustive()
     }
 }
 
-impl HashGate {
-    /// `hashes_max` slots (at least one) and a queue of `queue_max` waiters.
-    pub fn new(hashes_max: usize, queue_max: usize) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(hashes_max.max(1))),
-            waiting: AtomicUsize::new(0),
-            queue_max,
+impl HashPool {
+    /// Starts `hashes_max` threads (at least one) behind a queue of `queue_max`
+    /// jobs. The threads end once the pool is dropped and the queue is drained.
+    pub fn new(hashes_max: usize, queue_max: usize) -> std::io::Result<Self> {
+        let (jobs, queue) = sync_channel::<Job>(queue_max);
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..hashes_max.max(1) {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("keel-password-{i}"))
+                .spawn(move || loop {
+                    // The lock is released before the job runs.
+                    let job = queue.lock().recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// Queues `work` for a hash thread; refuses at once if the queue is full.
+    /// Queued work runs even if the caller goes away, so the threads, not the
+    /// callers, bound how many hashes run.
+    pub fn submit<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<T>, Refusal> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(work());
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(result),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(Refusal::Overloaded),
         }
     }
 
-    /// Waits for a hash slot, or refuses at once if the queue is full. The
-    /// permit must move into the blocking task that hashes, so the slot stays
-    /// taken for as long as the hash runs, even if the request goes away.
-    pub async fn acquire(&self) -> Result<OwnedSemaphorePermit, Refusal> {
-        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
-            return Ok(permit);
-        }
-        let queued = self.waiting.fetch_add(1, Ordering::AcqRel);
-        let _waiting = Waiting(&self.waiting);
-        if queued >= self.queue_max {
-            return Err(Refusal::Overloaded);
-        }
-        // The semaphore is never closed.
-        Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| Refusal::Overloaded)
+    /// Runs `work` on a hash thread (see [`HashPool::submit`]) and waits for it.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Refusal> {
+        // A job that panicked dropped its sender: that reads as an overload.
+        self.submit(work)?.await.map_err(|_| Refusal::Overloaded)
     }
 }
 
@@ -289,22 +309,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_gate_hands_out_its_slots_queues_a_bounded_few_and_refuses_the_rest() {
-        let gate = Arc::new(HashGate::new(2, 1));
-        let first = gate.acquire().await.unwrap();
-        let _second = gate.acquire().await.unwrap();
-        let queued = {
-            let gate = Arc::clone(&gate);
-            tokio::spawn(async move { gate.acquire().await.map(drop) })
-        };
-        // Wait (bounded by the test's own runtime) until the spawned login queues.
-        while gate.waiting.load(Ordering::Acquire) == 0 {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(gate.acquire().await.err(), Some(Refusal::Overloaded));
-        drop(first);
-        assert_eq!(queued.await.unwrap(), Ok(()));
-        assert_eq!(gate.waiting.load(Ordering::Acquire), 0);
+    async fn the_pool_runs_its_threads_worth_queues_a_bounded_few_and_refuses_the_rest() {
+        let pool = HashPool::new(1, 1).unwrap();
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let busy = pool
+            .submit(move || {
+                started_tx.send(()).unwrap();
+                hold.recv().unwrap();
+            })
+            .unwrap();
+        // The one thread is busy once the first job has started.
+        started.recv().unwrap();
+        let queued = pool.submit(|| 7).unwrap();
+        assert_eq!(pool.submit(|| 0).err(), Some(Refusal::Overloaded));
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        assert_eq!(queued.await.unwrap(), 7);
+        assert_eq!(pool.run(|| 8).await, Ok(8), "the queue has room again");
     }
 
     #[test]

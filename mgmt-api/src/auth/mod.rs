@@ -6,6 +6,7 @@
 //! does not allow the operation on that project.
 
 pub mod gate;
+mod password;
 mod principal;
 mod store;
 mod token;

@@ -6,15 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use parking_lot::Mutex;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::gate::{FailureTable, HashGate, HashMeter, HashStats, Refusal};
+use super::gate::{FailureTable, HashMeter, HashPool, HashStats, Refusal};
 use super::principal::{Principal, Role, SYSTEM_PROJECT};
 use super::token::{self, Claims, ISSUER};
 use crate::domain::store::{create_new_durably, JsonStore, StoreError};
@@ -178,7 +176,7 @@ pub struct Authenticator {
     secret: Vec<u8>,
     file: Mutex<AuthFile>,
     store: JsonStore,
-    gate: HashGate,
+    hashers: HashPool,
     failures: FailureTable,
     meter: HashMeter,
 }
@@ -228,7 +226,9 @@ impl Authenticator {
         }
         let store = JsonStore::new(data_dir.join("users.json"));
         let auth = Self {
-            gate: HashGate::new(config.password_hashes_max, config.login_queue_max),
+            hashers: HashPool::new(config.password_hashes_max, config.login_queue_max).map_err(
+                |e| AuthError::Internal(format!("cannot start the password threads: {e}")),
+            )?,
             failures: FailureTable::default(),
             meter: HashMeter::default(),
             config,
@@ -274,20 +274,8 @@ impl Authenticator {
     }
 
     fn hash(&self, password: &str) -> Result<String, AuthError> {
-        let params = argon2::Params::new(
-            self.config.password_cost.memory_kib,
-            self.config.password_cost.iterations,
-            1,
-            None,
-        )
-        .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
         let _running = self.meter.enter();
-        argon
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| AuthError::Internal(e.to_string()))
+        super::password::hash(password, self.config.password_cost).map_err(AuthError::Internal)
     }
 
     /// Password hashes running now, at most at once, and in all.
@@ -295,22 +283,14 @@ impl Authenticator {
         self.meter.stats()
     }
 
-    /// Runs `work` (which may hash a password) on the blocking pool once a hash
-    /// slot is free; refuses at once if too many already wait for one.
+    /// Runs `work` (which may hash a password) on a password thread
+    /// (`auth::gate::HashPool`); refuses at once if too many already wait.
     pub async fn with_hash_slot<T: Send + 'static>(
         self: &Arc<Self>,
         work: impl FnOnce(&Authenticator) -> Result<T, AuthError> + Send + 'static,
     ) -> Result<T, AuthError> {
-        let permit = self.gate.acquire().await?;
         let auth = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            // The slot is held until the hash is done, even if the request
-            // that asked for it has gone away.
-            let _permit = permit;
-            work(&auth)
-        })
-        .await
-        .map_err(|e| AuthError::Internal(format!("password task failed: {e}")))?
+        self.hashers.run(move || work(&auth)).await?
     }
 
     /// Logs in from `client` (its address, if known) within the bounds of
@@ -362,13 +342,13 @@ impl Authenticator {
             let _ = self.hash(password);
             return Err(failed());
         };
-        let parsed = PasswordHash::new(&record.password_hash)
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let running = self.meter.enter();
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .map_err(|_| failed())?;
-        drop(running);
+        let matches = {
+            let _running = self.meter.enter();
+            super::password::verify(password, &record.password_hash).map_err(AuthError::Internal)?
+        };
+        if !matches {
+            return Err(failed());
+        }
         self.issue(&record.name, &record.role)
     }
 
