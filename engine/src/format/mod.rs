@@ -7,15 +7,17 @@ mod batch;
 mod checkpoint;
 mod codec;
 pub mod fuzzing;
+mod repair;
 mod root;
 mod superblock;
 
 pub use batch::{
     BatchBuilder, BatchHeader, Entry, UnverifiedIdentity, BATCH_HEADER_FIXED_LEN,
-    VOLUME_FLAG_COMPRESS, VOLUME_FLAG_INCOMPLETE,
+    HEADER_BLOCKS_MAX, VOLUME_FLAG_COMPRESS, VOLUME_FLAG_INCOMPLETE,
 };
 pub use checkpoint::{CheckpointBody, ChunkEntries, VolumeImage, VolumeKind};
 pub use codec::{DecodeError, Reader, Writer};
+pub use repair::repair_one_bit;
 pub use root::{CheckpointRoot, ROOT_SEGMENTS_MAX};
 pub use superblock::Superblock;
 

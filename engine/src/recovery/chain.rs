@@ -15,11 +15,17 @@
 use std::collections::HashMap;
 
 use crate::error::OpenError;
-use crate::format::{BatchHeader, CheckpointRoot, Entry};
+use crate::format::{
+    repair_one_bit, BatchHeader, CheckpointRoot, Entry, BATCH_HEADER_FIXED_LEN, HEADER_BLOCKS_MAX,
+};
 use crate::io::{read_blocking, AlignedBuf};
 use crate::log::segments::{SegmentState, SegmentTable};
 use crate::pool::Pool;
 use crate::units::{SegmentId, BLOCK_SIZE};
+
+/// Where a batch header keeps its used length and its checksum (FORMAT.md).
+const LEN_AT: usize = 56;
+const CRC_AT: usize = 60;
 
 /// The atomic unit of a device write (FORMAT.md, media assumptions): a header
 /// whose checksummed bytes fit in one sector cannot be torn.
@@ -36,6 +42,8 @@ pub(crate) struct ChainLink {
     /// The data-carrying entries with at least one block that fails its
     /// checksum.
     pub damaged_entries: Vec<DamagedEntry>,
+    /// Its header had one flipped bit, repaired from its checksum.
+    pub repaired: bool,
 }
 
 /// An entry whose stored data is damaged.
@@ -92,7 +100,7 @@ impl<'a> SegmentReader<'a> {
 /// What lies where a batch was looked for.
 enum Probe {
     /// An intact header of the expected batch, with its damaged entries.
-    Found(BatchHeader, Vec<DamagedEntry>),
+    Found(BatchHeader, Vec<DamagedEntry>, bool),
     /// The expected batch's identity (magic, seq, epoch, pool, segment) with a
     /// header that fails its checksum; `atomic` if its checksummed bytes fit
     /// within one sector, so the damage cannot be a tear.
@@ -119,34 +127,113 @@ fn probe(
     let Some(first) = reader.blocks(segment, block, 1)? else {
         return Ok(Probe::Absent);
     };
-    let Ok(identity) = BatchHeader::peek_identity(first) else {
-        return Ok(Probe::Absent);
+    let identity = BatchHeader::peek_identity(first).ok().filter(|identity| {
+        identity.seq == expected.seq
+            && identity.epoch == expected.epoch
+            && identity.pool_uuid == expected.pool.uuid
+            && identity.segment == segment.0
+    });
+    let intact = match &identity {
+        Some(_) => intact_header(reader, segment, block)?,
+        None => None,
     };
-    if identity.seq != expected.seq
-        || identity.epoch != expected.epoch
-        || identity.pool_uuid != expected.pool.uuid
-        || identity.segment != segment.0
-    {
-        return Ok(Probe::Absent);
+    let (header, repaired) = match intact {
+        Some(header) => (header, false),
+        None => match repaired_header(reader, segment, block, expected)? {
+            Some(header) => (header, true),
+            None => {
+                return Ok(match identity {
+                    Some(identity) => Probe::DamagedHeader {
+                        atomic: identity.used_len <= SECTOR_BYTES,
+                    },
+                    None => Probe::Absent,
+                })
+            }
+        },
+    };
+    if repaired {
+        tracing::warn!(
+            seq = expected.seq,
+            segment = segment.0,
+            block,
+            "repaired one flipped bit in a log batch header"
+        );
     }
-    let damaged = Probe::DamagedHeader {
-        atomic: identity.used_len <= SECTOR_BYTES,
-    };
-    let Ok(header_blocks) = BatchHeader::peek_header_blocks(first) else {
-        return Ok(damaged);
-    };
-    let Some(header_bytes) = reader.blocks(segment, block, u32::from(header_blocks))? else {
-        return Ok(damaged);
-    };
-    let Ok(header) = BatchHeader::decode(header_bytes) else {
-        return Ok(damaged);
-    };
+    let header_blocks = header.header_blocks;
+    let damaged = Probe::DamagedHeader { atomic: false };
     let data_start = block + u32::from(header_blocks);
     let Some(data) = reader.blocks(segment, data_start, header.data_blocks)? else {
         return Ok(damaged);
     };
     let damaged_entries = damaged_entries(&header, data);
-    Ok(Probe::Found(header, damaged_entries))
+    Ok(Probe::Found(header, damaged_entries, repaired))
+}
+
+/// The header at `block` of `segment` if it decodes as it is.
+fn intact_header(
+    reader: &mut SegmentReader<'_>,
+    segment: SegmentId,
+    block: u32,
+) -> Result<Option<BatchHeader>, OpenError> {
+    let Some(first) = reader.blocks(segment, block, 1)? else {
+        return Ok(None);
+    };
+    let Ok(header_blocks) = BatchHeader::peek_header_blocks(first) else {
+        return Ok(None);
+    };
+    let Some(bytes) = reader.blocks(segment, block, u32::from(header_blocks))? else {
+        return Ok(None);
+    };
+    Ok(BatchHeader::decode(bytes).ok())
+}
+
+/// The expected batch's header at `block` of `segment` after repairing one
+/// flipped bit: in the checksummed bytes, or in the length field that says
+/// which bytes those are.
+fn repaired_header(
+    reader: &mut SegmentReader<'_>,
+    segment: SegmentId,
+    block: u32,
+    expected: Expected<'_>,
+) -> Result<Option<BatchHeader>, OpenError> {
+    let room = (reader.pool.blocks_per_segment - block).min(u32::from(HEADER_BLOCKS_MAX));
+    let Some(bytes) = reader.blocks(segment, block, room)? else {
+        return Ok(None);
+    };
+    let stored_len = u32::from_le_bytes([
+        bytes[LEN_AT],
+        bytes[LEN_AT + 1],
+        bytes[LEN_AT + 2],
+        bytes[LEN_AT + 3],
+    ]);
+    let mut attempts = vec![None];
+    attempts.extend((0..32).map(Some));
+    for flipped_len_bit in attempts {
+        let len = stored_len ^ flipped_len_bit.map_or(0, |bit| 1u32 << bit);
+        let len = len as usize;
+        if len < BATCH_HEADER_FIXED_LEN || len > bytes.len() {
+            continue;
+        }
+        let mut copy = bytes.to_vec();
+        copy[LEN_AT..LEN_AT + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        let fixed = match flipped_len_bit {
+            None => repair_one_bit(&mut copy[..len], CRC_AT),
+            Some(_) => true,
+        };
+        if !fixed {
+            continue;
+        }
+        if let Ok(header) = BatchHeader::decode(&copy) {
+            if header.seq == expected.seq
+                && header.epoch == expected.epoch
+                && header.pool_uuid == expected.pool.uuid
+                && header.segment == segment.0
+            {
+                return Ok(Some(header));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The entries owning a data block that fails its stored crc.
@@ -316,14 +403,16 @@ pub(super) fn find_replay_chain(
         let not_torn = matches!(found, Probe::DamagedHeader { atomic: true });
         if !matches!(found, Probe::Found(..)) {
             if let Some(&segment) = starts.by_seq.get(&expected.seq) {
-                if let Probe::Found(header, damaged) = probe(&mut reader, segment, 0, expected)? {
-                    found = Probe::Found(header, damaged);
+                if let Probe::Found(header, damaged, repaired) =
+                    probe(&mut reader, segment, 0, expected)?
+                {
+                    found = Probe::Found(header, damaged, repaired);
                     position = (segment, 0);
                 }
             }
         }
         match found {
-            Probe::Found(header, damaged_entries) => {
+            Probe::Found(header, damaged_entries, repaired) => {
                 evidence.add(&header);
                 let next = (position.0, position.1 + header.total_blocks());
                 chain.push(ChainLink {
@@ -331,6 +420,7 @@ pub(super) fn find_replay_chain(
                     segment: position.0,
                     block: position.1,
                     damaged_entries,
+                    repaired,
                 });
                 position = next;
                 expected.seq += 1;

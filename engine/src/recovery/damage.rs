@@ -24,6 +24,8 @@ pub struct RecoveryReport {
     pub relocations_dropped: u64,
     /// Checkpoint root copies found damaged (each root is stored twice).
     pub damaged_root_copies: u32,
+    /// Log batch headers with one flipped bit, repaired from their checksum.
+    pub repaired_headers: u64,
 }
 
 /// A run of damaged volume blocks.

@@ -130,6 +130,7 @@ pub(crate) fn open(
     {
         let mut log = core.log.lock();
         for link in batches {
+            report.repaired_headers += u64::from(link.repaired);
             let header = damage::contain(
                 &core,
                 link.header,
