@@ -417,3 +417,40 @@ fn a_newest_root_damaged_in_both_copies_refuses_the_open() {
         .expect("opening from the older root would lose acknowledged writes");
     assert!(matches!(err, OpenError::RootDamaged { .. }), "{err}");
 }
+
+#[test]
+fn one_flipped_bit_in_the_newest_checkpoint_body_is_repaired_and_wider_damage_refuses() {
+    let (image, expected) = build_image();
+    let newest = (1..=4u64)
+        .filter_map(|slot| {
+            let block = read_blocking(&image, slot * BLOCK, BLOCK as usize).expect("read");
+            engine::format::CheckpointRoot::decode(block.as_slice()).ok()
+        })
+        .max_by_key(|root| root.generation)
+        .expect("a root");
+    let segment_bytes = u64::from(config().blocks_per_segment) * BLOCK;
+    let body_at = (1 << 20) + u64::from(newest.body_segments[0]) * segment_bytes;
+    let inside = body_at + (newest.body_len / 2);
+
+    let flipped = image.duplicate();
+    flipped.corrupt(inside, 0x02);
+    let mut tally = Tally::default();
+    check(flipped, &expected, Target::Body, &mut tally);
+    assert_eq!(tally.exact, 1, "the flipped bit is repaired: {tally:?}");
+
+    let overwritten = image.duplicate();
+    overwritten.corrupt(inside, 0x5A);
+    let err = Engine::open(vec![Arc::new(overwritten) as DeviceRef], config())
+        .err()
+        .expect("a body damaged beyond one bit cannot be trusted");
+    assert!(
+        matches!(
+            err,
+            OpenError::Corrupt {
+                what: "checkpoint body",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -17,7 +17,7 @@ pub use batch::{
 };
 pub use checkpoint::{CheckpointBody, ChunkEntries, VolumeImage, VolumeKind};
 pub use codec::{DecodeError, Reader, Writer};
-pub use repair::repair_one_bit;
+pub use repair::{repair_one_bit, repair_one_bit_against};
 pub use root::{CheckpointRoot, ROOT_SEGMENTS_MAX};
 pub use superblock::Superblock;
 

@@ -42,9 +42,6 @@ pub fn repair_one_bit(bytes: &mut [u8], crc_at: usize) -> bool {
     stored.copy_from_slice(&bytes[crc_at..crc_at + 4]);
     let stored = u32::from_le_bytes(stored);
     let syndrome = crc_with_hole(bytes, crc_at) ^ stored;
-    if syndrome == 0 {
-        return false;
-    }
     if syndrome.count_ones() == 1 {
         // Only the stored checksum is off: a data flip never changes exactly
         // one checksum bit (that would be a 2-bit codeword).
@@ -52,13 +49,31 @@ pub fn repair_one_bit(bytes: &mut [u8], crc_at: usize) -> bool {
         bytes[crc_at..crc_at + 4].copy_from_slice(&fixed.to_le_bytes());
         return true;
     }
+    flip_back(bytes, Some(crc_at), syndrome)
+}
+
+/// Finds the one bit of `bytes` whose flip makes their crc32c `stored`, and
+/// flips it back. Returns false, leaving `bytes` unchanged, if the crc already
+/// matches, if `stored` itself is one bit off (then `bytes` are intact and the
+/// caller decides), or if no single bit explains the difference.
+pub fn repair_one_bit_against(bytes: &mut [u8], stored: u32) -> bool {
+    let syndrome = crc32c::crc32c(bytes) ^ stored;
+    syndrome.count_ones() > 1 && flip_back(bytes, None, syndrome)
+}
+
+/// Flips back the one bit of `bytes` (outside the four bytes at `hole`) whose
+/// error pattern has checksum difference `syndrome`, if exactly one has.
+fn flip_back(bytes: &mut [u8], hole: Option<usize>, syndrome: u32) -> bool {
+    if syndrome == 0 {
+        return false;
+    }
     // A flip of bit `bit` of byte j changes the checksum by the raw register of
     // that byte followed by (len - 1 - j) zero bytes; walk j from the end,
     // advancing the eight candidates one zero byte per step.
     let mut candidates: [u32; 8] = std::array::from_fn(|bit| one_bit_byte(bit as u32));
     let mut found = None;
     for j in (0..bytes.len()).rev() {
-        if !(crc_at..crc_at + 4).contains(&j) {
+        if hole.is_none_or(|at| !(at..at + 4).contains(&j)) {
             for (bit, &candidate) in candidates.iter().enumerate() {
                 if candidate == syndrome {
                     if found.is_some() {
@@ -123,6 +138,19 @@ mod tests {
             prop_assert!(!repair_one_bit(&mut damaged, 4));
             prop_assert_eq!(damaged, before);
         }
+    }
+
+    #[test]
+    fn a_body_checked_against_a_crc_kept_elsewhere_is_repaired_too() {
+        let original: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let crc = crc32c::crc32c(&original);
+        let mut damaged = original.clone();
+        damaged[4321] ^= 0x20;
+        assert!(repair_one_bit_against(&mut damaged, crc));
+        assert_eq!(damaged, original);
+        damaged[10] ^= 0x01;
+        damaged[11] ^= 0x80;
+        assert!(!repair_one_bit_against(&mut damaged, crc));
     }
 
     #[test]

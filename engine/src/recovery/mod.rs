@@ -16,7 +16,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::core::{Catalog, Core, EngineConfig};
 use crate::error::OpenError;
-use crate::format::{CheckpointBody, CheckpointRoot, DecodeError};
+use crate::format::{repair_one_bit_against, CheckpointBody, CheckpointRoot, DecodeError};
 use crate::index::{set_owners, Chunk, RefCounts, VolumeMap};
 use crate::io::{flush_blocking, read_blocking, write_blocking, AlignedBuf, DeviceRef};
 use crate::log::segments::{SegmentPins, SegmentState, SegmentTable};
@@ -162,7 +162,29 @@ fn corrupt(what: &'static str, source: DecodeError) -> OpenError {
     OpenError::Corrupt { what, source }
 }
 
+/// Reads, checks (repairing one flipped bit) and decodes the body `root` names.
 fn read_body(pool: &Pool, root: &CheckpointRoot) -> Result<CheckpointBody, OpenError> {
+    let mut bytes = read_body_bytes(pool, root)?;
+    let computed = crc32c::crc32c(&bytes);
+    if computed != root.body_crc && repair_one_bit_against(&mut bytes, root.body_crc) {
+        tracing::warn!(
+            generation = root.generation,
+            "repaired one flipped bit in the checkpoint body"
+        );
+    } else if computed != root.body_crc {
+        return Err(corrupt(
+            "checkpoint body",
+            DecodeError::Checksum {
+                stored: root.body_crc,
+                computed,
+            },
+        ));
+    }
+    CheckpointBody::decode(&bytes).map_err(|e| corrupt("checkpoint body", e))
+}
+
+/// The body's bytes as stored, unchecked.
+fn read_body_bytes(pool: &Pool, root: &CheckpointRoot) -> Result<Vec<u8>, OpenError> {
     let segment_bytes = pool.segment_bytes();
     if root.body_len > segment_bytes * root.body_segments.len() as u64 {
         return Err(corrupt(
@@ -189,17 +211,7 @@ fn read_body(pool: &Pool, root: &CheckpointRoot) -> Result<CheckpointBody, OpenE
         let buf = read_blocking(device, offset, want.div_ceil(BLOCK_SIZE) * BLOCK_SIZE)?;
         bytes.extend_from_slice(&buf.as_slice()[..want]);
     }
-    let computed = crc32c::crc32c(&bytes);
-    if computed != root.body_crc {
-        return Err(corrupt(
-            "checkpoint body",
-            DecodeError::Checksum {
-                stored: root.body_crc,
-                computed,
-            },
-        ));
-    }
-    CheckpointBody::decode(&bytes).map_err(|e| corrupt("checkpoint body", e))
+    Ok(bytes)
 }
 
 fn rebuild_catalog(
@@ -282,7 +294,11 @@ pub(crate) fn damaged_metadata(pool: &Pool) -> u32 {
     match roots::inspect(pool) {
         Ok((copies, newest)) => {
             damaged += copies;
-            if newest.is_none_or(|root| read_body(pool, &root).is_err()) {
+            let body_intact = newest.is_some_and(|root| {
+                read_body_bytes(pool, &root)
+                    .is_ok_and(|bytes| crc32c::crc32c(&bytes) == root.body_crc)
+            });
+            if !body_intact {
                 damaged += 1;
             }
         }
