@@ -3,13 +3,19 @@
 //! un-checkpointed log, a restart. Every block must read back what was
 //! acknowledged — the writes after the damaged batch included — except exactly
 //! the damaged block, which answers the NVMe media error Unrecovered Read
-//! Error; keeld says what it found in its log.
+//! Error; keeld says what it found in its log. And the same pool image damaged
+//! in turn in the data, a header, the log tail, a root copy and a superblock:
+//! keeld either serves every block exactly or as a media error, or, where
+//! FORMAT.md says it must, refuses to start with a message naming the damage.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{pattern, Keeld};
@@ -21,6 +27,28 @@ const BLOCK: u64 = 4096;
 
 /// Batches in the pool file with data: (epoch, seq, byte offset of the data, data blocks).
 fn data_batches(pool: &mut std::fs::File) -> Vec<(u64, u64, u64, u64)> {
+    headers(pool)
+        .into_iter()
+        .filter(|h| h.data_blocks > 0)
+        .map(|h| (h.epoch, h.seq, h.data_at, h.data_blocks))
+        .collect()
+}
+
+/// A batch header found in the pool file.
+struct FoundHeader {
+    epoch: u64,
+    seq: u64,
+    /// Byte offset of the header.
+    at: u64,
+    /// Used header bytes.
+    used: u64,
+    /// Byte offset of its data.
+    data_at: u64,
+    data_blocks: u64,
+}
+
+/// Every intact batch header in the pool file.
+fn headers(pool: &mut std::fs::File) -> Vec<FoundHeader> {
     let len = pool.metadata().expect("metadata").len();
     let mut found = Vec::new();
     let mut chunk = vec![0u8; 8 << 20];
@@ -33,14 +61,15 @@ fn data_batches(pool: &mut std::fs::File) -> Vec<(u64, u64, u64, u64)> {
             let bytes = &chunk[block * BLOCK as usize..];
             if bytes.starts_with(b"KEELBTCH") {
                 if let Ok(header) = BatchHeader::decode(bytes) {
-                    if header.data_blocks > 0 {
-                        found.push((
-                            header.epoch,
-                            header.seq,
-                            at + (block as u64 + u64::from(header.header_blocks)) * BLOCK,
-                            u64::from(header.data_blocks),
-                        ));
-                    }
+                    let used = u32::from_le_bytes([bytes[56], bytes[57], bytes[58], bytes[59]]);
+                    found.push(FoundHeader {
+                        epoch: header.epoch,
+                        seq: header.seq,
+                        at: at + block as u64 * BLOCK,
+                        used: u64::from(used),
+                        data_at: at + (block as u64 + u64::from(header.header_blocks)) * BLOCK,
+                        data_blocks: u64::from(header.data_blocks),
+                    });
                     block += header.total_blocks() as usize;
                     continue;
                 }
@@ -139,4 +168,170 @@ fn a_damaged_batch_in_the_middle_of_the_log_costs_exactly_its_block_over_nvme() 
         io.read(nsid, Lba(lba), 1, BLOCK as u32).expect("read"),
         fresh.to_vec()
     );
+}
+
+/// XORs the byte at `offset` of the pool file with `mask`.
+fn damage(pool_path: &Path, offset: u64, mask: u8) {
+    let mut pool = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(pool_path)
+        .expect("open pool.img");
+    let mut byte = [0u8; 1];
+    pool.seek(SeekFrom::Start(offset)).expect("seek");
+    pool.read_exact(&mut byte).expect("read");
+    pool.seek(SeekFrom::Start(offset)).expect("seek");
+    pool.write_all(&[byte[0] ^ mask]).expect("write");
+    pool.sync_all().expect("sync");
+}
+
+/// Copies a sparse pool file (cp keeps its holes).
+fn copy_pool(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(status.success(), "cp {from:?} {to:?}");
+}
+
+/// Runs keeld on `data_dir` expecting it to refuse to start; returns what it
+/// printed. A keeld still running after a minute fails the test.
+fn refused_start(data_dir: &Path) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keeld"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--pool-size", "1GiB"])
+        .args(["--api-listen", "127.0.0.1:0"])
+        .args(["--nvme-listen", "127.0.0.1:0"])
+        .args(["--discovery-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keeld");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let output = child.wait_with_output().expect("output");
+            assert!(!status.success(), "keeld started on a pool it must refuse");
+            return String::from_utf8_lossy(&output.stderr).into_owned()
+                + &String::from_utf8_lossy(&output.stdout);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("keeld neither refused nor failed within a minute");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn damage_anywhere_is_served_exactly_or_as_media_errors_or_refused_with_a_reason() {
+    let mut k = Keeld::start_default();
+    k.login();
+    let v = k.create_volume("victim", 64 << 20, &[HOST]);
+    let nsid = u32::try_from(v["nsid"].as_u64().expect("nsid")).expect("nsid");
+    let uuid = v["UUID"].as_str().expect("UUID").to_owned();
+    let mut expected: BTreeMap<u64, Bytes> = BTreeMap::new();
+    {
+        let mut c = k.connect(HOST);
+        assert!(c.set_queue_count(1).expect("queues") >= 1);
+        let mut io = c.connect_io_queue(1).expect("I/O queue");
+        for i in 0..96u64 {
+            let lba = (i * 40_503) % (16 << 20 >> 12);
+            let data = pattern(BLOCK as usize, 5000 + i);
+            io.write(nsid, Lba(lba), data.clone(), BLOCK as u32)
+                .expect("write");
+            expected.insert(lba, data);
+            if i == 48 {
+                io.flush(nsid).expect("flush");
+            }
+        }
+    }
+    k.kill9();
+    let pool_path = k.data_dir().join("pool.img");
+    let pristine = k.data_dir().join("pool.img.pristine");
+    copy_pool(&pool_path, &pristine);
+    let mut found = headers(
+        &mut OpenOptions::new()
+            .read(true)
+            .open(&pool_path)
+            .expect("open"),
+    );
+    let newest_epoch = found.iter().map(|h| h.epoch).max().expect("headers");
+    found.retain(|h| h.epoch == newest_epoch && h.data_blocks > 0);
+    found.sort_by_key(|h| h.seq);
+    assert!(found.len() >= 90, "{} batches of this run", found.len());
+    let early = &found[10];
+    let middle = &found[found.len() / 2];
+    let tail = &found[found.len() - 1];
+
+    // (what, offset, mask, must keeld refuse?)
+    let cases: Vec<(&str, u64, u8, bool)> = vec![
+        ("data mid-log, bit flip", middle.data_at + 1234, 0x10, false),
+        (
+            "data of the tail, byte overwrite",
+            tail.data_at + 4000,
+            0x5A,
+            false,
+        ),
+        (
+            "header mid-log, bit flip",
+            middle.at + middle.used - 3,
+            0x04,
+            false,
+        ),
+        (
+            "header of a flushed batch, byte overwrite",
+            early.at + early.used - 3,
+            0x5A,
+            true,
+        ),
+        ("root slot 1, byte overwrite", BLOCK + 50, 0x5A, false),
+        ("root mirror 0, bit flip", 3 * BLOCK + 20, 0x01, false),
+        ("superblock, byte overwrite", 20, 0x5A, false),
+        ("superblock copy, bit flip", 5 * BLOCK + 40, 0x80, false),
+    ];
+    for (what, offset, mask, refuse) in cases {
+        copy_pool(&pristine, &pool_path);
+        damage(&pool_path, offset, mask);
+        if refuse {
+            let said = refused_start(k.data_dir());
+            assert!(
+                said.contains("is damaged and may hold acknowledged writes"),
+                "{what}: keeld must say why it refuses\n{said}"
+            );
+            continue;
+        }
+        k.restart();
+        k.wait_volume_state(&uuid, "Available");
+        let mut c = k.connect(HOST);
+        assert!(c.set_queue_count(1).expect("queues") >= 1);
+        let mut io = c.connect_io_queue(1).expect("I/O queue");
+        let mut media_errors = 0;
+        for (lba, data) in &expected {
+            match io.read(nsid, Lba(*lba), 1, BLOCK as u32) {
+                Ok(got) => assert!(
+                    got == data.to_vec(),
+                    "{what}: LBA {lba} read back other data with success"
+                ),
+                Err(err) => {
+                    assert_eq!(
+                        err.status(),
+                        Some(Status::UnrecoveredReadError),
+                        "{what}: LBA {lba}: {err:?}"
+                    );
+                    media_errors += 1;
+                }
+            }
+        }
+        let allowed = if what.starts_with("data") { 1 } else { 0 };
+        assert_eq!(media_errors, allowed, "{what}: media errors");
+        drop(io);
+        drop(c);
+        k.kill9();
+    }
 }
