@@ -27,6 +27,12 @@ pub struct EngineConfig {
     /// Garbage collection starts when free segments drop to this share of the
     /// pool (per mille), and stops at twice that.
     pub gc_free_low_permille: u32,
+    /// Pace of a scrub pass in bytes per second (0: as fast as reads go), so
+    /// foreground I/O keeps the device.
+    pub scrub_bytes_per_s: u64,
+    /// Time between scheduled scrub passes (the first starts five minutes
+    /// after open); `None` scrubs only on demand.
+    pub scrub_interval: Option<std::time::Duration>,
 }
 
 impl Default for EngineConfig {
@@ -40,6 +46,8 @@ impl Default for EngineConfig {
             // the foreground's log head.
             gc_policy: GcPolicy::Greedy,
             gc_free_low_permille: 50,
+            scrub_bytes_per_s: 8 << 20,
+            scrub_interval: Some(std::time::Duration::from_secs(24 * 3600)),
         }
     }
 }

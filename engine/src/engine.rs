@@ -19,6 +19,7 @@ use crate::index::{Packing, VolumeMap};
 use crate::io::{open_backing, AlignedBuf, BackingKind, DeviceError, DeviceRef, IoOp, UringDevice};
 use crate::log::{append, Origin, Pending, Record, BATCH_DATA_BLOCKS_MAX};
 use crate::recovery::RecoveryReport;
+use crate::scrub::{ScrubStatus, Scrubber};
 use crate::thick_clone::CloneJob;
 use crate::units::{SectorSize, VolumeId, BLOCK_SIZE, BLOCK_SIZE_U64};
 use crate::volume::{Volume, VolumeInfo, VolumeState};
@@ -156,6 +157,8 @@ pub struct Engine {
     jobs: Mutex<HashMap<VolumeId, CloneJob>>,
     /// What recovery found damaged at open.
     recovery: RecoveryReport,
+    /// Scrub state shared with the scrub thread.
+    scrubber: Arc<Scrubber>,
 }
 
 impl Engine {
@@ -172,7 +175,9 @@ impl Engine {
     pub fn open(devices: Vec<DeviceRef>, config: EngineConfig) -> Result<Engine, OpenError> {
         let (requests_tx, requests_rx) = crossbeam_channel::bounded(1);
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let scrub_interval = config.scrub_interval;
         let (core, recovery) = crate::recovery::open(devices, config, requests_tx, wake_tx)?;
+        let (scrubber, scrub_requests) = Scrubber::new(core.config.scrub_bytes_per_s, &recovery);
         write_checkpoint(&core)?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let engine = Engine {
@@ -181,8 +186,10 @@ impl Engine {
             stop: Mutex::new(Some(stop_tx)),
             jobs: Mutex::new(HashMap::new()),
             recovery,
+            scrubber,
         };
         let stop = stop_rx.clone();
+        let scrub_stop = stop_rx.clone();
         let checkpointer = std::thread::Builder::new()
             .name("keel-checkpoint".into())
             .spawn(move || run_checkpointer(core, requests_rx, stop))
@@ -194,6 +201,20 @@ impl Engine {
             .spawn(move || crate::gc::run_collector(core, wake_rx, stop_rx))
             .map_err(OpenError::Thread)?;
         engine.threads.lock().push(collector);
+        let (view, scrub_state) = (engine.view(), engine.scrubber.clone());
+        let scrub = std::thread::Builder::new()
+            .name("keel-scrub".into())
+            .spawn(move || {
+                crate::scrub::run_scrubber(
+                    view,
+                    scrub_state,
+                    scrub_requests,
+                    scrub_stop,
+                    scrub_interval,
+                )
+            })
+            .map_err(OpenError::Thread)?;
+        engine.threads.lock().push(scrub);
         Ok(engine)
     }
 
@@ -227,6 +248,17 @@ impl Engine {
     /// read as media errors until rewritten.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.recovery
+    }
+
+    /// Starts a scrub pass now (paced like scheduled ones); false if one is
+    /// already running.
+    pub fn start_scrub(&self) -> bool {
+        self.scrubber.request()
+    }
+
+    /// Where scrubbing stands and what the last pass found.
+    pub fn scrub_status(&self) -> ScrubStatus {
+        self.scrubber.status()
     }
 
     /// Writes a checkpoint now (normally the engine does so on its own).
@@ -274,7 +306,51 @@ impl Engine {
             stop: Mutex::new(None),
             jobs: Mutex::new(HashMap::new()),
             recovery: self.recovery.clone(),
+            scrubber: self.scrubber.clone(),
         }
+    }
+
+    /// A volume's or snapshot's mapped 4 KiB blocks as sorted runs of at most
+    /// `max_blocks`; `None` if it does not exist.
+    pub(crate) fn mapped_runs(&self, id: VolumeId, max_blocks: u64) -> Option<Vec<(u64, u64)>> {
+        let map = self.map_copy(id)?;
+        let mut lbas = Vec::with_capacity(map.mapped_blocks() as usize);
+        map.scan(|_| true, |lba, _| lbas.push(lba));
+        lbas.sort_unstable();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for lba in lbas {
+            match runs.last_mut() {
+                Some((first, blocks)) if *first + *blocks == lba && *blocks < max_blocks => {
+                    *blocks += 1
+                }
+                _ => runs.push((lba, 1)),
+            }
+        }
+        Some(runs)
+    }
+
+    /// Reads `blocks` 4 KiB blocks from block `first`, whatever the sector size.
+    pub(crate) fn read_blocks_wait(
+        &self,
+        volume: VolumeId,
+        first: u64,
+        blocks: u64,
+    ) -> Result<Bytes, IoError> {
+        let sector = u64::from(
+            self.volume(volume)
+                .ok_or(IoError::NoSuchVolume(volume))?
+                .sector_size
+                .bytes(),
+        );
+        let per_block = BLOCK_SIZE_U64 / sector;
+        self.read_wait(volume, first * per_block, (blocks * per_block) as u32)
+    }
+
+    /// Reads the pool's metadata copies and the newest checkpoint body back and
+    /// counts the damaged ones; blocks checkpoints meanwhile.
+    pub(crate) fn check_metadata(&self) -> u32 {
+        let _gate = self.core.checkpoint_gate.lock();
+        crate::recovery::damaged_metadata(&self.core.pool)
     }
 
     /// A copy of a volume's or snapshot's map (chunks shared, O(chunks)).

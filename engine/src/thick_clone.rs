@@ -169,7 +169,7 @@ impl Engine {
                 to: size_bytes,
             });
         }
-        let runs = self.mapped_runs(snapshot)?;
+        let runs = self.mapped_runs_of(snapshot)?;
         let flags = VOLUME_FLAG_INCOMPLETE
             | if options.compression {
                 VOLUME_FLAG_COMPRESS
@@ -211,23 +211,9 @@ impl Engine {
     }
 
     /// The snapshot's mapped blocks as runs of at most [`PIECE_BLOCKS`].
-    fn mapped_runs(&self, snapshot: VolumeId) -> Result<Vec<Run>, VolumeError> {
-        let map = self
-            .map_copy(snapshot)
-            .ok_or_else(|| VolumeError::NotFound(snapshot.to_string()))?;
-        let mut lbas = Vec::with_capacity(map.mapped_blocks() as usize);
-        map.scan(|_| true, |lba, _| lbas.push(lba));
-        lbas.sort_unstable();
-        let mut runs: Vec<Run> = Vec::new();
-        for lba in lbas {
-            match runs.last_mut() {
-                Some((first, blocks)) if *first + *blocks == lba && *blocks < PIECE_BLOCKS => {
-                    *blocks += 1
-                }
-                _ => runs.push((lba, 1)),
-            }
-        }
-        Ok(runs)
+    fn mapped_runs_of(&self, snapshot: VolumeId) -> Result<Vec<Run>, VolumeError> {
+        self.mapped_runs(snapshot, PIECE_BLOCKS)
+            .ok_or_else(|| VolumeError::NotFound(snapshot.to_string()))
     }
 }
 
@@ -263,7 +249,7 @@ fn run_job(
         if job.cancelled() {
             return Err(JobEnd::Cancelled);
         }
-        let data = read_blocks(engine, source, first, blocks)?;
+        let data = engine.read_blocks_wait(source, first, blocks)?;
         write_blocks(engine, destination, first, data)?;
         let done = job
             .0
@@ -278,8 +264,8 @@ fn run_job(
             if job.cancelled() {
                 return Err(JobEnd::Cancelled);
             }
-            let original = read_blocks(engine, source, first, blocks)?;
-            let copy = read_blocks(engine, destination, first, blocks)?;
+            let original = engine.read_blocks_wait(source, first, blocks)?;
+            let copy = engine.read_blocks_wait(destination, first, blocks)?;
             if original != copy {
                 return Err(JobEnd::Failed(format!(
                     "verification found a difference in blocks {first}..{}",
@@ -301,23 +287,6 @@ fn run_job(
 }
 
 /// Reads whole 4 KiB blocks, whatever the volume's sector size.
-fn read_blocks(
-    engine: &Engine,
-    volume: VolumeId,
-    first: u64,
-    blocks: u64,
-) -> Result<bytes::Bytes, IoError> {
-    let sector = u64::from(
-        engine
-            .volume(volume)
-            .ok_or(IoError::NoSuchVolume(volume))?
-            .sector_size
-            .bytes(),
-    );
-    let per_block = BLOCK_SIZE_U64 / sector;
-    engine.read_wait(volume, first * per_block, (blocks * per_block) as u32)
-}
-
 fn write_blocks(
     engine: &Engine,
     volume: VolumeId,

@@ -262,6 +262,34 @@ fn rebuild_catalog(
     Ok(catalog)
 }
 
+/// Counts damaged pool metadata: superblocks and their copies on every device,
+/// root copies, and the newest checkpoint body (a read error counts as
+/// damage). Callers hold the checkpoint gate, so no root is being written.
+pub(crate) fn damaged_metadata(pool: &Pool) -> u32 {
+    let mut damaged = 0;
+    for device in &pool.devices {
+        for offset in [0, SUPERBLOCK_COPY] {
+            let intact = read_blocking(device.as_ref(), offset, BLOCK_SIZE).is_ok_and(|block| {
+                crate::format::Superblock::decode(block.as_slice())
+                    .is_ok_and(|sb| sb.pool_uuid == pool.uuid)
+            });
+            if !intact {
+                damaged += 1;
+            }
+        }
+    }
+    match roots::inspect(pool) {
+        Ok((copies, newest)) => {
+            damaged += copies;
+            if newest.is_none_or(|root| read_body(pool, &root).is_err()) {
+                damaged += 1;
+            }
+        }
+        Err(_) => damaged += 1,
+    }
+    damaged
+}
+
 /// True if any of `devices` may carry a Keel pool: its first block starts with
 /// the superblock magic (of any version, even damaged) or cannot be read. Only
 /// devices for which this is false are ever formatted as blank.

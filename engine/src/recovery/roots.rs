@@ -137,3 +137,25 @@ fn repair_copy(pool: &Pool, parity: usize, pair: &[Copy; 2]) -> Result<(), OpenE
     )?;
     Ok(())
 }
+
+/// How many of the four root copies are damaged, and the newest valid root:
+/// what a scrub checks while the pool is open.
+pub(super) fn inspect(pool: &Pool) -> Result<(u32, Option<CheckpointRoot>), OpenError> {
+    let mut damaged = 0;
+    let mut newest: Option<CheckpointRoot> = None;
+    for offset in ROOT_SLOTS.into_iter().chain(ROOT_MIRRORS) {
+        match Copy::read(pool, offset)? {
+            Copy::Damaged(_) => damaged += 1,
+            Copy::Valid(root) => {
+                if newest
+                    .as_ref()
+                    .is_none_or(|n| root.generation > n.generation)
+                {
+                    newest = Some(root);
+                }
+            }
+            Copy::Empty => {}
+        }
+    }
+    Ok((damaged, newest))
+}
