@@ -105,6 +105,12 @@ fn a_scrub_over_rest_finds_exactly_the_damaged_block_of_a_checkpointed_volume() 
     );
     let started = k.call(Method::POST, "/api/v2/cluster/scrub", None);
     assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    // The answer never shows the old idle state: the pass runs, or has ended.
+    assert!(
+        started.body["state"] == "Running" || started.body["passesCompleted"].as_u64() >= Some(1),
+        "{}",
+        started.body
+    );
 
     let mut last = Value::Null;
     let done = wait_until(PASS_WAIT, || {

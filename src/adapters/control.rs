@@ -10,18 +10,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use engine::{
-    CloneJob, CloneState, Engine, IoError, ScrubStatus, SectorSize, ThickCloneOptions, VolumeError,
-    VolumeId, VolumeInfo, VolumeKind, VolumeOptions,
+    CloneJob, CloneState, Engine, IoError, SectorSize, ThickCloneOptions, VolumeError, VolumeId,
+    VolumeInfo, VolumeKind, VolumeOptions,
 };
 use mgmt_api::control::{
     CloneJobId, CloneJobState, CloneJobStatus, EngineVolume, HostAcl, NodeInfo, PoolStats,
-    ScrubDamage, ScrubReport, VolumeSpec, VolumeUsage,
+    ScrubReport, VolumeSpec, VolumeUsage,
 };
 use mgmt_api::{Control, ControlError};
 use nvmf_target::Subsystem;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
+use super::scrub::{scrub_report, ScrubStart};
 use super::VolumeNamespace;
 
 /// Implements [`Control`] over an [`Engine`] and the node's [`Subsystem`].
@@ -36,6 +37,8 @@ pub struct EngineControl {
     exposed: Mutex<HashMap<Uuid, u32>>,
     /// Pace of thick clone jobs (None: unpaced).
     clone_rate_bytes_per_s: Option<u64>,
+    /// A scrub pass this port started that the engine does not show yet.
+    scrub_start: Mutex<ScrubStart>,
 }
 
 impl EngineControl {
@@ -48,6 +51,7 @@ impl EngineControl {
             acls: Mutex::new(HashMap::new()),
             exposed: Mutex::new(HashMap::new()),
             clone_rate_bytes_per_s: None,
+            scrub_start: Mutex::new(ScrubStart::default()),
         }
     }
 
@@ -99,26 +103,6 @@ fn control_error(volume: Uuid, err: VolumeError) -> ControlError {
         VolumeError::Io(IoError::NoSpace) => ControlError::NoSpace,
         // VolumeError is #[non_exhaustive]: anything else is an engine failure.
         other => ControlError::Internal(other.to_string()),
-    }
-}
-
-/// The port's view of the engine's scrub status: each damaged map named by
-/// the UUID it is named after (`uuid_of`), where it still exists under one.
-fn scrub_report(status: ScrubStatus, uuid_of: impl Fn(VolumeId) -> Option<Uuid>) -> ScrubReport {
-    ScrubReport {
-        running: status.running,
-        passes_completed: status.passes_completed,
-        blocks_checked: status.blocks_checked,
-        blocks_total: status.blocks_total,
-        damaged: status
-            .damaged
-            .iter()
-            .map(|d| ScrubDamage::new(d.volume.0, uuid_of(d.volume), &d.lbas))
-            .collect(),
-        metadata_damaged: status.metadata_damaged,
-        last_started_unix_s: status.last_started_unix_s,
-        last_finished_unix_s: status.last_finished_unix_s,
-        bytes_per_s: status.bytes_per_s,
     }
 }
 
@@ -298,11 +282,20 @@ impl Control for EngineControl {
     }
 
     fn start_scrub(&self) -> Result<bool, ControlError> {
-        Ok(self.engine.start_scrub())
+        // Held across the request so two callers cannot both start a pass.
+        let mut start = self.scrub_start.lock();
+        let mut status = self.engine.scrub_status();
+        start.observe(&mut status);
+        if status.running || !self.engine.start_scrub() {
+            return Ok(false);
+        }
+        start.requested(&status);
+        Ok(true)
     }
 
     fn scrub_status(&self) -> Result<ScrubReport, ControlError> {
-        let status = self.engine.scrub_status();
+        let mut status = self.engine.scrub_status();
+        self.scrub_start.lock().observe(&mut status);
         Ok(scrub_report(status, |id| {
             self.engine
                 .volume(id)
@@ -368,40 +361,5 @@ impl Control for EngineControl {
 
     fn node_info(&self) -> NodeInfo {
         self.node.clone()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use engine::VolumeDamage;
-
-    #[test]
-    fn scrub_damage_is_named_by_uuid_where_the_map_has_one() {
-        let named = Uuid::from_u128(7);
-        let status = ScrubStatus {
-            passes_completed: 2,
-            damaged: vec![
-                VolumeDamage {
-                    volume: VolumeId(3),
-                    lbas: vec![4, 5],
-                },
-                VolumeDamage {
-                    volume: VolumeId(9),
-                    lbas: (0..5000).collect(),
-                },
-            ],
-            metadata_damaged: 1,
-            bytes_per_s: 8 << 20,
-            ..ScrubStatus::default()
-        };
-        let report = scrub_report(status, |id| (id == VolumeId(3)).then_some(named));
-        assert_eq!(report.passes_completed, 2);
-        assert_eq!(report.metadata_damaged, 1);
-        assert_eq!(report.bytes_per_s, 8 << 20);
-        assert_eq!(report.damaged[0], ScrubDamage::new(3, Some(named), &[4, 5]));
-        assert_eq!(report.damaged[1].uuid, None);
-        assert_eq!(report.damaged[1].damaged_blocks, 5000);
-        assert_eq!(report.damaged_blocks(), 5002);
     }
 }
