@@ -39,6 +39,26 @@ pub struct PoolConfig {
     /// Pace of each thick clone job in MiB/s (0: as fast as one copy stream
     /// goes), so foreground I/O keeps its share of the devices.
     pub thick_clone_mib_per_s: u64,
+    /// Pace of a scrub pass in MiB/s (0: as fast as reads go). The scrub reads
+    /// every live block to find damage before a host does; slow by default so
+    /// foreground I/O keeps the devices.
+    pub scrub_mib_per_s: u64,
+    /// Hours between scheduled scrub passes (the first starts five minutes
+    /// after start-up); 0 scrubs only on demand (`POST /api/v2/cluster/scrub`).
+    pub scrub_interval_hours: u64,
+}
+
+impl PoolConfig {
+    /// The scrub's pace in bytes per second (0: unpaced).
+    pub fn scrub_bytes_per_s(&self) -> u64 {
+        self.scrub_mib_per_s.saturating_mul(1 << 20)
+    }
+
+    /// Time between scheduled scrub passes; `None`: on demand only.
+    pub fn scrub_interval(&self) -> Option<std::time::Duration> {
+        (self.scrub_interval_hours > 0)
+            .then(|| std::time::Duration::from_secs(self.scrub_interval_hours.saturating_mul(3600)))
+    }
 }
 
 /// NVMe/TCP listeners and identity.
@@ -144,6 +164,8 @@ impl Default for PoolConfig {
             format_blank_devices: false,
             segment_blocks: 2048,
             thick_clone_mib_per_s: 0,
+            scrub_mib_per_s: 8,
+            scrub_interval_hours: 24,
         }
     }
 }
@@ -231,6 +253,20 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scrub_runs_daily_at_8_mib_per_s_unless_configured() {
+        let defaults = Config::default();
+        assert_eq!(defaults.pool.scrub_bytes_per_s(), 8 << 20);
+        assert_eq!(
+            defaults.pool.scrub_interval(),
+            Some(std::time::Duration::from_secs(24 * 3600))
+        );
+        let config: Config =
+            toml::from_str("[pool]\nscrub_mib_per_s = 0\nscrub_interval_hours = 0").expect("valid");
+        assert_eq!(config.pool.scrub_bytes_per_s(), 0);
+        assert_eq!(config.pool.scrub_interval(), None);
+    }
 
     #[test]
     fn a_full_file_parses_and_unknown_keys_are_rejected() {

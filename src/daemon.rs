@@ -24,6 +24,8 @@ const EMBEDDED_POOL_BYTES_MIN: u64 = 256 << 20;
 pub fn open_pool(config: &Config) -> anyhow::Result<Engine> {
     let engine_config = EngineConfig {
         blocks_per_segment: config.pool.segment_blocks,
+        scrub_bytes_per_s: config.pool.scrub_bytes_per_s(),
+        scrub_interval: config.pool.scrub_interval(),
         ..EngineConfig::default()
     };
     let specs = pool_devices(config)?;

@@ -461,6 +461,32 @@ fn keelctl_manages_volumes_on_a_real_keeld() {
 }
 
 #[test]
+fn keelctl_starts_a_scrub_pass_and_shows_what_it_found() {
+    let keeld = Keeld::start();
+    keeld.ok(&["volume", "create", "scrubbed", "--size", "4MiB"]);
+    let before = keeld.json(&["scrub", "status"]);
+    assert_eq!(before["passesCompleted"], 0, "{before}");
+    assert_eq!(before["bytesPerSecond"], 8 << 20, "the default pace");
+
+    let started = keeld.ok(&["scrub", "start", "--wait", "--wait-timeout", "120"]);
+    assert!(started.starts_with("scrub pass started"), "{started}");
+    assert!(
+        started.contains("Passes completed:  1\n") && started.contains("Damaged blocks:    0\n"),
+        "{started}"
+    );
+    let status = keeld.ok(&["scrub", "status"]);
+    assert!(status.contains("State:             Idle\n"), "{status}");
+    let json = keeld.json(&["scrub", "status"]);
+    assert_eq!(json["state"], "Idle", "{json}");
+    assert_eq!(json["passesCompleted"], 1, "{json}");
+    assert_eq!(json["damagedBlocks"], 0, "{json}");
+    assert_eq!(json["volumes"], serde_json::json!([]), "{json}");
+    let cluster = keeld.json(&["cluster", "info"]);
+    assert_eq!(cluster["statistics"]["damagedBlocks"], 0, "{cluster}");
+    keeld.stop();
+}
+
+#[test]
 fn keelctl_explains_connection_tls_and_auth_failures() {
     let keeld = Keeld::start();
     let data = keeld.data_dir();

@@ -15,13 +15,14 @@ use engine::{
 };
 use mgmt_api::control::{
     CloneJobId, CloneJobState, CloneJobStatus, EngineVolume, HostAcl, NodeInfo, PoolStats,
-    VolumeSpec, VolumeUsage,
+    ScrubReport, VolumeSpec, VolumeUsage,
 };
 use mgmt_api::{Control, ControlError};
 use nvmf_target::Subsystem;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
+use super::scrub::{scrub_report, ScrubStart};
 use super::VolumeNamespace;
 
 /// Implements [`Control`] over an [`Engine`] and the node's [`Subsystem`].
@@ -36,6 +37,8 @@ pub struct EngineControl {
     exposed: Mutex<HashMap<Uuid, u32>>,
     /// Pace of thick clone jobs (None: unpaced).
     clone_rate_bytes_per_s: Option<u64>,
+    /// A scrub pass this port started that the engine does not show yet.
+    scrub_start: Mutex<ScrubStart>,
 }
 
 impl EngineControl {
@@ -48,6 +51,7 @@ impl EngineControl {
             acls: Mutex::new(HashMap::new()),
             exposed: Mutex::new(HashMap::new()),
             clone_rate_bytes_per_s: None,
+            scrub_start: Mutex::new(ScrubStart::default()),
         }
     }
 
@@ -275,6 +279,28 @@ impl Control for EngineControl {
     fn cancel_clone_job(&self, job: CloneJobId) -> Result<(), ControlError> {
         self.job(job)?.cancel();
         Ok(())
+    }
+
+    fn start_scrub(&self) -> Result<bool, ControlError> {
+        // Held across the request so two callers cannot both start a pass.
+        let mut start = self.scrub_start.lock();
+        let mut status = self.engine.scrub_status();
+        start.observe(&mut status);
+        if status.running || !self.engine.start_scrub() {
+            return Ok(false);
+        }
+        start.requested(&status);
+        Ok(true)
+    }
+
+    fn scrub_status(&self) -> Result<ScrubReport, ControlError> {
+        let mut status = self.engine.scrub_status();
+        self.scrub_start.lock().observe(&mut status);
+        Ok(scrub_report(status, |id| {
+            self.engine
+                .volume(id)
+                .and_then(|info| Uuid::parse_str(&info.name).ok())
+        }))
     }
 
     fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError> {

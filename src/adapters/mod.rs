@@ -5,6 +5,7 @@
 pub mod control;
 pub mod namespace;
 pub mod reactor_ring;
+mod scrub;
 
 pub use control::EngineControl;
 pub use namespace::VolumeNamespace;

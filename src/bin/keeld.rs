@@ -30,6 +30,12 @@ struct Flags {
     /// Pace each thick clone job to this many MiB/s (0: unpaced).
     #[arg(long)]
     thick_clone_mib_per_s: Option<u64>,
+    /// Pace a scrub pass to this many MiB/s (0: unpaced).
+    #[arg(long)]
+    scrub_mib_per_s: Option<u64>,
+    /// Hours between scheduled scrub passes (0: only on demand over REST).
+    #[arg(long)]
+    scrub_interval_hours: Option<u64>,
     /// NVMe/TCP I/O listener; repeat for several.
     #[arg(long = "nvme-listen")]
     nvme_listen: Vec<SocketAddr>,
@@ -102,6 +108,12 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     config.pool.format_blank_devices |= flags.format_blank_devices;
     if let Some(rate) = flags.thick_clone_mib_per_s {
         config.pool.thick_clone_mib_per_s = rate;
+    }
+    if let Some(rate) = flags.scrub_mib_per_s {
+        config.pool.scrub_mib_per_s = rate;
+    }
+    if let Some(hours) = flags.scrub_interval_hours {
+        config.pool.scrub_interval_hours = hours;
     }
     if !flags.nvme_listen.is_empty() {
         config.nvme.listen = flags.nvme_listen;

@@ -134,6 +134,10 @@ pub enum Command {
     /// Thick clones: full copies of a snapshot, made by a workflow.
     #[command(subcommand)]
     Thickclone(commands::workflow::ThickCloneCommand),
+    /// The background pass that verifies every stored block: start one, or see
+    /// progress and damaged blocks per volume.
+    #[command(subcommand)]
+    Scrub(commands::scrub::ScrubCommand),
     /// Long-running operations (thick clones).
     #[command(subcommand, visible_alias = "workflows")]
     Workflow(commands::workflow::WorkflowCommand),
@@ -184,6 +188,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CommandError> {
         Command::Clone(c) => commands::clone::run(&mut ctx, c),
         Command::Thickclone(c) => commands::workflow::run_thick_clone(&mut ctx, c),
         Command::Workflow(c) => commands::workflow::run(&mut ctx, c),
+        Command::Scrub(c) => commands::scrub::run(&mut ctx, c),
         Command::Login => commands::cluster::run_login(&mut ctx),
     }
 }

@@ -2,6 +2,9 @@
 //! feature, for other crates' tests). It keeps volumes, snapshots, ACLs and clone
 //! jobs in maps and offers hooks to hold deletes and clone jobs so tests can
 //! observe the intermediate `Deleting` and running states deterministically.
+//! Its scrub finds whatever damage a test planted
+//! ([`MemoryControl::set_scrub_findings`]) and finishes a pass at the first
+//! status read, unless held ([`MemoryControl::hold_scrub`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -11,13 +14,17 @@ use uuid::Uuid;
 
 use super::{
     CloneJobId, CloneJobState, CloneJobStatus, Control, ControlError, EngineVolume, HostAcl,
-    NodeInfo, PoolStats, VolumeSpec, VolumeUsage,
+    NodeInfo, PoolStats, ScrubDamage, ScrubReport, VolumeSpec, VolumeUsage,
 };
 
 /// The largest namespace id by default, as the NVMe/TCP target's.
 const NSID_MAX_DEFAULT: u32 = 1024;
 /// The longest a held delete waits for release, so a forgotten hold cannot hang a test.
 const HOLD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Blocks a pass of the memory scrub checks.
+const SCRUB_PASS_BLOCKS: u64 = 4096;
+/// The pace the memory scrub reports (8 MiB/s, keeld's default).
+const SCRUB_BYTES_PER_S: u64 = 8 << 20;
 
 #[derive(Debug, Clone)]
 struct MemVolume {
@@ -47,6 +54,10 @@ struct State {
     hold_clone_jobs: bool,
     fail_next: Option<ControlError>,
     clone_unsupported: bool,
+    scrub: ScrubReport,
+    /// What the next completed pass reports: damaged maps and metadata copies.
+    scrub_findings: (Vec<ScrubDamage>, u32),
+    hold_scrub: bool,
 }
 
 /// The in-memory engine and target. Thread-safe; share it as `Arc<MemoryControl>`.
@@ -72,6 +83,10 @@ impl MemoryControl {
             state: Mutex::new(State {
                 next_engine_id: 1,
                 next_job: 1,
+                scrub: ScrubReport {
+                    bytes_per_s: SCRUB_BYTES_PER_S,
+                    ..ScrubReport::default()
+                },
                 ..State::default()
             }),
             released: Condvar::new(),
@@ -126,6 +141,23 @@ impl MemoryControl {
     /// Makes thick clones answer `Unsupported`, as an engine without them would.
     pub fn disable_clone_jobs(&self) {
         self.state.lock().clone_unsupported = true;
+    }
+
+    /// Every scrub pass completed from now on finds `damaged` maps and
+    /// `metadata_damaged` damaged metadata copies.
+    pub fn set_scrub_findings(&self, damaged: Vec<ScrubDamage>, metadata_damaged: u32) {
+        self.state.lock().scrub_findings = (damaged, metadata_damaged);
+    }
+
+    /// While held, a started scrub pass keeps running; released, it completes
+    /// at the next status read.
+    pub fn hold_scrub(&self, hold: bool) {
+        self.state.lock().hold_scrub = hold;
+    }
+
+    /// The engine id of `volume`, if the engine holds it.
+    pub fn engine_id(&self, volume: Uuid) -> Option<u64> {
+        self.state.lock().volumes.get(&volume).map(|v| v.engine_id)
     }
 
     /// The next mutating call fails with `error`.
@@ -218,6 +250,12 @@ impl MemoryControl {
         );
         Ok(())
     }
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Control for MemoryControl {
@@ -441,6 +479,35 @@ impl Control for MemoryControl {
         Ok(())
     }
 
+    fn start_scrub(&self) -> Result<bool, ControlError> {
+        let mut state = self.state.lock();
+        Self::injected(&mut state)?;
+        if state.scrub.running {
+            return Ok(false);
+        }
+        let scrub = &mut state.scrub;
+        scrub.running = true;
+        scrub.blocks_checked = 0;
+        scrub.blocks_total = SCRUB_PASS_BLOCKS;
+        scrub.last_started_unix_s = Some(now_s());
+        Ok(true)
+    }
+
+    fn scrub_status(&self) -> Result<ScrubReport, ControlError> {
+        let mut state = self.state.lock();
+        if state.scrub.running && !state.hold_scrub {
+            let (damaged, metadata_damaged) = state.scrub_findings.clone();
+            let scrub = &mut state.scrub;
+            scrub.running = false;
+            scrub.blocks_checked = scrub.blocks_total;
+            scrub.passes_completed += 1;
+            scrub.damaged = damaged;
+            scrub.metadata_damaged = metadata_damaged;
+            scrub.last_finished_unix_s = Some(now_s());
+        }
+        Ok(state.scrub.clone())
+    }
+
     fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError> {
         let mut state = self.state.lock();
         Self::injected(&mut state)?;
@@ -538,6 +605,26 @@ mod tests {
             last = Some(c.clone_job_status(job).unwrap());
         }
         assert_eq!(last.map(|s| s.state), Some(CloneJobState::Completed));
+    }
+
+    #[test]
+    fn a_scrub_pass_runs_while_held_and_then_reports_the_planted_damage() {
+        let c = MemoryControl::default();
+        let found = vec![ScrubDamage::new(3, None, &[1, 2])];
+        c.set_scrub_findings(found.clone(), 1);
+        c.hold_scrub(true);
+        assert_eq!(c.start_scrub(), Ok(true));
+        assert_eq!(c.start_scrub(), Ok(false), "one pass at a time");
+        let running = c.scrub_status().unwrap();
+        assert!(running.running);
+        assert!(running.damaged.is_empty(), "findings wait for the pass");
+        c.hold_scrub(false);
+        let done = c.scrub_status().unwrap();
+        assert!(!done.running);
+        assert_eq!(done.passes_completed, 1);
+        assert_eq!(done.damaged, found);
+        assert_eq!(done.metadata_damaged, 1);
+        assert!(done.last_finished_unix_s >= done.last_started_unix_s);
     }
 
     #[test]

@@ -10,10 +10,13 @@
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod memory;
+pub mod scrub;
 
 use std::fmt;
 
 use uuid::Uuid;
+
+pub use scrub::{ScrubDamage, ScrubReport, SCRUB_LBAS_REPORTED_MAX};
 
 /// What the engine needs to create a volume (a plain volume, a thin clone or the
 /// destination of a thick clone).
@@ -203,6 +206,20 @@ pub trait Control: Send + Sync {
     fn cancel_clone_job(&self, job: CloneJobId) -> Result<(), ControlError> {
         let _ = job;
         Err(ControlError::Unsupported("thick clone".to_owned()))
+    }
+    /// Starts a scrub pass now: every live block and checkpoint is read and its
+    /// checksum verified, in the background. `Ok(true)` if this call started
+    /// a pass, `Ok(false)` if one was already running (it goes on).
+    ///
+    /// The default answers [`ControlError::Unsupported`] (501).
+    fn start_scrub(&self) -> Result<bool, ControlError> {
+        Err(ControlError::Unsupported("scrub".to_owned()))
+    }
+    /// The scrub's state and what its last completed pass found.
+    ///
+    /// The default answers [`ControlError::Unsupported`] (501).
+    fn scrub_status(&self) -> Result<ScrubReport, ControlError> {
+        Err(ControlError::Unsupported("scrub".to_owned()))
     }
     /// Replaces the set of hosts allowed to see the volume's namespace; takes effect
     /// on live connections (namespace attribute changed event).

@@ -4,12 +4,14 @@ pub mod error;
 pub mod model;
 pub mod nsids;
 pub mod rules;
+pub mod scrub;
 pub mod service;
 pub mod store;
 mod worker;
 pub mod workflows;
 
 pub use error::ServiceError;
+pub use scrub::{DamagedMap, MapKind, ScrubView};
 pub use service::{
     NewSnapshot, NewVolume, OpenError, Service, ServiceConfig, VolumeChanges, VolumeFilter,
     VolumeView,

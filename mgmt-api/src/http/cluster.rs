@@ -23,6 +23,12 @@ pub async fn cluster(
     blocking(&state, move |s| {
         let c = s.cluster()?;
         let node = s.control().node_info();
+        // An engine without a scrub has found no damage it could report.
+        let damaged_blocks = match s.control().scrub_status() {
+            Ok(report) => report.damaged_blocks(),
+            Err(crate::control::ControlError::Unsupported(_)) => 0,
+            Err(err) => return Err(crate::domain::ServiceError::from(err).into()),
+        };
         let p = c.pool;
         let (logical_used, physical_used) = s
             .volumes(&crate::domain::VolumeFilter {
@@ -68,6 +74,7 @@ pub async fn cluster(
                 provisioned_storage: p.provisioned_bytes.to_string(),
                 provisioned_to_effective_storage_ratio: format!("{provisioned_ratio:.2}"),
                 compression_ratio: ratio,
+                damaged_blocks,
             },
         }))
     })

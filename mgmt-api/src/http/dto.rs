@@ -341,6 +341,9 @@ pub struct ClusterStatisticsDto {
     pub provisioned_to_effective_storage_ratio: String,
     /// Logical used divided by physical used (1 when empty).
     pub compression_ratio: f64,
+    /// Keel extension: data blocks the last scrub pass found damaged (they
+    /// read as media errors until rewritten); see `GET /api/v2/cluster/scrub`.
+    pub damaged_blocks: u64,
 }
 
 /// Body of `GET /api/v2/cluster`.
@@ -367,6 +370,69 @@ pub struct ClusterDto {
     pub num_snapshots: u64,
     /// Capacity accounting.
     pub statistics: ClusterStatisticsDto,
+}
+
+/// Whether a scrub pass runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum ScrubStateDto {
+    /// A pass is reading and verifying the pool.
+    Running,
+    /// No pass runs; the findings are the last completed pass's.
+    #[default]
+    Idle,
+}
+
+/// Body of `GET` and `POST /api/v2/cluster/scrub`, a Keel extension (the
+/// Lightbits API has no scrub): the background pass that reads every live
+/// block and checkpoint and verifies its checksum.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ScrubDto {
+    /// Running or Idle.
+    pub state: ScrubStateDto,
+    /// Passes completed since keeld started.
+    pub passes_completed: u64,
+    /// 4 KiB blocks checked by the running pass, or by the last one when idle.
+    pub blocks_checked: u64,
+    /// 4 KiB blocks the running (or last) pass set out to check.
+    pub blocks_total: u64,
+    /// When the running or last pass started (RFC 3339); null before the first.
+    pub last_started: Option<String>,
+    /// When the last pass finished (RFC 3339); null before the first.
+    pub last_finished: Option<String>,
+    /// The pace of a pass (0: unpaced).
+    pub bytes_per_second: u64,
+    /// Damaged data blocks in the whole pool, found by the last completed pass
+    /// (before it, by recovery). Counts every volume, also those `volumes`
+    /// leaves out because the caller may not read them.
+    pub damaged_blocks: u64,
+    /// Damaged metadata copies (superblock, checkpoint root, checkpoint body)
+    /// the last pass found; each is stored twice, so one damaged copy loses nothing.
+    pub metadata_damaged: u32,
+    /// Volumes and snapshots with damaged blocks that the caller may read, in
+    /// the engine's order.
+    pub volumes: Vec<ScrubVolumeDto>,
+}
+
+/// The damaged blocks of one volume or snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ScrubVolumeDto {
+    /// The volume's or snapshot's UUID; null if the engine's map is not named by one.
+    #[serde(rename = "UUID")]
+    pub uuid: Option<String>,
+    /// Name; null if the catalog does not know the map (deleted since the pass).
+    pub name: Option<String>,
+    /// Project; null if the catalog does not know the map.
+    pub project_name: Option<String>,
+    /// `Volume`, `Snapshot`, or `Unknown` (not in the catalog).
+    pub kind: String,
+    /// The engine's id of the map (never reused): names maps the catalog does not know.
+    pub engine_id: u64,
+    /// Damaged 4 KiB blocks in all.
+    pub damaged_blocks: u64,
+    /// The damaged blocks as 4 KiB block numbers, ascending: the first 1024.
+    pub damaged_lbas: Vec<u64>,
 }
 
 /// Body of `GET /api/v2/clusterinfo`.

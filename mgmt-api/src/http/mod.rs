@@ -1,6 +1,7 @@
 //! The HTTP dialect: Lightbits cluster API v2 routes (cluster, nodes, projects,
 //! volumes, snapshots), the DMS v1 routes (login, thick clones, workflows), auth
-//! administration, and `/openapi.json`.
+//! administration, Keel's extensions in the v2 style (the scrub), and
+//! `/openapi.json`.
 
 pub mod cluster;
 pub mod convert;
@@ -11,6 +12,7 @@ pub mod loose;
 pub mod openapi;
 pub mod read_first;
 pub mod schema;
+pub mod scrub;
 pub mod session;
 pub mod snapshots;
 pub mod volumes;
@@ -85,6 +87,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(session::delete_credential),
         )
         .route("/api/v2/cluster", get(cluster::cluster))
+        .route(
+            "/api/v2/cluster/scrub",
+            get(scrub::scrub_status).post(scrub::start_scrub),
+        )
         .route("/api/v2/clusterinfo", get(cluster::cluster_info))
         .route("/api/v2/nodes", get(cluster::nodes))
         .route(

@@ -91,6 +91,9 @@ pub struct Connection {
 pub struct Reply {
     /// What was asked, for error messages (`GET /api/v2/cluster`).
     pub what: String,
+    /// The success status: some operations tell outcomes apart by it (`POST
+    /// /api/v2/cluster/scrub`: 202 started a pass, 200 found one running).
+    pub status: StatusCode,
     /// The body exactly as received.
     pub body: String,
 }
@@ -264,7 +267,7 @@ impl Client {
         let status = response.status();
         let body = response.text().map_err(|e| self.transport_error(&e))?;
         if status.is_success() {
-            return Ok(Reply { what, body });
+            return Ok(Reply { what, status, body });
         }
         let message = error_message(status, &body);
         if status == StatusCode::UNAUTHORIZED {

@@ -14,18 +14,19 @@ use axum::extract::State;
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{cluster, dto, session, snapshots, volumes, workflows, AppState};
+use super::{cluster, dto, scrub, session, snapshots, volumes, workflows, AppState};
 use contracts::{Contracts, SecuritySchemes};
 pub use served::served_document;
 
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Keel management API", description = "Lightbits-style cluster API v2 with DMS v1 login and workflows"),
+    info(title = "Keel management API", description = "Lightbits-style cluster API v2 with DMS v1 login and workflows, and Keel extensions in the v2 style (the scrub)"),
     modifiers(&SecuritySchemes, &Contracts),
     paths(
         session::login, session::create_user, session::list_credentials, session::create_credential, session::delete_credential,
         cluster::cluster, cluster::cluster_info, cluster::nodes, cluster::list_projects, cluster::create_project,
+        scrub::start_scrub, scrub::scrub_status,
         volumes::list, volumes::lookup, volumes::create, volumes::get_one, volumes::update, volumes::delete, volumes::rollback,
         volumes::project_list, volumes::project_lookup, volumes::project_create, volumes::project_get, volumes::project_update,
         volumes::project_delete, volumes::project_rollback,
