@@ -100,11 +100,17 @@ impl Scrubber {
         (Arc::new(scrubber), requests_rx)
     }
 
-    /// Asks for a pass now; false if one is already running.
+    /// Asks for a pass now; false if one is already running. The pass shows
+    /// as running from here on, before the scrub thread takes it up, so a
+    /// caller polling for the end never reads the previous idle status.
     pub(crate) fn request(&self) -> bool {
-        if self.status.lock().running {
+        let mut status = self.status.lock();
+        if status.running {
             return false;
         }
+        status.running = true;
+        status.blocks_checked = 0;
+        drop(status);
         let _ = self.requests.try_send(());
         true
     }

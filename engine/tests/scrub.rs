@@ -50,6 +50,10 @@ fn find(sim: &SimDevice, content: &[u8]) -> u64 {
 fn scrub(engine: &Engine) -> ScrubStatus {
     let before = engine.scrub_status().passes_completed;
     assert!(engine.start_scrub(), "no pass was running");
+    assert!(
+        engine.scrub_status().running,
+        "a started pass shows as running at once"
+    );
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let status = engine.scrub_status();

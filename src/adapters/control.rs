@@ -22,7 +22,7 @@ use nvmf_target::Subsystem;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use super::scrub::{scrub_report, ScrubStart};
+use super::scrub::scrub_report;
 use super::VolumeNamespace;
 
 /// Implements [`Control`] over an [`Engine`] and the node's [`Subsystem`].
@@ -37,8 +37,6 @@ pub struct EngineControl {
     exposed: Mutex<HashMap<Uuid, u32>>,
     /// Pace of thick clone jobs (None: unpaced).
     clone_rate_bytes_per_s: Option<u64>,
-    /// A scrub pass this port started that the engine does not show yet.
-    scrub_start: Mutex<ScrubStart>,
 }
 
 impl EngineControl {
@@ -51,7 +49,6 @@ impl EngineControl {
             acls: Mutex::new(HashMap::new()),
             exposed: Mutex::new(HashMap::new()),
             clone_rate_bytes_per_s: None,
-            scrub_start: Mutex::new(ScrubStart::default()),
         }
     }
 
@@ -282,20 +279,11 @@ impl Control for EngineControl {
     }
 
     fn start_scrub(&self) -> Result<bool, ControlError> {
-        // Held across the request so two callers cannot both start a pass.
-        let mut start = self.scrub_start.lock();
-        let mut status = self.engine.scrub_status();
-        start.observe(&mut status);
-        if status.running || !self.engine.start_scrub() {
-            return Ok(false);
-        }
-        start.requested(&status);
-        Ok(true)
+        Ok(self.engine.start_scrub())
     }
 
     fn scrub_status(&self) -> Result<ScrubReport, ControlError> {
-        let mut status = self.engine.scrub_status();
-        self.scrub_start.lock().observe(&mut status);
+        let status = self.engine.scrub_status();
         Ok(scrub_report(status, |id| {
             self.engine
                 .volume(id)
