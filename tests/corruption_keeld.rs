@@ -10,20 +10,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::{pattern, Keeld};
+use common::blocks::{damage, read_back, write_blocks, BLOCK};
+use common::Keeld;
 use engine::format::BatchHeader;
-use nvmf_target::{Lba, Status};
 
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:c3c3c3c3-3333-4333-8333-c3c3c3c3c3c3";
-const BLOCK: u64 = 4096;
 
 /// Batches in the pool file with data: (epoch, seq, byte offset of the data, data blocks).
 fn data_batches(pool: &mut std::fs::File) -> Vec<(u64, u64, u64, u64)> {
@@ -88,23 +85,10 @@ fn a_damaged_batch_in_the_middle_of_the_log_costs_exactly_its_block_over_nvme() 
     let v = k.create_volume("damaged", 64 << 20, &[HOST]);
     let nsid = u32::try_from(v["nsid"].as_u64().expect("nsid")).expect("nsid");
     let uuid = v["UUID"].as_str().expect("UUID").to_owned();
-    let mut expected: BTreeMap<u64, Bytes> = BTreeMap::new();
-    {
-        let mut c = k.connect(HOST);
-        assert!(c.set_queue_count(1).expect("queues") >= 1);
-        let mut io = c.connect_io_queue(1).expect("I/O queue");
-        // One acknowledged 4 KiB write at a time: each is its own batch.
-        for i in 0..160u64 {
-            let lba = (i * 2_654_435_761) % (16 << 20 >> 12);
-            let data = pattern(BLOCK as usize, 1000 + i);
-            io.write(nsid, Lba(lba), data.clone(), BLOCK as u32)
-                .expect("write");
-            expected.insert(lba, data);
-            if i == 100 {
-                io.flush(nsid).expect("flush");
-            }
-        }
-    }
+    let lbas: Vec<u64> = (0..160u64)
+        .map(|i| (i * 2_654_435_761) % (16 << 20 >> 12))
+        .collect();
+    let expected = write_blocks(&k, HOST, nsid, &lbas, Some(100), false);
     k.kill9();
 
     let pool_path = k.data_dir().join("pool.img");
@@ -119,13 +103,8 @@ fn a_damaged_batch_in_the_middle_of_the_log_costs_exactly_its_block_over_nvme() 
     batches.sort_unstable();
     assert!(batches.len() >= 100, "{} batches", batches.len());
     let (_, seq, data_at, _) = batches[batches.len() / 2];
-    let mut byte = [0u8; 1];
-    pool.seek(SeekFrom::Start(data_at + 777)).expect("seek");
-    pool.read_exact(&mut byte).expect("read");
-    pool.seek(SeekFrom::Start(data_at + 777)).expect("seek");
-    pool.write_all(&[byte[0] ^ 0x04]).expect("damage one bit");
-    pool.sync_all().expect("sync");
     drop(pool);
+    damage(&pool_path, data_at + 777, 0x04);
 
     k.restart();
     k.wait_volume_state(&uuid, "Available");
@@ -134,55 +113,15 @@ fn a_damaged_batch_in_the_middle_of_the_log_costs_exactly_its_block_over_nvme() 
         "keeld must report the damage\n{}",
         k.log_tail()
     );
-    let mut c = k.connect(HOST);
-    assert!(c.set_queue_count(1).expect("queues") >= 1);
-    let mut io = c.connect_io_queue(1).expect("I/O queue");
-    let mut media_errors = Vec::new();
-    for (lba, data) in &expected {
-        match io.read(nsid, Lba(*lba), 1, BLOCK as u32) {
-            Ok(got) => assert!(
-                got == data.to_vec(),
-                "LBA {lba} read back other data with success (damaged batch {seq})"
-            ),
-            Err(err) => {
-                assert_eq!(
-                    err.status(),
-                    Some(Status::UnrecoveredReadError),
-                    "LBA {lba}: {err:?}"
-                );
-                media_errors.push(*lba);
-            }
-        }
-    }
+    let media_errors = read_back(&k, HOST, nsid, &expected, &format!("damaged batch {seq}"));
     assert_eq!(
         media_errors.len(),
         1,
         "exactly the damaged block fails: {media_errors:?}"
     );
     // Rewriting the block heals it.
-    let lba = media_errors[0];
-    let fresh = pattern(BLOCK as usize, 99);
-    io.write(nsid, Lba(lba), fresh.clone(), BLOCK as u32)
-        .expect("rewrite");
-    assert_eq!(
-        io.read(nsid, Lba(lba), 1, BLOCK as u32).expect("read"),
-        fresh.to_vec()
-    );
-}
-
-/// XORs the byte at `offset` of the pool file with `mask`.
-fn damage(pool_path: &Path, offset: u64, mask: u8) {
-    let mut pool = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(pool_path)
-        .expect("open pool.img");
-    let mut byte = [0u8; 1];
-    pool.seek(SeekFrom::Start(offset)).expect("seek");
-    pool.read_exact(&mut byte).expect("read");
-    pool.seek(SeekFrom::Start(offset)).expect("seek");
-    pool.write_all(&[byte[0] ^ mask]).expect("write");
-    pool.sync_all().expect("sync");
+    let healed = write_blocks(&k, HOST, nsid, &media_errors, None, false);
+    assert!(read_back(&k, HOST, nsid, &healed, "rewritten").is_empty());
 }
 
 /// Copies a sparse pool file (cp keeps its holes).
@@ -235,22 +174,10 @@ fn damage_anywhere_is_served_exactly_or_as_media_errors_or_refused_with_a_reason
     let v = k.create_volume("victim", 64 << 20, &[HOST]);
     let nsid = u32::try_from(v["nsid"].as_u64().expect("nsid")).expect("nsid");
     let uuid = v["UUID"].as_str().expect("UUID").to_owned();
-    let mut expected: BTreeMap<u64, Bytes> = BTreeMap::new();
-    {
-        let mut c = k.connect(HOST);
-        assert!(c.set_queue_count(1).expect("queues") >= 1);
-        let mut io = c.connect_io_queue(1).expect("I/O queue");
-        for i in 0..96u64 {
-            let lba = (i * 40_503) % (16 << 20 >> 12);
-            let data = pattern(BLOCK as usize, 5000 + i);
-            io.write(nsid, Lba(lba), data.clone(), BLOCK as u32)
-                .expect("write");
-            expected.insert(lba, data);
-            if i == 48 {
-                io.flush(nsid).expect("flush");
-            }
-        }
-    }
+    let lbas: Vec<u64> = (0..96u64)
+        .map(|i| (i * 40_503) % (16 << 20 >> 12))
+        .collect();
+    let expected = write_blocks(&k, HOST, nsid, &lbas, Some(48), false);
     k.kill9();
     let pool_path = k.data_dir().join("pool.img");
     let pristine = k.data_dir().join("pool.img.pristine");
@@ -308,30 +235,9 @@ fn damage_anywhere_is_served_exactly_or_as_media_errors_or_refused_with_a_reason
         }
         k.restart();
         k.wait_volume_state(&uuid, "Available");
-        let mut c = k.connect(HOST);
-        assert!(c.set_queue_count(1).expect("queues") >= 1);
-        let mut io = c.connect_io_queue(1).expect("I/O queue");
-        let mut media_errors = 0;
-        for (lba, data) in &expected {
-            match io.read(nsid, Lba(*lba), 1, BLOCK as u32) {
-                Ok(got) => assert!(
-                    got == data.to_vec(),
-                    "{what}: LBA {lba} read back other data with success"
-                ),
-                Err(err) => {
-                    assert_eq!(
-                        err.status(),
-                        Some(Status::UnrecoveredReadError),
-                        "{what}: LBA {lba}: {err:?}"
-                    );
-                    media_errors += 1;
-                }
-            }
-        }
+        let media_errors = read_back(&k, HOST, nsid, &expected, what).len();
         let allowed = if what.starts_with("data") { 1 } else { 0 };
         assert_eq!(media_errors, allowed, "{what}: media errors");
-        drop(io);
-        drop(c);
         k.kill9();
     }
 }

@@ -8,19 +8,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::{pattern, wait_until, Keeld, KeeldOptions};
-use nvmf_target::{Lba, Status};
+use common::blocks::{damage, read_back, write_blocks, BLOCK};
+use common::{wait_until, Keeld, KeeldOptions};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:5c5c5c5c-5555-4555-8555-5c5c5c5c5c5c";
-const BLOCK: u64 = 4096;
 /// Longest a pass over a few blocks may take, with room for a loaded machine.
 const PASS_WAIT: Duration = Duration::from_secs(120);
 
@@ -56,20 +53,8 @@ fn a_scrub_over_rest_finds_exactly_the_damaged_block_of_a_checkpointed_volume() 
     let v = k.create_volume("scrubbed", 64 << 20, &[HOST]);
     let nsid = u32::try_from(v["nsid"].as_u64().expect("nsid")).expect("nsid");
     let uuid = v["UUID"].as_str().expect("UUID").to_owned();
-    let mut expected: BTreeMap<u64, Bytes> = BTreeMap::new();
-    {
-        let mut c = k.connect(HOST);
-        assert!(c.set_queue_count(1).expect("queues") >= 1);
-        let mut io = c.connect_io_queue(1).expect("I/O queue");
-        for i in 0..16u64 {
-            let lba = 3 + i * 97;
-            let data = pattern(BLOCK as usize, 5000 + i);
-            io.write(nsid, Lba(lba), data.clone(), BLOCK as u32)
-                .expect("write");
-            expected.insert(lba, data);
-        }
-        io.flush(nsid).expect("flush");
-    }
+    let lbas: Vec<u64> = (0..16u64).map(|i| 3 + i * 97).collect();
+    let expected = write_blocks(&k, HOST, nsid, &lbas, None, true);
     let status = k.terminate();
     assert!(status.success(), "keeld exited with {status} on SIGTERM");
 
@@ -85,14 +70,8 @@ fn a_scrub_over_rest_finds_exactly_the_damaged_block_of_a_checkpointed_volume() 
         1,
         "LBA {damaged_lba} is stored once: {places:?}"
     );
-    let at = places[0] + 1234;
-    let mut byte = [0u8; 1];
-    pool.seek(SeekFrom::Start(at)).expect("seek");
-    pool.read_exact(&mut byte).expect("read");
-    pool.seek(SeekFrom::Start(at)).expect("seek");
-    pool.write_all(&[byte[0] ^ 0x10]).expect("damage one bit");
-    pool.sync_all().expect("sync");
     drop(pool);
+    damage(&k.data_dir().join("pool.img"), places[0] + 1234, 0x10);
 
     k.restart();
     k.wait_volume_state(&uuid, "Available");
@@ -146,19 +125,9 @@ fn a_scrub_over_rest_finds_exactly_the_damaged_block_of_a_checkpointed_volume() 
         cluster.body
     );
 
-    let mut c = k.connect(HOST);
-    assert!(c.set_queue_count(1).expect("queues") >= 1);
-    let mut io = c.connect_io_queue(1).expect("I/O queue");
-    for (lba, data) in &expected {
-        let read = io.read(nsid, Lba(*lba), 1, BLOCK as u32);
-        if *lba == damaged_lba {
-            let err = read.expect_err("the damaged block must not read back");
-            assert_eq!(err.status(), Some(Status::UnrecoveredReadError), "{err:?}");
-        } else {
-            assert!(
-                read.expect("intact block reads") == data.to_vec(),
-                "LBA {lba} read back other data"
-            );
-        }
-    }
+    assert_eq!(
+        read_back(&k, HOST, nsid, &expected, "after the scrub"),
+        vec![damaged_lba],
+        "exactly the damaged block fails"
+    );
 }

@@ -10,6 +10,8 @@
 //! new ports; [`Keeld::nvme_addr`] and friends always hold the current ones.
 #![allow(dead_code)]
 
+pub mod blocks;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
