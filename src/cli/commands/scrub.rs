@@ -62,6 +62,11 @@ pub fn run(ctx: &mut Context<'_>, command: &ScrubCommand) -> Result<(), CommandE
             if ctx.format == Format::Table {
                 ctx.print(&format!("{headline}; waiting for it to end"))?;
             }
+            // A short pass may already have ended when the answer was made:
+            // its completed count then includes it.
+            if scrub.state == ScrubStateDto::Idle {
+                return ctx.show(&reply, |_| Ok(render(&scrub)));
+            }
             let limit = Duration::from_secs(*wait_timeout_secs);
             let last = wait_for_pass(ctx, scrub.passes_completed, limit)?;
             ctx.show(&last, |r| Ok(render(&r.decode()?)))
