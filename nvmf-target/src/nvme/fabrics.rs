@@ -130,10 +130,13 @@ pub enum ConnectDataError {
 /// Every NQN starts so (NVMe Base 2.0, section 4.5), including the UUID form
 /// `nqn.2014-08.org.nvmexpress:uuid:...` and the discovery subsystem's.
 const NQN_PREFIX: &str = "nqn.";
+/// Longest NQN in bytes, without its NUL (NVMe Base 2.0, section 4.5; Linux's
+/// `NVMF_NQN_SIZE` and SPDK's `SPDK_NVMF_NQN_MAX_LEN` agree).
+pub const NQN_LEN_MAX: usize = 223;
 
 /// Reads the NQN in the 256-byte field at `offset`: it must be UTF-8, end
-/// with a NUL inside the field, and be a non-empty name with the `nqn.`
-/// prefix.
+/// with a NUL inside the field, and be a non-empty name of at most
+/// [`NQN_LEN_MAX`] bytes with the `nqn.` prefix.
 fn nqn_field(f: &Fields<'_>, offset: u16) -> Result<String, ConnectDataError> {
     let field = f
         .slice(usize::from(offset), NQN_FIELD_LEN)
@@ -142,7 +145,11 @@ fn nqn_field(f: &Fields<'_>, offset: u16) -> Result<String, ConnectDataError> {
         return Err(ConnectDataError::Field(offset));
     }
     match nul_terminated_str(field) {
-        Some(nqn) if nqn.starts_with(NQN_PREFIX) && nqn.len() > NQN_PREFIX.len() => {
+        Some(nqn)
+            if nqn.starts_with(NQN_PREFIX)
+                && nqn.len() > NQN_PREFIX.len()
+                && nqn.len() <= NQN_LEN_MAX =>
+        {
             Ok(nqn.to_owned())
         }
         _ => Err(ConnectDataError::Field(offset)),
@@ -215,6 +222,11 @@ mod tests {
             host_nqn: "nqn.2014-08.org.nvmexpress:uuid:9b1a2c3d-0000-0000-0000-000000000001".into(),
         };
         assert!(ConnectData::decode(&valid.encode()).is_ok());
+        let longest = format!("nqn.{}", "a".repeat(NQN_LEN_MAX - 4));
+        let mut at_limit = valid.clone();
+        at_limit.host_nqn = longest.clone();
+        assert!(ConnectData::decode(&at_limit.encode()).is_ok());
+        let too_long = format!("{longest}b");
         for (offset, bad) in [
             (CONNECT_DATA_HOSTNQN_OFFSET, ""),
             (CONNECT_DATA_HOSTNQN_OFFSET, "nqn."),
@@ -225,6 +237,7 @@ mod tests {
             ),
             (CONNECT_DATA_SUBNQN_OFFSET, ""),
             (CONNECT_DATA_SUBNQN_OFFSET, "iqn.2024-01.io.keel:sub"),
+            (CONNECT_DATA_HOSTNQN_OFFSET, &too_long),
         ] {
             let mut d = valid.clone();
             if offset == CONNECT_DATA_HOSTNQN_OFFSET {
