@@ -118,6 +118,13 @@ fn a_scrub_over_rest_finds_exactly_the_damaged_block_of_a_checkpointed_volume() 
         }]),
         "{last}"
     );
+    let volume = k.get(&format!("/api/v2/projects/default/volumes/{uuid}"));
+    assert_eq!(volume.status, StatusCode::OK, "{}", volume.body);
+    assert_eq!(
+        volume.body["statistics"]["damagedBlocks"], 1,
+        "the volume's own statistics count its damaged block: {}",
+        volume.body
+    );
     let cluster = k.get("/api/v2/cluster");
     assert_eq!(
         cluster.body["statistics"]["damagedBlocks"], 1,

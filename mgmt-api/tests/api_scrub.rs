@@ -93,6 +93,14 @@ async fn a_started_pass_runs_once_then_reports_damage_per_volume_and_snapshot() 
     let (s, cluster) = h.get("/api/v2/cluster").await;
     assert_eq!(s, StatusCode::OK, "{cluster}");
     assert_eq!(cluster["statistics"]["damagedBlocks"], 2003);
+    let (s, volume) = h
+        .get(&format!("/api/v2/projects/default/volumes/{}", uuid_of(&v)))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{volume}");
+    assert_eq!(
+        volume["statistics"]["damagedBlocks"], 2,
+        "the volume's own statistics count its damaged blocks: {volume}"
+    );
 }
 
 #[tokio::test]

@@ -178,9 +178,17 @@ impl Control for EngineControl {
         let physical = (u128::from(space.stored_bytes) * u128::from(space.exclusive_bytes))
             .checked_div(u128::from(space.mapped_bytes))
             .unwrap_or(0) as u64;
+        let damaged_blocks = self
+            .engine
+            .scrub_status()
+            .damaged
+            .iter()
+            .find(|d| d.volume == info.id)
+            .map_or(0, |d| d.lbas.len() as u64);
         Ok(VolumeUsage {
             logical_used_bytes: space.mapped_bytes,
             physical_used_bytes: physical,
+            damaged_blocks,
         })
     }
 

@@ -328,9 +328,17 @@ impl Control for MemoryControl {
         } else {
             v.written_bytes
         };
+        let damaged_blocks = state
+            .scrub
+            .damaged
+            .iter()
+            .filter(|d| d.uuid == Some(volume))
+            .map(|d| d.damaged_blocks)
+            .sum();
         Ok(VolumeUsage {
             logical_used_bytes: v.written_bytes,
             physical_used_bytes: physical,
+            damaged_blocks,
         })
     }
 

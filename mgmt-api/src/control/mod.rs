@@ -52,6 +52,9 @@ pub struct VolumeUsage {
     pub logical_used_bytes: u64,
     /// Bytes of the pool the volume's data occupies after compression.
     pub physical_used_bytes: u64,
+    /// 4 KiB blocks the last scrub pass (or recovery, before the first pass)
+    /// found damaged: they read as media errors until rewritten.
+    pub damaged_blocks: u64,
 }
 
 /// Space accounting of the whole pool.

@@ -83,6 +83,7 @@ pub fn volume(view: &VolumeView, node: &str) -> VolumeDto {
         statistics: VolumeStatisticsDto {
             logical_used_storage: view.usage.logical_used_bytes.to_string(),
             physical_used_storage: view.usage.physical_used_bytes.to_string(),
+            damaged_blocks: view.usage.damaged_blocks,
         },
         node_list: vec![node.to_owned()],
         creation_time: time_s(v.created_at_s),

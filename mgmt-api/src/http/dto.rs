@@ -161,6 +161,9 @@ pub struct VolumeStatisticsDto {
     pub logical_used_storage: String,
     /// Bytes of the pool the data occupies.
     pub physical_used_storage: String,
+    /// 4 KiB blocks the last scrub pass found damaged (Keel extension): they
+    /// read as NVMe Unrecovered Read Errors until rewritten.
+    pub damaged_blocks: u64,
 }
 
 /// A volume.
