@@ -55,6 +55,7 @@ pub fn drive_connection(selector: u8, bytes: &[u8]) {
         advertised_addr: None,
         notifier: Arc::new(|| {}),
         handshake_timeout: crate::target::DEFAULT_HANDSHAKE_TIMEOUT,
+        discovery_keep_alive: crate::target::DEFAULT_DISCOVERY_KEEP_ALIVE,
     };
     let mut conn = Connection::new(ctx);
     let mut icreq = Vec::new();

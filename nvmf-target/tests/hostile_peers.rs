@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use nvmf_target::host::{HostController, IoQueue};
+use nvmf_target::nvme::DISCOVERY_NQN;
 use nvmf_target::pdu::{Digests, IcReq};
 use nvmf_target::{Lba, ReactorKind};
 
@@ -188,6 +189,35 @@ fn a_peer_over_its_cap_is_refused_while_another_address_gets_in(kind: ReactorKin
     assert_eq!(f.target.stats().connections_refused, 1);
 }
 
+fn a_discovery_controller_without_keep_alive_is_closed_when_silent(kind: ReactorKind) {
+    let f = Fixture::configured(kind, |c| {
+        c.discovery_keep_alive = Duration::from_millis(300);
+    });
+    // A host that reads the log and leaves is served as before.
+    let entries = nvmf_target::host::discover(f.addr(), HOST_A).unwrap();
+    assert!(!entries.is_empty());
+    // One that connects with KATO 0 and then says nothing is closed.
+    let mut o = f.options(HOST_A);
+    o.subsys_nqn = DISCOVERY_NQN.to_owned();
+    o.kato_ms = 0;
+    let silent = HostController::connect(f.addr(), o).unwrap();
+    wait_until("the silent discovery controller to be closed", || {
+        f.target.stats().connections == 0
+    });
+    drop(silent);
+    // An I/O controller without keep-alive is the host's own choice: kept.
+    let (_c, mut q) = connect_host(&f);
+    // The fixture ticks every 50 ms on each of its reactors: 36 ticks are
+    // three discovery keep-alive periods.
+    let ticks = f.target.stats().ticks;
+    wait_until("three discovery keep-alive periods to pass", || {
+        f.target.stats().ticks >= ticks + 36
+    });
+    let data = pattern(4096, 9);
+    q.write(1, Lba(9), data.clone(), 512).unwrap();
+    assert_eq!(q.read(1, Lba(9), 8, 512).unwrap(), data);
+}
+
 include!("../src/target/for_each_reactor_kind.rs");
 
 for_each_reactor_kind!(
@@ -195,4 +225,5 @@ for_each_reactor_kind!(
     idle_connections_do_not_keep_a_host_out,
     a_connection_that_never_finishes_its_handshake_is_closed,
     a_peer_over_its_cap_is_refused_while_another_address_gets_in,
+    a_discovery_controller_without_keep_alive_is_closed_when_silent,
 );

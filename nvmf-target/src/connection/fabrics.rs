@@ -95,11 +95,18 @@ impl Connection {
                     invalid_parameter_dw0(true, CONNECT_DATA_HOSTNQN_OFFSET),
                 );
             }
+            // A discovery controller without keep-alive gets one, as Linux's
+            // nvmet does, so a silent host cannot hold its place for ever.
+            let kato_ms = if kind == ControllerType::Discovery && cc.kato_ms == 0 {
+                u32::try_from(self.ctx.discovery_keep_alive.as_millis()).unwrap_or(u32::MAX)
+            } else {
+                cc.kato_ms
+            };
             let controller = match subsystem.create_controller(
                 kind,
                 &cd.host_nqn,
                 cd.host_id,
-                cc.kato_ms,
+                kato_ms,
                 now_ms,
             ) {
                 Ok(c) => c,

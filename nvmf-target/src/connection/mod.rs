@@ -98,6 +98,9 @@ pub struct ConnectionContext {
     /// handshake (no ICReq yet, or no successful Connect) before
     /// [`Connection::tick`] closes it.
     pub handshake_timeout: Duration,
+    /// Keep-alive timeout given to a discovery controller whose host asked for
+    /// none (KATO 0).
+    pub discovery_keep_alive: Duration,
 }
 
 /// Namespace I/O the driver must start and later report with [`Connection::complete_io`].

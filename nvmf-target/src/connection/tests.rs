@@ -17,6 +17,7 @@ fn context() -> ConnectionContext {
         advertised_addr: None,
         notifier: Arc::new(|| {}),
         handshake_timeout: crate::target::DEFAULT_HANDSHAKE_TIMEOUT,
+        discovery_keep_alive: crate::target::DEFAULT_DISCOVERY_KEEP_ALIVE,
     }
 }
 

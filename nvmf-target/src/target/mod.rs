@@ -51,6 +51,9 @@ pub const DEFAULT_CONNECTIONS_PER_PEER_MAX: usize = 128;
 /// Default [`TargetConfig::handshake_timeout`], as production targets allow
 /// for a connection's first exchange.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`TargetConfig::discovery_keep_alive`]: Linux's nvmet gives a
+/// discovery controller connected without a keep-alive timeout the same 120 s.
+pub const DEFAULT_DISCOVERY_KEEP_ALIVE: Duration = Duration::from_secs(120);
 
 /// How to run a target.
 #[derive(Clone)]
@@ -80,6 +83,10 @@ pub struct TargetConfig {
     /// both within a few round trips; a peer that does neither would hold its
     /// place in the table for ever.
     pub handshake_timeout: Duration,
+    /// Keep-alive timeout of a discovery controller whose host asked for none
+    /// (KATO 0): a host reads its log pages and leaves, while one that stays
+    /// silent would otherwise hold its place in the table for ever.
+    pub discovery_keep_alive: Duration,
     /// Period of the keep-alive / teardown check.
     pub tick_interval: Duration,
     /// How long a reactor keeps polling for work (spinning on its ring and
@@ -106,6 +113,7 @@ impl std::fmt::Debug for TargetConfig {
             .field("connections_max", &self.connections_max)
             .field("connections_per_peer_max", &self.connections_per_peer_max)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("discovery_keep_alive", &self.discovery_keep_alive)
             .field("tick_interval", &self.tick_interval)
             .field("busy_poll", &self.busy_poll)
             .field("reactor_kind", &self.reactor_kind)
@@ -140,6 +148,7 @@ impl TargetConfig {
             connections_max: 1024,
             connections_per_peer_max: DEFAULT_CONNECTIONS_PER_PEER_MAX,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            discovery_keep_alive: DEFAULT_DISCOVERY_KEEP_ALIVE,
             tick_interval: Duration::from_millis(200),
             busy_poll: Duration::ZERO,
             reactor_kind: ReactorKind::Auto,
@@ -320,6 +329,7 @@ impl Target {
                 config.connections_per_peer_max,
             )),
             handshake_timeout: config.handshake_timeout,
+            discovery_keep_alive: config.discovery_keep_alive,
         });
         // Dropping the handle on an early return stops the threads started so far.
         let mut handle = TargetHandle {

@@ -45,6 +45,8 @@ pub(super) struct Shared {
     pub admission: Arc<Admission>,
     /// How long a connection may take to finish its handshake.
     pub handshake_timeout: Duration,
+    /// Keep-alive timeout of a discovery controller connected with KATO 0.
+    pub discovery_keep_alive: Duration,
 }
 
 /// What the reactors count for diagnostics and for the tests that prove a
@@ -547,6 +549,7 @@ impl<T: Transport> Core<T> {
             advertised_addr: self.shared.advertised_addr,
             notifier: Arc::new(move || inbox.send(Message::Poke { token })),
             handshake_timeout: self.shared.handshake_timeout,
+            discovery_keep_alive: self.shared.discovery_keep_alive,
         };
         self.slots.insert(
             token,

@@ -128,6 +128,7 @@ impl Fixture {
             connections_max: 64,
             connections_per_peer_max: 64,
             handshake_timeout: Duration::from_secs(10),
+            discovery_keep_alive: Duration::from_secs(120),
             tick_interval: Duration::from_millis(50),
             busy_poll: Duration::ZERO,
             reactor_kind: kind,
