@@ -13,6 +13,8 @@ use parking_lot::Mutex;
 
 use crate::checkpoint::write_checkpoint;
 use crate::core::{Core, EngineConfig};
+use crate::datapath::completion::{wait, Join, ReadDone, WriteDone};
+use crate::datapath::flush::{flush_devices, flush_wait};
 use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
 use crate::format::{Entry, VolumeKind, VOLUME_FLAG_COMPRESS, VOLUME_FLAG_INCOMPLETE};
 use crate::index::{Packing, VolumeMap};
@@ -138,11 +140,6 @@ impl VolumeSpace {
         self.mapped_bytes as f64 / self.stored_bytes as f64
     }
 }
-
-/// Completion of a write, trim or flush.
-pub type WriteDone = Box<dyn FnOnce(Result<(), IoError>) + Send>;
-/// Completion of a read.
-pub type ReadDone = Box<dyn FnOnce(Result<Bytes, IoError>) + Send>;
 
 /// An open pool. Cheap to share behind an `Arc`; every method may be called from
 /// any thread, and data-path methods never block: they return at once and run the
@@ -836,7 +833,7 @@ impl Engine {
                 },
             )
         })?;
-        wait(|done| flush_devices(&self.core, done))
+        flush_wait(&self.core)
     }
 }
 
@@ -1009,51 +1006,6 @@ fn store_blocks(
             origin: Origin::Foreground,
         };
         append(core, Pending { record, done });
-    }
-}
-
-/// Runs one completion after `parts` partial completions, with the first error.
-struct Join {
-    state: Arc<Mutex<JoinState>>,
-}
-
-/// Parts still running, the first error, and the completion to run.
-type JoinState = (usize, Option<IoError>, Option<WriteDone>);
-
-impl Join {
-    /// `parts` completions that together run `done` once; a single part is
-    /// `done` itself, so the common one-record write pays for no join.
-    fn split(done: WriteDone, parts: usize) -> Vec<WriteDone> {
-        if parts == 1 {
-            return vec![done];
-        }
-        let join = Join::new(parts, done);
-        (0..parts).map(|_| join.part()).collect()
-    }
-
-    fn new(parts: usize, done: WriteDone) -> Join {
-        Join {
-            state: Arc::new(Mutex::new((parts, None, Some(done)))),
-        }
-    }
-
-    fn part(&self) -> WriteDone {
-        let state = self.state.clone();
-        Box::new(move |result| {
-            let mut guard = state.lock();
-            if let Err(err) = result {
-                guard.1.get_or_insert(err);
-            }
-            guard.0 -= 1;
-            if guard.0 == 0 {
-                let outcome = guard.1.take().map_or(Ok(()), Err);
-                let done = guard.2.take();
-                drop(guard);
-                if let Some(done) = done {
-                    done(outcome);
-                }
-            }
-        })
     }
 }
 
@@ -1312,54 +1264,6 @@ struct ReadJoin {
     done: Option<BlocksDone>,
 }
 
-pub(crate) fn flush_devices(core: &Arc<Core>, done: WriteDone) {
-    if core.fenced.load(Ordering::Acquire) {
-        return done(Err(IoError::Fenced));
-    }
-    // Every batch applied now has completed its write, so the flush covers it.
-    let covers_seq = core.log.lock().applied_seq;
-    let devices = core.pool.devices.clone();
-    let flushed_core = core.clone();
-    let join = Join::new(
-        devices.len(),
-        Box::new(move |result| {
-            if result.is_ok() {
-                flushed_up_to(&flushed_core, covers_seq);
-            }
-            done(result);
-        }),
-    );
-    for device in devices {
-        let core2 = core.clone();
-        let part = join.part();
-        device.submit(
-            IoOp::Flush,
-            Box::new(move |outcome| {
-                if let Err(err) = &outcome.result {
-                    // A failed flush may have dropped data: never retry, fence.
-                    core2.fenced.store(true, Ordering::Release);
-                    tracing::error!(%err, "flush failed; fencing the engine");
-                }
-                part(outcome.result.map_err(IoError::Device));
-            }),
-        );
-    }
-}
-
-/// Records that batches up to `seq` are on stable media, which may let dead
-/// segments be reused.
-fn flushed_up_to(core: &Arc<Core>, seq: u64) {
-    let freed = {
-        let mut log = core.log.lock();
-        log.segments.durable_seq = log.segments.durable_seq.max(seq);
-        let covered = log.covered_seq;
-        log.segments.free_dead(covered)
-    };
-    if freed > 0 {
-        crate::log::kick(core);
-    }
-}
-
 /// Blocking forms of the data path, for tools, tests and control-plane code that
 /// runs on its own threads. Never call them from a reactor or a completion.
 impl Engine {
@@ -1382,16 +1286,4 @@ impl Engine {
     pub fn flush_wait(&self) -> Result<(), IoError> {
         wait(|done| self.flush(done))
     }
-}
-
-/// Runs a completion-based operation and waits for its completion (for engine
-/// threads that may block: the collector, tools, tests).
-pub(crate) fn wait<T: Send + 'static>(
-    start: impl FnOnce(Box<dyn FnOnce(Result<T, IoError>) + Send>),
-) -> Result<T, IoError> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    start(Box::new(move |result| {
-        let _ = tx.send(result);
-    }));
-    crate::io::recv_driving_local(&rx).unwrap_or(Err(IoError::Device(DeviceError::Closed)))
 }
