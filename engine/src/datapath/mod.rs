@@ -6,3 +6,4 @@
 
 pub(crate) mod completion;
 pub(crate) mod flush;
+pub(crate) mod read;
