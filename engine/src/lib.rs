@@ -27,9 +27,10 @@ mod volume;
 
 pub use crate::core::{EngineConfig, GcPolicy};
 pub use crate::datapath::completion::{ReadDone, WriteDone};
+pub use crate::datapath::write::ATOMIC_WRITE_BLOCKS;
 pub use crate::engine::{
-    DeviceSpec, Engine, PoolStats, VolumeOptions, VolumeSpace, ATOMIC_WRITE_BLOCKS, IO_BYTES_MAX,
-    VOLUME_BYTES_MAX, VOLUME_NAME_MAX,
+    DeviceSpec, Engine, PoolStats, VolumeOptions, VolumeSpace, IO_BYTES_MAX, VOLUME_BYTES_MAX,
+    VOLUME_NAME_MAX,
 };
 pub use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
 pub use crate::format::VolumeKind;

@@ -7,3 +7,4 @@
 pub(crate) mod completion;
 pub(crate) mod flush;
 pub(crate) mod read;
+pub(crate) mod write;
