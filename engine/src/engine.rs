@@ -1,5 +1,7 @@
-//! The engine's public face: opening pools, managing volumes and the
-//! completion-based data path.
+//! The engine's public face: opening, formatting and shutting down pools,
+//! managing volumes, snapshots and clones, stats, and the completion-based data
+//! path, whose methods check their arguments and hand the byte range to
+//! [`crate::datapath`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,24 +15,23 @@ use parking_lot::Mutex;
 
 use crate::checkpoint::write_checkpoint;
 use crate::core::{Core, EngineConfig};
+use crate::datapath::completion::{wait, ReadDone, WriteDone};
+use crate::datapath::flush::{flush_devices, flush_wait};
+use crate::datapath::read::read_range;
+use crate::datapath::write::{write_range, RangeData};
 use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
 use crate::format::{Entry, VolumeKind, VOLUME_FLAG_COMPRESS, VOLUME_FLAG_INCOMPLETE};
-use crate::index::{Packing, VolumeMap};
-use crate::io::{open_backing, AlignedBuf, BackingKind, DeviceError, DeviceRef, IoOp, UringDevice};
-use crate::log::{append, Origin, Pending, Record, BATCH_DATA_BLOCKS_MAX};
+use crate::index::VolumeMap;
+use crate::io::{open_backing, BackingKind, DeviceRef, UringDevice};
+use crate::log::{append, Pending, Record, BATCH_DATA_BLOCKS_MAX};
 use crate::recovery::RecoveryReport;
 use crate::scrub::{ScrubStatus, Scrubber};
 use crate::thick_clone::CloneJob;
-use crate::units::{SectorSize, VolumeId, BLOCK_SIZE, BLOCK_SIZE_U64};
+use crate::units::{SectorSize, VolumeId, BLOCK_SIZE_U64};
 use crate::volume::{Volume, VolumeInfo, VolumeState};
 
 /// Largest single read or write, in bytes.
 pub const IO_BYTES_MAX: u64 = BATCH_DATA_BLOCKS_MAX as u64 * BLOCK_SIZE_U64;
-/// Writes of up to this many 4 KiB blocks are one log record: all or nothing
-/// across power loss. Larger writes are split into records of this size (so
-/// batches can fill the room left in a segment); after power loss a prefix of
-/// such a write's pieces may survive without the rest.
-pub const ATOMIC_WRITE_BLOCKS: usize = 32;
 /// How long shutdown waits for a cancelled clone job to stop.
 const JOB_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Largest volume size in bytes (2^52: 4 PiB).
@@ -138,11 +139,6 @@ impl VolumeSpace {
         self.mapped_bytes as f64 / self.stored_bytes as f64
     }
 }
-
-/// Completion of a write, trim or flush.
-pub type WriteDone = Box<dyn FnOnce(Result<(), IoError>) + Send>;
-/// Completion of a read.
-pub type ReadDone = Box<dyn FnOnce(Result<Bytes, IoError>) + Send>;
 
 /// An open pool. Cheap to share behind an `Arc`; every method may be called from
 /// any thread, and data-path methods never block: they return at once and run the
@@ -705,18 +701,7 @@ impl Engine {
             Ok(t) => t,
             Err(err) => return done(Err(err)),
         };
-        let first = offset / BLOCK_SIZE_U64;
-        let blocks = (offset + len).div_ceil(BLOCK_SIZE_U64) - first;
-        let skip = (offset - first * BLOCK_SIZE_U64) as usize;
-        read_blocks(
-            &self.core,
-            volume,
-            first,
-            blocks,
-            Box::new(move |result| {
-                done(result.map(|buf| Bytes::from_owner(buf).slice(skip..skip + len as usize)))
-            }),
-        );
+        read_range(&self.core, volume, offset, len, done);
     }
 
     /// Makes `sectors` sectors at `lba` read as zeros and frees their space.
@@ -836,7 +821,7 @@ impl Engine {
                 },
             )
         })?;
-        wait(|done| flush_devices(&self.core, done))
+        flush_wait(&self.core)
     }
 }
 
@@ -889,477 +874,6 @@ fn validate_name(name: &str) -> Result<(), VolumeError> {
     }
 }
 
-/// What a range write stores.
-enum RangeData {
-    Bytes(Bytes),
-    Zeroes(u64),
-}
-
-/// Writes a byte range that may start or end inside a 4 KiB block. Whole aligned
-/// blocks go straight to the log; partial ones are read, merged and rewritten
-/// while the volume's range lock keeps concurrent writers to those blocks out.
-fn write_range(
-    core: &Arc<Core>,
-    volume: Arc<Volume>,
-    offset: u64,
-    data: RangeData,
-    done: WriteDone,
-) {
-    let len = match &data {
-        RangeData::Bytes(b) => b.len() as u64,
-        RangeData::Zeroes(n) => *n,
-    };
-    let first = offset / BLOCK_SIZE_U64;
-    let end = (offset + len).div_ceil(BLOCK_SIZE_U64);
-    let aligned = offset.is_multiple_of(BLOCK_SIZE_U64) && len.is_multiple_of(BLOCK_SIZE_U64);
-    if volume.sector == SectorSize::B4096 {
-        assert!(aligned, "4096-byte-sector volumes only see whole blocks");
-        return store_blocks(core, &volume, first, end - first, data, done);
-    }
-    let core2 = core.clone();
-    let locked = volume.clone();
-    volume.range_locks.acquire(
-        first,
-        end,
-        Box::new(move || {
-            let unlock_volume = locked.clone();
-            let done: WriteDone = Box::new(move |result| {
-                unlock_volume.range_locks.release(first, end);
-                done(result);
-            });
-            if aligned {
-                return store_blocks(&core2, &locked, first, end - first, data, done);
-            }
-            let core3 = core2.clone();
-            let merge_volume = locked.clone();
-            read_blocks(
-                &core2,
-                locked,
-                first,
-                end - first,
-                Box::new(move |result| {
-                    let mut merged = match result {
-                        Ok(buf) => buf.as_slice().to_vec(),
-                        Err(err) => return done(Err(err)),
-                    };
-                    let at = (offset - first * BLOCK_SIZE_U64) as usize;
-                    match &data {
-                        RangeData::Bytes(bytes) => {
-                            merged[at..at + bytes.len()].copy_from_slice(bytes)
-                        }
-                        RangeData::Zeroes(n) => merged[at..at + *n as usize].fill(0),
-                    }
-                    store_blocks(
-                        &core3,
-                        &merge_volume,
-                        first,
-                        end - first,
-                        RangeData::Bytes(Bytes::from(merged)),
-                        done,
-                    );
-                }),
-            );
-        }),
-    );
-}
-
-/// Logs whole blocks: data as a write record (all-zero blocks as trims would be a
-/// later optimisation), zeroes as a trim record.
-fn store_blocks(
-    core: &Arc<Core>,
-    volume: &Volume,
-    first: u64,
-    blocks: u64,
-    data: RangeData,
-    done: WriteDone,
-) {
-    let bytes = match data {
-        RangeData::Zeroes(_) => {
-            let record = Record::Meta(Entry::Trim {
-                volume: volume.id.0,
-                lba: first,
-                blocks,
-            });
-            return append(core, Pending { record, done });
-        }
-        RangeData::Bytes(bytes) => bytes,
-    };
-    let compressed = volume.flags() & VOLUME_FLAG_COMPRESS != 0;
-    let piece_bytes = ATOMIC_WRITE_BLOCKS * BLOCK_SIZE;
-    let pieces = bytes.len().div_ceil(piece_bytes);
-    for (piece, done) in Join::split(done, pieces).into_iter().enumerate() {
-        let at = piece * piece_bytes;
-        let data = bytes.slice(at..bytes.len().min(at + piece_bytes));
-        let lba = first + (piece * ATOMIC_WRITE_BLOCKS) as u64;
-        let (entry, data) = if compressed {
-            crate::compress::pack(volume.id.0, lba, &data)
-        } else {
-            let crcs = data.chunks(BLOCK_SIZE).map(crc32c::crc32c).collect();
-            let entry = Entry::Write {
-                volume: volume.id.0,
-                lba,
-                data_offset: 0,
-                crcs,
-            };
-            (entry, data)
-        };
-        let record = Record::Data {
-            entry,
-            data,
-            origin: Origin::Foreground,
-        };
-        append(core, Pending { record, done });
-    }
-}
-
-/// Runs one completion after `parts` partial completions, with the first error.
-struct Join {
-    state: Arc<Mutex<JoinState>>,
-}
-
-/// Parts still running, the first error, and the completion to run.
-type JoinState = (usize, Option<IoError>, Option<WriteDone>);
-
-impl Join {
-    /// `parts` completions that together run `done` once; a single part is
-    /// `done` itself, so the common one-record write pays for no join.
-    fn split(done: WriteDone, parts: usize) -> Vec<WriteDone> {
-        if parts == 1 {
-            return vec![done];
-        }
-        let join = Join::new(parts, done);
-        (0..parts).map(|_| join.part()).collect()
-    }
-
-    fn new(parts: usize, done: WriteDone) -> Join {
-        Join {
-            state: Arc::new(Mutex::new((parts, None, Some(done)))),
-        }
-    }
-
-    fn part(&self) -> WriteDone {
-        let state = self.state.clone();
-        Box::new(move |result| {
-            let mut guard = state.lock();
-            if let Err(err) = result {
-                guard.1.get_or_insert(err);
-            }
-            guard.0 -= 1;
-            if guard.0 == 0 {
-                let outcome = guard.1.take().map_or(Ok(()), Err);
-                let done = guard.2.take();
-                drop(guard);
-                if let Some(done) = done {
-                    done(outcome);
-                }
-            }
-        })
-    }
-}
-
-/// A contiguous piece of a read: `blocks` blocks at `phys` land at block `dest` of
-/// the result.
-struct ReadRun {
-    dest: usize,
-    phys: crate::units::PhysBlock,
-    crcs: Vec<u32>,
-}
-
-/// Reads whole blocks `[first, first + blocks)` of a volume, verifying checksums.
-fn read_blocks(core: &Arc<Core>, volume: Arc<Volume>, first: u64, blocks: u64, done: BlocksDone) {
-    let mut runs: Vec<ReadRun> = Vec::new();
-    let mut units: Vec<UnitRead> = Vec::new();
-    {
-        let map = volume.map.read();
-        for i in 0..blocks {
-            let Some(mapping) = map.lookup(first + i) else {
-                continue;
-            };
-            if mapping.packing != Packing::RAW {
-                let want = (i as usize, mapping.packing.index, mapping.crc);
-                match units.iter_mut().rev().find(|u| u.phys == mapping.location) {
-                    Some(unit) => unit.wants.push(want),
-                    None => units.push(UnitRead {
-                        phys: mapping.location,
-                        stored_blocks: mapping.stored_blocks() as usize,
-                        wants: vec![want],
-                    }),
-                }
-                continue;
-            }
-            let extend = runs.last().is_some_and(|run| {
-                run.dest + run.crcs.len() == i as usize
-                    && run.phys.0 + run.crcs.len() as u64 == mapping.location.0
-                    && core.pool.split(run.phys).0 == core.pool.split(mapping.location).0
-            });
-            if extend {
-                if let Some(run) = runs.last_mut() {
-                    run.crcs.push(mapping.crc);
-                }
-            } else {
-                runs.push(ReadRun {
-                    dest: i as usize,
-                    phys: mapping.location,
-                    crcs: vec![mapping.crc],
-                });
-            }
-        }
-        // INVARIANT: pins are taken while the map lock is held, so no segment a
-        // run points into can be freed and reused before the read completes.
-        for phys in runs
-            .iter()
-            .map(|r| r.phys)
-            .chain(units.iter().map(|u| u.phys))
-        {
-            core.pins.pin(core.pool.split(phys).0);
-        }
-    }
-    let len = blocks as usize * BLOCK_SIZE;
-    if runs.is_empty() && units.is_empty() {
-        return done(Ok(AlignedBuf::zeroed(len)));
-    }
-    if units.is_empty()
-        && runs.len() == 1
-        && runs[0].dest == 0
-        && runs[0].crcs.len() == blocks as usize
-    {
-        // One contiguous run covers the whole range: the device reads straight
-        // into the result.
-        let Some(run) = runs.pop() else {
-            unreachable!("one run was just counted")
-        };
-        let (segment, block) = core.pool.split(run.phys);
-        let (device, offset) = core.pool.locate(segment, block);
-        let core2 = core.clone();
-        let volume_id = volume.id;
-        device.submit_here(
-            IoOp::Read {
-                offset,
-                buf: AlignedBuf::for_overwrite(len),
-            },
-            Box::new(move |outcome| {
-                core2.pins.unpin(segment);
-                let result = match (outcome.result, outcome.buf) {
-                    (Ok(()), Some(data)) => {
-                        verify_run(&data, &run, first, volume_id).map(|()| data)
-                    }
-                    (Err(err), _) => Err(IoError::Device(err)),
-                    (Ok(()), None) => Err(IoError::Device(DeviceError::Closed)),
-                };
-                done(result);
-            }),
-        );
-        return;
-    }
-    let result = AlignedBuf::zeroed(len);
-    let join = Arc::new(Mutex::new(ReadJoin {
-        buf: Some(result),
-        remaining: runs.len() + units.len(),
-        error: None,
-        done: Some(done),
-    }));
-    for unit in units {
-        read_unit(core, unit, first, volume.id, join.clone());
-    }
-    for run in runs {
-        let (segment, block) = core.pool.split(run.phys);
-        let (device, offset) = core.pool.locate(segment, block);
-        let join = join.clone();
-        let core2 = core.clone();
-        let volume_id = volume.id;
-        let buf = AlignedBuf::for_overwrite(run.crcs.len() * BLOCK_SIZE);
-        device.submit_here(
-            IoOp::Read { offset, buf },
-            Box::new(move |outcome| {
-                core2.pins.unpin(segment);
-                let mut state = join.lock();
-                match (outcome.result, outcome.buf) {
-                    (Ok(()), Some(data)) => {
-                        if let Err(err) = verify_run(&data, &run, first, volume_id) {
-                            state.error.get_or_insert(err);
-                        }
-                        if let Some(out) = state.buf.as_mut() {
-                            let at = run.dest * BLOCK_SIZE;
-                            out.as_mut_slice()[at..at + data.len()]
-                                .copy_from_slice(data.as_slice());
-                        }
-                    }
-                    (Err(err), _) => {
-                        state.error.get_or_insert(IoError::Device(err));
-                    }
-                    (Ok(()), None) => {
-                        state
-                            .error
-                            .get_or_insert(IoError::Device(DeviceError::Closed));
-                    }
-                }
-                part_done(state);
-            }),
-        );
-    }
-}
-
-/// One compressed unit a read needs: stored at `phys` in `stored_blocks` blocks;
-/// `wants` holds `(block of the result, index in the unit, crc)`.
-struct UnitRead {
-    phys: crate::units::PhysBlock,
-    stored_blocks: usize,
-    wants: Vec<(usize, u8, u32)>,
-}
-
-/// Reads and decompresses one unit into the joined result, checking each wanted
-/// block against its crc; a unit that does not decompress is a media error.
-fn read_unit(
-    core: &Arc<Core>,
-    unit: UnitRead,
-    first: u64,
-    volume: VolumeId,
-    join: Arc<Mutex<ReadJoin>>,
-) {
-    let (segment, block) = core.pool.split(unit.phys);
-    let (device, offset) = core.pool.locate(segment, block);
-    let core2 = core.clone();
-    let buf = AlignedBuf::for_overwrite(unit.stored_blocks * BLOCK_SIZE);
-    device.submit_here(
-        IoOp::Read { offset, buf },
-        Box::new(move |outcome| {
-            core2.pins.unpin(segment);
-            let mut state = join.lock();
-            let media = |dest: usize| IoError::Media { volume, lba: first + dest as u64 };
-            match (outcome.result, outcome.buf) {
-                (Ok(()), Some(data)) => match crate::compress::unpack(data.as_slice()) {
-                    Ok(content) => {
-                        for &(dest, index, crc) in &unit.wants {
-                            let at = usize::from(index) * BLOCK_SIZE;
-                            let Some(block) = content.get(at..at + BLOCK_SIZE) else {
-                                state.error.get_or_insert(media(dest));
-                                continue;
-                            };
-                            if crc32c::crc32c(block) != crc {
-                                tracing::error!(%volume, lba = first + dest as u64, "checksum mismatch on read");
-                                state.error.get_or_insert(media(dest));
-                            }
-                            if let Some(out) = state.buf.as_mut() {
-                                out.as_mut_slice()[dest * BLOCK_SIZE..(dest + 1) * BLOCK_SIZE].copy_from_slice(block);
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        tracing::error!(%volume, "a compressed unit does not decompress");
-                        let dest = unit.wants.first().map_or(0, |w| w.0);
-                        state.error.get_or_insert(media(dest));
-                    }
-                },
-                (Err(err), _) => {
-                    state.error.get_or_insert(IoError::Device(err));
-                }
-                (Ok(()), None) => {
-                    state.error.get_or_insert(IoError::Device(DeviceError::Closed));
-                }
-            }
-            part_done(state);
-        }),
-    );
-}
-
-/// Counts one finished part of a joined read; the last part completes it.
-fn part_done(mut state: parking_lot::MutexGuard<'_, ReadJoin>) {
-    state.remaining -= 1;
-    if state.remaining == 0 {
-        let done = state.done.take();
-        let outcome = match state.error.take() {
-            Some(err) => Err(err),
-            None => state.buf.take().ok_or(IoError::Device(DeviceError::Closed)),
-        };
-        drop(state);
-        if let Some(done) = done {
-            done(outcome);
-        }
-    }
-}
-
-/// Checks every block a run read against its mapped checksum; volume block
-/// `first` is the start of the read the run belongs to.
-fn verify_run(
-    data: &AlignedBuf,
-    run: &ReadRun,
-    first: u64,
-    volume: VolumeId,
-) -> Result<(), IoError> {
-    let mut error = None;
-    for (i, (block, &crc)) in data
-        .as_slice()
-        .chunks(BLOCK_SIZE)
-        .zip(&run.crcs)
-        .enumerate()
-    {
-        if crc32c::crc32c(block) != crc {
-            let lba = first + (run.dest + i) as u64;
-            tracing::error!(%volume, lba, "checksum mismatch on read");
-            error.get_or_insert(IoError::Media { volume, lba });
-        }
-    }
-    error.map_or(Ok(()), Err)
-}
-
-/// Completion of a whole-block read.
-type BlocksDone = Box<dyn FnOnce(Result<AlignedBuf, IoError>) + Send>;
-
-struct ReadJoin {
-    buf: Option<AlignedBuf>,
-    remaining: usize,
-    error: Option<IoError>,
-    done: Option<BlocksDone>,
-}
-
-pub(crate) fn flush_devices(core: &Arc<Core>, done: WriteDone) {
-    if core.fenced.load(Ordering::Acquire) {
-        return done(Err(IoError::Fenced));
-    }
-    // Every batch applied now has completed its write, so the flush covers it.
-    let covers_seq = core.log.lock().applied_seq;
-    let devices = core.pool.devices.clone();
-    let flushed_core = core.clone();
-    let join = Join::new(
-        devices.len(),
-        Box::new(move |result| {
-            if result.is_ok() {
-                flushed_up_to(&flushed_core, covers_seq);
-            }
-            done(result);
-        }),
-    );
-    for device in devices {
-        let core2 = core.clone();
-        let part = join.part();
-        device.submit(
-            IoOp::Flush,
-            Box::new(move |outcome| {
-                if let Err(err) = &outcome.result {
-                    // A failed flush may have dropped data: never retry, fence.
-                    core2.fenced.store(true, Ordering::Release);
-                    tracing::error!(%err, "flush failed; fencing the engine");
-                }
-                part(outcome.result.map_err(IoError::Device));
-            }),
-        );
-    }
-}
-
-/// Records that batches up to `seq` are on stable media, which may let dead
-/// segments be reused.
-fn flushed_up_to(core: &Arc<Core>, seq: u64) {
-    let freed = {
-        let mut log = core.log.lock();
-        log.segments.durable_seq = log.segments.durable_seq.max(seq);
-        let covered = log.covered_seq;
-        log.segments.free_dead(covered)
-    };
-    if freed > 0 {
-        crate::log::kick(core);
-    }
-}
-
 /// Blocking forms of the data path, for tools, tests and control-plane code that
 /// runs on its own threads. Never call them from a reactor or a completion.
 impl Engine {
@@ -1382,16 +896,4 @@ impl Engine {
     pub fn flush_wait(&self) -> Result<(), IoError> {
         wait(|done| self.flush(done))
     }
-}
-
-/// Runs a completion-based operation and waits for its completion (for engine
-/// threads that may block: the collector, tools, tests).
-pub(crate) fn wait<T: Send + 'static>(
-    start: impl FnOnce(Box<dyn FnOnce(Result<T, IoError>) + Send>),
-) -> Result<T, IoError> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    start(Box::new(move |result| {
-        let _ = tx.send(result);
-    }));
-    crate::io::recv_driving_local(&rx).unwrap_or(Err(IoError::Device(DeviceError::Closed)))
 }

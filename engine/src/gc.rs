@@ -21,6 +21,7 @@ use bytes::Bytes;
 use crossbeam_channel::Receiver;
 
 use crate::core::{Core, GcPolicy};
+use crate::datapath::flush::flush_wait;
 use crate::error::IoError;
 use crate::format::Entry;
 use crate::index::{Chunk, Packing, VolumeMap};
@@ -261,10 +262,6 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
         flush_wait(core)?;
     }
     Ok(true)
-}
-
-fn flush_wait(core: &Arc<Core>) -> Result<(), IoError> {
-    crate::engine::wait(|done| crate::engine::flush_devices(core, done))
 }
 
 /// Picks and pins the sealed segments most worth cleaning under the configured

@@ -10,6 +10,7 @@
 mod checkpoint;
 mod compress;
 mod core;
+mod datapath;
 mod engine;
 mod error;
 pub mod format;
@@ -25,9 +26,11 @@ pub mod units;
 mod volume;
 
 pub use crate::core::{EngineConfig, GcPolicy};
+pub use crate::datapath::completion::{ReadDone, WriteDone};
+pub use crate::datapath::write::ATOMIC_WRITE_BLOCKS;
 pub use crate::engine::{
-    DeviceSpec, Engine, PoolStats, ReadDone, VolumeOptions, VolumeSpace, WriteDone,
-    ATOMIC_WRITE_BLOCKS, IO_BYTES_MAX, VOLUME_BYTES_MAX, VOLUME_NAME_MAX,
+    DeviceSpec, Engine, PoolStats, VolumeOptions, VolumeSpace, IO_BYTES_MAX, VOLUME_BYTES_MAX,
+    VOLUME_NAME_MAX,
 };
 pub use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
 pub use crate::format::VolumeKind;
