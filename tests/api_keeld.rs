@@ -1506,3 +1506,53 @@ fn a_catalog_size_that_disagrees_with_the_engine_takes_the_engine_size_at_start(
         (256u64 << 20).to_string()
     );
 }
+
+#[test]
+fn snapshot_records_are_reconciled_with_the_engine_at_start() {
+    let mut k = started();
+    let v = k.create_volume("snapped", 256 << 20, &[HOST_A]);
+    let uuid = v["UUID"].as_str().expect("UUID").to_owned();
+    let snap = k.post(
+        "/api/v2/projects/default/snapshots",
+        &json!({"name": "snap-sized", "sourceVolumeUUID": uuid}),
+    );
+    assert_eq!(snap.status, StatusCode::OK, "{}", snap.body);
+    let snap_uuid = snap.body["UUID"].as_str().expect("UUID").to_owned();
+    k.terminate();
+    // A hand-edited size, and a record of a snapshot the engine never held
+    // (a copy of the real one under another UUID).
+    let ghost = "00000000-0000-4000-8000-0000000000ee";
+    let path = k.data_dir().join("api").join("catalog.json");
+    let mut catalog: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read catalog")).expect("catalog");
+    catalog["snapshots"][&snap_uuid]["size_bytes"] = json!(GIB);
+    let mut copy = catalog["snapshots"][&snap_uuid].clone();
+    copy["uuid"] = json!(ghost);
+    copy["name"] = json!("snap-ghost");
+    catalog["snapshots"][ghost] = copy;
+    std::fs::write(&path, serde_json::to_vec_pretty(&catalog).expect("json"))
+        .expect("write catalog");
+    k.restart();
+    let real = k.get(&format!("/api/v2/projects/default/snapshots/{snap_uuid}"));
+    assert_eq!(real.status, StatusCode::OK, "{}", real.body);
+    assert_eq!(
+        real.body["size"],
+        (256u64 << 20).to_string(),
+        "{}",
+        real.body
+    );
+    assert_eq!(real.body["state"], "Available");
+    let missing = k.get(&format!("/api/v2/projects/default/snapshots/{ghost}"));
+    assert_eq!(missing.status, StatusCode::OK, "{}", missing.body);
+    assert_eq!(
+        missing.body["state"], "Failed",
+        "a snapshot the engine lacks is not shown Available: {}",
+        missing.body
+    );
+    assert!(
+        k.logged("snapshot size disagrees with the engine")
+            && k.logged("catalog snapshot missing from the engine"),
+        "{}",
+        k.log_tail()
+    );
+}

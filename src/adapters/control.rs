@@ -14,8 +14,8 @@ use engine::{
     VolumeInfo, VolumeKind, VolumeOptions,
 };
 use mgmt_api::control::{
-    CloneJobId, CloneJobState, CloneJobStatus, EngineVolume, HostAcl, NodeInfo, PoolStats,
-    ScrubReport, VolumeSpec, VolumeUsage,
+    CloneJobId, CloneJobState, CloneJobStatus, EngineSnapshot, EngineVolume, HostAcl, NodeInfo,
+    PoolStats, ScrubReport, VolumeSpec, VolumeUsage,
 };
 use mgmt_api::{Control, ControlError};
 use nvmf_target::Subsystem;
@@ -162,6 +162,20 @@ impl Control for EngineControl {
                     uuid,
                     size_bytes: v.size_bytes,
                     engine_id: v.id.0,
+                })
+            })
+            .collect())
+    }
+
+    fn list_snapshots(&self) -> Result<Vec<EngineSnapshot>, ControlError> {
+        Ok(self
+            .engine
+            .snapshots()
+            .into_iter()
+            .filter_map(|s| {
+                Uuid::parse_str(&s.name).ok().map(|uuid| EngineSnapshot {
+                    uuid,
+                    size_bytes: s.size_bytes,
                 })
             })
             .collect())

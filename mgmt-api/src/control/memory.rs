@@ -13,8 +13,8 @@ use parking_lot::{Condvar, Mutex};
 use uuid::Uuid;
 
 use super::{
-    CloneJobId, CloneJobState, CloneJobStatus, Control, ControlError, EngineVolume, HostAcl,
-    NodeInfo, PoolStats, ScrubDamage, ScrubReport, VolumeSpec, VolumeUsage,
+    CloneJobId, CloneJobState, CloneJobStatus, Control, ControlError, EngineSnapshot, EngineVolume,
+    HostAcl, NodeInfo, PoolStats, ScrubDamage, ScrubReport, VolumeSpec, VolumeUsage,
 };
 
 /// The largest namespace id by default, as the NVMe/TCP target's.
@@ -314,6 +314,15 @@ impl Control for MemoryControl {
                 size_bytes: v.spec.size_bytes,
                 engine_id: v.engine_id,
             })
+            .collect())
+    }
+
+    fn list_snapshots(&self) -> Result<Vec<EngineSnapshot>, ControlError> {
+        let state = self.state.lock();
+        Ok(state
+            .snapshots
+            .iter()
+            .map(|(&uuid, &(_, size_bytes))| EngineSnapshot { uuid, size_bytes })
             .collect())
     }
 

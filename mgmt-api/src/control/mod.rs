@@ -45,6 +45,15 @@ pub struct EngineVolume {
     pub engine_id: u64,
 }
 
+/// A snapshot the engine holds, as reported for reconciliation at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineSnapshot {
+    /// The snapshot's identity.
+    pub uuid: Uuid,
+    /// Logical size in bytes (that of its volume when it was taken).
+    pub size_bytes: u64,
+}
+
 /// Space accounting of one volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct VolumeUsage {
@@ -173,6 +182,13 @@ pub trait Control: Send + Sync {
     fn set_compression(&self, volume: Uuid, enabled: bool) -> Result<(), ControlError>;
     /// Lists every volume the engine holds (used to reconcile at startup).
     fn list_volumes(&self) -> Result<Vec<EngineVolume>, ControlError>;
+    /// Every snapshot the engine holds (for startup reconciliation).
+    ///
+    /// The default answers [`ControlError::Unsupported`]: reconciliation then
+    /// leaves snapshot records as they are.
+    fn list_snapshots(&self) -> Result<Vec<EngineSnapshot>, ControlError> {
+        Err(ControlError::Unsupported("listing snapshots".to_owned()))
+    }
     /// Space used by one volume.
     fn volume_usage(&self, volume: Uuid) -> Result<VolumeUsage, ControlError>;
     /// Space accounting of the pool.

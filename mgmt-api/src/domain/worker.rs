@@ -163,11 +163,55 @@ impl Inner {
                 ResourceState::Available | ResourceState::Deleting | ResourceState::Failed => {}
             }
         }
+        self.reconcile_snapshot_records();
         let known: HashSet<Uuid> = self.catalog.lock().volumes.keys().copied().collect();
         for orphan in engine.difference(&known) {
             tracing::warn!(uuid = %orphan, "engine volume unknown to the catalog; left untouched");
         }
         Ok(())
+    }
+
+    /// Brings Available snapshot records in line with the snapshots the engine
+    /// holds: one the engine lacks is marked Failed, and a size that disagrees
+    /// takes the engine's (a snapshot never changes size, so only a hand-edited
+    /// catalog can disagree). Skipped where the port cannot list snapshots.
+    fn reconcile_snapshot_records(&self) {
+        let listed = match self.control.list_snapshots() {
+            Ok(listed) => listed,
+            Err(ControlError::Unsupported(_)) => return,
+            Err(err) => {
+                tracing::error!(%err, "cannot list the engine's snapshots; snapshot records left as they are");
+                return;
+            }
+        };
+        let engine_sizes: HashMap<Uuid, u64> =
+            listed.iter().map(|s| (s.uuid, s.size_bytes)).collect();
+        let _ = self.commit(|c| {
+            for (uuid, r) in c.snapshots.iter_mut() {
+                if r.state != ResourceState::Available {
+                    continue;
+                }
+                match engine_sizes.get(uuid) {
+                    None => {
+                        tracing::error!(%uuid, "catalog snapshot missing from the engine; marking it Failed");
+                        r.state = ResourceState::Failed;
+                        r.revision = r.revision.wrapping_add(1);
+                    }
+                    Some(&size) if size != r.size_bytes => {
+                        tracing::warn!(
+                            %uuid,
+                            catalog_bytes = r.size_bytes,
+                            engine_bytes = size,
+                            "the catalog's snapshot size disagrees with the engine's; correcting the catalog"
+                        );
+                        r.size_bytes = size;
+                        r.revision = r.revision.wrapping_add(1);
+                    }
+                    Some(_) => {}
+                }
+            }
+            Ok(())
+        });
     }
 
     /// Sets `volume`'s host ACL and exposes it under the nsid its record holds.
