@@ -260,7 +260,7 @@ fn damaged_entries(header: &BatchHeader, data: &[u8]) -> Vec<DamagedEntry> {
 }
 
 /// The data offset and the crc of every stored block an entry owns.
-pub(crate) fn stored_blocks(entry: &Entry) -> Option<(u32, &[u32])> {
+fn stored_blocks(entry: &Entry) -> Option<(u32, &[u32])> {
     match entry {
         Entry::Write {
             data_offset, crcs, ..

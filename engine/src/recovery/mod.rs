@@ -86,16 +86,8 @@ pub(crate) fn open(
     let pins = Arc::new(SegmentPins::new(pool.segment_count()));
     let mut segments =
         SegmentTable::new(pool.segment_count(), pool.blocks_per_segment, pins.clone());
+    // `read_body` has checked that every body segment lies inside the pool.
     for &segment in &root.body_segments {
-        if segment >= pool.segment_count() {
-            return Err(corrupt(
-                "checkpoint root",
-                DecodeError::Invalid {
-                    field: "body_segment",
-                    value: segment.into(),
-                },
-            ));
-        }
         segments.get_mut(SegmentId(segment)).state = SegmentState::CheckpointBody;
     }
     let catalog = rebuild_catalog(&pool, &body, &mut segments)?;
