@@ -716,6 +716,31 @@ impl BatchHeader {
         })
     }
 
+    /// Decodes the header at the start of `bytes` (up to [`HEADER_BLOCKS_MAX`]
+    /// blocks) after repairing one flipped bit, in the checksummed bytes or in
+    /// the length field that says which bytes those are; `None` if no single
+    /// bit makes it decode. Only replay's error path calls it.
+    pub fn decode_repairing_one_bit(bytes: &[u8]) -> Option<BatchHeader> {
+        let stored_len = u32::from_le_bytes(bytes.get(LEN_AT..LEN_AT + 4)?.try_into().ok()?);
+        let mut copy = bytes.to_vec();
+        // The stored length first, then each length one bit away from it.
+        for flip in std::iter::once(0).chain((0..32).map(|bit| 1u32 << bit)) {
+            let len = (stored_len ^ flip) as usize;
+            if len < BATCH_HEADER_FIXED_LEN || len > bytes.len() {
+                continue;
+            }
+            copy.copy_from_slice(bytes);
+            copy[LEN_AT..LEN_AT + 4].copy_from_slice(&(len as u32).to_le_bytes());
+            if flip == 0 && !super::repair_one_bit(&mut copy[..len], CRC_AT) {
+                continue;
+            }
+            if let Ok(header) = BatchHeader::decode(&copy) {
+                return Some(header);
+            }
+        }
+        None
+    }
+
     /// Decodes a whole header (all its blocks), verifying its checksum.
     pub fn decode(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
         let header_blocks = Self::peek_header_blocks(bytes)?;
@@ -985,6 +1010,24 @@ pub(super) mod tests {
         v2[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
         v2.resize(usize::from(header.header_blocks) * BLOCK_SIZE, 0);
         v2
+    }
+
+    #[test]
+    fn one_flipped_bit_in_the_entries_or_the_length_is_repaired_and_two_are_not() {
+        let header = sample();
+        let bytes = header.encode();
+        for bit in [LEN_AT * 8 + 3, (BATCH_HEADER_FIXED_LEN + 9) * 8 + 5] {
+            let mut damaged = bytes.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(BatchHeader::decode(&damaged).is_err());
+            assert_eq!(
+                BatchHeader::decode_repairing_one_bit(&damaged),
+                Some(header.clone())
+            );
+        }
+        let mut twice = bytes.clone();
+        twice[BATCH_HEADER_FIXED_LEN + 9] ^= 0x21;
+        assert_eq!(BatchHeader::decode_repairing_one_bit(&twice), None);
     }
 
     #[test]

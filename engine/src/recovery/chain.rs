@@ -15,17 +15,11 @@
 use std::collections::HashMap;
 
 use crate::error::OpenError;
-use crate::format::{
-    repair_one_bit, BatchHeader, CheckpointRoot, Entry, BATCH_HEADER_FIXED_LEN, HEADER_BLOCKS_MAX,
-};
+use crate::format::{BatchHeader, CheckpointRoot, Entry, HEADER_BLOCKS_MAX};
 use crate::io::{read_blocking, AlignedBuf};
 use crate::log::segments::{SegmentState, SegmentTable};
 use crate::pool::Pool;
 use crate::units::{SegmentId, BLOCK_SIZE};
-
-/// Where a batch header keeps its used length and its checksum (FORMAT.md).
-const LEN_AT: usize = 56;
-const CRC_AT: usize = 60;
 
 /// The atomic unit of a device write (FORMAT.md, media assumptions): a header
 /// whose checksummed bytes fit in one sector cannot be torn.
@@ -109,6 +103,15 @@ enum Probe {
     Absent,
 }
 
+/// Whether a probe may repair a flipped bit in a header: only once the batch
+/// was not found intact anywhere, so a log that merely continues in another
+/// segment never pays for a repair attempt.
+#[derive(Clone, Copy)]
+enum Repair {
+    No,
+    OneBit,
+}
+
 /// The batch identity replay expects next.
 #[derive(Clone, Copy)]
 struct Expected<'a> {
@@ -123,6 +126,7 @@ fn probe(
     segment: SegmentId,
     block: u32,
     expected: Expected<'_>,
+    repair: Repair,
 ) -> Result<Probe, OpenError> {
     let Some(first) = reader.blocks(segment, block, 1)? else {
         return Ok(Probe::Absent);
@@ -139,7 +143,7 @@ fn probe(
     };
     let (header, repaired) = match intact {
         Some(header) => (header, false),
-        None => match repaired_header(reader, segment, block, expected)? {
+        None => match repaired_header(reader, segment, block, expected, repair)? {
             Some(header) => (header, true),
             None => {
                 return Ok(match identity {
@@ -188,52 +192,29 @@ fn intact_header(
 }
 
 /// The expected batch's header at `block` of `segment` after repairing one
-/// flipped bit: in the checksummed bytes, or in the length field that says
-/// which bytes those are.
+/// flipped bit (`BatchHeader::decode_repairing_one_bit`).
 fn repaired_header(
     reader: &mut SegmentReader<'_>,
     segment: SegmentId,
     block: u32,
     expected: Expected<'_>,
+    repair: Repair,
 ) -> Result<Option<BatchHeader>, OpenError> {
+    if matches!(repair, Repair::No) {
+        return Ok(None);
+    }
     let room = (reader.pool.blocks_per_segment - block).min(u32::from(HEADER_BLOCKS_MAX));
     let Some(bytes) = reader.blocks(segment, block, room)? else {
         return Ok(None);
     };
-    let stored_len = u32::from_le_bytes([
-        bytes[LEN_AT],
-        bytes[LEN_AT + 1],
-        bytes[LEN_AT + 2],
-        bytes[LEN_AT + 3],
-    ]);
-    let mut attempts = vec![None];
-    attempts.extend((0..32).map(Some));
-    for flipped_len_bit in attempts {
-        let len = stored_len ^ flipped_len_bit.map_or(0, |bit| 1u32 << bit);
-        let len = len as usize;
-        if len < BATCH_HEADER_FIXED_LEN || len > bytes.len() {
-            continue;
-        }
-        let mut copy = bytes.to_vec();
-        copy[LEN_AT..LEN_AT + 4].copy_from_slice(&(len as u32).to_le_bytes());
-        let fixed = match flipped_len_bit {
-            None => repair_one_bit(&mut copy[..len], CRC_AT),
-            Some(_) => true,
-        };
-        if !fixed {
-            continue;
-        }
-        if let Ok(header) = BatchHeader::decode(&copy) {
-            if header.seq == expected.seq
+    Ok(
+        BatchHeader::decode_repairing_one_bit(bytes).filter(|header| {
+            header.seq == expected.seq
                 && header.epoch == expected.epoch
                 && header.pool_uuid == expected.pool.uuid
                 && header.segment == segment.0
-            {
-                return Ok(Some(header));
-            }
-        }
-    }
-    Ok(None)
+        }),
+    )
 }
 
 /// The entries owning a data block that fails its stored crc.
@@ -398,17 +379,28 @@ pub(super) fn find_replay_chain(
     let mut position = (SegmentId(root.replay_segment), root.replay_block);
     let mut evidence = starts.evidence;
     loop {
-        let mut found = probe(&mut reader, position.0, position.1, expected)?;
+        let mut found = probe(&mut reader, position.0, position.1, expected, Repair::No)?;
         let header_damaged = matches!(found, Probe::DamagedHeader { .. });
         let not_torn = matches!(found, Probe::DamagedHeader { atomic: true });
         if !matches!(found, Probe::Found(..)) {
             if let Some(&segment) = starts.by_seq.get(&expected.seq) {
                 if let Probe::Found(header, damaged, repaired) =
-                    probe(&mut reader, segment, 0, expected)?
+                    probe(&mut reader, segment, 0, expected, Repair::No)?
                 {
                     found = Probe::Found(header, damaged, repaired);
                     position = (segment, 0);
                 }
+            }
+        }
+        if !matches!(found, Probe::Found(..)) {
+            if let repaired @ Probe::Found(..) = probe(
+                &mut reader,
+                position.0,
+                position.1,
+                expected,
+                Repair::OneBit,
+            )? {
+                found = repaired;
             }
         }
         match found {
