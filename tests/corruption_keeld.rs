@@ -14,10 +14,10 @@ use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::blocks::{damage, read_back, write_blocks, BLOCK};
-use common::Keeld;
+use common::{wait_until, Keeld};
 use engine::format::BatchHeader;
 
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:c3c3c3c3-3333-4333-8333-c3c3c3c3c3c3";
@@ -29,6 +29,17 @@ fn data_batches(pool: &mut std::fs::File) -> Vec<(u64, u64, u64, u64)> {
         .filter(|h| h.data_blocks > 0)
         .map(|h| (h.epoch, h.seq, h.data_at, h.data_blocks))
         .collect()
+}
+
+/// A default keeld with a 64 MiB volume `name` that [`HOST`] may use; returns
+/// it with the volume's nsid and UUID.
+fn keeld_with_volume(name: &str) -> (Keeld, u32, String) {
+    let mut k = Keeld::start_default();
+    k.login();
+    let v = k.create_volume(name, 64 << 20, &[HOST]);
+    let nsid = u32::try_from(v["nsid"].as_u64().expect("nsid")).expect("nsid");
+    let uuid = v["UUID"].as_str().expect("UUID").to_owned();
+    (k, nsid, uuid)
 }
 
 /// A batch header found in the pool file.
@@ -80,11 +91,7 @@ fn headers(pool: &mut std::fs::File) -> Vec<FoundHeader> {
 
 #[test]
 fn a_damaged_batch_in_the_middle_of_the_log_costs_exactly_its_block_over_nvme() {
-    let mut k = Keeld::start_default();
-    k.login();
-    let v = k.create_volume("damaged", 64 << 20, &[HOST]);
-    let nsid = u32::try_from(v["nsid"].as_u64().expect("nsid")).expect("nsid");
-    let uuid = v["UUID"].as_str().expect("UUID").to_owned();
+    let (mut k, nsid, uuid) = keeld_with_volume("damaged");
     let lbas: Vec<u64> = (0..160u64)
         .map(|i| (i * 2_654_435_761) % (16 << 20 >> 12))
         .collect();
@@ -150,30 +157,25 @@ fn refused_start(data_dir: &Path) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn keeld");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let output = child.wait_with_output().expect("output");
-            assert!(!status.success(), "keeld started on a pool it must refuse");
-            return String::from_utf8_lossy(&output.stderr).into_owned()
-                + &String::from_utf8_lossy(&output.stdout);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("keeld neither refused nor failed within a minute");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let exited = wait_until(Duration::from_secs(60), || {
+        child.try_wait().expect("wait").is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("keeld neither refused nor failed within a minute");
     }
+    let output = child.wait_with_output().expect("output");
+    assert!(
+        !output.status.success(),
+        "keeld started on a pool it must refuse"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
 }
 
 #[test]
 fn damage_anywhere_is_served_exactly_or_as_media_errors_or_refused_with_a_reason() {
-    let mut k = Keeld::start_default();
-    k.login();
-    let v = k.create_volume("victim", 64 << 20, &[HOST]);
-    let nsid = u32::try_from(v["nsid"].as_u64().expect("nsid")).expect("nsid");
-    let uuid = v["UUID"].as_str().expect("UUID").to_owned();
+    let (mut k, nsid, uuid) = keeld_with_volume("victim");
     let lbas: Vec<u64> = (0..96u64)
         .map(|i| (i * 40_503) % (16 << 20 >> 12))
         .collect();
