@@ -46,6 +46,15 @@ pub enum IoError {
     /// The target is a snapshot: snapshots are read-only.
     #[error("{0} is a snapshot and cannot be written")]
     ReadOnly(VolumeId),
+    /// This node may not serve the replicated volume: it is not (or no longer)
+    /// its primary, or its cluster lease may have lapsed. Another node's path
+    /// serves it; the write was not acknowledged.
+    #[error("this node is not the volume's primary")]
+    NotPrimary,
+    /// A member of the volume's in-sync set failed and cannot be taken out of
+    /// the set yet, or the replica refused the operation.
+    #[error("a replica of the volume failed: {0}")]
+    Replica(&'static str),
 }
 
 /// Why a volume control operation (create, delete, resize) failed.

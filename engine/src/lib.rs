@@ -20,6 +20,7 @@ pub mod io;
 mod log;
 mod pool;
 mod recovery;
+pub mod replication;
 mod scrub;
 mod thick_clone;
 pub mod units;

@@ -1,0 +1,583 @@
+//! Synchronous replication between engines over loopback TCP: every member
+//! holds what was acknowledged, a member that fails leaves the in-sync set
+//! before anything is acknowledged without it, comes back by copying only what
+//! it missed, and terms are fenced by epoch and lease.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use engine::io::{DeviceRef, SimDevice};
+use engine::replication::wire::{Envelope, Frame};
+use engine::replication::{
+    Deposed, Extent, MemberSpec, MemberState, NodeId, PrimaryAdmission, PrimaryConfig,
+    ReplicaServer, ReplicaSetAuthority, ReplicatedVolume,
+};
+use engine::{Engine, EngineConfig, IoError, SectorSize, VolumeId};
+use parking_lot::Mutex;
+
+const VOLUME: &str = "vol-a";
+const VOLUME_BYTES: u64 = 64 << 20;
+const BLOCK: usize = 4096;
+
+fn engine() -> Arc<Engine> {
+    let config = EngineConfig {
+        blocks_per_segment: 512,
+        ..EngineConfig::default()
+    };
+    let sim = Arc::new(SimDevice::new(512 << 20));
+    let devices: Vec<DeviceRef> = vec![sim];
+    Engine::format(devices.clone(), &config).expect("format");
+    let engine = Engine::open(devices, config).expect("open");
+    engine
+        .create_volume(VOLUME, VOLUME_BYTES, SectorSize::B4096)
+        .expect("create");
+    Arc::new(engine)
+}
+
+fn node(n: u8) -> NodeId {
+    NodeId([n; 16])
+}
+
+/// The cluster metadata of one volume, as etcd would hold it.
+struct Cluster {
+    primary: Mutex<(NodeId, u64)>,
+    in_sync: Mutex<BTreeSet<NodeId>>,
+    lease: AtomicBool,
+    deposed: AtomicBool,
+    /// While set, removals from the in-sync set do not finish (etcd is slow).
+    hold_removals: AtomicBool,
+}
+
+impl Cluster {
+    fn new(primary: NodeId, epoch: u64, in_sync: &[NodeId]) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            primary: Mutex::new((primary, epoch)),
+            in_sync: Mutex::new(in_sync.iter().copied().collect()),
+            lease: AtomicBool::new(true),
+            deposed: AtomicBool::new(false),
+            hold_removals: AtomicBool::new(false),
+        })
+    }
+
+    fn in_sync(&self) -> BTreeSet<NodeId> {
+        self.in_sync.lock().clone()
+    }
+}
+
+impl ReplicaSetAuthority for Cluster {
+    fn remove_in_sync(&self, _volume: &str, epoch: u64, member: NodeId) -> Result<(), Deposed> {
+        // Held at most 30 s, so a broken test fails instead of hanging.
+        let held = Instant::now();
+        while self.hold_removals.load(Ordering::SeqCst) && held.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if self.deposed.load(Ordering::SeqCst) || self.primary.lock().1 != epoch {
+            return Err(Deposed);
+        }
+        self.in_sync.lock().remove(&member);
+        Ok(())
+    }
+
+    fn add_in_sync(&self, _volume: &str, epoch: u64, member: NodeId) -> Result<(), Deposed> {
+        if self.deposed.load(Ordering::SeqCst) || self.primary.lock().1 != epoch {
+            return Err(Deposed);
+        }
+        self.in_sync.lock().insert(member);
+        Ok(())
+    }
+
+    fn lease_valid(&self) -> bool {
+        self.lease.load(Ordering::SeqCst)
+    }
+}
+
+impl PrimaryAdmission for Cluster {
+    fn admits(&self, _volume: &str, primary: NodeId, epoch: u64) -> bool {
+        *self.primary.lock() == (primary, epoch)
+    }
+}
+
+struct Replica {
+    engine: Arc<Engine>,
+    server: Option<ReplicaServer>,
+    addr: SocketAddr,
+}
+
+impl Replica {
+    fn start(cluster: &Arc<Cluster>) -> Replica {
+        let engine = engine();
+        let server = ReplicaServer::start(
+            engine.clone(),
+            "127.0.0.1:0".parse().expect("addr"),
+            cluster.clone(),
+        )
+        .expect("replica server");
+        let addr = server.local_addr();
+        Replica {
+            engine,
+            server: Some(server),
+            addr,
+        }
+    }
+
+    fn stop(&mut self) {
+        self.server.take();
+    }
+
+    fn restart(&mut self, cluster: &Arc<Cluster>) {
+        self.server = Some(
+            ReplicaServer::start(self.engine.clone(), self.addr, cluster.clone())
+                .expect("replica server restarts on its address"),
+        );
+    }
+
+    fn volume(&self) -> VolumeId {
+        self.engine.volume_by_name(VOLUME).expect("volume").id
+    }
+
+    fn server(&self) -> &ReplicaServer {
+        self.server.as_ref().expect("running")
+    }
+}
+
+fn primary(
+    engine: &Arc<Engine>,
+    cluster: &Arc<Cluster>,
+    me: NodeId,
+    epoch: u64,
+    members: Vec<MemberSpec>,
+    uncertain: Vec<Extent>,
+) -> ReplicatedVolume {
+    let volume = engine.volume_by_name(VOLUME).expect("volume").id;
+    ReplicatedVolume::start(
+        engine.clone(),
+        volume,
+        PrimaryConfig {
+            volume_name: VOLUME.into(),
+            epoch,
+            node: me,
+            resync_bytes_per_s: 1 << 30,
+            reconnect_interval: Duration::from_millis(50),
+            uncertain,
+        },
+        members,
+        cluster.clone(),
+    )
+    .expect("primary starts")
+}
+
+fn member(n: u8, replica: &Replica, in_sync: bool) -> MemberSpec {
+    MemberSpec {
+        node: node(n),
+        addr: replica.addr,
+        in_sync,
+    }
+}
+
+fn block(seed: u64) -> Bytes {
+    let mut data = vec![0u8; BLOCK];
+    for (i, chunk) in data.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&(seed ^ (i as u64) << 40).to_le_bytes());
+    }
+    Bytes::from(data)
+}
+
+fn write(volume: &ReplicatedVolume, lba: u64, data: Bytes) -> Result<(), IoError> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    volume.write(
+        lba,
+        data,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("a replicated write completes")
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn assert_same(a: &Engine, a_vol: VolumeId, b: &Engine, b_vol: VolumeId, blocks: u64) {
+    for lba in (0..blocks).step_by(64) {
+        let n = 64.min(blocks - lba) as u32;
+        let left = a.read_wait(a_vol, lba, n).expect("read a");
+        let right = b.read_wait(b_vol, lba, n).expect("read b");
+        assert!(
+            left == right,
+            "members differ in blocks {lba}..{}",
+            lba + u64::from(n)
+        );
+    }
+}
+
+#[test]
+fn acknowledged_writes_are_on_every_member() {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2), node(3)]);
+    let b = Replica::start(&cluster);
+    let c = Replica::start(&cluster);
+    let a = engine();
+    let volume = primary(
+        &a,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true), member(3, &c, true)],
+        Vec::new(),
+    );
+    let mut expected = HashMap::new();
+    for i in 0..300u64 {
+        let lba = (i * 7919) % 2048;
+        write(&volume, lba, block(i)).expect("replicated write");
+        expected.insert(lba, block(i));
+    }
+    // Every member holds every acknowledged write the moment it is acknowledged.
+    for replica in [&b, &c] {
+        for (lba, data) in &expected {
+            assert_eq!(
+                &replica
+                    .engine
+                    .read_wait(replica.volume(), *lba, 1)
+                    .expect("read"),
+                data
+            );
+        }
+    }
+    assert_eq!(cluster.in_sync().len(), 3);
+    let status = volume.status();
+    assert!(status
+        .members
+        .iter()
+        .all(|m| m.state == MemberState::InSync));
+    assert_eq!(b.server().stats().write_bytes, 300 * BLOCK as u64);
+}
+
+#[test]
+fn a_failed_member_leaves_the_set_then_resyncs_only_what_it_missed() {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
+    let mut b = Replica::start(&cluster);
+    let a = engine();
+    let volume = primary(
+        &a,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true)],
+        Vec::new(),
+    );
+    for i in 0..1024u64 {
+        write(&volume, i, block(i)).expect("write before failure");
+    }
+    b.stop();
+    // Writes go on; the first ones wait until the member is out of the set.
+    let missed_blocks = 256u64;
+    for i in 0..missed_blocks {
+        write(&volume, 4096 + i, block(10_000 + i)).expect("write while the member is away");
+    }
+    assert!(
+        !cluster.in_sync().contains(&node(2)),
+        "dropped before acknowledging without it"
+    );
+    let copied_before = 0;
+    b.restart(&cluster);
+    wait_until("the member rejoins", || {
+        cluster.in_sync().contains(&node(2))
+    });
+    let status = volume.status();
+    assert_eq!(status.members[0].state, MemberState::InSync);
+    let copied = b.server().stats().copy_bytes - copied_before;
+    let missed_bytes = missed_blocks * BLOCK as u64;
+    // About what was missed, never the volume: writes in flight when the link
+    // failed may be copied again.
+    assert!(
+        copied >= missed_bytes && copied <= missed_bytes + 64 * BLOCK as u64,
+        "copied {copied} bytes for {missed_bytes} missed"
+    );
+    assert_same(&a, volume.volume(), &b.engine, b.volume(), 8192);
+}
+
+#[test]
+fn nothing_is_acknowledged_without_a_member_until_it_is_out_of_the_set() {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
+    let mut b = Replica::start(&cluster);
+    let a = engine();
+    let volume = Arc::new(primary(
+        &a,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true)],
+        Vec::new(),
+    ));
+    write(&volume, 0, block(0)).expect("write");
+    cluster.hold_removals.store(true, Ordering::SeqCst);
+    b.stop();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    volume.write(
+        1,
+        block(1),
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "acknowledged while the failed member was still in the in-sync set"
+    );
+    assert_eq!(volume.status().members[0].state, MemberState::Dropping);
+    cluster.hold_removals.store(false, Ordering::SeqCst);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(Ok(())));
+    assert!(!cluster.in_sync().contains(&node(2)));
+}
+
+#[test]
+fn resync_runs_beside_new_writes_without_losing_any() {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
+    let mut b = Replica::start(&cluster);
+    let a = engine();
+    let volume = Arc::new(primary(
+        &a,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true)],
+        Vec::new(),
+    ));
+    b.stop();
+    for i in 0..2048u64 {
+        write(&volume, i, block(i)).expect("write while away");
+    }
+    b.restart(&cluster);
+    // Overwrite blocks the resync is copying, while it copies them.
+    for round in 0..4u64 {
+        for i in (0..2048u64).step_by(3) {
+            write(&volume, i, block(round << 32 | i)).expect("write during resync");
+        }
+    }
+    wait_until("the member rejoins", || {
+        cluster.in_sync().contains(&node(2))
+    });
+    assert_same(&a, volume.volume(), &b.engine, b.volume(), 2048);
+}
+
+#[test]
+fn a_deposed_primary_acknowledges_nothing() {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
+    let mut b = Replica::start(&cluster);
+    let a = engine();
+    let volume = primary(
+        &a,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true)],
+        Vec::new(),
+    );
+    write(&volume, 0, block(1)).expect("write");
+    // The lease lapses: nothing more is acknowledged.
+    cluster.lease.store(false, Ordering::SeqCst);
+    assert_eq!(write(&volume, 1, block(2)), Err(IoError::NotPrimary));
+    assert!(!volume.may_serve());
+    cluster.lease.store(true, Ordering::SeqCst);
+    // Another node took over: the member cannot be dropped, so nothing is
+    // acknowledged without it.
+    cluster.deposed.store(true, Ordering::SeqCst);
+    b.stop();
+    assert_eq!(write(&volume, 2, block(3)), Err(IoError::NotPrimary));
+    assert!(volume.status().deposed);
+    assert!(cluster.in_sync().contains(&node(2)));
+}
+
+#[test]
+fn a_replica_refuses_an_older_epoch_and_an_unnamed_primary() {
+    let cluster = Cluster::new(node(1), 2, &[node(1), node(2)]);
+    let b = Replica::start(&cluster);
+    let a = engine();
+    let current = primary(
+        &a,
+        &cluster,
+        node(1),
+        2,
+        vec![member(2, &b, true)],
+        Vec::new(),
+    );
+    write(&current, 0, block(1)).expect("write at epoch 2");
+    assert_eq!(b.server().epoch_of(VOLUME), Some(2));
+    drop(current);
+    // An older term, even from the same node, is refused: its primary is deposed.
+    let stale = primary(
+        &a,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true)],
+        Vec::new(),
+    );
+    assert!(stale.status().deposed, "{:?}", stale.status());
+    assert_eq!(write(&stale, 0, block(2)), Err(IoError::NotPrimary));
+    drop(stale);
+    // A node the cluster does not name primary is never admitted.
+    let other = engine();
+    let impostor = primary(
+        &other,
+        &cluster,
+        node(9),
+        2,
+        vec![member(2, &b, true)],
+        Vec::new(),
+    );
+    wait_until("the impostor drops its member", || {
+        impostor.status().members[0].state != MemberState::InSync
+    });
+    assert_eq!(
+        b.engine.read_wait(b.volume(), 0, 1).expect("read"),
+        block(1)
+    );
+}
+
+/// An old primary's write reached one member and not the others before it
+/// died: the new primary makes every member agree with itself.
+#[test]
+fn a_new_term_reconciles_what_the_old_one_left_uncertain() {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2), node(3)]);
+    let b = Replica::start(&cluster);
+    let c = Replica::start(&cluster);
+    let old = engine();
+    let old_primary = primary(
+        &old,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true), member(3, &c, true)],
+        Vec::new(),
+    );
+    write(&old_primary, 5, block(5)).expect("acknowledged everywhere");
+    drop(old_primary);
+    // The old primary's last writes: block 6 reached only B, block 7 only C.
+    raw_write(b.addr, node(1), 1, 6, block(66));
+    raw_write(c.addr, node(1), 1, 7, block(77));
+    // B becomes primary at epoch 2 with C as its member.
+    *cluster.primary.lock() = (node(2), 2);
+    let uncertain = b.server().take_uncertain(VOLUME);
+    assert!(
+        uncertain.contains(&Extent { lba: 6, blocks: 1 }),
+        "{uncertain:?}"
+    );
+    let new_primary = primary(
+        &b.engine,
+        &cluster,
+        node(2),
+        2,
+        vec![member(3, &c, true)],
+        uncertain,
+    );
+    wait_until("reconciliation", || !new_primary.status().reconciling);
+    assert_same(&b.engine, b.volume(), &c.engine, c.volume(), 64);
+    assert_eq!(
+        c.engine.read_wait(c.volume(), 6, 1).expect("read"),
+        block(66)
+    );
+    assert_eq!(
+        c.engine.read_wait(c.volume(), 7, 1).expect("read"),
+        Bytes::from(vec![0u8; BLOCK])
+    );
+    assert_eq!(
+        c.engine.read_wait(c.volume(), 5, 1).expect("read"),
+        block(5)
+    );
+}
+
+#[test]
+fn snapshots_are_taken_at_one_point_of_the_write_order() {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
+    let b = Replica::start(&cluster);
+    let a = engine();
+    let volume = Arc::new(primary(
+        &a,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true)],
+        Vec::new(),
+    ));
+    let writer = {
+        let volume = volume.clone();
+        std::thread::spawn(move || {
+            for i in 0..400u64 {
+                write(&volume, i % 97, block(i)).expect("write");
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(5));
+    volume.snapshot("snap-1").expect("snapshot");
+    writer.join().expect("writer");
+    let on_a = a
+        .volume_by_name("snap-1")
+        .expect("snapshot on the primary")
+        .id;
+    let on_b = b
+        .engine
+        .volume_by_name("snap-1")
+        .expect("snapshot on the member")
+        .id;
+    assert_same(&a, on_a, &b.engine, on_b, 128);
+    assert_same(&a, volume.volume(), &b.engine, b.volume(), 128);
+}
+
+/// Sends one write of an old term straight to a replica, as a primary that
+/// dies right after would.
+fn raw_write(addr: SocketAddr, primary: NodeId, epoch: u64, lba: u64, data: Bytes) {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(addr).expect("connect");
+    let hello = Envelope {
+        seq: 0,
+        epoch,
+        frame: Frame::Hello {
+            volume: VOLUME.into(),
+            primary,
+            sector_bytes: BLOCK as u32,
+            size_bytes: VOLUME_BYTES,
+        },
+    };
+    socket.write_all(&hello.to_bytes()).expect("hello");
+    let write = Envelope {
+        seq: 1_000,
+        epoch,
+        frame: Frame::Write {
+            committed: 999,
+            lba,
+            data,
+        },
+    };
+    socket.write_all(&write.to_bytes()).expect("write");
+    // Wait for the HelloAck and the write's Ack.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        let bytes = Bytes::from(got.clone());
+        if let Ok(Some((_, used))) = Envelope::decode(&bytes) {
+            if let Ok(Some((ack, _))) = Envelope::decode(&bytes.slice(used..)) {
+                assert!(matches!(ack.frame, Frame::Ack { .. }));
+                return;
+            }
+        }
+    }
+    panic!("the replica did not acknowledge the raw write");
+}
