@@ -48,7 +48,9 @@ mod controller;
 mod error_log;
 pub mod nvme;
 pub mod subsystem;
-pub use subsystem::{HostAcl, NamespaceChangeError, Subsystem, SubsystemConfig};
+pub use subsystem::{
+    CntlidRange, CntlidRangeError, HostAcl, NamespaceChangeError, Subsystem, SubsystemConfig,
+};
 pub mod connection;
 pub mod target;
 pub use target::{ReactorKind, ReactorStats, StartError, Target, TargetConfig, TargetHandle};

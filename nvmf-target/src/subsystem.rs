@@ -61,6 +61,11 @@ pub struct SubsystemConfig {
     pub model: String,
     /// Firmware revision (8 ASCII characters at most).
     pub firmware: String,
+    /// The controller ids this node hands out. Every node serving the same
+    /// subsystem NQN needs a range of its own: a host that reaches one
+    /// subsystem through several nodes refuses a second controller with an
+    /// id it already knows (Linux: "Duplicate cntlid").
+    pub cntlid_range: CntlidRange,
 }
 
 impl SubsystemConfig {
@@ -71,8 +76,77 @@ impl SubsystemConfig {
             serial: serial.into(),
             model: "Keel".into(),
             firmware: env!("CARGO_PKG_VERSION").into(),
+            cntlid_range: CntlidRange::ALL,
         }
     }
+}
+
+/// An inclusive range of controller ids (CNTLID), within `1..=0xFFEF`:
+/// 0 is never a dynamic controller's id and 0xFFF0 and up are reserved
+/// (NVMe Base 2.0, section 5.17.2.1, CNTLID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CntlidRange {
+    first: u16,
+    last: u16,
+}
+
+impl CntlidRange {
+    /// Every id a controller may have: `1..=0xFFEF`.
+    pub const ALL: CntlidRange = CntlidRange {
+        first: 1,
+        last: CNTLID_MAX,
+    };
+
+    /// The ids `first..=last`.
+    pub fn new(first: u16, last: u16) -> Result<CntlidRange, CntlidRangeError> {
+        if first == 0 || last > CNTLID_MAX || first > last {
+            return Err(CntlidRangeError { first, last });
+        }
+        Ok(CntlidRange { first, last })
+    }
+
+    /// The lowest id of the range.
+    pub fn first(self) -> u16 {
+        self.first
+    }
+
+    /// The highest id of the range.
+    pub fn last(self) -> u16 {
+        self.last
+    }
+
+    /// How many ids the range holds.
+    pub fn len(self) -> u32 {
+        u32::from(self.last - self.first) + 1
+    }
+
+    /// Always false: a range holds at least one id.
+    pub fn is_empty(self) -> bool {
+        false
+    }
+
+    fn contains(self, cntlid: u16) -> bool {
+        (self.first..=self.last).contains(&cntlid)
+    }
+
+    /// The id after `cntlid`, wrapping from the last to the first.
+    fn after(self, cntlid: u16) -> u16 {
+        if cntlid >= self.last {
+            self.first
+        } else {
+            cntlid + 1
+        }
+    }
+}
+
+/// A controller id range that is empty or leaves `1..=0xFFEF`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("controller id range {first}..={last} is not a non-empty part of 1..=65519")]
+pub struct CntlidRangeError {
+    /// The first id asked for.
+    pub first: u16,
+    /// The last id asked for.
+    pub last: u16,
 }
 
 /// Highest NSID this subsystem accepts (reported as NN).
@@ -135,12 +209,13 @@ pub struct Subsystem {
 impl Subsystem {
     /// Creates an empty subsystem that admits any host.
     pub fn new(config: SubsystemConfig) -> Arc<Subsystem> {
+        let first_cntlid = config.cntlid_range.first();
         Arc::new(Subsystem {
             config,
             registry: Mutex::new(Registry {
                 namespaces: BTreeMap::new(),
                 controllers: BTreeMap::new(),
-                next_cntlid: 1,
+                next_cntlid: first_cntlid,
                 host_acl: HostAcl::AnyHost,
             }),
             epoch: Instant::now(),
@@ -328,7 +403,9 @@ impl Subsystem {
         u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Creates a controller with a controller id unique among live controllers.
+    /// Creates a controller with a controller id from the configured range,
+    /// unique among live controllers. Ids are handed out round-robin so a
+    /// freed id is not reused at once.
     pub(crate) fn create_controller(
         &self,
         kind: ControllerType,
@@ -337,26 +414,21 @@ impl Subsystem {
         kato_ms: u32,
         now_ms: u64,
     ) -> Result<Arc<Controller>, ControllerCreateError> {
+        let range = self.config.cntlid_range;
         let mut reg = self.registry.lock();
         let mut candidate = reg.next_cntlid;
-        for _ in 0..CNTLID_MAX {
+        for _ in 0..range.len() {
             if !reg.controllers.contains_key(&candidate) {
                 break;
             }
-            candidate = if candidate >= CNTLID_MAX {
-                1
-            } else {
-                candidate + 1
-            };
+            candidate = range.after(candidate);
         }
         if reg.controllers.contains_key(&candidate) {
             return Err(ControllerCreateError::NoControllerId);
         }
-        reg.next_cntlid = if candidate >= CNTLID_MAX {
-            1
-        } else {
-            candidate + 1
-        };
+        // INVARIANT: every live controller's id lies in the configured range.
+        assert!(range.contains(candidate));
+        reg.next_cntlid = range.after(candidate);
         let view = match kind {
             ControllerType::Io => Self::view_for(&reg, host_nqn),
             ControllerType::Discovery => NamespaceView::new(),
@@ -413,6 +485,31 @@ mod tests {
         s.remove_controller(a.cntlid);
         assert!(a.is_dead());
         assert!(s.controller(a.cntlid).is_none());
+    }
+
+    #[test]
+    fn controller_ids_come_from_the_configured_range_and_run_out() {
+        let mut config = SubsystemConfig::new("nqn.2024-01.io.keel:test", "SN1");
+        config.cntlid_range = CntlidRange::new(0x100, 0x102).unwrap();
+        let s = Subsystem::new(config);
+        let make = || s.create_controller(ControllerType::Io, "h", [0; 16], 0, 0);
+        let ids: Vec<u16> = (0..3).map(|_| make().unwrap().cntlid).collect();
+        assert_eq!(ids, vec![0x100, 0x101, 0x102]);
+        assert_eq!(make().err(), Some(ControllerCreateError::NoControllerId));
+        // A freed id is handed out again once the others are taken.
+        s.remove_controller(0x101);
+        assert_eq!(make().unwrap().cntlid, 0x101);
+        assert_eq!(make().err(), Some(ControllerCreateError::NoControllerId));
+    }
+
+    #[test]
+    fn controller_id_ranges_stay_inside_the_dynamic_ids() {
+        assert!(CntlidRange::new(0, 5).is_err());
+        assert!(CntlidRange::new(6, 5).is_err());
+        assert!(CntlidRange::new(1, 0xFFF0).is_err());
+        let one = CntlidRange::new(7, 7).unwrap();
+        assert_eq!((one.first(), one.last(), one.len()), (7, 7, 1));
+        assert_eq!(CntlidRange::ALL.len(), 0xFFEF);
     }
 
     #[test]
