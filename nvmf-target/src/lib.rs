@@ -48,8 +48,10 @@ mod controller;
 mod error_log;
 pub mod nvme;
 pub mod subsystem;
+pub use nvme::log_page::AnaState;
 pub use subsystem::{
-    CntlidRange, CntlidRangeError, HostAcl, NamespaceChangeError, Subsystem, SubsystemConfig,
+    CntlidRange, CntlidRangeError, HostAcl, NamespaceChangeError, NamespaceOptions, Subsystem,
+    SubsystemConfig,
 };
 pub mod connection;
 pub mod target;

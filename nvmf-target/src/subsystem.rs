@@ -14,6 +14,14 @@
 //! namespace or ACL change bumps the discovery generation counter (GENCTR); a
 //! discovery-log-change event goes only to the live discovery controllers whose
 //! host gained or lost the record.
+//!
+//! Asymmetric Namespace Access: every namespace is its own ANA group, with
+//! ANAGRPID equal to its NSID. In a Keel cluster each volume has its own
+//! primary node, so two volumes change state independently; one group per
+//! namespace lets a node report exactly that, where a shared group would
+//! move every member volume at once. A namespace's state is kept even with
+//! ANA reporting off, and I/O on a namespace in a non-accessible state is
+//! refused with a path related status before it reaches the backend.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +31,9 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::backend::NamespaceBackend;
-use crate::controller::{Controller, NamespaceView};
+use crate::controller::{Controller, NamespaceView, VisibleNamespace};
 use crate::nvme::identify::ControllerType;
+use crate::nvme::log_page::AnaState;
 
 /// Which hosts (by NQN) may use something.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +75,15 @@ pub struct SubsystemConfig {
     /// subsystem through several nodes refuses a second controller with an
     /// id it already knows (Linux: "Duplicate cntlid").
     pub cntlid_range: CntlidRange,
+    /// Report Asymmetric Namespace Access: CMIC bit 3, the ANA fields of
+    /// Identify, ANA change notices and log page 0Ch. Off by default, for a
+    /// single node; a cluster node turns it on so the Linux host's native
+    /// multipath follows each namespace's optimized path.
+    pub ana_reporting: bool,
+    /// ANA transition time (ANATT), in seconds: how long a namespace may
+    /// stay in [`AnaState::Change`]. Linux resets the controller after
+    /// twice this without leaving the change state.
+    pub ana_transition_time_s: u8,
 }
 
 impl SubsystemConfig {
@@ -77,7 +95,46 @@ impl SubsystemConfig {
             model: "Keel".into(),
             firmware: env!("CARGO_PKG_VERSION").into(),
             cntlid_range: CntlidRange::ALL,
+            ana_reporting: false,
+            ana_transition_time_s: ANA_TRANSITION_TIME_DEFAULT_S,
         }
+    }
+}
+
+/// Default ANATT: the value Linux's own target reports.
+pub const ANA_TRANSITION_TIME_DEFAULT_S: u8 = 10;
+
+/// How a namespace is added: who may see it and its initial ANA state.
+/// A [`HostAcl`] converts into options with [`AnaState::Optimized`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceOptions {
+    /// Which hosts see the namespace.
+    pub acl: HostAcl,
+    /// The ANA state of the namespace's group on this node.
+    pub ana_state: AnaState,
+}
+
+impl NamespaceOptions {
+    /// Options with `acl` and the optimized state.
+    pub fn new(acl: HostAcl) -> NamespaceOptions {
+        NamespaceOptions {
+            acl,
+            ana_state: AnaState::Optimized,
+        }
+    }
+
+    /// The same options with ANA state `state`.
+    pub fn with_ana_state(self, state: AnaState) -> NamespaceOptions {
+        NamespaceOptions {
+            ana_state: state,
+            ..self
+        }
+    }
+}
+
+impl From<HostAcl> for NamespaceOptions {
+    fn from(acl: HostAcl) -> NamespaceOptions {
+        NamespaceOptions::new(acl)
     }
 }
 
@@ -179,6 +236,9 @@ pub(crate) enum ControllerCreateError {
 struct NamespaceSlot {
     backend: Arc<dyn NamespaceBackend>,
     acl: HostAcl,
+    ana_state: AnaState,
+    /// `Registry::ana_change_count` when `ana_state` was last set.
+    ana_change_count: u64,
 }
 
 struct Registry {
@@ -186,6 +246,10 @@ struct Registry {
     controllers: BTreeMap<u16, Arc<Controller>>,
     next_cntlid: u16,
     host_acl: HostAcl,
+    /// ANA log page change count: bumped by every change of a namespace's
+    /// ANA state and by every namespace added or removed (the groups listed
+    /// change then).
+    ana_change_count: u64,
 }
 
 /// I/O counters reported in the SMART log.
@@ -217,6 +281,7 @@ impl Subsystem {
                 controllers: BTreeMap::new(),
                 next_cntlid: first_cntlid,
                 host_acl: HostAcl::AnyHost,
+                ana_change_count: 0,
             }),
             epoch: Instant::now(),
             discovery_generation: AtomicU64::new(1),
@@ -285,13 +350,16 @@ impl Subsystem {
         }
     }
 
-    /// Adds namespace `nsid` backed by `backend`, visible to the hosts `acl` allows.
+    /// Adds namespace `nsid` backed by `backend`. `options` is a [`HostAcl`]
+    /// (the namespace starts optimized) or [`NamespaceOptions`] with an ANA
+    /// state of its own.
     pub fn add_namespace(
         &self,
         nsid: u32,
         backend: Arc<dyn NamespaceBackend>,
-        acl: HostAcl,
+        options: impl Into<NamespaceOptions>,
     ) -> Result<(), NamespaceChangeError> {
+        let NamespaceOptions { acl, ana_state } = options.into();
         if nsid == 0 || nsid > NSID_MAX {
             return Err(NamespaceChangeError::InvalidNsid(nsid));
         }
@@ -299,10 +367,70 @@ impl Subsystem {
         if reg.namespaces.contains_key(&nsid) {
             return Err(NamespaceChangeError::Exists(nsid));
         }
-        reg.namespaces.insert(nsid, NamespaceSlot { backend, acl });
+        reg.ana_change_count += 1;
+        let ana_change_count = reg.ana_change_count;
+        reg.namespaces.insert(
+            nsid,
+            NamespaceSlot {
+                backend,
+                acl,
+                ana_state,
+                ana_change_count,
+            },
+        );
         Self::refresh_views(&reg, &[]);
         self.refresh_discovery(&reg);
         Ok(())
+    }
+
+    /// Sets the ANA state of namespace `nsid`'s group. A change bumps the ANA
+    /// change count, is published to every live controller before this
+    /// returns (an I/O command that arrives later sees it), and raises an
+    /// ANA change notice on each I/O controller that sees the namespace and
+    /// enabled the notice. Setting the current state changes nothing.
+    pub fn set_ana_state(&self, nsid: u32, state: AnaState) -> Result<(), NamespaceChangeError> {
+        let mut reg = self.registry.lock();
+        let current = reg
+            .namespaces
+            .get(&nsid)
+            .ok_or(NamespaceChangeError::NotFound(nsid))?
+            .ana_state;
+        if current == state {
+            return Ok(());
+        }
+        reg.ana_change_count += 1;
+        let ana_change_count = reg.ana_change_count;
+        if let Some(slot) = reg.namespaces.get_mut(&nsid) {
+            slot.ana_state = state;
+            slot.ana_change_count = ana_change_count;
+        }
+        Self::refresh_views(&reg, &[]);
+        if self.config.ana_reporting {
+            for c in reg
+                .controllers
+                .values()
+                .filter(|c| c.kind == ControllerType::Io && c.view().contains_key(&nsid))
+            {
+                c.ana_changed();
+            }
+        }
+        Ok(())
+    }
+
+    /// The ANA state of namespace `nsid`, if it exists.
+    pub fn ana_state(&self, nsid: u32) -> Option<AnaState> {
+        self.registry
+            .lock()
+            .namespaces
+            .get(&nsid)
+            .map(|s| s.ana_state)
+    }
+
+    /// The ANA log page change count and `controller`'s namespace view, read
+    /// together so a log page is consistent with its change count.
+    pub(crate) fn ana_view(&self, controller: &Controller) -> (u64, Arc<NamespaceView>) {
+        let reg = self.registry.lock();
+        (reg.ana_change_count, controller.view())
     }
 
     /// Removes namespace `nsid`, returning its backend.
@@ -315,6 +443,7 @@ impl Subsystem {
             .namespaces
             .remove(&nsid)
             .ok_or(NamespaceChangeError::NotFound(nsid))?;
+        reg.ana_change_count += 1;
         Self::refresh_views(&reg, &[]);
         self.refresh_discovery(&reg);
         Ok(slot.backend)
@@ -361,12 +490,23 @@ impl Subsystem {
         reg.namespaces
             .iter()
             .filter(|(_, s)| s.acl.allows(host_nqn))
-            .map(|(n, s)| (*n, s.backend.clone()))
+            .map(|(n, s)| {
+                (
+                    *n,
+                    VisibleNamespace {
+                        backend: s.backend.clone(),
+                        ana_state: s.ana_state,
+                        ana_change_count: s.ana_change_count,
+                    },
+                )
+            })
             .collect()
     }
 
     /// Recomputes every I/O controller's view; notifies those whose visible set
-    /// changed or that see one of `also_changed`.
+    /// changed or that see one of `also_changed`. A view that differs only in
+    /// ANA states is published without a namespace notice (the ANA notice is
+    /// the caller's).
     fn refresh_views(reg: &Registry, also_changed: &[u32]) {
         for c in reg
             .controllers
@@ -385,12 +525,23 @@ impl Subsystem {
             changed.extend(
                 new_view
                     .iter()
-                    .filter(|(n, b)| old_view.get(n).is_some_and(|o| !Arc::ptr_eq(o, b)))
+                    .filter(|(n, v)| {
+                        old_view
+                            .get(n)
+                            .is_some_and(|o| !Arc::ptr_eq(&o.backend, &v.backend))
+                    })
                     .map(|(n, _)| *n),
             );
+            let ana_moved = new_view.iter().any(|(n, v)| {
+                old_view
+                    .get(n)
+                    .is_some_and(|o| o.ana_change_count != v.ana_change_count)
+            });
             if !changed.is_empty() {
                 c.publish_view(new_view);
                 c.namespaces_changed(&changed);
+            } else if ana_moved {
+                c.publish_view(new_view);
             }
         }
     }
@@ -466,7 +617,9 @@ impl Subsystem {
 mod tests {
     use super::*;
     use crate::backend::{BlockSize, MemoryNamespace};
-    use crate::controller::{AEC_DISCOVERY, AEC_NS_ATTRIBUTE, AEN_DISCOVERY_CHANGED};
+    use crate::controller::{
+        AEC_ANA_CHANGE, AEC_DISCOVERY, AEC_NS_ATTRIBUTE, AEN_ANA_CHANGED, AEN_DISCOVERY_CHANGED,
+    };
 
     fn subsystem() -> Arc<Subsystem> {
         Subsystem::new(SubsystemConfig::new("nqn.2024-01.io.keel:test", "SN1"))
@@ -546,6 +699,57 @@ mod tests {
         );
         s.remove_namespace(2).unwrap();
         assert!(a.view().is_empty());
+    }
+
+    #[test]
+    fn ana_changes_publish_views_and_notify_only_controllers_that_see_the_namespace() {
+        let mut config = SubsystemConfig::new("nqn.2024-01.io.keel:test", "SN1");
+        config.ana_reporting = true;
+        let s = Subsystem::new(config);
+        let ns = MemoryNamespace::new(BlockSize::B512, 8, [1; 16]);
+        s.add_namespace(1, ns.clone(), HostAcl::hosts(["hostA"]))
+            .unwrap();
+        s.add_namespace(
+            2,
+            ns,
+            NamespaceOptions::new(HostAcl::AnyHost).with_ana_state(AnaState::Inaccessible),
+        )
+        .unwrap();
+        let a = s
+            .create_controller(ControllerType::Io, "hostA", [0; 16], 0, 0)
+            .unwrap();
+        let b = s
+            .create_controller(ControllerType::Io, "hostB", [0; 16], 0, 0)
+            .unwrap();
+        let quiet = s
+            .create_controller(ControllerType::Io, "hostA", [0; 16], 0, 0)
+            .unwrap();
+        a.state.lock().aec = AEC_ANA_CHANGE;
+        b.state.lock().aec = AEC_ANA_CHANGE;
+        assert_eq!(a.view()[&2].ana_state, AnaState::Inaccessible);
+        let (count, _) = s.ana_view(&a);
+        let generation = a.view_generation();
+
+        s.set_ana_state(1, AnaState::Change).unwrap();
+        assert!(a.view_generation() > generation);
+        assert_eq!(a.view()[&1].ana_state, AnaState::Change);
+        assert_eq!(s.ana_state(1), Some(AnaState::Change));
+        let (later, _) = s.ana_view(&a);
+        assert_eq!(later, count + 1);
+        assert_eq!(discovery_events(&a), vec![AEN_ANA_CHANGED]);
+        // B cannot see namespace 1; the third controller did not ask.
+        assert_eq!(discovery_events(&b), Vec::<u32>::new());
+        assert_eq!(discovery_events(&quiet), Vec::<u32>::new());
+        // No namespace notice for a state change.
+        assert!(a.take_changed_namespaces().is_empty());
+
+        // Setting the current state is no change.
+        s.set_ana_state(1, AnaState::Change).unwrap();
+        assert_eq!(s.ana_view(&a).0, later);
+        assert_eq!(
+            s.set_ana_state(3, AnaState::Optimized),
+            Err(NamespaceChangeError::NotFound(3))
+        );
     }
 
     fn discovery_events(c: &Controller) -> Vec<u32> {
