@@ -15,6 +15,12 @@
 //! discovery-log-change event goes only to the live discovery controllers whose
 //! host gained or lost the record.
 //!
+//! A cluster node also lists the portals of the other nodes serving the same
+//! subsystem ([`Subsystem::set_peer_portals`]), so a host that discovers
+//! through any node connects to all of them; the peers' records follow the
+//! same visibility rule as this node's own, and a change of the peer list
+//! notifies every discovery controller whose host sees the records.
+//!
 //! Asymmetric Namespace Access: every namespace is its own ANA group, with
 //! ANAGRPID equal to its NSID. In a Keel cluster each volume has its own
 //! primary node, so two volumes change state independently; one group per
@@ -24,6 +30,7 @@
 //! refused with a path related status before it reaches the backend.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -250,6 +257,18 @@ struct Registry {
     /// ANA state and by every namespace added or removed (the groups listed
     /// change then).
     ana_change_count: u64,
+    /// Portals of the other nodes serving this subsystem.
+    peer_portals: Arc<Vec<SocketAddr>>,
+}
+
+/// What the discovery log shows one host, read under one lock.
+pub(crate) struct DiscoveryView {
+    /// The discovery generation counter (GENCTR).
+    pub generation: u64,
+    /// Whether the host sees the subsystem's records at all.
+    pub visible: bool,
+    /// Portals of the other nodes, listed after this node's own.
+    pub peer_portals: Arc<Vec<SocketAddr>>,
 }
 
 /// I/O counters reported in the SMART log.
@@ -282,6 +301,7 @@ impl Subsystem {
                 next_cntlid: first_cntlid,
                 host_acl: HostAcl::AnyHost,
                 ana_change_count: 0,
+                peer_portals: Arc::new(Vec::new()),
             }),
             epoch: Instant::now(),
             discovery_generation: AtomicU64::new(1),
@@ -308,6 +328,35 @@ impl Subsystem {
         self.refresh_discovery(&reg);
     }
 
+    /// Sets the portals (address and TCP port) of the other nodes that serve
+    /// this subsystem, listed in the discovery log after this node's own
+    /// portals to every host that sees the subsystem. Leave this node's own
+    /// addresses out. A different list bumps GENCTR and raises a
+    /// discovery-log-change notice on each live discovery controller whose
+    /// host sees the records; the same list changes nothing.
+    pub fn set_peer_portals(&self, portals: Vec<SocketAddr>) {
+        let mut reg = self.registry.lock();
+        if *reg.peer_portals == portals {
+            return;
+        }
+        reg.peer_portals = Arc::new(portals);
+        self.discovery_generation.fetch_add(1, Ordering::AcqRel);
+        for c in reg
+            .controllers
+            .values()
+            .filter(|c| c.kind == ControllerType::Discovery)
+        {
+            if Self::discoverable(&reg, &c.host_nqn) {
+                c.discovery_changed();
+            }
+        }
+    }
+
+    /// The portals of the other nodes, as last set.
+    pub fn peer_portals(&self) -> Vec<SocketAddr> {
+        self.registry.lock().peer_portals.to_vec()
+    }
+
     /// Whether `host_nqn` may connect to the subsystem.
     pub fn host_allowed(&self, host_nqn: &str) -> bool {
         self.registry.lock().host_acl.allows(host_nqn)
@@ -323,14 +372,16 @@ impl Subsystem {
         reg.host_acl.allows(host_nqn) && reg.namespaces.values().any(|s| s.acl.allows(host_nqn))
     }
 
-    /// The discovery generation counter and whether `host_nqn` sees the
-    /// subsystem, read together so a log page is consistent with its GENCTR.
-    pub(crate) fn discovery_view(&self, host_nqn: &str) -> (u64, bool) {
+    /// The discovery generation counter, whether `host_nqn` sees the
+    /// subsystem and the peer portals, read together so a log page is
+    /// consistent with its GENCTR.
+    pub(crate) fn discovery_view(&self, host_nqn: &str) -> DiscoveryView {
         let reg = self.registry.lock();
-        (
-            self.discovery_generation.load(Ordering::Acquire),
-            Self::discoverable(&reg, host_nqn),
-        )
+        DiscoveryView {
+            generation: self.discovery_generation.load(Ordering::Acquire),
+            visible: Self::discoverable(&reg, host_nqn),
+            peer_portals: reg.peer_portals.clone(),
+        }
     }
 
     /// Bumps GENCTR and raises a discovery-log-change event on each live
@@ -752,6 +803,36 @@ mod tests {
         );
     }
 
+    #[test]
+    fn peer_portal_changes_bump_genctr_and_notify_hosts_that_see_the_records() {
+        let s = subsystem();
+        let ns = MemoryNamespace::new(BlockSize::B512, 8, [1; 16]);
+        s.add_namespace(1, ns, HostAcl::hosts(["hostA"])).unwrap();
+        let a = s
+            .create_controller(ControllerType::Discovery, "hostA", [0; 16], 0, 0)
+            .unwrap();
+        let b = s
+            .create_controller(ControllerType::Discovery, "hostB", [0; 16], 0, 0)
+            .unwrap();
+        a.state.lock().aec = AEC_DISCOVERY;
+        b.state.lock().aec = AEC_DISCOVERY;
+        let before = s.discovery_view("hostA").generation;
+        let peers: Vec<SocketAddr> = vec!["10.0.0.2:4420".parse().unwrap()];
+        s.set_peer_portals(peers.clone());
+        let view = s.discovery_view("hostA");
+        assert!(view.generation > before);
+        assert_eq!(*view.peer_portals, peers);
+        assert_eq!(s.peer_portals(), peers);
+        // Only A sees the subsystem, so only A's log changed.
+        assert_eq!(discovery_events(&a), vec![AEN_DISCOVERY_CHANGED]);
+        assert_eq!(discovery_events(&b), Vec::<u32>::new());
+        // The same list again changes nothing.
+        read_discovery_log(&a);
+        s.set_peer_portals(peers);
+        assert_eq!(s.discovery_view("hostA").generation, view.generation);
+        assert_eq!(discovery_events(&a), Vec::<u32>::new());
+    }
+
     fn discovery_events(c: &Controller) -> Vec<u32> {
         c.state.lock().pending_events.drain(..).collect()
     }
@@ -794,7 +875,8 @@ mod tests {
             .unwrap();
         a.state.lock().aec = AEC_DISCOVERY;
         b.state.lock().aec = AEC_DISCOVERY;
-        let (generation, visible) = s.discovery_view("hostB");
+        let view = s.discovery_view("hostB");
+        let (generation, visible) = (view.generation, view.visible);
         assert!(!visible);
 
         // B gains a namespace: only B's record set changes.
@@ -802,7 +884,8 @@ mod tests {
             .unwrap();
         assert_eq!(discovery_events(&a), Vec::<u32>::new());
         assert_eq!(discovery_events(&b), vec![AEN_DISCOVERY_CHANGED]);
-        let (later, visible) = s.discovery_view("hostB");
+        let view = s.discovery_view("hostB");
+        let (later, visible) = (view.generation, view.visible);
         assert!(visible);
         assert!(later > generation);
 

@@ -6,14 +6,16 @@
 #[macro_use]
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use nvmf_target::host::{HostController, HostError};
+use nvmf_target::host::{discover, HostController, HostError, HostOptions};
 use nvmf_target::nvme::identify::{nidt, OAES_ANA_CHANGE, OAES_NS_ATTRIBUTE};
-use nvmf_target::nvme::log_page::AnaLog;
-use nvmf_target::nvme::{feature, io_opcode, log_id, Command};
+use nvmf_target::nvme::log_page::{AddressFamily, AnaLog, DiscoveryEntry};
+use nvmf_target::nvme::{feature, io_opcode, log_id, Command, DISCOVERY_NQN};
 use nvmf_target::{
     AnaState, BlockSize, CntlidRange, Completion, HostAcl, Lba, LbaRange, MemoryNamespace,
     NamespaceBackend, NamespaceOptions, ReactorKind, Status, SubsystemConfig,
@@ -333,6 +335,80 @@ fn io_on_a_namespace_this_path_cannot_serve_fails_over_and_never_reaches_the_bac
     q.read(1, Lba(0), 1, 512).unwrap();
 }
 
+/// DW0 of a discovery-log-change notice: type Notice, info F0h, log page 70h.
+const AEN_DISCOVERY_LOG_CHANGED: u32 = 0x0070_F002;
+
+fn discovery_lists_the_other_nodes_portals_and_announces_changes(kind: ReactorKind) {
+    let f = node(kind);
+    f.subsystem
+        .set_namespace_acl(1, HostAcl::hosts([HOST_A]))
+        .unwrap();
+    let disc = f.target.discovery_addrs()[0];
+    let mut o = HostOptions::new(HOST_A, DISCOVERY_NQN);
+    o.kato_ms = 5000;
+    o.timeout = Duration::from_secs(30);
+    let mut c = HostController::connect(disc, o).unwrap();
+    c.set_features(feature::ASYNC_EVENT_CONFIG, 1 << 31)
+        .unwrap();
+    let own = c.discovery_log().unwrap();
+    assert_eq!(own.len(), 1);
+
+    let aer = c.submit_aer().unwrap();
+    let peers: Vec<SocketAddr> = vec![
+        "10.0.0.2:4420".parse().unwrap(),
+        "[fd00::3]:4421".parse().unwrap(),
+    ];
+    f.subsystem.set_peer_portals(peers);
+    let event = c.admin.wait(aer).unwrap().success().unwrap();
+    assert_eq!(event.completion.dw0(), AEN_DISCOVERY_LOG_CHANGED);
+    let entries = c.discovery_log().unwrap();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[0], own[0]);
+    let peer = |i: usize| {
+        let e: &DiscoveryEntry = &entries[i];
+        (e.adrfam, e.traddr.clone(), e.trsvcid.clone(), e.portid)
+    };
+    assert_eq!(
+        peer(1),
+        (
+            AddressFamily::Ipv4,
+            "10.0.0.2".to_owned(),
+            "4420".to_owned(),
+            2
+        )
+    );
+    assert_eq!(
+        peer(2),
+        (
+            AddressFamily::Ipv6,
+            "fd00::3".to_owned(),
+            "4421".to_owned(),
+            3
+        )
+    );
+    for e in &entries[1..] {
+        // Every other field as for this node's own record.
+        assert_eq!(
+            (e.subtype, e.treq, e.cntlid, e.asqsz, e.subnqn.as_str()),
+            (
+                own[0].subtype,
+                own[0].treq,
+                own[0].cntlid,
+                own[0].asqsz,
+                NQN
+            )
+        );
+    }
+    // The peers' records follow the same visibility rule as the node's own.
+    assert!(discover(disc, HOST_B).unwrap().is_empty());
+    // An empty list takes them away again.
+    let aer = c.submit_aer().unwrap();
+    f.subsystem.set_peer_portals(Vec::new());
+    let event = c.admin.wait(aer).unwrap().success().unwrap();
+    assert_eq!(event.completion.dw0(), AEN_DISCOVERY_LOG_CHANGED);
+    assert_eq!(c.discovery_log().unwrap(), own);
+}
+
 include!("../src/target/for_each_reactor_kind.rs");
 
 for_each_reactor_kind!(
@@ -343,4 +419,5 @@ for_each_reactor_kind!(
     ana_log_lists_one_group_per_namespace_the_host_may_see,
     an_ana_state_change_raises_a_notice_and_the_log_shows_it,
     io_on_a_namespace_this_path_cannot_serve_fails_over_and_never_reaches_the_backend,
+    discovery_lists_the_other_nodes_portals_and_announces_changes,
 );

@@ -305,20 +305,27 @@ impl Connection {
     }
 
     /// The discovery log as `host_nqn` may see it, reporting the address the host
-    /// reached (or the advertised one) for wildcard listeners.
+    /// reached (or the advertised one) for wildcard listeners, then the
+    /// portals of the cluster's other nodes.
     fn discovery_log(&self, host_nqn: &str) -> Vec<u8> {
         let subsystem = &self.ctx.subsystem;
-        let (generation, visible) = subsystem.discovery_view(host_nqn);
+        let view = subsystem.discovery_view(host_nqn);
         let mut entries = Vec::new();
-        if visible {
-            for (i, listener) in self.ctx.io_listeners.iter().enumerate() {
-                let addr = match self.ctx.advertised_addr {
+        if view.visible {
+            let own = self
+                .ctx
+                .io_listeners
+                .iter()
+                .map(|listener| match self.ctx.advertised_addr {
                     Some(adv) => adv,
                     None if listener.ip().is_unspecified() => {
                         std::net::SocketAddr::new(self.ctx.local_addr.ip(), listener.port())
                     }
                     None => *listener,
-                };
+                });
+            // Peers are other ports of the same subsystem: numbered after
+            // this node's own.
+            for (i, addr) in own.chain(view.peer_portals.iter().copied()).enumerate() {
                 entries.push(DiscoveryEntry {
                     adrfam: if addr.is_ipv6() {
                         AddressFamily::Ipv6
@@ -336,7 +343,7 @@ impl Connection {
                 });
             }
         }
-        encode_discovery_log(generation, &entries)
+        encode_discovery_log(view.generation, &entries)
     }
 
     fn get_features(&mut self, controller: &Arc<Controller>, cmd: &Command) -> Reply {
