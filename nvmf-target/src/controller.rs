@@ -15,10 +15,21 @@ use parking_lot::Mutex;
 use crate::backend::NamespaceBackend;
 use crate::error_log::ErrorLog;
 use crate::nvme::identify::ControllerType;
-use crate::nvme::log_page::ErrorInformationEntry;
+use crate::nvme::log_page::{AnaState, ErrorInformationEntry};
+
+/// A namespace as a controller's host sees it: its backend and the ANA
+/// state of its group, published together so a queue never runs I/O on a
+/// state older than the view it holds.
+#[derive(Clone)]
+pub(crate) struct VisibleNamespace {
+    pub backend: Arc<dyn NamespaceBackend>,
+    pub ana_state: AnaState,
+    /// The subsystem's ANA change count when this namespace's state last changed.
+    pub ana_change_count: u64,
+}
 
 /// The namespaces a controller's host may see, by NSID.
-pub(crate) type NamespaceView = BTreeMap<u32, Arc<dyn NamespaceBackend>>;
+pub(crate) type NamespaceView = BTreeMap<u32, VisibleNamespace>;
 
 /// Callback that wakes the reactor owning the admin queue so it can complete
 /// held Asynchronous Event Requests.
@@ -32,6 +43,11 @@ pub(crate) const AEN_DISCOVERY_CHANGED: u32 = 0x02 | (0xF0 << 8) | (0x70 << 16);
 pub(crate) const AEC_NS_ATTRIBUTE: u32 = 1 << 8;
 /// Async Event Configuration bit enabling discovery log change notices.
 pub(crate) const AEC_DISCOVERY: u32 = 1 << 31;
+/// AEN DW0 for "Asymmetric Namespace Access change, read log page 0Ch"
+/// (type Notice, info 03h).
+pub(crate) const AEN_ANA_CHANGED: u32 = 0x02 | (0x03 << 8) | (0x0C << 16);
+/// Async Event Configuration bit enabling ANA change notices.
+pub(crate) const AEC_ANA_CHANGE: u32 = 1 << 11;
 /// More changed namespaces than the log can list: report 0xFFFFFFFF.
 const CHANGED_NS_MAX: usize = 1024;
 
@@ -53,6 +69,8 @@ pub(crate) struct ControllerState {
     pub ns_notice_masked: bool,
     /// Set once a discovery notice was sent; cleared by reading log 70h.
     pub discovery_notice_masked: bool,
+    /// Set once an ANA change notice was sent; cleared by reading log 0Ch.
+    pub ana_notice_masked: bool,
     /// Events waiting for an Asynchronous Event Request.
     pub pending_events: VecDeque<u32>,
     /// I/O queue ids currently connected.
@@ -110,6 +128,7 @@ impl Controller {
                 changed_ns: Vec::new(),
                 ns_notice_masked: false,
                 discovery_notice_masked: false,
+                ana_notice_masked: false,
                 pending_events: VecDeque::new(),
                 io_queues: Vec::new(),
                 notifier: None,
@@ -225,6 +244,23 @@ impl Controller {
         }
     }
 
+    /// Raises an ANA change notice if enabled.
+    pub fn ana_changed(&self) {
+        let notify = {
+            let mut st = self.state.lock();
+            if st.aec & AEC_ANA_CHANGE != 0 && !st.ana_notice_masked {
+                st.ana_notice_masked = true;
+                st.pending_events.push_back(AEN_ANA_CHANGED);
+                st.notifier.clone()
+            } else {
+                None
+            }
+        };
+        if let Some(n) = notify {
+            n();
+        }
+    }
+
     /// Takes the changed namespace list (reading log 04h) and re-arms the notice.
     pub fn take_changed_namespaces(&self) -> Vec<u32> {
         let mut st = self.state.lock();
@@ -256,6 +292,36 @@ mod tests {
         assert_eq!(c.state.lock().pending_events.len(), 1);
         assert_eq!(c.take_changed_namespaces(), vec![3, 5]);
         c.namespaces_changed(&[7]);
+        assert_eq!(c.state.lock().pending_events.len(), 2);
+    }
+
+    #[test]
+    fn ana_notice_needs_its_configuration_bit_and_is_masked_until_log_read() {
+        let c = Controller::new(
+            1,
+            ControllerType::Io,
+            "h".into(),
+            [0; 16],
+            0,
+            0,
+            NamespaceView::new(),
+        );
+        c.ana_changed();
+        assert!(c.state.lock().pending_events.is_empty());
+        c.state.lock().aec = AEC_ANA_CHANGE;
+        c.ana_changed();
+        c.ana_changed();
+        assert_eq!(
+            c.state
+                .lock()
+                .pending_events
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![0x000C_0302]
+        );
+        c.state.lock().ana_notice_masked = false;
+        c.ana_changed();
         assert_eq!(c.state.lock().pending_events.len(), 2);
     }
 

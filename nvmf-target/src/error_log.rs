@@ -95,7 +95,10 @@ pub(crate) fn parameter_error_location(status: Status) -> u16 {
         | Status::DisconnectInvalidQueueType
         | Status::WriteFault
         | Status::UnrecoveredReadError
-        | Status::TransientTransportError => ERROR_LOCATION_NONE,
+        | Status::TransientTransportError
+        | Status::AnaPersistentLoss
+        | Status::AnaInaccessible
+        | Status::AnaTransition => ERROR_LOCATION_NONE,
     }
 }
 

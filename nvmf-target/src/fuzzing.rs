@@ -1,13 +1,15 @@
 //! Entry points shared by the cargo-fuzz target (`fuzz/fuzz_targets/pdu_decode.rs`)
 //! and the proptest that runs the same code on stable: hostile bytes in, no
-//! panic and bounded memory out.
+//! panic and bounded memory out. The host side's ANA log page decoder rides
+//! along, since it too reads bytes a peer chose.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::connection::{Connection, ConnectionContext, Limits, PortKind};
+use crate::nvme::log_page::{AnaLog, AnaState};
 use crate::pdu::{self, DecodeLimits, Digests, IcReq};
-use crate::subsystem::{HostAcl, Subsystem, SubsystemConfig};
+use crate::subsystem::{HostAcl, NamespaceOptions, Subsystem, SubsystemConfig};
 use crate::{BlockSize, MemoryNamespace};
 
 fn digests(selector: u8) -> Digests {
@@ -34,12 +36,34 @@ pub fn decode_stream(selector: u8, bytes: &[u8]) -> usize {
     count
 }
 
+/// Decodes `bytes` as an ANA log page, as the host side does with what a
+/// controller returns. Returns whether it decoded.
+pub fn decode_ana_log(bytes: &[u8]) -> bool {
+    match AnaLog::decode(bytes) {
+        Ok(log) => {
+            assert!(log.encode(false).len() <= bytes.len());
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// Feeds `bytes` to a target connection that has completed ICReq/ICResp with
 /// the digests `selector` picks, completing every namespace I/O it starts.
+/// Selector bit 2 turns ANA reporting on, bit 3 makes the namespace
+/// inaccessible on this path.
 pub fn drive_connection(selector: u8, bytes: &[u8]) {
-    let subsystem = Subsystem::new(SubsystemConfig::new("nqn.2024-01.io.keel:fuzz", "FUZZ"));
+    let mut config = SubsystemConfig::new("nqn.2024-01.io.keel:fuzz", "FUZZ");
+    config.ana_reporting = selector & 4 != 0;
+    let subsystem = Subsystem::new(config);
     let ns = MemoryNamespace::new(BlockSize::B512, 64, [7; 16]);
-    if subsystem.add_namespace(1, ns, HostAcl::AnyHost).is_err() {
+    let ana_state = if selector & 8 != 0 {
+        AnaState::Inaccessible
+    } else {
+        AnaState::Optimized
+    };
+    let options = NamespaceOptions::new(HostAcl::AnyHost).with_ana_state(ana_state);
+    if subsystem.add_namespace(1, ns, options).is_err() {
         return;
     }
     let ctx = ConnectionContext {
@@ -107,6 +131,7 @@ mod tests {
         fn hostile_streams_never_panic(selector in any::<u8>(), bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             decode_stream(selector, &bytes);
             drive_connection(selector, &bytes);
+            decode_ana_log(&bytes);
         }
 
         #[test]

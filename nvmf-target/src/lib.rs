@@ -48,7 +48,11 @@ mod controller;
 mod error_log;
 pub mod nvme;
 pub mod subsystem;
-pub use subsystem::{HostAcl, NamespaceChangeError, Subsystem, SubsystemConfig};
+pub use nvme::log_page::AnaState;
+pub use subsystem::{
+    CntlidRange, CntlidRangeError, HostAcl, NamespaceChangeError, NamespaceOptions, Subsystem,
+    SubsystemConfig,
+};
 pub mod connection;
 pub mod target;
 pub use target::{ReactorKind, ReactorStats, StartError, Target, TargetConfig, TargetHandle};

@@ -3,9 +3,11 @@
 //! Each [`Status`] knows its Status Code Type (SCT), Status Code (SC) and whether
 //! the Do Not Retry bit is set (NVMe Base 2.0, section 3.3.3.2). The mapping from
 //! [`NamespaceError`] is a single exhaustive `match` so a new error variant cannot
-//! silently fall into a generic code.
+//! silently fall into a generic code, and so is the one from an [`AnaState`]
+//! to the status an I/O command gets on that path.
 
 use crate::backend::NamespaceError;
+use crate::nvme::log_page::AnaState;
 
 /// A completion status the target reports or the host side decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,6 +66,12 @@ pub enum Status {
     UnrecoveredReadError,
     /// Transient Transport Error (SCT 3, SC 22h).
     TransientTransportError,
+    /// Asymmetric Access Persistent Loss (SCT 3, SC 01h): path related.
+    AnaPersistentLoss,
+    /// Asymmetric Access Inaccessible (SCT 3, SC 02h): path related.
+    AnaInaccessible,
+    /// Asymmetric Access Transition (SCT 3, SC 03h): path related.
+    AnaTransition,
 }
 
 impl Status {
@@ -96,10 +104,15 @@ impl Status {
             Status::WriteFault => (2, 0x80),
             Status::UnrecoveredReadError => (2, 0x81),
             Status::TransientTransportError => (3, 0x22),
+            Status::AnaPersistentLoss => (3, 0x01),
+            Status::AnaInaccessible => (3, 0x02),
+            Status::AnaTransition => (3, 0x03),
         }
     }
 
-    /// Whether the host should not retry the command (DNR).
+    /// Whether the host should not retry the command (DNR). Path related
+    /// statuses never set it: Linux checks DNR before it considers failing
+    /// the command over to another path, so DNR would fail the I/O instead.
     pub fn do_not_retry(self) -> bool {
         !matches!(
             self,
@@ -109,6 +122,29 @@ impl Status {
                 | Status::AbortRequested
                 | Status::ConnectControllerBusy
                 | Status::InternalError
+                | Status::AnaPersistentLoss
+                | Status::AnaInaccessible
+                | Status::AnaTransition
+        )
+    }
+
+    /// The status of an I/O command on a namespace whose ANA state is
+    /// `state`: `None` when the state lets I/O through.
+    pub fn for_ana_state(state: AnaState) -> Option<Status> {
+        match state {
+            AnaState::Optimized | AnaState::NonOptimized => None,
+            AnaState::Inaccessible => Some(Status::AnaInaccessible),
+            AnaState::PersistentLoss => Some(Status::AnaPersistentLoss),
+            AnaState::Change => Some(Status::AnaTransition),
+        }
+    }
+
+    /// Whether this is an Asymmetric Namespace Access status: the path (this
+    /// controller) cannot serve the namespace now, another path may.
+    pub fn is_ana_path_error(self) -> bool {
+        matches!(
+            self,
+            Status::AnaPersistentLoss | Status::AnaInaccessible | Status::AnaTransition
         )
     }
 
@@ -146,7 +182,7 @@ pub struct UnknownStatus {
     pub sc: u8,
 }
 
-const ALL: [Status; 26] = [
+const ALL: [Status; 29] = [
     Status::Success,
     Status::InvalidOpcode,
     Status::InvalidField,
@@ -173,6 +209,9 @@ const ALL: [Status; 26] = [
     Status::WriteFault,
     Status::UnrecoveredReadError,
     Status::TransientTransportError,
+    Status::AnaPersistentLoss,
+    Status::AnaInaccessible,
+    Status::AnaTransition,
 ];
 
 impl From<&NamespaceError> for Status {
@@ -206,6 +245,20 @@ mod tests {
         assert_eq!(Status::ConnectInvalidHost.field(), 0x4184);
         assert_eq!(Status::LbaOutOfRange.field(), 0x4080);
         assert_eq!(Status::UnrecoveredReadError.field(), 0x4281);
+    }
+
+    #[test]
+    fn ana_states_map_to_path_related_statuses_without_dnr() {
+        // Linux: NVME_SC_ANA_PERSISTENT_LOSS 0x301, _INACCESSIBLE 0x302,
+        // _TRANSITION 0x303; nvme_is_path_error tests SCT 3.
+        let field = |state| Status::for_ana_state(state).map(Status::field);
+        assert_eq!(field(AnaState::PersistentLoss), Some(0x301));
+        assert_eq!(field(AnaState::Inaccessible), Some(0x302));
+        assert_eq!(field(AnaState::Change), Some(0x303));
+        assert_eq!(field(AnaState::Optimized), None);
+        assert_eq!(field(AnaState::NonOptimized), None);
+        assert!(Status::AnaInaccessible.is_ana_path_error());
+        assert!(!Status::NamespaceNotReady.is_ana_path_error());
     }
 
     #[test]

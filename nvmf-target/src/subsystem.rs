@@ -14,8 +14,23 @@
 //! namespace or ACL change bumps the discovery generation counter (GENCTR); a
 //! discovery-log-change event goes only to the live discovery controllers whose
 //! host gained or lost the record.
+//!
+//! A cluster node also lists the portals of the other nodes serving the same
+//! subsystem ([`Subsystem::set_peer_portals`]), so a host that discovers
+//! through any node connects to all of them; the peers' records follow the
+//! same visibility rule as this node's own, and a change of the peer list
+//! notifies every discovery controller whose host sees the records.
+//!
+//! Asymmetric Namespace Access: every namespace is its own ANA group, with
+//! ANAGRPID equal to its NSID. In a Keel cluster each volume has its own
+//! primary node, so two volumes change state independently; one group per
+//! namespace lets a node report exactly that, where a shared group would
+//! move every member volume at once. A namespace's state is kept even with
+//! ANA reporting off, and I/O on a namespace in a non-accessible state is
+//! refused with a path related status before it reaches the backend.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,8 +38,9 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::backend::NamespaceBackend;
-use crate::controller::{Controller, NamespaceView};
+use crate::controller::{Controller, NamespaceView, VisibleNamespace};
 use crate::nvme::identify::ControllerType;
+use crate::nvme::log_page::AnaState;
 
 /// Which hosts (by NQN) may use something.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +77,20 @@ pub struct SubsystemConfig {
     pub model: String,
     /// Firmware revision (8 ASCII characters at most).
     pub firmware: String,
+    /// The controller ids this node hands out. Every node serving the same
+    /// subsystem NQN needs a range of its own: a host that reaches one
+    /// subsystem through several nodes refuses a second controller with an
+    /// id it already knows (Linux: "Duplicate cntlid").
+    pub cntlid_range: CntlidRange,
+    /// Report Asymmetric Namespace Access: CMIC bit 3, the ANA fields of
+    /// Identify, ANA change notices and log page 0Ch. Off by default, for a
+    /// single node; a cluster node turns it on so the Linux host's native
+    /// multipath follows each namespace's optimized path.
+    pub ana_reporting: bool,
+    /// ANA transition time (ANATT), in seconds: how long a namespace may
+    /// stay in [`AnaState::Change`]. Linux resets the controller after
+    /// twice this without leaving the change state.
+    pub ana_transition_time_s: u8,
 }
 
 impl SubsystemConfig {
@@ -71,8 +101,116 @@ impl SubsystemConfig {
             serial: serial.into(),
             model: "Keel".into(),
             firmware: env!("CARGO_PKG_VERSION").into(),
+            cntlid_range: CntlidRange::ALL,
+            ana_reporting: false,
+            ana_transition_time_s: ANA_TRANSITION_TIME_DEFAULT_S,
         }
     }
+}
+
+/// Default ANATT: the value Linux's own target reports.
+pub const ANA_TRANSITION_TIME_DEFAULT_S: u8 = 10;
+
+/// How a namespace is added: who may see it and its initial ANA state.
+/// A [`HostAcl`] converts into options with [`AnaState::Optimized`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceOptions {
+    /// Which hosts see the namespace.
+    pub acl: HostAcl,
+    /// The ANA state of the namespace's group on this node.
+    pub ana_state: AnaState,
+}
+
+impl NamespaceOptions {
+    /// Options with `acl` and the optimized state.
+    pub fn new(acl: HostAcl) -> NamespaceOptions {
+        NamespaceOptions {
+            acl,
+            ana_state: AnaState::Optimized,
+        }
+    }
+
+    /// The same options with ANA state `state`.
+    pub fn with_ana_state(self, state: AnaState) -> NamespaceOptions {
+        NamespaceOptions {
+            ana_state: state,
+            ..self
+        }
+    }
+}
+
+impl From<HostAcl> for NamespaceOptions {
+    fn from(acl: HostAcl) -> NamespaceOptions {
+        NamespaceOptions::new(acl)
+    }
+}
+
+/// An inclusive range of controller ids (CNTLID), within `1..=0xFFEF`:
+/// 0 is never a dynamic controller's id and 0xFFF0 and up are reserved
+/// (NVMe Base 2.0, section 5.17.2.1, CNTLID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CntlidRange {
+    first: u16,
+    last: u16,
+}
+
+impl CntlidRange {
+    /// Every id a controller may have: `1..=0xFFEF`.
+    pub const ALL: CntlidRange = CntlidRange {
+        first: 1,
+        last: CNTLID_MAX,
+    };
+
+    /// The ids `first..=last`.
+    pub fn new(first: u16, last: u16) -> Result<CntlidRange, CntlidRangeError> {
+        if first == 0 || last > CNTLID_MAX || first > last {
+            return Err(CntlidRangeError { first, last });
+        }
+        Ok(CntlidRange { first, last })
+    }
+
+    /// The lowest id of the range.
+    pub fn first(self) -> u16 {
+        self.first
+    }
+
+    /// The highest id of the range.
+    pub fn last(self) -> u16 {
+        self.last
+    }
+
+    /// How many ids the range holds.
+    pub fn len(self) -> u32 {
+        u32::from(self.last - self.first) + 1
+    }
+
+    /// Always false: a range holds at least one id.
+    pub fn is_empty(self) -> bool {
+        false
+    }
+
+    fn contains(self, cntlid: u16) -> bool {
+        (self.first..=self.last).contains(&cntlid)
+    }
+
+    /// The id after `cntlid`, wrapping from the last to the first.
+    fn after(self, cntlid: u16) -> u16 {
+        if cntlid >= self.last {
+            self.first
+        } else {
+            cntlid + 1
+        }
+    }
+}
+
+/// A controller id range that is empty or leaves `1..=0xFFEF`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("controller id range {first}..={last} is not a non-empty part of 1..=65519")]
+pub struct CntlidRangeError {
+    /// The first id asked for.
+    pub first: u16,
+    /// The last id asked for.
+    pub last: u16,
 }
 
 /// Highest NSID this subsystem accepts (reported as NN).
@@ -105,6 +243,9 @@ pub(crate) enum ControllerCreateError {
 struct NamespaceSlot {
     backend: Arc<dyn NamespaceBackend>,
     acl: HostAcl,
+    ana_state: AnaState,
+    /// `Registry::ana_change_count` when `ana_state` was last set.
+    ana_change_count: u64,
 }
 
 struct Registry {
@@ -112,6 +253,22 @@ struct Registry {
     controllers: BTreeMap<u16, Arc<Controller>>,
     next_cntlid: u16,
     host_acl: HostAcl,
+    /// ANA log page change count: bumped by every change of a namespace's
+    /// ANA state and by every namespace added or removed (the groups listed
+    /// change then).
+    ana_change_count: u64,
+    /// Portals of the other nodes serving this subsystem.
+    peer_portals: Arc<Vec<SocketAddr>>,
+}
+
+/// What the discovery log shows one host, read under one lock.
+pub(crate) struct DiscoveryView {
+    /// The discovery generation counter (GENCTR).
+    pub generation: u64,
+    /// Whether the host sees the subsystem's records at all.
+    pub visible: bool,
+    /// Portals of the other nodes, listed after this node's own.
+    pub peer_portals: Arc<Vec<SocketAddr>>,
 }
 
 /// I/O counters reported in the SMART log.
@@ -135,13 +292,16 @@ pub struct Subsystem {
 impl Subsystem {
     /// Creates an empty subsystem that admits any host.
     pub fn new(config: SubsystemConfig) -> Arc<Subsystem> {
+        let first_cntlid = config.cntlid_range.first();
         Arc::new(Subsystem {
             config,
             registry: Mutex::new(Registry {
                 namespaces: BTreeMap::new(),
                 controllers: BTreeMap::new(),
-                next_cntlid: 1,
+                next_cntlid: first_cntlid,
                 host_acl: HostAcl::AnyHost,
+                ana_change_count: 0,
+                peer_portals: Arc::new(Vec::new()),
             }),
             epoch: Instant::now(),
             discovery_generation: AtomicU64::new(1),
@@ -168,6 +328,35 @@ impl Subsystem {
         self.refresh_discovery(&reg);
     }
 
+    /// Sets the portals (address and TCP port) of the other nodes that serve
+    /// this subsystem, listed in the discovery log after this node's own
+    /// portals to every host that sees the subsystem. Leave this node's own
+    /// addresses out. A different list bumps GENCTR and raises a
+    /// discovery-log-change notice on each live discovery controller whose
+    /// host sees the records; the same list changes nothing.
+    pub fn set_peer_portals(&self, portals: Vec<SocketAddr>) {
+        let mut reg = self.registry.lock();
+        if *reg.peer_portals == portals {
+            return;
+        }
+        reg.peer_portals = Arc::new(portals);
+        self.discovery_generation.fetch_add(1, Ordering::AcqRel);
+        for c in reg
+            .controllers
+            .values()
+            .filter(|c| c.kind == ControllerType::Discovery)
+        {
+            if Self::discoverable(&reg, &c.host_nqn) {
+                c.discovery_changed();
+            }
+        }
+    }
+
+    /// The portals of the other nodes, as last set.
+    pub fn peer_portals(&self) -> Vec<SocketAddr> {
+        self.registry.lock().peer_portals.to_vec()
+    }
+
     /// Whether `host_nqn` may connect to the subsystem.
     pub fn host_allowed(&self, host_nqn: &str) -> bool {
         self.registry.lock().host_acl.allows(host_nqn)
@@ -183,14 +372,16 @@ impl Subsystem {
         reg.host_acl.allows(host_nqn) && reg.namespaces.values().any(|s| s.acl.allows(host_nqn))
     }
 
-    /// The discovery generation counter and whether `host_nqn` sees the
-    /// subsystem, read together so a log page is consistent with its GENCTR.
-    pub(crate) fn discovery_view(&self, host_nqn: &str) -> (u64, bool) {
+    /// The discovery generation counter, whether `host_nqn` sees the
+    /// subsystem and the peer portals, read together so a log page is
+    /// consistent with its GENCTR.
+    pub(crate) fn discovery_view(&self, host_nqn: &str) -> DiscoveryView {
         let reg = self.registry.lock();
-        (
-            self.discovery_generation.load(Ordering::Acquire),
-            Self::discoverable(&reg, host_nqn),
-        )
+        DiscoveryView {
+            generation: self.discovery_generation.load(Ordering::Acquire),
+            visible: Self::discoverable(&reg, host_nqn),
+            peer_portals: reg.peer_portals.clone(),
+        }
     }
 
     /// Bumps GENCTR and raises a discovery-log-change event on each live
@@ -210,13 +401,16 @@ impl Subsystem {
         }
     }
 
-    /// Adds namespace `nsid` backed by `backend`, visible to the hosts `acl` allows.
+    /// Adds namespace `nsid` backed by `backend`. `options` is a [`HostAcl`]
+    /// (the namespace starts optimized) or [`NamespaceOptions`] with an ANA
+    /// state of its own.
     pub fn add_namespace(
         &self,
         nsid: u32,
         backend: Arc<dyn NamespaceBackend>,
-        acl: HostAcl,
+        options: impl Into<NamespaceOptions>,
     ) -> Result<(), NamespaceChangeError> {
+        let NamespaceOptions { acl, ana_state } = options.into();
         if nsid == 0 || nsid > NSID_MAX {
             return Err(NamespaceChangeError::InvalidNsid(nsid));
         }
@@ -224,10 +418,70 @@ impl Subsystem {
         if reg.namespaces.contains_key(&nsid) {
             return Err(NamespaceChangeError::Exists(nsid));
         }
-        reg.namespaces.insert(nsid, NamespaceSlot { backend, acl });
+        reg.ana_change_count += 1;
+        let ana_change_count = reg.ana_change_count;
+        reg.namespaces.insert(
+            nsid,
+            NamespaceSlot {
+                backend,
+                acl,
+                ana_state,
+                ana_change_count,
+            },
+        );
         Self::refresh_views(&reg, &[]);
         self.refresh_discovery(&reg);
         Ok(())
+    }
+
+    /// Sets the ANA state of namespace `nsid`'s group. A change bumps the ANA
+    /// change count, is published to every live controller before this
+    /// returns (an I/O command that arrives later sees it), and raises an
+    /// ANA change notice on each I/O controller that sees the namespace and
+    /// enabled the notice. Setting the current state changes nothing.
+    pub fn set_ana_state(&self, nsid: u32, state: AnaState) -> Result<(), NamespaceChangeError> {
+        let mut reg = self.registry.lock();
+        let current = reg
+            .namespaces
+            .get(&nsid)
+            .ok_or(NamespaceChangeError::NotFound(nsid))?
+            .ana_state;
+        if current == state {
+            return Ok(());
+        }
+        reg.ana_change_count += 1;
+        let ana_change_count = reg.ana_change_count;
+        if let Some(slot) = reg.namespaces.get_mut(&nsid) {
+            slot.ana_state = state;
+            slot.ana_change_count = ana_change_count;
+        }
+        Self::refresh_views(&reg, &[]);
+        if self.config.ana_reporting {
+            for c in reg
+                .controllers
+                .values()
+                .filter(|c| c.kind == ControllerType::Io && c.view().contains_key(&nsid))
+            {
+                c.ana_changed();
+            }
+        }
+        Ok(())
+    }
+
+    /// The ANA state of namespace `nsid`, if it exists.
+    pub fn ana_state(&self, nsid: u32) -> Option<AnaState> {
+        self.registry
+            .lock()
+            .namespaces
+            .get(&nsid)
+            .map(|s| s.ana_state)
+    }
+
+    /// The ANA log page change count and `controller`'s namespace view, read
+    /// together so a log page is consistent with its change count.
+    pub(crate) fn ana_view(&self, controller: &Controller) -> (u64, Arc<NamespaceView>) {
+        let reg = self.registry.lock();
+        (reg.ana_change_count, controller.view())
     }
 
     /// Removes namespace `nsid`, returning its backend.
@@ -240,6 +494,7 @@ impl Subsystem {
             .namespaces
             .remove(&nsid)
             .ok_or(NamespaceChangeError::NotFound(nsid))?;
+        reg.ana_change_count += 1;
         Self::refresh_views(&reg, &[]);
         self.refresh_discovery(&reg);
         Ok(slot.backend)
@@ -286,12 +541,23 @@ impl Subsystem {
         reg.namespaces
             .iter()
             .filter(|(_, s)| s.acl.allows(host_nqn))
-            .map(|(n, s)| (*n, s.backend.clone()))
+            .map(|(n, s)| {
+                (
+                    *n,
+                    VisibleNamespace {
+                        backend: s.backend.clone(),
+                        ana_state: s.ana_state,
+                        ana_change_count: s.ana_change_count,
+                    },
+                )
+            })
             .collect()
     }
 
     /// Recomputes every I/O controller's view; notifies those whose visible set
-    /// changed or that see one of `also_changed`.
+    /// changed or that see one of `also_changed`. A view that differs only in
+    /// ANA states is published without a namespace notice (the ANA notice is
+    /// the caller's).
     fn refresh_views(reg: &Registry, also_changed: &[u32]) {
         for c in reg
             .controllers
@@ -310,12 +576,23 @@ impl Subsystem {
             changed.extend(
                 new_view
                     .iter()
-                    .filter(|(n, b)| old_view.get(n).is_some_and(|o| !Arc::ptr_eq(o, b)))
+                    .filter(|(n, v)| {
+                        old_view
+                            .get(n)
+                            .is_some_and(|o| !Arc::ptr_eq(&o.backend, &v.backend))
+                    })
                     .map(|(n, _)| *n),
             );
+            let ana_moved = new_view.iter().any(|(n, v)| {
+                old_view
+                    .get(n)
+                    .is_some_and(|o| o.ana_change_count != v.ana_change_count)
+            });
             if !changed.is_empty() {
                 c.publish_view(new_view);
                 c.namespaces_changed(&changed);
+            } else if ana_moved {
+                c.publish_view(new_view);
             }
         }
     }
@@ -328,7 +605,9 @@ impl Subsystem {
         u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Creates a controller with a controller id unique among live controllers.
+    /// Creates a controller with a controller id from the configured range,
+    /// unique among live controllers. Ids are handed out round-robin so a
+    /// freed id is not reused at once.
     pub(crate) fn create_controller(
         &self,
         kind: ControllerType,
@@ -337,26 +616,21 @@ impl Subsystem {
         kato_ms: u32,
         now_ms: u64,
     ) -> Result<Arc<Controller>, ControllerCreateError> {
+        let range = self.config.cntlid_range;
         let mut reg = self.registry.lock();
         let mut candidate = reg.next_cntlid;
-        for _ in 0..CNTLID_MAX {
+        for _ in 0..range.len() {
             if !reg.controllers.contains_key(&candidate) {
                 break;
             }
-            candidate = if candidate >= CNTLID_MAX {
-                1
-            } else {
-                candidate + 1
-            };
+            candidate = range.after(candidate);
         }
         if reg.controllers.contains_key(&candidate) {
             return Err(ControllerCreateError::NoControllerId);
         }
-        reg.next_cntlid = if candidate >= CNTLID_MAX {
-            1
-        } else {
-            candidate + 1
-        };
+        // INVARIANT: every live controller's id lies in the configured range.
+        assert!(range.contains(candidate));
+        reg.next_cntlid = range.after(candidate);
         let view = match kind {
             ControllerType::Io => Self::view_for(&reg, host_nqn),
             ControllerType::Discovery => NamespaceView::new(),
@@ -394,7 +668,9 @@ impl Subsystem {
 mod tests {
     use super::*;
     use crate::backend::{BlockSize, MemoryNamespace};
-    use crate::controller::{AEC_DISCOVERY, AEC_NS_ATTRIBUTE, AEN_DISCOVERY_CHANGED};
+    use crate::controller::{
+        AEC_ANA_CHANGE, AEC_DISCOVERY, AEC_NS_ATTRIBUTE, AEN_ANA_CHANGED, AEN_DISCOVERY_CHANGED,
+    };
 
     fn subsystem() -> Arc<Subsystem> {
         Subsystem::new(SubsystemConfig::new("nqn.2024-01.io.keel:test", "SN1"))
@@ -413,6 +689,31 @@ mod tests {
         s.remove_controller(a.cntlid);
         assert!(a.is_dead());
         assert!(s.controller(a.cntlid).is_none());
+    }
+
+    #[test]
+    fn controller_ids_come_from_the_configured_range_and_run_out() {
+        let mut config = SubsystemConfig::new("nqn.2024-01.io.keel:test", "SN1");
+        config.cntlid_range = CntlidRange::new(0x100, 0x102).unwrap();
+        let s = Subsystem::new(config);
+        let make = || s.create_controller(ControllerType::Io, "h", [0; 16], 0, 0);
+        let ids: Vec<u16> = (0..3).map(|_| make().unwrap().cntlid).collect();
+        assert_eq!(ids, vec![0x100, 0x101, 0x102]);
+        assert_eq!(make().err(), Some(ControllerCreateError::NoControllerId));
+        // A freed id is handed out again once the others are taken.
+        s.remove_controller(0x101);
+        assert_eq!(make().unwrap().cntlid, 0x101);
+        assert_eq!(make().err(), Some(ControllerCreateError::NoControllerId));
+    }
+
+    #[test]
+    fn controller_id_ranges_stay_inside_the_dynamic_ids() {
+        assert!(CntlidRange::new(0, 5).is_err());
+        assert!(CntlidRange::new(6, 5).is_err());
+        assert!(CntlidRange::new(1, 0xFFF0).is_err());
+        let one = CntlidRange::new(7, 7).unwrap();
+        assert_eq!((one.first(), one.last(), one.len()), (7, 7, 1));
+        assert_eq!(CntlidRange::ALL.len(), 0xFFEF);
     }
 
     #[test]
@@ -449,6 +750,87 @@ mod tests {
         );
         s.remove_namespace(2).unwrap();
         assert!(a.view().is_empty());
+    }
+
+    #[test]
+    fn ana_changes_publish_views_and_notify_only_controllers_that_see_the_namespace() {
+        let mut config = SubsystemConfig::new("nqn.2024-01.io.keel:test", "SN1");
+        config.ana_reporting = true;
+        let s = Subsystem::new(config);
+        let ns = MemoryNamespace::new(BlockSize::B512, 8, [1; 16]);
+        s.add_namespace(1, ns.clone(), HostAcl::hosts(["hostA"]))
+            .unwrap();
+        s.add_namespace(
+            2,
+            ns,
+            NamespaceOptions::new(HostAcl::AnyHost).with_ana_state(AnaState::Inaccessible),
+        )
+        .unwrap();
+        let a = s
+            .create_controller(ControllerType::Io, "hostA", [0; 16], 0, 0)
+            .unwrap();
+        let b = s
+            .create_controller(ControllerType::Io, "hostB", [0; 16], 0, 0)
+            .unwrap();
+        let quiet = s
+            .create_controller(ControllerType::Io, "hostA", [0; 16], 0, 0)
+            .unwrap();
+        a.state.lock().aec = AEC_ANA_CHANGE;
+        b.state.lock().aec = AEC_ANA_CHANGE;
+        assert_eq!(a.view()[&2].ana_state, AnaState::Inaccessible);
+        let (count, _) = s.ana_view(&a);
+        let generation = a.view_generation();
+
+        s.set_ana_state(1, AnaState::Change).unwrap();
+        assert!(a.view_generation() > generation);
+        assert_eq!(a.view()[&1].ana_state, AnaState::Change);
+        assert_eq!(s.ana_state(1), Some(AnaState::Change));
+        let (later, _) = s.ana_view(&a);
+        assert_eq!(later, count + 1);
+        assert_eq!(discovery_events(&a), vec![AEN_ANA_CHANGED]);
+        // B cannot see namespace 1; the third controller did not ask.
+        assert_eq!(discovery_events(&b), Vec::<u32>::new());
+        assert_eq!(discovery_events(&quiet), Vec::<u32>::new());
+        // No namespace notice for a state change.
+        assert!(a.take_changed_namespaces().is_empty());
+
+        // Setting the current state is no change.
+        s.set_ana_state(1, AnaState::Change).unwrap();
+        assert_eq!(s.ana_view(&a).0, later);
+        assert_eq!(
+            s.set_ana_state(3, AnaState::Optimized),
+            Err(NamespaceChangeError::NotFound(3))
+        );
+    }
+
+    #[test]
+    fn peer_portal_changes_bump_genctr_and_notify_hosts_that_see_the_records() {
+        let s = subsystem();
+        let ns = MemoryNamespace::new(BlockSize::B512, 8, [1; 16]);
+        s.add_namespace(1, ns, HostAcl::hosts(["hostA"])).unwrap();
+        let a = s
+            .create_controller(ControllerType::Discovery, "hostA", [0; 16], 0, 0)
+            .unwrap();
+        let b = s
+            .create_controller(ControllerType::Discovery, "hostB", [0; 16], 0, 0)
+            .unwrap();
+        a.state.lock().aec = AEC_DISCOVERY;
+        b.state.lock().aec = AEC_DISCOVERY;
+        let before = s.discovery_view("hostA").generation;
+        let peers: Vec<SocketAddr> = vec!["10.0.0.2:4420".parse().unwrap()];
+        s.set_peer_portals(peers.clone());
+        let view = s.discovery_view("hostA");
+        assert!(view.generation > before);
+        assert_eq!(*view.peer_portals, peers);
+        assert_eq!(s.peer_portals(), peers);
+        // Only A sees the subsystem, so only A's log changed.
+        assert_eq!(discovery_events(&a), vec![AEN_DISCOVERY_CHANGED]);
+        assert_eq!(discovery_events(&b), Vec::<u32>::new());
+        // The same list again changes nothing.
+        read_discovery_log(&a);
+        s.set_peer_portals(peers);
+        assert_eq!(s.discovery_view("hostA").generation, view.generation);
+        assert_eq!(discovery_events(&a), Vec::<u32>::new());
     }
 
     fn discovery_events(c: &Controller) -> Vec<u32> {
@@ -493,7 +875,8 @@ mod tests {
             .unwrap();
         a.state.lock().aec = AEC_DISCOVERY;
         b.state.lock().aec = AEC_DISCOVERY;
-        let (generation, visible) = s.discovery_view("hostB");
+        let view = s.discovery_view("hostB");
+        let (generation, visible) = (view.generation, view.visible);
         assert!(!visible);
 
         // B gains a namespace: only B's record set changes.
@@ -501,7 +884,8 @@ mod tests {
             .unwrap();
         assert_eq!(discovery_events(&a), Vec::<u32>::new());
         assert_eq!(discovery_events(&b), vec![AEN_DISCOVERY_CHANGED]);
-        let (later, visible) = s.discovery_view("hostB");
+        let view = s.discovery_view("hostB");
+        let (later, visible) = (view.generation, view.visible);
         assert!(visible);
         assert!(later > generation);
 

@@ -6,14 +6,14 @@ use crate::error_log::ERROR_LOG_ENTRIES;
 use crate::nvme::fabrics::CSTS_READY;
 use crate::nvme::identify::{
     encode_cs_independent_namespace, encode_ns_descriptors, encode_ns_list, ControllerIdentity,
-    ControllerType, NamespaceIdentity, CMIC_MULTI_PORT_MULTI_CONTROLLER, DLFEAT_READS_ZEROES,
-    OAES_DISCOVERY_CHANGE, OAES_NS_ATTRIBUTE, ONCS_DSM, ONCS_WRITE_ZEROES, SGLS_OFFSET,
-    SGLS_SUPPORTED,
+    ControllerType, NamespaceIdentity, ANACAP_ALL_STATES_FIXED_GROUPS, CMIC_ANA_REPORTING,
+    CMIC_MULTI_PORT_MULTI_CONTROLLER, DLFEAT_READS_ZEROES, OAES_ANA_CHANGE, OAES_DISCOVERY_CHANGE,
+    OAES_NS_ATTRIBUTE, ONCS_DSM, ONCS_WRITE_ZEROES, SGLS_OFFSET, SGLS_SUPPORTED,
 };
 use crate::nvme::log_page::{
     encode_changed_ns_list, encode_discovery_log, encode_firmware_slot, encode_smart, slice_page,
-    AddressFamily, DiscoveryEntry, SubsystemType, TREQ_DISABLE_SQ_FLOW,
-    TREQ_SECURE_CHANNEL_NOT_SPECIFIED,
+    AddressFamily, AnaGroupDescriptor, AnaLog, DiscoveryEntry, SubsystemType,
+    ANA_LSP_RETURN_GROUPS_ONLY, TREQ_DISABLE_SQ_FLOW, TREQ_SECURE_CHANNEL_NOT_SPECIFIED,
 };
 use crate::nvme::{admin_opcode, cns, feature, log_id, Command, DISCOVERY_NQN, IDENTIFY_LEN};
 use crate::status::Status;
@@ -71,30 +71,39 @@ impl Connection {
         let view = controller.view();
         // Report a write cache unless every visible namespace is write-through:
         // a namespace added later may have one, and hosts read VWC only at connect.
-        view.is_empty() || view.values().any(|ns| ns.volatile_write_cache())
+        view.is_empty() || view.values().any(|ns| ns.backend.volatile_write_cache())
+    }
+
+    /// Whether this controller reports Asymmetric Namespace Access.
+    fn ana_reporting(&self, controller: &Controller) -> bool {
+        controller.kind == ControllerType::Io && self.ctx.subsystem.config().ana_reporting
     }
 
     fn controller_identity(&self, controller: &Controller) -> ControllerIdentity {
         let limits = self.ctx.limits;
         let sub = self.ctx.subsystem.config();
         let discovery = controller.kind == ControllerType::Discovery;
+        let ana = self.ana_reporting(controller);
         let mdts = (limits.mdts_bytes / 4096).max(1).ilog2() as u8;
+        // With ANA, one group per namespace (ANAGRPID = NSID, see
+        // `crate::subsystem`): as many groups as NSIDs.
+        let ana_groups_max = if ana { NSID_MAX } else { 0 };
         ControllerIdentity {
             serial: sub.serial.clone(),
             model: sub.model.clone(),
             firmware: sub.firmware.clone(),
-            cmic: if discovery {
-                0
-            } else {
-                CMIC_MULTI_PORT_MULTI_CONTROLLER
+            cmic: match (discovery, ana) {
+                (true, _) => 0,
+                (false, false) => CMIC_MULTI_PORT_MULTI_CONTROLLER,
+                (false, true) => CMIC_MULTI_PORT_MULTI_CONTROLLER | CMIC_ANA_REPORTING,
             },
             mdts,
             cntlid: controller.cntlid,
             version: super::fabrics::NVME_VERSION,
-            oaes: if discovery {
-                OAES_DISCOVERY_CHANGE
-            } else {
-                OAES_NS_ATTRIBUTE
+            oaes: match (discovery, ana) {
+                (true, _) => OAES_DISCOVERY_CHANGE,
+                (false, false) => OAES_NS_ATTRIBUTE,
+                (false, true) => OAES_NS_ATTRIBUTE | OAES_ANA_CHANGE,
             },
             controller_type: controller.kind,
             acl: 3,
@@ -103,6 +112,14 @@ impl Connection {
             lpa: 0x4,
             elpe: (ERROR_LOG_ENTRIES - 1) as u8,
             kas: KAS_100MS_UNITS,
+            anatt: if ana { sub.ana_transition_time_s } else { 0 },
+            anacap: if ana {
+                ANACAP_ALL_STATES_FIXED_GROUPS
+            } else {
+                0
+            },
+            anagrpmax: ana_groups_max,
+            nanagrpid: ana_groups_max,
             maxcmd: limits.queue_depth_max,
             nn: if discovery { 0 } else { NSID_MAX },
             oncs: if discovery {
@@ -117,6 +134,9 @@ impl Connection {
                 } else {
                     0
                 },
+            // Linux sizes its ANA log buffer by MNAN and refuses ANA when MNAN
+            // is 0 or above NN.
+            mnan: if ana { NSID_MAX } else { 0 },
             subnqn: if discovery {
                 DISCOVERY_NQN.to_owned()
             } else {
@@ -136,13 +156,19 @@ impl Connection {
         let cns_value = (cmd.cdw(10) & 0xFF) as u8;
         let csi = (cmd.cdw(11) >> 24) as u8;
         let nsid = cmd.nsid();
+        // The namespace's ANA group (its NSID) when ANA is reported.
+        let anagrpid = if self.ana_reporting(controller) {
+            nsid
+        } else {
+            0
+        };
         match cns_value {
             cns::CONTROLLER => Reply::data(self.controller_identity(controller).encode()),
             cns::NAMESPACE => {
                 if nsid == 0 || nsid > NSID_MAX {
                     return Reply::status(Status::InvalidNamespace);
                 }
-                match self.namespace(nsid) {
+                match self.namespace(nsid).map(|v| v.backend) {
                     Some(ns) => Reply::data(
                         NamespaceIdentity {
                             size_blocks: ns.capacity_blocks(),
@@ -154,6 +180,7 @@ impl Connection {
                             },
                             nmic: NMIC_SHARED,
                             nguid: ns.uuid(),
+                            anagrpid,
                         }
                         .encode(),
                     ),
@@ -171,7 +198,7 @@ impl Connection {
                 let view = controller.view();
                 Reply::data(encode_ns_list(view.keys().copied(), nsid))
             }
-            cns::NS_DESCRIPTORS => match self.namespace(nsid) {
+            cns::NS_DESCRIPTORS => match self.namespace(nsid).map(|v| v.backend) {
                 Some(ns) => Reply::data(encode_ns_descriptors(ns.uuid(), ns.uuid())),
                 None => Reply::status(Status::InvalidNamespace),
             },
@@ -195,7 +222,7 @@ impl Connection {
                 Reply::data(vec![0; IDENTIFY_LEN])
             }
             cns::CS_INDEPENDENT_NAMESPACE => match self.namespace(nsid) {
-                Some(_) => Reply::data(encode_cs_independent_namespace(NMIC_SHARED)),
+                Some(_) => Reply::data(encode_cs_independent_namespace(NMIC_SHARED, anagrpid)),
                 None => Reply::status(Status::InvalidNamespace),
             },
             _ => Reply::status(Status::InvalidField),
@@ -241,6 +268,13 @@ impl Connection {
                 };
                 encode_changed_ns_list(&list)
             }
+            log_id::ANA if self.ana_reporting(controller) => {
+                let groups_only = (cdw10 >> 8) as u8 & ANA_LSP_RETURN_GROUPS_ONLY != 0;
+                if !retain_event {
+                    controller.state.lock().ana_notice_masked = false;
+                }
+                self.ana_log(controller).encode(groups_only)
+            }
             log_id::DISCOVERY => {
                 if !retain_event {
                     controller.state.lock().discovery_notice_masked = false;
@@ -252,21 +286,46 @@ impl Connection {
         Reply::data(slice_page(&page, offset, len))
     }
 
+    /// The ANA log page as `controller` sees it: one group per namespace its
+    /// host may see, ascending by group id (= NSID).
+    fn ana_log(&self, controller: &Controller) -> AnaLog {
+        let (change_count, view) = self.ctx.subsystem.ana_view(controller);
+        AnaLog {
+            change_count,
+            groups: view
+                .iter()
+                .map(|(nsid, v)| AnaGroupDescriptor {
+                    anagrpid: *nsid,
+                    change_count: v.ana_change_count,
+                    state: v.ana_state,
+                    nsids: vec![*nsid],
+                })
+                .collect(),
+        }
+    }
+
     /// The discovery log as `host_nqn` may see it, reporting the address the host
-    /// reached (or the advertised one) for wildcard listeners.
+    /// reached (or the advertised one) for wildcard listeners, then the
+    /// portals of the cluster's other nodes.
     fn discovery_log(&self, host_nqn: &str) -> Vec<u8> {
         let subsystem = &self.ctx.subsystem;
-        let (generation, visible) = subsystem.discovery_view(host_nqn);
+        let view = subsystem.discovery_view(host_nqn);
         let mut entries = Vec::new();
-        if visible {
-            for (i, listener) in self.ctx.io_listeners.iter().enumerate() {
-                let addr = match self.ctx.advertised_addr {
+        if view.visible {
+            let own = self
+                .ctx
+                .io_listeners
+                .iter()
+                .map(|listener| match self.ctx.advertised_addr {
                     Some(adv) => adv,
                     None if listener.ip().is_unspecified() => {
                         std::net::SocketAddr::new(self.ctx.local_addr.ip(), listener.port())
                     }
                     None => *listener,
-                };
+                });
+            // Peers are other ports of the same subsystem: numbered after
+            // this node's own.
+            for (i, addr) in own.chain(view.peer_portals.iter().copied()).enumerate() {
                 entries.push(DiscoveryEntry {
                     adrfam: if addr.is_ipv6() {
                         AddressFamily::Ipv6
@@ -284,7 +343,7 @@ impl Connection {
                 });
             }
         }
-        encode_discovery_log(generation, &entries)
+        encode_discovery_log(view.generation, &entries)
     }
 
     fn get_features(&mut self, controller: &Arc<Controller>, cmd: &Command) -> Reply {

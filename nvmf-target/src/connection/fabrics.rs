@@ -145,8 +145,12 @@ impl Connection {
             controller
         };
         let cntlid = controller.cntlid;
-        let view = controller.view();
+        // Generation first: `publish_view` stores the view before it bumps
+        // the generation, so the view read next is at least this new. The
+        // other order could pair an old view (and its ANA states) with a
+        // new generation and keep it until the next change.
         let view_generation = controller.view_generation();
+        let view = controller.view();
         controller.touch(now_ms);
         self.queue = Some(QueueBinding {
             controller,

@@ -40,7 +40,13 @@ impl Connection {
         if q.qid == 0 || cmd.opcode() != io_opcode::WRITE {
             return Ok(());
         }
-        let ns = self.namespace(cmd.nsid()).ok_or(Status::InvalidNamespace)?;
+        let visible = self.namespace(cmd.nsid()).ok_or(Status::InvalidNamespace)?;
+        // A write to a namespace this path cannot serve fails before its
+        // data is asked for.
+        if let Some(status) = Status::for_ana_state(visible.ana_state) {
+            return Err(status);
+        }
+        let ns = visible.backend;
         let e = extent(cmd, ns.as_ref());
         if e.bytes != u64::from(length) {
             return Err(Status::SglLengthInvalid);
@@ -70,9 +76,15 @@ impl Connection {
         ) {
             return Outcome::Done(Reply::status(Status::InvalidOpcode));
         }
-        let Some(ns) = self.namespace(cmd.nsid()) else {
+        let Some(visible) = self.namespace(cmd.nsid()) else {
             return Outcome::Done(Reply::status(Status::InvalidNamespace));
         };
+        // INVARIANT: an I/O command on a namespace in a non-accessible ANA
+        // state completes here, before any backend call.
+        if let Some(status) = Status::for_ana_state(visible.ana_state) {
+            return Outcome::Done(Reply::status(status));
+        }
+        let ns = visible.backend;
         match self.io_op(cid, cmd, &ns, data, c2h_len) {
             Ok(op) => {
                 self.io_requests.push(IoRequest {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::backend::{Lba, LbaRange, NamespaceBackend, NamespaceError};
-use crate::controller::{Controller, NamespaceView, Notifier};
+use crate::controller::{Controller, NamespaceView, Notifier, VisibleNamespace};
 use crate::error_log::parameter_error_location;
 use crate::nvme::log_page::{ErrorInformationEntry, ERROR_TRTYPE_TCP};
 use crate::nvme::{admin_opcode, io_opcode, Command, Completion, SglKind, STATUS_FIELD_MORE};
@@ -1053,8 +1053,8 @@ impl Connection {
         self.queue.as_ref()
     }
 
-    /// The namespace `nsid` as the host currently sees it.
-    fn namespace(&mut self, nsid: u32) -> Option<Arc<dyn NamespaceBackend>> {
+    /// The namespace `nsid` as the host currently sees it, with its ANA state.
+    fn namespace(&mut self, nsid: u32) -> Option<VisibleNamespace> {
         let q = self.queue.as_mut()?;
         let generation = q.controller.view_generation();
         if generation != q.view_generation {

@@ -21,7 +21,8 @@ use crate::nvme::identify::{
     decode_ns_descriptors, decode_ns_list, ControllerIdentity, NamespaceIdentity,
 };
 use crate::nvme::log_page::{
-    decode_discovery_header, DiscoveryEntry, ErrorInformationEntry, DISCOVERY_RECORD_LEN,
+    decode_discovery_header, AnaLog, AnaLogDecodeError, DiscoveryEntry, ErrorInformationEntry,
+    ANA_DESCRIPTOR_LEN, ANA_HEADER_LEN, ANA_LSP_RETURN_GROUPS_ONLY, DISCOVERY_RECORD_LEN,
     ERROR_ENTRY_LEN,
 };
 use crate::nvme::{
@@ -64,15 +65,34 @@ pub enum HostError {
         /// DW0 of the completion.
         dw0: u32,
     },
+    /// A command completed with an Asymmetric Namespace Access status: this
+    /// controller cannot serve the namespace now (inaccessible, persistently
+    /// lost or in transition), and another path to the subsystem may.
+    #[error("path cannot serve the namespace: {status:?}")]
+    PathUnavailable {
+        /// [`crate::Status::AnaInaccessible`], [`crate::Status::AnaPersistentLoss`]
+        /// or [`crate::Status::AnaTransition`].
+        status: crate::Status,
+    },
+    /// The ANA log page the controller returned does not decode.
+    #[error("undecodable ANA log page")]
+    AnaLog(#[source] AnaLogDecodeError),
 }
 
 impl HostError {
-    /// The NVMe status of a [`HostError::Status`].
+    /// The NVMe status of a [`HostError::Status`] or [`HostError::PathUnavailable`].
     pub fn status(&self) -> Option<crate::Status> {
         match self {
             HostError::Status { status_field, .. } => crate::Status::from_field(*status_field).ok(),
+            HostError::PathUnavailable { status } => Some(*status),
             _ => None,
         }
+    }
+
+    /// Whether the command failed because this path cannot serve the
+    /// namespace now (a caller with other paths tries another).
+    pub fn is_path_unavailable(&self) -> bool {
+        matches!(self, HostError::PathUnavailable { .. })
     }
 }
 
@@ -264,12 +284,27 @@ impl HostController {
         len: u32,
         retain_event: bool,
     ) -> Result<Vec<u8>, HostError> {
+        self.get_log_page_lsp(lid, 0, offset, len, retain_event)
+    }
+
+    /// Get Log Page `lid` with log specific field `lsp` (7 bits).
+    pub fn get_log_page_lsp(
+        &mut self,
+        lid: u8,
+        lsp: u8,
+        offset: u64,
+        len: u32,
+        retain_event: bool,
+    ) -> Result<Vec<u8>, HostError> {
         let mut cmd = Command::new(admin_opcode::GET_LOG_PAGE, 0);
         cmd.set_nsid(0xFFFF_FFFF);
         let numd = len / 4 - 1;
         cmd.set_cdw(
             10,
-            u32::from(lid) | (u32::from(retain_event) << 15) | ((numd & 0xFFFF) << 16),
+            u32::from(lid)
+                | (u32::from(lsp & 0x7F) << 8)
+                | (u32::from(retain_event) << 15)
+                | ((numd & 0xFFFF) << 16),
         );
         cmd.set_cdw(11, numd >> 16);
         cmd.set_cdw(12, offset as u32);
@@ -287,6 +322,28 @@ impl HostController {
             .filter_map(ErrorInformationEntry::decode)
             .filter(|e| e.error_count != 0)
             .collect())
+    }
+
+    /// Reads and decodes the Asymmetric Namespace Access log page (and re-arms
+    /// ANA change notices). Like Linux, reads as much as the largest page the
+    /// controller could return: NANAGRPID descriptors and MNAN NSIDs.
+    /// `groups_only` asks for descriptors without NSID lists (RGO).
+    pub fn ana_log(&mut self, groups_only: bool) -> Result<AnaLog, HostError> {
+        let id = &self.identity;
+        if id.nanagrpid == 0 {
+            return Err(HostError::Protocol("controller reports no ANA groups"));
+        }
+        let len = u64::from(id.nanagrpid) * ANA_DESCRIPTOR_LEN as u64
+            + u64::from(id.mnan) * 4
+            + ANA_HEADER_LEN as u64;
+        let len = u32::try_from(len).map_err(|_| HostError::Protocol("absurd ANA log size"))?;
+        let lsp = if groups_only {
+            ANA_LSP_RETURN_GROUPS_ONLY
+        } else {
+            0
+        };
+        let page = self.get_log_page_lsp(log_id::ANA, lsp, 0, len, false)?;
+        AnaLog::decode(&page).map_err(HostError::AnaLog)
     }
 
     /// Get Features `fid`; returns DW0.

@@ -29,10 +29,12 @@ impl Response {
         self.completion.status()
     }
 
-    /// Ok if the command succeeded, else [`HostError::Status`].
+    /// Ok if the command succeeded, [`HostError::PathUnavailable`] for an
+    /// ANA status, else [`HostError::Status`].
     pub fn success(self) -> Result<Response, HostError> {
         match self.status() {
             Ok(Status::Success) => Ok(self),
+            Ok(status) if status.is_ana_path_error() => Err(HostError::PathUnavailable { status }),
             _ => Err(HostError::Status {
                 status_field: self.completion.status_field,
                 dw0: self.completion.dw0(),

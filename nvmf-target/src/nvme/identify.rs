@@ -28,6 +28,16 @@ pub const SGLS_SUPPORTED: u32 = 1;
 pub const SGLS_OFFSET: u32 = 1 << 20;
 /// CMIC bit 0: more than one port; bit 1: more than one controller.
 pub const CMIC_MULTI_PORT_MULTI_CONTROLLER: u8 = 0x3;
+/// CMIC bit 3: Asymmetric Namespace Access reporting. Linux turns native
+/// multipath ANA handling on for a subsystem only when this bit is set.
+pub const CMIC_ANA_REPORTING: u8 = 1 << 3;
+/// OAES bit: Asymmetric Namespace Access Change Notices (and the matching
+/// Asynchronous Event Configuration bit; Linux's NVME_AEN_CFG_ANA_CHANGE).
+pub const OAES_ANA_CHANGE: u32 = 1 << 11;
+/// ANACAP: the ANA states reported (bit 0 optimized, 1 non-optimized,
+/// 2 inaccessible, 3 persistent loss, 4 change) and bit 6, a namespace's
+/// ANAGRPID does not change while it is attached.
+pub const ANACAP_ALL_STATES_FIXED_GROUPS: u8 = 0x1F | (1 << 6);
 
 /// The Identify Controller fields this target reports (figure 275). Everything
 /// not listed is zero.
@@ -63,6 +73,15 @@ pub struct ControllerIdentity {
     pub elpe: u8,
     /// Keep-alive support granularity in 100 ms units (KAS), non-zero.
     pub kas: u16,
+    /// ANA transition time in seconds (ANATT): how long a group may stay in
+    /// the change state.
+    pub anatt: u8,
+    /// ANA capabilities (ANACAP).
+    pub anacap: u8,
+    /// Largest ANA group id (ANAGRPMAX).
+    pub anagrpmax: u32,
+    /// Number of ANA group ids the controller supports (NANAGRPID).
+    pub nanagrpid: u32,
     /// Maximum outstanding commands per queue (MAXCMD).
     pub maxcmd: u16,
     /// Number of namespaces: the highest NSID (NN).
@@ -73,6 +92,8 @@ pub struct ControllerIdentity {
     pub volatile_write_cache: bool,
     /// SGL support (SGLS).
     pub sgls: u32,
+    /// Maximum number of allowed namespaces (MNAN); 0 when not reported.
+    pub mnan: u32,
     /// NVM subsystem NQN (SUBNQN).
     pub subnqn: String,
     /// I/O queue command capsule supported size in 16-byte units (IOCCSZ).
@@ -108,6 +129,10 @@ impl ControllerIdentity {
         b[261] = self.lpa;
         b[262] = self.elpe;
         put_u16(&mut b, 320, self.kas);
+        b[343] = self.anatt;
+        b[344] = self.anacap;
+        put_u32(&mut b, 345, self.anagrpmax);
+        put_u32(&mut b, 349, self.nanagrpid);
         b[512] = 0x66; // SQES: required and maximum 64 bytes
         b[513] = 0x44; // CQES: required and maximum 16 bytes
         put_u16(&mut b, 514, self.maxcmd);
@@ -115,6 +140,7 @@ impl ControllerIdentity {
         put_u16(&mut b, 520, self.oncs);
         b[525] = u8::from(self.volatile_write_cache);
         put_u32(&mut b, 536, self.sgls);
+        put_u32(&mut b, 540, self.mnan);
         put_str(&mut b, 768, 256, &self.subnqn, 0);
         put_u32(&mut b, 1792, self.ioccsz);
         put_u32(&mut b, 1796, self.iorcsz);
@@ -153,11 +179,16 @@ impl ControllerIdentity {
             lpa: f.u8(261)?,
             elpe: f.u8(262)?,
             kas: f.u16(320)?,
+            anatt: f.u8(343)?,
+            anacap: f.u8(344)?,
+            anagrpmax: f.u32(345)?,
+            nanagrpid: f.u32(349)?,
             maxcmd: f.u16(514)?,
             nn: f.u32(516)?,
             oncs: f.u16(520)?,
             volatile_write_cache: f.u8(525)? & 1 != 0,
             sgls: f.u32(536)?,
+            mnan: f.u32(540)?,
             subnqn: nul_terminated_str(f.slice(768, 256)?)?.to_owned(),
             ioccsz: f.u32(1792)?,
             iorcsz: f.u32(1796)?,
@@ -184,6 +215,8 @@ pub struct NamespaceIdentity {
     pub nmic: u8,
     /// Namespace globally unique identifier (NGUID).
     pub nguid: [u8; 16],
+    /// ANA group the namespace belongs to (ANAGRPID); 0 without ANA reporting.
+    pub anagrpid: u32,
 }
 
 impl NamespaceIdentity {
@@ -197,6 +230,7 @@ impl NamespaceIdentity {
         b[26] = 0; // FLBAS: format 0, no metadata
         b[30] = self.nmic;
         b[33] = self.dlfeat;
+        put_u32(&mut b, 92, self.anagrpid);
         b[104..120].copy_from_slice(&self.nguid);
         // LBA format 0: MS = 0, LBADS, RP = 0 (best performance).
         put_u32(&mut b, 128, u32::from(self.block_shift) << 16);
@@ -214,15 +248,17 @@ impl NamespaceIdentity {
             dlfeat: f.u8(33)?,
             nmic: f.u8(30)?,
             nguid: f.array::<16>(104)?,
+            anagrpid: f.u32(92)?,
         })
     }
 }
 
 /// Encodes the I/O command set independent Identify Namespace structure (CNS 08h):
-/// NMIC, and NSTAT bit 0 (namespace ready).
-pub fn encode_cs_independent_namespace(nmic: u8) -> Vec<u8> {
+/// NMIC, ANAGRPID, and NSTAT bit 0 (namespace ready).
+pub fn encode_cs_independent_namespace(nmic: u8, anagrpid: u32) -> Vec<u8> {
     let mut b = vec![0u8; IDENTIFY_LEN];
     b[1] = nmic;
+    put_u32(&mut b, 4, anagrpid);
     b[14] = 1; // NSTAT: ready
     b
 }
@@ -314,11 +350,16 @@ mod tests {
             lpa: 4,
             elpe: 0,
             kas: 1,
+            anatt: 10,
+            anacap: ANACAP_ALL_STATES_FIXED_GROUPS,
+            anagrpmax: 1024,
+            nanagrpid: 1024,
             maxcmd: 128,
             nn: 32,
             oncs: ONCS_DSM | ONCS_WRITE_ZEROES,
             volatile_write_cache: true,
             sgls: SGLS_SUPPORTED | SGLS_OFFSET,
+            mnan: 1024,
             subnqn: "nqn.2024-01.io.keel:x".into(),
             ioccsz: (64 + 8192) / 16,
             iorcsz: 1,
@@ -341,6 +382,10 @@ mod tests {
         );
         assert_eq!(u32::from_le_bytes(b[1792..1796].try_into().unwrap()), 516);
         assert_eq!(b[111], 1);
+        // ANATT, ANACAP, ANAGRPMAX, NANAGRPID and MNAN where Linux reads them.
+        assert_eq!((b[343], b[344]), (10, 0x5F));
+        assert_eq!(&b[345..353], &[0, 4, 0, 0, 0, 4, 0, 0]);
+        assert_eq!(&b[540..544], &[0, 4, 0, 0]);
         assert_eq!(ControllerIdentity::decode(&b), Some(sample()));
     }
 
@@ -352,8 +397,11 @@ mod tests {
             dlfeat: DLFEAT_READS_ZEROES,
             nmic: 1,
             nguid: [9; 16],
+            anagrpid: 3,
         };
-        assert_eq!(NamespaceIdentity::decode(&ns.encode()), Some(ns));
+        let b = ns.encode();
+        assert_eq!(&b[92..96], &[3, 0, 0, 0]);
+        assert_eq!(NamespaceIdentity::decode(&b), Some(ns));
     }
 
     #[test]

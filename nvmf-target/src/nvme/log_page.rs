@@ -1,6 +1,6 @@
 //! Log page structures: discovery log (NVMe-oF 1.1, figure 38), error
-//! information, SMART/health, firmware slot and changed namespace list (NVMe
-//! Base 2.0, section 5.16.1).
+//! information, SMART/health, firmware slot, changed namespace list and
+//! Asymmetric Namespace Access (NVMe Base 2.0, section 5.16.1).
 
 use crate::wire::{put_str, put_u16, put_u32, put_u64, Fields};
 
@@ -237,6 +237,221 @@ pub fn encode_changed_ns_list(nsids: &[u32]) -> Vec<u8> {
     b
 }
 
+/// The Asymmetric Namespace Access state of an ANA group, as one controller
+/// reports it (NVMe Base 2.0, section 8.1.3). Only the accessible states
+/// ([`AnaState::Optimized`], [`AnaState::NonOptimized`]) let I/O reach a
+/// namespace; a host with several paths sends I/O to an optimized one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AnaState {
+    /// ANA Optimized (01h): the preferred path.
+    #[default]
+    Optimized,
+    /// ANA Non-Optimized (02h): usable, but another path is better.
+    NonOptimized,
+    /// ANA Inaccessible (03h): no I/O on this path for now.
+    Inaccessible,
+    /// ANA Persistent Loss (04h): no I/O on this path, and it will not return.
+    PersistentLoss,
+    /// ANA Change (0Fh): in transition; hosts retry within ANATT.
+    Change,
+}
+
+impl AnaState {
+    /// The ANA State field value of a group descriptor.
+    pub fn code(self) -> u8 {
+        match self {
+            AnaState::Optimized => 0x01,
+            AnaState::NonOptimized => 0x02,
+            AnaState::Inaccessible => 0x03,
+            AnaState::PersistentLoss => 0x04,
+            AnaState::Change => 0x0F,
+        }
+    }
+
+    /// The state of an ANA State field value, if it names one.
+    pub fn from_code(code: u8) -> Option<AnaState> {
+        Some(match code {
+            0x01 => AnaState::Optimized,
+            0x02 => AnaState::NonOptimized,
+            0x03 => AnaState::Inaccessible,
+            0x04 => AnaState::PersistentLoss,
+            0x0F => AnaState::Change,
+            _ => return None,
+        })
+    }
+
+    /// Whether I/O commands may run on a namespace in this state.
+    pub fn is_accessible(self) -> bool {
+        match self {
+            AnaState::Optimized | AnaState::NonOptimized => true,
+            AnaState::Inaccessible | AnaState::PersistentLoss | AnaState::Change => false,
+        }
+    }
+}
+
+/// Size of the ANA log page header.
+pub const ANA_HEADER_LEN: usize = 16;
+/// Size of an ANA group descriptor before its NSID list.
+pub const ANA_DESCRIPTOR_LEN: usize = 32;
+/// Get Log Page LSP bit 0 for log 0Ch: Return Groups Only (RGO), descriptors
+/// without their NSID lists.
+pub const ANA_LSP_RETURN_GROUPS_ONLY: u8 = 1;
+
+/// One ANA group descriptor (NVMe Base 2.0, figure 209).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnaGroupDescriptor {
+    /// ANA group identifier (ANAGRPID), never 0.
+    pub anagrpid: u32,
+    /// Change count of this group's descriptor.
+    pub change_count: u64,
+    /// The group's ANA state.
+    pub state: AnaState,
+    /// The group's NSIDs, ascending (empty when read with RGO).
+    pub nsids: Vec<u32>,
+}
+
+/// The Asymmetric Namespace Access log page (log 0Ch; figure 208).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnaLog {
+    /// ANA log page change count: changes whenever the page's contents do.
+    pub change_count: u64,
+    /// One descriptor per ANA group.
+    pub groups: Vec<AnaGroupDescriptor>,
+}
+
+/// Why an ANA log page did not decode (host side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnaLogDecodeError {
+    /// The page ends before the header, a descriptor or an NSID list it announces.
+    #[error("ANA log page truncated: {needed} bytes needed, {len} read")]
+    Truncated {
+        /// Bytes the announced contents need.
+        needed: usize,
+        /// Bytes read.
+        len: usize,
+    },
+    /// A descriptor carries ANAGRPID 0.
+    #[error("ANA group descriptor {index} has group id 0")]
+    ZeroGroupId {
+        /// Position of the descriptor in the page.
+        index: usize,
+    },
+    /// A descriptor carries a reserved ANA state value.
+    #[error("ANA group {anagrpid} has reserved state {code:#x}")]
+    ReservedState {
+        /// The group.
+        anagrpid: u32,
+        /// The state field.
+        code: u8,
+    },
+    /// Non-zero bytes follow the last descriptor.
+    #[error("non-zero byte at {offset} after the last ANA group descriptor")]
+    TrailingBytes {
+        /// Offset of the first non-zero byte.
+        offset: usize,
+    },
+}
+
+impl AnaLog {
+    /// Encodes the page; `groups_only` (RGO) leaves out the NSID lists and
+    /// reports NNSID 0.
+    pub fn encode(&self, groups_only: bool) -> Vec<u8> {
+        let nsids_total: usize = if groups_only {
+            0
+        } else {
+            self.groups.iter().map(|g| g.nsids.len()).sum()
+        };
+        let mut b =
+            vec![0u8; ANA_HEADER_LEN + self.groups.len() * ANA_DESCRIPTOR_LEN + nsids_total * 4];
+        // INVARIANT: one group per namespace and NSIDs up to NSID_MAX keep
+        // NUMBER OF ANA GROUP DESCRIPTORS within its 16 bits.
+        let groups_n = u16::try_from(self.groups.len()).expect("at most 65535 ANA groups");
+        put_u64(&mut b, 0, self.change_count);
+        put_u16(&mut b, 8, groups_n);
+        let mut off = ANA_HEADER_LEN;
+        for g in &self.groups {
+            assert!(g.anagrpid != 0, "ANAGRPID 0 is reserved");
+            let nsids: &[u32] = if groups_only { &[] } else { &g.nsids };
+            put_u32(&mut b, off, g.anagrpid);
+            put_u32(&mut b, off + 4, nsids.len() as u32);
+            put_u64(&mut b, off + 8, g.change_count);
+            b[off + 16] = g.state.code();
+            off += ANA_DESCRIPTOR_LEN;
+            for nsid in nsids {
+                put_u32(&mut b, off, *nsid);
+                off += 4;
+            }
+        }
+        b
+    }
+
+    /// Decodes a page read from offset 0. The buffer may be longer than the
+    /// page (a host reads as much as the largest page could be), but every
+    /// byte past the last descriptor must be zero, as the target fills it.
+    pub fn decode(b: &[u8]) -> Result<AnaLog, AnaLogDecodeError> {
+        let f = Fields(b);
+        let truncated = |needed: usize| AnaLogDecodeError::Truncated {
+            needed,
+            len: b.len(),
+        };
+        if b.len() < ANA_HEADER_LEN {
+            return Err(truncated(ANA_HEADER_LEN));
+        }
+        let (Some(change_count), Some(groups_n)) = (f.u64(0), f.u16(8)) else {
+            return Err(truncated(ANA_HEADER_LEN));
+        };
+        let groups_n = usize::from(groups_n);
+        // Check the fixed part of every announced descriptor fits before
+        // allocating for them.
+        let fixed_len = ANA_HEADER_LEN + groups_n * ANA_DESCRIPTOR_LEN;
+        if b.len() < fixed_len {
+            return Err(truncated(fixed_len));
+        }
+        let mut groups = Vec::with_capacity(groups_n);
+        let mut off = ANA_HEADER_LEN;
+        for index in 0..groups_n {
+            let needed = off + ANA_DESCRIPTOR_LEN;
+            let (Some(anagrpid), Some(nsids_n), Some(group_change_count), Some(code)) =
+                (f.u32(off), f.u32(off + 4), f.u64(off + 8), f.u8(off + 16))
+            else {
+                return Err(truncated(needed));
+            };
+            if anagrpid == 0 {
+                return Err(AnaLogDecodeError::ZeroGroupId { index });
+            }
+            let state = AnaState::from_code(code)
+                .ok_or(AnaLogDecodeError::ReservedState { anagrpid, code })?;
+            off = needed;
+            let list_len = usize::try_from(nsids_n)
+                .ok()
+                .and_then(|n| n.checked_mul(4))
+                .unwrap_or(usize::MAX);
+            let Some(list) = f.slice(off, list_len) else {
+                return Err(truncated(off.saturating_add(list_len)));
+            };
+            let nsids = list
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            off += list_len;
+            groups.push(AnaGroupDescriptor {
+                anagrpid,
+                change_count: group_change_count,
+                state,
+                nsids,
+            });
+        }
+        if let Some(pos) = b[off..].iter().position(|byte| *byte != 0) {
+            return Err(AnaLogDecodeError::TrailingBytes { offset: off + pos });
+        }
+        Ok(AnaLog {
+            change_count,
+            groups,
+        })
+    }
+}
+
 /// Returns `len` bytes of `page` from byte `offset`, zero-filled past its end
 /// (reads beyond a log page return zeroes, as the kernel target does).
 pub fn slice_page(page: &[u8], offset: u64, len: usize) -> Vec<u8> {
@@ -299,6 +514,154 @@ mod tests {
         assert_eq!(b[29], 3);
         assert_eq!(ErrorInformationEntry::decode(&b), Some(e));
         assert_eq!(ErrorInformationEntry::decode(&b[..63]), None);
+    }
+
+    fn sample_ana_log() -> AnaLog {
+        AnaLog {
+            change_count: 9,
+            groups: vec![
+                AnaGroupDescriptor {
+                    anagrpid: 1,
+                    change_count: 4,
+                    state: AnaState::Optimized,
+                    nsids: vec![1],
+                },
+                AnaGroupDescriptor {
+                    anagrpid: 7,
+                    change_count: 9,
+                    state: AnaState::Change,
+                    nsids: vec![7],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn ana_log_places_fields_as_the_spec_lays_them_out() {
+        let log = sample_ana_log();
+        let b = log.encode(false);
+        assert_eq!(b.len(), 16 + 2 * (32 + 4));
+        assert_eq!(&b[0..8], &9u64.to_le_bytes());
+        assert_eq!(&b[8..10], &[2, 0]);
+        // Second descriptor: ANAGRPID, NNSID, change count, state, NSID.
+        assert_eq!(&b[52..56], &7u32.to_le_bytes());
+        assert_eq!(&b[56..60], &1u32.to_le_bytes());
+        assert_eq!(&b[60..68], &9u64.to_le_bytes());
+        assert_eq!(b[68], 0x0F);
+        assert_eq!(&b[84..88], &7u32.to_le_bytes());
+        assert_eq!(AnaLog::decode(&b), Ok(log.clone()));
+        // A longer read ends in zeroes and still decodes.
+        let mut padded = b.clone();
+        padded.resize(4096, 0);
+        assert_eq!(AnaLog::decode(&padded), Ok(log.clone()));
+        // Return Groups Only: no NSID lists, NNSID 0.
+        let rgo = log.encode(true);
+        assert_eq!(rgo.len(), 16 + 2 * 32);
+        assert_eq!(&rgo[20..24], &[0; 4]);
+        let groups = AnaLog::decode(&rgo).unwrap().groups;
+        assert!(groups.iter().all(|g| g.nsids.is_empty()));
+    }
+
+    #[test]
+    fn ana_log_decode_rejects_bad_lengths_and_fields() {
+        let b = sample_ana_log().encode(false);
+        assert_eq!(
+            AnaLog::decode(&b[..15]),
+            Err(AnaLogDecodeError::Truncated {
+                needed: 16,
+                len: 15
+            })
+        );
+        assert_eq!(
+            AnaLog::decode(&b[..b.len() - 1]),
+            Err(AnaLogDecodeError::Truncated {
+                needed: 88,
+                len: 87
+            })
+        );
+        let mut huge = b.clone();
+        huge[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            AnaLog::decode(&huge),
+            Err(AnaLogDecodeError::Truncated { .. })
+        ));
+        let mut zero_group = b.clone();
+        zero_group[16..20].copy_from_slice(&[0; 4]);
+        assert_eq!(
+            AnaLog::decode(&zero_group),
+            Err(AnaLogDecodeError::ZeroGroupId { index: 0 })
+        );
+        let mut reserved = b.clone();
+        reserved[32] = 0x05;
+        assert_eq!(
+            AnaLog::decode(&reserved),
+            Err(AnaLogDecodeError::ReservedState {
+                anagrpid: 1,
+                code: 5
+            })
+        );
+        let mut trailing = b.clone();
+        trailing.extend_from_slice(&[0, 0, 1, 0]);
+        assert_eq!(
+            AnaLog::decode(&trailing),
+            Err(AnaLogDecodeError::TrailingBytes { offset: 90 })
+        );
+    }
+
+    #[test]
+    fn ana_state_codes_round_trip() {
+        for state in [
+            AnaState::Optimized,
+            AnaState::NonOptimized,
+            AnaState::Inaccessible,
+            AnaState::PersistentLoss,
+            AnaState::Change,
+        ] {
+            assert_eq!(AnaState::from_code(state.code()), Some(state));
+        }
+        assert_eq!(AnaState::from_code(0), None);
+        assert_eq!(AnaState::from_code(5), None);
+    }
+
+    proptest::proptest! {
+        /// Hostile pages never panic, and what decodes re-encodes to no
+        /// more bytes than it came from.
+        #[test]
+        fn ana_log_decode_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Ok(log) = AnaLog::decode(&bytes) {
+                proptest::prop_assert!(log.encode(false).len() <= bytes.len());
+            }
+        }
+
+        #[test]
+        fn ana_logs_round_trip(
+            change_count in proptest::prelude::any::<u64>(),
+            groups in proptest::collection::vec(
+                (1u32..=u32::MAX, proptest::prelude::any::<u64>(), 0usize..5, proptest::collection::vec(1u32..=u32::MAX, 0..4)),
+                0..6,
+            ),
+        ) {
+            const STATES: [AnaState; 5] = [
+                AnaState::Optimized,
+                AnaState::NonOptimized,
+                AnaState::Inaccessible,
+                AnaState::PersistentLoss,
+                AnaState::Change,
+            ];
+            let log = AnaLog {
+                change_count,
+                groups: groups
+                    .into_iter()
+                    .map(|(anagrpid, change_count, state, nsids)| AnaGroupDescriptor {
+                        anagrpid,
+                        change_count,
+                        state: STATES[state],
+                        nsids,
+                    })
+                    .collect(),
+            };
+            proptest::prop_assert_eq!(AnaLog::decode(&log.encode(false)), Ok(log));
+        }
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub mod log_id {
     pub const FIRMWARE_SLOT: u8 = 0x03;
     /// Changed Namespace List.
     pub const CHANGED_NS_LIST: u8 = 0x04;
+    /// Asymmetric Namespace Access.
+    pub const ANA: u8 = 0x0C;
     /// Discovery log (fabrics).
     pub const DISCOVERY: u8 = 0x70;
 }

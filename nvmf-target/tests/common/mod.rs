@@ -113,7 +113,17 @@ impl Fixture {
     /// The fixture with the target configuration `adjust` makes of the
     /// default one (default limits, a 50 ms tick, 64 connections).
     pub fn configured(kind: ReactorKind, adjust: impl FnOnce(&mut TargetConfig)) -> Fixture {
-        let subsystem = Subsystem::new(SubsystemConfig::new(NQN, "KEEL0001"));
+        Self::serving(kind, SubsystemConfig::new(NQN, "KEEL0001"), adjust)
+    }
+
+    /// The fixture serving a subsystem of identity `subsystem_config` (its
+    /// NQN should be [`NQN`]), the target configured as `adjust` makes it.
+    pub fn serving(
+        kind: ReactorKind,
+        subsystem_config: SubsystemConfig,
+        adjust: impl FnOnce(&mut TargetConfig),
+    ) -> Fixture {
+        let subsystem = Subsystem::new(subsystem_config);
         let ns1 = MemoryNamespace::new(BlockSize::B512, 4096, [0xA1; 16]);
         subsystem
             .add_namespace(1, ns1.clone(), HostAcl::AnyHost)
