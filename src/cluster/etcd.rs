@@ -568,24 +568,30 @@ async fn keep_alive_loop(
     loop {
         let sent_at = Instant::now();
         let outcome = tokio::time::timeout(interval, async {
-            if stream.is_none() {
-                let (tx, rx) = mpsc::channel(1);
-                let inbound = client
-                    .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
-                    .await?;
-                stream = Some((tx, inbound));
-            }
-            let Some((tx, inbound)) = stream.as_mut() else {
-                unreachable!("the stream was opened above")
+            let request = pb::LeaseKeepAliveRequest { id: id.0 };
+            let inbound = match stream.as_mut() {
+                Some((tx, inbound)) => {
+                    tx.send(request).await.map_err(|err| {
+                        etcdv3client::Error::new(
+                            etcdv3client::ErrKind::LeaseRequestFailed,
+                            err.to_string(),
+                        )
+                    })?;
+                    inbound
+                }
+                None => {
+                    // The request goes into the stream before it opens: etcd
+                    // sends the response headers the call waits for only with
+                    // its first answer.
+                    let (tx, rx) = mpsc::channel(1);
+                    tx.try_send(request)
+                        .expect("a new channel of one has room for one request");
+                    let inbound = client
+                        .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+                        .await?;
+                    &mut stream.insert((tx, inbound)).1
+                }
             };
-            tx.send(pb::LeaseKeepAliveRequest { id: id.0 })
-                .await
-                .map_err(|err| {
-                    etcdv3client::Error::new(
-                        etcdv3client::ErrKind::LeaseRequestFailed,
-                        err.to_string(),
-                    )
-                })?;
             match inbound.message().await {
                 Ok(Some(answer)) => Ok::<i64, etcdv3client::Error>(answer.ttl),
                 Ok(None) => Err(etcdv3client::Error::new(
