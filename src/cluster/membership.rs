@@ -404,6 +404,19 @@ impl Membership {
         Ok(rx)
     }
 
+    /// Rewrites this node's record with the REST API's base URL.
+    pub async fn set_api_endpoint(&self, api_endpoint: String) -> Result<(), MembershipError> {
+        let record = {
+            let mut record = self.record.lock();
+            record.api_endpoint = api_endpoint;
+            record.clone()
+        };
+        self.etcd
+            .put(&keys::node(record.uuid), encode(&record))
+            .await?;
+        Ok(())
+    }
+
     /// Rewrites this node's record with new capacity figures.
     pub async fn refresh(
         &self,

@@ -595,20 +595,7 @@ impl Control for MemoryControl {
     fn nodes(&self) -> Result<Vec<NodeStatus>, ControlError> {
         match &self.cluster {
             Some((_, nodes)) => Ok(nodes.clone()),
-            None => {
-                let pool = self.pool_stats()?;
-                Ok(vec![NodeStatus {
-                    uuid: self.node.uuid,
-                    name: self.node.name.clone(),
-                    state: super::NodeState::Active,
-                    ordinal: 0,
-                    nvme_endpoint: self.node.nvme_endpoint.clone(),
-                    discovery_endpoint: self.node.discovery_endpoint.clone(),
-                    failure_domains: Vec::new(),
-                    capacity_bytes: pool.capacity_bytes,
-                    free_bytes: pool.free_bytes,
-                }])
-            }
+            None => super::single_node(self),
         }
     }
 

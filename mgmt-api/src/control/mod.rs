@@ -143,6 +143,25 @@ pub struct NodeStatus {
     pub free_bytes: u64,
 }
 
+/// What [`Control::nodes`] answers for a node that is not part of a cluster:
+/// itself, Active, ordinal 0, with its pool's capacity. For implementations
+/// that override `nodes` and still need the single-node answer.
+pub fn single_node<C: Control + ?Sized>(control: &C) -> Result<Vec<NodeStatus>, ControlError> {
+    let node = control.node_info();
+    let pool = control.pool_stats()?;
+    Ok(vec![NodeStatus {
+        uuid: node.uuid,
+        name: node.name,
+        state: NodeState::Active,
+        ordinal: 0,
+        nvme_endpoint: node.nvme_endpoint,
+        discovery_endpoint: node.discovery_endpoint,
+        failure_domains: Vec::new(),
+        capacity_bytes: pool.capacity_bytes,
+        free_bytes: pool.free_bytes,
+    }])
+}
+
 /// Identity of a thick-clone job inside the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CloneJobId(pub u64);
@@ -305,19 +324,7 @@ pub trait Control: Send + Sync {
     /// The default is the single local node, Active, with the pool's capacity:
     /// what an unclustered node is.
     fn nodes(&self) -> Result<Vec<NodeStatus>, ControlError> {
-        let node = self.node_info();
-        let pool = self.pool_stats()?;
-        Ok(vec![NodeStatus {
-            uuid: node.uuid,
-            name: node.name,
-            state: NodeState::Active,
-            ordinal: 0,
-            nvme_endpoint: node.nvme_endpoint,
-            discovery_endpoint: node.discovery_endpoint,
-            failure_domains: Vec::new(),
-            capacity_bytes: pool.capacity_bytes,
-            free_bytes: pool.free_bytes,
-        }])
+        single_node(self)
     }
     /// The cluster's identity when this node belongs to a cluster of several;
     /// `None` (the default) for a single node, whose identity is the
