@@ -54,6 +54,28 @@ fn all_active(k: &Keeld, count: usize) -> bool {
     nodes.len() == count && nodes.iter().all(|n| n["state"] == "Active")
 }
 
+/// Runs keelctl against `k` and returns its standard output.
+fn keelctl(k: &Keeld, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keelctl"))
+        .env_remove("KEEL_ENDPOINT")
+        .env_remove("KEEL_TOKEN")
+        .env_remove("KEEL_USER")
+        .env_remove("KEEL_PASSWORD")
+        .arg("--data-dir")
+        .arg(k.data_dir())
+        .args(["--endpoint", &k.api_url])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run keelctl");
+    assert!(
+        out.status.success(),
+        "keelctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Identify Controller (CNS 01h): SN is bytes 4..24, SUBNQN bytes 768..1024
 /// (NVMe Base 2.0 §5.17.2.1).
 fn identity(k: &Keeld) -> (String, String) {
@@ -96,6 +118,13 @@ fn three_nodes_share_one_subsystem_and_report_each_others_liveness() {
             k.log_tail()
         );
     }
+
+    // keelctl shows the same, by list and by name.
+    let list = keelctl(&keelds[0], &["node", "list"]);
+    assert_eq!(list.lines().count(), 4, "{list}");
+    assert_eq!(list.matches(" Active ").count(), 3, "{list}");
+    let shown = keelctl(&keelds[0], &["node", "show", "node-2"]);
+    assert!(shown.contains("rack-2"), "{shown}");
 
     // One subsystem: the cluster's NQN in Lightbits' form, everywhere.
     let cluster = keelds[0].get("/api/v2/cluster").body;
