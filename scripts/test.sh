@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Keel's whole test suite on a fresh Debian machine: installs what the
-# system tests need (QEMU and the guest's userland, fio, the guest kernels),
+# system tests need (QEMU and the guest's userland, fio, etcd, the guest kernels),
 # checks formatting and lints, builds everything, then runs every test tier —
 # unit, property, crash, fuzz twins, loop device, the Linux kernel NVMe/TCP host
 # in QEMU, real HTTP — and, where nightly is present, cargo-fuzz.
@@ -20,12 +20,14 @@ tests/guest/prepare.sh
 
 # fio is the benchmarks' baseline; curl drives the REST API in the system tests;
 # losetup (util-linux) backs the loop-device test; python3 with venv lets
-# tests/api/schemathesis.sh install schemathesis when it is not on PATH.
+# tests/api/schemathesis.sh install schemathesis when it is not on PATH; etcd
+# (etcd-server) holds the cluster metadata in tests/cluster_membership.rs.
 missing=()
 command -v fio >/dev/null || missing+=(fio)
 command -v curl >/dev/null || missing+=(curl)
 command -v losetup >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
+command -v etcd >/dev/null || missing+=(etcd-server)
 if ! command -v schemathesis >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     missing+=(python3-venv)
 fi

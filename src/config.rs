@@ -20,6 +20,60 @@ pub struct Config {
     pub api: ApiConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Cluster membership through etcd; `None` (no `[cluster]` section and
+    /// no cluster flags) is a single embedded node that needs no etcd.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How this node joins a cluster.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// etcd client URLs, e.g. `http://127.0.0.1:2379`; a bare `host:port`
+    /// gets `http://`.
+    pub etcd_endpoints: Vec<String>,
+    /// The node's name in the cluster; default: the host name.
+    pub node_name: Option<String>,
+    /// Failure domains the node belongs to (rack, power feed, ...).
+    pub failure_domains: Vec<String>,
+    /// TTL of the node's etcd lease in seconds: a node that stops renewing
+    /// shows Inactive at most this long (plus etcd's own lag) after.
+    pub lease_ttl_s: u64,
+}
+
+/// The lease TTL when `cluster.lease_ttl_s` is not set.
+pub const LEASE_TTL_S_DEFAULT: u64 = 5;
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            etcd_endpoints: Vec::new(),
+            node_name: None,
+            failure_domains: Vec::new(),
+            lease_ttl_s: LEASE_TTL_S_DEFAULT,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The etcd endpoints as URLs (`http://` added where no scheme is given).
+    pub fn etcd_urls(&self) -> Vec<String> {
+        self.etcd_endpoints
+            .iter()
+            .map(|e| {
+                if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect()
+    }
+
+    /// The lease TTL (at least one second, etcd's granularity).
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_ttl_s.max(1))
+    }
 }
 
 /// Where the pool lives.
@@ -152,6 +206,7 @@ impl Default for Config {
             nvme: NvmeConfig::default(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -295,5 +350,28 @@ mod tests {
         assert_eq!(config.nvme.connections_max, 1024);
         assert_eq!(Config::default().nvme.busy_poll_us, DEFAULT_BUSY_POLL_US);
         assert!(toml::from_str::<Config>("[pool]\ndevise = []").is_err());
+        assert_eq!(config.cluster, None);
+    }
+
+    #[test]
+    fn a_cluster_section_turns_on_etcd_and_defaults_the_lease_to_5_s() {
+        let config: Config = toml::from_str(
+            r#"
+            [cluster]
+            etcd_endpoints = ["127.0.0.1:2379", "https://etcd.example:2379"]
+            node_name = "n1"
+            failure_domains = ["rack-a"]
+        "#,
+        )
+        .expect("valid");
+        let cluster = config.cluster.expect("clustered");
+        assert_eq!(
+            cluster.etcd_urls(),
+            vec!["http://127.0.0.1:2379", "https://etcd.example:2379"]
+        );
+        assert_eq!(cluster.lease_ttl(), std::time::Duration::from_secs(5));
+        assert_eq!(cluster.node_name.as_deref(), Some("n1"));
+        assert!(toml::from_str::<Config>("[cluster]\netcd = []").is_err());
+        assert_eq!(Config::default().cluster, None);
     }
 }

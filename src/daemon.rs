@@ -12,8 +12,10 @@ use mgmt_api::control::NodeInfo;
 use nvmf_target::{Subsystem, SubsystemConfig, Target, TargetConfig, TargetHandle};
 use uuid::Uuid;
 
-use crate::adapters::EngineControl;
-use crate::config::Config;
+use crate::adapters::{ClusterPort, EngineControl};
+use crate::cluster::membership::{ensure_cluster, NodeSpec};
+use crate::cluster::{ClusterRecord, Etcd, Membership};
+use crate::config::{ClusterConfig, Config};
 
 /// Default size of the embedded pool file.
 const EMBEDDED_POOL_BYTES_DEFAULT: u64 = 16 << 30;
@@ -121,12 +123,29 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     })?;
     let engine = Arc::new(open_pool(&config)?);
     let node = node_identity(&config)?;
-    let nqn = config
-        .nvme
-        .subsystem_nqn
-        .clone()
-        .unwrap_or_else(|| format!("nqn.2024-11.io.keel:node:{}", node.uuid));
-    let serial: String = node.uuid.simple().to_string().chars().take(20).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("keel-control")
+        .build()
+        .context("cannot start the control-plane runtime")?;
+    // A clustered node learns the cluster's identity before its target
+    // exists: the subsystem NQN and serial number are the cluster's.
+    let cluster = match &config.cluster {
+        Some(cluster) => Some(runtime.block_on(connect_cluster(&config, cluster))?),
+        None => None,
+    };
+    let (nqn, serial) = match &cluster {
+        Some((_, record)) => (record.subsystem_nqn(), record.serial_number()),
+        None => (
+            config
+                .nvme
+                .subsystem_nqn
+                .clone()
+                .unwrap_or_else(|| format!("nqn.2024-11.io.keel:node:{}", node.uuid)),
+            node.uuid.simple().to_string().chars().take(20).collect(),
+        ),
+    };
     let subsystem = Subsystem::new(SubsystemConfig::new(nqn.clone(), serial));
     let target = start_target(&config, subsystem.clone())?;
     let node = NodeInfo {
@@ -143,23 +162,67 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         ..node
     };
     tracing::info!(nqn = %nqn, io = %node.nvme_endpoint, discovery = %node.discovery_endpoint, "NVMe/TCP target listening");
-    let control: Arc<dyn mgmt_api::Control> = Arc::new(
-        EngineControl::new(engine.clone(), subsystem.clone(), node)
-            .with_clone_rate(Some(config.pool.thick_clone_mib_per_s << 20)),
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("keel-control")
-        .build()
-        .context("cannot start the control-plane runtime")?;
+    let membership = match (cluster, &config.cluster) {
+        (Some((etcd, _)), Some(cluster)) => {
+            let spec = NodeSpec {
+                uuid: node.uuid,
+                name: cluster
+                    .node_name
+                    .clone()
+                    .unwrap_or_else(|| node.name.clone()),
+                nvme_endpoint: node.nvme_endpoint.clone(),
+                discovery_endpoint: node.discovery_endpoint.clone(),
+                // Rewritten once the API listens (its port may be chosen then).
+                api_endpoint: String::new(),
+                failure_domains: cluster.failure_domains.clone(),
+                capacity_bytes: engine.pool_stats().capacity_bytes,
+                free_bytes: engine.pool_stats().free_bytes,
+            };
+            let membership = runtime
+                .block_on(Membership::join(etcd, spec, cluster.lease_ttl()))
+                .context("cannot join the cluster")?;
+            Some(Arc::new(membership))
+        }
+        _ => None,
+    };
+    let mut engine_control = EngineControl::new(engine.clone(), subsystem.clone(), node)
+        .with_clone_rate(Some(config.pool.thick_clone_mib_per_s << 20));
+    if let Some(membership) = &membership {
+        engine_control = engine_control.with_cluster(ClusterPort::new(
+            membership.clone(),
+            runtime.handle().clone(),
+        ));
+    }
+    let control: Arc<dyn mgmt_api::Control> = Arc::new(engine_control);
     runtime.block_on(async {
         let api = match config.api.listen {
             Some(listen) => Some(start_api(&config, listen, control.clone()).await?),
             None => None,
         };
+        let upkeep = match &membership {
+            Some(membership) => {
+                if let Some(api) = &api {
+                    membership.set_api_endpoint(api.base_url().to_string()).await?;
+                }
+                let stats_engine = engine.clone();
+                Some(tokio::spawn(membership.clone().run(move || {
+                    let stats = stats_engine.pool_stats();
+                    (stats.capacity_bytes, stats.free_bytes)
+                })))
+            }
+            None => None,
+        };
         wait_for_shutdown_signal().await?;
         tracing::info!("shutting down");
+        if let (Some(upkeep), Some(membership)) = (upkeep, &membership) {
+            upkeep.abort();
+            // Revoking the lease deletes the alive key now, so other nodes see
+            // this one Inactive at once instead of after the TTL.
+            match membership.leave().await {
+                Ok(()) => tracing::info!("left the cluster"),
+                Err(err) => tracing::warn!(error = %err, "cannot revoke the lease; it expires after its TTL"),
+            }
+        }
         if let Some(api) = api {
             api.shutdown().await;
         }
@@ -180,6 +243,30 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("pool closed cleanly");
     Ok(())
+}
+
+/// Connects to etcd and reads (or makes) the cluster record.
+async fn connect_cluster(
+    config: &Config,
+    cluster: &ClusterConfig,
+) -> anyhow::Result<(Etcd, ClusterRecord)> {
+    anyhow::ensure!(
+        !cluster.etcd_endpoints.is_empty(),
+        "cluster.etcd_endpoints is empty: give --etcd-endpoints, or drop the cluster settings to run a single node"
+    );
+    anyhow::ensure!(
+        config.nvme.subsystem_nqn.is_none(),
+        "nvme.subsystem_nqn cannot be set on a clustered node: every node serves the cluster's NQN"
+    );
+    let urls = cluster.etcd_urls();
+    let etcd = Etcd::connect(&urls)
+        .await
+        .with_context(|| format!("cannot reach etcd at {}", urls.join(",")))?;
+    let record = ensure_cluster(&etcd)
+        .await
+        .context("cannot read or create the cluster record")?;
+    tracing::info!(cluster = %record.uuid, etcd = %urls.join(","), "cluster record read");
+    Ok((etcd, record))
 }
 
 fn start_target(config: &Config, subsystem: Arc<Subsystem>) -> anyhow::Result<TargetHandle> {

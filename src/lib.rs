@@ -5,6 +5,7 @@
 
 pub mod adapters;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod data_dir;

@@ -15,7 +15,7 @@ use engine::{
 };
 use mgmt_api::control::{
     CloneJobId, CloneJobState, CloneJobStatus, EngineSnapshot, EngineVolume, HostAcl, NodeInfo,
-    PoolStats, ScrubReport, VolumeSpec, VolumeUsage,
+    NodeStatus, PoolStats, ScrubReport, VolumeSpec, VolumeUsage,
 };
 use mgmt_api::{Control, ControlError};
 use nvmf_target::Subsystem;
@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use super::scrub::scrub_report;
+use super::ClusterPort;
 use super::VolumeNamespace;
 
 /// Implements [`Control`] over an [`Engine`] and the node's [`Subsystem`].
@@ -37,6 +38,8 @@ pub struct EngineControl {
     exposed: Mutex<HashMap<Uuid, u32>>,
     /// Pace of thick clone jobs (None: unpaced).
     clone_rate_bytes_per_s: Option<u64>,
+    /// The cluster this node belongs to; `None` for a single node.
+    cluster: Option<ClusterPort>,
 }
 
 impl EngineControl {
@@ -49,7 +52,14 @@ impl EngineControl {
             acls: Mutex::new(HashMap::new()),
             exposed: Mutex::new(HashMap::new()),
             clone_rate_bytes_per_s: None,
+            cluster: None,
         }
+    }
+
+    /// Reports the nodes and identity of the cluster `port` reads.
+    pub fn with_cluster(mut self, port: ClusterPort) -> EngineControl {
+        self.cluster = Some(port);
+        self
     }
 
     /// The engine volume (not snapshot) named by `volume`.
@@ -371,5 +381,16 @@ impl Control for EngineControl {
 
     fn node_info(&self) -> NodeInfo {
         self.node.clone()
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeStatus>, ControlError> {
+        match &self.cluster {
+            Some(cluster) => cluster.nodes(),
+            None => mgmt_api::control::single_node(self),
+        }
+    }
+
+    fn cluster_uuid(&self) -> Option<Uuid> {
+        self.cluster.as_ref().map(ClusterPort::cluster_uuid)
     }
 }

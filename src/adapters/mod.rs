@@ -2,11 +2,13 @@
 //! define (`nvmf_target::NamespaceBackend`, `nvmf_target::ReactorPoller`,
 //! `mgmt_api::Control`).
 
+pub mod cluster;
 pub mod control;
 pub mod namespace;
 pub mod reactor_ring;
 mod scrub;
 
+pub use cluster::ClusterPort;
 pub use control::EngineControl;
 pub use namespace::VolumeNamespace;
 pub use reactor_ring::engine_ring_pollers;

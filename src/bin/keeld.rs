@@ -76,6 +76,17 @@ struct Flags {
     /// Accept REST requests without authentication (development only).
     #[arg(long)]
     no_auth: bool,
+    /// etcd endpoints, comma-separated (e.g. http://127.0.0.1:2379): join
+    /// the cluster whose metadata they hold. Without it (and without a
+    /// `[cluster]` section) keeld is a single node and needs no etcd.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// This node's name in the cluster (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// A failure domain this node belongs to; repeat for several.
+    #[arg(long = "failure-domain")]
+    failure_domains: Vec<String>,
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
@@ -147,6 +158,21 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     }
     config.api.insecure_http |= flags.insecure_http;
     config.api.auth_disabled |= flags.no_auth;
+    if !flags.etcd_endpoints.is_empty()
+        || flags.node_name.is_some()
+        || !flags.failure_domains.is_empty()
+    {
+        let cluster = config.cluster.get_or_insert_with(Default::default);
+        if !flags.etcd_endpoints.is_empty() {
+            cluster.etcd_endpoints = flags.etcd_endpoints;
+        }
+        if flags.node_name.is_some() {
+            cluster.node_name = flags.node_name;
+        }
+        if !flags.failure_domains.is_empty() {
+            cluster.failure_domains = flags.failure_domains;
+        }
+    }
     if let Some(format) = flags.log_format {
         config.log.format = format;
     }

@@ -116,9 +116,9 @@ pub enum Command {
     /// The cluster's identity, endpoints and capacity.
     #[command(subcommand)]
     Cluster(commands::cluster::ClusterCommand),
-    /// The storage nodes.
-    #[command(subcommand)]
-    Nodes(commands::cluster::NodesCommand),
+    /// The storage nodes of the cluster and their state.
+    #[command(subcommand, visible_alias = "nodes")]
+    Node(commands::cluster::NodeCommand),
     /// List and create projects (the namespaces of volumes and snapshots).
     #[command(subcommand, visible_alias = "projects")]
     Project(commands::project::ProjectCommand),
@@ -181,7 +181,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CommandError> {
     };
     match &cli.command {
         Command::Cluster(c) => commands::cluster::run_cluster(&mut ctx, c),
-        Command::Nodes(c) => commands::cluster::run_nodes(&mut ctx, c),
+        Command::Node(c) => commands::cluster::run_node(&mut ctx, c),
         Command::Project(c) => commands::project::run(&mut ctx, c),
         Command::Volume(c) => commands::volume::run(&mut ctx, c),
         Command::Snapshot(c) => commands::snapshot::run(&mut ctx, c),

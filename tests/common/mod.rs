@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod blocks;
+pub mod etcd;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};

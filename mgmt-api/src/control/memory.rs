@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     CloneJobId, CloneJobState, CloneJobStatus, Control, ControlError, EngineSnapshot, EngineVolume,
-    HostAcl, NodeInfo, PoolStats, ScrubDamage, ScrubReport, VolumeSpec, VolumeUsage,
+    HostAcl, NodeInfo, NodeStatus, PoolStats, ScrubDamage, ScrubReport, VolumeSpec, VolumeUsage,
 };
 
 /// The largest namespace id by default, as the NVMe/TCP target's.
@@ -68,6 +68,8 @@ pub struct MemoryControl {
     capacity_bytes: u64,
     nsid_max: u32,
     node: NodeInfo,
+    /// Set by [`MemoryControl::with_cluster`]: the cluster's identity and nodes.
+    cluster: Option<(Uuid, Vec<NodeStatus>)>,
 }
 
 impl Default for MemoryControl {
@@ -98,7 +100,15 @@ impl MemoryControl {
                 nvme_endpoint: "127.0.0.1:4420".to_owned(),
                 discovery_endpoint: "127.0.0.1:8009".to_owned(),
             },
+            cluster: None,
         }
+    }
+
+    /// A control that reports belonging to cluster `uuid` with these nodes
+    /// (as a clustered node's port does).
+    pub fn with_cluster(mut self, uuid: Uuid, nodes: Vec<NodeStatus>) -> Self {
+        self.cluster = Some((uuid, nodes));
+        self
     }
 
     /// A control whose target accepts namespace ids up to `nsid_max` only.
@@ -580,6 +590,17 @@ impl Control for MemoryControl {
 
     fn node_info(&self) -> NodeInfo {
         self.node.clone()
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeStatus>, ControlError> {
+        match &self.cluster {
+            Some((_, nodes)) => Ok(nodes.clone()),
+            None => super::single_node(self),
+        }
+    }
+
+    fn cluster_uuid(&self) -> Option<Uuid> {
+        self.cluster.as_ref().map(|(uuid, _)| *uuid)
     }
 }
 

@@ -101,6 +101,67 @@ pub struct NodeInfo {
     pub discovery_endpoint: String,
 }
 
+/// A node's state, as the Lightbits API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeState {
+    /// The node is up and holds its cluster lease.
+    Active,
+    /// The node is down: stopped, crashed or cut off from the cluster store.
+    Inactive,
+}
+
+impl NodeState {
+    /// The name the API reports (`Active`, `Inactive`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Active => "Active",
+            NodeState::Inactive => "Inactive",
+        }
+    }
+}
+
+/// One node of the cluster as [`Control::nodes`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node's stable identity.
+    pub uuid: Uuid,
+    /// A human-readable name.
+    pub name: String,
+    /// Active or Inactive.
+    pub state: NodeState,
+    /// The node's small integer, unique in the cluster and stable for its life.
+    pub ordinal: u32,
+    /// NVMe/TCP I/O endpoint `ip:port`.
+    pub nvme_endpoint: String,
+    /// NVMe/TCP discovery endpoint `ip:port`.
+    pub discovery_endpoint: String,
+    /// Failure domains the node belongs to.
+    pub failure_domains: Vec<String>,
+    /// Usable bytes of the node's pool.
+    pub capacity_bytes: u64,
+    /// Free bytes of the node's pool, as last reported.
+    pub free_bytes: u64,
+}
+
+/// What [`Control::nodes`] answers for a node that is not part of a cluster:
+/// itself, Active, ordinal 0, with its pool's capacity. For implementations
+/// that override `nodes` and still need the single-node answer.
+pub fn single_node<C: Control + ?Sized>(control: &C) -> Result<Vec<NodeStatus>, ControlError> {
+    let node = control.node_info();
+    let pool = control.pool_stats()?;
+    Ok(vec![NodeStatus {
+        uuid: node.uuid,
+        name: node.name,
+        state: NodeState::Active,
+        ordinal: 0,
+        nvme_endpoint: node.nvme_endpoint,
+        discovery_endpoint: node.discovery_endpoint,
+        failure_domains: Vec::new(),
+        capacity_bytes: pool.capacity_bytes,
+        free_bytes: pool.free_bytes,
+    }])
+}
+
 /// Identity of a thick-clone job inside the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CloneJobId(pub u64);
@@ -158,6 +219,10 @@ pub enum ControlError {
     /// The object is busy with another operation; retry later.
     #[error("busy: {0}")]
     Busy(String),
+    /// A service the node depends on (the cluster store) cannot be reached;
+    /// retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Anything else: an I/O error, a fenced device, a broken invariant.
     #[error("internal engine error: {0}")]
     Internal(String),
@@ -254,4 +319,17 @@ pub trait Control: Send + Sync {
     fn subsystem_nqn(&self) -> String;
     /// How this node is reached.
     fn node_info(&self) -> NodeInfo;
+    /// Every node of the cluster, with its state and capacity.
+    ///
+    /// The default is the single local node, Active, with the pool's capacity:
+    /// what an unclustered node is.
+    fn nodes(&self) -> Result<Vec<NodeStatus>, ControlError> {
+        single_node(self)
+    }
+    /// The cluster's identity when this node belongs to a cluster of several;
+    /// `None` (the default) for a single node, whose identity is the
+    /// management catalog's own.
+    fn cluster_uuid(&self) -> Option<Uuid> {
+        None
+    }
 }

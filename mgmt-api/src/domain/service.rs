@@ -318,17 +318,22 @@ impl Service {
         &self.inner.config
     }
 
-    /// The cluster identity.
+    /// The cluster identity: the cluster's when the node belongs to one, else
+    /// the catalog's own.
     pub fn cluster_uuid(&self) -> Uuid {
-        self.inner.catalog.lock().cluster_uuid
+        self.inner
+            .control
+            .cluster_uuid()
+            .unwrap_or_else(|| self.inner.catalog.lock().cluster_uuid)
     }
 
     /// Cluster information and pool statistics.
     pub fn cluster(&self) -> Result<ClusterView, ServiceError> {
         let pool = self.inner.control.pool_stats()?;
+        let clustered = self.inner.control.cluster_uuid();
         let catalog = self.inner.catalog.lock();
         Ok(ClusterView {
-            uuid: catalog.cluster_uuid,
+            uuid: clustered.unwrap_or(catalog.cluster_uuid),
             subsystem_nqn: self.inner.control.subsystem_nqn(),
             max_replicas: self.inner.config.max_replicas,
             pool,

@@ -4,12 +4,13 @@ use axum::extract::State;
 use axum::Json;
 
 use super::dto::{
-    ClusterDto, ClusterInfoDto, ClusterStatisticsDto, ErrorBody, NodeDto, NodeListDto, ProjectDto,
-    ProjectListDto,
+    ClusterDto, ClusterInfoDto, ClusterStatisticsDto, ErrorBody, NodeDto, NodeListDto,
+    NodeStatisticsDto, ProjectDto, ProjectListDto,
 };
 use super::error::ApiError;
-use super::extract::{Body, Caller};
+use super::extract::{parse_uuid, Body, Caller, PathParams};
 use super::{blocking, AppState};
+use crate::control::{NodeState, NodeStatus, PoolStats};
 
 /// Cluster information: identity, subsystem NQN, endpoints, replicas, statistics.
 #[utoipa::path(get, path = "/api/v2/cluster", tag = "cluster",
@@ -29,7 +30,21 @@ pub async fn cluster(
             Err(crate::control::ControlError::Unsupported(_)) => 0,
             Err(err) => return Err(crate::domain::ServiceError::from(err).into()),
         };
-        let p = c.pool;
+        let nodes = s
+            .control()
+            .nodes()
+            .map_err(crate::domain::ServiceError::from)?;
+        let p = if s.control().cluster_uuid().is_some() {
+            cluster_pool(c.pool, &nodes)
+        } else {
+            c.pool
+        };
+        let active = nodes.iter().filter(|n| n.state == NodeState::Active);
+        let mut discovery_endpoints: Vec<String> =
+            active.map(|n| n.discovery_endpoint.clone()).collect();
+        if discovery_endpoints.is_empty() {
+            discovery_endpoints.push(node.discovery_endpoint);
+        }
         let (logical_used, physical_used) = s
             .volumes(&crate::domain::VolumeFilter {
                 show_all: true,
@@ -59,7 +74,7 @@ pub async fn cluster(
             current_max_replicas: c.max_replicas,
             max_replicas: c.max_replicas,
             api_endpoints: vec![api],
-            discovery_endpoints: vec![node.discovery_endpoint],
+            discovery_endpoints,
             num_volumes: c.volume_count as u64,
             num_snapshots: c.snapshot_count as u64,
             statistics: ClusterStatisticsDto {
@@ -102,25 +117,96 @@ pub async fn cluster_info(
     .await
 }
 
-/// The cluster's nodes and their NVMe/TCP endpoints.
+/// Pool figures of a cluster: capacity and free space summed over the Active
+/// nodes (an Inactive node's space cannot be used); provisioned bytes stay
+/// this node's, as volumes live on the node that made them.
+fn cluster_pool(local: PoolStats, nodes: &[NodeStatus]) -> PoolStats {
+    let (capacity_bytes, free_bytes) =
+        nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Active)
+            .fold((0u64, 0u64), |(c, f), n| {
+                (
+                    c.saturating_add(n.capacity_bytes),
+                    f.saturating_add(n.free_bytes),
+                )
+            });
+    PoolStats {
+        capacity_bytes,
+        free_bytes,
+        used_bytes: capacity_bytes.saturating_sub(free_bytes),
+        provisioned_bytes: local.provisioned_bytes,
+    }
+}
+
+fn node_dto(n: NodeStatus) -> NodeDto {
+    let used = n.capacity_bytes.saturating_sub(n.free_bytes);
+    NodeDto {
+        uuid: n.uuid.to_string(),
+        name: n.name,
+        state: n.state.as_str().to_owned(),
+        nvme_endpoint: n.nvme_endpoint,
+        discovery_endpoint: n.discovery_endpoint,
+        failure_domains: n.failure_domains,
+        ordinal: n.ordinal,
+        statistics: NodeStatisticsDto {
+            installed_physical_storage: n.capacity_bytes.to_string(),
+            managed_physical_storage: n.capacity_bytes.to_string(),
+            effective_physical_storage: n.capacity_bytes.to_string(),
+            physical_used_storage: used.to_string(),
+            free_physical_storage: n.free_bytes.to_string(),
+        },
+    }
+}
+
+/// The cluster's nodes: state, endpoints, failure domains and capacity.
 #[utoipa::path(get, path = "/api/v2/nodes", tag = "cluster",
-    responses((status = 200, body = NodeListDto), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = NodeListDto), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn nodes(
     State(state): State<AppState>,
     Caller(_caller): Caller,
 ) -> Result<Json<NodeListDto>, ApiError> {
     blocking(&state, |s| {
-        let n = s.control().node_info();
+        let nodes = s
+            .control()
+            .nodes()
+            .map_err(crate::domain::ServiceError::from)?;
         Ok(Json(NodeListDto {
-            nodes: vec![NodeDto {
-                uuid: n.uuid.to_string(),
-                name: n.name,
-                nvme_endpoint: n.nvme_endpoint,
-                discovery_endpoint: n.discovery_endpoint,
-                state: "Active".to_owned(),
-            }],
+            nodes: nodes.into_iter().map(node_dto).collect(),
         }))
+    })
+    .await
+}
+
+/// One node of the cluster.
+#[utoipa::path(get, path = "/api/v2/nodes/{UUID}", tag = "cluster",
+    params(("UUID" = String, Path, description = "Node UUID")),
+    responses((status = 200, body = NodeDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn node(
+    State(state): State<AppState>,
+    Caller(_caller): Caller,
+    path: PathParams,
+) -> Result<Json<NodeDto>, ApiError> {
+    let uuid = parse_uuid("node UUID", path.get("UUID")?)?;
+    blocking(&state, move |s| {
+        let nodes = s
+            .control()
+            .nodes()
+            .map_err(crate::domain::ServiceError::from)?;
+        nodes
+            .into_iter()
+            .find(|n| n.uuid == uuid)
+            .map(|n| Json(node_dto(n)))
+            .ok_or_else(|| {
+                crate::domain::ServiceError::NotFound {
+                    what: "node",
+                    id: uuid.to_string(),
+                }
+                .into()
+            })
     })
     .await
 }

@@ -454,7 +454,9 @@ pub struct ClusterInfoDto {
     pub discovery_endpoints: Vec<String>,
 }
 
-/// A node.
+/// A node (`GET /api/v2/nodes`, `GET /api/v2/nodes/{UUID}`), in the shape of
+/// the Lightbits node object; `ordinal` and `discoveryEndpoint` are Keel
+/// extensions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct NodeDto {
@@ -463,12 +465,35 @@ pub struct NodeDto {
     pub uuid: String,
     /// Node name.
     pub name: String,
+    /// `Active` while the node holds its cluster lease, else `Inactive`.
+    pub state: String,
     /// NVMe/TCP I/O endpoint `ip:port`.
     pub nvme_endpoint: String,
     /// NVMe/TCP discovery endpoint `ip:port`.
     pub discovery_endpoint: String,
-    /// Node state.
-    pub state: String,
+    /// Failure domains the node belongs to.
+    pub failure_domains: Vec<String>,
+    /// The node's small integer, unique in the cluster and stable for its life.
+    pub ordinal: u32,
+    /// Capacity of the node's pool.
+    pub statistics: NodeStatisticsDto,
+}
+
+/// Capacity of one node's pool, byte counts as decimal strings (as the
+/// Lightbits API writes them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeStatisticsDto {
+    /// Usable bytes of the node's devices.
+    pub installed_physical_storage: String,
+    /// Bytes the node manages (all of its pool).
+    pub managed_physical_storage: String,
+    /// Bytes available for data.
+    pub effective_physical_storage: String,
+    /// Bytes occupied.
+    pub physical_used_storage: String,
+    /// Bytes free.
+    pub free_physical_storage: String,
 }
 
 /// Body of `GET /api/v2/nodes`.

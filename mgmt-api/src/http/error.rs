@@ -93,6 +93,7 @@ impl ApiError {
                     ControlError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT),
                     ControlError::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, UNIMPLEMENTED),
                     ControlError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE),
+                    ControlError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE),
                     ControlError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
                 },
                 ServiceError::Store(s) => match s {

@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v2/clusterinfo", get(cluster::cluster_info))
         .route("/api/v2/nodes", get(cluster::nodes))
+        .route("/api/v2/nodes/{UUID}", get(cluster::node))
         .route(
             "/api/v2/projects",
             get(cluster::list_projects).post(cluster::create_project),

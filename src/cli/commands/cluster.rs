@@ -1,7 +1,7 @@
-//! `cluster info`, `nodes list` and `login`.
+//! `cluster info`, `node list`, `node show` and `login`.
 
 use clap::Subcommand;
-use mgmt_api::dto::{ClusterDto, LoginResponse, NodeListDto};
+use mgmt_api::dto::{ClusterDto, LoginResponse, NodeDto, NodeListDto};
 use reqwest::Method;
 
 use super::{CommandError, Context};
@@ -16,11 +16,18 @@ pub enum ClusterCommand {
     Info,
 }
 
-/// `keelctl nodes ...`
+/// `keelctl node ...`
 #[derive(Subcommand, Debug)]
-pub enum NodesCommand {
-    /// The nodes and their NVMe/TCP endpoints (GET /api/v2/nodes).
+pub enum NodeCommand {
+    /// Every node: state, ordinal, endpoints, failure domains, capacity
+    /// (GET /api/v2/nodes).
     List,
+    /// One node (GET /api/v2/nodes/{UUID}).
+    #[command(visible_alias = "get")]
+    Show {
+        /// The node's name or UUID.
+        node: String,
+    },
 }
 
 /// Runs a `cluster` command.
@@ -35,35 +42,85 @@ pub fn run_cluster(ctx: &mut Context<'_>, command: &ClusterCommand) -> Result<()
     }
 }
 
-/// Runs a `nodes` command.
-pub fn run_nodes(ctx: &mut Context<'_>, command: &NodesCommand) -> Result<(), CommandError> {
+/// Runs a `node` command.
+pub fn run_node(ctx: &mut Context<'_>, command: &NodeCommand) -> Result<(), CommandError> {
     match command {
-        NodesCommand::List => {
+        NodeCommand::List => {
             let reply = ctx
                 .client
                 .send(Call::new(Method::GET, &["api", "v2", "nodes"]))?;
-            ctx.show(&reply, |r| {
-                let list: NodeListDto = r.decode()?;
-                let mut t = Table::new(&[
-                    "NAME",
-                    "UUID",
-                    "STATE",
-                    "NVME ENDPOINT",
-                    "DISCOVERY ENDPOINT",
-                ]);
-                for n in list.nodes {
-                    t.row(vec![
-                        n.name,
-                        n.uuid,
-                        n.state,
-                        n.nvme_endpoint,
-                        n.discovery_endpoint,
-                    ]);
-                }
-                Ok(t.render())
-            })
+            ctx.show(&reply, |r| Ok(render_nodes(r.decode()?)))
+        }
+        NodeCommand::Show { node } => {
+            let uuid = match uuid::Uuid::parse_str(node) {
+                Ok(uuid) => uuid.to_string(),
+                Err(_) => node_uuid_by_name(ctx, node)?,
+            };
+            let reply = ctx
+                .client
+                .send(Call::new(Method::GET, &["api", "v2", "nodes", &uuid]))?;
+            ctx.show(&reply, |r| Ok(render_node(&r.decode()?)))
         }
     }
+}
+
+fn node_uuid_by_name(ctx: &mut Context<'_>, name: &str) -> Result<String, CommandError> {
+    let reply = ctx
+        .client
+        .send(Call::new(Method::GET, &["api", "v2", "nodes"]))?;
+    let list: NodeListDto = reply.decode()?;
+    list.nodes
+        .into_iter()
+        .find(|n| n.name == name)
+        .map(|n| n.uuid)
+        .ok_or_else(|| CommandError::NotFound {
+            what: "node",
+            name: name.to_owned(),
+        })
+}
+
+fn render_nodes(list: NodeListDto) -> String {
+    let mut t = Table::new(&[
+        "NAME",
+        "UUID",
+        "STATE",
+        "ORDINAL",
+        "NVME ENDPOINT",
+        "FAILURE DOMAINS",
+        "CAPACITY",
+        "FREE",
+    ]);
+    for n in list.nodes {
+        t.row(vec![
+            n.name,
+            n.uuid,
+            n.state,
+            n.ordinal.to_string(),
+            n.nvme_endpoint,
+            n.failure_domains.join(","),
+            byte_string(&n.statistics.installed_physical_storage),
+            byte_string(&n.statistics.free_physical_storage),
+        ]);
+    }
+    t.render()
+}
+
+fn render_node(n: &NodeDto) -> String {
+    details(&[
+        ("Name", n.name.clone()),
+        ("UUID", n.uuid.clone()),
+        ("State", n.state.clone()),
+        ("Ordinal", n.ordinal.to_string()),
+        ("NVMe endpoint", n.nvme_endpoint.clone()),
+        ("Discovery endpoint", n.discovery_endpoint.clone()),
+        ("Failure domains", n.failure_domains.join(", ")),
+        (
+            "Capacity",
+            byte_string(&n.statistics.installed_physical_storage),
+        ),
+        ("Used", byte_string(&n.statistics.physical_used_storage)),
+        ("Free", byte_string(&n.statistics.free_physical_storage)),
+    ])
 }
 
 /// Runs `login`: prints the bearer token alone (for `export KEEL_TOKEN=$(keelctl login)`),
@@ -119,6 +176,31 @@ fn render_cluster(c: &ClusterDto) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_show_state_ordinal_domains_and_capacity_in_units() {
+        let mut n = NodeDto {
+            uuid: "n-1".into(),
+            name: "node-1".into(),
+            state: "Inactive".into(),
+            ordinal: 3,
+            failure_domains: vec!["rack-a".into(), "pdu-2".into()],
+            ..NodeDto::default()
+        };
+        n.statistics.installed_physical_storage = (2u64 << 30).to_string();
+        n.statistics.free_physical_storage = (1u64 << 30).to_string();
+        let table = render_nodes(NodeListDto {
+            nodes: vec![n.clone()],
+        });
+        let row = table.lines().nth(1).expect("a row");
+        for cell in ["node-1", "Inactive", "3", "rack-a,pdu-2", "2 GiB", "1 GiB"] {
+            assert!(row.contains(cell), "{cell} missing: {table}");
+        }
+        let text = render_node(&n);
+        assert!(text.contains("State:"), "{text}");
+        assert!(text.contains("Failure domains:"), "{text}");
+        assert!(text.contains("rack-a, pdu-2"), "{text}");
+    }
 
     #[test]
     fn cluster_details_show_identity_and_capacity_in_units() {

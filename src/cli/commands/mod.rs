@@ -134,6 +134,14 @@ pub enum CommandError {
     /// The command line names something in a way the server would reject.
     #[error("{0}")]
     Usage(String),
+    /// Nothing has the name the command line gave.
+    #[error("no {what} named {name:?}")]
+    NotFound {
+        /// The kind of thing (`node`).
+        what: &'static str,
+        /// The name asked for.
+        name: String,
+    },
     /// `--wait` ran out of time; the operation may still finish.
     #[error(
         "gave up waiting for {what} after {seconds} s; it may still finish (check again later)"
@@ -172,6 +180,7 @@ impl CommandError {
             CommandError::Usage(_) => EXIT_USAGE,
             CommandError::Client(_)
             | CommandError::Acl(_)
+            | CommandError::NotFound { .. }
             | CommandError::WaitTimedOut { .. }
             | CommandError::WorkflowFailed { .. }
             | CommandError::NotJson { .. }

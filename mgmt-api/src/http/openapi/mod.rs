@@ -25,7 +25,7 @@ pub use served::served_document;
     modifiers(&SecuritySchemes, &Contracts),
     paths(
         session::login, session::create_user, session::list_credentials, session::create_credential, session::delete_credential,
-        cluster::cluster, cluster::cluster_info, cluster::nodes, cluster::list_projects, cluster::create_project,
+        cluster::cluster, cluster::cluster_info, cluster::nodes, cluster::node, cluster::list_projects, cluster::create_project,
         scrub::start_scrub, scrub::scrub_status,
         volumes::list, volumes::lookup, volumes::create, volumes::get_one, volumes::update, volumes::delete, volumes::rollback,
         volumes::project_list, volumes::project_lookup, volumes::project_create, volumes::project_get, volumes::project_update,

@@ -1,0 +1,111 @@
+//! The etcd key layout of a Keel cluster, in one place.
+//!
+//! Every key lives under [`ROOT`]:
+//!
+//! | key | value | lifetime |
+//! | --- | --- | --- |
+//! | `/keel/cluster` | [`ClusterRecord`](super::membership::ClusterRecord) as JSON: `{uuid, created_at_s}` | made once, by a txn that creates it only if absent, by whichever node comes first; never changed |
+//! | `/keel/nodes/<node-uuid>` | [`NodeRecord`](super::membership::NodeRecord) as JSON | permanent; written only by the node it names (registration, capacity refresh) |
+//! | `/keel/alive/<node-uuid>` | the node's UUID | attached to the node's lease: present exactly while the node keeps its lease alive, so its presence is the node's liveness |
+//! | `/keel/ordinals/<n>` | the UUID of the node holding ordinal `n` (decimal, from 0) | permanent; made by a txn that creates it only if absent, lowest free `n` first |
+//!
+//! **Invariant:** no other module spells a key; they call the functions here.
+
+use uuid::Uuid;
+
+/// The prefix of every Keel key.
+pub const ROOT: &str = "/keel/";
+/// The cluster record.
+pub const CLUSTER: &str = "/keel/cluster";
+/// The prefix of the permanent node records.
+pub const NODES_PREFIX: &str = "/keel/nodes/";
+/// The prefix of the lease-bound liveness keys.
+pub const ALIVE_PREFIX: &str = "/keel/alive/";
+/// The prefix of the ordinal claims.
+pub const ORDINALS_PREFIX: &str = "/keel/ordinals/";
+
+/// `/keel/nodes/<node>`.
+pub fn node(node: Uuid) -> String {
+    format!("{NODES_PREFIX}{node}")
+}
+
+/// `/keel/alive/<node>`.
+pub fn alive(node: Uuid) -> String {
+    format!("{ALIVE_PREFIX}{node}")
+}
+
+/// `/keel/ordinals/<ordinal>`.
+pub fn ordinal(ordinal: u32) -> String {
+    format!("{ORDINALS_PREFIX}{ordinal}")
+}
+
+/// The node a `/keel/nodes/<node>` key names; `None` for any other key.
+pub fn node_of_record_key(key: &str) -> Option<Uuid> {
+    uuid_after(key, NODES_PREFIX)
+}
+
+/// The node a `/keel/alive/<node>` key names; `None` for any other key.
+pub fn node_of_alive_key(key: &str) -> Option<Uuid> {
+    uuid_after(key, ALIVE_PREFIX)
+}
+
+/// The ordinal a `/keel/ordinals/<n>` key claims; `None` for any other key,
+/// including non-canonical spellings such as `007`.
+pub fn ordinal_of_key(key: &str) -> Option<u32> {
+    let text = key.strip_prefix(ORDINALS_PREFIX)?;
+    let ordinal: u32 = text.parse().ok()?;
+    (ordinal.to_string() == text).then_some(ordinal)
+}
+
+fn uuid_after(key: &str, prefix: &str) -> Option<Uuid> {
+    let text = key.strip_prefix(prefix)?;
+    let uuid = Uuid::parse_str(text).ok()?;
+    // Only the hyphenated lower-case form `node` and `alive` write.
+    (uuid.to_string() == text).then_some(uuid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_lives_under_the_root() {
+        let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        for key in [
+            CLUSTER.to_owned(),
+            node(id),
+            alive(id),
+            ordinal(3),
+            NODES_PREFIX.to_owned(),
+            ALIVE_PREFIX.to_owned(),
+            ORDINALS_PREFIX.to_owned(),
+        ] {
+            assert!(key.starts_with(ROOT), "{key}");
+        }
+        assert_eq!(node(id), "/keel/nodes/01234567-89ab-cdef-0123-456789abcdef");
+        assert_eq!(
+            alive(id),
+            "/keel/alive/01234567-89ab-cdef-0123-456789abcdef"
+        );
+        assert_eq!(ordinal(12), "/keel/ordinals/12");
+    }
+
+    #[test]
+    fn keys_parse_back_to_what_made_them_and_nothing_else() {
+        let id = Uuid::new_v4();
+        assert_eq!(node_of_record_key(&node(id)), Some(id));
+        assert_eq!(node_of_alive_key(&alive(id)), Some(id));
+        assert_eq!(node_of_record_key(&alive(id)), None);
+        assert_eq!(node_of_alive_key(&node(id)), None);
+        assert_eq!(ordinal_of_key(&ordinal(0)), Some(0));
+        assert_eq!(ordinal_of_key(&ordinal(4_000)), Some(4_000));
+        assert_eq!(ordinal_of_key("/keel/ordinals/007"), None);
+        assert_eq!(ordinal_of_key("/keel/ordinals/-1"), None);
+        assert_eq!(ordinal_of_key("/keel/ordinals/"), None);
+        assert_eq!(
+            node_of_record_key(&format!("{NODES_PREFIX}{}", id.simple())),
+            None
+        );
+        assert_eq!(node_of_record_key(&format!("{}/x", node(id))), None);
+    }
+}
