@@ -39,7 +39,18 @@ pub struct ClusterConfig {
     /// TTL of the node's etcd lease in seconds: a node that stops renewing
     /// shows Inactive at most this long (plus etcd's own lag) after.
     pub lease_ttl_s: u64,
+    /// Where this node's replica side listens for primaries' replication
+    /// streams; default: the first NVMe/TCP listen address's IP, port
+    /// [`REPLICATION_PORT_DEFAULT`].
+    pub replication_listen: Option<std::net::SocketAddr>,
+    /// Pace of resync and rebuild copies, MiB/s.
+    pub resync_mib_per_s: u64,
 }
+
+/// The replication port when `cluster.replication_listen` is not set.
+pub const REPLICATION_PORT_DEFAULT: u16 = 4520;
+/// The resync pace when `cluster.resync_mib_per_s` is not set.
+pub const RESYNC_MIB_PER_S_DEFAULT: u64 = 256;
 
 /// The lease TTL when `cluster.lease_ttl_s` is not set.
 pub const LEASE_TTL_S_DEFAULT: u64 = 5;
@@ -51,6 +62,8 @@ impl Default for ClusterConfig {
             node_name: None,
             failure_domains: Vec::new(),
             lease_ttl_s: LEASE_TTL_S_DEFAULT,
+            replication_listen: None,
+            resync_mib_per_s: RESYNC_MIB_PER_S_DEFAULT,
         }
     }
 }

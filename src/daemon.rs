@@ -12,10 +12,14 @@ use mgmt_api::control::NodeInfo;
 use nvmf_target::{Subsystem, SubsystemConfig, Target, TargetConfig, TargetHandle};
 use uuid::Uuid;
 
-use crate::adapters::{ClusterPort, EngineControl};
+use crate::adapters::{ClusterControl, ClusterPort, EngineControl};
+use crate::cluster::authority::StreamAdmission;
 use crate::cluster::membership::{ensure_cluster, NodeSpec};
+use crate::cluster::reconciler::{Reconciler, ReconcilerParts};
+use crate::cluster::volumes::VolumeStore;
 use crate::cluster::{ClusterRecord, Etcd, Membership};
 use crate::config::{ClusterConfig, Config};
+use engine::replication::ReplicaServer;
 
 /// Default size of the embedded pool file.
 const EMBEDDED_POOL_BYTES_DEFAULT: u64 = 16 << 30;
@@ -129,24 +133,33 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .thread_name("keel-control")
         .build()
         .context("cannot start the control-plane runtime")?;
-    // A clustered node learns the cluster's identity before its target
-    // exists: the subsystem NQN and serial number are the cluster's.
-    let cluster = match &config.cluster {
-        Some(cluster) => Some(runtime.block_on(connect_cluster(&config, cluster))?),
+    // A clustered node joins before its target exists: the subsystem NQN and
+    // serial number are the cluster's, and its controller ids come from the
+    // range its ordinal gives it.
+    let membership = match &config.cluster {
+        Some(cluster) => Some(Arc::new(
+            runtime.block_on(join_cluster(&config, cluster, &node, &engine))?,
+        )),
         None => None,
     };
-    let (nqn, serial) = match &cluster {
-        Some((_, record)) => (record.subsystem_nqn(), record.serial_number()),
-        None => (
+    let subsystem_config = match &membership {
+        Some(membership) => clustered_subsystem(membership)?,
+        None => SubsystemConfig::new(
             config
                 .nvme
                 .subsystem_nqn
                 .clone()
                 .unwrap_or_else(|| format!("nqn.2024-11.io.keel:node:{}", node.uuid)),
-            node.uuid.simple().to_string().chars().take(20).collect(),
+            node.uuid
+                .simple()
+                .to_string()
+                .chars()
+                .take(20)
+                .collect::<String>(),
         ),
     };
-    let subsystem = Subsystem::new(SubsystemConfig::new(nqn.clone(), serial));
+    let nqn = subsystem_config.nqn.clone();
+    let subsystem = Subsystem::new(subsystem_config);
     let target = start_target(&config, subsystem.clone())?;
     let node = NodeInfo {
         nvme_endpoint: target
@@ -162,41 +175,35 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         ..node
     };
     tracing::info!(nqn = %nqn, io = %node.nvme_endpoint, discovery = %node.discovery_endpoint, "NVMe/TCP target listening");
-    let membership = match (cluster, &config.cluster) {
-        (Some((etcd, _)), Some(cluster)) => {
-            let spec = NodeSpec {
-                uuid: node.uuid,
-                name: cluster
-                    .node_name
-                    .clone()
-                    .unwrap_or_else(|| node.name.clone()),
-                nvme_endpoint: node.nvme_endpoint.clone(),
-                discovery_endpoint: node.discovery_endpoint.clone(),
-                // Rewritten once the API listens (its port may be chosen then).
-                api_endpoint: String::new(),
-                failure_domains: cluster.failure_domains.clone(),
-                capacity_bytes: engine.pool_stats().capacity_bytes,
-                free_bytes: engine.pool_stats().free_bytes,
-            };
-            let membership = runtime
-                .block_on(Membership::join(etcd, spec, cluster.lease_ttl()))
-                .context("cannot join the cluster")?;
-            Some(Arc::new(membership))
-        }
-        _ => None,
-    };
-    let mut engine_control = EngineControl::new(engine.clone(), subsystem.clone(), node)
+    let engine_control = EngineControl::new(engine.clone(), subsystem.clone(), node.clone())
         .with_clone_rate(Some(config.pool.thick_clone_mib_per_s << 20));
-    if let Some(membership) = &membership {
-        engine_control = engine_control.with_cluster(ClusterPort::new(
-            membership.clone(),
-            runtime.handle().clone(),
-        ));
-    }
-    let control: Arc<dyn mgmt_api::Control> = Arc::new(engine_control);
+    let (control, replication): (Arc<dyn mgmt_api::Control>, _) =
+        match (&membership, &config.cluster) {
+            (Some(membership), Some(cluster)) => {
+                let replication = start_replication(
+                    &runtime, cluster, &config, membership, &engine, &subsystem, &node,
+                )?;
+                let control = ClusterControl::new(
+                    engine_control.with_cluster(ClusterPort::new(
+                        membership.clone(),
+                        runtime.handle().clone(),
+                    )),
+                    engine.clone(),
+                    membership.clone(),
+                    VolumeStore::new(membership.etcd().clone()),
+                    runtime.handle().clone(),
+                );
+                (
+                    Arc::new(control) as Arc<dyn mgmt_api::Control>,
+                    Some(replication),
+                )
+            }
+            _ => (Arc::new(engine_control) as Arc<dyn mgmt_api::Control>, None),
+        };
+    let clustered = membership.is_some();
     runtime.block_on(async {
         let api = match config.api.listen {
-            Some(listen) => Some(start_api(&config, listen, control.clone()).await?),
+            Some(listen) => Some(start_api(&config, listen, control.clone(), clustered).await?),
             None => None,
         };
         let upkeep = match &membership {
@@ -228,6 +235,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
+    // Terms stop (their hosts are sent elsewhere) before the target goes.
+    drop(replication);
     drop(runtime);
     drop(control);
     target.shutdown();
@@ -243,6 +252,127 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("pool closed cleanly");
     Ok(())
+}
+
+/// Controller ids each node of a cluster allocates from: a node's ordinal
+/// picks a disjoint range (the Linux host refuses two controllers of one
+/// subsystem with one id).
+const CNTLIDS_PER_NODE: u16 = 1000;
+
+/// The cluster-wide subsystem: the cluster's NQN and serial number on every
+/// node, controller ids from this node's range, ANA reporting on.
+fn clustered_subsystem(membership: &Membership) -> anyhow::Result<SubsystemConfig> {
+    let record = membership.cluster();
+    let ordinal = u16::try_from(membership.record().ordinal)
+        .ok()
+        .filter(|o| {
+            u32::from(*o) * u32::from(CNTLIDS_PER_NODE) + u32::from(CNTLIDS_PER_NODE) <= 0xFFEF
+        })
+        .context("this node's ordinal leaves no controller ids (at most 65 nodes)")?;
+    let first = ordinal * CNTLIDS_PER_NODE + 1;
+    let mut config = SubsystemConfig::new(record.subsystem_nqn(), record.serial_number());
+    config.cntlid_range = nvmf_target::CntlidRange::new(first, first + CNTLIDS_PER_NODE - 1)
+        .context("controller id range")?;
+    config.ana_reporting = true;
+    Ok(config)
+}
+
+/// The replica side, and the reconciler that serves this node's volumes.
+/// Fields drop in order: the reconciler (stopping every primary term) before
+/// the replica side.
+struct Replication {
+    _reconciler: Reconciler,
+    _server: Arc<ReplicaServer>,
+}
+
+fn start_replication(
+    runtime: &tokio::runtime::Runtime,
+    cluster: &ClusterConfig,
+    config: &Config,
+    membership: &Arc<Membership>,
+    engine: &Arc<Engine>,
+    subsystem: &Arc<Subsystem>,
+    node: &NodeInfo,
+) -> anyhow::Result<Replication> {
+    let store = VolumeStore::new(membership.etcd().clone());
+    let listen = cluster.replication_listen.unwrap_or_else(|| {
+        let ip = config.nvme.listen.first().map_or(
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::ip,
+        );
+        std::net::SocketAddr::new(ip, crate::config::REPLICATION_PORT_DEFAULT)
+    });
+    let server = Arc::new(
+        ReplicaServer::start(
+            engine.clone(),
+            listen,
+            Arc::new(StreamAdmission::new(
+                store.clone(),
+                runtime.handle().clone(),
+            )),
+        )
+        .with_context(|| format!("cannot listen for replication on {listen}"))?,
+    );
+    let replication_endpoint = server.local_addr().to_string();
+    let (nvme_endpoint, discovery_endpoint) =
+        (node.nvme_endpoint.clone(), node.discovery_endpoint.clone());
+    runtime.block_on(membership.update_record(|record| {
+        record.replication_endpoint = Some(replication_endpoint.clone());
+        record.nvme_endpoint = nvme_endpoint;
+        record.discovery_endpoint = discovery_endpoint;
+    }))?;
+    tracing::info!(replication = %replication_endpoint, "replica side listening");
+    let reconciler = Reconciler::start(ReconcilerParts {
+        engine: engine.clone(),
+        subsystem: subsystem.clone(),
+        membership: membership.clone(),
+        store,
+        replica_server: server.clone(),
+        runtime: runtime.handle().clone(),
+        resync_bytes_per_s: cluster.resync_mib_per_s.max(1) << 20,
+    })
+    .context("cannot start the volume reconciler")?;
+    Ok(Replication {
+        _reconciler: reconciler,
+        _server: server,
+    })
+}
+
+/// Connects to etcd and registers this node (endpoints as configured; the
+/// bound ones are written once the target listens).
+async fn join_cluster(
+    config: &Config,
+    cluster: &ClusterConfig,
+    node: &NodeInfo,
+    engine: &Engine,
+) -> anyhow::Result<Membership> {
+    let (etcd, _) = connect_cluster(config, cluster).await?;
+    let spec = NodeSpec {
+        uuid: node.uuid,
+        name: cluster
+            .node_name
+            .clone()
+            .unwrap_or_else(|| node.name.clone()),
+        nvme_endpoint: config
+            .nvme
+            .listen
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        discovery_endpoint: config
+            .nvme
+            .discovery_listen
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        // Rewritten once the API listens (its port may be chosen then).
+        api_endpoint: String::new(),
+        failure_domains: cluster.failure_domains.clone(),
+        capacity_bytes: engine.pool_stats().capacity_bytes,
+        free_bytes: engine.pool_stats().free_bytes,
+    };
+    Membership::join(etcd, spec, cluster.lease_ttl())
+        .await
+        .context("cannot join the cluster")
 }
 
 /// Connects to etcd and reads (or makes) the cluster record.
@@ -305,6 +435,7 @@ async fn start_api(
     config: &Config,
     listen: std::net::SocketAddr,
     control: Arc<dyn mgmt_api::Control>,
+    clustered: bool,
 ) -> anyhow::Result<mgmt_api::ApiServer> {
     let mut api_config = mgmt_api::ApiConfig::new(listen, config.data_dir.join("api"));
     api_config.tls = if config.api.insecure_http {
@@ -321,6 +452,9 @@ async fn start_api(
     };
     api_config.auth.disabled = config.api.auth_disabled;
     api_config.service.max_running_workflows = config.api.max_running_workflows;
+    if clustered {
+        api_config.service.max_replicas = crate::cluster::volumes::REPLICAS_MAX;
+    }
     let server = mgmt_api::ApiServer::bind(api_config, control)
         .await
         .context("cannot start the REST API")?;

@@ -51,10 +51,6 @@ pub enum IoError {
     /// serves it; the write was not acknowledged.
     #[error("this node is not the volume's primary")]
     NotPrimary,
-    /// A member of the volume's in-sync set failed and cannot be taken out of
-    /// the set yet, or the replica refused the operation.
-    #[error("a replica of the volume failed: {0}")]
-    Replica(&'static str),
 }
 
 /// Why a volume control operation (create, delete, resize) failed.

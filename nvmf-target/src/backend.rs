@@ -83,6 +83,12 @@ pub enum NamespaceError {
     /// The request was malformed for this backend (for example a misaligned buffer length).
     #[error("invalid request")]
     Invalid,
+    /// This node cannot serve the namespace right now (it is not, or no
+    /// longer, the volume's primary): another path can. Answered with the
+    /// ANA Inaccessible path status, without DNR, so a multipath host retries
+    /// the command on another controller.
+    #[error("this path cannot serve the namespace now")]
+    PathUnavailable,
 }
 
 /// Completion callback for a namespace operation. May run on any thread, exactly once.

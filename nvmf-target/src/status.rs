@@ -223,6 +223,7 @@ impl From<&NamespaceError> for Status {
             NamespaceError::Fenced => Status::WriteFault,
             NamespaceError::Device => Status::InternalError,
             NamespaceError::Invalid => Status::InvalidField,
+            NamespaceError::PathUnavailable => Status::AnaInaccessible,
         }
     }
 }
@@ -281,5 +282,9 @@ mod tests {
         assert_eq!(Status::from(&NamespaceError::Fenced), Status::WriteFault);
         assert_eq!(Status::from(&NamespaceError::Device), Status::InternalError);
         assert_eq!(Status::from(&NamespaceError::Invalid), Status::InvalidField);
+        assert_eq!(
+            Status::from(&NamespaceError::PathUnavailable),
+            Status::AnaInaccessible
+        );
     }
 }

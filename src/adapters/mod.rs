@@ -3,12 +3,16 @@
 //! `mgmt_api::Control`).
 
 pub mod cluster;
+pub mod cluster_control;
+pub mod cluster_namespace;
 pub mod control;
 pub mod namespace;
 pub mod reactor_ring;
 mod scrub;
 
 pub use cluster::ClusterPort;
+pub use cluster_control::ClusterControl;
+pub use cluster_namespace::ClusterNamespace;
 pub use control::EngineControl;
 pub use namespace::VolumeNamespace;
 pub use reactor_ring::engine_ring_pollers;

@@ -38,7 +38,7 @@ impl VolumeNamespace {
 }
 
 /// The one place engine data-path errors become namespace errors.
-fn namespace_error(err: IoError, lba: u64, blocks: u64) -> NamespaceError {
+pub(crate) fn namespace_error(err: IoError, lba: u64, blocks: u64) -> NamespaceError {
     match err {
         IoError::OutOfRange { .. } => NamespaceError::OutOfRange {
             lba: Lba(lba),
@@ -49,6 +49,7 @@ fn namespace_error(err: IoError, lba: u64, blocks: u64) -> NamespaceError {
         IoError::Fenced => NamespaceError::Fenced,
         IoError::Invalid(_) | IoError::NoSuchVolume(_) => NamespaceError::Invalid,
         IoError::Device(_) => NamespaceError::Device,
+        IoError::NotPrimary => NamespaceError::PathUnavailable,
         // IoError is #[non_exhaustive]: a future cause is a device error until mapped.
         _ => NamespaceError::Device,
     }
@@ -107,41 +108,51 @@ impl NamespaceBackend for VolumeNamespace {
     }
 
     fn deallocate(&self, ranges: Vec<LbaRange>, done: Completion<()>) {
-        let ranges: Vec<LbaRange> = ranges.into_iter().filter(|r| r.blocks > 0).collect();
-        if ranges.is_empty() {
-            return done(Ok(()));
-        }
-        // Each range is trimmed separately; the first error wins.
-        let join = Arc::new(parking_lot::Mutex::new((
-            ranges.len(),
-            None::<NamespaceError>,
-            Some(done),
-        )));
-        for range in ranges {
-            let join = join.clone();
-            self.engine.deallocate(
-                self.volume,
-                range.start.0,
-                range.blocks,
-                Box::new(move |r| {
-                    let mut state = join.lock();
-                    if let Err(e) = r {
-                        state.1.get_or_insert(namespace_error(
-                            e,
-                            range.start.0,
-                            u64::from(range.blocks),
-                        ));
+        deallocate_each(ranges, done, |lba, blocks, part| {
+            self.engine.deallocate(self.volume, lba, blocks, part)
+        });
+    }
+}
+
+/// Deallocates each of `ranges` through `submit` and answers `done` once with
+/// the first error (empty ranges are skipped).
+pub(crate) fn deallocate_each(
+    ranges: Vec<LbaRange>,
+    done: Completion<()>,
+    submit: impl Fn(u64, u32, engine::WriteDone),
+) {
+    let ranges: Vec<LbaRange> = ranges.into_iter().filter(|r| r.blocks > 0).collect();
+    if ranges.is_empty() {
+        return done(Ok(()));
+    }
+    let join = Arc::new(parking_lot::Mutex::new((
+        ranges.len(),
+        None::<NamespaceError>,
+        Some(done),
+    )));
+    for range in ranges {
+        let join = join.clone();
+        submit(
+            range.start.0,
+            range.blocks,
+            Box::new(move |r| {
+                let mut state = join.lock();
+                if let Err(e) = r {
+                    state.1.get_or_insert(namespace_error(
+                        e,
+                        range.start.0,
+                        u64::from(range.blocks),
+                    ));
+                }
+                state.0 -= 1;
+                if state.0 == 0 {
+                    let result = state.1.take().map_or(Ok(()), Err);
+                    if let Some(done) = state.2.take() {
+                        drop(state);
+                        done(result);
                     }
-                    state.0 -= 1;
-                    if state.0 == 0 {
-                        let result = state.1.take().map_or(Ok(()), Err);
-                        if let Some(done) = state.2.take() {
-                            drop(state);
-                            done(result);
-                        }
-                    }
-                }),
-            );
-        }
+                }
+            }),
+        );
     }
 }

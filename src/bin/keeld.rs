@@ -87,6 +87,10 @@ struct Flags {
     /// A failure domain this node belongs to; repeat for several.
     #[arg(long = "failure-domain")]
     failure_domains: Vec<String>,
+    /// Where this node receives replication streams (default: the NVMe/TCP
+    /// address's IP, port 4520).
+    #[arg(long)]
+    replication_listen: Option<std::net::SocketAddr>,
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
@@ -161,6 +165,7 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     if !flags.etcd_endpoints.is_empty()
         || flags.node_name.is_some()
         || !flags.failure_domains.is_empty()
+        || flags.replication_listen.is_some()
     {
         let cluster = config.cluster.get_or_insert_with(Default::default);
         if !flags.etcd_endpoints.is_empty() {
@@ -171,6 +176,9 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         }
         if !flags.failure_domains.is_empty() {
             cluster.failure_domains = flags.failure_domains;
+        }
+        if flags.replication_listen.is_some() {
+            cluster.replication_listen = flags.replication_listen;
         }
     }
     if let Some(format) = flags.log_format {

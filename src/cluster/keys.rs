@@ -8,6 +8,8 @@
 //! | `/keel/nodes/<node-uuid>` | [`NodeRecord`](super::membership::NodeRecord) as JSON | permanent; written only by the node it names (registration, capacity refresh) |
 //! | `/keel/alive/<node-uuid>` | the node's UUID | attached to the node's lease: present exactly while the node keeps its lease alive, so its presence is the node's liveness |
 //! | `/keel/ordinals/<n>` | the UUID of the node holding ordinal `n` (decimal, from 0) | permanent; made by a txn that creates it only if absent, lowest free `n` first |
+//! | `/keel/volumes/<volume-uuid>` | [`VolumeRecord`](super::volumes::VolumeRecord) as JSON: placement, primary, epoch, in-sync set, nsid, ACL | made by the node whose API created the volume; changed only by compare-and-swap on its revision; deleted with the volume |
+//! | `/keel/replicas/<volume-uuid>/<node-uuid>` | empty | made by a placement node once its replica exists; deleted with it |
 //!
 //! **Invariant:** no other module spells a key; they call the functions here.
 
@@ -23,6 +25,34 @@ pub const NODES_PREFIX: &str = "/keel/nodes/";
 pub const ALIVE_PREFIX: &str = "/keel/alive/";
 /// The prefix of the ordinal claims.
 pub const ORDINALS_PREFIX: &str = "/keel/ordinals/";
+
+/// Prefix of the replicated volumes' records (`volumes::VolumeRecord`).
+pub const VOLUMES_PREFIX: &str = "/keel/volumes/";
+/// Prefix of the keys that say a node holds its replica of a volume:
+/// `/keel/replicas/<volume>/<node>`.
+pub const REPLICAS_PREFIX: &str = "/keel/replicas/";
+
+/// The record of volume `volume`.
+pub fn volume(volume: Uuid) -> String {
+    format!("{VOLUMES_PREFIX}{volume}")
+}
+
+/// The volume a `/keel/volumes/<uuid>` key names.
+pub fn volume_of_key(key: &str) -> Option<Uuid> {
+    key.strip_prefix(VOLUMES_PREFIX)
+        .and_then(|rest| Uuid::parse_str(rest).ok())
+}
+
+/// The key saying `node` holds its replica of `volume`.
+pub fn replica(volume: Uuid, node: Uuid) -> String {
+    format!("{REPLICAS_PREFIX}{volume}/{node}")
+}
+
+/// The volume and node a `/keel/replicas/<volume>/<node>` key names.
+pub fn replica_of_key(key: &str) -> Option<(Uuid, Uuid)> {
+    let (volume, node) = key.strip_prefix(REPLICAS_PREFIX)?.split_once('/')?;
+    Some((Uuid::parse_str(volume).ok()?, Uuid::parse_str(node).ok()?))
+}
 
 /// `/keel/nodes/<node>`.
 pub fn node(node: Uuid) -> String {

@@ -172,6 +172,14 @@ pub enum MembershipError {
         /// Attempts made.
         attempts: u32,
     },
+    /// Other nodes kept changing a record this node tried to swap.
+    #[error("{key} kept changing for {attempts} compare-and-swap attempts")]
+    Contended {
+        /// The record's key.
+        key: String,
+        /// Attempts made.
+        attempts: u32,
+    },
 }
 
 /// The current lease and its keep-alive task.
@@ -200,14 +208,17 @@ impl std::fmt::Debug for Membership {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, MembershipError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: &[u8],
+) -> Result<T, MembershipError> {
     serde_json::from_slice(value).map_err(|source| MembershipError::CorruptRecord {
         key: key.to_owned(),
         source,
     })
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // INVARIANT: the records are plain structs of strings and numbers, which
     // serde_json always encodes.
     serde_json::to_vec(value).expect("records always encode")
@@ -406,15 +417,30 @@ impl Membership {
 
     /// Rewrites this node's record with the REST API's base URL.
     pub async fn set_api_endpoint(&self, api_endpoint: String) -> Result<(), MembershipError> {
+        self.update_record(|record| record.api_endpoint = api_endpoint)
+            .await
+    }
+
+    /// Rewrites this node's record after `change` (endpoints known only once
+    /// their listeners are bound).
+    pub async fn update_record(
+        &self,
+        change: impl FnOnce(&mut NodeRecord),
+    ) -> Result<(), MembershipError> {
         let record = {
             let mut record = self.record.lock();
-            record.api_endpoint = api_endpoint;
+            change(&mut record);
             record.clone()
         };
         self.etcd
             .put(&keys::node(record.uuid), encode(&record))
             .await?;
         Ok(())
+    }
+
+    /// The etcd connection the node registered through.
+    pub fn etcd(&self) -> &Etcd {
+        &self.etcd
     }
 
     /// Rewrites this node's record with new capacity figures.

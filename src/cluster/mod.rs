@@ -6,9 +6,12 @@
 //! **Invariant:** a keeld without `[cluster]` configuration never loads any of
 //! this: it runs as today's embedded single node and needs no etcd.
 
+pub mod authority;
 pub mod etcd;
 pub mod keys;
 pub mod membership;
+pub mod reconciler;
+pub mod volumes;
 
 pub use etcd::{Etcd, EtcdError, KeepAlive, Lease, LeaseClock, LeaseId, Revision, WatchEvent};
 pub use membership::{

@@ -614,6 +614,7 @@ mod tests {
             size_bytes,
             sector_size_bytes: 4096,
             compression: false,
+            replica_count: 1,
         }
     }
 

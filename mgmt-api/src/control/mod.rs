@@ -30,6 +30,8 @@ pub struct VolumeSpec {
     pub sector_size_bytes: u32,
     /// Whether data written to the volume is compressed.
     pub compression: bool,
+    /// How many nodes keep a replica (1 on a single node).
+    pub replica_count: u32,
 }
 
 /// A volume the engine holds, as reported for reconciliation at startup.

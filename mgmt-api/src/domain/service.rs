@@ -511,6 +511,7 @@ impl Service {
             size_bytes: record.size_bytes,
             sector_size_bytes: record.sector_size_bytes,
             compression: record.compression,
+            replica_count: record.replica_count,
         };
         let created = match record.source_snapshot {
             Some(snapshot) => self.inner.control.create_clone(snapshot, &spec),

@@ -188,6 +188,7 @@ impl Service {
             size_bytes: volume.size_bytes,
             sector_size_bytes: volume.sector_size_bytes,
             compression: volume.compression,
+            replica_count: volume.replica_count,
         };
         match self
             .inner

@@ -207,7 +207,8 @@ impl Reply {
             NamespaceError::NoSpace
             | NamespaceError::Fenced
             | NamespaceError::Device
-            | NamespaceError::Invalid => None,
+            | NamespaceError::Invalid
+            | NamespaceError::PathUnavailable => None,
         };
         Reply {
             error_lba,

@@ -1,0 +1,521 @@
+//! Each node's volume reconciler: makes this node's replicas, namespaces and
+//! primary terms match the volume records in etcd, and takes volumes over
+//! from a primary whose lease ended.
+//!
+//! It runs on its own thread, level-triggered: every round it reads every
+//! volume record and every node's state and acts on the difference, so a
+//! missed event costs one round, never a wrong state. For each record that
+//! places a replica here it:
+//! - creates (or grows) the local engine volume and marks it in etcd;
+//! - when the primary is down and this node is the record's successor, takes
+//!   the volume over by compare-and-swap (a new epoch, the old primary out of
+//!   the in-sync set);
+//! - when the record names this node primary, starts a primary term with an
+//!   epoch this node itself just wrote (so no term ever reuses an epoch), and
+//!   stops a term the record no longer names or whose lease was lost;
+//! - exposes the namespace with the same nsid and UUID as every other node,
+//!   ANA optimized while a term runs here and inaccessible otherwise.
+//!
+//! **Invariant:** the namespace is made optimized only after its term
+//! serves it, and the term is stopped only after the namespace is made
+//! inaccessible.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use engine::replication::{
+    Deposed, MemberSpec, NodeId, PrimaryConfig, ReplicaServer, ReplicatedVolume,
+};
+use engine::{Engine, SectorSize, VolumeOptions};
+use nvmf_target::{AnaState, HostAcl, NamespaceOptions, Subsystem};
+use uuid::Uuid;
+
+use super::authority::TermAuthority;
+use super::membership::{Membership, NodeState};
+use super::volumes::{UpdateError, VolumeRecord, VolumeStore};
+use crate::adapters::ClusterNamespace;
+
+/// Time between rounds.
+const ROUND_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a new primary waits for its members' replicas before it starts
+/// without the missing ones (they are then dropped and resynced).
+const MEMBERS_READY_WAIT: Duration = Duration::from_secs(10);
+/// Where a member is assumed to listen when its node record names no
+/// replication endpoint (nothing listens there: the member is away).
+const NO_ENDPOINT: &str = "127.0.0.1:1";
+
+/// What the reconciler works with.
+pub struct ReconcilerParts {
+    /// The local pool.
+    pub engine: Arc<Engine>,
+    /// The node's NVMe subsystem (the cluster's NQN).
+    pub subsystem: Arc<Subsystem>,
+    /// This node's membership.
+    pub membership: Arc<Membership>,
+    /// The volume records.
+    pub store: VolumeStore,
+    /// This node's replica side.
+    pub replica_server: Arc<ReplicaServer>,
+    /// The control plane's runtime, for etcd requests.
+    pub runtime: tokio::runtime::Handle,
+    /// Pace of resync and rebuild copies.
+    pub resync_bytes_per_s: u64,
+}
+
+/// The running reconciler; stops (and stops every term) when dropped.
+pub struct Reconciler {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reconciler {
+    /// Starts the reconciler thread.
+    pub fn start(parts: ReconcilerParts) -> std::io::Result<Reconciler> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("keel-reconcile".into())
+                .spawn(move || {
+                    let mut state = State {
+                        parts,
+                        served: HashMap::new(),
+                        peers: Vec::new(),
+                    };
+                    while !stop.load(Ordering::Acquire) {
+                        state.round();
+                        std::thread::sleep(ROUND_INTERVAL);
+                    }
+                    state.stop_all();
+                })?
+        };
+        Ok(Reconciler {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Reconciler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct State {
+    parts: ReconcilerParts,
+    served: HashMap<Uuid, Served>,
+    peers: Vec<SocketAddr>,
+}
+
+/// One volume this node holds a replica of.
+struct Served {
+    namespace: Arc<ClusterNamespace>,
+    /// The nsid it is exposed under, once exposed.
+    nsid: Option<u32>,
+    acl: Option<Vec<String>>,
+    ana: AnaState,
+    term: Option<Term>,
+    marked: bool,
+    first_seen: Instant,
+}
+
+struct Term {
+    epoch: u64,
+    volume: Arc<ReplicatedVolume>,
+}
+
+/// What one round knows of the cluster.
+struct View {
+    alive: BTreeSet<Uuid>,
+    replication: BTreeMap<Uuid, SocketAddr>,
+    marks: BTreeSet<(Uuid, Uuid)>,
+}
+
+impl State {
+    fn me(&self) -> Uuid {
+        self.parts.membership.record().uuid
+    }
+
+    fn round(&mut self) {
+        let runtime = self.parts.runtime.clone();
+        let read = runtime.block_on(async {
+            let records = self.parts.store.list().await?;
+            let nodes = self.parts.membership.nodes().await?;
+            let marks = self.parts.store.replica_marks().await?;
+            Ok::<_, super::MembershipError>((records, nodes, marks))
+        });
+        let (records, nodes, marks) = match read {
+            Ok(read) => read,
+            Err(err) => {
+                tracing::debug!(error = %err, "reconcile round skipped: cluster store unreachable");
+                return;
+            }
+        };
+        let me = self.me();
+        let mut peers: Vec<SocketAddr> = nodes
+            .iter()
+            .filter(|n| n.record.uuid != me && n.state == NodeState::Active)
+            .filter_map(|n| n.record.nvme_endpoint.parse().ok())
+            .collect();
+        peers.sort();
+        if peers != self.peers {
+            self.parts.subsystem.set_peer_portals(peers.clone());
+            self.peers = peers;
+        }
+        let view = View {
+            alive: nodes
+                .iter()
+                .filter(|n| n.state == NodeState::Active)
+                .map(|n| n.record.uuid)
+                .collect(),
+            replication: nodes
+                .iter()
+                .filter_map(|n| {
+                    let addr = n.record.replication_endpoint.as_ref()?.parse().ok()?;
+                    Some((n.record.uuid, addr))
+                })
+                .collect(),
+            marks,
+        };
+        let mut wanted = BTreeSet::new();
+        for record in records {
+            if record.is_placed_on(me) {
+                wanted.insert(record.uuid);
+                if let Err(err) = self.reconcile(record.clone(), &view) {
+                    tracing::warn!(volume = %record.uuid, error = %err, "cannot reconcile the volume yet");
+                }
+            }
+        }
+        let gone: Vec<Uuid> = self
+            .served
+            .keys()
+            .filter(|v| !wanted.contains(v))
+            .copied()
+            .collect();
+        for volume in gone {
+            self.remove(volume);
+        }
+    }
+
+    fn reconcile(&mut self, mut record: VolumeRecord, view: &View) -> anyhow::Result<()> {
+        let me = self.me();
+        self.ensure_replica(&record, view)?;
+        if record.successor(&view.alive) == Some(me) && self.lease_valid() {
+            let dead = record.primary;
+            let epoch = record.epoch;
+            match self.swap(record.uuid, |r| {
+                if r.primary != dead || r.epoch != epoch {
+                    return Err(Deposed);
+                }
+                *r = r.promoted(me);
+                Ok(())
+            }) {
+                Ok(promoted) => {
+                    tracing::warn!(volume = %record.uuid, old_primary = %dead, epoch = promoted.epoch, "took the volume over from a primary whose lease ended");
+                    record = promoted;
+                    self.start_term(&record, view)?;
+                }
+                Err(err) => {
+                    tracing::info!(volume = %record.uuid, error = %err, "another node took the volume over")
+                }
+            }
+        }
+        if record.primary == me {
+            let running = self
+                .served
+                .get(&record.uuid)
+                .and_then(|s| s.term.as_ref())
+                .is_some_and(|t| {
+                    t.epoch == record.epoch && !t.volume.status().deposed && t.volume.may_serve()
+                });
+            if !running {
+                self.stop_term(record.uuid);
+                if self.lease_valid() && self.members_ready(&record, view) {
+                    let epoch = record.epoch;
+                    let next = self.swap(record.uuid, |r| {
+                        if r.primary != me || r.epoch != epoch {
+                            return Err(Deposed);
+                        }
+                        r.epoch += 1;
+                        Ok(())
+                    })?;
+                    record = next;
+                    self.start_term(&record, view)?;
+                }
+            } else {
+                self.grow_term(&record)?;
+            }
+        } else {
+            self.stop_term(record.uuid);
+        }
+        self.expose(&record)
+    }
+
+    fn lease_valid(&self) -> bool {
+        let clock = self.parts.membership.lease_clock();
+        !clock.is_lost() && clock.is_valid(Instant::now())
+    }
+
+    fn swap(
+        &self,
+        volume: Uuid,
+        change: impl FnMut(&mut VolumeRecord) -> Result<(), Deposed>,
+    ) -> anyhow::Result<VolumeRecord> {
+        match self
+            .parts
+            .runtime
+            .block_on(self.parts.store.update(volume, change))
+        {
+            Ok(record) => Ok(record),
+            Err(UpdateError::Refused(Deposed)) => anyhow::bail!("the record changed meanwhile"),
+            Err(UpdateError::Missing) => anyhow::bail!("the volume was deleted"),
+            Err(UpdateError::Store(err)) => Err(err.into()),
+        }
+    }
+
+    /// The local engine volume exists with at least the record's size, and
+    /// etcd knows it does.
+    fn ensure_replica(&mut self, record: &VolumeRecord, _view: &View) -> anyhow::Result<()> {
+        let engine = &self.parts.engine;
+        let name = record.uuid.to_string();
+        let sector = SectorSize::from_bytes(record.sector_bytes)
+            .ok_or_else(|| anyhow::anyhow!("sector size {}", record.sector_bytes))?;
+        let info = match engine.volume_by_name(&name) {
+            Some(info) => info,
+            None => {
+                tracing::info!(volume = %record.uuid, size = record.size_bytes, "creating the local replica");
+                engine.create_volume_with_options(
+                    &name,
+                    record.size_bytes,
+                    sector,
+                    VolumeOptions {
+                        compression: record.compression,
+                    },
+                )?
+            }
+        };
+        if info.compression != record.compression {
+            engine.set_compression(info.id, record.compression)?;
+        }
+        let me = self.me();
+        let served = self.served.entry(record.uuid).or_insert_with(|| Served {
+            namespace: Arc::new(ClusterNamespace::new(
+                engine.clone(),
+                info.id,
+                info.sector_size,
+                *record.uuid.as_bytes(),
+            )),
+            nsid: None,
+            acl: None,
+            ana: AnaState::Inaccessible,
+            term: None,
+            marked: false,
+            first_seen: Instant::now(),
+        });
+        if !served.marked {
+            self.parts
+                .runtime
+                .block_on(self.parts.store.mark_replica(record.uuid, me))?;
+            served.marked = true;
+        }
+        Ok(())
+    }
+
+    /// True when every in-sync member holds its replica, or the wait for
+    /// them is over.
+    fn members_ready(&self, record: &VolumeRecord, view: &View) -> bool {
+        let me = self.me();
+        let waited = self
+            .served
+            .get(&record.uuid)
+            .is_some_and(|s| s.first_seen.elapsed() >= MEMBERS_READY_WAIT);
+        waited
+            || record
+                .in_sync
+                .iter()
+                .filter(|n| **n != me)
+                .all(|n| view.marks.contains(&(record.uuid, *n)))
+    }
+
+    fn start_term(&mut self, record: &VolumeRecord, view: &View) -> anyhow::Result<()> {
+        let me = self.me();
+        let engine = &self.parts.engine;
+        let name = record.uuid.to_string();
+        let local = engine
+            .volume_by_name(&name)
+            .ok_or_else(|| anyhow::anyhow!("the local replica is missing"))?;
+        let members = record
+            .placement
+            .iter()
+            .filter(|n| **n != me)
+            .map(|n| MemberSpec {
+                node: NodeId(*n.as_bytes()),
+                addr: view
+                    .replication
+                    .get(n)
+                    .copied()
+                    .unwrap_or_else(|| NO_ENDPOINT.parse().expect("a literal address")),
+                in_sync: record.is_in_sync(*n),
+            })
+            .collect();
+        let authority = Arc::new(TermAuthority::new(
+            self.parts.store.clone(),
+            self.parts.runtime.clone(),
+            me,
+            self.parts.membership.lease_clock(),
+        ));
+        let uncertain = self.parts.replica_server.take_uncertain(&name);
+        let config = PrimaryConfig {
+            volume_name: name,
+            epoch: record.epoch,
+            node: NodeId(*me.as_bytes()),
+            resync_bytes_per_s: self.parts.resync_bytes_per_s,
+            reconnect_interval: Duration::from_secs(1),
+            uncertain,
+        };
+        let volume = Arc::new(ReplicatedVolume::start(
+            engine.clone(),
+            local.id,
+            config,
+            members,
+            authority,
+        )?);
+        tracing::info!(volume = %record.uuid, epoch = record.epoch, "serving as primary");
+        if let Some(served) = self.served.get_mut(&record.uuid) {
+            served.namespace.serve(Some(volume.clone()));
+            served.term = Some(Term {
+                epoch: record.epoch,
+                volume,
+            });
+        }
+        Ok(())
+    }
+
+    /// Grows the volume through its term when the record asks for more.
+    fn grow_term(&mut self, record: &VolumeRecord) -> anyhow::Result<()> {
+        let size = self
+            .parts
+            .engine
+            .volume_by_name(&record.uuid.to_string())
+            .map_or(0, |v| v.size_bytes);
+        if size >= record.size_bytes {
+            return Ok(());
+        }
+        if let Some(term) = self.served.get(&record.uuid).and_then(|s| s.term.as_ref()) {
+            term.volume.resize(record.size_bytes)?;
+        }
+        if let Some(nsid) = self.served.get(&record.uuid).and_then(|s| s.nsid) {
+            let _ = self.parts.subsystem.namespace_resized(nsid);
+        }
+        Ok(())
+    }
+
+    /// Stops this node's term of `volume`, if it has one: hosts are sent
+    /// elsewhere first, then waiting changes fail.
+    fn stop_term(&mut self, volume: Uuid) {
+        let Some(served) = self.served.get_mut(&volume) else {
+            return;
+        };
+        let Some(term) = served.term.take() else {
+            return;
+        };
+        if let Some(nsid) = served.nsid {
+            let _ = self
+                .parts
+                .subsystem
+                .set_ana_state(nsid, AnaState::Inaccessible);
+            served.ana = AnaState::Inaccessible;
+        }
+        served.namespace.serve(None);
+        tracing::warn!(%volume, epoch = term.epoch, "no longer primary");
+        drop(term);
+    }
+
+    /// Exposes the namespace under the record's nsid and ACL with the ANA
+    /// state this node's role gives it.
+    fn expose(&mut self, record: &VolumeRecord) -> anyhow::Result<()> {
+        let subsystem = self.parts.subsystem.clone();
+        let Some(served) = self.served.get_mut(&record.uuid) else {
+            return Ok(());
+        };
+        let Some(nsid) = record.nsid else {
+            return Ok(());
+        };
+        let state = if served.term.is_some() {
+            AnaState::Optimized
+        } else {
+            AnaState::Inaccessible
+        };
+        let acl = match &record.acl {
+            None => HostAcl::AnyHost,
+            Some(hosts) => HostAcl::hosts(hosts.iter().cloned()),
+        };
+        match served.nsid {
+            None => {
+                subsystem.add_namespace(
+                    nsid,
+                    served.namespace.clone(),
+                    NamespaceOptions::new(acl).with_ana_state(state),
+                )?;
+                served.nsid = Some(nsid);
+                served.acl = record.acl.clone();
+                served.ana = state;
+                tracing::info!(volume = %record.uuid, nsid, ?state, "namespace exposed");
+            }
+            Some(current) => {
+                if served.acl != record.acl {
+                    subsystem.set_namespace_acl(current, acl)?;
+                    served.acl = record.acl.clone();
+                }
+                if served.ana != state {
+                    subsystem.set_ana_state(current, state)?;
+                    served.ana = state;
+                    tracing::info!(volume = %record.uuid, nsid = current, ?state, "ANA state changed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The volume was deleted or moved away: stop serving it and drop the
+    /// local replica.
+    fn remove(&mut self, volume: Uuid) {
+        self.stop_term(volume);
+        let Some(served) = self.served.remove(&volume) else {
+            return;
+        };
+        if let Some(nsid) = served.nsid {
+            let _ = self.parts.subsystem.remove_namespace(nsid);
+        }
+        let name = volume.to_string();
+        self.parts.replica_server.close_stream(&name);
+        if let Some(info) = self.parts.engine.volume_by_name(&name) {
+            match self.parts.engine.delete_volume(info.id) {
+                Ok(()) => tracing::info!(%volume, "local replica deleted"),
+                Err(err) => {
+                    tracing::warn!(%volume, error = %err, "cannot delete the local replica")
+                }
+            }
+        }
+        let me = self.me();
+        let _ = self
+            .parts
+            .runtime
+            .block_on(self.parts.store.unmark_replica(volume, me));
+    }
+
+    fn stop_all(&mut self) {
+        let volumes: Vec<Uuid> = self.served.keys().copied().collect();
+        for volume in volumes {
+            self.stop_term(volume);
+        }
+    }
+}

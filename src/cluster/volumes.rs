@@ -1,0 +1,405 @@
+//! Replicated volumes in cluster metadata: the record each volume has in etcd
+//! and the pure rules over it (placement, protection state, who takes over).
+//!
+//! A record names the volume's placement (the nodes holding a replica), its
+//! primary, the primary term's epoch and the in-sync set. **Invariant:** every
+//! change is a compare-and-swap on the record's revision, and a change made for
+//! a primary term is conditional on the record still naming that primary at
+//! that epoch; so two nodes can never both hold a term of one epoch, and a
+//! deposed primary can change nothing.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::etcd::{Etcd, Revision};
+use super::keys;
+use super::membership::{decode, encode, MembershipError, NodeState, NodeView};
+
+/// Most replicas a volume may have (the documents' `replicaCount` 1-3).
+pub const REPLICAS_MAX: u32 = 3;
+
+/// A replicated volume as cluster metadata holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// The volume (also its engine volume's name on every node).
+    pub uuid: Uuid,
+    /// Logical size in bytes.
+    pub size_bytes: u64,
+    /// Logical block size: 512 or 4096.
+    pub sector_bytes: u32,
+    /// Whether new data is compressed.
+    #[serde(default)]
+    pub compression: bool,
+    /// How many replicas the volume keeps.
+    pub replica_count: u32,
+    /// The nodes holding a replica, `replica_count` of them.
+    pub placement: Vec<Uuid>,
+    /// The node serving the volume.
+    pub primary: Uuid,
+    /// The primary term: raised whenever a node starts serving the volume.
+    pub epoch: u64,
+    /// Placement nodes known to hold every acknowledged write.
+    pub in_sync: Vec<Uuid>,
+    /// The namespace id on every node, once the volume is exposed.
+    #[serde(default)]
+    pub nsid: Option<u32>,
+    /// Host NQNs allowed; `None` allows any host.
+    #[serde(default)]
+    pub acl: Option<Vec<String>>,
+}
+
+/// How well a volume is protected, in the documents' words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtectionState {
+    /// Every replica is in sync and the primary is up.
+    FullyProtected,
+    /// Served, with fewer in-sync replicas than asked for.
+    Degraded,
+    /// No node may serve it: its primary is down and no in-sync replica is up.
+    NotAvailable,
+}
+
+impl ProtectionState {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProtectionState::FullyProtected => "FullyProtected",
+            ProtectionState::Degraded => "Degraded",
+            ProtectionState::NotAvailable => "NotAvailable",
+        }
+    }
+}
+
+impl VolumeRecord {
+    /// True when `node` holds a replica.
+    pub fn is_placed_on(&self, node: Uuid) -> bool {
+        self.placement.contains(&node)
+    }
+
+    /// True when `node` is in the in-sync set.
+    pub fn is_in_sync(&self, node: Uuid) -> bool {
+        self.in_sync.contains(&node)
+    }
+
+    /// The protection state, given which nodes are alive.
+    pub fn protection(&self, alive: &BTreeSet<Uuid>) -> ProtectionState {
+        if !alive.contains(&self.primary) {
+            return ProtectionState::NotAvailable;
+        }
+        let in_sync_up = self.in_sync.iter().filter(|n| alive.contains(n)).count();
+        if in_sync_up >= self.replica_count as usize {
+            ProtectionState::FullyProtected
+        } else {
+            ProtectionState::Degraded
+        }
+    }
+
+    /// The node that should take the volume over when its primary is down:
+    /// the alive in-sync node with the lowest UUID (every node computes the
+    /// same answer, so only one tries). `None` while the primary is up or
+    /// when no in-sync node is.
+    pub fn successor(&self, alive: &BTreeSet<Uuid>) -> Option<Uuid> {
+        if alive.contains(&self.primary) {
+            return None;
+        }
+        self.in_sync
+            .iter()
+            .filter(|n| **n != self.primary && alive.contains(n))
+            .min()
+            .copied()
+    }
+
+    /// The record after `node` takes the volume over from a dead primary:
+    /// a new epoch, and the old primary out of the in-sync set (it may hold
+    /// writes no one else has; it comes back by a full copy).
+    pub fn promoted(&self, node: Uuid) -> VolumeRecord {
+        let mut next = self.clone();
+        next.in_sync.retain(|n| *n != self.primary);
+        next.primary = node;
+        next.epoch += 1;
+        next
+    }
+}
+
+/// Why a volume cannot be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{wanted} replicas need {wanted} active nodes; {active} are active")]
+pub struct PlacementError {
+    /// Replicas asked for.
+    pub wanted: u32,
+    /// Active nodes.
+    pub active: usize,
+}
+
+/// Chooses `replica_count` active nodes: distinct failure domains first
+/// (a node without labels is its own domain), then most free space; the
+/// first node chosen is the primary.
+pub fn place(nodes: &[NodeView], replica_count: u32) -> Result<Vec<Uuid>, PlacementError> {
+    let mut active: Vec<&NodeView> = nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Active)
+        .collect();
+    if active.len() < replica_count as usize {
+        return Err(PlacementError {
+            wanted: replica_count,
+            active: active.len(),
+        });
+    }
+    active.sort_by(|a, b| {
+        b.record
+            .free_bytes
+            .cmp(&a.record.free_bytes)
+            .then(a.record.uuid.cmp(&b.record.uuid))
+    });
+    let mut chosen: Vec<&NodeView> = Vec::new();
+    let mut domains: BTreeSet<&str> = BTreeSet::new();
+    for node in &active {
+        if chosen.len() == replica_count as usize {
+            break;
+        }
+        let fresh = node
+            .record
+            .failure_domains
+            .iter()
+            .all(|d| !domains.contains(d.as_str()));
+        if fresh {
+            domains.extend(node.record.failure_domains.iter().map(String::as_str));
+            chosen.push(node);
+        }
+    }
+    // Not enough distinct domains: share one rather than refuse.
+    for node in &active {
+        if chosen.len() == replica_count as usize {
+            break;
+        }
+        if !chosen.iter().any(|c| c.record.uuid == node.record.uuid) {
+            chosen.push(node);
+        }
+    }
+    Ok(chosen.iter().map(|n| n.record.uuid).collect())
+}
+
+/// Reads and changes volume records in etcd.
+#[derive(Debug, Clone)]
+pub struct VolumeStore {
+    etcd: Etcd,
+}
+
+/// Why a record change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError<E> {
+    /// The change itself refused (the record no longer allows it).
+    #[error("refused")]
+    Refused(E),
+    /// The volume has no record.
+    #[error("the volume has no record")]
+    Missing,
+    /// etcd failed or the record is unreadable.
+    #[error(transparent)]
+    Store(#[from] MembershipError),
+}
+
+/// Compare-and-swap attempts before an update gives up on contention.
+const UPDATE_ATTEMPTS_MAX: u32 = 32;
+
+impl VolumeStore {
+    /// Records in `etcd`.
+    pub fn new(etcd: Etcd) -> VolumeStore {
+        VolumeStore { etcd }
+    }
+
+    /// The record of `volume` and its revision.
+    pub async fn get(
+        &self,
+        volume: Uuid,
+    ) -> Result<Option<(VolumeRecord, Revision)>, MembershipError> {
+        let key = keys::volume(volume);
+        match self.etcd.get(&key).await? {
+            Some((value, revision)) => Ok(Some((decode(&key, &value)?, revision))),
+            None => Ok(None),
+        }
+    }
+
+    /// Every volume record.
+    pub async fn list(&self) -> Result<Vec<VolumeRecord>, MembershipError> {
+        self.etcd
+            .get_prefix(keys::VOLUMES_PREFIX)
+            .await?
+            .iter()
+            .map(|entry| decode(&entry.key, &entry.value))
+            .collect()
+    }
+
+    /// Makes the record of a new volume; false if it exists.
+    pub async fn create(&self, record: &VolumeRecord) -> Result<bool, MembershipError> {
+        Ok(self
+            .etcd
+            .create(&keys::volume(record.uuid), encode(record))
+            .await?)
+    }
+
+    /// Applies `change` to the current record and swaps it in, retrying on
+    /// contention; returns the record written. `change` sees the record as
+    /// it is each time and may refuse.
+    pub async fn update<E>(
+        &self,
+        volume: Uuid,
+        mut change: impl FnMut(&mut VolumeRecord) -> Result<(), E>,
+    ) -> Result<VolumeRecord, UpdateError<E>> {
+        let key = keys::volume(volume);
+        for _ in 0..UPDATE_ATTEMPTS_MAX {
+            let Some((mut record, revision)) = self.get(volume).await? else {
+                return Err(UpdateError::Missing);
+            };
+            change(&mut record).map_err(UpdateError::Refused)?;
+            let swapped = self
+                .etcd
+                .compare_and_swap(&key, revision, encode(&record))
+                .await
+                .map_err(MembershipError::from)?;
+            if swapped {
+                return Ok(record);
+            }
+        }
+        Err(UpdateError::Store(MembershipError::Contended {
+            key,
+            attempts: UPDATE_ATTEMPTS_MAX,
+        }))
+    }
+
+    /// Deletes the record of `volume` and its replica marks.
+    pub async fn delete(&self, volume: Uuid) -> Result<(), MembershipError> {
+        self.etcd.delete(&keys::volume(volume)).await?;
+        for entry in self
+            .etcd
+            .get_prefix(&format!("{}{volume}/", keys::REPLICAS_PREFIX))
+            .await?
+        {
+            self.etcd.delete(&entry.key).await?;
+        }
+        Ok(())
+    }
+
+    /// Records that `node` holds its replica of `volume`.
+    pub async fn mark_replica(&self, volume: Uuid, node: Uuid) -> Result<(), MembershipError> {
+        self.etcd
+            .put(&keys::replica(volume, node), Vec::new())
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets that `node` holds a replica of `volume`.
+    pub async fn unmark_replica(&self, volume: Uuid, node: Uuid) -> Result<(), MembershipError> {
+        self.etcd.delete(&keys::replica(volume, node)).await?;
+        Ok(())
+    }
+
+    /// Every (volume, node) replica mark.
+    pub async fn replica_marks(&self) -> Result<BTreeSet<(Uuid, Uuid)>, MembershipError> {
+        Ok(self
+            .etcd
+            .get_prefix(keys::REPLICAS_PREFIX)
+            .await?
+            .iter()
+            .filter_map(|entry| keys::replica_of_key(&entry.key))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::membership::NodeRecord;
+
+    fn view(n: u8, free: u64, domains: &[&str], state: NodeState) -> NodeView {
+        NodeView {
+            record: NodeRecord {
+                uuid: Uuid::from_bytes([n; 16]),
+                name: format!("node-{n}"),
+                ordinal: u32::from(n),
+                nvme_endpoint: String::new(),
+                discovery_endpoint: String::new(),
+                api_endpoint: String::new(),
+                replication_endpoint: None,
+                failure_domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+                capacity_bytes: 1 << 40,
+                free_bytes: free,
+            },
+            state,
+        }
+    }
+
+    fn id(n: u8) -> Uuid {
+        Uuid::from_bytes([n; 16])
+    }
+
+    fn record() -> VolumeRecord {
+        VolumeRecord {
+            uuid: id(100),
+            size_bytes: 1 << 30,
+            sector_bytes: 4096,
+            compression: false,
+            replica_count: 3,
+            placement: vec![id(1), id(2), id(3)],
+            primary: id(1),
+            epoch: 4,
+            in_sync: vec![id(1), id(2), id(3)],
+            nsid: Some(1),
+            acl: None,
+        }
+    }
+
+    #[test]
+    fn placement_spreads_over_failure_domains_then_free_space() {
+        let nodes = [
+            view(1, 900, &["rack-a"], NodeState::Active),
+            view(2, 800, &["rack-a"], NodeState::Active),
+            view(3, 100, &["rack-b"], NodeState::Active),
+            view(4, 999, &[], NodeState::Inactive),
+        ];
+        assert_eq!(place(&nodes, 2), Ok(vec![id(1), id(3)]));
+        assert_eq!(place(&nodes, 3), Ok(vec![id(1), id(3), id(2)]));
+        assert_eq!(
+            place(&nodes, 4),
+            Err(PlacementError {
+                wanted: 4,
+                active: 3
+            })
+        );
+    }
+
+    #[test]
+    fn protection_follows_the_primary_and_the_in_sync_set() {
+        let all: BTreeSet<Uuid> = [id(1), id(2), id(3)].into();
+        let mut r = record();
+        assert_eq!(r.protection(&all), ProtectionState::FullyProtected);
+        r.in_sync = vec![id(1), id(2)];
+        assert_eq!(r.protection(&all), ProtectionState::Degraded);
+        let without_primary: BTreeSet<Uuid> = [id(2), id(3)].into();
+        assert_eq!(
+            r.protection(&without_primary),
+            ProtectionState::NotAvailable
+        );
+    }
+
+    #[test]
+    fn only_one_in_sync_survivor_takes_over_with_a_new_epoch() {
+        let r = record();
+        let all: BTreeSet<Uuid> = [id(1), id(2), id(3)].into();
+        assert_eq!(r.successor(&all), None, "the primary is up");
+        let survivors: BTreeSet<Uuid> = [id(2), id(3)].into();
+        assert_eq!(r.successor(&survivors), Some(id(2)));
+        let next = r.promoted(id(2));
+        assert_eq!((next.primary, next.epoch), (id(2), 5));
+        assert_eq!(next.in_sync, vec![id(2), id(3)]);
+        let mut stale = r.clone();
+        stale.in_sync = vec![id(1), id(3)];
+        assert_eq!(
+            stale.successor(&[id(2)].into()),
+            None,
+            "node 2 is not in sync"
+        );
+    }
+}
