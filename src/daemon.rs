@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::adapters::{ClusterControl, ClusterPort, EngineControl};
 use crate::cluster::authority::StreamAdmission;
+use crate::cluster::catalog::EtcdCatalogStore;
 use crate::cluster::membership::{ensure_cluster, NodeSpec};
 use crate::cluster::reconciler::{Reconciler, ReconcilerParts};
 use crate::cluster::volumes::VolumeStore;
@@ -200,10 +201,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             }
             _ => (Arc::new(engine_control) as Arc<dyn mgmt_api::Control>, None),
         };
-    let clustered = membership.is_some();
     runtime.block_on(async {
         let api = match config.api.listen {
-            Some(listen) => Some(start_api(&config, listen, control.clone(), clustered).await?),
+            Some(listen) => {
+                let catalog = membership.as_ref().map(|m| {
+                    Arc::new(EtcdCatalogStore::new(m.clone(), tokio::runtime::Handle::current()))
+                        as Arc<dyn mgmt_api::domain::catalog_store::CatalogStore>
+                });
+                Some(start_api(&config, listen, control.clone(), catalog).await?)
+            }
             None => None,
         };
         let upkeep = match &membership {
@@ -435,7 +441,7 @@ async fn start_api(
     config: &Config,
     listen: std::net::SocketAddr,
     control: Arc<dyn mgmt_api::Control>,
-    clustered: bool,
+    shared_catalog: Option<Arc<dyn mgmt_api::domain::catalog_store::CatalogStore>>,
 ) -> anyhow::Result<mgmt_api::ApiServer> {
     let mut api_config = mgmt_api::ApiConfig::new(listen, config.data_dir.join("api"));
     api_config.tls = if config.api.insecure_http {
@@ -452,9 +458,10 @@ async fn start_api(
     };
     api_config.auth.disabled = config.api.auth_disabled;
     api_config.service.max_running_workflows = config.api.max_running_workflows;
-    if clustered {
+    if shared_catalog.is_some() {
         api_config.service.max_replicas = crate::cluster::volumes::REPLICAS_MAX;
     }
+    api_config.catalog_store = shared_catalog;
     let server = mgmt_api::ApiServer::bind(api_config, control)
         .await
         .context("cannot start the REST API")?;

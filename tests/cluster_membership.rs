@@ -31,6 +31,8 @@ fn start_node(etcd: &Etcd, i: usize) -> Keeld {
             format!("node-{i}"),
             "--failure-domain".into(),
             format!("rack-{i}"),
+            "--replication-listen".into(),
+            "127.0.0.1:0".into(),
         ],
         ..KeeldOptions::default()
     })

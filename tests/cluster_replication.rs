@@ -266,3 +266,124 @@ fn copied_bytes(k: &Keeld) -> Option<u64> {
             v["fields"]["bytes"].as_u64()
         })
 }
+
+fn volume_json(k: &Keeld, uuid: &str) -> serde_json::Value {
+    let a = k.get(&format!("/api/v2/volumes/{uuid}"));
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    a.body
+}
+
+fn protection(k: &Keeld, uuid: &str) -> String {
+    volume_json(k, uuid)["protectionState"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every node's API serves one catalog; protection states follow the nodes:
+/// RF1 on a dead node is NotAvailable, RF2 with a dead member Degraded, and
+/// both are FullyProtected again once the node is back and caught up.
+#[test]
+fn every_node_serves_one_catalog_and_protection_follows_the_nodes() {
+    let Some(etcd) = Etcd::start("cluster_replication_protection") else {
+        return;
+    };
+    let mut keelds = cluster(&etcd);
+    let (rf2, rf2_nsid) = create_volume(&keelds[1], "two-copies", 2);
+    let (rf1, _) = create_volume(&keelds[2], "one-copy", 1);
+    // One catalog: each volume is listed by every node, whichever API made it.
+    for k in &keelds {
+        let listed = k.get("/api/v2/volumes").body["volumes"].clone();
+        let names: Vec<&str> = listed
+            .as_array()
+            .map(|v| v.iter().filter_map(|v| v["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            names.contains(&"two-copies") && names.contains(&"one-copy"),
+            "{listed}"
+        );
+        assert_eq!(protection(k, &rf2), "FullyProtected");
+        assert_eq!(
+            volume_json(k, &rf2)["nodeList"].as_array().map(Vec::len),
+            Some(2)
+        );
+        assert_eq!(volume_json(k, &rf2)["rebuildProgress"], "None");
+    }
+    // More replicas than active nodes: refused with the API's own error.
+    let refused = keelds[0].post(
+        "/api/v2/volumes",
+        &json!({"name": "too-many", "size": "1048576", "replicaCount": 4,
+                "projectName": "default", "acl": {"values": [HOST]}}),
+    );
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+
+    // Put data on the RF2 volume, then kill the node holding the RF1 volume.
+    let primary = primary_of(&keelds, &[0, 1, 2], rf2_nsid, WAIT).expect("a primary");
+    write_until(&keelds[primary], rf2_nsid, 1024, 1, |n| n >= 1024);
+    let rf1_node = volume_json(&keelds[0], &rf1)["nodeList"][0]
+        .as_str()
+        .expect("nodeList")
+        .to_owned();
+    let node_uuid = |k: &Keeld| {
+        let listed = k.get("/api/v2/nodes").body["nodes"].clone();
+        let name = format!(
+            "node-{}",
+            keelds
+                .iter()
+                .position(|x| x.api_url == k.api_url)
+                .unwrap_or(0)
+        );
+        listed
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == name.as_str()).cloned())
+            .and_then(|n| n["UUID"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let victim = (0..3)
+        .find(|i| node_uuid(&keelds[*i]) == rf1_node)
+        .expect("the RF1 volume's node");
+    let rf2_nodes: Vec<String> = volume_json(&keelds[0], &rf2)["nodeList"]
+        .as_array()
+        .map(|n| {
+            n.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let victim_holds_rf2 = rf2_nodes.contains(&rf1_node);
+    keelds[victim].kill9();
+    let survivor = (0..3).find(|i| *i != victim).expect("a survivor");
+    let k = &keelds[survivor];
+    assert!(
+        wait_until(TAKEOVER_BOUND + WAIT, || protection(k, &rf1)
+            == "NotAvailable"),
+        "RF1 on a dead node: {}",
+        protection(k, &rf1)
+    );
+    let expected_rf2 = if victim_holds_rf2 {
+        "Degraded"
+    } else {
+        "FullyProtected"
+    };
+    assert!(
+        wait_until(TAKEOVER_BOUND + WAIT, || protection(k, &rf2)
+            == expected_rf2),
+        "RF2 with node-{victim} dead: {} (expected {expected_rf2})",
+        protection(k, &rf2)
+    );
+
+    // Back: both FullyProtected again, the RF2 member caught up.
+    keelds[victim].restart();
+    keelds[victim].login();
+    for uuid in [&rf1, &rf2] {
+        assert!(
+            wait_until(WAIT * 2, || protection(&keelds[victim], uuid)
+                == "FullyProtected"),
+            "{uuid} after the node came back: {}",
+            volume_json(&keelds[victim], uuid)
+        );
+    }
+    assert!(wait_until(WAIT, || volume_json(&keelds[victim], &rf2)
+        ["rebuildProgress"]
+        == "None"));
+}

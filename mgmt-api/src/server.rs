@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{AuthConfig, AuthError, Authenticator};
 use crate::control::Control;
+use crate::domain::catalog_store::CatalogStore;
 use crate::domain::{OpenError, Service, ServiceConfig};
 use crate::http::{router, AppState};
 use crate::tls::{self, TlsError};
@@ -71,6 +72,9 @@ pub struct ApiConfig {
     pub body_limit_bytes: usize,
     /// `host:port` reported as the API endpoint (default: the bound address).
     pub advertised_endpoint: Option<String>,
+    /// Where the domain catalog lives: `None` is `catalog.json` in
+    /// `data_dir`; a cluster passes the store every node's API shares.
+    pub catalog_store: Option<Arc<dyn CatalogStore>>,
 }
 
 impl ApiConfig {
@@ -84,6 +88,7 @@ impl ApiConfig {
             service: ServiceConfig::default(),
             body_limit_bytes: BODY_LIMIT_DEFAULT_BYTES,
             advertised_endpoint: None,
+            catalog_store: None,
         }
     }
 }
@@ -152,7 +157,12 @@ impl ApiServer {
         let setup = config.clone();
         let (service, auth, tls) = tokio::task::spawn_blocking(move || -> Result<_, StartError> {
             create_private_dir(&setup.data_dir)?;
-            let service = Service::open(&setup.data_dir, control, setup.service.clone())?;
+            let service = match &setup.catalog_store {
+                Some(store) => {
+                    Service::open_with_store(store.clone(), control, setup.service.clone())?
+                }
+                None => Service::open(&setup.data_dir, control, setup.service.clone())?,
+            };
             let auth = Authenticator::open(&setup.data_dir, setup.auth.clone())?;
             let tls = match &setup.tls {
                 TlsMode::PlainHttp => None,

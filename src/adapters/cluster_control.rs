@@ -7,20 +7,21 @@
 //! `Unsupported` until they run through the primary's write order on every
 //! replica (the engine can; the control path cannot reach the primary yet).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::Engine;
 use mgmt_api::control::{
     CloneJobId, CloneJobStatus, EngineSnapshot, EngineVolume, HostAcl, NodeInfo, NodeStatus,
-    PoolStats, ScrubReport, VolumeSpec, VolumeUsage,
+    PoolStats, ScrubReport, VolumeReplication, VolumeSpec, VolumeUsage,
 };
 use mgmt_api::{Control, ControlError};
 use uuid::Uuid;
 
 use super::EngineControl;
 use crate::cluster::volumes::{place, UpdateError, VolumeRecord, VolumeStore};
-use crate::cluster::Membership;
+use crate::cluster::{Membership, NodeState};
 
 /// How long a create waits for every placement node to hold its replica and
 /// the primary to serve.
@@ -303,5 +304,29 @@ impl Control for ClusterControl {
 
     fn cluster_uuid(&self) -> Option<Uuid> {
         self.local.cluster_uuid()
+    }
+
+    fn replication(&self, volume: Uuid) -> Result<Option<VolumeReplication>, ControlError> {
+        let record = self.record(volume)?;
+        let (nodes, progress) = self
+            .runtime
+            .block_on(async {
+                let nodes = self.membership.nodes().await?;
+                let progress = self.store.progress(volume).await?;
+                Ok::<_, crate::cluster::MembershipError>((nodes, progress))
+            })
+            .map_err(Self::unavailable)?;
+        let alive: BTreeSet<Uuid> = nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Active)
+            .map(|n| n.record.uuid)
+            .collect();
+        let mut node_list = vec![record.primary];
+        node_list.extend(record.placement.iter().filter(|n| **n != record.primary));
+        Ok(Some(VolumeReplication {
+            protection_state: record.protection(&alive).as_str().to_owned(),
+            node_list,
+            rebuild_progress: progress.map(|p| p.percent()),
+        }))
     }
 }

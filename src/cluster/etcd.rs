@@ -388,6 +388,25 @@ impl Etcd {
         self.txn(compare, put_op(key, value.into(), None)).await
     }
 
+    /// Like [`create`](Self::create), attaching the key to `lease` (it goes
+    /// when the lease ends).
+    pub async fn create_with_lease(
+        &self,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        lease: LeaseId,
+    ) -> Result<bool, EtcdError> {
+        let compare = pb::Compare {
+            result: pb::compare::CompareResult::Equal as i32,
+            target: pb::compare::CompareTarget::Create as i32,
+            key: key.as_bytes().to_vec(),
+            target_union: Some(pb::compare::TargetUnion::CreateRevision(0)),
+            ..Default::default()
+        };
+        self.txn(compare, put_op(key, value.into(), Some(lease)))
+            .await
+    }
+
     /// Sets `key` to `value` only if its modification revision is still
     /// `expected` ([`Revision::ABSENT`]: only if it does not exist). `true` if
     /// this call wrote it.

@@ -10,6 +10,9 @@
 //! | `/keel/ordinals/<n>` | the UUID of the node holding ordinal `n` (decimal, from 0) | permanent; made by a txn that creates it only if absent, lowest free `n` first |
 //! | `/keel/volumes/<volume-uuid>` | [`VolumeRecord`](super::volumes::VolumeRecord) as JSON: placement, primary, epoch, in-sync set, nsid, ACL | made by the node whose API created the volume; changed only by compare-and-swap on its revision; deleted with the volume |
 //! | `/keel/replicas/<volume-uuid>/<node-uuid>` | empty | made by a placement node once its replica exists; deleted with it |
+//! | `/keel/progress/<volume-uuid>` | `{done_blocks, total_blocks}` of the volume's running resync or rebuild | written by the primary while a member catches up; deleted when none does |
+//! | `/keel/catalog` | the REST catalog (projects, volumes, workflows) as JSON | written under `/keel/catalog-lock` by whichever node's API changes it |
+//! | `/keel/catalog-lock` | the holder's node UUID | attached to the holder's lease; made by create-if-absent, deleted when the change is stored |
 //!
 //! **Invariant:** no other module spells a key; they call the functions here.
 
@@ -25,6 +28,19 @@ pub const NODES_PREFIX: &str = "/keel/nodes/";
 pub const ALIVE_PREFIX: &str = "/keel/alive/";
 /// The prefix of the ordinal claims.
 pub const ORDINALS_PREFIX: &str = "/keel/ordinals/";
+
+/// Prefix of rebuild progress reports: `/keel/progress/<volume>`.
+pub const PROGRESS_PREFIX: &str = "/keel/progress/";
+
+/// The progress report of `volume`'s rebuild or resync.
+pub fn progress(volume: Uuid) -> String {
+    format!("{PROGRESS_PREFIX}{volume}")
+}
+
+/// The REST catalog every node's API shares (JSON).
+pub const CATALOG: &str = "/keel/catalog";
+/// Held (attached to the holder's lease) while a node changes the catalog.
+pub const CATALOG_LOCK: &str = "/keel/catalog-lock";
 
 /// Prefix of the replicated volumes' records (`volumes::VolumeRecord`).
 pub const VOLUMES_PREFIX: &str = "/keel/volumes/";

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::etcd::{Entry, Etcd, EtcdError, KeepAlive, Lease, LeaseClock, WatchEvent};
+use super::etcd::{Entry, Etcd, EtcdError, KeepAlive, Lease, LeaseClock, LeaseId, WatchEvent};
 use super::keys;
 
 /// How often a node rewrites its record's capacity and free space.
@@ -386,6 +386,11 @@ impl Membership {
     /// it: ask again rather than keeping one.
     pub fn lease_clock(&self) -> LeaseClock {
         self.registration.lock().lease.clock.clone()
+    }
+
+    /// This node's current lease (keys attached to it go with the node).
+    pub fn lease_id(&self) -> LeaseId {
+        self.registration.lock().lease.id
     }
 
     /// Every node of the cluster with its state, sorted by ordinal.

@@ -7,6 +7,7 @@
 //! this: it runs as today's embedded single node and needs no etcd.
 
 pub mod authority;
+pub mod catalog;
 pub mod etcd;
 pub mod keys;
 pub mod membership;

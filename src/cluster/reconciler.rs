@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use super::authority::TermAuthority;
 use super::membership::{Membership, NodeState};
-use super::volumes::{UpdateError, VolumeRecord, VolumeStore};
+use super::volumes::{Progress, UpdateError, VolumeRecord, VolumeStore};
 use crate::adapters::ClusterNamespace;
 
 /// Time between rounds.
@@ -125,6 +125,8 @@ struct Served {
     term: Option<Term>,
     marked: bool,
     first_seen: Instant,
+    /// The resync progress last published for it.
+    progress: Option<Progress>,
 }
 
 struct Term {
@@ -252,6 +254,7 @@ impl State {
                 }
             } else {
                 self.grow_term(&record)?;
+                self.publish_progress(record.uuid)?;
             }
         } else {
             self.stop_term(record.uuid);
@@ -319,6 +322,7 @@ impl State {
             term: None,
             marked: false,
             first_seen: Instant::now(),
+            progress: None,
         });
         if !served.marked {
             self.parts
@@ -395,6 +399,38 @@ impl State {
                 epoch: record.epoch,
                 volume,
             });
+        }
+        Ok(())
+    }
+
+    /// Publishes how far the members that lack blocks have caught up (the
+    /// API's `rebuildProgress`), when it changed.
+    fn publish_progress(&mut self, volume: Uuid) -> anyhow::Result<()> {
+        let Some(served) = self.served.get_mut(&volume) else {
+            return Ok(());
+        };
+        let Some(term) = &served.term else {
+            return Ok(());
+        };
+        let status = term.volume.status();
+        let catching_up: Vec<_> = status
+            .members
+            .iter()
+            .filter(|m| m.missed_blocks > 0 && m.resync_total_blocks > 0)
+            .collect();
+        let progress = (!catching_up.is_empty()).then(|| {
+            let total: u64 = catching_up.iter().map(|m| m.resync_total_blocks).sum();
+            let missed: u64 = catching_up.iter().map(|m| m.missed_blocks).sum();
+            Progress {
+                done_blocks: total.saturating_sub(missed),
+                total_blocks: total,
+            }
+        });
+        if progress != served.progress {
+            self.parts
+                .runtime
+                .block_on(self.parts.store.set_progress(volume, progress))?;
+            served.progress = progress;
         }
         Ok(())
     }

@@ -181,6 +181,25 @@ pub fn place(nodes: &[NodeView], replica_count: u32) -> Result<Vec<Uuid>, Placem
     Ok(chosen.iter().map(|n| n.record.uuid).collect())
 }
 
+/// How far the members of a volume that lack blocks have caught up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Blocks copied.
+    pub done_blocks: u64,
+    /// Blocks to copy when the resyncs began.
+    pub total_blocks: u64,
+}
+
+impl Progress {
+    /// Percent done, 0-100.
+    pub fn percent(self) -> u8 {
+        if self.total_blocks == 0 {
+            return 100;
+        }
+        (self.done_blocks.min(self.total_blocks) * 100 / self.total_blocks) as u8
+    }
+}
+
 /// Reads and changes volume records in etcd.
 #[derive(Debug, Clone)]
 pub struct VolumeStore {
@@ -269,9 +288,10 @@ impl VolumeStore {
         }))
     }
 
-    /// Deletes the record of `volume` and its replica marks.
+    /// Deletes the record of `volume`, its progress and its replica marks.
     pub async fn delete(&self, volume: Uuid) -> Result<(), MembershipError> {
         self.etcd.delete(&keys::volume(volume)).await?;
+        self.etcd.delete(&keys::progress(volume)).await?;
         for entry in self
             .etcd
             .get_prefix(&format!("{}{volume}/", keys::REPLICAS_PREFIX))
@@ -280,6 +300,31 @@ impl VolumeStore {
             self.etcd.delete(&entry.key).await?;
         }
         Ok(())
+    }
+
+    /// Publishes (`Some`) or clears the progress of `volume`'s resyncs.
+    pub async fn set_progress(
+        &self,
+        volume: Uuid,
+        progress: Option<Progress>,
+    ) -> Result<(), MembershipError> {
+        let key = keys::progress(volume);
+        match progress {
+            Some(progress) => self.etcd.put(&key, encode(&progress)).await?,
+            None => {
+                self.etcd.delete(&key).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The published progress of `volume`'s resyncs, if any runs.
+    pub async fn progress(&self, volume: Uuid) -> Result<Option<Progress>, MembershipError> {
+        let key = keys::progress(volume);
+        match self.etcd.get(&key).await? {
+            Some((value, _)) => Ok(Some(decode(&key, &value)?)),
+            None => Ok(None),
+        }
     }
 
     /// Records that `node` holds its replica of `volume`.

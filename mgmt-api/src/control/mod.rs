@@ -34,6 +34,17 @@ pub struct VolumeSpec {
     pub replica_count: u32,
 }
 
+/// A replicated volume's placement and protection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeReplication {
+    /// FullyProtected, Degraded or NotAvailable (the documents' words).
+    pub protection_state: String,
+    /// The nodes holding a replica, the primary first.
+    pub node_list: Vec<Uuid>,
+    /// Percent of a running rebuild or resync, `None` when none runs.
+    pub rebuild_progress: Option<u8>,
+}
+
 /// A volume the engine holds, as reported for reconciliation at startup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineVolume {
@@ -328,6 +339,14 @@ pub trait Control: Send + Sync {
     fn nodes(&self) -> Result<Vec<NodeStatus>, ControlError> {
         single_node(self)
     }
+    /// Where a replicated volume's replicas are and how well it is
+    /// protected; `None` (the default) on a single node, where a volume has
+    /// one copy on this node.
+    fn replication(&self, volume: Uuid) -> Result<Option<VolumeReplication>, ControlError> {
+        let _ = volume;
+        Ok(None)
+    }
+
     /// The cluster's identity when this node belongs to a cluster of several;
     /// `None` (the default) for a single node, whose identity is the
     /// management catalog's own.

@@ -1,5 +1,6 @@
 //! The domain service: the documents' resources and rules, independent of HTTP.
 
+pub mod catalog_store;
 pub mod error;
 pub mod model;
 pub mod nsids;

@@ -73,7 +73,7 @@ impl Service {
     pub fn scrub(&self) -> Result<ScrubView, ServiceError> {
         let mut report = self.inner.control.scrub_status()?;
         let damaged = std::mem::take(&mut report.damaged);
-        let catalog = self.inner.catalog.lock();
+        let catalog = self.inner.catalog();
         let maps = damaged
             .into_iter()
             .map(|damage| {

@@ -9,21 +9,24 @@
 //! drives workflows. Every catalog change is persisted before it becomes visible.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use uuid::Uuid;
 
+use super::catalog_store::{CatalogStore, FileCatalogStore};
 use super::error::ServiceError;
 use super::model::{
     Catalog, Label, ProjectRecord, ResourceState, SnapshotRecord, VolumeRecord, CATALOG_VERSION,
 };
 use super::rules;
-use super::store::{JsonStore, StoreError};
-use crate::control::{Control, ControlError, HostAcl, PoolStats, VolumeSpec, VolumeUsage};
+use super::store::StoreError;
+use crate::control::{
+    Control, ControlError, HostAcl, PoolStats, VolumeReplication, VolumeSpec, VolumeUsage,
+};
 
 /// Most volumes one list call returns (the documents' default and maximum).
 pub const LIST_LIMIT_MAX: usize = 1000;
@@ -134,6 +137,8 @@ pub struct VolumeView {
     pub record: VolumeRecord,
     /// Usage reported by the engine (zero if it could not be read).
     pub usage: VolumeUsage,
+    /// Replica placement and protection on a cluster (`None` on one node).
+    pub replication: Option<VolumeReplication>,
 }
 
 /// Cluster-wide facts for `/api/v2/cluster`.
@@ -178,8 +183,11 @@ pub(super) struct Inner {
     pub(super) control: Arc<dyn Control>,
     /// The target's largest namespace id (`Control::nsid_max`), read once.
     pub(super) nsid_max: u32,
-    pub(super) store: JsonStore,
-    pub(super) catalog: Mutex<Catalog>,
+    pub(super) store: Arc<dyn CatalogStore>,
+    /// The catalog as last read or written; see [`Inner::catalog`].
+    cached: Mutex<Catalog>,
+    /// The store's version of `catalog`, changed only under `catalog`'s lock.
+    version: AtomicU64,
     pub(super) config: ServiceConfig,
     pub(super) wake: Condvar,
     pub(super) wake_flag: Mutex<bool>,
@@ -196,7 +204,7 @@ pub struct Service {
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
-            .field("catalog", &self.inner.store.path())
+            .field("catalog", &self.inner.store.describe())
             .finish_non_exhaustive()
     }
 }
@@ -263,23 +271,40 @@ impl Service {
         control: Arc<dyn Control>,
         config: ServiceConfig,
     ) -> Result<Self, OpenError> {
-        let store = JsonStore::new(data_dir.join("catalog.json"));
-        let catalog = match store.load::<Catalog>()? {
-            Some(c) if c.version != CATALOG_VERSION => {
-                return Err(OpenError::Version { found: c.version })
-            }
-            Some(c) => c,
-            None => {
-                let c = Catalog::new();
-                store.save(&c)?;
-                c
+        let store = Arc::new(FileCatalogStore::new(data_dir.join("catalog.json")));
+        Self::open_with_store(store, control, config)
+    }
+
+    /// Opens (or creates) the catalog kept in `store` (shared by every node
+    /// of a cluster), reconciles it with the engine, and starts the worker.
+    pub fn open_with_store(
+        store: Arc<dyn CatalogStore>,
+        control: Arc<dyn Control>,
+        config: ServiceConfig,
+    ) -> Result<Self, OpenError> {
+        let (catalog, version) = {
+            let _lock = store.lock()?;
+            match store.load_if_changed(0)? {
+                Some((bytes, version)) => {
+                    let c: Catalog = decode_catalog(store.as_ref(), &bytes)?;
+                    if c.version != CATALOG_VERSION {
+                        return Err(OpenError::Version { found: c.version });
+                    }
+                    (c, version)
+                }
+                None => {
+                    let c = Catalog::new();
+                    let version = store.save(&encode_catalog(&c))?;
+                    (c, version)
+                }
             }
         };
         let inner = Arc::new(Inner {
             nsid_max: control.nsid_max(),
             control,
             store,
-            catalog: Mutex::new(catalog),
+            cached: Mutex::new(catalog),
+            version: AtomicU64::new(version),
             config,
             wake: Condvar::new(),
             wake_flag: Mutex::new(false),
@@ -324,14 +349,14 @@ impl Service {
         self.inner
             .control
             .cluster_uuid()
-            .unwrap_or_else(|| self.inner.catalog.lock().cluster_uuid)
+            .unwrap_or_else(|| self.inner.catalog().cluster_uuid)
     }
 
     /// Cluster information and pool statistics.
     pub fn cluster(&self) -> Result<ClusterView, ServiceError> {
         let pool = self.inner.control.pool_stats()?;
         let clustered = self.inner.control.cluster_uuid();
-        let catalog = self.inner.catalog.lock();
+        let catalog = self.inner.catalog();
         Ok(ClusterView {
             uuid: clustered.unwrap_or(catalog.cluster_uuid),
             subsystem_nqn: self.inner.control.subsystem_nqn(),
@@ -346,18 +371,12 @@ impl Service {
 
     /// Every project.
     pub fn projects(&self) -> Vec<ProjectRecord> {
-        self.inner
-            .catalog
-            .lock()
-            .projects
-            .values()
-            .cloned()
-            .collect()
+        self.inner.catalog().projects.values().cloned().collect()
     }
 
     /// Whether `name` is a project.
     pub fn project_exists(&self, name: &str) -> bool {
-        self.inner.catalog.lock().projects.contains_key(name)
+        self.inner.catalog().projects.contains_key(name)
     }
 
     /// Fails with 404 unless `name` is a project.
@@ -546,17 +565,16 @@ impl Service {
 
     /// A volume with its usage.
     pub fn volume(&self, uuid: Uuid) -> Result<VolumeView, ServiceError> {
-        let record = self
-            .inner
-            .catalog
-            .lock()
-            .volumes
-            .get(&uuid)
-            .cloned()
-            .ok_or(ServiceError::NotFound {
-                what: "volume",
-                id: uuid.to_string(),
-            })?;
+        let record =
+            self.inner
+                .catalog()
+                .volumes
+                .get(&uuid)
+                .cloned()
+                .ok_or(ServiceError::NotFound {
+                    what: "volume",
+                    id: uuid.to_string(),
+                })?;
         Ok(self.view(record))
     }
 
@@ -564,8 +582,7 @@ impl Service {
     pub fn volume_by_name(&self, project: &str, name: &str) -> Result<VolumeView, ServiceError> {
         let record = self
             .inner
-            .catalog
-            .lock()
+            .catalog()
             .volume_named(project, name)
             .cloned()
             .ok_or(ServiceError::NotFound {
@@ -586,14 +603,26 @@ impl Service {
                 VolumeUsage::default()
             }
         };
-        VolumeView { record, usage }
+        let replication = match record.state {
+            ResourceState::Available | ResourceState::Updating => self
+                .inner
+                .control
+                .replication(record.uuid)
+                .unwrap_or_default(),
+            ResourceState::Creating | ResourceState::Deleting | ResourceState::Failed => None,
+        };
+        VolumeView {
+            record,
+            usage,
+            replication,
+        }
     }
 
     /// Volumes matching `filter`, in UUID order, at most `limit` (≤ 1000).
     pub fn volumes(&self, filter: &VolumeFilter) -> Vec<VolumeView> {
         let limit = filter.limit.unwrap_or(LIST_LIMIT_MAX).min(LIST_LIMIT_MAX);
         let records: Vec<VolumeRecord> = {
-            let catalog = self.inner.catalog.lock();
+            let catalog = self.inner.catalog();
             let start = match filter.offset {
                 Some(o) => std::ops::Bound::Excluded(o),
                 None => std::ops::Bound::Unbounded,
@@ -901,8 +930,7 @@ impl Service {
     /// A snapshot.
     pub fn snapshot(&self, uuid: Uuid) -> Result<SnapshotRecord, ServiceError> {
         self.inner
-            .catalog
-            .lock()
+            .catalog()
             .snapshots
             .get(&uuid)
             .cloned()
@@ -919,8 +947,7 @@ impl Service {
         name: &str,
     ) -> Result<SnapshotRecord, ServiceError> {
         self.inner
-            .catalog
-            .lock()
+            .catalog()
             .snapshot_named(project, name)
             .cloned()
             .ok_or(ServiceError::NotFound {
@@ -937,8 +964,7 @@ impl Service {
         show_all: bool,
     ) -> Vec<SnapshotRecord> {
         self.inner
-            .catalog
-            .lock()
+            .catalog()
             .snapshots
             .values()
             .filter(|s| project.is_none_or(|p| s.project == p))
@@ -997,6 +1023,20 @@ impl Drop for Service {
     }
 }
 
+/// The catalog as stored (compact JSON).
+fn encode_catalog(catalog: &Catalog) -> Vec<u8> {
+    // INVARIANT: the catalog is plain structs, maps and strings, which
+    // serde_json always encodes.
+    serde_json::to_vec(catalog).expect("the catalog always encodes")
+}
+
+fn decode_catalog(store: &dyn CatalogStore, bytes: &[u8]) -> Result<Catalog, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        path: store.describe().into(),
+        source,
+    })
+}
+
 /// Fails unless `state` allows a user operation: Deleting/Failed answer 400,
 /// Creating/Updating 503.
 pub(super) fn require_stable(
@@ -1018,18 +1058,45 @@ pub(super) fn require_stable(
 impl Inner {
     /// Applies `f` to a copy of the catalog, persists the copy if it changed, and
     /// only then makes it visible. On error nothing changes.
+    ///
+    /// The change runs under the store's lock on its newest catalog, so a
+    /// change another node made meanwhile is neither lost nor overwritten.
     pub(super) fn commit<R>(
         &self,
         f: impl FnOnce(&mut Catalog) -> Result<R, ServiceError>,
     ) -> Result<R, ServiceError> {
-        let mut guard = self.catalog.lock();
+        let _lock = self.store.lock()?;
+        let mut guard = self.cached.lock();
+        self.refresh(&mut guard)?;
         let mut next = guard.clone();
         let result = f(&mut next)?;
         if next != *guard {
-            self.store.save(&next)?;
+            let version = self.store.save(&encode_catalog(&next))?;
+            self.version.store(version, Ordering::Release);
             *guard = next;
         }
         Ok(result)
+    }
+
+    /// The catalog, first brought up to date with the store (another node
+    /// of a cluster may have changed it). If the store cannot be read the
+    /// last known catalog is served.
+    pub(super) fn catalog(&self) -> MutexGuard<'_, Catalog> {
+        let mut guard = self.cached.lock();
+        if let Err(err) = self.refresh(&mut guard) {
+            tracing::warn!(%err, "serving the last known catalog");
+        }
+        guard
+    }
+
+    /// Replaces `guard` with the stored catalog if the store's changed.
+    fn refresh(&self, guard: &mut Catalog) -> Result<(), ServiceError> {
+        let known = self.version.load(Ordering::Acquire);
+        if let Some((bytes, version)) = self.store.load_if_changed(known)? {
+            *guard = decode_catalog(self.store.as_ref(), &bytes)?;
+            self.version.store(version, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// The nsid a new volume record in `catalog` takes (see `nsids`).

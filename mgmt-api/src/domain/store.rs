@@ -40,6 +40,9 @@ pub enum StoreError {
     /// A previous write failed; restart to reload the durable state.
     #[error("the store for {0} is fenced after an earlier I/O failure; restart the daemon")]
     Fenced(PathBuf),
+    /// A shared store (a cluster's metadata) cannot be reached or locked now.
+    #[error("the shared catalog is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// One JSON document kept durably at a fixed path.

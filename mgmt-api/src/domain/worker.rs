@@ -28,7 +28,7 @@ impl Inner {
         let engine_ids: HashMap<Uuid, u64> = listed.iter().map(|v| (v.uuid, v.engine_id)).collect();
         let engine: HashSet<Uuid> = engine_sizes.keys().copied().collect();
         self.repair_nsids(&engine_ids);
-        let snapshot = self.catalog.lock().clone();
+        let snapshot = self.catalog().clone();
 
         // Workflows cut short by the restart fail; their destination goes away.
         for w in snapshot.workflows.values().filter(|w| w.is_running()) {
@@ -124,8 +124,7 @@ impl Inner {
         // The target's namespaces and ACLs live only in memory: after a restart
         // every volume that serves I/O is exposed again with its catalog ACL.
         let serving: Vec<_> = self
-            .catalog
-            .lock()
+            .catalog()
             .volumes
             .values()
             .filter(|v| matches!(v.state, ResourceState::Available) && engine.contains(&v.uuid))
@@ -164,7 +163,7 @@ impl Inner {
             }
         }
         self.reconcile_snapshot_records();
-        let known: HashSet<Uuid> = self.catalog.lock().volumes.keys().copied().collect();
+        let known: HashSet<Uuid> = self.catalog().volumes.keys().copied().collect();
         for orphan in engine.difference(&known) {
             tracing::warn!(uuid = %orphan, "engine volume unknown to the catalog; left untouched");
         }
@@ -266,13 +265,7 @@ impl Inner {
     pub(super) fn run_worker(&self) {
         while !self.shutdown.load(Ordering::Acquire) {
             self.step();
-            let wait = if self
-                .catalog
-                .lock()
-                .workflows
-                .values()
-                .any(|w| w.is_running())
-            {
+            let wait = if self.catalog().workflows.values().any(|w| w.is_running()) {
                 self.config.workflow_poll_interval
             } else {
                 IDLE_WAIT
@@ -288,7 +281,7 @@ impl Inner {
     /// One pass over pending work.
     pub(super) fn step(&self) {
         let (volumes, snapshots, workflows) = {
-            let c = self.catalog.lock();
+            let c = self.catalog();
             (
                 c.volumes
                     .values()
@@ -383,7 +376,7 @@ impl Inner {
 
     /// Ends a workflow without success: its destination volume is removed.
     pub(super) fn finish_workflow(&self, id: Uuid, state: WorkflowState, msg: &str) {
-        let Some(w) = self.catalog.lock().workflows.get(&id).cloned() else {
+        let Some(w) = self.catalog().workflows.get(&id).cloned() else {
             return;
         };
         let cleanup = match self.control.delete_volume(w.target_volume) {
@@ -418,10 +411,10 @@ impl Inner {
     /// Ends a workflow whose copy completed: exposes the volume and, for snapshot
     /// clones, takes the destination snapshot.
     fn complete_workflow(&self, id: Uuid) {
-        let Some(w) = self.catalog.lock().workflows.get(&id).cloned() else {
+        let Some(w) = self.catalog().workflows.get(&id).cloned() else {
             return;
         };
-        let Some(volume) = self.catalog.lock().volumes.get(&w.target_volume).cloned() else {
+        let Some(volume) = self.catalog().volumes.get(&w.target_volume).cloned() else {
             self.finish_workflow(
                 id,
                 WorkflowState::Failed,

@@ -223,8 +223,7 @@ impl Service {
     /// One workflow.
     pub fn workflow(&self, id: Uuid) -> Result<WorkflowRecord, ServiceError> {
         self.inner
-            .catalog
-            .lock()
+            .catalog()
             .workflows
             .get(&id)
             .cloned()
@@ -246,7 +245,7 @@ impl Service {
             .filter(|s| *s > 0)
             .unwrap_or(WORKFLOW_PAGE_MAX)
             .min(WORKFLOW_PAGE_MAX);
-        let catalog = self.inner.catalog.lock();
+        let catalog = self.inner.catalog();
         let mut all: Vec<&WorkflowRecord> = catalog
             .workflows
             .values()

@@ -55,12 +55,12 @@ pub fn volume(view: &VolumeView, node: &str) -> VolumeDto {
         name: v.name.clone(),
         project_name: v.project.clone(),
         state: v.state.as_str().to_owned(),
-        protection_state: match v.state {
-            ResourceState::Available | ResourceState::Updating => "FullyProtected",
-            ResourceState::Creating | ResourceState::Deleting => "Unknown",
-            ResourceState::Failed => "NotAvailable",
-        }
-        .to_owned(),
+        protection_state: match (&view.replication, v.state) {
+            (Some(r), _) => r.protection_state.clone(),
+            (None, ResourceState::Available | ResourceState::Updating) => "FullyProtected".into(),
+            (None, ResourceState::Creating | ResourceState::Deleting) => "Unknown".into(),
+            (None, ResourceState::Failed) => "NotAvailable".into(),
+        },
         size: v.size_bytes.to_string(),
         replica_count: v.replica_count,
         sector_size: v.sector_size_bytes,
@@ -85,7 +85,14 @@ pub fn volume(view: &VolumeView, node: &str) -> VolumeDto {
             physical_used_storage: view.usage.physical_used_bytes.to_string(),
             damaged_blocks: view.usage.damaged_blocks,
         },
-        node_list: vec![node.to_owned()],
+        node_list: match &view.replication {
+            Some(r) => r.node_list.iter().map(ToString::to_string).collect(),
+            None => vec![node.to_owned()],
+        },
+        rebuild_progress: match view.replication.as_ref().and_then(|r| r.rebuild_progress) {
+            Some(percent) => percent.to_string(),
+            None => "None".to_owned(),
+        },
         creation_time: time_s(v.created_at_s),
         failure_reason: v.failure.clone(),
     }

@@ -211,6 +211,8 @@ pub struct VolumeDto {
     pub statistics: VolumeStatisticsDto,
     /// Nodes holding replicas.
     pub node_list: Vec<String>,
+    /// Percent done of a running rebuild or resync of a replica, or "None".
+    pub rebuild_progress: String,
     /// Creation time (RFC 3339).
     pub creation_time: String,
     /// Why the volume is Failed.

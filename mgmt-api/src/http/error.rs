@@ -100,6 +100,7 @@ impl ApiError {
                     StoreError::Io { .. } | StoreError::Corrupt { .. } | StoreError::Fenced(_) => {
                         (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL)
                     }
+                    StoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE),
                 },
             },
             Self::Auth(e) => match e {
