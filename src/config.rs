@@ -45,7 +45,14 @@ pub struct ClusterConfig {
     pub replication_listen: Option<std::net::SocketAddr>,
     /// Pace of resync and rebuild copies, MiB/s.
     pub resync_mib_per_s: u64,
+    /// Seconds a replica's node may stay down before its replica is rebuilt
+    /// on another node.
+    pub replica_replace_after_s: u64,
 }
+
+/// The wait before a lost replica is rebuilt elsewhere when
+/// `cluster.replica_replace_after_s` is not set (Ceph's `mon_osd_down_out_interval`).
+pub const REPLICA_REPLACE_AFTER_S_DEFAULT: u64 = 600;
 
 /// The replication port when `cluster.replication_listen` is not set.
 pub const REPLICATION_PORT_DEFAULT: u16 = 4520;
@@ -64,6 +71,7 @@ impl Default for ClusterConfig {
             lease_ttl_s: LEASE_TTL_S_DEFAULT,
             replication_listen: None,
             resync_mib_per_s: RESYNC_MIB_PER_S_DEFAULT,
+            replica_replace_after_s: REPLICA_REPLACE_AFTER_S_DEFAULT,
         }
     }
 }

@@ -336,6 +336,7 @@ fn start_replication(
         replica_server: server.clone(),
         runtime: runtime.handle().clone(),
         resync_bytes_per_s: cluster.resync_mib_per_s.max(1) << 20,
+        replace_after: std::time::Duration::from_secs(cluster.replica_replace_after_s),
     })
     .context("cannot start the volume reconciler")?;
     Ok(Replication {

@@ -32,7 +32,8 @@ fn free_port() -> SocketAddr {
         .expect("a free port")
 }
 
-fn start_node(etcd: &Etcd, i: usize) -> Keeld {
+fn start_node_with(etcd: &Etcd, i: usize, extra: &[&str]) -> Keeld {
+    let mut extra_args: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
     let mut k = Keeld::start(KeeldOptions {
         extra_args: vec![
             "--etcd-endpoints".into(),
@@ -43,7 +44,10 @@ fn start_node(etcd: &Etcd, i: usize) -> Keeld {
             format!("rack-{i}"),
             "--replication-listen".into(),
             free_port().to_string(),
-        ],
+        ]
+        .into_iter()
+        .chain(extra_args.drain(..))
+        .collect(),
         ..KeeldOptions::default()
     });
     k.login();
@@ -51,7 +55,11 @@ fn start_node(etcd: &Etcd, i: usize) -> Keeld {
 }
 
 fn cluster(etcd: &Etcd) -> Vec<Keeld> {
-    let keelds: Vec<Keeld> = (0..3).map(|i| start_node(etcd, i)).collect();
+    cluster_with(etcd, &[])
+}
+
+fn cluster_with(etcd: &Etcd, extra: &[&str]) -> Vec<Keeld> {
+    let keelds: Vec<Keeld> = (0..3).map(|i| start_node_with(etcd, i, extra)).collect();
     assert!(
         wait_until(WAIT, || {
             let a = keelds[0].get("/api/v2/nodes");
@@ -386,4 +394,75 @@ fn every_node_serves_one_catalog_and_protection_follows_the_nodes() {
     assert!(wait_until(WAIT, || volume_json(&keelds[victim], &rf2)
         ["rebuildProgress"]
         == "None"));
+}
+
+/// The test's index of the node with UUID `uuid` (nodes are named node-<i>).
+fn index_of(k: &Keeld, uuid: &str) -> usize {
+    let listed = k.get("/api/v2/nodes").body["nodes"].clone();
+    listed
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["UUID"] == uuid))
+        .and_then(|n| n["name"].as_str())
+        .and_then(|name| name.strip_prefix("node-"))
+        .and_then(|i| i.parse().ok())
+        .expect("a node of the test")
+}
+
+fn node_list(k: &Keeld, volume: &str) -> Vec<String> {
+    volume_json(k, volume)["nodeList"]
+        .as_array()
+        .map(|n| {
+            n.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A replica whose node stays down past the replacement delay is rebuilt in
+/// full on the third node, which then holds every acknowledged write.
+#[test]
+fn a_replica_lost_for_good_is_rebuilt_on_another_node() {
+    let Some(etcd) = Etcd::start("cluster_replication_replace") else {
+        return;
+    };
+    let mut keelds = cluster_with(&etcd, &["--replica-replace-after-s", "2"]);
+    let (volume, nsid) = create_volume(&keelds[0], "rebuilt", 2);
+    let placed = node_list(&keelds[0], &volume);
+    let primary = index_of(&keelds[0], &placed[0]);
+    let lost = index_of(&keelds[0], &placed[1]);
+    let spare = (0..3)
+        .find(|i| *i != primary && *i != lost)
+        .expect("a spare node");
+    let (acked, failed) = write_until(&keelds[primary], nsid, 2048, 1, |n| n >= 2048);
+    assert_eq!(failed, None);
+
+    keelds[lost].kill9();
+    let k = &keelds[primary];
+    assert!(
+        wait_until(WAIT * 2, || {
+            node_list(k, &volume).len() == 2
+                && !node_list(k, &volume).contains(&placed[1])
+                && protection(k, &volume) == "FullyProtected"
+        }),
+        "the lost replica was not rebuilt elsewhere: {}\n{}",
+        volume_json(k, &volume),
+        k.log_tail()
+    );
+    assert_eq!(index_of(k, &node_list(k, &volume)[1]), spare);
+
+    // The rebuilt replica holds everything: make it serve and read back.
+    keelds[primary].kill9();
+    let served = primary_of(&keelds, &[spare], nsid, TAKEOVER_BOUND + WAIT)
+        .expect("the rebuilt replica takes over");
+    let mut c = keelds[served].connect(HOST);
+    assert!(c.set_queue_count(1).expect("queues") >= 1);
+    let mut io = c.connect_io_queue(1).expect("I/O queue");
+    for (lba, seed) in &acked {
+        let got = io.read(nsid, Lba(*lba), 1, BLOCK as u32).expect("read");
+        assert!(
+            got == block(*seed).to_vec(),
+            "LBA {lba} lost in the rebuild"
+        );
+    }
 }

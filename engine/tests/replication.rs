@@ -581,3 +581,101 @@ fn raw_write(addr: SocketAddr, primary: NodeId, epoch: u64, lba: u64, data: Byte
     }
     panic!("the replica did not acknowledge the raw write");
 }
+
+#[test]
+fn a_member_lost_for_good_is_replaced_and_rebuilt_in_full() {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
+    let mut b = Replica::start(&cluster);
+    let a = engine();
+    let volume = primary(
+        &a,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true)],
+        Vec::new(),
+    );
+    for i in 0..512u64 {
+        write(&volume, i, block(i)).expect("write");
+    }
+    b.stop();
+    write(&volume, 600, block(600)).expect("write after the member is lost");
+    wait_until("the lost member is detached", || {
+        volume.status().members[0].state == MemberState::Detached
+    });
+    let c = Replica::start(&cluster);
+    assert!(
+        !volume.replace_member(node(3), member(3, &c, false)),
+        "not a member"
+    );
+    assert!(volume.replace_member(node(2), member(3, &c, false)));
+    wait_until("the new member joins", || {
+        cluster.in_sync().contains(&node(3))
+    });
+    assert_eq!(volume.status().members[0].node, node(3));
+    assert_same(&a, volume.volume(), &c.engine, c.volume(), 1024);
+}
+
+/// A replica that admits a stream, reports `uncertain`, then answers nothing.
+fn silent_replica(
+    uncertain: Vec<Extent>,
+) -> (SocketAddr, std::thread::JoinHandle<()>, Arc<AtomicBool>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    let thread = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 4096];
+        let _ = socket.read(&mut buf);
+        let ack = Envelope {
+            seq: 0,
+            epoch: 2,
+            frame: Frame::HelloAck {
+                status: engine::replication::wire::HelloStatus::Admitted,
+                known_epoch: 2,
+                uncertain,
+                uncertain_overflow: false,
+            },
+        };
+        socket.write_all(&ack.to_bytes()).expect("hello ack");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        while !stop.load(Ordering::SeqCst) {
+            let _ = socket.read(&mut buf);
+        }
+    });
+    (addr, thread, done)
+}
+
+#[test]
+fn a_new_term_serves_nothing_until_its_members_agree() {
+    let cluster = Cluster::new(node(2), 2, &[node(2), node(3)]);
+    let (addr, silent, close) = silent_replica(vec![Extent { lba: 6, blocks: 1 }]);
+    let b = engine();
+    let volume = primary(
+        &b,
+        &cluster,
+        node(2),
+        2,
+        vec![MemberSpec {
+            node: node(3),
+            addr,
+            in_sync: true,
+        }],
+        Vec::new(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(volume.status().reconciling);
+    assert!(
+        !volume.may_serve(),
+        "served before the member agreed on block 6"
+    );
+    // The member goes away: it leaves the in-sync set, and the term serves.
+    close.store(true, Ordering::SeqCst);
+    silent.join().expect("silent replica");
+    wait_until("the term serves", || volume.may_serve());
+    assert!(!cluster.in_sync().contains(&node(3)));
+}

@@ -274,7 +274,11 @@ impl Control for ClusterControl {
                 other.uuid
             )));
         }
-        self.update(volume, |r| match r.nsid {
+        if self.record(volume)?.nsid == Some(nsid) {
+            // Exposed before (the API re-exposes every volume when it starts).
+            return Ok(());
+        }
+        let record = self.update(volume, |r| match r.nsid {
             Some(current) if current != nsid => Err(ControlError::Internal(format!(
                 "volume {volume} is already namespace {current}, not {nsid}"
             ))),
@@ -282,8 +286,25 @@ impl Control for ClusterControl {
                 r.nsid = Some(nsid);
                 Ok(())
             }
-        })
-        .map(|_| ())
+        })?;
+        // Answer once the primary serves the namespace, so a host that
+        // connects right after the volume is Available finds it.
+        let deadline = Instant::now() + CREATE_WAIT;
+        loop {
+            let exposed = self
+                .runtime
+                .block_on(self.store.exposed_as(volume, record.primary))
+                .map_err(Self::unavailable)?;
+            if exposed == Some(nsid) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ControlError::Unavailable(format!(
+                    "volume {volume}: its primary did not expose namespace {nsid} within {CREATE_WAIT:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn nsid_max(&self) -> u32 {

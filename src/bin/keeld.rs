@@ -91,6 +91,10 @@ struct Flags {
     /// address's IP, port 4520).
     #[arg(long)]
     replication_listen: Option<std::net::SocketAddr>,
+    /// Seconds a replica's node may stay down before the replica is rebuilt
+    /// on another node (default 600).
+    #[arg(long)]
+    replica_replace_after_s: Option<u64>,
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
@@ -166,6 +170,7 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         || flags.node_name.is_some()
         || !flags.failure_domains.is_empty()
         || flags.replication_listen.is_some()
+        || flags.replica_replace_after_s.is_some()
     {
         let cluster = config.cluster.get_or_insert_with(Default::default);
         if !flags.etcd_endpoints.is_empty() {
@@ -179,6 +184,9 @@ fn run(flags: Flags) -> anyhow::Result<()> {
         }
         if flags.replication_listen.is_some() {
             cluster.replication_listen = flags.replication_listen;
+        }
+        if let Some(seconds) = flags.replica_replace_after_s {
+            cluster.replica_replace_after_s = seconds;
         }
     }
     if let Some(format) = flags.log_format {

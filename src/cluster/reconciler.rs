@@ -28,15 +28,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use engine::replication::{
-    Deposed, MemberSpec, NodeId, PrimaryConfig, ReplicaServer, ReplicatedVolume,
+    Deposed, MemberSpec, MemberState, NodeId, PrimaryConfig, ReplicaServer, ReplicatedVolume,
 };
 use engine::{Engine, SectorSize, VolumeOptions};
 use nvmf_target::{AnaState, HostAcl, NamespaceOptions, Subsystem};
 use uuid::Uuid;
 
 use super::authority::TermAuthority;
-use super::membership::{Membership, NodeState};
-use super::volumes::{Progress, UpdateError, VolumeRecord, VolumeStore};
+use super::membership::{Membership, NodeState, NodeView};
+use super::volumes::{replacement, Progress, UpdateError, VolumeRecord, VolumeStore};
 use crate::adapters::ClusterNamespace;
 
 /// Time between rounds.
@@ -64,6 +64,9 @@ pub struct ReconcilerParts {
     pub runtime: tokio::runtime::Handle,
     /// Pace of resync and rebuild copies.
     pub resync_bytes_per_s: u64,
+    /// How long a replica's node may be down before the primary rebuilds
+    /// the replica on another node.
+    pub replace_after: Duration,
 }
 
 /// The running reconciler; stops (and stops every term) when dropped.
@@ -85,6 +88,8 @@ impl Reconciler {
                         parts,
                         served: HashMap::new(),
                         peers: Vec::new(),
+                        down_since: HashMap::new(),
+                        orphans: BTreeSet::new(),
                     };
                     while !stop.load(Ordering::Acquire) {
                         state.round();
@@ -113,6 +118,10 @@ struct State {
     parts: ReconcilerParts,
     served: HashMap<Uuid, Served>,
     peers: Vec<SocketAddr>,
+    /// When each inactive node was first seen down.
+    down_since: HashMap<Uuid, Instant>,
+    /// Local replicas no record places here, seen last round.
+    orphans: BTreeSet<Uuid>,
 }
 
 /// One volume this node holds a replica of.
@@ -136,6 +145,7 @@ struct Term {
 
 /// What one round knows of the cluster.
 struct View {
+    nodes: Vec<NodeView>,
     alive: BTreeSet<Uuid>,
     replication: BTreeMap<Uuid, SocketAddr>,
     marks: BTreeSet<(Uuid, Uuid)>,
@@ -172,7 +182,16 @@ impl State {
             self.parts.subsystem.set_peer_portals(peers.clone());
             self.peers = peers;
         }
+        let now = Instant::now();
+        for node in &nodes {
+            if node.state == NodeState::Active {
+                self.down_since.remove(&node.record.uuid);
+            } else {
+                self.down_since.entry(node.record.uuid).or_insert(now);
+            }
+        }
         let view = View {
+            nodes: nodes.clone(),
             alive: nodes
                 .iter()
                 .filter(|n| n.state == NodeState::Active)
@@ -205,6 +224,39 @@ impl State {
         for volume in gone {
             self.remove(volume);
         }
+        self.remove_orphans(&wanted, &view);
+    }
+
+    /// Deletes local replicas whose record no longer places them here (the
+    /// replica was rebuilt elsewhere while this node was down). Only a
+    /// replica etcd still marks as this node's is touched, so volumes made
+    /// before the node joined a cluster are never taken for orphans, and a
+    /// replica must look orphaned in two rounds in a row.
+    fn remove_orphans(&mut self, wanted: &BTreeSet<Uuid>, view: &View) {
+        let me = self.me();
+        let engine = &self.parts.engine;
+        let orphans: BTreeSet<Uuid> = engine
+            .volumes()
+            .iter()
+            .filter_map(|v| Uuid::parse_str(&v.name).ok())
+            .filter(|v| !wanted.contains(v) && !self.served.contains_key(v))
+            .filter(|v| view.marks.contains(&(*v, me)))
+            .collect();
+        for volume in orphans.intersection(&self.orphans) {
+            if let Some(info) = engine.volume_by_name(&volume.to_string()) {
+                match engine.delete_volume(info.id) {
+                    Ok(()) => tracing::info!(%volume, "deleted a replica no record places here"),
+                    Err(err) => {
+                        tracing::warn!(%volume, error = %err, "cannot delete an orphaned replica")
+                    }
+                }
+            }
+            let _ = self
+                .parts
+                .runtime
+                .block_on(self.parts.store.unmark_replica(*volume, me));
+        }
+        self.orphans = orphans;
     }
 
     fn reconcile(&mut self, mut record: VolumeRecord, view: &View) -> anyhow::Result<()> {
@@ -254,6 +306,7 @@ impl State {
                 }
             } else {
                 self.grow_term(&record)?;
+                self.replace_lost_members(&record, view)?;
                 self.publish_progress(record.uuid)?;
             }
         } else {
@@ -403,6 +456,66 @@ impl State {
         Ok(())
     }
 
+    /// Rebuilds on another node each replica whose node has been down for
+    /// `replace_after` (it is out of the in-sync set by then).
+    fn replace_lost_members(&mut self, record: &VolumeRecord, view: &View) -> anyhow::Result<()> {
+        let me = self.me();
+        let Some(term) = self.served.get(&record.uuid).and_then(|s| s.term.as_ref()) else {
+            return Ok(());
+        };
+        let term_volume = term.volume.clone();
+        let detached: BTreeSet<Uuid> = term_volume
+            .status()
+            .members
+            .iter()
+            .filter(|m| m.state == MemberState::Detached)
+            .map(|m| Uuid::from_bytes(m.node.0))
+            .collect();
+        for lost in record.placement.iter().copied().filter(|n| *n != me) {
+            let long_down = self
+                .down_since
+                .get(&lost)
+                .is_some_and(|t| t.elapsed() >= self.parts.replace_after);
+            if !long_down || record.is_in_sync(lost) || !detached.contains(&lost) {
+                continue;
+            }
+            let Some(new) = replacement(&view.nodes, record, lost) else {
+                continue;
+            };
+            let epoch = record.epoch;
+            self.swap(record.uuid, |r| {
+                if r.primary != me || r.epoch != epoch || r.is_in_sync(lost) {
+                    return Err(Deposed);
+                }
+                let Some(slot) = r.placement.iter_mut().find(|n| **n == lost) else {
+                    return Err(Deposed);
+                };
+                *slot = new;
+                Ok(())
+            })?;
+            let addr = view
+                .replication
+                .get(&new)
+                .copied()
+                .unwrap_or_else(|| NO_ENDPOINT.parse().expect("a literal address"));
+            let replaced = term_volume.replace_member(
+                NodeId(*lost.as_bytes()),
+                MemberSpec {
+                    node: NodeId(*new.as_bytes()),
+                    addr,
+                    in_sync: false,
+                },
+            );
+            tracing::warn!(volume = %record.uuid, %lost, %new, replaced, "rebuilding a replica lost for good on another node");
+            if !replaced {
+                // The record moved on without the term: restart the term so
+                // it serves the record's placement.
+                self.stop_term(record.uuid);
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes how far the members that lack blocks have caught up (the
     /// API's `rebuildProgress`), when it changed.
     fn publish_progress(&mut self, volume: Uuid) -> anyhow::Result<()> {
@@ -485,7 +598,9 @@ impl State {
         let Some(nsid) = record.nsid else {
             return Ok(());
         };
-        let state = if served.term.is_some() {
+        // Optimized once the term may serve: not before its members agree on
+        // what the old term left uncertain.
+        let state = if served.term.as_ref().is_some_and(|t| t.volume.may_serve()) {
             AnaState::Optimized
         } else {
             AnaState::Inaccessible
@@ -505,6 +620,12 @@ impl State {
                 served.acl = record.acl.clone();
                 served.ana = state;
                 tracing::info!(volume = %record.uuid, nsid, ?state, "namespace exposed");
+                let me = self.parts.membership.record().uuid;
+                self.parts.runtime.block_on(self.parts.store.mark_exposed(
+                    record.uuid,
+                    me,
+                    nsid,
+                ))?;
             }
             Some(current) => {
                 if served.acl != record.acl {

@@ -335,6 +335,32 @@ impl VolumeStore {
         Ok(())
     }
 
+    /// Records that `node` serves `volume` as namespace `nsid`.
+    pub async fn mark_exposed(
+        &self,
+        volume: Uuid,
+        node: Uuid,
+        nsid: u32,
+    ) -> Result<(), MembershipError> {
+        self.etcd
+            .put(&keys::replica(volume, node), nsid.to_string())
+            .await?;
+        Ok(())
+    }
+
+    /// The namespace id `node` serves `volume` under, once it does.
+    pub async fn exposed_as(
+        &self,
+        volume: Uuid,
+        node: Uuid,
+    ) -> Result<Option<u32>, MembershipError> {
+        Ok(self
+            .etcd
+            .get(&keys::replica(volume, node))
+            .await?
+            .and_then(|(value, _)| String::from_utf8(value).ok()?.parse().ok()))
+    }
+
     /// Forgets that `node` holds a replica of `volume`.
     pub async fn unmark_replica(&self, volume: Uuid, node: Uuid) -> Result<(), MembershipError> {
         self.etcd.delete(&keys::replica(volume, node)).await?;
@@ -351,6 +377,29 @@ impl VolumeStore {
             .filter_map(|entry| keys::replica_of_key(&entry.key))
             .collect())
     }
+}
+
+/// The node that replaces `lost` in `record`'s placement: an active node
+/// outside the placement, in a failure domain no remaining replica is in if
+/// one is, then with the most free space.
+pub fn replacement(nodes: &[NodeView], record: &VolumeRecord, lost: Uuid) -> Option<Uuid> {
+    let remaining: BTreeSet<&str> = nodes
+        .iter()
+        .filter(|n| record.placement.contains(&n.record.uuid) && n.record.uuid != lost)
+        .flat_map(|n| n.record.failure_domains.iter().map(String::as_str))
+        .collect();
+    nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Active && !record.placement.contains(&n.record.uuid))
+        .max_by_key(|n| {
+            let fresh = n
+                .record
+                .failure_domains
+                .iter()
+                .all(|d| !remaining.contains(d.as_str()));
+            (fresh, n.record.free_bytes, std::cmp::Reverse(n.record.uuid))
+        })
+        .map(|n| n.record.uuid)
 }
 
 #[cfg(test)]
@@ -413,6 +462,27 @@ mod tests {
                 active: 3
             })
         );
+    }
+
+    #[test]
+    fn a_lost_replica_is_replaced_outside_the_placement_in_a_fresh_domain() {
+        let nodes = [
+            view(1, 100, &["rack-a"], NodeState::Active),
+            view(2, 100, &["rack-b"], NodeState::Inactive),
+            view(3, 900, &["rack-a"], NodeState::Active),
+            view(4, 100, &["rack-c"], NodeState::Active),
+        ];
+        let mut r = record();
+        r.placement = vec![id(1), id(2)];
+        assert_eq!(replacement(&nodes, &r, id(2)), Some(id(4)));
+        r.placement = vec![id(1), id(2), id(4)];
+        assert_eq!(
+            replacement(&nodes, &r, id(2)),
+            Some(id(3)),
+            "no fresh domain left"
+        );
+        r.placement = vec![id(1), id(2), id(3), id(4)];
+        assert_eq!(replacement(&nodes, &r, id(2)), None);
     }
 
     #[test]

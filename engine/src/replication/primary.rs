@@ -339,9 +339,13 @@ impl ReplicatedVolume {
         })
     }
 
-    /// True while this node may serve reads of the volume.
+    /// True while this node may serve reads of the volume: its term holds,
+    /// and every in-sync member agrees on what older terms left uncertain
+    /// (before that, a block read here might exist on no other member, and
+    /// vanish if this node died before copying it).
     pub fn may_serve(&self) -> bool {
-        !self.inner.state.lock().deposed && self.inner.authority.lease_valid()
+        let state = self.inner.state.lock();
+        !state.deposed && !state.reconciling && self.inner.authority.lease_valid()
     }
 
     /// The replication status.
@@ -363,6 +367,30 @@ impl ReplicatedVolume {
                 })
                 .collect(),
         }
+    }
+
+    /// Replaces member `old`, which must be out of the in-sync set (away), by
+    /// `new`: a node that holds nothing yet and is rebuilt from a full copy.
+    /// Returns false (and changes nothing) if `old` is not such a member.
+    pub fn replace_member(&self, old: NodeId, new: MemberSpec) -> bool {
+        let blocks = self.inner.volume_blocks();
+        let mut state = self.inner.state.lock();
+        let Some(member) = state.members.iter_mut().find(|m| m.node == old) else {
+            return false;
+        };
+        if member.state != MemberState::Detached || member.link.is_some() {
+            return false;
+        }
+        member.node = new.node;
+        member.addr = new.addr;
+        member.missed = BlockSet::full(blocks);
+        member.written_since_attach.clear();
+        member.copies.clear();
+        member.resync_total_blocks = 0;
+        member.resync_bytes = 0;
+        member.last_attempt = None;
+        tracing::info!(volume = %self.inner.config.volume_name, %old, new = %new.node, "member replaced; it is rebuilt from a full copy");
+        true
     }
 
     /// Stops replicating: closes every link and fails changes still waiting.
