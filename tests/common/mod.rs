@@ -12,6 +12,7 @@
 
 pub mod blocks;
 pub mod etcd;
+pub mod history;
 pub mod netns;
 
 use std::collections::VecDeque;
