@@ -1,12 +1,13 @@
 //! A real etcd for system tests: `etcd` (Debian's `etcd-server`) on
-//! 127.0.0.1 with free ports and a temporary data directory, killed by pid
-//! when dropped.
+//! 127.0.0.1 (or another local address, [`Etcd::start_on`]) with free ports
+//! and a temporary data directory, killed by pid when dropped.
 //!
 //! A missing `etcd` fails the test, as a missing QEMU does
 //! (`tests/support/guest.rs`): `scripts/test.sh` installs it, so CI can never
 //! skip silently. `KEEL_ALLOW_SKIP_ETCD=1` lets a developer without etcd skip,
 //! with a banner.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,8 +32,8 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+fn free_port(ip: IpAddr) -> u16 {
+    let listener = std::net::TcpListener::bind((ip, 0)).expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
 
@@ -41,13 +42,19 @@ impl Etcd {
     /// missing and [`ALLOW_SKIP_ENV`] is `1` (after a loud banner); a missing
     /// etcd otherwise fails the test.
     pub fn start(test: &str) -> Option<Etcd> {
+        Etcd::start_on(test, Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// As [`Etcd::start`], listening for clients on `ip` (an address of this
+    /// network namespace, e.g. a bridge that other namespaces reach).
+    pub fn start_on(test: &str, ip: IpAddr) -> Option<Etcd> {
         if !on_path("etcd") {
             skip_or_fail(test, "no `etcd` on PATH (apt-get install -y etcd-server)");
             return None;
         }
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS_MAX {
-            match Etcd::try_start() {
+            match Etcd::try_start(ip) {
                 Ok(etcd) => return Some(etcd),
                 Err(log) => last_log = log,
             }
@@ -55,13 +62,13 @@ impl Etcd {
         panic!("etcd did not become healthy in {START_ATTEMPTS_MAX} attempts:\n{last_log}");
     }
 
-    fn try_start() -> Result<Etcd, String> {
+    fn try_start(ip: IpAddr) -> Result<Etcd, String> {
         let dir = tempfile::Builder::new()
             .prefix("keel-etcd-")
             .tempdir()
             .expect("temp dir");
-        let client_url = format!("http://127.0.0.1:{}", free_port());
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let client_url = format!("http://{ip}:{}", free_port(ip));
+        let peer_url = format!("http://{ip}:{}", free_port(ip));
         let log_path = dir.path().join("etcd.log");
         let log = std::fs::File::create(&log_path).expect("etcd log");
         let child = Command::new("etcd")

@@ -12,10 +12,12 @@
 
 pub mod blocks;
 pub mod etcd;
+pub mod history;
+pub mod netns;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -49,6 +51,12 @@ pub struct KeeldOptions {
     pub thick_clone_mib_per_s: Option<u64>,
     /// Further command-line flags (e.g. the reactor kind).
     pub extra_args: Vec<String>,
+    /// The address the REST, NVMe/TCP and discovery listeners bind (each
+    /// on port 0).
+    pub listen_ip: IpAddr,
+    /// Run keeld inside this network namespace (`ip netns exec`, which
+    /// execs keeld in place: the child's pid is keeld's).
+    pub netns: Option<String>,
 }
 
 impl Default for KeeldOptions {
@@ -59,6 +67,8 @@ impl Default for KeeldOptions {
             no_auth: false,
             thick_clone_mib_per_s: None,
             extra_args: Vec::new(),
+            listen_ip: Ipv4Addr::LOCALHOST.into(),
+            netns: None,
         }
     }
 }
@@ -549,13 +559,22 @@ fn spawn(
     data_dir: &Path,
     log: &Arc<Mutex<VecDeque<String>>>,
 ) -> (Child, Listeners, std::thread::JoinHandle<()>) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keeld"));
+    let keeld = env!("CARGO_BIN_EXE_keeld");
+    let mut cmd = match &opts.netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, keeld]);
+            cmd
+        }
+        None => Command::new(keeld),
+    };
+    let listen = SocketAddr::new(opts.listen_ip, 0).to_string();
     cmd.arg("--data-dir")
         .arg(data_dir)
         .args(["--pool-size", &opts.pool_size])
-        .args(["--api-listen", "127.0.0.1:0"])
-        .args(["--nvme-listen", "127.0.0.1:0"])
-        .args(["--discovery-listen", "127.0.0.1:0"])
+        .args(["--api-listen", &listen])
+        .args(["--nvme-listen", &listen])
+        .args(["--discovery-listen", &listen])
         .args(["--log-format", "json"])
         .env("RUST_LOG", "info")
         .env_remove("KEEL_CONFIG")
