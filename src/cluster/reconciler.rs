@@ -287,9 +287,7 @@ impl State {
                 .served
                 .get(&record.uuid)
                 .and_then(|s| s.term.as_ref())
-                .is_some_and(|t| {
-                    t.epoch == record.epoch && !t.volume.status().deposed && t.volume.may_serve()
-                });
+                .is_some_and(|t| t.epoch == record.epoch && t.volume.holds_term());
             if !running {
                 self.stop_term(record.uuid);
                 if self.lease_valid() && self.members_ready(&record, view) {

@@ -339,6 +339,12 @@ impl ReplicatedVolume {
         })
     }
 
+    /// True while this term holds: not deposed, and the lease it started
+    /// under is valid.
+    pub fn holds_term(&self) -> bool {
+        !self.inner.state.lock().deposed && self.inner.authority.lease_valid()
+    }
+
     /// True while this node may serve reads of the volume: its term holds,
     /// and every in-sync member agrees on what older terms left uncertain
     /// (before that, a block read here might exist on no other member, and
