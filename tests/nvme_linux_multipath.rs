@@ -2,11 +2,11 @@
 //! cluster, in QEMU guests running Debian's 6.1 and 6.12 kernels: a primary's
 //! kill -9 under a verifying fio load costs the host no error and no data.
 //!
-//! etcd and three keeld run on host loopback; an RF3 volume is created through
-//! node 0 with the guest's host NQN in its ACL. The guest connects to every
-//! node's portal explicitly (each node's discovery log lists its peers at
-//! their 127.0.0.1 listeners, which the guest cannot reach through QEMU's user
-//! networking) and checks one subsystem with three paths: optimized on the
+//! etcd and three keeld run on host loopback, each advertising the address
+//! the guest reaches it at; an RF3 volume is created through node 0 with the
+//! guest's host NQN in its ACL. The guest discovers through node 0 alone,
+//! which must list all three portals, connects to them with `nvme
+//! connect-all`, and checks one subsystem with three paths: optimized on the
 //! primary, inaccessible on the replicas. fio writes with crc32c verify on the
 //! multipath head; once I/O flows the guest tells the test over a forwarded
 //! TCP connection, and the test kill -9s the primary's keeld. fio must finish
@@ -41,6 +41,7 @@ const GUEST_NQN: &str = "nqn.2014-08.org.nvmexpress:uuid:6b5bd1c4-keel-multipath
 const PROBE_NQN: &str = "nqn.2014-08.org.nvmexpress:uuid:keel-multipath-probe";
 /// Node i's NVMe/TCP listener is `10.0.2.100:(this + i)` in the guest.
 const FIRST_NVME_PORT_IN_GUEST: u16 = 4420;
+const DISCOVERY_PORT_IN_GUEST: u16 = 8009;
 const SIGNAL_PORT_IN_GUEST: u16 = 7000;
 const NODES: usize = 3;
 /// The availability bound this test states: from the kill to the guest
@@ -51,6 +52,8 @@ const FAILOVER_BOUND_S: u64 = 30;
 /// The whole guest run: boot, connects, fio write + verify, second verify.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(360);
 
+/// Node `i`, advertising the address the guest reaches its I/O listener at
+/// (so every node's discovery log names it there).
 fn start_node(etcd: &Etcd, i: usize) -> Keeld {
     let replication = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -65,6 +68,8 @@ fn start_node(etcd: &Etcd, i: usize) -> Keeld {
             format!("rack-{i}"),
             "--replication-listen".into(),
             replication.to_string(),
+            "--advertised-address".into(),
+            format!("{}:{}", guest::HOST_ADDR_IN_GUEST, guest_port(i)),
         ],
         ..KeeldOptions::default()
     });
@@ -136,10 +141,12 @@ writes_elsewhere() {
 }
 writes_all() { writes_elsewhere none; }
 
-echo "== connect to every node"
+echo "== discover through node 0, connect to every node it lists"
+nvme discover -t tcp -a $A -s $DISCOVERY_PORT | tee /tmp/disc
 for p in $PORTS; do
-  nvme connect -t tcp -a $A -s $p -n "$SUBNQN" --ctrl-loss-tmo=600 --reconnect-delay=1
+  grep -q "trsvcid: $p\$" /tmp/disc || { echo "discovery does not list port $p"; exit 1; }
 done
+nvme connect-all -t tcp -a $A -s $DISCOVERY_PORT --ctrl-loss-tmo=600 --reconnect-delay=1
 for _ in $(seq 1 300); do
   [ $(paths | awk '$4 != "none"' | wc -l) -eq 3 ] && [ -n "$(live_optimized)" ] && break
   sleep 0.1
@@ -173,6 +180,8 @@ read -r -t 60 reply <&3
 [ "$reply" = "killed" ] || { echo "no kill confirmation: '$reply'"; exit 1; }
 t_kill=$EPOCHREALTIME
 echo "primary on port $PRIMARY_PORT killed; waiting for another path to turn optimized"
+# Polled at shell speed under TCG (an iteration takes up to a second or two):
+# upper bounds. fio's longest gap between write completions is the exact stall.
 t_io=""; t_ana=""
 deadline=$(( ${t_kill%.*} + FAILOVER_BOUND_S ))
 while [ $(date +%s) -lt $deadline ]; do
@@ -388,6 +397,7 @@ fn run(kernel: GuestKernel) {
         .env("NSID", &nsid.to_string())
         .env("PORTS", &ports.join(" "))
         .env("PRIMARY_PORT", &guest_port(primary).to_string())
+        .env("DISCOVERY_PORT", &DISCOVERY_PORT_IN_GUEST.to_string())
         .env("SIGNAL_PORT", &SIGNAL_PORT_IN_GUEST.to_string())
         .env("VOLUME_MIB", &volume_mib.to_string())
         .env("FIO_MIB", "32")
@@ -397,6 +407,7 @@ fn run(kernel: GuestKernel) {
     for (i, k) in keelds.iter().enumerate() {
         run = run.forward(guest_port(i), k.nvme_addr.port());
     }
+    run = run.forward(DISCOVERY_PORT_IN_GUEST, keelds[0].discovery_addr.port());
     let listener = TcpListener::bind("127.0.0.1:0").expect("signal listener");
     let signal_port = listener.local_addr().expect("addr").port();
     run = run.forward(SIGNAL_PORT_IN_GUEST, signal_port);
