@@ -320,8 +320,10 @@ fn start_replication(
         .with_context(|| format!("cannot listen for replication on {listen}"))?,
     );
     let replication_endpoint = server.local_addr().to_string();
-    let (nvme_endpoint, discovery_endpoint) =
-        (node.nvme_endpoint.clone(), node.discovery_endpoint.clone());
+    let (nvme_endpoint, discovery_endpoint) = (
+        host_facing_nvme_endpoint(config, &node.nvme_endpoint),
+        node.discovery_endpoint.clone(),
+    );
     runtime.block_on(membership.update_record(|record| {
         record.replication_endpoint = Some(replication_endpoint.clone());
         record.nvme_endpoint = nvme_endpoint;
@@ -345,6 +347,17 @@ fn start_replication(
     })
 }
 
+/// Where hosts reach this node's I/O listener: the advertised address when
+/// one is configured (NAT, port forwarding), else `listening`. The node
+/// record carries it, and every peer lists it in its discovery log
+/// (`Subsystem::set_peer_portals`), so it must be an address hosts can use.
+fn host_facing_nvme_endpoint(config: &Config, listening: &str) -> String {
+    config
+        .nvme
+        .advertised_address
+        .map_or_else(|| listening.to_owned(), |a| a.to_string())
+}
+
 /// Connects to etcd and registers this node (endpoints as configured; the
 /// bound ones are written once the target listens).
 async fn join_cluster(
@@ -360,12 +373,15 @@ async fn join_cluster(
             .node_name
             .clone()
             .unwrap_or_else(|| node.name.clone()),
-        nvme_endpoint: config
-            .nvme
-            .listen
-            .first()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
+        nvme_endpoint: host_facing_nvme_endpoint(
+            config,
+            &config
+                .nvme
+                .listen
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ),
         discovery_endpoint: config
             .nvme
             .discovery_listen

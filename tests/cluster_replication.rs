@@ -4,11 +4,13 @@
 //!   (its namespace turns ANA optimized) within a stated bound and every
 //!   acknowledged write reads back from it; the volume keeps taking writes;
 //! - a replica restarted after N MiB of writes resyncs by copying about
-//!   N MiB, not the volume.
+//!   N MiB, not the volume;
+//! - behind NAT (`--advertised-address`), every node's discovery log names
+//!   each node at the address it advertises, never at its loopback listener.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
@@ -32,22 +34,20 @@ fn free_port() -> SocketAddr {
         .expect("a free port")
 }
 
-fn start_node_with(etcd: &Etcd, i: usize, extra: &[&str]) -> Keeld {
-    let mut extra_args: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+fn start_node(etcd: &Etcd, i: usize, more_args: Vec<String>) -> Keeld {
+    let mut extra_args = vec![
+        "--etcd-endpoints".into(),
+        etcd.client_url.clone(),
+        "--node-name".into(),
+        format!("node-{i}"),
+        "--failure-domain".into(),
+        format!("rack-{i}"),
+        "--replication-listen".into(),
+        free_port().to_string(),
+    ];
+    extra_args.extend(more_args);
     let mut k = Keeld::start(KeeldOptions {
-        extra_args: vec![
-            "--etcd-endpoints".into(),
-            etcd.client_url.clone(),
-            "--node-name".into(),
-            format!("node-{i}"),
-            "--failure-domain".into(),
-            format!("rack-{i}"),
-            "--replication-listen".into(),
-            free_port().to_string(),
-        ]
-        .into_iter()
-        .chain(extra_args.drain(..))
-        .collect(),
+        extra_args,
         ..KeeldOptions::default()
     });
     k.login();
@@ -55,11 +55,12 @@ fn start_node_with(etcd: &Etcd, i: usize, extra: &[&str]) -> Keeld {
 }
 
 fn cluster(etcd: &Etcd) -> Vec<Keeld> {
-    cluster_with(etcd, &[])
+    cluster_with(etcd, |_| Vec::new())
 }
 
-fn cluster_with(etcd: &Etcd, extra: &[&str]) -> Vec<Keeld> {
-    let keelds: Vec<Keeld> = (0..3).map(|i| start_node_with(etcd, i, extra)).collect();
+/// Three nodes, node i started with `more_args(i)` besides the cluster flags.
+fn cluster_with(etcd: &Etcd, more_args: impl Fn(usize) -> Vec<String>) -> Vec<Keeld> {
+    let keelds: Vec<Keeld> = (0..3).map(|i| start_node(etcd, i, more_args(i))).collect();
     assert!(
         wait_until(WAIT, || {
             let a = keelds[0].get("/api/v2/nodes");
@@ -426,7 +427,9 @@ fn a_replica_lost_for_good_is_rebuilt_on_another_node() {
     let Some(etcd) = Etcd::start("cluster_replication_replace") else {
         return;
     };
-    let mut keelds = cluster_with(&etcd, &["--replica-replace-after-s", "2"]);
+    let mut keelds = cluster_with(&etcd, |_| {
+        vec!["--replica-replace-after-s".into(), "2".into()]
+    });
     let (volume, nsid) = create_volume(&keelds[0], "rebuilt", 2);
     let placed = node_list(&keelds[0], &volume);
     let primary = index_of(&keelds[0], &placed[0]);
@@ -463,6 +466,41 @@ fn a_replica_lost_for_good_is_rebuilt_on_another_node() {
         assert!(
             got == block(*seed).to_vec(),
             "LBA {lba} lost in the rebuild"
+        );
+    }
+}
+
+#[test]
+fn discovery_names_every_node_at_the_address_it_advertises() {
+    let Some(etcd) = Etcd::start("cluster_replication_advertised") else {
+        return;
+    };
+    // TEST-NET-1 addresses: nothing listens there; hosts behind a NAT would
+    // reach the nodes through them.
+    let advertised = |i: usize| format!("192.0.2.1:{}", 4420 + i);
+    let keelds = cluster_with(&etcd, |i| {
+        vec!["--advertised-address".into(), advertised(i)]
+    });
+    let (_uuid, nsid) = create_volume(&keelds[0], "advertised", 3);
+    assert!(primary_of(&keelds, &[0, 1, 2], nsid, WAIT).is_some());
+    let want: BTreeSet<String> = (0..3).map(advertised).collect();
+    for (i, k) in keelds.iter().enumerate() {
+        let mut portals = BTreeSet::new();
+        let listed = wait_until(WAIT, || {
+            portals = nvmf_target::host::discover(k.discovery_addr, HOST)
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .filter(|e| e.subnqn == k.subsystem_nqn)
+                        .map(|e| format!("{}:{}", e.traddr, e.trsvcid))
+                        .collect()
+                })
+                .unwrap_or_default();
+            portals == want
+        });
+        assert!(
+            listed,
+            "node-{i} lists {portals:?}, not the advertised {want:?}"
         );
     }
 }

@@ -129,10 +129,10 @@ impl ControllerIdentity {
         b[261] = self.lpa;
         b[262] = self.elpe;
         put_u16(&mut b, 320, self.kas);
-        b[343] = self.anatt;
-        b[344] = self.anacap;
-        put_u32(&mut b, 345, self.anagrpmax);
-        put_u32(&mut b, 349, self.nanagrpid);
+        b[342] = self.anatt;
+        b[343] = self.anacap;
+        put_u32(&mut b, 344, self.anagrpmax);
+        put_u32(&mut b, 348, self.nanagrpid);
         b[512] = 0x66; // SQES: required and maximum 64 bytes
         b[513] = 0x44; // CQES: required and maximum 16 bytes
         put_u16(&mut b, 514, self.maxcmd);
@@ -179,10 +179,10 @@ impl ControllerIdentity {
             lpa: f.u8(261)?,
             elpe: f.u8(262)?,
             kas: f.u16(320)?,
-            anatt: f.u8(343)?,
-            anacap: f.u8(344)?,
-            anagrpmax: f.u32(345)?,
-            nanagrpid: f.u32(349)?,
+            anatt: f.u8(342)?,
+            anacap: f.u8(343)?,
+            anagrpmax: f.u32(344)?,
+            nanagrpid: f.u32(348)?,
             maxcmd: f.u16(514)?,
             nn: f.u32(516)?,
             oncs: f.u16(520)?,
@@ -382,9 +382,13 @@ mod tests {
         );
         assert_eq!(u32::from_le_bytes(b[1792..1796].try_into().unwrap()), 516);
         assert_eq!(b[111], 1);
-        // ANATT, ANACAP, ANAGRPMAX, NANAGRPID and MNAN where Linux reads them.
-        assert_eq!((b[343], b[344]), (10, 0x5F));
-        assert_eq!(&b[345..353], &[0, 4, 0, 0, 0, 4, 0, 0]);
+        // ANATT, ANACAP, ANAGRPMAX, NANAGRPID and MNAN where the spec puts
+        // them (Identify Controller bytes 342, 343, 347:344, 351:348 and
+        // 543:540) and Linux's `struct nvme_id_ctrl` reads them: after
+        // HMMAXD (337:336) and NSETIDMAX/ENDGIDMAX (341:338).
+        assert_eq!(&b[338..342], &[0, 0, 0, 0]);
+        assert_eq!((b[342], b[343]), (10, 0x5F));
+        assert_eq!(&b[344..352], &[0, 4, 0, 0, 0, 4, 0, 0]);
         assert_eq!(&b[540..544], &[0, 4, 0, 0]);
         assert_eq!(ControllerIdentity::decode(&b), Some(sample()));
     }
