@@ -441,6 +441,9 @@ pub fn render(v: &VolumeDto) -> String {
             format!("{} ({} bytes)", byte_string(&v.size), v.size),
         ),
         ("Replicas", v.replica_count.to_string()),
+        ("Protection", or_dash(&v.protection_state)),
+        ("Nodes", or_dash(&v.node_list.join(", "))),
+        ("Rebuild", rebuild_text(&v.rebuild_progress)),
         ("Sector size", v.sector_size.to_string()),
         ("Compression", v.compression.clone()),
         ("ACL", v.acl.values.join(", ")),
@@ -470,16 +473,36 @@ pub fn render(v: &VolumeDto) -> String {
     details(&fields)
 }
 
+/// `rebuildProgress` as shown: a percentage, or "-" when none runs.
+fn rebuild_text(progress: &str) -> String {
+    match progress {
+        "" | "None" => "-".to_owned(),
+        percent => format!("{percent}%"),
+    }
+}
+
 /// Volumes as a table.
 pub fn render_list(list: &VolumeListDto) -> String {
-    let mut t = Table::new(&["NAME", "UUID", "STATE", "SIZE", "REPLICAS", "NSID", "ACL"]);
+    let mut t = Table::new(&[
+        "NAME",
+        "UUID",
+        "STATE",
+        "PROTECTION",
+        "SIZE",
+        "REPLICAS",
+        "REBUILD",
+        "NSID",
+        "ACL",
+    ]);
     for v in &list.volumes {
         t.row(vec![
             v.name.clone(),
             v.uuid.clone(),
             v.state.clone(),
+            or_dash(&v.protection_state),
             byte_string(&v.size),
             v.replica_count.to_string(),
+            rebuild_text(&v.rebuild_progress),
             v.nsid.to_string(),
             v.acl.values.join(","),
         ]);
@@ -553,7 +576,9 @@ mod tests {
             name: "vol1".into(),
             state: "Available".into(),
             size: (10u64 << 30).to_string(),
-            replica_count: 1,
+            replica_count: 2,
+            protection_state: "Degraded".into(),
+            rebuild_progress: "42".into(),
             nsid: 3,
             acl: AclDto {
                 values: s(&["nqn.a", "nqn.b"]),
@@ -565,7 +590,7 @@ mod tests {
         });
         assert_eq!(
             text,
-            "NAME  UUID  STATE      SIZE    REPLICAS  NSID  ACL\nvol1  u1    Available  10 GiB  1         3     nqn.a,nqn.b\n"
+            "NAME  UUID  STATE      PROTECTION  SIZE    REPLICAS  REBUILD  NSID  ACL\nvol1  u1    Available  Degraded    10 GiB  2         42%      3     nqn.a,nqn.b\n"
         );
         let block = render(&v);
         assert!(
@@ -573,5 +598,6 @@ mod tests {
             "{block}"
         );
         assert!(block.contains("Labels:         -\n"), "{block}");
+        assert!(block.contains("Rebuild:        42%\n"), "{block}");
     }
 }
