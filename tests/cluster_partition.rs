@@ -24,14 +24,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::cluster::{create_replicated_volume, optimized_node};
 use common::etcd::Etcd;
 use common::history::{self, History, Observed, Outcome, Read, Write};
 use common::netns::Fabric;
 use common::{wait_until, Keeld, KeeldOptions, WAIT};
 use nvmf_target::host::{HostController, HostError, HostOptions, IoQueue};
 use nvmf_target::{AnaState, Lba};
-use reqwest::StatusCode;
-use serde_json::json;
 
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:cluster-partition-test";
 const BLOCK: usize = 4096;
@@ -107,42 +106,17 @@ fn node_uuid(k: &Keeld) -> String {
         .to_owned()
 }
 
+/// Creates a 64 MiB volume with `replicas` replicas; returns its nsid.
 fn create_volume(k: &Keeld, name: &str, replicas: u32) -> u32 {
-    let a = k.post(
-        "/api/v2/volumes",
-        &json!({
-            "name": name,
-            "size": (64u64 << 20).to_string(),
-            "replicaCount": replicas,
-            "projectName": "default",
-            "acl": {"values": [HOST]},
-        }),
-    );
-    assert_eq!(a.status, StatusCode::OK, "create {name}: {}", a.body);
-    let uuid = a.body["UUID"].as_str().expect("UUID").to_owned();
-    let v = k.wait_volume_state(&uuid, "Available");
-    u32::try_from(v["nsid"].as_u64().expect("nsid")).expect("nsid")
+    create_replicated_volume(k, name, replicas, 64 << 20, HOST).1
 }
 
 fn ana_state(k: &Keeld, nsid: u32) -> Option<AnaState> {
-    let mut c = HostController::connect(k.nvme_addr, options(k)).ok()?;
-    let log = c.ana_log(false).ok()?;
-    log.groups
-        .iter()
-        .find(|g| g.nsids.contains(&nsid))
-        .map(|g| g.state)
+    common::cluster::ana_state(k, options(k), nsid)
 }
 
 fn primary_of(keelds: &[Keeld], among: &[usize], nsid: u32, within: Duration) -> Option<usize> {
-    let mut found = None;
-    wait_until(within, || {
-        found = among
-            .iter()
-            .copied()
-            .find(|i| ana_state(&keelds[*i], nsid) == Some(AnaState::Optimized));
-        found.is_some()
-    });
-    found
+    optimized_node(keelds, among, nsid, within, options)
 }
 
 fn options(k: &Keeld) -> HostOptions {

@@ -15,9 +15,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::cluster::{create_replicated_volume, optimized_node};
 use common::etcd::Etcd;
 use common::{pattern, wait_until, Keeld, KeeldOptions, WAIT};
-use nvmf_target::host::HostController;
 use nvmf_target::{AnaState, Lba};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -73,46 +73,19 @@ fn cluster_with(etcd: &Etcd, more_args: impl Fn(usize) -> Vec<String>) -> Vec<Ke
     keelds
 }
 
-/// Creates a volume with `replicas` replicas through `k`; returns (UUID, nsid).
+/// Creates a 256 MiB volume with `replicas` replicas through `k`; returns (UUID, nsid).
 fn create_volume(k: &Keeld, name: &str, replicas: u32) -> (String, u32) {
-    let a = k.post(
-        "/api/v2/volumes",
-        &json!({
-            "name": name,
-            "size": (256u64 << 20).to_string(),
-            "replicaCount": replicas,
-            "projectName": "default",
-            "acl": {"values": [HOST]},
-        }),
-    );
-    assert_eq!(a.status, StatusCode::OK, "create {name}: {}", a.body);
-    let uuid = a.body["UUID"].as_str().expect("UUID").to_owned();
-    let v = k.wait_volume_state(&uuid, "Available");
-    let nsid = u32::try_from(v["nsid"].as_u64().expect("nsid")).expect("nsid");
-    (uuid, nsid)
+    create_replicated_volume(k, name, replicas, 256 << 20, HOST)
 }
 
 /// The ANA state of `nsid` on node `k`, read as a host reads it.
 fn ana_state(k: &Keeld, nsid: u32) -> Option<AnaState> {
-    let mut c = HostController::connect(k.nvme_addr, k.host_options(HOST)).ok()?;
-    let log = c.ana_log(false).ok()?;
-    log.groups
-        .iter()
-        .find(|g| g.nsids.contains(&nsid))
-        .map(|g| g.state)
+    common::cluster::ana_state(k, k.host_options(HOST), nsid)
 }
 
 /// The index of the node serving `nsid` (ANA optimized), waiting for one.
 fn primary_of(keelds: &[Keeld], alive: &[usize], nsid: u32, within: Duration) -> Option<usize> {
-    let mut found = None;
-    wait_until(within, || {
-        found = alive
-            .iter()
-            .copied()
-            .find(|i| ana_state(&keelds[*i], nsid) == Some(AnaState::Optimized));
-        found.is_some()
-    });
-    found
+    optimized_node(keelds, alive, nsid, within, |k| k.host_options(HOST))
 }
 
 fn block(seed: u64) -> Bytes {

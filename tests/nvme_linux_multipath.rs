@@ -27,9 +27,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use common::cluster::optimized_node as optimized_node_with;
 use common::etcd::Etcd;
 use common::{wait_until, Keeld, KeeldOptions, WAIT};
-use nvmf_target::host::HostController;
 use nvmf_target::AnaState;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -77,14 +77,8 @@ fn start_node(etcd: &Etcd, i: usize) -> Keeld {
     k
 }
 
-/// The ANA state of `nsid` on node `k`, read as a host reads it.
 fn ana_state(k: &Keeld, nsid: u32) -> Option<AnaState> {
-    let mut c = HostController::connect(k.nvme_addr, k.host_options(PROBE_NQN)).ok()?;
-    let log = c.ana_log(false).ok()?;
-    log.groups
-        .iter()
-        .find(|g| g.nsids.contains(&nsid))
-        .map(|g| g.state)
+    common::cluster::ana_state(k, k.host_options(PROBE_NQN), nsid)
 }
 
 /// The node among `candidates` whose namespace `nsid` is ANA optimized.
@@ -94,15 +88,9 @@ fn optimized_node(
     nsid: u32,
     within: Duration,
 ) -> Option<usize> {
-    let mut found = None;
-    wait_until(within, || {
-        found = candidates
-            .iter()
-            .copied()
-            .find(|i| ana_state(&keelds[*i], nsid) == Some(AnaState::Optimized));
-        found.is_some()
-    });
-    found
+    optimized_node_with(keelds, candidates, nsid, within, |k| {
+        k.host_options(PROBE_NQN)
+    })
 }
 
 fn guest_port(node: usize) -> u16 {

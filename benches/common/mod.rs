@@ -12,6 +12,7 @@
 
 pub mod figures;
 pub mod load;
+pub mod loopback;
 
 use std::path::PathBuf;
 

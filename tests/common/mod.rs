@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod blocks;
+pub mod cluster;
 pub mod etcd;
 pub mod history;
 pub mod netns;
