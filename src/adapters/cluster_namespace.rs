@@ -15,28 +15,21 @@ use nvmf_target::backend::{
 use parking_lot::RwLock;
 
 use super::namespace::{deallocate_each, namespace_error};
+use super::VolumeNamespace;
 
-/// Serves one clustered volume's local replica.
+/// Serves one clustered volume's local replica: reads and the namespace's
+/// shape come from the local volume ([`VolumeNamespace`]), changes go
+/// through the primary term.
 pub struct ClusterNamespace {
-    engine: Arc<Engine>,
-    volume: VolumeId,
-    uuid: [u8; 16],
-    block_size: BlockSize,
+    local: VolumeNamespace,
     term: RwLock<Option<Arc<ReplicatedVolume>>>,
 }
 
 impl ClusterNamespace {
     /// Wraps the local replica `volume`; it serves nothing until [`serve`](Self::serve).
     pub fn new(engine: Arc<Engine>, volume: VolumeId, sector: SectorSize, uuid: [u8; 16]) -> Self {
-        let block_size = match sector {
-            SectorSize::B512 => BlockSize::B512,
-            SectorSize::B4096 => BlockSize::B4096,
-        };
         ClusterNamespace {
-            engine,
-            volume,
-            uuid,
-            block_size,
+            local: VolumeNamespace::new(engine, volume, sector, uuid),
             term: RwLock::new(None),
         }
     }
@@ -49,6 +42,10 @@ impl ClusterNamespace {
     fn term(&self) -> Option<Arc<ReplicatedVolume>> {
         self.term.read().clone()
     }
+
+    fn block_bytes(&self) -> u64 {
+        u64::from(self.local.block_size().bytes())
+    }
 }
 
 fn unavailable<T>(done: Completion<T>) {
@@ -57,37 +54,35 @@ fn unavailable<T>(done: Completion<T>) {
 
 impl NamespaceBackend for ClusterNamespace {
     fn block_size(&self) -> BlockSize {
-        self.block_size
+        self.local.block_size()
     }
 
     fn capacity_blocks(&self) -> u64 {
-        self.engine.volume_size(self.volume).unwrap_or(0) / u64::from(self.block_size.bytes())
+        self.local.capacity_blocks()
     }
 
     fn uuid(&self) -> [u8; 16] {
-        self.uuid
+        self.local.uuid()
     }
 
     fn volatile_write_cache(&self) -> bool {
-        true
+        self.local.volatile_write_cache()
     }
 
     fn read(&self, lba: Lba, blocks: u32, done: Completion<Bytes>) {
         let Some(term) = self.term() else {
             return unavailable(done);
         };
-        self.engine.read(
-            self.volume,
-            lba.0,
+        self.local.read(
+            lba,
             blocks,
             Box::new(move |r| {
-                // A read is answered only while the term still holds: a
+                // A read is answered only while the term still may serve: a
                 // deposed primary's data may be older than its successor's.
-                let r = match r {
+                done(match r {
                     Ok(_) if !term.may_serve() => Err(NamespaceError::PathUnavailable),
-                    r => r.map_err(|e| namespace_error(e, lba.0, u64::from(blocks))),
-                };
-                done(r)
+                    r => r,
+                })
             }),
         );
     }
@@ -96,7 +91,7 @@ impl NamespaceBackend for ClusterNamespace {
         let Some(term) = self.term() else {
             return unavailable(done);
         };
-        let blocks = data.len() as u64 / u64::from(self.block_size.bytes());
+        let blocks = data.len() as u64 / self.block_bytes();
         term.write(
             lba.0,
             data,

@@ -378,14 +378,7 @@ impl Etcd {
     /// Creates `key` with `value` only if it does not exist (one txn comparing
     /// its create revision with 0). `true` if this call created it.
     pub async fn create(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<bool, EtcdError> {
-        let compare = pb::Compare {
-            result: pb::compare::CompareResult::Equal as i32,
-            target: pb::compare::CompareTarget::Create as i32,
-            key: key.as_bytes().to_vec(),
-            target_union: Some(pb::compare::TargetUnion::CreateRevision(0)),
-            ..Default::default()
-        };
-        self.txn(compare, put_op(key, value.into(), None)).await
+        self.create_under(key, value.into(), None).await
     }
 
     /// Like [`create`](Self::create), attaching the key to `lease` (it goes
@@ -396,6 +389,15 @@ impl Etcd {
         value: impl Into<Vec<u8>>,
         lease: LeaseId,
     ) -> Result<bool, EtcdError> {
+        self.create_under(key, value.into(), Some(lease)).await
+    }
+
+    async fn create_under(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<bool, EtcdError> {
         let compare = pb::Compare {
             result: pb::compare::CompareResult::Equal as i32,
             target: pb::compare::CompareTarget::Create as i32,
@@ -403,8 +405,7 @@ impl Etcd {
             target_union: Some(pb::compare::TargetUnion::CreateRevision(0)),
             ..Default::default()
         };
-        self.txn(compare, put_op(key, value.into(), Some(lease)))
-            .await
+        self.txn(compare, put_op(key, value, lease)).await
     }
 
     /// Sets `key` to `value` only if its modification revision is still

@@ -470,47 +470,12 @@ impl Inner {
             },
             Change::Flush => Frame::Flush { committed },
         };
-        let mut bytes = None;
-        let mut blocking = LOCAL;
-        let mut sent = LOCAL;
-        for (index, member) in state.members.iter_mut().enumerate() {
-            let bit = member_bit(index);
-            let forwarded = match (&member.link, member.state) {
-                (
-                    Some(link),
-                    MemberState::InSync | MemberState::Joining | MemberState::Resyncing,
-                ) => {
-                    let bytes = bytes.get_or_insert_with(|| {
-                        Envelope {
-                            seq,
-                            epoch: self.config.epoch,
-                            frame: frame.clone(),
-                        }
-                        .to_bytes()
-                    });
-                    link.frames.send(bytes.clone()).is_ok()
-                }
-                _ => false,
-            };
-            if forwarded {
-                sent |= bit;
-                if let Some(extent) = extent {
-                    if !member.missed.is_empty() || !member.copies.is_empty() {
-                        member.written_since_attach.insert(extent);
-                    }
-                }
-            } else if let Some(extent) = extent {
-                member.missed.insert(extent);
-            }
-            if matches!(
-                member.state,
-                MemberState::InSync | MemberState::Joining | MemberState::Dropping
-            ) {
-                // A member whose link is gone keeps the change waiting until it
-                // is out of the in-sync set (the link failure marks it dropping).
-                blocking |= bit;
-            }
-        }
+        let envelope = Envelope {
+            seq,
+            epoch: self.config.epoch,
+            frame,
+        };
+        let (blocking, sent) = state.fan_out(&envelope, extent);
         state.pending.insert(
             seq,
             Pending {
@@ -573,33 +538,14 @@ impl Inner {
             },
             other => other,
         };
-        let bytes = Envelope {
+        let envelope = Envelope {
             seq,
             epoch: self.config.epoch,
             frame,
-        }
-        .to_bytes();
-        let mut blocking = 0;
-        let mut sent = 0;
-        for (index, member) in state.members.iter_mut().enumerate() {
-            let bit = member_bit(index);
-            let forwarded = match (&member.link, member.state) {
-                (
-                    Some(link),
-                    MemberState::InSync | MemberState::Joining | MemberState::Resyncing,
-                ) => link.frames.send(bytes.clone()).is_ok(),
-                _ => false,
-            };
-            if forwarded {
-                sent |= bit;
-            }
-            if matches!(
-                member.state,
-                MemberState::InSync | MemberState::Joining | MemberState::Dropping
-            ) {
-                blocking |= bit;
-            }
-        }
+        };
+        let (blocking, sent) = state.fan_out(&envelope, None);
+        // Nothing local is pending: the local part ran above.
+        let (blocking, sent) = (blocking & !LOCAL, sent & !LOCAL);
         let (tx, rx) = crossbeam_channel::bounded(1);
         state.pending.insert(
             seq,
@@ -1161,6 +1107,48 @@ impl Inner {
 }
 
 impl State {
+    /// Sends `envelope` (a change to `extent`, if it changes blocks) to every
+    /// attached member and records it as missed by the others; returns the
+    /// parts that must answer before the host is (`blocking`) and those that
+    /// owe an answer (`sent`), the local engine's included.
+    fn fan_out(&mut self, envelope: &Envelope, extent: Option<Extent>) -> (u16, u16) {
+        let mut bytes = None;
+        let mut blocking = LOCAL;
+        let mut sent = LOCAL;
+        for (index, member) in self.members.iter_mut().enumerate() {
+            let bit = member_bit(index);
+            let forwarded = match (&member.link, member.state) {
+                (
+                    Some(link),
+                    MemberState::InSync | MemberState::Joining | MemberState::Resyncing,
+                ) => {
+                    let bytes = bytes.get_or_insert_with(|| envelope.to_bytes());
+                    link.frames.send(bytes.clone()).is_ok()
+                }
+                _ => false,
+            };
+            if forwarded {
+                sent |= bit;
+                if let Some(extent) = extent {
+                    if !member.missed.is_empty() || !member.copies.is_empty() {
+                        member.written_since_attach.insert(extent);
+                    }
+                }
+            } else if let Some(extent) = extent {
+                member.missed.insert(extent);
+            }
+            if matches!(
+                member.state,
+                MemberState::InSync | MemberState::Joining | MemberState::Dropping
+            ) {
+                // A member whose link is gone keeps the change waiting until it
+                // is out of the in-sync set (the link failure marks it dropping).
+                blocking |= bit;
+            }
+        }
+        (blocking, sent)
+    }
+
     /// Every change below this seq is answered by everyone it was sent to.
     fn committed(&self) -> u64 {
         self.pending.keys().next().copied().unwrap_or(self.next_seq)
