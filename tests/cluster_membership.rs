@@ -10,6 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::cluster::{all_active, node_args};
 use common::etcd::Etcd;
 use common::{wait_until, Keeld, KeeldOptions, WAIT};
 use reqwest::StatusCode;
@@ -24,16 +25,7 @@ const EXPIRY_SLACK: Duration = Duration::from_secs(3);
 
 fn start_node(etcd: &Etcd, i: usize) -> Keeld {
     Keeld::start(KeeldOptions {
-        extra_args: vec![
-            "--etcd-endpoints".into(),
-            etcd.client_url.clone(),
-            "--node-name".into(),
-            format!("node-{i}"),
-            "--failure-domain".into(),
-            format!("rack-{i}"),
-            "--replication-listen".into(),
-            "127.0.0.1:0".into(),
-        ],
+        extra_args: node_args(etcd, i, "127.0.0.1:0"),
         ..KeeldOptions::default()
     })
 }
@@ -49,11 +41,6 @@ fn state_of(k: &Keeld, name: &str) -> Option<String> {
         .iter()
         .find(|n| n["name"] == name)
         .and_then(|n| n["state"].as_str().map(str::to_owned))
-}
-
-fn all_active(k: &Keeld, count: usize) -> bool {
-    let nodes = nodes(k);
-    nodes.len() == count && nodes.iter().all(|n| n["state"] == "Active")
 }
 
 /// Runs keelctl against `k` and returns its standard output.

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{create_replicated_volume, optimized_node};
+use common::cluster::{all_active, create_replicated_volume, node_args, optimized_node};
 use common::etcd::Etcd;
 use common::history::{self, History, Observed, Outcome, Read, Write};
 use common::netns::Fabric;
@@ -70,16 +70,7 @@ fn start_node(fabric: &Fabric, etcd: &Etcd, i: usize) -> Keeld {
         insecure_http: true,
         listen_ip: ip.into(),
         netns: Some(fabric.netns(i).to_owned()),
-        extra_args: vec![
-            "--etcd-endpoints".into(),
-            etcd.client_url.clone(),
-            "--node-name".into(),
-            format!("node-{i}"),
-            "--failure-domain".into(),
-            format!("rack-{i}"),
-            "--replication-listen".into(),
-            SocketAddr::new(ip.into(), 4520).to_string(),
-        ],
+        extra_args: node_args(etcd, i, &SocketAddr::new(ip.into(), 4520).to_string()),
         ..KeeldOptions::default()
     });
     k.login();
@@ -308,12 +299,7 @@ fn a_partitioned_primary_acknowledges_nothing_after_its_lease_and_every_read_is_
     };
     let mut keelds: Vec<Keeld> = (0..3).map(|i| start_node(&fabric, &etcd, i)).collect();
     assert!(
-        wait_until(WAIT, || {
-            let a = keelds[0].get("/api/v2/nodes");
-            a.body["nodes"]
-                .as_array()
-                .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["state"] == "Active"))
-        }),
+        wait_until(WAIT, || all_active(&keelds[0], 3)),
         "the three nodes never all showed Active"
     );
     let ttl = lease_ttl(&keelds[0]);

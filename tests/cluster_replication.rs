@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::cluster::{create_replicated_volume, optimized_node};
+use common::cluster::{all_active, create_replicated_volume, node_args, optimized_node};
 use common::etcd::Etcd;
 use common::{pattern, wait_until, Keeld, KeeldOptions, WAIT};
 use nvmf_target::{AnaState, Lba};
@@ -27,6 +27,9 @@ const BLOCK: usize = 4096;
 /// How long a takeover may take: the lease TTL (5 s), etcd's expiry lag, one
 /// reconcile round and the new term's start. The aim is under 10 s.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(15);
+/// Writes the failover test has made when it kills the primary (which then
+/// dies with one in flight).
+const KILL_AFTER_WRITES: u64 = 200;
 
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
@@ -35,16 +38,7 @@ fn free_port() -> SocketAddr {
 }
 
 fn start_node(etcd: &Etcd, i: usize, more_args: Vec<String>) -> Keeld {
-    let mut extra_args = vec![
-        "--etcd-endpoints".into(),
-        etcd.client_url.clone(),
-        "--node-name".into(),
-        format!("node-{i}"),
-        "--failure-domain".into(),
-        format!("rack-{i}"),
-        "--replication-listen".into(),
-        free_port().to_string(),
-    ];
+    let mut extra_args = node_args(etcd, i, &free_port().to_string());
     extra_args.extend(more_args);
     let mut k = Keeld::start(KeeldOptions {
         extra_args,
@@ -62,12 +56,7 @@ fn cluster(etcd: &Etcd) -> Vec<Keeld> {
 fn cluster_with(etcd: &Etcd, more_args: impl Fn(usize) -> Vec<String>) -> Vec<Keeld> {
     let keelds: Vec<Keeld> = (0..3).map(|i| start_node(etcd, i, more_args(i))).collect();
     assert!(
-        wait_until(WAIT, || {
-            let a = keelds[0].get("/api/v2/nodes");
-            a.body["nodes"]
-                .as_array()
-                .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["state"] == "Active"))
-        }),
+        wait_until(WAIT, || all_active(&keelds[0], 3)),
         "the three nodes never all showed Active"
     );
     keelds
@@ -140,14 +129,23 @@ fn an_in_sync_replica_takes_over_from_a_killed_primary_with_every_acknowledged_w
     // Write for a while, then kill the primary under the load (another
     // thread kills it while the writer keeps going).
     let pid = keelds[primary].pid();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-        Instant::now()
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let killer = {
+        let written = written.clone();
+        std::thread::spawn(move || {
+            wait_until(WAIT, || {
+                written.load(std::sync::atomic::Ordering::SeqCst) >= KILL_AFTER_WRITES
+            });
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            Instant::now()
+        })
+    };
+    let (acked, in_flight) = write_until(&keelds[primary], nsid, 512, 1, |n| {
+        written.store(n, std::sync::atomic::Ordering::SeqCst);
+        false
     });
-    let (acked, in_flight) = write_until(&keelds[primary], nsid, 512, 1, |_| false);
     let killed_at = killer.join().expect("killer");
     keelds[primary].kill9();
     assert!(

@@ -27,7 +27,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::cluster::optimized_node as optimized_node_with;
+use common::cluster::{node_args, optimized_node as optimized_node_with};
 use common::etcd::Etcd;
 use common::{wait_until, Keeld, KeeldOptions, WAIT};
 use nvmf_target::AnaState;
@@ -59,18 +59,14 @@ fn start_node(etcd: &Etcd, i: usize) -> Keeld {
         .and_then(|l| l.local_addr())
         .expect("a free port");
     let mut k = Keeld::start(KeeldOptions {
-        extra_args: vec![
-            "--etcd-endpoints".into(),
-            etcd.client_url.clone(),
-            "--node-name".into(),
-            format!("node-{i}"),
-            "--failure-domain".into(),
-            format!("rack-{i}"),
-            "--replication-listen".into(),
-            replication.to_string(),
-            "--advertised-address".into(),
-            format!("{}:{}", guest::HOST_ADDR_IN_GUEST, guest_port(i)),
-        ],
+        extra_args: [
+            node_args(etcd, i, &replication.to_string()),
+            vec![
+                "--advertised-address".into(),
+                format!("{}:{}", guest::HOST_ADDR_IN_GUEST, guest_port(i)),
+            ],
+        ]
+        .concat(),
         ..KeeldOptions::default()
     });
     k.login();

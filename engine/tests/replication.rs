@@ -510,15 +510,21 @@ fn snapshots_are_taken_at_one_point_of_the_write_order() {
         vec![member(2, &b, true)],
         Vec::new(),
     ));
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let writer = {
         let volume = volume.clone();
+        let written = written.clone();
         std::thread::spawn(move || {
             for i in 0..400u64 {
                 write(&volume, i % 97, block(i)).expect("write");
+                written.fetch_add(1, Ordering::SeqCst);
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(5));
+    // Mid-stream: some writes are in, most are still to come.
+    wait_until("the writer is under way", || {
+        written.load(Ordering::SeqCst) >= 20
+    });
     volume.snapshot("snap-1").expect("snapshot");
     writer.join().expect("writer");
     let on_a = a
@@ -616,15 +622,23 @@ fn a_member_lost_for_good_is_replaced_and_rebuilt_in_full() {
     assert_same(&a, volume.volume(), &c.engine, c.volume(), 1024);
 }
 
-/// A replica that admits a stream, reports `uncertain`, then answers nothing.
-fn silent_replica(
-    uncertain: Vec<Extent>,
-) -> (SocketAddr, std::thread::JoinHandle<()>, Arc<AtomicBool>) {
+/// A replica that admits a stream, reports `uncertain`, then answers nothing;
+/// the flag it returns second goes up once a frame after the Hello arrived.
+type Silent = (
+    SocketAddr,
+    std::thread::JoinHandle<()>,
+    Arc<AtomicBool>,
+    Arc<AtomicBool>,
+);
+
+fn silent_replica(uncertain: Vec<Extent>) -> Silent {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let done = Arc::new(AtomicBool::new(false));
     let stop = done.clone();
+    let framed = Arc::new(AtomicBool::new(false));
+    let seen = framed.clone();
     let thread = std::thread::spawn(move || {
         let (mut socket, _) = listener.accept().expect("accept");
         let mut buf = [0u8; 4096];
@@ -643,17 +657,23 @@ fn silent_replica(
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))
             .expect("timeout");
+        let mut got = Vec::new();
         while !stop.load(Ordering::SeqCst) {
-            let _ = socket.read(&mut buf);
+            if let Ok(n) = socket.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            if matches!(Envelope::decode(&Bytes::from(got.clone())), Ok(Some(_))) {
+                seen.store(true, Ordering::SeqCst);
+            }
         }
     });
-    (addr, thread, done)
+    (addr, thread, done, framed)
 }
 
 #[test]
 fn a_new_term_serves_nothing_until_its_members_agree() {
     let cluster = Cluster::new(node(2), 2, &[node(2), node(3)]);
-    let (addr, silent, close) = silent_replica(vec![Extent { lba: 6, blocks: 1 }]);
+    let (addr, silent, close, copy_sent) = silent_replica(vec![Extent { lba: 6, blocks: 1 }]);
     let b = engine();
     let volume = primary(
         &b,
@@ -667,7 +687,10 @@ fn a_new_term_serves_nothing_until_its_members_agree() {
         }],
         Vec::new(),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The copy of block 6 is on its way and unanswered.
+    wait_until("the copy of block 6 is sent", || {
+        copy_sent.load(Ordering::SeqCst)
+    });
     assert!(volume.status().reconciling);
     assert!(
         !volume.may_serve(),

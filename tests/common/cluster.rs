@@ -66,3 +66,26 @@ pub fn optimized_node(
     });
     found
 }
+
+/// The flags that make a keeld node `i` of the cluster on `etcd`: its name
+/// `node-<i>`, failure domain `rack-<i>`, and replication listener.
+pub fn node_args(etcd: &super::etcd::Etcd, i: usize, replication_listen: &str) -> Vec<String> {
+    vec![
+        "--etcd-endpoints".into(),
+        etcd.client_url.clone(),
+        "--node-name".into(),
+        format!("node-{i}"),
+        "--failure-domain".into(),
+        format!("rack-{i}"),
+        "--replication-listen".into(),
+        replication_listen.to_owned(),
+    ]
+}
+
+/// True when `k`'s API lists exactly `count` nodes, all Active.
+pub fn all_active(k: &Keeld, count: usize) -> bool {
+    let answer = k.get("/api/v2/nodes");
+    answer.body["nodes"]
+        .as_array()
+        .is_some_and(|n| n.len() == count && n.iter().all(|n| n["state"] == "Active"))
+}
