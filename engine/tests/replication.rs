@@ -540,6 +540,83 @@ fn snapshots_are_taken_at_one_point_of_the_write_order() {
     assert_same(&a, volume.volume(), &b.engine, b.volume(), 128);
 }
 
+#[test]
+fn a_snapshot_is_taken_only_by_members_that_hold_every_block() {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2), node(3)]);
+    let b = Replica::start(&cluster);
+    let mut c = Replica::start(&cluster);
+    let a = engine();
+    let volume = primary(
+        &a,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true), member(3, &c, true)],
+        Vec::new(),
+    );
+    for i in 0..64u64 {
+        write(&volume, i, block(i)).expect("write");
+    }
+    c.stop();
+    write(&volume, 64, block(64)).expect("write while a member is away");
+    wait_until("the away member leaves the set", || {
+        !cluster.in_sync().contains(&node(3))
+    });
+    let holders = volume.snapshot("snap-1").expect("snapshot");
+    assert_eq!(holders, vec![node(2)]);
+    assert!(c.engine.volume_by_name("snap-1").is_none());
+    let on_a = a.volume_by_name("snap-1").expect("on the primary").id;
+    let on_b = b.engine.volume_by_name("snap-1").expect("on b").id;
+    assert_same(&a, on_a, &b.engine, on_b, 128);
+}
+
+#[test]
+fn a_rollback_reaches_every_member_and_one_that_was_away_is_rebuilt_whole() {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2), node(3)]);
+    let b = Replica::start(&cluster);
+    let mut c = Replica::start(&cluster);
+    let a = engine();
+    let volume = primary(
+        &a,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true), member(3, &c, true)],
+        Vec::new(),
+    );
+    for i in 0..256u64 {
+        write(&volume, i, block(i)).expect("write before the snapshot");
+    }
+    let holders = volume.snapshot("snap-1").expect("snapshot");
+    assert_eq!(holders.len(), 2);
+    for i in 0..128u64 {
+        write(&volume, i * 2, block(1_000 + i)).expect("write after the snapshot");
+    }
+    c.stop();
+    for i in 0..64u64 {
+        write(&volume, 1 + i * 2, block(2_000 + i)).expect("write while a member is away");
+    }
+    wait_until("the away member leaves the set", || {
+        !cluster.in_sync().contains(&node(3))
+    });
+    volume.rollback("snap-1").expect("rollback");
+    for i in 0..256u64 {
+        assert_eq!(
+            a.read_wait(volume.volume(), i, 1).expect("read"),
+            block(i),
+            "the primary reads block {i} as the snapshot held it"
+        );
+    }
+    assert_same(&a, volume.volume(), &b.engine, b.volume(), 1024);
+    // The away member holds writes the rollback undid that it never missed;
+    // only a full copy makes it agree.
+    c.restart(&cluster);
+    wait_until("the away member rejoins", || {
+        cluster.in_sync().contains(&node(3))
+    });
+    assert_same(&a, volume.volume(), &c.engine, c.volume(), 1024);
+}
+
 /// Sends one write of an old term straight to a replica, as a primary that
 /// dies right after would.
 fn raw_write(addr: SocketAddr, primary: NodeId, epoch: u64, lba: u64, data: Bytes) {

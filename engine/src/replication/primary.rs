@@ -199,9 +199,16 @@ struct Pending {
     blocking: u16,
     /// Members that were sent the change and have not answered.
     sent: u16,
+    /// Members that applied the change.
+    acked: u16,
     extent: Option<Extent>,
+    /// The change rewrites every block (a rollback): a member that does not
+    /// apply it lacks the whole volume.
+    whole_volume: bool,
     error: Option<IoError>,
     done: Option<WriteDone>,
+    /// Told `acked` when the change is answered (control changes).
+    acked_to: Option<Sender<u16>>,
 }
 
 /// One change to a replicated volume.
@@ -321,22 +328,40 @@ impl ReplicatedVolume {
         self.inner.submit(Change::Flush, done);
     }
 
-    /// Takes snapshot `name` of the volume on this node and every in-sync
-    /// member at one point of the write order: it holds every change
-    /// submitted before this call on every member and none submitted after.
-    pub fn snapshot(&self, name: &str) -> Result<(), IoError> {
+    /// Takes snapshot `name` of the volume on this node and on every member
+    /// that holds every block, at one point of the write order: it holds
+    /// every change submitted before this call and none submitted after.
+    /// Returns the members that took it; a member still catching up does
+    /// not (its copy would miss blocks), nor one that failed to.
+    pub fn snapshot(&self, name: &str) -> Result<Vec<NodeId>, IoError> {
         self.inner.ordered_control(Frame::Snapshot {
             committed: 0,
             name: name.to_owned(),
         })
     }
 
+    /// Makes the volume's content that of its snapshot `name` on this node
+    /// and every member, at one point of the write order. A member that
+    /// holds every block rolls back its own copy of the snapshot; any other
+    /// (or one that fails to) leaves the in-sync set before this returns and
+    /// is rebuilt from a full copy.
+    pub fn rollback(&self, name: &str) -> Result<(), IoError> {
+        self.inner
+            .ordered_control(Frame::Rollback {
+                committed: 0,
+                name: name.to_owned(),
+            })
+            .map(|_| ())
+    }
+
     /// Grows the volume to `size_bytes` on this node and every in-sync member.
     pub fn resize(&self, size_bytes: u64) -> Result<(), IoError> {
-        self.inner.ordered_control(Frame::Resize {
-            committed: 0,
-            size_bytes,
-        })
+        self.inner
+            .ordered_control(Frame::Resize {
+                committed: 0,
+                size_bytes,
+            })
+            .map(|_| ())
     }
 
     /// True while this term holds: not deposed, and the lease it started
@@ -481,9 +506,12 @@ impl Inner {
             Pending {
                 blocking,
                 sent,
+                acked: 0,
                 extent,
+                whole_volume: false,
                 error: None,
                 done: Some(done),
+                acked_to: None,
             },
         );
         drop(state);
@@ -499,10 +527,12 @@ impl Inner {
         }
     }
 
-    /// Runs a snapshot or resize at one point of the write order: no change
-    /// is submitted meanwhile, every earlier one is applied locally first, and
-    /// the frame goes to every attached member in order.
-    fn ordered_control(self: &Arc<Self>, frame: Frame) -> Result<(), IoError> {
+    /// Runs a snapshot, rollback or resize at one point of the write order:
+    /// no change is submitted meanwhile, every earlier one is applied locally
+    /// first, and the frame goes to the members in order. Returns the
+    /// members that applied it.
+    fn ordered_control(self: &Arc<Self>, frame: Frame) -> Result<Vec<NodeId>, IoError> {
+        let blocks = self.volume_blocks();
         let _gate = self.gate.write();
         let mut state = self.state.lock();
         if state.deposed || !self.authority.lease_valid() {
@@ -511,59 +541,96 @@ impl Inner {
         while state.pending.values().any(|p| p.sent & LOCAL != 0) {
             self.changed.wait_for(&mut state, Duration::from_millis(10));
         }
-        let local = match &frame {
-            Frame::Snapshot { name, .. } => match self.engine.create_snapshot(self.volume, name) {
-                Ok(_) => Ok(()),
-                Err(crate::VolumeError::Io(err)) => Err(err),
-                Err(_) => Err(IoError::Invalid("snapshot refused")),
-            },
-            Frame::Resize { size_bytes, .. } => {
-                match self.engine.resize_volume(self.volume, *size_bytes) {
-                    Ok(_) => Ok(()),
-                    Err(crate::VolumeError::Io(err)) => Err(err),
-                    Err(_) => Err(IoError::Invalid("resize refused")),
-                }
-            }
-            _ => Err(IoError::Invalid("not a control frame")),
-        };
-        local?;
+        self.apply_control_locally(&frame)?;
         let seq = state.next_seq;
         state.next_seq += 1;
         let committed = state.committed();
-        let frame = match frame {
-            Frame::Snapshot { name, .. } => Frame::Snapshot { committed, name },
-            Frame::Resize { size_bytes, .. } => Frame::Resize {
-                committed,
-                size_bytes,
-            },
-            other => other,
-        };
+        let frame = frame.with_committed(committed);
+        let whole_volume = matches!(frame, Frame::Rollback { .. });
         let envelope = Envelope {
             seq,
             epoch: self.config.epoch,
             frame,
         };
-        let (blocking, sent) = state.fan_out(&envelope, None);
-        // Nothing local is pending: the local part ran above.
-        let (blocking, sent) = (blocking & !LOCAL, sent & !LOCAL);
+        let (blocking, sent) = match &envelope.frame {
+            Frame::Snapshot { .. } => {
+                let sent = state.fan_out_to_whole(&envelope);
+                (sent, sent)
+            }
+            Frame::Rollback { .. } => {
+                let sent = state.fan_out_to_whole(&envelope);
+                let dropping = state.lose_the_rest(sent, blocks, &self.config.volume_name);
+                (sent | dropping, sent)
+            }
+            _ => {
+                let (blocking, sent) = state.fan_out(&envelope, None);
+                // Nothing local is pending: the local part ran above.
+                (blocking & !LOCAL, sent & !LOCAL)
+            }
+        };
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let (acked_tx, acked_rx) = crossbeam_channel::bounded(1);
         state.pending.insert(
             seq,
             Pending {
                 blocking,
                 sent,
+                acked: 0,
                 extent: None,
+                whole_volume,
                 error: None,
                 done: Some(Box::new(move |result| {
                     let _ = tx.send(result);
                 })),
+                acked_to: Some(acked_tx),
             },
         );
         let mut finished = Vec::new();
         self.settle(&mut state, seq, &mut finished);
         drop(state);
+        self.changed.notify_all();
         run_finished(finished);
-        rx.recv().unwrap_or(Err(IoError::NotPrimary))
+        rx.recv().unwrap_or(Err(IoError::NotPrimary))?;
+        let acked = acked_rx.try_recv().unwrap_or(0);
+        let state = self.state.lock();
+        Ok(state
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| acked & member_bit(*index) != 0)
+            .map(|(_, m)| m.node)
+            .collect())
+    }
+
+    /// The local part of a control change.
+    fn apply_control_locally(&self, frame: &Frame) -> Result<(), IoError> {
+        let refused = |err: crate::VolumeError, what: &'static str| match err {
+            crate::VolumeError::Io(err) => err,
+            _ => IoError::Invalid(what),
+        };
+        match frame {
+            Frame::Snapshot { name, .. } => self
+                .engine
+                .create_snapshot(self.volume, name)
+                .map(|_| ())
+                .map_err(|e| refused(e, "snapshot refused")),
+            Frame::Rollback { name, .. } => {
+                let snapshot = self
+                    .engine
+                    .volume_by_name(name)
+                    .ok_or(IoError::Invalid("no such snapshot"))?;
+                self.engine
+                    .revert_volume(self.volume, snapshot.id)
+                    .map(|_| ())
+                    .map_err(|e| refused(e, "rollback refused"))
+            }
+            Frame::Resize { size_bytes, .. } => self
+                .engine
+                .resize_volume(self.volume, *size_bytes)
+                .map(|_| ())
+                .map_err(|e| refused(e, "resize refused")),
+            _ => Err(IoError::Invalid("not a control frame")),
+        }
     }
 
     /// One part of change `seq` finished.
@@ -600,6 +667,9 @@ impl Inner {
                     }
                     None => Ok(()),
                 };
+                if let Some(acked_to) = pending.acked_to.take() {
+                    let _ = acked_to.send(pending.acked);
+                }
                 finished.push((done, result));
             }
             if pending.sent == 0 {
@@ -628,6 +698,7 @@ impl Inner {
                 let bit = member_bit(index);
                 pending.sent &= !bit;
                 pending.blocking &= !bit;
+                pending.acked |= bit;
                 self.settle(&mut state, seq, &mut finished);
             }
             finished
@@ -639,37 +710,14 @@ impl Inner {
     /// The link to member `index` failed: every change it did not answer is
     /// recorded as missed; an in-sync member starts dropping out of the set.
     fn link_failed(&self, index: usize, generation: u64) {
+        let blocks = self.volume_blocks();
         {
             let mut state = self.state.lock();
-            let State {
-                members, pending, ..
-            } = &mut *state;
-            let member = &mut members[index];
+            let member = &state.members[index];
             if member.link.as_ref().map(|l| l.generation) != Some(generation) {
                 return;
             }
-            if let Some(link) = member.link.take() {
-                let _ = link.socket.shutdown(Shutdown::Both);
-            }
-            let bit = member_bit(index);
-            for change in pending.values_mut() {
-                if change.sent & bit != 0 {
-                    change.sent &= !bit;
-                    if let Some(extent) = change.extent {
-                        member.missed.insert(extent);
-                    }
-                }
-            }
-            let written = std::mem::take(&mut member.written_since_attach);
-            member.missed.union_with(&written);
-            member.copies.clear();
-            member.state = match member.state {
-                MemberState::InSync | MemberState::Joining | MemberState::Dropping => {
-                    MemberState::Dropping
-                }
-                MemberState::Resyncing | MemberState::Detached => MemberState::Detached,
-            };
-            tracing::warn!(volume = %self.config.volume_name, member = %member.node, state = ?member.state, "replication link failed");
+            state.lose_link(index, blocks, &self.config.volume_name);
         }
         self.changed.notify_all();
     }
@@ -1107,6 +1155,86 @@ impl Inner {
 }
 
 impl State {
+    /// Member `index` is cut off: every change it did not answer is recorded
+    /// as missed (a rollback: every block); an in-sync member starts
+    /// dropping out of the set.
+    fn lose_link(&mut self, index: usize, volume_blocks: u64, volume_name: &str) {
+        let State {
+            members, pending, ..
+        } = self;
+        let member = &mut members[index];
+        if let Some(link) = member.link.take() {
+            let _ = link.socket.shutdown(Shutdown::Both);
+        }
+        let bit = member_bit(index);
+        for change in pending.values_mut() {
+            if change.sent & bit != 0 {
+                change.sent &= !bit;
+                if change.whole_volume {
+                    member.missed = BlockSet::full(volume_blocks);
+                } else if let Some(extent) = change.extent {
+                    member.missed.insert(extent);
+                }
+            }
+        }
+        let written = std::mem::take(&mut member.written_since_attach);
+        member.missed.union_with(&written);
+        member.copies.clear();
+        member.state = match member.state {
+            MemberState::InSync | MemberState::Joining | MemberState::Dropping => {
+                MemberState::Dropping
+            }
+            MemberState::Resyncing | MemberState::Detached => MemberState::Detached,
+        };
+        tracing::warn!(volume = %volume_name, member = %member.node, state = ?member.state, "replication link failed");
+    }
+
+    /// Sends `envelope` to every member that holds every block (so its own
+    /// copy of a snapshot is whole); returns them.
+    fn fan_out_to_whole(&mut self, envelope: &Envelope) -> u16 {
+        let mut bytes = None;
+        let mut sent = 0;
+        for (index, member) in self.members.iter().enumerate() {
+            let whole = matches!(member.state, MemberState::InSync | MemberState::Joining)
+                && member.missed.is_empty()
+                && member.copies.is_empty();
+            if let (true, Some(link)) = (whole, &member.link) {
+                let bytes = bytes.get_or_insert_with(|| envelope.to_bytes());
+                if link.frames.send(bytes.clone()).is_ok() {
+                    sent |= member_bit(index);
+                }
+            }
+        }
+        sent
+    }
+
+    /// Every member not in `sent` lacks the whole volume after a rollback:
+    /// it is cut off and rebuilt from a full copy. Returns the in-sync ones,
+    /// which must leave the in-sync set before the rollback is answered.
+    fn lose_the_rest(&mut self, sent: u16, volume_blocks: u64, volume_name: &str) -> u16 {
+        let mut dropping = 0;
+        for index in 0..self.members.len() {
+            let bit = member_bit(index);
+            if sent & bit != 0 {
+                continue;
+            }
+            if self.members[index].link.is_some() {
+                self.lose_link(index, volume_blocks, volume_name);
+            }
+            let member = &mut self.members[index];
+            member.missed = BlockSet::full(volume_blocks);
+            member.written_since_attach.clear();
+            member.copies.clear();
+            if matches!(member.state, MemberState::InSync | MemberState::Joining) {
+                member.state = MemberState::Dropping;
+            }
+            if member.state == MemberState::Dropping {
+                dropping |= bit;
+            }
+        }
+        dropping
+    }
+
     /// Sends `envelope` (a change to `extent`, if it changes blocks) to every
     /// attached member and records it as missed by the others; returns the
     /// parts that must answer before the host is (`blocking`) and those that

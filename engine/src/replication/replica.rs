@@ -465,8 +465,7 @@ fn apply_frames(
             if let Some(committed) = envelope.frame.committed() {
                 state.advance(committed);
             }
-            let extent = frame_extent(&envelope.frame, shared, volume);
-            if let Some(extent) = extent {
+            for extent in frame_extents(&envelope.frame, shared, volume) {
                 state.record(seq, extent);
             }
             if matches!(envelope.frame, Frame::Reconciled { .. }) {
@@ -511,6 +510,20 @@ fn apply_frames(
                 };
                 ack(result);
             }
+            Frame::Rollback { name: snapshot, .. } => {
+                // Exactly the frames before this one are rolled back.
+                in_flight.end();
+                in_flight.wait_idle();
+                in_flight.begin();
+                let result = match engine.volume_by_name(&snapshot) {
+                    Some(source) => engine.revert_volume(volume, source.id).map(|_| ()),
+                    None => Err(VolumeError::NotFound(snapshot.clone())),
+                };
+                if let Err(err) = &result {
+                    tracing::warn!(volume = %name, snapshot = %snapshot, error = %err, "replica rollback failed");
+                }
+                ack(result.map_err(|_| IoError::Invalid("rollback failed")));
+            }
             Frame::Resize { size_bytes, .. } => {
                 in_flight.end();
                 in_flight.wait_idle();
@@ -531,6 +544,18 @@ fn apply_frames(
         }
     }
     Ok(())
+}
+
+/// The extents a frame changes, in sectors: a rollback changes them all.
+fn frame_extents(frame: &Frame, shared: &Shared, volume: VolumeId) -> Vec<Extent> {
+    if let Frame::Rollback { .. } = frame {
+        let blocks = shared
+            .engine
+            .volume(volume)
+            .map_or(0, |v| v.size_bytes / u64::from(v.sector_size.bytes()));
+        return super::BlockSet::full(blocks).extents(u32::MAX);
+    }
+    frame_extent(frame, shared, volume).into_iter().collect()
 }
 
 /// The extent a frame changes, in sectors, if it changes blocks.

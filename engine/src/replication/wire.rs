@@ -144,6 +144,14 @@ pub enum Frame {
         /// The snapshot's engine name on every member.
         name: String,
     },
+    /// Make the volume's content that of its snapshot `name`, at exactly
+    /// this point of the write order.
+    Rollback {
+        /// As in `Write`.
+        committed: u64,
+        /// The snapshot's engine name on every member.
+        name: String,
+    },
     /// Grow the volume.
     Resize {
         /// As in `Write`.
@@ -206,6 +214,7 @@ const KIND_SNAPSHOT: u8 = 8;
 const KIND_RESIZE: u8 = 9;
 const KIND_RECONCILED: u8 = 10;
 const KIND_ACK: u8 = 11;
+const KIND_ROLLBACK: u8 = 12;
 
 impl Envelope {
     /// Appends the encoded frame to `out`.
@@ -287,6 +296,7 @@ impl Frame {
             Frame::Deallocate { .. } => KIND_DEALLOCATE,
             Frame::Flush { .. } => KIND_FLUSH,
             Frame::Snapshot { .. } => KIND_SNAPSHOT,
+            Frame::Rollback { .. } => KIND_ROLLBACK,
             Frame::Resize { .. } => KIND_RESIZE,
             Frame::Reconciled { .. } => KIND_RECONCILED,
             Frame::Ack { .. } => KIND_ACK,
@@ -301,6 +311,24 @@ impl Frame {
         }
     }
 
+    /// The frame carrying `watermark` as its committed watermark (frames
+    /// that carry none are returned as they are).
+    pub fn with_committed(mut self, watermark: u64) -> Frame {
+        match &mut self {
+            Frame::Write { committed, .. }
+            | Frame::Copy { committed, .. }
+            | Frame::WriteZeroes { committed, .. }
+            | Frame::Deallocate { committed, .. }
+            | Frame::Flush { committed }
+            | Frame::Snapshot { committed, .. }
+            | Frame::Rollback { committed, .. }
+            | Frame::Resize { committed, .. }
+            | Frame::Reconciled { committed } => *committed = watermark,
+            Frame::Hello { .. } | Frame::HelloAck { .. } | Frame::Ack { .. } => {}
+        }
+        self
+    }
+
     /// The committed watermark a primary frame carries.
     pub fn committed(&self) -> Option<u64> {
         match self {
@@ -310,6 +338,7 @@ impl Frame {
             | Frame::Deallocate { committed, .. }
             | Frame::Flush { committed }
             | Frame::Snapshot { committed, .. }
+            | Frame::Rollback { committed, .. }
             | Frame::Resize { committed, .. }
             | Frame::Reconciled { committed } => Some(*committed),
             Frame::Hello { .. } | Frame::HelloAck { .. } | Frame::Ack { .. } => None,
@@ -364,7 +393,7 @@ impl Frame {
             Frame::Flush { committed } | Frame::Reconciled { committed } => {
                 out.put_u64_le(*committed);
             }
-            Frame::Snapshot { committed, name } => {
+            Frame::Snapshot { committed, name } | Frame::Rollback { committed, name } => {
                 out.put_u64_le(*committed);
                 put_name(out, name);
             }
@@ -464,12 +493,20 @@ impl Frame {
                     Frame::Reconciled { committed }
                 }
             }
-            KIND_SNAPSHOT => {
-                let what = "snapshot";
+            KIND_SNAPSHOT | KIND_ROLLBACK => {
+                let what = if kind == KIND_SNAPSHOT {
+                    "snapshot"
+                } else {
+                    "rollback"
+                };
                 need(&body, 8, what)?;
                 let committed = body.get_u64_le();
                 let name = take_name(&mut body, what)?;
-                Frame::Snapshot { committed, name }
+                if kind == KIND_SNAPSHOT {
+                    Frame::Snapshot { committed, name }
+                } else {
+                    Frame::Rollback { committed, name }
+                }
             }
             KIND_RESIZE => {
                 need(&body, 16, "resize")?;
@@ -635,6 +672,8 @@ mod tests {
             any::<u64>().prop_map(|committed| Frame::Reconciled { committed }),
             (any::<u64>(), name())
                 .prop_map(|(committed, name)| Frame::Snapshot { committed, name }),
+            (any::<u64>(), name())
+                .prop_map(|(committed, name)| Frame::Rollback { committed, name }),
             (any::<u64>(), any::<u64>()).prop_map(|(committed, size_bytes)| Frame::Resize {
                 committed,
                 size_bytes
