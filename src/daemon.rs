@@ -17,6 +17,7 @@ use crate::cluster::authority::StreamAdmission;
 use crate::cluster::catalog::EtcdCatalogStore;
 use crate::cluster::membership::{ensure_cluster, NodeSpec};
 use crate::cluster::reconciler::{Reconciler, ReconcilerParts};
+use crate::cluster::snapshots::SnapshotStore;
 use crate::cluster::volumes::VolumeStore;
 use crate::cluster::{ClusterRecord, Etcd, Membership};
 use crate::config::{ClusterConfig, Config};
@@ -192,6 +193,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     engine.clone(),
                     membership.clone(),
                     VolumeStore::new(membership.etcd().clone()),
+                    SnapshotStore::new(membership.etcd().clone()),
                     runtime.handle().clone(),
                 );
                 (
@@ -301,6 +303,7 @@ fn start_replication(
     node: &NodeInfo,
 ) -> anyhow::Result<Replication> {
     let store = VolumeStore::new(membership.etcd().clone());
+    let snapshots = SnapshotStore::new(membership.etcd().clone());
     let listen = cluster.replication_listen.unwrap_or_else(|| {
         let ip = config.nvme.listen.first().map_or(
             std::net::Ipv4Addr::LOCALHOST.into(),
@@ -335,10 +338,13 @@ fn start_replication(
         subsystem: subsystem.clone(),
         membership: membership.clone(),
         store,
+        snapshots,
         replica_server: server.clone(),
         runtime: runtime.handle().clone(),
         resync_bytes_per_s: cluster.resync_mib_per_s.max(1) << 20,
         replace_after: std::time::Duration::from_secs(cluster.replica_replace_after_s),
+        clone_bytes_per_s: (config.pool.thick_clone_mib_per_s > 0)
+            .then_some(config.pool.thick_clone_mib_per_s << 20),
     })
     .context("cannot start the volume reconciler")?;
     Ok(Replication {

@@ -3,28 +3,35 @@
 //! node's reconciler acts on; node-local matters (scrub, pool figures, node
 //! identity) go to the node's own [`EngineControl`].
 //!
-//! Snapshots, clones and rollback of clustered volumes are refused with
-//! `Unsupported` until they run through the primary's write order on every
-//! replica (the engine can; the control path cannot reach the primary yet).
+//! Snapshots and rollbacks are requests in etcd that the volume's primary
+//! carries out at one point of the write order (see
+//! [`crate::cluster::snapshots`]); this port asks and waits for the answer.
+//! A clone is a volume record placed on nodes that hold the snapshot, each
+//! of which makes its replica from its own copy (thin, or by a local thick
+//! clone job).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+
 use engine::Engine;
 use mgmt_api::control::{
-    CloneJobId, CloneJobStatus, EngineSnapshot, EngineVolume, HostAcl, NodeInfo, NodeStatus,
-    PoolStats, ScrubReport, VolumeReplication, VolumeSpec, VolumeUsage,
+    CloneJobId, CloneJobState, CloneJobStatus, EngineSnapshot, EngineVolume, HostAcl, NodeInfo,
+    NodeStatus, PoolStats, ScrubReport, VolumeReplication, VolumeSpec, VolumeUsage,
 };
 use mgmt_api::{Control, ControlError};
 use uuid::Uuid;
 
 use super::EngineControl;
-use crate::cluster::volumes::{place, UpdateError, VolumeRecord, VolumeStore};
+use crate::cluster::snapshots::{RollbackRecord, SnapshotRecord, SnapshotState, SnapshotStore};
+use crate::cluster::volumes::{place, CloneSource, UpdateError, VolumeRecord, VolumeStore};
 use crate::cluster::{Membership, NodeState};
 
 /// How long a create waits for every placement node to hold its replica and
-/// the primary to serve.
+/// the primary to serve; also how long a snapshot or rollback waits for the
+/// primary's answer.
 const CREATE_WAIT: Duration = Duration::from_secs(20);
 
 /// [`Control`] for a node of a cluster.
@@ -33,16 +40,20 @@ pub struct ClusterControl {
     engine: Arc<Engine>,
     membership: Arc<Membership>,
     store: VolumeStore,
+    snapshots: SnapshotStore,
     runtime: tokio::runtime::Handle,
+    /// Thick clone jobs cancelled through this node.
+    cancelled: Mutex<HashSet<u64>>,
 }
 
 impl ClusterControl {
-    /// Volume operations through `store`; the rest through `local`.
+    /// Volume operations through `store` and `snapshots`; the rest through `local`.
     pub fn new(
         local: EngineControl,
         engine: Arc<Engine>,
         membership: Arc<Membership>,
         store: VolumeStore,
+        snapshots: SnapshotStore,
         runtime: tokio::runtime::Handle,
     ) -> ClusterControl {
         ClusterControl {
@@ -50,7 +61,9 @@ impl ClusterControl {
             engine,
             membership,
             store,
+            snapshots,
             runtime,
+            cancelled: Mutex::new(HashSet::new()),
         }
     }
 
@@ -79,10 +92,148 @@ impl ClusterControl {
         }
     }
 
-    fn unsupported() -> ControlError {
-        ControlError::Unsupported(
-            "snapshots, clones and rollback of volumes on a clustered node".into(),
-        )
+    fn snapshot_record(&self, snapshot: Uuid) -> Result<SnapshotRecord, ControlError> {
+        match self.runtime.block_on(self.snapshots.get(snapshot)) {
+            Ok(Some(record)) if record.state == SnapshotState::Ready => Ok(record),
+            Ok(_) => Err(ControlError::NotFound(snapshot)),
+            Err(err) => Err(Self::unavailable(err)),
+        }
+    }
+
+    /// Marks `snapshot` for deletion by its holders (and deletes the record
+    /// when no node holds a copy).
+    fn retire_snapshot(&self, snapshot: Uuid) -> Result<(), ControlError> {
+        let result = self.runtime.block_on(async {
+            let record = self
+                .snapshots
+                .update(snapshot, |r| {
+                    r.state = SnapshotState::Deleting;
+                    Ok::<(), ()>(())
+                })
+                .await?;
+            if record.holders.is_empty() {
+                self.snapshots.delete(snapshot).await?;
+            }
+            Ok::<(), UpdateError<()>>(())
+        });
+        match result {
+            Ok(()) | Err(UpdateError::Refused(())) => Ok(()),
+            Err(UpdateError::Missing) => Err(ControlError::NotFound(snapshot)),
+            Err(UpdateError::Store(err)) => Err(Self::unavailable(err)),
+        }
+    }
+
+    /// The record of a new volume placed on `placement` (primary first).
+    fn new_record(
+        spec: &VolumeSpec,
+        placement: Vec<Uuid>,
+        clone_of: Option<CloneSource>,
+    ) -> VolumeRecord {
+        VolumeRecord {
+            uuid: spec.uuid,
+            size_bytes: spec.size_bytes,
+            sector_bytes: spec.sector_size_bytes,
+            compression: spec.compression,
+            replica_count: spec.replica_count,
+            primary: placement[0],
+            in_sync: placement.clone(),
+            placement,
+            epoch: 0,
+            nsid: None,
+            acl: Some(Vec::new()),
+            clone_of,
+        }
+    }
+
+    /// Stores `record`; with `wait`, answers once its nodes serve it (and
+    /// takes it back if they do not).
+    fn store_record(&self, record: &VolumeRecord, wait: bool) -> Result<(), ControlError> {
+        let created = self
+            .runtime
+            .block_on(self.store.create(record))
+            .map_err(Self::unavailable)?;
+        if !created {
+            return Err(ControlError::AlreadyExists(record.uuid));
+        }
+        if wait {
+            if let Err(err) = self.wait_until_served(record.uuid) {
+                let _ = self.runtime.block_on(self.store.delete(record.uuid));
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a clone of `snapshot` with `replicas` replicas goes: active
+    /// nodes holding the snapshot, the source volume's primary first.
+    fn clone_placement(
+        &self,
+        snapshot: &SnapshotRecord,
+        replicas: u32,
+    ) -> Result<Vec<Uuid>, ControlError> {
+        let nodes = self
+            .runtime
+            .block_on(self.membership.nodes())
+            .map_err(Self::unavailable)?;
+        let alive: BTreeSet<Uuid> = nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Active)
+            .map(|n| n.record.uuid)
+            .collect();
+        let source_primary = self
+            .runtime
+            .block_on(self.store.get(snapshot.volume))
+            .ok()
+            .flatten()
+            .map(|(r, _)| r.primary);
+        let mut candidates: Vec<Uuid> = snapshot
+            .holders
+            .iter()
+            .copied()
+            .filter(|n| alive.contains(n))
+            .collect();
+        candidates.sort_by_key(|n| Some(*n) != source_primary);
+        if candidates.len() < replicas as usize {
+            return Err(ControlError::InvalidArgument(format!(
+                "{replicas} replicas need {replicas} active nodes holding snapshot {}; {} do",
+                snapshot.uuid,
+                candidates.len()
+            )));
+        }
+        candidates.truncate(replicas as usize);
+        Ok(candidates)
+    }
+
+    /// Waits for the answer to `volume`'s rollback request `request`.
+    fn wait_for_rollback(&self, volume: Uuid, request: Uuid) -> Result<(), ControlError> {
+        let deadline = Instant::now() + CREATE_WAIT;
+        loop {
+            let current = self
+                .runtime
+                .block_on(self.snapshots.rollback(volume))
+                .map_err(Self::unavailable)?;
+            match current {
+                Some(r) if r.request == request => {
+                    if let Some(outcome) = r.outcome {
+                        let _ = self
+                            .runtime
+                            .block_on(self.snapshots.delete_rollback(volume));
+                        return outcome.map_err(ControlError::Unavailable);
+                    }
+                }
+                _ => {
+                    return Err(ControlError::Internal(format!(
+                        "volume {volume}: the rollback request vanished"
+                    )))
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ControlError::Unavailable(format!(
+                    "volume {volume}: its primary did not roll it back within {CREATE_WAIT:?}; it may still"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until every placement node holds its replica and the primary
@@ -112,6 +263,12 @@ impl ClusterControl {
     }
 }
 
+/// The job id of the thick clone making volume `clone`: any node's API can
+/// follow the job, since the id names the clone's record.
+fn job_of(clone: Uuid) -> CloneJobId {
+    CloneJobId(clone.as_u64_pair().0)
+}
+
 impl Control for ClusterControl {
     fn create_volume(&self, spec: &VolumeSpec) -> Result<(), ControlError> {
         let nodes = self
@@ -120,31 +277,7 @@ impl Control for ClusterControl {
             .map_err(Self::unavailable)?;
         let placement = place(&nodes, spec.replica_count)
             .map_err(|err| ControlError::InvalidArgument(err.to_string()))?;
-        let record = VolumeRecord {
-            uuid: spec.uuid,
-            size_bytes: spec.size_bytes,
-            sector_bytes: spec.sector_size_bytes,
-            compression: spec.compression,
-            replica_count: spec.replica_count,
-            primary: placement[0],
-            in_sync: placement.clone(),
-            placement,
-            epoch: 0,
-            nsid: None,
-            acl: Some(Vec::new()),
-        };
-        let created = self
-            .runtime
-            .block_on(self.store.create(&record))
-            .map_err(Self::unavailable)?;
-        if !created {
-            return Err(ControlError::AlreadyExists(spec.uuid));
-        }
-        if let Err(err) = self.wait_until_served(spec.uuid) {
-            let _ = self.runtime.block_on(self.store.delete(spec.uuid));
-            return Err(err);
-        }
-        Ok(())
+        self.store_record(&Self::new_record(spec, placement, None), true)
     }
 
     fn grow_volume(&self, volume: Uuid, size_bytes: u64) -> Result<(), ControlError> {
@@ -192,7 +325,18 @@ impl Control for ClusterControl {
     }
 
     fn list_snapshots(&self) -> Result<Vec<EngineSnapshot>, ControlError> {
-        Ok(Vec::new())
+        let records = self
+            .runtime
+            .block_on(self.snapshots.list())
+            .map_err(Self::unavailable)?;
+        Ok(records
+            .into_iter()
+            .filter(|r| r.state == SnapshotState::Ready)
+            .map(|r| EngineSnapshot {
+                uuid: r.uuid,
+                size_bytes: r.size_bytes,
+            })
+            .collect())
     }
 
     fn volume_usage(&self, volume: Uuid) -> Result<VolumeUsage, ControlError> {
@@ -207,37 +351,191 @@ impl Control for ClusterControl {
         self.local.pool_stats()
     }
 
-    fn create_snapshot(&self, _volume: Uuid, _snapshot: Uuid) -> Result<(), ControlError> {
-        Err(Self::unsupported())
+    fn create_snapshot(&self, volume: Uuid, snapshot: Uuid) -> Result<(), ControlError> {
+        let record = self.record(volume)?;
+        let asked = SnapshotRecord {
+            uuid: snapshot,
+            volume,
+            size_bytes: record.size_bytes,
+            state: SnapshotState::Creating,
+            claimed_at_epoch: None,
+            holders: Vec::new(),
+        };
+        let created = self
+            .runtime
+            .block_on(self.snapshots.create(&asked))
+            .map_err(Self::unavailable)?;
+        if !created {
+            return Err(ControlError::AlreadyExists(snapshot));
+        }
+        let deadline = Instant::now() + CREATE_WAIT;
+        let failure = loop {
+            let current = self
+                .runtime
+                .block_on(self.snapshots.get(snapshot))
+                .map_err(Self::unavailable)?;
+            match current.map(|r| r.state) {
+                Some(SnapshotState::Ready) => return Ok(()),
+                Some(SnapshotState::Creating) => {}
+                Some(SnapshotState::Failed(why)) => break why,
+                Some(SnapshotState::Deleting) | None => {
+                    return Err(ControlError::Internal(format!(
+                        "snapshot {snapshot} was deleted while it was taken"
+                    )))
+                }
+            }
+            if Instant::now() >= deadline {
+                break format!("the primary did not take it within {CREATE_WAIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Whatever copies were made go with the record.
+        let _ = self.retire_snapshot(snapshot);
+        Err(ControlError::Unavailable(format!(
+            "snapshot {snapshot} of volume {volume}: {failure}"
+        )))
     }
 
-    fn delete_snapshot(&self, _snapshot: Uuid) -> Result<(), ControlError> {
-        Err(Self::unsupported())
+    fn delete_snapshot(&self, snapshot: Uuid) -> Result<(), ControlError> {
+        self.snapshot_record(snapshot)?;
+        self.retire_snapshot(snapshot)
     }
 
-    fn create_clone(&self, _snapshot: Uuid, _clone: &VolumeSpec) -> Result<(), ControlError> {
-        Err(Self::unsupported())
+    fn create_clone(&self, snapshot: Uuid, clone: &VolumeSpec) -> Result<(), ControlError> {
+        let source = self.snapshot_record(snapshot)?;
+        let placement = self.clone_placement(&source, clone.replica_count)?;
+        let clone_of = CloneSource {
+            snapshot,
+            thick: false,
+            verify: false,
+        };
+        self.store_record(&Self::new_record(clone, placement, Some(clone_of)), true)
     }
 
-    fn rollback_volume(&self, _volume: Uuid, _snapshot: Uuid) -> Result<(), ControlError> {
-        Err(Self::unsupported())
+    fn rollback_volume(&self, volume: Uuid, snapshot: Uuid) -> Result<(), ControlError> {
+        let record = self.record(volume)?;
+        let source = self.snapshot_record(snapshot)?;
+        let lineage_root = match record.clone_of {
+            Some(of) => self
+                .runtime
+                .block_on(self.snapshots.get(of.snapshot))
+                .map_err(Self::unavailable)?
+                .map(|s| s.volume),
+            None => None,
+        };
+        if source.volume != volume && Some(source.volume) != lineage_root {
+            return Err(ControlError::InvalidArgument(format!(
+                "snapshot {snapshot} is not of volume {volume} or of the volume it was cloned from"
+            )));
+        }
+        let request = RollbackRecord {
+            request: Uuid::new_v4(),
+            snapshot,
+            claimed_at_epoch: None,
+            outcome: None,
+        };
+        let mut made = self
+            .runtime
+            .block_on(self.snapshots.request_rollback(volume, &request))
+            .map_err(Self::unavailable)?;
+        if !made {
+            // An answered request its asker never collected is cleared; one
+            // still open means a rollback is under way.
+            let stale = self
+                .runtime
+                .block_on(self.snapshots.rollback(volume))
+                .map_err(Self::unavailable)?
+                .is_some_and(|r| r.outcome.is_some());
+            if stale {
+                let _ = self
+                    .runtime
+                    .block_on(self.snapshots.delete_rollback(volume));
+                made = self
+                    .runtime
+                    .block_on(self.snapshots.request_rollback(volume, &request))
+                    .map_err(Self::unavailable)?;
+            }
+        }
+        if !made {
+            return Err(ControlError::Busy(format!(
+                "volume {volume}: another rollback is under way"
+            )));
+        }
+        self.wait_for_rollback(volume, request.request)
     }
 
     fn start_clone_job(
         &self,
-        _snapshot: Uuid,
-        _clone: &VolumeSpec,
-        _verify: bool,
+        snapshot: Uuid,
+        clone: &VolumeSpec,
+        verify: bool,
     ) -> Result<CloneJobId, ControlError> {
-        Err(Self::unsupported())
+        let source = self.snapshot_record(snapshot)?;
+        let placement = self.clone_placement(&source, clone.replica_count)?;
+        let clone_of = CloneSource {
+            snapshot,
+            thick: true,
+            verify,
+        };
+        self.store_record(&Self::new_record(clone, placement, Some(clone_of)), false)?;
+        Ok(job_of(clone.uuid))
     }
 
-    fn clone_job_status(&self, _job: CloneJobId) -> Result<CloneJobStatus, ControlError> {
-        Err(Self::unsupported())
+    fn clone_job_status(&self, job: CloneJobId) -> Result<CloneJobStatus, ControlError> {
+        let records = self
+            .runtime
+            .block_on(self.store.list())
+            .map_err(Self::unavailable)?;
+        let record = match records.into_iter().find(|r| job_of(r.uuid) == job) {
+            Some(record) => record,
+            None => {
+                let state = if self.cancelled.lock().contains(&job.0) {
+                    CloneJobState::Cancelled
+                } else {
+                    CloneJobState::Failed(format!("the clone of job {job} was deleted"))
+                };
+                return Ok(CloneJobStatus {
+                    state,
+                    copied_bytes: 0,
+                    total_bytes: 0,
+                });
+            }
+        };
+        let clone = record.uuid;
+        let marks = self
+            .runtime
+            .block_on(self.store.replica_marks())
+            .map_err(Self::unavailable)?;
+        let made = record
+            .placement
+            .iter()
+            .filter(|n| marks.contains(&(clone, **n)))
+            .count() as u64;
+        let nodes = record.placement.len().max(1) as u64;
+        let done = made == nodes && record.epoch > 0;
+        Ok(CloneJobStatus {
+            state: if done {
+                CloneJobState::Completed
+            } else {
+                CloneJobState::Running
+            },
+            copied_bytes: record.size_bytes / nodes * made,
+            total_bytes: record.size_bytes,
+        })
     }
 
-    fn cancel_clone_job(&self, _job: CloneJobId) -> Result<(), ControlError> {
-        Err(Self::unsupported())
+    fn cancel_clone_job(&self, job: CloneJobId) -> Result<(), ControlError> {
+        let records = self
+            .runtime
+            .block_on(self.store.list())
+            .map_err(Self::unavailable)?;
+        let Some(record) = records.into_iter().find(|r| job_of(r.uuid) == job) else {
+            return Err(ControlError::Internal(format!("no clone job {job}")));
+        };
+        self.cancelled.lock().insert(job.0);
+        self.runtime
+            .block_on(self.store.delete(record.uuid))
+            .map_err(Self::unavailable)
     }
 
     fn start_scrub(&self) -> Result<bool, ControlError> {

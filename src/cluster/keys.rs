@@ -11,6 +11,8 @@
 //! | `/keel/volumes/<volume-uuid>` | [`VolumeRecord`](super::volumes::VolumeRecord) as JSON: placement, primary, epoch, in-sync set, nsid, ACL | made by the node whose API created the volume; changed only by compare-and-swap on its revision; deleted with the volume |
 //! | `/keel/replicas/<volume-uuid>/<node-uuid>` | empty | made by a placement node once its replica exists; deleted with it |
 //! | `/keel/progress/<volume-uuid>` | `{done_blocks, total_blocks}` of the volume's running resync or rebuild | written by the primary while a member catches up; deleted when none does |
+//! | `/keel/snapshots/<snapshot-uuid>` | [`SnapshotRecord`](super::snapshots::SnapshotRecord) as JSON: volume, state, holders | made by the node whose API asked for the snapshot; taken and marked Ready by the volume's primary; marked Deleting by an API, and deleted by the last holder to drop its copy |
+//! | `/keel/rollbacks/<volume-uuid>` | [`RollbackRecord`](super::snapshots::RollbackRecord) as JSON: snapshot, claim, outcome | made by the node whose API asked for the rollback; carried out and answered by the volume's primary; deleted by the asker once answered |
 //! | `/keel/catalog` | the REST catalog (projects, volumes, workflows) as JSON | written under `/keel/catalog-lock` by whichever node's API changes it |
 //! | `/keel/catalog-lock` | the holder's node UUID | attached to the holder's lease; made by create-if-absent, deleted when the change is stored |
 //!
@@ -47,6 +49,21 @@ pub const VOLUMES_PREFIX: &str = "/keel/volumes/";
 /// Prefix of the keys that say a node holds its replica of a volume:
 /// `/keel/replicas/<volume>/<node>`.
 pub const REPLICAS_PREFIX: &str = "/keel/replicas/";
+
+/// Prefix of the snapshot records: `/keel/snapshots/<snapshot>`.
+pub const SNAPSHOTS_PREFIX: &str = "/keel/snapshots/";
+/// Prefix of the rollback requests: `/keel/rollbacks/<volume>`.
+pub const ROLLBACKS_PREFIX: &str = "/keel/rollbacks/";
+
+/// The record of snapshot `snapshot`.
+pub fn snapshot(snapshot: Uuid) -> String {
+    format!("{SNAPSHOTS_PREFIX}{snapshot}")
+}
+
+/// The rollback request of volume `volume`.
+pub fn rollback(volume: Uuid) -> String {
+    format!("{ROLLBACKS_PREFIX}{volume}")
+}
 
 /// The record of volume `volume`.
 pub fn volume(volume: Uuid) -> String {

@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod keys;
 pub mod membership;
 pub mod reconciler;
+pub mod snapshots;
 pub mod volumes;
 
 pub use etcd::{Etcd, EtcdError, KeepAlive, Lease, LeaseClock, LeaseId, Revision, WatchEvent};

@@ -14,7 +14,14 @@
 //!   epoch this node itself just wrote (so no term ever reuses an epoch), and
 //!   stops a term the record no longer names or whose lease was lost;
 //! - exposes the namespace with the same nsid and UUID as every other node,
-//!   ANA optimized while a term runs here and inaccessible otherwise.
+//!   ANA optimized while a term runs here and inaccessible otherwise;
+//! - as primary, takes the snapshots and carries out the rollbacks asked for
+//!   in etcd ([`super::snapshots`]); as a holder, drops its copy of a
+//!   snapshot being deleted.
+//!
+//! A clone's replica is made from this node's own copy of the snapshot: at
+//! once for a thin clone, by a local thick clone job for a thick one (the
+//! replica is marked only when the job completed).
 //!
 //! **Invariant:** the namespace is made optimized only after its term
 //! serves it, and the term is stopped only after the namespace is made
@@ -30,12 +37,15 @@ use std::time::{Duration, Instant};
 use engine::replication::{
     Deposed, MemberSpec, MemberState, NodeId, PrimaryConfig, ReplicaServer, ReplicatedVolume,
 };
-use engine::{Engine, SectorSize, VolumeOptions};
+use engine::{
+    CloneState, Engine, SectorSize, ThickCloneOptions, VolumeId, VolumeKind, VolumeOptions,
+};
 use nvmf_target::{AnaState, HostAcl, NamespaceOptions, Subsystem};
 use uuid::Uuid;
 
 use super::authority::TermAuthority;
 use super::membership::{Membership, NodeState, NodeView};
+use super::snapshots::{RollbackRecord, SnapshotRecord, SnapshotState, SnapshotStore};
 use super::volumes::{replacement, Progress, UpdateError, VolumeRecord, VolumeStore};
 use crate::adapters::ClusterNamespace;
 
@@ -58,6 +68,8 @@ pub struct ReconcilerParts {
     pub membership: Arc<Membership>,
     /// The volume records.
     pub store: VolumeStore,
+    /// The snapshot records and rollback requests.
+    pub snapshots: SnapshotStore,
     /// This node's replica side.
     pub replica_server: Arc<ReplicaServer>,
     /// The control plane's runtime, for etcd requests.
@@ -67,6 +79,8 @@ pub struct ReconcilerParts {
     /// How long a replica's node may be down before the primary rebuilds
     /// the replica on another node.
     pub replace_after: Duration,
+    /// Pace of thick clone jobs (None: unpaced).
+    pub clone_bytes_per_s: Option<u64>,
 }
 
 /// The running reconciler; stops (and stops every term) when dropped.
@@ -90,6 +104,7 @@ impl Reconciler {
                         peers: Vec::new(),
                         down_since: HashMap::new(),
                         orphans: BTreeSet::new(),
+                        cloning: HashMap::new(),
                     };
                     while !stop.load(Ordering::Acquire) {
                         state.round();
@@ -122,6 +137,8 @@ struct State {
     down_since: HashMap<Uuid, Instant>,
     /// Local replicas no record places here, seen last round.
     orphans: BTreeSet<Uuid>,
+    /// Replicas a local thick clone job is still filling.
+    cloning: HashMap<Uuid, VolumeId>,
 }
 
 /// One volume this node holds a replica of.
@@ -149,6 +166,8 @@ struct View {
     alive: BTreeSet<Uuid>,
     replication: BTreeMap<Uuid, SocketAddr>,
     marks: BTreeSet<(Uuid, Uuid)>,
+    snapshots: Vec<SnapshotRecord>,
+    rollbacks: Vec<(Uuid, RollbackRecord)>,
 }
 
 impl State {
@@ -162,9 +181,11 @@ impl State {
             let records = self.parts.store.list().await?;
             let nodes = self.parts.membership.nodes().await?;
             let marks = self.parts.store.replica_marks().await?;
-            Ok::<_, super::MembershipError>((records, nodes, marks))
+            let snapshots = self.parts.snapshots.list().await?;
+            let rollbacks = self.parts.snapshots.rollbacks().await?;
+            Ok::<_, super::MembershipError>((records, nodes, marks, snapshots, rollbacks))
         });
-        let (records, nodes, marks) = match read {
+        let (records, nodes, marks, snapshots, rollbacks) = match read {
             Ok(read) => read,
             Err(err) => {
                 tracing::debug!(error = %err, "reconcile round skipped: cluster store unreachable");
@@ -205,6 +226,8 @@ impl State {
                 })
                 .collect(),
             marks,
+            snapshots,
+            rollbacks,
         };
         let mut wanted = BTreeSet::new();
         for record in records {
@@ -224,7 +247,74 @@ impl State {
         for volume in gone {
             self.remove(volume);
         }
+        self.abandon_clones(&wanted);
         self.remove_orphans(&wanted, &view);
+        self.drop_retired_snapshots(&view);
+    }
+
+    /// Stops the thick clone jobs of replicas no record places here any more
+    /// (the clone was cancelled or deleted) and deletes what they filled.
+    fn abandon_clones(&mut self, wanted: &BTreeSet<Uuid>) {
+        let engine = &self.parts.engine;
+        self.cloning.retain(|volume, id| {
+            if wanted.contains(volume) {
+                return true;
+            }
+            if let Some(job) = engine.clone_job(*id) {
+                job.cancel();
+                job.wait(Duration::from_secs(10));
+            }
+            match engine.delete_volume(*id) {
+                Ok(()) => tracing::info!(%volume, "deleted an abandoned clone replica"),
+                Err(err) => {
+                    tracing::warn!(%volume, error = %err, "cannot delete an abandoned clone replica")
+                }
+            }
+            false
+        });
+    }
+
+    /// Drops this node's copy of every snapshot being deleted (or that
+    /// failed), leaves its holder list, and deletes a deleted snapshot's
+    /// record once no node holds it.
+    fn drop_retired_snapshots(&mut self, view: &View) {
+        let me = self.me();
+        let engine = &self.parts.engine;
+        for snapshot in &view.snapshots {
+            let retired = matches!(
+                snapshot.state,
+                SnapshotState::Deleting | SnapshotState::Failed(_)
+            );
+            if !retired || !snapshot.holders.contains(&me) {
+                continue;
+            }
+            if let Some(info) = engine.volume_by_name(&snapshot.uuid.to_string()) {
+                if info.kind != VolumeKind::Snapshot {
+                    continue;
+                }
+                if let Err(err) = engine.delete_volume(info.id) {
+                    tracing::warn!(snapshot = %snapshot.uuid, error = %err, "cannot drop the local copy of a snapshot");
+                    continue;
+                }
+                tracing::info!(snapshot = %snapshot.uuid, "dropped the local copy of a deleted snapshot");
+            }
+            let store = &self.parts.snapshots;
+            let result = self.parts.runtime.block_on(async {
+                let left = store
+                    .update(snapshot.uuid, |r| {
+                        r.holders.retain(|n| *n != me);
+                        Ok::<(), ()>(())
+                    })
+                    .await?;
+                if left.holders.is_empty() && left.state == SnapshotState::Deleting {
+                    store.delete(snapshot.uuid).await?;
+                }
+                Ok::<(), UpdateError<()>>(())
+            });
+            if let Err(err) = result {
+                tracing::warn!(snapshot = %snapshot.uuid, error = %err, "cannot update the snapshot's holders");
+            }
+        }
     }
 
     /// Deletes local replicas whose record no longer places them here (the
@@ -261,7 +351,9 @@ impl State {
 
     fn reconcile(&mut self, mut record: VolumeRecord, view: &View) -> anyhow::Result<()> {
         let me = self.me();
-        self.ensure_replica(&record, view)?;
+        if !self.ensure_replica(&record, view)? {
+            return Ok(());
+        }
         if record.successor(&view.alive) == Some(me) && self.lease_valid() {
             let dead = record.primary;
             let epoch = record.epoch;
@@ -306,6 +398,8 @@ impl State {
                 self.grow_term(&record)?;
                 self.replace_lost_members(&record, view)?;
                 self.publish_progress(record.uuid)?;
+                self.take_snapshots(&record, view);
+                self.roll_back(&record, view);
             }
         } else {
             self.stop_term(record.uuid);
@@ -336,33 +430,39 @@ impl State {
     }
 
     /// The local engine volume exists with at least the record's size, and
-    /// etcd knows it does.
-    fn ensure_replica(&mut self, record: &VolumeRecord, _view: &View) -> anyhow::Result<()> {
-        let engine = &self.parts.engine;
+    /// etcd knows it does. False while a thick clone job still fills it.
+    fn ensure_replica(&mut self, record: &VolumeRecord, _view: &View) -> anyhow::Result<bool> {
+        let engine = self.parts.engine.clone();
         let name = record.uuid.to_string();
-        let sector = SectorSize::from_bytes(record.sector_bytes)
-            .ok_or_else(|| anyhow::anyhow!("sector size {}", record.sector_bytes))?;
         let info = match engine.volume_by_name(&name) {
-            Some(info) => info,
-            None => {
-                tracing::info!(volume = %record.uuid, size = record.size_bytes, "creating the local replica");
-                engine.create_volume_with_options(
-                    &name,
-                    record.size_bytes,
-                    sector,
-                    VolumeOptions {
-                        compression: record.compression,
-                    },
-                )?
+            Some(info) if !info.complete => {
+                let job = engine.clone_job(info.id).map(|job| job.progress().state);
+                match job {
+                    Some(CloneState::Running) => return Ok(false),
+                    Some(CloneState::Completed) => info,
+                    other => {
+                        // Failed, cancelled, or lost with a restart: start over.
+                        tracing::warn!(volume = %record.uuid, state = ?other, "a local thick clone did not finish; starting it again");
+                        engine.delete_volume(info.id)?;
+                        self.cloning.remove(&record.uuid);
+                        return Ok(false);
+                    }
+                }
             }
+            Some(info) => info,
+            None => match self.make_replica(record)? {
+                Some(info) => info,
+                None => return Ok(false),
+            },
         };
+        self.cloning.remove(&record.uuid);
         if info.compression != record.compression {
             engine.set_compression(info.id, record.compression)?;
         }
         let me = self.me();
         let served = self.served.entry(record.uuid).or_insert_with(|| Served {
             namespace: Arc::new(ClusterNamespace::new(
-                engine.clone(),
+                engine,
                 info.id,
                 info.sector_size,
                 *record.uuid.as_bytes(),
@@ -381,7 +481,218 @@ impl State {
                 .block_on(self.parts.store.mark_replica(record.uuid, me))?;
             served.marked = true;
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Makes the local replica: empty, or from this node's copy of the
+    /// snapshot a clone is made from. `None` while a thick clone job fills it.
+    fn make_replica(
+        &mut self,
+        record: &VolumeRecord,
+    ) -> anyhow::Result<Option<engine::VolumeInfo>> {
+        let engine = &self.parts.engine;
+        let name = record.uuid.to_string();
+        let sector = SectorSize::from_bytes(record.sector_bytes)
+            .ok_or_else(|| anyhow::anyhow!("sector size {}", record.sector_bytes))?;
+        let source = record.clone_of.and_then(|of| {
+            engine
+                .volume_by_name(&of.snapshot.to_string())
+                .filter(|s| s.kind == VolumeKind::Snapshot)
+                .map(|s| (of, s))
+        });
+        let Some((of, snapshot)) = source else {
+            if record.clone_of.is_some() && record.epoch == 0 {
+                anyhow::bail!("this node holds no copy of the snapshot the clone is made from");
+            }
+            // A new volume, or a replica rebuilt from a full copy.
+            tracing::info!(volume = %record.uuid, size = record.size_bytes, "creating the local replica");
+            return Ok(Some(engine.create_volume_with_options(
+                &name,
+                record.size_bytes,
+                sector,
+                VolumeOptions {
+                    compression: record.compression,
+                },
+            )?));
+        };
+        if of.thick {
+            let job = engine.start_thick_clone(
+                snapshot.id,
+                &name,
+                ThickCloneOptions {
+                    size_bytes: Some(record.size_bytes),
+                    sector: Some(sector),
+                    compression: record.compression,
+                    verify: of.verify,
+                    max_bytes_per_s: self.parts.clone_bytes_per_s,
+                },
+            )?;
+            tracing::info!(volume = %record.uuid, snapshot = %of.snapshot, "thick clone of the local snapshot started");
+            self.cloning.insert(record.uuid, job.progress().destination);
+            return Ok(None);
+        }
+        tracing::info!(volume = %record.uuid, snapshot = %of.snapshot, "thin clone of the local snapshot made");
+        Ok(Some(engine.create_clone(
+            snapshot.id,
+            &name,
+            Some(record.size_bytes),
+            Some(sector),
+        )?))
+    }
+
+    /// As primary, takes the snapshots asked of `record`'s volume.
+    fn take_snapshots(&mut self, record: &VolumeRecord, view: &View) {
+        let me = self.me();
+        let Some(term) = self.term_serving(record.uuid) else {
+            return;
+        };
+        let store = self.parts.snapshots.clone();
+        let runtime = self.parts.runtime.clone();
+        let asked = view
+            .snapshots
+            .iter()
+            .filter(|s| s.volume == record.uuid && s.state == SnapshotState::Creating);
+        for snapshot in asked {
+            let claim = snapshot.claimed_at_epoch;
+            if claim.is_some() {
+                // Claimed and never answered: the primary that claimed it
+                // died or lost etcd meanwhile; copies may differ.
+                let _ = runtime.block_on(store.update(snapshot.uuid, |r| {
+                    if r.state != SnapshotState::Creating || r.claimed_at_epoch != claim {
+                        return Err(());
+                    }
+                    r.state = SnapshotState::Failed(
+                        "interrupted: the primary changed while it was taken".into(),
+                    );
+                    Ok(())
+                }));
+                continue;
+            }
+            let epoch = record.epoch;
+            let claimed = runtime.block_on(store.update(snapshot.uuid, |r| {
+                if r.state != SnapshotState::Creating || r.claimed_at_epoch.is_some() {
+                    return Err(());
+                }
+                r.claimed_at_epoch = Some(epoch);
+                Ok(())
+            }));
+            if claimed.is_err() {
+                continue;
+            }
+            let result = term.snapshot(&snapshot.uuid.to_string());
+            let taken_here = self
+                .parts
+                .engine
+                .volume_by_name(&snapshot.uuid.to_string())
+                .is_some();
+            let size = self
+                .parts
+                .engine
+                .volume_by_name(&record.uuid.to_string())
+                .map_or(record.size_bytes, |v| v.size_bytes);
+            let answered = runtime.block_on(store.update(snapshot.uuid, |r| {
+                match &result {
+                    Ok(members) => {
+                        r.holders = std::iter::once(me)
+                            .chain(members.iter().map(|m| Uuid::from_bytes(m.0)))
+                            .collect();
+                        if r.state == SnapshotState::Creating {
+                            r.state = SnapshotState::Ready;
+                            r.size_bytes = size;
+                        }
+                    }
+                    Err(err) => {
+                        r.holders = if taken_here { vec![me] } else { Vec::new() };
+                        if r.state == SnapshotState::Creating {
+                            r.state = SnapshotState::Failed(err.to_string());
+                        }
+                    }
+                }
+                Ok::<(), ()>(())
+            }));
+            match (&result, answered) {
+                (Ok(members), Ok(_)) => {
+                    tracing::info!(volume = %record.uuid, snapshot = %snapshot.uuid, members = members.len(), "snapshot taken")
+                }
+                (result, answered) => {
+                    tracing::warn!(volume = %record.uuid, snapshot = %snapshot.uuid, ?result, answered = answered.is_ok(), "snapshot not taken")
+                }
+            }
+        }
+    }
+
+    /// As primary, carries out the rollback asked of `record`'s volume.
+    fn roll_back(&mut self, record: &VolumeRecord, view: &View) {
+        let me = self.me();
+        let Some(term) = self.term_serving(record.uuid) else {
+            return;
+        };
+        let Some((_, asked)) = view
+            .rollbacks
+            .iter()
+            .find(|(v, r)| *v == record.uuid && r.outcome.is_none())
+        else {
+            return;
+        };
+        let store = self.parts.snapshots.clone();
+        let runtime = self.parts.runtime.clone();
+        let request = asked.request;
+        let answer = |outcome: Result<(), String>| {
+            let _ = runtime.block_on(store.update_rollback(record.uuid, |r| {
+                if r.request != request || r.outcome.is_some() {
+                    return Err(());
+                }
+                r.outcome = Some(outcome.clone());
+                Ok(())
+            }));
+        };
+        if asked.claimed_at_epoch.is_some() {
+            answer(Err(
+                "interrupted: the primary changed during the rollback; the volume may or may not be rolled back".into(),
+            ));
+            return;
+        }
+        let epoch = record.epoch;
+        let claimed = runtime.block_on(store.update_rollback(record.uuid, |r| {
+            if r.request != request || r.claimed_at_epoch.is_some() {
+                return Err(());
+            }
+            r.claimed_at_epoch = Some(epoch);
+            Ok(())
+        }));
+        if claimed.is_err() {
+            return;
+        }
+        let held_here = view.snapshots.iter().any(|s| {
+            s.uuid == asked.snapshot && s.state == SnapshotState::Ready && s.holders.contains(&me)
+        });
+        let outcome = if held_here {
+            term.rollback(&asked.snapshot.to_string())
+                .map_err(|err| format!("rollback failed: {err}"))
+        } else {
+            Err(format!(
+                "the volume's primary holds no copy of snapshot {} (it was catching up when the snapshot was taken)",
+                asked.snapshot
+            ))
+        };
+        match &outcome {
+            Ok(()) => {
+                tracing::warn!(volume = %record.uuid, snapshot = %asked.snapshot, "volume rolled back")
+            }
+            Err(why) => {
+                tracing::warn!(volume = %record.uuid, snapshot = %asked.snapshot, why, "rollback not done")
+            }
+        }
+        answer(outcome);
+    }
+
+    /// The term serving `volume` here, once it may serve (its members agree).
+    fn term_serving(&self, volume: Uuid) -> Option<Arc<ReplicatedVolume>> {
+        self.served
+            .get(&volume)
+            .and_then(|s| s.term.as_ref())
+            .map(|t| t.volume.clone())
+            .filter(|v| v.may_serve())
     }
 
     /// True when every in-sync member holds its replica, or the wait for

@@ -48,6 +48,22 @@ pub struct VolumeRecord {
     /// Host NQNs allowed; `None` allows any host.
     #[serde(default)]
     pub acl: Option<Vec<String>>,
+    /// The snapshot a clone was made from; each placement node makes its
+    /// replica from its own copy of that snapshot.
+    #[serde(default)]
+    pub clone_of: Option<CloneSource>,
+}
+
+/// Where a cloned volume's replicas come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneSource {
+    /// The snapshot (see `snapshots::SnapshotRecord`).
+    pub snapshot: Uuid,
+    /// A thick clone copies every block (a job on each node); a thin clone
+    /// shares the snapshot's blocks.
+    pub thick: bool,
+    /// Whether a thick clone's copy is read back and compared.
+    pub verify: bool,
 }
 
 /// How well a volume is protected, in the documents' words.
@@ -223,6 +239,36 @@ pub enum UpdateError<E> {
 /// Compare-and-swap attempts before an update gives up on contention.
 const UPDATE_ATTEMPTS_MAX: u32 = 32;
 
+/// Changes the JSON record at `key` by compare-and-swap on its revision,
+/// reading and retrying while others change it meanwhile.
+pub async fn update_record<T, E>(
+    etcd: &Etcd,
+    key: &str,
+    mut change: impl FnMut(&mut T) -> Result<(), E>,
+) -> Result<T, UpdateError<E>>
+where
+    T: Serialize + serde::de::DeserializeOwned,
+{
+    for _ in 0..UPDATE_ATTEMPTS_MAX {
+        let Some((value, revision)) = etcd.get(key).await.map_err(MembershipError::from)? else {
+            return Err(UpdateError::Missing);
+        };
+        let mut record: T = decode(key, &value)?;
+        change(&mut record).map_err(UpdateError::Refused)?;
+        let swapped = etcd
+            .compare_and_swap(key, revision, encode(&record))
+            .await
+            .map_err(MembershipError::from)?;
+        if swapped {
+            return Ok(record);
+        }
+    }
+    Err(UpdateError::Store(MembershipError::Contended {
+        key: key.to_owned(),
+        attempts: UPDATE_ATTEMPTS_MAX,
+    }))
+}
+
 impl VolumeStore {
     /// Records in `etcd`.
     pub fn new(etcd: Etcd) -> VolumeStore {
@@ -265,27 +311,9 @@ impl VolumeStore {
     pub async fn update<E>(
         &self,
         volume: Uuid,
-        mut change: impl FnMut(&mut VolumeRecord) -> Result<(), E>,
+        change: impl FnMut(&mut VolumeRecord) -> Result<(), E>,
     ) -> Result<VolumeRecord, UpdateError<E>> {
-        let key = keys::volume(volume);
-        for _ in 0..UPDATE_ATTEMPTS_MAX {
-            let Some((mut record, revision)) = self.get(volume).await? else {
-                return Err(UpdateError::Missing);
-            };
-            change(&mut record).map_err(UpdateError::Refused)?;
-            let swapped = self
-                .etcd
-                .compare_and_swap(&key, revision, encode(&record))
-                .await
-                .map_err(MembershipError::from)?;
-            if swapped {
-                return Ok(record);
-            }
-        }
-        Err(UpdateError::Store(MembershipError::Contended {
-            key,
-            attempts: UPDATE_ATTEMPTS_MAX,
-        }))
+        update_record(&self.etcd, &keys::volume(volume), change).await
     }
 
     /// Deletes the record of `volume`, its progress and its replica marks.
@@ -442,6 +470,7 @@ mod tests {
             in_sync: vec![id(1), id(2), id(3)],
             nsid: Some(1),
             acl: None,
+            clone_of: None,
         }
     }
 

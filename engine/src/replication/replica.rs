@@ -338,7 +338,10 @@ fn admit(
         (HelloStatus::NotPrimary, None)
     } else {
         match shared.engine.volume_by_name(&name) {
+            // A thick clone still filling the volume would overwrite what
+            // the stream applies.
             None => (HelloStatus::NoSuchVolume, None),
+            Some(info) if !info.complete => (HelloStatus::NoSuchVolume, None),
             Some(info)
                 if info.sector_size.bytes() != sector_bytes
                     || info.kind != crate::VolumeKind::Volume =>
