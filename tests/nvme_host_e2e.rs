@@ -1,17 +1,17 @@
 //! End-to-end system tests: volumes made over the REST API of the real keeld,
 //! used over NVMe/TCP by our host side (`nvmf_target::host`) as a host whose NQN
-//! is or is not in the volume's ACL, with live ACL changes, discovery and a
-//! kill -9 in between.
+//! is or is not in the volume's ACL (by NQN and by source address), with live
+//! ACL changes, discovery and a kill -9 in between.
 
 mod common;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use common::{pattern, uuid_bytes, wait_until, Keeld, KeeldOptions, WAIT};
-use nvmf_target::host::{discover, HostController, HostError, IoQueue};
+use nvmf_target::host::{discover, HostController, HostError, HostOptions, IoQueue};
 use nvmf_target::nvme::identify::nidt;
-use nvmf_target::nvme::{feature, log_id};
+use nvmf_target::nvme::{feature, log_id, DISCOVERY_NQN};
 use nvmf_target::{Lba, LbaRange, Status};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -244,6 +244,111 @@ fn entry_addr(traddr: &str, trsvcid: &str) -> SocketAddr {
     format!("{traddr}:{trsvcid}")
         .parse()
         .expect("discovery entry address")
+}
+
+fn set_ip_acl(k: &Keeld, uuid: &str, values: &[&str]) {
+    let a = k.put(
+        &format!("/api/v2/volumes/{uuid}"),
+        &json!({"ipAcl": {"values": values}}),
+    );
+    assert_eq!(a.status, StatusCode::OK, "IP ACL update: {}", a.body);
+    let v = k.wait_volume_state(uuid, "Available");
+    assert_eq!(v["IPAcl"]["values"], json!(values), "{v}");
+}
+
+/// Connects as `host_nqn` from source address `source` (all of 127.0.0.0/8
+/// is local, so 127.0.0.2 is a second host address on one machine).
+fn connect_from(k: &Keeld, host_nqn: &str, source: &str) -> HostController {
+    let mut options = k.host_options(host_nqn);
+    options.source = Some(source.parse::<IpAddr>().expect("address"));
+    HostController::connect(k.nvme_addr, options)
+        .unwrap_or_else(|e| panic!("connect from {source}: {e}\n{}", k.log_tail()))
+}
+
+/// Whether the discovery log that `host_nqn` at `source` reads names this
+/// node's subsystem.
+fn discovered_from(k: &Keeld, host_nqn: &str, source: &str) -> bool {
+    let mut options = HostOptions::new(host_nqn, DISCOVERY_NQN);
+    options.kato_ms = 0;
+    options.source = Some(source.parse::<IpAddr>().expect("address"));
+    let mut c = HostController::connect(k.discovery_addr, options).expect("discovery connect");
+    c.discovery_log()
+        .expect("discovery log")
+        .iter()
+        .any(|e| e.subnqn == k.subsystem_nqn)
+}
+
+#[test]
+fn a_volume_ip_acl_admits_only_its_addresses_and_follows_changes_live() {
+    let mut k = Keeld::start_default();
+    k.login();
+    let v = k.create_volume("by-address", VOLUME_BYTES, &[HOST_A]);
+    let (uuid, nsid) = (uuid_of(&v), nsid_of(&v));
+    assert_eq!(v["IPAcl"]["values"], json!(["ALLOW_ANY"]), "{v}");
+    set_ip_acl(&k, &uuid, &["127.0.0.2"]);
+
+    // The right NQN from the wrong address sees nothing and reaches nothing.
+    let mut near = connect_from(&k, HOST_A, "127.0.0.1");
+    assert!(near.active_namespaces().expect("active").is_empty());
+    let mut near_io = io_queue(&mut near);
+    assert_eq!(
+        status_of(
+            near_io
+                .write(nsid, Lba(0), pattern(4096, 7), BLOCK)
+                .expect_err("a write from outside the IP ACL")
+        ),
+        Status::InvalidNamespace
+    );
+    assert!(!discovered_from(&k, HOST_A, "127.0.0.1"));
+
+    // From the listed address it serves I/O and is discovered.
+    let mut far = connect_from(&k, HOST_A, "127.0.0.2");
+    assert_eq!(far.active_namespaces().expect("active"), vec![nsid]);
+    let mut far_io = io_queue(&mut far);
+    far_io
+        .write(nsid, Lba(0), pattern(4096, 1), BLOCK)
+        .expect("write from inside the IP ACL");
+    assert!(discovered_from(&k, HOST_A, "127.0.0.2"));
+
+    // Narrowing takes the namespace from the live controller, with a notice.
+    let cid = arm_aer(&mut far);
+    set_ip_acl(&k, &uuid, &["10.0.0.0/8"]);
+    assert_eq!(reap_ns_changed(&mut far, cid), vec![nsid]);
+    assert!(far.active_namespaces().expect("active").is_empty());
+    assert_eq!(
+        status_of(
+            far_io
+                .read(nsid, Lba(0), 1, BLOCK)
+                .expect_err("a read after the address was removed")
+        ),
+        Status::InvalidNamespace
+    );
+
+    // Widening gives it back, here too; the data is intact.
+    let cid = arm_aer(&mut near);
+    set_ip_acl(&k, &uuid, &["ALLOW_ANY"]);
+    assert_eq!(reap_ns_changed(&mut near, cid), vec![nsid]);
+    assert_eq!(
+        near_io.read(nsid, Lba(0), 1, BLOCK).expect("read"),
+        pattern(4096, 1).to_vec()
+    );
+
+    // A value that is not an address is the API's error and changes nothing.
+    let bad = k.put(
+        &format!("/api/v2/volumes/{uuid}"),
+        &json!({"ipAcl": {"values": ["example.com"]}}),
+    );
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(discovered_from(&k, HOST_A, "127.0.0.1"));
+
+    // The list outlives a restart.
+    set_ip_acl(&k, &uuid, &["127.0.0.2/32"]);
+    drop((near_io, near, far_io, far));
+    k.restart();
+    let mut near = connect_from(&k, HOST_A, "127.0.0.1");
+    assert!(near.active_namespaces().expect("active").is_empty());
+    let mut far = connect_from(&k, HOST_A, "127.0.0.2");
+    assert_eq!(far.active_namespaces().expect("active"), vec![nsid]);
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! and notice teardown through [`Controller::is_dead`].
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -84,6 +85,8 @@ pub(crate) struct Controller {
     pub cntlid: u16,
     pub kind: ControllerType,
     pub host_nqn: String,
+    /// The source address of the connection that made the controller.
+    pub host_addr: IpAddr,
     pub host_id: [u8; 16],
     kato_ms: AtomicU32,
     last_activity_ms: AtomicU64,
@@ -98,12 +101,19 @@ pub(crate) struct Controller {
     errors: Mutex<ErrorLog>,
 }
 
+/// Who made a controller: the host's NQN and identifier from Connect, and
+/// the source address of its connection.
+pub(crate) struct HostIdentity {
+    pub nqn: String,
+    pub addr: IpAddr,
+    pub id: [u8; 16],
+}
+
 impl Controller {
     pub fn new(
         cntlid: u16,
         kind: ControllerType,
-        host_nqn: String,
-        host_id: [u8; 16],
+        host: HostIdentity,
         kato_ms: u32,
         now_ms: u64,
         view: NamespaceView,
@@ -111,8 +121,9 @@ impl Controller {
         Controller {
             cntlid,
             kind,
-            host_nqn,
-            host_id,
+            host_nqn: host.nqn,
+            host_addr: host.addr,
+            host_id: host.id,
             kato_ms: AtomicU32::new(kato_ms),
             last_activity_ms: AtomicU64::new(now_ms),
             dead: AtomicBool::new(false),
@@ -280,8 +291,11 @@ mod tests {
         let c = Controller::new(
             1,
             ControllerType::Io,
-            "h".into(),
-            [0; 16],
+            HostIdentity {
+                nqn: "h".into(),
+                addr: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                id: [0; 16],
+            },
             0,
             0,
             NamespaceView::new(),
@@ -300,8 +314,11 @@ mod tests {
         let c = Controller::new(
             1,
             ControllerType::Io,
-            "h".into(),
-            [0; 16],
+            HostIdentity {
+                nqn: "h".into(),
+                addr: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                id: [0; 16],
+            },
             0,
             0,
             NamespaceView::new(),
@@ -330,8 +347,11 @@ mod tests {
         let c = Controller::new(
             1,
             ControllerType::Io,
-            "h".into(),
-            [0; 16],
+            HostIdentity {
+                nqn: "h".into(),
+                addr: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                id: [0; 16],
+            },
             1000,
             0,
             NamespaceView::new(),

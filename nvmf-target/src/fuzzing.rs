@@ -75,6 +75,7 @@ pub fn drive_connection(selector: u8, bytes: &[u8]) {
         },
         port_kind: PortKind::Io,
         local_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 4420)),
+        peer_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 50000)),
         io_listeners: Arc::new(vec![std::net::SocketAddr::from(([0, 0, 0, 0], 4420))]),
         advertised_addr: None,
         notifier: Arc::new(|| {}),

@@ -34,6 +34,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod address_acl;
 pub mod backend;
 pub mod pdu;
 pub mod status;
@@ -48,6 +49,7 @@ mod controller;
 mod error_log;
 pub mod nvme;
 pub mod subsystem;
+pub use address_acl::{AddressAcl, IpNetwork};
 pub use nvme::log_page::AnaState;
 pub use subsystem::{
     CntlidRange, CntlidRangeError, HostAcl, NamespaceChangeError, NamespaceOptions, Subsystem,

@@ -5,6 +5,10 @@
 //! controller's namespace view and raise namespace-attribute-changed events on
 //! the controllers whose visible set changed.
 //!
+//! A namespace's access list has two halves: host NQNs ([`HostAcl`]) and host
+//! addresses ([`AddressAcl`], judged by the source address of the connection
+//! that made the controller). A host sees a namespace only when both admit it.
+//!
 //! Discovery rule: the discovery log shows this node's subsystem to a host only
 //! when the subsystem ACL admits the host **and** at least one namespace's ACL
 //! admits it. A subsystem without namespaces is therefore listed to nobody, and a
@@ -30,15 +34,16 @@
 //! refused with a path related status before it reaches the backend.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::address_acl::AddressAcl;
 use crate::backend::NamespaceBackend;
-use crate::controller::{Controller, NamespaceView, VisibleNamespace};
+use crate::controller::{Controller, HostIdentity, NamespaceView, VisibleNamespace};
 use crate::nvme::identify::ControllerType;
 use crate::nvme::log_page::AnaState;
 
@@ -115,19 +120,27 @@ pub const ANA_TRANSITION_TIME_DEFAULT_S: u8 = 10;
 /// A [`HostAcl`] converts into options with [`AnaState::Optimized`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespaceOptions {
-    /// Which hosts see the namespace.
+    /// Which hosts (by NQN) see the namespace.
     pub acl: HostAcl,
+    /// Which host addresses see the namespace.
+    pub addresses: AddressAcl,
     /// The ANA state of the namespace's group on this node.
     pub ana_state: AnaState,
 }
 
 impl NamespaceOptions {
-    /// Options with `acl` and the optimized state.
+    /// Options with `acl`, any address and the optimized state.
     pub fn new(acl: HostAcl) -> NamespaceOptions {
         NamespaceOptions {
             acl,
+            addresses: AddressAcl::AnyAddress,
             ana_state: AnaState::Optimized,
         }
+    }
+
+    /// The same options admitting only host addresses `addresses` allows.
+    pub fn with_addresses(self, addresses: AddressAcl) -> NamespaceOptions {
+        NamespaceOptions { addresses, ..self }
     }
 
     /// The same options with ANA state `state`.
@@ -243,9 +256,17 @@ pub(crate) enum ControllerCreateError {
 struct NamespaceSlot {
     backend: Arc<dyn NamespaceBackend>,
     acl: HostAcl,
+    addresses: AddressAcl,
     ana_state: AnaState,
     /// `Registry::ana_change_count` when `ana_state` was last set.
     ana_change_count: u64,
+}
+
+impl NamespaceSlot {
+    /// Whether the host `host_nqn` at `host_addr` sees the namespace.
+    fn admits(&self, host_nqn: &str, host_addr: IpAddr) -> bool {
+        self.acl.allows(host_nqn) && self.addresses.allows(host_addr)
+    }
 }
 
 struct Registry {
@@ -346,7 +367,7 @@ impl Subsystem {
             .values()
             .filter(|c| c.kind == ControllerType::Discovery)
         {
-            if Self::discoverable(&reg, &c.host_nqn) {
+            if Self::discoverable(&reg, &c.host_nqn, c.host_addr) {
                 c.discovery_changed();
             }
         }
@@ -362,24 +383,29 @@ impl Subsystem {
         self.registry.lock().host_acl.allows(host_nqn)
     }
 
-    /// Whether the discovery log lists this subsystem to `host_nqn`: the
-    /// subsystem ACL and at least one namespace ACL admit the host.
-    pub fn discoverable_by(&self, host_nqn: &str) -> bool {
-        Self::discoverable(&self.registry.lock(), host_nqn)
+    /// Whether the discovery log lists this subsystem to `host_nqn` at
+    /// `host_addr`: the subsystem ACL and at least one namespace's ACLs
+    /// admit the host.
+    pub fn discoverable_by(&self, host_nqn: &str, host_addr: IpAddr) -> bool {
+        Self::discoverable(&self.registry.lock(), host_nqn, host_addr)
     }
 
-    fn discoverable(reg: &Registry, host_nqn: &str) -> bool {
-        reg.host_acl.allows(host_nqn) && reg.namespaces.values().any(|s| s.acl.allows(host_nqn))
+    fn discoverable(reg: &Registry, host_nqn: &str, host_addr: IpAddr) -> bool {
+        reg.host_acl.allows(host_nqn)
+            && reg
+                .namespaces
+                .values()
+                .any(|s| s.admits(host_nqn, host_addr))
     }
 
     /// The discovery generation counter, whether `host_nqn` sees the
     /// subsystem and the peer portals, read together so a log page is
     /// consistent with its GENCTR.
-    pub(crate) fn discovery_view(&self, host_nqn: &str) -> DiscoveryView {
+    pub(crate) fn discovery_view(&self, host_nqn: &str, host_addr: IpAddr) -> DiscoveryView {
         let reg = self.registry.lock();
         DiscoveryView {
             generation: self.discovery_generation.load(Ordering::Acquire),
-            visible: Self::discoverable(&reg, host_nqn),
+            visible: Self::discoverable(&reg, host_nqn, host_addr),
             peer_portals: reg.peer_portals.clone(),
         }
     }
@@ -394,7 +420,7 @@ impl Subsystem {
             .values()
             .filter(|c| c.kind == ControllerType::Discovery)
         {
-            let visible = Self::discoverable(reg, &c.host_nqn);
+            let visible = Self::discoverable(reg, &c.host_nqn, c.host_addr);
             if c.swap_discovery_visible(visible) != visible {
                 c.discovery_changed();
             }
@@ -410,7 +436,11 @@ impl Subsystem {
         backend: Arc<dyn NamespaceBackend>,
         options: impl Into<NamespaceOptions>,
     ) -> Result<(), NamespaceChangeError> {
-        let NamespaceOptions { acl, ana_state } = options.into();
+        let NamespaceOptions {
+            acl,
+            addresses,
+            ana_state,
+        } = options.into();
         if nsid == 0 || nsid > NSID_MAX {
             return Err(NamespaceChangeError::InvalidNsid(nsid));
         }
@@ -425,6 +455,7 @@ impl Subsystem {
             NamespaceSlot {
                 backend,
                 acl,
+                addresses,
                 ana_state,
                 ana_change_count,
             },
@@ -512,6 +543,27 @@ impl Subsystem {
         Ok(())
     }
 
+    /// Replaces both ACLs of namespace `nsid` in one step (no host is
+    /// judged by one new list and one old one): hosts they no longer admit
+    /// lose the namespace at once, as with [`Self::set_namespace_acl`].
+    pub fn set_namespace_access(
+        &self,
+        nsid: u32,
+        acl: HostAcl,
+        addresses: AddressAcl,
+    ) -> Result<(), NamespaceChangeError> {
+        let mut reg = self.registry.lock();
+        let slot = reg
+            .namespaces
+            .get_mut(&nsid)
+            .ok_or(NamespaceChangeError::NotFound(nsid))?;
+        slot.acl = acl;
+        slot.addresses = addresses;
+        Self::refresh_views(&reg, &[]);
+        self.refresh_discovery(&reg);
+        Ok(())
+    }
+
     /// Tells hosts that namespace `nsid` changed size (call after resizing the backend).
     pub fn namespace_resized(&self, nsid: u32) -> Result<(), NamespaceChangeError> {
         let reg = self.registry.lock();
@@ -537,10 +589,10 @@ impl Subsystem {
         self.registry.lock().controllers.len()
     }
 
-    fn view_for(reg: &Registry, host_nqn: &str) -> NamespaceView {
+    fn view_for(reg: &Registry, host_nqn: &str, host_addr: IpAddr) -> NamespaceView {
         reg.namespaces
             .iter()
-            .filter(|(_, s)| s.acl.allows(host_nqn))
+            .filter(|(_, s)| s.admits(host_nqn, host_addr))
             .map(|(n, s)| {
                 (
                     *n,
@@ -564,7 +616,7 @@ impl Subsystem {
             .values()
             .filter(|c| c.kind == ControllerType::Io)
         {
-            let new_view = Self::view_for(reg, &c.host_nqn);
+            let new_view = Self::view_for(reg, &c.host_nqn, c.host_addr);
             let old_view = c.view();
             let mut changed: Vec<u32> = new_view
                 .keys()
@@ -612,6 +664,7 @@ impl Subsystem {
         &self,
         kind: ControllerType,
         host_nqn: &str,
+        host_addr: IpAddr,
         host_id: [u8; 16],
         kato_ms: u32,
         now_ms: u64,
@@ -632,20 +685,23 @@ impl Subsystem {
         assert!(range.contains(candidate));
         reg.next_cntlid = range.after(candidate);
         let view = match kind {
-            ControllerType::Io => Self::view_for(&reg, host_nqn),
+            ControllerType::Io => Self::view_for(&reg, host_nqn, host_addr),
             ControllerType::Discovery => NamespaceView::new(),
         };
         let c = Arc::new(Controller::new(
             candidate,
             kind,
-            host_nqn.to_owned(),
-            host_id,
+            HostIdentity {
+                nqn: host_nqn.to_owned(),
+                addr: host_addr.to_canonical(),
+                id: host_id,
+            },
             kato_ms,
             now_ms,
             view,
         ));
         if kind == ControllerType::Discovery {
-            c.swap_discovery_visible(Self::discoverable(&reg, host_nqn));
+            c.swap_discovery_visible(Self::discoverable(&reg, host_nqn, host_addr));
         }
         reg.controllers.insert(candidate, c.clone());
         Ok(c)
@@ -666,6 +722,7 @@ impl Subsystem {
 
 #[cfg(test)]
 mod tests {
+    const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     use super::*;
     use crate::backend::{BlockSize, MemoryNamespace};
     use crate::controller::{
@@ -680,10 +737,10 @@ mod tests {
     fn controller_ids_are_unique_among_live_controllers() {
         let s = subsystem();
         let a = s
-            .create_controller(ControllerType::Io, "h", [0; 16], 0, 0)
+            .create_controller(ControllerType::Io, "h", LOCALHOST, [0; 16], 0, 0)
             .unwrap();
         let b = s
-            .create_controller(ControllerType::Io, "h", [0; 16], 0, 0)
+            .create_controller(ControllerType::Io, "h", LOCALHOST, [0; 16], 0, 0)
             .unwrap();
         assert_ne!(a.cntlid, b.cntlid);
         s.remove_controller(a.cntlid);
@@ -696,7 +753,7 @@ mod tests {
         let mut config = SubsystemConfig::new("nqn.2024-01.io.keel:test", "SN1");
         config.cntlid_range = CntlidRange::new(0x100, 0x102).unwrap();
         let s = Subsystem::new(config);
-        let make = || s.create_controller(ControllerType::Io, "h", [0; 16], 0, 0);
+        let make = || s.create_controller(ControllerType::Io, "h", LOCALHOST, [0; 16], 0, 0);
         let ids: Vec<u16> = (0..3).map(|_| make().unwrap().cntlid).collect();
         assert_eq!(ids, vec![0x100, 0x101, 0x102]);
         assert_eq!(make().err(), Some(ControllerCreateError::NoControllerId));
@@ -723,10 +780,10 @@ mod tests {
         s.add_namespace(1, ns.clone(), HostAcl::hosts(["hostA"]))
             .unwrap();
         let a = s
-            .create_controller(ControllerType::Io, "hostA", [0; 16], 0, 0)
+            .create_controller(ControllerType::Io, "hostA", LOCALHOST, [0; 16], 0, 0)
             .unwrap();
         let b = s
-            .create_controller(ControllerType::Io, "hostB", [0; 16], 0, 0)
+            .create_controller(ControllerType::Io, "hostB", LOCALHOST, [0; 16], 0, 0)
             .unwrap();
         a.state.lock().aec = AEC_NS_ATTRIBUTE;
         b.state.lock().aec = AEC_NS_ATTRIBUTE;
@@ -753,6 +810,51 @@ mod tests {
     }
 
     #[test]
+    fn address_acls_filter_views_and_discovery_live() {
+        let s = subsystem();
+        let ns = MemoryNamespace::new(BlockSize::B512, 8, [1; 16]);
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        let only_other = AddressAcl::Networks(vec!["127.0.0.2/32".parse().unwrap()]);
+        s.add_namespace(
+            1,
+            ns.clone(),
+            NamespaceOptions::new(HostAcl::AnyHost).with_addresses(only_other),
+        )
+        .unwrap();
+        let here = s
+            .create_controller(ControllerType::Io, "hostA", LOCALHOST, [0; 16], 0, 0)
+            .unwrap();
+        let there = s
+            .create_controller(ControllerType::Io, "hostA", other, [0; 16], 0, 0)
+            .unwrap();
+        here.state.lock().aec = AEC_NS_ATTRIBUTE;
+        assert!(here.view().is_empty(), "the same NQN from another address");
+        assert_eq!(there.view().keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert!(!s.discoverable_by("hostA", LOCALHOST));
+        assert!(s.discoverable_by("hostA", other));
+        // Widening the list takes effect on live controllers, with a notice.
+        s.set_namespace_access(
+            1,
+            HostAcl::AnyHost,
+            AddressAcl::Networks(vec!["127.0.0.0/8".parse().unwrap()]),
+        )
+        .unwrap();
+        assert_eq!(here.take_changed_namespaces(), vec![1]);
+        assert_eq!(here.view().keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert!(s.discoverable_by("hostA", LOCALHOST));
+        // Both halves must admit the host.
+        s.set_namespace_acl(1, HostAcl::hosts(["hostB"])).unwrap();
+        assert!(there.view().is_empty());
+        s.set_namespace_access(1, HostAcl::AnyHost, AddressAcl::Networks(Vec::new()))
+            .unwrap();
+        assert!(here.view().is_empty() && there.view().is_empty());
+        assert_eq!(
+            s.set_namespace_access(9, HostAcl::AnyHost, AddressAcl::AnyAddress),
+            Err(NamespaceChangeError::NotFound(9))
+        );
+    }
+
+    #[test]
     fn ana_changes_publish_views_and_notify_only_controllers_that_see_the_namespace() {
         let mut config = SubsystemConfig::new("nqn.2024-01.io.keel:test", "SN1");
         config.ana_reporting = true;
@@ -767,13 +869,13 @@ mod tests {
         )
         .unwrap();
         let a = s
-            .create_controller(ControllerType::Io, "hostA", [0; 16], 0, 0)
+            .create_controller(ControllerType::Io, "hostA", LOCALHOST, [0; 16], 0, 0)
             .unwrap();
         let b = s
-            .create_controller(ControllerType::Io, "hostB", [0; 16], 0, 0)
+            .create_controller(ControllerType::Io, "hostB", LOCALHOST, [0; 16], 0, 0)
             .unwrap();
         let quiet = s
-            .create_controller(ControllerType::Io, "hostA", [0; 16], 0, 0)
+            .create_controller(ControllerType::Io, "hostA", LOCALHOST, [0; 16], 0, 0)
             .unwrap();
         a.state.lock().aec = AEC_ANA_CHANGE;
         b.state.lock().aec = AEC_ANA_CHANGE;
@@ -809,17 +911,17 @@ mod tests {
         let ns = MemoryNamespace::new(BlockSize::B512, 8, [1; 16]);
         s.add_namespace(1, ns, HostAcl::hosts(["hostA"])).unwrap();
         let a = s
-            .create_controller(ControllerType::Discovery, "hostA", [0; 16], 0, 0)
+            .create_controller(ControllerType::Discovery, "hostA", LOCALHOST, [0; 16], 0, 0)
             .unwrap();
         let b = s
-            .create_controller(ControllerType::Discovery, "hostB", [0; 16], 0, 0)
+            .create_controller(ControllerType::Discovery, "hostB", LOCALHOST, [0; 16], 0, 0)
             .unwrap();
         a.state.lock().aec = AEC_DISCOVERY;
         b.state.lock().aec = AEC_DISCOVERY;
-        let before = s.discovery_view("hostA").generation;
+        let before = s.discovery_view("hostA", LOCALHOST).generation;
         let peers: Vec<SocketAddr> = vec!["10.0.0.2:4420".parse().unwrap()];
         s.set_peer_portals(peers.clone());
-        let view = s.discovery_view("hostA");
+        let view = s.discovery_view("hostA", LOCALHOST);
         assert!(view.generation > before);
         assert_eq!(*view.peer_portals, peers);
         assert_eq!(s.peer_portals(), peers);
@@ -829,7 +931,10 @@ mod tests {
         // The same list again changes nothing.
         read_discovery_log(&a);
         s.set_peer_portals(peers);
-        assert_eq!(s.discovery_view("hostA").generation, view.generation);
+        assert_eq!(
+            s.discovery_view("hostA", LOCALHOST).generation,
+            view.generation
+        );
         assert_eq!(discovery_events(&a), Vec::<u32>::new());
     }
 
@@ -846,19 +951,19 @@ mod tests {
     fn discovery_lists_the_subsystem_only_to_hosts_a_namespace_acl_admits() {
         let s = subsystem();
         // No namespace yet: nobody sees the subsystem, whatever its own ACL says.
-        assert!(!s.discoverable_by("hostA"));
+        assert!(!s.discoverable_by("hostA", LOCALHOST));
         let ns = MemoryNamespace::new(BlockSize::B512, 8, [1; 16]);
         s.add_namespace(1, ns.clone(), HostAcl::hosts(["hostA"]))
             .unwrap();
-        assert!(s.discoverable_by("hostA"));
-        assert!(!s.discoverable_by("hostB"));
+        assert!(s.discoverable_by("hostA", LOCALHOST));
+        assert!(!s.discoverable_by("hostB", LOCALHOST));
         // The subsystem ACL must admit the host too.
         s.set_host_acl(HostAcl::hosts(["hostB"]));
-        assert!(!s.discoverable_by("hostA"));
+        assert!(!s.discoverable_by("hostA", LOCALHOST));
         s.set_host_acl(HostAcl::AnyHost);
-        assert!(s.discoverable_by("hostA"));
+        assert!(s.discoverable_by("hostA", LOCALHOST));
         s.remove_namespace(1).unwrap();
-        assert!(!s.discoverable_by("hostA"));
+        assert!(!s.discoverable_by("hostA", LOCALHOST));
     }
 
     #[test]
@@ -868,14 +973,14 @@ mod tests {
         s.add_namespace(1, ns.clone(), HostAcl::hosts(["hostA"]))
             .unwrap();
         let a = s
-            .create_controller(ControllerType::Discovery, "hostA", [0; 16], 0, 0)
+            .create_controller(ControllerType::Discovery, "hostA", LOCALHOST, [0; 16], 0, 0)
             .unwrap();
         let b = s
-            .create_controller(ControllerType::Discovery, "hostB", [0; 16], 0, 0)
+            .create_controller(ControllerType::Discovery, "hostB", LOCALHOST, [0; 16], 0, 0)
             .unwrap();
         a.state.lock().aec = AEC_DISCOVERY;
         b.state.lock().aec = AEC_DISCOVERY;
-        let view = s.discovery_view("hostB");
+        let view = s.discovery_view("hostB", LOCALHOST);
         let (generation, visible) = (view.generation, view.visible);
         assert!(!visible);
 
@@ -884,7 +989,7 @@ mod tests {
             .unwrap();
         assert_eq!(discovery_events(&a), Vec::<u32>::new());
         assert_eq!(discovery_events(&b), vec![AEN_DISCOVERY_CHANGED]);
-        let view = s.discovery_view("hostB");
+        let view = s.discovery_view("hostB", LOCALHOST);
         let (later, visible) = (view.generation, view.visible);
         assert!(visible);
         assert!(later > generation);

@@ -735,7 +735,14 @@ fn malformed_pdu_terminates_only_its_own_connection(kind: ReactorKind) {
     let mut good = f.connect(HOST_A);
     good.set_queue_count(2).unwrap();
     let mut good_q = good.connect_io_queue(1).unwrap();
-    let mut bad = Queue::open(f.addr(), Digests::default(), 0, Duration::from_secs(5)).unwrap();
+    let mut bad = Queue::open(
+        f.addr(),
+        None,
+        Digests::default(),
+        0,
+        Duration::from_secs(5),
+    )
+    .unwrap();
     // A PDU with an undefined type.
     bad.send_raw(&[0x0F, 0, 24, 0, 24, 0, 0, 0]).unwrap();
     match bad.next_raw_pdu().unwrap() {
@@ -747,7 +754,14 @@ fn malformed_pdu_terminates_only_its_own_connection(kind: ReactorKind) {
         Err(HostError::Closed) | Err(HostError::Io(_))
     ));
     // An oversized PLEN.
-    let mut bad2 = Queue::open(f.addr(), Digests::default(), 0, Duration::from_secs(5)).unwrap();
+    let mut bad2 = Queue::open(
+        f.addr(),
+        None,
+        Digests::default(),
+        0,
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let mut pdu = vec![PduType::H2CData as u8, 0, 24, 24];
     pdu.extend_from_slice(&(1u32 << 30).to_le_bytes());
     bad2.send_raw(&pdu).unwrap();

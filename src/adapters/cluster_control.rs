@@ -18,13 +18,14 @@ use parking_lot::Mutex;
 
 use engine::Engine;
 use mgmt_api::control::{
-    CloneJobId, CloneJobState, CloneJobStatus, EngineSnapshot, EngineVolume, HostAcl, NodeInfo,
-    NodeStatus, PoolStats, ScrubReport, VolumeReplication, VolumeSpec, VolumeUsage,
+    AddressAcl, CloneJobId, CloneJobState, CloneJobStatus, EngineSnapshot, EngineVolume, HostAcl,
+    NodeInfo, NodeStatus, PoolStats, ScrubReport, VolumeAccess, VolumeReplication, VolumeSpec,
+    VolumeUsage,
 };
 use mgmt_api::{Control, ControlError};
 use uuid::Uuid;
 
-use super::EngineControl;
+use super::{target_access, EngineControl};
 use crate::cluster::snapshots::{RollbackRecord, SnapshotRecord, SnapshotState, SnapshotStore};
 use crate::cluster::volumes::{place, CloneSource, UpdateError, VolumeRecord, VolumeStore};
 use crate::cluster::{Membership, NodeState};
@@ -141,6 +142,7 @@ impl ClusterControl {
             epoch: 0,
             nsid: None,
             acl: Some(Vec::new()),
+            ip_acl: None,
             clone_of,
         }
     }
@@ -546,13 +548,20 @@ impl Control for ClusterControl {
         self.local.scrub_status()
     }
 
-    fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError> {
-        let hosts = match acl {
+    fn set_access(&self, volume: Uuid, access: &VolumeAccess) -> Result<(), ControlError> {
+        // Checked here, so a node's reconciler never meets a list it cannot use.
+        target_access(access)?;
+        let hosts = match &access.hosts {
             HostAcl::AllowAny => None,
             HostAcl::Hosts(hosts) => Some(hosts.to_vec()),
         };
+        let addresses = match &access.addresses {
+            AddressAcl::AllowAny => None,
+            AddressAcl::Networks(networks) => Some(networks.to_vec()),
+        };
         self.update(volume, |r| {
             r.acl = hosts.clone();
+            r.ip_acl = addresses.clone();
             Ok(())
         })
         .map(|_| ())

@@ -14,17 +14,18 @@ use engine::{
     VolumeInfo, VolumeKind, VolumeOptions,
 };
 use mgmt_api::control::{
-    CloneJobId, CloneJobState, CloneJobStatus, EngineSnapshot, EngineVolume, HostAcl, NodeInfo,
-    NodeStatus, PoolStats, ScrubReport, VolumeSpec, VolumeUsage,
+    CloneJobId, CloneJobState, CloneJobStatus, EngineSnapshot, EngineVolume, NodeInfo, NodeStatus,
+    PoolStats, ScrubReport, VolumeAccess, VolumeSpec, VolumeUsage,
 };
 use mgmt_api::{Control, ControlError};
-use nvmf_target::Subsystem;
+use nvmf_target::{NamespaceOptions, Subsystem};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
 use super::scrub::scrub_report;
 use super::ClusterPort;
 use super::VolumeNamespace;
+use super::{target_access, TargetAccess};
 
 /// Implements [`Control`] over an [`Engine`] and the node's [`Subsystem`].
 pub struct EngineControl {
@@ -32,7 +33,7 @@ pub struct EngineControl {
     subsystem: Arc<Subsystem>,
     node: NodeInfo,
     /// ACLs set before a volume is exposed (the API sets the ACL, then exposes).
-    acls: Mutex<HashMap<Uuid, nvmf_target::HostAcl>>,
+    acls: Mutex<HashMap<Uuid, TargetAccess>>,
     /// The nsid each exposed volume has in the subsystem (both live in memory
     /// only; reconciliation exposes every volume again after a restart).
     exposed: Mutex<HashMap<Uuid, u32>>,
@@ -323,19 +324,16 @@ impl Control for EngineControl {
         }))
     }
 
-    fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError> {
+    fn set_access(&self, volume: Uuid, access: &VolumeAccess) -> Result<(), ControlError> {
         // Only a volume the engine holds may carry an ACL.
         self.find(volume)?;
-        let acl = match acl {
-            HostAcl::AllowAny => nvmf_target::HostAcl::AnyHost,
-            HostAcl::Hosts(hosts) => nvmf_target::HostAcl::hosts(hosts.iter().cloned()),
-        };
+        let access = target_access(access)?;
         if let Some(nsid) = self.exposed_nsid(volume) {
             self.subsystem
-                .set_namespace_acl(nsid, acl.clone())
+                .set_namespace_access(nsid, access.hosts.clone(), access.addresses.clone())
                 .map_err(|e| ControlError::Internal(e.to_string()))?;
         }
-        self.acls.lock().insert(volume, acl);
+        self.acls.lock().insert(volume, access);
         Ok(())
     }
 
@@ -352,12 +350,12 @@ impl Control for EngineControl {
             }
             None => {}
         }
-        let acl = self
+        let access = self
             .acls
             .lock()
             .get(&volume)
             .cloned()
-            .unwrap_or_else(|| nvmf_target::HostAcl::Hosts(Default::default()));
+            .unwrap_or_else(TargetAccess::nobody);
         let namespace = VolumeNamespace::new(
             self.engine.clone(),
             info.id,
@@ -365,7 +363,11 @@ impl Control for EngineControl {
             *volume.as_bytes(),
         );
         self.subsystem
-            .add_namespace(nsid, Arc::new(namespace), acl)
+            .add_namespace(
+                nsid,
+                Arc::new(namespace),
+                NamespaceOptions::new(access.hosts).with_addresses(access.addresses),
+            )
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         exposed.insert(volume, nsid);
         Ok(())

@@ -2,6 +2,7 @@
 //! define (`nvmf_target::NamespaceBackend`, `nvmf_target::ReactorPoller`,
 //! `mgmt_api::Control`).
 
+mod access;
 pub mod cluster;
 pub mod cluster_control;
 pub mod cluster_namespace;
@@ -10,6 +11,7 @@ pub mod namespace;
 pub mod reactor_ring;
 mod scrub;
 
+pub use access::{address_acl, target_access, TargetAccess};
 pub use cluster::ClusterPort;
 pub use cluster_control::ClusterControl;
 pub use cluster_namespace::ClusterNamespace;

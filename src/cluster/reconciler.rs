@@ -40,7 +40,7 @@ use engine::replication::{
 use engine::{
     CloneState, Engine, SectorSize, ThickCloneOptions, VolumeId, VolumeKind, VolumeOptions,
 };
-use nvmf_target::{AnaState, HostAcl, NamespaceOptions, Subsystem};
+use nvmf_target::{AddressAcl, AnaState, HostAcl, NamespaceOptions, Subsystem};
 use uuid::Uuid;
 
 use super::authority::TermAuthority;
@@ -146,7 +146,8 @@ struct Served {
     namespace: Arc<ClusterNamespace>,
     /// The nsid it is exposed under, once exposed.
     nsid: Option<u32>,
-    acl: Option<Vec<String>>,
+    /// The host and address lists last given to the target.
+    acl: (Option<Vec<String>>, Option<Vec<String>>),
     ana: AnaState,
     term: Option<Term>,
     marked: bool,
@@ -468,7 +469,7 @@ impl State {
                 *record.uuid.as_bytes(),
             )),
             nsid: None,
-            acl: None,
+            acl: (None, None),
             ana: AnaState::Inaccessible,
             term: None,
             marked: false,
@@ -918,15 +919,22 @@ impl State {
             None => HostAcl::AnyHost,
             Some(hosts) => HostAcl::hosts(hosts.iter().cloned()),
         };
+        let addresses = match &record.ip_acl {
+            None => AddressAcl::AnyAddress,
+            Some(networks) => crate::adapters::address_acl(networks)?,
+        };
+        let lists = (record.acl.clone(), record.ip_acl.clone());
         match served.nsid {
             None => {
                 subsystem.add_namespace(
                     nsid,
                     served.namespace.clone(),
-                    NamespaceOptions::new(acl).with_ana_state(state),
+                    NamespaceOptions::new(acl)
+                        .with_addresses(addresses)
+                        .with_ana_state(state),
                 )?;
                 served.nsid = Some(nsid);
-                served.acl = record.acl.clone();
+                served.acl = lists;
                 served.ana = state;
                 tracing::info!(volume = %record.uuid, nsid, ?state, "namespace exposed");
                 let me = self.parts.membership.record().uuid;
@@ -937,9 +945,9 @@ impl State {
                 ))?;
             }
             Some(current) => {
-                if served.acl != record.acl {
-                    subsystem.set_namespace_acl(current, acl)?;
-                    served.acl = record.acl.clone();
+                if served.acl != lists {
+                    subsystem.set_namespace_access(current, acl, addresses)?;
+                    served.acl = lists;
                 }
                 if served.ana != state {
                     subsystem.set_ana_state(current, state)?;

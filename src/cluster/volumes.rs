@@ -48,6 +48,9 @@ pub struct VolumeRecord {
     /// Host NQNs allowed; `None` allows any host.
     #[serde(default)]
     pub acl: Option<Vec<String>>,
+    /// Host addresses allowed (IP addresses and networks); `None` allows any.
+    #[serde(default)]
+    pub ip_acl: Option<Vec<String>>,
     /// The snapshot a clone was made from; each placement node makes its
     /// replica from its own copy of that snapshot.
     #[serde(default)]
@@ -470,6 +473,7 @@ mod tests {
             in_sync: vec![id(1), id(2), id(3)],
             nsid: Some(1),
             acl: None,
+            ip_acl: None,
             clone_of: None,
         }
     }

@@ -13,8 +13,9 @@ use parking_lot::{Condvar, Mutex};
 use uuid::Uuid;
 
 use super::{
-    CloneJobId, CloneJobState, CloneJobStatus, Control, ControlError, EngineSnapshot, EngineVolume,
-    HostAcl, NodeInfo, NodeStatus, PoolStats, ScrubDamage, ScrubReport, VolumeSpec, VolumeUsage,
+    AddressAcl, CloneJobId, CloneJobState, CloneJobStatus, Control, ControlError, EngineSnapshot,
+    EngineVolume, HostAcl, NodeInfo, NodeStatus, PoolStats, ScrubDamage, ScrubReport, VolumeAccess,
+    VolumeSpec, VolumeUsage,
 };
 
 /// The largest namespace id by default, as the NVMe/TCP target's.
@@ -30,7 +31,7 @@ const SCRUB_BYTES_PER_S: u64 = 8 << 20;
 struct MemVolume {
     spec: VolumeSpec,
     engine_id: u64,
-    acl: HostAcl,
+    access: VolumeAccess,
     nsid: Option<u32>,
     written_bytes: u64,
 }
@@ -182,13 +183,22 @@ impl MemoryControl {
         }
     }
 
-    /// The ACL the target currently enforces for `volume`.
+    /// The host ACL the target currently enforces for `volume`.
     pub fn host_acl(&self, volume: Uuid) -> Option<HostAcl> {
         self.state
             .lock()
             .volumes
             .get(&volume)
-            .map(|v| v.acl.clone())
+            .map(|v| v.access.hosts.clone())
+    }
+
+    /// The address ACL the target currently enforces for `volume`.
+    pub fn address_acl(&self, volume: Uuid) -> Option<AddressAcl> {
+        self.state
+            .lock()
+            .volumes
+            .get(&volume)
+            .map(|v| v.access.addresses.clone())
     }
 
     /// Whether the engine holds `volume`.
@@ -253,7 +263,10 @@ impl MemoryControl {
             MemVolume {
                 spec: spec.clone(),
                 engine_id,
-                acl: HostAcl::Hosts(Vec::new()),
+                access: VolumeAccess {
+                    hosts: HostAcl::Hosts(Vec::new()),
+                    addresses: AddressAcl::AllowAny,
+                },
                 nsid: None,
                 written_bytes,
             },
@@ -535,14 +548,14 @@ impl Control for MemoryControl {
         Ok(state.scrub.clone())
     }
 
-    fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError> {
+    fn set_access(&self, volume: Uuid, access: &VolumeAccess) -> Result<(), ControlError> {
         let mut state = self.state.lock();
         Self::injected(&mut state)?;
         let v = state
             .volumes
             .get_mut(&volume)
             .ok_or(ControlError::NotFound(volume))?;
-        v.acl = acl.clone();
+        v.access = access.clone();
         Ok(())
     }
 

@@ -101,6 +101,26 @@ pub enum HostAcl {
     Hosts(Vec<String>),
 }
 
+/// Which host addresses may see a volume's namespace (judged by the source
+/// address of the host's connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressAcl {
+    /// Every address.
+    AllowAny,
+    /// Only these IP addresses and CIDR blocks (checked by the domain's
+    /// rules); an empty list hides the namespace from every address.
+    Networks(Vec<String>),
+}
+
+/// Who may see a volume's namespace: a host must be admitted by both lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeAccess {
+    /// By host NQN (the API's `acl`).
+    pub hosts: HostAcl,
+    /// By host address (the API's `ipAcl`).
+    pub addresses: AddressAcl,
+}
+
 /// How this node is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
@@ -318,9 +338,10 @@ pub trait Control: Send + Sync {
     fn scrub_status(&self) -> Result<ScrubReport, ControlError> {
         Err(ControlError::Unsupported("scrub".to_owned()))
     }
-    /// Replaces the set of hosts allowed to see the volume's namespace; takes effect
-    /// on live connections (namespace attribute changed event).
-    fn set_host_acl(&self, volume: Uuid, acl: &HostAcl) -> Result<(), ControlError>;
+    /// Replaces who may see the volume's namespace, by host NQN and by host
+    /// address; takes effect on live connections (a host that loses the
+    /// namespace gets a namespace attribute changed event and its I/O fails).
+    fn set_access(&self, volume: Uuid, access: &VolumeAccess) -> Result<(), ControlError>;
     /// Exposes the volume as namespace `nsid` of the subsystem. The caller
     /// chooses the nsid (in `1..=nsid_max()`, distinct per volume, stable across
     /// restarts); exposing a volume again under the same nsid does nothing.

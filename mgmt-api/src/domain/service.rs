@@ -25,7 +25,8 @@ use super::model::{
 use super::rules;
 use super::store::StoreError;
 use crate::control::{
-    Control, ControlError, HostAcl, PoolStats, VolumeReplication, VolumeSpec, VolumeUsage,
+    AddressAcl, Control, ControlError, HostAcl, PoolStats, VolumeAccess, VolumeReplication,
+    VolumeSpec, VolumeUsage,
 };
 
 /// Most volumes one list call returns (the documents' default and maximum).
@@ -221,6 +222,31 @@ pub(super) fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Who may see a volume, from its catalog `acl` and `ipAcl` values.
+pub fn volume_access(acl: &[String], ip_acl: &[String]) -> VolumeAccess {
+    VolumeAccess {
+        hosts: host_acl(acl),
+        addresses: address_acl(ip_acl),
+    }
+}
+
+/// The address ACL for catalog `ipAcl` values: `ALLOW_ANY` (and no values
+/// at all, as catalogs written before the IP ACL was enforced hold) admits
+/// every address, `ALLOW_NONE` none.
+pub fn address_acl(values: &[String]) -> AddressAcl {
+    if values.is_empty() || values.iter().any(|v| v == rules::ALLOW_ANY) {
+        AddressAcl::AllowAny
+    } else {
+        AddressAcl::Networks(
+            values
+                .iter()
+                .filter(|v| *v != rules::ALLOW_NONE)
+                .cloned()
+                .collect(),
+        )
+    }
 }
 
 /// The engine ACL for catalog ACL values.
@@ -539,7 +565,7 @@ impl Service {
         let exposed = created.and_then(|()| {
             self.inner
                 .control
-                .set_host_acl(uuid, &host_acl(&record.acl))?;
+                .set_access(uuid, &volume_access(&record.acl, &record.ip_acl))?;
             let nsid = record.nsid.ok_or_else(|| {
                 ControlError::Internal("the new record holds no namespace id".to_owned())
             })?;
@@ -692,7 +718,8 @@ impl Service {
             let before = v.clone();
             let engine_work = changes.size_bytes.is_some_and(|s| s != v.size_bytes)
                 || changes.compression.is_some_and(|c| c != v.compression)
-                || changes.acl.as_ref().is_some_and(|a| *a != v.acl);
+                || changes.acl.as_ref().is_some_and(|a| *a != v.acl)
+                || changes.ip_acl.as_ref().is_some_and(|a| *a != v.ip_acl);
             // INVARIANT: the revision (the ETag) moves only in phase 3 and only if
             // a field changed, so a refused or failed update leaves it as it was
             // and a successful one raises it exactly once. `Updating` alone already
@@ -722,19 +749,19 @@ impl Service {
                     Err(e) => failure = Some(e),
                 }
             }
-            if let (None, Some(acl)) =
-                (&failure, changes.acl.as_ref().filter(|a| **a != before.acl))
-            {
-                match control.set_host_acl(uuid, &host_acl(acl)) {
-                    Ok(()) => after.acl = acl.clone(),
+            let acl = changes.acl.as_ref().unwrap_or(&before.acl);
+            let ip_acl = changes.ip_acl.as_ref().unwrap_or(&before.ip_acl);
+            if failure.is_none() && (*acl != before.acl || *ip_acl != before.ip_acl) {
+                match control.set_access(uuid, &volume_access(acl, ip_acl)) {
+                    Ok(()) => {
+                        after.acl = acl.clone();
+                        after.ip_acl = ip_acl.clone();
+                    }
                     Err(e) => failure = Some(e),
                 }
             }
         }
         if failure.is_none() {
-            if let Some(acl) = changes.ip_acl {
-                after.ip_acl = acl;
-            }
             if let Some(q) = changes.qos_policy_name {
                 after.qos_policy_name = Some(q);
             }

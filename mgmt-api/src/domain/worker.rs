@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::model::{ResourceState, SnapshotRecord, WorkflowKind, WorkflowState};
 use super::nsids;
-use super::service::{host_acl, now_ms, now_s, Inner};
-use crate::control::{CloneJobState, ControlError, HostAcl};
+use super::service::{now_ms, now_s, volume_access, Inner};
+use crate::control::{CloneJobState, ControlError, VolumeAccess};
 
 /// Longest the worker sleeps when there is no running workflow.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -42,7 +42,7 @@ impl Inner {
             match v.state {
                 ResourceState::Creating if v.workflow.is_some() => {}
                 ResourceState::Creating if engine.contains(&v.uuid) => {
-                    let outcome = self.expose(v.uuid, v.nsid, &host_acl(&v.acl));
+                    let outcome = self.expose(v.uuid, v.nsid, &volume_access(&v.acl, &v.ip_acl));
                     let _ = self.commit(|c| {
                         if let Some(r) = c.volumes.get_mut(&v.uuid) {
                             match &outcome {
@@ -128,7 +128,7 @@ impl Inner {
             .volumes
             .values()
             .filter(|v| matches!(v.state, ResourceState::Available) && engine.contains(&v.uuid))
-            .map(|v| (v.uuid, v.nsid, host_acl(&v.acl)))
+            .map(|v| (v.uuid, v.nsid, volume_access(&v.acl, &v.ip_acl)))
             .collect();
         for (uuid, nsid, acl) in serving {
             if let Err(err) = self.expose(uuid, nsid, &acl) {
@@ -213,12 +213,12 @@ impl Inner {
         });
     }
 
-    /// Sets `volume`'s host ACL and exposes it under the nsid its record holds.
+    /// Sets who may see `volume` and exposes it under the nsid its record holds.
     pub(super) fn expose(
         &self,
         volume: Uuid,
         nsid: Option<u32>,
-        acl: &HostAcl,
+        access: &VolumeAccess,
     ) -> Result<(), ControlError> {
         let nsid = nsid.ok_or_else(|| {
             ControlError::Internal(format!(
@@ -226,7 +226,7 @@ impl Inner {
                 self.nsid_max
             ))
         })?;
-        self.control.set_host_acl(volume, acl)?;
+        self.control.set_access(volume, access)?;
         self.control.expose_volume(volume, nsid)
     }
 
@@ -422,7 +422,11 @@ impl Inner {
             );
             return;
         };
-        if let Err(e) = self.expose(volume.uuid, volume.nsid, &host_acl(&volume.acl)) {
+        if let Err(e) = self.expose(
+            volume.uuid,
+            volume.nsid,
+            &volume_access(&volume.acl, &volume.ip_acl),
+        ) {
             self.finish_workflow(
                 id,
                 WorkflowState::Failed,

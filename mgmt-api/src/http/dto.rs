@@ -74,7 +74,8 @@ pub struct CreateVolumeRequest {
     #[serde(default)]
     #[schema(schema_with = schema::optional_host_acl)]
     pub acl: Option<AclDto>,
-    /// IP ACL; default `ALLOW_ANY`. Also accepted as `IPAcl`.
+    /// IP ACL, enforced on the data path by the source address of the host's
+    /// connection; default `ALLOW_ANY`. Also accepted as `IPAcl`.
     #[serde(default, alias = "IPAcl")]
     #[schema(schema_with = schema::optional_ip_acl)]
     pub ip_acl: Option<AclDto>,
@@ -134,7 +135,7 @@ pub struct UpdateVolumeRequest {
     #[serde(default)]
     #[schema(schema_with = schema::optional_host_acl)]
     pub acl: Option<AclDto>,
-    /// New IP ACL (also `IPAcl`).
+    /// New IP ACL (also `IPAcl`); takes effect on live connections.
     #[serde(default, alias = "IPAcl")]
     #[schema(schema_with = schema::optional_ip_acl)]
     pub ip_acl: Option<AclDto>,

@@ -309,7 +309,7 @@ impl Connection {
     /// portals of the cluster's other nodes.
     fn discovery_log(&self, host_nqn: &str) -> Vec<u8> {
         let subsystem = &self.ctx.subsystem;
-        let view = subsystem.discovery_view(host_nqn);
+        let view = subsystem.discovery_view(host_nqn, self.ctx.peer_addr.ip());
         let mut entries = Vec::new();
         if view.visible {
             let own = self

@@ -105,6 +105,7 @@ impl Connection {
             let controller = match subsystem.create_controller(
                 kind,
                 &cd.host_nqn,
+                self.ctx.peer_addr.ip(),
                 cd.host_id,
                 kato_ms,
                 now_ms,

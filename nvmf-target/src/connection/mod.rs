@@ -88,6 +88,9 @@ pub struct ConnectionContext {
     pub port_kind: PortKind,
     /// Local address of the accepted socket: the address the host reached.
     pub local_addr: SocketAddr,
+    /// The host's address: the accepted socket's peer (namespace address
+    /// ACLs judge hosts by it).
+    pub peer_addr: SocketAddr,
     /// Configured I/O listener addresses (reported in the discovery log).
     pub io_listeners: Arc<Vec<SocketAddr>>,
     /// Address to report in the discovery log instead of the reached one.

@@ -13,6 +13,7 @@ fn context() -> ConnectionContext {
         limits: Limits::default(),
         port_kind: PortKind::Io,
         local_addr: "127.0.0.1:4420".parse().unwrap(),
+        peer_addr: "127.0.0.1:50000".parse().unwrap(),
         io_listeners: Arc::new(vec!["0.0.0.0:4420".parse().unwrap()]),
         advertised_addr: None,
         notifier: Arc::new(|| {}),

@@ -7,7 +7,7 @@ mod queue;
 
 pub use queue::{OwnedPdu, Queue, Response};
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -117,6 +117,8 @@ pub struct HostOptions {
     pub hpda: u8,
     /// Socket and command timeout.
     pub timeout: Duration,
+    /// The local address to connect from (None: the system's choice).
+    pub source: Option<IpAddr>,
 }
 
 impl HostOptions {
@@ -132,6 +134,7 @@ impl HostOptions {
             disable_sq_flow: false,
             hpda: 0,
             timeout: Duration::from_secs(10),
+            source: None,
         }
     }
 }
@@ -193,7 +196,13 @@ fn connect_queue(
 impl HostController {
     /// Connects the admin queue, enables the controller and identifies it.
     pub fn connect(addr: SocketAddr, options: HostOptions) -> Result<HostController, HostError> {
-        let mut admin = Queue::open(addr, options.digests, options.hpda, options.timeout)?;
+        let mut admin = Queue::open(
+            addr,
+            options.source,
+            options.digests,
+            options.hpda,
+            options.timeout,
+        )?;
         let dw0 = connect_queue(&mut admin, &options, 0, 31, 0xFFFF)?;
         let cntlid = (dw0 & 0xFFFF) as u16;
         let mut c = HostController {
@@ -429,7 +438,7 @@ impl HostController {
     /// Opens I/O queue `qid` on a new connection.
     pub fn connect_io_queue(&mut self, qid: u16) -> Result<IoQueue, HostError> {
         let o = &self.options;
-        let mut queue = Queue::open(self.addr, o.digests, o.hpda, o.timeout)?;
+        let mut queue = Queue::open(self.addr, o.source, o.digests, o.hpda, o.timeout)?;
         let sqsize = self.options.queue_size.saturating_sub(1).max(1);
         connect_queue(&mut queue, &self.options, qid, sqsize, self.cntlid)?;
         let inline = (self.identity.ioccsz as usize * 16).saturating_sub(64);

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -79,16 +79,31 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Opens a TCP connection and exchanges ICReq/ICResp, checking the answer the
-    /// way the Linux host does. `hpda` asks the controller to start C2H data at
-    /// a multiple of `(hpda + 1) * 4` bytes into each PDU (0: no alignment).
+    /// Opens a TCP connection (from `source`, if given: the address a
+    /// target's address ACLs judge) and exchanges ICReq/ICResp, checking the
+    /// answer the way the Linux host does. `hpda` asks the controller to
+    /// start C2H data at a multiple of `(hpda + 1) * 4` bytes into each PDU
+    /// (0: no alignment).
     pub fn open(
         addr: SocketAddr,
+        source: Option<IpAddr>,
         digests: Digests,
         hpda: u8,
         timeout: Duration,
     ) -> Result<Queue, HostError> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        let stream = match source {
+            None => TcpStream::connect_timeout(&addr, timeout)?,
+            Some(source) => {
+                let socket = socket2::Socket::new(
+                    socket2::Domain::for_address(addr),
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                socket.bind(&SocketAddr::new(source, 0).into())?;
+                socket.connect_timeout(&addr.into(), timeout)?;
+                socket.into()
+            }
+        };
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         let mut q = Queue {

@@ -528,6 +528,14 @@ impl<T: Transport> Core<T> {
                 return;
             }
         };
+        let peer_addr = match stream.peer_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "accepted socket has no peer address");
+                self.abandon(token);
+                return;
+            }
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
@@ -545,6 +553,7 @@ impl<T: Transport> Core<T> {
             limits: self.shared.limits,
             port_kind: kind,
             local_addr,
+            peer_addr,
             io_listeners: self.shared.io_listeners.clone(),
             advertised_addr: self.shared.advertised_addr,
             notifier: Arc::new(move || inbox.send(Message::Poke { token })),
