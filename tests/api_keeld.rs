@@ -823,6 +823,68 @@ fn volume_with_snapshot(k: &Keeld, blocks: u64) -> (String, u32, String, Vec<Byt
 }
 
 #[test]
+fn a_clone_made_by_snapshot_name_as_the_cinder_driver_asks_serves_the_snapshot() {
+    let k = started();
+    let (source, _nsid, snap, data) = volume_with_snapshot(&k, 16);
+    // The body the OpenStack Cinder LightOS driver sends: every field, the
+    // unused source as null.
+    let by_name = k.post(
+        "/api/v2/projects/default/volumes",
+        &json!({"name": "from-name", "size": "64 mib", "replicaCount": 1,
+                "compression": "False", "acl": {"values": [HOST_A]},
+                "sourceSnapshotUUID": null, "sourceSnapshotName": "golden"}),
+    );
+    assert_eq!(by_name.status, StatusCode::OK, "{}", by_name.body);
+    let clone_uuid = by_name.body["UUID"].as_str().expect("UUID").to_owned();
+    let view = k.wait_volume_state(&clone_uuid, "Available");
+    assert_eq!(
+        volume_names(&k, &format!("?snapshotUUID={snap}")),
+        ["from-name"],
+        "the clone is listed as the named snapshot's"
+    );
+    let clone_nsid = view["nsid"].as_u64().expect("nsid") as u32;
+    assert_blocks(&k, HOST_A, clone_nsid, 0, &data);
+
+    // A plain volume with both sources null, as the driver sends it too.
+    let plain = k.post(
+        "/api/v2/projects/default/volumes",
+        &json!({"name": "plain", "size": "64 mib", "replicaCount": 1,
+                "acl": {"values": [HOST_A]},
+                "sourceSnapshotUUID": null, "sourceSnapshotName": null}),
+    );
+    assert_eq!(plain.status, StatusCode::OK, "{}", plain.body);
+    k.wait_volume_state(plain.body["UUID"].as_str().expect("UUID"), "Available");
+
+    // An unknown name is 404; a name and a UUID of different snapshots 400.
+    let unknown = k.post(
+        "/api/v2/projects/default/volumes",
+        &json!({"name": "ghost", "sourceSnapshotName": "no-such-snapshot"}),
+    );
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+    let other = k.post(
+        "/api/v2/projects/default/snapshots",
+        &json!({"name": "other", "sourceVolumeUUID": source}),
+    );
+    assert_eq!(other.status, StatusCode::OK, "{}", other.body);
+    let mismatch = k.post(
+        "/api/v2/projects/default/volumes",
+        &json!({"name": "mismatch", "sourceSnapshotUUID": other.body["UUID"],
+                "sourceSnapshotName": "golden"}),
+    );
+    assert_eq!(
+        mismatch.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        mismatch.body
+    );
+    let names = volume_names(&k, "?showAll=true");
+    assert!(
+        !names.iter().any(|n| n == "ghost" || n == "mismatch"),
+        "{names:?}"
+    );
+}
+
+#[test]
 fn a_thick_clone_workflow_completes_verified_and_the_copy_serves_the_data() {
     let k = started();
     let (_uuid, nsid, snap, data) = volume_with_snapshot(&k, 64);

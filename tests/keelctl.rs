@@ -258,6 +258,8 @@ fn keelctl_manages_volumes_on_a_real_keeld() {
         "64MiB",
         "--acl",
         HOST_A,
+        "--ip-acl",
+        "127.0.0.0/8",
         "--label",
         "tier=gold",
     ]);
@@ -290,6 +292,12 @@ fn keelctl_manages_volumes_on_a_real_keeld() {
     let uuid = volume["UUID"].as_str().expect("UUID").to_owned();
     assert_eq!(volume["size"], "67108864");
     assert_eq!(volume["acl"]["values"], serde_json::json!([HOST_A]));
+    assert_eq!(
+        volume["IPAcl"]["values"],
+        serde_json::json!(["127.0.0.0/8"])
+    );
+    let widened = keeld.json(&["volume", "update", "vol-a", "--ip-acl", "ALLOW_ANY"]);
+    assert_eq!(widened["IPAcl"]["values"], serde_json::json!(["ALLOW_ANY"]));
     assert_eq!(
         volume["labels"],
         serde_json::json!([{"key": "tier", "value": "gold"}])

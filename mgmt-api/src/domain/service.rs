@@ -78,6 +78,9 @@ pub struct NewVolume {
     pub labels: Vec<Label>,
     /// Create a thin clone of this snapshot.
     pub source_snapshot: Option<Uuid>,
+    /// Create a thin clone of the snapshot of this name in the volume's
+    /// project (with `source_snapshot` too, both must name one snapshot).
+    pub source_snapshot_name: Option<String>,
 }
 
 /// Changes to a volume; `None` leaves a field as it is.
@@ -474,12 +477,28 @@ impl Service {
                     name: req.name.clone(),
                 });
             }
-            let source = match req.source_snapshot {
+            let source_id = match (req.source_snapshot, &req.source_snapshot_name) {
+                (None, Some(name)) => Some(
+                    c.snapshot_named(&req.project, name)
+                        .ok_or(ServiceError::NotFound {
+                            what: "snapshot",
+                            id: name.clone(),
+                        })?
+                        .uuid,
+                ),
+                (id, _) => id,
+            };
+            let source = match source_id {
                 Some(id) => {
                     let s = c.snapshots.get(&id).ok_or(ServiceError::NotFound {
                         what: "snapshot",
                         id: id.to_string(),
                     })?;
+                    if let Some(name) = req.source_snapshot_name.as_ref().filter(|n| **n != s.name) {
+                        return Err(invalid(format!(
+                            "sourceSnapshotUUID {id} and sourceSnapshotName {name:?} name different snapshots"
+                        )));
+                    }
                     if s.project != req.project {
                         return Err(invalid(format!("snapshot {id} belongs to another project")));
                     }
@@ -541,7 +560,7 @@ impl Service {
                 ip_acl: ip_acl.clone(),
                 qos_policy_name: req.qos_policy_name.clone(),
                 labels: req.labels.clone(),
-                source_snapshot: req.source_snapshot,
+                source_snapshot: source.as_ref().map(|s| s.uuid),
                 nsid: Some(nsid),
                 revision: 1,
                 created_at_s: now_s(),

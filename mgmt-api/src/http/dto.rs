@@ -101,6 +101,11 @@ pub struct CreateVolumeRequest {
     #[serde(default, rename = "sourceSnapshotUUID")]
     #[schema(schema_with = schema::optional_uuid)]
     pub source_snapshot_uuid: Option<String>,
+    /// Create a thin clone of the snapshot of this name in the volume's
+    /// project (Lightbits clients send it, `null` when unused).
+    #[serde(default, rename = "sourceSnapshotName")]
+    #[schema(schema_with = schema::optional_name)]
+    pub source_snapshot_name: Option<String>,
 }
 
 /// Body of `PUT .../volumes/{UUID}`; absent fields stay as they are.

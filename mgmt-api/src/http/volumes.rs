@@ -190,7 +190,12 @@ async fn create_core(
         Some(s) => Some(parse_uuid("sourceSnapshotUUID", s)?),
         None => None,
     };
-    if req.size.is_none() && source_snapshot.is_none() {
+    let source_snapshot_name = req.source_snapshot_name.filter(|s| !s.is_empty());
+    if let Some(name) = &source_snapshot_name {
+        crate::domain::rules::check_name("sourceSnapshotName", name)
+            .map_err(ApiError::BadRequest)?;
+    }
+    if req.size.is_none() && source_snapshot.is_none() && source_snapshot_name.is_none() {
         return Err(ApiError::BadRequest("size is mandatory".to_owned()));
     }
     let new = NewVolume {
@@ -205,6 +210,7 @@ async fn create_core(
         qos_policy_name: req.qos_policy_name,
         labels: req.labels.map(convert::labels_in).unwrap_or_default(),
         source_snapshot,
+        source_snapshot_name,
     };
     blocking(&state, move |s| {
         let view = s.create_volume(new)?;

@@ -72,6 +72,10 @@ pub struct VolumeOptions {
     /// Let any host connect (ACL ALLOW_ANY).
     #[arg(long, conflicts_with = "acl")]
     pub allow_any: bool,
+    /// Host address or network (e.g. 10.0.0.0/8) allowed to see the volume;
+    /// repeat for several (default: any address).
+    #[arg(long = "ip-acl", value_name = "ADDRESS")]
+    pub ip_acl: Vec<String>,
     /// Logical block size in bytes.
     #[arg(long, value_parser = ["512", "4096"])]
     pub sector_size: Option<String>,
@@ -134,7 +138,7 @@ pub enum Switch {
 /// `volume update`.
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("change").required(true).multiple(true)
-    .args(["size", "compression", "labels", "remove_labels"])))]
+    .args(["size", "compression", "labels", "remove_labels", "ip_acl"])))]
 pub struct UpdateArgs {
     /// Volume name or UUID.
     pub volume: String,
@@ -150,6 +154,10 @@ pub struct UpdateArgs {
     /// Remove the label with this key; repeat for several.
     #[arg(long = "remove-label", value_name = "KEY")]
     pub remove_labels: Vec<String>,
+    /// Replace the IP ACL: host addresses or networks allowed, or ALLOW_ANY
+    /// or ALLOW_NONE; repeat for several.
+    #[arg(long = "ip-acl", value_name = "ADDRESS")]
+    pub ip_acl: Vec<String>,
 }
 
 /// `volume acl ...`
@@ -245,6 +253,9 @@ pub fn create(
         size,
         replica_count: options.replicas,
         acl,
+        ip_acl: (!options.ip_acl.is_empty()).then(|| AclDto {
+            values: options.ip_acl.clone(),
+        }),
         compression: options.compression.then_some(true),
         sector_size,
         labels: (!options.labels.is_empty()).then(|| options.labels.clone()),
@@ -322,6 +333,9 @@ fn update(ctx: &mut Context<'_>, args: &UpdateArgs) -> Result<(), CommandError> 
         compression: args.compression.map(|s| s == Switch::On),
         labels: labels_changed
             .then(|| merge_labels(&current.labels, &args.labels, &args.remove_labels)),
+        ip_acl: (!args.ip_acl.is_empty()).then(|| AclDto {
+            values: args.ip_acl.clone(),
+        }),
         ..UpdateVolumeRequest::default()
     };
     let path = ctx.project_path(&["volumes", &current.uuid]);
