@@ -7,8 +7,10 @@ use crate::io::{DeviceError, OpenBackingError};
 use crate::units::VolumeId;
 
 /// Why a data-path operation (read, write, trim, flush) failed.
+///
+/// Not `#[non_exhaustive]`: adapters map every cause, so a new one must be
+/// mapped where it surfaces rather than fall into a catch-all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum IoError {
     /// The volume does not exist (or is being deleted).
     #[error("{0} does not exist")]
@@ -54,8 +56,9 @@ pub enum IoError {
 }
 
 /// Why a volume control operation (create, delete, resize) failed.
+///
+/// Not `#[non_exhaustive]`, for the same reason as [`IoError`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum VolumeError {
     /// Another volume has this name.
     #[error("a volume named {0:?} already exists")]

@@ -109,8 +109,7 @@ fn control_error(volume: Uuid, err: VolumeError) -> ControlError {
         | VolumeError::NotSnapshot(_)
         | VolumeError::NotRelated { .. } => ControlError::InvalidArgument(err.to_string()),
         VolumeError::Io(IoError::NoSpace) => ControlError::NoSpace,
-        // VolumeError is #[non_exhaustive]: anything else is an engine failure.
-        other => ControlError::Internal(other.to_string()),
+        VolumeError::Io(err) => ControlError::Internal(err.to_string()),
     }
 }
 

@@ -50,8 +50,9 @@ pub(crate) fn namespace_error(err: IoError, lba: u64, blocks: u64) -> NamespaceE
         IoError::Invalid(_) | IoError::NoSuchVolume(_) => NamespaceError::Invalid,
         IoError::Device(_) => NamespaceError::Device,
         IoError::NotPrimary => NamespaceError::PathUnavailable,
-        // IoError is #[non_exhaustive]: a future cause is a device error until mapped.
-        _ => NamespaceError::Device,
+        // Snapshots are never exposed as namespaces; were one written, the
+        // request is one this backend cannot carry out.
+        IoError::ReadOnly(_) => NamespaceError::Invalid,
     }
 }
 
