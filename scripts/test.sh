@@ -75,7 +75,11 @@ if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/d
     (
         cd fuzz
         for target in $(cargo +nightly fuzz list); do
-            cargo +nightly fuzz run "$target" -- \
+            # New finds go to corpus/<target>; seeds/<target> (in git) seeds it.
+            mkdir -p "corpus/$target"
+            seeds=()
+            [ -d "seeds/$target" ] && seeds=("seeds/$target")
+            cargo +nightly fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
                 -max_total_time="${KEEL_FUZZ_SECONDS:-60}" -rss_limit_mb=2048 -max_len=65536
         done
     )

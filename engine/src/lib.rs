@@ -14,6 +14,7 @@ mod datapath;
 mod engine;
 mod error;
 pub mod format;
+pub mod fuzzing;
 mod gc;
 mod index;
 pub mod io;

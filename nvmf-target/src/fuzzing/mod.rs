@@ -3,6 +3,10 @@
 //! panic and bounded memory out. The host side's ANA log page decoder rides
 //! along, since it too reads bytes a peer chose.
 
+mod session;
+
+pub use session::{drive_session, SessionReport};
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -125,6 +129,29 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The session target's seed corpus (kept in git beside the fuzz
+    /// targets) replays on stable, and its seeds reach the commands.
+    #[test]
+    fn the_session_seed_corpus_replays_and_reaches_the_commands() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/session");
+        let mut seeds = 0;
+        let mut succeeded = 0;
+        for entry in std::fs::read_dir(&dir).expect("the seed corpus") {
+            let bytes = std::fs::read(entry.expect("a seed").path()).expect("a seed's bytes");
+            let Some((&selector, script)) = bytes.split_first() else {
+                continue;
+            };
+            let report = drive_session(selector, script);
+            assert!(report.io_queue_connected);
+            seeds += 1;
+            succeeded += report.succeeded;
+        }
+        assert!(
+            seeds >= 4 && succeeded >= 8,
+            "{seeds} seeds, {succeeded} commands succeeded"
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -133,6 +160,11 @@ mod tests {
             decode_stream(selector, &bytes);
             drive_connection(selector, &bytes);
             decode_ana_log(&bytes);
+        }
+
+        #[test]
+        fn hostile_sessions_past_connect_never_panic(selector in any::<u8>(), script in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            drive_session(selector, &script);
         }
 
         #[test]
