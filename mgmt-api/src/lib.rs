@@ -42,6 +42,8 @@
 pub mod auth;
 pub mod control;
 pub mod domain;
+#[cfg(feature = "test-support")]
+pub mod fuzzing;
 pub mod http;
 pub mod server;
 pub mod tls;

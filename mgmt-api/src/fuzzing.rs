@@ -1,0 +1,221 @@
+//! Entry point shared by the cargo-fuzz target `rest_body` and its proptest
+//! twin: hostile requests through the real router (every route, hostile
+//! bodies, paths and queries) against a domain service over the in-memory
+//! control. No request may panic the server or answer 500: bad input gets
+//! the API's own 4xx error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, Method, Request, StatusCode};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use crate::auth::{AuthConfig, Authenticator, PasswordCost};
+use crate::control::memory::MemoryControl;
+use crate::domain::service::{NewSnapshot, NewVolume, Service, ServiceConfig};
+use crate::http::{router, AppState};
+
+/// The route templates, as the router spells them.
+const ROUTES: [&str; 30] = [
+    "/login",
+    "/openapi.json",
+    "/api/v2/users",
+    "/api/v2/credentials",
+    "/api/v2/credentials/{id}",
+    "/api/v2/cluster",
+    "/api/v2/clusterinfo",
+    "/api/v2/cluster/scrub",
+    "/api/v2/nodes",
+    "/api/v2/nodes/{UUID}",
+    "/api/v2/projects",
+    "/api/v2/volumes",
+    "/api/v2/volumes/",
+    "/api/v2/volumes/{UUID}",
+    "/api/v2/volumes/{UUID}/rollback",
+    "/api/v2/projects/{projectName}/volumes",
+    "/api/v2/projects/{projectName}/volumes/",
+    "/api/v2/projects/{projectName}/volumes/{UUID}",
+    "/api/v2/projects/{projectName}/volumes/{UUID}/rollback",
+    "/api/v2/snapshots",
+    "/api/v2/snapshots/",
+    "/api/v2/snapshots/{UUID}",
+    "/api/v2/projects/{projectName}/snapshots",
+    "/api/v2/projects/{projectName}/snapshots/",
+    "/api/v2/projects/{projectName}/snapshots/{UUID}",
+    "/api/v1/volumes/thickclone",
+    "/api/v1/snapshots/thickclone",
+    "/api/v1/workflows",
+    "/api/v1/workflows/{workflowId}",
+    "/api/v1/workflows/{workflowId}/cancel",
+];
+
+const METHODS: [Method; 5] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+];
+
+/// Queries the list routes take, and some they do not.
+const QUERIES: [&str; 8] = [
+    "",
+    "?name=v0&projectName=default",
+    "?showAll=true&limit=2",
+    "?Name=s0",
+    "?snapshotUUID=not-a-uuid",
+    "?limit=-1",
+    "?projectName=%00%ff",
+    "?after=00000000-0000-0000-0000-000000000000",
+];
+
+/// A router over a fresh service in a private directory.
+pub struct RestFuzzer {
+    runtime: tokio::runtime::Runtime,
+    router: axum::Router,
+    dir: PathBuf,
+    volume: Uuid,
+    snapshot: Uuid,
+}
+
+impl Default for RestFuzzer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RestFuzzer {
+    /// A service over the in-memory control with one volume and one
+    /// snapshot, authentication off (every caller a cluster admin, so the
+    /// handlers behind the gate see the input).
+    pub fn new() -> RestFuzzer {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "keel-rest-fuzz-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a private directory for the fuzzed service");
+        let control = Arc::new(MemoryControl::default());
+        let service = Service::open(
+            &dir,
+            control,
+            ServiceConfig {
+                workflow_poll_interval: Duration::from_millis(5),
+                ..ServiceConfig::default()
+            },
+        )
+        .expect("the service opens");
+        let volume = service
+            .create_volume(NewVolume {
+                name: "v0".into(),
+                project: "default".into(),
+                size_bytes: Some(1 << 20),
+                ..NewVolume::default()
+            })
+            .expect("a volume")
+            .record
+            .uuid;
+        let snapshot = service
+            .create_snapshot(NewSnapshot {
+                name: "s0".into(),
+                project: "default".into(),
+                source_volume: volume,
+                description: String::new(),
+                retention_time: None,
+            })
+            .expect("a snapshot")
+            .uuid;
+        let auth = Authenticator::open(
+            &dir,
+            AuthConfig {
+                disabled: true,
+                password_cost: PasswordCost {
+                    memory_kib: 64,
+                    iterations: 1,
+                },
+                ..AuthConfig::default()
+            },
+        )
+        .expect("the authenticator opens");
+        let state = AppState {
+            service: Arc::new(service),
+            auth: Arc::new(auth),
+            api_endpoint: "127.0.0.1:443".into(),
+            body_limit_bytes: crate::server::BODY_LIMIT_DEFAULT_BYTES,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        RestFuzzer {
+            runtime,
+            router: router(state),
+            dir,
+            volume,
+            snapshot,
+        }
+    }
+
+    /// Sends one request: `input`'s first bytes pick the method, route,
+    /// identifiers and query; the rest is the body. Returns the status.
+    /// Panics on a 500 (a request the API failed to judge).
+    pub fn request(&self, input: &[u8]) -> StatusCode {
+        let pick = |i: usize| input.get(i).copied().unwrap_or(0);
+        let body = input.get(4..).unwrap_or_default().to_vec();
+        let method = METHODS[usize::from(pick(0)) % METHODS.len()].clone();
+        let template = ROUTES[usize::from(pick(1)) % ROUTES.len()];
+        let uuid = match pick(2) % 4 {
+            0 => self.volume.to_string(),
+            1 => self.snapshot.to_string(),
+            2 => Uuid::nil().to_string(),
+            _ => "not-a-uuid".to_owned(),
+        };
+        let project = if pick(2) & 0x10 == 0 {
+            "default"
+        } else {
+            "no-such"
+        };
+        let path = template
+            .replace("{UUID}", &uuid)
+            .replace("{projectName}", project)
+            .replace("{workflowId}", &uuid)
+            .replace("{id}", "x");
+        let uri = format!("{path}{}", QUERIES[usize::from(pick(3)) % QUERIES.len()]);
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(&uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.clone()))
+            .expect("a well-formed request");
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        let router = self.router.clone();
+        let status = self.runtime.block_on(async move {
+            match router.oneshot(request).await {
+                Ok(response) => response.status(),
+                Err(never) => match never {},
+            }
+        });
+        assert_ne!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{method} {uri} with body {:?} answered 500",
+            String::from_utf8_lossy(&body)
+        );
+        status
+    }
+}
+
+impl Drop for RestFuzzer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
