@@ -10,8 +10,10 @@
 //! `KEEL_CRASH_POOL_MIB` sizes a new pool file (default 256). With
 //! `KEEL_CRASH_SNAPSHOT_EVERY=n` the writer also takes a snapshot of the volume
 //! every n acknowledged writes and deletes the one before the previous, so
-//! garbage collection must move blocks that snapshots share; it prints
-//! `G <segments cleaned>` whenever the collector has cleaned more. With
+//! garbage collection must move blocks that snapshots share; it logs each
+//! snapshot once taken (`S <name generation> <newest generation issued>`) and
+//! prints `G <segments cleaned> <bytes relocated>` whenever the collector has
+//! cleaned more. With
 //! `KEEL_CRASH_LOCAL_RING=1` the writing thread attaches its own engine ring
 //! (`LocalRing`), so its batches are written and acknowledged the way a
 //! reactor's are.
@@ -133,7 +135,7 @@ fn main() {
             );
             inflight += 1;
         }
-        let Ok((lba, generation, result)) = engine::io::recv_driving_local(&rx) else {
+        let Ok((lba, acked_generation, result)) = engine::io::recv_driving_local(&rx) else {
             std::process::exit(5)
         };
         inflight -= 1;
@@ -142,7 +144,7 @@ fn main() {
             std::process::exit(6);
         }
         if log
-            .write_all(format!("A {lba} {generation}\n").as_bytes())
+            .write_all(format!("A {lba} {acked_generation}\n").as_bytes())
             .is_err()
         {
             std::process::exit(4);
@@ -150,8 +152,18 @@ fn main() {
         let _ = writeln!(stdout, "A");
         acked += 1;
         if snapshot_every > 0 && acked.is_multiple_of(snapshot_every) {
-            match engine.create_snapshot(volume, &format!("snap-{generation}")) {
-                Ok(info) => snapshots.push(info.id),
+            match engine.create_snapshot(volume, &format!("snap-{acked_generation}")) {
+                Ok(info) => {
+                    snapshots.push(info.id);
+                    // Every write issued so far may be in it; every one
+                    // acknowledged so far is.
+                    if log
+                        .write_all(format!("S {acked_generation} {generation}\n").as_bytes())
+                        .is_err()
+                    {
+                        std::process::exit(4);
+                    }
+                }
                 Err(err) => {
                     eprintln!("snapshot failed: {err}");
                     std::process::exit(7);
@@ -163,10 +175,10 @@ fn main() {
                     std::process::exit(7);
                 }
             }
-            let now = engine.pool_stats().gc_cleaned_segments;
-            if now > cleaned {
-                cleaned = now;
-                let _ = writeln!(stdout, "G {cleaned}");
+            let stats = engine.pool_stats();
+            if stats.gc_cleaned_segments > cleaned {
+                cleaned = stats.gc_cleaned_segments;
+                let _ = writeln!(stdout, "G {cleaned} {}", stats.gc_relocated_bytes);
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Process-kill crash test: a writer process (examples/crash_writer.rs) is
 //! SIGKILLed at random moments, 20 times in a row on one pool. After each kill the
 //! pool is reopened and every block must hold its newest acknowledged generation
-//! or a newer one that was in flight — never older data, never garbage.
+//! or a newer one that was in flight — never older data, never garbage. Every
+//! snapshot the writer took holds, per block, what was acknowledged before it
+//! or a write in flight then — also after the collector moved its blocks.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -43,11 +45,20 @@ fn block_content(lba: u64, generation: u64) -> Vec<u8> {
     data
 }
 
+/// What a snapshot must hold: blocks acknowledged before it, at least, and
+/// nothing issued after it.
+struct SnapshotBounds {
+    issued_max: u64,
+    acked: HashMap<u64, u64>,
+}
+
 #[derive(Default)]
 struct Journal {
     issued: HashMap<u64, Vec<u64>>,
     acked: HashMap<u64, u64>,
     last_generation: u64,
+    /// By the generation in the snapshot's name.
+    snapshots: HashMap<u64, SnapshotBounds>,
 }
 
 fn read_journal(path: &Path) -> Journal {
@@ -69,13 +80,32 @@ fn read_journal(path: &Path) -> Journal {
                 let best = journal.acked.entry(lba).or_insert(0);
                 *best = (*best).max(generation);
             }
+            // `S <name generation> <newest generation issued>`.
+            "S" => {
+                journal.snapshots.insert(
+                    lba,
+                    SnapshotBounds {
+                        issued_max: generation,
+                        acked: journal.acked.clone(),
+                    },
+                );
+            }
             _ => {}
         }
     }
     journal
 }
 
-fn verify(pool: &Path, journal: &Journal) -> u64 {
+/// What one verification covered.
+#[derive(Default, Clone, Copy)]
+struct Verified {
+    /// Volume blocks holding data.
+    blocks: u64,
+    /// Snapshots checked against what was acknowledged before them.
+    snapshots: u64,
+}
+
+fn verify(pool: &Path, journal: &Journal) -> Verified {
     let spec = DeviceSpec {
         path: pool.into(),
         kind: BackingKind::File,
@@ -84,14 +114,75 @@ fn verify(pool: &Path, journal: &Journal) -> u64 {
     let engine =
         Engine::open_paths(&[spec], EngineConfig::default(), false).expect("reopen after kill");
     let volume = engine.volume_by_name("crash").expect("volume survives").id;
+    let mut verified = Verified {
+        blocks: verify_map(
+            &engine,
+            volume,
+            "the volume",
+            &journal.acked,
+            u64::MAX,
+            journal,
+        ),
+        snapshots: 0,
+    };
+    for snapshot in engine.snapshots() {
+        let Some(name_generation) = snapshot
+            .name
+            .strip_prefix("snap-")
+            .and_then(|g| g.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let what = format!("snapshot {}", snapshot.name);
+        match journal.snapshots.get(&name_generation) {
+            Some(bounds) => {
+                verify_map(
+                    &engine,
+                    snapshot.id,
+                    &what,
+                    &bounds.acked,
+                    bounds.issued_max,
+                    journal,
+                );
+                verified.snapshots += 1;
+            }
+            // Taken, and killed before its journal line: only its blocks'
+            // integrity can be checked.
+            None => {
+                verify_map(
+                    &engine,
+                    snapshot.id,
+                    &what,
+                    &HashMap::new(),
+                    u64::MAX,
+                    journal,
+                );
+            }
+        }
+    }
+    drop(engine);
+    verified
+}
+
+/// Checks every block of `map`: zeros only if nothing was acknowledged for
+/// it, else a generation issued for it, at most `issued_max`, at least the
+/// one `acked` names. Returns the blocks that held data.
+fn verify_map(
+    engine: &Engine,
+    map: engine::VolumeId,
+    what: &str,
+    acked_by_lba: &HashMap<u64, u64>,
+    issued_max: u64,
+    journal: &Journal,
+) -> u64 {
     let mut checked = 0;
     for lba in 0..VOLUME_BLOCKS {
-        let data = engine.read_wait(volume, lba, 1).expect("read");
-        let acked = journal.acked.get(&lba).copied();
+        let data = engine.read_wait(map, lba, 1).expect("read");
+        let acked = acked_by_lba.get(&lba).copied();
         if data.iter().all(|&b| b == 0) {
             assert!(
                 acked.is_none(),
-                "block {lba} reads zeros but generation {acked:?} was acknowledged"
+                "{what}: block {lba} reads zeros but generation {acked:?} was acknowledged"
             );
             continue;
         }
@@ -99,41 +190,50 @@ fn verify(pool: &Path, journal: &Journal) -> u64 {
         let generation = u64::from_le_bytes(data[8..16].try_into().expect("8 bytes"));
         assert_eq!(
             stored_lba, lba,
-            "block {lba} holds data written for block {stored_lba}"
+            "{what}: block {lba} holds data written for block {stored_lba}"
         );
         assert_eq!(
             &data[..],
             &block_content(lba, generation)[..],
-            "block {lba} generation {generation} is garbage"
+            "{what}: block {lba} generation {generation} is garbage"
         );
         let issued = journal.issued.get(&lba).map(Vec::as_slice).unwrap_or(&[]);
         assert!(
-            issued.contains(&generation),
-            "block {lba} holds generation {generation} that was never written"
+            issued.contains(&generation) && generation <= issued_max,
+            "{what}: block {lba} holds generation {generation}, never written before it"
         );
         if let Some(acked) = acked {
             assert!(
                 generation >= acked,
-                "block {lba} went back from acknowledged generation {acked} to {generation}"
+                "{what}: block {lba} went back from acknowledged generation {acked} to {generation}"
             );
         }
         checked += 1;
     }
-    drop(engine);
     checked
 }
 
+/// What the kill rounds came to.
+#[derive(Default)]
+struct Rounds {
+    acked: usize,
+    /// The most segments the collector reported cleaned in one run.
+    cleaned: u64,
+    /// The most bytes it reported relocated in one run.
+    relocated: u64,
+    /// Snapshots checked against what was acknowledged before them.
+    snapshots_verified: u64,
+}
+
 /// Runs `kills` rounds of: start the writer (with `env`), let it acknowledge a
-/// random number of writes in `acks`, SIGKILL it, verify the pool. Returns the
-/// acknowledgements counted and the most segments the collector reported cleaned.
-fn kill_rounds(kills: usize, acks: std::ops::Range<u64>, env: &[(&str, &str)]) -> (usize, u64) {
+/// random number of writes in `acks`, SIGKILL it, verify the pool.
+fn kill_rounds(kills: usize, acks: std::ops::Range<u64>, env: &[(&str, &str)]) -> Rounds {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = dir.path().join("pool.img");
     let journal_path = dir.path().join("journal");
     let writer = writer_binary();
     let mut seed = 0x2545_F491_4F6C_DD1Du64 ^ u64::from(std::process::id());
-    let mut acked_total = 0usize;
-    let mut cleaned = 0u64;
+    let mut rounds = Rounds::default();
     for round in 0..kills {
         let first_generation = read_journal(&journal_path).last_generation + 1;
         let mut child = Command::new(&writer)
@@ -157,7 +257,9 @@ fn kill_rounds(kills: usize, acks: std::ops::Range<u64>, env: &[(&str, &str)]) -
             match lines.next() {
                 Some(Ok(line)) if line == "A" => acked += 1,
                 Some(Ok(line)) if line.starts_with("G ") => {
-                    cleaned = cleaned.max(line[2..].parse().unwrap_or(0));
+                    let mut fields = line[2..].split(' ').map(|f| f.parse().unwrap_or(0));
+                    rounds.cleaned = rounds.cleaned.max(fields.next().unwrap_or(0));
+                    rounds.relocated = rounds.relocated.max(fields.next().unwrap_or(0));
                 }
                 Some(Ok(_)) => {}
                 _ => panic!(
@@ -169,41 +271,50 @@ fn kill_rounds(kills: usize, acks: std::ops::Range<u64>, env: &[(&str, &str)]) -
         child.kill().expect("SIGKILL the writer");
         let status = child.wait().expect("reap writer");
         assert!(!status.success(), "writer must die from the signal");
-        acked_total += acked;
+        rounds.acked += acked;
         let journal = read_journal(&journal_path);
-        let checked = verify(&pool, &journal);
-        eprintln!("round {round}: killed after {acked} acks; {checked} blocks verified");
+        let verified = verify(&pool, &journal);
+        rounds.snapshots_verified += verified.snapshots;
+        eprintln!(
+            "round {round}: killed after {acked} acks; {} blocks and {} snapshots verified",
+            verified.blocks, verified.snapshots
+        );
     }
-    (acked_total, cleaned)
+    rounds
 }
 
 #[test]
 fn acknowledged_writes_survive_repeated_sigkill() {
-    let (acked, _) = kill_rounds(KILLS, 50..2050, &[]);
-    assert!(acked >= KILLS * 50);
+    let rounds = kill_rounds(KILLS, 50..2050, &[]);
+    assert!(rounds.acked >= KILLS * 50);
 }
 
-/// A 96 MiB pool (eleven 8 MiB segments) holding an 8 MiB volume and up to two snapshots of it, under
-/// random overwrites: the collector runs all the time, moving blocks that
-/// snapshots share, while the writer is killed.
 /// The same, with the writer's batches written and acknowledged on its own
 /// engine ring (the reactors' path), not through the device's ring thread.
 #[test]
 fn acknowledged_writes_from_a_thread_with_its_own_ring_survive_repeated_sigkill() {
-    let (acked, _) = kill_rounds(KILLS / 2, 50..2050, &[("KEEL_CRASH_LOCAL_RING", "1")]);
-    assert!(acked >= KILLS / 2 * 50);
+    let rounds = kill_rounds(KILLS / 2, 50..2050, &[("KEEL_CRASH_LOCAL_RING", "1")]);
+    assert!(rounds.acked >= KILLS / 2 * 50);
 }
 
+/// A 96 MiB pool (eleven 8 MiB segments) holding an 8 MiB volume and up to
+/// two snapshots of it, under random overwrites: the collector runs all the
+/// time, moving blocks that snapshots share, while the writer is killed; the
+/// volume and every snapshot read back right after each kill.
 #[test]
 fn acknowledged_writes_survive_sigkill_while_garbage_collection_runs() {
     let env = [
         ("KEEL_CRASH_POOL_MIB", "96"),
         ("KEEL_CRASH_SNAPSHOT_EVERY", "1500"),
     ];
-    let (acked, cleaned) = kill_rounds(8, 2000..6000, &env);
-    assert!(acked >= 8 * 2000);
+    let rounds = kill_rounds(8, 2000..6000, &env);
+    assert!(rounds.acked >= 8 * 2000);
     assert!(
-        cleaned > 0,
-        "the collector never cleaned a segment: the test proves nothing"
+        rounds.cleaned > 0 && rounds.relocated > 0,
+        "the collector never moved a block: the test proves nothing"
+    );
+    assert!(
+        rounds.snapshots_verified > 0,
+        "no snapshot was checked after a kill: the test proves nothing"
     );
 }

@@ -161,6 +161,18 @@ fn a_rest_volume_serves_its_acl_host_and_follows_acl_changes_live() {
         }],
     )
     .expect("deallocate");
+    assert_eq!(
+        io.read(nsid, Lba(68), 4, BLOCK)
+            .expect("read the deallocated range"),
+        vec![0u8; 4 * 4096],
+        "deallocated blocks read as zeroes"
+    );
+    assert_eq!(
+        io.read(nsid, Lba(72), 1, BLOCK)
+            .expect("read past the range"),
+        big.slice(8 * 4096..9 * 4096).to_vec(),
+        "the block after the deallocated range keeps its data"
+    );
     let out_of_range = io
         .read(nsid, Lba(VOLUME_BYTES / u64::from(BLOCK)), 1, BLOCK)
         .unwrap_err();
@@ -391,7 +403,7 @@ fn discovery_leads_an_acl_host_to_its_namespace_on_both_ports() {
 }
 
 #[test]
-fn kill9_after_acknowledged_and_flushed_writes_keeps_the_data_over_nvme() {
+fn kill9_keeps_acknowledged_writes_flushed_or_not_over_nvme() {
     let mut k = Keeld::start_default();
     k.login();
     let v = k.create_volume("durable", VOLUME_BYTES, &[HOST_A]);
@@ -436,6 +448,15 @@ fn kill9_after_acknowledged_and_flushed_writes_keeps_the_data_over_nvme() {
             }
         }
         io.flush(nsid).expect("flush");
+        // Acknowledged and never flushed: a process kill loses none of them
+        // either (a flush guards against power loss, not against kill -9).
+        let unflushed = VOLUME_BYTES / 4096 - 512;
+        for i in 0..64u64 {
+            let data = pattern(4096, 9000 + i);
+            io.write(nsid, Lba(unflushed + i * 3), data.clone(), BLOCK)
+                .expect("unflushed write");
+            latest.insert(unflushed + i * 3, data);
+        }
         expected.extend(latest);
     }
     k.kill9();
@@ -463,7 +484,7 @@ fn kill9_after_acknowledged_and_flushed_writes_keeps_the_data_over_nvme() {
             .expect("read after restart");
         assert!(
             got == data.to_vec(),
-            "LBA {lba} lost flushed data across kill -9"
+            "LBA {lba} lost acknowledged data across kill -9"
         );
     }
     // Host B is still outside the ACL after the restart.
