@@ -149,7 +149,8 @@ run_phases() {
 
 # Single-request phases first (every operation, valid and invalid inputs), then
 # the stateful phase, which follows the document's links from creates to the
-# created resources (get, update, rollback, delete, use after delete).
+# created resources (get, update, rollback, delete) with the same checks; the
+# use-after-delete checks are not among them (see above).
 deadline=$((SECONDS + timeout_s))
 status=0
 run_phases examples,coverage,fuzzing "$max_examples" "$checks" requests || status=$?
