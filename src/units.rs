@@ -1,26 +1,12 @@
-//! Parsing human-friendly byte sizes in configuration and flags.
+//! Byte sizes in configuration and flags, read exactly as the REST API reads
+//! them (one rule everywhere): plain bytes, or a number (fractions allowed)
+//! with a unit; `KiB`/`MiB`/`GiB`/`TiB`/`PiB` and the bare `k`/`m`/`g`/`t`/`p`
+//! are powers of 1024, `KB`/`MB`/`GB`/`TB`/`PB` powers of 1000.
 
-/// Parses `"16GiB"`, `"512 MiB"`, `"1g"`, `"4096"` (bytes) into a byte count.
+/// Parses `"16GiB"`, `"1.5 GiB"`, `"512 MiB"`, `"1g"`, `"10GB"`, `"4096"`
+/// (bytes) into a byte count.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size"))?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        "t" | "tib" | "tb" => 1 << 40,
-        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
-    };
-    value
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    mgmt_api::domain::rules::parse_size(text)
 }
 
 #[cfg(test)]
@@ -28,13 +14,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse_with_binary_units() {
+    fn sizes_parse_as_the_rest_api_parses_them() {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("16GiB"), Ok(16 << 30));
         assert_eq!(parse_size("512 MiB"), Ok(512 << 20));
         assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5 parsecs").is_err());
         assert!(parse_size("99999999999999TiB").is_err());
+        assert!(parse_size("0.3 B").is_err(), "not a whole number of bytes");
     }
 }

@@ -823,6 +823,18 @@ fn volume_with_snapshot(k: &Keeld, blocks: u64) -> (String, u32, String, Vec<Byt
 }
 
 #[test]
+fn the_log_file_is_plain_text_without_terminal_colours() {
+    let k = started();
+    k.create_volume("logged", 64 << 20, &[HOST_A]);
+    let log = k.log_tail();
+    assert!(k.logged("keeld starting"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape sequences in a log that is not a terminal:\n{log}"
+    );
+}
+
+#[test]
 fn a_clone_made_by_snapshot_name_as_the_cinder_driver_asks_serves_the_snapshot() {
     let k = started();
     let (source, _nsid, snap, data) = volume_with_snapshot(&k, 16);

@@ -321,6 +321,10 @@ fn keelctl_manages_volumes_on_a_real_keeld() {
         grown["labels"],
         serde_json::json!([{"key": "tier", "value": "gold"}, {"key": "env", "value": "test"}])
     );
+    // `volume resize`, with a size in the REST API's notation (fractions).
+    keeld.ok(&["volume", "resize", "vol-a", "0.25GiB"]);
+    let resized = keeld.json(&["volume", "get", &uuid]);
+    assert_eq!(resized["size"], "268435456");
     let shrink = keeld.keelctl(&["volume", "update", "vol-a", "--size", "64MiB"]);
     assert_fails(
         &shrink,
@@ -350,7 +354,7 @@ fn keelctl_manages_volumes_on_a_real_keeld() {
         &["keelctl: error: 409 Conflict:", "already exists"],
     );
     let bad_size = keeld.keelctl(&["volume", "create", "vol-b", "--size", "ten-gigs"]);
-    assert_fails(&bad_size, 2, &["--size", "\"ten-gigs\" is not a size"]);
+    assert_fails(&bad_size, 2, &["--size", "size \"ten-gigs\" has an unknown unit"]);
     let missing = keeld.keelctl(&["volume", "get", "no-such-volume"]);
     assert_fails(
         &missing,

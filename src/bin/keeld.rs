@@ -201,8 +201,11 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
         .context("invalid log filter")?;
+    // Colour only for a person at a terminal: a log file or a journal gets
+    // plain text, not escape sequences.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log.format.as_str() {
         "json" => builder.json().init(),

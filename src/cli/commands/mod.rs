@@ -196,9 +196,11 @@ pub fn pretty(reply: &Reply) -> Result<String, CommandError> {
     })
 }
 
-/// Parses a size argument such as `10GiB`, `512 MiB` or `4096`.
+/// Parses a size argument such as `10GiB`, `1.5GiB`, `512 MiB` or `4096`,
+/// exactly as the REST API does (`GiB` is 1024³ bytes, `GB` 1000³).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    crate::units::parse_size(text).map_err(|e| format!("{e} (examples: 10GiB, 512MiB, 1073741824)"))
+    crate::units::parse_size(text)
+        .map_err(|e| format!("{e} (examples: 10GiB, 1.5GiB, 512MiB, 1073741824)"))
 }
 
 /// Parses a `key=value` label.
@@ -263,9 +265,10 @@ mod tests {
     #[test]
     fn sizes_parse_with_units_and_explain_failures() {
         assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
         let err = parse_size("10 parsecs").expect_err("bad unit");
         assert!(
-            err.contains("unknown size unit") && err.contains("examples"),
+            err.contains("unknown unit") && err.contains("examples"),
             "{err}"
         );
     }

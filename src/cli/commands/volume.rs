@@ -32,8 +32,16 @@ pub enum VolumeCommand {
         /// Volume name or UUID.
         volume: String,
     },
-    /// Grow a volume, switch compression, or change labels.
+    /// Grow a volume, switch compression, change labels or the IP ACL.
     Update(UpdateArgs),
+    /// Grow a volume to a new size (volumes only grow).
+    Resize {
+        /// Volume name or UUID.
+        volume: String,
+        /// New size, e.g. 20GiB or 1.5TiB.
+        #[arg(value_parser = parse_size)]
+        size: u64,
+    },
     /// Delete a volume (its space is reclaimed in the background).
     Delete {
         /// Volume name or UUID.
@@ -195,6 +203,17 @@ pub fn run(ctx: &mut Context<'_>, command: &VolumeCommand) -> Result<(), Command
             ctx.show(&reply, |r| Ok(render(&r.decode()?)))
         }
         VolumeCommand::Update(args) => update(ctx, args),
+        VolumeCommand::Resize { volume, size } => update(
+            ctx,
+            &UpdateArgs {
+                volume: volume.clone(),
+                size: Some(*size),
+                compression: None,
+                labels: Vec::new(),
+                remove_labels: Vec::new(),
+                ip_acl: Vec::new(),
+            },
+        ),
         VolumeCommand::Delete {
             volume,
             wait,
