@@ -402,6 +402,32 @@ fn wrong_types_unknown_fields_and_hostile_names_on_snapshots_projects_users_and_
             json!({"src": {"snapId": ghost}, "dst": {"name": "d", "sectorSize": 1000}}),
             "sectorSize",
         ),
+        // No QoS policy is enforced, so a well-formed one is refused too
+        // rather than stored and ignored.
+        (
+            Method::POST,
+            "/api/v2/volumes".into(),
+            json!({"name": "throttled", "size": "1 gib", "qosPolicyName": "gold"}),
+            "qosPolicyName",
+        ),
+        (
+            Method::PUT,
+            format!("/api/v2/volumes/{uuid}"),
+            json!({"qosPolicyName": "gold"}),
+            "qosPolicyName",
+        ),
+        (
+            Method::PUT,
+            format!("/api/v2/volumes/{uuid}"),
+            json!({"qosPolicyUUID": "00000000-0000-4000-8000-000000000001"}),
+            "qosPolicyUUID",
+        ),
+        (
+            Method::POST,
+            "/api/v1/volumes/thickclone".into(),
+            json!({"src": {"snapId": ghost}, "dst": {"name": "d", "qosPolicyName": "gold"}}),
+            "qosPolicyName",
+        ),
     ];
     for name in hostile_names() {
         cases.push((

@@ -354,7 +354,11 @@ fn keelctl_manages_volumes_on_a_real_keeld() {
         &["keelctl: error: 409 Conflict:", "already exists"],
     );
     let bad_size = keeld.keelctl(&["volume", "create", "vol-b", "--size", "ten-gigs"]);
-    assert_fails(&bad_size, 2, &["--size", "size \"ten-gigs\" has an unknown unit"]);
+    assert_fails(
+        &bad_size,
+        2,
+        &["--size", "size \"ten-gigs\" has an unknown unit"],
+    );
     let missing = keeld.keelctl(&["volume", "get", "no-such-volume"]);
     assert_fails(
         &missing,

@@ -466,7 +466,7 @@ impl Service {
             .unwrap_or_else(|| vec![rules::ALLOW_ANY.to_owned()]);
         rules::check_ip_acl(&ip_acl).map_err(invalid)?;
         if let Some(q) = &req.qos_policy_name {
-            rules::check_name("qosPolicyName", q).map_err(invalid)?;
+            rules::refuse_qos_policy("qosPolicyName", q).map_err(invalid)?;
         }
         check_labels(&req.labels)?;
         let uuid = Uuid::new_v4();
@@ -706,7 +706,7 @@ impl Service {
             rules::check_ip_acl(acl).map_err(invalid)?;
         }
         if let Some(q) = &changes.qos_policy_name {
-            rules::check_name("qosPolicyName", q).map_err(invalid)?;
+            rules::refuse_qos_policy("qosPolicyName", q).map_err(invalid)?;
         }
         if let Some(labels) = &changes.labels {
             check_labels(labels)?;

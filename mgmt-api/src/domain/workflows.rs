@@ -60,7 +60,7 @@ impl Service {
             .unwrap_or_else(|| req.source_project.clone());
         self.require_project(&project)?;
         if let Some(q) = &req.qos_policy_name {
-            rules::check_name("qosPolicyName", q).map_err(invalid)?;
+            rules::refuse_qos_policy("qosPolicyName", q).map_err(invalid)?;
         }
         let description = req.description.clone().unwrap_or_default();
         rules::check_description(&description).map_err(invalid)?;

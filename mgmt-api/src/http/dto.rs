@@ -87,11 +87,13 @@ pub struct CreateVolumeRequest {
     #[serde(default, deserialize_with = "loose::opt_u32")]
     #[schema(schema_with = schema::optional_sector_size)]
     pub sector_size: Option<u32>,
-    /// QoS policy name (recorded).
+    /// QoS policy name: refused (400) until QoS is enforced; null or absent
+    /// is accepted.
     #[serde(default)]
     #[schema(schema_with = schema::optional_name)]
     pub qos_policy_name: Option<String>,
-    /// QoS policy UUID (accepted for compatibility, ignored).
+    /// QoS policy UUID: refused (400) like `qosPolicyName`; null or absent
+    /// is accepted.
     #[serde(default, rename = "qosPolicyUUID")]
     pub qos_policy_uuid: Option<String>,
     /// Labels, round-tripped exactly.
@@ -144,11 +146,11 @@ pub struct UpdateVolumeRequest {
     #[serde(default, alias = "IPAcl")]
     #[schema(schema_with = schema::optional_ip_acl)]
     pub ip_acl: Option<AclDto>,
-    /// New QoS policy name.
+    /// New QoS policy name: refused (400) until QoS is enforced.
     #[serde(default)]
     #[schema(schema_with = schema::optional_name)]
     pub qos_policy_name: Option<String>,
-    /// Accepted for compatibility, ignored.
+    /// New QoS policy UUID: refused (400) like `qosPolicyName`.
     #[serde(default, rename = "qosPolicyUUID")]
     pub qos_policy_uuid: Option<String>,
     /// New labels (replace all).

@@ -190,6 +190,7 @@ async fn create_core(
         Some(s) => Some(parse_uuid("sourceSnapshotUUID", s)?),
         None => None,
     };
+    refuse_qos_policy_uuid(req.qos_policy_uuid.as_deref())?;
     let source_snapshot_name = req.source_snapshot_name.filter(|s| !s.is_empty());
     if let Some(name) = &source_snapshot_name {
         crate::domain::rules::check_name("sourceSnapshotName", name)
@@ -267,6 +268,7 @@ async fn update_core(
         (Some(h), _) => Some(h),
         (None, b) => b,
     };
+    refuse_qos_policy_uuid(req.qos_policy_uuid.as_deref())?;
     let changes = VolumeChanges {
         size_bytes: req.size,
         compression: req.compression,
@@ -560,4 +562,16 @@ pub async fn project_rollback(
 ) -> Result<Json<VolumeDto>, ApiError> {
     let project = path.get("projectName")?.to_owned();
     rollback_core(state, caller, Some(project), path, body).await
+}
+
+/// A QoS policy named by UUID is refused as one named by name is: no policy
+/// is enforced yet, and a limit stored but not enforced would mislead.
+fn refuse_qos_policy_uuid(uuid: Option<&str>) -> Result<(), ApiError> {
+    match uuid.filter(|u| !u.is_empty()) {
+        None => Ok(()),
+        Some(u) => Err(ApiError::BadRequest(format!(
+            "qosPolicyUUID {u:?} names no QoS policy: this cluster enforces none yet, \
+             so it refuses the setting rather than store it unenforced"
+        ))),
+    }
 }
