@@ -12,7 +12,7 @@ use mgmt_api::control::NodeInfo;
 use nvmf_target::{Subsystem, SubsystemConfig, Target, TargetConfig, TargetHandle};
 use uuid::Uuid;
 
-use crate::adapters::{ClusterControl, ClusterPort, EngineControl};
+use crate::adapters::{ClusterControl, ClusterPort, EngineControl, IoMetricsRegistry};
 use crate::cluster::authority::StreamAdmission;
 use crate::cluster::catalog::EtcdCatalogStore;
 use crate::cluster::membership::{ensure_cluster, NodeSpec};
@@ -177,14 +177,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         ..node
     };
     tracing::info!(nqn = %nqn, io = %node.nvme_endpoint, discovery = %node.discovery_endpoint, "NVMe/TCP target listening");
+    let io_metrics = Arc::new(IoMetricsRegistry::default());
     let engine_control = EngineControl::new(engine.clone(), subsystem.clone(), node.clone())
-        .with_clone_rate(Some(config.pool.thick_clone_mib_per_s << 20));
+        .with_clone_rate(Some(config.pool.thick_clone_mib_per_s << 20))
+        .with_io_metrics(io_metrics.clone());
     let (control, replication): (Arc<dyn mgmt_api::Control>, _) =
         match (&membership, &config.cluster) {
             (Some(membership), Some(cluster)) => {
-                let replication = start_replication(
-                    &runtime, cluster, &config, membership, &engine, &subsystem, &node,
-                )?;
+                let local = LocalParts {
+                    engine: &engine,
+                    subsystem: &subsystem,
+                    node: &node,
+                    io_metrics: &io_metrics,
+                };
+                let replication = start_replication(&runtime, cluster, &config, membership, local)?;
                 let control = ClusterControl::new(
                     engine_control.with_cluster(ClusterPort::new(
                         membership.clone(),
@@ -293,15 +299,27 @@ struct Replication {
     _server: Arc<ReplicaServer>,
 }
 
+/// This node's own parts the replication side works with.
+struct LocalParts<'a> {
+    engine: &'a Arc<Engine>,
+    subsystem: &'a Arc<Subsystem>,
+    node: &'a NodeInfo,
+    io_metrics: &'a Arc<IoMetricsRegistry>,
+}
+
 fn start_replication(
     runtime: &tokio::runtime::Runtime,
     cluster: &ClusterConfig,
     config: &Config,
     membership: &Arc<Membership>,
-    engine: &Arc<Engine>,
-    subsystem: &Arc<Subsystem>,
-    node: &NodeInfo,
+    local: LocalParts<'_>,
 ) -> anyhow::Result<Replication> {
+    let LocalParts {
+        engine,
+        subsystem,
+        node,
+        io_metrics,
+    } = local;
     let store = VolumeStore::new(membership.etcd().clone());
     let snapshots = SnapshotStore::new(membership.etcd().clone());
     let listen = cluster.replication_listen.unwrap_or_else(|| {
@@ -343,6 +361,7 @@ fn start_replication(
         runtime: runtime.handle().clone(),
         resync_bytes_per_s: cluster.resync_mib_per_s.max(1) << 20,
         replace_after: std::time::Duration::from_secs(cluster.replica_replace_after_s),
+        io_metrics: io_metrics.clone(),
         clone_bytes_per_s: (config.pool.thick_clone_mib_per_s > 0)
             .then_some(config.pool.thick_clone_mib_per_s << 20),
     })

@@ -363,6 +363,101 @@ fn a_volume_ip_acl_admits_only_its_addresses_and_follows_changes_live() {
     assert_eq!(far.active_namespaces().expect("active"), vec![nsid]);
 }
 
+/// The value of the Prometheus sample `name{labels}` in `text`.
+fn sample(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name_and_labels} in:\n{text}"))
+}
+
+#[test]
+fn metrics_count_each_volumes_io_and_the_apis_answers() {
+    let mut k = Keeld::start_default();
+    k.login();
+    let v = k.create_volume("metered", VOLUME_BYTES, &[HOST_A]);
+    let (uuid, nsid) = (uuid_of(&v), nsid_of(&v));
+    let mut c = k.connect(HOST_A);
+    let mut io = io_queue(&mut c);
+    for i in 0..4u64 {
+        io.write(nsid, Lba(i), pattern(4096, i), BLOCK)
+            .expect("write");
+    }
+    io.read(nsid, Lba(0), 2, BLOCK).expect("read");
+    io.flush(nsid).expect("flush");
+    // Refused by the target before it reaches the volume: not the volume's I/O.
+    assert!(io.read(nsid, Lba(VOLUME_BYTES / 4096), 1, BLOCK).is_err());
+    let _ = k.get("/api/v2/volumes/not-a-uuid");
+
+    let a = k.get("/metrics");
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(
+        a.headers[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/plain")),
+        "{:?}",
+        a.headers
+    );
+    let text = a.body.as_str().expect("a text body").to_owned();
+    let volume = format!("{{volume=\"{uuid}\"}}");
+    assert_eq!(
+        sample(&text, &format!("keel_volume_writes_total{volume}")),
+        4.0
+    );
+    assert_eq!(
+        sample(&text, &format!("keel_volume_written_bytes_total{volume}")),
+        16384.0
+    );
+    assert_eq!(
+        sample(&text, &format!("keel_volume_reads_total{volume}")),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, &format!("keel_volume_read_bytes_total{volume}")),
+        8192.0
+    );
+    assert_eq!(
+        sample(&text, &format!("keel_volume_other_commands_total{volume}")),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, &format!("keel_volume_errors_total{volume}")),
+        0.0
+    );
+    assert_eq!(
+        sample(&text, &format!("keel_volume_queue_depth{volume}")),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("keel_volume_write_latency_seconds_count{volume}")
+        ),
+        4.0
+    );
+    assert!(sample(&text, "keel_pool_capacity_bytes") > 0.0);
+    assert!(sample(&text, "keel_pool_write_amplification") >= 1.0);
+    assert!(sample(&text, "keel_nvme_controllers") >= 1.0);
+    assert!(sample(&text, "keel_pool_host_written_bytes_total") >= 16384.0);
+    assert!(
+        sample(
+            &text,
+            "keel_api_requests_total{method=\"GET\",status=\"400\"}"
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            &text,
+            "keel_api_requests_total{method=\"POST\",status=\"200\"}"
+        ) >= 1.0
+    );
+
+    // Cluster admins only: no token, no metrics.
+    let anonymous = k.call_as(None, reqwest::Method::GET, "/metrics", None);
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
+
 #[test]
 fn discovery_leads_an_acl_host_to_its_namespace_on_both_ports() {
     let mut k = Keeld::start_default();

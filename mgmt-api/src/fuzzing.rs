@@ -149,6 +149,7 @@ impl RestFuzzer {
             auth: Arc::new(auth),
             api_endpoint: "127.0.0.1:443".into(),
             body_limit_bytes: crate::server::BODY_LIMIT_DEFAULT_BYTES,
+            rest_metrics: Default::default(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -201,6 +201,7 @@ impl ApiServer {
                 .clone()
                 .unwrap_or_else(|| local_addr.to_string()),
             body_limit_bytes: config.body_limit_bytes,
+            rest_metrics: Default::default(),
         };
         // The client's address rides along with each request for login throttling.
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();

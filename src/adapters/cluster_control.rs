@@ -544,6 +544,10 @@ impl Control for ClusterControl {
         self.local.start_scrub()
     }
 
+    fn prometheus_metrics(&self) -> Result<String, ControlError> {
+        self.local.prometheus_metrics()
+    }
+
     fn scrub_status(&self) -> Result<ScrubReport, ControlError> {
         self.local.scrub_status()
     }

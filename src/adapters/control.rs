@@ -22,6 +22,7 @@ use nvmf_target::{NamespaceOptions, Subsystem};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
+use super::metrics::{IoMetricsRegistry, MeteredNamespace};
 use super::scrub::scrub_report;
 use super::ClusterPort;
 use super::VolumeNamespace;
@@ -41,6 +42,8 @@ pub struct EngineControl {
     clone_rate_bytes_per_s: Option<u64>,
     /// The cluster this node belongs to; `None` for a single node.
     cluster: Option<ClusterPort>,
+    /// Every exposed volume's I/O as hosts issue it.
+    io_metrics: Arc<IoMetricsRegistry>,
 }
 
 impl EngineControl {
@@ -54,7 +57,15 @@ impl EngineControl {
             exposed: Mutex::new(HashMap::new()),
             clone_rate_bytes_per_s: None,
             cluster: None,
+            io_metrics: Arc::new(IoMetricsRegistry::default()),
         }
+    }
+
+    /// Records volume I/O into `registry` (shared with the cluster's
+    /// reconciler, which exposes clustered volumes itself).
+    pub fn with_io_metrics(mut self, registry: Arc<IoMetricsRegistry>) -> EngineControl {
+        self.io_metrics = registry;
+        self
     }
 
     /// Reports the nodes and identity of the cluster `port` reads.
@@ -149,6 +160,7 @@ impl Control for EngineControl {
             let _ = self.subsystem.remove_namespace(nsid);
         }
         self.acls.lock().remove(&volume);
+        self.io_metrics.remove(volume);
         self.engine
             .delete_volume(info.id)
             .map_err(|e| control_error(volume, e))
@@ -310,6 +322,14 @@ impl Control for EngineControl {
         Ok(())
     }
 
+    fn prometheus_metrics(&self) -> Result<String, ControlError> {
+        Ok(super::metrics::render_node(
+            &self.engine.pool_stats(),
+            self.subsystem.controller_count(),
+            &self.io_metrics,
+        ))
+    }
+
     fn start_scrub(&self) -> Result<bool, ControlError> {
         Ok(self.engine.start_scrub())
     }
@@ -361,10 +381,11 @@ impl Control for EngineControl {
             info.sector_size,
             *volume.as_bytes(),
         );
+        let metered = MeteredNamespace::new(Arc::new(namespace), self.io_metrics.volume(volume));
         self.subsystem
             .add_namespace(
                 nsid,
-                Arc::new(namespace),
+                Arc::new(metered),
                 NamespaceOptions::new(access.hosts).with_addresses(access.addresses),
             )
             .map_err(|e| ControlError::Internal(e.to_string()))?;

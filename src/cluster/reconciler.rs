@@ -47,7 +47,7 @@ use super::authority::TermAuthority;
 use super::membership::{Membership, NodeState, NodeView};
 use super::snapshots::{RollbackRecord, SnapshotRecord, SnapshotState, SnapshotStore};
 use super::volumes::{replacement, Progress, UpdateError, VolumeRecord, VolumeStore};
-use crate::adapters::ClusterNamespace;
+use crate::adapters::{ClusterNamespace, IoMetricsRegistry, MeteredNamespace};
 
 /// Time between rounds.
 const ROUND_INTERVAL: Duration = Duration::from_millis(250);
@@ -81,6 +81,8 @@ pub struct ReconcilerParts {
     pub replace_after: Duration,
     /// Pace of thick clone jobs (None: unpaced).
     pub clone_bytes_per_s: Option<u64>,
+    /// Where exposed volumes' I/O is recorded (`/metrics`).
+    pub io_metrics: Arc<IoMetricsRegistry>,
 }
 
 /// The running reconciler; stops (and stops every term) when dropped.
@@ -926,9 +928,13 @@ impl State {
         let lists = (record.acl.clone(), record.ip_acl.clone());
         match served.nsid {
             None => {
+                let metered = MeteredNamespace::new(
+                    served.namespace.clone(),
+                    self.parts.io_metrics.volume(record.uuid),
+                );
                 subsystem.add_namespace(
                     nsid,
-                    served.namespace.clone(),
+                    Arc::new(metered),
                     NamespaceOptions::new(acl)
                         .with_addresses(addresses)
                         .with_ana_state(state),
@@ -969,6 +975,7 @@ impl State {
         if let Some(nsid) = served.nsid {
             let _ = self.parts.subsystem.remove_namespace(nsid);
         }
+        self.parts.io_metrics.remove(volume);
         let name = volume.to_string();
         self.parts.replica_server.close_stream(&name);
         if let Some(info) = self.parts.engine.volume_by_name(&name) {

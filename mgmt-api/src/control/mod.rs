@@ -332,6 +332,14 @@ pub trait Control: Send + Sync {
     fn start_scrub(&self) -> Result<bool, ControlError> {
         Err(ControlError::Unsupported("scrub".to_owned()))
     }
+    /// This node's storage metrics in the Prometheus text exposition format
+    /// (volumes' I/O, the pool, connections), for `/metrics`.
+    ///
+    /// The default answers [`ControlError::Unsupported`]: `/metrics` then
+    /// shows the API's own counts only.
+    fn prometheus_metrics(&self) -> Result<String, ControlError> {
+        Err(ControlError::Unsupported("storage metrics".to_owned()))
+    }
     /// The scrub's state and what its last completed pass found.
     ///
     /// The default answers [`ControlError::Unsupported`] (501).

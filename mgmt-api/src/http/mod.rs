@@ -9,6 +9,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod loose;
+pub mod metrics;
 pub mod openapi;
 pub mod read_first;
 pub mod schema;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub api_endpoint: String,
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
+    /// The API's request counts, for `/metrics`.
+    pub rest_metrics: Arc<metrics::RestMetrics>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -74,8 +77,10 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 /// The full router.
 pub fn router(state: AppState) -> Router {
     let limit = state.body_limit_bytes;
+    let rest_metrics = state.rest_metrics.clone();
     Router::new()
         .route("/login", post(session::login))
+        .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(openapi::document))
         .route("/api/v2/users", post(session::create_user))
         .route(
@@ -168,5 +173,9 @@ pub fn router(state: AppState) -> Router {
             read_first::read_body_first,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            rest_metrics,
+            metrics::count_requests,
+        ))
         .with_state(state)
 }
