@@ -961,6 +961,7 @@ fn kill9_during_a_thick_clone_fails_the_workflow_and_leaves_no_half_built_volume
     k.restart();
     let after = wait_workflow(&k, &id);
     assert_eq!(after["state"], "Failed", "{after}");
+    assert_eq!(after["progress"]["stage"], "Failed", "{after}");
     assert_eq!(
         k.get("/api/v2/volumes/?name=thick&projectName=default")
             .status,

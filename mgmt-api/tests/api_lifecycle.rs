@@ -131,6 +131,10 @@ async fn cancel_stops_a_running_clone_and_removes_its_destination() {
     assert_eq!(s, StatusCode::OK);
     let canceled = wait_for_state(&h, &id, "Canceled").await;
     assert!(canceled["endedAt"].is_string());
+    assert_eq!(
+        canceled["progress"]["stage"], "Canceled",
+        "a canceled copy is not shown as Done: {canceled}"
+    );
     let (s, _) = h.get("/api/v2/projects/default/volumes/?name=doomed").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(!h.control.has_volume(dst_uuid));

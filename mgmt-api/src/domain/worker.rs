@@ -401,7 +401,14 @@ impl Inner {
             if let Some(r) = c.workflows.get_mut(&id) {
                 r.state = state;
                 r.msg = msg.to_owned();
-                r.stage = "Done".to_owned();
+                // The stage says how it ended: a canceled or failed copy is
+                // not "Done".
+                r.stage = match state {
+                    WorkflowState::Canceled => "Canceled",
+                    WorkflowState::Failed => "Failed",
+                    WorkflowState::Completed | WorkflowState::Running => "Done",
+                }
+                .to_owned();
                 r.ended_at_ms = Some(now_ms());
             }
             Ok(())
