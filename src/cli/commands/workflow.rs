@@ -171,7 +171,11 @@ pub fn run_thick_clone(
     let id = Uuid::parse_str(&started.workflow_id).map_err(|_| CommandError::NotJson {
         what: reply.what.clone(),
     })?;
-    let (last, workflow) = wait_for_end(ctx, id, Duration::from_secs(args.wait_timeout_secs))?;
+    // Progress on one line of the terminal, for a person watching; nothing
+    // when stderr is a file or a pipe, or the output is JSON.
+    let live = ctx.format == Format::Table && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (last, workflow) =
+        wait_for_end(ctx, id, Duration::from_secs(args.wait_timeout_secs), live)?;
     ctx.show(&last, |_| Ok(render(&workflow)))?;
     if workflow.state == COMPLETED {
         Ok(())
@@ -237,16 +241,27 @@ fn get(ctx: &Context<'_>, id: Uuid) -> Result<Reply, CommandError> {
         .send(Call::new(Method::GET, &["api", "v1", "workflows", &id]))?)
 }
 
-/// Polls a workflow until it leaves Running, at most `limit`.
+/// Polls a workflow until it leaves Running, at most `limit`; with `live`,
+/// shows its progress on one line of stderr meanwhile.
 fn wait_for_end(
     ctx: &Context<'_>,
     id: Uuid,
     limit: Duration,
+    live: bool,
 ) -> Result<(Reply, WorkflowDto), CommandError> {
+    use std::io::Write as _;
     let deadline = Instant::now() + limit;
     loop {
         let reply = get(ctx, id)?;
         let workflow = reply.decode::<WorkflowEnvelopeDto>()?.workflow;
+        if live {
+            let mut err = std::io::stderr();
+            let _ = write!(err, "\r\x1b[2K{} {}", workflow.state, progress(&workflow));
+            if workflow.state != RUNNING {
+                let _ = writeln!(err);
+            }
+            let _ = err.flush();
+        }
         if workflow.state != RUNNING {
             return Ok((reply, workflow));
         }
