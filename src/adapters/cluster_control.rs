@@ -238,20 +238,26 @@ impl ClusterControl {
         }
     }
 
+    /// How many of `record`'s placement nodes hold their replica.
+    fn replicas_made(&self, record: &VolumeRecord) -> Result<usize, ControlError> {
+        let marks = self
+            .runtime
+            .block_on(self.store.replica_marks())
+            .map_err(Self::unavailable)?;
+        Ok(record
+            .placement
+            .iter()
+            .filter(|n| marks.contains(&(record.uuid, **n)))
+            .count())
+    }
+
     /// Waits until every placement node holds its replica and the primary
     /// started its first term.
     fn wait_until_served(&self, volume: Uuid) -> Result<(), ControlError> {
         let deadline = Instant::now() + CREATE_WAIT;
         loop {
             let record = self.record(volume)?;
-            let marks = self
-                .runtime
-                .block_on(self.store.replica_marks())
-                .map_err(Self::unavailable)?;
-            let placed = record
-                .placement
-                .iter()
-                .all(|n| marks.contains(&(volume, *n)));
+            let placed = self.replicas_made(&record)? == record.placement.len();
             if placed && record.epoch > 0 {
                 return Ok(());
             }
@@ -503,16 +509,7 @@ impl Control for ClusterControl {
                 });
             }
         };
-        let clone = record.uuid;
-        let marks = self
-            .runtime
-            .block_on(self.store.replica_marks())
-            .map_err(Self::unavailable)?;
-        let made = record
-            .placement
-            .iter()
-            .filter(|n| marks.contains(&(clone, **n)))
-            .count() as u64;
+        let made = self.replicas_made(&record)? as u64;
         let nodes = record.placement.len().max(1) as u64;
         let done = made == nodes && record.epoch > 0;
         Ok(CloneJobStatus {

@@ -23,6 +23,27 @@ fn digests(selector: u8) -> Digests {
     }
 }
 
+/// The context of a fuzzed connection to `subsystem`: small data limits so
+/// hostile lengths meet them, loopback addresses, no-op wake-ups.
+pub(crate) fn context(subsystem: Arc<Subsystem>) -> ConnectionContext {
+    ConnectionContext {
+        subsystem,
+        limits: Limits {
+            maxh2cdata: 8192,
+            write_buffer_max: 64 * 1024,
+            ..Limits::default()
+        },
+        port_kind: PortKind::Io,
+        local_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 4420)),
+        peer_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 50000)),
+        io_listeners: Arc::new(vec![std::net::SocketAddr::from(([0, 0, 0, 0], 4420))]),
+        advertised_addr: None,
+        notifier: Arc::new(|| {}),
+        handshake_timeout: crate::target::DEFAULT_HANDSHAKE_TIMEOUT,
+        discovery_keep_alive: crate::target::DEFAULT_DISCOVERY_KEEP_ALIVE,
+    }
+}
+
 /// Decodes `bytes` as a stream of PDUs until an error or incomplete input.
 /// Returns the number of PDUs decoded.
 pub fn decode_stream(selector: u8, bytes: &[u8]) -> usize {
@@ -70,22 +91,7 @@ pub fn drive_connection(selector: u8, bytes: &[u8]) {
     if subsystem.add_namespace(1, ns, options).is_err() {
         return;
     }
-    let ctx = ConnectionContext {
-        subsystem,
-        limits: Limits {
-            maxh2cdata: 8192,
-            write_buffer_max: 64 * 1024,
-            ..Limits::default()
-        },
-        port_kind: PortKind::Io,
-        local_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 4420)),
-        peer_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 50000)),
-        io_listeners: Arc::new(vec![std::net::SocketAddr::from(([0, 0, 0, 0], 4420))]),
-        advertised_addr: None,
-        notifier: Arc::new(|| {}),
-        handshake_timeout: crate::target::DEFAULT_HANDSHAKE_TIMEOUT,
-        discovery_keep_alive: crate::target::DEFAULT_DISCOVERY_KEEP_ALIVE,
-    };
+    let ctx = context(subsystem);
     let mut conn = Connection::new(ctx);
     let mut icreq = Vec::new();
     IcReq {

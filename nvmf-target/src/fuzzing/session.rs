@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::connection::{Connection, ConnectionContext, Limits, PortKind};
+use crate::connection::Connection;
 use crate::nvme::fabrics::{fctype, property, ConnectCommand, ConnectData, CC_ENABLE};
 use crate::nvme::{admin_opcode, feature, io_opcode, Command, Completion};
 use crate::nvme::{SGL_TYPE_IN_CAPSULE, SGL_TYPE_TRANSPORT};
@@ -87,22 +87,7 @@ struct HostQueue {
 
 impl HostQueue {
     fn open(subsystem: &Arc<Subsystem>, selector: u8, now: Instant) -> HostQueue {
-        let ctx = ConnectionContext {
-            subsystem: subsystem.clone(),
-            limits: Limits {
-                maxh2cdata: 8192,
-                write_buffer_max: 64 * 1024,
-                ..Limits::default()
-            },
-            port_kind: PortKind::Io,
-            local_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 4420)),
-            peer_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 50000)),
-            io_listeners: Arc::new(vec![std::net::SocketAddr::from(([0, 0, 0, 0], 4420))]),
-            advertised_addr: None,
-            notifier: Arc::new(|| {}),
-            handshake_timeout: crate::target::DEFAULT_HANDSHAKE_TIMEOUT,
-            discovery_keep_alive: crate::target::DEFAULT_DISCOVERY_KEEP_ALIVE,
-        };
+        let ctx = super::context(subsystem.clone());
         let mut queue = HostQueue {
             conn: Connection::new(ctx),
             digests: digests(selector),
