@@ -14,6 +14,7 @@ mod primary;
 mod replica;
 mod stream;
 pub mod wire;
+mod writer;
 
 pub use dirty::BlockSet;
 pub use primary::{
