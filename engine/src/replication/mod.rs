@@ -14,7 +14,6 @@ mod primary;
 mod replica;
 mod stream;
 pub mod wire;
-mod writer;
 
 pub use dirty::BlockSet;
 pub use primary::{

@@ -27,14 +27,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use crossbeam_channel::Sender;
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::dirty::BlockSet;
 use super::stream::{write_frame, FrameReader};
 use super::wire::{AckStatus, Envelope, Extent, Frame, HelloStatus, NodeId};
-use super::writer::StreamWriter;
 use crate::{Engine, IoError, VolumeId, WriteDone};
 
 /// What a primary asks of the cluster's metadata.
@@ -191,18 +190,8 @@ struct Member {
 
 struct Link {
     generation: u64,
-    /// Frames out, in seq order, written from the submitting thread when
-    /// the socket takes them at once.
-    frames: Arc<StreamWriter>,
+    frames: Sender<Bytes>,
     socket: TcpStream,
-}
-
-impl Link {
-    /// Ends the link: no more frames; the reader and writer threads stop.
-    fn close(&self) {
-        self.frames.close();
-        let _ = self.socket.shutdown(Shutdown::Both);
-    }
 }
 
 struct Pending {
@@ -450,7 +439,7 @@ impl ReplicatedVolume {
             let mut state = self.inner.state.lock();
             for member in &mut state.members {
                 if let Some(link) = member.link.take() {
-                    link.close();
+                    let _ = link.socket.shutdown(Shutdown::Both);
                 }
             }
             let mut finished = Vec::new();
@@ -829,17 +818,13 @@ impl Inner {
         }
         let _ = socket.set_read_timeout(None);
         let generation = self.link_generation.fetch_add(1, Ordering::Relaxed);
-        let frames = Arc::new(StreamWriter::new(socket.try_clone().map_err(|_| ())?));
+        let (frames, queue) = crossbeam_channel::unbounded::<Bytes>();
         {
-            let frames = frames.clone();
+            let writer_socket = socket.try_clone().map_err(|_| ())?;
             let inner = self.clone();
             std::thread::Builder::new()
                 .name("keel-repl-send".into())
-                .spawn(move || {
-                    if frames.run().is_err() {
-                        inner.link_failed(index, generation);
-                    }
-                })
+                .spawn(move || send_frames(writer_socket, queue, &inner, index, generation))
                 .map_err(|_| ())?;
         }
         {
@@ -1179,7 +1164,7 @@ impl State {
         } = self;
         let member = &mut members[index];
         if let Some(link) = member.link.take() {
-            link.close();
+            let _ = link.socket.shutdown(Shutdown::Both);
         }
         let bit = member_bit(index);
         for change in pending.values_mut() {
@@ -1295,6 +1280,32 @@ impl State {
     /// Every change below this seq is answered by everyone it was sent to.
     fn committed(&self) -> u64 {
         self.pending.keys().next().copied().unwrap_or(self.next_seq)
+    }
+}
+
+fn send_frames(
+    socket: TcpStream,
+    queue: Receiver<Bytes>,
+    inner: &Inner,
+    index: usize,
+    generation: u64,
+) {
+    use std::io::Write;
+    let mut socket = socket;
+    let mut out = BytesMut::new();
+    while let Ok(first) = queue.recv() {
+        out.extend_from_slice(&first);
+        while out.len() < 1 << 20 {
+            match queue.try_recv() {
+                Ok(more) => out.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if socket.write_all(&out).is_err() {
+            inner.link_failed(index, generation);
+            return;
+        }
+        out.clear();
     }
 }
 

@@ -9,17 +9,19 @@
 //! submission order) and acknowledged once the engine acknowledges them.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use super::stream::{write_frame, FrameReader, StreamError};
 use super::wire::{AckStatus, Envelope, Extent, Frame, HelloStatus, NodeId, UNCERTAIN_EXTENTS_MAX};
-use super::writer::StreamWriter;
 use crate::{Engine, IoError, VolumeError, VolumeId};
 
 /// What a replica asks of the cluster before it applies a primary's frames.
@@ -279,14 +281,12 @@ fn serve(socket: TcpStream, shared: &Arc<Shared>) -> Result<(), StreamEnd> {
         Some(admitted) => admitted,
         None => return Ok(()),
     };
-    // Acks go out from the thread that completed the frame when the socket
-    // takes them at once; the rest from the ack thread, in order.
-    let acks = Arc::new(StreamWriter::new(socket.try_clone()?));
+    let (acks, ack_queue) = crossbeam_channel::unbounded::<Envelope>();
     let writer = {
-        let acks = acks.clone();
+        let socket = socket.try_clone()?;
         std::thread::Builder::new()
             .name("keel-replica-ack".into())
-            .spawn(move || acks.run())?
+            .spawn(move || write_acks(socket, ack_queue))?
     };
     let in_flight = Arc::new(InFlight::default());
     let result = apply_frames(
@@ -300,7 +300,7 @@ fn serve(socket: TcpStream, shared: &Arc<Shared>) -> Result<(), StreamEnd> {
         &in_flight,
     );
     in_flight.wait_idle();
-    acks.close();
+    drop(acks);
     let _ = writer.join();
     let _ = socket.shutdown(Shutdown::Both);
     let mut streams = shared.streams.lock();
@@ -426,6 +426,21 @@ fn admit(
     Ok(Some((name, volume, epoch, connection)))
 }
 
+fn write_acks(mut socket: TcpStream, queue: Receiver<Envelope>) {
+    let mut out = BytesMut::new();
+    while let Ok(first) = queue.recv() {
+        first.encode(&mut out);
+        while let Ok(more) = queue.try_recv() {
+            more.encode(&mut out);
+        }
+        if socket.write_all(&out).is_err() {
+            let _ = socket.shutdown(Shutdown::Both);
+            return;
+        }
+        out.clear();
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn apply_frames(
     reader: &mut FrameReader,
@@ -434,7 +449,7 @@ fn apply_frames(
     volume: VolumeId,
     epoch: u64,
     connection: u64,
-    acks: &Arc<StreamWriter>,
+    acks: &Sender<Envelope>,
     in_flight: &Arc<InFlight>,
 ) -> Result<(), StreamEnd> {
     while let Some(envelope) = reader.next()? {
@@ -565,7 +580,7 @@ fn frame_extent(frame: &Frame, shared: &Shared, volume: VolumeId) -> Option<Exte
 }
 
 fn ack_sender(
-    acks: Arc<StreamWriter>,
+    acks: Sender<Envelope>,
     seq: u64,
     epoch: u64,
     in_flight: Arc<InFlight>,
@@ -578,14 +593,11 @@ fn ack_sender(
                 AckStatus::Failed
             }
         };
-        let _ = acks.send(
-            Envelope {
-                seq,
-                epoch,
-                frame: Frame::Ack { status },
-            }
-            .to_bytes(),
-        );
+        let _ = acks.send(Envelope {
+            seq,
+            epoch,
+            frame: Frame::Ack { status },
+        });
         in_flight.end();
     })
 }
