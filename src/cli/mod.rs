@@ -284,7 +284,10 @@ mod tests {
     fn usage_errors_exit_with_two() {
         let err = parse(&["volume", "create", "v1", "--size", "ten"]).expect_err("bad size");
         assert_eq!(err.exit_code(), i32::from(EXIT_USAGE));
-        assert!(err.to_string().contains("\"ten\" is not a size"), "{err}");
+        assert!(
+            err.to_string().contains("size \"ten\" has an unknown unit"),
+            "{err}"
+        );
         let err = parse(&["--insecure", "--cacert", "x.pem", "login"]).expect_err("conflict");
         assert_eq!(err.exit_code(), i32::from(EXIT_USAGE));
     }
