@@ -695,10 +695,12 @@ impl BatchHeader {
     }
 
     /// Reads the identity fields of a header from its first block without
-    /// verifying its checksum: replay uses it to tell a damaged header of the
-    /// batch it expects from bytes that were never that batch.
+    /// verifying its checksum or its magic, version and header length: replay
+    /// uses it to tell a damaged header of the batch it expects from bytes
+    /// that were never that batch (the pool UUID, seq, epoch and segment
+    /// decide that), so damage to the magic cannot pass for the log's end.
     pub fn peek_identity(first_block: &[u8]) -> Result<UnverifiedIdentity, DecodeError> {
-        Self::peek_header_blocks(first_block)?;
+        let prefix_intact = Self::peek_header_blocks(first_block).is_ok();
         let mut r = Reader::new(first_block);
         r.take(16)?;
         let seq = r.u64()?;
@@ -713,6 +715,7 @@ impl BatchHeader {
             pool_uuid,
             segment,
             used_len,
+            prefix_intact,
         })
     }
 
@@ -812,6 +815,11 @@ pub struct UnverifiedIdentity {
     pub segment: u32,
     /// Used header length in bytes.
     pub used_len: usize,
+    /// Whether the magic, version and header length decode. They share the
+    /// first sector with the identity fields, so a tear cannot leave the
+    /// identity new and these old: with the identity intact, a bad prefix is
+    /// damage.
+    pub prefix_intact: bool,
 }
 
 /// Plans a batch: how many header blocks its entries need.

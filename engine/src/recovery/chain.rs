@@ -95,9 +95,11 @@ impl<'a> SegmentReader<'a> {
 enum Probe {
     /// An intact header of the expected batch, with its damaged entries.
     Found(BatchHeader, Vec<DamagedEntry>, bool),
-    /// The expected batch's identity (magic, seq, epoch, pool, segment) with a
-    /// header that fails its checksum; `atomic` if its checksummed bytes fit
-    /// within one sector, so the damage cannot be a tear.
+    /// The expected batch's identity (seq, epoch, pool, segment) with a
+    /// header that fails its checksum or its magic, version or length;
+    /// `atomic` when the damage cannot be a tear: its checksummed bytes fit
+    /// within one sector, or its first sector (identity and prefix together)
+    /// is partly wrong.
     DamagedHeader { atomic: bool },
     /// Nothing that is the expected batch.
     Absent,
@@ -147,11 +149,14 @@ fn probe(
             Some(header) => (header, true),
             None => {
                 return Ok(match identity {
+                    // The identity and the prefix share the first sector: a
+                    // bad prefix under an intact identity is damage, never a
+                    // tear.
                     Some(identity) => Probe::DamagedHeader {
-                        atomic: identity.used_len <= SECTOR_BYTES,
+                        atomic: identity.used_len <= SECTOR_BYTES || !identity.prefix_intact,
                     },
                     None => Probe::Absent,
-                })
+                });
             }
         },
     };
