@@ -75,12 +75,6 @@ if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/d
     (
         cd fuzz
         for target in $(cargo +nightly fuzz list); do
-            # recover_damaged found damage that reopens with a block served as
-            # other data (one byte, 0x03, at offset 6172677 of its image; see
-            # the issue note of 2026-12-06): left out of CI until recovery is
-            # fixed, so the known failure does not hide new ones elsewhere.
-            # Run it by hand: cargo +nightly fuzz run recover_damaged.
-            [ "$target" = recover_damaged ] && continue
             # New finds go to corpus/<target>; seeds/<target> (in git) seeds it.
             mkdir -p "corpus/$target"
             seeds=()
