@@ -208,33 +208,28 @@ impl ClusterControl {
 
     /// Waits for the answer to `volume`'s rollback request `request`.
     fn wait_for_rollback(&self, volume: Uuid, request: Uuid) -> Result<(), ControlError> {
-        let deadline = Instant::now() + CREATE_WAIT;
-        loop {
+        let outcome = poll(Duration::from_millis(20), || {
             let current = self
                 .runtime
                 .block_on(self.snapshots.rollback(volume))
                 .map_err(Self::unavailable)?;
             match current {
-                Some(r) if r.request == request => {
-                    if let Some(outcome) = r.outcome {
-                        let _ = self
-                            .runtime
-                            .block_on(self.snapshots.delete_rollback(volume));
-                        return outcome.map_err(ControlError::Unavailable);
-                    }
-                }
-                _ => {
-                    return Err(ControlError::Internal(format!(
-                        "volume {volume}: the rollback request vanished"
-                    )))
-                }
+                Some(r) if r.request == request => Ok(r.outcome),
+                _ => Err(ControlError::Internal(format!(
+                    "volume {volume}: the rollback request vanished"
+                ))),
             }
-            if Instant::now() >= deadline {
-                return Err(ControlError::Unavailable(format!(
-                    "volume {volume}: its primary did not roll it back within {CREATE_WAIT:?}; it may still"
-                )));
+        })?;
+        match outcome {
+            Some(outcome) => {
+                let _ = self
+                    .runtime
+                    .block_on(self.snapshots.delete_rollback(volume));
+                outcome.map_err(ControlError::Unavailable)
             }
-            std::thread::sleep(Duration::from_millis(20));
+            None => Err(ControlError::Unavailable(format!(
+                "volume {volume}: its primary did not roll it back within {CREATE_WAIT:?}; it may still"
+            ))),
         }
     }
 
@@ -254,20 +249,35 @@ impl ClusterControl {
     /// Waits until every placement node holds its replica and the primary
     /// started its first term.
     fn wait_until_served(&self, volume: Uuid) -> Result<(), ControlError> {
-        let deadline = Instant::now() + CREATE_WAIT;
-        loop {
+        let served = poll(Duration::from_millis(50), || {
             let record = self.record(volume)?;
             let placed = self.replicas_made(&record)? == record.placement.len();
-            if placed && record.epoch > 0 {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(ControlError::Unavailable(format!(
-                    "volume {volume}: its nodes did not take it up within {CREATE_WAIT:?}"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            Ok((placed && record.epoch > 0).then_some(()))
+        })?;
+        served.ok_or_else(|| {
+            ControlError::Unavailable(format!(
+                "volume {volume}: its nodes did not take it up within {CREATE_WAIT:?}"
+            ))
+        })
+    }
+}
+
+/// Calls `check` every `interval` until it answers `Some` (or an error),
+/// for at most [`CREATE_WAIT`]; `None` when the wait ran out. Another node
+/// answers through etcd, so this waits on that answer, bounded.
+fn poll<T>(
+    interval: Duration,
+    mut check: impl FnMut() -> Result<Option<T>, ControlError>,
+) -> Result<Option<T>, ControlError> {
+    let deadline = Instant::now() + CREATE_WAIT;
+    loop {
+        if let Some(answer) = check()? {
+            return Ok(Some(answer));
         }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(interval);
     }
 }
 
@@ -376,26 +386,24 @@ impl Control for ClusterControl {
         if !created {
             return Err(ControlError::AlreadyExists(snapshot));
         }
-        let deadline = Instant::now() + CREATE_WAIT;
-        let failure = loop {
+        let answer = poll(Duration::from_millis(20), || {
             let current = self
                 .runtime
                 .block_on(self.snapshots.get(snapshot))
                 .map_err(Self::unavailable)?;
             match current.map(|r| r.state) {
-                Some(SnapshotState::Ready) => return Ok(()),
-                Some(SnapshotState::Creating) => {}
-                Some(SnapshotState::Failed(why)) => break why,
-                Some(SnapshotState::Deleting) | None => {
-                    return Err(ControlError::Internal(format!(
-                        "snapshot {snapshot} was deleted while it was taken"
-                    )))
-                }
+                Some(SnapshotState::Creating) => Ok(None),
+                Some(SnapshotState::Ready) => Ok(Some(None)),
+                Some(SnapshotState::Failed(why)) => Ok(Some(Some(why))),
+                Some(SnapshotState::Deleting) | None => Err(ControlError::Internal(format!(
+                    "snapshot {snapshot} was deleted while it was taken"
+                ))),
             }
-            if Instant::now() >= deadline {
-                break format!("the primary did not take it within {CREATE_WAIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        })?;
+        let failure = match answer {
+            Some(None) => return Ok(()),
+            Some(Some(why)) => why,
+            None => format!("the primary did not take it within {CREATE_WAIT:?}"),
         };
         // Whatever copies were made go with the record.
         let _ = self.retire_snapshot(snapshot);
@@ -597,22 +605,18 @@ impl Control for ClusterControl {
         })?;
         // Answer once the primary serves the namespace, so a host that
         // connects right after the volume is Available finds it.
-        let deadline = Instant::now() + CREATE_WAIT;
-        loop {
+        let exposed = poll(Duration::from_millis(20), || {
             let exposed = self
                 .runtime
                 .block_on(self.store.exposed_as(volume, record.primary))
                 .map_err(Self::unavailable)?;
-            if exposed == Some(nsid) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(ControlError::Unavailable(format!(
-                    "volume {volume}: its primary did not expose namespace {nsid} within {CREATE_WAIT:?}"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            Ok((exposed == Some(nsid)).then_some(()))
+        })?;
+        exposed.ok_or_else(|| {
+            ControlError::Unavailable(format!(
+                "volume {volume}: its primary did not expose namespace {nsid} within {CREATE_WAIT:?}"
+            ))
+        })
     }
 
     fn nsid_max(&self) -> u32 {
