@@ -44,6 +44,26 @@ pub(crate) fn context(subsystem: Arc<Subsystem>) -> ConnectionContext {
     }
 }
 
+/// Runs the namespace I/O `conn` started (the in-memory namespace answers
+/// at once) and hands the completions back, a bounded number of rounds.
+pub(crate) fn run_io(conn: &mut Connection, now: Instant) {
+    for _ in 0..64 {
+        let requests = conn.take_io_requests();
+        if requests.is_empty() {
+            break;
+        }
+        for req in requests {
+            let (tx, rx) = std::sync::mpsc::channel();
+            req.start(move |tag, result| {
+                let _ = tx.send((tag, result));
+            });
+            while let Ok((tag, result)) = rx.try_recv() {
+                conn.complete_io(tag, result, now);
+            }
+        }
+    }
+}
+
 /// Decodes `bytes` as a stream of PDUs until an error or incomplete input.
 /// Returns the number of PDUs decoded.
 pub fn decode_stream(selector: u8, bytes: &[u8]) -> usize {
@@ -107,21 +127,7 @@ pub fn drive_connection(selector: u8, bytes: &[u8]) {
     let split = bytes.len() / 2;
     for piece in [&bytes[..split], &bytes[split..]] {
         conn.receive(piece, now);
-        for _ in 0..64 {
-            let requests = conn.take_io_requests();
-            if requests.is_empty() {
-                break;
-            }
-            for req in requests {
-                let (tx, rx) = std::sync::mpsc::channel();
-                req.start(move |tag, result| {
-                    let _ = tx.send((tag, result));
-                });
-                while let Ok((tag, result)) = rx.try_recv() {
-                    conn.complete_io(tag, result, now);
-                }
-            }
-        }
+        run_io(&mut conn, now);
         let out = conn.take_output();
         let n: usize = out.iter().map(|b| b.len()).sum();
         conn.consumed_output(n);

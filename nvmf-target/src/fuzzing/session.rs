@@ -128,21 +128,7 @@ impl HostQueue {
     /// Runs the namespace I/O the target started and reads what it sent:
     /// completions and R2Ts.
     fn pump(&mut self, now: Instant) {
-        for _ in 0..64 {
-            let requests = self.conn.take_io_requests();
-            if requests.is_empty() {
-                break;
-            }
-            for req in requests {
-                let (tx, rx) = std::sync::mpsc::channel();
-                req.start(move |tag, result| {
-                    let _ = tx.send((tag, result));
-                });
-                while let Ok((tag, result)) = rx.try_recv() {
-                    self.conn.complete_io(tag, result, now);
-                }
-            }
-        }
+        super::run_io(&mut self.conn, now);
         let out = self.conn.take_output();
         let mut bytes = Vec::new();
         for chunk in out.iter() {
