@@ -27,6 +27,8 @@ pub(crate) struct VisibleNamespace {
     pub ana_state: AnaState,
     /// The subsystem's ANA change count when this namespace's state last changed.
     pub ana_change_count: u64,
+    /// The namespace's rate limiter, shared by every controller that sees it.
+    pub throttle: Arc<crate::throttle::Throttle>,
 }
 
 /// The namespaces a controller's host may see, by NSID.

@@ -57,7 +57,9 @@ pub use subsystem::{
 };
 pub mod connection;
 pub mod target;
+pub mod throttle;
 pub use target::{ReactorKind, ReactorStats, StartError, Target, TargetConfig, TargetHandle};
+pub use throttle::{RateLimits, ThrottleStats};
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;

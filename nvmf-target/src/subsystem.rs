@@ -46,6 +46,7 @@ use crate::backend::NamespaceBackend;
 use crate::controller::{Controller, HostIdentity, NamespaceView, VisibleNamespace};
 use crate::nvme::identify::ControllerType;
 use crate::nvme::log_page::AnaState;
+use crate::throttle::{RateLimits, Throttle, ThrottleStats};
 
 /// Which hosts (by NQN) may use something.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +127,8 @@ pub struct NamespaceOptions {
     pub addresses: AddressAcl,
     /// The ANA state of the namespace's group on this node.
     pub ana_state: AnaState,
+    /// The rates the namespace's I/O is held to.
+    pub rate_limits: RateLimits,
 }
 
 impl NamespaceOptions {
@@ -135,6 +138,16 @@ impl NamespaceOptions {
             acl,
             addresses: AddressAcl::AnyAddress,
             ana_state: AnaState::Optimized,
+            rate_limits: RateLimits::UNLIMITED,
+        }
+    }
+
+    /// The same options holding the namespace's I/O to `rate_limits` from
+    /// its first command.
+    pub fn with_rate_limits(self, rate_limits: RateLimits) -> NamespaceOptions {
+        NamespaceOptions {
+            rate_limits,
+            ..self
         }
     }
 
@@ -260,6 +273,8 @@ struct NamespaceSlot {
     ana_state: AnaState,
     /// `Registry::ana_change_count` when `ana_state` was last set.
     ana_change_count: u64,
+    /// Its rate limiter, shared with every controller's view of it.
+    throttle: Arc<Throttle>,
 }
 
 impl NamespaceSlot {
@@ -440,6 +455,7 @@ impl Subsystem {
             acl,
             addresses,
             ana_state,
+            rate_limits,
         } = options.into();
         if nsid == 0 || nsid > NSID_MAX {
             return Err(NamespaceChangeError::InvalidNsid(nsid));
@@ -458,6 +474,7 @@ impl Subsystem {
                 addresses,
                 ana_state,
                 ana_change_count,
+                throttle: Arc::new(Throttle::new(rate_limits)),
             },
         );
         Self::refresh_views(&reg, &[]);
@@ -564,6 +581,31 @@ impl Subsystem {
         Ok(())
     }
 
+    /// Holds namespace `nsid`'s I/O to `limits` from the next command on,
+    /// for every host (see [`crate::throttle`]).
+    pub fn set_namespace_rate_limits(
+        &self,
+        nsid: u32,
+        limits: RateLimits,
+    ) -> Result<(), NamespaceChangeError> {
+        let reg = self.registry.lock();
+        reg.namespaces
+            .get(&nsid)
+            .ok_or(NamespaceChangeError::NotFound(nsid))?
+            .throttle
+            .set_limits(limits);
+        Ok(())
+    }
+
+    /// Namespace `nsid`'s rate limits and the commands they held back.
+    pub fn namespace_throttle_stats(&self, nsid: u32) -> Option<ThrottleStats> {
+        self.registry
+            .lock()
+            .namespaces
+            .get(&nsid)
+            .map(|s| s.throttle.stats())
+    }
+
     /// Tells hosts that namespace `nsid` changed size (call after resizing the backend).
     pub fn namespace_resized(&self, nsid: u32) -> Result<(), NamespaceChangeError> {
         let reg = self.registry.lock();
@@ -600,6 +642,7 @@ impl Subsystem {
                         backend: s.backend.clone(),
                         ana_state: s.ana_state,
                         ana_change_count: s.ana_change_count,
+                        throttle: s.throttle.clone(),
                     },
                 )
             })

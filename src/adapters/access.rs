@@ -1,8 +1,9 @@
-//! The management API's [`VolumeAccess`] in the target's terms: the host NQN
-//! half as an [`nvmf_target::HostAcl`], the address half as an
-//! [`nvmf_target::AddressAcl`].
+//! The management API's [`VolumeAccess`] and [`VolumeRateLimits`] in the
+//! target's terms: the host NQN half as an [`nvmf_target::HostAcl`], the
+//! address half as an [`nvmf_target::AddressAcl`], the limits as
+//! [`nvmf_target::RateLimits`].
 
-use mgmt_api::control::{AddressAcl, HostAcl, VolumeAccess};
+use mgmt_api::control::{AddressAcl, HostAcl, VolumeAccess, VolumeRateLimits};
 use mgmt_api::ControlError;
 use nvmf_target::IpNetwork;
 
@@ -22,6 +23,18 @@ impl TargetAccess {
             hosts: nvmf_target::HostAcl::Hosts(Default::default()),
             addresses: nvmf_target::AddressAcl::AnyAddress,
         }
+    }
+}
+
+/// `limits` as the target's throttle takes them.
+pub fn target_rate_limits(limits: &VolumeRateLimits) -> nvmf_target::RateLimits {
+    nvmf_target::RateLimits {
+        read_iops: limits.read_iops,
+        write_iops: limits.write_iops,
+        total_iops: limits.total_iops,
+        read_bytes_per_second: limits.read_bytes_per_second,
+        write_bytes_per_second: limits.write_bytes_per_second,
+        total_bytes_per_second: limits.total_bytes_per_second,
     }
 }
 

@@ -19,8 +19,8 @@ use parking_lot::Mutex;
 use engine::Engine;
 use mgmt_api::control::{
     AddressAcl, CloneJobId, CloneJobState, CloneJobStatus, EngineSnapshot, EngineVolume, HostAcl,
-    NodeInfo, NodeStatus, PoolStats, ScrubReport, VolumeAccess, VolumeReplication, VolumeSpec,
-    VolumeUsage,
+    NodeInfo, NodeStatus, PoolStats, ScrubReport, VolumeAccess, VolumeRateLimits,
+    VolumeReplication, VolumeSpec, VolumeUsage,
 };
 use mgmt_api::{Control, ControlError};
 use uuid::Uuid;
@@ -143,6 +143,7 @@ impl ClusterControl {
             nsid: None,
             acl: Some(Vec::new()),
             ip_acl: None,
+            rate_limits: None,
             clone_of,
         }
     }
@@ -571,6 +572,15 @@ impl Control for ClusterControl {
         self.update(volume, |r| {
             r.acl = hosts.clone();
             r.ip_acl = addresses.clone();
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    fn set_rate_limits(&self, volume: Uuid, limits: &VolumeRateLimits) -> Result<(), ControlError> {
+        let limits = (*limits != VolumeRateLimits::UNLIMITED).then_some(*limits);
+        self.update(volume, |r| {
+            r.rate_limits = limits;
             Ok(())
         })
         .map(|_| ())

@@ -15,10 +15,10 @@ use engine::{
 };
 use mgmt_api::control::{
     CloneJobId, CloneJobState, CloneJobStatus, EngineSnapshot, EngineVolume, NodeInfo, NodeStatus,
-    PoolStats, ScrubReport, VolumeAccess, VolumeSpec, VolumeUsage,
+    PoolStats, ScrubReport, VolumeAccess, VolumeRateLimits, VolumeSpec, VolumeUsage,
 };
 use mgmt_api::{Control, ControlError};
-use nvmf_target::{NamespaceOptions, Subsystem};
+use nvmf_target::{NamespaceOptions, RateLimits, Subsystem};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
@@ -26,7 +26,7 @@ use super::metrics::{IoMetricsRegistry, MeteredNamespace};
 use super::scrub::scrub_report;
 use super::ClusterPort;
 use super::VolumeNamespace;
-use super::{target_access, TargetAccess};
+use super::{target_access, target_rate_limits, TargetAccess};
 
 /// Implements [`Control`] over an [`Engine`] and the node's [`Subsystem`].
 pub struct EngineControl {
@@ -35,6 +35,8 @@ pub struct EngineControl {
     node: NodeInfo,
     /// ACLs set before a volume is exposed (the API sets the ACL, then exposes).
     acls: Mutex<HashMap<Uuid, TargetAccess>>,
+    /// Rate limits set before or after a volume is exposed (absent: unlimited).
+    rate_limits: Mutex<HashMap<Uuid, RateLimits>>,
     /// The nsid each exposed volume has in the subsystem (both live in memory
     /// only; reconciliation exposes every volume again after a restart).
     exposed: Mutex<HashMap<Uuid, u32>>,
@@ -54,6 +56,7 @@ impl EngineControl {
             subsystem,
             node,
             acls: Mutex::new(HashMap::new()),
+            rate_limits: Mutex::new(HashMap::new()),
             exposed: Mutex::new(HashMap::new()),
             clone_rate_bytes_per_s: None,
             cluster: None,
@@ -160,6 +163,7 @@ impl Control for EngineControl {
             let _ = self.subsystem.remove_namespace(nsid);
         }
         self.acls.lock().remove(&volume);
+        self.rate_limits.lock().remove(&volume);
         self.io_metrics.remove(volume);
         self.engine
             .delete_volume(info.id)
@@ -221,10 +225,16 @@ impl Control for EngineControl {
             .iter()
             .find(|d| d.volume == info.id)
             .map_or(0, |d| d.lbas.len() as u64);
+        let throttle = self
+            .exposed_nsid(volume)
+            .and_then(|nsid| self.subsystem.namespace_throttle_stats(nsid))
+            .unwrap_or_default();
         Ok(VolumeUsage {
             logical_used_bytes: space.mapped_bytes,
             physical_used_bytes: physical,
             damaged_blocks,
+            qos_delayed_commands: throttle.delayed_commands,
+            qos_delay_ms: u64::try_from(throttle.delay.as_millis()).unwrap_or(u64::MAX),
         })
     }
 
@@ -356,6 +366,22 @@ impl Control for EngineControl {
         Ok(())
     }
 
+    fn set_rate_limits(&self, volume: Uuid, limits: &VolumeRateLimits) -> Result<(), ControlError> {
+        self.find(volume)?;
+        let limits = target_rate_limits(limits);
+        // Both held across the change, in expose's order, so an expose in
+        // between cannot miss it.
+        let exposed = self.exposed.lock();
+        let mut all = self.rate_limits.lock();
+        if let Some(&nsid) = exposed.get(&volume) {
+            self.subsystem
+                .set_namespace_rate_limits(nsid, limits)
+                .map_err(|e| ControlError::Internal(e.to_string()))?;
+        }
+        all.insert(volume, limits);
+        Ok(())
+    }
+
     fn expose_volume(&self, volume: Uuid, nsid: u32) -> Result<(), ControlError> {
         let info = self.find(volume)?;
         // Held across the add so two exposes cannot both claim one volume.
@@ -382,11 +408,18 @@ impl Control for EngineControl {
             *volume.as_bytes(),
         );
         let metered = MeteredNamespace::new(Arc::new(namespace), self.io_metrics.volume(volume));
+        let rate_limits = self.rate_limits.lock();
+        let limits = rate_limits
+            .get(&volume)
+            .copied()
+            .unwrap_or(RateLimits::UNLIMITED);
         self.subsystem
             .add_namespace(
                 nsid,
                 Arc::new(metered),
-                NamespaceOptions::new(access.hosts).with_addresses(access.addresses),
+                NamespaceOptions::new(access.hosts)
+                    .with_addresses(access.addresses)
+                    .with_rate_limits(limits),
             )
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         exposed.insert(volume, nsid);

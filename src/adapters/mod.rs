@@ -12,7 +12,7 @@ pub mod namespace;
 pub mod reactor_ring;
 mod scrub;
 
-pub use access::{address_acl, target_access, TargetAccess};
+pub use access::{address_acl, target_access, target_rate_limits, TargetAccess};
 pub use cluster::ClusterPort;
 pub use cluster_control::ClusterControl;
 pub use cluster_namespace::ClusterNamespace;

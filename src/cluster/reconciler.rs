@@ -40,7 +40,7 @@ use engine::replication::{
 use engine::{
     CloneState, Engine, SectorSize, ThickCloneOptions, VolumeId, VolumeKind, VolumeOptions,
 };
-use nvmf_target::{AddressAcl, AnaState, HostAcl, NamespaceOptions, Subsystem};
+use nvmf_target::{AddressAcl, AnaState, HostAcl, NamespaceOptions, RateLimits, Subsystem};
 use uuid::Uuid;
 
 use super::authority::TermAuthority;
@@ -150,6 +150,8 @@ struct Served {
     nsid: Option<u32>,
     /// The host and address lists last given to the target.
     acl: (Option<Vec<String>>, Option<Vec<String>>),
+    /// The rate limits last given to the target.
+    rate_limits: RateLimits,
     ana: AnaState,
     term: Option<Term>,
     marked: bool,
@@ -472,6 +474,7 @@ impl State {
             )),
             nsid: None,
             acl: (None, None),
+            rate_limits: RateLimits::UNLIMITED,
             ana: AnaState::Inaccessible,
             term: None,
             marked: false,
@@ -926,6 +929,7 @@ impl State {
             Some(networks) => crate::adapters::address_acl(networks)?,
         };
         let lists = (record.acl.clone(), record.ip_acl.clone());
+        let limits = crate::adapters::target_rate_limits(&record.rate_limits.unwrap_or_default());
         match served.nsid {
             None => {
                 let metered = MeteredNamespace::new(
@@ -937,10 +941,12 @@ impl State {
                     Arc::new(metered),
                     NamespaceOptions::new(acl)
                         .with_addresses(addresses)
-                        .with_ana_state(state),
+                        .with_ana_state(state)
+                        .with_rate_limits(limits),
                 )?;
                 served.nsid = Some(nsid);
                 served.acl = lists;
+                served.rate_limits = limits;
                 served.ana = state;
                 tracing::info!(volume = %record.uuid, nsid, ?state, "namespace exposed");
                 let me = self.parts.membership.record().uuid;
@@ -954,6 +960,10 @@ impl State {
                 if served.acl != lists {
                     subsystem.set_namespace_access(current, acl, addresses)?;
                     served.acl = lists;
+                }
+                if served.rate_limits != limits {
+                    subsystem.set_namespace_rate_limits(current, limits)?;
+                    served.rate_limits = limits;
                 }
                 if served.ana != state {
                     subsystem.set_ana_state(current, state)?;

@@ -51,6 +51,9 @@ pub struct VolumeRecord {
     /// Host addresses allowed (IP addresses and networks); `None` allows any.
     #[serde(default)]
     pub ip_acl: Option<Vec<String>>,
+    /// The rates the volume's I/O is held to (QoS); `None` is unlimited.
+    #[serde(default)]
+    pub rate_limits: Option<mgmt_api::control::VolumeRateLimits>,
     /// The snapshot a clone was made from; each placement node makes its
     /// replica from its own copy of that snapshot.
     #[serde(default)]
@@ -474,6 +477,7 @@ mod tests {
             nsid: Some(1),
             acl: None,
             ip_acl: None,
+            rate_limits: None,
             clone_of: None,
         }
     }

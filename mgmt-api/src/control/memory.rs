@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{
     AddressAcl, CloneJobId, CloneJobState, CloneJobStatus, Control, ControlError, EngineSnapshot,
     EngineVolume, HostAcl, NodeInfo, NodeStatus, PoolStats, ScrubDamage, ScrubReport, VolumeAccess,
-    VolumeSpec, VolumeUsage,
+    VolumeRateLimits, VolumeSpec, VolumeUsage,
 };
 
 /// The largest namespace id by default, as the NVMe/TCP target's.
@@ -32,6 +32,7 @@ struct MemVolume {
     spec: VolumeSpec,
     engine_id: u64,
     access: VolumeAccess,
+    rate_limits: VolumeRateLimits,
     nsid: Option<u32>,
     written_bytes: u64,
 }
@@ -201,6 +202,15 @@ impl MemoryControl {
             .map(|v| v.access.addresses.clone())
     }
 
+    /// The rate limits the target currently enforces for `volume`.
+    pub fn rate_limits(&self, volume: Uuid) -> Option<VolumeRateLimits> {
+        self.state
+            .lock()
+            .volumes
+            .get(&volume)
+            .map(|v| v.rate_limits)
+    }
+
     /// Whether the engine holds `volume`.
     pub fn has_volume(&self, volume: Uuid) -> bool {
         self.state.lock().volumes.contains_key(&volume)
@@ -267,6 +277,7 @@ impl MemoryControl {
                     hosts: HostAcl::Hosts(Vec::new()),
                     addresses: AddressAcl::AllowAny,
                 },
+                rate_limits: VolumeRateLimits::UNLIMITED,
                 nsid: None,
                 written_bytes,
             },
@@ -371,6 +382,8 @@ impl Control for MemoryControl {
             logical_used_bytes: v.written_bytes,
             physical_used_bytes: physical,
             damaged_blocks,
+            qos_delayed_commands: 0,
+            qos_delay_ms: 0,
         })
     }
 
@@ -556,6 +569,17 @@ impl Control for MemoryControl {
             .get_mut(&volume)
             .ok_or(ControlError::NotFound(volume))?;
         v.access = access.clone();
+        Ok(())
+    }
+
+    fn set_rate_limits(&self, volume: Uuid, limits: &VolumeRateLimits) -> Result<(), ControlError> {
+        let mut state = self.state.lock();
+        Self::injected(&mut state)?;
+        state
+            .volumes
+            .get_mut(&volume)
+            .ok_or(ControlError::NotFound(volume))?
+            .rate_limits = *limits;
         Ok(())
     }
 

@@ -77,6 +77,11 @@ pub struct VolumeUsage {
     /// 4 KiB blocks the last scrub pass (or recovery, before the first pass)
     /// found damaged: they read as media errors until rewritten.
     pub damaged_blocks: u64,
+    /// Commands the volume's QoS limits held back since it was last exposed
+    /// on the node serving it.
+    pub qos_delayed_commands: u64,
+    /// Total time those commands were held back, in milliseconds.
+    pub qos_delay_ms: u64,
 }
 
 /// Space accounting of the whole pool.
@@ -119,6 +124,37 @@ pub struct VolumeAccess {
     pub hosts: HostAcl,
     /// By host address (the API's `ipAcl`).
     pub addresses: AddressAcl,
+}
+
+/// The rates a volume's I/O is held to on the node serving it; `None`
+/// leaves a quantity unlimited. Absolute: the domain resolves a per-GiB
+/// policy against the volume's size before it gets here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct VolumeRateLimits {
+    /// Read commands per second.
+    pub read_iops: Option<u64>,
+    /// Write commands per second.
+    pub write_iops: Option<u64>,
+    /// Read and write commands together per second.
+    pub total_iops: Option<u64>,
+    /// Bytes read per second.
+    pub read_bytes_per_second: Option<u64>,
+    /// Bytes written per second.
+    pub write_bytes_per_second: Option<u64>,
+    /// Bytes read and written together per second.
+    pub total_bytes_per_second: Option<u64>,
+}
+
+impl VolumeRateLimits {
+    /// No limit.
+    pub const UNLIMITED: VolumeRateLimits = VolumeRateLimits {
+        read_iops: None,
+        write_iops: None,
+        total_iops: None,
+        read_bytes_per_second: None,
+        write_bytes_per_second: None,
+        total_bytes_per_second: None,
+    };
 }
 
 /// How this node is reached.
@@ -350,6 +386,10 @@ pub trait Control: Send + Sync {
     /// address; takes effect on live connections (a host that loses the
     /// namespace gets a namespace attribute changed event and its I/O fails).
     fn set_access(&self, volume: Uuid, access: &VolumeAccess) -> Result<(), ControlError>;
+    /// Holds the volume's I/O to `limits` on the node serving it, from its
+    /// next command (commands over a limit wait; none fails); kept for the
+    /// namespace when the volume is exposed later.
+    fn set_rate_limits(&self, volume: Uuid, limits: &VolumeRateLimits) -> Result<(), ControlError>;
     /// Exposes the volume as namespace `nsid` of the subsystem. The caller
     /// chooses the nsid (in `1..=nsid_max()`, distinct per volume, stable across
     /// restarts); exposing a volume again under the same nsid does nothing.

@@ -91,6 +91,10 @@ impl Connection {
                     tag: cid,
                     namespace: ns,
                     op,
+                    throttle: visible
+                        .throttle
+                        .is_limited()
+                        .then(|| visible.throttle.clone()),
                 });
                 Outcome::Pending
             }

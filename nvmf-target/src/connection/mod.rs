@@ -33,6 +33,7 @@ use crate::pdu::{
 };
 use crate::status::Status;
 use crate::subsystem::Subsystem;
+use crate::throttle::{IoClass, Throttle};
 
 /// Protocol limits a target advertises and enforces, per connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +115,10 @@ pub struct IoRequest {
     pub namespace: Arc<dyn NamespaceBackend>,
     /// The operation.
     pub op: IoOp,
+    /// The namespace's rate limiter, which the driver asks before it starts
+    /// the operation (`None`: start it at once, as for the flush that
+    /// follows a write-through write, whose write was admitted already).
+    pub throttle: Option<Arc<Throttle>>,
 }
 
 /// A namespace operation.
@@ -147,6 +152,18 @@ pub enum IoOp {
 }
 
 impl IoRequest {
+    /// What the operation draws on its namespace's rate limits.
+    pub fn class(&self) -> IoClass {
+        match &self.op {
+            IoOp::Read { blocks, .. } => {
+                IoClass::Read(u64::from(*blocks) * u64::from(self.namespace.block_size().bytes()))
+            }
+            IoOp::Write { data, .. } => IoClass::Write(data.len() as u64),
+            IoOp::WriteZeroes { .. } | IoOp::Deallocate(_) => IoClass::Write(0),
+            IoOp::Flush => IoClass::Free,
+        }
+    }
+
     /// Starts the operation on the backend; `done` receives the outcome.
     pub fn start(self, done: impl FnOnce(u16, Result<IoOutput, NamespaceError>) + Send + 'static) {
         let tag = self.tag;
@@ -546,6 +563,7 @@ impl Connection {
                 tag,
                 namespace: ns,
                 op: IoOp::Flush,
+                throttle: None,
             });
             return;
         }

@@ -222,6 +222,7 @@ pub(super) fn run(mut core: Core<EpollTransport>) {
         if serviced {
             core.served();
         }
+        core.release_held();
         core.drain_inbox();
         core.tick_if_due();
     }

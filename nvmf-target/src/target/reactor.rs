@@ -12,7 +12,7 @@
 //! pay for a wake-up when the reactor is (about to be) asleep.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,8 +23,9 @@ use crossbeam_channel::{Receiver, Sender};
 use super::admission::{Admission, ConnId};
 use super::uring::EventFd;
 use crate::backend::{NamespaceError, ReactorPoller, ReactorPollerFactory};
-use crate::connection::{Connection, ConnectionContext, IoOutput, Limits, PortKind};
+use crate::connection::{Connection, ConnectionContext, IoOutput, IoRequest, Limits, PortKind};
 use crate::subsystem::Subsystem;
+use crate::throttle::{Admit, Throttle};
 
 /// State shared by all reactors of one target.
 pub(super) struct Shared {
@@ -223,6 +224,11 @@ static NEXT_REACTOR_ID: AtomicUsize = AtomicUsize::new(1);
 /// Inbox messages handled before connections are serviced (bounds the batch).
 const INBOX_BATCH_MAX: usize = 1024;
 
+/// Longest a reactor waits before asking a held command's rate limits again,
+/// however far off its turn: new limits (a limit lifted) reach held commands
+/// within this.
+const HELD_RECHECK_MAX: Duration = Duration::from_millis(20);
+
 /// Service passes over one connection before yielding to the others.
 const SERVICE_PASSES_MAX: usize = 64;
 
@@ -302,6 +308,23 @@ pub(super) struct Core<T: Transport> {
     polled: usize,
     /// The backends' work on this thread (made here: it belongs to the thread).
     poller: Option<Box<dyn ReactorPoller>>,
+    /// Commands a namespace's rate limits hold back, oldest first.
+    held: VecDeque<HeldRequest>,
+    /// When the first held command may be admitted (`None`: none is held).
+    held_due: Option<Instant>,
+}
+
+/// A command held back by its namespace's rate limits.
+struct HeldRequest {
+    token: usize,
+    request: IoRequest,
+    /// When it was first held, for the throttle's delay statistics.
+    since: Instant,
+}
+
+/// True if `a` and `b` are the same namespace's throttle.
+fn same_throttle(a: &Arc<Throttle>, b: &Arc<Throttle>) -> bool {
+    Arc::ptr_eq(a, b)
 }
 
 /// Makes the calling reactor thread's backend poller, if the target has a
@@ -336,6 +359,8 @@ impl<T: Transport> Core<T> {
             wakeups: 0,
             busy_until: None,
             polled: 0,
+            held: VecDeque::new(),
+            held_due: None,
         }
     }
 
@@ -400,7 +425,12 @@ impl<T: Transport> Core<T> {
                 spins = spins.wrapping_add(1);
                 // A clock read per 64 spins keeps the loop off the clock source.
                 if spins.is_multiple_of(64) {
-                    if Instant::now() >= until {
+                    let now = Instant::now();
+                    if self.held_due.is_some_and(|due| now >= due) {
+                        self.polled += 1;
+                        return Duration::ZERO;
+                    }
+                    if now >= until {
                         self.stop_polling();
                         break;
                     }
@@ -409,10 +439,13 @@ impl<T: Transport> Core<T> {
                 std::hint::spin_loop();
             }
         }
-        let timeout = self
+        let mut timeout = self
             .shared
             .tick_interval
             .saturating_sub(self.now.saturating_duration_since(self.last_tick));
+        if let Some(due) = self.held_due {
+            timeout = timeout.min(due.saturating_duration_since(Instant::now()));
+        }
         self.inbox.0.sleeping.store(true, Ordering::Relaxed);
         // Pairs with the fence in `Inbox::send`.
         fence(Ordering::SeqCst);
@@ -618,11 +651,106 @@ impl<T: Transport> Core<T> {
 
     /// Starts the namespace I/O `token`'s connection asked for, taking back the
     /// completions a backend ran inline without going through the inbox.
+    /// Commands their namespace's rate limits do not admit now are held
+    /// (behind any command of the same namespace held already, so a
+    /// namespace's commands are admitted in the order they came).
     fn start_io(&mut self, token: usize) {
         let Some(s) = self.slots.get_mut(&token) else {
             return;
         };
         let requests = s.conn.take_io_requests();
+        let now = self.now;
+        let mut ready = Vec::with_capacity(requests.len());
+        for request in requests {
+            match self.admit(&request, now) {
+                Admit::Now => ready.push(request),
+                Admit::At(at) => {
+                    let at = at.min(now + HELD_RECHECK_MAX);
+                    self.held_due = Some(self.held_due.map_or(at, |due| due.min(at)));
+                    self.held.push_back(HeldRequest {
+                        token,
+                        request,
+                        since: now,
+                    });
+                }
+            }
+        }
+        self.start_requests(token, ready);
+    }
+
+    /// Asks `request`'s rate limits whether it may start at `now`; a request
+    /// whose namespace has commands held already waits behind them.
+    fn admit(&self, request: &IoRequest, now: Instant) -> Admit {
+        let Some(throttle) = request.throttle.as_ref() else {
+            return Admit::Now;
+        };
+        let queued_behind = self.held.iter().any(|h| {
+            h.request
+                .throttle
+                .as_ref()
+                .is_some_and(|t| same_throttle(t, throttle))
+        });
+        if queued_behind {
+            // Retried when the oldest held command is.
+            return Admit::At(self.held_due.unwrap_or(now));
+        }
+        throttle.admit(request.class(), now)
+    }
+
+    /// Starts the held commands their rate limits now admit, oldest first
+    /// per namespace, and notes when to look again.
+    pub fn release_held(&mut self) {
+        if self.held_due.is_none_or(|due| self.now < due) {
+            return;
+        }
+        let now = self.now;
+        let mut still_held = VecDeque::with_capacity(self.held.len());
+        let mut blocked: Vec<Arc<Throttle>> = Vec::new();
+        let mut due: Option<Instant> = None;
+        let mut ready: Vec<(usize, IoRequest)> = Vec::new();
+        for held in std::mem::take(&mut self.held) {
+            let Some(throttle) = held.request.throttle.clone() else {
+                ready.push((held.token, held.request));
+                continue;
+            };
+            if blocked.iter().any(|b| same_throttle(b, &throttle)) {
+                still_held.push_back(held);
+                continue;
+            }
+            match throttle.admit(held.request.class(), now) {
+                Admit::Now => {
+                    throttle.record_delay(now.saturating_duration_since(held.since));
+                    ready.push((held.token, held.request));
+                }
+                Admit::At(at) => {
+                    let at = at.min(now + HELD_RECHECK_MAX);
+                    due = Some(due.map_or(at, |d| d.min(at)));
+                    blocked.push(throttle);
+                    still_held.push_back(held);
+                }
+            }
+        }
+        self.held = still_held;
+        self.held_due = due;
+        // Start each connection's admitted commands together, in order.
+        while !ready.is_empty() {
+            let token = ready[0].0;
+            let (mine, rest): (Vec<_>, Vec<_>) = ready.into_iter().partition(|(t, _)| *t == token);
+            ready = rest;
+            if self.slots.contains_key(&token) {
+                self.start_requests(token, mine.into_iter().map(|(_, r)| r).collect());
+                self.mark_dirty(token);
+            }
+        }
+    }
+
+    /// Starts `requests` of `token`'s connection on their backends, taking
+    /// back the completions a backend ran inline without going through the
+    /// inbox.
+    fn start_requests(&mut self, token: usize, requests: Vec<IoRequest>) {
+        if requests.is_empty() {
+            return;
+        }
         let id = self.id;
         let inbox = &self.inbox;
         collecting_inline(id, &mut self.inline_done, || {
@@ -638,7 +766,9 @@ impl<T: Transport> Core<T> {
         let now = self.now;
         for done in self.inline_done.drain(..) {
             if done.token == token {
-                s.conn.complete_io(done.tag, done.result, now);
+                if let Some(s) = self.slots.get_mut(&token) {
+                    s.conn.complete_io(done.tag, done.result, now);
+                }
             } else {
                 // A backend finished another connection's earlier request
                 // inside this start call: deliver it the ordinary way.
@@ -691,6 +821,8 @@ impl<T: Transport> Core<T> {
     /// Closes `token`'s connection: tears its queue down and hands its socket
     /// back to the backend.
     pub fn close(&mut self, token: usize) {
+        // A closed connection's held commands are never started.
+        self.held.retain(|h| h.token != token);
         if let Some(mut s) = self.slots.remove(&token) {
             if s.conn.handshake_timed_out() {
                 self.shared

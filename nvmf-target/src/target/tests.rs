@@ -16,7 +16,10 @@ use super::{start_reactors, ReactorKind, StartError, Target, TargetConfig, Targe
 use crate::host::{HostController, HostOptions, IoQueue, OwnedPdu};
 use crate::nvme::{io_opcode, Command, SGL_TYPE_TRANSPORT};
 use crate::pdu::{CapsuleCmd, DataPdu, Digests, PduType};
-use crate::{BlockSize, HostAcl, Lba, MemoryNamespace, Subsystem, SubsystemConfig};
+use crate::{
+    BlockSize, HostAcl, Lba, MemoryNamespace, NamespaceOptions, RateLimits, Subsystem,
+    SubsystemConfig,
+};
 
 const NQN: &str = "nqn.2024-01.io.keel:reactor-test";
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:reactor-test-host";
@@ -633,6 +636,107 @@ fn explicit_epoll_never_tries_io_uring() {
     assert_eq!(tried, [ReactorKind::Epoll, ReactorKind::Epoll]);
 }
 
+/// Adds namespace 2 to `f`, held to `limits`.
+fn add_limited_namespace(f: &Fixture, limits: RateLimits) {
+    let ns = MemoryNamespace::new(BlockSize::B4096, 4096, [0x77; 16]);
+    f.subsystem
+        .add_namespace(
+            2,
+            ns,
+            NamespaceOptions::new(HostAcl::AnyHost).with_rate_limits(limits),
+        )
+        .unwrap();
+}
+
+/// Reads of a rate-limited namespace wait their turn (never fail), while
+/// reads of another namespace submitted on the same queue behind them
+/// complete at once: a held command holds up nothing but its own namespace.
+fn rate_limited_commands_wait_without_holding_up_other_namespaces(kind: ReactorKind) {
+    let f = Fixture::start(kind, 1);
+    add_limited_namespace(
+        &f,
+        RateLimits {
+            read_iops: Some(10),
+            ..RateLimits::UNLIMITED
+        },
+    );
+    let (_c, mut q) = f.connect();
+    let started = Instant::now();
+    // At 10 reads/s with a burst of one, two start at once and the last of
+    // 20 cannot start before 1.8 s.
+    let limited: Vec<u16> = (0..20)
+        .map(|i| q.submit_read(2, Lba(i), 1, BLOCK).unwrap())
+        .collect();
+    for i in 0..50 {
+        let cid = q.submit_read(1, Lba(i), 1, BLOCK).unwrap();
+        q.queue.wait(cid).unwrap().success().unwrap();
+    }
+    let free_done = started.elapsed();
+    for cid in limited {
+        q.queue.wait(cid).unwrap().success().unwrap();
+    }
+    let limited_done = started.elapsed();
+    assert!(
+        limited_done >= Duration::from_millis(1700),
+        "20 reads at 10/s finished in {limited_done:?}"
+    );
+    assert!(
+        free_done < limited_done / 2,
+        "the unlimited namespace waited behind the limited one: {free_done:?} of {limited_done:?}"
+    );
+    let stats = f.subsystem.namespace_throttle_stats(2).unwrap();
+    assert!(stats.delayed_commands >= 18, "{stats:?}");
+    assert_eq!(
+        f.subsystem
+            .namespace_throttle_stats(1)
+            .unwrap()
+            .delayed_commands,
+        0
+    );
+}
+
+/// New limits take effect on a namespace whose commands are held: lifting
+/// them releases the backlog at once.
+fn lifting_a_limit_releases_held_commands(kind: ReactorKind) {
+    let f = Fixture::start(kind, 1);
+    add_limited_namespace(
+        &f,
+        RateLimits {
+            write_iops: Some(1),
+            ..RateLimits::UNLIMITED
+        },
+    );
+    let (_c, mut q) = f.connect();
+    let started = Instant::now();
+    let held: Vec<u16> = (0..10)
+        .map(|i| q.submit_write(2, Lba(i), pattern(4096, i), BLOCK).unwrap())
+        .collect();
+    wait_until("writes to be held", || {
+        f.subsystem
+            .namespace_throttle_stats(2)
+            .is_some_and(|s| s.limits.write_iops == Some(1))
+            && started.elapsed() > Duration::from_millis(100)
+    });
+    f.subsystem
+        .set_namespace_rate_limits(2, RateLimits::UNLIMITED)
+        .unwrap();
+    for cid in held {
+        q.queue.wait(cid).unwrap().success().unwrap();
+    }
+    // At 1 write/s the second write could not start before one second.
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    for i in 0..10 {
+        assert_eq!(
+            q.read(2, Lba(i), 1, BLOCK).unwrap(),
+            pattern(4096, i).to_vec()
+        );
+    }
+}
+
 include!("for_each_reactor_kind.rs");
 
 for_each_reactor_kind!(
@@ -645,4 +749,6 @@ for_each_reactor_kind!(
     idle_reactors_sleep,
     polling_reactors_serve_and_go_back_to_sleep,
     completions_delivered_through_the_reactor_poller_reach_their_hosts,
+    rate_limited_commands_wait_without_holding_up_other_namespaces,
+    lifting_a_limit_releases_held_commands,
 );

@@ -292,6 +292,7 @@ pub(super) fn run(mut core: Core<UringTransport>) {
         for c in completions.drain(..) {
             complete(&mut core, c);
         }
+        core.release_held();
         core.drain_inbox();
         core.tick_if_due();
     }
