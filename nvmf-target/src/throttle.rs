@@ -411,7 +411,7 @@ mod tests {
         let bytes = n * (128 << 10);
         // 5 s at 10 MiB/s plus a burst of 1 MiB plus one command of debt.
         assert!(
-            bytes >= 50 << 20 && bytes <= (51 << 20) + (128 << 10),
+            (50 << 20..=(51 << 20) + (128 << 10)).contains(&bytes),
             "{bytes}"
         );
     }
