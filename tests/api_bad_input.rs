@@ -402,8 +402,7 @@ fn wrong_types_unknown_fields_and_hostile_names_on_snapshots_projects_users_and_
             json!({"src": {"snapId": ghost}, "dst": {"name": "d", "sectorSize": 1000}}),
             "sectorSize",
         ),
-        // No QoS policy is enforced, so a well-formed one is refused too
-        // rather than stored and ignored.
+        // A well-formed name of no QoS policy is refused with the field named.
         (
             Method::POST,
             "/api/v2/volumes".into(),

@@ -42,6 +42,10 @@ pub enum ServiceError {
     /// Another user operation is in progress on the resource.
     #[error("an operation is in progress: {0}")]
     OperationInProgress(String),
+    /// The resource is still used by others (a QoS policy named by volumes
+    /// or projects) and cannot be deleted.
+    #[error("still in use: {0}")]
+    InUse(String),
     /// The caller's ETag does not match the resource's current one.
     #[error("ETag mismatch: the resource's current ETag is {current:?}")]
     EtagMismatch {

@@ -4,6 +4,7 @@ pub mod catalog_store;
 pub mod error;
 pub mod model;
 pub mod nsids;
+pub mod qos;
 pub mod rules;
 pub mod scrub;
 pub mod service;
@@ -12,6 +13,7 @@ mod worker;
 pub mod workflows;
 
 pub use error::ServiceError;
+pub use qos::{NewQosPolicy, QosPolicyChanges, QosPolicyRef};
 pub use scrub::{DamagedMap, MapKind, ScrubView};
 pub use service::{
     NewSnapshot, NewVolume, OpenError, Service, ServiceConfig, VolumeChanges, VolumeFilter,

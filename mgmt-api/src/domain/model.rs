@@ -58,6 +58,67 @@ pub struct ProjectRecord {
     pub name: String,
     /// Free text.
     pub description: String,
+    /// The QoS policy a new volume of the project gets when its request names
+    /// none (`None`: such volumes are unlimited). Changing it leaves existing
+    /// volumes as they are.
+    #[serde(default)]
+    pub default_qos_policy: Option<Uuid>,
+}
+
+/// What a QoS policy limits; `None` leaves a quantity unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QosRates {
+    /// Read commands per second.
+    pub read_iops: Option<u64>,
+    /// Write commands per second.
+    pub write_iops: Option<u64>,
+    /// Read and write commands together per second.
+    pub total_iops: Option<u64>,
+    /// Megabytes (10^6 bytes) read per second.
+    pub read_mbps: Option<u64>,
+    /// Megabytes written per second.
+    pub write_mbps: Option<u64>,
+    /// Megabytes read and written together per second.
+    pub total_mbps: Option<u64>,
+}
+
+/// Whether a policy's rates hold for the volume as a whole or per GiB of
+/// its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QosScale {
+    /// The rates are the volume's limits.
+    Absolute,
+    /// The rates are per GiB of the volume's size (a 10 GiB volume under
+    /// 100 IOPS per GiB gets 1000 IOPS); a volume's limits follow its resizes.
+    PerGib,
+}
+
+/// A QoS policy: rates volumes are held to on the data path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QosPolicyRecord {
+    /// Identity.
+    pub uuid: Uuid,
+    /// Name, unique in the cluster.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The project whose volumes may use it; `None`: every project's.
+    pub project: Option<String>,
+    /// How the rates scale.
+    pub scale: QosScale,
+    /// The rates.
+    pub rates: QosRates,
+    /// Revision; the ETag is its decimal form.
+    pub revision: u64,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at_s: u64,
+}
+
+impl QosPolicyRecord {
+    /// Whether volumes of `project` may use the policy.
+    pub fn available_to(&self, project: &str) -> bool {
+        self.project.as_deref().is_none_or(|p| p == project)
+    }
 }
 
 /// A volume as the catalog keeps it.
@@ -83,8 +144,9 @@ pub struct VolumeRecord {
     pub acl: Vec<String>,
     /// IP ACL values exactly as accepted.
     pub ip_acl: Vec<String>,
-    /// QoS policy name, if any.
-    pub qos_policy_name: Option<String>,
+    /// The QoS policy the volume's I/O is held to (`None`: unlimited).
+    #[serde(default)]
+    pub qos_policy: Option<Uuid>,
     /// Labels in the order given.
     pub labels: Vec<Label>,
     /// Snapshot this volume was cloned from.
@@ -218,6 +280,9 @@ pub struct Catalog {
     pub snapshots: BTreeMap<Uuid, SnapshotRecord>,
     /// Workflows by id.
     pub workflows: BTreeMap<Uuid, WorkflowRecord>,
+    /// QoS policies by UUID.
+    #[serde(default)]
+    pub qos_policies: BTreeMap<Uuid, QosPolicyRecord>,
     /// Next workflow sequence number.
     pub next_seq: u64,
 }
@@ -231,6 +296,7 @@ impl Catalog {
             ProjectRecord {
                 name: DEFAULT_PROJECT.to_owned(),
                 description: "The default project".to_owned(),
+                default_qos_policy: None,
             },
         );
         Self {
@@ -240,6 +306,7 @@ impl Catalog {
             volumes: BTreeMap::new(),
             snapshots: BTreeMap::new(),
             workflows: BTreeMap::new(),
+            qos_policies: BTreeMap::new(),
             next_seq: 1,
         }
     }

@@ -110,7 +110,7 @@ mod tests {
             compression: false,
             acl: Vec::new(),
             ip_acl: Vec::new(),
-            qos_policy_name: None,
+            qos_policy: None,
             labels: Vec::new(),
             source_snapshot: None,
             nsid,

@@ -46,17 +46,6 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Refuses a QoS policy name: a valid name still names no policy, because
-/// this cluster enforces none yet, and a limit stored but not enforced would
-/// mislead whoever set it (an illegal name gets the name's own error).
-pub fn refuse_qos_policy(field: &str, name: &str) -> Result<(), String> {
-    check_name(field, name)?;
-    Err(format!(
-        "{field} {name:?} names no QoS policy: this cluster enforces none yet, \
-         so it refuses the setting rather than store it unenforced"
-    ))
-}
-
 /// Checks a free-text description: at most 256 characters, no control characters.
 pub fn check_description(text: &str) -> Result<(), String> {
     if text.chars().count() > DESCRIPTION_LEN_MAX {

@@ -22,6 +22,7 @@ use super::error::ServiceError;
 use super::model::{
     Catalog, Label, ProjectRecord, ResourceState, SnapshotRecord, VolumeRecord, CATALOG_VERSION,
 };
+use super::qos::{self, QosPolicyRef};
 use super::rules;
 use super::store::StoreError;
 use crate::control::{
@@ -72,8 +73,8 @@ pub struct NewVolume {
     pub acl: Option<Vec<String>>,
     /// IP ACL values; defaults to `ALLOW_ANY`.
     pub ip_acl: Option<Vec<String>>,
-    /// QoS policy name.
-    pub qos_policy_name: Option<String>,
+    /// QoS policy; `None`: the project's default policy, if it has one.
+    pub qos_policy: Option<QosPolicyRef>,
     /// Labels.
     pub labels: Vec<Label>,
     /// Create a thin clone of this snapshot.
@@ -94,8 +95,8 @@ pub struct VolumeChanges {
     pub acl: Option<Vec<String>>,
     /// New IP ACL.
     pub ip_acl: Option<Vec<String>>,
-    /// New QoS policy name.
-    pub qos_policy_name: Option<String>,
+    /// New QoS policy.
+    pub qos_policy: Option<QosPolicyRef>,
     /// New labels (replace all).
     pub labels: Option<Vec<Label>>,
 }
@@ -143,6 +144,8 @@ pub struct VolumeView {
     pub usage: VolumeUsage,
     /// Replica placement and protection on a cluster (`None` on one node).
     pub replication: Option<VolumeReplication>,
+    /// The name of the volume's QoS policy.
+    pub qos_policy_name: Option<String>,
 }
 
 /// Cluster-wide facts for `/api/v2/cluster`.
@@ -422,10 +425,13 @@ impl Service {
     }
 
     /// Creates a project.
+    /// `default_qos_policy` (a global policy: no project's policy can exist
+    /// before the project) is what its new volumes get when they name none.
     pub fn create_project(
         &self,
         name: &str,
         description: &str,
+        default_qos_policy: Option<&QosPolicyRef>,
     ) -> Result<ProjectRecord, ServiceError> {
         rules::check_name("name", name).map_err(invalid)?;
         rules::check_description(description).map_err(invalid)?;
@@ -436,9 +442,13 @@ impl Service {
                     name: name.to_owned(),
                 });
             }
+            let default_qos_policy = default_qos_policy
+                .map(|r| qos::resolve(c, name, "defaultQosPolicy", r))
+                .transpose()?;
             let p = ProjectRecord {
                 name: name.to_owned(),
                 description: description.to_owned(),
+                default_qos_policy,
             };
             c.projects.insert(name.to_owned(), p.clone());
             Ok(p)
@@ -465,9 +475,6 @@ impl Service {
             .clone()
             .unwrap_or_else(|| vec![rules::ALLOW_ANY.to_owned()]);
         rules::check_ip_acl(&ip_acl).map_err(invalid)?;
-        if let Some(q) = &req.qos_policy_name {
-            rules::refuse_qos_policy("qosPolicyName", q).map_err(invalid)?;
-        }
         check_labels(&req.labels)?;
         let uuid = Uuid::new_v4();
         let record = self.inner.commit(|c| {
@@ -543,6 +550,13 @@ impl Service {
                     "size {size} must be a positive multiple of the sector size {sector}"
                 )));
             }
+            let qos_policy = match &req.qos_policy {
+                Some(reference) => Some(qos::resolve(c, &req.project, "qosPolicy", reference)?),
+                None => c
+                    .projects
+                    .get(&req.project)
+                    .and_then(|p| p.default_qos_policy),
+            };
             let nsid = self.inner.reserve_nsid(c)?;
             let record = VolumeRecord {
                 uuid,
@@ -558,7 +572,7 @@ impl Service {
                     .unwrap_or(false),
                 acl: acl.clone(),
                 ip_acl: ip_acl.clone(),
-                qos_policy_name: req.qos_policy_name.clone(),
+                qos_policy,
                 labels: req.labels.clone(),
                 source_snapshot: source.as_ref().map(|s| s.uuid),
                 nsid: Some(nsid),
@@ -585,6 +599,7 @@ impl Service {
             self.inner
                 .control
                 .set_access(uuid, &volume_access(&record.acl, &record.ip_acl))?;
+            self.inner.apply_rate_limits(uuid)?;
             let nsid = record.nsid.ok_or_else(|| {
                 ControlError::Internal("the new record holds no namespace id".to_owned())
             })?;
@@ -656,10 +671,18 @@ impl Service {
                 .unwrap_or_default(),
             ResourceState::Creating | ResourceState::Deleting | ResourceState::Failed => None,
         };
+        let qos_policy_name = record.qos_policy.and_then(|p| {
+            self.inner
+                .catalog()
+                .qos_policies
+                .get(&p)
+                .map(|p| p.name.clone())
+        });
         VolumeView {
             record,
             usage,
             replication,
+            qos_policy_name,
         }
     }
 
@@ -705,15 +728,20 @@ impl Service {
         if let Some(acl) = &changes.ip_acl {
             rules::check_ip_acl(acl).map_err(invalid)?;
         }
-        if let Some(q) = &changes.qos_policy_name {
-            rules::refuse_qos_policy("qosPolicyName", q).map_err(invalid)?;
-        }
         if let Some(labels) = &changes.labels {
             check_labels(labels)?;
         }
         // Phase 1: validate against the current record and mark it Updating if the
         // engine has work to do.
-        let (before, engine_work) = self.inner.commit(|c| {
+        let (before, engine_work, new_limits) = self.inner.commit(|c| {
+            let project = c.volumes.get(&uuid).map(|v| v.project.clone());
+            let new_policy = match (&changes.qos_policy, project) {
+                (Some(reference), Some(project)) => {
+                    Some(Some(qos::resolve(c, &project, "qosPolicy", reference)?))
+                }
+                _ => None,
+            };
+            let policies = c.qos_policies.clone();
             let v = c.volumes.get_mut(&uuid).ok_or(ServiceError::NotFound {
                 what: "volume",
                 id: uuid.to_string(),
@@ -735,10 +763,28 @@ impl Service {
                 }
             }
             let before = v.clone();
+            // The limits the volume gets if every change goes through: a new
+            // policy, or a per-GiB policy's rates at a new size.
+            let mut target = v.clone();
+            if let Some(policy) = new_policy {
+                target.qos_policy = policy;
+            }
+            if let Some(size) = changes.size_bytes {
+                target.size_bytes = size;
+            }
+            let limits_of = |r: &VolumeRecord| {
+                r.qos_policy
+                    .and_then(|p| policies.get(&p))
+                    .map(|p| qos::rate_limits(p, r.size_bytes))
+            };
+            let new_limits = (target.qos_policy != v.qos_policy
+                || limits_of(&target) != limits_of(v))
+            .then(|| (target.qos_policy, limits_of(&target).unwrap_or_default()));
             let engine_work = changes.size_bytes.is_some_and(|s| s != v.size_bytes)
                 || changes.compression.is_some_and(|c| c != v.compression)
                 || changes.acl.as_ref().is_some_and(|a| *a != v.acl)
-                || changes.ip_acl.as_ref().is_some_and(|a| *a != v.ip_acl);
+                || changes.ip_acl.as_ref().is_some_and(|a| *a != v.ip_acl)
+                || new_limits.is_some();
             // INVARIANT: the revision (the ETag) moves only in phase 3 and only if
             // a field changed, so a refused or failed update leaves it as it was
             // and a successful one raises it exactly once. `Updating` alone already
@@ -746,7 +792,7 @@ impl Service {
             if engine_work {
                 v.state = ResourceState::Updating;
             }
-            Ok((before, engine_work))
+            Ok((before, engine_work, new_limits))
         })?;
         // Phase 2: the engine work, without the lock; each step that succeeds is kept.
         let mut after = before.clone();
@@ -779,11 +825,14 @@ impl Service {
                     Err(e) => failure = Some(e),
                 }
             }
+            if let (None, Some((policy, limits))) = (&failure, new_limits) {
+                match control.set_rate_limits(uuid, &limits) {
+                    Ok(()) => after.qos_policy = policy,
+                    Err(e) => failure = Some(e),
+                }
+            }
         }
         if failure.is_none() {
-            if let Some(q) = changes.qos_policy_name {
-                after.qos_policy_name = Some(q);
-            }
             if let Some(labels) = changes.labels {
                 after.labels = labels;
             }
@@ -796,14 +845,14 @@ impl Service {
                     || v.compression != after.compression
                     || v.acl != after.acl
                     || v.ip_acl != after.ip_acl
-                    || v.qos_policy_name != after.qos_policy_name
+                    || v.qos_policy != after.qos_policy
                     || v.labels != after.labels;
                 if changed {
                     v.size_bytes = after.size_bytes;
                     v.compression = after.compression;
                     v.acl = after.acl.clone();
                     v.ip_acl = after.ip_acl.clone();
-                    v.qos_policy_name = after.qos_policy_name.clone();
+                    v.qos_policy = after.qos_policy;
                     v.labels = after.labels.clone();
                     v.revision = v.revision.wrapping_add(1);
                 }
@@ -1210,7 +1259,7 @@ mod tests {
         let service = open(&dir, &control);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(matches!(
-            service.create_project("p1", ""),
+            service.create_project("p1", "", None),
             Err(ServiceError::Store(StoreError::Io { .. }))
         ));
         assert_eq!(
@@ -1220,7 +1269,7 @@ mod tests {
         );
         std::fs::create_dir(&dir).unwrap();
         assert!(matches!(
-            service.create_project("p1", ""),
+            service.create_project("p1", "", None),
             Err(ServiceError::Store(StoreError::Fenced(_)))
         ));
         assert!(matches!(
@@ -1295,7 +1344,7 @@ mod tests {
                 ..VolumeChanges::default()
             },
             VolumeChanges {
-                qos_policy_name: Some("a/b".to_owned()),
+                qos_policy: Some(QosPolicyRef::Name("no-such-policy".to_owned())),
                 ..VolumeChanges::default()
             },
         ];

@@ -213,7 +213,8 @@ impl Inner {
         });
     }
 
-    /// Sets who may see `volume` and exposes it under the nsid its record holds.
+    /// Sets who may see `volume` and the rates its QoS policy allows, and
+    /// exposes it under the nsid its record holds.
     pub(super) fn expose(
         &self,
         volume: Uuid,
@@ -227,6 +228,7 @@ impl Inner {
             ))
         })?;
         self.control.set_access(volume, access)?;
+        self.apply_rate_limits(volume)?;
         self.control.expose_volume(volume, nsid)
     }
 

@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::error::ServiceError;
 use super::model::{ResourceState, VolumeRecord, WorkflowKind, WorkflowRecord, WorkflowState};
+use super::qos::{self, QosPolicyRef};
 use super::rules;
 use super::service::{now_ms, now_s, Service};
 use crate::control::VolumeSpec;
@@ -33,8 +34,8 @@ pub struct ThickClone {
     pub sector_size_bytes: Option<u32>,
     /// Destination compression (default: the source's).
     pub compression: Option<bool>,
-    /// Destination QoS policy name.
-    pub qos_policy_name: Option<String>,
+    /// Destination QoS policy (default: the destination project's default).
+    pub qos_policy: Option<QosPolicyRef>,
     /// Description of a destination snapshot.
     pub description: Option<String>,
     /// Whether the destination is a snapshot (else a volume).
@@ -59,11 +60,13 @@ impl Service {
             .clone()
             .unwrap_or_else(|| req.source_project.clone());
         self.require_project(&project)?;
-        if let Some(q) = &req.qos_policy_name {
-            rules::refuse_qos_policy("qosPolicyName", q).map_err(invalid)?;
-        }
         let description = req.description.clone().unwrap_or_default();
         rules::check_description(&description).map_err(invalid)?;
+        // An unknown policy is a bad request whatever the source: checked
+        // before the snapshot is looked up (and again when the record is made).
+        if let Some(reference) = &req.qos_policy {
+            qos::resolve(&self.inner.catalog(), &project, "dst.qosPolicy", reference)?;
+        }
         // Values given explicitly are checked before any lookup, so a malformed
         // request is a 400 whatever exists; defaults taken from the source are
         // checked below, once the source is known.
@@ -124,6 +127,10 @@ impl Service {
                     "size {size} is not a multiple of the sector size {sector}"
                 )));
             }
+            let qos_policy = match &req.qos_policy {
+                Some(reference) => Some(qos::resolve(c, &project, "dst.qosPolicy", reference)?),
+                None => c.projects.get(&project).and_then(|p| p.default_qos_policy),
+            };
             let nsid = self.inner.reserve_nsid(c)?;
             let volume = VolumeRecord {
                 uuid: volume_uuid,
@@ -136,7 +143,7 @@ impl Service {
                 compression: req.compression.unwrap_or(src.compression),
                 acl: vec![rules::ALLOW_NONE.to_owned()],
                 ip_acl: vec![rules::ALLOW_ANY.to_owned()],
-                qos_policy_name: req.qos_policy_name.clone(),
+                qos_policy,
                 labels: Vec::new(),
                 source_snapshot: None,
                 nsid: Some(nsid),

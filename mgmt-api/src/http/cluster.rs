@@ -5,12 +5,16 @@ use axum::Json;
 
 use super::dto::{
     ClusterDto, ClusterInfoDto, ClusterStatisticsDto, ErrorBody, NodeDto, NodeListDto,
-    NodeStatisticsDto, ProjectDto, ProjectListDto,
+    NodeStatisticsDto, ProjectDto, ProjectListDto, UpdateProjectRequest,
 };
 use super::error::ApiError;
+use super::qos::qos_reference;
+use super::volumes::authorize;
 use super::extract::{parse_uuid, Body, Caller, PathParams};
 use super::{blocking, AppState};
 use crate::control::{NodeState, NodeStatus, PoolStats};
+use crate::domain::model::ProjectRecord;
+use crate::domain::{Service, ServiceError};
 
 /// Cluster information: identity, subsystem NQN, endpoints, replicas, statistics.
 #[utoipa::path(get, path = "/api/v2/cluster", tag = "cluster",
@@ -211,6 +215,18 @@ pub async fn node(
     .await
 }
 
+/// A project for the wire, with its default QoS policy's name.
+fn project_dto(s: &Service, p: ProjectRecord) -> ProjectDto {
+    ProjectDto {
+        default_qos_policy_name: p
+            .default_qos_policy
+            .and_then(|uuid| s.qos_policy(uuid).ok())
+            .map(|policy| policy.name),
+        name: p.name,
+        description: p.description,
+    }
+}
+
 /// Projects visible to the caller.
 #[utoipa::path(get, path = "/api/v2/projects", tag = "cluster",
     responses((status = 200, body = ProjectListDto), (status = 401, body = ErrorBody)),
@@ -224,12 +240,86 @@ pub async fn list_projects(
             .projects()
             .into_iter()
             .filter(|p| caller.can_read(&p.name))
-            .map(|p| ProjectDto {
-                name: p.name,
-                description: p.description,
-            })
+            .map(|p| project_dto(s, p))
             .collect();
         Ok(Json(ProjectListDto { projects }))
+    })
+    .await
+}
+
+/// One project.
+#[utoipa::path(get, path = "/api/v2/projects/{projectName}", tag = "cluster",
+    params(("projectName" = String, Path, description = "Project")),
+    responses((status = 200, body = ProjectDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_project(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    path: PathParams,
+) -> Result<Json<ProjectDto>, ApiError> {
+    let name = path.get("projectName")?.to_owned();
+    blocking(&state, move |s| {
+        s.require_project(&name)?;
+        authorize(&caller, &name, false)?;
+        let p = s
+            .projects()
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ServiceError::NotFound {
+                what: "project",
+                id: name.clone(),
+            })?;
+        Ok(Json(project_dto(s, p)))
+    })
+    .await
+}
+
+/// Change a project's default QoS policy (cluster admin only): what its new
+/// volumes get when they name none; existing volumes keep theirs.
+#[utoipa::path(put, path = "/api/v2/projects/{projectName}", tag = "cluster", request_body = UpdateProjectRequest,
+    params(("projectName" = String, Path, description = "Project")),
+    responses((status = 200, body = ProjectDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update_project(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    path: PathParams,
+    body: Body,
+) -> Result<Json<ProjectDto>, ApiError> {
+    if !caller.is_cluster_admin() {
+        return Err(ApiError::PermissionDenied(
+            "only a cluster admin may change projects".to_owned(),
+        ));
+    }
+    let name = path.get("projectName")?.to_owned();
+    let req: UpdateProjectRequest = body.json()?;
+    if req.name.as_deref().is_some_and(|n| !n.is_empty() && n != name) {
+        return Err(ApiError::BadRequest(
+            "the body's name differs from the path's project".to_owned(),
+        ));
+    }
+    let policy = qos_reference(
+        "defaultQosPolicyName",
+        req.default_qos_policy_name,
+        "defaultQosPolicyUUID",
+        req.default_qos_policy_uuid,
+    )?;
+    blocking(&state, move |s| {
+        s.require_project(&name)?;
+        if let Some(policy) = &policy {
+            s.set_project_default_qos_policy(&name, policy)?;
+        }
+        let p = s
+            .projects()
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ServiceError::NotFound {
+                what: "project",
+                id: name.clone(),
+            })?;
+        Ok(Json(project_dto(s, p)))
     })
     .await
 }
@@ -237,7 +327,7 @@ pub async fn list_projects(
 /// Create a project (cluster admin only).
 #[utoipa::path(post, path = "/api/v2/projects", tag = "cluster", request_body = ProjectDto,
     responses((status = 200, body = ProjectDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_project(
     State(state): State<AppState>,
@@ -250,12 +340,15 @@ pub async fn create_project(
         ));
     }
     let req: ProjectDto = body.json()?;
+    let policy = qos_reference(
+        "defaultQosPolicyName",
+        req.default_qos_policy_name,
+        "defaultQosPolicyUUID",
+        None,
+    )?;
     blocking(&state, move |s| {
-        let p = s.create_project(&req.name, &req.description)?;
-        Ok(Json(ProjectDto {
-            name: p.name,
-            description: p.description,
-        }))
+        let p = s.create_project(&req.name, &req.description, policy.as_ref())?;
+        Ok(Json(project_dto(s, p)))
     })
     .await
 }

@@ -3,10 +3,12 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::dto::{
-    AclDto, LabelDto, ProgressDto, SnapshotDto, VolumeDto, VolumeStatisticsDto, WorkflowDto,
+    AclDto, LabelDto, ProgressDto, QosLimitDto, QosPolicyDto, QosRatesDto, SnapshotDto, VolumeDto,
+    VolumeStatisticsDto, WorkflowDto,
 };
 use crate::domain::model::{
-    Label, ResourceState, SnapshotRecord, WorkflowKind, WorkflowRecord, WorkflowState,
+    Label, QosPolicyRecord, QosRates, QosScale, ResourceState, SnapshotRecord, WorkflowKind,
+    WorkflowRecord, WorkflowState,
 };
 use crate::domain::VolumeView;
 
@@ -79,11 +81,14 @@ pub fn volume(view: &VolumeView, node: &str) -> VolumeDto {
         etag: v.revision.to_string(),
         labels: labels_out(&v.labels),
         source_snapshot_uuid: v.source_snapshot.map(|s| s.to_string()),
-        qos_policy_name: v.qos_policy_name.clone(),
+        qos_policy_name: view.qos_policy_name.clone(),
+        qos_policy_uuid: v.qos_policy.map(|p| p.to_string()),
         statistics: VolumeStatisticsDto {
             logical_used_storage: view.usage.logical_used_bytes.to_string(),
             physical_used_storage: view.usage.physical_used_bytes.to_string(),
             damaged_blocks: view.usage.damaged_blocks,
+            qos_delayed_commands: view.usage.qos_delayed_commands,
+            qos_delay_ms: view.usage.qos_delay_ms,
         },
         node_list: match &view.replication {
             Some(r) => r.node_list.iter().map(ToString::to_string).collect(),
@@ -153,5 +158,63 @@ mod tests {
         assert_eq!(super::time_s(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::time_s(u64::MAX), "9999-12-31T23:59:59Z");
         assert!(super::time_ms(u64::MAX).starts_with("9999-12-31T23:59:59"));
+    }
+}
+
+/// A QoS policy's rates for the wire.
+fn qos_rates(r: &QosRates) -> QosRatesDto {
+    QosRatesDto {
+        read_iops: r.read_iops,
+        write_iops: r.write_iops,
+        total_iops: r.total_iops,
+        read_mbps: r.read_mbps,
+        write_mbps: r.write_mbps,
+        total_mbps: r.total_mbps,
+    }
+}
+
+/// A QoS policy's limit from the wire: exactly one kind.
+pub fn qos_limit_in(limit: &QosLimitDto) -> Result<(QosScale, QosRates), String> {
+    let (scale, r) = match (limit.limit_absolute, limit.limit_per_gb) {
+        (Some(r), None) => (QosScale::Absolute, r),
+        (None, Some(r)) => (QosScale::PerGib, r),
+        (Some(_), Some(_)) => {
+            return Err("limit takes limitAbsolute or limitPerGb, not both".to_owned())
+        }
+        (None, None) => return Err("limit needs limitAbsolute or limitPerGb".to_owned()),
+    };
+    Ok((
+        scale,
+        QosRates {
+            read_iops: r.read_iops,
+            write_iops: r.write_iops,
+            total_iops: r.total_iops,
+            read_mbps: r.read_mbps,
+            write_mbps: r.write_mbps,
+            total_mbps: r.total_mbps,
+        },
+    ))
+}
+
+/// A QoS policy for the wire.
+pub fn qos_policy(p: &QosPolicyRecord) -> QosPolicyDto {
+    let rates = Some(qos_rates(&p.rates));
+    QosPolicyDto {
+        uuid: p.uuid.to_string(),
+        name: p.name.clone(),
+        description: p.description.clone(),
+        project_name: p.project.clone().unwrap_or_default(),
+        state: "Active".to_owned(),
+        limit: match p.scale {
+            QosScale::Absolute => QosLimitDto {
+                limit_absolute: rates,
+                limit_per_gb: None,
+            },
+            QosScale::PerGib => QosLimitDto {
+                limit_absolute: None,
+                limit_per_gb: rates,
+            },
+        },
+        etag: p.revision.to_string(),
     }
 }

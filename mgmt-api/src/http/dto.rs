@@ -87,13 +87,13 @@ pub struct CreateVolumeRequest {
     #[serde(default, deserialize_with = "loose::opt_u32")]
     #[schema(schema_with = schema::optional_sector_size)]
     pub sector_size: Option<u32>,
-    /// QoS policy name: refused (400) until QoS is enforced; null or absent
-    /// is accepted.
+    /// QoS policy the volume's I/O is held to (global or of the volume's
+    /// project); null or absent: the project's default policy, if any. An
+    /// unknown name is a 400.
     #[serde(default)]
     #[schema(schema_with = schema::optional_name)]
     pub qos_policy_name: Option<String>,
-    /// QoS policy UUID: refused (400) like `qosPolicyName`; null or absent
-    /// is accepted.
+    /// The QoS policy by UUID (with `qosPolicyName`, both must name it).
     #[serde(default, rename = "qosPolicyUUID")]
     pub qos_policy_uuid: Option<String>,
     /// Labels, round-tripped exactly.
@@ -146,11 +146,11 @@ pub struct UpdateVolumeRequest {
     #[serde(default, alias = "IPAcl")]
     #[schema(schema_with = schema::optional_ip_acl)]
     pub ip_acl: Option<AclDto>,
-    /// New QoS policy name: refused (400) until QoS is enforced.
+    /// New QoS policy; its limits apply from the volume's next command.
     #[serde(default)]
     #[schema(schema_with = schema::optional_name)]
     pub qos_policy_name: Option<String>,
-    /// New QoS policy UUID: refused (400) like `qosPolicyName`.
+    /// New QoS policy by UUID (with `qosPolicyName`, both must name it).
     #[serde(default, rename = "qosPolicyUUID")]
     pub qos_policy_uuid: Option<String>,
     /// New labels (replace all).
@@ -172,6 +172,11 @@ pub struct VolumeStatisticsDto {
     /// 4 KiB blocks the last scrub pass found damaged (Keel extension): they
     /// read as NVMe Unrecovered Read Errors until rewritten.
     pub damaged_blocks: u64,
+    /// Commands the volume's QoS policy held back since it was last exposed
+    /// (Keel extension).
+    pub qos_delayed_commands: u64,
+    /// Total time they were held back, in milliseconds (Keel extension).
+    pub qos_delay_ms: u64,
 }
 
 /// A volume.
@@ -215,6 +220,9 @@ pub struct VolumeDto {
     /// QoS policy name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qos_policy_name: Option<String>,
+    /// QoS policy UUID.
+    #[serde(rename = "qosPolicyUUID", skip_serializing_if = "Option::is_none")]
+    pub qos_policy_uuid: Option<String>,
     /// Usage.
     pub statistics: VolumeStatisticsDto,
     /// Nodes holding replicas.
@@ -525,6 +533,149 @@ pub struct ProjectDto {
     #[serde(default)]
     #[schema(schema_with = schema::description)]
     pub description: String,
+    /// The QoS policy new volumes of the project get when they name none
+    /// (shown; set with `PUT /api/v2/projects/{projectName}`).
+    #[serde(
+        default,
+        rename = "defaultQosPolicyName",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = schema::optional_name)]
+    pub default_qos_policy_name: Option<String>,
+}
+
+/// Body of `PUT /api/v2/projects/{projectName}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateProjectRequest {
+    /// The project (optional; must match the path).
+    #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
+    pub name: Option<String>,
+    /// The QoS policy new volumes of the project get when they name none
+    /// (global or of this project); existing volumes keep theirs.
+    #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
+    pub default_qos_policy_name: Option<String>,
+    /// The same policy by UUID.
+    #[serde(default, rename = "defaultQosPolicyUUID")]
+    pub default_qos_policy_uuid: Option<String>,
+}
+
+/// Rates of a QoS policy: absolute, or per GiB of a volume's size. 0, null
+/// or absent leave a quantity unlimited; numbers or numeric strings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QosRatesDto {
+    /// Read commands per second.
+    #[serde(rename = "readIOPS", default, deserialize_with = "loose::opt_u64")]
+    #[schema(schema_with = schema::optional_rate)]
+    pub read_iops: Option<u64>,
+    /// Write commands (Write, Write Zeroes, Dataset Management) per second.
+    #[serde(rename = "writeIOPS", default, deserialize_with = "loose::opt_u64")]
+    #[schema(schema_with = schema::optional_rate)]
+    pub write_iops: Option<u64>,
+    /// Read and write commands together per second.
+    #[serde(rename = "totalIOPS", default, deserialize_with = "loose::opt_u64")]
+    #[schema(schema_with = schema::optional_rate)]
+    pub total_iops: Option<u64>,
+    /// Megabytes (10^6 bytes) read per second.
+    #[serde(rename = "readMBps", default, deserialize_with = "loose::opt_u64")]
+    #[schema(schema_with = schema::optional_rate)]
+    pub read_mbps: Option<u64>,
+    /// Megabytes written per second.
+    #[serde(rename = "writeMBps", default, deserialize_with = "loose::opt_u64")]
+    #[schema(schema_with = schema::optional_rate)]
+    pub write_mbps: Option<u64>,
+    /// Megabytes read and written together per second.
+    #[serde(rename = "totalMBps", default, deserialize_with = "loose::opt_u64")]
+    #[schema(schema_with = schema::optional_rate)]
+    pub total_mbps: Option<u64>,
+}
+
+/// A QoS policy's limit: exactly one of the two kinds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QosLimitDto {
+    /// Rates of the volume as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_absolute: Option<QosRatesDto>,
+    /// Rates per GiB of the volume's size (they follow its resizes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_per_gb: Option<QosRatesDto>,
+}
+
+/// Body of `POST /api/v2/qosPolicies`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateQosPolicyRequest {
+    /// Name, unique in the cluster.
+    #[schema(schema_with = schema::name, required = true)]
+    pub name: Option<String>,
+    /// Free text.
+    #[serde(default)]
+    #[schema(schema_with = schema::optional_description)]
+    pub description: Option<String>,
+    /// The one project whose volumes may use it; absent: every project's.
+    #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
+    pub project_name: Option<String>,
+    /// The rates.
+    pub limit: Option<QosLimitDto>,
+}
+
+/// Body of `PUT /api/v2/qosPolicies/{UUID}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateQosPolicyRequest {
+    /// The policy (optional; must match the path).
+    #[serde(default, rename = "UUID")]
+    pub uuid: Option<String>,
+    /// The policy's project (optional; must match the policy's).
+    #[serde(default)]
+    #[schema(schema_with = schema::optional_name)]
+    pub project_name: Option<String>,
+    /// New free text.
+    #[serde(default)]
+    #[schema(schema_with = schema::optional_description)]
+    pub description: Option<String>,
+    /// New rates, replacing all of them; they reach every volume under the
+    /// policy before the answer.
+    #[serde(default)]
+    pub limit: Option<QosLimitDto>,
+    /// Expected ETag (alternative to `If-Match`).
+    #[serde(default, rename = "ETag")]
+    pub etag: Option<String>,
+}
+
+/// A QoS policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct QosPolicyDto {
+    /// Identity.
+    #[serde(rename = "UUID")]
+    pub uuid: String,
+    /// Name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The project whose volumes may use it; empty for every project.
+    pub project_name: String,
+    /// Always "Active".
+    pub state: String,
+    /// The rates.
+    pub limit: QosLimitDto,
+    /// Current ETag.
+    #[serde(rename = "ETag")]
+    pub etag: String,
+}
+
+/// Body of `GET /api/v2/qosPolicies`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct QosPolicyListDto {
+    /// The policies.
+    pub qos_policies: Vec<QosPolicyDto>,
 }
 
 /// Body of `GET /api/v2/projects`.

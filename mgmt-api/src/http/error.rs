@@ -75,6 +75,7 @@ impl ApiError {
                 ServiceError::NotFound { .. } => (StatusCode::NOT_FOUND, NOT_FOUND),
                 ServiceError::AlreadyExists { .. } => (StatusCode::CONFLICT, ALREADY_EXISTS),
                 ServiceError::OperationInProgress(_) => (StatusCode::CONFLICT, ABORTED),
+                ServiceError::InUse(_) => (StatusCode::CONFLICT, FAILED_PRECONDITION),
                 ServiceError::EtagMismatch { .. } => {
                     (StatusCode::PRECONDITION_FAILED, FAILED_PRECONDITION)
                 }

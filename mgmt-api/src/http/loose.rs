@@ -48,18 +48,21 @@ pub fn ser_opt_size<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Er
 
 /// Decodes an optional unsigned 32-bit count: `2` or `"2"`.
 pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    opt_u64(d)?
+        .map(|v| u32::try_from(v).map_err(|_| D::Error::custom(format!("{v} is too large"))))
+        .transpose()
+}
+
+/// Decodes an optional unsigned 64-bit count (a rate): `2` or `"2"`.
+pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let bad =
         |what: String| D::Error::custom(format!("expected a non-negative integer, got {what}"));
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .and_then(|v| u32::try_from(v).ok())
-            .map(Some)
-            .ok_or_else(|| bad(n.to_string())),
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| bad(n.to_string())),
         Some(Value::String(s)) => s
             .trim()
-            .parse::<u32>()
+            .parse::<u64>()
             .map(Some)
             .map_err(|_| bad(format!("{s:?}"))),
         Some(other) => Err(bad(describe(&other).to_owned())),

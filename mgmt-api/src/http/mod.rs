@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod loose;
 pub mod metrics;
+pub mod qos;
 pub mod openapi;
 pub mod read_first;
 pub mod schema;
@@ -102,6 +103,25 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v2/projects",
             get(cluster::list_projects).post(cluster::create_project),
+        )
+        .route(
+            "/api/v2/projects/{projectName}",
+            get(cluster::get_project).put(cluster::update_project),
+        )
+        .route("/api/v2/qosPolicies", get(qos::list).post(qos::create))
+        .route(
+            "/api/v2/qosPolicies/{UUID}",
+            get(qos::get_one).put(qos::update).delete(qos::delete),
+        )
+        .route(
+            "/api/v2/projects/{projectName}/qosPolicies",
+            get(qos::project_list).post(qos::project_create),
+        )
+        .route(
+            "/api/v2/projects/{projectName}/qosPolicies/{UUID}",
+            get(qos::project_get)
+                .put(qos::project_update)
+                .delete(qos::project_delete),
         )
         .route("/api/v2/volumes", get(volumes::list).post(volumes::create))
         .route("/api/v2/volumes/", get(volumes::lookup))

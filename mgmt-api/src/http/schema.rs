@@ -161,6 +161,32 @@ fn loose_count(min: u32, max: u32, description: &str) -> RefOr<Schema> {
         .into()
 }
 
+/// An optional QoS rate: a non-negative integer (0 means no limit) as a
+/// number or a numeric string.
+pub fn optional_rate() -> RefOr<Schema> {
+    let number = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(RATE_MAX))
+        .build();
+    let text = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^ *[0-9]{1,15} *$"))
+        .build();
+    OneOfBuilder::new()
+        .item(number)
+        .item(text)
+        .item(null())
+        .description(Some(
+            "A rate (a number or a numeric string); 0 or null means no limit",
+        ))
+        .into()
+}
+
+/// Largest rate the schema offers (any u64 is taken; this keeps generated
+/// numbers inside what JSON integers carry exactly).
+const RATE_MAX: u64 = 999_999_999_999_999;
+
 /// An optional replica count: 1–3 as a number or a numeric string, at most the
 /// cluster's `maxReplicas` (the served document narrows it with
 /// [`optional_replica_count_up_to`]).

@@ -14,6 +14,7 @@ use super::dto::{
     VolumeListDto,
 };
 use super::error::ApiError;
+use super::qos::qos_reference;
 use super::extract::{if_match, parse_uuid, truncate, Body, Caller, PathParams, QueryParams};
 use super::{blocking, AppState};
 use crate::auth::Principal;
@@ -190,7 +191,12 @@ async fn create_core(
         Some(s) => Some(parse_uuid("sourceSnapshotUUID", s)?),
         None => None,
     };
-    refuse_qos_policy_uuid(req.qos_policy_uuid.as_deref())?;
+    let qos_policy = qos_reference(
+        "qosPolicyName",
+        req.qos_policy_name,
+        "qosPolicyUUID",
+        req.qos_policy_uuid,
+    )?;
     let source_snapshot_name = req.source_snapshot_name.filter(|s| !s.is_empty());
     if let Some(name) = &source_snapshot_name {
         crate::domain::rules::check_name("sourceSnapshotName", name)
@@ -208,7 +214,7 @@ async fn create_core(
         compression: req.compression,
         acl: req.acl.map(|a| a.values),
         ip_acl: req.ip_acl.map(|a| a.values),
-        qos_policy_name: req.qos_policy_name,
+        qos_policy,
         labels: req.labels.map(convert::labels_in).unwrap_or_default(),
         source_snapshot,
         source_snapshot_name,
@@ -268,13 +274,18 @@ async fn update_core(
         (Some(h), _) => Some(h),
         (None, b) => b,
     };
-    refuse_qos_policy_uuid(req.qos_policy_uuid.as_deref())?;
+    let qos_policy = qos_reference(
+        "qosPolicyName",
+        req.qos_policy_name,
+        "qosPolicyUUID",
+        req.qos_policy_uuid,
+    )?;
     let changes = VolumeChanges {
         size_bytes: req.size,
         compression: req.compression,
         acl: req.acl.map(|a| a.values),
         ip_acl: req.ip_acl.map(|a| a.values),
-        qos_policy_name: req.qos_policy_name,
+        qos_policy,
         labels: req.labels.map(convert::labels_in),
     };
     let name = req.name;
@@ -562,16 +573,4 @@ pub async fn project_rollback(
 ) -> Result<Json<VolumeDto>, ApiError> {
     let project = path.get("projectName")?.to_owned();
     rollback_core(state, caller, Some(project), path, body).await
-}
-
-/// A QoS policy named by UUID is refused as one named by name is: no policy
-/// is enforced yet, and a limit stored but not enforced would mislead.
-fn refuse_qos_policy_uuid(uuid: Option<&str>) -> Result<(), ApiError> {
-    match uuid.filter(|u| !u.is_empty()) {
-        None => Ok(()),
-        Some(u) => Err(ApiError::BadRequest(format!(
-            "qosPolicyUUID {u:?} names no QoS policy: this cluster enforces none yet, \
-             so it refuses the setting rather than store it unenforced"
-        ))),
-    }
 }

@@ -9,6 +9,7 @@ use super::dto::{
     EmptyDto, ErrorBody, ThickCloneRequest, WorkflowEnvelopeDto, WorkflowIdDto, WorkflowListDto,
 };
 use super::error::ApiError;
+use super::qos::qos_reference;
 use super::extract::{parse_uuid, Body, Caller, PathParams, QueryParams};
 use super::volumes::{authorize, required_project};
 use super::{blocking, AppState};
@@ -64,7 +65,12 @@ async fn start(
         replica_count: req.dst.replica,
         sector_size_bytes: req.dst.sector_size,
         compression: req.dst.compression,
-        qos_policy_name: req.dst.qos_policy_name.clone(),
+        qos_policy: qos_reference(
+            "dst.qosPolicyName",
+            req.dst.qos_policy_name.clone(),
+            "dst.qosPolicyUUID",
+            None,
+        )?,
         description: req.dst.description.clone(),
         into_snapshot,
         verify: req.dst.verify_clone.unwrap_or(false),

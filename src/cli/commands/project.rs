@@ -36,6 +36,7 @@ pub fn run(ctx: &mut Context<'_>, command: &ProjectCommand) -> Result<(), Comman
             let body = ProjectDto {
                 name: name.clone(),
                 description: description.clone(),
+                default_qos_policy_name: None,
             };
             let reply = ctx
                 .client
@@ -70,11 +71,12 @@ mod tests {
             projects: vec![
                 ProjectDto {
                     name: "default".into(),
-                    description: String::new(),
+                    ..ProjectDto::default()
                 },
                 ProjectDto {
                     name: "p1".into(),
                     description: "team one".into(),
+                    ..ProjectDto::default()
                 },
             ],
         };

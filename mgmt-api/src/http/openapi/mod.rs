@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{cluster, dto, scrub, session, snapshots, volumes, workflows, AppState};
+use super::{cluster, dto, qos, scrub, session, snapshots, volumes, workflows, AppState};
 use contracts::{Contracts, SecuritySchemes};
 pub use served::served_document;
 
@@ -26,6 +26,9 @@ pub use served::served_document;
     paths(
         session::login, session::create_user, session::list_credentials, session::create_credential, session::delete_credential,
         cluster::cluster, cluster::cluster_info, cluster::nodes, cluster::node, cluster::list_projects, cluster::create_project,
+        cluster::get_project, cluster::update_project,
+        qos::list, qos::create, qos::get_one, qos::update, qos::delete,
+        qos::project_list, qos::project_create, qos::project_get, qos::project_update, qos::project_delete,
         scrub::start_scrub, scrub::scrub_status,
         volumes::list, volumes::lookup, volumes::create, volumes::get_one, volumes::update, volumes::delete, volumes::rollback,
         volumes::project_list, volumes::project_lookup, volumes::project_create, volumes::project_get, volumes::project_update,
