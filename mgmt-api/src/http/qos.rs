@@ -24,15 +24,15 @@ use crate::auth::Principal;
 use crate::domain::model::QosPolicyRecord;
 use crate::domain::{rules, NewQosPolicy, QosPolicyChanges, QosPolicyRef, Service, ServiceError};
 
-/// The QoS policy a request's name and UUID fields name, if any (empty
-/// strings and nulls count as absent: clients send them when unused).
+/// The QoS policy a request's name and UUID fields name, if any (nulls,
+/// which clients send when unused, and an empty UUID count as absent; an
+/// empty name is an illegal name).
 pub fn qos_reference(
     name_field: &str,
     name: Option<String>,
     uuid_field: &str,
     uuid: Option<String>,
 ) -> Result<Option<QosPolicyRef>, ApiError> {
-    let name = name.filter(|n| !n.is_empty());
     if let Some(n) = &name {
         rules::check_name(name_field, n).map_err(ApiError::BadRequest)?;
     }
