@@ -124,11 +124,12 @@ impl MemoryControl {
         self.state.lock().volumes.get(&volume).and_then(|v| v.nsid)
     }
 
-    /// Forgets every namespace, as the target of a restarted daemon has none
-    /// until reconciliation exposes the volumes again.
+    /// Forgets every namespace and rate limit, as the target of a restarted
+    /// daemon has none until reconciliation exposes the volumes again.
     pub fn restart_target(&self) {
         for v in self.state.lock().volumes.values_mut() {
             v.nsid = None;
+            v.rate_limits = VolumeRateLimits::UNLIMITED;
         }
     }
 
