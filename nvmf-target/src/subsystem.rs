@@ -606,6 +606,17 @@ impl Subsystem {
             .map(|s| s.throttle.stats())
     }
 
+    /// Every namespace's nsid, NVMe UUID and throttle statistics (for a
+    /// metrics export that names volumes by their UUID).
+    pub fn throttle_stats(&self) -> Vec<(u32, [u8; 16], ThrottleStats)> {
+        self.registry
+            .lock()
+            .namespaces
+            .iter()
+            .map(|(nsid, s)| (*nsid, s.backend.uuid(), s.throttle.stats()))
+            .collect()
+    }
+
     /// Tells hosts that namespace `nsid` changed size (call after resizing the backend).
     pub fn namespace_resized(&self, nsid: u32) -> Result<(), NamespaceChangeError> {
         let reg = self.registry.lock();

@@ -337,6 +337,7 @@ impl Control for EngineControl {
             &self.engine.pool_stats(),
             self.subsystem.controller_count(),
             &self.io_metrics,
+            &super::metrics::throttle_stats(&self.subsystem),
         ))
     }
 

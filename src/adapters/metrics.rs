@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use nvmf_target::backend::{BlockSize, Completion, Lba, LbaRange, NamespaceBackend};
+use nvmf_target::ThrottleStats;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
@@ -213,6 +214,66 @@ impl IoMetricsRegistry {
     }
 }
 
+/// Appends what the volumes' QoS limits are and what they held back.
+fn render_qos(out: &mut String, throttles: &[(Uuid, ThrottleStats)]) {
+    let _ = writeln!(
+        out,
+        "# HELP keel_volume_qos_delayed_commands_total Commands a QoS limit held back.\n\
+         # TYPE keel_volume_qos_delayed_commands_total counter"
+    );
+    for (uuid, t) in throttles {
+        let _ = writeln!(
+            out,
+            "keel_volume_qos_delayed_commands_total{{volume=\"{uuid}\"}} {}",
+            t.delayed_commands
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP keel_volume_qos_delay_seconds_total Time commands were held back by a QoS limit.\n\
+         # TYPE keel_volume_qos_delay_seconds_total counter"
+    );
+    for (uuid, t) in throttles {
+        let _ = writeln!(
+            out,
+            "keel_volume_qos_delay_seconds_total{{volume=\"{uuid}\"}} {}",
+            t.delay.as_secs_f64()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP keel_volume_qos_limit The rate a volume's QoS policy allows (per second; absent: unlimited).\n\
+         # TYPE keel_volume_qos_limit gauge"
+    );
+    for (uuid, t) in throttles {
+        let l = &t.limits;
+        for (limit, value) in [
+            ("read_iops", l.read_iops),
+            ("write_iops", l.write_iops),
+            ("total_iops", l.total_iops),
+            ("read_bytes", l.read_bytes_per_second),
+            ("write_bytes", l.write_bytes_per_second),
+            ("total_bytes", l.total_bytes_per_second),
+        ] {
+            if let Some(value) = value {
+                let _ = writeln!(
+                    out,
+                    "keel_volume_qos_limit{{volume=\"{uuid}\",limit=\"{limit}\"}} {value}"
+                );
+            }
+        }
+    }
+}
+
+/// Every exposed namespace's throttle statistics, by volume UUID.
+pub fn throttle_stats(subsystem: &nvmf_target::Subsystem) -> Vec<(Uuid, ThrottleStats)> {
+    subsystem
+        .throttle_stats()
+        .into_iter()
+        .map(|(_, uuid, stats)| (Uuid::from_bytes(uuid), stats))
+        .collect()
+}
+
 /// The node's storage metrics in the Prometheus text format: the pool's
 /// space and write amplification, garbage collection, live controllers and
 /// every volume's I/O.
@@ -220,8 +281,10 @@ pub fn render_node(
     pool: &engine::PoolStats,
     controllers: usize,
     volumes: &IoMetricsRegistry,
+    throttles: &[(Uuid, ThrottleStats)],
 ) -> String {
     let mut out = String::new();
+    render_qos(&mut out, throttles);
     let mut gauge = |name: &str, help: &str, value: f64| {
         let _ = writeln!(
             out,
@@ -395,6 +458,35 @@ mod tests {
             Ok(value) => value,
             Err(err) => panic!("{err:?}"),
         }
+    }
+
+    #[test]
+    fn qos_limits_and_held_commands_are_rendered_per_volume() {
+        let uuid = Uuid::from_u128(9);
+        let stats = ThrottleStats {
+            limits: nvmf_target::RateLimits {
+                write_iops: Some(400),
+                read_bytes_per_second: Some(20_000_000),
+                ..nvmf_target::RateLimits::UNLIMITED
+            },
+            delayed_commands: 12,
+            delay: std::time::Duration::from_millis(1500),
+        };
+        let mut out = String::new();
+        render_qos(&mut out, &[(uuid, stats)]);
+        let v = format!("volume=\"{uuid}\"");
+        for line in [
+            format!("keel_volume_qos_delayed_commands_total{{{v}}} 12"),
+            format!("keel_volume_qos_delay_seconds_total{{{v}}} 1.5"),
+            format!("keel_volume_qos_limit{{{v},limit=\"write_iops\"}} 400"),
+            format!("keel_volume_qos_limit{{{v},limit=\"read_bytes\"}} 20000000"),
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing from\n{out}");
+        }
+        assert!(
+            !out.contains("limit=\"read_iops\""),
+            "an unlimited quantity has no limit line"
+        );
     }
 
     #[test]
