@@ -225,9 +225,14 @@ impl Control for EngineControl {
             .iter()
             .find(|d| d.volume == info.id)
             .map_or(0, |d| d.lbas.len() as u64);
+        // Found by the namespace's UUID, not this port's own exposures: on a
+        // cluster node the reconciler exposes the volume.
         let throttle = self
-            .exposed_nsid(volume)
-            .and_then(|nsid| self.subsystem.namespace_throttle_stats(nsid))
+            .subsystem
+            .throttle_stats()
+            .into_iter()
+            .find(|(_, uuid, _)| *uuid == *volume.as_bytes())
+            .map(|(_, _, stats)| stats)
             .unwrap_or_default();
         Ok(VolumeUsage {
             logical_used_bytes: space.mapped_bytes,
