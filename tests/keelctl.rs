@@ -604,3 +604,202 @@ fn keelctl_explains_connection_tls_and_auth_failures() {
 
     keeld.stop();
 }
+
+/// The cells of the row of `table` whose first cell is `name`.
+fn cells(table: &str, name: &str) -> Vec<String> {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} row:\n{table}"))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn keelctl_manages_qos_policies_and_assigns_them_to_volumes() {
+    let keeld = Keeld::start();
+
+    // A global policy with two rates; the others stay unlimited.
+    let created = keeld.ok(&[
+        "qos-policy",
+        "create",
+        "gold",
+        "--description",
+        "gold tier",
+        "--read-iops",
+        "1000",
+        "--total-mbps",
+        "200",
+    ]);
+    assert!(
+        created.contains("Name:         gold\n") && created.contains("Project:      (global)\n"),
+        "{created}"
+    );
+    let list = keeld.ok(&["qos-policy", "list"]);
+    assert!(
+        list.starts_with("NAME ") && list.contains("READ IOPS") && list.contains("TOTAL MB/S"),
+        "{list}"
+    );
+    let row = cells(&list, "gold");
+    assert_eq!(
+        row[2..],
+        ["(global)", "absolute", "1000", "-", "-", "-", "-", "200"],
+        "{list}"
+    );
+    let gold = keeld.json(&["qos-policy", "get", "gold"]);
+    let gold_uuid = gold["UUID"].as_str().expect("UUID").to_owned();
+    assert_eq!(gold["limit"]["limitAbsolute"]["readIOPS"], 1000, "{gold}");
+    assert_eq!(gold["limit"]["limitAbsolute"]["totalMBps"], 200, "{gold}");
+    assert_eq!(gold["description"], "gold tier", "{gold}");
+    assert_eq!(gold["projectName"], "", "{gold}");
+    let by_uuid = keeld.ok(&["qos-policy", "get", &gold_uuid]);
+    assert!(by_uuid.contains("Read IOPS:    1000\n"), "{by_uuid}");
+    let listed = keeld.json(&["qos-policy", "list"]);
+    assert_eq!(
+        listed["qosPolicies"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    // An all-unlimited policy is legitimate.
+    keeld.ok(&["qos-policy", "create", "free"]);
+
+    // A volume under the policy; `volume get` names it and what it held back.
+    keeld.ok(&[
+        "volume",
+        "create",
+        "qvol",
+        "--size",
+        "64MiB",
+        "--qos-policy",
+        "gold",
+    ]);
+    let volume = keeld.json(&["volume", "get", "qvol"]);
+    assert_eq!(volume["qosPolicyName"], "gold", "{volume}");
+    assert_eq!(volume["qosPolicyUUID"], gold_uuid.as_str(), "{volume}");
+    let shown = keeld.ok(&["volume", "get", "qvol"]);
+    assert!(
+        shown.contains(&format!("gold ({gold_uuid})")) && shown.contains("QoS held back:"),
+        "{shown}"
+    );
+
+    // New rates replace all of the old ones, here per GiB.
+    let updated = keeld.json(&[
+        "qos-policy",
+        "update",
+        "gold",
+        "--per-gib",
+        "--write-iops",
+        "10",
+    ]);
+    assert_eq!(updated["limit"]["limitPerGb"]["writeIOPS"], 10, "{updated}");
+    assert!(
+        updated["limit"]["limitPerGb"]["readIOPS"].is_null()
+            && updated["limit"].get("limitAbsolute").is_none(),
+        "{updated}"
+    );
+    assert_eq!(updated["description"], "gold tier", "{updated}");
+    let described = keeld.json(&["qos-policy", "update", &gold_uuid, "--description", "v2"]);
+    assert_eq!(described["description"], "v2", "{described}");
+    assert_eq!(described["limit"], updated["limit"], "{described}");
+    let row = cells(&keeld.ok(&["qos-policy", "list"]), "gold");
+    assert_eq!(row[3..6], ["per", "GiB", "-"], "{row:?}");
+
+    // Moving the volume to another policy.
+    let moved = keeld.json(&["volume", "update", "qvol", "--qos-policy", "free"]);
+    assert_eq!(moved["qosPolicyName"], "free", "{moved}");
+    keeld.ok(&["volume", "update", "qvol", "--qos-policy", &gold_uuid]);
+    assert_eq!(
+        keeld.json(&["volume", "get", "qvol"])["qosPolicyName"],
+        "gold"
+    );
+
+    // An unknown policy is the API's 400, naming the field.
+    let unknown = keeld.keelctl(&[
+        "volume",
+        "create",
+        "bad",
+        "--size",
+        "4MiB",
+        "--qos-policy",
+        "no-such",
+    ]);
+    assert_fails(
+        &unknown,
+        1,
+        &[
+            "keelctl: error: 400 Bad Request:",
+            "qosPolicyName",
+            "no-such",
+        ],
+    );
+
+    // A policy in use cannot be deleted; once the volume is gone it can.
+    let busy = keeld.keelctl(&["qos-policy", "delete", "gold"]);
+    assert_fails(&busy, 1, &["keelctl: error: 409 Conflict:"]);
+    keeld.ok(&["volume", "delete", "qvol", "--wait"]);
+    let deleted = keeld.ok(&["qos-policy", "delete", "gold"]);
+    assert!(deleted.contains(&gold_uuid), "{deleted}");
+    assert_fails(
+        &keeld.keelctl(&["qos-policy", "get", "gold"]),
+        1,
+        &["404 Not Found"],
+    );
+
+    // A project's policy and default: new volumes without --qos-policy get it.
+    keeld.ok(&["project", "create", "team-1"]);
+    let team_policy = keeld.json(&[
+        "--project",
+        "team-1",
+        "qos-policy",
+        "create",
+        "team-qos",
+        "--project-scoped",
+        "--total-iops",
+        "500",
+    ]);
+    assert_eq!(team_policy["projectName"], "team-1", "{team_policy}");
+    let row = cells(&keeld.ok(&["qos-policy", "list"]), "team-qos");
+    assert_eq!(row[2], "team-1", "{row:?}");
+    let project = keeld.ok(&[
+        "project",
+        "update",
+        "team-1",
+        "--default-qos-policy",
+        "team-qos",
+    ]);
+    assert!(
+        project.contains("Default QoS policy:  team-qos\n"),
+        "{project}"
+    );
+    let projects = keeld.ok(&["project", "list"]);
+    assert!(projects
+        .lines()
+        .next()
+        .is_some_and(|h| h.contains("DEFAULT QOS")));
+    let row = cells(&projects, "team-1");
+    assert_eq!(row, ["team-1", "team-qos"], "{projects}");
+    let defaulted = keeld.json(&[
+        "--project",
+        "team-1",
+        "volume",
+        "create",
+        "tvol",
+        "--size",
+        "4MiB",
+    ]);
+    assert_eq!(defaulted["qosPolicyName"], "team-qos", "{defaulted}");
+    // Another project's volumes cannot use it.
+    let foreign = keeld.keelctl(&[
+        "volume",
+        "create",
+        "dvol",
+        "--size",
+        "4MiB",
+        "--qos-policy",
+        "team-qos",
+    ]);
+    assert_fails(&foreign, 1, &["400 Bad Request", "team-1"]);
+
+    keeld.stop();
+}

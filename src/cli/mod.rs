@@ -128,6 +128,9 @@ pub enum Command {
     /// Create, list, inspect and delete snapshots.
     #[command(subcommand, visible_alias = "snapshots")]
     Snapshot(commands::snapshot::SnapshotCommand),
+    /// QoS policies: IOPS and MB/s limits volumes are held to (global or per project).
+    #[command(subcommand, visible_alias = "qos-policies")]
+    QosPolicy(commands::qos::QosPolicyCommand),
     /// Thin clones: new volumes that share a snapshot's data.
     #[command(subcommand)]
     Clone(commands::clone::CloneCommand),
@@ -185,6 +188,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CommandError> {
         Command::Project(c) => commands::project::run(&mut ctx, c),
         Command::Volume(c) => commands::volume::run(&mut ctx, c),
         Command::Snapshot(c) => commands::snapshot::run(&mut ctx, c),
+        Command::QosPolicy(c) => commands::qos::run(&mut ctx, c),
         Command::Clone(c) => commands::clone::run(&mut ctx, c),
         Command::Thickclone(c) => commands::workflow::run_thick_clone(&mut ctx, c),
         Command::Workflow(c) => commands::workflow::run(&mut ctx, c),

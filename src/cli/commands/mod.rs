@@ -4,6 +4,7 @@
 pub mod clone;
 pub mod cluster;
 pub mod project;
+pub mod qos;
 pub mod scrub;
 pub mod snapshot;
 pub mod volume;

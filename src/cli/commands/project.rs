@@ -1,11 +1,12 @@
-//! `project list|create`: the namespaces volumes and snapshots live in
-//! (`--project` selects one; `default` always exists).
+//! `project list|create|update`: the namespaces volumes and snapshots live in
+//! (`--project` selects one; `default` always exists), and the QoS policy a
+//! project's new volumes get when they name none.
 
 use clap::Subcommand;
-use mgmt_api::dto::{ProjectDto, ProjectListDto};
+use mgmt_api::dto::{ProjectDto, ProjectListDto, UpdateProjectRequest};
 use reqwest::Method;
 
-use super::{or_dash, CommandError, Context};
+use super::{or_dash, qos, CommandError, Context};
 use crate::cli::client::Call;
 use crate::cli::table::{details, Table};
 
@@ -21,6 +22,16 @@ pub enum ProjectCommand {
         /// Free text.
         #[arg(long, default_value = "")]
         description: String,
+    },
+    /// Change a project (cluster admin only).
+    Update {
+        /// The project's name.
+        name: String,
+        /// QoS policy (name or UUID, global or of this project) that the
+        /// project's new volumes get when they name none; existing volumes
+        /// keep theirs.
+        #[arg(long, value_name = "POLICY")]
+        default_qos_policy: String,
     },
 }
 
@@ -41,22 +52,46 @@ pub fn run(ctx: &mut Context<'_>, command: &ProjectCommand) -> Result<(), Comman
             let reply = ctx
                 .client
                 .send(Call::new(Method::POST, &path).json(&body))?;
-            ctx.show(&reply, |r| {
-                let p: ProjectDto = r.decode()?;
-                Ok(details(&[
-                    ("Name", p.name),
-                    ("Description", or_dash(&p.description)),
-                ]))
-            })
+            ctx.show(&reply, |r| Ok(render(&r.decode()?)))
+        }
+        ProjectCommand::Update {
+            name,
+            default_qos_policy,
+        } => {
+            let (policy_name, policy_uuid) = qos::reference(default_qos_policy);
+            let body = UpdateProjectRequest {
+                default_qos_policy_name: policy_name,
+                default_qos_policy_uuid: policy_uuid,
+                ..UpdateProjectRequest::default()
+            };
+            let one = ["api", "v2", "projects", name.as_str()];
+            let reply = ctx.client.send(Call::new(Method::PUT, &one).json(&body))?;
+            ctx.show(&reply, |r| Ok(render(&r.decode()?)))
         }
     }
 }
 
-/// Projects as a table.
+/// A project as a `key: value` block.
+pub fn render(p: &ProjectDto) -> String {
+    details(&[
+        ("Name", p.name.clone()),
+        ("Description", or_dash(&p.description)),
+        (
+            "Default QoS policy",
+            or_dash(p.default_qos_policy_name.as_deref().unwrap_or_default()),
+        ),
+    ])
+}
+
+/// Projects as a table; the free-text description comes last.
 pub fn render_list(list: &ProjectListDto) -> String {
-    let mut t = Table::new(&["NAME", "DESCRIPTION"]);
+    let mut t = Table::new(&["NAME", "DEFAULT QOS", "DESCRIPTION"]);
     for p in &list.projects {
-        t.row(vec![p.name.clone(), p.description.clone()]);
+        t.row(vec![
+            p.name.clone(),
+            or_dash(p.default_qos_policy_name.as_deref().unwrap_or_default()),
+            p.description.clone(),
+        ]);
     }
     t.render()
 }
@@ -71,6 +106,7 @@ mod tests {
             projects: vec![
                 ProjectDto {
                     name: "default".into(),
+                    default_qos_policy_name: Some("gold".into()),
                     ..ProjectDto::default()
                 },
                 ProjectDto {
@@ -82,7 +118,22 @@ mod tests {
         };
         assert_eq!(
             render_list(&list),
-            "NAME     DESCRIPTION\ndefault\np1       team one\n"
+            "NAME     DEFAULT QOS  DESCRIPTION\ndefault  gold\np1       -            team one\n"
         );
+    }
+
+    #[test]
+    fn a_project_shows_its_default_qos_policy() {
+        let p = ProjectDto {
+            name: "p1".into(),
+            default_qos_policy_name: Some("gold".into()),
+            ..ProjectDto::default()
+        };
+        assert_eq!(
+            render(&p),
+            "Name:                p1\nDescription:         -\nDefault QoS policy:  gold\n"
+        );
+        let none = render(&ProjectDto::default());
+        assert!(none.ends_with("Default QoS policy:  -\n"), "{none}");
     }
 }

@@ -10,7 +10,7 @@ use mgmt_api::dto::{
 use reqwest::Method;
 use uuid::Uuid;
 
-use super::{labels_text, or_dash, parse_label, parse_size, CommandError, Context};
+use super::{labels_text, or_dash, parse_label, parse_size, qos, CommandError, Context};
 use crate::cli::client::Call;
 use crate::cli::table::{byte_string, details, Table};
 use crate::cli::Format;
@@ -32,7 +32,7 @@ pub enum VolumeCommand {
         /// Volume name or UUID.
         volume: String,
     },
-    /// Grow a volume, switch compression, change labels or the IP ACL.
+    /// Grow a volume, switch compression, change labels, the IP ACL or the QoS policy.
     Update(UpdateArgs),
     /// Grow a volume to a new size (volumes only grow).
     Resize {
@@ -96,6 +96,10 @@ pub struct VolumeOptions {
     /// Label as key=value; repeat for several.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<LabelDto>,
+    /// QoS policy (name or UUID, global or of --project) to hold the volume's
+    /// I/O to (default: the project's default policy, if any).
+    #[arg(long, value_name = "POLICY")]
+    pub qos_policy: Option<String>,
 }
 
 /// `volume create`.
@@ -146,7 +150,7 @@ pub enum Switch {
 /// `volume update`.
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("change").required(true).multiple(true)
-    .args(["size", "compression", "labels", "remove_labels", "ip_acl"])))]
+    .args(["size", "compression", "labels", "remove_labels", "ip_acl", "qos_policy"])))]
 pub struct UpdateArgs {
     /// Volume name or UUID.
     pub volume: String,
@@ -166,6 +170,9 @@ pub struct UpdateArgs {
     /// or ALLOW_NONE; repeat for several.
     #[arg(long = "ip-acl", value_name = "ADDRESS")]
     pub ip_acl: Vec<String>,
+    /// Hold the volume to this QoS policy (name or UUID) from its next command.
+    #[arg(long, value_name = "POLICY")]
+    pub qos_policy: Option<String>,
 }
 
 /// `volume acl ...`
@@ -212,6 +219,7 @@ pub fn run(ctx: &mut Context<'_>, command: &VolumeCommand) -> Result<(), Command
                 labels: Vec::new(),
                 remove_labels: Vec::new(),
                 ip_acl: Vec::new(),
+                qos_policy: None,
             },
         ),
         VolumeCommand::Delete {
@@ -267,6 +275,7 @@ pub fn create(
             values: options.acl.clone(),
         })
     };
+    let (qos_policy_name, qos_policy_uuid) = qos_fields(options.qos_policy.as_deref());
     let body = CreateVolumeRequest {
         name: Some(name.to_owned()),
         size,
@@ -279,6 +288,8 @@ pub fn create(
         sector_size,
         labels: (!options.labels.is_empty()).then(|| options.labels.clone()),
         source_snapshot_uuid: source_snapshot,
+        qos_policy_name,
+        qos_policy_uuid,
         ..CreateVolumeRequest::default()
     };
     let reply = ctx
@@ -347,6 +358,7 @@ fn list(ctx: &mut Context<'_>, args: &ListArgs) -> Result<(), CommandError> {
 fn update(ctx: &mut Context<'_>, args: &UpdateArgs) -> Result<(), CommandError> {
     let (_, current) = ctx.volume(&args.volume)?;
     let labels_changed = !args.labels.is_empty() || !args.remove_labels.is_empty();
+    let (qos_policy_name, qos_policy_uuid) = qos_fields(args.qos_policy.as_deref());
     let body = UpdateVolumeRequest {
         size: args.size,
         compression: args.compression.map(|s| s == Switch::On),
@@ -355,6 +367,8 @@ fn update(ctx: &mut Context<'_>, args: &UpdateArgs) -> Result<(), CommandError> 
         ip_acl: (!args.ip_acl.is_empty()).then(|| AclDto {
             values: args.ip_acl.clone(),
         }),
+        qos_policy_name,
+        qos_policy_uuid,
         ..UpdateVolumeRequest::default()
     };
     let path = ctx.project_path(&["volumes", &current.uuid]);
@@ -365,6 +379,12 @@ fn update(ctx: &mut Context<'_>, args: &UpdateArgs) -> Result<(), CommandError> 
         .if_match(Some(&current.etag));
     let reply = ctx.client.send(call)?;
     ctx.show(&reply, |r| Ok(render(&r.decode()?)))
+}
+
+/// The `qosPolicyName`/`qosPolicyUUID` pair for `--qos-policy`: both absent
+/// without it, so the server keeps (or defaults) the volume's policy.
+fn qos_fields(policy: Option<&str>) -> (Option<String>, Option<String>) {
+    policy.map_or((None, None), qos::reference)
 }
 
 fn delete(ctx: &mut Context<'_>, id: &str, wait: Option<Duration>) -> Result<(), CommandError> {
@@ -487,8 +507,8 @@ pub fn render(v: &VolumeDto) -> String {
     if let Some(s) = &v.source_snapshot_uuid {
         fields.push(("Source snapshot", s.clone()));
     }
-    if let Some(q) = &v.qos_policy_name {
-        fields.push(("QoS policy", q.clone()));
+    if let Some(q) = qos_policy_text(v) {
+        fields.push(("QoS policy", q));
     }
     fields.push((
         "Logical used",
@@ -498,12 +518,32 @@ pub fn render(v: &VolumeDto) -> String {
         "Physical used",
         byte_string(&v.statistics.physical_used_storage),
     ));
+    fields.push(("QoS held back", qos_delay_text(v)));
     fields.push(("Created", v.creation_time.clone()));
     fields.push(("ETag", v.etag.clone()));
     if let Some(f) = &v.failure_reason {
         fields.push(("Failure", f.clone()));
     }
     details(&fields)
+}
+
+/// The volume's QoS policy as shown: `name (UUID)`, or `None` without one.
+fn qos_policy_text(v: &VolumeDto) -> Option<String> {
+    match (&v.qos_policy_name, &v.qos_policy_uuid) {
+        (Some(name), Some(uuid)) => Some(format!("{name} ({uuid})")),
+        (Some(name), None) => Some(name.clone()),
+        (None, Some(uuid)) => Some(uuid.clone()),
+        (None, None) => None,
+    }
+}
+
+/// How much the QoS policy has delayed the volume's commands since it was
+/// last exposed: `N commands, M ms`.
+fn qos_delay_text(v: &VolumeDto) -> String {
+    format!(
+        "{} commands, {} ms",
+        v.statistics.qos_delayed_commands, v.statistics.qos_delay_ms
+    )
 }
 
 /// `rebuildProgress` as shown: a percentage, or "-" when none runs.
@@ -546,6 +586,7 @@ pub fn render_list(list: &VolumeListDto) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mgmt_api::dto::VolumeStatisticsDto;
 
     fn s(values: &[&str]) -> Vec<String> {
         values.iter().map(|v| (*v).to_owned()).collect()
@@ -632,5 +673,38 @@ mod tests {
         );
         assert!(block.contains("Labels:         -\n"), "{block}");
         assert!(block.contains("Rebuild:        42%\n"), "{block}");
+        assert!(!block.contains("QoS policy:"), "{block}");
+        assert!(
+            block.contains("QoS held back:  0 commands, 0 ms\n"),
+            "{block}"
+        );
+    }
+
+    #[test]
+    fn volume_details_show_the_qos_policy_and_what_it_held_back() {
+        let v = VolumeDto {
+            qos_policy_name: Some("gold".into()),
+            qos_policy_uuid: Some("q1".into()),
+            statistics: VolumeStatisticsDto {
+                qos_delayed_commands: 12,
+                qos_delay_ms: 345,
+                ..VolumeStatisticsDto::default()
+            },
+            ..VolumeDto::default()
+        };
+        let block = render(&v);
+        assert!(block.contains("QoS policy:     gold (q1)\n"), "{block}");
+        assert!(
+            block.contains("QoS held back:  12 commands, 345 ms\n"),
+            "{block}"
+        );
+    }
+
+    #[test]
+    fn qos_policy_flags_name_the_policy_by_name_or_uuid() {
+        assert_eq!(qos_fields(None), (None, None));
+        assert_eq!(qos_fields(Some("gold")), (Some("gold".into()), None));
+        let uuid = "0c5e7a4e-1111-4c55-9f2e-000000000001";
+        assert_eq!(qos_fields(Some(uuid)), (None, Some(uuid.into())));
     }
 }
