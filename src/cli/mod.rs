@@ -148,9 +148,102 @@ pub enum Command {
     Login,
 }
 
+/// The command tree as parsed and shown. The global options are hidden from
+/// clap's own option lists, which would repeat their fifty lines of help in
+/// every subcommand's; `keelctl --help` describes them in a section of its
+/// own, and every subcommand's help names them in one line.
+pub fn command() -> clap::Command {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let globals: Vec<&clap::Arg> = cmd.get_arguments().filter(|a| a.is_global_set()).collect();
+    let section = globals_section(&globals);
+    let names: Vec<String> = globals.iter().map(|a| flag(a)).collect();
+    let note = format!(
+        "Global options ({}) go before or after the command; `keelctl --help` describes them.",
+        names.join(", ")
+    );
+    // Hidden before the tree is built, so the copies the build propagates
+    // into every subcommand are hidden too (they still parse there).
+    cmd.mut_args(|a| if a.is_global_set() { a.hide(true) } else { a })
+        .after_help(section)
+        .mut_subcommands(|sub| with_note(sub, &note))
+}
+
+/// `--long` (or `-s`) of an option.
+fn flag(arg: &clap::Arg) -> String {
+    match (arg.get_long(), arg.get_short()) {
+        (Some(long), _) => format!("--{long}"),
+        (None, Some(short)) => format!("-{short}"),
+        (None, None) => arg.get_id().to_string(),
+    }
+}
+
+/// The "Global options" section of `keelctl --help`, from the options' own
+/// help, environment variables and defaults.
+fn globals_section(globals: &[&clap::Arg]) -> String {
+    let lines: Vec<(String, String)> = globals
+        .iter()
+        .map(|a| {
+            let mut left = match a.get_short() {
+                Some(short) => format!("-{short}, {}", flag(a)),
+                None => format!("    {}", flag(a)),
+            };
+            if a.get_action().takes_values() {
+                let value = a.get_value_names().and_then(|v| v.first()).map_or_else(
+                    || a.get_id().to_string().to_uppercase(),
+                    ToString::to_string,
+                );
+                left.push_str(&format!(" <{value}>"));
+            }
+            let mut right = a.get_help().map(ToString::to_string).unwrap_or_default();
+            let values: Vec<String> = a
+                .get_possible_values()
+                .iter()
+                .map(|v| v.get_name().to_owned())
+                .collect();
+            if !values.is_empty() {
+                right.push_str(&format!(" [possible values: {}]", values.join(", ")));
+            }
+            if let Some(env) = a.get_env() {
+                right.push_str(&format!(" [env: {}]", env.to_string_lossy()));
+            }
+            let defaults: Vec<String> = a
+                .get_default_values()
+                .iter()
+                .map(|d| d.to_string_lossy().into_owned())
+                .collect();
+            if !defaults.is_empty() {
+                right.push_str(&format!(" [default: {}]", defaults.join(",")));
+            }
+            (left, right)
+        })
+        .collect();
+    let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let mut out = String::from("Global options (with any command):\n");
+    for (left, right) in lines {
+        out.push_str(&format!("  {left:width$}  {right}\n"));
+    }
+    out
+}
+
+/// Gives `cmd` and every command below it the one-line note on the global options.
+fn with_note(cmd: clap::Command, note: &str) -> clap::Command {
+    cmd.after_help(note.to_owned())
+        .mut_subcommands(|sub| with_note(sub, note))
+}
+
+/// Parses `args` (the program name first) with [`command`].
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = command().try_get_matches_from(args)?;
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+}
+
 /// Runs keelctl on the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             // Help and version go to stdout with code 0, usage errors to stderr with 2.
@@ -264,15 +357,45 @@ fn admin_password(path: &Path) -> Result<Credentials, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_tree_is_consistent() {
-        Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    #[test]
+    fn subcommand_help_names_the_global_options_and_the_root_help_describes_them() {
+        let help = |args: &[&str]| -> String {
+            match parse(args) {
+                Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => e.to_string(),
+                other => panic!("{args:?} did not print help: {other:?}"),
+            }
+        };
+        let create = help(&["volume", "create", "--help"]);
+        assert!(create.contains("--qos-policy <POLICY>"), "{create}");
+        assert!(!create.contains("--endpoint <"), "{create}");
+        assert!(
+            create.contains("Global options (--endpoint, --data-dir"),
+            "{create}"
+        );
+        assert!(create.lines().count() < 40, "{create}");
+        let root = help(&["--help"]);
+        for option in [
+            "--endpoint <ENDPOINT>",
+            "--token <TOKEN>",
+            "-o, --output <OUTPUT>",
+            "[possible values: table, json]",
+            "[env: KEEL_PROJECT]",
+        ] {
+            assert!(root.contains(option), "{option} missing from\n{root}");
+        }
+        // Hidden from the help, the global options still parse after a subcommand.
+        let cli = parse(&["volume", "list", "--endpoint", "https://keel1:8443"]).expect("parses");
+        assert_eq!(cli.global.endpoint.as_str(), "https://keel1:8443/");
     }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("keelctl").chain(args.iter().copied()))
+        parse_from(std::iter::once("keelctl").chain(args.iter().copied()))
     }
 
     #[test]
