@@ -20,10 +20,9 @@
 //! these keelds at once. Every wait is bounded: the host's command timeout
 //! (10 s), the REST client's timeout and the run lengths here.
 //!
-//! Two tests are `#[ignore]`d: they show bugs of the reactor (a Flush, and
-//! reads of a write-limited volume, held behind the volume's throttled
-//! writes), described where they stand. Run them with
-//! `cargo nextest run -p keel --test qos_keeld --run-ignored all`.
+//! Two tests found the reactor holding a Flush, and the reads of a volume
+//! limited only in writes, behind the volume's held writes; they now prove
+//! that only commands competing for a limited bucket wait behind each other.
 
 mod common;
 
@@ -720,17 +719,10 @@ fn unknown_policy_names_are_bad_requests_and_policies_in_use_cannot_be_deleted()
     assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.body);
 }
 
-// BUG (found by this test, not fixed here: the fix belongs in
-// nvmf-target/src/target/reactor.rs). `Reactor::admit` holds any command of a
-// limited namespace behind that namespace's held commands ("queued_behind")
-// before it asks the throttle, so a Flush, which the throttle always admits
-// (`IoClass::Free`), waits until every write queued before it has been
-// admitted: here about 3 s at 10 IOPS, against "Flush is never throttled".
 /// A Flush of a throttled volume is not held: queued behind 32 writes that
 /// need at least 3 s at 10 IOPS, it completes while at most half of them
 /// have.
 #[test]
-#[ignore = "bug: the reactor holds a Flush behind its namespace's throttled writes (see the comment above)"]
 fn a_flush_is_not_held_behind_its_volumes_throttled_writes() {
     let k = started();
     create_policy(&k, "trickle", absolute(json!({"writeIOPS": 10})));
@@ -752,16 +744,10 @@ fn a_flush_is_not_held_behind_its_volumes_throttled_writes() {
     );
 }
 
-// BUG (found by this test, not fixed here: the fix belongs in
-// nvmf-target/src/target/reactor.rs). As above: reads draw on no bucket of a
-// write-only policy, yet `Reactor::admit` holds them behind the namespace's
-// held writes, so a volume limited only in writes has its reads delayed by
-// its write backlog (head-of-line blocking across independent limits).
 /// Reads of a volume limited only in write IOPS are not held behind its
 /// write backlog: 64 reads queued after 32 writes that need at least 3 s at
 /// 10 IOPS complete while at most half of the writes have.
 #[test]
-#[ignore = "bug: the reactor holds reads behind their namespace's throttled writes (see the comment above)"]
 fn reads_of_a_write_limited_volume_are_not_held_behind_its_write_backlog() {
     let k = started();
     create_policy(&k, "trickle", absolute(json!({"writeIOPS": 10})));

@@ -287,6 +287,19 @@ impl Throttle {
         Admit::Now
     }
 
+    /// Whether commands of classes `a` and `b` draw on a common limited
+    /// bucket: only then does one held command make the other wait its turn
+    /// (a read never waits behind writes held by a write limit, and nothing
+    /// waits behind or for a Flush).
+    pub fn competes(&self, a: IoClass, b: IoClass) -> bool {
+        let state = self.state.lock();
+        state
+            .limits
+            .buckets()
+            .iter()
+            .any(|(rate, draw)| rate.is_some() && draw.cost(a) > 0.0 && draw.cost(b) > 0.0)
+    }
+
     /// Records that a command waited `waited` before it was admitted.
     pub fn record_delay(&self, waited: Duration) {
         self.delayed_commands.fetch_add(1, Ordering::Relaxed);
@@ -413,6 +426,26 @@ mod tests {
         assert!(
             (50 << 20..=(51 << 20) + (128 << 10)).contains(&bytes),
             "{bytes}"
+        );
+    }
+
+    #[test]
+    fn only_classes_sharing_a_limited_bucket_compete() {
+        let t = Throttle::new(RateLimits {
+            write_iops: Some(10),
+            ..RateLimits::UNLIMITED
+        });
+        assert!(t.competes(IoClass::Write(4096), IoClass::Write(0)));
+        assert!(!t.competes(IoClass::Write(4096), IoClass::Read(4096)));
+        assert!(!t.competes(IoClass::Write(4096), IoClass::Free));
+        t.set_limits(RateLimits {
+            total_bytes_per_second: Some(1 << 20),
+            ..RateLimits::UNLIMITED
+        });
+        assert!(t.competes(IoClass::Write(4096), IoClass::Read(4096)));
+        assert!(
+            !t.competes(IoClass::Write(0), IoClass::Read(4096)),
+            "a zero-byte write draws on no byte bucket"
         );
     }
 

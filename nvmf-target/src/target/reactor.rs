@@ -25,7 +25,7 @@ use super::uring::EventFd;
 use crate::backend::{NamespaceError, ReactorPoller, ReactorPollerFactory};
 use crate::connection::{Connection, ConnectionContext, IoOutput, IoRequest, Limits, PortKind};
 use crate::subsystem::Subsystem;
-use crate::throttle::{Admit, Throttle};
+use crate::throttle::{Admit, IoClass, Throttle};
 
 /// State shared by all reactors of one target.
 pub(super) struct Shared {
@@ -684,17 +684,17 @@ impl<T: Transport> Core<T> {
         let Some(throttle) = request.throttle.as_ref() else {
             return Admit::Now;
         };
+        let class = request.class();
         let queued_behind = self.held.iter().any(|h| {
-            h.request
-                .throttle
-                .as_ref()
-                .is_some_and(|t| same_throttle(t, throttle))
+            h.request.throttle.as_ref().is_some_and(|t| {
+                same_throttle(t, throttle) && throttle.competes(h.request.class(), class)
+            })
         });
         if queued_behind {
             // Retried when the oldest held command is.
             return Admit::At(self.held_due.unwrap_or(now));
         }
-        throttle.admit(request.class(), now)
+        throttle.admit(class, now)
     }
 
     /// Starts the held commands their rate limits now admit, oldest first
@@ -705,7 +705,9 @@ impl<T: Transport> Core<T> {
         }
         let now = self.now;
         let mut still_held = VecDeque::with_capacity(self.held.len());
-        let mut blocked: Vec<Arc<Throttle>> = Vec::new();
+        // Throttles, with the class of a command they refused this pass: a
+        // later command that competes with it for a bucket stays behind it.
+        let mut blocked: Vec<(Arc<Throttle>, IoClass)> = Vec::new();
         let mut due: Option<Instant> = None;
         let mut ready: Vec<(usize, IoRequest)> = Vec::new();
         for held in std::mem::take(&mut self.held) {
@@ -713,7 +715,10 @@ impl<T: Transport> Core<T> {
                 ready.push((held.token, held.request));
                 continue;
             };
-            if blocked.iter().any(|b| same_throttle(b, &throttle)) {
+            let class = held.request.class();
+            if blocked.iter().any(|(b, refused)| {
+                same_throttle(b, &throttle) && throttle.competes(*refused, class)
+            }) {
                 still_held.push_back(held);
                 continue;
             }
@@ -725,7 +730,7 @@ impl<T: Transport> Core<T> {
                 Admit::At(at) => {
                     let at = at.min(now + HELD_RECHECK_MAX);
                     due = Some(due.map_or(at, |d| d.min(at)));
-                    blocked.push(throttle);
+                    blocked.push((throttle, class));
                     still_held.push_back(held);
                 }
             }
