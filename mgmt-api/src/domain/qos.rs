@@ -94,18 +94,28 @@ pub(super) fn volume_rate_limits(catalog: &Catalog, volume: &VolumeRecord) -> Vo
         })
 }
 
+/// The largest rate a policy takes (15 digits, exact in any JSON number).
+pub const RATE_MAX: u64 = 999_999_999_999_999;
+
 /// Rates of 0 mean "no limit" (the documents' unset integers); the stored
-/// form keeps only real limits.
-fn normalized(rates: QosRates) -> QosRates {
-    let keep = |r: Option<u64>| r.filter(|v| *v > 0);
-    QosRates {
-        read_iops: keep(rates.read_iops),
-        write_iops: keep(rates.write_iops),
-        total_iops: keep(rates.total_iops),
-        read_mbps: keep(rates.read_mbps),
-        write_mbps: keep(rates.write_mbps),
-        total_mbps: keep(rates.total_mbps),
-    }
+/// form keeps only real limits. A rate above [`RATE_MAX`] is refused.
+fn normalized(rates: QosRates) -> Result<QosRates, ServiceError> {
+    let keep = |r: Option<u64>| -> Result<Option<u64>, ServiceError> {
+        match r {
+            Some(v) if v > RATE_MAX => Err(invalid(format!(
+                "a QoS rate of {v} is above the largest, {RATE_MAX}"
+            ))),
+            other => Ok(other.filter(|v| *v > 0)),
+        }
+    };
+    Ok(QosRates {
+        read_iops: keep(rates.read_iops)?,
+        write_iops: keep(rates.write_iops)?,
+        total_iops: keep(rates.total_iops)?,
+        read_mbps: keep(rates.read_mbps)?,
+        write_mbps: keep(rates.write_mbps)?,
+        total_mbps: keep(rates.total_mbps)?,
+    })
 }
 
 fn invalid(msg: String) -> ServiceError {
@@ -162,6 +172,7 @@ impl Service {
         if let Some(p) = &req.project {
             self.require_project(p)?;
         }
+        let rates = normalized(req.rates)?;
         self.inner.commit(|c| {
             if c.qos_policies.values().any(|p| p.name == req.name) {
                 return Err(ServiceError::AlreadyExists {
@@ -175,7 +186,7 @@ impl Service {
                 description: req.description.clone(),
                 project: req.project.clone(),
                 scale: req.scale,
-                rates: normalized(req.rates),
+                rates,
                 revision: 1,
                 created_at_s: now_s(),
             };
@@ -228,16 +239,26 @@ impl Service {
         if let Some(d) = &changes.description {
             rules::check_description(d).map_err(invalid)?;
         }
+        let limits = changes
+            .limits
+            .map(|(scale, rates)| normalized(rates).map(|r| (scale, r)))
+            .transpose()?;
         let (policy, volumes) = self.inner.commit(|c| {
-            let p = c.qos_policies.get_mut(&uuid).ok_or_else(|| not_found(uuid))?;
+            let p = c
+                .qos_policies
+                .get_mut(&uuid)
+                .ok_or_else(|| not_found(uuid))?;
             check_etag(etag, p.revision)?;
             let mut changed = false;
-            if let Some(d) = changes.description.as_ref().filter(|d| **d != p.description) {
+            if let Some(d) = changes
+                .description
+                .as_ref()
+                .filter(|d| **d != p.description)
+            {
                 p.description = d.clone();
                 changed = true;
             }
-            if let Some((scale, rates)) = changes.limits {
-                let rates = normalized(rates);
+            if let Some((scale, rates)) = limits {
                 if (scale, rates) != (p.scale, p.rates) {
                     p.scale = scale;
                     p.rates = rates;
@@ -382,13 +403,19 @@ mod tests {
     }
 
     #[test]
-    fn zero_rates_are_no_limit() {
+    fn zero_rates_are_no_limit_and_huge_ones_are_refused() {
         let r = normalized(QosRates {
             read_iops: Some(0),
             write_iops: Some(5),
             ..QosRates::default()
-        });
+        })
+        .expect("valid rates");
         assert_eq!(r.read_iops, None);
         assert_eq!(r.write_iops, Some(5));
+        assert!(normalized(QosRates {
+            write_mbps: Some(RATE_MAX + 1),
+            ..QosRates::default()
+        })
+        .is_err());
     }
 }

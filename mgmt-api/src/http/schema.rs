@@ -167,7 +167,7 @@ pub fn optional_rate() -> RefOr<Schema> {
     let number = ObjectBuilder::new()
         .schema_type(Type::Integer)
         .minimum(Some(0))
-        .maximum(Some(RATE_MAX))
+        .maximum(Some(crate::domain::qos::RATE_MAX))
         .build();
     let text = ObjectBuilder::new()
         .schema_type(Type::String)
@@ -182,10 +182,6 @@ pub fn optional_rate() -> RefOr<Schema> {
         ))
         .into()
 }
-
-/// Largest rate the schema offers (any u64 is taken; this keeps generated
-/// numbers inside what JSON integers carry exactly).
-const RATE_MAX: u64 = 999_999_999_999_999;
 
 /// An optional replica count: 1–3 as a number or a numeric string, at most the
 /// cluster's `maxReplicas` (the served document narrows it with
