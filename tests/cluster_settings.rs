@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use common::cluster::{all_active, create_replicated_volume, node_args, optimized_node};
+use common::cluster::{create_replicated_volume, optimized_node, three_nodes};
 use common::etcd::Etcd;
-use common::{wait_until, Keeld, KeeldOptions, WAIT};
+use common::{wait_until, Keeld, WAIT};
 use nvmf_target::host::HostController;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -20,30 +20,6 @@ use serde_json::json;
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:cluster-settings-test";
 /// Lease TTL, expiry lag, a reconcile round and a term's start, with room.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(30);
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-fn cluster(etcd: &Etcd) -> Vec<Keeld> {
-    let keelds: Vec<Keeld> = (0..3)
-        .map(|i| {
-            let mut k = Keeld::start(KeeldOptions {
-                extra_args: node_args(etcd, i, &free_port().to_string()),
-                ..KeeldOptions::default()
-            });
-            k.login();
-            k
-        })
-        .collect();
-    assert!(
-        wait_until(WAIT, || all_active(&keelds[0], 3)),
-        "the three nodes never all showed Active"
-    );
-    keelds
-}
 
 /// The value of `keel_volume_qos_limit` for `volume` and `limit` in `k`'s
 /// metrics, if it shows one.
@@ -70,7 +46,7 @@ fn qos_and_ip_acl_of_a_replicated_volume_hold_on_its_primary_and_after_failover(
     let Some(etcd) = Etcd::start("cluster_settings") else {
         return;
     };
-    let mut keelds = cluster(&etcd);
+    let mut keelds = three_nodes(&etcd);
     let policy = keelds[0].post(
         "/api/v2/qosPolicies",
         &json!({"name": "capped", "limit": {"limitAbsolute": {"writeIOPS": 400}}}),

@@ -7,13 +7,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::cluster::{all_active, create_replicated_volume, node_args, optimized_node};
+use common::cluster::{all_active, create_replicated_volume, optimized_node, three_nodes};
 use common::etcd::Etcd;
-use common::{pattern, wait_until, Keeld, KeeldOptions, WAIT};
+use common::{pattern, wait_until, Keeld, WAIT};
 use nvmf_target::Lba;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -24,30 +23,6 @@ const BLOCK: u32 = 4096;
 const BLOCKS: u64 = 16;
 /// Lease TTL, expiry lag, a reconcile round and a term's start, with room.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(30);
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-fn cluster(etcd: &Etcd) -> Vec<Keeld> {
-    let keelds: Vec<Keeld> = (0..3)
-        .map(|i| {
-            let mut k = Keeld::start(KeeldOptions {
-                extra_args: node_args(etcd, i, &free_port().to_string()),
-                ..KeeldOptions::default()
-            });
-            k.login();
-            k
-        })
-        .collect();
-    assert!(
-        wait_until(WAIT, || all_active(&keelds[0], 3)),
-        "the three nodes never all showed Active"
-    );
-    keelds
-}
 
 /// Data of step `step` for block `i`.
 fn data(step: u64, i: u64) -> Bytes {
@@ -108,7 +83,7 @@ fn snapshots_clones_and_rollback_of_a_replicated_volume_outlive_its_primary() {
     let Some(etcd) = Etcd::start("cluster_snapshots") else {
         return;
     };
-    let mut keelds = cluster(&etcd);
+    let mut keelds = three_nodes(&etcd);
     let (uuid, nsid) = create_replicated_volume(&keelds[0], "source", 3, 64 << 20, HOST);
     let primary = primary_of(&keelds, &[0, 1, 2], nsid, WAIT);
     let other = (primary + 1) % 3;

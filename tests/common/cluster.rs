@@ -89,3 +89,30 @@ pub fn all_active(k: &Keeld, count: usize) -> bool {
         .as_array()
         .is_some_and(|n| n.len() == count && n.iter().all(|n| n["state"] == "Active"))
 }
+
+/// A loopback address with a port nothing listens on right now.
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// Three keeld nodes of the cluster on `etcd`, logged in, once all three
+/// show Active.
+pub fn three_nodes(etcd: &super::etcd::Etcd) -> Vec<Keeld> {
+    let keelds: Vec<Keeld> = (0..3)
+        .map(|i| {
+            let mut k = Keeld::start(super::KeeldOptions {
+                extra_args: node_args(etcd, i, &free_port().to_string()),
+                ..super::KeeldOptions::default()
+            });
+            k.login();
+            k
+        })
+        .collect();
+    assert!(
+        wait_until(super::WAIT, || all_active(&keelds[0], 3)),
+        "the three nodes never all showed Active"
+    );
+    keelds
+}

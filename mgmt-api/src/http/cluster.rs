@@ -8,9 +8,9 @@ use super::dto::{
     NodeStatisticsDto, ProjectDto, ProjectListDto, UpdateProjectRequest,
 };
 use super::error::ApiError;
+use super::extract::{parse_uuid, Body, Caller, PathParams};
 use super::qos::qos_reference;
 use super::volumes::authorize;
-use super::extract::{parse_uuid, Body, Caller, PathParams};
 use super::{blocking, AppState};
 use crate::control::{NodeState, NodeStatus, PoolStats};
 use crate::domain::model::ProjectRecord;
@@ -227,6 +227,18 @@ fn project_dto(s: &Service, p: ProjectRecord) -> ProjectDto {
     }
 }
 
+/// The project called `name`, for the wire.
+fn project_named(s: &Service, name: &str) -> Result<ProjectDto, ServiceError> {
+    s.projects()
+        .into_iter()
+        .find(|p| p.name == name)
+        .map(|p| project_dto(s, p))
+        .ok_or_else(|| ServiceError::NotFound {
+            what: "project",
+            id: name.to_owned(),
+        })
+}
+
 /// Projects visible to the caller.
 #[utoipa::path(get, path = "/api/v2/projects", tag = "cluster",
     responses((status = 200, body = ProjectListDto), (status = 401, body = ErrorBody)),
@@ -262,15 +274,7 @@ pub async fn get_project(
     blocking(&state, move |s| {
         s.require_project(&name)?;
         authorize(&caller, &name, false)?;
-        let p = s
-            .projects()
-            .into_iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| ServiceError::NotFound {
-                what: "project",
-                id: name.clone(),
-            })?;
-        Ok(Json(project_dto(s, p)))
+        Ok(Json(project_named(s, &name)?))
     })
     .await
 }
@@ -295,7 +299,11 @@ pub async fn update_project(
     }
     let name = path.get("projectName")?.to_owned();
     let req: UpdateProjectRequest = body.json()?;
-    if req.name.as_deref().is_some_and(|n| !n.is_empty() && n != name) {
+    if req
+        .name
+        .as_deref()
+        .is_some_and(|n| !n.is_empty() && n != name)
+    {
         return Err(ApiError::BadRequest(
             "the body's name differs from the path's project".to_owned(),
         ));
@@ -311,15 +319,7 @@ pub async fn update_project(
         if let Some(policy) = &policy {
             s.set_project_default_qos_policy(&name, policy)?;
         }
-        let p = s
-            .projects()
-            .into_iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| ServiceError::NotFound {
-                what: "project",
-                id: name.clone(),
-            })?;
-        Ok(Json(project_dto(s, p)))
+        Ok(Json(project_named(s, &name)?))
     })
     .await
 }

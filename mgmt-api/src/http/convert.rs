@@ -151,16 +151,6 @@ pub fn workflow(w: &WorkflowRecord) -> WorkflowDto {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn times_from_a_damaged_catalog_do_not_panic() {
-        assert_eq!(super::time_s(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::time_s(u64::MAX), "9999-12-31T23:59:59Z");
-        assert!(super::time_ms(u64::MAX).starts_with("9999-12-31T23:59:59"));
-    }
-}
-
 /// A QoS policy's rates for the wire.
 fn qos_rates(r: &QosRates) -> QosRatesDto {
     QosRatesDto {
@@ -216,5 +206,15 @@ pub fn qos_policy(p: &QosPolicyRecord) -> QosPolicyDto {
             },
         },
         etag: p.revision.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_from_a_damaged_catalog_do_not_panic() {
+        assert_eq!(super::time_s(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::time_s(u64::MAX), "9999-12-31T23:59:59Z");
+        assert!(super::time_ms(u64::MAX).starts_with("9999-12-31T23:59:59"));
     }
 }

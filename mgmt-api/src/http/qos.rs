@@ -174,7 +174,10 @@ async fn update_core(
         .map(convert::qos_limit_in)
         .transpose()
         .map_err(ApiError::BadRequest)?;
-    let etag = match (if_match(&headers)?, req.etag.clone().filter(|e| !e.is_empty())) {
+    let etag = match (
+        if_match(&headers)?,
+        req.etag.clone().filter(|e| !e.is_empty()),
+    ) {
         (Some(h), Some(b)) if h.trim_matches('"') != b.trim_matches('"') => {
             return Err(ApiError::BadRequest(
                 "If-Match and the body's ETag disagree".to_owned(),

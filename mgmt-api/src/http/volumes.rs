@@ -14,8 +14,8 @@ use super::dto::{
     VolumeListDto,
 };
 use super::error::ApiError;
-use super::qos::qos_reference;
 use super::extract::{if_match, parse_uuid, truncate, Body, Caller, PathParams, QueryParams};
+use super::qos::qos_reference;
 use super::{blocking, AppState};
 use crate::auth::Principal;
 use crate::domain::model::DEFAULT_PROJECT;

@@ -9,8 +9,8 @@ use super::dto::{
     EmptyDto, ErrorBody, ThickCloneRequest, WorkflowEnvelopeDto, WorkflowIdDto, WorkflowListDto,
 };
 use super::error::ApiError;
-use super::qos::qos_reference;
 use super::extract::{parse_uuid, Body, Caller, PathParams, QueryParams};
+use super::qos::qos_reference;
 use super::volumes::{authorize, required_project};
 use super::{blocking, AppState};
 use crate::auth::Principal;
