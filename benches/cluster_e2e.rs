@@ -13,15 +13,16 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::figures::{Figures, Latencies, Precision};
 use common::load::{keep_in_flight, InFlight};
 use common::loopback::tcp_ping_pong;
+use common::process::{free_addr, Process};
 use common::{bench_dir, env_u64, Xorshift};
 use nvmf_target::host::{HostController, HostOptions, IoQueue};
 use nvmf_target::Lba;
@@ -33,22 +34,6 @@ const VOLUME_BYTES: u64 = 1 << 30;
 /// What the rebuild copies: written before the replica is lost.
 const FILLED_BYTES: u64 = 512 << 20;
 const NODES: usize = 3;
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-/// A child process killed (and reaped) when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Node {
     process: Option<Process>,

@@ -38,6 +38,7 @@ use bytes::Bytes;
 use common::figures::{Figures, Latencies, Precision, ThreadUsage};
 use common::load::{fill, keep_in_flight, EngineLoad, InFlight, Pattern, Receive, Slots, Workload};
 use common::loopback::{tcp_ping_pong, PING_BYTES, PONG_BYTES};
+use common::process::load_average;
 use common::{bench_dir, env_u64};
 use engine::io::BackingKind;
 use engine::{DeviceSpec, Engine, EngineConfig, SectorSize, VolumeId};
@@ -379,12 +380,6 @@ fn touch_every_page(ram: &MemoryNamespace) {
             Box::new(|result| result.expect("RAM namespace prefill")),
         );
     }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn main() {

@@ -19,13 +19,14 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::load::{keep_in_flight, InFlight};
+use common::process::{free_addr, load_average, Process};
 use common::{bench_dir, env_u64, Xorshift};
 use nvmf_target::host::{HostController, HostOptions, IoQueue};
 use nvmf_target::throttle::BURST_WINDOW;
@@ -41,22 +42,6 @@ const VOLUME_BYTES: u64 = 1 << 30;
 const REGION_BYTES: u64 = 64 << 20;
 /// A megabyte as QoS policies count it.
 const MB: f64 = 1e6;
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-/// A child process killed (and reaped) when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A keeld on loopback (plain HTTP, no authentication) and a REST client.
 struct Keeld {
@@ -173,6 +158,20 @@ impl Keeld {
                 "volume {name} not Available: {v}"
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (at most 10 s) until the volume's QoS policy has held back
+    /// some of its commands.
+    fn wait_until_held(&self, uuid: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.get(&format!("/api/v2/volumes/{uuid}"))["statistics"]["qosDelayedCommands"]
+            .as_u64()
+            .unwrap_or(0)
+            == 0
+        {
+            assert!(Instant::now() < deadline, "no command of {uuid} was held");
+            std::thread::yield_now();
         }
     }
 
@@ -397,12 +396,6 @@ struct Case {
     w: Workload,
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // Nothing to list or smoke-test: the runs are timed measurements.
@@ -490,8 +483,8 @@ fn main() {
     let (beside, noisy_run) = std::thread::scope(|s| {
         let qa = &mut qa;
         let noisy_thread = s.spawn(move || run(qa, noisy, WRITES_4K, noisy_for));
-        // Let the throttled volume's backlog build before measuring.
-        std::thread::sleep(Duration::from_millis(250));
+        // Measure once the throttled volume's commands are being held.
+        keeld.wait_until_held(&noisy_uuid);
         let beside = run(&mut qb, neighbour, READS_4K_QD1, seconds);
         (
             beside,

@@ -1,7 +1,8 @@
 //! What the engine benches share: the loop that keeps N operations in flight
 //! from one thread ([`load`]), the figures a run is summarised into
 //! ([`figures`]), and the small knobs every bench reads (environment numbers,
-//! the directory of its pool file, a reproducible random sequence).
+//! the directory of its pool file, a reproducible random sequence), and the
+//! end-to-end benches' child processes and free ports ([`process`]).
 //!
 //! Each bench target includes this module with `mod common;` (cargo builds only
 //! the top-level files of `benches/` as targets, so this directory is none) and
@@ -13,6 +14,7 @@
 pub mod figures;
 pub mod load;
 pub mod loopback;
+pub mod process;
 
 use std::path::PathBuf;
 
