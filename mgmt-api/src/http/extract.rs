@@ -251,6 +251,22 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .transpose()
 }
 
+/// The ETag an update expects: the `If-Match` header or the body's `ETag`
+/// field (an empty one counts as absent); both given and different is a 400.
+pub fn expected_etag(
+    headers: &HeaderMap,
+    body_etag: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let body = body_etag.filter(|e| !e.is_empty()).map(str::to_owned);
+    match (if_match(headers)?, body) {
+        (Some(h), Some(b)) if h.trim_matches('"') != b.trim_matches('"') => Err(
+            ApiError::BadRequest("If-Match and the body's ETag disagree".to_owned()),
+        ),
+        (Some(h), _) => Ok(Some(h)),
+        (None, b) => Ok(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

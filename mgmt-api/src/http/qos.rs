@@ -17,7 +17,7 @@ use super::dto::{
     UpdateQosPolicyRequest,
 };
 use super::error::ApiError;
-use super::extract::{if_match, parse_uuid, Body, Caller, PathParams, QueryParams};
+use super::extract::{expected_etag, if_match, parse_uuid, Body, Caller, PathParams, QueryParams};
 use super::volumes::{authorize, resolve_project};
 use super::{blocking, AppState};
 use crate::auth::Principal;
@@ -174,18 +174,7 @@ async fn update_core(
         .map(convert::qos_limit_in)
         .transpose()
         .map_err(ApiError::BadRequest)?;
-    let etag = match (
-        if_match(&headers)?,
-        req.etag.clone().filter(|e| !e.is_empty()),
-    ) {
-        (Some(h), Some(b)) if h.trim_matches('"') != b.trim_matches('"') => {
-            return Err(ApiError::BadRequest(
-                "If-Match and the body's ETag disagree".to_owned(),
-            ))
-        }
-        (Some(h), _) => Some(h),
-        (None, b) => b,
-    };
+    let etag = expected_etag(&headers, req.etag.as_deref())?;
     let body_uuid = req
         .uuid
         .as_deref()

@@ -14,7 +14,9 @@ use super::dto::{
     VolumeListDto,
 };
 use super::error::ApiError;
-use super::extract::{if_match, parse_uuid, truncate, Body, Caller, PathParams, QueryParams};
+use super::extract::{
+    expected_etag, if_match, parse_uuid, truncate, Body, Caller, PathParams, QueryParams,
+};
 use super::qos::qos_reference;
 use super::{blocking, AppState};
 use crate::auth::Principal;
@@ -264,16 +266,7 @@ async fn update_core(
             ));
         }
     }
-    let header_tag = if_match(&headers)?;
-    let etag = match (header_tag, req.etag.clone().filter(|e| !e.is_empty())) {
-        (Some(h), Some(b)) if h.trim_matches('"') != b.trim_matches('"') => {
-            return Err(ApiError::BadRequest(
-                "If-Match and the body's ETag disagree".to_owned(),
-            ))
-        }
-        (Some(h), _) => Some(h),
-        (None, b) => b,
-    };
+    let etag = expected_etag(&headers, req.etag.as_deref())?;
     let qos_policy = qos_reference(
         "qosPolicyName",
         req.qos_policy_name,
