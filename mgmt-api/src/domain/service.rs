@@ -230,6 +230,15 @@ pub(super) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A copy of `record` with the name of its QoS policy in `catalog`.
+fn named_policy(catalog: &Catalog, record: &VolumeRecord) -> (VolumeRecord, Option<String>) {
+    let name = record
+        .qos_policy
+        .and_then(|p| catalog.qos_policies.get(&p))
+        .map(|p| p.name.clone());
+    (record.clone(), name)
+}
+
 /// Who may see a volume, from its catalog `acl` and `ipAcl` values.
 pub fn volume_access(acl: &[String], ip_acl: &[String]) -> VolumeAccess {
     VolumeAccess {
@@ -625,34 +634,33 @@ impl Service {
 
     /// A volume with its usage.
     pub fn volume(&self, uuid: Uuid) -> Result<VolumeView, ServiceError> {
-        let record =
-            self.inner
-                .catalog()
-                .volumes
-                .get(&uuid)
-                .cloned()
-                .ok_or(ServiceError::NotFound {
-                    what: "volume",
-                    id: uuid.to_string(),
-                })?;
-        Ok(self.view(record))
+        let found = {
+            let c = self.inner.catalog();
+            c.volumes.get(&uuid).map(|r| named_policy(&c, r))
+        };
+        let (record, policy) = found.ok_or(ServiceError::NotFound {
+            what: "volume",
+            id: uuid.to_string(),
+        })?;
+        Ok(self.view(record, policy))
     }
 
     /// The volume called `name` in `project`.
     pub fn volume_by_name(&self, project: &str, name: &str) -> Result<VolumeView, ServiceError> {
-        let record = self
-            .inner
-            .catalog()
-            .volume_named(project, name)
-            .cloned()
-            .ok_or(ServiceError::NotFound {
-                what: "volume",
-                id: name.to_owned(),
-            })?;
-        Ok(self.view(record))
+        let found = {
+            let c = self.inner.catalog();
+            c.volume_named(project, name).map(|r| named_policy(&c, r))
+        };
+        let (record, policy) = found.ok_or(ServiceError::NotFound {
+            what: "volume",
+            id: name.to_owned(),
+        })?;
+        Ok(self.view(record, policy))
     }
 
-    fn view(&self, record: VolumeRecord) -> VolumeView {
+    /// `record` with its live usage and replication; `qos_policy_name` is
+    /// its policy's name, read from the same catalog as the record.
+    fn view(&self, record: VolumeRecord, qos_policy_name: Option<String>) -> VolumeView {
         let usage = match record.state {
             ResourceState::Available | ResourceState::Updating => self
                 .inner
@@ -671,13 +679,6 @@ impl Service {
                 .unwrap_or_default(),
             ResourceState::Creating | ResourceState::Deleting | ResourceState::Failed => None,
         };
-        let qos_policy_name = record.qos_policy.and_then(|p| {
-            self.inner
-                .catalog()
-                .qos_policies
-                .get(&p)
-                .map(|p| p.name.clone())
-        });
         VolumeView {
             record,
             usage,
@@ -689,7 +690,7 @@ impl Service {
     /// Volumes matching `filter`, in UUID order, at most `limit` (≤ 1000).
     pub fn volumes(&self, filter: &VolumeFilter) -> Vec<VolumeView> {
         let limit = filter.limit.unwrap_or(LIST_LIMIT_MAX).min(LIST_LIMIT_MAX);
-        let records: Vec<VolumeRecord> = {
+        let records: Vec<(VolumeRecord, Option<String>)> = {
             let catalog = self.inner.catalog();
             let start = match filter.offset {
                 Some(o) => std::ops::Bound::Excluded(o),
@@ -709,10 +710,13 @@ impl Service {
                 })
                 .filter(|v| filter.show_all || v.state != ResourceState::Deleting)
                 .take(limit)
-                .cloned()
+                .map(|v| named_policy(&catalog, v))
                 .collect()
         };
-        records.into_iter().map(|r| self.view(r)).collect()
+        records
+            .into_iter()
+            .map(|(r, policy)| self.view(r, policy))
+            .collect()
     }
 
     /// Applies `changes` to a volume after checking its state and ETag.
