@@ -652,13 +652,17 @@ impl<T: Transport> Core<T> {
     /// Starts the namespace I/O `token`'s connection asked for, taking back the
     /// completions a backend ran inline without going through the inbox.
     /// Commands their namespace's rate limits do not admit now are held
-    /// (behind any command of the same namespace held already, so a
-    /// namespace's commands are admitted in the order they came).
+    /// (behind held commands that compete with them for a bucket, so those
+    /// are admitted in the order they came).
     fn start_io(&mut self, token: usize) {
         let Some(s) = self.slots.get_mut(&token) else {
             return;
         };
         let requests = s.conn.take_io_requests();
+        // The common case, no namespace with a limit, starts as before.
+        if requests.iter().all(|r| r.throttle.is_none()) {
+            return self.start_requests(token, requests);
+        }
         let now = self.now;
         let mut ready = Vec::with_capacity(requests.len());
         for request in requests {
@@ -679,7 +683,8 @@ impl<T: Transport> Core<T> {
     }
 
     /// Asks `request`'s rate limits whether it may start at `now`; a request
-    /// whose namespace has commands held already waits behind them.
+    /// waits behind held commands of its namespace that compete with it for
+    /// a bucket.
     fn admit(&self, request: &IoRequest, now: Instant) -> Admit {
         let Some(throttle) = request.throttle.as_ref() else {
             return Admit::Now;
