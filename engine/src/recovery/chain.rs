@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use crate::error::OpenError;
-use crate::format::{BatchHeader, CheckpointRoot, Entry, HEADER_BLOCKS_MAX};
+use crate::format::{BatchHeader, CheckpointRoot, Entry, UnverifiedIdentity, HEADER_BLOCKS_MAX};
 use crate::io::{read_blocking, AlignedBuf};
 use crate::log::segments::{SegmentState, SegmentTable};
 use crate::pool::Pool;
@@ -133,12 +133,25 @@ fn probe(
     let Some(first) = reader.blocks(segment, block, 1)? else {
         return Ok(Probe::Absent);
     };
-    let identity = BatchHeader::peek_identity(first).ok().filter(|identity| {
+    let peeked = BatchHeader::peek_identity(first).ok();
+    let identity = peeked.clone().filter(|identity| {
         identity.seq == expected.seq
             && identity.epoch == expected.epoch
             && identity.pool_uuid == expected.pool.uuid
             && identity.segment == segment.0
     });
+    if identity.is_none() && peeked.is_some_and(|p| one_field_off(&p, segment, expected)) {
+        // This pool's header at this place, with its seq or its epoch (not
+        // both) unlike the expected batch's, cannot be a tear (the first
+        // sector is all new or all old) nor a stale header (an old header
+        // of this epoch is complete; one of an older epoch differs in both),
+        // unless it is intact: a damaged field of the expected batch.
+        if intact_header(reader, segment, block)?.is_none()
+            && repaired_header(reader, segment, block, expected, repair)?.is_none()
+        {
+            return Ok(Probe::DamagedHeader { atomic: true });
+        }
+    }
     let intact = match &identity {
         Some(_) => intact_header(reader, segment, block)?,
         None => None,
@@ -179,6 +192,15 @@ fn probe(
 }
 
 /// The header at `block` of `segment` if it decodes as it is.
+/// Whether `peeked`, read where the expected batch belongs, names this pool
+/// and segment and differs from the expected batch in exactly one of its seq
+/// and its epoch.
+fn one_field_off(peeked: &UnverifiedIdentity, segment: SegmentId, expected: Expected<'_>) -> bool {
+    peeked.pool_uuid == expected.pool.uuid
+        && peeked.segment == segment.0
+        && ((peeked.seq == expected.seq) != (peeked.epoch == expected.epoch))
+}
+
 fn intact_header(
     reader: &mut SegmentReader<'_>,
     segment: SegmentId,
