@@ -7,15 +7,22 @@ use crate::units::BLOCK_SIZE;
 
 const MAGIC: &[u8; 8] = b"KEELBTCH";
 /// The batch version this build writes.
-const VERSION: u16 = 3;
-/// The previous batch version, still read: it lacks `completed_seq`.
+const VERSION: u16 = 4;
+/// The previous batch version, still read: it lacks the identity checksum.
+const VERSION_3: u16 = 3;
+/// The oldest batch version still read: it also lacks `completed_seq`.
 const VERSION_2: u16 = 2;
 /// Bytes of the fixed part of a batch header, before the entries.
-pub const BATCH_HEADER_FIXED_LEN: usize = 80;
+pub const BATCH_HEADER_FIXED_LEN: usize = 84;
+/// Bytes of the fixed part of a version 3 header.
+const VERSION_3_FIXED_LEN: usize = 80;
 /// Bytes of the fixed part of a version 2 header.
 const VERSION_2_FIXED_LEN: usize = 64;
 const CRC_AT: usize = 60;
 const LEN_AT: usize = 56;
+/// Where a version 4 header keeps the checksum of its first 80 bytes: the
+/// identity, lengths and seqs that share the header's first sector.
+const IDENTITY_CRC_AT: usize = 80;
 /// Largest header, in blocks, a batch may have.
 pub const HEADER_BLOCKS_MAX: u16 = 16;
 /// Longest volume name stored in a record.
@@ -33,9 +40,18 @@ pub(crate) fn seal_for_fuzzing(bytes: &mut [u8]) {
     len.copy_from_slice(&bytes[LEN_AT..LEN_AT + 4]);
     let len = u32::from_le_bytes(len) as usize;
     if (BATCH_HEADER_FIXED_LEN..=bytes.len()).contains(&len) {
+        let identity_crc = identity_crc(bytes);
+        bytes[IDENTITY_CRC_AT..IDENTITY_CRC_AT + 4].copy_from_slice(&identity_crc.to_le_bytes());
         let crc = crc_with_hole(&bytes[..len], CRC_AT);
         bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
     }
+}
+
+/// The checksum of a version 4 header's first [`IDENTITY_CRC_AT`] bytes, with
+/// the header checksum's field read as zero (that checksum is computed last and
+/// covers this one). `bytes` holds at least that many.
+fn identity_crc(bytes: &[u8]) -> u32 {
+    crc_with_hole(&bytes[..IDENTITY_CRC_AT], CRC_AT)
 }
 
 const KIND_WRITE: u8 = 1;
@@ -658,6 +674,7 @@ impl BatchHeader {
         w.u32(0); // crc, patched below
         w.u64(self.completed_seq);
         w.u64(self.durable_seq);
+        w.u32(0); // identity crc, patched below
         debug_assert_eq!(w.len(), BATCH_HEADER_FIXED_LEN);
         for entry in &self.entries {
             entry.encode(&mut w);
@@ -668,6 +685,8 @@ impl BatchHeader {
             "header overflows its blocks"
         );
         w.patch_u32(LEN_AT, len as u32);
+        let identity_crc = identity_crc(w.as_slice());
+        w.patch_u32(IDENTITY_CRC_AT, identity_crc);
         let crc = crc_with_hole(w.as_slice(), CRC_AT);
         w.patch_u32(CRC_AT, crc);
         let mut out = w.into_vec();
@@ -681,7 +700,7 @@ impl BatchHeader {
         let mut r = Reader::new(first_block);
         r.magic(MAGIC)?;
         let version = r.u16()?;
-        if version != VERSION && version != VERSION_2 {
+        if ![VERSION, VERSION_3, VERSION_2].contains(&version) {
             return Err(DecodeError::UnsupportedVersion(version.into()));
         }
         let blocks = r.u16()?;
@@ -702,7 +721,14 @@ impl BatchHeader {
     pub fn peek_identity(first_block: &[u8]) -> Result<UnverifiedIdentity, DecodeError> {
         let prefix_intact = Self::peek_header_blocks(first_block).is_ok();
         let mut r = Reader::new(first_block);
-        r.take(16)?;
+        r.take(8)?;
+        let version = r.u16()?;
+        let identity_crc_intact = prefix_intact
+            && version == VERSION
+            && first_block.len() >= BATCH_HEADER_FIXED_LEN
+            && first_block[IDENTITY_CRC_AT..IDENTITY_CRC_AT + 4]
+                == identity_crc(first_block).to_le_bytes();
+        r.take(6)?;
         let seq = r.u64()?;
         let epoch = r.u64()?;
         let pool_uuid = r.uuid()?;
@@ -716,6 +742,8 @@ impl BatchHeader {
             segment,
             used_len,
             prefix_intact,
+            legacy: prefix_intact && version != VERSION,
+            identity_crc_intact,
         })
     }
 
@@ -755,10 +783,11 @@ impl BatchHeader {
         }
         let mut r = Reader::new(bytes);
         r.take(8)?;
-        let fixed_len = if r.u16()? == VERSION_2 {
-            VERSION_2_FIXED_LEN
-        } else {
-            BATCH_HEADER_FIXED_LEN
+        let version = r.u16()?;
+        let fixed_len = match version {
+            VERSION_2 => VERSION_2_FIXED_LEN,
+            VERSION_3 => VERSION_3_FIXED_LEN,
+            _ => BATCH_HEADER_FIXED_LEN,
         };
         r.take(2)?;
         let entry_count = r.u32()?;
@@ -776,11 +805,18 @@ impl BatchHeader {
         }
         let _crc = r.u32()?;
         verify_crc(&bytes[..len], CRC_AT)?;
-        let (completed_seq, durable_seq) = if fixed_len == BATCH_HEADER_FIXED_LEN {
-            (r.u64()?, r.u64()?)
-        } else {
+        let (completed_seq, durable_seq) = if version == VERSION_2 {
             (0, 0)
+        } else {
+            (r.u64()?, r.u64()?)
         };
+        if version == VERSION {
+            let stored = r.u32()?;
+            let computed = identity_crc(bytes);
+            if stored != computed {
+                return Err(DecodeError::Checksum { stored, computed });
+            }
+        }
         let mut entries_reader = Reader::new(&bytes[fixed_len..len]);
         // Each entry takes at least 4 bytes, which bounds the allocation.
         let mut entries = Vec::with_capacity((entry_count as usize).min(len / 4));
@@ -820,6 +856,14 @@ pub struct UnverifiedIdentity {
     /// identity new and these old: with the identity intact, a bad prefix is
     /// damage.
     pub prefix_intact: bool,
+    /// Whether the prefix decodes as a version older than this build's
+    /// (2 or 3), which has no identity checksum.
+    pub legacy: bool,
+    /// Whether this is a version 4 header whose first [`IDENTITY_CRC_AT`]
+    /// bytes match their own checksum: the first sector is exactly as some
+    /// batch wrote it, so the identity in it is that batch's. A crash tears
+    /// whole sectors only, so a version 4 first sector failing this is damage.
+    pub identity_crc_intact: bool,
 }
 
 /// Plans a batch: how many header blocks its entries need.
@@ -1005,19 +1049,52 @@ pub(super) mod tests {
         ]
     }
 
-    /// The version 2 encoding of `header`: no `completed_seq`, 8 bytes shorter.
-    fn encode_version_2(header: &BatchHeader) -> Vec<u8> {
-        let v3 = header.encode();
-        let len = u32::from_le_bytes(v3[LEN_AT..LEN_AT + 4].try_into().unwrap()) as usize;
-        let mut v2 = v3[..VERSION_2_FIXED_LEN].to_vec();
-        v2.extend_from_slice(&v3[BATCH_HEADER_FIXED_LEN..len]);
-        v2[8..10].copy_from_slice(&VERSION_2.to_le_bytes());
-        let v2_len = v2.len() as u32;
-        v2[LEN_AT..LEN_AT + 4].copy_from_slice(&v2_len.to_le_bytes());
-        let crc = crc_with_hole(&v2, CRC_AT);
-        v2[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
-        v2.resize(usize::from(header.header_blocks) * BLOCK_SIZE, 0);
-        v2
+    /// The encoding of `header` at an older `version`: its fixed part cut to
+    /// `fixed_len` bytes, the entries after it.
+    fn encode_legacy(header: &BatchHeader, version: u16, fixed_len: usize) -> Vec<u8> {
+        let current = header.encode();
+        let len = u32::from_le_bytes(current[LEN_AT..LEN_AT + 4].try_into().unwrap()) as usize;
+        let mut old = current[..fixed_len].to_vec();
+        old.extend_from_slice(&current[BATCH_HEADER_FIXED_LEN..len]);
+        old[8..10].copy_from_slice(&version.to_le_bytes());
+        let old_len = old.len() as u32;
+        old[LEN_AT..LEN_AT + 4].copy_from_slice(&old_len.to_le_bytes());
+        let crc = crc_with_hole(&old, CRC_AT);
+        old[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        old.resize(usize::from(header.header_blocks) * BLOCK_SIZE, 0);
+        old
+    }
+
+    #[test]
+    fn version_3_headers_still_decode_without_the_identity_checksum() {
+        let header = sample();
+        let bytes = encode_legacy(&header, VERSION_3, VERSION_3_FIXED_LEN);
+        assert_eq!(BatchHeader::decode(&bytes), Ok(header));
+        let peeked = BatchHeader::peek_identity(&bytes).unwrap();
+        assert!(peeked.legacy && !peeked.identity_crc_intact);
+    }
+
+    #[test]
+    fn the_identity_checksum_tells_a_damaged_first_sector_from_an_intact_one() {
+        let bytes = sample().encode();
+        let peeked = BatchHeader::peek_identity(&bytes).unwrap();
+        assert!(peeked.identity_crc_intact && !peeked.legacy);
+        // Every byte of the first 84 is covered, the seqs after the identity too.
+        for at in (0..BATCH_HEADER_FIXED_LEN).filter(|at| !(CRC_AT..CRC_AT + 4).contains(at)) {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x30;
+            let peeked = BatchHeader::peek_identity(&damaged).unwrap();
+            assert!(!peeked.identity_crc_intact, "byte {at}");
+            assert!(BatchHeader::decode(&damaged).is_err(), "byte {at}");
+        }
+        // The entries are not: a tear past the first sector leaves it intact.
+        let mut torn = bytes.clone();
+        torn[BATCH_HEADER_FIXED_LEN + 3] ^= 0x30;
+        assert!(
+            BatchHeader::peek_identity(&torn)
+                .unwrap()
+                .identity_crc_intact
+        );
     }
 
     #[test]
@@ -1041,7 +1118,8 @@ pub(super) mod tests {
     #[test]
     fn version_2_headers_still_decode_without_completed_seq() {
         let header = sample();
-        let decoded = BatchHeader::decode(&encode_version_2(&header)).unwrap();
+        let decoded =
+            BatchHeader::decode(&encode_legacy(&header, VERSION_2, VERSION_2_FIXED_LEN)).unwrap();
         assert_eq!(
             decoded,
             BatchHeader {

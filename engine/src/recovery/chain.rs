@@ -8,9 +8,10 @@
 //! reads of exactly those blocks fail as media errors. Where no intact header of
 //! the expected batch is found, the log ends there unless a later batch of the
 //! epoch says (`durable_seq`) that a flush had covered the missing one, or its
-//! damaged header lies within one sector (which a tear cannot split): then
-//! power loss cannot explain the loss, acknowledged writes may be lost, and the
-//! pool is not opened.
+//! damaged header lies within one sector (which a tear cannot split), or the
+//! header there has a damaged first sector (its identity checksum fails) and
+//! is this pool's: then power loss cannot explain the loss, acknowledged
+//! writes may be lost, and the pool is not opened.
 
 use std::collections::HashMap;
 
@@ -140,12 +141,13 @@ fn probe(
             && identity.pool_uuid == expected.pool.uuid
             && identity.segment == segment.0
     });
-    if identity.is_none() && peeked.is_some_and(|p| one_field_off(&p, segment, expected)) {
-        // This pool's header at this place, with its seq or its epoch (not
-        // both) unlike the expected batch's, cannot be a tear (the first
-        // sector is all new or all old) nor a stale header (an old header
-        // of this epoch is complete; one of an older epoch differs in both),
-        // unless it is intact: a damaged field of the expected batch.
+    if identity.is_none()
+        && peeked
+            .as_ref()
+            .is_some_and(|p| first_sector_damaged(p, segment, expected))
+    {
+        // Unless it is intact after all (then it is whatever it says), this
+        // is damage where the expected batch belongs.
         if intact_header(reader, segment, block)?.is_none()
             && repaired_header(reader, segment, block, expected, repair)?.is_none()
         {
@@ -166,7 +168,9 @@ fn probe(
                     // bad prefix under an intact identity is damage, never a
                     // tear.
                     Some(identity) => Probe::DamagedHeader {
-                        atomic: identity.used_len <= SECTOR_BYTES || !identity.prefix_intact,
+                        atomic: identity.used_len <= SECTOR_BYTES
+                            || !identity.prefix_intact
+                            || !(identity.legacy || identity.identity_crc_intact),
                     },
                     None => Probe::Absent,
                 });
@@ -191,16 +195,47 @@ fn probe(
     Ok(Probe::Found(header, damaged_entries, repaired))
 }
 
-/// The header at `block` of `segment` if it decodes as it is.
-/// Whether `peeked`, read where the expected batch belongs, names this pool
-/// and segment and differs from the expected batch in exactly one of its seq
-/// and its epoch.
-fn one_field_off(peeked: &UnverifiedIdentity, segment: SegmentId, expected: Expected<'_>) -> bool {
-    peeked.pool_uuid == expected.pool.uuid
-        && peeked.segment == segment.0
-        && ((peeked.seq == expected.seq) != (peeked.epoch == expected.epoch))
+/// Whether `peeked`, read where the expected batch belongs and not naming
+/// it, is a header of this pool whose first sector was damaged: no tear
+/// explains it (a crash leaves a first sector all new or all old), and it
+/// cannot be told from the expected batch's own header.
+///
+/// A version 4 first sector carries its own checksum: intact, it is exactly
+/// some batch's (stale, or another pool's); failing it, it is damage, and a
+/// pool uuid within [`UUID_DAMAGE_BITS_MAX`] bits of this pool's says whose.
+/// Older versions have no such checksum: a header of this pool naming this
+/// segment and differing in exactly one of its seq and epoch is damage (an
+/// old header of this epoch is complete; one of an older epoch differs in
+/// both), as is a pool uuid or segment a few bits off.
+fn first_sector_damaged(
+    peeked: &UnverifiedIdentity,
+    segment: SegmentId,
+    expected: Expected<'_>,
+) -> bool {
+    if peeked.identity_crc_intact {
+        return false;
+    }
+    let uuid_bits: u32 = peeked
+        .pool_uuid
+        .iter()
+        .zip(expected.pool.uuid.iter())
+        .map(|(stored, ours)| (stored ^ ours).count_ones())
+        .sum();
+    if uuid_bits > UUID_DAMAGE_BITS_MAX {
+        return false;
+    }
+    if !peeked.legacy || uuid_bits > 0 || peeked.segment != segment.0 {
+        return true;
+    }
+    (peeked.seq == expected.seq) != (peeked.epoch == expected.epoch)
 }
 
+/// Most bits in which a damaged header's pool uuid may differ from this
+/// pool's and still be taken for this pool's: another pool's uuid differs in
+/// about 64 of its 128 bits, and in 32 or fewer with odds near 10^-8.
+const UUID_DAMAGE_BITS_MAX: u32 = 32;
+
+/// The header at `block` of `segment` if it decodes as it is.
 fn intact_header(
     reader: &mut SegmentReader<'_>,
     segment: SegmentId,
