@@ -149,6 +149,13 @@ pub(crate) struct Core {
     pub collector_stalled: AtomicBool,
     /// Running totals for statistics (write amplification).
     pub counters: Counters,
+    /// Live blocks of the pool (the segment table's running count).
+    pub live_blocks: Arc<AtomicU64>,
+    /// Live blocks below which every write is admitted at once: the live-data
+    /// limit with the largest checkpoint the pool can need (the exact limit,
+    /// from the checkpoint reserve of the moment, is at least this; see
+    /// [`Core::write_admitted`]).
+    pub live_limit_blocks: u64,
 }
 
 /// Monotonic counters of the data path and the collector.
@@ -164,9 +171,120 @@ pub(crate) struct Counters {
     pub packed_logical_blocks: AtomicU64,
     /// Blocks those writes took on disk.
     pub packed_stored_blocks: AtomicU64,
+    /// Writes refused for want of space.
+    pub no_space_refusals: AtomicU64,
+    /// When a refusal was last logged, in milliseconds since [`NO_SPACE_EPOCH`].
+    pub no_space_logged_ms: AtomicU64,
+}
+
+/// How often at most a refused write is logged: a full pool refuses every
+/// write of new data, and a log line per command would drown everything else.
+const NO_SPACE_LOG_EVERY_MS: u64 = 10_000;
+
+/// The reference point of [`Counters::no_space_logged_ms`].
+static NO_SPACE_EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+impl Counters {
+    /// Counts a write refused with `NoSpace` and logs it (with the refusals
+    /// since the last line) at most every [`NO_SPACE_LOG_EVERY_MS`].
+    pub fn note_no_space(&self, why: &'static str) {
+        let refused = self.no_space_refusals.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = NO_SPACE_EPOCH
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
+            + NO_SPACE_LOG_EVERY_MS;
+        let last = self.no_space_logged_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= NO_SPACE_LOG_EVERY_MS
+            && self
+                .no_space_logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                refused_since_open = refused,
+                why,
+                "pool out of space: writes refused"
+            );
+        }
+    }
+}
+
+/// Segments kept beyond every reserve so overwrites of a full pool find room
+/// and leave dead blocks the collector can reclaim: the larger of this and
+/// [`HEADROOM_SHARE`] of the pool's segments.
+const HEADROOM_SEGMENTS_MIN: u64 = 1;
+/// The share of a pool's segments kept as overwrite headroom (1/16, as an
+/// SSD's spare area): at the limit, segments are on average that much dead,
+/// which keeps each cleaning round's copying bounded.
+const HEADROOM_SHARE: u64 = 16;
+
+/// The live-data limit of a pool of `segments` segments of
+/// `blocks_per_segment` blocks whose durable checkpoint body holds
+/// `body_segments` segments and whose next checkpoint needs
+/// `reserve_segments`: every segment less the body, the reserve and the one
+/// more free segment the foreground's floor keeps beyond it, the collector's
+/// reserve, and the headroom.
+pub(crate) fn live_limit_blocks(
+    segments: u64,
+    blocks_per_segment: u32,
+    body_segments: u64,
+    reserve_segments: u64,
+) -> u64 {
+    let headroom = HEADROOM_SEGMENTS_MIN.max(segments / HEADROOM_SHARE);
+    let kept = body_segments
+        + reserve_segments
+        + 1
+        + crate::log::COLLECTOR_RESERVE_SEGMENTS as u64
+        + headroom;
+    segments.saturating_sub(kept) * u64::from(blocks_per_segment)
+}
+
+/// The most segments a checkpoint of a pool of `segments` segments of
+/// `blocks_per_segment` blocks can need (as `log::checkpoint_reserve` with
+/// every block live, a chunk per 128 blocks and 1024 volumes): a bound the
+/// write path can use without the log lock.
+pub(crate) fn checkpoint_segments_max(segments: u64, blocks_per_segment: u32) -> u64 {
+    let per_segment = u64::from(blocks_per_segment);
+    let all_blocks = segments * per_segment;
+    let body_bytes = all_blocks * 28 + all_blocks.div_ceil(128) * 8 + 64 * 1024 + 1024 * 2048;
+    body_bytes.div_ceil(per_segment * crate::units::BLOCK_SIZE_U64) + 1
 }
 
 impl Core {
+    /// Whether a foreground write of `blocks` blocks of `volume` at `first`
+    /// may be taken. Below the pool's live-data limit, always. At the limit,
+    /// only if it adds no live data: every block it replaces is stored raw
+    /// and held by this volume alone, so the old copy dies when the write
+    /// applies and the collector can reclaim it. A full pool thus refuses new
+    /// data with `NoSpace` but keeps taking overwrites, and never fills with
+    /// live data so far that nothing is left to clean.
+    pub fn write_admitted(&self, volume: &Volume, first: u64, blocks: u64) -> bool {
+        if self.live_blocks.load(Ordering::Relaxed) + blocks <= self.live_limit_blocks {
+            return true;
+        }
+        // Log before map, as batches apply. Under the lock the limit is
+        // exact: the checkpoint reserve of the pool as it is now.
+        let log = self.log.lock();
+        let limit = live_limit_blocks(
+            u64::from(self.pool.segment_count()),
+            self.pool.blocks_per_segment,
+            log.body_segments.len() as u64,
+            crate::log::checkpoint_reserve(self, &log) as u64,
+        );
+        let live = log.segments.live_blocks();
+        let map = volume.map.read();
+        let added = (first..first + blocks)
+            .filter(|lba| match map.lookup(*lba) {
+                Some(m) => m.packing.unit_blocks != 0 || log.segments.block_refs(m.location) != 1,
+                None => true,
+            })
+            .count() as u64;
+        // A write adding nothing is taken even past the limit (which dips
+        // while the checkpoint reserve grows): it only turns a block dead.
+        added == 0 || live + added <= limit
+    }
+
     /// Asks the checkpointer thread for a checkpoint soon; never blocks.
     pub fn request_checkpoint(&self) {
         let _ = self.checkpoint_requests.try_send(());

@@ -58,9 +58,9 @@ pub(crate) fn run_collector(core: Arc<Core>, wake: Receiver<()>, stop: Receiver<
             if stop.try_recv() != Err(crossbeam_channel::TryRecvError::Empty) {
                 return;
             }
-            let free_before = core.log.lock().segments.allocatable();
+            let free_before = free_blocks(&core);
             let outcome = collect_round(&core);
-            if core.log.lock().segments.allocatable() > free_before {
+            if free_blocks(&core) > free_before {
                 fruitless_rounds = 0;
             } else {
                 fruitless_rounds += 1;
@@ -88,6 +88,18 @@ pub(crate) fn run_collector(core: Arc<Core>, wake: Receiver<()>, stop: Receiver<
             }
         }
     }
+}
+
+/// Blocks the log can still be appended to: the free segments and what
+/// remains of the open one. A round's progress, which may show only in the
+/// open segment (it freed as many segments as its copies filled).
+fn free_blocks(core: &Core) -> u64 {
+    let log = core.log.lock();
+    let per_segment = u64::from(core.pool.blocks_per_segment);
+    let remainder = log
+        .open
+        .map_or(0, |(_, next)| per_segment - u64::from(next));
+    log.segments.allocatable() as u64 * per_segment + remainder
 }
 
 /// Free segments at or below which collection starts.
@@ -184,6 +196,7 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
     let live = find_live_blocks(core, &victims.segments);
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let mut submitted = 0usize;
+    let mut records = Vec::new();
     for &victim in &victims.segments {
         let mut blocks: Vec<&LiveBlock> = live
             .iter()
@@ -211,17 +224,16 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
                 );
             }
             let tx = done_tx.clone();
-            append_collected(
-                core,
-                Pending {
-                    record: block.record(content),
-                    done: Box::new(move |result| {
-                        let _ = tx.send(result);
-                    }),
-                },
-            );
-            submitted += 1;
+            records.push(Pending {
+                record: block.record(content),
+                done: Box::new(move |result| {
+                    let _ = tx.send(result);
+                }),
+            });
         }
+        // One victim's copies queued together fill whole batches.
+        submitted += records.len();
+        append_collected(core, std::mem::take(&mut records));
     }
     drop(done_tx);
     let mut first_error = None;
@@ -272,11 +284,22 @@ fn choose_victims(core: &Core) -> Vec<SegmentId> {
     let per_segment = core.pool.blocks_per_segment;
     let reserve = checkpoint_reserve(core, &log);
     // Cleaning a segment with live share u writes 1/(1-u) blocks per block freed:
-    // segments more than 7/8 live are not worth it, unless writers are waiting
-    // for room, when anything that frees more than a sixteenth of a segment is.
-    let critical = log.has_waiting_records()
-        || log.segments.allocatable() <= reserve + COLLECTOR_RESERVE_SEGMENTS + 1;
-    let worth = if critical {
+    // segments more than 7/8 live are not worth it; when space runs low,
+    // anything that frees more than a sixteenth of a segment is; and while
+    // writers wait for room, any segment whose copies take less room than
+    // it frees, by a 32nd of a segment (every round then gains room, so an
+    // overwrite of a full pool always finishes).
+    let waiting = log.has_waiting_records();
+    let low = log.segments.allocatable() <= reserve + COLLECTOR_RESERVE_SEGMENTS + 1;
+    let worth = if waiting {
+        (0..per_segment)
+            .rev()
+            .find(|&live| {
+                relocation_blocks(live) + u64::from(per_segment / 32) < u64::from(per_segment)
+            })
+            .unwrap_or(0)
+            + 1
+    } else if low {
         per_segment - per_segment / 16
     } else {
         per_segment / 8 * 7 + 1
@@ -302,14 +325,40 @@ fn choose_victims(core: &Core) -> Vec<SegmentId> {
         })
         .collect();
     candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-    // When space is tight, clean one segment at a time so its live blocks surely fit.
-    let room = log.segments.allocatable().saturating_sub(reserve + 1);
-    let count = room.clamp(1, VICTIMS_PER_ROUND);
-    let victims: Vec<SegmentId> = candidates.into_iter().take(count).map(|(_, s)| s).collect();
+    // Take victims while their live blocks surely fit in the room the
+    // collector may write to (the foreground always leaves it
+    // `COLLECTOR_RESERVE_SEGMENTS` of it), so a round never stops half done
+    // for want of space with its victims not yet freed.
+    let remainder = log
+        .open
+        .map_or(0, |(_, next)| u64::from(per_segment - next));
+    let mut room = remainder
+        + log.segments.allocatable().saturating_sub(reserve + 1) as u64 * u64::from(per_segment);
+    let mut victims = Vec::new();
+    for (_, segment) in candidates {
+        if victims.len() == VICTIMS_PER_ROUND {
+            break;
+        }
+        let need = relocation_blocks(log.segments.get(segment).live_blocks);
+        if need <= room {
+            room -= need;
+            victims.push(segment);
+        }
+    }
     for victim in &victims {
         core.pins.pin(*victim);
     }
     victims
+}
+
+/// Blocks that relocating `live` blocks can take in the log: the blocks, a
+/// header block per 64 of them (a relocate entry takes 40 bytes for a raw
+/// block; a unit's is longer but carries up to 8 blocks) and 16 for a
+/// segment's tail that the next record did not fit in (a record is at most
+/// 8 blocks, its header at most a few more).
+fn relocation_blocks(live: u32) -> u64 {
+    let live = u64::from(live);
+    live + live.div_ceil(64) + 16
 }
 
 /// Every block some map references inside `victims`, once per location.

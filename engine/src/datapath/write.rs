@@ -11,6 +11,7 @@ use bytes::Bytes;
 use crate::core::Core;
 use crate::datapath::completion::{Join, WriteDone};
 use crate::datapath::read::read_blocks;
+use crate::error::IoError;
 use crate::format::{Entry, VOLUME_FLAG_COMPRESS};
 use crate::log::{append, Origin, Pending, Record};
 use crate::units::{SectorSize, BLOCK_SIZE, BLOCK_SIZE_U64};
@@ -119,6 +120,11 @@ fn store_blocks(
         }
         RangeData::Bytes(bytes) => bytes,
     };
+    if !core.write_admitted(volume, first, blocks) {
+        core.counters
+            .note_no_space("live data at the pool's limit; only overwrites are taken");
+        return done(Err(IoError::NoSpace));
+    }
     let compressed = volume.flags() & VOLUME_FLAG_COMPRESS != 0;
     let piece_bytes = ATOMIC_WRITE_BLOCKS * BLOCK_SIZE;
     let pieces = bytes.len().div_ceil(piece_bytes);

@@ -131,6 +131,11 @@ pub(crate) struct LogState {
     pub checkpoint_stalled: bool,
     /// Foreground records wait for garbage collection to free a segment.
     waiting_for_collector: bool,
+    /// Set when a segment was opened with too few free segments left for the
+    /// foreground to open the next one: from then until segments are freed,
+    /// foreground batches must also leave the collector its reserve of room
+    /// in the open segment itself ([`collector_room_after`]).
+    collector_room_short: bool,
 }
 
 impl LogState {
@@ -156,6 +161,7 @@ impl LogState {
             checkpoint_running: false,
             checkpoint_stalled: false,
             waiting_for_collector: false,
+            collector_room_short: false,
         }
     }
 
@@ -195,11 +201,12 @@ pub(crate) fn append(core: &Arc<Core>, pending: Pending) {
     finish(core, formed);
 }
 
-/// Queues a garbage collector record ahead of foreground records.
-pub(crate) fn append_collected(core: &Arc<Core>, pending: Pending) {
+/// Queues garbage collector records ahead of foreground records, all at
+/// once so they fill whole batches.
+pub(crate) fn append_collected(core: &Arc<Core>, pendings: Vec<Pending>) {
     let formed = {
         let mut log = core.log.lock();
-        log.collector_pending.push_back(pending);
+        log.collector_pending.extend(pendings);
         form_batches(core, &mut log)
     };
     finish(core, formed);
@@ -225,6 +232,22 @@ fn finish(core: &Arc<Core>, formed: Formed) {
     for batch in formed.ready {
         submit(core, batch);
     }
+}
+
+/// The room the collector would still have if a foreground batch of `total`
+/// blocks were placed in the open segment now: the free segments above the
+/// collector's floor (the checkpoint reserve and one more), and those in
+/// blocks plus what would remain of the open segment.
+fn collector_room_after(core: &Core, log: &LogState, total: u32) -> (usize, u64) {
+    let per_segment = u64::from(core.pool.blocks_per_segment);
+    let remainder = log.open.map_or(0, |(_, next)| {
+        per_segment.saturating_sub(u64::from(next) + u64::from(total))
+    });
+    let spare = log
+        .segments
+        .allocatable()
+        .saturating_sub(checkpoint_reserve(core, log) + 1);
+    (spare, remainder + spare as u64 * per_segment)
 }
 
 /// Segments a checkpoint of the current state needs, plus one spare. Counts every
@@ -276,7 +299,21 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
         }
         let total = u32::from(plan.header_blocks()) + plan.data_blocks();
         let fits_open = matches!(log.open, Some((_, next)) if next + total <= blocks_per_segment);
-        if !fits_open {
+        let collector_reserve_blocks =
+            (COLLECTOR_RESERVE_SEGMENTS * blocks_per_segment as usize) as u64;
+        // Foreground data may fill the open segment only as far as leaves the
+        // collector its reserve: it copies live blocks out of victims before
+        // it gets their segments back, so it must always find that much room.
+        let leaves_collector_room = if fits_open && foreground_data && log.collector_room_short {
+            let (spare_segments, room) = collector_room_after(core, log, total);
+            if spare_segments >= COLLECTOR_RESERVE_SEGMENTS {
+                log.collector_room_short = false;
+            }
+            room >= collector_reserve_blocks
+        } else {
+            true
+        };
+        if !fits_open || !leaves_collector_room {
             let reserve = checkpoint_reserve(core, log);
             let floor = if foreground_data {
                 reserve + 1 + COLLECTOR_RESERVE_SEGMENTS
@@ -285,7 +322,7 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
             } else {
                 reserve.saturating_sub(1)
             };
-            if log.segments.allocatable() > floor {
+            if !fits_open && log.segments.allocatable() > floor {
                 if let Some((old, _)) = log.open.take() {
                     // Live counts change only when batches apply, so a segment
                     // found dead now died by batch `applied_seq` at the latest.
@@ -296,6 +333,8 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
                     unreachable!("allocatable() promised a free segment")
                 };
                 log.open = Some((segment, 0));
+                log.collector_room_short =
+                    log.segments.allocatable() <= reserve + 1 + COLLECTOR_RESERVE_SEGMENTS;
                 // Preallocate one segment ahead so writes rarely wait for it.
                 if log.prepared != Some(segment) {
                     preallocate.push(segment);
@@ -321,6 +360,8 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
                 );
                 continue;
             } else {
+                core.counters
+                    .note_no_space("no free segment and nothing the collector can reclaim");
                 fail_for_space(log, failed);
                 continue;
             }

@@ -72,6 +72,10 @@ pub(crate) struct SegmentTable {
     dying: HashMap<SegmentId, u64>,
     /// Every batch up to this one is known to be on stable media.
     pub durable_seq: u64,
+    /// Physical blocks with a reference, the sum of the segments' live
+    /// counts; shared with [`crate::core::Core`] so a writer can read it
+    /// without the log lock.
+    live_total: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SegmentTable {
@@ -95,7 +99,14 @@ impl SegmentTable {
             refs: vec![0; count as usize * blocks_per_segment as usize],
             dying: HashMap::new(),
             durable_seq: 0,
+            live_total: Default::default(),
         }
+    }
+
+    /// The running count of live blocks ([`SegmentTable::live_blocks`]),
+    /// readable without the log lock.
+    pub fn live_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.live_total.clone()
     }
 
     pub fn get(&self, segment: SegmentId) -> &SegmentInfo {
@@ -215,7 +226,7 @@ impl SegmentTable {
 
     /// Total live blocks across segments: physical blocks some map references.
     pub fn live_blocks(&self) -> u64 {
-        self.info.iter().map(|i| u64::from(i.live_blocks)).sum()
+        self.live_total.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -246,6 +257,9 @@ impl RefCounts for BlockRefs<'_> {
         *count += 1;
         if *count == 1 {
             self.table.info[segment.0 as usize].live_blocks += 1;
+            self.table
+                .live_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -265,6 +279,9 @@ impl RefCounts for BlockRefs<'_> {
         *count -= 1;
         if *count == 0 {
             self.freed_any = true;
+            self.table
+                .live_total
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             let info = &mut self.table.info[segment.0 as usize];
             info.live_blocks -= 1;
             if info.live_blocks == 0 {

@@ -100,6 +100,16 @@ pub(crate) fn open(
         root.body_segments.iter().map(|&s| SegmentId(s)).collect(),
     );
     log.covered_seq = root.replay_seq;
+    let live_blocks = log.segments.live_counter();
+    let segment_count = u64::from(pool.segment_count());
+    let checkpoint_max =
+        crate::core::checkpoint_segments_max(segment_count, pool.blocks_per_segment);
+    let live_limit_blocks = crate::core::live_limit_blocks(
+        segment_count,
+        pool.blocks_per_segment,
+        checkpoint_max,
+        checkpoint_max,
+    );
     let core = Arc::new(Core {
         pool,
         catalog: RwLock::new(catalog),
@@ -114,6 +124,8 @@ pub(crate) fn open(
         collector_gate: Mutex::new(()),
         collector_stalled: AtomicBool::new(false),
         counters: Default::default(),
+        live_blocks,
+        live_limit_blocks,
     });
     let mut report = RecoveryReport {
         damaged_root_copies: chosen.damaged_copies,
