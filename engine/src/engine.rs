@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
+use crate::audit::SpaceAudit;
 use crate::checkpoint::write_checkpoint;
 use crate::core::{Core, EngineConfig};
 use crate::datapath::completion::{wait, ReadDone, WriteDone};
@@ -144,7 +145,7 @@ impl VolumeSpace {
 /// any thread, and data-path methods never block: they return at once and run the
 /// completion later, on an engine thread.
 pub struct Engine {
-    core: Arc<Core>,
+    pub(crate) core: Arc<Core>,
     /// The checkpointer and the garbage collector.
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Dropping it tells the engine's threads to stop.
@@ -366,6 +367,14 @@ impl Engine {
     /// tools and tests.
     pub fn collect_garbage(&self) -> Result<bool, IoError> {
         crate::gc::collect_round(&self.core)
+    }
+
+    /// Recounts every block's references from the maps and compares them
+    /// with the space accounting the collector and allocator rely on: a
+    /// consistency check for tests and operators. Holds the log lock while
+    /// it walks every map, so writes wait meanwhile.
+    pub fn audit_space(&self) -> SpaceAudit {
+        crate::audit::audit_space(&self.core)
     }
 
     /// True after a device failure: writes fail until the pool is reopened.

@@ -7,6 +7,7 @@
 //! Start reading at [`Engine`]; `engine/FORMAT.md` documents the on-disk format.
 #![deny(unsafe_code)]
 
+mod audit;
 mod checkpoint;
 mod compress;
 mod core;
@@ -27,6 +28,7 @@ mod thick_clone;
 pub mod units;
 mod volume;
 
+pub use crate::audit::SpaceAudit;
 pub use crate::core::{EngineConfig, GcPolicy};
 pub use crate::datapath::completion::{ReadDone, WriteDone};
 pub use crate::datapath::write::ATOMIC_WRITE_BLOCKS;

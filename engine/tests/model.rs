@@ -177,6 +177,17 @@ impl VolumeModel {
     }
 }
 
+/// The space accounting the collector relies on matches a full recount.
+fn audit(engine: &Engine, when: &str) -> Result<(), TestCaseError> {
+    let audit = engine.audit_space();
+    prop_assert!(
+        audit.is_clean(),
+        "space accounting {when}: {:?}",
+        audit.mismatches
+    );
+    Ok(())
+}
+
 fn sector_bytes(tag: u8, sector: u64, len: u64) -> Vec<u8> {
     if tag == 0 {
         return vec![0; len as usize];
@@ -529,6 +540,7 @@ impl Harness {
                 self.engine()
                     .collect_garbage()
                     .map_err(|e| TestCaseError::fail(format!("gc: {e}")))?;
+                audit(self.engine(), "after a collection round")?;
             }
             Op::CrashInside {
                 in_checkpoint,
@@ -558,6 +570,7 @@ impl Harness {
         });
         let engine = Engine::open(vec![self.sim.clone() as DeviceRef], config())
             .map_err(|e| TestCaseError::fail(format!("reopen after {kind:?}: {e}")))?;
+        audit(&engine, &format!("after recovery from {kind:?}"))?;
         let damaged = Damaged::from_report(&engine);
         if matches!(kind, CrashKind::ProcessKill | CrashKind::PowerLossDropAll) {
             prop_assert!(

@@ -135,6 +135,16 @@ impl SegmentTable {
         self.refs.get(at.0 as usize).copied().unwrap_or(0)
     }
 
+    /// Every physical block with a reference, with its count (for an audit).
+    pub fn referenced_blocks(&self) -> std::collections::BTreeMap<u64, u16> {
+        self.refs
+            .iter()
+            .enumerate()
+            .filter(|(_, &count)| count != 0)
+            .map(|(at, &count)| (at as u64, count))
+            .collect()
+    }
+
     /// Marks the open segment full; a segment already without live blocks starts dying.
     pub fn seal(&mut self, segment: SegmentId, seq: u64) {
         let info = self.get_mut(segment);
