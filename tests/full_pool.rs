@@ -1,7 +1,8 @@
 //! A thin pool filled to its limit over NVMe/TCP: writes of new data get the
 //! NVMe Capacity Exceeded status (never a hang, never a crashed keeld), writes
 //! over data already written keep succeeding round after round, and a
-//! deallocate makes room for new data again. keeld logs the refusals.
+//! deallocate makes room for new data again. keeld logs the refusals, and
+//! the REST statistics show the write amplification the collector caused.
 
 mod common;
 
@@ -94,6 +95,34 @@ fn a_full_thin_pool_refuses_new_data_keeps_taking_overwrites_and_recovers_after_
     io.write(nsid, Lba(written), chunk(written), BLOCK)
         .expect("new data after a deallocate");
     k.assert_alive("after filling the pool");
+
+    // The write amplification the collector caused shows in the statistics,
+    // the pool's and the volume's, counting every device byte.
+    let number = |v: &Value| -> f64 {
+        v.as_str()
+            .unwrap_or_else(|| panic!("a decimal string: {v}"))
+            .parse()
+            .expect("a number")
+    };
+    let cluster = k.get("/api/v2/cluster").body;
+    let stats = &cluster["statistics"];
+    let pool_waf = stats["writeAmplification"]
+        .as_f64()
+        .expect("writeAmplification");
+    assert!(pool_waf > 1.0, "{stats}");
+    let host = number(&stats["hostWrittenStorage"]);
+    assert!(host >= (4 * written * u64::from(BLOCK)) as f64, "{stats}");
+    assert!(number(&stats["deviceWrittenStorage"]) > host, "{stats}");
+    let uuid = v["UUID"].as_str().expect("UUID");
+    let volume = k
+        .get(&format!("/api/v2/projects/default/volumes/{uuid}"))
+        .body;
+    let stats = &volume["statistics"];
+    assert!(
+        number(&stats["hostWrittenStorage"]) >= host * 0.99,
+        "{stats}"
+    );
+    assert!(number(&stats["writeAmplification"]) > 1.0, "{stats}");
     assert!(
         k.logged("pool out of space"),
         "refusals are logged:\n{}",

@@ -79,6 +79,9 @@ pub(crate) fn write_checkpoint(core: &Arc<Core>) -> Result<(), CheckpointError> 
 
 type BodyParts = (u64, Vec<(VolumeShape, VolumeMap)>);
 
+/// Blocks a checkpoint writes besides its body: the root slot and its mirror.
+const ROOT_COPIES: u64 = 2;
+
 fn write_body_and_root(
     core: &Arc<Core>,
     (next_volume_id, volumes): BodyParts,
@@ -122,6 +125,10 @@ fn write_body_and_root(
             }
         }
     }
+    core.counters.checkpoint_blocks.fetch_add(
+        bytes.len().div_ceil(BLOCK_SIZE) as u64 + ROOT_COPIES,
+        Ordering::Relaxed,
+    );
     for (piece, segment) in bytes.chunks(segment_bytes).zip(&allocated) {
         let mut buf = AlignedBuf::zeroed(piece.len().div_ceil(BLOCK_SIZE) * BLOCK_SIZE);
         buf.as_mut_slice()[..piece.len()].copy_from_slice(piece);

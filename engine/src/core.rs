@@ -171,6 +171,13 @@ pub(crate) struct Counters {
     pub packed_logical_blocks: AtomicU64,
     /// Blocks those writes took on disk.
     pub packed_stored_blocks: AtomicU64,
+    /// Batch header blocks written to the devices.
+    pub header_blocks: AtomicU64,
+    /// Batch data blocks written to the devices (host data as stored, and
+    /// the collector's copies).
+    pub data_blocks: AtomicU64,
+    /// Checkpoint blocks written to the devices (bodies and root copies).
+    pub checkpoint_blocks: AtomicU64,
     /// Writes refused for want of space.
     pub no_space_refusals: AtomicU64,
     /// When a refusal was last logged, in milliseconds since [`NO_SPACE_EPOCH`].
@@ -185,6 +192,22 @@ const NO_SPACE_LOG_EVERY_MS: u64 = 10_000;
 static NO_SPACE_EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
 impl Counters {
+    /// Zeroes every count (after replay, which applies old writes).
+    pub fn reset(&self) {
+        for counter in [
+            &self.foreground_blocks,
+            &self.relocated_blocks,
+            &self.cleaned_segments,
+            &self.packed_logical_blocks,
+            &self.packed_stored_blocks,
+            &self.header_blocks,
+            &self.data_blocks,
+            &self.checkpoint_blocks,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a write refused with `NoSpace` and logs it (with the refusals
     /// since the last line) at most every [`NO_SPACE_LOG_EVERY_MS`].
     pub fn note_no_space(&self, why: &'static str) {

@@ -81,6 +81,15 @@ pub struct PoolStats {
     pub compressed_logical_bytes: u64,
     /// Bytes those writes took on disk.
     pub compressed_stored_bytes: u64,
+    /// Every byte written to the devices since open: batch headers, batch
+    /// data (host data as stored and the collector's copies) and checkpoints.
+    pub device_written_bytes: u64,
+    /// The batch headers' share of `device_written_bytes`.
+    pub batch_header_bytes: u64,
+    /// The checkpoints' share of `device_written_bytes` (bodies and roots).
+    pub checkpoint_written_bytes: u64,
+    /// Writes refused for want of space since open.
+    pub writes_refused_no_space: u64,
 }
 
 impl PoolStats {
@@ -102,12 +111,34 @@ impl PoolStats {
         self.provisioned_bytes as f64 / self.used_bytes as f64
     }
 
-    /// Device writes per host write since open (1.0 without garbage collection).
+    /// Bytes written to the devices per byte hosts wrote since open, counting
+    /// every device byte (1.0 before any host write).
     pub fn write_amplification(&self) -> f64 {
         if self.host_written_bytes == 0 {
             return 1.0;
         }
-        (self.host_written_bytes + self.gc_relocated_bytes) as f64 / self.host_written_bytes as f64
+        self.device_written_bytes as f64 / self.host_written_bytes as f64
+    }
+}
+
+/// What was written for one volume or snapshot since the pool opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VolumeWriteStats {
+    /// Bytes hosts wrote to it (before compression).
+    pub host_written_bytes: u64,
+    /// Device bytes its writes took: its data as stored, the collector's
+    /// copies of its blocks, and its share (by data written) of the pool's
+    /// batch headers and checkpoints.
+    pub device_written_bytes: u64,
+}
+
+impl VolumeWriteStats {
+    /// Device bytes per host byte (1.0 before any host write).
+    pub fn write_amplification(&self) -> f64 {
+        if self.host_written_bytes == 0 {
+            return 1.0;
+        }
+        self.device_written_bytes as f64 / self.host_written_bytes as f64
     }
 }
 
@@ -653,7 +684,35 @@ impl Engine {
                 * BLOCK_SIZE_U64,
             compressed_stored_bytes: counters.packed_stored_blocks.load(Ordering::Relaxed)
                 * BLOCK_SIZE_U64,
+            device_written_bytes: (counters.header_blocks.load(Ordering::Relaxed)
+                + counters.data_blocks.load(Ordering::Relaxed)
+                + counters.checkpoint_blocks.load(Ordering::Relaxed))
+                * BLOCK_SIZE_U64,
+            batch_header_bytes: counters.header_blocks.load(Ordering::Relaxed) * BLOCK_SIZE_U64,
+            checkpoint_written_bytes: counters.checkpoint_blocks.load(Ordering::Relaxed)
+                * BLOCK_SIZE_U64,
+            writes_refused_no_space: counters.no_space_refusals.load(Ordering::Relaxed),
         }
+    }
+
+    /// What was written for volume or snapshot `id` since the pool opened,
+    /// with its share of the pool's overhead; `None` if there is no such map.
+    pub fn volume_writes(&self, id: VolumeId) -> Option<VolumeWriteStats> {
+        let volume = self.core.catalog.read().get(id)?;
+        let counters = &self.core.counters;
+        let data = counters.data_blocks.load(Ordering::Relaxed);
+        let overhead = counters.header_blocks.load(Ordering::Relaxed)
+            + counters.checkpoint_blocks.load(Ordering::Relaxed);
+        let own = volume.writes.data_blocks.load(Ordering::Relaxed);
+        let share = if data == 0 {
+            0
+        } else {
+            (u128::from(overhead) * u128::from(own) / u128::from(data)) as u64
+        };
+        Some(VolumeWriteStats {
+            host_written_bytes: volume.writes.host_blocks.load(Ordering::Relaxed) * BLOCK_SIZE_U64,
+            device_written_bytes: (own + share) * BLOCK_SIZE_U64,
+        })
     }
 
     /// Logs a create record for a new volume or snapshot named `name`, with a

@@ -33,8 +33,8 @@ pub use crate::core::{EngineConfig, GcPolicy};
 pub use crate::datapath::completion::{ReadDone, WriteDone};
 pub use crate::datapath::write::ATOMIC_WRITE_BLOCKS;
 pub use crate::engine::{
-    DeviceSpec, Engine, PoolStats, VolumeOptions, VolumeSpace, IO_BYTES_MAX, VOLUME_BYTES_MAX,
-    VOLUME_NAME_MAX,
+    DeviceSpec, Engine, PoolStats, VolumeOptions, VolumeSpace, VolumeWriteStats, IO_BYTES_MAX,
+    VOLUME_BYTES_MAX, VOLUME_NAME_MAX,
 };
 pub use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
 pub use crate::format::VolumeKind;

@@ -49,6 +49,33 @@ pub(crate) struct Volume {
     pub map: RwLock<VolumeMap>,
     state: AtomicU8,
     pub range_locks: RangeLocks,
+    /// What was written for this map since the pool opened.
+    pub writes: VolumeWrites,
+}
+
+/// Blocks written for one map since the pool opened, for its write
+/// amplification.
+#[derive(Default)]
+pub(crate) struct VolumeWrites {
+    /// Blocks hosts wrote (before compression).
+    pub host_blocks: AtomicU64,
+    /// Data blocks that took on the devices: host data as stored (after
+    /// compression) and the collector's copies of this lineage's blocks.
+    pub data_blocks: AtomicU64,
+}
+
+impl VolumeWrites {
+    /// Zeroes both counts.
+    pub fn reset(&self) {
+        self.host_blocks.store(0, Ordering::Relaxed);
+        self.data_blocks.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts a host write of `host` blocks that took `stored` on the devices.
+    pub fn count_host(&self, host: u64, stored: u64) {
+        self.host_blocks.fetch_add(host, Ordering::Relaxed);
+        self.data_blocks.fetch_add(stored, Ordering::Relaxed);
+    }
 }
 
 impl Volume {
@@ -65,6 +92,7 @@ impl Volume {
             map: RwLock::new(map),
             state: AtomicU8::new(state as u8),
             range_locks: RangeLocks::default(),
+            writes: VolumeWrites::default(),
         }
     }
 

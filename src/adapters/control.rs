@@ -218,6 +218,7 @@ impl Control for EngineControl {
         let physical = (u128::from(space.stored_bytes) * u128::from(space.exclusive_bytes))
             .checked_div(u128::from(space.mapped_bytes))
             .unwrap_or(0) as u64;
+        let writes = self.engine.volume_writes(info.id).unwrap_or_default();
         let damaged_blocks = self
             .engine
             .scrub_status()
@@ -240,6 +241,8 @@ impl Control for EngineControl {
             damaged_blocks,
             qos_delayed_commands: throttle.delayed_commands,
             qos_delay_ms: u64::try_from(throttle.delay.as_millis()).unwrap_or(u64::MAX),
+            host_written_bytes: writes.host_written_bytes,
+            device_written_bytes: writes.device_written_bytes,
         })
     }
 
@@ -250,6 +253,8 @@ impl Control for EngineControl {
             used_bytes: stats.used_bytes,
             free_bytes: stats.free_bytes,
             provisioned_bytes: stats.provisioned_bytes,
+            host_written_bytes: stats.host_written_bytes,
+            device_written_bytes: stats.device_written_bytes,
         })
     }
 

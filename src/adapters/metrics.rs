@@ -326,15 +326,10 @@ pub fn render_node(
         "Snapshots.",
         pool.snapshot_count as f64,
     );
-    let waf = if pool.host_written_bytes == 0 {
-        1.0
-    } else {
-        (pool.host_written_bytes + pool.gc_relocated_bytes) as f64 / pool.host_written_bytes as f64
-    };
     gauge(
         "keel_pool_write_amplification",
-        "Bytes written to the device per byte hosts wrote, since the pool opened.",
-        waf,
+        "Bytes written to the devices (headers, data, copies, checkpoints) per byte hosts wrote, since the pool opened.",
+        pool.write_amplification(),
     );
     gauge(
         "keel_nvme_controllers",
@@ -351,6 +346,16 @@ pub fn render_node(
         "keel_pool_host_written_bytes_total",
         "Bytes hosts wrote since the pool opened.",
         pool.host_written_bytes,
+    );
+    counter(
+        "keel_pool_device_written_bytes_total",
+        "Bytes written to the devices since the pool opened: batch headers, data, the collector's copies and checkpoints.",
+        pool.device_written_bytes,
+    );
+    counter(
+        "keel_pool_writes_refused_no_space_total",
+        "Writes refused for want of space since the pool opened.",
+        pool.writes_refused_no_space,
     );
     counter(
         "keel_gc_relocated_bytes_total",

@@ -37,6 +37,9 @@ pub(crate) fn apply_batch(
                 let Some(volume) = find(*volume) else {
                     continue;
                 };
+                volume
+                    .writes
+                    .count_host(crcs.len() as u64, crcs.len() as u64);
                 let mut map = volume.map.write();
                 for (i, &crc) in crcs.iter().enumerate() {
                     let location = core.pool.phys(segment, data_start + data_offset + i as u32);
@@ -89,6 +92,7 @@ pub(crate) fn apply_batch(
                 let new = Mapping::raw(core.pool.phys(segment, data_start + data_offset), *crc);
                 let old = Mapping::decode(*old, *crc);
                 let maps = core.catalog.read().lineage(*lineage);
+                count_relocated(&maps, *lineage, 1);
                 relocate_in(&maps, *lba, old, new, &mut refs);
             }
             Entry::WritePacked {
@@ -114,6 +118,8 @@ pub(crate) fn apply_batch(
                 let Some(volume) = find(*volume) else {
                     continue;
                 };
+                let stored: u64 = units.iter().map(|&(_, stored)| u64::from(stored)).sum();
+                volume.writes.count_host(crcs.len() as u64, stored);
                 let mut map = volume.map.write();
                 let mut at = data_start + data_offset;
                 let mut lbas = *lba..;
@@ -154,6 +160,7 @@ pub(crate) fn apply_batch(
                 let unit_blocks = stored_crcs.len() as u8;
                 let new_location = core.pool.phys(segment, data_start + data_offset);
                 let maps = core.catalog.read().lineage(*lineage);
+                count_relocated(&maps, *lineage, stored_crcs.len() as u64);
                 for &(target, index, crc) in members {
                     let old = Mapping {
                         location: PhysBlock(*old),
@@ -189,6 +196,21 @@ pub(crate) fn apply_batch(
         core.collector_stalled.store(false, Ordering::Release);
     }
     log.blocks_since_checkpoint += u64::from(header.total_blocks());
+}
+
+/// Counts `blocks` copied by the collector against the lineage's own volume
+/// (the one that started it), or, once that is gone, its first remaining map.
+fn count_relocated(maps: &[Arc<Volume>], lineage: u64, blocks: u64) {
+    let owner = maps
+        .iter()
+        .find(|v| v.id.0 == lineage)
+        .or_else(|| maps.first());
+    if let Some(owner) = owner {
+        owner
+            .writes
+            .data_blocks
+            .fetch_add(blocks, Ordering::Relaxed);
+    }
 }
 
 /// Offers one moved block to every map of its lineage, sharing one memo so maps

@@ -489,6 +489,15 @@ fn submit(core: &Arc<Core>, batch: ReadyBatch) {
         bytes.len(),
         "a batch's header and payloads fill its blocks exactly"
     );
+    let header_blocks = (batch.header_bytes.len() / BLOCK_SIZE) as u64;
+    let counters = &core.counters;
+    counters
+        .header_blocks
+        .fetch_add(header_blocks, Ordering::Relaxed);
+    counters.data_blocks.fetch_add(
+        u64::from(batch.total_blocks) - header_blocks,
+        Ordering::Relaxed,
+    );
     let (device, offset) = core.pool.locate(batch.segment, batch.block);
     let core2 = core.clone();
     let seq = batch.seq;

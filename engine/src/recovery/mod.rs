@@ -153,6 +153,12 @@ pub(crate) fn open(
         let applied = log.applied_seq;
         log.segments.queue_dead_sealed(applied);
     }
+    // Replay applied old writes through the same code as new ones: the
+    // counts of what was written since open start from here.
+    core.counters.reset();
+    for volume in core.catalog.read().all() {
+        volume.writes.reset();
+    }
     tracing::info!(
         replayed_batches = next_seq - root.replay_seq,
         volumes = core.catalog.read().volume_count(),

@@ -385,6 +385,8 @@ impl Control for MemoryControl {
             damaged_blocks,
             qos_delayed_commands: 0,
             qos_delay_ms: 0,
+            host_written_bytes: 0,
+            device_written_bytes: 0,
         })
     }
 
@@ -396,6 +398,8 @@ impl Control for MemoryControl {
             used_bytes: used,
             free_bytes: self.capacity_bytes.saturating_sub(used),
             provisioned_bytes: Self::provisioned(&state),
+            host_written_bytes: 0,
+            device_written_bytes: 0,
         })
     }
 

@@ -82,6 +82,11 @@ pub struct VolumeUsage {
     pub qos_delayed_commands: u64,
     /// Total time those commands were held back, in milliseconds.
     pub qos_delay_ms: u64,
+    /// Bytes hosts wrote to the volume since its pool opened.
+    pub host_written_bytes: u64,
+    /// Device bytes those writes took (stored data, the collector's copies
+    /// and a share of the log's headers and checkpoints).
+    pub device_written_bytes: u64,
 }
 
 /// Space accounting of the whole pool.
@@ -95,6 +100,10 @@ pub struct PoolStats {
     pub free_bytes: u64,
     /// Sum of the logical sizes of every volume (thin provisioning can exceed capacity).
     pub provisioned_bytes: u64,
+    /// Bytes hosts wrote since the pool opened.
+    pub host_written_bytes: u64,
+    /// Every byte written to the devices since the pool opened.
+    pub device_written_bytes: u64,
 }
 
 /// Which hosts may see a volume's namespace.

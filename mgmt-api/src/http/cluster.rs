@@ -94,6 +94,12 @@ pub async fn cluster(
                 provisioned_to_effective_storage_ratio: format!("{provisioned_ratio:.2}"),
                 compression_ratio: ratio,
                 damaged_blocks,
+                host_written_storage: p.host_written_bytes.to_string(),
+                device_written_storage: p.device_written_bytes.to_string(),
+                write_amplification: super::convert::write_amplification(
+                    p.host_written_bytes,
+                    p.device_written_bytes,
+                ),
             },
         }))
     })
@@ -123,7 +129,8 @@ pub async fn cluster_info(
 
 /// Pool figures of a cluster: capacity and free space summed over the Active
 /// nodes (an Inactive node's space cannot be used); provisioned bytes stay
-/// this node's, as volumes live on the node that made them.
+/// this node's, as volumes live on the node that made them, and so do the
+/// bytes written (this node's device and write amplification).
 fn cluster_pool(local: PoolStats, nodes: &[NodeStatus]) -> PoolStats {
     let (capacity_bytes, free_bytes) =
         nodes
@@ -140,6 +147,7 @@ fn cluster_pool(local: PoolStats, nodes: &[NodeStatus]) -> PoolStats {
         free_bytes,
         used_bytes: capacity_bytes.saturating_sub(free_bytes),
         provisioned_bytes: local.provisioned_bytes,
+        ..local
     }
 }
 

@@ -89,6 +89,15 @@ pub fn volume(view: &VolumeView, node: &str) -> VolumeDto {
             damaged_blocks: view.usage.damaged_blocks,
             qos_delayed_commands: view.usage.qos_delayed_commands,
             qos_delay_ms: view.usage.qos_delay_ms,
+            host_written_storage: view.usage.host_written_bytes.to_string(),
+            device_written_storage: view.usage.device_written_bytes.to_string(),
+            write_amplification: format!(
+                "{:.3}",
+                write_amplification(
+                    view.usage.host_written_bytes,
+                    view.usage.device_written_bytes
+                )
+            ),
         },
         node_list: match &view.replication {
             Some(r) => r.node_list.iter().map(ToString::to_string).collect(),
@@ -206,6 +215,15 @@ pub fn qos_policy(p: &QosPolicyRecord) -> QosPolicyDto {
             },
         },
         etag: p.revision.to_string(),
+    }
+}
+
+/// Device bytes per host byte (1 before any host write).
+pub(crate) fn write_amplification(host_bytes: u64, device_bytes: u64) -> f64 {
+    if host_bytes == 0 {
+        1.0
+    } else {
+        device_bytes as f64 / host_bytes as f64
     }
 }
 

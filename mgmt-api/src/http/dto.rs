@@ -177,6 +177,16 @@ pub struct VolumeStatisticsDto {
     pub qos_delayed_commands: u64,
     /// Total time they were held back, in milliseconds (Keel extension).
     pub qos_delay_ms: u64,
+    /// Bytes hosts wrote to the volume since its node's pool opened (Keel
+    /// extension).
+    pub host_written_storage: String,
+    /// Device bytes those writes took: stored data, the garbage collector's
+    /// copies and a share of the log's headers and checkpoints (Keel
+    /// extension).
+    pub device_written_storage: String,
+    /// Device bytes per host byte, as a decimal string ("1.000" before any
+    /// write; Keel extension).
+    pub write_amplification: String,
 }
 
 /// A volume.
@@ -365,6 +375,14 @@ pub struct ClusterStatisticsDto {
     /// Keel extension: data blocks the last scrub pass found damaged (they
     /// read as media errors until rewritten); see `GET /api/v2/cluster/scrub`.
     pub damaged_blocks: u64,
+    /// Keel extension: bytes hosts wrote since the pool opened.
+    pub host_written_storage: String,
+    /// Keel extension: every byte written to the devices since the pool
+    /// opened (batch headers, data, the collector's copies, checkpoints).
+    pub device_written_storage: String,
+    /// Keel extension: device bytes per host byte since the pool opened
+    /// (1 before any write).
+    pub write_amplification: f64,
 }
 
 /// Body of `GET /api/v2/cluster`.
