@@ -8,7 +8,8 @@
 //!    phase) into the empty volume for `KEEL_BENCH_SECONDS`, bounded so it never
 //!    writes more than 60% of the pool (no garbage collection can run);
 //! 2. the pool is formatted again, the volume filled sequentially with 128 KiB
-//!    writes until live data is the asked share of `pool_stats().capacity_bytes`;
+//!    writes until live data is the asked share of the pool's data capacity
+//!    (`pool_stats().data_capacity_bytes`: what it takes before refusing new data);
 //! 3. random 4 KiB overwrites until garbage collection has cleaned twice the
 //!    pool's segment count, or `KEEL_GC_SECONDS` have passed.
 //!
@@ -17,8 +18,8 @@
 //! segments as the pool holds, or from its first cleaning if the run ends
 //! before that), the steady/fresh ratio, write amplification from the
 //! `pool_stats()` counters over those windows (relocated + host bytes per host
-//! byte), the bytes the process sent to storage per host byte (`/proc/self/io`:
-//! adds batch headers and checkpoints), segments cleaned, latency and any
+//! byte), every device byte per host byte (`device_written_bytes`: adds batch
+//! headers and checkpoints), segments cleaned, latency percentiles and any
 //! write errors (out of space) or stalls.
 //!
 //! `cargo bench --bench engine_gc`. Environment: `KEEL_BENCH_SECONDS` (fresh
@@ -94,19 +95,6 @@ struct Sample {
     at: f64,
     ios: u64,
     stats: PoolStats,
-    /// Bytes this process has sent to storage (`/proc/self/io` write_bytes):
-    /// data, batch headers, relocations and checkpoints alike.
-    device_written: u64,
-}
-
-/// `write_bytes` of `/proc/self/io` (0 if unreadable).
-fn device_written() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("write_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// What one driven phase did.
@@ -150,7 +138,6 @@ fn drive(
             at: 0.0,
             ios: 0,
             stats: engine.pool_stats(),
-            device_written: device_written(),
         }],
     };
     let ops = writes(io_bytes, 0xA5, next_block);
@@ -169,7 +156,6 @@ fn drive(
                     at: (now - started).as_secs_f64(),
                     ios: phase.tally.ios,
                     stats,
-                    device_written: device_written(),
                 });
                 next_sample = now + SAMPLE_EVERY;
             }
@@ -185,12 +171,12 @@ fn drive(
         at: phase.elapsed,
         ios: phase.tally.ios,
         stats: engine.pool_stats(),
-        device_written: device_written(),
     });
     phase
 }
 
-/// Bytes sent to storage per host byte between two samples.
+/// Device bytes (the engine's count: batch headers, data, relocations and
+/// checkpoints) per host byte between two samples.
 fn device_amplification(from: &Sample, to: &Sample) -> f64 {
     let host = to
         .stats
@@ -199,7 +185,10 @@ fn device_amplification(from: &Sample, to: &Sample) -> f64 {
     if host == 0 {
         return f64::NAN;
     }
-    to.device_written.saturating_sub(from.device_written) as f64 / host as f64
+    to.stats
+        .device_written_bytes
+        .saturating_sub(from.stats.device_written_bytes) as f64
+        / host as f64
 }
 
 /// Write amplification between two samples, from the pool's counters.
@@ -248,7 +237,9 @@ struct Row {
     device_wa_steady: f64,
     cleaned: u64,
     segments: u64,
+    p50_us: f64,
     p99_us: f64,
+    p999_us: f64,
     max_us: f64,
     errors: u64,
     notes: String,
@@ -270,9 +261,13 @@ fn run_case(
 
     // Fresh baseline on a just-formatted pool.
     let engine = open_fresh(path, pool_bytes, &config);
-    let capacity = engine.pool_stats().capacity_bytes;
+    let stats = engine.pool_stats();
+    let capacity = stats.capacity_bytes;
     let segments = capacity / segment_bytes;
-    let volume_bytes = capacity * fill_permille / 1000 / FILL_IO_BYTES * FILL_IO_BYTES;
+    // Fill is the share of what the pool takes in live data (its capacity
+    // less checkpoint room, the collector's reserve and its spare area).
+    let volume_bytes =
+        stats.data_capacity_bytes * fill_permille / 1000 / FILL_IO_BYTES * FILL_IO_BYTES;
     let blocks = volume_bytes / BLOCK_BYTES;
     let volume = engine
         .create_volume("gc", volume_bytes, SectorSize::B4096)
@@ -432,7 +427,9 @@ fn run_case(
         device_wa_steady: device_amplification(steady_start, last),
         cleaned,
         segments,
+        p50_us: latencies.p50_us,
         p99_us: latencies.p99_us,
+        p999_us: latencies.p999_us,
         max_us: latencies.max_us,
         errors: overwrite.tally.errors,
         notes: notes.join("; "),
@@ -493,14 +490,14 @@ fn print_header_once(first: bool, pool_bytes: u64) {
         pool_bytes >> 20
     );
     println!(
-        "| fill | workload | policy | fresh IOPS | overwrite IOPS (whole phase) | steady IOPS | steady/fresh | WA (phase) | WA (steady) | device bytes per host byte (steady) | segments cleaned | run s (steady from) | p99 µs | max µs | errors | notes |"
+        "| fill | workload | policy | fresh IOPS | overwrite IOPS (whole phase) | steady IOPS | steady/fresh | WA (phase) | WA (steady) | device bytes per host byte (steady) | segments cleaned | run s (steady from) | p50 µs | p99 µs | p99.9 µs | max µs | errors | notes |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 }
 
 fn print_row(r: &Row) {
     println!(
-        "| {}% | {} | {} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2} | {} ({:.1}x pool) | {:.1} ({:.1}) | {:.0} | {:.0} | {} | {} |",
+        "| {}% | {} | {} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2} | {:.2} | {:.2} | {} ({:.1}x pool) | {:.1} ({:.1}) | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
         r.fill_permille / 10,
         r.workload.name(),
         policy_name(r.policy),
@@ -515,7 +512,9 @@ fn print_row(r: &Row) {
         r.cleaned as f64 / r.segments as f64,
         r.seconds,
         r.steady_from_s,
+        r.p50_us,
         r.p99_us,
+        r.p999_us,
         r.max_us,
         r.errors,
         r.notes

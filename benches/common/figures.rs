@@ -20,12 +20,14 @@ pub struct Latencies {
     ns: Vec<u64>,
 }
 
-/// Mean, p99 and largest latency, in microseconds.
+/// Mean, percentiles and largest latency, in microseconds.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LatencySummary {
     pub count: usize,
     pub mean_us: f64,
+    pub p50_us: f64,
     pub p99_us: f64,
+    pub p999_us: f64,
     pub max_us: f64,
 }
 
@@ -58,8 +60,8 @@ impl Latencies {
         self.ns.is_empty()
     }
 
-    /// Mean, p99 (the sample at index `len * 99 / 100` in sorted order) and
-    /// maximum; zeroes when nothing was recorded.
+    /// Mean, p50, p99 and p99.9 (the sample at index `len * p` in sorted
+    /// order) and maximum; zeroes when nothing was recorded.
     pub fn summary(mut self, precision: Precision) -> LatencySummary {
         self.ns.sort_unstable();
         let us = |ns: u64| match precision {
@@ -78,7 +80,9 @@ impl Latencies {
         LatencySummary {
             count,
             mean_us,
+            p50_us: self.ns.get(count / 2).map_or(0.0, |&ns| us(ns)),
             p99_us: self.ns.get(count * 99 / 100).map_or(0.0, |&ns| us(ns)),
+            p999_us: self.ns.get(count * 999 / 1000).map_or(0.0, |&ns| us(ns)),
             max_us: self.ns.last().map_or(0.0, |&ns| us(ns)),
         }
     }

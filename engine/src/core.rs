@@ -289,12 +289,7 @@ impl Core {
         // Log before map, as batches apply. Under the lock the limit is
         // exact: the checkpoint reserve of the pool as it is now.
         let log = self.log.lock();
-        let limit = live_limit_blocks(
-            u64::from(self.pool.segment_count()),
-            self.pool.blocks_per_segment,
-            log.body_segments.len() as u64,
-            crate::log::checkpoint_reserve(self, &log) as u64,
-        );
+        let limit = self.live_limit_now(&log);
         let live = log.segments.live_blocks();
         let map = volume.map.read();
         let added = (first..first + blocks)
@@ -306,6 +301,17 @@ impl Core {
         // A write adding nothing is taken even past the limit (which dips
         // while the checkpoint reserve grows): it only turns a block dead.
         added == 0 || live + added <= limit
+    }
+
+    /// The live-data limit of the pool as it is now (its checkpoint body and
+    /// the reserve the next one needs), in blocks.
+    pub fn live_limit_now(&self, log: &crate::log::LogState) -> u64 {
+        live_limit_blocks(
+            u64::from(self.pool.segment_count()),
+            self.pool.blocks_per_segment,
+            log.body_segments.len() as u64,
+            crate::log::checkpoint_reserve(self, log) as u64,
+        )
     }
 
     /// Asks the checkpointer thread for a checkpoint soon; never blocks.

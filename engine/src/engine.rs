@@ -90,6 +90,10 @@ pub struct PoolStats {
     pub checkpoint_written_bytes: u64,
     /// Writes refused for want of space since open.
     pub writes_refused_no_space: u64,
+    /// Bytes of live data the pool takes before it refuses new data: the
+    /// capacity less checkpoint room, the collector's reserve and the spare
+    /// area it cleans in (see `Core::write_admitted`).
+    pub data_capacity_bytes: u64,
 }
 
 impl PoolStats {
@@ -649,12 +653,13 @@ impl Engine {
     pub fn pool_stats(&self) -> PoolStats {
         use crate::log::segments::SegmentState;
         let segment_bytes = self.core.pool.segment_bytes();
-        let (free, body, live) = {
+        let (free, body, live, data_capacity_blocks) = {
             let log = self.core.log.lock();
             (
                 log.segments.count(SegmentState::Free) as u64,
                 log.segments.count(SegmentState::CheckpointBody) as u64,
                 log.segments.live_blocks(),
+                self.core.live_limit_now(&log),
             )
         };
         let all = self.core.catalog.read().all();
@@ -692,6 +697,7 @@ impl Engine {
             checkpoint_written_bytes: counters.checkpoint_blocks.load(Ordering::Relaxed)
                 * BLOCK_SIZE_U64,
             writes_refused_no_space: counters.no_space_refusals.load(Ordering::Relaxed),
+            data_capacity_bytes: data_capacity_blocks * BLOCK_SIZE_U64,
         }
     }
 
