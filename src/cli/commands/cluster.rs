@@ -170,6 +170,15 @@ fn render_cluster(c: &ClusterDto) -> String {
             s.provisioned_to_effective_storage_ratio.clone(),
         ),
         ("Compression ratio", format!("{:.2}", s.compression_ratio)),
+        (
+            "Written",
+            format!(
+                "{} by hosts, {} to devices ({:.2}x)",
+                byte_string(&s.host_written_storage),
+                byte_string(&s.device_written_storage),
+                s.write_amplification
+            ),
+        ),
     ])
 }
 

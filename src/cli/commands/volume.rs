@@ -519,6 +519,15 @@ pub fn render(v: &VolumeDto) -> String {
         byte_string(&v.statistics.physical_used_storage),
     ));
     fields.push(("QoS held back", qos_delay_text(v)));
+    fields.push((
+        "Written",
+        format!(
+            "{} by hosts, {} to devices ({}x)",
+            byte_string(&v.statistics.host_written_storage),
+            byte_string(&v.statistics.device_written_storage),
+            v.statistics.write_amplification
+        ),
+    ));
     fields.push(("Created", v.creation_time.clone()));
     fields.push(("ETag", v.etag.clone()));
     if let Some(f) = &v.failure_reason {
@@ -696,6 +705,24 @@ mod tests {
         assert!(block.contains("QoS policy:     gold (q1)\n"), "{block}");
         assert!(
             block.contains("QoS held back:  12 commands, 345 ms\n"),
+            "{block}"
+        );
+    }
+
+    #[test]
+    fn volume_details_show_what_was_written_and_its_amplification() {
+        let v = VolumeDto {
+            statistics: VolumeStatisticsDto {
+                host_written_storage: (1u64 << 30).to_string(),
+                device_written_storage: (3u64 << 29).to_string(),
+                write_amplification: "1.500".into(),
+                ..VolumeStatisticsDto::default()
+            },
+            ..VolumeDto::default()
+        };
+        let block = render(&v);
+        assert!(
+            block.contains("Written:        1 GiB by hosts, 1.5 GiB to devices (1.500x)\n"),
             "{block}"
         );
     }
