@@ -106,6 +106,17 @@ fn a_full_thin_pool_refuses_new_data_keeps_taking_overwrites_and_recovers_after_
     };
     let cluster = k.get("/api/v2/cluster").body;
     let stats = &cluster["statistics"];
+    // The effective capacity is what the pool took before refusing new data.
+    let effective = number(&stats["effectivePhysicalStorage"]);
+    assert!(
+        effective < number(&stats["installedPhysicalStorage"]),
+        "{stats}"
+    );
+    let taken = (written * u64::from(BLOCK)) as f64;
+    assert!(
+        (taken..taken + f64::from(1 << 20) + 1.0).contains(&effective),
+        "took {taken} bytes: {stats}"
+    );
     let pool_waf = stats["writeAmplification"]
         .as_f64()
         .expect("writeAmplification");

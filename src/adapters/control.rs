@@ -255,6 +255,7 @@ impl Control for EngineControl {
             provisioned_bytes: stats.provisioned_bytes,
             host_written_bytes: stats.host_written_bytes,
             device_written_bytes: stats.device_written_bytes,
+            data_capacity_bytes: stats.data_capacity_bytes,
         })
     }
 

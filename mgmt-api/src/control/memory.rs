@@ -400,6 +400,7 @@ impl Control for MemoryControl {
             provisioned_bytes: Self::provisioned(&state),
             host_written_bytes: 0,
             device_written_bytes: 0,
+            data_capacity_bytes: 0,
         })
     }
 

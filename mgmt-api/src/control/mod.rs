@@ -104,6 +104,21 @@ pub struct PoolStats {
     pub host_written_bytes: u64,
     /// Every byte written to the devices since the pool opened.
     pub device_written_bytes: u64,
+    /// Bytes of live data the pool takes before it refuses new data: the
+    /// capacity less what it keeps for checkpoints, cleaning and spare area
+    /// (0 when the backend has no such limit: then `capacity_bytes`).
+    pub data_capacity_bytes: u64,
+}
+
+impl PoolStats {
+    /// The capacity usable for data.
+    pub fn effective_bytes(&self) -> u64 {
+        if self.data_capacity_bytes == 0 {
+            self.capacity_bytes
+        } else {
+            self.data_capacity_bytes.min(self.capacity_bytes)
+        }
+    }
 }
 
 /// Which hosts may see a volume's namespace.

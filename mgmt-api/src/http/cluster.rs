@@ -67,10 +67,11 @@ pub async fn cluster(
             logical_used as f64 / physical_used as f64
         };
         let estimate = |bytes: u64| format!("{:.0}", bytes as f64 * ratio);
-        let provisioned_ratio = if p.capacity_bytes == 0 {
+        let effective = p.effective_bytes();
+        let provisioned_ratio = if effective == 0 {
             0.0
         } else {
-            p.provisioned_bytes as f64 / p.capacity_bytes as f64
+            p.provisioned_bytes as f64 / effective as f64
         };
         Ok(Json(ClusterDto {
             uuid: c.uuid.to_string(),
@@ -84,11 +85,11 @@ pub async fn cluster(
             statistics: ClusterStatisticsDto {
                 installed_physical_storage: p.capacity_bytes.to_string(),
                 managed_physical_storage: p.capacity_bytes.to_string(),
-                effective_physical_storage: p.capacity_bytes.to_string(),
+                effective_physical_storage: effective.to_string(),
                 logical_used_storage: logical_used.to_string(),
                 physical_used_storage: p.used_bytes.to_string(),
                 free_physical_storage: p.free_bytes.to_string(),
-                estimated_logical_storage: estimate(p.capacity_bytes),
+                estimated_logical_storage: estimate(effective),
                 estimated_free_logical_storage: estimate(p.free_bytes),
                 provisioned_storage: p.provisioned_bytes.to_string(),
                 provisioned_to_effective_storage_ratio: format!("{provisioned_ratio:.2}"),
@@ -142,8 +143,14 @@ fn cluster_pool(local: PoolStats, nodes: &[NodeStatus]) -> PoolStats {
                     f.saturating_add(n.free_bytes),
                 )
             });
+    // Every node keeps the same shares for checkpoints, cleaning and spare
+    // area: scale this node's data capacity to the cluster's.
+    let data_capacity_bytes = (u128::from(capacity_bytes) * u128::from(local.effective_bytes()))
+        .checked_div(u128::from(local.capacity_bytes))
+        .unwrap_or(0) as u64;
     PoolStats {
         capacity_bytes,
+        data_capacity_bytes,
         free_bytes,
         used_bytes: capacity_bytes.saturating_sub(free_bytes),
         provisioned_bytes: local.provisioned_bytes,
