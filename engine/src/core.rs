@@ -144,9 +144,14 @@ pub(crate) struct Core {
     pub collector_wake: Sender<()>,
     /// Serialises garbage collection rounds.
     pub collector_gate: Mutex<()>,
-    /// Set by the collector when nothing is worth cleaning; cleared whenever an
-    /// applied record releases a block (which may create something to clean).
-    pub collector_stalled: AtomicBool,
+    /// Bumped whenever an applied batch releases a block (which may create
+    /// something to clean).
+    pub freed_generation: AtomicU64,
+    /// The `freed_generation` at which the collector last found nothing
+    /// worth cleaning (`u64::MAX`: it has not). The verdict holds only until
+    /// a block is released, including one released while the collector was
+    /// still looking, so it can never outlive what it was based on.
+    pub collector_stalled_at: AtomicU64,
     /// Running totals for statistics (write amplification).
     pub counters: Counters,
     /// Live blocks of the pool (the segment table's running count).
@@ -321,7 +326,8 @@ impl Core {
 
     /// Whether waiting for garbage collection may yield free space.
     pub fn collector_can_help(&self) -> bool {
-        !self.collector_stalled.load(Ordering::Acquire)
+        self.collector_stalled_at.load(Ordering::Acquire)
+            != self.freed_generation.load(Ordering::Acquire)
     }
 
     /// Asks the garbage collector to run soon; never blocks.

@@ -76,8 +76,8 @@ pub(crate) fn run_collector(core: Arc<Core>, wake: Receiver<()>, stop: Receiver<
                 // not a stall: pause until the next wake or poll.
                 Ok(true) => break,
                 Ok(false) => {
-                    // Nothing worth cleaning: let waiting writers fail cleanly.
-                    core.collector_stalled.store(true, Ordering::Release);
+                    // Nothing worth cleaning (`collect_round` marked it):
+                    // let waiting writers fail cleanly.
                     crate::log::kick(&core);
                     break;
                 }
@@ -186,11 +186,11 @@ impl LiveBlock {
 /// worth cleaning. Rounds never overlap.
 pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
     let _gate = core.collector_gate.lock();
-    let victims = Pinned {
-        core,
-        segments: choose_victims(core),
-    };
+    let (segments, generation) = choose_victims(core);
+    let victims = Pinned { core, segments };
     if victims.segments.is_empty() {
+        core.collector_stalled_at
+            .store(generation, Ordering::Release);
         return Ok(false);
     }
     let live = find_live_blocks(core, &victims.segments);
@@ -277,26 +277,27 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
 }
 
 /// Picks and pins the sealed segments most worth cleaning under the configured
-/// policy. A segment qualifies only if cleaning it frees at least an eighth of it
-/// (more than a sixteenth when writers wait for room).
-fn choose_victims(core: &Core) -> Vec<SegmentId> {
+/// policy, with the `freed_generation` the choice saw. A segment qualifies only
+/// if cleaning it frees at least an eighth of it (less when space runs low or
+/// writers wait for room, see below).
+fn choose_victims(core: &Core) -> (Vec<SegmentId>, u64) {
     let log = core.log.lock();
+    // Batches apply under the log lock: no block is released during the scan.
+    let generation = core.freed_generation.load(Ordering::Acquire);
     let per_segment = core.pool.blocks_per_segment;
     let reserve = checkpoint_reserve(core, &log);
     // Cleaning a segment with live share u writes 1/(1-u) blocks per block freed:
     // segments more than 7/8 live are not worth it; when space runs low,
     // anything that frees more than a sixteenth of a segment is; and while
-    // writers wait for room, any segment whose copies take less room than
-    // it frees, by a 32nd of a segment (every round then gains room, so an
-    // overwrite of a full pool always finishes).
+    // writers wait for room, any segment whose copies surely take less room
+    // than it frees (`relocation_blocks` errs high, so every round gains
+    // room and an overwrite of a full pool always finishes).
     let waiting = log.has_waiting_records();
     let low = log.segments.allocatable() <= reserve + COLLECTOR_RESERVE_SEGMENTS + 1;
     let worth = if waiting {
         (0..per_segment)
             .rev()
-            .find(|&live| {
-                relocation_blocks(live) + u64::from(per_segment / 32) < u64::from(per_segment)
-            })
+            .find(|&live| relocation_blocks(live) < u64::from(per_segment))
             .unwrap_or(0)
             + 1
     } else if low {
@@ -348,7 +349,7 @@ fn choose_victims(core: &Core) -> Vec<SegmentId> {
     for victim in &victims {
         core.pins.pin(*victim);
     }
-    victims
+    (victims, generation)
 }
 
 /// Blocks that relocating `live` blocks can take in the log: the blocks, a

@@ -193,7 +193,7 @@ pub(crate) fn apply_batch(
         }
     }
     if refs.freed_any() {
-        core.collector_stalled.store(false, Ordering::Release);
+        core.freed_generation.fetch_add(1, Ordering::AcqRel);
     }
     log.blocks_since_checkpoint += u64::from(header.total_blocks());
 }

@@ -9,7 +9,7 @@ mod roots;
 
 pub use damage::{DamagedExtent, RecoveryReport};
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -122,7 +122,8 @@ pub(crate) fn open(
         checkpoint_requests,
         collector_wake,
         collector_gate: Mutex::new(()),
-        collector_stalled: AtomicBool::new(false),
+        freed_generation: AtomicU64::new(0),
+        collector_stalled_at: AtomicU64::new(u64::MAX),
         counters: Default::default(),
         live_blocks,
         live_limit_blocks,
