@@ -102,11 +102,14 @@ fn free_blocks(core: &Core) -> u64 {
     log.segments.allocatable() as u64 * per_segment + remainder
 }
 
-/// Free segments at or below which collection starts.
+/// Free segments at or below which collection starts: the configured share,
+/// and at least a round's victims above the foreground's floor (the
+/// checkpoint reserve, one more and the collector's reserve), so foreground
+/// writes go on while a round copies instead of waiting for it.
 fn low_watermark(core: &Core, reserve: usize) -> usize {
     let share =
         core.pool.segment_count() as usize * core.config.gc_free_low_permille as usize / 1000;
-    share.max(reserve + COLLECTOR_RESERVE_SEGMENTS + 2)
+    share.max(reserve + 1 + COLLECTOR_RESERVE_SEGMENTS + VICTIMS_PER_ROUND + 1)
 }
 
 /// Whether writers wait for room or free segments are fewer than `limit` of the
@@ -122,9 +125,9 @@ fn space_is_low(core: &Core) -> bool {
     free_below(core, |low| low + 1)
 }
 
-/// ...and goes on until twice that is free.
+/// ...and goes on until a round's victims more than that are free.
 fn space_is_below_target(core: &Core) -> bool {
-    free_below(core, |low| 2 * low)
+    free_below(core, |low| low + VICTIMS_PER_ROUND)
 }
 
 /// Unpins the victims when a round ends, however it ends.
