@@ -217,6 +217,7 @@ impl Counters {
     /// since the last line) at most every [`NO_SPACE_LOG_EVERY_MS`].
     pub fn note_no_space(&self, why: &'static str) {
         let refused = self.no_space_refusals.fetch_add(1, Ordering::Relaxed) + 1;
+        // Offset by one interval so the first refusal (logged at 0) logs.
         let now = NO_SPACE_EPOCH
             .get_or_init(std::time::Instant::now)
             .elapsed()
@@ -275,7 +276,11 @@ pub(crate) fn live_limit_blocks(
 pub(crate) fn checkpoint_segments_max(segments: u64, blocks_per_segment: u32) -> u64 {
     let per_segment = u64::from(blocks_per_segment);
     let all_blocks = segments * per_segment;
-    let body_bytes = all_blocks * 28 + all_blocks.div_ceil(128) * 8 + 64 * 1024 + 1024 * 2048;
+    let body_bytes = crate::log::checkpoint_body_bytes_max(
+        all_blocks,
+        all_blocks.div_ceil(crate::index::CHUNK_BLOCKS as u64),
+        1024,
+    );
     body_bytes.div_ceil(per_segment * crate::units::BLOCK_SIZE_U64) + 1
 }
 

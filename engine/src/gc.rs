@@ -28,7 +28,8 @@ use crate::index::{Chunk, Packing, VolumeMap};
 use crate::io::read_blocking;
 use crate::log::segments::SegmentState;
 use crate::log::{
-    append_collected, checkpoint_reserve, Origin, Pending, Record, COLLECTOR_RESERVE_SEGMENTS,
+    append_collected, checkpoint_reserve, collector_room, Origin, Pending, Record,
+    COLLECTOR_RESERVE_SEGMENTS,
 };
 use crate::units::{PhysBlock, SegmentId, BLOCK_SIZE};
 use crate::volume::VolumeState;
@@ -95,11 +96,8 @@ pub(crate) fn run_collector(core: Arc<Core>, wake: Receiver<()>, stop: Receiver<
 /// open segment (it freed as many segments as its copies filled).
 fn free_blocks(core: &Core) -> u64 {
     let log = core.log.lock();
-    let per_segment = u64::from(core.pool.blocks_per_segment);
-    let remainder = log
-        .open
-        .map_or(0, |(_, next)| per_segment - u64::from(next));
-    log.segments.allocatable() as u64 * per_segment + remainder
+    let per_segment = core.pool.blocks_per_segment;
+    log.segments.allocatable() as u64 * u64::from(per_segment) + log.open_remainder(per_segment, 0)
 }
 
 /// Free segments at or below which collection starts: the configured share,
@@ -297,16 +295,14 @@ fn choose_victims(core: &Core) -> (Vec<SegmentId>, u64) {
     // room and an overwrite of a full pool always finishes).
     let waiting = log.has_waiting_records();
     let low = log.segments.allocatable() <= reserve + COLLECTOR_RESERVE_SEGMENTS + 1;
-    let worth = if waiting {
-        (0..per_segment)
-            .rev()
-            .find(|&live| relocation_blocks(live) < u64::from(per_segment))
-            .unwrap_or(0)
-            + 1
-    } else if low {
-        per_segment - per_segment / 16
-    } else {
-        per_segment / 8 * 7 + 1
+    let worth = |live: u32| {
+        if waiting {
+            relocation_blocks(live) < u64::from(per_segment)
+        } else if low {
+            live < per_segment - per_segment / 16
+        } else {
+            live <= per_segment / 8 * 7
+        }
     };
     let now = log.next_seq;
     let mut candidates: Vec<(f64, SegmentId)> = log
@@ -315,7 +311,7 @@ fn choose_victims(core: &Core) -> (Vec<SegmentId>, u64) {
         .iter()
         .enumerate()
         .filter(|(_, info)| {
-            info.state == SegmentState::Sealed && info.live_blocks > 0 && info.live_blocks < worth
+            info.state == SegmentState::Sealed && info.live_blocks > 0 && worth(info.live_blocks)
         })
         .map(|(at, info)| {
             let used = f64::from(info.live_blocks) / f64::from(per_segment);
@@ -333,11 +329,7 @@ fn choose_victims(core: &Core) -> (Vec<SegmentId>, u64) {
     // collector may write to (the foreground always leaves it
     // `COLLECTOR_RESERVE_SEGMENTS` of it), so a round never stops half done
     // for want of space with its victims not yet freed.
-    let remainder = log
-        .open
-        .map_or(0, |(_, next)| u64::from(per_segment - next));
-    let mut room = remainder
-        + log.segments.allocatable().saturating_sub(reserve + 1) as u64 * u64::from(per_segment);
+    let (_, mut room) = collector_room(core, &log, reserve, 0);
     let mut victims = Vec::new();
     for (_, segment) in candidates {
         if victims.len() == VICTIMS_PER_ROUND {

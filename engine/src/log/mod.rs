@@ -134,7 +134,7 @@ pub(crate) struct LogState {
     /// Set when a segment was opened with too few free segments left for the
     /// foreground to open the next one: from then until segments are freed,
     /// foreground batches must also leave the collector its reserve of room
-    /// in the open segment itself ([`collector_room_after`]).
+    /// in the open segment itself ([`collector_room`]).
     collector_room_short: bool,
 }
 
@@ -168,6 +168,14 @@ impl LogState {
     /// Whether foreground records wait for the collector to make room.
     pub fn has_waiting_records(&self) -> bool {
         self.waiting_for_collector && !self.pending.is_empty()
+    }
+
+    /// Blocks of the open segment (of `per_segment`) still free once `taken`
+    /// more are used; 0 without an open segment.
+    pub fn open_remainder(&self, per_segment: u32, taken: u32) -> u64 {
+        self.open.map_or(0, |(_, next)| {
+            u64::from(per_segment).saturating_sub(u64::from(next) + u64::from(taken))
+        })
     }
 
     /// Where batch `applied_seq + 1` starts (or will start): what a checkpoint taken
@@ -234,30 +242,37 @@ fn finish(core: &Arc<Core>, formed: Formed) {
     }
 }
 
-/// The room the collector would still have if a foreground batch of `total`
-/// blocks were placed in the open segment now: the free segments above the
-/// collector's floor (the checkpoint reserve and one more), and those in
-/// blocks plus what would remain of the open segment.
-fn collector_room_after(core: &Core, log: &LogState, total: u32) -> (usize, u64) {
-    let per_segment = u64::from(core.pool.blocks_per_segment);
-    let remainder = log.open.map_or(0, |(_, next)| {
-        per_segment.saturating_sub(u64::from(next) + u64::from(total))
-    });
-    let spare = log
-        .segments
-        .allocatable()
-        .saturating_sub(checkpoint_reserve(core, log) + 1);
-    (spare, remainder + spare as u64 * per_segment)
+/// The room the collector may write to once `taken` more blocks of the open
+/// segment are used: the free segments above its floor (the checkpoint
+/// `reserve` and one more), and those in blocks plus what would remain of the
+/// open segment.
+pub(crate) fn collector_room(
+    core: &Core,
+    log: &LogState,
+    reserve: usize,
+    taken: u32,
+) -> (usize, u64) {
+    let per_segment = core.pool.blocks_per_segment;
+    let spare = log.segments.allocatable().saturating_sub(reserve + 1);
+    (
+        spare,
+        log.open_remainder(per_segment, taken) + spare as u64 * u64::from(per_segment),
+    )
 }
 
-/// Segments a checkpoint of the current state needs, plus one spare. Counts every
-/// live block twice (copied chunks repeat shared blocks) and 8 bytes per chunk
-/// reference.
+/// An upper bound of a checkpoint body's bytes for `live_blocks` live blocks
+/// in `chunk_refs` chunk references of `maps` maps: every live block counted
+/// twice (copied chunks repeat shared blocks), 8 bytes per chunk reference.
+pub(crate) fn checkpoint_body_bytes_max(live_blocks: u64, chunk_refs: u64, maps: u64) -> u64 {
+    live_blocks * 28 + chunk_refs * 8 + 64 * 1024 + maps * 2048
+}
+
+/// Segments a checkpoint of the current state needs, plus one spare.
 pub(crate) fn checkpoint_reserve(core: &Core, log: &LogState) -> usize {
     let maps = core.catalog.read().all();
     let chunk_refs: u64 = maps.iter().map(|v| v.map.read().chunk_count() as u64).sum();
     let body_bytes =
-        log.segments.live_blocks() * 28 + chunk_refs * 8 + 64 * 1024 + maps.len() as u64 * 2048;
+        checkpoint_body_bytes_max(log.segments.live_blocks(), chunk_refs, maps.len() as u64);
     body_bytes.div_ceil(core.pool.segment_bytes()) as usize + 1
 }
 
@@ -304,8 +319,14 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
         // Foreground data may fill the open segment only as far as leaves the
         // collector its reserve: it copies live blocks out of victims before
         // it gets their segments back, so it must always find that much room.
+        let mut reserve = None;
         let leaves_collector_room = if fits_open && foreground_data && log.collector_room_short {
-            let (spare_segments, room) = collector_room_after(core, log, total);
+            let (spare_segments, room) = collector_room(
+                core,
+                log,
+                *reserve.insert(checkpoint_reserve(core, log)),
+                total,
+            );
             if spare_segments >= COLLECTOR_RESERVE_SEGMENTS {
                 log.collector_room_short = false;
             }
@@ -314,7 +335,7 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
             true
         };
         if !fits_open || !leaves_collector_room {
-            let reserve = checkpoint_reserve(core, log);
+            let reserve = reserve.unwrap_or_else(|| checkpoint_reserve(core, log));
             let floor = if foreground_data {
                 reserve + 1 + COLLECTOR_RESERVE_SEGMENTS
             } else if plan.data_blocks() > 0 {
