@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::core::Core;
 use crate::error::{CheckpointError, IoError};
-use crate::format::{CheckpointBody, CheckpointRoot, VolumeImage};
+use crate::format::{CheckpointBody, CheckpointRoot, UnsettledImage, VolumeImage};
 use crate::index::{Chunk, VolumeMap};
 use crate::io::{flush_blocking, write_blocking, AlignedBuf};
 use crate::log::segments::SegmentState;
@@ -44,7 +44,18 @@ pub(crate) fn write_checkpoint(core: &Arc<Core>) -> Result<(), CheckpointError> 
             log.replay_position(),
         )
     };
-    let result = write_body_and_root(core, body, replay_seq, position);
+    // After the capture: a write the captured maps hold is settled by now or
+    // reported (see `crate::unsettled`).
+    let unsettled = {
+        let catalog = core.catalog.read();
+        core.unsettled.checkpoint_images(|volume| {
+            catalog
+                .get(volume)
+                .filter(|v| !v.is_snapshot())
+                .map(|v| v.sector.bytes())
+        })
+    };
+    let result = write_body_and_root(core, body, unsettled, replay_seq, position);
     let mut log = core.log.lock();
     log.checkpoint_running = false;
     match result {
@@ -85,10 +96,11 @@ const ROOT_COPIES: u64 = 2;
 fn write_body_and_root(
     core: &Arc<Core>,
     (next_volume_id, volumes): BodyParts,
+    unsettled: Vec<UnsettledImage>,
     replay_seq: u64,
     (replay_segment, replay_block): (SegmentId, u32),
 ) -> Result<(CheckpointRoot, Vec<SegmentId>), (CheckpointError, Vec<SegmentId>)> {
-    let bytes = encode_body(next_volume_id, &volumes);
+    let bytes = encode_body(next_volume_id, &volumes, unsettled);
     drop(volumes);
     let segment_bytes = core.pool.segment_bytes() as usize;
     let needed = bytes.len().div_ceil(segment_bytes);
@@ -171,7 +183,11 @@ fn write_body_and_root(
 }
 
 /// Encodes the captured maps, storing each shared chunk instance once.
-fn encode_body(next_volume_id: u64, volumes: &[(VolumeShape, VolumeMap)]) -> Vec<u8> {
+fn encode_body(
+    next_volume_id: u64,
+    volumes: &[(VolumeShape, VolumeMap)],
+    unsettled: Vec<UnsettledImage>,
+) -> Vec<u8> {
     let mut numbers: HashMap<*const Chunk, u32> = HashMap::new();
     let mut instances = Vec::new();
     let images = volumes
@@ -210,6 +226,7 @@ fn encode_body(next_volume_id: u64, volumes: &[(VolumeShape, VolumeMap)]) -> Vec
         next_volume_id,
         instances,
         volumes: images,
+        unsettled,
     }
     .encode()
 }

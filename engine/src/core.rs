@@ -161,6 +161,8 @@ pub(crate) struct Core {
     /// from the checkpoint reserve of the moment, is at least this; see
     /// [`Core::write_admitted`]).
     pub live_limit_blocks: u64,
+    /// Blocks other replicas may lack, carried across restarts in checkpoints.
+    pub unsettled: crate::unsettled::UnsettledLedger,
 }
 
 /// Monotonic counters of the data path and the collector.

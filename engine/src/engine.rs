@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -26,9 +26,11 @@ use crate::index::VolumeMap;
 use crate::io::{open_backing, BackingKind, DeviceRef, UringDevice};
 use crate::log::{append, Pending, Record, BATCH_DATA_BLOCKS_MAX};
 use crate::recovery::RecoveryReport;
+use crate::replication::Extent;
 use crate::scrub::{ScrubStatus, Scrubber};
 use crate::thick_clone::CloneJob;
 use crate::units::{SectorSize, VolumeId, BLOCK_SIZE_U64};
+use crate::unsettled::UnsettledSource;
 use crate::volume::{Volume, VolumeInfo, VolumeState};
 
 /// Largest single read or write, in bytes.
@@ -625,6 +627,39 @@ impl Engine {
     /// A volume's size in bytes, cheaply (no map lock): for per-I/O capacity checks.
     pub fn volume_size(&self, id: VolumeId) -> Option<u64> {
         self.live_volume(id).ok().map(|v| v.size())
+    }
+
+    /// Blocks of `volume` (in its sectors) this node wrote that its other
+    /// replicas may lack, carried across restarts: what recovery replayed,
+    /// what the last checkpoint's sources reported, what a deposed primary
+    /// handed over. Empty for an unknown volume.
+    pub fn carried_unsettled(&self, volume: VolumeId) -> Vec<Extent> {
+        let Ok(v) = self.live_volume(volume) else {
+            return Vec::new();
+        };
+        self.core
+            .unsettled
+            .carried(volume, v.sector.bytes(), v.size())
+    }
+
+    /// Adds `extents` (in the volume's sectors) to `volume`'s carried set:
+    /// a primary term that ends with changes not on every member hands them
+    /// over, so they are reported until every member agrees on them.
+    pub fn carry_unsettled(&self, volume: VolumeId, extents: &[Extent]) {
+        if let Ok(v) = self.live_volume(volume) {
+            self.core.unsettled.carry(volume, v.sector.bytes(), extents);
+        }
+    }
+
+    /// Drops `volume`'s carried set: every member agrees on those blocks now.
+    pub fn forget_unsettled(&self, volume: VolumeId) {
+        self.core.unsettled.forget(volume);
+    }
+
+    /// Registers replication state asked at every checkpoint which of its
+    /// writes are not yet on every member; it is asked until dropped.
+    pub fn register_unsettled_source(&self, source: Weak<dyn UnsettledSource>) {
+        self.core.unsettled.register(source);
     }
 
     /// One volume or snapshot by name.

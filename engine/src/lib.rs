@@ -26,6 +26,7 @@ pub mod replication;
 mod scrub;
 mod thick_clone;
 pub mod units;
+mod unsettled;
 mod volume;
 
 pub use crate::audit::SpaceAudit;
@@ -43,4 +44,5 @@ pub use crate::recovery::{DamagedExtent, RecoveryReport};
 pub use crate::scrub::{ScrubStatus, VolumeDamage};
 pub use crate::thick_clone::{CloneJob, CloneProgress, CloneStage, CloneState, ThickCloneOptions};
 pub use crate::units::{SectorSize, VolumeId};
+pub use crate::unsettled::{UnsettledSource, CARRIED_EXTENTS_MAX};
 pub use crate::volume::VolumeInfo;

@@ -55,7 +55,24 @@ pub struct CheckpointBody {
     pub instances: Vec<ChunkEntries>,
     /// Every volume and snapshot.
     pub volumes: Vec<VolumeImage>,
+    /// Blocks that may differ between a volume's replicas (see
+    /// `crate::unsettled`); the section is written only when there are any.
+    pub unsettled: Vec<UnsettledImage>,
 }
+
+/// One volume's unsettled blocks, in 4 KiB engine blocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsettledImage {
+    /// The volume's id.
+    pub volume: u64,
+    /// Every block of the volume (then `extents` is empty).
+    pub whole_volume: bool,
+    /// (first block, block count) runs.
+    pub extents: Vec<(u64, u32)>,
+}
+
+/// Tag of the optional unsettled section after the volume images.
+const UNSETTLED_TAG: &[u8; 8] = b"UNSETTLD";
 
 /// Gives `bytes` a valid magic and version (a body's checksum lives in its root),
 /// so a fuzzer's input reaches the fields behind them.
@@ -86,6 +103,19 @@ impl CheckpointBody {
         w.u32(self.volumes.len() as u32);
         for volume in &self.volumes {
             encode_volume(&mut w, volume);
+        }
+        if !self.unsettled.is_empty() {
+            w.bytes(UNSETTLED_TAG);
+            w.u32(self.unsettled.len() as u32);
+            for image in &self.unsettled {
+                w.u64(image.volume);
+                w.u8(u8::from(image.whole_volume));
+                w.u32(image.extents.len() as u32);
+                for (lba, blocks) in &image.extents {
+                    w.u64(*lba);
+                    w.u32(*blocks);
+                }
+            }
         }
         w.into_vec()
     }
@@ -126,13 +156,49 @@ impl CheckpointBody {
             }
             volumes.push(volume);
         }
+        let unsettled = if r.remaining() > 0 {
+            decode_unsettled(&mut r)?
+        } else {
+            Vec::new()
+        };
         r.finish()?;
         Ok(CheckpointBody {
             next_volume_id,
             instances,
             volumes,
+            unsettled,
         })
     }
+}
+
+fn decode_unsettled(r: &mut Reader<'_>) -> Result<Vec<UnsettledImage>, DecodeError> {
+    r.magic(UNSETTLED_TAG)?;
+    let count = r.u32()? as usize;
+    let mut images = Vec::with_capacity(count.min(r.remaining() / 13));
+    for _ in 0..count {
+        let volume = r.u64()?;
+        let whole_volume = match r.u8()? {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(DecodeError::Invalid {
+                    field: "unsettled_whole_volume",
+                    value: other.into(),
+                })
+            }
+        };
+        let runs = r.u32()? as usize;
+        let mut extents = Vec::with_capacity(runs.min(r.remaining() / 12));
+        for _ in 0..runs {
+            extents.push((r.u64()?, r.u32()?));
+        }
+        images.push(UnsettledImage {
+            volume,
+            whole_volume,
+            extents,
+        });
+    }
+    Ok(images)
 }
 
 fn encode_volume(w: &mut Writer, volume: &VolumeImage) {
@@ -209,6 +275,7 @@ mod tests {
             instances in proptest::collection::vec(proptest::collection::vec((any::<u16>(), any::<u64>(), any::<u32>()), 0..20), 1..5),
             refs in proptest::collection::vec(proptest::collection::vec((any::<u32>(), 0u32..5), 0..6), 0..5),
             snapshot in any::<bool>(),
+            unsettled in proptest::collection::vec((any::<u64>(), any::<bool>(), proptest::collection::vec((any::<u64>(), any::<u32>()), 0..4)), 0..3),
         ) {
             let count = instances.len() as u32;
             let body = CheckpointBody {
@@ -225,6 +292,7 @@ mod tests {
                     parent: 0,
                     chunks: chunks.into_iter().map(|(index, instance)| (index, instance % count)).collect(),
                 }).collect(),
+                unsettled: unsettled.into_iter().map(|(volume, whole_volume, extents)| UnsettledImage { volume, whole_volume, extents }).collect(),
             };
             prop_assert_eq!(CheckpointBody::decode(&body.encode()), Ok(body));
         }
@@ -251,6 +319,7 @@ mod tests {
                 parent: 0,
                 chunks: vec![(0, 0)],
             }],
+            unsettled: Vec::new(),
         };
         assert!(CheckpointBody::decode(&body.encode()).is_err());
     }

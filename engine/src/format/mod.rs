@@ -15,7 +15,7 @@ pub use batch::{
     BatchBuilder, BatchHeader, Entry, UnverifiedIdentity, BATCH_HEADER_FIXED_LEN,
     HEADER_BLOCKS_MAX, VOLUME_FLAG_COMPRESS, VOLUME_FLAG_INCOMPLETE,
 };
-pub use checkpoint::{CheckpointBody, ChunkEntries, VolumeImage, VolumeKind};
+pub use checkpoint::{CheckpointBody, ChunkEntries, UnsettledImage, VolumeImage, VolumeKind};
 pub use codec::{DecodeError, Reader, Writer};
 pub use repair::{repair_one_bit, repair_one_bit_against};
 pub use root::{CheckpointRoot, ROOT_SEGMENTS_MAX};

@@ -23,6 +23,7 @@ use crate::log::segments::{SegmentPins, SegmentState, SegmentTable};
 use crate::log::{apply_batch, LogState};
 use crate::pool::{Pool, ROOT_MIRRORS, ROOT_SLOTS, SUPERBLOCK_COPY};
 use crate::units::{SectorSize, SegmentId, VolumeId, BLOCK_SIZE};
+use crate::unsettled::UnsettledLedger;
 use crate::volume::{Volume, VolumeShape, VolumeState};
 
 /// Makes `devices` a new, empty pool.
@@ -36,6 +37,7 @@ pub(crate) fn format(
         next_volume_id: 1,
         instances: Vec::new(),
         volumes: Vec::new(),
+        unsettled: Vec::new(),
     }
     .encode();
     let body_segment = SegmentId(0);
@@ -127,6 +129,7 @@ pub(crate) fn open(
         counters: Default::default(),
         live_blocks,
         live_limit_blocks,
+        unsettled: UnsettledLedger::from_images(&body.unsettled),
     });
     let mut report = RecoveryReport {
         damaged_root_copies: chosen.damaged_copies,
@@ -147,6 +150,9 @@ pub(crate) fn open(
             let info = log.segments.get_mut(link.segment);
             info.state = SegmentState::Sealed;
             info.max_seq = header.seq;
+            for entry in &header.entries {
+                core.unsettled.note_replayed(entry);
+            }
             apply_batch(&core, &mut log, &header, link.segment, link.block);
             log.applied_seq = header.seq;
         }
