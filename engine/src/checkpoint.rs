@@ -13,7 +13,7 @@ use crate::index::{Chunk, VolumeMap};
 use crate::io::{flush_blocking, write_blocking, AlignedBuf};
 use crate::log::segments::SegmentState;
 use crate::pool::{ROOT_MIRRORS, ROOT_SLOTS};
-use crate::units::{SegmentId, BLOCK_SIZE};
+use crate::units::{SegmentId, VolumeId, BLOCK_SIZE};
 use crate::volume::VolumeShape;
 use crate::volume::VolumeState;
 use std::collections::HashMap;
@@ -46,15 +46,18 @@ pub(crate) fn write_checkpoint(core: &Arc<Core>) -> Result<(), CheckpointError> 
     };
     // After the capture: a write the captured maps hold is settled by now or
     // reported (see `crate::unsettled`).
-    let unsettled = {
-        let catalog = core.catalog.read();
-        core.unsettled.checkpoint_images(|volume| {
-            catalog
-                .get(volume)
-                .filter(|v| !v.is_snapshot())
-                .map(|v| v.sector.bytes())
-        })
-    };
+    // The sources take their own locks: the catalog is not held meanwhile.
+    let sectors: HashMap<VolumeId, u32> = core
+        .catalog
+        .read()
+        .all()
+        .into_iter()
+        .filter(|v| !v.is_snapshot())
+        .map(|v| (v.id, v.sector.bytes()))
+        .collect();
+    let unsettled = core
+        .unsettled
+        .checkpoint_images(|volume| sectors.get(&volume).copied());
     let result = write_body_and_root(core, body, unsettled, replay_seq, position);
     let mut log = core.log.lock();
     log.checkpoint_running = false;

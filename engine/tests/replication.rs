@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use engine::io::{DeviceRef, SimDevice};
+use engine::io::{CrashMode, DeviceRef, SimDevice};
 use engine::replication::wire::{Envelope, Frame};
 use engine::replication::{
     Deposed, Extent, MemberSpec, MemberState, NodeId, PrimaryAdmission, PrimaryConfig,
@@ -110,13 +110,12 @@ struct Replica {
 
 impl Replica {
     fn start(cluster: &Arc<Cluster>) -> Replica {
-        let engine = engine();
-        let server = ReplicaServer::start(
-            engine.clone(),
-            "127.0.0.1:0".parse().expect("addr"),
-            cluster.clone(),
-        )
-        .expect("replica server");
+        Replica::serve(engine(), cluster, "127.0.0.1:0".parse().expect("addr"))
+    }
+
+    fn serve(engine: Arc<Engine>, cluster: &Arc<Cluster>, listen: SocketAddr) -> Replica {
+        let server =
+            ReplicaServer::start(engine.clone(), listen, cluster.clone()).expect("replica server");
         let addr = server.local_addr();
         Replica {
             engine,
@@ -176,6 +175,7 @@ fn member(n: u8, replica: &Replica, in_sync: bool) -> MemberSpec {
         node: node(n),
         addr: replica.addr,
         in_sync,
+        left_at_this_term: false,
     }
 }
 
@@ -758,6 +758,7 @@ fn a_new_term_serves_nothing_until_its_members_agree() {
         node(2),
         2,
         vec![MemberSpec {
+            left_at_this_term: false,
             node: node(3),
             addr,
             in_sync: true,
@@ -778,4 +779,167 @@ fn a_new_term_serves_nothing_until_its_members_agree() {
     silent.join().expect("silent replica");
     wait_until("the term serves", || volume.may_serve());
     assert!(!cluster.in_sync().contains(&node(3)));
+}
+
+/// A node whose pool can be crashed (every Arc to its engine dropped, the
+/// device crashed keeping what it completed) and reopened.
+struct CrashableNode {
+    sim: Arc<SimDevice>,
+    replica: Replica,
+}
+
+impl CrashableNode {
+    fn config() -> EngineConfig {
+        EngineConfig {
+            blocks_per_segment: 512,
+            ..EngineConfig::default()
+        }
+    }
+
+    fn start(cluster: &Arc<Cluster>) -> CrashableNode {
+        let sim = Arc::new(SimDevice::new(512 << 20));
+        let devices: Vec<DeviceRef> = vec![sim.clone()];
+        Engine::format(devices.clone(), &Self::config()).expect("format");
+        let engine = Engine::open(devices, Self::config()).expect("open");
+        engine
+            .create_volume(VOLUME, VOLUME_BYTES, SectorSize::B4096)
+            .expect("create");
+        CrashableNode {
+            sim,
+            replica: Replica::serve(
+                Arc::new(engine),
+                cluster,
+                "127.0.0.1:0".parse().expect("addr"),
+            ),
+        }
+    }
+
+    /// kill -9: the engine goes without a final checkpoint.
+    fn crash_and_restart(self, cluster: &Arc<Cluster>) -> CrashableNode {
+        let CrashableNode { sim, replica } = self;
+        let addr = replica.addr;
+        let Replica { engine, server, .. } = replica;
+        drop(server);
+        assert_eq!(
+            Arc::strong_count(&engine),
+            1,
+            "nothing else holds the engine"
+        );
+        drop(engine);
+        sim.crash(CrashMode::KeepAll);
+        let engine = Engine::open(vec![sim.clone() as DeviceRef], Self::config()).expect("reopen");
+        CrashableNode {
+            sim,
+            replica: Replica::serve(Arc::new(engine), cluster, addr),
+        }
+    }
+}
+
+#[test]
+fn a_dead_primary_that_comes_back_gets_only_what_changed_and_what_it_alone_wrote() {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
+    let a = CrashableNode::start(&cluster);
+    let b = Replica::start(&cluster);
+    let a_engine = a.replica.engine.clone();
+    let volume_blocks = VOLUME_BYTES / BLOCK as u64;
+    {
+        // A is primary; B (in sync) has every acknowledged write.
+        let old_primary = primary(
+            &a_engine,
+            &cluster,
+            node(1),
+            1,
+            vec![member(2, &b, true)],
+            Vec::new(),
+        );
+        for i in 0..512u64 {
+            write(&old_primary, i, block(i)).expect("acknowledged on both");
+        }
+        a_engine.checkpoint().expect("checkpoint");
+        for i in 0..64u64 {
+            write(&old_primary, 1000 + i, block(1000 + i)).expect("acknowledged on both");
+        }
+        drop(old_primary);
+    }
+    // A's last write reached only its own pool: applied locally, never sent.
+    let volume_a = a.replica.volume();
+    a_engine
+        .write_wait(volume_a, 3000, block(3000))
+        .expect("a local write the others never saw");
+    drop(a_engine);
+    let a = a.crash_and_restart(&cluster);
+    let carried = a.replica.engine.carried_unsettled(a.replica.volume());
+    assert!(
+        carried.contains(&Extent {
+            lba: 3000,
+            blocks: 1
+        }),
+        "the tail A alone wrote is carried: {carried:?}"
+    );
+
+    // B takes over at epoch 2; A left the set as that term began.
+    *cluster.primary.lock() = (node(2), 2);
+    cluster.in_sync.lock().remove(&node(1));
+    let uncertain = b.server().take_uncertain(VOLUME);
+    let new_primary = primary(
+        &b.engine,
+        &cluster,
+        node(2),
+        2,
+        vec![MemberSpec {
+            left_at_this_term: true,
+            ..member(1, &a.replica, false)
+        }],
+        uncertain,
+    );
+    let written_away = 256u64;
+    for i in 0..written_away {
+        write(&new_primary, 2000 + i, block(2000 + i)).expect("written while A catches up");
+    }
+    wait_until("A rejoins", || cluster.in_sync().contains(&node(1)));
+    let copied = new_primary.status().members[0].resync_bytes;
+    let copied_blocks = copied / BLOCK as u64;
+    // What B wrote while A was away, A's own tail since its checkpoint (64
+    // blocks and the one write) and nothing like the volume.
+    assert!(
+        copied_blocks >= 1 && copied_blocks <= written_away + 64 + 1,
+        "copied {copied_blocks} blocks of a {volume_blocks}-block volume"
+    );
+    assert_eq!(
+        a.replica
+            .engine
+            .read_wait(a.replica.volume(), 3000, 1)
+            .expect("read"),
+        Bytes::from(vec![0u8; BLOCK]),
+        "A's lone write is undone"
+    );
+    assert_same(
+        &b.engine,
+        b.volume(),
+        &a.replica.engine,
+        a.replica.volume(),
+        volume_blocks,
+    );
+}
+
+#[test]
+fn a_member_that_left_in_an_older_term_is_copied_whole() {
+    let cluster = Cluster::new(node(2), 2, &[node(2)]);
+    let a = Replica::start(&cluster);
+    let b = Replica::start(&cluster);
+    let new_primary = primary(
+        &b.engine,
+        &cluster,
+        node(2),
+        2,
+        vec![member(1, &a, false)],
+        Vec::new(),
+    );
+    write(&new_primary, 7, block(7)).expect("write");
+    wait_until("A rejoins", || cluster.in_sync().contains(&node(1)));
+    assert_eq!(
+        new_primary.status().members[0].resync_bytes,
+        VOLUME_BYTES,
+        "what A missed in older terms is unknown"
+    );
 }

@@ -19,11 +19,21 @@
 //! skipped (the live write carries it), so a copy never overwrites newer data
 //! on the member. The member rejoins the set (`add_in_sync`) only once
 //! `missed` is empty and every copy is acknowledged.
+//!
+//! **Invariant:** a member that left the set as this term began (the dead
+//! primary of the previous term) starts with `missed` holding only what the
+//! in-sync members report uncertain; its own report, made when it is first
+//! attached, is added before any copy, and a member that cannot report
+//! (lost track) lacks the whole volume. Every change this node may have
+//! applied and not every member has is reported to the engine
+//! ([`UnsettledSource`]) while pending and handed to it
+//! ([`Engine::carry_unsettled`]) when the term ends with changes pending, so
+//! this node can report them after a crash or a deposition.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,7 +44,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::dirty::BlockSet;
 use super::stream::{write_frame, FrameReader};
 use super::wire::{AckStatus, Envelope, Extent, Frame, HelloStatus, NodeId};
-use crate::{Engine, IoError, VolumeId, WriteDone};
+use crate::{Engine, IoError, UnsettledSource, VolumeId, WriteDone};
 
 /// What a primary asks of the cluster's metadata.
 pub trait ReplicaSetAuthority: Send + Sync {
@@ -62,6 +72,11 @@ pub struct MemberSpec {
     pub addr: SocketAddr,
     /// Whether cluster metadata lists it in-sync at this epoch.
     pub in_sync: bool,
+    /// Out of the in-sync set, but only since this term began (it was in
+    /// sync when the previous term ended: a dead primary's successor's term).
+    /// It then lacks only what older terms left uncertain, what it reports
+    /// itself and what this term writes, not the whole volume.
+    pub left_at_this_term: bool,
 }
 
 /// How a primary runs one replicated volume.
@@ -182,6 +197,9 @@ struct Member {
     missed: BlockSet,
     /// Blocks written (and sent to it) since it was attached; copies skip them.
     written_since_attach: BlockSet,
+    /// Its own report of what it may hold differently is still to be added
+    /// to `missed` (it left the set as this term began).
+    report_pending: bool,
     copies: HashMap<u64, Extent>,
     resync_total_blocks: u64,
     resync_bytes: u64,
@@ -257,11 +275,12 @@ impl ReplicatedVolume {
                     MemberState::Detached
                 },
                 link: None,
-                missed: if spec.in_sync {
+                missed: if spec.in_sync || spec.left_at_this_term {
                     BlockSet::new()
                 } else {
                     BlockSet::full(volume_blocks)
                 },
+                report_pending: !spec.in_sync && spec.left_at_this_term,
                 written_since_attach: BlockSet::new(),
                 copies: HashMap::new(),
                 resync_total_blocks: 0,
@@ -287,6 +306,8 @@ impl ReplicatedVolume {
             stop: AtomicBool::new(false),
             link_generation: AtomicU64::new(1),
         });
+        let source: Weak<dyn UnsettledSource> = Arc::downgrade(&inner) as Weak<dyn UnsettledSource>;
+        inner.engine.register_unsettled_source(source);
         inner.open_term()?;
         let supervisor = {
             let inner = inner.clone();
@@ -442,6 +463,7 @@ impl ReplicatedVolume {
                     let _ = link.socket.shutdown(Shutdown::Both);
                 }
             }
+            self.inner.hand_over_pending(&state);
             let mut finished = Vec::new();
             for pending in state.pending.values_mut() {
                 if let Some(done) = pending.done.take() {
@@ -850,10 +872,20 @@ impl Inner {
         })
     }
 
+    /// The term ends with `state.pending` changes not on every member: the
+    /// engine carries their extents, so this node reports them later.
+    fn hand_over_pending(&self, state: &State) {
+        let extents = state.pending_extents(self.volume_blocks());
+        if !extents.is_empty() {
+            self.engine.carry_unsettled(self.volume, &extents);
+        }
+    }
+
     fn depose(&self) {
         let finished = {
             let mut state = self.state.lock();
             state.deposed = true;
+            self.hand_over_pending(&state);
             let mut finished = Vec::new();
             for pending in state.pending.values_mut() {
                 if let Some(done) = pending.done.take() {
@@ -969,13 +1001,17 @@ impl Inner {
         let mut state = self.state.lock();
         let barrier = state.next_seq;
         let member = &mut state.members[index];
-        match reported {
-            Some(extents) => {
-                for extent in extents {
-                    member.missed.insert(extent);
+        // Members that left during this term (or long before it, with
+        // `missed` the whole volume) lack only what `missed` says.
+        if std::mem::take(&mut member.report_pending) {
+            match reported {
+                Some(extents) => {
+                    for extent in extents {
+                        member.missed.insert(extent);
+                    }
                 }
+                None => member.missed = BlockSet::full(blocks),
             }
-            None => member.missed = BlockSet::full(blocks),
         }
         member.state = MemberState::Resyncing;
         member.resync_total_blocks = member.missed.len();
@@ -1137,6 +1173,10 @@ impl Inner {
             return;
         }
         state.reconciling = false;
+        // The term began from this node's carried set (in `config.uncertain`);
+        // every in-sync member agrees on it now, and members out of the set
+        // hold it in `missed`.
+        self.engine.forget_unsettled(self.volume);
         let seq = state.next_seq;
         state.next_seq += 1;
         let committed = state.committed();
@@ -1154,7 +1194,29 @@ impl Inner {
     }
 }
 
+impl UnsettledSource for Inner {
+    fn report_unsettled(&self, report: &mut dyn FnMut(VolumeId, Extent)) {
+        let blocks = self.volume_blocks();
+        for extent in self.state.lock().pending_extents(blocks) {
+            report(self.volume, extent);
+        }
+    }
+}
+
 impl State {
+    /// The extents of changes not yet answered: `blocks` is the volume's
+    /// size in sectors, for a rollback.
+    fn pending_extents(&self, blocks: u64) -> Vec<Extent> {
+        let mut extents = Vec::new();
+        for pending in self.pending.values() {
+            if pending.whole_volume {
+                return BlockSet::full(blocks).extents(u32::MAX);
+            }
+            extents.extend(pending.extent);
+        }
+        extents
+    }
+
     /// Member `index` is cut off: every change it did not answer is recorded
     /// as missed (a rollback: every block); an in-sync member starts
     /// dropping out of the set.

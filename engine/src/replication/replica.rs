@@ -64,6 +64,8 @@ struct Shared {
 
 /// What a replica remembers of one volume's stream across connections.
 struct StreamState {
+    /// The local volume the stream applies to.
+    volume: VolumeId,
     epoch: u64,
     connection: u64,
     socket: Option<TcpStream>,
@@ -124,6 +126,9 @@ impl ReplicaServer {
             admitted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         });
+        let source: std::sync::Weak<dyn crate::UnsettledSource> =
+            Arc::downgrade(&shared) as std::sync::Weak<dyn crate::UnsettledSource>;
+        shared.engine.register_unsettled_source(source);
         let acceptor = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -163,19 +168,22 @@ impl ReplicaServer {
     /// ([`super::PrimaryConfig::uncertain`]).
     pub fn take_uncertain(&self, volume: &str) -> Vec<Extent> {
         self.close_stream(volume);
-        let mut streams = self.shared.streams.lock();
-        let Some(state) = streams.get_mut(volume) else {
+        let engine = &self.shared.engine;
+        let Some(info) = engine.volume_by_name(volume) else {
             return Vec::new();
         };
-        if state.overflow {
-            let blocks = self
-                .shared
-                .engine
-                .volume_by_name(volume)
-                .map_or(0, |v| v.size_bytes / u64::from(v.sector_size.bytes()));
+        let (reported, overflow) = self
+            .shared
+            .streams
+            .lock()
+            .get(volume)
+            .map_or((Vec::new(), false), |s| (s.reported(), s.overflow));
+        let (extents, overflow) = with_carried(reported, overflow, engine, info.id);
+        if overflow {
+            let blocks = info.size_bytes / u64::from(info.sector_size.bytes());
             return super::BlockSet::full(blocks).extents(u32::MAX);
         }
-        state.reported()
+        extents
     }
 
     /// Closes the stream of `volume`, if any (the volume is being deleted or
@@ -385,6 +393,7 @@ fn admit(
     };
     let connection = shared.next_connection.fetch_add(1, Ordering::Relaxed);
     let state = streams.entry(name.clone()).or_insert_with(|| StreamState {
+        volume,
         epoch,
         connection: 0,
         socket: None,
@@ -403,14 +412,17 @@ fn admit(
         state.inherited.extend(older);
         state.committed = 0;
     }
+    state.volume = volume;
     state.epoch = epoch;
     state.connection = connection;
     state.socket = Some(socket.try_clone()?);
+    let (uncertain, uncertain_overflow) =
+        with_carried(state.reported(), state.overflow, &shared.engine, volume);
     let ack = Frame::HelloAck {
         status: HelloStatus::Admitted,
         known_epoch: epoch,
-        uncertain: state.reported(),
-        uncertain_overflow: state.overflow,
+        uncertain,
+        uncertain_overflow,
     };
     drop(streams);
     shared.admitted.fetch_add(1, Ordering::Relaxed);
@@ -474,6 +486,9 @@ fn apply_frames(
             if matches!(envelope.frame, Frame::Reconciled { .. }) {
                 state.inherited.clear();
                 state.overflow = false;
+                // What this node carried was reported at `Hello` and every
+                // in-sync member agrees on it now.
+                shared.engine.forget_unsettled(volume);
             }
         }
         let ack = ack_sender(acks.clone(), seq, epoch, in_flight.clone());
@@ -547,6 +562,49 @@ fn apply_frames(
         }
     }
     Ok(())
+}
+
+/// A stream's uncertain extents with what the engine carries for `volume`
+/// (what this node wrote before a crash or as a deposed primary); overflows
+/// past what a `HelloAck` can list.
+fn with_carried(
+    mut extents: Vec<Extent>,
+    overflow: bool,
+    engine: &Engine,
+    volume: VolumeId,
+) -> (Vec<Extent>, bool) {
+    extents.extend(engine.carried_unsettled(volume));
+    let overflow = overflow || extents.len() > UNCERTAIN_EXTENTS_MAX;
+    if overflow {
+        extents.clear();
+    }
+    (extents, overflow)
+}
+
+impl crate::UnsettledSource for Shared {
+    fn report_unsettled(&self, report: &mut dyn FnMut(VolumeId, Extent)) {
+        let streams: Vec<(VolumeId, Vec<Extent>, bool)> = self
+            .streams
+            .lock()
+            .values()
+            .map(|s| (s.volume, s.reported(), s.overflow))
+            .collect();
+        for (volume, extents, overflow) in streams {
+            if overflow {
+                let blocks = self
+                    .engine
+                    .volume(volume)
+                    .map_or(0, |v| v.size_bytes / u64::from(v.sector_size.bytes()));
+                for extent in super::BlockSet::full(blocks).extents(u32::MAX) {
+                    report(volume, extent);
+                }
+            } else {
+                for extent in extents {
+                    report(volume, extent);
+                }
+            }
+        }
+    }
 }
 
 /// The extents a frame changes, in sectors: a rollback changes them all.
