@@ -142,7 +142,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Some(cluster) => Some(Arc::new(
             runtime.block_on(join_cluster(&config, cluster, &node, &engine))?,
         )),
-        None => None,
+        None => {
+            // No replica set to make agree: what recovery carried is moot.
+            for volume in engine.volumes() {
+                engine.forget_unsettled(volume.id);
+            }
+            None
+        }
     };
     let subsystem_config = match &membership {
         Some(membership) => clustered_subsystem(membership)?,

@@ -5,6 +5,10 @@
 //!   acknowledged write reads back from it; the volume keeps taking writes;
 //! - a replica restarted after N MiB of writes resyncs by copying about
 //!   N MiB, not the volume;
+//! - so does a primary killed with kill -9 and restarted after its successor
+//!   took N MiB of writes: it gets those and what it alone wrote before dying,
+//!   and then holds every acknowledged write (it serves them when the
+//!   successor is killed in turn);
 //! - behind NAT (`--advertised-address`), every node's discovery log names
 //!   each node at the address it advertises, never at its loopback listener.
 
@@ -233,6 +237,63 @@ fn a_restarted_replica_resyncs_only_the_blocks_it_missed() {
         copied >= missed && copied <= missed + (1 << 20),
         "copied {copied} bytes for {missed} missed"
     );
+}
+
+#[test]
+fn a_killed_primary_that_comes_back_resyncs_only_what_changed() {
+    let Some(etcd) = Etcd::start("cluster_replication_primary_resync") else {
+        return;
+    };
+    let mut keelds = cluster(&etcd);
+    let (_uuid, nsid) = create_volume(&keelds[0], "comeback", 2);
+    let first = primary_of(&keelds, &[0, 1, 2], nsid, WAIT).expect("a primary");
+    let (mut acked, failed) = write_until(&keelds[first], nsid, 256, 1, |n| n >= 256);
+    assert_eq!(failed, None);
+
+    keelds[first].kill9();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != first).collect();
+    let second = primary_of(&keelds, &survivors, nsid, TAKEOVER_BOUND + WAIT)
+        .expect("the replica took the volume over");
+    // 8 MiB (2048 distinct blocks, none of the first 256) while it is away.
+    let missed_blocks = 2048u64;
+    let (more, failed) = write_until(&keelds[second], nsid, 4096, 10_000, |n| n >= missed_blocks);
+    assert_eq!(failed, None);
+    assert_eq!(more.len() as u64, missed_blocks);
+    acked.extend(more);
+
+    keelds[first].restart();
+    let rejoined = |k: &Keeld| k.logged("member rejoined the in-sync set");
+    assert!(
+        wait_until(WAIT * 2, || rejoined(&keelds[second])),
+        "the old primary never rejoined\n{}",
+        keelds[second].log_tail()
+    );
+    let copied = copied_bytes(&keelds[second]).expect("the rejoin names the bytes copied");
+    let missed = missed_blocks * BLOCK as u64;
+    eprintln!("cluster_replication: the old primary's resync copied {copied} bytes for {missed} bytes written while it was away (volume 256 MiB)");
+    // What it missed, plus what it wrote itself since its last checkpoint
+    // (the first 256 blocks): never the volume.
+    assert!(
+        copied >= missed && copied <= missed + (2 << 20),
+        "copied {copied} bytes for {missed} missed"
+    );
+
+    // The copy made it whole: with the successor killed it serves every
+    // acknowledged write.
+    keelds[second].kill9();
+    let third = primary_of(&keelds, &[first], nsid, TAKEOVER_BOUND + WAIT)
+        .expect("the old primary took the volume back");
+    assert_eq!(third, first);
+    let mut c = keelds[first].connect(HOST);
+    assert!(c.set_queue_count(1).expect("queues") >= 1);
+    let mut io = c.connect_io_queue(1).expect("I/O queue");
+    for (lba, seed) in &acked {
+        let got = io.read(nsid, Lba(*lba), 1, BLOCK as u32).expect("read");
+        assert!(
+            got == block(*seed).to_vec(),
+            "LBA {lba}: not the last acknowledged write (seed {seed})"
+        );
+    }
 }
 
 /// The byte count of the primary's last "member rejoined" log line.

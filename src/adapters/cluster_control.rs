@@ -138,6 +138,7 @@ impl ClusterControl {
             replica_count: spec.replica_count,
             primary: placement[0],
             in_sync: placement.clone(),
+            left_in_sync_at: Default::default(),
             placement,
             epoch: 0,
             nsid: None,

@@ -62,9 +62,10 @@ impl TermAuthority {
                 if record.primary != self.node || record.epoch != epoch {
                     return Err(Deposed);
                 }
-                record.in_sync.retain(|n| *n != member);
-                if add && record.placement.contains(&member) {
-                    record.in_sync.push(member);
+                if add {
+                    record.add_in_sync(member);
+                } else {
+                    record.remove_in_sync(member);
                 }
                 Ok(())
             }));

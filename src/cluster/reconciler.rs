@@ -736,6 +736,7 @@ impl State {
                     .copied()
                     .unwrap_or_else(|| NO_ENDPOINT.parse().expect("a literal address")),
                 in_sync: record.is_in_sync(*n),
+                left_at_this_term: record.left_at_this_term(*n),
             })
             .collect();
         let authority = Arc::new(TermAuthority::new(
@@ -806,6 +807,7 @@ impl State {
                     return Err(Deposed);
                 };
                 *slot = new;
+                r.left_in_sync_at.remove(&lost);
                 Ok(())
             })?;
             let addr = view
@@ -819,6 +821,7 @@ impl State {
                     node: NodeId(*new.as_bytes()),
                     addr,
                     in_sync: false,
+                    left_at_this_term: false,
                 },
             );
             tracing::warn!(volume = %record.uuid, %lost, %new, replaced, "rebuilding a replica lost for good on another node");

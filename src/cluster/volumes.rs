@@ -8,7 +8,7 @@
 //! that epoch; so two nodes can never both hold a term of one epoch, and a
 //! deposed primary can change nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -42,6 +42,12 @@ pub struct VolumeRecord {
     pub epoch: u64,
     /// Placement nodes known to hold every acknowledged write.
     pub in_sync: Vec<Uuid>,
+    /// For placement nodes out of the in-sync set, the epoch of the term in
+    /// which each left it. A node that left as the current term began (the
+    /// previous term's primary) is resynced incrementally by that term; one
+    /// that left earlier lacks what no running term recorded: a full copy.
+    #[serde(default)]
+    pub left_in_sync_at: BTreeMap<Uuid, u64>,
     /// The namespace id on every node, once the volume is exposed.
     #[serde(default)]
     pub nsid: Option<u32>,
@@ -134,14 +140,36 @@ impl VolumeRecord {
     }
 
     /// The record after `node` takes the volume over from a dead primary:
-    /// a new epoch, and the old primary out of the in-sync set (it may hold
-    /// writes no one else has; it comes back by a full copy).
+    /// a new epoch, and the old primary out of the in-sync set as of that
+    /// epoch (it may hold writes no one else has; it reports them when it
+    /// comes back, and the new term copies those and what it writes).
     pub fn promoted(&self, node: Uuid) -> VolumeRecord {
         let mut next = self.clone();
         next.in_sync.retain(|n| *n != self.primary);
         next.primary = node;
         next.epoch += 1;
+        next.left_in_sync_at.insert(self.primary, next.epoch);
         next
+    }
+
+    /// True when `node` left the in-sync set as the current term began.
+    pub fn left_at_this_term(&self, node: Uuid) -> bool {
+        !self.is_in_sync(node) && self.left_in_sync_at.get(&node) == Some(&self.epoch)
+    }
+
+    /// Takes `member` out of the in-sync set during the current term.
+    pub fn remove_in_sync(&mut self, member: Uuid) {
+        self.in_sync.retain(|n| *n != member);
+        self.left_in_sync_at.insert(member, self.epoch);
+    }
+
+    /// Puts `member` (a placement node) back into the in-sync set.
+    pub fn add_in_sync(&mut self, member: Uuid) {
+        self.in_sync.retain(|n| *n != member);
+        if self.placement.contains(&member) {
+            self.in_sync.push(member);
+            self.left_in_sync_at.remove(&member);
+        }
     }
 }
 
@@ -474,6 +502,7 @@ mod tests {
             primary: id(1),
             epoch: 4,
             in_sync: vec![id(1), id(2), id(3)],
+            left_in_sync_at: BTreeMap::new(),
             nsid: Some(1),
             acl: None,
             ip_acl: None,
@@ -553,5 +582,29 @@ mod tests {
             None,
             "node 2 is not in sync"
         );
+    }
+
+    #[test]
+    fn only_a_node_that_left_as_the_term_began_is_resynced_incrementally() {
+        let mut r = record();
+        r.remove_in_sync(id(3));
+        assert_eq!(r.left_in_sync_at.get(&id(3)), Some(&4));
+        assert!(r.left_at_this_term(id(3)), "left during this term");
+        let next = r.promoted(id(2));
+        assert!(next.left_at_this_term(id(1)), "the dead primary");
+        assert!(!next.left_at_this_term(id(3)), "left in an older term");
+        assert!(!next.left_at_this_term(id(2)), "in sync");
+        let mut back = next.clone();
+        back.add_in_sync(id(1));
+        assert!(back.is_in_sync(id(1)) && !back.left_in_sync_at.contains_key(&id(1)));
+        back.add_in_sync(id(9));
+        assert!(!back.is_in_sync(id(9)), "not a placement node");
+        // Records written before the field existed read as nobody left.
+        let mut json = serde_json::to_value(record()).expect("json");
+        json.as_object_mut()
+            .expect("object")
+            .remove("left_in_sync_at");
+        let old: VolumeRecord = serde_json::from_value(json).expect("an old record");
+        assert!(old.left_in_sync_at.is_empty());
     }
 }
