@@ -656,6 +656,38 @@ impl Engine {
         self.core.unsettled.forget(volume);
     }
 
+    /// The extents (in `volume`'s sectors) where `volume` differs from
+    /// `base` (every mapped block when `base` is `None`): what must be
+    /// copied to a replica holding `base`'s content so it holds `volume`'s.
+    /// Walks both maps, skipping chunks they share.
+    pub fn differing_extents(
+        &self,
+        base: Option<VolumeId>,
+        volume: VolumeId,
+    ) -> Result<Vec<Extent>, IoError> {
+        let target = self.live_volume(volume)?;
+        let base_map = match base {
+            Some(id) => self.live_volume(id)?.map.read().clone(),
+            None => VolumeMap::new(),
+        };
+        let runs = target.map.read().differing_runs(&base_map);
+        let per_block = BLOCK_SIZE_U64 / u64::from(target.sector.bytes());
+        let mut extents = Vec::with_capacity(runs.len());
+        for (first, count) in runs {
+            let mut lba = first * per_block;
+            let end = (first + count) * per_block;
+            while lba < end {
+                let run = (end - lba).min(u64::from(u32::MAX));
+                extents.push(Extent {
+                    lba,
+                    blocks: run as u32,
+                });
+                lba += run;
+            }
+        }
+        Ok(extents)
+    }
+
     /// Registers replication state asked at every checkpoint which of its
     /// writes are not yet on every member; it is asked until dropped.
     pub fn register_unsettled_source(&self, source: Weak<dyn UnsettledSource>) {

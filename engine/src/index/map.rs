@@ -376,6 +376,48 @@ impl VolumeMap {
         raw
     }
 
+    /// Runs `(first block, count)`, in block order, of the blocks whose
+    /// mapping differs between `self` and `base` (mapped in one only, or to
+    /// other data): what must be copied to a replica holding `base` so it
+    /// holds `self`. Chunk instances the maps share are skipped unread.
+    pub fn differing_runs(&self, base: &VolumeMap) -> Vec<(u64, u64)> {
+        let mut indexes: Vec<u32> = self
+            .chunks
+            .keys()
+            .chain(base.chunks.keys())
+            .copied()
+            .collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for index in indexes {
+            let ours = self.chunks.get(&index);
+            let theirs = base.chunks.get(&index);
+            if let (Some(a), Some(b)) = (ours, theirs) {
+                if Arc::ptr_eq(a, b) {
+                    continue;
+                }
+            }
+            let slots = |chunk: Option<&Arc<Chunk>>| {
+                let mut slots = [None; CHUNK_BLOCKS];
+                for (offset, mapping) in chunk.into_iter().flat_map(|c| c.mapped()) {
+                    slots[offset as usize] = Some(mapping);
+                }
+                slots
+            };
+            let (ours, theirs) = (slots(ours), slots(theirs));
+            let first = u64::from(index) * CHUNK_BLOCKS as u64;
+            for offset in (0..CHUNK_BLOCKS).filter(|o| ours[*o] != theirs[*o]) {
+                let lba = first + offset as u64;
+                match runs.last_mut() {
+                    Some((start, count)) if *start + *count == lba => *count += 1,
+                    _ => runs.push((lba, 1)),
+                }
+            }
+        }
+        runs
+    }
+
     /// Every `(chunk index, instance)`, in chunk order: what a checkpoint encodes.
     pub(crate) fn instances(&self) -> Vec<(u32, Arc<Chunk>)> {
         let mut all: Vec<_> = self.chunks.iter().map(|(&i, c)| (i, c.clone())).collect();
@@ -585,5 +627,42 @@ mod tests {
         }
         let per_block = map.memory_bytes() as f64 / map.mapped_blocks() as f64;
         assert!(per_block <= 16.0, "{per_block} bytes per mapped block");
+    }
+
+    proptest! {
+        /// The runs are exactly the blocks whose lookups differ, in order,
+        /// whether the maps share chunk instances or not.
+        #[test]
+        fn differing_runs_are_the_blocks_whose_lookups_differ(
+            base_writes in proptest::collection::vec((0u64..600, 0u64..4), 0..40),
+            later_writes in proptest::collection::vec((0u64..600, 0u64..4), 0..40),
+            trims in proptest::collection::vec((0u64..600, 1u64..50), 0..3),
+        ) {
+            let mut base = VolumeMap::new();
+            for (lba, at) in &base_writes {
+                base.insert(*lba, Mapping::raw(PhysBlock(*at), 0), &mut Untracked);
+            }
+            let mut later = base.share();
+            for (lba, at) in &later_writes {
+                later.insert(*lba, Mapping::raw(PhysBlock(*at), 0), &mut Untracked);
+            }
+            for (lba, blocks) in &trims {
+                later.remove_range(*lba, *blocks, &mut Untracked);
+            }
+            let expected: Vec<u64> = (0..700).filter(|l| later.lookup(*l) != base.lookup(*l)).collect();
+            let listed: Vec<u64> = later
+                .differing_runs(&base)
+                .into_iter()
+                .flat_map(|(first, count)| first..first + count)
+                .collect();
+            prop_assert_eq!(&listed, &expected);
+            let from_nothing: Vec<u64> = later
+                .differing_runs(&VolumeMap::new())
+                .into_iter()
+                .flat_map(|(first, count)| first..first + count)
+                .collect();
+            let mapped: Vec<u64> = (0..700).filter(|l| later.lookup(*l).is_some()).collect();
+            prop_assert_eq!(from_nothing, mapped);
+        }
     }
 }
