@@ -469,8 +469,13 @@ fn a_replica_lost_for_good_is_rebuilt_on_another_node() {
     let spare = (0..3)
         .find(|i| *i != primary && *i != lost)
         .expect("a spare node");
-    let (acked, failed) = write_until(&keelds[primary], nsid, 2048, 1, |n| n >= 2048);
+    let (at_snapshot, failed) = write_until(&keelds[primary], nsid, 2048, 1, |n| n >= 2048);
     assert_eq!(failed, None);
+    let snapshot = take_snapshot(&keelds[primary], &volume, "before-rebuild");
+    let (later, failed) = write_until(&keelds[primary], nsid, 2048, 5000, |n| n >= 512);
+    assert_eq!(failed, None);
+    let mut acked = at_snapshot.clone();
+    acked.extend(later);
 
     keelds[lost].kill9();
     let k = &keelds[primary];
@@ -500,6 +505,50 @@ fn a_replica_lost_for_good_is_rebuilt_on_another_node() {
             "LBA {lba} lost in the rebuild"
         );
     }
+
+    // It got the snapshot too, and holds it in cluster metadata: rolled
+    // back through it, the volume reads as it did when the snapshot was taken.
+    let rollback = keelds[served].put(
+        &format!("/api/v2/projects/default/volumes/{volume}/rollback"),
+        &json!({"srcSnapshotUUID": snapshot}),
+    );
+    assert_eq!(
+        rollback.status,
+        StatusCode::OK,
+        "{}\n{}",
+        rollback.body,
+        keelds[served].log_tail()
+    );
+    for (lba, seed) in &at_snapshot {
+        let got = io.read(nsid, Lba(*lba), 1, BLOCK as u32).expect("read");
+        assert!(
+            got == block(*seed).to_vec(),
+            "LBA {lba} is not the snapshot's after the rollback"
+        );
+    }
+}
+
+/// Takes snapshot `name` of `volume` through `k`; returns its UUID once Available.
+fn take_snapshot(k: &Keeld, volume: &str, name: &str) -> String {
+    let snap = k.post(
+        "/api/v2/projects/default/snapshots",
+        &json!({"name": name, "sourceVolumeUUID": volume}),
+    );
+    assert_eq!(snap.status, StatusCode::OK, "{}", snap.body);
+    let uuid = snap.body["UUID"].as_str().expect("UUID").to_owned();
+    let available = || {
+        k.get("/api/v2/projects/default/snapshots").body["snapshots"]
+            .as_array()
+            .is_some_and(|all| {
+                all.iter()
+                    .any(|s| s["UUID"] == uuid.as_str() && s["state"] == "Available")
+            })
+    };
+    assert!(
+        wait_until(WAIT, available),
+        "the snapshot never became Available"
+    );
+    uuid
 }
 
 #[test]

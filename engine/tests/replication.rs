@@ -50,6 +50,8 @@ struct Cluster {
     deposed: AtomicBool,
     /// While set, removals from the in-sync set do not finish (etcd is slow).
     hold_removals: AtomicBool,
+    /// Snapshot copies recorded for members, in order.
+    holders: Mutex<Vec<(NodeId, String)>>,
 }
 
 impl Cluster {
@@ -60,6 +62,7 @@ impl Cluster {
             lease: AtomicBool::new(true),
             deposed: AtomicBool::new(false),
             hold_removals: AtomicBool::new(false),
+            holders: Mutex::new(Vec::new()),
         })
     }
 
@@ -88,6 +91,20 @@ impl ReplicaSetAuthority for Cluster {
             return Err(Deposed);
         }
         self.in_sync.lock().insert(member);
+        Ok(())
+    }
+
+    fn add_snapshot_holder(
+        &self,
+        _volume: &str,
+        epoch: u64,
+        member: NodeId,
+        snapshot: &str,
+    ) -> Result<(), Deposed> {
+        if self.deposed.load(Ordering::SeqCst) || self.primary.lock().1 != epoch {
+            return Err(Deposed);
+        }
+        self.holders.lock().push((member, snapshot.to_owned()));
         Ok(())
     }
 
@@ -688,15 +705,93 @@ fn a_member_lost_for_good_is_replaced_and_rebuilt_in_full() {
     });
     let c = Replica::start(&cluster);
     assert!(
-        !volume.replace_member(node(3), member(3, &c, false)),
+        !volume.replace_member(node(3), member(3, &c, false), Vec::new()),
         "not a member"
     );
-    assert!(volume.replace_member(node(2), member(3, &c, false)));
+    assert!(volume.replace_member(node(2), member(3, &c, false), Vec::new()));
     wait_until("the new member joins", || {
         cluster.in_sync().contains(&node(3))
     });
     assert_eq!(volume.status().members[0].node, node(3));
     assert_same(&a, volume.volume(), &c.engine, c.volume(), 1024);
+}
+
+#[test]
+fn a_replaced_member_gets_every_snapshot_then_the_volume() {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
+    let mut b = Replica::start(&cluster);
+    let a = engine();
+    let volume = primary(
+        &a,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true)],
+        Vec::new(),
+    );
+    for i in 0..64u64 {
+        write(&volume, i, block(i)).expect("write");
+    }
+    volume.snapshot("s1").expect("snapshot s1");
+    for i in 32..96u64 {
+        write(&volume, i, block(1000 + i)).expect("write");
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    volume.deallocate(
+        0,
+        8,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("answered")
+        .expect("deallocate");
+    volume.snapshot("s2").expect("snapshot s2");
+    for i in 200..210u64 {
+        write(&volume, i, block(2000 + i)).expect("write");
+    }
+    b.stop();
+    write(&volume, 600, block(600)).expect("write after the member is lost");
+    wait_until("the lost member is detached", || {
+        volume.status().members[0].state == MemberState::Detached
+    });
+
+    let c = Replica::start(&cluster);
+    assert!(volume.replace_member(
+        node(2),
+        member(3, &c, false),
+        vec!["s1".into(), "s2".into()]
+    ));
+    // Writes go on while the snapshots are built; they reach the new member
+    // after the last one, never inside one.
+    for i in 0..16u64 {
+        write(&volume, i, block(3000 + i)).expect("write while seeding");
+    }
+    wait_until("the new member joins", || {
+        cluster.in_sync().contains(&node(3))
+    });
+    let status = volume.status();
+    assert_eq!(status.members[0].seeded_snapshots, vec!["s1", "s2"]);
+    assert_eq!(
+        *cluster.holders.lock(),
+        vec![(node(3), "s1".to_owned()), (node(3), "s2".to_owned())],
+        "each copy is recorded as it is made"
+    );
+    for name in ["s1", "s2"] {
+        let ours = a.volume_by_name(name).expect("the primary's snapshot").id;
+        let theirs = c.engine.volume_by_name(name).expect("the member's copy");
+        assert_eq!(theirs.kind, engine::VolumeKind::Snapshot);
+        assert_eq!(theirs.parent, Some(c.volume()));
+        assert_same(&a, ours, &c.engine, theirs.id, 1024);
+    }
+    assert_same(&a, volume.volume(), &c.engine, c.volume(), 1024);
+    // The snapshots' blocks and what changed after each, not the volume.
+    let copied_blocks = status.members[0].resync_bytes / BLOCK as u64;
+    assert!(
+        copied_blocks < 1024,
+        "copied {copied_blocks} blocks to rebuild 160 written ones"
+    );
 }
 
 /// A replica that admits a stream, reports `uncertain`, then answers nothing;

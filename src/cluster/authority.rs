@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use engine::replication::{Deposed, NodeId, PrimaryAdmission, ReplicaSetAuthority};
 use uuid::Uuid;
 
+use super::snapshots::{SnapshotState, SnapshotStore};
 use super::volumes::{UpdateError, VolumeStore};
 use super::LeaseClock;
 
@@ -24,6 +25,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// new lease (a successor may have been elected meanwhile).
 pub struct TermAuthority {
     store: VolumeStore,
+    snapshots: SnapshotStore,
     runtime: tokio::runtime::Handle,
     node: Uuid,
     clock: LeaseClock,
@@ -33,12 +35,14 @@ impl TermAuthority {
     /// A term of `node` under the lease `clock` belongs to.
     pub fn new(
         store: VolumeStore,
+        snapshots: SnapshotStore,
         runtime: tokio::runtime::Handle,
         node: Uuid,
         clock: LeaseClock,
     ) -> TermAuthority {
         TermAuthority {
             store,
+            snapshots,
             runtime,
             node,
             clock,
@@ -89,6 +93,50 @@ impl ReplicaSetAuthority for TermAuthority {
 
     fn add_in_sync(&self, volume: &str, epoch: u64, member: NodeId) -> Result<(), Deposed> {
         self.change_in_sync(volume, epoch, member, true)
+    }
+
+    fn add_snapshot_holder(
+        &self,
+        volume: &str,
+        epoch: u64,
+        member: NodeId,
+        snapshot: &str,
+    ) -> Result<(), Deposed> {
+        let volume = Uuid::parse_str(volume).map_err(|_| Deposed)?;
+        let Ok(snapshot) = Uuid::parse_str(snapshot) else {
+            return Ok(());
+        };
+        let member = Uuid::from_bytes(member.0);
+        loop {
+            if !self.lease_valid() {
+                return Err(Deposed);
+            }
+            let result = self.runtime.block_on(async {
+                match self.store.get(volume).await {
+                    Ok(Some((record, _)))
+                        if record.primary == self.node && record.epoch == epoch => {}
+                    Ok(_) => return Err(UpdateError::Refused(Deposed)),
+                    Err(err) => return Err(UpdateError::Store(err)),
+                }
+                self.snapshots
+                    .update(snapshot, |r| {
+                        if r.state == SnapshotState::Ready && !r.holders.contains(&member) {
+                            r.holders.push(member);
+                        }
+                        Ok::<(), Deposed>(())
+                    })
+                    .await
+                    .map(|_| ())
+            });
+            match result {
+                Ok(()) | Err(UpdateError::Missing) => return Ok(()),
+                Err(UpdateError::Refused(deposed)) => return Err(deposed),
+                Err(UpdateError::Store(err)) => {
+                    tracing::warn!(%volume, %snapshot, %member, error = %err, "cannot record a snapshot's new holder yet; retrying while the lease holds");
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+            }
+        }
     }
 
     fn lease_valid(&self) -> bool {

@@ -281,7 +281,8 @@ impl State {
 
     /// Drops this node's copy of every snapshot being deleted (or that
     /// failed), leaves its holder list, and deletes a deleted snapshot's
-    /// record once no node holds it.
+    /// record once no node holds it. A copy made while this node was being
+    /// rebuilt, before it was listed, is dropped too.
     fn drop_retired_snapshots(&mut self, view: &View) {
         let me = self.me();
         let engine = &self.parts.engine;
@@ -290,10 +291,11 @@ impl State {
                 snapshot.state,
                 SnapshotState::Deleting | SnapshotState::Failed(_)
             );
-            if !retired || !snapshot.holders.contains(&me) {
+            let local = engine.volume_by_name(&snapshot.uuid.to_string());
+            if !retired || (!snapshot.holders.contains(&me) && local.is_none()) {
                 continue;
             }
-            if let Some(info) = engine.volume_by_name(&snapshot.uuid.to_string()) {
+            if let Some(info) = local {
                 if info.kind != VolumeKind::Snapshot {
                     continue;
                 }
@@ -339,6 +341,22 @@ impl State {
             .collect();
         for volume in orphans.intersection(&self.orphans) {
             if let Some(info) = engine.volume_by_name(&volume.to_string()) {
+                // Its snapshots went with it: the replica rebuilt elsewhere
+                // holds them now.
+                for snapshot in engine
+                    .snapshots()
+                    .into_iter()
+                    .filter(|s| s.parent == Some(info.id))
+                {
+                    match engine.delete_volume(snapshot.id) {
+                        Ok(()) => {
+                            tracing::info!(%volume, snapshot = %snapshot.name, "deleted a snapshot of a replica no record places here")
+                        }
+                        Err(err) => {
+                            tracing::warn!(%volume, snapshot = %snapshot.name, error = %err, "cannot delete a snapshot of an orphaned replica")
+                        }
+                    }
+                }
                 match engine.delete_volume(info.id) {
                     Ok(()) => tracing::info!(%volume, "deleted a replica no record places here"),
                     Err(err) => {
@@ -741,6 +759,7 @@ impl State {
             .collect();
         let authority = Arc::new(TermAuthority::new(
             self.parts.store.clone(),
+            self.parts.snapshots.clone(),
             self.parts.runtime.clone(),
             me,
             self.parts.membership.lease_clock(),
@@ -815,6 +834,7 @@ impl State {
                 .get(&new)
                 .copied()
                 .unwrap_or_else(|| NO_ENDPOINT.parse().expect("a literal address"));
+            self.forget_holder(record.uuid, lost, view);
             let replaced = term_volume.replace_member(
                 NodeId(*lost.as_bytes()),
                 MemberSpec {
@@ -823,6 +843,7 @@ impl State {
                     in_sync: false,
                     left_at_this_term: false,
                 },
+                self.snapshots_to_seed(record.uuid, view),
             );
             tracing::warn!(volume = %record.uuid, %lost, %new, replaced, "rebuilding a replica lost for good on another node");
             if !replaced {
@@ -832,6 +853,46 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// The volume's snapshots this node holds, by engine name, oldest first:
+    /// what a replica rebuilt on a new node is given before the volume.
+    fn snapshots_to_seed(&self, volume: Uuid, view: &View) -> Vec<String> {
+        let me = self.me();
+        let engine = &self.parts.engine;
+        let mut held: Vec<(engine::VolumeId, String)> = view
+            .snapshots
+            .iter()
+            .filter(|s| s.volume == volume && s.state == SnapshotState::Ready)
+            .filter(|s| s.holders.contains(&me))
+            .filter_map(|s| {
+                let name = s.uuid.to_string();
+                let local = engine.volume_by_name(&name)?;
+                (local.kind == VolumeKind::Snapshot).then_some((local.id, name))
+            })
+            .collect();
+        held.sort();
+        held.into_iter().map(|(_, name)| name).collect()
+    }
+
+    /// `lost` no longer holds the volume's snapshots (its replica is being
+    /// rebuilt elsewhere): it leaves their holder lists.
+    fn forget_holder(&self, volume: Uuid, lost: Uuid, view: &View) {
+        for snapshot in view.snapshots.iter().filter(|s| s.volume == volume) {
+            if !snapshot.holders.contains(&lost) {
+                continue;
+            }
+            let result =
+                self.parts
+                    .runtime
+                    .block_on(self.parts.snapshots.update(snapshot.uuid, |r| {
+                        r.holders.retain(|n| *n != lost);
+                        Ok::<(), ()>(())
+                    }));
+            if let Err(err) = result {
+                tracing::warn!(snapshot = %snapshot.uuid, %lost, error = %err, "cannot take a lost node out of a snapshot's holders");
+            }
+        }
     }
 
     /// Publishes how far the members that lack blocks have caught up (the

@@ -53,6 +53,16 @@ pub trait ReplicaSetAuthority: Send + Sync {
     fn remove_in_sync(&self, volume: &str, epoch: u64, member: NodeId) -> Result<(), Deposed>;
     /// Adds `member` back to the in-sync set, on the same condition.
     fn add_in_sync(&self, volume: &str, epoch: u64, member: NodeId) -> Result<(), Deposed>;
+    /// Records that `member` holds its own copy of `volume`'s snapshot
+    /// `snapshot` (this term built it there), on the same condition; returns
+    /// once the change is durable. A snapshot being deleted is left alone.
+    fn add_snapshot_holder(
+        &self,
+        volume: &str,
+        epoch: u64,
+        member: NodeId,
+        snapshot: &str,
+    ) -> Result<(), Deposed>;
     /// True while this node's cluster lease is certainly valid: no other
     /// node can have been made primary of anything this node serves.
     fn lease_valid(&self) -> bool;
@@ -107,6 +117,9 @@ pub enum MemberState {
     Dropping,
     /// Away; changes it misses are recorded.
     Detached,
+    /// Attached and receiving the volume's snapshots, oldest first, before
+    /// it takes live changes (a replica rebuilt on a new node).
+    Seeding,
     /// Attached and receiving the blocks it missed.
     Resyncing,
     /// Caught up; being added back to the in-sync set.
@@ -126,6 +139,8 @@ pub struct MemberStatus {
     pub resync_total_blocks: u64,
     /// Data bytes copied to it by resyncs since this primary term began.
     pub resync_bytes: u64,
+    /// Snapshots this term built on it (it holds its own copy of each).
+    pub seeded_snapshots: Vec<String>,
 }
 
 /// A replicated volume's status.
@@ -200,10 +215,29 @@ struct Member {
     /// Its own report of what it may hold differently is still to be added
     /// to `missed` (it left the set as this term began).
     report_pending: bool,
+    /// Building the volume's snapshots on a member that holds none.
+    seeding: Seeding,
     copies: HashMap<u64, Extent>,
     resync_total_blocks: u64,
     resync_bytes: u64,
     last_attempt: Option<Instant>,
+}
+
+/// Snapshots being built on a member that holds none (see
+/// [`ReplicatedVolume::replace_member`]).
+#[derive(Default)]
+struct Seeding {
+    /// Snapshot names still to build, oldest first.
+    queue: std::collections::VecDeque<String>,
+    /// The one being copied (the queue's front) and its local id, once
+    /// what the member lacks of it is loaded into `missed`.
+    building: Option<(String, VolumeId)>,
+    /// The seq of its `Snapshot` frame, sent and not yet answered.
+    frame: Option<u64>,
+    /// The last snapshot built: the member's volume holds its content.
+    base: Option<VolumeId>,
+    /// Snapshots built on the member.
+    taken: Vec<String>,
 }
 
 struct Link {
@@ -281,6 +315,7 @@ impl ReplicatedVolume {
                     BlockSet::full(volume_blocks)
                 },
                 report_pending: !spec.in_sync && spec.left_at_this_term,
+                seeding: Seeding::default(),
                 written_since_attach: BlockSet::new(),
                 copies: HashMap::new(),
                 resync_total_blocks: 0,
@@ -416,15 +451,19 @@ impl ReplicatedVolume {
                     missed_blocks: m.missed.len(),
                     resync_total_blocks: m.resync_total_blocks,
                     resync_bytes: m.resync_bytes,
+                    seeded_snapshots: m.seeding.taken.clone(),
                 })
                 .collect(),
         }
     }
 
     /// Replaces member `old`, which must be out of the in-sync set (away), by
-    /// `new`: a node that holds nothing yet and is rebuilt from a full copy.
-    /// Returns false (and changes nothing) if `old` is not such a member.
-    pub fn replace_member(&self, old: NodeId, new: MemberSpec) -> bool {
+    /// `new`: a node that holds nothing yet. It is given `snapshots` (this
+    /// node's snapshots of the volume, by name, oldest first), each taken on
+    /// it once its volume holds that snapshot's content, then the volume's
+    /// current content; [`MemberStatus::seeded_snapshots`] names those it
+    /// took. Returns false (and changes nothing) if `old` is not such a member.
+    pub fn replace_member(&self, old: NodeId, new: MemberSpec, snapshots: Vec<String>) -> bool {
         let blocks = self.inner.volume_blocks();
         let mut state = self.inner.state.lock();
         let Some(member) = state.members.iter_mut().find(|m| m.node == old) else {
@@ -435,13 +474,21 @@ impl ReplicatedVolume {
         }
         member.node = new.node;
         member.addr = new.addr;
-        member.missed = BlockSet::full(blocks);
+        member.seeding = Seeding {
+            queue: snapshots.into(),
+            ..Seeding::default()
+        };
+        member.missed = if member.seeding.queue.is_empty() {
+            BlockSet::full(blocks)
+        } else {
+            BlockSet::new()
+        };
         member.written_since_attach.clear();
         member.copies.clear();
         member.resync_total_blocks = 0;
         member.resync_bytes = 0;
         member.last_attempt = None;
-        tracing::info!(volume = %self.inner.config.volume_name, %old, new = %new.node, "member replaced; it is rebuilt from a full copy");
+        tracing::info!(volume = %self.inner.config.volume_name, %old, new = %new.node, snapshots = member.seeding.queue.len(), "member replaced; it is rebuilt from its snapshots and a copy");
         true
     }
 
@@ -948,12 +995,15 @@ impl Inner {
                 }
                 match self.attach(index) {
                     Ok(reported) => {
-                        self.begin_resync(index, reported);
+                        if !self.resume_seeding(index) {
+                            self.begin_resync(index, reported);
+                        }
                         true
                     }
                     Err(()) => false,
                 }
             }
+            MemberState::Seeding => self.seed_step(index),
             MemberState::InSync if has_link => self.copy_step(index),
             MemberState::Resyncing => {
                 let caught_up = {
@@ -1025,6 +1075,179 @@ impl Inner {
         }
     }
 
+    /// Member `index` is attached again while it has snapshots to be built:
+    /// seeding goes on where it stopped (copies and snapshot frames are
+    /// idempotent). False when it has none.
+    fn resume_seeding(&self, index: usize) -> bool {
+        let mut state = self.state.lock();
+        let member = &mut state.members[index];
+        if member.seeding.queue.is_empty() {
+            return false;
+        }
+        // An unanswered snapshot frame is sent again (the replica takes an
+        // existing name as done).
+        member.seeding.frame = None;
+        member.state = MemberState::Seeding;
+        tracing::info!(volume = %self.config.volume_name, member = %member.node, snapshots = member.seeding.queue.len(), "seeding snapshots");
+        true
+    }
+
+    /// One step of building the next snapshot on a seeding member: load what
+    /// it lacks of it, copy that, take the snapshot there, and once every
+    /// snapshot is built, resync the volume's content. True when it did work.
+    fn seed_step(&self, index: usize) -> bool {
+        let (next, building, frame, copying) = {
+            let state = self.state.lock();
+            let seeding = &state.members[index].seeding;
+            let member = &state.members[index];
+            (
+                seeding.queue.front().cloned(),
+                seeding.building.clone(),
+                seeding.frame,
+                !member.missed.is_empty()
+                    || member.copies.keys().any(|s| Some(*s) != seeding.frame),
+            )
+        };
+        let Some(next) = next else {
+            self.end_seeding(index, false);
+            return true;
+        };
+        match (building, frame) {
+            (None, _) => {
+                // Load what the member's volume (the last snapshot built, or
+                // nothing) lacks of `next`.
+                let base = self.state.lock().members[index].seeding.base;
+                let snapshot = self
+                    .engine
+                    .volume_by_name(&next)
+                    .filter(|v| v.parent == Some(self.volume));
+                let extents = snapshot
+                    .as_ref()
+                    .map(|s| self.engine.differing_extents(base, s.id));
+                match (snapshot, extents) {
+                    (Some(snapshot), Some(Ok(extents))) => {
+                        let mut state = self.state.lock();
+                        let member = &mut state.members[index];
+                        member.missed.clear();
+                        for extent in extents {
+                            member.missed.insert(extent);
+                        }
+                        member.resync_total_blocks = member.missed.len();
+                        member.seeding.building = Some((next, snapshot.id));
+                    }
+                    _ => {
+                        tracing::warn!(volume = %self.config.volume_name, snapshot = %next, "a snapshot to seed is gone; the member gets the volume whole");
+                        self.end_seeding(index, true);
+                    }
+                }
+                true
+            }
+            (Some(_), _) if copying => self.copy_step(index),
+            (Some((name, _)), None) => {
+                let mut state = self.state.lock();
+                let seq = state.next_seq;
+                state.next_seq += 1;
+                let committed = state.committed();
+                let bytes = Envelope {
+                    seq,
+                    epoch: self.config.epoch,
+                    frame: Frame::Snapshot { committed, name },
+                }
+                .to_bytes();
+                let member = &mut state.members[index];
+                let Some(link) = &member.link else {
+                    return false;
+                };
+                let _ = link.frames.send(bytes);
+                // Tracked as a copy of nothing: its answer clears it.
+                member.copies.insert(seq, Extent { lba: 0, blocks: 0 });
+                member.seeding.frame = Some(seq);
+                true
+            }
+            (Some((name, id)), Some(seq)) => {
+                let node = {
+                    let state = self.state.lock();
+                    let member = &state.members[index];
+                    if member.copies.contains_key(&seq) {
+                        return false;
+                    }
+                    member.node
+                };
+                // The member holds the snapshot: say so before anything
+                // counts on it.
+                if self
+                    .authority
+                    .add_snapshot_holder(&self.config.volume_name, self.config.epoch, node, &name)
+                    .is_err()
+                {
+                    self.depose();
+                    return false;
+                }
+                let mut state = self.state.lock();
+                let member = &mut state.members[index];
+                if member.seeding.frame != Some(seq) {
+                    // The link failed meanwhile: the snapshot is sent again.
+                    return true;
+                }
+                member.seeding.queue.pop_front();
+                member.seeding.frame = None;
+                member.seeding.building = None;
+                member.seeding.base = Some(id);
+                tracing::info!(volume = %self.config.volume_name, member = %member.node, snapshot = %name, "seeded a snapshot");
+                member.seeding.taken.push(name);
+                true
+            }
+        }
+    }
+
+    /// Seeding of member `index` is over: it resyncs what its volume (the
+    /// last snapshot built) lacks of the volume now, and every change not
+    /// yet applied here; with `abandon`, or if nothing was built, the whole
+    /// volume.
+    fn end_seeding(&self, index: usize, abandon: bool) {
+        let blocks = self.volume_blocks();
+        let base = {
+            let mut state = self.state.lock();
+            let member = &mut state.members[index];
+            let base = member.seeding.base.filter(|_| !abandon);
+            member.seeding.queue.clear();
+            member.seeding.building = None;
+            member.seeding.frame = None;
+            // Copies of a snapshot still in flight must not count as copies
+            // of the volume: their answers are ignored from here (the
+            // member applies them before anything sent later).
+            member.copies.clear();
+            base
+        };
+        // The volume as applied here now: changes applied later are either
+        // pending (added below) or sent to the member live.
+        let missed = match base.map(|b| self.engine.differing_extents(Some(b), self.volume)) {
+            Some(Ok(extents)) => {
+                let mut set = BlockSet::new();
+                for extent in extents {
+                    set.insert(extent);
+                }
+                set
+            }
+            _ => BlockSet::full(blocks),
+        };
+        {
+            let mut state = self.state.lock();
+            let pending = state.pending_extents(blocks);
+            let member = &mut state.members[index];
+            member.missed = missed;
+            for extent in pending {
+                member.missed.insert(extent);
+            }
+            member.state = MemberState::Detached;
+        }
+        // Attached still: resync starts at once (as after an attach).
+        let attached = self.state.lock().members[index].link.is_some();
+        if attached {
+            self.begin_resync(index, None);
+        }
+    }
+
     /// Sends the next copies to member `index`; true when it sent some.
     fn copy_step(&self, index: usize) -> bool {
         let sector = u64::from(self.sector_bytes);
@@ -1046,6 +1269,11 @@ impl Inner {
                 member.missed.remove(extent);
             }
             member.written_since_attach = written;
+            // A seeding member gets the snapshot being built, not the volume.
+            let source = match (member.state, &member.seeding.building) {
+                (MemberState::Seeding, Some((_, snapshot))) => *snapshot,
+                _ => self.volume,
+            };
             let in_flight: Vec<Extent> = member.copies.values().copied().collect();
             let mut from = 0;
             loop {
@@ -1057,14 +1285,21 @@ impl Inner {
                 });
                 match overlaps {
                     Some(e) => from = e.lba + u64::from(e.blocks),
-                    None => break run,
+                    None => break (run, source),
                 }
             }
         };
-        let data = match self.engine.read_wait(self.volume, run.lba, run.blocks) {
+        let (run, source) = run;
+        let data = match self.engine.read_wait(source, run.lba, run.blocks) {
             Ok(data) => data,
             Err(err) => {
                 tracing::warn!(volume = %self.config.volume_name, lba = run.lba, error = %err, "resync cannot read the primary's copy");
+                if source != self.volume {
+                    // The snapshot went away (deleted) or is smaller than
+                    // what a rollback left to copy: the member gets the
+                    // volume whole instead.
+                    self.end_seeding(index, true);
+                }
                 return false;
             }
         };
@@ -1246,7 +1481,9 @@ impl State {
             MemberState::InSync | MemberState::Joining | MemberState::Dropping => {
                 MemberState::Dropping
             }
-            MemberState::Resyncing | MemberState::Detached => MemberState::Detached,
+            MemberState::Seeding | MemberState::Resyncing | MemberState::Detached => {
+                MemberState::Detached
+            }
         };
         tracing::warn!(volume = %volume_name, member = %member.node, state = ?member.state, "replication link failed");
     }
@@ -1324,6 +1561,9 @@ impl State {
                         member.written_since_attach.insert(extent);
                     }
                 }
+            } else if member.state == MemberState::Seeding {
+                // `missed` is the snapshot being built; what the volume
+                // changes meanwhile is found when seeding ends.
             } else if let Some(extent) = extent {
                 member.missed.insert(extent);
             }
