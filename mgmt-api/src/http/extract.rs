@@ -80,6 +80,12 @@ impl FromRequestParts<AppState> for PathParams {
 }
 
 impl PathParams {
+    /// The project a project-scoped route (`/api/v2/projects/{projectName}/...`)
+    /// names; `None` on the seed's unscoped routes.
+    pub fn project(&self) -> Option<String> {
+        self.0.get("projectName").cloned()
+    }
+
     /// A path parameter (routes guarantee its presence; absence is a 400).
     pub fn get(&self, name: &str) -> Result<&str, ApiError> {
         self.0

@@ -115,13 +115,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v2/projects/{projectName}/qosPolicies",
-            get(qos::project_list).post(qos::project_create),
+            get(qos::list).post(qos::create),
         )
         .route(
             "/api/v2/projects/{projectName}/qosPolicies/{UUID}",
-            get(qos::project_get)
-                .put(qos::project_update)
-                .delete(qos::project_delete),
+            get(qos::get_one).put(qos::update).delete(qos::delete),
         )
         .route("/api/v2/volumes", get(volumes::list).post(volumes::create))
         .route("/api/v2/volumes/", get(volumes::lookup))
@@ -134,21 +132,21 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/volumes/{UUID}/rollback", put(volumes::rollback))
         .route(
             "/api/v2/projects/{projectName}/volumes",
-            get(volumes::project_list).post(volumes::project_create),
+            get(volumes::list).post(volumes::create),
         )
         .route(
             "/api/v2/projects/{projectName}/volumes/",
-            get(volumes::project_lookup),
+            get(volumes::lookup),
         )
         .route(
             "/api/v2/projects/{projectName}/volumes/{UUID}",
-            get(volumes::project_get)
-                .put(volumes::project_update)
-                .delete(volumes::project_delete),
+            get(volumes::get_one)
+                .put(volumes::update)
+                .delete(volumes::delete),
         )
         .route(
             "/api/v2/projects/{projectName}/volumes/{UUID}/rollback",
-            put(volumes::project_rollback),
+            put(volumes::rollback),
         )
         .route(
             "/api/v2/snapshots",
@@ -161,15 +159,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v2/projects/{projectName}/snapshots",
-            get(snapshots::project_list).post(snapshots::project_create),
+            get(snapshots::list).post(snapshots::create),
         )
         .route(
             "/api/v2/projects/{projectName}/snapshots/",
-            get(snapshots::project_lookup),
+            get(snapshots::lookup),
         )
         .route(
             "/api/v2/projects/{projectName}/snapshots/{UUID}",
-            get(snapshots::project_get).delete(snapshots::project_delete),
+            get(snapshots::get_one).delete(snapshots::delete),
         )
         .route(
             "/api/v1/volumes/thickclone",

@@ -235,25 +235,10 @@ async fn delete_core(
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    q: QueryParams,
-) -> Result<Json<QosPolicyListDto>, ApiError> {
-    list_core(state, caller, None, q).await
-}
-
-/// List the QoS policies a project's volumes may use.
-#[utoipa::path(get, path = "/api/v2/projects/{projectName}/qosPolicies", tag = "qos",
-    params(("projectName" = String, Path, description = "Project")),
-    responses((status = 200, body = QosPolicyListDto), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_list(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
     path: PathParams,
     q: QueryParams,
 ) -> Result<Json<QosPolicyListDto>, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    list_core(state, caller, Some(project), q).await
+    list_core(state, caller, path.project(), q).await
 }
 
 /// Create a QoS policy (cluster admin only); global unless `projectName` is given.
@@ -264,25 +249,10 @@ pub async fn project_list(
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    body: Body,
-) -> Result<Json<QosPolicyDto>, ApiError> {
-    create_core(state, caller, None, body).await
-}
-
-/// Create a QoS policy of one project (cluster admin only).
-#[utoipa::path(post, path = "/api/v2/projects/{projectName}/qosPolicies", tag = "qos", request_body = CreateQosPolicyRequest,
-    params(("projectName" = String, Path, description = "Project")),
-    responses((status = 200, body = QosPolicyDto), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_create(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
     path: PathParams,
     body: Body,
 ) -> Result<Json<QosPolicyDto>, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    create_core(state, caller, Some(project), body).await
+    create_core(state, caller, path.project(), body).await
 }
 
 /// Get a QoS policy by UUID (or by name in place of the UUID).
@@ -296,22 +266,7 @@ pub async fn get_one(
     Caller(caller): Caller,
     path: PathParams,
 ) -> Result<Json<QosPolicyDto>, ApiError> {
-    get_core(state, caller, None, path).await
-}
-
-/// Get a project's QoS policy.
-#[utoipa::path(get, path = "/api/v2/projects/{projectName}/qosPolicies/{UUID}", tag = "qos",
-    params(("projectName" = String, Path, description = "Project"), ("UUID" = String, Path, description = "Policy UUID or name")),
-    responses((status = 200, body = QosPolicyDto), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_get(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-) -> Result<Json<QosPolicyDto>, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    get_core(state, caller, Some(project), path).await
+    get_core(state, caller, path.project(), path).await
 }
 
 /// Change a QoS policy (cluster admin only); new rates reach every volume
@@ -328,24 +283,7 @@ pub async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<QosPolicyDto>, ApiError> {
-    update_core(state, caller, None, path, headers, body).await
-}
-
-/// Change a project's QoS policy (cluster admin only).
-#[utoipa::path(put, path = "/api/v2/projects/{projectName}/qosPolicies/{UUID}", tag = "qos", request_body = UpdateQosPolicyRequest,
-    params(("projectName" = String, Path, description = "Project"), ("UUID" = String, Path, description = "Policy UUID or name")),
-    responses((status = 200, body = QosPolicyDto), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_update(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<QosPolicyDto>, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    update_core(state, caller, Some(project), path, headers, body).await
+    update_core(state, caller, path.project(), path, headers, body).await
 }
 
 /// Delete a QoS policy no volume or project uses (cluster admin only; 409
@@ -361,21 +299,5 @@ pub async fn delete(
     path: PathParams,
     headers: HeaderMap,
 ) -> Result<Json<EmptyDto>, ApiError> {
-    delete_core(state, caller, None, path, headers).await
-}
-
-/// Delete a project's QoS policy (cluster admin only).
-#[utoipa::path(delete, path = "/api/v2/projects/{projectName}/qosPolicies/{UUID}", tag = "qos",
-    params(("projectName" = String, Path, description = "Project"), ("UUID" = String, Path, description = "Policy UUID or name")),
-    responses((status = 200, body = EmptyDto), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_delete(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    headers: HeaderMap,
-) -> Result<Json<EmptyDto>, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    delete_core(state, caller, Some(project), path, headers).await
+    delete_core(state, caller, path.project(), path, headers).await
 }

@@ -178,87 +178,6 @@ async fn delete_core(
     .await
 }
 
-/// List a project's snapshots (optionally of one `sourceVolumeUUID`).
-#[utoipa::path(get, path = "/api/v2/projects/{projectName}/snapshots", tag = "snapshots",
-    params(("projectName" = String, Path, description = "Project"),
-        ("sourceVolumeUUID" = Option<String>, Query, description = "Only snapshots of this volume"),
-        ("showAll" = Option<bool>, Query, description = "Include Deleting snapshots")),
-    responses((status = 200, body = SnapshotListDto), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_list(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    q: QueryParams,
-) -> Result<Response, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    list_core(state, caller, Some(project), q).await
-}
-
-/// Look a project's snapshot up by name (`?Name=`): one object or 404.
-#[utoipa::path(get, path = "/api/v2/projects/{projectName}/snapshots/", tag = "snapshots",
-    params(("projectName" = String, Path, description = "Project"), ("Name" = Option<String>, Query, description = "Snapshot name")),
-    responses((status = 200, body = SnapshotDto), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_lookup(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    q: QueryParams,
-) -> Result<Response, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    lookup_core(state, caller, Some(project), q).await
-}
-
-/// Take a snapshot of a volume; answers 200 with the snapshot.
-#[utoipa::path(post, path = "/api/v2/projects/{projectName}/snapshots", tag = "snapshots", request_body = CreateSnapshotRequest,
-    params(("projectName" = String, Path, description = "Project")),
-    responses((status = 200, body = SnapshotDto), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_create(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    body: Body,
-) -> Result<Json<SnapshotDto>, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    create_core(state, caller, Some(project), body).await
-}
-
-/// Get a project's snapshot.
-#[utoipa::path(get, path = "/api/v2/projects/{projectName}/snapshots/{UUID}", tag = "snapshots",
-    params(("projectName" = String, Path, description = "Project"), ("UUID" = String, Path, description = "Snapshot UUID")),
-    responses((status = 200, body = SnapshotDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_get(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    q: QueryParams,
-) -> Result<Json<SnapshotDto>, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    get_core(state, caller, Some(project), path, q).await
-}
-
-/// Delete a project's snapshot (Deleting, then 404).
-#[utoipa::path(delete, path = "/api/v2/projects/{projectName}/snapshots/{UUID}", tag = "snapshots",
-    params(("projectName" = String, Path, description = "Project"), ("UUID" = String, Path, description = "Snapshot UUID")),
-    responses((status = 200, body = EmptyDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_delete(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    q: QueryParams,
-    headers: HeaderMap,
-) -> Result<Json<EmptyDto>, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    delete_core(state, caller, Some(project), path, q, headers).await
-}
-
 /// List snapshots (`projectName` in the query).
 #[utoipa::path(get, path = "/api/v2/snapshots", tag = "snapshots",
     params(("projectName" = Option<String>, Query, description = "Project"),
@@ -268,9 +187,10 @@ pub async fn project_delete(
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    path: PathParams,
     q: QueryParams,
 ) -> Result<Response, ApiError> {
-    list_core(state, caller, None, q).await
+    list_core(state, caller, path.project(), q).await
 }
 
 /// Look a snapshot up by name.
@@ -281,9 +201,10 @@ pub async fn list(
 pub async fn lookup(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    path: PathParams,
     q: QueryParams,
 ) -> Result<Response, ApiError> {
-    lookup_core(state, caller, None, q).await
+    lookup_core(state, caller, path.project(), q).await
 }
 
 /// Take a snapshot (`projectName` in the body).
@@ -293,9 +214,10 @@ pub async fn lookup(
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    path: PathParams,
     body: Body,
 ) -> Result<Json<SnapshotDto>, ApiError> {
-    create_core(state, caller, None, body).await
+    create_core(state, caller, path.project(), body).await
 }
 
 /// Get a snapshot.
@@ -309,7 +231,7 @@ pub async fn get_one(
     path: PathParams,
     q: QueryParams,
 ) -> Result<Json<SnapshotDto>, ApiError> {
-    get_core(state, caller, None, path, q).await
+    get_core(state, caller, path.project(), path, q).await
 }
 
 /// Delete a snapshot.
@@ -324,5 +246,5 @@ pub async fn delete(
     q: QueryParams,
     headers: HeaderMap,
 ) -> Result<Json<EmptyDto>, ApiError> {
-    delete_core(state, caller, None, path, q, headers).await
+    delete_core(state, caller, path.project(), path, q, headers).await
 }

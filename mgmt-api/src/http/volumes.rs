@@ -352,9 +352,10 @@ async fn rollback_core(
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    path: PathParams,
     q: QueryParams,
 ) -> Result<Response, ApiError> {
-    list_core(state, caller, None, q).await
+    list_core(state, caller, path.project(), q).await
 }
 
 /// Look a volume up by name (`?name=`): one object or 404; without a name, the list.
@@ -365,9 +366,10 @@ pub async fn list(
 pub async fn lookup(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    path: PathParams,
     q: QueryParams,
 ) -> Result<Response, ApiError> {
-    lookup_core(state, caller, None, q).await
+    lookup_core(state, caller, path.project(), q).await
 }
 
 /// Create a volume (or a thin clone with `sourceSnapshotUUID`).
@@ -379,9 +381,10 @@ pub async fn lookup(
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    path: PathParams,
     body: Body,
 ) -> Result<Json<VolumeDto>, ApiError> {
-    create_core(state, caller, None, body).await
+    create_core(state, caller, path.project(), body).await
 }
 
 /// Get a volume by UUID (or by `name` when the path is not a UUID).
@@ -397,7 +400,7 @@ pub async fn get_one(
     path: PathParams,
     q: QueryParams,
 ) -> Result<Json<VolumeDto>, ApiError> {
-    get_core(state, caller, None, path, q).await
+    get_core(state, caller, path.project(), path, q).await
 }
 
 /// Update a volume: size (grow), compression, ACL, IP ACL, QoS policy, labels.
@@ -415,7 +418,7 @@ pub async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<VolumeDto>, ApiError> {
-    update_core(state, caller, None, path, headers, body).await
+    update_core(state, caller, path.project(), path, headers, body).await
 }
 
 /// Delete a volume: state Deleting until done, then 404.
@@ -432,7 +435,7 @@ pub async fn delete(
     q: QueryParams,
     headers: HeaderMap,
 ) -> Result<Json<EmptyDto>, ApiError> {
-    delete_core(state, caller, None, path, q, headers).await
+    delete_core(state, caller, path.project(), path, q, headers).await
 }
 
 /// Roll a volume back to one of its snapshots.
@@ -447,123 +450,5 @@ pub async fn rollback(
     path: PathParams,
     body: Body,
 ) -> Result<Json<VolumeDto>, ApiError> {
-    rollback_core(state, caller, None, path, body).await
-}
-
-/// List a project's volumes.
-#[utoipa::path(get, path = "/api/v2/projects/{projectName}/volumes", tag = "volumes",
-    params(("projectName" = String, Path, description = "Project"),
-        ("UUID" = Option<String>, Query, description = "Only this UUID"),
-        ("name" = Option<String>, Query, description = "Only this name"),
-        ("offsetUUID" = Option<String>, Query, description = "Start after this UUID"),
-        ("limit" = Option<u32>, Query, description = "At most this many (default and maximum 1000)"),
-        ("snapshotUUID" = Option<String>, Query, description = "Only clones of this snapshot"),
-        ("showAll" = Option<bool>, Query, description = "Include Deleting volumes")),
-    responses((status = 200, body = VolumeListDto), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_list(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    q: QueryParams,
-) -> Result<Response, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    list_core(state, caller, Some(project), q).await
-}
-
-/// Look a project's volume up by name.
-#[utoipa::path(get, path = "/api/v2/projects/{projectName}/volumes/", tag = "volumes",
-    params(("projectName" = String, Path, description = "Project"), ("name" = Option<String>, Query, description = "Volume name")),
-    responses((status = 200, body = VolumeDto), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_lookup(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    q: QueryParams,
-) -> Result<Response, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    lookup_core(state, caller, Some(project), q).await
-}
-
-/// Create a volume in a project.
-#[utoipa::path(post, path = "/api/v2/projects/{projectName}/volumes", tag = "volumes", request_body = CreateVolumeRequest,
-    params(("projectName" = String, Path, description = "Project")),
-    responses((status = 200, body = VolumeDto), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_create(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    body: Body,
-) -> Result<Json<VolumeDto>, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    create_core(state, caller, Some(project), body).await
-}
-
-/// Get a project's volume.
-#[utoipa::path(get, path = "/api/v2/projects/{projectName}/volumes/{UUID}", tag = "volumes",
-    params(("projectName" = String, Path, description = "Project"), ("UUID" = String, Path, description = "Volume UUID")),
-    responses((status = 200, body = VolumeDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_get(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    q: QueryParams,
-) -> Result<Json<VolumeDto>, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    get_core(state, caller, Some(project), path, q).await
-}
-
-/// Update a project's volume.
-#[utoipa::path(put, path = "/api/v2/projects/{projectName}/volumes/{UUID}", tag = "volumes", request_body = UpdateVolumeRequest,
-    params(("projectName" = String, Path, description = "Project"), ("UUID" = String, Path, description = "Volume UUID")),
-    responses((status = 200, body = VolumeDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 412, body = ErrorBody), (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_update(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<VolumeDto>, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    update_core(state, caller, Some(project), path, headers, body).await
-}
-
-/// Delete a project's volume.
-#[utoipa::path(delete, path = "/api/v2/projects/{projectName}/volumes/{UUID}", tag = "volumes",
-    params(("projectName" = String, Path, description = "Project"), ("UUID" = String, Path, description = "Volume UUID")),
-    responses((status = 200, body = EmptyDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 412, body = ErrorBody), (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_delete(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    q: QueryParams,
-    headers: HeaderMap,
-) -> Result<Json<EmptyDto>, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    delete_core(state, caller, Some(project), path, q, headers).await
-}
-
-/// Roll a project's volume back to one of its snapshots.
-#[utoipa::path(put, path = "/api/v2/projects/{projectName}/volumes/{UUID}/rollback", tag = "volumes", request_body = RollbackRequest,
-    params(("projectName" = String, Path, description = "Project"), ("UUID" = String, Path, description = "Volume UUID")),
-    responses((status = 200, body = VolumeDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn project_rollback(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    path: PathParams,
-    body: Body,
-) -> Result<Json<VolumeDto>, ApiError> {
-    let project = path.get("projectName")?.to_owned();
-    rollback_core(state, caller, Some(project), path, body).await
+    rollback_core(state, caller, path.project(), path, body).await
 }

@@ -120,7 +120,7 @@ impl Modify for Contracts {
     }
 }
 
-fn operations_mut(
+pub(super) fn operations_mut(
     item: &mut utoipa::openapi::PathItem,
 ) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
     [
@@ -168,7 +168,7 @@ const LINKS: &[(&str, &str, LinkParameters)] = &[
     ("volumes_create", "volumes_rollback", UUID_OF_BODY),
     (
         "volumes_project_create",
-        "volumes_project_get",
+        "volumes_project_get_one",
         PROJECT_AND_UUID_OF_BODY,
     ),
     (
@@ -190,7 +190,7 @@ const LINKS: &[(&str, &str, LinkParameters)] = &[
     ("snapshots_create", "snapshots_delete", UUID_OF_BODY),
     (
         "snapshots_project_create",
-        "snapshots_project_get",
+        "snapshots_project_get_one",
         PROJECT_AND_UUID_OF_BODY,
     ),
     (
