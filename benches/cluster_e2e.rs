@@ -58,7 +58,15 @@ struct Cluster {
     _etcd: Process,
     nodes: Vec<Node>,
     http: reqwest::blocking::Client,
-    _dir: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Cluster {
+    /// Three 8 GiB pools filled by the runs: gone with the cluster (the
+    /// processes, dropped after this, still hold the files open).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Cluster {
@@ -124,7 +132,7 @@ impl Cluster {
             _etcd: etcd,
             nodes,
             http: reqwest::blocking::Client::new(),
-            _dir: dir.to_owned(),
+            dir: dir.to_owned(),
         };
         cluster.wait(Duration::from_secs(60), "three Active nodes", || {
             cluster.get(0, "/api/v2/nodes").ok()?["nodes"]
