@@ -44,6 +44,7 @@ fn batch_header(c: &mut Criterion) {
         data_blocks: 32,
         completed_seq: 6,
         durable_seq: 5,
+        head: 0,
         entries,
     };
     c.bench_function("batch_header/encode_32_writes", |b| {

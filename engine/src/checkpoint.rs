@@ -41,7 +41,7 @@ pub(crate) fn write_checkpoint(core: &Arc<Core>) -> Result<(), CheckpointError> 
         (
             (next_volume_id, volumes),
             log.applied_seq + 1,
-            log.replay_position(),
+            log.replay_positions(),
         )
     };
     // After the capture: a write the captured maps hold is settled by now or
@@ -101,7 +101,7 @@ fn write_body_and_root(
     (next_volume_id, volumes): BodyParts,
     unsettled: Vec<UnsettledImage>,
     replay_seq: u64,
-    (replay_segment, replay_block): (SegmentId, u32),
+    [(replay_segment, replay_block), (collector_segment, collector_block)]: [(SegmentId, u32); 2],
 ) -> Result<(CheckpointRoot, Vec<SegmentId>), (CheckpointError, Vec<SegmentId>)> {
     let bytes = encode_body(next_volume_id, &volumes, unsettled);
     drop(volumes);
@@ -165,6 +165,8 @@ fn write_body_and_root(
         replay_seq,
         replay_segment: replay_segment.0,
         replay_block,
+        collector_segment: collector_segment.0,
+        collector_block,
         body_len: bytes.len() as u64,
         body_crc: crc32c::crc32c(&bytes),
         body_segments: allocated.iter().map(|s| s.0).collect(),

@@ -255,7 +255,8 @@ const HEADROOM_SHARE: u64 = 16;
 /// `body_segments` segments and whose next checkpoint needs
 /// `reserve_segments`: every segment less the body, the reserve and the one
 /// more free segment the foreground's floor keeps beyond it, the collector's
-/// reserve, and the headroom.
+/// reserve, the collector head's open segment (its copies are not cleaned
+/// until it is sealed), and the headroom.
 pub(crate) fn live_limit_blocks(
     segments: u64,
     blocks_per_segment: u32,
@@ -267,6 +268,7 @@ pub(crate) fn live_limit_blocks(
         + reserve_segments
         + 1
         + crate::log::COLLECTOR_RESERVE_SEGMENTS as u64
+        + 1
         + headroom;
     segments.saturating_sub(kept) * u64::from(blocks_per_segment)
 }

@@ -23,7 +23,7 @@ use crossbeam_channel::Receiver;
 use crate::core::{Core, GcPolicy};
 use crate::datapath::flush::flush_wait;
 use crate::error::IoError;
-use crate::format::Entry;
+use crate::format::{Entry, HEAD_COLLECTOR, HEAD_FOREGROUND};
 use crate::index::{Chunk, Packing, VolumeMap};
 use crate::io::read_blocking;
 use crate::log::segments::SegmentState;
@@ -92,12 +92,15 @@ pub(crate) fn run_collector(core: Arc<Core>, wake: Receiver<()>, stop: Receiver<
 }
 
 /// Blocks the log can still be appended to: the free segments and what
-/// remains of the open one. A round's progress, which may show only in the
-/// open segment (it freed as many segments as its copies filled).
+/// remains of the heads' open ones. A round's progress, which may show only
+/// in the collector head's segment (it freed as many segments as its copies
+/// filled).
 fn free_blocks(core: &Core) -> u64 {
     let log = core.log.lock();
     let per_segment = core.pool.blocks_per_segment;
-    log.segments.allocatable() as u64 * u64::from(per_segment) + log.open_remainder(per_segment, 0)
+    log.segments.allocatable() as u64 * u64::from(per_segment)
+        + log.head_remainder(HEAD_FOREGROUND, per_segment)
+        + log.head_remainder(HEAD_COLLECTOR, per_segment)
 }
 
 /// Free segments at or below which collection starts: the configured share,
@@ -329,7 +332,7 @@ fn choose_victims(core: &Core) -> (Vec<SegmentId>, u64) {
     // collector may write to (the foreground always leaves it
     // `COLLECTOR_RESERVE_SEGMENTS` of it), so a round never stops half done
     // for want of space with its victims not yet freed.
-    let (_, mut room) = collector_room(core, &log, reserve, 0);
+    let mut room = collector_room(core, &log, reserve);
     let mut victims = Vec::new();
     for (_, segment) in candidates {
         if victims.len() == VICTIMS_PER_ROUND {
@@ -397,4 +400,182 @@ fn find_live_blocks(core: &Core, victims: &[SegmentId]) -> Vec<LiveBlock> {
         }
     }
     found.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use crate::format::{BatchHeader, Entry, HEAD_COLLECTOR, HEAD_FOREGROUND};
+    use crate::io::{read_blocking, DeviceRef, SimDevice};
+    use crate::units::{SegmentId, BLOCK_SIZE};
+    use crate::{Engine, EngineConfig, SectorSize};
+
+    /// The batches each segment holds in its current life: from block 0, one
+    /// after another while their seqs rise (older lives' leftovers do not).
+    fn batches_by_segment(engine: &Engine) -> Vec<Vec<BatchHeader>> {
+        let pool = &engine.core.pool;
+        (0..pool.segment_count())
+            .map(|at| {
+                let (device, offset) = pool.locate(SegmentId(at), 0);
+                let bytes = read_blocking(device, offset, pool.segment_bytes() as usize)
+                    .expect("read a segment");
+                let mut found: Vec<BatchHeader> = Vec::new();
+                let mut block = 0usize;
+                while block < pool.blocks_per_segment as usize {
+                    let Ok(header) = BatchHeader::decode(&bytes.as_slice()[block * BLOCK_SIZE..])
+                    else {
+                        break;
+                    };
+                    if header.pool_uuid != pool.uuid
+                        || header.segment != at
+                        || found.last().is_some_and(|last| last.seq >= header.seq)
+                    {
+                        break;
+                    }
+                    block += header.total_blocks() as usize;
+                    found.push(header);
+                }
+                found
+            })
+            .collect()
+    }
+
+    fn relocates(entry: &Entry) -> bool {
+        matches!(entry, Entry::Relocate { .. } | Entry::RelocateUnit { .. })
+    }
+
+    #[test]
+    fn the_collectors_copies_go_to_segments_of_their_own() {
+        let sim = Arc::new(SimDevice::new(64 << 20));
+        let devices: Vec<DeviceRef> = vec![sim];
+        let config = EngineConfig {
+            blocks_per_segment: 512,
+            ..EngineConfig::default()
+        };
+        Engine::format(devices.clone(), &config).expect("format");
+        let engine = Engine::open(devices, config).expect("open");
+        let vol = engine
+            .create_volume("v", 16 << 20, SectorSize::B4096)
+            .expect("create")
+            .id;
+        let block = |seed: u8| Bytes::from(vec![seed; 4096]);
+        for lba in 0..3072u64 {
+            engine.write_wait(vol, lba, block(1)).expect("fill");
+        }
+        // Every other block overwritten: each filled segment is half dead.
+        for round in 0..3u8 {
+            for lba in (0..3072u64).step_by(2) {
+                engine
+                    .write_wait(vol, lba, block(2 + round))
+                    .expect("overwrite");
+            }
+            while engine.collect_garbage().expect("collect") {}
+            // Fresh writes between rounds keep the foreground head moving.
+            engine
+                .write_wait(vol, 3072 + u64::from(round), block(9))
+                .expect("write");
+        }
+        assert!(
+            engine.pool_stats().gc_relocated_bytes > 0,
+            "nothing was copied"
+        );
+
+        let segments = batches_by_segment(&engine);
+        let mut collector_segments = 0;
+        for (at, batches) in segments.iter().enumerate() {
+            let collector = batches.iter().filter(|b| b.head == HEAD_COLLECTOR).count();
+            if collector == 0 {
+                assert!(
+                    batches.iter().all(|b| !b.entries.iter().any(relocates)),
+                    "segment {at}: a copy on the foreground head"
+                );
+                continue;
+            }
+            collector_segments += 1;
+            assert_eq!(collector, batches.len(), "segment {at} mixes the heads");
+            assert!(
+                batches.iter().all(|b| b.entries.iter().all(relocates)),
+                "segment {at}: a fresh write on the collector head"
+            );
+        }
+        assert!(
+            collector_segments > 0,
+            "no segment holds the collector's copies"
+        );
+        assert!(segments
+            .iter()
+            .flatten()
+            .any(|b| b.head == HEAD_FOREGROUND && b.seq > 3072));
+        for lba in 0..3072u64 {
+            let expected = if lba % 2 == 0 { 4 } else { 1 };
+            assert_eq!(
+                engine.read_wait(vol, lba, 1).expect("read"),
+                block(expected)
+            );
+        }
+        assert!(engine.audit_space().is_clean());
+    }
+
+    #[test]
+    fn replay_follows_both_heads_from_a_checkpoint_taken_mid_segment() {
+        let sim = Arc::new(SimDevice::new(64 << 20));
+        let devices: Vec<DeviceRef> = vec![sim.clone()];
+        let config = EngineConfig {
+            blocks_per_segment: 512,
+            ..EngineConfig::default()
+        };
+        Engine::format(devices.clone(), &config).expect("format");
+        let engine = Engine::open(devices.clone(), config.clone()).expect("open");
+        let vol = engine
+            .create_volume("v", 16 << 20, SectorSize::B4096)
+            .expect("create")
+            .id;
+        let block = |seed: u8| Bytes::from(vec![seed; 4096]);
+        let mut expected = vec![1u8; 3072];
+        for lba in 0..3072u64 {
+            engine.write_wait(vol, lba, block(1)).expect("fill");
+        }
+        for lba in (0..3072u64).step_by(3) {
+            engine.write_wait(vol, lba, block(2)).expect("overwrite");
+            expected[lba as usize] = 2;
+        }
+        assert!(engine.collect_garbage().expect("collect"));
+        // The root names the collector head open mid-segment; the next round's
+        // victims are all older than it, so that round writes no checkpoint.
+        engine.checkpoint().expect("checkpoint");
+        let at_checkpoint = engine.core.log.lock().open[usize::from(HEAD_COLLECTOR)];
+        assert!(engine.collect_garbage().expect("collect"));
+        let after = engine.core.log.lock().open[usize::from(HEAD_COLLECTOR)];
+        let (Some((segment, from)), Some(_)) = (at_checkpoint, after) else {
+            panic!("the collector head is not open: {at_checkpoint:?} {after:?}")
+        };
+        // The round's first copies went where the root says the head goes on.
+        let (device, offset) = engine.core.pool.locate(segment, from);
+        let first = read_blocking(device, offset, 16 * BLOCK_SIZE).expect("read");
+        let header = BatchHeader::decode(first.as_slice()).expect("a batch where the root points");
+        assert!(
+            from > 0 && header.head == HEAD_COLLECTOR,
+            "{at_checkpoint:?}"
+        );
+        // Fresh writes after the copies: replay must pass the copies to reach them.
+        for lba in (1..3072u64).step_by(7) {
+            engine.write_wait(vol, lba, block(3)).expect("write");
+            expected[lba as usize] = 3;
+        }
+        drop(engine);
+        sim.crash(crate::io::CrashMode::KeepAll);
+        let engine = Engine::open(devices, config).expect("reopen");
+        for lba in 0..3072u64 {
+            assert_eq!(
+                engine.read_wait(vol, lba, 1).expect("read"),
+                block(expected[lba as usize]),
+                "block {lba}"
+            );
+        }
+        let audit = engine.audit_space();
+        assert!(audit.is_clean(), "{:?}", audit.mismatches);
+    }
 }

@@ -7,22 +7,30 @@ use crate::units::BLOCK_SIZE;
 
 const MAGIC: &[u8; 8] = b"KEELBTCH";
 /// The batch version this build writes.
-const VERSION: u16 = 4;
-/// The previous batch version, still read: it lacks the identity checksum.
+const VERSION: u16 = 5;
+/// The previous batch version, still read: it lacks the log head.
+const VERSION_4: u16 = 4;
+/// An older batch version, still read: it also lacks the identity checksum.
 const VERSION_3: u16 = 3;
 /// The oldest batch version still read: it also lacks `completed_seq`.
 const VERSION_2: u16 = 2;
 /// Bytes of the fixed part of a batch header, before the entries.
-pub const BATCH_HEADER_FIXED_LEN: usize = 84;
+pub const BATCH_HEADER_FIXED_LEN: usize = 88;
+/// Bytes of the fixed part of a version 4 header.
+const VERSION_4_FIXED_LEN: usize = 84;
 /// Bytes of the fixed part of a version 3 header.
 const VERSION_3_FIXED_LEN: usize = 80;
 /// Bytes of the fixed part of a version 2 header.
 const VERSION_2_FIXED_LEN: usize = 64;
 const CRC_AT: usize = 60;
 const LEN_AT: usize = 56;
-/// Where a version 4 header keeps the checksum of its first 80 bytes: the
-/// identity, lengths and seqs that share the header's first sector.
+/// Where a version 4 or 5 header keeps the checksum of its first 80 bytes:
+/// the identity, lengths and seqs that share the header's first sector.
 const IDENTITY_CRC_AT: usize = 80;
+/// The log head a batch was appended to: fresh writes.
+pub const HEAD_FOREGROUND: u8 = 0;
+/// The log head a batch was appended to: the garbage collector's copies.
+pub const HEAD_COLLECTOR: u8 = 1;
 /// Largest header, in blocks, a batch may have.
 pub const HEADER_BLOCKS_MAX: u16 = 16;
 /// Longest volume name stored in a record.
@@ -648,6 +656,10 @@ pub struct BatchHeader {
     /// completed device flush when this batch was formed: power loss cannot
     /// have taken it, only damage. 0 in batches of version 2.
     pub durable_seq: u64,
+    /// The log head it was appended to ([`HEAD_FOREGROUND`] or
+    /// [`HEAD_COLLECTOR`]): where replay follows the log after it.
+    /// [`HEAD_FOREGROUND`] in batches before version 5, which had one head.
+    pub head: u8,
     /// The records.
     pub entries: Vec<Entry>,
 }
@@ -675,6 +687,8 @@ impl BatchHeader {
         w.u64(self.completed_seq);
         w.u64(self.durable_seq);
         w.u32(0); // identity crc, patched below
+        w.u8(self.head);
+        w.bytes(&[0; 3]);
         debug_assert_eq!(w.len(), BATCH_HEADER_FIXED_LEN);
         for entry in &self.entries {
             entry.encode(&mut w);
@@ -700,7 +714,7 @@ impl BatchHeader {
         let mut r = Reader::new(first_block);
         r.magic(MAGIC)?;
         let version = r.u16()?;
-        if ![VERSION, VERSION_3, VERSION_2].contains(&version) {
+        if ![VERSION, VERSION_4, VERSION_3, VERSION_2].contains(&version) {
             return Err(DecodeError::UnsupportedVersion(version.into()));
         }
         let blocks = r.u16()?;
@@ -724,7 +738,7 @@ impl BatchHeader {
         r.take(8)?;
         let version = r.u16()?;
         let identity_crc_intact = prefix_intact
-            && version == VERSION
+            && (version == VERSION || version == VERSION_4)
             && first_block.len() >= BATCH_HEADER_FIXED_LEN
             && first_block[IDENTITY_CRC_AT..IDENTITY_CRC_AT + 4]
                 == identity_crc(first_block).to_le_bytes();
@@ -742,7 +756,7 @@ impl BatchHeader {
             segment,
             used_len,
             prefix_intact,
-            legacy: prefix_intact && version != VERSION,
+            legacy: prefix_intact && version != VERSION && version != VERSION_4,
             identity_crc_intact,
         })
     }
@@ -757,7 +771,7 @@ impl BatchHeader {
         // The stored length first, then each length one bit away from it.
         for flip in std::iter::once(0).chain((0..32).map(|bit| 1u32 << bit)) {
             let len = (stored_len ^ flip) as usize;
-            if len < BATCH_HEADER_FIXED_LEN || len > bytes.len() {
+            if len < VERSION_2_FIXED_LEN || len > bytes.len() {
                 continue;
             }
             copy.copy_from_slice(bytes);
@@ -787,6 +801,7 @@ impl BatchHeader {
         let fixed_len = match version {
             VERSION_2 => VERSION_2_FIXED_LEN,
             VERSION_3 => VERSION_3_FIXED_LEN,
+            VERSION_4 => VERSION_4_FIXED_LEN,
             _ => BATCH_HEADER_FIXED_LEN,
         };
         r.take(2)?;
@@ -810,13 +825,26 @@ impl BatchHeader {
         } else {
             (r.u64()?, r.u64()?)
         };
-        if version == VERSION {
+        if version == VERSION || version == VERSION_4 {
             let stored = r.u32()?;
             let computed = identity_crc(bytes);
             if stored != computed {
                 return Err(DecodeError::Checksum { stored, computed });
             }
         }
+        let head = if version == VERSION {
+            let head = r.u8()?;
+            let reserved = r.take(3)?;
+            if head > HEAD_COLLECTOR || reserved != [0; 3] {
+                return Err(DecodeError::Invalid {
+                    field: "head",
+                    value: head.into(),
+                });
+            }
+            head
+        } else {
+            HEAD_FOREGROUND
+        };
         let mut entries_reader = Reader::new(&bytes[fixed_len..len]);
         // Each entry takes at least 4 bytes, which bounds the allocation.
         let mut entries = Vec::with_capacity((entry_count as usize).min(len / 4));
@@ -833,6 +861,7 @@ impl BatchHeader {
             data_blocks,
             completed_seq,
             durable_seq,
+            head,
             entries,
         })
     }
@@ -930,6 +959,7 @@ pub(super) mod tests {
             data_blocks: 2,
             completed_seq: 4,
             durable_seq: 3,
+            head: HEAD_COLLECTOR,
             entries: vec![Entry::Write {
                 volume: 1,
                 lba: 9,
@@ -1066,10 +1096,48 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn version_4_headers_still_decode_on_the_foreground_head() {
+        let header = sample();
+        let bytes = encode_legacy(&header, VERSION_4, VERSION_4_FIXED_LEN);
+        // The identity checksum lies within the bytes version 4 shares.
+        let mut bytes = bytes;
+        let identity = identity_crc(&bytes);
+        bytes[IDENTITY_CRC_AT..IDENTITY_CRC_AT + 4].copy_from_slice(&identity.to_le_bytes());
+        let len = u32::from_le_bytes(bytes[LEN_AT..LEN_AT + 4].try_into().unwrap()) as usize;
+        let crc = crc_with_hole(&bytes[..len], CRC_AT);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            BatchHeader::decode(&bytes),
+            Ok(BatchHeader {
+                head: HEAD_FOREGROUND,
+                ..header
+            })
+        );
+        let peeked = BatchHeader::peek_identity(&bytes).unwrap();
+        assert!(!peeked.legacy && peeked.identity_crc_intact);
+    }
+
+    #[test]
+    fn a_head_other_than_the_two_is_refused() {
+        let mut bytes = sample().encode();
+        bytes[IDENTITY_CRC_AT + 4] = 2;
+        let len = u32::from_le_bytes(bytes[LEN_AT..LEN_AT + 4].try_into().unwrap()) as usize;
+        let crc = crc_with_hole(&bytes[..len], CRC_AT);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        assert!(BatchHeader::decode(&bytes).is_err());
+    }
+
+    #[test]
     fn version_3_headers_still_decode_without_the_identity_checksum() {
         let header = sample();
         let bytes = encode_legacy(&header, VERSION_3, VERSION_3_FIXED_LEN);
-        assert_eq!(BatchHeader::decode(&bytes), Ok(header));
+        assert_eq!(
+            BatchHeader::decode(&bytes),
+            Ok(BatchHeader {
+                head: HEAD_FOREGROUND,
+                ..header
+            })
+        );
         let peeked = BatchHeader::peek_identity(&bytes).unwrap();
         assert!(peeked.legacy && !peeked.identity_crc_intact);
     }
@@ -1080,7 +1148,7 @@ pub(super) mod tests {
         let peeked = BatchHeader::peek_identity(&bytes).unwrap();
         assert!(peeked.identity_crc_intact && !peeked.legacy);
         // Every byte of the first 84 is covered, the seqs after the identity too.
-        for at in (0..BATCH_HEADER_FIXED_LEN).filter(|at| !(CRC_AT..CRC_AT + 4).contains(at)) {
+        for at in (0..IDENTITY_CRC_AT + 4).filter(|at| !(CRC_AT..CRC_AT + 4).contains(at)) {
             let mut damaged = bytes.clone();
             damaged[at] ^= 0x30;
             let peeked = BatchHeader::peek_identity(&damaged).unwrap();
@@ -1125,6 +1193,7 @@ pub(super) mod tests {
             BatchHeader {
                 completed_seq: 0,
                 durable_seq: 0,
+                head: HEAD_FOREGROUND,
                 ..header
             }
         );
@@ -1156,6 +1225,7 @@ pub(super) mod tests {
                 data_blocks: 32,
                 completed_seq: seq / 2,
                 durable_seq: seq / 4,
+                head: (seq % 2) as u8,
                 entries,
             };
             let bytes = header.encode();

@@ -13,12 +13,13 @@ mod superblock;
 
 pub use batch::{
     BatchBuilder, BatchHeader, Entry, UnverifiedIdentity, BATCH_HEADER_FIXED_LEN,
-    HEADER_BLOCKS_MAX, VOLUME_FLAG_COMPRESS, VOLUME_FLAG_INCOMPLETE,
+    HEADER_BLOCKS_MAX, HEAD_COLLECTOR, HEAD_FOREGROUND, VOLUME_FLAG_COMPRESS,
+    VOLUME_FLAG_INCOMPLETE,
 };
 pub use checkpoint::{CheckpointBody, ChunkEntries, UnsettledImage, VolumeImage, VolumeKind};
 pub use codec::{DecodeError, Reader, Writer};
 pub use repair::{repair_one_bit, repair_one_bit_against};
-pub use root::{CheckpointRoot, ROOT_SEGMENTS_MAX};
+pub use root::{CheckpointRoot, NO_SEGMENT, ROOT_SEGMENTS_MAX};
 pub use superblock::Superblock;
 
 /// The on-disk format version this build writes and reads.

@@ -7,8 +7,14 @@ use crate::units::BLOCK_SIZE;
 
 const MAGIC: &[u8; 8] = b"KEELROOT";
 const FIXED_LEN: usize = 8 + 4 + 4 + 16 + 8 + 8 + 8 + 4 + 4 + 8 + 4 + 4;
+/// Flag: the collector head's replay position follows the body segments.
+const FLAG_COLLECTOR_HEAD: u32 = 1;
+/// Bytes of the collector head's replay position.
+const COLLECTOR_HEAD_LEN: usize = 8;
 /// Most body segments one root can name (it must fit a block).
-pub const ROOT_SEGMENTS_MAX: usize = (BLOCK_SIZE - FIXED_LEN - 4) / 4;
+pub const ROOT_SEGMENTS_MAX: usize = (BLOCK_SIZE - FIXED_LEN - COLLECTOR_HEAD_LEN - 4) / 4;
+/// A head position naming no segment: that head had no open segment.
+pub const NO_SEGMENT: u32 = u32::MAX;
 
 /// Gives `bytes` a valid magic, version and (where its segment count leaves
 /// room for one) checksum, so a fuzzer's input reaches the fields behind them.
@@ -20,7 +26,15 @@ pub(crate) fn seal_for_fuzzing(bytes: &mut [u8]) {
     bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     let mut count = [0u8; 4];
     count.copy_from_slice(&bytes[FIXED_LEN - 4..FIXED_LEN]);
-    let crc_at = FIXED_LEN + 4 * (u32::from_le_bytes(count) as usize).min(ROOT_SEGMENTS_MAX);
+    let mut flags = [0u8; 4];
+    flags.copy_from_slice(&bytes[12..16]);
+    let head_len = if u32::from_le_bytes(flags) & FLAG_COLLECTOR_HEAD != 0 {
+        COLLECTOR_HEAD_LEN
+    } else {
+        0
+    };
+    let crc_at =
+        FIXED_LEN + 4 * (u32::from_le_bytes(count) as usize).min(ROOT_SEGMENTS_MAX) + head_len;
     if crc_at + 4 <= bytes.len() {
         let crc = crc_with_hole(&bytes[..crc_at + 4], crc_at);
         bytes[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
@@ -43,6 +57,12 @@ pub struct CheckpointRoot {
     pub replay_segment: u32,
     /// Block within that segment where it starts.
     pub replay_block: u32,
+    /// Where the collector head's first batch at or after `replay_seq`
+    /// starts, or where its next batch would have gone ([`NO_SEGMENT`]: it
+    /// had no open segment). Replay follows both heads from here.
+    pub collector_segment: u32,
+    /// Block within `collector_segment`.
+    pub collector_block: u32,
     /// Length in bytes of the checkpoint body.
     pub body_len: u64,
     /// crc32c of the body.
@@ -58,7 +78,7 @@ impl CheckpointRoot {
         let mut w = Writer::with_capacity(BLOCK_SIZE);
         w.bytes(MAGIC);
         w.u32(FORMAT_VERSION);
-        w.u32(0);
+        w.u32(FLAG_COLLECTOR_HEAD);
         w.bytes(&self.pool_uuid);
         w.u64(self.generation);
         w.u64(self.epoch);
@@ -71,6 +91,8 @@ impl CheckpointRoot {
         for segment in &self.body_segments {
             w.u32(*segment);
         }
+        w.u32(self.collector_segment);
+        w.u32(self.collector_block);
         let crc_at = w.len();
         w.u32(0);
         let crc = crc_with_hole(w.as_slice(), crc_at);
@@ -88,7 +110,7 @@ impl CheckpointRoot {
         if version != FORMAT_VERSION {
             return Err(DecodeError::UnsupportedVersion(version));
         }
-        let _flags = r.u32()?;
+        let flags = r.u32()?;
         let pool_uuid = r.uuid()?;
         let generation = r.u64()?;
         let epoch = r.u64()?;
@@ -108,6 +130,12 @@ impl CheckpointRoot {
         for _ in 0..count {
             body_segments.push(r.u32()?);
         }
+        // Roots written before the collector had its own head have none.
+        let (collector_segment, collector_block) = if flags & FLAG_COLLECTOR_HEAD != 0 {
+            (r.u32()?, r.u32()?)
+        } else {
+            (NO_SEGMENT, 0)
+        };
         let crc_at = r.position();
         let _crc = r.u32()?;
         verify_crc(&bytes[..crc_at + 4], crc_at)?;
@@ -118,6 +146,8 @@ impl CheckpointRoot {
             replay_seq,
             replay_segment,
             replay_block,
+            collector_segment,
+            collector_block,
             body_len,
             body_crc,
             body_segments,
@@ -138,6 +168,8 @@ pub(super) mod tests {
             replay_seq: 1234,
             replay_segment: 5,
             replay_block: 17,
+            collector_segment: 6,
+            collector_block: 40,
             body_len: 99_999,
             body_crc: 0xDEAD_BEEF,
             body_segments: vec![4, 8, 15],
@@ -149,7 +181,7 @@ pub(super) mod tests {
         let root = sample();
         let block = root.encode();
         assert_eq!(CheckpointRoot::decode(&block), Ok(root));
-        for byte in 0..FIXED_LEN + 12 {
+        for byte in 0..FIXED_LEN + 12 + COLLECTOR_HEAD_LEN {
             let mut bad = block.clone();
             bad[byte] ^= 1;
             assert!(
@@ -157,5 +189,29 @@ pub(super) mod tests {
                 "flip at {byte} went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn a_root_without_the_collector_head_still_decodes() {
+        let root = sample();
+        let mut block = root.encode();
+        // As written before the flag: no flag, no position, crc after the segments.
+        block[12..16].copy_from_slice(&0u32.to_le_bytes());
+        let crc_at = FIXED_LEN + 4 * root.body_segments.len();
+        block.copy_within(
+            crc_at + COLLECTOR_HEAD_LEN..crc_at + COLLECTOR_HEAD_LEN + 4,
+            crc_at,
+        );
+        block[crc_at + 4..crc_at + 4 + COLLECTOR_HEAD_LEN].fill(0);
+        let crc = crc_with_hole(&block[..crc_at + 4], crc_at);
+        block[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            CheckpointRoot::decode(&block),
+            Ok(CheckpointRoot {
+                collector_segment: NO_SEGMENT,
+                collector_block: 0,
+                ..root
+            })
+        );
     }
 }

@@ -8,6 +8,13 @@
 //! acknowledged batch is on disk too, and replay may stop at the first gap.
 //! INVARIANT: at most `inflight_batches_max` batches exist beyond the last applied
 //! one, so a crash can leave at most that many unacknowledged batches.
+//!
+//! The log has two heads, each with its own open segment: fresh writes (and
+//! every metadata record) go to the foreground head, the garbage collector's
+//! copies to the collector head, so segments sort themselves into hot and cold
+//! data. Batches of both heads share one sequence; each batch names its head,
+//! and a checkpoint root names where each head continues, so replay follows
+//! both (FORMAT.md, "Recovery").
 
 mod apply;
 pub(crate) mod segments;
@@ -22,7 +29,9 @@ use bytes::Bytes;
 
 use crate::core::Core;
 use crate::error::IoError;
-use crate::format::{BatchBuilder, BatchHeader, Entry};
+use crate::format::{
+    BatchBuilder, BatchHeader, Entry, HEAD_COLLECTOR, HEAD_FOREGROUND, NO_SEGMENT,
+};
 use crate::io::{AlignedBuf, IoOp};
 use crate::units::{SegmentId, BLOCK_SIZE};
 use segments::{SegmentState, SegmentTable};
@@ -110,8 +119,9 @@ struct ReadyBatch {
 /// Everything about the log that changes as batches are written.
 pub(crate) struct LogState {
     pub segments: SegmentTable,
-    /// The segment being appended to and its next free block.
-    pub open: Option<(SegmentId, u32)>,
+    /// Per head ([`HEAD_FOREGROUND`], [`HEAD_COLLECTOR`]): the segment being
+    /// appended to and its next free block.
+    pub open: [Option<(SegmentId, u32)>; 2],
     /// The segment predicted to be opened next, already asked to be preallocated.
     prepared: Option<SegmentId>,
     pending: VecDeque<Pending>,
@@ -131,11 +141,6 @@ pub(crate) struct LogState {
     pub checkpoint_stalled: bool,
     /// Foreground records wait for garbage collection to free a segment.
     waiting_for_collector: bool,
-    /// Set when a segment was opened with too few free segments left for the
-    /// foreground to open the next one: from then until segments are freed,
-    /// foreground batches must also leave the collector its reserve of room
-    /// in the open segment itself ([`collector_room`]).
-    collector_room_short: bool,
 }
 
 impl LogState {
@@ -147,7 +152,7 @@ impl LogState {
     ) -> LogState {
         LogState {
             segments,
-            open: None,
+            open: [None, None],
             prepared: None,
             pending: VecDeque::new(),
             collector_pending: VecDeque::new(),
@@ -161,7 +166,6 @@ impl LogState {
             checkpoint_running: false,
             checkpoint_stalled: false,
             waiting_for_collector: false,
-            collector_room_short: false,
         }
     }
 
@@ -170,21 +174,24 @@ impl LogState {
         self.waiting_for_collector && !self.pending.is_empty()
     }
 
-    /// Blocks of the open segment (of `per_segment`) still free once `taken`
-    /// more are used; 0 without an open segment.
-    pub fn open_remainder(&self, per_segment: u32, taken: u32) -> u64 {
-        self.open.map_or(0, |(_, next)| {
-            u64::from(per_segment).saturating_sub(u64::from(next) + u64::from(taken))
+    /// Blocks of `head`'s open segment (of `per_segment`) still free; 0
+    /// without an open segment.
+    pub fn head_remainder(&self, head: u8, per_segment: u32) -> u64 {
+        self.open[usize::from(head)].map_or(0, |(_, next)| {
+            u64::from(per_segment).saturating_sub(u64::from(next))
         })
     }
 
-    /// Where batch `applied_seq + 1` starts (or will start): what a checkpoint taken
-    /// now records as the replay position.
-    pub fn replay_position(&self) -> (SegmentId, u32) {
-        match self.inflight.values().next() {
-            Some(batch) => (batch.segment, batch.block),
-            None => self.open.unwrap_or((SegmentId(u32::MAX), 0)),
-        }
+    /// Per head, where its first batch after `applied_seq` starts, or where
+    /// its next batch would go (`NO_SEGMENT` without an open segment): what a
+    /// checkpoint taken now records as the replay positions.
+    pub fn replay_positions(&self) -> [(SegmentId, u32); 2] {
+        [HEAD_FOREGROUND, HEAD_COLLECTOR].map(|head| {
+            match self.inflight.values().find(|b| b.header.head == head) {
+                Some(batch) => (batch.segment, batch.block),
+                None => self.open[usize::from(head)].unwrap_or((SegmentId(NO_SEGMENT), 0)),
+            }
+        })
     }
 }
 
@@ -242,22 +249,13 @@ fn finish(core: &Arc<Core>, formed: Formed) {
     }
 }
 
-/// The room the collector may write to once `taken` more blocks of the open
-/// segment are used: the free segments above its floor (the checkpoint
-/// `reserve` and one more), and those in blocks plus what would remain of the
-/// open segment.
-pub(crate) fn collector_room(
-    core: &Core,
-    log: &LogState,
-    reserve: usize,
-    taken: u32,
-) -> (usize, u64) {
+/// The room the collector may write to: the free segments above its floor
+/// (the checkpoint `reserve` and one more), in blocks, plus what remains of
+/// the collector head's open segment.
+pub(crate) fn collector_room(core: &Core, log: &LogState, reserve: usize) -> u64 {
     let per_segment = core.pool.blocks_per_segment;
     let spare = log.segments.allocatable().saturating_sub(reserve + 1);
-    (
-        spare,
-        log.open_remainder(per_segment, taken) + spare as u64 * u64::from(per_segment),
-    )
+    log.head_remainder(HEAD_COLLECTOR, per_segment) + spare as u64 * u64::from(per_segment)
 }
 
 /// An upper bound of a checkpoint body's bytes for `live_blocks` live blocks
@@ -300,42 +298,23 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
         {
             break;
         }
-        let queue = if from_collector {
-            &log.collector_pending
+        let (queue, head) = if from_collector {
+            (&log.collector_pending, HEAD_COLLECTOR)
         } else {
-            &log.pending
+            (&log.pending, HEAD_FOREGROUND)
         };
+        let open = log.open[usize::from(head)];
         let data_max = BATCH_DATA_BLOCKS_MAX.min(blocks_per_segment - 16);
         // Fill the open segment first; seal it only when not even the next record fits.
-        let room = log.open.map(|(_, next)| blocks_per_segment - next);
+        let room = open.map(|(_, next)| blocks_per_segment - next);
         let (mut plan, mut foreground_data) = plan_batch(queue, data_max, room);
         if plan.entry_count() == 0 {
             (plan, foreground_data) = plan_batch(queue, data_max, None);
         }
         let total = u32::from(plan.header_blocks()) + plan.data_blocks();
-        let fits_open = matches!(log.open, Some((_, next)) if next + total <= blocks_per_segment);
-        let collector_reserve_blocks =
-            (COLLECTOR_RESERVE_SEGMENTS * blocks_per_segment as usize) as u64;
-        // Foreground data may fill the open segment only as far as leaves the
-        // collector its reserve: it copies live blocks out of victims before
-        // it gets their segments back, so it must always find that much room.
-        let mut reserve = None;
-        let leaves_collector_room = if fits_open && foreground_data && log.collector_room_short {
-            let (spare_segments, room) = collector_room(
-                core,
-                log,
-                *reserve.insert(checkpoint_reserve(core, log)),
-                total,
-            );
-            if spare_segments >= COLLECTOR_RESERVE_SEGMENTS {
-                log.collector_room_short = false;
-            }
-            room >= collector_reserve_blocks
-        } else {
-            true
-        };
-        if !fits_open || !leaves_collector_room {
-            let reserve = reserve.unwrap_or_else(|| checkpoint_reserve(core, log));
+        let fits_open = matches!(open, Some((_, next)) if next + total <= blocks_per_segment);
+        if !fits_open {
+            let reserve = checkpoint_reserve(core, log);
             let floor = if foreground_data {
                 reserve + 1 + COLLECTOR_RESERVE_SEGMENTS
             } else if plan.data_blocks() > 0 {
@@ -343,8 +322,8 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
             } else {
                 reserve.saturating_sub(1)
             };
-            if !fits_open && log.segments.allocatable() > floor {
-                if let Some((old, _)) = log.open.take() {
+            if log.segments.allocatable() > floor {
+                if let Some((old, _)) = log.open[usize::from(head)].take() {
                     // Live counts change only when batches apply, so a segment
                     // found dead now died by batch `applied_seq` at the latest.
                     let applied = log.applied_seq;
@@ -353,9 +332,7 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
                 let Some(segment) = log.segments.allocate(SegmentState::Open) else {
                     unreachable!("allocatable() promised a free segment")
                 };
-                log.open = Some((segment, 0));
-                log.collector_room_short =
-                    log.segments.allocatable() <= reserve + 1 + COLLECTOR_RESERVE_SEGMENTS;
+                log.open[usize::from(head)] = Some((segment, 0));
                 // Preallocate one segment ahead so writes rarely wait for it.
                 if log.prepared != Some(segment) {
                     preallocate.push(segment);
@@ -387,7 +364,7 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
                 continue;
             }
         }
-        let Some((segment, block)) = log.open else {
+        let Some((segment, block)) = log.open[usize::from(head)] else {
             unreachable!("an open segment was just ensured")
         };
         if !from_collector {
@@ -428,10 +405,11 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
             data_blocks: plan.data_blocks(),
             completed_seq: log.applied_seq,
             durable_seq: log.segments.durable_seq,
+            head,
             entries,
         };
         let header_bytes = header.encode();
-        log.open = Some((segment, block + total));
+        log.open[usize::from(head)] = Some((segment, block + total));
         log.segments.get_mut(segment).max_seq = seq;
         log.inflight.insert(
             seq,

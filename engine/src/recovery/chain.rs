@@ -16,7 +16,9 @@
 use std::collections::HashMap;
 
 use crate::error::OpenError;
-use crate::format::{BatchHeader, CheckpointRoot, Entry, UnverifiedIdentity, HEADER_BLOCKS_MAX};
+use crate::format::{
+    BatchHeader, CheckpointRoot, Entry, UnverifiedIdentity, HEADER_BLOCKS_MAX, HEAD_FOREGROUND,
+};
 use crate::io::{read_blocking, AlignedBuf};
 use crate::log::segments::{SegmentState, SegmentTable};
 use crate::pool::Pool;
@@ -423,8 +425,9 @@ fn evidence_in(
     Ok(evidence)
 }
 
-/// Follows the log from the root's replay position: each next batch is either
-/// right after the previous one or at the start of another segment.
+/// Follows the log from the root's replay positions: each next batch is
+/// either right after the previous batch of its head (the foreground's or the
+/// collector's), or at the start of another segment.
 pub(super) fn find_replay_chain(
     pool: &Pool,
     root: &CheckpointRoot,
@@ -438,37 +441,58 @@ pub(super) fn find_replay_chain(
         epoch: root.epoch,
         seq: root.replay_seq,
     };
-    let mut position = (SegmentId(root.replay_segment), root.replay_block);
+    // Where each head continues, by `BatchHeader::head`.
+    let mut heads = [
+        (SegmentId(root.replay_segment), root.replay_block),
+        (SegmentId(root.collector_segment), root.collector_block),
+    ];
     let mut evidence = starts.evidence;
     loop {
-        let mut found = probe(&mut reader, position.0, position.1, expected, Repair::No)?;
-        let header_damaged = matches!(found, Probe::DamagedHeader { .. });
-        let not_torn = matches!(found, Probe::DamagedHeader { atomic: true });
-        if !matches!(found, Probe::Found(..)) {
+        let mut found = None;
+        let mut header_damaged = false;
+        let mut not_torn = None;
+        for position in heads {
+            match probe(&mut reader, position.0, position.1, expected, Repair::No)? {
+                probed @ Probe::Found(..) => {
+                    found = Some((probed, position));
+                    break;
+                }
+                Probe::DamagedHeader { atomic } => {
+                    header_damaged = true;
+                    if atomic {
+                        not_torn.get_or_insert(position);
+                    }
+                }
+                Probe::Absent => {}
+            }
+        }
+        if found.is_none() {
             if let Some(&segment) = starts.by_seq.get(&expected.seq) {
-                if let Probe::Found(header, damaged, repaired) =
+                if let probed @ Probe::Found(..) =
                     probe(&mut reader, segment, 0, expected, Repair::No)?
                 {
-                    found = Probe::Found(header, damaged, repaired);
-                    position = (segment, 0);
+                    found = Some((probed, (segment, 0)));
                 }
             }
         }
-        if !matches!(found, Probe::Found(..)) {
-            if let repaired @ Probe::Found(..) = probe(
-                &mut reader,
-                position.0,
-                position.1,
-                expected,
-                Repair::OneBit,
-            )? {
-                found = repaired;
+        if found.is_none() {
+            for position in heads {
+                if let repaired @ Probe::Found(..) = probe(
+                    &mut reader,
+                    position.0,
+                    position.1,
+                    expected,
+                    Repair::OneBit,
+                )? {
+                    found = Some((repaired, position));
+                    break;
+                }
             }
         }
         match found {
-            Probe::Found(header, damaged_entries, repaired) => {
+            Some((Probe::Found(header, damaged_entries, repaired), position)) => {
                 evidence.add(&header);
-                let next = (position.0, position.1 + header.total_blocks());
+                heads[usize::from(header.head)] = (position.0, position.1 + header.total_blocks());
                 chain.push(ChainLink {
                     header,
                     segment: position.0,
@@ -476,16 +500,17 @@ pub(super) fn find_replay_chain(
                     damaged_entries,
                     repaired,
                 });
-                position = next;
                 expected.seq += 1;
             }
-            Probe::DamagedHeader { .. } | Probe::Absent => {
-                evidence.merge(evidence_in(
-                    &mut reader,
-                    position.0,
-                    position.1,
-                    root.epoch,
-                )?);
+            _ => {
+                for position in heads {
+                    evidence.merge(evidence_in(
+                        &mut reader,
+                        position.0,
+                        position.1,
+                        root.epoch,
+                    )?);
+                }
                 let mut later: Vec<(u64, SegmentId)> = starts
                     .by_seq
                     .iter()
@@ -496,12 +521,13 @@ pub(super) fn find_replay_chain(
                 for (_, segment) in later {
                     evidence.merge(evidence_in(&mut reader, segment, 0, root.epoch)?);
                 }
-                if expected.seq <= evidence.durable_seq || not_torn {
+                let at = not_torn.unwrap_or(heads[usize::from(HEAD_FOREGROUND)]);
+                if expected.seq <= evidence.durable_seq || not_torn.is_some() {
                     return Err(OpenError::LogDamaged {
                         seq: expected.seq,
-                        segment: position.0 .0,
-                        block: position.1,
-                        why: if not_torn {
+                        segment: at.0 .0,
+                        block: at.1,
+                        why: if not_torn.is_some() {
                             "its header lies within one sector, which a crash cannot tear"
                         } else {
                             "a later batch shows a flush had made it durable"
@@ -519,8 +545,8 @@ pub(super) fn find_replay_chain(
                 } else if header_damaged {
                     tracing::warn!(
                         seq = expected.seq,
-                        segment = position.0 .0,
-                        block = position.1,
+                        segment = at.0 .0,
+                        block = at.1,
                         "the log ends at a torn batch header"
                     );
                 }

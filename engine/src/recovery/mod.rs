@@ -16,7 +16,9 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::core::{Catalog, Core, EngineConfig};
 use crate::error::OpenError;
-use crate::format::{repair_one_bit_against, CheckpointBody, CheckpointRoot, DecodeError};
+use crate::format::{
+    repair_one_bit_against, CheckpointBody, CheckpointRoot, DecodeError, NO_SEGMENT,
+};
 use crate::index::{set_owners, Chunk, RefCounts, VolumeMap};
 use crate::io::{flush_blocking, read_blocking, write_blocking, AlignedBuf, DeviceRef};
 use crate::log::segments::{SegmentPins, SegmentState, SegmentTable};
@@ -50,8 +52,10 @@ pub(crate) fn format(
         generation: 1,
         epoch: 1,
         replay_seq: 1,
-        replay_segment: u32::MAX,
+        replay_segment: NO_SEGMENT,
         replay_block: 0,
+        collector_segment: NO_SEGMENT,
+        collector_block: 0,
         body_len: body.len() as u64,
         body_crc: crc32c::crc32c(&body),
         body_segments: vec![body_segment.0],
