@@ -202,7 +202,7 @@ fn probe(
 /// explains it (a crash leaves a first sector all new or all old), and it
 /// cannot be told from the expected batch's own header.
 ///
-/// A version 4 first sector carries its own checksum: intact, it is exactly
+/// A version 4 or 5 first sector carries its own checksum: intact, it is exactly
 /// some batch's (stale, or another pool's); failing it, it is damage, and a
 /// pool uuid within [`UUID_DAMAGE_BITS_MAX`] bits of this pool's says whose.
 /// Older versions have no such checksum: a header of this pool naming this
