@@ -54,10 +54,17 @@ fn block(seed: u64, compressible: bool) -> Bytes {
 /// Builds the pool image once per process.
 fn image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
-    IMAGE.get_or_init(build_image)
+    IMAGE.get_or_init(|| build_image(false))
 }
 
-fn build_image() -> Image {
+/// The image with garbage collection in its history: the collector's copies
+/// on their own log head, some after the last checkpoint.
+fn collected_image() -> &'static Image {
+    static IMAGE: OnceLock<Image> = OnceLock::new();
+    IMAGE.get_or_init(|| build_image(true))
+}
+
+fn build_image(collected: bool) -> Image {
     let sim = Arc::new(SimDevice::new(POOL_BYTES));
     let devices: Vec<DeviceRef> = vec![sim.clone()];
     Engine::format(devices.clone(), &config()).expect("format a fresh image");
@@ -103,6 +110,25 @@ fn build_image() -> Image {
         if round == 48 {
             let id = engine.create_snapshot(plain, "snap").expect("snapshot").id;
             snapshot = Some((id, plain_map.clone()));
+        }
+        if collected && (round == 56 || round == 72) {
+            // Garbage in older segments, then (after a checkpoint covering
+            // them) a round that copies out of them with no checkpoint of its
+            // own: its batches are on the collector head after the root.
+            for pass in 0..2 {
+                for lba in 256..448 {
+                    let data = block(round * 1000 + pass * 500 + lba, false);
+                    engine
+                        .write_wait(plain, lba, data.clone())
+                        .expect("overwrite plain");
+                    plain_map.insert(lba, data);
+                }
+            }
+            engine.checkpoint().expect("checkpoint");
+            assert!(
+                engine.collect_garbage().expect("collect"),
+                "nothing to collect"
+            );
         }
         if round % 20 == 19 {
             engine.flush_wait().expect("flush");
@@ -150,7 +176,17 @@ pub enum Recovery {
 /// when the top bit is clear) and an XOR mask — reopens it and checks every
 /// block. Panics when a block reads back other data with success.
 pub fn recover_damaged(bytes: &[u8]) -> Recovery {
-    let image = image();
+    recover_damaged_image(image(), bytes)
+}
+
+/// As [`recover_damaged`], on an image whose history includes garbage
+/// collection (copies on the collector's log head, before and after the last
+/// checkpoint).
+pub fn recover_damaged_collected(bytes: &[u8]) -> Recovery {
+    recover_damaged_image(collected_image(), bytes)
+}
+
+fn recover_damaged_image(image: &Image, bytes: &[u8]) -> Recovery {
     let device = image.device.duplicate();
     for record in bytes.chunks_exact(5).take(DAMAGE_MAX) {
         let raw = u32::from_le_bytes([record[0], record[1], record[2], record[3]]);
@@ -266,6 +302,28 @@ mod tests {
         assert_eq!(recover_damaged(&input), Recovery::Refused);
     }
 
+    #[test]
+    fn the_collected_image_has_copies_after_its_last_checkpoint_and_reads_back() {
+        assert_eq!(
+            recover_damaged_collected(&[]),
+            Recovery::Opened { media_errors: 0 }
+        );
+        let image = collected_image();
+        let device = image.device.duplicate();
+        let pool = crate::pool::Pool::load(vec![Arc::new(device) as DeviceRef]).expect("pool");
+        let root = crate::recovery::newest_root(&pool).expect("root");
+        assert_ne!(root.collector_segment, crate::format::NO_SEGMENT);
+        let (dev, offset) = pool.locate(
+            crate::units::SegmentId(root.collector_segment),
+            root.collector_block,
+        );
+        let first = crate::io::read_blocking(dev, offset, 16 * BLOCK).expect("read");
+        let header =
+            crate::format::BatchHeader::decode(first.as_slice()).expect("a batch after the root");
+        assert_eq!(header.head, crate::format::HEAD_COLLECTOR);
+        assert!(header.seq >= root.replay_seq);
+    }
+
     proptest! {
         // A fixed seed: the stable twin runs the same 64 cases every time;
         // the cargo-fuzz target explores.
@@ -278,6 +336,11 @@ mod tests {
         #[test]
         fn damage_anywhere_never_serves_other_data(bytes in proptest::collection::vec(any::<u8>(), 0..160)) {
             recover_damaged(&bytes);
+        }
+
+        #[test]
+        fn damage_anywhere_in_a_collected_log_never_serves_other_data(bytes in proptest::collection::vec(any::<u8>(), 0..160)) {
+            recover_damaged_collected(&bytes);
         }
     }
 }

@@ -296,6 +296,12 @@ fn rebuild_catalog(
     Ok(catalog)
 }
 
+/// The root recovery would start from (tests that look at the log behind it).
+#[cfg(test)]
+pub(crate) fn newest_root(pool: &Pool) -> Result<CheckpointRoot, OpenError> {
+    Ok(roots::choose_root(pool)?.root)
+}
+
 /// Counts damaged pool metadata: superblocks and their copies on every device,
 /// root copies, and the newest checkpoint body (a read error counts as
 /// damage). Callers hold the checkpoint gate, so no root is being written.
