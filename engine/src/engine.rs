@@ -672,20 +672,11 @@ impl Engine {
         };
         let runs = target.map.read().differing_runs(&base_map);
         let per_block = BLOCK_SIZE_U64 / u64::from(target.sector.bytes());
-        let mut extents = Vec::with_capacity(runs.len());
+        let mut sectors = crate::replication::BlockSet::new();
         for (first, count) in runs {
-            let mut lba = first * per_block;
-            let end = (first + count) * per_block;
-            while lba < end {
-                let run = (end - lba).min(u64::from(u32::MAX));
-                extents.push(Extent {
-                    lba,
-                    blocks: run as u32,
-                });
-                lba += run;
-            }
+            sectors.insert_range(first * per_block, count * per_block);
         }
-        Ok(extents)
+        Ok(sectors.extents(u32::MAX))
     }
 
     /// Registers replication state asked at every checkpoint which of its

@@ -14,6 +14,9 @@ use crate::io::{CrashMode, DeviceRef, SimDevice};
 use crate::{Engine, EngineConfig, IoError, SectorSize, VolumeId, VolumeOptions};
 
 const POOL_BYTES: u64 = 24 << 20;
+/// The collected image's pool: large enough that the background collector
+/// never starts on its own, so the rounds the image runs are exactly its own.
+const COLLECTED_POOL_BYTES: u64 = 64 << 20;
 const BLOCK: usize = 4096;
 /// Most damaged places per input.
 const DAMAGE_MAX: usize = 64;
@@ -34,6 +37,7 @@ struct ExpectedMap {
 
 struct Image {
     device: SimDevice,
+    bytes: u64,
     expected: Vec<ExpectedMap>,
 }
 
@@ -65,7 +69,12 @@ fn collected_image() -> &'static Image {
 }
 
 fn build_image(collected: bool) -> Image {
-    let sim = Arc::new(SimDevice::new(POOL_BYTES));
+    let bytes = if collected {
+        COLLECTED_POOL_BYTES
+    } else {
+        POOL_BYTES
+    };
+    let sim = Arc::new(SimDevice::new(bytes));
     let devices: Vec<DeviceRef> = vec![sim.clone()];
     Engine::format(devices.clone(), &config()).expect("format a fresh image");
     let engine = Engine::open(devices, config()).expect("open a fresh image");
@@ -139,6 +148,7 @@ fn build_image(collected: bool) -> Image {
     let (snapshot, snapshot_map) = snapshot.expect("the snapshot was taken");
     Image {
         device: sim.duplicate(),
+        bytes,
         expected: vec![
             ExpectedMap {
                 id: plain,
@@ -193,7 +203,7 @@ fn recover_damaged_image(image: &Image, bytes: &[u8]) -> Recovery {
         let mask = record[4].max(1);
         // Most damage lands where the metadata and data live: the first 8 MiB.
         let span = if raw & 0x8000_0000 != 0 {
-            POOL_BYTES
+            image.bytes
         } else {
             8 << 20
         };

@@ -51,18 +51,8 @@ enum Carried {
 
 impl Carried {
     fn add(&mut self, first_block: u64, blocks: u64) {
-        let Carried::Blocks(set) = self else {
-            return;
-        };
-        let mut lba = first_block;
-        let end = first_block.saturating_add(blocks);
-        while lba < end {
-            let run = (end - lba).min(u64::from(u32::MAX));
-            set.insert(Extent {
-                lba,
-                blocks: run as u32,
-            });
-            lba += run;
+        if let Carried::Blocks(set) = self {
+            set.insert_range(first_block, blocks);
         }
     }
 
@@ -180,15 +170,7 @@ impl UnsettledLedger {
                     let first = extent.lba * per_block;
                     let end =
                         ((extent.lba + u64::from(extent.blocks)) * per_block).min(volume_sectors);
-                    let mut lba = first;
-                    while lba < end {
-                        let run = (end - lba).min(u64::from(u32::MAX));
-                        sectors.insert(Extent {
-                            lba,
-                            blocks: run as u32,
-                        });
-                        lba += run;
-                    }
+                    sectors.insert_range(first, end.saturating_sub(first));
                 }
                 sectors.extents(u32::MAX)
             }

@@ -1095,6 +1095,13 @@ pub(super) mod tests {
         old
     }
 
+    /// Recomputes the header checksum over the used length after an edit.
+    fn reseal(bytes: &mut [u8]) {
+        let len = u32::from_le_bytes(bytes[LEN_AT..LEN_AT + 4].try_into().unwrap()) as usize;
+        let crc = crc_with_hole(&bytes[..len], CRC_AT);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+
     #[test]
     fn version_4_headers_still_decode_on_the_foreground_head() {
         let header = sample();
@@ -1103,9 +1110,7 @@ pub(super) mod tests {
         let mut bytes = bytes;
         let identity = identity_crc(&bytes);
         bytes[IDENTITY_CRC_AT..IDENTITY_CRC_AT + 4].copy_from_slice(&identity.to_le_bytes());
-        let len = u32::from_le_bytes(bytes[LEN_AT..LEN_AT + 4].try_into().unwrap()) as usize;
-        let crc = crc_with_hole(&bytes[..len], CRC_AT);
-        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        reseal(&mut bytes);
         assert_eq!(
             BatchHeader::decode(&bytes),
             Ok(BatchHeader {
@@ -1121,9 +1126,7 @@ pub(super) mod tests {
     fn a_head_other_than_the_two_is_refused() {
         let mut bytes = sample().encode();
         bytes[IDENTITY_CRC_AT + 4] = 2;
-        let len = u32::from_le_bytes(bytes[LEN_AT..LEN_AT + 4].try_into().unwrap()) as usize;
-        let crc = crc_with_hole(&bytes[..len], CRC_AT);
-        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        reseal(&mut bytes);
         assert!(BatchHeader::decode(&bytes).is_err());
     }
 

@@ -29,15 +29,7 @@ impl BlockSet {
     /// A set holding blocks `0..blocks`.
     pub fn full(blocks: u64) -> BlockSet {
         let mut set = BlockSet::new();
-        let mut lba = 0;
-        while lba < blocks {
-            let run = (blocks - lba).min(u64::from(u32::MAX));
-            set.insert(Extent {
-                lba,
-                blocks: run as u32,
-            });
-            lba += run;
-        }
+        set.insert_range(0, blocks);
         set
     }
 
@@ -54,6 +46,20 @@ impl BlockSet {
     /// Adds every block of `extent`.
     pub fn insert(&mut self, extent: Extent) {
         self.update(extent, true);
+    }
+
+    /// Adds blocks `first..first + count` (a range longer than an extent can say).
+    pub fn insert_range(&mut self, first: u64, count: u64) {
+        let end = first.saturating_add(count);
+        let mut lba = first;
+        while lba < end {
+            let run = (end - lba).min(u64::from(u32::MAX));
+            self.insert(Extent {
+                lba,
+                blocks: run as u32,
+            });
+            lba += run;
+        }
     }
 
     /// Removes every block of `extent`.

@@ -1145,15 +1145,9 @@ impl Inner {
             (Some(_), _) if copying => self.copy_step(index),
             (Some((name, _)), None) => {
                 let mut state = self.state.lock();
-                let seq = state.next_seq;
-                state.next_seq += 1;
-                let committed = state.committed();
-                let bytes = Envelope {
-                    seq,
-                    epoch: self.config.epoch,
-                    frame: Frame::Snapshot { committed, name },
-                }
-                .to_bytes();
+                let (seq, bytes) = state.next_envelope(self.config.epoch, |committed| {
+                    Frame::Snapshot { committed, name }
+                });
                 let member = &mut state.members[index];
                 let Some(link) = &member.link else {
                     return false;
@@ -1412,15 +1406,9 @@ impl Inner {
         // every in-sync member agrees on it now, and members out of the set
         // hold it in `missed`.
         self.engine.forget_unsettled(self.volume);
-        let seq = state.next_seq;
-        state.next_seq += 1;
-        let committed = state.committed();
-        let bytes = Envelope {
-            seq,
-            epoch: self.config.epoch,
-            frame: Frame::Reconciled { committed },
-        }
-        .to_bytes();
+        let (_, bytes) = state.next_envelope(self.config.epoch, |committed| Frame::Reconciled {
+            committed,
+        });
         for member in &state.members {
             if let Some(link) = &member.link {
                 let _ = link.frames.send(bytes.clone());
@@ -1577,6 +1565,16 @@ impl State {
             }
         }
         (blocking, sent)
+    }
+
+    /// Takes the next seq for `frame` (made with the committed watermark)
+    /// and encodes it: a frame outside `pending` (a seeding snapshot, the
+    /// end of reconciling).
+    fn next_envelope(&mut self, epoch: u64, frame: impl FnOnce(u64) -> Frame) -> (u64, Bytes) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let frame = frame(self.committed());
+        (seq, Envelope { seq, epoch, frame }.to_bytes())
     }
 
     /// Every change below this seq is answered by everyone it was sent to.
