@@ -22,6 +22,29 @@ pub const ALLOW_ANY: &str = "ALLOW_ANY";
 /// The ACL value that hides a volume from every host.
 pub const ALLOW_NONE: &str = "ALLOW_NONE";
 
+/// What a caller who is not the cluster admin must say: which project.
+pub const PROJECT_MANDATORY: &str = "projectName is mandatory unless you are the cluster admin";
+
+/// The answer to a request without `field`, which it must carry.
+pub fn mandatory(field: &str) -> String {
+    format!("{field} is mandatory")
+}
+
+/// A field the request must carry: its value, or [`mandatory`]'s answer.
+pub fn required<T>(field: &str, value: Option<T>) -> Result<T, String> {
+    value.ok_or_else(|| mandatory(field))
+}
+
+/// The project a request names, or `default` for the cluster admin, who may
+/// omit it; anyone else must name one ([`PROJECT_MANDATORY`]).
+pub fn project_or_default(project: Option<String>, cluster_admin: bool) -> Result<String, String> {
+    match project {
+        Some(p) => Ok(p),
+        None if cluster_admin => Ok(super::model::DEFAULT_PROJECT.to_owned()),
+        None => Err(PROJECT_MANDATORY.to_owned()),
+    }
+}
+
 /// Checks a resource name: 1–256 letters, digits, hyphens, underscores or periods,
 /// and neither `.` nor `..`, which name directories wherever a name becomes a
 /// path component (a file, a URL path segment, a key in another system).
@@ -349,5 +372,23 @@ mod properties {
                 prop_assert!(name != "." && name != "..");
             }
         }
+    }
+
+    #[test]
+    fn mandatory_fields_and_the_default_project() {
+        assert_eq!(required("name", Some(3)), Ok(3));
+        assert_eq!(
+            required::<u8>("name", None),
+            Err("name is mandatory".to_owned())
+        );
+        assert_eq!(
+            project_or_default(Some("p".into()), false),
+            Ok("p".to_owned())
+        );
+        assert_eq!(project_or_default(None, true), Ok("default".to_owned()));
+        assert_eq!(
+            project_or_default(None, false),
+            Err(PROJECT_MANDATORY.to_owned())
+        );
     }
 }

@@ -123,12 +123,8 @@ async fn create_core(
     admin_only(&caller, "create")?;
     let req: CreateQosPolicyRequest = body.json()?;
     let project = resolve_project(path.as_deref(), req.project_name.as_deref())?;
-    let name = req
-        .name
-        .ok_or_else(|| ApiError::BadRequest("name is mandatory".to_owned()))?;
-    let limit = req
-        .limit
-        .ok_or_else(|| ApiError::BadRequest("limit is mandatory".to_owned()))?;
+    let name = rules::required("name", req.name).map_err(ApiError::BadRequest)?;
+    let limit = rules::required("limit", req.limit).map_err(ApiError::BadRequest)?;
     let (scale, rates) = convert::qos_limit_in(&limit).map_err(ApiError::BadRequest)?;
     blocking(&state, move |s| {
         let policy = s.create_qos_policy(NewQosPolicy {

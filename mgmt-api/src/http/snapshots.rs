@@ -45,9 +45,7 @@ async fn list_core(
 ) -> Result<Response, ApiError> {
     let project = resolve_project(path.as_deref(), q.text("projectName"))?;
     if project.is_none() && !caller.is_cluster_admin() {
-        return Err(ApiError::BadRequest(
-            "projectName is mandatory unless you are the cluster admin".to_owned(),
-        ));
+        return Err(ApiError::BadRequest(rules::PROJECT_MANDATORY.to_owned()));
     }
     let volume = q.uuid("sourceVolumeUUID")?;
     let show_all = q.flag("showAll")?.unwrap_or(false);
@@ -98,9 +96,7 @@ async fn create_core(
         resolve_project(path.as_deref(), req.project_name.as_deref())?,
     )?;
     authorize(&caller, &project, true)?;
-    let name = req
-        .name
-        .ok_or_else(|| ApiError::BadRequest("name is mandatory".to_owned()))?;
+    let name = rules::required("name", req.name).map_err(ApiError::BadRequest)?;
     let volume_uuid = req
         .source_volume_uuid
         .as_deref()
@@ -112,19 +108,13 @@ async fn create_core(
         rules::check_name("sourceVolumeName", n).map_err(ApiError::BadRequest)?;
     }
     if volume_uuid.is_none() && volume_name.is_none() {
-        return Err(ApiError::BadRequest(
-            "sourceVolumeUUID is mandatory".to_owned(),
-        ));
+        return Err(ApiError::BadRequest(rules::mandatory("sourceVolumeUUID")));
     }
     blocking(&state, move |s| {
         let source_volume = match (volume_uuid, volume_name) {
             (Some(u), _) => u,
             (None, Some(n)) => s.volume_by_name(&project, &n)?.record.uuid,
-            (None, None) => {
-                return Err(ApiError::BadRequest(
-                    "sourceVolumeUUID is mandatory".to_owned(),
-                ))
-            }
+            (None, None) => return Err(ApiError::BadRequest(rules::mandatory("sourceVolumeUUID"))),
         };
         let snap = s.create_snapshot(NewSnapshot {
             name,

@@ -20,7 +20,6 @@ use super::extract::{
 use super::qos::qos_reference;
 use super::{blocking, AppState};
 use crate::auth::Principal;
-use crate::domain::model::DEFAULT_PROJECT;
 use crate::domain::{
     rules, NewVolume, Service, ServiceError, VolumeChanges, VolumeFilter, VolumeView,
 };
@@ -51,13 +50,7 @@ pub fn resolve_project(
 
 /// The project to create in or list: explicit, or `default` for cluster admins.
 pub fn required_project(caller: &Principal, project: Option<String>) -> Result<String, ApiError> {
-    match project {
-        Some(p) => Ok(p),
-        None if caller.is_cluster_admin() => Ok(DEFAULT_PROJECT.to_owned()),
-        None => Err(ApiError::BadRequest(
-            "projectName is mandatory unless you are the cluster admin".to_owned(),
-        )),
-    }
+    rules::project_or_default(project, caller.is_cluster_admin()).map_err(ApiError::BadRequest)
 }
 
 /// 403 unless the caller may read (or, with `write`, change) `project`.
@@ -125,9 +118,7 @@ async fn list_core(
 ) -> Result<Response, ApiError> {
     let project = resolve_project(path.as_deref(), q.text("projectName"))?;
     if project.is_none() && !caller.is_cluster_admin() {
-        return Err(ApiError::BadRequest(
-            "projectName is mandatory unless you are the cluster admin".to_owned(),
-        ));
+        return Err(ApiError::BadRequest(rules::PROJECT_MANDATORY.to_owned()));
     }
     let filter = VolumeFilter {
         project: project.clone(),
@@ -182,9 +173,7 @@ async fn create_core(
         resolve_project(path.as_deref(), req.project_name.as_deref())?,
     )?;
     authorize(&caller, &project, true)?;
-    let name = req
-        .name
-        .ok_or_else(|| ApiError::BadRequest("name is mandatory".to_owned()))?;
+    let name = rules::required("name", req.name).map_err(ApiError::BadRequest)?;
     let source_snapshot = match req
         .source_snapshot_uuid
         .as_deref()
@@ -205,7 +194,7 @@ async fn create_core(
             .map_err(ApiError::BadRequest)?;
     }
     if req.size.is_none() && source_snapshot.is_none() && source_snapshot_name.is_none() {
-        return Err(ApiError::BadRequest("size is mandatory".to_owned()));
+        return Err(ApiError::BadRequest(rules::mandatory("size")));
     }
     let new = NewVolume {
         name,
@@ -324,7 +313,7 @@ async fn rollback_core(
         "srcSnapshotUUID",
         req.src_snapshot_uuid
             .as_deref()
-            .ok_or_else(|| ApiError::BadRequest("srcSnapshotUUID is mandatory".to_owned()))?,
+            .ok_or_else(|| ApiError::BadRequest(rules::mandatory("srcSnapshotUUID")))?,
     )?;
     blocking(&state, move |s| {
         let view = locate(s, &caller, project.as_deref(), &id, None, true)?;

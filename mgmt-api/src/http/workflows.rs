@@ -15,7 +15,7 @@ use super::volumes::{authorize, required_project};
 use super::{blocking, AppState};
 use crate::auth::Principal;
 use crate::domain::model::WorkflowRecord;
-use crate::domain::{Service, ThickClone};
+use crate::domain::{rules, Service, ThickClone};
 
 fn visible(caller: &Principal, w: &WorkflowRecord) -> bool {
     caller.is_cluster_admin() || w.projects.iter().any(|p| caller.can_read(p))
@@ -49,7 +49,7 @@ async fn start(
     authorize(&caller, &source_project, false)?;
     authorize(&caller, project.as_deref().unwrap_or(&source_project), true)?;
     if req.dst.name.is_empty() {
-        return Err(ApiError::BadRequest("dst.name is mandatory".to_owned()));
+        return Err(ApiError::BadRequest(rules::mandatory("dst.name")));
     }
     if !into_snapshot && req.dst.description.is_some() {
         return Err(ApiError::BadRequest(
