@@ -58,27 +58,45 @@ impl TermAuthority {
     ) -> Result<(), Deposed> {
         let volume = Uuid::parse_str(volume).map_err(|_| Deposed)?;
         let member = Uuid::from_bytes(member.0);
+        self.retry_while_lease(
+            &format!("change the in-sync set of {volume} ({member})"),
+            || {
+                let result = self.runtime.block_on(self.store.update(volume, |record| {
+                    if record.primary != self.node || record.epoch != epoch {
+                        return Err(Deposed);
+                    }
+                    if add {
+                        record.add_in_sync(member);
+                    } else {
+                        record.remove_in_sync(member);
+                    }
+                    Ok(())
+                }));
+                match result {
+                    Err(UpdateError::Missing) => Err(UpdateError::Refused(Deposed)),
+                    other => other.map(|_| ()),
+                }
+            },
+        )
+    }
+
+    /// Runs `attempt` until it succeeds or is refused; an unreachable etcd is
+    /// retried (after a pause) only while the term's lease holds.
+    fn retry_while_lease(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> Result<(), UpdateError<Deposed>>,
+    ) -> Result<(), Deposed> {
         loop {
             if !self.lease_valid() {
                 return Err(Deposed);
             }
-            let result = self.runtime.block_on(self.store.update(volume, |record| {
-                if record.primary != self.node || record.epoch != epoch {
-                    return Err(Deposed);
-                }
-                if add {
-                    record.add_in_sync(member);
-                } else {
-                    record.remove_in_sync(member);
-                }
-                Ok(())
-            }));
-            match result {
-                Ok(_) => return Ok(()),
+            match attempt() {
+                Ok(()) => return Ok(()),
                 Err(UpdateError::Refused(deposed)) => return Err(deposed),
                 Err(UpdateError::Missing) => return Err(Deposed),
                 Err(UpdateError::Store(err)) => {
-                    tracing::warn!(%volume, %member, error = %err, "cannot change the in-sync set yet; retrying while the lease holds");
+                    tracing::warn!(error = %err, "cannot {what} yet; retrying while the lease holds");
                     std::thread::sleep(RETRY_PAUSE);
                 }
             }
@@ -107,36 +125,33 @@ impl ReplicaSetAuthority for TermAuthority {
             return Ok(());
         };
         let member = Uuid::from_bytes(member.0);
-        loop {
-            if !self.lease_valid() {
-                return Err(Deposed);
-            }
-            let result = self.runtime.block_on(async {
-                match self.store.get(volume).await {
-                    Ok(Some((record, _)))
-                        if record.primary == self.node && record.epoch == epoch => {}
-                    Ok(_) => return Err(UpdateError::Refused(Deposed)),
-                    Err(err) => return Err(UpdateError::Store(err)),
+        self.retry_while_lease(
+            &format!("record {member} as a holder of snapshot {snapshot}"),
+            || {
+                let result = self.runtime.block_on(async {
+                    match self.store.get(volume).await {
+                        Ok(Some((record, _)))
+                            if record.primary == self.node && record.epoch == epoch => {}
+                        Ok(_) => return Err(UpdateError::Refused(Deposed)),
+                        Err(err) => return Err(UpdateError::Store(err)),
+                    }
+                    self.snapshots
+                        .update(snapshot, |r| {
+                            if r.state == SnapshotState::Ready && !r.holders.contains(&member) {
+                                r.holders.push(member);
+                            }
+                            Ok::<(), Deposed>(())
+                        })
+                        .await
+                        .map(|_| ())
+                });
+                // A snapshot deleted meanwhile has no holders to add to.
+                match result {
+                    Err(UpdateError::Missing) => Ok(()),
+                    other => other,
                 }
-                self.snapshots
-                    .update(snapshot, |r| {
-                        if r.state == SnapshotState::Ready && !r.holders.contains(&member) {
-                            r.holders.push(member);
-                        }
-                        Ok::<(), Deposed>(())
-                    })
-                    .await
-                    .map(|_| ())
-            });
-            match result {
-                Ok(()) | Err(UpdateError::Missing) => return Ok(()),
-                Err(UpdateError::Refused(deposed)) => return Err(deposed),
-                Err(UpdateError::Store(err)) => {
-                    tracing::warn!(%volume, %snapshot, %member, error = %err, "cannot record a snapshot's new holder yet; retrying while the lease holds");
-                    std::thread::sleep(RETRY_PAUSE);
-                }
-            }
-        }
+            },
+        )
     }
 
     fn lease_valid(&self) -> bool {
