@@ -110,35 +110,36 @@ impl UnsettledLedger {
         ledger
     }
 
-    /// Adds what a replayed batch entry wrote.
-    pub fn note_replayed(&self, entry: &Entry) {
-        let (volume, first, blocks, whole) = match entry {
-            Entry::Write {
-                volume, lba, crcs, ..
-            }
-            | Entry::WritePacked {
-                volume, lba, crcs, ..
-            } => (*volume, *lba, crcs.len() as u64, false),
-            Entry::Trim {
-                volume,
-                lba,
-                blocks,
-            } => (*volume, *lba, *blocks, false),
-            Entry::Revert { volume, .. } => (*volume, 0, 0, true),
-            Entry::DeleteVolume { volume } => {
-                self.carried.lock().remove(&VolumeId(*volume));
-                return;
-            }
-            _ => return,
-        };
+    /// Adds what a replayed batch's entries wrote (one lock per batch).
+    pub fn note_replayed(&self, entries: &[Entry]) {
         let mut carried = self.carried.lock();
-        let set = carried
-            .entry(VolumeId(volume))
-            .or_insert_with(|| Carried::Blocks(BlockSet::new()));
-        if whole {
-            *set = Carried::WholeVolume;
-        } else {
-            set.add(first, blocks);
+        for entry in entries {
+            let (volume, first, blocks) = match entry {
+                Entry::Write {
+                    volume, lba, crcs, ..
+                }
+                | Entry::WritePacked {
+                    volume, lba, crcs, ..
+                } => (*volume, *lba, crcs.len() as u64),
+                Entry::Trim {
+                    volume,
+                    lba,
+                    blocks,
+                } => (*volume, *lba, *blocks),
+                Entry::Revert { volume, .. } => {
+                    carried.insert(VolumeId(*volume), Carried::WholeVolume);
+                    continue;
+                }
+                Entry::DeleteVolume { volume } => {
+                    carried.remove(&VolumeId(*volume));
+                    continue;
+                }
+                _ => continue,
+            };
+            carried
+                .entry(VolumeId(volume))
+                .or_insert_with(|| Carried::Blocks(BlockSet::new()))
+                .add(first, blocks);
         }
     }
 
@@ -264,22 +265,22 @@ mod tests {
     #[test]
     fn replayed_writes_and_trims_are_carried_and_a_delete_forgets_them() {
         let ledger = UnsettledLedger::default();
-        ledger.note_replayed(&Entry::Write {
+        ledger.note_replayed(&[Entry::Write {
             volume: 1,
             lba: 10,
             data_offset: 0,
             crcs: vec![0; 3],
-        });
-        ledger.note_replayed(&Entry::Trim {
+        }]);
+        ledger.note_replayed(&[Entry::Trim {
             volume: 1,
             lba: 100,
             blocks: 2,
-        });
-        ledger.note_replayed(&Entry::Trim {
+        }]);
+        ledger.note_replayed(&[Entry::Trim {
             volume: 2,
             lba: 0,
             blocks: 1,
-        });
+        }]);
         assert_eq!(
             ledger.carried(VolumeId(1), 4096, 1 << 20),
             vec![ext(10, 3), ext(100, 2)]
@@ -288,17 +289,17 @@ mod tests {
             ledger.carried(VolumeId(1), 512, 1 << 20),
             vec![ext(80, 24), ext(800, 16)]
         );
-        ledger.note_replayed(&Entry::DeleteVolume { volume: 2 });
+        ledger.note_replayed(&[Entry::DeleteVolume { volume: 2 }]);
         assert!(ledger.carried(VolumeId(2), 4096, 1 << 20).is_empty());
     }
 
     #[test]
     fn a_rollback_or_too_many_runs_carry_the_whole_volume() {
         let ledger = UnsettledLedger::default();
-        ledger.note_replayed(&Entry::Revert {
+        ledger.note_replayed(&[Entry::Revert {
             volume: 1,
             snapshot: 2,
-        });
+        }]);
         assert_eq!(ledger.carried(VolumeId(1), 4096, 8 * 4096), vec![ext(0, 8)]);
         let scattered: Vec<Extent> = (0..CARRIED_EXTENTS_MAX as u64 + 1)
             .map(|i| ext(i * 2, 1))

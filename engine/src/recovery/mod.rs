@@ -154,9 +154,7 @@ pub(crate) fn open(
             let info = log.segments.get_mut(link.segment);
             info.state = SegmentState::Sealed;
             info.max_seq = header.seq;
-            for entry in &header.entries {
-                core.unsettled.note_replayed(entry);
-            }
+            core.unsettled.note_replayed(&header.entries);
             apply_batch(&core, &mut log, &header, link.segment, link.block);
             log.applied_seq = header.seq;
         }
