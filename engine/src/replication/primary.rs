@@ -229,9 +229,9 @@ struct Member {
 struct Seeding {
     /// Snapshot names still to build, oldest first.
     queue: std::collections::VecDeque<String>,
-    /// The one being copied (the queue's front) and its local id, once
-    /// what the member lacks of it is loaded into `missed`.
-    building: Option<(String, VolumeId)>,
+    /// The local id of the one being copied (the queue's front), once what
+    /// the member lacks of it is loaded into `missed`.
+    building: Option<VolumeId>,
     /// The seq of its `Snapshot` frame, sent and not yet answered.
     frame: Option<u64>,
     /// The last snapshot built: the member's volume holds its content.
@@ -1102,7 +1102,7 @@ impl Inner {
             let member = &state.members[index];
             (
                 seeding.queue.front().cloned(),
-                seeding.building.clone(),
+                seeding.building,
                 seeding.frame,
                 !member.missed.is_empty()
                     || member.copies.keys().any(|s| Some(*s) != seeding.frame),
@@ -1133,7 +1133,7 @@ impl Inner {
                             member.missed.insert(extent);
                         }
                         member.resync_total_blocks = member.missed.len();
-                        member.seeding.building = Some((next, snapshot.id));
+                        member.seeding.building = Some(snapshot.id);
                     }
                     _ => {
                         tracing::warn!(volume = %self.config.volume_name, snapshot = %next, "a snapshot to seed is gone; the member gets the volume whole");
@@ -1143,7 +1143,8 @@ impl Inner {
                 true
             }
             (Some(_), _) if copying => self.copy_step(index),
-            (Some((name, _)), None) => {
+            (Some(_), None) => {
+                let name = next;
                 let mut state = self.state.lock();
                 let (seq, bytes) = state.next_envelope(self.config.epoch, |committed| {
                     Frame::Snapshot { committed, name }
@@ -1158,7 +1159,8 @@ impl Inner {
                 member.seeding.frame = Some(seq);
                 true
             }
-            (Some((name, id)), Some(seq)) => {
+            (Some(id), Some(seq)) => {
+                let name = next;
                 let node = {
                     let state = self.state.lock();
                     let member = &state.members[index];
@@ -1265,7 +1267,7 @@ impl Inner {
             member.written_since_attach = written;
             // A seeding member gets the snapshot being built, not the volume.
             let source = match (member.state, &member.seeding.building) {
-                (MemberState::Seeding, Some((_, snapshot))) => *snapshot,
+                (MemberState::Seeding, Some(snapshot)) => *snapshot,
                 _ => self.volume,
             };
             let in_flight: Vec<Extent> = member.copies.values().copied().collect();
