@@ -28,8 +28,8 @@ use crate::index::{Chunk, Packing, VolumeMap};
 use crate::io::read_blocking;
 use crate::log::segments::SegmentState;
 use crate::log::{
-    append_collected, checkpoint_reserve, collector_room, Origin, Pending, Record,
-    COLLECTOR_RESERVE_SEGMENTS,
+    append_collected, checkpoint_reserve, collector_reserve_segments, collector_room, Origin,
+    Pending, Record,
 };
 use crate::units::{PhysBlock, SegmentId, BLOCK_SIZE};
 use crate::volume::VolumeState;
@@ -110,7 +110,16 @@ fn free_blocks(core: &Core) -> u64 {
 fn low_watermark(core: &Core, reserve: usize) -> usize {
     let share =
         core.pool.segment_count() as usize * core.config.gc_free_low_permille as usize / 1000;
-    share.max(reserve + 1 + COLLECTOR_RESERVE_SEGMENTS + VICTIMS_PER_ROUND + 1)
+    share.max(
+        reserve
+            + 1
+            + collector_reserve_segments(
+                core.pool.segment_count() as usize,
+                core.pool.blocks_per_segment,
+            )
+            + VICTIMS_PER_ROUND
+            + 1,
+    )
 }
 
 /// Whether writers wait for room or free segments are fewer than `limit` of the
@@ -131,10 +140,20 @@ fn space_is_below_target(core: &Core) -> bool {
     free_below(core, |low| low + VICTIMS_PER_ROUND)
 }
 
-/// Unpins the victims when a round ends, however it ends.
+/// Unpins the victims when a round ends, however it ends; a victim whose
+/// copies have landed is released early.
 struct Pinned<'a> {
     core: &'a Core,
     segments: Vec<SegmentId>,
+}
+
+impl Pinned<'_> {
+    fn release(&mut self, victim: SegmentId) {
+        if let Some(at) = self.segments.iter().position(|s| *s == victim) {
+            self.segments.swap_remove(at);
+            self.core.pins.unpin(victim);
+        }
+    }
 }
 
 impl Drop for Pinned<'_> {
@@ -142,6 +161,36 @@ impl Drop for Pinned<'_> {
         for segment in &self.segments {
             self.core.pins.unpin(*segment);
         }
+    }
+}
+
+/// One victim's copies in flight: how many have not answered yet.
+struct VictimCopies {
+    segment: SegmentId,
+    outstanding: usize,
+    answers: Receiver<Result<(), IoError>>,
+}
+
+impl VictimCopies {
+    /// Takes the answers that have arrived (all of them when `block`); true
+    /// once every copy has landed. A failed copy fails the round.
+    fn settle(&mut self, block: bool) -> Result<bool, IoError> {
+        while self.outstanding > 0 {
+            let answer = if block {
+                self.answers.recv().map_err(|_| IoError::Fenced)?
+            } else {
+                match self.answers.try_recv() {
+                    Ok(answer) => answer,
+                    Err(crossbeam_channel::TryRecvError::Empty) => return Ok(false),
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        return Err(IoError::Fenced)
+                    }
+                }
+            };
+            answer?;
+            self.outstanding -= 1;
+        }
+        Ok(true)
     }
 }
 
@@ -191,93 +240,105 @@ impl LiveBlock {
 pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
     let _gate = core.collector_gate.lock();
     let (segments, generation) = choose_victims(core);
-    let victims = Pinned { core, segments };
-    if victims.segments.is_empty() {
+    if segments.is_empty() {
         core.collector_stalled_at
             .store(generation, Ordering::Release);
         return Ok(false);
     }
+    let chosen = segments.clone();
+    let mut victims = Pinned { core, segments };
     let live = find_live_blocks(core, &victims.segments);
-    let (done_tx, done_rx) = crossbeam_channel::unbounded();
-    let mut submitted = 0usize;
-    let mut records = Vec::new();
-    for &victim in &victims.segments {
+    let mut in_flight: Vec<VictimCopies> = Vec::new();
+    for &victim in &chosen {
         let mut blocks: Vec<&LiveBlock> = live
             .iter()
             .filter(|b| core.pool.split(b.location).0 == victim)
             .collect();
-        if blocks.is_empty() {
-            continue;
-        }
         blocks.sort_unstable_by_key(|b| b.location);
-        let end = blocks
+        let (done_tx, answers) = crossbeam_channel::unbounded();
+        let mut records = Vec::with_capacity(blocks.len());
+        if let Some(end) = blocks
             .iter()
             .map(|b| core.pool.split(b.location).1 as usize + b.stored_blocks())
             .max()
-            .unwrap_or(0);
-        let (device, offset) = core.pool.locate(victim, 0);
-        let data = Bytes::from_owner(read_blocking(device, offset, end * BLOCK_SIZE)?);
-        for block in blocks {
-            let at = core.pool.split(block.location).1 as usize * BLOCK_SIZE;
-            let content = data.slice(at..at + block.stored_blocks() * BLOCK_SIZE);
-            if block.packing == Packing::RAW && crc32c::crc32c(&content) != block.members[0].2 {
-                // Moved as it is: the stored crc keeps reporting the damage on read.
-                tracing::error!(
-                    location = block.location.0,
-                    "garbage collection found a block failing its checksum"
-                );
+        {
+            let (device, offset) = core.pool.locate(victim, 0);
+            let data = Bytes::from_owner(read_blocking(device, offset, end * BLOCK_SIZE)?);
+            for block in blocks {
+                let at = core.pool.split(block.location).1 as usize * BLOCK_SIZE;
+                let content = data.slice(at..at + block.stored_blocks() * BLOCK_SIZE);
+                if block.packing == Packing::RAW && crc32c::crc32c(&content) != block.members[0].2 {
+                    // Moved as it is: the stored crc keeps reporting the damage on read.
+                    tracing::error!(
+                        location = block.location.0,
+                        "garbage collection found a block failing its checksum"
+                    );
+                }
+                let tx = done_tx.clone();
+                records.push(Pending {
+                    record: block.record(content),
+                    done: Box::new(move |result| {
+                        let _ = tx.send(result);
+                    }),
+                });
             }
-            let tx = done_tx.clone();
-            records.push(Pending {
-                record: block.record(content),
-                done: Box::new(move |result| {
-                    let _ = tx.send(result);
-                }),
-            });
         }
+        in_flight.push(VictimCopies {
+            segment: victim,
+            outstanding: records.len(),
+            answers,
+        });
         // One victim's copies queued together fill whole batches.
-        submitted += records.len();
-        append_collected(core, std::mem::take(&mut records));
+        append_collected(core, records);
+        // Victims whose copies landed while this one was read free now, so
+        // foreground writes waiting for room wait for one victim, not a round.
+        release_settled(core, &mut victims, &mut in_flight, false)?;
     }
-    drop(done_tx);
-    let mut first_error = None;
-    for _ in 0..submitted {
-        match done_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                first_error.get_or_insert(err);
-            }
-            Err(_) => {
-                first_error.get_or_insert(IoError::Fenced);
-                break;
-            }
-        }
-    }
-    if let Some(err) = first_error {
-        return Err(err);
-    }
+    release_settled(core, &mut victims, &mut in_flight, true)?;
     core.counters
         .cleaned_segments
-        .fetch_add(victims.segments.len() as u64, Ordering::Relaxed);
-    let needs_checkpoint = {
-        let log = core.log.lock();
-        victims
-            .segments
-            .iter()
-            .any(|s| log.segments.get(*s).max_seq >= log.covered_seq)
-    };
-    drop(victims);
-    // The flush makes the relocations durable, which frees the victims (if a
-    // checkpoint already covers their batches); otherwise a checkpoint does both.
-    if needs_checkpoint {
+        .fetch_add(chosen.len() as u64, Ordering::Relaxed);
+    if checkpoint_wanted(core, &chosen) {
+        // A victim holds batches no checkpoint covers yet: only a checkpoint
+        // (which also flushes) lets it be reused.
         crate::checkpoint::write_checkpoint(core).map_err(|e| match e {
             crate::error::CheckpointError::Io(io) => io,
             _ => IoError::NoSpace,
         })?;
-    } else {
-        flush_wait(core)?;
     }
     Ok(true)
+}
+
+/// Whether some of `victims` holds batches newer than the last checkpoint.
+fn checkpoint_wanted(core: &Core, victims: &[SegmentId]) -> bool {
+    let log = core.log.lock();
+    victims
+        .iter()
+        .any(|s| log.segments.get(*s).max_seq >= log.covered_seq)
+}
+
+/// Releases, in order, the victims whose copies have all landed (waiting for
+/// them when `block`), then flushes so the relocations are durable and the
+/// emptied victims a checkpoint already covers are freed.
+fn release_settled(
+    core: &Arc<Core>,
+    victims: &mut Pinned<'_>,
+    in_flight: &mut Vec<VictimCopies>,
+    block: bool,
+) -> Result<(), IoError> {
+    let mut released = 0;
+    for copies in in_flight.iter_mut() {
+        if !copies.settle(block)? {
+            break;
+        }
+        victims.release(copies.segment);
+        released += 1;
+    }
+    in_flight.drain(..released);
+    if released > 0 {
+        flush_wait(core)?;
+    }
+    Ok(())
 }
 
 /// Picks and pins the sealed segments most worth cleaning under the configured
@@ -297,7 +358,8 @@ fn choose_victims(core: &Core) -> (Vec<SegmentId>, u64) {
     // than it frees (`relocation_blocks` errs high, so every round gains
     // room and an overwrite of a full pool always finishes).
     let waiting = log.has_waiting_records();
-    let low = log.segments.allocatable() <= reserve + COLLECTOR_RESERVE_SEGMENTS + 1;
+    let low = log.segments.allocatable()
+        <= reserve + collector_reserve_segments(log.segments.info.len(), per_segment) + 1;
     let worth = |live: u32| {
         if waiting {
             relocation_blocks(live) < u64::from(per_segment)
@@ -330,7 +392,7 @@ fn choose_victims(core: &Core) -> (Vec<SegmentId>, u64) {
     candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
     // Take victims while their live blocks surely fit in the room the
     // collector may write to (the foreground always leaves it
-    // `COLLECTOR_RESERVE_SEGMENTS` of it), so a round never stops half done
+    // `collector_reserve_segments` of it), so a round never stops half done
     // for want of space with its victims not yet freed.
     let mut room = collector_room(core, &log, reserve);
     let mut victims = Vec::new();
