@@ -10,13 +10,13 @@
 //! 2. the pool is formatted again, the volume filled sequentially with 128 KiB
 //!    writes until live data is the asked share of the pool's data capacity
 //!    (`pool_stats().data_capacity_bytes`: what it takes before refusing new data);
-//! 3. random 4 KiB overwrites until garbage collection has cleaned twice the
-//!    pool's segment count, or `KEEL_GC_SECONDS` have passed.
+//! 3. random 4 KiB overwrites until garbage collection has cleaned twice (or
+//!    `KEEL_GC_CLEANINGS` times) the pool's segment count, or `KEEL_GC_SECONDS`
+//!    have passed.
 //!
 //! Reported per case: IOPS of the fresh phase, IOPS over the overwrite phase and
-//! over its steady part (from the moment the collector has cleaned as many
-//! segments as the pool holds, or from its first cleaning if the run ends
-//! before that), the steady/fresh ratio, write amplification from the
+//! over its steady part (from the moment the collector has done half of those
+//! cleanings, or from its first cleaning if the run ends before that), the steady/fresh ratio, write amplification from the
 //! `pool_stats()` counters over those windows (relocated + host bytes per host
 //! byte), every device byte per host byte (`device_written_bytes`: adds batch
 //! headers and checkpoints), segments cleaned, latency percentiles and any
@@ -26,7 +26,9 @@
 //! phase, default 5), `KEEL_GC_SECONDS` (overwrite phase cap, default 90),
 //! `KEEL_GC_POOL_MIB` (pool file, default 2048), `KEEL_GC_FILLS` (per-mille
 //! fills, default `800,850,900`), `KEEL_GC_WORKLOADS` (`uniform,hotcold`),
-//! `KEEL_GC_POLICIES` (`greedy,cost-benefit`).
+//! `KEEL_GC_POLICIES` (`greedy,cost-benefit`), `KEEL_GC_SEGMENT_BLOCKS` (4 KiB
+//! blocks per segment, default the engine's), `KEEL_GC_CLEANINGS` (pools'
+//! worth of segments cleaned per case, default 2; steady from half of them).
 
 mod common;
 
@@ -252,9 +254,14 @@ fn run_case(
     workload: Workload,
     policy: GcPolicy,
 ) -> Row {
+    let defaults = EngineConfig::default();
     let config = EngineConfig {
         gc_policy: policy,
-        ..EngineConfig::default()
+        blocks_per_segment: env_u64(
+            "KEEL_GC_SEGMENT_BLOCKS",
+            u64::from(defaults.blocks_per_segment),
+        ) as u32,
+        ..defaults
     };
     let segment_bytes = u64::from(config.blocks_per_segment) * BLOCK_BYTES;
     let mut notes = Vec::new();
@@ -341,7 +348,8 @@ fn run_case(
     }
 
     // Sustained random overwrite.
-    let target = filled.gc_cleaned_segments + 2 * segments;
+    let cleanings = env_u64("KEEL_GC_CLEANINGS", 2).max(2);
+    let target = filled.gc_cleaned_segments + cleanings * segments;
     let mut overwrite = drive(
         &engine,
         volume,
@@ -362,12 +370,14 @@ fn run_case(
     let first = &overwrite.samples[0];
     let last = &overwrite.samples[overwrite.samples.len() - 1];
     let cleaned = last.stats.gc_cleaned_segments - first.stats.gc_cleaned_segments;
-    // Steady part: once a pool's worth of segments has been cleaned, else from
-    // the first cleaning.
+    // Steady part: once half the cleanings are done, else from the first one.
     let steady_start = overwrite
         .samples
         .iter()
-        .find(|s| s.stats.gc_cleaned_segments >= first.stats.gc_cleaned_segments + segments)
+        .find(|s| {
+            s.stats.gc_cleaned_segments
+                >= first.stats.gc_cleaned_segments + cleanings / 2 * segments
+        })
         .filter(|s| last.at - s.at >= 1.0)
         .or_else(|| {
             notes.push("steady window from first cleaning".into());
@@ -380,7 +390,7 @@ fn run_case(
     let steady_iops = (last.ios - steady_start.ios) as f64 / (last.at - steady_start.at).max(1e-9);
     if overwrite.tally.errors >= ERRORS_MAX {
         notes.push(format!("stopped by write errors at {cleaned} cleaned"));
-    } else if cleaned < 2 * segments {
+    } else if cleaned < cleanings * segments {
         notes.push(format!("stopped by the time limit at {cleaned} cleaned"));
     }
     let latencies = std::mem::take(&mut overwrite.tally.latencies).summary(Precision::WholeMicros);

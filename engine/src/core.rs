@@ -44,7 +44,7 @@ impl Default for EngineConfig {
             // Measured (BENCHMARKS.md): greedy cleans at equal or lower write
             // amplification, also on skewed workloads, while relocations share
             // the foreground's log head.
-            gc_policy: GcPolicy::Greedy,
+            gc_policy: GcPolicy::CostBenefit,
             gc_free_low_permille: 50,
             scrub_bytes_per_s: 8 << 20,
             scrub_interval: Some(std::time::Duration::from_secs(24 * 3600)),
@@ -267,7 +267,7 @@ pub(crate) fn live_limit_blocks(
     let kept = body_segments
         + reserve_segments
         + 1
-        + crate::log::COLLECTOR_RESERVE_SEGMENTS as u64
+        + crate::log::collector_reserve_segments(segments as usize, blocks_per_segment) as u64
         + 1
         + headroom;
     segments.saturating_sub(kept) * u64::from(blocks_per_segment)

@@ -89,8 +89,16 @@ impl Record {
     }
 }
 
-/// Segments that only garbage collection may allocate, so it can always make room.
-pub(crate) const COLLECTOR_RESERVE_SEGMENTS: usize = 2;
+/// Segments that only garbage collection may allocate, so it can always make
+/// room: two, and up to 16 MiB worth of them (so a pool of small segments keeps
+/// the room in bytes for a round's copies, and for the checkpoint reserve to
+/// grow into, that one of the default 8 MiB segments has) as long as that is
+/// at most a sixteenth of a pool of `segment_count` segments.
+pub(crate) fn collector_reserve_segments(segment_count: usize, blocks_per_segment: u32) -> usize {
+    const RESERVE_BLOCKS: usize = 4096;
+    let by_bytes = RESERVE_BLOCKS.div_ceil(blocks_per_segment.max(1) as usize);
+    by_bytes.min(segment_count / 16).max(2)
+}
 
 pub(crate) struct Pending {
     pub record: Record,
@@ -316,7 +324,9 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
         if !fits_open {
             let reserve = checkpoint_reserve(core, log);
             let floor = if foreground_data {
-                reserve + 1 + COLLECTOR_RESERVE_SEGMENTS
+                reserve
+                    + 1
+                    + collector_reserve_segments(log.segments.info.len(), blocks_per_segment)
             } else if plan.data_blocks() > 0 {
                 reserve + 1
             } else {
@@ -545,4 +555,33 @@ fn batch_done(core: &Arc<Core>, seq: u64, result: Result<(), IoError>) {
         done(outcome);
     }
     finish(core, formed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_collector_keeps_16_mib_and_two_segments_of_room_in_pools_large_enough() {
+        // A 1 GiB pool.
+        for blocks_per_segment in [64u32, 256, 512, 1000, 2048, 4096, 16384] {
+            let count = (1usize << 18) / blocks_per_segment as usize;
+            let segments = collector_reserve_segments(count, blocks_per_segment);
+            assert!(segments >= 2, "{blocks_per_segment}");
+            assert!(segments as u64 * u64::from(blocks_per_segment) * 4096 >= 16 << 20);
+            // No more than needed: one segment fewer would be short of both.
+            let fewer = (segments - 1) as u64 * u64::from(blocks_per_segment) * 4096;
+            assert!(segments == 2 || fewer < 16 << 20, "{blocks_per_segment}");
+        }
+        assert_eq!(
+            collector_reserve_segments(127, 2048),
+            2,
+            "the default is unchanged"
+        );
+        // A 4 MiB pool of 64-block segments keeps the two.
+        assert_eq!(collector_reserve_segments(16, 64), 2);
+        // A 64 MiB one of 512-block segments: a sixteenth of it.
+        assert_eq!(collector_reserve_segments(32, 512), 2);
+        assert_eq!(collector_reserve_segments(64, 512), 4);
+    }
 }
