@@ -207,6 +207,9 @@ pub struct ApiConfig {
     pub tls_key: Option<PathBuf>,
     /// Most workflows (thick clones) running at once before new ones get 429.
     pub max_running_workflows: usize,
+    /// Where the KumoScale Provisioner dialect listens (the Provisioner's
+    /// port is 30100); `None` (the default) does not serve it.
+    pub kumoscale_listen: Option<SocketAddr>,
 }
 
 /// Log output.
@@ -276,6 +279,7 @@ impl Default for ApiConfig {
             tls_cert: None,
             tls_key: None,
             max_running_workflows: 8,
+            kumoscale_listen: None,
         }
     }
 }

@@ -510,6 +510,7 @@ async fn start_api(
         api_config.service.max_replicas = crate::cluster::volumes::REPLICAS_MAX;
     }
     api_config.catalog_store = shared_catalog;
+    api_config.kumoscale_listen = config.api.kumoscale_listen;
     let server = mgmt_api::ApiServer::bind(api_config, control)
         .await
         .context("cannot start the REST API")?;
@@ -517,6 +518,7 @@ async fn start_api(
         url = %server.base_url(),
         certificate = ?server.certificate_path(),
         admin_password_file = %config.data_dir.join("api").join("admin-password").display(),
+        kumoscale = ?server.kumoscale_addr(),
         "REST API listening"
     );
     Ok(server)

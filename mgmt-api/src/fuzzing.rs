@@ -129,6 +129,7 @@ impl RestFuzzer {
                 source_volume: volume,
                 description: String::new(),
                 retention_time: None,
+                uuid: None,
             })
             .expect("a snapshot")
             .uuid;

@@ -36,6 +36,7 @@
 //! - [`domain`]: the domain service, rules, catalog, worker and workflows.
 //! - [`auth`]: users, tokens, roles, service credentials.
 //! - [`http`]: routes, DTOs ([`dto`]), the one error-to-status match, OpenAPI.
+//! - [`kumoscale`]: the KumoScale Provisioner dialect, on a listener of its own.
 //! - [`server`] and [`tls`]: the entry point and certificates.
 #![forbid(unsafe_code)]
 
@@ -45,6 +46,7 @@ pub mod domain;
 #[cfg(feature = "test-support")]
 pub mod fuzzing;
 pub mod http;
+pub mod kumoscale;
 pub mod server;
 pub mod tls;
 

@@ -72,6 +72,9 @@ pub struct ApiConfig {
     pub body_limit_bytes: usize,
     /// `host:port` reported as the API endpoint (default: the bound address).
     pub advertised_endpoint: Option<String>,
+    /// Where to serve the KumoScale Provisioner dialect (its paths sit at
+    /// the root, so it has a listener of its own); `None`: not served.
+    pub kumoscale_listen: Option<SocketAddr>,
     /// Where the domain catalog lives: `None` is `catalog.json` in
     /// `data_dir`; a cluster passes the store every node's API shares.
     pub catalog_store: Option<Arc<dyn CatalogStore>>,
@@ -88,6 +91,7 @@ impl ApiConfig {
             service: ServiceConfig::default(),
             body_limit_bytes: BODY_LIMIT_DEFAULT_BYTES,
             advertised_endpoint: None,
+            kumoscale_listen: None,
             catalog_store: None,
         }
     }
@@ -136,6 +140,8 @@ pub struct ApiServer {
     certificate: Option<PathBuf>,
     handle: Handle,
     task: JoinHandle<std::io::Result<()>>,
+    /// The KumoScale dialect's listener address and server, when served.
+    kumoscale: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     service: Arc<Service>,
     auth: Arc<Authenticator>,
 }
@@ -183,12 +189,7 @@ impl ApiServer {
                 "API authentication is DISABLED by configuration; every caller is a cluster admin"
             );
         }
-        let listener = std::net::TcpListener::bind(config.listen)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener = bind_listener(config.listen)?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
@@ -203,23 +204,27 @@ impl ApiServer {
             body_limit_bytes: config.body_limit_bytes,
             rest_metrics: Default::default(),
         };
-        // The client's address rides along with each request for login throttling.
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let rustls = tls
+            .as_ref()
+            .map(|(server_config, _)| RustlsConfig::from_config(server_config.clone()));
+        let certificate = tls.map(|(_, cert)| cert);
+        let scheme = if rustls.is_some() { "https" } else { "http" };
+        if rustls.is_none() {
+            tracing::warn!(%local_addr, "serving the API over plain HTTP by configuration");
+        }
         let handle = Handle::new();
-        let (scheme, certificate, task) = match tls {
-            Some((server_config, cert)) => {
-                let server = axum_server::from_tcp_rustls(
-                    listener,
-                    RustlsConfig::from_config(server_config),
-                )
-                .handle(handle.clone());
-                ("https", Some(cert), tokio::spawn(server.serve(app)))
+        let task = spawn_server(listener, router(state.clone()), rustls.clone(), &handle);
+        let kumoscale = match config.kumoscale_listen {
+            Some(addr) => {
+                let listener = bind_listener(addr)?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                tracing::info!(local_addr = %local, scheme, "KumoScale Provisioner API listening");
+                let task = spawn_server(listener, crate::kumoscale::router(state), rustls, &handle);
+                Some((local, task))
             }
-            None => {
-                tracing::warn!(%local_addr, "serving the API over plain HTTP by configuration");
-                let server = axum_server::from_tcp(listener).handle(handle.clone());
-                ("http", None, tokio::spawn(server.serve(app)))
-            }
+            None => None,
         };
         tracing::info!(%local_addr, scheme, "management API listening");
         Ok(Self {
@@ -228,6 +233,7 @@ impl ApiServer {
             certificate,
             handle,
             task,
+            kumoscale,
             service,
             auth,
         })
@@ -236,6 +242,11 @@ impl ApiServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The KumoScale dialect's bound address, when served.
+    pub fn kumoscale_addr(&self) -> Option<SocketAddr> {
+        self.kumoscale.as_ref().map(|(addr, _)| *addr)
     }
 
     /// `https://ip:port` (or `http://` in plain mode).
@@ -262,13 +273,45 @@ impl ApiServer {
     /// background worker, and returns.
     pub async fn shutdown(self) {
         self.handle.graceful_shutdown(Some(GRACEFUL_SHUTDOWN));
-        match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "API server ended with an error"),
-            Err(e) => tracing::error!(error = %e, "API server task failed"),
+        let tasks = std::iter::once(self.task).chain(self.kumoscale.map(|(_, task)| task));
+        for task in tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "API server ended with an error"),
+                Err(e) => tracing::error!(error = %e, "API server task failed"),
+            }
         }
         let service = self.service;
         let _ = tokio::task::spawn_blocking(move || service.shutdown()).await;
+    }
+}
+
+/// Binds a non-blocking listener for the servers.
+fn bind_listener(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Serves `app` on `listener` (over TLS when `rustls` is given), stopped
+/// through `handle`; the client's address rides along with each request
+/// for login throttling.
+fn spawn_server(
+    listener: std::net::TcpListener,
+    app: axum::Router,
+    rustls: Option<RustlsConfig>,
+    handle: &Handle,
+) -> JoinHandle<std::io::Result<()>> {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    match rustls {
+        Some(config) => {
+            let server = axum_server::from_tcp_rustls(listener, config).handle(handle.clone());
+            tokio::spawn(server.serve(app))
+        }
+        None => {
+            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            tokio::spawn(server.serve(app))
+        }
     }
 }
 

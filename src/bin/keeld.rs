@@ -70,6 +70,9 @@ struct Flags {
     /// REST API listener.
     #[arg(long)]
     api_listen: Option<SocketAddr>,
+    /// Where to serve the KumoScale Provisioner dialect (e.g. 127.0.0.1:30100).
+    #[arg(long)]
+    kumoscale_listen: Option<SocketAddr>,
     /// Serve the REST API over plain HTTP (no TLS).
     #[arg(long)]
     insecure_http: bool,
@@ -163,6 +166,9 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     }
     if flags.api_listen.is_some() {
         config.api.listen = flags.api_listen;
+    }
+    if flags.kumoscale_listen.is_some() {
+        config.api.kumoscale_listen = flags.kumoscale_listen;
     }
     config.api.insecure_http |= flags.insecure_http;
     config.api.auth_disabled |= flags.no_auth;

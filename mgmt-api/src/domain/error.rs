@@ -46,6 +46,9 @@ pub enum ServiceError {
     /// or projects) and cannot be deleted.
     #[error("still in use: {0}")]
     InUse(String),
+    /// The project's quota does not allow the operation.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// The caller's ETag does not match the resource's current one.
     #[error("ETag mismatch: the resource's current ETag is {current:?}")]
     EtagMismatch {

@@ -5,6 +5,7 @@ pub mod error;
 pub mod model;
 pub mod nsids;
 pub mod qos;
+pub mod quota;
 pub mod rules;
 pub mod scrub;
 pub mod service;

@@ -63,6 +63,43 @@ pub struct ProjectRecord {
     /// volumes as they are.
     #[serde(default)]
     pub default_qos_policy: Option<Uuid>,
+    /// What the project's volumes may provision together (`None`: no limit).
+    #[serde(default)]
+    pub quota: Option<ProjectQuota>,
+}
+
+/// A project's budget: volume creates and grows that would take the
+/// project's provisioned capacity above it are refused (KumoScale tenants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectQuota {
+    /// Most bytes the project's volumes may add up to.
+    pub capacity_bytes: u64,
+    /// Most IOPS the project's volumes' QoS limits may add up to.
+    pub iops: u64,
+    /// Most bytes per second the project's volumes' QoS limits may add up to.
+    pub bandwidth_bytes_per_s: u64,
+}
+
+/// An initiator host that registered itself (KumoScale's host probe):
+/// publishing a volume to it grants its NQN access.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Identity the host chose.
+    pub uuid: Uuid,
+    /// The host's NVMe qualified name.
+    pub nqn: String,
+    /// Host name.
+    pub name: String,
+    /// `Kubernetes` or `Agent`.
+    pub client_type: String,
+    /// The agent's version.
+    pub version: String,
+    /// Seconds between probes; the host counts as unavailable after twice that.
+    pub probe_interval_s: u64,
+    /// Whether the host uses NVMe multipath.
+    pub multipath: bool,
+    /// When it last probed, milliseconds since the Unix epoch.
+    pub last_probe_ms: u64,
 }
 
 /// What a QoS policy limits; `None` leaves a quantity unlimited.
@@ -283,6 +320,9 @@ pub struct Catalog {
     /// QoS policies by UUID.
     #[serde(default)]
     pub qos_policies: BTreeMap<Uuid, QosPolicyRecord>,
+    /// Registered initiator hosts by UUID.
+    #[serde(default)]
+    pub hosts: BTreeMap<Uuid, HostRecord>,
     /// Next workflow sequence number.
     pub next_seq: u64,
 }
@@ -297,6 +337,7 @@ impl Catalog {
                 name: DEFAULT_PROJECT.to_owned(),
                 description: "The default project".to_owned(),
                 default_qos_policy: None,
+                quota: None,
             },
         );
         Self {
@@ -307,6 +348,7 @@ impl Catalog {
             snapshots: BTreeMap::new(),
             workflows: BTreeMap::new(),
             qos_policies: BTreeMap::new(),
+            hosts: BTreeMap::new(),
             next_seq: 1,
         }
     }

@@ -85,7 +85,7 @@ pub fn rate_limits(policy: &QosPolicyRecord, size_bytes: u64) -> VolumeRateLimit
 }
 
 /// The limits the catalog gives `volume` (unlimited without a policy).
-pub(super) fn volume_rate_limits(catalog: &Catalog, volume: &VolumeRecord) -> VolumeRateLimits {
+pub(crate) fn volume_rate_limits(catalog: &Catalog, volume: &VolumeRecord) -> VolumeRateLimits {
     volume
         .qos_policy
         .and_then(|p| catalog.qos_policies.get(&p))

@@ -84,6 +84,7 @@ impl ApiError {
                 }
                 ServiceError::Unimplemented(_) => (StatusCode::NOT_IMPLEMENTED, UNIMPLEMENTED),
                 ServiceError::TooManyWorkflows { .. }
+                | ServiceError::QuotaExceeded(_)
                 | ServiceError::NamespaceIdsExhausted { .. } => {
                     (StatusCode::TOO_MANY_REQUESTS, RESOURCE_EXHAUSTED)
                 }

@@ -29,6 +29,8 @@ use super::rules;
 use super::store::StoreError;
 use crate::control::{AddressAcl, Control, ControlError, HostAcl, PoolStats, VolumeAccess};
 
+mod hosts;
+mod projects;
 mod snapshots;
 mod volumes;
 
@@ -369,6 +371,7 @@ impl Service {
                 name: name.to_owned(),
                 description: description.to_owned(),
                 default_qos_policy,
+                quota: None,
             };
             c.projects.insert(name.to_owned(), p.clone());
             Ok(p)
@@ -722,5 +725,60 @@ mod tests {
             check_etag(Some("2"), 3),
             Err(ServiceError::EtagMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_project_quota_refuses_creates_and_grows_past_it_and_never_falls_below_use() {
+        use crate::domain::model::ProjectQuota;
+        let tmp = tempfile::tempdir().unwrap();
+        let control = Arc::new(MemoryControl::default());
+        let service = open(tmp.path(), &control);
+        service.create_project("t1", "tenant", None).unwrap();
+        let quota = |mib: u64| ProjectQuota {
+            capacity_bytes: mib << 20,
+            iops: 1000,
+            bandwidth_bytes_per_s: 1 << 30,
+        };
+        service
+            .set_project_quota("t1", None, Some(quota(3)))
+            .unwrap();
+        let in_t1 = |name: &str, mib: u64| NewVolume {
+            project: "t1".to_owned(),
+            size_bytes: Some(mib << 20),
+            ..new_volume(name)
+        };
+        let a = service.create_volume(in_t1("a", 2)).unwrap().record.uuid;
+        assert!(matches!(
+            service.create_volume(in_t1("b", 2)),
+            Err(ServiceError::QuotaExceeded(_))
+        ));
+        assert!(
+            service.volume_by_name("t1", "b").is_err(),
+            "nothing was created"
+        );
+        let grow = |mib: u64| VolumeChanges {
+            size_bytes: Some(mib << 20),
+            ..VolumeChanges::default()
+        };
+        assert!(matches!(
+            service.update_volume(a, grow(4), None),
+            Err(ServiceError::QuotaExceeded(_))
+        ));
+        assert_eq!(service.volume(a).unwrap().record.size_bytes, 2 << 20);
+        service.update_volume(a, grow(3), None).unwrap();
+        assert_eq!(service.project_provisioned("t1").capacity_bytes, 3 << 20);
+        assert!(matches!(
+            service.set_project_quota("t1", None, Some(quota(2))),
+            Err(ServiceError::QuotaExceeded(_))
+        ));
+        // Other projects are not held to it.
+        service.create_volume(new_volume("elsewhere")).unwrap();
+        assert!(matches!(
+            service.delete_project("t1"),
+            Err(ServiceError::InUse(_))
+        ));
+        assert!(service
+            .delete_project(crate::domain::model::DEFAULT_PROJECT)
+            .is_err());
     }
 }

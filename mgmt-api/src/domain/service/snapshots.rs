@@ -20,6 +20,9 @@ pub struct NewSnapshot {
     pub description: String,
     /// Retention period, informational.
     pub retention_time: Option<String>,
+    /// The snapshot's UUID, when the caller chooses it (KumoScale); a new
+    /// random one otherwise.
+    pub uuid: Option<Uuid>,
 }
 
 impl Service {
@@ -36,8 +39,14 @@ impl Service {
             }
         }
         self.require_project(&req.project)?;
-        let uuid = Uuid::new_v4();
+        let uuid = req.uuid.unwrap_or_else(Uuid::new_v4);
         let record = self.inner.commit(|c| {
+            if c.volumes.contains_key(&uuid) || c.snapshots.contains_key(&uuid) {
+                return Err(ServiceError::AlreadyExists {
+                    what: "snapshot",
+                    name: uuid.to_string(),
+                });
+            }
             if c.snapshot_named(&req.project, &req.name).is_some() {
                 return Err(ServiceError::AlreadyExists {
                     what: "snapshot",

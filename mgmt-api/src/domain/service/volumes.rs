@@ -11,6 +11,7 @@ use crate::control::{ControlError, VolumeReplication, VolumeSpec, VolumeUsage};
 use crate::domain::error::ServiceError;
 use crate::domain::model::{Label, ResourceState, VolumeRecord};
 use crate::domain::qos::{self, QosPolicyRef};
+use crate::domain::quota;
 use crate::domain::rules;
 
 /// A request to create a volume (validated by the service).
@@ -36,6 +37,9 @@ pub struct NewVolume {
     pub qos_policy: Option<QosPolicyRef>,
     /// Labels.
     pub labels: Vec<Label>,
+    /// The volume's UUID, when the caller chooses it (KumoScale); a new
+    /// random one otherwise.
+    pub uuid: Option<Uuid>,
     /// Create a thin clone of this snapshot.
     pub source_snapshot: Option<Uuid>,
     /// Create a thin clone of the snapshot of this name in the volume's
@@ -112,8 +116,14 @@ impl Service {
             .unwrap_or_else(|| vec![rules::ALLOW_ANY.to_owned()]);
         rules::check_ip_acl(&ip_acl).map_err(invalid)?;
         check_labels(&req.labels)?;
-        let uuid = Uuid::new_v4();
+        let uuid = req.uuid.unwrap_or_else(Uuid::new_v4);
         let record = self.inner.commit(|c| {
+            if c.volumes.contains_key(&uuid) || c.snapshots.contains_key(&uuid) {
+                return Err(ServiceError::AlreadyExists {
+                    what: "volume",
+                    name: uuid.to_string(),
+                });
+            }
             if c.volume_named(&req.project, &req.name).is_some() {
                 return Err(ServiceError::AlreadyExists {
                     what: "volume",
@@ -193,6 +203,11 @@ impl Service {
                     .get(&req.project)
                     .and_then(|p| p.default_qos_policy),
             };
+            let limits = qos_policy
+                .and_then(|p| c.qos_policies.get(&p))
+                .map(|p| qos::rate_limits(p, size))
+                .unwrap_or_default();
+            quota::check(c, &req.project, quota::of_limits(size, &limits), None)?;
             let nsid = self.inner.reserve_nsid(c)?;
             let record = VolumeRecord {
                 uuid,
@@ -257,6 +272,17 @@ impl Service {
                 Err(err.into())
             }
         }
+    }
+
+    /// The rates a volume's QoS policy holds it to (unlimited without one,
+    /// or for an unknown volume).
+    pub fn volume_rate_limits(&self, uuid: Uuid) -> crate::control::VolumeRateLimits {
+        let catalog = self.inner.catalog();
+        catalog
+            .volumes
+            .get(&uuid)
+            .map(|v| qos::volume_rate_limits(&catalog, v))
+            .unwrap_or_default()
     }
 
     /// A volume with its usage.
@@ -408,6 +434,8 @@ impl Service {
                     .and_then(|p| policies.get(&p))
                     .map(|p| qos::rate_limits(p, r.size_bytes))
             };
+            let grown =
+                quota::of_limits(target.size_bytes, &limits_of(&target).unwrap_or_default());
             let new_limits = (target.qos_policy != v.qos_policy
                 || limits_of(&target) != limits_of(v))
             .then(|| (target.qos_policy, limits_of(&target).unwrap_or_default()));
@@ -420,8 +448,14 @@ impl Service {
             // a field changed, so a refused or failed update leaves it as it was
             // and a successful one raises it exactly once. `Updating` alone already
             // fences concurrent writers: they get 503 before their ETag is checked.
+            let project = v.project.clone();
+            if target.size_bytes > v.size_bytes || new_limits.is_some() {
+                quota::check(c, &project, grown, Some(uuid))?;
+            }
             if engine_work {
-                v.state = ResourceState::Updating;
+                if let Some(v) = c.volumes.get_mut(&uuid) {
+                    v.state = ResourceState::Updating;
+                }
             }
             Ok((before, engine_work, new_limits))
         })?;
