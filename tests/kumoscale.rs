@@ -495,6 +495,57 @@ fn publishing_to_a_probed_host_grants_its_nqn_the_namespace_and_unpublishing_tak
         "unpublished, yet still visible"
     );
     assert_eq!(p.get("/0/volumes")[0]["inUse"], false);
+
+    // Operational calls: metrics from real state, refusals the document names.
+    let resp = p
+        .keeld
+        .client()
+        .get(format!("{}/metrics", p.url))
+        .bearer_auth(p.keeld.token().expect("token"))
+        .send()
+        .expect("metrics");
+    let text = resp.text().expect("metrics text");
+    assert!(
+        text.contains(&format!(
+            "ks_vol_capacity_bytes{{uuid=\"{vol_uuid}\",alias=\"pub\",tenant=\"0\",}} {GIB}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE ks_node_free_capacity_bytes gauge"),
+        "{text}"
+    );
+    p.expect(
+        Method::POST,
+        &format!("/0/replica/{vol_uuid}"),
+        json!({}),
+        "NotReplicated",
+    );
+    p.expect(
+        Method::PATCH,
+        &format!("/0/replica/{vol_uuid}/{vol_uuid}"),
+        json!({}),
+        "NotReplicated",
+    );
+    p.expect(
+        Method::POST,
+        "/0/migrate_volume",
+        json!({"repId": vol_uuid, "volId": vol_uuid}),
+        "NotReplicated",
+    );
+    assert_eq!(p.get("/tasks"), json!([]));
+    let (_, gone) = p.call(Method::DELETE, "/tasks?taskId=t1", None);
+    assert_eq!(gone["status"], "NoTask");
+    p.expect(
+        Method::POST,
+        "/forward_log",
+        json!({"loggingType": "EVENT", "level": "WARN", "host": "h1", "appName": "csi", "message": "kumoscale-forwarded-line"}),
+        "Success",
+    );
+    assert!(
+        common::wait_until(common::WAIT, || p.keeld.logged("kumoscale-forwarded-line")),
+        "not in keeld's log"
+    );
 }
 
 #[test]

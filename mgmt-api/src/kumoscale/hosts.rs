@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::reply::{success, KsError, KsResult};
 use super::volumes::{locate, Paging};
-use super::{blocking, parse_id, project_of, KsCaller, KsJson};
+use super::{blocking, parse_id, KsCaller, KsJson};
 use crate::domain::model::HostRecord;
 use crate::domain::{rules, Service, VolumeChanges, VolumeFilter};
 use crate::http::AppState;
@@ -198,8 +198,7 @@ async fn change_publication(
     body: Publish,
     add: bool,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, true)?;
+    let project = caller.tenant(&tenant, true)?;
     let (host, volume) = body.ids()?;
     blocking(&state, move |s| {
         let host = s

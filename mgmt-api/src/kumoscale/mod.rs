@@ -16,6 +16,7 @@
 
 mod hosts;
 mod info;
+mod ops;
 pub mod reply;
 mod snapshots;
 mod tenants;
@@ -75,6 +76,14 @@ impl FromRequestParts<AppState> for KsCaller {
 }
 
 impl KsCaller {
+    /// The project `tenant` names, if the caller may read it (or, with
+    /// `write`, change it).
+    fn tenant(&self, tenant: &str, write: bool) -> Result<String, KsError> {
+        let project = project_of(tenant);
+        self.authorize(&project, write)?;
+        Ok(project)
+    }
+
     /// Fails unless the caller may act on `project` (`write`: change it).
     fn authorize(&self, project: &str, write: bool) -> Result<(), KsError> {
         crate::http::volumes::authorize(&self.0, project, write).map_err(KsError::from)
@@ -124,6 +133,41 @@ fn parse_id(what: &str, text: &str) -> Result<uuid::Uuid, KsError> {
     text.trim()
         .parse()
         .map_err(|_| KsError::invalid(format!("{what} {text:?} is not a UUID")))
+}
+
+/// A mandatory alias, held to the name rules.
+fn alias(value: Option<String>) -> Result<String, KsError> {
+    let alias = value
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| KsError::invalid("alias is mandatory"))?;
+    crate::domain::rules::check_name("alias", &alias).map_err(KsError::invalid)?;
+    Ok(alias)
+}
+
+/// A mandatory UUID field.
+fn required_id(field: &str, value: Option<&str>) -> Result<uuid::Uuid, KsError> {
+    parse_id(
+        field,
+        value.ok_or_else(|| KsError::invalid(format!("{field} is mandatory")))?,
+    )
+}
+
+/// An optional UUID field; empty counts as absent.
+fn optional_id(field: &str, value: Option<&str>) -> Result<Option<uuid::Uuid>, KsError> {
+    value
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| parse_id(field, v))
+        .transpose()
+}
+
+/// `reservedSpacePercentage`: 10 unless given, at most 100.
+fn reserved_percent(value: Option<u64>) -> Result<u64, KsError> {
+    match value.unwrap_or(10) {
+        percent @ 0..=100 => Ok(percent),
+        _ => Err(KsError::invalid(
+            "reservedSpacePercentage must be at most 100",
+        )),
+    }
 }
 
 async fn no_route(uri: axum::http::Uri) -> KsError {
@@ -198,6 +242,25 @@ pub fn router(state: AppState) -> Router {
         .route("/targets", get(hosts::targets))
         .route("/{tenantId}/publish", post(hosts::publish))
         .route("/{tenantId}/unpublish", post(hosts::unpublish))
+        .route("/{tenantId}/replica/{id}", post(ops::add_replica))
+        .route(
+            "/{tenantId}/replica/{id}/{replicaID}",
+            axum::routing::patch(ops::change_replica).delete(ops::change_replica),
+        )
+        .route(
+            "/{tenantId}/replica/{id}/{replicaID}/{replicaState}",
+            axum::routing::patch(ops::set_replica_state),
+        )
+        .route("/{tenantId}/migrate_volume", post(ops::migrate))
+        .route(
+            "/tasks",
+            get(ops::tasks)
+                .put(ops::update_task)
+                .delete(ops::delete_task),
+        )
+        .route("/metrics", get(ops::metrics))
+        .route("/forward_log", post(ops::forward_log))
+        .route("/syslog", get(ops::syslog))
         .fallback(no_route)
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)

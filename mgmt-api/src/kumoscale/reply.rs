@@ -70,6 +70,13 @@ impl KsError {
     }
 }
 
+impl From<ServiceError> for KsError {
+    /// The mapping most calls on volumes and snapshots answer with.
+    fn from(err: ServiceError) -> KsError {
+        KsError::from_service(err, "NotExists", "VolumeIsInUse")
+    }
+}
+
 impl From<ApiError> for KsError {
     /// Transport-level failures (authentication, unreadable bodies).
     fn from(err: ApiError) -> KsError {

@@ -12,15 +12,18 @@ use uuid::Uuid;
 
 use super::reply::{success, KsError, KsResult};
 use super::volumes::{locate, Paging, RESERVED_LABEL};
-use super::{blocking, parse_id, project_of, tenant_of, KsCaller, KsJson};
+use super::{
+    alias, blocking, optional_id, parse_id, required_id, reserved_percent, tenant_of, KsCaller,
+    KsJson,
+};
 use crate::domain::model::{Label, ResourceState, SnapshotRecord};
-use crate::domain::{rules, NewSnapshot, NewVolume, Service};
+use crate::domain::{NewSnapshot, NewVolume, Service};
 use crate::http::AppState;
 
 /// How a snapshot's description records its reserved-space percentage.
 const RESERVED_PREFIX: &str = "reservedSpacePercentage=";
 
-fn reserved_percent(snapshot: &SnapshotRecord) -> u64 {
+fn recorded_percent(snapshot: &SnapshotRecord) -> u64 {
     snapshot
         .description
         .strip_prefix(RESERVED_PREFIX)
@@ -29,7 +32,7 @@ fn reserved_percent(snapshot: &SnapshotRecord) -> u64 {
 }
 
 fn snapshot_json(s: &SnapshotRecord) -> Value {
-    let percent = reserved_percent(s);
+    let percent = recorded_percent(s);
     json!({
         "alias": s.name,
         "volumeID": s.source_volume,
@@ -79,31 +82,11 @@ pub(super) async fn create(
     Path(tenant): Path<String>,
     KsJson(body): KsJson<CreateSnapshot>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, true)?;
-    let alias = body
-        .alias
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| KsError::invalid("alias is mandatory"))?;
-    rules::check_name("alias", &alias).map_err(KsError::invalid)?;
-    let volume = parse_id(
-        "volumeID",
-        body.volume_id
-            .as_deref()
-            .ok_or_else(|| KsError::invalid("volumeID is mandatory"))?,
-    )?;
-    let uuid = body
-        .snapshot_id
-        .as_deref()
-        .filter(|u| !u.is_empty())
-        .map(|u| parse_id("snapshotID", u))
-        .transpose()?;
-    let percent = body.reserved_space_percentage.unwrap_or(10);
-    if percent > 100 {
-        return Err(KsError::invalid(
-            "reservedSpacePercentage must be at most 100",
-        ));
-    }
+    let project = caller.tenant(&tenant, true)?;
+    let alias = alias(body.alias)?;
+    let volume = required_id("volumeID", body.volume_id.as_deref())?;
+    let uuid = optional_id("snapshotID", body.snapshot_id.as_deref())?;
+    let percent = reserved_percent(body.reserved_space_percentage)?;
     blocking(&state, move |s| {
         let view = locate(s, &project, volume)?;
         if view.record.replica_count > 1 {
@@ -113,16 +96,14 @@ pub(super) async fn create(
             ));
         }
         check_reserve(s, view.record.size_bytes / 100 * percent)?;
-        let snap = s
-            .create_snapshot(NewSnapshot {
-                name: alias,
-                project,
-                source_volume: volume,
-                description: format!("{RESERVED_PREFIX}{percent}"),
-                uuid,
-                ..NewSnapshot::default()
-            })
-            .map_err(|e| KsError::from_service(e, "NotExists", "VolumeIsInUse"))?;
+        let snap = s.create_snapshot(NewSnapshot {
+            name: alias,
+            project,
+            source_volume: volume,
+            description: format!("{RESERVED_PREFIX}{percent}"),
+            uuid,
+            ..NewSnapshot::default()
+        })?;
         Ok(success(
             format!("snapshot {} created", snap.name),
             &[("persistentId", json!(snap.uuid))],
@@ -155,12 +136,10 @@ pub(super) async fn list(
     Path(tenant): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, false)?;
+    let project = caller.tenant(&tenant, false)?;
     let page = Paging::parse(&query)?;
     blocking(&state, move |s| {
-        s.require_project(&project)
-            .map_err(|e| KsError::from_service(e, "NotExists", "VolumeIsInUse"))?;
+        s.require_project(&project)?;
         Ok(Json(listed(s, &project, |_| true, &page)).into_response())
     })
     .await
@@ -183,8 +162,7 @@ pub(super) async fn get_one(
     caller: KsCaller,
     Path((tenant, id)): Path<(String, String)>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, false)?;
+    let project = caller.tenant(&tenant, false)?;
     let id = parse_id("id", &id)?;
     blocking(&state, move |s| {
         Ok(Json(vec![snapshot_json(&locate_snapshot(s, &project, id)?)]).into_response())
@@ -198,8 +176,7 @@ pub(super) async fn by_volume(
     caller: KsCaller,
     Path((tenant, volume)): Path<(String, String)>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, false)?;
+    let project = caller.tenant(&tenant, false)?;
     let volume = parse_id("volID", &volume)?;
     blocking(&state, move |s| {
         locate(s, &project, volume)?;
@@ -221,8 +198,7 @@ pub(super) async fn by_alias(
     caller: KsCaller,
     Path((tenant, alias)): Path<(String, String)>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, false)?;
+    let project = caller.tenant(&tenant, false)?;
     blocking(&state, move |s| {
         let all = Paging::parse(&HashMap::new())?;
         let found = listed(s, &project, |snap| snap.name == alias, &all);
@@ -244,8 +220,7 @@ pub(super) async fn delete(
     caller: KsCaller,
     Path((tenant, id)): Path<(String, String)>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, true)?;
+    let project = caller.tenant(&tenant, true)?;
     let id = parse_id("id", &id)?;
     blocking(&state, move |s| {
         locate_snapshot(s, &project, id)?;
@@ -259,8 +234,7 @@ pub(super) async fn delete(
                 format!("snapshot {id} has a snapshot volume; delete it first"),
             ));
         }
-        s.delete_snapshot(id, None)
-            .map_err(|e| KsError::from_service(e, "NotExists", "VolumeIsInUse"))?;
+        s.delete_snapshot(id, None)?;
         Ok(success(format!("snapshot {id} deleted"), &[]))
     })
     .await
@@ -299,19 +273,9 @@ pub(super) async fn snapshot_volume(
     Path(tenant): Path<String>,
     KsJson(body): KsJson<SnapshotVolume>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, true)?;
-    let alias = body
-        .alias
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| KsError::invalid("alias is mandatory"))?;
-    rules::check_name("alias", &alias).map_err(KsError::invalid)?;
-    let snapshot = parse_id(
-        "snapshotID",
-        body.snapshot_id
-            .as_deref()
-            .ok_or_else(|| KsError::invalid("snapshotID is mandatory"))?,
-    )?;
+    let project = caller.tenant(&tenant, true)?;
+    let alias = alias(body.alias)?;
+    let snapshot = required_id("snapshotID", body.snapshot_id.as_deref())?;
     if body.writable != Some(true) {
         return Err(KsError::invalid(
             "read-only snapshot volumes are not provided; ask for writable: true",
@@ -325,19 +289,8 @@ pub(super) async fn snapshot_volume(
     if body.protocol.as_deref().is_some_and(|p| p != "NVMeoF") {
         return Err(KsError::invalid("volumes are exposed over NVMeoF only"));
     }
-    let percent = body.reserved_space_percentage.unwrap_or(10);
-    if percent > 100 {
-        return Err(KsError::invalid(
-            "reservedSpacePercentage must be at most 100",
-        ));
-    }
-    let uuid = body
-        .volume_id
-        .as_deref()
-        .filter(|u| !u.is_empty())
-        .map(|u| parse_id("volumeID", u))
-        .transpose()?
-        .unwrap_or_else(Uuid::new_v4);
+    let percent = reserved_percent(body.reserved_space_percentage)?;
+    let uuid = optional_id("volumeID", body.volume_id.as_deref())?.unwrap_or_else(Uuid::new_v4);
     blocking(&state, move |s| {
         let snap = locate_snapshot(s, &project, snapshot)?;
         let existing = s.volumes(&crate::domain::VolumeFilter {
@@ -361,8 +314,7 @@ pub(super) async fn snapshot_volume(
             }],
             uuid: Some(uuid),
             ..NewVolume::default()
-        })
-        .map_err(|e| KsError::from_service(e, "NotExists", "VolumeIsInUse"))?;
+        })?;
         Ok(success(
             format!("snapshot volume {alias} created"),
             &[("persistentId", json!(uuid))],

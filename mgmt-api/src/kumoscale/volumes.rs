@@ -11,11 +11,12 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::reply::{success, KsError, KsResult};
-use super::{blocking, parse_id, project_of, tenant_of, KsCaller, KsJson, GB, GIB};
-use crate::domain::model::{Label, ResourceState};
-use crate::domain::{
-    rules, NewSnapshot, NewVolume, Service, VolumeChanges, VolumeFilter, VolumeView,
+use super::{
+    alias, blocking, optional_id, parse_id, project_of, required_id, reserved_percent, tenant_of,
+    KsCaller, KsJson, GB, GIB,
 };
+use crate::domain::model::{Label, ResourceState};
+use crate::domain::{NewSnapshot, NewVolume, Service, VolumeChanges, VolumeFilter, VolumeView};
 use crate::http::AppState;
 
 /// The label that keeps a thin volume's reserved-space percentage.
@@ -103,8 +104,7 @@ pub(super) async fn list(
     Path(tenant): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, false)?;
+    let project = caller.tenant(&tenant, false)?;
     let page = Paging::parse(&query)?;
     let host = query
         .get("hostID")
@@ -114,8 +114,7 @@ pub(super) async fn list(
         .transpose()?;
     let backend = query.get("backendId").filter(|b| !b.is_empty()).cloned();
     blocking(&state, move |s| {
-        s.require_project(&project)
-            .map_err(|e| KsError::from_service(e, "NotExists", "VolumeIsInUse"))?;
+        s.require_project(&project)?;
         let host_nqn = match host {
             Some(h) => Some(
                 s.host(h)
@@ -283,8 +282,7 @@ pub(super) async fn create(
     Path(tenant): Path<String>,
     KsJson(body): KsJson<CreateVolume>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, true)?;
+    let project = caller.tenant(&tenant, true)?;
     if let Some(t) = body.tenant_id.as_deref().filter(|t| !t.is_empty()) {
         if project_of(t) != project {
             return Err(KsError::invalid(format!(
@@ -292,12 +290,7 @@ pub(super) async fn create(
             )));
         }
     }
-    let alias = body
-        .alias
-        .clone()
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| KsError::invalid("alias is mandatory"))?;
-    rules::check_name("alias", &alias).map_err(KsError::invalid)?;
+    let alias = alias(body.alias)?;
     let capacity = body
         .capacity
         .filter(|c| *c > 0)
@@ -327,12 +320,7 @@ pub(super) async fn create(
             )))
         }
     }
-    let reserved = body.reserved_space_percentage.unwrap_or(10);
-    if reserved > 100 {
-        return Err(KsError::invalid(
-            "reservedSpacePercentage must be at most 100",
-        ));
-    }
+    let reserved = reserved_percent(body.reserved_space_percentage)?;
     let class = body.storage_class.unwrap_or_default();
     check_storage_class(&class)?;
     let sector = match class.block_size {
@@ -344,12 +332,7 @@ pub(super) async fn create(
             )))
         }
     };
-    let uuid = body
-        .uuid
-        .as_deref()
-        .filter(|u| !u.is_empty())
-        .map(|u| parse_id("uuid", u))
-        .transpose()?;
+    let uuid = optional_id("uuid", body.uuid.as_deref())?;
     let replicas = class.num_replicas.unwrap_or(1);
     blocking(&state, move |s| {
         if replicas == 0 || replicas > s.config().max_replicas {
@@ -389,8 +372,7 @@ pub(super) async fn create(
             }],
             uuid,
             ..NewVolume::default()
-        })
-        .map_err(|e| KsError::from_service(e, "NotExists", "VolumeIsInUse"))?;
+        })?;
         Ok(success(format!("volume {alias} created"), &[]))
     })
     .await
@@ -414,8 +396,7 @@ pub(super) async fn get_one(
     caller: KsCaller,
     Path((tenant, id)): Path<(String, String)>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, false)?;
+    let project = caller.tenant(&tenant, false)?;
     let id = parse_id("id", &id)?;
     blocking(&state, move |s| {
         let view = locate(s, &project, id)?;
@@ -430,12 +411,9 @@ pub(super) async fn by_alias(
     caller: KsCaller,
     Path((tenant, alias)): Path<(String, String)>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, false)?;
+    let project = caller.tenant(&tenant, false)?;
     blocking(&state, move |s| {
-        let view = s
-            .volume_by_name(&project, &alias)
-            .map_err(|e| KsError::from_service(e, "NotExists", "VolumeIsInUse"))?;
+        let view = s.volume_by_name(&project, &alias)?;
         Ok(Json(vec![volume_json(s, &view, false)]).into_response())
     })
     .await
@@ -447,8 +425,7 @@ pub(super) async fn extended(
     caller: KsCaller,
     Path((tenant, id)): Path<(String, String)>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, false)?;
+    let project = caller.tenant(&tenant, false)?;
     let id = parse_id("uuid", &id)?;
     blocking(&state, move |s| {
         let view = locate(s, &project, id)?;
@@ -475,8 +452,7 @@ pub(super) async fn expand(
     Path((tenant, id)): Path<(String, String)>,
     KsJson(body): KsJson<Expand>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, true)?;
+    let project = caller.tenant(&tenant, true)?;
     let id = parse_id("id", &id)?;
     let gb = body
         .new_capacity
@@ -504,8 +480,7 @@ pub(super) async fn expand(
                 ..VolumeChanges::default()
             },
             None,
-        )
-        .map_err(|e| KsError::from_service(e, "NotExists", "VolumeIsInUse"))?;
+        )?;
         Ok(success(
             format!("volume {id} expanded to {size} bytes"),
             &[],
@@ -521,8 +496,7 @@ pub(super) async fn delete(
     caller: KsCaller,
     Path((tenant, id)): Path<(String, String)>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, true)?;
+    let project = caller.tenant(&tenant, true)?;
     let id = parse_id("id", &id)?;
     blocking(&state, move |s| {
         locate(s, &project, id)?;
@@ -532,8 +506,7 @@ pub(super) async fn delete(
                 format!("volume {id} has snapshots; delete them first"),
             ));
         }
-        s.delete_volume(id, None)
-            .map_err(|e| KsError::from_service(e, "NotExists", "VolumeIsInUse"))?;
+        s.delete_volume(id, None)?;
         Ok(success(format!("volume {id} deleted"), &[]))
     })
     .await
@@ -561,33 +534,11 @@ pub(super) async fn clone_volume(
     Path(tenant): Path<String>,
     KsJson(body): KsJson<CloneVolume>,
 ) -> KsResult {
-    let project = project_of(&tenant);
-    caller.authorize(&project, true)?;
-    let source = parse_id(
-        "sourceVolumeId",
-        body.source_volume_id
-            .as_deref()
-            .ok_or_else(|| KsError::invalid("sourceVolumeId is mandatory"))?,
-    )?;
-    let alias = body
-        .alias
-        .clone()
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| KsError::invalid("alias is mandatory"))?;
-    rules::check_name("alias", &alias).map_err(KsError::invalid)?;
-    let uuid = body
-        .volume_id
-        .as_deref()
-        .filter(|u| !u.is_empty())
-        .map(|u| parse_id("volumeId", u))
-        .transpose()?
-        .unwrap_or_else(Uuid::new_v4);
-    let reserved = body.reserved_space_percentage.unwrap_or(10);
-    if reserved > 100 {
-        return Err(KsError::invalid(
-            "reservedSpacePercentage must be at most 100",
-        ));
-    }
+    let project = caller.tenant(&tenant, true)?;
+    let source = required_id("sourceVolumeId", body.source_volume_id.as_deref())?;
+    let alias = alias(body.alias)?;
+    let uuid = optional_id("volumeId", body.volume_id.as_deref())?.unwrap_or_else(Uuid::new_v4);
+    let reserved = reserved_percent(body.reserved_space_percentage)?;
     let capacity = body
         .capacity
         .map(|gb| {
@@ -611,15 +562,13 @@ pub(super) async fn clone_volume(
             }
             None => view.record.size_bytes,
         };
-        let point = s
-            .create_snapshot(NewSnapshot {
-                name: format!("clone-source-{uuid}"),
-                project: project.clone(),
-                source_volume: source,
-                description: format!("point in time of clone {alias}"),
-                ..NewSnapshot::default()
-            })
-            .map_err(|e| KsError::from_service(e, "NotExists", "VolumeIsInUse"))?;
+        let point = s.create_snapshot(NewSnapshot {
+            name: format!("clone-source-{uuid}"),
+            project: project.clone(),
+            source_volume: source,
+            description: format!("point in time of clone {alias}"),
+            ..NewSnapshot::default()
+        })?;
         let created = s.create_volume(NewVolume {
             name: alias.clone(),
             project: project.clone(),
@@ -635,7 +584,7 @@ pub(super) async fn clone_volume(
         // The clone holds its own references to the data: the point in
         // time is not needed any more, whatever the outcome.
         let released = s.delete_snapshot(point.uuid, None);
-        created.map_err(|e| KsError::from_service(e, "NotExists", "VolumeIsInUse"))?;
+        created?;
         if let Err(e) = released {
             tracing::warn!(snapshot = %point.uuid, error = %e, "clone source snapshot not deleted");
         }
