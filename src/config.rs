@@ -210,6 +210,10 @@ pub struct ApiConfig {
     /// Where the KumoScale Provisioner dialect listens (the Provisioner's
     /// port is 30100); `None` (the default) does not serve it.
     pub kumoscale_listen: Option<SocketAddr>,
+    /// Let the Cinder dialect (under `/v3`) take `X-Auth-Token: user:project`
+    /// as Cinder's noauth mode does: every such caller is an administrator
+    /// (explicit opt-in, for clients without Keystone).
+    pub cinder_noauth: bool,
 }
 
 /// Log output.
@@ -280,6 +284,7 @@ impl Default for ApiConfig {
             tls_key: None,
             max_running_workflows: 8,
             kumoscale_listen: None,
+            cinder_noauth: false,
         }
     }
 }

@@ -511,6 +511,7 @@ async fn start_api(
     }
     api_config.catalog_store = shared_catalog;
     api_config.kumoscale_listen = config.api.kumoscale_listen;
+    api_config.cinder_noauth = config.api.cinder_noauth;
     let server = mgmt_api::ApiServer::bind(api_config, control)
         .await
         .context("cannot start the REST API")?;

@@ -151,6 +151,7 @@ impl RestFuzzer {
             api_endpoint: "127.0.0.1:443".into(),
             body_limit_bytes: crate::server::BODY_LIMIT_DEFAULT_BYTES,
             rest_metrics: Default::default(),
+            cinder_noauth: false,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

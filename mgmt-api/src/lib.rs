@@ -37,10 +37,12 @@
 //! - [`auth`]: users, tokens, roles, service credentials.
 //! - [`http`]: routes, DTOs ([`dto`]), the one error-to-status match, OpenAPI.
 //! - [`kumoscale`]: the KumoScale Provisioner dialect, on a listener of its own.
+//! - [`cinder`]: the OpenStack Cinder v3 dialect, under `/v3` on the main listener.
 //! - [`server`] and [`tls`]: the entry point and certificates.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cinder;
 pub mod control;
 pub mod domain;
 #[cfg(feature = "test-support")]

@@ -75,6 +75,9 @@ pub struct ApiConfig {
     /// Where to serve the KumoScale Provisioner dialect (its paths sit at
     /// the root, so it has a listener of its own); `None`: not served.
     pub kumoscale_listen: Option<SocketAddr>,
+    /// Let the Cinder dialect take `X-Auth-Token: user:project` (Cinder's
+    /// noauth mode: every such caller is an administrator).
+    pub cinder_noauth: bool,
     /// Where the domain catalog lives: `None` is `catalog.json` in
     /// `data_dir`; a cluster passes the store every node's API shares.
     pub catalog_store: Option<Arc<dyn CatalogStore>>,
@@ -92,6 +95,7 @@ impl ApiConfig {
             body_limit_bytes: BODY_LIMIT_DEFAULT_BYTES,
             advertised_endpoint: None,
             kumoscale_listen: None,
+            cinder_noauth: false,
             catalog_store: None,
         }
     }
@@ -184,6 +188,9 @@ impl ApiServer {
         })
         .await
         .map_err(|e| StartError::Task(e.to_string()))??;
+        if config.cinder_noauth {
+            tracing::warn!("the Cinder dialect takes noauth tokens (user:project): every such caller is an administrator");
+        }
         if auth.disabled() {
             tracing::warn!(
                 "API authentication is DISABLED by configuration; every caller is a cluster admin"
@@ -203,6 +210,7 @@ impl ApiServer {
                 .unwrap_or_else(|| local_addr.to_string()),
             body_limit_bytes: config.body_limit_bytes,
             rest_metrics: Default::default(),
+            cinder_noauth: config.cinder_noauth,
         };
         let rustls = tls
             .as_ref()

@@ -73,6 +73,10 @@ struct Flags {
     /// Where to serve the KumoScale Provisioner dialect (e.g. 127.0.0.1:30100).
     #[arg(long)]
     kumoscale_listen: Option<SocketAddr>,
+    /// Let the Cinder dialect take `X-Auth-Token: user:project` (Cinder's
+    /// noauth mode; every such caller is an administrator).
+    #[arg(long)]
+    cinder_noauth: bool,
     /// Serve the REST API over plain HTTP (no TLS).
     #[arg(long)]
     insecure_http: bool,
@@ -170,6 +174,7 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     if flags.kumoscale_listen.is_some() {
         config.api.kumoscale_listen = flags.kumoscale_listen;
     }
+    config.api.cinder_noauth |= flags.cinder_noauth;
     config.api.insecure_http |= flags.insecure_http;
     config.api.auth_disabled |= flags.no_auth;
     if !flags.etcd_endpoints.is_empty()

@@ -80,6 +80,26 @@ pub struct ProjectQuota {
     pub bandwidth_bytes_per_s: u64,
 }
 
+/// A volume attached to an instance: bookkeeping only (access is the
+/// volume's host ACL, which connecting a host changes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    /// Identity.
+    pub id: Uuid,
+    /// The attached volume.
+    pub volume: Uuid,
+    /// The instance (server) it is attached to, if any.
+    pub instance: Option<Uuid>,
+    /// The host it is attached on, if given.
+    pub host_name: Option<String>,
+    /// Where it appears on the instance (`/dev/vdb`), if given.
+    pub mountpoint: Option<String>,
+    /// `rw` or `ro`.
+    pub mode: String,
+    /// When it was attached, seconds since the Unix epoch.
+    pub attached_at_s: u64,
+}
+
 /// An initiator host that registered itself (KumoScale's host probe):
 /// publishing a volume to it grants its NQN access.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,6 +343,14 @@ pub struct Catalog {
     /// Registered initiator hosts by UUID.
     #[serde(default)]
     pub hosts: BTreeMap<Uuid, HostRecord>,
+    /// Attachments of volumes to instances, by id (Cinder's bookkeeping).
+    #[serde(default)]
+    pub attachments: BTreeMap<Uuid, AttachmentRecord>,
+    /// A status an attach workflow set on a volume (Cinder's reserve,
+    /// begin_detaching, reset_status), shown instead of the one its state
+    /// and attachments give.
+    #[serde(default)]
+    pub attach_status: BTreeMap<Uuid, String>,
     /// Next workflow sequence number.
     pub next_seq: u64,
 }
@@ -349,6 +377,8 @@ impl Catalog {
             workflows: BTreeMap::new(),
             qos_policies: BTreeMap::new(),
             hosts: BTreeMap::new(),
+            attachments: BTreeMap::new(),
+            attach_status: BTreeMap::new(),
             next_seq: 1,
         }
     }

@@ -43,6 +43,9 @@ pub struct AppState {
     pub body_limit_bytes: usize,
     /// The API's request counts, for `/metrics`.
     pub rest_metrics: Arc<metrics::RestMetrics>,
+    /// Whether the Cinder dialect takes `X-Auth-Token: user:project` as
+    /// Cinder's noauth mode does (every such caller an administrator).
+    pub cinder_noauth: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -64,8 +67,13 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("request task failed: {e}")))?
 }
 
-async fn no_route(uri: axum::http::Uri) -> ApiError {
-    ApiError::NoRoute(extract::truncate(uri.path()))
+async fn no_route(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    // Paths under /v3 are the Cinder dialect's: its error shape.
+    if uri.path() == "/v3" || uri.path().starts_with("/v3/") {
+        return crate::cinder::no_route(uri.path()).into_response();
+    }
+    ApiError::NoRoute(extract::truncate(uri.path())).into_response()
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
@@ -183,6 +191,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/workflows/{workflowId}/cancel",
             post(workflows::cancel),
         )
+        .merge(crate::cinder::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         // Outermost last: the limit wraps the reader that enforces it.

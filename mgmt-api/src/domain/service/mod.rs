@@ -29,6 +29,7 @@ use super::rules;
 use super::store::StoreError;
 use crate::control::{AddressAcl, Control, ControlError, HostAcl, PoolStats, VolumeAccess};
 
+mod attachments;
 mod hosts;
 mod projects;
 mod snapshots;

@@ -1,0 +1,249 @@
+//! Snapshots: create, list, detail, show, update (description) and delete.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::error::CinderError;
+use super::volumes::{locate, timestamp};
+use super::{blocking, parse_id, CinderCaller, CinderJson, CinderPath, GIB};
+use crate::domain::model::{ResourceState, SnapshotRecord};
+use crate::domain::{NewSnapshot, Service};
+use crate::http::AppState;
+
+fn status(s: &SnapshotRecord) -> &'static str {
+    match s.state {
+        ResourceState::Creating => "creating",
+        ResourceState::Available | ResourceState::Updating => "available",
+        ResourceState::Deleting => "deleting",
+        ResourceState::Failed => "error",
+    }
+}
+
+fn detail(s: &SnapshotRecord) -> Value {
+    json!({
+        "id": s.uuid,
+        "name": s.name,
+        "description": s.description,
+        "volume_id": s.source_volume,
+        "size": s.size_bytes.div_ceil(GIB),
+        "status": status(s),
+        "created_at": timestamp(s.created_at_s),
+        "updated_at": null,
+        "metadata": {},
+        "progress": "100%",
+        "os-extended-snapshot-attributes:project_id": s.project,
+        "os-extended-snapshot-attributes:progress": "100%",
+        "links": [],
+    })
+}
+
+fn listed(
+    s: &Service,
+    project: &str,
+    query: &HashMap<String, String>,
+) -> Result<Vec<SnapshotRecord>, CinderError> {
+    s.require_project(project)?;
+    let volume = query
+        .get("volume_id")
+        .map(|v| parse_id("Volume", v))
+        .transpose()?;
+    let name = query.get("name");
+    let mut snaps: Vec<SnapshotRecord> = s
+        .snapshots(Some(project), volume, false)
+        .into_iter()
+        .filter(|snap| name.is_none_or(|n| *n == snap.name))
+        // Points in time of volume clones are internal.
+        .filter(|snap| !snap.name.starts_with("clone-source-"))
+        .collect();
+    snaps.sort_by_key(|snap| snap.uuid);
+    if let Some(marker) = query
+        .get("marker")
+        .map(|m| parse_id("marker", m))
+        .transpose()?
+    {
+        snaps.retain(|snap| snap.uuid > marker);
+    }
+    if let Some(limit) = query.get("limit") {
+        let limit: usize = limit
+            .parse()
+            .map_err(|_| CinderError::bad_request(format!("limit {limit:?} is not a count")))?;
+        snaps.truncate(limit);
+    }
+    Ok(snaps)
+}
+
+/// `GET /v3/{project_id}/snapshots`.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), false)?;
+    blocking(&state, move |s| {
+        let snapshots: Vec<Value> = listed(s, &project, &query)?.iter().map(detail).collect();
+        Ok(Json(json!({"snapshots": snapshots})).into_response())
+    })
+    .await
+}
+
+/// `GET /v3/{project_id}/snapshots/detail`.
+pub(super) async fn list_detail(
+    state: State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+    query: Query<HashMap<String, String>>,
+) -> Result<Response, CinderError> {
+    list(state, caller, path, query).await
+}
+
+fn locate_snapshot(s: &Service, project: &str, id: Uuid) -> Result<SnapshotRecord, CinderError> {
+    match s.snapshot(id) {
+        Ok(snap) if snap.project == project => Ok(snap),
+        _ => Err(CinderError::not_found(format!(
+            "Snapshot {id} could not be found."
+        ))),
+    }
+}
+
+/// `GET /v3/{project_id}/snapshots/{snapshot_id}`.
+pub(super) async fn show(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), false)?;
+    let id = path.id("snapshot_id", "Snapshot")?;
+    blocking(&state, move |s| {
+        Ok(Json(json!({"snapshot": detail(&locate_snapshot(s, &project, id)?)})).into_response())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CreateBody {
+    snapshot: Option<CreateSnapshot>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateSnapshot {
+    volume_id: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    force: Option<bool>,
+    metadata: Option<HashMap<String, String>>,
+}
+
+/// `POST /v3/{project_id}/snapshots`: 202 with the snapshot; a volume in
+/// use needs `force` (the snapshot is crash-consistent either way).
+pub(super) async fn create(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+    CinderJson(body): CinderJson<CreateBody>,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), true)?;
+    let req = body.snapshot.ok_or_else(|| {
+        CinderError::bad_request("Missing required element 'snapshot' in request body.")
+    })?;
+    if req.metadata.as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(CinderError::bad_request(
+            "snapshot metadata is not kept by this cluster",
+        ));
+    }
+    let volume = parse_id(
+        "Volume",
+        req.volume_id
+            .as_deref()
+            .ok_or_else(|| CinderError::bad_request("volume_id is mandatory"))?,
+    )?;
+    let uuid = Uuid::new_v4();
+    let name = req
+        .name
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("snapshot-{uuid}"));
+    blocking(&state, move |s| {
+        let view = locate(s, &project, volume)?;
+        let status = super::volumes::status_of(&s.catalog_snapshot(), &view.record);
+        if status == "in-use" && req.force != Some(true) {
+            return Err(CinderError::bad_request(format!(
+                "Invalid volume: Volume {volume} status must be available, but current status is: in-use."
+            )));
+        }
+        let snap = s.create_snapshot(NewSnapshot {
+            name,
+            project,
+            source_volume: volume,
+            description: req.description.unwrap_or_default(),
+            uuid: Some(uuid),
+            ..NewSnapshot::default()
+        })?;
+        Ok((StatusCode::ACCEPTED, Json(json!({"snapshot": detail(&snap)}))).into_response())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct UpdateBody {
+    snapshot: Option<UpdateSnapshot>,
+}
+
+#[derive(Debug, Deserialize)]
+struct UpdateSnapshot {
+    name: Option<String>,
+    description: Option<String>,
+}
+
+/// `PUT /v3/{project_id}/snapshots/{snapshot_id}`: only what it was, as
+/// snapshot names and descriptions are fixed at creation here.
+pub(super) async fn update(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+    CinderJson(body): CinderJson<UpdateBody>,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), true)?;
+    let id = path.id("snapshot_id", "Snapshot")?;
+    let req = body.snapshot.ok_or_else(|| {
+        CinderError::bad_request("Missing required element 'snapshot' in request body.")
+    })?;
+    blocking(&state, move |s| {
+        let snap = locate_snapshot(s, &project, id)?;
+        if req.name.as_ref().is_some_and(|n| *n != snap.name)
+            || req
+                .description
+                .as_ref()
+                .is_some_and(|d| *d != snap.description)
+        {
+            return Err(CinderError::bad_request(
+                "a snapshot's name and description cannot change on this cluster",
+            ));
+        }
+        Ok(Json(json!({"snapshot": detail(&snap)})).into_response())
+    })
+    .await
+}
+
+/// `DELETE /v3/{project_id}/snapshots/{snapshot_id}`: 202. Volumes made
+/// from it keep their data.
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), true)?;
+    let id = path.id("snapshot_id", "Snapshot")?;
+    blocking(&state, move |s| {
+        locate_snapshot(s, &project, id)?;
+        s.delete_snapshot(id, None)?;
+        Ok(StatusCode::ACCEPTED.into_response())
+    })
+    .await
+}

@@ -1,0 +1,479 @@
+//! Volumes: create (empty, from a snapshot, or from another volume through
+//! a point-in-time snapshot), list, detail, show, update and delete.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::error::CinderError;
+use super::{blocking, parse_id, CinderCaller, CinderJson, CinderPath, GIB};
+use crate::domain::model::{Catalog, Label, ResourceState, VolumeRecord};
+use crate::domain::{NewSnapshot, NewVolume, Service, VolumeChanges, VolumeFilter, VolumeView};
+use crate::http::AppState;
+
+/// RFC 3339 time of `seconds` since the Unix epoch, as Cinder prints it.
+pub(super) fn timestamp(seconds: u64) -> String {
+    let days = seconds / 86_400;
+    let rem = seconds % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The status Cinder shows: an attach workflow's, else in-use while
+/// attached, else the record's state.
+pub(super) fn status_of(catalog: &Catalog, record: &VolumeRecord) -> String {
+    if let Some(status) = catalog.attach_status.get(&record.uuid) {
+        return status.clone();
+    }
+    match record.state {
+        ResourceState::Creating => "creating",
+        ResourceState::Updating => "extending",
+        ResourceState::Deleting => "deleting",
+        ResourceState::Failed => "error",
+        ResourceState::Available
+            if catalog
+                .attachments
+                .values()
+                .any(|a| a.volume == record.uuid) =>
+        {
+            "in-use"
+        }
+        ResourceState::Available => "available",
+    }
+    .to_owned()
+}
+
+/// Labels are the volume's metadata.
+fn metadata(labels: &[Label]) -> Value {
+    Value::Object(
+        labels
+            .iter()
+            .map(|l| (l.key.clone(), Value::String(l.value.clone())))
+            .collect::<Map<String, Value>>(),
+    )
+}
+
+fn summary(r: &VolumeRecord) -> Value {
+    json!({"id": r.uuid, "name": r.name, "links": []})
+}
+
+/// A volume in Cinder's detailed shape.
+pub(super) fn detail(catalog: &Catalog, view: &VolumeView) -> Value {
+    let r = &view.record;
+    let attachments: Vec<Value> = catalog
+        .attachments
+        .values()
+        .filter(|a| a.volume == r.uuid)
+        .map(|a| {
+            json!({
+                "id": r.uuid,
+                "attachment_id": a.id,
+                "volume_id": r.uuid,
+                "server_id": a.instance,
+                "host_name": a.host_name,
+                "device": a.mountpoint,
+                "attached_at": timestamp(a.attached_at_s),
+            })
+        })
+        .collect();
+    let source = r.source_snapshot.and_then(|s| catalog.snapshots.get(&s));
+    // A clone of a volume was made through a snapshot it outlives.
+    let (snapshot_id, source_volid) = match source {
+        Some(s) if s.state != ResourceState::Deleting => (Some(s.uuid), None),
+        Some(s) => (None, Some(s.source_volume)),
+        None => (None, None),
+    };
+    json!({
+        "id": r.uuid,
+        "name": r.name,
+        "description": r.labels.iter().find(|l| l.key == DESCRIPTION_LABEL).map(|l| l.value.clone()),
+        "size": r.size_bytes.div_ceil(GIB),
+        "status": status_of(catalog, r),
+        "availability_zone": "nova",
+        "created_at": timestamp(r.created_at_s),
+        "updated_at": null,
+        "volume_type": "__DEFAULT__",
+        "snapshot_id": snapshot_id,
+        "source_volid": source_volid,
+        "metadata": metadata(&r.labels.iter().filter(|l| l.key != DESCRIPTION_LABEL).cloned().collect::<Vec<_>>()),
+        "bootable": "false",
+        "encrypted": false,
+        "multiattach": false,
+        "attachments": attachments,
+        "replication_status": "disabled",
+        "consistencygroup_id": null,
+        "user_id": null,
+        "os-vol-tenant-attr:tenant_id": r.project,
+        "os-vol-host-attr:host": "keel@keel#pool",
+        "links": [],
+    })
+}
+
+/// The label a volume's Cinder description is kept in.
+const DESCRIPTION_LABEL: &str = "cinder.description";
+
+fn listed(
+    s: &Service,
+    project: &str,
+    query: &HashMap<String, String>,
+) -> Result<Vec<VolumeView>, CinderError> {
+    s.require_project(project)?;
+    let limit = query
+        .get("limit")
+        .map(|l| {
+            l.parse::<usize>()
+                .map_err(|_| CinderError::bad_request(format!("limit {l:?} is not a count")))
+        })
+        .transpose()?;
+    let marker = query
+        .get("marker")
+        .map(|m| parse_id("marker", m))
+        .transpose()?;
+    let name = query.get("name").cloned();
+    let status = query.get("status").cloned();
+    let catalog = s.catalog_snapshot();
+    let views = s
+        .volumes(&VolumeFilter {
+            project: Some(project.to_owned()),
+            offset: marker,
+            limit,
+            name,
+            ..VolumeFilter::default()
+        })
+        .into_iter()
+        .filter(|v| {
+            status
+                .as_ref()
+                .is_none_or(|st| status_of(&catalog, &v.record) == *st)
+        })
+        .collect();
+    Ok(views)
+}
+
+/// `GET /v3/{project_id}/volumes`.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), false)?;
+    blocking(&state, move |s| {
+        let views = listed(s, &project, &query)?;
+        let volumes: Vec<Value> = views.iter().map(|v| summary(&v.record)).collect();
+        Ok(Json(json!({"volumes": volumes})).into_response())
+    })
+    .await
+}
+
+/// `GET /v3/{project_id}/volumes/detail`.
+pub(super) async fn list_detail(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), false)?;
+    blocking(&state, move |s| {
+        let views = listed(s, &project, &query)?;
+        let catalog = s.catalog_snapshot();
+        let volumes: Vec<Value> = views.iter().map(|v| detail(&catalog, v)).collect();
+        Ok(Json(json!({"volumes": volumes})).into_response())
+    })
+    .await
+}
+
+/// The volume `id` of `project`, or 404.
+pub(super) fn locate(s: &Service, project: &str, id: Uuid) -> Result<VolumeView, CinderError> {
+    match s.volume(id) {
+        Ok(v) if v.record.project == project => Ok(v),
+        _ => Err(CinderError::not_found(format!(
+            "Volume {id} could not be found."
+        ))),
+    }
+}
+
+/// `GET /v3/{project_id}/volumes/{volume_id}`.
+pub(super) async fn show(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), false)?;
+    let id = path.id("volume_id", "Volume")?;
+    blocking(&state, move |s| {
+        let view = locate(s, &project, id)?;
+        Ok(Json(json!({"volume": detail(&s.catalog_snapshot(), &view)})).into_response())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CreateBody {
+    volume: Option<CreateVolume>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateVolume {
+    size: Option<u64>,
+    name: Option<String>,
+    description: Option<String>,
+    snapshot_id: Option<String>,
+    source_volid: Option<String>,
+    volume_type: Option<String>,
+    availability_zone: Option<String>,
+    #[serde(rename = "imageRef")]
+    image_ref: Option<String>,
+    multiattach: Option<bool>,
+    metadata: Option<HashMap<String, String>>,
+}
+
+/// `POST /v3/{project_id}/volumes`: 202 with the volume, available once
+/// answered (creates are synchronous here).
+pub(super) async fn create(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+    CinderJson(body): CinderJson<CreateBody>,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), true)?;
+    let v = body.volume.ok_or_else(|| {
+        CinderError::bad_request("Missing required element 'volume' in request body.")
+    })?;
+    if v.image_ref.is_some() {
+        return Err(CinderError::bad_request(
+            "creating a volume from an image needs an image service, which this cluster lacks",
+        ));
+    }
+    if v.multiattach == Some(true) {
+        return Err(CinderError::bad_request(
+            "multiattach volumes are not provided",
+        ));
+    }
+    if let Some(zone) = v.availability_zone.as_deref().filter(|z| *z != "nova") {
+        return Err(CinderError::bad_request(format!(
+            "Availability zone '{zone}' is invalid."
+        )));
+    }
+    if let Some(t) = v.volume_type.as_deref().filter(|t| *t != "__DEFAULT__") {
+        return Err(CinderError::not_found(format!(
+            "Volume type {t} could not be found."
+        )));
+    }
+    let snapshot = v
+        .snapshot_id
+        .as_deref()
+        .map(|id| parse_id("Snapshot", id))
+        .transpose()?;
+    let source = v
+        .source_volid
+        .as_deref()
+        .map(|id| parse_id("Volume", id))
+        .transpose()?;
+    if snapshot.is_some() && source.is_some() {
+        return Err(CinderError::bad_request(
+            "give at most one of snapshot_id and source_volid",
+        ));
+    }
+    let size_gib = v.size;
+    if size_gib == Some(0) || (size_gib.is_none() && snapshot.is_none() && source.is_none()) {
+        return Err(CinderError::bad_request(
+            "Invalid input received: size must be a positive number of GiB",
+        ));
+    }
+    let size = size_gib
+        .map(|g| {
+            g.checked_mul(GIB)
+                .ok_or_else(|| CinderError::bad_request("size is too large"))
+        })
+        .transpose()?;
+    let uuid = Uuid::new_v4();
+    let name = v
+        .name
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("volume-{uuid}"));
+    let mut labels: Vec<Label> = v
+        .metadata
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| Label { key, value })
+        .collect();
+    labels.sort_by(|a, b| a.key.cmp(&b.key));
+    if let Some(d) = v.description.filter(|d| !d.is_empty()) {
+        labels.push(Label {
+            key: DESCRIPTION_LABEL.to_owned(),
+            value: d,
+        });
+    }
+    blocking(&state, move |s| {
+        let (source_snapshot, point) = match (snapshot, source) {
+            (Some(snap), _) => (Some(snap), None),
+            (None, Some(volume)) => {
+                locate(s, &project, volume)?;
+                let point = s.create_snapshot(NewSnapshot {
+                    name: format!("clone-source-{uuid}"),
+                    project: project.clone(),
+                    source_volume: volume,
+                    description: format!("point in time of volume {uuid}"),
+                    ..NewSnapshot::default()
+                })?;
+                (Some(point.uuid), Some(point.uuid))
+            }
+            (None, None) => (None, None),
+        };
+        let created = s.create_volume(NewVolume {
+            name,
+            project: project.clone(),
+            size_bytes: size,
+            labels,
+            source_snapshot,
+            uuid: Some(uuid),
+            ..NewVolume::default()
+        });
+        if let Some(point) = point {
+            // The clone holds its own references: the point in time goes.
+            if let Err(e) = s.delete_snapshot(point, None) {
+                tracing::warn!(snapshot = %point, error = %e, "clone source snapshot not deleted");
+            }
+        }
+        let view = created.map_err(|e| match e {
+            crate::domain::ServiceError::NotFound {
+                what: "snapshot",
+                id,
+            } => CinderError::not_found(format!("Snapshot {id} could not be found.")),
+            other => other.into(),
+        })?;
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"volume": detail(&s.catalog_snapshot(), &view)})),
+        )
+            .into_response())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct UpdateBody {
+    volume: Option<UpdateVolume>,
+}
+
+#[derive(Debug, Deserialize)]
+struct UpdateVolume {
+    name: Option<String>,
+    description: Option<String>,
+    metadata: Option<HashMap<String, String>>,
+}
+
+/// `PUT /v3/{project_id}/volumes/{volume_id}`: description and metadata
+/// (a volume's name is its identity in the other dialects: renames are
+/// refused).
+pub(super) async fn update(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+    CinderJson(body): CinderJson<UpdateBody>,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), true)?;
+    let id = path.id("volume_id", "Volume")?;
+    let u = body.volume.ok_or_else(|| {
+        CinderError::bad_request("Missing required element 'volume' in request body.")
+    })?;
+    blocking(&state, move |s| {
+        let view = locate(s, &project, id)?;
+        if u.name.as_ref().is_some_and(|n| *n != view.record.name) {
+            return Err(CinderError::bad_request(
+                "renaming a volume is not supported",
+            ));
+        }
+        let mut labels: Vec<Label> = match u.metadata {
+            Some(m) => {
+                let mut l: Vec<Label> = m
+                    .into_iter()
+                    .map(|(key, value)| Label { key, value })
+                    .collect();
+                l.sort_by(|a, b| a.key.cmp(&b.key));
+                l
+            }
+            None => view
+                .record
+                .labels
+                .iter()
+                .filter(|l| l.key != DESCRIPTION_LABEL)
+                .cloned()
+                .collect(),
+        };
+        let description = match u.description {
+            Some(d) => Some(d),
+            None => view
+                .record
+                .labels
+                .iter()
+                .find(|l| l.key == DESCRIPTION_LABEL)
+                .map(|l| l.value.clone()),
+        };
+        if let Some(d) = description.filter(|d| !d.is_empty()) {
+            labels.push(Label {
+                key: DESCRIPTION_LABEL.to_owned(),
+                value: d,
+            });
+        }
+        let view = s.update_volume(
+            id,
+            VolumeChanges {
+                labels: Some(labels),
+                ..VolumeChanges::default()
+            },
+            None,
+        )?;
+        Ok(Json(json!({"volume": detail(&s.catalog_snapshot(), &view)})).into_response())
+    })
+    .await
+}
+
+/// `DELETE /v3/{project_id}/volumes/{volume_id}`: 202; refused while
+/// attached or in an attach workflow, or while it has snapshots.
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), true)?;
+    let id = path.id("volume_id", "Volume")?;
+    blocking(&state, move |s| {
+        let view = locate(s, &project, id)?;
+        let status = status_of(&s.catalog_snapshot(), &view.record);
+        if !matches!(status.as_str(), "available" | "error" | "error_restoring" | "error_extending") {
+            return Err(CinderError::bad_request(format!(
+                "Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots or be disassociated from snapshots after volume transfer. (status {status})"
+            )));
+        }
+        if !s.snapshots(Some(&project), Some(id), false).is_empty() {
+            return Err(CinderError::bad_request(
+                "Invalid volume: Volume still has 1 dependent snapshots.",
+            ));
+        }
+        s.delete_volume(id, None)?;
+        Ok(StatusCode::ACCEPTED.into_response())
+    })
+    .await
+}
