@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::error::CinderError;
 use super::{blocking, parse_id, CinderCaller, CinderJson, CinderPath, GIB};
 use crate::domain::model::{Catalog, Label, ResourceState, VolumeRecord};
-use crate::domain::{NewSnapshot, NewVolume, Service, VolumeChanges, VolumeFilter, VolumeView};
+use crate::domain::{NewVolume, Service, VolumeChanges, VolumeFilter, VolumeView};
 use crate::http::AppState;
 
 /// RFC 3339 time of `seconds` since the Unix epoch, as Cinder prints it.
@@ -96,12 +96,10 @@ pub(super) fn detail(catalog: &Catalog, view: &VolumeView) -> Value {
             })
         })
         .collect();
-    let source = r.source_snapshot.and_then(|s| catalog.snapshots.get(&s));
-    // A clone of a volume was made through a snapshot it outlives.
-    let (snapshot_id, source_volid) = match source {
-        Some(s) if s.state != ResourceState::Deleting => (Some(s.uuid), None),
-        Some(s) => (None, Some(s.source_volume)),
-        None => (None, None),
+    // A clone of a live volume was made through a snapshot it outlives.
+    let (snapshot_id, source_volid) = match r.source_volume {
+        Some(volume) => (None, Some(volume)),
+        None => (r.source_snapshot, None),
     };
     json!({
         "id": r.uuid,
@@ -326,36 +324,22 @@ pub(super) async fn create(
         });
     }
     blocking(&state, move |s| {
-        let (source_snapshot, point) = match (snapshot, source) {
-            (Some(snap), _) => (Some(snap), None),
-            (None, Some(volume)) => {
-                locate(s, &project, volume)?;
-                let point = s.create_snapshot(NewSnapshot {
-                    name: format!("clone-source-{uuid}"),
-                    project: project.clone(),
-                    source_volume: volume,
-                    description: format!("point in time of volume {uuid}"),
-                    ..NewSnapshot::default()
-                })?;
-                (Some(point.uuid), Some(point.uuid))
-            }
-            (None, None) => (None, None),
-        };
-        let created = s.create_volume(NewVolume {
+        let new = NewVolume {
             name,
             project: project.clone(),
             size_bytes: size,
             labels,
-            source_snapshot,
+            source_snapshot: snapshot,
             uuid: Some(uuid),
             ..NewVolume::default()
-        });
-        if let Some(point) = point {
-            // The clone holds its own references: the point in time goes.
-            if let Err(e) = s.delete_snapshot(point, None) {
-                tracing::warn!(snapshot = %point, error = %e, "clone source snapshot not deleted");
+        };
+        let created = match source {
+            Some(volume) => {
+                locate(s, &project, volume)?;
+                s.clone_volume(volume, new)
             }
-        }
+            None => s.create_volume(new),
+        };
         let view = created.map_err(|e| match e {
             crate::domain::ServiceError::NotFound {
                 what: "snapshot",

@@ -208,6 +208,10 @@ pub struct VolumeRecord {
     pub labels: Vec<Label>,
     /// Snapshot this volume was cloned from.
     pub source_snapshot: Option<Uuid>,
+    /// The volume this one is a point-in-time clone of, when it was cloned
+    /// from a live volume (through a snapshot it outlives).
+    #[serde(default)]
+    pub source_volume: Option<Uuid>,
     /// Namespace id, taken when the record is made and kept until it is removed
     /// (see `domain::nsids`); the volume is exposed under it once Available.
     pub nsid: Option<u32>,

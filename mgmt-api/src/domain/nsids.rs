@@ -113,6 +113,7 @@ mod tests {
             qos_policy: None,
             labels: Vec::new(),
             source_snapshot: None,
+            source_volume: None,
             nsid,
             revision: 1,
             created_at_s: 0,

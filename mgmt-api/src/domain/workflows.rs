@@ -146,6 +146,7 @@ impl Service {
                 qos_policy,
                 labels: Vec::new(),
                 source_snapshot: None,
+                source_volume: None,
                 nsid: Some(nsid),
                 revision: 1,
                 created_at_s: now_s(),

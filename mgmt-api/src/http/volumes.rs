@@ -209,6 +209,7 @@ async fn create_core(
         labels: req.labels.map(convert::labels_in).unwrap_or_default(),
         source_snapshot,
         source_snapshot_name,
+        source_volume: None,
         uuid: None,
     };
     blocking(&state, move |s| {

@@ -16,7 +16,7 @@ use super::{
     KsCaller, KsJson, GB, GIB,
 };
 use crate::domain::model::{Label, ResourceState};
-use crate::domain::{NewSnapshot, NewVolume, Service, VolumeChanges, VolumeFilter, VolumeView};
+use crate::domain::{NewVolume, Service, VolumeChanges, VolumeFilter, VolumeView};
 use crate::http::AppState;
 
 /// The label that keeps a thin volume's reserved-space percentage.
@@ -217,12 +217,9 @@ pub(super) fn volume_json(s: &Service, view: &VolumeView, extended: bool) -> Val
         None => vec![s.control().node_info().uuid],
     };
     let state_time = r.created_at_s * 1000;
-    // A snapshot volume shows its snapshot while that exists (a clone's
-    // point-in-time snapshot is gone once the clone is made).
-    let snapshot_volume_of = r.source_snapshot.filter(|id| {
-        s.snapshot(*id)
-            .is_ok_and(|snap| snap.state != ResourceState::Deleting)
-    });
+    // A snapshot volume shows its snapshot; a clone of a live volume was
+    // made through a snapshot it outlives, and is THIN.
+    let snapshot_volume_of = r.source_snapshot.filter(|_| r.source_volume.is_none());
     let location: Vec<Value> = nodes
         .iter()
         .map(|node| {
@@ -562,32 +559,20 @@ pub(super) async fn clone_volume(
             }
             None => view.record.size_bytes,
         };
-        let point = s.create_snapshot(NewSnapshot {
-            name: format!("clone-source-{uuid}"),
-            project: project.clone(),
-            source_volume: source,
-            description: format!("point in time of clone {alias}"),
-            ..NewSnapshot::default()
-        })?;
-        let created = s.create_volume(NewVolume {
-            name: alias.clone(),
-            project: project.clone(),
-            size_bytes: Some(size),
-            labels: vec![Label {
-                key: RESERVED_LABEL.to_owned(),
-                value: reserved.to_string(),
-            }],
-            source_snapshot: Some(point.uuid),
-            uuid: Some(uuid),
-            ..NewVolume::default()
-        });
-        // The clone holds its own references to the data: the point in
-        // time is not needed any more, whatever the outcome.
-        let released = s.delete_snapshot(point.uuid, None);
-        created?;
-        if let Err(e) = released {
-            tracing::warn!(snapshot = %point.uuid, error = %e, "clone source snapshot not deleted");
-        }
+        s.clone_volume(
+            source,
+            NewVolume {
+                name: alias.clone(),
+                project: project.clone(),
+                size_bytes: Some(size),
+                labels: vec![Label {
+                    key: RESERVED_LABEL.to_owned(),
+                    value: reserved.to_string(),
+                }],
+                uuid: Some(uuid),
+                ..NewVolume::default()
+            },
+        )?;
         Ok(success(
             format!("volume {alias} cloned from {source}"),
             &[("persistentId", json!(uuid))],

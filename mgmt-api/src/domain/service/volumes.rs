@@ -40,6 +40,9 @@ pub struct NewVolume {
     /// The volume's UUID, when the caller chooses it (KumoScale); a new
     /// random one otherwise.
     pub uuid: Option<Uuid>,
+    /// Recorded as the live volume this one clones (see
+    /// [`Service::clone_volume`]).
+    pub source_volume: Option<Uuid>,
     /// Create a thin clone of this snapshot.
     pub source_snapshot: Option<Uuid>,
     /// Create a thin clone of the snapshot of this name in the volume's
@@ -226,6 +229,7 @@ impl Service {
                 qos_policy,
                 labels: req.labels.clone(),
                 source_snapshot: source.as_ref().map(|s| s.uuid),
+                source_volume: req.source_volume,
                 nsid: Some(nsid),
                 revision: 1,
                 created_at_s: now_s(),
@@ -272,6 +276,33 @@ impl Service {
                 Err(err.into())
             }
         }
+    }
+
+    /// Creates a point-in-time clone of the live volume `source`: a
+    /// snapshot of it, a thin clone of that, then the snapshot's deletion
+    /// (the clone holds its own references to the data). `req` names the
+    /// new volume as for [`Service::create_volume`]; its size defaults to
+    /// the source's.
+    pub fn clone_volume(&self, source: Uuid, req: NewVolume) -> Result<VolumeView, ServiceError> {
+        let uuid = req.uuid.unwrap_or_else(Uuid::new_v4);
+        let point = self.create_snapshot(crate::domain::NewSnapshot {
+            name: format!("clone-source-{uuid}"),
+            project: req.project.clone(),
+            source_volume: source,
+            description: format!("point in time of clone {}", req.name),
+            ..crate::domain::NewSnapshot::default()
+        })?;
+        let created = self.create_volume(NewVolume {
+            source_snapshot: Some(point.uuid),
+            source_snapshot_name: None,
+            source_volume: Some(source),
+            uuid: Some(uuid),
+            ..req
+        });
+        if let Err(e) = self.delete_snapshot(point.uuid, None) {
+            tracing::warn!(snapshot = %point.uuid, error = %e, "a clone's point-in-time snapshot was not deleted");
+        }
+        created
     }
 
     /// The rates a volume's QoS policy holds it to (unlimited without one,

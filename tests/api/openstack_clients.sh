@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Drives keeld's Cinder dialect with OpenStack's own clients: the
+# python-cinderclient CLI (noauth: `X-Auth-Token: admin:default`, which
+# keeld takes with --cinder-noauth) and openstacksdk (a Keel token sent as
+# X-Auth-Token), each through create, list, extend, snapshot, a volume from
+# the snapshot, a clone, and delete.
+#
+#   tests/api/openstack_clients.sh --url https://127.0.0.1:PORT --token TOKEN
+#
+# Installation: the clients go into a venv under the cargo target directory
+# (pinned versions), made on first use; on a fresh Debian that needs python3
+# and python3-venv (scripts/test.sh installs them).
+set -euo pipefail
+
+CINDERCLIENT_VERSION=9.10.0
+OPENSTACKSDK_VERSION=4.22.0
+
+url=""
+token=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --url) url="$2"; shift 2 ;;
+        --token) token="$2"; shift 2 ;;
+        *) echo "openstack_clients.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[ -n "$url" ] && [ -n "$token" ] || { echo "openstack_clients.sh: --url and --token are required" >&2; exit 2; }
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+venv="${CARGO_TARGET_DIR:-$repo/target}/openstack-venv"
+if [ ! -x "$venv/bin/cinder" ] || ! "$venv/bin/python" -c 'import openstack' 2>/dev/null; then
+    echo "openstack_clients.sh: installing python-cinderclient $CINDERCLIENT_VERSION and openstacksdk $OPENSTACKSDK_VERSION into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet \
+        "python-cinderclient==$CINDERCLIENT_VERSION" "openstacksdk==$OPENSTACKSDK_VERSION"
+fi
+export PYTHONWARNINGS=ignore
+
+cinder() {
+    "$venv/bin/cinder" --insecure --os-auth-type noauth --os-user-id admin \
+        --os-project-id default --os-endpoint "$url/v3" "$@" 2>/dev/null
+}
+# The value of `field` in a `cinder show`-style table.
+field() { awk -v f="$1" -F'|' '{gsub(/ /, "", $2); gsub(/^ +| +$/, "", $3)} $2 == f {print $3}'; }
+fail() { echo "openstack_clients.sh: $*" >&2; exit 1; }
+
+vol="$(cinder create 1 --name cli-vol | field id)"
+[ -n "$vol" ] || fail "cinder create printed no id"
+[ "$(cinder show "$vol" | field status)" = available ] || fail "new volume not available"
+cinder extend "$vol" 2
+[ "$(cinder show "$vol" | field size)" = 2 ] || fail "extend did not take"
+snap="$(cinder snapshot-create "$vol" --name cli-snap | field id)"
+[ "$(cinder snapshot-show "$snap" | field status)" = available ] || fail "snapshot not available"
+from_snap="$(cinder create --snapshot-id "$snap" --name cli-fromsnap | field id)"
+[ "$(cinder show "$from_snap" | field snapshot_id)" = "$snap" ] || fail "volume from snapshot lost its source"
+clone="$(cinder create --source-volid "$vol" --name cli-clone | field id)"
+[ "$(cinder show "$clone" | field source_volid)" = "$vol" ] || fail "clone lost its source"
+listed="$(cinder list | grep -c 'cli-' || true)"
+[ "$listed" = 3 ] || fail "cinder list shows $listed of 3 volumes"
+cinder delete "$vol" && fail "a volume with a snapshot was deleted"
+cinder delete "$from_snap" "$clone"
+cinder snapshot-delete "$snap"
+for _ in $(seq 50); do
+    [ -z "$(cinder snapshot-list | grep cli-snap || true)" ] && break
+    sleep 0.1
+done
+cinder delete "$vol"
+for _ in $(seq 50); do
+    [ -z "$(cinder list | grep 'cli-' || true)" ] && break
+    sleep 0.1
+done
+[ -z "$(cinder list | grep 'cli-' || true)" ] || fail "volumes left after delete"
+echo "python-cinderclient cycle: ok"
+
+"$venv/bin/python" "$here/openstack_sdk.py" "$url" "$token"

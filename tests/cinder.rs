@@ -1,0 +1,488 @@
+//! System tests of the Cinder v3 dialect against the real keeld: the
+//! versions document and microversion negotiation, the volume, snapshot
+//! and attach cycle with Cinder's codes and error bodies (each refusal
+//! leaving nothing changed), the same volumes through the Lightbits API and
+//! over NVMe/TCP, and Cinder's noauth tokens.
+
+mod common;
+
+use common::{pattern, Keeld, KeeldOptions};
+use nvmf_target::Lba;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const HOST_A: &str = "nqn.2014-08.org.nvmexpress:uuid:0a0a0a0a-0000-4000-8000-00000000000a";
+const GIB: u64 = 1 << 30;
+
+/// Calls the dialect with `token` as `X-Auth-Token`.
+fn call(
+    k: &Keeld,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    version: Option<&str>,
+) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    let mut req = k.client().request(method, format!("{}{path}", k.api_url));
+    if let Some(token) = token {
+        req = req.header("X-Auth-Token", token);
+    }
+    if let Some(version) = version {
+        req = req.header("OpenStack-API-Version", format!("volume {version}"));
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req
+        .send()
+        .unwrap_or_else(|e| panic!("{path}: {e}\n{}", k.log_tail()));
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body, headers)
+}
+
+struct Cinder {
+    keeld: Keeld,
+    token: String,
+}
+
+impl Cinder {
+    fn start() -> Cinder {
+        let mut keeld = Keeld::start_default();
+        let token = keeld.login();
+        Cinder { keeld, token }
+    }
+
+    fn req(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let (status, body, _) = call(&self.keeld, Some(&self.token), method, path, body, None);
+        (status, body)
+    }
+
+    fn ok(&self, method: Method, path: &str, body: Option<Value>, want: StatusCode) -> Value {
+        let (status, answer) = self.req(method, path, body);
+        assert_eq!(status, want, "{path}: {answer}");
+        answer
+    }
+
+    fn action(&self, volume: &str, body: Value) -> (StatusCode, Value) {
+        self.req(
+            Method::POST,
+            &format!("/v3/default/volumes/{volume}/action"),
+            Some(body),
+        )
+    }
+
+    fn status(&self, volume: &str) -> String {
+        let v = self.ok(
+            Method::GET,
+            &format!("/v3/default/volumes/{volume}"),
+            None,
+            StatusCode::OK,
+        );
+        v["volume"]["status"].as_str().expect("status").to_owned()
+    }
+}
+
+/// `{"<kind>": {"message", "code"}}` with the expected kind and code.
+fn assert_fault(body: &Value, kind: &str, code: u16) {
+    assert_eq!(body[kind]["code"], code, "{body}");
+    assert!(
+        body[kind]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[test]
+fn versions_and_microversions_are_negotiated() {
+    let c = Cinder::start();
+    let (status, body, _) = call(&c.keeld, None, Method::GET, "/", None, None);
+    assert_eq!(status, StatusCode::MULTIPLE_CHOICES, "{body}");
+    let v3 = &body["versions"][0];
+    assert_eq!(
+        (
+            v3["id"].as_str(),
+            v3["version"].as_str(),
+            v3["min_version"].as_str()
+        ),
+        (Some("v3.0"), Some("3.70"), Some("3.0"))
+    );
+    let (status, _, headers) = call(
+        &c.keeld,
+        Some(&c.token),
+        Method::GET,
+        "/v3/default/volumes",
+        None,
+        Some("3.60"),
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["openstack-api-version"], "volume 3.60");
+    let (_, _, headers) = call(
+        &c.keeld,
+        Some(&c.token),
+        Method::GET,
+        "/v3/default/volumes",
+        None,
+        None,
+    );
+    assert_eq!(headers["openstack-api-version"], "volume 3.0");
+    let (status, body, _) = call(
+        &c.keeld,
+        Some(&c.token),
+        Method::GET,
+        "/v3/default/volumes",
+        None,
+        Some("3.99"),
+    );
+    assert_eq!(status, StatusCode::NOT_ACCEPTABLE, "{body}");
+    assert!(body.to_string().contains("maximum is 3.70"), "{body}");
+    let (status, body, _) = call(
+        &c.keeld,
+        None,
+        Method::GET,
+        "/v3/default/volumes",
+        None,
+        None,
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_fault(&body, "unauthorized", 401);
+    let (status, body) = c.req(Method::GET, "/v3/default/no-such-thing", None);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_fault(&body, "itemNotFound", 404);
+}
+
+#[test]
+fn the_volume_snapshot_clone_and_attach_cycle_keeps_cinders_codes_and_serves_the_data() {
+    let c = Cinder::start();
+    let vols = "/v3/default/volumes";
+    let created = c.ok(
+        Method::POST,
+        vols,
+        Some(json!({"volume": {"size": 1, "name": "vol1", "description": "first", "metadata": {"tier": "gold"}}})),
+        StatusCode::ACCEPTED,
+    );
+    let id = created["volume"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["volume"]["status"], "available");
+    assert_eq!(created["volume"]["size"], 1);
+    assert_eq!(created["volume"]["metadata"], json!({"tier": "gold"}));
+    assert_eq!(created["volume"]["description"], "first");
+    assert_eq!(
+        c.ok(Method::GET, vols, None, StatusCode::OK)["volumes"][0]["id"],
+        id.as_str()
+    );
+    assert_eq!(
+        c.ok(Method::GET, &format!("{vols}/detail"), None, StatusCode::OK)["volumes"][0]
+            ["os-vol-tenant-attr:tenant_id"],
+        "default"
+    );
+    // The project-less form (3.67) reaches the same volume.
+    assert_eq!(
+        c.ok(
+            Method::GET,
+            &format!("/v3/volumes/{id}"),
+            None,
+            StatusCode::OK
+        )["volume"]["name"],
+        "vol1"
+    );
+
+    // Refusals: Cinder's fault bodies, nothing created.
+    for (body, kind, code) in [
+        (json!({"volume": {"size": 0}}), "badRequest", 400),
+        (json!({"volume": {"name": "nosize"}}), "badRequest", 400),
+        (json!({"size": 1}), "badRequest", 400),
+        (
+            json!({"volume": {"size": 1, "volume_type": "gold"}}),
+            "itemNotFound",
+            404,
+        ),
+        (
+            json!({"volume": {"size": 1, "snapshot_id": "5a5a5a5a-0000-4000-8000-000000000009"}}),
+            "itemNotFound",
+            404,
+        ),
+        (
+            json!({"volume": {"size": 1, "imageRef": "x"}}),
+            "badRequest",
+            400,
+        ),
+    ] {
+        let (status, answer) = c.req(Method::POST, vols, Some(body.clone()));
+        assert_eq!(status.as_u16(), code, "{body}: {answer}");
+        assert_fault(&answer, kind, code);
+    }
+    let (status, answer) = c.req(Method::POST, vols, None);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_fault(&answer, "badRequest", 400);
+    assert_eq!(
+        c.ok(Method::GET, vols, None, StatusCode::OK)["volumes"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let (status, answer) = c.req(
+        Method::GET,
+        &format!("{vols}/5a5a5a5a-0000-4000-8000-000000000009"),
+        None,
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_fault(&answer, "itemNotFound", 404);
+
+    // Extend: larger only; the Lightbits API sees the new size.
+    let (status, answer) = c.action(&id, json!({"os-extend": {"new_size": 1}}));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(
+        c.action(&id, json!({"os-extend": {"new_size": 2}})).0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        c.keeld
+            .get(&format!("/api/v2/volumes/{id}?projectName=default"))
+            .body["size"],
+        (2 * GIB).to_string()
+    );
+    let (status, answer) = c.action(&id, json!({"os-frobnicate": {}}));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+
+    // Connect a host: it gets the namespace and reads what it wrote.
+    let (status, conn) = c.action(
+        &id,
+        json!({"os-initialize_connection": {"connector": {"nqn": HOST_A, "host": "compute1"}}}),
+    );
+    assert_eq!(status, StatusCode::OK, "{conn}");
+    let data = &conn["connection_info"]["data"];
+    assert_eq!(conn["connection_info"]["driver_volume_type"], "nvmeof");
+    assert_eq!(data["target_nqn"], c.keeld.subsystem_nqn.as_str());
+    assert_eq!(data["portals"][0][1], c.keeld.nvme_addr.port());
+    assert_eq!(data["vol_uuid"], id.as_str());
+    let nsid = data["ns_id"].as_u64().expect("ns_id") as u32;
+    let block = pattern(4096, 5);
+    {
+        let mut host = c.keeld.connect(HOST_A);
+        host.set_queue_count(1).expect("queues");
+        let mut io = host.connect_io_queue(1).expect("io queue");
+        io.write(nsid, Lba(3), block.clone(), 4096).expect("write");
+        io.flush(nsid).expect("flush");
+        assert_eq!(
+            io.read(nsid, Lba(3), 1, 4096).expect("read"),
+            block.to_vec()
+        );
+    }
+    let (status, answer) = c.action(
+        &id,
+        json!({"os-initialize_connection": {"connector": {"initiator": "iqn.x"}}}),
+    );
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an iSCSI-only connector: {answer}"
+    );
+
+    // The attach workflow's statuses.
+    assert_eq!(
+        c.action(&id, json!({"os-reserve": null})).0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(c.status(&id), "attaching");
+    assert_eq!(
+        c.action(&id, json!({"os-reserve": null})).0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        c.action(&id, json!({"os-attach": {"instance_uuid": "6b6b6b6b-0000-4000-8000-000000000001", "mountpoint": "/dev/vdb", "mode": "rw"}})).0,
+        StatusCode::ACCEPTED
+    );
+    let shown = c.ok(Method::GET, &format!("{vols}/{id}"), None, StatusCode::OK);
+    assert_eq!(shown["volume"]["status"], "in-use");
+    assert_eq!(shown["volume"]["attachments"][0]["device"], "/dev/vdb");
+    let (status, answer) = c.req(Method::DELETE, &format!("{vols}/{id}"), None);
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an attached volume: {answer}"
+    );
+    assert_eq!(
+        c.action(&id, json!({"os-begin_detaching": null})).0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(c.status(&id), "detaching");
+    assert_eq!(
+        c.action(&id, json!({"os-detach": {}})).0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(c.status(&id), "available");
+    assert_eq!(
+        c.action(
+            &id,
+            json!({"os-terminate_connection": {"connector": {"nqn": HOST_A}}})
+        )
+        .0,
+        StatusCode::ACCEPTED
+    );
+    let mut host = c.keeld.connect(HOST_A);
+    assert!(
+        !host
+            .active_namespaces()
+            .expect("namespaces")
+            .contains(&nsid),
+        "still visible after terminate"
+    );
+
+    // A snapshot, a volume from it and a clone of the volume: same data.
+    let snap = c.ok(
+        Method::POST,
+        "/v3/default/snapshots",
+        Some(json!({"snapshot": {"volume_id": id, "name": "s1"}})),
+        StatusCode::ACCEPTED,
+    );
+    let snap_id = snap["snapshot"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(snap["snapshot"]["size"], 2);
+    assert_eq!(
+        c.ok(
+            Method::GET,
+            "/v3/default/snapshots/detail",
+            None,
+            StatusCode::OK
+        )["snapshots"][0]["id"],
+        snap_id.as_str()
+    );
+    let from_snap = c.ok(
+        Method::POST,
+        vols,
+        Some(json!({"volume": {"snapshot_id": snap_id, "name": "fromsnap"}})),
+        StatusCode::ACCEPTED,
+    );
+    assert_eq!(
+        (
+            from_snap["volume"]["snapshot_id"].as_str(),
+            from_snap["volume"]["size"].as_u64()
+        ),
+        (Some(snap_id.as_str()), Some(2))
+    );
+    let clone = c.ok(
+        Method::POST,
+        vols,
+        Some(json!({"volume": {"source_volid": id, "name": "clone1", "size": 3}})),
+        StatusCode::ACCEPTED,
+    );
+    assert_eq!(
+        (
+            clone["volume"]["source_volid"].as_str(),
+            clone["volume"]["size"].as_u64()
+        ),
+        (Some(id.as_str()), Some(3))
+    );
+    let clone_id = clone["volume"]["id"].as_str().expect("id").to_owned();
+    let (_, conn) = c.action(
+        &clone_id,
+        json!({"os-initialize_connection": {"connector": {"nqn": HOST_A}}}),
+    );
+    let clone_nsid = conn["connection_info"]["data"]["ns_id"]
+        .as_u64()
+        .expect("ns_id") as u32;
+    let mut host = c.keeld.connect(HOST_A);
+    host.set_queue_count(1).expect("queues");
+    let mut io = host.connect_io_queue(1).expect("io queue");
+    assert_eq!(
+        io.read(clone_nsid, Lba(3), 1, 4096).expect("read"),
+        block.to_vec(),
+        "the clone lost the data"
+    );
+
+    // Deletes: a volume with snapshots is refused; in order, all go.
+    let (status, answer) = c.req(Method::DELETE, &format!("{vols}/{id}"), None);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let fromsnap_id = from_snap["volume"]["id"].as_str().expect("id").to_owned();
+    for path in [
+        format!("{vols}/{fromsnap_id}"),
+        format!("{vols}/{clone_id}"),
+        format!("/v3/default/snapshots/{snap_id}"),
+        format!("{vols}/{id}"),
+    ] {
+        assert_eq!(
+            c.req(Method::DELETE, &path, None).0,
+            StatusCode::ACCEPTED,
+            "{path}"
+        );
+    }
+    assert!(
+        common::wait_until(common::WAIT, || c.ok(
+            Method::GET,
+            vols,
+            None,
+            StatusCode::OK
+        )["volumes"]
+            == json!([])),
+        "volumes left"
+    );
+}
+
+#[test]
+fn noauth_tokens_work_only_when_keeld_allows_them() {
+    let strict = Keeld::start_default();
+    let (status, body, _) = call(
+        &strict,
+        Some("admin:default"),
+        Method::GET,
+        "/v3/default/volumes",
+        None,
+        None,
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let open = Keeld::start(KeeldOptions {
+        extra_args: vec!["--cinder-noauth".to_owned()],
+        ..KeeldOptions::default()
+    });
+    let (status, body, _) = call(
+        &open,
+        Some("admin:default"),
+        Method::POST,
+        "/v3/volumes",
+        Some(json!({"volume": {"size": 1}})),
+        None,
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["volume"]["os-vol-tenant-attr:tenant_id"], "default");
+    let (status, body, _) = call(
+        &open,
+        Some("someone:nosuchproject"),
+        Method::GET,
+        "/v3/volumes",
+        None,
+        None,
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[test]
+fn python_cinderclient_and_openstacksdk_drive_the_cycle() {
+    let mut k = Keeld::start(KeeldOptions {
+        extra_args: vec!["--cinder-noauth".to_owned()],
+        ..KeeldOptions::default()
+    });
+    let token = k.login();
+    let out = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/api/openstack_clients.sh"
+        ))
+        .args(["--url", &k.api_url, "--token", &token])
+        .output()
+        .expect("bash runs the client script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        k.log_tail()
+    );
+    assert!(stdout.contains("python-cinderclient cycle: ok"), "{stdout}");
+    assert!(stdout.contains("openstacksdk cycle: ok"), "{stdout}");
+}
