@@ -486,3 +486,88 @@ fn python_cinderclient_and_openstacksdk_drive_the_cycle() {
     assert!(stdout.contains("python-cinderclient cycle: ok"), "{stdout}");
     assert!(stdout.contains("openstacksdk cycle: ok"), "{stdout}");
 }
+
+#[test]
+fn the_attachments_api_connects_completes_and_disconnects_a_host() {
+    let c = Cinder::start();
+    let created = c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 1, "name": "att"}})),
+        StatusCode::ACCEPTED,
+    );
+    let id = created["volume"]["id"].as_str().expect("id").to_owned();
+    let at = |method: Method, path: &str, body: Option<Value>, version: &str| {
+        call(&c.keeld, Some(&c.token), method, path, body, Some(version))
+    };
+    // Before 3.27 the API does not exist.
+    let (status, body, _) = at(Method::GET, "/v3/default/attachments", None, "3.26");
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // Reserve, then connect: the connector's host gets the namespace.
+    let (status, body, _) = at(
+        Method::POST,
+        "/v3/default/attachments",
+        Some(
+            json!({"attachment": {"volume_uuid": id, "instance_uuid": "6b6b6b6b-0000-4000-8000-000000000002"}}),
+        ),
+        "3.54",
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let att = body["attachment"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(body["attachment"]["status"], "reserved");
+    assert_eq!(body["attachment"]["connection_info"], Value::Null);
+    assert_eq!(c.status(&id), "reserved");
+    let (status, body, _) = at(
+        Method::PUT,
+        &format!("/v3/default/attachments/{att}"),
+        Some(json!({"attachment": {"connector": {"nqn": HOST_A, "host": "compute1"}}})),
+        "3.54",
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let info = &body["attachment"]["connection_info"];
+    assert_eq!(info["target_nqn"], c.keeld.subsystem_nqn.as_str());
+    let nsid = info["ns_id"].as_u64().expect("ns_id") as u32;
+    let mut host = c.keeld.connect(HOST_A);
+    assert!(host
+        .active_namespaces()
+        .expect("namespaces")
+        .contains(&nsid));
+    assert_eq!(c.status(&id), "attaching");
+    let (status, body, _) = at(
+        Method::POST,
+        &format!("/v3/default/attachments/{att}/action"),
+        Some(json!({"os-complete": null})),
+        "3.54",
+    );
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (_, body, _) = at(
+        Method::GET,
+        &format!("/v3/default/attachments/{att}"),
+        None,
+        "3.54",
+    );
+    assert_eq!(body["attachment"]["status"], "attached");
+    assert_eq!(c.status(&id), "in-use");
+    let (status, body, _) = at(
+        Method::GET,
+        "/v3/default/attachments/5a5a5a5a-0000-4000-8000-00000000000f",
+        None,
+        "3.54",
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_fault(&body, "itemNotFound", 404);
+    // Delete: the host loses the namespace and the volume is available.
+    let (status, body, _) = at(
+        Method::DELETE,
+        &format!("/v3/default/attachments/{att}"),
+        None,
+        "3.54",
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut host = c.keeld.connect(HOST_A);
+    assert!(!host
+        .active_namespaces()
+        .expect("namespaces")
+        .contains(&nsid));
+    assert_eq!(c.status(&id), "available");
+}

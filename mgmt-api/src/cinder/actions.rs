@@ -37,7 +37,8 @@ fn field<'a>(args: &'a Value, name: &str) -> Option<&'a str> {
 }
 
 /// The connector's NVMe qualified name: only NVMe-oF hosts connect here.
-fn connector_nqn(args: &Value) -> Result<String, CinderError> {
+/// `args` holds the `connector`.
+pub(super) fn connector_nqn(args: &Value) -> Result<String, CinderError> {
     let nqn = args
         .get("connector")
         .and_then(|c| c.get("nqn"))
@@ -53,7 +54,7 @@ fn connector_nqn(args: &Value) -> Result<String, CinderError> {
 }
 
 /// Adds (`grant`) or removes `nqn` from the volume's host ACL.
-fn change_access(
+pub(super) fn change_access(
     s: &Service,
     volume: Uuid,
     acl: &[String],
@@ -86,6 +87,34 @@ fn change_access(
         None,
     )?;
     Ok(())
+}
+
+/// What os-brick's NVMe-oF connector needs to attach `volume` as `nqn`:
+/// the subsystem, its portal, and the namespace's UUID and id.
+pub(super) fn connection_info(
+    s: &Service,
+    volume: &crate::domain::model::VolumeRecord,
+    nqn: &str,
+) -> Value {
+    let node = s.control().node_info();
+    let (ip, port) = node
+        .nvme_endpoint
+        .rsplit_once(':')
+        .map(|(ip, port)| (ip.to_owned(), port.parse::<u16>().unwrap_or(4420)))
+        .unwrap_or((node.nvme_endpoint.clone(), 4420));
+    json!({
+        "driver_volume_type": "nvmeof",
+        "data": {
+            "target_nqn": s.control().subsystem_nqn(),
+            "vol_uuid": volume.uuid,
+            "volume_nguid": volume.uuid.simple().to_string(),
+            "ns_id": volume.nsid,
+            "portals": [[ip, port, "tcp"]],
+            "host_nqn": nqn,
+            "discard": true,
+            "access_mode": "rw",
+        },
+    })
 }
 
 /// The volume action endpoint.
@@ -178,27 +207,7 @@ pub(super) async fn action(
             "os-initialize_connection" => {
                 let nqn = connector_nqn(&args)?;
                 change_access(s, id, &view.record.acl, &nqn, true)?;
-                let node = s.control().node_info();
-                let (ip, port) = node
-                    .nvme_endpoint
-                    .rsplit_once(':')
-                    .map(|(ip, port)| (ip.to_owned(), port.parse::<u16>().unwrap_or(4420)))
-                    .unwrap_or((node.nvme_endpoint.clone(), 4420));
-                let nguid = id.simple().to_string();
-                Ok(Json(json!({"connection_info": {
-                    "driver_volume_type": "nvmeof",
-                    "data": {
-                        "target_nqn": s.control().subsystem_nqn(),
-                        "vol_uuid": id,
-                        "volume_nguid": nguid,
-                        "ns_id": view.record.nsid,
-                        "portals": [[ip, port, "tcp"]],
-                        "host_nqn": nqn,
-                        "discard": true,
-                        "access_mode": "rw",
-                    },
-                }}))
-                .into_response())
+                Ok(Json(json!({"connection_info": connection_info(s, &view.record, &nqn)})).into_response())
             }
             "os-terminate_connection" => {
                 let nqn = connector_nqn(&args)?;

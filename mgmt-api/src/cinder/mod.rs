@@ -17,6 +17,7 @@
 //! naming a version outside 3.0–3.70 gets 406.
 
 mod actions;
+mod attachments;
 pub mod error;
 mod snapshots;
 mod versions;
@@ -91,6 +92,10 @@ fn requested_version(parts: &axum::http::HeaderMap) -> Result<(u32, u32), Cinder
     }
 }
 
+/// The microversion a request is served at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ApiVersion(pub (u32, u32));
+
 /// Negotiates the microversion: 406 outside the served range; the answer
 /// names the version it was served at.
 async fn negotiate(req: Request, next: Next) -> Response {
@@ -99,6 +104,8 @@ async fn negotiate(req: Request, next: Next) -> Response {
         Ok(v) => v,
         Err(err) => return err.into_response(),
     };
+    let mut req = req;
+    req.extensions_mut().insert(ApiVersion(version));
     let mut resp = next.run(req).await;
     let headers = resp.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&format!("volume {}.{}", version.0, version.1)) {
@@ -275,6 +282,21 @@ pub fn routes() -> Router<AppState> {
                 .delete(volumes::delete),
         )
         .route("/volumes/{volume_id}/action", post(actions::action))
+        .route(
+            "/attachments",
+            get(attachments::list).post(attachments::create),
+        )
+        .route("/attachments/detail", get(attachments::list))
+        .route(
+            "/attachments/{attachment_id}",
+            get(attachments::show)
+                .put(attachments::update)
+                .delete(attachments::delete),
+        )
+        .route(
+            "/attachments/{attachment_id}/action",
+            post(attachments::complete),
+        )
         .route("/snapshots", get(snapshots::list).post(snapshots::create))
         .route("/snapshots/detail", get(snapshots::list_detail))
         .route(

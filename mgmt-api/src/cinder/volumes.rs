@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::error::CinderError;
 use super::{blocking, parse_id, CinderCaller, CinderJson, CinderPath, GIB};
-use crate::domain::model::{Catalog, Label, ResourceState, VolumeRecord};
+use crate::domain::model::{AttachmentStatus, Catalog, Label, ResourceState, VolumeRecord};
 use crate::domain::{NewVolume, Service, VolumeChanges, VolumeFilter, VolumeView};
 use crate::http::AppState;
 
@@ -40,24 +40,27 @@ pub(super) fn timestamp(seconds: u64) -> String {
 }
 
 /// The status Cinder shows: an attach workflow's, else in-use while
-/// attached, else the record's state.
+/// attached (attaching or reserved while an attachment is on its way),
+/// else the record's state.
 pub(super) fn status_of(catalog: &Catalog, record: &VolumeRecord) -> String {
     if let Some(status) = catalog.attach_status.get(&record.uuid) {
         return status.clone();
     }
+    let attachments = || {
+        catalog
+            .attachments
+            .values()
+            .filter(|a| a.volume == record.uuid)
+    };
+    let any = |status: AttachmentStatus| attachments().any(|a| a.status == status);
     match record.state {
         ResourceState::Creating => "creating",
         ResourceState::Updating => "extending",
         ResourceState::Deleting => "deleting",
         ResourceState::Failed => "error",
-        ResourceState::Available
-            if catalog
-                .attachments
-                .values()
-                .any(|a| a.volume == record.uuid) =>
-        {
-            "in-use"
-        }
+        ResourceState::Available if any(AttachmentStatus::Attached) => "in-use",
+        ResourceState::Available if any(AttachmentStatus::Attaching) => "attaching",
+        ResourceState::Available if any(AttachmentStatus::Reserved) => "reserved",
         ResourceState::Available => "available",
     }
     .to_owned()

@@ -98,6 +98,36 @@ pub struct AttachmentRecord {
     pub mode: String,
     /// When it was attached, seconds since the Unix epoch.
     pub attached_at_s: u64,
+    /// The NVMe qualified name the attachment's connector was granted.
+    #[serde(default)]
+    pub host_nqn: Option<String>,
+    /// How far the attachment got.
+    #[serde(default)]
+    pub status: AttachmentStatus,
+}
+
+/// An attachment's progress (Cinder's attachments API: reserved without a
+/// connector, attaching once connected, attached once completed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttachmentStatus {
+    /// The volume is held for an instance; no host connected yet.
+    Reserved,
+    /// A host's connector was given access; the attach is not confirmed.
+    Attaching,
+    /// Attached.
+    #[default]
+    Attached,
+}
+
+impl AttachmentStatus {
+    /// Cinder's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserved => "reserved",
+            Self::Attaching => "attaching",
+            Self::Attached => "attached",
+        }
+    }
 }
 
 /// An initiator host that registered itself (KumoScale's host probe):

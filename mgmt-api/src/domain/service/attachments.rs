@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{invalid, now_s, Service};
 use crate::domain::error::ServiceError;
-use crate::domain::model::AttachmentRecord;
+use crate::domain::model::{AttachmentRecord, AttachmentStatus};
 
 impl Service {
     fn require_volume(
@@ -47,6 +47,8 @@ impl Service {
                 mountpoint: mountpoint.clone(),
                 mode: mode.to_owned(),
                 attached_at_s: now_s(),
+                host_nqn: None,
+                status: AttachmentStatus::Attached,
             };
             c.attachments.insert(record.id, record.clone());
             c.attach_status.remove(&volume);
@@ -75,6 +77,56 @@ impl Service {
             c.attach_status.remove(&volume);
             Ok(())
         })
+    }
+
+    /// Reserves `volume` for `instance`: an attachment without a host yet.
+    pub fn reserve_attachment(
+        &self,
+        volume: Uuid,
+        instance: Option<Uuid>,
+        mode: &str,
+    ) -> Result<AttachmentRecord, ServiceError> {
+        let record = self.attach(volume, instance, None, None, mode)?;
+        self.change_attachment(record.id, |a| a.status = AttachmentStatus::Reserved)
+    }
+
+    /// Applies `change` to attachment `id` and returns it.
+    pub fn change_attachment(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut AttachmentRecord),
+    ) -> Result<AttachmentRecord, ServiceError> {
+        self.inner.commit(|c| {
+            let a = c.attachments.get_mut(&id).ok_or(ServiceError::NotFound {
+                what: "attachment",
+                id: id.to_string(),
+            })?;
+            change(a);
+            Ok(a.clone())
+        })
+    }
+
+    /// Removes attachment `id` and returns what it was.
+    pub fn remove_attachment(&self, id: Uuid) -> Result<AttachmentRecord, ServiceError> {
+        self.inner.commit(|c| {
+            c.attachments.remove(&id).ok_or(ServiceError::NotFound {
+                what: "attachment",
+                id: id.to_string(),
+            })
+        })
+    }
+
+    /// Attachment `id`.
+    pub fn attachment(&self, id: Uuid) -> Result<AttachmentRecord, ServiceError> {
+        self.inner
+            .catalog()
+            .attachments
+            .get(&id)
+            .cloned()
+            .ok_or(ServiceError::NotFound {
+                what: "attachment",
+                id: id.to_string(),
+            })
     }
 
     /// `volume`'s attachments.
