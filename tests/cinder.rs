@@ -571,3 +571,135 @@ fn the_attachments_api_connects_completes_and_disconnects_a_host() {
         .contains(&nsid));
     assert_eq!(c.status(&id), "available");
 }
+
+#[test]
+fn types_zones_limits_services_and_the_gigabytes_quota_answer_from_the_cluster() {
+    let c = Cinder::start();
+    let types = c.ok(Method::GET, "/v3/default/types", None, StatusCode::OK);
+    assert_eq!(types["volume_types"][0]["name"], "__DEFAULT__");
+    let id = types["volume_types"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        c.ok(
+            Method::GET,
+            &format!("/v3/default/types/{id}"),
+            None,
+            StatusCode::OK
+        )["volume_type"]["id"],
+        id.as_str()
+    );
+    let (status, body) = c.req(Method::GET, "/v3/default/types/gold", None);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_fault(&body, "itemNotFound", 404);
+    assert_eq!(
+        c.ok(
+            Method::GET,
+            "/v3/default/os-availability-zone",
+            None,
+            StatusCode::OK
+        )["availabilityZoneInfo"][0]["zoneName"],
+        "nova"
+    );
+    assert_eq!(
+        c.ok(Method::GET, "/v3/default/os-services", None, StatusCode::OK)["services"][0]["state"],
+        "up"
+    );
+    assert_eq!(
+        c.ok(Method::GET, "/v3/default/messages", None, StatusCode::OK)["messages"],
+        json!([])
+    );
+
+    c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 1, "name": "q1"}})),
+        StatusCode::ACCEPTED,
+    );
+    let limits = c.ok(Method::GET, "/v3/default/limits", None, StatusCode::OK);
+    let absolute = &limits["limits"]["absolute"];
+    assert_eq!(
+        (
+            absolute["totalVolumesUsed"].as_u64(),
+            absolute["totalGigabytesUsed"].as_u64(),
+            absolute["maxTotalVolumeGigabytes"].as_i64()
+        ),
+        (Some(1), Some(1), Some(-1))
+    );
+
+    // The gigabytes quota is the project's capacity quota and takes effect.
+    let set = c.ok(
+        Method::PUT,
+        "/v3/default/os-quota-sets/default",
+        Some(json!({"quota_set": {"gigabytes": 2}})),
+        StatusCode::OK,
+    );
+    assert_eq!(set["quota_set"]["gigabytes"], 2);
+    let (status, body) = c.req(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 2, "name": "q2"}})),
+    );
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_fault(&body, "overLimit", 413);
+    c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 1, "name": "q3"}})),
+        StatusCode::ACCEPTED,
+    );
+    let usage = c.ok(
+        Method::GET,
+        "/v3/default/os-quota-sets/default?usage=True",
+        None,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        (
+            usage["quota_set"]["gigabytes"]["limit"].as_i64(),
+            usage["quota_set"]["gigabytes"]["in_use"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    for (body, why) in [
+        (
+            json!({"quota_set": {"gigabytes": 1}}),
+            "below what the project uses",
+        ),
+        (
+            json!({"quota_set": {"volumes": 10}}),
+            "a quota Keel does not keep",
+        ),
+        (json!({"quota_set": {"frobs": -1}}), "an unknown key"),
+        (json!({"quota": {}}), "no quota_set"),
+    ] {
+        let (status, answer) = c.req(Method::PUT, "/v3/default/os-quota-sets/default", Some(body));
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE,
+            "{why}: {status} {answer}"
+        );
+    }
+    assert_eq!(
+        c.ok(
+            Method::GET,
+            "/v3/default/os-quota-sets/default",
+            None,
+            StatusCode::OK
+        )["quota_set"]["gigabytes"],
+        2,
+        "refused updates changed the quota"
+    );
+    c.ok(
+        Method::PUT,
+        "/v3/default/os-quota-sets/default",
+        Some(json!({"quota_set": {"gigabytes": -1}})),
+        StatusCode::OK,
+    );
+    c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 2, "name": "q2"}})),
+        StatusCode::ACCEPTED,
+    );
+}

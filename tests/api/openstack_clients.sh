@@ -72,6 +72,10 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 [ -z "$(cinder list | grep 'cli-' || true)" ] || fail "volumes left after delete"
+cinder type-list | grep -q __DEFAULT__ || fail "type-list lacks __DEFAULT__"
+cinder quota-update --gigabytes 100 default >/dev/null
+[ "$(cinder quota-show default | field gigabytes)" = 100 ] || fail "quota-update did not take"
+cinder quota-update --gigabytes -1 default >/dev/null
 echo "python-cinderclient cycle: ok"
 
 "$venv/bin/python" "$here/openstack_sdk.py" "$url" "$token"

@@ -19,6 +19,7 @@
 mod actions;
 mod attachments;
 pub mod error;
+mod facts;
 mod snapshots;
 mod versions;
 mod volumes;
@@ -297,6 +298,20 @@ pub fn routes() -> Router<AppState> {
             "/attachments/{attachment_id}/action",
             post(attachments::complete),
         )
+        .route("/types", get(facts::types))
+        .route("/types/{type_id}", get(facts::volume_type))
+        .route("/os-availability-zone", get(facts::zones))
+        .route("/limits", get(facts::limits))
+        .route(
+            "/os-quota-sets/{target_project}",
+            get(facts::get_quota).put(facts::set_quota),
+        )
+        .route(
+            "/os-quota-sets/{target_project}/defaults",
+            get(facts::default_quota),
+        )
+        .route("/os-services", get(facts::services))
+        .route("/messages", get(facts::messages))
         .route("/snapshots", get(snapshots::list).post(snapshots::create))
         .route("/snapshots/detail", get(snapshots::list_detail))
         .route(

@@ -417,6 +417,14 @@ impl Catalog {
         }
     }
 
+    /// Removes a volume's record with what only it had (attachments, an
+    /// attach status).
+    pub fn remove_volume(&mut self, uuid: &Uuid) -> Option<VolumeRecord> {
+        self.attachments.retain(|_, a| a.volume != *uuid);
+        self.attach_status.remove(uuid);
+        self.volumes.remove(uuid)
+    }
+
     /// The live (not Deleting) volume called `name` in `project`.
     pub fn volume_named(&self, project: &str, name: &str) -> Option<&VolumeRecord> {
         self.volumes

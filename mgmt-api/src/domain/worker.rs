@@ -62,7 +62,7 @@ impl Inner {
                 }
                 ResourceState::Creating => {
                     let _ = self.commit(|c| {
-                        c.volumes.remove(&v.uuid);
+                        c.remove_volume(&v.uuid);
                         Ok(())
                     });
                 }
@@ -310,7 +310,7 @@ impl Inner {
             let _ = self.commit(|c| {
                 match &outcome {
                     Ok(()) | Err(ControlError::NotFound(_)) => {
-                        c.volumes.remove(&uuid);
+                        c.remove_volume(&uuid);
                     }
                     Err(ControlError::Busy(_)) => {}
                     Err(e) => {
@@ -388,7 +388,7 @@ impl Inner {
         let _ = self.commit(|c| {
             match &cleanup {
                 None => {
-                    c.volumes.remove(&w.target_volume);
+                    c.remove_volume(&w.target_volume);
                 }
                 Some(e) => {
                     if let Some(v) = c.volumes.get_mut(&w.target_volume) {

@@ -219,7 +219,7 @@ impl Service {
                 // Nothing started: forget the workflow and its destination entirely.
                 let _ = self.inner.control.delete_volume(volume.uuid);
                 let _ = self.inner.commit(|c| {
-                    c.volumes.remove(&volume.uuid);
+                    c.remove_volume(&volume.uuid);
                     c.workflows.remove(&id);
                     Ok(())
                 });

@@ -485,7 +485,7 @@ impl Inner {
         let _ = self.commit(|c| {
             match &cleanup {
                 Ok(()) => {
-                    c.volumes.remove(&uuid);
+                    c.remove_volume(&uuid);
                 }
                 Err(e) => {
                     if let Some(v) = c.volumes.get_mut(&uuid) {
