@@ -235,6 +235,56 @@ fn the_volume_snapshot_clone_and_attach_cycle_keeps_cinders_codes_and_serves_the
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_fault(&answer, "itemNotFound", 404);
 
+    // Metadata: merge, one key, replace, delete; the description stays.
+    let meta = format!("{vols}/{id}/metadata");
+    c.ok(
+        Method::POST,
+        &meta,
+        Some(json!({"metadata": {"zone": "a"}})),
+        StatusCode::OK,
+    );
+    assert_eq!(
+        c.ok(Method::GET, &meta, None, StatusCode::OK)["metadata"],
+        json!({"tier": "gold", "zone": "a"})
+    );
+    assert_eq!(
+        c.ok(
+            Method::PUT,
+            &format!("{meta}/zone"),
+            Some(json!({"meta": {"zone": "b"}})),
+            StatusCode::OK
+        )["meta"],
+        json!({"zone": "b"})
+    );
+    let (status, _) = c.req(
+        Method::PUT,
+        &format!("{meta}/zone"),
+        Some(json!({"meta": {"other": "b"}})),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    c.ok(
+        Method::DELETE,
+        &format!("{meta}/tier"),
+        None,
+        StatusCode::OK,
+    );
+    let (status, _) = c.req(Method::DELETE, &format!("{meta}/tier"), None);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    c.ok(
+        Method::PUT,
+        &meta,
+        Some(json!({"metadata": {"only": "this"}})),
+        StatusCode::OK,
+    );
+    let shown = c.ok(Method::GET, &format!("{vols}/{id}"), None, StatusCode::OK);
+    assert_eq!(
+        (
+            shown["volume"]["metadata"].clone(),
+            shown["volume"]["description"].clone()
+        ),
+        (json!({"only": "this"}), json!("first"))
+    );
+
     // Extend: larger only; the Lightbits API sees the new size.
     let (status, answer) = c.action(&id, json!({"os-extend": {"new_size": 1}}));
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");

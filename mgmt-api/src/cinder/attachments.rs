@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::actions::{change_access, connection_info, connector_nqn};
 use super::error::CinderError;
 use super::volumes::{locate, timestamp};
-use super::{blocking, ApiVersion, CinderCaller, CinderJson, CinderPath};
+use super::{blocking, element, ApiVersion, CinderCaller, CinderJson, CinderPath};
 use crate::domain::model::{AttachmentRecord, AttachmentStatus};
 use crate::domain::Service;
 use crate::http::AppState;
@@ -126,9 +126,7 @@ pub(super) async fn create(
 ) -> Result<Response, CinderError> {
     require_version(version)?;
     let project = caller.project(path.project(), true)?;
-    let args = body.attachment.ok_or_else(|| {
-        CinderError::bad_request("Missing required element 'attachment' in request body.")
-    })?;
+    let args = element(body.attachment, "attachment")?;
     let volume = args
         .get("volume_uuid")
         .and_then(Value::as_str)
@@ -184,9 +182,7 @@ pub(super) async fn update(
     require_version(version)?;
     let project = caller.project(path.project(), true)?;
     let id = path.id("attachment_id", "Attachment")?;
-    let args = body.attachment.ok_or_else(|| {
-        CinderError::bad_request("Missing required element 'attachment' in request body.")
-    })?;
+    let args = element(body.attachment, "attachment")?;
     let nqn = connector_nqn(&args)?;
     blocking(&state, move |s| {
         let a = locate_attachment(s, &project, id)?;

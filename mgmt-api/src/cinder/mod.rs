@@ -231,6 +231,15 @@ async fn blocking<T: Send + 'static>(
         })?
 }
 
+/// The body's one top-level element, as Cinder requires it.
+fn element<T>(value: Option<T>, name: &str) -> Result<T, CinderError> {
+    value.ok_or_else(|| {
+        CinderError::bad_request(format!(
+            "Missing required element '{name}' in request body."
+        ))
+    })
+}
+
 /// Parses an id argument.
 fn parse_id(what: &str, text: &str) -> Result<uuid::Uuid, CinderError> {
     text.trim()
@@ -283,6 +292,18 @@ pub fn routes() -> Router<AppState> {
                 .delete(volumes::delete),
         )
         .route("/volumes/{volume_id}/action", post(actions::action))
+        .route(
+            "/volumes/{volume_id}/metadata",
+            get(volumes::get_metadata)
+                .post(volumes::merge_metadata)
+                .put(volumes::replace_metadata),
+        )
+        .route(
+            "/volumes/{volume_id}/metadata/{key}",
+            get(volumes::get_metadata)
+                .put(volumes::replace_metadata)
+                .delete(volumes::delete_metadata),
+        )
         .route(
             "/attachments",
             get(attachments::list).post(attachments::create),

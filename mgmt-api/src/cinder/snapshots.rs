@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::error::CinderError;
 use super::volumes::{locate, timestamp};
-use super::{blocking, parse_id, CinderCaller, CinderJson, CinderPath, GIB};
+use super::{blocking, element, parse_id, CinderCaller, CinderJson, CinderPath, GIB};
 use crate::domain::model::{ResourceState, SnapshotRecord};
 use crate::domain::{NewSnapshot, Service};
 use crate::http::AppState;
@@ -150,9 +150,7 @@ pub(super) async fn create(
     CinderJson(body): CinderJson<CreateBody>,
 ) -> Result<Response, CinderError> {
     let project = caller.project(path.project(), true)?;
-    let req = body.snapshot.ok_or_else(|| {
-        CinderError::bad_request("Missing required element 'snapshot' in request body.")
-    })?;
+    let req = element(body.snapshot, "snapshot")?;
     if req.metadata.as_ref().is_some_and(|m| !m.is_empty()) {
         return Err(CinderError::bad_request(
             "snapshot metadata is not kept by this cluster",
@@ -211,9 +209,7 @@ pub(super) async fn update(
 ) -> Result<Response, CinderError> {
     let project = caller.project(path.project(), true)?;
     let id = path.id("snapshot_id", "Snapshot")?;
-    let req = body.snapshot.ok_or_else(|| {
-        CinderError::bad_request("Missing required element 'snapshot' in request body.")
-    })?;
+    let req = element(body.snapshot, "snapshot")?;
     blocking(&state, move |s| {
         let snap = locate_snapshot(s, &project, id)?;
         if req.name.as_ref().is_some_and(|n| *n != snap.name)

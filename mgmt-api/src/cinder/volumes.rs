@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::error::CinderError;
-use super::{blocking, parse_id, CinderCaller, CinderJson, CinderPath, GIB};
+use super::{blocking, element, parse_id, CinderCaller, CinderJson, CinderPath, GIB};
 use crate::domain::model::{AttachmentStatus, Catalog, Label, ResourceState, VolumeRecord};
 use crate::domain::{NewVolume, Service, VolumeChanges, VolumeFilter, VolumeView};
 use crate::http::AppState;
@@ -258,9 +258,7 @@ pub(super) async fn create(
     CinderJson(body): CinderJson<CreateBody>,
 ) -> Result<Response, CinderError> {
     let project = caller.project(path.project(), true)?;
-    let v = body.volume.ok_or_else(|| {
-        CinderError::bad_request("Missing required element 'volume' in request body.")
-    })?;
+    let v = element(body.volume, "volume")?;
     if v.image_ref.is_some() {
         return Err(CinderError::bad_request(
             "creating a volume from an image needs an image service, which this cluster lacks",
@@ -382,9 +380,7 @@ pub(super) async fn update(
 ) -> Result<Response, CinderError> {
     let project = caller.project(path.project(), true)?;
     let id = path.id("volume_id", "Volume")?;
-    let u = body.volume.ok_or_else(|| {
-        CinderError::bad_request("Missing required element 'volume' in request body.")
-    })?;
+    let u = element(body.volume, "volume")?;
     blocking(&state, move |s| {
         let view = locate(s, &project, id)?;
         if u.name.as_ref().is_some_and(|n| *n != view.record.name) {
@@ -461,6 +457,160 @@ pub(super) async fn delete(
         }
         s.delete_volume(id, None)?;
         Ok(StatusCode::ACCEPTED.into_response())
+    })
+    .await
+}
+
+/// A volume's metadata as a map, without the description label.
+fn metadata_map(r: &VolumeRecord) -> Vec<Label> {
+    r.labels
+        .iter()
+        .filter(|l| l.key != DESCRIPTION_LABEL)
+        .cloned()
+        .collect()
+}
+
+/// Replaces a volume's metadata, keeping its description.
+fn store_metadata(
+    s: &Service,
+    view: &VolumeView,
+    mut labels: Vec<Label>,
+) -> Result<Value, CinderError> {
+    labels.sort_by(|a, b| a.key.cmp(&b.key));
+    labels.extend(
+        view.record
+            .labels
+            .iter()
+            .filter(|l| l.key == DESCRIPTION_LABEL)
+            .cloned(),
+    );
+    let view = s.update_volume(
+        view.record.uuid,
+        VolumeChanges {
+            labels: Some(labels),
+            ..VolumeChanges::default()
+        },
+        None,
+    )?;
+    Ok(metadata(&metadata_map(&view.record)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct MetadataBody {
+    metadata: Option<HashMap<String, String>>,
+    meta: Option<HashMap<String, String>>,
+}
+
+/// `GET /v3/{project_id}/volumes/{volume_id}/metadata` (and `/{key}`).
+pub(super) async fn get_metadata(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), false)?;
+    let id = path.id("volume_id", "Volume")?;
+    let key = path.0.get("key").cloned();
+    blocking(&state, move |s| {
+        let view = locate(s, &project, id)?;
+        let all = metadata_map(&view.record);
+        match key {
+            None => Ok(Json(json!({"metadata": metadata(&all)})).into_response()),
+            Some(key) => match all.iter().find(|l| l.key == key) {
+                Some(l) => Ok(Json(json!({"meta": {key: l.value}})).into_response()),
+                None => Err(CinderError::not_found(format!(
+                    "Volume {id} has no metadata with key {key}."
+                ))),
+            },
+        }
+    })
+    .await
+}
+
+/// `POST .../metadata` merges; `PUT .../metadata` replaces; `PUT
+/// .../metadata/{key}` sets one key.
+async fn write_metadata(
+    state: AppState,
+    caller: CinderCaller,
+    path: CinderPath,
+    body: MetadataBody,
+    replace: bool,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), true)?;
+    let id = path.id("volume_id", "Volume")?;
+    let key = path.0.get("key").cloned();
+    let given = match (&key, body.metadata, body.meta) {
+        (Some(key), _, Some(meta)) if meta.len() == 1 && meta.contains_key(key) => meta,
+        (Some(_), _, _) => return Err(CinderError::bad_request(
+            "Request body and URI mismatch: give {\"meta\": {key: value}} for the key in the path",
+        )),
+        (None, Some(m), _) => m,
+        (None, None, _) => {
+            return Err(CinderError::bad_request(
+                "Malformed request body: metadata is missing",
+            ))
+        }
+    };
+    blocking(&state, move |s| {
+        let view = locate(s, &project, id)?;
+        let mut labels = if replace && key.is_none() {
+            Vec::new()
+        } else {
+            metadata_map(&view.record)
+        };
+        for (k, v) in given {
+            labels.retain(|l| l.key != k);
+            labels.push(Label { key: k, value: v });
+        }
+        let stored = store_metadata(s, &view, labels)?;
+        match key {
+            Some(key) => Ok(Json(json!({"meta": {&key: stored[&key]}})).into_response()),
+            None => Ok(Json(json!({"metadata": stored})).into_response()),
+        }
+    })
+    .await
+}
+
+/// `POST /v3/{project_id}/volumes/{volume_id}/metadata`.
+pub(super) async fn merge_metadata(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+    CinderJson(body): CinderJson<MetadataBody>,
+) -> Result<Response, CinderError> {
+    write_metadata(state, caller, path, body, false).await
+}
+
+/// `PUT /v3/{project_id}/volumes/{volume_id}/metadata[/{key}]`.
+pub(super) async fn replace_metadata(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+    CinderJson(body): CinderJson<MetadataBody>,
+) -> Result<Response, CinderError> {
+    write_metadata(state, caller, path, body, true).await
+}
+
+/// `DELETE /v3/{project_id}/volumes/{volume_id}/metadata/{key}`.
+pub(super) async fn delete_metadata(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), true)?;
+    let id = path.id("volume_id", "Volume")?;
+    let key = path.0.get("key").cloned().unwrap_or_default();
+    blocking(&state, move |s| {
+        let view = locate(s, &project, id)?;
+        let mut labels = metadata_map(&view.record);
+        let before = labels.len();
+        labels.retain(|l| l.key != key);
+        if labels.len() == before {
+            return Err(CinderError::not_found(format!(
+                "Volume {id} has no metadata with key {key}."
+            )));
+        }
+        store_metadata(s, &view, labels)?;
+        Ok(StatusCode::OK.into_response())
     })
     .await
 }
