@@ -1,8 +1,9 @@
 //! Entry point shared by the cargo-fuzz target `rest_body` and its proptest
-//! twin: hostile requests through the real router (every route, hostile
-//! bodies, paths and queries) against a domain service over the in-memory
-//! control. No request may panic the server or answer 500: bad input gets
-//! the API's own 4xx error.
+//! twin: hostile requests through the real routers (every route of the
+//! Lightbits and Cinder dialects on the main router and of the KumoScale
+//! one, hostile bodies, paths and queries) against a domain service over the
+//! in-memory control. No request may panic the server or answer 500: bad
+//! input gets the dialect's own error.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,7 +23,8 @@ use crate::domain::service::{NewSnapshot, NewVolume, Service, ServiceConfig};
 use crate::http::{router, AppState};
 
 /// The route templates, as the router spells them.
-const ROUTES: [&str; 30] = [
+/// `ks:` marks the KumoScale router's.
+const ROUTES: [&str; 56] = [
     "/login",
     "/openapi.json",
     "/api/v2/users",
@@ -53,6 +55,32 @@ const ROUTES: [&str; 30] = [
     "/api/v1/workflows",
     "/api/v1/workflows/{workflowId}",
     "/api/v1/workflows/{workflowId}/cancel",
+    "/",
+    "/v3/",
+    "/v3/volumes",
+    "/v3/{projectName}/volumes",
+    "/v3/{projectName}/volumes/detail",
+    "/v3/{projectName}/volumes/{UUID}",
+    "/v3/{projectName}/volumes/{UUID}/action",
+    "/v3/{projectName}/volumes/{UUID}/metadata",
+    "/v3/{projectName}/volumes/{UUID}/metadata/k",
+    "/v3/{projectName}/snapshots",
+    "/v3/{projectName}/snapshots/{UUID}",
+    "/v3/{projectName}/attachments",
+    "/v3/{projectName}/attachments/{UUID}",
+    "/v3/{projectName}/os-quota-sets/{projectName}",
+    "ks:/tenants",
+    "ks:/tenants/{projectName}",
+    "ks:/{projectName}/volumes",
+    "ks:/{projectName}/volumes/{UUID}",
+    "ks:/{projectName}/snapshots",
+    "ks:/{projectName}/snapshots/{UUID}",
+    "ks:/{projectName}/snapshot_volume",
+    "ks:/{projectName}/clone_volume",
+    "ks:/host_probe",
+    "ks:/{projectName}/publish",
+    "ks:/targets",
+    "ks:/forward_log",
 ];
 
 const METHODS: [Method; 5] = [
@@ -79,6 +107,7 @@ const QUERIES: [&str; 8] = [
 pub struct RestFuzzer {
     runtime: tokio::runtime::Runtime,
     router: axum::Router,
+    kumoscale: axum::Router,
     dir: PathBuf,
     volume: Uuid,
     snapshot: Uuid,
@@ -159,7 +188,8 @@ impl RestFuzzer {
             .expect("a runtime");
         RestFuzzer {
             runtime,
-            router: router(state),
+            router: router(state.clone()),
+            kumoscale: crate::kumoscale::router(state),
             dir,
             volume,
             snapshot,
@@ -185,6 +215,10 @@ impl RestFuzzer {
         } else {
             "no-such"
         };
+        let (template, kumoscale) = match template.strip_prefix("ks:") {
+            Some(rest) => (rest, true),
+            None => (template, false),
+        };
         let path = template
             .replace("{UUID}", &uuid)
             .replace("{projectName}", project)
@@ -200,7 +234,11 @@ impl RestFuzzer {
         request
             .extensions_mut()
             .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-        let router = self.router.clone();
+        let router = if kumoscale {
+            self.kumoscale.clone()
+        } else {
+            self.router.clone()
+        };
         let status = self.runtime.block_on(async move {
             match router.oneshot(request).await {
                 Ok(response) => response.status(),
