@@ -20,7 +20,8 @@ tests/guest/prepare.sh
 
 # fio is the benchmarks' baseline; curl drives the REST API in the system tests;
 # losetup (util-linux) backs the loop-device test; python3 with venv lets
-# tests/api/schemathesis.sh install schemathesis when it is not on PATH; etcd
+# tests/api/schemathesis.sh and tests/api/openstack_clients.sh install their
+# Python clients; etcd
 # (etcd-server) holds the cluster metadata in tests/cluster_membership.rs;
 # ip (iproute2) makes the network namespaces tests/cluster_partition.rs cuts.
 missing=()
@@ -30,7 +31,9 @@ command -v losetup >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v ip >/dev/null || missing+=(iproute2)
-if ! command -v schemathesis >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+# tests/api/openstack_clients.sh always makes a venv (python-cinderclient,
+# openstacksdk), so venv is needed whether or not schemathesis is installed.
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     missing+=(python3-venv)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
