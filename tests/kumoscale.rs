@@ -129,7 +129,7 @@ fn tenants_volumes_snapshots_and_clones_keep_the_documents_result_codes() {
     let create = json!({
         "capacity": 2, "alias": "vol1", "uuid": vol_uuid, "provisioningType": "THIN",
         "protocol": "NVMeoF", "reservedSpacePercentage": 10,
-        "storageClass": {"sameRackAllowed": true, "numReplicas": 1, "blockSize": 4096}
+        "storageClass": {"sameRackAllowed": true, "numReplicas": 1, "blockSize": 4096, "name": "gold"}
     });
     p.expect(
         Method::POST,
@@ -177,6 +177,23 @@ fn tenants_volumes_snapshots_and_clones_keep_the_documents_result_codes() {
         json!({"capacity": 1, "alias": "r3", "provisioningType": "THIN", "storageClass": {"numReplicas": 3}}),
         "NotEnoughMatchingBackends",
     );
+    for class in [
+        json!({"shareSSDBetweenVolumes": false, "name": "x"}),
+        json!({"allowSpan": false}),
+    ] {
+        p.expect(
+            Method::POST,
+            &vols,
+            json!({"capacity": 1, "alias": "cls", "provisioningType": "THIN", "storageClass": class}),
+            "NoMatchingBackend",
+        );
+    }
+    p.expect(
+        Method::POST,
+        &vols,
+        json!({"capacity": 1, "alias": "t", "provisioningType": "THIN", "tenantId": "0"}),
+        "InvalidInput",
+    );
     let (status, bad) = p.call(Method::POST, &vols, None);
     assert_eq!(
         (status, bad["status"].as_str()),
@@ -198,6 +215,7 @@ fn tenants_volumes_snapshots_and_clones_keep_the_documents_result_codes() {
     assert_eq!(vol["provisioningType"], "THIN");
     assert_eq!(vol["reservedSpace"], 2 * GIB / 100 * 10);
     assert_eq!(vol["tenantId"], tenant);
+    assert_eq!(vol["storageClassName"], "gold");
     assert_eq!(
         p.get(&format!("/{tenant}/volumes_by_alias/vol1"))[0]["uuid"],
         vol_uuid

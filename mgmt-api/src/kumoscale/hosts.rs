@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::reply::{success, KsError, KsResult};
 use super::volumes::{locate, Paging};
-use super::{blocking, parse_id, KsCaller, KsJson};
+use super::{blocking, parse_id, same_tenant, KsCaller, KsJson};
 use crate::domain::model::HostRecord;
 use crate::domain::{rules, Service, VolumeChanges, VolumeFilter};
 use crate::http::AppState;
@@ -171,7 +171,6 @@ pub(super) async fn delete(
 pub(super) struct Publish {
     host_id: Option<String>,
     vol_id: Option<String>,
-    #[allow(dead_code)]
     tenant_id: Option<String>,
 }
 
@@ -199,6 +198,7 @@ async fn change_publication(
     add: bool,
 ) -> KsResult {
     let project = caller.tenant(&tenant, true)?;
+    same_tenant(&tenant, body.tenant_id.as_deref())?;
     let (host, volume) = body.ids()?;
     blocking(&state, move |s| {
         let host = s

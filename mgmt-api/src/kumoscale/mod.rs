@@ -135,6 +135,16 @@ fn parse_id(what: &str, text: &str) -> Result<uuid::Uuid, KsError> {
         .map_err(|_| KsError::invalid(format!("{what} {text:?} is not a UUID")))
 }
 
+/// Fails unless a body's `tenantId`, when given, names the path's tenant.
+fn same_tenant(path: &str, body: Option<&str>) -> Result<(), KsError> {
+    match body.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) if project_of(t) != project_of(path) => Err(KsError::invalid(format!(
+            "tenantId {t:?} in the body differs from {path:?} in the path"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A mandatory alias, held to the name rules.
 fn alias(value: Option<String>) -> Result<String, KsError> {
     let alias = value

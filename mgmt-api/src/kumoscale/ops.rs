@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::reply::{success, KsError, KsResult};
 use super::volumes::locate;
-use super::{blocking, parse_id, tenant_of, KsCaller, KsJson};
+use super::{blocking, parse_id, same_tenant, tenant_of, KsCaller, KsJson};
 use crate::domain::VolumeFilter;
 use crate::http::AppState;
 
@@ -148,7 +148,6 @@ pub(super) async fn set_replica_state(
 pub(super) struct Migrate {
     rep_id: Option<String>,
     vol_id: Option<String>,
-    #[allow(dead_code)]
     tenant_id: Option<String>,
 }
 
@@ -166,6 +165,7 @@ pub(super) async fn migrate(
         .vol_id
         .ok_or_else(|| KsError::invalid("volId is mandatory"))?;
     let project = caller.tenant(&tenant, true)?;
+    same_tenant(&tenant, body.tenant_id.as_deref())?;
     let id = parse_id("volId", &volume)?;
     blocking(&state, move |s| {
         let view = locate(s, &project, id).map_err(|e| KsError {

@@ -11,12 +11,12 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::reply::{success, KsError, KsResult};
-use super::volumes::{locate, Paging, RESERVED_LABEL};
+use super::volumes::{check_allow_span, ks_labels, locate, Paging};
 use super::{
-    alias, blocking, optional_id, parse_id, required_id, reserved_percent, tenant_of, KsCaller,
-    KsJson,
+    alias, blocking, optional_id, parse_id, required_id, reserved_percent, same_tenant, tenant_of,
+    KsCaller, KsJson,
 };
-use crate::domain::model::{Label, ResourceState, SnapshotRecord};
+use crate::domain::model::{ResourceState, SnapshotRecord};
 use crate::domain::{NewSnapshot, NewVolume, Service};
 use crate::http::AppState;
 
@@ -71,7 +71,6 @@ pub(super) struct CreateSnapshot {
     #[serde(rename = "snapshotID")]
     snapshot_id: Option<String>,
     reserved_space_percentage: Option<u64>,
-    #[allow(dead_code)]
     tenant_id: Option<String>,
 }
 
@@ -83,6 +82,7 @@ pub(super) async fn create(
     KsJson(body): KsJson<CreateSnapshot>,
 ) -> KsResult {
     let project = caller.tenant(&tenant, true)?;
+    same_tenant(&tenant, body.tenant_id.as_deref())?;
     let alias = alias(body.alias)?;
     let volume = required_id("volumeID", body.volume_id.as_deref())?;
     let uuid = optional_id("snapshotID", body.snapshot_id.as_deref())?;
@@ -256,11 +256,8 @@ pub(super) struct SnapshotVolume {
     #[serde(rename = "maxBWPerGB")]
     max_bw_per_gb: Option<u64>,
     protocol: Option<String>,
-    #[allow(dead_code)]
     allow_span: Option<bool>,
-    #[allow(dead_code)]
     storage_class_name: Option<String>,
-    #[allow(dead_code)]
     tenant_id: Option<String>,
 }
 
@@ -274,8 +271,11 @@ pub(super) async fn snapshot_volume(
     KsJson(body): KsJson<SnapshotVolume>,
 ) -> KsResult {
     let project = caller.tenant(&tenant, true)?;
+    same_tenant(&tenant, body.tenant_id.as_deref())?;
     let alias = alias(body.alias)?;
     let snapshot = required_id("snapshotID", body.snapshot_id.as_deref())?;
+    check_allow_span(body.allow_span)?;
+    let body_class = body.storage_class_name.clone();
     if body.writable != Some(true) {
         return Err(KsError::invalid(
             "read-only snapshot volumes are not provided; ask for writable: true",
@@ -308,10 +308,7 @@ pub(super) async fn snapshot_volume(
             name: alias.clone(),
             project,
             source_snapshot: Some(snapshot),
-            labels: vec![Label {
-                key: RESERVED_LABEL.to_owned(),
-                value: percent.to_string(),
-            }],
+            labels: ks_labels(percent, body_class),
             uuid: Some(uuid),
             ..NewVolume::default()
         })?;

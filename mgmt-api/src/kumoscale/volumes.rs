@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::reply::{success, KsError, KsResult};
 use super::{
-    alias, blocking, optional_id, parse_id, project_of, required_id, reserved_percent, tenant_of,
+    alias, blocking, optional_id, parse_id, required_id, reserved_percent, same_tenant, tenant_of,
     KsCaller, KsJson, GB, GIB,
 };
 use crate::domain::model::{Label, ResourceState};
@@ -20,14 +20,44 @@ use crate::domain::{NewVolume, Service, VolumeChanges, VolumeFilter, VolumeView}
 use crate::http::AppState;
 
 /// The label that keeps a thin volume's reserved-space percentage.
-pub(super) const RESERVED_LABEL: &str = "kumoscale.reservedSpacePercentage";
+const RESERVED_LABEL: &str = "kumoscale.reservedSpacePercentage";
+/// The label that keeps the storage class a volume was made with.
+const CLASS_LABEL: &str = "kumoscale.storageClassName";
+
+/// The labels that keep what a KumoScale create asked for.
+pub(super) fn ks_labels(reserved_percent: u64, class_name: Option<String>) -> Vec<Label> {
+    let mut labels = vec![Label {
+        key: RESERVED_LABEL.to_owned(),
+        value: reserved_percent.to_string(),
+    }];
+    if let Some(name) = class_name.filter(|n| !n.is_empty()) {
+        labels.push(Label {
+            key: CLASS_LABEL.to_owned(),
+            value: name,
+        });
+    }
+    labels
+}
+
+/// Refuses `allowSpan: false`: a volume's data is spread over every device
+/// of the pool.
+pub(super) fn check_allow_span(allow_span: Option<bool>) -> Result<(), KsError> {
+    if allow_span == Some(false) {
+        return Err(KsError::new(
+            "NoMatchingBackend",
+            "a volume's data spreads over every device of the pool; allowSpan false cannot be met",
+        ));
+    }
+    Ok(())
+}
 
 /// Create volume's `storageClass`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
+// `sameRackAllowed` is not read: nodes have no racks here and the cluster
+// always puts a volume's replicas on different nodes, which satisfies it
+// either way.
 struct StorageClass {
-    #[serde(alias = "sameRackAllowd")]
-    same_rack_allowed: Option<bool>,
     num_replicas: Option<u32>,
     racks: Option<Vec<String>>,
     zones: Option<Vec<String>>,
@@ -87,13 +117,13 @@ fn check_storage_class(class: &StorageClass) -> Result<(), KsError> {
             "no backend runs inside an initiator host",
         ));
     }
-    if class.share_ssd_between_volumes == Some(false) && class.name.is_none() {
-        return Err(KsError::invalid(
-            "storageClass.name is mandatory when shareSSDBetweenVolumes is false",
+    if class.share_ssd_between_volumes == Some(false) {
+        return Err(KsError::new(
+            "NoMatchingBackend",
+            "every volume shares the pool's devices; shareSSDBetweenVolumes false cannot be met",
         ));
     }
-    let _ = (class.same_rack_allowed, class.allow_span);
-    Ok(())
+    check_allow_span(class.allow_span)
 }
 
 /// Lists volumes; `limit` with `offset` or `marker` pages, `hostID` keeps
@@ -199,11 +229,14 @@ impl Paging {
 /// host sessions).
 pub(super) fn volume_json(s: &Service, view: &VolumeView, extended: bool) -> Value {
     let r = &view.record;
-    let reserved_percent = r
-        .labels
-        .iter()
-        .find(|l| l.key == RESERVED_LABEL)
-        .and_then(|l| l.value.parse::<u64>().ok())
+    let label = |key: &str| {
+        r.labels
+            .iter()
+            .find(|l| l.key == key)
+            .map(|l| l.value.as_str())
+    };
+    let reserved_percent = label(RESERVED_LABEL)
+        .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     let limits = s.volume_rate_limits(r.uuid);
     let published_to: Vec<Value> = s
@@ -266,7 +299,7 @@ pub(super) fn volume_json(s: &Service, view: &VolumeView, extended: bool) -> Val
         "tenantId": tenant_of(&r.project),
         "protocol": "NVMeoF",
         "allowSpan": false,
-        "storageClassName": "",
+        "storageClassName": label(CLASS_LABEL).unwrap_or_default(),
         "shareSSDBetweenVolumes": true,
     })
 }
@@ -280,13 +313,7 @@ pub(super) async fn create(
     KsJson(body): KsJson<CreateVolume>,
 ) -> KsResult {
     let project = caller.tenant(&tenant, true)?;
-    if let Some(t) = body.tenant_id.as_deref().filter(|t| !t.is_empty()) {
-        if project_of(t) != project {
-            return Err(KsError::invalid(format!(
-                "tenantId {t:?} in the body differs from {tenant:?} in the path"
-            )));
-        }
-    }
+    same_tenant(&tenant, body.tenant_id.as_deref())?;
     let alias = alias(body.alias)?;
     let capacity = body
         .capacity
@@ -363,10 +390,7 @@ pub(super) async fn create(
             size_bytes: Some(size),
             sector_size_bytes: Some(sector),
             replica_count: Some(replicas),
-            labels: vec![Label {
-                key: RESERVED_LABEL.to_owned(),
-                value: reserved.to_string(),
-            }],
+            labels: ks_labels(reserved, class.name.clone()),
             uuid,
             ..NewVolume::default()
         })?;
@@ -437,7 +461,6 @@ pub(super) async fn extended(
 pub(super) struct Expand {
     /// GB.
     new_capacity: Option<u64>,
-    #[allow(dead_code)]
     tenant_id: Option<String>,
 }
 
@@ -450,6 +473,7 @@ pub(super) async fn expand(
     KsJson(body): KsJson<Expand>,
 ) -> KsResult {
     let project = caller.tenant(&tenant, true)?;
+    same_tenant(&tenant, body.tenant_id.as_deref())?;
     let id = parse_id("id", &id)?;
     let gb = body
         .new_capacity
@@ -519,7 +543,6 @@ pub(super) struct CloneVolume {
     reserved_space_percentage: Option<u64>,
     /// GB, at least the source's size.
     capacity: Option<u64>,
-    #[allow(dead_code)]
     tenant_id: Option<String>,
 }
 
@@ -532,6 +555,7 @@ pub(super) async fn clone_volume(
     KsJson(body): KsJson<CloneVolume>,
 ) -> KsResult {
     let project = caller.tenant(&tenant, true)?;
+    same_tenant(&tenant, body.tenant_id.as_deref())?;
     let source = required_id("sourceVolumeId", body.source_volume_id.as_deref())?;
     let alias = alias(body.alias)?;
     let uuid = optional_id("volumeId", body.volume_id.as_deref())?.unwrap_or_else(Uuid::new_v4);
@@ -565,10 +589,7 @@ pub(super) async fn clone_volume(
                 name: alias.clone(),
                 project: project.clone(),
                 size_bytes: Some(size),
-                labels: vec![Label {
-                    key: RESERVED_LABEL.to_owned(),
-                    value: reserved.to_string(),
-                }],
+                labels: ks_labels(reserved, None),
                 uuid: Some(uuid),
                 ..NewVolume::default()
             },
