@@ -63,6 +63,23 @@ fn locate_attachment(
     Ok(a)
 }
 
+/// Connects attachment `id` of `volume` to the host `nqn`: the host is
+/// granted the volume, and a reserved attachment becomes attaching.
+fn connect(
+    s: &Service,
+    volume: &crate::domain::model::VolumeRecord,
+    id: Uuid,
+    nqn: String,
+) -> Result<AttachmentRecord, CinderError> {
+    change_access(s, volume.uuid, &volume.acl, &nqn, true)?;
+    Ok(s.change_attachment(id, |a| {
+        a.host_nqn = Some(nqn);
+        if a.status == AttachmentStatus::Reserved {
+            a.status = AttachmentStatus::Attaching;
+        }
+    })?)
+}
+
 /// `GET /v3/{project_id}/attachments` (and `/detail`).
 pub(super) async fn list(
     State(state): State<AppState>,
@@ -160,11 +177,7 @@ pub(super) async fn create(
         }
         let mut a = s.reserve_attachment(volume, instance, &mode)?;
         if let Some(nqn) = nqn {
-            change_access(s, volume, &v.record.acl, &nqn, true)?;
-            a = s.change_attachment(a.id, |a| {
-                a.host_nqn = Some(nqn.clone());
-                a.status = AttachmentStatus::Attaching;
-            })?;
+            a = connect(s, &v.record, a.id, nqn)?;
         }
         Ok(Json(json!({"attachment": view(s, &a)})).into_response())
     })
@@ -187,13 +200,7 @@ pub(super) async fn update(
     blocking(&state, move |s| {
         let a = locate_attachment(s, &project, id)?;
         let v = locate(s, &project, a.volume)?;
-        change_access(s, a.volume, &v.record.acl, &nqn, true)?;
-        let a = s.change_attachment(id, |a| {
-            a.host_nqn = Some(nqn.clone());
-            if a.status == AttachmentStatus::Reserved {
-                a.status = AttachmentStatus::Attaching;
-            }
-        })?;
+        let a = connect(s, &v.record, id, nqn)?;
         Ok(Json(json!({"attachment": view(s, &a)})).into_response())
     })
     .await

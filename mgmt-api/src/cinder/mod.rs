@@ -240,6 +240,43 @@ fn element<T>(value: Option<T>, name: &str) -> Result<T, CinderError> {
     })
 }
 
+/// `limit` and `marker` (items after that id) of a list call.
+struct Page {
+    limit: Option<usize>,
+    marker: Option<uuid::Uuid>,
+}
+
+impl Page {
+    fn parse(query: &std::collections::HashMap<String, String>) -> Result<Page, CinderError> {
+        Ok(Page {
+            limit: query
+                .get("limit")
+                .map(|l| {
+                    l.parse::<usize>().map_err(|_| {
+                        CinderError::bad_request(format!("limit {l:?} is not a count"))
+                    })
+                })
+                .transpose()?,
+            marker: query
+                .get("marker")
+                .map(|m| parse_id("marker", m))
+                .transpose()?,
+        })
+    }
+
+    /// `items` in id order, from after the marker, at most `limit`.
+    fn apply<T>(&self, mut items: Vec<T>, id: impl Fn(&T) -> uuid::Uuid) -> Vec<T> {
+        items.sort_by_key(&id);
+        if let Some(marker) = self.marker {
+            items.retain(|i| id(i) > marker);
+        }
+        if let Some(limit) = self.limit {
+            items.truncate(limit);
+        }
+        items
+    }
+}
+
 /// Parses an id argument.
 fn parse_id(what: &str, text: &str) -> Result<uuid::Uuid, CinderError> {
     text.trim()

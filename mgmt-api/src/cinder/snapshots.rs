@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::error::CinderError;
 use super::volumes::{locate, timestamp};
-use super::{blocking, element, parse_id, CinderCaller, CinderJson, CinderPath, GIB};
+use super::{blocking, element, parse_id, CinderCaller, CinderJson, CinderPath, Page, GIB};
 use crate::domain::model::{ResourceState, SnapshotRecord};
 use crate::domain::{NewSnapshot, Service};
 use crate::http::AppState;
@@ -55,28 +55,13 @@ fn listed(
         .map(|v| parse_id("Volume", v))
         .transpose()?;
     let name = query.get("name");
-    let mut snaps: Vec<SnapshotRecord> = s
+    let snaps: Vec<SnapshotRecord> = s
         .snapshots(Some(project), volume, false)
         .into_iter()
         .filter(|snap| name.is_none_or(|n| *n == snap.name))
-        // Points in time of volume clones are internal.
-        .filter(|snap| !snap.name.starts_with("clone-source-"))
+        .filter(|snap| !snap.is_clone_point())
         .collect();
-    snaps.sort_by_key(|snap| snap.uuid);
-    if let Some(marker) = query
-        .get("marker")
-        .map(|m| parse_id("marker", m))
-        .transpose()?
-    {
-        snaps.retain(|snap| snap.uuid > marker);
-    }
-    if let Some(limit) = query.get("limit") {
-        let limit: usize = limit
-            .parse()
-            .map_err(|_| CinderError::bad_request(format!("limit {limit:?} is not a count")))?;
-        snaps.truncate(limit);
-    }
-    Ok(snaps)
+    Ok(Page::parse(query)?.apply(snaps, |snap| snap.uuid))
 }
 
 /// `GET /v3/{project_id}/snapshots`.

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::error::CinderError;
-use super::{blocking, element, parse_id, CinderCaller, CinderJson, CinderPath, GIB};
+use super::{blocking, element, parse_id, CinderCaller, CinderJson, CinderPath, Page, GIB};
 use crate::domain::model::{AttachmentStatus, Catalog, Label, ResourceState, VolumeRecord};
 use crate::domain::{NewVolume, Service, VolumeChanges, VolumeFilter, VolumeView};
 use crate::http::AppState;
@@ -107,7 +107,7 @@ pub(super) fn detail(catalog: &Catalog, view: &VolumeView) -> Value {
     json!({
         "id": r.uuid,
         "name": r.name,
-        "description": r.labels.iter().find(|l| l.key == DESCRIPTION_LABEL).map(|l| l.value.clone()),
+        "description": description_of(r),
         "size": r.size_bytes.div_ceil(GIB),
         "status": status_of(catalog, r),
         "availability_zone": "nova",
@@ -116,7 +116,7 @@ pub(super) fn detail(catalog: &Catalog, view: &VolumeView) -> Value {
         "volume_type": "__DEFAULT__",
         "snapshot_id": snapshot_id,
         "source_volid": source_volid,
-        "metadata": metadata(&r.labels.iter().filter(|l| l.key != DESCRIPTION_LABEL).cloned().collect::<Vec<_>>()),
+        "metadata": metadata(&metadata_map(r)),
         "bootable": "false",
         "encrypted": false,
         "multiattach": false,
@@ -139,25 +139,14 @@ fn listed(
     query: &HashMap<String, String>,
 ) -> Result<Vec<VolumeView>, CinderError> {
     s.require_project(project)?;
-    let limit = query
-        .get("limit")
-        .map(|l| {
-            l.parse::<usize>()
-                .map_err(|_| CinderError::bad_request(format!("limit {l:?} is not a count")))
-        })
-        .transpose()?;
-    let marker = query
-        .get("marker")
-        .map(|m| parse_id("marker", m))
-        .transpose()?;
+    let page = Page::parse(query)?;
     let name = query.get("name").cloned();
     let status = query.get("status").cloned();
     let catalog = s.catalog_snapshot();
     let views = s
         .volumes(&VolumeFilter {
             project: Some(project.to_owned()),
-            offset: marker,
-            limit,
+            limit: Some(crate::domain::service::LIST_LIMIT_MAX),
             name,
             ..VolumeFilter::default()
         })
@@ -168,7 +157,8 @@ fn listed(
                 .is_none_or(|st| status_of(&catalog, &v.record) == *st)
         })
         .collect();
-    Ok(views)
+    // Paged after the status filter, so a page holds `limit` matches.
+    Ok(page.apply(views, |v| v.record.uuid))
 }
 
 /// `GET /v3/{project_id}/volumes`.
@@ -311,19 +301,7 @@ pub(super) async fn create(
         .name
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| format!("volume-{uuid}"));
-    let mut labels: Vec<Label> = v
-        .metadata
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(key, value)| Label { key, value })
-        .collect();
-    labels.sort_by(|a, b| a.key.cmp(&b.key));
-    if let Some(d) = v.description.filter(|d| !d.is_empty()) {
-        labels.push(Label {
-            key: DESCRIPTION_LABEL.to_owned(),
-            value: d,
-        });
-    }
+    let labels = labels_of(to_labels(v.metadata.unwrap_or_default()), v.description);
     blocking(&state, move |s| {
         let new = NewVolume {
             name,
@@ -388,38 +366,11 @@ pub(super) async fn update(
                 "renaming a volume is not supported",
             ));
         }
-        let mut labels: Vec<Label> = match u.metadata {
-            Some(m) => {
-                let mut l: Vec<Label> = m
-                    .into_iter()
-                    .map(|(key, value)| Label { key, value })
-                    .collect();
-                l.sort_by(|a, b| a.key.cmp(&b.key));
-                l
-            }
-            None => view
-                .record
-                .labels
-                .iter()
-                .filter(|l| l.key != DESCRIPTION_LABEL)
-                .cloned()
-                .collect(),
-        };
-        let description = match u.description {
-            Some(d) => Some(d),
-            None => view
-                .record
-                .labels
-                .iter()
-                .find(|l| l.key == DESCRIPTION_LABEL)
-                .map(|l| l.value.clone()),
-        };
-        if let Some(d) = description.filter(|d| !d.is_empty()) {
-            labels.push(Label {
-                key: DESCRIPTION_LABEL.to_owned(),
-                value: d,
-            });
-        }
+        let metadata = u
+            .metadata
+            .map_or_else(|| metadata_map(&view.record), to_labels);
+        let description = u.description.or_else(|| description_of(&view.record));
+        let labels = labels_of(metadata, description);
         let view = s.update_volume(
             id,
             VolumeChanges {
@@ -461,7 +412,36 @@ pub(super) async fn delete(
     .await
 }
 
-/// A volume's metadata as a map, without the description label.
+/// A volume's Cinder description.
+fn description_of(r: &VolumeRecord) -> Option<String> {
+    r.labels
+        .iter()
+        .find(|l| l.key == DESCRIPTION_LABEL)
+        .map(|l| l.value.clone())
+}
+
+/// Metadata as labels.
+fn to_labels(metadata: HashMap<String, String>) -> Vec<Label> {
+    metadata
+        .into_iter()
+        .map(|(key, value)| Label { key, value })
+        .collect()
+}
+
+/// The labels a volume keeps: its metadata by key, then its description
+/// (when not empty) in a label of its own.
+fn labels_of(mut metadata: Vec<Label>, description: Option<String>) -> Vec<Label> {
+    metadata.sort_by(|a, b| a.key.cmp(&b.key));
+    if let Some(d) = description.filter(|d| !d.is_empty()) {
+        metadata.push(Label {
+            key: DESCRIPTION_LABEL.to_owned(),
+            value: d,
+        });
+    }
+    metadata
+}
+
+/// A volume's metadata, without the description label.
 fn metadata_map(r: &VolumeRecord) -> Vec<Label> {
     r.labels
         .iter()
@@ -474,16 +454,9 @@ fn metadata_map(r: &VolumeRecord) -> Vec<Label> {
 fn store_metadata(
     s: &Service,
     view: &VolumeView,
-    mut labels: Vec<Label>,
+    labels: Vec<Label>,
 ) -> Result<Value, CinderError> {
-    labels.sort_by(|a, b| a.key.cmp(&b.key));
-    labels.extend(
-        view.record
-            .labels
-            .iter()
-            .filter(|l| l.key == DESCRIPTION_LABEL)
-            .cloned(),
-    );
+    let labels = labels_of(labels, description_of(&view.record));
     let view = s.update_volume(
         view.record.uuid,
         VolumeChanges {

@@ -356,6 +356,18 @@ impl WorkflowRecord {
     }
 }
 
+/// The name prefix of the snapshot a clone of a live volume is made
+/// through (see `Service::clone_volume`).
+pub const CLONE_POINT_PREFIX: &str = "clone-source-";
+
+impl SnapshotRecord {
+    /// Whether this is the point-in-time snapshot a clone of a live volume
+    /// is made through: internal, deleted once the clone exists.
+    pub fn is_clone_point(&self) -> bool {
+        self.name.starts_with(CLONE_POINT_PREFIX)
+    }
+}
+
 /// Everything the catalog persists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {

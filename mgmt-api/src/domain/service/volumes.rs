@@ -286,7 +286,7 @@ impl Service {
     pub fn clone_volume(&self, source: Uuid, req: NewVolume) -> Result<VolumeView, ServiceError> {
         let uuid = req.uuid.unwrap_or_else(Uuid::new_v4);
         let point = self.create_snapshot(crate::domain::NewSnapshot {
-            name: format!("clone-source-{uuid}"),
+            name: format!("{}{uuid}", crate::domain::model::CLONE_POINT_PREFIX),
             project: req.project.clone(),
             source_volume: source,
             description: format!("point in time of clone {}", req.name),
