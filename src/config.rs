@@ -210,6 +210,9 @@ pub struct ApiConfig {
     /// Where the KumoScale Provisioner dialect listens (the Provisioner's
     /// port is 30100); `None` (the default) does not serve it.
     pub kumoscale_listen: Option<SocketAddr>,
+    /// Where the PVC storage API dialect listens (PVC's port is 7370);
+    /// `None` (the default) does not serve it.
+    pub pvc_listen: Option<SocketAddr>,
     /// Let the Cinder dialect (under `/v3`) take `X-Auth-Token: user:project`
     /// as Cinder's noauth mode does: every such caller is an administrator
     /// (explicit opt-in, for clients without Keystone).
@@ -284,6 +287,7 @@ impl Default for ApiConfig {
             tls_key: None,
             max_running_workflows: 8,
             kumoscale_listen: None,
+            pvc_listen: None,
             cinder_noauth: false,
         }
     }

@@ -511,6 +511,7 @@ async fn start_api(
     }
     api_config.catalog_store = shared_catalog;
     api_config.kumoscale_listen = config.api.kumoscale_listen;
+    api_config.pvc_listen = config.api.pvc_listen;
     api_config.cinder_noauth = config.api.cinder_noauth;
     let server = mgmt_api::ApiServer::bind(api_config, control)
         .await
@@ -520,6 +521,7 @@ async fn start_api(
         certificate = ?server.certificate_path(),
         admin_password_file = %config.data_dir.join("api").join("admin-password").display(),
         kumoscale = ?server.kumoscale_addr(),
+        pvc = ?server.pvc_addr(),
         "REST API listening"
     );
     Ok(server)

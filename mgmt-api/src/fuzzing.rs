@@ -1,7 +1,7 @@
 //! Entry point shared by the cargo-fuzz target `rest_body` and its proptest
 //! twin: hostile requests through the real routers (every route of the
 //! Lightbits and Cinder dialects on the main router and of the KumoScale
-//! one, hostile bodies, paths and queries) against a domain service over the
+//! and PVC ones, hostile bodies, paths and queries) against a domain service over the
 //! in-memory control. No request may panic the server or answer 500: bad
 //! input gets the dialect's own error.
 
@@ -23,8 +23,8 @@ use crate::domain::service::{NewSnapshot, NewVolume, Service, ServiceConfig};
 use crate::http::{router, AppState};
 
 /// The route templates, as the router spells them.
-/// `ks:` marks the KumoScale router's.
-const ROUTES: [&str; 56] = [
+/// `ks:` marks the KumoScale router's, `pvc:` the PVC router's.
+const ROUTES: [&str; 66] = [
     "/login",
     "/openapi.json",
     "/api/v2/users",
@@ -81,6 +81,16 @@ const ROUTES: [&str; 56] = [
     "ks:/{projectName}/publish",
     "ks:/targets",
     "ks:/forward_log",
+    "pvc:/api/v1/auth/login",
+    "pvc:/api/v1/node",
+    "pvc:/api/v1/storage/ceph",
+    "pvc:/api/v1/storage/ceph/osd/0/state",
+    "pvc:/api/v1/storage/ceph/pool",
+    "pvc:/api/v1/storage/ceph/pool/{projectName}",
+    "pvc:/api/v1/storage/ceph/volume",
+    "pvc:/api/v1/storage/ceph/volume/{projectName}/v0",
+    "pvc:/api/v1/storage/ceph/volume/snapshot",
+    "pvc:/api/v1/storage/ceph/volume/snapshot/{projectName}/v0/s0",
 ];
 
 const METHODS: [Method; 5] = [
@@ -92,7 +102,7 @@ const METHODS: [Method; 5] = [
 ];
 
 /// Queries the list routes take, and some they do not.
-const QUERIES: [&str; 8] = [
+const QUERIES: [&str; 11] = [
     "",
     "?name=v0&projectName=default",
     "?showAll=true&limit=2",
@@ -101,6 +111,9 @@ const QUERIES: [&str; 8] = [
     "?limit=-1",
     "?projectName=%00%ff",
     "?after=00000000-0000-0000-0000-000000000000",
+    "?limit=(a*)*b&pool=default",
+    "?volume=v9&pool=default&size=4M&name=v8",
+    "?yes_i_really_mean_it&pgs=8&pool=p9",
 ];
 
 /// A router over a fresh service in a private directory.
@@ -108,6 +121,7 @@ pub struct RestFuzzer {
     runtime: tokio::runtime::Runtime,
     router: axum::Router,
     kumoscale: axum::Router,
+    pvc: axum::Router,
     dir: PathBuf,
     volume: Uuid,
     snapshot: Uuid,
@@ -189,7 +203,8 @@ impl RestFuzzer {
         RestFuzzer {
             runtime,
             router: router(state.clone()),
-            kumoscale: crate::kumoscale::router(state),
+            kumoscale: crate::kumoscale::router(state.clone()),
+            pvc: crate::pvc::router(state),
             dir,
             volume,
             snapshot,
@@ -215,10 +230,14 @@ impl RestFuzzer {
         } else {
             "no-such"
         };
-        let (template, kumoscale) = match template.strip_prefix("ks:") {
-            Some(rest) => (rest, true),
-            None => (template, false),
+        let (template, router, content_type) = if let Some(rest) = template.strip_prefix("ks:") {
+            (rest, &self.kumoscale, "application/json")
+        } else if let Some(rest) = template.strip_prefix("pvc:") {
+            (rest, &self.pvc, "application/x-www-form-urlencoded")
+        } else {
+            (template, &self.router, "application/json")
         };
+        let router = router.clone();
         let path = template
             .replace("{UUID}", &uuid)
             .replace("{projectName}", project)
@@ -228,17 +247,12 @@ impl RestFuzzer {
         let mut request = Request::builder()
             .method(method.clone())
             .uri(&uri)
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_TYPE, content_type)
             .body(Body::from(body.clone()))
             .expect("a well-formed request");
         request
             .extensions_mut()
             .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-        let router = if kumoscale {
-            self.kumoscale.clone()
-        } else {
-            self.router.clone()
-        };
         let status = self.runtime.block_on(async move {
             match router.oneshot(request).await {
                 Ok(response) => response.status(),

@@ -37,6 +37,7 @@
 //! - [`auth`]: users, tokens, roles, service credentials.
 //! - [`http`]: routes, DTOs ([`dto`]), the one error-to-status match, OpenAPI.
 //! - [`kumoscale`]: the KumoScale Provisioner dialect, on a listener of its own.
+//! - [`pvc`]: the PVC storage API dialect, on a listener of its own.
 //! - [`cinder`]: the OpenStack Cinder v3 dialect, under `/v3` on the main listener.
 //! - [`server`] and [`tls`]: the entry point and certificates.
 #![forbid(unsafe_code)]
@@ -49,6 +50,7 @@ pub mod domain;
 pub mod fuzzing;
 pub mod http;
 pub mod kumoscale;
+pub mod pvc;
 pub mod server;
 pub mod tls;
 

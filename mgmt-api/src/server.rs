@@ -75,6 +75,9 @@ pub struct ApiConfig {
     /// Where to serve the KumoScale Provisioner dialect (its paths sit at
     /// the root, so it has a listener of its own); `None`: not served.
     pub kumoscale_listen: Option<SocketAddr>,
+    /// Where to serve the PVC storage dialect (its `/api/v1` paths would
+    /// collide with DMS's on the main listener); `None`: not served.
+    pub pvc_listen: Option<SocketAddr>,
     /// Let the Cinder dialect take `X-Auth-Token: user:project` (Cinder's
     /// noauth mode: every such caller is an administrator).
     pub cinder_noauth: bool,
@@ -95,6 +98,7 @@ impl ApiConfig {
             body_limit_bytes: BODY_LIMIT_DEFAULT_BYTES,
             advertised_endpoint: None,
             kumoscale_listen: None,
+            pvc_listen: None,
             cinder_noauth: false,
             catalog_store: None,
         }
@@ -137,6 +141,13 @@ pub enum StartError {
     Task(String),
 }
 
+/// A dialect served on a listener of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    KumoScale,
+    Pvc,
+}
+
 /// A running API server.
 pub struct ApiServer {
     local_addr: SocketAddr,
@@ -144,8 +155,8 @@ pub struct ApiServer {
     certificate: Option<PathBuf>,
     handle: Handle,
     task: JoinHandle<std::io::Result<()>>,
-    /// The KumoScale dialect's listener address and server, when served.
-    kumoscale: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
+    /// The dialects on listeners of their own: which, where, and the server.
+    dialects: Vec<(Dialect, SocketAddr, JoinHandle<std::io::Result<()>>)>,
     service: Arc<Service>,
     auth: Arc<Authenticator>,
 }
@@ -222,18 +233,24 @@ impl ApiServer {
         }
         let handle = Handle::new();
         let task = spawn_server(listener, router(state.clone()), rustls.clone(), &handle);
-        let kumoscale = match config.kumoscale_listen {
-            Some(addr) => {
-                let listener = bind_listener(addr)?;
-                let local = listener
-                    .local_addr()
-                    .map_err(|source| StartError::Bind { addr, source })?;
-                tracing::info!(local_addr = %local, scheme, "KumoScale Provisioner API listening");
-                let task = spawn_server(listener, crate::kumoscale::router(state), rustls, &handle);
-                Some((local, task))
-            }
-            None => None,
-        };
+        let mut dialects = Vec::new();
+        for (dialect, addr) in [
+            (Dialect::KumoScale, config.kumoscale_listen),
+            (Dialect::Pvc, config.pvc_listen),
+        ] {
+            let Some(addr) = addr else { continue };
+            let listener = bind_listener(addr)?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            tracing::info!(local_addr = %local, scheme, dialect = ?dialect, "dialect API listening");
+            let routes = match dialect {
+                Dialect::KumoScale => crate::kumoscale::router(state.clone()),
+                Dialect::Pvc => crate::pvc::router(state.clone()),
+            };
+            let task = spawn_server(listener, routes, rustls.clone(), &handle);
+            dialects.push((dialect, local, task));
+        }
         tracing::info!(%local_addr, scheme, "management API listening");
         Ok(Self {
             local_addr,
@@ -241,7 +258,7 @@ impl ApiServer {
             certificate,
             handle,
             task,
-            kumoscale,
+            dialects,
             service,
             auth,
         })
@@ -254,7 +271,19 @@ impl ApiServer {
 
     /// The KumoScale dialect's bound address, when served.
     pub fn kumoscale_addr(&self) -> Option<SocketAddr> {
-        self.kumoscale.as_ref().map(|(addr, _)| *addr)
+        self.dialect_addr(Dialect::KumoScale)
+    }
+
+    /// The PVC dialect's bound address, when served.
+    pub fn pvc_addr(&self) -> Option<SocketAddr> {
+        self.dialect_addr(Dialect::Pvc)
+    }
+
+    fn dialect_addr(&self, which: Dialect) -> Option<SocketAddr> {
+        self.dialects
+            .iter()
+            .find(|(d, _, _)| *d == which)
+            .map(|(_, addr, _)| *addr)
     }
 
     /// `https://ip:port` (or `http://` in plain mode).
@@ -281,7 +310,7 @@ impl ApiServer {
     /// background worker, and returns.
     pub async fn shutdown(self) {
         self.handle.graceful_shutdown(Some(GRACEFUL_SHUTDOWN));
-        let tasks = std::iter::once(self.task).chain(self.kumoscale.map(|(_, task)| task));
+        let tasks = std::iter::once(self.task).chain(self.dialects.into_iter().map(|(_, _, t)| t));
         for task in tasks {
             match task.await {
                 Ok(Ok(())) => {}

@@ -73,6 +73,9 @@ struct Flags {
     /// Where to serve the KumoScale Provisioner dialect (e.g. 127.0.0.1:30100).
     #[arg(long)]
     kumoscale_listen: Option<SocketAddr>,
+    /// Where to serve the PVC storage API dialect (e.g. 127.0.0.1:7370).
+    #[arg(long)]
+    pvc_listen: Option<SocketAddr>,
     /// Let the Cinder dialect take `X-Auth-Token: user:project` (Cinder's
     /// noauth mode; every such caller is an administrator).
     #[arg(long)]
@@ -173,6 +176,9 @@ fn run(flags: Flags) -> anyhow::Result<()> {
     }
     if flags.kumoscale_listen.is_some() {
         config.api.kumoscale_listen = flags.kumoscale_listen;
+    }
+    if flags.pvc_listen.is_some() {
+        config.api.pvc_listen = flags.pvc_listen;
     }
     config.api.cinder_noauth |= flags.cinder_noauth;
     config.api.insecure_http |= flags.insecure_http;

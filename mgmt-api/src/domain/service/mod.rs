@@ -322,6 +322,28 @@ impl Service {
         })
     }
 
+    /// Waits until none of `ids` (volumes or snapshots marked Deleting) is
+    /// left in the catalog, for dialects whose deletes answer only once done;
+    /// false if some are still there after `timeout`.
+    pub fn await_removal(&self, ids: &[Uuid], timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = {
+                let c = self.inner.catalog();
+                ids.iter()
+                    .any(|id| c.volumes.contains_key(id) || c.snapshots.contains_key(id))
+            };
+            if !left {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            self.inner.notify();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     // ---- projects -------------------------------------------------------
 
     /// Every project.
@@ -781,5 +803,37 @@ mod tests {
         assert!(service
             .delete_project(crate::domain::model::DEFAULT_PROJECT)
             .is_err());
+    }
+
+    #[test]
+    fn a_rename_keeps_the_volume_and_refuses_taken_or_illegal_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let control = Arc::new(MemoryControl::default());
+        let service = open(tmp.path(), &control);
+        let a = service.create_volume(new_volume("a")).unwrap().record;
+        service.create_volume(new_volume("b")).unwrap();
+        let renamed = service.rename_volume(a.uuid, "c").unwrap().record;
+        assert_eq!((renamed.uuid, renamed.nsid), (a.uuid, a.nsid));
+        assert_eq!(renamed.name, "c");
+        assert_eq!(renamed.revision, a.revision + 1);
+        assert!(matches!(
+            service.rename_volume(a.uuid, "b"),
+            Err(ServiceError::AlreadyExists { .. })
+        ));
+        assert!(matches!(
+            service.rename_volume(a.uuid, "no/slash"),
+            Err(ServiceError::InvalidArgument(_))
+        ));
+        let same = service.rename_volume(a.uuid, "c").unwrap().record;
+        assert_eq!(
+            same.revision, renamed.revision,
+            "a rename to the same name changes nothing"
+        );
+        service.delete_volume(a.uuid, None).unwrap();
+        assert!(service.await_removal(&[a.uuid], std::time::Duration::from_secs(10)));
+        assert!(matches!(
+            service.rename_volume(a.uuid, "d"),
+            Err(ServiceError::NotFound { .. })
+        ));
     }
 }

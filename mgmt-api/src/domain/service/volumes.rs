@@ -562,6 +562,35 @@ impl Service {
         }
     }
 
+    /// Renames a volume within its project. The name is catalog-only (hosts
+    /// see the volume by its UUID and namespace id), so nothing changes on
+    /// the engine; refused while the volume is changing or the name is taken.
+    pub fn rename_volume(&self, uuid: Uuid, name: &str) -> Result<VolumeView, ServiceError> {
+        rules::check_name("name", name).map_err(invalid)?;
+        self.inner.commit(|c| {
+            let v = c.volumes.get(&uuid).ok_or(ServiceError::NotFound {
+                what: "volume",
+                id: uuid.to_string(),
+            })?;
+            require_stable("volume", uuid, v.state)?;
+            if v.name == name {
+                return Ok(());
+            }
+            if c.volume_named(&v.project, name).is_some() {
+                return Err(ServiceError::AlreadyExists {
+                    what: "volume",
+                    name: name.to_owned(),
+                });
+            }
+            if let Some(v) = c.volumes.get_mut(&uuid) {
+                v.name = name.to_owned();
+                v.revision = v.revision.wrapping_add(1);
+            }
+            Ok(())
+        })?;
+        self.volume(uuid)
+    }
+
     /// Marks a volume Deleting; the worker deletes it from the engine and then
     /// from the catalog (GET answers 404 from then on).
     pub fn delete_volume(&self, uuid: Uuid, etag: Option<&str>) -> Result<(), ServiceError> {
