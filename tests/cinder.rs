@@ -753,3 +753,314 @@ fn types_zones_limits_services_and_the_gigabytes_quota_answer_from_the_cluster()
         StatusCode::ACCEPTED,
     );
 }
+
+#[test]
+fn volume_types_and_qos_specs_take_effect_on_new_volumes_and_refuse_what_keel_cannot_do() {
+    let c = Cinder::start();
+    let k = &c.keeld;
+    // A QoS spec is a Keel QoS policy the Lightbits API shows.
+    let spec = c.ok(
+        Method::POST,
+        "/v3/default/qos-specs",
+        Some(
+            json!({"qos_specs": {"name": "gold-qos", "consumer": "back-end",
+                                  "total_iops_sec": "2000", "read_bytes_sec": "100000000"}}),
+        ),
+        StatusCode::OK,
+    );
+    let spec_id = spec["qos_specs"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        spec["qos_specs"]["specs"],
+        json!({"total_iops_sec": "2000", "read_bytes_sec": "100000000"})
+    );
+    let policy = k.get(&format!("/api/v2/qosPolicies/{spec_id}"));
+    assert_eq!(policy.status, StatusCode::OK, "{}", policy.body);
+    assert_eq!(policy.body["name"], "gold-qos");
+
+    // A type with specs Keel acts on, and the spec associated.
+    let t = c.ok(
+        Method::POST,
+        "/v3/default/types",
+        Some(
+            json!({"volume_type": {"name": "gold", "description": "compressed, 1 replica",
+            "extra_specs": {"compression": "<is> True", "lightos:num_replicas": "1",
+                            "volume_backend_name": "keel"}}}),
+        ),
+        StatusCode::OK,
+    );
+    let type_id = t["volume_type"]["id"].as_str().expect("id").to_owned();
+    c.ok(
+        Method::GET,
+        &format!("/v3/default/qos-specs/{spec_id}/associate?vol_type_id={type_id}"),
+        None,
+        StatusCode::ACCEPTED,
+    );
+    let assoc = c.ok(
+        Method::GET,
+        &format!("/v3/default/qos-specs/{spec_id}/associations"),
+        None,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        assoc["qos_associations"][0]["id"],
+        type_id.as_str(),
+        "{assoc}"
+    );
+
+    // A volume of the type is compressed and held to the spec's policy.
+    let v = c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 1, "name": "typed", "volume_type": "gold"}})),
+        StatusCode::ACCEPTED,
+    );
+    assert_eq!(v["volume"]["volume_type"], "gold", "{v}");
+    let id = v["volume"]["id"].as_str().expect("id").to_owned();
+    let lb = k.wait_volume_state(&id, "Available");
+    assert_eq!(lb["compression"], "true", "{lb}");
+    assert_eq!(lb["qosPolicyName"], "gold-qos", "{lb}");
+    // A volume without a type takes neither.
+    let plain = c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 1, "name": "plain"}})),
+        StatusCode::ACCEPTED,
+    );
+    assert_eq!(plain["volume"]["volume_type"], "__DEFAULT__");
+    let plain_lb = k.wait_volume_state(plain["volume"]["id"].as_str().expect("id"), "Available");
+    assert_eq!(plain_lb["compression"], "false", "{plain_lb}");
+    assert!(plain_lb["qosPolicyName"].is_null(), "{plain_lb}");
+
+    // Changing the spec changes the policy its volumes are held to.
+    c.ok(
+        Method::PUT,
+        &format!("/v3/default/qos-specs/{spec_id}"),
+        Some(json!({"qos_specs": {"total_iops_sec": "3000"}})),
+        StatusCode::OK,
+    );
+    let shown = c.ok(
+        Method::GET,
+        &format!("/v3/default/qos-specs/{spec_id}"),
+        None,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        shown["qos_specs"]["specs"]["total_iops_sec"], "3000",
+        "{shown}"
+    );
+
+    // Extra specs: read, set one, delete one.
+    let specs_path = format!("/v3/default/types/{type_id}/extra_specs");
+    c.ok(
+        Method::PUT,
+        &format!("{specs_path}/compression"),
+        Some(json!({"compression": "<is> False"})),
+        StatusCode::OK,
+    );
+    c.ok(
+        Method::DELETE,
+        &format!("{specs_path}/volume_backend_name"),
+        None,
+        StatusCode::ACCEPTED,
+    );
+    assert_eq!(
+        c.ok(Method::GET, &specs_path, None, StatusCode::OK)["extra_specs"],
+        json!({"compression": "<is> False", "lightos:num_replicas": "1"})
+    );
+
+    // A private type serves only the projects it is shared with.
+    let private = c.ok(
+        Method::POST,
+        "/v3/default/types",
+        Some(json!({"volume_type": {"name": "secret", "os-volume-type-access:is_public": false}})),
+        StatusCode::OK,
+    );
+    let private_id = private["volume_type"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let other = k.post(
+        "/api/v2/projects",
+        &json!({"name": "p2", "description": ""}),
+    );
+    assert_eq!(other.status, StatusCode::OK, "{}", other.body);
+    let viewer = k.post(
+        "/api/v2/users",
+        &json!({"name": "p2-admin", "password": "a-long-password-1", "role": "ProjectAdmin", "projectName": "p2"}),
+    );
+    assert_eq!(viewer.status, StatusCode::OK, "{}", viewer.body);
+    let p2_token = {
+        let resp = k
+            .client()
+            .post(format!("{}/login", k.api_url))
+            .basic_auth("p2-admin", Some("a-long-password-1"))
+            .send()
+            .expect("login");
+        resp.json::<Value>().expect("body")["idToken"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    };
+    let as_p2 = |method: Method, path: &str, body: Option<Value>| {
+        let (status, body, _) = call(k, Some(&p2_token), method, path, body, None);
+        (status, body)
+    };
+    let create_secret = json!({"volume": {"size": 1, "name": "s", "volume_type": "secret"}});
+    let (status, body) = as_p2(Method::POST, "/v3/p2/volumes", Some(create_secret.clone()));
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    c.ok(
+        Method::POST,
+        &format!("/v3/default/types/{private_id}/action"),
+        Some(json!({"addProjectAccess": {"project": "p2"}})),
+        StatusCode::ACCEPTED,
+    );
+    let access = c.ok(
+        Method::GET,
+        &format!("/v3/default/types/{private_id}/os-volume-type-access"),
+        None,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        access["volume_type_access"][0]["project_id"], "p2",
+        "{access}"
+    );
+    let (status, body) = as_p2(Method::POST, "/v3/p2/volumes", Some(create_secret));
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // Only administrators manage types and specs.
+    let (status, body) = as_p2(
+        Method::POST,
+        "/v3/p2/types",
+        Some(json!({"volume_type": {"name": "mine"}})),
+    );
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    // What Keel cannot honour is refused with Cinder's codes, nothing kept.
+    let types_before = c.ok(
+        Method::GET,
+        "/v3/default/types?is_public=none",
+        None,
+        StatusCode::OK,
+    );
+    let specs_before = c.ok(Method::GET, "/v3/default/qos-specs", None, StatusCode::OK);
+    let refusals: [(Method, String, Option<Value>, StatusCode); 12] = [
+        (
+            Method::POST,
+            "/v3/default/types".into(),
+            Some(json!({"volume_type": {"name": "gold"}})),
+            StatusCode::CONFLICT,
+        ),
+        (
+            Method::POST,
+            "/v3/default/types".into(),
+            Some(json!({"volume_type": {"name": "x", "extra_specs": {"dedup": "<is> True"}}})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v3/default/types".into(),
+            Some(
+                json!({"volume_type": {"name": "x", "extra_specs": {"multiattach": "<is> True"}}}),
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            specs_path.clone(),
+            Some(json!({"extra_specs": {"lightos:num_replicas": "9"}})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::DELETE,
+            format!("/v3/default/types/{type_id}"),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v3/default/qos-specs".into(),
+            Some(
+                json!({"qos_specs": {"name": "fe", "consumer": "front-end", "total_iops_sec": "1"}}),
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v3/default/qos-specs".into(),
+            Some(json!({"qos_specs": {"name": "mib", "read_bytes_sec": "104857600"}})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v3/default/qos-specs".into(),
+            Some(json!({"qos_specs": {"name": "burst", "total_iops_sec_max": "100"}})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v3/default/qos-specs".into(),
+            Some(json!({"qos_specs": {"name": "gold-qos", "total_iops_sec": "1"}})),
+            StatusCode::CONFLICT,
+        ),
+        (
+            Method::DELETE,
+            format!("/v3/default/qos-specs/{spec_id}"),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v3/default/volumes".into(),
+            Some(json!({"volume": {"size": 1, "name": "t", "volume_type": "bronze"}})),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::PUT,
+            format!("/v3/default/qos-specs/{spec_id}"),
+            Some(json!({"qos_specs": {"total_iops_sec_per_gb": "5"}})),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (method, path, body, want) in refusals {
+        let (status, answer) = c.req(method.clone(), &path, body.clone());
+        assert_eq!(status, want, "{method} {path} {body:?}: {answer}");
+    }
+    assert_eq!(
+        c.ok(
+            Method::GET,
+            "/v3/default/types?is_public=none",
+            None,
+            StatusCode::OK
+        ),
+        types_before
+    );
+    assert_eq!(
+        c.ok(Method::GET, "/v3/default/qos-specs", None, StatusCode::OK),
+        specs_before
+    );
+
+    // Force deletes a spec a type names (volumes keep their policy until
+    // they go); a type goes once its volumes have.
+    c.ok(
+        Method::DELETE,
+        &format!("/v3/default/volumes/{id}"),
+        None,
+        StatusCode::ACCEPTED,
+    );
+    k.wait_volume_gone(&id);
+    c.ok(
+        Method::DELETE,
+        &format!("/v3/default/qos-specs/{spec_id}?force=True"),
+        None,
+        StatusCode::ACCEPTED,
+    );
+    assert_eq!(
+        k.get(&format!("/api/v2/qosPolicies/{spec_id}")).status,
+        StatusCode::NOT_FOUND
+    );
+    c.ok(
+        Method::DELETE,
+        &format!("/v3/default/types/{type_id}"),
+        None,
+        StatusCode::ACCEPTED,
+    );
+}

@@ -3,7 +3,8 @@
 # python-cinderclient CLI (noauth: `X-Auth-Token: admin:default`, which
 # keeld takes with --cinder-noauth) and openstacksdk (a Keel token sent as
 # X-Auth-Token), each through create, list, extend, snapshot, a volume from
-# the snapshot, a clone, and delete.
+# the snapshot, a clone, and delete; the CLI also through a volume type with
+# extra specs and a QoS spec.
 #
 #   tests/api/openstack_clients.sh --url https://127.0.0.1:PORT --token TOKEN
 #
@@ -75,6 +76,29 @@ done
 # Whole outputs first: `grep -q` stopping early would break cinder's pipe.
 types="$(cinder type-list)"
 grep -q __DEFAULT__ <<<"$types" || fail "type-list lacks __DEFAULT__"
+# A type with specs Keel acts on and a QoS spec: a volume of the type is made
+# with both; a spec Keel cannot act on is refused.
+cinder type-create cli-gold >/dev/null
+cinder type-key cli-gold set compression='<is> True' lightos:num_replicas=1
+type_id="$(cinder type-list | awk '/ cli-gold / {print $2}')"
+[ -n "$type_id" ] || fail "type-list lacks cli-gold"
+qos="$(cinder qos-create cli-qos total_iops_sec=1000 | field id)"
+[ -n "$qos" ] || fail "qos-create printed no id"
+cinder qos-associate "$qos" "$type_id"
+typed="$(cinder create 1 --name cli-typed --volume-type cli-gold | field id)"
+[ "$(cinder show "$typed" | field volume_type)" = cli-gold ] || fail "volume lost its type"
+cinder type-key cli-gold set dedup=true >/dev/null && fail "a spec Keel cannot act on was taken"
+cinder qos-create cli-fe consumer=front-end total_iops_sec=1 >/dev/null \
+    && fail "a front-end QoS spec was taken"
+cinder type-delete cli-gold && fail "a type in use was deleted"
+cinder delete "$typed"
+for _ in $(seq 50); do
+    [ -z "$(cinder list | grep 'cli-typed' || true)" ] && break
+    sleep 0.1
+done
+cinder qos-disassociate "$qos" "$type_id"
+cinder qos-delete "$qos"
+cinder type-delete cli-gold
 cinder quota-update --gigabytes 100 default >/dev/null
 [ "$(cinder quota-show default | field gigabytes)" = 100 ] || fail "quota-update did not take"
 cinder quota-update --gigabytes -1 default >/dev/null

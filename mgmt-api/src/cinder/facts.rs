@@ -1,5 +1,5 @@
-//! What a Cinder client reads about the deployment: the one volume type
-//! (`__DEFAULT__`), the one availability zone (`nova`), limits and quota
+//! What a Cinder client reads about the deployment: the one availability
+//! zone (`nova`), limits and quota
 //! sets (a project's gigabytes quota is its Keel capacity quota; the
 //! counts Keel does not limit are -1), the services (a volume service per
 //! node) and user messages (none are made).
@@ -17,55 +17,6 @@ use super::{blocking, CinderCaller, CinderJson, CinderPath, GIB};
 use crate::domain::model::{ProjectQuota, ResourceState};
 use crate::domain::Service;
 use crate::http::AppState;
-
-fn default_type(s: &Service) -> Value {
-    json!({
-        "id": s.cluster_uuid(),
-        "name": "__DEFAULT__",
-        "description": "Default Volume Type",
-        "is_public": true,
-        "os-volume-type-access:is_public": true,
-        "extra_specs": {},
-        "qos_specs_id": null,
-    })
-}
-
-/// `GET /v3/{project_id}/types`.
-pub(super) async fn types(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-) -> Result<Response, CinderError> {
-    caller.project(path.project(), false)?;
-    blocking(&state, |s| {
-        Ok(Json(json!({"volume_types": [default_type(s)]})).into_response())
-    })
-    .await
-}
-
-/// `GET /v3/{project_id}/types/{type_id}` (also `default`).
-pub(super) async fn volume_type(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-) -> Result<Response, CinderError> {
-    caller.project(path.project(), false)?;
-    let wanted = path.0.get("type_id").cloned().unwrap_or_default();
-    blocking(&state, move |s| {
-        let t = default_type(s);
-        if wanted == "default"
-            || wanted == "__DEFAULT__"
-            || t["id"].as_str() == Some(wanted.as_str())
-        {
-            Ok(Json(json!({"volume_type": t})).into_response())
-        } else {
-            Err(CinderError::not_found(format!(
-                "Volume type {wanted} could not be found."
-            )))
-        }
-    })
-    .await
-}
 
 /// `GET /v3/{project_id}/os-availability-zone`.
 pub(super) async fn zones(caller: CinderCaller, path: CinderPath) -> Result<Response, CinderError> {

@@ -1,10 +1,11 @@
 //! The OpenStack Cinder v3 dialect (seed 004, microversions 3.0 to 3.70)
 //! over the domain service: the versions document, volumes (create, also
 //! from a snapshot or another volume; list, detail, show, update, delete,
-//! extend), snapshots, and the volume actions a compute host's attach
-//! needs (reserve, initialize/terminate connection with NVMe-oF connection
-//! info os-brick understands, attach, detach, begin/roll detaching, reset
-//! status).
+//! extend), snapshots, the volume actions a compute host's attach needs
+//! (reserve, initialize/terminate connection with NVMe-oF connection info
+//! os-brick understands, attach, detach, begin/roll detaching, reset
+//! status), the attachments API, volume types with extra specs and access,
+//! and QoS specs (Keel's QoS policies).
 //!
 //! Routes sit beside the Lightbits ones on the main listener, under `/v3`
 //! (with and without the project id, 3.67) and `/`. A project id is a
@@ -20,7 +21,9 @@ mod actions;
 mod attachments;
 pub mod error;
 mod facts;
+mod qos_specs;
 mod snapshots;
+mod types;
 mod versions;
 mod volumes;
 
@@ -174,6 +177,21 @@ impl FromRequestParts<AppState> for CinderCaller {
 }
 
 impl CinderCaller {
+    /// Fails unless the caller administers the cluster (types, QoS specs).
+    fn require_admin(&self) -> Result<(), CinderError> {
+        if self.principal.is_cluster_admin() {
+            Ok(())
+        } else {
+            Err(CinderError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Policy doesn't allow {} to administer the cluster",
+                    self.principal.subject
+                ),
+            ))
+        }
+    }
+
     /// The project a request acts on: the path's, else the token's, else
     /// the default project; the caller must be allowed to read it (or, with
     /// `write`, change it).
@@ -356,8 +374,50 @@ pub fn routes() -> Router<AppState> {
             "/attachments/{attachment_id}/action",
             post(attachments::complete),
         )
-        .route("/types", get(facts::types))
-        .route("/types/{type_id}", get(facts::volume_type))
+        .route("/types", get(types::list).post(types::create))
+        .route(
+            "/types/{type_id}",
+            get(types::show).put(types::update).delete(types::delete),
+        )
+        .route(
+            "/types/{type_id}/extra_specs",
+            get(types::get_specs).post(types::set_specs),
+        )
+        .route(
+            "/types/{type_id}/extra_specs/{key}",
+            get(types::get_specs)
+                .put(types::set_spec)
+                .delete(types::delete_spec),
+        )
+        .route("/types/{type_id}/action", post(types::access_action))
+        .route(
+            "/types/{type_id}/os-volume-type-access",
+            get(types::access_list),
+        )
+        .route("/qos-specs", get(qos_specs::list).post(qos_specs::create))
+        .route(
+            "/qos-specs/{qos_id}",
+            get(qos_specs::show)
+                .put(qos_specs::set_keys)
+                .delete(qos_specs::delete),
+        )
+        .route(
+            "/qos-specs/{qos_id}/delete_keys",
+            axum::routing::put(qos_specs::delete_keys),
+        )
+        .route(
+            "/qos-specs/{qos_id}/associations",
+            get(qos_specs::associations),
+        )
+        .route("/qos-specs/{qos_id}/associate", get(qos_specs::associate))
+        .route(
+            "/qos-specs/{qos_id}/disassociate",
+            get(qos_specs::disassociate),
+        )
+        .route(
+            "/qos-specs/{qos_id}/disassociate_all",
+            get(qos_specs::disassociate_all),
+        )
         .route("/os-availability-zone", get(facts::zones))
         .route("/limits", get(facts::limits))
         .route(

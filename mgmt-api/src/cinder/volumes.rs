@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::error::CinderError;
 use super::{blocking, element, parse_id, CinderCaller, CinderJson, CinderPath, Page, GIB};
 use crate::domain::model::{AttachmentStatus, Catalog, Label, ResourceState, VolumeRecord};
+use crate::domain::volume_types::{DEFAULT_TYPE_ID, DEFAULT_TYPE_NAME};
 use crate::domain::{NewVolume, Service, VolumeChanges, VolumeFilter, VolumeView};
 use crate::http::AppState;
 
@@ -99,6 +100,10 @@ pub(super) fn detail(catalog: &Catalog, view: &VolumeView) -> Value {
             })
         })
         .collect();
+    let volume_type = catalog
+        .volume_type_of
+        .get(&r.uuid)
+        .and_then(|t| catalog.volume_types.get(t));
     // A clone of a live volume was made through a snapshot it outlives.
     let (snapshot_id, source_volid) = match r.source_volume {
         Some(volume) => (None, Some(volume)),
@@ -113,7 +118,8 @@ pub(super) fn detail(catalog: &Catalog, view: &VolumeView) -> Value {
         "availability_zone": "nova",
         "created_at": timestamp(r.created_at_s),
         "updated_at": null,
-        "volume_type": "__DEFAULT__",
+        "volume_type": volume_type.map_or(DEFAULT_TYPE_NAME, |t| t.name.as_str()),
+        "volume_type_id": volume_type.map_or(DEFAULT_TYPE_ID, |t| t.uuid),
         "snapshot_id": snapshot_id,
         "source_volid": source_volid,
         "metadata": metadata(&metadata_map(r)),
@@ -264,11 +270,6 @@ pub(super) async fn create(
             "Availability zone '{zone}' is invalid."
         )));
     }
-    if let Some(t) = v.volume_type.as_deref().filter(|t| *t != "__DEFAULT__") {
-        return Err(CinderError::not_found(format!(
-            "Volume type {t} could not be found."
-        )));
-    }
     let snapshot = v
         .snapshot_id
         .as_deref()
@@ -302,7 +303,12 @@ pub(super) async fn create(
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| format!("volume-{uuid}"));
     let labels = labels_of(to_labels(v.metadata.unwrap_or_default()), v.description);
+    let wanted_type = v.volume_type;
     blocking(&state, move |s| {
+        let volume_type = match wanted_type {
+            Some(t) => super::types::find_type(s, &caller, &project, &t)?,
+            None => None,
+        };
         let new = NewVolume {
             name,
             project: project.clone(),
@@ -310,6 +316,7 @@ pub(super) async fn create(
             labels,
             source_snapshot: snapshot,
             uuid: Some(uuid),
+            volume_type: volume_type.map(|t| t.uuid),
             ..NewVolume::default()
         };
         let created = match source {

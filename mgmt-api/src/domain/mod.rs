@@ -10,6 +10,7 @@ pub mod rules;
 pub mod scrub;
 pub mod service;
 pub mod store;
+pub mod volume_types;
 mod worker;
 pub mod workflows;
 
@@ -20,4 +21,5 @@ pub use service::{
     NewSnapshot, NewVolume, OpenError, Service, ServiceConfig, VolumeChanges, VolumeFilter,
     VolumeView,
 };
+pub use volume_types::{NewVolumeType, VolumeTypeChanges};
 pub use workflows::ThickClone;

@@ -356,6 +356,35 @@ impl WorkflowRecord {
     }
 }
 
+/// A volume type: named settings new volumes take (Cinder's volume types;
+/// see `domain::volume_types` for which extra specs Keel acts on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeTypeRecord {
+    /// Identity.
+    pub uuid: Uuid,
+    /// Name, unique in the cluster.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Whether every project may use it (else only `projects`).
+    pub is_public: bool,
+    /// The projects a private type is shared with.
+    pub projects: Vec<String>,
+    /// Extra specs as given; each is one Keel acts on.
+    pub extra_specs: BTreeMap<String, String>,
+    /// The QoS policy its volumes get when their request names none.
+    pub qos_policy: Option<Uuid>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at_s: u64,
+}
+
+impl VolumeTypeRecord {
+    /// Whether volumes of `project` may be created with this type.
+    pub fn available_to(&self, project: &str) -> bool {
+        self.is_public || self.projects.iter().any(|p| p == project)
+    }
+}
+
 /// The name prefix of the snapshot a clone of a live volume is made
 /// through (see `Service::clone_volume`).
 pub const CLONE_POINT_PREFIX: &str = "clone-source-";
@@ -397,6 +426,13 @@ pub struct Catalog {
     /// and attachments give.
     #[serde(default)]
     pub attach_status: BTreeMap<Uuid, String>,
+    /// Volume types by UUID (see `domain::volume_types`).
+    #[serde(default)]
+    pub volume_types: BTreeMap<Uuid, VolumeTypeRecord>,
+    /// The type each volume was created with, by volume UUID (volumes of
+    /// the built-in default type have no entry).
+    #[serde(default)]
+    pub volume_type_of: BTreeMap<Uuid, Uuid>,
     /// Next workflow sequence number.
     pub next_seq: u64,
 }
@@ -425,6 +461,8 @@ impl Catalog {
             hosts: BTreeMap::new(),
             attachments: BTreeMap::new(),
             attach_status: BTreeMap::new(),
+            volume_types: BTreeMap::new(),
+            volume_type_of: BTreeMap::new(),
             next_seq: 1,
         }
     }
@@ -434,6 +472,7 @@ impl Catalog {
     pub fn remove_volume(&mut self, uuid: &Uuid) -> Option<VolumeRecord> {
         self.attachments.retain(|_, a| a.volume != *uuid);
         self.attach_status.remove(uuid);
+        self.volume_type_of.remove(uuid);
         self.volumes.remove(uuid)
     }
 

@@ -308,6 +308,12 @@ impl Service {
                     p.name
                 )));
             }
+            if let Some(t) = c.volume_types.values().find(|t| t.qos_policy == Some(uuid)) {
+                return Err(ServiceError::InUse(format!(
+                    "QoS policy {:?} is the policy of volume type {:?}",
+                    p.name, t.name
+                )));
+            }
             c.qos_policies.remove(&uuid);
             Ok(())
         })

@@ -211,6 +211,7 @@ async fn create_core(
         source_snapshot_name,
         source_volume: None,
         uuid: None,
+        volume_type: None,
     };
     blocking(&state, move |s| {
         let view = s.create_volume(new)?;

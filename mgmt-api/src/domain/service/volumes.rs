@@ -48,6 +48,9 @@ pub struct NewVolume {
     /// Create a thin clone of the snapshot of this name in the volume's
     /// project (with `source_snapshot` too, both must name one snapshot).
     pub source_snapshot_name: Option<String>,
+    /// The volume type whose settings fill what the request leaves open
+    /// (`None`: the built-in default type, which sets nothing).
+    pub volume_type: Option<Uuid>,
 }
 
 /// Changes to a volume; `None` leaves a field as it is.
@@ -105,7 +108,12 @@ impl Service {
     pub fn create_volume(&self, req: NewVolume) -> Result<VolumeView, ServiceError> {
         rules::check_name("name", &req.name).map_err(invalid)?;
         self.require_project(&req.project)?;
-        let replica_count = req.replica_count.unwrap_or(1);
+        let typed = req
+            .volume_type
+            .map(|t| self.type_settings(t, &req.project))
+            .transpose()?
+            .unwrap_or_default();
+        let replica_count = req.replica_count.or(typed.replica_count).unwrap_or(1);
         rules::check_replica_count(replica_count, self.inner.config.max_replicas)
             .map_err(invalid)?;
         let acl = req
@@ -199,12 +207,21 @@ impl Service {
                     "size {size} must be a positive multiple of the sector size {sector}"
                 )));
             }
+            if let Some(t) = req.volume_type {
+                if !c.volume_types.contains_key(&t) {
+                    return Err(ServiceError::NotFound {
+                        what: "volume type",
+                        id: t.to_string(),
+                    });
+                }
+            }
             let qos_policy = match &req.qos_policy {
                 Some(reference) => Some(qos::resolve(c, &req.project, "qosPolicy", reference)?),
-                None => c
-                    .projects
-                    .get(&req.project)
-                    .and_then(|p| p.default_qos_policy),
+                None => typed.qos_policy.or_else(|| {
+                    c.projects
+                        .get(&req.project)
+                        .and_then(|p| p.default_qos_policy)
+                }),
             };
             let limits = qos_policy
                 .and_then(|p| c.qos_policies.get(&p))
@@ -222,6 +239,7 @@ impl Service {
                 replica_count,
                 compression: req
                     .compression
+                    .or(typed.compression)
                     .or(source.as_ref().map(|s| s.compression))
                     .unwrap_or(false),
                 acl: acl.clone(),
@@ -237,6 +255,9 @@ impl Service {
                 failure: None,
             };
             c.volumes.insert(uuid, record.clone());
+            if let Some(t) = req.volume_type {
+                c.volume_type_of.insert(uuid, t);
+            }
             Ok(record)
         })?;
         let spec = VolumeSpec {
