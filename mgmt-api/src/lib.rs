@@ -39,12 +39,14 @@
 //! - [`kumoscale`]: the KumoScale Provisioner dialect, on a listener of its own.
 //! - [`pvc`]: the PVC storage API dialect, on a listener of its own.
 //! - [`cinder`]: the OpenStack Cinder v3 dialect, under `/v3` on the main listener.
+//! - [`dms`]: the DMS v1 facade's service key and cluster registry.
 //! - [`server`] and [`tls`]: the entry point and certificates.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod cinder;
 pub mod control;
+pub mod dms;
 pub mod domain;
 #[cfg(feature = "test-support")]
 pub mod fuzzing;

@@ -222,6 +222,7 @@ impl ApiServer {
             body_limit_bytes: config.body_limit_bytes,
             rest_metrics: Default::default(),
             cinder_noauth: config.cinder_noauth,
+            dms: Arc::new(crate::dms::Dms::new(config.data_dir.clone())),
         };
         let rustls = tls
             .as_ref()

@@ -58,6 +58,8 @@ pub struct KeeldOptions {
     /// Run keeld inside this network namespace (`ip netns exec`, which
     /// execs keeld in place: the child's pid is keeld's).
     pub netns: Option<String>,
+    /// The REST listener's port (0: an ephemeral one, new on each start).
+    pub api_port: u16,
 }
 
 impl Default for KeeldOptions {
@@ -70,6 +72,7 @@ impl Default for KeeldOptions {
             extra_args: Vec::new(),
             listen_ip: Ipv4Addr::LOCALHOST.into(),
             netns: None,
+            api_port: 0,
         }
     }
 }
@@ -570,10 +573,11 @@ fn spawn(
         None => Command::new(keeld),
     };
     let listen = SocketAddr::new(opts.listen_ip, 0).to_string();
+    let api_listen = SocketAddr::new(opts.listen_ip, opts.api_port).to_string();
     cmd.arg("--data-dir")
         .arg(data_dir)
         .args(["--pool-size", &opts.pool_size])
-        .args(["--api-listen", &listen])
+        .args(["--api-listen", &api_listen])
         .args(["--nvme-listen", &listen])
         .args(["--discovery-listen", &listen])
         .args(["--log-format", "json"])

@@ -14,3 +14,4 @@ mod token;
 pub use gate::HashStats;
 pub use principal::{Principal, Role};
 pub use store::{AuthConfig, AuthError, Authenticator, CredentialInfo, PasswordCost};
+pub use token::Claims;

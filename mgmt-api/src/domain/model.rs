@@ -295,6 +295,67 @@ pub enum WorkflowKind {
     ThickCloneVolume,
     /// Thick clone of a snapshot into a new snapshot (through a new volume).
     ThickCloneSnapshot,
+    /// Attaching another cluster to this one's DMS registry.
+    AttachCluster,
+    /// Re-reading every attached cluster's information.
+    RefreshClusters,
+}
+
+impl WorkflowKind {
+    /// Whether the workflow copies data (and so has a destination volume
+    /// and can be canceled).
+    pub fn is_thick_clone(self) -> bool {
+        matches!(self, Self::ThickCloneVolume | Self::ThickCloneSnapshot)
+    }
+}
+
+/// How the DMS last reached an attached cluster (the document's
+/// `Connected`, `Disconnected`, `Unauthorized`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerConnection {
+    /// It answered.
+    Connected,
+    /// It could not be reached.
+    Disconnected,
+    /// It refused the DMS's token.
+    Unauthorized,
+}
+
+impl PeerConnection {
+    /// The document's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "Connected",
+            Self::Disconnected => "Disconnected",
+            Self::Unauthorized => "Unauthorized",
+        }
+    }
+}
+
+/// Another cluster this one's DMS manages, as last read from its API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedClusterRecord {
+    /// The cluster's identity.
+    pub id: Uuid,
+    /// A name for people.
+    pub name: String,
+    /// The subsystem NQN its volumes are served under.
+    pub subsystem_nqn: String,
+    /// Its management endpoints (`host:port`).
+    pub api_endpoints: Vec<String>,
+    /// Its NVMe/TCP discovery endpoints (`host:port`).
+    pub discovery_endpoints: Vec<String>,
+    /// The endpoint it was attached through.
+    pub attached_via: String,
+    /// SHA-256 of the certificate it presented when attached (hex): later
+    /// calls require the same one.
+    pub certificate_sha256: String,
+    /// Whether its API answered the last call.
+    pub access: PeerConnection,
+    /// Whether its NVMe/TCP discovery endpoint took a connection.
+    pub data: PeerConnection,
+    /// When it was last read, milliseconds since the Unix epoch.
+    pub refreshed_at_ms: u64,
 }
 
 /// A workflow's state.
@@ -433,6 +494,9 @@ pub struct Catalog {
     /// the built-in default type have no entry).
     #[serde(default)]
     pub volume_type_of: BTreeMap<Uuid, Uuid>,
+    /// Other clusters this one's DMS manages, by cluster id.
+    #[serde(default)]
+    pub attached_clusters: BTreeMap<Uuid, AttachedClusterRecord>,
     /// Next workflow sequence number.
     pub next_seq: u64,
 }
@@ -463,6 +527,7 @@ impl Catalog {
             attach_status: BTreeMap::new(),
             volume_types: BTreeMap::new(),
             volume_type_of: BTreeMap::new(),
+            attached_clusters: BTreeMap::new(),
             next_seq: 1,
         }
     }

@@ -489,7 +489,9 @@ impl Inner {
                 r.stage = "Done".to_owned();
                 r.ended_at_ms = Some(now_ms());
                 r.msg = match r.kind {
-                    WorkflowKind::ThickCloneVolume => format!("volume {} created", volume.uuid),
+                    WorkflowKind::ThickCloneVolume
+                    | WorkflowKind::AttachCluster
+                    | WorkflowKind::RefreshClusters => format!("volume {} created", volume.uuid),
                     WorkflowKind::ThickCloneSnapshot => format!(
                         "snapshot {} created from volume {}",
                         snapshot

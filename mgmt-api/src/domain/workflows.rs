@@ -284,6 +284,11 @@ impl Service {
                     w.state
                 )));
             }
+            if !w.kind.is_thick_clone() {
+                return Err(invalid(format!(
+                    "workflow {id} reads cluster information and runs to its end; only thick clones are canceled"
+                )));
+            }
             w.cancel_requested = true;
             w.stage = "Canceling".to_owned();
             Ok(())
@@ -293,7 +298,7 @@ impl Service {
     }
 }
 
-fn prune_workflows(c: &mut super::model::Catalog) {
+pub(super) fn prune_workflows(c: &mut super::model::Catalog) {
     while c.workflows.len() > WORKFLOWS_KEPT_MAX {
         let oldest = c
             .workflows

@@ -136,7 +136,10 @@ pub fn workflow(w: &WorkflowRecord) -> WorkflowDto {
     let (kind, volume_req, snapshot_req) = match w.kind {
         WorkflowKind::ThickCloneVolume => ("thick clone volume", Some(w.request.clone()), None),
         WorkflowKind::ThickCloneSnapshot => ("thick clone snapshot", None, Some(w.request.clone())),
+        WorkflowKind::AttachCluster => ("attach cluster", None, None),
+        WorkflowKind::RefreshClusters => ("refresh clusters", None, None),
     };
+    let attach_req = (w.kind == WorkflowKind::AttachCluster).then(|| w.request.clone());
     WorkflowDto {
         id: w.id.to_string(),
         created_at: time_ms(w.created_at_ms),
@@ -157,6 +160,7 @@ pub fn workflow(w: &WorkflowRecord) -> WorkflowDto {
         },
         thick_clone_volume_request: volume_req,
         snapshot_clone_request: snapshot_req,
+        attach_cluster_request: attach_req,
     }
 }
 

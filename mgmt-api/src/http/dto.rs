@@ -912,6 +912,10 @@ pub struct WorkflowDto {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub snapshot_clone_request: Option<serde_json::Value>,
+    /// The originating attach request, for attach cluster workflows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub attach_cluster_request: Option<serde_json::Value>,
 }
 
 /// Body of `GET /api/v1/workflows`.

@@ -46,6 +46,8 @@ pub struct AppState {
     /// Whether the Cinder dialect takes `X-Auth-Token: user:project` as
     /// Cinder's noauth mode does (every such caller an administrator).
     pub cinder_noauth: bool,
+    /// The DMS facade's key and state.
+    pub dms: Arc<crate::dms::Dms>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -192,6 +194,7 @@ pub fn router(state: AppState) -> Router {
             post(workflows::cancel),
         )
         .merge(crate::cinder::routes())
+        .merge(crate::dms::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         // Outermost last: the limit wraps the reader that enforces it.

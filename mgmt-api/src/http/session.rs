@@ -16,7 +16,7 @@ use super::extract::{Body, Caller, ClientAddr, PathParams};
 use super::AppState;
 use crate::auth::{AuthError, Principal, Role};
 
-fn require_cluster_admin(caller: &Principal) -> Result<(), ApiError> {
+pub(crate) fn require_cluster_admin(caller: &Principal) -> Result<(), ApiError> {
     if caller.is_cluster_admin() {
         Ok(())
     } else {

@@ -30,6 +30,7 @@ use super::store::StoreError;
 use crate::control::{AddressAcl, Control, ControlError, HostAcl, PoolStats, VolumeAccess};
 
 mod attachments;
+mod federation;
 mod hosts;
 mod projects;
 mod snapshots;
