@@ -513,6 +513,7 @@ async fn start_api(
     api_config.kumoscale_listen = config.api.kumoscale_listen;
     api_config.pvc_listen = config.api.pvc_listen;
     api_config.cinder_noauth = config.api.cinder_noauth;
+    api_config.block_copier = Some(Arc::new(crate::adapters::NvmeCopier));
     let server = mgmt_api::ApiServer::bind(api_config, control)
         .await
         .context("cannot start the REST API")?;

@@ -242,3 +242,205 @@ fn bad_attach_requests_are_refused_before_any_workflow_and_attach_workflows_are_
     assert_eq!(w["state"], "Failed", "{w}");
     assert_eq!(clusters(&dms).len(), 1);
 }
+
+const HOST_A: &str = "nqn.2014-08.org.nvmexpress:uuid:0a0a0a0a-0000-4000-8000-00000000000a";
+const MIB: u64 = 1 << 20;
+
+/// Two keelds, the second attached to the first's DMS.
+fn attached_pair() -> (Keeld, Keeld) {
+    let mut dms = Keeld::start_default();
+    dms.login();
+    let mut other = Keeld::start_default();
+    other.login();
+    let creds = dms.get("/api/v1/service-credentials").body;
+    let imported = other.post(
+        "/api/v2/credentials",
+        &json!({"id": creds["pubKeyId"], "projectName": "system",
+                "type": creds["pubKeyType"], "key": creds["pubKey"]}),
+    );
+    assert_eq!(imported.status, StatusCode::OK, "{}", imported.body);
+    let attached = attach(&dms, &endpoint(&other));
+    assert_eq!(attached["state"], "Completed", "{attached}");
+    (dms, other)
+}
+
+/// Reads `blocks` 4 KiB blocks at `lba` of volume `uuid` on `k` as HOST_A
+/// (granting it first).
+fn read_as_host(k: &Keeld, uuid: &str, lba: u64, blocks: u32) -> Vec<u8> {
+    let grant = k.put(
+        &format!("/api/v2/projects/default/volumes/{uuid}"),
+        &json!({"acl": {"values": [HOST_A]}}),
+    );
+    assert_eq!(grant.status, StatusCode::OK, "{}", grant.body);
+    let nsid = k.wait_volume_state(uuid, "Available")["nsid"]
+        .as_u64()
+        .expect("nsid") as u32;
+    let mut host = k.connect(HOST_A);
+    host.set_queue_count(1).expect("queues");
+    let mut io = host.connect_io_queue(1).expect("io queue");
+    io.read(nsid, nvmf_target::Lba(lba), blocks, 4096)
+        .expect("read")
+}
+
+fn volume_names(k: &Keeld) -> Vec<String> {
+    let mut names: Vec<String> = k.get("/api/v2/volumes").body["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn thick_clones_copy_a_snapshot_to_another_cluster_and_back_over_nvme() {
+    let (dms, other) = attached_pair();
+    let dms_id = dms.get("/api/v2/cluster").body["UUID"].clone();
+    let other_id = other.get("/api/v2/cluster").body["UUID"].clone();
+
+    // A source with data in two places and zeros elsewhere, snapshotted.
+    let src = dms.create_volume("src", 64 * MIB, &[HOST_A]);
+    let src_uuid = src["UUID"].as_str().expect("UUID").to_owned();
+    let nsid = src["nsid"].as_u64().expect("nsid") as u32;
+    let (a, b) = (common::pattern(4096, 31), common::pattern(4096, 32));
+    {
+        let mut host = dms.connect(HOST_A);
+        host.set_queue_count(1).expect("queues");
+        let mut io = host.connect_io_queue(1).expect("io queue");
+        io.write(nsid, nvmf_target::Lba(7), a.clone(), 4096)
+            .expect("write");
+        io.write(nsid, nvmf_target::Lba(9000), b.clone(), 4096)
+            .expect("write");
+        io.flush(nsid).expect("flush");
+    }
+    let snap = dms.post(
+        "/api/v2/projects/default/snapshots",
+        &json!({"name": "s1", "sourceVolumeUUID": src_uuid}),
+    );
+    assert_eq!(snap.status, StatusCode::OK, "{}", snap.body);
+    let snap_uuid = snap.body["UUID"].as_str().expect("UUID").to_owned();
+
+    // Into a volume on the other cluster, verified.
+    let w = dms.post(
+        "/api/v1/volumes/thickclone",
+        &json!({"src": {"snapId": snap_uuid, "projectName": "default", "clusterId": dms_id},
+                "dst": {"name": "copy", "clusterId": other_id, "verifyClone": true}}),
+    );
+    assert_eq!(w.status, StatusCode::OK, "{}", w.body);
+    let done = finished(&dms, w.body["workflowId"].as_str().expect("workflowId"));
+    assert_eq!(done["state"], "Completed", "{done}\n{}", dms.log_tail());
+    assert_eq!(done["type"], "thick clone volume");
+    let copy_uuid = done["msg"]
+        .as_str()
+        .and_then(|m| m.strip_prefix("volume "))
+        .and_then(|m| m.split(' ').next())
+        .expect("the message names the volume")
+        .to_owned();
+    let copy = other.wait_volume_state(&copy_uuid, "Available");
+    assert_eq!(copy["name"], "copy");
+    assert_eq!(copy["size"], (64 * MIB).to_string());
+    assert_eq!(
+        copy["acl"],
+        json!({"values": ["ALLOW_NONE"]}),
+        "the DMS's grant was taken back"
+    );
+    let logical: u64 = copy["statistics"]["logicalUsedStorage"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("logicalUsedStorage");
+    assert!(
+        logical <= 2 * 4096,
+        "zeros were written: {logical} bytes used"
+    );
+    assert_eq!(read_as_host(&other, &copy_uuid, 7, 1), a.to_vec());
+    assert_eq!(read_as_host(&other, &copy_uuid, 9000, 1), b.to_vec());
+    assert_eq!(read_as_host(&other, &copy_uuid, 100, 1), vec![0; 4096]);
+    assert_eq!(
+        volume_names(&dms),
+        ["src"],
+        "the source's temporary clone stayed"
+    );
+
+    // Back again, into a snapshot on the DMS's own cluster.
+    let back = other.post(
+        "/api/v2/projects/default/snapshots",
+        &json!({"name": "copy-snap", "sourceVolumeUUID": copy_uuid}),
+    );
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+    let w = dms.post(
+        "/api/v1/snapshots/thickclone",
+        &json!({"src": {"snapId": back.body["UUID"], "projectName": "default", "clusterId": other_id},
+                "dst": {"name": "returned", "clusterId": dms_id, "description": "round trip"}}),
+    );
+    assert_eq!(w.status, StatusCode::OK, "{}", w.body);
+    let done = finished(&dms, w.body["workflowId"].as_str().expect("workflowId"));
+    assert_eq!(done["state"], "Completed", "{done}\n{}", dms.log_tail());
+    let returned = dms.get("/api/v2/snapshots/?Name=returned&projectName=default");
+    assert_eq!(returned.status, StatusCode::OK, "{}", returned.body);
+    assert_eq!(returned.body["description"], "round trip");
+    let through = returned.body["sourceVolumeUUID"]
+        .as_str()
+        .expect("volume")
+        .to_owned();
+    assert_eq!(read_as_host(&dms, &through, 9000, 1), b.to_vec());
+    assert_eq!(
+        volume_names(&other),
+        ["copy"],
+        "the source's temporary clone stayed"
+    );
+
+    // What cannot be done is refused, or fails as a workflow.
+    let unknown = dms.post(
+        "/api/v1/volumes/thickclone",
+        &json!({"src": {"snapId": snap_uuid, "projectName": "default"},
+                "dst": {"name": "x", "clusterId": "5a5a5a5a-0000-4000-8000-000000000001"}}),
+    );
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.body);
+    let w = dms.post(
+        "/api/v1/volumes/thickclone",
+        &json!({"src": {"snapId": snap_uuid, "projectName": "default"},
+                "dst": {"name": "x", "clusterId": other_id, "sectorSize": 512}}),
+    );
+    assert_eq!(w.status, StatusCode::OK, "{}", w.body);
+    let failed = finished(&dms, w.body["workflowId"].as_str().expect("workflowId"));
+    assert_eq!(failed["state"], "Failed", "{failed}");
+    let w = dms.post(
+        "/api/v1/volumes/thickclone",
+        &json!({"src": {"snapId": snap_uuid, "projectName": "default"},
+                "dst": {"name": "copy", "clusterId": other_id}}),
+    );
+    let failed = finished(&dms, w.body["workflowId"].as_str().expect("workflowId"));
+    assert_eq!(
+        failed["state"], "Failed",
+        "a name taken on the destination: {failed}"
+    );
+    let through_volume = format!("thickclone-{}", done["id"].as_str().unwrap_or_default());
+    assert_eq!(volume_names(&dms), ["src".to_owned(), through_volume]);
+    assert_eq!(volume_names(&other), ["copy"]);
+
+    // A cancel stops the copy and removes what it made on both sides.
+    let big = dms.create_volume("big", 1 << 30, &[HOST_A]);
+    let big_snap = dms.post(
+        "/api/v2/projects/default/snapshots",
+        &json!({"name": "big-snap", "sourceVolumeUUID": big["UUID"]}),
+    );
+    assert_eq!(big_snap.status, StatusCode::OK, "{}", big_snap.body);
+    let w = dms.post(
+        "/api/v1/volumes/thickclone",
+        &json!({"src": {"snapId": big_snap.body["UUID"], "projectName": "default"},
+                "dst": {"name": "big-copy", "clusterId": other_id}}),
+    );
+    let id = w.body["workflowId"]
+        .as_str()
+        .expect("workflowId")
+        .to_owned();
+    let cancel = dms.post(&format!("/api/v1/workflows/{id}/cancel"), &json!({}));
+    assert_eq!(cancel.status, StatusCode::OK, "{}", cancel.body);
+    let canceled = finished(&dms, &id);
+    assert_eq!(canceled["state"], "Canceled", "{canceled}");
+    assert_eq!(volume_names(&other), ["copy"]);
+    assert!(!volume_names(&dms)
+        .iter()
+        .any(|n| n.starts_with("dms-source-")));
+}

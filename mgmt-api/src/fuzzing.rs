@@ -195,7 +195,7 @@ impl RestFuzzer {
             body_limit_bytes: crate::server::BODY_LIMIT_DEFAULT_BYTES,
             rest_metrics: Default::default(),
             cinder_noauth: false,
-            dms: Arc::new(crate::dms::Dms::new(dir.clone())),
+            dms: Arc::new(crate::dms::Dms::new(dir.clone(), None)),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -81,6 +81,9 @@ pub struct ApiConfig {
     /// Let the Cinder dialect take `X-Auth-Token: user:project` (Cinder's
     /// noauth mode: every such caller is an administrator).
     pub cinder_noauth: bool,
+    /// What copies data for thick clones between clusters (this node as an
+    /// NVMe/TCP host); `None`: such clones are refused.
+    pub block_copier: Option<Arc<dyn crate::dms::copy::BlockCopier>>,
     /// Where the domain catalog lives: `None` is `catalog.json` in
     /// `data_dir`; a cluster passes the store every node's API shares.
     pub catalog_store: Option<Arc<dyn CatalogStore>>,
@@ -100,6 +103,7 @@ impl ApiConfig {
             kumoscale_listen: None,
             pvc_listen: None,
             cinder_noauth: false,
+            block_copier: None,
             catalog_store: None,
         }
     }
@@ -222,7 +226,10 @@ impl ApiServer {
             body_limit_bytes: config.body_limit_bytes,
             rest_metrics: Default::default(),
             cinder_noauth: config.cinder_noauth,
-            dms: Arc::new(crate::dms::Dms::new(config.data_dir.clone())),
+            dms: Arc::new(crate::dms::Dms::new(
+                config.data_dir.clone(),
+                config.block_copier.clone(),
+            )),
         };
         let rustls = tls
             .as_ref()

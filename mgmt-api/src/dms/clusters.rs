@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::key::KEY_TYPE;
 use super::peer::{self, PeerError};
-use crate::domain::model::{AttachedClusterRecord, PeerConnection, WorkflowKind};
+use crate::domain::model::{AttachedClusterRecord, PeerConnection, WorkflowKind, WorkflowState};
 use crate::http::error::ApiError;
 use crate::http::extract::{parse_uuid, Body, Caller, PathParams};
 use crate::http::session::require_cluster_admin;
@@ -172,6 +172,14 @@ async fn read_record(
     })
 }
 
+/// Ends a cluster workflow: Completed with `Ok(message)`, else Failed.
+fn end(service: &crate::domain::Service, id: Uuid, outcome: Result<String, String>) {
+    match outcome {
+        Ok(msg) => service.end_background_workflow(id, WorkflowState::Completed, &msg),
+        Err(msg) => service.end_background_workflow(id, WorkflowState::Failed, &msg),
+    }
+}
+
 /// `POST /api/v1/clusters`: starts an attach workflow; its id is the answer.
 pub async fn attach(
     State(state): State<AppState>,
@@ -206,7 +214,7 @@ pub async fn attach(
                     .map(|()| format!("cluster {cluster} attached through {endpoint}"))
             }
         };
-        tokio::task::spawn_blocking(move || service.end_cluster_workflow(id, outcome))
+        tokio::task::spawn_blocking(move || end(&service, id, outcome))
             .await
             .ok();
     });
@@ -270,7 +278,7 @@ pub async fn refresh(
                 Some(e) => Err(e),
                 None => Ok(format!("{reached} of {total} clusters answered")),
             };
-            service.end_cluster_workflow(id, outcome);
+            end(&service, id, outcome);
         })
         .await
         .ok();

@@ -7,12 +7,15 @@
 //!
 //! The service key is ECDSA P-256 (`ec256pubkey` in Keel's credential
 //! import), not the document's RSA: Keel clusters take either, and an EC
-//! key is made from the crates in the tree. Thick clones between clusters
-//! are not served yet; a thick clone naming another cluster is refused.
+//! key is made from the crates in the tree. A thick clone naming an
+//! attached cluster as its source or destination copies the data over
+//! NVMe/TCP (`transfer`, through the `copy::BlockCopier` port).
 
 mod clusters;
+pub mod copy;
 pub mod key;
 pub mod peer;
+pub mod transfer;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -21,22 +24,32 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::http::AppState;
+use copy::BlockCopier;
 use key::{KeyError, ServiceKey};
 
-/// The DMS's own state: where its key lives, and the key once read.
+/// The DMS's own state: where its key lives, the key once read, and how
+/// it copies data between clusters.
 #[derive(Debug)]
 pub struct Dms {
     dir: PathBuf,
     key: OnceLock<Arc<ServiceKey>>,
+    copier: Option<Arc<dyn BlockCopier>>,
 }
 
 impl Dms {
-    /// A DMS whose key lives in `dir` (made on first use).
-    pub fn new(dir: PathBuf) -> Dms {
+    /// A DMS whose key lives in `dir` (made on first use), copying between
+    /// clusters through `copier` (`None`: such clones are refused).
+    pub fn new(dir: PathBuf, copier: Option<Arc<dyn BlockCopier>>) -> Dms {
         Dms {
             dir,
             key: OnceLock::new(),
+            copier,
         }
+    }
+
+    /// What copies data between clusters, if anything does here.
+    pub fn copier(&self) -> Option<Arc<dyn BlockCopier>> {
+        self.copier.clone()
     }
 
     /// The service key, read or made on first use.

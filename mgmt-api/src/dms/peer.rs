@@ -110,14 +110,11 @@ impl ServerCertVerifier for PinnedCertificate {
     }
 }
 
-/// Reads a cluster's facts from `endpoint` (`host:port`) with `token`;
-/// `pin` is the certificate it must present (`None` at attach). Returns
-/// the facts and the certificate's SHA-256.
-pub async fn read_cluster(
-    endpoint: &str,
-    token: &str,
+/// An HTTPS client that accepts only the certificate `pin` names (any
+/// certificate without one), and the verifier that records the one seen.
+fn pinned_client(
     pin: Option<String>,
-) -> Result<(PeerCluster, String), PeerError> {
+) -> Result<(reqwest::Client, Arc<PinnedCertificate>), PeerError> {
     let disconnected = |message: String| PeerError {
         connection: PeerConnection::Disconnected,
         message,
@@ -139,6 +136,27 @@ pub async fn read_cluster(
         .timeout(CALL_TIMEOUT)
         .build()
         .map_err(|e| disconnected(format!("HTTP client setup: {e}")))?;
+    Ok((client, verifier))
+}
+
+/// An HTTPS client for an attached cluster: its pinned certificate only.
+pub fn client(pin: Option<String>) -> Result<reqwest::Client, PeerError> {
+    pinned_client(pin).map(|(client, _)| client)
+}
+
+/// Reads a cluster's facts from `endpoint` (`host:port`) with `token`;
+/// `pin` is the certificate it must present (`None` at attach). Returns
+/// the facts and the certificate's SHA-256.
+pub async fn read_cluster(
+    endpoint: &str,
+    token: &str,
+    pin: Option<String>,
+) -> Result<(PeerCluster, String), PeerError> {
+    let disconnected = |message: String| PeerError {
+        connection: PeerConnection::Disconnected,
+        message,
+    };
+    let (client, verifier) = pinned_client(pin)?;
     let url = format!("https://{endpoint}/api/v2/cluster");
     let response = client
         .get(&url)

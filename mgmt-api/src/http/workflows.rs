@@ -14,22 +14,39 @@ use super::qos::qos_reference;
 use super::volumes::{authorize, required_project};
 use super::{blocking, AppState};
 use crate::auth::Principal;
+use crate::dms::transfer::CrossClone;
+use crate::domain::model::AttachedClusterRecord;
 use crate::domain::model::WorkflowRecord;
-use crate::domain::{rules, Service, ThickClone};
+use crate::domain::{rules, QosPolicyRef, Service, ServiceError, ThickClone};
 
 fn visible(caller: &Principal, w: &WorkflowRecord) -> bool {
     caller.is_cluster_admin() || w.projects.iter().any(|p| caller.can_read(p))
 }
 
-fn check_cluster(s: &Service, what: &str, id: Option<&str>) -> Result<(), ApiError> {
-    match id.filter(|i| !i.is_empty()) {
-        None => Ok(()),
-        Some(i) if parse_uuid(what, i)? == s.cluster_uuid() => Ok(()),
-        Some(i) => Err(ApiError::BadRequest(format!(
-            "{what} {i} is not this cluster ({}); cross-cluster thick clones are not supported",
-            s.cluster_uuid()
-        ))),
+/// The cluster `id` names: `None` for this one (or none given), else an
+/// attached cluster.
+fn resolve_cluster(
+    s: &Service,
+    what: &str,
+    id: Option<&str>,
+) -> Result<Option<AttachedClusterRecord>, ApiError> {
+    let Some(text) = id.filter(|i| !i.is_empty()) else {
+        return Ok(None);
+    };
+    let id = parse_uuid(what, text)?;
+    if id == s.cluster_uuid() {
+        return Ok(None);
     }
+    s.attached_clusters()
+        .into_iter()
+        .find(|c| c.id == id)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{what} {id} is neither this cluster ({}) nor one attached to its DMS",
+                s.cluster_uuid()
+            ))
+        })
 }
 
 async fn start(
@@ -76,10 +93,53 @@ async fn start(
         verify: req.dst.verify_clone.unwrap_or(false),
         request: echo,
     };
+    let dms = state.dms.clone();
+    let service = std::sync::Arc::clone(&state.service);
+    let src_cluster = req.src.cluster_id.clone();
+    let dst_cluster = req.dst.cluster_id.clone();
     blocking(&state, move |s| {
-        check_cluster(s, "src.clusterId", req.src.cluster_id.as_deref())?;
-        check_cluster(s, "dst.clusterId", req.dst.cluster_id.as_deref())?;
-        let id = s.start_thick_clone(clone)?;
+        let source = resolve_cluster(s, "src.clusterId", src_cluster.as_deref())?;
+        let destination = resolve_cluster(s, "dst.clusterId", dst_cluster.as_deref())?;
+        let id = if source.is_none() && destination.is_none() {
+            s.start_thick_clone(clone)?
+        } else {
+            let copier = dms.copier().ok_or_else(|| {
+                ApiError::Service(ServiceError::Unimplemented(
+                    "this node has no NVMe/TCP host to copy between clusters".to_owned(),
+                ))
+            })?;
+            let qos_policy_name =
+                match &clone.qos_policy {
+                    None => None,
+                    Some(QosPolicyRef::Name(name)) => Some(name.clone()),
+                    Some(_) => return Err(ApiError::BadRequest(
+                        "a thick clone between clusters names its QoS policy by dst.qosPolicyName"
+                            .to_owned(),
+                    )),
+                };
+            let order = CrossClone {
+                into_snapshot: clone.into_snapshot,
+                source_cluster: source,
+                destination_project: clone
+                    .project
+                    .clone()
+                    .unwrap_or_else(|| clone.source_project.clone()),
+                source_project: clone.source_project,
+                snapshot: clone.source_snapshot,
+                destination_cluster: destination,
+                name: clone.name,
+                size_bytes: clone.size_bytes,
+                replica_count: clone.replica_count,
+                sector_size_bytes: clone.sector_size_bytes,
+                compression: clone.compression,
+                qos_policy_name,
+                description: clone.description,
+                verify: clone.verify,
+                request: clone.request,
+            };
+            rules::check_name("dst.name", &order.name).map_err(ApiError::BadRequest)?;
+            crate::dms::transfer::start(&service, &dms, copier, order)?
+        };
         Ok(Json(WorkflowIdDto {
             workflow_id: id.to_string(),
         }))

@@ -1,6 +1,7 @@
-//! The DMS registry: other clusters this one manages, and the workflows
-//! that attach them and re-read them. The HTTP calls to those clusters are
-//! the caller's (`dms`); the registry records what they found.
+//! The DMS registry: other clusters this one manages; and the workflows
+//! whose work runs outside the domain worker (attaching and re-reading
+//! clusters, thick clones between clusters). The calls to other clusters
+//! and the copies are the caller's (`dms`); the domain records them.
 
 use uuid::Uuid;
 
@@ -10,7 +11,7 @@ use crate::domain::model::{AttachedClusterRecord, WorkflowKind, WorkflowRecord, 
 
 impl Service {
     /// Records a cluster workflow (attach or refresh) as running; its work
-    /// is the caller's, which ends it with [`Service::end_cluster_workflow`].
+    /// is the caller's, which ends it with [`Service::end_background_workflow`].
     pub fn begin_cluster_workflow(
         &self,
         kind: WorkflowKind,
@@ -19,8 +20,38 @@ impl Service {
         if kind.is_thick_clone() {
             return Err(invalid(format!("{kind:?} is not a cluster workflow")));
         }
+        self.begin_background_workflow(kind, Vec::new(), request, None)
+    }
+
+    /// Records a thick clone between clusters as running (its copy is the
+    /// caller's); refused past `max_running_workflows` like any thick clone.
+    pub fn begin_transfer_workflow(
+        &self,
+        kind: WorkflowKind,
+        projects: Vec<String>,
+        request: serde_json::Value,
+    ) -> Result<Uuid, ServiceError> {
+        if !kind.is_thick_clone() {
+            return Err(invalid(format!("{kind:?} is not a thick clone")));
+        }
+        let max = self.config().max_running_workflows;
+        self.begin_background_workflow(kind, projects, request, Some(max))
+    }
+
+    fn begin_background_workflow(
+        &self,
+        kind: WorkflowKind,
+        projects: Vec<String>,
+        request: serde_json::Value,
+        max_running: Option<usize>,
+    ) -> Result<Uuid, ServiceError> {
         let id = Uuid::new_v4();
         self.inner.commit(|c| {
+            if let Some(max) = max_running {
+                if c.workflows.values().filter(|w| w.is_running()).count() >= max {
+                    return Err(ServiceError::TooManyWorkflows { max });
+                }
+            }
             let seq = c.next_seq;
             c.next_seq = c.next_seq.wrapping_add(1);
             let now = now_ms();
@@ -32,11 +63,11 @@ impl Service {
                     state: WorkflowState::Running,
                     msg: String::new(),
                     percent: 0,
-                    stage: "Contacting".to_owned(),
+                    stage: "Starting".to_owned(),
                     created_at_ms: now,
                     started_at_ms: Some(now),
                     ended_at_ms: None,
-                    projects: Vec::new(),
+                    projects: projects.clone(),
                     target_volume: Uuid::nil(),
                     source_snapshot: Uuid::nil(),
                     target_snapshot: None,
@@ -52,29 +83,50 @@ impl Service {
         Ok(id)
     }
 
-    /// Ends a cluster workflow: Completed with `Ok(message)`, else Failed.
-    pub fn end_cluster_workflow(&self, id: Uuid, outcome: Result<String, String>) {
+    /// Records how far a background workflow has come.
+    pub fn set_workflow_progress(&self, id: Uuid, percent: u32, stage: &str) {
+        let result = self.inner.commit(|c| {
+            if let Some(w) = c.workflows.get_mut(&id).filter(|w| w.is_running()) {
+                w.percent = percent.min(99);
+                w.stage = stage.to_owned();
+            }
+            Ok(())
+        });
+        if let Err(err) = result {
+            tracing::warn!(%id, %err, "could not record a workflow's progress");
+        }
+    }
+
+    /// Whether a cancel of workflow `id` was asked for.
+    pub fn workflow_cancel_requested(&self, id: Uuid) -> bool {
+        self.inner
+            .catalog()
+            .workflows
+            .get(&id)
+            .is_some_and(|w| w.cancel_requested)
+    }
+
+    /// Ends a background workflow in `state` with `msg`.
+    pub fn end_background_workflow(&self, id: Uuid, state: WorkflowState, msg: &str) {
         let result = self.inner.commit(|c| {
             if let Some(w) = c.workflows.get_mut(&id) {
-                let (state, msg) = match &outcome {
-                    Ok(msg) => (WorkflowState::Completed, msg),
-                    Err(msg) => (WorkflowState::Failed, msg),
-                };
                 w.state = state;
-                w.msg = msg.clone();
-                w.percent = 100;
-                w.stage = if state == WorkflowState::Completed {
-                    "Done"
-                } else {
-                    "Failed"
+                w.msg = msg.to_owned();
+                w.stage = match state {
+                    WorkflowState::Completed | WorkflowState::Running => "Done",
+                    WorkflowState::Failed => "Failed",
+                    WorkflowState::Canceled => "Canceled",
                 }
                 .to_owned();
+                if state == WorkflowState::Completed {
+                    w.percent = 100;
+                }
                 w.ended_at_ms = Some(now_ms());
             }
             Ok(())
         });
         if let Err(err) = result {
-            tracing::warn!(%id, %err, "could not record the end of a cluster workflow");
+            tracing::warn!(%id, %err, "could not record the end of a workflow");
         }
     }
 
