@@ -725,3 +725,106 @@ fn the_documents_curl_examples_and_bad_input_get_the_dialects_answers() {
     );
     p.keeld.get("/api/v2/cluster");
 }
+
+#[test]
+fn backend_licence_and_auth_server_administration_answers_the_documents_codes_and_changes_nothing()
+{
+    let p = Provisioner::start();
+    let backends = p.get("/backends");
+    let id = backends[0]["persistentID"]
+        .as_str()
+        .expect("persistentID")
+        .to_owned();
+    let inventory = p.get("/inventory");
+    assert_eq!(
+        inventory["inventorySamples"][0]["backends"][0]["hardwareId"],
+        id.as_str(),
+        "{inventory}"
+    );
+    assert_eq!(
+        inventory["inventorySamples"][0]["backends"][0]["state"],
+        "AVAILABLE"
+    );
+
+    p.expect(
+        Method::POST,
+        "/backends",
+        json!({"mgmtIPs": ["127.0.0.1"]}),
+        "AlreadyExists",
+    );
+    p.expect(
+        Method::POST,
+        "/backends",
+        json!({"mgmtIPs": ["10.9.9.9"], "rack": "r1"}),
+        "NotAvailable",
+    );
+    p.expect(
+        Method::POST,
+        "/backends",
+        json!({"rack": "r1"}),
+        "InvalidInput",
+    );
+    p.expect(
+        Method::PUT,
+        &format!("/backends/{id}"),
+        json!({"rack": "r2"}),
+        "NotAvailable",
+    );
+    p.expect(
+        Method::PUT,
+        "/backends/no-such",
+        json!({"rack": "r2"}),
+        "NotExists",
+    );
+    p.expect(
+        Method::DELETE,
+        &format!("/backends/{id}"),
+        json!({}),
+        "NotAvailable",
+    );
+    p.expect(Method::DELETE, "/backends/no-such", json!({}), "NotExists");
+    p.expect(
+        Method::POST,
+        "/0/volumes",
+        json!({"capacity": 1, "alias": "held", "provisioningType": "THIN"}),
+        "Success",
+    );
+    p.expect(
+        Method::DELETE,
+        &format!("/backends/{id}"),
+        json!({}),
+        "BackendHasVolumes",
+    );
+    p.expect(
+        Method::POST,
+        "/probe",
+        json!({"persistentID": id}),
+        "NotAvailable",
+    );
+    let reset = p.expect(Method::DELETE, "/reset_inventory", json!({}), "Success");
+    assert!(reset["id"].is_string(), "{reset}");
+    p.expect(
+        Method::POST,
+        "/license",
+        json!({"license": "KEY"}),
+        "LicenseError",
+    );
+    p.expect(
+        Method::POST,
+        "/LICENSE",
+        json!({"license": "KEY"}),
+        "LicenseError",
+    );
+    assert_eq!(p.get("/auth_server")["authenticationMode"], "JWT");
+    p.expect(
+        Method::POST,
+        "/auth_server",
+        json!({"provisionerResourceID": "r", "provisionerClientID": "c"}),
+        "NotAvailable",
+    );
+    p.expect(Method::DELETE, "/auth_server", json!({}), "InvalidAuthMode");
+    let after = p.get("/backends");
+    assert_eq!(after[0]["persistentID"], backends[0]["persistentID"]);
+    assert_eq!(after.as_array().map(Vec::len), Some(1));
+    assert_eq!(p.get("/license")["type"], "PRODUCTION");
+}

@@ -24,7 +24,7 @@ use crate::http::{router, AppState};
 
 /// The route templates, as the router spells them.
 /// `ks:` marks the KumoScale router's, `pvc:` the PVC router's.
-const ROUTES: [&str; 66] = [
+const ROUTES: [&str; 70] = [
     "/login",
     "/openapi.json",
     "/api/v2/users",
@@ -81,6 +81,10 @@ const ROUTES: [&str; 66] = [
     "ks:/{projectName}/publish",
     "ks:/targets",
     "ks:/forward_log",
+    "ks:/backends/{UUID}",
+    "ks:/backends",
+    "ks:/auth_server",
+    "ks:/license",
     "pvc:/api/v1/auth/login",
     "pvc:/api/v1/node",
     "pvc:/api/v1/storage/ceph",

@@ -12,8 +12,10 @@
 //!
 //! What this node does not provide is refused with the document's own
 //! result code, never accepted and ignored: thick provisioning, storage
-//! class QoS and placement, read-only snapshot volumes.
+//! class QoS and placement, read-only snapshot volumes, and adding,
+//! changing or removing backends, licences and OpenIDC servers (`admin`).
 
+mod admin;
 mod hosts;
 mod info;
 mod ops;
@@ -196,9 +198,25 @@ pub fn router(state: AppState) -> Router {
     let limit = state.body_limit_bytes;
     Router::new()
         .route("/info", get(info::info))
-        .route("/backends", get(info::backends))
-        .route("/backends/{id}", get(info::backend))
-        .route("/license", get(info::license))
+        .route("/backends", get(info::backends).post(admin::add))
+        .route(
+            "/backends/{id}",
+            get(info::backend).put(admin::update).delete(admin::remove),
+        )
+        .route("/probe", post(admin::probe))
+        .route("/inventory", get(admin::inventory))
+        .route(
+            "/reset_inventory",
+            axum::routing::delete(admin::reset_inventory),
+        )
+        .route("/license", get(info::license).post(admin::set_license))
+        .route("/LICENSE", post(admin::set_license))
+        .route(
+            "/auth_server",
+            get(admin::auth_server)
+                .post(admin::set_auth_server)
+                .delete(admin::delete_auth_server),
+        )
         .route("/tenants", get(tenants::list).post(tenants::create))
         // The document's create-tenant example posts to `/tenants/`.
         .route("/tenants/", get(tenants::list).post(tenants::create))
