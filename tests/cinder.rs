@@ -1064,3 +1064,306 @@ fn volume_types_and_qos_specs_take_effect_on_new_volumes_and_refuse_what_keel_ca
         StatusCode::ACCEPTED,
     );
 }
+
+#[test]
+fn revert_retype_flags_image_metadata_and_force_actions_take_effect() {
+    let c = Cinder::start();
+    let v = c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 1, "name": "ops"}})),
+        StatusCode::ACCEPTED,
+    );
+    let id = v["volume"]["id"].as_str().expect("id").to_owned();
+    let info = c.action(
+        &id,
+        json!({"os-initialize_connection": {"connector": {"nqn": HOST_A}}}),
+    );
+    assert_eq!(info.0, StatusCode::OK, "{}", info.1);
+    assert_eq!(info.1["connection_info"]["data"]["access_mode"], "rw");
+    let nsid = info.1["connection_info"]["data"]["ns_id"]
+        .as_u64()
+        .expect("ns_id") as u32;
+    let mut host = c.keeld.connect(HOST_A);
+    host.set_queue_count(1).expect("queues");
+    let mut io = host.connect_io_queue(1).expect("io queue");
+    let (a, b) = (pattern(4096, 41), pattern(4096, 42));
+    io.write(nsid, Lba(3), a.clone(), 4096).expect("write A");
+    io.flush(nsid).expect("flush");
+    let snap = |name: &str| {
+        c.ok(
+            Method::POST,
+            "/v3/default/snapshots",
+            Some(json!({"snapshot": {"volume_id": id, "name": name, "force": true}})),
+            StatusCode::ACCEPTED,
+        )["snapshot"]["id"]
+            .as_str()
+            .expect("snapshot id")
+            .to_owned()
+    };
+    let s1 = snap("s1");
+    io.write(nsid, Lba(3), b.clone(), 4096).expect("write B");
+    io.flush(nsid).expect("flush");
+    assert_eq!(
+        c.action(&id, json!({"revert": {"snapshot_id": s1}})).0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        io.read(nsid, Lba(3), 1, 4096).expect("read"),
+        a.to_vec(),
+        "revert brought A back"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let s2 = snap("s2");
+    let (status, body) = c.action(&id, json!({"revert": {"snapshot_id": s1}}));
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "only the latest snapshot: {body}"
+    );
+
+    // Read-only and bootable flags, image metadata: shown, kept apart from
+    // the metadata, and the read-only one reaches the connection info.
+    assert_eq!(
+        c.action(&id, json!({"os-update_readonly_flag": {"readonly": true}}))
+            .0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        c.action(&id, json!({"os-set_bootable": {"bootable": true}}))
+            .0,
+        StatusCode::OK
+    );
+    let (status, meta) = c.action(
+        &id,
+        json!({"os-set_image_metadata": {"metadata": {"os_distro": "debian"}}}),
+    );
+    assert_eq!(
+        (status, meta["metadata"]["os_distro"].as_str()),
+        (StatusCode::OK, Some("debian"))
+    );
+    c.ok(
+        Method::PUT,
+        &format!("/v3/default/volumes/{id}/metadata"),
+        Some(json!({"metadata": {"k": "v", "readonly": "True"}})),
+        StatusCode::OK,
+    );
+    let shown = c.ok(
+        Method::GET,
+        &format!("/v3/default/volumes/{id}"),
+        None,
+        StatusCode::OK,
+    )["volume"]
+        .clone();
+    assert_eq!(shown["bootable"], "true", "{shown}");
+    assert_eq!(
+        shown["metadata"],
+        json!({"k": "v", "readonly": "True"}),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["volume_image_metadata"],
+        json!({"os_distro": "debian"})
+    );
+    let info = c.action(
+        &id,
+        json!({"os-initialize_connection": {"connector": {"nqn": HOST_A}}}),
+    );
+    assert_eq!(
+        info.1["connection_info"]["data"]["access_mode"], "ro",
+        "{}",
+        info.1
+    );
+    let (status, shown) = c.action(&id, json!({"os-show_image_metadata": null}));
+    assert_eq!(
+        (status, shown["metadata"].clone()),
+        (StatusCode::OK, json!({"os_distro": "debian"}))
+    );
+    assert_eq!(
+        c.action(
+            &id,
+            json!({"os-unset_image_metadata": {"key": "os_distro"}})
+        )
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.action(
+            &id,
+            json!({"os-unset_image_metadata": {"key": "os_distro"}})
+        )
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.action(&id, json!({"os-set_bootable": {"bootable": "maybe"}}))
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Retype applies the new type's compression; a replica change is refused.
+    c.ok(
+        Method::POST,
+        "/v3/default/types",
+        Some(
+            json!({"volume_type": {"name": "zipped", "extra_specs": {"compression": "<is> True"}}}),
+        ),
+        StatusCode::OK,
+    );
+    c.ok(
+        Method::POST,
+        "/v3/default/types",
+        Some(json!({"volume_type": {"name": "triple", "extra_specs": {"lightos:num_replicas": "3"}}})),
+        StatusCode::OK,
+    );
+    let (status, body) = c.action(
+        &id,
+        json!({"os-retype": {"new_type": "zipped", "migration_policy": "never"}}),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        c.keeld.wait_volume_state(&id, "Available")["compression"],
+        "true"
+    );
+    let shown = c.ok(
+        Method::GET,
+        &format!("/v3/default/volumes/{id}"),
+        None,
+        StatusCode::OK,
+    );
+    assert_eq!(shown["volume"]["volume_type"], "zipped");
+    let (status, body) = c.action(&id, json!({"os-retype": {"new_type": "triple"}}));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        c.keeld.wait_volume_state(&id, "Available")["replicaCount"],
+        1
+    );
+
+    // Force detach clears an attachment; force delete refuses while
+    // snapshots remain, then deletes an in-use volume.
+    assert_eq!(
+        c.action(&id, json!({"os-attach": {"instance_uuid": "5a5a5a5a-0000-4000-8000-000000000077", "mountpoint": "/dev/vdb"}})).0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(c.status(&id), "in-use");
+    assert_eq!(
+        c.action(
+            &id,
+            json!({"os-force_detach": {"connector": {"nqn": HOST_A}}})
+        )
+        .0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(c.status(&id), "available");
+    let acl = &c.keeld.wait_volume_state(&id, "Available")["acl"];
+    assert_eq!(
+        acl,
+        &json!({"values": ["ALLOW_NONE"]}),
+        "the connector's grant was taken back"
+    );
+    drop(io);
+    drop(host);
+    c.action(
+        &id,
+        json!({"os-attach": {"instance_uuid": "5a5a5a5a-0000-4000-8000-000000000077"}}),
+    );
+    let (status, body) = c.action(&id, json!({"os-force_delete": {}}));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "snapshots remain: {body}");
+    for snap in [&s1, &s2] {
+        c.ok(
+            Method::DELETE,
+            &format!("/v3/default/snapshots/{snap}"),
+            None,
+            StatusCode::ACCEPTED,
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, _) = c.action(&id, json!({"os-force_delete": {}}));
+        if status == StatusCode::ACCEPTED {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "force delete never went through: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    c.keeld.wait_volume_gone(&id);
+}
+
+#[test]
+fn the_volume_summary_messages_and_snapshot_actions_answer_from_the_cluster() {
+    let c = Cinder::start();
+    for (name, size, meta) in [
+        ("a", 1, json!({"tier": "gold"})),
+        ("b", 2, json!({"tier": "silver"})),
+    ] {
+        c.ok(
+            Method::POST,
+            "/v3/default/volumes",
+            Some(json!({"volume": {"size": size, "name": name, "metadata": meta}})),
+            StatusCode::ACCEPTED,
+        );
+    }
+    let summary = c.ok(
+        Method::GET,
+        "/v3/default/volumes/summary",
+        None,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        summary["volume-summary"],
+        json!({"total_size": 3, "total_count": 2, "metadata": {"tier": ["gold", "silver"]}})
+    );
+    let (status, body) = c.req(
+        Method::GET,
+        "/v3/default/messages/5a5a5a5a-0000-4000-8000-000000000001",
+        None,
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_fault(&body, "itemNotFound", 404);
+
+    let volume = c.ok(Method::GET, "/v3/default/volumes", None, StatusCode::OK)["volumes"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let snap = c.ok(
+        Method::POST,
+        "/v3/default/snapshots",
+        Some(json!({"snapshot": {"volume_id": volume, "name": "s"}})),
+        StatusCode::ACCEPTED,
+    )["snapshot"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let act = |body: Value| {
+        c.req(
+            Method::POST,
+            &format!("/v3/default/snapshots/{snap}/action"),
+            Some(body),
+        )
+    };
+    let (status, body) = act(json!({"os-reset_status": {"status": "error"}}));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_fault(&body, "badRequest", 400);
+    assert_eq!(
+        c.ok(
+            Method::GET,
+            &format!("/v3/default/snapshots/{snap}"),
+            None,
+            StatusCode::OK
+        )["snapshot"]["status"],
+        "available"
+    );
+    assert_eq!(act(json!({"os-force_delete": {}})).0, StatusCode::ACCEPTED);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while c
+        .req(Method::GET, &format!("/v3/default/snapshots/{snap}"), None)
+        .0
+        != StatusCode::NOT_FOUND
+    {
+        assert!(std::time::Instant::now() < deadline, "the snapshot stayed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

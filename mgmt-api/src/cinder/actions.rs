@@ -1,7 +1,8 @@
 //! `POST /v3/{project_id}/volumes/{volume_id}/action`: the body's one key
 //! names the action. Connecting a host (os-initialize_connection) grants
 //! its NQN the volume and answers the NVMe-oF connection info os-brick's
-//! NVMe-oF connector reads; the attach statuses are bookkeeping.
+//! NVMe-oF connector reads (read-only volumes as access mode `ro`); the
+//! attach statuses are bookkeeping. The other actions are `volume_ops`'.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -102,6 +103,11 @@ pub(super) fn connection_info(
         .rsplit_once(':')
         .map(|(ip, port)| (ip.to_owned(), port.parse::<u16>().unwrap_or(4420)))
         .unwrap_or((node.nvme_endpoint.clone(), 4420));
+    let readonly = volume
+        .labels
+        .iter()
+        .any(|l| l.key == super::volume_ops::READONLY_KEY && l.value.eq_ignore_ascii_case("true"));
+    let access_mode = if readonly { "ro" } else { "rw" };
     json!({
         "driver_volume_type": "nvmeof",
         "data": {
@@ -112,7 +118,7 @@ pub(super) fn connection_info(
             "portals": [[ip, port, "tcp"]],
             "host_nqn": nqn,
             "discard": true,
-            "access_mode": "rw",
+            "access_mode": access_mode,
         },
     })
 }
@@ -226,10 +232,13 @@ pub(super) async fn action(
                 s.set_attach_status(id, None, current, Some(wanted))?;
                 Ok(StatusCode::ACCEPTED.into_response())
             }
-            other => Err(CinderError::bad_request(format!(
-                "There is no such action: {}",
-                crate::http::extract::truncate(other)
-            ))),
+            other => super::volume_ops::dispatch(s, &caller, &project, &view, other, &args)
+                .unwrap_or_else(|| {
+                    Err(CinderError::bad_request(format!(
+                        "There is no such action: {}",
+                        crate::http::extract::truncate(other)
+                    )))
+                }),
         }
     })
     .await

@@ -287,3 +287,16 @@ pub(super) async fn messages(
     caller.project(path.project(), false)?;
     Ok(Json(json!({"messages": []})).into_response())
 }
+
+/// `GET|DELETE /v3/{project_id}/messages/{message_id}`: there are none.
+pub(super) async fn message(
+    caller: CinderCaller,
+    path: CinderPath,
+) -> Result<Response, CinderError> {
+    caller.project(path.project(), false)?;
+    let id = path.0.get("message_id").cloned().unwrap_or_default();
+    Err(CinderError::not_found(format!(
+        "Message {} could not be found.",
+        crate::http::extract::truncate(&id)
+    )))
+}

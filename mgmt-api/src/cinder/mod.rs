@@ -4,8 +4,9 @@
 //! extend), snapshots, the volume actions a compute host's attach needs
 //! (reserve, initialize/terminate connection with NVMe-oF connection info
 //! os-brick understands, attach, detach, begin/roll detaching, reset
-//! status), the attachments API, volume types with extra specs and access,
-//! and QoS specs (Keel's QoS policies).
+//! status), revert, retype, force delete and detach, the read-only and
+//! bootable flags and image metadata, the attachments API, volume types
+//! with extra specs and access, and QoS specs (Keel's QoS policies).
 //!
 //! Routes sit beside the Lightbits ones on the main listener, under `/v3`
 //! (with and without the project id, 3.67) and `/`. A project id is a
@@ -25,6 +26,7 @@ mod qos_specs;
 mod snapshots;
 mod types;
 mod versions;
+mod volume_ops;
 mod volumes;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -430,6 +432,12 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/os-services", get(facts::services))
         .route("/messages", get(facts::messages))
+        .route(
+            "/messages/{message_id}",
+            get(facts::message).delete(facts::message),
+        )
+        .route("/snapshots/{snapshot_id}/action", post(snapshots::action))
+        .route("/volumes/summary", get(volumes::totals))
         .route("/snapshots", get(snapshots::list).post(snapshots::create))
         .route("/snapshots/detail", get(snapshots::list_detail))
         .route(

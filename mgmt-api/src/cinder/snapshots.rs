@@ -212,6 +212,48 @@ pub(super) async fn update(
     .await
 }
 
+/// `POST /v3/{project_id}/snapshots/{snapshot_id}/action`: os-force_delete
+/// (administrators; Keel deletes a snapshot in any state anyway). A
+/// snapshot's status follows the engine, so os-reset_status and
+/// os-update_snapshot_status are refused.
+pub(super) async fn action(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+    super::CinderJson(body): super::CinderJson<serde_json::Map<String, Value>>,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), true)?;
+    let id = path.id("snapshot_id", "Snapshot")?;
+    let mut entries = body.into_iter();
+    let (Some((name, _)), None) = (entries.next(), entries.next()) else {
+        return Err(CinderError::bad_request(
+            "the body must name exactly one action",
+        ));
+    };
+    let admin = caller.principal.is_cluster_admin();
+    blocking(&state, move |s| {
+        locate_snapshot(s, &project, id)?;
+        match name.as_str() {
+            "os-force_delete" if !admin => Err(CinderError::new(
+                StatusCode::FORBIDDEN,
+                "Policy doesn't allow volume_extension:snapshot_admin_actions:force_delete to be performed.",
+            )),
+            "os-force_delete" => {
+                s.delete_snapshot(id, None)?;
+                Ok(StatusCode::ACCEPTED.into_response())
+            }
+            "os-reset_status" | "os-update_snapshot_status" => Err(CinderError::bad_request(format!(
+                "{name} is not provided: a snapshot's status follows the storage engine"
+            ))),
+            other => Err(CinderError::bad_request(format!(
+                "There is no such action: {}",
+                crate::http::extract::truncate(other)
+            ))),
+        }
+    })
+    .await
+}
+
 /// `DELETE /v3/{project_id}/snapshots/{snapshot_id}`: 202. Volumes made
 /// from it keep their data.
 pub(super) async fn delete(

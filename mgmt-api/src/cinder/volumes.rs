@@ -123,7 +123,8 @@ pub(super) fn detail(catalog: &Catalog, view: &VolumeView) -> Value {
         "snapshot_id": snapshot_id,
         "source_volid": source_volid,
         "metadata": metadata(&metadata_map(r)),
-        "bootable": "false",
+        "bootable": own_label(r, BOOTABLE_LABEL).unwrap_or_else(|| "false".to_owned()),
+        "volume_image_metadata": image_metadata(r),
         "encrypted": false,
         "multiattach": false,
         "attachments": attachments,
@@ -136,8 +137,14 @@ pub(super) fn detail(catalog: &Catalog, view: &VolumeView) -> Value {
     })
 }
 
+/// The key prefix of Cinder's own labels: not the volume's metadata.
+const OWN_PREFIX: &str = "cinder.";
 /// The label a volume's Cinder description is kept in.
 const DESCRIPTION_LABEL: &str = "cinder.description";
+/// The label of the bootable flag.
+pub(super) const BOOTABLE_LABEL: &str = "cinder.bootable";
+/// The key prefix of a volume's image metadata.
+pub(super) const IMAGE_PREFIX: &str = "cinder.image.";
 
 fn listed(
     s: &Service,
@@ -179,6 +186,38 @@ pub(super) async fn list(
         let views = listed(s, &project, &query)?;
         let volumes: Vec<Value> = views.iter().map(|v| summary(&v.record)).collect();
         Ok(Json(json!({"volumes": volumes})).into_response())
+    })
+    .await
+}
+
+/// `GET /v3/{project_id}/volumes/summary`: the project's volume count,
+/// total GiB and every metadata key with its values (3.36).
+pub(super) async fn totals(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), false)?;
+    blocking(&state, move |s| {
+        let catalog = s.catalog_snapshot();
+        let volumes: Vec<&VolumeRecord> = catalog
+            .volumes
+            .values()
+            .filter(|v| v.project == project && v.state != ResourceState::Deleting)
+            .collect();
+        let mut keys: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for label in volumes.iter().flat_map(|v| metadata_map(v)) {
+            let values = keys.entry(label.key).or_default();
+            if !values.contains(&label.value) {
+                values.push(label.value);
+            }
+        }
+        Ok(Json(json!({"volume-summary": {
+            "total_size": volumes.iter().map(|v| v.size_bytes.div_ceil(GIB)).sum::<u64>(),
+            "total_count": volumes.len(),
+            "metadata": keys,
+        }}))
+        .into_response())
     })
     .await
 }
@@ -376,8 +415,21 @@ pub(super) async fn update(
         let metadata = u
             .metadata
             .map_or_else(|| metadata_map(&view.record), to_labels);
-        let description = u.description.or_else(|| description_of(&view.record));
-        let labels = labels_of(metadata, description);
+        let mut own: Vec<Label> = own_labels(&view.record)
+            .into_iter()
+            .filter(|l| l.key != DESCRIPTION_LABEL)
+            .collect();
+        if let Some(d) = u
+            .description
+            .or_else(|| description_of(&view.record))
+            .filter(|d| !d.is_empty())
+        {
+            own.push(Label {
+                key: DESCRIPTION_LABEL.to_owned(),
+                value: d,
+            });
+        }
+        let labels = compose(metadata, own);
         let view = s.update_volume(
             id,
             VolumeChanges {
@@ -437,33 +489,83 @@ fn to_labels(metadata: HashMap<String, String>) -> Vec<Label> {
 
 /// The labels a volume keeps: its metadata by key, then its description
 /// (when not empty) in a label of its own.
-fn labels_of(mut metadata: Vec<Label>, description: Option<String>) -> Vec<Label> {
+fn labels_of(metadata: Vec<Label>, description: Option<String>) -> Vec<Label> {
+    let own = description.filter(|d| !d.is_empty()).map(|value| Label {
+        key: DESCRIPTION_LABEL.to_owned(),
+        value,
+    });
+    compose(metadata, own.into_iter().collect())
+}
+
+/// Metadata sorted by key, then Cinder's own labels.
+fn compose(mut metadata: Vec<Label>, own: Vec<Label>) -> Vec<Label> {
     metadata.sort_by(|a, b| a.key.cmp(&b.key));
-    if let Some(d) = description.filter(|d| !d.is_empty()) {
-        metadata.push(Label {
-            key: DESCRIPTION_LABEL.to_owned(),
-            value: d,
-        });
-    }
+    metadata.extend(own);
     metadata
 }
 
-/// A volume's metadata, without the description label.
-fn metadata_map(r: &VolumeRecord) -> Vec<Label> {
-    r.labels
-        .iter()
-        .filter(|l| l.key != DESCRIPTION_LABEL)
-        .cloned()
-        .collect()
+/// Whether a label is Cinder's own (description, bootable, image
+/// metadata) rather than the volume's metadata.
+fn is_own(label: &Label) -> bool {
+    label.key.starts_with(OWN_PREFIX)
 }
 
-/// Replaces a volume's metadata, keeping its description.
+/// A volume's image metadata (`os-set_image_metadata`).
+pub(super) fn image_metadata(r: &VolumeRecord) -> Value {
+    Value::Object(
+        r.labels
+            .iter()
+            .filter_map(|l| {
+                l.key
+                    .strip_prefix(IMAGE_PREFIX)
+                    .map(|k| (k.to_owned(), Value::String(l.value.clone())))
+            })
+            .collect(),
+    )
+}
+
+/// A volume's metadata: every label but Cinder's own.
+pub(super) fn metadata_map(r: &VolumeRecord) -> Vec<Label> {
+    r.labels.iter().filter(|l| !is_own(l)).cloned().collect()
+}
+
+/// Cinder's own labels of a volume.
+pub(super) fn own_labels(r: &VolumeRecord) -> Vec<Label> {
+    r.labels.iter().filter(|l| is_own(l)).cloned().collect()
+}
+
+/// The value of Cinder's own label `key`.
+pub(super) fn own_label(r: &VolumeRecord, key: &str) -> Option<String> {
+    r.labels
+        .iter()
+        .find(|l| l.key == key)
+        .map(|l| l.value.clone())
+}
+
+/// Replaces Cinder's own labels of a volume, keeping its metadata.
+pub(super) fn store_own(
+    s: &Service,
+    view: &VolumeView,
+    own: Vec<Label>,
+) -> Result<(), CinderError> {
+    s.update_volume(
+        view.record.uuid,
+        VolumeChanges {
+            labels: Some(compose(metadata_map(&view.record), own)),
+            ..VolumeChanges::default()
+        },
+        None,
+    )?;
+    Ok(())
+}
+
+/// Replaces a volume's metadata, keeping Cinder's own labels.
 fn store_metadata(
     s: &Service,
     view: &VolumeView,
     labels: Vec<Label>,
 ) -> Result<Value, CinderError> {
-    let labels = labels_of(labels, description_of(&view.record));
+    let labels = compose(labels, own_labels(&view.record));
     let view = s.update_volume(
         view.record.uuid,
         VolumeChanges {

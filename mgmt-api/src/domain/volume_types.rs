@@ -397,6 +397,33 @@ impl Service {
         })
     }
 
+    /// Records `volume`'s type as `volume_type` (`None`: the default)
+    /// after a retype has applied the type's settings.
+    pub fn set_volume_type(
+        &self,
+        volume: Uuid,
+        volume_type: Option<Uuid>,
+    ) -> Result<(), ServiceError> {
+        self.inner.commit(|c| {
+            if !c.volumes.contains_key(&volume) {
+                return Err(ServiceError::NotFound {
+                    what: "volume",
+                    id: volume.to_string(),
+                });
+            }
+            match volume_type {
+                Some(t) if !c.volume_types.contains_key(&t) => return Err(not_found(t)),
+                Some(t) => {
+                    c.volume_type_of.insert(volume, t);
+                }
+                None => {
+                    c.volume_type_of.remove(&volume);
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// The settings type `uuid` gives a new volume of `project`, if the
     /// project may use it.
     pub(super) fn type_settings(
