@@ -1367,3 +1367,145 @@ fn the_volume_summary_messages_and_snapshot_actions_answer_from_the_cluster() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A project `p2` with an administrator; that administrator's token.
+fn second_project(k: &Keeld) -> String {
+    let project = k.post(
+        "/api/v2/projects",
+        &json!({"name": "p2", "description": ""}),
+    );
+    assert_eq!(project.status, StatusCode::OK, "{}", project.body);
+    let user = k.post(
+        "/api/v2/users",
+        &json!({"name": "p2-admin", "password": "a-long-password-1",
+                "role": "ProjectAdmin", "projectName": "p2"}),
+    );
+    assert_eq!(user.status, StatusCode::OK, "{}", user.body);
+    let resp = k
+        .client()
+        .post(format!("{}/login", k.api_url))
+        .basic_auth("p2-admin", Some("a-long-password-1"))
+        .send()
+        .expect("login");
+    resp.json::<Value>().expect("body")["idToken"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+#[test]
+fn a_volume_transfer_moves_the_volume_and_its_snapshots_to_the_accepting_project() {
+    let c = Cinder::start();
+    let p2 = second_project(&c.keeld);
+    let as_p2 = |method: Method, path: &str, body: Option<Value>| {
+        let (status, body, _) = call(&c.keeld, Some(&p2), method, path, body, None);
+        (status, body)
+    };
+    let v = c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 1, "name": "moving"}})),
+        StatusCode::ACCEPTED,
+    );
+    let id = v["volume"]["id"].as_str().expect("id").to_owned();
+    let snap = c.ok(
+        Method::POST,
+        "/v3/default/snapshots",
+        Some(json!({"snapshot": {"volume_id": id, "name": "moving-snap"}})),
+        StatusCode::ACCEPTED,
+    )["snapshot"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let t = c.ok(
+        Method::POST,
+        "/v3/default/volume-transfers",
+        Some(json!({"transfer": {"volume_id": id, "name": "to-p2"}})),
+        StatusCode::ACCEPTED,
+    );
+    let transfer = t["transfer"]["id"].as_str().expect("id").to_owned();
+    let key = t["transfer"]["auth_key"]
+        .as_str()
+        .expect("auth_key")
+        .to_owned();
+    assert_eq!(c.status(&id), "awaiting-transfer");
+    let (status, _) = c.req(Method::DELETE, &format!("/v3/default/volumes/{id}"), None);
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an offered volume is not deleted"
+    );
+    let listed = c.ok(
+        Method::GET,
+        "/v3/default/os-volume-transfer/detail",
+        None,
+        StatusCode::OK,
+    );
+    assert_eq!(listed["transfers"][0]["volume_id"], id.as_str(), "{listed}");
+    assert!(
+        listed["transfers"][0].get("auth_key").is_none(),
+        "the key is shown once"
+    );
+    let (status, _) = as_p2(
+        Method::GET,
+        &format!("/v3/p2/volume-transfers/{transfer}"),
+        None,
+    );
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another project does not list the offer"
+    );
+
+    // A wrong key changes nothing; the right one moves volume and snapshot.
+    let accept = |key: &str| {
+        as_p2(
+            Method::POST,
+            &format!("/v3/p2/volume-transfers/{transfer}/accept"),
+            Some(json!({"accept": {"auth_key": key}})),
+        )
+    };
+    let (status, body) = accept("0000000000000000");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        c.keeld.get(&format!("/api/v2/volumes/{id}")).body["projectName"],
+        "default"
+    );
+    let (status, body) = accept(&key);
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["transfer"]["volume_id"], id.as_str());
+    assert_eq!(
+        c.keeld.get(&format!("/api/v2/volumes/{id}")).body["projectName"],
+        "p2"
+    );
+    let (status, moved) = as_p2(Method::GET, &format!("/v3/p2/volumes/{id}"), None);
+    assert_eq!(
+        (status, moved["volume"]["status"].as_str()),
+        (StatusCode::OK, Some("available")),
+        "{moved}"
+    );
+    let (status, _) = c.req(Method::GET, &format!("/v3/default/volumes/{id}"), None);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = as_p2(Method::GET, &format!("/v3/p2/snapshots/{snap}"), None);
+    assert_eq!(status, StatusCode::OK, "the snapshot moved with its volume");
+    let (status, _) = accept(&key);
+    assert_eq!(status, StatusCode::NOT_FOUND, "an accepted offer is gone");
+
+    // An offer withdrawn leaves the volume available where it was.
+    let t = as_p2(
+        Method::POST,
+        "/v3/p2/os-volume-transfer",
+        Some(json!({"transfer": {"volume_id": id, "name": "back", "no_snapshots": true}})),
+    );
+    assert_eq!(t.0, StatusCode::ACCEPTED, "{}", t.1);
+    let back = t.1["transfer"]["id"].as_str().expect("id").to_owned();
+    let (status, _) = as_p2(
+        Method::DELETE,
+        &format!("/v3/p2/os-volume-transfer/{back}"),
+        None,
+    );
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, moved) = as_p2(Method::GET, &format!("/v3/p2/volumes/{id}"), None);
+    assert_eq!(moved["volume"]["status"], "available");
+}

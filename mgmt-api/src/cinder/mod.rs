@@ -24,6 +24,7 @@ pub mod error;
 mod facts;
 mod qos_specs;
 mod snapshots;
+mod transfers;
 mod types;
 mod versions;
 mod volume_ops;
@@ -437,6 +438,32 @@ pub fn routes() -> Router<AppState> {
             get(facts::message).delete(facts::message),
         )
         .route("/snapshots/{snapshot_id}/action", post(snapshots::action))
+        .route(
+            "/volume-transfers",
+            get(transfers::list).post(transfers::create),
+        )
+        .route("/volume-transfers/detail", get(transfers::list_detail))
+        .route(
+            "/volume-transfers/{transfer_id}",
+            get(transfers::show).delete(transfers::delete),
+        )
+        .route(
+            "/volume-transfers/{transfer_id}/accept",
+            post(transfers::accept),
+        )
+        .route(
+            "/os-volume-transfer",
+            get(transfers::list).post(transfers::create),
+        )
+        .route("/os-volume-transfer/detail", get(transfers::list_detail))
+        .route(
+            "/os-volume-transfer/{transfer_id}",
+            get(transfers::show).delete(transfers::delete),
+        )
+        .route(
+            "/os-volume-transfer/{transfer_id}/accept",
+            post(transfers::accept),
+        )
         .route("/volumes/summary", get(volumes::totals))
         .route("/snapshots", get(snapshots::list).post(snapshots::create))
         .route("/snapshots/detail", get(snapshots::list_detail))

@@ -212,6 +212,9 @@ pub(super) async fn totals(
                 values.push(label.value);
             }
         }
+        for values in keys.values_mut() {
+            values.sort();
+        }
         Ok(Json(json!({"volume-summary": {
             "total_size": volumes.iter().map(|v| v.size_bytes.div_ceil(GIB)).sum::<u64>(),
             "total_count": volumes.len(),

@@ -417,6 +417,29 @@ impl WorkflowRecord {
     }
 }
 
+/// An offer to move a volume (with its snapshots, unless told otherwise)
+/// to whichever project presents the authorization key (Cinder's volume
+/// transfer). Only a salted hash of the key is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    /// Identity.
+    pub id: Uuid,
+    /// Name for people.
+    pub name: String,
+    /// The volume offered.
+    pub volume: Uuid,
+    /// The project offering it.
+    pub source_project: String,
+    /// The salt the key is hashed with.
+    pub salt: String,
+    /// SHA-256 (hex) of the salt followed by the key.
+    pub key_sha256: String,
+    /// Whether the volume's snapshots move with it.
+    pub with_snapshots: bool,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at_s: u64,
+}
+
 /// A volume type: named settings new volumes take (Cinder's volume types;
 /// see `domain::volume_types` for which extra specs Keel acts on).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -497,6 +520,9 @@ pub struct Catalog {
     /// Other clusters this one's DMS manages, by cluster id.
     #[serde(default)]
     pub attached_clusters: BTreeMap<Uuid, AttachedClusterRecord>,
+    /// Offers to move a volume to another project, by id.
+    #[serde(default)]
+    pub transfers: BTreeMap<Uuid, TransferRecord>,
     /// Next workflow sequence number.
     pub next_seq: u64,
 }
@@ -528,6 +554,7 @@ impl Catalog {
             volume_types: BTreeMap::new(),
             volume_type_of: BTreeMap::new(),
             attached_clusters: BTreeMap::new(),
+            transfers: BTreeMap::new(),
             next_seq: 1,
         }
     }
@@ -538,6 +565,7 @@ impl Catalog {
         self.attachments.retain(|_, a| a.volume != *uuid);
         self.attach_status.remove(uuid);
         self.volume_type_of.remove(uuid);
+        self.transfers.retain(|_, t| t.volume != *uuid);
         self.volumes.remove(uuid)
     }
 

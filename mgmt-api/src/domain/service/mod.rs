@@ -34,6 +34,7 @@ mod federation;
 mod hosts;
 mod projects;
 mod snapshots;
+mod transfers;
 mod volumes;
 
 pub use snapshots::NewSnapshot;
