@@ -1509,3 +1509,83 @@ fn a_volume_transfer_moves_the_volume_and_its_snapshots_to_the_accepting_project
     let (_, moved) = as_p2(Method::GET, &format!("/v3/p2/volumes/{id}"), None);
     assert_eq!(moved["volume"]["status"], "available");
 }
+
+#[test]
+fn an_unmanaged_volume_leaves_cinder_keeps_its_data_and_is_managed_back_by_name() {
+    let c = Cinder::start();
+    let v = c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 1, "name": "kept"}})),
+        StatusCode::ACCEPTED,
+    );
+    let id = v["volume"]["id"].as_str().expect("id").to_owned();
+    let listed = c.ok(
+        Method::GET,
+        "/v3/default/manageable_volumes/detail",
+        None,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        listed["manageable-volumes"][0]["safe_to_manage"], false,
+        "{listed}"
+    );
+    assert_eq!(
+        listed["manageable-volumes"][0]["reason_not_safe"],
+        "already managed"
+    );
+
+    assert_eq!(
+        c.action(&id, json!({"os-unmanage": {}})).0,
+        StatusCode::ACCEPTED
+    );
+    let (status, _) = c.req(Method::GET, &format!("/v3/default/volumes/{id}"), None);
+    assert_eq!(status, StatusCode::NOT_FOUND, "Cinder no longer shows it");
+    assert_eq!(
+        c.ok(Method::GET, "/v3/default/volumes", None, StatusCode::OK)["volumes"],
+        json!([])
+    );
+    assert_eq!(
+        c.keeld.get(&format!("/api/v2/volumes/{id}")).status,
+        StatusCode::OK,
+        "the volume itself stays"
+    );
+    let listed = c.ok(
+        Method::GET,
+        "/v3/default/manageable_volumes",
+        None,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        listed["manageable-volumes"][0],
+        json!({"reference": {"source-name": "kept", "source-id": id}, "size": 1, "safe_to_manage": true})
+    );
+
+    let (status, body) = c.req(
+        Method::POST,
+        "/v3/default/os-volume-manage",
+        Some(json!({"volume": {"host": "keel@keel#pool", "ref": {"source-name": "nope"}}})),
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let managed = c.ok(
+        Method::POST,
+        "/v3/default/os-volume-manage",
+        Some(
+            json!({"volume": {"host": "keel@keel#pool", "ref": {"source-name": "kept"},
+                               "name": "back", "description": "managed again",
+                               "metadata": {"owner": "ops"}}}),
+        ),
+        StatusCode::ACCEPTED,
+    );
+    assert_eq!(managed["volume"]["id"], id.as_str(), "{managed}");
+    assert_eq!(managed["volume"]["name"], "back");
+    assert_eq!(managed["volume"]["description"], "managed again");
+    assert_eq!(managed["volume"]["metadata"], json!({"owner": "ops"}));
+    assert_eq!(c.status(&id), "available");
+    let (status, body) = c.req(
+        Method::POST,
+        "/v3/default/os-volume-manage",
+        Some(json!({"volume": {"host": "keel@keel#pool", "ref": {"source-id": id}}})),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "already managed: {body}");
+}

@@ -22,6 +22,7 @@ mod actions;
 mod attachments;
 pub mod error;
 mod facts;
+mod manage;
 mod qos_specs;
 mod snapshots;
 mod transfers;
@@ -465,6 +466,9 @@ pub fn routes() -> Router<AppState> {
             post(transfers::accept),
         )
         .route("/volumes/summary", get(volumes::totals))
+        .route("/os-volume-manage", post(manage::manage))
+        .route("/manageable_volumes", get(manage::list))
+        .route("/manageable_volumes/detail", get(manage::list_detail))
         .route("/snapshots", get(snapshots::list).post(snapshots::create))
         .route("/snapshots/detail", get(snapshots::list_detail))
         .route(

@@ -14,7 +14,7 @@ use super::actions::{change_access, connector_nqn};
 use super::error::CinderError;
 use super::types::find_type;
 use super::volumes::{
-    image_metadata, own_labels, status_of, store_own, BOOTABLE_LABEL, IMAGE_PREFIX,
+    image_metadata, own_labels, status_of, store_own, BOOTABLE_LABEL, IMAGE_PREFIX, UNMANAGED_LABEL,
 };
 use super::CinderCaller;
 use crate::domain::model::{Label, ResourceState};
@@ -98,6 +98,7 @@ pub(super) fn dispatch(
             accepted()
         }),
         "os-retype" => retype(s, caller, project, view, args),
+        "os-unmanage" => unmanage(s, project, view),
         "os-update_readonly_flag" => flag(args, "readonly").and_then(|readonly| {
             let mut labels: Vec<Label> = view
                 .record
@@ -237,6 +238,32 @@ fn retype(
         None,
     )?;
     s.set_volume_type(id, new_type.map(|t| t.uuid))?;
+    accepted()
+}
+
+/// `os-unmanage`: Cinder lets the volume go; it stays, with its data,
+/// for the other dialects and for `os-volume-manage`.
+fn unmanage(s: &Service, project: &str, view: &VolumeView) -> Result<Response, CinderError> {
+    let status = status_of(&s.catalog_snapshot(), &view.record);
+    if status != "available" {
+        return Err(CinderError::bad_request(format!(
+            "Invalid volume: Volume status must be available to unmanage, but current status is: {status}."
+        )));
+    }
+    if !s
+        .snapshots(Some(project), Some(view.record.uuid), false)
+        .is_empty()
+    {
+        return Err(CinderError::bad_request(
+            "Invalid volume: a volume with snapshots cannot be unmanaged.",
+        ));
+    }
+    let mut own = own_labels(&view.record);
+    own.push(Label {
+        key: UNMANAGED_LABEL.to_owned(),
+        value: "true".to_owned(),
+    });
+    store_own(s, view, own)?;
     accepted()
 }
 

@@ -140,11 +140,19 @@ pub(super) fn detail(catalog: &Catalog, view: &VolumeView) -> Value {
 /// The key prefix of Cinder's own labels: not the volume's metadata.
 const OWN_PREFIX: &str = "cinder.";
 /// The label a volume's Cinder description is kept in.
-const DESCRIPTION_LABEL: &str = "cinder.description";
+pub(super) const DESCRIPTION_LABEL: &str = "cinder.description";
 /// The label of the bootable flag.
 pub(super) const BOOTABLE_LABEL: &str = "cinder.bootable";
 /// The key prefix of a volume's image metadata.
 pub(super) const IMAGE_PREFIX: &str = "cinder.image.";
+/// The label of a volume Cinder has let go (`os-unmanage`): the volume
+/// stays, hidden from Cinder until managed again.
+pub(super) const UNMANAGED_LABEL: &str = "cinder.unmanaged";
+
+/// Whether Cinder has let the volume go.
+pub(super) fn is_unmanaged(r: &VolumeRecord) -> bool {
+    r.labels.iter().any(|l| l.key == UNMANAGED_LABEL)
+}
 
 fn listed(
     s: &Service,
@@ -164,6 +172,7 @@ fn listed(
             ..VolumeFilter::default()
         })
         .into_iter()
+        .filter(|v| !is_unmanaged(&v.record))
         .filter(|v| {
             status
                 .as_ref()
@@ -204,6 +213,7 @@ pub(super) async fn totals(
             .volumes
             .values()
             .filter(|v| v.project == project && v.state != ResourceState::Deleting)
+            .filter(|v| !is_unmanaged(v))
             .collect();
         let mut keys: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for label in volumes.iter().flat_map(|v| metadata_map(v)) {
@@ -245,7 +255,7 @@ pub(super) async fn list_detail(
 /// The volume `id` of `project`, or 404.
 pub(super) fn locate(s: &Service, project: &str, id: Uuid) -> Result<VolumeView, CinderError> {
     match s.volume(id) {
-        Ok(v) if v.record.project == project => Ok(v),
+        Ok(v) if v.record.project == project && !is_unmanaged(&v.record) => Ok(v),
         _ => Err(CinderError::not_found(format!(
             "Volume {id} could not be found."
         ))),
