@@ -444,3 +444,80 @@ fn thick_clones_copy_a_snapshot_to_another_cluster_and_back_over_nvme() {
         .iter()
         .any(|n| n.starts_with("dms-source-")));
 }
+
+/// curl as a new user would call the DMS: the answer's status and body.
+fn curl(k: &Keeld, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let token = k.token().expect("token");
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-s", "--max-time", "30", "-w", "\n%{http_code}", "--cacert"])
+        .arg(k.certificate_path())
+        .args([
+            "-X",
+            method,
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+        ]);
+    if let Some(body) = body {
+        cmd.args(["-H", "Content-Type: application/json", "-d", body]);
+    }
+    let out = cmd
+        .arg(format!("{}{path}", k.api_url))
+        .output()
+        .expect("curl must be installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("status line");
+    (
+        code.trim().parse().expect("code"),
+        serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+    )
+}
+
+#[test]
+fn the_documents_attach_steps_work_with_curl() {
+    let mut dms = Keeld::start_default();
+    dms.login();
+    let mut other = Keeld::start_default();
+    other.login();
+    // Step 1: the service credentials.
+    let (code, creds) = curl(&dms, "GET", "/api/v1/service-credentials", None);
+    assert_eq!(code, 200, "{creds}");
+    // Steps 2 and 3: the other cluster imports the decoded key.
+    // As the document says: `echo <pubKey> | base64 -d > pub-key.pem`.
+    let pem = {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "echo \"$1\" | base64 -d", "sh"])
+            .arg(creds["pubKey"].as_str().expect("pubKey"))
+            .output()
+            .expect("sh and base64");
+        String::from_utf8(out.stdout).expect("PEM text")
+    };
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    let body = json!({"id": creds["pubKeyId"], "projectName": "system", "type": "ec256pubkey", "key": pem});
+    let (code, imported) = curl(
+        &other,
+        "POST",
+        "/api/v2/credentials",
+        Some(&body.to_string()),
+    );
+    assert_eq!(code, 200, "{imported}");
+    // Step 4: attach, then follow the workflow and list the clusters.
+    let body = json!({"apiEndpoint": endpoint(&other)}).to_string();
+    let (code, started) = curl(&dms, "POST", "/api/v1/clusters", Some(&body));
+    assert_eq!(code, 200, "{started}");
+    let done = finished(&dms, started["workflowId"].as_str().expect("workflowId"));
+    assert_eq!(done["state"], "Completed", "{done}");
+    let (code, listed) = curl(&dms, "GET", "/api/v1/clusters", None);
+    assert_eq!(code, 200);
+    assert_eq!(
+        listed["clusters"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    let (code, refreshed) = curl(&dms, "POST", "/api/v1/clusters/refresh", None);
+    assert_eq!(code, 200, "{refreshed}");
+    let id = listed["clusters"][1]["id"].as_str().expect("id").to_owned();
+    let (code, detached) = curl(&dms, "DELETE", &format!("/api/v1/clusters/{id}"), None);
+    assert_eq!((code, detached), (200, json!({})));
+    let (code, bad) = curl(&dms, "POST", "/api/v1/clusters", Some("{\"apiEndpoint\": "));
+    assert_eq!(code, 400, "{bad}");
+}

@@ -22,9 +22,11 @@ use crate::control::memory::MemoryControl;
 use crate::domain::service::{NewSnapshot, NewVolume, Service, ServiceConfig};
 use crate::http::{router, AppState};
 
-/// The route templates, as the router spells them.
+/// The route templates, as the router spells them. `/api/v1/clusters`
+/// (attach) is left out: a fuzzed endpoint would send traffic off the
+/// machine.
 /// `ks:` marks the KumoScale router's, `pvc:` the PVC router's.
-const ROUTES: [&str; 70] = [
+const ROUTES: [&str; 84] = [
     "/login",
     "/openapi.json",
     "/api/v2/users",
@@ -69,6 +71,20 @@ const ROUTES: [&str; 70] = [
     "/v3/{projectName}/attachments",
     "/v3/{projectName}/attachments/{UUID}",
     "/v3/{projectName}/os-quota-sets/{projectName}",
+    "/v3/{projectName}/volumes/summary",
+    "/v3/{projectName}/snapshots/{UUID}/action",
+    "/v3/{projectName}/types",
+    "/v3/{projectName}/types/{UUID}",
+    "/v3/{projectName}/types/{UUID}/extra_specs",
+    "/v3/{projectName}/types/{UUID}/action",
+    "/v3/{projectName}/qos-specs",
+    "/v3/{projectName}/qos-specs/{UUID}",
+    "/v3/{projectName}/volume-transfers",
+    "/v3/{projectName}/volume-transfers/{UUID}/accept",
+    "/v3/{projectName}/os-volume-manage",
+    "/v3/{projectName}/manageable_volumes",
+    "/api/v1/service-credentials",
+    "/api/v1/clusters/{UUID}",
     "ks:/tenants",
     "ks:/tenants/{projectName}",
     "ks:/{projectName}/volumes",
