@@ -1589,3 +1589,91 @@ fn an_unmanaged_volume_leaves_cinder_keeps_its_data_and_is_managed_back_by_name(
     );
     assert_eq!(status, StatusCode::BAD_REQUEST, "already managed: {body}");
 }
+
+#[test]
+fn the_backend_facts_an_operator_reads_come_from_the_cluster() {
+    let c = Cinder::start();
+    let get = |path: &str| c.ok(Method::GET, path, None, StatusCode::OK);
+    let pools = get("/v3/default/scheduler-stats/get_pools?detail=True");
+    let caps = &pools["pools"][0]["capabilities"];
+    assert_eq!(pools["pools"][0]["name"], "keel@keel#pool");
+    assert_eq!(caps["volume_backend_name"], "keel");
+    assert!(caps["total_capacity_gb"].as_u64().is_some(), "{pools}");
+    assert_eq!(
+        get("/v3/default/capabilities/keel@keel")["storage_protocol"],
+        "NVMe-oF"
+    );
+    let hosts = get("/v3/default/os-hosts");
+    assert_eq!(hosts["hosts"][0]["service-status"], "available", "{hosts}");
+    let host = hosts["hosts"][0]["host_name"]
+        .as_str()
+        .expect("host")
+        .to_owned();
+    c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 2, "name": "counted"}})),
+        StatusCode::ACCEPTED,
+    );
+    let shown = get(&format!("/v3/default/os-hosts/{host}"));
+    assert_eq!(
+        shown["host"][0]["resource"]["total_volume_gb"], "2",
+        "{shown}"
+    );
+    assert_eq!(
+        get("/v3/default/clusters/detail")["clusters"][0]["num_hosts"],
+        1
+    );
+    assert_eq!(get("/v3/default/extensions")["extensions"], json!([]));
+    assert_eq!(
+        get("/v3/default/resource_filters")["resource_filters"][0]["resource"],
+        "volume"
+    );
+    assert_eq!(
+        get("/v3/default/os-quota-class-sets/default")["quota_class_set"]["gigabytes"],
+        -1
+    );
+    let (status, body) = c.req(
+        Method::PUT,
+        "/v3/default/os-quota-class-sets/default",
+        Some(json!({"quota_class_set": {"gigabytes": 10}})),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let cleanup = c.ok(
+        Method::POST,
+        "/v3/default/workers/cleanup",
+        Some(json!({})),
+        StatusCode::ACCEPTED,
+    );
+    assert_eq!(cleanup, json!({"cleaning": [], "unavailable": []}));
+
+    // Deleting a project's quota set takes its gigabytes limit away.
+    c.ok(
+        Method::PUT,
+        "/v3/default/os-quota-sets/default",
+        Some(json!({"quota_set": {"gigabytes": 3}})),
+        StatusCode::OK,
+    );
+    let (status, _) = c.req(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 2, "name": "over"}})),
+    );
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    c.ok(
+        Method::DELETE,
+        "/v3/default/os-quota-sets/default",
+        None,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        get("/v3/default/os-quota-sets/default")["quota_set"]["gigabytes"],
+        -1
+    );
+    c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 2, "name": "over"}})),
+        StatusCode::ACCEPTED,
+    );
+}

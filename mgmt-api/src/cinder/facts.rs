@@ -242,6 +242,28 @@ pub(super) async fn set_quota(
     .await
 }
 
+/// `DELETE /v3/{project_id}/os-quota-sets/{target_project}`: back to the
+/// defaults, no capacity quota (administrators).
+pub(super) async fn delete_quota(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+) -> Result<Response, CinderError> {
+    let project = target_project(&caller, &path, true)?;
+    if !caller.principal.is_cluster_admin() {
+        return Err(CinderError::new(
+            StatusCode::FORBIDDEN,
+            "Policy doesn't allow volume_extension:quotas:delete to be performed.",
+        ));
+    }
+    blocking(&state, move |s| {
+        s.require_project(&project)?;
+        s.set_project_quota(&project, None, None)?;
+        Ok(StatusCode::OK.into_response())
+    })
+    .await
+}
+
 /// `GET /v3/{project_id}/os-services`: a volume service per node.
 pub(super) async fn services(
     State(state): State<AppState>,

@@ -20,6 +20,7 @@
 
 mod actions;
 mod attachments;
+mod backend;
 pub mod error;
 mod facts;
 mod manage;
@@ -426,13 +427,28 @@ pub fn routes() -> Router<AppState> {
         .route("/limits", get(facts::limits))
         .route(
             "/os-quota-sets/{target_project}",
-            get(facts::get_quota).put(facts::set_quota),
+            get(facts::get_quota)
+                .put(facts::set_quota)
+                .delete(facts::delete_quota),
         )
         .route(
             "/os-quota-sets/{target_project}/defaults",
             get(facts::default_quota),
         )
         .route("/os-services", get(facts::services))
+        .route("/extensions", get(backend::extensions))
+        .route("/resource_filters", get(backend::resource_filters))
+        .route("/scheduler-stats/get_pools", get(backend::pools))
+        .route("/capabilities/{hostname}", get(backend::capabilities))
+        .route("/os-hosts", get(backend::hosts))
+        .route("/os-hosts/{host_name}", get(backend::host))
+        .route("/clusters", get(backend::clusters))
+        .route("/clusters/detail", get(backend::clusters))
+        .route(
+            "/os-quota-class-sets/{quota_class_name}",
+            get(backend::quota_class).put(backend::set_quota_class),
+        )
+        .route("/workers/cleanup", post(backend::cleanup))
         .route("/messages", get(facts::messages))
         .route(
             "/messages/{message_id}",
