@@ -1677,3 +1677,78 @@ fn the_backend_facts_an_operator_reads_come_from_the_cluster() {
         StatusCode::ACCEPTED,
     );
 }
+
+#[test]
+fn cinder_names_are_free_text_and_need_not_be_unique() {
+    let c = Cinder::start();
+    let create = |name: &str| {
+        c.ok(
+            Method::POST,
+            "/v3/default/volumes",
+            Some(json!({"volume": {"size": 1, "name": name}})),
+            StatusCode::ACCEPTED,
+        )["volume"]
+            .clone()
+    };
+    let spaced = create("my data disk");
+    let first = create("db");
+    let second = create("db");
+    assert_eq!(spaced["name"], "my data disk");
+    assert_eq!(
+        (first["name"].as_str(), second["name"].as_str()),
+        (Some("db"), Some("db"))
+    );
+    let id = |v: &Value| v["id"].as_str().expect("id").to_owned();
+    // Keel keeps a valid, unique name for each: the Cinder name where it can.
+    let keel_name = |v: &Value| c.keeld.wait_volume_state(&id(v), "Available")["name"].clone();
+    assert_eq!(keel_name(&first), "db");
+    assert_eq!(
+        keel_name(&second),
+        format!("volume-{}", id(&second)).as_str()
+    );
+    assert_eq!(
+        keel_name(&spaced),
+        format!("volume-{}", id(&spaced)).as_str()
+    );
+    let listed = c.ok(
+        Method::GET,
+        "/v3/default/volumes?name=db",
+        None,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        listed["volumes"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    // A rename is Cinder's; the Keel name hosts and other dialects know stays.
+    let renamed = c.ok(
+        Method::PUT,
+        &format!("/v3/default/volumes/{}", id(&first)),
+        Some(json!({"volume": {"name": "db primary"}})),
+        StatusCode::OK,
+    );
+    assert_eq!(renamed["volume"]["name"], "db primary");
+    assert_eq!(keel_name(&first), "db");
+    assert_eq!(
+        c.ok(
+            Method::GET,
+            "/v3/default/volumes?name=db",
+            None,
+            StatusCode::OK
+        )["volumes"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        c.ok(
+            Method::GET,
+            &format!("/v3/default/volumes/{}/metadata", id(&spaced)),
+            None,
+            StatusCode::OK
+        )["metadata"],
+        json!({}),
+        "the Cinder name is not metadata"
+    );
+}

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::error::CinderError;
 use super::volumes::{
-    detail, is_unmanaged, own_labels, store_own, DESCRIPTION_LABEL, UNMANAGED_LABEL,
+    detail, is_unmanaged, own_labels, store_own, DESCRIPTION_LABEL, NAME_LABEL, UNMANAGED_LABEL,
 };
 use super::{blocking, element, CinderCaller, CinderJson, CinderPath, Page, GIB};
 use crate::domain::model::{Label, ResourceState, VolumeRecord};
@@ -163,14 +163,25 @@ pub(super) async fn manage(
                 record.uuid
             )));
         }
+        // A Cinder name Keel's rules take becomes the Keel name; another is
+        // kept as Cinder's own.
+        let mut cinder_name = None;
         if let Some(name) = v.name.filter(|n| *n != record.name) {
-            s.rename_volume(record.uuid, &name)?;
+            if s.rename_volume(record.uuid, &name).is_err() {
+                cinder_name = Some(name);
+            }
         }
         let view = s.volume(record.uuid)?;
         let mut own: Vec<Label> = own_labels(&view.record)
             .into_iter()
-            .filter(|l| l.key != UNMANAGED_LABEL)
+            .filter(|l| l.key != UNMANAGED_LABEL && l.key != NAME_LABEL)
             .collect();
+        if let Some(name) = cinder_name {
+            own.push(Label {
+                key: NAME_LABEL.to_owned(),
+                value: name,
+            });
+        }
         if let Some(d) = v.description.filter(|d| !d.is_empty()) {
             own.retain(|l| l.key != DESCRIPTION_LABEL);
             own.push(Label {

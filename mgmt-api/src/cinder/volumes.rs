@@ -78,7 +78,7 @@ fn metadata(labels: &[Label]) -> Value {
 }
 
 fn summary(r: &VolumeRecord) -> Value {
-    json!({"id": r.uuid, "name": r.name, "links": []})
+    json!({"id": r.uuid, "name": display_name(r), "links": []})
 }
 
 /// A volume in Cinder's detailed shape.
@@ -111,7 +111,7 @@ pub(super) fn detail(catalog: &Catalog, view: &VolumeView) -> Value {
     };
     json!({
         "id": r.uuid,
-        "name": r.name,
+        "name": display_name(r),
         "description": description_of(r),
         "size": r.size_bytes.div_ceil(GIB),
         "status": status_of(catalog, r),
@@ -149,6 +149,43 @@ pub(super) const IMAGE_PREFIX: &str = "cinder.image.";
 /// stays, hidden from Cinder until managed again.
 pub(super) const UNMANAGED_LABEL: &str = "cinder.unmanaged";
 
+/// The label of a Cinder name that is not the volume's Keel name (one
+/// Keel's name rules refuse, or one another volume of the project has:
+/// Cinder names are free text and need not be unique).
+pub(super) const NAME_LABEL: &str = "cinder.name";
+
+/// The name Cinder shows: its own when the Keel name could not be it.
+pub(super) fn display_name(r: &VolumeRecord) -> String {
+    own_label(r, NAME_LABEL).unwrap_or_else(|| r.name.clone())
+}
+
+/// The Keel name for a new volume Cinder calls `name`, and the label that
+/// keeps `name` when the Keel name cannot be it.
+fn keel_name(
+    s: &Service,
+    project: &str,
+    uuid: Uuid,
+    name: Option<String>,
+) -> (String, Option<Label>) {
+    let fallback = format!("volume-{uuid}");
+    match name.filter(|n| !n.is_empty()) {
+        None => (fallback, None),
+        Some(n)
+            if crate::domain::rules::check_name("name", &n).is_ok()
+                && s.volume_by_name(project, &n).is_err() =>
+        {
+            (n, None)
+        }
+        Some(n) => (
+            fallback,
+            Some(Label {
+                key: NAME_LABEL.to_owned(),
+                value: n,
+            }),
+        ),
+    }
+}
+
 /// Whether Cinder has let the volume go.
 pub(super) fn is_unmanaged(r: &VolumeRecord) -> bool {
     r.labels.iter().any(|l| l.key == UNMANAGED_LABEL)
@@ -163,16 +200,16 @@ fn listed(
     let page = Page::parse(query)?;
     let name = query.get("name").cloned();
     let status = query.get("status").cloned();
+    let named = move |r: &VolumeRecord| name.as_ref().is_none_or(|n| display_name(r) == *n);
     let catalog = s.catalog_snapshot();
     let views = s
         .volumes(&VolumeFilter {
             project: Some(project.to_owned()),
             limit: Some(crate::domain::service::LIST_LIMIT_MAX),
-            name,
             ..VolumeFilter::default()
         })
         .into_iter()
-        .filter(|v| !is_unmanaged(&v.record))
+        .filter(|v| !is_unmanaged(&v.record) && named(&v.record))
         .filter(|v| {
             status
                 .as_ref()
@@ -350,13 +387,12 @@ pub(super) async fn create(
         })
         .transpose()?;
     let uuid = Uuid::new_v4();
-    let name = v
-        .name
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| format!("volume-{uuid}"));
-    let labels = labels_of(to_labels(v.metadata.unwrap_or_default()), v.description);
+    let wanted_name = v.name;
+    let mut labels = labels_of(to_labels(v.metadata.unwrap_or_default()), v.description);
     let wanted_type = v.volume_type;
     blocking(&state, move |s| {
+        let (name, name_label) = keel_name(s, &project, uuid, wanted_name);
+        labels.extend(name_label);
         let volume_type = match wanted_type {
             Some(t) => super::types::find_type(s, &caller, &project, &t)?,
             None => None,
@@ -406,9 +442,9 @@ struct UpdateVolume {
     metadata: Option<HashMap<String, String>>,
 }
 
-/// `PUT /v3/{project_id}/volumes/{volume_id}`: description and metadata
-/// (a volume's name is its identity in the other dialects: renames are
-/// refused).
+/// `PUT /v3/{project_id}/volumes/{volume_id}`: name, description and
+/// metadata (a new name is Cinder's; the Keel name the other dialects and
+/// hosts know stays).
 pub(super) async fn update(
     State(state): State<AppState>,
     caller: CinderCaller,
@@ -420,18 +456,23 @@ pub(super) async fn update(
     let u = element(body.volume, "volume")?;
     blocking(&state, move |s| {
         let view = locate(s, &project, id)?;
-        if u.name.as_ref().is_some_and(|n| *n != view.record.name) {
-            return Err(CinderError::bad_request(
-                "renaming a volume is not supported",
-            ));
-        }
         let metadata = u
             .metadata
             .map_or_else(|| metadata_map(&view.record), to_labels);
+        let renamed = u.name.filter(|n| *n != display_name(&view.record));
         let mut own: Vec<Label> = own_labels(&view.record)
             .into_iter()
             .filter(|l| l.key != DESCRIPTION_LABEL)
+            .filter(|l| renamed.is_none() || l.key != NAME_LABEL)
             .collect();
+        // The Keel name stays (other dialects and hosts know it); a new
+        // Cinder name different from it is kept beside it.
+        if let Some(name) = renamed.filter(|n| *n != view.record.name) {
+            own.push(Label {
+                key: NAME_LABEL.to_owned(),
+                value: name,
+            });
+        }
         if let Some(d) = u
             .description
             .or_else(|| description_of(&view.record))
