@@ -1752,3 +1752,109 @@ fn cinder_names_are_free_text_and_need_not_be_unique() {
         "the Cinder name is not metadata"
     );
 }
+
+#[test]
+fn snapshot_names_descriptions_and_metadata_are_cinders() {
+    let c = Cinder::start();
+    let v = c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 1, "name": "v"}})),
+        StatusCode::ACCEPTED,
+    );
+    let volume = v["volume"]["id"].as_str().expect("id").to_owned();
+    let snap = |name: &str| {
+        c.ok(
+            Method::POST,
+            "/v3/default/snapshots",
+            Some(json!({"snapshot": {"volume_id": volume, "name": name, "metadata": {"why": "upgrade"}}})),
+            StatusCode::ACCEPTED,
+        )["snapshot"]
+            .clone()
+    };
+    let first = snap("before upgrade");
+    let second = snap("before upgrade");
+    assert_eq!(first["name"], "before upgrade");
+    assert_eq!(second["name"], "before upgrade");
+    assert_eq!(first["metadata"], json!({"why": "upgrade"}));
+    let id = first["id"].as_str().expect("id").to_owned();
+    let listed = c.ok(
+        Method::GET,
+        "/v3/default/snapshots?name=before%20upgrade",
+        None,
+        StatusCode::OK,
+    );
+    assert_eq!(
+        listed["snapshots"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    let keel = c
+        .keeld
+        .get(&format!("/api/v2/snapshots/{id}?projectName=default"));
+    assert_eq!(
+        keel.body["name"],
+        format!("snapshot-{id}").as_str(),
+        "{}",
+        keel.body
+    );
+
+    let path = format!("/v3/default/snapshots/{id}");
+    let updated = c.ok(
+        Method::PUT,
+        &path,
+        Some(json!({"snapshot": {"name": "kept", "description": "the good one"}})),
+        StatusCode::OK,
+    );
+    assert_eq!(
+        (
+            updated["snapshot"]["name"].as_str(),
+            updated["snapshot"]["description"].as_str()
+        ),
+        (Some("kept"), Some("the good one"))
+    );
+    let meta = format!("{path}/metadata");
+    c.ok(
+        Method::POST,
+        &meta,
+        Some(json!({"metadata": {"owner": "ops"}})),
+        StatusCode::OK,
+    );
+    assert_eq!(
+        c.ok(Method::GET, &meta, None, StatusCode::OK)["metadata"],
+        json!({"why": "upgrade", "owner": "ops"})
+    );
+    c.ok(
+        Method::PUT,
+        &format!("{meta}/owner"),
+        Some(json!({"meta": {"owner": "dev"}})),
+        StatusCode::OK,
+    );
+    assert_eq!(
+        c.ok(Method::GET, &format!("{meta}/owner"), None, StatusCode::OK),
+        json!({"meta": {"owner": "dev"}})
+    );
+    c.ok(
+        Method::PUT,
+        &meta,
+        Some(json!({"metadata": {"only": "this"}})),
+        StatusCode::OK,
+    );
+    c.ok(
+        Method::DELETE,
+        &format!("{meta}/only"),
+        None,
+        StatusCode::OK,
+    );
+    let (status, _) = c.req(Method::DELETE, &format!("{meta}/only"), None);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let shown = c.ok(Method::GET, &path, None, StatusCode::OK)["snapshot"].clone();
+    assert_eq!(shown["metadata"], json!({}));
+    assert_eq!(shown["name"], "kept", "metadata writes keep the name");
+    let (status, _) = c.req(
+        Method::POST,
+        &meta,
+        Some(json!({"metadata": {"cinder.name": "x"}})),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

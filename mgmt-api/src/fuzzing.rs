@@ -190,9 +190,7 @@ impl RestFuzzer {
                 name: "s0".into(),
                 project: "default".into(),
                 source_volume: volume,
-                description: String::new(),
-                retention_time: None,
-                uuid: None,
+                ..NewSnapshot::default()
             })
             .expect("a snapshot")
             .uuid;

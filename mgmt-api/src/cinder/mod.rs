@@ -456,6 +456,18 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/snapshots/{snapshot_id}/action", post(snapshots::action))
         .route(
+            "/snapshots/{snapshot_id}/metadata",
+            get(snapshots::get_metadata)
+                .post(snapshots::merge_metadata)
+                .put(snapshots::replace_metadata),
+        )
+        .route(
+            "/snapshots/{snapshot_id}/metadata/{key}",
+            get(snapshots::get_metadata)
+                .put(snapshots::replace_metadata)
+                .delete(snapshots::delete_metadata),
+        )
+        .route(
             "/volume-transfers",
             get(transfers::list).post(transfers::create),
         )

@@ -1,4 +1,7 @@
-//! Snapshots: create, list, detail, show, update (description) and delete.
+//! Snapshots: create, list, detail, show, update (name, description),
+//! metadata, actions and delete. Names and descriptions a Cinder client
+//! gives that Keel's rules refuse, or later changes, are kept as Cinder's
+//! own labels of the snapshot beside its Keel name.
 
 use std::collections::HashMap;
 
@@ -7,14 +10,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::error::CinderError;
-use super::volumes::{locate, timestamp};
+use super::volumes::{
+    locate, metadata_given, timestamp, MetadataBody, DESCRIPTION_LABEL, NAME_LABEL, OWN_PREFIX,
+};
 use super::{blocking, element, parse_id, CinderCaller, CinderJson, CinderPath, Page, GIB};
-use crate::domain::model::{ResourceState, SnapshotRecord};
-use crate::domain::{NewSnapshot, Service};
+use crate::domain::model::{Label, ResourceState, SnapshotRecord};
+use crate::domain::{rules, NewSnapshot, Service};
 use crate::http::AppState;
 
 fn status(s: &SnapshotRecord) -> &'static str {
@@ -26,22 +31,48 @@ fn status(s: &SnapshotRecord) -> &'static str {
     }
 }
 
-fn detail(s: &SnapshotRecord) -> Value {
+/// A snapshot in Cinder's shape: its Cinder name and description where
+/// they differ from Keel's, and its metadata, from its labels.
+fn detail(s: &SnapshotRecord, labels: &[Label]) -> Value {
+    let own = |key: &str| {
+        labels
+            .iter()
+            .find(|l| l.key == key)
+            .map(|l| l.value.clone())
+    };
+    let metadata: Map<String, Value> = labels
+        .iter()
+        .filter(|l| !l.key.starts_with(OWN_PREFIX))
+        .map(|l| (l.key.clone(), Value::String(l.value.clone())))
+        .collect();
     json!({
         "id": s.uuid,
-        "name": s.name,
-        "description": s.description,
+        "name": own(NAME_LABEL).unwrap_or_else(|| s.name.clone()),
+        "description": own(DESCRIPTION_LABEL).unwrap_or_else(|| s.description.clone()),
         "volume_id": s.source_volume,
         "size": s.size_bytes.div_ceil(GIB),
         "status": status(s),
         "created_at": timestamp(s.created_at_s),
         "updated_at": null,
-        "metadata": {},
+        "metadata": metadata,
         "progress": "100%",
         "os-extended-snapshot-attributes:project_id": s.project,
         "os-extended-snapshot-attributes:progress": "100%",
         "links": [],
     })
+}
+
+/// The snapshot's document as the service holds it now.
+fn shown(s: &Service, snap: &SnapshotRecord) -> Value {
+    detail(snap, &s.snapshot_labels(snap.uuid))
+}
+
+/// The name Cinder shows for a snapshot with `labels`.
+fn display_name(snap: &SnapshotRecord, labels: &[Label]) -> String {
+    labels
+        .iter()
+        .find(|l| l.key == NAME_LABEL)
+        .map_or_else(|| snap.name.clone(), |l| l.value.clone())
 }
 
 fn listed(
@@ -58,8 +89,8 @@ fn listed(
     let snaps: Vec<SnapshotRecord> = s
         .snapshots(Some(project), volume, false)
         .into_iter()
-        .filter(|snap| name.is_none_or(|n| *n == snap.name))
         .filter(|snap| !snap.is_clone_point())
+        .filter(|snap| name.is_none_or(|n| *n == display_name(snap, &s.snapshot_labels(snap.uuid))))
         .collect();
     Ok(Page::parse(query)?.apply(snaps, |snap| snap.uuid))
 }
@@ -73,7 +104,10 @@ pub(super) async fn list(
 ) -> Result<Response, CinderError> {
     let project = caller.project(path.project(), false)?;
     blocking(&state, move |s| {
-        let snapshots: Vec<Value> = listed(s, &project, &query)?.iter().map(detail).collect();
+        let snapshots: Vec<Value> = listed(s, &project, &query)?
+            .iter()
+            .map(|snap| shown(s, snap))
+            .collect();
         Ok(Json(json!({"snapshots": snapshots})).into_response())
     })
     .await
@@ -107,7 +141,8 @@ pub(super) async fn show(
     let project = caller.project(path.project(), false)?;
     let id = path.id("snapshot_id", "Snapshot")?;
     blocking(&state, move |s| {
-        Ok(Json(json!({"snapshot": detail(&locate_snapshot(s, &project, id)?)})).into_response())
+        let snap = locate_snapshot(s, &project, id)?;
+        Ok(Json(json!({"snapshot": shown(s, &snap)})).into_response())
     })
     .await
 }
@@ -136,11 +171,13 @@ pub(super) async fn create(
 ) -> Result<Response, CinderError> {
     let project = caller.project(path.project(), true)?;
     let req = element(body.snapshot, "snapshot")?;
-    if req.metadata.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(CinderError::bad_request(
-            "snapshot metadata is not kept by this cluster",
-        ));
-    }
+    let mut labels: Vec<Label> = req
+        .metadata
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| Label { key, value })
+        .collect();
+    labels.sort_by(|a, b| a.key.cmp(&b.key));
     let volume = parse_id(
         "Volume",
         req.volume_id
@@ -148,11 +185,22 @@ pub(super) async fn create(
             .ok_or_else(|| CinderError::bad_request("volume_id is mandatory"))?,
     )?;
     let uuid = Uuid::new_v4();
-    let name = req
-        .name
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| format!("snapshot-{uuid}"));
+    let wanted = req.name.filter(|n| !n.is_empty());
     blocking(&state, move |s| {
+        // Cinder names are free text and need not be unique: one Keel's
+        // rules refuse is kept as Cinder's own label.
+        let fallback = format!("snapshot-{uuid}");
+        let name = match wanted {
+            Some(n) if rules::check_name("name", &n).is_ok() && s.snapshot_by_name(&project, &n).is_err() => n,
+            Some(n) => {
+                labels.push(Label {
+                    key: NAME_LABEL.to_owned(),
+                    value: n,
+                });
+                fallback
+            }
+            None => fallback,
+        };
         let view = locate(s, &project, volume)?;
         let status = super::volumes::status_of(&s.catalog_snapshot(), &view.record);
         if status == "in-use" && req.force != Some(true) {
@@ -166,9 +214,10 @@ pub(super) async fn create(
             source_volume: volume,
             description: req.description.unwrap_or_default(),
             uuid: Some(uuid),
+            labels,
             ..NewSnapshot::default()
         })?;
-        Ok((StatusCode::ACCEPTED, Json(json!({"snapshot": detail(&snap)}))).into_response())
+        Ok((StatusCode::ACCEPTED, Json(json!({"snapshot": shown(s, &snap)}))).into_response())
     })
     .await
 }
@@ -184,8 +233,8 @@ struct UpdateSnapshot {
     description: Option<String>,
 }
 
-/// `PUT /v3/{project_id}/snapshots/{snapshot_id}`: only what it was, as
-/// snapshot names and descriptions are fixed at creation here.
+/// `PUT /v3/{project_id}/snapshots/{snapshot_id}`: a new name or
+/// description is Cinder's (kept as its own labels); the Keel name stays.
 pub(super) async fn update(
     State(state): State<AppState>,
     caller: CinderCaller,
@@ -195,19 +244,143 @@ pub(super) async fn update(
     let project = caller.project(path.project(), true)?;
     let id = path.id("snapshot_id", "Snapshot")?;
     let req = element(body.snapshot, "snapshot")?;
+    if let Some(d) = &req.description {
+        rules::check_description(d).map_err(CinderError::bad_request)?;
+    }
     blocking(&state, move |s| {
         let snap = locate_snapshot(s, &project, id)?;
-        if req.name.as_ref().is_some_and(|n| *n != snap.name)
-            || req
-                .description
-                .as_ref()
-                .is_some_and(|d| *d != snap.description)
-        {
-            return Err(CinderError::bad_request(
-                "a snapshot's name and description cannot change on this cluster",
-            ));
+        let mut labels = s.snapshot_labels(id);
+        let mut own = |key: &str, value: Option<String>, keel: &str| {
+            if let Some(value) = value {
+                labels.retain(|l| l.key != key);
+                if value != keel {
+                    labels.push(Label {
+                        key: key.to_owned(),
+                        value,
+                    });
+                }
+            }
+        };
+        own(NAME_LABEL, req.name, &snap.name);
+        own(DESCRIPTION_LABEL, req.description, &snap.description);
+        s.set_snapshot_labels(id, labels)?;
+        Ok(Json(json!({"snapshot": shown(s, &snap)})).into_response())
+    })
+    .await
+}
+
+/// `GET /v3/{project_id}/snapshots/{snapshot_id}/metadata[/{key}]`.
+pub(super) async fn get_metadata(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), false)?;
+    let id = path.id("snapshot_id", "Snapshot")?;
+    let key = path.0.get("key").cloned();
+    blocking(&state, move |s| {
+        locate_snapshot(s, &project, id)?;
+        let meta = metadata_of(&s.snapshot_labels(id));
+        match key {
+            None => Ok(Json(json!({"metadata": meta})).into_response()),
+            Some(key) => match meta.get(&key) {
+                Some(value) => Ok(Json(json!({"meta": {key: value}})).into_response()),
+                None => Err(CinderError::not_found(format!(
+                    "Snapshot {id} has no metadata with key {key}."
+                ))),
+            },
         }
-        Ok(Json(json!({"snapshot": detail(&snap)})).into_response())
+    })
+    .await
+}
+
+/// A snapshot's metadata: its labels but Cinder's own.
+fn metadata_of(labels: &[Label]) -> Map<String, Value> {
+    labels
+        .iter()
+        .filter(|l| !l.key.starts_with(OWN_PREFIX))
+        .map(|l| (l.key.clone(), Value::String(l.value.clone())))
+        .collect()
+}
+
+async fn write_metadata(
+    state: AppState,
+    caller: CinderCaller,
+    path: CinderPath,
+    body: MetadataBody,
+    replace: bool,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), true)?;
+    let id = path.id("snapshot_id", "Snapshot")?;
+    let key = path.0.get("key").cloned();
+    let given = metadata_given(key.as_deref(), body)?;
+    blocking(&state, move |s| {
+        locate_snapshot(s, &project, id)?;
+        let mut labels = s.snapshot_labels(id);
+        if replace && key.is_none() {
+            labels.retain(|l| l.key.starts_with(OWN_PREFIX));
+        }
+        for (k, v) in given {
+            if k.starts_with(OWN_PREFIX) {
+                return Err(CinderError::bad_request(format!(
+                    "metadata keys starting {OWN_PREFIX} are Cinder's own"
+                )));
+            }
+            labels.retain(|l| l.key != k);
+            labels.push(Label { key: k, value: v });
+        }
+        labels.sort_by(|a, b| a.key.cmp(&b.key));
+        s.set_snapshot_labels(id, labels)?;
+        let meta = metadata_of(&s.snapshot_labels(id));
+        match key {
+            Some(key) => Ok(Json(json!({"meta": {&key: meta.get(&key)}})).into_response()),
+            None => Ok(Json(json!({"metadata": meta})).into_response()),
+        }
+    })
+    .await
+}
+
+/// `POST /v3/{project_id}/snapshots/{snapshot_id}/metadata`: merges.
+pub(super) async fn merge_metadata(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+    CinderJson(body): CinderJson<MetadataBody>,
+) -> Result<Response, CinderError> {
+    write_metadata(state, caller, path, body, false).await
+}
+
+/// `PUT /v3/{project_id}/snapshots/{snapshot_id}/metadata[/{key}]`.
+pub(super) async fn replace_metadata(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+    CinderJson(body): CinderJson<MetadataBody>,
+) -> Result<Response, CinderError> {
+    write_metadata(state, caller, path, body, true).await
+}
+
+/// `DELETE /v3/{project_id}/snapshots/{snapshot_id}/metadata/{key}`.
+pub(super) async fn delete_metadata(
+    State(state): State<AppState>,
+    caller: CinderCaller,
+    path: CinderPath,
+) -> Result<Response, CinderError> {
+    let project = caller.project(path.project(), true)?;
+    let id = path.id("snapshot_id", "Snapshot")?;
+    let key = path.0.get("key").cloned().unwrap_or_default();
+    blocking(&state, move |s| {
+        locate_snapshot(s, &project, id)?;
+        let mut labels = s.snapshot_labels(id);
+        let before = labels.len();
+        labels.retain(|l| l.key != key || l.key.starts_with(OWN_PREFIX));
+        if labels.len() == before {
+            return Err(CinderError::not_found(format!(
+                "Snapshot {id} has no metadata with key {key}."
+            )));
+        }
+        s.set_snapshot_labels(id, labels)?;
+        Ok(StatusCode::OK.into_response())
     })
     .await
 }

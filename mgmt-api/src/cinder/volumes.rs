@@ -138,7 +138,7 @@ pub(super) fn detail(catalog: &Catalog, view: &VolumeView) -> Value {
 }
 
 /// The key prefix of Cinder's own labels: not the volume's metadata.
-const OWN_PREFIX: &str = "cinder.";
+pub(super) const OWN_PREFIX: &str = "cinder.";
 /// The label a volume's Cinder description is kept in.
 pub(super) const DESCRIPTION_LABEL: &str = "cinder.description";
 /// The label of the bootable flag.
@@ -662,6 +662,24 @@ pub(super) async fn get_metadata(
     .await
 }
 
+/// The keys a metadata write sets: `{"metadata": {...}}`, or for a path
+/// naming `key`, `{"meta": {key: value}}`.
+pub(super) fn metadata_given(
+    key: Option<&str>,
+    body: MetadataBody,
+) -> Result<HashMap<String, String>, CinderError> {
+    match (key, body.metadata, body.meta) {
+        (Some(key), _, Some(meta)) if meta.len() == 1 && meta.contains_key(key) => Ok(meta),
+        (Some(_), _, _) => Err(CinderError::bad_request(
+            "Request body and URI mismatch: give {\"meta\": {key: value}} for the key in the path",
+        )),
+        (None, Some(m), _) => Ok(m),
+        (None, None, _) => Err(CinderError::bad_request(
+            "Malformed request body: metadata is missing",
+        )),
+    }
+}
+
 /// `POST .../metadata` merges; `PUT .../metadata` replaces; `PUT
 /// .../metadata/{key}` sets one key.
 async fn write_metadata(
@@ -674,18 +692,7 @@ async fn write_metadata(
     let project = caller.project(path.project(), true)?;
     let id = path.id("volume_id", "Volume")?;
     let key = path.0.get("key").cloned();
-    let given = match (&key, body.metadata, body.meta) {
-        (Some(key), _, Some(meta)) if meta.len() == 1 && meta.contains_key(key) => meta,
-        (Some(_), _, _) => return Err(CinderError::bad_request(
-            "Request body and URI mismatch: give {\"meta\": {key: value}} for the key in the path",
-        )),
-        (None, Some(m), _) => m,
-        (None, None, _) => {
-            return Err(CinderError::bad_request(
-                "Malformed request body: metadata is missing",
-            ))
-        }
-    };
+    let given = metadata_given(key.as_deref(), body)?;
     blocking(&state, move |s| {
         let view = locate(s, &project, id)?;
         let mut labels = if replace && key.is_none() {

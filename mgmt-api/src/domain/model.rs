@@ -523,6 +523,10 @@ pub struct Catalog {
     /// Offers to move a volume to another project, by id.
     #[serde(default)]
     pub transfers: BTreeMap<Uuid, TransferRecord>,
+    /// Labels of snapshots that have any, by snapshot UUID (Cinder's
+    /// snapshot metadata and names).
+    #[serde(default)]
+    pub snapshot_labels: BTreeMap<Uuid, Vec<Label>>,
     /// Next workflow sequence number.
     pub next_seq: u64,
 }
@@ -555,6 +559,7 @@ impl Catalog {
             volume_type_of: BTreeMap::new(),
             attached_clusters: BTreeMap::new(),
             transfers: BTreeMap::new(),
+            snapshot_labels: BTreeMap::new(),
             next_seq: 1,
         }
     }
@@ -567,6 +572,12 @@ impl Catalog {
         self.volume_type_of.remove(uuid);
         self.transfers.retain(|_, t| t.volume != *uuid);
         self.volumes.remove(uuid)
+    }
+
+    /// Removes a snapshot's record with its labels.
+    pub fn remove_snapshot(&mut self, uuid: &Uuid) -> Option<SnapshotRecord> {
+        self.snapshot_labels.remove(uuid);
+        self.snapshots.remove(uuid)
     }
 
     /// The live (not Deleting) volume called `name` in `project`.

@@ -144,7 +144,7 @@ impl Inner {
                     );
                     let _ = self.commit(|c| {
                         if gone {
-                            c.snapshots.remove(&s.uuid);
+                            c.remove_snapshot(&s.uuid);
                         } else if let Some(r) = c.snapshots.get_mut(&s.uuid) {
                             r.state = ResourceState::Failed;
                         }
@@ -329,7 +329,7 @@ impl Inner {
             let _ = self.commit(|c| {
                 match &outcome {
                     Ok(()) | Err(ControlError::NotFound(_)) => {
-                        c.snapshots.remove(&uuid);
+                        c.remove_snapshot(&uuid);
                     }
                     Err(ControlError::Busy(_)) => {}
                     Err(_) => {

@@ -122,7 +122,7 @@ async fn create_core(
             source_volume,
             description: req.description.unwrap_or_default(),
             retention_time: req.retention_time,
-            uuid: None,
+            ..NewSnapshot::default()
         })?;
         Ok(Json(convert::snapshot(&snap)))
     })

@@ -2,9 +2,9 @@
 
 use uuid::Uuid;
 
-use super::{check_etag, invalid, now_s, require_stable, Service};
+use super::{check_etag, check_labels, invalid, now_s, require_stable, Service};
 use crate::domain::error::ServiceError;
-use crate::domain::model::{ResourceState, SnapshotRecord};
+use crate::domain::model::{Label, ResourceState, SnapshotRecord};
 use crate::domain::rules;
 
 /// A request to create a snapshot.
@@ -23,6 +23,8 @@ pub struct NewSnapshot {
     /// The snapshot's UUID, when the caller chooses it (KumoScale); a new
     /// random one otherwise.
     pub uuid: Option<Uuid>,
+    /// Labels (Cinder's snapshot metadata).
+    pub labels: Vec<Label>,
 }
 
 impl Service {
@@ -30,6 +32,7 @@ impl Service {
     pub fn create_snapshot(&self, req: NewSnapshot) -> Result<SnapshotRecord, ServiceError> {
         rules::check_name("name", &req.name).map_err(invalid)?;
         rules::check_description(&req.description).map_err(invalid)?;
+        check_labels(&req.labels)?;
         if let Some(r) = &req.retention_time {
             if r.chars().count() > rules::RETENTION_LEN_MAX || r.chars().any(char::is_control) {
                 return Err(invalid(format!(
@@ -84,6 +87,9 @@ impl Service {
                 created_at_s: now_s(),
             };
             c.snapshots.insert(uuid, record.clone());
+            if !req.labels.is_empty() {
+                c.snapshot_labels.insert(uuid, req.labels.clone());
+            }
             Ok(record)
         })?;
         match self
@@ -102,7 +108,7 @@ impl Service {
             }),
             Err(err) => {
                 let _ = self.inner.commit(|c| {
-                    c.snapshots.remove(&uuid);
+                    c.remove_snapshot(&uuid);
                     Ok(())
                 });
                 Err(err.into())
@@ -155,6 +161,35 @@ impl Service {
             .filter(|s| show_all || s.state != ResourceState::Deleting)
             .cloned()
             .collect()
+    }
+
+    /// A snapshot's labels (none for most).
+    pub fn snapshot_labels(&self, uuid: Uuid) -> Vec<Label> {
+        self.inner
+            .catalog()
+            .snapshot_labels
+            .get(&uuid)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces a snapshot's labels.
+    pub fn set_snapshot_labels(&self, uuid: Uuid, labels: Vec<Label>) -> Result<(), ServiceError> {
+        check_labels(&labels)?;
+        self.inner.commit(|c| {
+            if !c.snapshots.contains_key(&uuid) {
+                return Err(ServiceError::NotFound {
+                    what: "snapshot",
+                    id: uuid.to_string(),
+                });
+            }
+            if labels.is_empty() {
+                c.snapshot_labels.remove(&uuid);
+            } else {
+                c.snapshot_labels.insert(uuid, labels.clone());
+            }
+            Ok(())
+        })
     }
 
     /// Marks a snapshot Deleting; the worker finishes the delete.
