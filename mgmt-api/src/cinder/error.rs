@@ -56,6 +56,23 @@ impl CinderError {
     }
 }
 
+impl CinderError {
+    /// Maps a domain error of a call on named things: a taken name is
+    /// Cinder's 409, and a missing `what` reads "<shown> <id> could not be
+    /// found."; the rest maps as always.
+    pub fn from_named(err: ServiceError, what: &str, shown: &str) -> CinderError {
+        match err {
+            ServiceError::AlreadyExists { .. } => {
+                CinderError::new(StatusCode::CONFLICT, err.to_string())
+            }
+            ServiceError::NotFound { what: w, id } if w == what => {
+                CinderError::not_found(format!("{shown} {id} could not be found."))
+            }
+            other => other.into(),
+        }
+    }
+}
+
 impl From<ServiceError> for CinderError {
     fn from(err: ServiceError) -> CinderError {
         let status = match &err {

@@ -143,18 +143,9 @@ fn spec_id(path: &CinderPath) -> Result<Uuid, CinderError> {
     path.id("qos_id", "QoS spec")
 }
 
-/// Maps a domain error of a spec call: a taken name is Cinder's 409.
+/// Maps a domain error of this module's calls (409 for a taken name).
 fn spec_error(err: ServiceError) -> CinderError {
-    match err {
-        ServiceError::AlreadyExists { .. } => {
-            CinderError::new(StatusCode::CONFLICT, err.to_string())
-        }
-        ServiceError::NotFound {
-            what: "QoS policy",
-            id,
-        } => CinderError::not_found(format!("QoS spec {id} could not be found.")),
-        other => other.into(),
-    }
+    CinderError::from_named(err, "QoS policy", "QoS spec")
 }
 
 /// The global policy `id`: project policies are not QoS specs.

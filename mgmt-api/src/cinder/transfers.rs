@@ -38,13 +38,7 @@ fn detail(t: &TransferRecord) -> Value {
 }
 
 fn transfer_error(err: ServiceError) -> CinderError {
-    match err {
-        ServiceError::NotFound {
-            what: "transfer",
-            id,
-        } => CinderError::not_found(format!("Transfer {id} could not be found.")),
-        other => other.into(),
-    }
+    CinderError::from_named(err, "transfer", "Transfer")
 }
 
 /// The offer `id` as the caller may see it: its own project's, or any for

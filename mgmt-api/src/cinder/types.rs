@@ -51,18 +51,9 @@ fn type_id(path: &CinderPath) -> Result<Uuid, CinderError> {
     path.id("type_id", "Volume type")
 }
 
-/// Maps a domain error of a type call: a taken name is Cinder's 409.
+/// Maps a domain error of this module's calls (409 for a taken name).
 fn type_error(err: ServiceError) -> CinderError {
-    match err {
-        ServiceError::AlreadyExists { .. } => {
-            CinderError::new(StatusCode::CONFLICT, err.to_string())
-        }
-        ServiceError::NotFound {
-            what: "volume type",
-            id,
-        } => CinderError::not_found(format!("Volume type {id} could not be found.")),
-        other => other.into(),
-    }
+    CinderError::from_named(err, "volume type", "Volume type")
 }
 
 /// The type `wanted` names (an id, a name, or `default`) as `caller` in
