@@ -1858,3 +1858,81 @@ fn snapshot_names_descriptions_and_metadata_are_cinders() {
     );
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[test]
+fn a_projects_default_type_applies_to_its_new_volumes_and_services_stay_enabled() {
+    let c = Cinder::start();
+    let t = c.ok(
+        Method::POST,
+        "/v3/default/types",
+        Some(
+            json!({"volume_type": {"name": "packed", "extra_specs": {"compression": "<is> True"}}}),
+        ),
+        StatusCode::OK,
+    );
+    let type_id = t["volume_type"]["id"].as_str().expect("id").to_owned();
+    let set = c.ok(
+        Method::PUT,
+        "/v3/default-types/default",
+        Some(json!({"default_type": {"volume_type": "packed"}})),
+        StatusCode::OK,
+    );
+    assert_eq!(
+        set["default_type"],
+        json!({"project_id": "default", "volume_type_id": type_id})
+    );
+    assert_eq!(
+        c.ok(Method::GET, "/v3/default-types", None, StatusCode::OK)["default_types"][0]
+            ["volume_type_id"],
+        type_id.as_str()
+    );
+    let v = c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 1, "name": "defaulted"}})),
+        StatusCode::ACCEPTED,
+    );
+    assert_eq!(v["volume"]["volume_type"], "packed");
+    let id = v["volume"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        c.keeld.wait_volume_state(&id, "Available")["compression"],
+        "true"
+    );
+    let (status, _) = c.req(
+        Method::DELETE,
+        &format!("/v3/default/types/{type_id}"),
+        None,
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a type in use stays");
+    c.ok(
+        Method::DELETE,
+        "/v3/default-types/default",
+        None,
+        StatusCode::NO_CONTENT,
+    );
+    let (status, _) = c.req(Method::GET, "/v3/default-types/default", None);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let plain = c.ok(
+        Method::POST,
+        "/v3/default/volumes",
+        Some(json!({"volume": {"size": 1, "name": "plain"}})),
+        StatusCode::ACCEPTED,
+    );
+    assert_eq!(plain["volume"]["volume_type"], "__DEFAULT__");
+
+    let enabled = c.ok(
+        Method::PUT,
+        "/v3/default/os-services/enable",
+        Some(json!({"host": "node@keel", "binary": "cinder-volume"})),
+        StatusCode::OK,
+    );
+    assert_eq!(enabled["status"], "enabled");
+    for action in ["disable", "disable-log-reason", "set-log"] {
+        let (status, body) = c.req(
+            Method::PUT,
+            &format!("/v3/default/os-services/{action}"),
+            Some(json!({"host": "node@keel", "binary": "cinder-volume"})),
+        );
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{action}: {body}");
+    }
+}

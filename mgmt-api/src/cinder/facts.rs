@@ -301,6 +301,51 @@ pub(super) async fn services(
     .await
 }
 
+/// `PUT /v3/{project_id}/os-services/{action}`: `enable` answers the
+/// service enabled (it always is); disabling it, and reading or setting
+/// its log levels, are refused: a node's volume service runs while the
+/// node does, and keeld's log level is its configuration's.
+pub(super) async fn service_action(
+    caller: CinderCaller,
+    path: CinderPath,
+    CinderJson(body): CinderJson<serde_json::Map<String, Value>>,
+) -> Result<Response, CinderError> {
+    caller.project(path.project(), true)?;
+    if !caller.principal.is_cluster_admin() {
+        return Err(CinderError::new(
+            StatusCode::FORBIDDEN,
+            "Policy doesn't allow volume_extension:services:update to be performed.",
+        ));
+    }
+    let action = path.0.get("action").cloned().unwrap_or_default();
+    let field = |name: &str| {
+        body.get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    match action.as_str() {
+        "enable" => Ok(Json(json!({
+            "host": field("host"),
+            "binary": field("binary"),
+            "status": "enabled",
+            "disabled": false,
+            "disabled_reason": null,
+        }))
+        .into_response()),
+        "disable" | "disable-log-reason" => Err(CinderError::bad_request(
+            "a Keel volume service runs while its node does and cannot be disabled",
+        )),
+        "get-log" | "set-log" => Err(CinderError::bad_request(
+            "log levels are keeld's configuration (RUST_LOG), not set over the API",
+        )),
+        other => Err(CinderError::not_found(format!(
+            "Unknown action {}",
+            crate::http::extract::truncate(other)
+        ))),
+    }
+}
+
 /// `GET /v3/{project_id}/messages` (3.3+): no user messages are made.
 pub(super) async fn messages(
     caller: CinderCaller,

@@ -21,6 +21,7 @@
 mod actions;
 mod attachments;
 mod backend;
+mod default_types;
 pub mod error;
 mod facts;
 mod manage;
@@ -436,6 +437,10 @@ pub fn routes() -> Router<AppState> {
             get(facts::default_quota),
         )
         .route("/os-services", get(facts::services))
+        .route(
+            "/os-services/{action}",
+            axum::routing::put(facts::service_action),
+        )
         .route("/extensions", get(backend::extensions))
         .route("/resource_filters", get(backend::resource_filters))
         .route("/scheduler-stats/get_pools", get(backend::pools))
@@ -509,6 +514,13 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(versions::versions))
         .route("/v3", get(versions::version_v3))
         .route("/v3/", get(versions::version_v3))
+        .route("/v3/default-types", get(default_types::list))
+        .route(
+            "/v3/default-types/{target_project}",
+            get(default_types::show)
+                .put(default_types::set)
+                .delete(default_types::delete),
+        )
         .nest("/v3/{project_id}", project_routes.clone())
         .nest("/v3", project_routes)
         .layer(axum::middleware::from_fn(negotiate))

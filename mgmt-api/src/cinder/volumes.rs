@@ -393,9 +393,14 @@ pub(super) async fn create(
     blocking(&state, move |s| {
         let (name, name_label) = keel_name(s, &project, uuid, wanted_name);
         labels.extend(name_label);
+        // No type named: the project's default type, if it has one.
         let volume_type = match wanted_type {
             Some(t) => super::types::find_type(s, &caller, &project, &t)?,
-            None => None,
+            None => s
+                .project_default_types()
+                .into_iter()
+                .find(|(p, _)| *p == project)
+                .and_then(|(_, t)| s.volume_type(t).ok()),
         };
         let new = NewVolume {
             name,

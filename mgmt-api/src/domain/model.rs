@@ -527,6 +527,10 @@ pub struct Catalog {
     /// snapshot metadata and names).
     #[serde(default)]
     pub snapshot_labels: BTreeMap<Uuid, Vec<Label>>,
+    /// The volume type a project's new volumes take when their request
+    /// names none, by project.
+    #[serde(default)]
+    pub project_default_types: BTreeMap<String, Uuid>,
     /// Next workflow sequence number.
     pub next_seq: u64,
 }
@@ -560,6 +564,7 @@ impl Catalog {
             attached_clusters: BTreeMap::new(),
             transfers: BTreeMap::new(),
             snapshot_labels: BTreeMap::new(),
+            project_default_types: BTreeMap::new(),
             next_seq: 1,
         }
     }

@@ -282,6 +282,17 @@ impl Service {
                     t.name
                 )));
             }
+            if let Some(project) = c
+                .project_default_types
+                .iter()
+                .find(|(_, t)| **t == uuid)
+                .map(|(p, _)| p.clone())
+            {
+                return Err(ServiceError::InUse(format!(
+                    "volume type {:?} is the default type of project {project:?}",
+                    t.name
+                )));
+            }
             c.volume_types.remove(&uuid);
             Ok(())
         })
@@ -395,6 +406,41 @@ impl Service {
             t.qos_policy = policy;
             Ok(())
         })
+    }
+
+    /// Sets (`None`: clears) the type `project`'s new volumes take when
+    /// their request names none; the project must be able to use it.
+    pub fn set_project_default_type(
+        &self,
+        project: &str,
+        volume_type: Option<Uuid>,
+    ) -> Result<(), ServiceError> {
+        self.require_project(project)?;
+        self.inner.commit(|c| {
+            match volume_type {
+                Some(t) => {
+                    let record = c.volume_types.get(&t).ok_or_else(|| not_found(t))?;
+                    if !record.available_to(project) {
+                        return Err(not_found(t));
+                    }
+                    c.project_default_types.insert(project.to_owned(), t);
+                }
+                None => {
+                    c.project_default_types.remove(project);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Every project's default type, by project.
+    pub fn project_default_types(&self) -> Vec<(String, Uuid)> {
+        self.inner
+            .catalog()
+            .project_default_types
+            .iter()
+            .map(|(p, t)| (p.clone(), *t))
+            .collect()
     }
 
     /// Records `volume`'s type as `volume_type` (`None`: the default)

@@ -76,6 +76,7 @@ impl Service {
                 )));
             }
             c.projects.remove(project);
+            c.project_default_types.remove(project);
             Ok(())
         })
     }
