@@ -796,17 +796,6 @@ fn workflow(k: &Keeld, id: &str) -> Value {
     k.get(&format!("/api/v1/workflows/{id}")).body["workflow"].clone()
 }
 
-/// Polls a workflow until it leaves Running; returns its last view.
-fn wait_workflow(k: &Keeld, id: &str) -> Value {
-    let mut last = Value::Null;
-    let ended = wait_until(WAIT * 4, || {
-        last = workflow(k, id);
-        last["state"] != "Running"
-    });
-    assert!(ended, "workflow {id} still running: {last}");
-    last
-}
-
 /// A volume with `blocks` written blocks and a snapshot of it.
 fn volume_with_snapshot(k: &Keeld, blocks: u64) -> (String, u32, String, Vec<Bytes>) {
     let v = k.create_volume("src", 64 << 20, &[HOST_A]);
@@ -909,7 +898,7 @@ fn a_thick_clone_workflow_completes_verified_and_the_copy_serves_the_data() {
         .as_str()
         .expect("workflowId")
         .to_owned();
-    let done = wait_workflow(&k, &id);
+    let done = k.wait_workflow(&id);
     assert_eq!(done["state"], "Completed", "{done}");
     assert_eq!(done["progress"]["percent"], 100, "{done}");
     let thick = k.get("/api/v2/volumes/?name=thick&projectName=default");
@@ -959,7 +948,7 @@ fn kill9_during_a_thick_clone_fails_the_workflow_and_leaves_no_half_built_volume
     );
     k.kill9();
     k.restart();
-    let after = wait_workflow(&k, &id);
+    let after = k.wait_workflow(&id);
     assert_eq!(after["state"], "Failed", "{after}");
     assert_eq!(after["progress"]["stage"], "Failed", "{after}");
     assert_eq!(

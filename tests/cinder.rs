@@ -1113,7 +1113,6 @@ fn revert_retype_flags_image_metadata_and_force_actions_take_effect() {
         a.to_vec(),
         "revert brought A back"
     );
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     let s2 = snap("s2");
     let (status, body) = c.action(&id, json!({"revert": {"snapshot_id": s1}}));
     assert_eq!(
@@ -1277,18 +1276,14 @@ fn revert_retype_flags_image_metadata_and_force_actions_take_effect() {
             StatusCode::ACCEPTED,
         );
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (status, _) = c.action(&id, json!({"os-force_delete": {}}));
-        if status == StatusCode::ACCEPTED {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "force delete never went through: {status}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    // The snapshots' deletes finish in the background first.
+    assert!(
+        common::wait_until(common::WAIT, || c
+            .action(&id, json!({"os-force_delete": {}}))
+            .0
+            == StatusCode::ACCEPTED),
+        "force delete never went through"
+    );
     c.keeld.wait_volume_gone(&id);
 }
 
@@ -1357,15 +1352,13 @@ fn the_volume_summary_messages_and_snapshot_actions_answer_from_the_cluster() {
         "available"
     );
     assert_eq!(act(json!({"os-force_delete": {}})).0, StatusCode::ACCEPTED);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while c
-        .req(Method::GET, &format!("/v3/default/snapshots/{snap}"), None)
-        .0
-        != StatusCode::NOT_FOUND
-    {
-        assert!(std::time::Instant::now() < deadline, "the snapshot stayed");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    assert!(
+        common::wait_until(common::WAIT, || c
+            .req(Method::GET, &format!("/v3/default/snapshots/{snap}"), None)
+            .0
+            == StatusCode::NOT_FOUND),
+        "the snapshot stayed"
+    );
 }
 
 /// A project `p2` with an administrator; that administrator's token.

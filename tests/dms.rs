@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{Keeld, KeeldOptions};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -27,24 +25,6 @@ fn endpoint(k: &Keeld) -> String {
         .to_owned()
 }
 
-/// Waits for workflow `id` to end; its body.
-fn finished(k: &Keeld, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let w = k.get(&format!("/api/v1/workflows/{id}"));
-        assert_eq!(w.status, StatusCode::OK, "{}", w.body);
-        if w.body["workflow"]["state"] != "Running" {
-            return w.body["workflow"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workflow {id} never ended: {}",
-            w.body
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Starts an attach of `target` on `dms`; the ended workflow.
 fn attach(dms: &Keeld, target: &str) -> Value {
     let a = dms.post("/api/v1/clusters", &json!({"apiEndpoint": target}));
@@ -53,14 +33,14 @@ fn attach(dms: &Keeld, target: &str) -> Value {
         .as_str()
         .expect("workflowId")
         .to_owned();
-    finished(dms, &id)
+    dms.wait_workflow(&id)
 }
 
 /// Runs a refresh on `dms`; the ended workflow.
 fn refresh(dms: &Keeld) -> Value {
     let a = dms.post("/api/v1/clusters/refresh", &json!({}));
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-    finished(dms, a.body["workflowId"].as_str().expect("workflowId"))
+    dms.wait_workflow(a.body["workflowId"].as_str().expect("workflowId"))
 }
 
 fn clusters(dms: &Keeld) -> Vec<Value> {
@@ -238,7 +218,7 @@ fn bad_attach_requests_are_refused_before_any_workflow_and_attach_workflows_are_
         .to_owned();
     let cancel = dms.post(&format!("/api/v1/workflows/{id}/cancel"), &json!({}));
     assert_eq!(cancel.status, StatusCode::BAD_REQUEST, "{}", cancel.body);
-    let w = finished(&dms, &id);
+    let w = dms.wait_workflow(&id);
     assert_eq!(w["state"], "Failed", "{w}");
     assert_eq!(clusters(&dms).len(), 1);
 }
@@ -328,7 +308,7 @@ fn thick_clones_copy_a_snapshot_to_another_cluster_and_back_over_nvme() {
                 "dst": {"name": "copy", "clusterId": other_id, "verifyClone": true}}),
     );
     assert_eq!(w.status, StatusCode::OK, "{}", w.body);
-    let done = finished(&dms, w.body["workflowId"].as_str().expect("workflowId"));
+    let done = dms.wait_workflow(w.body["workflowId"].as_str().expect("workflowId"));
     assert_eq!(done["state"], "Completed", "{done}\n{}", dms.log_tail());
     assert_eq!(done["type"], "thick clone volume");
     let copy_uuid = done["msg"]
@@ -374,7 +354,7 @@ fn thick_clones_copy_a_snapshot_to_another_cluster_and_back_over_nvme() {
                 "dst": {"name": "returned", "clusterId": dms_id, "description": "round trip"}}),
     );
     assert_eq!(w.status, StatusCode::OK, "{}", w.body);
-    let done = finished(&dms, w.body["workflowId"].as_str().expect("workflowId"));
+    let done = dms.wait_workflow(w.body["workflowId"].as_str().expect("workflowId"));
     assert_eq!(done["state"], "Completed", "{done}\n{}", dms.log_tail());
     let returned = dms.get("/api/v2/snapshots/?Name=returned&projectName=default");
     assert_eq!(returned.status, StatusCode::OK, "{}", returned.body);
@@ -403,14 +383,14 @@ fn thick_clones_copy_a_snapshot_to_another_cluster_and_back_over_nvme() {
                 "dst": {"name": "x", "clusterId": other_id, "sectorSize": 512}}),
     );
     assert_eq!(w.status, StatusCode::OK, "{}", w.body);
-    let failed = finished(&dms, w.body["workflowId"].as_str().expect("workflowId"));
+    let failed = dms.wait_workflow(w.body["workflowId"].as_str().expect("workflowId"));
     assert_eq!(failed["state"], "Failed", "{failed}");
     let w = dms.post(
         "/api/v1/volumes/thickclone",
         &json!({"src": {"snapId": snap_uuid, "projectName": "default"},
                 "dst": {"name": "copy", "clusterId": other_id}}),
     );
-    let failed = finished(&dms, w.body["workflowId"].as_str().expect("workflowId"));
+    let failed = dms.wait_workflow(w.body["workflowId"].as_str().expect("workflowId"));
     assert_eq!(
         failed["state"], "Failed",
         "a name taken on the destination: {failed}"
@@ -437,7 +417,7 @@ fn thick_clones_copy_a_snapshot_to_another_cluster_and_back_over_nvme() {
         .to_owned();
     let cancel = dms.post(&format!("/api/v1/workflows/{id}/cancel"), &json!({}));
     assert_eq!(cancel.status, StatusCode::OK, "{}", cancel.body);
-    let canceled = finished(&dms, &id);
+    let canceled = dms.wait_workflow(&id);
     assert_eq!(canceled["state"], "Canceled", "{canceled}");
     assert_eq!(volume_names(&other), ["copy"]);
     assert!(!volume_names(&dms)
@@ -504,7 +484,7 @@ fn the_documents_attach_steps_work_with_curl() {
     let body = json!({"apiEndpoint": endpoint(&other)}).to_string();
     let (code, started) = curl(&dms, "POST", "/api/v1/clusters", Some(&body));
     assert_eq!(code, 200, "{started}");
-    let done = finished(&dms, started["workflowId"].as_str().expect("workflowId"));
+    let done = dms.wait_workflow(started["workflowId"].as_str().expect("workflowId"));
     assert_eq!(done["state"], "Completed", "{done}");
     let (code, listed) = curl(&dms, "GET", "/api/v1/clusters", None);
     assert_eq!(code, 200);

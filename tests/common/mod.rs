@@ -379,6 +379,18 @@ impl Keeld {
         last
     }
 
+    /// Polls workflow `id` (`GET /api/v1/workflows/{id}`) until it leaves
+    /// Running; returns its last view.
+    pub fn wait_workflow(&self, id: &str) -> Value {
+        let mut last = Value::Null;
+        let ended = wait_until(WAIT * 4, || {
+            last = self.get(&format!("/api/v1/workflows/{id}")).body["workflow"].clone();
+            last["state"] != "Running"
+        });
+        assert!(ended, "workflow {id} still running: {last}");
+        last
+    }
+
     /// Waits until GET of volume `uuid` answers 404 (a delete finished).
     pub fn wait_volume_gone(&self, uuid: &str) {
         let mut last = Value::Null;

@@ -190,8 +190,7 @@ fn revert(
             "Invalid snapshot: snapshot {snapshot} is not an available snapshot of volume {id}."
         )));
     };
-    let latest = snaps.iter().map(|x| x.created_at_s).max().unwrap_or(0);
-    if target.created_at_s < latest {
+    if snaps.iter().any(|x| x.is_newer_than(target)) {
         return Err(CinderError::bad_request(format!(
             "Invalid snapshot: the snapshot {snapshot} is not the volume {id}'s latest snapshot."
         )));

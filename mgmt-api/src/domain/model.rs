@@ -286,6 +286,18 @@ pub struct SnapshotRecord {
     pub revision: u64,
     /// Creation time, seconds since the Unix epoch.
     pub created_at_s: u64,
+    /// Creation order within the catalog (`Catalog::next_seq`; 0 for
+    /// snapshots recorded before it was kept): orders snapshots taken in
+    /// the same second.
+    #[serde(default)]
+    pub seq: u64,
+}
+
+impl SnapshotRecord {
+    /// Whether this snapshot was taken after `other`.
+    pub fn is_newer_than(&self, other: &SnapshotRecord) -> bool {
+        (self.created_at_s, self.seq) > (other.created_at_s, other.seq)
+    }
 }
 
 /// Kind of a workflow.

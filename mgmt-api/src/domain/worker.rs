@@ -461,6 +461,7 @@ impl Inner {
                         retention_time: None,
                         revision: 1,
                         created_at_s: now_s(),
+                        seq: 0,
                     }),
                     Err(e) => {
                         self.finish_workflow(
@@ -481,7 +482,10 @@ impl Inner {
                 v.revision = v.revision.wrapping_add(1);
             }
             if let Some(s) = &snapshot {
-                c.snapshots.insert(s.uuid, s.clone());
+                let seq = c.next_seq;
+                c.next_seq = c.next_seq.wrapping_add(1);
+                c.snapshots
+                    .insert(s.uuid, SnapshotRecord { seq, ..s.clone() });
             }
             if let Some(r) = c.workflows.get_mut(&id) {
                 r.state = WorkflowState::Completed;

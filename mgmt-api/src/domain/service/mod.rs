@@ -114,6 +114,8 @@ pub(super) struct Inner {
     pub(super) config: ServiceConfig,
     pub(super) wake: Condvar,
     pub(super) wake_flag: Mutex<bool>,
+    /// Notified (with `cached`'s lock) after every change this node commits.
+    committed: Condvar,
     pub(super) shutdown: AtomicBool,
 }
 
@@ -264,6 +266,7 @@ impl Service {
             version: AtomicU64::new(version),
             config,
             wake: Condvar::new(),
+            committed: Condvar::new(),
             wake_flag: Mutex::new(false),
             shutdown: AtomicBool::new(false),
         });
@@ -328,21 +331,29 @@ impl Service {
     /// left in the catalog, for dialects whose deletes answer only once done;
     /// false if some are still there after `timeout`.
     pub fn await_removal(&self, ids: &[Uuid], timeout: std::time::Duration) -> bool {
+        // Another node of a cluster changes the store without notifying
+        // this one: its changes are read at least this often.
+        const STORE_REREAD: std::time::Duration = std::time::Duration::from_millis(100);
         let deadline = std::time::Instant::now() + timeout;
+        self.inner.notify();
+        let mut c = self.inner.catalog();
         loop {
-            let left = {
-                let c = self.inner.catalog();
-                ids.iter()
-                    .any(|id| c.volumes.contains_key(id) || c.snapshots.contains_key(id))
-            };
-            if !left {
+            if !ids
+                .iter()
+                .any(|id| c.volumes.contains_key(id) || c.snapshots.contains_key(id))
+            {
                 return true;
             }
-            if std::time::Instant::now() >= deadline {
+            let now = std::time::Instant::now();
+            if now >= deadline {
                 return false;
             }
-            self.inner.notify();
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            self.inner
+                .committed
+                .wait_for(&mut c, (deadline - now).min(STORE_REREAD));
+            if let Err(err) = self.inner.refresh(&mut c) {
+                tracing::warn!(%err, "waiting on the last known catalog");
+            }
         }
     }
 
@@ -461,6 +472,7 @@ impl Inner {
             let version = self.store.save(&encode_catalog(&next))?;
             self.version.store(version, Ordering::Release);
             *guard = next;
+            self.committed.notify_all();
         }
         Ok(result)
     }

@@ -85,7 +85,9 @@ impl Service {
                 retention_time: req.retention_time.clone(),
                 revision: 1,
                 created_at_s: now_s(),
+                seq: c.next_seq,
             };
+            c.next_seq = c.next_seq.wrapping_add(1);
             c.snapshots.insert(uuid, record.clone());
             if !req.labels.is_empty() {
                 c.snapshot_labels.insert(uuid, req.labels.clone());
