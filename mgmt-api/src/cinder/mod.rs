@@ -25,6 +25,7 @@ mod default_types;
 pub mod error;
 mod facts;
 mod manage;
+mod metadata;
 mod qos_specs;
 mod snapshots;
 mod transfers;
@@ -355,15 +356,15 @@ pub fn routes() -> Router<AppState> {
         .route("/volumes/{volume_id}/action", post(actions::action))
         .route(
             "/volumes/{volume_id}/metadata",
-            get(volumes::get_metadata)
-                .post(volumes::merge_metadata)
-                .put(volumes::replace_metadata),
+            get(metadata::get::<metadata::VolumeLabels>)
+                .post(metadata::merge::<metadata::VolumeLabels>)
+                .put(metadata::replace::<metadata::VolumeLabels>),
         )
         .route(
             "/volumes/{volume_id}/metadata/{key}",
-            get(volumes::get_metadata)
-                .put(volumes::replace_metadata)
-                .delete(volumes::delete_metadata),
+            get(metadata::get::<metadata::VolumeLabels>)
+                .put(metadata::replace::<metadata::VolumeLabels>)
+                .delete(metadata::delete::<metadata::VolumeLabels>),
         )
         .route(
             "/attachments",
@@ -462,15 +463,15 @@ pub fn routes() -> Router<AppState> {
         .route("/snapshots/{snapshot_id}/action", post(snapshots::action))
         .route(
             "/snapshots/{snapshot_id}/metadata",
-            get(snapshots::get_metadata)
-                .post(snapshots::merge_metadata)
-                .put(snapshots::replace_metadata),
+            get(metadata::get::<metadata::SnapshotLabels>)
+                .post(metadata::merge::<metadata::SnapshotLabels>)
+                .put(metadata::replace::<metadata::SnapshotLabels>),
         )
         .route(
             "/snapshots/{snapshot_id}/metadata/{key}",
-            get(snapshots::get_metadata)
-                .put(snapshots::replace_metadata)
-                .delete(snapshots::delete_metadata),
+            get(metadata::get::<metadata::SnapshotLabels>)
+                .put(metadata::replace::<metadata::SnapshotLabels>)
+                .delete(metadata::delete::<metadata::SnapshotLabels>),
         )
         .route(
             "/volume-transfers",

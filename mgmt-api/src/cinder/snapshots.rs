@@ -10,13 +10,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::error::CinderError;
-use super::volumes::{
-    locate, metadata_given, timestamp, MetadataBody, DESCRIPTION_LABEL, NAME_LABEL, OWN_PREFIX,
-};
+use super::volumes::{locate, timestamp, DESCRIPTION_LABEL, NAME_LABEL};
 use super::{blocking, element, parse_id, CinderCaller, CinderJson, CinderPath, Page, GIB};
 use crate::domain::model::{Label, ResourceState, SnapshotRecord};
 use crate::domain::{rules, NewSnapshot, Service};
@@ -40,11 +38,7 @@ fn detail(s: &SnapshotRecord, labels: &[Label]) -> Value {
             .find(|l| l.key == key)
             .map(|l| l.value.clone())
     };
-    let metadata: Map<String, Value> = labels
-        .iter()
-        .filter(|l| !l.key.starts_with(OWN_PREFIX))
-        .map(|l| (l.key.clone(), Value::String(l.value.clone())))
-        .collect();
+    let metadata = super::metadata::metadata_of(labels);
     json!({
         "id": s.uuid,
         "name": own(NAME_LABEL).unwrap_or_else(|| s.name.clone()),
@@ -123,7 +117,11 @@ pub(super) async fn list_detail(
     list(state, caller, path, query).await
 }
 
-fn locate_snapshot(s: &Service, project: &str, id: Uuid) -> Result<SnapshotRecord, CinderError> {
+pub(super) fn locate_snapshot(
+    s: &Service,
+    project: &str,
+    id: Uuid,
+) -> Result<SnapshotRecord, CinderError> {
     match s.snapshot(id) {
         Ok(snap) if snap.project == project => Ok(snap),
         _ => Err(CinderError::not_found(format!(
@@ -265,122 +263,6 @@ pub(super) async fn update(
         own(DESCRIPTION_LABEL, req.description, &snap.description);
         s.set_snapshot_labels(id, labels)?;
         Ok(Json(json!({"snapshot": shown(s, &snap)})).into_response())
-    })
-    .await
-}
-
-/// `GET /v3/{project_id}/snapshots/{snapshot_id}/metadata[/{key}]`.
-pub(super) async fn get_metadata(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-) -> Result<Response, CinderError> {
-    let project = caller.project(path.project(), false)?;
-    let id = path.id("snapshot_id", "Snapshot")?;
-    let key = path.0.get("key").cloned();
-    blocking(&state, move |s| {
-        locate_snapshot(s, &project, id)?;
-        let meta = metadata_of(&s.snapshot_labels(id));
-        match key {
-            None => Ok(Json(json!({"metadata": meta})).into_response()),
-            Some(key) => match meta.get(&key) {
-                Some(value) => Ok(Json(json!({"meta": {key: value}})).into_response()),
-                None => Err(CinderError::not_found(format!(
-                    "Snapshot {id} has no metadata with key {key}."
-                ))),
-            },
-        }
-    })
-    .await
-}
-
-/// A snapshot's metadata: its labels but Cinder's own.
-fn metadata_of(labels: &[Label]) -> Map<String, Value> {
-    labels
-        .iter()
-        .filter(|l| !l.key.starts_with(OWN_PREFIX))
-        .map(|l| (l.key.clone(), Value::String(l.value.clone())))
-        .collect()
-}
-
-async fn write_metadata(
-    state: AppState,
-    caller: CinderCaller,
-    path: CinderPath,
-    body: MetadataBody,
-    replace: bool,
-) -> Result<Response, CinderError> {
-    let project = caller.project(path.project(), true)?;
-    let id = path.id("snapshot_id", "Snapshot")?;
-    let key = path.0.get("key").cloned();
-    let given = metadata_given(key.as_deref(), body)?;
-    blocking(&state, move |s| {
-        locate_snapshot(s, &project, id)?;
-        let mut labels = s.snapshot_labels(id);
-        if replace && key.is_none() {
-            labels.retain(|l| l.key.starts_with(OWN_PREFIX));
-        }
-        for (k, v) in given {
-            if k.starts_with(OWN_PREFIX) {
-                return Err(CinderError::bad_request(format!(
-                    "metadata keys starting {OWN_PREFIX} are Cinder's own"
-                )));
-            }
-            labels.retain(|l| l.key != k);
-            labels.push(Label { key: k, value: v });
-        }
-        labels.sort_by(|a, b| a.key.cmp(&b.key));
-        s.set_snapshot_labels(id, labels)?;
-        let meta = metadata_of(&s.snapshot_labels(id));
-        match key {
-            Some(key) => Ok(Json(json!({"meta": {&key: meta.get(&key)}})).into_response()),
-            None => Ok(Json(json!({"metadata": meta})).into_response()),
-        }
-    })
-    .await
-}
-
-/// `POST /v3/{project_id}/snapshots/{snapshot_id}/metadata`: merges.
-pub(super) async fn merge_metadata(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-    CinderJson(body): CinderJson<MetadataBody>,
-) -> Result<Response, CinderError> {
-    write_metadata(state, caller, path, body, false).await
-}
-
-/// `PUT /v3/{project_id}/snapshots/{snapshot_id}/metadata[/{key}]`.
-pub(super) async fn replace_metadata(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-    CinderJson(body): CinderJson<MetadataBody>,
-) -> Result<Response, CinderError> {
-    write_metadata(state, caller, path, body, true).await
-}
-
-/// `DELETE /v3/{project_id}/snapshots/{snapshot_id}/metadata/{key}`.
-pub(super) async fn delete_metadata(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-) -> Result<Response, CinderError> {
-    let project = caller.project(path.project(), true)?;
-    let id = path.id("snapshot_id", "Snapshot")?;
-    let key = path.0.get("key").cloned().unwrap_or_default();
-    blocking(&state, move |s| {
-        locate_snapshot(s, &project, id)?;
-        let mut labels = s.snapshot_labels(id);
-        let before = labels.len();
-        labels.retain(|l| l.key != key || l.key.starts_with(OWN_PREFIX));
-        if labels.len() == before {
-            return Err(CinderError::not_found(format!(
-                "Snapshot {id} has no metadata with key {key}."
-            )));
-        }
-        s.set_snapshot_labels(id, labels)?;
-        Ok(StatusCode::OK.into_response())
     })
     .await
 }

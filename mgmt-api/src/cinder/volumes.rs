@@ -8,10 +8,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::error::CinderError;
+use super::metadata::compose;
 use super::{blocking, element, parse_id, CinderCaller, CinderJson, CinderPath, Page, GIB};
 use crate::domain::model::{AttachmentStatus, Catalog, Label, ResourceState, VolumeRecord};
 use crate::domain::volume_types::{DEFAULT_TYPE_ID, DEFAULT_TYPE_NAME};
@@ -67,16 +68,6 @@ pub(super) fn status_of(catalog: &Catalog, record: &VolumeRecord) -> String {
     .to_owned()
 }
 
-/// Labels are the volume's metadata.
-fn metadata(labels: &[Label]) -> Value {
-    Value::Object(
-        labels
-            .iter()
-            .map(|l| (l.key.clone(), Value::String(l.value.clone())))
-            .collect::<Map<String, Value>>(),
-    )
-}
-
 fn summary(r: &VolumeRecord) -> Value {
     json!({"id": r.uuid, "name": display_name(r), "links": []})
 }
@@ -122,7 +113,7 @@ pub(super) fn detail(catalog: &Catalog, view: &VolumeView) -> Value {
         "volume_type_id": volume_type.map_or(DEFAULT_TYPE_ID, |t| t.uuid),
         "snapshot_id": snapshot_id,
         "source_volid": source_volid,
-        "metadata": metadata(&metadata_map(r)),
+        "metadata": super::metadata::metadata_of(&r.labels),
         "bootable": own_label(r, BOOTABLE_LABEL).unwrap_or_else(|| "false".to_owned()),
         "volume_image_metadata": image_metadata(r),
         "encrypted": false,
@@ -556,19 +547,6 @@ fn labels_of(metadata: Vec<Label>, description: Option<String>) -> Vec<Label> {
     compose(metadata, own.into_iter().collect())
 }
 
-/// Metadata sorted by key, then Cinder's own labels.
-fn compose(mut metadata: Vec<Label>, own: Vec<Label>) -> Vec<Label> {
-    metadata.sort_by(|a, b| a.key.cmp(&b.key));
-    metadata.extend(own);
-    metadata
-}
-
-/// Whether a label is Cinder's own (description, bootable, image
-/// metadata) rather than the volume's metadata.
-fn is_own(label: &Label) -> bool {
-    label.key.starts_with(OWN_PREFIX)
-}
-
 /// A volume's image metadata (`os-set_image_metadata`).
 pub(super) fn image_metadata(r: &VolumeRecord) -> Value {
     Value::Object(
@@ -585,12 +563,20 @@ pub(super) fn image_metadata(r: &VolumeRecord) -> Value {
 
 /// A volume's metadata: every label but Cinder's own.
 pub(super) fn metadata_map(r: &VolumeRecord) -> Vec<Label> {
-    r.labels.iter().filter(|l| !is_own(l)).cloned().collect()
+    r.labels
+        .iter()
+        .filter(|l| !l.key.starts_with(OWN_PREFIX))
+        .cloned()
+        .collect()
 }
 
 /// Cinder's own labels of a volume.
 pub(super) fn own_labels(r: &VolumeRecord) -> Vec<Label> {
-    r.labels.iter().filter(|l| is_own(l)).cloned().collect()
+    r.labels
+        .iter()
+        .filter(|l| l.key.starts_with(OWN_PREFIX))
+        .cloned()
+        .collect()
 }
 
 /// The value of Cinder's own label `key`.
@@ -616,149 +602,4 @@ pub(super) fn store_own(
         None,
     )?;
     Ok(())
-}
-
-/// Replaces a volume's metadata, keeping Cinder's own labels.
-fn store_metadata(
-    s: &Service,
-    view: &VolumeView,
-    labels: Vec<Label>,
-) -> Result<Value, CinderError> {
-    let labels = compose(labels, own_labels(&view.record));
-    let view = s.update_volume(
-        view.record.uuid,
-        VolumeChanges {
-            labels: Some(labels),
-            ..VolumeChanges::default()
-        },
-        None,
-    )?;
-    Ok(metadata(&metadata_map(&view.record)))
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct MetadataBody {
-    metadata: Option<HashMap<String, String>>,
-    meta: Option<HashMap<String, String>>,
-}
-
-/// `GET /v3/{project_id}/volumes/{volume_id}/metadata` (and `/{key}`).
-pub(super) async fn get_metadata(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-) -> Result<Response, CinderError> {
-    let project = caller.project(path.project(), false)?;
-    let id = path.id("volume_id", "Volume")?;
-    let key = path.0.get("key").cloned();
-    blocking(&state, move |s| {
-        let view = locate(s, &project, id)?;
-        let all = metadata_map(&view.record);
-        match key {
-            None => Ok(Json(json!({"metadata": metadata(&all)})).into_response()),
-            Some(key) => match all.iter().find(|l| l.key == key) {
-                Some(l) => Ok(Json(json!({"meta": {key: l.value}})).into_response()),
-                None => Err(CinderError::not_found(format!(
-                    "Volume {id} has no metadata with key {key}."
-                ))),
-            },
-        }
-    })
-    .await
-}
-
-/// The keys a metadata write sets: `{"metadata": {...}}`, or for a path
-/// naming `key`, `{"meta": {key: value}}`.
-pub(super) fn metadata_given(
-    key: Option<&str>,
-    body: MetadataBody,
-) -> Result<HashMap<String, String>, CinderError> {
-    match (key, body.metadata, body.meta) {
-        (Some(key), _, Some(meta)) if meta.len() == 1 && meta.contains_key(key) => Ok(meta),
-        (Some(_), _, _) => Err(CinderError::bad_request(
-            "Request body and URI mismatch: give {\"meta\": {key: value}} for the key in the path",
-        )),
-        (None, Some(m), _) => Ok(m),
-        (None, None, _) => Err(CinderError::bad_request(
-            "Malformed request body: metadata is missing",
-        )),
-    }
-}
-
-/// `POST .../metadata` merges; `PUT .../metadata` replaces; `PUT
-/// .../metadata/{key}` sets one key.
-async fn write_metadata(
-    state: AppState,
-    caller: CinderCaller,
-    path: CinderPath,
-    body: MetadataBody,
-    replace: bool,
-) -> Result<Response, CinderError> {
-    let project = caller.project(path.project(), true)?;
-    let id = path.id("volume_id", "Volume")?;
-    let key = path.0.get("key").cloned();
-    let given = metadata_given(key.as_deref(), body)?;
-    blocking(&state, move |s| {
-        let view = locate(s, &project, id)?;
-        let mut labels = if replace && key.is_none() {
-            Vec::new()
-        } else {
-            metadata_map(&view.record)
-        };
-        for (k, v) in given {
-            labels.retain(|l| l.key != k);
-            labels.push(Label { key: k, value: v });
-        }
-        let stored = store_metadata(s, &view, labels)?;
-        match key {
-            Some(key) => Ok(Json(json!({"meta": {&key: stored[&key]}})).into_response()),
-            None => Ok(Json(json!({"metadata": stored})).into_response()),
-        }
-    })
-    .await
-}
-
-/// `POST /v3/{project_id}/volumes/{volume_id}/metadata`.
-pub(super) async fn merge_metadata(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-    CinderJson(body): CinderJson<MetadataBody>,
-) -> Result<Response, CinderError> {
-    write_metadata(state, caller, path, body, false).await
-}
-
-/// `PUT /v3/{project_id}/volumes/{volume_id}/metadata[/{key}]`.
-pub(super) async fn replace_metadata(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-    CinderJson(body): CinderJson<MetadataBody>,
-) -> Result<Response, CinderError> {
-    write_metadata(state, caller, path, body, true).await
-}
-
-/// `DELETE /v3/{project_id}/volumes/{volume_id}/metadata/{key}`.
-pub(super) async fn delete_metadata(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-) -> Result<Response, CinderError> {
-    let project = caller.project(path.project(), true)?;
-    let id = path.id("volume_id", "Volume")?;
-    let key = path.0.get("key").cloned().unwrap_or_default();
-    blocking(&state, move |s| {
-        let view = locate(s, &project, id)?;
-        let mut labels = metadata_map(&view.record);
-        let before = labels.len();
-        labels.retain(|l| l.key != key);
-        if labels.len() == before {
-            return Err(CinderError::not_found(format!(
-                "Volume {id} has no metadata with key {key}."
-            )));
-        }
-        store_metadata(s, &view, labels)?;
-        Ok(StatusCode::OK.into_response())
-    })
-    .await
 }
