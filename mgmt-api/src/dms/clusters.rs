@@ -36,13 +36,6 @@ pub async fn credentials(
     })))
 }
 
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// A cluster in the document's shape; `version` is empty for another
 /// cluster, whose API does not say which it runs.
 #[allow(clippy::too_many_arguments)]
@@ -168,7 +161,7 @@ async fn read_record(
         certificate_sha256: certificate,
         access: PeerConnection::Connected,
         data,
-        refreshed_at_ms: now_ms(),
+        refreshed_at_ms: 0,
     })
 }
 
@@ -249,9 +242,9 @@ pub async fn refresh(
                         ..fresh
                     }
                 }
-                Ok(fresh) => AttachedClusterRecord {
+                // Another cluster answers at the endpoint now.
+                Ok(_) => AttachedClusterRecord {
                     access: PeerConnection::Disconnected,
-                    refreshed_at_ms: fresh.refreshed_at_ms,
                     ..old.clone()
                 },
                 Err(e) => {
@@ -259,7 +252,6 @@ pub async fn refresh(
                     AttachedClusterRecord {
                         access: e.connection,
                         data: peer::probe_data(&old.discovery_endpoints).await,
-                        refreshed_at_ms: now_ms(),
                         ..old.clone()
                     }
                 }

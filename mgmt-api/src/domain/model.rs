@@ -366,7 +366,8 @@ pub struct AttachedClusterRecord {
     pub access: PeerConnection,
     /// Whether its NVMe/TCP discovery endpoint took a connection.
     pub data: PeerConnection,
-    /// When it was last read, milliseconds since the Unix epoch.
+    /// When it was last read, milliseconds since the Unix epoch (set by
+    /// `Service::record_attached_cluster`).
     pub refreshed_at_ms: u64,
 }
 

@@ -130,7 +130,8 @@ impl Service {
         }
     }
 
-    /// Adds an attached cluster (`replace`: or updates a known one).
+    /// Adds an attached cluster (`replace`: or updates a known one), as
+    /// read now.
     /// Refused for this cluster itself and, without `replace`, for one
     /// attached already.
     pub fn record_attached_cluster(
@@ -156,7 +157,13 @@ impl Service {
                 // Detached while it was being read: stays detached.
                 return Ok(());
             }
-            c.attached_clusters.insert(record.id, record.clone());
+            c.attached_clusters.insert(
+                record.id,
+                AttachedClusterRecord {
+                    refreshed_at_ms: now_ms(),
+                    ..record.clone()
+                },
+            );
             Ok(())
         })
     }
