@@ -268,9 +268,9 @@ impl Default for NvmeConfig {
             reactor_device_rings: true,
             busy_poll_us: DEFAULT_BUSY_POLL_US,
             connections_max: 1024,
-            connections_per_peer_max: nvmf_target::target::DEFAULT_CONNECTIONS_PER_PEER_MAX,
+            connections_per_peer_max: nvmf_target::reactors::DEFAULT_CONNECTIONS_PER_PEER_MAX,
             handshake_timeout_ms: u64::try_from(
-                nvmf_target::target::DEFAULT_HANDSHAKE_TIMEOUT.as_millis(),
+                nvmf_target::reactors::DEFAULT_HANDSHAKE_TIMEOUT.as_millis(),
             )
             .unwrap_or(u64::MAX),
         }

@@ -10,7 +10,7 @@
 //!
 //! Invariants: no input from the network can panic this crate; every buffer grown
 //! from a peer's length field is bounded by configuration first. The only
-//! `unsafe` code is the io_uring wrapper in `target::uring` (the crate denies
+//! `unsafe` code is the io_uring wrapper in `reactors::uring` (the crate denies
 //! `unsafe_code` and that one module allows it): its operations own their
 //! buffers until the kernel reports them done.
 //!
@@ -56,9 +56,9 @@ pub use subsystem::{
     SubsystemConfig,
 };
 pub mod connection;
-pub mod target;
+pub mod reactors;
 pub mod throttle;
-pub use target::{ReactorKind, ReactorStats, StartError, Target, TargetConfig, TargetHandle};
+pub use reactors::{ReactorKind, ReactorStats, StartError, Target, TargetConfig, TargetHandle};
 pub use throttle::{RateLimits, ThrottleStats};
 #[doc(hidden)]
 pub mod fuzzing;

@@ -409,7 +409,7 @@ fn discovery_lists_the_other_nodes_portals_and_announces_changes(kind: ReactorKi
     assert_eq!(c.discovery_log().unwrap(), own);
 }
 
-include!("../src/target/for_each_reactor_kind.rs");
+include!("../src/reactors/for_each_reactor_kind.rs");
 
 for_each_reactor_kind!(
     nvmf_target::ReactorKind;

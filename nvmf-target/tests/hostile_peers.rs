@@ -218,7 +218,7 @@ fn a_discovery_controller_without_keep_alive_is_closed_when_silent(kind: Reactor
     assert_eq!(q.read(1, Lba(9), 8, 512).unwrap(), data);
 }
 
-include!("../src/target/for_each_reactor_kind.rs");
+include!("../src/reactors/for_each_reactor_kind.rs");
 
 for_each_reactor_kind!(
     nvmf_target::ReactorKind;

@@ -976,7 +976,7 @@ fn namespace_backend_trait_is_object_safe() {
     assert_eq!(ns.block_size().bytes(), 4096);
 }
 
-include!("../src/target/for_each_reactor_kind.rs");
+include!("../src/reactors/for_each_reactor_kind.rs");
 
 for_each_reactor_kind!(
     nvmf_target::ReactorKind;

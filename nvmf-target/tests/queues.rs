@@ -303,7 +303,7 @@ fn io_queues_of_one_controller_spread_over_the_reactors_and_run_at_once(kind: Re
     assert_eq!(reactors.len(), 2, "the four queues use both reactors");
 }
 
-include!("../src/target/for_each_reactor_kind.rs");
+include!("../src/reactors/for_each_reactor_kind.rs");
 
 for_each_reactor_kind!(
     nvmf_target::ReactorKind;

@@ -243,7 +243,7 @@ fn io_commands_with_invalid_fields_fail_with_invalid_field(kind: ReactorKind) {
     assert_eq!(fresh.data, vec![0; 512]);
 }
 
-include!("../src/target/for_each_reactor_kind.rs");
+include!("../src/reactors/for_each_reactor_kind.rs");
 
 for_each_reactor_kind!(
     nvmf_target::ReactorKind;

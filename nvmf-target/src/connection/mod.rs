@@ -4,7 +4,7 @@
 //! completions ([`Connection::complete_io`]), and produces bytes to send
 //! ([`Connection::take_output`]) and namespace I/O to start
 //! ([`Connection::take_io_requests`]). It never touches a socket or a clock of its
-//! own, so the reactor driver can be swapped (io_uring or epoll, `crate::target`) and
+//! own, so the reactor driver can be swapped (io_uring or epoll, `crate::reactors`) and
 //! tests can drive it directly. One connection is one NVMe queue (admin or I/O).
 //!
 //! Architecture Invariant: a protocol violation by the peer produces exactly one

@@ -17,8 +17,8 @@ fn context() -> ConnectionContext {
         io_listeners: Arc::new(vec!["0.0.0.0:4420".parse().unwrap()]),
         advertised_addr: None,
         notifier: Arc::new(|| {}),
-        handshake_timeout: crate::target::DEFAULT_HANDSHAKE_TIMEOUT,
-        discovery_keep_alive: crate::target::DEFAULT_DISCOVERY_KEEP_ALIVE,
+        handshake_timeout: crate::reactors::DEFAULT_HANDSHAKE_TIMEOUT,
+        discovery_keep_alive: crate::reactors::DEFAULT_DISCOVERY_KEEP_ALIVE,
     }
 }
 
