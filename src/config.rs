@@ -101,8 +101,10 @@ impl ClusterConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
-    /// Raw block devices (e.g. `/dev/nvme1n1`) or files forming the pool. Empty
-    /// means the embedded default: one sparse file `pool.img` in the data directory.
+    /// Raw block devices (e.g. `/dev/nvme1n1`) or files forming the pool, or
+    /// one `ram:SIZE` for a pool in memory (new at every start, with its
+    /// management catalog; for measuring without a disk). Empty means the
+    /// embedded default: one sparse file `pool.img` in the data directory.
     pub devices: Vec<PathBuf>,
     /// Size of the embedded pool file when it is created; `None` picks 16 GiB, or
     /// half the free space of the data directory's file system if that is smaller.

@@ -67,6 +67,17 @@ fn pool_devices(config: &Config) -> anyhow::Result<Vec<DeviceSpec>> {
             .devices
             .iter()
             .map(|path| {
+                if let Some(size) = memory_device_size(path) {
+                    anyhow::ensure!(
+                        config.pool.devices.len() == 1,
+                        "a memory device (ram:SIZE) must be the pool's only device"
+                    );
+                    return Ok(DeviceSpec {
+                        path: path.clone(),
+                        kind: BackingKind::Memory,
+                        create_size: Some(size?),
+                    });
+                }
                 let meta = std::fs::metadata(path)
                     .with_context(|| format!("pool device {}", path.display()))?;
                 use std::os::unix::fs::FileTypeExt;
@@ -95,6 +106,28 @@ fn pool_devices(config: &Config) -> anyhow::Result<Vec<DeviceSpec>> {
         kind: BackingKind::File,
         create_size: Some(size),
     }])
+}
+
+/// Prefix of a `--device` that names a pool in memory, e.g. `ram:4GiB`.
+const MEMORY_DEVICE_PREFIX: &str = "ram:";
+
+/// The size a `ram:SIZE` device asks for; `None` for any other path.
+fn memory_device_size(path: &Path) -> Option<anyhow::Result<u64>> {
+    let size = path.to_str()?.strip_prefix(MEMORY_DEVICE_PREFIX)?;
+    Some(
+        crate::units::parse_size(size)
+            .map_err(|err| anyhow::anyhow!("memory device {}: {err}", path.display())),
+    )
+}
+
+/// Whether the pool lives in memory, so it (and the catalog naming its
+/// volumes) is new at every start.
+fn pool_in_memory(config: &Config) -> bool {
+    config
+        .pool
+        .devices
+        .iter()
+        .any(|path| memory_device_size(path).is_some())
 }
 
 /// 16 GiB, or half the free space of the file system if that is less (the file is
@@ -127,6 +160,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
+    anyhow::ensure!(
+        config.cluster.is_none() || !pool_in_memory(&config),
+        "a clustered node needs a pool that outlives it: memory devices (ram:SIZE) are for a single node"
+    );
     let engine = Arc::new(open_pool(&config)?);
     let node = node_identity(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -218,10 +255,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         let api = match config.api.listen {
             Some(listen) => {
-                let catalog = membership.as_ref().map(|m| {
-                    Arc::new(EtcdCatalogStore::new(m.clone(), tokio::runtime::Handle::current()))
-                        as Arc<dyn mgmt_api::domain::catalog_store::CatalogStore>
-                });
+                let catalog = match &membership {
+                    Some(m) => Some(Arc::new(EtcdCatalogStore::new(
+                        m.clone(),
+                        tokio::runtime::Handle::current(),
+                    ))
+                        as Arc<dyn mgmt_api::domain::catalog_store::CatalogStore>),
+                    None if pool_in_memory(&config) => Some(Arc::new(
+                        mgmt_api::domain::catalog_store::MemoryCatalogStore::default(),
+                    )
+                        as Arc<dyn mgmt_api::domain::catalog_store::CatalogStore>),
+                    None => None,
+                };
                 Some(start_api(&config, listen, control.clone(), catalog).await?)
             }
             None => None,
@@ -506,7 +551,7 @@ async fn start_api(
     };
     api_config.auth.disabled = config.api.auth_disabled;
     api_config.service.max_running_workflows = config.api.max_running_workflows;
-    if shared_catalog.is_some() {
+    if config.cluster.is_some() {
         api_config.service.max_replicas = crate::cluster::volumes::REPLICAS_MAX;
     }
     api_config.catalog_store = shared_catalog;
@@ -578,4 +623,32 @@ async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_ram_device_names_a_memory_pool_of_its_size_and_stands_alone() {
+        assert_eq!(
+            memory_device_size(Path::new("ram:4GiB")).map(|r| r.ok()),
+            Some(Some(4 << 30))
+        );
+        assert!(memory_device_size(Path::new("ram:lots")).is_some_and(|r| r.is_err()));
+        assert!(memory_device_size(Path::new("/dev/ram0")).is_none());
+
+        let mut config = Config::default();
+        config.pool.devices = vec![PathBuf::from("ram:1GiB")];
+        let specs = pool_devices(&config).expect("a memory pool");
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].kind, BackingKind::Memory);
+        assert_eq!(specs[0].create_size, Some(1 << 30));
+        assert!(pool_in_memory(&config));
+
+        config.pool.devices.push(PathBuf::from("/dev/null"));
+        let err = pool_devices(&config).expect_err("memory beside another device");
+        assert!(err.to_string().contains("only device"), "{err}");
+    }
 }

@@ -23,7 +23,7 @@ use crate::datapath::write::{write_range, RangeData};
 use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
 use crate::format::{Entry, VolumeKind, VOLUME_FLAG_COMPRESS, VOLUME_FLAG_INCOMPLETE};
 use crate::index::VolumeMap;
-use crate::io::{open_backing, BackingKind, DeviceRef, UringDevice};
+use crate::io::{open_backing, BackingKind, DeviceRef, OpenBackingError, RamDevice, UringDevice};
 use crate::log::{append, Pending, Record, BATCH_DATA_BLOCKS_MAX};
 use crate::recovery::RecoveryReport;
 use crate::replication::Extent;
@@ -45,11 +45,12 @@ pub const VOLUME_NAME_MAX: usize = 256;
 /// A backing store given by path.
 #[derive(Clone, Debug)]
 pub struct DeviceSpec {
-    /// Path of the file or block device.
+    /// Path of the file or block device (a memory device's name).
     pub path: PathBuf,
-    /// File or block device.
+    /// File, block device or memory.
     pub kind: BackingKind,
-    /// Size of the file to create when it does not exist (files only).
+    /// Size of the file to create when it does not exist, or of a memory
+    /// device (which needs one).
     pub create_size: Option<u64>,
 }
 
@@ -252,9 +253,10 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Opens the files or block devices named by `specs` with io_uring, formatting
-    /// them first when every one of them is new (a file just created, or a device
-    /// without a superblock only if `format_blank` is set).
+    /// Opens the files or block devices named by `specs` with io_uring (memory
+    /// devices in memory), formatting them first when every one of them is new
+    /// (a file just created, a memory device, or a device without a superblock
+    /// only if `format_blank` is set).
     pub fn open_paths(
         specs: &[DeviceSpec],
         config: EngineConfig,
@@ -263,6 +265,14 @@ impl Engine {
         let mut devices: Vec<DeviceRef> = Vec::new();
         let mut created = 0;
         for (index, spec) in specs.iter().enumerate() {
+            if spec.kind == BackingKind::Memory {
+                let size = spec.create_size.ok_or_else(|| OpenBackingError::NoSize {
+                    path: spec.path.clone(),
+                })?;
+                devices.push(Arc::new(RamDevice::new(size)));
+                created += 1;
+                continue;
+            }
             let existed = spec.path.exists();
             let (file, size) = open_backing(&spec.path, spec.create_size, spec.kind)?;
             if !existed {

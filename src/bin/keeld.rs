@@ -17,8 +17,9 @@ struct Flags {
     /// Data directory (embedded pool file, catalog, TLS material, credentials).
     #[arg(long, env = "KEEL_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// A pool device or file; repeat for a multi-device pool. Default: the
-    /// embedded file pool in the data directory.
+    /// A pool device or file; repeat for a multi-device pool; `ram:SIZE`
+    /// (e.g. `ram:4GiB`) for a pool in memory that is new at every start.
+    /// Default: the embedded file pool in the data directory.
     #[arg(long = "device")]
     devices: Vec<PathBuf>,
     /// Size of the embedded pool file on first start, e.g. 16GiB.

@@ -4,17 +4,20 @@
 //! Every backend implements [`Device`], a completion-based interface: an operation is
 //! submitted with an owned buffer and a callback, and the buffer comes back with the
 //! result. Backends: [`UringDevice`] (files and block devices, O_DIRECT, io_uring),
+//! [`RamDevice`] (memory, for pools that measure everything but the disk),
 //! [`SimDevice`] (memory, models power loss) and [`FaultyDevice`] (injects errors).
 
 mod aligned_buf;
 mod fault;
 mod open;
+mod ram;
 mod sim;
 mod uring;
 
 pub use aligned_buf::AlignedBuf;
 pub use fault::{FaultPlan, FaultyDevice};
 pub use open::{open_backing, BackingKind, OpenBackingError};
+pub use ram::RamDevice;
 pub use sim::{CrashMode, SimDevice};
 pub use uring::{
     recv_driving_local, recv_polling_local, LocalRing, LocalRingError, RingShare, UringDevice,

@@ -12,6 +12,9 @@ pub enum BackingKind {
     File,
     /// A raw block device such as `/dev/loop0` or `/dev/nvme0n1`.
     BlockDevice,
+    /// Memory ([`super::RamDevice`]): nothing to open; the path is only its
+    /// name, and the pool is new at every start.
+    Memory,
 }
 
 /// Why a backing store could not be opened.
@@ -72,7 +75,7 @@ pub fn open_backing(
         move |source| OpenBackingError::Os { op, path, source }
     };
     let exists = path.exists();
-    if !exists && kind == BackingKind::BlockDevice {
+    if kind == BackingKind::Memory || !exists && kind == BackingKind::BlockDevice {
         return Err(OpenBackingError::WrongKind {
             path: path.to_path_buf(),
             expected: kind,

@@ -1,7 +1,8 @@
 //! Where the domain catalog is kept: the port that lets a cluster share one
 //! catalog among every node's API.
 //!
-//! On a single node the catalog is a file ([`FileCatalogStore`]). On a
+//! On a single node the catalog is a file ([`FileCatalogStore`]), or lives
+//! in memory beside a pool that does too ([`MemoryCatalogStore`]). On a
 //! clustered node the root package keeps it in the cluster's metadata store,
 //! so every node's API sees and changes the same volumes. Every change runs
 //! under [`CatalogStore::lock`] on the newest document, so two nodes' changes
@@ -85,5 +86,61 @@ impl CatalogStore for FileCatalogStore {
     fn lock(&self) -> Result<CatalogLock, StoreError> {
         // One process writes the file, and the service's own mutex orders it.
         Ok(Box::new(()))
+    }
+}
+
+/// The catalog in this process's memory, for a pool in memory: both are new
+/// at every start, so a catalog on disk would name volumes no pool holds.
+#[derive(Debug, Default)]
+pub struct MemoryCatalogStore {
+    document: parking_lot::Mutex<(Vec<u8>, u64)>,
+}
+
+impl CatalogStore for MemoryCatalogStore {
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+
+    fn load_if_changed(&self, known: u64) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        let document = self.document.lock();
+        Ok(match *document {
+            (_, 0) => None,
+            (_, version) if version == known => None,
+            (ref bytes, version) => Some((bytes.clone(), version)),
+        })
+    }
+
+    fn save(&self, document: &[u8]) -> Result<u64, StoreError> {
+        let mut stored = self.document.lock();
+        *stored = (document.to_vec(), stored.1 + 1);
+        Ok(stored.1)
+    }
+
+    fn lock(&self) -> Result<CatalogLock, StoreError> {
+        // One process holds it, and the service's own mutex orders writers.
+        Ok(Box::new(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_store_returns_only_documents_newer_than_the_one_known() {
+        let store = MemoryCatalogStore::default();
+        assert_eq!(store.load_if_changed(0).unwrap(), None);
+        let first = store.save(b"{\"a\":1}").unwrap();
+        assert_eq!(
+            store.load_if_changed(0).unwrap(),
+            Some((b"{\"a\":1}".to_vec(), first))
+        );
+        assert_eq!(store.load_if_changed(first).unwrap(), None);
+        let second = store.save(b"{}").unwrap();
+        assert!(second > first);
+        assert_eq!(
+            store.load_if_changed(first).unwrap(),
+            Some((b"{}".to_vec(), second))
+        );
     }
 }
