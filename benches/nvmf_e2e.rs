@@ -36,7 +36,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::figures::{Figures, Latencies, Precision, ThreadUsage};
-use common::load::{fill, keep_in_flight, EngineLoad, InFlight, Pattern, Receive, Slots, Workload};
+use common::host_load::HostLoad;
+use common::load::{fill, keep_in_flight, EngineLoad, Pattern, Receive, Workload};
 use common::loopback::{tcp_ping_pong, PING_BYTES, PONG_BYTES};
 use common::process::load_average;
 use common::{bench_dir, env_u64};
@@ -260,53 +261,6 @@ fn run_local(
     Figures::of(latencies, Precision::Nanos, w.block_bytes, elapsed)
 }
 
-/// A workload's commands on one NVMe/TCP I/O queue, each completion checked.
-struct TargetLoad<'a> {
-    io: &'a mut IoQueue,
-    nsid: u32,
-    w: Workload,
-    slots: Slots,
-    data: Bytes,
-    /// Submission time by command id.
-    submitted_at: Vec<Option<Instant>>,
-}
-
-impl InFlight for TargetLoad<'_> {
-    /// When the completed command was submitted.
-    type Completion = Instant;
-
-    fn submit(&mut self) -> bool {
-        let w = self.w;
-        let lba = Lba(self.slots.next_wrapping() * u64::from(w.blocks()));
-        let at = Instant::now();
-        let cid = if w.pattern.is_write() {
-            self.io
-                .submit_write(self.nsid, lba, self.data.clone(), BLOCK)
-        } else {
-            self.io.submit_read(self.nsid, lba, w.blocks(), BLOCK)
-        }
-        .unwrap_or_else(|e| panic!("{} over NVMe/TCP: submit failed: {e}", w.name));
-        self.submitted_at[usize::from(cid)] = Some(at);
-        true
-    }
-
-    fn wait(&mut self) -> Option<Instant> {
-        let name = self.w.name;
-        let (cid, response) = self
-            .io
-            .queue
-            .wait_any()
-            .unwrap_or_else(|e| panic!("{name} over NVMe/TCP: {e}"));
-        let at = self.submitted_at[usize::from(cid)]
-            .take()
-            .expect("completion of a submitted command");
-        if let Err(e) = response.success() {
-            panic!("{name} over NVMe/TCP: command failed: {e}");
-        }
-        Some(at)
-    }
-}
-
 /// What a target run cost per operation: CPU µs and context switches of the
 /// target's reactor threads, and of the host's submitting thread (this one).
 #[derive(Clone, Copy, Default)]
@@ -329,14 +283,12 @@ fn run_target(
 ) -> (Figures, Costs) {
     let reactors_before = ThreadUsage::of_threads("nvmf-reactor");
     let (latencies, elapsed, host) = in_lanes(&mut ios[..lanes], |lane, io| {
-        let mut load = TargetLoad {
+        let mut load = HostLoad::new(
             io,
             nsid,
             w,
-            slots: w.slots(REGION_BYTES).lane(lane as u64, lanes as u64),
-            data: Bytes::from(vec![0xA5u8; w.block_bytes as usize]),
-            submitted_at: vec![None; usize::from(u16::MAX) + 1],
-        };
+            w.slots(REGION_BYTES).lane(lane as u64, lanes as u64),
+        );
         let mut latencies = Latencies::with_capacity(SAMPLES_RESERVED);
         let host_before = ThreadUsage::of_this_thread();
         let started = Instant::now();

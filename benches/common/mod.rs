@@ -1,6 +1,7 @@
 //! What the engine benches share: the loop that keeps N operations in flight
 //! from one thread ([`load`]), the figures a run is summarised into
-//! ([`figures`]), and the small knobs every bench reads (environment numbers,
+//! ([`figures`]), the same loop over an NVMe/TCP I/O queue of the crate's
+//! own host ([`host_load`]), and the small knobs every bench reads (environment numbers,
 //! the directory of its pool file, a reproducible random sequence), and the
 //! end-to-end benches' child processes and free ports ([`process`]).
 //!
@@ -12,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod figures;
+pub mod host_load;
 pub mod load;
 pub mod loopback;
 pub mod process;
