@@ -40,6 +40,7 @@ pub use crate::engine::{
 pub use crate::error::{CheckpointError, IoError, OpenError, VolumeError};
 pub use crate::format::VolumeKind;
 pub use crate::index::{Mapping, Packing, RefCounts, Untracked, VolumeMap, CHUNK_BLOCKS};
+pub use crate::log::WritePlug;
 pub use crate::recovery::{DamagedExtent, RecoveryReport};
 pub use crate::scrub::{ScrubStatus, VolumeDamage};
 pub use crate::thick_clone::{CloneJob, CloneProgress, CloneStage, CloneState, ThickCloneOptions};

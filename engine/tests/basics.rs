@@ -617,3 +617,50 @@ fn write_amplification_counts_headers_checkpoints_and_copies_per_pool_and_volume
     assert!(stats.write_amplification() > 1.0);
     assert!(engine.audit_space().is_clean());
 }
+
+#[test]
+fn writes_appended_under_a_plug_share_one_batch_and_are_acknowledged_when_it_goes() {
+    let (sim, engine) = sim_pool(64 << 20);
+    let vol = engine
+        .create_volume("v", 4 << 20, SectorSize::B4096)
+        .expect("create")
+        .id;
+    let headers_before = engine.pool_stats().batch_header_bytes;
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let _plug = engine::WritePlug::new();
+        for lba in 0..8u64 {
+            let tx = tx.clone();
+            engine.write(
+                vol,
+                lba * 7,
+                pattern(lba as u8, 4096),
+                Box::new(move |result| tx.send((lba, result)).expect("send")),
+            );
+        }
+        // The device completes at once, yet nothing is acknowledged while
+        // the plug holds the records back.
+        assert!(rx.try_recv().is_err());
+    }
+    let mut acknowledged: Vec<u64> = (0..8)
+        .map(|_| {
+            let (lba, result) = rx.try_recv().expect("acknowledged when the plug went");
+            result.expect("write");
+            lba
+        })
+        .collect();
+    acknowledged.sort_unstable();
+    assert_eq!(acknowledged, (0..8).collect::<Vec<_>>());
+    assert_eq!(
+        engine.pool_stats().batch_header_bytes - headers_before,
+        4096,
+        "eight writes, one batch header"
+    );
+    drop(engine);
+    sim.crash(CrashMode::KeepAll);
+    let engine = reopen(&sim);
+    for lba in 0..8u64 {
+        let back = engine.read_wait(vol, lba * 7, 1).expect("read");
+        assert_eq!(&back[..], &pattern(lba as u8, 4096)[..]);
+    }
+}

@@ -122,6 +122,13 @@ pub trait ReactorPoller {
     fn lend_ring(&mut self) -> Option<Box<dyn LentRing>> {
         None
     }
+    /// Runs `start`, which starts one round of a connection's commands on
+    /// their namespaces, letting the backend hold back the I/O it starts and
+    /// issue it together when `start` returns (many writes in one log batch
+    /// rather than one batch each). The default runs `start` alone.
+    fn start_together(&mut self, start: &mut dyn FnMut()) {
+        start();
+    }
 }
 
 /// The user_data bit that marks a reactor's operations on a [`LentRing`]; the

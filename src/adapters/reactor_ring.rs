@@ -33,6 +33,13 @@ impl ReactorPoller for EngineRingPoller {
     fn lend_ring(&mut self) -> Option<Box<dyn LentRing>> {
         Some(Box::new(EngineRingShare(self.0.share())))
     }
+
+    fn start_together(&mut self, start: &mut dyn FnMut()) {
+        // The round's writes share log batches; the plug's release forms them
+        // before the reactor moves on (it never waits while holding it).
+        let _plug = engine::WritePlug::new();
+        start();
+    }
 }
 
 /// The engine ring as the reactor sees it when lent.

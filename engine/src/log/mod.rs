@@ -17,9 +17,12 @@
 //! both (FORMAT.md, "Recovery").
 
 mod apply;
+mod plug;
 pub(crate) mod segments;
 
 pub(crate) use apply::{apply_batch, created_shape};
+pub(crate) use plug::form_deferred;
+pub use plug::WritePlug;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -214,8 +217,13 @@ struct Formed {
     preallocate: Vec<SegmentId>,
 }
 
-/// Queues a record and writes whatever batches can be formed.
+/// Queues a record and writes whatever batches can be formed (unless this
+/// thread holds a [`WritePlug`], whose release forms them).
 pub(crate) fn append(core: &Arc<Core>, pending: Pending) {
+    if plug::defers(core) {
+        core.log.lock().pending.push_back(pending);
+        return;
+    }
     let formed = {
         let mut log = core.log.lock();
         log.pending.push_back(pending);

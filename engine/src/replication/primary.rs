@@ -539,6 +539,9 @@ impl Inner {
             Change::WriteZeroes(e) | Change::Deallocate(e) => Some(*e),
             Change::Flush => None,
         };
+        // A control change may hold the gate while it waits for local writes
+        // this thread's plug still holds back: let them go before waiting.
+        crate::log::form_deferred();
         let _gate = self.gate.read();
         let mut state = self.state.lock();
         if state.deposed || !self.authority.lease_valid() {

@@ -757,20 +757,27 @@ impl<T: Transport> Core<T> {
     /// Starts `requests` of `token`'s connection on their backends, taking
     /// back the completions a backend ran inline without going through the
     /// inbox.
-    fn start_requests(&mut self, token: usize, requests: Vec<IoRequest>) {
+    fn start_requests(&mut self, token: usize, mut requests: Vec<IoRequest>) {
         if requests.is_empty() {
             return;
         }
         let id = self.id;
         let inbox = &self.inbox;
+        let poller = &mut self.poller;
         collecting_inline(id, &mut self.inline_done, || {
-            for req in requests {
-                let inbox = inbox.clone();
-                req.start(move |tag, result| {
-                    if let Some(result) = complete_inline(id, token, tag, result) {
-                        inbox.send(Message::IoDone { token, tag, result });
-                    }
-                });
+            let mut start = || {
+                for req in requests.drain(..) {
+                    let inbox = inbox.clone();
+                    req.start(move |tag, result| {
+                        if let Some(result) = complete_inline(id, token, tag, result) {
+                            inbox.send(Message::IoDone { token, tag, result });
+                        }
+                    });
+                }
+            };
+            match poller {
+                Some(poller) => poller.start_together(&mut start),
+                None => start(),
             }
         });
         let now = self.now;
