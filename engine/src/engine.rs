@@ -269,7 +269,12 @@ impl Engine {
                 let size = spec.create_size.ok_or_else(|| OpenBackingError::NoSize {
                     path: spec.path.clone(),
                 })?;
-                devices.push(Arc::new(RamDevice::new(size)));
+                let device = RamDevice::new(size).map_err(|source| OpenBackingError::Os {
+                    op: "allocate memory for",
+                    path: spec.path.clone(),
+                    source,
+                })?;
+                devices.push(Arc::new(device));
                 created += 1;
                 continue;
             }
