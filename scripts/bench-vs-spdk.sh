@@ -73,7 +73,7 @@ stop_target() {
 trap stop_target EXIT
 
 wait_port() {
-    for _ in $(seq 100); do
+    for _ in $(seq 1200); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.1
     done
