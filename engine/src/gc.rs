@@ -425,7 +425,13 @@ fn relocation_blocks(live: u32) -> u64 {
 /// Every block some map references inside `victims`, once per location.
 fn find_live_blocks(core: &Core, victims: &[SegmentId]) -> Vec<LiveBlock> {
     let per_segment = u64::from(core.pool.blocks_per_segment);
-    let wanted: HashSet<u32> = victims.iter().map(|s| s.0).collect();
+    // Asked of every mapped block of every map: an index, not a hash lookup.
+    let mut wanted = vec![false; core.pool.segment_count() as usize];
+    for victim in victims {
+        if let Some(slot) = wanted.get_mut(victim.0 as usize) {
+            *slot = true;
+        }
+    }
     let maps = core.catalog.read().all();
     // Copies, so writers are not held up while the walk runs; they also keep every
     // instance alive, so instance addresses stay unique until the walk ends.
@@ -443,7 +449,8 @@ fn find_live_blocks(core: &Core, victims: &[SegmentId]) -> Vec<LiveBlock> {
             }
             let base = u64::from(index) * crate::index::CHUNK_BLOCKS as u64;
             for (offset, mapping) in chunk.mapped() {
-                if wanted.contains(&((mapping.location.0 / per_segment) as u32)) {
+                let segment = (mapping.location.0 / per_segment) as usize;
+                if wanted.get(segment).copied().unwrap_or(false) {
                     let member = (base + u64::from(offset), mapping.packing.index, mapping.crc);
                     let live = found.entry(mapping.location.0).or_insert(LiveBlock {
                         lineage: *lineage,
