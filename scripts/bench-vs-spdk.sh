@@ -19,9 +19,15 @@
 # time the target process used per I/O and the device bytes written per host
 # byte (from the volume's write counters).
 #
+# Scaling: --target-cpus 0,1 gives each target two cores (keeld two reactors,
+# nvmf_tgt two poll groups) and --queues 2 has spdk_nvme_perf open two I/O
+# queues, so the load spreads over both; the initiator stays on
+# --initiator-cpus (default 1, so on two cores it shares one with the target).
+#
 # Usage: scripts/bench-vs-spdk.sh [--spdk DIR] [--seconds N] [--dir DIR]
 #                                 [--targets keeld-file,keeld-ram,spdk-aio,spdk-malloc]
 #                                 [--workloads randread:4096:1,randwrite:4096:32,...]
+#                                 [--target-cpus 0] [--initiator-cpus 1] [--queues 1]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
@@ -37,6 +43,9 @@ SPDK_PORT=4430
 API_PORT=18090
 HOST_NQN="nqn.2014-08.org.nvmexpress:uuid:6b65656c-7065-7266-8000-000000000001"
 SPDK_NQN="nqn.2016-06.io.spdk:cnode1"
+TARGET_CPUS=0
+INITIATOR_CPUS=1
+QUEUES=1
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -45,6 +54,9 @@ while [ $# -gt 0 ]; do
         --dir) DIR=$2; shift 2 ;;
         --targets) TARGETS=$2; shift 2 ;;
         --workloads) WORKLOADS=$2; shift 2 ;;
+        --target-cpus) TARGET_CPUS=$2; shift 2 ;;
+        --initiator-cpus) INITIATOR_CPUS=$2; shift 2 ;;
+        --queues) QUEUES=$2; shift 2 ;;
         *) echo "unknown argument $1 (see the comment at the top of $0)" >&2; exit 2 ;;
     esac
 done
@@ -53,6 +65,17 @@ if [ -z "$TARGETS" ]; then
 fi
 
 log() { printf '== %s\n' "$*" >&2; }
+# cpu_mask LIST: the hexadecimal mask of a comma-separated CPU list.
+cpu_mask() {
+    local mask=0 cpu
+    for cpu in ${1//,/ }; do mask=$((mask | (1 << cpu))); done
+    printf '0x%x' "$mask"
+}
+TARGET_CORES=$(tr ',' '\n' <<< "$TARGET_CPUS" | wc -l)
+if [ -z "$SPDK" ] && [ "$QUEUES" -ne 1 ]; then
+    echo "--queues needs --spdk (the project's initiator drives one queue)" >&2
+    exit 2
+fi
 mkdir -p "$DIR"
 RESULTS="$DIR/results.tsv"
 : > "$RESULTS"
@@ -94,10 +117,10 @@ volume_counter() {
 start_keeld() { # $1: file | ram
     local data="$DIR/keeld-$1"
     rm -rf "$data" && mkdir -p "$data"
-    printf '[nvme]\nreactors = 1\n' > "$data/keel.toml"
+    printf '[nvme]\nreactors = %s\n' "$TARGET_CORES" > "$data/keel.toml"
     local device=()
     if [ "$1" = ram ]; then device=(--device ram:4GiB); else device=(--pool-size 4GiB); fi
-    taskset -c 0 target/release/keeld --config "$data/keel.toml" --data-dir "$data/data" "${device[@]}" \
+    taskset -c "$TARGET_CPUS" target/release/keeld --config "$data/keel.toml" --data-dir "$data/data" "${device[@]}" \
         --nvme-listen "127.0.0.1:$KEELD_PORT" --api-listen "127.0.0.1:$API_PORT" \
         --insecure-http --no-auth > "$data/keeld.log" 2>&1 &
     TARGET_PID=$!
@@ -115,7 +138,7 @@ start_spdk() { # $1: aio | malloc
     mkdir -p /dev/hugepages
     mountpoint -q /dev/hugepages || mount -t hugetlbfs none /dev/hugepages
     rm -f "$DIR/spdk.sock"
-    taskset -c 0 "$SPDK/bin/nvmf_tgt" -m 0x1 -r "$DIR/spdk.sock" > "$DIR/nvmf_tgt-$1.log" 2>&1 &
+    taskset -c "$TARGET_CPUS" "$SPDK/bin/nvmf_tgt" -m "$(cpu_mask "$TARGET_CPUS")" -r "$DIR/spdk.sock" > "$DIR/nvmf_tgt-$1.log" 2>&1 &
     TARGET_PID=$!
     for _ in $(seq 100); do [ -S "$DIR/spdk.sock" ] && break; sleep 0.1; done
     "${rpc[@]}" nvmf_create_transport -t TCP -q 256 > /dev/null
@@ -137,7 +160,8 @@ start_spdk() { # $1: aio | malloc
 initiator() {
     if [ -n "$SPDK" ]; then
         local out
-        out=$(timeout $(($4 + 60)) taskset -c 1 "$SPDK/bin/spdk_nvme_perf" -c 0x2 -q "$3" -o "$2" -w "$1" -t "$4" -L \
+        out=$(timeout $(($4 + 60)) taskset -c "$INITIATOR_CPUS" "$SPDK/bin/spdk_nvme_perf" \
+            -c "$(cpu_mask "$INITIATOR_CPUS")" -P "$QUEUES" -q "$3" -o "$2" -w "$1" -t "$4" -L \
             -r "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:$NQN hostnqn:$HOST_NQN" 2>&1)
         printf '%s\n' "$out" | python3 -c '
 import re, sys
@@ -150,7 +174,7 @@ if not total:
     sys.exit("spdk_nvme_perf printed no total:\n" + text)
 print(total.group(1), total.group(3), pct("99.00000"), pct("99.90000"))'
     else
-        timeout $(($4 + 60)) taskset -c 1 "$PERF_BIN" -a "127.0.0.1:$PORT" -n "$NQN" -H "$HOST_NQN" \
+        timeout $(($4 + 60)) taskset -c "$INITIATOR_CPUS" "$PERF_BIN" -a "127.0.0.1:$PORT" -n "$NQN" -H "$HOST_NQN" \
             -w "$1" -o "$2" -q "$3" -t "$4" -s "$NAMESPACE_BYTES" \
             | sed -n 's/^RESULT iops=\([^ ]*\) mib_s=[^ ]* mean_us=\([^ ]*\) p99_us=\([^ ]*\) p999_us=\([^ ]*\)$/\1 \2 \3 \4/p'
     fi
