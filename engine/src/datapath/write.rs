@@ -128,9 +128,15 @@ fn store_blocks(
     let compressed = volume.flags() & VOLUME_FLAG_COMPRESS != 0;
     let piece_bytes = ATOMIC_WRITE_BLOCKS * BLOCK_SIZE;
     let pieces = bytes.len().div_ceil(piece_bytes);
+    let mut rest = bytes;
     for (piece, done) in Join::split(done, pieces).into_iter().enumerate() {
-        let at = piece * piece_bytes;
-        let data = bytes.slice(at..bytes.len().min(at + piece_bytes));
+        // The last piece (the only one, for most writes) takes the buffer
+        // itself: slicing a `Bytes` made from a `Vec` allocates to share it.
+        let data = if rest.len() > piece_bytes {
+            rest.split_to(piece_bytes)
+        } else {
+            std::mem::take(&mut rest)
+        };
         let lba = first + (piece * ATOMIC_WRITE_BLOCKS) as u64;
         let (entry, data) = if compressed {
             crate::compress::pack(volume.id.0, lba, &data)
