@@ -47,12 +47,13 @@ fn manageable(r: &VolumeRecord, detailed: bool) -> Value {
     v
 }
 
-async fn listing(
-    state: AppState,
+/// `GET /v3/{project_id}/manageable_volumes` and, with `DETAILED`, its
+/// `/detail` (administrators).
+pub(super) async fn list<const DETAILED: bool>(
+    State(state): State<AppState>,
     caller: CinderCaller,
     path: CinderPath,
-    query: HashMap<String, String>,
-    detailed: bool,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, CinderError> {
     caller.require_admin()?;
     let project = caller.project(path.project(), false)?;
@@ -67,31 +68,11 @@ async fn listing(
         let list: Vec<Value> = page
             .apply(volumes, |v| v.uuid)
             .iter()
-            .map(|v| manageable(v, detailed))
+            .map(|v| manageable(v, DETAILED))
             .collect();
         Ok(Json(json!({"manageable-volumes": list})).into_response())
     })
     .await
-}
-
-/// `GET /v3/{project_id}/manageable_volumes` (administrators).
-pub(super) async fn list(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, CinderError> {
-    listing(state, caller, path, query, false).await
-}
-
-/// `GET /v3/{project_id}/manageable_volumes/detail` (administrators).
-pub(super) async fn list_detail(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, CinderError> {
-    listing(state, caller, path, query, true).await
 }
 
 #[derive(Debug, Deserialize)]

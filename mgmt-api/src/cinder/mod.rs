@@ -475,9 +475,9 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/volume-transfers",
-            get(transfers::list).post(transfers::create),
+            get(transfers::list::<false>).post(transfers::create),
         )
-        .route("/volume-transfers/detail", get(transfers::list_detail))
+        .route("/volume-transfers/detail", get(transfers::list::<true>))
         .route(
             "/volume-transfers/{transfer_id}",
             get(transfers::show).delete(transfers::delete),
@@ -488,9 +488,9 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/os-volume-transfer",
-            get(transfers::list).post(transfers::create),
+            get(transfers::list::<false>).post(transfers::create),
         )
-        .route("/os-volume-transfer/detail", get(transfers::list_detail))
+        .route("/os-volume-transfer/detail", get(transfers::list::<true>))
         .route(
             "/os-volume-transfer/{transfer_id}",
             get(transfers::show).delete(transfers::delete),
@@ -501,8 +501,8 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/volumes/summary", get(volumes::totals))
         .route("/os-volume-manage", post(manage::manage))
-        .route("/manageable_volumes", get(manage::list))
-        .route("/manageable_volumes/detail", get(manage::list_detail))
+        .route("/manageable_volumes", get(manage::list::<false>))
+        .route("/manageable_volumes/detail", get(manage::list::<true>))
         .route("/snapshots", get(snapshots::list).post(snapshots::create))
         .route("/snapshots/detail", get(snapshots::list_detail))
         .route(

@@ -102,12 +102,12 @@ pub(super) async fn create(
     .await
 }
 
-async fn listing(
-    state: AppState,
+/// `GET .../volume-transfers` and, with `DETAILED`, its `/detail`.
+pub(super) async fn list<const DETAILED: bool>(
+    State(state): State<AppState>,
     caller: CinderCaller,
     path: CinderPath,
-    query: HashMap<String, String>,
-    detailed: bool,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, CinderError> {
     let project = caller.project(path.project(), false)?;
     let page = Page::parse(&query)?;
@@ -124,31 +124,11 @@ async fn listing(
         let shown: Vec<Value> = page
             .apply(mine, |t| t.id)
             .iter()
-            .map(|t| if detailed { detail(t) } else { summary(t) })
+            .map(|t| if DETAILED { detail(t) } else { summary(t) })
             .collect();
         Ok(Json(json!({"transfers": shown})).into_response())
     })
     .await
-}
-
-/// `GET .../volume-transfers`.
-pub(super) async fn list(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, CinderError> {
-    listing(state, caller, path, query, false).await
-}
-
-/// `GET .../volume-transfers/detail`.
-pub(super) async fn list_detail(
-    State(state): State<AppState>,
-    caller: CinderCaller,
-    path: CinderPath,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, CinderError> {
-    listing(state, caller, path, query, true).await
 }
 
 /// `GET .../volume-transfers/{transfer_id}`.
