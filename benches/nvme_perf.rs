@@ -24,80 +24,71 @@ use nvmf_target::host::{HostController, HostOptions};
 const DEFAULT_HOST_NQN: &str =
     "nqn.2014-08.org.nvmexpress:uuid:6b65656c-7065-7266-8000-000000000001";
 
+/// What to run against which target (flags as spdk_nvme_perf's).
+#[derive(clap::Parser)]
 struct Args {
+    /// The target's NVMe/TCP address, e.g. 127.0.0.1:4420.
+    #[arg(short = 'a')]
     target: SocketAddr,
+    /// The subsystem NQN.
+    #[arg(short = 'n')]
     nqn: String,
+    /// The host NQN to connect as.
+    #[arg(short = 'H', default_value = DEFAULT_HOST_NQN)]
     host_nqn: String,
+    /// The namespace.
+    #[arg(long, default_value_t = 1)]
     nsid: u32,
-    pattern: Pattern,
+    /// The workload.
+    #[arg(short = 'w', value_enum)]
+    pattern: PatternArg,
+    /// Bytes per I/O: whole 4 KiB blocks.
+    #[arg(short = 'o', default_value_t = 4096)]
     io_bytes: u64,
-    depth: usize,
+    /// Commands kept in flight.
+    #[arg(short = 'q', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=127))]
+    depth: u16,
+    /// Seconds to run.
+    #[arg(short = 't', default_value_t = 10)]
     seconds: u64,
+    /// Bytes of the namespace to address.
+    #[arg(short = 's', default_value_t = 1 << 30)]
     region_bytes: u64,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
-    let mut target = None;
-    let mut nqn = None;
-    let mut host_nqn = DEFAULT_HOST_NQN.to_owned();
-    let mut nsid = 1;
-    let mut pattern = None;
-    let mut io_bytes = 4096;
-    let mut depth = 1;
-    let mut seconds = 10;
-    let mut region_bytes = 1 << 30;
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
-        let number = |text: String| text.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
-        match flag.as_str() {
-            "-a" => target = Some(value()?.parse().map_err(|e| format!("-a: {e}"))?),
-            "-n" => nqn = Some(value()?),
-            "-H" => host_nqn = value()?,
-            "--nsid" => nsid = number(value()?)? as u32,
-            "-w" => {
-                pattern = Some(match value()?.as_str() {
-                    "randread" => Pattern::RandRead,
-                    "randwrite" => Pattern::RandWrite,
-                    "read" => Pattern::SeqRead,
-                    "write" => Pattern::SeqWrite,
-                    other => return Err(format!("-w {other}: not a workload")),
-                })
-            }
-            "-o" => io_bytes = number(value()?)?,
-            "-q" => depth = number(value()?)? as usize,
-            "-t" => seconds = number(value()?)?,
-            "-s" => region_bytes = number(value()?)?,
-            other => return Err(format!("unknown argument {other}")),
+/// The workloads, named as spdk_nvme_perf's `-w`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PatternArg {
+    Randread,
+    Randwrite,
+    Read,
+    Write,
+}
+
+impl From<PatternArg> for Pattern {
+    fn from(arg: PatternArg) -> Pattern {
+        match arg {
+            PatternArg::Randread => Pattern::RandRead,
+            PatternArg::Randwrite => Pattern::RandWrite,
+            PatternArg::Read => Pattern::SeqRead,
+            PatternArg::Write => Pattern::SeqWrite,
         }
     }
-    if io_bytes == 0 || io_bytes % BLOCK_BYTES != 0 || region_bytes < io_bytes {
-        return Err("-o must be whole 4 KiB blocks and -s at least one I/O".to_owned());
-    }
-    if depth == 0 || depth > 127 {
-        return Err("-q must be 1..=127".to_owned());
-    }
-    Ok(Args {
-        target: target.ok_or("-a is required")?,
-        nqn: nqn.ok_or("-n is required")?,
-        host_nqn,
-        nsid,
-        pattern: pattern.ok_or("-w is required")?,
-        io_bytes,
-        depth,
-        seconds,
-        region_bytes,
-    })
 }
 
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // Nothing to list or smoke-test: it measures a running target.
     }
-    let args = parse_args().unwrap_or_else(|e| {
-        eprintln!("nvme_perf: {e}");
+    let args = <Args as clap::Parser>::parse();
+    if args.io_bytes == 0 || args.io_bytes % BLOCK_BYTES != 0 || args.region_bytes < args.io_bytes {
+        eprintln!("nvme_perf: -o must be whole 4 KiB blocks and -s at least one I/O");
         std::process::exit(2);
-    });
+    }
+    let depth = usize::from(args.depth);
     let mut options = HostOptions::new(&args.host_nqn, &args.nqn);
     options.kato_ms = 0;
     options.queue_size = 128;
@@ -107,15 +98,15 @@ fn main() {
     let mut io = host.connect_io_queue(1).expect("I/O queue");
     let w = Workload {
         name: "nvme_perf",
-        pattern: args.pattern,
+        pattern: args.pattern.into(),
         block_bytes: args.io_bytes,
-        depth: args.depth,
+        depth,
     };
     let mut load = HostLoad::new(&mut io, args.nsid, w, w.slots(args.region_bytes));
     let mut latencies = Latencies::with_capacity(1 << 22);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
-    keep_in_flight(&mut load, args.depth, |_, at| {
+    keep_in_flight(&mut load, depth, |_, at| {
         latencies.record(at.elapsed());
         Instant::now() < deadline
     });
@@ -124,8 +115,8 @@ fn main() {
     let iops = s.count as f64 / elapsed;
     let mib_s = iops * args.io_bytes as f64 / f64::from(1 << 20);
     println!(
-        "{:?} {} B QD{}: {iops:.0} IOPS, {mib_s:.1} MiB/s, mean {:.1} µs, p50 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}",
-        args.pattern, args.io_bytes, args.depth, s.mean_us, s.p50_us, s.p99_us, s.p999_us, s.max_us
+        "{:?} {} B QD{depth}: {iops:.0} IOPS, {mib_s:.1} MiB/s, mean {:.1} µs, p50 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}",
+        w.pattern, args.io_bytes, s.mean_us, s.p50_us, s.p99_us, s.p999_us, s.max_us
     );
     println!(
         "RESULT iops={iops:.0} mib_s={mib_s:.1} mean_us={:.1} p99_us={:.1} p999_us={:.1}",
