@@ -65,18 +65,14 @@ impl Device for FaultyDevice {
     fn submit(&self, op: IoOp, done: IoDone) {
         let fails = match &op {
             IoOp::Read { .. } => self.plan.fail_reads.load(Ordering::SeqCst),
-            IoOp::Write { .. } => self.plan.write_fails(),
+            IoOp::Write { .. } | IoOp::WriteCached { .. } => self.plan.write_fails(),
             IoOp::Flush => self.plan.fail_flushes.load(Ordering::SeqCst),
         };
         if !fails {
             return self.inner.submit(op, done);
         }
-        let buf = match op {
-            IoOp::Read { buf, .. } | IoOp::Write { buf, .. } => Some(buf),
-            IoOp::Flush => None,
-        };
         done(IoOutcome {
-            buf,
+            buf: op.into_buf(),
             result: Err(DeviceError::Os(libc::EIO)),
         })
     }

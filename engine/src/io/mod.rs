@@ -43,8 +43,32 @@ pub enum IoOp {
         /// Source; its length is the transfer size.
         buf: AlignedBuf,
     },
+    /// Writes all of `buf` at `offset` through the kernel's page cache: like
+    /// [`IoOp::Write`] it survives process death once complete and power loss
+    /// only after a later [`IoOp::Flush`], but rewriting the same block again
+    /// and again costs memory copies, not device writes, until the flush (or
+    /// the kernel's writeback) sends the last image to the media. For the
+    /// header of the log's open batch, rewritten as records join it.
+    WriteCached {
+        /// Byte offset, a multiple of the block size.
+        offset: u64,
+        /// Source; its length is the transfer size.
+        buf: AlignedBuf,
+    },
     /// Makes every completed write durable (fdatasync / device cache flush).
     Flush,
+}
+
+impl IoOp {
+    /// The operation's buffer, if it has one.
+    pub fn into_buf(self) -> Option<AlignedBuf> {
+        match self {
+            IoOp::Read { buf, .. } | IoOp::Write { buf, .. } | IoOp::WriteCached { buf, .. } => {
+                Some(buf)
+            }
+            IoOp::Flush => None,
+        }
+    }
 }
 
 /// Why a device operation failed.
@@ -118,7 +142,9 @@ pub type DeviceRef = Arc<dyn Device>;
 /// Checks that an operation lies inside a device of `size` bytes.
 pub(crate) fn check_bounds(op: &IoOp, size: u64) -> Result<(), DeviceError> {
     let (offset, len) = match op {
-        IoOp::Read { offset, buf } | IoOp::Write { offset, buf } => (*offset, buf.len()),
+        IoOp::Read { offset, buf }
+        | IoOp::Write { offset, buf }
+        | IoOp::WriteCached { offset, buf } => (*offset, buf.len()),
         IoOp::Flush => return Ok(()),
     };
     match offset.checked_add(len as u64) {

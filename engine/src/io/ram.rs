@@ -94,7 +94,7 @@ impl Device for RamDevice {
                 }
                 Some(buf)
             }
-            IoOp::Write { offset, buf } => {
+            IoOp::Write { offset, buf } | IoOp::WriteCached { offset, buf } => {
                 if result.is_ok() {
                     self.write(offset, buf.as_slice());
                 }

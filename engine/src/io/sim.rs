@@ -126,12 +126,8 @@ impl Device for SimDevice {
 
     fn submit(&self, op: IoOp, done: IoDone) {
         if let Err(err) = check_bounds(&op, self.size) {
-            let buf = match op {
-                IoOp::Read { buf, .. } | IoOp::Write { buf, .. } => Some(buf),
-                IoOp::Flush => None,
-            };
             return done(IoOutcome {
-                buf,
+                buf: op.into_buf(),
                 result: Err(err),
             });
         }
@@ -148,15 +144,21 @@ impl Device for SimDevice {
                         result: Ok(()),
                     }
                 }
-                IoOp::Write { buf, .. } if state.writes_before_crash == Some(0) => IoOutcome {
-                    buf: Some(buf),
-                    result: Ok(()),
-                },
+                // The page cache is volatile like the device's cache: a cached
+                // write is modelled as a write.
+                IoOp::Write { buf, .. } | IoOp::WriteCached { buf, .. }
+                    if state.writes_before_crash == Some(0) =>
+                {
+                    IoOutcome {
+                        buf: Some(buf),
+                        result: Ok(()),
+                    }
+                }
                 IoOp::Flush if state.writes_before_crash == Some(0) => IoOutcome {
                     buf: None,
                     result: Ok(()),
                 },
-                IoOp::Write { offset, buf } => {
+                IoOp::Write { offset, buf } | IoOp::WriteCached { offset, buf } => {
                     if let Some(left) = state.writes_before_crash.as_mut() {
                         *left -= 1;
                     }

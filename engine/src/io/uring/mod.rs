@@ -19,7 +19,7 @@ mod slots;
 pub use local::{recv_driving_local, recv_polling_local, LocalRing, LocalRingError};
 pub use share::{RingShare, SHARED_USER_DATA};
 
-use super::{check_bounds, AlignedBuf, Device, DeviceError, IoDone, IoOp, IoOutcome};
+use super::{check_bounds, Device, DeviceError, IoDone, IoOp, IoOutcome};
 use slots::{Request, Slots};
 
 /// Ring size; the thread keeps at most `RING_ENTRIES - 1` operations in flight
@@ -53,6 +53,30 @@ fn submit_full_batch(ring: &mut IoUring) {
     }
 }
 
+/// Opens the file behind `file` once more, without O_DIRECT (through
+/// `/proc/self/fd`, which names the same file or block device).
+fn reopen_buffered(file: &File) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Writes all of `bytes` at `offset` with pwrite, retrying interrupted calls.
+fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> Result<(), DeviceError> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(bytes, offset).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::WriteZero {
+            DeviceError::Short {
+                done: 0,
+                wanted: bytes.len(),
+            }
+        } else {
+            DeviceError::Os(err.raw_os_error().unwrap_or(libc::EIO))
+        }
+    })
+}
+
 /// An entry into the kernel that failed for now and may simply be retried:
 /// interrupted by a signal, or refused while completions wait to be reaped.
 fn is_transient(err: &std::io::Error) -> bool {
@@ -61,6 +85,11 @@ fn is_transient(err: &std::io::Error) -> bool {
 
 struct Shared {
     file: File,
+    /// The same file opened again without O_DIRECT, for [`IoOp::WriteCached`]:
+    /// its writes land in the page cache, which the O_DIRECT descriptor's
+    /// reads see (the kernel writes dirty pages back before a direct read of
+    /// them) and its fdatasync makes durable.
+    cached: File,
     /// Regular files may be sparse and are preallocated on request; block devices
     /// have nothing to allocate.
     is_regular_file: bool,
@@ -100,8 +129,10 @@ impl UringDevice {
         // SAFETY: raw is a freshly created descriptor that nothing else owns.
         let wake_fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let is_regular_file = file.metadata()?.file_type().is_file();
+        let cached = reopen_buffered(&file)?;
         let shared = Arc::new(Shared {
             file,
+            cached,
             is_regular_file,
             wake_fd,
             sleeping: AtomicBool::new(false),
@@ -152,6 +183,9 @@ impl Device for UringDevice {
         let Some((op, done)) = self.admit(op, done) else {
             return;
         };
+        if let IoOp::WriteCached { .. } = op {
+            return self.send_io(op, done);
+        }
         if let Err(Request::Io(op, done)) =
             local::submit_on_current(&self.shared, Request::Io(op, done))
         {
@@ -184,7 +218,7 @@ impl UringDevice {
         match refused {
             Some(err) => {
                 done(IoOutcome {
-                    buf: take_buf(op),
+                    buf: op.into_buf(),
                     result: Err(err),
                 });
                 None
@@ -193,11 +227,19 @@ impl UringDevice {
         }
     }
 
-    /// Hands an admitted operation to the ring thread.
+    /// Hands an admitted operation to the ring thread; a cached write is a
+    /// copy into the page cache, done here and now.
     fn send_io(&self, op: IoOp, done: IoDone) {
+        if let IoOp::WriteCached { offset, buf } = op {
+            let result = write_all_at(&self.shared.cached, buf.as_slice(), offset);
+            return done(IoOutcome {
+                buf: Some(buf),
+                result,
+            });
+        }
         if let Err(Request::Io(op, done)) = self.send(Request::Io(op, done)) {
             done(IoOutcome {
-                buf: take_buf(op),
+                buf: op.into_buf(),
                 result: Err(DeviceError::Closed),
             });
         }
@@ -251,13 +293,6 @@ fn deferring_ring(entries: u32, cq_entries: u32) -> std::io::Result<IoUring> {
         .setup_taskrun_flag()
         .build(entries)
         .or_else(|_| IoUring::builder().setup_cqsize(cq_entries).build(entries))
-}
-
-fn take_buf(op: IoOp) -> Option<AlignedBuf> {
-    match op {
-        IoOp::Read { buf, .. } | IoOp::Write { buf, .. } => Some(buf),
-        IoOp::Flush => None,
-    }
 }
 
 struct RingLoop {
@@ -393,7 +428,7 @@ impl RingLoop {
         while let Ok(request) = self.queue.try_recv() {
             if let Request::Io(op, done) = request {
                 done(IoOutcome {
-                    buf: take_buf(op),
+                    buf: op.into_buf(),
                     result: Err(DeviceError::Closed),
                 });
             }
@@ -404,6 +439,7 @@ impl RingLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::AlignedBuf;
     use crate::io::{flush_blocking, read_blocking, write_blocking};
 
     /// A file-backed device of `size` bytes in a fresh temporary directory.
@@ -443,6 +479,28 @@ mod tests {
         flush_blocking(&dev).expect("flush");
         let back = read_blocking(&dev, 4096, 8192).expect("read");
         assert_eq!(back.as_slice(), &data[..]);
+    }
+
+    #[test]
+    fn cached_rewrites_are_what_direct_reads_see_and_direct_writes_replace() {
+        let (_dir, dev) = temp_device(1 << 20);
+        for round in 0..3u8 {
+            let outcome = crate::io::submit_blocking(
+                &dev,
+                IoOp::WriteCached {
+                    offset: 8192,
+                    buf: AlignedBuf::copy_from(&[round; 4096]),
+                },
+            );
+            outcome.result.expect("cached write");
+            let back = read_blocking(&dev, 8192, 4096).expect("direct read");
+            assert_eq!(back.as_slice(), &[round; 4096][..], "image {round}");
+        }
+        flush_blocking(&dev).expect("flush");
+        // The block reused later, written directly, reads back as written.
+        write_blocking(&dev, 4096, AlignedBuf::copy_from(&[9u8; 8192])).expect("direct write");
+        let back = read_blocking(&dev, 8192, 4096).expect("direct read");
+        assert_eq!(back.as_slice(), &[9u8; 4096][..]);
     }
 
     #[test]

@@ -84,7 +84,12 @@ impl Slots {
                     .build();
                 (sqe, Some(buf), len, Some(done))
             }
-            Request::Io(IoOp::Write { offset, mut buf }, done) => {
+            // UringDevice copies cached writes into the page cache itself and
+            // never queues one; written directly, one would promise the same.
+            Request::Io(
+                IoOp::Write { offset, mut buf } | IoOp::WriteCached { offset, mut buf },
+                done,
+            ) => {
                 let len = buf.len();
                 let sqe = opcode::Write::new(fd, buf.as_mut_ptr(), len as u32)
                     .offset(offset)
