@@ -22,11 +22,23 @@ use std::collections::HashMap;
 /// completion callback.
 pub(crate) fn write_checkpoint(core: &Arc<Core>) -> Result<(), CheckpointError> {
     let _gate = core.checkpoint_gate.lock();
+    // The capture must hold no part of an unfinished batch (replay would apply
+    // it again from its start): close the log's open batch, wait until it is
+    // applied, and keep its successor from applying anything early until the
+    // capture is taken.
+    let held = EarlyApplyHeld::new(core);
+    crate::datapath::completion::wait(|done| {
+        crate::log::after_open_batch(core, Box::new(move || done(Ok(()))))
+    })?;
     let (body, replay_seq, position) = {
         let mut log = core.log.lock();
         if core.fenced.load(Ordering::Acquire) {
             return Err(IoError::Fenced.into());
         }
+        debug_assert!(
+            !crate::log::open_batch_applied_early(&log),
+            "early applies are held"
+        );
         let catalog = core.catalog.read();
         let volumes = catalog
             .all()
@@ -44,6 +56,7 @@ pub(crate) fn write_checkpoint(core: &Arc<Core>) -> Result<(), CheckpointError> 
             log.replay_positions(),
         )
     };
+    drop(held);
     // After the capture: a write the captured maps hold is settled by now or
     // reported (see `crate::unsettled`).
     // The sources take their own locks: the catalog is not held meanwhile.
@@ -88,6 +101,22 @@ pub(crate) fn write_checkpoint(core: &Arc<Core>) -> Result<(), CheckpointError> 
             crate::log::kick(core);
             Err(err)
         }
+    }
+}
+
+/// Holds back the log's open batch from applying entries early while alive.
+struct EarlyApplyHeld<'a>(&'a Arc<Core>);
+
+impl<'a> EarlyApplyHeld<'a> {
+    fn new(core: &'a Arc<Core>) -> Self {
+        crate::log::hold_early_apply(core, true);
+        EarlyApplyHeld(core)
+    }
+}
+
+impl Drop for EarlyApplyHeld<'_> {
+    fn drop(&mut self) {
+        crate::log::hold_early_apply(self.0, false);
     }
 }
 

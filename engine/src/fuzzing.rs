@@ -124,9 +124,11 @@ fn build_image(collected: bool) -> Image {
             // Garbage in older segments, then (after a checkpoint covering
             // them) a round that copies out of them with no checkpoint of its
             // own: its batches are on the collector head after the root.
-            for pass in 0..2 {
+            // Four passes: a write costs one block, so the first passes'
+            // blocks fill a segment that is sealed before the collection.
+            for pass in 0..4 {
                 for lba in 256..448 {
-                    let data = block(round * 1000 + pass * 500 + lba, false);
+                    let data = block(round * 1000 + pass * 250 + lba, false);
                     engine
                         .write_wait(plain, lba, data.clone())
                         .expect("overwrite plain");
@@ -242,6 +244,30 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Byte offset of the plain image's last batch header (the newest epoch's
+    /// highest seq), found by decoding every block.
+    fn last_header_offset() -> u64 {
+        let image = image();
+        let mut newest: Option<((u64, u64), u64)> = None;
+        for at in (0..image.bytes).step_by(BLOCK) {
+            let block = crate::io::read_blocking(&image.device, at, BLOCK).expect("read");
+            if let Ok(header) = crate::format::BatchHeader::decode(block.as_slice()) {
+                let key = (header.epoch, header.seq);
+                if newest.is_none_or(|(best, _)| key > best) {
+                    newest = Some((key, at));
+                }
+            }
+        }
+        newest.expect("the image has batches").1
+    }
+
+    /// A damage record XOR-ing `mask` into the byte at `offset` of the image.
+    fn damage_at(offset: u64, mask: u8) -> Vec<u8> {
+        let mut record = (offset as u32 | 0x8000_0000).to_le_bytes().to_vec();
+        record.push(mask);
+        record
+    }
+
     #[test]
     fn an_undamaged_image_reads_back_exactly() {
         assert_eq!(recover_damaged(&[]), Recovery::Opened { media_errors: 0 });
@@ -270,33 +296,28 @@ mod tests {
         // Found by the cargo-fuzz target: two bits of one batch header's
         // magic flipped made replay take the header for the torn end of the
         // log, and the pool opened serving older data for later writes.
-        let record = [0x05, 0x30, 0x5e, 0x00, 0x03];
+        let record = damage_at(last_header_offset() + 5, 0x03);
         assert_eq!(recover_damaged(&record), Recovery::Refused);
     }
 
     #[test]
     fn one_flipped_byte_in_a_batch_never_serves_other_data() {
         // Found by the cargo-fuzz target: one byte XOR 0xDF in the seq of
-        // the log's last batch header (offset 0x5F1013 of the image) made
-        // replay take it for no batch at all, and the pool opened serving
-        // that batch's blocks from before it with success.
-        assert_eq!(
-            recover_damaged(&[19, 16, 223, 207, 223, 0]),
-            Recovery::Refused
-        );
+        // the log's last batch header (its byte 0x13) made replay take it for
+        // no batch at all, and the pool opened serving that batch's blocks
+        // from before it with success.
+        let record = damage_at(last_header_offset() + 0x13, 0xDF);
+        assert_eq!(recover_damaged(&record), Recovery::Refused);
     }
 
     #[test]
     fn a_damaged_pool_uuid_in_the_last_batch_header_is_refused() {
         // Found by the cargo-fuzz target: XOR 0x03 on one byte of the pool
-        // uuid of the log's last batch header (offset 0x5E302D of the image;
-        // the second record lands in padding) made replay take the header
-        // for another pool's, and the pool opened serving that batch's blocks
-        // from before it with success.
-        assert_eq!(
-            recover_damaged(&[45, 48, 94, 0, 3, 5, 98, 0, 0, 48]),
-            Recovery::Refused
-        );
+        // uuid of the log's last batch header (its byte 0x2D) made replay
+        // take the header for another pool's, and the pool opened serving
+        // that batch's blocks from before it with success.
+        let record = damage_at(last_header_offset() + 0x2D, 0x03);
+        assert_eq!(recover_damaged(&record), Recovery::Refused);
     }
 
     #[test]
@@ -304,11 +325,9 @@ mod tests {
         // Two flipped bits that make the last header's seq and epoch both
         // smaller look like an older epoch's stale header to a rule without
         // the first sector's own checksum.
-        let header = 0x5E_3000u32;
-        let mut input = (header + 16).to_le_bytes().to_vec();
-        input.push(0x04);
-        input.extend_from_slice(&(header + 24).to_le_bytes());
-        input.push(0x01);
+        let header = last_header_offset();
+        let mut input = damage_at(header + 16, 0x04);
+        input.extend(damage_at(header + 24, 0x01));
         assert_eq!(recover_damaged(&input), Recovery::Refused);
     }
 

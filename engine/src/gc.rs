@@ -574,10 +574,13 @@ mod tests {
             collector_segments > 0,
             "no segment holds the collector's copies"
         );
-        assert!(segments
-            .iter()
-            .flatten()
-            .any(|b| b.head == HEAD_FOREGROUND && b.seq > 3072));
+        assert!(
+            segments.iter().flatten().any(|b| b.head == HEAD_FOREGROUND
+                && b.entries
+                    .iter()
+                    .any(|e| matches!(e, Entry::Write { lba, .. } if *lba >= 3072))),
+            "the fresh writes are on the foreground head"
+        );
         for lba in 0..3072u64 {
             let expected = if lba % 2 == 0 { 4 } else { 1 };
             assert_eq!(

@@ -11,8 +11,14 @@ use crate::io::IoOp;
 
 /// Flushes every device of the pool; `done` runs with the first error once all
 /// have answered. A failed flush fences the engine, and a fenced engine does not
-/// flush.
+/// flush. The log's open batch closes first, and the flush waits for it: its
+/// records were acknowledged with their header image only in the page cache.
 pub(crate) fn flush_devices(core: &Arc<Core>, done: WriteDone) {
+    let core2 = core.clone();
+    crate::log::after_open_batch(core, Box::new(move || flush_now(&core2, done)));
+}
+
+fn flush_now(core: &Arc<Core>, done: WriteDone) {
     if core.fenced.load(Ordering::Acquire) {
         return done(Err(IoError::Fenced));
     }

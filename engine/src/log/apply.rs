@@ -21,9 +21,24 @@ pub(crate) fn apply_batch(
     block: u32,
 ) {
     let data_start = block + u32::from(header.header_blocks);
-    let mut refs = log.segments.refs_for(header.seq);
+    apply_entries(core, log, header.seq, &header.entries, segment, data_start);
+    log.blocks_since_checkpoint += u64::from(header.total_blocks());
+}
+
+/// Applies `entries` of batch `seq`, whose data area starts at `data_start`
+/// of `segment`: a whole batch's, or (for the open batch) those its newest
+/// header image added.
+pub(crate) fn apply_entries(
+    core: &Core,
+    log: &mut LogState,
+    seq: u64,
+    entries: &[Entry],
+    segment: SegmentId,
+    data_start: u32,
+) {
+    let mut refs = log.segments.refs_for(seq);
     let find = |id: u64| core.catalog.read().get(VolumeId(id));
-    for entry in &header.entries {
+    for entry in entries {
         match entry {
             Entry::Write {
                 volume,
@@ -195,7 +210,6 @@ pub(crate) fn apply_batch(
     if refs.freed_any() {
         core.freed_generation.fetch_add(1, Ordering::AcqRel);
     }
-    log.blocks_since_checkpoint += u64::from(header.total_blocks());
 }
 
 /// Counts `blocks` copied by the collector against the lineage's own volume

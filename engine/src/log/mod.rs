@@ -17,10 +17,11 @@
 //! both (FORMAT.md, "Recovery").
 
 mod apply;
+mod open_batch;
 mod plug;
 pub(crate) mod segments;
 
-pub(crate) use apply::{apply_batch, created_shape};
+pub(crate) use apply::{apply_batch, apply_entries, created_shape};
 pub(crate) use plug::form_deferred;
 pub use plug::WritePlug;
 
@@ -37,6 +38,7 @@ use crate::format::{
 };
 use crate::io::{AlignedBuf, IoOp};
 use crate::units::{SegmentId, BLOCK_SIZE};
+use open_batch::{OpenBatch, OPEN_HEADER_BLOCKS};
 use segments::{SegmentState, SegmentTable};
 
 /// Largest data area of one batch, in blocks (1 MiB); also the largest write.
@@ -44,6 +46,9 @@ pub(crate) const BATCH_DATA_BLOCKS_MAX: u32 = 256;
 
 /// Runs once a record is durable in the log and applied, or has failed.
 pub(crate) type RecordDone = Box<dyn FnOnce(Result<(), IoError>) + Send>;
+
+/// Runs once the batch it waits for is applied.
+pub(crate) type AfterApplied = Box<dyn FnOnce() + Send>;
 
 /// A change waiting to be written.
 pub(crate) enum Record {
@@ -81,6 +86,7 @@ impl Record {
         }
     }
 
+    /// Whether it is foreground data, which goes to the open batch.
     fn is_foreground_data(&self) -> bool {
         matches!(
             self,
@@ -108,13 +114,36 @@ pub(crate) struct Pending {
     pub done: RecordDone,
 }
 
-/// A batch the device owns.
+/// A batch the device owns (or the open batch, until it completes).
 struct InflightBatch {
     header: BatchHeader,
     segment: SegmentId,
     block: u32,
+    /// Entries of `header` applied (and acknowledged) before the batch
+    /// completed: the open batch's; `dones` belong to the rest.
+    applied_early: usize,
     dones: Vec<RecordDone>,
     result: Option<Result<(), IoError>>,
+}
+
+/// A run of the open batch's data blocks, written on its own.
+struct ReadyExtent {
+    seq: u64,
+    segment: SegmentId,
+    block: u32,
+    entries: Vec<Entry>,
+    dones: Vec<RecordDone>,
+    payloads: Vec<Bytes>,
+    blocks: u32,
+}
+
+/// An image of the open batch's header, naming its first `count` entries.
+struct ReadyImage {
+    seq: u64,
+    segment: SegmentId,
+    block: u32,
+    bytes: Vec<u8>,
+    count: usize,
 }
 
 /// A batch ready to be written, built under the log lock and submitted outside it.
@@ -152,6 +181,15 @@ pub(crate) struct LogState {
     pub checkpoint_stalled: bool,
     /// Foreground records wait for garbage collection to free a segment.
     waiting_for_collector: bool,
+    /// The foreground head's open batches, oldest first (also in `inflight`,
+    /// without a result): the newest may take records; the others are
+    /// closing, waiting for their writes.
+    open_batches: VecDeque<OpenBatch>,
+    /// While set, the open batch applies nothing early: a checkpoint is about
+    /// to capture the index, which must hold no part of an unfinished batch.
+    hold_early_apply: bool,
+    /// Run once `applied_seq` reaches their number.
+    after_applied: Vec<(u64, AfterApplied)>,
 }
 
 impl LogState {
@@ -177,6 +215,9 @@ impl LogState {
             checkpoint_running: false,
             checkpoint_stalled: false,
             waiting_for_collector: false,
+            open_batches: VecDeque::new(),
+            hold_early_apply: false,
+            after_applied: Vec::new(),
         }
     }
 
@@ -191,6 +232,16 @@ impl LogState {
         self.open[usize::from(head)].map_or(0, |(_, next)| {
             u64::from(per_segment).saturating_sub(u64::from(next))
         })
+    }
+
+    /// The newest batch any of whose entries are applied: `applied_seq`, or an
+    /// open batch that applied entries early.
+    pub fn changed_seq(&self) -> u64 {
+        self.open_batches
+            .iter()
+            .filter(|batch| batch.applied > 0)
+            .map(OpenBatch::seq)
+            .fold(self.applied_seq, u64::max)
     }
 
     /// Per head, where its first batch after `applied_seq` starts, or where
@@ -210,6 +261,11 @@ impl LogState {
 #[derive(Default)]
 struct Formed {
     ready: Vec<ReadyBatch>,
+    extents: Vec<ReadyExtent>,
+    images: Vec<ReadyImage>,
+    /// Records applied (or failed), to acknowledge.
+    acks: Vec<(RecordDone, Result<(), IoError>)>,
+    after_applied: Vec<AfterApplied>,
     failed: Vec<(RecordDone, IoError)>,
     /// Segments about to receive batches: asked to be preallocated, so the first
     /// writes into a sparse file do not allocate blocks inline (which makes the
@@ -227,7 +283,9 @@ pub(crate) fn append(core: &Arc<Core>, pending: Pending) {
     let formed = {
         let mut log = core.log.lock();
         log.pending.push_back(pending);
-        form_batches(core, &mut log)
+        let mut formed = Formed::default();
+        form_batches(core, &mut log, &mut formed);
+        formed
     };
     finish(core, formed);
 }
@@ -238,7 +296,9 @@ pub(crate) fn append_collected(core: &Arc<Core>, pendings: Vec<Pending>) {
     let formed = {
         let mut log = core.log.lock();
         log.collector_pending.extend(pendings);
-        form_batches(core, &mut log)
+        let mut formed = Formed::default();
+        form_batches(core, &mut log, &mut formed);
+        formed
     };
     finish(core, formed);
 }
@@ -247,9 +307,51 @@ pub(crate) fn append_collected(core: &Arc<Core>, pendings: Vec<Pending>) {
 pub(crate) fn kick(core: &Arc<Core>) {
     let formed = {
         let mut log = core.log.lock();
-        form_batches(core, &mut log)
+        let mut formed = Formed::default();
+        form_batches(core, &mut log, &mut formed);
+        formed
     };
     finish(core, formed);
+}
+
+/// Closes the open batch (if any) and runs `then` once it is applied, so
+/// everything acknowledged before the call is in a completed batch: what a
+/// flush must cover.
+pub(crate) fn after_open_batch(core: &Arc<Core>, then: AfterApplied) {
+    let formed = {
+        let mut log = core.log.lock();
+        let Some(seq) = log.open_batches.back().map(OpenBatch::seq) else {
+            drop(log);
+            return then();
+        };
+        log.after_applied.push((seq, then));
+        let mut formed = Formed::default();
+        close_open_batch(&mut log);
+        settle(core, &mut log, &mut formed);
+        formed
+    };
+    finish(core, formed);
+}
+
+/// Holds back (`true`) or lets go (`false`) the open batch's early applying,
+/// around a checkpoint's capture of the index.
+pub(crate) fn hold_early_apply(core: &Arc<Core>, hold: bool) {
+    let formed = {
+        let mut log = core.log.lock();
+        log.hold_early_apply = hold;
+        let mut formed = Formed::default();
+        if !hold {
+            settle(core, &mut log, &mut formed);
+        }
+        formed
+    };
+    finish(core, formed);
+}
+
+/// Whether the open batch has applied entries a checkpoint taken now would
+/// capture (then the checkpoint must close it and wait first).
+pub(crate) fn open_batch_applied_early(log: &LogState) -> bool {
+    log.open_batches.iter().any(|batch| batch.applied > 0)
 }
 
 fn finish(core: &Arc<Core>, formed: Formed) {
@@ -260,8 +362,20 @@ fn finish(core: &Arc<Core>, formed: Formed) {
     for (done, err) in formed.failed {
         done(Err(err));
     }
+    for (done, result) in formed.acks {
+        done(result);
+    }
     for batch in formed.ready {
         submit(core, batch);
+    }
+    for extent in formed.extents {
+        submit_extent(core, extent);
+    }
+    for image in formed.images {
+        submit_image(core, image);
+    }
+    for then in formed.after_applied {
+        then();
     }
 }
 
@@ -290,13 +404,14 @@ pub(crate) fn checkpoint_reserve(core: &Core, log: &LogState) -> usize {
     body_bytes.div_ceil(core.pool.segment_bytes()) as usize + 1
 }
 
-fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
-    let mut formed = Formed::default();
+fn form_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
     let Formed {
         ready,
+        extents,
         failed,
         preallocate,
-    } = &mut formed;
+        ..
+    } = formed;
     let blocks_per_segment = core.pool.blocks_per_segment;
     loop {
         if core.fenced.load(Ordering::Acquire) {
@@ -306,12 +421,29 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
                     .map(|p| (p.done, IoError::Fenced)),
             );
             failed.extend(log.pending.drain(..).map(|p| (p.done, IoError::Fenced)));
+            close_open_batch(log);
             break;
         }
         let from_collector = !log.collector_pending.is_empty();
-        if (!from_collector && log.pending.is_empty())
-            || log.inflight.len() >= core.config.inflight_batches_max
-        {
+        if !from_collector && log.pending.is_empty() {
+            break;
+        }
+        let to_open_batch = !from_collector
+            && log
+                .pending
+                .front()
+                .is_some_and(|p| p.record.is_foreground_data());
+        if to_open_batch {
+            if let Some(extent) = extend_open_batch(log) {
+                log.waiting_for_collector = false;
+                extents.push(extent);
+                continue;
+            }
+        }
+        // Anything else is formed after the open batch, which closes first
+        // (also when full), so batches apply in sequence order.
+        close_open_batch(log);
+        if log.inflight.len() >= core.config.inflight_batches_max {
             break;
         }
         let (queue, head) = if from_collector {
@@ -323,7 +455,11 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
         let data_max = BATCH_DATA_BLOCKS_MAX.min(blocks_per_segment - 16);
         // Fill the open segment first; seal it only when not even the next record fits.
         let room = open.map(|(_, next)| blocks_per_segment - next);
-        let (mut plan, mut foreground_data) = plan_batch(queue, data_max, room);
+        let (mut plan, mut foreground_data) = if to_open_batch {
+            plan_open_batch(queue)
+        } else {
+            plan_batch(queue, data_max, room)
+        };
         if plan.entry_count() == 0 {
             (plan, foreground_data) = plan_batch(queue, data_max, None);
         }
@@ -343,8 +479,8 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
             if log.segments.allocatable() > floor {
                 if let Some((old, _)) = log.open[usize::from(head)].take() {
                     // Live counts change only when batches apply, so a segment
-                    // found dead now died by batch `applied_seq` at the latest.
-                    let applied = log.applied_seq;
+                    // found dead now died by the last batch applied at the latest.
+                    let applied = log.changed_seq();
                     log.segments.seal(old, applied);
                 }
                 let Some(segment) = log.segments.allocate(SegmentState::Open) else {
@@ -388,33 +524,9 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
         if !from_collector {
             log.waiting_for_collector = false;
         }
-        let take = plan.entry_count();
         let seq = log.next_seq;
         log.next_seq += 1;
-        let mut entries = Vec::with_capacity(take);
-        let mut payloads = Vec::new();
-        let mut dones = Vec::with_capacity(take);
-        let mut data_offset = 0u32;
-        let taken: Vec<Pending> = if from_collector {
-            log.collector_pending.drain(..take).collect()
-        } else {
-            log.pending.drain(..take).collect()
-        };
-        for pending in taken {
-            match pending.record {
-                Record::Data {
-                    mut entry, data, ..
-                } => {
-                    entry.set_data_offset(data_offset);
-                    data_offset += entry.data_blocks();
-                    entries.push(entry);
-                    payloads.push(data);
-                }
-                Record::Meta(entry) => entries.push(entry),
-            }
-            dones.push(pending.done);
-        }
-        let header = BatchHeader {
+        let mut header = BatchHeader {
             seq,
             epoch: core.epoch,
             pool_uuid: core.pool.uuid,
@@ -424,17 +536,62 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
             completed_seq: log.applied_seq,
             durable_seq: log.segments.durable_seq,
             head,
-            entries,
+            entries: Vec::new(),
         };
+        log.segments.get_mut(segment).max_seq = seq;
+        if to_open_batch {
+            // Its records join in the next round of the loop.
+            header.data_blocks = 0;
+            let data_max = data_max.min(blocks_per_segment - block - u32::from(OPEN_HEADER_BLOCKS));
+            log.open[usize::from(head)] = Some((segment, blocks_per_segment));
+            log.inflight.insert(
+                seq,
+                InflightBatch {
+                    header: header.clone(),
+                    segment,
+                    block,
+                    applied_early: 0,
+                    dones: Vec::new(),
+                    result: None,
+                },
+            );
+            log.open_batches
+                .push_back(OpenBatch::new(header, segment, block, data_max));
+            continue;
+        }
+        let take = plan.entry_count();
+        let mut payloads = Vec::new();
+        let mut dones = Vec::with_capacity(take);
+        let mut data_offset = 0u32;
+        let taken: Vec<Pending> = if from_collector {
+            log.collector_pending.drain(..take).collect()
+        } else {
+            log.pending.drain(..take).collect()
+        };
+        header.entries.reserve(take);
+        for pending in taken {
+            match pending.record {
+                Record::Data {
+                    mut entry, data, ..
+                } => {
+                    entry.set_data_offset(data_offset);
+                    data_offset += entry.data_blocks();
+                    header.entries.push(entry);
+                    payloads.push(data);
+                }
+                Record::Meta(entry) => header.entries.push(entry),
+            }
+            dones.push(pending.done);
+        }
         let header_bytes = header.encode();
         log.open[usize::from(head)] = Some((segment, block + total));
-        log.segments.get_mut(segment).max_seq = seq;
         log.inflight.insert(
             seq,
             InflightBatch {
                 header,
                 segment,
                 block,
+                applied_early: 0,
                 dones,
                 result: None,
             },
@@ -448,7 +605,69 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState) -> Formed {
             total_blocks: total,
         });
     }
-    formed
+}
+
+/// Places the foreground data records at the front of the queue that fit in
+/// the open batch, as one extent; `None` without an open batch with room.
+fn extend_open_batch(log: &mut LogState) -> Option<ReadyExtent> {
+    let batch = log.open_batches.back_mut().filter(|b| !b.closing)?;
+    let mut extent = ReadyExtent {
+        seq: batch.seq(),
+        segment: batch.segment,
+        block: 0,
+        entries: Vec::new(),
+        dones: Vec::new(),
+        payloads: Vec::new(),
+        blocks: 0,
+    };
+    while let Some(pending) = log.pending.front() {
+        let record = &pending.record;
+        if !record.is_foreground_data() || !batch.fits(record.entry_len(), record.data_blocks()) {
+            break;
+        }
+        let Some(Pending {
+            record: Record::Data {
+                mut entry, data, ..
+            },
+            done,
+        }) = log.pending.pop_front()
+        else {
+            unreachable!("the front record is foreground data")
+        };
+        let first = batch.place(&mut entry);
+        if extent.entries.is_empty() {
+            extent.block = first;
+        }
+        extent.blocks += entry.data_blocks();
+        extent.entries.push(entry);
+        extent.dones.push(done);
+        extent.payloads.push(data);
+    }
+    if extent.entries.is_empty() {
+        return None;
+    }
+    batch.extents_inflight += 1;
+    Some(extent)
+}
+
+/// Takes no more records into the open batch; it completes once its writes have.
+fn close_open_batch(log: &mut LogState) {
+    if let Some(batch) = log.open_batches.back_mut() {
+        if !batch.closing {
+            batch.closing = true;
+            log.open[usize::from(HEAD_FOREGROUND)] = Some((batch.segment, batch.end()));
+        }
+    }
+}
+
+/// Plans opening a batch for the foreground data record at the front of
+/// `queue`: its header block and that record's blocks must fit.
+fn plan_open_batch(queue: &VecDeque<Pending>) -> (BatchBuilder, bool) {
+    let mut plan = BatchBuilder::new();
+    if let Some(pending) = queue.front() {
+        plan.add(pending.record.entry_len(), pending.record.data_blocks());
+    }
+    (plan, true)
 }
 
 /// Plans the next batch from the front of `queue`: as many records as the batch
@@ -527,12 +746,22 @@ fn submit(core: &Arc<Core>, batch: ReadyBatch) {
 }
 
 fn batch_done(core: &Arc<Core>, seq: u64, result: Result<(), IoError>) {
-    let mut completed: Vec<(RecordDone, Result<(), IoError>)> = Vec::new();
     let formed = {
         let mut log = core.log.lock();
         if let Some(batch) = log.inflight.get_mut(&seq) {
             batch.result = Some(result);
         }
+        let mut formed = Formed::default();
+        settle(core, &mut log, &mut formed);
+        formed
+    };
+    finish(core, formed);
+}
+
+/// Applies completed batches in sequence order (and the open batch's imaged
+/// entries when it is next), collects what waits for them, and forms more.
+fn settle(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
+    loop {
         while let Some(entry) = log.inflight.first_entry() {
             if entry.get().result.is_none() {
                 break;
@@ -540,7 +769,17 @@ fn batch_done(core: &Arc<Core>, seq: u64, result: Result<(), IoError>) {
             let batch = entry.remove();
             let outcome = match batch.result {
                 Some(Ok(())) if !core.fenced.load(Ordering::Acquire) => {
-                    apply_batch(core, &mut log, &batch.header, batch.segment, batch.block);
+                    let header = &batch.header;
+                    let data_start = batch.block + u32::from(header.header_blocks);
+                    apply_entries(
+                        core,
+                        log,
+                        header.seq,
+                        &header.entries[batch.applied_early..],
+                        batch.segment,
+                        data_start,
+                    );
+                    log.blocks_since_checkpoint += u64::from(header.total_blocks());
                     Ok(())
                 }
                 Some(Ok(())) => Err(IoError::Fenced),
@@ -552,16 +791,197 @@ fn batch_done(core: &Arc<Core>, seq: u64, result: Result<(), IoError>) {
                 None => unreachable!("checked above"),
             };
             log.applied_seq = log.applied_seq.max(batch.header.seq);
-            completed.extend(batch.dones.into_iter().map(|d| (d, outcome.clone())));
+            formed
+                .acks
+                .extend(batch.dones.into_iter().map(|d| (d, outcome.clone())));
         }
-        if log.blocks_since_checkpoint >= core.config.checkpoint_interval_blocks {
-            core.request_checkpoint();
+        if !advance_open_batches(core, log, formed) {
+            break;
         }
-        form_batches(core, &mut log)
-    };
-    for (done, outcome) in completed {
-        done(outcome);
     }
+    let applied = log.applied_seq;
+    let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut log.after_applied)
+        .into_iter()
+        .partition(|(seq, _)| *seq <= applied);
+    log.after_applied = waiting;
+    formed
+        .after_applied
+        .extend(due.into_iter().map(|(_, then)| then));
+    if log.blocks_since_checkpoint >= core.config.checkpoint_interval_blocks {
+        core.request_checkpoint();
+    }
+    form_batches(core, log, formed);
+}
+
+/// Moves the open batches on: applies and acknowledges the oldest one's
+/// imaged entries if every earlier batch is applied, starts their next images,
+/// and hands complete ones to the in-order loop. Returns whether one completed.
+fn advance_open_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) -> bool {
+    let fenced = core.fenced.load(Ordering::Acquire);
+    let early = log.applied_seq + 1;
+    let hold = log.hold_early_apply;
+    if let Some(batch) = log.open_batches.front_mut() {
+        if batch.seq() == early && !hold && !fenced && batch.failed.is_none() {
+            let (from, to) = (batch.applied, batch.imaged);
+            if to > from {
+                let entries: Vec<Entry> = batch.header.entries[from..to].to_vec();
+                let dones: Vec<RecordDone> = batch.dones.drain(..to - from).collect();
+                batch.applied = to;
+                let (segment, data_start) =
+                    (batch.segment, batch.block + u32::from(OPEN_HEADER_BLOCKS));
+                apply_entries(core, log, early, &entries, segment, data_start);
+                formed.acks.extend(dones.into_iter().map(|d| (d, Ok(()))));
+            }
+        }
+    }
+    let mut completed = false;
+    let mut at = 0;
+    while at < log.open_batches.len() {
+        let batch = &mut log.open_batches[at];
+        if fenced {
+            batch.closing = true;
+            batch.failed.get_or_insert(IoError::Fenced);
+        }
+        if let Some((bytes, count)) = batch.next_image() {
+            formed.images.push(ReadyImage {
+                seq: batch.seq(),
+                segment: batch.segment,
+                block: batch.block,
+                bytes,
+                count,
+            });
+        }
+        if !batch.is_complete() {
+            at += 1;
+            continue;
+        }
+        let Some(batch) = log.open_batches.remove(at) else {
+            break;
+        };
+        core.counters
+            .header_blocks
+            .fetch_add(u64::from(OPEN_HEADER_BLOCKS), Ordering::Relaxed);
+        if let Some(inflight) = log.inflight.get_mut(&batch.seq()) {
+            inflight.applied_early = batch.applied;
+            inflight.dones = batch.dones;
+            inflight.result = Some(batch.failed.map_or(Ok(()), Err));
+            inflight.header = batch.header;
+        }
+        completed = true;
+    }
+    completed
+}
+
+/// Writes an extent of the open batch (data only).
+fn submit_extent(core: &Arc<Core>, extent: ReadyExtent) {
+    let mut buf = AlignedBuf::for_overwrite(extent.blocks as usize * BLOCK_SIZE);
+    let bytes = buf.as_mut_slice();
+    let mut at = 0;
+    for payload in &extent.payloads {
+        bytes[at..at + payload.len()].copy_from_slice(payload);
+        at += payload.len();
+    }
+    assert_eq!(
+        at,
+        bytes.len(),
+        "an extent's payloads fill its blocks exactly"
+    );
+    core.counters
+        .data_blocks
+        .fetch_add(u64::from(extent.blocks), Ordering::Relaxed);
+    let (device, offset) = core.pool.locate(extent.segment, extent.block);
+    let core2 = core.clone();
+    let ReadyExtent {
+        seq,
+        entries,
+        dones,
+        ..
+    } = extent;
+    device.submit_here(
+        IoOp::Write { offset, buf },
+        Box::new(move |outcome| {
+            extent_done(
+                &core2,
+                seq,
+                entries,
+                dones,
+                outcome.result.map_err(IoError::from),
+            )
+        }),
+    );
+}
+
+fn extent_done(
+    core: &Arc<Core>,
+    seq: u64,
+    entries: Vec<Entry>,
+    dones: Vec<RecordDone>,
+    result: Result<(), IoError>,
+) {
+    let formed = {
+        let mut log = core.log.lock();
+        let mut formed = Formed::default();
+        match log.open_batches.iter_mut().find(|b| b.seq() == seq) {
+            Some(batch) => {
+                batch.extents_inflight -= 1;
+                match result {
+                    Ok(()) => {
+                        batch.header.entries.extend(entries);
+                        batch.dones.extend(dones);
+                    }
+                    Err(err) => {
+                        tracing::error!(%err, seq, "log write failed; fencing the engine");
+                        core.fenced.store(true, Ordering::Release);
+                        batch.failed.get_or_insert(err.clone());
+                        formed
+                            .acks
+                            .extend(dones.into_iter().map(|d| (d, Err(err.clone()))));
+                    }
+                }
+            }
+            None => unreachable!("an open batch completes only after its extents"),
+        }
+        settle(core, &mut log, &mut formed);
+        formed
+    };
+    finish(core, formed);
+}
+
+/// Writes an image of the open batch's header, through the page cache.
+fn submit_image(core: &Arc<Core>, image: ReadyImage) {
+    let buf = AlignedBuf::copy_from(&image.bytes);
+    let (device, offset) = core.pool.locate(image.segment, image.block);
+    let core2 = core.clone();
+    let (seq, count) = (image.seq, image.count);
+    device.submit_here(
+        IoOp::WriteCached { offset, buf },
+        Box::new(move |outcome| {
+            image_done(&core2, seq, count, outcome.result.map_err(IoError::from))
+        }),
+    );
+}
+
+fn image_done(core: &Arc<Core>, seq: u64, count: usize, result: Result<(), IoError>) {
+    let formed = {
+        let mut log = core.log.lock();
+        let mut formed = Formed::default();
+        match log.open_batches.iter_mut().find(|b| b.seq() == seq) {
+            Some(batch) => {
+                batch.imaging = None;
+                match result {
+                    Ok(()) => batch.imaged = count,
+                    Err(err) => {
+                        tracing::error!(%err, seq, "log header write failed; fencing the engine");
+                        core.fenced.store(true, Ordering::Release);
+                        batch.failed.get_or_insert(err);
+                    }
+                }
+            }
+            None => unreachable!("an open batch completes only after its images"),
+        }
+        settle(core, &mut log, &mut formed);
+        formed
+    };
     finish(core, formed);
 }
 

@@ -1,0 +1,234 @@
+//! The foreground head's open batch: one device write per host write.
+//!
+//! A batch written in one piece costs a header block per device write, so a
+//! lone 4 KiB write would cost 8 KiB. The foreground head instead keeps one
+//! batch open: its header block is reserved at the front, its data blocks are
+//! handed to records as they arrive and each group of records formed together
+//! is written on its own (an *extent*, data only). Once an extent's write
+//! completes, its entries join the header, and the header block is rewritten
+//! through the page cache ([`crate::io::IoOp::WriteCached`]); a record is
+//! applied and acknowledged once an image naming it is written. The page
+//! cache keeps every image across process death and the next flush makes the
+//! last one durable, which is exactly what an acknowledgement promises (the
+//! namespace reports a volatile write cache), while the media sees the header
+//! about once per batch instead of once per write.
+//!
+//! INVARIANT: an image lists only records whose data writes completed, and
+//! every image extends the one before it (entries are only appended), so
+//! whichever image a crash leaves names acknowledged-or-later records only.
+//! INVARIANT: at most one image write is in flight, so images reach the page
+//! cache in the order they were made.
+//! INVARIANT: entries are applied early (before the batch completes) only
+//! while every earlier batch is applied, so the index changes in log order.
+//! INVARIANT: the batch closes before anything else is formed on the log
+//! (a metadata record, a collector batch), before a flush is issued and before
+//! a checkpoint captures the index, so batches still apply in sequence order
+//! and a checkpoint never holds part of a batch that replay would apply again.
+
+use crate::error::IoError;
+use crate::format::{BatchHeader, Entry, BATCH_HEADER_FIXED_LEN};
+use crate::units::SegmentId;
+
+use super::RecordDone;
+
+/// The open batch's state, kept in [`super::LogState`].
+pub(super) struct OpenBatch {
+    /// Its header as of the newest image made; `entries` grows as extents
+    /// complete, in completion order.
+    pub header: BatchHeader,
+    pub segment: SegmentId,
+    /// Where its header block is; data starts at the next block.
+    pub block: u32,
+    /// Acknowledgements of `header.entries[applied..]`, in the same order.
+    pub dones: Vec<RecordDone>,
+    /// Entries already applied to the index (and acknowledged).
+    pub applied: usize,
+    /// Entries named by the newest image whose write completed.
+    pub imaged: usize,
+    /// Entries named by the image being written, if one is.
+    pub imaging: Option<usize>,
+    /// Header bytes the records placed so far need (written or in flight).
+    header_bytes: usize,
+    /// Data blocks handed out so far.
+    pub data_next: u32,
+    /// Data blocks the batch may grow to (its segment's room and the batch limit).
+    data_max: u32,
+    /// Extents whose writes have not completed.
+    pub extents_inflight: u32,
+    /// No more records join; the batch completes once its writes have.
+    pub closing: bool,
+    /// The first failed write: the batch completes with it.
+    pub failed: Option<IoError>,
+}
+
+/// Header blocks an open batch reserves.
+pub(super) const OPEN_HEADER_BLOCKS: u16 = 1;
+
+/// Header bytes an open batch may use: one 512-byte sector, which no crash
+/// tears (FORMAT.md, "Media assumptions"). A header failing its checksum is
+/// then always damage, never the torn tail of a rewrite, so recovery refuses
+/// it instead of ending the log there and dropping acknowledged records. 13
+/// one-block writes share it: 1.08 device blocks per block written.
+pub(super) const OPEN_HEADER_BYTES_MAX: usize = 512;
+
+impl OpenBatch {
+    /// A batch whose header (`entries` empty) is at `block` of `segment`, with
+    /// room for `data_max` data blocks after it.
+    pub fn new(header: BatchHeader, segment: SegmentId, block: u32, data_max: u32) -> OpenBatch {
+        OpenBatch {
+            header,
+            segment,
+            block,
+            dones: Vec::new(),
+            applied: 0,
+            imaged: 0,
+            imaging: None,
+            header_bytes: BATCH_HEADER_FIXED_LEN,
+            data_next: 0,
+            data_max,
+            extents_inflight: 0,
+            closing: false,
+            failed: None,
+        }
+    }
+
+    /// The sequence number it was given when it opened.
+    pub fn seq(&self) -> u64 {
+        self.header.seq
+    }
+
+    /// Whether a record of `entry_len` header bytes and `blocks` data blocks still fits.
+    pub fn fits(&self, entry_len: usize, blocks: u32) -> bool {
+        !self.closing
+            && self.header_bytes + entry_len <= OPEN_HEADER_BYTES_MAX
+            && self.data_next + blocks <= self.data_max
+    }
+
+    /// Hands `entry` its data blocks; returns their first block in the segment.
+    pub fn place(&mut self, entry: &mut Entry) -> u32 {
+        let blocks = entry.data_blocks();
+        entry.set_data_offset(self.data_next);
+        let first = self.block + u32::from(OPEN_HEADER_BLOCKS) + self.data_next;
+        self.data_next += blocks;
+        self.header_bytes += entry.encoded_len();
+        first
+    }
+
+    /// Where the next batch of the head goes once this one closes.
+    pub fn end(&self) -> u32 {
+        self.block + u32::from(OPEN_HEADER_BLOCKS) + self.data_next
+    }
+
+    /// The next image to write, if the header has changed since the last one
+    /// and none is being written: its bytes, and the entries it names.
+    pub fn next_image(&mut self) -> Option<(Vec<u8>, usize)> {
+        if self.imaging.is_some() || self.failed.is_some() {
+            return None;
+        }
+        let count = self.header.entries.len();
+        // Blocks handed out but not yet named need no image until the batch's
+        // end is final: then the last image must reach it.
+        let end_unwritten =
+            self.closing && self.extents_inflight == 0 && self.header.data_blocks != self.data_next;
+        if count == self.imaged && !end_unwritten {
+            return None;
+        }
+        self.header.data_blocks = self.data_next;
+        self.imaging = Some(count);
+        Some((self.header.encode(), count))
+    }
+
+    /// Whether every write of a closing batch has completed and its last
+    /// image names every entry (or a write failed).
+    pub fn is_complete(&self) -> bool {
+        self.closing
+            && self.extents_inflight == 0
+            && self.imaging.is_none()
+            && (self.failed.is_some()
+                || (self.imaged == self.header.entries.len()
+                    && self.header.data_blocks == self.data_next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::HEAD_FOREGROUND;
+    use crate::units::BLOCK_SIZE;
+
+    fn open(data_max: u32) -> OpenBatch {
+        let header = BatchHeader {
+            seq: 7,
+            epoch: 1,
+            pool_uuid: [3; 16],
+            segment: 2,
+            header_blocks: OPEN_HEADER_BLOCKS,
+            data_blocks: 0,
+            completed_seq: 6,
+            durable_seq: 0,
+            head: HEAD_FOREGROUND,
+            entries: Vec::new(),
+        };
+        OpenBatch::new(header, SegmentId(2), 10, data_max)
+    }
+
+    fn write(blocks: usize) -> Entry {
+        Entry::Write {
+            volume: 1,
+            lba: 0,
+            data_offset: u32::MAX,
+            crcs: vec![0; blocks],
+        }
+    }
+
+    #[test]
+    fn records_get_consecutive_blocks_after_the_header_and_stop_at_either_limit() {
+        let mut batch = open(5);
+        let mut first = write(2);
+        assert!(batch.fits(first.encoded_len(), 2));
+        assert_eq!(batch.place(&mut first), 11);
+        let mut second = write(3);
+        assert_eq!(batch.place(&mut second), 13);
+        assert!(matches!(second, Entry::Write { data_offset: 2, .. }));
+        assert!(
+            !batch.fits(write(1).encoded_len(), 1),
+            "data room is used up"
+        );
+        assert_eq!(batch.end(), 16);
+
+        let mut small = open(10_000);
+        let mut placed = 0;
+        while small.fits(write(1).encoded_len(), 1) {
+            small.place(&mut write(1));
+            placed += 1;
+        }
+        assert_eq!(
+            placed,
+            (OPEN_HEADER_BYTES_MAX - BATCH_HEADER_FIXED_LEN) / 32,
+            "one header sector"
+        );
+    }
+
+    #[test]
+    fn one_image_at_a_time_and_complete_only_when_the_last_names_everything() {
+        let mut batch = open(8);
+        let mut entry = write(1);
+        batch.place(&mut entry);
+        batch.extents_inflight = 1;
+        assert!(batch.next_image().is_none(), "nothing completed yet");
+        batch.extents_inflight = 0;
+        batch.header.entries.push(entry);
+        let (bytes, count) = batch.next_image().expect("an image");
+        assert_eq!(count, 1);
+        assert_eq!(bytes.len(), BLOCK_SIZE);
+        let decoded = BatchHeader::decode(&bytes).expect("decodes");
+        assert_eq!(decoded.data_blocks, 1);
+        assert!(batch.next_image().is_none(), "one in flight");
+        batch.closing = true;
+        assert!(!batch.is_complete(), "its image is still being written");
+        batch.imaging = None;
+        batch.imaged = count;
+        assert!(batch.is_complete());
+        assert!(!batch.fits(32, 1), "a closing batch takes no more records");
+    }
+}
