@@ -134,9 +134,6 @@ start_keeld() { # $1: file | ram
 
 start_spdk() { # $1: aio | malloc
     local rpc=(python3 "$SPDK/scripts/rpc.py" -s "$DIR/spdk.sock")
-    if [ "$(cat /proc/sys/vm/nr_hugepages)" -lt 1024 ]; then echo 2048 > /proc/sys/vm/nr_hugepages; fi
-    mkdir -p /dev/hugepages
-    mountpoint -q /dev/hugepages || mount -t hugetlbfs none /dev/hugepages
     rm -f "$DIR/spdk.sock"
     taskset -c "$TARGET_CPUS" "$SPDK/bin/nvmf_tgt" -m "$(cpu_mask "$TARGET_CPUS")" -r "$DIR/spdk.sock" > "$DIR/nvmf_tgt-$1.log" 2>&1 &
     TARGET_PID=$!
@@ -186,6 +183,14 @@ precondition() { # $1: target kind
     log "$1: preconditioning with sequential 128 KiB writes for ${seconds}s"
     initiator write 131072 16 "$seconds" > /dev/null
 }
+
+if [ -n "$SPDK" ]; then
+    # Both nvmf_tgt and spdk_nvme_perf (the initiator for keeld too) run on
+    # huge pages.
+    if [ "$(cat /proc/sys/vm/nr_hugepages)" -lt 1024 ]; then echo 2048 > /proc/sys/vm/nr_hugepages; fi
+    mkdir -p /dev/hugepages
+    mountpoint -q /dev/hugepages || mount -t hugetlbfs none /dev/hugepages
+fi
 
 if [[ ",$TARGETS," == *,spdk-aio,* ]]; then
     log "filling SPDK's file $DIR/spdk.img"
