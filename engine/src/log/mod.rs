@@ -280,78 +280,62 @@ pub(crate) fn append(core: &Arc<Core>, pending: Pending) {
         core.log.lock().pending.push_back(pending);
         return;
     }
-    let formed = {
-        let mut log = core.log.lock();
+    under_lock(core, |log, formed| {
         log.pending.push_back(pending);
-        let mut formed = Formed::default();
-        form_batches(core, &mut log, &mut formed);
-        formed
-    };
-    finish(core, formed);
+        form_batches(core, log, formed);
+    });
 }
 
 /// Queues garbage collector records ahead of foreground records, all at
 /// once so they fill whole batches.
 pub(crate) fn append_collected(core: &Arc<Core>, pendings: Vec<Pending>) {
-    let formed = {
-        let mut log = core.log.lock();
+    under_lock(core, |log, formed| {
         log.collector_pending.extend(pendings);
-        let mut formed = Formed::default();
-        form_batches(core, &mut log, &mut formed);
-        formed
-    };
-    finish(core, formed);
+        form_batches(core, log, formed);
+    });
 }
 
 /// Re-runs batch forming, e.g. after a checkpoint freed space.
 pub(crate) fn kick(core: &Arc<Core>) {
-    let formed = {
-        let mut log = core.log.lock();
-        let mut formed = Formed::default();
-        form_batches(core, &mut log, &mut formed);
-        formed
-    };
-    finish(core, formed);
+    under_lock(core, |log, formed| form_batches(core, log, formed));
 }
 
 /// Closes the open batch (if any) and runs `then` once it is applied, so
 /// everything acknowledged before the call is in a completed batch: what a
 /// flush must cover.
 pub(crate) fn after_open_batch(core: &Arc<Core>, then: AfterApplied) {
-    let formed = {
-        let mut log = core.log.lock();
+    under_lock(core, |log, formed| {
         let Some(seq) = log.open_batches.back().map(OpenBatch::seq) else {
-            drop(log);
-            return then();
+            return formed.after_applied.push(then);
         };
         log.after_applied.push((seq, then));
-        let mut formed = Formed::default();
-        close_open_batch(&mut log);
-        settle(core, &mut log, &mut formed);
-        formed
-    };
-    finish(core, formed);
+        close_open_batch(log);
+        settle(core, log, formed);
+    });
 }
 
 /// Holds back (`true`) or lets go (`false`) the open batch's early applying,
 /// around a checkpoint's capture of the index.
 pub(crate) fn hold_early_apply(core: &Arc<Core>, hold: bool) {
-    let formed = {
-        let mut log = core.log.lock();
+    under_lock(core, |log, formed| {
         log.hold_early_apply = hold;
-        let mut formed = Formed::default();
         if !hold {
-            settle(core, &mut log, &mut formed);
+            settle(core, log, formed);
         }
-        formed
-    };
-    finish(core, formed);
+    });
 }
 
 /// Whether the open batch has applied entries a checkpoint taken now would
 /// capture (then the checkpoint must close it and wait first).
 pub(crate) fn open_batch_applied_early(log: &LogState) -> bool {
     log.open_batches.iter().any(|batch| batch.applied > 0)
+}
+
+/// Runs `work` under the log lock, then starts what it formed after releasing it.
+fn under_lock(core: &Arc<Core>, work: impl FnOnce(&mut LogState, &mut Formed)) {
+    let mut formed = Formed::default();
+    work(&mut core.log.lock(), &mut formed);
+    finish(core, formed);
 }
 
 fn finish(core: &Arc<Core>, formed: Formed) {
@@ -746,16 +730,12 @@ fn submit(core: &Arc<Core>, batch: ReadyBatch) {
 }
 
 fn batch_done(core: &Arc<Core>, seq: u64, result: Result<(), IoError>) {
-    let formed = {
-        let mut log = core.log.lock();
+    under_lock(core, |log, formed| {
         if let Some(batch) = log.inflight.get_mut(&seq) {
             batch.result = Some(result);
         }
-        let mut formed = Formed::default();
-        settle(core, &mut log, &mut formed);
-        formed
-    };
-    finish(core, formed);
+        settle(core, log, formed);
+    });
 }
 
 /// Applies completed batches in sequence order (and the open batch's imaged
@@ -918,9 +898,7 @@ fn extent_done(
     dones: Vec<RecordDone>,
     result: Result<(), IoError>,
 ) {
-    let formed = {
-        let mut log = core.log.lock();
-        let mut formed = Formed::default();
+    under_lock(core, |log, formed| {
         match log.open_batches.iter_mut().find(|b| b.seq() == seq) {
             Some(batch) => {
                 batch.extents_inflight -= 1;
@@ -941,10 +919,8 @@ fn extent_done(
             }
             None => unreachable!("an open batch completes only after its extents"),
         }
-        settle(core, &mut log, &mut formed);
-        formed
-    };
-    finish(core, formed);
+        settle(core, log, formed);
+    });
 }
 
 /// Writes an image of the open batch's header, through the page cache.
@@ -962,9 +938,7 @@ fn submit_image(core: &Arc<Core>, image: ReadyImage) {
 }
 
 fn image_done(core: &Arc<Core>, seq: u64, count: usize, result: Result<(), IoError>) {
-    let formed = {
-        let mut log = core.log.lock();
-        let mut formed = Formed::default();
+    under_lock(core, |log, formed| {
         match log.open_batches.iter_mut().find(|b| b.seq() == seq) {
             Some(batch) => {
                 batch.imaging = None;
@@ -979,10 +953,8 @@ fn image_done(core: &Arc<Core>, seq: u64, count: usize, result: Result<(), IoErr
             }
             None => unreachable!("an open batch completes only after its images"),
         }
-        settle(core, &mut log, &mut formed);
-        formed
-    };
-    finish(core, formed);
+        settle(core, log, formed);
+    });
 }
 
 #[cfg(test)]
