@@ -294,6 +294,45 @@ fn a_failed_write_fences_and_reopen_recovers_what_was_acknowledged() {
 }
 
 #[test]
+fn a_failed_header_image_fails_its_write_fences_and_a_flush_says_so() {
+    let sim = Arc::new(SimDevice::new(64 << 20));
+    let plan = FaultPlan::healthy();
+    let faulty: DeviceRef = Arc::new(FaultyDevice::new(sim.clone(), plan.clone()));
+    Engine::format(vec![faulty.clone()], &config()).expect("format");
+    let engine = Engine::open(vec![faulty.clone()], config()).expect("open");
+    let vol = engine
+        .create_volume("v", 1 << 20, SectorSize::B4096)
+        .expect("create")
+        .id;
+    engine.write_wait(vol, 1, pattern(2, 4096)).expect("write");
+    // The next write's data lands; the header image naming it fails.
+    plan.writes_before_failure
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        engine.write_wait(vol, 2, pattern(3, 4096)),
+        Err(IoError::Device(_))
+    ));
+    assert!(engine.is_fenced());
+    assert!(
+        engine.flush_wait().is_err(),
+        "a fenced engine flushes nothing"
+    );
+    drop(engine);
+    plan.writes_before_failure
+        .store(-1, std::sync::atomic::Ordering::SeqCst);
+    let engine = Engine::open(vec![faulty], config()).expect("reopen");
+    assert_eq!(engine.read_wait(vol, 1, 1).expect("read"), pattern(2, 4096));
+    assert!(
+        engine
+            .read_wait(vol, 2, 1)
+            .expect("read")
+            .iter()
+            .all(|&b| b == 0),
+        "the failed write was never acknowledged"
+    );
+}
+
+#[test]
 fn a_second_open_of_the_same_file_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = engine::DeviceSpec {

@@ -764,7 +764,11 @@ fn settle(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
                 }
                 Some(Ok(())) => Err(IoError::Fenced),
                 Some(Err(err)) => {
-                    tracing::error!(%err, seq = batch.header.seq, "log write failed; fencing the engine");
+                    // An open batch that failed because the engine was
+                    // already fenced says so with `Fenced`: nothing new to log.
+                    if err != IoError::Fenced {
+                        tracing::error!(%err, seq = batch.header.seq, "log write failed; fencing the engine");
+                    }
                     core.fenced.store(true, Ordering::Release);
                     Err(err)
                 }
@@ -800,18 +804,20 @@ fn advance_open_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Forme
     let fenced = core.fenced.load(Ordering::Acquire);
     let early = log.applied_seq + 1;
     let hold = log.hold_early_apply;
-    if let Some(batch) = log.open_batches.front_mut() {
-        if batch.seq() == early && !hold && !fenced && batch.failed.is_none() {
+    let ready = log.open_batches.front().is_some_and(|batch| {
+        batch.seq() == early && batch.failed.is_none() && batch.imaged > batch.applied
+    });
+    if ready && !hold && !fenced {
+        // Out of the queue while applying, which needs the whole log state.
+        if let Some(mut batch) = log.open_batches.pop_front() {
             let (from, to) = (batch.applied, batch.imaged);
-            if to > from {
-                let entries: Vec<Entry> = batch.header.entries[from..to].to_vec();
-                let dones: Vec<RecordDone> = batch.dones.drain(..to - from).collect();
-                batch.applied = to;
-                let (segment, data_start) =
-                    (batch.segment, batch.block + u32::from(OPEN_HEADER_BLOCKS));
-                apply_entries(core, log, early, &entries, segment, data_start);
-                formed.acks.extend(dones.into_iter().map(|d| (d, Ok(()))));
-            }
+            let data_start = batch.block + u32::from(OPEN_HEADER_BLOCKS);
+            let entries = &batch.header.entries[from..to];
+            apply_entries(core, log, early, entries, batch.segment, data_start);
+            batch.applied = to;
+            let dones = batch.dones.drain(..to - from);
+            formed.acks.extend(dones.map(|d| (d, Ok(()))));
+            log.open_batches.push_front(batch);
         }
     }
     let mut completed = false;
