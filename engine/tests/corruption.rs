@@ -454,3 +454,38 @@ fn one_flipped_bit_in_the_newest_checkpoint_body_is_repaired_and_wider_damage_re
         "{err}"
     );
 }
+
+#[test]
+fn a_damaged_header_where_a_segment_starts_is_repaired_or_refused_never_taken_for_the_end() {
+    let (image, expected) = build_image();
+    let replay_seq = (1..=4u64)
+        .filter_map(|slot| {
+            let block = read_blocking(&image, slot * BLOCK, BLOCK as usize).expect("read");
+            engine::format::CheckpointRoot::decode(block.as_slice()).ok()
+        })
+        .max_by_key(|root| root.generation)
+        .expect("a root")
+        .replay_seq;
+    let segment_bytes = u64::from(config().blocks_per_segment) * BLOCK;
+    // A batch the replay reaches only by its segment's start: the previous
+    // batch of its head ended where the segment before it did.
+    let (_, at, used, _) = batches(&image)
+        .into_iter()
+        .filter(|&(seq, at, _, _)| seq > replay_seq && (at - (1 << 20)) % segment_bytes == 0)
+        .max_by_key(|b| b.0)
+        .expect("a replayed batch at the start of a segment");
+    assert!(used <= 512, "an open batch's header: one sector");
+
+    let flipped = image.duplicate();
+    flipped.corrupt(at + used - 5, 0x08);
+    let mut tally = Tally::default();
+    check(flipped, &expected, Target::Header, &mut tally);
+    assert_eq!(tally.exact, 1, "the flipped bit is repaired: {tally:?}");
+
+    let overwritten = image.duplicate();
+    overwritten.corrupt(at + used - 5, 0x5A);
+    let err = Engine::open(vec![Arc::new(overwritten) as DeviceRef], config())
+        .err()
+        .expect("a damaged one-sector header is never a torn tail");
+    assert!(matches!(err, OpenError::LogDamaged { .. }), "{err}");
+}

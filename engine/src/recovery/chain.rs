@@ -217,12 +217,7 @@ fn first_sector_damaged(
     if peeked.identity_crc_intact {
         return false;
     }
-    let uuid_bits: u32 = peeked
-        .pool_uuid
-        .iter()
-        .zip(expected.pool.uuid.iter())
-        .map(|(stored, ours)| (stored ^ ours).count_ones())
-        .sum();
+    let uuid_bits = uuid_distance(&peeked.pool_uuid, &expected.pool.uuid);
     if uuid_bits > UUID_DAMAGE_BITS_MAX {
         return false;
     }
@@ -230,6 +225,11 @@ fn first_sector_damaged(
         return true;
     }
     (peeked.seq == expected.seq) != (peeked.epoch == expected.epoch)
+}
+
+/// Bits in which two pool uuids differ.
+fn uuid_distance(a: &[u8; 16], b: &[u8; 16]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
 }
 
 /// Most bits in which a damaged header's pool uuid may differ from this
@@ -351,6 +351,11 @@ impl Evidence {
 /// number: where the log continues when a segment fills.
 struct SegmentStarts {
     by_seq: HashMap<u64, SegmentId>,
+    /// Segments whose block 0 holds a header of this pool that fails to
+    /// decode (of the root's epoch, or with its identity itself damaged): the
+    /// log may continue there, so where the chain breaks each is probed (and
+    /// repaired if one bit is off) before the break is taken for the log's end.
+    damaged: Vec<SegmentId>,
     evidence: Evidence,
 }
 
@@ -361,6 +366,7 @@ fn segment_starts(
 ) -> Result<SegmentStarts, OpenError> {
     let mut starts = SegmentStarts {
         by_seq: HashMap::new(),
+        damaged: Vec::new(),
         evidence: Evidence::default(),
     };
     for at in 0..pool.segment_count() {
@@ -370,18 +376,35 @@ fn segment_starts(
         }
         let (device, offset) = pool.locate(segment, 0);
         let first = read_blocking(device, offset, BLOCK_SIZE)?;
-        let Ok(header_blocks) = BatchHeader::peek_header_blocks(first.as_slice()) else {
-            continue;
-        };
+        let header_blocks = BatchHeader::peek_header_blocks(first.as_slice()).unwrap_or(1);
         let bytes = if header_blocks == 1 {
             first
         } else {
             read_blocking(device, offset, usize::from(header_blocks) * BLOCK_SIZE)?
         };
-        if let Ok(header) = BatchHeader::decode(bytes.as_slice()) {
-            if header.epoch == root.epoch && header.pool_uuid == pool.uuid && header.segment == at {
-                starts.evidence.add(&header);
-                starts.by_seq.insert(header.seq, segment);
+        match BatchHeader::decode(bytes.as_slice()) {
+            Ok(header) => {
+                if header.epoch == root.epoch
+                    && header.pool_uuid == pool.uuid
+                    && header.segment == at
+                {
+                    starts.evidence.add(&header);
+                    starts.by_seq.insert(header.seq, segment);
+                }
+            }
+            Err(_) => {
+                let ours = BatchHeader::peek_identity(bytes.as_slice()).is_ok_and(|peeked| {
+                    if peeked.identity_crc_intact {
+                        peeked.epoch == root.epoch
+                            && peeked.pool_uuid == pool.uuid
+                            && peeked.segment == at
+                    } else {
+                        uuid_distance(&peeked.pool_uuid, &pool.uuid) <= UUID_DAMAGE_BITS_MAX
+                    }
+                });
+                if ours {
+                    starts.damaged.push(segment);
+                }
             }
         }
     }
@@ -472,6 +495,23 @@ pub(super) fn find_replay_chain(
                     probe(&mut reader, segment, 0, expected, Repair::No)?
                 {
                     found = Some((probed, (segment, 0)));
+                }
+            }
+        }
+        if found.is_none() {
+            for &segment in &starts.damaged {
+                match probe(&mut reader, segment, 0, expected, Repair::OneBit)? {
+                    probed @ Probe::Found(..) => {
+                        found = Some((probed, (segment, 0)));
+                        break;
+                    }
+                    Probe::DamagedHeader { atomic } => {
+                        header_damaged = true;
+                        if atomic {
+                            not_torn.get_or_insert((segment, 0));
+                        }
+                    }
+                    Probe::Absent => {}
                 }
             }
         }
