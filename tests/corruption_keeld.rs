@@ -108,8 +108,8 @@ fn a_damaged_batch_in_the_middle_of_the_log_costs_exactly_its_block_over_nvme() 
     let newest_epoch = batches.iter().map(|b| b.0).max().expect("batches");
     batches.retain(|b| b.0 == newest_epoch);
     batches.sort_unstable();
-    // Thirteen lone writes share an open batch's header.
-    assert!(batches.len() >= 160 / 13, "{} batches", batches.len());
+    // Sixteen lone writes share an open batch's header.
+    assert!(batches.len() >= 160 / 16, "{} batches", batches.len());
     let (_, seq, data_at, _) = batches[batches.len() / 2];
     drop(pool);
     damage(&pool_path, data_at + 777, 0x04);
@@ -194,10 +194,10 @@ fn damage_anywhere_is_served_exactly_or_as_media_errors_or_refused_with_a_reason
     let newest_epoch = found.iter().map(|h| h.epoch).max().expect("headers");
     found.retain(|h| h.epoch == newest_epoch && h.data_blocks > 0);
     found.sort_by_key(|h| h.seq);
-    // Thirteen lone writes share an open batch's header; the second batch
+    // Sixteen lone writes share an open batch's header; the second batch
     // is complete and flushed (after write 48), the middle one is not.
     assert!(
-        found.len() >= 96 / 13,
+        found.len() >= 96 / 16,
         "{} batches of this run",
         found.len()
     );

@@ -598,7 +598,7 @@ fn write_amplification_counts_headers_checkpoints_and_copies_per_pool_and_volume
         .expect("create")
         .id;
     let before = engine.pool_stats();
-    // 4 KiB writes one at a time: each is one device write of its block; 13
+    // 4 KiB writes one at a time: each is one device write of its block; 16
     // of them share the open batch's one-sector header, written to the media
     // once the batch completes (at the flush, for the last one).
     for lba in 0..256 {
@@ -614,8 +614,8 @@ fn write_amplification_counts_headers_checkpoints_and_copies_per_pool_and_volume
     assert_eq!(host, 256 * 4096);
     assert_eq!(
         headers,
-        256u64.div_ceil(13),
-        "one header per 13 lone writes"
+        256u64.div_ceil(16),
+        "one header per 16 lone writes"
     );
     assert_eq!(device, (256 + headers) * 4096);
     assert!(device as f64 / host as f64 <= 1.1, "{device} for {host}");
@@ -730,7 +730,7 @@ fn lone_writes_in_the_open_batch_survive_process_death_and_flushed_ones_power_lo
         .create_volume("v", 4 << 20, SectorSize::B4096)
         .expect("create")
         .id;
-    // 20 lone writes: a full batch of 13 and an open one of 7, its header
+    // 20 lone writes: a full batch of 16 and an open one of 4, its header
     // only rewritten in place, never flushed.
     for lba in 0..20u64 {
         engine

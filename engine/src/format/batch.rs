@@ -7,8 +7,10 @@ use crate::units::BLOCK_SIZE;
 
 const MAGIC: &[u8; 8] = b"KEELBTCH";
 /// The batch version this build writes.
-const VERSION: u16 = 5;
-/// The previous batch version, still read: it lacks the log head.
+const VERSION: u16 = 6;
+/// The previous batch version, still read: it lacks the one-block write entry.
+const VERSION_5: u16 = 5;
+/// An older batch version, still read: it also lacks the log head.
 const VERSION_4: u16 = 4;
 /// An older batch version, still read: it also lacks the identity checksum.
 const VERSION_3: u16 = 3;
@@ -74,6 +76,22 @@ const KIND_RELOCATE: u8 = 9;
 const KIND_SET_FLAGS: u8 = 10;
 const KIND_WRITE_PACKED: u8 = 11;
 const KIND_RELOCATE_UNIT: u8 = 12;
+/// A one-block write in a compact form (batch version 6): 13 one-block
+/// writes would fill an open batch's one-sector header, 16 do in this form.
+const KIND_WRITE_BLOCK: u8 = 13;
+
+/// Body bytes of a [`KIND_WRITE_BLOCK`] entry: volume, lba, data offset (u16), crc.
+const WRITE_BLOCK_BODY_LEN: usize = 8 + 8 + 2 + 4;
+
+/// Whether a header of `version` carries the identity crc (versions 4 and up).
+fn has_identity_crc(version: u16) -> bool {
+    matches!(version, VERSION_4 | VERSION_5 | VERSION)
+}
+
+/// Whether a header of `version` names its log head (versions 5 and up).
+fn has_head(version: u16) -> bool {
+    matches!(version, VERSION_5 | VERSION)
+}
 
 /// Volume flag: data written to the volume is compressed.
 pub const VOLUME_FLAG_COMPRESS: u32 = 1;
@@ -221,6 +239,7 @@ impl Entry {
     /// Encoded length in bytes.
     pub fn encoded_len(&self) -> usize {
         4 + match self {
+            Entry::Write { .. } if self.is_write_block() => WRITE_BLOCK_BODY_LEN,
             Entry::Write { crcs, .. } => 8 + 8 + 4 + 4 + 4 * crcs.len(),
             Entry::Trim { .. } => 24,
             Entry::CreateVolume { name, .. } => 8 + 8 + 4 + 4 + 2 + name.len(),
@@ -272,6 +291,7 @@ impl Entry {
         let len = self.encoded_len();
         assert!(len <= u16::MAX as usize, "entry of {len} bytes");
         let kind = match self {
+            Entry::Write { .. } if self.is_write_block() => KIND_WRITE_BLOCK,
             Entry::Write { .. } => KIND_WRITE,
             Entry::Trim { .. } => KIND_TRIM,
             Entry::CreateVolume { .. } => KIND_CREATE,
@@ -289,6 +309,17 @@ impl Entry {
         w.u8(0);
         w.u16(len as u16);
         match self {
+            Entry::Write {
+                volume,
+                lba,
+                data_offset,
+                crcs,
+            } if kind == KIND_WRITE_BLOCK => {
+                w.u64(*volume);
+                w.u64(*lba);
+                w.u16(*data_offset as u16);
+                w.u32(crcs[0]);
+            }
             Entry::Write {
                 volume,
                 lba,
@@ -418,7 +449,13 @@ impl Entry {
         }
     }
 
-    fn decode(r: &mut Reader<'_>, data_blocks: u32) -> Result<Entry, DecodeError> {
+    /// Whether it is encoded as a one-block write ([`KIND_WRITE_BLOCK`]).
+    fn is_write_block(&self) -> bool {
+        matches!(self, Entry::Write { crcs, data_offset, .. }
+            if crcs.len() == 1 && *data_offset <= u32::from(u16::MAX))
+    }
+
+    fn decode(r: &mut Reader<'_>, data_blocks: u32, version: u16) -> Result<Entry, DecodeError> {
         let kind = r.u8()?;
         let _flags = r.u8()?;
         let len = r.u16()? as usize;
@@ -428,6 +465,23 @@ impl Entry {
         })?)?;
         let mut b = Reader::new(body);
         let entry = match kind {
+            KIND_WRITE_BLOCK if version == VERSION => {
+                let volume = b.u64()?;
+                let lba = b.u64()?;
+                let data_offset = u32::from(b.u16()?);
+                if data_offset >= data_blocks {
+                    return Err(DecodeError::Invalid {
+                        field: "write_extent",
+                        value: data_offset.into(),
+                    });
+                }
+                Entry::Write {
+                    volume,
+                    lba,
+                    data_offset,
+                    crcs: vec![b.u32()?],
+                }
+            }
             KIND_WRITE => {
                 let volume = b.u64()?;
                 let lba = b.u64()?;
@@ -714,7 +768,7 @@ impl BatchHeader {
         let mut r = Reader::new(first_block);
         r.magic(MAGIC)?;
         let version = r.u16()?;
-        if ![VERSION, VERSION_4, VERSION_3, VERSION_2].contains(&version) {
+        if ![VERSION, VERSION_5, VERSION_4, VERSION_3, VERSION_2].contains(&version) {
             return Err(DecodeError::UnsupportedVersion(version.into()));
         }
         let blocks = r.u16()?;
@@ -738,7 +792,7 @@ impl BatchHeader {
         r.take(8)?;
         let version = r.u16()?;
         let identity_crc_intact = prefix_intact
-            && (version == VERSION || version == VERSION_4)
+            && has_identity_crc(version)
             && first_block.len() >= BATCH_HEADER_FIXED_LEN
             && first_block[IDENTITY_CRC_AT..IDENTITY_CRC_AT + 4]
                 == identity_crc(first_block).to_le_bytes();
@@ -756,7 +810,7 @@ impl BatchHeader {
             segment,
             used_len,
             prefix_intact,
-            legacy: prefix_intact && version != VERSION && version != VERSION_4,
+            legacy: prefix_intact && !has_identity_crc(version),
             identity_crc_intact,
         })
     }
@@ -825,14 +879,14 @@ impl BatchHeader {
         } else {
             (r.u64()?, r.u64()?)
         };
-        if version == VERSION || version == VERSION_4 {
+        if has_identity_crc(version) {
             let stored = r.u32()?;
             let computed = identity_crc(bytes);
             if stored != computed {
                 return Err(DecodeError::Checksum { stored, computed });
             }
         }
-        let head = if version == VERSION {
+        let head = if has_head(version) {
             let head = r.u8()?;
             let reserved = r.take(3)?;
             if head > HEAD_COLLECTOR || reserved != [0; 3] {
@@ -849,7 +903,7 @@ impl BatchHeader {
         // Each entry takes at least 4 bytes, which bounds the allocation.
         let mut entries = Vec::with_capacity((entry_count as usize).min(len / 4));
         for _ in 0..entry_count {
-            entries.push(Entry::decode(&mut entries_reader, data_blocks)?);
+            entries.push(Entry::decode(&mut entries_reader, data_blocks, version)?);
         }
         entries_reader.finish()?;
         Ok(BatchHeader {
@@ -967,6 +1021,60 @@ pub(super) mod tests {
                 crcs: vec![7, 8],
             }],
         }
+    }
+
+    #[test]
+    fn a_one_block_write_takes_26_bytes_and_only_batches_of_this_version_hold_one() {
+        let entry = Entry::Write {
+            volume: 4,
+            lba: 77,
+            data_offset: 3,
+            crcs: vec![0xDEAD_BEEF],
+        };
+        assert_eq!(entry.encoded_len(), 26);
+        let two = Entry::Write {
+            volume: 4,
+            lba: 77,
+            data_offset: 3,
+            crcs: vec![1, 2],
+        };
+        assert_eq!(two.encoded_len(), 36, "longer writes keep the general form");
+        let header = BatchHeader {
+            seq: 9,
+            epoch: 2,
+            pool_uuid: [5; 16],
+            segment: 1,
+            header_blocks: 1,
+            data_blocks: 4,
+            completed_seq: 8,
+            durable_seq: 0,
+            head: HEAD_FOREGROUND,
+            entries: vec![entry],
+        };
+        let bytes = header.encode();
+        assert_eq!(BatchHeader::decode(&bytes), Ok(header.clone()));
+        // The same bytes under version 5, checksums made valid again: the
+        // compact kind is not part of that version.
+        let mut old = bytes.clone();
+        old[8..10].copy_from_slice(&VERSION_5.to_le_bytes());
+        let len = BATCH_HEADER_FIXED_LEN + 26;
+        let identity = identity_crc(&old);
+        old[IDENTITY_CRC_AT..IDENTITY_CRC_AT + 4].copy_from_slice(&identity.to_le_bytes());
+        let crc = crc_with_hole(&old[..len], CRC_AT);
+        old[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            BatchHeader::decode(&old),
+            Err(DecodeError::Invalid {
+                field: "entry_kind",
+                ..
+            })
+        ));
+        // Its data offset must lie in the data area.
+        let beyond = BatchHeader {
+            data_blocks: 3,
+            ..header
+        };
+        assert!(BatchHeader::decode(&beyond.encode()).is_err());
     }
 
     fn entry_strategy() -> impl Strategy<Value = Entry> {

@@ -67,8 +67,8 @@ pub(super) const OPEN_HEADER_BLOCKS: u16 = 1;
 /// Header bytes an open batch may use: one 512-byte sector, which no crash
 /// tears (FORMAT.md, "Media assumptions"). A header failing its checksum is
 /// then always damage, never the torn tail of a rewrite, so recovery refuses
-/// it instead of ending the log there and dropping acknowledged records. 13
-/// one-block writes share it: 1.08 device blocks per block written.
+/// it instead of ending the log there and dropping acknowledged records. 16
+/// one-block writes share it: 1.06 device blocks per block written.
 pub(super) const OPEN_HEADER_BYTES_MAX: usize = 512;
 
 impl OpenBatch {
@@ -204,7 +204,7 @@ mod tests {
         }
         assert_eq!(
             placed,
-            (OPEN_HEADER_BYTES_MAX - BATCH_HEADER_FIXED_LEN) / 32,
+            (OPEN_HEADER_BYTES_MAX - BATCH_HEADER_FIXED_LEN) / 26,
             "one header sector"
         );
     }
