@@ -694,21 +694,7 @@ fn fail_for_space(log: &mut LogState, failed: &mut Vec<(RecordDone, IoError)>) {
 }
 
 fn submit(core: &Arc<Core>, batch: ReadyBatch) {
-    // The header (zero-padded to whole blocks) and the payloads (whole blocks)
-    // cover the buffer exactly, so it needs no clearing first.
-    let mut buf = AlignedBuf::for_overwrite(batch.total_blocks as usize * BLOCK_SIZE);
-    let bytes = buf.as_mut_slice();
-    bytes[..batch.header_bytes.len()].copy_from_slice(&batch.header_bytes);
-    let mut at = batch.header_bytes.len();
-    for payload in &batch.payloads {
-        bytes[at..at + payload.len()].copy_from_slice(payload);
-        at += payload.len();
-    }
-    assert_eq!(
-        at,
-        bytes.len(),
-        "a batch's header and payloads fill its blocks exactly"
-    );
+    let buf = gather(&batch.header_bytes, &batch.payloads, batch.total_blocks);
     let header_blocks = (batch.header_bytes.len() / BLOCK_SIZE) as u64;
     let counters = &core.counters;
     counters
@@ -858,20 +844,29 @@ fn advance_open_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Forme
     completed
 }
 
-/// Writes an extent of the open batch (data only).
-fn submit_extent(core: &Arc<Core>, extent: ReadyExtent) {
-    let mut buf = AlignedBuf::for_overwrite(extent.blocks as usize * BLOCK_SIZE);
+/// One device write's buffer of `blocks` blocks: `header` (zero-padded to
+/// whole blocks, or empty) and then the payloads (whole blocks), which cover
+/// it exactly, so it needs no clearing first.
+fn gather(header: &[u8], payloads: &[Bytes], blocks: u32) -> AlignedBuf {
+    let mut buf = AlignedBuf::for_overwrite(blocks as usize * BLOCK_SIZE);
     let bytes = buf.as_mut_slice();
-    let mut at = 0;
-    for payload in &extent.payloads {
+    bytes[..header.len()].copy_from_slice(header);
+    let mut at = header.len();
+    for payload in payloads {
         bytes[at..at + payload.len()].copy_from_slice(payload);
         at += payload.len();
     }
     assert_eq!(
         at,
         bytes.len(),
-        "an extent's payloads fill its blocks exactly"
+        "header and payloads fill the blocks exactly"
     );
+    buf
+}
+
+/// Writes an extent of the open batch (data only).
+fn submit_extent(core: &Arc<Core>, extent: ReadyExtent) {
+    let buf = gather(&[], &extent.payloads, extent.blocks);
     core.counters
         .data_blocks
         .fetch_add(u64::from(extent.blocks), Ordering::Relaxed);
@@ -905,28 +900,38 @@ fn extent_done(
     result: Result<(), IoError>,
 ) {
     under_lock(core, |log, formed| {
-        match log.open_batches.iter_mut().find(|b| b.seq() == seq) {
-            Some(batch) => {
-                batch.extents_inflight -= 1;
-                match result {
-                    Ok(()) => {
-                        batch.header.entries.extend(entries);
-                        batch.dones.extend(dones);
-                    }
-                    Err(err) => {
-                        tracing::error!(%err, seq, "log write failed; fencing the engine");
-                        core.fenced.store(true, Ordering::Release);
-                        batch.failed.get_or_insert(err.clone());
-                        formed
-                            .acks
-                            .extend(dones.into_iter().map(|d| (d, Err(err.clone()))));
-                    }
-                }
+        let batch = open_batch(log, seq);
+        batch.extents_inflight -= 1;
+        match result {
+            Ok(()) => {
+                batch.header.entries.extend(entries);
+                batch.dones.extend(dones);
             }
-            None => unreachable!("an open batch completes only after its extents"),
+            Err(err) => {
+                fail_open_batch(core, batch, err.clone(), "log write failed");
+                formed
+                    .acks
+                    .extend(dones.into_iter().map(|d| (d, Err(err.clone()))));
+            }
         }
         settle(core, log, formed);
     });
+}
+
+/// Open batch `seq`, which has a write in flight.
+fn open_batch(log: &mut LogState, seq: u64) -> &mut OpenBatch {
+    match log.open_batches.iter_mut().find(|b| b.seq() == seq) {
+        Some(batch) => batch,
+        None => unreachable!("an open batch completes only after its writes"),
+    }
+}
+
+/// A write of `batch` failed: the engine fences and the batch completes with
+/// the error.
+fn fail_open_batch(core: &Core, batch: &mut OpenBatch, err: IoError, what: &str) {
+    tracing::error!(%err, seq = batch.seq(), "{what}; fencing the engine");
+    core.fenced.store(true, Ordering::Release);
+    batch.failed.get_or_insert(err);
 }
 
 /// Writes an image of the open batch's header, through the page cache.
@@ -945,19 +950,11 @@ fn submit_image(core: &Arc<Core>, image: ReadyImage) {
 
 fn image_done(core: &Arc<Core>, seq: u64, count: usize, result: Result<(), IoError>) {
     under_lock(core, |log, formed| {
-        match log.open_batches.iter_mut().find(|b| b.seq() == seq) {
-            Some(batch) => {
-                batch.imaging = None;
-                match result {
-                    Ok(()) => batch.imaged = count,
-                    Err(err) => {
-                        tracing::error!(%err, seq, "log header write failed; fencing the engine");
-                        core.fenced.store(true, Ordering::Release);
-                        batch.failed.get_or_insert(err);
-                    }
-                }
-            }
-            None => unreachable!("an open batch completes only after its images"),
+        let batch = open_batch(log, seq);
+        batch.imaging = None;
+        match result {
+            Ok(()) => batch.imaged = count,
+            Err(err) => fail_open_batch(core, batch, err, "log header write failed"),
         }
         settle(core, log, formed);
     });
