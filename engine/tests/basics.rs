@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use engine::io::{CrashMode, DeviceRef, FaultPlan, FaultyDevice, SimDevice};
-use engine::{Engine, EngineConfig, IoError, SectorSize, VolumeError};
+use engine::{Engine, EngineConfig, IoError, SectorSize, VolumeError, VolumeId};
 
 fn config() -> EngineConfig {
     EngineConfig {
@@ -250,11 +250,12 @@ fn checksum_corruption_is_a_media_error() {
     ));
 }
 
-#[test]
-fn a_failed_write_fences_and_reopen_recovers_what_was_acknowledged() {
+/// A pool on a device failing as its plan says (nothing yet), with a 1 MiB
+/// volume whose block 1 holds `pattern(2, 4096)`.
+fn faulty_pool_with_one_write() -> (Arc<FaultPlan>, DeviceRef, Engine, VolumeId) {
     let sim = Arc::new(SimDevice::new(64 << 20));
     let plan = FaultPlan::healthy();
-    let faulty: DeviceRef = Arc::new(FaultyDevice::new(sim.clone(), plan.clone()));
+    let faulty: DeviceRef = Arc::new(FaultyDevice::new(sim, plan.clone()));
     Engine::format(vec![faulty.clone()], &config()).expect("format");
     let engine = Engine::open(vec![faulty.clone()], config()).expect("open");
     let vol = engine
@@ -262,6 +263,12 @@ fn a_failed_write_fences_and_reopen_recovers_what_was_acknowledged() {
         .expect("create")
         .id;
     engine.write_wait(vol, 1, pattern(2, 4096)).expect("write");
+    (plan, faulty, engine, vol)
+}
+
+#[test]
+fn a_failed_write_fences_and_reopen_recovers_what_was_acknowledged() {
+    let (plan, faulty, engine, vol) = faulty_pool_with_one_write();
     plan.fail_writes
         .store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(matches!(
@@ -295,16 +302,7 @@ fn a_failed_write_fences_and_reopen_recovers_what_was_acknowledged() {
 
 #[test]
 fn a_failed_header_image_fails_its_write_fences_and_a_flush_says_so() {
-    let sim = Arc::new(SimDevice::new(64 << 20));
-    let plan = FaultPlan::healthy();
-    let faulty: DeviceRef = Arc::new(FaultyDevice::new(sim.clone(), plan.clone()));
-    Engine::format(vec![faulty.clone()], &config()).expect("format");
-    let engine = Engine::open(vec![faulty.clone()], config()).expect("open");
-    let vol = engine
-        .create_volume("v", 1 << 20, SectorSize::B4096)
-        .expect("create")
-        .id;
-    engine.write_wait(vol, 1, pattern(2, 4096)).expect("write");
+    let (plan, faulty, engine, vol) = faulty_pool_with_one_write();
     // The next write's data lands; the header image naming it fails.
     plan.writes_before_failure
         .store(1, std::sync::atomic::Ordering::SeqCst);

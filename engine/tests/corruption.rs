@@ -418,16 +418,21 @@ fn a_newest_root_damaged_in_both_copies_refuses_the_open() {
     assert!(matches!(err, OpenError::RootDamaged { .. }), "{err}");
 }
 
-#[test]
-fn one_flipped_bit_in_the_newest_checkpoint_body_is_repaired_and_wider_damage_refuses() {
-    let (image, expected) = build_image();
-    let newest = (1..=4u64)
+/// The image's newest checkpoint root (of the two slots and their mirrors).
+fn newest_root(image: &SimDevice) -> engine::format::CheckpointRoot {
+    (1..=4u64)
         .filter_map(|slot| {
-            let block = read_blocking(&image, slot * BLOCK, BLOCK as usize).expect("read");
+            let block = read_blocking(image, slot * BLOCK, BLOCK as usize).expect("read");
             engine::format::CheckpointRoot::decode(block.as_slice()).ok()
         })
         .max_by_key(|root| root.generation)
-        .expect("a root");
+        .expect("a root")
+}
+
+#[test]
+fn one_flipped_bit_in_the_newest_checkpoint_body_is_repaired_and_wider_damage_refuses() {
+    let (image, expected) = build_image();
+    let newest = newest_root(&image);
     let segment_bytes = u64::from(config().blocks_per_segment) * BLOCK;
     let body_at = (1 << 20) + u64::from(newest.body_segments[0]) * segment_bytes;
     let inside = body_at + (newest.body_len / 2);
@@ -458,14 +463,7 @@ fn one_flipped_bit_in_the_newest_checkpoint_body_is_repaired_and_wider_damage_re
 #[test]
 fn a_damaged_header_where_a_segment_starts_is_repaired_or_refused_never_taken_for_the_end() {
     let (image, expected) = build_image();
-    let replay_seq = (1..=4u64)
-        .filter_map(|slot| {
-            let block = read_blocking(&image, slot * BLOCK, BLOCK as usize).expect("read");
-            engine::format::CheckpointRoot::decode(block.as_slice()).ok()
-        })
-        .max_by_key(|root| root.generation)
-        .expect("a root")
-        .replay_seq;
+    let replay_seq = newest_root(&image).replay_seq;
     let segment_bytes = u64::from(config().blocks_per_segment) * BLOCK;
     // A batch the replay reaches only by its segment's start: the previous
     // batch of its head ended where the segment before it did.
