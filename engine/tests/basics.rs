@@ -300,6 +300,45 @@ fn a_failed_write_fences_and_reopen_recovers_what_was_acknowledged() {
         .all(|&b| b == 0));
 }
 
+/// Two writes of one block in flight together whose data writes complete in
+/// the reverse order: the one issued last is what the block holds, before and
+/// after a reopen, as when both share a batch written whole.
+#[test]
+fn writes_of_one_block_in_flight_together_apply_in_issue_order_whatever_order_they_complete_in() {
+    let (plan, faulty, engine, vol) = faulty_pool_with_one_write();
+    plan.hold_writes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for seed in [5, 6] {
+        let tx = tx.clone();
+        engine.write(
+            vol,
+            7,
+            pattern(seed, 4096),
+            Box::new(move |result| tx.send((seed, result)).expect("send")),
+        );
+    }
+    assert_eq!(plan.held_writes(), 2, "each write is its own device write");
+    plan.hold_writes
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    plan.release_held_writes_newest_first();
+    for _ in 0..2 {
+        let (seed, result) = rx.recv().expect("acknowledged");
+        assert_eq!(result, Ok(()), "write {seed}");
+    }
+    let issued_last = pattern(6, 4096);
+    assert!(
+        engine.read_wait(vol, 7, 1).expect("read") == issued_last,
+        "the write issued last wins"
+    );
+    drop(engine);
+    let engine = Engine::open(vec![faulty], config()).expect("reopen");
+    assert!(
+        engine.read_wait(vol, 7, 1).expect("read") == issued_last,
+        "and replays last"
+    );
+}
+
 #[test]
 fn a_failed_header_image_fails_its_write_fences_and_a_flush_says_so() {
     let (plan, faulty, engine, vol) = faulty_pool_with_one_write();

@@ -1,4 +1,5 @@
-//! A device wrapper that fails operations on command, for fault-injection tests.
+//! A device wrapper that fails (or holds back) operations on command, for
+//! fault-injection tests.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -18,6 +19,21 @@ pub struct FaultPlan {
     /// When non-negative, counts writes down; the write that finds it at zero and
     /// every later one fail.
     pub writes_before_failure: AtomicI64,
+    /// Direct writes are held back (neither performed nor completed) while
+    /// set, until [`FaultPlan::release_held_writes_newest_first`].
+    pub hold_writes: AtomicBool,
+    held: parking_lot::Mutex<HeldWrites>,
+}
+
+/// Writes held back, oldest first; each submits its write to the wrapped
+/// device when run.
+#[derive(Default)]
+struct HeldWrites(Vec<Box<dyn FnOnce() + Send>>);
+
+impl std::fmt::Debug for HeldWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} held writes", self.0.len())
+    }
 }
 
 impl FaultPlan {
@@ -26,6 +42,20 @@ impl FaultPlan {
         let plan = FaultPlan::default();
         plan.writes_before_failure.store(-1, Ordering::SeqCst);
         Arc::new(plan)
+    }
+
+    /// Writes held back so far.
+    pub fn held_writes(&self) -> usize {
+        self.held.lock().0.len()
+    }
+
+    /// Performs the writes held back, the newest first, so they complete in
+    /// the reverse of the order they were issued in.
+    pub fn release_held_writes_newest_first(&self) {
+        let held = std::mem::take(&mut self.held.lock().0);
+        for write in held.into_iter().rev() {
+            write();
+        }
     }
 
     fn write_fails(&self) -> bool {
@@ -68,6 +98,12 @@ impl Device for FaultyDevice {
             IoOp::Write { .. } | IoOp::WriteCached { .. } => self.plan.write_fails(),
             IoOp::Flush => self.plan.fail_flushes.load(Ordering::SeqCst),
         };
+        let held = matches!(op, IoOp::Write { .. }) && self.plan.hold_writes.load(Ordering::SeqCst);
+        if held && !fails {
+            let inner = self.inner.clone();
+            let write = Box::new(move || inner.submit(op, done));
+            return self.plan.held.lock().0.push(write);
+        }
         if !fails {
             return self.inner.submit(op, done);
         }

@@ -129,6 +129,8 @@ struct InflightBatch {
 /// A run of the open batch's data blocks, written on its own.
 struct ReadyExtent {
     seq: u64,
+    /// Its placement number in the batch.
+    number: u64,
     segment: SegmentId,
     block: u32,
     entries: Vec<Entry>,
@@ -597,6 +599,7 @@ fn extend_open_batch(log: &mut LogState) -> Option<ReadyExtent> {
     let batch = log.open_batches.back_mut().filter(|b| !b.closing)?;
     let mut extent = ReadyExtent {
         seq: batch.seq(),
+        number: 0,
         segment: batch.segment,
         block: 0,
         entries: Vec::new(),
@@ -630,7 +633,7 @@ fn extend_open_batch(log: &mut LogState) -> Option<ReadyExtent> {
     if extent.entries.is_empty() {
         return None;
     }
-    batch.extents_inflight += 1;
+    extent.number = batch.start_extent();
     Some(extent)
 }
 
@@ -874,6 +877,7 @@ fn submit_extent(core: &Arc<Core>, extent: ReadyExtent) {
     let core2 = core.clone();
     let ReadyExtent {
         seq,
+        number,
         entries,
         dones,
         ..
@@ -883,7 +887,7 @@ fn submit_extent(core: &Arc<Core>, extent: ReadyExtent) {
         Box::new(move |outcome| {
             extent_done(
                 &core2,
-                seq,
+                (seq, number),
                 entries,
                 dones,
                 outcome.result.map_err(IoError::from),
@@ -894,20 +898,17 @@ fn submit_extent(core: &Arc<Core>, extent: ReadyExtent) {
 
 fn extent_done(
     core: &Arc<Core>,
-    seq: u64,
+    (seq, number): (u64, u64),
     entries: Vec<Entry>,
     dones: Vec<RecordDone>,
     result: Result<(), IoError>,
 ) {
     under_lock(core, |log, formed| {
         let batch = open_batch(log, seq);
-        batch.extents_inflight -= 1;
         match result {
-            Ok(()) => {
-                batch.header.entries.extend(entries);
-                batch.dones.extend(dones);
-            }
+            Ok(()) => batch.extent_written(number, entries, dones),
             Err(err) => {
+                batch.extent_written(number, Vec::new(), Vec::new());
                 fail_open_batch(core, batch, err.clone(), "log write failed");
                 formed
                     .acks

@@ -4,8 +4,9 @@
 //! lone 4 KiB write would cost 8 KiB. The foreground head instead keeps one
 //! batch open: its header block is reserved at the front, its data blocks are
 //! handed to records as they arrive and each group of records formed together
-//! is written on its own (an *extent*, data only). Once an extent's write
-//! completes, its entries join the header, and the header block is rewritten
+//! is written on its own (an *extent*, data only). Once an extent's write and
+//! those of every extent placed before it have completed, its entries join
+//! the header, and the header block is rewritten
 //! through the page cache ([`crate::io::IoOp::WriteCached`]); a record is
 //! applied and acknowledged once an image naming it is written. The page
 //! cache keeps every image across process death and the next flush makes the
@@ -16,6 +17,10 @@
 //! INVARIANT: an image lists only records whose data writes completed, and
 //! every image extends the one before it (entries are only appended), so
 //! whichever image a crash leaves names acknowledged-or-later records only.
+//! INVARIANT: entries join the header in the order their records were placed
+//! (the order they arrived), whatever order their writes complete in, so two
+//! writes of one block in flight together apply, and replay, in arrival order,
+//! as they do in a batch written whole.
 //! INVARIANT: at most one image write is in flight, so images reach the page
 //! cache in the order they were made.
 //! INVARIANT: entries are applied early (before the batch completes) only
@@ -24,6 +29,8 @@
 //! (a metadata record, a collector batch), before a flush is issued and before
 //! a checkpoint captures the index, so batches still apply in sequence order
 //! and a checkpoint never holds part of a batch that replay would apply again.
+
+use std::collections::VecDeque;
 
 use crate::error::IoError;
 use crate::format::{BatchHeader, Entry, BATCH_HEADER_FIXED_LEN};
@@ -34,7 +41,7 @@ use super::RecordDone;
 /// The open batch's state, kept in [`super::LogState`].
 pub(super) struct OpenBatch {
     /// Its header as of the newest image made; `entries` grows as extents
-    /// complete, in completion order.
+    /// complete, in placement order.
     pub header: BatchHeader,
     pub segment: SegmentId,
     /// Where its header block is; data starts at the next block.
@@ -53,8 +60,12 @@ pub(super) struct OpenBatch {
     pub data_next: u32,
     /// Data blocks the batch may grow to (its segment's room and the batch limit).
     data_max: u32,
-    /// Extents whose writes have not completed.
-    pub extents_inflight: u32,
+    /// Extents whose entries have not joined the header, in placement order:
+    /// `None` while the write is in flight, then its entries and their
+    /// acknowledgements until every extent before it has completed too.
+    extents: VecDeque<Option<(Vec<Entry>, Vec<RecordDone>)>>,
+    /// The placement number of `extents.front()`.
+    extents_first: u64,
     /// No more records join; the batch completes once its writes have.
     pub closing: bool,
     /// The first failed write: the batch completes with it.
@@ -86,7 +97,8 @@ impl OpenBatch {
             header_bytes: BATCH_HEADER_FIXED_LEN,
             data_next: 0,
             data_max,
-            extents_inflight: 0,
+            extents: VecDeque::new(),
+            extents_first: 0,
             closing: false,
             failed: None,
         }
@@ -114,6 +126,33 @@ impl OpenBatch {
         first
     }
 
+    /// Starts an extent of the records just placed; returns its placement
+    /// number, which [`OpenBatch::extent_written`] takes.
+    pub fn start_extent(&mut self) -> u64 {
+        self.extents.push_back(None);
+        self.extents_first + self.extents.len() as u64 - 1
+    }
+
+    /// Extent `number`'s write completed: its `entries` join the header (and
+    /// `dones` the acknowledgements) once every earlier extent's have.
+    pub fn extent_written(&mut self, number: u64, entries: Vec<Entry>, dones: Vec<RecordDone>) {
+        let slot = usize::try_from(number - self.extents_first)
+            .ok()
+            .and_then(|at| self.extents.get_mut(at));
+        let Some(slot) = slot else {
+            unreachable!("an extent completes once, after it started")
+        };
+        *slot = Some((entries, dones));
+        while let Some(Some(_)) = self.extents.front() {
+            let Some(Some((entries, dones))) = self.extents.pop_front() else {
+                break;
+            };
+            self.extents_first += 1;
+            self.header.entries.extend(entries);
+            self.dones.extend(dones);
+        }
+    }
+
     /// Where the next batch of the head goes once this one closes.
     pub fn end(&self) -> u32 {
         self.block + u32::from(OPEN_HEADER_BLOCKS) + self.data_next
@@ -129,7 +168,7 @@ impl OpenBatch {
         // Blocks handed out but not yet named need no image until the batch's
         // end is final: then the last image must reach it.
         let end_unwritten =
-            self.closing && self.extents_inflight == 0 && self.header.data_blocks != self.data_next;
+            self.closing && self.extents.is_empty() && self.header.data_blocks != self.data_next;
         if count == self.imaged && !end_unwritten {
             return None;
         }
@@ -142,7 +181,7 @@ impl OpenBatch {
     /// image names every entry (or a write failed).
     pub fn is_complete(&self) -> bool {
         self.closing
-            && self.extents_inflight == 0
+            && self.extents.is_empty()
             && self.imaging.is_none()
             && (self.failed.is_some()
                 || (self.imaged == self.header.entries.len()
@@ -210,14 +249,33 @@ mod tests {
     }
 
     #[test]
+    fn entries_join_in_placement_order_whatever_order_their_writes_complete_in() {
+        let mut batch = open(8);
+        let mut older = write(1);
+        batch.place(&mut older);
+        let first = batch.start_extent();
+        let mut newer = write(1);
+        batch.place(&mut newer);
+        let second = batch.start_extent();
+        batch.extent_written(second, vec![newer.clone()], Vec::new());
+        assert!(
+            batch.header.entries.is_empty() && batch.next_image().is_none(),
+            "the newer write waits for the older one"
+        );
+        batch.extent_written(first, vec![older.clone()], Vec::new());
+        assert_eq!(batch.header.entries, vec![older, newer]);
+        let (_, count) = batch.next_image().expect("an image of both");
+        assert_eq!(count, 2);
+    }
+
+    #[test]
     fn one_image_at_a_time_and_complete_only_when_the_last_names_everything() {
         let mut batch = open(8);
         let mut entry = write(1);
         batch.place(&mut entry);
-        batch.extents_inflight = 1;
+        let extent = batch.start_extent();
         assert!(batch.next_image().is_none(), "nothing completed yet");
-        batch.extents_inflight = 0;
-        batch.header.entries.push(entry);
+        batch.extent_written(extent, vec![entry], Vec::new());
         let (bytes, count) = batch.next_image().expect("an image");
         assert_eq!(count, 1);
         assert_eq!(bytes.len(), BLOCK_SIZE);
