@@ -119,7 +119,7 @@ pub trait ReactorPoller {
     /// joined by `event_fd`. A reactor that uses the lent ring no longer
     /// watches `event_fd` or calls `submit` (its waits submit everything), and
     /// calls `poll` after every wait.
-    fn lend_ring(&mut self) -> Option<Box<dyn LentRing>> {
+    fn lend_ring(&mut self) -> Option<Box<dyn uring::LentRing>> {
         None
     }
     /// Runs `start`, which starts one round of a connection's commands on
@@ -129,40 +129,6 @@ pub trait ReactorPoller {
     fn start_together(&mut self, start: &mut dyn FnMut()) {
         start();
     }
-}
-
-/// The user_data bit that marks a reactor's operations on a [`LentRing`]; the
-/// lender's own operations never carry it.
-pub const LENT_RING_MARK: u64 = 1 << 63;
-
-/// An io_uring a backend owns and lends the reactor on the same thread (see
-/// [`ReactorPoller::lend_ring`]). The reactor marks every operation it queues
-/// with [`LENT_RING_MARK`] in the SQE's user_data; the lender keeps the
-/// completions so marked for [`LentRing::reap`], whoever reaps the ring.
-pub trait LentRing {
-    /// Runs `queue` with the ring's submission queue, for the reactor to push
-    /// its entries (without entering the kernel). The reactor's pushes (the
-    /// `unsafe` of [`io_uring::SubmissionQueue::push`]) keep each entry's
-    /// memory valid until `reap` hands its completion back, and mark its
-    /// user_data with [`LENT_RING_MARK`].
-    fn with_submission(&mut self, queue: &mut dyn FnMut(&mut io_uring::SubmissionQueue<'_>));
-    /// Hands what is queued to the kernel without sleeping.
-    fn submit(&mut self) -> std::io::Result<()>;
-    /// Submits what is queued and sleeps until a completion (the reactor's or
-    /// the backend's) is posted or `timeout` passes; does not sleep while
-    /// completions already collected wait to be taken.
-    fn submit_and_wait(&mut self, timeout: std::time::Duration) -> std::io::Result<()>;
-    /// Moves the reactor's completions, as (user_data, result), to `out`.
-    fn reap(&mut self, out: &mut Vec<(u64, i32)>);
-    /// True if a wait would return at once (completions posted or collected,
-    /// or deferred work pending), read without a system call: a reactor
-    /// polling under load spins on it.
-    fn has_pending(&mut self) -> bool;
-    /// How the ring was set up and what its kernel offers (the reactor
-    /// refuses a ring without timed waits or no-drop completions).
-    fn params(&self) -> io_uring::Parameters;
-    /// The operations the ring's kernel runs.
-    fn probe(&self) -> std::io::Result<io_uring::Probe>;
 }
 
 /// Makes the [`ReactorPoller`] of the calling reactor thread, or `None` if the

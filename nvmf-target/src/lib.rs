@@ -9,10 +9,9 @@
 //! and the [`host`] side used by tests, benchmarks and replication.
 //!
 //! Invariants: no input from the network can panic this crate; every buffer grown
-//! from a peer's length field is bounded by configuration first. The only
-//! `unsafe` code is the io_uring wrapper in `reactors::uring` (the crate denies
-//! `unsafe_code` and that one module allows it): its operations own their
-//! buffers until the kernel reports them done.
+//! from a peer's length field is bounded by configuration first. The crate has
+//! no `unsafe` code: its io_uring reactor drives the workspace's `uring` crate,
+//! whose operations own their buffers until the kernel reports them done.
 //!
 //! Starting a target with one namespace visible to one host:
 //!
@@ -32,7 +31,7 @@
 //! println!("serving on {:?}", target.local_addrs());
 //! target.shutdown();
 //! ```
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod address_acl;
 pub mod backend;
@@ -41,10 +40,11 @@ pub mod status;
 mod wire;
 
 pub use backend::{
-    BlockSize, Completion, Lba, LbaRange, LentRing, MemoryNamespace, NamespaceBackend,
-    NamespaceError, ReactorPoller, ReactorPollerFactory, LENT_RING_MARK,
+    BlockSize, Completion, Lba, LbaRange, MemoryNamespace, NamespaceBackend, NamespaceError,
+    ReactorPoller, ReactorPollerFactory,
 };
 pub use status::Status;
+pub use uring::LentRing;
 mod controller;
 mod error_log;
 pub mod nvme;

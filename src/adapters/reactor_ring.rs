@@ -6,13 +6,9 @@
 //! alike), so one `io_uring_enter` submits both and one wait covers both.
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
 
-use engine::io::{LocalRing, RingShare, SHARED_USER_DATA};
-use nvmf_target::{LentRing, ReactorPoller, ReactorPollerFactory, LENT_RING_MARK};
-
-// The reactor's mark is the bit the engine sets aside for borrowers.
-const _: () = assert!(LENT_RING_MARK == SHARED_USER_DATA);
+use engine::io::LocalRing;
+use nvmf_target::{LentRing, ReactorPoller, ReactorPollerFactory};
 
 /// One reactor thread's engine ring.
 struct EngineRingPoller(LocalRing);
@@ -31,7 +27,7 @@ impl ReactorPoller for EngineRingPoller {
     }
 
     fn lend_ring(&mut self) -> Option<Box<dyn LentRing>> {
-        Some(Box::new(EngineRingShare(self.0.share())))
+        Some(Box::new(self.0.share()))
     }
 
     fn start_together(&mut self, start: &mut dyn FnMut()) {
@@ -39,39 +35,6 @@ impl ReactorPoller for EngineRingPoller {
         // before the reactor moves on (it never waits while holding it).
         let _plug = engine::WritePlug::new();
         start();
-    }
-}
-
-/// The engine ring as the reactor sees it when lent.
-struct EngineRingShare(RingShare);
-
-impl LentRing for EngineRingShare {
-    fn with_submission(&mut self, queue: &mut dyn FnMut(&mut io_uring::SubmissionQueue<'_>)) {
-        self.0.with_submission(|sq| queue(sq));
-    }
-
-    fn submit(&mut self) -> std::io::Result<()> {
-        self.0.submit()
-    }
-
-    fn submit_and_wait(&mut self, timeout: Duration) -> std::io::Result<()> {
-        self.0.submit_and_wait(timeout)
-    }
-
-    fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
-        self.0.reap(out);
-    }
-
-    fn has_pending(&mut self) -> bool {
-        self.0.has_pending()
-    }
-
-    fn params(&self) -> io_uring::Parameters {
-        self.0.params()
-    }
-
-    fn probe(&self) -> std::io::Result<io_uring::Probe> {
-        self.0.probe()
     }
 }
 

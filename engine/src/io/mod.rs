@@ -11,18 +11,17 @@ mod aligned_buf;
 mod fault;
 mod open;
 mod ram;
+mod rings;
 mod sim;
-mod uring;
 
 pub use aligned_buf::AlignedBuf;
 pub use fault::{FaultPlan, FaultyDevice};
 pub use open::{open_backing, BackingKind, OpenBackingError};
 pub use ram::RamDevice;
-pub use sim::{CrashMode, SimDevice};
-pub use uring::{
+pub use rings::{
     recv_driving_local, recv_polling_local, LocalRing, LocalRingError, RingShare, UringDevice,
-    SHARED_USER_DATA,
 };
+pub use sim::{CrashMode, SimDevice};
 
 use std::sync::Arc;
 

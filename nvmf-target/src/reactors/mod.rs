@@ -19,7 +19,6 @@ mod reactor;
 mod refusals;
 #[cfg(test)]
 mod tests;
-mod uring;
 mod uring_reactor;
 
 use std::net::SocketAddr;

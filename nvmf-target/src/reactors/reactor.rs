@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::admission::{Admission, ConnId};
-use super::uring::EventFd;
 use crate::backend::{NamespaceError, ReactorPoller, ReactorPollerFactory};
 use crate::connection::{Connection, ConnectionContext, IoOutput, IoRequest, Limits, PortKind};
 use crate::subsystem::Subsystem;
 use crate::throttle::{Admit, IoClass, Throttle};
+use uring::EventFd;
 
 /// State shared by all reactors of one target.
 pub(super) struct Shared {

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::reactor::{Doorbell, Inbox};
-use super::uring::EventFd;
+use std::os::fd::AsRawFd;
+
 use super::{start_reactors, ReactorKind, StartError, Target, TargetConfig, TargetHandle};
 use crate::host::{HostController, HostOptions, IoQueue, OwnedPdu};
 use crate::nvme::{io_opcode, Command, SGL_TYPE_TRANSPORT};
@@ -20,6 +21,7 @@ use crate::{
     BlockSize, HostAcl, Lba, MemoryNamespace, NamespaceOptions, RateLimits, Subsystem,
     SubsystemConfig,
 };
+use ::uring::EventFd;
 
 const NQN: &str = "nqn.2024-01.io.keel:reactor-test";
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:reactor-test-host";
@@ -378,7 +380,7 @@ struct TestPoller {
 
 impl crate::ReactorPoller for TestPoller {
     fn event_fd(&self) -> std::os::fd::RawFd {
-        self.inbox.eventfd.raw_fd()
+        self.inbox.eventfd.as_raw_fd()
     }
 
     fn poll(&mut self) {
@@ -408,7 +410,7 @@ impl crate::ReactorPoller for TestPoller {
 struct UnfitRing;
 
 impl crate::LentRing for UnfitRing {
-    fn with_submission(&mut self, _: &mut dyn FnMut(&mut io_uring::SubmissionQueue<'_>)) {
+    fn with_submission(&mut self, _: &mut dyn FnMut(&mut ::uring::LentQueue<'_, '_>)) {
         unreachable!("a refused ring is never used")
     }
     fn submit(&mut self) -> std::io::Result<()> {

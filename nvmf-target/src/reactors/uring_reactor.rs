@@ -27,8 +27,8 @@ use crossbeam_channel::Receiver;
 use super::reactor::{
     make_poller, Core, Counters, Doorbell, Inbox, Message, Shared, Step, Transport, SEND_SLICES_MAX,
 };
-use super::uring::{Completion, EventFd, Held, OpId, Ring, SendBatch};
 use crate::connection::Connection;
+use uring::{Completion, EventFd, Held, OpId, Ring, SendBatch};
 
 /// Receive buffer of a new connection.
 const RECV_CHUNK_BYTES: usize = 64 * 1024;

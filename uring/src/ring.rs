@@ -1,4 +1,4 @@
-//! The crate's only `unsafe` code: a small io_uring wrapper with a safe API.
+//! An io_uring wrapper with a safe API, for a reactor's socket operations.
 //!
 //! Every operation takes ownership of the memory the kernel will use (a receive
 //! buffer, a batch of send buffers with its `iovec`s and `msghdr`, the eventfd
@@ -10,16 +10,15 @@
 //! completed then is leaked rather than freed.
 #![allow(unsafe_code)]
 
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use io_uring::{opcode, squeue, types, IoUring, Parameters, Probe};
 
-use crate::backend::{LentRing, LENT_RING_MARK};
+use crate::lend::{LentRing, LENT_MARK};
+use crate::EventFd;
 
 /// Submission queue entries; the completion queue is [`CQ_ENTRIES`].
 const SQ_ENTRIES: u32 = 256;
@@ -31,45 +30,17 @@ const RECVSEND_POLL_FIRST: u16 = 1;
 /// How long a dropped ring waits for cancelled operations to complete.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// An eventfd: other threads [`signal`](EventFd::signal) it, the ring reads it.
-#[derive(Debug)]
-pub(super) struct EventFd(File);
-
-impl EventFd {
-    /// A nonblocking, close-on-exec eventfd with a zero counter.
-    pub fn new() -> std::io::Result<EventFd> {
-        // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: raw is a freshly created descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        Ok(EventFd(File::from(fd)))
-    }
-
-    /// The descriptor (for owners that watch it themselves).
-    #[cfg(test)]
-    pub fn raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-
-    /// Adds one to the counter, completing a pending read.
-    pub fn signal(&self) -> std::io::Result<()> {
-        match (&self.0).write(&1u64.to_ne_bytes()) {
-            Ok(_) => Ok(()),
-            // The counter is saturated: a read is already due to complete.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-}
-
 /// Buffers sent by one `sendmsg`, with the `iovec`s and header describing them.
-pub(super) struct SendBatch {
+pub struct SendBatch {
     bufs: Vec<Bytes>,
     iovecs: Vec<libc::iovec>,
     header: Box<libc::msghdr>,
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch::new()
+    }
 }
 
 impl SendBatch {
@@ -122,7 +93,7 @@ impl SendBatch {
 }
 
 /// Memory an operation in flight owns, handed back with its completion.
-pub(super) enum Held {
+pub enum Held {
     /// Nothing (a cancellation).
     Nothing,
     /// The receive buffer; the completion's result says how many bytes arrived.
@@ -170,7 +141,7 @@ struct InFlight {
 }
 
 /// One reaped operation.
-pub(super) struct Completion {
+pub struct Completion {
     /// The caller's tag given at submission.
     pub tag: u64,
     /// The CQE result: bytes moved, or a negated errno.
@@ -181,19 +152,19 @@ pub(super) struct Completion {
 
 /// Identifies an operation in flight (for cancellation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct OpId(u64);
+pub struct OpId(u64);
 
 impl OpId {
     /// The operation in slot `index` of the table of operations in flight.
     /// Its user_data carries the lent-ring mark whichever ring it goes on, so
     /// a lender hands its completion back rather than taking it for its own.
     fn of_slot(index: usize) -> OpId {
-        OpId(index as u64 | LENT_RING_MARK)
+        OpId(index as u64 | LENT_MARK)
     }
 
     /// The slot of the operation whose completion carries `user_data`.
     fn slot(user_data: u64) -> usize {
-        (user_data & !LENT_RING_MARK) as usize
+        (user_data & !LENT_MARK) as usize
     }
 }
 
@@ -217,8 +188,7 @@ impl Backing {
     /// # Safety
     ///
     /// As [`io_uring::SubmissionQueue::push`]: the SQE's memory stays valid
-    /// until its completion is reaped. On a lent ring, also as
-    /// [`LentRing::with_submission`]: the user_data carries the lent-ring mark.
+    /// until its completion is reaped.
     unsafe fn push(&mut self, sqe: &squeue::Entry) -> bool {
         match self {
             // SAFETY: per this function's contract.
@@ -226,10 +196,8 @@ impl Backing {
             Backing::Lent(ring) => {
                 let mut pushed = false;
                 // SAFETY: per this function's contract, which is the lent
-                // ring's; every user_data `Ring` makes (`OpId::of_slot`)
-                // carries LENT_RING_MARK, so the lender hands the completion
-                // back rather than taking it for its own.
-                ring.with_submission(&mut |sq| pushed = unsafe { sq.push(sqe) }.is_ok());
+                // queue's (the queue itself marks the entry as the borrower's).
+                ring.with_submission(&mut |queue| pushed = unsafe { queue.push(sqe) });
                 pushed
             }
         }
@@ -284,7 +252,7 @@ impl Backing {
 }
 
 /// An io_uring used by one thread, with the memory of every operation in flight.
-pub(super) struct Ring {
+pub struct Ring {
     backing: Backing,
     /// The kernel takes IORING_RECVSEND_POLL_FIRST on receives.
     poll_first: bool,
@@ -401,7 +369,7 @@ impl Ring {
     pub fn read_eventfd(&mut self, tag: u64, eventfd: &Arc<EventFd>) -> std::io::Result<OpId> {
         let mut counter = Box::new([0u8; 8]);
         let sqe =
-            opcode::Read::new(types::Fd(eventfd.0.as_raw_fd()), counter.as_mut_ptr(), 8).build();
+            opcode::Read::new(types::Fd(eventfd.as_raw_fd()), counter.as_mut_ptr(), 8).build();
         let owned = Owned::Woken {
             _read: WakeRead {
                 _eventfd: eventfd.clone(),
@@ -433,6 +401,14 @@ impl Ring {
     pub fn cancel(&mut self, tag: u64, target: OpId) -> std::io::Result<OpId> {
         let sqe = opcode::AsyncCancel::new(target.0).build();
         // SAFETY: a cancellation references no memory of ours.
+        unsafe { self.push(sqe, tag, Owned::Nothing) }
+    }
+
+    /// Does nothing, completing with `tag` (a ring's round trip, for tests of
+    /// the rings themselves).
+    pub fn nop(&mut self, tag: u64) -> std::io::Result<OpId> {
+        let sqe = opcode::Nop::new().build();
+        // SAFETY: a no-op references no memory.
         unsafe { self.push(sqe, tag, Owned::Nothing) }
     }
 

@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -17,7 +17,7 @@ mod share;
 mod slots;
 
 pub use local::{recv_driving_local, recv_polling_local, LocalRing, LocalRingError};
-pub use share::{RingShare, SHARED_USER_DATA};
+pub use share::RingShare;
 
 use super::{check_bounds, Device, DeviceError, IoDone, IoOp, IoOutcome};
 use slots::{Request, Slots};
@@ -93,7 +93,7 @@ struct Shared {
     /// Regular files may be sparse and are preallocated on request; block devices
     /// have nothing to allocate.
     is_regular_file: bool,
-    wake_fd: OwnedFd,
+    wake_fd: uring::EventFd,
     /// True while the ring thread may be blocked in the kernel; submitters then
     /// write the eventfd to wake it.
     sleeping: AtomicBool,
@@ -102,10 +102,9 @@ struct Shared {
 
 impl Shared {
     fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: wake_fd is an open eventfd owned by self, and `one` is a valid
-        // 8-byte buffer for the duration of the call.
-        let _ = unsafe { libc::write(self.wake_fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        if let Err(err) = self.wake_fd.signal() {
+            tracing::error!(%err, "cannot wake a device's ring thread");
+        }
     }
 }
 
@@ -121,13 +120,7 @@ impl UringDevice {
     /// Takes ownership of an opened file (normally opened with O_DIRECT) of `size`
     /// bytes and starts its ring thread.
     pub fn new(file: File, size: u64, name: &str) -> std::io::Result<UringDevice> {
-        // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: raw is a freshly created descriptor that nothing else owns.
-        let wake_fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let wake_fd = uring::EventFd::new()?;
         let is_regular_file = file.metadata()?.file_type().is_file();
         let cached = reopen_buffered(&file)?;
         let shared = Arc::new(Shared {

@@ -3,22 +3,20 @@
 //! ring, so one `io_uring_enter` submits both kinds and one wait sleeps until
 //! either completes — one ring per reactor, as DESIGN.md's thread model has it.
 //!
-//! The borrower marks its operations with [`SHARED_USER_DATA`] in the SQE's
-//! user_data; the engine sets their completions aside (whoever reaps the ring,
-//! the borrower's wait or an engine wait on the same thread) until the borrower
-//! takes them with [`RingShare::reap`].
+//! The contract between the two is the `uring` crate's ([`uring::LentRing`]):
+//! the borrower queues through a [`uring::LentQueue`], which marks its
+//! operations, and the engine sets the completions [`uring::is_lent`] marks
+//! aside (whoever reaps the ring, the borrower's wait or an engine wait on the
+//! same thread) until the borrower takes them with [`LentRing::reap`].
 
 use std::rc::Rc;
 use std::time::Duration;
 
-use io_uring::{types, Parameters, Probe, SubmissionQueue};
+use io_uring::{types, Parameters, Probe};
+use uring::{LentQueue, LentRing};
 
 use super::is_transient;
 use super::local::Inner;
-
-/// The user_data bit that marks a borrower's operation. The engine's own
-/// operations never carry it (their user_data is a slot number).
-pub const SHARED_USER_DATA: u64 = 1 << 63;
 
 /// A handle on the calling thread's [`LocalRing`](super::LocalRing) through
 /// which another component queues operations of its own and waits for them.
@@ -32,27 +30,21 @@ impl RingShare {
     pub(super) fn new(inner: Rc<Inner>) -> RingShare {
         RingShare { inner }
     }
+}
 
-    /// Runs `queue` with the ring's submission queue, for the borrower to push
-    /// its entries (without entering the kernel). Pushing is `unsafe`, and the
-    /// pusher owes, beside the memory contract of
-    /// [`SubmissionQueue::push`] (valid until the completion is reaped through
-    /// [`RingShare::reap`]), one more: every entry's user_data carries
-    /// [`SHARED_USER_DATA`], or the engine would take its completion for one
-    /// of its own operations and free that operation's buffer early.
-    pub fn with_submission<R>(&self, queue: impl FnOnce(&mut SubmissionQueue<'_>) -> R) -> R {
+impl LentRing for RingShare {
+    fn with_submission(&mut self, queue: &mut dyn FnMut(&mut LentQueue<'_, '_>)) {
         let mut state = self.inner.state.borrow_mut();
         let mut submission = state.ring.submission();
-        let result = queue(&mut submission);
+        queue(&mut LentQueue::new(&mut submission));
         // The queue's tail is published to the kernel when it is dropped.
         drop(submission);
-        result
     }
 
     /// Hands every queued operation (the borrower's and the engine's) to the
     /// kernel, and runs deferred completions if some wait; never sleeps, and
     /// makes no system call when there is neither.
-    pub fn submit(&self) -> std::io::Result<()> {
+    fn submit(&mut self) -> std::io::Result<()> {
         self.inner.try_enter_if(|ring| {
             let queue = ring.submission();
             !queue.is_empty() || queue.taskrun()
@@ -63,7 +55,7 @@ impl RingShare {
     /// posted or `timeout` passes. Does not sleep while completions already
     /// collected wait to be taken: engine callbacks (the owner's `poll` runs
     /// them) or the borrower's (its `reap`).
-    pub fn submit_and_wait(&self, timeout: Duration) -> std::io::Result<()> {
+    fn submit_and_wait(&mut self, timeout: Duration) -> std::io::Result<()> {
         if self.inner.has_collected() {
             return self.submit();
         }
@@ -87,7 +79,7 @@ impl RingShare {
     /// posted, or the kernel holds deferred work that the next enter turns
     /// into completions (the ring's task-run flag). Reads only shared memory,
     /// so a borrower polling under load can spin on it without system calls.
-    pub fn has_pending(&self) -> bool {
+    fn has_pending(&mut self) -> bool {
         if self.inner.has_collected() {
             return true;
         }
@@ -98,19 +90,19 @@ impl RingShare {
     /// Moves the borrower's posted completions, as (user_data, result), to
     /// `out`. The engine's completions found on the way are kept for its
     /// callbacks, which run in the owner's next `poll`.
-    pub fn reap(&self, out: &mut Vec<(u64, i32)>) {
+    fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
         self.inner.collect();
         out.append(&mut self.inner.state.borrow_mut().shared_done);
     }
 
     /// How the ring was set up and what its kernel offers, for the borrower
     /// to check what it needs of a ring.
-    pub fn params(&self) -> Parameters {
+    fn params(&self) -> Parameters {
         self.inner.state.borrow().ring.params().clone()
     }
 
     /// The operations the ring's kernel runs.
-    pub fn probe(&self) -> std::io::Result<Probe> {
+    fn probe(&self) -> std::io::Result<Probe> {
         let mut probe = Probe::new();
         self.inner
             .state
@@ -131,13 +123,13 @@ mod tests {
     use io_uring::opcode;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+    use uring::{Completion, Ring};
 
-    const NOP: u64 = SHARED_USER_DATA | 7;
+    const NOP: u64 = 7;
 
-    fn push_nop(share: &RingShare) {
-        let sqe = opcode::Nop::new().build().user_data(NOP);
-        // SAFETY: a no-op names no memory, and NOP carries SHARED_USER_DATA.
-        share.with_submission(|sq| unsafe { sq.push(&sqe) }.expect("room in the queue"));
+    /// The tags and results of `done`.
+    fn tags(done: &[Completion]) -> Vec<(u64, i32)> {
+        done.iter().map(|c| (c.tag, c.result)).collect()
     }
 
     #[test]
@@ -145,23 +137,23 @@ mod tests {
         let (_dir, dev) = temp_device(1 << 20);
         crate::io::write_blocking(&dev, 0, AlignedBuf::copy_from(&[3u8; 4096])).expect("write");
         let ring = LocalRing::attach().expect("attach");
-        let share = ring.share();
+        let mut borrower = Ring::lent(Box::new(ring.share())).expect("a fit ring");
         let done = Arc::new(AtomicUsize::new(0));
         start_counted_read(&dev, 0, &done);
-        push_nop(&share);
+        borrower.nop(NOP).expect("queue a no-op");
         let mut reaped = Vec::new();
         for _ in 0..1000 {
             if done.load(Ordering::SeqCst) == 1 && !reaped.is_empty() {
                 break;
             }
-            share
-                .submit_and_wait(Duration::from_secs(10))
+            borrower
+                .submit_and_wait(true, Duration::from_secs(10))
                 .expect("wait");
-            share.reap(&mut reaped);
+            borrower.reap(&mut reaped);
             ring.poll();
         }
         assert_eq!(
-            reaped,
+            tags(&reaped),
             vec![(NOP, 0)],
             "the borrower got its completion back"
         );
@@ -173,8 +165,8 @@ mod tests {
     fn an_engine_wait_sets_the_borrowers_completions_aside() {
         let (_dir, dev) = temp_device(1 << 20);
         let ring = LocalRing::attach().expect("attach");
-        let share = ring.share();
-        push_nop(&share);
+        let mut borrower = Ring::lent(Box::new(ring.share())).expect("a fit ring");
+        borrower.nop(NOP).expect("queue a no-op");
         let done = Arc::new(AtomicUsize::new(0));
         start_counted_read(&dev, 0, &done);
         while done.load(Ordering::SeqCst) == 0 {
@@ -183,16 +175,16 @@ mod tests {
         // The no-op completed during the engine's waits; a borrower's wait
         // must not sleep on a completion already set aside for it.
         let started = std::time::Instant::now();
-        share
-            .submit_and_wait(Duration::from_secs(60))
+        borrower
+            .submit_and_wait(true, Duration::from_secs(60))
             .expect("wait");
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the wait slept on a collected completion"
         );
         let mut reaped = Vec::new();
-        share.reap(&mut reaped);
-        assert_eq!(reaped, vec![(NOP, 0)]);
+        borrower.reap(&mut reaped);
+        assert_eq!(tags(&reaped), vec![(NOP, 0)]);
     }
 
     #[test]
@@ -205,15 +197,17 @@ mod tests {
             .expect("probe")
             .is_supported(opcode::Nop::CODE));
         assert!(share.params().is_feature_nodrop());
-        push_nop(&share);
+        let mut borrower = Ring::lent(Box::new(share)).expect("a fit ring");
+        borrower.nop(NOP).expect("queue a no-op");
         let mut reaped = Vec::new();
         while reaped.is_empty() {
-            share
-                .submit_and_wait(Duration::from_secs(10))
+            borrower
+                .submit_and_wait(true, Duration::from_secs(10))
                 .expect("wait");
-            share.reap(&mut reaped);
+            borrower.reap(&mut reaped);
         }
-        assert_eq!(reaped, vec![(NOP, 0)]);
+        assert_eq!(tags(&reaped), vec![(NOP, 0)]);
+        drop(borrower);
         let again = LocalRing::attach().expect("the thread may attach a new ring");
         drop(again);
     }
@@ -222,7 +216,7 @@ mod tests {
     fn pending_work_shows_without_entering_the_kernel() {
         let (_dir, dev) = temp_device(1 << 20);
         let ring = LocalRing::attach().expect("attach");
-        let share = ring.share();
+        let mut share = ring.share();
         assert!(!share.has_pending(), "an idle ring has nothing pending");
         let done = Arc::new(AtomicUsize::new(0));
         start_counted_read(&dev, 0, &done);
@@ -249,7 +243,7 @@ mod tests {
     fn a_blocking_engine_wait_runs_callbacks_the_borrower_collected() {
         let (_dir, dev) = temp_device(1 << 20);
         let ring = LocalRing::attach().expect("attach");
-        let share = ring.share();
+        let mut share = ring.share();
         let (tx, rx) = crossbeam_channel::bounded(1);
         dev.submit_here(
             crate::io::IoOp::Read {

@@ -29,14 +29,16 @@
 //! more I/O on the same ring (`poll` submits it before returning).
 
 use std::cell::RefCell;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::IoUring;
 
-use super::share::{RingShare, SHARED_USER_DATA};
+use uring::EventFd;
+
+use super::share::RingShare;
 use super::slots::{Finished, Request, Slots};
 use super::{deferring_ring, is_transient, Shared};
 
@@ -55,7 +57,7 @@ thread_local! {
 pub(super) struct Inner {
     pub(super) state: RefCell<State>,
     /// Signalled by the kernel for every completion posted to the ring.
-    event_fd: OwnedFd,
+    event_fd: EventFd,
 }
 
 pub(super) struct State {
@@ -95,13 +97,7 @@ impl LocalRing {
         }
         let ring = deferring_ring(LOCAL_RING_ENTRIES, LOCAL_RING_CQ_ENTRIES)
             .map_err(LocalRingError::Setup)?;
-        // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if raw < 0 {
-            return Err(LocalRingError::Setup(std::io::Error::last_os_error()));
-        }
-        // SAFETY: raw is a freshly created descriptor that nothing else owns.
-        let event_fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let event_fd = EventFd::new().map_err(LocalRingError::Setup)?;
         ring.submitter()
             .register_eventfd(event_fd.as_raw_fd())
             .map_err(LocalRingError::Setup)?;
@@ -123,7 +119,6 @@ impl LocalRing {
     /// its counter itself (an io_uring read of it) or watches its edges
     /// (edge-triggered epoll).
     pub fn event_fd(&self) -> BorrowedFd<'_> {
-        use std::os::fd::AsFd;
         self.inner.event_fd.as_fd()
     }
 
@@ -271,7 +266,7 @@ impl Inner {
         } = &mut *state;
         for cqe in ring.completion() {
             let user_data = cqe.user_data();
-            if user_data & SHARED_USER_DATA != 0 {
+            if uring::is_lent(user_data) {
                 shared_done.push((user_data, cqe.result()));
             } else if let Some(done) = slots.finish(user_data, cqe.result()) {
                 ready.push(done);
@@ -407,16 +402,12 @@ mod tests {
         false
     }
 
-    /// Waits up to 10 s for `fd` to turn readable; true if it did.
-    fn wait_readable(fd: std::os::fd::RawFd) -> bool {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: pfd is a valid pollfd for the duration of the call.
-        let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
-        ready == 1
+    /// Waits up to 10 s for `ring`'s eventfd to be signalled; true if it was.
+    fn wait_readable(ring: &LocalRing) -> bool {
+        ring.inner
+            .event_fd
+            .wait(Duration::from_secs(10))
+            .expect("poll the eventfd")
     }
 
     #[test]
@@ -534,10 +525,7 @@ mod tests {
         // Started operations wait for the owner's submit (an event loop's, before
         // it sleeps).
         ring.submit();
-        assert!(
-            wait_readable(ring.event_fd().as_raw_fd()),
-            "the eventfd never became readable"
-        );
+        assert!(wait_readable(&ring), "the eventfd never became readable");
         assert_eq!(ring.poll(), 1);
     }
 
@@ -548,7 +536,6 @@ mod tests {
         crate::io::write_blocking(&dev, 0, AlignedBuf::copy_from(&[5u8; 65536])).expect("write");
         crate::io::flush_blocking(&dev).expect("flush");
         let ring = LocalRing::attach().expect("attach");
-        let fd = ring.event_fd().as_raw_fd();
         let mut deferred = false;
         for round in 0..50 {
             dev.submit_here(
@@ -562,13 +549,10 @@ mod tests {
             let mut ran = 0;
             while ran == 0 {
                 assert!(
-                    wait_readable(fd),
+                    wait_readable(&ring),
                     "round {round}: the eventfd never became readable"
                 );
-                let mut counter = 0u64;
-                // SAFETY: fd is the ring's open eventfd and counter a valid
-                // 8-byte buffer for the duration of the call.
-                unsafe { libc::read(fd, (&mut counter as *mut u64).cast(), 8) };
+                ring.inner.event_fd.drain().expect("read the eventfd");
                 deferred |= ring.inner.state.borrow_mut().ring.submission().taskrun();
                 ran = ring.poll();
             }
