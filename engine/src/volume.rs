@@ -178,9 +178,13 @@ pub struct VolumeInfo {
 
 type Waiter = Box<dyn FnOnce() + Send>;
 
-/// Exclusive locks on 4 KiB block ranges, handed out in arrival order per range.
-/// A request that finds its range busy parks a continuation instead of blocking
-/// the caller's thread.
+/// Exclusive locks on 4 KiB block ranges, handed out in arrival order among
+/// requests that overlap. A request that finds its range busy parks a
+/// continuation instead of blocking the caller's thread.
+///
+/// INVARIANT: a request overlapping one parked earlier parks too (even where
+/// nothing held overlaps it), so overlapping writes reach the log in the
+/// order they arrived.
 #[derive(Default)]
 pub(crate) struct RangeLocks {
     held: Mutex<Vec<HeldRange>>,
@@ -197,7 +201,11 @@ impl RangeLocks {
     /// on this thread). The holder must call [`RangeLocks::release`].
     pub fn acquire(&self, start: u64, end: u64, then: Waiter) {
         let mut held = self.held.lock();
-        if let Some(busy) = held.iter_mut().find(|h| h.start < end && start < h.end) {
+        let overlaps = |s: u64, e: u64| s < end && start < e;
+        let busy = held.iter_mut().find(|h| {
+            overlaps(h.start, h.end) || h.waiters.iter().any(|&(s, e, _)| overlaps(s, e))
+        });
+        if let Some(busy) = busy {
             busy.waiters.push((start, end, then));
             return;
         }
@@ -245,5 +253,21 @@ mod tests {
         assert_eq!(*log.lock(), vec!["a", "c", "b"]);
         locks.release(2, 6);
         locks.release(10, 12);
+    }
+
+    #[test]
+    fn a_request_overlapping_only_a_parked_one_waits_behind_it() {
+        let locks = Arc::new(RangeLocks::default());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for (name, start, end) in [("a", 0, 2), ("b", 0, 3), ("c", 2, 3)] {
+            let l = log.clone();
+            locks.acquire(start, end, Box::new(move || l.lock().push(name)));
+        }
+        assert_eq!(*log.lock(), vec!["a"], "c overlaps the parked b");
+        locks.release(0, 2);
+        assert_eq!(*log.lock(), vec!["a", "b"]);
+        locks.release(0, 3);
+        assert_eq!(*log.lock(), vec!["a", "b", "c"]);
+        locks.release(2, 3);
     }
 }

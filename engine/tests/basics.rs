@@ -321,7 +321,7 @@ fn writes_of_one_block_in_flight_together_apply_in_issue_order_whatever_order_th
     assert_eq!(plan.held_writes(), 2, "each write is its own device write");
     plan.hold_writes
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    plan.release_held_writes_newest_first();
+    plan.release_held_writes(|left| left - 1);
     for _ in 0..2 {
         let (seed, result) = rx.recv().expect("acknowledged");
         assert_eq!(result, Ok(()), "write {seed}");

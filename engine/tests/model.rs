@@ -2,7 +2,9 @@
 //! data and garbage-collection operations, interleaved with simulated crashes
 //! (process death and power loss with torn, dropped and reordered unflushed
 //! writes), checked against an in-memory model. Every read of every volume,
-//! snapshot and clone must match the model.
+//! snapshot and clone must match the model. Bursts of writes in flight
+//! together (overlapping or not) have their device writes completed in a
+//! random order; they must apply in the order they were issued.
 //!
 //! After a crash the engine must hold exactly the model's state after some prefix
 //! of the operations issued since the last durable point (a flush, a volume or
@@ -18,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use engine::io::{CrashMode, DeviceRef, SimDevice};
+use engine::io::{CrashMode, DeviceRef, FaultPlan, FaultyDevice, SimDevice};
 use engine::{
     CloneState, Engine, EngineConfig, IoError, SectorSize, ThickCloneOptions, VolumeError,
     VolumeId, VolumeOptions, ATOMIC_WRITE_BLOCKS,
@@ -82,6 +84,13 @@ enum Op {
     WriteSnapshot {
         snapshot: usize,
     },
+    /// Writes of whole blocks of one volume issued together, each `(block,
+    /// blocks, tag)`, whose device writes complete in the order `seed` draws.
+    Burst {
+        volume: usize,
+        writes: Vec<(u64, u64, u8)>,
+        seed: u64,
+    },
     /// Rewrites a whole volume `rounds` times: makes garbage for the collector.
     Churn {
         volume: usize,
@@ -140,6 +149,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..6).prop_map(|snapshot| Op::WriteSnapshot { snapshot }),
         2 => (0usize..4, 1u8..12, any::<u8>()).prop_map(|(volume, rounds, tag)| Op::Churn { volume, rounds, tag }),
         2 => Just(Op::CollectGarbage),
+        3 => (0usize..4, proptest::collection::vec((0u64..12, 1u64..4, any::<u8>()), 2..8), any::<u64>())
+            .prop_map(|(volume, writes, seed)| Op::Burst { volume, writes, seed }),
         2 => (any::<bool>(), 0u8..12, crash_kind()).prop_map(|(in_checkpoint, after_writes, kind)| Op::CrashInside { in_checkpoint, after_writes, kind }),
         1 => (0usize..6, 0u64..8, any::<bool>()).prop_map(|(snapshot, extra, verify)| Op::ThickClone { snapshot, extra, verify }),
     ]
@@ -210,6 +221,9 @@ const POOL_BYTES: u64 = 33 << 20;
 
 struct Harness {
     sim: Arc<SimDevice>,
+    /// The engine's device is the simulator behind this plan, which can hold
+    /// its writes back and complete them out of order.
+    plan: Arc<FaultPlan>,
     engine: Option<Engine>,
     model: PoolModel,
     /// Model states since the last durable point; index 0 is durable.
@@ -220,11 +234,13 @@ struct Harness {
 impl Harness {
     fn new() -> Harness {
         let sim = Arc::new(SimDevice::new(POOL_BYTES));
-        let devices: Vec<DeviceRef> = vec![sim.clone()];
+        let plan = FaultPlan::healthy();
+        let devices: Vec<DeviceRef> = vec![Arc::new(FaultyDevice::new(sim.clone(), plan.clone()))];
         Engine::format(devices.clone(), &config()).expect("format");
         let engine = Engine::open(devices, config()).expect("open");
         Harness {
             sim,
+            plan,
             engine: Some(engine),
             model: PoolModel::default(),
             history: vec![PoolModel::default()],
@@ -234,6 +250,80 @@ impl Harness {
 
     fn engine(&self) -> &Engine {
         self.engine.as_ref().expect("engine is open")
+    }
+
+    /// The engine's devices: the simulator behind the fault plan.
+    fn devices(&self) -> Vec<DeviceRef> {
+        vec![Arc::new(FaultyDevice::new(
+            self.sim.clone(),
+            self.plan.clone(),
+        ))]
+    }
+
+    /// Issues `writes` of whole blocks to `volume` together, completes their
+    /// device writes in an order drawn from `seed`, and waits for them all.
+    fn burst(
+        &mut self,
+        volume: usize,
+        writes: &[(u64, u64, u8)],
+        seed: u64,
+    ) -> Result<(), TestCaseError> {
+        let Some(model) = self.model.volumes.get(volume).cloned() else {
+            return Ok(());
+        };
+        let per_block = 4096 / model.sector_bytes;
+        let volume_blocks = model.sectors / per_block;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut issued = Vec::new();
+        self.plan
+            .hold_writes
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for &(block, blocks, tag) in writes {
+            let blocks = blocks.min(volume_blocks);
+            let block = block % (volume_blocks - blocks + 1);
+            let (lba, sectors) = (block * per_block, blocks * per_block);
+            let tag = tag.max(1);
+            let data: Vec<u8> = (lba..lba + sectors)
+                .flat_map(|s| sector_bytes(tag, s, model.sector_bytes))
+                .collect();
+            let tx = tx.clone();
+            let at = issued.len();
+            self.engine().write(
+                model.id,
+                lba,
+                Bytes::from(data),
+                Box::new(move |result| {
+                    let _ = tx.send((at, result));
+                }),
+            );
+            issued.push((lba, sectors, tag));
+        }
+        self.plan
+            .hold_writes
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut state = seed | 1;
+        self.plan.release_held_writes(|left| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % left as u64) as usize
+        });
+        for _ in 0..issued.len() {
+            let (at, result) = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .map_err(|_| TestCaseError::fail("a burst write was never acknowledged"))?;
+            prop_assert!(result.is_ok(), "burst write {at} failed: {result:?}");
+        }
+        // Applied in the order issued, whatever order the device took.
+        for (lba, sectors, tag) in issued {
+            for s in lba..lba + sectors {
+                self.model.volumes[volume].content.insert(s, tag);
+            }
+            self.changed();
+        }
+        // Read back before anything else closes the open batch.
+        check_read(self.engine(), &self.model.volumes[volume], 0, model.sectors)?;
+        Ok(())
     }
 
     fn durable_point(&mut self) {
@@ -461,6 +551,11 @@ impl Harness {
                 let result = self.engine().write_wait(model.id, 0, data);
                 prop_assert!(matches!(result, Err(IoError::ReadOnly(_))), "{result:?}");
             }
+            Op::Burst {
+                volume,
+                writes,
+                seed,
+            } => self.burst(volume, &writes, seed)?,
             Op::Churn {
                 volume,
                 rounds,
@@ -568,7 +663,7 @@ impl Harness {
             CrashKind::PowerLossDropAll => CrashMode::DropAll,
             CrashKind::PowerLossTorn(seed) => CrashMode::Torn(seed),
         });
-        let engine = Engine::open(vec![self.sim.clone() as DeviceRef], config())
+        let engine = Engine::open(self.devices(), config())
             .map_err(|e| TestCaseError::fail(format!("reopen after {kind:?}: {e}")))?;
         audit(&engine, &format!("after recovery from {kind:?}"))?;
         let damaged = Damaged::from_report(&engine);

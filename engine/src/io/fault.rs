@@ -20,7 +20,7 @@ pub struct FaultPlan {
     /// every later one fail.
     pub writes_before_failure: AtomicI64,
     /// Direct writes are held back (neither performed nor completed) while
-    /// set, until [`FaultPlan::release_held_writes_newest_first`].
+    /// set, until [`FaultPlan::release_held_writes`].
     pub hold_writes: AtomicBool,
     held: parking_lot::Mutex<HeldWrites>,
 }
@@ -49,12 +49,14 @@ impl FaultPlan {
         self.held.lock().0.len()
     }
 
-    /// Performs the writes held back, the newest first, so they complete in
-    /// the reverse of the order they were issued in.
-    pub fn release_held_writes_newest_first(&self) {
-        let held = std::mem::take(&mut self.held.lock().0);
-        for write in held.into_iter().rev() {
-            write();
+    /// Performs the writes held back one at a time, in the order `pick`
+    /// chooses: given how many are left, it names which of them (oldest
+    /// first) goes next, so a test can complete them in any order.
+    pub fn release_held_writes(&self, mut pick: impl FnMut(usize) -> usize) {
+        let mut held = std::mem::take(&mut self.held.lock().0);
+        while !held.is_empty() {
+            let at = pick(held.len()).min(held.len() - 1);
+            (held.remove(at))();
         }
     }
 
