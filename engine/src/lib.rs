@@ -5,7 +5,9 @@
 //! API is completion-based so callers on reactor threads never block.
 //!
 //! Start reading at [`Engine`]; `engine/FORMAT.md` documents the on-disk format.
-#![deny(unsafe_code)]
+//! No `unsafe` code: rings, aligned buffers and eventfds are the workspace's
+//! `uring` crate's.
+#![forbid(unsafe_code)]
 
 mod audit;
 mod checkpoint;

@@ -1,6 +1,11 @@
 //! Keel's one io_uring layer, under both the engine and the NVMe/TCP target.
 //!
+//! - [`AlignedBuf`]: block-aligned heap buffers (recycled) that O_DIRECT needs,
+//!   and [`HugeRegion`]s of huge pages.
 //! - [`EventFd`]: the eventfd one thread signals to wake another's ring.
+//! - [`FileRing`]: an io_uring for file and block-device I/O whose in-flight
+//!   table owns every operation's buffer and its submitter's payload until the
+//!   operation's own completion is reaped.
 //! - [`Ring`]: an io_uring whose every operation owns the memory the kernel
 //!   uses until its completion is reaped (socket receives and sends, eventfd
 //!   reads, cancellations), on a ring of its own or on one lent to it.
@@ -14,10 +19,14 @@
 //! that say so, each block with its `// SAFETY:` argument.
 #![deny(unsafe_code)]
 
+mod aligned_buf;
 mod eventfd;
+mod file_ring;
 mod lend;
 mod ring;
 
+pub use aligned_buf::{AlignedBuf, HugeRegion, BLOCK_SIZE, HUGE_PAGE_BYTES};
 pub use eventfd::EventFd;
+pub use file_ring::{FileOp, FileRing, Reaped};
 pub use lend::{is_lent, LentQueue, LentRing, LENT_MARK};
 pub use ring::{Completion, Held, OpId, Ring, SendBatch};

@@ -7,14 +7,12 @@
 //! [`RamDevice`] (memory, for pools that measure everything but the disk),
 //! [`SimDevice`] (memory, models power loss) and [`FaultyDevice`] (injects errors).
 
-mod aligned_buf;
 mod fault;
 mod open;
 mod ram;
 mod rings;
 mod sim;
 
-pub use aligned_buf::AlignedBuf;
 pub use fault::{FaultPlan, FaultyDevice};
 pub use open::{open_backing, BackingKind, OpenBackingError};
 pub use ram::RamDevice;
@@ -22,6 +20,7 @@ pub use rings::{
     recv_driving_local, recv_polling_local, LocalRing, LocalRingError, RingShare, UringDevice,
 };
 pub use sim::{CrashMode, SimDevice};
+pub use uring::AlignedBuf;
 
 use std::sync::Arc;
 

@@ -11,8 +11,8 @@
 
 use parking_lot::RwLock;
 
-use super::aligned_buf::{HugeRegion, HUGE_PAGE_BYTES};
 use super::{check_bounds, Device, IoDone, IoOp, IoOutcome};
+use uring::{HugeRegion, HUGE_PAGE_BYTES};
 
 /// Bytes of one stripe: one huge page.
 const STRIPE_BYTES: usize = HUGE_PAGE_BYTES;

@@ -29,18 +29,16 @@
 //! more I/O on the same ring (`poll` submits it before returning).
 
 use std::cell::RefCell;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::IoUring;
-
-use uring::EventFd;
+use uring::{EventFd, Reaped};
 
 use super::share::RingShare;
-use super::slots::{Finished, Request, Slots};
-use super::{deferring_ring, is_transient, Shared};
+use super::slots::{EngineRing, Finished, Request};
+use super::{is_transient, Shared};
 
 /// Operations one local ring keeps in flight; beyond that, work goes to the
 /// device's ring thread.
@@ -61,8 +59,7 @@ pub(super) struct Inner {
 }
 
 pub(super) struct State {
-    pub(super) ring: IoUring,
-    slots: Slots,
+    pub(super) ring: EngineRing,
     /// Completions taken from the ring whose callbacks have not run yet.
     ready: Vec<Finished>,
     /// Completions of a borrower's operations (see [`RingShare`]), kept until
@@ -95,16 +92,14 @@ impl LocalRing {
         if CURRENT.with(|c| c.borrow().is_some()) {
             return Err(LocalRingError::AlreadyAttached);
         }
-        let ring = deferring_ring(LOCAL_RING_ENTRIES, LOCAL_RING_CQ_ENTRIES)
+        let ring = EngineRing::deferring(LOCAL_RING_ENTRIES, LOCAL_RING_CQ_ENTRIES)
             .map_err(LocalRingError::Setup)?;
         let event_fd = EventFd::new().map_err(LocalRingError::Setup)?;
-        ring.submitter()
-            .register_eventfd(event_fd.as_raw_fd())
+        ring.register_eventfd(&event_fd)
             .map_err(LocalRingError::Setup)?;
         let inner = Rc::new(Inner {
             state: RefCell::new(State {
                 ring,
-                slots: Slots::new(LOCAL_RING_ENTRIES as usize),
                 ready: Vec::new(),
                 shared_done: Vec::new(),
             }),
@@ -124,7 +119,7 @@ impl LocalRing {
 
     /// Operations submitted and not yet completed.
     pub fn in_flight(&self) -> usize {
-        self.inner.state.borrow().slots.in_flight()
+        self.inner.state.borrow().ring.in_flight()
     }
 
     /// Hands every queued operation to the kernel (one system call), without
@@ -175,7 +170,7 @@ impl Drop for LocalRing {
 
 impl Inner {
     fn in_flight(&self) -> usize {
-        self.state.borrow().slots.in_flight()
+        self.state.borrow().ring.in_flight()
     }
 
     /// Runs the callbacks of posted completions, then submits what they started.
@@ -208,17 +203,17 @@ impl Inner {
     /// Has the kernel post the completions it deferred, if it has any (and
     /// hands it what is queued on the way).
     fn run_deferred(&self) {
-        self.enter_if(|ring| ring.submission().taskrun());
+        self.enter_if(|ring| ring.taskrun());
     }
 
     fn submit(&self) {
-        self.enter_if(|ring| !ring.submission().is_empty());
+        self.enter_if(|ring| ring.queued() > 0);
     }
 
     /// Enters the kernel without waiting if `due` says there is a reason to.
     /// The entry submits what is queued and, while `IORING_SQ_TASKRUN` is up,
     /// asks for events, which runs the deferred completions.
-    fn enter_if(&self, due: impl FnOnce(&mut IoUring) -> bool) {
+    fn enter_if(&self, due: impl FnOnce(&mut EngineRing) -> bool) {
         if let Err(err) = self.try_enter_if(due) {
             // Queued entries stay queued: the next submit or wait retries.
             tracing::warn!(%err, "local ring could not enter the kernel");
@@ -229,7 +224,7 @@ impl Inner {
     /// ones, which a later entry retries, count as success).
     pub(super) fn try_enter_if(
         &self,
-        due: impl FnOnce(&mut IoUring) -> bool,
+        due: impl FnOnce(&mut EngineRing) -> bool,
     ) -> std::io::Result<()> {
         let mut state = self.state.borrow_mut();
         if !due(&mut state.ring) {
@@ -260,18 +255,17 @@ impl Inner {
         let mut state = self.state.borrow_mut();
         let State {
             ring,
-            slots,
             ready,
             shared_done,
         } = &mut *state;
-        for cqe in ring.completion() {
-            let user_data = cqe.user_data();
-            if uring::is_lent(user_data) {
-                shared_done.push((user_data, cqe.result()));
-            } else if let Some(done) = slots.finish(user_data, cqe.result()) {
-                ready.push(done);
-            }
-        }
+        ring.reap(|reaped| match reaped {
+            Reaped::Own {
+                buf,
+                payload,
+                result,
+            } => ready.extend(super::slots::finished(buf, payload, result)),
+            Reaped::Lent(user_data, result) => shared_done.push((user_data, result)),
+        });
     }
 }
 
@@ -339,33 +333,13 @@ pub(super) fn submit_on_current(shared: &Arc<Shared>, request: Request) -> Resul
     let Some(inner) = CURRENT.with(|c| c.borrow().clone()) else {
         return Err(request);
     };
-    let failed = {
-        let Ok(mut state) = inner.state.try_borrow_mut() else {
-            return Err(request);
-        };
-        let State { ring, slots, .. } = &mut *state;
-        let sqe = slots.take(shared, request, true)?;
-        // The slot table is no larger than the submission queue, so a push
-        // fails only while earlier entries wait for a submit, which makes room.
-        // SAFETY: the buffer the SQE points at is kept in its slot (with the
-        // device's file) until the completion is reaped.
-        if unsafe { ring.submission().push(&sqe) }.is_ok() {
-            super::submit_full_batch(ring);
-            None
-        } else {
-            let submitted = ring.submit();
-            // SAFETY: as above; the same SQE and slot, not yet in the queue.
-            if unsafe { ring.submission().push(&sqe) }.is_ok() {
-                None
-            } else {
-                let errno = submitted.err().and_then(|e| e.raw_os_error());
-                slots.finish(sqe.get_user_data(), -errno.unwrap_or(libc::EAGAIN))
-            }
-        }
+    let Ok(mut state) = inner.state.try_borrow_mut() else {
+        return Err(request);
     };
-    if let Some(done) = failed {
-        done.run();
-    }
+    // No room (or the kernel takes no entry for now): the request goes to the
+    // device's ring thread instead.
+    super::slots::push(&mut state.ring, shared, request, true)?;
+    super::submit_full_batch(&mut state.ring);
     Ok(())
 }
 
@@ -500,7 +474,7 @@ mod tests {
         for i in 0..started {
             start_counted_read(&dev, 4096 * i as u64, &done);
         }
-        let queued = ring.inner.state.borrow_mut().ring.submission().len();
+        let queued = ring.inner.state.borrow_mut().ring.queued();
         assert_eq!(
             queued,
             SUBMIT_BATCH_MAX - 1,
@@ -553,7 +527,7 @@ mod tests {
                     "round {round}: the eventfd never became readable"
                 );
                 ring.inner.event_fd.drain().expect("read the eventfd");
-                deferred |= ring.inner.state.borrow_mut().ring.submission().taskrun();
+                deferred |= ring.inner.state.borrow_mut().ring.taskrun();
                 ran = ring.poll();
             }
             assert_eq!(ran, 1, "round {round}");

@@ -1,6 +1,7 @@
 //! The io_uring backend: one submission thread per device owns a ring, takes
 //! operations from a bounded queue and runs their callbacks on completion.
-#![allow(unsafe_code)]
+//! The rings are the `uring` crate's [`uring::FileRing`]s, which own every
+//! operation's buffer while the kernel does.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -9,8 +10,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use io_uring::{opcode, types, IoUring};
 use parking_lot::Mutex;
+use uring::{EventFd, Reaped};
 
 mod local;
 mod share;
@@ -20,15 +21,13 @@ pub use local::{recv_driving_local, recv_polling_local, LocalRing, LocalRingErro
 pub use share::RingShare;
 
 use super::{check_bounds, Device, DeviceError, IoDone, IoOp, IoOutcome};
-use slots::{Request, Slots};
+use slots::{EngineRing, Finished, Pending, Request};
 
 /// Ring size; the thread keeps at most `RING_ENTRIES - 1` operations in flight
 /// (one slot belongs to the wake-up read).
 const RING_ENTRIES: u32 = 256;
 /// Bound on operations queued for the ring thread but not yet submitted.
 const QUEUE_DEPTH_MAX: usize = 4096;
-/// user_data of the eventfd read that wakes the thread.
-const WAKE_TOKEN: u64 = u64::MAX;
 /// Most operations left queued before they are handed to the kernel. A round
 /// that starts many (a burst of completions each starting the next read)
 /// enters the kernel every `SUBMIT_BATCH_MAX` operations instead of once at
@@ -42,8 +41,8 @@ const SUBMIT_BATCH_MAX: usize = 4;
 /// Hands the queued entries to the kernel once `SUBMIT_BATCH_MAX` of them wait
 /// (without waiting for completions). An entry that could not be handed over
 /// stays queued for the next submit.
-fn submit_full_batch(ring: &mut IoUring) {
-    if ring.submission().len() < SUBMIT_BATCH_MAX {
+fn submit_full_batch(ring: &mut EngineRing) {
+    if ring.queued() < SUBMIT_BATCH_MAX {
         return;
     }
     if let Err(err) = ring.submit() {
@@ -93,7 +92,7 @@ struct Shared {
     /// Regular files may be sparse and are preallocated on request; block devices
     /// have nothing to allocate.
     is_regular_file: bool,
-    wake_fd: uring::EventFd,
+    wake_fd: Arc<EventFd>,
     /// True while the ring thread may be blocked in the kernel; submitters then
     /// write the eventfd to wake it.
     sleeping: AtomicBool,
@@ -120,7 +119,7 @@ impl UringDevice {
     /// Takes ownership of an opened file (normally opened with O_DIRECT) of `size`
     /// bytes and starts its ring thread.
     pub fn new(file: File, size: u64, name: &str) -> std::io::Result<UringDevice> {
-        let wake_fd = uring::EventFd::new()?;
+        let wake_fd = Arc::new(EventFd::new()?);
         let is_regular_file = file.metadata()?.file_type().is_file();
         let cached = reopen_buffered(&file)?;
         let shared = Arc::new(Shared {
@@ -139,7 +138,7 @@ impl UringDevice {
             .spawn(move || {
                 // Made here: a ring that defers completions belongs to the
                 // thread that creates it.
-                match deferring_ring(RING_ENTRIES, 2 * RING_ENTRIES) {
+                match EngineRing::deferring(RING_ENTRIES, 2 * RING_ENTRIES) {
                     Ok(ring) => {
                         let _ = started_tx.send(Ok(()));
                         RingLoop::new(ring, thread_shared, rx).run();
@@ -272,43 +271,23 @@ impl Drop for UringDevice {
     }
 }
 
-/// A ring of `entries` submission and `cq_entries` completion slots whose
-/// completions the kernel defers until its owner enters it
-/// (`IORING_SETUP_DEFER_TASKRUN`, Linux 6.1), instead of interrupting the owner
-/// for each; `IORING_SQ_TASKRUN` then says when entering is due, which `submit`
-/// honours. A plain ring on kernels without it. Only the thread that calls this
-/// may submit to the ring.
-fn deferring_ring(entries: u32, cq_entries: u32) -> std::io::Result<IoUring> {
-    IoUring::builder()
-        .setup_cqsize(cq_entries)
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_taskrun_flag()
-        .build(entries)
-        .or_else(|_| IoUring::builder().setup_cqsize(cq_entries).build(entries))
-}
-
 struct RingLoop {
-    ring: IoUring,
+    ring: EngineRing,
     shared: Arc<Shared>,
     queue: Receiver<Request>,
-    slots: Slots,
-    wake_buf: Box<u64>,
     wake_armed: bool,
-    /// Reused list of (user_data, result) of the completions being handled.
-    reaped: Vec<(u64, i32)>,
+    /// Reused list of the callbacks of the completions being handled.
+    finished: Vec<Finished>,
 }
 
 impl RingLoop {
-    fn new(ring: IoUring, shared: Arc<Shared>, queue: Receiver<Request>) -> RingLoop {
+    fn new(ring: EngineRing, shared: Arc<Shared>, queue: Receiver<Request>) -> RingLoop {
         RingLoop {
             ring,
             shared,
             queue,
-            slots: Slots::new((RING_ENTRIES - 1) as usize),
-            wake_buf: Box::new(0),
             wake_armed: false,
-            reaped: Vec::with_capacity(RING_ENTRIES as usize),
+            finished: Vec::with_capacity(RING_ENTRIES as usize),
         }
     }
 
@@ -318,18 +297,23 @@ impl RingLoop {
             if !self.wake_armed && !closing {
                 self.arm_wake();
             }
-            while self.slots.has_free() {
+            while self.ring.has_free() {
                 match self.queue.try_recv() {
                     Ok(request) => self.push(request),
                     Err(_) => break,
                 }
             }
-            let inflight = self.slots.in_flight();
+            // The wake-up read is in flight whenever it is armed.
+            let inflight = self.ring.in_flight() - usize::from(self.wake_armed);
             if closing && inflight == 0 && self.queue.is_empty() {
-                break;
+                if !self.wake_armed {
+                    break;
+                }
+                // The armed wake-up read completes before the ring goes.
+                self.shared.wake();
             }
             self.shared.sleeping.store(true, Ordering::SeqCst);
-            let must_wait = self.queue.is_empty() || !self.slots.has_free();
+            let must_wait = self.queue.is_empty() || !self.ring.has_free();
             let wait_for = usize::from(must_wait);
             if !must_wait {
                 self.shared.sleeping.store(false, Ordering::SeqCst);
@@ -350,70 +334,63 @@ impl RingLoop {
     }
 
     fn arm_wake(&mut self) {
-        let ptr: *mut u64 = &mut *self.wake_buf;
-        let sqe = opcode::Read::new(types::Fd(self.shared.wake_fd.as_raw_fd()), ptr.cast(), 8)
-            .build()
-            .user_data(WAKE_TOKEN);
-        // SAFETY: wake_buf is heap memory owned by self that outlives the
-        // operation (the loop waits for all completions before dropping), and only
-        // one wake read is armed at a time.
-        if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
-            self.wake_armed = true;
-        }
+        self.wake_armed = self
+            .ring
+            .read_eventfd(&self.shared.wake_fd, Pending::Wake)
+            .is_ok();
     }
 
     fn push(&mut self, request: Request) {
-        let sqe = match self.slots.take(&self.shared, request, false) {
-            Ok(sqe) => sqe,
-            Err(_) => unreachable!("push is only called with a free slot"),
-        };
-        loop {
-            // SAFETY: the buffer referenced by the SQE is stored in its slot and
-            // is neither moved out nor freed until its completion is reaped.
-            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
-                submit_full_batch(&mut self.ring);
-                return;
+        let mut request = request;
+        for _ in 0..64 {
+            match slots::push(&mut self.ring, &self.shared, request, false) {
+                Ok(()) => return submit_full_batch(&mut self.ring),
+                // The kernel takes no entry for now: reap what it finished.
+                Err(back) => request = back,
             }
-            // Submission queue full: hand what is queued to the kernel first.
-            if let Err(err) = self.ring.submit() {
-                if !is_transient(&err) {
-                    self.complete(sqe.get_user_data(), -libc::EIO);
-                    return;
-                }
-                self.reap();
-            }
+            self.reap();
+        }
+        if let Request::Io(op, done) = request {
+            Finished::failed(done, op.into_buf(), DeviceError::Os(libc::EAGAIN)).run();
         }
     }
 
     /// Runs the callbacks of every posted completion.
     fn reap(&mut self) {
-        let mut completions = std::mem::take(&mut self.reaped);
-        completions.extend(
-            self.ring
-                .completion()
-                .map(|cqe| (cqe.user_data(), cqe.result())),
-        );
-        for (token, result) in completions.drain(..) {
-            if token == WAKE_TOKEN {
-                self.wake_armed = false;
-                continue;
+        let mut finished = std::mem::take(&mut self.finished);
+        let mut woken = false;
+        self.ring.reap(|reaped| match reaped {
+            Reaped::Own {
+                payload: Pending::Wake,
+                ..
+            } => woken = true,
+            Reaped::Own {
+                buf,
+                payload,
+                result,
+            } => finished.extend(slots::finished(buf, payload, result)),
+            Reaped::Lent(user_data, _) => {
+                tracing::error!(user_data, "a device ring is lent to no one")
             }
-            self.complete(token, result);
+        });
+        if woken {
+            self.wake_armed = false;
         }
-        self.reaped = completions;
+        for done in finished.drain(..) {
+            done.run();
+        }
+        self.finished = finished;
     }
 
-    fn complete(&mut self, slot: u64, result: i32) {
-        if let Some(finished) = self.slots.finish(slot, result) {
-            finished.run();
-        }
-    }
-
+    /// The ring failed for good: every operation in flight fails (its buffer
+    /// is leaked, the kernel may still use it), and so does every queued one.
     fn fail_all(&mut self, errno: i32) {
-        let busy: Vec<u64> = self.slots.busy().collect();
-        for slot in busy {
-            self.complete(slot, -errno);
+        for pending in self.ring.abandon() {
+            if let Pending::Io { done, .. } = pending {
+                Finished::failed(done, None, DeviceError::Os(errno)).run();
+            }
         }
+        self.wake_armed = false;
         self.drain_closed();
     }
 

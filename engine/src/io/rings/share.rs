@@ -12,7 +12,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use io_uring::{types, Parameters, Probe};
+use io_uring::{Parameters, Probe};
 use uring::{LentQueue, LentRing};
 
 use super::is_transient;
@@ -34,21 +34,15 @@ impl RingShare {
 
 impl LentRing for RingShare {
     fn with_submission(&mut self, queue: &mut dyn FnMut(&mut LentQueue<'_, '_>)) {
-        let mut state = self.inner.state.borrow_mut();
-        let mut submission = state.ring.submission();
-        queue(&mut LentQueue::new(&mut submission));
-        // The queue's tail is published to the kernel when it is dropped.
-        drop(submission);
+        self.inner.state.borrow_mut().ring.lend(queue);
     }
 
     /// Hands every queued operation (the borrower's and the engine's) to the
     /// kernel, and runs deferred completions if some wait; never sleeps, and
     /// makes no system call when there is neither.
     fn submit(&mut self) -> std::io::Result<()> {
-        self.inner.try_enter_if(|ring| {
-            let queue = ring.submission();
-            !queue.is_empty() || queue.taskrun()
-        })
+        self.inner
+            .try_enter_if(|ring| ring.queued() > 0 || ring.taskrun())
     }
 
     /// Submits what is queued and sleeps until a completion of either side is
@@ -59,15 +53,12 @@ impl LentRing for RingShare {
         if self.inner.has_collected() {
             return self.submit();
         }
-        let ts = types::Timespec::from(timeout);
-        let args = types::SubmitArgs::new().timespec(&ts);
         match self
             .inner
             .state
             .borrow_mut()
             .ring
-            .submitter()
-            .submit_with_args(1, &args)
+            .submit_and_wait_for(timeout)
         {
             Ok(_) => Ok(()),
             Err(err) if is_transient(&err) || err.raw_os_error() == Some(libc::ETIME) => Ok(()),
@@ -84,7 +75,7 @@ impl LentRing for RingShare {
             return true;
         }
         let mut state = self.inner.state.borrow_mut();
-        state.ring.submission().taskrun() || !state.ring.completion().is_empty()
+        state.ring.taskrun() || state.ring.has_posted()
     }
 
     /// Moves the borrower's posted completions, as (user_data, result), to
@@ -103,14 +94,7 @@ impl LentRing for RingShare {
 
     /// The operations the ring's kernel runs.
     fn probe(&self) -> std::io::Result<Probe> {
-        let mut probe = Probe::new();
-        self.inner
-            .state
-            .borrow()
-            .ring
-            .submitter()
-            .register_probe(&mut probe)?;
-        Ok(probe)
+        self.inner.state.borrow().ring.probe()
     }
 }
 

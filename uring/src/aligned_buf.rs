@@ -10,7 +10,9 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;
 use std::sync::{Mutex, PoisonError};
 
-use crate::units::BLOCK_SIZE;
+/// The alignment, and the unit of size, of every [`AlignedBuf`]: the device
+/// block that O_DIRECT transfers need.
+pub const BLOCK_SIZE: usize = 4096;
 
 /// Cached size classes: class `k` holds buffers of `2^k` blocks (4 KiB .. 2 MiB).
 const CLASSES: usize = 10;
