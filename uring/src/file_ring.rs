@@ -15,6 +15,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring, Parameters, Probe};
 
 use crate::lend::{is_lent, LentQueue};
+use crate::table::InFlightTable;
 use crate::{AlignedBuf, EventFd};
 
 /// An operation on a file (or block device) descriptor.
@@ -101,8 +102,7 @@ pub enum Reaped<T> {
 /// Used by the one thread that created it.
 pub struct FileRing<T> {
     ring: IoUring,
-    ops: Vec<Option<InFlight<T>>>,
-    free: Vec<usize>,
+    ops: InFlightTable<InFlight<T>>,
 }
 
 impl<T> FileRing<T> {
@@ -111,8 +111,7 @@ impl<T> FileRing<T> {
     pub fn new(ring: IoUring, capacity: usize) -> FileRing<T> {
         FileRing {
             ring,
-            ops: (0..capacity).map(|_| None).collect(),
-            free: (0..capacity).rev().collect(),
+            ops: InFlightTable::with_capacity(capacity),
         }
     }
 
@@ -134,21 +133,21 @@ impl<T> FileRing<T> {
 
     /// Whether another operation fits in the table.
     pub fn has_free(&self) -> bool {
-        !self.free.is_empty()
+        self.ops.has_room()
     }
 
     /// Operations queued or in flight whose completion has not been reaped.
     pub fn in_flight(&self) -> usize {
-        self.ops.len() - self.free.len()
+        self.ops.len()
     }
 
     /// Queues `op` on `fd` with `payload` (without entering the kernel unless
     /// the submission queue is full). Gives both back if the table is full or
     /// the kernel takes no entry.
     pub fn push(&mut self, fd: RawFd, op: FileOp, payload: T) -> Result<(), (FileOp, T)> {
-        let Some(slot) = self.free.pop() else {
+        if !self.ops.has_room() {
             return Err((op, payload));
-        };
+        }
         let fd = types::Fd(fd);
         let mut op = op;
         let sqe = match &mut op {
@@ -175,7 +174,7 @@ impl<T> FileRing<T> {
         // nothing), which moves with the operation (the handle, not the
         // memory) into the slot and stays there until this entry's own
         // completion is reaped.
-        match unsafe { self.queue(slot, sqe, Owned::Op(op), payload) } {
+        match unsafe { self.queue(sqe, Owned::Op(op), payload) } {
             Ok(()) => Ok(()),
             Err(InFlight {
                 owned: Owned::Op(op),
@@ -188,9 +187,9 @@ impl<T> FileRing<T> {
     /// Queues a read of `eventfd`'s counter, completing with `payload` once it
     /// is signalled. Gives the payload back if it cannot be queued.
     pub fn read_eventfd(&mut self, eventfd: &Arc<EventFd>, payload: T) -> Result<(), T> {
-        let Some(slot) = self.free.pop() else {
+        if !self.ops.has_room() {
             return Err(payload);
-        };
+        }
         let mut counter = Box::new([0u8; 8]);
         let sqe =
             opcode::Read::new(types::Fd(eventfd.as_raw_fd()), counter.as_mut_ptr(), 8).build();
@@ -200,11 +199,11 @@ impl<T> FileRing<T> {
         };
         // SAFETY: the SQE points into the boxed counter, which moves with the
         // box into the slot and stays there until the completion is reaped.
-        unsafe { self.queue(slot, sqe, owned, payload) }.map_err(|op| op.payload)
+        unsafe { self.queue(sqe, owned, payload) }.map_err(|op| op.payload)
     }
 
-    /// Puts `owned` and `payload` in `slot` and queues `sqe` under it,
-    /// handing the queue to the kernel first if it is full.
+    /// Puts `owned` and `payload` in a slot of the table and queues `sqe`
+    /// under it, handing the queue to the kernel first if it is full.
     ///
     /// # Safety
     ///
@@ -212,13 +211,12 @@ impl<T> FileRing<T> {
     /// nothing), so it stays valid while `owned` sits in the table.
     unsafe fn queue(
         &mut self,
-        slot: usize,
         sqe: squeue::Entry,
         owned: Owned,
         payload: T,
     ) -> Result<(), InFlight<T>> {
-        let sqe = sqe.user_data(slot as u64);
-        self.ops[slot] = Some(InFlight { owned, payload });
+        let slot = self.ops.insert(InFlight { owned, payload })?;
+        let sqe = sqe.user_data(slot);
         for _ in 0..2 {
             // SAFETY: per this function's contract; the slot's entry is taken
             // out only by the completion carrying user_data `slot` (or leaked
@@ -231,8 +229,7 @@ impl<T> FileRing<T> {
                 break;
             }
         }
-        self.free.push(slot);
-        match self.ops[slot].take() {
+        match self.ops.remove(slot) {
             Some(op) => Err(op),
             None => unreachable!("the slot was just filled"),
         }
@@ -276,19 +273,17 @@ impl<T> FileRing<T> {
     /// Moves every posted completion to `each`: the ring's own with their
     /// buffers and payloads, a borrower's as they came.
     pub fn reap(&mut self, mut each: impl FnMut(Reaped<T>)) {
-        let (ring, ops, free) = (&mut self.ring, &mut self.ops, &mut self.free);
+        let (ring, ops) = (&mut self.ring, &mut self.ops);
         for cqe in ring.completion() {
             let (user_data, result) = (cqe.user_data(), cqe.result());
             if is_lent(user_data) {
                 each(Reaped::Lent(user_data, result));
                 continue;
             }
-            let slot = usize::try_from(user_data).unwrap_or(usize::MAX);
-            let Some(op) = ops.get_mut(slot).and_then(Option::take) else {
+            let Some(op) = ops.remove(user_data) else {
                 tracing::error!(user_data, "completion for an unknown slot");
                 continue;
             };
-            free.push(slot);
             let buf = match op.owned {
                 Owned::Op(op) => op.into_buf(),
                 Owned::Counter { .. } => None,
@@ -305,12 +300,12 @@ impl<T> FileRing<T> {
     /// good): returns their payloads and leaks their memory, which the kernel
     /// may still use.
     pub fn abandon(&mut self) -> Vec<T> {
-        let mut payloads = Vec::new();
-        for (slot, op) in self.ops.iter_mut().enumerate() {
-            if let Some(InFlight { owned, payload }) = op.take() {
+        let busy: Vec<u64> = self.ops.busy().collect();
+        let mut payloads = Vec::with_capacity(busy.len());
+        for slot in busy {
+            if let Some(InFlight { owned, payload }) = self.ops.remove(slot) {
                 std::mem::forget(owned);
                 payloads.push(payload);
-                self.free.push(slot);
             }
         }
         payloads

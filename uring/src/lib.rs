@@ -24,6 +24,7 @@ mod eventfd;
 mod file_ring;
 mod lend;
 mod ring;
+mod table;
 
 pub use aligned_buf::{AlignedBuf, HugeRegion, BLOCK_SIZE, HUGE_PAGE_BYTES};
 pub use eventfd::EventFd;

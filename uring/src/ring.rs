@@ -18,6 +18,7 @@ use bytes::Bytes;
 use io_uring::{opcode, squeue, types, IoUring, Parameters, Probe};
 
 use crate::lend::{LentRing, LENT_MARK};
+use crate::table::InFlightTable;
 use crate::EventFd;
 
 /// Submission queue entries; the completion queue is [`CQ_ENTRIES`].
@@ -158,13 +159,13 @@ impl OpId {
     /// The operation in slot `index` of the table of operations in flight.
     /// Its user_data carries the lent-ring mark whichever ring it goes on, so
     /// a lender hands its completion back rather than taking it for its own.
-    fn of_slot(index: usize) -> OpId {
-        OpId(index as u64 | LENT_MARK)
+    fn of_slot(slot: u64) -> OpId {
+        OpId(slot | LENT_MARK)
     }
 
     /// The slot of the operation whose completion carries `user_data`.
-    fn slot(user_data: u64) -> usize {
-        (user_data & !LENT_MARK) as usize
+    fn slot(user_data: u64) -> u64 {
+        user_data & !LENT_MARK
     }
 }
 
@@ -256,9 +257,8 @@ pub struct Ring {
     backing: Backing,
     /// The kernel takes IORING_RECVSEND_POLL_FIRST on receives.
     poll_first: bool,
-    /// Operations in flight, indexed by the SQE's user_data.
-    ops: Vec<Option<InFlight>>,
-    free: Vec<usize>,
+    /// Operations in flight, by slot (the SQE's user_data without the mark).
+    ops: InFlightTable<InFlight>,
     /// Completions reaped while making room in the submission queue.
     reaped: Vec<Completion>,
     /// Reused list of the (user_data, result) pairs being collected.
@@ -308,8 +308,7 @@ impl Ring {
         Ring {
             backing,
             poll_first,
-            ops: Vec::new(),
-            free: Vec::new(),
+            ops: InFlightTable::with_capacity(usize::MAX),
             reaped: Vec::new(),
             posted: Vec::new(),
         }
@@ -322,7 +321,7 @@ impl Ring {
 
     /// Operations submitted whose completion has not been reaped.
     pub fn in_flight(&self) -> usize {
-        self.ops.len() - self.free.len()
+        self.ops.len()
     }
 
     /// Receives into `buf` (up to its length) from `fd`. `drained` says the
@@ -424,21 +423,16 @@ impl Ring {
         tag: u64,
         owned: Owned,
     ) -> std::io::Result<OpId> {
-        let index = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.ops.push(None);
-                self.ops.len() - 1
-            }
+        let Ok(slot) = self.ops.insert(InFlight { tag, owned }) else {
+            unreachable!("the reactor's table has no bound")
         };
-        let id = OpId::of_slot(index);
+        let id = OpId::of_slot(slot);
         let sqe = sqe.user_data(id.0);
-        self.ops[index] = Some(InFlight { tag, owned });
         for _ in 0..64 {
             // SAFETY: per this function's contract the SQE's memory is owned by
-            // the entry just stored in ops[index], which is removed only when
-            // the completion carrying user_data `id` is reaped (or leaked by
-            // `Drop`), so it outlives the operation.
+            // the entry just stored in the table's `slot`, which is removed
+            // only when the completion carrying user_data `id` is reaped (or
+            // leaked by `Drop`), so it outlives the operation.
             if unsafe { self.backing.push(&sqe) } {
                 return Ok(id);
             }
@@ -448,14 +442,12 @@ impl Ring {
                 Err(e) if is_transient(&e) => self.collect(),
                 Err(e) => {
                     // The SQE never reached the kernel: its memory is ours again.
-                    self.ops[index] = None;
-                    self.free.push(index);
+                    self.ops.remove(slot);
                     return Err(e);
                 }
             }
         }
-        self.ops[index] = None;
-        self.free.push(index);
+        self.ops.remove(slot);
         Err(std::io::Error::new(
             std::io::ErrorKind::WouldBlock,
             "io_uring submission queue stays full",
@@ -492,12 +484,10 @@ impl Ring {
     fn collect(&mut self) {
         self.backing.reap(&mut self.posted);
         for (user_data, result) in self.posted.drain(..) {
-            let index = OpId::slot(user_data);
-            let Some(op) = self.ops.get_mut(index).and_then(Option::take) else {
+            let Some(op) = self.ops.remove(OpId::slot(user_data)) else {
                 tracing::error!(user_data, "completion for no operation");
                 continue;
             };
-            self.free.push(index);
             self.reaped.push(Completion {
                 tag: op.tag,
                 result,
@@ -512,13 +502,7 @@ impl Drop for Ring {
         if self.in_flight() == 0 {
             return;
         }
-        let targets: Vec<OpId> = self
-            .ops
-            .iter()
-            .enumerate()
-            .filter(|(_, op)| op.is_some())
-            .map(|(i, _)| OpId::of_slot(i))
-            .collect();
+        let targets: Vec<OpId> = self.ops.busy().map(OpId::of_slot).collect();
         for id in targets {
             if let Err(e) = self.cancel(u64::MAX, id) {
                 tracing::debug!(error = %e, "cannot cancel an operation of a closing ring");
@@ -544,9 +528,10 @@ impl Drop for Ring {
                 operations = left,
                 "io_uring operations did not complete; leaking their buffers"
             );
-            for op in self.ops.drain(..).flatten() {
+            let busy: Vec<u64> = self.ops.busy().collect();
+            for slot in busy {
                 // The kernel may still use this memory: never free it.
-                std::mem::forget(op);
+                std::mem::forget(self.ops.remove(slot));
             }
         }
     }
