@@ -15,6 +15,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring, Parameters, Probe};
 
 use crate::lend::{is_lent, LentQueue};
+use crate::settled;
 use crate::table::InFlightTable;
 use crate::{AlignedBuf, EventFd};
 
@@ -145,9 +146,6 @@ impl<T> FileRing<T> {
     /// the submission queue is full). Gives both back if the table is full or
     /// the kernel takes no entry.
     pub fn push(&mut self, fd: RawFd, op: FileOp, payload: T) -> Result<(), (FileOp, T)> {
-        if !self.ops.has_room() {
-            return Err((op, payload));
-        }
         let fd = types::Fd(fd);
         let mut op = op;
         let sqe = match &mut op {
@@ -187,9 +185,6 @@ impl<T> FileRing<T> {
     /// Queues a read of `eventfd`'s counter, completing with `payload` once it
     /// is signalled. Gives the payload back if it cannot be queued.
     pub fn read_eventfd(&mut self, eventfd: &Arc<EventFd>, payload: T) -> Result<(), T> {
-        if !self.ops.has_room() {
-            return Err(payload);
-        }
         let mut counter = Box::new([0u8; 8]);
         let sqe =
             opcode::Read::new(types::Fd(eventfd.as_raw_fd()), counter.as_mut_ptr(), 8).build();
@@ -252,22 +247,24 @@ impl<T> FileRing<T> {
     }
 
     /// Hands what is queued to the kernel (and runs deferred completions)
-    /// without waiting.
-    pub fn submit(&mut self) -> std::io::Result<usize> {
-        self.ring.submit()
+    /// without waiting. A transient failure counts as success: what is
+    /// queued stays queued for the next entry.
+    pub fn submit(&mut self) -> std::io::Result<()> {
+        settled(self.ring.submit().map(drop))
     }
 
-    /// Submits what is queued and waits until `want` completions are posted.
-    pub fn submit_and_wait(&mut self, want: usize) -> std::io::Result<usize> {
-        self.ring.submit_and_wait(want)
+    /// Submits what is queued and waits until `want` completions are posted
+    /// (or a transient failure cuts the wait short).
+    pub fn submit_and_wait(&mut self, want: usize) -> std::io::Result<()> {
+        settled(self.ring.submit_and_wait(want).map(drop))
     }
 
     /// Submits what is queued and waits until a completion is posted or
-    /// `timeout` passes (then fails with ETIME).
-    pub fn submit_and_wait_for(&mut self, timeout: Duration) -> std::io::Result<usize> {
+    /// `timeout` passes (or a transient failure cuts the wait short).
+    pub fn submit_and_wait_for(&mut self, timeout: Duration) -> std::io::Result<()> {
         let ts = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&ts);
-        self.ring.submitter().submit_with_args(1, &args)
+        settled(self.ring.submitter().submit_with_args(1, &args).map(drop))
     }
 
     /// Moves every posted completion to `each`: the ring's own with their

@@ -31,3 +31,23 @@ pub use eventfd::EventFd;
 pub use file_ring::{FileOp, FileRing, Reaped};
 pub use lend::{is_lent, LentQueue, LentRing, LENT_MARK};
 pub use ring::{Completion, Held, OpId, Ring, SendBatch};
+
+/// Whether an entry into the kernel failed only for now, so the next one
+/// simply retries: interrupted by a signal, refused while completions wait to
+/// be reaped, or short of resources for the moment.
+fn is_transient(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+    )
+}
+
+/// The outcome of an entry into the kernel with what means only "not now"
+/// (a transient failure, a timed wait's ETIME) counted as success: queued
+/// entries stay queued and completions stay posted for the next entry.
+fn settled(result: std::io::Result<()>) -> std::io::Result<()> {
+    match result {
+        Err(err) if is_transient(&err) || err.raw_os_error() == Some(libc::ETIME) => Ok(()),
+        other => other,
+    }
+}

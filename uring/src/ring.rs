@@ -20,6 +20,7 @@ use io_uring::{opcode, squeue, types, IoUring, Parameters, Probe};
 use crate::lend::{LentRing, LENT_MARK};
 use crate::table::InFlightTable;
 use crate::EventFd;
+use crate::{is_transient, settled};
 
 /// Submission queue entries; the completion queue is [`CQ_ENTRIES`].
 const SQ_ENTRIES: u32 = 256;
@@ -462,11 +463,7 @@ impl Ring {
         } else {
             self.backing.submit()
         };
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_transient(&e) || e.raw_os_error() == Some(libc::ETIME) => Ok(()),
-            Err(e) => Err(e),
-        }
+        settled(result)
     }
 
     /// True if the next wait would return at once: completions already
@@ -551,13 +548,6 @@ fn check_fit(params: &Parameters, probe: &Probe) -> std::io::Result<()> {
         Some(code) => Err(unsupported(format!("io_uring lacks opcode {code}"))),
         None => Ok(()),
     }
-}
-
-fn is_transient(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
-    )
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ use uring::{EventFd, Reaped};
 
 use super::share::RingShare;
 use super::slots::{EngineRing, Finished, Request};
-use super::{is_transient, Shared};
+use super::Shared;
 
 /// Operations one local ring keeps in flight; beyond that, work goes to the
 /// device's ring thread.
@@ -152,14 +152,12 @@ impl Drop for LocalRing {
         while self.in_flight() > 0 {
             let waited = self.inner.state.borrow_mut().ring.submit_and_wait(1);
             if let Err(err) = waited {
-                if !is_transient(&err) {
-                    // The kernel may still own buffers: leak them rather than
-                    // free memory it could write to.
-                    tracing::error!(%err, in_flight = self.in_flight(), "a local ring failed with I/O in flight; leaking its buffers");
-                    CURRENT.with(|c| *c.borrow_mut() = None);
-                    std::mem::forget(self.inner.clone());
-                    return;
-                }
+                // The kernel may still own buffers: leak them rather than
+                // free memory it could write to.
+                tracing::error!(%err, in_flight = self.in_flight(), "a local ring failed with I/O in flight; leaking its buffers");
+                CURRENT.with(|c| *c.borrow_mut() = None);
+                std::mem::forget(self.inner.clone());
+                return;
             }
             self.inner.collect();
             self.inner.run_ready();
@@ -221,7 +219,8 @@ impl Inner {
     }
 
     /// As `enter_if`, handing back the error of a failed entry (transient
-    /// ones, which a later entry retries, count as success).
+    /// ones, which a later entry retries, count as success: see
+    /// [`uring::FileRing::submit`]).
     pub(super) fn try_enter_if(
         &self,
         due: impl FnOnce(&mut EngineRing) -> bool,
@@ -230,10 +229,7 @@ impl Inner {
         if !due(&mut state.ring) {
             return Ok(());
         }
-        match state.ring.submit() {
-            Err(err) if !is_transient(&err) => Err(err),
-            _ => Ok(()),
-        }
+        state.ring.submit()
     }
 
     fn wait(&self) -> usize {
@@ -242,9 +238,7 @@ impl Inner {
         }
         let waited = self.state.borrow_mut().ring.submit_and_wait(1);
         if let Err(err) = waited {
-            if !is_transient(&err) {
-                tracing::error!(%err, "waiting on a local ring failed");
-            }
+            tracing::error!(%err, "waiting on a local ring failed");
         }
         self.poll()
     }

@@ -46,9 +46,7 @@ fn submit_full_batch(ring: &mut EngineRing) {
         return;
     }
     if let Err(err) = ring.submit() {
-        if !is_transient(&err) {
-            tracing::warn!(%err, "io_uring submit of a full batch failed; entries stay queued");
-        }
+        tracing::warn!(%err, "io_uring submit of a full batch failed; entries stay queued");
     }
 }
 
@@ -74,12 +72,6 @@ fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> Result<(), DeviceErro
             DeviceError::Os(err.raw_os_error().unwrap_or(libc::EIO))
         }
     })
-}
-
-/// An entry into the kernel that failed for now and may simply be retried:
-/// interrupted by a signal, or refused while completions wait to be reaped.
-fn is_transient(err: &std::io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY))
 }
 
 struct Shared {
@@ -319,8 +311,7 @@ impl RingLoop {
                 self.shared.sleeping.store(false, Ordering::SeqCst);
             }
             match self.ring.submit_and_wait(wait_for) {
-                Ok(_) => {}
-                Err(err) if is_transient(&err) => {}
+                Ok(()) => {}
                 Err(err) => {
                     tracing::error!(%err, "io_uring submit failed; failing queued operations");
                     self.fail_all(err.raw_os_error().unwrap_or(libc::EIO));

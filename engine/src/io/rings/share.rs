@@ -15,7 +15,6 @@ use std::time::Duration;
 use io_uring::{Parameters, Probe};
 use uring::{LentQueue, LentRing};
 
-use super::is_transient;
 use super::local::Inner;
 
 /// A handle on the calling thread's [`LocalRing`](super::LocalRing) through
@@ -53,17 +52,11 @@ impl LentRing for RingShare {
         if self.inner.has_collected() {
             return self.submit();
         }
-        match self
-            .inner
+        self.inner
             .state
             .borrow_mut()
             .ring
             .submit_and_wait_for(timeout)
-        {
-            Ok(_) => Ok(()),
-            Err(err) if is_transient(&err) || err.raw_os_error() == Some(libc::ETIME) => Ok(()),
-            Err(err) => Err(err),
-        }
     }
 
     /// True if a wait would return at once: completions are collected or
