@@ -178,57 +178,83 @@ pub struct VolumeInfo {
 
 type Waiter = Box<dyn FnOnce() + Send>;
 
-/// Exclusive locks on 4 KiB block ranges, handed out in arrival order among
+/// Exclusive locks on 4 KiB block ranges, granted in arrival order among
 /// requests that overlap. A request that finds its range busy parks a
 /// continuation instead of blocking the caller's thread.
 ///
-/// INVARIANT: a request overlapping one parked earlier parks too (even where
-/// nothing held overlaps it), so overlapping writes reach the log in the
-/// order they arrived.
+/// INVARIANT: a request runs only once every request that arrived before it
+/// and overlaps it has been released (whether that one was running or still
+/// parked when this one came, and whatever order earlier ones are released
+/// in), so overlapping writes reach the log in the order they arrived.
 #[derive(Default)]
 pub(crate) struct RangeLocks {
-    held: Mutex<Vec<HeldRange>>,
+    /// Every request not yet released, in arrival order.
+    requests: Mutex<Vec<RangeRequest>>,
 }
 
-struct HeldRange {
+struct RangeRequest {
     start: u64,
     end: u64,
-    waiters: Vec<(u64, u64, Waiter)>,
+    /// The continuation of a parked request; None once it runs.
+    parked: Option<Waiter>,
+}
+
+impl RangeRequest {
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start < end && start < self.end
+    }
 }
 
 impl RangeLocks {
     /// Runs `then` once `[start, end)` is exclusively held (possibly right away,
     /// on this thread). The holder must call [`RangeLocks::release`].
     pub fn acquire(&self, start: u64, end: u64, then: Waiter) {
-        let mut held = self.held.lock();
-        let overlaps = |s: u64, e: u64| s < end && start < e;
-        let busy = held.iter_mut().find(|h| {
-            overlaps(h.start, h.end) || h.waiters.iter().any(|&(s, e, _)| overlaps(s, e))
-        });
-        if let Some(busy) = busy {
-            busy.waiters.push((start, end, then));
+        let mut requests = self.requests.lock();
+        if requests.iter().any(|r| r.overlaps(start, end)) {
+            requests.push(RangeRequest {
+                start,
+                end,
+                parked: Some(then),
+            });
             return;
         }
-        held.push(HeldRange {
+        requests.push(RangeRequest {
             start,
             end,
-            waiters: Vec::new(),
+            parked: None,
         });
-        drop(held);
+        drop(requests);
         then();
     }
 
-    /// Releases a range taken with `acquire` and retries its waiters.
+    /// Releases a range taken with `acquire` and runs, in arrival order, the
+    /// parked requests nothing earlier overlaps any more.
     pub fn release(&self, start: u64, end: u64) {
-        let waiters = {
-            let mut held = self.held.lock();
-            let Some(at) = held.iter().position(|h| h.start == start && h.end == end) else {
+        let runnable = {
+            let mut requests = self.requests.lock();
+            let Some(at) = requests
+                .iter()
+                .position(|r| r.parked.is_none() && r.start == start && r.end == end)
+            else {
                 unreachable!("release of a range that is not held")
             };
-            held.swap_remove(at).waiters
+            requests.remove(at);
+            let mut runnable = Vec::new();
+            for next in at..requests.len() {
+                let (earlier, rest) = requests.split_at_mut(next);
+                let request = &mut rest[0];
+                if request.parked.is_some()
+                    && !earlier
+                        .iter()
+                        .any(|r| r.overlaps(request.start, request.end))
+                {
+                    runnable.extend(request.parked.take());
+                }
+            }
+            runnable
         };
-        for (start, end, then) in waiters {
-            self.acquire(start, end, then);
+        for then in runnable {
+            then();
         }
     }
 }
@@ -269,5 +295,31 @@ mod tests {
         locks.release(0, 3);
         assert_eq!(*log.lock(), vec!["a", "b", "c"]);
         locks.release(2, 3);
+    }
+
+    #[test]
+    fn parked_requests_run_in_arrival_order_whatever_order_earlier_ones_release_in() {
+        let locks = Arc::new(RangeLocks::default());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for (name, start, end) in [
+            ("a", 3, 4),
+            ("b", 0, 1),
+            ("c", 0, 3),
+            ("d", 5, 7),
+            ("e", 2, 5),
+        ] {
+            let l = log.clone();
+            locks.acquire(start, end, Box::new(move || l.lock().push(name)));
+        }
+        assert_eq!(*log.lock(), vec!["a", "b", "d"]);
+        // c waits for b; e for a, and for c, which arrived before it.
+        locks.release(0, 1);
+        assert_eq!(*log.lock(), vec!["a", "b", "d", "c"]);
+        locks.release(3, 4);
+        assert_eq!(*log.lock(), vec!["a", "b", "d", "c"], "e overlaps c");
+        locks.release(0, 3);
+        assert_eq!(*log.lock(), vec!["a", "b", "d", "c", "e"]);
+        locks.release(5, 7);
+        locks.release(2, 5);
     }
 }
