@@ -174,6 +174,9 @@ pub(crate) struct Counters {
     pub relocated_blocks: AtomicU64,
     /// Segments garbage collection cleaned.
     pub cleaned_segments: AtomicU64,
+    /// Collector rounds that walked every map because some victim's headers
+    /// did not account for all its live blocks.
+    pub gc_map_walks: AtomicU64,
     /// Blocks written to compressed volumes, before compression.
     pub packed_logical_blocks: AtomicU64,
     /// Blocks those writes took on disk.
@@ -205,6 +208,7 @@ impl Counters {
             &self.foreground_blocks,
             &self.relocated_blocks,
             &self.cleaned_segments,
+            &self.gc_map_walks,
             &self.packed_logical_blocks,
             &self.packed_stored_blocks,
             &self.header_blocks,

@@ -80,6 +80,10 @@ pub struct PoolStats {
     pub gc_relocated_bytes: u64,
     /// Segments garbage collection cleaned since the pool was opened.
     pub gc_cleaned_segments: u64,
+    /// Collector rounds since the pool was opened that walked every map
+    /// (their victims' batch headers did not account for every live block,
+    /// e.g. damaged headers or data of a deleted clone kept by snapshots).
+    pub gc_map_walks: u64,
     /// Bytes written to compressed volumes since open, before compression.
     pub compressed_logical_bytes: u64,
     /// Bytes those writes took on disk.
@@ -758,6 +762,7 @@ impl Engine {
             host_written_bytes: counters.foreground_blocks.load(Ordering::Relaxed) * BLOCK_SIZE_U64,
             gc_relocated_bytes: counters.relocated_blocks.load(Ordering::Relaxed) * BLOCK_SIZE_U64,
             gc_cleaned_segments: counters.cleaned_segments.load(Ordering::Relaxed),
+            gc_map_walks: counters.gc_map_walks.load(Ordering::Relaxed),
             compressed_logical_bytes: counters.packed_logical_blocks.load(Ordering::Relaxed)
                 * BLOCK_SIZE_U64,
             compressed_stored_bytes: counters.packed_stored_blocks.load(Ordering::Relaxed)

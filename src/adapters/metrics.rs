@@ -367,6 +367,11 @@ pub fn render_node(
         "Segments garbage collection cleaned since the pool opened.",
         pool.gc_cleaned_segments,
     );
+    counter(
+        "keel_gc_map_walks_total",
+        "Collector rounds that walked every map because their victims' batch headers did not account for every live block.",
+        pool.gc_map_walks,
+    );
     volumes.render(&mut out);
     out
 }

@@ -135,6 +135,16 @@ impl SegmentTable {
         self.refs.get(at.0 as usize).copied().unwrap_or(0)
     }
 
+    /// Which blocks of `segment` some map references, in order.
+    pub fn live_in(&self, segment: SegmentId) -> Vec<bool> {
+        let per_segment = self.blocks_per_segment as usize;
+        let first = segment.0 as usize * per_segment;
+        self.refs
+            .get(first..first + per_segment)
+            .map(|refs| refs.iter().map(|&count| count > 0).collect())
+            .unwrap_or_default()
+    }
+
     /// Every physical block with a reference, with its count (for an audit).
     pub fn referenced_blocks(&self) -> std::collections::BTreeMap<u64, u16> {
         self.refs

@@ -3,16 +3,19 @@
 //! `Relocate` records, and let the emptied segments be freed (after the flush and
 //! checkpoint the segment table's invariant asks for).
 //!
-//! Finding the live blocks of a victim walks every map (each shared chunk instance
-//! once) for locations inside it. That costs O(mapped blocks) per round, which is
-//! why a round cleans several victims at once.
+//! A victim's live blocks are found from its own batch headers, read with its
+//! data (see [`live`]); only where those fall short does a round walk every
+//! map, O(mapped blocks), which is one reason a round cleans several victims
+//! at once.
 //!
 //! INVARIANT: victims stay pinned from selection until their relocations are
 //! applied, so a victim cannot be freed, reused and rewritten in between; a
 //! relocation therefore never mistakes new data at an old address for the block
 //! it copied.
 
-use std::collections::{HashMap, HashSet};
+mod live;
+
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,16 +26,15 @@ use crossbeam_channel::Receiver;
 use crate::core::{Core, GcPolicy};
 use crate::datapath::flush::flush_wait;
 use crate::error::IoError;
-use crate::format::{Entry, HEAD_COLLECTOR, HEAD_FOREGROUND};
-use crate::index::{Chunk, Packing, VolumeMap};
+use crate::format::{HEAD_COLLECTOR, HEAD_FOREGROUND};
+use crate::index::Packing;
 use crate::io::read_blocking;
 use crate::log::segments::SegmentState;
 use crate::log::{
-    append_collected, checkpoint_reserve, collector_reserve_segments, collector_room, Origin,
-    Pending, Record,
+    append_collected, checkpoint_reserve, collector_reserve_segments, collector_room, Pending,
 };
-use crate::units::{PhysBlock, SegmentId, BLOCK_SIZE};
-use crate::volume::VolumeState;
+use crate::units::{SegmentId, BLOCK_SIZE};
+use live::LiveBlock;
 
 /// How often an idle collector checks the free space on its own.
 const IDLE_POLL: Duration = Duration::from_millis(200);
@@ -194,47 +196,6 @@ impl VictimCopies {
     }
 }
 
-/// One live block of a victim: where it is and which maps to update.
-/// A raw block or a compressed unit some map references: where it is, which
-/// lineage's maps to update, and the `(lba, index, crc)` of every volume block
-/// found in it.
-struct LiveBlock {
-    lineage: u64,
-    location: PhysBlock,
-    packing: Packing,
-    members: Vec<(u64, u8, u32)>,
-}
-
-impl LiveBlock {
-    fn stored_blocks(&self) -> usize {
-        usize::from(self.packing.unit_blocks.max(1))
-    }
-
-    fn record(&self, content: Bytes) -> Record {
-        let entry = match self.members.as_slice() {
-            [(lba, _, crc), ..] if self.packing == Packing::RAW => Entry::Relocate {
-                lineage: self.lineage,
-                lba: *lba,
-                old: self.location.0,
-                data_offset: 0,
-                crc: *crc,
-            },
-            _ => Entry::RelocateUnit {
-                lineage: self.lineage,
-                old: self.location.0,
-                data_offset: 0,
-                stored_crcs: content.chunks(BLOCK_SIZE).map(crc32c::crc32c).collect(),
-                members: self.members.clone(),
-            },
-        };
-        Record::Data {
-            entry,
-            data: content,
-            origin: Origin::Collector,
-        }
-    }
-}
-
 /// Cleans up to [`VICTIMS_PER_ROUND`] segments. Returns false when no segment is
 /// worth cleaning. Rounds never overlap.
 pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
@@ -247,26 +208,37 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
     }
     let chosen = segments.clone();
     let mut victims = Pinned { core, segments };
-    let live = find_live_blocks(core, &victims.segments);
+    // Walked for the whole round at most once, when some victim's headers
+    // fall short.
+    let mut walked: Option<HashMap<SegmentId, Vec<LiveBlock>>> = None;
     let mut in_flight: Vec<VictimCopies> = Vec::new();
     for &victim in &chosen {
-        let mut blocks: Vec<&LiveBlock> = live
-            .iter()
-            .filter(|b| core.pool.split(b.location).0 == victim)
-            .collect();
-        blocks.sort_unstable_by_key(|b| b.location);
+        let live = core.log.lock().segments.live_in(victim);
         let (done_tx, answers) = crossbeam_channel::unbounded();
-        let mut records = Vec::with_capacity(blocks.len());
-        if let Some(end) = blocks
-            .iter()
-            .map(|b| core.pool.split(b.location).1 as usize + b.stored_blocks())
-            .max()
-        {
+        let mut records = Vec::new();
+        if let Some(last) = live.iter().rposition(|&l| l) {
             let (device, offset) = core.pool.locate(victim, 0);
-            let data = Bytes::from_owner(read_blocking(device, offset, end * BLOCK_SIZE)?);
+            let data = Bytes::from_owner(read_blocking(device, offset, (last + 1) * BLOCK_SIZE)?);
+            let mut blocks = match live::from_headers(core, victim, &data, &live) {
+                Some(blocks) => blocks,
+                None => {
+                    let walked = walked.get_or_insert_with(|| {
+                        core.counters.gc_map_walks.fetch_add(1, Ordering::Relaxed);
+                        live::by_walking_maps(core, &chosen)
+                    });
+                    walked.remove(&victim).unwrap_or_default()
+                }
+            };
+            blocks.sort_unstable_by_key(|b| b.location);
+            records.reserve(blocks.len());
             for block in blocks {
                 let at = core.pool.split(block.location).1 as usize * BLOCK_SIZE;
-                let content = data.slice(at..at + block.stored_blocks() * BLOCK_SIZE);
+                let Some(content) = data.get(at..at + block.stored_blocks() * BLOCK_SIZE) else {
+                    // A block the walk found past the live mask's end came
+                    // alive after it was taken: impossible while pinned.
+                    continue;
+                };
+                let content = data.slice_ref(content);
                 if block.packing == Packing::RAW && crc32c::crc32c(&content) != block.members[0].2 {
                     // Moved as it is: the stored crc keeps reporting the damage on read.
                     tracing::error!(
@@ -420,55 +392,6 @@ fn choose_victims(core: &Core) -> (Vec<SegmentId>, u64) {
 fn relocation_blocks(live: u32) -> u64 {
     let live = u64::from(live);
     live + live.div_ceil(64) + 16
-}
-
-/// Every block some map references inside `victims`, once per location.
-fn find_live_blocks(core: &Core, victims: &[SegmentId]) -> Vec<LiveBlock> {
-    let per_segment = u64::from(core.pool.blocks_per_segment);
-    // Asked of every mapped block of every map: an index, not a hash lookup.
-    let mut wanted = vec![false; core.pool.segment_count() as usize];
-    for victim in victims {
-        if let Some(slot) = wanted.get_mut(victim.0 as usize) {
-            *slot = true;
-        }
-    }
-    let maps = core.catalog.read().all();
-    // Copies, so writers are not held up while the walk runs; they also keep every
-    // instance alive, so instance addresses stay unique until the walk ends.
-    let copies: Vec<(u64, VolumeMap)> = maps
-        .iter()
-        .filter(|v| v.state() != VolumeState::Creating)
-        .map(|v| (v.lineage, v.map.read().clone()))
-        .collect();
-    let mut seen: HashSet<*const Chunk> = HashSet::new();
-    let mut found: HashMap<u64, LiveBlock> = HashMap::new();
-    for (lineage, map) in &copies {
-        for (index, chunk) in map.instances() {
-            if !seen.insert(Arc::as_ptr(&chunk)) {
-                continue;
-            }
-            let base = u64::from(index) * crate::index::CHUNK_BLOCKS as u64;
-            for (offset, mapping) in chunk.mapped() {
-                let segment = (mapping.location.0 / per_segment) as usize;
-                if wanted.get(segment).copied().unwrap_or(false) {
-                    let member = (base + u64::from(offset), mapping.packing.index, mapping.crc);
-                    let live = found.entry(mapping.location.0).or_insert(LiveBlock {
-                        lineage: *lineage,
-                        location: mapping.location,
-                        packing: Packing {
-                            unit_blocks: mapping.packing.unit_blocks,
-                            index: 0,
-                        },
-                        members: Vec::new(),
-                    });
-                    if !live.members.contains(&member) {
-                        live.members.push(member);
-                    }
-                }
-            }
-        }
-    }
-    found.into_values().collect()
 }
 
 #[cfg(test)]
