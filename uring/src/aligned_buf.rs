@@ -14,8 +14,13 @@ use std::sync::{Mutex, PoisonError};
 /// block that O_DIRECT transfers need.
 pub const BLOCK_SIZE: usize = 4096;
 
-/// Cached size classes: class `k` holds buffers of `2^k` blocks (4 KiB .. 2 MiB).
-const CLASSES: usize = 10;
+/// Cached size classes: class `k` holds buffers of `2^k` blocks (4 KiB .. 8 MiB:
+/// up to a default segment, which the collector reads whole).
+const CLASSES: usize = 12;
+/// Classes from this one on (4 MiB and up) keep at most
+/// [`LARGE_CLASS_IDLE_COUNT`] idle buffers: few users take them, and each is big.
+const LARGE_CLASS_FIRST: usize = 10;
+const LARGE_CLASS_IDLE_COUNT: usize = 2;
 /// Idle bytes one size class may keep...
 const CLASS_IDLE_BYTES_MAX: usize = 4 << 20;
 /// ...but every class may keep at least this many buffers.
@@ -40,6 +45,9 @@ fn class_of(blocks: usize) -> Option<usize> {
 }
 
 fn class_idle_max(class: usize) -> usize {
+    if class >= LARGE_CLASS_FIRST {
+        return LARGE_CLASS_IDLE_COUNT;
+    }
     (CLASS_IDLE_BYTES_MAX / (BLOCK_SIZE << class)).max(CLASS_IDLE_COUNT_MIN)
 }
 
@@ -313,15 +321,18 @@ mod tests {
     }
 
     #[test]
-    fn size_classes_are_powers_of_two_blocks_up_to_two_mebibytes() {
+    fn size_classes_are_powers_of_two_blocks_up_to_eight_mebibytes() {
         assert_eq!(class_of(1), Some(0));
         assert_eq!(class_of(2), Some(1));
         assert_eq!(class_of(3), Some(2));
         assert_eq!(class_of(272), Some(9));
         assert_eq!(class_of(512), Some(9));
-        assert_eq!(class_of(513), None);
+        assert_eq!(class_of(513), Some(10));
+        assert_eq!(class_of(2048), Some(11));
+        assert_eq!(class_of(2049), None);
         assert_eq!(class_idle_max(0), 1024);
         assert_eq!(class_idle_max(9), CLASS_IDLE_COUNT_MIN);
+        assert_eq!(class_idle_max(11), LARGE_CLASS_IDLE_COUNT);
     }
 
     #[test]
