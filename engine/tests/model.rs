@@ -686,10 +686,11 @@ impl Harness {
             }
         }
         let Some(state) = matched else {
-            let durable = describe_mismatch(&engine, &self.history[0]);
+            let durable = describe_mismatch(&engine, &self.history[0], &damaged);
             let newest = describe_mismatch(
                 &engine,
                 self.history.last().expect("history is never empty"),
+                &damaged,
             );
             return Err(TestCaseError::fail(format!(
                 "after {kind:?} the engine matches none of the {} states since the last durable point; \
@@ -784,7 +785,7 @@ fn check_read(
 }
 
 /// Says how the engine differs from `pool`, for failure messages.
-fn describe_mismatch(engine: &Engine, pool: &PoolModel) -> String {
+fn describe_mismatch(engine: &Engine, pool: &PoolModel, damaged: &Damaged) -> String {
     let mut out = Vec::new();
     for (what, live, models) in [
         ("volumes", engine.volumes(), &pool.volumes),
@@ -800,16 +801,22 @@ fn describe_mismatch(engine: &Engine, pool: &PoolModel) -> String {
             continue;
         }
         for model in models {
-            match engine.read_wait(model.id, 0, model.sectors as u32) {
-                Err(err) => out.push(format!("{} read error {err}", model.id)),
-                Ok(data) => {
-                    let expected = model.expected(0, model.sectors);
-                    if let Some(at) = (0..data.len()).find(|&i| data[i] != expected[i]) {
-                        out.push(format!(
-                            "{} differs at byte {at} (sector {})",
-                            model.id,
-                            at as u64 / model.sector_bytes
-                        ));
+            let spb = 4096 / model.sector_bytes;
+            for block in 0..model.sectors.div_ceil(spb) {
+                let sectors = spb.min(model.sectors - block * spb);
+                let expected = model.expected(block * spb, sectors);
+                match engine.read_wait(model.id, block * spb, sectors as u32) {
+                    Err(IoError::Media { .. }) if damaged.contains(model.id, block) => {}
+                    Err(err) => out.push(format!("{} block {block}: read error {err}", model.id)),
+                    Ok(data) => {
+                        if let Some(at) = (0..data.len()).find(|&i| data[i] != expected[i]) {
+                            out.push(format!(
+                                "{} block {block} differs at byte {at}: {:?}.. where {:?}.. was expected",
+                                model.id,
+                                &data[at..(at + 4).min(data.len())],
+                                &expected[at..(at + 4).min(expected.len())],
+                            ));
+                        }
                     }
                 }
             }
