@@ -45,6 +45,7 @@ fn batch_header(c: &mut Criterion) {
         completed_seq: 6,
         durable_seq: 5,
         head: 0,
+        open: false,
         entries,
     };
     c.bench_function("batch_header/encode_32_writes", |b| {

@@ -7,8 +7,11 @@ use crate::units::BLOCK_SIZE;
 
 const MAGIC: &[u8; 8] = b"KEELBTCH";
 /// The batch version this build writes.
-const VERSION: u16 = 6;
-/// The previous batch version, still read: it lacks the one-block write entry.
+const VERSION: u16 = 7;
+/// The previous batch version, still read: it lacks the batch flags (its open
+/// batches' images all read as final).
+const VERSION_6: u16 = 6;
+/// An older batch version, still read: it also lacks the one-block write entry.
 const VERSION_5: u16 = 5;
 /// An older batch version, still read: it also lacks the log head.
 const VERSION_4: u16 = 4;
@@ -33,6 +36,9 @@ const IDENTITY_CRC_AT: usize = 80;
 pub const HEAD_FOREGROUND: u8 = 0;
 /// The log head a batch was appended to: the garbage collector's copies.
 pub const HEAD_COLLECTOR: u8 = 1;
+/// Batch flag (byte 85, version 7): this header is an image of an open batch
+/// that could still gain entries; its final image lacks it.
+const BATCH_FLAG_OPEN: u8 = 1;
 /// Largest header, in blocks, a batch may have.
 pub const HEADER_BLOCKS_MAX: u16 = 16;
 /// Longest volume name stored in a record.
@@ -85,12 +91,12 @@ const WRITE_BLOCK_BODY_LEN: usize = 8 + 8 + 2 + 4;
 
 /// Whether a header of `version` carries the identity crc (versions 4 and up).
 fn has_identity_crc(version: u16) -> bool {
-    matches!(version, VERSION_4 | VERSION_5 | VERSION)
+    matches!(version, VERSION_4 | VERSION_5 | VERSION_6 | VERSION)
 }
 
 /// Whether a header of `version` names its log head (versions 5 and up).
 fn has_head(version: u16) -> bool {
-    matches!(version, VERSION_5 | VERSION)
+    matches!(version, VERSION_5 | VERSION_6 | VERSION)
 }
 
 /// Volume flag: data written to the volume is compressed.
@@ -465,7 +471,7 @@ impl Entry {
         })?)?;
         let mut b = Reader::new(body);
         let entry = match kind {
-            KIND_WRITE_BLOCK if version == VERSION => {
+            KIND_WRITE_BLOCK if matches!(version, VERSION_6 | VERSION) => {
                 let volume = b.u64()?;
                 let lba = b.u64()?;
                 let data_offset = u32::from(b.u16()?);
@@ -714,6 +720,12 @@ pub struct BatchHeader {
     /// [`HEAD_COLLECTOR`]): where replay follows the log after it.
     /// [`HEAD_FOREGROUND`] in batches before version 5, which had one head.
     pub head: u8,
+    /// An image of an open batch that could still gain entries (version 7):
+    /// replay ends the log after it, since a later batch may hold records
+    /// acknowledged after entries its lost final image named. False in a
+    /// batch written whole, in an open batch's final image, and before
+    /// version 7.
+    pub open: bool,
     /// The records.
     pub entries: Vec<Entry>,
 }
@@ -742,7 +754,8 @@ impl BatchHeader {
         w.u64(self.durable_seq);
         w.u32(0); // identity crc, patched below
         w.u8(self.head);
-        w.bytes(&[0; 3]);
+        w.u8(if self.open { BATCH_FLAG_OPEN } else { 0 });
+        w.bytes(&[0; 2]);
         debug_assert_eq!(w.len(), BATCH_HEADER_FIXED_LEN);
         for entry in &self.entries {
             entry.encode(&mut w);
@@ -768,7 +781,11 @@ impl BatchHeader {
         let mut r = Reader::new(first_block);
         r.magic(MAGIC)?;
         let version = r.u16()?;
-        if ![VERSION, VERSION_5, VERSION_4, VERSION_3, VERSION_2].contains(&version) {
+        if ![
+            VERSION, VERSION_6, VERSION_5, VERSION_4, VERSION_3, VERSION_2,
+        ]
+        .contains(&version)
+        {
             return Err(DecodeError::UnsupportedVersion(version.into()));
         }
         let blocks = r.u16()?;
@@ -886,18 +903,30 @@ impl BatchHeader {
                 return Err(DecodeError::Checksum { stored, computed });
             }
         }
-        let head = if has_head(version) {
+        let (head, open) = if has_head(version) {
             let head = r.u8()?;
-            let reserved = r.take(3)?;
-            if head > HEAD_COLLECTOR || reserved != [0; 3] {
+            let flags = r.u8()?;
+            let reserved = r.take(2)?;
+            if head > HEAD_COLLECTOR || reserved != [0; 2] {
                 return Err(DecodeError::Invalid {
                     field: "head",
                     value: head.into(),
                 });
             }
-            head
+            let known = if version == VERSION {
+                BATCH_FLAG_OPEN
+            } else {
+                0
+            };
+            if flags & !known != 0 {
+                return Err(DecodeError::Invalid {
+                    field: "flags",
+                    value: flags.into(),
+                });
+            }
+            (head, flags & BATCH_FLAG_OPEN != 0)
         } else {
-            HEAD_FOREGROUND
+            (HEAD_FOREGROUND, false)
         };
         let mut entries_reader = Reader::new(&bytes[fixed_len..len]);
         // Each entry takes at least 4 bytes, which bounds the allocation.
@@ -916,6 +945,7 @@ impl BatchHeader {
             completed_seq,
             durable_seq,
             head,
+            open,
             entries,
         })
     }
@@ -1014,6 +1044,7 @@ pub(super) mod tests {
             completed_seq: 4,
             durable_seq: 3,
             head: HEAD_COLLECTOR,
+            open: false,
             entries: vec![Entry::Write {
                 volume: 1,
                 lba: 9,
@@ -1049,6 +1080,7 @@ pub(super) mod tests {
             completed_seq: 8,
             durable_seq: 0,
             head: HEAD_FOREGROUND,
+            open: false,
             entries: vec![entry],
         };
         let bytes = header.encode();
@@ -1320,6 +1352,47 @@ pub(super) mod tests {
         assert!(BatchHeader::decode(&bytes).is_err());
     }
 
+    /// `bytes` re-sealed as a header of `version`: both checksums valid again.
+    fn as_version(mut bytes: Vec<u8>, version: u16) -> Vec<u8> {
+        bytes[8..10].copy_from_slice(&version.to_le_bytes());
+        let len =
+            u32::from_le_bytes(bytes[LEN_AT..LEN_AT + 4].try_into().expect("4 bytes")) as usize;
+        let identity = identity_crc(&bytes);
+        bytes[IDENTITY_CRC_AT..IDENTITY_CRC_AT + 4].copy_from_slice(&identity.to_le_bytes());
+        let crc = crc_with_hole(&bytes[..len], CRC_AT);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn only_version_7_headers_carry_the_open_flag() {
+        let open = BatchHeader {
+            open: true,
+            entries: Vec::new(),
+            ..sample()
+        };
+        let bytes = open.encode();
+        assert_eq!(bytes[85], BATCH_FLAG_OPEN);
+        assert_eq!(BatchHeader::decode(&bytes), Ok(open.clone()));
+        let closed = BatchHeader {
+            open: false,
+            ..open.clone()
+        };
+        let old = as_version(closed.encode(), VERSION_6);
+        assert_eq!(
+            BatchHeader::decode(&old).map(|h| h.open),
+            Ok(false),
+            "a version 6 image reads as final"
+        );
+        assert!(
+            BatchHeader::decode(&as_version(bytes, VERSION_6)).is_err(),
+            "version 6 has no flags"
+        );
+        let mut unknown = closed.encode();
+        unknown[85] = 2;
+        assert!(BatchHeader::decode(&as_version(unknown, VERSION)).is_err());
+    }
+
     proptest! {
         #[test]
         fn headers_round_trip(entries in proptest::collection::vec(entry_strategy(), 0..60), seq in any::<u64>()) {
@@ -1337,6 +1410,7 @@ pub(super) mod tests {
                 completed_seq: seq / 2,
                 durable_seq: seq / 4,
                 head: (seq % 2) as u8,
+                open: seq % 3 == 0,
                 entries,
             };
             let bytes = header.encode();

@@ -522,6 +522,7 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
             completed_seq: log.applied_seq,
             durable_seq: log.segments.durable_seq,
             head,
+            open: false,
             entries: Vec::new(),
         };
         log.segments.get_mut(segment).max_seq = seq;
@@ -952,10 +953,12 @@ fn submit_image(core: &Arc<Core>, image: ReadyImage) {
 fn image_done(core: &Arc<Core>, seq: u64, count: usize, result: Result<(), IoError>) {
     under_lock(core, |log, formed| {
         let batch = open_batch(log, seq);
-        batch.imaging = None;
         match result {
-            Ok(()) => batch.imaged = count,
-            Err(err) => fail_open_batch(core, batch, err, "log header write failed"),
+            Ok(()) => batch.image_written(count),
+            Err(err) => {
+                batch.imaging = None;
+                fail_open_batch(core, batch, err, "log header write failed")
+            }
         }
         settle(core, log, formed);
     });

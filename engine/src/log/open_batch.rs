@@ -54,6 +54,11 @@ pub(super) struct OpenBatch {
     pub imaged: usize,
     /// Entries named by the image being written, if one is.
     pub imaging: Option<usize>,
+    /// Whether the image being written is the final one.
+    imaging_final: bool,
+    /// Whether the newest image written is the final one: the batch closed,
+    /// every extent joined, and the image says so by lacking the open flag.
+    imaged_final: bool,
     /// Header bytes the records placed so far need (written or in flight).
     header_bytes: usize,
     /// Data blocks handed out so far.
@@ -94,6 +99,8 @@ impl OpenBatch {
             applied: 0,
             imaged: 0,
             imaging: None,
+            imaging_final: false,
+            imaged_final: false,
             header_bytes: BATCH_HEADER_FIXED_LEN,
             data_next: 0,
             data_max,
@@ -159,33 +166,41 @@ impl OpenBatch {
     }
 
     /// The next image to write, if the header has changed since the last one
-    /// and none is being written: its bytes, and the entries it names.
+    /// and none is being written: its bytes, and the entries it names. Every
+    /// image but the final one carries the open flag; the final one is written
+    /// once the batch is closed and every extent has joined, even if it names
+    /// no more entries than the image before it.
     pub fn next_image(&mut self) -> Option<(Vec<u8>, usize)> {
         if self.imaging.is_some() || self.failed.is_some() {
             return None;
         }
         let count = self.header.entries.len();
-        // Blocks handed out but not yet named need no image until the batch's
-        // end is final: then the last image must reach it.
-        let end_unwritten =
-            self.closing && self.extents.is_empty() && self.header.data_blocks != self.data_next;
-        if count == self.imaged && !end_unwritten {
+        let last = self.closing && self.extents.is_empty();
+        let final_due = last && !self.imaged_final;
+        if count == self.imaged && !final_due {
             return None;
         }
         self.header.data_blocks = self.data_next;
+        self.header.open = !last;
         self.imaging = Some(count);
+        self.imaging_final = last;
         Some((self.header.encode(), count))
     }
 
-    /// Whether every write of a closing batch has completed and its last
-    /// image names every entry (or a write failed).
+    /// The image being written, naming `count` entries, was written.
+    pub fn image_written(&mut self, count: usize) {
+        self.imaging = None;
+        self.imaged = count;
+        self.imaged_final = self.imaging_final;
+    }
+
+    /// Whether every write of a closing batch has completed and its final
+    /// image is written (or a write failed).
     pub fn is_complete(&self) -> bool {
         self.closing
             && self.extents.is_empty()
             && self.imaging.is_none()
-            && (self.failed.is_some()
-                || (self.imaged == self.header.entries.len()
-                    && self.header.data_blocks == self.data_next))
+            && (self.failed.is_some() || self.imaged_final)
     }
 }
 
@@ -206,6 +221,7 @@ mod tests {
             completed_seq: 6,
             durable_seq: 0,
             head: HEAD_FOREGROUND,
+            open: false,
             entries: Vec::new(),
         };
         OpenBatch::new(header, SegmentId(2), 10, data_max)
@@ -281,12 +297,22 @@ mod tests {
         assert_eq!(bytes.len(), BLOCK_SIZE);
         let decoded = BatchHeader::decode(&bytes).expect("decodes");
         assert_eq!(decoded.data_blocks, 1);
+        assert!(decoded.open, "the batch may still gain entries");
         assert!(batch.next_image().is_none(), "one in flight");
         batch.closing = true;
         assert!(!batch.is_complete(), "its image is still being written");
-        batch.imaging = None;
-        batch.imaged = count;
+        batch.image_written(count);
+        assert!(
+            !batch.is_complete(),
+            "its newest image is not the final one"
+        );
+        let (bytes, count) = batch.next_image().expect("the final image");
+        assert_eq!(count, 1);
+        let decoded = BatchHeader::decode(&bytes).expect("decodes");
+        assert!(!decoded.open, "the final image says so");
+        batch.image_written(count);
         assert!(batch.is_complete());
+        assert!(batch.next_image().is_none(), "nothing more to write");
         assert!(!batch.fits(32, 1), "a closing batch takes no more records");
     }
 }

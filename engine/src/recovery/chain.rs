@@ -11,7 +11,10 @@
 //! damaged header lies within one sector (which a tear cannot split), or the
 //! header there has a damaged first sector (its identity checksum fails) and
 //! is this pool's: then power loss cannot explain the loss, acknowledged
-//! writes may be lost, and the pool is not opened.
+//! writes may be lost, and the pool is not opened. A batch replayed from an
+//! open batch's image that is not its final one (power loss kept an older
+//! image of its header) ends the log after it, by the same evidence: later
+//! batches may hold records acknowledged after entries its final image named.
 
 use std::collections::HashMap;
 
@@ -529,8 +532,11 @@ pub(super) fn find_replay_chain(
                 }
             }
         }
-        match found {
+        // The seq of a batch replayed from an image that is not its final
+        // one: the log ends after it.
+        let ended_open = match found {
             Some((Probe::Found(header, damaged_entries, repaired), position)) => {
+                let open = header.open.then_some(header.seq);
                 evidence.add(&header);
                 heads[usize::from(header.head)] = (position.0, position.1 + header.total_blocks());
                 chain.push(ChainLink {
@@ -541,58 +547,73 @@ pub(super) fn find_replay_chain(
                     repaired,
                 });
                 expected.seq += 1;
+                if open.is_none() {
+                    continue;
+                }
+                open
             }
-            _ => {
-                for position in heads {
-                    evidence.merge(evidence_in(
-                        &mut reader,
-                        position.0,
-                        position.1,
-                        root.epoch,
-                    )?);
-                }
-                let mut later: Vec<(u64, SegmentId)> = starts
-                    .by_seq
-                    .iter()
-                    .filter(|(&seq, _)| seq > expected.seq)
-                    .map(|(&seq, &segment)| (seq, segment))
-                    .collect();
-                later.sort_unstable();
-                for (_, segment) in later {
-                    evidence.merge(evidence_in(&mut reader, segment, 0, root.epoch)?);
-                }
-                let at = not_torn.unwrap_or(heads[usize::from(HEAD_FOREGROUND)]);
-                if expected.seq <= evidence.durable_seq || not_torn.is_some() {
-                    return Err(OpenError::LogDamaged {
-                        seq: expected.seq,
-                        segment: at.0 .0,
-                        block: at.1,
-                        why: if not_torn.is_some() {
-                            "its header lies within one sector, which a crash cannot tear"
-                        } else {
-                            "a later batch shows a flush had made it durable"
-                        },
-                    });
-                }
-                if expected.seq <= evidence.completed_seq {
-                    tracing::error!(
-                        seq = expected.seq,
-                        completed_through = evidence.completed_seq,
-                        "the log ends at a batch that later batches show had completed but \
-                         not yet been flushed: power loss explains that; damage to its header \
-                         would mean writes acknowledged from here on were lost"
-                    );
-                } else if header_damaged {
-                    tracing::warn!(
-                        seq = expected.seq,
-                        segment = at.0 .0,
-                        block = at.1,
-                        "the log ends at a torn batch header"
-                    );
-                }
-                break;
-            }
+            _ => None,
+        };
+        for position in heads {
+            evidence.merge(evidence_in(
+                &mut reader,
+                position.0,
+                position.1,
+                root.epoch,
+            )?);
         }
+        let mut later: Vec<(u64, SegmentId)> = starts
+            .by_seq
+            .iter()
+            .filter(|(&seq, _)| seq > expected.seq)
+            .map(|(&seq, &segment)| (seq, segment))
+            .collect();
+        later.sort_unstable();
+        for (_, segment) in later {
+            evidence.merge(evidence_in(&mut reader, segment, 0, root.epoch)?);
+        }
+        // The first batch whose whole content is missing: the one expected
+        // next, or the open batch whose final image did not survive.
+        let lost = ended_open.unwrap_or(expected.seq);
+        let not_torn = not_torn.filter(|_| ended_open.is_none());
+        let at = not_torn.unwrap_or(heads[usize::from(HEAD_FOREGROUND)]);
+        if lost <= evidence.durable_seq || not_torn.is_some() {
+            return Err(OpenError::LogDamaged {
+                seq: lost,
+                segment: at.0 .0,
+                block: at.1,
+                why: if not_torn.is_some() {
+                    "its header lies within one sector, which a crash cannot tear"
+                } else if ended_open.is_some() {
+                    "only an image older than its final one survived, and a later batch \
+                     shows a flush had made the final one durable"
+                } else {
+                    "a later batch shows a flush had made it durable"
+                },
+            });
+        }
+        if lost <= evidence.completed_seq {
+            tracing::error!(
+                seq = lost,
+                completed_through = evidence.completed_seq,
+                "the log ends at a batch that later batches show had completed but \
+                 not yet been flushed: power loss explains that; damage to its header \
+                 would mean writes acknowledged from here on were lost"
+            );
+        } else if ended_open.is_some() {
+            tracing::warn!(
+                seq = lost,
+                "the log ends at an open batch whose final header image was not written"
+            );
+        } else if header_damaged {
+            tracing::warn!(
+                seq = expected.seq,
+                segment = at.0 .0,
+                block = at.1,
+                "the log ends at a torn batch header"
+            );
+        }
+        break;
     }
     Ok(chain)
 }
