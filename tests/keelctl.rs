@@ -15,10 +15,13 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between readiness polls.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A port nothing listens on right now: bound to port 0, then released.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+/// `N` distinct ports nothing listens on right now: all bound to port 0 at
+/// once, then released (ports picked one after another may repeat).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
 }
 
 /// A running keeld with its own data directory and ports.
@@ -36,7 +39,7 @@ impl Keeld {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let log = File::create(dir.path().join("keeld.log")).expect("log file");
-        let (api, nvme, discovery) = (free_port(), free_port(), free_port());
+        let [api, nvme, discovery] = free_ports();
         let child = Command::new(env!("CARGO_BIN_EXE_keeld"))
             .arg("--data-dir")
             .arg(&data)
@@ -509,7 +512,7 @@ fn keelctl_explains_connection_tls_and_auth_failures() {
     let empty = tempfile::tempdir().expect("tempdir");
 
     // Nothing listening.
-    let port = free_port();
+    let [port] = free_ports();
     let refused = run_keelctl(&[
         "--endpoint",
         &format!("https://127.0.0.1:{port}"),

@@ -32,9 +32,12 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-fn free_port(ip: IpAddr) -> u16 {
-    let listener = std::net::TcpListener::bind((ip, 0)).expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
+/// Two distinct ports on `ip` nothing listens on right now: both bound at
+/// once, then released (ports picked one after another may repeat).
+fn two_free_ports(ip: IpAddr) -> [u16; 2] {
+    let bind = || std::net::TcpListener::bind((ip, 0)).expect("bind a free port");
+    let listeners = [bind(), bind()];
+    listeners.map(|l| l.local_addr().expect("local addr").port())
 }
 
 impl Etcd {
@@ -67,8 +70,9 @@ impl Etcd {
             .prefix("keel-etcd-")
             .tempdir()
             .expect("temp dir");
-        let client_url = format!("http://{ip}:{}", free_port(ip));
-        let peer_url = format!("http://{ip}:{}", free_port(ip));
+        let [client_port, peer_port] = two_free_ports(ip);
+        let client_url = format!("http://{ip}:{client_port}");
+        let peer_url = format!("http://{ip}:{peer_port}");
         let log_path = dir.path().join("etcd.log");
         let log = std::fs::File::create(&log_path).expect("etcd log");
         let child = Command::new("etcd")
