@@ -111,25 +111,16 @@ pub(crate) fn audit_space(core: &Core) -> SpaceAudit {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use bytes::Bytes;
 
     use crate::index::RefCounts;
-    use crate::io::{DeviceRef, SimDevice};
+    use crate::testing::sim_pool;
     use crate::units::PhysBlock;
-    use crate::{Engine, EngineConfig, SectorSize};
+    use crate::SectorSize;
 
     #[test]
     fn a_reference_the_maps_do_not_hold_is_reported() {
-        let sim = Arc::new(SimDevice::new(24 << 20));
-        let devices: Vec<DeviceRef> = vec![sim];
-        let config = EngineConfig {
-            blocks_per_segment: 512,
-            ..EngineConfig::default()
-        };
-        Engine::format(devices.clone(), &config).expect("format");
-        let engine = Engine::open(devices, config).expect("open");
+        let (_, engine) = sim_pool(24 << 20);
         let vol = engine
             .create_volume("v", 1 << 20, SectorSize::B4096)
             .expect("create")

@@ -26,6 +26,8 @@ mod pool;
 mod recovery;
 pub mod replication;
 mod scrub;
+#[cfg(test)]
+mod testing;
 mod thick_clone;
 pub mod units;
 mod unsettled;

@@ -306,25 +306,17 @@ pub(super) fn by_walking_maps(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use bytes::Bytes;
 
     use super::*;
     use crate::format::HEAD_COLLECTOR;
-    use crate::io::{read_blocking, DeviceRef, SimDevice};
+    use crate::io::read_blocking;
     use crate::log::segments::SegmentState;
-    use crate::{Engine, EngineConfig, SectorSize, VolumeOptions};
+    use crate::testing::sim_pool;
+    use crate::{Engine, SectorSize, VolumeOptions};
 
     fn small_pool() -> Engine {
-        let sim = Arc::new(SimDevice::new(64 << 20));
-        let devices: Vec<DeviceRef> = vec![sim];
-        let config = EngineConfig {
-            blocks_per_segment: 512,
-            ..EngineConfig::default()
-        };
-        Engine::format(devices.clone(), &config).expect("format");
-        Engine::open(devices, config).expect("open")
+        sim_pool(64 << 20).1
     }
 
     /// A block of `seed` bytes that compresses well when `compressible`.

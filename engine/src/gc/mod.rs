@@ -396,14 +396,13 @@ fn relocation_blocks(live: u32) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use bytes::Bytes;
 
     use crate::format::{BatchHeader, Entry, HEAD_COLLECTOR, HEAD_FOREGROUND};
-    use crate::io::{read_blocking, DeviceRef, SimDevice};
+    use crate::io::read_blocking;
+    use crate::testing::{reopen, sim_pool};
     use crate::units::{SegmentId, BLOCK_SIZE};
-    use crate::{Engine, EngineConfig, SectorSize};
+    use crate::{Engine, SectorSize};
 
     /// The batches each segment holds in its current life: from block 0, one
     /// after another while their seqs rise (older lives' leftovers do not).
@@ -441,14 +440,7 @@ mod tests {
 
     #[test]
     fn the_collectors_copies_go_to_segments_of_their_own() {
-        let sim = Arc::new(SimDevice::new(64 << 20));
-        let devices: Vec<DeviceRef> = vec![sim];
-        let config = EngineConfig {
-            blocks_per_segment: 512,
-            ..EngineConfig::default()
-        };
-        Engine::format(devices.clone(), &config).expect("format");
-        let engine = Engine::open(devices, config).expect("open");
+        let (_, engine) = sim_pool(64 << 20);
         let vol = engine
             .create_volume("v", 16 << 20, SectorSize::B4096)
             .expect("create")
@@ -516,14 +508,7 @@ mod tests {
 
     #[test]
     fn replay_follows_both_heads_from_a_checkpoint_taken_mid_segment() {
-        let sim = Arc::new(SimDevice::new(64 << 20));
-        let devices: Vec<DeviceRef> = vec![sim.clone()];
-        let config = EngineConfig {
-            blocks_per_segment: 512,
-            ..EngineConfig::default()
-        };
-        Engine::format(devices.clone(), &config).expect("format");
-        let engine = Engine::open(devices.clone(), config.clone()).expect("open");
+        let (sim, engine) = sim_pool(64 << 20);
         let vol = engine
             .create_volume("v", 16 << 20, SectorSize::B4096)
             .expect("create")
@@ -562,7 +547,7 @@ mod tests {
         }
         drop(engine);
         sim.crash(crate::io::CrashMode::KeepAll);
-        let engine = Engine::open(devices, config).expect("reopen");
+        let engine = reopen(&sim);
         for lba in 0..3072u64 {
             assert_eq!(
                 engine.read_wait(vol, lba, 1).expect("read"),
