@@ -38,7 +38,7 @@ use live::LiveBlock;
 
 /// How often an idle collector checks the free space on its own.
 const IDLE_POLL: Duration = Duration::from_millis(200);
-/// Most victims cleaned in one round (one walk of the maps).
+/// Most victims cleaned in one round (at most one walk of the maps).
 const VICTIMS_PER_ROUND: usize = 4;
 /// Rounds in a row that free nothing before the collector pauses until its next
 /// wake or poll (it never declares itself stalled while it still finds victims).
@@ -213,48 +213,8 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
     let mut walked: Option<HashMap<SegmentId, Vec<LiveBlock>>> = None;
     let mut in_flight: Vec<VictimCopies> = Vec::new();
     for &victim in &chosen {
-        let live = core.log.lock().segments.live_in(victim);
         let (done_tx, answers) = crossbeam_channel::unbounded();
-        let mut records = Vec::new();
-        if let Some(last) = live.iter().rposition(|&l| l) {
-            let (device, offset) = core.pool.locate(victim, 0);
-            let data = Bytes::from_owner(read_blocking(device, offset, (last + 1) * BLOCK_SIZE)?);
-            let mut blocks = match live::from_headers(core, victim, &data, &live) {
-                Some(blocks) => blocks,
-                None => {
-                    let walked = walked.get_or_insert_with(|| {
-                        core.counters.gc_map_walks.fetch_add(1, Ordering::Relaxed);
-                        live::by_walking_maps(core, &chosen)
-                    });
-                    walked.remove(&victim).unwrap_or_default()
-                }
-            };
-            blocks.sort_unstable_by_key(|b| b.location);
-            records.reserve(blocks.len());
-            for block in blocks {
-                let at = core.pool.split(block.location).1 as usize * BLOCK_SIZE;
-                let Some(content) = data.get(at..at + block.stored_blocks() * BLOCK_SIZE) else {
-                    // A block the walk found past the live mask's end came
-                    // alive after it was taken: impossible while pinned.
-                    continue;
-                };
-                let content = data.slice_ref(content);
-                if block.packing == Packing::RAW && crc32c::crc32c(&content) != block.members[0].2 {
-                    // Moved as it is: the stored crc keeps reporting the damage on read.
-                    tracing::error!(
-                        location = block.location.0,
-                        "garbage collection found a block failing its checksum"
-                    );
-                }
-                let tx = done_tx.clone();
-                records.push(Pending {
-                    record: block.record(content),
-                    done: Box::new(move |result| {
-                        let _ = tx.send(result);
-                    }),
-                });
-            }
-        }
+        let records = victim_copies(core, victim, &chosen, &mut walked, &done_tx)?;
         in_flight.push(VictimCopies {
             segment: victim,
             outstanding: records.len(),
@@ -279,6 +239,60 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
         })?;
     }
     Ok(true)
+}
+
+/// The collector's copies of `victim`'s live blocks, each answering on
+/// `done`: found from its headers, or else from the round's one walk of every
+/// map (`walked`, made for all of `chosen` the first time it is needed).
+fn victim_copies(
+    core: &Core,
+    victim: SegmentId,
+    chosen: &[SegmentId],
+    walked: &mut Option<HashMap<SegmentId, Vec<LiveBlock>>>,
+    done: &crossbeam_channel::Sender<Result<(), IoError>>,
+) -> Result<Vec<Pending>, IoError> {
+    let live = core.log.lock().segments.live_in(victim);
+    let Some(last) = live.iter().rposition(|&l| l) else {
+        return Ok(Vec::new());
+    };
+    let (device, offset) = core.pool.locate(victim, 0);
+    let data = Bytes::from_owner(read_blocking(device, offset, (last + 1) * BLOCK_SIZE)?);
+    let mut blocks = match live::from_headers(core, victim, &data, &live) {
+        Some(blocks) => blocks,
+        None => {
+            let walked = walked.get_or_insert_with(|| {
+                core.counters.gc_map_walks.fetch_add(1, Ordering::Relaxed);
+                live::by_walking_maps(core, chosen)
+            });
+            walked.remove(&victim).unwrap_or_default()
+        }
+    };
+    blocks.sort_unstable_by_key(|b| b.location);
+    let mut records = Vec::with_capacity(blocks.len());
+    for block in blocks {
+        let at = core.pool.split(block.location).1 as usize * BLOCK_SIZE;
+        let Some(content) = data.get(at..at + block.stored_blocks() * BLOCK_SIZE) else {
+            // A block the walk found past the live mask's end came
+            // alive after it was taken: impossible while pinned.
+            continue;
+        };
+        let content = data.slice_ref(content);
+        if block.packing == Packing::RAW && crc32c::crc32c(&content) != block.members[0].2 {
+            // Moved as it is: the stored crc keeps reporting the damage on read.
+            tracing::error!(
+                location = block.location.0,
+                "garbage collection found a block failing its checksum"
+            );
+        }
+        let tx = done.clone();
+        records.push(Pending {
+            record: block.record(content),
+            done: Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        });
+    }
+    Ok(records)
 }
 
 /// Whether some of `victims` holds batches newer than the last checkpoint.
