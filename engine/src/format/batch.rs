@@ -241,6 +241,23 @@ pub enum Entry {
     },
 }
 
+/// One unit of a [`Entry::WritePacked`]: `logical` volume blocks from `lba`
+/// stored in `stored` data blocks, compressed when `stored < logical`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackedUnit<'a> {
+    /// Its first volume block.
+    pub lba: u64,
+    /// Volume blocks it holds.
+    pub logical: u8,
+    /// Data blocks it takes.
+    pub stored: u8,
+    /// Its first data block, counted from the entry's `data_offset`.
+    pub stored_at: u32,
+    /// crc32c of each of its volume blocks' content (fewer only in a
+    /// malformed entry).
+    pub crcs: &'a [u32],
+}
+
 impl Entry {
     /// Encoded length in bytes.
     pub fn encoded_len(&self) -> usize {
@@ -280,6 +297,32 @@ impl Entry {
             }
             _ => 0,
         }
+    }
+
+    /// The units of a [`Entry::WritePacked`], in order (none for any other
+    /// entry): where each starts and the volume blocks it holds.
+    pub fn packed_units(&self) -> impl Iterator<Item = PackedUnit<'_>> + '_ {
+        let (lba, units, crcs): (u64, &[(u8, u8)], &[u32]) = match self {
+            Entry::WritePacked {
+                lba, units, crcs, ..
+            } => (*lba, units, crcs),
+            _ => (0, &[], &[]),
+        };
+        let (mut next_lba, mut stored_at, mut crc_at) = (lba, 0u32, 0usize);
+        units.iter().map(move |&(logical, stored)| {
+            let end = (crc_at + usize::from(logical)).min(crcs.len());
+            let unit = PackedUnit {
+                lba: next_lba,
+                logical,
+                stored,
+                stored_at,
+                crcs: crcs.get(crc_at.min(end)..end).unwrap_or_default(),
+            };
+            next_lba += u64::from(logical);
+            stored_at += u32::from(stored);
+            crc_at = end;
+            unit
+        })
     }
 
     /// Places the entry's data at `offset` blocks into the batch's data area.

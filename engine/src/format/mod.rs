@@ -12,7 +12,7 @@ mod root;
 mod superblock;
 
 pub use batch::{
-    BatchBuilder, BatchHeader, Entry, UnverifiedIdentity, BATCH_HEADER_FIXED_LEN,
+    BatchBuilder, BatchHeader, Entry, PackedUnit, UnverifiedIdentity, BATCH_HEADER_FIXED_LEN,
     HEADER_BLOCKS_MAX, HEAD_COLLECTOR, HEAD_FOREGROUND, VOLUME_FLAG_COMPRESS,
     VOLUME_FLAG_INCOMPLETE,
 };

@@ -172,31 +172,23 @@ fn stored_units(entry: &Entry, lineages: &mut LineageOf<'_>) -> Vec<StoredUnit> 
         } => vec![(*data_offset, 0, Some(*lineage), vec![(*lba, 0, *crc)])],
         Entry::WritePacked {
             volume,
-            lba,
             data_offset,
-            units,
-            crcs,
             ..
         } => {
             let lineage = lineages.of(*volume);
             let mut out = Vec::new();
-            let mut at = *data_offset;
-            let mut next_lba = *lba;
-            let mut block_crcs = crcs.iter();
-            for &(logical, stored) in units {
-                let members: Vec<(u64, u8, u32)> = (0..logical)
-                    .zip(&mut block_crcs)
-                    .map(|(index, &crc)| (next_lba + u64::from(index), index, crc))
-                    .collect();
-                next_lba += u64::from(logical);
-                if stored < logical {
-                    out.push((at, stored, lineage, members));
+            for unit in entry.packed_units() {
+                let at = data_offset + unit.stored_at;
+                let members = (0..)
+                    .zip(unit.crcs)
+                    .map(|(index, &crc)| (unit.lba + u64::from(index), index, crc));
+                if unit.stored < unit.logical {
+                    out.push((at, unit.stored, lineage, members.collect()));
                 } else {
-                    for (index, (lba, _, crc)) in members.into_iter().enumerate() {
-                        out.push((at + index as u32, 0, lineage, vec![(lba, 0, crc)]));
+                    for (lba, index, crc) in members {
+                        out.push((at + u32::from(index), 0, lineage, vec![(lba, 0, crc)]));
                     }
                 }
-                at += u32::from(stored);
             }
             out
         }

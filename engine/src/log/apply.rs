@@ -112,7 +112,6 @@ pub(crate) fn apply_entries(
             }
             Entry::WritePacked {
                 volume,
-                lba,
                 data_offset,
                 units,
                 crcs,
@@ -136,30 +135,23 @@ pub(crate) fn apply_entries(
                 let stored: u64 = units.iter().map(|&(_, stored)| u64::from(stored)).sum();
                 volume.writes.count_host(crcs.len() as u64, stored);
                 let mut map = volume.map.write();
-                let mut at = data_start + data_offset;
-                let mut lbas = *lba..;
-                let mut block_crcs = crcs.iter();
-                for &(logical, stored) in units {
-                    let unit = core.pool.phys(segment, at);
-                    for index in 0..logical {
-                        let (Some(target), Some(&crc)) = (lbas.next(), block_crcs.next()) else {
-                            break;
-                        };
-                        let mapping = if stored < logical {
+                for unit in entry.packed_units() {
+                    let at = data_start + data_offset + unit.stored_at;
+                    for (index, &crc) in (0..).zip(unit.crcs) {
+                        let mapping = if unit.stored < unit.logical {
                             Mapping {
-                                location: unit,
+                                location: core.pool.phys(segment, at),
                                 crc,
                                 packing: Packing {
-                                    unit_blocks: stored,
+                                    unit_blocks: unit.stored,
                                     index,
                                 },
                             }
                         } else {
                             Mapping::raw(core.pool.phys(segment, at + u32::from(index)), crc)
                         };
-                        map.insert(target, mapping, &mut refs);
+                        map.insert(unit.lba + u64::from(index), mapping, &mut refs);
                     }
-                    at += u32::from(stored);
                 }
             }
             Entry::RelocateUnit {

@@ -68,22 +68,18 @@ pub(super) fn contain(
                     push_block(report, VolumeId(*volume), lba + i as u64, header.seq);
                 }
             }
-            Entry::WritePacked {
-                volume, lba, units, ..
-            } => {
-                let (mut logical_at, mut stored_at) = (0u64, 0usize);
-                for &(logical, stored) in units {
-                    let stored_range = stored_at..stored_at + usize::from(stored);
+            Entry::WritePacked { volume, .. } => {
+                for unit in record.packed_units() {
+                    let stored_at = unit.stored_at as usize;
+                    let stored_range = stored_at..stored_at + usize::from(unit.stored);
                     if entry.blocks.iter().any(|b| stored_range.contains(b)) {
                         report.damaged_extents.push(DamagedExtent {
                             volume: VolumeId(*volume),
-                            lba: lba + logical_at,
-                            blocks: u64::from(logical),
+                            lba: unit.lba,
+                            blocks: u64::from(unit.logical),
                             seq: header.seq,
                         });
                     }
-                    logical_at += u64::from(logical);
-                    stored_at += usize::from(stored);
                 }
             }
             Entry::Relocate {
