@@ -30,7 +30,7 @@ use crate::volume::VolumeState;
 /// A raw block or a compressed unit some map references: where it is, which
 /// lineage's maps to update, and the `(lba, index, crc)` of every volume
 /// block found in it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) struct LiveBlock {
     pub lineage: u64,
     pub location: PhysBlock,
