@@ -15,11 +15,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::cluster::{all_active, create_replicated_volume, node_args, optimized_node};
+use common::cluster::{
+    all_active, create_replicated_volume, node_args, optimized_node, REPLICATION_LISTEN,
+};
 use common::etcd::Etcd;
 use common::{pattern, wait_until, Keeld, KeeldOptions, WAIT};
 use nvmf_target::{AnaState, Lba};
@@ -35,14 +36,8 @@ const TAKEOVER_BOUND: Duration = Duration::from_secs(15);
 /// dies with one in flight).
 const KILL_AFTER_WRITES: u64 = 200;
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
 fn start_node(etcd: &Etcd, i: usize, more_args: Vec<String>) -> Keeld {
-    let mut extra_args = node_args(etcd, i, &free_port().to_string());
+    let mut extra_args = node_args(etcd, i, REPLICATION_LISTEN);
     extra_args.extend(more_args);
     let mut k = Keeld::start(KeeldOptions {
         extra_args,

@@ -27,7 +27,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::cluster::{node_args, optimized_node as optimized_node_with};
+use common::cluster::{node_args, optimized_node as optimized_node_with, REPLICATION_LISTEN};
 use common::etcd::Etcd;
 use common::{wait_until, Keeld, KeeldOptions, WAIT};
 use nvmf_target::AnaState;
@@ -55,12 +55,9 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(360);
 /// Node `i`, advertising the address the guest reaches its I/O listener at
 /// (so every node's discovery log names it there).
 fn start_node(etcd: &Etcd, i: usize) -> Keeld {
-    let replication = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
     let mut k = Keeld::start(KeeldOptions {
         extra_args: [
-            node_args(etcd, i, &replication.to_string()),
+            node_args(etcd, i, REPLICATION_LISTEN),
             vec![
                 "--advertised-address".into(),
                 format!("{}:{}", guest::HOST_ADDR_IN_GUEST, guest_port(i)),

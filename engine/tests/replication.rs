@@ -152,6 +152,18 @@ impl Replica {
         );
     }
 
+    /// Restarts on a new port, as a node restarted with another address.
+    fn restart_elsewhere(&mut self, cluster: &Arc<Cluster>) {
+        let server = ReplicaServer::start(
+            self.engine.clone(),
+            "127.0.0.1:0".parse().expect("addr"),
+            cluster.clone(),
+        )
+        .expect("replica server restarts");
+        self.addr = server.local_addr();
+        self.server = Some(server);
+    }
+
     fn volume(&self) -> VolumeId {
         self.engine.volume_by_name(VOLUME).expect("volume").id
     }
@@ -321,6 +333,39 @@ fn a_failed_member_leaves_the_set_then_resyncs_only_what_it_missed() {
         "copied {copied} bytes for {missed_bytes} missed"
     );
     assert_same(&a, volume.volume(), &b.engine, b.volume(), 8192);
+}
+
+#[test]
+fn a_member_back_on_another_address_is_reached_there_once_named() {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
+    let mut b = Replica::start(&cluster);
+    let a = engine();
+    let volume = primary(
+        &a,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true)],
+        Vec::new(),
+    );
+    for i in 0..64u64 {
+        write(&volume, i, block(i)).expect("write before the move");
+    }
+    let old_addr = b.addr;
+    b.stop();
+    for i in 0..64u64 {
+        write(&volume, 100 + i, block(1000 + i)).expect("write while the member is away");
+    }
+    b.restart_elsewhere(&cluster);
+    assert_ne!(b.addr, old_addr);
+    assert!(volume.set_member_addr(node(2), b.addr), "the address changed");
+    assert!(!volume.set_member_addr(node(2), b.addr), "already there");
+    assert!(!volume.set_member_addr(node(9), b.addr), "no such member");
+    wait_until("the member rejoins at its new address", || {
+        cluster.in_sync().contains(&node(2))
+    });
+    write(&volume, 200, block(2000)).expect("write after the rejoin");
+    assert_same(&a, volume.volume(), &b.engine, b.volume(), 256);
 }
 
 #[test]

@@ -419,6 +419,7 @@ impl State {
                 }
             } else {
                 self.grow_term(&record)?;
+                self.follow_member_endpoints(&record, view);
                 self.replace_lost_members(&record, view)?;
                 self.publish_progress(record.uuid)?;
                 self.take_snapshots(&record, view);
@@ -789,6 +790,20 @@ impl State {
             });
         }
         Ok(())
+    }
+
+    /// Points the term's members at the replication addresses their nodes
+    /// publish now: a node restarted on another port is reached there.
+    fn follow_member_endpoints(&self, record: &VolumeRecord, view: &View) {
+        let me = self.me();
+        let Some(term) = self.served.get(&record.uuid).and_then(|s| s.term.as_ref()) else {
+            return;
+        };
+        for node in record.placement.iter().filter(|n| **n != me) {
+            if let Some(addr) = view.replication.get(node) {
+                term.volume.set_member_addr(NodeId(*node.as_bytes()), *addr);
+            }
+        }
     }
 
     /// Rebuilds on another node each replica whose node has been down for

@@ -90,12 +90,9 @@ pub fn all_active(k: &Keeld, count: usize) -> bool {
         .is_some_and(|n| n.len() == count && n.iter().all(|n| n["state"] == "Active"))
 }
 
-/// A loopback address with a port nothing listens on right now.
-pub fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
+/// Where a node listens for replication: a port of its own, new on every
+/// start (the node publishes it, and primaries follow it).
+pub const REPLICATION_LISTEN: &str = "127.0.0.1:0";
 
 /// Three keeld nodes of the cluster on `etcd`, logged in, once all three
 /// show Active.
@@ -103,7 +100,7 @@ pub fn three_nodes(etcd: &super::etcd::Etcd) -> Vec<Keeld> {
     let keelds: Vec<Keeld> = (0..3)
         .map(|i| {
             let mut k = Keeld::start(super::KeeldOptions {
-                extra_args: node_args(etcd, i, &free_port().to_string()),
+                extra_args: node_args(etcd, i, REPLICATION_LISTEN),
                 ..super::KeeldOptions::default()
             });
             k.login();

@@ -492,6 +492,24 @@ impl ReplicatedVolume {
         true
     }
 
+    /// Points member `node` at `addr`, where it now listens for replication
+    /// (a node restarted on another address). An open link is left alone: it
+    /// fails once the old listener is gone, and the next attempt goes to
+    /// `addr`. Returns whether the address changed.
+    pub fn set_member_addr(&self, node: NodeId, addr: SocketAddr) -> bool {
+        let mut state = self.inner.state.lock();
+        let Some(member) = state.members.iter_mut().find(|m| m.node == node) else {
+            return false;
+        };
+        if member.addr == addr {
+            return false;
+        }
+        tracing::info!(volume = %self.inner.config.volume_name, member = %node, old = %member.addr, new = %addr, "member moved to a new replication address");
+        member.addr = addr;
+        member.last_attempt = None;
+        true
+    }
+
     /// Stops replicating: closes every link and fails changes still waiting.
     pub fn stop(mut self) {
         self.shutdown();
