@@ -149,7 +149,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..6).prop_map(|snapshot| Op::WriteSnapshot { snapshot }),
         2 => (0usize..4, 1u8..12, any::<u8>()).prop_map(|(volume, rounds, tag)| Op::Churn { volume, rounds, tag }),
         2 => Just(Op::CollectGarbage),
-        3 => (0usize..4, proptest::collection::vec((0u64..12, 1u64..4, any::<u8>()), 2..8), any::<u64>())
+        3 => (0usize..4, proptest::collection::vec((0u64..12, prop_oneof![3 => 1u64..4, 1 => 16u64..20], any::<u8>()), 2..8), any::<u64>())
             .prop_map(|(volume, writes, seed)| Op::Burst { volume, writes, seed }),
         2 => (any::<bool>(), 0u8..12, crash_kind()).prop_map(|(in_checkpoint, after_writes, kind)| Op::CrashInside { in_checkpoint, after_writes, kind }),
         1 => (0usize..6, 0u64..8, any::<bool>()).prop_map(|(snapshot, extra, verify)| Op::ThickClone { snapshot, extra, verify }),

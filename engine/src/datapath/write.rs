@@ -13,7 +13,7 @@ use crate::datapath::completion::{Join, WriteDone};
 use crate::datapath::read::read_blocks;
 use crate::error::IoError;
 use crate::format::{Entry, VOLUME_FLAG_COMPRESS};
-use crate::log::{append, Origin, Pending, Record};
+use crate::log::{append, Origin, Pending, Record, WritePlug};
 use crate::units::{SectorSize, BLOCK_SIZE, BLOCK_SIZE_U64};
 use crate::volume::Volume;
 
@@ -129,6 +129,9 @@ fn store_blocks(
     let piece_bytes = ATOMIC_WRITE_BLOCKS * BLOCK_SIZE;
     let pieces = bytes.len().div_ceil(piece_bytes);
     let mut rest = bytes;
+    // A write of several records forms its batches once all are queued, so
+    // they share batches instead of the first forming one on its own.
+    let _plug = (pieces > 1).then(WritePlug::new);
     for (piece, done) in Join::split(done, pieces).into_iter().enumerate() {
         // The last piece (the only one, for most writes) takes the buffer
         // itself: slicing a `Bytes` made from a `Vec` allocates to share it.

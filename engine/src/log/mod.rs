@@ -44,6 +44,14 @@ use segments::{SegmentState, SegmentTable};
 /// Largest data area of one batch, in blocks (1 MiB); also the largest write.
 pub(crate) const BATCH_DATA_BLOCKS_MAX: u32 = 256;
 
+/// Foreground writes of at least this many blocks (64 KiB) go to whole
+/// batches, where a header block costs at most 1/16 of the data, rather than
+/// to the open batch: its one-sector header names only two or three such
+/// writes, so large writes would keep few batches' worth of data in flight
+/// (at most `inflight_batches_max` batches), where whole batches of 1 MiB
+/// keep the device as busy as the host does.
+pub(crate) const WHOLE_BATCH_RECORD_BLOCKS_MIN: u32 = 16;
+
 /// Runs once a record is durable in the log and applied, or has failed.
 pub(crate) type RecordDone = Box<dyn FnOnce(Result<(), IoError>) + Send>;
 
@@ -86,7 +94,7 @@ impl Record {
         }
     }
 
-    /// Whether it is foreground data, which goes to the open batch.
+    /// Whether it is foreground data (which the collector's reserve is kept for).
     fn is_foreground_data(&self) -> bool {
         matches!(
             self,
@@ -95,6 +103,12 @@ impl Record {
                 ..
             }
         )
+    }
+
+    /// Whether it goes to the open batch: foreground data small enough that a
+    /// header block of its own would cost more than a tenth of its data.
+    fn joins_open_batch(&self) -> bool {
+        self.is_foreground_data() && self.data_blocks() < WHOLE_BATCH_RECORD_BLOCKS_MIN
     }
 }
 
@@ -418,7 +432,7 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
             && log
                 .pending
                 .front()
-                .is_some_and(|p| p.record.is_foreground_data());
+                .is_some_and(|p| p.record.joins_open_batch());
         if to_open_batch {
             if let Some(extent) = extend_open_batch(log) {
                 log.waiting_for_collector = false;
@@ -610,7 +624,7 @@ fn extend_open_batch(log: &mut LogState) -> Option<ReadyExtent> {
     };
     while let Some(pending) = log.pending.front() {
         let record = &pending.record;
-        if !record.is_foreground_data() || !batch.fits(record.entry_len(), record.data_blocks()) {
+        if !record.joins_open_batch() || !batch.fits(record.entry_len(), record.data_blocks()) {
             break;
         }
         let Some(Pending {
