@@ -10,13 +10,6 @@ use common::{Keeld, KeeldOptions};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 /// `host:port` of a keeld's REST API.
 fn endpoint(k: &Keeld) -> String {
     k.api_url
@@ -54,7 +47,7 @@ fn a_dms_attaches_lists_refreshes_and_detaches_another_cluster_by_its_imported_k
     let mut dms = Keeld::start_default();
     dms.login();
     let mut other = Keeld::start(KeeldOptions {
-        api_port: free_port(),
+        api_port: common::ports::unused_ports::<1>()[0],
         ..KeeldOptions::default()
     });
     other.login();

@@ -2,11 +2,14 @@
 //! pool in a temporary data directory, driven through the real keelctl binary
 //! exactly as an operator would, checking output, JSON and exit codes.
 
+mod common;
+
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::ports::unused_ports;
 
 /// How long keeld may take to answer after start (pool creation, TLS material).
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -14,15 +17,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(90);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between readiness polls.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// `N` distinct ports nothing listens on right now: all bound to port 0 at
-/// once, then released (ports picked one after another may repeat).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
-}
 
 /// A running keeld with its own data directory and ports.
 struct Keeld {
@@ -39,7 +33,7 @@ impl Keeld {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let log = File::create(dir.path().join("keeld.log")).expect("log file");
-        let [api, nvme, discovery] = free_ports();
+        let [api, nvme, discovery] = unused_ports();
         let child = Command::new(env!("CARGO_BIN_EXE_keeld"))
             .arg("--data-dir")
             .arg(&data)
@@ -512,7 +506,7 @@ fn keelctl_explains_connection_tls_and_auth_failures() {
     let empty = tempfile::tempdir().expect("tempdir");
 
     // Nothing listening.
-    let [port] = free_ports();
+    let [port] = unused_ports();
     let refused = run_keelctl(&[
         "--endpoint",
         &format!("https://127.0.0.1:{port}"),

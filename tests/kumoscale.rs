@@ -24,13 +24,6 @@ struct Provisioner {
     url: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 impl Provisioner {
     fn start() -> Provisioner {
         Provisioner::start_with_pool("1GiB")
@@ -38,7 +31,7 @@ impl Provisioner {
 
     /// With a pool file of `pool_size` (sparse), for reserved space to fit.
     fn start_with_pool(pool_size: &str) -> Provisioner {
-        let port = free_port();
+        let [port] = common::ports::unused_ports();
         let mut keeld = Keeld::start(KeeldOptions {
             pool_size: pool_size.to_owned(),
             extra_args: vec!["--kumoscale-listen".to_owned(), format!("127.0.0.1:{port}")],

@@ -37,11 +37,7 @@ impl Keeld {
     fn start() -> Keeld {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
-        let (api, nvme, discovery) = (
-            guest::free_local_port(),
-            guest::free_local_port(),
-            guest::free_local_port(),
-        );
+        let [api, nvme, discovery] = support::ports::unused_ports();
         let child = Command::new(env!("CARGO_BIN_EXE_keeld"))
             .arg("--data-dir")
             .arg(&data_dir)

@@ -17,13 +17,6 @@ use serde_json::{json, Value};
 const HOST_A: &str = "nqn.2014-08.org.nvmexpress:uuid:0a0a0a0a-0000-4000-8000-00000000000a";
 const MIB: u64 = 1 << 20;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 /// A keeld serving the dialect.
 struct Pvc {
     keeld: Keeld,
@@ -45,7 +38,7 @@ enum Auth<'a> {
 
 impl Pvc {
     fn start(no_auth: bool) -> Pvc {
-        let port = free_port();
+        let [port] = common::ports::unused_ports();
         let mut keeld = Keeld::start(KeeldOptions {
             no_auth,
             extra_args: vec!["--pvc-listen".to_owned(), format!("127.0.0.1:{port}")],

@@ -358,7 +358,10 @@ fn a_member_back_on_another_address_is_reached_there_once_named() {
     }
     b.restart_elsewhere(&cluster);
     assert_ne!(b.addr, old_addr);
-    assert!(volume.set_member_addr(node(2), b.addr), "the address changed");
+    assert!(
+        volume.set_member_addr(node(2), b.addr),
+        "the address changed"
+    );
     assert!(!volume.set_member_addr(node(2), b.addr), "already there");
     assert!(!volume.set_member_addr(node(9), b.addr), "no such member");
     wait_until("the member rejoins at its new address", || {

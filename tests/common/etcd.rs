@@ -32,14 +32,6 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-/// Two distinct ports on `ip` nothing listens on right now: both bound at
-/// once, then released (ports picked one after another may repeat).
-fn two_free_ports(ip: IpAddr) -> [u16; 2] {
-    let bind = || std::net::TcpListener::bind((ip, 0)).expect("bind a free port");
-    let listeners = [bind(), bind()];
-    listeners.map(|l| l.local_addr().expect("local addr").port())
-}
-
 impl Etcd {
     /// Starts etcd and waits until it is healthy. `None` only when etcd is
     /// missing and [`ALLOW_SKIP_ENV`] is `1` (after a loud banner); a missing
@@ -70,7 +62,7 @@ impl Etcd {
             .prefix("keel-etcd-")
             .tempdir()
             .expect("temp dir");
-        let [client_port, peer_port] = two_free_ports(ip);
+        let [client_port, peer_port] = super::ports::unused_ports_on(ip);
         let client_url = format!("http://{ip}:{client_port}");
         let peer_url = format!("http://{ip}:{peer_port}");
         let log_path = dir.path().join("etcd.log");

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod history;
 pub mod netns;
+pub mod ports;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};

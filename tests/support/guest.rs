@@ -426,8 +426,8 @@ ln -s "$cfs/subsystems/{nqn}" "$cfs/ports/1/subsystems/{nqn}"
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a host forward
 /// (QEMU binds it itself, so it cannot be handed an open socket).
 pub fn free_local_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    let [port] = super::ports::unused_ports();
+    port
 }
 
 /// A network namespace holding the tap device a guest attaches to with

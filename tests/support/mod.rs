@@ -3,3 +3,8 @@
 #![allow(dead_code)]
 
 pub mod guest;
+// Also `common::ports` in binaries that include both trees: a stateless
+// helper, so two copies of it are harmless.
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/ports.rs"]
+pub mod ports;
