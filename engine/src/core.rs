@@ -190,6 +190,10 @@ pub(crate) struct Counters {
     pub checkpoint_blocks: AtomicU64,
     /// Writes refused for want of space.
     pub no_space_refusals: AtomicU64,
+    /// Times host writes started waiting for the collector to free a segment.
+    pub waits_for_collector: AtomicU64,
+    /// Times host writes started waiting for a checkpoint to free segments.
+    pub waits_for_checkpoint: AtomicU64,
     /// When a refusal was last logged, in milliseconds since [`NO_SPACE_EPOCH`].
     pub no_space_logged_ms: AtomicU64,
 }
@@ -209,6 +213,8 @@ impl Counters {
             &self.relocated_blocks,
             &self.cleaned_segments,
             &self.gc_map_walks,
+            &self.waits_for_collector,
+            &self.waits_for_checkpoint,
             &self.packed_logical_blocks,
             &self.packed_stored_blocks,
             &self.header_blocks,

@@ -84,6 +84,13 @@ pub struct PoolStats {
     /// (their victims' batch headers did not account for every live block,
     /// e.g. damaged headers or data of a deleted clone kept by snapshots).
     pub gc_map_walks: u64,
+    /// Times since open that host writes started waiting for the collector to
+    /// free a segment (the pool's free segments at the reserve kept for it):
+    /// each wait stalls every write behind it until a victim is cleaned.
+    pub waits_for_collector: u64,
+    /// Times since open that host writes started waiting for a checkpoint to
+    /// free segments whose blocks are all dead.
+    pub waits_for_checkpoint: u64,
     /// Bytes written to compressed volumes since open, before compression.
     pub compressed_logical_bytes: u64,
     /// Bytes those writes took on disk.
@@ -763,6 +770,8 @@ impl Engine {
             gc_relocated_bytes: counters.relocated_blocks.load(Ordering::Relaxed) * BLOCK_SIZE_U64,
             gc_cleaned_segments: counters.cleaned_segments.load(Ordering::Relaxed),
             gc_map_walks: counters.gc_map_walks.load(Ordering::Relaxed),
+            waits_for_collector: counters.waits_for_collector.load(Ordering::Relaxed),
+            waits_for_checkpoint: counters.waits_for_checkpoint.load(Ordering::Relaxed),
             compressed_logical_bytes: counters.packed_logical_blocks.load(Ordering::Relaxed)
                 * BLOCK_SIZE_U64,
             compressed_stored_bytes: counters.packed_stored_blocks.load(Ordering::Relaxed)

@@ -588,6 +588,13 @@ fn overwrites_of_a_full_pool_succeed_while_new_blocks_get_no_space() {
             });
         }
     }
+    // Writes of a full pool wait for the collector (or a checkpoint) to free
+    // a segment, and the pool counts each wait.
+    let stats = engine.pool_stats();
+    assert!(
+        stats.waits_for_collector + stats.waits_for_checkpoint > 0,
+        "overwrites of a full pool waited for room: {stats:?}"
+    );
     // Small random overwrites scatter the dead blocks; the collector still
     // keeps up, and every block reads back as last written.
     let mut last: std::collections::HashMap<u64, u8> = std::collections::HashMap::new();

@@ -372,6 +372,16 @@ pub fn render_node(
         "Collector rounds that walked every map because their victims' batch headers did not account for every live block.",
         pool.gc_map_walks,
     );
+    counter(
+        "keel_space_waits_for_collector_total",
+        "Times host writes started waiting for garbage collection to free a segment.",
+        pool.waits_for_collector,
+    );
+    counter(
+        "keel_space_waits_for_checkpoint_total",
+        "Times host writes started waiting for a checkpoint to free dead segments.",
+        pool.waits_for_checkpoint,
+    );
     volumes.render(&mut out);
     out
 }

@@ -181,9 +181,15 @@ pub(crate) struct LogState {
     /// The segment predicted to be opened next, already asked to be preallocated.
     prepared: Option<SegmentId>,
     pending: VecDeque<Pending>,
-    /// Records of the garbage collector: formed before `pending`, so the
-    /// collector can make room while foreground writes wait for it.
+    /// Records of the garbage collector: formed before `pending` while
+    /// foreground writes wait for the room it makes, else taking turns
+    /// with them (see `collector_went_last`).
     collector_pending: VecDeque<Pending>,
+    /// The last batch formed carried the collector's records: with both
+    /// queues waiting and room to spare, the foreground goes next, so a
+    /// victim's megabytes of copies hold a host write back by one batch, not
+    /// by all of them.
+    collector_went_last: bool,
     pub next_seq: u64,
     pub applied_seq: u64,
     inflight: BTreeMap<u64, InflightBatch>,
@@ -197,6 +203,8 @@ pub(crate) struct LogState {
     pub checkpoint_stalled: bool,
     /// Foreground records wait for garbage collection to free a segment.
     waiting_for_collector: bool,
+    /// Foreground records wait for a checkpoint to free dead segments.
+    waiting_for_checkpoint: bool,
     /// The foreground head's open batches, oldest first (also in `inflight`,
     /// without a result): the newest may take records; the others are
     /// closing, waiting for their writes.
@@ -221,6 +229,7 @@ impl LogState {
             prepared: None,
             pending: VecDeque::new(),
             collector_pending: VecDeque::new(),
+            collector_went_last: false,
             next_seq,
             applied_seq: next_seq - 1,
             inflight: BTreeMap::new(),
@@ -231,6 +240,7 @@ impl LogState {
             checkpoint_running: false,
             checkpoint_stalled: false,
             waiting_for_collector: false,
+            waiting_for_checkpoint: false,
             open_batches: VecDeque::new(),
             hold_early_apply: false,
             after_applied: Vec::new(),
@@ -424,7 +434,8 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
             close_open_batch(log);
             break;
         }
-        let from_collector = !log.collector_pending.is_empty();
+        let from_collector = !log.collector_pending.is_empty()
+            && (log.pending.is_empty() || log.waiting_for_collector || !log.collector_went_last);
         if !from_collector && log.pending.is_empty() {
             break;
         }
@@ -436,6 +447,8 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
         if to_open_batch {
             if let Some(extent) = extend_open_batch(log) {
                 log.waiting_for_collector = false;
+                log.waiting_for_checkpoint = false;
+                log.collector_went_last = false;
                 extents.push(extent);
                 continue;
             }
@@ -493,14 +506,30 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
                 }
                 log.prepared = log.segments.next_allocatable();
                 preallocate.extend(log.prepared);
+            } else if !from_collector && !log.collector_pending.is_empty() {
+                // The foreground's turn, but no room for it: the collector's
+                // copies (with a lower floor) go first, and may make room.
+                log.collector_went_last = false;
+                continue;
             } else if log.checkpoint_running
                 || (!log.checkpoint_stalled && log.segments.reclaimable() > 0)
             {
                 // A checkpoint will free dead segments; records wait for it.
+                if !from_collector && !log.waiting_for_checkpoint {
+                    log.waiting_for_checkpoint = true;
+                    core.counters
+                        .waits_for_checkpoint
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 core.request_checkpoint();
                 break;
             } else if foreground_data && core.collector_can_help() {
                 // Garbage collection can turn partly dead segments into free ones.
+                if !log.waiting_for_collector {
+                    core.counters
+                        .waits_for_collector
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 log.waiting_for_collector = true;
                 core.wake_collector();
                 break;
@@ -523,7 +552,9 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
         };
         if !from_collector {
             log.waiting_for_collector = false;
+            log.waiting_for_checkpoint = false;
         }
+        log.collector_went_last = from_collector;
         let seq = log.next_seq;
         log.next_seq += 1;
         let mut header = BatchHeader {
