@@ -28,7 +28,7 @@ use crate::datapath::flush::flush_wait;
 use crate::error::IoError;
 use crate::format::{HEAD_COLLECTOR, HEAD_FOREGROUND};
 use crate::index::Packing;
-use crate::io::read_blocking;
+use crate::io::{read_blocking, AlignedBuf};
 use crate::log::segments::SegmentState;
 use crate::log::{
     append_collected, checkpoint_reserve, collector_reserve_segments, collector_room, Pending,
@@ -43,6 +43,9 @@ const VICTIMS_PER_ROUND: usize = 4;
 /// Rounds in a row that free nothing before the collector pauses until its next
 /// wake or poll (it never declares itself stalled while it still finds victims).
 const FRUITLESS_ROUNDS_MAX: u32 = 3;
+/// A victim is read in requests of at most this size, one after another, so
+/// no collector read holds the device's queue for long ahead of host I/O.
+const VICTIM_READ_PIECE_BYTES: usize = 512 * 1024;
 
 /// The collector thread: sleeps until woken or polled, then cleans while free
 /// space is below the watermark.
@@ -241,6 +244,24 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
     Ok(true)
 }
 
+/// Reads `len` bytes at `offset` in requests of [`VICTIM_READ_PIECE_BYTES`].
+fn read_in_pieces(
+    device: &dyn crate::io::Device,
+    offset: u64,
+    len: usize,
+) -> Result<AlignedBuf, crate::io::DeviceError> {
+    if len <= VICTIM_READ_PIECE_BYTES {
+        return read_blocking(device, offset, len);
+    }
+    let mut whole = AlignedBuf::for_overwrite(len);
+    for at in (0..len).step_by(VICTIM_READ_PIECE_BYTES) {
+        let n = VICTIM_READ_PIECE_BYTES.min(len - at);
+        let piece = read_blocking(device, offset + at as u64, n)?;
+        whole.as_mut_slice()[at..at + n].copy_from_slice(piece.as_slice());
+    }
+    Ok(whole)
+}
+
 /// The collector's copies of `victim`'s live blocks, each answering on
 /// `done`: found from its headers, or else from the round's one walk of every
 /// map (`walked`, made for all of `chosen` the first time it is needed).
@@ -256,7 +277,7 @@ fn victim_copies(
         return Ok(Vec::new());
     };
     let (device, offset) = core.pool.locate(victim, 0);
-    let data = Bytes::from_owner(read_blocking(device, offset, (last + 1) * BLOCK_SIZE)?);
+    let data = Bytes::from_owner(read_in_pieces(device, offset, (last + 1) * BLOCK_SIZE)?);
     let mut blocks = match live::from_headers(core, victim, &data, &live) {
         Some(blocks) => blocks,
         None => {
@@ -571,5 +592,23 @@ mod tests {
         }
         let audit = engine.audit_space();
         assert!(audit.is_clean(), "{:?}", audit.mismatches);
+    }
+
+    #[test]
+    fn a_victim_read_in_pieces_is_the_same_bytes_as_one_read() {
+        use crate::io::{write_blocking, AlignedBuf, SimDevice};
+        let device = SimDevice::new(4 << 20);
+        let len = 2 * super::VICTIM_READ_PIECE_BYTES + 5 * BLOCK_SIZE;
+        let mut written = AlignedBuf::for_overwrite(len);
+        for (i, byte) in written.as_mut_slice().iter_mut().enumerate() {
+            *byte = (i * 7 % 251) as u8;
+        }
+        let expected = written.as_slice().to_vec();
+        write_blocking(&device, BLOCK_SIZE as u64, written).expect("write");
+        let pieces = super::read_in_pieces(&device, BLOCK_SIZE as u64, len).expect("read");
+        assert_eq!(pieces.as_slice(), &expected[..]);
+        let small =
+            super::read_in_pieces(&device, BLOCK_SIZE as u64, 3 * BLOCK_SIZE).expect("read");
+        assert_eq!(small.as_slice(), &expected[..3 * BLOCK_SIZE]);
     }
 }
