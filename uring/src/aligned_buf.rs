@@ -56,6 +56,9 @@ fn class_idle_max(class: usize) -> usize {
 /// returned with the completion, so no borrowed slice is ever lent to the kernel.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
+    /// Where the usable region starts in the allocation: a multiple of
+    /// [`BLOCK_SIZE`], with `start + len <= capacity`.
+    start: usize,
     len: usize,
     capacity: usize,
 }
@@ -91,7 +94,12 @@ impl AlignedBuf {
             .pop();
         match idle {
             // INVARIANT: the cache holds only allocations of its class's capacity.
-            Some(Idle(ptr)) => AlignedBuf { ptr, len, capacity },
+            Some(Idle(ptr)) => AlignedBuf {
+                ptr,
+                start: 0,
+                len,
+                capacity,
+            },
             None => AlignedBuf::allocate(len, capacity),
         }
     }
@@ -103,7 +111,12 @@ impl AlignedBuf {
         let Some(ptr) = NonNull::new(raw) else {
             std::alloc::handle_alloc_error(layout)
         };
-        AlignedBuf { ptr, len, capacity }
+        AlignedBuf {
+            ptr,
+            start: 0,
+            len,
+            capacity,
+        }
     }
 
     fn layout(capacity: usize) -> Layout {
@@ -134,8 +147,9 @@ impl AlignedBuf {
     /// Bytes a longer length exposes read as zeros.
     pub fn set_len(&mut self, len: usize) {
         assert!(
-            len <= self.capacity,
-            "len {len} beyond capacity {}",
+            self.start + len <= self.capacity,
+            "len {len} from {} beyond capacity {}",
+            self.start,
             self.capacity
         );
         let old = self.len;
@@ -145,22 +159,41 @@ impl AlignedBuf {
         }
     }
 
+    /// Makes the usable region the `len` bytes from `start` of the
+    /// allocation (a multiple of [`BLOCK_SIZE`]), keeping every byte, so one
+    /// I/O can fill one part of a larger buffer; `view(0, n)` widens it again.
+    pub fn view(&mut self, start: usize, len: usize) {
+        assert!(
+            start.is_multiple_of(BLOCK_SIZE)
+                && start
+                    .checked_add(len)
+                    .is_some_and(|end| end <= self.capacity),
+            "view of {len} bytes from {start} outside a capacity of {}",
+            self.capacity
+        );
+        self.start = start;
+        self.len = len;
+    }
+
     /// The bytes as a slice.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr is valid for `capacity >= len` initialised bytes for the
-        // lifetime of &self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: ptr is valid for `capacity >= start + len` initialised bytes
+        // for the lifetime of &self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(self.start), self.len) }
     }
 
     /// The bytes as a mutable slice.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in as_slice, and &mut self guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.start), self.len) }
     }
 
-    /// Raw pointer for submitting to the kernel; valid while the buffer lives.
+    /// Raw pointer to the usable region, for submitting to the kernel; valid
+    /// while the buffer lives.
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
+        // SAFETY: start <= capacity, so the result stays inside (or one past
+        // the end of) the allocation.
+        unsafe { self.ptr.as_ptr().add(self.start) }
     }
 }
 
@@ -293,6 +326,29 @@ mod tests {
             assert_eq!(buf.len(), len);
             assert!(buf.as_slice().iter().all(|&b| b == 0));
         }
+    }
+
+    #[test]
+    fn a_view_is_one_aligned_part_of_the_buffer_and_keeps_the_rest() {
+        let mut buf = AlignedBuf::for_overwrite(4 * BLOCK_SIZE);
+        for (i, byte) in buf.as_mut_slice().iter_mut().enumerate() {
+            *byte = (i / BLOCK_SIZE) as u8;
+        }
+        buf.view(2 * BLOCK_SIZE, BLOCK_SIZE);
+        assert_eq!(buf.len(), BLOCK_SIZE);
+        assert_eq!(buf.as_mut_ptr() as usize % BLOCK_SIZE, 0);
+        assert!(buf.as_slice().iter().all(|&b| b == 2));
+        buf.as_mut_slice().fill(9);
+        buf.view(0, 4 * BLOCK_SIZE);
+        let blocks: Vec<u8> = buf.as_slice().chunks(BLOCK_SIZE).map(|b| b[0]).collect();
+        assert_eq!(blocks, [0, 1, 9, 3]);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside a capacity")]
+    fn a_view_past_the_capacity_is_refused() {
+        let mut buf = AlignedBuf::for_overwrite(2 * BLOCK_SIZE);
+        buf.view(BLOCK_SIZE, 2 * BLOCK_SIZE);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::datapath::flush::flush_wait;
 use crate::error::IoError;
 use crate::format::{HEAD_COLLECTOR, HEAD_FOREGROUND};
 use crate::index::Packing;
-use crate::io::{read_blocking, AlignedBuf};
+use crate::io::{read_blocking, submit_blocking, AlignedBuf, IoOp};
 use crate::log::segments::SegmentState;
 use crate::log::{
     append_collected, checkpoint_reserve, collector_reserve_segments, collector_room, Pending,
@@ -244,7 +244,8 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
     Ok(true)
 }
 
-/// Reads `len` bytes at `offset` in requests of [`VICTIM_READ_PIECE_BYTES`].
+/// Reads `len` bytes at `offset` in requests of [`VICTIM_READ_PIECE_BYTES`],
+/// each into its part of one buffer.
 fn read_in_pieces(
     device: &dyn crate::io::Device,
     offset: u64,
@@ -253,13 +254,21 @@ fn read_in_pieces(
     if len <= VICTIM_READ_PIECE_BYTES {
         return read_blocking(device, offset, len);
     }
-    let mut whole = AlignedBuf::for_overwrite(len);
+    let mut buf = AlignedBuf::for_overwrite(len);
     for at in (0..len).step_by(VICTIM_READ_PIECE_BYTES) {
-        let n = VICTIM_READ_PIECE_BYTES.min(len - at);
-        let piece = read_blocking(device, offset + at as u64, n)?;
-        whole.as_mut_slice()[at..at + n].copy_from_slice(piece.as_slice());
+        buf.view(at, VICTIM_READ_PIECE_BYTES.min(len - at));
+        let outcome = submit_blocking(
+            device,
+            IoOp::Read {
+                offset: offset + at as u64,
+                buf,
+            },
+        );
+        outcome.result?;
+        buf = outcome.buf.ok_or(crate::io::DeviceError::Closed)?;
     }
-    Ok(whole)
+    buf.view(0, len);
+    Ok(buf)
 }
 
 /// The collector's copies of `victim`'s live blocks, each answering on

@@ -433,6 +433,22 @@ mod tests {
     }
 
     #[test]
+    fn a_read_into_a_view_fills_only_that_part_of_the_buffer() {
+        let (_dir, dev) = temp_device(1 << 20);
+        let data: Vec<u8> = (0..8192u32).map(|i| (i * 7) as u8).collect();
+        write_blocking(&dev, 8192, AlignedBuf::copy_from(&data)).expect("write");
+        let mut buf = AlignedBuf::zeroed(4 * 4096);
+        buf.view(4096, 8192);
+        let outcome = crate::io::submit_blocking(&dev, IoOp::Read { offset: 8192, buf });
+        outcome.result.expect("read");
+        let mut buf = outcome.buf.expect("the buffer comes back");
+        buf.view(0, 4 * 4096);
+        assert!(buf.as_slice()[..4096].iter().all(|&b| b == 0));
+        assert_eq!(&buf.as_slice()[4096..3 * 4096], &data[..]);
+        assert!(buf.as_slice()[3 * 4096..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
     fn writes_read_back_and_flush_succeeds() {
         let (_dir, dev) = temp_device(1 << 20);
         let data: Vec<u8> = (0..8192u32).map(|i| (i * 7) as u8).collect();
