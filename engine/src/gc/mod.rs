@@ -45,7 +45,7 @@ const VICTIMS_PER_ROUND: usize = 4;
 const FRUITLESS_ROUNDS_MAX: u32 = 3;
 /// A victim is read in requests of at most this size, one after another, so
 /// no collector read holds the device's queue for long ahead of host I/O.
-const VICTIM_READ_PIECE_BYTES: usize = 512 * 1024;
+const VICTIM_READ_PIECE_BYTES: usize = 1024 * 1024;
 
 /// The collector thread: sleeps until woken or polled, then cleans while free
 /// space is below the watermark.
