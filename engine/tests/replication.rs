@@ -199,6 +199,23 @@ fn primary(
     .expect("primary starts")
 }
 
+/// Node 1 the primary of epoch 1 with node 2 its one in-sync member: the
+/// cluster, node 2's replica, the primary's engine and its volume.
+fn primary_and_replica() -> (Arc<Cluster>, Replica, Arc<Engine>, ReplicatedVolume) {
+    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
+    let b = Replica::start(&cluster);
+    let a = engine();
+    let volume = primary(
+        &a,
+        &cluster,
+        node(1),
+        1,
+        vec![member(2, &b, true)],
+        Vec::new(),
+    );
+    (cluster, b, a, volume)
+}
+
 fn member(n: u8, replica: &Replica, in_sync: bool) -> MemberSpec {
     MemberSpec {
         node: node(n),
@@ -293,17 +310,7 @@ fn acknowledged_writes_are_on_every_member() {
 
 #[test]
 fn a_failed_member_leaves_the_set_then_resyncs_only_what_it_missed() {
-    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
-    let mut b = Replica::start(&cluster);
-    let a = engine();
-    let volume = primary(
-        &a,
-        &cluster,
-        node(1),
-        1,
-        vec![member(2, &b, true)],
-        Vec::new(),
-    );
+    let (cluster, mut b, a, volume) = primary_and_replica();
     for i in 0..1024u64 {
         write(&volume, i, block(i)).expect("write before failure");
     }
@@ -337,17 +344,7 @@ fn a_failed_member_leaves_the_set_then_resyncs_only_what_it_missed() {
 
 #[test]
 fn a_member_back_on_another_address_is_reached_there_once_named() {
-    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
-    let mut b = Replica::start(&cluster);
-    let a = engine();
-    let volume = primary(
-        &a,
-        &cluster,
-        node(1),
-        1,
-        vec![member(2, &b, true)],
-        Vec::new(),
-    );
+    let (cluster, mut b, a, volume) = primary_and_replica();
     for i in 0..64u64 {
         write(&volume, i, block(i)).expect("write before the move");
     }
@@ -437,17 +434,7 @@ fn resync_runs_beside_new_writes_without_losing_any() {
 
 #[test]
 fn a_deposed_primary_acknowledges_nothing() {
-    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
-    let mut b = Replica::start(&cluster);
-    let a = engine();
-    let volume = primary(
-        &a,
-        &cluster,
-        node(1),
-        1,
-        vec![member(2, &b, true)],
-        Vec::new(),
-    );
+    let (cluster, mut b, _a, volume) = primary_and_replica();
     write(&volume, 0, block(1)).expect("write");
     // The lease lapses: nothing more is acknowledged.
     cluster.lease.store(false, Ordering::SeqCst);
@@ -732,17 +719,7 @@ fn raw_write(addr: SocketAddr, primary: NodeId, epoch: u64, lba: u64, data: Byte
 
 #[test]
 fn a_member_lost_for_good_is_replaced_and_rebuilt_in_full() {
-    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
-    let mut b = Replica::start(&cluster);
-    let a = engine();
-    let volume = primary(
-        &a,
-        &cluster,
-        node(1),
-        1,
-        vec![member(2, &b, true)],
-        Vec::new(),
-    );
+    let (cluster, mut b, a, volume) = primary_and_replica();
     for i in 0..512u64 {
         write(&volume, i, block(i)).expect("write");
     }
@@ -766,17 +743,7 @@ fn a_member_lost_for_good_is_replaced_and_rebuilt_in_full() {
 
 #[test]
 fn a_replaced_member_gets_every_snapshot_then_the_volume() {
-    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
-    let mut b = Replica::start(&cluster);
-    let a = engine();
-    let volume = primary(
-        &a,
-        &cluster,
-        node(1),
-        1,
-        vec![member(2, &b, true)],
-        Vec::new(),
-    );
+    let (cluster, mut b, a, volume) = primary_and_replica();
     for i in 0..64u64 {
         write(&volume, i, block(i)).expect("write");
     }
