@@ -175,25 +175,32 @@ impl AlignedBuf {
         self.len = len;
     }
 
+    /// The start of the usable region (computed without `unsafe`: `start`
+    /// never exceeds the capacity, so it stays within the allocation).
+    fn region(&self) -> *mut u8 {
+        self.ptr.as_ptr().wrapping_add(self.start)
+    }
+
     /// The bytes as a slice.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr is valid for `capacity >= start + len` initialised bytes
-        // for the lifetime of &self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(self.start), self.len) }
+        // SAFETY: the allocation holds `capacity` initialised bytes (zeroed when
+        // allocated, only written since) for the lifetime of &self, and
+        // `view` and `set_len` keep `start + len <= capacity`, so the region
+        // lies inside it.
+        unsafe { std::slice::from_raw_parts(self.region(), self.len) }
     }
 
     /// The bytes as a mutable slice.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in as_slice, and &mut self guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.start), self.len) }
+        // SAFETY: the region lies inside the initialised allocation as in
+        // `as_slice`, and &mut self guarantees no other reference to it.
+        unsafe { std::slice::from_raw_parts_mut(self.region(), self.len) }
     }
 
     /// Raw pointer to the usable region, for submitting to the kernel; valid
     /// while the buffer lives.
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        // SAFETY: start <= capacity, so the result stays inside (or one past
-        // the end of) the allocation.
-        unsafe { self.ptr.as_ptr().add(self.start) }
+        self.region()
     }
 }
 
