@@ -28,7 +28,7 @@ use crate::datapath::flush::flush_wait;
 use crate::error::IoError;
 use crate::format::{HEAD_COLLECTOR, HEAD_FOREGROUND};
 use crate::index::Packing;
-use crate::io::{read_blocking, submit_blocking, AlignedBuf, IoOp};
+use crate::io::{read_blocking_into, AlignedBuf, Device, DeviceError};
 use crate::log::segments::SegmentState;
 use crate::log::{
     append_collected, checkpoint_reserve, collector_reserve_segments, collector_room, Pending,
@@ -247,25 +247,14 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
 /// Reads `len` bytes at `offset` in requests of [`VICTIM_READ_PIECE_BYTES`],
 /// each into its part of one buffer.
 fn read_in_pieces(
-    device: &dyn crate::io::Device,
+    device: &dyn Device,
     offset: u64,
     len: usize,
-) -> Result<AlignedBuf, crate::io::DeviceError> {
-    if len <= VICTIM_READ_PIECE_BYTES {
-        return read_blocking(device, offset, len);
-    }
+) -> Result<AlignedBuf, DeviceError> {
     let mut buf = AlignedBuf::for_overwrite(len);
     for at in (0..len).step_by(VICTIM_READ_PIECE_BYTES) {
         buf.view(at, VICTIM_READ_PIECE_BYTES.min(len - at));
-        let outcome = submit_blocking(
-            device,
-            IoOp::Read {
-                offset: offset + at as u64,
-                buf,
-            },
-        );
-        outcome.result?;
-        buf = outcome.buf.ok_or(crate::io::DeviceError::Closed)?;
+        buf = read_blocking_into(device, offset + at as u64, buf)?;
     }
     buf.view(0, len);
     Ok(buf)

@@ -173,13 +173,17 @@ pub fn read_blocking(
     offset: u64,
     len: usize,
 ) -> Result<AlignedBuf, DeviceError> {
-    let outcome = submit_blocking(
-        device,
-        IoOp::Read {
-            offset,
-            buf: AlignedBuf::for_overwrite(len),
-        },
-    );
+    read_blocking_into(device, offset, AlignedBuf::for_overwrite(len))
+}
+
+/// Reads `buf.len()` bytes at `offset` into `buf` (or its current view),
+/// blocking; gives the buffer back.
+pub fn read_blocking_into(
+    device: &dyn Device,
+    offset: u64,
+    buf: AlignedBuf,
+) -> Result<AlignedBuf, DeviceError> {
+    let outcome = submit_blocking(device, IoOp::Read { offset, buf });
     outcome.result?;
     outcome.buf.ok_or(DeviceError::Closed)
 }
