@@ -246,11 +246,7 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
 
 /// Reads `len` bytes at `offset` in requests of [`VICTIM_READ_PIECE_BYTES`],
 /// each into its part of one buffer.
-fn read_in_pieces(
-    device: &dyn Device,
-    offset: u64,
-    len: usize,
-) -> Result<AlignedBuf, DeviceError> {
+fn read_in_pieces(device: &dyn Device, offset: u64, len: usize) -> Result<AlignedBuf, DeviceError> {
     let mut buf = AlignedBuf::for_overwrite(len);
     for at in (0..len).step_by(VICTIM_READ_PIECE_BYTES) {
         buf.view(at, VICTIM_READ_PIECE_BYTES.min(len - at));

@@ -26,7 +26,7 @@ pub(crate) use plug::form_deferred;
 pub use plug::WritePlug;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -44,12 +44,11 @@ use segments::{SegmentState, SegmentTable};
 /// Largest data area of one batch, in blocks (1 MiB); also the largest write.
 pub(crate) const BATCH_DATA_BLOCKS_MAX: u32 = 256;
 
-/// Foreground writes of at least this many blocks (64 KiB) go to whole
-/// batches, where a header block costs at most 1/16 of the data, rather than
-/// to the open batch: its one-sector header names only two or three such
-/// writes, so large writes would keep few batches' worth of data in flight
-/// (at most `inflight_batches_max` batches), where whole batches of 1 MiB
-/// keep the device as busy as the host does.
+/// Foreground records of at least this many blocks (64 KiB) go to whole
+/// batches, where a header block costs at most 1/16 of their data, rather
+/// than to the open batch, whose one-sector header names only two or three
+/// of them: a batch of such records then carries up to 1 MiB instead of
+/// 256 KiB (half the header bytes, a lower tail; BENCHMARKS.md).
 pub(crate) const WHOLE_BATCH_RECORD_BLOCKS_MIN: u32 = 16;
 
 /// Runs once a record is durable in the log and applied, or has failed.
@@ -105,8 +104,8 @@ impl Record {
         )
     }
 
-    /// Whether it goes to the open batch: foreground data small enough that a
-    /// header block of its own would cost more than a tenth of its data.
+    /// Whether it goes to the open batch: foreground data of fewer than
+    /// [`WHOLE_BATCH_RECORD_BLOCKS_MIN`] blocks.
     fn joins_open_batch(&self) -> bool {
         self.is_foreground_data() && self.data_blocks() < WHOLE_BATCH_RECORD_BLOCKS_MIN
     }
@@ -245,6 +244,17 @@ impl LogState {
             hold_early_apply: false,
             after_applied: Vec::new(),
         }
+    }
+
+    /// Notes that records of the collector's queue (`from_collector`) or the
+    /// foreground's were just formed: whose turn is next, and foreground
+    /// records that found room no longer wait for any.
+    fn formed_from(&mut self, from_collector: bool) {
+        if !from_collector {
+            self.waiting_for_collector = false;
+            self.waiting_for_checkpoint = false;
+        }
+        self.collector_went_last = from_collector;
     }
 
     /// Whether foreground records wait for the collector to make room.
@@ -446,9 +456,7 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
                 .is_some_and(|p| p.record.joins_open_batch());
         if to_open_batch {
             if let Some(extent) = extend_open_batch(log) {
-                log.waiting_for_collector = false;
-                log.waiting_for_checkpoint = false;
-                log.collector_went_last = false;
+                log.formed_from(false);
                 extents.push(extent);
                 continue;
             }
@@ -515,22 +523,20 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
                 || (!log.checkpoint_stalled && log.segments.reclaimable() > 0)
             {
                 // A checkpoint will free dead segments; records wait for it.
-                if !from_collector && !log.waiting_for_checkpoint {
-                    log.waiting_for_checkpoint = true;
-                    core.counters
-                        .waits_for_checkpoint
-                        .fetch_add(1, Ordering::Relaxed);
+                if !from_collector {
+                    start_waiting(
+                        &mut log.waiting_for_checkpoint,
+                        &core.counters.waits_for_checkpoint,
+                    );
                 }
                 core.request_checkpoint();
                 break;
             } else if foreground_data && core.collector_can_help() {
                 // Garbage collection can turn partly dead segments into free ones.
-                if !log.waiting_for_collector {
-                    core.counters
-                        .waits_for_collector
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                log.waiting_for_collector = true;
+                start_waiting(
+                    &mut log.waiting_for_collector,
+                    &core.counters.waits_for_collector,
+                );
                 core.wake_collector();
                 break;
             } else if from_collector {
@@ -550,11 +556,7 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
         let Some((segment, block)) = log.open[usize::from(head)] else {
             unreachable!("an open segment was just ensured")
         };
-        if !from_collector {
-            log.waiting_for_collector = false;
-            log.waiting_for_checkpoint = false;
-        }
-        log.collector_went_last = from_collector;
+        log.formed_from(from_collector);
         let seq = log.next_seq;
         log.next_seq += 1;
         let mut header = BatchHeader {
@@ -690,6 +692,14 @@ fn close_open_batch(log: &mut LogState) {
             batch.closing = true;
             log.open[usize::from(HEAD_FOREGROUND)] = Some((batch.segment, batch.end()));
         }
+    }
+}
+
+/// Sets `waiting` and counts in `waits` a wait that starts now (not one
+/// already under way).
+fn start_waiting(waiting: &mut bool, waits: &AtomicU64) {
+    if !std::mem::replace(waiting, true) {
+        waits.fetch_add(1, Ordering::Relaxed);
     }
 }
 
