@@ -137,10 +137,11 @@ pub(crate) fn apply_entries(
                 let mut map = volume.map.write();
                 for unit in entry.packed_units() {
                     let at = data_start + data_offset + unit.stored_at;
+                    let unit_location = core.pool.phys(segment, at);
                     for (index, &crc) in (0..).zip(unit.crcs) {
                         let mapping = if unit.stored < unit.logical {
                             Mapping {
-                                location: core.pool.phys(segment, at),
+                                location: unit_location,
                                 crc,
                                 packing: Packing {
                                     unit_blocks: unit.stored,
