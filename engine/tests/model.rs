@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use engine::io::{CrashMode, DeviceRef, FaultPlan, FaultyDevice, SimDevice};
+use engine::io::{AlignedBuf, CrashMode, DeviceRef, FaultPlan, FaultyDevice, SimDevice};
 use engine::{
     CloneState, Engine, EngineConfig, IoError, SectorSize, ThickCloneOptions, VolumeError,
     VolumeId, VolumeOptions, ATOMIC_WRITE_BLOCKS,
@@ -199,6 +199,17 @@ fn audit(engine: &Engine, when: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A write's data as a host hands it over: for odd tags in a block-aligned
+/// buffer, as the NVMe/TCP target receives it (the log then writes it from
+/// that buffer), else in an ordinary one (the log gathers it).
+fn host_buffer(tag: u8, data: Vec<u8>) -> Bytes {
+    if tag % 2 == 1 && data.len().is_multiple_of(4096) {
+        Bytes::from_owner(AlignedBuf::copy_from(&data))
+    } else {
+        Bytes::from(data)
+    }
+}
+
 fn sector_bytes(tag: u8, sector: u64, len: u64) -> Vec<u8> {
     if tag == 0 {
         return vec![0; len as usize];
@@ -291,7 +302,7 @@ impl Harness {
             self.engine().write(
                 model.id,
                 lba,
-                Bytes::from(data),
+                host_buffer(tag, data),
                 Box::new(move |result| {
                     let _ = tx.send((at, result));
                 }),
@@ -389,7 +400,9 @@ impl Harness {
                 let data: Vec<u8> = (lba..lba + sectors)
                     .flat_map(|s| sector_bytes(tag, s, model.sector_bytes))
                     .collect();
-                let result = self.engine().write_wait(model.id, lba, Bytes::from(data));
+                let result = self
+                    .engine()
+                    .write_wait(model.id, lba, host_buffer(tag, data));
                 if lba + sectors > model.sectors {
                     prop_assert!(
                         matches!(result, Err(IoError::OutOfRange { .. })),

@@ -2,6 +2,8 @@
 //!
 //! - [`AlignedBuf`]: block-aligned heap buffers (recycled) that O_DIRECT needs,
 //!   and [`HugeRegion`]s of huge pages.
+//! - [`BlockParts`]: block-aligned pieces written side by side in one
+//!   vectored write.
 //! - [`EventFd`]: the eventfd one thread signals to wake another's ring.
 //! - [`FileRing`]: an io_uring for file and block-device I/O whose in-flight
 //!   table owns every operation's buffer and its submitter's payload until the
@@ -20,6 +22,7 @@
 #![deny(unsafe_code)]
 
 mod aligned_buf;
+mod block_parts;
 mod eventfd;
 mod file_ring;
 mod lend;
@@ -27,6 +30,7 @@ mod ring;
 mod table;
 
 pub use aligned_buf::{AlignedBuf, HugeRegion, BLOCK_SIZE, HUGE_PAGE_BYTES};
+pub use block_parts::{BlockParts, BLOCK_PARTS_MAX};
 pub use eventfd::EventFd;
 pub use file_ring::{FileOp, FileRing, Reaped};
 pub use lend::{is_lent, LentQueue, LentRing, LENT_MARK};

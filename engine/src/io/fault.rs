@@ -97,10 +97,13 @@ impl Device for FaultyDevice {
     fn submit(&self, op: IoOp, done: IoDone) {
         let fails = match &op {
             IoOp::Read { .. } => self.plan.fail_reads.load(Ordering::SeqCst),
-            IoOp::Write { .. } | IoOp::WriteCached { .. } => self.plan.write_fails(),
+            IoOp::Write { .. } | IoOp::WriteCached { .. } | IoOp::WriteParts { .. } => {
+                self.plan.write_fails()
+            }
             IoOp::Flush => self.plan.fail_flushes.load(Ordering::SeqCst),
         };
-        let held = matches!(op, IoOp::Write { .. }) && self.plan.hold_writes.load(Ordering::SeqCst);
+        let held = matches!(op, IoOp::Write { .. } | IoOp::WriteParts { .. })
+            && self.plan.hold_writes.load(Ordering::SeqCst);
         if held && !fails {
             let inner = self.inner.clone();
             let write = Box::new(move || inner.submit(op, done));

@@ -20,7 +20,7 @@ pub use rings::{
     recv_driving_local, recv_polling_local, LocalRing, LocalRingError, RingShare, UringDevice,
 };
 pub use sim::{CrashMode, SimDevice};
-pub use uring::AlignedBuf;
+pub use uring::{AlignedBuf, BlockParts};
 
 use std::sync::Arc;
 
@@ -40,6 +40,14 @@ pub enum IoOp {
         offset: u64,
         /// Source; its length is the transfer size.
         buf: AlignedBuf,
+    },
+    /// Writes `parts` one after another from `offset` (one vectored write):
+    /// data written from the buffers it arrived in, without a gathering copy.
+    WriteParts {
+        /// Byte offset, a multiple of the block size.
+        offset: u64,
+        /// Sources, in order; their total length is the transfer size.
+        parts: BlockParts,
     },
     /// Writes all of `buf` at `offset` through the kernel's page cache: like
     /// [`IoOp::Write`] it survives process death once complete and power loss
@@ -64,7 +72,7 @@ impl IoOp {
             IoOp::Read { buf, .. } | IoOp::Write { buf, .. } | IoOp::WriteCached { buf, .. } => {
                 Some(buf)
             }
-            IoOp::Flush => None,
+            IoOp::WriteParts { .. } | IoOp::Flush => None,
         }
     }
 }
@@ -143,6 +151,7 @@ pub(crate) fn check_bounds(op: &IoOp, size: u64) -> Result<(), DeviceError> {
         IoOp::Read { offset, buf }
         | IoOp::Write { offset, buf }
         | IoOp::WriteCached { offset, buf } => (*offset, buf.len()),
+        IoOp::WriteParts { offset, parts } => (*offset, parts.len()),
         IoOp::Flush => return Ok(()),
     };
     match offset.checked_add(len as u64) {

@@ -100,6 +100,16 @@ impl Device for RamDevice {
                 }
                 Some(buf)
             }
+            IoOp::WriteParts { offset, parts } => {
+                if result.is_ok() {
+                    let mut at = offset;
+                    for part in parts.parts() {
+                        self.write(at, part);
+                        at += part.len() as u64;
+                    }
+                }
+                None
+            }
             IoOp::Flush => None,
         };
         done(IoOutcome { buf, result });

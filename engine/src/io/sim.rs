@@ -4,7 +4,7 @@
 
 use parking_lot::Mutex;
 
-use super::{check_bounds, Device, IoDone, IoOp, IoOutcome};
+use super::{check_bounds, AlignedBuf, Device, IoDone, IoOp, IoOutcome};
 
 /// What survives a simulated crash among writes completed since the last flush.
 #[derive(Clone, Copy, Debug)]
@@ -125,6 +125,14 @@ impl Device for SimDevice {
     }
 
     fn submit(&self, op: IoOp, done: IoDone) {
+        // Pieces land as one write does: all at once, or not at all.
+        let op = match op {
+            IoOp::WriteParts { offset, parts } => IoOp::Write {
+                offset,
+                buf: AlignedBuf::copy_from(&parts.parts().concat()),
+            },
+            op => op,
+        };
         if let Err(err) = check_bounds(&op, self.size) {
             return done(IoOutcome {
                 buf: op.into_buf(),
@@ -171,6 +179,7 @@ impl Device for SimDevice {
                         result: Ok(()),
                     }
                 }
+                IoOp::WriteParts { .. } => unreachable!("pieces were made one write above"),
                 IoOp::Flush => {
                     state.undo.clear();
                     IoOutcome {

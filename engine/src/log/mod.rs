@@ -36,7 +36,7 @@ use crate::error::IoError;
 use crate::format::{
     BatchBuilder, BatchHeader, Entry, HEAD_COLLECTOR, HEAD_FOREGROUND, NO_SEGMENT,
 };
-use crate::io::{AlignedBuf, IoOp};
+use crate::io::{AlignedBuf, BlockParts, IoOp};
 use crate::units::{SegmentId, BLOCK_SIZE};
 use open_batch::{OpenBatch, OPEN_HEADER_BLOCKS};
 use segments::{SegmentState, SegmentTable};
@@ -753,7 +753,6 @@ fn fail_for_space(log: &mut LogState, failed: &mut Vec<(RecordDone, IoError)>) {
 }
 
 fn submit(core: &Arc<Core>, batch: ReadyBatch) {
-    let buf = gather(&batch.header_bytes, &batch.payloads, batch.total_blocks);
     let header_blocks = (batch.header_bytes.len() / BLOCK_SIZE) as u64;
     let counters = &core.counters;
     counters
@@ -766,10 +765,16 @@ fn submit(core: &Arc<Core>, batch: ReadyBatch) {
     let (device, offset) = core.pool.locate(batch.segment, batch.block);
     let core2 = core.clone();
     let seq = batch.seq;
+    let op = write_op(
+        offset,
+        &batch.header_bytes,
+        batch.payloads,
+        batch.total_blocks,
+    );
     // On the forming thread's local ring if it has one: the batch then completes
     // (and is applied) when that thread polls, with no hand-off.
     device.submit_here(
-        IoOp::Write { offset, buf },
+        op,
         Box::new(move |outcome| batch_done(&core2, seq, outcome.result.map_err(IoError::from))),
     );
 }
@@ -903,6 +908,38 @@ fn advance_open_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Forme
     completed
 }
 
+/// The device write of `blocks` blocks at `offset`: `header` (zero-padded
+/// to whole blocks, or empty) and then the payloads (whole blocks), which
+/// cover them exactly. Written from the payloads' own buffers when every one
+/// is block-aligned (data received into aligned buffers), so the data is not
+/// copied once more; otherwise gathered into one buffer.
+fn write_op(offset: u64, header: &[u8], payloads: Vec<Bytes>, blocks: u32) -> IoOp {
+    if !payloads.iter().all(|payload| BlockParts::fits(payload)) {
+        let buf = gather(header, &payloads, blocks);
+        return IoOp::Write { offset, buf };
+    }
+    let mut parts = Vec::with_capacity(payloads.len() + 1);
+    if !header.is_empty() {
+        parts.push(Bytes::from_owner(AlignedBuf::copy_from(header)));
+    }
+    let header_parts = parts.len();
+    parts.extend(payloads);
+    match BlockParts::new(parts) {
+        Ok(parts) => {
+            assert_eq!(
+                parts.len(),
+                blocks as usize * BLOCK_SIZE,
+                "header and payloads fill the blocks exactly"
+            );
+            IoOp::WriteParts { offset, parts }
+        }
+        Err(parts) => IoOp::Write {
+            offset,
+            buf: gather(header, &parts[header_parts..], blocks),
+        },
+    }
+}
+
 /// One device write's buffer of `blocks` blocks: `header` (zero-padded to
 /// whole blocks, or empty) and then the payloads (whole blocks), which cover
 /// it exactly, so it needs no clearing first.
@@ -925,7 +962,6 @@ fn gather(header: &[u8], payloads: &[Bytes], blocks: u32) -> AlignedBuf {
 
 /// Writes an extent of the open batch (data only).
 fn submit_extent(core: &Arc<Core>, extent: ReadyExtent) {
-    let buf = gather(&[], &extent.payloads, extent.blocks);
     core.counters
         .data_blocks
         .fetch_add(u64::from(extent.blocks), Ordering::Relaxed);
@@ -936,10 +972,12 @@ fn submit_extent(core: &Arc<Core>, extent: ReadyExtent) {
         number,
         entries,
         dones,
+        payloads,
+        blocks,
         ..
     } = extent;
     device.submit_here(
-        IoOp::Write { offset, buf },
+        write_op(offset, &[], payloads, blocks),
         Box::new(move |outcome| {
             extent_done(
                 &core2,
@@ -1022,6 +1060,44 @@ fn image_done(core: &Arc<Core>, seq: u64, count: usize, result: Result<(), IoErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn aligned(byte: u8, blocks: usize) -> Bytes {
+        let mut buf = AlignedBuf::for_overwrite(blocks * BLOCK_SIZE);
+        buf.as_mut_slice().fill(byte);
+        Bytes::from_owner(buf)
+    }
+
+    fn written(op: IoOp) -> Vec<u8> {
+        match op {
+            IoOp::Write { buf, .. } => buf.as_slice().to_vec(),
+            IoOp::WriteParts { parts, .. } => parts.parts().concat(),
+            other => panic!("not a write: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn aligned_payloads_are_written_from_their_own_buffers_and_others_gathered() {
+        let header = vec![9u8; BLOCK_SIZE];
+        let mut expected = header.clone();
+        expected.extend([1u8; 2 * BLOCK_SIZE]);
+        expected.extend([2u8; BLOCK_SIZE]);
+        let payloads = vec![aligned(1, 2), aligned(2, 1)];
+        let op = write_op(4096, &header, payloads, 4);
+        assert!(matches!(&op, IoOp::WriteParts { parts, .. } if parts.parts().len() == 3));
+        assert_eq!(written(op), expected);
+
+        let unaligned = Bytes::from(vec![2u8; BLOCK_SIZE]);
+        let op = write_op(4096, &header, vec![aligned(1, 2), unaligned], 4);
+        assert!(
+            matches!(op, IoOp::Write { .. }),
+            "one unaligned payload: gathered"
+        );
+        assert_eq!(written(op), expected);
+
+        let op = write_op(0, &[], vec![aligned(1, 2), aligned(2, 1)], 3);
+        assert!(matches!(&op, IoOp::WriteParts { parts, .. } if parts.parts().len() == 2));
+        assert_eq!(written(op), expected[BLOCK_SIZE..]);
+    }
 
     #[test]
     fn the_collector_keeps_16_mib_and_two_segments_of_room_in_pools_large_enough() {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use uring::AlignedBuf;
 
 use crate::backend::{Lba, LbaRange, NamespaceBackend, NamespaceError};
 use crate::controller::{Controller, NamespaceView, Notifier, VisibleNamespace};
@@ -259,12 +260,15 @@ enum Outcome {
 
 /// Write data being collected through R2T/H2CData.
 struct H2cTransfer {
-    buf: Vec<u8>,
+    /// Where the data is received: block-aligned, so the backend can write
+    /// it to its device from here (allocated when the first R2T goes out).
+    buf: Option<AlignedBuf>,
+    /// Bytes of `buf` received so far, in order.
+    received: u32,
     len: u32,
     /// End of the outstanding R2T window, if one is outstanding.
     r2t_end: Option<u32>,
     digest_error: bool,
-    allocated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -788,11 +792,11 @@ impl Connection {
             }
             if let Some(slot) = self.slots.get_mut(&cid) {
                 slot.h2c = Some(H2cTransfer {
-                    buf: Vec::new(),
+                    buf: None,
+                    received: 0,
                     len: sgl.length,
                     r2t_end: None,
                     digest_error: false,
-                    allocated: false,
                 });
             }
             self.r2t_queue.push_back(cid);
@@ -860,17 +864,18 @@ impl Connection {
                 self.r2t_queue.pop_front();
                 continue;
             };
-            if !h2c.allocated {
+            if h2c.buf.is_none() {
                 let need = h2c.len as usize;
                 if self.write_buffer_bytes > 0 && self.write_buffer_bytes + need > budget {
                     break;
                 }
-                h2c.buf = Vec::with_capacity(need);
-                h2c.allocated = true;
+                // Every byte is received before the command runs, so what an
+                // earlier user left in a recycled buffer is never read.
+                h2c.buf = Some(AlignedBuf::for_overwrite(need));
                 slot.buffer_accounted = need;
                 self.write_buffer_bytes += need;
             }
-            let offset = h2c.buf.len() as u32;
+            let offset = h2c.received;
             let length = (h2c.len - offset).min(maxh2cdata);
             h2c.r2t_end = Some(offset + length);
             self.r2t_queue.pop_front();
@@ -903,7 +908,7 @@ impl Connection {
             self.terminate(FatalErrorStatus::PduSequenceError, 10, header);
             return;
         };
-        if pdu.offset as usize != h2c.buf.len() {
+        if pdu.offset != h2c.received {
             self.terminate(FatalErrorStatus::DataOutOfRange, 12, header);
             return;
         }
@@ -911,13 +916,21 @@ impl Connection {
             self.terminate(FatalErrorStatus::DataOutOfRange, 16, header);
             return;
         }
-        h2c.buf.extend_from_slice(pdu.data);
+        let Some(buf) = h2c.buf.as_mut() else {
+            // An R2T window is only opened once the buffer exists.
+            self.terminate(FatalErrorStatus::PduSequenceError, 10, header);
+            return;
+        };
+        // INVARIANT: received <= r2t_end <= len == buf.len(), checked above.
+        let at = h2c.received as usize;
+        buf.as_mut_slice()[at..at + pdu.data.len()].copy_from_slice(pdu.data);
+        h2c.received += pdu.data.len() as u32;
         h2c.digest_error |= !digest_ok;
-        if h2c.buf.len() < r2t_end as usize {
+        if h2c.received < r2t_end {
             return;
         }
         h2c.r2t_end = None;
-        if h2c.buf.len() < h2c.len as usize {
+        if h2c.received < h2c.len {
             // Continue this command before starting others (one R2T per command).
             self.r2t_queue.push_front(pdu.ttag);
             self.pump_r2t();
@@ -925,7 +938,7 @@ impl Connection {
         }
         let cid = pdu.ttag;
         let digest_error = h2c.digest_error;
-        let data = Bytes::from(std::mem::take(&mut h2c.buf));
+        let data = h2c.buf.take().map_or_else(Bytes::new, Bytes::from_owner);
         slot.h2c = None;
         let cmd = slot.cmd;
         if digest_error {

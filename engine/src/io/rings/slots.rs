@@ -81,6 +81,7 @@ pub(super) fn push(
                 IoOp::Write { offset, buf } | IoOp::WriteCached { offset, buf } => {
                     FileOp::Write { offset, buf }
                 }
+                IoOp::WriteParts { offset, parts } => FileOp::WriteParts { offset, parts },
                 IoOp::Flush => FileOp::Sync,
             };
             let pending = Pending::Io {
@@ -106,6 +107,7 @@ fn io_op(op: FileOp) -> IoOp {
     match op {
         FileOp::Read { offset, buf } => IoOp::Read { offset, buf },
         FileOp::Write { offset, buf } => IoOp::Write { offset, buf },
+        FileOp::WriteParts { offset, parts } => IoOp::WriteParts { offset, parts },
         FileOp::Sync => IoOp::Flush,
         FileOp::Allocate { .. } => unreachable!("only preallocations allocate"),
     }
