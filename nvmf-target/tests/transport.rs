@@ -172,6 +172,91 @@ fn an_h2c_data_digest_error_fails_the_write_not_the_connection(kind: ReactorKind
     );
 }
 
+/// Two 128 KiB writes whose data PDUs arrive back to back, cut into uneven
+/// pieces with pauses between them, with and without digests, and once with
+/// a byte of the first write's data damaged in transit: each write lands
+/// whole (or fails alone, with a transport error) and the queue carries on.
+fn large_data_pdus_arriving_in_pieces_are_received_into_place(kind: ReactorKind) {
+    const BLOCKS: u32 = 256;
+    let len = BLOCKS as usize * 512;
+    for (digests, damage) in [
+        (Digests::default(), false),
+        (both_digests(), false),
+        (both_digests(), true),
+    ] {
+        let f = Fixture::r2t_only(kind);
+        let mut o = f.options(HOST_A);
+        o.digests = digests;
+        let mut c = HostController::connect(f.addr(), o).unwrap();
+        c.set_queue_count(1).unwrap();
+        let mut q = c.connect_io_queue(1).unwrap();
+        let mut stream = Vec::new();
+        for cid in [5u16, 6] {
+            let lba = Lba(u64::from(cid - 5) * u64::from(BLOCKS));
+            send_command(
+                &mut q.queue,
+                rw_command(io_opcode::WRITE, cid, 1, lba, BLOCKS),
+                digests,
+            );
+            let (r2t_cid, ttag, offset, length) = expect_r2t(q.queue.next_raw_pdu().unwrap());
+            assert_eq!((r2t_cid, offset, length as usize), (cid, 0, len));
+            stream.extend(encode_h2c(
+                cid,
+                ttag,
+                0,
+                true,
+                &pattern(len, cid as u8),
+                digests,
+            ));
+        }
+        if damage {
+            stream[1000] ^= 0x40;
+        }
+        let cuts = [30, 1000, 50_000, 7, 90_000, 3, 131_000, 20];
+        let mut at = 0usize;
+        for cut in cuts.into_iter().chain([usize::MAX]) {
+            let end = at.saturating_add(cut).min(stream.len());
+            q.queue.send_raw(&stream[at..end]).unwrap();
+            at = end;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut answers: Vec<_> = (0..2)
+            .map(|_| expect_status(q.queue.next_raw_pdu().unwrap()))
+            .collect();
+        answers.sort_by_key(|&(cid, _)| cid);
+        let first = if damage {
+            Status::TransientTransportError
+        } else {
+            Status::Success
+        };
+        assert_eq!(
+            answers,
+            vec![(5, first), (6, Status::Success)],
+            "{digests:?}"
+        );
+        let expected_first = if damage {
+            vec![0; len]
+        } else {
+            pattern(len, 5).to_vec()
+        };
+        assert_eq!(
+            f.ns1.snapshot_blocks(Lba(0), BLOCKS).unwrap(),
+            expected_first
+        );
+        assert_eq!(
+            f.ns1
+                .snapshot_blocks(Lba(u64::from(BLOCKS)), BLOCKS)
+                .unwrap(),
+            pattern(len, 6).to_vec()
+        );
+        q.write(1, Lba(0), pattern(len, 9), 512).unwrap();
+        assert_eq!(
+            f.ns1.snapshot_blocks(Lba(0), BLOCKS).unwrap(),
+            pattern(len, 9).to_vec()
+        );
+    }
+}
+
 fn a_host_termination_request_closes_only_its_connection(kind: ReactorKind) {
     let f = Fixture::new(kind);
     let mut c = f.connect(HOST_A);
@@ -251,6 +336,7 @@ for_each_reactor_kind!(
     several_r2ts_stay_outstanding_and_are_answered_in_any_order,
     an_r2t_may_be_answered_in_several_h2c_data_pdus,
     an_h2c_data_digest_error_fails_the_write_not_the_connection,
+    large_data_pdus_arriving_in_pieces_are_received_into_place,
     a_host_termination_request_closes_only_its_connection,
     io_commands_with_invalid_fields_fail_with_invalid_field,
 );

@@ -19,8 +19,8 @@ use io_uring::{opcode, squeue, types, IoUring, Parameters, Probe};
 
 use crate::lend::{LentRing, LENT_MARK};
 use crate::table::InFlightTable;
-use crate::EventFd;
 use crate::{is_transient, settled};
+use crate::{AlignedBuf, EventFd};
 
 /// Submission queue entries; the completion queue is [`CQ_ENTRIES`].
 const SQ_ENTRIES: u32 = 256;
@@ -100,6 +100,16 @@ pub enum Held {
     Nothing,
     /// The receive buffer; the completion's result says how many bytes arrived.
     Received(Vec<u8>),
+    /// The buffer of a [`Ring::recv_into`] and the part of it asked for; the
+    /// completion's result says how many bytes arrived there.
+    ReceivedInto {
+        /// The buffer.
+        buf: AlignedBuf,
+        /// Where in it the bytes went.
+        at: usize,
+        /// How many were asked for.
+        len: usize,
+    },
     /// The batch sent; the completion's result says how many bytes left.
     Sent(SendBatch),
     /// The eventfd read (its counter is of no interest).
@@ -116,6 +126,11 @@ struct WakeRead {
 enum Owned {
     Nothing,
     Received(Vec<u8>),
+    ReceivedInto {
+        buf: AlignedBuf,
+        at: usize,
+        len: usize,
+    },
     Sent(SendBatch),
     Woken {
         _read: WakeRead,
@@ -131,6 +146,7 @@ impl Owned {
         match self {
             Owned::Nothing => Held::Nothing,
             Owned::Received(buf) => Held::Received(buf),
+            Owned::ReceivedInto { buf, at, len } => Held::ReceivedInto { buf, at, len },
             Owned::Sent(batch) => Held::Sent(batch),
             Owned::Woken { .. } | Owned::Counter { .. } => Held::Woken,
         }
@@ -349,6 +365,38 @@ impl Ring {
         // operations in flight; it stays there, unread and unfreed, until this
         // operation's completion is reaped.
         unsafe { self.push(sqe, tag, Owned::Received(buf)) }
+    }
+
+    /// Receives up to `len` bytes from `fd` into `buf` from byte `at` (the
+    /// rest of a data PDU, straight into the buffer it belongs in); refuses
+    /// a range outside the buffer. `drained` as for [`Ring::recv`]. On an
+    /// error the buffer is dropped: the caller gives up the connection.
+    pub fn recv_into(
+        &mut self,
+        tag: u64,
+        fd: impl AsFd,
+        mut buf: AlignedBuf,
+        (at, len): (usize, usize),
+        drained: bool,
+    ) -> std::io::Result<OpId> {
+        let Some(place) = buf.as_mut_slice().get_mut(at..at.saturating_add(len)) else {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        };
+        let ptr = place.as_mut_ptr();
+        let len32 = u32::try_from(len).unwrap_or(u32::MAX);
+        let poll_first = if drained && self.poll_first {
+            RECVSEND_POLL_FIRST
+        } else {
+            0
+        };
+        let sqe = opcode::Recv::new(types::Fd(fd.as_fd().as_raw_fd()), ptr, len32)
+            .ioprio(poll_first)
+            .build();
+        // SAFETY: the SQE points into buf's heap allocation, inside its usable
+        // region (checked above); `push` moves the handle, not the memory, into
+        // the table of operations in flight, where nothing reads, writes or
+        // frees it until this operation's completion is reaped.
+        unsafe { self.push(sqe, tag, Owned::ReceivedInto { buf, at, len }) }
     }
 
     /// Sends `batch` on `fd` with one `sendmsg` (no SIGPIPE if the peer is gone).
@@ -572,6 +620,33 @@ mod tests {
             ring.reap(&mut done);
         }
         done
+    }
+
+    #[test]
+    fn a_receive_into_a_part_of_an_aligned_buffer_fills_only_that_part() {
+        let mut ring = Ring::new().unwrap();
+        let (mut peer, local) = UnixStream::pair().unwrap();
+        let buf = crate::AlignedBuf::zeroed(8192);
+        ring.recv_into(3, &local, buf, (4096, 8), true).unwrap();
+        peer.write_all(b"payload and more").unwrap();
+        let done = reap_until(&mut ring, 1);
+        assert_eq!((done[0].tag, done[0].result), (3, 8));
+        let Held::ReceivedInto { buf, at, len } = &done[0].held else {
+            panic!("expected the aligned buffer back")
+        };
+        assert_eq!((*at, *len), (4096, 8));
+        assert_eq!(&buf.as_slice()[4096..4104], b"payload ");
+        assert!(buf.as_slice()[..4096].iter().all(|&b| b == 0));
+        assert!(buf.as_slice()[4104..].iter().all(|&b| b == 0));
+        let outside = ring.recv_into(
+            4,
+            &local,
+            crate::AlignedBuf::zeroed(4096),
+            (4000, 200),
+            true,
+        );
+        assert!(outside.is_err(), "a range past the buffer is refused");
+        assert_eq!(ring.in_flight(), 0);
     }
 
     #[test]

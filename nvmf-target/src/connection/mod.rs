@@ -13,6 +13,8 @@
 
 mod admin;
 mod fabrics;
+mod inbound;
+pub use inbound::InboundTarget;
 mod io;
 
 use std::collections::{HashMap, VecDeque};
@@ -345,6 +347,8 @@ pub struct Connection {
     closed: bool,
     pending_disconnect: bool,
     fatal_error: Option<FatalErrorStatus>,
+    /// The H2CData PDU whose data is being received into its command's buffer.
+    inbound: Option<inbound::Inbound>,
 }
 
 impl Connection {
@@ -372,6 +376,7 @@ impl Connection {
             closed: false,
             pending_disconnect: false,
             fatal_error: None,
+            inbound: None,
         }
     }
 
@@ -384,6 +389,14 @@ impl Connection {
             return;
         }
         let mut input = bytes;
+        if self.inbound.is_some() {
+            // The receive buffer is empty while a PDU's data streams in.
+            let taken = self.feed_inbound(input);
+            input = &input[taken..];
+            if self.inbound.is_some() || self.closed {
+                return;
+            }
+        }
         if !self.rx.is_empty() {
             if self.input_paused() {
                 self.rx.extend_from_slice(input);
@@ -660,7 +673,12 @@ impl Connection {
         while !self.closed && !self.input_paused() {
             let rest = &input[consumed..];
             match pdu::decode(rest, self.digests, &limits) {
-                Ok(None) => break,
+                Ok(None) => {
+                    if self.phase == Phase::Ready {
+                        consumed += self.begin_inbound(rest, &limits).unwrap_or(0);
+                    }
+                    break;
+                }
                 Ok(Some(decoded)) => {
                     let header_len = decoded.len.min(128);
                     let header = &rest[..header_len];
@@ -860,7 +878,8 @@ impl Connection {
                 self.r2t_queue.pop_front();
                 continue;
             };
-            let Some(h2c) = slot.h2c.as_mut() else {
+            let Some(h2c) = slot.h2c.as_mut().filter(|h2c| h2c.r2t_end.is_none()) else {
+                // Gone, or a window is outstanding already.
                 self.r2t_queue.pop_front();
                 continue;
             };
@@ -892,59 +911,75 @@ impl Connection {
     }
 
     fn on_h2c_data(&mut self, pdu: DataPdu<'_>, digest_ok: bool, header: &[u8]) {
-        let Some(slot) = self.slots.get_mut(&pdu.ttag) else {
-            self.terminate(FatalErrorStatus::PduSequenceError, 10, header);
-            return;
-        };
-        if slot.cmd.cid() != pdu.command_id {
-            self.terminate(FatalErrorStatus::InvalidHeaderField, 8, header);
+        if !self.accept_h2c(&pdu, pdu.data.len(), header) {
             return;
         }
+        if !self.store_h2c_data(pdu.ttag, pdu.data) || !digest_ok {
+            self.fail_h2c_data(pdu.ttag);
+        }
+        self.h2c_data_arrived(pdu.ttag);
+    }
+
+    /// Checks an H2CData PDU's header (with `data_len` bytes of data) against
+    /// its command's outstanding R2T; false, after terminating the
+    /// connection, when it does not fit.
+    fn accept_h2c(&mut self, pdu: &DataPdu<'_>, data_len: usize, header: &[u8]) -> bool {
+        let refusal = match self.slots.get(&pdu.ttag) {
+            None => Some((FatalErrorStatus::PduSequenceError, 10)),
+            Some(slot) if slot.cmd.cid() != pdu.command_id => {
+                Some((FatalErrorStatus::InvalidHeaderField, 8))
+            }
+            Some(slot) => match &slot.h2c {
+                Some(h2c) => match h2c.r2t_end {
+                    // No R2T outstanding, or its buffer lent out already.
+                    None => Some((FatalErrorStatus::PduSequenceError, 10)),
+                    Some(_) if h2c.buf.is_none() => Some((FatalErrorStatus::PduSequenceError, 10)),
+                    Some(_) if pdu.offset != h2c.received => {
+                        Some((FatalErrorStatus::DataOutOfRange, 12))
+                    }
+                    Some(end) if u64::from(pdu.offset) + data_len as u64 > u64::from(end) => {
+                        Some((FatalErrorStatus::DataOutOfRange, 16))
+                    }
+                    Some(_) => None,
+                },
+                None => Some((FatalErrorStatus::PduSequenceError, 10)),
+            },
+        };
+        match refusal {
+            Some((fes, fei)) => {
+                self.terminate(fes, fei, header);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Moves `ttag`'s transfer on once a PDU's data is all in: the next R2T
+    /// when its window is filled and more is due, or the command runs once
+    /// all of its data is there.
+    fn h2c_data_arrived(&mut self, ttag: u16) {
+        let Some(slot) = self.slots.get_mut(&ttag) else {
+            return;
+        };
         let Some(h2c) = slot.h2c.as_mut() else {
-            self.terminate(FatalErrorStatus::PduSequenceError, 10, header);
             return;
         };
-        let Some(r2t_end) = h2c.r2t_end else {
-            self.terminate(FatalErrorStatus::PduSequenceError, 10, header);
-            return;
-        };
-        if pdu.offset != h2c.received {
-            self.terminate(FatalErrorStatus::DataOutOfRange, 12, header);
-            return;
+        match h2c.r2t_end {
+            Some(end) if h2c.received >= end => h2c.r2t_end = None,
+            _ => return,
         }
-        if u64::from(pdu.offset) + pdu.data.len() as u64 > u64::from(r2t_end) {
-            self.terminate(FatalErrorStatus::DataOutOfRange, 16, header);
-            return;
-        }
-        let Some(buf) = h2c.buf.as_mut() else {
-            // An R2T window is only opened once the buffer exists.
-            self.terminate(FatalErrorStatus::PduSequenceError, 10, header);
-            return;
-        };
-        // INVARIANT: received <= r2t_end <= len == buf.len(), checked above.
-        let at = h2c.received as usize;
-        buf.as_mut_slice()[at..at + pdu.data.len()].copy_from_slice(pdu.data);
-        h2c.received += pdu.data.len() as u32;
-        h2c.digest_error |= !digest_ok;
-        if h2c.received < r2t_end {
-            return;
-        }
-        h2c.r2t_end = None;
         if h2c.received < h2c.len {
             // Continue this command before starting others (one R2T per command).
-            self.r2t_queue.push_front(pdu.ttag);
+            self.r2t_queue.push_front(ttag);
             self.pump_r2t();
             return;
         }
-        let cid = pdu.ttag;
-        let digest_error = h2c.digest_error;
-        let data = h2c.buf.take().map_or_else(Bytes::new, Bytes::from_owner);
+        let buf = h2c.buf.take().filter(|_| !h2c.digest_error);
         slot.h2c = None;
         let cmd = slot.cmd;
-        if digest_error {
-            self.finish(cid, Reply::status(Status::TransientTransportError));
-        } else {
-            self.execute(cid, cmd, data, 0);
+        match buf {
+            Some(buf) => self.execute(ttag, cmd, Bytes::from_owner(buf), 0),
+            None => self.finish(ttag, Reply::status(Status::TransientTransportError)),
         }
         self.pump_r2t();
     }

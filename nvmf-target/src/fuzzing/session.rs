@@ -26,7 +26,7 @@ const HOST_NQN: &str = "nqn.2014-08.org.nvmexpress:uuid:f0f0f0f0-0000-4000-8000-
 /// Most operations one script runs (bounds the time per input).
 const OPS_MAX: usize = 256;
 /// Most bytes of data one operation carries.
-const DATA_MAX: usize = 16 * 1024;
+const DATA_MAX: usize = 48 * 1024;
 /// Output one queue may hold before the script must have drained it.
 const OUTPUT_MAX: usize = 4 << 20;
 
@@ -175,6 +175,25 @@ impl HostQueue {
             bytes = &bytes[decoded.len..];
         }
     }
+}
+
+/// Hands `bytes` to the connection in two receives cut at `cut`, the second
+/// (when `lend`) first into the buffer the connection lends for the rest of
+/// a data PDU, as a driver receiving straight into it would.
+fn deliver_in_two(conn: &mut Connection, bytes: &[u8], cut: usize, lend: bool, now: Instant) {
+    let cut = cut.min(bytes.len());
+    conn.receive(&bytes[..cut], now);
+    let mut rest = &bytes[cut..];
+    if lend {
+        if let Some(mut target) = conn.inbound_target() {
+            let place = target.as_mut_slice();
+            let n = place.len().min(rest.len());
+            place[..n].copy_from_slice(&rest[..n]);
+            conn.inbound_received(target, n, now);
+            rest = &rest[n..];
+        }
+    }
+    conn.receive(rest, now);
 }
 
 fn fabrics(fctype_value: u8) -> Command {
@@ -373,7 +392,8 @@ pub fn drive_session(selector: u8, bytes: &[u8]) -> SessionReport {
                     data: &data,
                 }
                 .encode(PduType::H2CData, io.digests, 0, &mut bytes);
-                io.conn.receive(&bytes, now);
+                let cut = usize::from(script.u16());
+                deliver_in_two(&mut io.conn, &bytes, cut, bend & 8 != 0, now);
             }
             5 => {
                 let len = usize::from(script.u8());

@@ -32,6 +32,17 @@ impl<'a> DataPdu<'a> {
         header: &[u8],
         data: &'a [u8],
     ) -> Result<DataPdu<'a>, DecodeError> {
+        let fields = DataPdu::decode_fields(ch, header, data.len())?;
+        Ok(DataPdu { data, ..fields })
+    }
+
+    /// The header's fields, checked against `data_len` bytes of data; the
+    /// result's `data` is empty.
+    pub(super) fn decode_fields(
+        ch: &CommonHeader,
+        header: &[u8],
+        data_len: usize,
+    ) -> Result<DataPdu<'static>, DecodeError> {
         let f = Fields(header);
         let short = DecodeError::PduLength {
             pdu_type: ch.pdu_type,
@@ -41,10 +52,10 @@ impl<'a> DataPdu<'a> {
         let ttag = f.u16(10).ok_or(short.clone())?;
         let offset = f.u32(12).ok_or(short.clone())?;
         let length = f.u32(16).ok_or(short)?;
-        if length as usize != data.len() {
+        if length as usize != data_len {
             return Err(DecodeError::DataLength {
                 field: length,
-                carried: data.len(),
+                carried: data_len,
             });
         }
         let last = ch.flags & FLAG_DATA_LAST != 0;
@@ -59,7 +70,7 @@ impl<'a> DataPdu<'a> {
             offset,
             last,
             success,
-            data,
+            data: &[],
         })
     }
 

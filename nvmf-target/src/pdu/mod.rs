@@ -232,9 +232,11 @@ pub fn decode<'a>(
     let layout = Layout::of(&ch, pdu_bytes, digests)?;
     let header = &pdu_bytes[..hlen];
     let data = &pdu_bytes[layout.data_start..layout.data_end];
-    let data_digest_ok = match layout.data_digest {
-        Some(expected) => crc32c::crc32c(data) == expected,
-        None => true,
+    let data_digest_ok = if layout.has_data_digest {
+        let expected = crate::wire::Fields(pdu_bytes).u32(layout.data_end);
+        expected == Some(crc32c::crc32c(data))
+    } else {
+        true
     };
     let pdu = match ch.pdu_type {
         PduType::IcReq => Pdu::IcReq(IcReq::decode(header)?),
@@ -252,6 +254,56 @@ pub fn decode<'a>(
         len: plen,
         data_digest_ok,
     }))
+}
+
+/// The header of an H2CData PDU at the front of `buf` whose data has not all
+/// arrived, checked as [`decode`] checks it (all but the data digest), once
+/// `buf` holds everything before the data: so the data can be received
+/// straight into the buffer it belongs in. `Ok(None)` while the header is
+/// incomplete, when the whole PDU is already there ([`decode`] it), for other
+/// PDU types and for PDUs without data.
+pub fn decode_h2c_head(
+    buf: &[u8],
+    digests: Digests,
+    limits: &DecodeLimits,
+) -> Result<Option<DataHead>, DecodeError> {
+    let Some(ch) = checked_header(buf, digests, limits)? else {
+        return Ok(None);
+    };
+    let plen = ch.plen as usize;
+    if ch.pdu_type != PduType::H2CData || buf.len() >= plen {
+        return Ok(None);
+    }
+    let header_end = usize::from(ch.hlen) + digests.header_len();
+    if buf.len() < header_end.max(usize::from(ch.pdo)) {
+        return Ok(None);
+    }
+    let layout = Layout::of(&ch, buf, digests)?;
+    if layout.data_start == layout.data_end {
+        return Ok(None);
+    }
+    let header = &buf[..usize::from(ch.hlen)];
+    let data_len = layout.data_end - layout.data_start;
+    let fields = DataPdu::decode_fields(&ch, header, data_len)?;
+    Ok(Some(DataHead {
+        fields,
+        data_start: layout.data_start,
+        data_len,
+        has_data_digest: layout.has_data_digest,
+    }))
+}
+
+/// An H2CData PDU's header, decoded before its data arrives ([`decode_h2c_head`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataHead {
+    /// The header's fields; its `data` is empty (the data is still to come).
+    pub fields: DataPdu<'static>,
+    /// Where the data starts, from the PDU's first byte.
+    pub data_start: usize,
+    /// Bytes of data (DATAL).
+    pub data_len: usize,
+    /// A 4-byte data digest follows the data.
+    pub has_data_digest: bool,
 }
 
 /// The total length of the PDU that starts `buf`, once its common header is
@@ -296,13 +348,16 @@ fn checked_header(
 struct Layout {
     data_start: usize,
     data_end: usize,
-    data_digest: Option<u32>,
+    /// A data digest follows the data, at `data_end`.
+    has_data_digest: bool,
 }
 
 impl Layout {
+    /// The layout of the PDU with common header `ch`; `pdu` holds at least its
+    /// header and header digest.
     fn of(ch: &CommonHeader, pdu: &[u8], digests: Digests) -> Result<Layout, DecodeError> {
         let hlen = usize::from(ch.hlen);
-        let plen = pdu.len();
+        let plen = ch.plen as usize;
         let bad_len = || DecodeError::PduLength {
             pdu_type: ch.pdu_type,
             plen: ch.plen,
@@ -315,7 +370,7 @@ impl Layout {
             return Ok(Layout {
                 data_start: hlen,
                 data_end: plen,
-                data_digest: None,
+                has_data_digest: false,
             });
         }
         let has_hdgst = ch.flags & FLAG_HDGST != 0;
@@ -343,7 +398,7 @@ impl Layout {
             return Ok(Layout {
                 data_start: plen,
                 data_end: plen,
-                data_digest: None,
+                has_data_digest: false,
             });
         }
         if plen == header_end && (ch.pdo == 0 || usize::from(ch.pdo) == header_end) {
@@ -354,7 +409,7 @@ impl Layout {
             return Ok(Layout {
                 data_start: plen,
                 data_end: plen,
-                data_digest: None,
+                has_data_digest: false,
             });
         }
         if has_ddgst != digests.data {
@@ -372,15 +427,10 @@ impl Layout {
         if pdo > data_end {
             return Err(DecodeError::DataOffset { pdo: ch.pdo });
         }
-        let data_digest = if has_ddgst {
-            crate::wire::Fields(pdu).u32(data_end)
-        } else {
-            None
-        };
         Ok(Layout {
             data_start: pdo,
             data_end,
-            data_digest,
+            has_data_digest: has_ddgst,
         })
     }
 }

@@ -55,6 +55,33 @@ proptest! {
     }
 
     #[test]
+    fn an_h2c_head_decodes_as_its_whole_pdu_from_any_cut_inside_the_data(
+        d in digests(),
+        align in prop_oneof![Just(0usize), Just(4), Just(32)],
+        data in proptest::collection::vec(any::<u8>(), 1..9000),
+        cut_at in any::<proptest::sample::Index>(),
+        cid in any::<u16>(), offset in any::<u32>(), last in any::<bool>(),
+    ) {
+        let pdu = DataPdu { command_id: cid, ttag: cid, offset, last, success: false, data: &data };
+        let mut buf = Vec::new();
+        pdu.encode(PduType::H2CData, d, align, &mut buf);
+        let limits = DecodeLimits::default();
+        let whole = decode_all(&buf, d);
+        prop_assert_eq!(decode_h2c_head(&buf, d, &limits), Ok(None), "the whole PDU decodes");
+        let data_start = buf.len() - data.len() - if d.data { 4 } else { 0 };
+        let cut = data_start + cut_at.index(buf.len() - data_start);
+        let head = decode_h2c_head(&buf[..cut], d, &limits)
+            .expect("valid")
+            .expect("everything before the data is there");
+        prop_assert_eq!(head.data_start, data_start);
+        prop_assert_eq!(head.data_len, data.len());
+        prop_assert_eq!(head.has_data_digest, d.data);
+        prop_assert_eq!(Pdu::H2CData(DataPdu { data: &data, ..head.fields }), whole.pdu);
+        // Before the data starts the head is not ready; never an error.
+        prop_assert_eq!(decode_h2c_head(&buf[..data_start - 1], d, &limits), Ok(None));
+    }
+
+    #[test]
     fn capsule_resp_and_r2t_round_trip(d in digests(), cqe in proptest::array::uniform16(any::<u8>()), cid in any::<u16>(), ttag in any::<u16>(), off in any::<u32>(), len in 1u32..) {
         let resp = CapsuleResp { cqe };
         let mut buf = Vec::new();

@@ -122,6 +122,24 @@ fn read(
             socket.read_paused = !conn.is_closed();
             return;
         }
+        if let Some(mut target) = conn.inbound_target() {
+            // The rest of a write's data PDU: straight into its buffer.
+            let wanted = target.as_mut_slice().len();
+            let read = socket.stream.read(target.as_mut_slice());
+            let n = *read.as_ref().unwrap_or(&0);
+            conn.inbound_received(target, n, now);
+            match read {
+                Ok(0) => return conn.peer_closed(),
+                Ok(n) if n < wanted && !to_end => return,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "socket read failed");
+                    return conn.peer_closed();
+                }
+            }
+        }
         match socket.stream.read(buf) {
             Ok(0) => {
                 conn.peer_closed();

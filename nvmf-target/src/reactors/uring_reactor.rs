@@ -27,7 +27,7 @@ use crossbeam_channel::Receiver;
 use super::reactor::{
     make_poller, Core, Counters, Doorbell, Inbox, Message, Shared, Step, Transport, SEND_SLICES_MAX,
 };
-use crate::connection::Connection;
+use crate::connection::{Connection, InboundTarget};
 use uring::{Completion, EventFd, Held, OpId, Ring, SendBatch};
 
 /// Receive buffer of a new connection.
@@ -165,13 +165,24 @@ impl Transport for UringTransport {
         if socket.recv_op.is_some() || !conn.wants_input() {
             return Step::Idle;
         }
-        let Some(buf) = socket.recv_buf.take() else {
-            return Step::Idle;
+        let queued = if let Some(target) = conn.inbound_target() {
+            // The rest of a write's data PDU: straight into its buffer.
+            let (buf, at, len) = target.into_parts();
+            self.ring.recv_into(
+                tag(token, KIND_RECV),
+                &socket.stream,
+                buf,
+                (at, len),
+                socket.drained,
+            )
+        } else {
+            let Some(buf) = socket.recv_buf.take() else {
+                return Step::Idle;
+            };
+            self.ring
+                .recv(tag(token, KIND_RECV), &socket.stream, buf, socket.drained)
         };
-        match self
-            .ring
-            .recv(tag(token, KIND_RECV), &socket.stream, buf, socket.drained)
-        {
+        match queued {
             Ok(op) => {
                 socket.recv_op = Some(op);
                 self.count_submitted();
@@ -378,6 +389,34 @@ fn complete(core: &mut Core<UringTransport>, c: Completion) {
                 }
             }
             s.socket.recv_buf = Some(buf);
+            core.mark_dirty(token);
+        }
+        (KIND_RECV, Held::ReceivedInto { buf, at, len }) => {
+            let Some(s) = core.slots.get_mut(&token) else {
+                return; // Closed meanwhile: the buffer is freed here.
+            };
+            s.socket.recv_op = None;
+            let target = InboundTarget::from_parts(buf, at, len);
+            match c.result {
+                n if n > 0 => {
+                    let n = (n as usize).min(len);
+                    s.socket.drained = n < len;
+                    s.conn.inbound_received(target, n, core.now);
+                }
+                0 => {
+                    s.conn.inbound_received(target, 0, core.now);
+                    s.conn.peer_closed();
+                }
+                e if is_retryable(-e) => {
+                    s.socket.drained = true;
+                    s.conn.inbound_received(target, 0, core.now);
+                }
+                e => {
+                    tracing::debug!(errno = -e, "socket receive failed");
+                    s.conn.inbound_received(target, 0, core.now);
+                    s.conn.peer_closed();
+                }
+            }
             core.mark_dirty(token);
         }
         (KIND_SEND, Held::Sent(mut batch)) => {
