@@ -369,15 +369,21 @@ fn a_failed_header_image_fails_its_write_fences_and_a_flush_says_so() {
     );
 }
 
-#[test]
-fn a_second_open_of_the_same_file_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A 64 MiB pool in a file in `dir`, opened: its spec (to open it again) and engine.
+fn file_pool(dir: &tempfile::TempDir) -> (engine::DeviceSpec, Engine) {
     let spec = engine::DeviceSpec {
         path: dir.path().join("pool"),
         kind: engine::io::BackingKind::File,
         create_size: Some(64 << 20),
     };
     let engine = Engine::open_paths(std::slice::from_ref(&spec), config(), false).expect("open");
+    (spec, engine)
+}
+
+#[test]
+fn a_second_open_of_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spec, engine) = file_pool(&dir);
     let second = Engine::open_paths(std::slice::from_ref(&spec), config(), false);
     assert!(matches!(
         second,
@@ -399,12 +405,7 @@ fn a_second_open_of_the_same_file_is_refused() {
 #[test]
 fn data_in_aligned_buffers_is_written_from_them_to_a_file_and_reads_back_after_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spec = engine::DeviceSpec {
-        path: dir.path().join("pool"),
-        kind: engine::io::BackingKind::File,
-        create_size: Some(64 << 20),
-    };
-    let engine = Engine::open_paths(std::slice::from_ref(&spec), config(), false).expect("open");
+    let (spec, engine) = file_pool(&dir);
     let vol = engine
         .create_volume("v", 8 << 20, SectorSize::B4096)
         .expect("create")
