@@ -8,6 +8,7 @@
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// The alignment, and the unit of size, of every [`AlignedBuf`]: the device
@@ -26,8 +27,37 @@ const CLASS_IDLE_BYTES_MAX: usize = 4 << 20;
 /// ...but every class may keep at least this many buffers.
 const CLASS_IDLE_COUNT_MIN: usize = 4;
 
+/// Classes from this one (16 KiB) to [`SLAB_CLASS_LAST`] (2 MiB) are carved
+/// from huge pages: a buffer inside one huge page is physically contiguous,
+/// so a device transfer from it is one segment, not one per 4 KiB page (a
+/// virtio disk without indirect descriptors holds only 254 segments in
+/// flight, so page-sized segments cap it at about 1 MiB in flight).
+const SLAB_CLASS_FIRST: usize = 2;
+const SLAB_CLASS_LAST: usize = 9;
+/// Most bytes of huge pages the slabs take in all; past it, buffers of
+/// those classes come from the allocator like the others.
+const SLAB_BYTES_MAX: usize = 512 << 20;
+/// Bytes of huge pages the slabs have taken (never given back: slab
+/// buffers only ever return to the cache).
+static SLAB_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Where a buffer's memory comes from, which says how it is given back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Memory {
+    /// The global allocator (classes under 16 KiB, and sizes past the classes).
+    Heap,
+    /// A piece of a huge page carved for its class: back to the cache, never freed.
+    Slab,
+    /// A mapping of whole huge pages of its own (the 4 and 8 MiB classes),
+    /// so each 2 MiB of it is physically contiguous: unmapped when freed.
+    Huge,
+}
+
 /// An idle allocation of its class's capacity, owned by the cache alone.
-struct Idle(NonNull<u8>);
+struct Idle {
+    ptr: NonNull<u8>,
+    memory: Memory,
+}
 
 // SAFETY: an idle allocation is referenced by nothing but the cache entry that
 // holds it, so moving the entry between threads moves sole ownership.
@@ -56,6 +86,7 @@ fn class_idle_max(class: usize) -> usize {
 /// returned with the completion, so no borrowed slice is ever lent to the kernel.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
+    memory: Memory,
     /// Where the usable region starts in the allocation: a multiple of
     /// [`BLOCK_SIZE`], with `start + len <= capacity`.
     start: usize,
@@ -94,14 +125,70 @@ impl AlignedBuf {
             .pop();
         match idle {
             // INVARIANT: the cache holds only allocations of its class's capacity.
-            Some(Idle(ptr)) => AlignedBuf {
+            Some(Idle { ptr, memory }) => AlignedBuf {
                 ptr,
+                memory,
                 start: 0,
                 len,
                 capacity,
             },
-            None => AlignedBuf::allocate(len, capacity),
+            None => AlignedBuf::from_slab(class, len)
+                .or_else(|| AlignedBuf::huge(class, len))
+                .unwrap_or_else(|| AlignedBuf::allocate(len, capacity)),
         }
+    }
+
+    /// A buffer of class `class` carved from a fresh huge page, whose other
+    /// buffers go to the cache; `None` for classes not carved so, or once
+    /// the slabs have taken [`SLAB_BYTES_MAX`] or the kernel refuses memory.
+    fn from_slab(class: usize, len: usize) -> Option<AlignedBuf> {
+        if !(SLAB_CLASS_FIRST..=SLAB_CLASS_LAST).contains(&class) {
+            return None;
+        }
+        let taken = SLAB_BYTES.fetch_add(HUGE_PAGE_BYTES, Ordering::Relaxed);
+        if taken + HUGE_PAGE_BYTES > SLAB_BYTES_MAX {
+            SLAB_BYTES.fetch_sub(HUGE_PAGE_BYTES, Ordering::Relaxed);
+            return None;
+        }
+        let Ok(page) = HugeRegion::new(HUGE_PAGE_BYTES) else {
+            SLAB_BYTES.fetch_sub(HUGE_PAGE_BYTES, Ordering::Relaxed);
+            return None;
+        };
+        let base = page.leak();
+        let capacity = BLOCK_SIZE << class;
+        // INVARIANT: capacity divides a huge page (class <= SLAB_CLASS_LAST),
+        // so every piece lies inside it; the kernel zeroed all of it.
+        let pieces = (0..HUGE_PAGE_BYTES / capacity)
+            .map(|i| NonNull::new(base.as_ptr().wrapping_add(i * capacity)));
+        let mut idle = IDLE[class].lock().unwrap_or_else(PoisonError::into_inner);
+        idle.extend(pieces.skip(1).flatten().map(|ptr| Idle {
+            ptr,
+            memory: Memory::Slab,
+        }));
+        Some(AlignedBuf {
+            ptr: base,
+            memory: Memory::Slab,
+            start: 0,
+            len,
+            capacity,
+        })
+    }
+
+    /// A buffer of class `class` (past the slab classes) in huge pages of
+    /// its own, or `None` for other classes or when the kernel refuses.
+    fn huge(class: usize, len: usize) -> Option<AlignedBuf> {
+        if class <= SLAB_CLASS_LAST {
+            return None;
+        }
+        let capacity = BLOCK_SIZE << class;
+        let region = HugeRegion::new(capacity).ok()?;
+        Some(AlignedBuf {
+            ptr: region.leak(),
+            memory: Memory::Huge,
+            start: 0,
+            len,
+            capacity,
+        })
     }
 
     fn allocate(len: usize, capacity: usize) -> AlignedBuf {
@@ -113,6 +200,7 @@ impl AlignedBuf {
         };
         AlignedBuf {
             ptr,
+            memory: Memory::Heap,
             start: 0,
             len,
             capacity,
@@ -210,14 +298,27 @@ impl Drop for AlignedBuf {
         if let Some(class) = class_of(blocks).filter(|&class| BLOCK_SIZE << class == self.capacity)
         {
             let mut idle = IDLE[class].lock().unwrap_or_else(PoisonError::into_inner);
-            if idle.len() < class_idle_max(class) {
-                idle.push(Idle(self.ptr));
+            if self.memory == Memory::Slab || idle.len() < class_idle_max(class) {
+                idle.push(Idle {
+                    ptr: self.ptr,
+                    memory: self.memory,
+                });
                 return;
             }
         }
-        // SAFETY: ptr was allocated with exactly this layout in `allocate`, and
-        // this buffer is its only owner.
-        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.capacity)) }
+        match self.memory {
+            // A slab piece's capacity is always its class's: it went back above.
+            Memory::Slab => {}
+            // The mapping `huge` made and leaked, whole: its sole owner
+            // hands it back to HugeRegion to unmap.
+            Memory::Huge => drop(HugeRegion {
+                ptr: self.ptr,
+                len: self.capacity,
+            }),
+            // SAFETY: ptr was allocated with exactly this layout in
+            // `allocate`, and this buffer is its only owner.
+            Memory::Heap => unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.capacity)) },
+        }
     }
 }
 
@@ -311,6 +412,16 @@ impl HugeRegion {
     }
 }
 
+impl HugeRegion {
+    /// Gives up ownership of the region, which then lives as long as the
+    /// process: for memory carved into buffers that are recycled, never freed.
+    fn leak(self) -> NonNull<u8> {
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        ptr
+    }
+}
+
 impl Drop for HugeRegion {
     fn drop(&mut self) {
         // SAFETY: [ptr, ptr + len) is the part of the mapping `new` kept, and
@@ -371,6 +482,51 @@ mod tests {
             let reused = AlignedBuf::for_overwrite(len);
             assert_eq!(reused.len(), len);
         }
+    }
+
+    #[test]
+    fn slab_buffers_of_a_class_lie_apart_inside_huge_pages_and_are_recycled() {
+        let capacity = 128 << 10;
+        let mut taken: Vec<AlignedBuf> = (0..40).map(|_| AlignedBuf::zeroed(capacity)).collect();
+        let mut starts: Vec<usize> = taken.iter_mut().map(|b| b.as_mut_ptr() as usize).collect();
+        assert!(
+            taken.iter().all(|b| b.memory == Memory::Slab),
+            "slab classes carve huge pages"
+        );
+        for buf in &mut taken {
+            assert!(buf.as_slice().iter().all(|&b| b == 0));
+            buf.as_mut_slice().fill(0xA5);
+        }
+        starts.sort_unstable();
+        assert!(
+            starts.windows(2).all(|w| w[1] - w[0] >= capacity),
+            "no two overlap"
+        );
+        // A buffer never straddles a huge page: it is one physical run.
+        assert!(starts
+            .iter()
+            .all(|s| s % HUGE_PAGE_BYTES + capacity <= HUGE_PAGE_BYTES));
+        drop(taken);
+        let again = AlignedBuf::for_overwrite(capacity);
+        assert_eq!(again.memory, Memory::Slab, "comes back from the cache");
+    }
+
+    #[test]
+    fn the_largest_classes_live_in_huge_pages_of_their_own() {
+        let mut bufs: Vec<AlignedBuf> = (0..LARGE_CLASS_IDLE_COUNT + 2)
+            .map(|_| AlignedBuf::zeroed(8 << 20))
+            .collect();
+        for buf in &mut bufs {
+            assert_eq!(buf.memory, Memory::Huge);
+            assert_eq!(buf.as_mut_ptr() as usize % HUGE_PAGE_BYTES, 0);
+            buf.as_mut_slice().fill(3);
+        }
+        // More than the cache keeps: the rest are unmapped.
+        drop(bufs);
+        assert!(AlignedBuf::zeroed(8 << 20)
+            .as_slice()
+            .iter()
+            .all(|&b| b == 0));
     }
 
     #[test]
