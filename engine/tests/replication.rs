@@ -202,14 +202,19 @@ fn primary(
 /// Node 1 the primary of epoch 1 with node 2 its one in-sync member: the
 /// cluster, node 2's replica, the primary's engine and its volume.
 fn primary_and_replica() -> (Arc<Cluster>, Replica, Arc<Engine>, ReplicatedVolume) {
-    let cluster = Cluster::new(node(1), 1, &[node(1), node(2)]);
+    primary_and_replica_at(1)
+}
+
+/// As [`primary_and_replica`], in `epoch`.
+fn primary_and_replica_at(epoch: u64) -> (Arc<Cluster>, Replica, Arc<Engine>, ReplicatedVolume) {
+    let cluster = Cluster::new(node(1), epoch, &[node(1), node(2)]);
     let b = Replica::start(&cluster);
     let a = engine();
     let volume = primary(
         &a,
         &cluster,
         node(1),
-        1,
+        epoch,
         vec![member(2, &b, true)],
         Vec::new(),
     );
@@ -452,17 +457,7 @@ fn a_deposed_primary_acknowledges_nothing() {
 
 #[test]
 fn a_replica_refuses_an_older_epoch_and_an_unnamed_primary() {
-    let cluster = Cluster::new(node(1), 2, &[node(1), node(2)]);
-    let b = Replica::start(&cluster);
-    let a = engine();
-    let current = primary(
-        &a,
-        &cluster,
-        node(1),
-        2,
-        vec![member(2, &b, true)],
-        Vec::new(),
-    );
+    let (cluster, b, a, current) = primary_and_replica_at(2);
     write(&current, 0, block(1)).expect("write at epoch 2");
     assert_eq!(b.server().epoch_of(VOLUME), Some(2));
     drop(current);

@@ -125,13 +125,7 @@ impl AlignedBuf {
             .pop();
         match idle {
             // INVARIANT: the cache holds only allocations of its class's capacity.
-            Some(Idle { ptr, memory }) => AlignedBuf {
-                ptr,
-                memory,
-                start: 0,
-                len,
-                capacity,
-            },
+            Some(Idle { ptr, memory }) => AlignedBuf::whole(ptr, memory, len, capacity),
             None => AlignedBuf::from_slab(class, len)
                 .or_else(|| AlignedBuf::huge(class, len))
                 .unwrap_or_else(|| AlignedBuf::allocate(len, capacity)),
@@ -165,13 +159,7 @@ impl AlignedBuf {
             ptr,
             memory: Memory::Slab,
         }));
-        Some(AlignedBuf {
-            ptr: base,
-            memory: Memory::Slab,
-            start: 0,
-            len,
-            capacity,
-        })
+        Some(AlignedBuf::whole(base, Memory::Slab, len, capacity))
     }
 
     /// A buffer of class `class` (past the slab classes) in huge pages of
@@ -182,13 +170,23 @@ impl AlignedBuf {
         }
         let capacity = BLOCK_SIZE << class;
         let region = HugeRegion::new(capacity).ok()?;
-        Some(AlignedBuf {
-            ptr: region.leak(),
-            memory: Memory::Huge,
+        Some(AlignedBuf::whole(
+            region.leak(),
+            Memory::Huge,
+            len,
+            capacity,
+        ))
+    }
+
+    /// A buffer over all `capacity` bytes at `ptr`, `len` of them usable.
+    fn whole(ptr: NonNull<u8>, memory: Memory, len: usize, capacity: usize) -> AlignedBuf {
+        AlignedBuf {
+            ptr,
+            memory,
             start: 0,
             len,
             capacity,
-        })
+        }
     }
 
     fn allocate(len: usize, capacity: usize) -> AlignedBuf {
@@ -198,13 +196,7 @@ impl AlignedBuf {
         let Some(ptr) = NonNull::new(raw) else {
             std::alloc::handle_alloc_error(layout)
         };
-        AlignedBuf {
-            ptr,
-            memory: Memory::Heap,
-            start: 0,
-            len,
-            capacity,
-        }
+        AlignedBuf::whole(ptr, Memory::Heap, len, capacity)
     }
 
     fn layout(capacity: usize) -> Layout {

@@ -52,6 +52,16 @@ impl InboundTarget {
         InboundTarget { buf, at, len }
     }
 
+    /// How many bytes are expected.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no bytes are expected (never, for a lent buffer).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Where the bytes go.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let end = (self.at + self.len).min(self.buf.len());

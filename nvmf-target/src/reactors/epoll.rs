@@ -122,38 +122,39 @@ fn read(
             socket.read_paused = !conn.is_closed();
             return;
         }
-        if let Some(mut target) = conn.inbound_target() {
-            // The rest of a write's data PDU: straight into its buffer.
-            let wanted = target.as_mut_slice().len();
-            let read = socket.stream.read(target.as_mut_slice());
-            let n = *read.as_ref().unwrap_or(&0);
-            conn.inbound_received(target, n, now);
-            match read {
-                Ok(0) => return conn.peer_closed(),
-                Ok(n) if n < wanted && !to_end => return,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::debug!(error = %e, "socket read failed");
-                    return conn.peer_closed();
-                }
+        // The rest of a write's data PDU goes straight into its buffer;
+        // anything else into the reactor's.
+        let mut target = conn.inbound_target();
+        let read = match target.as_mut() {
+            Some(target) => socket.stream.read(target.as_mut_slice()),
+            None => socket.stream.read(buf),
+        };
+        let n = *read.as_ref().unwrap_or(&0);
+        let wanted = match target {
+            Some(target) => {
+                let wanted = target.len();
+                conn.inbound_received(target, n, now);
+                wanted
             }
-        }
-        match socket.stream.read(buf) {
+            None => {
+                if n > 0 {
+                    conn.receive(&buf[..n], now);
+                }
+                buf.len()
+            }
+        };
+        match read {
             Ok(0) => {
                 conn.peer_closed();
                 return;
             }
-            Ok(n) => {
-                conn.receive(&buf[..n], now);
-                if n < buf.len() && !to_end {
-                    // The socket had no more bytes: with edge-triggered epoll,
-                    // any later arrival (data or hang-up) raises a new event, so
-                    // the read that would only return WouldBlock is skipped.
-                    return;
-                }
+            Ok(n) if n < wanted && !to_end => {
+                // The socket had no more bytes: with edge-triggered epoll,
+                // any later arrival (data or hang-up) raises a new event, so
+                // the read that would only return WouldBlock is skipped.
+                return;
             }
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
