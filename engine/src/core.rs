@@ -177,6 +177,8 @@ pub(crate) struct Counters {
     /// Collector rounds that walked every map because some victim's headers
     /// did not account for all its live blocks.
     pub gc_map_walks: AtomicU64,
+    /// Blocks the collector read from its victims.
+    pub gc_read_blocks: AtomicU64,
     /// Blocks written to compressed volumes, before compression.
     pub packed_logical_blocks: AtomicU64,
     /// Blocks those writes took on disk.
@@ -213,6 +215,7 @@ impl Counters {
             &self.relocated_blocks,
             &self.cleaned_segments,
             &self.gc_map_walks,
+            &self.gc_read_blocks,
             &self.waits_for_collector,
             &self.waits_for_checkpoint,
             &self.packed_logical_blocks,

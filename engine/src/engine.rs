@@ -84,6 +84,11 @@ pub struct PoolStats {
     /// (their victims' batch headers did not account for every live block,
     /// e.g. damaged headers or data of a deleted clone kept by snapshots).
     pub gc_map_walks: u64,
+    /// Bytes the collector read from its victims since the pool was opened:
+    /// their headers and live blocks, or all of a victim up to its last live
+    /// block where the places of its batches are not known (batches from before
+    /// the checkpoint replay started from).
+    pub gc_read_bytes: u64,
     /// Times since open that host writes started waiting for the collector to
     /// free a segment (the pool's free segments at the reserve kept for it):
     /// each wait stalls every write behind it until a victim is cleaned.
@@ -770,6 +775,7 @@ impl Engine {
             gc_relocated_bytes: counters.relocated_blocks.load(Ordering::Relaxed) * BLOCK_SIZE_U64,
             gc_cleaned_segments: counters.cleaned_segments.load(Ordering::Relaxed),
             gc_map_walks: counters.gc_map_walks.load(Ordering::Relaxed),
+            gc_read_bytes: counters.gc_read_blocks.load(Ordering::Relaxed) * BLOCK_SIZE_U64,
             waits_for_collector: counters.waits_for_collector.load(Ordering::Relaxed),
             waits_for_checkpoint: counters.waits_for_checkpoint.load(Ordering::Relaxed),
             compressed_logical_bytes: counters.packed_logical_blocks.load(Ordering::Relaxed)

@@ -368,6 +368,11 @@ pub fn render_node(
         pool.gc_cleaned_segments,
     );
     counter(
+        "keel_gc_read_bytes_total",
+        "Bytes garbage collection read from its victims since the pool opened (headers and live blocks where their batches' places are known).",
+        pool.gc_read_bytes,
+    );
+    counter(
         "keel_gc_map_walks_total",
         "Collector rounds that walked every map because their victims' batch headers did not account for every live block.",
         pool.gc_map_walks,

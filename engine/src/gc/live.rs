@@ -23,14 +23,17 @@ use bytes::Bytes;
 use crate::core::Core;
 use crate::format::{BatchHeader, Entry};
 use crate::index::{Chunk, Packing, VolumeMap};
+use crate::log::segments::BatchPlace;
 use crate::log::{Origin, Record};
 use crate::units::{PhysBlock, SegmentId, VolumeId, BLOCK_SIZE};
 use crate::volume::VolumeState;
 
+use super::victim_read::VictimImage;
+
 /// A raw block or a compressed unit some map references: where it is, which
 /// lineage's maps to update, and the `(lba, index, crc)` of every volume
 /// block found in it.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct LiveBlock {
     pub lineage: u64,
     pub location: PhysBlock,
@@ -70,21 +73,23 @@ impl LiveBlock {
     }
 }
 
-/// The live blocks of `segment` by its batch headers: `prefix` is the
-/// segment's content from block 0, at least up to its last live block, and
-/// `live` says which of its blocks some map references. None when the headers
-/// do not account for every live block.
+/// The live blocks of `segment` by its batch headers: `image` holds at least
+/// every header and live block (the batches at `places` when known, else
+/// found one after another from block 0 of a prefix read whole), and `live`
+/// says which of its blocks some map references. None when the headers do
+/// not account for every live block.
 pub(super) fn from_headers(
     core: &Core,
     segment: SegmentId,
-    prefix: &[u8],
+    image: &VictimImage,
+    places: Option<&[BatchPlace]>,
     live: &[bool],
 ) -> Option<Vec<LiveBlock>> {
     let is_live = |block: u32| live.get(block as usize).copied().unwrap_or(false);
     let mut covered = vec![false; live.len()];
     let mut found = Vec::new();
     let mut lineages = LineageOf::new(core);
-    for (header, data_start) in current_batches(core, segment, prefix) {
+    for (header, data_start) in current_batches(core, segment, image, places) {
         for entry in &header.entries {
             for (offset, stored, lineage, members) in stored_units(entry, &mut lineages) {
                 let block = data_start + offset;
@@ -111,32 +116,34 @@ pub(super) fn from_headers(
     every_live_block_covered.then_some(found)
 }
 
-/// The batches of `segment`'s current life found in `prefix`, each with the
-/// block its data starts at: from block 0, one after another while they are
-/// this pool's, this segment's and their seqs rise (an older life's leftovers
-/// past the last one have lower seqs).
+/// The batches of `segment`'s current life in `image`, each with the block
+/// its data starts at: those at `places`, or else from block 0 one after
+/// another; either way only while they are this pool's, this segment's and
+/// their seqs rise (an older life's leftovers past the last one have lower
+/// seqs).
 fn current_batches<'a>(
     core: &'a Core,
     segment: SegmentId,
-    prefix: &'a [u8],
+    image: &'a VictimImage,
+    places: Option<&'a [BatchPlace]>,
 ) -> impl Iterator<Item = (BatchHeader, u32)> + 'a {
     let pool = &core.pool;
-    let prefix_blocks = (prefix.len() / BLOCK_SIZE) as u32;
-    let mut block = 0u32;
+    let mut known = places.map(|p| p.iter().map(|place| place.block));
+    let mut chained = Some(0u32);
     let mut last_seq = None;
     std::iter::from_fn(move || {
-        if block >= prefix_blocks {
-            return None;
-        }
-        let at = block as usize * BLOCK_SIZE;
-        let header = BatchHeader::decode(prefix.get(at..)?).ok()?;
+        let block = match known.as_mut() {
+            Some(known) => known.next()?,
+            None => chained?,
+        };
+        let header = BatchHeader::decode(image.tail_from(block)?).ok()?;
         let ours = header.pool_uuid == pool.uuid && header.segment == segment.0;
         if !ours || last_seq.is_some_and(|seq| seq >= header.seq) {
             return None;
         }
         last_seq = Some(header.seq);
+        chained = Some(block + header.total_blocks());
         let data_start = block + u32::from(header.header_blocks);
-        block += header.total_blocks();
         Some((header, data_start))
     })
 }
@@ -302,7 +309,7 @@ mod tests {
 
     use super::*;
     use crate::format::HEAD_COLLECTOR;
-    use crate::io::read_blocking;
+    use crate::gc::victim_read::{plan_pieces, read_pieces, read_whole};
     use crate::log::segments::SegmentState;
     use crate::testing::sim_pool;
     use crate::{Engine, SectorSize, VolumeOptions};
@@ -330,8 +337,15 @@ mod tests {
         let live = core.log.lock().segments.live_in(segment);
         let last = live.iter().rposition(|&l| l).expect("a live block");
         let (device, offset) = core.pool.locate(segment, 0);
-        let prefix = read_blocking(device, offset, (last + 1) * BLOCK_SIZE).expect("read");
-        let headers = from_headers(core, segment, prefix.as_slice(), &live);
+        let whole = read_whole(device, offset, last as u32 + 1).expect("read");
+        let headers = from_headers(core, segment, &whole, None, &live);
+        // Read as a round reads it, only headers and live blocks, the
+        // headers say the same.
+        let places = core.log.lock().segments.batch_places(segment);
+        let places = places.expect("every batch was placed by this process");
+        let partial = read_pieces(device, offset, &plan_pieces(&live, &places)).expect("read");
+        let by_places = from_headers(core, segment, &partial, Some(&places), &live);
+        assert_eq!(by_places, headers, "segment {segment:?}");
         let walked = by_walking_maps(core, &[segment])
             .remove(&segment)
             .unwrap_or_default();

@@ -14,13 +14,13 @@
 //! it copied.
 
 mod live;
+mod victim_read;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use crossbeam_channel::Receiver;
 
 use crate::core::{Core, GcPolicy};
@@ -28,12 +28,11 @@ use crate::datapath::flush::flush_wait;
 use crate::error::IoError;
 use crate::format::{HEAD_COLLECTOR, HEAD_FOREGROUND};
 use crate::index::Packing;
-use crate::io::{read_blocking_into, AlignedBuf, Device, DeviceError};
 use crate::log::segments::SegmentState;
 use crate::log::{
     append_collected, checkpoint_reserve, collector_reserve_segments, collector_room, Pending,
 };
-use crate::units::{SegmentId, BLOCK_SIZE};
+use crate::units::SegmentId;
 use live::LiveBlock;
 
 /// How often an idle collector checks the free space on its own.
@@ -43,9 +42,6 @@ const VICTIMS_PER_ROUND: usize = 4;
 /// Rounds in a row that free nothing before the collector pauses until its next
 /// wake or poll (it never declares itself stalled while it still finds victims).
 const FRUITLESS_ROUNDS_MAX: u32 = 3;
-/// A victim is read in requests of at most this size, one after another, so
-/// no collector read holds the device's queue for long ahead of host I/O.
-const VICTIM_READ_PIECE_BYTES: usize = 1024 * 1024;
 
 /// The collector thread: sleeps until woken or polled, then cleans while free
 /// space is below the watermark.
@@ -244,18 +240,6 @@ pub(crate) fn collect_round(core: &Arc<Core>) -> Result<bool, IoError> {
     Ok(true)
 }
 
-/// Reads `len` bytes at `offset` in requests of [`VICTIM_READ_PIECE_BYTES`],
-/// each into its part of one buffer.
-fn read_in_pieces(device: &dyn Device, offset: u64, len: usize) -> Result<AlignedBuf, DeviceError> {
-    let mut buf = AlignedBuf::for_overwrite(len);
-    for at in (0..len).step_by(VICTIM_READ_PIECE_BYTES) {
-        buf.view(at, VICTIM_READ_PIECE_BYTES.min(len - at));
-        buf = read_blocking_into(device, offset + at as u64, buf)?;
-    }
-    buf.view(0, len);
-    Ok(buf)
-}
-
 /// The collector's copies of `victim`'s live blocks, each answering on
 /// `done`: found from its headers, or else from the round's one walk of every
 /// map (`walked`, made for all of `chosen` the first time it is needed).
@@ -266,13 +250,27 @@ fn victim_copies(
     walked: &mut Option<HashMap<SegmentId, Vec<LiveBlock>>>,
     done: &crossbeam_channel::Sender<Result<(), IoError>>,
 ) -> Result<Vec<Pending>, IoError> {
-    let live = core.log.lock().segments.live_in(victim);
+    let (live, places) = {
+        let log = core.log.lock();
+        (
+            log.segments.live_in(victim),
+            log.segments.batch_places(victim),
+        )
+    };
     let Some(last) = live.iter().rposition(|&l| l) else {
         return Ok(Vec::new());
     };
     let (device, offset) = core.pool.locate(victim, 0);
-    let data = Bytes::from_owner(read_in_pieces(device, offset, (last + 1) * BLOCK_SIZE)?);
-    let mut blocks = match live::from_headers(core, victim, &data, &live) {
+    let image = match &places {
+        Some(places) => {
+            victim_read::read_pieces(device, offset, &victim_read::plan_pieces(&live, places))?
+        }
+        None => victim_read::read_whole(device, offset, last as u32 + 1)?,
+    };
+    core.counters
+        .gc_read_blocks
+        .fetch_add(image.blocks_read(), Ordering::Relaxed);
+    let mut blocks = match live::from_headers(core, victim, &image, places.as_deref(), &live) {
         Some(blocks) => blocks,
         None => {
             let walked = walked.get_or_insert_with(|| {
@@ -285,13 +283,14 @@ fn victim_copies(
     blocks.sort_unstable_by_key(|b| b.location);
     let mut records = Vec::with_capacity(blocks.len());
     for block in blocks {
-        let at = core.pool.split(block.location).1 as usize * BLOCK_SIZE;
-        let Some(content) = data.get(at..at + block.stored_blocks() * BLOCK_SIZE) else {
-            // A block the walk found past the live mask's end came
-            // alive after it was taken: impossible while pinned.
+        let at = core.pool.split(block.location).1;
+        // Every block of a live unit is live and lies in one batch, so the
+        // image holds it whole (see `victim_read`); a block the walk found
+        // outside it came alive after the live mask was taken: impossible
+        // while pinned.
+        let Some(content) = image.blocks(at, block.stored_blocks() as u32) else {
             continue;
         };
-        let content = data.slice_ref(content);
         if block.packing == Packing::RAW && crc32c::crc32c(&content) != block.members[0].2 {
             // Moved as it is: the stored crc keeps reporting the damage on read.
             tracing::error!(
@@ -589,20 +588,39 @@ mod tests {
     }
 
     #[test]
-    fn a_victim_read_in_pieces_is_the_same_bytes_as_one_read() {
-        use crate::io::{write_blocking, AlignedBuf, SimDevice};
-        let device = SimDevice::new(4 << 20);
-        let len = 2 * super::VICTIM_READ_PIECE_BYTES + 5 * BLOCK_SIZE;
-        let mut written = AlignedBuf::for_overwrite(len);
-        for (i, byte) in written.as_mut_slice().iter_mut().enumerate() {
-            *byte = (i * 7 % 251) as u8;
+    fn a_round_reads_its_victims_headers_and_live_blocks_only() {
+        let (_, engine) = sim_pool(64 << 20);
+        let vol = engine
+            .create_volume("v", 16 << 20, SectorSize::B4096)
+            .expect("create")
+            .id;
+        let block = |seed: u8| Bytes::from(vec![seed; 4096]);
+        for lba in 0..3072u64 {
+            engine.write_wait(vol, lba, block(1)).expect("fill");
         }
-        let expected = written.as_slice().to_vec();
-        write_blocking(&device, BLOCK_SIZE as u64, written).expect("write");
-        let pieces = super::read_in_pieces(&device, BLOCK_SIZE as u64, len).expect("read");
-        assert_eq!(pieces.as_slice(), &expected[..]);
-        let small =
-            super::read_in_pieces(&device, BLOCK_SIZE as u64, 3 * BLOCK_SIZE).expect("read");
-        assert_eq!(small.as_slice(), &expected[..3 * BLOCK_SIZE]);
+        // Three blocks in four die: the first fill's segments are a quarter live.
+        for lba in (0..3072u64).filter(|lba| lba % 4 != 0) {
+            engine.write_wait(vol, lba, block(2)).expect("overwrite");
+        }
+        let before = engine.pool_stats();
+        assert!(engine.collect_garbage().expect("collect"));
+        let after = engine.pool_stats();
+        let cleaned = after.gc_cleaned_segments - before.gc_cleaned_segments;
+        let read = after.gc_read_bytes - before.gc_read_bytes;
+        let relocated = after.gc_relocated_bytes - before.gc_relocated_bytes;
+        assert!(cleaned > 0 && relocated > 0);
+        let whole = cleaned * engine.core.pool.segment_bytes();
+        assert!(
+            read >= relocated && read < whole / 2,
+            "read {read} bytes to relocate {relocated} from {cleaned} victims of {whole} bytes"
+        );
+        for lba in 0..3072u64 {
+            let expected = if lba % 4 == 0 { 1 } else { 2 };
+            assert_eq!(
+                engine.read_wait(vol, lba, 1).expect("read"),
+                block(expected)
+            );
+        }
+        assert!(engine.audit_space().is_clean());
     }
 }

@@ -39,7 +39,7 @@ use crate::format::{
 use crate::io::{AlignedBuf, BlockParts, IoOp};
 use crate::units::{SegmentId, BLOCK_SIZE};
 use open_batch::{OpenBatch, OPEN_HEADER_BLOCKS};
-use segments::{SegmentState, SegmentTable};
+use segments::{BatchPlace, SegmentState, SegmentTable};
 
 /// Largest data area of one batch, in blocks (1 MiB); also the largest write.
 pub(crate) const BATCH_DATA_BLOCKS_MAX: u32 = 256;
@@ -573,6 +573,17 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
             entries: Vec::new(),
         };
         log.segments.get_mut(segment).max_seq = seq;
+        log.segments.note_batch(
+            segment,
+            BatchPlace {
+                block,
+                header_blocks: if to_open_batch {
+                    OPEN_HEADER_BLOCKS
+                } else {
+                    header.header_blocks
+                },
+            },
+        );
         if to_open_batch {
             // Its records join in the next round of the loop.
             header.data_blocks = 0;

@@ -21,7 +21,7 @@ use crate::format::{
 };
 use crate::index::{set_owners, Chunk, RefCounts, VolumeMap};
 use crate::io::{flush_blocking, read_blocking, write_blocking, AlignedBuf, DeviceRef};
-use crate::log::segments::{SegmentPins, SegmentState, SegmentTable};
+use crate::log::segments::{BatchPlace, SegmentPins, SegmentState, SegmentTable};
 use crate::log::{apply_batch, LogState};
 use crate::pool::{Pool, ROOT_MIRRORS, ROOT_SLOTS, SUPERBLOCK_COPY};
 use crate::units::{SectorSize, SegmentId, VolumeId, BLOCK_SIZE};
@@ -154,6 +154,13 @@ pub(crate) fn open(
             let info = log.segments.get_mut(link.segment);
             info.state = SegmentState::Sealed;
             info.max_seq = header.seq;
+            log.segments.note_batch(
+                link.segment,
+                BatchPlace {
+                    block: link.block,
+                    header_blocks: header.header_blocks,
+                },
+            );
             core.unsettled.note_replayed(&header.entries);
             apply_batch(&core, &mut log, &header, link.segment, link.block);
             log.applied_seq = header.seq;
