@@ -22,8 +22,11 @@ use crate::units::BLOCK_SIZE;
 /// time, so no collector read holds the device's queue for long ahead of
 /// host I/O.
 pub(super) const VICTIM_READ_PIECE_BYTES: usize = 1024 * 1024;
-/// Requests of one victim in flight at once.
-const PIECES_IN_FLIGHT_MAX: usize = 16;
+/// Requests of one victim in flight at once: a partly live victim is read
+/// in hundreds of small pieces, each waiting behind the host's I/O on a busy
+/// device, so they go in groups rather than a few at a time (16 measured
+/// 15% slower than whole reads for large writes cleaning a fragmented pool).
+const PIECES_IN_FLIGHT_MAX: usize = 64;
 /// Dead blocks between two needed ones that are read through rather than
 /// skipped: a request costs the device more than a few blocks of transfer.
 const GAP_READ_THROUGH_BLOCKS: u32 = 2;
