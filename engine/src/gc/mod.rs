@@ -466,20 +466,46 @@ mod tests {
         matches!(entry, Entry::Relocate { .. } | Entry::RelocateUnit { .. })
     }
 
-    #[test]
-    fn the_collectors_copies_go_to_segments_of_their_own() {
+    /// Blocks the tests' volume fills.
+    const FILLED: u64 = 3072;
+
+    fn block(seed: u8) -> Bytes {
+        Bytes::from(vec![seed; BLOCK_SIZE])
+    }
+
+    /// A pool in memory with a 16 MiB volume whose first [`FILLED`] blocks
+    /// hold `block(1)`.
+    fn filled_volume() -> (Engine, crate::VolumeId) {
         let (_, engine) = sim_pool(64 << 20);
         let vol = engine
             .create_volume("v", 16 << 20, SectorSize::B4096)
             .expect("create")
             .id;
-        let block = |seed: u8| Bytes::from(vec![seed; 4096]);
-        for lba in 0..3072u64 {
+        for lba in 0..FILLED {
             engine.write_wait(vol, lba, block(1)).expect("fill");
         }
+        (engine, vol)
+    }
+
+    /// Every filled block reads back as `block(expected(lba))` and the
+    /// space accounting is exact.
+    fn assert_contents(engine: &Engine, vol: crate::VolumeId, expected: impl Fn(u64) -> u8) {
+        for lba in 0..FILLED {
+            assert_eq!(
+                engine.read_wait(vol, lba, 1).expect("read"),
+                block(expected(lba)),
+                "block {lba}"
+            );
+        }
+        assert!(engine.audit_space().is_clean());
+    }
+
+    #[test]
+    fn the_collectors_copies_go_to_segments_of_their_own() {
+        let (engine, vol) = filled_volume();
         // Every other block overwritten: each filled segment is half dead.
         for round in 0..3u8 {
-            for lba in (0..3072u64).step_by(2) {
+            for lba in (0..FILLED).step_by(2) {
                 engine
                     .write_wait(vol, lba, block(2 + round))
                     .expect("overwrite");
@@ -487,7 +513,7 @@ mod tests {
             while engine.collect_garbage().expect("collect") {}
             // Fresh writes between rounds keep the foreground head moving.
             engine
-                .write_wait(vol, 3072 + u64::from(round), block(9))
+                .write_wait(vol, FILLED + u64::from(round), block(9))
                 .expect("write");
         }
         assert!(
@@ -521,17 +547,10 @@ mod tests {
             segments.iter().flatten().any(|b| b.head == HEAD_FOREGROUND
                 && b.entries
                     .iter()
-                    .any(|e| matches!(e, Entry::Write { lba, .. } if *lba >= 3072))),
+                    .any(|e| matches!(e, Entry::Write { lba, .. } if *lba >= FILLED))),
             "the fresh writes are on the foreground head"
         );
-        for lba in 0..3072u64 {
-            let expected = if lba % 2 == 0 { 4 } else { 1 };
-            assert_eq!(
-                engine.read_wait(vol, lba, 1).expect("read"),
-                block(expected)
-            );
-        }
-        assert!(engine.audit_space().is_clean());
+        assert_contents(&engine, vol, |lba| if lba % 2 == 0 { 4 } else { 1 });
     }
 
     #[test]
@@ -589,17 +608,9 @@ mod tests {
 
     #[test]
     fn a_round_reads_its_victims_headers_and_live_blocks_only() {
-        let (_, engine) = sim_pool(64 << 20);
-        let vol = engine
-            .create_volume("v", 16 << 20, SectorSize::B4096)
-            .expect("create")
-            .id;
-        let block = |seed: u8| Bytes::from(vec![seed; 4096]);
-        for lba in 0..3072u64 {
-            engine.write_wait(vol, lba, block(1)).expect("fill");
-        }
+        let (engine, vol) = filled_volume();
         // Three blocks in four die: the first fill's segments are a quarter live.
-        for lba in (0..3072u64).filter(|lba| lba % 4 != 0) {
+        for lba in (0..FILLED).filter(|lba| lba % 4 != 0) {
             engine.write_wait(vol, lba, block(2)).expect("overwrite");
         }
         let before = engine.pool_stats();
@@ -614,13 +625,6 @@ mod tests {
             read >= relocated && read < whole / 2,
             "read {read} bytes to relocate {relocated} from {cleaned} victims of {whole} bytes"
         );
-        for lba in 0..3072u64 {
-            let expected = if lba % 4 == 0 { 1 } else { 2 };
-            assert_eq!(
-                engine.read_wait(vol, lba, 1).expect("read"),
-                block(expected)
-            );
-        }
-        assert!(engine.audit_space().is_clean());
+        assert_contents(&engine, vol, |lba| if lba % 4 == 0 { 1 } else { 2 });
     }
 }
