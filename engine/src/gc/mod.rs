@@ -289,6 +289,12 @@ fn victim_copies(
         // outside it came alive after the live mask was taken: impossible
         // while pinned.
         let Some(content) = image.blocks(at, block.stored_blocks() as u32) else {
+            // Left in place: the victim keeps a live block, so it is not
+            // freed, and a later round looks at it again.
+            tracing::error!(
+                location = block.location.0,
+                "garbage collection found a live block outside what it read of its victim"
+            );
             continue;
         };
         if block.packing == Packing::RAW && crc32c::crc32c(&content) != block.members[0].2 {
