@@ -93,7 +93,15 @@ stop_target() {
     fi
     TARGET_PID=""
 }
-trap stop_target EXIT
+# The huge-page settings this script changed, put back when it ends.
+HUGEPAGES_BEFORE=""
+HUGETLBFS_MOUNTED=""
+finish() {
+    stop_target
+    if [ -n "$HUGETLBFS_MOUNTED" ]; then umount /dev/hugepages || true; fi
+    if [ -n "$HUGEPAGES_BEFORE" ]; then echo "$HUGEPAGES_BEFORE" > /proc/sys/vm/nr_hugepages; fi
+}
+trap finish EXIT
 
 wait_port() {
     for _ in $(seq 1200); do
@@ -187,9 +195,15 @@ precondition() { # $1: target kind
 if [ -n "$SPDK" ]; then
     # Both nvmf_tgt and spdk_nvme_perf (the initiator for keeld too) run on
     # huge pages.
-    if [ "$(cat /proc/sys/vm/nr_hugepages)" -lt 1024 ]; then echo 2048 > /proc/sys/vm/nr_hugepages; fi
+    if [ "$(cat /proc/sys/vm/nr_hugepages)" -lt 1024 ]; then
+        HUGEPAGES_BEFORE=$(cat /proc/sys/vm/nr_hugepages)
+        echo 2048 > /proc/sys/vm/nr_hugepages
+    fi
     mkdir -p /dev/hugepages
-    mountpoint -q /dev/hugepages || mount -t hugetlbfs none /dev/hugepages
+    if ! mountpoint -q /dev/hugepages; then
+        mount -t hugetlbfs none /dev/hugepages
+        HUGETLBFS_MOUNTED=1
+    fi
 fi
 
 if [[ ",$TARGETS," == *,spdk-aio,* ]]; then
