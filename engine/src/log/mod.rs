@@ -564,7 +564,13 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
             epoch: core.epoch,
             pool_uuid: core.pool.uuid,
             segment: segment.0,
-            header_blocks: plan.header_blocks(),
+            // An open batch's header has its one reserved block, however
+            // many entries its images come to name.
+            header_blocks: if to_open_batch {
+                OPEN_HEADER_BLOCKS
+            } else {
+                plan.header_blocks()
+            },
             data_blocks: plan.data_blocks(),
             completed_seq: log.applied_seq,
             durable_seq: log.segments.durable_seq,
@@ -577,11 +583,7 @@ fn form_batches(core: &Arc<Core>, log: &mut LogState, formed: &mut Formed) {
             segment,
             BatchPlace {
                 block,
-                header_blocks: if to_open_batch {
-                    OPEN_HEADER_BLOCKS
-                } else {
-                    header.header_blocks
-                },
+                header_blocks: header.header_blocks,
             },
         );
         if to_open_batch {
